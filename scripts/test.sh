@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs what is missing, then runs every test (unit, integration against a real
+# nats-server, doc tests) and compiles the benchmarks.
+# Usage: bash scripts/test.sh
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/install.sh
+export MURMUR_NATS_SERVER="$root/.venv/bin/nats-server"
+cargo build --workspace --all-targets --locked
+cargo test --workspace --all-targets --locked -- --test-threads 2
+cargo test --workspace --doc --locked

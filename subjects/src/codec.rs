@@ -1,0 +1,564 @@
+//! From typed payload to signed NATS message and back: [`Draft`] → [`SealedEvent`] →
+//! (headers, body) → [`VerifiedEvent`], with every refusal a typed [`IngestError`] that maps
+//! to a [`DeadLetterReason`].
+
+use std::sync::Arc;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::binding::{self, BindingError, ContentMode, DEFAULT_MAX_EVENT_BYTES};
+use crate::catalog::{Catalog, EventType};
+use crate::envelope::{EventRecord, JSON};
+use crate::events::{DeadLetterReason, DeadLettered};
+use crate::identity::{Identity, IdentityError, SignatureVerifier};
+use crate::payload::{self, Payload, PayloadError};
+use crate::subject::{Plane, Subject, SubjectError, Token};
+
+/// An event about to be signed: payload, aggregate and lineage.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    event_type: EventType,
+    aggregate: Token,
+    data: Vec<u8>,
+    id: Option<String>,
+    lineage: Option<(String, String, Option<String>)>,
+    time: Option<DateTime<Utc>>,
+}
+
+impl Draft {
+    /// A new root event (its own correlation and causation) for `aggregate`.
+    pub fn new<P: Payload>(aggregate: Token, payload: &P) -> Result<Self, PayloadError> {
+        Ok(Self {
+            event_type: EventType::of::<P>(),
+            aggregate,
+            data: payload::encode(payload)?,
+            id: None,
+            lineage: None,
+            time: None,
+        })
+    }
+
+    /// Sets the event id (e.g. a deterministic id for a derived event, so that several
+    /// emitters deriving the same fact are deduplicated by the server).
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Makes this event a child of `parent`: same correlation id, causation = parent id,
+    /// same trace.
+    pub fn caused_by(mut self, parent: &EventRecord) -> Self {
+        let correlation = parent
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| parent.id.clone());
+        self.lineage = Some((correlation, parent.id.clone(), parent.traceparent.clone()));
+        self
+    }
+
+    /// Sets the event time (defaults to now).
+    pub fn at(mut self, time: DateTime<Utc>) -> Self {
+        self.time = Some(time);
+        self
+    }
+
+    /// Signs the event as `identity` for `realm`.
+    pub fn seal(self, identity: &Identity, realm: &Token) -> SealedEvent {
+        let id = self.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let (correlation, causation, parent_trace) = match self.lineage {
+            Some((c, p, t)) => (c, p, t),
+            None => (id.clone(), id.clone(), None),
+        };
+        let subject = self.event_type.subject(realm, &self.aggregate);
+        let mut record = EventRecord {
+            id,
+            source: identity.public_key().to_string(),
+            ty: self.event_type.ty.to_string(),
+            subject: Some(self.aggregate.as_str().to_string()),
+            time: Some(self.time.unwrap_or_else(Utc::now)),
+            datacontenttype: Some(JSON.to_string()),
+            dataschema: None,
+            correlation_id: Some(correlation),
+            causation_id: Some(causation),
+            traceparent: Some(child_traceparent(parent_trace.as_deref())),
+            signature: None,
+            extensions: Vec::new(),
+            data: Some(Bytes::from(self.data)),
+        };
+        identity.sign(&mut record, subject.as_str());
+        SealedEvent { subject, record }
+    }
+}
+
+/// A W3C `traceparent` continuing `parent`'s trace with a new span, or starting a new trace.
+pub fn child_traceparent(parent: Option<&str>) -> String {
+    let random = uuid::Uuid::new_v4();
+    let span = &random.simple().to_string()[..16];
+    let trace = parent
+        .and_then(|p| {
+            let parts: Vec<&str> = p.split('-').collect();
+            (parts.len() == 4 && parts[1].len() == 32).then(|| parts[1].to_string())
+        })
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    format!("00-{trace}-{span}-01")
+}
+
+/// A signed event and the subject it goes to.
+#[derive(Debug, Clone)]
+pub struct SealedEvent {
+    /// Where it is published.
+    pub subject: Subject,
+    /// The signed CloudEvent.
+    pub record: EventRecord,
+}
+
+/// An event received, decoded, checked against the catalog and its subject, with a verified
+/// signature.
+#[derive(Debug, Clone)]
+pub struct VerifiedEvent {
+    /// The subject it arrived on.
+    pub subject: Subject,
+    /// The CloudEvent.
+    pub record: EventRecord,
+    /// Its declared type.
+    pub event_type: EventType,
+    /// Stream sequence, when it came from a stream.
+    pub stream_sequence: Option<u64>,
+    /// When the stream stored it, when it came from a stream (the log's own clock).
+    pub stored_at: Option<DateTime<Utc>>,
+}
+
+impl VerifiedEvent {
+    /// The emitter's verified public key.
+    pub fn emitter(&self) -> &str {
+        &self.record.source
+    }
+
+    /// Decodes the payload as `P` (upgrading old schema versions).
+    pub fn payload<P: Payload>(&self) -> Result<P, PayloadError> {
+        if self.record.ty != P::TYPE {
+            return Err(PayloadError::Schema {
+                ty: P::TYPE,
+                version: 0,
+                source: <serde_json::Error as serde::de::Error>::custom(format!(
+                    "event is of type {}",
+                    self.record.ty
+                )),
+            });
+        }
+        let data = self
+            .record
+            .data
+            .as_deref()
+            .ok_or(PayloadError::NoData { ty: P::TYPE })?;
+        payload::decode(data)
+    }
+}
+
+/// Why an incoming message was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Not a readable CloudEvent.
+    #[error(transparent)]
+    Binding(#[from] BindingError),
+    /// The NATS subject is not a valid murmur subject.
+    #[error("bad subject: {0}")]
+    Subject(#[from] SubjectError),
+    /// The event's subject does not match its type or aggregate.
+    #[error("event of type {ty} does not belong on subject {subject}: {reason}")]
+    SubjectMismatch {
+        /// Event type.
+        ty: String,
+        /// NATS subject.
+        subject: String,
+        /// What does not match.
+        reason: String,
+    },
+    /// The type is not declared.
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    /// The payload fails its schema.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// The signature is missing or wrong.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+}
+
+impl IngestError {
+    /// The dead-letter reason for this error.
+    pub fn reason(&self) -> DeadLetterReason {
+        match self {
+            IngestError::Binding(BindingError::Malformed(_))
+            | IngestError::Binding(BindingError::InvalidAttribute { .. }) => {
+                DeadLetterReason::Malformed
+            }
+            IngestError::Binding(BindingError::MissingAttribute(_)) => {
+                DeadLetterReason::MissingAttribute
+            }
+            IngestError::Binding(BindingError::WrongSpecVersion(_)) => {
+                DeadLetterReason::WrongSpecVersion
+            }
+            IngestError::Binding(BindingError::Oversized { .. }) => DeadLetterReason::Oversized,
+            IngestError::Subject(_) | IngestError::SubjectMismatch { .. } => {
+                DeadLetterReason::BadSubject
+            }
+            IngestError::UnknownType(_) => DeadLetterReason::UnknownType,
+            IngestError::Payload(_) => DeadLetterReason::SchemaViolation,
+            IngestError::Identity(_) => DeadLetterReason::BadSignature,
+        }
+    }
+}
+
+/// Encodes and decodes murmur events: catalog, size limit, content mode, signature checks.
+#[derive(Debug, Clone)]
+pub struct EventCodec {
+    catalog: Catalog,
+    verifier: Arc<SignatureVerifier>,
+    max_event_bytes: usize,
+    mode: ContentMode,
+}
+
+impl Default for EventCodec {
+    fn default() -> Self {
+        Self::new(Catalog::standard().clone())
+    }
+}
+
+impl EventCodec {
+    /// A codec over `catalog` with the default size limit and binary mode.
+    pub fn new(catalog: Catalog) -> Self {
+        Self {
+            catalog,
+            verifier: Arc::new(SignatureVerifier::new()),
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            mode: ContentMode::Binary,
+        }
+    }
+
+    /// Sets the event size limit (headers + body).
+    pub fn max_event_bytes(mut self, limit: usize) -> Self {
+        self.max_event_bytes = limit;
+        self
+    }
+
+    /// Sets the content mode used for encoding.
+    pub fn content_mode(mut self, mode: ContentMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The size limit.
+    pub fn limit(&self) -> usize {
+        self.max_event_bytes
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Encodes a sealed event for publishing.
+    pub fn encode(&self, sealed: &SealedEvent) -> Result<(HeaderMap, Bytes), BindingError> {
+        binding::encode(&sealed.record, self.mode, self.max_event_bytes)
+    }
+
+    /// Decodes and fully checks one incoming message.
+    pub fn decode(
+        &self,
+        nats_subject: &str,
+        headers: Option<&HeaderMap>,
+        body: &Bytes,
+    ) -> Result<VerifiedEvent, IngestError> {
+        let subject = Subject::parse(nats_subject)?;
+        let record = binding::decode(headers, body, self.max_event_bytes)?;
+        let event_type = *self
+            .catalog
+            .get(&record.ty)
+            .ok_or_else(|| IngestError::UnknownType(record.ty.chars().take(120).collect()))?;
+        let mismatch = |reason: String| IngestError::SubjectMismatch {
+            ty: record.ty.clone(),
+            subject: nats_subject.to_string(),
+            reason,
+        };
+        if subject.plane() != event_type.plane
+            || subject.domain() != event_type.domain
+            || subject.verb().as_str() != event_type.verb
+        {
+            return Err(mismatch(format!("expected {}", event_type.pattern())));
+        }
+        if record.subject.as_deref() != Some(subject.aggregate().as_str()) {
+            return Err(mismatch(format!(
+                "event subject attribute {:?} is not the aggregate token {:?}",
+                record.subject,
+                subject.aggregate().as_str()
+            )));
+        }
+        let data = record
+            .data
+            .as_deref()
+            .ok_or(PayloadError::NoData { ty: event_type.ty })?;
+        event_type.validate(data)?;
+        self.verifier.verify(&record, nats_subject)?;
+        Ok(VerifiedEvent {
+            subject,
+            record,
+            event_type,
+            stream_sequence: None,
+            stored_at: None,
+        })
+    }
+
+    /// Builds the dead-letter event for a refused message, signed by `detector`.
+    ///
+    /// The id is derived from the message (subject, stream sequence, body hash), so two
+    /// consumers refusing the same stored message produce one dead letter after dedupe.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dead_letter(
+        &self,
+        detector: &Identity,
+        detector_name: &str,
+        fallback_realm: &Token,
+        error: &IngestError,
+        nats_subject: &str,
+        headers: Option<&HeaderMap>,
+        body: &[u8],
+        stream_sequence: Option<u64>,
+    ) -> SealedEvent {
+        let reason = error.reason();
+        let sha = hex(&Sha256::digest(body));
+        // Keep the body only if the dead letter itself stays well under the limit.
+        let keep_whole = body.len() <= self.max_event_bytes / 2;
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let original_headers = headers
+            .map(|h| {
+                let mut pairs: Vec<(String, String)> = h
+                    .iter()
+                    .flat_map(|(n, vs)| {
+                        vs.iter()
+                            .map(move |v| (AsRef::<str>::as_ref(n).to_string(), v.to_string()))
+                    })
+                    .collect();
+                pairs.sort();
+                pairs
+            })
+            .unwrap_or_default();
+        let payload = DeadLettered {
+            reason,
+            detail: error.to_string(),
+            original_subject: nats_subject.chars().take(1024).collect(),
+            original_headers,
+            original_size: body.len(),
+            sha256: sha.clone(),
+            body_base64: keep_whole.then(|| b64.encode(body)),
+            prefix_base64: (!keep_whole).then(|| b64.encode(&body[..body.len().min(1024)])),
+            stream_sequence,
+            detected_by: detector_name.to_string(),
+        };
+        let realm = Subject::parse(nats_subject)
+            .map(|s| s.realm().clone())
+            .unwrap_or_else(|_| fallback_realm.clone());
+        let id_seed = format!("{nats_subject}\n{stream_sequence:?}\n{sha}");
+        let id = hex(&Sha256::digest(id_seed.as_bytes())[..16]);
+        let aggregate = Token::new(reason.as_str()).unwrap_or_else(|_| fallback_realm.clone());
+        let draft = Draft::new(aggregate, &payload).unwrap_or_else(|e| {
+            // DeadLettered always serializes; keep a minimal record if it somehow did not.
+            tracing::error!(error = %e, "dead letter payload failed to encode");
+            Draft {
+                event_type: EventType::of::<DeadLettered>(),
+                aggregate: Token::new(reason.as_str()).unwrap_or_else(|_| fallback_realm.clone()),
+                data: b"{\"v\":1}".to_vec(),
+                id: None,
+                lineage: None,
+                time: None,
+            }
+        });
+        debug_assert_eq!(EventType::of::<DeadLettered>().plane, Plane::Dlq);
+        draft.with_id(id).seal(detector, &realm)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{AgentJoined, AgentLeft, Hardware};
+
+    fn realm() -> Token {
+        Token::new("acme").expect("token")
+    }
+
+    fn joined() -> AgentJoined {
+        AgentJoined {
+            name: "a".into(),
+            kind: "tool".into(),
+            capabilities: vec!["tool.fs".into()],
+            labels: Default::default(),
+            agent_version: "0".into(),
+            hardware: Hardware::default(),
+        }
+    }
+
+    #[test]
+    fn sealed_event_round_trips_in_both_modes() {
+        let me = Identity::generate();
+        let agg = Token::new(me.public_key()).expect("nkey is a token");
+        let sealed = Draft::new(agg, &joined())
+            .expect("draft")
+            .seal(&me, &realm());
+        assert_eq!(
+            sealed.subject.as_str(),
+            format!("murmur.v1.acme.evt.agent.{}.joined", me.public_key())
+        );
+        let r = &sealed.record;
+        assert_eq!(r.correlation_id.as_deref(), Some(r.id.as_str()));
+        assert_eq!(r.causation_id.as_deref(), Some(r.id.as_str()));
+        for mode in [ContentMode::Binary, ContentMode::Structured] {
+            let codec = EventCodec::default().content_mode(mode);
+            let (h, body) = codec.encode(&sealed).expect("encode");
+            let got = codec
+                .decode(sealed.subject.as_str(), Some(&h), &body)
+                .expect("decode");
+            assert_eq!(got.payload::<AgentJoined>().expect("payload"), joined());
+            assert_eq!(got.emitter(), me.public_key());
+            assert!(got.payload::<AgentLeft>().is_err());
+        }
+    }
+
+    #[test]
+    fn children_keep_correlation_and_trace() {
+        let me = Identity::generate();
+        let agg = Token::new("a1").expect("token");
+        let root = Draft::new(agg.clone(), &joined())
+            .expect("draft")
+            .seal(&me, &realm());
+        let child = Draft::new(agg.clone(), &AgentLeft { reason: "x".into() })
+            .expect("draft")
+            .caused_by(&root.record)
+            .seal(&me, &realm());
+        let grandchild = Draft::new(agg, &AgentLeft { reason: "y".into() })
+            .expect("draft")
+            .caused_by(&child.record)
+            .seal(&me, &realm());
+        assert_eq!(
+            child.record.correlation_id.as_deref(),
+            Some(root.record.id.as_str())
+        );
+        assert_eq!(
+            child.record.causation_id.as_deref(),
+            Some(root.record.id.as_str())
+        );
+        assert_eq!(
+            grandchild.record.correlation_id.as_deref(),
+            Some(root.record.id.as_str())
+        );
+        assert_eq!(
+            grandchild.record.causation_id.as_deref(),
+            Some(child.record.id.as_str())
+        );
+        let trace = |r: &EventRecord| r.traceparent.as_deref().expect("trace")[3..35].to_string();
+        assert_eq!(trace(&root.record), trace(&grandchild.record));
+        assert_ne!(root.record.traceparent, child.record.traceparent);
+    }
+
+    #[test]
+    fn refusals_map_to_reasons() {
+        let me = Identity::generate();
+        let codec = EventCodec::default();
+        let agg = Token::new("a1").expect("token");
+        let sealed = Draft::new(agg, &joined())
+            .expect("draft")
+            .seal(&me, &realm());
+        let (h, body) = codec.encode(&sealed).expect("encode");
+        let reason = |subject: &str, h: &HeaderMap, body: &Bytes| {
+            codec
+                .decode(subject, Some(h), body)
+                .expect_err("refused")
+                .reason()
+        };
+        // Wrong subject for the type.
+        assert_eq!(
+            reason("murmur.v1.acme.evt.agent.a1.left", &h, &body),
+            DeadLetterReason::BadSubject
+        );
+        assert_eq!(
+            reason("murmur.v1.acme.evt.agent.a2.joined", &h, &body),
+            DeadLetterReason::BadSubject
+        );
+        assert_eq!(
+            reason("not a subject", &h, &body),
+            DeadLetterReason::BadSubject
+        );
+        // Tampered payload: schema still fine, signature not.
+        let tampered = Bytes::from(
+            String::from_utf8(body.to_vec())
+                .expect("utf8")
+                .replace("\"a\"", "\"b\""),
+        );
+        assert_eq!(
+            reason(sealed.subject.as_str(), &h, &tampered),
+            DeadLetterReason::BadSignature
+        );
+        // Payload failing its schema.
+        let bad = Bytes::from_static(b"{\"v\":2,\"name\":1}");
+        assert_eq!(
+            reason(sealed.subject.as_str(), &h, &bad),
+            DeadLetterReason::SchemaViolation
+        );
+        // Unknown type.
+        let mut h2 = h.clone();
+        h2.insert("ce-type", "dev.murmur.agent.exploded");
+        assert_eq!(
+            reason(sealed.subject.as_str(), &h2, &body),
+            DeadLetterReason::UnknownType
+        );
+    }
+
+    #[test]
+    fn dead_letters_keep_bytes_or_prefix() {
+        let me = Identity::generate();
+        let codec = EventCodec::default().max_event_bytes(4096);
+        let err = IngestError::Binding(BindingError::Oversized {
+            size: 10_000,
+            limit: 4096,
+        });
+        let body = vec![b'z'; 10_000];
+        let dl = codec.dead_letter(
+            &me,
+            "test",
+            &realm(),
+            &err,
+            "murmur.v1.acme.evt.task.t.submitted",
+            None,
+            &body,
+            Some(7),
+        );
+        assert_eq!(
+            dl.subject.as_str(),
+            "murmur.v1.acme.dlq.sys.oversized.dead_lettered"
+        );
+        let p: DeadLettered =
+            payload::decode(dl.record.data.as_deref().expect("data")).expect("decodes");
+        assert_eq!(p.original_size, 10_000);
+        assert!(p.body_base64.is_none());
+        assert_eq!(p.prefix_base64.as_ref().map(|s| s.len()), Some(1368));
+        let again = codec.dead_letter(
+            &me,
+            "test",
+            &realm(),
+            &err,
+            "murmur.v1.acme.evt.task.t.submitted",
+            None,
+            &body,
+            Some(7),
+        );
+        assert_eq!(again.record.id, dl.record.id, "deterministic id");
+    }
+}

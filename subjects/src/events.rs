@@ -1,0 +1,371 @@
+//! The event types murmur declares, with their payloads.
+//!
+//! Each payload implements [`Payload`], which ties it to its CloudEvent `type`, its subject
+//! (plane, domain, verb) and its schema version. [`crate::catalog::Catalog::standard`] lists
+//! them all.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::payload::{Payload, PayloadError};
+use crate::subject::{Domain, Plane};
+
+/// Hardware an agent offers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Hardware {
+    /// Logical CPU cores.
+    pub cores: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Accelerators (GPU model names), empty when none.
+    #[serde(default)]
+    pub accelerators: Vec<String>,
+    /// Accelerator memory in MiB, summed.
+    #[serde(default)]
+    pub vram_mib: u64,
+}
+
+/// `dev.murmur.agent.joined` v2: an agent joined the cluster and announces its manifest.
+///
+/// v1 carried only `name`, `kind` and `capabilities`; v1 events are upgraded with empty labels,
+/// `agent_version = "unknown"` and zeroed hardware.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentJoined {
+    /// Human-readable name (not an identity: the identity is the event's signing key).
+    pub name: String,
+    /// Agent kind: planner, compiler, executor, tool, memory, inference, ...
+    pub kind: String,
+    /// Capabilities, e.g. `compiler.rust`.
+    pub capabilities: Vec<String>,
+    /// Free-form labels used by routing constraints.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The agent's software version.
+    pub agent_version: String,
+    /// Hardware offered.
+    pub hardware: Hardware,
+}
+
+/// The v1 shape of [`AgentJoined`], kept so old events decode on replay.
+#[derive(Debug, Clone, Deserialize)]
+struct AgentJoinedV1 {
+    name: String,
+    kind: String,
+    capabilities: Vec<String>,
+}
+
+impl Payload for AgentJoined {
+    const TYPE: &'static str = "dev.murmur.agent.joined";
+    const DOMAIN: Domain = Domain::Agent;
+    const VERB: &'static str = "joined";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 2;
+    const DESCRIPTION: &'static str = "an agent joined and announced its manifest";
+
+    fn upcast(version: u32, data: &[u8]) -> Result<Self, PayloadError> {
+        match version {
+            1 => {
+                let v1: AgentJoinedV1 =
+                    serde_json::from_slice(data).map_err(|source| PayloadError::Schema {
+                        ty: Self::TYPE,
+                        version,
+                        source,
+                    })?;
+                Ok(AgentJoined {
+                    name: v1.name,
+                    kind: v1.kind,
+                    capabilities: v1.capabilities,
+                    labels: BTreeMap::new(),
+                    agent_version: "unknown".into(),
+                    hardware: Hardware::default(),
+                })
+            }
+            found => Err(PayloadError::UnsupportedVersion {
+                ty: Self::TYPE,
+                found,
+                current: Self::VERSION,
+            }),
+        }
+    }
+}
+
+/// `dev.murmur.agent.left`: an agent left on purpose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentLeft {
+    /// Why it left (shutdown, drain, ...).
+    pub reason: String,
+}
+
+impl Payload for AgentLeft {
+    const TYPE: &'static str = "dev.murmur.agent.left";
+    const DOMAIN: Domain = Domain::Agent;
+    const VERB: &'static str = "left";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "an agent left on purpose";
+}
+
+/// `dev.murmur.agent.heartbeat`: liveness and load, on core NATS only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentHeartbeat {
+    /// The interval the agent promises between beats, in milliseconds.
+    pub interval_ms: u64,
+    /// Current load, 0.0 ..= 1.0 per core.
+    pub load: f32,
+    /// Tasks queued locally.
+    pub queue_depth: u32,
+}
+
+impl Payload for AgentHeartbeat {
+    const TYPE: &'static str = "dev.murmur.agent.heartbeat";
+    const DOMAIN: Domain = Domain::Agent;
+    const VERB: &'static str = "heartbeat";
+    const PLANE: Plane = Plane::Live;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "liveness and load, core NATS only (never persisted)";
+}
+
+/// `dev.murmur.task.submitted`: a task entered the system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskSubmitted {
+    /// Capability an agent needs to run it, e.g. `compiler.rust`.
+    pub capability: String,
+    /// Task input.
+    pub input: serde_json::Value,
+    /// Priority, higher first.
+    #[serde(default)]
+    pub priority: u8,
+}
+
+impl Payload for TaskSubmitted {
+    const TYPE: &'static str = "dev.murmur.task.submitted";
+    const DOMAIN: Domain = Domain::Task;
+    const VERB: &'static str = "submitted";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "a task entered the system";
+}
+
+/// `dev.murmur.task.completed`: a worker finished a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskCompleted {
+    /// Task output.
+    pub output: serde_json::Value,
+    /// Attempt number that produced it (1-based).
+    pub attempt: u32,
+}
+
+impl Payload for TaskCompleted {
+    const TYPE: &'static str = "dev.murmur.task.completed";
+    const DOMAIN: Domain = Domain::Task;
+    const VERB: &'static str = "completed";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "a worker finished a task";
+}
+
+/// `dev.murmur.task.failed`: an attempt at a task failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskFailed {
+    /// What went wrong, as the tool reported it.
+    pub reason: String,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+}
+
+impl Payload for TaskFailed {
+    const TYPE: &'static str = "dev.murmur.task.failed";
+    const DOMAIN: Domain = Domain::Task;
+    const VERB: &'static str = "failed";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "an attempt at a task failed";
+}
+
+/// Why a message was dead-lettered. The token doubles as the subject's domain-local
+/// aggregate-free part: dead letters are filed under `murmur.v1.{realm}.dlq.sys.{reason}.dead_lettered`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterReason {
+    /// Body is not valid JSON / not a CloudEvent structure.
+    Malformed,
+    /// A required CloudEvent attribute is missing or empty.
+    MissingAttribute,
+    /// `specversion` is not `1.0`.
+    WrongSpecVersion,
+    /// The `type` is not in the catalog.
+    UnknownType,
+    /// The payload does not match its schema.
+    SchemaViolation,
+    /// The NATS subject is invalid or does not match the event.
+    BadSubject,
+    /// The message exceeds murmur's event size limit.
+    Oversized,
+    /// The signature is missing or does not verify against `source`.
+    BadSignature,
+    /// A handler refused the event (e.g. not allowed for this sender).
+    Refused,
+}
+
+impl DeadLetterReason {
+    /// All reasons.
+    pub const ALL: [DeadLetterReason; 9] = [
+        DeadLetterReason::Malformed,
+        DeadLetterReason::MissingAttribute,
+        DeadLetterReason::WrongSpecVersion,
+        DeadLetterReason::UnknownType,
+        DeadLetterReason::SchemaViolation,
+        DeadLetterReason::BadSubject,
+        DeadLetterReason::Oversized,
+        DeadLetterReason::BadSignature,
+        DeadLetterReason::Refused,
+    ];
+
+    /// The subject token for this reason.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Malformed => "malformed",
+            DeadLetterReason::MissingAttribute => "missing_attribute",
+            DeadLetterReason::WrongSpecVersion => "wrong_specversion",
+            DeadLetterReason::UnknownType => "unknown_type",
+            DeadLetterReason::SchemaViolation => "schema_violation",
+            DeadLetterReason::BadSubject => "bad_subject",
+            DeadLetterReason::Oversized => "oversized",
+            DeadLetterReason::BadSignature => "bad_signature",
+            DeadLetterReason::Refused => "refused",
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `dev.murmur.sys.dead_lettered`: a message could not be accepted. Keeps the original
+/// bytes (or, when over the size limit, its size, SHA-256 and a prefix) so an operator can
+/// inspect and redrive it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeadLettered {
+    /// Machine-readable reason.
+    pub reason: DeadLetterReason,
+    /// Human-readable detail (the typed error's message).
+    pub detail: String,
+    /// NATS subject the message arrived on.
+    pub original_subject: String,
+    /// Its headers, in order.
+    pub original_headers: Vec<(String, String)>,
+    /// Its body size in bytes.
+    pub original_size: usize,
+    /// Hex SHA-256 of the body.
+    pub sha256: String,
+    /// The whole body, base64, when it is within the size limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_base64: Option<String>,
+    /// The first bytes of the body, base64, when the whole body was too large to keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_base64: Option<String>,
+    /// Stream sequence of the original, when it came from a stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_sequence: Option<u64>,
+    /// Which component dead-lettered it.
+    pub detected_by: String,
+}
+
+impl Payload for DeadLettered {
+    const TYPE: &'static str = "dev.murmur.sys.dead_lettered";
+    const DOMAIN: Domain = Domain::Sys;
+    const VERB: &'static str = "dead_lettered";
+    const PLANE: Plane = Plane::Dlq;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str =
+        "a message could not be accepted; keeps the reason and original bytes";
+}
+
+/// `dev.murmur.sys.redriven`: an operator re-published a dead letter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Redriven {
+    /// Stream sequence of the dead letter in the dead-letter stream.
+    pub dead_letter_sequence: u64,
+    /// Subject the original was re-published to.
+    pub subject: String,
+}
+
+impl Payload for Redriven {
+    const TYPE: &'static str = "dev.murmur.sys.redriven";
+    const DOMAIN: Domain = Domain::Sys;
+    const VERB: &'static str = "redriven";
+    const PLANE: Plane = Plane::Dlq;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "an operator re-published a dead letter";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{decode, encode, json_schema, schema_version};
+
+    #[test]
+    fn current_version_round_trips() {
+        let joined = AgentJoined {
+            name: "c1".into(),
+            kind: "compiler".into(),
+            capabilities: vec!["compiler.rust".into()],
+            labels: BTreeMap::from([("zone".into(), "a".into())]),
+            agent_version: "0.1.0".into(),
+            hardware: Hardware {
+                cores: 2,
+                memory_mib: 1024,
+                accelerators: vec![],
+                vram_mib: 0,
+            },
+        };
+        let bytes = encode(&joined).expect("encode");
+        assert!(bytes.starts_with(b"{\"v\":2,\"name\""));
+        assert_eq!(schema_version(AgentJoined::TYPE, &bytes).expect("v"), 2);
+        assert_eq!(decode::<AgentJoined>(&bytes).expect("decode"), joined);
+    }
+
+    #[test]
+    fn v1_agent_joined_upgrades_to_v2() {
+        let v1 = br#"{"v":1,"name":"old","kind":"executor","capabilities":["executor.test"]}"#;
+        let joined = decode::<AgentJoined>(v1).expect("v1 decodes");
+        assert_eq!(joined.name, "old");
+        assert_eq!(joined.agent_version, "unknown");
+        assert_eq!(joined.hardware, Hardware::default());
+        // Version not first, as another language might write it.
+        let v1b = br#"{"name":"old","capabilities":[],"kind":"x","v":1}"#;
+        assert_eq!(decode::<AgentJoined>(v1b).expect("decodes").kind, "x");
+    }
+
+    #[test]
+    fn unknown_and_missing_versions_are_typed_errors() {
+        assert!(matches!(
+            decode::<AgentJoined>(br#"{"v":3,"name":"x"}"#),
+            Err(PayloadError::UnsupportedVersion { found: 3, .. })
+        ));
+        assert!(matches!(
+            decode::<AgentLeft>(br#"{"reason":"x"}"#),
+            Err(PayloadError::MissingVersion { .. })
+        ));
+        assert!(matches!(
+            decode::<AgentLeft>(br#"{"v":1,"reason":5}"#),
+            Err(PayloadError::Schema { .. })
+        ));
+        assert!(matches!(
+            decode::<AgentLeft>(b"not json"),
+            Err(PayloadError::Schema { .. })
+        ));
+    }
+
+    #[test]
+    fn schemas_require_the_version() {
+        let schema = json_schema::<AgentJoined>();
+        assert_eq!(schema["properties"]["v"]["const"], 2);
+        assert_eq!(schema["required"][0], "v");
+        assert_eq!(schema["$id"], "urn:murmur:schema:dev.murmur.agent.joined:2");
+    }
+}

@@ -1,0 +1,461 @@
+//! The JetStream event log: the history stream (source of truth), the dead-letter stream, a
+//! publisher that signs, deduplicates by event id and pipelines acks, optimistic concurrency
+//! per aggregate, and readers for replay.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{
+    self,
+    context::{PublishAckFuture, PublishErrorKind},
+    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::binding::BindingError;
+use crate::codec::{Draft, EventCodec, IngestError, SealedEvent, VerifiedEvent};
+use crate::identity::Identity;
+use crate::subject::{Plane, SubjectFilter, Token};
+
+/// Header JetStream deduplicates on.
+pub const MSG_ID: &str = "Nats-Msg-Id";
+/// Optimistic concurrency: expected last sequence of the subject (or filter below).
+pub const EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+/// Optimistic concurrency: the filter the expected sequence applies to (server ≥ 2.11).
+pub const EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+
+/// Stream configuration murmur creates at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// History stream name.
+    pub history_stream: String,
+    /// Dead-letter stream name.
+    pub dlq_stream: String,
+    /// Replicas: 1 for a single server, 3 for a cluster.
+    pub replicas: usize,
+    /// Oldest history kept; default 365 days. Zero keeps forever.
+    #[serde(with = "humantime_secs")]
+    pub max_age: Duration,
+    /// Largest history kept in bytes; default 10 GiB. -1 is unlimited.
+    pub max_bytes: i64,
+    /// Window in which the server deduplicates by `Nats-Msg-Id`; default 2 minutes.
+    #[serde(with = "humantime_secs")]
+    pub duplicate_window: Duration,
+    /// Dead letters kept for; default 30 days.
+    #[serde(with = "humantime_secs")]
+    pub dlq_max_age: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            history_stream: "MURMUR_HISTORY".into(),
+            dlq_stream: "MURMUR_DLQ".into(),
+            replicas: 1,
+            max_age: Duration::from_secs(365 * 24 * 3600),
+            max_bytes: 10 * 1024 * 1024 * 1024,
+            duplicate_window: Duration::from_secs(120),
+            dlq_max_age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+mod humantime_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(d)?))
+    }
+}
+
+impl LogConfig {
+    /// Subjects captured by the history stream.
+    pub fn history_subjects() -> Vec<String> {
+        vec![format!("murmur.v1.*.{}.>", Plane::Evt.as_str())]
+    }
+
+    /// Subjects captured by the dead-letter stream.
+    pub fn dlq_subjects() -> Vec<String> {
+        vec![format!("murmur.v1.*.{}.>", Plane::Dlq.as_str())]
+    }
+
+    fn history(&self) -> stream::Config {
+        stream::Config {
+            name: self.history_stream.clone(),
+            description: Some("murmur history: the source of truth".into()),
+            subjects: Self::history_subjects(),
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            num_replicas: self.replicas,
+            max_age: self.max_age,
+            max_bytes: self.max_bytes,
+            discard: DiscardPolicy::Old,
+            duplicate_window: self.duplicate_window,
+            allow_direct: true,
+            ..Default::default()
+        }
+    }
+
+    fn dlq(&self) -> stream::Config {
+        stream::Config {
+            name: self.dlq_stream.clone(),
+            description: Some("murmur dead letters".into()),
+            subjects: Self::dlq_subjects(),
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            num_replicas: self.replicas,
+            max_age: self.dlq_max_age,
+            duplicate_window: self.duplicate_window,
+            allow_direct: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// Why a log operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Creating or reading a stream failed.
+    #[error("stream {stream}: {reason}")]
+    Stream {
+        /// Stream name.
+        stream: String,
+        /// Why.
+        reason: String,
+    },
+    /// The event could not be encoded (e.g. over the size limit).
+    #[error("cannot encode event: {0}")]
+    Encode(#[from] BindingError),
+    /// Another writer appended to the aggregate first.
+    #[error(
+        "optimistic concurrency conflict on {filter}: expected last sequence {expected}, the aggregate has moved on"
+    )]
+    Conflict {
+        /// The aggregate filter.
+        filter: String,
+        /// The sequence the writer expected.
+        expected: u64,
+    },
+    /// The server refused or did not acknowledge a publish.
+    #[error("publish to {subject} failed: {reason}")]
+    Publish {
+        /// Subject.
+        subject: String,
+        /// Why.
+        reason: String,
+    },
+    /// Only `evt` and `dlq` plane events are persisted; use `publish_live` for the others.
+    #[error("{0} plane events are not persisted; use publish_live")]
+    NotPersisted(Plane),
+    /// Reading from a consumer failed.
+    #[error("consumer: {0}")]
+    Consumer(String),
+}
+
+/// Acknowledgement of a persisted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Stream sequence.
+    pub sequence: u64,
+    /// The server had already stored an event with this id (deduplicated).
+    pub duplicate: bool,
+}
+
+/// Expected state of an aggregate for an optimistic-concurrency write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// The aggregate must have no events yet.
+    NoEvents,
+    /// The aggregate's last event must be at this stream sequence.
+    LastSequence(u64),
+}
+
+/// An ack still in flight: await it with [`PendingAppend::wait`].
+#[must_use = "an unawaited append may not have been stored"]
+pub struct PendingAppend {
+    subject: String,
+    occ: Option<(String, u64)>,
+    future: PublishAckFuture,
+}
+
+impl PendingAppend {
+    /// Waits for the server's acknowledgement.
+    pub async fn wait(self) -> Result<Appended, LogError> {
+        let ack = self
+            .future
+            .await
+            .map_err(|e| classify(&self.subject, &self.occ, e.kind(), e.to_string()))?;
+        Ok(Appended {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+}
+
+/// A handle on the event log for one participant: its identity signs what it appends.
+#[derive(Clone)]
+pub struct EventLog {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    codec: EventCodec,
+    identity: Identity,
+    realm: Token,
+    config: LogConfig,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog")
+            .field("realm", &self.realm)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventLog {
+    /// Opens the log, creating or updating the streams (idempotent).
+    pub async fn open(
+        client: async_nats::Client,
+        identity: Identity,
+        realm: Token,
+        config: LogConfig,
+        codec: EventCodec,
+    ) -> Result<Self, LogError> {
+        let js = jetstream::new(client.clone());
+        let log = Self {
+            client,
+            js,
+            codec,
+            identity,
+            realm,
+            config,
+        };
+        log.ensure_streams().await?;
+        Ok(log)
+    }
+
+    /// Creates the history and dead-letter streams, or updates their config. Safe to call
+    /// from every participant at start.
+    pub async fn ensure_streams(&self) -> Result<(), LogError> {
+        for cfg in [self.config.history(), self.config.dlq()] {
+            let name = cfg.name.clone();
+            self.js
+                .create_or_update_stream(cfg)
+                .await
+                .map_err(|e| LogError::Stream {
+                    stream: name,
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+    /// The codec.
+    pub fn codec(&self) -> &EventCodec {
+        &self.codec
+    }
+    /// This participant's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+    /// The realm.
+    pub fn realm(&self) -> &Token {
+        &self.realm
+    }
+    /// The stream configuration.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Signs a draft as this participant.
+    pub fn seal(&self, draft: Draft) -> SealedEvent {
+        draft.seal(&self.identity, &self.realm)
+    }
+
+    fn persisted_headers(&self, sealed: &SealedEvent) -> Result<(HeaderMap, Bytes), LogError> {
+        if !matches!(sealed.subject.plane(), Plane::Evt | Plane::Dlq) {
+            return Err(LogError::NotPersisted(sealed.subject.plane()));
+        }
+        let (mut headers, body) = self.codec.encode(sealed)?;
+        headers.insert(MSG_ID, sealed.record.id.as_str());
+        Ok((headers, body))
+    }
+
+    /// Sends a sealed event without waiting for the ack (pipelined); the server dedupes by
+    /// the event id.
+    pub async fn append_sealed(&self, sealed: &SealedEvent) -> Result<PendingAppend, LogError> {
+        let (headers, body) = self.persisted_headers(sealed)?;
+        self.send(sealed.subject.as_str(), headers, body, None)
+            .await
+    }
+
+    /// Signs and appends a draft, waiting for the ack.
+    pub async fn append(&self, draft: Draft) -> Result<(SealedEvent, Appended), LogError> {
+        let sealed = self.seal(draft);
+        let appended = self.append_sealed(&sealed).await?.wait().await?;
+        Ok((sealed, appended))
+    }
+
+    /// Appends only if the aggregate is where the writer expects it to be; a conflicting
+    /// write is [`LogError::Conflict`], never an overwrite.
+    pub async fn append_expected(
+        &self,
+        draft: Draft,
+        expected: Expected,
+    ) -> Result<(SealedEvent, Appended), LogError> {
+        let sealed = self.seal(draft);
+        let (mut headers, body) = self.persisted_headers(&sealed)?;
+        let filter = sealed.subject.aggregate_filter().to_string();
+        let seq = match expected {
+            Expected::NoEvents => 0,
+            Expected::LastSequence(s) => s,
+        };
+        headers.insert(EXPECTED_LAST_SUBJECT_SEQ, seq.to_string().as_str());
+        headers.insert(EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, filter.as_str());
+        let pending = self
+            .send(sealed.subject.as_str(), headers, body, Some((filter, seq)))
+            .await?;
+        let appended = pending.wait().await?;
+        Ok((sealed, appended))
+    }
+
+    async fn send(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        occ: Option<(String, u64)>,
+    ) -> Result<PendingAppend, LogError> {
+        let future = self
+            .js
+            .publish_with_headers(subject.to_string(), headers, body)
+            .await
+            .map_err(|e| classify(subject, &occ, e.kind(), e.to_string()))?;
+        Ok(PendingAppend {
+            subject: subject.to_string(),
+            occ,
+            future,
+        })
+    }
+
+    /// Publishes a `live`-plane event on core NATS (heartbeats): never persisted.
+    pub async fn publish_live(&self, draft: Draft) -> Result<SealedEvent, LogError> {
+        let sealed = self.seal(draft);
+        if sealed.subject.plane() != Plane::Live {
+            return Err(LogError::Publish {
+                subject: sealed.subject.to_string(),
+                reason: "only live-plane events go over core NATS".into(),
+            });
+        }
+        let (headers, body) = self.codec.encode(&sealed)?;
+        self.client
+            .publish_with_headers(sealed.subject.to_string(), headers, body)
+            .await
+            .map_err(|e| LogError::Publish {
+                subject: sealed.subject.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(sealed)
+    }
+
+    /// Records a refused message in the dead-letter stream and returns the dead letter's
+    /// sequence. Logged at warn level as well, so nothing is dropped silently.
+    pub async fn dead_letter(
+        &self,
+        detector_name: &str,
+        error: &IngestError,
+        nats_subject: &str,
+        headers: Option<&HeaderMap>,
+        body: &[u8],
+        stream_sequence: Option<u64>,
+    ) -> Result<Appended, LogError> {
+        tracing::warn!(
+            subject = nats_subject,
+            reason = %error.reason(),
+            error = %error,
+            ?stream_sequence,
+            "dead-lettering message"
+        );
+        let sealed = self.codec.dead_letter(
+            &self.identity,
+            detector_name,
+            &self.realm,
+            error,
+            nats_subject,
+            headers,
+            body,
+            stream_sequence,
+        );
+        self.append_sealed(&sealed).await?.wait().await
+    }
+
+    /// Last sequence of the history stream (0 when empty).
+    pub async fn last_sequence(&self, stream_name: &str) -> Result<u64, LogError> {
+        let mut stream = self
+            .js
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| LogError::Stream {
+                stream: stream_name.to_string(),
+                reason: e.to_string(),
+            })?;
+        let info = stream.info().await.map_err(|e| LogError::Stream {
+            stream: stream_name.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// Decodes a stored message into a verified event, filling in its stream position.
+    pub fn decode_stored(
+        &self,
+        message: &async_nats::Message,
+        sequence: u64,
+        stored_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<VerifiedEvent, IngestError> {
+        let mut event = self.codec.decode(
+            message.subject.as_str(),
+            message.headers.as_ref(),
+            &message.payload,
+        )?;
+        event.stream_sequence = Some(sequence);
+        event.stored_at = stored_at;
+        Ok(event)
+    }
+
+    /// A filter for every history event in this log's realm.
+    pub fn realm_filter(&self) -> SubjectFilter {
+        SubjectFilter::plane(Plane::Evt).realm(self.realm.clone())
+    }
+}
+
+fn classify(
+    subject: &str,
+    occ: &Option<(String, u64)>,
+    kind: PublishErrorKind,
+    text: String,
+) -> LogError {
+    match (kind, occ) {
+        (PublishErrorKind::WrongLastSequence, Some((filter, expected))) => LogError::Conflict {
+            filter: filter.clone(),
+            expected: *expected,
+        },
+        _ => LogError::Publish {
+            subject: subject.to_string(),
+            reason: text,
+        },
+    }
+}

@@ -1,0 +1,371 @@
+//! Projections: state derived from the log by a pure fold.
+//!
+//! A [`Projection`] is `apply(&mut state, &event)` plus the subject filter it reads. A
+//! [`Projector`] feeds it — from a start point for replay (pull consumer, no acks) or live
+//! (ordered consumer) — with the same `apply`, tracks its position (the last stream sequence
+//! applied), and can checkpoint state + position in a KV bucket and resume from there.
+
+use std::fmt::Debug;
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{IngestError, VerifiedEvent};
+use crate::log::{EventLog, LogError};
+use crate::subject::SubjectFilter;
+
+/// A projection refused an event (e.g. a vote from outside the voter set). The state is left
+/// unchanged and the refusal is counted and reported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused: {0}")]
+pub struct Refusal(pub String);
+
+/// State derived from the log by a pure fold.
+pub trait Projection: Send + Sync + 'static {
+    /// The derived state.
+    type State: Default + Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync;
+
+    /// A stable name (checkpoint key).
+    fn name(&self) -> &str;
+
+    /// The subjects it reads.
+    fn filter(&self) -> SubjectFilter;
+
+    /// Folds one event into the state. Must be pure: no I/O, no clock, no randomness —
+    /// time comes from the event (`stored_at` / `record.time`).
+    fn apply(&self, state: &mut Self::State, event: &VerifiedEvent) -> Result<(), Refusal>;
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The first event in the stream.
+    Beginning,
+    /// The first event at or after this stream sequence.
+    Sequence(u64),
+    /// The first event stored at or after this time.
+    Time(DateTime<Utc>),
+}
+
+impl StartAt {
+    fn deliver_policy(self) -> consumer::DeliverPolicy {
+        match self {
+            StartAt::Beginning | StartAt::Sequence(0) => consumer::DeliverPolicy::All,
+            StartAt::Sequence(start_sequence) => {
+                consumer::DeliverPolicy::ByStartSequence { start_sequence }
+            }
+            StartAt::Time(start_time) => consumer::DeliverPolicy::ByStartTime { start_time },
+        }
+    }
+}
+
+/// One message read from a stream, before decoding.
+#[derive(Debug)]
+pub struct StoredMessage {
+    /// Stream sequence.
+    pub sequence: u64,
+    /// When the stream stored it.
+    pub stored_at: DateTime<Utc>,
+    /// Messages still pending after this one for the reading consumer.
+    pub pending: u64,
+    /// The message.
+    pub message: async_nats::Message,
+}
+
+/// Reads `stream` from `start`, filtered, calling `on_message` until it breaks, the consumer
+/// has nothing pending, or a message past `until_sequence` arrives. Returns how many messages
+/// were handed over. Uses an ephemeral pull consumer without acks: the fastest replay path.
+pub async fn read_stream(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &SubjectFilter,
+    start: StartAt,
+    until_sequence: Option<u64>,
+    mut on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
+) -> Result<u64, LogError> {
+    let stream_err = |e: String| LogError::Stream {
+        stream: stream.to_string(),
+        reason: e,
+    };
+    let handle = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| stream_err(e.to_string()))?;
+    let mut consumer: consumer::PullConsumer = handle
+        .create_consumer(consumer::pull::Config {
+            deliver_policy: start.deliver_policy(),
+            ack_policy: consumer::AckPolicy::None,
+            filter_subject: filter.to_string(),
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| stream_err(e.to_string()))?;
+    let info = consumer
+        .info()
+        .await
+        .map_err(|e| LogError::Consumer(e.to_string()))?;
+    if info.num_pending == 0 {
+        return Ok(0);
+    }
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(1_000)
+        .messages()
+        .await
+        .map_err(|e| LogError::Consumer(e.to_string()))?;
+    let mut count = 0;
+    while let Some(next) = messages.next().await {
+        let message = next.map_err(|e| LogError::Consumer(e.to_string()))?;
+        let (sequence, stored_at, pending) = {
+            let info = message
+                .info()
+                .map_err(|e| LogError::Consumer(e.to_string()))?;
+            (info.stream_sequence, info.published, info.pending)
+        };
+        if until_sequence.is_some_and(|end| sequence > end) {
+            break;
+        }
+        count += 1;
+        let flow = on_message(StoredMessage {
+            sequence,
+            stored_at,
+            pending,
+            message: message.split().0,
+        });
+        if flow.is_break() || pending == 0 || until_sequence == Some(sequence) {
+            break;
+        }
+    }
+    Ok(count)
+}
+
+/// Counters a projector keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectionStats {
+    /// Events applied.
+    pub applied: u64,
+    /// Events the fold refused.
+    pub refused: u64,
+    /// Stored messages that failed decoding or verification (the log auditor dead-letters
+    /// them; projections skip them and count them here).
+    pub invalid: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Checkpoint<S> {
+    position: u64,
+    state: S,
+}
+
+/// Feeds a projection from the log.
+pub struct Projector<P: Projection> {
+    log: EventLog,
+    projection: P,
+    state: P::State,
+    position: u64,
+    stats: ProjectionStats,
+}
+
+impl<P: Projection> Debug for Projector<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector")
+            .field("projection", &self.projection.name())
+            .field("position", &self.position)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// KV bucket holding projection checkpoints.
+pub const CHECKPOINT_BUCKET: &str = "MURMUR_CHECKPOINTS";
+
+impl<P: Projection> Projector<P> {
+    /// A projector at the beginning of the log with default state.
+    pub fn new(log: EventLog, projection: P) -> Self {
+        Self {
+            log,
+            projection,
+            state: P::State::default(),
+            position: 0,
+            stats: ProjectionStats::default(),
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> &P::State {
+        &self.state
+    }
+    /// Last stream sequence applied (0: none).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+    /// Counters.
+    pub fn stats(&self) -> &ProjectionStats {
+        &self.stats
+    }
+    /// The projection.
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
+    fn ingest(&mut self, stored: &StoredMessage) {
+        self.position = stored.sequence;
+        match self
+            .log
+            .decode_stored(&stored.message, stored.sequence, Some(stored.stored_at))
+        {
+            Ok(event) => match self.projection.apply(&mut self.state, &event) {
+                Ok(()) => self.stats.applied += 1,
+                Err(refusal) => {
+                    self.stats.refused += 1;
+                    tracing::info!(projection = self.projection.name(), sequence = stored.sequence, %refusal, "event refused");
+                }
+            },
+            Err(error) => self.note_invalid(stored.sequence, &error),
+        }
+    }
+
+    fn note_invalid(&mut self, sequence: u64, error: &IngestError) {
+        self.stats.invalid += 1;
+        tracing::warn!(
+            projection = self.projection.name(),
+            sequence,
+            reason = %error.reason(),
+            %error,
+            "skipping invalid stored message"
+        );
+    }
+
+    /// Replays everything after the current position up to the stream's end as of now.
+    pub async fn catch_up(&mut self) -> Result<u64, LogError> {
+        let stream = self.log.config().history_stream.clone();
+        let end = self.log.last_sequence(&stream).await?;
+        if end <= self.position {
+            return Ok(0);
+        }
+        let js = self.log.jetstream().clone();
+        let filter = self.projection.filter();
+        let start = StartAt::Sequence(self.position + 1);
+        read_stream(&js, &stream, &filter, start, Some(end), |stored| {
+            self.ingest(&stored);
+            ControlFlow::Continue(())
+        })
+        .await
+    }
+
+    /// Follows the log live (ordered consumer from the current position) until `done`
+    /// returns true for the state, or `deadline` passes (then `Ok(false)`).
+    pub async fn follow_until(
+        &mut self,
+        deadline: Duration,
+        mut done: impl FnMut(&P::State) -> bool,
+    ) -> Result<bool, LogError> {
+        if done(&self.state) {
+            return Ok(true);
+        }
+        let stream_name = self.log.config().history_stream.clone();
+        let stream = self
+            .log
+            .jetstream()
+            .get_stream(&stream_name)
+            .await
+            .map_err(|e| LogError::Stream {
+                stream: stream_name.clone(),
+                reason: e.to_string(),
+            })?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: self.projection.filter().to_string(),
+                deliver_policy: StartAt::Sequence(self.position + 1).deliver_policy(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| LogError::Consumer(e.to_string()))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| LogError::Consumer(e.to_string()))?;
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let next = match tokio::time::timeout_at(until, messages.next()).await {
+                Err(_) => return Ok(false),
+                Ok(None) => return Err(LogError::Consumer("ordered consumer ended".into())),
+                Ok(Some(next)) => next.map_err(|e| LogError::Consumer(e.to_string()))?,
+            };
+            let info = next.info().map_err(|e| LogError::Consumer(e.to_string()))?;
+            let stored = StoredMessage {
+                sequence: info.stream_sequence,
+                stored_at: info.published,
+                pending: info.pending,
+                message: next.split().0,
+            };
+            self.ingest(&stored);
+            if done(&self.state) {
+                return Ok(true);
+            }
+        }
+    }
+
+    async fn bucket(&self) -> Result<jetstream::kv::Store, LogError> {
+        let js = self.log.jetstream();
+        let err = |e: String| LogError::Stream {
+            stream: CHECKPOINT_BUCKET.into(),
+            reason: e,
+        };
+        match js.get_key_value(CHECKPOINT_BUCKET).await {
+            Ok(kv) => Ok(kv),
+            Err(_) => js
+                .create_key_value(jetstream::kv::Config {
+                    bucket: CHECKPOINT_BUCKET.into(),
+                    history: 1,
+                    num_replicas: self.log.config().replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| err(e.to_string())),
+        }
+    }
+
+    /// Saves state and position under the projection's name.
+    pub async fn save_checkpoint(&self) -> Result<(), LogError> {
+        let kv = self.bucket().await?;
+        let body = serde_json::to_vec(&Checkpoint {
+            position: self.position,
+            state: &self.state,
+        })
+        .map_err(|e| LogError::Consumer(format!("checkpoint encode: {e}")))?;
+        kv.put(self.projection.name(), body.into())
+            .await
+            .map_err(|e| LogError::Stream {
+                stream: CHECKPOINT_BUCKET.into(),
+                reason: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    /// Loads the saved checkpoint, if any; returns whether one was found.
+    pub async fn load_checkpoint(&mut self) -> Result<bool, LogError> {
+        let kv = self.bucket().await?;
+        let entry = kv
+            .get(self.projection.name())
+            .await
+            .map_err(|e| LogError::Stream {
+                stream: CHECKPOINT_BUCKET.into(),
+                reason: e.to_string(),
+            })?;
+        let Some(bytes) = entry else {
+            return Ok(false);
+        };
+        let cp: Checkpoint<P::State> = serde_json::from_slice(&bytes)
+            .map_err(|e| LogError::Consumer(format!("checkpoint decode: {e}")))?;
+        self.position = cp.position;
+        self.state = cp.state;
+        Ok(true)
+    }
+}

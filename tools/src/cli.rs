@@ -1,0 +1,710 @@
+//! The `murmur` command line.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use async_nats::jetstream::consumer;
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use murmur_subjects::connect::ConnectOptions;
+use murmur_subjects::events::{DeadLettered, Redriven};
+use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::{
+    Catalog, Draft, EventCodec, EventLog, Identity, LogConfig, Payload, SubjectFilter, Token,
+    VerifiedEvent,
+};
+
+use crate::config::{AuthFlags, FileConfig, default_data_dir, load_or_create_identity};
+use crate::nats_server::{NatsCluster, NatsProcess};
+
+/// murmur: agents, coordinators and voters cooperating over NATS, with JetStream as the log.
+#[derive(Debug, Parser)]
+#[command(name = "murmur", version, about)]
+pub struct Cli {
+    /// Config file (TOML).
+    #[arg(long, env = "MURMUR_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// NATS servers, comma-separated. Without one, `up` and `demo` start a local server.
+    #[arg(long = "server", env = "NATS_URL", global = true)]
+    pub servers: Option<String>,
+    /// Realm (tenant) token.
+    #[arg(long, env = "MURMUR_REALM", global = true)]
+    pub realm: Option<String>,
+    /// Seed file of this participant's identity (created if missing).
+    #[arg(long, env = "MURMUR_IDENTITY", global = true)]
+    pub identity: Option<PathBuf>,
+    /// Data directory for the local server and identity.
+    #[arg(long, env = "MURMUR_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, env = "MURMUR_LOG_LEVEL", default_value = "warn", global = true)]
+    pub log_level: String,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Connection auth and TLS.
+    #[command(flatten)]
+    pub auth: AuthFlags,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the local platform (nats-server with JetStream unless NATS_URL is set, streams,
+    /// the log auditor) and run until ctrl-c.
+    Up {
+        /// Client port of the local server.
+        #[arg(long, default_value_t = 4222)]
+        port: u16,
+    },
+    /// Run the sample workflow end to end and exit 0 when it succeeded.
+    Demo,
+    /// Print the declared subject tree and event types.
+    Subjects,
+    /// Live events.
+    Events {
+        /// What to do with events.
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Replay stored events over a range.
+    Replay(ReplayArgs),
+    /// Inspect and redrive dead letters.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Local NATS servers for development.
+    Nats {
+        /// What to do.
+        #[command(subcommand)]
+        command: NatsCommand,
+    },
+}
+
+/// `murmur events ...`
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Follow new events as they are stored.
+    Tail {
+        /// Subject filter (NATS wildcards).
+        #[arg(long)]
+        subject: Option<String>,
+        /// CloudEvent type.
+        #[arg(long = "type")]
+        ty: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+/// Output formats of `replay`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// One readable line per event.
+    Pretty,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// `murmur replay`
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// First stream sequence (inclusive).
+    #[arg(long)]
+    pub from_seq: Option<u64>,
+    /// Last stream sequence (inclusive).
+    #[arg(long)]
+    pub to_seq: Option<u64>,
+    /// Start time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<DateTime<Utc>>,
+    /// End time (RFC 3339, exclusive).
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
+    /// Subject filter.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// CloudEvent type.
+    #[arg(long = "type")]
+    pub ty: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Pretty)]
+    pub format: Format,
+    /// Write to this file instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// `murmur dlq ...`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters.
+    Ls {
+        /// Only this reason (e.g. bad_signature).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Show one dead letter by its sequence in the dead-letter stream.
+    Show {
+        /// Sequence.
+        seq: u64,
+    },
+    /// Re-publish a dead letter's original message to its original subject.
+    Redrive {
+        /// Sequence.
+        seq: u64,
+    },
+}
+
+/// `murmur nats ...`
+#[derive(Debug, Subcommand)]
+pub enum NatsCommand {
+    /// Start a local development server or cluster and run until ctrl-c.
+    Up {
+        /// Number of nodes (1 or 3).
+        #[arg(long, default_value_t = 1)]
+        cluster: usize,
+    },
+}
+
+/// Settings after merging file, environment and flags.
+pub struct Settings {
+    /// Connection, when a server was configured.
+    pub connect: Option<ConnectOptions>,
+    /// Realm.
+    pub realm: Token,
+    /// Data dir.
+    pub data_dir: PathBuf,
+    /// Identity seed file.
+    pub identity_file: PathBuf,
+    /// Streams.
+    pub log: LogConfig,
+    /// Codec.
+    pub codec: EventCodec,
+    /// JSON output.
+    pub json: bool,
+}
+
+impl Settings {
+    /// Merges file < env < flags.
+    pub fn resolve(cli: &Cli) -> Result<Self> {
+        let file = match &cli.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .or(file.data_dir.clone())
+            .unwrap_or_else(default_data_dir);
+        let base = match (&cli.servers, file.nats.clone()) {
+            (Some(list), Some(mut f)) => {
+                f.servers = ConnectOptions::servers(list).servers;
+                Some(f)
+            }
+            (Some(list), None) => Some(ConnectOptions::servers(list)),
+            (None, f) => f.filter(|f| !f.servers.is_empty()),
+        };
+        let connect = base.map(|b| cli.auth.apply(b)).transpose()?;
+        let realm = Token::new(
+            cli.realm
+                .clone()
+                .or(file.realm)
+                .unwrap_or_else(|| "default".into()),
+        )
+        .context("realm")?;
+        let mut codec = EventCodec::default();
+        if let Some(limit) = file.max_event_bytes {
+            codec = codec.max_event_bytes(limit);
+        }
+        Ok(Self {
+            connect,
+            realm,
+            identity_file: cli
+                .identity
+                .clone()
+                .or(file.identity_file)
+                .unwrap_or_else(|| data_dir.join("identity.seed")),
+            data_dir,
+            log: file.log.unwrap_or_default(),
+            codec,
+            json: cli.json,
+        })
+    }
+
+    /// Connects and opens the event log (requires a configured server).
+    pub async fn open_log(&self, name: &str) -> Result<EventLog> {
+        let connect = self
+            .connect
+            .clone()
+            .context("no NATS server configured: set NATS_URL, --server, or run `murmur up` first (it listens on nats://127.0.0.1:4222)")?
+            .name(name);
+        let identity = load_or_create_identity(&self.identity_file)?;
+        let client = connect.connect().await?;
+        Ok(EventLog::open(
+            client,
+            identity,
+            self.realm.clone(),
+            self.log.clone(),
+            self.codec.clone(),
+        )
+        .await?)
+    }
+}
+
+/// Entry point.
+pub async fn run(cli: Cli) -> Result<()> {
+    let settings = Settings::resolve(&cli)?;
+    match cli.command {
+        Command::Subjects => subjects(&settings),
+        Command::Up { port } => up(&settings, port).await,
+        Command::Demo => crate::demo::run(&settings).await,
+        Command::Events {
+            command: EventsCommand::Tail { subject, ty, count },
+        } => tail(&settings, subject, ty, count).await,
+        Command::Replay(args) => replay(&settings, args).await.map(|_| ()),
+        Command::Dlq { command } => dlq(&settings, command).await,
+        Command::Nats {
+            command: NatsCommand::Up { cluster },
+        } => nats_up(&settings, cluster).await,
+    }
+}
+
+fn subjects(settings: &Settings) -> Result<()> {
+    let catalog = Catalog::standard();
+    if settings.json {
+        println!("{}", serde_json::to_string_pretty(&catalog.views())?);
+    } else {
+        print!("{}", catalog.tree_text());
+    }
+    Ok(())
+}
+
+async fn up(settings: &Settings, port: u16) -> Result<()> {
+    let mut _server = None;
+    let connect = match &settings.connect {
+        Some(c) => c.clone(),
+        None => {
+            let store = settings.data_dir.join("nats");
+            let mut server = NatsProcess::start(port, &store).await?;
+            server.wait_ready(Duration::from_secs(60)).await?;
+            eprintln!(
+                "nats-server with JetStream at {} (store {})",
+                server.url(),
+                store.display()
+            );
+            let c = ConnectOptions::servers(&server.url());
+            _server = Some(server);
+            c
+        }
+    };
+    let identity = load_or_create_identity(&settings.identity_file)?;
+    let client = connect.clone().name("murmur-up").connect().await?;
+    let log = EventLog::open(
+        client,
+        identity,
+        settings.realm.clone(),
+        settings.log.clone(),
+        settings.codec.clone(),
+    )
+    .await?;
+    eprintln!(
+        "streams ready: {} (history), {} (dead letters); realm {}; auditor running. ctrl-c to stop.",
+        settings.log.history_stream, settings.log.dlq_stream, settings.realm
+    );
+    eprintln!(
+        "in another shell: NATS_URL={} murmur events tail",
+        connect.servers.join(",")
+    );
+    murmur_subjects::audit::run_auditor(
+        log,
+        async {
+            tokio::signal::ctrl_c().await.ok();
+        },
+        None,
+    )
+    .await?;
+    eprintln!("stopped");
+    Ok(())
+}
+
+/// One line describing an event.
+pub fn describe(seq: Option<u64>, event: &VerifiedEvent) -> String {
+    let short = |s: &str| s.chars().take(8).collect::<String>();
+    format!(
+        "{:>6} {} {:<28} {:<22} from {} corr {} cause {} {}",
+        seq.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+        event
+            .record
+            .time
+            .map(|t| t.format("%H:%M:%S%.3f").to_string())
+            .unwrap_or_default(),
+        event.record.ty,
+        event
+            .subject
+            .aggregate()
+            .as_str()
+            .chars()
+            .take(22)
+            .collect::<String>(),
+        short(event.emitter()),
+        short(event.record.correlation_id.as_deref().unwrap_or("")),
+        short(event.record.causation_id.as_deref().unwrap_or("")),
+        String::from_utf8_lossy(event.record.data.as_deref().unwrap_or(b""))
+            .chars()
+            .take(100)
+            .collect::<String>(),
+    )
+}
+
+/// JSON form of an event for JSONL output.
+pub fn event_json(
+    seq: Option<u64>,
+    stored_at: Option<DateTime<Utc>>,
+    subject: &str,
+    event: &VerifiedEvent,
+) -> serde_json::Value {
+    let data: serde_json::Value = event
+        .record
+        .data
+        .as_deref()
+        .and_then(|d| serde_json::from_slice(d).ok())
+        .unwrap_or(serde_json::Value::Null);
+    serde_json::json!({
+        "sequence": seq,
+        "stored_at": stored_at,
+        "subject": subject,
+        "id": event.record.id,
+        "type": event.record.ty,
+        "source": event.record.source,
+        "time": event.record.time,
+        "correlationid": event.record.correlation_id,
+        "causationid": event.record.causation_id,
+        "traceparent": event.record.traceparent,
+        "data": data,
+    })
+}
+
+fn filter_for(subject: Option<&str>, ty: Option<&str>, realm: &Token) -> Result<SubjectFilter> {
+    if let Some(s) = subject {
+        return Ok(SubjectFilter::parse(s)?);
+    }
+    if let Some(t) = ty {
+        let et = Catalog::standard()
+            .get(t)
+            .with_context(|| format!("unknown event type {t:?}; see `murmur subjects`"))?;
+        return Ok(et.filter(Some(realm)));
+    }
+    Ok(SubjectFilter::plane(murmur_subjects::Plane::Evt).realm(realm.clone()))
+}
+
+async fn tail(
+    settings: &Settings,
+    subject: Option<String>,
+    ty: Option<String>,
+    count: Option<u64>,
+) -> Result<()> {
+    let log = settings.open_log("murmur-tail").await?;
+    let filter = filter_for(subject.as_deref(), ty.as_deref(), &settings.realm)?;
+    let stream = log
+        .jetstream()
+        .get_stream(&settings.log.history_stream)
+        .await?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter.to_string(),
+            deliver_policy: consumer::DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    eprintln!("tailing {filter} (ctrl-c to stop)");
+    let mut seen = 0;
+    loop {
+        let next = tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            n = messages.next() => n,
+        };
+        let Some(msg) = next else { break };
+        let msg = msg?;
+        let info = msg.info().map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        let (seq, at) = (info.stream_sequence, info.published);
+        match log.decode_stored(&msg, seq, Some(at)) {
+            Ok(ev) => {
+                if ty.as_deref().is_some_and(|t| t != ev.record.ty) {
+                    continue;
+                }
+                if settings.json {
+                    println!(
+                        "{}",
+                        event_json(Some(seq), Some(at), msg.subject.as_str(), &ev)
+                    );
+                } else {
+                    println!("{}", describe(Some(seq), &ev));
+                }
+            }
+            Err(e) => println!(
+                "{seq:>6} INVALID on {}: {e} (dead-lettered by the auditor)",
+                msg.subject
+            ),
+        }
+        seen += 1;
+        if count.is_some_and(|c| seen >= c) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Totals of a replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReplayTotals {
+    /// Events written out.
+    pub events: u64,
+    /// Stored messages that failed verification (skipped, reported).
+    pub invalid: u64,
+    /// First and last sequence written.
+    pub first: Option<u64>,
+    /// Last sequence written.
+    pub last: Option<u64>,
+}
+
+/// `murmur replay`: writes every event in the range; returns the totals.
+pub async fn replay(settings: &Settings, args: ReplayArgs) -> Result<ReplayTotals> {
+    let log = settings.open_log("murmur-replay").await?;
+    let filter = filter_for(args.subject.as_deref(), args.ty.as_deref(), &settings.realm)?;
+    let start = match (args.from_seq, args.since) {
+        (Some(s), _) => StartAt::Sequence(s),
+        (None, Some(t)) => StartAt::Time(t),
+        (None, None) => StartAt::Beginning,
+    };
+    let last = log.last_sequence(&settings.log.history_stream).await?;
+    let end = args.to_seq.map_or(last, |e| e.min(last));
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let first_seq = match start {
+        StartAt::Sequence(s) => s,
+        _ => 1,
+    };
+    let bar = indicatif::ProgressBar::new(end.saturating_sub(first_seq) + 1);
+    if args.output.is_none() || settings.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seq  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut totals = ReplayTotals::default();
+    let started = Instant::now();
+    let mut write_err = None;
+    read_stream(log.jetstream(), &settings.log.history_stream, &filter, start, Some(end), |stored| {
+        bar.set_position(stored.sequence.saturating_sub(first_seq) + 1);
+        if args.until.is_some_and(|u| stored.stored_at >= u) {
+            return ControlFlow::Break(());
+        }
+        match log.decode_stored(&stored.message, stored.sequence, Some(stored.stored_at)) {
+            Ok(ev) => {
+                if args.ty.as_deref().is_some_and(|t| t != ev.record.ty) {
+                    return ControlFlow::Continue(());
+                }
+                let line = match args.format {
+                    Format::Jsonl => event_json(Some(stored.sequence), Some(stored.stored_at), stored.message.subject.as_str(), &ev).to_string(),
+                    Format::Pretty => describe(Some(stored.sequence), &ev),
+                };
+                if let Err(e) = writeln!(out, "{line}") {
+                    write_err = Some(e);
+                    return ControlFlow::Break(());
+                }
+                totals.events += 1;
+                totals.first.get_or_insert(stored.sequence);
+                totals.last = Some(stored.sequence);
+            }
+            Err(e) => {
+                totals.invalid += 1;
+                tracing::warn!(sequence = stored.sequence, error = %e, "invalid stored message skipped");
+            }
+        }
+        ControlFlow::Continue(())
+    })
+    .await?;
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    out.flush()?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    if settings.json {
+        eprintln!("{}", serde_json::to_string(&totals)?);
+    } else {
+        eprintln!(
+            "replayed {} events ({} invalid skipped) from seq {} to {} in {:.2}s ({:.0} events/s)",
+            totals.events,
+            totals.invalid,
+            totals.first.map_or("-".into(), |s| s.to_string()),
+            totals.last.map_or("-".into(), |s| s.to_string()),
+            secs,
+            totals.events as f64 / secs.max(1e-9)
+        );
+    }
+    Ok(totals)
+}
+
+async fn dlq(settings: &Settings, command: DlqCommand) -> Result<()> {
+    let log = settings.open_log("murmur-dlq").await?;
+    let stream_name = settings.log.dlq_stream.clone();
+    match command {
+        DlqCommand::Ls { reason } => {
+            let mut filter =
+                SubjectFilter::plane(murmur_subjects::Plane::Dlq).realm(settings.realm.clone());
+            if let Some(r) = &reason {
+                filter = filter.aggregate(Token::new(r.as_str())?);
+            }
+            let mut rows = Vec::new();
+            read_stream(
+                log.jetstream(),
+                &stream_name,
+                &filter,
+                StartAt::Beginning,
+                None,
+                |stored| {
+                    rows.push(stored);
+                    ControlFlow::Continue(())
+                },
+            )
+            .await?;
+            for stored in rows {
+                match log.decode_stored(&stored.message, stored.sequence, Some(stored.stored_at)) {
+                    Ok(ev) if ev.record.ty == DeadLettered::TYPE => {
+                        let d: DeadLettered = ev.payload()?;
+                        if settings.json {
+                            println!(
+                                "{}",
+                                serde_json::json!({"sequence": stored.sequence, "stored_at": stored.stored_at, "dead_letter": d})
+                            );
+                        } else {
+                            println!(
+                                "{:>6} {} {:<18} {:<48} {} bytes  {}",
+                                stored.sequence,
+                                stored.stored_at.format("%Y-%m-%d %H:%M:%S"),
+                                d.reason,
+                                d.original_subject.chars().take(48).collect::<String>(),
+                                d.original_size,
+                                d.detail.chars().take(100).collect::<String>()
+                            );
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => println!("{:>6} unreadable dead letter: {e}", stored.sequence),
+                }
+            }
+        }
+        DlqCommand::Show { seq } => {
+            let d = load_dead_letter(&log, &stream_name, seq).await?;
+            println!("{}", serde_json::to_string_pretty(&d)?);
+        }
+        DlqCommand::Redrive { seq } => {
+            let d = load_dead_letter(&log, &stream_name, seq).await?;
+            let Some(b64) = &d.body_base64 else {
+                bail!(
+                    "dead letter {seq} kept only a prefix ({} bytes, sha256 {}): it cannot be redriven",
+                    d.original_size,
+                    d.sha256
+                );
+            };
+            use base64::Engine;
+            let body = base64::engine::general_purpose::STANDARD.decode(b64)?;
+            let mut headers = async_nats::HeaderMap::new();
+            for (k, v) in &d.original_headers {
+                headers.append(k.as_str(), v.as_str());
+            }
+            log.client()
+                .publish_with_headers(d.original_subject.clone(), headers, body.into())
+                .await?;
+            log.client().flush().await?;
+            let realm = settings.realm.clone();
+            let note = Draft::new(
+                Token::new("redrive")?,
+                &Redriven {
+                    dead_letter_sequence: seq,
+                    subject: d.original_subject.clone(),
+                },
+            )?;
+            let sealed = note.seal(log.identity(), &realm);
+            log.append_sealed(&sealed).await?.wait().await?;
+            println!("redrove dead letter {seq} to {}", d.original_subject);
+        }
+    }
+    Ok(())
+}
+
+async fn load_dead_letter(log: &EventLog, stream: &str, seq: u64) -> Result<DeadLettered> {
+    let s = log.jetstream().get_stream(stream).await?;
+    let raw = s
+        .get_raw_message(seq)
+        .await
+        .with_context(|| format!("no dead letter at sequence {seq}"))?;
+    let msg = async_nats::Message {
+        subject: raw.subject.clone(),
+        reply: None,
+        payload: raw.payload.clone(),
+        headers: Some(raw.headers.clone()),
+        status: None,
+        description: None,
+        length: raw.payload.len(),
+    };
+    let ev = log.decode_stored(&msg, seq, None)?;
+    Ok(ev.payload()?)
+}
+
+async fn nats_up(settings: &Settings, size: usize) -> Result<()> {
+    match size {
+        1 => {
+            let store = settings.data_dir.join("nats");
+            let mut p = NatsProcess::start(4222, &store).await?;
+            p.wait_ready(Duration::from_secs(60)).await?;
+            println!("{}", p.url());
+            tokio::signal::ctrl_c().await?;
+        }
+        3 => {
+            let dir = settings.data_dir.join("cluster");
+            let cluster = NatsCluster::start(3, Some(&dir)).await?;
+            println!("{}", cluster.urls());
+            eprintln!(
+                "3-node cluster up (store {}); ctrl-c to stop",
+                dir.display()
+            );
+            tokio::signal::ctrl_c().await?;
+        }
+        n => bail!("--cluster takes 1 or 3, not {n}"),
+    }
+    Ok(())
+}
+
+/// Sets up tracing from `--log-level`.
+pub fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Identity helper for commands that sign (unused identity files are not created).
+pub fn identity_for(settings: &Settings) -> Result<Identity> {
+    load_or_create_identity(&settings.identity_file)
+}

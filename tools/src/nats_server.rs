@@ -1,0 +1,338 @@
+//! Running a real `nats-server`: finding the binary (≥ 2.11), starting it with JetStream on
+//! free ports with its own store, waiting until JetStream answers, and killing it on drop.
+//! Single servers and 3-node clusters (routes, JetStream, R3) whose nodes can be stopped and
+//! restarted.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// Oldest nats-server murmur runs on (per-message TTL, expected-last-subject-sequence-subject).
+pub const MIN_SERVER_VERSION: (u32, u32) = (2, 11);
+
+/// Finds a `nats-server` binary: `$MURMUR_NATS_SERVER`, then `.venv/bin/nats-server` in the
+/// current directory or any parent (where `scripts/install.sh` puts it), then the project
+/// this binary was built from, then `PATH`. Refuses servers older than 2.11.
+pub fn find_nats_server() -> Result<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Ok(p) = std::env::var("MURMUR_NATS_SERVER") {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            candidates.push(dir.join(".venv/bin/nats-server"));
+        }
+    }
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/nats-server");
+    candidates.push(built_from);
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            candidates.push(dir.join("nats-server"));
+        }
+    }
+    let mut too_old = Vec::new();
+    for c in candidates {
+        if !c.is_file() {
+            continue;
+        }
+        match server_version(&c) {
+            Ok(v) if v >= MIN_SERVER_VERSION => return Ok(c),
+            Ok(v) => too_old.push(format!("{} ({}.{})", c.display(), v.0, v.1)),
+            Err(e) => too_old.push(format!("{} ({e})", c.display())),
+        }
+    }
+    bail!(
+        "no nats-server >= {}.{} found{}; run scripts/install.sh (installs nats-server 2.15.1 into .venv) or set MURMUR_NATS_SERVER",
+        MIN_SERVER_VERSION.0,
+        MIN_SERVER_VERSION.1,
+        if too_old.is_empty() {
+            String::new()
+        } else {
+            format!(" (refused: {})", too_old.join(", "))
+        }
+    )
+}
+
+fn server_version(bin: &Path) -> Result<(u32, u32)> {
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('v'))
+        .context("no version in output")?;
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    Ok((parts.next().unwrap_or(0), parts.next().unwrap_or(0)))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn http_get_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits until `/healthz?js-enabled-only=true` answers 200 on the monitoring port.
+pub async fn wait_healthy(monitor_port: u16, deadline: Duration) -> Result<()> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if http_get_status(monitor_port, "/healthz?js-enabled-only=true").await == Some(200) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > until {
+            bail!("nats-server on monitor port {monitor_port} not healthy after {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `$JS.API.INFO` answers without error through `url`.
+pub async fn wait_jetstream(url: &str, deadline: Duration) -> Result<()> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let attempt = async {
+            let client = async_nats::connect(url).await.ok()?;
+            let js = async_nats::jetstream::new(client);
+            js.query_account().await.ok()
+        };
+        if tokio::time::timeout(Duration::from_secs(2), attempt)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > until {
+            bail!("JetStream at {url} not answering after {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One running nats-server process with JetStream.
+#[derive(Debug)]
+pub struct NatsProcess {
+    child: Option<Child>,
+    bin: PathBuf,
+    args: Vec<String>,
+    /// Client port.
+    pub port: u16,
+    /// Monitoring port.
+    pub monitor_port: u16,
+    /// JetStream store directory.
+    pub store_dir: PathBuf,
+    log_path: PathBuf,
+}
+
+impl NatsProcess {
+    /// Starts a server with JetStream on `port` (0: pick a free one), storing in `store_dir`.
+    pub async fn start(port: u16, store_dir: &Path) -> Result<Self> {
+        let port = if port == 0 { free_port()? } else { port };
+        let monitor_port = free_port()?;
+        let args = vec![
+            "-js".to_string(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-m".into(),
+            monitor_port.to_string(),
+            "-sd".into(),
+            store_dir.display().to_string(),
+        ];
+        Self::spawn(args, port, monitor_port, store_dir).await
+    }
+
+    /// Starts a server from a config file.
+    async fn start_with_config(
+        config: &Path,
+        port: u16,
+        monitor_port: u16,
+        store_dir: &Path,
+    ) -> Result<Self> {
+        Self::spawn(
+            vec!["-c".into(), config.display().to_string()],
+            port,
+            monitor_port,
+            store_dir,
+        )
+        .await
+    }
+
+    async fn spawn(
+        args: Vec<String>,
+        port: u16,
+        monitor_port: u16,
+        store_dir: &Path,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(store_dir)?;
+        let bin = find_nats_server()?;
+        let log_path = store_dir.join("nats-server.log");
+        let mut p = Self {
+            child: None,
+            bin,
+            args,
+            port,
+            monitor_port,
+            store_dir: store_dir.to_path_buf(),
+            log_path,
+        };
+        p.launch()?;
+        Ok(p)
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until the server is healthy and JetStream answers.
+    pub async fn wait_ready(&mut self, deadline: Duration) -> Result<()> {
+        let result = async {
+            wait_healthy(self.monitor_port, deadline).await?;
+            wait_jetstream(&self.url(), deadline).await
+        }
+        .await;
+        if let Err(e) = result {
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+                bail!(
+                    "nats-server exited ({status}): {}",
+                    log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                );
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Stops the server (SIGKILL) and waits for it to exit. The store is kept.
+    pub async fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.ok();
+            child.wait().await.ok();
+        }
+        Ok(())
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Starts it again with the same ports and store.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await?;
+        self.launch()
+    }
+}
+
+impl Drop for NatsProcess {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            child.start_kill().ok();
+        }
+    }
+}
+
+/// A 3-node (or n-node) local cluster with JetStream on every node.
+#[derive(Debug)]
+pub struct NatsCluster {
+    /// The nodes, in order n1, n2, n3.
+    pub nodes: Vec<NatsProcess>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes under `dir` (a temp dir when `None`), each with its own store,
+    /// routes to all others, and waits until every node serves JetStream.
+    pub async fn start(size: usize, dir: Option<&Path>) -> Result<Self> {
+        let temp = match dir {
+            Some(_) => None,
+            None => Some(tempfile::tempdir()?),
+        };
+        let base = dir.map(Path::to_path_buf).unwrap_or_else(|| {
+            temp.as_ref()
+                .map(|t| t.path().to_path_buf())
+                .unwrap_or_default()
+        });
+        let ports: Vec<(u16, u16, u16)> = (0..size)
+            .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
+            .collect::<Result<_>>()?;
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, _, cluster)| format!("\"nats-route://127.0.0.1:{cluster}\""))
+            .collect();
+        let mut nodes = Vec::with_capacity(size);
+        for (i, (client, monitor, cluster)) in ports.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let node_dir = base.join(&name);
+            std::fs::create_dir_all(&node_dir)?;
+            let config = format!(
+                "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
+                 jetstream {{ store_dir: \"{}\" }}\n\
+                 cluster {{ name: murmur-dev\n  listen: 127.0.0.1:{cluster}\n  routes: [{}] }}\n",
+                node_dir.join("js").display(),
+                routes.join(", ")
+            );
+            let config_path = node_dir.join("nats.conf");
+            std::fs::write(&config_path, config)?;
+            nodes.push(
+                NatsProcess::start_with_config(&config_path, *client, *monitor, &node_dir).await?,
+            );
+        }
+        let mut cluster = Self { nodes, _dir: temp };
+        for node in &mut cluster.nodes {
+            node.wait_ready(Duration::from_secs(60)).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// All client URLs, comma-separated (the `NATS_URL` format).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsProcess::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
