@@ -1,1 +1,96 @@
-//! e2e
+//! Shared helpers for murmur's end-to-end suites (all against a real nats-server).
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use murmur_subjects::events::{AgentJoined, DeadLettered, Hardware, TaskSubmitted};
+use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::{EventLog, Plane, SubjectFilter};
+
+/// Generous deadline for anything a test waits for.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A sample `agent.joined` payload.
+pub fn joined(name: &str) -> AgentJoined {
+    AgentJoined {
+        name: name.into(),
+        kind: "tool".into(),
+        capabilities: vec!["tool.fs".into()],
+        labels: Default::default(),
+        agent_version: "test".into(),
+        hardware: Hardware::default(),
+    }
+}
+
+/// A sample `task.submitted` payload.
+pub fn submitted(n: u64) -> TaskSubmitted {
+    TaskSubmitted {
+        capability: "compiler.rust".into(),
+        input: serde_json::json!({ "n": n }),
+        priority: 0,
+    }
+}
+
+/// Every dead letter in the log's realm, with its dead-letter stream sequence.
+pub async fn dead_letters(log: &EventLog) -> Result<Vec<(u64, DeadLettered)>> {
+    let filter = SubjectFilter::plane(Plane::Dlq).realm(log.realm().clone());
+    let mut out = Vec::new();
+    let mut raw = Vec::new();
+    read_stream(
+        log.jetstream(),
+        &log.config().dlq_stream,
+        &filter,
+        StartAt::Beginning,
+        None,
+        |stored| {
+            raw.push(stored);
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    for stored in raw {
+        let ev = log.decode_stored(&stored.message, stored.sequence, None)?;
+        if let Ok(d) = ev.payload::<DeadLettered>() {
+            out.push((stored.sequence, d));
+        }
+    }
+    Ok(out)
+}
+
+/// Waits (polling the stream, up to [`DEADLINE`]) until a dead letter matching `pred` exists.
+pub async fn wait_for_dead_letter(
+    log: &EventLog,
+    what: &str,
+    mut pred: impl FnMut(&DeadLettered) -> bool,
+) -> Result<DeadLettered> {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some((_, d)) = dead_letters(log).await?.into_iter().find(|(_, d)| pred(d)) {
+            return Ok(d);
+        }
+        if tokio::time::Instant::now() > until {
+            return Err(anyhow::anyhow!(
+                "no dead letter for {what} within {DEADLINE:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes raw bytes to JetStream and waits for the store ack.
+pub async fn publish_raw(
+    log: &EventLog,
+    subject: &str,
+    headers: async_nats::HeaderMap,
+    body: Vec<u8>,
+) -> Result<u64> {
+    let js = async_nats::jetstream::new(log.client().clone());
+    let ack = js
+        .publish_with_headers(subject.to_string(), headers, body.into())
+        .await
+        .with_context(|| format!("publish to {subject}"))?
+        .await
+        .with_context(|| format!("ack from {subject}"))?;
+    Ok(ack.sequence)
+}

@@ -617,41 +617,47 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&d)?);
         }
         DlqCommand::Redrive { seq } => {
-            let d = load_dead_letter(&log, &stream_name, seq).await?;
-            let Some(b64) = &d.body_base64 else {
-                bail!(
-                    "dead letter {seq} kept only a prefix ({} bytes, sha256 {}): it cannot be redriven",
-                    d.original_size,
-                    d.sha256
-                );
-            };
-            use base64::Engine;
-            let body = base64::engine::general_purpose::STANDARD.decode(b64)?;
-            let mut headers = async_nats::HeaderMap::new();
-            for (k, v) in &d.original_headers {
-                headers.append(k.as_str(), v.as_str());
-            }
-            log.client()
-                .publish_with_headers(d.original_subject.clone(), headers, body.into())
-                .await?;
-            log.client().flush().await?;
-            let realm = settings.realm.clone();
-            let note = Draft::new(
-                Token::new("redrive")?,
-                &Redriven {
-                    dead_letter_sequence: seq,
-                    subject: d.original_subject.clone(),
-                },
-            )?;
-            let sealed = note.seal(log.identity(), &realm);
-            log.append_sealed(&sealed).await?.wait().await?;
-            println!("redrove dead letter {seq} to {}", d.original_subject);
+            let subject = redrive(&log, &stream_name, seq).await?;
+            println!("redrove dead letter {seq} to {subject}");
         }
     }
     Ok(())
 }
 
-async fn load_dead_letter(log: &EventLog, stream: &str, seq: u64) -> Result<DeadLettered> {
+/// Re-publishes dead letter `seq`'s original message (same subject, headers and bytes) and
+/// records a `sys.redriven` event. Returns the subject it went to.
+pub async fn redrive(log: &EventLog, dlq_stream: &str, seq: u64) -> Result<String> {
+    let d = load_dead_letter(log, dlq_stream, seq).await?;
+    let Some(b64) = &d.body_base64 else {
+        bail!(
+            "dead letter {seq} kept only a prefix ({} bytes, sha256 {}): it cannot be redriven",
+            d.original_size,
+            d.sha256
+        );
+    };
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.decode(b64)?;
+    let mut headers = async_nats::HeaderMap::new();
+    for (k, v) in &d.original_headers {
+        headers.append(k.as_str(), v.as_str());
+    }
+    log.client()
+        .publish_with_headers(d.original_subject.clone(), headers, body.into())
+        .await?;
+    log.client().flush().await?;
+    let note = Draft::new(
+        Token::new("redrive")?,
+        &Redriven {
+            dead_letter_sequence: seq,
+            subject: d.original_subject.clone(),
+        },
+    )?;
+    log.append(note).await?;
+    Ok(d.original_subject)
+}
+
+/// Loads dead letter `seq` from the dead-letter stream.
+pub async fn load_dead_letter(log: &EventLog, stream: &str, seq: u64) -> Result<DeadLettered> {
     let s = log.jetstream().get_stream(stream).await?;
     let raw = s
         .get_raw_message(seq)
