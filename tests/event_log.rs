@@ -396,6 +396,49 @@ async fn projection_live_equals_full_replay() -> Result<()> {
 }
 
 #[tokio::test]
+async fn batch_signed_appends_are_stored_and_verified() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let log = nats.event_log("acme").await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stats_tx, mut stats) = tokio::sync::watch::channel(Default::default());
+    let auditor = tokio::spawn(murmur_subjects::audit::run_auditor(
+        log.clone(),
+        async {
+            stopped.await.ok();
+        },
+        Some(stats_tx),
+    ));
+    let drafts = (0..600u64)
+        .map(|i| Draft::new(tok(&format!("t{i}")), &submitted(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pending = log.append_many(drafts).await?;
+    for (sealed, p) in pending {
+        assert!(
+            sealed
+                .record
+                .signature
+                .as_deref()
+                .is_some_and(|s| s.starts_with("ed25519-merkle:"))
+        );
+        p.wait().await?;
+    }
+    // A reader in another process (a fresh log handle, empty caches) verifies every event.
+    let reader = nats.event_log("acme").await?;
+    let mut p = Projector::new(reader, OverviewProjection { realm: tok("acme") });
+    p.catch_up().await?;
+    assert_eq!(p.stats().applied, 600);
+    assert_eq!(p.stats().invalid, 0);
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while stats.borrow().valid < 600 {
+        tokio::time::timeout_at(until, stats.changed()).await??;
+    }
+    assert_eq!(stats.borrow().dead_lettered, 0);
+    stop.send(()).ok();
+    auditor.await??;
+    Ok(())
+}
+
+#[tokio::test]
 async fn checkpoint_resumes_from_its_position() -> Result<()> {
     let nats = TestNats::start().await?;
     let log = nats.event_log("acme").await?;

@@ -67,13 +67,20 @@ impl Draft {
 
     /// Signs the event as `identity` for `realm`.
     pub fn seal(self, identity: &Identity, realm: &Token) -> SealedEvent {
+        let mut sealed = self.unsigned(identity, realm);
+        identity.sign(&mut sealed.record, sealed.subject.as_str());
+        sealed
+    }
+
+    /// Builds the record without signing it.
+    fn unsigned(self, identity: &Identity, realm: &Token) -> SealedEvent {
         let id = self.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let (correlation, causation, parent_trace) = match self.lineage {
             Some((c, p, t)) => (c, p, t),
             None => (id.clone(), id.clone(), None),
         };
         let subject = self.event_type.subject(realm, &self.aggregate);
-        let mut record = EventRecord {
+        let record = EventRecord {
             id,
             source: identity.public_key().to_string(),
             ty: self.event_type.ty.to_string(),
@@ -88,9 +95,31 @@ impl Draft {
             extensions: Vec::new(),
             data: Some(Bytes::from(self.data)),
         };
-        identity.sign(&mut record, subject.as_str());
         SealedEvent { subject, record }
     }
+}
+
+/// Signs many drafts with one signature per [`crate::identity::MAX_SIGNATURE_BATCH`] events
+/// (a Merkle batch signature; see [`crate::identity::BATCH_SIGNATURE_SCHEME`]). Each event
+/// still verifies on its own.
+pub fn seal_batch(
+    drafts: impl IntoIterator<Item = Draft>,
+    identity: &Identity,
+    realm: &Token,
+) -> Vec<SealedEvent> {
+    let unsigned: Vec<SealedEvent> = drafts
+        .into_iter()
+        .map(|d| d.unsigned(identity, realm))
+        .collect();
+    let subjects: Vec<Subject> = unsigned.iter().map(|s| s.subject.clone()).collect();
+    let mut records: Vec<EventRecord> = unsigned.into_iter().map(|s| s.record).collect();
+    let subject_refs: Vec<&str> = subjects.iter().map(Subject::as_str).collect();
+    identity.sign_batch(&mut records, &subject_refs);
+    subjects
+        .into_iter()
+        .zip(records)
+        .map(|(subject, record)| SealedEvent { subject, record })
+        .collect()
 }
 
 /// A W3C `traceparent` continuing `parent`'s trace with a new span, or starting a new trace.
@@ -433,6 +462,39 @@ mod tests {
     }
 
     #[test]
+    fn batch_sealed_events_round_trip_one_by_one() {
+        let me = Identity::generate();
+        let drafts = (0..5).map(|i| {
+            Draft::new(Token::new(format!("a{i}")).expect("token"), &joined()).expect("draft")
+        });
+        let sealed = seal_batch(drafts, &me, &realm());
+        assert_eq!(sealed.len(), 5);
+        for mode in [ContentMode::Binary, ContentMode::Structured] {
+            // A fresh codec per event: no cached root, each event verifies on its own.
+            for ev in &sealed {
+                let codec = EventCodec::default().content_mode(mode);
+                let (h, body) = codec.encode(ev).expect("encode");
+                let got = codec
+                    .decode(ev.subject.as_str(), Some(&h), &body)
+                    .expect("verifies");
+                assert_eq!(got.emitter(), me.public_key());
+            }
+        }
+        // An event moved to another aggregate's subject no longer verifies.
+        let codec = EventCodec::default();
+        let (h, body) = codec.encode(&sealed[0]).expect("encode");
+        let mut h2 = h.clone();
+        h2.insert("ce-subject", "a1");
+        assert_eq!(
+            codec
+                .decode(sealed[1].subject.as_str(), Some(&h2), &body)
+                .expect_err("moved")
+                .reason(),
+            DeadLetterReason::BadSignature
+        );
+    }
+
+    #[test]
     fn children_keep_correlation_and_trace() {
         let me = Identity::generate();
         let agg = Token::new("a1").expect("token");
@@ -560,5 +622,52 @@ mod tests {
             Some(7),
         );
         assert_eq!(again.record.id, dl.record.id, "deterministic id");
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn header_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-zA-Z-]{1,16}",
+                "ce-[a-z]{1,12}",
+                Just("ce-specversion".to_string()),
+                Just("ce-type".to_string()),
+                Just("Content-Type".to_string()),
+            ]
+        }
+
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..400),
+                "\\{[ -~]{0,300}".prop_map(String::into_bytes),
+                Just(br#"{"specversion":"1.0","id":"1","source":"s","type":"dev.murmur.task.submitted","data":{"v":1}}"#.to_vec()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn arbitrary_bytes_and_headers_never_panic(
+                body in body(),
+                headers in proptest::collection::vec((header_name(), "[ -~]{0,60}"), 0..8),
+                subject in prop_oneof![Just("murmur.v1.a.evt.task.t.submitted".to_string()), "[a-z.*>]{0,40}"],
+            ) {
+                let mut h = HeaderMap::new();
+                for (k, v) in &headers {
+                    h.insert(k.as_str(), v.as_str());
+                }
+                let codec = EventCodec::default().max_event_bytes(1024);
+                let body = Bytes::from(body);
+                let _ = binding::decode(Some(&h), &body, 1024);
+                let _ = binding::decode(None, &body, 1024);
+                if let Err(e) = codec.decode(&subject, Some(&h), &body) {
+                    // Every refusal has a reason and a message.
+                    prop_assert!(!e.to_string().is_empty());
+                    let _ = e.reason();
+                }
+            }
+        }
     }
 }

@@ -4,8 +4,10 @@
 //! Keys use the nkeys text encoding (`S...` seeds, `U...` public keys), so the same seed can
 //! authenticate the NATS connection and sign events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
+
+use sha2::{Digest, Sha256};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -13,8 +15,45 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier as _, VerifyingKey};
 
 use crate::envelope::EventRecord;
 
-/// Prefix of the signature scheme murmur writes.
+/// Prefix of a single-event signature: `ed25519:<base64url signature>`.
 pub const SIGNATURE_SCHEME: &str = "ed25519:";
+/// Prefix of a batch signature: `ed25519-merkle:<base64url signature of the root>:<leaf
+/// index>:<sibling hashes, base64url, '.'-separated, leaf to root>`.
+///
+/// One Ed25519 signature covers a Merkle tree (SHA-256, leaf = H(0x00 ‖ signing bytes),
+/// node = H(0x01 ‖ left ‖ right), padding leaves = H(0x02), tree padded to a power of two)
+/// over a batch of events; every event carries the root signature and its own path, so each
+/// event verifies on its own, and a verifier that has already checked a root only hashes.
+pub const BATCH_SIGNATURE_SCHEME: &str = "ed25519-merkle:";
+/// Largest batch one root signature covers (a path of at most 8 hashes).
+pub const MAX_SIGNATURE_BATCH: usize = 256;
+const ROOT_DOMAIN: &[u8] = b"murmur-merkle-v1";
+
+fn leaf_hash(signing_bytes: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(signing_bytes);
+    h.finalize().into()
+}
+
+fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+fn pad_hash() -> [u8; 32] {
+    Sha256::digest([2u8]).into()
+}
+
+fn root_message(root: &[u8; 32]) -> [u8; 48] {
+    let mut m = [0u8; 48];
+    m[..16].copy_from_slice(ROOT_DOMAIN);
+    m[16..].copy_from_slice(root);
+    m
+}
 
 /// Why a key or signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,12 +155,67 @@ impl Identity {
         URL_SAFE_NO_PAD.encode_string(sig.to_bytes(), &mut text);
         record.signature = Some(text);
     }
+
+    /// Signs a batch of records with one Ed25519 signature over a Merkle root; `subjects[i]`
+    /// is the NATS subject of `records[i]`. Batches larger than [`MAX_SIGNATURE_BATCH`] are
+    /// split; a batch of one gets a plain signature.
+    pub fn sign_batch(&self, records: &mut [EventRecord], subjects: &[&str]) {
+        assert_eq!(records.len(), subjects.len(), "one subject per record");
+        for (records, subjects) in records
+            .chunks_mut(MAX_SIGNATURE_BATCH)
+            .zip(subjects.chunks(MAX_SIGNATURE_BATCH))
+        {
+            if records.len() == 1 {
+                self.sign(&mut records[0], subjects[0]);
+                continue;
+            }
+            let width = records.len().next_power_of_two();
+            let mut level: Vec<[u8; 32]> = records
+                .iter()
+                .zip(subjects)
+                .map(|(r, s)| leaf_hash(&r.signing_bytes(s)))
+                .collect();
+            level.resize(width, pad_hash());
+            let mut levels = vec![level];
+            while levels.last().map_or(0, Vec::len) > 1 {
+                let prev = levels.last().map(Vec::as_slice).unwrap_or_default();
+                let next: Vec<[u8; 32]> = prev.chunks(2).map(|p| node_hash(&p[0], &p[1])).collect();
+                levels.push(next);
+            }
+            let root = levels
+                .last()
+                .and_then(|l| l.first())
+                .copied()
+                .unwrap_or_default();
+            let sig = URL_SAFE_NO_PAD.encode(self.signing.sign(&root_message(&root)).to_bytes());
+            for (i, record) in records.iter_mut().enumerate() {
+                let mut text =
+                    String::with_capacity(BATCH_SIGNATURE_SCHEME.len() + 90 + 44 * levels.len());
+                text.push_str(BATCH_SIGNATURE_SCHEME);
+                text.push_str(&sig);
+                text.push(':');
+                text.push_str(&i.to_string());
+                text.push(':');
+                let mut idx = i;
+                for (depth, level) in levels[..levels.len() - 1].iter().enumerate() {
+                    if depth > 0 {
+                        text.push('.');
+                    }
+                    URL_SAFE_NO_PAD.encode_string(level[idx ^ 1], &mut text);
+                    idx >>= 1;
+                }
+                record.signature = Some(text);
+            }
+        }
+    }
 }
 
 /// Verifies signatures, caching decoded public keys.
 #[derive(Debug, Default)]
 pub struct SignatureVerifier {
     keys: RwLock<HashMap<String, VerifyingKey>>,
+    /// (public key, Merkle root) pairs whose root signature already verified.
+    roots: RwLock<HashSet<([u8; 32], [u8; 32])>>,
 }
 
 impl SignatureVerifier {
@@ -165,25 +259,76 @@ impl SignatureVerifier {
             id: record.id.clone(),
             reason: reason.to_string(),
         };
+        let forged = || IdentityError::Forged {
+            id: record.id.clone(),
+            source_key: record.source.clone(),
+        };
+        if let Some(rest) = sig_text.strip_prefix(BATCH_SIGNATURE_SCHEME) {
+            let mut parts = rest.splitn(3, ':');
+            let (Some(sig_b64), Some(index), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(malformed("batch signature needs signature:index:path"));
+            };
+            let mut index: usize = index.parse().map_err(|_| malformed("bad leaf index"))?;
+            let raw = decode_signature(sig_b64)
+                .ok_or_else(|| malformed("signature is not 64 base64url bytes"))?;
+            let mut node = leaf_hash(&record.signing_bytes(nats_subject));
+            let mut depth = 0;
+            for sibling in path.split('.').filter(|p| !p.is_empty()) {
+                let mut h = [0u8; 32];
+                match URL_SAFE_NO_PAD.decode_slice(sibling, &mut h) {
+                    Ok(32) => {}
+                    _ => return Err(malformed("path hash is not 32 base64url bytes")),
+                }
+                node = if index & 1 == 0 {
+                    node_hash(&node, &h)
+                } else {
+                    node_hash(&h, &node)
+                };
+                index >>= 1;
+                depth += 1;
+                if depth > 16 {
+                    return Err(malformed("path too long"));
+                }
+            }
+            if index != 0 {
+                return Err(malformed("leaf index outside the tree"));
+            }
+            let key = self.key(&record.source)?;
+            let cache_key = (key.to_bytes(), node);
+            if self.roots.read().is_ok_and(|r| r.contains(&cache_key)) {
+                return Ok(());
+            }
+            key.verify(&root_message(&node), &Signature::from_bytes(&raw))
+                .map_err(|_| forged())?;
+            if let Ok(mut roots) = self.roots.write() {
+                if roots.len() > 65_536 {
+                    roots.clear();
+                }
+                roots.insert(cache_key);
+            }
+            return Ok(());
+        }
         let encoded = sig_text
             .strip_prefix(SIGNATURE_SCHEME)
-            .ok_or_else(|| malformed("unknown scheme (expected ed25519:)"))?;
-        let mut raw = [0u8; 64];
-        let n = URL_SAFE_NO_PAD
-            .decode_slice(encoded, &mut raw)
-            .map_err(|_| malformed("not base64url"))?;
-        if n != 64 {
-            return Err(malformed("not 64 bytes"));
-        }
+            .ok_or_else(|| malformed("unknown scheme (expected ed25519: or ed25519-merkle:)"))?;
+        let raw = decode_signature(encoded)
+            .ok_or_else(|| malformed("signature is not 64 base64url bytes"))?;
         let key = self.key(&record.source)?;
         key.verify(
             &record.signing_bytes(nats_subject),
             &Signature::from_bytes(&raw),
         )
-        .map_err(|_| IdentityError::Forged {
-            id: record.id.clone(),
-            source_key: record.source.clone(),
-        })
+        .map_err(|_| forged())
+    }
+}
+
+fn decode_signature(b64: &str) -> Option<[u8; 64]> {
+    let mut raw = [0u8; 64];
+    match URL_SAFE_NO_PAD.decode_slice(b64, &mut raw) {
+        Ok(64) => Some(raw),
+        _ => None,
     }
 }
 
@@ -256,5 +401,58 @@ mod tests {
             verifier.verify(&bad_source, "subj"),
             Err(IdentityError::InvalidPublicKey { .. })
         ));
+    }
+
+    #[test]
+    fn batch_signatures_verify_each_event_and_catch_tampering() {
+        let alice = Identity::generate();
+        let mallory = Identity::generate();
+        for n in [2usize, 3, 8, 300] {
+            let mut records: Vec<EventRecord> = (0..n)
+                .map(|i| {
+                    let mut r = record(alice.public_key());
+                    r.id = i.to_string();
+                    r
+                })
+                .collect();
+            let subjects: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+            let subject_refs: Vec<&str> = subjects.iter().map(String::as_str).collect();
+            alice.sign_batch(&mut records, &subject_refs);
+            let verifier = SignatureVerifier::new();
+            for (r, s) in records.iter().zip(&subjects) {
+                verifier.verify(r, s).expect("batch member verifies");
+                // A fresh verifier (no cached root) agrees.
+                SignatureVerifier::new()
+                    .verify(r, s)
+                    .expect("verifies without cache");
+            }
+            // Tampering with one member fails even though its root is cached.
+            let mut tampered = records[1].clone();
+            tampered.data = Some(Bytes::from_static(b"{\"v\":1,\"reason\":\"z\"}"));
+            assert!(matches!(
+                verifier.verify(&tampered, &subjects[1]),
+                Err(IdentityError::Forged { .. })
+            ));
+            // Another member's path does not fit.
+            let mut swapped = records[0].clone();
+            swapped.signature = records[1].signature.clone();
+            assert!(verifier.verify(&swapped, &subjects[0]).is_err());
+            // Mallory cannot reuse alice's batch signature under her own key or vice versa.
+            let mut claimed = records[0].clone();
+            claimed.source = mallory.public_key().to_string();
+            assert!(
+                SignatureVerifier::new()
+                    .verify(&claimed, &subjects[0])
+                    .is_err()
+            );
+        }
+        let mut single = vec![record(alice.public_key())];
+        alice.sign_batch(&mut single, &["s"]);
+        assert!(
+            single[0]
+                .signature
+                .as_deref()
+                .is_some_and(|s| s.starts_with(SIGNATURE_SCHEME))
+        );
     }
 }

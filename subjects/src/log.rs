@@ -309,6 +309,21 @@ impl EventLog {
         Ok((sealed, appended))
     }
 
+    /// Signs many drafts with batch signatures and sends them all pipelined; await each
+    /// [`PendingAppend`] for its ack. The fast path for bursts of events.
+    pub async fn append_many(
+        &self,
+        drafts: impl IntoIterator<Item = Draft>,
+    ) -> Result<Vec<(SealedEvent, PendingAppend)>, LogError> {
+        let sealed = crate::codec::seal_batch(drafts, &self.identity, &self.realm);
+        let mut out = Vec::with_capacity(sealed.len());
+        for ev in sealed {
+            let pending = self.append_sealed(&ev).await?;
+            out.push((ev, pending));
+        }
+        Ok(out)
+    }
+
     /// Appends only if the aggregate is where the writer expects it to be; a conflicting
     /// write is [`LogError::Conflict`], never an overwrite.
     pub async fn append_expected(
@@ -369,6 +384,31 @@ impl EventLog {
                 reason: e.to_string(),
             })?;
         Ok(sealed)
+    }
+
+    /// Publishes many `live`-plane events on core NATS with batch signatures.
+    pub async fn publish_live_many(
+        &self,
+        drafts: impl IntoIterator<Item = Draft>,
+    ) -> Result<usize, LogError> {
+        let sealed = crate::codec::seal_batch(drafts, &self.identity, &self.realm);
+        for ev in &sealed {
+            if ev.subject.plane() != Plane::Live {
+                return Err(LogError::Publish {
+                    subject: ev.subject.to_string(),
+                    reason: "only live-plane events go over core NATS".into(),
+                });
+            }
+            let (headers, body) = self.codec.encode(ev)?;
+            self.client
+                .publish_with_headers(ev.subject.to_string(), headers, body)
+                .await
+                .map_err(|e| LogError::Publish {
+                    subject: ev.subject.to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(sealed.len())
     }
 
     /// Records a refused message in the dead-letter stream and returns the dead letter's

@@ -115,7 +115,7 @@ pub async fn read_stream(
     }
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(1_000)
+        .max_messages_per_batch(10_000)
         .messages()
         .await
         .map_err(|e| LogError::Consumer(e.to_string()))?;

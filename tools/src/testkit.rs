@@ -32,7 +32,7 @@ pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 enum Backend {
     Container(#[allow(dead_code)] Box<ContainerAsync<GenericImage>>),
     Local {
-        _process: NatsProcess,
+        _process: Box<NatsProcess>,
         _dir: tempfile::TempDir,
     },
 }
@@ -104,7 +104,7 @@ impl TestNats {
         Ok(Self {
             url: process.url(),
             backend: Backend::Local {
-                _process: process,
+                _process: Box::new(process),
                 _dir: dir,
             },
         })
