@@ -133,15 +133,30 @@ async fn survives_losing(victim: Victim) -> Result<()> {
         ),
     }
 
-    // Nothing lost, nothing doubled.
-    assert_eq!(log.last_sequence("MURMUR_HISTORY").await?, 60);
-    let mut replay = Projector::new(
-        log.clone(),
-        OverviewProjection {
-            realm: Token::new("acme")?,
-        },
-    );
-    replay.catch_up().await?;
+    // Nothing lost, nothing doubled. JetStream API calls may time out while the cluster
+    // settles after losing a node; reading is idempotent, so retry until the deadline.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let replay = loop {
+        let attempt = async {
+            let last = log.last_sequence("MURMUR_HISTORY").await?;
+            let mut replay = Projector::new(
+                log.clone(),
+                OverviewProjection {
+                    realm: Token::new("acme")?,
+                },
+            );
+            replay.catch_up().await?;
+            Ok::<_, anyhow::Error>((last, replay))
+        };
+        match attempt.await {
+            Ok(r) => break r,
+            Err(e) if tokio::time::Instant::now() < until => note_retry(&e.to_string()),
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (last, replay) = replay;
+    assert_eq!(last, 60);
     assert_eq!(replay.state().tasks.len(), 60);
     assert_eq!(replay.stats().applied, 60);
 

@@ -162,7 +162,7 @@ impl NatsProcess {
     }
 
     /// Starts a server from a config file.
-    async fn start_with_config(
+    pub async fn start_with_config(
         config: &Path,
         port: u16,
         monitor_port: u16,
