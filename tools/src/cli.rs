@@ -183,6 +183,9 @@ pub struct Settings {
     pub connect: Option<ConnectOptions>,
     /// Realm.
     pub realm: Token,
+    /// Whether the realm was chosen (flag, env or file) rather than defaulted; reads then
+    /// default to every realm.
+    pub realm_explicit: bool,
     /// Data dir.
     pub data_dir: PathBuf,
     /// Identity seed file.
@@ -216,6 +219,7 @@ impl Settings {
             (None, f) => f.filter(|f| !f.servers.is_empty()),
         };
         let connect = base.map(|b| cli.auth.apply(b)).transpose()?;
+        let realm_explicit = cli.realm.is_some() || file.realm.is_some();
         let realm = Token::new(
             cli.realm
                 .clone()
@@ -230,6 +234,7 @@ impl Settings {
         Ok(Self {
             connect,
             realm,
+            realm_explicit,
             identity_file: cli
                 .identity
                 .clone()
@@ -283,9 +288,9 @@ pub async fn run(cli: Cli) -> Result<()> {
 fn subjects(settings: &Settings) -> Result<()> {
     let catalog = Catalog::standard();
     if settings.json {
-        println!("{}", serde_json::to_string_pretty(&catalog.views())?);
+        out!("{}", serde_json::to_string_pretty(&catalog.views())?);
     } else {
-        print!("{}", catalog.tree_text());
+        out!("{}", catalog.tree_text().trim_end());
     }
     Ok(())
 }
@@ -395,7 +400,13 @@ pub fn event_json(
     })
 }
 
-fn filter_for(subject: Option<&str>, ty: Option<&str>, realm: &Token) -> Result<SubjectFilter> {
+/// The filter for `tail`/`replay`: an explicit subject, else the type's subjects, else every
+/// history event; limited to the realm only when one was chosen.
+fn filter_for(
+    subject: Option<&str>,
+    ty: Option<&str>,
+    realm: Option<&Token>,
+) -> Result<SubjectFilter> {
     if let Some(s) = subject {
         return Ok(SubjectFilter::parse(s)?);
     }
@@ -403,9 +414,20 @@ fn filter_for(subject: Option<&str>, ty: Option<&str>, realm: &Token) -> Result<
         let et = Catalog::standard()
             .get(t)
             .with_context(|| format!("unknown event type {t:?}; see `murmur subjects`"))?;
-        return Ok(et.filter(Some(realm)));
+        return Ok(et.filter(realm));
     }
-    Ok(SubjectFilter::plane(murmur_subjects::Plane::Evt).realm(realm.clone()))
+    let all = SubjectFilter::plane(murmur_subjects::Plane::Evt);
+    Ok(match realm {
+        Some(r) => all.realm(r.clone()),
+        None => all,
+    })
+}
+
+impl Settings {
+    /// The realm to limit reads to, if one was chosen.
+    pub fn read_realm(&self) -> Option<&Token> {
+        self.realm_explicit.then_some(&self.realm)
+    }
 }
 
 async fn tail(
@@ -415,7 +437,7 @@ async fn tail(
     count: Option<u64>,
 ) -> Result<()> {
     let log = settings.open_log("murmur-tail").await?;
-    let filter = filter_for(subject.as_deref(), ty.as_deref(), &settings.realm)?;
+    let filter = filter_for(subject.as_deref(), ty.as_deref(), settings.read_realm())?;
     let stream = log
         .jetstream()
         .get_stream(&settings.log.history_stream)
@@ -445,15 +467,15 @@ async fn tail(
                     continue;
                 }
                 if settings.json {
-                    println!(
+                    out!(
                         "{}",
                         event_json(Some(seq), Some(at), msg.subject.as_str(), &ev)
                     );
                 } else {
-                    println!("{}", describe(Some(seq), &ev));
+                    out!("{}", describe(Some(seq), &ev));
                 }
             }
-            Err(e) => println!(
+            Err(e) => out!(
                 "{seq:>6} INVALID on {}: {e} (dead-lettered by the auditor)",
                 msg.subject
             ),
@@ -482,7 +504,11 @@ pub struct ReplayTotals {
 /// `murmur replay`: writes every event in the range; returns the totals.
 pub async fn replay(settings: &Settings, args: ReplayArgs) -> Result<ReplayTotals> {
     let log = settings.open_log("murmur-replay").await?;
-    let filter = filter_for(args.subject.as_deref(), args.ty.as_deref(), &settings.realm)?;
+    let filter = filter_for(
+        args.subject.as_deref(),
+        args.ty.as_deref(),
+        settings.read_realm(),
+    )?;
     let start = match (args.from_seq, args.since) {
         (Some(s), _) => StartAt::Sequence(s),
         (None, Some(t)) => StartAt::Time(t),
@@ -568,8 +594,10 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> Result<()> {
     let stream_name = settings.log.dlq_stream.clone();
     match command {
         DlqCommand::Ls { reason } => {
-            let mut filter =
-                SubjectFilter::plane(murmur_subjects::Plane::Dlq).realm(settings.realm.clone());
+            let mut filter = SubjectFilter::plane(murmur_subjects::Plane::Dlq);
+            if let Some(realm) = settings.read_realm() {
+                filter = filter.realm(realm.clone());
+            }
             if let Some(r) = &reason {
                 filter = filter.aggregate(Token::new(r.as_str())?);
             }
@@ -591,12 +619,12 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> Result<()> {
                     Ok(ev) if ev.record.ty == DeadLettered::TYPE => {
                         let d: DeadLettered = ev.payload()?;
                         if settings.json {
-                            println!(
+                            out!(
                                 "{}",
                                 serde_json::json!({"sequence": stored.sequence, "stored_at": stored.stored_at, "dead_letter": d})
                             );
                         } else {
-                            println!(
+                            out!(
                                 "{:>6} {} {:<18} {:<48} {} bytes  {}",
                                 stored.sequence,
                                 stored.stored_at.format("%Y-%m-%d %H:%M:%S"),
@@ -608,17 +636,17 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> Result<()> {
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => println!("{:>6} unreadable dead letter: {e}", stored.sequence),
+                    Err(e) => out!("{:>6} unreadable dead letter: {e}", stored.sequence),
                 }
             }
         }
         DlqCommand::Show { seq } => {
             let d = load_dead_letter(&log, &stream_name, seq).await?;
-            println!("{}", serde_json::to_string_pretty(&d)?);
+            out!("{}", serde_json::to_string_pretty(&d)?);
         }
         DlqCommand::Redrive { seq } => {
             let subject = redrive(&log, &stream_name, seq).await?;
-            println!("redrove dead letter {seq} to {subject}");
+            out!("redrove dead letter {seq} to {subject}");
         }
     }
     Ok(())
@@ -682,13 +710,13 @@ async fn nats_up(settings: &Settings, size: usize) -> Result<()> {
             let store = settings.data_dir.join("nats");
             let mut p = NatsProcess::start(4222, &store).await?;
             p.wait_ready(Duration::from_secs(60)).await?;
-            println!("{}", p.url());
+            out!("{}", p.url());
             tokio::signal::ctrl_c().await?;
         }
         3 => {
             let dir = settings.data_dir.join("cluster");
             let cluster = NatsCluster::start(3, Some(&dir)).await?;
-            println!("{}", cluster.urls());
+            out!("{}", cluster.urls());
             eprintln!(
                 "3-node cluster up (store {}); ctrl-c to stop",
                 dir.display()
