@@ -35,10 +35,11 @@ pub const DEFAULT_MAX_EVENT_BYTES: usize = 512 * 1024;
 /// Which content mode to encode with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ContentMode {
-    /// Attributes in `ce-` headers, data in the body: the cheap one, murmur's default.
-    #[default]
+    /// Attributes in `ce-` headers, data in the body.
     Binary,
-    /// The whole event as JSON in the body.
+    /// The whole event as JSON in the body: murmur's default, because it measured cheaper to
+    /// encode and decode than a dozen async-nats headers (see docs/benchmarks.md).
+    #[default]
     Structured,
 }
 

@@ -131,6 +131,7 @@ impl Catalog {
                 .with::<events::AgentJoined>()
                 .with::<events::AgentLeft>()
                 .with::<events::AgentHeartbeat>()
+                .with::<events::AgentOffline>()
                 .with::<events::TaskSubmitted>()
                 .with::<events::TaskCompleted>()
                 .with::<events::TaskFailed>()

@@ -258,13 +258,13 @@ impl Default for EventCodec {
 }
 
 impl EventCodec {
-    /// A codec over `catalog` with the default size limit and binary mode.
+    /// A codec over `catalog` with the default size limit and structured mode.
     pub fn new(catalog: Catalog) -> Self {
         Self {
             catalog,
             verifier: Arc::new(SignatureVerifier::new()),
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
-            mode: ContentMode::Binary,
+            mode: ContentMode::Structured,
         }
     }
 
@@ -481,7 +481,7 @@ mod tests {
             }
         }
         // An event moved to another aggregate's subject no longer verifies.
-        let codec = EventCodec::default();
+        let codec = EventCodec::default().content_mode(ContentMode::Binary);
         let (h, body) = codec.encode(&sealed[0]).expect("encode");
         let mut h2 = h.clone();
         h2.insert("ce-subject", "a1");
@@ -533,7 +533,7 @@ mod tests {
     #[test]
     fn refusals_map_to_reasons() {
         let me = Identity::generate();
-        let codec = EventCodec::default();
+        let codec = EventCodec::default().content_mode(ContentMode::Binary);
         let agg = Token::new("a1").expect("token");
         let sealed = Draft::new(agg, &joined())
             .expect("draft")

@@ -107,6 +107,28 @@ impl Payload for AgentLeft {
     const DESCRIPTION: &'static str = "an agent left on purpose";
 }
 
+/// `dev.murmur.agent.offline`: a liveness monitor stopped hearing an agent's heartbeats (no
+/// `left` event came). Its id is derived from the agent and its last beat, so several monitors
+/// detecting the same silence write one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentOffline {
+    /// Time of the last heartbeat heard (RFC 3339).
+    pub last_seen: String,
+    /// Heartbeat interval the agent had announced, in milliseconds.
+    pub interval_ms: u64,
+    /// How many intervals passed without a beat when it was declared offline.
+    pub missed_intervals: u32,
+}
+
+impl Payload for AgentOffline {
+    const TYPE: &'static str = "dev.murmur.agent.offline";
+    const DOMAIN: Domain = Domain::Agent;
+    const VERB: &'static str = "offline";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "an agent's heartbeats stopped without a left event";
+}
+
 /// `dev.murmur.agent.heartbeat`: liveness and load, on core NATS only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentHeartbeat {
