@@ -1,6 +1,12 @@
 //! # murmur-agents
 //!
-//! The agent runtime (join, announce capabilities and hardware, heartbeat, handle events,
-//! leave) and the agent kinds. Its work is tracked in issue 3; today the crate only fixes its
-//! place in the workspace and its dependency on `murmur-subjects`, whose event catalog already
-//! declares the agent events (`agent.joined` v2, `agent.left`, `agent.heartbeat`).
+//! The agent runtime ([`runtime`]): an agent joins with its manifest (kind, capabilities,
+//! labels, version, hardware) as a signed `agent.joined` event, registers as a NATS micro
+//! service so stock `$SRV.PING|INFO|STATS` discovery finds it, heartbeats on core NATS and
+//! into a presence KV bucket whose entries expire, can enter a one-way lame-duck mode, and
+//! leaves with a signed `agent.left` event. The agent kinds (planner, compiler, executor,
+//! tool, memory, inference) arrive with the rest of issue 3.
+
+pub mod runtime;
+
+pub use runtime::{Agent, AgentError, AgentSpec};

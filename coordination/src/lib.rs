@@ -1,5 +1,15 @@
 //! # murmur-coordination
 //!
-//! Registry, task routing, leases and retries, task graphs and consensus, all as projections
-//! of the JetStream log (`murmur_subjects::projection`). Its work is tracked in issues 3 and 4;
-//! today the crate only fixes its place in the workspace.
+//! Who is online and where work should go, derived from the log:
+//!
+//! - [`registry`]: the agent registry, a projection of `agent.joined` / `agent.left` /
+//!   `agent.offline` events (pure fold, same live and on replay).
+//! - [`routing`]: the documented routing score (pure, no I/O).
+//! - [`liveness`]: heartbeat tracking with an injectable clock (pure) and the monitor that
+//!   turns missed heartbeats into `agent.offline` events with deterministic ids (I/O edge).
+//!
+//! Task lifecycle, leases, task graphs and consensus (issues 3 and 4) build on these.
+
+pub mod liveness;
+pub mod registry;
+pub mod routing;

@@ -155,6 +155,9 @@ pub enum LogError {
     /// Reading from a consumer failed.
     #[error("consumer: {0}")]
     Consumer(String),
+    /// The payload could not be encoded.
+    #[error(transparent)]
+    Payload(#[from] crate::payload::PayloadError),
 }
 
 /// Acknowledgement of a persisted event.

@@ -82,6 +82,18 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Run one agent.
+    Agent {
+        /// What to do.
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// The agent registry.
+    Agents {
+        /// What to do.
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
     /// Local NATS servers for development.
     Nats {
         /// What to do.
@@ -166,6 +178,24 @@ pub enum DlqCommand {
     },
 }
 
+/// `murmur agent ...`
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Join the cluster as one agent and run until ctrl-c / SIGTERM (then leave).
+    Run(crate::agent_cli::AgentRunArgs),
+}
+
+/// `murmur agents ...`
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// List agents from the registry (a projection of the log).
+    Ls {
+        /// Only agents offering this capability.
+        #[arg(long)]
+        capability: Option<String>,
+    },
+}
+
 /// `murmur nats ...`
 #[derive(Debug, Subcommand)]
 pub enum NatsCommand {
@@ -247,6 +277,24 @@ impl Settings {
         })
     }
 
+    /// Connects and opens the event log as `identity`.
+    pub async fn open_log_as(&self, name: &str, identity: Identity) -> Result<EventLog> {
+        let connect = self
+            .connect
+            .clone()
+            .context("no NATS server configured: set NATS_URL, --server, or run `murmur up` first")?
+            .name(name);
+        let client = connect.connect().await?;
+        Ok(EventLog::open(
+            client,
+            identity,
+            self.realm.clone(),
+            self.log.clone(),
+            self.codec.clone(),
+        )
+        .await?)
+    }
+
     /// Connects and opens the event log (requires a configured server).
     pub async fn open_log(&self, name: &str) -> Result<EventLog> {
         let connect = self
@@ -282,6 +330,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Nats {
             command: NatsCommand::Up { cluster },
         } => nats_up(&settings, cluster).await,
+        Command::Agent {
+            command: AgentCommand::Run(args),
+        } => {
+            crate::agent_cli::check_kind(&args.kind)?;
+            crate::agent_cli::run(&settings, args).await
+        }
+        Command::Agents {
+            command: AgentsCommand::Ls { capability },
+        } => crate::agent_cli::ls(&settings, capability).await,
     }
 }
 
@@ -324,21 +381,31 @@ async fn up(settings: &Settings, port: u16) -> Result<()> {
     )
     .await?;
     eprintln!(
-        "streams ready: {} (history), {} (dead letters); realm {}; auditor running. ctrl-c to stop.",
+        "streams ready: {} (history), {} (dead letters); realm {}; auditor and liveness monitor running. ctrl-c to stop.",
         settings.log.history_stream, settings.log.dlq_stream, settings.realm
     );
     eprintln!(
         "in another shell: NATS_URL={} murmur events tail",
         connect.servers.join(",")
     );
-    murmur_subjects::audit::run_auditor(
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let monitor = tokio::spawn(murmur_coordination::liveness::run_monitor(
+        log.clone(),
+        std::sync::Arc::new(murmur_coordination::liveness::SystemClock),
+        stopped(stop_rx.clone()),
+    ));
+    let auditor = tokio::spawn(murmur_subjects::audit::run_auditor(
         log,
-        async {
-            tokio::signal::ctrl_c().await.ok();
-        },
+        stopped(stop_rx),
         None,
-    )
-    .await?;
+    ));
+    tokio::signal::ctrl_c().await.ok();
+    stop_tx.send_replace(true);
+    auditor.await??;
+    monitor.await??;
     eprintln!("stopped");
     Ok(())
 }

@@ -23,6 +23,7 @@ pub fn emit(line: &str) {
     }
 }
 
+pub mod agent_cli;
 pub mod cli;
 pub mod config;
 pub mod demo;

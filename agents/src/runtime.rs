@@ -1,0 +1,249 @@
+//! Join, heartbeat, discovery, lame duck, leave.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use async_nats::service::ServiceExt;
+use murmur_subjects::events::{AgentHeartbeat, AgentJoined, AgentLeft};
+use murmur_subjects::{Draft, EventLog, LogError, Token};
+use tokio::task::JoinHandle;
+
+/// KV bucket holding one presence entry per agent; entries expire three heartbeat intervals
+/// after the last beat.
+pub const PRESENCE_BUCKET: &str = "MURMUR_PRESENCE";
+
+/// Why the runtime failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The event log refused an operation.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A payload could not be encoded.
+    #[error(transparent)]
+    Payload(#[from] murmur_subjects::payload::PayloadError),
+    /// The agent's public key is not usable as a subject token (never for nkeys).
+    #[error("agent id: {0}")]
+    Id(#[from] murmur_subjects::subject::SubjectError),
+    /// Registering the micro service or the presence bucket failed.
+    #[error("{what}: {reason}")]
+    Setup {
+        /// What was being set up.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+/// What an agent announces.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// The manifest (name, kind, capabilities, labels, version, hardware).
+    pub manifest: AgentJoined,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+}
+
+/// A joined agent. Dropping it without [`Agent::leave`] is a crash as far as the cluster is
+/// concerned: heartbeats stop and a liveness monitor records it offline.
+pub struct Agent {
+    log: EventLog,
+    id: Token,
+    lame_duck: Arc<AtomicBool>,
+    queue_depth: Arc<AtomicU32>,
+    heartbeats: JoinHandle<()>,
+    _service: async_nats::service::Service,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn service_name(kind: &str) -> String {
+    let clean: String = kind
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("murmur-agent-{clean}")
+}
+
+impl Agent {
+    /// Joins: appends `agent.joined`, registers the micro service, starts heartbeats.
+    pub async fn join(log: EventLog, spec: AgentSpec) -> Result<Self, AgentError> {
+        let id = Token::new(log.identity().public_key())?;
+        log.append(Draft::new(id.clone(), &spec.manifest)?).await?;
+
+        let mut metadata = std::collections::HashMap::new();
+        metadata.insert("murmur.id".to_string(), id.to_string());
+        metadata.insert("murmur.realm".to_string(), log.realm().to_string());
+        metadata.insert(
+            "murmur.capabilities".to_string(),
+            spec.manifest.capabilities.join(","),
+        );
+        let version = if spec.manifest.agent_version.split('.').count() == 3 {
+            spec.manifest.agent_version.clone()
+        } else {
+            "0.0.0".to_string()
+        };
+        let service = log
+            .client()
+            .service_builder()
+            .description(format!(
+                "murmur {} agent {}",
+                spec.manifest.kind, spec.manifest.name
+            ))
+            .metadata(metadata)
+            .start(service_name(&spec.manifest.kind), version)
+            .await
+            .map_err(|e| AgentError::Setup {
+                what: "micro service",
+                reason: e.to_string(),
+            })?;
+
+        let presence = presence_bucket(&log, spec.heartbeat).await?;
+        let lame_duck = Arc::new(AtomicBool::new(false));
+        let queue_depth = Arc::new(AtomicU32::new(0));
+        let heartbeats = tokio::spawn(beat(
+            log.clone(),
+            id.clone(),
+            spec.heartbeat,
+            presence,
+            lame_duck.clone(),
+            queue_depth.clone(),
+        ));
+        Ok(Self {
+            log,
+            id,
+            lame_duck,
+            queue_depth,
+            heartbeats,
+            _service: service,
+        })
+    }
+
+    /// The agent's id (its public key).
+    pub fn id(&self) -> &Token {
+        &self.id
+    }
+
+    /// The agent's event log handle.
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// Enters lame-duck mode: announced in heartbeats, refuses new work. One-way.
+    pub fn enter_lame_duck(&self) {
+        self.lame_duck.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether it is in lame-duck mode.
+    pub fn is_lame_duck(&self) -> bool {
+        self.lame_duck.load(Ordering::SeqCst)
+    }
+
+    /// Sets the queue depth reported in heartbeats.
+    pub fn set_queue_depth(&self, depth: u32) {
+        self.queue_depth.store(depth, Ordering::SeqCst);
+    }
+
+    /// Leaves: stops heartbeats, appends `agent.left`, drains the connection.
+    pub async fn leave(self, reason: &str) -> Result<(), AgentError> {
+        self.heartbeats.abort();
+        self.log
+            .append(Draft::new(
+                self.id.clone(),
+                &AgentLeft {
+                    reason: reason.to_string(),
+                },
+            )?)
+            .await?;
+        self.log.client().flush().await.ok();
+        Ok(())
+    }
+}
+
+async fn presence_bucket(log: &EventLog, heartbeat: Duration) -> Result<kv::Store, AgentError> {
+    let js = log.jetstream();
+    if let Ok(kv) = js.get_key_value(PRESENCE_BUCKET).await {
+        return Ok(kv);
+    }
+    js.create_key_value(kv::Config {
+        bucket: PRESENCE_BUCKET.into(),
+        description: "murmur agent presence: one entry per agent, expires after missed heartbeats"
+            .into(),
+        history: 1,
+        max_age: heartbeat * 3,
+        num_replicas: log.config().replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| AgentError::Setup {
+        what: "presence bucket",
+        reason: e.to_string(),
+    })
+}
+
+async fn beat(
+    log: EventLog,
+    id: Token,
+    interval: Duration,
+    presence: kv::Store,
+    lame_duck: Arc<AtomicBool>,
+    queue_depth: Arc<AtomicU32>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    let key = format!("{}.{}", log.realm(), id);
+    loop {
+        tick.tick().await;
+        let hb = AgentHeartbeat {
+            interval_ms: interval.as_millis() as u64,
+            load: load_average(),
+            queue_depth: if lame_duck.load(Ordering::SeqCst) {
+                u32::MAX
+            } else {
+                queue_depth.load(Ordering::SeqCst)
+            },
+        };
+        let draft = match Draft::new(id.clone(), &hb) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "heartbeat payload");
+                continue;
+            }
+        };
+        if let Err(e) = log.publish_live(draft).await {
+            tracing::warn!(error = %e, "heartbeat publish failed");
+        }
+        let value = serde_json::to_vec(&hb).unwrap_or_default();
+        if let Err(e) = presence.put(key.as_str(), value.into()).await {
+            tracing::debug!(error = %e, "presence update failed");
+        }
+    }
+}
+
+/// One-minute load average per core, 0.0 when unknown.
+fn load_average() -> f32 {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f32;
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f32>().ok())
+        })
+        .map(|l| (l / cores).clamp(0.0, 1.0))
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,277 @@
+//! Liveness: an agent is offline after three heartbeat intervals without a beat.
+//!
+//! [`LivenessTracker`] is pure (time comes from a [`Clock`] the caller injects); the
+//! [`run_monitor`] edge feeds it verified heartbeats from core NATS and appends `agent.offline`
+//! events. The offline event's id is derived from the agent and its last beat, so several
+//! monitors that see the same silence write one event (server dedupe). Liveness is judged only
+//! while the monitor itself is connected: a monitor that lost NATS declares nobody dead.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use murmur_subjects::events::{AgentHeartbeat, AgentOffline};
+use murmur_subjects::{Draft, EventLog, EventType, LogError, Token};
+use sha2::{Digest, Sha256};
+
+/// Missed intervals after which an agent is offline.
+pub const MISSED_INTERVALS: u32 = 3;
+
+/// A source of time.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock tests move by hand.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl ManualClock {
+    /// A clock at `start`.
+    pub fn new(start: DateTime<Utc>) -> Self {
+        Self(Arc::new(Mutex::new(start)))
+    }
+    /// Moves it forward.
+    pub fn advance(&self, by: Duration) {
+        if let Ok(mut t) = self.0.lock() {
+            *t += chrono::Duration::from_std(by).unwrap_or_default();
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|p| *p.into_inner())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Beat {
+    /// When this tracker heard it (its own clock).
+    heard_at: DateTime<Utc>,
+    interval: Duration,
+    declared: bool,
+    /// The heartbeat event's id and time (the agent's clock).
+    event_id: String,
+    sent_at: DateTime<Utc>,
+}
+
+/// A verdict: this agent went silent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Silence {
+    /// Agent public key.
+    pub agent: String,
+    /// Id of the last heartbeat event heard (every monitor that heard it agrees on it).
+    pub last_beat_id: String,
+    /// Time of the last beat, as the agent stamped it.
+    pub last_seen: DateTime<Utc>,
+    /// Its announced interval.
+    pub interval: Duration,
+    /// Intervals missed so far.
+    pub missed: u32,
+}
+
+/// Tracks the last beat per agent. Pure.
+#[derive(Debug, Default, Clone)]
+pub struct LivenessTracker {
+    beats: BTreeMap<String, Beat>,
+}
+
+impl LivenessTracker {
+    /// Records heartbeat event `event_id` (stamped `sent_at` by the agent), heard at
+    /// `heard_at` on this tracker's clock.
+    pub fn beat(
+        &mut self,
+        agent: &str,
+        heard_at: DateTime<Utc>,
+        interval: Duration,
+        event_id: &str,
+        sent_at: DateTime<Utc>,
+    ) {
+        self.beats.insert(
+            agent.to_string(),
+            Beat {
+                heard_at,
+                interval,
+                declared: false,
+                event_id: event_id.to_string(),
+                sent_at,
+            },
+        );
+    }
+
+    /// Forgets an agent (it left).
+    pub fn forget(&mut self, agent: &str) {
+        self.beats.remove(agent);
+    }
+
+    /// Agents silent for [`MISSED_INTERVALS`] intervals at `now`, each reported once per
+    /// silence. Reports nothing while `connected` is false.
+    pub fn silent(&mut self, now: DateTime<Utc>, connected: bool) -> Vec<Silence> {
+        if !connected {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (agent, beat) in &mut self.beats {
+            if beat.declared {
+                continue;
+            }
+            let interval = chrono::Duration::from_std(beat.interval).unwrap_or_default();
+            let elapsed = now - beat.heard_at;
+            if interval > chrono::Duration::zero() && elapsed >= interval * MISSED_INTERVALS as i32
+            {
+                beat.declared = true;
+                out.push(Silence {
+                    agent: agent.clone(),
+                    last_beat_id: beat.event_id.clone(),
+                    last_seen: beat.sent_at,
+                    interval: beat.interval,
+                    missed: (elapsed.num_milliseconds() / interval.num_milliseconds().max(1))
+                        as u32,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// The deterministic id of the offline event for one silence: derived from the agent and the
+/// id of the last heartbeat heard, which every monitor that heard it agrees on.
+pub fn offline_event_id(agent: &str, last_beat_id: &str) -> String {
+    let digest = Sha256::digest(format!("agent.offline\n{agent}\n{last_beat_id}"));
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs a liveness monitor until `shutdown`: verifies heartbeats of `log`'s realm and appends
+/// `agent.offline` for agents silent three intervals. Returns how many it declared.
+pub async fn run_monitor(
+    log: EventLog,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<u64, LogError> {
+    let filter = EventType::of::<AgentHeartbeat>().filter(Some(log.realm()));
+    let mut beats = log
+        .client()
+        .subscribe(filter.to_string())
+        .await
+        .map_err(|e| LogError::Consumer(e.to_string()))?;
+    let mut tracker = LivenessTracker::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut declared = 0;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            msg = beats.next() => {
+                let Some(msg) = msg else { break };
+                match log.codec().decode(msg.subject.as_str(), msg.headers.as_ref(), &msg.payload) {
+                    Ok(ev) => {
+                        if let Ok(hb) = ev.payload::<AgentHeartbeat>() {
+                            // Only an agent can beat for itself.
+                            if ev.subject.aggregate().as_str() == ev.emitter() {
+                                let sent_at = ev.record.time.unwrap_or_else(|| clock.now());
+                                tracker.beat(ev.emitter(), clock.now(), Duration::from_millis(hb.interval_ms), &ev.record.id, sent_at);
+                            }
+                        }
+                    }
+                    // The auditor dead-letters bad live messages; the monitor just ignores them.
+                    Err(e) => tracing::debug!(error = %e, "ignoring unverifiable heartbeat"),
+                }
+            }
+            _ = tick.tick() => {
+                let connected = matches!(log.client().connection_state(), async_nats::connection::State::Connected);
+                for s in tracker.silent(clock.now(), connected) {
+                    let Ok(agent) = Token::new(s.agent.as_str()) else { continue };
+                    let payload = AgentOffline {
+                        last_seen: murmur_subjects::envelope::format_time(s.last_seen),
+                        interval_ms: s.interval.as_millis() as u64,
+                        missed_intervals: s.missed,
+                    };
+                    let draft = Draft::new(agent, &payload)?.with_id(offline_event_id(&s.agent, &s.last_beat_id));
+                    let (_, appended) = log.append(draft).await?;
+                    if !appended.duplicate {
+                        declared += 1;
+                    }
+                    tracing::info!(agent = %s.agent, duplicate = appended.duplicate, "agent offline");
+                }
+            }
+        }
+    }
+    Ok(declared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t0() -> DateTime<Utc> {
+        "2026-01-01T00:00:00Z".parse().expect("time")
+    }
+
+    #[test]
+    fn offline_after_three_missed_intervals_once() {
+        let clock = ManualClock::new(t0());
+        let mut tr = LivenessTracker::default();
+        tr.beat("a", clock.now(), Duration::from_secs(1), "b1", clock.now());
+        clock.advance(Duration::from_millis(2_900));
+        assert!(tr.silent(clock.now(), true).is_empty());
+        clock.advance(Duration::from_millis(100));
+        let s = tr.silent(clock.now(), true);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].agent, "a");
+        assert_eq!(s[0].missed, 3);
+        clock.advance(Duration::from_secs(10));
+        assert!(
+            tr.silent(clock.now(), true).is_empty(),
+            "reported once per silence"
+        );
+        // A new beat starts a new silence.
+        tr.beat("a", clock.now(), Duration::from_secs(1), "b1", clock.now());
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(tr.silent(clock.now(), true).len(), 1);
+    }
+
+    #[test]
+    fn a_disconnected_judge_declares_nobody() {
+        let clock = ManualClock::new(t0());
+        let mut tr = LivenessTracker::default();
+        tr.beat("a", clock.now(), Duration::from_secs(1), "b1", clock.now());
+        clock.advance(Duration::from_secs(60));
+        assert!(tr.silent(clock.now(), false).is_empty());
+        assert_eq!(tr.silent(clock.now(), true).len(), 1);
+    }
+
+    #[test]
+    fn offline_ids_are_deterministic() {
+        assert_eq!(
+            offline_event_id("a", "beat-1"),
+            offline_event_id("a", "beat-1")
+        );
+        assert_ne!(
+            offline_event_id("a", "beat-1"),
+            offline_event_id("b", "beat-1")
+        );
+        assert_ne!(
+            offline_event_id("a", "beat-1"),
+            offline_event_id("a", "beat-2")
+        );
+        assert_eq!(offline_event_id("a", "beat-1").len(), 32);
+    }
+}

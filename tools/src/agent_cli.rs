@@ -1,0 +1,169 @@
+//! `murmur agent run` and `murmur agents ls`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use murmur_agents::{Agent, AgentSpec};
+use murmur_coordination::registry::{AgentStatus, RegistryProjection};
+use murmur_coordination::routing::validate_capability;
+use murmur_subjects::events::{AgentJoined, Hardware};
+use murmur_subjects::{Identity, Projector};
+
+use crate::cli::Settings;
+use crate::config::load_or_create_identity;
+
+/// `murmur agent run` arguments.
+#[derive(Debug, clap::Args)]
+pub struct AgentRunArgs {
+    /// Agent kind (planner, compiler, executor, tool, memory, inference, ...).
+    #[arg(long)]
+    pub kind: String,
+    /// Name shown in listings (defaults to the kind).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A capability it offers, e.g. compiler.rust (repeatable).
+    #[arg(long = "capability")]
+    pub capabilities: Vec<String>,
+    /// A label key=value (repeatable).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// Use a fresh identity instead of the identity file (for running several agents).
+    #[arg(long)]
+    pub ephemeral_identity: bool,
+}
+
+fn hardware() -> Hardware {
+    let memory_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|kb| kb.parse::<u64>().ok())
+                })
+        })
+        .map_or(0, |kb| kb / 1024);
+    Hardware {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        memory_mib,
+        accelerators: vec![],
+        vram_mib: 0,
+    }
+}
+
+/// Runs one agent until ctrl-c or SIGTERM, then leaves.
+pub async fn run(settings: &Settings, args: AgentRunArgs) -> Result<()> {
+    for c in &args.capabilities {
+        validate_capability(c).map_err(anyhow::Error::msg)?;
+    }
+    let mut labels = BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("label {l:?} is not key=value"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let identity = if args.ephemeral_identity {
+        Identity::generate()
+    } else {
+        load_or_create_identity(&settings.identity_file)?
+    };
+    let log = settings
+        .open_log_as(&format!("murmur-agent-{}", args.kind), identity)
+        .await?;
+    let spec = AgentSpec {
+        manifest: AgentJoined {
+            name: args.name.clone().unwrap_or_else(|| args.kind.clone()),
+            kind: args.kind.clone(),
+            capabilities: args.capabilities.clone(),
+            labels,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            hardware: hardware(),
+        },
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+    };
+    let agent = Agent::join(log, spec).await?;
+    eprintln!(
+        "agent {} joined as {} (realm {})",
+        args.kind,
+        agent.id(),
+        settings.realm
+    );
+    out!("{}", agent.id());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    agent.enter_lame_duck();
+    agent.leave("shutdown").await?;
+    eprintln!("agent left");
+    Ok(())
+}
+
+/// Lists agents from the registry projection.
+pub async fn ls(settings: &Settings, capability: Option<String>) -> Result<()> {
+    let log = settings.open_log("murmur-agents-ls").await?;
+    let mut projector = Projector::new(
+        log,
+        RegistryProjection {
+            realm: settings.realm.clone(),
+        },
+    );
+    projector.catch_up().await?;
+    let registry = projector.state();
+    let rows: Vec<_> = registry
+        .agents
+        .iter()
+        .filter(|(_, a)| {
+            capability
+                .as_ref()
+                .is_none_or(|c| a.capabilities.contains(c))
+        })
+        .collect();
+    if settings.json {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(
+                &rows
+                    .iter()
+                    .map(|(id, a)| serde_json::json!({"id": id, "agent": a}))
+                    .collect::<Vec<_>>()
+            )?
+        );
+        return Ok(());
+    }
+    if rows.is_empty() {
+        eprintln!("no agents in realm {}", settings.realm);
+    }
+    for (id, a) in rows {
+        let status = match a.status {
+            AgentStatus::Online => "online",
+            AgentStatus::Offline => "offline",
+            AgentStatus::Left => "left",
+        };
+        out!(
+            "{id}  {status:<8} {:<10} {:<16} {:<40} {} cores {} MiB",
+            a.kind,
+            a.name,
+            a.capabilities.iter().cloned().collect::<Vec<_>>().join(","),
+            a.hardware.cores,
+            a.hardware.memory_mib
+        );
+    }
+    Ok(())
+}
+
+/// Refuses an empty kind early (clap allows it).
+pub fn check_kind(kind: &str) -> Result<()> {
+    if kind.trim().is_empty() {
+        bail!("--kind must not be empty");
+    }
+    Ok(())
+}
