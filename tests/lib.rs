@@ -29,6 +29,7 @@ pub fn submitted(n: u64) -> TaskSubmitted {
         capability: "compiler.rust".into(),
         input: serde_json::json!({ "n": n }),
         priority: 0,
+        ..Default::default()
     }
 }
 

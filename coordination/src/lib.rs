@@ -8,8 +8,14 @@
 //! - [`liveness`]: heartbeat tracking with an injectable clock (pure) and the monitor that
 //!   turns missed heartbeats into `agent.offline` events with deterministic ids (I/O edge).
 //!
-//! Task lifecycle, leases, task graphs and consensus (issues 3 and 4) build on these.
+//! - [`tasks`]: the task lifecycle as a projection (submitted → assigned → started →
+//!   completed | failed → retried | dead-lettered | cancelled; idempotent completion) and the
+//!   coordinator's decisions (leases, retries with backoff, priorities with fair share) as a
+//!   pure function.
+//!
+//! Task graphs, the coordinator worker and consensus (issues 3 and 4) build on these.
 
 pub mod liveness;
 pub mod registry;
 pub mod routing;
+pub mod tasks;

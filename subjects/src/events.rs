@@ -149,8 +149,10 @@ impl Payload for AgentHeartbeat {
     const DESCRIPTION: &'static str = "liveness and load, core NATS only (never persisted)";
 }
 
-/// `dev.murmur.task.submitted`: a task entered the system.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// `dev.murmur.task.submitted`: a task entered the system. The submitter is the event's
+/// verified emitter. (`labels`, `max_attempts` and `lease_ms` were added as optional members
+/// with defaults: an additive change, so the schema version stayed 1.)
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskSubmitted {
     /// Capability an agent needs to run it, e.g. `compiler.rust`.
     pub capability: String,
@@ -159,6 +161,101 @@ pub struct TaskSubmitted {
     /// Priority, higher first.
     #[serde(default)]
     pub priority: u8,
+    /// Labels the agent must carry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Attempts before the task is dead-lettered (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Lease per attempt in milliseconds (default 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+}
+
+/// `dev.murmur.task.assigned`: a coordinator leased an attempt to an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskAssigned {
+    /// The agent's public key.
+    pub agent: String,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+    /// Lease length in milliseconds, counted from the event's stored time.
+    pub lease_ms: u64,
+}
+
+impl Payload for TaskAssigned {
+    const TYPE: &'static str = "dev.murmur.task.assigned";
+    const DOMAIN: Domain = Domain::Task;
+    const VERB: &'static str = "assigned";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "a coordinator leased an attempt to an agent";
+}
+
+/// `dev.murmur.task.started`: the assigned agent began an attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskStarted {
+    /// Attempt number.
+    pub attempt: u32,
+}
+
+impl Payload for TaskStarted {
+    const TYPE: &'static str = "dev.murmur.task.started";
+    const DOMAIN: Domain = Domain::Task;
+    const VERB: &'static str = "started";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "the assigned agent began an attempt";
+}
+
+/// `dev.murmur.task.lease_expired`: an attempt's lease ran out without a result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskLeaseExpired {
+    /// Attempt number.
+    pub attempt: u32,
+    /// The agent that held it.
+    pub agent: String,
+}
+
+impl Payload for TaskLeaseExpired {
+    const TYPE: &'static str = "dev.murmur.task.lease_expired";
+    const DOMAIN: Domain = Domain::Task;
+    const VERB: &'static str = "lease_expired";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "an attempt's lease ran out without a result";
+}
+
+/// `dev.murmur.task.cancelled`: the task was cancelled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskCancelled {
+    /// Why.
+    pub reason: String,
+}
+
+impl Payload for TaskCancelled {
+    const TYPE: &'static str = "dev.murmur.task.cancelled";
+    const DOMAIN: Domain = Domain::Task;
+    const VERB: &'static str = "cancelled";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "the task was cancelled";
+}
+
+/// `dev.murmur.task.dead_lettered`: the task ran out of attempts; every reason is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskDeadLettered {
+    /// The reason of each failed attempt, in order.
+    pub reasons: Vec<String>,
+}
+
+impl Payload for TaskDeadLettered {
+    const TYPE: &'static str = "dev.murmur.task.dead_lettered";
+    const DOMAIN: Domain = Domain::Task;
+    const VERB: &'static str = "dead_lettered";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "the task ran out of attempts; all reasons kept";
 }
 
 impl Payload for TaskSubmitted {

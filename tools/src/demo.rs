@@ -150,6 +150,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
             capability: "compiler.rust".into(),
             input: serde_json::json!({ "crate": format!("sample-{i}") }),
             priority: 1,
+            ..Default::default()
         };
         let (sealed, ack) = coordinator
             .append_expected(Draft::new(id.clone(), &submitted)?, Expected::NoEvents)

@@ -66,6 +66,7 @@ fn payload(i: u64) -> TaskSubmitted {
         capability: "compiler.rust".into(),
         input: serde_json::json!({ "n": i, "pad": "x".repeat(70) }),
         priority: (i % 7) as u8,
+        ..Default::default()
     }
 }
 

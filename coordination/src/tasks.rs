@@ -1,0 +1,809 @@
+//! The task lifecycle as a projection, and the coordinator's decisions as a pure function.
+//!
+//! ```text
+//! submitted → assigned → started → completed
+//!                 │          │
+//!                 └──────────┴─→ failed | lease_expired → (attempts left) pending again
+//!                                                       → (none left)   dead_lettered
+//! any non-final state → cancelled
+//! ```
+//!
+//! Time comes only from the log (each event's stored timestamp) and from the `now` the caller
+//! passes to [`decide`]; nothing here reads a clock. Completion is idempotent: a second
+//! `completed`, or a result from an agent whose attempt is no longer current (its lease was
+//! lost), is refused by the fold and never changes the state.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use chrono::{DateTime, Duration, Utc};
+use murmur_subjects::events::{
+    TaskAssigned, TaskCancelled, TaskCompleted, TaskDeadLettered, TaskFailed, TaskLeaseExpired,
+    TaskStarted, TaskSubmitted,
+};
+use murmur_subjects::projection::{Projection, Refusal};
+use murmur_subjects::{Domain, Payload, Plane, SubjectFilter, Token, VerifiedEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::routing::{self, Candidate, Requirements};
+
+/// Attempts before dead-lettering when the submission does not say.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Lease per attempt when the submission does not say.
+pub const DEFAULT_LEASE_MS: u64 = 30_000;
+/// Backoff before attempt `n + 1` after attempt `n` failed: 200 ms · 2^(n-1), at most 30 s.
+pub fn backoff(failed_attempt: u32) -> Duration {
+    let ms = 200u64.saturating_mul(1 << failed_attempt.saturating_sub(1).min(8));
+    Duration::milliseconds(ms.min(30_000) as i64)
+}
+
+/// Where a task stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum TaskState {
+    /// Waiting for an agent (first attempt, or a retry once `not_before` has passed).
+    Pending {
+        /// Earliest time of the next assignment.
+        not_before: DateTime<Utc>,
+    },
+    /// Leased to an agent.
+    Assigned {
+        /// Agent public key.
+        agent: String,
+        /// Lease end.
+        lease_until: DateTime<Utc>,
+        /// Whether the agent reported it started.
+        started: bool,
+    },
+    /// Done.
+    Completed {
+        /// Agent that completed it.
+        agent: String,
+    },
+    /// Out of attempts.
+    DeadLettered,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl TaskState {
+    /// Whether no further event changes it.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed { .. } | TaskState::DeadLettered | TaskState::Cancelled
+        )
+    }
+
+    /// Short name for listings.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskState::Pending { .. } => "pending",
+            TaskState::Assigned { started: false, .. } => "assigned",
+            TaskState::Assigned { started: true, .. } => "running",
+            TaskState::Completed { .. } => "completed",
+            TaskState::DeadLettered => "dead_lettered",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Submitter (verified emitter of `task.submitted`).
+    pub submitter: String,
+    /// What it needs.
+    pub requirements: Requirements,
+    /// Priority, higher first.
+    pub priority: u8,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Lease per attempt, ms.
+    pub lease_ms: u64,
+    /// Current attempt (0 before the first assignment).
+    pub attempt: u32,
+    /// Reason of each failed attempt.
+    pub failures: Vec<String>,
+    /// State.
+    pub state: TaskState,
+    /// Stream sequence of the submission (FIFO order within a priority).
+    pub submitted_sequence: u64,
+    /// Stream sequence of the last event (for optimistic concurrency).
+    pub last_sequence: u64,
+}
+
+/// All tasks by id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskBook {
+    /// Tasks by id.
+    pub tasks: BTreeMap<String, Task>,
+}
+
+impl TaskBook {
+    /// Tasks per state name.
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut out = BTreeMap::new();
+        for t in self.tasks.values() {
+            *out.entry(t.state.name()).or_insert(0) += 1;
+        }
+        out
+    }
+}
+
+/// The task projection for one realm. Coordinator-only events (`assigned`, `lease_expired`,
+/// `dead_lettered`) are accepted from the identities in `coordinators` (empty: anyone).
+#[derive(Debug, Clone)]
+pub struct TaskProjection {
+    /// Realm.
+    pub realm: Token,
+    /// Public keys allowed to assign, expire and dead-letter.
+    pub coordinators: Vec<String>,
+}
+
+fn stored(event: &VerifiedEvent) -> DateTime<Utc> {
+    event
+        .stored_at
+        .or(event.record.time)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+impl TaskProjection {
+    fn coordinator(&self, event: &VerifiedEvent) -> Result<(), Refusal> {
+        if self.coordinators.is_empty() || self.coordinators.iter().any(|c| c == event.emitter()) {
+            Ok(())
+        } else {
+            Err(Refusal(format!("{} is not a coordinator", event.emitter())))
+        }
+    }
+}
+
+fn after_failure(task: &mut Task, reason: String, at: DateTime<Utc>) {
+    task.failures.push(reason);
+    task.state = TaskState::Pending {
+        not_before: at + backoff(task.attempt),
+    };
+}
+
+impl Projection for TaskProjection {
+    type State = TaskBook;
+
+    fn name(&self) -> &str {
+        "tasks"
+    }
+
+    fn filter(&self) -> SubjectFilter {
+        SubjectFilter::plane(Plane::Evt)
+            .realm(self.realm.clone())
+            .domain(Domain::Task)
+    }
+
+    fn apply(&self, book: &mut TaskBook, event: &VerifiedEvent) -> Result<(), Refusal> {
+        let id = event.subject.aggregate().as_str();
+        let seq = event.stream_sequence.unwrap_or(0);
+        let at = stored(event);
+        let bad = |e: murmur_subjects::payload::PayloadError| Refusal(e.to_string());
+        if event.record.ty == TaskSubmitted::TYPE {
+            let p: TaskSubmitted = event.payload().map_err(bad)?;
+            if book.tasks.contains_key(id) {
+                return Err(Refusal(format!("task {id} already exists")));
+            }
+            routing::validate_capability(&p.capability).map_err(Refusal)?;
+            book.tasks.insert(
+                id.to_string(),
+                Task {
+                    submitter: event.emitter().to_string(),
+                    requirements: Requirements {
+                        capability: p.capability,
+                        labels: p.labels,
+                        ..Requirements::default()
+                    },
+                    priority: p.priority,
+                    max_attempts: p.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1),
+                    lease_ms: p.lease_ms.unwrap_or(DEFAULT_LEASE_MS),
+                    attempt: 0,
+                    failures: Vec::new(),
+                    state: TaskState::Pending { not_before: at },
+                    submitted_sequence: seq,
+                    last_sequence: seq,
+                },
+            );
+            return Ok(());
+        }
+        let task = book
+            .tasks
+            .get_mut(id)
+            .ok_or_else(|| Refusal(format!("unknown task {id}")))?;
+        if task.state.is_final() {
+            return Err(Refusal(format!(
+                "task {id} is already {}",
+                task.state.name()
+            )));
+        }
+        let current_holder = match &task.state {
+            TaskState::Assigned { agent, .. } => Some(agent.clone()),
+            _ => None,
+        };
+        let from_holder = |attempt: u32| -> Result<(), Refusal> {
+            if current_holder.as_deref() != Some(event.emitter()) || attempt != task.attempt {
+                Err(Refusal(format!(
+                    "result for attempt {attempt} from {} but attempt {} is held by {:?}",
+                    event.emitter(),
+                    task.attempt,
+                    current_holder
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        match event.record.ty.as_str() {
+            TaskAssigned::TYPE => {
+                self.coordinator(event)?;
+                let p: TaskAssigned = event.payload().map_err(bad)?;
+                if !matches!(task.state, TaskState::Pending { .. }) || p.attempt != task.attempt + 1
+                {
+                    return Err(Refusal(format!(
+                        "task {id} cannot take attempt {} now",
+                        p.attempt
+                    )));
+                }
+                task.attempt = p.attempt;
+                task.state = TaskState::Assigned {
+                    agent: p.agent,
+                    lease_until: at + Duration::milliseconds(p.lease_ms as i64),
+                    started: false,
+                };
+            }
+            TaskStarted::TYPE => {
+                let p: TaskStarted = event.payload().map_err(bad)?;
+                from_holder(p.attempt)?;
+                if let TaskState::Assigned { started, .. } = &mut task.state {
+                    *started = true;
+                }
+            }
+            TaskCompleted::TYPE => {
+                let p: TaskCompleted = event.payload().map_err(bad)?;
+                from_holder(p.attempt)?;
+                task.state = TaskState::Completed {
+                    agent: event.emitter().to_string(),
+                };
+            }
+            TaskFailed::TYPE => {
+                let p: TaskFailed = event.payload().map_err(bad)?;
+                from_holder(p.attempt)?;
+                after_failure(task, p.reason, at);
+            }
+            TaskLeaseExpired::TYPE => {
+                self.coordinator(event)?;
+                let p: TaskLeaseExpired = event.payload().map_err(bad)?;
+                if current_holder.as_deref() != Some(p.agent.as_str()) || p.attempt != task.attempt
+                {
+                    return Err(Refusal(
+                        "lease expiry for an attempt that is not current".into(),
+                    ));
+                }
+                after_failure(task, format!("lease expired on {}", p.agent), at);
+            }
+            TaskDeadLettered::TYPE => {
+                self.coordinator(event)?;
+                let _: TaskDeadLettered = event.payload().map_err(bad)?;
+                task.state = TaskState::DeadLettered;
+            }
+            TaskCancelled::TYPE => {
+                let _: TaskCancelled = event.payload().map_err(bad)?;
+                if event.emitter() != task.submitter {
+                    self.coordinator(event)?;
+                }
+                task.state = TaskState::Cancelled;
+            }
+            _ => return Ok(()),
+        }
+        task.last_sequence = seq;
+        Ok(())
+    }
+}
+
+/// What a coordinator should write next. Each command names the task's last sequence, for
+/// the optimistic-concurrency write, and yields a deterministic event id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Lease the next attempt to an agent.
+    Assign {
+        /// Task id.
+        task: String,
+        /// Agent public key.
+        agent: String,
+        /// Attempt number.
+        attempt: u32,
+        /// Lease length.
+        lease_ms: u64,
+        /// Expected last sequence of the task.
+        expected: u64,
+    },
+    /// The current attempt's lease ran out.
+    ExpireLease {
+        /// Task id.
+        task: String,
+        /// Agent that held it.
+        agent: String,
+        /// Attempt.
+        attempt: u32,
+        /// Expected last sequence.
+        expected: u64,
+    },
+    /// No attempts left.
+    DeadLetter {
+        /// Task id.
+        task: String,
+        /// All failure reasons.
+        reasons: Vec<String>,
+        /// Expected last sequence.
+        expected: u64,
+    },
+}
+
+impl Command {
+    /// A deterministic event id, so coordinators deciding the same thing write one event.
+    pub fn event_id(&self) -> String {
+        match self {
+            Command::Assign { task, attempt, .. } => format!("{task}.assign.{attempt}"),
+            Command::ExpireLease { task, attempt, .. } => format!("{task}.expire.{attempt}"),
+            Command::DeadLetter { task, .. } => format!("{task}.dead_letter"),
+        }
+    }
+}
+
+/// Ready tasks of one priority, per submitter, in submission order.
+type ReadyBySubmitter<'a> = BTreeMap<&'a str, VecDeque<(&'a String, &'a Task)>>;
+
+/// Decides what to write at `now`, given the tasks and the candidate agents.
+///
+/// - Expired leases first: an attempt must finish within its lease (leases are not renewed),
+///   so a worker that crashed or hangs loses the task when the lease runs out.
+/// - Tasks out of attempts are dead-lettered with every reason.
+/// - Pending tasks are assigned by **priority, then fair share between submitters, then
+///   submission order**: within each priority level, submitters take turns (the submitter
+///   with the fewest tasks in flight goes first), so a flood from one submitter cannot
+///   starve another. Each agent takes at most `slots_per_agent` tasks at once.
+/// - A task no agent can take stays pending (visible as such) until one joins.
+pub fn decide(
+    book: &TaskBook,
+    candidates: &[Candidate],
+    now: DateTime<Utc>,
+    slots_per_agent: u32,
+) -> Vec<Command> {
+    let mut commands = Vec::new();
+    let mut in_flight_per_agent: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut in_flight_per_submitter: BTreeMap<&str, u32> = BTreeMap::new();
+    for (id, t) in &book.tasks {
+        if let TaskState::Assigned {
+            agent, lease_until, ..
+        } = &t.state
+        {
+            if *lease_until <= now {
+                commands.push(Command::ExpireLease {
+                    task: id.clone(),
+                    agent: agent.clone(),
+                    attempt: t.attempt,
+                    expected: t.last_sequence,
+                });
+            } else {
+                *in_flight_per_agent.entry(agent.as_str()).or_default() += 1;
+                *in_flight_per_submitter
+                    .entry(t.submitter.as_str())
+                    .or_default() += 1;
+            }
+        }
+    }
+    // Ready tasks grouped by priority (high first), then by submitter in FIFO order.
+    let mut by_priority: BTreeMap<std::cmp::Reverse<u8>, ReadyBySubmitter<'_>> = BTreeMap::new();
+    let mut ready: Vec<(&String, &Task)> = book
+        .tasks
+        .iter()
+        .filter(|(_, t)| matches!(t.state, TaskState::Pending { not_before } if not_before <= now))
+        .collect();
+    ready.sort_by_key(|(_, t)| t.submitted_sequence);
+    for (id, t) in ready {
+        if t.attempt >= t.max_attempts {
+            commands.push(Command::DeadLetter {
+                task: id.clone(),
+                reasons: t.failures.clone(),
+                expected: t.last_sequence,
+            });
+            continue;
+        }
+        by_priority
+            .entry(std::cmp::Reverse(t.priority))
+            .or_default()
+            .entry(t.submitter.as_str())
+            .or_default()
+            .push_back((id, t));
+    }
+    for (_, mut submitters) in by_priority {
+        // The submitter with the fewest tasks in flight goes next (ties: by key).
+        while let Some(next) = submitters
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .min_by_key(|(s, _)| (in_flight_per_submitter.get(*s).copied().unwrap_or(0), **s))
+            .map(|(s, _)| *s)
+        {
+            let Some((id, t)) = submitters.get_mut(next).and_then(VecDeque::pop_front) else {
+                break;
+            };
+            let free: Vec<Candidate> = candidates
+                .iter()
+                .filter(|c| {
+                    in_flight_per_agent.get(c.id.as_str()).copied().unwrap_or(0) < slots_per_agent
+                })
+                .map(|c| {
+                    let mut c = c.clone();
+                    c.queue_depth += in_flight_per_agent.get(c.id.as_str()).copied().unwrap_or(0);
+                    c
+                })
+                .collect();
+            match routing::choose(&t.requirements, &free) {
+                Some(agent) => {
+                    let agent_id = agent.id.clone();
+                    commands.push(Command::Assign {
+                        task: id.clone(),
+                        agent: agent_id.clone(),
+                        attempt: t.attempt + 1,
+                        lease_ms: t.lease_ms,
+                        expected: t.last_sequence,
+                    });
+                    if let Some(c) = candidates.iter().find(|c| c.id == agent_id) {
+                        *in_flight_per_agent.entry(c.id.as_str()).or_default() += 1;
+                    }
+                    *in_flight_per_submitter.entry(next).or_default() += 1;
+                }
+                // Nobody can take it now: it stays pending until an agent can.
+                None => {}
+            }
+        }
+    }
+    commands
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().expect("time")
+    }
+
+    fn task(submitter: &str, cap: &str, priority: u8, seq: u64, at: DateTime<Utc>) -> Task {
+        Task {
+            submitter: submitter.into(),
+            requirements: Requirements {
+                capability: cap.into(),
+                ..Requirements::default()
+            },
+            priority,
+            max_attempts: 3,
+            lease_ms: 1_000,
+            attempt: 0,
+            failures: vec![],
+            state: TaskState::Pending { not_before: at },
+            submitted_sequence: seq,
+            last_sequence: seq,
+        }
+    }
+
+    fn agent(id: &str, cap: &str) -> Candidate {
+        Candidate {
+            id: id.into(),
+            capabilities: vec![cap.into()],
+            cores: 2,
+            memory_mib: 1024,
+            online: true,
+            ..Candidate::default()
+        }
+    }
+
+    #[test]
+    fn a_flood_from_one_submitter_does_not_starve_another() {
+        let now = t("2026-01-01T00:00:00Z");
+        let mut book = TaskBook::default();
+        for i in 0..100 {
+            book.tasks
+                .insert(format!("a{i:03}"), task("alice", "x", 0, i, now));
+        }
+        book.tasks
+            .insert("b000".into(), task("bob", "x", 0, 1_000, now));
+        let agents = [agent("w1", "x"), agent("w2", "x")];
+        let cmds = decide(&book, &agents, now, 1);
+        let assigned: Vec<&str> = cmds
+            .iter()
+            .filter_map(|c| match c {
+                Command::Assign { task, .. } => Some(task.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(assigned.len(), 2, "one slot per agent");
+        assert!(
+            assigned.contains(&"b000"),
+            "bob gets one of the first two slots: {assigned:?}"
+        );
+    }
+
+    #[test]
+    fn priority_first_then_fifo() {
+        let now = t("2026-01-01T00:00:00Z");
+        let mut book = TaskBook::default();
+        book.tasks.insert("low".into(), task("s", "x", 0, 1, now));
+        book.tasks.insert("high".into(), task("s", "x", 9, 2, now));
+        let cmds = decide(&book, &[agent("w", "x")], now, 1);
+        assert!(matches!(&cmds[..], [Command::Assign { task, .. }] if task == "high"));
+    }
+
+    #[test]
+    fn expired_leases_and_exhausted_tasks() {
+        let now = t("2026-01-01T00:00:10Z");
+        let mut book = TaskBook::default();
+        let mut held = task("s", "x", 0, 1, now);
+        held.attempt = 1;
+        held.state = TaskState::Assigned {
+            agent: "w".into(),
+            lease_until: t("2026-01-01T00:00:05Z"),
+            started: true,
+        };
+        book.tasks.insert("held".into(), held);
+        let mut spent = task("s", "x", 0, 2, now);
+        spent.attempt = 3;
+        spent.failures = vec!["a".into(), "b".into(), "c".into()];
+        book.tasks.insert("spent".into(), spent);
+        let cmds = decide(&book, &[], now, 1);
+        assert!(cmds.contains(&Command::ExpireLease {
+            task: "held".into(),
+            agent: "w".into(),
+            attempt: 1,
+            expected: 1
+        }));
+        assert!(cmds.contains(&Command::DeadLetter {
+            task: "spent".into(),
+            reasons: vec!["a".into(), "b".into(), "c".into()],
+            expected: 2
+        }));
+    }
+
+    #[test]
+    fn no_capable_agent_leaves_the_task_pending_and_backoff_is_respected() {
+        let now = t("2026-01-01T00:00:00Z");
+        let mut book = TaskBook::default();
+        book.tasks
+            .insert("gpu".into(), task("s", "llm.generate", 0, 1, now));
+        let mut retry = task("s", "x", 0, 2, now);
+        retry.attempt = 1;
+        retry.state = TaskState::Pending {
+            not_before: now + backoff(1),
+        };
+        book.tasks.insert("retry".into(), retry);
+        let agents = [agent("w", "x")];
+        assert!(decide(&book, &agents, now, 1).is_empty());
+        let later = now + backoff(1);
+        let cmds = decide(&book, &agents, later, 1);
+        assert!(matches!(&cmds[..], [Command::Assign { task, attempt: 2, .. }] if task == "retry"));
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(1), Duration::milliseconds(200));
+        assert_eq!(backoff(2), Duration::milliseconds(400));
+        assert_eq!(backoff(30), Duration::milliseconds(30_000));
+    }
+
+    #[test]
+    fn command_ids_are_deterministic() {
+        let c = Command::Assign {
+            task: "t1".into(),
+            agent: "w".into(),
+            attempt: 2,
+            lease_ms: 1,
+            expected: 5,
+        };
+        assert_eq!(c.event_id(), "t1.assign.2");
+    }
+
+    mod fold {
+        use super::*;
+        use murmur_subjects::{Draft, EventCodec, Identity, Payload};
+
+        struct Log {
+            codec: EventCodec,
+            realm: Token,
+            seq: u64,
+            start: DateTime<Utc>,
+        }
+
+        impl Log {
+            fn new() -> Self {
+                Self {
+                    codec: EventCodec::default(),
+                    realm: Token::new("r").expect("token"),
+                    seq: 0,
+                    start: "2026-01-01T00:00:00Z".parse().expect("time"),
+                }
+            }
+            /// Seals, encodes and decodes like the wire does, stamping sequence and time.
+            fn event<P: Payload>(
+                &mut self,
+                who: &Identity,
+                task: &str,
+                p: &P,
+                after_ms: i64,
+            ) -> VerifiedEvent {
+                let sealed = Draft::new(Token::new(task).expect("token"), p)
+                    .expect("draft")
+                    .seal(who, &self.realm);
+                let (h, b) = self.codec.encode(&sealed).expect("encode");
+                let mut ev = self
+                    .codec
+                    .decode(sealed.subject.as_str(), Some(&h), &b)
+                    .expect("decode");
+                self.seq += 1;
+                ev.stream_sequence = Some(self.seq);
+                ev.stored_at = Some(self.start + Duration::milliseconds(after_ms));
+                ev
+            }
+        }
+
+        #[test]
+        fn lifecycle_with_retry_and_idempotent_completion() {
+            let (submitter, coord, w1, w2) = (
+                Identity::generate(),
+                Identity::generate(),
+                Identity::generate(),
+                Identity::generate(),
+            );
+            let proj = TaskProjection {
+                realm: Token::new("r").expect("token"),
+                coordinators: vec![coord.public_key().to_string()],
+            };
+            let mut log = Log::new();
+            let mut book = TaskBook::default();
+            let submitted = TaskSubmitted {
+                capability: "x".into(),
+                max_attempts: Some(2),
+                lease_ms: Some(1_000),
+                ..Default::default()
+            };
+            proj.apply(&mut book, &log.event(&submitter, "t1", &submitted, 0))
+                .expect("submitted");
+            // Only a coordinator may assign.
+            let assign1 = TaskAssigned {
+                agent: w1.public_key().into(),
+                attempt: 1,
+                lease_ms: 1_000,
+            };
+            assert!(
+                proj.apply(&mut book, &log.event(&w1, "t1", &assign1, 1))
+                    .is_err()
+            );
+            proj.apply(&mut book, &log.event(&coord, "t1", &assign1, 1))
+                .expect("assigned");
+            assert_eq!(book.tasks["t1"].state.name(), "assigned");
+            // w1 goes silent: the lease expires, w2 gets attempt 2.
+            let expired = TaskLeaseExpired {
+                attempt: 1,
+                agent: w1.public_key().into(),
+            };
+            proj.apply(&mut book, &log.event(&coord, "t1", &expired, 2_000))
+                .expect("expired");
+            assert_eq!(book.tasks["t1"].state.name(), "pending");
+            let assign2 = TaskAssigned {
+                agent: w2.public_key().into(),
+                attempt: 2,
+                lease_ms: 1_000,
+            };
+            proj.apply(&mut book, &log.event(&coord, "t1", &assign2, 2_500))
+                .expect("assigned again");
+            // A late result from w1's lost lease is refused.
+            let late = TaskCompleted {
+                output: serde_json::json!("late"),
+                attempt: 1,
+            };
+            assert!(
+                proj.apply(&mut book, &log.event(&w1, "t1", &late, 2_600))
+                    .is_err()
+            );
+            let done = TaskCompleted {
+                output: serde_json::json!("ok"),
+                attempt: 2,
+            };
+            proj.apply(&mut book, &log.event(&w2, "t1", &done, 2_700))
+                .expect("completed");
+            assert_eq!(
+                book.tasks["t1"].state,
+                TaskState::Completed {
+                    agent: w2.public_key().into()
+                }
+            );
+            // A duplicate completion never produces a second "completed".
+            let before = book.clone();
+            assert!(
+                proj.apply(&mut book, &log.event(&w2, "t1", &done, 2_800))
+                    .is_err()
+            );
+            assert_eq!(book, before);
+            assert_eq!(
+                book.tasks["t1"].failures,
+                vec![format!("lease expired on {}", w1.public_key())]
+            );
+        }
+
+        #[test]
+        fn failing_task_is_dead_lettered_with_every_reason() {
+            let (submitter, coord, w) = (
+                Identity::generate(),
+                Identity::generate(),
+                Identity::generate(),
+            );
+            let proj = TaskProjection {
+                realm: Token::new("r").expect("token"),
+                coordinators: vec![],
+            };
+            let mut log = Log::new();
+            let mut book = TaskBook::default();
+            let submitted = TaskSubmitted {
+                capability: "x".into(),
+                max_attempts: Some(2),
+                ..Default::default()
+            };
+            proj.apply(&mut book, &log.event(&submitter, "t", &submitted, 0))
+                .expect("submitted");
+            let mut now_ms = 0;
+            for attempt in 1..=2 {
+                now_ms += 1_000;
+                let a = TaskAssigned {
+                    agent: w.public_key().into(),
+                    attempt,
+                    lease_ms: 10_000,
+                };
+                proj.apply(&mut book, &log.event(&coord, "t", &a, now_ms))
+                    .expect("assigned");
+                let f = TaskFailed {
+                    reason: format!("boom {attempt}"),
+                    attempt,
+                };
+                proj.apply(&mut book, &log.event(&w, "t", &f, now_ms + 10))
+                    .expect("failed");
+            }
+            let later = log.start + Duration::seconds(60);
+            let cmds = decide(&book, &[], later, 1);
+            let Some(Command::DeadLetter { reasons, .. }) = cmds.first() else {
+                panic!("{cmds:?}")
+            };
+            assert_eq!(reasons, &vec!["boom 1".to_string(), "boom 2".to_string()]);
+            proj.apply(
+                &mut book,
+                &log.event(
+                    &coord,
+                    "t",
+                    &TaskDeadLettered {
+                        reasons: reasons.clone(),
+                    },
+                    60_000,
+                ),
+            )
+            .expect("dead-lettered");
+            assert_eq!(book.tasks["t"].state, TaskState::DeadLettered);
+        }
+
+        #[test]
+        fn bad_capability_syntax_is_refused() {
+            let s = Identity::generate();
+            let proj = TaskProjection {
+                realm: Token::new("r").expect("token"),
+                coordinators: vec![],
+            };
+            let mut log = Log::new();
+            let mut book = TaskBook::default();
+            let bad = TaskSubmitted {
+                capability: "Not A Capability".into(),
+                ..Default::default()
+            };
+            assert!(proj.apply(&mut book, &log.event(&s, "t", &bad, 0)).is_err());
+            assert!(book.tasks.is_empty());
+        }
+    }
+}
