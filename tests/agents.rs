@@ -78,7 +78,7 @@ async fn wait_registry(
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_processes_join_crash_and_leave() -> Result<()> {
     let nats = TestNats::start().await?;
     let data = tempfile::tempdir()?;

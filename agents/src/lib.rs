@@ -5,8 +5,10 @@
 //! service so stock `$SRV.PING|INFO|STATS` discovery finds it, heartbeats on core NATS and
 //! into a presence KV bucket whose entries expire, can enter a one-way lame-duck mode, and
 //! leaves with a signed `agent.left` event. The agent kinds (planner, compiler, executor,
-//! tool, memory, inference) arrive with the rest of issue 3.
+//! tool, memory, inference) arrive with the rest of issue 3. [`worker`] runs the tasks
+//! leased to an agent through a handler.
 
 pub mod runtime;
+pub mod worker;
 
 pub use runtime::{Agent, AgentError, AgentSpec};

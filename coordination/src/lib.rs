@@ -13,8 +13,11 @@
 //!   coordinator's decisions (leases, retries with backoff, priorities with fair share) as a
 //!   pure function.
 //!
-//! Task graphs, the coordinator worker and consensus (issues 3 and 4) build on these.
+//! - [`coordinator`]: the coordinator worker that writes those decisions (I/O edge).
+//!
+//! Task graphs and consensus (issues 3 and 4) build on these.
 
+pub mod coordinator;
 pub mod liveness;
 pub mod registry;
 pub mod routing;

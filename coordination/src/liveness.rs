@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use murmur_subjects::events::{AgentHeartbeat, AgentOffline};
+use futures::{FutureExt, StreamExt};
+use murmur_subjects::events::{AgentHeartbeat, AgentOffline, AgentResumed};
 use murmur_subjects::{Draft, EventLog, EventType, LogError, Token};
 use sha2::{Digest, Sha256};
 
@@ -96,7 +96,8 @@ pub struct LivenessTracker {
 
 impl LivenessTracker {
     /// Records heartbeat event `event_id` (stamped `sent_at` by the agent), heard at
-    /// `heard_at` on this tracker's clock.
+    /// `heard_at` on this tracker's clock. Returns true when the agent had been declared
+    /// silent: it is back.
     pub fn beat(
         &mut self,
         agent: &str,
@@ -104,7 +105,8 @@ impl LivenessTracker {
         interval: Duration,
         event_id: &str,
         sent_at: DateTime<Utc>,
-    ) {
+    ) -> bool {
+        let was_declared = self.beats.get(agent).is_some_and(|b| b.declared);
         self.beats.insert(
             agent.to_string(),
             Beat {
@@ -115,6 +117,7 @@ impl LivenessTracker {
                 sent_at,
             },
         );
+        was_declared
     }
 
     /// Forgets an agent (it left).
@@ -159,6 +162,48 @@ pub fn offline_event_id(agent: &str, last_beat_id: &str) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+async fn hear(
+    log: &EventLog,
+    tracker: &mut LivenessTracker,
+    clock: &dyn Clock,
+    msg: &async_nats::Message,
+) -> Result<(), LogError> {
+    match log
+        .codec()
+        .decode(msg.subject.as_str(), msg.headers.as_ref(), &msg.payload)
+    {
+        Ok(ev) => {
+            // Only an agent can beat for itself.
+            if let Ok(hb) = ev.payload::<AgentHeartbeat>()
+                && ev.subject.aggregate().as_str() == ev.emitter()
+            {
+                let sent_at = ev.record.time.unwrap_or_else(|| clock.now());
+                let back = tracker.beat(
+                    ev.emitter(),
+                    clock.now(),
+                    Duration::from_millis(hb.interval_ms),
+                    &ev.record.id,
+                    sent_at,
+                );
+                if back {
+                    let draft = Draft::new(
+                        ev.subject.aggregate().clone(),
+                        &AgentResumed {
+                            heartbeat_id: ev.record.id.clone(),
+                        },
+                    )?
+                    .with_id(format!("resumed-{}", ev.record.id));
+                    log.append(draft).await?;
+                    tracing::info!(agent = ev.emitter(), "agent resumed");
+                }
+            }
+        }
+        // The auditor dead-letters bad live messages; the monitor just ignores them.
+        Err(e) => tracing::debug!(error = %e, "ignoring unverifiable heartbeat"),
+    }
+    Ok(())
+}
+
 /// Runs a liveness monitor until `shutdown`: verifies heartbeats of `log`'s realm and appends
 /// `agent.offline` for agents silent three intervals. Returns how many it declared.
 pub async fn run_monitor(
@@ -181,21 +226,14 @@ pub async fn run_monitor(
             _ = &mut shutdown => break,
             msg = beats.next() => {
                 let Some(msg) = msg else { break };
-                match log.codec().decode(msg.subject.as_str(), msg.headers.as_ref(), &msg.payload) {
-                    Ok(ev) => {
-                        if let Ok(hb) = ev.payload::<AgentHeartbeat>() {
-                            // Only an agent can beat for itself.
-                            if ev.subject.aggregate().as_str() == ev.emitter() {
-                                let sent_at = ev.record.time.unwrap_or_else(|| clock.now());
-                                tracker.beat(ev.emitter(), clock.now(), Duration::from_millis(hb.interval_ms), &ev.record.id, sent_at);
-                            }
-                        }
-                    }
-                    // The auditor dead-letters bad live messages; the monitor just ignores them.
-                    Err(e) => tracing::debug!(error = %e, "ignoring unverifiable heartbeat"),
-                }
+                hear(&log, &mut tracker, clock.as_ref(), &msg).await?;
             }
             _ = tick.tick() => {
+                // Judge only after every beat already delivered has been heard: a busy
+                // monitor must not mistake its own backlog for silence.
+                while let Some(Some(msg)) = beats.next().now_or_never() {
+                    hear(&log, &mut tracker, clock.as_ref(), &msg).await?;
+                }
                 let connected = matches!(log.client().connection_state(), async_nats::connection::State::Connected);
                 for s in tracker.silent(clock.now(), connected) {
                     let Ok(agent) = Token::new(s.agent.as_str()) else { continue };
@@ -229,7 +267,7 @@ mod tests {
     fn offline_after_three_missed_intervals_once() {
         let clock = ManualClock::new(t0());
         let mut tr = LivenessTracker::default();
-        tr.beat("a", clock.now(), Duration::from_secs(1), "b1", clock.now());
+        let _ = tr.beat("a", clock.now(), Duration::from_secs(1), "b1", clock.now());
         clock.advance(Duration::from_millis(2_900));
         assert!(tr.silent(clock.now(), true).is_empty());
         clock.advance(Duration::from_millis(100));
@@ -243,7 +281,10 @@ mod tests {
             "reported once per silence"
         );
         // A new beat starts a new silence.
-        tr.beat("a", clock.now(), Duration::from_secs(1), "b1", clock.now());
+        assert!(
+            tr.beat("a", clock.now(), Duration::from_secs(1), "b1", clock.now()),
+            "a beat after a declared silence means the agent is back"
+        );
         clock.advance(Duration::from_secs(3));
         assert_eq!(tr.silent(clock.now(), true).len(), 1);
     }
@@ -252,7 +293,7 @@ mod tests {
     fn a_disconnected_judge_declares_nobody() {
         let clock = ManualClock::new(t0());
         let mut tr = LivenessTracker::default();
-        tr.beat("a", clock.now(), Duration::from_secs(1), "b1", clock.now());
+        let _ = tr.beat("a", clock.now(), Duration::from_secs(1), "b1", clock.now());
         clock.advance(Duration::from_secs(60));
         assert!(tr.silent(clock.now(), false).is_empty());
         assert_eq!(tr.silent(clock.now(), true).len(), 1);

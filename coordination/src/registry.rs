@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use murmur_subjects::events::{AgentJoined, AgentLeft, AgentOffline, Hardware};
+use murmur_subjects::events::{AgentJoined, AgentLeft, AgentOffline, AgentResumed, Hardware};
 use murmur_subjects::projection::{Projection, Refusal};
 use murmur_subjects::{Domain, Payload, Plane, SubjectFilter, Token, VerifiedEvent};
 use serde::{Deserialize, Serialize};
@@ -140,6 +140,17 @@ impl Projection for RegistryProjection {
                 // A late offline verdict never overrides a deliberate leave.
                 if agent.status == AgentStatus::Online {
                     agent.status = AgentStatus::Offline;
+                }
+                agent.last_sequence = seq;
+            }
+            AgentResumed::TYPE => {
+                let _: AgentResumed = event.payload().map_err(bad)?;
+                let agent = state
+                    .agents
+                    .get_mut(id)
+                    .ok_or_else(|| Refusal(format!("unknown agent {id}")))?;
+                if agent.status == AgentStatus::Offline {
+                    agent.status = AgentStatus::Online;
                 }
                 agent.last_sequence = seq;
             }

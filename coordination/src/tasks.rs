@@ -110,6 +110,12 @@ pub struct Task {
     pub submitted_sequence: u64,
     /// Stream sequence of the last event (for optimistic concurrency).
     pub last_sequence: u64,
+    /// The task's input.
+    pub input: serde_json::Value,
+    /// Correlation id of the submission (kept by every event of the task).
+    pub correlation_id: String,
+    /// Id of the last event (the causation of the next one).
+    pub last_event_id: String,
 }
 
 /// All tasks by id.
@@ -205,6 +211,13 @@ impl Projection for TaskProjection {
                     state: TaskState::Pending { not_before: at },
                     submitted_sequence: seq,
                     last_sequence: seq,
+                    input: p.input,
+                    correlation_id: event
+                        .record
+                        .correlation_id
+                        .clone()
+                        .unwrap_or_else(|| event.record.id.clone()),
+                    last_event_id: event.record.id.clone(),
                 },
             );
             return Ok(());
@@ -298,6 +311,7 @@ impl Projection for TaskProjection {
             _ => return Ok(()),
         }
         task.last_sequence = seq;
+        task.last_event_id = event.record.id.clone();
         Ok(())
     }
 }
@@ -440,23 +454,20 @@ pub fn decide(
                     c
                 })
                 .collect();
-            match routing::choose(&t.requirements, &free) {
-                Some(agent) => {
-                    let agent_id = agent.id.clone();
-                    commands.push(Command::Assign {
-                        task: id.clone(),
-                        agent: agent_id.clone(),
-                        attempt: t.attempt + 1,
-                        lease_ms: t.lease_ms,
-                        expected: t.last_sequence,
-                    });
-                    if let Some(c) = candidates.iter().find(|c| c.id == agent_id) {
-                        *in_flight_per_agent.entry(c.id.as_str()).or_default() += 1;
-                    }
-                    *in_flight_per_submitter.entry(next).or_default() += 1;
+            // Nobody able to take it now: it stays pending until an agent can.
+            if let Some(agent) = routing::choose(&t.requirements, &free) {
+                let agent_id = agent.id.clone();
+                commands.push(Command::Assign {
+                    task: id.clone(),
+                    agent: agent_id.clone(),
+                    attempt: t.attempt + 1,
+                    lease_ms: t.lease_ms,
+                    expected: t.last_sequence,
+                });
+                if let Some(c) = candidates.iter().find(|c| c.id == agent_id) {
+                    *in_flight_per_agent.entry(c.id.as_str()).or_default() += 1;
                 }
-                // Nobody can take it now: it stays pending until an agent can.
-                None => {}
+                *in_flight_per_submitter.entry(next).or_default() += 1;
             }
         }
     }
@@ -486,6 +497,9 @@ mod tests {
             state: TaskState::Pending { not_before: at },
             submitted_sequence: seq,
             last_sequence: seq,
+            input: serde_json::Value::Null,
+            correlation_id: format!("c{seq}"),
+            last_event_id: format!("e{seq}"),
         }
     }
 

@@ -132,6 +132,7 @@ impl Catalog {
                 .with::<events::AgentLeft>()
                 .with::<events::AgentHeartbeat>()
                 .with::<events::AgentOffline>()
+                .with::<events::AgentResumed>()
                 .with::<events::TaskSubmitted>()
                 .with::<events::TaskAssigned>()
                 .with::<events::TaskStarted>()

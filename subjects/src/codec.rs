@@ -59,6 +59,18 @@ impl Draft {
         self
     }
 
+    /// Makes this event a child of the event with id `parent_id` in correlation
+    /// `correlation_id` (for callers that kept the ids, not the whole parent record).
+    pub fn caused_by_ids(
+        mut self,
+        correlation_id: impl Into<String>,
+        parent_id: impl Into<String>,
+        traceparent: Option<String>,
+    ) -> Self {
+        self.lineage = Some((correlation_id.into(), parent_id.into(), traceparent));
+        self
+    }
+
     /// Sets the event time (defaults to now).
     pub fn at(mut self, time: DateTime<Utc>) -> Self {
         self.time = Some(time);

@@ -129,6 +129,23 @@ impl Payload for AgentOffline {
     const DESCRIPTION: &'static str = "an agent's heartbeats stopped without a left event";
 }
 
+/// `dev.murmur.agent.resumed`: a liveness monitor heard heartbeats again from an agent it
+/// had recorded offline (e.g. after a network partition healed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentResumed {
+    /// Id of the heartbeat event that was heard.
+    pub heartbeat_id: String,
+}
+
+impl Payload for AgentResumed {
+    const TYPE: &'static str = "dev.murmur.agent.resumed";
+    const DOMAIN: Domain = Domain::Agent;
+    const VERB: &'static str = "resumed";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "an agent recorded offline is heard again";
+}
+
 /// `dev.murmur.agent.heartbeat`: liveness and load, on core NATS only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentHeartbeat {

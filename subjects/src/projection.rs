@@ -170,6 +170,7 @@ pub struct Projector<P: Projection> {
     state: P::State,
     position: u64,
     stats: ProjectionStats,
+    live: Option<consumer::pull::Ordered>,
 }
 
 impl<P: Projection> Debug for Projector<P> {
@@ -194,6 +195,7 @@ impl<P: Projection> Projector<P> {
             state: P::State::default(),
             position: 0,
             stats: ProjectionStats::default(),
+            live: None,
         }
     }
 
@@ -257,6 +259,68 @@ impl<P: Projection> Projector<P> {
             ControlFlow::Continue(())
         })
         .await
+    }
+
+    /// Applies whatever arrives live within `window` (at least one wait of `window` when
+    /// nothing is pending), keeping one ordered consumer across calls. Returns how many
+    /// events were read. The loop of a long-running service: `loop { p.poll(d).await?; ... }`.
+    pub async fn poll(&mut self, window: Duration) -> Result<u64, LogError> {
+        if self.live.is_none() {
+            let stream_name = self.log.config().history_stream.clone();
+            let stream = self
+                .log
+                .jetstream()
+                .get_stream(&stream_name)
+                .await
+                .map_err(|e| LogError::Stream {
+                    stream: stream_name.clone(),
+                    reason: e.to_string(),
+                })?;
+            let consumer = stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subject: self.projection.filter().to_string(),
+                    deliver_policy: StartAt::Sequence(self.position + 1).deliver_policy(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| LogError::Consumer(e.to_string()))?;
+            self.live = Some(
+                consumer
+                    .messages()
+                    .await
+                    .map_err(|e| LogError::Consumer(e.to_string()))?,
+            );
+        }
+        let until = tokio::time::Instant::now() + window;
+        let mut read = 0;
+        while let Some(live) = self.live.as_mut() {
+            let next = match tokio::time::timeout_at(until, live.next()).await {
+                Err(_) => break,
+                Ok(None) => {
+                    self.live = None;
+                    return Err(LogError::Consumer("ordered consumer ended".into()));
+                }
+                Ok(Some(Err(e))) => {
+                    self.live = None;
+                    return Err(LogError::Consumer(e.to_string()));
+                }
+                Ok(Some(Ok(m))) => m,
+            };
+            let info = next.info().map_err(|e| LogError::Consumer(e.to_string()))?;
+            let stored = StoredMessage {
+                sequence: info.stream_sequence,
+                stored_at: info.published,
+                pending: info.pending,
+                message: next.split().0,
+            };
+            let pending = stored.pending;
+            self.ingest(&stored);
+            read += 1;
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(read)
     }
 
     /// Follows the log live (ordered consumer from the current position) until `done`

@@ -34,6 +34,25 @@ pub struct AgentRunArgs {
     /// Use a fresh identity instead of the identity file (for running several agents).
     #[arg(long)]
     pub ephemeral_identity: bool,
+    /// Run leased tasks with the built-in test handler: waits `sleep_ms` from the input if
+    /// given, fails with the input's `fail` message if given, else returns the input.
+    #[arg(long)]
+    pub builtin_handler: bool,
+}
+
+/// The built-in test handler (a no-op worker for demos, tests and benchmarks).
+pub fn builtin_handler() -> murmur_agents::worker::Handler {
+    std::sync::Arc::new(|input: serde_json::Value| {
+        Box::pin(async move {
+            if let Some(ms) = input.get("sleep_ms").and_then(serde_json::Value::as_u64) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            if let Some(msg) = input.get("fail").and_then(serde_json::Value::as_str) {
+                return Err(msg.to_string());
+            }
+            Ok(input)
+        })
+    })
 }
 
 fn hardware() -> Hardware {
@@ -97,9 +116,16 @@ pub async fn run(settings: &Settings, args: AgentRunArgs) -> Result<()> {
     );
     out!("{}", agent.id());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    if args.builtin_handler {
+        murmur_agents::worker::run_worker(&agent, builtin_handler(), stop).await?;
+    } else {
+        stop.await;
     }
     agent.enter_lame_duck();
     agent.leave("shutdown").await?;
@@ -164,6 +190,84 @@ pub async fn ls(settings: &Settings, capability: Option<String>) -> Result<()> {
 pub fn check_kind(kind: &str) -> Result<()> {
     if kind.trim().is_empty() {
         bail!("--kind must not be empty");
+    }
+    Ok(())
+}
+
+/// `murmur coordinator`: runs until ctrl-c.
+pub async fn coordinator(settings: &Settings) -> Result<()> {
+    let log = settings.open_log("murmur-coordinator").await?;
+    eprintln!(
+        "coordinator running for realm {} (ctrl-c to stop)",
+        settings.realm
+    );
+    let written = murmur_coordination::coordinator::run_coordinator(
+        log,
+        std::sync::Arc::new(murmur_coordination::liveness::SystemClock),
+        murmur_coordination::coordinator::CoordinatorConfig::default(),
+        async {
+            tokio::signal::ctrl_c().await.ok();
+        },
+    )
+    .await?;
+    eprintln!("coordinator stopped after {written} decisions");
+    Ok(())
+}
+
+/// `murmur task submit`: prints the task id.
+pub async fn submit(
+    settings: &Settings,
+    capability: String,
+    input: &str,
+    priority: u8,
+    max_attempts: Option<u32>,
+    lease_ms: Option<u64>,
+) -> Result<()> {
+    validate_capability(&capability).map_err(anyhow::Error::msg)?;
+    let input: serde_json::Value = serde_json::from_str(input).context("--input is not JSON")?;
+    let log = settings.open_log("murmur-task-submit").await?;
+    let id = murmur_subjects::Token::new(format!("task-{}", uuid::Uuid::now_v7().simple()))?;
+    let payload = murmur_subjects::events::TaskSubmitted {
+        capability,
+        input,
+        priority,
+        max_attempts,
+        lease_ms,
+        ..Default::default()
+    };
+    log.append_expected(
+        murmur_subjects::Draft::new(id.clone(), &payload)?,
+        murmur_subjects::log::Expected::NoEvents,
+    )
+    .await?;
+    out!("{id}");
+    Ok(())
+}
+
+/// `murmur task ls`.
+pub async fn task_ls(settings: &Settings) -> Result<()> {
+    let log = settings.open_log("murmur-task-ls").await?;
+    let mut p = Projector::new(
+        log,
+        murmur_coordination::tasks::TaskProjection {
+            realm: settings.realm.clone(),
+            coordinators: vec![],
+        },
+    );
+    p.catch_up().await?;
+    if settings.json {
+        out!("{}", serde_json::to_string_pretty(p.state())?);
+        return Ok(());
+    }
+    for (id, t) in &p.state().tasks {
+        out!(
+            "{id}  {:<13} {:<20} attempt {}/{}  failures {}",
+            t.state.name(),
+            t.requirements.capability,
+            t.attempt,
+            t.max_attempts,
+            t.failures.len()
+        );
     }
     Ok(())
 }

@@ -94,6 +94,14 @@ pub enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Run a coordinator (assigns tasks, expires leases, retries, dead-letters) until ctrl-c.
+    Coordinator,
+    /// Tasks.
+    Task {
+        /// What to do.
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
     /// Local NATS servers for development.
     Nats {
         /// What to do.
@@ -194,6 +202,31 @@ pub enum AgentsCommand {
         #[arg(long)]
         capability: Option<String>,
     },
+}
+
+/// `murmur task ...`
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Submit a task.
+    Submit {
+        /// Capability it needs.
+        #[arg(long)]
+        capability: String,
+        /// Input (JSON).
+        #[arg(long, default_value = "null")]
+        input: String,
+        /// Priority (higher first).
+        #[arg(long, default_value_t = 0)]
+        priority: u8,
+        /// Attempts before dead-lettering.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Lease per attempt, ms.
+        #[arg(long)]
+        lease_ms: Option<u64>,
+    },
+    /// List tasks (replayed from the log).
+    Ls,
 }
 
 /// `murmur nats ...`
@@ -339,6 +372,30 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Agents {
             command: AgentsCommand::Ls { capability },
         } => crate::agent_cli::ls(&settings, capability).await,
+        Command::Coordinator => crate::agent_cli::coordinator(&settings).await,
+        Command::Task {
+            command:
+                TaskCommand::Submit {
+                    capability,
+                    input,
+                    priority,
+                    max_attempts,
+                    lease_ms,
+                },
+        } => {
+            crate::agent_cli::submit(
+                &settings,
+                capability,
+                &input,
+                priority,
+                max_attempts,
+                lease_ms,
+            )
+            .await
+        }
+        Command::Task {
+            command: TaskCommand::Ls,
+        } => crate::agent_cli::task_ls(&settings).await,
     }
 }
 
@@ -381,7 +438,7 @@ async fn up(settings: &Settings, port: u16) -> Result<()> {
     )
     .await?;
     eprintln!(
-        "streams ready: {} (history), {} (dead letters); realm {}; auditor and liveness monitor running. ctrl-c to stop.",
+        "streams ready: {} (history), {} (dead letters); realm {}; auditor, liveness monitor and coordinator running. ctrl-c to stop.",
         settings.log.history_stream, settings.log.dlq_stream, settings.realm
     );
     eprintln!(
@@ -397,6 +454,12 @@ async fn up(settings: &Settings, port: u16) -> Result<()> {
         std::sync::Arc::new(murmur_coordination::liveness::SystemClock),
         stopped(stop_rx.clone()),
     ));
+    let coordinator = tokio::spawn(murmur_coordination::coordinator::run_coordinator(
+        log.clone(),
+        std::sync::Arc::new(murmur_coordination::liveness::SystemClock),
+        murmur_coordination::coordinator::CoordinatorConfig::default(),
+        stopped(stop_rx.clone()),
+    ));
     let auditor = tokio::spawn(murmur_subjects::audit::run_auditor(
         log,
         stopped(stop_rx),
@@ -406,6 +469,7 @@ async fn up(settings: &Settings, port: u16) -> Result<()> {
     stop_tx.send_replace(true);
     auditor.await??;
     monitor.await??;
+    coordinator.await??;
     eprintln!("stopped");
     Ok(())
 }

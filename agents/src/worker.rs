@@ -1,0 +1,98 @@
+//! Running assigned tasks: an agent follows the task log, picks up attempts leased to it,
+//! reports `started`, runs its handler, and reports `completed` or `failed` for that attempt.
+//! A result for an attempt whose lease was lost is refused by the task projection, so a slow
+//! worker can never complete a task twice.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use murmur_coordination::tasks::{TaskProjection, TaskState};
+use murmur_subjects::events::{TaskCompleted, TaskFailed, TaskStarted};
+use murmur_subjects::{Draft, EventLog, Projector, Token};
+
+use crate::runtime::{Agent, AgentError};
+
+/// What a handler returns: the output, or the tool's error message.
+pub type TaskResult = Result<serde_json::Value, String>;
+
+/// Runs one task input.
+pub type Handler = Arc<
+    dyn Fn(serde_json::Value) -> Pin<Box<dyn Future<Output = TaskResult> + Send>> + Send + Sync,
+>;
+
+struct Finished {
+    task: String,
+    attempt: u32,
+    correlation: String,
+    cause: String,
+    result: TaskResult,
+}
+
+/// Runs the worker loop until `shutdown`; returns how many attempts it completed.
+pub async fn run_worker(
+    agent: &Agent,
+    handler: Handler,
+    shutdown: impl Future<Output = ()>,
+) -> Result<u64, AgentError> {
+    let log: EventLog = agent.log().clone();
+    let me = agent.id().to_string();
+    let mut tasks = Projector::new(
+        log.clone(),
+        TaskProjection {
+            realm: log.realm().clone(),
+            coordinators: Vec::new(),
+        },
+    );
+    let mut taken: BTreeSet<(String, u32)> = BTreeSet::new();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
+    let mut completed = 0;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            finished = done_rx.recv() => {
+                let Some(f) = finished else { break };
+                let aggregate = Token::new(f.task.as_str())?;
+                let draft = match f.result {
+                    Ok(output) => Draft::new(aggregate, &TaskCompleted { output, attempt: f.attempt })?,
+                    Err(reason) => Draft::new(aggregate, &TaskFailed { reason, attempt: f.attempt })?,
+                }
+                .caused_by_ids(f.correlation, f.cause, None);
+                log.append(draft).await?;
+                completed += 1;
+            }
+            polled = tasks.poll(Duration::from_millis(100)) => {
+                polled?;
+                if agent.is_lame_duck() {
+                    continue;
+                }
+                let mine: Vec<(String, u32, String, String, serde_json::Value)> = tasks
+                    .state()
+                    .tasks
+                    .iter()
+                    .filter(|(id, t)| {
+                        matches!(&t.state, TaskState::Assigned { agent, started: false, .. } if *agent == me)
+                            && !taken.contains(&((*id).clone(), t.attempt))
+                    })
+                    .map(|(id, t)| (id.clone(), t.attempt, t.correlation_id.clone(), t.last_event_id.clone(), t.input.clone()))
+                    .collect();
+                for (task, attempt, correlation, cause, input) in mine {
+                    taken.insert((task.clone(), attempt));
+                    let started = Draft::new(Token::new(task.as_str())?, &TaskStarted { attempt })?
+                        .caused_by_ids(correlation.clone(), cause.clone(), None);
+                    let (started, _) = log.append(started).await?;
+                    let run = handler(input);
+                    let tx = done_tx.clone();
+                    tokio::spawn(async move {
+                        let result = run.await;
+                        let _ = tx.send(Finished { task, attempt, correlation, cause: started.record.id, result });
+                    });
+                }
+            }
+        }
+    }
+    Ok(completed)
+}

@@ -1,0 +1,206 @@
+//! The coordinator worker: follows agents and tasks live, asks [`crate::tasks::decide`] what
+//! to do, and writes the decisions with optimistic concurrency and deterministic ids, so
+//! several coordinators can run at once: the server deduplicates identical decisions and a
+//! conflicting one is refused (and re-decided on the next tick from the fresh state).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use murmur_subjects::events::{TaskAssigned, TaskDeadLettered, TaskLeaseExpired};
+use murmur_subjects::log::Expected;
+use murmur_subjects::projection::{Projection, Refusal};
+use murmur_subjects::{
+    Domain, Draft, EventLog, LogError, Plane, Projector, SubjectFilter, Token, VerifiedEvent,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::liveness::Clock;
+use crate::registry::{AgentStatus, Registry, RegistryProjection};
+use crate::routing::Candidate;
+use crate::tasks::{Command, TaskBook, TaskProjection, decide};
+
+/// Registry and tasks together: what a coordinator decides from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CoordinatorView {
+    /// Agents.
+    pub registry: Registry,
+    /// Tasks.
+    pub tasks: TaskBook,
+}
+
+/// Folds agent and task events of one realm into a [`CoordinatorView`].
+#[derive(Debug, Clone)]
+pub struct CoordinatorProjection {
+    registry: RegistryProjection,
+    tasks: TaskProjection,
+}
+
+impl CoordinatorProjection {
+    /// For `realm`, accepting coordinator decisions from `coordinators` (empty: anyone).
+    pub fn new(realm: Token, coordinators: Vec<String>) -> Self {
+        Self {
+            registry: RegistryProjection {
+                realm: realm.clone(),
+            },
+            tasks: TaskProjection {
+                realm,
+                coordinators,
+            },
+        }
+    }
+}
+
+impl Projection for CoordinatorProjection {
+    type State = CoordinatorView;
+
+    fn name(&self) -> &str {
+        "coordinator"
+    }
+
+    fn filter(&self) -> SubjectFilter {
+        SubjectFilter::plane(Plane::Evt).realm(self.registry.realm.clone())
+    }
+
+    fn apply(&self, state: &mut CoordinatorView, event: &VerifiedEvent) -> Result<(), Refusal> {
+        match event.subject.domain() {
+            Domain::Agent => self.registry.apply(&mut state.registry, event),
+            Domain::Task => self.tasks.apply(&mut state.tasks, event),
+            Domain::Sys => Ok(()),
+        }
+    }
+}
+
+/// Coordinator settings.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// How often it decides.
+    pub tick: Duration,
+    /// Tasks one agent runs at once.
+    pub slots_per_agent: u32,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_millis(100),
+            slots_per_agent: 1,
+        }
+    }
+}
+
+/// Online agents as routing candidates.
+pub fn candidates(registry: &Registry) -> Vec<Candidate> {
+    registry
+        .agents
+        .iter()
+        .filter(|(_, a)| a.status == AgentStatus::Online)
+        .map(|(id, a)| Candidate {
+            id: id.clone(),
+            capabilities: a.capabilities.iter().cloned().collect(),
+            labels: a.labels.clone(),
+            cores: a.hardware.cores,
+            memory_mib: a.hardware.memory_mib,
+            vram_mib: a.hardware.vram_mib,
+            load: 0.0,
+            queue_depth: 0,
+            online: true,
+            lame_duck: false,
+        })
+        .collect()
+}
+
+async fn execute(
+    log: &EventLog,
+    view: &CoordinatorView,
+    command: &Command,
+) -> Result<bool, LogError> {
+    let (task_id, expected) = match command {
+        Command::Assign { task, expected, .. }
+        | Command::ExpireLease { task, expected, .. }
+        | Command::DeadLetter { task, expected, .. } => (task, *expected),
+    };
+    let Some(task) = view.tasks.tasks.get(task_id) else {
+        return Ok(false);
+    };
+    let aggregate = Token::new(task_id.as_str()).map_err(|e| LogError::Consumer(e.to_string()))?;
+    let draft = match command {
+        Command::Assign {
+            agent,
+            attempt,
+            lease_ms,
+            ..
+        } => Draft::new(
+            aggregate,
+            &TaskAssigned {
+                agent: agent.clone(),
+                attempt: *attempt,
+                lease_ms: *lease_ms,
+            },
+        )?,
+        Command::ExpireLease { agent, attempt, .. } => Draft::new(
+            aggregate,
+            &TaskLeaseExpired {
+                attempt: *attempt,
+                agent: agent.clone(),
+            },
+        )?,
+        Command::DeadLetter { reasons, .. } => Draft::new(
+            aggregate,
+            &TaskDeadLettered {
+                reasons: reasons.clone(),
+            },
+        )?,
+    }
+    .with_id(command.event_id())
+    .caused_by_ids(
+        task.correlation_id.clone(),
+        task.last_event_id.clone(),
+        None,
+    );
+    match log
+        .append_expected(draft, Expected::LastSequence(expected))
+        .await
+    {
+        Ok((_, appended)) => Ok(!appended.duplicate),
+        // Another coordinator (or the worker) moved the task first: decide again next tick.
+        Err(LogError::Conflict { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs a coordinator until `shutdown`; returns how many decisions it wrote.
+pub async fn run_coordinator(
+    log: EventLog,
+    clock: Arc<dyn Clock>,
+    config: CoordinatorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<u64, LogError> {
+    let mut projector = Projector::new(
+        log.clone(),
+        CoordinatorProjection::new(log.realm().clone(), Vec::new()),
+    );
+    projector.catch_up().await?;
+    let mut written = 0;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            polled = projector.poll(config.tick) => { polled?; }
+        }
+        let view = projector.state().clone();
+        let commands = decide(
+            &view.tasks,
+            &candidates(&view.registry),
+            clock.now(),
+            config.slots_per_agent,
+        );
+        for command in &commands {
+            if execute(&log, &view, command).await? {
+                written += 1;
+                tracing::debug!(?command, "decision written");
+            }
+        }
+    }
+    Ok(written)
+}

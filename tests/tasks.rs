@@ -1,0 +1,292 @@
+//! Tasks end to end with worker agents as separate processes: many tasks complete exactly
+//! once, a worker killed with SIGKILL mid-task loses its lease and the task completes on the
+//! other worker, a task that always fails is dead-lettered with every reason, and the task
+//! projection that lived through it equals a replay.
+
+use std::ops::ControlFlow;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use murmur_coordination::coordinator::{
+    CoordinatorConfig, CoordinatorProjection, CoordinatorView, run_coordinator,
+};
+use murmur_coordination::liveness::SystemClock;
+use murmur_coordination::registry::AgentStatus;
+use murmur_coordination::tasks::TaskState;
+use murmur_e2e::DEADLINE;
+use murmur_subjects::events::{TaskCompleted, TaskSubmitted};
+use murmur_subjects::log::Expected;
+use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::{Draft, EventType, Projector, Token};
+use murmur_tools::testkit::TestNats;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn murmur_binary() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("target dir")?;
+    let bin = dir.join("murmur");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+async fn spawn_worker(url: &str, data: &std::path::Path) -> Result<(Child, String)> {
+    let mut child = Command::new(murmur_binary()?)
+        .args(["--server", url, "--realm", "acme", "--data-dir"])
+        .arg(data)
+        .args([
+            "agent",
+            "run",
+            "--kind",
+            "tester",
+            "--capability",
+            "test.run",
+            "--heartbeat-ms",
+            "200",
+            "--ephemeral-identity",
+            "--builtin-handler",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let id = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .context("worker id")??
+        .context("worker exited")?;
+    Ok((child, id.trim().to_string()))
+}
+
+async fn wait(
+    view: &mut Projector<CoordinatorProjection>,
+    what: &str,
+    done: impl FnMut(&CoordinatorView) -> bool,
+) -> Result<()> {
+    anyhow::ensure!(
+        view.follow_until(DEADLINE, done).await?,
+        "never saw {what}: {:#?} {:#?}",
+        view.state().tasks.tasks.get("long"),
+        view.state()
+            .registry
+            .agents
+            .values()
+            .map(|a| a.status)
+            .collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+fn submitted(input: serde_json::Value, max_attempts: u32, lease_ms: u64) -> TaskSubmitted {
+    TaskSubmitted {
+        capability: "test.run".into(),
+        input,
+        max_attempts: Some(max_attempts),
+        lease_ms: Some(lease_ms),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_complete_exactly_once_across_a_worker_crash() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let realm = Token::new("acme")?;
+    let submitter = nats.event_log("acme").await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let coordinator = {
+        let log = nats.event_log("acme").await?;
+        let mut rx = stop_rx.clone();
+        tokio::spawn(run_coordinator(
+            log,
+            Arc::new(SystemClock),
+            CoordinatorConfig::default(),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    };
+    // A liveness monitor, as `murmur up` runs one: a killed worker is marked offline and
+    // gets no new work.
+    let monitor = {
+        let log = nats.event_log("acme").await?;
+        let mut rx = stop_rx.clone();
+        tokio::spawn(murmur_coordination::liveness::run_monitor(
+            log,
+            Arc::new(SystemClock),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    };
+    let mut live = Projector::new(
+        submitter.clone(),
+        CoordinatorProjection::new(realm.clone(), vec![]),
+    );
+
+    // No capable agent yet: the task waits, visibly pending.
+    let early = Token::new("early")?;
+    submitter
+        .append_expected(
+            Draft::new(
+                early.clone(),
+                &submitted(serde_json::json!({"n": -1}), 3, 5_000),
+            )?,
+            Expected::NoEvents,
+        )
+        .await?;
+    wait(&mut live, "the early task pending", |v| {
+        v.tasks
+            .tasks
+            .get("early")
+            .is_some_and(|t| t.state.name() == "pending")
+    })
+    .await?;
+
+    let (mut w1, id1) = spawn_worker(nats.url(), data.path()).await?;
+    let (mut w2, id2) = spawn_worker(nats.url(), data.path()).await?;
+    wait(&mut live, "two workers online", |v| {
+        v.registry.count(AgentStatus::Online) == 2
+    })
+    .await?;
+
+    for i in 0..20 {
+        let id = Token::new(format!("t{i:02}"))?;
+        submitter
+            .append_expected(
+                Draft::new(id, &submitted(serde_json::json!({"n": i}), 3, 5_000))?,
+                Expected::NoEvents,
+            )
+            .await?;
+    }
+    wait(&mut live, "21 tasks completed", |v| {
+        v.tasks.counts().get("completed") == Some(&21)
+    })
+    .await?;
+
+    // A long task; kill -9 whichever worker starts it.
+    let long = Token::new("long")?;
+    submitter
+        .append_expected(
+            Draft::new(
+                long.clone(),
+                &submitted(serde_json::json!({"sleep_ms": 1500}), 3, 3_000),
+            )?,
+            Expected::NoEvents,
+        )
+        .await?;
+    wait(&mut live, "the long task running", |v| {
+        matches!(
+            v.tasks.tasks.get("long").map(|t| &t.state),
+            Some(TaskState::Assigned { started: true, .. })
+        )
+    })
+    .await?;
+    let holder = match &live.state().tasks.tasks["long"].state {
+        TaskState::Assigned { agent, .. } => agent.clone(),
+        other => anyhow::bail!("unexpected {other:?}"),
+    };
+    let survivor = if holder == id1 {
+        w1.kill().await?;
+        id2.clone()
+    } else {
+        w2.kill().await?;
+        id1.clone()
+    };
+    wait(&mut live, "the long task completed after the crash", |v| {
+        matches!(
+            v.tasks.tasks.get("long").map(|t| &t.state),
+            Some(TaskState::Completed { .. })
+        )
+    })
+    .await?;
+    let long_task = &live.state().tasks.tasks["long"];
+    assert_eq!(
+        long_task.state,
+        TaskState::Completed {
+            agent: survivor.clone()
+        }
+    );
+    assert_eq!(long_task.attempt, 2);
+    assert_eq!(
+        long_task.failures,
+        vec![format!("lease expired on {holder}")]
+    );
+
+    // A task that always fails is dead-lettered after max attempts with every reason.
+    let doomed = Token::new("doomed")?;
+    submitter
+        .append_expected(
+            Draft::new(
+                doomed,
+                &submitted(
+                    serde_json::json!({"fail": "error[E0308]: mismatched types"}),
+                    2,
+                    5_000,
+                ),
+            )?,
+            Expected::NoEvents,
+        )
+        .await?;
+    wait(&mut live, "the doomed task dead-lettered", |v| {
+        v.tasks
+            .tasks
+            .get("doomed")
+            .is_some_and(|t| t.state == TaskState::DeadLettered)
+    })
+    .await?;
+    assert_eq!(
+        live.state().tasks.tasks["doomed"].failures,
+        vec!["error[E0308]: mismatched types".to_string(); 2]
+    );
+
+    // Exactly one completion per task in the log: zero lost, none doubled.
+    let completed = EventType::of::<TaskCompleted>().filter(Some(&realm));
+    let mut per_task = std::collections::BTreeMap::<String, u32>::new();
+    read_stream(
+        submitter.jetstream(),
+        "MURMUR_HISTORY",
+        &completed,
+        StartAt::Beginning,
+        None,
+        |m| {
+            let task = m
+                .message
+                .subject
+                .as_str()
+                .split('.')
+                .nth(5)
+                .unwrap_or_default()
+                .to_string();
+            *per_task.entry(task).or_default() += 1;
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    assert_eq!(per_task.len(), 22, "{per_task:?}");
+    assert!(per_task.values().all(|n| *n == 1), "{per_task:?}");
+
+    assert_eq!(
+        live.state().registry.agents[&holder].status,
+        AgentStatus::Offline
+    );
+    stop_tx.send_replace(true);
+    coordinator.await??;
+    monitor.await??;
+    let mut replayed = Projector::new(
+        nats.event_log("acme").await?,
+        CoordinatorProjection::new(realm, vec![]),
+    );
+    replayed.catch_up().await?;
+    live.catch_up().await?;
+    assert_eq!(replayed.state().tasks, live.state().tasks);
+    Ok(())
+}
