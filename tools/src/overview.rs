@@ -1,5 +1,6 @@
-//! A small projection of agents and tasks used by `murmur demo` to show the fold running live
-//! and on replay. (The full registry and task lifecycle live in `coordination/`.)
+//! A deliberately small projection of agents and tasks, with no lifecycle rules, that the
+//! event-log suites fold to compare live and replayed state over arbitrary event mixes. (The
+//! real registry and task lifecycle live in `coordination/`.)
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,36 @@
+//! The README's main job: `murmur demo` exits 0 and reports every step.
+
+use anyhow::{Context, Result};
+
+#[test]
+fn murmur_demo_succeeds() -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("target dir")?
+        .join("murmur");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        bin.display()
+    );
+    let out = std::process::Command::new(bin)
+        .arg("demo")
+        .env_remove("NATS_URL")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in 0..=9 {
+        assert!(
+            stdout.contains(&format!("[{step}]")),
+            "step {step} missing:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("demo ok"));
+    Ok(())
+}
