@@ -290,3 +290,111 @@ async fn tasks_complete_exactly_once_across_a_worker_crash() -> Result<()> {
     assert_eq!(replayed.state().tasks, live.state().tasks);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_task_stops_the_attempt() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let realm = Token::new("acme")?;
+    let submitter = nats.event_log("acme").await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let coordinator = {
+        let log = nats.event_log("acme").await?;
+        let mut rx = stop_rx.clone();
+        tokio::spawn(run_coordinator(
+            log,
+            Arc::new(SystemClock),
+            CoordinatorConfig::default(),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    };
+    let mut worker = Command::new(murmur_binary()?)
+        .args([
+            "--server",
+            nats.url(),
+            "--realm",
+            "acme",
+            "--log-level",
+            "info",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .args([
+            "agent",
+            "run",
+            "--kind",
+            "tester",
+            "--capability",
+            "test.run",
+            "--heartbeat-ms",
+            "200",
+            "--ephemeral-identity",
+            "--builtin-handler",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stderr = BufReader::new(worker.stderr.take().context("stderr")?).lines();
+    let mut live = Projector::new(
+        submitter.clone(),
+        CoordinatorProjection::new(realm.clone(), vec![]),
+    );
+    let id = Token::new("slow")?;
+    submitter
+        .append_expected(
+            Draft::new(
+                id.clone(),
+                &submitted(serde_json::json!({"sleep_ms": 600_000}), 1, 900_000),
+            )?,
+            Expected::NoEvents,
+        )
+        .await?;
+    wait(&mut live, "the slow task running", |v| {
+        matches!(
+            v.tasks.tasks.get("slow").map(|t| &t.state),
+            Some(TaskState::Assigned { started: true, .. })
+        )
+    })
+    .await?;
+    let task = live.state().tasks.tasks["slow"].clone();
+    let cancel = Draft::new(
+        id,
+        &murmur_subjects::events::TaskCancelled {
+            reason: "operator".into(),
+        },
+    )?
+    .caused_by_ids(
+        task.correlation_id.clone(),
+        task.last_event_id.clone(),
+        None,
+    );
+    submitter
+        .append_expected(cancel, Expected::LastSequence(task.last_sequence))
+        .await?;
+    wait(&mut live, "the task cancelled", |v| {
+        v.tasks
+            .tasks
+            .get("slow")
+            .is_some_and(|t| t.state == TaskState::Cancelled)
+    })
+    .await?;
+    // The worker reports that it stopped the attempt.
+    let stopped = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = stderr.next_line().await? {
+            if line.contains("cancelled: attempt stopped") && line.contains("slow") {
+                return Ok::<bool, std::io::Error>(true);
+            }
+        }
+        Ok(false)
+    })
+    .await
+    .context("worker never reported stopping the attempt")??;
+    assert!(stopped);
+    worker.kill().await?;
+    stop_tx.send_replace(true);
+    coordinator.await??;
+    Ok(())
+}

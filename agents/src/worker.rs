@@ -47,6 +47,9 @@ pub async fn run_worker(
         },
     );
     let mut taken: BTreeSet<(String, u32)> = BTreeSet::new();
+    // Attempts running here, so a cancellation can stop them.
+    let mut running: std::collections::BTreeMap<String, tokio::task::JoinHandle<()>> =
+        std::collections::BTreeMap::new();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
     let mut completed = 0;
     tokio::pin!(shutdown);
@@ -66,6 +69,20 @@ pub async fn run_worker(
             }
             polled = tasks.poll(Duration::from_millis(100)) => {
                 polled?;
+                running.retain(|task, handle| {
+                    let cancelled = tasks
+                        .state()
+                        .tasks
+                        .get(task)
+                        .is_some_and(|t| t.state == TaskState::Cancelled);
+                    if cancelled {
+                        // Dropping the handler's future stops it; a handler that runs a
+                        // child process with kill_on_drop stops the process too.
+                        handle.abort();
+                        tracing::info!(task, "cancelled: attempt stopped");
+                    }
+                    !cancelled && !handle.is_finished()
+                });
                 if agent.is_lame_duck() {
                     continue;
                 }
@@ -86,10 +103,13 @@ pub async fn run_worker(
                     let (started, _) = log.append(started).await?;
                     let run = handler(input);
                     let tx = done_tx.clone();
-                    tokio::spawn(async move {
+                    let key = task.clone();
+                    let handle = tokio::spawn(async move {
                         let result = run.await;
                         let _ = tx.send(Finished { task, attempt, correlation, cause: started.record.id, result });
                     });
+                    running.insert(key, handle);
+
                 }
             }
         }

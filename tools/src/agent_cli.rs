@@ -271,3 +271,76 @@ pub async fn task_ls(settings: &Settings) -> Result<()> {
     }
     Ok(())
 }
+
+/// `murmur task show ID`: the task's timeline, every event of its aggregate in log order.
+pub async fn task_show(settings: &Settings, id: &str) -> Result<()> {
+    let log = settings.open_log("murmur-task-show").await?;
+    let filter = murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
+        .realm(settings.realm.clone())
+        .domain(murmur_subjects::Domain::Task)
+        .aggregate(murmur_subjects::Token::new(id)?);
+    let mut lines = Vec::new();
+    murmur_subjects::projection::read_stream(
+        log.jetstream(),
+        &settings.log.history_stream,
+        &filter,
+        murmur_subjects::StartAt::Beginning,
+        None,
+        |stored| {
+            let line =
+                match log.decode_stored(&stored.message, stored.sequence, Some(stored.stored_at)) {
+                    Ok(ev) => crate::cli::describe(Some(stored.sequence), &ev),
+                    Err(e) => format!("{:>6} INVALID: {e}", stored.sequence),
+                };
+            lines.push(line);
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    if lines.is_empty() {
+        bail!("no task {id} in realm {}", settings.realm);
+    }
+    for l in lines {
+        out!("{l}");
+    }
+    Ok(())
+}
+
+/// `murmur task cancel ID`.
+pub async fn task_cancel(settings: &Settings, id: &str, reason: &str) -> Result<()> {
+    let log = settings.open_log("murmur-task-cancel").await?;
+    let mut p = Projector::new(
+        log.clone(),
+        murmur_coordination::tasks::TaskProjection {
+            realm: settings.realm.clone(),
+            coordinators: vec![],
+        },
+    );
+    p.catch_up().await?;
+    let task = p
+        .state()
+        .tasks
+        .get(id)
+        .with_context(|| format!("no task {id}"))?;
+    if task.state.is_final() {
+        bail!("task {id} is already {}", task.state.name());
+    }
+    let draft = murmur_subjects::Draft::new(
+        murmur_subjects::Token::new(id)?,
+        &murmur_subjects::events::TaskCancelled {
+            reason: reason.to_string(),
+        },
+    )?
+    .caused_by_ids(
+        task.correlation_id.clone(),
+        task.last_event_id.clone(),
+        None,
+    );
+    log.append_expected(
+        draft,
+        murmur_subjects::log::Expected::LastSequence(task.last_sequence),
+    )
+    .await?;
+    out!("cancelled {id}");
+    Ok(())
+}

@@ -227,6 +227,19 @@ pub enum TaskCommand {
     },
     /// List tasks (replayed from the log).
     Ls,
+    /// Show one task's timeline from the log.
+    Show {
+        /// Task id.
+        id: String,
+    },
+    /// Cancel a task; a worker running it stops the attempt.
+    Cancel {
+        /// Task id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "cancelled by operator")]
+        reason: String,
+    },
 }
 
 /// `murmur nats ...`
@@ -396,6 +409,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Task {
             command: TaskCommand::Ls,
         } => crate::agent_cli::task_ls(&settings).await,
+        Command::Task {
+            command: TaskCommand::Show { id },
+        } => crate::agent_cli::task_show(&settings, &id).await,
+        Command::Task {
+            command: TaskCommand::Cancel { id, reason },
+        } => crate::agent_cli::task_cancel(&settings, &id, &reason).await,
     }
 }
 
