@@ -57,15 +57,25 @@ pub async fn run_worker(
         tokio::select! {
             _ = &mut shutdown => break,
             finished = done_rx.recv() => {
-                let Some(f) = finished else { break };
-                let aggregate = Token::new(f.task.as_str())?;
-                let draft = match f.result {
-                    Ok(output) => Draft::new(aggregate, &TaskCompleted { output, attempt: f.attempt })?,
-                    Err(reason) => Draft::new(aggregate, &TaskFailed { reason, attempt: f.attempt })?,
+                let Some(first) = finished else { break };
+                // Report every result that is ready in one batch-signed, pipelined write.
+                let mut batch = vec![first];
+                while let Ok(more) = done_rx.try_recv() {
+                    batch.push(more);
                 }
-                .caused_by_ids(f.correlation, f.cause, None);
-                log.append(draft).await?;
-                completed += 1;
+                let mut drafts = Vec::with_capacity(batch.len());
+                for f in batch {
+                    let aggregate = Token::new(f.task.as_str())?;
+                    let draft = match f.result {
+                        Ok(output) => Draft::new(aggregate, &TaskCompleted { output, attempt: f.attempt })?,
+                        Err(reason) => Draft::new(aggregate, &TaskFailed { reason, attempt: f.attempt })?,
+                    };
+                    drafts.push(draft.caused_by_ids(f.correlation, f.cause, None));
+                }
+                for (_, pending) in log.append_many(drafts).await? {
+                    pending.wait().await?;
+                    completed += 1;
+                }
             }
             polled = tasks.poll(Duration::from_millis(100)) => {
                 polled?;
@@ -96,11 +106,17 @@ pub async fn run_worker(
                     })
                     .map(|(id, t)| (id.clone(), t.attempt, t.correlation_id.clone(), t.last_event_id.clone(), t.input.clone()))
                     .collect();
-                for (task, attempt, correlation, cause, input) in mine {
-                    taken.insert((task.clone(), attempt));
-                    let started = Draft::new(Token::new(task.as_str())?, &TaskStarted { attempt })?
-                        .caused_by_ids(correlation.clone(), cause.clone(), None);
-                    let (started, _) = log.append(started).await?;
+                let mut drafts = Vec::with_capacity(mine.len());
+                for (task, attempt, correlation, cause, _) in &mine {
+                    taken.insert((task.clone(), *attempt));
+                    drafts.push(
+                        Draft::new(Token::new(task.as_str())?, &TaskStarted { attempt: *attempt })?
+                            .caused_by_ids(correlation.clone(), cause.clone(), None),
+                    );
+                }
+                let started = log.append_many(drafts).await?;
+                for ((task, attempt, correlation, _, input), (started, pending)) in mine.into_iter().zip(started) {
+                    pending.wait().await?;
                     let run = handler(input);
                     let tx = done_tx.clone();
                     let key = task.clone();
@@ -109,7 +125,6 @@ pub async fn run_worker(
                         let _ = tx.send(Finished { task, attempt, correlation, cause: started.record.id, result });
                     });
                     running.insert(key, handle);
-
                 }
             }
         }

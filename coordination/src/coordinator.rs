@@ -110,18 +110,18 @@ pub fn candidates(registry: &Registry) -> Vec<Candidate> {
         .collect()
 }
 
-async fn execute(
-    log: &EventLog,
+/// The event a command writes, with its deterministic id and lineage.
+fn draft_for(
     view: &CoordinatorView,
     command: &Command,
-) -> Result<bool, LogError> {
+) -> Result<Option<(Draft, Expected)>, LogError> {
     let (task_id, expected) = match command {
         Command::Assign { task, expected, .. }
         | Command::ExpireLease { task, expected, .. }
         | Command::DeadLetter { task, expected, .. } => (task, *expected),
     };
     let Some(task) = view.tasks.tasks.get(task_id) else {
-        return Ok(false);
+        return Ok(None);
     };
     let aggregate = Token::new(task_id.as_str()).map_err(|e| LogError::Consumer(e.to_string()))?;
     let draft = match command {
@@ -158,15 +158,32 @@ async fn execute(
         task.last_event_id.clone(),
         None,
     );
-    match log
-        .append_expected(draft, Expected::LastSequence(expected))
-        .await
-    {
-        Ok((_, appended)) => Ok(!appended.duplicate),
-        // Another coordinator (or the worker) moved the task first: decide again next tick.
-        Err(LogError::Conflict { .. }) => Ok(false),
-        Err(e) => Err(e),
+    Ok(Some((draft, Expected::LastSequence(expected))))
+}
+
+/// Writes the commands batch-signed and pipelined; returns how many were new.
+async fn execute(
+    log: &EventLog,
+    view: &CoordinatorView,
+    commands: &[Command],
+) -> Result<u64, LogError> {
+    let mut writes = Vec::with_capacity(commands.len());
+    for command in commands {
+        if let Some(w) = draft_for(view, command)? {
+            writes.push(w);
+        }
     }
+    let mut written = 0;
+    for (_, pending) in log.append_many_expected(writes).await? {
+        match pending.wait().await {
+            Ok(appended) if !appended.duplicate => written += 1,
+            Ok(_) => {}
+            // Another coordinator (or the worker) moved the task first: decide again next tick.
+            Err(LogError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
 }
 
 /// Runs a coordinator until `shutdown`; returns how many decisions it wrote.
@@ -188,18 +205,15 @@ pub async fn run_coordinator(
             _ = &mut shutdown => break,
             polled = projector.poll(config.tick) => { polled?; }
         }
-        let view = projector.state().clone();
+        let view = projector.state();
         let commands = decide(
             &view.tasks,
             &candidates(&view.registry),
             clock.now(),
             config.slots_per_agent,
         );
-        for command in &commands {
-            if execute(&log, &view, command).await? {
-                written += 1;
-                tracing::debug!(?command, "decision written");
-            }
+        if !commands.is_empty() {
+            written += execute(&log, view, &commands).await?;
         }
     }
     Ok(written)

@@ -335,7 +335,32 @@ impl EventLog {
         expected: Expected,
     ) -> Result<(SealedEvent, Appended), LogError> {
         let sealed = self.seal(draft);
-        let (mut headers, body) = self.persisted_headers(&sealed)?;
+        let appended = self.send_expected(&sealed, expected).await?.wait().await?;
+        Ok((sealed, appended))
+    }
+
+    /// Many optimistic-concurrency writes (to different aggregates), batch-signed and sent
+    /// pipelined; each [`PendingAppend`] reports its own ack or conflict.
+    pub async fn append_many_expected(
+        &self,
+        writes: Vec<(Draft, Expected)>,
+    ) -> Result<Vec<(SealedEvent, PendingAppend)>, LogError> {
+        let (drafts, expectations): (Vec<Draft>, Vec<Expected>) = writes.into_iter().unzip();
+        let sealed = crate::codec::seal_batch(drafts, &self.identity, &self.realm);
+        let mut out = Vec::with_capacity(sealed.len());
+        for (ev, expected) in sealed.into_iter().zip(expectations) {
+            let pending = self.send_expected(&ev, expected).await?;
+            out.push((ev, pending));
+        }
+        Ok(out)
+    }
+
+    async fn send_expected(
+        &self,
+        sealed: &SealedEvent,
+        expected: Expected,
+    ) -> Result<PendingAppend, LogError> {
+        let (mut headers, body) = self.persisted_headers(sealed)?;
         let filter = sealed.subject.aggregate_filter().to_string();
         let seq = match expected {
             Expected::NoEvents => 0,
@@ -343,11 +368,8 @@ impl EventLog {
         };
         headers.insert(EXPECTED_LAST_SUBJECT_SEQ, seq.to_string().as_str());
         headers.insert(EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, filter.as_str());
-        let pending = self
-            .send(sealed.subject.as_str(), headers, body, Some((filter, seq)))
-            .await?;
-        let appended = pending.wait().await?;
-        Ok((sealed, appended))
+        self.send(sealed.subject.as_str(), headers, body, Some((filter, seq)))
+            .await
     }
 
     async fn send(

@@ -37,6 +37,9 @@ struct Args {
     /// Content mode on the wire (both the raw baseline and murmur use the same bytes).
     #[arg(long, default_value = "structured")]
     mode: String,
+    /// Run the task suite (issue 3) with this many no-op tasks instead of the event-log suite.
+    #[arg(long)]
+    tasks: Option<u64>,
 }
 
 /// Counts events and sums a payload field: the cheapest real fold.
@@ -108,6 +111,9 @@ async fn main() -> Result<()> {
         args.mode, args.events, args.runs, args.window
     );
 
+    if let Some(tasks) = args.tasks {
+        return task_suite(&url, tasks, args.window).await;
+    }
     let n = args.events;
     let (mut pub_raw, mut pub_mm, mut rep_raw, mut rep_mm, mut core_raw, mut core_mm) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
@@ -395,4 +401,270 @@ fn cpu_breakdown(mode: ContentMode) -> Result<String> {
     Ok(format!(
         "{mode:?} mode, per event on one core: seal {seal_us:.1} µs (one signature each) / {seal_batch_us:.1} µs (batch); encode {encode_us:.1} µs; decode + schema + verify {decode_us:.1} µs (one signature each) / {decode_batch_us:.1} µs (batch); message {headers} header + {body} body bytes"
     ))
+}
+
+/// Issue 3: tasks submitted → completed per second with no-op workers against raw JetStream
+/// publishes in the same run, submit→complete latency, join → routable latency, idle RSS.
+async fn task_suite(url: &str, n: u64, window: usize) -> Result<()> {
+    use murmur_agents::{Agent, AgentSpec};
+    use murmur_coordination::coordinator::{
+        CoordinatorConfig, CoordinatorProjection, run_coordinator,
+    };
+    use murmur_coordination::liveness::SystemClock;
+    use murmur_coordination::registry::AgentStatus;
+    use std::sync::Arc;
+
+    let realm = Token::new("tasks")?;
+    let open = |name: &'static str| {
+        let url = url.to_string();
+        let realm = realm.clone();
+        async move {
+            let client = async_nats::ConnectOptions::new()
+                .name(name)
+                .connect(url)
+                .await?;
+            Ok::<_, anyhow::Error>(
+                EventLog::open(
+                    client,
+                    Identity::generate(),
+                    realm,
+                    LogConfig::default(),
+                    EventCodec::default(),
+                )
+                .await?,
+            )
+        }
+    };
+
+    // Raw baseline: the same number of pre-encoded submission-sized messages.
+    let raw_log = open("raw").await?;
+    let raw_realm = Token::new("rawtasks")?;
+    let mut prepared = Vec::new();
+    for i in 0..n {
+        let sealed = Draft::new(Token::new(format!("r{i}"))?, &task_payload(i))?
+            .seal(raw_log.identity(), &raw_realm);
+        let (mut h, b) = raw_log.codec().encode(&sealed)?;
+        h.insert(MSG_ID, sealed.record.id.as_str());
+        prepared.push((sealed.subject.to_string(), h, b));
+    }
+    let js = raw_log.jetstream().clone();
+    let mut inflight = VecDeque::new();
+    let t = Instant::now();
+    for (s, h, b) in prepared {
+        inflight.push_back(js.publish_with_headers(s, h, b).await?);
+        drain(&mut inflight, window).await?;
+    }
+    drain(&mut inflight, 0).await?;
+    let raw_rate = n as f64 / t.elapsed().as_secs_f64();
+
+    // Platform and two no-op workers, in process.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let coordinator = tokio::spawn(run_coordinator(
+        open("coordinator").await?,
+        Arc::new(SystemClock),
+        CoordinatorConfig {
+            tick: Duration::from_millis(20),
+            slots_per_agent: 512,
+        },
+        stopped(stop_rx.clone()),
+    ));
+    let mut observer = Projector::new(
+        open("observer").await?,
+        CoordinatorProjection::new(realm.clone(), vec![]),
+    );
+    let mut join_ms = Vec::new();
+    let mut workers = Vec::new();
+    for name in ["w1", "w2"] {
+        let log = open(name).await?;
+        let t = Instant::now();
+        let agent = Arc::new(
+            Agent::join(
+                log,
+                AgentSpec {
+                    manifest: murmur_subjects::events::AgentJoined {
+                        name: name.into(),
+                        kind: "tester".into(),
+                        capabilities: vec!["test.run".into()],
+                        labels: Default::default(),
+                        agent_version: "0.1.0".into(),
+                        hardware: murmur_subjects::events::Hardware {
+                            cores: 2,
+                            memory_mib: 1024,
+                            accelerators: vec![],
+                            vram_mib: 0,
+                        },
+                    },
+                    heartbeat: Duration::from_secs(1),
+                },
+            )
+            .await?,
+        );
+        let id = agent.id().to_string();
+        anyhow::ensure!(
+            observer
+                .follow_until(Duration::from_secs(30), |v| v
+                    .registry
+                    .agents
+                    .get(&id)
+                    .is_some_and(|a| a.status == AgentStatus::Online))
+                .await?,
+            "agent never routable"
+        );
+        join_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let runner = agent.clone();
+        let stop = stopped(stop_rx.clone());
+        workers.push(tokio::spawn(async move {
+            murmur_agents::worker::run_worker(
+                &runner,
+                murmur_tools::agent_cli::builtin_handler(),
+                stop,
+            )
+            .await
+        }));
+    }
+
+    let submitter = open("submitter").await?;
+    let t = Instant::now();
+    let mut i = 0;
+    let mut pending = VecDeque::new();
+    while i < n {
+        let end = (i + 256).min(n);
+        let drafts = (i..end)
+            .map(|k| Ok(Draft::new(Token::new(format!("t{k}"))?, &task_payload(k))?))
+            .collect::<Result<Vec<_>>>()?;
+        for (_, p) in submitter.append_many(drafts).await? {
+            pending.push_back(p);
+        }
+        while pending.len() > window {
+            if let Some(p) = pending.pop_front() {
+                p.wait().await?;
+            }
+        }
+        i = end;
+    }
+    while let Some(p) = pending.pop_front() {
+        p.wait().await?;
+    }
+    let done = observer
+        .follow_until(Duration::from_secs(600), |v| {
+            v.tasks.counts().get("completed").copied().unwrap_or(0) as u64 >= n
+        })
+        .await?;
+    let elapsed = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        done,
+        "not all tasks completed: {:?}",
+        observer.state().tasks.counts()
+    );
+    let task_rate = n as f64 / elapsed;
+
+    // Submit → complete latency from the log's own timestamps.
+    let mut submitted_at = std::collections::HashMap::new();
+    let mut latencies = Vec::new();
+    let filter = SubjectFilter::plane(Plane::Evt)
+        .realm(realm.clone())
+        .domain(murmur_subjects::Domain::Task);
+    read_stream(
+        submitter.jetstream(),
+        "MURMUR_HISTORY",
+        &filter,
+        StartAt::Beginning,
+        None,
+        |m| {
+            let subject = m.message.subject.as_str();
+            let task = subject.split('.').nth(5).unwrap_or_default().to_string();
+            if subject.ends_with(".submitted") {
+                submitted_at.insert(task, m.stored_at);
+            } else if subject.ends_with(".completed")
+                && let Some(s) = submitted_at.get(&task)
+            {
+                latencies.push((m.stored_at - *s).num_microseconds().unwrap_or(0) as f64 / 1e3);
+            }
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+
+    stop_tx.send_replace(true);
+    for w in workers {
+        w.await??;
+    }
+    coordinator.await??;
+
+    // Idle RSS of a real agent process.
+    let exe = std::env::current_exe()?;
+    let murmur = exe
+        .parent()
+        .map(|d| d.join("murmur"))
+        .filter(|p| p.exists());
+    let rss = match murmur {
+        Some(bin) => {
+            let dir = tempfile::tempdir()?;
+            let mut child = tokio::process::Command::new(bin)
+                .args(["--server", url, "--realm", "tasks", "--data-dir"])
+                .arg(dir.path())
+                .args([
+                    "agent",
+                    "run",
+                    "--kind",
+                    "idle",
+                    "--capability",
+                    "test.idle",
+                    "--ephemeral-identity",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let pid = child.id().unwrap_or(0);
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            child.kill().await.ok();
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+                .map(|kb| format!("{:.1} MiB", kb.parse::<f64>().unwrap_or(0.0) / 1024.0))
+                .unwrap_or_else(|| "unknown".into())
+        }
+        None => "not measured (murmur binary not built next to the bench)".into(),
+    };
+
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| raw JetStream publish, same run | {raw_rate:.0} msgs/s |");
+    println!(
+        "| tasks submitted → completed (2 no-op workers, in process) | {task_rate:.0} tasks/s |"
+    );
+    println!("| ratio (target ≥ 0.25) | {:.3} |", task_rate / raw_rate);
+    println!(
+        "| submit → complete latency at peak rate, p50 / p99 | {:.1} ms / {:.1} ms |",
+        pct(0.5),
+        pct(0.99)
+    );
+    println!(
+        "| join → routable (agent.joined seen by a registry), median of 2 | {:.1} ms |",
+        median(join_ms)
+    );
+    println!("| idle agent RSS (`murmur agent run`, 3 s after start; target < 15 MB) | {rss} |");
+    Ok(())
+}
+
+fn task_payload(i: u64) -> TaskSubmitted {
+    TaskSubmitted {
+        capability: "test.run".into(),
+        input: serde_json::json!({ "n": i }),
+        lease_ms: Some(600_000),
+        ..Default::default()
+    }
 }
