@@ -9,29 +9,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use murmur_coordination::liveness::{SystemClock, run_monitor};
 use murmur_coordination::registry::{AgentStatus, Registry, RegistryProjection};
-use murmur_e2e::DEADLINE;
+use murmur_e2e::{DEADLINE, murmur_binary};
 use murmur_subjects::events::AgentOffline;
 use murmur_subjects::projection::{StartAt, read_stream};
 use murmur_subjects::{EventType, Projector, Token};
 use murmur_tools::testkit::TestNats;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-
-fn murmur_binary() -> Result<std::path::PathBuf> {
-    // target/<profile>/deps/agents-<hash> → target/<profile>/murmur (built by scripts/test.sh).
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("target dir")?;
-    let bin = dir.join("murmur");
-    anyhow::ensure!(
-        bin.exists(),
-        "{} not built: run `cargo build --workspace` first",
-        bin.display()
-    );
-    Ok(bin)
-}
 
 async fn spawn_agent(
     url: &str,

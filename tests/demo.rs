@@ -1,20 +1,10 @@
 //! The README's main job: `murmur demo` exits 0 and reports every step.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 #[test]
 fn murmur_demo_succeeds() -> Result<()> {
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("target dir")?
-        .join("murmur");
-    anyhow::ensure!(
-        bin.exists(),
-        "{} not built: run `cargo build --workspace` first",
-        bin.display()
-    );
+    let bin = murmur_e2e::murmur_binary()?;
     let out = std::process::Command::new(bin)
         .arg("demo")
         .env_remove("NATS_URL")

@@ -95,3 +95,20 @@ pub async fn publish_raw(
         .with_context(|| format!("ack from {subject}"))?;
     Ok(ack.sequence)
 }
+
+/// The `murmur` binary next to the running test (`target/<profile>/murmur`), built by
+/// `scripts/test.sh` (`cargo build --workspace --all-targets`) before the tests run.
+pub fn murmur_binary() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("target dir")?;
+    let bin = dir.join("murmur");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        bin.display()
+    );
+    Ok(bin)
+}

@@ -14,7 +14,7 @@ use murmur_coordination::coordinator::{
 use murmur_coordination::liveness::SystemClock;
 use murmur_coordination::registry::AgentStatus;
 use murmur_coordination::tasks::TaskState;
-use murmur_e2e::DEADLINE;
+use murmur_e2e::{DEADLINE, murmur_binary};
 use murmur_subjects::events::{TaskCompleted, TaskSubmitted};
 use murmur_subjects::log::Expected;
 use murmur_subjects::projection::{StartAt, read_stream};
@@ -23,19 +23,22 @@ use murmur_tools::testkit::TestNats;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-fn murmur_binary() -> Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("target dir")?;
-    let bin = dir.join("murmur");
-    anyhow::ensure!(
-        bin.exists(),
-        "{} not built: run `cargo build --workspace` first",
-        bin.display()
-    );
-    Ok(bin)
+type Stopper = tokio::sync::watch::Receiver<bool>;
+
+/// A coordinator for realm `acme` that stops when `stop` turns true.
+async fn spawn_coordinator(
+    nats: &TestNats,
+    mut stop: Stopper,
+) -> Result<tokio::task::JoinHandle<Result<u64, murmur_subjects::LogError>>> {
+    let log = nats.event_log("acme").await?;
+    Ok(tokio::spawn(run_coordinator(
+        log,
+        Arc::new(SystemClock),
+        CoordinatorConfig::default(),
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    )))
 }
 
 async fn spawn_worker(url: &str, data: &std::path::Path) -> Result<(Child, String)> {
@@ -102,18 +105,7 @@ async fn tasks_complete_exactly_once_across_a_worker_crash() -> Result<()> {
     let realm = Token::new("acme")?;
     let submitter = nats.event_log("acme").await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let coordinator = {
-        let log = nats.event_log("acme").await?;
-        let mut rx = stop_rx.clone();
-        tokio::spawn(run_coordinator(
-            log,
-            Arc::new(SystemClock),
-            CoordinatorConfig::default(),
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            },
-        ))
-    };
+    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
     // A liveness monitor, as `murmur up` runs one: a killed worker is marked offline and
     // gets no new work.
     let monitor = {
@@ -298,18 +290,7 @@ async fn cancelling_a_running_task_stops_the_attempt() -> Result<()> {
     let realm = Token::new("acme")?;
     let submitter = nats.event_log("acme").await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let coordinator = {
-        let log = nats.event_log("acme").await?;
-        let mut rx = stop_rx.clone();
-        tokio::spawn(run_coordinator(
-            log,
-            Arc::new(SystemClock),
-            CoordinatorConfig::default(),
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            },
-        ))
-    };
+    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
     let mut worker = Command::new(murmur_binary()?)
         .args([
             "--server",

@@ -469,8 +469,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("Content-Type", STRUCTURED_CONTENT_TYPE);
         let body = Bytes::from_static(SPEC_STRUCTURED.as_bytes());
-        // The spec's placeholder is not real base64: a typed error, not a panic.
-        let err = decode(Some(&h), &body, LIMIT).expect_err("placeholder base64");
+        // The spec's stand-in text is not real base64: a typed error, not a panic.
+        let err = decode(Some(&h), &body, LIMIT).expect_err("stand-in base64");
         assert!(
             matches!(err, BindingError::InvalidAttribute { .. }),
             "{err}"

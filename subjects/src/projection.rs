@@ -265,6 +265,15 @@ impl<P: Projection> Projector<P> {
     /// nothing is pending), keeping one ordered consumer across calls. Returns how many
     /// events were read. The loop of a long-running service: `loop { p.poll(d).await?; ... }`.
     pub async fn poll(&mut self, window: Duration) -> Result<u64, LogError> {
+        self.poll_until(window, |_| false).await
+    }
+
+    /// [`Projector::poll`], returning early as soon as `stop` holds after an event.
+    async fn poll_until(
+        &mut self,
+        window: Duration,
+        mut stop: impl FnMut(&P::State) -> bool,
+    ) -> Result<u64, LogError> {
         if self.live.is_none() {
             let stream_name = self.log.config().history_stream.clone();
             let stream = self
@@ -316,7 +325,7 @@ impl<P: Projection> Projector<P> {
             let pending = stored.pending;
             self.ingest(&stored);
             read += 1;
-            if pending == 0 {
+            if pending == 0 || stop(&self.state) {
                 break;
             }
         }
@@ -330,49 +339,17 @@ impl<P: Projection> Projector<P> {
         deadline: Duration,
         mut done: impl FnMut(&P::State) -> bool,
     ) -> Result<bool, LogError> {
-        if done(&self.state) {
-            return Ok(true);
-        }
-        let stream_name = self.log.config().history_stream.clone();
-        let stream = self
-            .log
-            .jetstream()
-            .get_stream(&stream_name)
-            .await
-            .map_err(|e| LogError::Stream {
-                stream: stream_name.clone(),
-                reason: e.to_string(),
-            })?;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: self.projection.filter().to_string(),
-                deliver_policy: StartAt::Sequence(self.position + 1).deliver_policy(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| LogError::Consumer(e.to_string()))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| LogError::Consumer(e.to_string()))?;
         let until = tokio::time::Instant::now() + deadline;
         loop {
-            let next = match tokio::time::timeout_at(until, messages.next()).await {
-                Err(_) => return Ok(false),
-                Ok(None) => return Err(LogError::Consumer("ordered consumer ended".into())),
-                Ok(Some(next)) => next.map_err(|e| LogError::Consumer(e.to_string()))?,
-            };
-            let info = next.info().map_err(|e| LogError::Consumer(e.to_string()))?;
-            let stored = StoredMessage {
-                sequence: info.stream_sequence,
-                stored_at: info.published,
-                pending: info.pending,
-                message: next.split().0,
-            };
-            self.ingest(&stored);
             if done(&self.state) {
                 return Ok(true);
             }
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            self.poll_until(left.min(Duration::from_millis(250)), &mut done)
+                .await?;
         }
     }
 
