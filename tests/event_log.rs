@@ -584,3 +584,27 @@ async fn replay_exports_exactly_the_range() -> Result<()> {
     assert_eq!(none.events, 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn oversized_submissions_are_a_typed_error_before_sending() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let log = nats.event_log("acme").await?;
+    let mut big = submitted(1);
+    big.input = serde_json::json!({ "blob": "x".repeat(600 * 1024) });
+    let result = log.append(Draft::new(tok("big"), &big)?).await;
+    assert!(
+        matches!(
+            result,
+            Err(LogError::Encode(
+                murmur_subjects::binding::BindingError::Oversized { .. }
+            ))
+        ),
+        "{result:?}"
+    );
+    assert_eq!(
+        log.last_sequence("MURMUR_HISTORY").await?,
+        0,
+        "nothing was sent"
+    );
+    Ok(())
+}
