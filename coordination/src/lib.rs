@@ -15,9 +15,14 @@
 //!
 //! - [`coordinator`]: the coordinator worker that writes those decisions (I/O edge).
 //!
-//! Task graphs and consensus (issues 3 and 4) build on these.
+//! - [`graph`]: task graphs (petgraph DAG): validation naming every cycle path and missing
+//!   dependency, release order, descendants for the failure policy (pure). Submitting graphs
+//!   through the coordinator is still to come.
+//!
+//! Consensus (issue 4) builds on these.
 
 pub mod coordinator;
+pub mod graph;
 pub mod liveness;
 pub mod registry;
 pub mod routing;
