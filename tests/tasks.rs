@@ -379,3 +379,72 @@ async fn cancelling_a_running_task_stops_the_attempt() -> Result<()> {
     coordinator.await??;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_graphs_release_children_with_parent_outputs_and_cancel_on_failure() -> Result<()> {
+    use murmur_coordination::graph::{FailurePolicy, GraphSpec, GraphTask};
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let realm = Token::new("acme")?;
+    let submitter = nats.event_log("acme").await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
+    let (_worker, _) = spawn_worker(nats.url(), data.path()).await?;
+    let task = |id: &str, input: serde_json::Value, deps: &[&str]| GraphTask {
+        id: id.into(),
+        capability: "test.run".into(),
+        input,
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+    };
+    // build → test; plus broken → never (cancelled when broken is dead-lettered).
+    let spec = GraphSpec {
+        tasks: vec![
+            task("build", serde_json::json!({"artifact": "sha256:abc"}), &[]),
+            task("test", serde_json::json!({"suite": "all"}), &["build"]),
+            task("broken", serde_json::json!({"fail": "compile error"}), &[]),
+            task("never", serde_json::json!({}), &["broken"]),
+        ],
+        on_failure: FailurePolicy::CancelDescendants,
+    };
+    // A cycle is refused before anything is submitted, naming the path.
+    let cyclic = GraphSpec {
+        tasks: vec![
+            task("x", serde_json::json!({}), &["y"]),
+            task("y", serde_json::json!({}), &["x"]),
+        ],
+        on_failure: FailurePolicy::CancelDescendants,
+    };
+    let before = submitter.last_sequence("MURMUR_HISTORY").await?;
+    let err = murmur_tools::agent_cli::submit_graph(&submitter, &cyclic, "bad")
+        .await
+        .expect_err("cycle");
+    assert!(err.to_string().contains("x → y → x"), "{err}");
+    assert_eq!(
+        submitter.last_sequence("MURMUR_HISTORY").await?,
+        before,
+        "nothing submitted"
+    );
+
+    let ids = murmur_tools::agent_cli::submit_graph(&submitter, &spec, "g1").await?;
+    let mut live = Projector::new(submitter.clone(), CoordinatorProjection::new(realm, vec![]));
+    wait(&mut live, "the graph settled", |v| {
+        let state = |id: &str| v.tasks.tasks.get(id).map(|t| t.state.name());
+        state("g1-test") == Some("completed") && state("g1-never") == Some("cancelled")
+    })
+    .await?;
+    let test = &live.state().tasks.tasks[&ids["test"]];
+    // The built-in handler echoes its input: the child saw the parent's output.
+    assert_eq!(
+        test.output
+            .as_ref()
+            .map(|o| o["parents"]["g1-build"]["artifact"].clone()),
+        Some(serde_json::json!("sha256:abc"))
+    );
+    assert_eq!(
+        live.state().tasks.tasks[&ids["broken"]].state,
+        TaskState::DeadLettered
+    );
+    stop_tx.send_replace(true);
+    coordinator.await??;
+    Ok(())
+}

@@ -55,79 +55,111 @@ pub async fn run_worker(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
-            finished = done_rx.recv() => {
-                let Some(first) = finished else { break };
-                // Report every result that is ready in one batch-signed, pipelined write.
-                let mut batch = vec![first];
-                while let Ok(more) = done_rx.try_recv() {
-                    batch.push(more);
-                }
-                let mut drafts = Vec::with_capacity(batch.len());
-                for f in batch {
-                    let aggregate = Token::new(f.task.as_str())?;
-                    let draft = match f.result {
-                        Ok(output) => Draft::new(aggregate, &TaskCompleted { output, attempt: f.attempt })?,
-                        Err(reason) => Draft::new(aggregate, &TaskFailed { reason, attempt: f.attempt })?,
-                    };
-                    drafts.push(draft.caused_by_ids(f.correlation, f.cause, None));
-                }
-                for (_, pending) in log.append_many(drafts).await? {
-                    pending.wait().await?;
-                    completed += 1;
-                }
-            }
-            polled = tasks.poll(Duration::from_millis(100)) => {
-                polled?;
-                running.retain(|task, handle| {
-                    let cancelled = tasks
-                        .state()
-                        .tasks
-                        .get(task)
-                        .is_some_and(|t| t.state == TaskState::Cancelled);
-                    if cancelled {
-                        // Dropping the handler's future stops it; a handler that runs a
-                        // child process with kill_on_drop stops the process too.
-                        handle.abort();
-                        tracing::info!(task, "cancelled: attempt stopped");
+                    _ = &mut shutdown => break,
+                    finished = done_rx.recv() => {
+                        let Some(first) = finished else { break };
+                        // Report every result that is ready in one batch-signed, pipelined write.
+                        let mut batch = vec![first];
+                        while let Ok(more) = done_rx.try_recv() {
+                            batch.push(more);
+                        }
+                        let mut drafts = Vec::with_capacity(batch.len());
+                        for f in batch {
+                            let aggregate = Token::new(f.task.as_str())?;
+                            let draft = match f.result {
+                                Ok(output) => Draft::new(aggregate, &TaskCompleted { output, attempt: f.attempt })?,
+                                Err(reason) => Draft::new(aggregate, &TaskFailed { reason, attempt: f.attempt })?,
+                            };
+                            drafts.push(draft.caused_by_ids(f.correlation, f.cause, None));
+                        }
+                        for (_, pending) in log.append_many(drafts).await? {
+                            pending.wait().await?;
+                            completed += 1;
+                        }
                     }
-                    !cancelled && !handle.is_finished()
-                });
-                if agent.is_lame_duck() {
-                    continue;
+                    polled = tasks.poll(Duration::from_millis(100)) => {
+                        polled?;
+                        running.retain(|task, handle| {
+                            let cancelled = tasks
+                                .state()
+                                .tasks
+                                .get(task)
+                                .is_some_and(|t| t.state == TaskState::Cancelled);
+                            if cancelled {
+                                // Dropping the handler's future stops it; a handler that runs a
+                                // child process with kill_on_drop stops the process too.
+                                handle.abort();
+                                tracing::info!(task, "cancelled: attempt stopped");
+                            }
+                            !cancelled && !handle.is_finished()
+                        });
+                        if agent.is_lame_duck() {
+                            continue;
+                        }
+                        let mine: Vec<(String, u32, String, String, serde_json::Value)> = tasks
+                            .state()
+                            .tasks
+                            .iter()
+                            .filter(|(id, t)| {
+                                matches!(&t.state, TaskState::Assigned { agent, started: false, .. } if *agent == me)
+                                    && !taken.contains(&((*id).clone(), t.attempt))
+                            })
+        .map(|(id, t)| {
+                                (
+                                    id.clone(),
+                                    t.attempt,
+                                    t.correlation_id.clone(),
+                                    t.last_event_id.clone(),
+                                    handler_input(tasks.state(), t),
+                                )
+                            })
+                            .collect();
+                        let mut drafts = Vec::with_capacity(mine.len());
+                        for (task, attempt, correlation, cause, _) in &mine {
+                            taken.insert((task.clone(), *attempt));
+                            drafts.push(
+                                Draft::new(Token::new(task.as_str())?, &TaskStarted { attempt: *attempt })?
+                                    .caused_by_ids(correlation.clone(), cause.clone(), None),
+                            );
+                        }
+                        let started = log.append_many(drafts).await?;
+                        for ((task, attempt, correlation, _, input), (started, pending)) in mine.into_iter().zip(started) {
+                            pending.wait().await?;
+                            let run = handler(input);
+                            let tx = done_tx.clone();
+                            let key = task.clone();
+                            let handle = tokio::spawn(async move {
+                                let result = run.await;
+                                let _ = tx.send(Finished { task, attempt, correlation, cause: started.record.id, result });
+                            });
+                            running.insert(key, handle);
+                        }
+                    }
                 }
-                let mine: Vec<(String, u32, String, String, serde_json::Value)> = tasks
-                    .state()
-                    .tasks
-                    .iter()
-                    .filter(|(id, t)| {
-                        matches!(&t.state, TaskState::Assigned { agent, started: false, .. } if *agent == me)
-                            && !taken.contains(&((*id).clone(), t.attempt))
-                    })
-                    .map(|(id, t)| (id.clone(), t.attempt, t.correlation_id.clone(), t.last_event_id.clone(), t.input.clone()))
-                    .collect();
-                let mut drafts = Vec::with_capacity(mine.len());
-                for (task, attempt, correlation, cause, _) in &mine {
-                    taken.insert((task.clone(), *attempt));
-                    drafts.push(
-                        Draft::new(Token::new(task.as_str())?, &TaskStarted { attempt: *attempt })?
-                            .caused_by_ids(correlation.clone(), cause.clone(), None),
-                    );
-                }
-                let started = log.append_many(drafts).await?;
-                for ((task, attempt, correlation, _, input), (started, pending)) in mine.into_iter().zip(started) {
-                    pending.wait().await?;
-                    let run = handler(input);
-                    let tx = done_tx.clone();
-                    let key = task.clone();
-                    let handle = tokio::spawn(async move {
-                        let result = run.await;
-                        let _ = tx.send(Finished { task, attempt, correlation, cause: started.record.id, result });
-                    });
-                    running.insert(key, handle);
-                }
-            }
-        }
     }
     Ok(completed)
+}
+
+/// What the handler receives: the task's input, or for a task with dependencies
+/// `{"input": ..., "parents": {id: output, ...}}` — the parents' result references.
+fn handler_input(
+    book: &murmur_coordination::tasks::TaskBook,
+    task: &murmur_coordination::tasks::Task,
+) -> serde_json::Value {
+    if task.depends_on.is_empty() {
+        return task.input.clone();
+    }
+    let parents: serde_json::Map<String, serde_json::Value> = task
+        .depends_on
+        .iter()
+        .map(|d| {
+            let output = book
+                .tasks
+                .get(d)
+                .and_then(|p| p.output.clone())
+                .unwrap_or(serde_json::Value::Null);
+            (d.clone(), output)
+        })
+        .collect();
+    serde_json::json!({ "input": task.input, "parents": parents })
 }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use murmur_subjects::events::{TaskAssigned, TaskDeadLettered, TaskLeaseExpired};
+use murmur_subjects::events::{TaskAssigned, TaskCancelled, TaskDeadLettered, TaskLeaseExpired};
 use murmur_subjects::log::Expected;
 use murmur_subjects::projection::{Projection, Refusal};
 use murmur_subjects::{
@@ -118,6 +118,7 @@ fn draft_for(
     let (task_id, expected) = match command {
         Command::Assign { task, expected, .. }
         | Command::ExpireLease { task, expected, .. }
+        | Command::Cancel { task, expected, .. }
         | Command::DeadLetter { task, expected, .. } => (task, *expected),
     };
     let Some(task) = view.tasks.tasks.get(task_id) else {
@@ -143,6 +144,12 @@ fn draft_for(
             &TaskLeaseExpired {
                 attempt: *attempt,
                 agent: agent.clone(),
+            },
+        )?,
+        Command::Cancel { reason, .. } => Draft::new(
+            aggregate,
+            &TaskCancelled {
+                reason: reason.clone(),
             },
         )?,
         Command::DeadLetter { reasons, .. } => Draft::new(

@@ -16,8 +16,8 @@
 //! - [`coordinator`]: the coordinator worker that writes those decisions (I/O edge).
 //!
 //! - [`graph`]: task graphs (petgraph DAG): validation naming every cycle path and missing
-//!   dependency, release order, descendants for the failure policy (pure). Submitting graphs
-//!   through the coordinator is still to come.
+//!   dependency, release order, descendants (pure). Submitted graphs are `task.submitted`
+//!   events with `depends_on`, held by [`tasks::decide`] until their parents complete.
 //!
 //! Consensus (issue 4) builds on these.
 

@@ -116,6 +116,15 @@ pub struct Task {
     pub correlation_id: String,
     /// Id of the last event (the causation of the next one).
     pub last_event_id: String,
+    /// Tasks that must complete first.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Fail (true) rather than cancel (false) when a dependency fails.
+    #[serde(default)]
+    pub fail_with_dependency: bool,
+    /// Output of the completed attempt.
+    #[serde(default)]
+    pub output: Option<serde_json::Value>,
 }
 
 /// All tasks by id.
@@ -218,6 +227,9 @@ impl Projection for TaskProjection {
                         .clone()
                         .unwrap_or_else(|| event.record.id.clone()),
                     last_event_id: event.record.id.clone(),
+                    depends_on: p.depends_on,
+                    fail_with_dependency: p.on_dependency_failure.as_deref() == Some("fail"),
+                    output: None,
                 },
             );
             return Ok(());
@@ -279,6 +291,7 @@ impl Projection for TaskProjection {
                 task.state = TaskState::Completed {
                     agent: event.emitter().to_string(),
                 };
+                task.output = Some(p.output);
             }
             TaskFailed::TYPE => {
                 let p: TaskFailed = event.payload().map_err(bad)?;
@@ -298,7 +311,10 @@ impl Projection for TaskProjection {
             }
             TaskDeadLettered::TYPE => {
                 self.coordinator(event)?;
-                let _: TaskDeadLettered = event.payload().map_err(bad)?;
+                let p: TaskDeadLettered = event.payload().map_err(bad)?;
+                if task.failures.is_empty() {
+                    task.failures = p.reasons;
+                }
                 task.state = TaskState::DeadLettered;
             }
             TaskCancelled::TYPE => {
@@ -344,7 +360,16 @@ pub enum Command {
         /// Expected last sequence.
         expected: u64,
     },
-    /// No attempts left.
+    /// A dependency failed and the policy is to cancel.
+    Cancel {
+        /// Task id.
+        task: String,
+        /// Why.
+        reason: String,
+        /// Expected last sequence.
+        expected: u64,
+    },
+    /// No attempts left (or, by policy, a dependency failed).
     DeadLetter {
         /// Task id.
         task: String,
@@ -362,6 +387,7 @@ impl Command {
             Command::Assign { task, attempt, .. } => format!("{task}.assign.{attempt}"),
             Command::ExpireLease { task, attempt, .. } => format!("{task}.expire.{attempt}"),
             Command::DeadLetter { task, .. } => format!("{task}.dead_letter"),
+            Command::Cancel { task, .. } => format!("{task}.cancel"),
         }
     }
 }
@@ -417,6 +443,37 @@ pub fn decide(
         .collect();
     ready.sort_by_key(|(_, t)| t.submitted_sequence);
     for (id, t) in ready {
+        // Task graphs: wait for every dependency; a failed one takes this task down by policy.
+        let mut waiting = false;
+        let mut failed_parent = None;
+        for dep in &t.depends_on {
+            match book.tasks.get(dep).map(|d| &d.state) {
+                Some(TaskState::Completed { .. }) => {}
+                Some(TaskState::DeadLettered | TaskState::Cancelled) => failed_parent = Some(dep),
+                // Not finished yet, or not submitted yet (graph tasks arrive one by one).
+                _ => waiting = true,
+            }
+        }
+        if let Some(dep) = failed_parent {
+            let reason = format!("dependency {dep} did not complete");
+            commands.push(if t.fail_with_dependency {
+                Command::DeadLetter {
+                    task: id.clone(),
+                    reasons: vec![reason],
+                    expected: t.last_sequence,
+                }
+            } else {
+                Command::Cancel {
+                    task: id.clone(),
+                    reason,
+                    expected: t.last_sequence,
+                }
+            });
+            continue;
+        }
+        if waiting {
+            continue;
+        }
         if t.attempt >= t.max_attempts {
             commands.push(Command::DeadLetter {
                 task: id.clone(),
@@ -500,6 +557,9 @@ mod tests {
             input: serde_json::Value::Null,
             correlation_id: format!("c{seq}"),
             last_event_id: format!("e{seq}"),
+            depends_on: vec![],
+            fail_with_dependency: false,
+            output: None,
         }
     }
 
@@ -819,5 +879,44 @@ mod tests {
             assert!(proj.apply(&mut book, &log.event(&s, "t", &bad, 0)).is_err());
             assert!(book.tasks.is_empty());
         }
+    }
+
+    #[test]
+    fn graph_children_wait_for_parents_and_follow_the_failure_policy() {
+        let now = t("2026-01-01T00:00:00Z");
+        let mut book = TaskBook::default();
+        let parent = task("s", "x", 0, 1, now);
+        let mut child = task("s", "x", 0, 2, now);
+        child.depends_on = vec!["parent".into()];
+        book.tasks.insert("parent".into(), parent);
+        book.tasks.insert("child".into(), child.clone());
+        let agents = [agent("w", "x"), agent("v", "x")];
+        let cmds = decide(&book, &agents, now, 1);
+        assert!(
+            matches!(&cmds[..], [Command::Assign { task, .. }] if task == "parent"),
+            "{cmds:?}"
+        );
+        book.tasks.get_mut("parent").expect("parent").state =
+            TaskState::Completed { agent: "w".into() };
+        let cmds = decide(&book, &agents, now, 1);
+        assert!(
+            matches!(&cmds[..], [Command::Assign { task, .. }] if task == "child"),
+            "{cmds:?}"
+        );
+        book.tasks.get_mut("parent").expect("parent").state = TaskState::DeadLettered;
+        let cmds = decide(&book, &agents, now, 1);
+        assert!(
+            matches!(&cmds[..], [Command::Cancel { task, .. }] if task == "child"),
+            "{cmds:?}"
+        );
+        book.tasks
+            .get_mut("child")
+            .expect("child")
+            .fail_with_dependency = true;
+        let cmds = decide(&book, &agents, now, 1);
+        assert!(
+            matches!(&cmds[..], [Command::DeadLetter { task, .. }] if task == "child"),
+            "{cmds:?}"
+        );
     }
 }

@@ -167,8 +167,9 @@ impl Payload for AgentHeartbeat {
 }
 
 /// `dev.murmur.task.submitted`: a task entered the system. The submitter is the event's
-/// verified emitter. (`labels`, `max_attempts` and `lease_ms` were added as optional members
-/// with defaults: an additive change, so the schema version stayed 1.)
+/// verified emitter. (`labels`, `max_attempts`, `lease_ms`, `depends_on` and
+/// `on_dependency_failure` were added as optional members with defaults: an additive change,
+/// so the schema version stayed 1.)
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskSubmitted {
     /// Capability an agent needs to run it, e.g. `compiler.rust`.
@@ -187,6 +188,13 @@ pub struct TaskSubmitted {
     /// Lease per attempt in milliseconds (default 30 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ms: Option<u64>,
+    /// Ids of tasks (same realm) that must complete first; the task then receives their
+    /// outputs. Set by task-graph submission.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// When a dependency fails: `cancel` (default) or `fail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_dependency_failure: Option<String>,
 }
 
 /// `dev.murmur.task.assigned`: a coordinator leased an attempt to an agent.

@@ -344,3 +344,57 @@ pub async fn task_cancel(settings: &Settings, id: &str, reason: &str) -> Result<
     out!("cancelled {id}");
     Ok(())
 }
+
+/// Validates a graph spec and submits every task, ids prefixed with `graph` so several
+/// submissions of one file do not collide. Returns the submitted ids (file id → task id).
+pub async fn submit_graph(
+    log: &murmur_subjects::EventLog,
+    spec: &murmur_coordination::graph::GraphSpec,
+    graph: &str,
+) -> Result<BTreeMap<String, String>> {
+    murmur_coordination::graph::TaskGraph::new(spec)?;
+    let ids: BTreeMap<String, String> = spec
+        .tasks
+        .iter()
+        .map(|t| (t.id.clone(), format!("{graph}-{}", t.id)))
+        .collect();
+    for t in &spec.tasks {
+        validate_capability(&t.capability).map_err(anyhow::Error::msg)?;
+        let id = murmur_subjects::Token::new(ids[&t.id].as_str())
+            .with_context(|| format!("task id {:?} is not usable in a subject", t.id))?;
+        let payload = murmur_subjects::events::TaskSubmitted {
+            capability: t.capability.clone(),
+            input: t.input.clone(),
+            depends_on: t.depends_on.iter().map(|d| ids[d].clone()).collect(),
+            on_dependency_failure: match spec.on_failure {
+                murmur_coordination::graph::FailurePolicy::CancelDescendants => None,
+                murmur_coordination::graph::FailurePolicy::FailDescendants => Some("fail".into()),
+            },
+            ..Default::default()
+        };
+        log.append_expected(
+            murmur_subjects::Draft::new(id, &payload)?,
+            murmur_subjects::log::Expected::NoEvents,
+        )
+        .await?;
+    }
+    Ok(ids)
+}
+
+/// `murmur task graph submit FILE`.
+pub async fn graph_submit(settings: &Settings, file: &std::path::Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let spec: murmur_coordination::graph::GraphSpec =
+        if file.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?
+        };
+    let log = settings.open_log("murmur-graph-submit").await?;
+    let graph = format!("g{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    for (file_id, task_id) in submit_graph(&log, &spec, &graph).await? {
+        out!("{file_id}\t{task_id}");
+    }
+    Ok(())
+}

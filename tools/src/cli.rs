@@ -227,6 +227,12 @@ pub enum TaskCommand {
     },
     /// List tasks (replayed from the log).
     Ls,
+    /// Task graphs.
+    Graph {
+        /// What to do.
+        #[command(subcommand)]
+        command: GraphCommand,
+    },
     /// Show one task's timeline from the log.
     Show {
         /// Task id.
@@ -239,6 +245,17 @@ pub enum TaskCommand {
         /// Why.
         #[arg(long, default_value = "cancelled by operator")]
         reason: String,
+    },
+}
+
+/// `murmur task graph ...`
+#[derive(Debug, Subcommand)]
+pub enum GraphCommand {
+    /// Validate a task graph file (JSON, or TOML by extension) and submit its tasks; children
+    /// start when their parents complete and receive the parents' outputs.
+    Submit {
+        /// The graph file.
+        file: PathBuf,
     },
 }
 
@@ -412,6 +429,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Task {
             command: TaskCommand::Show { id },
         } => crate::agent_cli::task_show(&settings, &id).await,
+        Command::Task {
+            command:
+                TaskCommand::Graph {
+                    command: GraphCommand::Submit { file },
+                },
+        } => crate::agent_cli::graph_submit(&settings, &file).await,
         Command::Task {
             command: TaskCommand::Cancel { id, reason },
         } => crate::agent_cli::task_cancel(&settings, &id, &reason).await,
