@@ -31,10 +31,12 @@ struct Finished {
     result: TaskResult,
 }
 
-/// Runs the worker loop until `shutdown`; returns how many attempts it completed.
+/// Runs the worker loop until `shutdown`; returns how many attempts it completed. Only
+/// assignments from `coordinators` count (empty: from any verified identity).
 pub async fn run_worker(
     agent: &Agent,
     handler: Handler,
+    coordinators: Vec<String>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, AgentError> {
     let log: EventLog = agent.log().clone();
@@ -43,7 +45,7 @@ pub async fn run_worker(
         log.clone(),
         TaskProjection {
             realm: log.realm().clone(),
-            coordinators: Vec::new(),
+            coordinators,
         },
     );
     let mut taken: BTreeSet<(String, u32)> = BTreeSet::new();

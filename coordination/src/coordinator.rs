@@ -78,6 +78,10 @@ pub struct CoordinatorConfig {
     pub tick: Duration,
     /// Tasks one agent runs at once.
     pub slots_per_agent: u32,
+    /// Public keys whose coordinator decisions count (this coordinator's own key is always
+    /// added). Empty: decisions from any verified identity count — fine on a closed dev
+    /// server, not in production.
+    pub coordinators: Vec<String>,
 }
 
 impl Default for CoordinatorConfig {
@@ -85,6 +89,7 @@ impl Default for CoordinatorConfig {
         Self {
             tick: Duration::from_millis(100),
             slots_per_agent: 1,
+            coordinators: Vec::new(),
         }
     }
 }
@@ -193,6 +198,15 @@ async fn execute(
     Ok(written)
 }
 
+/// The effective allow-list: empty stays empty (anyone); otherwise `me` is added.
+fn allow_list(configured: &[String], me: &str) -> Vec<String> {
+    let mut list = configured.to_vec();
+    if !list.is_empty() && !list.iter().any(|k| k == me) {
+        list.push(me.to_string());
+    }
+    list
+}
+
 /// Runs a coordinator until `shutdown`; returns how many decisions it wrote.
 pub async fn run_coordinator(
     log: EventLog,
@@ -202,7 +216,10 @@ pub async fn run_coordinator(
 ) -> Result<u64, LogError> {
     let mut projector = Projector::new(
         log.clone(),
-        CoordinatorProjection::new(log.realm().clone(), Vec::new()),
+        CoordinatorProjection::new(
+            log.realm().clone(),
+            allow_list(&config.coordinators, log.identity().public_key()),
+        ),
     );
     projector.catch_up().await?;
     let mut written = 0;
@@ -224,4 +241,19 @@ pub async fn run_coordinator(
         }
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_adds_this_coordinator_only_when_one_is_configured() {
+        assert!(allow_list(&[], "me").is_empty(), "empty means anyone");
+        assert_eq!(
+            allow_list(&["other".to_string()], "me"),
+            vec!["other", "me"]
+        );
+        assert_eq!(allow_list(&["me".to_string()], "me"), vec!["me"]);
+    }
 }

@@ -123,7 +123,13 @@ pub async fn run(settings: &Settings, args: AgentRunArgs) -> Result<()> {
         }
     };
     if args.builtin_handler {
-        murmur_agents::worker::run_worker(&agent, builtin_handler(), stop).await?;
+        murmur_agents::worker::run_worker(
+            &agent,
+            builtin_handler(),
+            settings.coordinators.clone(),
+            stop,
+        )
+        .await?;
     } else {
         stop.await;
     }
@@ -204,7 +210,10 @@ pub async fn coordinator(settings: &Settings) -> Result<()> {
     let written = murmur_coordination::coordinator::run_coordinator(
         log,
         std::sync::Arc::new(murmur_coordination::liveness::SystemClock),
-        murmur_coordination::coordinator::CoordinatorConfig::default(),
+        murmur_coordination::coordinator::CoordinatorConfig {
+            coordinators: settings.coordinators.clone(),
+            ..Default::default()
+        },
         async {
             tokio::signal::ctrl_c().await.ok();
         },
@@ -251,7 +260,7 @@ pub async fn task_ls(settings: &Settings) -> Result<()> {
         log,
         murmur_coordination::tasks::TaskProjection {
             realm: settings.realm.clone(),
-            coordinators: vec![],
+            coordinators: settings.coordinators.clone(),
         },
     );
     p.catch_up().await?;
@@ -313,7 +322,7 @@ pub async fn task_cancel(settings: &Settings, id: &str, reason: &str) -> Result<
         log.clone(),
         murmur_coordination::tasks::TaskProjection {
             realm: settings.realm.clone(),
-            coordinators: vec![],
+            coordinators: settings.coordinators.clone(),
         },
     );
     p.catch_up().await?;

@@ -46,6 +46,15 @@ pub struct Cli {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Public key of a coordinator whose task decisions count (repeatable). Without any,
+    /// decisions from every verified identity count (fine for a closed dev server only).
+    #[arg(
+        long = "coordinator",
+        env = "MURMUR_COORDINATORS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub coordinators: Vec<String>,
     /// Connection auth and TLS.
     #[command(flatten)]
     pub auth: AuthFlags,
@@ -289,6 +298,8 @@ pub struct Settings {
     pub codec: EventCodec,
     /// JSON output.
     pub json: bool,
+    /// Coordinator allow-list (flags win over the file).
+    pub coordinators: Vec<String>,
 }
 
 impl Settings {
@@ -337,6 +348,11 @@ impl Settings {
             log: file.log.unwrap_or_default(),
             codec,
             json: cli.json,
+            coordinators: if cli.coordinators.is_empty() {
+                file.coordinators
+            } else {
+                cli.coordinators.clone()
+            },
         })
     }
 
@@ -499,7 +515,10 @@ async fn up(settings: &Settings, port: u16) -> Result<()> {
     let coordinator = tokio::spawn(murmur_coordination::coordinator::run_coordinator(
         log.clone(),
         std::sync::Arc::new(murmur_coordination::liveness::SystemClock),
-        murmur_coordination::coordinator::CoordinatorConfig::default(),
+        murmur_coordination::coordinator::CoordinatorConfig {
+            coordinators: settings.coordinators.clone(),
+            ..Default::default()
+        },
         stopped(stop_rx.clone()),
     ));
     let auditor = tokio::spawn(murmur_subjects::audit::run_auditor(

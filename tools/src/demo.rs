@@ -117,6 +117,8 @@ pub async fn run(settings: &Settings) -> Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let platform = participant(&connect, "demo-platform", &realm, settings).await?;
+    // Only the platform's coordinator key may assign, expire and dead-letter tasks.
+    let coordinators = vec![platform.identity().public_key().to_string()];
     let auditor = tokio::spawn(murmur_subjects::audit::run_auditor(
         platform.clone(),
         stopped(stop_rx.clone()),
@@ -130,7 +132,10 @@ pub async fn run(settings: &Settings) -> Result<()> {
     let coordinator = tokio::spawn(run_coordinator(
         platform.clone(),
         Arc::new(SystemClock),
-        CoordinatorConfig::default(),
+        CoordinatorConfig {
+            coordinators: vec![platform.identity().public_key().to_string()],
+            ..Default::default()
+        },
         stopped(stop_rx.clone()),
     ));
     step(
@@ -141,7 +146,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
     let submitter = participant(&connect, "demo-submitter", &realm, settings).await?;
     let mut live = Projector::new(
         submitter.clone(),
-        CoordinatorProjection::new(realm.clone(), vec![]),
+        CoordinatorProjection::new(realm.clone(), coordinators.clone()),
     );
 
     // Two workers join and run what they are leased.
@@ -162,10 +167,16 @@ pub async fn run(settings: &Settings) -> Result<()> {
         );
         out!("    {name} joined as {}", agent.id());
         let runner = agent.clone();
+        let coordinators = coordinators.clone();
         let stop = stopped(workers_stop_rx.clone());
         worker_tasks.push(tokio::spawn(async move {
-            murmur_agents::worker::run_worker(&runner, crate::agent_cli::builtin_handler(), stop)
-                .await
+            murmur_agents::worker::run_worker(
+                &runner,
+                crate::agent_cli::builtin_handler(),
+                coordinators.clone(),
+                stop,
+            )
+            .await
         }));
         workers.push(agent);
     }
@@ -355,7 +366,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
     live.catch_up().await?;
     let mut replayed = Projector::new(
         participant(&connect, "demo-replay", &realm, settings).await?,
-        CoordinatorProjection::new(realm.clone(), vec![]),
+        CoordinatorProjection::new(realm.clone(), coordinators.clone()),
     );
     replayed.catch_up().await?;
     ensure!(

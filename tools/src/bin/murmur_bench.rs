@@ -468,6 +468,7 @@ async fn task_suite(url: &str, n: u64, window: usize) -> Result<()> {
         CoordinatorConfig {
             tick: Duration::from_millis(20),
             slots_per_agent: 512,
+            coordinators: Vec::new(),
         },
         stopped(stop_rx.clone()),
     ));
@@ -520,6 +521,7 @@ async fn task_suite(url: &str, n: u64, window: usize) -> Result<()> {
             murmur_agents::worker::run_worker(
                 &runner,
                 murmur_tools::agent_cli::builtin_handler(),
+                Vec::new(),
                 stop,
             )
             .await
