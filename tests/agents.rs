@@ -2,53 +2,17 @@
 //! detection by missed heartbeats with two monitors writing one offline event, graceful
 //! leave on SIGTERM, and the live registry equal to a replayed one.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use murmur_coordination::liveness::{SystemClock, run_monitor};
 use murmur_coordination::registry::{AgentStatus, Registry, RegistryProjection};
-use murmur_e2e::{DEADLINE, murmur_binary};
+use murmur_e2e::{DEADLINE, spawn_agent};
 use murmur_subjects::events::AgentOffline;
 use murmur_subjects::projection::{StartAt, read_stream};
 use murmur_subjects::{EventType, Projector, Token};
 use murmur_tools::testkit::TestNats;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-async fn spawn_agent(
-    url: &str,
-    data: &std::path::Path,
-    kind: &str,
-    capability: &str,
-) -> Result<(Child, String)> {
-    let mut child = Command::new(murmur_binary()?)
-        .args(["--server", url, "--realm", "acme", "--data-dir"])
-        .arg(data)
-        .args([
-            "agent",
-            "run",
-            "--kind",
-            kind,
-            "--capability",
-            capability,
-            "--heartbeat-ms",
-            "200",
-            "--ephemeral-identity",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let id = tokio::time::timeout(DEADLINE, lines.next_line())
-        .await
-        .context("agent did not print its id")??
-        .context("agent exited before joining")?;
-    Ok((child, id.trim().to_string()))
-}
 
 async fn wait_registry(
     projector: &mut Projector<RegistryProjection>,
@@ -75,9 +39,9 @@ async fn agent_processes_join_crash_and_leave() -> Result<()> {
     );
 
     let (mut compiler, compiler_id) =
-        spawn_agent(nats.url(), data.path(), "compiler", "compiler.rust").await?;
+        spawn_agent(nats.url(), data.path(), "compiler", "compiler.rust", &[]).await?;
     let (executor, executor_id) =
-        spawn_agent(nats.url(), data.path(), "executor", "executor.test").await?;
+        spawn_agent(nats.url(), data.path(), "executor", "executor.test", &[]).await?;
     wait_registry(&mut live, "both agents online", |r| {
         r.count(AgentStatus::Online) == 2
     })

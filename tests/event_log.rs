@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Result;
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use murmur_e2e::{DEADLINE, dead_letters, joined, publish_raw, submitted, wait_for_dead_letter};
+use murmur_e2e::{
+    DEADLINE, dead_letters, joined, publish_raw, spawn_auditor, submitted, wait_for_dead_letter,
+};
 use murmur_subjects::binding::{self, ContentMode};
 use murmur_subjects::envelope::EventRecord;
 use murmur_subjects::events::{AgentJoined, AgentLeft, DeadLetterReason, TaskCompleted};
@@ -133,14 +135,7 @@ async fn every_kind_of_bad_input_is_dead_lettered() -> Result<()> {
         EventCodec::default().max_event_bytes(limit),
     )
     .await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let auditor = tokio::spawn(murmur_subjects::audit::run_auditor(
-        log.clone(),
-        async {
-            stopped.await.ok();
-        },
-        None,
-    ));
+    let auditor = spawn_auditor(&log);
 
     let good = log.seal(Draft::new(tok("t1"), &submitted(1))?);
     let (good_headers, good_body) = binding::encode(&good.record, ContentMode::Structured, limit)?;
@@ -252,8 +247,8 @@ async fn every_kind_of_bad_input_is_dead_lettered() -> Result<()> {
             .map(|(_, d)| (&d.reason, &d.original_subject))
             .collect::<Vec<_>>()
     );
-    stop.send(()).ok();
-    let stats = auditor.await??;
+    auditor.stop.send(()).ok();
+    let stats = auditor.task.await??;
     assert_eq!(stats.dead_lettered, 9);
     assert_eq!(stats.valid, 1);
     Ok(())
@@ -264,14 +259,7 @@ async fn dead_letters_keep_the_original_and_can_be_redriven() -> Result<()> {
     // An operator redrives a dead letter: the original bytes go back to the original subject.
     let nats = TestNats::start().await?;
     let log = nats.event_log("acme").await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let auditor = tokio::spawn(murmur_subjects::audit::run_auditor(
-        log.clone(),
-        async {
-            stopped.await.ok();
-        },
-        None,
-    ));
+    let auditor = spawn_auditor(&log);
     let mallory = Identity::generate();
     let mut forged = Draft::new(tok("t9"), &submitted(9))?.seal(&mallory, &tok("acme"));
     forged.record.source = log.identity().public_key().to_string();
@@ -315,8 +303,8 @@ async fn dead_letters_keep_the_original_and_can_be_redriven() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop.send(()).ok();
-    auditor.await??;
+    auditor.stop.send(()).ok();
+    auditor.task.await??;
     Ok(())
 }
 
@@ -399,15 +387,7 @@ async fn projection_live_equals_full_replay() -> Result<()> {
 async fn batch_signed_appends_are_stored_and_verified() -> Result<()> {
     let nats = TestNats::start().await?;
     let log = nats.event_log("acme").await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (stats_tx, mut stats) = tokio::sync::watch::channel(Default::default());
-    let auditor = tokio::spawn(murmur_subjects::audit::run_auditor(
-        log.clone(),
-        async {
-            stopped.await.ok();
-        },
-        Some(stats_tx),
-    ));
+    let mut auditor = spawn_auditor(&log);
     let drafts = (0..600u64)
         .map(|i| Draft::new(tok(&format!("t{i}")), &submitted(i)))
         .collect::<Result<Vec<_>, _>>()?;
@@ -429,12 +409,12 @@ async fn batch_signed_appends_are_stored_and_verified() -> Result<()> {
     assert_eq!(p.stats().applied, 600);
     assert_eq!(p.stats().invalid, 0);
     let until = tokio::time::Instant::now() + DEADLINE;
-    while stats.borrow().valid < 600 {
-        tokio::time::timeout_at(until, stats.changed()).await??;
+    while auditor.stats.borrow().valid < 600 {
+        tokio::time::timeout_at(until, auditor.stats.changed()).await??;
     }
-    assert_eq!(stats.borrow().dead_lettered, 0);
-    stop.send(()).ok();
-    auditor.await??;
+    assert_eq!(auditor.stats.borrow().dead_lettered, 0);
+    auditor.stop.send(()).ok();
+    auditor.task.await??;
     Ok(())
 }
 

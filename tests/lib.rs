@@ -112,3 +112,79 @@ pub fn murmur_binary() -> Result<std::path::PathBuf> {
     );
     Ok(bin)
 }
+
+/// `murmur agent run` as a separate process in realm `acme`, with a fresh identity and a
+/// 200 ms heartbeat. `global` goes before the subcommand (e.g. `--log-level info`), `agent`
+/// after `agent run --kind K --capability C` (e.g. `--builtin-handler`). Stdout is piped;
+/// stderr is piped when `capture_stderr` (read it, or the pipe fills), else inherited. The
+/// process is killed when dropped.
+pub fn agent_process(
+    url: &str,
+    data: &std::path::Path,
+    global: &[&str],
+    kind: &str,
+    capability: &str,
+    agent: &[&str],
+    capture_stderr: bool,
+) -> Result<tokio::process::Child> {
+    Ok(tokio::process::Command::new(murmur_binary()?)
+        .args(["--server", url, "--realm", "acme", "--data-dir"])
+        .arg(data)
+        .args(global)
+        .args(["agent", "run", "--kind", kind, "--capability", capability])
+        .args(["--heartbeat-ms", "200", "--ephemeral-identity"])
+        .args(agent)
+        .stdout(std::process::Stdio::piped())
+        .stderr(if capture_stderr {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::inherit()
+        })
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+/// Starts [`agent_process`] and waits (up to [`DEADLINE`]) for the id it prints once joined.
+pub async fn spawn_agent(
+    url: &str,
+    data: &std::path::Path,
+    kind: &str,
+    capability: &str,
+    agent: &[&str],
+) -> Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = agent_process(url, data, &[], kind, capability, agent, false)?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let id = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .context("agent did not print its id")??
+        .context("agent exited before joining")?;
+    Ok((child, id.trim().to_string()))
+}
+
+/// A running log auditor: send on `stop` (or drop it) to end it, then await `task`.
+pub struct Auditor {
+    /// Ends the auditor.
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    /// Its result: what it saw.
+    pub task: tokio::task::JoinHandle<
+        Result<murmur_subjects::audit::AuditStats, murmur_subjects::LogError>,
+    >,
+    /// Its counters, updated after every message.
+    pub stats: tokio::sync::watch::Receiver<murmur_subjects::audit::AuditStats>,
+}
+
+/// Starts the auditor on `log`.
+pub fn spawn_auditor(log: &EventLog) -> Auditor {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stats_tx, stats) = tokio::sync::watch::channel(Default::default());
+    let task = tokio::spawn(murmur_subjects::audit::run_auditor(
+        log.clone(),
+        async {
+            stopped.await.ok();
+        },
+        Some(stats_tx),
+    ));
+    Auditor { stop, task, stats }
+}

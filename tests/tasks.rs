@@ -4,7 +4,6 @@
 //! projection that lived through it equals a replay.
 
 use std::ops::ControlFlow;
-use std::process::Stdio;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -14,14 +13,14 @@ use murmur_coordination::coordinator::{
 use murmur_coordination::liveness::SystemClock;
 use murmur_coordination::registry::AgentStatus;
 use murmur_coordination::tasks::TaskState;
-use murmur_e2e::{DEADLINE, murmur_binary};
+use murmur_e2e::{DEADLINE, agent_process, spawn_agent};
 use murmur_subjects::events::{TaskCompleted, TaskSubmitted};
 use murmur_subjects::log::Expected;
 use murmur_subjects::projection::{StartAt, read_stream};
 use murmur_subjects::{Draft, EventType, Projector, Token};
 use murmur_tools::testkit::TestNats;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 type Stopper = tokio::sync::watch::Receiver<bool>;
 
@@ -42,31 +41,7 @@ async fn spawn_coordinator(
 }
 
 async fn spawn_worker(url: &str, data: &std::path::Path) -> Result<(Child, String)> {
-    let mut child = Command::new(murmur_binary()?)
-        .args(["--server", url, "--realm", "acme", "--data-dir"])
-        .arg(data)
-        .args([
-            "agent",
-            "run",
-            "--kind",
-            "tester",
-            "--capability",
-            "test.run",
-            "--heartbeat-ms",
-            "200",
-            "--ephemeral-identity",
-            "--builtin-handler",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let id = tokio::time::timeout(DEADLINE, lines.next_line())
-        .await
-        .context("worker id")??
-        .context("worker exited")?;
-    Ok((child, id.trim().to_string()))
+    spawn_agent(url, data, "tester", "test.run", &["--builtin-handler"]).await
 }
 
 async fn wait(
@@ -76,8 +51,8 @@ async fn wait(
 ) -> Result<()> {
     anyhow::ensure!(
         view.follow_until(DEADLINE, done).await?,
-        "never saw {what}: {:#?} {:#?}",
-        view.state().tasks.tasks.get("long"),
+        "never saw {what}: tasks {:?}, agents {:?}",
+        view.state().tasks.counts(),
         view.state()
             .registry
             .agents
@@ -291,33 +266,15 @@ async fn cancelling_a_running_task_stops_the_attempt() -> Result<()> {
     let submitter = nats.event_log("acme").await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
-    let mut worker = Command::new(murmur_binary()?)
-        .args([
-            "--server",
-            nats.url(),
-            "--realm",
-            "acme",
-            "--log-level",
-            "info",
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .args([
-            "agent",
-            "run",
-            "--kind",
-            "tester",
-            "--capability",
-            "test.run",
-            "--heartbeat-ms",
-            "200",
-            "--ephemeral-identity",
-            "--builtin-handler",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut worker = agent_process(
+        nats.url(),
+        data.path(),
+        &["--log-level", "info"],
+        "tester",
+        "test.run",
+        &["--builtin-handler"],
+        true,
+    )?;
     let mut stderr = BufReader::new(worker.stderr.take().context("stderr")?).lines();
     let mut live = Projector::new(
         submitter.clone(),

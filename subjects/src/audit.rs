@@ -33,14 +33,7 @@ pub async fn run_auditor(
     stats: Option<tokio::sync::watch::Sender<AuditStats>>,
 ) -> Result<AuditStats, LogError> {
     let stream_name = log.config().history_stream.clone();
-    let stream = log
-        .jetstream()
-        .get_stream(&stream_name)
-        .await
-        .map_err(|e| LogError::Stream {
-            stream: stream_name.clone(),
-            reason: e.to_string(),
-        })?;
+    let stream = log.stream(&stream_name).await?;
     let durable: consumer::PullConsumer = stream
         .get_or_create_consumer(
             AUDITOR_CONSUMER,

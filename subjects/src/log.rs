@@ -467,16 +467,20 @@ impl EventLog {
         self.append_sealed(&sealed).await?.wait().await
     }
 
-    /// Last sequence of the history stream (0 when empty).
-    pub async fn last_sequence(&self, stream_name: &str) -> Result<u64, LogError> {
-        let mut stream = self
-            .js
-            .get_stream(stream_name)
+    /// A handle on one of murmur's streams, with a typed error.
+    pub async fn stream(&self, name: &str) -> Result<jetstream::stream::Stream, LogError> {
+        self.js
+            .get_stream(name)
             .await
             .map_err(|e| LogError::Stream {
-                stream: stream_name.to_string(),
+                stream: name.to_string(),
                 reason: e.to_string(),
-            })?;
+            })
+    }
+
+    /// Last sequence of the history stream (0 when empty).
+    pub async fn last_sequence(&self, stream_name: &str) -> Result<u64, LogError> {
+        let mut stream = self.stream(stream_name).await?;
         let info = stream.info().await.map_err(|e| LogError::Stream {
             stream: stream_name.to_string(),
             reason: e.to_string(),

@@ -276,15 +276,7 @@ impl<P: Projection> Projector<P> {
     ) -> Result<u64, LogError> {
         if self.live.is_none() {
             let stream_name = self.log.config().history_stream.clone();
-            let stream = self
-                .log
-                .jetstream()
-                .get_stream(&stream_name)
-                .await
-                .map_err(|e| LogError::Stream {
-                    stream: stream_name.clone(),
-                    reason: e.to_string(),
-                })?;
+            let stream = self.log.stream(&stream_name).await?;
             let consumer = stream
                 .create_consumer(consumer::pull::OrderedConfig {
                     filter_subject: self.projection.filter().to_string(),

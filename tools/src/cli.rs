@@ -361,7 +361,7 @@ impl Settings {
         let connect = self
             .connect
             .clone()
-            .context("no NATS server configured: set NATS_URL, --server, or run `murmur up` first")?
+            .context("no NATS server configured: set NATS_URL, --server, or run `murmur up` first (it listens on nats://127.0.0.1:4222)")?
             .name(name);
         let client = connect.connect().await?;
         Ok(EventLog::open(
@@ -374,23 +374,11 @@ impl Settings {
         .await?)
     }
 
-    /// Connects and opens the event log (requires a configured server).
+    /// Connects and opens the event log as this participant (its identity file, created if
+    /// missing).
     pub async fn open_log(&self, name: &str) -> Result<EventLog> {
-        let connect = self
-            .connect
-            .clone()
-            .context("no NATS server configured: set NATS_URL, --server, or run `murmur up` first (it listens on nats://127.0.0.1:4222)")?
-            .name(name);
         let identity = load_or_create_identity(&self.identity_file)?;
-        let client = connect.connect().await?;
-        Ok(EventLog::open(
-            client,
-            identity,
-            self.realm.clone(),
-            self.log.clone(),
-            self.codec.clone(),
-        )
-        .await?)
+        self.open_log_as(name, identity).await
     }
 }
 
