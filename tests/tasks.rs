@@ -352,6 +352,7 @@ async fn task_graphs_release_children_with_parent_outputs_and_cancel_on_failure(
         capability: "test.run".into(),
         input,
         depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        ..Default::default()
     };
     // build → test; plus broken → never (cancelled when broken is dead-lettered).
     let spec = GraphSpec {
@@ -372,7 +373,7 @@ async fn task_graphs_release_children_with_parent_outputs_and_cancel_on_failure(
         on_failure: FailurePolicy::CancelDescendants,
     };
     let before = submitter.last_sequence("MURMUR_HISTORY").await?;
-    let err = murmur_tools::agent_cli::submit_graph(&submitter, &cyclic, "bad")
+    let err = murmur_coordination::submit::submit_graph(&submitter, &cyclic, "bad", None)
         .await
         .expect_err("cycle");
     assert!(err.to_string().contains("x → y → x"), "{err}");
@@ -382,7 +383,7 @@ async fn task_graphs_release_children_with_parent_outputs_and_cancel_on_failure(
         "nothing submitted"
     );
 
-    let ids = murmur_tools::agent_cli::submit_graph(&submitter, &spec, "g1").await?;
+    let ids = murmur_coordination::submit::submit_graph(&submitter, &spec, "g1", None).await?;
     let mut live = Projector::new(submitter.clone(), CoordinatorProjection::new(realm, vec![]));
     wait(&mut live, "the graph settled", |v| {
         let state = |id: &str| v.tasks.tasks.get(id).map(|t| t.state.name());

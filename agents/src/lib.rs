@@ -4,10 +4,13 @@
 //! labels, version, hardware) as a signed `agent.joined` event, registers as a NATS micro
 //! service so stock `$SRV.PING|INFO|STATS` discovery finds it, heartbeats on core NATS and
 //! into a presence KV bucket whose entries expire, can enter a one-way lame-duck mode, and
-//! leaves with a signed `agent.left` event. The agent kinds (planner, compiler, executor,
-//! tool, memory, inference) arrive with the rest of issue 3. [`worker`] runs the tasks
-//! leased to an agent through a handler.
+//! leaves with a signed `agent.left` event. [`worker`] runs the tasks leased to an agent
+//! through a handler. [`pipeline`] holds the distributed-compilation kinds (planner,
+//! compiler, executor); [`artifacts`] the content-addressed Object Store they exchange
+//! source and binaries through.
 
+pub mod artifacts;
+pub mod pipeline;
 pub mod runtime;
 pub mod worker;
 

@@ -18,10 +18,34 @@ use crate::runtime::{Agent, AgentError};
 /// What a handler returns: the output, or the tool's error message.
 pub type TaskResult = Result<serde_json::Value, String>;
 
-/// Runs one task input.
-pub type Handler = Arc<
-    dyn Fn(serde_json::Value) -> Pin<Box<dyn Future<Output = TaskResult> + Send>> + Send + Sync,
->;
+/// The attempt a handler runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskContext {
+    /// Task id (its aggregate token).
+    pub task: String,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+    /// Correlation id of the task's workflow; events a handler writes keep it.
+    pub correlation_id: String,
+    /// Id of this attempt's `task.started` event: the cause of anything the handler writes.
+    pub started_id: String,
+    /// The task's input, or for a task with dependencies
+    /// `{"input": ..., "parents": {id: output, ...}}`.
+    pub input: serde_json::Value,
+}
+
+/// Runs one attempt.
+pub type Handler =
+    Arc<dyn Fn(TaskContext) -> Pin<Box<dyn Future<Output = TaskResult> + Send>> + Send + Sync>;
+
+/// Wraps an async function as a [`Handler`].
+pub fn handler<F, Fut>(f: F) -> Handler
+where
+    F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = TaskResult> + Send + 'static,
+{
+    Arc::new(move |ctx| Box::pin(f(ctx)))
+}
 
 struct Finished {
     task: String,
@@ -127,7 +151,13 @@ pub async fn run_worker(
                         let started = log.append_many(drafts).await?;
                         for ((task, attempt, correlation, _, input), (started, pending)) in mine.into_iter().zip(started) {
                             pending.wait().await?;
-                            let run = handler(input);
+                            let run = handler(TaskContext {
+                                task: task.clone(),
+                                attempt,
+                                correlation_id: correlation.clone(),
+                                started_id: started.record.id.clone(),
+                                input,
+                            });
                             let tx = done_tx.clone();
                             let key = task.clone();
                             let handle = tokio::spawn(async move {

@@ -13,7 +13,7 @@ use petgraph::visit::{Dfs, EdgeRef};
 use serde::{Deserialize, Serialize};
 
 /// One task in a graph file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct GraphTask {
     /// Id, unique in the graph.
     pub id: String,
@@ -25,6 +25,12 @@ pub struct GraphTask {
     /// Ids of the tasks it depends on.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// Attempts before the task is dead-lettered (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Lease per attempt in milliseconds (default 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
 }
 
 /// What a failed task does to its descendants.
@@ -212,6 +218,7 @@ mod tests {
                     capability: "x".into(),
                     input: serde_json::Value::Null,
                     depends_on: deps.iter().map(|d| d.to_string()).collect(),
+                    ..Default::default()
                 })
                 .collect(),
             on_failure: FailurePolicy::default(),

@@ -19,6 +19,8 @@
 //!   dependency, release order, descendants (pure). Submitted graphs are `task.submitted`
 //!   events with `depends_on`, held by [`tasks::decide`] until their parents complete.
 //!
+//! - [`submit`]: submitting a validated graph as `task.submitted` events (I/O edge).
+//!
 //! Consensus (issue 4) builds on these.
 
 pub mod coordinator;
@@ -26,4 +28,5 @@ pub mod graph;
 pub mod liveness;
 pub mod registry;
 pub mod routing;
+pub mod submit;
 pub mod tasks;

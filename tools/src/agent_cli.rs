@@ -36,14 +36,27 @@ pub struct AgentRunArgs {
     pub ephemeral_identity: bool,
     /// Run leased tasks with the built-in test handler: waits `sleep_ms` from the input if
     /// given, fails with the input's `fail` message if given, else returns the input.
+    /// Without it, the kinds planner, compiler and executor run their pipeline handlers
+    /// (and offer `planner`, `compiler.rust`, `executor.test` unless capabilities are given);
+    /// other kinds only join, heartbeat and leave.
     #[arg(long)]
     pub builtin_handler: bool,
+    /// Longest a compiler's build may take, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub compile_timeout_s: u64,
+    /// Longest an executor lets one test binary run, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub test_timeout_s: u64,
+    /// Address-space limit of a test binary run by an executor, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub test_memory_mib: u64,
 }
 
 /// The built-in test handler (a no-op worker for demos, tests and benchmarks).
 pub fn builtin_handler() -> murmur_agents::worker::Handler {
-    std::sync::Arc::new(|input: serde_json::Value| {
-        Box::pin(async move {
+    murmur_agents::worker::handler(|ctx| async move {
+        let input = ctx.input;
+        {
             if let Some(ms) = input.get("sleep_ms").and_then(serde_json::Value::as_u64) {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
@@ -51,7 +64,7 @@ pub fn builtin_handler() -> murmur_agents::worker::Handler {
                 return Err(msg.to_string());
             }
             Ok(input)
-        })
+        }
     })
 }
 
@@ -77,7 +90,13 @@ fn hardware() -> Hardware {
 }
 
 /// Runs one agent until ctrl-c or SIGTERM, then leaves.
-pub async fn run(settings: &Settings, args: AgentRunArgs) -> Result<()> {
+pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
+    if args.capabilities.is_empty()
+        && !args.builtin_handler
+        && let Some(c) = murmur_agents::pipeline::default_capability(&args.kind)
+    {
+        args.capabilities.push(c.to_string());
+    }
     for c in &args.capabilities {
         validate_capability(c).map_err(anyhow::Error::msg)?;
     }
@@ -122,16 +141,34 @@ pub async fn run(settings: &Settings, args: AgentRunArgs) -> Result<()> {
             _ = term.recv() => {}
         }
     };
-    if args.builtin_handler {
-        murmur_agents::worker::run_worker(
-            &agent,
-            builtin_handler(),
-            settings.coordinators.clone(),
-            stop,
+    let handler = if args.builtin_handler {
+        Some(builtin_handler())
+    } else if murmur_agents::pipeline::default_capability(&args.kind).is_none() {
+        None
+    } else {
+        let store = murmur_agents::artifacts::ArtifactStore::open(
+            agent.log().jetstream(),
+            settings.log.replicas,
         )
         .await?;
-    } else {
-        stop.await;
+        murmur_agents::pipeline::handler_for(
+            &args.kind,
+            agent.log().clone(),
+            store,
+            murmur_agents::pipeline::PipelineOptions {
+                compile_timeout: Duration::from_secs(args.compile_timeout_s),
+                test_timeout: Duration::from_secs(args.test_timeout_s),
+                test_memory_bytes: args.test_memory_mib << 20,
+                ..Default::default()
+            },
+        )
+    };
+    match handler {
+        Some(handler) => {
+            murmur_agents::worker::run_worker(&agent, handler, settings.coordinators.clone(), stop)
+                .await?;
+        }
+        None => stop.await,
     }
     agent.enter_lame_duck();
     agent.leave("shutdown").await?;
@@ -354,42 +391,6 @@ pub async fn task_cancel(settings: &Settings, id: &str, reason: &str) -> Result<
     Ok(())
 }
 
-/// Validates a graph spec and submits every task, ids prefixed with `graph` so several
-/// submissions of one file do not collide. Returns the submitted ids (file id → task id).
-pub async fn submit_graph(
-    log: &murmur_subjects::EventLog,
-    spec: &murmur_coordination::graph::GraphSpec,
-    graph: &str,
-) -> Result<BTreeMap<String, String>> {
-    murmur_coordination::graph::TaskGraph::new(spec)?;
-    let ids: BTreeMap<String, String> = spec
-        .tasks
-        .iter()
-        .map(|t| (t.id.clone(), format!("{graph}-{}", t.id)))
-        .collect();
-    for t in &spec.tasks {
-        validate_capability(&t.capability).map_err(anyhow::Error::msg)?;
-        let id = murmur_subjects::Token::new(ids[&t.id].as_str())
-            .with_context(|| format!("task id {:?} is not usable in a subject", t.id))?;
-        let payload = murmur_subjects::events::TaskSubmitted {
-            capability: t.capability.clone(),
-            input: t.input.clone(),
-            depends_on: t.depends_on.iter().map(|d| ids[d].clone()).collect(),
-            on_dependency_failure: match spec.on_failure {
-                murmur_coordination::graph::FailurePolicy::CancelDescendants => None,
-                murmur_coordination::graph::FailurePolicy::FailDescendants => Some("fail".into()),
-            },
-            ..Default::default()
-        };
-        log.append_expected(
-            murmur_subjects::Draft::new(id, &payload)?,
-            murmur_subjects::log::Expected::NoEvents,
-        )
-        .await?;
-    }
-    Ok(ids)
-}
-
 /// `murmur task graph submit FILE`.
 pub async fn graph_submit(settings: &Settings, file: &std::path::Path) -> Result<()> {
     let text =
@@ -402,7 +403,9 @@ pub async fn graph_submit(settings: &Settings, file: &std::path::Path) -> Result
         };
     let log = settings.open_log("murmur-graph-submit").await?;
     let graph = format!("g{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
-    for (file_id, task_id) in submit_graph(&log, &spec, &graph).await? {
+    for (file_id, task_id) in
+        murmur_coordination::submit::submit_graph(&log, &spec, &graph, None).await?
+    {
         out!("{file_id}\t{task_id}");
     }
     Ok(())

@@ -74,7 +74,11 @@ pub enum Command {
         port: u16,
     },
     /// Run the sample workflow end to end and exit 0 when it succeeded.
-    Demo,
+    Demo {
+        /// Another demo instead of the main one.
+        #[command(subcommand)]
+        which: Option<DemoCommand>,
+    },
     /// Print the declared subject tree and event types.
     Subjects,
     /// Live events.
@@ -117,6 +121,14 @@ pub enum Command {
         #[command(subcommand)]
         command: NatsCommand,
     },
+}
+
+/// `murmur demo ...`
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// The distributed-compilation pipeline: a planner, two compilers and an executor as
+    /// separate processes build and test two sample workspaces with the machine's cargo.
+    Compile,
 }
 
 /// `murmur events ...`
@@ -388,7 +400,10 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Subjects => subjects(&settings),
         Command::Up { port } => up(&settings, port).await,
-        Command::Demo => crate::demo::run(&settings).await,
+        Command::Demo { which: None } => crate::demo::run(&settings).await,
+        Command::Demo {
+            which: Some(DemoCommand::Compile),
+        } => crate::demo_compile::run(&settings).await,
         Command::Events {
             command: EventsCommand::Tail { subject, ty, count },
         } => tail(&settings, subject, ty, count).await,

@@ -33,11 +33,13 @@ use crate::nats_server::NatsProcess;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn step(n: usize, text: &str) {
+/// Prints a numbered demo step.
+pub fn step(n: usize, text: &str) {
     out!("[{n}] {text}");
 }
 
-async fn participant(
+/// Connects a participant with a fresh identity.
+pub async fn participant(
     connect: &murmur_subjects::connect::ConnectOptions,
     name: &str,
     realm: &Token,
@@ -82,29 +84,47 @@ async fn wait(
     Ok(())
 }
 
+/// A nats-server the demo started, with its temporary store; stopped when dropped.
+pub struct LocalServer {
+    server: NatsProcess,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalServer {
+    /// Its client URL.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+}
+
+/// The configured servers, or a local nats-server with JetStream on a free port with a
+/// temporary store when none is configured.
+pub async fn connect_or_start(
+    settings: &Settings,
+) -> Result<(
+    murmur_subjects::connect::ConnectOptions,
+    Option<LocalServer>,
+)> {
+    if let Some(c) = &settings.connect {
+        return Ok((c.clone(), None));
+    }
+    let dir = tempfile::tempdir()?;
+    let mut server = NatsProcess::start(0, dir.path()).await?;
+    server.wait_ready(Duration::from_secs(60)).await?;
+    step(
+        0,
+        &format!(
+            "started nats-server with JetStream at {} (temporary store)",
+            server.url()
+        ),
+    );
+    let c = murmur_subjects::connect::ConnectOptions::servers(&server.url());
+    Ok((c, Some(LocalServer { server, _dir: dir })))
+}
+
 /// Runs the demo.
 pub async fn run(settings: &Settings) -> Result<()> {
-    let _dir;
-    let mut _server = None;
-    let connect = match &settings.connect {
-        Some(c) => c.clone(),
-        None => {
-            let dir = tempfile::tempdir()?;
-            let mut server = NatsProcess::start(0, dir.path()).await?;
-            server.wait_ready(Duration::from_secs(60)).await?;
-            step(
-                0,
-                &format!(
-                    "started nats-server with JetStream at {} (temporary store)",
-                    server.url()
-                ),
-            );
-            let c = murmur_subjects::connect::ConnectOptions::servers(&server.url());
-            _server = Some(server);
-            _dir = dir;
-            c
-        }
-    };
+    let (connect, _server) = connect_or_start(settings).await?;
     // A realm of its own, so the demo never mixes with other data on a shared server.
     let realm = Token::new(format!(
         "demo-{}",

@@ -27,6 +27,7 @@ pub mod agent_cli;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod demo_compile;
 pub mod nats_server;
 pub mod overview;
 pub mod testkit;

@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", app::report(&[1.5, 2.5, 9.0]));
+}
