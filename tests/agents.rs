@@ -132,3 +132,166 @@ async fn agent_processes_join_crash_and_leave() -> Result<()> {
     assert_eq!(replayed.state(), live.state());
     Ok(())
 }
+
+/// One `$SRV.STATS` scatter-gather: the murmur snapshot of `agent`, if it answered.
+async fn srv_stats(
+    client: &async_nats::Client,
+    agent: &str,
+) -> Result<Option<murmur_agents::metrics::MetricsSnapshot>> {
+    use futures::StreamExt;
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply("$SRV.STATS", inbox, "".into())
+        .await?;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), replies.next()).await
+    {
+        let stats: async_nats::service::Stats = serde_json::from_slice(&msg.payload)?;
+        for e in stats.endpoints {
+            if let Some(Ok(s)) = e
+                .data
+                .map(serde_json::from_value::<murmur_agents::metrics::MetricsSnapshot>)
+                && s.agent == agent
+            {
+                return Ok(Some(s));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn http_get(addr: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Result<()> {
+    use murmur_coordination::coordinator::{CoordinatorConfig, run_coordinator};
+    use murmur_subjects::events::TaskSubmitted;
+    use murmur_subjects::{Draft, log::Expected};
+
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let (mut worker, id) = spawn_agent(
+        nats.url(),
+        data.path(),
+        "tester",
+        "test.run",
+        &["--builtin-handler", "--metrics-listen", &metrics_addr],
+    )
+    .await?;
+    let submitter = nats.event_log("acme").await?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let coordinator = tokio::spawn(run_coordinator(
+        nats.event_log("acme").await?,
+        Arc::new(SystemClock),
+        CoordinatorConfig::default(),
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+    for (n, input) in [
+        serde_json::json!({"n": 1}),
+        serde_json::json!({"n": 2}),
+        serde_json::json!({"fail": "boom"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        submitter
+            .append_expected(
+                Draft::new(
+                    Token::new(format!("t{n}"))?,
+                    &TaskSubmitted {
+                        capability: "test.run".into(),
+                        input,
+                        max_attempts: Some(1),
+                        ..Default::default()
+                    },
+                )?,
+                Expected::NoEvents,
+            )
+            .await?;
+    }
+
+    // $SRV.STATS: the agent's counters as its status endpoint's data.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let snapshot = loop {
+        let s = srv_stats(submitter.client(), &id).await?;
+        if let Some(s) = &s
+            && s.attempts_completed == 2
+            && s.attempts_failed == 1
+        {
+            break s.clone();
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "$SRV.STATS never showed 2 completed + 1 failed: {s:?}"
+        );
+    };
+    assert_eq!(snapshot.attempts_started, 3);
+    assert_eq!(snapshot.running, 0);
+    assert!(!snapshot.lame_duck);
+
+    // The agent's own status endpoint answers the same counters.
+    let status_subject = murmur_subjects::Subject::new(
+        Token::new("acme")?,
+        murmur_subjects::Plane::Rpc,
+        murmur_subjects::Domain::Agent,
+        Token::new(id.as_str())?,
+        Token::new("status")?,
+    );
+    let reply = submitter
+        .client()
+        .request(status_subject.to_string(), "".into())
+        .await?;
+    let direct: murmur_agents::metrics::MetricsSnapshot = serde_json::from_slice(&reply.payload)?;
+    assert_eq!(direct.attempts_completed, 2);
+
+    // Prometheus text.
+    let scraped = http_get(&metrics_addr, "/metrics")?;
+    assert!(scraped.contains("200 OK"), "{scraped}");
+    assert!(
+        scraped.contains(&format!(
+            "murmur_agent_attempts_completed_total{{agent=\"{id}\",kind=\"tester\"}} 2"
+        )),
+        "{scraped}"
+    );
+    assert!(http_get(&metrics_addr, "/other")?.contains("404"));
+
+    // `murmur status --json` sums it up from the log and the live stats, once the
+    // coordinator has dead-lettered the failed task.
+    let mut view = Projector::new(
+        submitter.clone(),
+        murmur_coordination::coordinator::CoordinatorProjection::new(Token::new("acme")?, vec![]),
+    );
+    anyhow::ensure!(
+        view.follow_until(DEADLINE, |v| v.tasks.counts().get("dead_lettered") == Some(&1))
+            .await?,
+        "the failed task was never dead-lettered"
+    );
+    let out = std::process::Command::new(murmur_e2e::murmur_binary()?)
+        .args(["--server", nats.url(), "--realm", "acme", "--data-dir"])
+        .arg(data.path().join("status"))
+        .args(["--json", "status"])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(status["tasks"]["completed"], 2, "{status:#}");
+    assert_eq!(status["tasks"]["dead_lettered"], 1, "{status:#}");
+    assert_eq!(status["agents"]["online"], 1, "{status:#}");
+    assert_eq!(status["completed_in_window"], 2, "{status:#}");
+    assert_eq!(status["online"][0]["live"]["attempts_completed"], 2, "{status:#}");
+
+    let _ = stop_tx.send(true);
+    coordinator.await??;
+    worker.kill().await?;
+    Ok(())
+}

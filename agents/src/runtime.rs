@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use async_nats::service::ServiceExt;
 use murmur_subjects::events::{AgentHeartbeat, AgentJoined, AgentLeft};
-use murmur_subjects::{Draft, EventLog, LogError, Token};
+use murmur_subjects::{Domain, Draft, EventLog, LogError, Plane, Subject, Token};
+
+use crate::metrics::AgentMetrics;
 use tokio::task::JoinHandle;
 
 /// KV bucket holding one presence entry per agent; entries expire three heartbeat intervals
@@ -52,7 +54,9 @@ pub struct Agent {
     id: Token,
     lame_duck: Arc<AtomicBool>,
     queue_depth: Arc<AtomicU32>,
+    metrics: Arc<AgentMetrics>,
     heartbeats: JoinHandle<()>,
+    status: JoinHandle<()>,
     _service: async_nats::service::Service,
 }
 
@@ -96,6 +100,8 @@ impl Agent {
         } else {
             "0.0.0".to_string()
         };
+        let metrics = Arc::new(AgentMetrics::new(id.as_str(), &spec.manifest.kind));
+        let stats_metrics = metrics.clone();
         let service = log
             .client()
             .service_builder()
@@ -104,12 +110,42 @@ impl Agent {
                 spec.manifest.kind, spec.manifest.name
             ))
             .metadata(metadata)
+            .stats_handler(move |_endpoint, _stats| {
+                serde_json::to_value(stats_metrics.snapshot()).unwrap_or_default()
+            })
             .start(service_name(&spec.manifest.kind), version)
             .await
             .map_err(|e| AgentError::Setup {
                 what: "micro service",
                 reason: e.to_string(),
             })?;
+        // `status` answers with the agent's counters; `$SRV.STATS` shows them as its data.
+        let status_subject = Subject::new(
+            log.realm().clone(),
+            Plane::Rpc,
+            Domain::Agent,
+            id.clone(),
+            Token::new("status")?,
+        );
+        let mut endpoint = service
+            .endpoint_builder()
+            .name("status")
+            .add(status_subject.to_string())
+            .await
+            .map_err(|e| AgentError::Setup {
+                what: "status endpoint",
+                reason: e.to_string(),
+            })?;
+        let status_metrics = metrics.clone();
+        let status = tokio::spawn(async move {
+            use futures::StreamExt;
+            while let Some(request) = endpoint.next().await {
+                let body = serde_json::to_vec(&status_metrics.snapshot()).unwrap_or_default();
+                if let Err(e) = request.respond(Ok(body.into())).await {
+                    tracing::debug!(error = %e, "status reply failed");
+                }
+            }
+        });
 
         let presence = presence_bucket(&log, spec.heartbeat).await?;
         let lame_duck = Arc::new(AtomicBool::new(false));
@@ -121,13 +157,16 @@ impl Agent {
             presence,
             lame_duck.clone(),
             queue_depth.clone(),
+            metrics.clone(),
         ));
         Ok(Self {
             log,
             id,
             lame_duck,
             queue_depth,
+            metrics,
             heartbeats,
+            status,
             _service: service,
         })
     }
@@ -145,6 +184,12 @@ impl Agent {
     /// Enters lame-duck mode: announced in heartbeats, refuses new work. One-way.
     pub fn enter_lame_duck(&self) {
         self.lame_duck.store(true, Ordering::SeqCst);
+        self.metrics.set_lame_duck();
+    }
+
+    /// The agent's counters.
+    pub fn metrics(&self) -> &Arc<AgentMetrics> {
+        &self.metrics
     }
 
     /// Whether it is in lame-duck mode.
@@ -160,6 +205,7 @@ impl Agent {
     /// Leaves: stops heartbeats, appends `agent.left`, drains the connection.
     pub async fn leave(self, reason: &str) -> Result<(), AgentError> {
         self.heartbeats.abort();
+        self.status.abort();
         self.log
             .append(Draft::new(
                 self.id.clone(),
@@ -201,6 +247,7 @@ async fn beat(
     presence: kv::Store,
     lame_duck: Arc<AtomicBool>,
     queue_depth: Arc<AtomicU32>,
+    metrics: Arc<AgentMetrics>,
 ) {
     let mut tick = tokio::time::interval(interval);
     let key = format!("{}.{}", log.realm(), id);
@@ -222,8 +269,9 @@ async fn beat(
                 continue;
             }
         };
-        if let Err(e) = log.publish_live(draft).await {
-            tracing::warn!(error = %e, "heartbeat publish failed");
+        match log.publish_live(draft).await {
+            Ok(_) => metrics.heartbeat_sent(),
+            Err(e) => tracing::warn!(error = %e, "heartbeat publish failed"),
         }
         let value = serde_json::to_vec(&hb).unwrap_or_default();
         if let Err(e) = presence.put(key.as_str(), value.into()).await {

@@ -47,6 +47,20 @@ where
     Arc::new(move |ctx| Box::pin(f(ctx)))
 }
 
+/// Counts an attempt as cancelled when its future is dropped before it reported.
+struct CancelGuard {
+    metrics: Arc<crate::metrics::AgentMetrics>,
+    reported: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.metrics.attempt_ended(None);
+        }
+    }
+}
+
 struct Finished {
     task: String,
     attempt: u32,
@@ -91,6 +105,7 @@ pub async fn run_worker(
                         }
                         let mut drafts = Vec::with_capacity(batch.len());
                         for f in batch {
+                            agent.metrics().attempt_ended(Some(f.result.is_ok()));
                             let aggregate = Token::new(f.task.as_str())?;
                             let draft = match f.result {
                                 Ok(output) => Draft::new(aggregate, &TaskCompleted { output, attempt: f.attempt })?,
@@ -151,6 +166,7 @@ pub async fn run_worker(
                         let started = log.append_many(drafts).await?;
                         for ((task, attempt, correlation, _, input), (started, pending)) in mine.into_iter().zip(started) {
                             pending.wait().await?;
+                            agent.metrics().attempt_started();
                             let run = handler(TaskContext {
                                 task: task.clone(),
                                 attempt,
@@ -160,14 +176,21 @@ pub async fn run_worker(
                             });
                             let tx = done_tx.clone();
                             let key = task.clone();
+                            let guard = CancelGuard { metrics: agent.metrics().clone(), reported: false };
                             let handle = tokio::spawn(async move {
+                                let mut guard = guard; // moved in whole, so dropping the future drops it
                                 let result = run.await;
+                                // No await point between these two: an abort either drops the
+                                // attempt before it reports (counted as cancelled) or not at all.
+                                guard.reported = true;
                                 let _ = tx.send(Finished { task, attempt, correlation, cause: started.record.id, result });
                             });
                             running.insert(key, handle);
                         }
                     }
                 }
+        // Heartbeats carry the queue depth, which routing weighs.
+        agent.set_queue_depth(agent.metrics().running());
     }
     Ok(completed)
 }

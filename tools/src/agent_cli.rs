@@ -50,6 +50,9 @@ pub struct AgentRunArgs {
     /// Address-space limit of a test binary run by an executor, in MiB.
     #[arg(long, default_value_t = 2048)]
     pub test_memory_mib: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 /// The built-in test handler (a no-op worker for demos, tests and benchmarks).
@@ -133,6 +136,10 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
         agent.id(),
         settings.realm
     );
+    if let Some(addr) = &args.metrics_listen {
+        let bound = crate::metrics_http::serve(addr, agent.metrics().clone())?;
+        eprintln!("metrics at http://{bound}/metrics");
+    }
     out!("{}", agent.id());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stop = async move {

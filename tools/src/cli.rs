@@ -109,6 +109,13 @@ pub enum Command {
     },
     /// Run a coordinator (assigns tasks, expires leases, retries, dead-letters) until ctrl-c.
     Coordinator,
+    /// Summarise the realm: agents (with their live $SRV.STATS counters), queues, tasks per
+    /// state, throughput.
+    Status {
+        /// Throughput window in seconds.
+        #[arg(long, default_value_t = 60)]
+        window_s: u64,
+    },
     /// Tasks.
     Task {
         /// What to do.
@@ -422,6 +429,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             command: AgentsCommand::Ls { capability },
         } => crate::agent_cli::ls(&settings, capability).await,
         Command::Coordinator => crate::agent_cli::coordinator(&settings).await,
+        Command::Status { window_s } => crate::status::run(&settings, window_s).await,
         Command::Task {
             command:
                 TaskCommand::Submit {

@@ -28,6 +28,8 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod demo_compile;
+pub mod metrics_http;
 pub mod nats_server;
 pub mod overview;
+pub mod status;
 pub mod testkit;

@@ -1,0 +1,215 @@
+//! `murmur status`: one summary of a realm — agents, their live counters, queues, tasks per
+//! state and recent throughput.
+//!
+//! Agents and tasks come from the log (the same projections the coordinator folds); live
+//! counters from a `$SRV.STATS` scatter-gather (every running agent answers with its
+//! [`MetricsSnapshot`]); throughput from the stored times of recent `task.completed` events.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use anyhow::Result;
+use futures::StreamExt;
+use murmur_agents::metrics::MetricsSnapshot;
+use murmur_coordination::coordinator::CoordinatorProjection;
+use murmur_coordination::registry::AgentStatus;
+use murmur_coordination::tasks::TaskState;
+use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::{Domain, Plane, Projector, SubjectFilter, Token};
+use serde::Serialize;
+
+use crate::cli::Settings;
+
+/// How long `$SRV.STATS` replies are collected.
+const GATHER: Duration = Duration::from_millis(500);
+
+/// The summary, as printed with `--json`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Realm.
+    pub realm: String,
+    /// Agents per registry status.
+    pub agents: BTreeMap<&'static str, usize>,
+    /// Online agents with their live counters (when they answered `$SRV.STATS`).
+    pub online: Vec<OnlineAgent>,
+    /// Tasks per state.
+    pub tasks: BTreeMap<&'static str, usize>,
+    /// Pending tasks per required capability.
+    pub queues: BTreeMap<String, usize>,
+    /// `task.completed` events stored in the window.
+    pub completed_in_window: u64,
+    /// The window, in seconds.
+    pub window_s: u64,
+}
+
+/// One online agent.
+#[derive(Debug, Serialize)]
+pub struct OnlineAgent {
+    /// Public key.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: String,
+    /// Capabilities.
+    pub capabilities: Vec<String>,
+    /// Live counters from `$SRV.STATS`.
+    pub live: Option<MetricsSnapshot>,
+}
+
+/// Asks every micro service for its stats and keeps the murmur agents' snapshots.
+async fn gather_stats(client: &async_nats::Client) -> Result<BTreeMap<String, MetricsSnapshot>> {
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply("$SRV.STATS", inbox, "".into())
+        .await?;
+    client.flush().await?;
+    let mut out = BTreeMap::new();
+    let deadline = tokio::time::sleep(GATHER);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            msg = replies.next() => {
+                let Some(msg) = msg else { break };
+                let Ok(stats) = serde_json::from_slice::<async_nats::service::Stats>(&msg.payload) else {
+                    continue;
+                };
+                for endpoint in stats.endpoints {
+                    if let Some(Ok(snapshot)) = endpoint.data.map(serde_json::from_value::<MetricsSnapshot>) {
+                        out.insert(snapshot.agent.clone(), snapshot);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Builds the summary of `realm`.
+pub async fn collect(settings: &Settings, window: Duration) -> Result<Status> {
+    let log = settings.open_log("murmur-status").await?;
+    let realm: Token = settings.realm.clone();
+    let mut view = Projector::new(
+        log.clone(),
+        CoordinatorProjection::new(realm.clone(), settings.coordinators.clone()),
+    );
+    view.catch_up().await?;
+    let live = gather_stats(log.client()).await?;
+    let state = view.state();
+    let mut agents = BTreeMap::new();
+    let mut online = Vec::new();
+    for (id, a) in &state.registry.agents {
+        let status = match a.status {
+            AgentStatus::Online => "online",
+            AgentStatus::Offline => "offline",
+            AgentStatus::Left => "left",
+        };
+        *agents.entry(status).or_insert(0) += 1;
+        if a.status == AgentStatus::Online {
+            online.push(OnlineAgent {
+                id: id.clone(),
+                name: a.name.clone(),
+                kind: a.kind.clone(),
+                capabilities: a.capabilities.iter().cloned().collect(),
+                live: live.get(id).cloned(),
+            });
+        }
+    }
+    let mut queues = BTreeMap::new();
+    for t in state.tasks.tasks.values() {
+        if matches!(t.state, TaskState::Pending { .. }) {
+            *queues.entry(t.requirements.capability.clone()).or_insert(0) += 1;
+        }
+    }
+    let since = chrono::Utc::now() - chrono::Duration::from_std(window)?;
+    let filter = SubjectFilter::plane(Plane::Evt)
+        .realm(realm.clone())
+        .domain(Domain::Task)
+        .verb(Token::new("completed")?);
+    let mut completed_in_window = 0;
+    read_stream(
+        log.jetstream(),
+        &settings.log.history_stream,
+        &filter,
+        StartAt::Time(since),
+        None,
+        |_| {
+            completed_in_window += 1;
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    Ok(Status {
+        realm: realm.to_string(),
+        agents,
+        online,
+        tasks: state.tasks.counts(),
+        queues,
+        completed_in_window,
+        window_s: window.as_secs(),
+    })
+}
+
+/// `murmur status`.
+pub async fn run(settings: &Settings, window_s: u64) -> Result<()> {
+    let s = collect(settings, Duration::from_secs(window_s.max(1))).await?;
+    if settings.json {
+        out!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let join = |m: &BTreeMap<&'static str, usize>| {
+        if m.is_empty() {
+            "none".to_string()
+        } else {
+            m.iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    out!("realm {}", s.realm);
+    out!("agents: {}", join(&s.agents));
+    for a in &s.online {
+        let live = match &a.live {
+            Some(m) => format!(
+                "running {} · completed {} · failed {} · cancelled {}{}",
+                m.running,
+                m.attempts_completed,
+                m.attempts_failed,
+                m.attempts_cancelled,
+                if m.lame_duck { " · lame duck" } else { "" }
+            ),
+            None => "no $SRV.STATS reply".into(),
+        };
+        out!(
+            "  {}… {:<12} {:<10} {:<28} {live}",
+            &a.id[..12.min(a.id.len())],
+            a.name,
+            a.kind,
+            a.capabilities.join(",")
+        );
+    }
+    out!("tasks: {}", join(&s.tasks));
+    if s.queues.is_empty() {
+        out!("queues: empty");
+    } else {
+        out!(
+            "queues: {}",
+            s.queues
+                .iter()
+                .map(|(c, n)| format!("{c} {n} waiting"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    out!(
+        "throughput: {} completed in the last {} s ({:.2}/s)",
+        s.completed_in_window,
+        s.window_s,
+        s.completed_in_window as f64 / s.window_s as f64
+    );
+    Ok(())
+}
