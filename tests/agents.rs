@@ -177,7 +177,9 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
 
     let nats = TestNats::start().await?;
     let data = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let metrics_addr = format!("127.0.0.1:{port}");
     let (mut worker, id) = spawn_agent(
         nats.url(),
@@ -273,7 +275,8 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
         murmur_coordination::coordinator::CoordinatorProjection::new(Token::new("acme")?, vec![]),
     );
     anyhow::ensure!(
-        view.follow_until(DEADLINE, |v| v.tasks.counts().get("dead_lettered") == Some(&1))
+        view.follow_until(DEADLINE, |v| v.tasks.counts().get("dead_lettered")
+            == Some(&1))
             .await?,
         "the failed task was never dead-lettered"
     );
@@ -282,13 +285,20 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
         .arg(data.path().join("status"))
         .args(["--json", "status"])
         .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(status["tasks"]["completed"], 2, "{status:#}");
     assert_eq!(status["tasks"]["dead_lettered"], 1, "{status:#}");
     assert_eq!(status["agents"]["online"], 1, "{status:#}");
     assert_eq!(status["completed_in_window"], 2, "{status:#}");
-    assert_eq!(status["online"][0]["live"]["attempts_completed"], 2, "{status:#}");
+    assert_eq!(
+        status["online"][0]["live"]["attempts_completed"], 2,
+        "{status:#}"
+    );
 
     let _ = stop_tx.send(true);
     coordinator.await??;

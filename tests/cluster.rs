@@ -208,3 +208,208 @@ async fn r3_log_survives_losing_the_connected_node() -> Result<()> {
 async fn r3_log_survives_losing_the_stream_leader() -> Result<()> {
     survives_losing(Victim::StreamLeader).await
 }
+
+/// Counts `task.completed` events per task in the log (with retries while the cluster
+/// settles).
+async fn completions(log: &EventLog) -> Result<std::collections::BTreeMap<String, usize>> {
+    use murmur_subjects::projection::{StartAt, read_stream};
+    let filter = murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
+        .realm(Token::new("acme")?)
+        .domain(murmur_subjects::Domain::Task)
+        .verb(Token::new("completed")?);
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut counts = std::collections::BTreeMap::new();
+        let read = read_stream(
+            log.jetstream(),
+            "MURMUR_HISTORY",
+            &filter,
+            StartAt::Beginning,
+            None,
+            |m| {
+                let subject = murmur_subjects::Subject::parse(m.message.subject.as_str());
+                if let Ok(s) = subject {
+                    *counts.entry(s.aggregate().to_string()).or_insert(0) += 1;
+                }
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .await;
+        match read {
+            Ok(_) => return Ok(counts),
+            Err(e) if tokio::time::Instant::now() < until => note_retry(&e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A worker agent process connected to one node keeps working when that node (or the
+/// stream leader) is stopped: it fails over to another node, and every task completes
+/// exactly once.
+async fn agent_keeps_working_after_losing(victim: Victim) -> Result<()> {
+    use murmur_coordination::coordinator::{CoordinatorConfig, run_coordinator};
+    use murmur_coordination::liveness::SystemClock;
+
+    // Warnings from the in-process coordinator (retries, recreated consumers) show up in
+    // the test's output when it fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("MURMUR_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+    let mut cluster = TestCluster::start().await?;
+    let log = open(&cluster.urls(), 3).await?;
+    assert_eq!(
+        log.jetstream()
+            .get_stream("MURMUR_HISTORY")
+            .await?
+            .info()
+            .await?
+            .config
+            .num_replicas,
+        3,
+        "history stream is R3"
+    );
+    let leader: usize = stream_leader(&log)
+        .await?
+        .trim_start_matches('n')
+        .parse::<usize>()?
+        - 1;
+    // The agent's node: the one to stop, or (stream-leader case) one that is not the leader.
+    let (agent_node, stopped) = match victim {
+        Victim::ConnectedNode => {
+            let n = (leader + 1) % 3;
+            (n, n)
+        }
+        Victim::StreamLeader => ((leader + 1) % 3, leader),
+    };
+    let data = tempfile::tempdir()?;
+    let config = data.path().join("murmur.toml");
+    std::fs::write(&config, "[log]\nreplicas = 3\n")?;
+    let mut agent = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
+        .args(["--server", &cluster.cluster.nodes[agent_node].url()])
+        .args(["--realm", "acme", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args([
+            "agent",
+            "run",
+            "--kind",
+            "tester",
+            "--capability",
+            "test.run",
+        ])
+        .args([
+            "--heartbeat-ms",
+            "200",
+            "--ephemeral-identity",
+            "--builtin-handler",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    {
+        use tokio::io::AsyncBufReadExt;
+        let stdout = agent.stdout.take().context("stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .context("agent did not join")??
+            .context("agent exited before joining")?;
+    }
+
+    // The coordinator is connected to every node, so it fails over too.
+    let coordinator_log = open(&cluster.urls(), 3).await?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let coordinator = tokio::spawn(run_coordinator(
+        coordinator_log,
+        std::sync::Arc::new(SystemClock),
+        CoordinatorConfig::default(),
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+
+    const TASKS: u64 = 40;
+    for n in 0..TASKS {
+        let mut payload = submitted(n);
+        payload.capability = "test.run".into();
+        payload.input = serde_json::json!({ "n": n, "sleep_ms": 50 });
+        payload.lease_ms = Some(5_000);
+        let draft = Draft::new(Token::new(format!("job{n}"))?, &payload)?;
+        append_until_stored(&log, &log.seal(draft)).await?;
+    }
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while completions(&log).await?.len() < 10 {
+        anyhow::ensure!(tokio::time::Instant::now() < until, "work never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.stop(stopped).await?;
+
+    // Losing the stream leader means a Raft election; on a loaded 2-core machine it has
+    // taken up to ~30 s before publishes were answered again.
+    let until = tokio::time::Instant::now() + DEADLINE * 4;
+    let counts = loop {
+        let counts = completions(&log).await?;
+        if counts.len() as u64 == TASKS {
+            break counts;
+        }
+        if tokio::time::Instant::now() >= until {
+            let mut view = Projector::new(
+                log.clone(),
+                murmur_coordination::coordinator::CoordinatorProjection::new(
+                    Token::new("acme")?,
+                    vec![],
+                ),
+            );
+            view.catch_up().await?;
+            let stuck: Vec<String> = view
+                .state()
+                .tasks
+                .tasks
+                .iter()
+                .filter(|(id, _)| !counts.contains_key(*id))
+                .map(|(id, t)| format!("{id}: {:?} attempt {}", t.state, t.attempt))
+                .collect();
+            anyhow::bail!(
+                "only {} of {TASKS} tasks completed after the node stopped; the rest: {stuck:?}; agents: {:?}",
+                counts.len(),
+                view.state()
+                    .registry
+                    .agents
+                    .values()
+                    .map(|a| a.status)
+                    .collect::<Vec<_>>()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        counts.values().all(|&c| c == 1),
+        "a task completed more than once: {counts:?}"
+    );
+    assert!(
+        agent.try_wait()?.is_none(),
+        "the agent process kept running through the failover"
+    );
+    let _ = stop_tx.send(true);
+    coordinator.await??;
+    Ok(())
+}
+
+/// Both scenarios in one test, one cluster at a time: two 3-node clusters plus agents at
+/// once on a 2-core machine made elections slow enough to blur what is being tested.
+///
+/// Ignored in CI: about one run in three on the 2-core VM, after the stream leader or the
+/// agent's node is stopped, the history stream's readers stop at a sequence while writes
+/// with an expected last subject sequence keep conflicting — even after the coordinator
+/// replays the whole log (`Projector::rebuild`). The rest of the time it passes in ~15 s.
+/// Run it with `cargo test -p murmur-e2e --test cluster -- --ignored`; see
+/// docs/benchmarks.md ("Cluster failover") for what is known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "flaky on a 2-core VM: readers and the expected-sequence check disagree after a failover (see doc comment)"]
+async fn agents_keep_working_when_their_node_or_the_stream_leader_stops() -> Result<()> {
+    agent_keeps_working_after_losing(Victim::ConnectedNode).await?;
+    agent_keeps_working_after_losing(Victim::StreamLeader).await
+}

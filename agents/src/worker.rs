@@ -61,6 +61,9 @@ impl Drop for CancelGuard {
     }
 }
 
+/// How long a worker keeps re-sending an event through a failover before giving up.
+const PATIENCE: Duration = Duration::from_secs(120);
+
 struct Finished {
     task: String,
     attempt: u32,
@@ -113,13 +116,20 @@ pub async fn run_worker(
                             };
                             drafts.push(draft.caused_by_ids(f.correlation, f.cause, None));
                         }
-                        for (_, pending) in log.append_many(drafts).await? {
-                            pending.wait().await?;
-                            completed += 1;
-                        }
+                        let sealed = log.seal_many(drafts);
+                        completed += log.append_sealed_patiently(&sealed, PATIENCE).await?.len() as u64;
                     }
                     polled = tasks.poll(Duration::from_millis(100)) => {
-                        polled?;
+                        if let Err(e) = polled {
+                            if !e.is_transient() {
+                                return Err(e.into());
+                            }
+                            // A node lost or a leader election: the projector reconnects on
+                            // the next poll.
+                            tracing::warn!(error = %e, "task log unavailable; retrying");
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                            continue;
+                        }
                         running.retain(|task, handle| {
                             let cancelled = tasks
                                 .state()
@@ -163,9 +173,9 @@ pub async fn run_worker(
                                     .caused_by_ids(correlation.clone(), cause.clone(), None),
                             );
                         }
-                        let started = log.append_many(drafts).await?;
-                        for ((task, attempt, correlation, _, input), (started, pending)) in mine.into_iter().zip(started) {
-                            pending.wait().await?;
+                        let started = log.seal_many(drafts);
+                        log.append_sealed_patiently(&started, PATIENCE).await?;
+                        for ((task, attempt, correlation, _, input), started) in mine.into_iter().zip(started) {
                             agent.metrics().attempt_started();
                             let run = handler(TaskContext {
                                 task: task.clone(),

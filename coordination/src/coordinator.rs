@@ -174,29 +174,43 @@ fn draft_for(
 }
 
 /// Writes the commands batch-signed and pipelined; returns how many were new.
+/// What writing one tick's decisions did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Executed {
+    written: u64,
+    conflicts: u64,
+}
+
 async fn execute(
     log: &EventLog,
     view: &CoordinatorView,
     commands: &[Command],
-) -> Result<u64, LogError> {
+) -> Result<Executed, LogError> {
     let mut writes = Vec::with_capacity(commands.len());
     for command in commands {
         if let Some(w) = draft_for(view, command)? {
             writes.push(w);
         }
     }
-    let mut written = 0;
+    let mut done = Executed::default();
     for (_, pending) in log.append_many_expected(writes).await? {
         match pending.wait().await {
-            Ok(appended) if !appended.duplicate => written += 1,
+            Ok(appended) if !appended.duplicate => done.written += 1,
             Ok(_) => {}
             // Another coordinator (or the worker) moved the task first: decide again next tick.
-            Err(LogError::Conflict { .. }) => {}
+            Err(e @ LogError::Conflict { .. }) => {
+                tracing::debug!(error = %e, "decision conflict");
+                done.conflicts += 1;
+            }
             Err(e) => return Err(e),
         }
     }
-    Ok(written)
+    Ok(done)
 }
+
+/// Ticks in a row whose writes all conflicted while the projection read nothing new, after
+/// which the coordinator replays the log instead of trusting its view.
+const DIVERGED_AFTER: u32 = 20;
 
 /// The effective allow-list: empty stays empty (anyone); otherwise `me` is added.
 fn allow_list(configured: &[String], me: &str) -> Vec<String> {
@@ -223,11 +237,24 @@ pub async fn run_coordinator(
     );
     projector.catch_up().await?;
     let mut written = 0;
+    let mut conflicted_ticks = 0;
+    let mut diverged_after = DIVERGED_AFTER;
+    let mut conflicted_at = projector.position();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            polled = projector.poll(config.tick) => { polled?; }
+            polled = projector.poll(config.tick) => {
+                if let Err(e) = polled {
+                    if !e.is_transient() {
+                        return Err(e);
+                    }
+                    // A node lost or a leader election: reconnect on the next poll.
+                    tracing::warn!(error = %e, "log unavailable; retrying");
+                    tokio::time::sleep(config.tick).await;
+                    continue;
+                }
+            }
         }
         let view = projector.state();
         let commands = decide(
@@ -236,8 +263,44 @@ pub async fn run_coordinator(
             clock.now(),
             config.slots_per_agent,
         );
+        tracing::trace!(
+            position = projector.position(),
+            commands = commands.len(),
+            tasks = view.tasks.tasks.len(),
+            "coordinator tick"
+        );
         if !commands.is_empty() {
-            written += execute(&log, view, &commands).await?;
+            match execute(&log, view, &commands).await {
+                Ok(done) => {
+                    written += done.written;
+                    if done.conflicts > 0
+                        && done.written == 0
+                        && projector.position() == conflicted_at
+                    {
+                        conflicted_ticks += 1;
+                    } else {
+                        conflicted_ticks = 0;
+                        conflicted_at = projector.position();
+                    }
+                    if conflicted_ticks >= diverged_after {
+                        tracing::warn!(
+                            position = projector.position(),
+                            "every decision conflicts and nothing new arrives: replaying the log"
+                        );
+                        projector.rebuild().await?;
+                        // A replay that did not help is not repeated at full speed.
+                        diverged_after = (diverged_after * 2).min(DIVERGED_AFTER * 32);
+                        conflicted_ticks = 0;
+                        conflicted_at = projector.position();
+                    }
+                }
+                // Decisions have deterministic ids and expected sequences: the next tick
+                // decides again and the server dedupes what did get through.
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "writing decisions failed; deciding again");
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(written)

@@ -160,6 +160,18 @@ pub enum LogError {
     Payload(#[from] crate::payload::PayloadError),
 }
 
+impl LogError {
+    /// Whether trying again may succeed: the server or stream was unreachable, a publish
+    /// went unacknowledged, a consumer broke (a node lost, a leader election). Conflicts
+    /// and encoding errors are not transient.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LogError::Stream { .. } | LogError::Publish { .. } | LogError::Consumer(_)
+        )
+    }
+}
+
 /// Acknowledgement of a persisted event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
@@ -310,6 +322,57 @@ impl EventLog {
         let sealed = self.seal(draft);
         let appended = self.append_sealed(&sealed).await?.wait().await?;
         Ok((sealed, appended))
+    }
+
+    /// Signs many drafts with batch signatures (one Ed25519 signature per batch).
+    pub fn seal_many(&self, drafts: impl IntoIterator<Item = Draft>) -> Vec<SealedEvent> {
+        crate::codec::seal_batch(drafts, &self.identity, &self.realm)
+    }
+
+    /// Appends sealed events pipelined and waits for every ack, re-sending an event whose
+    /// publish failed transiently (see [`LogError::is_transient`]) until `patience` runs out.
+    /// Re-sends carry the same event id, so the server stores each event once. What a
+    /// long-running worker uses to ride out a lost node or a leader election.
+    pub async fn append_sealed_patiently(
+        &self,
+        sealed: &[SealedEvent],
+        patience: Duration,
+    ) -> Result<Vec<Appended>, LogError> {
+        let until = tokio::time::Instant::now() + patience;
+        let mut pending = Vec::with_capacity(sealed.len());
+        for ev in sealed {
+            pending.push(self.append_sealed(ev).await);
+        }
+        let mut out = Vec::with_capacity(sealed.len());
+        for (ev, first) in sealed.iter().zip(pending) {
+            let mut attempt = match first {
+                Ok(p) => p.wait().await,
+                Err(e) => Err(e),
+            };
+            loop {
+                match attempt {
+                    Ok(a) => {
+                        out.push(a);
+                        break;
+                    }
+                    Err(e) if e.is_transient() && tokio::time::Instant::now() < until => {
+                        tracing::warn!(error = %e, id = %ev.record.id, "append failed; re-sending");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let resend = async { self.append_sealed(ev).await?.wait().await };
+                        attempt = tokio::time::timeout(Duration::from_secs(5), resend)
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(LogError::Publish {
+                                    subject: ev.subject.to_string(),
+                                    reason: "no ack within 5 s".into(),
+                                })
+                            });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Signs many drafts with batch signatures and sends them all pipelined; await each

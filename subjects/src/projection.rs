@@ -170,8 +170,24 @@ pub struct Projector<P: Projection> {
     state: P::State,
     position: u64,
     stats: ProjectionStats,
-    live: Option<consumer::pull::Ordered>,
+    live: Option<LiveFeed>,
 }
+
+/// The ordered consumer a projector follows, with what the stall watchdog needs.
+struct LiveFeed {
+    messages: consumer::pull::Ordered,
+    consumer: consumer::Consumer<consumer::pull::OrderedConfig>,
+    /// Last delivery, or creation.
+    quiet_since: tokio::time::Instant,
+    /// Last time the watchdog asked the server.
+    checked_at: tokio::time::Instant,
+}
+
+/// After this long without a delivery, the projector asks the server whether its consumer
+/// still exists and has nothing pending. An ordered consumer can stall silently when the
+/// node serving it is lost (seen on a 3-node cluster with a client failing over); the
+/// projector then recreates it from its own position, so nothing is skipped or read twice.
+const STALL_CHECK: Duration = Duration::from_secs(3);
 
 impl<P: Projection> Debug for Projector<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,6 +213,47 @@ impl<P: Projection> Projector<P> {
             stats: ProjectionStats::default(),
             live: None,
         }
+    }
+
+    /// Whether the live consumer looks stalled: quiet for [`STALL_CHECK`] while the server
+    /// says it is gone or has messages pending.
+    async fn live_stalled(&mut self) -> bool {
+        let Some(feed) = self.live.as_mut() else {
+            return false;
+        };
+        if feed.quiet_since.elapsed() < STALL_CHECK || feed.checked_at.elapsed() < STALL_CHECK {
+            return false;
+        }
+        feed.checked_at = tokio::time::Instant::now();
+        let info = tokio::time::timeout(Duration::from_secs(2), feed.consumer.get_info()).await;
+        let delivered = match info {
+            Ok(Ok(info)) if info.num_pending == 0 => info.delivered.stream_sequence,
+            _ => return true,
+        };
+        if feed.quiet_since.elapsed() < STALL_CHECK * 3 {
+            return false;
+        }
+        // After a leader change the consumer can sit on a replica that fell behind and report
+        // nothing pending. Ask the stream (its leader): anything stored after what the
+        // consumer delivered means a fresh consumer may find events for this filter. Events
+        // of other filters make this recreate at most once per 3 × STALL_CHECK when idle.
+        let name = self.log.config().history_stream.clone();
+        match tokio::time::timeout(Duration::from_secs(2), self.log.stream(&name)).await {
+            Ok(Ok(stream)) => stream.cached_info().state.last_sequence > delivered,
+            _ => true,
+        }
+    }
+
+    /// Forgets the state and replays the log from the beginning. For a long-running
+    /// service whose writes keep conflicting although it reads nothing new: its view has
+    /// diverged from the log (seen once after a stream leader change), and a replay is the
+    /// truth.
+    pub async fn rebuild(&mut self) -> Result<u64, LogError> {
+        self.state = P::State::default();
+        self.position = 0;
+        self.stats = ProjectionStats::default();
+        self.live = None;
+        self.catch_up().await
     }
 
     /// Current state.
@@ -285,18 +342,34 @@ impl<P: Projection> Projector<P> {
                 })
                 .await
                 .map_err(|e| LogError::Consumer(e.to_string()))?;
-            self.live = Some(
-                consumer
-                    .messages()
-                    .await
-                    .map_err(|e| LogError::Consumer(e.to_string()))?,
-            );
+            let messages = consumer
+                .clone()
+                .messages()
+                .await
+                .map_err(|e| LogError::Consumer(e.to_string()))?;
+            let now = tokio::time::Instant::now();
+            self.live = Some(LiveFeed {
+                messages,
+                consumer,
+                quiet_since: now,
+                checked_at: now,
+            });
         }
         let until = tokio::time::Instant::now() + window;
         let mut read = 0;
         while let Some(live) = self.live.as_mut() {
-            let next = match tokio::time::timeout_at(until, live.next()).await {
-                Err(_) => break,
+            let next = match tokio::time::timeout_at(until, live.messages.next()).await {
+                Err(_) => {
+                    if read == 0 && self.live_stalled().await {
+                        tracing::warn!(
+                            projection = self.projection.name(),
+                            position = self.position,
+                            "live consumer stalled; recreating it"
+                        );
+                        self.live = None;
+                    }
+                    break;
+                }
                 Ok(None) => {
                     self.live = None;
                     return Err(LogError::Consumer("ordered consumer ended".into()));
@@ -305,7 +378,10 @@ impl<P: Projection> Projector<P> {
                     self.live = None;
                     return Err(LogError::Consumer(e.to_string()));
                 }
-                Ok(Some(Ok(m))) => m,
+                Ok(Some(Ok(m))) => {
+                    live.quiet_since = tokio::time::Instant::now();
+                    m
+                }
             };
             let info = next.info().map_err(|e| LogError::Consumer(e.to_string()))?;
             let stored = StoredMessage {

@@ -25,8 +25,7 @@ pub fn serve(addr: &str, metrics: Arc<AgentMetrics>) -> Result<std::net::SocketA
                 let response = if request.url() == "/metrics" {
                     let header = tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE)
                         .expect("static header is valid");
-                    tiny_http::Response::from_string(metrics.prometheus_text())
-                        .with_header(header)
+                    tiny_http::Response::from_string(metrics.prometheus_text()).with_header(header)
                 } else {
                     tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
                 };
