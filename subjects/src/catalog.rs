@@ -162,6 +162,14 @@ impl Catalog {
         self.by_type.values()
     }
 
+    /// The declared event types a subject filter can carry: those whose plane, domain and
+    /// verb the filter admits. Empty means the filter names no declared subject.
+    pub fn declared_by(&self, filter: &crate::subject::SubjectFilter) -> Vec<&EventType> {
+        self.iter()
+            .filter(|t| filter.admits(t.plane, t.domain, t.verb))
+            .collect()
+    }
+
     /// The declared tree as indented text, grouped by plane and domain.
     pub fn tree_text(&self) -> String {
         let mut grouped: BTreeMap<(Plane, Domain), Vec<&EventType>> = BTreeMap::new();

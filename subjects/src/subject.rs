@@ -497,6 +497,13 @@ impl SubjectFilter {
         })
     }
 
+    /// Whether subjects of this plane, domain and verb can match (realm and aggregate aside).
+    pub fn admits(&self, plane: Plane, domain: Domain, verb: &str) -> bool {
+        self.plane.is_none_or(|p| p == plane)
+            && self.domain.is_none_or(|d| d == domain)
+            && self.verb.as_ref().is_none_or(|v| v.as_str() == verb)
+    }
+
     /// Whether a concrete subject matches this filter.
     pub fn matches(&self, subject: &Subject) -> bool {
         self.realm.as_ref().is_none_or(|r| r == subject.realm())

@@ -122,11 +122,43 @@ pub enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+    /// Deployment graph → Nix flake.
+    Flake {
+        /// What to do.
+        #[command(subcommand)]
+        command: FlakeCommand,
+    },
     /// Local NATS servers for development.
     Nats {
         /// What to do.
         #[command(subcommand)]
         command: NatsCommand,
+    },
+}
+
+/// `murmur flake ...`
+#[derive(Debug, Subcommand)]
+pub enum FlakeCommand {
+    /// Validate the graph and write flake.nix, hosts/*.nix and modules/ into DIR.
+    Generate {
+        /// Deployment graph (.toml or .json).
+        graph: PathBuf,
+        /// Output directory.
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+    /// Validate only; prints every problem.
+    Check {
+        /// Deployment graph (.toml or .json).
+        graph: PathBuf,
+    },
+    /// Print the deployment as a graph.
+    Graph {
+        /// Deployment graph (.toml or .json).
+        graph: PathBuf,
+        /// Graphviz DOT (the only format so far).
+        #[arg(long, default_value_t = true)]
+        dot: bool,
     },
 }
 
@@ -429,6 +461,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             command: AgentsCommand::Ls { capability },
         } => crate::agent_cli::ls(&settings, capability).await,
         Command::Coordinator => crate::agent_cli::coordinator(&settings).await,
+        Command::Flake { command } => match command {
+            FlakeCommand::Generate { graph, out } => crate::flake_cli::generate(&graph, &out),
+            FlakeCommand::Check { graph } => crate::flake_cli::check(&graph),
+            FlakeCommand::Graph { graph, .. } => crate::flake_cli::graph(&graph),
+        },
         Command::Status { window_s } => crate::status::run(&settings, window_s).await,
         Command::Task {
             command:

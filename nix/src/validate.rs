@@ -1,0 +1,684 @@
+//! Validation: every problem at once, each naming the nodes involved. Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use murmur_subjects::{Catalog, SubjectFilter};
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::model::{DeploymentSpec, EdgeKind, NodeKind, NodeSpec};
+
+/// One problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// A node or host name unusable as a systemd unit / Nix attribute name.
+    #[error("{what} name {name:?} is invalid: {reason}")]
+    InvalidName {
+        /// `node` or `host`.
+        what: &'static str,
+        /// The name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Two nodes share a name.
+    #[error("node name {0:?} is used more than once")]
+    DuplicateNode(String),
+    /// A node is placed on a host that is not declared.
+    #[error("node {node:?} is placed on host {host:?}, which is not declared in [hosts]")]
+    UnknownHost {
+        /// The node.
+        node: String,
+        /// The host.
+        host: String,
+    },
+    /// An edge names a node that does not exist.
+    #[error("{edge} edge {from:?} → {to:?}: node {missing:?} does not exist")]
+    DanglingReference {
+        /// Edge type.
+        edge: &'static str,
+        /// Source.
+        from: String,
+        /// Target.
+        to: String,
+        /// The missing end.
+        missing: String,
+    },
+    /// An edge connects node types it cannot.
+    #[error("{edge} edge {from:?} ({from_type}) → {to:?} ({to_type}): {expected}")]
+    WrongEndpoint {
+        /// Edge type.
+        edge: &'static str,
+        /// Source.
+        from: String,
+        /// Source type.
+        from_type: &'static str,
+        /// Target.
+        to: String,
+        /// Target type.
+        to_type: &'static str,
+        /// What it needs.
+        expected: &'static str,
+    },
+    /// A DependsOn cycle.
+    #[error("dependency cycle: {}", .0.join(" → "))]
+    Cycle(Vec<String>),
+    /// Two nodes on one host listen on one port.
+    #[error("nodes {first:?} and {second:?} both use port {port} on host {host:?}")]
+    PortClash {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// One node.
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// A ConnectsTo names a database the target does not have.
+    #[error("{from:?} connects to database {database:?} on {to:?}, which has no such database")]
+    UnknownDatabase {
+        /// Source.
+        from: String,
+        /// Database node.
+        to: String,
+        /// Database name.
+        database: String,
+    },
+    /// A subject that is not well formed or not declared by murmur's catalog.
+    #[error("{node:?} uses subject {subject:?}: {reason}")]
+    UndeclaredSubject {
+        /// The node.
+        node: String,
+        /// The subject.
+        subject: String,
+        /// Why.
+        reason: String,
+    },
+    /// A backup points at a node that is not Storage.
+    #[error(
+        "database {database:?} backs up to {storage:?}, which is not a storage node on its host"
+    )]
+    BadBackupTarget {
+        /// Database node.
+        database: String,
+        /// Named storage.
+        storage: String,
+    },
+    /// A message bus cluster's declared size does not match its nodes.
+    #[error("message bus cluster {cluster:?} declares {declared} nodes but has {actual}: {}", .nodes.join(", "))]
+    ClusterSize {
+        /// Cluster name.
+        cluster: String,
+        /// Declared.
+        declared: u32,
+        /// Found.
+        actual: usize,
+        /// Its nodes.
+        nodes: Vec<String>,
+    },
+    /// Two nodes of a type NixOS runs once per host (one PostgreSQL, one NATS server).
+    #[error(
+        "host {host:?} carries two {kind} nodes ({first:?}, {second:?}); NixOS runs one per host"
+    )]
+    OnePerHost {
+        /// Host.
+        host: String,
+        /// Node type.
+        kind: &'static str,
+        /// One node.
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// A field value the generator cannot emit safely.
+    #[error("node {node:?}: {reason}")]
+    InvalidValue {
+        /// Node.
+        node: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// All problems of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} problem(s):\n  {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+pub struct ValidationErrors(pub Vec<Problem>);
+
+/// A validated deployment: the spec and its graph (edges from `from` to `to`).
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// The spec as given.
+    pub spec: DeploymentSpec,
+    /// Node index by name.
+    pub index: BTreeMap<String, usize>,
+    /// The graph (node weights index `spec.nodes`, edge weights index `spec.edges`).
+    pub graph: DiGraph<usize, usize>,
+}
+
+/// Names usable as systemd unit names and bare Nix attribute names: a letter, then letters,
+/// digits, `-` or `_`, at most 63 characters.
+fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("empty");
+    }
+    if name.len() > 63 {
+        return Some("longer than 63 characters");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Some("must start with a letter");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Some("only letters, digits, '-' and '_' are allowed");
+    }
+    None
+}
+
+fn node_ports(node: &NodeSpec) -> Vec<u16> {
+    match &node.kind {
+        NodeKind::Service(s) => s.port.into_iter().collect(),
+        NodeKind::Database(d) => vec![d.port],
+        NodeKind::MessageBus(b) => vec![b.port, b.cluster_port],
+        NodeKind::LoadBalancer(l) => vec![l.port],
+        NodeKind::Agent(_) | NodeKind::Storage(_) => vec![],
+    }
+}
+
+fn check_subject(node: &str, subject: &str, problems: &mut Vec<Problem>) {
+    let reason = match SubjectFilter::parse(subject) {
+        Err(e) => Some(e.to_string()),
+        Ok(f) if Catalog::standard().declared_by(&f).is_empty() => {
+            Some("no declared murmur event type travels on it (see `murmur subjects`)".into())
+        }
+        Ok(_) => None,
+    };
+    if let Some(reason) = reason {
+        problems.push(Problem::UndeclaredSubject {
+            node: node.into(),
+            subject: subject.into(),
+            reason,
+        });
+    }
+}
+
+/// Free-form strings that end up in unit names or paths must not smuggle newlines in.
+fn check_values(node: &NodeSpec, problems: &mut Vec<Problem>) {
+    let mut bad = |reason: String| {
+        problems.push(Problem::InvalidValue {
+            node: node.name.clone(),
+            reason,
+        })
+    };
+    let env = match &node.kind {
+        NodeKind::Service(s) => Some(&s.environment),
+        NodeKind::Agent(a) => Some(&a.environment),
+        _ => None,
+    };
+    for key in env.into_iter().flat_map(|e| e.keys()) {
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bad(format!("environment variable name {key:?} is invalid"));
+        }
+    }
+    match &node.kind {
+        NodeKind::Storage(s) => {
+            if !s.mount_path.starts_with('/')
+                || (s.mount_path.len() > 1 && s.mount_path.ends_with('/'))
+            {
+                bad(format!(
+                    "mount path {:?} must be absolute without a trailing slash",
+                    s.mount_path
+                ));
+            }
+        }
+        NodeKind::Service(s) if s.command.trim().is_empty() => bad("command is empty".into()),
+        NodeKind::Agent(a) if name_problem(&a.kind).is_some() => {
+            bad(format!("agent kind {:?} is not a valid name", a.kind))
+        }
+        NodeKind::Database(d) => {
+            for db in d.databases.iter().chain(d.users.iter().map(|u| &u.name)) {
+                if name_problem(db).is_some() {
+                    bad(format!("database or user name {db:?} is invalid"));
+                }
+            }
+            for u in &d.users {
+                if u.owns_database && !d.databases.contains(&u.name) {
+                    bad(format!(
+                        "user {:?} owns a database of its name, which is not in databases",
+                        u.name
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Deployment {
+    /// Validates `spec`, reporting every problem.
+    pub fn new(spec: DeploymentSpec) -> Result<Self, ValidationErrors> {
+        let mut problems = Vec::new();
+        for host in spec.hosts.keys() {
+            if let Some(reason) = name_problem(host) {
+                problems.push(Problem::InvalidName {
+                    what: "host",
+                    name: host.clone(),
+                    reason,
+                });
+            }
+        }
+        let mut index = BTreeMap::new();
+        let mut graph = DiGraph::with_capacity(spec.nodes.len(), spec.edges.len());
+        let mut nodes_ix: Vec<NodeIndex> = Vec::with_capacity(spec.nodes.len());
+        for (i, node) in spec.nodes.iter().enumerate() {
+            if let Some(reason) = name_problem(&node.name) {
+                problems.push(Problem::InvalidName {
+                    what: "node",
+                    name: node.name.clone(),
+                    reason,
+                });
+            }
+            if index.insert(node.name.clone(), i).is_some() {
+                problems.push(Problem::DuplicateNode(node.name.clone()));
+            }
+            if !spec.hosts.contains_key(&node.host) {
+                problems.push(Problem::UnknownHost {
+                    node: node.name.clone(),
+                    host: node.host.clone(),
+                });
+            }
+            check_values(node, &mut problems);
+            if let NodeKind::Agent(a) = &node.kind {
+                for s in &a.subscriptions {
+                    check_subject(&node.name, s, &mut problems);
+                }
+            }
+            nodes_ix.push(graph.add_node(i));
+        }
+
+        // Ports per host.
+        let mut ports: BTreeMap<(&str, u16), &str> = BTreeMap::new();
+        for node in &spec.nodes {
+            for port in node_ports(node) {
+                if let Some(first) = ports.insert((node.host.as_str(), port), node.name.as_str())
+                    && first != node.name
+                {
+                    problems.push(Problem::PortClash {
+                        host: node.host.clone(),
+                        port,
+                        first: first.to_string(),
+                        second: node.name.clone(),
+                    });
+                }
+            }
+        }
+
+        // One PostgreSQL and one NATS per host.
+        let mut singletons: BTreeMap<(&str, &'static str), &str> = BTreeMap::new();
+        for node in &spec.nodes {
+            if matches!(node.kind, NodeKind::Database(_) | NodeKind::MessageBus(_))
+                && let Some(first) = singletons.insert(
+                    (node.host.as_str(), node.kind.type_name()),
+                    node.name.as_str(),
+                )
+            {
+                problems.push(Problem::OnePerHost {
+                    host: node.host.clone(),
+                    kind: node.kind.type_name(),
+                    first: first.to_string(),
+                    second: node.name.clone(),
+                });
+            }
+        }
+
+        // Message bus clusters.
+        let mut clusters: BTreeMap<&str, (Option<u32>, Vec<String>)> = BTreeMap::new();
+        for node in &spec.nodes {
+            if let NodeKind::MessageBus(b) = &node.kind {
+                let entry = clusters.entry(b.cluster.as_str()).or_default();
+                entry.0 = entry.0.or(b.cluster_size);
+                entry.1.push(node.name.clone());
+            }
+        }
+        for (cluster, (declared, nodes)) in clusters {
+            if let Some(declared) = declared
+                && declared as usize != nodes.len()
+            {
+                problems.push(Problem::ClusterSize {
+                    cluster: cluster.into(),
+                    declared,
+                    actual: nodes.len(),
+                    nodes,
+                });
+            }
+        }
+
+        // Backups.
+        for node in &spec.nodes {
+            if let NodeKind::Database(d) = &node.kind
+                && let Some(b) = &d.backup
+                && !index.get(&b.storage).is_some_and(|&i| {
+                    matches!(spec.nodes[i].kind, NodeKind::Storage(_))
+                        && spec.nodes[i].host == node.host
+                })
+            {
+                problems.push(Problem::BadBackupTarget {
+                    database: node.name.clone(),
+                    storage: b.storage.clone(),
+                });
+            }
+        }
+
+        // Edges.
+        for (e, edge) in spec.edges.iter().enumerate() {
+            let name = edge.kind.type_name();
+            let (Some(&from), Some(&to)) = (index.get(&edge.from), index.get(&edge.to)) else {
+                for end in [&edge.from, &edge.to] {
+                    if !index.contains_key(end) {
+                        problems.push(Problem::DanglingReference {
+                            edge: name,
+                            from: edge.from.clone(),
+                            to: edge.to.clone(),
+                            missing: end.clone(),
+                        });
+                    }
+                }
+                continue;
+            };
+            let (a, b) = (&spec.nodes[from].kind, &spec.nodes[to].kind);
+            let wrong = |expected| Problem::WrongEndpoint {
+                edge: name,
+                from: edge.from.clone(),
+                from_type: a.type_name(),
+                to: edge.to.clone(),
+                to_type: b.type_name(),
+                expected,
+            };
+            match &edge.kind {
+                EdgeKind::Mounts if !matches!(b, NodeKind::Storage(_)) => {
+                    problems.push(wrong("mounts must point at a storage node"))
+                }
+                EdgeKind::BalancesTo if !matches!(a, NodeKind::LoadBalancer(_)) => {
+                    problems.push(wrong("balances_to must start at a load balancer"))
+                }
+                EdgeKind::BalancesTo if !matches!(b, NodeKind::Service(_)) => {
+                    problems.push(wrong("balances_to must point at a service"))
+                }
+                EdgeKind::PublishesTo { subject } | EdgeKind::SubscribesTo { subject } => {
+                    if !matches!(b, NodeKind::MessageBus(_)) {
+                        problems.push(wrong(
+                            "publishes_to / subscribes_to must point at a message bus",
+                        ));
+                    }
+                    check_subject(&edge.from, subject, &mut problems);
+                }
+                EdgeKind::ConnectsTo {
+                    database: Some(db), ..
+                } => match b {
+                    NodeKind::Database(d) if !d.databases.contains(db) => {
+                        problems.push(Problem::UnknownDatabase {
+                            from: edge.from.clone(),
+                            to: edge.to.clone(),
+                            database: db.clone(),
+                        })
+                    }
+                    NodeKind::Database(_) => {}
+                    _ => problems.push(wrong(
+                        "a connection naming a database must point at a database node",
+                    )),
+                },
+                _ => {}
+            }
+            graph.add_edge(nodes_ix[from], nodes_ix[to], e);
+        }
+
+        // DependsOn cycles (self-loops included), each reported with its path.
+        let mut deps: DiGraph<usize, ()> = DiGraph::with_capacity(spec.nodes.len(), 0);
+        let dep_ix: Vec<NodeIndex> = (0..spec.nodes.len()).map(|i| deps.add_node(i)).collect();
+        for edge in graph.raw_edges() {
+            if matches!(spec.edges[edge.weight].kind, EdgeKind::DependsOn) {
+                deps.add_edge(
+                    dep_ix[graph[edge.source()]],
+                    dep_ix[graph[edge.target()]],
+                    (),
+                );
+            }
+        }
+        for scc in tarjan_scc(&deps) {
+            let looped =
+                scc.len() > 1 || scc.first().is_some_and(|&n| deps.find_edge(n, n).is_some());
+            if looped {
+                problems.push(Problem::Cycle(cycle_path(&deps, &scc, &spec)));
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(Self { spec, index, graph })
+        } else {
+            Err(ValidationErrors(problems))
+        }
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeSpec> {
+        self.index.get(name).map(|&i| &self.spec.nodes[i])
+    }
+
+    /// Graphviz DOT of the deployment: nodes grouped by host, edges labelled by type.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph deployment {\n  rankdir=LR;\n");
+        let mut by_host: BTreeMap<&str, Vec<&NodeSpec>> = BTreeMap::new();
+        for n in &self.spec.nodes {
+            by_host.entry(n.host.as_str()).or_default().push(n);
+        }
+        for (host, nodes) in by_host {
+            out.push_str(&format!(
+                "  subgraph \"cluster_{host}\" {{\n    label=\"{host}\";\n"
+            ));
+            for n in nodes {
+                out.push_str(&format!(
+                    "    \"{}\" [label=\"{}\\n{}\"];\n",
+                    n.name,
+                    n.name,
+                    n.kind.type_name()
+                ));
+            }
+            out.push_str("  }\n");
+        }
+        for e in &self.spec.edges {
+            let label = match &e.kind {
+                EdgeKind::ConnectsTo { port, .. } => format!("connects_to :{port}"),
+                EdgeKind::PublishesTo { subject } | EdgeKind::SubscribesTo { subject } => {
+                    format!("{} {}", e.kind.type_name(), subject.replace('"', "'"))
+                }
+                k => k.type_name().to_string(),
+            };
+            out.push_str(&format!(
+                "  \"{}\" -> \"{}\" [label=\"{label}\"];\n",
+                e.from, e.to
+            ));
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+/// A readable cycle through the nodes of one strongly connected component: start at the
+/// smallest name, follow DependsOn edges inside the component, back to the start.
+fn cycle_path(deps: &DiGraph<usize, ()>, scc: &[NodeIndex], spec: &DeploymentSpec) -> Vec<String> {
+    let members: BTreeSet<NodeIndex> = scc.iter().copied().collect();
+    let name = |n: NodeIndex| spec.nodes[deps[n]].name.clone();
+    let Some(&start) = scc.iter().min_by_key(|&&n| name(n)) else {
+        return vec![];
+    };
+    let mut path = vec![start];
+    let mut seen = BTreeSet::from([start]);
+    let mut at = start;
+    loop {
+        let mut next: Vec<NodeIndex> = deps.neighbors(at).filter(|n| members.contains(n)).collect();
+        next.sort_by_key(|&n| name(n));
+        if next.contains(&start) {
+            path.push(start);
+            break;
+        }
+        match next.into_iter().find(|n| !seen.contains(n)) {
+            Some(n) => {
+                seen.insert(n);
+                path.push(n);
+                at = n;
+            }
+            None => {
+                path.push(start);
+                break;
+            }
+        }
+    }
+    path.into_iter().map(name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+
+    fn service(port: u16) -> NodeKind {
+        NodeKind::Service(ServiceSpec {
+            command: "/bin/app".into(),
+            port: Some(port),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_the_nodes_involved() {
+        let spec = DeploymentSpec::new("bad")
+            .host("h1", "10.0.0.1")
+            .host("1bad", "10.0.0.2")
+            .node("a", "h1", service(8080))
+            .node("b", "h1", service(8080))
+            .node("c", "h1", service(9000))
+            .node("d", "nowhere", service(9001))
+            .node(
+                "db",
+                "h1",
+                NodeKind::Database(DatabaseSpec {
+                    version: 16,
+                    databases: vec!["orders".into()],
+                    users: vec![],
+                    port: 5432,
+                    backup: Some(Backup {
+                        schedule: "daily".into(),
+                        storage: "a".into(),
+                    }),
+                }),
+            )
+            .node(
+                "bus",
+                "h1",
+                NodeKind::MessageBus(MessageBusSpec {
+                    cluster: "murmur".into(),
+                    cluster_size: Some(3),
+                    jetstream: true,
+                    port: 4222,
+                    cluster_port: 6222,
+                    streams: vec![],
+                }),
+            )
+            .node(
+                "lb",
+                "h1",
+                NodeKind::LoadBalancer(LoadBalancerSpec {
+                    strategy: Strategy::RoundRobin,
+                    health_check_interval_s: 5,
+                    port: 80,
+                }),
+            )
+            .node("bad name", "h1", service(9002))
+            .edge("a", "b", EdgeKind::DependsOn)
+            .edge("b", "c", EdgeKind::DependsOn)
+            .edge("c", "a", EdgeKind::DependsOn)
+            .edge("a", "ghost", EdgeKind::DependsOn)
+            .edge("a", "b", EdgeKind::Mounts)
+            .edge("lb", "db", EdgeKind::BalancesTo)
+            .edge(
+                "a",
+                "db",
+                EdgeKind::ConnectsTo {
+                    port: 5432,
+                    database: Some("billing".into()),
+                },
+            )
+            .edge(
+                "a",
+                "bus",
+                EdgeKind::PublishesTo {
+                    subject: "murmur.v1.acme.evt.task.*.exploded".into(),
+                },
+            )
+            .edge(
+                "a",
+                "bus",
+                EdgeKind::SubscribesTo {
+                    subject: "murmur.v1.acme.evt.task.*.completed".into(),
+                },
+            );
+        let err = Deployment::new(spec).expect_err("invalid");
+        let text = err.to_string();
+        for expected in [
+            "host name \"1bad\" is invalid",
+            "node name \"bad name\" is invalid",
+            "nodes \"a\" and \"b\" both use port 8080 on host \"h1\"",
+            "node \"d\" is placed on host \"nowhere\"",
+            "depends_on edge \"a\" → \"ghost\": node \"ghost\" does not exist",
+            "dependency cycle: a → b → c → a",
+            "mounts edge \"a\" (service) → \"b\" (service): mounts must point at a storage node",
+            "balances_to edge \"lb\" (load_balancer) → \"db\" (database): balances_to must point at a service",
+            "\"a\" connects to database \"billing\" on \"db\"",
+            "\"a\" uses subject \"murmur.v1.acme.evt.task.*.exploded\"",
+            "database \"db\" backs up to \"a\", which is not a storage node",
+            "message bus cluster \"murmur\" declares 3 nodes but has 1: bus",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert_eq!(err.0.len(), 12, "{text}");
+        assert!(
+            !text.contains("completed"),
+            "a declared subject is fine:\n{text}"
+        );
+    }
+
+    #[test]
+    fn a_self_dependency_is_a_cycle() {
+        let spec = DeploymentSpec::new("x")
+            .host("h", "h")
+            .node("a", "h", service(1))
+            .edge("a", "a", EdgeKind::DependsOn);
+        let err = Deployment::new(spec).expect_err("cycle");
+        assert_eq!(err.0, vec![Problem::Cycle(vec!["a".into(), "a".into()])]);
+    }
+
+    #[test]
+    fn dot_lists_nodes_by_host_and_labelled_edges() {
+        let spec = DeploymentSpec::new("x")
+            .host("h", "h")
+            .node("a", "h", service(1))
+            .node("b", "h", service(2))
+            .edge(
+                "a",
+                "b",
+                EdgeKind::ConnectsTo {
+                    port: 2,
+                    database: None,
+                },
+            );
+        let dot = Deployment::new(spec).expect("valid").to_dot();
+        assert!(dot.contains("subgraph \"cluster_h\""), "{dot}");
+        assert!(
+            dot.contains("\"a\" -> \"b\" [label=\"connects_to :2\"]"),
+            "{dot}"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! `murmur flake` end to end with real Nix (Debian's nix-bin, installed by
+//! scripts/install.sh): the example deployment generates a flake whose every file
+//! `nix-instantiate --parse` accepts, whose host modules evaluate offline (with stand-ins
+//! for nixpkgs), byte-identical across runs; an invalid graph is refused with every problem.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, ensure};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn murmur(args: &[&str]) -> Result<std::process::Output> {
+    Ok(Command::new(murmur_e2e::murmur_binary()?)
+        .args(args)
+        .current_dir(repo())
+        .output()?)
+}
+
+fn nix_instantiate() -> Result<&'static str> {
+    ensure!(
+        Command::new("nix-instantiate")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "nix-instantiate not found: run `bash scripts/install.sh` (installs Debian's nix-bin)"
+    );
+    Ok("nix-instantiate")
+}
+
+fn generate(out: &Path) -> Result<Vec<PathBuf>> {
+    let o = murmur(&[
+        "flake",
+        "generate",
+        "examples/shop.toml",
+        "-o",
+        out.to_str().context("utf-8 path")?,
+    ])?;
+    ensure!(
+        o.status.success(),
+        "generate failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut files = Vec::new();
+    for rel in [
+        "flake.nix",
+        "modules/murmur-agent.nix",
+        "hosts/app-1.nix",
+        "hosts/app-2.nix",
+        "hosts/data-1.nix",
+        "hosts/edge-1.nix",
+    ] {
+        let p = out.join(rel);
+        ensure!(p.exists(), "{rel} not generated");
+        files.push(p);
+    }
+    Ok(files)
+}
+
+#[test]
+fn generated_flake_parses_and_evaluates_with_nix_and_is_deterministic() -> Result<()> {
+    let nix = nix_instantiate()?;
+    let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let files = generate(a.path())?;
+    generate(b.path())?;
+    for f in &files {
+        let rel = f.strip_prefix(a.path())?;
+        assert_eq!(
+            std::fs::read(f)?,
+            std::fs::read(b.path().join(rel))?,
+            "{} differs between runs",
+            rel.display()
+        );
+        let parse = Command::new(nix).arg("--parse").arg(f).output()?;
+        assert!(
+            parse.status.success(),
+            "{}: {}",
+            rel.display(),
+            String::from_utf8_lossy(&parse.stderr)
+        );
+    }
+    // Each host module evaluates to the options we meant, given stand-ins for its inputs.
+    for host in ["app-1", "app-2", "data-1", "edge-1"] {
+        let file = a.path().join(format!("hosts/{host}.nix"));
+        let expr = format!(
+            "import {} {{ config = {{ services.postgresql.package = \"/pg\"; }}; lib = {{ }}; \
+             pkgs = {{ curl = \"/curl\"; postgresql_16 = \"/pg16\"; }}; murmurPackage = \"/murmur\"; }}",
+            file.display()
+        );
+        let eval = Command::new(nix)
+            .args(["--eval", "--strict", "--json", "-E", &expr])
+            .output()?;
+        assert!(
+            eval.status.success(),
+            "{host}: {}",
+            String::from_utf8_lossy(&eval.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&eval.stdout)?;
+        assert_eq!(v["networking"]["hostName"], host);
+        assert_eq!(v["system"]["stateVersion"], "26.05");
+        if host == "data-1" {
+            assert_eq!(v["services"]["postgresql"]["package"], "/pg16");
+            assert_eq!(
+                v["services"]["postgresql"]["ensureDatabases"],
+                serde_json::json!(["analytics", "shop"])
+            );
+            assert_eq!(
+                v["systemd"]["timers"]["db-backup"]["timerConfig"]["OnCalendar"],
+                "*-*-* 03:00:00"
+            );
+        }
+        if host == "app-1" {
+            assert_eq!(
+                v["systemd"]["services"]["web-a"]["environment"]["GREETING"],
+                "Hello \"shoppers\" ${not-interpolated}",
+                "escaping survives evaluation"
+            );
+            assert_eq!(
+                v["services"]["murmur-agents"]["planner"]["package"],
+                "/murmur"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn an_invalid_graph_is_refused_with_every_problem_and_parse_errors_have_positions() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"name":"x","hosts":{"h":{"address":"10.0.0.1"}},
+            "nodes":[{"name":"a","host":"h","type":"service","command":"/a","port":80},
+                     {"name":"b","host":"h","type":"service","command":"/b","port":80}],
+            "edges":[{"from":"a","to":"b","type":"depends_on"},{"from":"b","to":"a","type":"depends_on"},
+                     {"from":"a","to":"b","type":"mounts"}]}"#,
+    )?;
+    let o = murmur(&["flake", "check", bad.to_str().context("path")?])?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    for expected in [
+        "3 problem(s)",
+        "dependency cycle: a → b → a",
+        "both use port 80",
+        "mounts must point at a storage node",
+    ] {
+        assert!(err.contains(expected), "{expected:?} missing: {err}");
+    }
+    let out = dir.path().join("out");
+    let o = murmur(&[
+        "flake",
+        "generate",
+        bad.to_str().context("path")?,
+        "-o",
+        out.to_str().context("path")?,
+    ])?;
+    assert!(!o.status.success());
+    assert!(!out.exists(), "nothing written for an invalid graph");
+
+    std::fs::write(
+        &bad,
+        "{\n  \"name\": \"x\",\n  \"nodes\": [ {\"name\": 1} ]\n}",
+    )?;
+    let o = murmur(&["flake", "check", bad.to_str().context("path")?])?;
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("JSON parse error at 3:"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn dot_view_names_every_node() -> Result<()> {
+    let o = murmur(&["flake", "graph", "examples/shop.toml", "--dot"])?;
+    assert!(o.status.success());
+    let dot = String::from_utf8_lossy(&o.stdout);
+    assert!(dot.starts_with("digraph deployment {"));
+    for node in [
+        "lb", "web-a", "web-b", "api", "worker", "search", "db", "backups", "bus-1", "bus-2",
+        "planner", "compiler",
+    ] {
+        assert!(
+            dot.contains(&format!("\"{node}\" [label=")),
+            "{node} missing:\n{dot}"
+        );
+    }
+    Ok(())
+}
