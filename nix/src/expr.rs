@@ -134,14 +134,14 @@ impl Nix {
             }
             Nix::Str(s) => {
                 out.push('"');
-                out.push_str(&escape(s));
+                escape_into(out, s);
                 out.push('"');
             }
             Nix::Interp(parts) => {
                 out.push('"');
                 for p in parts {
                     match p {
-                        Part::Lit(s) => out.push_str(&escape(s)),
+                        Part::Lit(s) => escape_into(out, s),
                         Part::Expr(e) => {
                             out.push_str("${");
                             out.push_str(e);
@@ -168,7 +168,13 @@ impl Nix {
                 out.push_str("{\n");
                 for (k, v) in map {
                     pad(out, indent + 1);
-                    out.push_str(&attr_name(k));
+                    if is_plain_identifier(k) {
+                        out.push_str(k);
+                    } else {
+                        out.push('"');
+                        escape_into(out, k);
+                        out.push('"');
+                    }
                     out.push_str(" = ");
                     v.write(out, indent + 1);
                     out.push_str(";\n");
@@ -181,14 +187,31 @@ impl Nix {
 }
 
 fn pad(out: &mut String, indent: usize) {
-    for _ in 0..indent {
-        out.push_str("  ");
+    const SPACES: &str = "                                                                ";
+    let mut n = indent * 2;
+    while n > 0 {
+        let k = n.min(SPACES.len());
+        out.push_str(&SPACES[..k]);
+        n -= k;
     }
 }
 
 /// Escapes text for a `"..."` Nix string.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    escape_into(&mut out, s);
+    out
+}
+
+/// [`escape`], appending to `out` (no allocation when nothing needs escaping).
+fn escape_into(out: &mut String, s: &str) {
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'\\' | b'"' | b'\n' | b'\r' | b'\t' | b'$'))
+    {
+        out.push_str(s);
+        return;
+    }
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
@@ -201,7 +224,6 @@ pub fn escape(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out
 }
 
 const KEYWORDS: [&str; 12] = [

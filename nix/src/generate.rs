@@ -55,9 +55,46 @@ fn exec_arg(arg: &str) -> String {
 struct Ctx<'a> {
     d: &'a Deployment,
     nodes_by_name: BTreeMap<&'a str, &'a NodeSpec>,
+    /// Edge indexes by source and by target node name, so per-node lookups stay linear.
+    out_edges: BTreeMap<&'a str, Vec<usize>>,
+    in_edges: BTreeMap<&'a str, Vec<usize>>,
+    /// Edge indexes per target host.
+    edges_into_host: BTreeMap<&'a str, Vec<usize>>,
+    /// Nodes per host, sorted by name.
+    by_host: BTreeMap<&'a str, Vec<&'a NodeSpec>>,
 }
 
 impl<'a> Ctx<'a> {
+    fn new(d: &'a Deployment) -> Self {
+        let nodes_by_name: BTreeMap<&str, &NodeSpec> =
+            d.spec.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        let mut out_edges: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut in_edges: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut edges_into_host: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, e) in d.spec.edges.iter().enumerate() {
+            out_edges.entry(e.from.as_str()).or_default().push(i);
+            in_edges.entry(e.to.as_str()).or_default().push(i);
+            if let Some(to) = nodes_by_name.get(e.to.as_str()) {
+                edges_into_host.entry(to.host.as_str()).or_default().push(i);
+            }
+        }
+        let mut by_host: BTreeMap<&str, Vec<&NodeSpec>> = BTreeMap::new();
+        for n in &d.spec.nodes {
+            by_host.entry(n.host.as_str()).or_default().push(n);
+        }
+        for nodes in by_host.values_mut() {
+            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Self {
+            d,
+            nodes_by_name,
+            out_edges,
+            in_edges,
+            edges_into_host,
+            by_host,
+        }
+    }
+
     fn host_of(&self, name: &str) -> &'a str {
         self.nodes_by_name.get(name).map_or("", |n| n.host.as_str())
     }
@@ -71,11 +108,12 @@ impl<'a> Ctx<'a> {
     }
 
     fn edges_from(&self, name: &str) -> Vec<(&'a EdgeKind, &'a NodeSpec)> {
-        self.d
-            .spec
-            .edges
-            .iter()
-            .filter(|e| e.from == name)
+        let d = self.d;
+        self.out_edges
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|&i| &d.spec.edges[i])
             .filter_map(|e| self.nodes_by_name.get(e.to.as_str()).map(|n| (&e.kind, *n)))
             .collect()
     }
@@ -155,7 +193,14 @@ impl<'a> Ctx<'a> {
     /// ports, routes of multi-host NATS clusters, buses used by agents on other hosts.
     fn firewall(&self, host: &str) -> Vec<i64> {
         let mut ports = BTreeSet::new();
-        for e in &self.d.spec.edges {
+        let d = self.d;
+        for e in self
+            .edges_into_host
+            .get(host)
+            .into_iter()
+            .flatten()
+            .map(|&i| &d.spec.edges[i])
+        {
             let (Some(from), Some(to)) = (
                 self.nodes_by_name.get(e.from.as_str()),
                 self.nodes_by_name.get(e.to.as_str()),
@@ -181,7 +226,7 @@ impl<'a> Ctx<'a> {
                 _ => {}
             }
         }
-        for n in self.d.spec.nodes.iter().filter(|n| n.host == host) {
+        for n in self.by_host.get(host).into_iter().flatten() {
             match &n.kind {
                 NodeKind::LoadBalancer(lb) => {
                     ports.insert(lb.port);
@@ -232,10 +277,11 @@ fn limits(service_config: &mut Nix, r: &crate::model::Resources) {
 
 /// The options of one host.
 pub fn host_config(d: &Deployment, host: &str) -> Nix {
-    let ctx = Ctx {
-        d,
-        nodes_by_name: d.spec.nodes.iter().map(|n| (n.name.as_str(), n)).collect(),
-    };
+    host_config_in(&Ctx::new(d), host)
+}
+
+fn host_config_in(ctx: &Ctx<'_>, host: &str) -> Nix {
+    let d = ctx.d;
     let mut c = Nix::attrs();
     c.set(&["networking", "hostName"], host.into());
     c.set(
@@ -247,9 +293,7 @@ pub fn host_config(d: &Deployment, host: &str) -> Nix {
         Nix::List(ctx.firewall(host).into_iter().map(Nix::Int).collect()),
     );
     let description = |what: &str, name: &str| format!("{} {what} {name}", d.spec.name);
-    let mut nodes: Vec<&NodeSpec> = d.spec.nodes.iter().filter(|n| n.host == host).collect();
-    nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    for node in nodes {
+    for node in ctx.by_host.get(host).into_iter().flatten().copied() {
         let (after, requires, mounts) = ctx.ordering(node);
         match &node.kind {
             NodeKind::Service(s) => {
@@ -371,7 +415,13 @@ pub fn host_config(d: &Deployment, host: &str) -> Nix {
                 pg.set(&["settings", "port"], Nix::Int(i64::from(db.port)));
                 // Remote clients: TCP on, one pg_hba line per connecting host.
                 let mut remote: BTreeSet<(String, String)> = BTreeSet::new();
-                for e in d.spec.edges.iter().filter(|e| e.to == node.name) {
+                for e in ctx
+                    .in_edges
+                    .get(node.name.as_str())
+                    .into_iter()
+                    .flatten()
+                    .map(|&i| &d.spec.edges[i])
+                {
                     if let EdgeKind::ConnectsTo { database, .. } = &e.kind {
                         let from_host = ctx.host_of(&e.from);
                         if from_host != host {
@@ -593,11 +643,12 @@ pub fn generate(d: &Deployment) -> Flake {
         "modules/murmur-agent.nix".to_string(),
         AGENT_MODULE.to_string(),
     );
+    let ctx = Ctx::new(d);
     for h in &hosts {
         let mut text = String::from(
             "# Generated by `murmur flake generate`; edit the deployment graph, not this file.\n{ config, lib, pkgs, murmurPackage, ... }:\n",
         );
-        text.push_str(&host_config(d, h).render());
+        text.push_str(&host_config_in(&ctx, h).render());
         text.push('\n');
         files.insert(format!("hosts/{h}.nix"), text);
     }

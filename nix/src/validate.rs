@@ -224,15 +224,14 @@ fn check_values(node: &NodeSpec, problems: &mut Vec<Problem>) {
         }
     }
     match &node.kind {
-        NodeKind::Storage(s) => {
+        NodeKind::Storage(s)
             if !s.mount_path.starts_with('/')
-                || (s.mount_path.len() > 1 && s.mount_path.ends_with('/'))
-            {
-                bad(format!(
-                    "mount path {:?} must be absolute without a trailing slash",
-                    s.mount_path
-                ));
-            }
+                || (s.mount_path.len() > 1 && s.mount_path.ends_with('/')) =>
+        {
+            bad(format!(
+                "mount path {:?} must be absolute without a trailing slash",
+                s.mount_path
+            ));
         }
         NodeKind::Service(s) if s.command.trim().is_empty() => bad("command is empty".into()),
         NodeKind::Agent(a) if name_problem(&a.kind).is_some() => {
