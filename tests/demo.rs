@@ -21,6 +21,14 @@ fn murmur_demo_succeeds() -> Result<()> {
             "step {step} missing:\n{stdout}"
         );
     }
-    assert!(stdout.contains("demo ok"));
+    for expected in [
+        "workflow ok",
+        "[compile 5] results:",
+        "demo compile ok",
+        "[flake] examples/shop.toml → 6 files",
+        "demo ok",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} missing:\n{stdout}");
+    }
     Ok(())
 }

@@ -180,8 +180,15 @@ fn an_invalid_graph_is_refused_with_every_problem_and_parse_errors_have_position
 fn the_repository_flake_and_its_agent_module_parse() -> Result<()> {
     let nix = nix_instantiate()?;
     for f in ["flake.nix", "nix/module/murmur-agent.nix"] {
-        let o = Command::new(nix).arg("--parse").arg(repo().join(f)).output()?;
-        assert!(o.status.success(), "{f}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new(nix)
+            .arg("--parse")
+            .arg(repo().join(f))
+            .output()?;
+        assert!(
+            o.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     // Generated flakes carry the same module text as the repository exports.
     assert_eq!(

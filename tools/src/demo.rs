@@ -7,7 +7,9 @@
 //! retried publish is deduplicated by the server; a conflicting write is refused; a result
 //! forged with raw async-nats under a worker's identity is dead-lettered; the workers leave;
 //! and the agents + tasks projection built live equals the one rebuilt by replaying the log.
-//! Exits non-zero if any step does not hold.
+//! Then the distributed-compilation pipeline runs on the same server ([`crate::demo_compile`])
+//! and the example deployment graph is generated into a Nix flake. Exits non-zero if any
+//! step does not hold.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -409,8 +411,60 @@ pub async fn run(settings: &Settings) -> Result<()> {
         ),
     );
     out!(
-        "demo ok: {} events in the log, {decisions} coordinator decisions",
+        "workflow ok: {} events in the log, {decisions} coordinator decisions",
         replayed.position()
+    );
+
+    // The distributed-compilation pipeline on the same server, agents as processes.
+    let url = match &_server {
+        Some(s) => s.url(),
+        None => connect.servers.join(","),
+    };
+    crate::demo_compile::run_on(settings, &connect, &url).await?;
+
+    // The deployment graph of a 5-service shop, generated into a Nix flake.
+    flake_step()?;
+    out!("demo ok");
+    Ok(())
+}
+
+/// Validates the example deployment and generates its flake into a temp dir; parses every
+/// file with `nix-instantiate --parse` when Nix is installed.
+fn flake_step() -> Result<()> {
+    const SHOP: &str = include_str!("../../examples/shop.toml");
+    let spec = murmur_nix::DeploymentSpec::parse(SHOP, murmur_nix::Format::Toml)?;
+    let flake = murmur_nix::build(spec)?;
+    let dir = tempfile::tempdir()?;
+    for (rel, text) in &flake.files {
+        let path = dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().context("file has a parent")?)?;
+        std::fs::write(&path, text)?;
+    }
+    let parsed = match std::process::Command::new("nix-instantiate")
+        .arg("--version")
+        .output()
+    {
+        Ok(_) => {
+            for rel in flake.files.keys() {
+                let o = std::process::Command::new("nix-instantiate")
+                    .arg("--parse")
+                    .arg(dir.path().join(rel))
+                    .output()?;
+                ensure!(
+                    o.status.success(),
+                    "nix-instantiate refused {rel}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            "each parsed by nix-instantiate"
+        }
+        Err(_) => "nix-instantiate not installed, parse check skipped",
+    };
+    out!(
+        "[flake] examples/shop.toml → {} files ({} bytes): {}; {parsed}",
+        flake.files.len(),
+        flake.files.values().map(String::len).sum::<usize>(),
+        flake.files.keys().cloned().collect::<Vec<_>>().join(", ")
     );
     Ok(())
 }

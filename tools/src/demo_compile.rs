@@ -29,7 +29,7 @@ use murmur_subjects::{Draft, Projector, Token};
 use tokio::io::AsyncBufReadExt;
 
 use crate::cli::Settings;
-use crate::demo::{connect_or_start, participant, step};
+use crate::demo::{connect_or_start, participant};
 
 /// Long enough for two cold cargo builds per workspace on a slow machine.
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -102,6 +102,9 @@ async fn spawn_agent(
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting agent {name}"))?;
+    if let Some(pid) = child.id() {
+        crate::track_child(pid);
+    }
     let stdout = child.stdout.take().context("agent stdout")?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let id = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
@@ -154,18 +157,31 @@ fn flow_line(ev: &murmur_subjects::VerifiedEvent, names: &BTreeMap<String, Strin
     )
 }
 
-/// Runs the compile demo.
+fn step(n: usize, text: &str) {
+    out!("[compile {n}] {text}");
+}
+
+/// Runs the compile demo on its own (`murmur demo compile`).
 pub async fn run(settings: &Settings) -> Result<()> {
     let (connect, server) = connect_or_start(settings).await?;
     let url = match &server {
         Some(s) => s.url(),
         None => connect.servers.join(","),
     };
+    run_on(settings, &connect, &url).await
+}
+
+/// Runs the compile demo against a server that is already up (the main demo's).
+pub async fn run_on(
+    settings: &Settings,
+    connect: &murmur_subjects::connect::ConnectOptions,
+    url: &str,
+) -> Result<()> {
     let realm = Token::new(format!(
         "compile-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     ))?;
-    let platform = participant(&connect, "demo-compile", &realm, settings).await?;
+    let platform = participant(connect, "demo-compile", &realm, settings).await?;
     let coordinator_key = platform.identity().public_key().to_string();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let coordinator = tokio::spawn(run_coordinator(
@@ -196,7 +212,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
         ("compiler", "compiler-2"),
         ("executor", "executor"),
     ] {
-        agents.push(spawn_agent(&url, &realm, &coordinator_key, data.path(), kind, name).await?);
+        agents.push(spawn_agent(url, &realm, &coordinator_key, data.path(), kind, name).await?);
     }
     let mut view = Projector::new(
         platform.clone(),
@@ -402,7 +418,6 @@ pub async fn run(settings: &Settings) -> Result<()> {
     }
     let _ = stop_tx.send(true);
     coordinator.await??;
-    drop(server);
     if !problems.is_empty() {
         bail!("demo compile failed:\n  {}", problems.join("\n  "));
     }

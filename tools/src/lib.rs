@@ -12,14 +12,46 @@ macro_rules! out {
     };
 }
 
-/// Writes one line to stdout; exits 0 when stdout is a closed pipe.
+/// Writes one line to stdout; exits 0 when stdout is a closed pipe, first killing the child
+/// processes this process started (`process::exit` runs no destructors, so their
+/// kill-on-drop would not fire and they would outlive us).
 pub fn emit(line: &str) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = writeln!(stdout, "{line}")
         && e.kind() == std::io::ErrorKind::BrokenPipe
     {
+        kill_tracked_children();
         std::process::exit(0);
+    }
+}
+
+/// Child processes (nats-server, agent processes) to kill if we exit without unwinding.
+static CHILDREN: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Remembers a child process to kill on an early exit.
+pub fn track_child(pid: u32) {
+    if let Ok(mut c) = CHILDREN.lock() {
+        c.insert(pid);
+    }
+}
+
+/// Forgets a child that was stopped.
+pub fn untrack_child(pid: u32) {
+    if let Ok(mut c) = CHILDREN.lock() {
+        c.remove(&pid);
+    }
+}
+
+fn kill_tracked_children() {
+    if let Ok(children) = CHILDREN.lock() {
+        for &pid in children.iter() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 

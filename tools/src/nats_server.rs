@@ -212,6 +212,9 @@ impl NatsProcess {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", self.bin.display()))?;
+        if let Some(pid) = child.id() {
+            crate::track_child(pid);
+        }
         self.child = Some(child);
         Ok(())
     }
@@ -246,6 +249,9 @@ impl NatsProcess {
     /// Stops the server (SIGKILL) and waits for it to exit. The store is kept.
     pub async fn stop(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                crate::untrack_child(pid);
+            }
             child.kill().await.ok();
             child.wait().await.ok();
         }
