@@ -127,6 +127,10 @@ pub async fn wait_jetstream(url: &str, deadline: Duration) -> Result<()> {
     }
 }
 
+/// JetStream file store limit of local servers: 1 TiB, so stream reservations never depend on
+/// how much disk happens to be free.
+const LOCAL_MAX_FILE_STORE: u64 = 1 << 40;
+
 /// One running nats-server process with JetStream.
 #[derive(Debug)]
 pub struct NatsProcess {
@@ -147,18 +151,21 @@ impl NatsProcess {
     pub async fn start(port: u16, store_dir: &Path) -> Result<Self> {
         let port = if port == 0 { free_port()? } else { port };
         let monitor_port = free_port()?;
-        let args = vec![
-            "-js".to_string(),
-            "-a".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-            "-m".into(),
-            monitor_port.to_string(),
-            "-sd".into(),
-            store_dir.display().to_string(),
-        ];
-        Self::spawn(args, port, monitor_port, store_dir).await
+        std::fs::create_dir_all(store_dir)?;
+        // JetStream's default store limit is 75% of the free disk at start, and every stream
+        // reserves its max_bytes against it (10 GiB for murmur's history by default): on a
+        // machine with little free disk, stream creation would fail with "insufficient
+        // storage resources". A local dev/test server sets the limit explicitly.
+        let config = store_dir.join("nats-local.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n\
+                 jetstream {{ store_dir: \"{}\", max_file_store: {LOCAL_MAX_FILE_STORE} }}\n",
+                store_dir.display()
+            ),
+        )?;
+        Self::start_with_config(&config, port, monitor_port, store_dir).await
     }
 
     /// Starts a server from a config file.
@@ -315,7 +322,7 @@ impl NatsCluster {
             std::fs::create_dir_all(&node_dir)?;
             let config = format!(
                 "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
-                 jetstream {{ store_dir: \"{}\" }}\n\
+                 jetstream {{ store_dir: \"{}\", max_file_store: {LOCAL_MAX_FILE_STORE} }}\n\
                  cluster {{ name: murmur-dev\n  listen: 127.0.0.1:{cluster}\n  routes: [{}] }}\n",
                 node_dir.join("js").display(),
                 routes.join(", ")
