@@ -200,7 +200,8 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
         },
     ));
     for (n, input) in [
-        serde_json::json!({"n": 1}),
+        // Long enough for a 200 ms heartbeat to see the agent busy.
+        serde_json::json!({"n": 1, "sleep_ms": 800}),
         serde_json::json!({"n": 2}),
         serde_json::json!({"fail": "boom"}),
     ]
@@ -267,6 +268,34 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
         "{scraped}"
     );
     assert!(http_get(&metrics_addr, "/other")?.contains("404"));
+
+    // The agent going busy was logged as agent.load_changed.
+    let mut saw_busy = false;
+    read_stream(
+        submitter.jetstream(),
+        "MURMUR_HISTORY",
+        &murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
+            .realm(Token::new("acme")?)
+            .domain(murmur_subjects::Domain::Agent)
+            .verb(Token::new("load_changed")?),
+        StartAt::Beginning,
+        None,
+        |m| {
+            if let Ok(ev) = submitter.decode_stored(&m.message, m.sequence, None)
+                && let Ok(p) = ev.payload::<murmur_subjects::events::AgentLoadChanged>()
+                && ev.emitter() == id
+                && p.queue_depth >= 1
+            {
+                saw_busy = true;
+            }
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    assert!(
+        saw_busy,
+        "no agent.load_changed with a busy queue was logged"
+    );
 
     // `murmur status --json` sums it up from the log and the live stats, once the
     // coordinator has dead-lettered the failed task.

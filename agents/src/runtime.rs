@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use async_nats::service::ServiceExt;
-use murmur_subjects::events::{AgentHeartbeat, AgentJoined, AgentLeft};
+use murmur_subjects::events::{AgentHeartbeat, AgentJoined, AgentLeft, AgentLoadChanged};
 use murmur_subjects::{Domain, Draft, EventLog, LogError, Plane, Subject, Token};
 
 use crate::metrics::AgentMetrics;
@@ -251,8 +251,24 @@ async fn beat(
 ) {
     let mut tick = tokio::time::interval(interval);
     let key = format!("{}.{}", log.realm(), id);
+    // What the registry last learned from the log (a fresh join resets it to idle).
+    let mut logged = AgentLoadChanged::default();
     loop {
         tick.tick().await;
+        let now = AgentLoadChanged {
+            load: load_average(),
+            queue_depth: queue_depth.load(Ordering::SeqCst),
+            lame_duck: lame_duck.load(Ordering::SeqCst),
+        };
+        if logged.significant_change(&now) {
+            match Draft::new(id.clone(), &now) {
+                Ok(draft) => match log.append(draft).await {
+                    Ok(_) => logged = now,
+                    Err(e) => tracing::warn!(error = %e, "load change not logged"),
+                },
+                Err(e) => tracing::error!(error = %e, "load change payload"),
+            }
+        }
         let hb = AgentHeartbeat {
             interval_ms: interval.as_millis() as u64,
             load: load_average(),

@@ -107,10 +107,10 @@ pub fn candidates(registry: &Registry) -> Vec<Candidate> {
             cores: a.hardware.cores,
             memory_mib: a.hardware.memory_mib,
             vram_mib: a.hardware.vram_mib,
-            load: 0.0,
-            queue_depth: 0,
+            load: a.load,
+            queue_depth: a.queue_depth,
             online: true,
-            lame_duck: false,
+            lame_duck: a.lame_duck,
         })
         .collect()
 }

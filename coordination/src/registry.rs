@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use murmur_subjects::events::{AgentJoined, AgentLeft, AgentOffline, AgentResumed, Hardware};
+use murmur_subjects::events::{
+    AgentJoined, AgentLeft, AgentLoadChanged, AgentOffline, AgentResumed, Hardware,
+};
 use murmur_subjects::projection::{Projection, Refusal};
 use murmur_subjects::{Domain, Payload, Plane, SubjectFilter, Token, VerifiedEvent};
 use serde::{Deserialize, Serialize};
@@ -40,6 +42,15 @@ pub struct AgentEntry {
     pub last_sequence: u64,
     /// How many times it joined.
     pub joins: u32,
+    /// Load from its last `agent.load_changed` (0.0 ..= 1.0 per core).
+    #[serde(default)]
+    pub load: f32,
+    /// Queue depth from its last `agent.load_changed`.
+    #[serde(default)]
+    pub queue_depth: u32,
+    /// Whether it announced lame duck (refuses new work).
+    #[serde(default)]
+    pub lame_duck: bool,
 }
 
 /// The registry state: agents by public key (sorted, so output is deterministic).
@@ -113,6 +124,9 @@ impl Projection for RegistryProjection {
                         status: AgentStatus::Online,
                         last_sequence: seq,
                         joins,
+                        load: 0.0,
+                        queue_depth: 0,
+                        lame_duck: false,
                     },
                 );
             }
@@ -141,6 +155,23 @@ impl Projection for RegistryProjection {
                 if agent.status == AgentStatus::Online {
                     agent.status = AgentStatus::Offline;
                 }
+                agent.last_sequence = seq;
+            }
+            AgentLoadChanged::TYPE => {
+                if id != event.emitter() {
+                    return Err(Refusal(format!(
+                        "{} tried to report load for agent {id}",
+                        event.emitter()
+                    )));
+                }
+                let p: AgentLoadChanged = event.payload().map_err(bad)?;
+                let agent = state
+                    .agents
+                    .get_mut(id)
+                    .ok_or_else(|| Refusal(format!("unknown agent {id}")))?;
+                agent.load = p.load;
+                agent.queue_depth = p.queue_depth;
+                agent.lame_duck = p.lame_duck;
                 agent.last_sequence = seq;
             }
             AgentResumed::TYPE => {

@@ -131,6 +131,7 @@ impl Catalog {
                 .with::<events::AgentJoined>()
                 .with::<events::AgentLeft>()
                 .with::<events::AgentHeartbeat>()
+                .with::<events::AgentLoadChanged>()
                 .with::<events::AgentOffline>()
                 .with::<events::AgentResumed>()
                 .with::<events::TaskSubmitted>()

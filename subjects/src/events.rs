@@ -166,6 +166,39 @@ impl Payload for AgentHeartbeat {
     const DESCRIPTION: &'static str = "liveness and load, core NATS only (never persisted)";
 }
 
+/// `dev.murmur.agent.load_changed`: an agent's load, queue depth or lame-duck state changed
+/// significantly (logged, unlike heartbeats, so routing decisions replay).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentLoadChanged {
+    /// Current load, 0.0 ..= 1.0 per core.
+    pub load: f32,
+    /// Attempts running or queued on the agent.
+    pub queue_depth: u32,
+    /// Whether it refuses new work.
+    pub lame_duck: bool,
+}
+
+impl AgentLoadChanged {
+    /// Whether `now` differs enough from the last logged report to be logged: lame duck
+    /// entered, queue empty ↔ busy, queue depth moved by 8 or more, or load by 0.25 or more.
+    pub fn significant_change(&self, now: &AgentLoadChanged) -> bool {
+        self.lame_duck != now.lame_duck
+            || (self.queue_depth == 0) != (now.queue_depth == 0)
+            || self.queue_depth.abs_diff(now.queue_depth) >= 8
+            || (self.load - now.load).abs() >= 0.25
+    }
+}
+
+impl Payload for AgentLoadChanged {
+    const TYPE: &'static str = "dev.murmur.agent.load_changed";
+    const DOMAIN: Domain = Domain::Agent;
+    const VERB: &'static str = "load_changed";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str =
+        "an agent's load, queue depth or lame-duck state changed significantly";
+}
+
 /// `dev.murmur.task.submitted`: a task entered the system. The submitter is the event's
 /// verified emitter. (`labels`, `max_attempts`, `lease_ms`, `depends_on` and
 /// `on_dependency_failure` were added as optional members with defaults: an additive change,
@@ -450,6 +483,36 @@ impl Payload for Redriven {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_changes_are_significant_only_past_thresholds() {
+        let idle = AgentLoadChanged::default();
+        let busy = AgentLoadChanged {
+            queue_depth: 1,
+            ..Default::default()
+        };
+        assert!(idle.significant_change(&busy), "empty → busy");
+        assert!(!busy.significant_change(&AgentLoadChanged {
+            queue_depth: 5,
+            ..busy.clone()
+        }));
+        assert!(busy.significant_change(&AgentLoadChanged {
+            queue_depth: 9,
+            ..busy.clone()
+        }));
+        assert!(!idle.significant_change(&AgentLoadChanged {
+            load: 0.2,
+            ..idle.clone()
+        }));
+        assert!(idle.significant_change(&AgentLoadChanged {
+            load: 0.3,
+            ..idle.clone()
+        }));
+        assert!(idle.significant_change(&AgentLoadChanged {
+            lame_duck: true,
+            ..idle.clone()
+        }));
+    }
     use crate::payload::{decode, encode, json_schema, schema_version};
 
     #[test]
