@@ -149,8 +149,7 @@ pub async fn run_worker(
                         }
                         let mine: Vec<(String, u32, String, String, serde_json::Value)> = tasks
                             .state()
-                            .tasks
-                            .iter()
+                            .open_tasks()
                             .filter(|(id, t)| {
                                 matches!(&t.state, TaskState::Assigned { agent, started: false, .. } if *agent == me)
                                     && !taken.contains(&((*id).clone(), t.attempt))

@@ -239,6 +239,7 @@ pub async fn run_coordinator(
     let mut written = 0;
     let mut conflicted_ticks = 0;
     let mut diverged_after = DIVERGED_AFTER;
+    let mut last_decided = tokio::time::Instant::now() - config.tick;
     let mut conflicted_at = projector.position();
     tokio::pin!(shutdown);
     loop {
@@ -256,6 +257,12 @@ pub async fn run_coordinator(
                 }
             }
         }
+        // Deciding scans every open task: once per tick is enough, however many small
+        // batches the projector reads in between (under load it returns after each).
+        if last_decided.elapsed() < config.tick {
+            continue;
+        }
+        last_decided = tokio::time::Instant::now();
         let view = projector.state();
         let commands = decide(
             &view.tasks,

@@ -13,7 +13,7 @@
 //! `completed`, or a result from an agent whose attempt is no longer current (its lease was
 //! lost), is refused by the fold and never changes the state.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
 use murmur_subjects::events::{
@@ -132,9 +132,52 @@ pub struct Task {
 pub struct TaskBook {
     /// Tasks by id.
     pub tasks: BTreeMap<String, Task>,
+    /// Ids of the tasks that are not final, kept by the projection so schedulers and workers
+    /// do not scan the whole history on every tick.
+    #[serde(default)]
+    open: BTreeSet<String>,
+    /// Whether `open` is maintained (false for books built by hand or read from a checkpoint
+    /// written before the index existed; it is rebuilt on the next event).
+    #[serde(default)]
+    indexed: bool,
 }
 
 impl TaskBook {
+    /// Tasks that are not final (pending, assigned, running), by id.
+    pub fn open_tasks(&self) -> Box<dyn Iterator<Item = (&String, &Task)> + '_> {
+        if self.indexed {
+            Box::new(
+                self.open
+                    .iter()
+                    .filter_map(|id| self.tasks.get_key_value(id)),
+            )
+        } else {
+            Box::new(self.tasks.iter().filter(|(_, t)| !t.state.is_final()))
+        }
+    }
+
+    /// Updates the open index after an event about `id`.
+    fn reindex(&mut self, id: &str) {
+        if !self.indexed {
+            self.open = self
+                .tasks
+                .iter()
+                .filter(|(_, t)| !t.state.is_final())
+                .map(|(id, _)| id.clone())
+                .collect();
+            self.indexed = true;
+            return;
+        }
+        match self.tasks.get(id) {
+            Some(t) if !t.state.is_final() => {
+                self.open.insert(id.to_string());
+            }
+            _ => {
+                self.open.remove(id);
+            }
+        }
+    }
+
     /// Tasks per state name.
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         let mut out = BTreeMap::new();
@@ -193,6 +236,14 @@ impl Projection for TaskProjection {
     }
 
     fn apply(&self, book: &mut TaskBook, event: &VerifiedEvent) -> Result<(), Refusal> {
+        let result = self.apply_event(book, event);
+        book.reindex(event.subject.aggregate().as_str());
+        result
+    }
+}
+
+impl TaskProjection {
+    fn apply_event(&self, book: &mut TaskBook, event: &VerifiedEvent) -> Result<(), Refusal> {
         let id = event.subject.aggregate().as_str();
         let seq = event.stream_sequence.unwrap_or(0);
         let at = stored(event);
@@ -414,7 +465,7 @@ pub fn decide(
     let mut commands = Vec::new();
     let mut in_flight_per_agent: BTreeMap<&str, u32> = BTreeMap::new();
     let mut in_flight_per_submitter: BTreeMap<&str, u32> = BTreeMap::new();
-    for (id, t) in &book.tasks {
+    for (id, t) in book.open_tasks() {
         if let TaskState::Assigned {
             agent, lease_until, ..
         } = &t.state
@@ -437,8 +488,7 @@ pub fn decide(
     // Ready tasks grouped by priority (high first), then by submitter in FIFO order.
     let mut by_priority: BTreeMap<std::cmp::Reverse<u8>, ReadyBySubmitter<'_>> = BTreeMap::new();
     let mut ready: Vec<(&String, &Task)> = book
-        .tasks
-        .iter()
+        .open_tasks()
         .filter(|(_, t)| matches!(t.state, TaskState::Pending { not_before } if not_before <= now))
         .collect();
     ready.sort_by_key(|(_, t)| t.submitted_sequence);
@@ -743,6 +793,13 @@ mod tests {
             };
             proj.apply(&mut book, &log.event(&submitter, "t1", &submitted, 0))
                 .expect("submitted");
+            assert_eq!(
+                book.open_tasks()
+                    .map(|(id, _)| id.as_str())
+                    .collect::<Vec<_>>(),
+                ["t1"],
+                "a submitted task is open"
+            );
             // Only a coordinator may assign.
             let assign1 = TaskAssigned {
                 agent: w1.public_key().into(),
@@ -786,6 +843,11 @@ mod tests {
             };
             proj.apply(&mut book, &log.event(&w2, "t1", &done, 2_700))
                 .expect("completed");
+            assert_eq!(
+                book.open_tasks().count(),
+                0,
+                "a completed task is no longer open"
+            );
             assert_eq!(
                 book.tasks["t1"].state,
                 TaskState::Completed {
