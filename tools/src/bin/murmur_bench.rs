@@ -757,7 +757,7 @@ async fn task_suite(url: &str, n: u64, window: usize) -> Result<()> {
                     let ms = (m.stored_at - *s).num_microseconds().unwrap_or(0) as f64 / 1e3;
                     stages
                         .entry(verb.to_string())
-                        .or_insert_with(Vec::new)
+                        .or_default()
                         .push(ms);
                 }
             }
