@@ -21,8 +21,11 @@
 //!
 //! - [`submit`]: submitting a validated graph as `task.submitted` events (I/O edge).
 //!
-//! Consensus (issue 4) builds on these.
+//! - [`consensus`]: proposals, votes and decisions, pure: counting rules (simple, qualified,
+//!   weighted, unanimous, adaptive response thresholds), early decision, typed vote
+//!   refusals. The tallier service, voter agents and CLI (issue 4) are not written yet.
 
+pub mod consensus;
 pub mod coordinator;
 pub mod graph;
 pub mod liveness;

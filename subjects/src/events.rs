@@ -199,6 +199,124 @@ impl Payload for AgentLoadChanged {
         "an agent's load, queue depth or lame-duck state changed significantly";
 }
 
+/// A voter's answer.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Choice {
+    /// For.
+    Approve,
+    /// Against.
+    Reject,
+    /// Counted for quorum, not for the outcome.
+    Abstain,
+}
+
+/// How a proposal is decided. Fractions are `numerator/denominator` of the counted weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Protocol {
+    /// More approve than reject weight (ties reject).
+    SimpleMajority,
+    /// Approve weight ≥ numerator/denominator of approve + reject weight.
+    Qualified {
+        /// Numerator, e.g. 2.
+        numerator: u32,
+        /// Denominator, e.g. 3.
+        denominator: u32,
+    },
+    /// Simple majority over the weights fixed in the proposal.
+    Weighted,
+    /// Every voter in the set approves.
+    Unanimous,
+    /// Response thresholds: a voter answers only when the proposal's stimulus reaches its
+    /// threshold for the category; `rule` counts those who answered, and at least
+    /// `min_responders` must answer.
+    AdaptiveThreshold {
+        /// Counting rule over responders (`simple_majority` or `qualified`).
+        rule: Box<Protocol>,
+        /// Fewest responders for a decision.
+        min_responders: u32,
+    },
+}
+
+/// `dev.murmur.proposal.opened`: a question put to a set of voters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProposalOpened {
+    /// The question, for people.
+    pub question: String,
+    /// What is being decided (free-form, read by voter policies).
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    /// Counting rule.
+    pub protocol: Protocol,
+    /// Voters (public keys) and their weights (1 unless weighted).
+    pub voters: BTreeMap<String, u32>,
+    /// Fewest votes (by count, abstentions included) for a decision.
+    pub quorum: u32,
+    /// Votes stored after this (by the stream's clock) never count.
+    pub deadline: chrono::DateTime<chrono::Utc>,
+    /// Category, for response thresholds.
+    #[serde(default)]
+    pub category: String,
+    /// Urgency/value in 0..=1, compared with voters' thresholds.
+    #[serde(default)]
+    pub stimulus: f64,
+}
+
+impl Payload for ProposalOpened {
+    const TYPE: &'static str = "dev.murmur.proposal.opened";
+    const DOMAIN: Domain = Domain::Proposal;
+    const VERB: &'static str = "opened";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "a question put to a set of voters";
+}
+
+/// `dev.murmur.proposal.vote_cast`: a vote; the voter is the event's verified emitter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VoteCast {
+    /// The answer.
+    pub choice: Choice,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl Payload for VoteCast {
+    const TYPE: &'static str = "dev.murmur.proposal.vote_cast";
+    const DOMAIN: Domain = Domain::Proposal;
+    const VERB: &'static str = "vote_cast";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "a vote, tied to the voter's verified identity";
+}
+
+/// `dev.murmur.proposal.decided`: the outcome and the tally that produced it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProposalDecided {
+    /// `approved`, `rejected`, `no_quorum` or `expired`.
+    pub outcome: String,
+    /// Approve weight counted.
+    pub approve: u64,
+    /// Reject weight counted.
+    pub reject: u64,
+    /// Abstentions counted.
+    pub abstain: u64,
+    /// Votes counted (by count).
+    pub votes: u32,
+}
+
+impl Payload for ProposalDecided {
+    const TYPE: &'static str = "dev.murmur.proposal.decided";
+    const DOMAIN: Domain = Domain::Proposal;
+    const VERB: &'static str = "decided";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "a proposal's outcome with its tally";
+}
+
 /// `dev.murmur.task.submitted`: a task entered the system. The submitter is the event's
 /// verified emitter. (`labels`, `max_attempts`, `lease_ms`, `depends_on` and
 /// `on_dependency_failure` were added as optional members with defaults: an additive change,

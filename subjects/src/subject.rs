@@ -247,11 +247,13 @@ pub enum Domain {
     Task,
     /// The platform itself: dead letters, redrives.
     Sys,
+    /// Consensus: proposals, votes, decisions.
+    Proposal,
 }
 
 impl Domain {
     /// All domains, in declaration order.
-    pub const ALL: [Domain; 3] = [Domain::Agent, Domain::Task, Domain::Sys];
+    pub const ALL: [Domain; 4] = [Domain::Agent, Domain::Task, Domain::Sys, Domain::Proposal];
 
     /// The token for this domain.
     pub const fn as_str(self) -> &'static str {
@@ -259,6 +261,7 @@ impl Domain {
             Domain::Agent => "agent",
             Domain::Task => "task",
             Domain::Sys => "sys",
+            Domain::Proposal => "proposal",
         }
     }
 }

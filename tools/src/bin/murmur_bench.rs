@@ -755,10 +755,7 @@ async fn task_suite(url: &str, n: u64, window: usize) -> Result<()> {
                 let verb = subject.rsplit('.').next().unwrap_or_default();
                 if let Some(s) = submitted_at.get(&task) {
                     let ms = (m.stored_at - *s).num_microseconds().unwrap_or(0) as f64 / 1e3;
-                    stages
-                        .entry(verb.to_string())
-                        .or_default()
-                        .push(ms);
+                    stages.entry(verb.to_string()).or_default().push(ms);
                 }
             }
             if subject.ends_with(".submitted") {

@@ -1,0 +1,592 @@
+//! Consensus, pure part: how votes are counted, when a proposal can be decided early, which
+//! votes are refused, and the response thresholds of the adaptive protocol.
+//!
+//! Everything here is a function of the event sequence and the stream's stored times, never
+//! of a clock: replaying the log reproduces every decision. The rule for a second vote from
+//! the same voter: **the first vote counts**; later ones are refused (`DuplicateVote`) and
+//! recorded as such.
+//!
+//! Early decision: after each vote the tally is evaluated as if every voter who has not
+//! voted yet approved, and as if they all rejected; when both give the same outcome (and the
+//! quorum is met), nothing can change it and the proposal is decided. When even all
+//! remaining votes cannot reach the quorum, it is decided `no_quorum` at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use murmur_subjects::events::{Choice, ProposalDecided, ProposalOpened, Protocol};
+use serde::{Deserialize, Serialize};
+
+/// How a proposal ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The rule approved.
+    Approved,
+    /// The rule rejected.
+    Rejected,
+    /// Too few votes by the deadline (or too few could still come).
+    NoQuorum,
+}
+
+impl Outcome {
+    /// The name written in `proposal.decided`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Approved => "approved",
+            Outcome::Rejected => "rejected",
+            Outcome::NoQuorum => "no_quorum",
+        }
+    }
+}
+
+/// Why a vote was not counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum VoteRefusal {
+    /// No such proposal.
+    #[error("unknown proposal")]
+    UnknownProposal,
+    /// Already decided or withdrawn.
+    #[error("the proposal is closed")]
+    Closed,
+    /// Stored after the deadline.
+    #[error("cast after the deadline")]
+    AfterDeadline,
+    /// Not in the voter set.
+    #[error("not in the voter set")]
+    NotAVoter,
+    /// The voter already voted (the first vote counts).
+    #[error("the voter already voted; the first vote counts")]
+    DuplicateVote,
+    /// Adaptive protocol: the voter's threshold is above the stimulus, so it does not respond.
+    #[error("threshold above the proposal's stimulus: this voter does not respond")]
+    NotResponding,
+}
+
+/// Counted weights.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Approve weight.
+    pub approve: u64,
+    /// Reject weight.
+    pub reject: u64,
+    /// Abstentions (count).
+    pub abstain: u64,
+    /// Votes counted.
+    pub votes: u32,
+    /// Voters who approved (count), for unanimity.
+    pub approvers: u32,
+}
+
+impl Tally {
+    fn add(&mut self, choice: Choice, weight: u64) {
+        self.votes += 1;
+        match choice {
+            Choice::Approve => {
+                self.approve += weight;
+                self.approvers += 1;
+            }
+            Choice::Reject => self.reject += weight,
+            Choice::Abstain => self.abstain += 1,
+        }
+    }
+
+    /// The `proposal.decided` payload for `outcome`.
+    pub fn decided(&self, outcome: Outcome) -> ProposalDecided {
+        ProposalDecided {
+            outcome: outcome.as_str().into(),
+            approve: self.approve,
+            reject: self.reject,
+            abstain: self.abstain,
+            votes: self.votes,
+        }
+    }
+}
+
+fn weight(p: &ProposalOpened, voter: &str) -> u64 {
+    match p.protocol {
+        Protocol::Weighted => u64::from(p.voters.get(voter).copied().unwrap_or(0)),
+        _ => 1,
+    }
+}
+
+/// The rule's verdict on a tally (quorum aside). `electorate`: voters expected to answer.
+fn verdict(protocol: &Protocol, t: &Tally, electorate: u32) -> Outcome {
+    let yes = |b: bool| {
+        if b {
+            Outcome::Approved
+        } else {
+            Outcome::Rejected
+        }
+    };
+    match protocol {
+        Protocol::SimpleMajority | Protocol::Weighted => yes(t.approve > t.reject),
+        Protocol::Qualified {
+            numerator,
+            denominator,
+        } => {
+            let counted = t.approve + t.reject;
+            yes(counted > 0
+                && t.approve * u64::from(*denominator) >= u64::from(*numerator) * counted)
+        }
+        Protocol::Unanimous => yes(electorate > 0 && t.approvers == electorate),
+        Protocol::AdaptiveThreshold { rule, .. } => verdict(rule, t, electorate),
+    }
+}
+
+fn quorum(p: &ProposalOpened) -> u32 {
+    match &p.protocol {
+        Protocol::AdaptiveThreshold { min_responders, .. } => p.quorum.max(*min_responders),
+        _ => p.quorum,
+    }
+}
+
+/// Decides if possible. `votes`: counted votes by voter; `electorate`: voters whose votes
+/// can count (the voter set, or for the adaptive protocol those who respond); `closed`: the
+/// deadline has passed (by the stream's clock).
+pub fn decide(
+    p: &ProposalOpened,
+    votes: &BTreeMap<String, Choice>,
+    electorate: &BTreeSet<String>,
+    closed: bool,
+) -> Option<(Outcome, Tally)> {
+    let mut t = Tally::default();
+    for (voter, choice) in votes {
+        t.add(*choice, weight(p, voter));
+    }
+    let size = electorate.len() as u32;
+    let remaining: Vec<&String> = electorate
+        .iter()
+        .filter(|v| !votes.contains_key(*v))
+        .collect();
+    let need = quorum(p);
+    if closed {
+        return Some(if t.votes < need {
+            (Outcome::NoQuorum, t)
+        } else {
+            (verdict(&p.protocol, &t, size), t)
+        });
+    }
+    if t.votes + (remaining.len() as u32) < need {
+        return Some((Outcome::NoQuorum, t));
+    }
+    if t.votes < need {
+        return None;
+    }
+    let extreme = |choice: Choice| {
+        let mut e = t;
+        for v in &remaining {
+            e.add(choice, weight(p, v));
+        }
+        verdict(&p.protocol, &e, size)
+    };
+    let (best, worst) = (extreme(Choice::Approve), extreme(Choice::Reject));
+    (best == worst && best == verdict(&p.protocol, &t, size)).then_some((best, t))
+}
+
+/// Response thresholds (per voter and category) of the adaptive protocol, as in the
+/// response-threshold model of social insects: a voter responds when the stimulus reaches
+/// its threshold; responding lowers the threshold (it specialises), staying silent raises it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// Threshold by `category/voter` (a string key, so the state serialises as JSON);
+    /// missing means [`Thresholds::INITIAL`].
+    pub by: BTreeMap<String, f64>,
+}
+
+impl Thresholds {
+    /// A voter's threshold before it ever took part.
+    pub const INITIAL: f64 = 0.5;
+    /// How much responding lowers it.
+    pub const LEARN: f64 = 0.1;
+    /// How much staying silent raises it.
+    pub const FORGET: f64 = 0.05;
+
+    fn key(voter: &str, category: &str) -> String {
+        format!("{category}/{voter}")
+    }
+
+    /// The threshold of `voter` for `category`.
+    pub fn get(&self, voter: &str, category: &str) -> f64 {
+        self.by
+            .get(&Self::key(voter, category))
+            .copied()
+            .unwrap_or(Self::INITIAL)
+    }
+
+    /// Whether `voter` responds to a stimulus (deterministic, so replay agrees).
+    pub fn responds(&self, voter: &str, category: &str, stimulus: f64) -> bool {
+        stimulus >= self.get(voter, category)
+    }
+
+    /// After a decision: those who voted learn, the other voters of the set forget.
+    pub fn update(&mut self, p: &ProposalOpened, voted: &BTreeSet<String>) {
+        for voter in p.voters.keys() {
+            let key = Self::key(voter, &p.category);
+            let now = self.by.get(&key).copied().unwrap_or(Self::INITIAL);
+            let next = if voted.contains(voter) {
+                (now - Self::LEARN).max(0.0)
+            } else {
+                (now + Self::FORGET).min(1.0)
+            };
+            self.by.insert(key, next);
+        }
+    }
+}
+
+/// One proposal as the log tells it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// As opened.
+    pub opened: ProposalOpened,
+    /// Voters whose votes can count (for the adaptive protocol: those who respond).
+    pub electorate: BTreeSet<String>,
+    /// Counted votes.
+    pub votes: BTreeMap<String, Choice>,
+    /// Refused votes, in log order: (voter, reason).
+    pub refused: Vec<(String, VoteRefusal)>,
+    /// The decision, once written.
+    pub decided: Option<ProposalDecided>,
+}
+
+/// All proposals and thresholds: the fold of `proposal.*` events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Consensus {
+    /// Proposals by id.
+    pub proposals: BTreeMap<String, Proposal>,
+    /// Response thresholds.
+    pub thresholds: Thresholds,
+    /// Votes for proposals that do not exist: (proposal id, voter).
+    pub orphan_votes: Vec<(String, String)>,
+}
+
+impl Consensus {
+    /// Applies `proposal.opened`.
+    pub fn open(&mut self, id: &str, opened: ProposalOpened) {
+        let electorate = match opened.protocol {
+            Protocol::AdaptiveThreshold { .. } => opened
+                .voters
+                .keys()
+                .filter(|v| {
+                    self.thresholds
+                        .responds(v, &opened.category, opened.stimulus)
+                })
+                .cloned()
+                .collect(),
+            _ => opened.voters.keys().cloned().collect(),
+        };
+        self.proposals.insert(
+            id.to_string(),
+            Proposal {
+                opened,
+                electorate,
+                votes: BTreeMap::new(),
+                refused: Vec::new(),
+                decided: None,
+            },
+        );
+    }
+
+    /// Applies `proposal.vote_cast` from a verified `voter`, stored at `at`. Returns the
+    /// refusal, if any (also recorded).
+    pub fn vote(
+        &mut self,
+        id: &str,
+        voter: &str,
+        choice: Choice,
+        at: DateTime<Utc>,
+    ) -> Result<(), VoteRefusal> {
+        let Some(p) = self.proposals.get_mut(id) else {
+            self.orphan_votes.push((id.to_string(), voter.to_string()));
+            return Err(VoteRefusal::UnknownProposal);
+        };
+        let refusal = if p.decided.is_some() {
+            Some(VoteRefusal::Closed)
+        } else if at > p.opened.deadline {
+            Some(VoteRefusal::AfterDeadline)
+        } else if !p.opened.voters.contains_key(voter) {
+            Some(VoteRefusal::NotAVoter)
+        } else if !p.electorate.contains(voter) {
+            Some(VoteRefusal::NotResponding)
+        } else if p.votes.contains_key(voter) {
+            Some(VoteRefusal::DuplicateVote)
+        } else {
+            None
+        };
+        match refusal {
+            Some(r) => {
+                p.refused.push((voter.to_string(), r.clone()));
+                Err(r)
+            }
+            None => {
+                p.votes.insert(voter.to_string(), choice);
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies `proposal.decided`; thresholds adapt for adaptive proposals.
+    pub fn record_decision(&mut self, id: &str, decided: ProposalDecided) {
+        let Some(p) = self.proposals.get_mut(id) else {
+            return;
+        };
+        if p.decided.is_some() {
+            return;
+        }
+        p.decided = Some(decided);
+        if matches!(p.opened.protocol, Protocol::AdaptiveThreshold { .. }) {
+            let voted: BTreeSet<String> = p.votes.keys().cloned().collect();
+            let opened = p.opened.clone();
+            self.thresholds.update(&opened, &voted);
+        }
+    }
+
+    /// What a tallier should write for `id` now (`now` from the stream's clock): the
+    /// decision, when one can be made and none is recorded.
+    pub fn pending_decision(&self, id: &str, now: DateTime<Utc>) -> Option<ProposalDecided> {
+        let p = self.proposals.get(id)?;
+        if p.decided.is_some() {
+            return None;
+        }
+        decide(&p.opened, &p.votes, &p.electorate, now > p.opened.deadline)
+            .map(|(outcome, tally)| tally.decided(outcome))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn opened(protocol: Protocol, voters: &[(&str, u32)], quorum: u32) -> ProposalOpened {
+        ProposalOpened {
+            question: "ship it?".into(),
+            payload: serde_json::Value::Null,
+            protocol,
+            voters: voters.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
+            quorum,
+            deadline: DateTime::<Utc>::from_timestamp(1_000, 0).expect("time"),
+            category: "release".into(),
+            stimulus: 0.6,
+        }
+    }
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(s, 0).expect("time")
+    }
+
+    const FIVE: [(&str, u32); 5] = [("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 1)];
+
+    #[test]
+    fn simple_majority_decides_as_soon_as_the_outcome_is_fixed() {
+        let mut c = Consensus::default();
+        c.open("p", opened(Protocol::SimpleMajority, &FIVE, 3));
+        for v in ["a", "b"] {
+            c.vote("p", v, Choice::Approve, at(10)).expect("counted");
+            assert_eq!(
+                c.pending_decision("p", at(10)),
+                None,
+                "2 of 5 cannot decide"
+            );
+        }
+        c.vote("p", "c", Choice::Approve, at(11)).expect("counted");
+        let d = c
+            .pending_decision("p", at(11))
+            .expect("3 of 5 approve: fixed");
+        assert_eq!((d.outcome.as_str(), d.approve, d.votes), ("approved", 3, 3));
+    }
+
+    #[test]
+    fn qualified_unanimous_and_weighted_rules() {
+        let two_thirds = Protocol::Qualified {
+            numerator: 2,
+            denominator: 3,
+        };
+        let votes = |list: &[(&str, Choice)]| -> BTreeMap<String, Choice> {
+            list.iter().map(|(v, c)| (v.to_string(), *c)).collect()
+        };
+        let all: BTreeSet<String> = FIVE.iter().map(|(v, _)| v.to_string()).collect();
+        let p = opened(two_thirds, &FIVE, 3);
+        let three_two = votes(&[
+            ("a", Choice::Approve),
+            ("b", Choice::Approve),
+            ("c", Choice::Approve),
+            ("d", Choice::Reject),
+            ("e", Choice::Reject),
+        ]);
+        assert_eq!(
+            decide(&p, &three_two, &all, true).map(|d| d.0),
+            Some(Outcome::Rejected),
+            "3/5 < 2/3"
+        );
+        let p = opened(Protocol::Unanimous, &FIVE, 1);
+        let one_no = votes(&[("a", Choice::Approve), ("b", Choice::Reject)]);
+        assert_eq!(
+            decide(&p, &one_no, &all, false).map(|d| d.0),
+            Some(Outcome::Rejected),
+            "one reject ends unanimity"
+        );
+        let p = opened(Protocol::Weighted, &[("big", 5), ("s1", 1), ("s2", 1)], 1);
+        let w: BTreeSet<String> = ["big", "s1", "s2"].map(String::from).into();
+        let big_yes = votes(&[("big", Choice::Approve)]);
+        assert_eq!(
+            decide(&p, &big_yes, &w, false).map(|d| d.0),
+            Some(Outcome::Approved),
+            "5 > 1 + 1"
+        );
+    }
+
+    #[test]
+    fn no_quorum_when_it_cannot_be_reached_and_at_the_deadline() {
+        let mut c = Consensus::default();
+        c.open("p", opened(Protocol::SimpleMajority, &FIVE, 4));
+        c.vote("p", "a", Choice::Approve, at(10)).expect("counted");
+        assert_eq!(c.pending_decision("p", at(20)), None);
+        let d = c.pending_decision("p", at(1_001)).expect("deadline passed");
+        assert_eq!(d.outcome, "no_quorum");
+    }
+
+    #[test]
+    fn refused_votes_are_typed_and_recorded() {
+        let mut c = Consensus::default();
+        c.open("p", opened(Protocol::SimpleMajority, &FIVE, 5));
+        assert_eq!(
+            c.vote("nope", "a", Choice::Approve, at(1)),
+            Err(VoteRefusal::UnknownProposal)
+        );
+        assert_eq!(
+            c.vote("p", "mallory", Choice::Approve, at(1)),
+            Err(VoteRefusal::NotAVoter)
+        );
+        c.vote("p", "a", Choice::Approve, at(1)).expect("counted");
+        assert_eq!(
+            c.vote("p", "a", Choice::Reject, at(2)),
+            Err(VoteRefusal::DuplicateVote)
+        );
+        assert_eq!(
+            c.vote("p", "b", Choice::Approve, at(1_001)),
+            Err(VoteRefusal::AfterDeadline)
+        );
+        c.record_decision("p", Tally::default().decided(Outcome::Rejected));
+        assert_eq!(
+            c.vote("p", "c", Choice::Approve, at(3)),
+            Err(VoteRefusal::Closed)
+        );
+        assert_eq!(c.proposals["p"].refused.len(), 4);
+        assert_eq!(c.proposals["p"].votes.len(), 1, "the first vote counts");
+    }
+
+    #[test]
+    fn thresholds_move_with_participation() {
+        let adaptive = Protocol::AdaptiveThreshold {
+            rule: Box::new(Protocol::SimpleMajority),
+            min_responders: 1,
+        };
+        let mut c = Consensus::default();
+        for round in 0..3 {
+            let id = format!("p{round}");
+            c.open(
+                &id,
+                opened(adaptive.clone(), &[("eager", 1), ("quiet", 1)], 1),
+            );
+            assert!(c.proposals[&id].electorate.contains("eager"));
+            c.vote(&id, "eager", Choice::Approve, at(5))
+                .expect("responds");
+            let d = c
+                .pending_decision(&id, at(1_001))
+                .expect("decided at deadline");
+            c.record_decision(&id, d);
+        }
+        let eager = c.thresholds.get("eager", "release");
+        let quiet = c.thresholds.get("quiet", "release");
+        assert!((eager - 0.2).abs() < 1e-9, "responding lowered it: {eager}");
+        assert!((quiet - 0.65).abs() < 1e-9, "silence raised it: {quiet}");
+        // At 0.65, the quiet voter no longer responds to a 0.6 stimulus.
+        c.open("p3", opened(adaptive, &[("eager", 1), ("quiet", 1)], 1));
+        assert!(!c.proposals["p3"].electorate.contains("quiet"));
+        // The whole state serialises (checkpoints) and reads back equal.
+        let json = serde_json::to_string(&c).expect("serialises");
+        assert_eq!(
+            serde_json::from_str::<Consensus>(&json).expect("reads back"),
+            c
+        );
+        assert_eq!(
+            c.vote("p3", "quiet", Choice::Reject, at(5)),
+            Err(VoteRefusal::NotResponding)
+        );
+    }
+
+    fn choice() -> impl Strategy<Value = Choice> {
+        prop_oneof![
+            Just(Choice::Approve),
+            Just(Choice::Reject),
+            Just(Choice::Abstain)
+        ]
+    }
+
+    fn protocol() -> impl Strategy<Value = Protocol> {
+        prop_oneof![
+            Just(Protocol::SimpleMajority),
+            Just(Protocol::Qualified {
+                numerator: 2,
+                denominator: 3
+            }),
+            Just(Protocol::Weighted),
+            Just(Protocol::Unanimous),
+        ]
+    }
+
+    proptest! {
+        /// The order of votes within the deadline never changes the decision, early
+        /// decisions agree with the full count, and votes after the deadline never count.
+        #[test]
+        fn vote_order_does_not_change_the_result(
+            protocol in protocol(),
+            weights in proptest::collection::vec(1u32..5, 1..9),
+            choices in proptest::collection::vec(choice(), 9),
+            late in proptest::collection::vec(choice(), 0..4),
+            quorum in 1u32..9,
+            seed in any::<u64>(),
+        ) {
+            let voters: Vec<(String, u32)> = weights.iter().enumerate().map(|(i, w)| (format!("v{i}"), *w)).collect();
+            let voter_refs: Vec<(&str, u32)> = voters.iter().map(|(v, w)| (v.as_str(), *w)).collect();
+            let p = opened(protocol, &voter_refs, quorum);
+            let cast: Vec<(String, Choice)> = voters.iter().zip(&choices).map(|((v, _), c)| (v.clone(), *c)).collect();
+            let run = |order: &[(String, Choice)]| {
+                let mut c = Consensus::default();
+                c.open("p", p.clone());
+                for (v, ch) in order {
+                    if c.pending_decision("p", at(500)).is_some() {
+                        break;
+                    }
+                    let _ = c.vote("p", v, *ch, at(500));
+                }
+                // Late votes (after the deadline) are refused.
+                for (i, ch) in late.iter().enumerate() {
+                    let v = &voters[i % voters.len()].0;
+                    let _ = c.vote("p", v, *ch, at(2_000));
+                }
+                c.pending_decision("p", at(500))
+                    .or_else(|| c.pending_decision("p", at(2_000)))
+                    .map(|d| d.outcome)
+            };
+            let full = {
+                let all: BTreeMap<String, Choice> = cast.iter().cloned().collect();
+                let electorate: BTreeSet<String> = voters.iter().map(|(v, _)| v.clone()).collect();
+                decide(&p, &all, &electorate, true).map(|d| d.0.as_str().to_string())
+            };
+            let mut shuffled = cast.clone();
+            // A deterministic shuffle from the seed.
+            let mut s = seed;
+            for i in (1..shuffled.len()).rev() {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                shuffled.swap(i, (s >> 33) as usize % (i + 1));
+            }
+            let in_order = run(&cast);
+            let reordered = run(&shuffled);
+            prop_assert_eq!(&in_order, &reordered);
+            prop_assert_eq!(in_order, full);
+        }
+    }
+}
