@@ -14,7 +14,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use murmur_subjects::events::{Choice, ProposalDecided, ProposalOpened, Protocol};
+use murmur_subjects::events::{
+    Choice, ProposalDeadlinePassed, ProposalDecided, ProposalOpened, Protocol, VoteCast,
+};
+use murmur_subjects::log::LogError;
+use murmur_subjects::projection::{Projection, Refusal};
+use murmur_subjects::{
+    Domain, Draft, EventLog, Payload, Plane, Projector, SubjectFilter, Token, VerifiedEvent,
+};
 use serde::{Deserialize, Serialize};
 
 /// How a proposal ended.
@@ -248,6 +255,12 @@ pub struct Proposal {
     pub refused: Vec<(String, VoteRefusal)>,
     /// The decision, once written.
     pub decided: Option<ProposalDecided>,
+    /// A `deadline_passed` marker stored after the deadline was seen.
+    #[serde(default)]
+    pub deadline_passed: bool,
+    /// Markers seen (a marker stored before the deadline, by clock skew, does not close it).
+    #[serde(default)]
+    pub deadline_checks: u32,
 }
 
 /// All proposals and thresholds: the fold of `proposal.*` events.
@@ -284,6 +297,8 @@ impl Consensus {
                 votes: BTreeMap::new(),
                 refused: Vec::new(),
                 decided: None,
+                deadline_passed: false,
+                deadline_checks: 0,
             },
         );
     }
@@ -342,6 +357,16 @@ impl Consensus {
         }
     }
 
+    /// Applies `proposal.deadline_passed` stored at `at`.
+    pub fn deadline_marker(&mut self, id: &str, at: DateTime<Utc>) {
+        if let Some(p) = self.proposals.get_mut(id) {
+            p.deadline_checks += 1;
+            if at > p.opened.deadline {
+                p.deadline_passed = true;
+            }
+        }
+    }
+
     /// What a tallier should write for `id` now (`now` from the stream's clock): the
     /// decision, when one can be made and none is recorded.
     pub fn pending_decision(&self, id: &str, now: DateTime<Utc>) -> Option<ProposalDecided> {
@@ -352,6 +377,134 @@ impl Consensus {
         decide(&p.opened, &p.votes, &p.electorate, now > p.opened.deadline)
             .map(|(outcome, tally)| tally.decided(outcome))
     }
+}
+
+/// The fold of a realm's `proposal.*` events into [`Consensus`]. Decisions count only from
+/// the identities in `talliers` (empty: any verified one).
+#[derive(Debug, Clone)]
+pub struct ConsensusProjection {
+    /// Realm.
+    pub realm: Token,
+    /// Talliers whose decisions count.
+    pub talliers: Vec<String>,
+}
+
+impl Projection for ConsensusProjection {
+    type State = Consensus;
+
+    fn name(&self) -> &str {
+        "consensus"
+    }
+
+    fn filter(&self) -> SubjectFilter {
+        SubjectFilter::plane(Plane::Evt)
+            .realm(self.realm.clone())
+            .domain(Domain::Proposal)
+    }
+
+    fn apply(&self, state: &mut Consensus, event: &VerifiedEvent) -> Result<(), Refusal> {
+        let id = event.subject.aggregate().as_str();
+        let at = event
+            .stored_at
+            .or(event.record.time)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let bad = |e: murmur_subjects::payload::PayloadError| Refusal(e.to_string());
+        match event.record.ty.as_str() {
+            ProposalOpened::TYPE => {
+                if state.proposals.contains_key(id) {
+                    return Err(Refusal(format!("proposal {id} already exists")));
+                }
+                state.open(id, event.payload().map_err(bad)?);
+            }
+            VoteCast::TYPE => {
+                let v: VoteCast = event.payload().map_err(bad)?;
+                state
+                    .vote(id, event.emitter(), v.choice, at)
+                    .map_err(|r| Refusal(format!("vote from {}: {r}", event.emitter())))?;
+            }
+            ProposalDeadlinePassed::TYPE => state.deadline_marker(id, at),
+            ProposalDecided::TYPE => {
+                if !self.talliers.is_empty() && !self.talliers.iter().any(|t| t == event.emitter())
+                {
+                    return Err(Refusal(format!("{} is not a tallier", event.emitter())));
+                }
+                state.record_decision(id, event.payload().map_err(bad)?);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Runs a tallier until `shutdown`: follows the proposals, writes `proposal.decided` as soon
+/// as an outcome is fixed (id `<proposal>-decided`, so several talliers write one), and a
+/// `deadline_passed` marker once its clock passes a deadline. Returns events written.
+pub async fn run_tallier(
+    log: EventLog,
+    talliers: Vec<String>,
+    tick: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<u64, LogError> {
+    let mut projector = Projector::new(
+        log.clone(),
+        ConsensusProjection {
+            realm: log.realm().clone(),
+            talliers,
+        },
+    );
+    projector.catch_up().await?;
+    let mut written = 0;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            polled = projector.poll(tick) => {
+                if let Err(e) = polled {
+                    if !e.is_transient() {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, "proposals unavailable; retrying");
+                    tokio::time::sleep(tick).await;
+                    continue;
+                }
+            }
+        }
+        let state = projector.state();
+        let mut drafts = Vec::new();
+        for (id, p) in &state.proposals {
+            if p.decided.is_some() {
+                continue;
+            }
+            let aggregate =
+                Token::new(id.as_str()).map_err(|e| LogError::Consumer(e.to_string()))?;
+            if let Some((outcome, tally)) =
+                decide(&p.opened, &p.votes, &p.electorate, p.deadline_passed)
+            {
+                drafts.push(
+                    Draft::new(aggregate, &tally.decided(outcome))?
+                        .with_id(format!("{id}-decided")),
+                );
+            } else if Utc::now() > p.opened.deadline && !p.deadline_passed {
+                drafts.push(
+                    Draft::new(aggregate, &ProposalDeadlinePassed {})?
+                        .with_id(format!("{id}-deadline-{}", p.deadline_checks)),
+                );
+            }
+        }
+        if drafts.is_empty() {
+            continue;
+        }
+        let sealed = log.seal_many(drafts);
+        for appended in log
+            .append_sealed_patiently(&sealed, std::time::Duration::from_secs(30))
+            .await?
+        {
+            if !appended.duplicate {
+                written += 1;
+            }
+        }
+    }
+    Ok(written)
 }
 
 #[cfg(test)]

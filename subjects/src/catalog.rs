@@ -135,6 +135,7 @@ impl Catalog {
                 .with::<events::ProposalOpened>()
                 .with::<events::VoteCast>()
                 .with::<events::ProposalDecided>()
+                .with::<events::ProposalDeadlinePassed>()
                 .with::<events::AgentOffline>()
                 .with::<events::AgentResumed>()
                 .with::<events::TaskSubmitted>()

@@ -317,6 +317,21 @@ impl Payload for ProposalDecided {
     const DESCRIPTION: &'static str = "a proposal's outcome with its tally";
 }
 
+/// `dev.murmur.proposal.deadline_passed`: written by a tallier once its clock passed the
+/// deadline; its *stored* time (the server's) is what closes the proposal, so the decision
+/// stays a function of the log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProposalDeadlinePassed {}
+
+impl Payload for ProposalDeadlinePassed {
+    const TYPE: &'static str = "dev.murmur.proposal.deadline_passed";
+    const DOMAIN: Domain = Domain::Proposal;
+    const VERB: &'static str = "deadline_passed";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "a tallier saw a proposal's deadline pass";
+}
+
 /// `dev.murmur.task.submitted`: a task entered the system. The submitter is the event's
 /// verified emitter. (`labels`, `max_attempts`, `lease_ms`, `depends_on` and
 /// `on_dependency_failure` were added as optional members with defaults: an additive change,

@@ -1,0 +1,161 @@
+//! Consensus against a real nats-server: voters with their own identities, an in-process
+//! tallier deciding early, a deadline closing a proposal as no quorum, refused votes, and
+//! the decisions rebuilt from the log by a fresh projection.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use murmur_coordination::consensus::{Consensus, ConsensusProjection, VoteRefusal, run_tallier};
+use murmur_e2e::DEADLINE;
+use murmur_subjects::events::{Choice, ProposalOpened, Protocol, VoteCast};
+use murmur_subjects::{Draft, Identity, Projector, Token};
+use murmur_tools::testkit::TestNats;
+
+fn proposal(voters: &[&str], quorum: u32, deadline_in: Duration) -> ProposalOpened {
+    ProposalOpened {
+        question: "deploy 1.2?".into(),
+        payload: serde_json::json!({"version": "1.2"}),
+        protocol: Protocol::SimpleMajority,
+        voters: voters
+            .iter()
+            .map(|v| (v.to_string(), 1))
+            .collect::<BTreeMap<_, _>>(),
+        quorum,
+        deadline: chrono::Utc::now() + chrono::Duration::from_std(deadline_in).expect("duration"),
+        category: "release".into(),
+        stimulus: 1.0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tallier_decides_early_closes_at_the_deadline_and_replays_the_same() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let opener = nats.event_log("acme").await?;
+    let tallier_log = nats.event_log("acme").await?;
+    let tallier_key = tallier_log.identity().public_key().to_string();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let tallier = tokio::spawn(run_tallier(
+        tallier_log,
+        vec![tallier_key.clone()],
+        Duration::from_millis(50),
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+    let mut voters = Vec::new();
+    for _ in 0..3 {
+        voters.push(nats.event_log_as(Identity::generate(), "acme").await?);
+    }
+    let keys: Vec<String> = voters
+        .iter()
+        .map(|v| v.identity().public_key().to_string())
+        .collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let outsider = nats.event_log("acme").await?;
+
+    // p1: 3 voters, quorum 2; two approvals decide it before the third votes.
+    opener
+        .append(Draft::new(
+            Token::new("p1")?,
+            &proposal(&key_refs, 2, Duration::from_secs(60)),
+        )?)
+        .await?;
+    let vote = |c: Choice| VoteCast {
+        choice: c,
+        reason: "policy".into(),
+    };
+    voters[0]
+        .append(Draft::new(Token::new("p1")?, &vote(Choice::Approve))?)
+        .await?;
+    voters[0]
+        .append(Draft::new(Token::new("p1")?, &vote(Choice::Reject))?)
+        .await?; // duplicate
+    outsider
+        .append(Draft::new(Token::new("p1")?, &vote(Choice::Reject))?)
+        .await?; // not a voter
+    voters[1]
+        .append(Draft::new(Token::new("p1")?, &vote(Choice::Approve))?)
+        .await?;
+
+    // p2: quorum 3, one vote, deadline in 1 s: no quorum, closed by the tallier's marker.
+    opener
+        .append(Draft::new(
+            Token::new("p2")?,
+            &proposal(&key_refs, 3, Duration::from_secs(1)),
+        )?)
+        .await?;
+    voters[2]
+        .append(Draft::new(Token::new("p2")?, &vote(Choice::Approve))?)
+        .await?;
+
+    let mut live = Projector::new(
+        opener.clone(),
+        ConsensusProjection {
+            realm: Token::new("acme")?,
+            talliers: vec![tallier_key.clone()],
+        },
+    );
+    anyhow::ensure!(
+        live.follow_until(DEADLINE, |c: &Consensus| {
+            c.proposals.get("p1").is_some_and(|p| p.decided.is_some())
+                && c.proposals.get("p2").is_some_and(|p| p.decided.is_some())
+        })
+        .await?,
+        "proposals never decided: {:?}",
+        live.state()
+            .proposals
+            .values()
+            .map(|p| &p.decided)
+            .collect::<Vec<_>>()
+    );
+    let state = live.state().clone();
+    let p1 = &state.proposals["p1"];
+    let d1 = p1.decided.as_ref().expect("p1 decided");
+    assert_eq!(
+        (d1.outcome.as_str(), d1.approve, d1.votes),
+        ("approved", 2, 2)
+    );
+    assert!(
+        p1.refused
+            .contains(&(keys[0].clone(), VoteRefusal::DuplicateVote)),
+        "{:?}",
+        p1.refused
+    );
+    assert!(
+        p1.refused.iter().any(|(_, r)| *r == VoteRefusal::NotAVoter),
+        "{:?}",
+        p1.refused
+    );
+    let d2 = state.proposals["p2"].decided.as_ref().expect("p2 decided");
+    assert_eq!(d2.outcome, "no_quorum");
+    assert!(state.proposals["p2"].deadline_passed);
+
+    // A vote after the decision is refused as closed.
+    voters[2]
+        .append(Draft::new(Token::new("p1")?, &vote(Choice::Reject))?)
+        .await?;
+    anyhow::ensure!(
+        live.follow_until(DEADLINE, |c: &Consensus| c.proposals["p1"]
+            .refused
+            .iter()
+            .any(|(_, r)| *r == VoteRefusal::Closed))
+            .await?,
+        "late vote not refused"
+    );
+
+    // A fresh projection replaying the log reaches the same state.
+    let mut replay = Projector::new(
+        opener.clone(),
+        ConsensusProjection {
+            realm: Token::new("acme")?,
+            talliers: vec![tallier_key],
+        },
+    );
+    replay.catch_up().await?;
+    assert_eq!(replay.state(), live.state());
+
+    let _ = stop_tx.send(true);
+    tallier.await??;
+    Ok(())
+}
