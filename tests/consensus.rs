@@ -159,3 +159,131 @@ async fn tallier_decides_early_closes_at_the_deadline_and_replays_the_same() -> 
     tallier.await??;
     Ok(())
 }
+
+/// Voters as separate `murmur voter run` processes with a policy file; a proposal opened by
+/// `murmur vote propose --capability vote` is decided by the policy votes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let policy = data.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "default = \"abstain\"\n[[rules]]\nwhen = [{ path = \"/tests_passed\", equals = true }]\nvote = \"approve\"\nreason = \"tests pass\"\n[[rules]]\nwhen = [{ path = \"/tests_passed\", equals = false }]\nvote = \"reject\"\nreason = \"tests fail\"\n",
+    )?;
+    let bin = murmur_e2e::murmur_binary()?;
+    let murmur = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(&bin);
+        c.args(["--server", nats.url(), "--realm", "acme", "--data-dir"])
+            .arg(data.path().join("cli"))
+            .args(args)
+            .kill_on_drop(true);
+        c
+    };
+    let mut voters = Vec::new();
+    for i in 0..3 {
+        let mut child = murmur(&[
+            "voter",
+            "run",
+            "--ephemeral-identity",
+            "--heartbeat-ms",
+            "200",
+            "--name",
+            &format!("v{i}"),
+            "--policy",
+        ])
+        .arg(&policy)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+        let stdout = child.stdout.take().expect("stdout");
+        let id = tokio::time::timeout(
+            DEADLINE,
+            tokio::io::BufReader::new(stdout).lines().next_line(),
+        )
+        .await??
+        .expect("voter id");
+        voters.push((child, id));
+    }
+    let tallier_log = nats.event_log("acme").await?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let tallier = tokio::spawn(run_tallier(
+        tallier_log,
+        vec![],
+        Duration::from_millis(50),
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+    // The voters are in the registry before the proposal names them by capability.
+    let observer = nats.event_log("acme").await?;
+    let mut registry = Projector::new(
+        observer.clone(),
+        murmur_coordination::registry::RegistryProjection {
+            realm: Token::new("acme")?,
+        },
+    );
+    anyhow::ensure!(
+        registry
+            .follow_until(DEADLINE, |r| voters
+                .iter()
+                .all(|(_, id)| r.agents.contains_key(id)))
+            .await?,
+        "voters never joined"
+    );
+    for (payload, expected) in [
+        (r#"{"tests_passed":true}"#, "approved"),
+        (r#"{"tests_passed":false}"#, "rejected"),
+    ] {
+        let out = murmur(&[
+            "vote",
+            "propose",
+            "--question",
+            "merge?",
+            "--capability",
+            "vote",
+            "--quorum",
+            "2",
+            "--payload",
+            payload,
+        ])
+        .output()
+        .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "propose: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = String::from_utf8(out.stdout)?.trim().to_string();
+        let mut live = Projector::new(
+            observer.clone(),
+            ConsensusProjection {
+                realm: Token::new("acme")?,
+                talliers: vec![],
+            },
+        );
+        anyhow::ensure!(
+            live.follow_until(DEADLINE, |c: &Consensus| c
+                .proposals
+                .get(&id)
+                .is_some_and(|p| p.decided.is_some()))
+                .await?,
+            "{id} never decided"
+        );
+        let p = &live.state().proposals[&id];
+        assert_eq!(
+            p.decided.as_ref().map(|d| d.outcome.as_str()),
+            Some(expected),
+            "{p:?}"
+        );
+        assert!(p.votes.len() >= 2);
+        let shown = murmur(&["vote", "show", &id]).output().await?;
+        assert!(String::from_utf8_lossy(&shown.stdout).contains(expected));
+    }
+    let _ = stop_tx.send(true);
+    tallier.await??;
+    for (mut c, _) in voters {
+        c.kill().await?;
+    }
+    Ok(())
+}

@@ -13,6 +13,7 @@ pub mod artifacts;
 pub mod metrics;
 pub mod pipeline;
 pub mod runtime;
+pub mod voter;
 pub mod worker;
 
 pub use runtime::{Agent, AgentError, AgentSpec};

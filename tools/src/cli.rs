@@ -122,6 +122,21 @@ pub enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+    /// Proposals and votes (consensus).
+    Vote {
+        /// What to do.
+        #[command(subcommand)]
+        command: VoteCommand,
+    },
+    /// Voter agents.
+    Voter {
+        /// What to do.
+        #[command(subcommand)]
+        command: VoterCommand,
+    },
+    /// Run a tallier (decides proposals from the votes in the log) until ctrl-c; also runs
+    /// inside `murmur up`.
+    Tallier,
     /// Deployment graph → Nix flake.
     Flake {
         /// What to do.
@@ -134,6 +149,37 @@ pub enum Command {
         #[command(subcommand)]
         command: NatsCommand,
     },
+}
+
+/// `murmur vote ...`
+#[derive(Debug, Subcommand)]
+pub enum VoteCommand {
+    /// Open a proposal; prints its id.
+    Propose(crate::vote_cli::ProposeArgs),
+    /// List proposals.
+    Ls,
+    /// One proposal: votes, refused votes, decision.
+    Show {
+        /// Proposal id.
+        id: String,
+    },
+    /// Cast a vote as this participant.
+    Cast {
+        /// Proposal id.
+        id: String,
+        /// approve | reject | abstain.
+        choice: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// `murmur voter ...`
+#[derive(Debug, Subcommand)]
+pub enum VoterCommand {
+    /// Run a policy-driven voter agent.
+    Run(crate::vote_cli::VoterRunArgs),
 }
 
 /// `murmur flake ...`
@@ -461,6 +507,35 @@ pub async fn run(cli: Cli) -> Result<()> {
             command: AgentsCommand::Ls { capability },
         } => crate::agent_cli::ls(&settings, capability).await,
         Command::Coordinator => crate::agent_cli::coordinator(&settings).await,
+        Command::Vote { command } => match command {
+            VoteCommand::Propose(args) => crate::vote_cli::propose(&settings, args).await,
+            VoteCommand::Ls => crate::vote_cli::ls(&settings).await,
+            VoteCommand::Show { id } => crate::vote_cli::show(&settings, &id).await,
+            VoteCommand::Cast { id, choice, reason } => {
+                crate::vote_cli::cast(&settings, &id, &choice, reason).await
+            }
+        },
+        Command::Voter {
+            command: VoterCommand::Run(args),
+        } => crate::vote_cli::voter_run(&settings, args).await,
+        Command::Tallier => {
+            let log = settings.open_log("murmur-tallier").await?;
+            eprintln!(
+                "tallier running for realm {} (ctrl-c to stop)",
+                settings.realm
+            );
+            let n = murmur_coordination::consensus::run_tallier(
+                log,
+                settings.coordinators.clone(),
+                Duration::from_millis(100),
+                async {
+                    tokio::signal::ctrl_c().await.ok();
+                },
+            )
+            .await?;
+            eprintln!("tallier stopped after writing {n} events");
+            Ok(())
+        }
         Command::Flake { command } => match command {
             FlakeCommand::Generate { graph, out } => crate::flake_cli::generate(&graph, &out),
             FlakeCommand::Check { graph } => crate::flake_cli::check(&graph),
@@ -544,7 +619,7 @@ async fn up(settings: &Settings, port: u16) -> Result<()> {
     )
     .await?;
     eprintln!(
-        "streams ready: {} (history), {} (dead letters); realm {}; auditor, liveness monitor and coordinator running. ctrl-c to stop.",
+        "streams ready: {} (history), {} (dead letters); realm {}; auditor, liveness monitor, coordinator and tallier running. ctrl-c to stop.",
         settings.log.history_stream, settings.log.dlq_stream, settings.realm
     );
     eprintln!(
@@ -569,6 +644,12 @@ async fn up(settings: &Settings, port: u16) -> Result<()> {
         },
         stopped(stop_rx.clone()),
     ));
+    let tallier = tokio::spawn(murmur_coordination::consensus::run_tallier(
+        log.clone(),
+        settings.coordinators.clone(),
+        Duration::from_millis(100),
+        stopped(stop_rx.clone()),
+    ));
     let auditor = tokio::spawn(murmur_subjects::audit::run_auditor(
         log,
         stopped(stop_rx),
@@ -579,6 +660,7 @@ async fn up(settings: &Settings, port: u16) -> Result<()> {
     auditor.await??;
     monitor.await??;
     coordinator.await??;
+    tallier.await??;
     eprintln!("stopped");
     Ok(())
 }

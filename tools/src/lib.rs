@@ -66,3 +66,4 @@ pub mod nats_server;
 pub mod overview;
 pub mod status;
 pub mod testkit;
+pub mod vote_cli;

@@ -1,0 +1,216 @@
+//! Voter agents: a [`Voter`] answers proposals it is asked about; [`PolicyVoter`] answers by
+//! rules over the proposal's payload (read from a TOML file), and [`run_voter`] runs any
+//! voter as an agent: it follows the proposals of its realm and casts one signed vote on
+//! each open proposal whose electorate includes it (the adaptive protocol's thresholds
+//! decide that, deterministically). Other voters (an LLM voter, say) implement [`Voter`].
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use murmur_coordination::consensus::ConsensusProjection;
+use murmur_subjects::events::{Choice, ProposalOpened, VoteCast};
+use murmur_subjects::{Draft, Projector, Token};
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::{Agent, AgentError};
+
+/// Something that answers proposals. `None`: no answer (the voter stays silent).
+pub trait Voter: Send + Sync {
+    /// The vote on `proposal`.
+    fn vote(&self, proposal: &ProposalOpened) -> Option<VoteCast>;
+}
+
+/// A condition on the payload at a JSON pointer (`/risk`, `/change/kind`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// JSON pointer into the payload.
+    pub path: String,
+    /// Matches when the value equals this.
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    /// Matches when the value is a number greater than this.
+    #[serde(default)]
+    pub greater_than: Option<f64>,
+    /// Matches when the value is a number less than this.
+    #[serde(default)]
+    pub less_than: Option<f64>,
+}
+
+impl Condition {
+    fn holds(&self, payload: &serde_json::Value) -> bool {
+        let Some(v) = payload.pointer(&self.path) else {
+            return false;
+        };
+        self.equals.as_ref().is_none_or(|e| e == v)
+            && self
+                .greater_than
+                .is_none_or(|g| v.as_f64().is_some_and(|x| x > g))
+            && self
+                .less_than
+                .is_none_or(|l| v.as_f64().is_some_and(|x| x < l))
+    }
+}
+
+/// One rule: when every condition holds, vote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Conditions (all must hold).
+    pub when: Vec<Condition>,
+    /// The vote.
+    pub vote: Choice,
+    /// The reason given.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Rules over the proposal payload; the first rule that matches decides.
+///
+/// ```toml
+/// default = "abstain"
+/// [[rules]]
+/// when = [{ path = "/risk", greater_than = 0.7 }]
+/// vote = "reject"
+/// reason = "too risky"
+/// [[rules]]
+/// when = [{ path = "/tests_passed", equals = true }]
+/// vote = "approve"
+/// reason = "tests pass"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyVoter {
+    /// Vote when no rule matches (`None`: stay silent).
+    #[serde(default)]
+    pub default: Option<Choice>,
+    /// Rules, in order.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+impl Voter for PolicyVoter {
+    fn vote(&self, proposal: &ProposalOpened) -> Option<VoteCast> {
+        for rule in &self.rules {
+            if rule.when.iter().all(|c| c.holds(&proposal.payload)) {
+                return Some(VoteCast {
+                    choice: rule.vote,
+                    reason: rule.reason.clone(),
+                });
+            }
+        }
+        self.default.map(|choice| VoteCast {
+            choice,
+            reason: "default".into(),
+        })
+    }
+}
+
+/// Runs `voter` as `agent` until `shutdown`; returns how many votes it cast.
+pub async fn run_voter(
+    agent: &Agent,
+    voter: &dyn Voter,
+    talliers: Vec<String>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<u64, AgentError> {
+    let log = agent.log().clone();
+    let me = agent.id().to_string();
+    let mut proposals = Projector::new(
+        log.clone(),
+        ConsensusProjection {
+            realm: log.realm().clone(),
+            talliers,
+        },
+    );
+    let mut answered: BTreeSet<String> = BTreeSet::new();
+    let mut cast = 0;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            polled = proposals.poll(Duration::from_millis(100)) => {
+                if let Err(e) = polled {
+                    if !e.is_transient() {
+                        return Err(e.into());
+                    }
+                    tracing::warn!(error = %e, "proposals unavailable; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            }
+        }
+        let mut drafts = Vec::new();
+        for (id, p) in &proposals.state().proposals {
+            if p.decided.is_some()
+                || !p.electorate.contains(&me)
+                || p.votes.contains_key(&me)
+                || answered.contains(id)
+            {
+                continue;
+            }
+            answered.insert(id.clone());
+            if let Some(vote) = voter.vote(&p.opened) {
+                drafts.push(Draft::new(Token::new(id.as_str())?, &vote)?);
+            }
+        }
+        if !drafts.is_empty() {
+            let sealed = log.seal_many(drafts);
+            cast += log
+                .append_sealed_patiently(&sealed, Duration::from_secs(30))
+                .await?
+                .len() as u64;
+        }
+    }
+    Ok(cast)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proposal(payload: serde_json::Value) -> ProposalOpened {
+        ProposalOpened {
+            question: "q".into(),
+            payload,
+            protocol: murmur_subjects::events::Protocol::SimpleMajority,
+            voters: Default::default(),
+            quorum: 1,
+            deadline: chrono::Utc::now(),
+            category: String::new(),
+            stimulus: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides() {
+        let policy: PolicyVoter = toml::from_str(
+            r#"
+default = "abstain"
+[[rules]]
+when = [{ path = "/risk", greater_than = 0.7 }]
+vote = "reject"
+reason = "too risky"
+[[rules]]
+when = [{ path = "/tests_passed", equals = true }]
+vote = "approve"
+reason = "tests pass"
+"#,
+        )
+        .expect("policy parses");
+        let v = |p| policy.vote(&proposal(p)).map(|v| v.choice);
+        assert_eq!(
+            v(serde_json::json!({"risk": 0.9, "tests_passed": true})),
+            Some(Choice::Reject)
+        );
+        assert_eq!(
+            v(serde_json::json!({"risk": 0.1, "tests_passed": true})),
+            Some(Choice::Approve)
+        );
+        assert_eq!(v(serde_json::json!({"risk": 0.1})), Some(Choice::Abstain));
+        let silent = PolicyVoter {
+            default: None,
+            rules: vec![],
+        };
+        assert_eq!(silent.vote(&proposal(serde_json::json!({}))), None);
+    }
+}

@@ -1,0 +1,291 @@
+//! `murmur vote propose|ls|show|cast` and `murmur voter run`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use murmur_agents::voter::{PolicyVoter, run_voter};
+use murmur_agents::{Agent, AgentSpec};
+use murmur_coordination::consensus::ConsensusProjection;
+use murmur_coordination::registry::{AgentStatus, RegistryProjection};
+use murmur_subjects::events::{AgentJoined, Choice, ProposalOpened, Protocol, VoteCast};
+use murmur_subjects::{Draft, Identity, Projector, Token};
+
+use crate::cli::Settings;
+use crate::config::load_or_create_identity;
+
+/// `murmur vote propose` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ProposeArgs {
+    /// The question.
+    #[arg(long)]
+    pub question: String,
+    /// A voter's public key (repeatable); `KEY=WEIGHT` for weighted voting.
+    #[arg(long = "voter")]
+    pub voters: Vec<String>,
+    /// Also every online agent offering this capability (weight 1).
+    #[arg(long)]
+    pub capability: Option<String>,
+    /// simple | qualified:N/D | weighted | unanimous | adaptive:simple:MIN | adaptive:qualified:N/D:MIN
+    #[arg(long, default_value = "simple")]
+    pub protocol: String,
+    /// Fewest votes for a decision.
+    #[arg(long, default_value_t = 1)]
+    pub quorum: u32,
+    /// Seconds until the deadline.
+    #[arg(long, default_value_t = 60)]
+    pub deadline_s: u64,
+    /// Payload (JSON) the voters' policies read.
+    #[arg(long, default_value = "{}")]
+    pub payload: String,
+    /// Category (adaptive thresholds are per category).
+    #[arg(long, default_value = "general")]
+    pub category: String,
+    /// Stimulus 0..1 (adaptive protocol).
+    #[arg(long, default_value_t = 1.0)]
+    pub stimulus: f64,
+}
+
+/// Parses a protocol argument.
+pub fn parse_protocol(text: &str) -> Result<Protocol> {
+    let fraction = |f: &str| -> Result<(u32, u32)> {
+        let (n, d) = f.split_once('/').context("fraction must be N/D")?;
+        let (n, d): (u32, u32) = (n.parse()?, d.parse()?);
+        if d == 0 || n > d {
+            bail!("fraction {f} must be between 0 and 1");
+        }
+        Ok((n, d))
+    };
+    let parts: Vec<&str> = text.split(':').collect();
+    Ok(match parts.as_slice() {
+        ["simple"] => Protocol::SimpleMajority,
+        ["weighted"] => Protocol::Weighted,
+        ["unanimous"] => Protocol::Unanimous,
+        ["qualified", f] => {
+            let (numerator, denominator) = fraction(f)?;
+            Protocol::Qualified {
+                numerator,
+                denominator,
+            }
+        }
+        ["adaptive", "simple", min] => Protocol::AdaptiveThreshold {
+            rule: Box::new(Protocol::SimpleMajority),
+            min_responders: min.parse()?,
+        },
+        ["adaptive", "qualified", f, min] => {
+            let (numerator, denominator) = fraction(f)?;
+            Protocol::AdaptiveThreshold {
+                rule: Box::new(Protocol::Qualified {
+                    numerator,
+                    denominator,
+                }),
+                min_responders: min.parse()?,
+            }
+        }
+        _ => bail!("unknown protocol {text:?}"),
+    })
+}
+
+/// `murmur vote propose`: prints the proposal id.
+pub async fn propose(settings: &Settings, args: ProposeArgs) -> Result<()> {
+    let protocol = parse_protocol(&args.protocol)?;
+    let payload: serde_json::Value =
+        serde_json::from_str(&args.payload).context("--payload is not JSON")?;
+    let log = settings.open_log("murmur-vote").await?;
+    let mut voters = BTreeMap::new();
+    for v in &args.voters {
+        let (key, weight) = match v.split_once('=') {
+            Some((k, w)) => (k.to_string(), w.parse::<u32>().context("weight")?),
+            None => (v.clone(), 1),
+        };
+        voters.insert(key, weight);
+    }
+    if let Some(capability) = &args.capability {
+        let mut registry = Projector::new(
+            log.clone(),
+            RegistryProjection {
+                realm: settings.realm.clone(),
+            },
+        );
+        registry.catch_up().await?;
+        for (id, a) in &registry.state().agents {
+            if a.status == AgentStatus::Online && a.capabilities.contains(capability) {
+                voters.entry(id.clone()).or_insert(1);
+            }
+        }
+    }
+    if voters.is_empty() {
+        bail!("no voters: give --voter KEY or --capability C with online agents");
+    }
+    let id = Token::new(format!(
+        "prop-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    ))?;
+    let opened = ProposalOpened {
+        question: args.question,
+        payload,
+        protocol,
+        voters,
+        quorum: args.quorum,
+        deadline: chrono::Utc::now() + chrono::Duration::seconds(args.deadline_s as i64),
+        category: args.category,
+        stimulus: args.stimulus,
+    };
+    log.append_expected(
+        Draft::new(id.clone(), &opened)?,
+        murmur_subjects::log::Expected::NoEvents,
+    )
+    .await?;
+    out!("{id}");
+    Ok(())
+}
+
+async fn consensus(settings: &Settings) -> Result<murmur_coordination::consensus::Consensus> {
+    let log = settings.open_log("murmur-vote").await?;
+    let mut p = Projector::new(
+        log,
+        ConsensusProjection {
+            realm: settings.realm.clone(),
+            talliers: settings.coordinators.clone(),
+        },
+    );
+    p.catch_up().await?;
+    Ok(p.state().clone())
+}
+
+/// `murmur vote ls`.
+pub async fn ls(settings: &Settings) -> Result<()> {
+    let c = consensus(settings).await?;
+    if settings.json {
+        out!("{}", serde_json::to_string_pretty(&c)?);
+        return Ok(());
+    }
+    for (id, p) in &c.proposals {
+        let state = p.decided.as_ref().map_or("open", |d| d.outcome.as_str());
+        out!(
+            "{id}  {state:<10} votes {}/{}  {}",
+            p.votes.len(),
+            p.opened.voters.len(),
+            p.opened.question
+        );
+    }
+    Ok(())
+}
+
+/// `murmur vote show ID`.
+pub async fn show(settings: &Settings, id: &str) -> Result<()> {
+    let c = consensus(settings).await?;
+    let p = c
+        .proposals
+        .get(id)
+        .with_context(|| format!("no proposal {id}"))?;
+    out!("{}", serde_json::to_string_pretty(p)?);
+    Ok(())
+}
+
+/// `murmur vote cast ID CHOICE`.
+pub async fn cast(settings: &Settings, id: &str, choice: &str, reason: String) -> Result<()> {
+    let choice = match choice {
+        "approve" => Choice::Approve,
+        "reject" => Choice::Reject,
+        "abstain" => Choice::Abstain,
+        other => bail!("choice {other:?} is not approve, reject or abstain"),
+    };
+    let log = settings.open_log("murmur-vote").await?;
+    log.append(Draft::new(Token::new(id)?, &VoteCast { choice, reason })?)
+        .await?;
+    out!(
+        "voted {choice:?} on {id} as {}",
+        log.identity().public_key()
+    );
+    Ok(())
+}
+
+/// `murmur voter run` arguments.
+#[derive(Debug, clap::Args)]
+pub struct VoterRunArgs {
+    /// Policy file (TOML; see `murmur_agents::voter::PolicyVoter`).
+    #[arg(long)]
+    pub policy: std::path::PathBuf,
+    /// Name shown in listings.
+    #[arg(long, default_value = "voter")]
+    pub name: String,
+    /// Use a fresh identity instead of the identity file.
+    #[arg(long)]
+    pub ephemeral_identity: bool,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+}
+
+/// `murmur voter run`: a policy voter agent until ctrl-c / SIGTERM.
+pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.policy)
+        .with_context(|| format!("reading {}", args.policy.display()))?;
+    let policy: PolicyVoter =
+        toml::from_str(&text).with_context(|| format!("parsing {}", args.policy.display()))?;
+    let identity = if args.ephemeral_identity {
+        Identity::generate()
+    } else {
+        load_or_create_identity(&settings.identity_file)?
+    };
+    let log = settings.open_log_as("murmur-voter", identity).await?;
+    let agent = Agent::join(
+        log,
+        AgentSpec {
+            manifest: AgentJoined {
+                name: args.name.clone(),
+                kind: "voter".into(),
+                capabilities: vec!["vote".into()],
+                labels: Default::default(),
+                agent_version: env!("CARGO_PKG_VERSION").into(),
+                hardware: Default::default(),
+            },
+            heartbeat: Duration::from_millis(args.heartbeat_ms),
+        },
+    )
+    .await?;
+    eprintln!("voter {} joined as {}", args.name, agent.id());
+    out!("{}", agent.id());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let cast = run_voter(&agent, &policy, settings.coordinators.clone(), stop).await?;
+    agent.enter_lame_duck();
+    agent.leave("shutdown").await?;
+    eprintln!("voter left after {cast} votes");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_parse() {
+        assert_eq!(
+            parse_protocol("simple").expect("ok"),
+            Protocol::SimpleMajority
+        );
+        assert_eq!(
+            parse_protocol("qualified:2/3").expect("ok"),
+            Protocol::Qualified {
+                numerator: 2,
+                denominator: 3
+            }
+        );
+        assert!(matches!(
+            parse_protocol("adaptive:simple:2").expect("ok"),
+            Protocol::AdaptiveThreshold {
+                min_responders: 2,
+                ..
+            }
+        ));
+        assert!(parse_protocol("qualified:3/2").is_err());
+        assert!(parse_protocol("dictator").is_err());
+    }
+}
