@@ -287,3 +287,89 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
     }
     Ok(())
 }
+
+/// A tallier stopped mid-vote and a new one started later resumes from the log and decides
+/// what the votes say; the decision is written once although two talliers ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_tallier_resumes_from_the_log() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let opener = nats.event_log("acme").await?;
+    let mut voters = Vec::new();
+    for _ in 0..5 {
+        voters.push(nats.event_log_as(Identity::generate(), "acme").await?);
+    }
+    let keys: Vec<String> = voters
+        .iter()
+        .map(|v| v.identity().public_key().to_string())
+        .collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut p = proposal(&key_refs, 5, Duration::from_secs(60));
+    p.protocol = Protocol::Qualified {
+        numerator: 2,
+        denominator: 3,
+    };
+    opener.append(Draft::new(Token::new("p")?, &p)?).await?;
+    let vote = |c: Choice| VoteCast {
+        choice: c,
+        reason: String::new(),
+    };
+
+    let start = || {
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let log = opener.clone();
+        let handle = tokio::spawn(async move {
+            run_tallier(log, vec![], Duration::from_millis(50), async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+        });
+        (tx, handle)
+    };
+    let (stop1, first) = start();
+    for v in &voters[..2] {
+        v.append(Draft::new(Token::new("p")?, &vote(Choice::Approve))?)
+            .await?;
+    }
+    let _ = stop1.send(true);
+    first.await??;
+    // While no tallier runs, the rest vote: 4 approve, 1 reject = 4/5 ≥ 2/3.
+    voters[2]
+        .append(Draft::new(Token::new("p")?, &vote(Choice::Approve))?)
+        .await?;
+    voters[3]
+        .append(Draft::new(Token::new("p")?, &vote(Choice::Approve))?)
+        .await?;
+    voters[4]
+        .append(Draft::new(Token::new("p")?, &vote(Choice::Reject))?)
+        .await?;
+    let (stop2, second) = start();
+    let (stop3, third) = start();
+    let mut live = Projector::new(
+        opener.clone(),
+        ConsensusProjection {
+            realm: Token::new("acme")?,
+            talliers: vec![],
+        },
+    );
+    anyhow::ensure!(
+        live.follow_until(DEADLINE, |c: &Consensus| c
+            .proposals
+            .get("p")
+            .is_some_and(|p| p.decided.is_some()))
+            .await?,
+        "never decided after the restart"
+    );
+    let d = live.state().proposals["p"]
+        .decided
+        .clone()
+        .expect("decided");
+    assert_eq!(
+        (d.outcome.as_str(), d.approve, d.reject),
+        ("approved", 4, 1)
+    );
+    let _ = stop2.send(true);
+    let _ = stop3.send(true);
+    let written = second.await?? + third.await??;
+    assert_eq!(written, 1, "two talliers, one decision event stored");
+    Ok(())
+}
