@@ -44,6 +44,172 @@ struct Args {
     /// needs no NATS.
     #[arg(long, value_delimiter = ',')]
     flake_nodes: Vec<usize>,
+    /// Run the consensus suite (issue 4) with these voter counts, e.g. 5,25,100.
+    #[arg(long, value_delimiter = ',')]
+    voters: Vec<usize>,
+    /// Proposals per voter count in the consensus suite.
+    #[arg(long, default_value_t = 100)]
+    proposals: usize,
+}
+
+/// Decision latency: open → decided, with `n` in-process voters that each append an
+/// approve vote as soon as they see the proposal (one shared core subscription fans the
+/// opened events out), and one in-process tallier. Baseline: a raw JetStream publish + ack
+/// round trip in the same run.
+async fn consensus_suite(url: &str, sizes: &[usize], proposals: usize) -> Result<()> {
+    use murmur_subjects::events::{Choice, ProposalOpened, Protocol, VoteCast};
+    let realm = Token::new("vote")?;
+    let client = async_nats::connect(url).await?;
+    let open_as = |identity: Identity| {
+        let client = client.clone();
+        let realm = realm.clone();
+        async move {
+            Ok::<_, anyhow::Error>(
+                EventLog::open(
+                    client,
+                    identity,
+                    realm,
+                    LogConfig::default(),
+                    EventCodec::default(),
+                )
+                .await?,
+            )
+        }
+    };
+    let opener = open_as(Identity::generate()).await?;
+    // Baseline: raw publish + ack round trips.
+    let js = opener.jetstream().clone();
+    let mut raw = Vec::new();
+    for i in 0..proposals {
+        let t = Instant::now();
+        js.publish(format!("murmur.v1.rawvote.evt.sys.r{i}.ping"), "x".into())
+            .await?
+            .await?;
+        raw.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tallier = {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(murmur_coordination::consensus::run_tallier(
+            open_as(Identity::generate()).await?,
+            vec![],
+            Duration::from_millis(1),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    };
+    println!(
+        "consensus suite: open → decided, simple majority, quorum n/2+1, {proposals} proposals per size"
+    );
+    println!("| voters | p50 ms | p99 ms | proposals/s | raw publish+ack p50 ms |");
+    println!("|---:|---:|---:|---:|---:|");
+    let raw_p50 = median(raw);
+    for (round, &n) in sizes.iter().enumerate() {
+        let mut voters = Vec::with_capacity(n);
+        for _ in 0..n {
+            voters.push(open_as(Identity::generate()).await?);
+        }
+        let keys: std::collections::BTreeMap<String, u32> = voters
+            .iter()
+            .map(|v| (v.identity().public_key().to_string(), 1))
+            .collect();
+        // Voters react to `opened` through one core subscription fanned out to each voter.
+        let (fan_tx, _) = tokio::sync::broadcast::channel::<String>(1024);
+        let mut opened_sub = client
+            .subscribe(
+                SubjectFilter::plane(Plane::Evt)
+                    .realm(realm.clone())
+                    .domain(murmur_subjects::Domain::Proposal)
+                    .verb(Token::new("opened")?)
+                    .to_string(),
+            )
+            .await?;
+        let fan = fan_tx.clone();
+        let fanout = tokio::spawn(async move {
+            while let Some(m) = opened_sub.next().await {
+                let Ok(subject) = murmur_subjects::Subject::parse(m.subject.as_str()) else {
+                    continue;
+                };
+                let id = subject.aggregate().to_string();
+                let _ = fan.send(id);
+            }
+        });
+        let mut voter_tasks = Vec::new();
+        for v in voters {
+            let mut rx = fan_tx.subscribe();
+            voter_tasks.push(tokio::spawn(async move {
+                while let Ok(id) = rx.recv().await {
+                    let Ok(token) = Token::new(id.as_str()) else {
+                        continue;
+                    };
+                    if let Ok(d) = Draft::new(
+                        token,
+                        &VoteCast {
+                            choice: Choice::Approve,
+                            reason: String::new(),
+                        },
+                    ) {
+                        let _ = v.append(d).await;
+                    }
+                }
+            }));
+        }
+        let mut decided = client
+            .subscribe(
+                SubjectFilter::plane(Plane::Evt)
+                    .realm(realm.clone())
+                    .domain(murmur_subjects::Domain::Proposal)
+                    .verb(Token::new("decided")?)
+                    .to_string(),
+            )
+            .await?;
+        let mut lat = Vec::with_capacity(proposals);
+        let t_all = Instant::now();
+        for i in 0..proposals {
+            let id = format!("b{round}-{i}");
+            let opened = ProposalOpened {
+                question: "bench".into(),
+                payload: serde_json::Value::Null,
+                protocol: Protocol::SimpleMajority,
+                voters: keys.clone(),
+                quorum: (n / 2 + 1) as u32,
+                deadline: chrono::Utc::now() + chrono::Duration::seconds(60),
+                category: "bench".into(),
+                stimulus: 1.0,
+            };
+            let t = Instant::now();
+            opener
+                .append(Draft::new(Token::new(id.as_str())?, &opened)?)
+                .await?;
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(30), decided.next())
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("decided subscription ended"))?;
+                if murmur_subjects::Subject::parse(m.subject.as_str())
+                    .is_ok_and(|s| s.aggregate().as_str() == id)
+                {
+                    break;
+                }
+            }
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let rate = proposals as f64 / t_all.elapsed().as_secs_f64();
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
+        println!(
+            "| {n} | {:.2} | {:.2} | {rate:.0} | {raw_p50:.2} |",
+            pct(0.5),
+            pct(0.99)
+        );
+        fanout.abort();
+        for t in voter_tasks {
+            t.abort();
+        }
+    }
+    stop_tx.send_replace(true);
+    tallier.await??;
+    Ok(())
 }
 
 /// A synthetic deployment of about `n` nodes: hosts of 50 nodes, each with a database,
@@ -261,6 +427,9 @@ async fn main() -> Result<()> {
 
     if let Some(tasks) = args.tasks {
         return task_suite(&url, tasks, args.window).await;
+    }
+    if !args.voters.is_empty() {
+        return consensus_suite(&url, &args.voters, args.proposals).await;
     }
     let n = args.events;
     let (mut pub_raw, mut pub_mm, mut rep_raw, mut rep_mm, mut core_raw, mut core_mm) =
