@@ -12,8 +12,9 @@ async fn server_with(authorization: &str) -> Result<(NatsProcess, tempfile::Temp
     let dir = tempfile::tempdir()?;
     let (port, monitor) = (free_port()?, free_port()?);
     let config = format!(
-        "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\njetstream {{ store_dir: \"{}\" }}\nauthorization {{ {authorization} }}\n",
-        dir.path().join("js").display()
+        "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\njetstream {{ store_dir: \"{}\", max_file_store: {} }}\nauthorization {{ {authorization} }}\n",
+        dir.path().join("js").display(),
+        murmur_tools::nats_server::LOCAL_MAX_FILE_STORE
     );
     let path = dir.path().join("nats.conf");
     std::fs::write(&path, config)?;

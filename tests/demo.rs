@@ -25,6 +25,7 @@ fn murmur_demo_succeeds() -> Result<()> {
         "workflow ok",
         "[compile 5] results:",
         "demo compile ok",
+        "[vote] 3 policy voters + tallier",
         "[flake] examples/shop.toml → 6 files",
         "demo ok",
     ] {

@@ -422,9 +422,136 @@ pub async fn run(settings: &Settings) -> Result<()> {
     };
     crate::demo_compile::run_on(settings, &connect, &url).await?;
 
+    // Consensus: three policy voters (own identities) and a tallier decide a release.
+    consensus_step(&connect, settings).await?;
+
     // The deployment graph of a 5-service shop, generated into a Nix flake.
     flake_step()?;
     out!("demo ok");
+    Ok(())
+}
+
+/// Three voter agents with a policy (approve when tests pass, reject when risk is high) and a
+/// tallier: one proposal is approved early by 2 of 3 votes, another rejected; the tallies
+/// come from the log.
+async fn consensus_step(
+    connect: &murmur_subjects::connect::ConnectOptions,
+    settings: &Settings,
+) -> Result<()> {
+    use murmur_agents::voter::{PolicyVoter, run_voter};
+    use murmur_coordination::consensus::{Consensus, ConsensusProjection, run_tallier};
+    use murmur_subjects::events::{ProposalOpened, Protocol};
+
+    let realm = Token::new(format!(
+        "vote-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ))?;
+    let policy: PolicyVoter = toml::from_str(
+        "[[rules]]\nwhen = [{ path = \"/risk\", greater_than = 0.7 }]\nvote = \"reject\"\nreason = \"too risky\"\n\
+         [[rules]]\nwhen = [{ path = \"/tests_passed\", equals = true }]\nvote = \"approve\"\nreason = \"tests pass\"\n",
+    )?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let platform = participant(connect, "demo-tallier", &realm, settings).await?;
+    let tallier = tokio::spawn(run_tallier(
+        platform.clone(),
+        vec![],
+        Duration::from_millis(20),
+        stopped(stop_rx.clone()),
+    ));
+    let mut voters = Vec::new();
+    let mut keys = std::collections::BTreeMap::new();
+    for i in 0..3 {
+        let log = participant(connect, "demo-voter", &realm, settings).await?;
+        let mut m = manifest(&format!("voter-{i}"));
+        m.kind = "voter".into();
+        m.capabilities = vec!["vote".into()];
+        let agent = Agent::join(
+            log,
+            AgentSpec {
+                manifest: m,
+                heartbeat: Duration::from_millis(500),
+            },
+        )
+        .await?;
+        keys.insert(agent.id().to_string(), 1);
+        let policy = policy.clone();
+        let stop = stopped(stop_rx.clone());
+        voters.push(tokio::spawn(async move {
+            let cast = run_voter(&agent, &policy, vec![], stop).await;
+            let _ = agent.leave("demo over").await;
+            cast
+        }));
+    }
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(30);
+    for (id, payload) in [
+        (
+            "release-1-2",
+            serde_json::json!({"tests_passed": true, "risk": 0.2}),
+        ),
+        (
+            "release-1-3",
+            serde_json::json!({"tests_passed": true, "risk": 0.9}),
+        ),
+    ] {
+        let opened = ProposalOpened {
+            question: format!("ship {id}?"),
+            payload,
+            protocol: Protocol::Qualified {
+                numerator: 2,
+                denominator: 3,
+            },
+            voters: keys.clone(),
+            quorum: 2,
+            deadline,
+            category: "release".into(),
+            stimulus: 1.0,
+        };
+        platform
+            .append_expected(Draft::new(Token::new(id)?, &opened)?, Expected::NoEvents)
+            .await?;
+    }
+    let mut view = Projector::new(
+        platform.clone(),
+        ConsensusProjection {
+            realm: realm.clone(),
+            talliers: vec![],
+        },
+    );
+    ensure!(
+        view.follow_until(DEADLINE, |c: &Consensus| {
+            c.proposals.len() == 2 && c.proposals.values().all(|p| p.decided.is_some())
+        })
+        .await?,
+        "proposals not decided within {DEADLINE:?}"
+    );
+    let _ = stop_tx.send(true);
+    tallier.await??;
+    for v in voters {
+        v.await??;
+    }
+    let c = view.state();
+    let outcome = |id: &str| {
+        c.proposals[id]
+            .decided
+            .as_ref()
+            .map(|d| (d.outcome.clone(), d.approve, d.reject))
+    };
+    out!(
+        "[vote] 3 policy voters + tallier, qualified 2/3: release-1-2 {:?}, release-1-3 {:?}",
+        outcome("release-1-2"),
+        outcome("release-1-3")
+    );
+    ensure!(
+        outcome("release-1-2").is_some_and(|o| o.0 == "approved"),
+        "release-1-2 not approved"
+    );
+    ensure!(
+        outcome("release-1-3").is_some_and(|o| o.0 == "rejected"),
+        "release-1-3 not rejected"
+    );
     Ok(())
 }
 

@@ -129,7 +129,7 @@ pub async fn wait_jetstream(url: &str, deadline: Duration) -> Result<()> {
 
 /// JetStream file store limit of local servers: 1 TiB, so stream reservations never depend on
 /// how much disk happens to be free.
-const LOCAL_MAX_FILE_STORE: u64 = 1 << 40;
+pub const LOCAL_MAX_FILE_STORE: u64 = 1 << 40;
 
 /// One running nats-server process with JetStream.
 #[derive(Debug)]
