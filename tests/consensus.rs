@@ -373,3 +373,138 @@ async fn a_restarted_tallier_resumes_from_the_log() -> Result<()> {
     assert_eq!(written, 1, "two talliers, one decision event stored");
     Ok(())
 }
+
+/// A vote forged with raw async-nats under a voter's key is dead-lettered (bad signature)
+/// and never takes that voter's place; only the proposer can withdraw, and a withdrawn
+/// proposal takes no votes and is never decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_votes_are_dead_lettered_and_only_the_proposer_withdraws() -> Result<()> {
+    use murmur_subjects::binding::{self, ContentMode};
+    use murmur_subjects::events::{DeadLetterReason, ProposalWithdrawn};
+    let nats = TestNats::start().await?;
+    let opener = nats.event_log("acme").await?;
+    let auditor = murmur_e2e::spawn_auditor(&opener);
+    let mut voters = Vec::new();
+    for _ in 0..3 {
+        voters.push(nats.event_log_as(Identity::generate(), "acme").await?);
+    }
+    let keys: Vec<String> = voters
+        .iter()
+        .map(|v| v.identity().public_key().to_string())
+        .collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    opener
+        .append(Draft::new(
+            Token::new("p")?,
+            &proposal(&key_refs, 3, Duration::from_secs(60)),
+        )?)
+        .await?;
+    opener
+        .append(Draft::new(
+            Token::new("q")?,
+            &proposal(&key_refs, 3, Duration::from_secs(60)),
+        )?)
+        .await?;
+    let vote = |c: Choice| VoteCast {
+        choice: c,
+        reason: String::new(),
+    };
+    voters[0]
+        .append(Draft::new(Token::new("p")?, &vote(Choice::Approve))?)
+        .await?;
+
+    // Mallory signs a reject and claims voter 1's key.
+    let mallory = Identity::generate();
+    let mut forged =
+        Draft::new(Token::new("p")?, &vote(Choice::Reject))?.seal(&mallory, &Token::new("acme")?);
+    forged.record.source = keys[1].clone();
+    let (h, b) = binding::encode(&forged.record, ContentMode::Binary, 1 << 20)?;
+    murmur_e2e::publish_raw(&opener, forged.subject.as_str(), h, b.to_vec()).await?;
+    murmur_e2e::wait_for_dead_letter(&opener, "the forged vote", |d| {
+        d.reason == DeadLetterReason::BadSignature && d.original_subject == forged.subject.as_str()
+    })
+    .await?;
+
+    // An outsider cannot withdraw q; the proposer can.
+    let outsider = nats.event_log("acme").await?;
+    outsider
+        .append(Draft::new(
+            Token::new("q")?,
+            &ProposalWithdrawn {
+                reason: "mine now".into(),
+            },
+        )?)
+        .await?;
+    opener
+        .append(Draft::new(
+            Token::new("q")?,
+            &ProposalWithdrawn {
+                reason: "superseded".into(),
+            },
+        )?)
+        .await?;
+    voters[2]
+        .append(Draft::new(Token::new("q")?, &vote(Choice::Approve))?)
+        .await?;
+
+    // Voter 1's own vote still counts: its place was not taken by the forgery.
+    voters[1]
+        .append(Draft::new(Token::new("p")?, &vote(Choice::Approve))?)
+        .await?;
+    voters[2]
+        .append(Draft::new(Token::new("p")?, &vote(Choice::Approve))?)
+        .await?;
+    let mut live = Projector::new(
+        opener.clone(),
+        ConsensusProjection {
+            realm: Token::new("acme")?,
+            talliers: vec![],
+        },
+    );
+    anyhow::ensure!(
+        live.follow_until(DEADLINE, |c: &Consensus| {
+            c.proposals.get("p").is_some_and(|p| p.votes.len() == 3)
+                && c.proposals.get("q").is_some_and(|q| !q.refused.is_empty())
+        })
+        .await?,
+        "votes not seen"
+    );
+    let c = live.state();
+    assert_eq!(c.proposals["p"].votes.get(&keys[1]), Some(&Choice::Approve));
+    assert!(
+        c.proposals["p"].refused.is_empty(),
+        "{:?}",
+        c.proposals["p"].refused
+    );
+    assert_eq!(c.proposals["q"].withdrawn.as_deref(), Some("superseded"));
+    assert_eq!(
+        c.proposals["q"].refused,
+        vec![(keys[2].clone(), VoteRefusal::Closed)]
+    );
+    assert!(
+        live.stats().invalid >= 1 || live.stats().refused >= 1,
+        "{:?}",
+        live.stats()
+    );
+    // A tallier decides p and leaves the withdrawn q alone.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let tallier = tokio::spawn(run_tallier(
+        nats.event_log("acme").await?,
+        vec![],
+        Duration::from_millis(50),
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+    anyhow::ensure!(
+        live.follow_until(DEADLINE, |c: &Consensus| c.proposals["p"].decided.is_some())
+            .await?,
+        "p never decided"
+    );
+    assert!(live.state().proposals["q"].decided.is_none());
+    let _ = stop_tx.send(true);
+    tallier.await??;
+    let _ = auditor.stop.send(());
+    auditor.task.await??;
+    Ok(())
+}

@@ -142,6 +142,7 @@ pub async fn run_voter(
         let mut drafts = Vec::new();
         for (id, p) in &proposals.state().proposals {
             if p.decided.is_some()
+                || p.withdrawn.is_some()
                 || !p.electorate.contains(&me)
                 || p.votes.contains_key(&me)
                 || answered.contains(id)

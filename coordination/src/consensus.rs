@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use murmur_subjects::events::{
-    Choice, ProposalDeadlinePassed, ProposalDecided, ProposalOpened, Protocol, VoteCast,
+    Choice, ProposalDeadlinePassed, ProposalDecided, ProposalOpened, ProposalWithdrawn, Protocol,
+    VoteCast,
 };
 use murmur_subjects::log::LogError;
 use murmur_subjects::projection::{Projection, Refusal};
@@ -69,6 +70,9 @@ pub enum VoteRefusal {
     /// Adaptive protocol: the voter's threshold is above the stimulus, so it does not respond.
     #[error("threshold above the proposal's stimulus: this voter does not respond")]
     NotResponding,
+    /// The vote's payload did not decode.
+    #[error("malformed vote: {0}")]
+    Malformed(String),
 }
 
 /// Counted weights.
@@ -261,6 +265,12 @@ pub struct Proposal {
     /// Markers seen (a marker stored before the deadline, by clock skew, does not close it).
     #[serde(default)]
     pub deadline_checks: u32,
+    /// Who opened it (the verified emitter of `opened`).
+    #[serde(default)]
+    pub proposer: String,
+    /// Withdrawn by the proposer (with the reason).
+    #[serde(default)]
+    pub withdrawn: Option<String>,
 }
 
 /// All proposals and thresholds: the fold of `proposal.*` events.
@@ -299,6 +309,8 @@ impl Consensus {
                 decided: None,
                 deadline_passed: false,
                 deadline_checks: 0,
+                proposer: String::new(),
+                withdrawn: None,
             },
         );
     }
@@ -316,7 +328,7 @@ impl Consensus {
             self.orphan_votes.push((id.to_string(), voter.to_string()));
             return Err(VoteRefusal::UnknownProposal);
         };
-        let refusal = if p.decided.is_some() {
+        let refusal = if p.decided.is_some() || p.withdrawn.is_some() {
             Some(VoteRefusal::Closed)
         } else if at > p.opened.deadline {
             Some(VoteRefusal::AfterDeadline)
@@ -371,7 +383,7 @@ impl Consensus {
     /// decision, when one can be made and none is recorded.
     pub fn pending_decision(&self, id: &str, now: DateTime<Utc>) -> Option<ProposalDecided> {
         let p = self.proposals.get(id)?;
-        if p.decided.is_some() {
+        if p.decided.is_some() || p.withdrawn.is_some() {
             return None;
         }
         decide(&p.opened, &p.votes, &p.electorate, now > p.opened.deadline)
@@ -415,9 +427,37 @@ impl Projection for ConsensusProjection {
                     return Err(Refusal(format!("proposal {id} already exists")));
                 }
                 state.open(id, event.payload().map_err(bad)?);
+                if let Some(p) = state.proposals.get_mut(id) {
+                    p.proposer = event.emitter().to_string();
+                }
+            }
+            ProposalWithdrawn::TYPE => {
+                let w: ProposalWithdrawn = event.payload().map_err(bad)?;
+                let p = state
+                    .proposals
+                    .get_mut(id)
+                    .ok_or_else(|| Refusal(format!("unknown proposal {id}")))?;
+                if p.proposer != event.emitter() {
+                    return Err(Refusal(format!("{} did not open {id}", event.emitter())));
+                }
+                if p.decided.is_none() && p.withdrawn.is_none() {
+                    p.withdrawn = Some(w.reason);
+                }
             }
             VoteCast::TYPE => {
-                let v: VoteCast = event.payload().map_err(bad)?;
+                let v: VoteCast = match event.payload() {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // Recorded with the proposal, so the voter sees why it did not count.
+                        if let Some(p) = state.proposals.get_mut(id) {
+                            p.refused.push((
+                                event.emitter().to_string(),
+                                VoteRefusal::Malformed(e.to_string()),
+                            ));
+                        }
+                        return Err(bad(e));
+                    }
+                };
                 state
                     .vote(id, event.emitter(), v.choice, at)
                     .map_err(|r| Refusal(format!("vote from {}: {r}", event.emitter())))?;
@@ -477,7 +517,7 @@ pub async fn run_tallier(
         let state = projector.state();
         let mut drafts = Vec::new();
         for (id, p) in &state.proposals {
-            if p.decided.is_some() {
+            if p.decided.is_some() || p.withdrawn.is_some() {
                 continue;
             }
             let aggregate =

@@ -136,6 +136,7 @@ impl Catalog {
                 .with::<events::VoteCast>()
                 .with::<events::ProposalDecided>()
                 .with::<events::ProposalDeadlinePassed>()
+                .with::<events::ProposalWithdrawn>()
                 .with::<events::AgentOffline>()
                 .with::<events::AgentResumed>()
                 .with::<events::TaskSubmitted>()

@@ -317,6 +317,23 @@ impl Payload for ProposalDecided {
     const DESCRIPTION: &'static str = "a proposal's outcome with its tally";
 }
 
+/// `dev.murmur.proposal.withdrawn`: the proposer took the question back before a decision.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProposalWithdrawn {
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl Payload for ProposalWithdrawn {
+    const TYPE: &'static str = "dev.murmur.proposal.withdrawn";
+    const DOMAIN: Domain = Domain::Proposal;
+    const VERB: &'static str = "withdrawn";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "the proposer withdrew a proposal";
+}
+
 /// `dev.murmur.proposal.deadline_passed`: written by a tallier once its clock passed the
 /// deadline; its *stored* time (the server's) is what closes the proposal, so the decision
 /// stays a function of the log.

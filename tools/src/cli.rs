@@ -163,6 +163,14 @@ pub enum VoteCommand {
         /// Proposal id.
         id: String,
     },
+    /// Withdraw a proposal you opened.
+    Withdraw {
+        /// Proposal id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Cast a vote as this participant.
     Cast {
         /// Proposal id.
@@ -511,6 +519,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             VoteCommand::Propose(args) => crate::vote_cli::propose(&settings, args).await,
             VoteCommand::Ls => crate::vote_cli::ls(&settings).await,
             VoteCommand::Show { id } => crate::vote_cli::show(&settings, &id).await,
+            VoteCommand::Withdraw { id, reason } => {
+                crate::vote_cli::withdraw(&settings, &id, reason).await
+            }
             VoteCommand::Cast { id, choice, reason } => {
                 crate::vote_cli::cast(&settings, &id, &choice, reason).await
             }

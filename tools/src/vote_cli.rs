@@ -183,6 +183,18 @@ pub async fn show(settings: &Settings, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// `murmur vote withdraw ID`: only the proposer's withdrawal counts.
+pub async fn withdraw(settings: &Settings, id: &str, reason: String) -> Result<()> {
+    let log = settings.open_log("murmur-vote").await?;
+    log.append(Draft::new(
+        Token::new(id)?,
+        &murmur_subjects::events::ProposalWithdrawn { reason },
+    )?)
+    .await?;
+    out!("withdrew {id}");
+    Ok(())
+}
+
 /// `murmur vote cast ID CHOICE`.
 pub async fn cast(settings: &Settings, id: &str, choice: &str, reason: String) -> Result<()> {
     let choice = match choice {
