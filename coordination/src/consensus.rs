@@ -196,6 +196,19 @@ pub fn decide(
     (best == worst && best == verdict(&p.protocol, &t, size)).then_some((best, t))
 }
 
+/// Reputation from past task outcomes: 1 + the number of tasks each agent completed (pure).
+/// A proposer snapshots these into a weighted proposal's voter weights, so the tally stays a
+/// function of the proposal itself and replays identically.
+pub fn reputation(book: &crate::tasks::TaskBook) -> BTreeMap<String, u32> {
+    let mut out: BTreeMap<String, u32> = BTreeMap::new();
+    for t in book.tasks.values() {
+        if let crate::tasks::TaskState::Completed { agent } = &t.state {
+            *out.entry(agent.clone()).or_insert(1) += 1;
+        }
+    }
+    out
+}
+
 /// Response thresholds (per voter and category) of the adaptive protocol, as in the
 /// response-threshold model of social insects: a voter responds when the stimulus reaches
 /// its threshold; responding lowers the threshold (it specialises), staying silent raises it.
@@ -712,6 +725,43 @@ mod tests {
         assert_eq!(
             c.vote("p3", "quiet", Choice::Reject, at(5)),
             Err(VoteRefusal::NotResponding)
+        );
+    }
+
+    #[test]
+    fn reputation_counts_completed_tasks() {
+        let mut book = crate::tasks::TaskBook::default();
+        let task = |state| crate::tasks::Task {
+            submitter: "s".into(),
+            requirements: Default::default(),
+            priority: 0,
+            max_attempts: 3,
+            lease_ms: 1,
+            attempt: 1,
+            failures: vec![],
+            state,
+            submitted_sequence: 1,
+            last_sequence: 1,
+            input: serde_json::Value::Null,
+            correlation_id: String::new(),
+            last_event_id: String::new(),
+            depends_on: vec![],
+            fail_with_dependency: false,
+            output: None,
+        };
+        let done = |a: &str| crate::tasks::TaskState::Completed { agent: a.into() };
+        book.tasks.insert("t1".into(), task(done("alice")));
+        book.tasks.insert("t2".into(), task(done("alice")));
+        book.tasks.insert("t3".into(), task(done("bob")));
+        book.tasks
+            .insert("t4".into(), task(crate::tasks::TaskState::Cancelled));
+        let rep = reputation(&book);
+        assert_eq!(rep.get("alice"), Some(&3));
+        assert_eq!(rep.get("bob"), Some(&2));
+        assert_eq!(
+            rep.get("carol"),
+            None,
+            "unknown agents default to 1 at the caller"
         );
     }
 

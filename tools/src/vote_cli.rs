@@ -44,6 +44,10 @@ pub struct ProposeArgs {
     /// Stimulus 0..1 (adaptive protocol).
     #[arg(long, default_value_t = 1.0)]
     pub stimulus: f64,
+    /// Weighted protocol: take each voter's weight from its reputation (1 + tasks it
+    /// completed, from the task log), snapshotted into the proposal.
+    #[arg(long)]
+    pub weights_from_reputation: bool,
 }
 
 /// Parses a protocol argument.
@@ -116,6 +120,23 @@ pub async fn propose(settings: &Settings, args: ProposeArgs) -> Result<()> {
     }
     if voters.is_empty() {
         bail!("no voters: give --voter KEY or --capability C with online agents");
+    }
+    if args.weights_from_reputation {
+        if !matches!(protocol, Protocol::Weighted) {
+            bail!("--weights-from-reputation needs --protocol weighted");
+        }
+        let mut tasks = Projector::new(
+            log.clone(),
+            murmur_coordination::tasks::TaskProjection {
+                realm: settings.realm.clone(),
+                coordinators: settings.coordinators.clone(),
+            },
+        );
+        tasks.catch_up().await?;
+        let rep = murmur_coordination::consensus::reputation(tasks.state());
+        for (voter, weight) in voters.iter_mut() {
+            *weight = rep.get(voter).copied().unwrap_or(1);
+        }
     }
     let id = Token::new(format!(
         "prop-{}",
