@@ -406,3 +406,47 @@ async fn task_graphs_release_children_with_parent_outputs_and_cancel_on_failure(
     coordinator.await??;
     Ok(())
 }
+
+/// A result larger than an event should carry goes to the Object Store: the completed event
+/// holds its content-hash reference, and the bytes read back equal the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_go_to_the_object_store_by_content_hash() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let submitter = nats.event_log("acme").await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
+    let (_worker, _) = spawn_worker(nats.url(), data.path()).await?;
+    // The built-in handler echoes its input: 100 KiB in, 100 KiB out.
+    let input = serde_json::json!({ "blob": "x".repeat(100 * 1024) });
+    submitter
+        .append(Draft::new(
+            Token::new("big")?,
+            &submitted(input.clone(), 1, 30_000),
+        )?)
+        .await?;
+    let mut live = Projector::new(
+        submitter.clone(),
+        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+    );
+    wait(&mut live, "the big task completed", |v| {
+        v.tasks
+            .tasks
+            .get("big")
+            .is_some_and(|t| t.state.name() == "completed")
+    })
+    .await?;
+    let output = live.state().tasks.tasks["big"]
+        .output
+        .clone()
+        .context("output")?;
+    assert_eq!(output["offloaded"], true, "{output}");
+    let reference: murmur_agents::artifacts::ArtifactRef =
+        serde_json::from_value(output["artifact"].clone())?;
+    let store = murmur_agents::artifacts::ArtifactStore::open(submitter.jetstream(), 1).await?;
+    let bytes = store.get(&reference).await?;
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&bytes)?, input);
+    stop_tx.send_replace(true);
+    coordinator.await??;
+    Ok(())
+}

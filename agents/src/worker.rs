@@ -93,6 +93,17 @@ pub async fn run_worker(
     // Attempts running here, so a cancellation can stop them.
     let mut running: std::collections::BTreeMap<String, tokio::task::JoinHandle<()>> =
         std::collections::BTreeMap::new();
+    // Large outputs go to the Object Store; without one they fail the attempt, never the
+    // worker.
+    let store = match crate::artifacts::ArtifactStore::open(log.jetstream(), log.config().replicas)
+        .await
+    {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "no artifact store: outputs over {OFFLOAD_BYTES} bytes will fail");
+            None
+        }
+    };
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
     let mut completed = 0;
     tokio::pin!(shutdown);
@@ -186,9 +197,10 @@ pub async fn run_worker(
                             let tx = done_tx.clone();
                             let key = task.clone();
                             let guard = CancelGuard { metrics: agent.metrics().clone(), reported: false };
+                            let store = store.clone();
                             let handle = tokio::spawn(async move {
                                 let mut guard = guard; // moved in whole, so dropping the future drops it
-                                let result = run.await;
+                                let result = offload_large_output(run.await, store.as_ref()).await;
                                 // No await point between these two: an abort either drops the
                                 // attempt before it reports (counted as cancelled) or not at all.
                                 guard.reported = true;
@@ -202,6 +214,32 @@ pub async fn run_worker(
         agent.set_queue_depth(agent.metrics().running());
     }
     Ok(completed)
+}
+
+/// Outputs larger than this (as JSON) are stored in the Object Store and replaced by
+/// `{"artifact": ArtifactRef, "offloaded": true}`; events stay small.
+pub const OFFLOAD_BYTES: usize = 64 * 1024;
+
+async fn offload_large_output(
+    result: TaskResult,
+    store: Option<&crate::artifacts::ArtifactStore>,
+) -> TaskResult {
+    let output = result?;
+    let bytes = serde_json::to_vec(&output).map_err(|e| format!("output: {e}"))?;
+    if bytes.len() <= OFFLOAD_BYTES {
+        return Ok(output);
+    }
+    let Some(store) = store else {
+        return Err(format!(
+            "output of {} bytes is over {OFFLOAD_BYTES} and no artifact store is available",
+            bytes.len()
+        ));
+    };
+    let artifact = store
+        .put("output.json", &bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(serde_json::json!({ "artifact": artifact, "offloaded": true }))
 }
 
 /// What the handler receives: the task's input, or for a task with dependencies
