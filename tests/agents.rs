@@ -171,7 +171,6 @@ fn http_get(addr: &str, path: &str) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Result<()> {
-    use murmur_coordination::coordinator::{CoordinatorConfig, run_coordinator};
     use murmur_subjects::events::TaskSubmitted;
     use murmur_subjects::{Draft, log::Expected};
 
@@ -190,15 +189,7 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
     )
     .await?;
     let submitter = nats.event_log("acme").await?;
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let coordinator = tokio::spawn(run_coordinator(
-        nats.event_log("acme").await?,
-        Arc::new(SystemClock),
-        CoordinatorConfig::default(),
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
+    let coordinator = murmur_e2e::spawn_coordinator(nats.event_log("acme").await?);
     for (n, input) in [
         // Long enough for a 200 ms heartbeat to see the agent busy.
         serde_json::json!({"n": 1, "sleep_ms": 800}),
@@ -329,8 +320,7 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
         "{status:#}"
     );
 
-    let _ = stop_tx.send(true);
-    coordinator.await??;
+    coordinator.stop().await??;
     worker.kill().await?;
     Ok(())
 }

@@ -34,15 +34,7 @@ async fn tallier_decides_early_closes_at_the_deadline_and_replays_the_same() -> 
     let opener = nats.event_log("acme").await?;
     let tallier_log = nats.event_log("acme").await?;
     let tallier_key = tallier_log.identity().public_key().to_string();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let tallier = tokio::spawn(run_tallier(
-        tallier_log,
-        vec![tallier_key.clone()],
-        Duration::from_millis(50),
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
+    let tallier = murmur_e2e::spawn_tallier(tallier_log, vec![tallier_key.clone()]);
     let mut voters = Vec::new();
     for _ in 0..3 {
         voters.push(nats.event_log_as(Identity::generate(), "acme").await?);
@@ -155,8 +147,7 @@ async fn tallier_decides_early_closes_at_the_deadline_and_replays_the_same() -> 
     replay.catch_up().await?;
     assert_eq!(replay.state(), live.state());
 
-    let _ = stop_tx.send(true);
-    tallier.await??;
+    tallier.stop().await??;
     Ok(())
 }
 
@@ -206,15 +197,7 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
         voters.push((child, id));
     }
     let tallier_log = nats.event_log("acme").await?;
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let tallier = tokio::spawn(run_tallier(
-        tallier_log,
-        vec![],
-        Duration::from_millis(50),
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
+    let tallier = murmur_e2e::spawn_tallier(tallier_log, vec![]);
     // The voters are in the registry before the proposal names them by capability.
     let observer = nats.event_log("acme").await?;
     let mut registry = Projector::new(
@@ -280,8 +263,7 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
         let shown = murmur(&["vote", "show", &id]).output().await?;
         assert!(String::from_utf8_lossy(&shown.stdout).contains(expected));
     }
-    let _ = stop_tx.send(true);
-    tallier.await??;
+    tallier.stop().await??;
     for (mut c, _) in voters {
         c.kill().await?;
     }
@@ -487,23 +469,14 @@ async fn forged_votes_are_dead_lettered_and_only_the_proposer_withdraws() -> Res
         live.stats()
     );
     // A tallier decides p and leaves the withdrawn q alone.
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let tallier = tokio::spawn(run_tallier(
-        nats.event_log("acme").await?,
-        vec![],
-        Duration::from_millis(50),
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
+    let tallier = murmur_e2e::spawn_tallier(nats.event_log("acme").await?, vec![]);
     anyhow::ensure!(
         live.follow_until(DEADLINE, |c: &Consensus| c.proposals["p"].decided.is_some())
             .await?,
         "p never decided"
     );
     assert!(live.state().proposals["q"].decided.is_none());
-    let _ = stop_tx.send(true);
-    tallier.await??;
+    tallier.stop().await??;
     let _ = auditor.stop.send(());
     auditor.task.await??;
     Ok(())

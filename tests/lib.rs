@@ -188,3 +188,54 @@ pub fn spawn_auditor(log: &EventLog) -> Auditor {
     ));
     Auditor { stop, task, stats }
 }
+
+/// A background service of a test, stopped with [`Service::stop`].
+pub struct Service<T> {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<T>,
+}
+
+impl<T> Service<T> {
+    /// Signals the service to stop and waits for its result.
+    pub async fn stop(self) -> Result<T> {
+        let _ = self.stop.send(true);
+        Ok(self.task.await?)
+    }
+}
+
+fn stop_signal() -> (
+    tokio::sync::watch::Sender<bool>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    (tx, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    })
+}
+
+/// An in-process coordinator (default config, system clock) on `log`.
+pub fn spawn_coordinator(log: EventLog) -> Service<Result<u64, murmur_subjects::LogError>> {
+    let (stop, stopped) = stop_signal();
+    let task = tokio::spawn(murmur_coordination::coordinator::run_coordinator(
+        log,
+        std::sync::Arc::new(murmur_coordination::liveness::SystemClock),
+        murmur_coordination::coordinator::CoordinatorConfig::default(),
+        stopped,
+    ));
+    Service { stop, task }
+}
+
+/// An in-process tallier (50 ms tick) on `log`; `talliers` as for `run_tallier`.
+pub fn spawn_tallier(
+    log: EventLog,
+    talliers: Vec<String>,
+) -> Service<Result<u64, murmur_subjects::LogError>> {
+    let (stop, stopped) = stop_signal();
+    let task = tokio::spawn(murmur_coordination::consensus::run_tallier(
+        log,
+        talliers,
+        Duration::from_millis(50),
+        stopped,
+    ));
+    Service { stop, task }
+}

@@ -2,14 +2,12 @@
 //! `murmur demo compile` end to end, and a cancelled build whose processes (cargo and the
 //! build script it started) are stopped.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use murmur_agents::artifacts::ArtifactStore;
 use murmur_agents::pipeline::workspace::{self, SourceTree};
-use murmur_coordination::coordinator::{CoordinatorConfig, CoordinatorProjection, run_coordinator};
-use murmur_coordination::liveness::SystemClock;
+use murmur_coordination::coordinator::CoordinatorProjection;
 use murmur_coordination::tasks::TaskState;
 use murmur_e2e::{DEADLINE, spawn_agent};
 use murmur_subjects::events::{TaskCancelled, TaskSubmitted};
@@ -78,15 +76,7 @@ async fn cancelling_a_build_stops_cargo_and_its_build_script() -> Result<()> {
     .collect();
 
     let submitter = nats.event_log("acme").await?;
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let coordinator = tokio::spawn(run_coordinator(
-        nats.event_log("acme").await?,
-        Arc::new(SystemClock),
-        CoordinatorConfig::default(),
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
+    let coordinator = murmur_e2e::spawn_coordinator(nats.event_log("acme").await?);
     let (_compiler, _) =
         spawn_agent(nats.url(), data.path(), "compiler", "compiler.rust", &[]).await?;
 
@@ -160,7 +150,6 @@ async fn cancelling_a_build_stops_cargo_and_its_build_script() -> Result<()> {
             .is_some_and(|t| t.state == TaskState::Cancelled)
     })
     .await?;
-    let _ = stop_tx.send(true);
-    coordinator.await??;
+    coordinator.stop().await??;
     Ok(())
 }
