@@ -28,6 +28,26 @@ fn proposal(voters: &[&str], quorum: u32, deadline_in: Duration) -> ProposalOpen
     }
 }
 
+/// Follows the realm's proposals until `id` is decided (up to [`DEADLINE`]).
+async fn wait_decided(log: &murmur_subjects::EventLog, id: &str) -> Result<Consensus> {
+    let mut live = Projector::new(
+        log.clone(),
+        ConsensusProjection {
+            realm: Token::new("acme")?,
+            talliers: vec![],
+        },
+    );
+    anyhow::ensure!(
+        live.follow_until(DEADLINE, |c: &Consensus| c
+            .proposals
+            .get(id)
+            .is_some_and(|p| p.decided.is_some()))
+            .await?,
+        "{id} never decided"
+    );
+    Ok(live.state().clone())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tallier_decides_early_closes_at_the_deadline_and_replays_the_same() -> Result<()> {
     let nats = TestNats::start().await?;
@@ -238,22 +258,8 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
             String::from_utf8_lossy(&out.stderr)
         );
         let id = String::from_utf8(out.stdout)?.trim().to_string();
-        let mut live = Projector::new(
-            observer.clone(),
-            ConsensusProjection {
-                realm: Token::new("acme")?,
-                talliers: vec![],
-            },
-        );
-        anyhow::ensure!(
-            live.follow_until(DEADLINE, |c: &Consensus| c
-                .proposals
-                .get(&id)
-                .is_some_and(|p| p.decided.is_some()))
-                .await?,
-            "{id} never decided"
-        );
-        let p = &live.state().proposals[&id];
+        let state = wait_decided(&observer, &id).await?;
+        let p = &state.proposals[&id];
         assert_eq!(
             p.decided.as_ref().map(|d| d.outcome.as_str()),
             Some(expected),
@@ -326,22 +332,7 @@ async fn a_restarted_tallier_resumes_from_the_log() -> Result<()> {
         .await?;
     let (stop2, second) = start();
     let (stop3, third) = start();
-    let mut live = Projector::new(
-        opener.clone(),
-        ConsensusProjection {
-            realm: Token::new("acme")?,
-            talliers: vec![],
-        },
-    );
-    anyhow::ensure!(
-        live.follow_until(DEADLINE, |c: &Consensus| c
-            .proposals
-            .get("p")
-            .is_some_and(|p| p.decided.is_some()))
-            .await?,
-        "never decided after the restart"
-    );
-    let d = live.state().proposals["p"]
+    let d = wait_decided(&opener, "p").await?.proposals["p"]
         .decided
         .clone()
         .expect("decided");
@@ -463,11 +454,9 @@ async fn forged_votes_are_dead_lettered_and_only_the_proposer_withdraws() -> Res
         c.proposals["q"].refused,
         vec![(keys[2].clone(), VoteRefusal::Closed)]
     );
-    assert!(
-        live.stats().invalid >= 1 || live.stats().refused >= 1,
-        "{:?}",
-        live.stats()
-    );
+    // The forgery failed verification; the outsider's withdrawal was refused by the fold.
+    assert!(live.stats().invalid >= 1, "{:?}", live.stats());
+    assert!(live.stats().refused >= 1, "{:?}", live.stats());
     // A tallier decides p and leaves the withdrawn q alone.
     let tallier = murmur_e2e::spawn_tallier(nats.event_log("acme").await?, vec![]);
     anyhow::ensure!(

@@ -141,13 +141,7 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
         eprintln!("metrics at http://{bound}/metrics");
     }
     out!("{}", agent.id());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let stop = async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
+    let stop = shutdown_signal()?;
     let handler = if args.builtin_handler {
         Some(builtin_handler())
     } else if murmur_agents::pipeline::default_capability(&args.kind).is_none() {
@@ -234,6 +228,17 @@ pub async fn ls(settings: &Settings, capability: Option<String>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM: how agent processes are told to leave.
+pub fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
 
 /// Refuses an empty kind early (clap allows it).

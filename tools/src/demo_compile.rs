@@ -34,46 +34,37 @@ use crate::demo::{connect_or_start, participant};
 /// Long enough for two cold cargo builds per workspace on a slow machine.
 const DEADLINE: Duration = Duration::from_secs(600);
 
+/// A sample workspace (`tools/samples/<dir>`) embedded in the binary: both samples have
+/// the same files, so the list is written once.
 macro_rules! sample {
-    ($dir:literal, $($file:literal),+) => {
-        [$(($file, include_bytes!(concat!("../samples/", $dir, "/", $file)).as_slice())),+]
+    ($dir:literal) => {
+        [
+            "Cargo.toml",
+            "mathlib/Cargo.toml",
+            "mathlib/src/lib.rs",
+            "app/Cargo.toml",
+            "app/src/lib.rs",
+            "app/src/main.rs",
+        ]
+        .into_iter()
+        .zip([
+            include_bytes!(concat!("../samples/", $dir, "/Cargo.toml")).as_slice(),
+            include_bytes!(concat!("../samples/", $dir, "/mathlib/Cargo.toml")).as_slice(),
+            include_bytes!(concat!("../samples/", $dir, "/mathlib/src/lib.rs")).as_slice(),
+            include_bytes!(concat!("../samples/", $dir, "/app/Cargo.toml")).as_slice(),
+            include_bytes!(concat!("../samples/", $dir, "/app/src/lib.rs")).as_slice(),
+            include_bytes!(concat!("../samples/", $dir, "/app/src/main.rs")).as_slice(),
+        ])
+        .map(|(path, bytes)| (path.to_string(), bytes.to_vec()))
+        .collect::<SourceTree>()
     };
 }
 
-/// A sample workspace as a source tree.
-fn sample(files: &[(&str, &[u8])]) -> SourceTree {
-    files
-        .iter()
-        .map(|(p, b)| (p.to_string(), b.to_vec()))
-        .collect()
-}
-
+/// The good workspace and the broken one (a failing test in `mathlib`, a type error in `app`).
 fn samples() -> Vec<(&'static str, SourceTree)> {
-    let files = |dir: &str| -> SourceTree {
-        match dir {
-            "calc" => sample(&sample!(
-                "calc",
-                "Cargo.toml",
-                "mathlib/Cargo.toml",
-                "mathlib/src/lib.rs",
-                "app/Cargo.toml",
-                "app/src/lib.rs",
-                "app/src/main.rs"
-            )),
-            _ => sample(&sample!(
-                "calc-broken",
-                "Cargo.toml",
-                "mathlib/Cargo.toml",
-                "mathlib/src/lib.rs",
-                "app/Cargo.toml",
-                "app/src/lib.rs",
-                "app/src/main.rs"
-            )),
-        }
-    };
     vec![
-        ("calc", files("calc")),
-        ("calc-broken", files("calc-broken")),
+        ("calc", sample!("calc")),
+        ("calc-broken", sample!("calc-broken")),
     ]
 }
 

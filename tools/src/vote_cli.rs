@@ -280,13 +280,7 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
     .await?;
     eprintln!("voter {} joined as {}", args.name, agent.id());
     out!("{}", agent.id());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let stop = async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
+    let stop = crate::agent_cli::shutdown_signal()?;
     let cast = run_voter(&agent, &policy, settings.coordinators.clone(), stop).await?;
     agent.enter_lame_duck();
     agent.leave("shutdown").await?;
