@@ -66,7 +66,7 @@ impl Projection for CoordinatorProjection {
         match event.subject.domain() {
             Domain::Agent => self.registry.apply(&mut state.registry, event),
             Domain::Task => self.tasks.apply(&mut state.tasks, event),
-            Domain::Sys | Domain::Proposal => Ok(()),
+            Domain::Sys | Domain::Proposal | Domain::Space | Domain::Knowledge => Ok(()),
         }
     }
 }

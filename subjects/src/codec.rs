@@ -227,6 +227,15 @@ pub enum IngestError {
     /// The signature is missing or wrong.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// A well-formed, verified event that its reader refuses (e.g. a knowledge change from an
+    /// agent without write access, or change bytes that do not decode).
+    #[error("refused ({reason}): {detail}")]
+    Refused {
+        /// The dead-letter reason to file it under.
+        reason: DeadLetterReason,
+        /// The reader's typed error, as text.
+        detail: String,
+    },
 }
 
 impl IngestError {
@@ -250,6 +259,7 @@ impl IngestError {
             IngestError::UnknownType(_) => DeadLetterReason::UnknownType,
             IngestError::Payload(_) => DeadLetterReason::SchemaViolation,
             IngestError::Identity(_) => DeadLetterReason::BadSignature,
+            IngestError::Refused { reason, .. } => *reason,
         }
     }
 }

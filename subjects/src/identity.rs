@@ -210,6 +210,23 @@ impl Identity {
     }
 }
 
+/// Domain separation for detached signatures, so they can never be replayed as event
+/// signatures (whose signed bytes start with a length prefix, never with this text).
+const DETACHED_CONTEXT: &[u8] = b"murmur-detached-v1\n";
+
+impl Identity {
+    /// Signs arbitrary bytes (e.g. an RPC reply that is not an event); verify with
+    /// [`SignatureVerifier::verify_detached`].
+    pub fn sign_detached(&self, bytes: &[u8]) -> String {
+        let mut msg = Vec::with_capacity(DETACHED_CONTEXT.len() + bytes.len());
+        msg.extend_from_slice(DETACHED_CONTEXT);
+        msg.extend_from_slice(bytes);
+        let mut text = String::from(SIGNATURE_SCHEME);
+        URL_SAFE_NO_PAD.encode_string(self.signing.sign(&msg).to_bytes(), &mut text);
+        text
+    }
+}
+
 /// Verifies signatures, caching decoded public keys.
 #[derive(Debug, Default)]
 pub struct SignatureVerifier {
@@ -243,6 +260,32 @@ impl SignatureVerifier {
             keys.insert(source.to_string(), key);
         }
         Ok(key)
+    }
+
+    /// Checks a detached signature made by [`Identity::sign_detached`] with `signer`'s key.
+    pub fn verify_detached(
+        &self,
+        signer: &str,
+        bytes: &[u8],
+        signature: &str,
+    ) -> Result<(), IdentityError> {
+        let malformed = |reason: &str| IdentityError::MalformedSignature {
+            id: "detached".into(),
+            reason: reason.to_string(),
+        };
+        let b64 = signature
+            .strip_prefix(SIGNATURE_SCHEME)
+            .ok_or_else(|| malformed("unknown signature scheme"))?;
+        let raw = decode_signature(b64).ok_or_else(|| malformed("not 64 base64url bytes"))?;
+        let key = self.key(signer)?;
+        let mut msg = Vec::with_capacity(DETACHED_CONTEXT.len() + bytes.len());
+        msg.extend_from_slice(DETACHED_CONTEXT);
+        msg.extend_from_slice(bytes);
+        key.verify(&msg, &Signature::from_bytes(&raw))
+            .map_err(|_| IdentityError::Forged {
+                id: "detached".into(),
+                source_key: signer.chars().take(80).collect(),
+            })
     }
 
     /// Checks that `record`, received on `nats_subject`, was signed by the key named in its

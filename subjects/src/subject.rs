@@ -249,11 +249,22 @@ pub enum Domain {
     Sys,
     /// Consensus: proposals, votes, decisions.
     Proposal,
+    /// Knowledge spaces: owner, access grants, snapshots.
+    Space,
+    /// Knowledge documents: Automerge changes, one aggregate per document.
+    Knowledge,
 }
 
 impl Domain {
     /// All domains, in declaration order.
-    pub const ALL: [Domain; 4] = [Domain::Agent, Domain::Task, Domain::Sys, Domain::Proposal];
+    pub const ALL: [Domain; 6] = [
+        Domain::Agent,
+        Domain::Task,
+        Domain::Sys,
+        Domain::Proposal,
+        Domain::Space,
+        Domain::Knowledge,
+    ];
 
     /// The token for this domain.
     pub const fn as_str(self) -> &'static str {
@@ -262,6 +273,8 @@ impl Domain {
             Domain::Task => "task",
             Domain::Sys => "sys",
             Domain::Proposal => "proposal",
+            Domain::Space => "space",
+            Domain::Knowledge => "knowledge",
         }
     }
 }

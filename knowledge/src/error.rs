@@ -1,0 +1,122 @@
+//! The knowledge crate's errors.
+
+use murmur_subjects::events::DeadLetterReason;
+use murmur_subjects::{IngestError, LogError};
+
+use crate::fact::FactId;
+
+/// Why a knowledge operation or an incoming change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KnowledgeError {
+    /// The fact is not well formed.
+    #[error("invalid fact: {0}")]
+    InvalidFact(String),
+    /// The fact's JSON exceeds the space's limit.
+    #[error("fact is {size} bytes; this space accepts at most {limit}")]
+    FactTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not a fact id.
+    #[error("{0:?} is not a fact id (32 hex characters)")]
+    InvalidFactId(String),
+    /// No such fact in the space.
+    #[error("no fact {0} in this space")]
+    UnknownFact(FactId),
+    /// A resolution was asked for a field that has no concurrent values.
+    #[error("field {field:?} of fact {fact} has no conflicting values")]
+    NotInConflict {
+        /// The fact.
+        fact: FactId,
+        /// The field.
+        field: String,
+    },
+    /// Not a valid space name.
+    #[error("invalid space name {0:?}: {1}")]
+    InvalidSpace(String, String),
+    /// The space was never opened.
+    #[error("unknown knowledge space {0:?}")]
+    UnknownSpace(String),
+    /// A change names a document that no opened space has.
+    #[error("unknown knowledge document {0:?}")]
+    UnknownDocument(String),
+    /// `space.opened` was written twice.
+    #[error("space {0:?} already exists")]
+    SpaceExists(String),
+    /// The writer holds no write access.
+    #[error("agent {agent} has no write access to space {space:?}")]
+    NoWriteAccess {
+        /// The agent.
+        agent: String,
+        /// The space.
+        space: String,
+    },
+    /// Only the owner may grant, revoke or (with replicas) snapshot.
+    #[error("agent {agent} may not {action} in space {space:?}")]
+    NotAllowed {
+        /// The agent.
+        agent: String,
+        /// What it tried.
+        action: String,
+        /// The space.
+        space: String,
+    },
+    /// The change bytes do not decode.
+    #[error("corrupt change bytes: {0}")]
+    CorruptChange(String),
+    /// The change's Automerge actor is not its emitter.
+    #[error("change made by actor {actor} was published by {emitter}")]
+    ForgedChange {
+        /// The author the change claims.
+        actor: String,
+        /// The verified emitter.
+        emitter: String,
+    },
+    /// The change breaks the document layout (deletes, foreign keys, unknown keys).
+    #[error("change breaks the knowledge layout: {0}")]
+    Layout(String),
+    /// Automerge refused an operation.
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+    /// A snapshot is missing, damaged or does not match its record.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    /// The event log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// An event could not be decoded.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// The Object Store failed.
+    #[error("object store: {0}")]
+    Store(String),
+    /// A sync or query request failed.
+    #[error("request: {0}")]
+    Request(String),
+}
+
+impl KnowledgeError {
+    /// The dead-letter reason a refused incoming change is filed under.
+    pub fn dead_letter_reason(&self) -> DeadLetterReason {
+        match self {
+            KnowledgeError::CorruptChange(_) => DeadLetterReason::Malformed,
+            KnowledgeError::FactTooLarge { .. } => DeadLetterReason::Oversized,
+            KnowledgeError::ForgedChange { .. } => DeadLetterReason::BadSignature,
+            KnowledgeError::Layout(_) | KnowledgeError::InvalidFact(_) => {
+                DeadLetterReason::SchemaViolation
+            }
+            KnowledgeError::Ingest(e) => e.reason(),
+            _ => DeadLetterReason::Refused,
+        }
+    }
+
+    /// This error as an [`IngestError`] for the dead-letter stream.
+    pub fn to_ingest_error(&self) -> IngestError {
+        IngestError::Refused {
+            reason: self.dead_letter_reason(),
+            detail: self.to_string(),
+        }
+    }
+}

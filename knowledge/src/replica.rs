@@ -1,0 +1,756 @@
+//! The NATS/JetStream edge: a replica of one or every knowledge space.
+//!
+//! Reading: [`KnowledgeReplica::refresh`] takes the history's last sequence `L`, folds the
+//! `space.*` events up to `L` (access, snapshots), loads any newer snapshot from the Object
+//! Store (checked against its SHA-256 and heads), then reads the documents' `changed` events
+//! up to `L` and applies them in batches. Because every change is judged with the access held
+//! at its own sequence, and every replica reads the same log, all replicas and a replay agree.
+//!
+//! Writing: local edits go into the documents at once and are committed into changes (every
+//! [`AUTO_COMMIT_OPS`] operations or 128 KiB, and at [`KnowledgeReplica::flush`]); each change
+//! is sealed as a `knowledge.changed` event with id `kc-<change hash>` (server dedupe) and kept
+//! in an outbox until the server acknowledged it, so edits made while cut off from the
+//! cluster are published when it is reachable again — nothing written is lost.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::object_store::{self, ObjectStore};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, Utc};
+use murmur_subjects::events::{
+    AccessRole, KnowledgeChanged, SpaceAccessGranted, SpaceAccessRevoked, SpaceOpened,
+    SpaceSnapshotted,
+};
+use murmur_subjects::log::Expected;
+use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::{Domain, Draft, EventLog, LogError, Plane, SealedEvent, SubjectFilter, Token};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::base::{DocumentSummary, IncomingChange, KnowledgeBase, RefusedChange};
+use crate::document::{AUTO_COMMIT_OPS, FactView, ResolutionPolicy, ResolutionRecord};
+use crate::error::KnowledgeError;
+use crate::fact::{FactCore, FactDraft, FactId, Value, hex};
+use crate::query::Query;
+use crate::space::{document_token, shard_of, space_token};
+
+/// Object Store bucket holding snapshots.
+pub const SNAPSHOT_BUCKET: &str = "MURMUR_KNOWLEDGE";
+/// Default largest fact, in bytes of JSON.
+pub const DEFAULT_MAX_FACT_BYTES: u32 = 16 * 1024;
+/// Bytes of pending text after which a document commits on its own.
+const AUTO_COMMIT_BYTES: usize = 128 * 1024;
+
+/// A clock (injectable so tests control time).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// How a replica reads and what it does with refusals.
+#[derive(Clone)]
+pub struct ReplicaConfig {
+    /// Spaces to follow; `None` follows every space (what a memory agent does).
+    pub spaces: Option<BTreeSet<String>>,
+    /// Changes applied per Automerge call at most.
+    pub batch: usize,
+    /// Write a dead letter for every refused change (one replica per realm should: the
+    /// memory agent). Others only record refusals in their state.
+    pub dead_letter_refusals: bool,
+    /// The clock stamping local edits.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for ReplicaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaConfig")
+            .field("spaces", &self.spaces)
+            .field("batch", &self.batch)
+            .field("dead_letter_refusals", &self.dead_letter_refusals)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplicaConfig {
+    /// Follows one space.
+    pub fn space(name: &str) -> Self {
+        Self {
+            spaces: Some([name.to_string()].into()),
+            ..Self::all()
+        }
+    }
+
+    /// Follows every space.
+    pub fn all() -> Self {
+        Self {
+            spaces: None,
+            batch: 5_000,
+            dead_letter_refusals: false,
+            clock: Arc::new(Utc::now),
+        }
+    }
+
+    /// Dead-letters refused changes.
+    pub fn dead_lettering(mut self, on: bool) -> Self {
+        self.dead_letter_refusals = on;
+        self
+    }
+
+    /// Uses `clock` for local edits.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn follows(&self, space: &str) -> bool {
+        self.spaces.as_ref().is_none_or(|s| s.contains(space))
+    }
+}
+
+/// What one [`KnowledgeReplica::refresh`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefreshReport {
+    /// Space events folded.
+    pub space_events: u64,
+    /// Change events read.
+    pub changes: u64,
+    /// Snapshots loaded.
+    pub snapshots_loaded: u64,
+    /// Changes refused (and dead-lettered when configured).
+    pub refused: u64,
+    /// Messages that did not decode as events (the auditor dead-letters those).
+    pub undecodable: u64,
+    /// The history position read up to.
+    pub position: u64,
+}
+
+/// Creates a space owned by `log`'s identity; refused if it exists.
+pub async fn open_space(
+    log: &EventLog,
+    name: &str,
+    title: &str,
+    shards: u16,
+    max_fact_bytes: u32,
+) -> Result<u64, KnowledgeError> {
+    let token = space_token(name)?;
+    let draft = Draft::new(token, &SpaceOpened {
+        title: title.to_string(),
+        shards,
+        max_fact_bytes,
+    })
+    .map_err(|e| KnowledgeError::Ingest(e.into()))?;
+    match log.append_expected(draft, Expected::NoEvents).await {
+        Ok((_, appended)) => Ok(appended.sequence),
+        Err(LogError::Conflict { .. }) => Err(KnowledgeError::SpaceExists(name.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Grants (or with `granted = false`, revokes) `role` in a space; only the owner's
+/// grants count.
+pub async fn set_access(
+    log: &EventLog,
+    space: &str,
+    agent: &str,
+    role: AccessRole,
+    granted: bool,
+) -> Result<u64, KnowledgeError> {
+    let token = space_token(space)?;
+    let draft = if granted {
+        Draft::new(token, &SpaceAccessGranted { agent: agent.to_string(), role })
+    } else {
+        Draft::new(token, &SpaceAccessRevoked { agent: agent.to_string(), role })
+    }
+    .map_err(|e| KnowledgeError::Ingest(e.into()))?;
+    Ok(log.append(draft).await?.1.sequence)
+}
+
+/// A replica of one or every knowledge space.
+pub struct KnowledgeReplica {
+    log: EventLog,
+    base: KnowledgeBase,
+    config: ReplicaConfig,
+    space_position: u64,
+    change_positions: BTreeMap<String, u64>,
+    outbox: Vec<SealedEvent>,
+    store: Option<ObjectStore>,
+}
+
+impl std::fmt::Debug for KnowledgeReplica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnowledgeReplica")
+            .field("author", &self.base.author())
+            .field("config", &self.config)
+            .field("space_position", &self.space_position)
+            .field("outbox", &self.outbox.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn session_nonce() -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..8]);
+    out
+}
+
+impl KnowledgeReplica {
+    /// Opens a replica and catches up with the log (snapshots first, then the changes after).
+    pub async fn open(log: EventLog, config: ReplicaConfig) -> Result<Self, KnowledgeError> {
+        let base = KnowledgeBase::new(log.identity().public_key(), session_nonce());
+        let mut replica = Self {
+            log,
+            base,
+            config,
+            space_position: 0,
+            change_positions: BTreeMap::new(),
+            outbox: Vec::new(),
+            store: None,
+        };
+        replica.refresh().await?;
+        Ok(replica)
+    }
+
+    /// The projection.
+    pub fn base(&self) -> &KnowledgeBase {
+        &self.base
+    }
+
+    /// The log this replica reads and writes.
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// Changes written locally and not yet acknowledged by the server.
+    pub fn unpublished(&self) -> usize {
+        self.outbox.len()
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        (self.config.clock)()
+    }
+
+    async fn store(&mut self) -> Result<ObjectStore, KnowledgeError> {
+        if let Some(store) = &self.store {
+            return Ok(store.clone());
+        }
+        let js = self.log.jetstream();
+        let store = match js.get_object_store(SNAPSHOT_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: SNAPSHOT_BUCKET.into(),
+                    description: Some("murmur knowledge snapshots".into()),
+                    num_replicas: self.log.config().replicas.max(1),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| KnowledgeError::Store(e.to_string()))?,
+        };
+        self.store = Some(store.clone());
+        Ok(store)
+    }
+
+    /// Reads what the log has beyond this replica's position; see the module docs.
+    pub async fn refresh(&mut self) -> Result<RefreshReport, KnowledgeError> {
+        let history = self.log.config().history_stream.clone();
+        let until = self.log.last_sequence(&history).await?;
+        let mut report = RefreshReport {
+            position: until,
+            ..Default::default()
+        };
+        if until <= self.space_position && self.change_positions.values().all(|p| *p >= until) {
+            return Ok(report);
+        }
+        self.read_space_events(&history, until, &mut report).await?;
+        self.load_snapshots(&mut report).await?;
+        self.read_changes(&history, until, &mut report).await?;
+        Ok(report)
+    }
+
+    async fn read_space_events(
+        &mut self,
+        history: &str,
+        until: u64,
+        report: &mut RefreshReport,
+    ) -> Result<(), KnowledgeError> {
+        if until <= self.space_position {
+            return Ok(());
+        }
+        let mut filter = SubjectFilter::plane(Plane::Evt)
+            .realm(self.log.realm().clone())
+            .domain(Domain::Space);
+        if let Some(spaces) = &self.config.spaces
+            && spaces.len() == 1
+            && let Some(only) = spaces.iter().next()
+        {
+            filter = filter.aggregate(space_token(only)?);
+        }
+        let mut stored = Vec::new();
+        read_stream(
+            self.log.jetstream(),
+            history,
+            &filter,
+            StartAt::Sequence(self.space_position + 1),
+            Some(until),
+            |m| {
+                stored.push(m);
+                ControlFlow::Continue(())
+            },
+        )
+        .await?;
+        for m in stored {
+            let event = match self.log.decode_stored(&m.message, m.sequence, Some(m.stored_at)) {
+                Ok(e) => e,
+                Err(e) => {
+                    report.undecodable += 1;
+                    tracing::warn!(sequence = m.sequence, error = %e, "space event does not decode");
+                    continue;
+                }
+            };
+            if !self.config.follows(event.subject.aggregate().as_str()) {
+                continue;
+            }
+            report.space_events += 1;
+            if let Err(e) = self.base.apply_space_event(m.sequence, &event) {
+                tracing::warn!(sequence = m.sequence, error = %e, "space event refused");
+                if self.config.dead_letter_refusals {
+                    self.log
+                        .dead_letter(
+                            "knowledge",
+                            &e.to_ingest_error(),
+                            m.message.subject.as_str(),
+                            m.message.headers.as_ref(),
+                            &m.message.payload,
+                            Some(m.sequence),
+                        )
+                        .await?;
+                }
+            }
+        }
+        self.space_position = until;
+        Ok(())
+    }
+
+    async fn load_snapshots(&mut self, report: &mut RefreshReport) -> Result<(), KnowledgeError> {
+        let wanted: Vec<SpaceSnapshotted> = self
+            .base
+            .spaces()
+            .flat_map(|s| s.snapshots.values().cloned())
+            .filter(|snap| {
+                self.base
+                    .document(&snap.document)
+                    .is_some_and(|d| d.position < snap.stream_sequence)
+            })
+            .collect();
+        for snap in wanted {
+            let bytes = self.fetch_snapshot(&snap).await?;
+            self.base.load_snapshot(&snap.document, &bytes, &snap)?;
+            report.snapshots_loaded += 1;
+        }
+        Ok(())
+    }
+
+    async fn fetch_snapshot(&mut self, snap: &SpaceSnapshotted) -> Result<Vec<u8>, KnowledgeError> {
+        let store = self.store().await?;
+        let mut object = store
+            .get(&snap.object)
+            .await
+            .map_err(|e| KnowledgeError::Snapshot(format!("{}: {e}", snap.object)))?;
+        let mut bytes = Vec::with_capacity(snap.size as usize);
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| KnowledgeError::Snapshot(format!("{}: {e}", snap.object)))?;
+        let sha = hex(&Sha256::digest(&bytes));
+        if sha != snap.sha256 || bytes.len() as u64 != snap.size {
+            return Err(KnowledgeError::Snapshot(format!(
+                "{} is damaged: {} bytes hashing to {sha}, recorded {} bytes {}",
+                snap.object,
+                bytes.len(),
+                snap.size,
+                snap.sha256
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// The change filters this replica reads, with their read positions.
+    fn change_filters(&self) -> Vec<(String, SubjectFilter)> {
+        let evt = SubjectFilter::plane(Plane::Evt)
+            .realm(self.log.realm().clone())
+            .domain(Domain::Knowledge);
+        let verb = Token::new("changed").ok();
+        let with_verb = |f: SubjectFilter| match &verb {
+            Some(v) => f.verb(v.clone()),
+            None => f,
+        };
+        match &self.config.spaces {
+            None => vec![("*".into(), with_verb(evt))],
+            Some(spaces) => spaces
+                .iter()
+                .flat_map(|s| self.base.documents_of(s))
+                .filter_map(|doc| {
+                    let token = Token::new(doc.clone()).ok()?;
+                    Some((doc, with_verb(evt.clone().aggregate(token))))
+                })
+                .collect(),
+        }
+    }
+
+    async fn read_changes(
+        &mut self,
+        history: &str,
+        until: u64,
+        report: &mut RefreshReport,
+    ) -> Result<(), KnowledgeError> {
+        for (key, filter) in self.change_filters() {
+            let mut from = self.change_positions.get(&key).copied().unwrap_or(0);
+            if key != "*"
+                && let Some(doc) = self.base.document(&key)
+            {
+                from = from.max(doc.position);
+            }
+            if from >= until {
+                continue;
+            }
+            let mut stored = Vec::new();
+            read_stream(
+                self.log.jetstream(),
+                history,
+                &filter,
+                StartAt::Sequence(from + 1),
+                Some(until),
+                |m| {
+                    stored.push(m);
+                    ControlFlow::Continue(())
+                },
+            )
+            .await?;
+            report.changes += stored.len() as u64;
+            for chunk in stored.chunks(self.config.batch.max(1)) {
+                let mut batch = Vec::with_capacity(chunk.len());
+                for m in chunk {
+                    match self.log.decode_stored(&m.message, m.sequence, Some(m.stored_at)) {
+                        Ok(event) => {
+                            let payload = event.payload::<KnowledgeChanged>();
+                            let (space, bytes) = match payload {
+                                Ok(p) => (p.space, B64.decode(p.change.as_bytes()).map_err(|e| e.to_string())),
+                                Err(e) => (String::new(), Err(e.to_string())),
+                            };
+                            if !self.config.follows(&space) && self.config.spaces.is_some() {
+                                continue;
+                            }
+                            batch.push(IncomingChange {
+                                sequence: m.sequence,
+                                document: event.subject.aggregate().as_str().to_string(),
+                                space,
+                                emitter: event.emitter().to_string(),
+                                event_id: event.record.id.clone(),
+                                bytes,
+                            });
+                        }
+                        Err(e) => {
+                            report.undecodable += 1;
+                            tracing::warn!(sequence = m.sequence, error = %e, "change event does not decode");
+                        }
+                    }
+                }
+                let refused = self.base.ingest(batch);
+                report.refused += refused.len() as u64;
+                self.dead_letter(&refused, chunk).await?;
+            }
+            self.change_positions.insert(key, until);
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        refused: &[RefusedChange],
+        chunk: &[murmur_subjects::projection::StoredMessage],
+    ) -> Result<(), KnowledgeError> {
+        for r in refused {
+            tracing::warn!(sequence = r.sequence, document = %r.document, reason = %r.reason, detail = %r.detail, "knowledge change refused");
+            if !self.config.dead_letter_refusals {
+                continue;
+            }
+            let Some(m) = chunk.iter().find(|m| m.sequence == r.sequence) else { continue };
+            let error = murmur_subjects::IngestError::Refused {
+                reason: r.reason,
+                detail: r.detail.clone(),
+            };
+            self.log
+                .dead_letter(
+                    "knowledge",
+                    &error,
+                    m.message.subject.as_str(),
+                    m.message.headers.as_ref(),
+                    &m.message.payload,
+                    Some(m.sequence),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn writable(&self, space: &str) -> Result<(), KnowledgeError> {
+        let access = self
+            .base
+            .space(space)
+            .ok_or_else(|| KnowledgeError::UnknownSpace(space.to_string()))?;
+        if access.can_write(self.base.author(), u64::MAX) {
+            Ok(())
+        } else {
+            Err(KnowledgeError::NoWriteAccess {
+                agent: self.base.author().to_string(),
+                space: space.to_string(),
+            })
+        }
+    }
+
+    fn document_of(&self, space: &str, fact: &FactId) -> Result<String, KnowledgeError> {
+        let access = self
+            .base
+            .space(space)
+            .ok_or_else(|| KnowledgeError::UnknownSpace(space.to_string()))?;
+        let token = space_token(space)?;
+        Ok(document_token(&token, shard_of(fact, access.settings.shards))
+            .as_str()
+            .to_string())
+    }
+
+    /// Runs a local edit on the document holding `fact`, committing when it grew large.
+    fn edit<T>(
+        &mut self,
+        space: &str,
+        fact: &FactId,
+        op: impl FnOnce(&mut crate::document::KnowledgeDoc, DateTime<Utc>) -> Result<T, KnowledgeError>,
+    ) -> Result<T, KnowledgeError> {
+        self.writable(space)?;
+        let document = self.document_of(space, fact)?;
+        let now = self.now();
+        let state = self
+            .base
+            .document_mut(&document)
+            .ok_or_else(|| KnowledgeError::UnknownDocument(document.clone()))?;
+        let out = op(&mut state.doc, now)?;
+        if state.doc.pending_ops() >= AUTO_COMMIT_OPS || state.doc.pending_bytes() >= AUTO_COMMIT_BYTES {
+            self.commit_document(space, &document)?;
+        }
+        Ok(out)
+    }
+
+    fn commit_document(&mut self, space: &str, document: &str) -> Result<(), KnowledgeError> {
+        let now = self.now();
+        let Some(state) = self.base.document_mut(document) else {
+            return Ok(());
+        };
+        let Some(mut change) = state.doc.commit(now) else {
+            return Ok(());
+        };
+        let id = format!("kc-{}", change.hash());
+        let payload = KnowledgeChanged {
+            space: space.to_string(),
+            change: B64.encode(change.bytes()),
+        };
+        let token = Token::new(document).map_err(|e| KnowledgeError::UnknownDocument(e.to_string()))?;
+        let draft = Draft::new(token, &payload)
+            .map_err(|e| KnowledgeError::Ingest(e.into()))?
+            .with_id(id);
+        self.outbox.push(self.log.seal(draft));
+        Ok(())
+    }
+
+    /// Commits the pending edits of `space`'s documents into the outbox (not published yet).
+    pub fn commit_pending(&mut self, space: &str) -> Result<(), KnowledgeError> {
+        for document in self.base.documents_of(space) {
+            if self.base.document(&document).is_some_and(|d| d.doc.pending_ops() > 0) {
+                self.commit_document(space, &document)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A document of this replica, for the sync protocol.
+    pub fn document_mut(&mut self, document: &str) -> Option<&mut crate::document::KnowledgeDoc> {
+        self.base.document_mut(document).map(|s| &mut s.doc)
+    }
+
+    /// Asserts a fact in `space`.
+    pub fn put(&mut self, space: &str, draft: &FactDraft) -> Result<FactId, KnowledgeError> {
+        let max = self
+            .base
+            .space(space)
+            .map(|s| s.settings.max_fact_bytes as usize)
+            .ok_or_else(|| KnowledgeError::UnknownSpace(space.to_string()))?;
+        let (id, ..) = FactCore::from_draft(draft, self.base.author(), self.now(), max)?;
+        self.edit(space, &id, |doc, now| doc.assert_fact(draft, now))
+    }
+
+    /// Sets a shared field of a fact.
+    pub fn set_field(&mut self, space: &str, fact: &FactId, field: &str, value: Value) -> Result<(), KnowledgeError> {
+        self.edit(space, fact, |doc, now| doc.set_field(fact, field, value, now))
+    }
+
+    /// Sets this agent's confidence in a fact.
+    pub fn set_confidence(&mut self, space: &str, fact: &FactId, confidence: f64) -> Result<(), KnowledgeError> {
+        self.edit(space, fact, |doc, _| doc.set_confidence(fact, confidence))
+    }
+
+    /// Retracts a fact.
+    pub fn retract(&mut self, space: &str, fact: &FactId, reason: &str) -> Result<(), KnowledgeError> {
+        self.edit(space, fact, |doc, now| doc.retract(fact, reason, now))
+    }
+
+    /// Marks `old` as superseded by `new`.
+    pub fn supersede(&mut self, space: &str, old: &FactId, new: &FactId, reason: &str) -> Result<(), KnowledgeError> {
+        if self.fact(space, new)?.is_none() {
+            return Err(KnowledgeError::UnknownFact(new.clone()));
+        }
+        self.edit(space, old, |doc, now| doc.supersede(old, new, reason, now))
+    }
+
+    /// Resolves a field's conflict by `policy` (recorded in the document).
+    pub fn resolve(
+        &mut self,
+        space: &str,
+        fact: &FactId,
+        field: &str,
+        policy: ResolutionPolicy,
+    ) -> Result<ResolutionRecord, KnowledgeError> {
+        self.edit(space, fact, |doc, now| doc.resolve(fact, field, policy, now))
+    }
+
+    /// Commits every document with pending edits and publishes the outbox, waiting for the
+    /// server's acks. Returns how many changes were published. On failure the unpublished
+    /// changes stay in the outbox for the next flush.
+    pub async fn flush(&mut self) -> Result<usize, KnowledgeError> {
+        let spaces: Vec<String> = self.base.spaces().map(|s| s.space.clone()).collect();
+        for space in spaces {
+            self.commit_pending(&space)?;
+        }
+        let mut pending = Vec::with_capacity(self.outbox.len());
+        let mut send_error = None;
+        for ev in &self.outbox {
+            match self.log.append_sealed(ev).await {
+                Ok(p) => pending.push(p),
+                Err(e) => {
+                    send_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut published = 0;
+        let mut first_error = send_error.map(KnowledgeError::from);
+        for p in pending {
+            match tokio::time::timeout(Duration::from_secs(10), p.wait()).await {
+                Ok(Ok(_)) if first_error.is_none() => published += 1,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e.into());
+                }
+                Err(_) => {
+                    first_error.get_or_insert(KnowledgeError::Request("no ack within 10 s".into()));
+                }
+            }
+        }
+        // Acks arrive in order per connection: drop the acknowledged prefix; re-sending the
+        // rest later is safe (same ids, server dedupe).
+        self.outbox.drain(..published);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(published),
+        }
+    }
+
+    /// One fact.
+    pub fn fact(&self, space: &str, id: &FactId) -> Result<Option<FactView>, KnowledgeError> {
+        let document = self.document_of(space, id)?;
+        match self.base.document(&document) {
+            Some(state) => state.doc.fact(id),
+            None => Ok(None),
+        }
+    }
+
+    /// Facts matching `query`, now or as of a log position.
+    pub fn query(&self, space: &str, query: &Query, as_of: Option<u64>) -> Result<Vec<FactView>, KnowledgeError> {
+        let facts = self.base.facts(space, as_of)?;
+        Ok(query.run(&facts).into_iter().cloned().collect())
+    }
+
+    /// Heads and fact counts per document.
+    pub fn summary(&mut self, space: &str) -> BTreeMap<String, DocumentSummary> {
+        self.base.summary(space)
+    }
+
+    /// Saves every document of `space` to the Object Store, records each snapshot in the log
+    /// and purges the document's change subject up to the sequence the snapshot covers.
+    /// Needs the replica role (or ownership). Returns the snapshot records.
+    pub async fn snapshot(&mut self, space: &str) -> Result<Vec<SpaceSnapshotted>, KnowledgeError> {
+        let access = self
+            .base
+            .space(space)
+            .ok_or_else(|| KnowledgeError::UnknownSpace(space.to_string()))?;
+        if !access.holds(self.base.author(), AccessRole::Replica, u64::MAX) {
+            return Err(KnowledgeError::NotAllowed {
+                agent: self.base.author().to_string(),
+                action: "publish snapshots".into(),
+                space: space.to_string(),
+            });
+        }
+        // Only what the log holds goes into a snapshot: publish local edits, read back.
+        self.flush().await?;
+        self.refresh().await?;
+        let store = self.store().await?;
+        let token = space_token(space)?;
+        let mut out = Vec::new();
+        for document in self.base.documents_of(space) {
+            let Some(position) = self.base.document(&document).map(|d| d.position) else { continue };
+            let covered = self
+                .base
+                .space(space)
+                .and_then(|a| a.snapshots.get(&document))
+                .map_or(0, |snap| snap.stream_sequence);
+            let Some(state) = self.base.document_mut(&document) else { continue };
+            if position == 0 || covered >= position {
+                continue; // nothing new since the last snapshot
+            }
+            let heads = state.doc.heads_hex();
+            let bytes = state.doc.save();
+            let sha256 = hex(&Sha256::digest(&bytes));
+            let object = format!("{document}/{position}-{}", &sha256[..16]);
+            store
+                .put(object.as_str(), &mut bytes.as_slice())
+                .await
+                .map_err(|e| KnowledgeError::Store(e.to_string()))?;
+            let record = SpaceSnapshotted {
+                document: document.clone(),
+                object,
+                heads,
+                stream_sequence: position,
+                size: bytes.len() as u64,
+                sha256,
+            };
+            let draft = Draft::new(token.clone(), &record)
+                .map_err(|e| KnowledgeError::Ingest(e.into()))?
+                .with_id(format!("ks-{document}-{position}"));
+            self.log.append(draft).await?;
+            // Keep everything after the covered position: changes published while the
+            // snapshot was written stay (a rollup would delete them too).
+            let doc_token = Token::new(document.as_str())
+                .map_err(|e| KnowledgeError::UnknownDocument(e.to_string()))?;
+            let subject = murmur_subjects::EventType::of::<KnowledgeChanged>()
+                .subject(self.log.realm(), &doc_token);
+            let stream = self.log.stream(&self.log.config().history_stream).await?;
+            stream
+                .purge()
+                .filter(subject.to_string())
+                .sequence(position + 1)
+                .await
+                .map_err(|e| KnowledgeError::Store(format!("purge {document}: {e}")))?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+}
