@@ -10,6 +10,7 @@
 //! source and binaries through.
 
 pub mod artifacts;
+pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod runtime;

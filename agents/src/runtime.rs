@@ -28,6 +28,9 @@ pub enum AgentError {
     /// The agent's public key is not usable as a subject token (never for nkeys).
     #[error("agent id: {0}")]
     Id(#[from] murmur_subjects::subject::SubjectError),
+    /// The knowledge store refused an operation.
+    #[error(transparent)]
+    Knowledge(#[from] murmur_knowledge::KnowledgeError),
     /// Registering the micro service or the presence bucket failed.
     #[error("{what}: {reason}")]
     Setup {

@@ -20,6 +20,7 @@ pub mod fact;
 pub mod layout;
 pub mod query;
 pub mod replica;
+pub mod rpc;
 pub mod space;
 pub mod sync;
 

@@ -221,6 +221,11 @@ impl KnowledgeReplica {
         &self.log
     }
 
+    /// The history position this replica has read up to.
+    pub fn position(&self) -> u64 {
+        self.space_position
+    }
+
     /// Changes written locally and not yet acknowledged by the server.
     pub fn unpublished(&self) -> usize {
         self.outbox.len()

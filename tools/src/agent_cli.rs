@@ -50,6 +50,9 @@ pub struct AgentRunArgs {
     /// Address-space limit of a test binary run by an executor, in MiB.
     #[arg(long, default_value_t = 2048)]
     pub test_memory_mib: u64,
+    /// Memory agents: seconds between snapshots of the spaces they replicate (0: never).
+    #[arg(long, default_value_t = 300)]
+    pub snapshot_every_s: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off by default.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
@@ -92,6 +95,9 @@ fn hardware() -> Hardware {
     }
 }
 
+/// The agent kind that serves knowledge spaces (`murmur_agents::memory`).
+pub const MEMORY_KIND: &str = "memory";
+
 /// Runs one agent until ctrl-c or SIGTERM, then leaves.
 pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
     if args.capabilities.is_empty()
@@ -99,6 +105,9 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
         && let Some(c) = murmur_agents::pipeline::default_capability(&args.kind)
     {
         args.capabilities.push(c.to_string());
+    }
+    if args.kind == MEMORY_KIND && args.capabilities.is_empty() {
+        args.capabilities.push("knowledge.query".into());
     }
     for c in &args.capabilities {
         validate_capability(c).map_err(anyhow::Error::msg)?;
@@ -164,6 +173,21 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
             },
         )
     };
+    if args.kind == MEMORY_KIND {
+        let options = murmur_agents::memory::MemoryOptions {
+            snapshot_every: (args.snapshot_every_s > 0)
+                .then(|| Duration::from_secs(args.snapshot_every_s)),
+            ..Default::default()
+        };
+        let stats = murmur_agents::memory::run_memory(&agent, options, stop).await?;
+        eprintln!(
+            "memory agent answered {} queries and {} sync requests, wrote {} snapshots, refused {} changes",
+            stats.queries, stats.sync_requests, stats.snapshots, stats.refused
+        );
+        agent.enter_lame_duck();
+        agent.leave("shutdown").await?;
+        return Ok(());
+    }
     match handler {
         Some(handler) => {
             murmur_agents::worker::run_worker(&agent, handler, settings.coordinators.clone(), stop)

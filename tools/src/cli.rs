@@ -128,6 +128,12 @@ pub enum Command {
         #[command(subcommand)]
         command: VoteCommand,
     },
+    /// Knowledge spaces: facts, conflicts, history, snapshots.
+    Kb {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::kb_cli::KbCommand,
+    },
     /// Voter agents.
     Voter {
         /// What to do.
@@ -526,6 +532,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 crate::vote_cli::cast(&settings, &id, &choice, reason).await
             }
         },
+        Command::Kb { command } => crate::kb_cli::run(&settings, command).await,
         Command::Voter {
             command: VoterCommand::Run(args),
         } => crate::vote_cli::voter_run(&settings, args).await,

@@ -61,6 +61,7 @@ pub mod config;
 pub mod demo;
 pub mod demo_compile;
 pub mod flake_cli;
+pub mod kb_cli;
 pub mod metrics_http;
 pub mod nats_server;
 pub mod overview;

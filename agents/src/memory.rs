@@ -1,0 +1,191 @@
+//! The memory agent: a replica of every knowledge space that answers knowledge queries and
+//! sync requests over NATS, dead-letters refused changes, and writes snapshots (compacting
+//! the change subjects) for the spaces where it holds the replica role.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig};
+use murmur_knowledge::rpc::{QueryReply, QueryRequest, query_filter};
+use murmur_knowledge::sync::{SESSION_HEADER, SIGNATURE_HEADER, SIGNER_HEADER, SyncServer, sync_filter};
+use murmur_subjects::events::AccessRole;
+use murmur_subjects::{Domain, Plane, Subject, SubjectFilter};
+
+use crate::runtime::{Agent, AgentError};
+
+/// How the memory agent runs.
+#[derive(Debug, Clone)]
+pub struct MemoryOptions {
+    /// How often it looks for new events when nothing woke it.
+    pub poll: Duration,
+    /// How often it snapshots spaces with new changes (`None`: never on its own).
+    pub snapshot_every: Option<Duration>,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_millis(500),
+            snapshot_every: Some(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// What the memory agent did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Queries answered.
+    pub queries: u64,
+    /// Sync requests answered.
+    pub sync_requests: u64,
+    /// Snapshots written.
+    pub snapshots: u64,
+    /// Changes refused (and dead-lettered).
+    pub refused: u64,
+}
+
+/// Runs the memory agent until `shutdown` resolves.
+pub async fn run_memory(
+    agent: &Agent,
+    options: MemoryOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<MemoryStats, AgentError> {
+    let log = agent.log().clone();
+    let realm = log.realm().clone();
+    let client = log.client().clone();
+    let mut replica = KnowledgeReplica::open(log.clone(), ReplicaConfig::all().dead_lettering(true)).await?;
+    let setup = |what: &'static str| move |e: async_nats::SubscribeError| AgentError::Setup { what, reason: e.to_string() };
+    let wake_filter = |domain| SubjectFilter::plane(Plane::Evt).realm(realm.clone()).domain(domain);
+    let mut wake_changes = client
+        .subscribe(wake_filter(Domain::Knowledge).to_string())
+        .await
+        .map_err(setup("knowledge wake-up subscription"))?;
+    let mut wake_spaces = client
+        .subscribe(wake_filter(Domain::Space).to_string())
+        .await
+        .map_err(setup("space wake-up subscription"))?;
+    let mut sync_requests = client
+        .queue_subscribe(sync_filter(&realm).to_string(), "murmur-memory".into())
+        .await
+        .map_err(setup("sync subscription"))?;
+    let mut queries = client
+        .queue_subscribe(query_filter(&realm).to_string(), "murmur-memory".into())
+        .await
+        .map_err(setup("query subscription"))?;
+    let mut server = SyncServer::new();
+    let mut stats = MemoryStats::default();
+    let mut dirty = false;
+    let mut last_snapshot = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut last_poll = Instant::now();
+    let identity = log.identity().clone();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = wake_changes.next() => dirty = true,
+            Some(_) = wake_spaces.next() => dirty = true,
+            _ = tick.tick() => {
+                if dirty || last_poll.elapsed() >= options.poll {
+                    dirty = false;
+                    last_poll = Instant::now();
+                    match replica.refresh().await {
+                        Ok(report) => stats.refused += report.refused,
+                        Err(e) => tracing::warn!(error = %e, "knowledge refresh failed; retrying"),
+                    }
+                }
+                if let Some(every) = options.snapshot_every
+                    && last_snapshot.elapsed() >= every
+                {
+                    last_snapshot = Instant::now();
+                    let me = identity.public_key().to_string();
+                    let spaces: Vec<String> = replica
+                        .base()
+                        .spaces()
+                        .filter(|s| s.holds(&me, AccessRole::Replica, u64::MAX))
+                        .map(|s| s.space.clone())
+                        .collect();
+                    for space in spaces {
+                        match replica.snapshot(&space).await {
+                            Ok(written) => stats.snapshots += written.len() as u64,
+                            Err(e) => tracing::warn!(%space, error = %e, "snapshot failed"),
+                        }
+                    }
+                }
+            }
+            Some(request) = sync_requests.next() => {
+                stats.sync_requests += 1;
+                let Some(reply_to) = request.reply.clone() else { continue };
+                let Ok(subject) = Subject::parse(request.subject.as_str()) else { continue };
+                let document = subject.aggregate().as_str().to_string();
+                let session = request
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(SESSION_HEADER))
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default();
+                let answer = match replica.document_mut(&document) {
+                    Some(doc) => server.answer(&identity, doc, &session, &document, &request.payload),
+                    None => Err(murmur_knowledge::KnowledgeError::UnknownDocument(document.clone())),
+                };
+                match answer {
+                    Ok((body, signature)) => {
+                        let mut headers = async_nats::HeaderMap::new();
+                        headers.insert(SIGNER_HEADER, identity.public_key());
+                        headers.insert(SIGNATURE_HEADER, signature.as_str());
+                        if let Err(e) = client.publish_with_headers(reply_to, headers, body.into()).await {
+                            tracing::warn!(error = %e, "sync reply not sent");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%document, error = %e, "sync request refused");
+                        let mut headers = async_nats::HeaderMap::new();
+                        headers.insert("Nats-Service-Error", e.to_string().as_str());
+                        headers.insert("Nats-Service-Error-Code", "400");
+                        let _ = client.publish_with_headers(reply_to, headers, Vec::new().into()).await;
+                    }
+                }
+            }
+            Some(request) = queries.next() => {
+                stats.queries += 1;
+                let Some(reply_to) = request.reply.clone() else { continue };
+                // Read-your-writes: a writer that flushed before asking sees its facts.
+                if let Err(e) = replica.refresh().await {
+                    tracing::warn!(error = %e, "refresh before query failed");
+                }
+                let reply = answer_query(&replica, request.subject.as_str(), &request.payload);
+                let body = serde_json::to_vec(&reply).unwrap_or_default();
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(SIGNER_HEADER, identity.public_key());
+                headers.insert(SIGNATURE_HEADER, identity.sign_detached(&body).as_str());
+                if let Err(e) = client.publish_with_headers(reply_to, headers, body.into()).await {
+                    tracing::warn!(error = %e, "query reply not sent");
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
+fn answer_query(replica: &KnowledgeReplica, subject: &str, body: &[u8]) -> QueryReply {
+    let failed = |error: String| QueryReply {
+        error: Some(error),
+        ..Default::default()
+    };
+    let Ok(subject) = Subject::parse(subject) else {
+        return failed("bad subject".into());
+    };
+    let request: QueryRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return failed(format!("bad query request: {e}")),
+    };
+    let space = subject.aggregate().as_str();
+    match replica.query(space, &request.query, request.as_of) {
+        Ok(facts) => QueryReply {
+            facts,
+            position: replica.position(),
+            error: None,
+        },
+        Err(e) => failed(e.to_string()),
+    }
+}

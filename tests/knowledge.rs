@@ -1,0 +1,303 @@
+//! Knowledge spaces against a real nats-server: agents editing one space concurrently,
+//! conflicts reported with their authors, a late joiner catching up from a snapshot and the
+//! log tail, refused changes dead-lettered, and a memory agent answering queries and sync.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use murmur_agents::memory::{MemoryOptions, run_memory};
+use murmur_agents::{Agent, AgentSpec};
+use murmur_e2e::DEADLINE;
+use murmur_knowledge::base::DocumentSummary;
+use murmur_knowledge::document::ResolutionPolicy;
+use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space, set_access};
+use murmur_knowledge::rpc::{QueryRequest, query_remote};
+use murmur_knowledge::{FactDraft, KnowledgeDoc, KnowledgeError, Query, Value};
+use murmur_subjects::events::{AccessRole, DeadLetterReason, KnowledgeChanged};
+use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::{Domain, Draft, EventLog, Identity, Plane, SubjectFilter, Token};
+use murmur_tools::testkit::TestNats;
+
+const REALM: &str = "acme";
+
+/// Refreshes every replica until all report the same heads for `space` (up to [`DEADLINE`]).
+async fn converge(
+    replicas: &mut [&mut KnowledgeReplica],
+    space: &str,
+) -> Result<BTreeMap<String, DocumentSummary>> {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut summaries = Vec::new();
+        for r in replicas.iter_mut() {
+            r.refresh().await?;
+            summaries.push(r.summary(space));
+        }
+        if summaries.windows(2).all(|w| w[0] == w[1]) {
+            return Ok(summaries.remove(0));
+        }
+        ensure!(
+            tokio::time::Instant::now() < until,
+            "replicas did not converge: {summaries:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn replica(nats: &TestNats, identity: Identity, space: &str) -> Result<KnowledgeReplica> {
+    let log = nats.event_log_as(identity, REALM).await?;
+    Ok(KnowledgeReplica::open(log, ReplicaConfig::space(space)).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_edit_concurrently_converge_and_see_the_conflict() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let owner = nats.event_log(REALM).await?;
+    open_space(&owner, "team", "team facts", 2, 4096).await?;
+    let (kb, kc) = (Identity::generate(), Identity::generate());
+    for k in [&kb, &kc] {
+        set_access(&owner, "team", k.public_key(), AccessRole::Writer, true).await?;
+    }
+    let mut a = KnowledgeReplica::open(owner.clone(), ReplicaConfig::space("team")).await?;
+    let mut b = replica(&nats, kb.clone(), "team").await?;
+    let mut c = replica(&nats, kc.clone(), "team").await?;
+    let shared = a.put("team", &FactDraft::new("crate:app", "builds", Value::Bool(true)).confidence(0.5))?;
+    a.flush().await?;
+    converge(&mut [&mut a, &mut b, &mut c], "team").await?;
+
+    // Concurrent edits: nobody reads the others' changes until all are published.
+    a.set_field("team", &shared, "owner", Value::Text("alice".into()))?;
+    b.set_field("team", &shared, "owner", Value::Text("bob".into()))?;
+    b.set_confidence("team", &shared, 0.9)?;
+    for i in 0..40 {
+        c.put("team", &FactDraft::new(format!("module:{i}"), "lines", Value::Int(i * 10)))?;
+    }
+    c.set_confidence("team", &shared, 0.2)?;
+    let (ra, rb, rc) = tokio::join!(a.flush(), b.flush(), c.flush());
+    ra?;
+    rb?;
+    rc?;
+    let summary = converge(&mut [&mut a, &mut b, &mut c], "team").await?;
+    ensure!(summary.values().map(|d| d.facts).sum::<usize>() == 41, "{summary:?}");
+
+    for r in [&a, &b, &c] {
+        let view = r.fact("team", &shared)?.context("shared fact")?;
+        let owner_field = &view.fields["owner"];
+        ensure!(owner_field.in_conflict(), "conflict hidden: {owner_field:?}");
+        let mut authors: Vec<&str> = owner_field.all().map(|v| v.author.as_str()).collect();
+        authors.sort();
+        let mut expected = vec![owner.identity().public_key(), kb.public_key()];
+        expected.sort();
+        ensure!(authors == expected, "authors {authors:?}");
+        ensure!(view.confidences.len() == 3, "each agent's confidence kept: {:?}", view.confidences);
+    }
+    let conflicts = c.query("team", &Query { conflicts_only: true, ..Default::default() }, None)?;
+    ensure!(conflicts.len() == 1 && conflicts[0].id == shared);
+
+    // Resolution by highest confidence picks bob (0.9) and is recorded for everyone.
+    let record = c.resolve("team", &shared, "owner", ResolutionPolicy::HighestConfidence)?;
+    ensure!(record.chosen == Value::Text("bob".into()), "{record:?}");
+    c.flush().await?;
+    converge(&mut [&mut a, &mut b, &mut c], "team").await?;
+    let view = a.fact("team", &shared)?.context("shared")?;
+    ensure!(!view.fields["owner"].in_conflict());
+    ensure!(view.resolutions["owner"].winner.author == kc.public_key());
+
+    // A fresh reader rebuilt from the log equals the live replicas.
+    let mut fresh = replica(&nats, Identity::generate(), "team").await?;
+    ensure!(fresh.summary("team") == a.summary("team"), "replay differs from live");
+    ensure!(
+        fresh.query("team", &Query::default(), None)? == a.query("team", &Query::default(), None)?
+    );
+    // A reader without write access is refused locally.
+    ensure!(matches!(
+        fresh.put("team", &FactDraft::new("x", "y", Value::Int(1))),
+        Err(KnowledgeError::NoWriteAccess { .. })
+    ));
+    Ok(())
+}
+
+async fn change_messages(log: &EventLog, document: &str) -> Result<Vec<u64>> {
+    let filter = SubjectFilter::plane(Plane::Evt)
+        .realm(log.realm().clone())
+        .domain(Domain::Knowledge)
+        .aggregate(Token::new(document)?);
+    let mut seqs = Vec::new();
+    read_stream(log.jetstream(), &log.config().history_stream, &filter, StartAt::Beginning, None, |m| {
+        seqs.push(m.sequence);
+        ControlFlow::Continue(())
+    })
+    .await?;
+    Ok(seqs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_catches_up_from_snapshot_and_log_tail() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let owner_log = nats.event_log(REALM).await?;
+    open_space(&owner_log, "big", "", 1, 4096).await?;
+    let mut owner = KnowledgeReplica::open(owner_log.clone(), ReplicaConfig::space("big")).await?;
+    for i in 0..300 {
+        owner.put("big", &FactDraft::new(format!("host:{i}"), "cores", Value::Int(i % 64)))?;
+        if i % 100 == 99 {
+            owner.flush().await?;
+        }
+    }
+    let before_snapshot = owner_log.last_sequence("MURMUR_HISTORY").await?;
+    let written = owner.snapshot("big").await?;
+    ensure!(written.len() == 1, "{written:?}");
+    let covered = written[0].stream_sequence;
+    let remaining = change_messages(&owner_log, "big-0").await?;
+    ensure!(remaining.iter().all(|s| *s > covered), "changes up to {covered} purged: {remaining:?}");
+    for i in 0..25 {
+        owner.put("big", &FactDraft::new(format!("disk:{i}"), "size_gb", Value::Int(100)))?;
+    }
+    owner.flush().await?;
+    owner.refresh().await?;
+
+    let mut late = replica(&nats, Identity::generate(), "big").await?;
+    let doc = late.base().document("big-0").context("document")?;
+    ensure!(doc.base.as_ref().is_some_and(|(seq, _)| *seq == covered), "loaded from the snapshot");
+    ensure!(late.summary("big") == owner.summary("big"), "late joiner differs");
+    ensure!(late.query("big", &Query::default(), None)?.len() == 325);
+    // History before the snapshot was compacted: reading as of it is a typed error.
+    ensure!(matches!(
+        late.query("big", &Query::default(), Some(before_snapshot / 2)),
+        Err(KnowledgeError::Snapshot(_))
+    ));
+    // As of the snapshot's own position: the 300 facts, without the 25 after it.
+    ensure!(late.query("big", &Query::default(), Some(covered))?.len() == 300);
+    Ok(())
+}
+
+async fn publish_change(log: &EventLog, document: &str, space: &str, bytes: &[u8]) -> Result<()> {
+    use base64::Engine;
+    let payload = KnowledgeChanged {
+        space: space.to_string(),
+        change: base64::engine::general_purpose::STANDARD.encode(bytes),
+    };
+    log.append(Draft::new(Token::new(document)?, &payload)?).await?;
+    Ok(())
+}
+
+fn one_change(author: &Identity, max: usize, draft: FactDraft) -> Result<Vec<u8>> {
+    let mut doc = KnowledgeDoc::new(author.public_key(), [9; 8], max);
+    doc.assert_fact(&draft, chrono::Utc::now())?;
+    let mut change = doc.commit(chrono::Utc::now()).context("change")?;
+    Ok(change.bytes().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_changes_get_typed_errors_and_dead_letters() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let owner = nats.event_log(REALM).await?;
+    open_space(&owner, "guarded", "", 1, 1024).await?;
+    let (writer, intruder) = (Identity::generate(), Identity::generate());
+    set_access(&owner, "guarded", writer.public_key(), AccessRole::Writer, true).await?;
+    let wlog = nats.event_log_as(writer.clone(), REALM).await?;
+    let ilog = nats.event_log_as(intruder.clone(), REALM).await?;
+
+    publish_change(&wlog, "guarded-0", "guarded", b"\x85\x6f\x4a\x83 not a change").await?;
+    let fine = one_change(&writer, 1024, FactDraft::new("ok", "is", Value::Bool(true)))?;
+    publish_change(&wlog, "guarded-9", "guarded", &fine).await?;
+    let big = one_change(&writer, 100_000, FactDraft::new("blob", "is", Value::Text("z".repeat(4000))))?;
+    publish_change(&wlog, "guarded-0", "guarded", &big).await?;
+    let intruders = one_change(&intruder, 1024, FactDraft::new("evil", "is", Value::Bool(true)))?;
+    publish_change(&ilog, "guarded-0", "guarded", &intruders).await?;
+    publish_change(&wlog, "guarded-0", "guarded", &intruders).await?; // someone else's change
+    publish_change(&wlog, "guarded-0", "guarded", &fine).await?;
+
+    let guard_log = nats.event_log(REALM).await?;
+    let mut guard = KnowledgeReplica::open(guard_log.clone(), ReplicaConfig::all().dead_lettering(true)).await?;
+    guard.refresh().await?;
+    let refused = guard.base().refused().to_vec();
+    let reasons: Vec<DeadLetterReason> = refused.iter().map(|r| r.reason).collect();
+    ensure!(
+        reasons
+            == vec![
+                DeadLetterReason::Malformed,
+                DeadLetterReason::Refused,
+                DeadLetterReason::Oversized,
+                DeadLetterReason::Refused,
+                DeadLetterReason::BadSignature
+            ],
+        "{refused:#?}"
+    );
+    ensure!(refused[1].detail.contains("unknown knowledge document"), "{}", refused[1].detail);
+    ensure!(refused[3].detail.contains("no write access"), "{}", refused[3].detail);
+    for (reason, what) in [
+        (DeadLetterReason::Malformed, "corrupt change"),
+        (DeadLetterReason::Oversized, "oversized fact"),
+        (DeadLetterReason::BadSignature, "forged author"),
+    ] {
+        murmur_e2e::wait_for_dead_letter(&guard_log, what, |d| d.reason == reason && d.detected_by == "knowledge")
+            .await?;
+    }
+    let dl = murmur_e2e::dead_letters(&guard_log).await?;
+    ensure!(dl.iter().filter(|(_, d)| d.reason == DeadLetterReason::Refused).count() == 2, "{dl:#?}");
+    // The valid change went through.
+    ensure!(guard.query("guarded", &Query::default(), None)?.len() == 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_agent_answers_queries_and_catches_a_peer_up() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let owner_log = nats.event_log(REALM).await?;
+    open_space(&owner_log, "ops", "", 1, 4096).await?;
+    let memory_log = nats.event_log(REALM).await?;
+    set_access(&owner_log, "ops", memory_log.identity().public_key(), AccessRole::Replica, true).await?;
+    let memory_key = memory_log.identity().public_key().to_string();
+    let agent = Agent::join(memory_log, AgentSpec {
+        manifest: murmur_e2e::joined("memory"),
+        heartbeat: Duration::from_secs(1),
+    })
+    .await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let memory = tokio::spawn(async move {
+        let stats = run_memory(&agent, MemoryOptions { snapshot_every: None, ..Default::default() }, async {
+            stop_rx.await.ok();
+        })
+        .await;
+        agent.leave("test over").await.ok();
+        stats
+    });
+
+    // A peer that opened the space before anything was written.
+    let mut peer = replica(&nats, Identity::generate(), "ops").await?;
+    let mut owner = KnowledgeReplica::open(owner_log.clone(), ReplicaConfig::space("ops")).await?;
+    for i in 0..30 {
+        owner.put("ops", &FactDraft::new(format!("svc:{i}"), "port", Value::Int(8000 + i)).tag("net"))?;
+    }
+    owner.flush().await?;
+
+    let client = owner_log.client().clone();
+    let request = QueryRequest {
+        query: Query { tag: Some("net".into()), ..Default::default() },
+        as_of: None,
+    };
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let (reply, signer) = loop {
+        match query_remote(&client, owner_log.realm(), "ops", &request, Duration::from_secs(2)).await {
+            Ok(r) if r.0.facts.len() == 30 => break r,
+            other => {
+                ensure!(tokio::time::Instant::now() < until, "no full answer: {other:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    ensure!(signer == memory_key, "answered by {signer}");
+    ensure!(reply.facts.iter().all(|f| f.core.tags.contains("net")));
+
+    ensure!(peer.base().document("ops-0").is_some_and(|d| d.doc.is_empty()));
+    let report = murmur_knowledge::sync::catch_up(&mut peer, "ops-0", Duration::from_secs(5)).await?;
+    ensure!(report.changes_applied >= 1 && report.rounds >= 1, "{report:?}");
+    let owner_summary = owner.summary("ops");
+    ensure!(peer.summary("ops") == owner_summary, "peer {:?} owner {:?}", peer.summary("ops"), owner_summary);
+
+    stop_tx.send(()).ok();
+    let stats = memory.await??;
+    ensure!(stats.queries >= 1 && stats.sync_requests >= 1, "{stats:?}");
+    Ok(())
+}
