@@ -73,6 +73,8 @@ async fn three_agents_edit_concurrently_converge_and_see_the_conflict() -> Resul
     for i in 0..40 {
         c.put("team", &FactDraft::new(format!("module:{i}"), "lines", Value::Int(i * 10)))?;
     }
+    // Reading the log with local edits pending must not swallow them.
+    c.refresh().await?;
     c.set_confidence("team", &shared, 0.2)?;
     let (ra, rb, rc) = tokio::join!(a.flush(), b.flush(), c.flush());
     ra?;

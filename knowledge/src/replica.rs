@@ -268,6 +268,12 @@ impl KnowledgeReplica {
             return Ok(report);
         }
         self.read_space_events(&history, until, &mut report).await?;
+        // Applying remote changes closes Automerge's open transaction: commit local edits
+        // first so they become changes in the outbox, never an unpublished implicit commit.
+        let spaces: Vec<String> = self.base.spaces().map(|s| s.space.clone()).collect();
+        for space in spaces {
+            self.commit_pending(&space)?;
+        }
         self.load_snapshots(&mut report).await?;
         self.read_changes(&history, until, &mut report).await?;
         Ok(report)

@@ -425,6 +425,9 @@ pub async fn run(settings: &Settings) -> Result<()> {
     // Consensus: three policy voters (own identities) and a tallier decide a release.
     consensus_step(&connect, settings).await?;
 
+    // Shared knowledge: two agents edit one Automerge space, a memory agent serves it.
+    knowledge_step(&connect, settings).await?;
+
     // The deployment graph of a 5-service shop, generated into a Nix flake.
     flake_step()?;
     out!("demo ok");
@@ -552,6 +555,110 @@ async fn consensus_step(
         outcome("release-1-3").is_some_and(|o| o.0 == "rejected"),
         "release-1-3 not rejected"
     );
+    Ok(())
+}
+
+/// Two writer agents edit one knowledge space concurrently (one conflicting field), a memory
+/// agent answers a query over NATS and snapshots the space, the conflict is shown with both
+/// authors and resolved, and a late joiner (snapshot + log tail) ends with the same heads.
+async fn knowledge_step(
+    connect: &murmur_subjects::connect::ConnectOptions,
+    settings: &Settings,
+) -> Result<()> {
+    use murmur_agents::memory::{MemoryOptions, run_memory};
+    use murmur_knowledge::document::ResolutionPolicy;
+    use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space, set_access};
+    use murmur_knowledge::rpc::{QueryRequest, query_remote};
+    use murmur_knowledge::{FactDraft, Query, Value};
+    use murmur_subjects::events::AccessRole;
+
+    let realm = Token::new(format!("kb-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))?;
+    let owner_log = participant(connect, "demo-kb-owner", &realm, settings).await?;
+    open_space(&owner_log, "release", "what we know about the release", 2, 4096).await?;
+    let memory_log = participant(connect, "demo-memory", &realm, settings).await?;
+    let writer_log = participant(connect, "demo-kb-writer", &realm, settings).await?;
+    set_access(&owner_log, "release", memory_log.identity().public_key(), AccessRole::Replica, true).await?;
+    set_access(&owner_log, "release", writer_log.identity().public_key(), AccessRole::Writer, true).await?;
+    let mut m = manifest("memory");
+    m.kind = "memory".into();
+    m.capabilities = vec!["knowledge.query".into()];
+    let memory = Agent::join(memory_log, AgentSpec { manifest: m, heartbeat: Duration::from_millis(500) }).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let memory_task = tokio::spawn(async move {
+        let stats = run_memory(
+            &memory,
+            MemoryOptions { snapshot_every: Some(Duration::from_millis(300)), ..Default::default() },
+            async { stop_rx.await.ok(); },
+        )
+        .await;
+        let _ = memory.leave("demo over").await;
+        stats
+    });
+
+    let mut a = KnowledgeReplica::open(owner_log.clone(), ReplicaConfig::space("release")).await?;
+    let mut b = KnowledgeReplica::open(writer_log.clone(), ReplicaConfig::space("release")).await?;
+    let fact = a.put("release", &FactDraft::new("crate:app", "tests", Value::Text("passing".into())).confidence(0.6))?;
+    for (i, module) in ["parser", "codegen", "runtime"].iter().enumerate() {
+        b.put("release", &FactDraft::new(format!("module:{module}"), "coverage", Value::Float(0.7 + i as f64 / 10.0)).tag("quality"))?;
+    }
+    a.flush().await?;
+    b.refresh().await?;
+    // Concurrent: both set the same field without seeing each other.
+    a.set_field("release", &fact, "owner", Value::Text("alice".into()))?;
+    b.set_field("release", &fact, "owner", Value::Text("bob".into()))?;
+    b.set_confidence("release", &fact, 0.9)?;
+    let (fa, fb) = tokio::join!(a.flush(), b.flush());
+    fa?;
+    fb?;
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let (reply, signer) = loop {
+        let q = QueryRequest { query: Query { conflicts_only: true, ..Default::default() }, as_of: None };
+        let answer = query_remote(owner_log.client(), &realm, "release", &q, Duration::from_secs(2)).await;
+        if let Ok(r) = &answer
+            && !r.0.facts.is_empty()
+        {
+            break answer?;
+        }
+        ensure!(
+            tokio::time::Instant::now() < until,
+            "memory agent never reported the conflict: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let owners: Vec<String> = reply.facts[0].fields["owner"]
+        .all()
+        .map(|v| format!("{} by {}…", v.value.value, &v.author[..8]))
+        .collect();
+    out!("[kb] memory agent {}… reports a conflict on owner: {}", &signer[..8], owners.join(" vs "));
+    a.refresh().await?;
+    let record = a.resolve("release", &fact, "owner", ResolutionPolicy::HighestConfidence)?;
+    a.flush().await?;
+    out!("[kb] resolved by highest confidence → {} (recorded with {} candidates)", record.chosen, record.candidates.len());
+    // Wait for the memory agent's snapshot, then a late joiner catches up from it.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        a.refresh().await?;
+        let snapshotted = a.base().space("release").is_some_and(|s| !s.snapshots.is_empty());
+        if snapshotted {
+            break;
+        }
+        ensure!(tokio::time::Instant::now() < until, "no snapshot written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let late_log = participant(connect, "demo-kb-late", &realm, settings).await?;
+    let mut late = KnowledgeReplica::open(late_log, ReplicaConfig::space("release")).await?;
+    a.refresh().await?;
+    let (sa, sl) = (a.summary("release"), late.summary("release"));
+    ensure!(sa == sl, "late joiner differs: {sl:?} vs {sa:?}");
+    let facts = late.query("release", &Query::default(), None)?;
+    out!(
+        "[kb] late joiner loaded snapshot + tail: {} facts, heads equal to the writers' ({} documents)",
+        facts.len(),
+        sl.len()
+    );
+    let _ = stop_tx.send(());
+    let stats = memory_task.await??;
+    ensure!(stats.queries >= 1, "memory agent answered no query");
     Ok(())
 }
 
