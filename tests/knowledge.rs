@@ -62,7 +62,10 @@ async fn three_agents_edit_concurrently_converge_and_see_the_conflict() -> Resul
     let mut a = KnowledgeReplica::open(owner.clone(), ReplicaConfig::space("team")).await?;
     let mut b = replica(&nats, kb.clone(), "team").await?;
     let mut c = replica(&nats, kc.clone(), "team").await?;
-    let shared = a.put("team", &FactDraft::new("crate:app", "builds", Value::Bool(true)).confidence(0.5))?;
+    let shared = a.put(
+        "team",
+        &FactDraft::new("crate:app", "builds", Value::Bool(true)).confidence(0.5),
+    )?;
     a.flush().await?;
     converge(&mut [&mut a, &mut b, &mut c], "team").await?;
 
@@ -71,7 +74,10 @@ async fn three_agents_edit_concurrently_converge_and_see_the_conflict() -> Resul
     b.set_field("team", &shared, "owner", Value::Text("bob".into()))?;
     b.set_confidence("team", &shared, 0.9)?;
     for i in 0..40 {
-        c.put("team", &FactDraft::new(format!("module:{i}"), "lines", Value::Int(i * 10)))?;
+        c.put(
+            "team",
+            &FactDraft::new(format!("module:{i}"), "lines", Value::Int(i * 10)),
+        )?;
     }
     // Reading the log with local edits pending must not swallow them.
     c.refresh().await?;
@@ -81,24 +87,46 @@ async fn three_agents_edit_concurrently_converge_and_see_the_conflict() -> Resul
     rb?;
     rc?;
     let summary = converge(&mut [&mut a, &mut b, &mut c], "team").await?;
-    ensure!(summary.values().map(|d| d.facts).sum::<usize>() == 41, "{summary:?}");
+    ensure!(
+        summary.values().map(|d| d.facts).sum::<usize>() == 41,
+        "{summary:?}"
+    );
 
     for r in [&a, &b, &c] {
         let view = r.fact("team", &shared)?.context("shared fact")?;
         let owner_field = &view.fields["owner"];
-        ensure!(owner_field.in_conflict(), "conflict hidden: {owner_field:?}");
+        ensure!(
+            owner_field.in_conflict(),
+            "conflict hidden: {owner_field:?}"
+        );
         let mut authors: Vec<&str> = owner_field.all().map(|v| v.author.as_str()).collect();
         authors.sort();
         let mut expected = vec![owner.identity().public_key(), kb.public_key()];
         expected.sort();
         ensure!(authors == expected, "authors {authors:?}");
-        ensure!(view.confidences.len() == 3, "each agent's confidence kept: {:?}", view.confidences);
+        ensure!(
+            view.confidences.len() == 3,
+            "each agent's confidence kept: {:?}",
+            view.confidences
+        );
     }
-    let conflicts = c.query("team", &Query { conflicts_only: true, ..Default::default() }, None)?;
+    let conflicts = c.query(
+        "team",
+        &Query {
+            conflicts_only: true,
+            ..Default::default()
+        },
+        None,
+    )?;
     ensure!(conflicts.len() == 1 && conflicts[0].id == shared);
 
     // Resolution by highest confidence picks bob (0.9) and is recorded for everyone.
-    let record = c.resolve("team", &shared, "owner", ResolutionPolicy::HighestConfidence)?;
+    let record = c.resolve(
+        "team",
+        &shared,
+        "owner",
+        ResolutionPolicy::HighestConfidence,
+    )?;
     ensure!(record.chosen == Value::Text("bob".into()), "{record:?}");
     c.flush().await?;
     converge(&mut [&mut a, &mut b, &mut c], "team").await?;
@@ -108,9 +136,13 @@ async fn three_agents_edit_concurrently_converge_and_see_the_conflict() -> Resul
 
     // A fresh reader rebuilt from the log equals the live replicas.
     let mut fresh = replica(&nats, Identity::generate(), "team").await?;
-    ensure!(fresh.summary("team") == a.summary("team"), "replay differs from live");
     ensure!(
-        fresh.query("team", &Query::default(), None)? == a.query("team", &Query::default(), None)?
+        fresh.summary("team") == a.summary("team"),
+        "replay differs from live"
+    );
+    ensure!(
+        fresh.query("team", &Query::default(), None)?
+            == a.query("team", &Query::default(), None)?
     );
     // A reader without write access is refused locally.
     ensure!(matches!(
@@ -126,10 +158,17 @@ async fn change_messages(log: &EventLog, document: &str) -> Result<Vec<u64>> {
         .domain(Domain::Knowledge)
         .aggregate(Token::new(document)?);
     let mut seqs = Vec::new();
-    read_stream(log.jetstream(), &log.config().history_stream, &filter, StartAt::Beginning, None, |m| {
-        seqs.push(m.sequence);
-        ControlFlow::Continue(())
-    })
+    read_stream(
+        log.jetstream(),
+        &log.config().history_stream,
+        &filter,
+        StartAt::Beginning,
+        None,
+        |m| {
+            seqs.push(m.sequence);
+            ControlFlow::Continue(())
+        },
+    )
     .await?;
     Ok(seqs)
 }
@@ -141,7 +180,10 @@ async fn a_late_joiner_catches_up_from_snapshot_and_log_tail() -> Result<()> {
     open_space(&owner_log, "big", "", 1, 4096).await?;
     let mut owner = KnowledgeReplica::open(owner_log.clone(), ReplicaConfig::space("big")).await?;
     for i in 0..300 {
-        owner.put("big", &FactDraft::new(format!("host:{i}"), "cores", Value::Int(i % 64)))?;
+        owner.put(
+            "big",
+            &FactDraft::new(format!("host:{i}"), "cores", Value::Int(i % 64)),
+        )?;
         if i % 100 == 99 {
             owner.flush().await?;
         }
@@ -151,17 +193,29 @@ async fn a_late_joiner_catches_up_from_snapshot_and_log_tail() -> Result<()> {
     ensure!(written.len() == 1, "{written:?}");
     let covered = written[0].stream_sequence;
     let remaining = change_messages(&owner_log, "big-0").await?;
-    ensure!(remaining.iter().all(|s| *s > covered), "changes up to {covered} purged: {remaining:?}");
+    ensure!(
+        remaining.iter().all(|s| *s > covered),
+        "changes up to {covered} purged: {remaining:?}"
+    );
     for i in 0..25 {
-        owner.put("big", &FactDraft::new(format!("disk:{i}"), "size_gb", Value::Int(100)))?;
+        owner.put(
+            "big",
+            &FactDraft::new(format!("disk:{i}"), "size_gb", Value::Int(100)),
+        )?;
     }
     owner.flush().await?;
     owner.refresh().await?;
 
     let mut late = replica(&nats, Identity::generate(), "big").await?;
     let doc = late.base().document("big-0").context("document")?;
-    ensure!(doc.base.as_ref().is_some_and(|(seq, _)| *seq == covered), "loaded from the snapshot");
-    ensure!(late.summary("big") == owner.summary("big"), "late joiner differs");
+    ensure!(
+        doc.base.as_ref().is_some_and(|(seq, _)| *seq == covered),
+        "loaded from the snapshot"
+    );
+    ensure!(
+        late.summary("big") == owner.summary("big"),
+        "late joiner differs"
+    );
     ensure!(late.query("big", &Query::default(), None)?.len() == 325);
     // History before the snapshot was compacted: reading as of it is a typed error.
     ensure!(matches!(
@@ -179,7 +233,8 @@ async fn publish_change(log: &EventLog, document: &str, space: &str, bytes: &[u8
         space: space.to_string(),
         change: base64::engine::general_purpose::STANDARD.encode(bytes),
     };
-    log.append(Draft::new(Token::new(document)?, &payload)?).await?;
+    log.append(Draft::new(Token::new(document)?, &payload)?)
+        .await?;
     Ok(())
 }
 
@@ -196,22 +251,45 @@ async fn refused_changes_get_typed_errors_and_dead_letters() -> Result<()> {
     let owner = nats.event_log(REALM).await?;
     open_space(&owner, "guarded", "", 1, 1024).await?;
     let (writer, intruder) = (Identity::generate(), Identity::generate());
-    set_access(&owner, "guarded", writer.public_key(), AccessRole::Writer, true).await?;
+    set_access(
+        &owner,
+        "guarded",
+        writer.public_key(),
+        AccessRole::Writer,
+        true,
+    )
+    .await?;
     let wlog = nats.event_log_as(writer.clone(), REALM).await?;
     let ilog = nats.event_log_as(intruder.clone(), REALM).await?;
 
-    publish_change(&wlog, "guarded-0", "guarded", b"\x85\x6f\x4a\x83 not a change").await?;
+    publish_change(
+        &wlog,
+        "guarded-0",
+        "guarded",
+        b"\x85\x6f\x4a\x83 not a change",
+    )
+    .await?;
     let fine = one_change(&writer, 1024, FactDraft::new("ok", "is", Value::Bool(true)))?;
     publish_change(&wlog, "guarded-9", "guarded", &fine).await?;
-    let big = one_change(&writer, 100_000, FactDraft::new("blob", "is", Value::Text("z".repeat(4000))))?;
+    let big = one_change(
+        &writer,
+        100_000,
+        FactDraft::new("blob", "is", Value::Text("z".repeat(4000))),
+    )?;
     publish_change(&wlog, "guarded-0", "guarded", &big).await?;
-    let intruders = one_change(&intruder, 1024, FactDraft::new("evil", "is", Value::Bool(true)))?;
+    let intruders = one_change(
+        &intruder,
+        1024,
+        FactDraft::new("evil", "is", Value::Bool(true)),
+    )?;
     publish_change(&ilog, "guarded-0", "guarded", &intruders).await?;
     publish_change(&wlog, "guarded-0", "guarded", &intruders).await?; // someone else's change
     publish_change(&wlog, "guarded-0", "guarded", &fine).await?;
 
     let guard_log = nats.event_log(REALM).await?;
-    let mut guard = KnowledgeReplica::open(guard_log.clone(), ReplicaConfig::all().dead_lettering(true)).await?;
+    let mut guard =
+        KnowledgeReplica::open(guard_log.clone(), ReplicaConfig::all().dead_lettering(true))
+            .await?;
     guard.refresh().await?;
     let refused = guard.base().refused().to_vec();
     let reasons: Vec<DeadLetterReason> = refused.iter().map(|r| r.reason).collect();
@@ -226,18 +304,34 @@ async fn refused_changes_get_typed_errors_and_dead_letters() -> Result<()> {
             ],
         "{refused:#?}"
     );
-    ensure!(refused[1].detail.contains("unknown knowledge document"), "{}", refused[1].detail);
-    ensure!(refused[3].detail.contains("no write access"), "{}", refused[3].detail);
+    ensure!(
+        refused[1].detail.contains("unknown knowledge document"),
+        "{}",
+        refused[1].detail
+    );
+    ensure!(
+        refused[3].detail.contains("no write access"),
+        "{}",
+        refused[3].detail
+    );
     for (reason, what) in [
         (DeadLetterReason::Malformed, "corrupt change"),
         (DeadLetterReason::Oversized, "oversized fact"),
         (DeadLetterReason::BadSignature, "forged author"),
     ] {
-        murmur_e2e::wait_for_dead_letter(&guard_log, what, |d| d.reason == reason && d.detected_by == "knowledge")
-            .await?;
+        murmur_e2e::wait_for_dead_letter(&guard_log, what, |d| {
+            d.reason == reason && d.detected_by == "knowledge"
+        })
+        .await?;
     }
     let dl = murmur_e2e::dead_letters(&guard_log).await?;
-    ensure!(dl.iter().filter(|(_, d)| d.reason == DeadLetterReason::Refused).count() == 2, "{dl:#?}");
+    ensure!(
+        dl.iter()
+            .filter(|(_, d)| d.reason == DeadLetterReason::Refused)
+            .count()
+            == 2,
+        "{dl:#?}"
+    );
     // The valid change went through.
     ensure!(guard.query("guarded", &Query::default(), None)?.len() == 1);
     Ok(())
@@ -249,18 +343,35 @@ async fn memory_agent_answers_queries_and_catches_a_peer_up() -> Result<()> {
     let owner_log = nats.event_log(REALM).await?;
     open_space(&owner_log, "ops", "", 1, 4096).await?;
     let memory_log = nats.event_log(REALM).await?;
-    set_access(&owner_log, "ops", memory_log.identity().public_key(), AccessRole::Replica, true).await?;
+    set_access(
+        &owner_log,
+        "ops",
+        memory_log.identity().public_key(),
+        AccessRole::Replica,
+        true,
+    )
+    .await?;
     let memory_key = memory_log.identity().public_key().to_string();
-    let agent = Agent::join(memory_log, AgentSpec {
-        manifest: murmur_e2e::joined("memory"),
-        heartbeat: Duration::from_secs(1),
-    })
+    let agent = Agent::join(
+        memory_log,
+        AgentSpec {
+            manifest: murmur_e2e::joined("memory"),
+            heartbeat: Duration::from_secs(1),
+        },
+    )
     .await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let memory = tokio::spawn(async move {
-        let stats = run_memory(&agent, MemoryOptions { snapshot_every: None, ..Default::default() }, async {
-            stop_rx.await.ok();
-        })
+        let stats = run_memory(
+            &agent,
+            MemoryOptions {
+                snapshot_every: None,
+                ..Default::default()
+            },
+            async {
+                stop_rx.await.ok();
+            },
+        )
         .await;
         agent.leave("test over").await.ok();
         stats
@@ -270,21 +381,38 @@ async fn memory_agent_answers_queries_and_catches_a_peer_up() -> Result<()> {
     let mut peer = replica(&nats, Identity::generate(), "ops").await?;
     let mut owner = KnowledgeReplica::open(owner_log.clone(), ReplicaConfig::space("ops")).await?;
     for i in 0..30 {
-        owner.put("ops", &FactDraft::new(format!("svc:{i}"), "port", Value::Int(8000 + i)).tag("net"))?;
+        owner.put(
+            "ops",
+            &FactDraft::new(format!("svc:{i}"), "port", Value::Int(8000 + i)).tag("net"),
+        )?;
     }
     owner.flush().await?;
 
     let client = owner_log.client().clone();
     let request = QueryRequest {
-        query: Query { tag: Some("net".into()), ..Default::default() },
+        query: Query {
+            tag: Some("net".into()),
+            ..Default::default()
+        },
         as_of: None,
     };
     let until = tokio::time::Instant::now() + DEADLINE;
     let (reply, signer) = loop {
-        match query_remote(&client, owner_log.realm(), "ops", &request, Duration::from_secs(2)).await {
+        match query_remote(
+            &client,
+            owner_log.realm(),
+            "ops",
+            &request,
+            Duration::from_secs(2),
+        )
+        .await
+        {
             Ok(r) if r.0.facts.len() == 30 => break r,
             other => {
-                ensure!(tokio::time::Instant::now() < until, "no full answer: {other:?}");
+                ensure!(
+                    tokio::time::Instant::now() < until,
+                    "no full answer: {other:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -292,11 +420,24 @@ async fn memory_agent_answers_queries_and_catches_a_peer_up() -> Result<()> {
     ensure!(signer == memory_key, "answered by {signer}");
     ensure!(reply.facts.iter().all(|f| f.core.tags.contains("net")));
 
-    ensure!(peer.base().document("ops-0").is_some_and(|d| d.doc.is_empty()));
-    let report = murmur_knowledge::sync::catch_up(&mut peer, "ops-0", Duration::from_secs(5)).await?;
-    ensure!(report.changes_applied >= 1 && report.rounds >= 1, "{report:?}");
+    ensure!(
+        peer.base()
+            .document("ops-0")
+            .is_some_and(|d| d.doc.is_empty())
+    );
+    let report =
+        murmur_knowledge::sync::catch_up(&mut peer, "ops-0", Duration::from_secs(5)).await?;
+    ensure!(
+        report.changes_applied >= 1 && report.rounds >= 1,
+        "{report:?}"
+    );
     let owner_summary = owner.summary("ops");
-    ensure!(peer.summary("ops") == owner_summary, "peer {:?} owner {:?}", peer.summary("ops"), owner_summary);
+    ensure!(
+        peer.summary("ops") == owner_summary,
+        "peer {:?} owner {:?}",
+        peer.summary("ops"),
+        owner_summary
+    );
 
     stop_tx.send(()).ok();
     let stats = memory.await??;

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig};
 use murmur_knowledge::rpc::{QueryReply, QueryRequest, query_filter};
-use murmur_knowledge::sync::{SESSION_HEADER, SIGNATURE_HEADER, SIGNER_HEADER, SyncServer, sync_filter};
+use murmur_knowledge::sync::{
+    SESSION_HEADER, SIGNATURE_HEADER, SIGNER_HEADER, SyncServer, sync_filter,
+};
 use murmur_subjects::events::AccessRole;
 use murmur_subjects::{Domain, Plane, Subject, SubjectFilter};
 
@@ -53,9 +55,19 @@ pub async fn run_memory(
     let log = agent.log().clone();
     let realm = log.realm().clone();
     let client = log.client().clone();
-    let mut replica = KnowledgeReplica::open(log.clone(), ReplicaConfig::all().dead_lettering(true)).await?;
-    let setup = |what: &'static str| move |e: async_nats::SubscribeError| AgentError::Setup { what, reason: e.to_string() };
-    let wake_filter = |domain| SubjectFilter::plane(Plane::Evt).realm(realm.clone()).domain(domain);
+    let mut replica =
+        KnowledgeReplica::open(log.clone(), ReplicaConfig::all().dead_lettering(true)).await?;
+    let setup = |what: &'static str| {
+        move |e: async_nats::SubscribeError| AgentError::Setup {
+            what,
+            reason: e.to_string(),
+        }
+    };
+    let wake_filter = |domain| {
+        SubjectFilter::plane(Plane::Evt)
+            .realm(realm.clone())
+            .domain(domain)
+    };
     let mut wake_changes = client
         .subscribe(wake_filter(Domain::Knowledge).to_string())
         .await

@@ -88,14 +88,24 @@ impl SpaceAccess {
     }
 
     /// Folds a grant.
-    pub fn grant(&mut self, seq: u64, emitter: &str, e: &SpaceAccessGranted) -> Result<(), KnowledgeError> {
+    pub fn grant(
+        &mut self,
+        seq: u64,
+        emitter: &str,
+        e: &SpaceAccessGranted,
+    ) -> Result<(), KnowledgeError> {
         self.owner_only(emitter, "grant access")?;
         self.set(seq, &e.agent, e.role, true);
         Ok(())
     }
 
     /// Folds a revocation.
-    pub fn revoke(&mut self, seq: u64, emitter: &str, e: &SpaceAccessRevoked) -> Result<(), KnowledgeError> {
+    pub fn revoke(
+        &mut self,
+        seq: u64,
+        emitter: &str,
+        e: &SpaceAccessRevoked,
+    ) -> Result<(), KnowledgeError> {
         self.owner_only(emitter, "revoke access")?;
         self.set(seq, &e.agent, e.role, false);
         Ok(())
@@ -112,7 +122,12 @@ impl SpaceAccess {
 
     /// Folds a snapshot record: only replicas (and the owner) may publish one, for a
     /// document of this space.
-    pub fn snapshot(&mut self, seq: u64, emitter: &str, e: &SpaceSnapshotted) -> Result<(), KnowledgeError> {
+    pub fn snapshot(
+        &mut self,
+        seq: u64,
+        emitter: &str,
+        e: &SpaceSnapshotted,
+    ) -> Result<(), KnowledgeError> {
         if !self.holds(emitter, AccessRole::Replica, seq) {
             return Err(KnowledgeError::NotAllowed {
                 agent: emitter.to_string(),
@@ -140,7 +155,15 @@ mod tests {
     use super::*;
 
     fn space() -> SpaceAccess {
-        SpaceAccess::opened("s", "OWNER", SpaceOpened { title: String::new(), shards: 2, max_fact_bytes: 4096 })
+        SpaceAccess::opened(
+            "s",
+            "OWNER",
+            SpaceOpened {
+                title: String::new(),
+                shards: 2,
+                max_fact_bytes: 4096,
+            },
+        )
     }
 
     #[test]
@@ -148,15 +171,38 @@ mod tests {
         let mut s = space();
         assert!(s.can_write("OWNER", 1));
         assert!(!s.can_write("A", 5));
-        s.grant(10, "OWNER", &SpaceAccessGranted { agent: "A".into(), role: AccessRole::Writer }).expect("grant");
+        s.grant(
+            10,
+            "OWNER",
+            &SpaceAccessGranted {
+                agent: "A".into(),
+                role: AccessRole::Writer,
+            },
+        )
+        .expect("grant");
         assert!(!s.can_write("A", 10), "not before the grant's own position");
         assert!(s.can_write("A", 11));
-        s.revoke(20, "OWNER", &SpaceAccessRevoked { agent: "A".into(), role: AccessRole::Writer }).expect("revoke");
+        s.revoke(
+            20,
+            "OWNER",
+            &SpaceAccessRevoked {
+                agent: "A".into(),
+                role: AccessRole::Writer,
+            },
+        )
+        .expect("revoke");
         assert!(s.can_write("A", 15));
         assert!(!s.can_write("A", 21));
         assert!(!s.holds("A", AccessRole::Replica, 15));
         assert!(matches!(
-            s.grant(30, "A", &SpaceAccessGranted { agent: "A".into(), role: AccessRole::Writer }),
+            s.grant(
+                30,
+                "A",
+                &SpaceAccessGranted {
+                    agent: "A".into(),
+                    role: AccessRole::Writer
+                }
+            ),
             Err(KnowledgeError::NotAllowed { .. })
         ));
     }
@@ -173,10 +219,22 @@ mod tests {
             sha256: String::new(),
         };
         assert!(s.snapshot(3, "M", &snap("s-0", 2)).is_err());
-        s.grant(4, "OWNER", &SpaceAccessGranted { agent: "M".into(), role: AccessRole::Replica }).expect("g");
+        s.grant(
+            4,
+            "OWNER",
+            &SpaceAccessGranted {
+                agent: "M".into(),
+                role: AccessRole::Replica,
+            },
+        )
+        .expect("g");
         s.snapshot(5, "M", &snap("s-0", 4)).expect("snapshot");
-        assert!(matches!(s.snapshot(6, "M", &snap("s-7", 4)), Err(KnowledgeError::UnknownDocument(_))));
-        s.snapshot(7, "M", &snap("s-0", 3)).expect("older is accepted but not latest");
+        assert!(matches!(
+            s.snapshot(6, "M", &snap("s-7", 4)),
+            Err(KnowledgeError::UnknownDocument(_))
+        ));
+        s.snapshot(7, "M", &snap("s-0", 3))
+            .expect("older is accepted but not latest");
         assert_eq!(s.snapshots["s-0"].stream_sequence, 4);
     }
 }

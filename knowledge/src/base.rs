@@ -138,44 +138,69 @@ impl KnowledgeBase {
 
     /// Folds one `space.*` event (sequence from the log). A refusal leaves the state
     /// unchanged and is returned for the dead-letter stream.
-    pub fn apply_space_event(&mut self, sequence: u64, event: &VerifiedEvent) -> Result<(), KnowledgeError> {
+    pub fn apply_space_event(
+        &mut self,
+        sequence: u64,
+        event: &VerifiedEvent,
+    ) -> Result<(), KnowledgeError> {
         let space = event.subject.aggregate().as_str().to_string();
         let emitter = event.emitter().to_string();
         let result = match event.record.ty.as_str() {
             SpaceOpened::TYPE => {
-                let opened: SpaceOpened = event.payload().map_err(|e| KnowledgeError::Ingest(e.into()))?;
+                let opened: SpaceOpened = event
+                    .payload()
+                    .map_err(|e| KnowledgeError::Ingest(e.into()))?;
                 if self.spaces.contains_key(&space) {
                     Err(KnowledgeError::SpaceExists(space.clone()))
                 } else if opened.shards == 0 || opened.shards > crate::space::MAX_SHARDS {
-                    Err(KnowledgeError::InvalidSpace(space.clone(), format!("{} shards", opened.shards)))
+                    Err(KnowledgeError::InvalidSpace(
+                        space.clone(),
+                        format!("{} shards", opened.shards),
+                    ))
                 } else {
                     let token = space_token(&space)?;
                     for shard in 0..opened.shards {
                         let doc = document_token(&token, shard).as_str().to_string();
-                        self.documents.insert(doc, DocumentState {
-                            doc: KnowledgeDoc::new(&self.author, self.session, opened.max_fact_bytes as usize),
-                            position: 0,
-                            base: None,
-                            applied: Vec::new(),
-                        });
+                        self.documents.insert(
+                            doc,
+                            DocumentState {
+                                doc: KnowledgeDoc::new(
+                                    &self.author,
+                                    self.session,
+                                    opened.max_fact_bytes as usize,
+                                ),
+                                position: 0,
+                                base: None,
+                                applied: Vec::new(),
+                            },
+                        );
                     }
-                    self.spaces.insert(space.clone(), SpaceAccess::opened(&space, &emitter, opened));
+                    self.spaces
+                        .insert(space.clone(), SpaceAccess::opened(&space, &emitter, opened));
                     Ok(())
                 }
             }
             SpaceAccessGranted::TYPE => {
-                let e: SpaceAccessGranted = event.payload().map_err(|e| KnowledgeError::Ingest(e.into()))?;
+                let e: SpaceAccessGranted = event
+                    .payload()
+                    .map_err(|e| KnowledgeError::Ingest(e.into()))?;
                 self.known(&space)?.grant(sequence, &emitter, &e)
             }
             SpaceAccessRevoked::TYPE => {
-                let e: SpaceAccessRevoked = event.payload().map_err(|e| KnowledgeError::Ingest(e.into()))?;
+                let e: SpaceAccessRevoked = event
+                    .payload()
+                    .map_err(|e| KnowledgeError::Ingest(e.into()))?;
                 self.known(&space)?.revoke(sequence, &emitter, &e)
             }
             SpaceSnapshotted::TYPE => {
-                let e: SpaceSnapshotted = event.payload().map_err(|e| KnowledgeError::Ingest(e.into()))?;
+                let e: SpaceSnapshotted = event
+                    .payload()
+                    .map_err(|e| KnowledgeError::Ingest(e.into()))?;
                 self.known(&space)?.snapshot(sequence, &emitter, &e)
             }
-            other => Err(KnowledgeError::Layout(format!("{other} is not a space event"))),
+            other => Err(KnowledgeError::Layout(format!(
+                "{other} is not a space event"
+            ))),
         };
         if let Err(e) = &result
             && let Some(access) = self.spaces.get_mut(&space)
@@ -257,10 +282,18 @@ impl KnowledgeBase {
             }
         }
         for (document, changes) in accepted {
-            let Some(state) = self.documents.get_mut(&document) else { continue };
-            let last = changes.iter().map(|(s, _)| *s).max().unwrap_or(state.position);
+            let Some(state) = self.documents.get_mut(&document) else {
+                continue;
+            };
+            let last = changes
+                .iter()
+                .map(|(s, _)| *s)
+                .max()
+                .unwrap_or(state.position);
             for (seq, change) in &changes {
-                state.applied.push((*seq, change.hash(), change.deps().to_vec()));
+                state
+                    .applied
+                    .push((*seq, change.hash(), change.deps().to_vec()));
             }
             let batch: Vec<Change> = changes.into_iter().map(|(_, c)| c).collect();
             if let Err(e) = state.doc.apply_changes(batch) {
@@ -296,7 +329,11 @@ impl KnowledgeBase {
             .clone()
             .map_err(KnowledgeError::CorruptChange)?;
         let change = decode_change(bytes)?;
-        check_change(&change, &incoming.emitter, access.settings.max_fact_bytes as usize)?;
+        check_change(
+            &change,
+            &incoming.emitter,
+            access.settings.max_fact_bytes as usize,
+        )?;
         if !access.can_write(&incoming.emitter, incoming.sequence) {
             return Err(KnowledgeError::NoWriteAccess {
                 agent: incoming.emitter.clone(),
@@ -324,7 +361,8 @@ impl KnowledgeBase {
                 deps.extend(d.iter().copied());
             }
         }
-        let heads: BTreeSet<ChangeHash> = present.into_iter().filter(|h| !deps.contains(h)).collect();
+        let heads: BTreeSet<ChangeHash> =
+            present.into_iter().filter(|h| !deps.contains(h)).collect();
         Some(heads.into_iter().collect())
     }
 
@@ -335,7 +373,9 @@ impl KnowledgeBase {
         }
         let mut out = Vec::new();
         for document in self.documents_of(space) {
-            let Some(state) = self.documents.get(&document) else { continue };
+            let Some(state) = self.documents.get(&document) else {
+                continue;
+            };
             match as_of {
                 None => out.extend(state.doc.facts_at(None)?),
                 Some(seq) => {
@@ -358,10 +398,13 @@ impl KnowledgeBase {
         let mut out = BTreeMap::new();
         for document in docs {
             if let Some(state) = self.documents.get_mut(&document) {
-                out.insert(document, DocumentSummary {
-                    heads: state.doc.heads_hex(),
-                    facts: state.doc.len(),
-                });
+                out.insert(
+                    document,
+                    DocumentSummary {
+                        heads: state.doc.heads_hex(),
+                        facts: state.doc.len(),
+                    },
+                );
             }
         }
         out

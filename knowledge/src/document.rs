@@ -286,7 +286,8 @@ impl KnowledgeDoc {
         draft: &FactDraft,
         now: DateTime<Utc>,
     ) -> Result<FactId, KnowledgeError> {
-        let (id, _core, json) = FactCore::from_draft(draft, &self.author, now, self.max_fact_bytes)?;
+        let (id, _core, json) =
+            FactCore::from_draft(draft, &self.author, now, self.max_fact_bytes)?;
         if let Ok(obj) = self.fact_object(&id) {
             self.doc
                 .put(&obj, format!("{CONF}{}", self.author), draft.confidence)?;
@@ -335,12 +336,15 @@ impl KnowledgeDoc {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), KnowledgeError> {
-        self.set_status(id, StatusRecord {
-            state: FactState::Retracted,
-            superseded_by: None,
-            reason: reason.to_string(),
-            at: now,
-        })
+        self.set_status(
+            id,
+            StatusRecord {
+                state: FactState::Retracted,
+                superseded_by: None,
+                reason: reason.to_string(),
+                at: now,
+            },
+        )
     }
 
     /// Marks `old` as superseded by `new` (which may live in another document of the space;
@@ -352,12 +356,15 @@ impl KnowledgeDoc {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), KnowledgeError> {
-        self.set_status(old, StatusRecord {
-            state: FactState::Superseded,
-            superseded_by: Some(new.clone()),
-            reason: reason.to_string(),
-            at: now,
-        })
+        self.set_status(
+            old,
+            StatusRecord {
+                state: FactState::Superseded,
+                superseded_by: Some(new.clone()),
+                reason: reason.to_string(),
+                at: now,
+            },
+        )
     }
 
     fn set_status(&mut self, id: &FactId, status: StatusRecord) -> Result<(), KnowledgeError> {
@@ -376,7 +383,9 @@ impl KnowledgeDoc {
         policy: ResolutionPolicy,
         now: DateTime<Utc>,
     ) -> Result<ResolutionRecord, KnowledgeError> {
-        let view = self.fact(id)?.ok_or_else(|| KnowledgeError::UnknownFact(id.clone()))?;
+        let view = self
+            .fact(id)?
+            .ok_or_else(|| KnowledgeError::UnknownFact(id.clone()))?;
         let disputed = view
             .fields
             .get(field)
@@ -487,7 +496,9 @@ impl KnowledgeDoc {
         };
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let Ok(id) = FactId::parse(&key) else { continue };
+            let Ok(id) = FactId::parse(&key) else {
+                continue;
+            };
             if let Some(view) = self.fact_at(&id, heads)? {
                 out.push(view);
             }
@@ -537,7 +548,9 @@ impl KnowledgeDoc {
         let mut win = None;
         let mut others = Vec::new();
         for (author, id, value) in self.all_values(obj, key, heads)? {
-            let Some(parsed) = value.as_str().and_then(|s| serde_json::from_str::<T>(s).ok())
+            let Some(parsed) = value
+                .as_str()
+                .and_then(|s| serde_json::from_str::<T>(s).ok())
             else {
                 continue;
             };
@@ -623,7 +636,10 @@ pub fn choose(
     confidences: &BTreeMap<String, f64>,
 ) -> Value {
     let by_recency = |a: &&Attributed<Stamped>, b: &&Attributed<Stamped>| {
-        a.value.at.cmp(&b.value.at).then_with(|| a.author.cmp(&b.author))
+        a.value
+            .at
+            .cmp(&b.value.at)
+            .then_with(|| a.author.cmp(&b.author))
     };
     let picked = match policy {
         ResolutionPolicy::Manual { value } => return value.clone(),
@@ -661,16 +677,24 @@ mod tests {
         let mut a = KnowledgeDoc::new(ka.public_key(), [1; 8], 4096);
         let mut b = KnowledgeDoc::new(kb.public_key(), [2; 8], 4096);
         let id = a
-            .assert_fact(&FactDraft::new("crate:app", "status", Value::Text("green".into())).confidence(0.6), t(0))
+            .assert_fact(
+                &FactDraft::new("crate:app", "status", Value::Text("green".into())).confidence(0.6),
+                t(0),
+            )
             .expect("assert");
         a.commit(t(0));
         sync(&mut a, &mut b);
         // Concurrent: both set the same field, and B asserts its own fact.
-        a.set_field(&id, "owner", Value::Text("alice".into()), t(1)).expect("set");
-        b.set_field(&id, "owner", Value::Text("bob".into()), t(2)).expect("set");
+        a.set_field(&id, "owner", Value::Text("alice".into()), t(1))
+            .expect("set");
+        b.set_field(&id, "owner", Value::Text("bob".into()), t(2))
+            .expect("set");
         b.set_confidence(&id, 0.9).expect("conf");
         let own = b
-            .assert_fact(&FactDraft::new("crate:app", "status", Value::Text("green".into())), t(2))
+            .assert_fact(
+                &FactDraft::new("crate:app", "status", Value::Text("green".into())),
+                t(2),
+            )
             .expect("assert");
         a.commit(t(1));
         b.commit(t(2));
@@ -684,8 +708,16 @@ mod tests {
         let mut expected = vec![ka.public_key(), kb.public_key()];
         expected.sort();
         assert_eq!(authors, expected);
-        assert_eq!(view.confidences.len(), 2, "each agent's confidence kept: {:?}", view.confidences);
-        assert_ne!(own, id, "the same statement by another author is another fact");
+        assert_eq!(
+            view.confidences.len(),
+            2,
+            "each agent's confidence kept: {:?}",
+            view.confidences
+        );
+        assert_ne!(
+            own, id,
+            "the same statement by another author is another fact"
+        );
         assert_eq!(a.facts_at(None).expect("facts").len(), 2);
         assert_eq!(view.conflicting_fields(), vec!["owner".to_string()]);
 
@@ -699,7 +731,10 @@ mod tests {
         sync(&mut a, &mut b);
         let after = b.fact(&id).expect("read").expect("present");
         assert!(!after.fields["owner"].in_conflict());
-        assert_eq!(after.fields["owner"].winner.value.value, Value::Text("bob".into()));
+        assert_eq!(
+            after.fields["owner"].winner.value.value,
+            Value::Text("bob".into())
+        );
         assert_eq!(after.resolutions["owner"].winner.author, ka.public_key());
         assert!(matches!(
             b.resolve(&id, "owner", ResolutionPolicy::MostRecent, t(4)),
@@ -711,10 +746,14 @@ mod tests {
     fn retraction_keeps_history_and_as_of_reads_the_past() {
         let k = Identity::generate();
         let mut a = KnowledgeDoc::new(k.public_key(), [1; 8], 4096);
-        let old = a.assert_fact(&FactDraft::new("svc", "port", Value::Int(80)), t(0)).expect("a");
+        let old = a
+            .assert_fact(&FactDraft::new("svc", "port", Value::Int(80)), t(0))
+            .expect("a");
         a.commit(t(0));
         let before = a.heads();
-        let new = a.assert_fact(&FactDraft::new("svc", "port", Value::Int(8080)), t(1)).expect("a");
+        let new = a
+            .assert_fact(&FactDraft::new("svc", "port", Value::Int(8080)), t(1))
+            .expect("a");
         a.supersede(&old, &new, "moved", t(1)).expect("supersede");
         a.commit(t(1));
         let now = a.fact(&old).expect("r").expect("still there");
@@ -736,15 +775,30 @@ mod tests {
     #[test]
     fn policies_choose_deterministically() {
         let c = |v: i64, h: u32, who: &str| Attributed {
-            value: Stamped { value: Value::Int(v), at: t(h) },
+            value: Stamped {
+                value: Value::Int(v),
+                at: t(h),
+            },
             author: who.to_string(),
         };
         let cands = vec![c(1, 5, "A"), c(2, 3, "B")];
         let conf: BTreeMap<String, f64> = [("A".to_string(), 0.2), ("B".to_string(), 0.8)].into();
-        assert_eq!(choose(&cands, &ResolutionPolicy::MostRecent, &conf), Value::Int(1));
-        assert_eq!(choose(&cands, &ResolutionPolicy::HighestConfidence, &conf), Value::Int(2));
         assert_eq!(
-            choose(&cands, &ResolutionPolicy::Manual { value: Value::Int(9) }, &conf),
+            choose(&cands, &ResolutionPolicy::MostRecent, &conf),
+            Value::Int(1)
+        );
+        assert_eq!(
+            choose(&cands, &ResolutionPolicy::HighestConfidence, &conf),
+            Value::Int(2)
+        );
+        assert_eq!(
+            choose(
+                &cands,
+                &ResolutionPolicy::Manual {
+                    value: Value::Int(9)
+                },
+                &conf
+            ),
             Value::Int(9)
         );
     }

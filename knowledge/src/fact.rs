@@ -180,7 +180,9 @@ impl FactCore {
             return invalid("subject and predicate must not be empty".into());
         }
         if draft.subject.len() > MAX_NAME_BYTES || draft.predicate.len() > MAX_NAME_BYTES {
-            return invalid(format!("subject and predicate are limited to {MAX_NAME_BYTES} bytes"));
+            return invalid(format!(
+                "subject and predicate are limited to {MAX_NAME_BYTES} bytes"
+            ));
         }
         if !(0.0..=1.0).contains(&draft.confidence) {
             return invalid(format!("confidence {} is outside 0..=1", draft.confidence));
@@ -206,7 +208,8 @@ impl FactCore {
             source_event: draft.source_event.clone(),
             asserted_at: now,
         };
-        let json = serde_json::to_string(&core).map_err(|e| KnowledgeError::InvalidFact(e.to_string()))?;
+        let json =
+            serde_json::to_string(&core).map_err(|e| KnowledgeError::InvalidFact(e.to_string()))?;
         if json.len() > max_bytes {
             return Err(KnowledgeError::FactTooLarge {
                 size: json.len(),
@@ -245,10 +248,16 @@ pub struct FactId(pub(crate) String);
 impl FactId {
     /// Checks and wraps an id.
     pub fn parse(text: &str) -> Result<Self, KnowledgeError> {
-        if text.len() == 32 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if text.len() == 32
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(FactId(text.to_string()))
         } else {
-            Err(KnowledgeError::InvalidFactId(text.chars().take(80).collect()))
+            Err(KnowledgeError::InvalidFactId(
+                text.chars().take(80).collect(),
+            ))
         }
     }
 
@@ -278,14 +287,17 @@ mod tests {
     use super::*;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z").expect("time").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc)
     }
 
     #[test]
     fn ids_depend_on_author_and_content_not_time() {
         let d = FactDraft::new("crate:a", "depends_on", Value::Ref("crate:b".into()));
         let (a1, ..) = FactCore::from_draft(&d, "UA", now(), 4096).expect("ok");
-        let (a2, ..) = FactCore::from_draft(&d, "UA", now() + chrono::Duration::hours(1), 4096).expect("ok");
+        let (a2, ..) =
+            FactCore::from_draft(&d, "UA", now() + chrono::Duration::hours(1), 4096).expect("ok");
         let (b, ..) = FactCore::from_draft(&d, "UB", now(), 4096).expect("ok");
         assert_eq!(a1, a2);
         assert_ne!(a1, b);
@@ -300,10 +312,14 @@ mod tests {
             Err(KnowledgeError::FactTooLarge { limit: 4096, .. })
         ));
         let conf = FactDraft::new("s", "p", Value::Int(1)).confidence(1.5);
-        assert!(matches!(FactCore::from_draft(&conf, "UA", now(), 4096), Err(KnowledgeError::InvalidFact(_))));
+        assert!(matches!(
+            FactCore::from_draft(&conf, "UA", now(), 4096),
+            Err(KnowledgeError::InvalidFact(_))
+        ));
         let empty = FactDraft::new(" ", "p", Value::Int(1));
         assert!(FactCore::from_draft(&empty, "UA", now(), 4096).is_err());
-        let backwards = FactDraft::new("s", "p", Value::Int(1)).valid(Some(now()), Some(now() - chrono::Duration::days(1)));
+        let backwards = FactDraft::new("s", "p", Value::Int(1))
+            .valid(Some(now()), Some(now() - chrono::Duration::days(1)));
         assert!(FactCore::from_draft(&backwards, "UA", now(), 4096).is_err());
     }
 
@@ -314,6 +330,9 @@ mod tests {
         assert_eq!(Value::parse_loose("true"), Value::Bool(true));
         assert_eq!(Value::parse_loose("@crate:b"), Value::Ref("crate:b".into()));
         assert_eq!(Value::parse_loose("hello"), Value::Text("hello".into()));
-        assert!(matches!(Value::parse_loose("2026-01-01T00:00:00Z"), Value::Time(_)));
+        assert!(matches!(
+            Value::parse_loose("2026-01-01T00:00:00Z"),
+            Value::Time(_)
+        ));
     }
 }

@@ -69,7 +69,9 @@ pub fn check_change(
                 }
                 if key.as_str() == CORE {
                     if creator != author || !created.contains_key(&obj.0) {
-                        return layout("a fact's core is written once, with the fact, by its author".into());
+                        return layout(
+                            "a fact's core is written once, with the fact, by its author".into(),
+                        );
                     }
                     let ScalarValue::Str(s) = value else {
                         return layout("core must be text".into());
@@ -83,7 +85,10 @@ pub fn check_change(
                         ScalarValue::F64(c) if (0.0..=1.0).contains(c) => {}
                         _ => return layout("confidence must be a number in 0..=1".into()),
                     }
-                } else if key.starts_with(FIELD) || key.starts_with(RESOLUTION) || key.as_str() == STATUS {
+                } else if key.starts_with(FIELD)
+                    || key.starts_with(RESOLUTION)
+                    || key.as_str() == STATUS
+                {
                     if !matches!(value, ScalarValue::Str(_)) {
                         return layout(format!("{key:?} must be text"));
                     }
@@ -103,10 +108,16 @@ pub fn check_change(
         let parsed: FactCore = serde_json::from_str(core)
             .map_err(|e| KnowledgeError::InvalidFact(format!("core of {id}: {e}")))?;
         if parsed.author != author {
-            return layout(format!("fact {id} names author {} but was made by {author}", parsed.author));
+            return layout(format!(
+                "fact {id} names author {} but was made by {author}",
+                parsed.author
+            ));
         }
         if parsed.id().as_str() != id {
-            return layout(format!("fact id {id} is not derived from its content ({})", parsed.id()));
+            return layout(format!(
+                "fact id {id} is not derived from its content ({})",
+                parsed.id()
+            ));
         }
     }
     Ok(())
@@ -129,8 +140,11 @@ mod tests {
     fn our_own_changes_pass() {
         let k = Identity::generate();
         let mut doc = KnowledgeDoc::new(k.public_key(), [1; 8], 4096);
-        let id = doc.assert_fact(&FactDraft::new("s", "p", Value::Int(1)), now()).expect("a");
-        doc.set_field(&id, "note", Value::Text("x".into()), now()).expect("f");
+        let id = doc
+            .assert_fact(&FactDraft::new("s", "p", Value::Int(1)), now())
+            .expect("a");
+        doc.set_field(&id, "note", Value::Text("x".into()), now())
+            .expect("f");
         doc.retract(&id, "r", now()).expect("r");
         let change = doc.commit(now()).expect("change");
         check_change(&change, k.public_key(), 4096).expect("valid");
@@ -141,7 +155,10 @@ mod tests {
         let (k, other) = (Identity::generate(), Identity::generate());
         let mut doc = KnowledgeDoc::new(k.public_key(), [1; 8], 100_000);
         let id = doc
-            .assert_fact(&FactDraft::new("s", "p", Value::Text("y".repeat(5000))), now())
+            .assert_fact(
+                &FactDraft::new("s", "p", Value::Text("y".repeat(5000))),
+                now(),
+            )
             .expect("a");
         let change = doc.commit(now()).expect("change");
         assert!(matches!(
@@ -164,15 +181,28 @@ mod tests {
         raw.delete(&obj, "core").expect("delete");
         raw.commit();
         let deleting = raw.get_last_local_change().expect("c");
-        assert!(matches!(check_change(&deleting, k.public_key(), 100_000), Err(KnowledgeError::Layout(_))));
-        raw.put(&obj, format!("conf:{}", other.public_key()), 0.5).expect("put");
+        assert!(matches!(
+            check_change(&deleting, k.public_key(), 100_000),
+            Err(KnowledgeError::Layout(_))
+        ));
+        raw.put(&obj, format!("conf:{}", other.public_key()), 0.5)
+            .expect("put");
         raw.commit();
         let foreign = raw.get_last_local_change().expect("c");
-        assert!(matches!(check_change(&foreign, k.public_key(), 100_000), Err(KnowledgeError::Layout(_))));
+        assert!(matches!(
+            check_change(&foreign, k.public_key(), 100_000),
+            Err(KnowledgeError::Layout(_))
+        ));
         raw.put(ROOT, "not-a-fact", "x").expect("put");
         raw.commit();
         let stray = raw.get_last_local_change().expect("c");
-        assert!(matches!(check_change(&stray, k.public_key(), 100_000), Err(KnowledgeError::Layout(_))));
-        assert!(matches!(decode_change(vec![1, 2, 3]), Err(KnowledgeError::CorruptChange(_))));
+        assert!(matches!(
+            check_change(&stray, k.public_key(), 100_000),
+            Err(KnowledgeError::Layout(_))
+        ));
+        assert!(matches!(
+            decode_change(vec![1, 2, 3]),
+            Err(KnowledgeError::CorruptChange(_))
+        ));
     }
 }

@@ -87,10 +87,18 @@ mod tests {
         let key = murmur_subjects::Identity::generate();
         let mut doc = KnowledgeDoc::new(key.public_key(), [0; 8], 4096);
         let a = doc
-            .assert_fact(&FactDraft::new("svc:api", "port", Value::Int(80)).tag("net").confidence(0.9), now)
+            .assert_fact(
+                &FactDraft::new("svc:api", "port", Value::Int(80))
+                    .tag("net")
+                    .confidence(0.9),
+                now,
+            )
             .expect("a");
-        doc.assert_fact(&FactDraft::new("svc:api", "owner", Value::Text("ops".into())).confidence(0.4), now)
-            .expect("b");
+        doc.assert_fact(
+            &FactDraft::new("svc:api", "owner", Value::Text("ops".into())).confidence(0.4),
+            now,
+        )
+        .expect("b");
         doc.assert_fact(
             &FactDraft::new("svc:db", "port", Value::Int(5432))
                 .valid(Some(now), Some(now + chrono::Duration::days(1))),
@@ -100,16 +108,82 @@ mod tests {
         doc.retract(&a, "closed", now).expect("r");
         let facts = doc.facts_at(None).expect("facts");
         let q = |q: Query| q.run(&facts).len();
-        assert_eq!(q(Query::default()), 2, "retracted facts are hidden by default");
-        assert_eq!(q(Query { include_inactive: true, ..Default::default() }), 3);
-        assert_eq!(q(Query { subject: Some("svc:api".into()), include_inactive: true, ..Default::default() }), 2);
-        assert_eq!(q(Query { predicate: Some("port".into()), ..Default::default() }), 1);
-        assert_eq!(q(Query { object: Some(Value::Int(5432)), ..Default::default() }), 1);
-        assert_eq!(q(Query { tag: Some("net".into()), include_inactive: true, ..Default::default() }), 1);
-        assert_eq!(q(Query { min_confidence: Some(0.5), ..Default::default() }), 1);
-        assert_eq!(q(Query { valid_at: Some(now + chrono::Duration::days(2)), ..Default::default() }), 1);
-        assert_eq!(q(Query { author: Some("nobody".into()), ..Default::default() }), 0);
-        assert_eq!(q(Query { author: Some(key.public_key().into()), ..Default::default() }), 2);
-        assert_eq!(q(Query { limit: 1, ..Default::default() }), 1);
+        assert_eq!(
+            q(Query::default()),
+            2,
+            "retracted facts are hidden by default"
+        );
+        assert_eq!(
+            q(Query {
+                include_inactive: true,
+                ..Default::default()
+            }),
+            3
+        );
+        assert_eq!(
+            q(Query {
+                subject: Some("svc:api".into()),
+                include_inactive: true,
+                ..Default::default()
+            }),
+            2
+        );
+        assert_eq!(
+            q(Query {
+                predicate: Some("port".into()),
+                ..Default::default()
+            }),
+            1
+        );
+        assert_eq!(
+            q(Query {
+                object: Some(Value::Int(5432)),
+                ..Default::default()
+            }),
+            1
+        );
+        assert_eq!(
+            q(Query {
+                tag: Some("net".into()),
+                include_inactive: true,
+                ..Default::default()
+            }),
+            1
+        );
+        assert_eq!(
+            q(Query {
+                min_confidence: Some(0.5),
+                ..Default::default()
+            }),
+            1
+        );
+        assert_eq!(
+            q(Query {
+                valid_at: Some(now + chrono::Duration::days(2)),
+                ..Default::default()
+            }),
+            1
+        );
+        assert_eq!(
+            q(Query {
+                author: Some("nobody".into()),
+                ..Default::default()
+            }),
+            0
+        );
+        assert_eq!(
+            q(Query {
+                author: Some(key.public_key().into()),
+                ..Default::default()
+            }),
+            2
+        );
+        assert_eq!(
+            q(Query {
+                limit: 1,
+                ..Default::default()
+            }),
+            1
+        );
     }
 }

@@ -27,7 +27,9 @@ use murmur_subjects::events::{
 };
 use murmur_subjects::log::Expected;
 use murmur_subjects::projection::{StartAt, read_stream};
-use murmur_subjects::{Domain, Draft, EventLog, LogError, Plane, SealedEvent, SubjectFilter, Token};
+use murmur_subjects::{
+    Domain, Draft, EventLog, LogError, Plane, SealedEvent, SubjectFilter, Token,
+};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -134,11 +136,14 @@ pub async fn open_space(
     max_fact_bytes: u32,
 ) -> Result<u64, KnowledgeError> {
     let token = space_token(name)?;
-    let draft = Draft::new(token, &SpaceOpened {
-        title: title.to_string(),
-        shards,
-        max_fact_bytes,
-    })
+    let draft = Draft::new(
+        token,
+        &SpaceOpened {
+            title: title.to_string(),
+            shards,
+            max_fact_bytes,
+        },
+    )
     .map_err(|e| KnowledgeError::Ingest(e.into()))?;
     match log.append_expected(draft, Expected::NoEvents).await {
         Ok((_, appended)) => Ok(appended.sequence),
@@ -158,9 +163,21 @@ pub async fn set_access(
 ) -> Result<u64, KnowledgeError> {
     let token = space_token(space)?;
     let draft = if granted {
-        Draft::new(token, &SpaceAccessGranted { agent: agent.to_string(), role })
+        Draft::new(
+            token,
+            &SpaceAccessGranted {
+                agent: agent.to_string(),
+                role,
+            },
+        )
     } else {
-        Draft::new(token, &SpaceAccessRevoked { agent: agent.to_string(), role })
+        Draft::new(
+            token,
+            &SpaceAccessRevoked {
+                agent: agent.to_string(),
+                role,
+            },
+        )
     }
     .map_err(|e| KnowledgeError::Ingest(e.into()))?;
     Ok(log.append(draft).await?.1.sequence)
@@ -311,7 +328,10 @@ impl KnowledgeReplica {
         )
         .await?;
         for m in stored {
-            let event = match self.log.decode_stored(&m.message, m.sequence, Some(m.stored_at)) {
+            let event = match self
+                .log
+                .decode_stored(&m.message, m.sequence, Some(m.stored_at))
+            {
                 Ok(e) => e,
                 Err(e) => {
                     report.undecodable += 1;
@@ -442,11 +462,17 @@ impl KnowledgeReplica {
             for chunk in stored.chunks(self.config.batch.max(1)) {
                 let mut batch = Vec::with_capacity(chunk.len());
                 for m in chunk {
-                    match self.log.decode_stored(&m.message, m.sequence, Some(m.stored_at)) {
+                    match self
+                        .log
+                        .decode_stored(&m.message, m.sequence, Some(m.stored_at))
+                    {
                         Ok(event) => {
                             let payload = event.payload::<KnowledgeChanged>();
                             let (space, bytes) = match payload {
-                                Ok(p) => (p.space, B64.decode(p.change.as_bytes()).map_err(|e| e.to_string())),
+                                Ok(p) => (
+                                    p.space,
+                                    B64.decode(p.change.as_bytes()).map_err(|e| e.to_string()),
+                                ),
                                 Err(e) => (String::new(), Err(e.to_string())),
                             };
                             if !self.config.follows(&space) && self.config.spaces.is_some() {
@@ -486,7 +512,9 @@ impl KnowledgeReplica {
             if !self.config.dead_letter_refusals {
                 continue;
             }
-            let Some(m) = chunk.iter().find(|m| m.sequence == r.sequence) else { continue };
+            let Some(m) = chunk.iter().find(|m| m.sequence == r.sequence) else {
+                continue;
+            };
             let error = murmur_subjects::IngestError::Refused {
                 reason: r.reason,
                 detail: r.detail.clone(),
@@ -526,9 +554,11 @@ impl KnowledgeReplica {
             .space(space)
             .ok_or_else(|| KnowledgeError::UnknownSpace(space.to_string()))?;
         let token = space_token(space)?;
-        Ok(document_token(&token, shard_of(fact, access.settings.shards))
-            .as_str()
-            .to_string())
+        Ok(
+            document_token(&token, shard_of(fact, access.settings.shards))
+                .as_str()
+                .to_string(),
+        )
     }
 
     /// Runs a local edit on the document holding `fact`, committing when it grew large.
@@ -546,7 +576,9 @@ impl KnowledgeReplica {
             .document_mut(&document)
             .ok_or_else(|| KnowledgeError::UnknownDocument(document.clone()))?;
         let out = op(&mut state.doc, now)?;
-        if state.doc.pending_ops() >= AUTO_COMMIT_OPS || state.doc.pending_bytes() >= AUTO_COMMIT_BYTES {
+        if state.doc.pending_ops() >= AUTO_COMMIT_OPS
+            || state.doc.pending_bytes() >= AUTO_COMMIT_BYTES
+        {
             self.commit_document(space, &document)?;
         }
         Ok(out)
@@ -565,7 +597,8 @@ impl KnowledgeReplica {
             space: space.to_string(),
             change: B64.encode(change.bytes()),
         };
-        let token = Token::new(document).map_err(|e| KnowledgeError::UnknownDocument(e.to_string()))?;
+        let token =
+            Token::new(document).map_err(|e| KnowledgeError::UnknownDocument(e.to_string()))?;
         let draft = Draft::new(token, &payload)
             .map_err(|e| KnowledgeError::Ingest(e.into()))?
             .with_id(id);
@@ -576,7 +609,11 @@ impl KnowledgeReplica {
     /// Commits the pending edits of `space`'s documents into the outbox (not published yet).
     pub fn commit_pending(&mut self, space: &str) -> Result<(), KnowledgeError> {
         for document in self.base.documents_of(space) {
-            if self.base.document(&document).is_some_and(|d| d.doc.pending_ops() > 0) {
+            if self
+                .base
+                .document(&document)
+                .is_some_and(|d| d.doc.pending_ops() > 0)
+            {
                 self.commit_document(space, &document)?;
             }
         }
@@ -600,22 +637,46 @@ impl KnowledgeReplica {
     }
 
     /// Sets a shared field of a fact.
-    pub fn set_field(&mut self, space: &str, fact: &FactId, field: &str, value: Value) -> Result<(), KnowledgeError> {
-        self.edit(space, fact, |doc, now| doc.set_field(fact, field, value, now))
+    pub fn set_field(
+        &mut self,
+        space: &str,
+        fact: &FactId,
+        field: &str,
+        value: Value,
+    ) -> Result<(), KnowledgeError> {
+        self.edit(space, fact, |doc, now| {
+            doc.set_field(fact, field, value, now)
+        })
     }
 
     /// Sets this agent's confidence in a fact.
-    pub fn set_confidence(&mut self, space: &str, fact: &FactId, confidence: f64) -> Result<(), KnowledgeError> {
+    pub fn set_confidence(
+        &mut self,
+        space: &str,
+        fact: &FactId,
+        confidence: f64,
+    ) -> Result<(), KnowledgeError> {
         self.edit(space, fact, |doc, _| doc.set_confidence(fact, confidence))
     }
 
     /// Retracts a fact.
-    pub fn retract(&mut self, space: &str, fact: &FactId, reason: &str) -> Result<(), KnowledgeError> {
+    pub fn retract(
+        &mut self,
+        space: &str,
+        fact: &FactId,
+        reason: &str,
+    ) -> Result<(), KnowledgeError> {
         self.edit(space, fact, |doc, now| doc.retract(fact, reason, now))
     }
 
     /// Marks `old` as superseded by `new`.
-    pub fn supersede(&mut self, space: &str, old: &FactId, new: &FactId, reason: &str) -> Result<(), KnowledgeError> {
+    pub fn supersede(
+        &mut self,
+        space: &str,
+        old: &FactId,
+        new: &FactId,
+        reason: &str,
+    ) -> Result<(), KnowledgeError> {
         if self.fact(space, new)?.is_none() {
             return Err(KnowledgeError::UnknownFact(new.clone()));
         }
@@ -630,7 +691,9 @@ impl KnowledgeReplica {
         field: &str,
         policy: ResolutionPolicy,
     ) -> Result<ResolutionRecord, KnowledgeError> {
-        self.edit(space, fact, |doc, now| doc.resolve(fact, field, policy, now))
+        self.edit(space, fact, |doc, now| {
+            doc.resolve(fact, field, policy, now)
+        })
     }
 
     /// Commits every document with pending edits and publishes the outbox, waiting for the
@@ -685,7 +748,12 @@ impl KnowledgeReplica {
     }
 
     /// Facts matching `query`, now or as of a log position.
-    pub fn query(&self, space: &str, query: &Query, as_of: Option<u64>) -> Result<Vec<FactView>, KnowledgeError> {
+    pub fn query(
+        &self,
+        space: &str,
+        query: &Query,
+        as_of: Option<u64>,
+    ) -> Result<Vec<FactView>, KnowledgeError> {
         let facts = self.base.facts(space, as_of)?;
         Ok(query.run(&facts).into_iter().cloned().collect())
     }
@@ -717,13 +785,17 @@ impl KnowledgeReplica {
         let token = space_token(space)?;
         let mut out = Vec::new();
         for document in self.base.documents_of(space) {
-            let Some(position) = self.base.document(&document).map(|d| d.position) else { continue };
+            let Some(position) = self.base.document(&document).map(|d| d.position) else {
+                continue;
+            };
             let covered = self
                 .base
                 .space(space)
                 .and_then(|a| a.snapshots.get(&document))
                 .map_or(0, |snap| snap.stream_sequence);
-            let Some(state) = self.base.document_mut(&document) else { continue };
+            let Some(state) = self.base.document_mut(&document) else {
+                continue;
+            };
             if position == 0 || covered >= position {
                 continue; // nothing new since the last snapshot
             }

@@ -51,7 +51,9 @@ pub fn query_subject(realm: &Token, space: &str) -> Result<Subject, KnowledgeErr
 
 /// Every space's query subject in a realm.
 pub fn query_filter(realm: &Token) -> SubjectFilter {
-    let f = SubjectFilter::plane(Plane::Rpc).realm(realm.clone()).domain(Domain::Space);
+    let f = SubjectFilter::plane(Plane::Rpc)
+        .realm(realm.clone())
+        .domain(Domain::Space);
     match Token::new("query") {
         Ok(verb) => f.verb(verb),
         Err(_) => f,
@@ -70,7 +72,11 @@ pub async fn query_remote(
     let body = serde_json::to_vec(request).map_err(|e| KnowledgeError::Request(e.to_string()))?;
     let reply = tokio::time::timeout(timeout, client.request(subject.clone(), body.into()))
         .await
-        .map_err(|_| KnowledgeError::Request(format!("no memory agent answered on {subject} within {timeout:?}")))?
+        .map_err(|_| {
+            KnowledgeError::Request(format!(
+                "no memory agent answered on {subject} within {timeout:?}"
+            ))
+        })?
         .map_err(|e| KnowledgeError::Request(format!("{subject}: {e}")))?;
     let header = |name: &str| {
         reply

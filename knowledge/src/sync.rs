@@ -161,7 +161,9 @@ pub async fn catch_up(
             client.request_with_headers(subject.clone(), headers, body.into()),
         )
         .await
-        .map_err(|_| KnowledgeError::Request(format!("no sync reply on {subject} within {timeout:?}")))?
+        .map_err(|_| {
+            KnowledgeError::Request(format!("no sync reply on {subject} within {timeout:?}"))
+        })?
         .map_err(|e| KnowledgeError::Request(format!("sync request on {subject}: {e}")))?;
         report.bytes_received += reply.payload.len() as u64;
         let header = |name: &str| {
@@ -174,7 +176,11 @@ pub async fn catch_up(
         };
         let (signer, signature) = (header(SIGNER_HEADER), header(SIGNATURE_HEADER));
         verifier
-            .verify_detached(&signer, &signed_bytes(&session, document, &reply.payload), &signature)
+            .verify_detached(
+                &signer,
+                &signed_bytes(&session, document, &reply.payload),
+                &signature,
+            )
             .map_err(|e| KnowledgeError::Request(format!("sync reply refused: {e}")))?;
         let access = replica
             .base()
@@ -209,7 +215,10 @@ pub async fn catch_up(
         for change in &added {
             let author = author_of(change.actor_id()).unwrap_or_default();
             if !access.can_write(&author, u64::MAX) {
-                return Err(KnowledgeError::NoWriteAccess { agent: author, space });
+                return Err(KnowledgeError::NoWriteAccess {
+                    agent: author,
+                    space,
+                });
             }
             check_change(change, &author, max)?;
         }
@@ -227,7 +236,10 @@ pub async fn catch_up(
 /// Pure, in-process sync between two documents with the standard protocol, both sides
 /// writable: returns (round trips, bytes exchanged). Used by the benchmark to measure what
 /// converging two diverged replicas costs on the wire.
-pub fn sync_in_process(a: &mut KnowledgeDoc, b: &mut KnowledgeDoc) -> Result<(u32, u64), KnowledgeError> {
+pub fn sync_in_process(
+    a: &mut KnowledgeDoc,
+    b: &mut KnowledgeDoc,
+) -> Result<(u32, u64), KnowledgeError> {
     let (mut sa, mut sb) = (sync::State::new(), sync::State::new());
     let (mut rounds, mut bytes) = (0u32, 0u64);
     loop {
@@ -240,17 +252,21 @@ pub fn sync_in_process(a: &mut KnowledgeDoc, b: &mut KnowledgeDoc) -> Result<(u3
         if let Some(m) = to_b {
             let encoded = m.encode();
             bytes += encoded.len() as u64;
-            let m = sync::Message::decode(&encoded).map_err(|e| KnowledgeError::Request(e.to_string()))?;
+            let m = sync::Message::decode(&encoded)
+                .map_err(|e| KnowledgeError::Request(e.to_string()))?;
             b.automerge().sync().receive_sync_message(&mut sb, m)?;
         }
         if let Some(m) = to_a {
             let encoded = m.encode();
             bytes += encoded.len() as u64;
-            let m = sync::Message::decode(&encoded).map_err(|e| KnowledgeError::Request(e.to_string()))?;
+            let m = sync::Message::decode(&encoded)
+                .map_err(|e| KnowledgeError::Request(e.to_string()))?;
             a.automerge().sync().receive_sync_message(&mut sa, m)?;
         }
         if rounds > MAX_ROUNDS {
-            return Err(KnowledgeError::Request("in-process sync did not converge".into()));
+            return Err(KnowledgeError::Request(
+                "in-process sync did not converge".into(),
+            ));
         }
     }
 }
@@ -267,8 +283,10 @@ mod tests {
         let mut a = KnowledgeDoc::new(ka.public_key(), [1; 8], 4096);
         let mut b = KnowledgeDoc::new(kb.public_key(), [2; 8], 4096);
         for i in 0..50 {
-            a.assert_fact(&FactDraft::new(format!("s{i}"), "p", Value::Int(i)), now).expect("a");
-            b.assert_fact(&FactDraft::new(format!("t{i}"), "p", Value::Int(i)), now).expect("b");
+            a.assert_fact(&FactDraft::new(format!("s{i}"), "p", Value::Int(i)), now)
+                .expect("a");
+            b.assert_fact(&FactDraft::new(format!("t{i}"), "p", Value::Int(i)), now)
+                .expect("b");
         }
         a.commit(now);
         b.commit(now);
@@ -283,10 +301,14 @@ mod tests {
         let (ks, kc) = (Identity::generate(), Identity::generate());
         let now = chrono::DateTime::from_timestamp(1_790_000_000, 0).expect("t");
         let mut server_doc = KnowledgeDoc::new(ks.public_key(), [1; 8], 4096);
-        server_doc.assert_fact(&FactDraft::new("s", "p", Value::Int(1)), now).expect("a");
+        server_doc
+            .assert_fact(&FactDraft::new("s", "p", Value::Int(1)), now)
+            .expect("a");
         server_doc.commit(now);
         let mut client_doc = KnowledgeDoc::new(kc.public_key(), [2; 8], 4096);
-        client_doc.assert_fact(&FactDraft::new("c", "p", Value::Int(2)), now).expect("a");
+        client_doc
+            .assert_fact(&FactDraft::new("c", "p", Value::Int(2)), now)
+            .expect("a");
         client_doc.commit(now);
         let mut server = SyncServer::new();
         let mut state = sync::State::new();
@@ -298,20 +320,34 @@ mod tests {
                 .generate_sync_message(&mut state)
                 .map(sync::Message::encode)
                 .unwrap_or_default();
-            let (reply, sig) = server.answer(&ks, &mut server_doc, "sess", "s-0", &body).expect("answer");
+            let (reply, sig) = server
+                .answer(&ks, &mut server_doc, "sess", "s-0", &body)
+                .expect("answer");
             verifier
                 .verify_detached(ks.public_key(), &signed_bytes("sess", "s-0", &reply), &sig)
                 .expect("signed");
-            assert!(verifier.verify_detached(kc.public_key(), &signed_bytes("sess", "s-0", &reply), &sig).is_err());
+            assert!(
+                verifier
+                    .verify_detached(kc.public_key(), &signed_bytes("sess", "s-0", &reply), &sig)
+                    .is_err()
+            );
             if reply.is_empty() && body.is_empty() {
                 break;
             }
             if !reply.is_empty() {
                 let m = sync::Message::decode(&reply).expect("decode");
-                client_doc.automerge().sync().receive_sync_message(&mut state, m).expect("receive");
+                client_doc
+                    .automerge()
+                    .sync()
+                    .receive_sync_message(&mut state, m)
+                    .expect("receive");
             }
         }
         assert_eq!(client_doc.len(), 2, "client got the server's fact");
-        assert_eq!(server_doc.len(), 1, "a read-only server takes nothing from a sync peer");
+        assert_eq!(
+            server_doc.len(),
+            1,
+            "a read-only server takes nothing from a sync peer"
+        );
     }
 }

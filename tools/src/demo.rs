@@ -572,23 +572,59 @@ async fn knowledge_step(
     use murmur_knowledge::{FactDraft, Query, Value};
     use murmur_subjects::events::AccessRole;
 
-    let realm = Token::new(format!("kb-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))?;
+    let realm = Token::new(format!(
+        "kb-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ))?;
     let owner_log = participant(connect, "demo-kb-owner", &realm, settings).await?;
-    open_space(&owner_log, "release", "what we know about the release", 2, 4096).await?;
+    open_space(
+        &owner_log,
+        "release",
+        "what we know about the release",
+        2,
+        4096,
+    )
+    .await?;
     let memory_log = participant(connect, "demo-memory", &realm, settings).await?;
     let writer_log = participant(connect, "demo-kb-writer", &realm, settings).await?;
-    set_access(&owner_log, "release", memory_log.identity().public_key(), AccessRole::Replica, true).await?;
-    set_access(&owner_log, "release", writer_log.identity().public_key(), AccessRole::Writer, true).await?;
+    set_access(
+        &owner_log,
+        "release",
+        memory_log.identity().public_key(),
+        AccessRole::Replica,
+        true,
+    )
+    .await?;
+    set_access(
+        &owner_log,
+        "release",
+        writer_log.identity().public_key(),
+        AccessRole::Writer,
+        true,
+    )
+    .await?;
     let mut m = manifest("memory");
     m.kind = "memory".into();
     m.capabilities = vec!["knowledge.query".into()];
-    let memory = Agent::join(memory_log, AgentSpec { manifest: m, heartbeat: Duration::from_millis(500) }).await?;
+    let memory = Agent::join(
+        memory_log,
+        AgentSpec {
+            manifest: m,
+            heartbeat: Duration::from_millis(500),
+        },
+    )
+    .await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let memory_task = tokio::spawn(async move {
         let stats = run_memory(
             &memory,
-            MemoryOptions { snapshot_every: Some(Duration::from_millis(300)), ..Default::default() },
-            async { stop_rx.await.ok(); },
+            MemoryOptions {
+                snapshot_every: Some(Duration::from_millis(300)),
+                ..Default::default()
+            },
+            async {
+                stop_rx.await.ok();
+            },
         )
         .await;
         let _ = memory.leave("demo over").await;
@@ -597,9 +633,20 @@ async fn knowledge_step(
 
     let mut a = KnowledgeReplica::open(owner_log.clone(), ReplicaConfig::space("release")).await?;
     let mut b = KnowledgeReplica::open(writer_log.clone(), ReplicaConfig::space("release")).await?;
-    let fact = a.put("release", &FactDraft::new("crate:app", "tests", Value::Text("passing".into())).confidence(0.6))?;
+    let fact = a.put(
+        "release",
+        &FactDraft::new("crate:app", "tests", Value::Text("passing".into())).confidence(0.6),
+    )?;
     for (i, module) in ["parser", "codegen", "runtime"].iter().enumerate() {
-        b.put("release", &FactDraft::new(format!("module:{module}"), "coverage", Value::Float(0.7 + i as f64 / 10.0)).tag("quality"))?;
+        b.put(
+            "release",
+            &FactDraft::new(
+                format!("module:{module}"),
+                "coverage",
+                Value::Float(0.7 + i as f64 / 10.0),
+            )
+            .tag("quality"),
+        )?;
     }
     a.flush().await?;
     b.refresh().await?;
@@ -612,8 +659,21 @@ async fn knowledge_step(
     fb?;
     let until = tokio::time::Instant::now() + DEADLINE;
     let (reply, signer) = loop {
-        let q = QueryRequest { query: Query { conflicts_only: true, ..Default::default() }, as_of: None };
-        let answer = query_remote(owner_log.client(), &realm, "release", &q, Duration::from_secs(2)).await;
+        let q = QueryRequest {
+            query: Query {
+                conflicts_only: true,
+                ..Default::default()
+            },
+            as_of: None,
+        };
+        let answer = query_remote(
+            owner_log.client(),
+            &realm,
+            "release",
+            &q,
+            Duration::from_secs(2),
+        )
+        .await;
         if let Ok(r) = &answer
             && !r.0.facts.is_empty()
         {
@@ -629,16 +689,32 @@ async fn knowledge_step(
         .all()
         .map(|v| format!("{} by {}…", v.value.value, &v.author[..8]))
         .collect();
-    out!("[kb] memory agent {}… reports a conflict on owner: {}", &signer[..8], owners.join(" vs "));
+    out!(
+        "[kb] memory agent {}… reports a conflict on owner: {}",
+        &signer[..8],
+        owners.join(" vs ")
+    );
     a.refresh().await?;
-    let record = a.resolve("release", &fact, "owner", ResolutionPolicy::HighestConfidence)?;
+    let record = a.resolve(
+        "release",
+        &fact,
+        "owner",
+        ResolutionPolicy::HighestConfidence,
+    )?;
     a.flush().await?;
-    out!("[kb] resolved by highest confidence → {} (recorded with {} candidates)", record.chosen, record.candidates.len());
+    out!(
+        "[kb] resolved by highest confidence → {} (recorded with {} candidates)",
+        record.chosen,
+        record.candidates.len()
+    );
     // Wait for the memory agent's snapshot, then a late joiner catches up from it.
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
         a.refresh().await?;
-        let snapshotted = a.base().space("release").is_some_and(|s| !s.snapshots.is_empty());
+        let snapshotted = a
+            .base()
+            .space("release")
+            .is_some_and(|s| !s.snapshots.is_empty());
         if snapshotted {
             break;
         }

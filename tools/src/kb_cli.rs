@@ -244,10 +244,18 @@ fn line(f: &FactView) -> String {
 /// Runs one `murmur kb` command.
 pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
     match command {
-        KbCommand::Open { space, shards, title, max_fact_bytes } => {
+        KbCommand::Open {
+            space,
+            shards,
+            title,
+            max_fact_bytes,
+        } => {
             let log = settings.open_log("murmur-kb").await?;
             let seq = replica::open_space(&log, &space, &title, shards, max_fact_bytes).await?;
-            out!("space {space} opened at sequence {seq}; owner {}", log.identity().public_key());
+            out!(
+                "space {space} opened at sequence {seq}; owner {}",
+                log.identity().public_key()
+            );
         }
         KbCommand::Grant { space, agent, role } => {
             let log = settings.open_log("murmur-kb").await?;
@@ -259,7 +267,17 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
             replica::set_access(&log, &space, &agent, parse_role(&role)?, false).await?;
             out!("revoked {role} in {space} from {agent}");
         }
-        KbCommand::Put { space, subject, predicate, object, confidence, tags, valid_from, valid_to, source_event } => {
+        KbCommand::Put {
+            space,
+            subject,
+            predicate,
+            object,
+            confidence,
+            tags,
+            valid_from,
+            valid_to,
+            source_event,
+        } => {
             let mut r = open(settings, &space).await?;
             let mut draft = FactDraft::new(subject, predicate, Value::parse_loose(&object))
                 .confidence(confidence)
@@ -270,19 +288,33 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
             r.flush().await?;
             out!("{id}");
         }
-        KbCommand::Set { space, fact, field, value } => {
+        KbCommand::Set {
+            space,
+            fact,
+            field,
+            value,
+        } => {
             let mut r = open(settings, &space).await?;
             r.set_field(&space, &fact_id(&fact)?, &field, Value::parse_loose(&value))?;
             r.flush().await?;
             out!("set {field} of {fact}");
         }
-        KbCommand::Retract { space, fact, reason } => {
+        KbCommand::Retract {
+            space,
+            fact,
+            reason,
+        } => {
             let mut r = open(settings, &space).await?;
             r.retract(&space, &fact_id(&fact)?, &reason)?;
             r.flush().await?;
             out!("retracted {fact}");
         }
-        KbCommand::Supersede { space, old, new, reason } => {
+        KbCommand::Supersede {
+            space,
+            old,
+            new,
+            reason,
+        } => {
             let mut r = open(settings, &space).await?;
             r.supersede(&space, &fact_id(&old)?, &fact_id(&new)?, &reason)?;
             r.flush().await?;
@@ -298,7 +330,11 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
         KbCommand::Query(args) => query(settings, args).await?,
         KbCommand::Conflicts { space } => {
             let r = open(settings, &space).await?;
-            let q = Query { conflicts_only: true, include_inactive: true, ..Default::default() };
+            let q = Query {
+                conflicts_only: true,
+                include_inactive: true,
+                ..Default::default()
+            };
             let facts = r.query(&space, &q, None)?;
             if facts.is_empty() {
                 out!("no conflicts in {space}");
@@ -308,7 +344,12 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
                 for field in f.conflicting_fields() {
                     if let Some(d) = f.fields.get(&field) {
                         for v in d.all() {
-                            out!("    {field} = {}  (by {}, at {})", v.value.value, v.author, v.value.at.to_rfc3339());
+                            out!(
+                                "    {field} = {}  (by {}, at {})",
+                                v.value.value,
+                                v.author,
+                                v.value.at.to_rfc3339()
+                            );
                         }
                     } else if let Some(status) = &f.status {
                         for v in status.all() {
@@ -318,18 +359,30 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
                 }
             }
         }
-        KbCommand::Resolve { space, fact, field, policy, value } => {
+        KbCommand::Resolve {
+            space,
+            fact,
+            field,
+            policy,
+            value,
+        } => {
             let policy = match (policy.as_str(), value) {
                 ("highest-confidence", _) => ResolutionPolicy::HighestConfidence,
                 ("most-recent", _) => ResolutionPolicy::MostRecent,
-                ("manual", Some(v)) => ResolutionPolicy::Manual { value: Value::parse_loose(&v) },
+                ("manual", Some(v)) => ResolutionPolicy::Manual {
+                    value: Value::parse_loose(&v),
+                },
                 ("manual", None) => bail!("--policy manual needs --value"),
                 (other, _) => bail!("unknown policy {other:?}"),
             };
             let mut r = open(settings, &space).await?;
             let record = r.resolve(&space, &fact_id(&fact)?, &field, policy)?;
             r.flush().await?;
-            out!("{field} of {fact} resolved to {} ({} candidates)", record.chosen, record.candidates.len());
+            out!(
+                "{field} of {fact} resolved to {} ({} candidates)",
+                record.chosen,
+                record.candidates.len()
+            );
         }
         KbCommand::History { space, fact } => {
             let r = open(settings, &space).await?;
@@ -346,12 +399,19 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
             let mut last: Option<String> = None;
             for seq in sequences {
                 let facts = r.base().facts(&space, Some(seq))?;
-                let now = facts.iter().find(|f| f.id == id).map(|f| serde_json::to_string(f).unwrap_or_default());
+                let now = facts
+                    .iter()
+                    .find(|f| f.id == id)
+                    .map(|f| serde_json::to_string(f).unwrap_or_default());
                 if now.is_some() && now != last {
                     if let Some(f) = facts.iter().find(|f| f.id == id) {
                         out!("@{seq}: {}", line(f));
                         for (field, d) in &f.fields {
-                            out!("    {field} = {} (by {})", d.winner.value.value, d.winner.author);
+                            out!(
+                                "    {field} = {} (by {})",
+                                d.winner.value.value,
+                                d.winner.author
+                            );
                         }
                     }
                     last = now;
@@ -365,7 +425,13 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
             let mut r = open(settings, &space).await?;
             let written = r.snapshot(&space).await?;
             for s in &written {
-                out!("{}: {} bytes at sequence {} ({})", s.document, s.size, s.stream_sequence, s.object);
+                out!(
+                    "{}: {} bytes at sequence {} ({})",
+                    s.document,
+                    s.size,
+                    s.stream_sequence,
+                    s.object
+                );
             }
             if written.is_empty() {
                 out!("nothing new to snapshot in {space}");
@@ -394,13 +460,27 @@ async fn query(settings: &Settings, args: QueryArgs) -> Result<()> {
     };
     let facts = if args.remote {
         let log = settings.open_log("murmur-kb").await?;
-        let request = QueryRequest { query: q, as_of: args.as_of };
-        let (reply, signer) =
-            query_remote(log.client(), log.realm(), &args.space, &request, Duration::from_secs(10)).await?;
-        eprintln!("answered by memory agent {signer} at position {}", reply.position);
+        let request = QueryRequest {
+            query: q,
+            as_of: args.as_of,
+        };
+        let (reply, signer) = query_remote(
+            log.client(),
+            log.realm(),
+            &args.space,
+            &request,
+            Duration::from_secs(10),
+        )
+        .await?;
+        eprintln!(
+            "answered by memory agent {signer} at position {}",
+            reply.position
+        );
         reply.facts
     } else {
-        open(settings, &args.space).await?.query(&args.space, &q, args.as_of)?
+        open(settings, &args.space)
+            .await?
+            .query(&args.space, &q, args.as_of)?
     };
     if args.json {
         out!("{}", serde_json::to_string_pretty(&facts)?);

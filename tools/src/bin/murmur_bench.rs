@@ -67,7 +67,14 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
     use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space};
     use murmur_knowledge::{FactDraft, KnowledgeDoc, Value};
     let client = async_nats::connect(url).await?;
-    let log = EventLog::open(client.clone(), Identity::generate(), Token::new("kb")?, LogConfig::default(), EventCodec::default()).await?;
+    let log = EventLog::open(
+        client.clone(),
+        Identity::generate(),
+        Token::new("kb")?,
+        LogConfig::default(),
+        EventCodec::default(),
+    )
+    .await?;
     open_space(&log, "bench", "", shards, 4096).await?;
     let fact = |i: usize| {
         FactDraft::new(format!("host:{i}"), "cores", Value::Int((i % 64) as i64))
@@ -77,7 +84,9 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
     // Baseline: the same facts on bare documents, no NATS.
     let now = chrono::Utc::now();
     let started = Instant::now();
-    let mut bare: Vec<KnowledgeDoc> = (0..shards).map(|s| KnowledgeDoc::new(log.identity().public_key(), [s as u8; 8], 4096)).collect();
+    let mut bare: Vec<KnowledgeDoc> = (0..shards)
+        .map(|s| KnowledgeDoc::new(log.identity().public_key(), [s as u8; 8], 4096))
+        .collect();
     for i in 0..facts {
         let doc = &mut bare[i % shards as usize];
         doc.assert_fact(&fact(i), now)?;
@@ -115,7 +124,10 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
         writer.put("bench", &fact(i))?;
     }
     writer.flush().await?;
-    println!("kb snapshot: {} documents, {snap_bytes} bytes, {snap_s:.2} s (save + Object Store + purge); then 1,000 facts written after it", snaps.len());
+    println!(
+        "kb snapshot: {} documents, {snap_bytes} bytes, {snap_s:.2} s (save + Object Store + purge); then 1,000 facts written after it",
+        snaps.len()
+    );
 
     // Catch-up: a new replica (snapshot + tail) vs loading the saved documents from files.
     let dir = tempfile::tempdir()?;
@@ -132,11 +144,21 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
         loaded += KnowledgeDoc::load(&bytes, log.identity().public_key(), [0; 8], 4096)?.len();
     }
     let file_s = started.elapsed().as_secs_f64();
-    let reader_log = EventLog::open(client.clone(), Identity::generate(), Token::new("kb")?, LogConfig::default(), EventCodec::default()).await?;
+    let reader_log = EventLog::open(
+        client.clone(),
+        Identity::generate(),
+        Token::new("kb")?,
+        LogConfig::default(),
+        EventCodec::default(),
+    )
+    .await?;
     let started = Instant::now();
     let mut late = KnowledgeReplica::open(reader_log, ReplicaConfig::space("bench")).await?;
     let catch_s = started.elapsed().as_secs_f64();
-    anyhow::ensure!(late.summary("bench") == writer.summary("bench"), "late joiner differs");
+    anyhow::ensure!(
+        late.summary("bench") == writer.summary("bench"),
+        "late joiner differs"
+    );
     println!(
         "kb catch-up: {} facts: new replica (snapshot + 1,000-fact tail, verified) {catch_s:.2} s vs loading the saved documents from files {file_s:.2} s ({loaded} facts) = {:.2}x",
         facts + 1_000,
@@ -154,11 +176,19 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
     b.apply_changes(a.changes_since(&[]))?;
     for i in 0..1_000 {
         a.assert_fact(&fact(10_000 + i), now)?;
-        if i % 100 == 99 { a.commit(now); }
+        if i % 100 == 99 {
+            a.commit(now);
+        }
         b.assert_fact(&fact(20_000 + i), now)?;
-        if i % 100 == 99 { b.commit(now); }
+        if i % 100 == 99 {
+            b.commit(now);
+        }
     }
-    let one_side: usize = a.changes_since(&b.heads()).iter().map(|c| c.raw_bytes().len()).sum();
+    let one_side: usize = a
+        .changes_since(&b.heads())
+        .iter()
+        .map(|c| c.raw_bytes().len())
+        .sum();
     let started = Instant::now();
     let (rounds, bytes) = murmur_knowledge::sync::sync_in_process(&mut a, &mut b)?;
     anyhow::ensure!(a.heads_hex() == b.heads_hex());
@@ -169,7 +199,10 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
     Ok(())
 }
 
-fn writer_docs(writer: &mut murmur_knowledge::replica::KnowledgeReplica, shards: u16) -> Vec<Vec<u8>> {
+fn writer_docs(
+    writer: &mut murmur_knowledge::replica::KnowledgeReplica,
+    shards: u16,
+) -> Vec<Vec<u8>> {
     (0..shards)
         .filter_map(|s| writer.document_mut(&format!("bench-{s}")).map(|d| d.save()))
         .collect()
