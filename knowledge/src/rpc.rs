@@ -51,13 +51,28 @@ pub fn query_subject(realm: &Token, space: &str) -> Result<Subject, KnowledgeErr
 
 /// Every space's query subject in a realm.
 pub fn query_filter(realm: &Token) -> SubjectFilter {
+    rpc_filter(realm, Domain::Space, "query")
+}
+
+/// Every `rpc` subject of `domain` with `verb` in a realm (what a server subscribes to).
+pub(crate) fn rpc_filter(realm: &Token, domain: Domain, verb: &str) -> SubjectFilter {
     let f = SubjectFilter::plane(Plane::Rpc)
         .realm(realm.clone())
-        .domain(Domain::Space);
-    match Token::new("query") {
+        .domain(domain);
+    match Token::new(verb) {
         Ok(verb) => f.verb(verb),
         Err(_) => f,
     }
+}
+
+/// A header of a reply, or empty.
+pub(crate) fn header(message: &async_nats::Message, name: &str) -> String {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default()
 }
 
 /// Asks whichever memory agent serves `space`; returns the reply and the key that signed it.
@@ -78,17 +93,9 @@ pub async fn query_remote(
             ))
         })?
         .map_err(|e| KnowledgeError::Request(format!("{subject}: {e}")))?;
-    let header = |name: &str| {
-        reply
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_string())
-            .unwrap_or_default()
-    };
-    let signer = header(SIGNER_HEADER);
+    let signer = header(&reply, SIGNER_HEADER);
     SignatureVerifier::new()
-        .verify_detached(&signer, &reply.payload, &header(SIGNATURE_HEADER))
+        .verify_detached(&signer, &reply.payload, &header(&reply, SIGNATURE_HEADER))
         .map_err(|e| KnowledgeError::Request(format!("query reply refused: {e}")))?;
     let parsed: QueryReply = serde_json::from_slice(&reply.payload)
         .map_err(|e| KnowledgeError::Request(format!("bad query reply: {e}")))?;

@@ -44,13 +44,7 @@ pub fn sync_subject(realm: &Token, document: &Token) -> Subject {
 
 /// Every document's sync subject in a realm (what a server subscribes to).
 pub fn sync_filter(realm: &Token) -> SubjectFilter {
-    let f = SubjectFilter::plane(Plane::Rpc)
-        .realm(realm.clone())
-        .domain(Domain::Knowledge);
-    match Token::new("sync") {
-        Ok(verb) => f.verb(verb),
-        Err(_) => f,
-    }
+    crate::rpc::rpc_filter(realm, Domain::Knowledge, "sync")
 }
 
 fn signed_bytes(session: &str, document: &str, body: &[u8]) -> Vec<u8> {
@@ -166,15 +160,11 @@ pub async fn catch_up(
         })?
         .map_err(|e| KnowledgeError::Request(format!("sync request on {subject}: {e}")))?;
         report.bytes_received += reply.payload.len() as u64;
-        let header = |name: &str| {
-            reply
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_string())
-                .unwrap_or_default()
-        };
-        let (signer, signature) = (header(SIGNER_HEADER), header(SIGNATURE_HEADER));
+
+        let (signer, signature) = (
+            crate::rpc::header(&reply, SIGNER_HEADER),
+            crate::rpc::header(&reply, SIGNATURE_HEADER),
+        );
         verifier
             .verify_detached(
                 &signer,
