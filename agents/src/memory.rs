@@ -142,9 +142,7 @@ pub async fn run_memory(
                 };
                 match answer {
                     Ok((body, signature)) => {
-                        let mut headers = async_nats::HeaderMap::new();
-                        headers.insert(SIGNER_HEADER, identity.public_key());
-                        headers.insert(SIGNATURE_HEADER, signature.as_str());
+                        let headers = signed_headers(identity.public_key(), &signature);
                         if let Err(e) = client.publish_with_headers(reply_to, headers, body.into()).await {
                             tracing::warn!(error = %e, "sync reply not sent");
                         }
@@ -167,9 +165,7 @@ pub async fn run_memory(
                 }
                 let reply = answer_query(&replica, request.subject.as_str(), &request.payload);
                 let body = serde_json::to_vec(&reply).unwrap_or_default();
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(SIGNER_HEADER, identity.public_key());
-                headers.insert(SIGNATURE_HEADER, identity.sign_detached(&body).as_str());
+                let headers = signed_headers(identity.public_key(), &identity.sign_detached(&body));
                 if let Err(e) = client.publish_with_headers(reply_to, headers, body.into()).await {
                     tracing::warn!(error = %e, "query reply not sent");
                 }
@@ -177,6 +173,14 @@ pub async fn run_memory(
         }
     }
     Ok(stats)
+}
+
+/// Reply headers naming the signer and carrying its detached signature.
+fn signed_headers(signer: &str, signature: &str) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(SIGNER_HEADER, signer);
+    headers.insert(SIGNATURE_HEADER, signature);
+    headers
 }
 
 fn answer_query(replica: &KnowledgeReplica, subject: &str, body: &[u8]) -> QueryReply {
