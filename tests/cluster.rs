@@ -6,40 +6,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use murmur_e2e::{DEADLINE, submitted};
-use murmur_subjects::connect::ConnectOptions;
 use murmur_subjects::log::Appended;
-use murmur_subjects::{
-    Draft, EventCodec, EventLog, Identity, LogConfig, Projector, SealedEvent, Token,
-};
+use murmur_subjects::{Draft, EventLog, Identity, Projector, SealedEvent, Token};
 use murmur_tools::overview::OverviewProjection;
 use murmur_tools::testkit::TestCluster;
 
 async fn open(urls: &str, replicas: usize) -> Result<EventLog> {
-    let client = ConnectOptions::servers(urls).connect().await?;
-    let config = LogConfig {
-        replicas,
-        ..LogConfig::default()
-    };
-    // Stream creation needs a JetStream meta leader; retry until the cluster has one.
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        match EventLog::open(
-            client.clone(),
-            Identity::generate(),
-            Token::new("acme")?,
-            config.clone(),
-            EventCodec::default(),
-        )
-        .await
-        {
-            Ok(log) => return Ok(log),
-            Err(e) if tokio::time::Instant::now() < until => {
-                note_retry(&e.to_string());
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    murmur_e2e::open_cluster_log(urls, Identity::generate(), replicas).await
 }
 
 fn note_retry(msg: &str) {

@@ -470,3 +470,184 @@ async fn forged_votes_are_dead_lettered_and_only_the_proposer_withdraws() -> Res
     auditor.task.await??;
     Ok(())
 }
+
+/// Voter processes spread over a 3-node cluster (R3 streams), one per node and pinned to it,
+/// plus voters held by the test, one per node; a tallier process that fails over. One node
+/// stops mid-vote: the proposal whose quorum is still reachable decides (approved by the
+/// five reachable voters), the one that needed every voter ends `no_quorum` at its
+/// deadline; neither hangs, the cut-off voter's vote never counts, and a replay of the log
+/// decides the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
+    use murmur_subjects::connect::ConnectOptions;
+    use tokio::io::AsyncBufReadExt;
+    let mut cluster = murmur_tools::testkit::TestCluster::start().await?;
+    let owner = murmur_e2e::open_cluster_log(&cluster.urls(), Identity::generate(), 3).await?;
+    let replicas = owner
+        .jetstream()
+        .get_stream("MURMUR_HISTORY")
+        .await?
+        .info()
+        .await?
+        .config
+        .num_replicas;
+    assert_eq!(replicas, 3, "history stream is R3");
+    let urls: Vec<String> = cluster.cluster.nodes.iter().map(|n| n.url()).collect();
+    let data = tempfile::tempdir()?;
+    let policy = data.path().join("policy.toml");
+    std::fs::write(&policy, "default = \"approve\"\n")?;
+    let bin = murmur_e2e::murmur_binary()?;
+
+    // One voter process per node, each pinned to its node.
+    let mut processes = Vec::new();
+    let mut keys = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        let mut child = tokio::process::Command::new(&bin)
+            .args(["--server", url, "--listed-servers-only", "--realm", "acme"])
+            .arg("--data-dir")
+            .arg(data.path().join(format!("v{i}")))
+            .args([
+                "voter",
+                "run",
+                "--ephemeral-identity",
+                "--heartbeat-ms",
+                "200",
+            ])
+            .args(["--name", &format!("v{i}"), "--policy"])
+            .arg(&policy)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().expect("stdout");
+        let id = tokio::time::timeout(
+            DEADLINE,
+            tokio::io::BufReader::new(stdout).lines().next_line(),
+        )
+        .await??
+        .expect("voter id");
+        keys.push(id.trim().to_string());
+        processes.push(child);
+    }
+    // The tallier process starts on the node that will stop, and may fail over.
+    let _tallier = tokio::process::Command::new(&bin)
+        .args(["--server", &urls[2], "--realm", "acme", "--data-dir"])
+        .arg(data.path().join("tallier"))
+        .arg("tallier")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    // Voters held by the test, one per node, pinned too.
+    let mut held = Vec::new();
+    for url in &urls {
+        let client = ConnectOptions::servers(url)
+            .listed_servers_only(true)
+            .connect()
+            .await?;
+        let log = murmur_subjects::EventLog::open(
+            client,
+            Identity::generate(),
+            Token::new("acme")?,
+            murmur_subjects::LogConfig {
+                replicas: 3,
+                ..Default::default()
+            },
+            murmur_subjects::EventCodec::default(),
+        )
+        .await?;
+        keys.push(log.identity().public_key().to_string());
+        held.push(log);
+    }
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    // "reachable": 5 of 6 are enough. "everyone": needs all 6, closes at its deadline.
+    let reachable = proposal(&key_refs, 5, Duration::from_secs(300));
+    let everyone = proposal(&key_refs, 6, Duration::from_secs(25));
+    owner
+        .append(Draft::new(Token::new("reachable")?, &reachable)?)
+        .await?;
+    owner
+        .append(Draft::new(Token::new("everyone")?, &everyone)?)
+        .await?;
+
+    // The three voter processes vote; then node 3 stops with both proposals open.
+    let mut view = Projector::new(
+        owner.clone(),
+        ConsensusProjection {
+            realm: Token::new("acme")?,
+            talliers: vec![],
+        },
+    );
+    anyhow::ensure!(
+        view.follow_until(DEADLINE, |c: &Consensus| ["reachable", "everyone"]
+            .iter()
+            .all(|id| c.proposals.get(*id).is_some_and(|p| p.votes.len() == 3)))
+            .await?,
+        "voter processes did not vote"
+    );
+    cluster.stop(2).await?;
+
+    let approve = VoteCast {
+        choice: Choice::Approve,
+        reason: "reachable".into(),
+    };
+    // The voter on the stopped node cannot get its vote stored.
+    let cut_off = held[2].seal(Draft::new(Token::new("reachable")?, &approve)?);
+    let attempt = tokio::time::timeout(Duration::from_secs(10), async {
+        held[2].append_sealed(&cut_off).await?.wait().await
+    })
+    .await;
+    assert!(
+        !matches!(attempt, Ok(Ok(_))),
+        "a voter on a stopped node got its vote stored: {attempt:?}"
+    );
+    // The others vote on both, through the election if node 3 led the stream.
+    for log in &held[..2] {
+        let sealed = log.seal_many(vec![
+            Draft::new(Token::new("reachable")?, &approve)?,
+            Draft::new(Token::new("everyone")?, &approve)?,
+        ]);
+        log.append_sealed_patiently(&sealed, DEADLINE * 2).await?;
+    }
+
+    let until = DEADLINE * 4;
+    anyhow::ensure!(
+        view.follow_until(until, |c: &Consensus| ["reachable", "everyone"]
+            .iter()
+            .all(|id| c.proposals.get(*id).is_some_and(|p| p.decided.is_some())))
+            .await?,
+        "a proposal never decided after the node stopped"
+    );
+    let state = view.state().clone();
+    let decided = |id: &str| state.proposals[id].decided.clone().expect("decided");
+    let r = decided("reachable");
+    assert_eq!(
+        (r.outcome.as_str(), r.approve, r.reject),
+        ("approved", 5, 0),
+        "the five reachable voters decided"
+    );
+    let e = decided("everyone");
+    assert_eq!(
+        (e.outcome.as_str(), e.approve),
+        ("no_quorum", 5),
+        "one voter short of the quorum at the deadline"
+    );
+    assert!(
+        !state.proposals["reachable"].votes.contains_key(&keys[5]),
+        "the cut-off voter's vote never counted"
+    );
+
+    // A fresh replay of the log decides the same.
+    let mut replay = Projector::new(
+        owner.clone(),
+        ConsensusProjection {
+            realm: Token::new("acme")?,
+            talliers: vec![],
+        },
+    );
+    replay.catch_up().await?;
+    assert_eq!(replay.state().proposals, state.proposals);
+    for mut p in processes {
+        p.kill().await.ok();
+    }
+    Ok(())
+}

@@ -239,3 +239,38 @@ pub fn spawn_tallier(
     ));
     Service { stop, task }
 }
+
+/// Opens the event log (realm `acme`) on a cluster with `replicas` copies of each stream.
+/// Stream creation needs a JetStream meta leader, which a fresh cluster may not have yet;
+/// this retries until [`DEADLINE`].
+pub async fn open_cluster_log(
+    urls: &str,
+    identity: murmur_subjects::Identity,
+    replicas: usize,
+) -> Result<EventLog> {
+    use murmur_subjects::{EventCodec, LogConfig, Token, connect::ConnectOptions};
+    let client = ConnectOptions::servers(urls).connect().await?;
+    let config = LogConfig {
+        replicas,
+        ..LogConfig::default()
+    };
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match EventLog::open(
+            client.clone(),
+            identity.clone(),
+            Token::new("acme")?,
+            config.clone(),
+            EventCodec::default(),
+        )
+        .await
+        {
+            Ok(log) => return Ok(log),
+            Err(e) if tokio::time::Instant::now() < until => {
+                eprintln!("retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

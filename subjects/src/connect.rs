@@ -101,6 +101,10 @@ pub struct ConnectOptions {
     /// Connection name shown by the server's monitoring.
     #[serde(default)]
     pub name: Option<String>,
+    /// Use only the listed servers, never the cluster peers a server advertises (for
+    /// clients that cannot reach the advertised addresses, or that must stay on one node).
+    #[serde(default)]
+    pub listed_servers_only: bool,
 }
 
 impl ConnectOptions {
@@ -115,6 +119,12 @@ impl ConnectOptions {
                 .collect(),
             ..Self::default()
         }
+    }
+
+    /// Uses only the listed servers, ignoring the peers a server advertises.
+    pub fn listed_servers_only(mut self, only: bool) -> Self {
+        self.listed_servers_only = only;
+        self
     }
 
     /// Sets the auth method.
@@ -150,6 +160,9 @@ impl ConnectOptions {
             .max_reconnects(None);
         if let Some(name) = &self.name {
             opts = opts.name(name);
+        }
+        if self.listed_servers_only {
+            opts = opts.ignore_discovered_servers();
         }
         opts = match &self.auth {
             Auth::None => opts,

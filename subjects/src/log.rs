@@ -133,13 +133,15 @@ pub enum LogError {
     Encode(#[from] BindingError),
     /// Another writer appended to the aggregate first.
     #[error(
-        "optimistic concurrency conflict on {filter}: expected last sequence {expected}, the aggregate has moved on"
+        "optimistic concurrency conflict on {filter}: expected last sequence {expected}, the aggregate has moved on ({server})"
     )]
     Conflict {
         /// The aggregate filter.
         filter: String,
         /// The sequence the writer expected.
         expected: u64,
+        /// The server's words (they name the actual last sequence).
+        server: String,
     },
     /// The server refused or did not acknowledge a publish.
     #[error("publish to {subject} failed: {reason}")]
@@ -584,6 +586,7 @@ fn classify(
         (PublishErrorKind::WrongLastSequence, Some((filter, expected))) => LogError::Conflict {
             filter: filter.clone(),
             expected: *expected,
+            server: text,
         },
         _ => LogError::Publish {
             subject: subject.to_string(),

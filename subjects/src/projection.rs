@@ -80,6 +80,14 @@ pub struct StoredMessage {
 /// Reads `stream` from `start`, filtered, calling `on_message` until it breaks, the consumer
 /// has nothing pending, or a message past `until_sequence` arrives. Returns how many messages
 /// were handed over. Uses an ephemeral pull consumer without acks: the fastest replay path.
+///
+/// A consumer reads its own replica of the stream, and in a cluster that replica can be
+/// behind the leader (a node catching up after a restart or a leader change): it then
+/// reports nothing pending while the stream holds more. So the read first asks the stream
+/// leader for the last sequence matching `filter`, and when the consumer ran dry short of it
+/// (and of `until_sequence`), reads on from where it stopped with a new consumer; after a
+/// few tries it fails with [`LogError::Consumer`] rather than report a short read as
+/// complete. Callers that record "read up to N" can rely on it.
 pub async fn read_stream(
     js: &jetstream::Context,
     stream: &str,
@@ -88,6 +96,7 @@ pub async fn read_stream(
     until_sequence: Option<u64>,
     mut on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
 ) -> Result<u64, LogError> {
+    const ATTEMPTS: u32 = 6;
     let stream_err = |e: String| LogError::Stream {
         stream: stream.to_string(),
         reason: e,
@@ -96,6 +105,91 @@ pub async fn read_stream(
         .get_stream(stream)
         .await
         .map_err(|e| stream_err(e.to_string()))?;
+    // What must be read: up to the leader's last matching message (bounded by `until`).
+    // A start by time has no sequence to compare with; such reads are taken as delivered.
+    let target = match start {
+        StartAt::Time(_) => None,
+        StartAt::Beginning | StartAt::Sequence(_) => {
+            let first = match start {
+                StartAt::Sequence(s) => s.max(1),
+                _ => 1,
+            };
+            leader_last_matching(&handle, filter)
+                .await
+                .map_err(stream_err)?
+                .map(|last| until_sequence.map_or(last, |until| last.min(until)))
+                .filter(|target| *target >= first)
+        }
+    };
+    let mut from = start;
+    let mut count = 0;
+    let mut seen: Option<u64> = None;
+    for attempt in 1..=ATTEMPTS {
+        let read = read_once(&handle, filter, from, until_sequence, &mut |m| {
+            seen = Some(m.sequence);
+            count += 1;
+            on_message(m)
+        })
+        .await?;
+        let done = match (read, target) {
+            (ReadEnd::Stopped, _) | (ReadEnd::RanDry, None) => true,
+            (ReadEnd::RanDry, Some(target)) => seen.is_some_and(|s| s >= target),
+        };
+        if done {
+            return Ok(count);
+        }
+        tracing::warn!(
+            stream,
+            filter = %filter,
+            read_up_to = seen.unwrap_or(0),
+            leader_has = target.unwrap_or(0),
+            attempt,
+            "a consumer's replica is behind the stream leader; reading on"
+        );
+        if let Some(s) = seen {
+            from = StartAt::Sequence(s + 1);
+        }
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+    }
+    Err(LogError::Consumer(format!(
+        "{stream}: the replicas serving reads stay behind the leader (read up to {}, the leader has {})",
+        seen.unwrap_or(0),
+        target.unwrap_or(0)
+    )))
+}
+
+/// Why one consumer's read ended.
+enum ReadEnd {
+    /// The caller broke off, or `until` was reached or passed.
+    Stopped,
+    /// The consumer had nothing more pending.
+    RanDry,
+}
+
+/// The stream leader's last sequence matching `filter`, if any (a message-get request,
+/// which only the leader answers).
+async fn leader_last_matching(
+    handle: &jetstream::stream::Stream,
+    filter: &SubjectFilter,
+) -> Result<Option<u64>, String> {
+    use jetstream::stream::LastRawMessageErrorKind;
+    match handle
+        .get_last_raw_message_by_subject(&filter.to_string())
+        .await
+    {
+        Ok(message) => Ok(Some(message.sequence)),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn read_once(
+    handle: &jetstream::stream::Stream,
+    filter: &SubjectFilter,
+    start: StartAt,
+    until_sequence: Option<u64>,
+    on_message: &mut impl FnMut(StoredMessage) -> ControlFlow<()>,
+) -> Result<ReadEnd, LogError> {
     let mut consumer: consumer::PullConsumer = handle
         .create_consumer(consumer::pull::Config {
             deliver_policy: start.deliver_policy(),
@@ -105,13 +199,13 @@ pub async fn read_stream(
             ..Default::default()
         })
         .await
-        .map_err(|e| stream_err(e.to_string()))?;
+        .map_err(|e| LogError::Consumer(e.to_string()))?;
     let info = consumer
         .info()
         .await
         .map_err(|e| LogError::Consumer(e.to_string()))?;
     if info.num_pending == 0 {
-        return Ok(0);
+        return Ok(ReadEnd::RanDry);
     }
     let mut messages = consumer
         .stream()
@@ -119,7 +213,6 @@ pub async fn read_stream(
         .messages()
         .await
         .map_err(|e| LogError::Consumer(e.to_string()))?;
-    let mut count = 0;
     while let Some(next) = messages.next().await {
         let message = next.map_err(|e| LogError::Consumer(e.to_string()))?;
         let (sequence, stored_at, pending) = {
@@ -129,20 +222,22 @@ pub async fn read_stream(
             (info.stream_sequence, info.published, info.pending)
         };
         if until_sequence.is_some_and(|end| sequence > end) {
-            break;
+            return Ok(ReadEnd::Stopped);
         }
-        count += 1;
         let flow = on_message(StoredMessage {
             sequence,
             stored_at,
             pending,
             message: message.split().0,
         });
-        if flow.is_break() || pending == 0 || until_sequence == Some(sequence) {
-            break;
+        if flow.is_break() || until_sequence == Some(sequence) {
+            return Ok(ReadEnd::Stopped);
+        }
+        if pending == 0 {
+            return Ok(ReadEnd::RanDry);
         }
     }
-    Ok(count)
+    Ok(ReadEnd::RanDry)
 }
 
 /// Counters a projector keeps.

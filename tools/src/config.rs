@@ -79,6 +79,9 @@ pub struct AuthFlags {
     /// Client key (PEM).
     #[arg(long, env = "MURMUR_TLS_KEY", global = true)]
     pub tls_key: Option<PathBuf>,
+    /// Connect only to the servers given, never to cluster peers the server advertises.
+    #[arg(long, env = "MURMUR_LISTED_SERVERS_ONLY", global = true)]
+    pub listed_servers_only: bool,
 }
 
 impl AuthFlags {
@@ -102,6 +105,7 @@ impl AuthFlags {
                 token: token.clone(),
             };
         }
+        base.listed_servers_only |= self.listed_servers_only;
         let tls = &mut base.tls;
         *tls = Tls {
             required: tls.required || self.tls,

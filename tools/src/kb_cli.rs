@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
-use clap::Subcommand;
+use clap::{Parser, Subcommand};
 use murmur_knowledge::document::{FactView, ResolutionPolicy};
 use murmur_knowledge::replica::{self, KnowledgeReplica, ReplicaConfig};
 use murmur_knowledge::rpc::{QueryRequest, query_remote};
 use murmur_knowledge::{FactDraft, FactId, Query, Value};
+use murmur_subjects::EventLog;
 use murmur_subjects::events::AccessRole;
 
 use crate::cli::Settings;
@@ -157,6 +158,40 @@ pub enum KbCommand {
         /// Space.
         space: String,
     },
+    /// Keep a replica of the space open and run commands read from standard input, one per
+    /// line (the syntax of `murmur kb`, plus `flush` and `refresh`); edits made while the
+    /// servers are unreachable are kept and published once they answer.
+    Session {
+        /// Space.
+        space: String,
+        /// How long a command waits for the servers (reading, publishing) before it answers
+        /// from local state or leaves its edits pending. While disconnected it does not wait.
+        #[arg(long, default_value_t = 10_000)]
+        wait_ms: u64,
+    },
+}
+
+impl KbCommand {
+    /// The space the command is about.
+    pub fn space(&self) -> &str {
+        match self {
+            Self::Open { space, .. }
+            | Self::Grant { space, .. }
+            | Self::Revoke { space, .. }
+            | Self::Put { space, .. }
+            | Self::Set { space, .. }
+            | Self::Retract { space, .. }
+            | Self::Supersede { space, .. }
+            | Self::Get { space, .. }
+            | Self::Conflicts { space }
+            | Self::Resolve { space, .. }
+            | Self::History { space, .. }
+            | Self::Snapshot { space }
+            | Self::Heads { space }
+            | Self::Session { space, .. } => space,
+            Self::Query(args) => &args.space,
+        }
+    }
 }
 
 /// `murmur kb query` arguments.
@@ -241,8 +276,36 @@ fn line(f: &FactView) -> String {
     s
 }
 
-/// Runs one `murmur kb` command.
+/// Runs one `murmur kb` command: commands on a space open a replica of it, act, and publish
+/// their edits before returning (an edit that cannot be stored fails the command).
 pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
+    match command {
+        KbCommand::Open { .. } | KbCommand::Grant { .. } | KbCommand::Revoke { .. } => {
+            let log = settings.open_log("murmur-kb").await?;
+            administer(&log, command).await
+        }
+        KbCommand::Query(args) if args.remote => {
+            let log = settings.open_log("murmur-kb").await?;
+            remote_query(&log, args).await
+        }
+        KbCommand::Session { space, wait_ms } => {
+            let r = open(settings, &space).await?;
+            session(r, &space, Duration::from_millis(wait_ms)).await
+        }
+        command => {
+            let space = command.space().to_string();
+            let mut r = open(settings, &space).await?;
+            act(&mut r, command).await?;
+            r.flush()
+                .await
+                .context("publishing the edits (they were not stored)")?;
+            Ok(())
+        }
+    }
+}
+
+/// Space creation and access: events written by the owner, no replica needed.
+async fn administer(log: &EventLog, command: KbCommand) -> Result<()> {
     match command {
         KbCommand::Open {
             space,
@@ -250,23 +313,29 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
             title,
             max_fact_bytes,
         } => {
-            let log = settings.open_log("murmur-kb").await?;
-            let seq = replica::open_space(&log, &space, &title, shards, max_fact_bytes).await?;
+            let seq = replica::open_space(log, &space, &title, shards, max_fact_bytes).await?;
             out!(
                 "space {space} opened at sequence {seq}; owner {}",
                 log.identity().public_key()
             );
         }
         KbCommand::Grant { space, agent, role } => {
-            let log = settings.open_log("murmur-kb").await?;
-            replica::set_access(&log, &space, &agent, parse_role(&role)?, true).await?;
+            replica::set_access(log, &space, &agent, parse_role(&role)?, true).await?;
             out!("granted {role} in {space} to {agent}");
         }
         KbCommand::Revoke { space, agent, role } => {
-            let log = settings.open_log("murmur-kb").await?;
-            replica::set_access(&log, &space, &agent, parse_role(&role)?, false).await?;
+            replica::set_access(log, &space, &agent, parse_role(&role)?, false).await?;
             out!("revoked {role} in {space} from {agent}");
         }
+        other => bail!("not an administrative command: {other:?}"),
+    }
+    Ok(())
+}
+
+/// Runs a command against an open replica. Edits stay local (in the documents and the
+/// outbox); the caller publishes them.
+async fn act(r: &mut KnowledgeReplica, command: KbCommand) -> Result<()> {
+    match command {
         KbCommand::Put {
             space,
             subject,
@@ -278,14 +347,12 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
             valid_to,
             source_event,
         } => {
-            let mut r = open(settings, &space).await?;
             let mut draft = FactDraft::new(subject, predicate, Value::parse_loose(&object))
                 .confidence(confidence)
                 .valid(valid_from, valid_to);
             draft.tags = tags.into_iter().collect();
             draft.source_event = source_event;
             let id = r.put(&space, &draft)?;
-            r.flush().await?;
             out!("{id}");
         }
         KbCommand::Set {
@@ -294,9 +361,7 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
             field,
             value,
         } => {
-            let mut r = open(settings, &space).await?;
             r.set_field(&space, &fact_id(&fact)?, &field, Value::parse_loose(&value))?;
-            r.flush().await?;
             out!("set {field} of {fact}");
         }
         KbCommand::Retract {
@@ -304,9 +369,7 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
             fact,
             reason,
         } => {
-            let mut r = open(settings, &space).await?;
             r.retract(&space, &fact_id(&fact)?, &reason)?;
-            r.flush().await?;
             out!("retracted {fact}");
         }
         KbCommand::Supersede {
@@ -315,21 +378,17 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
             new,
             reason,
         } => {
-            let mut r = open(settings, &space).await?;
             r.supersede(&space, &fact_id(&old)?, &fact_id(&new)?, &reason)?;
-            r.flush().await?;
             out!("{old} superseded by {new}");
         }
         KbCommand::Get { space, fact } => {
-            let r = open(settings, &space).await?;
             let view = r
                 .fact(&space, &fact_id(&fact)?)?
                 .with_context(|| format!("no fact {fact} in {space}"))?;
             out!("{}", serde_json::to_string_pretty(&view)?);
         }
-        KbCommand::Query(args) => query(settings, args).await?,
+        KbCommand::Query(args) => local_query(r, args)?,
         KbCommand::Conflicts { space } => {
-            let r = open(settings, &space).await?;
             let q = Query {
                 conflicts_only: true,
                 include_inactive: true,
@@ -375,9 +434,7 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
                 ("manual", None) => bail!("--policy manual needs --value"),
                 (other, _) => bail!("unknown policy {other:?}"),
             };
-            let mut r = open(settings, &space).await?;
             let record = r.resolve(&space, &fact_id(&fact)?, &field, policy)?;
-            r.flush().await?;
             out!(
                 "{field} of {fact} resolved to {} ({} candidates)",
                 record.chosen,
@@ -385,7 +442,6 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
             );
         }
         KbCommand::History { space, fact } => {
-            let r = open(settings, &space).await?;
             let id = fact_id(&fact)?;
             let mut sequences: Vec<u64> = r
                 .base()
@@ -422,7 +478,6 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
             }
         }
         KbCommand::Snapshot { space } => {
-            let mut r = open(settings, &space).await?;
             let written = r.snapshot(&space).await?;
             for s in &written {
                 out!(
@@ -438,57 +493,214 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
             }
         }
         KbCommand::Heads { space } => {
-            let mut r = open(settings, &space).await?;
             out!("{}", serde_json::to_string_pretty(&r.summary(&space))?);
         }
+        other => bail!("not a command on a space's replica: {other:?}"),
     }
     Ok(())
 }
 
-async fn query(settings: &Settings, args: QueryArgs) -> Result<()> {
-    let q = Query {
-        subject: args.subject,
-        predicate: args.predicate,
+fn query_of(args: &QueryArgs) -> Query {
+    Query {
+        subject: args.subject.clone(),
+        predicate: args.predicate.clone(),
         object: args.object.as_deref().map(Value::parse_loose),
-        tag: args.tag,
-        author: args.author,
+        tag: args.tag.clone(),
+        author: args.author.clone(),
         min_confidence: args.min_confidence,
         asserted_after: args.since,
         valid_at: args.valid_at,
         include_inactive: args.all,
         ..Default::default()
+    }
+}
+
+fn local_query(r: &KnowledgeReplica, args: QueryArgs) -> Result<()> {
+    let facts = r.query(&args.space, &query_of(&args), args.as_of)?;
+    print_facts(&facts, args.json)
+}
+
+/// Asks a memory agent (any replica-role holder serving the space) instead of reading here.
+async fn remote_query(log: &EventLog, args: QueryArgs) -> Result<()> {
+    let request = QueryRequest {
+        query: query_of(&args),
+        as_of: args.as_of,
     };
-    let facts = if args.remote {
-        let log = settings.open_log("murmur-kb").await?;
-        let request = QueryRequest {
-            query: q,
-            as_of: args.as_of,
-        };
-        let (reply, signer) = query_remote(
-            log.client(),
-            log.realm(),
-            &args.space,
-            &request,
-            Duration::from_secs(10),
-        )
-        .await?;
-        eprintln!(
-            "answered by memory agent {signer} at position {}",
-            reply.position
-        );
-        reply.facts
+    let (reply, signer) = query_remote(
+        log.client(),
+        log.realm(),
+        &args.space,
+        &request,
+        Duration::from_secs(10),
+    )
+    .await?;
+    eprintln!(
+        "answered by memory agent {signer} at position {}",
+        reply.position
+    );
+    print_facts(&reply.facts, args.json)
+}
+
+fn print_facts(facts: &[FactView], json: bool) -> Result<()> {
+    if json {
+        out!("{}", serde_json::to_string_pretty(facts)?);
     } else {
-        open(settings, &args.space)
-            .await?
-            .query(&args.space, &q, args.as_of)?
-    };
-    if args.json {
-        out!("{}", serde_json::to_string_pretty(&facts)?);
-    } else {
-        for f in &facts {
+        for f in facts {
             out!("{}", line(f));
         }
         eprintln!("{} facts", facts.len());
     }
     Ok(())
+}
+
+/// One line of a `kb session`: a `murmur kb` command, or a session-only one.
+#[derive(Debug, clap::Parser)]
+#[command(name = "kb", no_binary_name = true, disable_help_flag = true)]
+struct SessionLine {
+    #[command(subcommand)]
+    command: SessionCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionCommand {
+    /// Publish the outbox now.
+    Flush,
+    /// Read what the log has beyond this replica's position.
+    Refresh,
+    #[command(flatten)]
+    Kb(KbCommand),
+}
+
+/// `murmur kb session`: one replica kept open while commands arrive on standard input, one
+/// per line. Every command ends with a status line, `-- ok pending=N position=P` or
+/// `-- error pending=N position=P: why`. Edits are applied locally at once and published with a bounded wait;
+/// while the servers are unreachable they stay in the outbox (`pending`) and go out with a
+/// later command — the session never drops an edit.
+async fn session(mut r: KnowledgeReplica, space: &str, wait: Duration) -> Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    out!(
+        "-- session {space} as {} at position {}",
+        r.log().identity().public_key(),
+        r.position()
+    );
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(text) = lines.next_line().await? {
+        let words = match shlex::split(&text) {
+            Some(w) if w.is_empty() => continue,
+            Some(w) => w,
+            None => {
+                out!("-- error pending={}: unbalanced quotes", r.unpublished());
+                continue;
+            }
+        };
+        let result = match SessionLine::try_parse_from(words) {
+            Ok(line) => session_step(&mut r, space, line.command, wait).await,
+            Err(e) => Err(anyhow::anyhow!("{}", e.render().to_string().trim())),
+        };
+        match result {
+            Ok(()) => out!(
+                "-- ok pending={} position={}",
+                r.unpublished(),
+                r.position()
+            ),
+            Err(e) => out!(
+                "-- error pending={} position={}: {}",
+                r.unpublished(),
+                r.position(),
+                format!("{e:#}").replace('\n', " ")
+            ),
+        }
+    }
+    // End of input: one last attempt to publish what is pending; report what could not be.
+    let _ = bounded(&mut r, wait, |r| {
+        Box::pin(async { r.flush().await.map(|_| ()) })
+    })
+    .await;
+    if r.unpublished() > 0 {
+        bail!(
+            "{} changes were never acknowledged by the server",
+            r.unpublished()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `step` on the replica unless the client is disconnected, waiting at most `wait`.
+async fn bounded<'r>(
+    r: &'r mut KnowledgeReplica,
+    wait: Duration,
+    step: impl FnOnce(
+        &'r mut KnowledgeReplica,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), murmur_knowledge::KnowledgeError>> + 'r>,
+    >,
+) -> Result<()> {
+    use async_nats::connection::State;
+    let state = r.log().client().connection_state();
+    if state != State::Connected {
+        bail!("not connected to a server ({state})");
+    }
+    tokio::time::timeout(wait, step(r))
+        .await
+        .context("no answer in time")??;
+    Ok(())
+}
+
+async fn session_step(
+    r: &mut KnowledgeReplica,
+    space: &str,
+    command: SessionCommand,
+    wait: Duration,
+) -> Result<()> {
+    let command = match command {
+        SessionCommand::Flush => {
+            r.commit_pending(space)?;
+            let before = r.unpublished();
+            bounded(r, wait, |r| Box::pin(async { r.flush().await.map(|_| ()) }))
+                .await
+                .context("the edits stay pending")?;
+            out!("published {before}");
+            return Ok(());
+        }
+        SessionCommand::Refresh => {
+            let report = r.refresh().await?;
+            out!("{report:?}");
+            return Ok(());
+        }
+        SessionCommand::Kb(command) => command,
+    };
+    match command {
+        KbCommand::Open { .. } | KbCommand::Grant { .. } | KbCommand::Revoke { .. } => {
+            administer(r.log(), command).await
+        }
+        KbCommand::Session { .. } => bail!("already in a session"),
+        KbCommand::Query(args) if args.remote => remote_query(r.log(), args).await,
+        command => {
+            if command.space() != space {
+                bail!(
+                    "this session holds space {space:?}, not {:?}",
+                    command.space()
+                );
+            }
+            // Read the newest state when the servers answer; answer from local state when
+            // they do not (and say so).
+            if let Err(e) = bounded(r, wait, |r| {
+                Box::pin(async { r.refresh().await.map(|_| ()) })
+            })
+            .await
+            {
+                eprintln!("answering from local state ({e:#})");
+            }
+            act(r, command).await?;
+            // Edits become changes in the outbox now, so `pending` counts them even when
+            // the flush below cannot run.
+            r.commit_pending(space)?;
+            if let Err(e) =
+                bounded(r, wait, |r| Box::pin(async { r.flush().await.map(|_| ()) })).await
+            {
+                eprintln!("edits kept pending ({e:#})");
+            }
+            Ok(())
+        }
+    }
 }
