@@ -512,11 +512,20 @@ pub async fn run_tallier(
     );
     projector.catch_up().await?;
     let mut written = 0;
+    // Proposals whose decision this tallier wrote and has not read back yet.
+    let mut written_for: std::collections::BTreeSet<String> = Default::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            polled = projector.poll(tick) => {
+            polled = projector.poll_until(tick, |state| {
+                state.proposals.iter().any(|(id, p)| {
+                    p.decided.is_none()
+                        && p.withdrawn.is_none()
+                        && !written_for.contains(id)
+                        && decide(&p.opened, &p.votes, &p.electorate, p.deadline_passed).is_some()
+                })
+            }) => {
                 if let Err(e) = polled {
                     if !e.is_transient() {
                         return Err(e);
@@ -528,6 +537,7 @@ pub async fn run_tallier(
             }
         }
         let state = projector.state();
+        written_for.retain(|id| state.proposals.get(id).is_some_and(|p| p.decided.is_none()));
         let mut drafts = Vec::new();
         for (id, p) in &state.proposals {
             if p.decided.is_some() || p.withdrawn.is_some() {
@@ -538,6 +548,10 @@ pub async fn run_tallier(
             if let Some((outcome, tally)) =
                 decide(&p.opened, &p.votes, &p.electorate, p.deadline_passed)
             {
+                if written_for.contains(id) {
+                    continue;
+                }
+                written_for.insert(id.clone());
                 drafts.push(
                     Draft::new(aggregate, &tally.decided(outcome))?
                         .with_id(format!("{id}-decided")),

@@ -175,10 +175,12 @@ fn draft_for(
 
 /// Writes the commands batch-signed and pipelined; returns how many were new.
 /// What writing one tick's decisions did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Executed {
     written: u64,
     conflicts: u64,
+    /// The last conflict's aggregate filter and expected sequence (for diagnostics).
+    last_conflict: Option<(String, u64, String)>,
 }
 
 async fn execute(
@@ -198,9 +200,14 @@ async fn execute(
             Ok(appended) if !appended.duplicate => done.written += 1,
             Ok(_) => {}
             // Another coordinator (or the worker) moved the task first: decide again next tick.
-            Err(e @ LogError::Conflict { .. }) => {
-                tracing::debug!(error = %e, "decision conflict");
+            Err(LogError::Conflict {
+                filter,
+                expected,
+                server,
+            }) => {
+                tracing::debug!(%filter, expected, %server, "decision conflict");
                 done.conflicts += 1;
+                done.last_conflict = Some((filter, expected, server));
             }
             Err(e) => return Err(e),
         }
@@ -290,8 +297,25 @@ pub async fn run_coordinator(
                         conflicted_at = projector.position();
                     }
                     if conflicted_ticks >= diverged_after {
+                        let (filter, expected, server) =
+                            done.last_conflict.clone().unwrap_or_default();
+                        // What the stream leader holds for that aggregate, to tell a view
+                        // that missed an event from a server that disagrees with itself.
+                        let leader_last = match log.stream(&log.config().history_stream).await {
+                            Ok(stream) => {
+                                match stream.get_last_raw_message_by_subject(&filter).await {
+                                    Ok(m) => format!("{} at {}", m.subject, m.sequence),
+                                    Err(e) => e.to_string(),
+                                }
+                            }
+                            Err(e) => e.to_string(),
+                        };
                         tracing::warn!(
                             position = projector.position(),
+                            %filter,
+                            expected,
+                            %server,
+                            %leader_last,
                             "every decision conflicts and nothing new arrives: replaying the log"
                         );
                         projector.rebuild().await?;

@@ -420,8 +420,10 @@ impl<P: Projection> Projector<P> {
         self.poll_until(window, |_| false).await
     }
 
-    /// [`Projector::poll`], returning early as soon as `stop` holds after an event.
-    async fn poll_until(
+    /// [`Projector::poll`], returning early as soon as `stop` holds after an event (a
+    /// service that acts on a condition — a tallier on a decidable proposal — acts on the
+    /// event that made it true instead of after the whole backlog).
+    pub async fn poll_until(
         &mut self,
         window: Duration,
         mut stop: impl FnMut(&P::State) -> bool,

@@ -210,7 +210,7 @@ fn writer_docs(
 
 /// Decision latency: open → decided, with `n` in-process voters that each append an
 /// approve vote as soon as they see the proposal (one shared core subscription fans the
-/// opened events out), and one in-process tallier. Baseline: a raw JetStream publish + ack
+/// opened events out), and one in-process tallier (100 ms tick, as `murmur tallier`). Baseline: a raw JetStream publish + ack
 /// round trip in the same run.
 async fn consensus_suite(url: &str, sizes: &[usize], proposals: usize) -> Result<()> {
     use murmur_subjects::events::{Choice, ProposalOpened, Protocol, VoteCast};
@@ -249,7 +249,9 @@ async fn consensus_suite(url: &str, sizes: &[usize], proposals: usize) -> Result
         tokio::spawn(murmur_coordination::consensus::run_tallier(
             open_as(Identity::generate()).await?,
             vec![],
-            Duration::from_millis(1),
+            // The tick `murmur tallier` uses; decisions do not wait for it (the tallier acts
+            // on the event that makes a proposal decidable).
+            Duration::from_millis(100),
             async move {
                 let _ = rx.wait_for(|s| *s).await;
             },
@@ -261,6 +263,7 @@ async fn consensus_suite(url: &str, sizes: &[usize], proposals: usize) -> Result
     println!("| voters | p50 ms | p99 ms | proposals/s | raw publish+ack p50 ms |");
     println!("|---:|---:|---:|---:|---:|");
     let raw_p50 = median(raw);
+    let mut stages = Vec::new();
     for (round, &n) in sizes.iter().enumerate() {
         let mut voters = Vec::with_capacity(n);
         for _ in 0..n {
@@ -358,6 +361,10 @@ async fn consensus_suite(url: &str, sizes: &[usize], proposals: usize) -> Result
             pct(0.5),
             pct(0.99)
         );
+        stages.push((
+            n,
+            decision_stages(&opener, &format!("b{round}-"), n / 2 + 1).await?,
+        ));
         fanout.abort();
         for t in voter_tasks {
             t.abort();
@@ -365,7 +372,75 @@ async fn consensus_suite(url: &str, sizes: &[usize], proposals: usize) -> Result
     }
     stop_tx.send_replace(true);
     tallier.await??;
+    println!(
+        "\nwhere the time goes, from the stream's stored timestamps (p50 / p99 ms): opened → \
+         the vote that reached the quorum stored; that vote → decided stored"
+    );
+    for (n, (to_quorum, to_decided)) in stages {
+        println!(
+            "| {n} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            percentile(&to_quorum, 0.5),
+            percentile(&to_quorum, 0.99),
+            percentile(&to_decided, 0.5),
+            percentile(&to_decided, 0.99)
+        );
+    }
     Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p) as usize]
+}
+
+/// Per proposal whose id starts with `prefix`: ms from `opened` to the `quorum`-th vote, and
+/// from that vote to `decided`, by the stream's stored timestamps (sorted).
+async fn decision_stages(
+    log: &EventLog,
+    prefix: &str,
+    quorum: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    use std::collections::BTreeMap;
+    let filter = SubjectFilter::plane(Plane::Evt)
+        .realm(log.realm().clone())
+        .domain(murmur_subjects::Domain::Proposal);
+    let mut times: BTreeMap<String, (Option<i64>, Vec<i64>, Option<i64>)> = BTreeMap::new();
+    read_stream(
+        log.jetstream(),
+        &log.config().history_stream,
+        &filter,
+        StartAt::Beginning,
+        None,
+        |m| {
+            if let Ok(subject) = murmur_subjects::Subject::parse(m.message.subject.as_str())
+                && subject.aggregate().as_str().starts_with(prefix)
+            {
+                let at = m.stored_at.timestamp_nanos_opt().unwrap_or_default();
+                let entry = times.entry(subject.aggregate().to_string()).or_default();
+                match subject.verb().as_str() {
+                    "opened" => entry.0 = Some(at),
+                    "vote_cast" => entry.1.push(at),
+                    "decided" => entry.2 = Some(at),
+                    _ => {}
+                }
+            }
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    let (mut to_quorum, mut to_decided) = (Vec::new(), Vec::new());
+    for (opened, mut votes, decided) in times.into_values() {
+        votes.sort_unstable();
+        if let (Some(o), Some(v), Some(d)) = (opened, votes.get(quorum - 1), decided) {
+            to_quorum.push((v - o) as f64 / 1e6);
+            to_decided.push((d - v) as f64 / 1e6);
+        }
+    }
+    to_quorum.sort_by(f64::total_cmp);
+    to_decided.sort_by(f64::total_cmp);
+    Ok((to_quorum, to_decided))
 }
 
 /// A synthetic deployment of about `n` nodes: hosts of 50 nodes, each with a database,
