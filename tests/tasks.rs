@@ -450,3 +450,67 @@ async fn large_results_go_to_the_object_store_by_content_hash() -> Result<()> {
     coordinator.await??;
     Ok(())
 }
+
+/// Messages the task fold does not accept still move the task's last stored sequence on the
+/// server: a completion from an agent that never held the task (refused) and garbage bytes
+/// on the task's subject (undecodable). The coordinator's expected sequence must count them,
+/// or every write to that task would conflict forever (seen after failovers, where late
+/// results from lost leases are refused). Here the task is assigned and completed anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_garbage_messages_do_not_jam_a_task() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let submitter = nats.event_log("acme").await?;
+    submitter
+        .append(Draft::new(
+            Token::new("jam")?,
+            &submitted(serde_json::json!({"n": 1}), 3, 5_000),
+        )?)
+        .await?;
+    // Not the holder: refused by the fold, stored by the server.
+    let stranger = nats
+        .event_log_as(murmur_subjects::Identity::generate(), "acme")
+        .await?;
+    stranger
+        .append(Draft::new(
+            Token::new("jam")?,
+            &TaskCompleted {
+                output: serde_json::json!("forged result"),
+                attempt: 1,
+            },
+        )?)
+        .await?;
+    let garbage_seq = murmur_e2e::publish_raw(
+        &submitter,
+        "murmur.v1.acme.evt.task.jam.completed",
+        async_nats::HeaderMap::new(),
+        b"not an event".to_vec(),
+    )
+    .await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let coordinator = spawn_coordinator(&nats, stop_rx).await?;
+    let data = tempfile::tempdir()?;
+    let (_worker, _) = spawn_worker(nats.url(), data.path()).await?;
+    let mut view = Projector::new(
+        submitter.clone(),
+        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+    );
+    wait(&mut view, "the jammed task completed", |v| {
+        v.tasks
+            .tasks
+            .get("jam")
+            .is_some_and(|t| matches!(t.state, TaskState::Completed { .. }))
+    })
+    .await?;
+    let task = &view.state().tasks.tasks["jam"];
+    assert!(task.last_sequence > garbage_seq, "{task:?}");
+    assert_eq!(
+        view.stats().refused,
+        1,
+        "the stranger's completion was refused"
+    );
+    assert_eq!(view.stats().invalid, 1, "the garbage was skipped");
+    let _ = stop_tx.send(true);
+    coordinator.await??;
+    Ok(())
+}

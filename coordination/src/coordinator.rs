@@ -11,7 +11,8 @@ use murmur_subjects::events::{TaskAssigned, TaskCancelled, TaskDeadLettered, Tas
 use murmur_subjects::log::Expected;
 use murmur_subjects::projection::{Projection, Refusal};
 use murmur_subjects::{
-    Domain, Draft, EventLog, LogError, Plane, Projector, SubjectFilter, Token, VerifiedEvent,
+    Domain, Draft, EventLog, LogError, Plane, Projector, Subject, SubjectFilter, Token,
+    VerifiedEvent,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +69,10 @@ impl Projection for CoordinatorProjection {
             Domain::Task => self.tasks.apply(&mut state.tasks, event),
             Domain::Sys | Domain::Proposal | Domain::Space | Domain::Knowledge => Ok(()),
         }
+    }
+
+    fn observe(&self, state: &mut CoordinatorView, subject: &Subject, sequence: u64) {
+        self.tasks.observe(&mut state.tasks, subject, sequence);
     }
 }
 

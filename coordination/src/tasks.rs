@@ -21,7 +21,7 @@ use murmur_subjects::events::{
     TaskStarted, TaskSubmitted,
 };
 use murmur_subjects::projection::{Projection, Refusal};
-use murmur_subjects::{Domain, Payload, Plane, SubjectFilter, Token, VerifiedEvent};
+use murmur_subjects::{Domain, Payload, Plane, Subject, SubjectFilter, Token, VerifiedEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::routing::{self, Candidate, Requirements};
@@ -239,6 +239,17 @@ impl Projection for TaskProjection {
         let result = self.apply_event(book, event);
         book.reindex(event.subject.aggregate().as_str());
         result
+    }
+
+    /// A task's expected sequence follows every message stored on its subjects, accepted
+    /// or not: the server counts them all.
+    fn observe(&self, book: &mut TaskBook, subject: &Subject, sequence: u64) {
+        if subject.domain() == Domain::Task
+            && subject.realm() == &self.realm
+            && let Some(task) = book.tasks.get_mut(subject.aggregate().as_str())
+        {
+            task.last_sequence = task.last_sequence.max(sequence);
+        }
     }
 }
 

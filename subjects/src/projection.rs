@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{IngestError, VerifiedEvent};
 use crate::log::{EventLog, LogError};
-use crate::subject::SubjectFilter;
+use crate::subject::{Subject, SubjectFilter};
 
 /// A projection refused an event (e.g. a vote from outside the voter set). The state is left
 /// unchanged and the refusal is counted and reported.
@@ -39,6 +39,16 @@ pub trait Projection: Send + Sync + 'static {
     /// Folds one event into the state. Must be pure: no I/O, no clock, no randomness —
     /// time comes from the event (`stored_at` / `record.time`).
     fn apply(&self, state: &mut Self::State, event: &VerifiedEvent) -> Result<(), Refusal>;
+
+    /// Sees every stored message the projector reads, before decoding — so also those the
+    /// fold refuses and those that do not decode or verify — with its subject (when the NATS
+    /// subject parses) and stream sequence. For bookkeeping that follows the log itself
+    /// rather than the accepted events: an aggregate's last stored sequence, which the
+    /// server's expected-last-subject-sequence check counts for every stored message. If
+    /// a refused event (a late result from a lost lease) or a forged one left a task's
+    /// expected sequence behind, every later write to that task would conflict, on replay
+    /// too. Must be pure. Default: nothing.
+    fn observe(&self, _state: &mut Self::State, _subject: &Subject, _sequence: u64) {}
 }
 
 /// Where a read starts.
@@ -370,6 +380,10 @@ impl<P: Projection> Projector<P> {
 
     fn ingest(&mut self, stored: &StoredMessage) {
         self.position = stored.sequence;
+        if let Ok(subject) = Subject::parse(stored.message.subject.as_str()) {
+            self.projection
+                .observe(&mut self.state, &subject, stored.sequence);
+        }
         match self
             .log
             .decode_stored(&stored.message, stored.sequence, Some(stored.stored_at))
