@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use murmur_coordination::tasks::{TaskProjection, TaskState};
 use murmur_subjects::events::{TaskCompleted, TaskFailed, TaskStarted};
+use murmur_subjects::log::Expected;
 use murmur_subjects::{Draft, EventLog, Projector, Token};
 
 use crate::runtime::{Agent, AgentError};
@@ -67,6 +68,9 @@ const PATIENCE: Duration = Duration::from_secs(120);
 struct Finished {
     task: String,
     attempt: u32,
+    /// Where this worker's `started` was stored: the report expects nothing after it, so a
+    /// result from a lease that expired (or a task cancelled) meanwhile is never stored.
+    started_sequence: u64,
     correlation: String,
     cause: String,
     result: TaskResult,
@@ -118,7 +122,9 @@ pub async fn run_worker(
                             batch.push(more);
                         }
                         let mut drafts = Vec::with_capacity(batch.len());
+                        let mut expected = Vec::with_capacity(batch.len());
                         for f in batch {
+                            expected.push(Expected::LastSequence(f.started_sequence));
                             agent.metrics().attempt_ended(Some(f.result.is_ok()));
                             let aggregate = Token::new(f.task.as_str())?;
                             let draft = match f.result {
@@ -127,8 +133,17 @@ pub async fn run_worker(
                             };
                             drafts.push(draft.caused_by_ids(f.correlation, f.cause, None));
                         }
-                        let sealed = log.seal_many(drafts);
-                        completed += log.append_sealed_patiently(&sealed, PATIENCE).await?.len() as u64;
+                        let writes: Vec<_> = log.seal_many(drafts).into_iter().zip(expected).collect();
+                        for ((sealed, _), written) in writes.iter().zip(log.append_expected_patiently(&writes, PATIENCE).await?) {
+                            match written {
+                                Ok(_) => completed += 1,
+                                Err(e) => tracing::info!(
+                                    task = %sealed.subject.aggregate(),
+                                    error = %e,
+                                    "the task moved on after this attempt started (lease expired or cancelled): result not stored"
+                                ),
+                            }
+                        }
                     }
                     polled = tasks.poll(Duration::from_millis(100)) => {
                         if let Err(e) = polled {
@@ -184,8 +199,9 @@ pub async fn run_worker(
                             );
                         }
                         let started = log.seal_many(drafts);
-                        log.append_sealed_patiently(&started, PATIENCE).await?;
-                        for ((task, attempt, correlation, _, input), started) in mine.into_iter().zip(started) {
+                        let stored = log.append_sealed_patiently(&started, PATIENCE).await?;
+                        for (((task, attempt, correlation, _, input), started), stored) in mine.into_iter().zip(started).zip(stored) {
+                            let started_sequence = stored.sequence;
                             agent.metrics().attempt_started();
                             let run = handler(TaskContext {
                                 task: task.clone(),
@@ -204,7 +220,7 @@ pub async fn run_worker(
                                 // No await point between these two: an abort either drops the
                                 // attempt before it reports (counted as cancelled) or not at all.
                                 guard.reported = true;
-                                let _ = tx.send(Finished { task, attempt, correlation, cause: started.record.id, result });
+                                let _ = tx.send(Finished { task, attempt, started_sequence, correlation, cause: started.record.id, result });
                             });
                             running.insert(key, handle);
                         }

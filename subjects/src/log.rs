@@ -404,6 +404,57 @@ impl EventLog {
         Ok((sealed, appended))
     }
 
+    /// Optimistic-concurrency writes of sealed events, each re-sent (same id, same
+    /// expectation) through transient failures until `patience` runs out. A conflict is that
+    /// write's own result, not an error of the call: the aggregate moved on (or, after a
+    /// re-send in a cluster, the first send was stored — the log tells which).
+    pub async fn append_expected_patiently(
+        &self,
+        writes: &[(SealedEvent, Expected)],
+        patience: Duration,
+    ) -> Result<Vec<Result<Appended, LogError>>, LogError> {
+        let until = tokio::time::Instant::now() + patience;
+        let mut pending = Vec::with_capacity(writes.len());
+        for (ev, expected) in writes {
+            pending.push(self.send_expected(ev, *expected).await);
+        }
+        let mut out = Vec::with_capacity(writes.len());
+        for ((ev, expected), first) in writes.iter().zip(pending) {
+            let mut attempt = match first {
+                Ok(p) => p.wait().await,
+                Err(e) => Err(e),
+            };
+            loop {
+                match attempt {
+                    Ok(a) => {
+                        out.push(Ok(a));
+                        break;
+                    }
+                    Err(e @ LogError::Conflict { .. }) => {
+                        out.push(Err(e));
+                        break;
+                    }
+                    Err(e) if e.is_transient() && tokio::time::Instant::now() < until => {
+                        tracing::warn!(error = %e, id = %ev.record.id, "append failed; re-sending");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let resend =
+                            async { self.send_expected(ev, *expected).await?.wait().await };
+                        attempt = tokio::time::timeout(Duration::from_secs(5), resend)
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(LogError::Publish {
+                                    subject: ev.subject.to_string(),
+                                    reason: "no ack within 5 s".into(),
+                                })
+                            });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Many optimistic-concurrency writes (to different aggregates), batch-signed and sent
     /// pipelined; each [`PendingAppend`] reports its own ack or conflict.
     pub async fn append_many_expected(
