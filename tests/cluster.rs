@@ -175,24 +175,22 @@ async fn stream_leader_any(log: &EventLog) -> Result<String> {
 /// One 3-node cluster at a time: with two or three clusters (and agents) at once on a
 /// 2-core machine, a restarted node's JetStream took over a minute to answer, which blurs
 /// what the tests are about.
-static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// (An async mutex: each test has its own runtime, and a failed test releases it.)
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    // A test that failed while holding it must not fail the others.
-    ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+async fn one_cluster_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME.lock().await
 }
 
 #[tokio::test]
 async fn r3_log_survives_losing_the_connected_node() -> Result<()> {
-    let _turn = one_cluster_at_a_time();
+    let _turn = one_cluster_at_a_time().await;
     survives_losing(Victim::ConnectedNode).await
 }
 
 #[tokio::test]
 async fn r3_log_survives_losing_the_stream_leader() -> Result<()> {
-    let _turn = one_cluster_at_a_time();
+    let _turn = one_cluster_at_a_time().await;
     survives_losing(Victim::StreamLeader).await
 }
 
@@ -443,7 +441,7 @@ async fn agent_keeps_working_after_losing(victim: Victim) -> Result<()> {
 /// `started`, so a late result is normally not stored at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_keep_working_when_their_node_or_the_stream_leader_stops() -> Result<()> {
-    let _turn = one_cluster_at_a_time();
+    let _turn = one_cluster_at_a_time().await;
     agent_keeps_working_after_losing(Victim::ConnectedNode).await?;
     agent_keeps_working_after_losing(Victim::StreamLeader).await
 }

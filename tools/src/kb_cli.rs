@@ -562,6 +562,8 @@ struct SessionLine {
 }
 
 #[derive(Debug, Subcommand)]
+// One value per input line, parsed and consumed at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum SessionCommand {
     /// Publish the outbox now.
     Flush,

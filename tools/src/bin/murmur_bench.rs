@@ -406,7 +406,14 @@ async fn decision_stages(
     let filter = SubjectFilter::plane(Plane::Evt)
         .realm(log.realm().clone())
         .domain(murmur_subjects::Domain::Proposal);
-    let mut times: BTreeMap<String, (Option<i64>, Vec<i64>, Option<i64>)> = BTreeMap::new();
+    /// Stored times (ns) of one proposal's events.
+    #[derive(Default)]
+    struct Times {
+        opened: Option<i64>,
+        votes: Vec<i64>,
+        decided: Option<i64>,
+    }
+    let mut times: BTreeMap<String, Times> = BTreeMap::new();
     read_stream(
         log.jetstream(),
         &log.config().history_stream,
@@ -420,9 +427,9 @@ async fn decision_stages(
                 let at = m.stored_at.timestamp_nanos_opt().unwrap_or_default();
                 let entry = times.entry(subject.aggregate().to_string()).or_default();
                 match subject.verb().as_str() {
-                    "opened" => entry.0 = Some(at),
-                    "vote_cast" => entry.1.push(at),
-                    "decided" => entry.2 = Some(at),
+                    "opened" => entry.opened = Some(at),
+                    "vote_cast" => entry.votes.push(at),
+                    "decided" => entry.decided = Some(at),
                     _ => {}
                 }
             }
@@ -431,7 +438,12 @@ async fn decision_stages(
     )
     .await?;
     let (mut to_quorum, mut to_decided) = (Vec::new(), Vec::new());
-    for (opened, mut votes, decided) in times.into_values() {
+    for Times {
+        opened,
+        mut votes,
+        decided,
+    } in times.into_values()
+    {
         votes.sort_unstable();
         if let (Some(o), Some(v), Some(d)) = (opened, votes.get(quorum - 1), decided) {
             to_quorum.push((v - o) as f64 / 1e6);
