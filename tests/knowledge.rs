@@ -271,12 +271,22 @@ async fn refused_changes_get_typed_errors_and_dead_letters() -> Result<()> {
     .await?;
     let fine = one_change(&writer, 1024, FactDraft::new("ok", "is", Value::Bool(true)))?;
     publish_change(&wlog, "guarded-9", "guarded", &fine).await?;
-    let big = one_change(
-        &writer,
-        100_000,
-        FactDraft::new("blob", "is", Value::Text("z".repeat(4000))),
-    )?;
+    // An oversized fact, and a small one the same writer committed after it: the second
+    // change depends on the first, so it could never apply — refused too, not left waiting.
+    let (big, built_on_big) = {
+        let mut doc = KnowledgeDoc::new(writer.public_key(), [7; 8], 100_000);
+        let now = chrono::Utc::now();
+        doc.assert_fact(
+            &FactDraft::new("blob", "is", Value::Text("z".repeat(4000))),
+            now,
+        )?;
+        let first = doc.commit(now).context("change")?.bytes().to_vec();
+        doc.assert_fact(&FactDraft::new("after", "is", Value::Int(1)), now)?;
+        let second = doc.commit(now).context("change")?.bytes().to_vec();
+        (first, second)
+    };
     publish_change(&wlog, "guarded-0", "guarded", &big).await?;
+    publish_change(&wlog, "guarded-0", "guarded", &built_on_big).await?;
     let intruders = one_change(
         &intruder,
         1024,
@@ -300,9 +310,15 @@ async fn refused_changes_get_typed_errors_and_dead_letters() -> Result<()> {
                 DeadLetterReason::Refused,
                 DeadLetterReason::Oversized,
                 DeadLetterReason::Refused,
+                DeadLetterReason::Refused,
                 DeadLetterReason::BadSignature
             ],
         "{refused:#?}"
+    );
+    ensure!(
+        refused[3].detail.contains("depends on refused change"),
+        "{}",
+        refused[3].detail
     );
     ensure!(
         refused[1].detail.contains("unknown knowledge document"),
@@ -310,9 +326,9 @@ async fn refused_changes_get_typed_errors_and_dead_letters() -> Result<()> {
         refused[1].detail
     );
     ensure!(
-        refused[3].detail.contains("no write access"),
+        refused[4].detail.contains("no write access"),
         "{}",
-        refused[3].detail
+        refused[4].detail
     );
     for (reason, what) in [
         (DeadLetterReason::Malformed, "corrupt change"),
@@ -329,7 +345,7 @@ async fn refused_changes_get_typed_errors_and_dead_letters() -> Result<()> {
         dl.iter()
             .filter(|(_, d)| d.reason == DeadLetterReason::Refused)
             .count()
-            == 2,
+            == 3,
         "{dl:#?}"
     );
     // The valid change went through.

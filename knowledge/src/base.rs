@@ -60,6 +60,8 @@ pub struct DocumentState {
     pub base: Option<(u64, Vec<ChangeHash>)>,
     /// Changes applied from the log: (sequence, hash, deps), for "as of" reads.
     pub applied: Vec<(u64, ChangeHash, Vec<ChangeHash>)>,
+    /// Changes refused from the log, so that changes built on them are refused too.
+    pub refused: std::collections::BTreeSet<ChangeHash>,
 }
 
 /// Per-document summary used to compare replicas (live vs replay, agent vs agent).
@@ -172,6 +174,7 @@ impl KnowledgeBase {
                                 position: 0,
                                 base: None,
                                 applied: Vec::new(),
+                                refused: Default::default(),
                             },
                         );
                     }
@@ -256,6 +259,7 @@ impl KnowledgeBase {
             position: record.stream_sequence,
             base: Some((record.stream_sequence, base_heads)),
             applied: Vec::new(),
+            refused: Default::default(),
         };
         Ok(())
     }
@@ -266,7 +270,14 @@ impl KnowledgeBase {
         let mut refused = Vec::new();
         let mut accepted: BTreeMap<String, Vec<(u64, Change)>> = BTreeMap::new();
         for incoming in batch {
-            match self.check(&incoming) {
+            let (checked, hash) = self.check(&incoming);
+            if checked.is_err()
+                && let (Some(hash), Some(state)) =
+                    (hash, self.documents.get_mut(&incoming.document))
+            {
+                state.refused.insert(hash);
+            }
+            match checked {
                 Ok(Some(change)) => accepted
                     .entry(incoming.document.clone())
                     .or_default()
@@ -313,22 +324,51 @@ impl KnowledgeBase {
         refused
     }
 
-    fn check(&self, incoming: &IncomingChange) -> Result<Option<Change>, KnowledgeError> {
+    /// Checks one incoming change; also returns its hash when it decoded, so a refusal can be
+    /// remembered for the changes that build on it.
+    fn check(
+        &self,
+        incoming: &IncomingChange,
+    ) -> (Result<Option<Change>, KnowledgeError>, Option<ChangeHash>) {
+        let unknown = || KnowledgeError::UnknownDocument(incoming.document.clone());
+        let Some(state) = self.documents.get(&incoming.document) else {
+            return (Err(unknown()), None);
+        };
+        if incoming.sequence <= state.position {
+            return (Ok(None), None); // covered by the snapshot or already applied
+        }
+        let bytes = match incoming.bytes.clone() {
+            Ok(b) => b,
+            Err(e) => return (Err(KnowledgeError::CorruptChange(e)), None),
+        };
+        let change = match decode_change(bytes) {
+            Ok(c) => c,
+            Err(e) => return (Err(e), None),
+        };
+        let hash = change.hash();
+        if let Some(dependency) = change.deps().iter().find(|d| state.refused.contains(d)) {
+            return (
+                Err(KnowledgeError::DependsOnRefused {
+                    change: hash.to_string(),
+                    dependency: dependency.to_string(),
+                }),
+                Some(hash),
+            );
+        }
+        (self.check_decoded(incoming, change), Some(hash))
+    }
+
+    fn check_decoded(
+        &self,
+        incoming: &IncomingChange,
+        change: Change,
+    ) -> Result<Option<Change>, KnowledgeError> {
         let unknown = || KnowledgeError::UnknownDocument(incoming.document.clone());
         let (space, _) = parse_document(&incoming.document).ok_or_else(unknown)?;
         if space != incoming.space {
             return Err(unknown());
         }
         let access = self.spaces.get(space).ok_or_else(unknown)?;
-        let state = self.documents.get(&incoming.document).ok_or_else(unknown)?;
-        if incoming.sequence <= state.position {
-            return Ok(None); // covered by the snapshot or already applied
-        }
-        let bytes = incoming
-            .bytes
-            .clone()
-            .map_err(KnowledgeError::CorruptChange)?;
-        let change = decode_change(bytes)?;
         check_change(
             &change,
             &incoming.emitter,

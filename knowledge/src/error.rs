@@ -53,6 +53,15 @@ pub enum KnowledgeError {
         /// The space.
         space: String,
     },
+    /// The change builds on a change that was refused, so it can never apply (Automerge
+    /// would wait for the missing dependency forever).
+    #[error("change {change} depends on refused change {dependency}")]
+    DependsOnRefused {
+        /// The change (hex hash).
+        change: String,
+        /// The refused dependency (hex hash).
+        dependency: String,
+    },
     /// Only the owner may grant, revoke or (with replicas) snapshot.
     #[error("agent {agent} may not {action} in space {space:?}")]
     NotAllowed {
