@@ -9,7 +9,6 @@ use murmur_e2e::{DEADLINE, submitted};
 use murmur_subjects::log::Appended;
 use murmur_subjects::{Draft, EventLog, Identity, Projector, SealedEvent, Token};
 use murmur_tools::overview::OverviewProjection;
-use murmur_tools::testkit::TestCluster;
 
 async fn open(urls: &str, replicas: usize) -> Result<EventLog> {
     murmur_e2e::open_cluster_log(urls, Identity::generate(), replicas).await
@@ -65,14 +64,7 @@ enum Victim {
 }
 
 async fn survives_losing(victim: Victim) -> Result<()> {
-    let mut cluster = TestCluster::start().await?;
-    let log = open(&cluster.urls(), 3).await?;
-    let mut s = log.jetstream().get_stream("MURMUR_HISTORY").await?;
-    assert_eq!(
-        s.info().await?.config.num_replicas,
-        3,
-        "history stream is R3"
-    );
+    let (mut cluster, log) = murmur_e2e::r3_cluster(Identity::generate()).await?;
     let leader = stream_leader(&log).await?;
     let seal = |n: u64| -> Result<SealedEvent> {
         Ok(log.seal(Draft::new(Token::new(format!("t{n}"))?, &submitted(n))?))
@@ -252,19 +244,7 @@ async fn agent_keeps_working_after_losing(victim: Victim) -> Result<()> {
         .with_env_filter(std::env::var("MURMUR_TEST_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
         .try_init();
-    let mut cluster = TestCluster::start().await?;
-    let log = open(&cluster.urls(), 3).await?;
-    assert_eq!(
-        log.jetstream()
-            .get_stream("MURMUR_HISTORY")
-            .await?
-            .info()
-            .await?
-            .config
-            .num_replicas,
-        3,
-        "history stream is R3"
-    );
+    let (mut cluster, log) = murmur_e2e::r3_cluster(Identity::generate()).await?;
     let leader: usize = stream_leader(&log)
         .await?
         .trim_start_matches('n')

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use murmur_coordination::consensus::{Consensus, ConsensusProjection, VoteRefusal, run_tallier};
 use murmur_e2e::DEADLINE;
 use murmur_subjects::events::{Choice, ProposalOpened, Protocol, VoteCast};
@@ -28,15 +28,64 @@ fn proposal(voters: &[&str], quorum: u32, deadline_in: Duration) -> ProposalOpen
     }
 }
 
-/// Follows the realm's proposals until `id` is decided (up to [`DEADLINE`]).
-async fn wait_decided(log: &murmur_subjects::EventLog, id: &str) -> Result<Consensus> {
-    let mut live = Projector::new(
+/// The realm's proposals as `log` sees them, counting decisions from `talliers` (empty:
+/// from anyone).
+fn consensus_view(
+    log: &murmur_subjects::EventLog,
+    talliers: Vec<String>,
+) -> Result<Projector<ConsensusProjection>> {
+    Ok(Projector::new(
         log.clone(),
         ConsensusProjection {
             realm: Token::new("acme")?,
-            talliers: vec![],
+            talliers,
         },
-    );
+    ))
+}
+
+/// `murmur voter run` as a process in realm `acme` (fresh identity, 200 ms heartbeat),
+/// connected to `url` only when `pinned`; returns it with the id it prints once joined.
+async fn spawn_voter(
+    url: &str,
+    data: &std::path::Path,
+    name: &str,
+    policy: &std::path::Path,
+    pinned: bool,
+) -> Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut command = tokio::process::Command::new(murmur_e2e::murmur_binary()?);
+    command
+        .args(["--server", url, "--realm", "acme", "--data-dir"])
+        .arg(data);
+    if pinned {
+        command.arg("--listed-servers-only");
+    }
+    let mut child = command
+        .args([
+            "voter",
+            "run",
+            "--ephemeral-identity",
+            "--heartbeat-ms",
+            "200",
+        ])
+        .args(["--name", name, "--policy"])
+        .arg(policy)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let id = tokio::time::timeout(
+        DEADLINE,
+        tokio::io::BufReader::new(stdout).lines().next_line(),
+    )
+    .await??
+    .context("voter exited before joining")?;
+    Ok((child, id.trim().to_string()))
+}
+
+/// Follows the realm's proposals until `id` is decided (up to [`DEADLINE`]).
+async fn wait_decided(log: &murmur_subjects::EventLog, id: &str) -> Result<Consensus> {
+    let mut live = consensus_view(log, vec![])?;
     anyhow::ensure!(
         live.follow_until(DEADLINE, |c: &Consensus| c
             .proposals
@@ -101,13 +150,7 @@ async fn tallier_decides_early_closes_at_the_deadline_and_replays_the_same() -> 
         .append(Draft::new(Token::new("p2")?, &vote(Choice::Approve))?)
         .await?;
 
-    let mut live = Projector::new(
-        opener.clone(),
-        ConsensusProjection {
-            realm: Token::new("acme")?,
-            talliers: vec![tallier_key.clone()],
-        },
-    );
+    let mut live = consensus_view(&opener, vec![tallier_key.clone()])?;
     anyhow::ensure!(
         live.follow_until(DEADLINE, |c: &Consensus| {
             c.proposals.get("p1").is_some_and(|p| p.decided.is_some())
@@ -157,13 +200,7 @@ async fn tallier_decides_early_closes_at_the_deadline_and_replays_the_same() -> 
     );
 
     // A fresh projection replaying the log reaches the same state.
-    let mut replay = Projector::new(
-        opener.clone(),
-        ConsensusProjection {
-            realm: Token::new("acme")?,
-            talliers: vec![tallier_key],
-        },
-    );
+    let mut replay = consensus_view(&opener, vec![tallier_key])?;
     replay.catch_up().await?;
     assert_eq!(replay.state(), live.state());
 
@@ -175,7 +212,6 @@ async fn tallier_decides_early_closes_at_the_deadline_and_replays_the_same() -> 
 /// `murmur vote propose --capability vote` is decided by the policy votes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Result<()> {
-    use tokio::io::AsyncBufReadExt;
     let nats = TestNats::start().await?;
     let data = tempfile::tempdir()?;
     let policy = data.path().join("policy.toml");
@@ -194,27 +230,16 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
     };
     let mut voters = Vec::new();
     for i in 0..3 {
-        let mut child = murmur(&[
-            "voter",
-            "run",
-            "--ephemeral-identity",
-            "--heartbeat-ms",
-            "200",
-            "--name",
-            &format!("v{i}"),
-            "--policy",
-        ])
-        .arg(&policy)
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-        let stdout = child.stdout.take().expect("stdout");
-        let id = tokio::time::timeout(
-            DEADLINE,
-            tokio::io::BufReader::new(stdout).lines().next_line(),
-        )
-        .await??
-        .expect("voter id");
-        voters.push((child, id));
+        voters.push(
+            spawn_voter(
+                nats.url(),
+                &data.path().join("cli"),
+                &format!("v{i}"),
+                &policy,
+                false,
+            )
+            .await?,
+        );
     }
     let tallier_log = nats.event_log("acme").await?;
     let tallier = murmur_e2e::spawn_tallier(tallier_log, vec![]);
@@ -427,13 +452,7 @@ async fn forged_votes_are_dead_lettered_and_only_the_proposer_withdraws() -> Res
     voters[2]
         .append(Draft::new(Token::new("p")?, &vote(Choice::Approve))?)
         .await?;
-    let mut live = Projector::new(
-        opener.clone(),
-        ConsensusProjection {
-            realm: Token::new("acme")?,
-            talliers: vec![],
-        },
-    );
+    let mut live = consensus_view(&opener, vec![])?;
     anyhow::ensure!(
         live.follow_until(DEADLINE, |c: &Consensus| {
             c.proposals.get("p").is_some_and(|p| p.votes.len() == 3)
@@ -480,18 +499,7 @@ async fn forged_votes_are_dead_lettered_and_only_the_proposer_withdraws() -> Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
     use murmur_subjects::connect::ConnectOptions;
-    use tokio::io::AsyncBufReadExt;
-    let mut cluster = murmur_tools::testkit::TestCluster::start().await?;
-    let owner = murmur_e2e::open_cluster_log(&cluster.urls(), Identity::generate(), 3).await?;
-    let replicas = owner
-        .jetstream()
-        .get_stream("MURMUR_HISTORY")
-        .await?
-        .info()
-        .await?
-        .config
-        .num_replicas;
-    assert_eq!(replicas, 3, "history stream is R3");
+    let (mut cluster, owner) = murmur_e2e::r3_cluster(Identity::generate()).await?;
     let urls: Vec<String> = cluster.cluster.nodes.iter().map(|n| n.url()).collect();
     let data = tempfile::tempdir()?;
     let policy = data.path().join("policy.toml");
@@ -502,30 +510,9 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
     let mut processes = Vec::new();
     let mut keys = Vec::new();
     for (i, url) in urls.iter().enumerate() {
-        let mut child = tokio::process::Command::new(&bin)
-            .args(["--server", url, "--listed-servers-only", "--realm", "acme"])
-            .arg("--data-dir")
-            .arg(data.path().join(format!("v{i}")))
-            .args([
-                "voter",
-                "run",
-                "--ephemeral-identity",
-                "--heartbeat-ms",
-                "200",
-            ])
-            .args(["--name", &format!("v{i}"), "--policy"])
-            .arg(&policy)
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child.stdout.take().expect("stdout");
-        let id = tokio::time::timeout(
-            DEADLINE,
-            tokio::io::BufReader::new(stdout).lines().next_line(),
-        )
-        .await??
-        .expect("voter id");
-        keys.push(id.trim().to_string());
+        let dir = data.path().join(format!("v{i}"));
+        let (child, id) = spawn_voter(url, &dir, &format!("v{i}"), &policy, true).await?;
+        keys.push(id);
         processes.push(child);
     }
     // The tallier process starts on the node that will stop, and may fail over.
@@ -570,13 +557,7 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
         .await?;
 
     // The three voter processes vote; then node 3 stops with both proposals open.
-    let mut view = Projector::new(
-        owner.clone(),
-        ConsensusProjection {
-            realm: Token::new("acme")?,
-            talliers: vec![],
-        },
-    );
+    let mut view = consensus_view(&owner, vec![])?;
     anyhow::ensure!(
         view.follow_until(DEADLINE, |c: &Consensus| ["reachable", "everyone"]
             .iter()
@@ -637,13 +618,7 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
     );
 
     // A fresh replay of the log decides the same.
-    let mut replay = Projector::new(
-        owner.clone(),
-        ConsensusProjection {
-            realm: Token::new("acme")?,
-            talliers: vec![],
-        },
-    );
+    let mut replay = consensus_view(&owner, vec![])?;
     replay.catch_up().await?;
     assert_eq!(replay.state().proposals, state.proposals);
     for mut p in processes {

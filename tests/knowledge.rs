@@ -617,17 +617,7 @@ async fn sessions_converge(
 async fn partitioned_agents_converge_when_their_node_returns() -> Result<()> {
     const SPACE: &str = "field";
     const EACH: usize = 8;
-    let mut cluster = murmur_tools::testkit::TestCluster::start().await?;
-    let owner = murmur_e2e::open_cluster_log(&cluster.urls(), Identity::generate(), 3).await?;
-    let replicas = owner
-        .jetstream()
-        .get_stream("MURMUR_HISTORY")
-        .await?
-        .info()
-        .await?
-        .config
-        .num_replicas;
-    assert_eq!(replicas, 3, "history stream is R3");
+    let (mut cluster, owner) = murmur_e2e::r3_cluster(Identity::generate()).await?;
     open_space(&owner, SPACE, "sensor field", 2, 4096).await?;
     let (ka, kb) = (Identity::generate(), Identity::generate());
     for k in [&ka, &kb] {

@@ -274,3 +274,22 @@ pub async fn open_cluster_log(
         }
     }
 }
+
+/// A local 3-node cluster and an event log on it with R3 streams (asserted), as
+/// `identity`.
+pub async fn r3_cluster(
+    identity: murmur_subjects::Identity,
+) -> Result<(murmur_tools::testkit::TestCluster, EventLog)> {
+    let cluster = murmur_tools::testkit::TestCluster::start().await?;
+    let log = open_cluster_log(&cluster.urls(), identity, 3).await?;
+    let replicas = log
+        .jetstream()
+        .get_stream("MURMUR_HISTORY")
+        .await?
+        .info()
+        .await?
+        .config
+        .num_replicas;
+    anyhow::ensure!(replicas == 3, "history stream is R{replicas}, not R3");
+    Ok((cluster, log))
+}

@@ -347,34 +347,47 @@ impl EventLog {
         }
         let mut out = Vec::with_capacity(sealed.len());
         for (ev, first) in sealed.iter().zip(pending) {
-            let mut attempt = match first {
-                Ok(p) => p.wait().await,
-                Err(e) => Err(e),
-            };
-            loop {
-                match attempt {
-                    Ok(a) => {
-                        out.push(a);
-                        break;
-                    }
-                    Err(e) if e.is_transient() && tokio::time::Instant::now() < until => {
-                        tracing::warn!(error = %e, id = %ev.record.id, "append failed; re-sending");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        let resend = async { self.append_sealed(ev).await?.wait().await };
-                        attempt = tokio::time::timeout(Duration::from_secs(5), resend)
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(LogError::Publish {
-                                    subject: ev.subject.to_string(),
-                                    reason: "no ack within 5 s".into(),
-                                })
-                            });
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+            out.push(self.settle(ev, None, first, until).await?);
         }
         Ok(out)
+    }
+
+    /// Waits for `first`; through transient failures re-sends `ev` (same id, same
+    /// expectation) until `until`.
+    async fn settle(
+        &self,
+        ev: &SealedEvent,
+        expected: Option<Expected>,
+        first: Result<PendingAppend, LogError>,
+        until: tokio::time::Instant,
+    ) -> Result<Appended, LogError> {
+        let mut attempt = match first {
+            Ok(p) => p.wait().await,
+            Err(e) => Err(e),
+        };
+        loop {
+            match attempt {
+                Err(e) if e.is_transient() && tokio::time::Instant::now() < until => {
+                    tracing::warn!(error = %e, id = %ev.record.id, "append failed; re-sending");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let resend = async {
+                        match expected {
+                            Some(x) => self.send_expected(ev, x).await?.wait().await,
+                            None => self.append_sealed(ev).await?.wait().await,
+                        }
+                    };
+                    attempt = tokio::time::timeout(Duration::from_secs(5), resend)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(LogError::Publish {
+                                subject: ev.subject.to_string(),
+                                reason: "no ack within 5 s".into(),
+                            })
+                        });
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Signs many drafts with batch signatures and sends them all pipelined; await each
@@ -420,36 +433,10 @@ impl EventLog {
         }
         let mut out = Vec::with_capacity(writes.len());
         for ((ev, expected), first) in writes.iter().zip(pending) {
-            let mut attempt = match first {
-                Ok(p) => p.wait().await,
-                Err(e) => Err(e),
-            };
-            loop {
-                match attempt {
-                    Ok(a) => {
-                        out.push(Ok(a));
-                        break;
-                    }
-                    Err(e @ LogError::Conflict { .. }) => {
-                        out.push(Err(e));
-                        break;
-                    }
-                    Err(e) if e.is_transient() && tokio::time::Instant::now() < until => {
-                        tracing::warn!(error = %e, id = %ev.record.id, "append failed; re-sending");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        let resend =
-                            async { self.send_expected(ev, *expected).await?.wait().await };
-                        attempt = tokio::time::timeout(Duration::from_secs(5), resend)
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(LogError::Publish {
-                                    subject: ev.subject.to_string(),
-                                    reason: "no ack within 5 s".into(),
-                                })
-                            });
-                    }
-                    Err(e) => return Err(e),
-                }
+            match self.settle(ev, Some(*expected), first, until).await {
+                Ok(a) => out.push(Ok(a)),
+                Err(e @ LogError::Conflict { .. }) => out.push(Err(e)),
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
