@@ -17,6 +17,7 @@ use serde::Deserialize;
 /// servers = ["nats://n1:4222", "nats://n2:4222"]
 /// auth = { method = "creds_file", path = "/etc/murmur/agent.creds" }
 /// tls = { required = true, ca_file = "/etc/murmur/ca.pem" }
+/// listed_servers_only = false   # true: never fail over to peers a server advertises
 /// [log]
 /// replicas = 3
 /// max_age = 31536000
@@ -160,6 +161,7 @@ realm = "acme"
 servers = ["nats://n1:4222"]
 auth = { method = "creds_file", path = "/etc/murmur/agent.creds" }
 tls = { required = true }
+listed_servers_only = true
 [log]
 replicas = 3
 "#;
@@ -168,6 +170,7 @@ replicas = 3
         assert_eq!(nats.servers, vec!["nats://n1:4222"]);
         assert!(matches!(nats.auth, Auth::CredsFile { .. }));
         assert!(nats.tls.required);
+        assert!(nats.listed_servers_only);
         assert_eq!(cfg.log.expect("log").replicas, 3);
     }
 
