@@ -67,14 +67,17 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
     use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space};
     use murmur_knowledge::{FactDraft, KnowledgeDoc, Value};
     let client = async_nats::connect(url).await?;
-    let log = EventLog::open(
-        client.clone(),
-        Identity::generate(),
-        Token::new("kb")?,
-        LogConfig::default(),
-        EventCodec::default(),
-    )
-    .await?;
+    let realm = Token::new("kb")?;
+    let open_as = |identity| {
+        EventLog::open(
+            client.clone(),
+            identity,
+            realm.clone(),
+            LogConfig::default(),
+            EventCodec::default(),
+        )
+    };
+    let log = open_as(Identity::generate()).await?;
     open_space(&log, "bench", "", shards, 4096).await?;
     let fact = |i: usize| {
         FactDraft::new(format!("host:{i}"), "cores", Value::Int((i % 64) as i64))
@@ -144,14 +147,7 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
         loaded += KnowledgeDoc::load(&bytes, log.identity().public_key(), [0; 8], 4096)?.len();
     }
     let file_s = started.elapsed().as_secs_f64();
-    let reader_log = EventLog::open(
-        client.clone(),
-        Identity::generate(),
-        Token::new("kb")?,
-        LogConfig::default(),
-        EventCodec::default(),
-    )
-    .await?;
+    let reader_log = open_as(Identity::generate()).await?;
     let started = Instant::now();
     let mut late = KnowledgeReplica::open(reader_log, ReplicaConfig::space("bench")).await?;
     let catch_s = started.elapsed().as_secs_f64();
@@ -182,15 +178,6 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
             true,
         )
         .await?;
-        let open_as = |identity| {
-            EventLog::open(
-                client.clone(),
-                identity,
-                Token::new("kb").expect("token"),
-                LogConfig::default(),
-                EventCodec::default(),
-            )
-        };
         let agent = Agent::join(
             open_as(memory_identity).await?,
             AgentSpec {
