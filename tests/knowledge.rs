@@ -821,3 +821,91 @@ async fn memory_agent_process_answers_remote_cli_queries() -> Result<()> {
     );
     Ok(())
 }
+
+/// A fact's history read along the log: where it appears, each field change (with its
+/// author) and its retraction, in order; the same as reading the whole space as of every
+/// position of its document and keeping the positions where the fact changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_facts_history_follows_the_log() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let owner_log = nats.event_log(REALM).await?;
+    open_space(&owner_log, "hist", "", 2, 4096).await?;
+    let other = Identity::generate();
+    set_access(
+        &owner_log,
+        "hist",
+        other.public_key(),
+        AccessRole::Writer,
+        true,
+    )
+    .await?;
+    let mut owner = KnowledgeReplica::open(owner_log.clone(), ReplicaConfig::space("hist")).await?;
+    let mut second = replica(&nats, other.clone(), "hist").await?;
+    let id = owner.put(
+        "hist",
+        &FactDraft::new("svc:api", "state", Value::Text("new".into())),
+    )?;
+    owner.flush().await?;
+    for i in 0..5 {
+        owner.put(
+            "hist",
+            &FactDraft::new(format!("noise:{i}"), "n", Value::Int(i)),
+        )?;
+        owner.flush().await?;
+    }
+    owner.set_field("hist", &id, "phase", Value::Text("a".into()))?;
+    owner.flush().await?;
+    second.refresh().await?;
+    second.set_field("hist", &id, "phase", Value::Text("b".into()))?;
+    second.flush().await?;
+    owner.refresh().await?;
+    owner.retract("hist", &id, "gone")?;
+    owner.flush().await?;
+
+    let reader = replica(&nats, Identity::generate(), "hist").await?;
+    let history = reader.fact_history("hist", &id)?;
+    let phases: Vec<Option<String>> = history
+        .iter()
+        .map(|(_, f)| {
+            f.fields
+                .get("phase")
+                .map(|d| d.winner.value.value.to_string())
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        vec![
+            None,
+            Some("\"a\"".into()),
+            Some("\"b\"".into()),
+            Some("\"b\"".into())
+        ],
+        "{history:#?}"
+    );
+    assert_eq!(
+        history[2].1.fields["phase"].winner.author,
+        other.public_key(),
+        "the second change is the other writer's"
+    );
+    assert!(history[3].1.status.is_some(), "retracted last");
+    assert!(history.windows(2).all(|w| w[0].0 < w[1].0));
+
+    // The same as reading the whole space as of every position and keeping the changes.
+    let mut brute: Vec<(u64, String)> = Vec::new();
+    let last = reader.position();
+    for seq in 1..=last {
+        let facts = reader.base().facts("hist", Some(seq))?;
+        if let Some(f) = facts.iter().find(|f| f.id == id) {
+            let text = serde_json::to_string(f)?;
+            if brute.last().is_none_or(|(_, t)| *t != text) {
+                brute.push((seq, text));
+            }
+        }
+    }
+    let fast: Vec<(u64, String)> = history
+        .iter()
+        .map(|(s, f)| Ok((*s, serde_json::to_string(f)?)))
+        .collect::<Result<_>>()?;
+    assert_eq!(fast, brute);
+    Ok(())
+}

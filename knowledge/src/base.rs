@@ -406,6 +406,46 @@ impl KnowledgeBase {
         Some(heads.into_iter().collect())
     }
 
+    /// The states of one fact along the log: `(sequence, view)` at each log position of its
+    /// document after which the fact reads differently (first: where it appears). Heads are
+    /// carried forward change by change (the log is in causal order), so this reads the one
+    /// fact once per position instead of the whole space.
+    pub fn fact_history(
+        &self,
+        document: &str,
+        id: &crate::fact::FactId,
+    ) -> Result<Vec<(u64, FactView)>, KnowledgeError> {
+        let state = self
+            .documents
+            .get(document)
+            .ok_or_else(|| KnowledgeError::UnknownDocument(document.to_string()))?;
+        let mut heads: BTreeSet<ChangeHash> = state
+            .base
+            .as_ref()
+            .map(|(_, h)| h.iter().copied().collect())
+            .unwrap_or_default();
+        let mut out: Vec<(u64, FactView)> = Vec::new();
+        let mut last: Option<String> = None;
+        let applied = &state.applied;
+        for (i, (seq, hash, deps)) in applied.iter().enumerate() {
+            heads.retain(|h| !deps.contains(h));
+            heads.insert(*hash);
+            if applied.get(i + 1).is_some_and(|(next, ..)| next == seq) {
+                continue; // several changes at one position: read once, after the last
+            }
+            let at: Vec<ChangeHash> = heads.iter().copied().collect();
+            let Some(view) = state.doc.fact_at(id, Some(&at))? else {
+                continue;
+            };
+            let text = serde_json::to_string(&view).unwrap_or_default();
+            if last.as_deref() != Some(text.as_str()) {
+                last = Some(text);
+                out.push((*seq, view));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every fact of a space, now or as of a log position.
     pub fn facts(&self, space: &str, as_of: Option<u64>) -> Result<Vec<FactView>, KnowledgeError> {
         if !self.spaces.contains_key(space) {

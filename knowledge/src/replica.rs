@@ -738,6 +738,16 @@ impl KnowledgeReplica {
         }
     }
 
+    /// One fact's states along the retained log (see [`KnowledgeBase::fact_history`]).
+    pub fn fact_history(
+        &self,
+        space: &str,
+        id: &FactId,
+    ) -> Result<Vec<(u64, FactView)>, KnowledgeError> {
+        let document = self.document_of(space, id)?;
+        self.base.fact_history(&document, id)
+    }
+
     /// One fact.
     pub fn fact(&self, space: &str, id: &FactId) -> Result<Option<FactView>, KnowledgeError> {
         let document = self.document_of(space, id)?;

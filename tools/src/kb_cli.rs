@@ -442,39 +442,19 @@ async fn act(r: &mut KnowledgeReplica, command: KbCommand) -> Result<()> {
             );
         }
         KbCommand::History { space, fact } => {
-            let id = fact_id(&fact)?;
-            let mut sequences: Vec<u64> = r
-                .base()
-                .documents_of(&space)
-                .iter()
-                .filter_map(|d| r.base().document(d))
-                .flat_map(|d| d.applied.iter().map(|(seq, ..)| *seq))
-                .collect();
-            sequences.sort_unstable();
-            sequences.dedup();
-            let mut last: Option<String> = None;
-            for seq in sequences {
-                let facts = r.base().facts(&space, Some(seq))?;
-                let now = facts
-                    .iter()
-                    .find(|f| f.id == id)
-                    .map(|f| serde_json::to_string(f).unwrap_or_default());
-                if now.is_some() && now != last {
-                    if let Some(f) = facts.iter().find(|f| f.id == id) {
-                        out!("@{seq}: {}", line(f));
-                        for (field, d) in &f.fields {
-                            out!(
-                                "    {field} = {} (by {})",
-                                d.winner.value.value,
-                                d.winner.author
-                            );
-                        }
-                    }
-                    last = now;
-                }
-            }
-            if last.is_none() {
+            let history = r.fact_history(&space, &fact_id(&fact)?)?;
+            if history.is_empty() {
                 bail!("no fact {fact} in the retained history of {space}");
+            }
+            for (seq, f) in history {
+                out!("@{seq}: {}", line(&f));
+                for (field, d) in &f.fields {
+                    out!(
+                        "    {field} = {} (by {})",
+                        d.winner.value.value,
+                        d.winner.author
+                    );
+                }
             }
         }
         KbCommand::Snapshot { space } => {
