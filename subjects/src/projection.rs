@@ -131,6 +131,10 @@ pub async fn read_stream(
                 .filter(|target| *target >= first)
         }
     };
+    if target.is_none() && !matches!(start, StartAt::Time(_)) {
+        // The leader holds nothing to read in the range: no consumer needed.
+        return Ok(0);
+    }
     let mut from = start;
     let mut count = 0;
     let mut seen: Option<u64> = None;
