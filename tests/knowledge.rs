@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use murmur_agents::memory::{MemoryOptions, run_memory};
+use murmur_agents::memory::{MemoryOptions, MemoryService};
 use murmur_agents::{Agent, AgentSpec};
 use murmur_e2e::DEADLINE;
 use murmur_knowledge::base::DocumentSummary;
@@ -376,22 +376,13 @@ async fn memory_agent_answers_queries_and_catches_a_peer_up() -> Result<()> {
         },
     )
     .await?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let memory = tokio::spawn(async move {
-        let stats = run_memory(
-            &agent,
-            MemoryOptions {
-                snapshot_every: None,
-                ..Default::default()
-            },
-            async {
-                stop_rx.await.ok();
-            },
-        )
-        .await;
-        agent.leave("test over").await.ok();
-        stats
-    });
+    let memory = MemoryService::spawn(
+        agent,
+        MemoryOptions {
+            snapshot_every: None,
+            ..Default::default()
+        },
+    );
 
     // A peer that opened the space before anything was written.
     let mut peer = replica(&nats, Identity::generate(), "ops").await?;
@@ -455,8 +446,7 @@ async fn memory_agent_answers_queries_and_catches_a_peer_up() -> Result<()> {
         owner_summary
     );
 
-    stop_tx.send(()).ok();
-    let stats = memory.await??;
+    let stats = memory.stop().await?;
     ensure!(stats.queries >= 1 && stats.sync_requests >= 1, "{stats:?}");
     Ok(())
 }

@@ -33,6 +33,45 @@ impl Default for MemoryOptions {
     }
 }
 
+/// A memory agent serving on a task of its own (in-process use: the demo, tests,
+/// benchmarks); [`MemoryService::stop`] ends it, makes the agent leave and returns its
+/// counters.
+pub struct MemoryService {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<MemoryStats, AgentError>>,
+}
+
+impl MemoryService {
+    /// Runs [`run_memory`] for `agent` until stopped.
+    pub fn spawn(agent: Agent, options: MemoryOptions) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let stats = run_memory(&agent, options, async {
+                stopped.await.ok();
+            })
+            .await;
+            if let Err(e) = agent.leave("stopped").await {
+                tracing::warn!(error = %e, "memory agent could not log its leaving");
+            }
+            stats
+        });
+        Self { stop, task }
+    }
+
+    /// Stops the agent and returns what it did.
+    pub async fn stop(self) -> Result<MemoryStats, AgentError> {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(stats) => stats,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(AgentError::Setup {
+                what: "memory agent task",
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
 /// What the memory agent did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryStats {

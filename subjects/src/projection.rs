@@ -384,22 +384,29 @@ impl<P: Projection> Projector<P> {
 
     fn ingest(&mut self, stored: &StoredMessage) {
         self.position = stored.sequence;
-        if let Ok(subject) = Subject::parse(stored.message.subject.as_str()) {
-            self.projection
-                .observe(&mut self.state, &subject, stored.sequence);
-        }
         match self
             .log
             .decode_stored(&stored.message, stored.sequence, Some(stored.stored_at))
         {
-            Ok(event) => match self.projection.apply(&mut self.state, &event) {
-                Ok(()) => self.stats.applied += 1,
-                Err(refusal) => {
-                    self.stats.refused += 1;
-                    tracing::info!(projection = self.projection.name(), sequence = stored.sequence, %refusal, "event refused");
+            Ok(event) => {
+                self.projection
+                    .observe(&mut self.state, &event.subject, stored.sequence);
+                match self.projection.apply(&mut self.state, &event) {
+                    Ok(()) => self.stats.applied += 1,
+                    Err(refusal) => {
+                        self.stats.refused += 1;
+                        tracing::info!(projection = self.projection.name(), sequence = stored.sequence, %refusal, "event refused");
+                    }
                 }
-            },
-            Err(error) => self.note_invalid(stored.sequence, &error),
+            }
+            Err(error) => {
+                // Not an event, but stored on its subject all the same.
+                if let Ok(subject) = Subject::parse(stored.message.subject.as_str()) {
+                    self.projection
+                        .observe(&mut self.state, &subject, stored.sequence);
+                }
+                self.note_invalid(stored.sequence, &error);
+            }
         }
     }
 

@@ -565,7 +565,7 @@ async fn knowledge_step(
     connect: &murmur_subjects::connect::ConnectOptions,
     settings: &Settings,
 ) -> Result<()> {
-    use murmur_agents::memory::{MemoryOptions, run_memory};
+    use murmur_agents::memory::{MemoryOptions, MemoryService};
     use murmur_knowledge::document::ResolutionPolicy;
     use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space, set_access};
     use murmur_knowledge::rpc::{QueryRequest, query_remote};
@@ -614,22 +614,13 @@ async fn knowledge_step(
         },
     )
     .await?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let memory_task = tokio::spawn(async move {
-        let stats = run_memory(
-            &memory,
-            MemoryOptions {
-                snapshot_every: Some(Duration::from_millis(300)),
-                ..Default::default()
-            },
-            async {
-                stop_rx.await.ok();
-            },
-        )
-        .await;
-        let _ = memory.leave("demo over").await;
-        stats
-    });
+    let memory_service = MemoryService::spawn(
+        memory,
+        MemoryOptions {
+            snapshot_every: Some(Duration::from_millis(300)),
+            ..Default::default()
+        },
+    );
 
     let mut a = KnowledgeReplica::open(owner_log.clone(), ReplicaConfig::space("release")).await?;
     let mut b = KnowledgeReplica::open(writer_log.clone(), ReplicaConfig::space("release")).await?;
@@ -732,8 +723,7 @@ async fn knowledge_step(
         facts.len(),
         sl.len()
     );
-    let _ = stop_tx.send(());
-    let stats = memory_task.await??;
+    let stats = memory_service.stop().await?;
     ensure!(stats.queries >= 1, "memory agent answered no query");
     Ok(())
 }

@@ -594,10 +594,7 @@ async fn session(mut r: KnowledgeReplica, space: &str, wait: Duration) -> Result
         }
     }
     // End of input: one last attempt to publish what is pending; report what could not be.
-    let _ = bounded(&mut r, wait, |r| {
-        Box::pin(async { r.flush().await.map(|_| ()) })
-    })
-    .await;
+    let _ = flush_within(&mut r, wait).await;
     if r.unpublished() > 0 {
         bail!(
             "{} changes were never acknowledged by the server",
@@ -607,22 +604,30 @@ async fn session(mut r: KnowledgeReplica, space: &str, wait: Duration) -> Result
     Ok(())
 }
 
-/// Runs `step` on the replica unless the client is disconnected, waiting at most `wait`.
-async fn bounded<'r>(
-    r: &'r mut KnowledgeReplica,
-    wait: Duration,
-    step: impl FnOnce(
-        &'r mut KnowledgeReplica,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<(), murmur_knowledge::KnowledgeError>> + 'r>,
-    >,
-) -> Result<()> {
+/// Fails at once when the client is not connected: a session cut off from the servers does
+/// not wait for answers that cannot come.
+fn ensure_connected(r: &KnowledgeReplica) -> Result<()> {
     use async_nats::connection::State;
     let state = r.log().client().connection_state();
     if state != State::Connected {
         bail!("not connected to a server ({state})");
     }
-    tokio::time::timeout(wait, step(r))
+    Ok(())
+}
+
+/// Reads what the log has beyond the replica's position, within `wait`.
+async fn refresh_within(r: &mut KnowledgeReplica, wait: Duration) -> Result<()> {
+    ensure_connected(r)?;
+    tokio::time::timeout(wait, r.refresh())
+        .await
+        .context("no answer in time")??;
+    Ok(())
+}
+
+/// Publishes the outbox, within `wait`; what is not acknowledged stays pending.
+async fn flush_within(r: &mut KnowledgeReplica, wait: Duration) -> Result<()> {
+    ensure_connected(r)?;
+    tokio::time::timeout(wait, r.flush())
         .await
         .context("no answer in time")??;
     Ok(())
@@ -638,7 +643,7 @@ async fn session_step(
         SessionCommand::Flush => {
             r.commit_pending(space)?;
             let before = r.unpublished();
-            bounded(r, wait, |r| Box::pin(async { r.flush().await.map(|_| ()) }))
+            flush_within(r, wait)
                 .await
                 .context("the edits stay pending")?;
             out!("published {before}");
@@ -666,20 +671,14 @@ async fn session_step(
             }
             // Read the newest state when the servers answer; answer from local state when
             // they do not (and say so).
-            if let Err(e) = bounded(r, wait, |r| {
-                Box::pin(async { r.refresh().await.map(|_| ()) })
-            })
-            .await
-            {
+            if let Err(e) = refresh_within(r, wait).await {
                 eprintln!("answering from local state ({e:#})");
             }
             act(r, command).await?;
             // Edits become changes in the outbox now, so `pending` counts them even when
             // the flush below cannot run.
             r.commit_pending(space)?;
-            if let Err(e) =
-                bounded(r, wait, |r| Box::pin(async { r.flush().await.map(|_| ()) })).await
-            {
+            if let Err(e) = flush_within(r, wait).await {
                 eprintln!("edits kept pending ({e:#})");
             }
             Ok(())

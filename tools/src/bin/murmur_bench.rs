@@ -165,7 +165,7 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
     // catches up with the sync protocol (request/reply, signed replies, every change checked
     // on a fork), compared with a replica reading the same 1,000 changes from the log.
     {
-        use murmur_agents::memory::{MemoryOptions, run_memory};
+        use murmur_agents::memory::{MemoryOptions, MemoryService};
         use murmur_agents::{Agent, AgentSpec};
         use murmur_knowledge::rpc::{QueryRequest, query_remote};
         use murmur_subjects::events::{AccessRole, AgentJoined};
@@ -193,22 +193,13 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
             },
         )
         .await?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let memory = tokio::spawn(async move {
-            let served = run_memory(
-                &agent,
-                MemoryOptions {
-                    snapshot_every: None,
-                    ..Default::default()
-                },
-                async {
-                    stop_rx.await.ok();
-                },
-            )
-            .await;
-            agent.leave("bench over").await.ok();
-            served
-        });
+        let memory = MemoryService::spawn(
+            agent,
+            MemoryOptions {
+                snapshot_every: None,
+                ..Default::default()
+            },
+        );
         let mut from_log = KnowledgeReplica::open(
             open_as(Identity::generate()).await?,
             ReplicaConfig::space("bench"),
@@ -275,8 +266,7 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
             sync_s * 1e3,
             log_s * 1e3
         );
-        let _ = stop_tx.send(());
-        memory.await??;
+        memory.stop().await?;
     }
 
     // Sync: two replicas share 1,000 facts, then each adds 1,000 of its own.
