@@ -3,13 +3,16 @@
 //! A result for an attempt whose lease was lost is refused by the task projection, so a slow
 //! worker can never complete a task twice.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use murmur_coordination::tasks::{TaskProjection, TaskState};
+use murmur_coordination::assignments::{
+    Assignment, AssignmentProjection, CancellationProjection, work_for,
+};
+use murmur_coordination::tasks::TaskProjection;
 use murmur_subjects::events::{TaskCompleted, TaskFailed, TaskStarted};
 use murmur_subjects::log::Expected;
 use murmur_subjects::{Draft, EventLog, Projector, Token};
@@ -76,8 +79,21 @@ struct Finished {
     result: TaskResult,
 }
 
+/// An attempt running here: its task handle (dropping it stops the handler) and whose
+/// cancellation counts besides a coordinator's.
+struct Running {
+    handle: tokio::task::JoinHandle<()>,
+    submitter: String,
+}
+
 /// Runs the worker loop until `shutdown`; returns how many attempts it completed. Only
 /// assignments from `coordinators` count (empty: from any verified identity).
+///
+/// The worker follows only its own assignments and the realm's cancellations (see
+/// [`murmur_coordination::assignments`]); for each new assignment it fetches the work,
+/// writes `started` expecting nothing stored on the task since the assignment (so an
+/// attempt expired, cancelled or superseded meanwhile is never started), runs the handler
+/// and reports with the expected sequence of its own `started`.
 pub async fn run_worker(
     agent: &Agent,
     handler: Handler,
@@ -86,17 +102,26 @@ pub async fn run_worker(
 ) -> Result<u64, AgentError> {
     let log: EventLog = agent.log().clone();
     let me = agent.id().to_string();
-    let mut tasks = Projector::new(
+    let realm = log.realm().clone();
+    let tasks = TaskProjection {
+        realm: realm.clone(),
+        coordinators: coordinators.clone(),
+    };
+    let mut assignments = Projector::new(
         log.clone(),
-        TaskProjection {
-            realm: log.realm().clone(),
-            coordinators,
+        AssignmentProjection {
+            realm: realm.clone(),
+            agent: me.clone(),
+            coordinators: coordinators.clone(),
         },
     );
-    let mut taken: BTreeSet<(String, u32)> = BTreeSet::new();
+    let mut cancellations = Projector::new(log.clone(), CancellationProjection { realm });
+    // Assignments up to this stream sequence have been looked at.
+    let mut seen_upto = 0;
+    // Assignments whose work could not be fetched yet (the log was unreachable).
+    let mut retry: Vec<Assignment> = Vec::new();
     // Attempts running here, so a cancellation can stop them.
-    let mut running: std::collections::BTreeMap<String, tokio::task::JoinHandle<()>> =
-        std::collections::BTreeMap::new();
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
     // Large outputs go to the Object Store; without one they fail the attempt, never the
     // worker.
     let store = match crate::artifacts::ArtifactStore::open(log.jetstream(), log.config().replicas)
@@ -113,123 +138,188 @@ pub async fn run_worker(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-                    _ = &mut shutdown => break,
-                    finished = done_rx.recv() => {
-                        let Some(first) = finished else { break };
-                        // Report every result that is ready in one batch-signed, pipelined write.
-                        let mut batch = vec![first];
-                        while let Ok(more) = done_rx.try_recv() {
-                            batch.push(more);
-                        }
-                        let mut drafts = Vec::with_capacity(batch.len());
-                        let mut expected = Vec::with_capacity(batch.len());
-                        for f in batch {
-                            expected.push(Expected::LastSequence(f.started_sequence));
-                            agent.metrics().attempt_ended(Some(f.result.is_ok()));
-                            let aggregate = Token::new(f.task.as_str())?;
-                            let draft = match f.result {
-                                Ok(output) => Draft::new(aggregate, &TaskCompleted { output, attempt: f.attempt })?,
-                                Err(reason) => Draft::new(aggregate, &TaskFailed { reason, attempt: f.attempt })?,
-                            };
-                            drafts.push(draft.caused_by_ids(f.correlation, f.cause, None));
-                        }
-                        let writes: Vec<_> = log.seal_many(drafts).into_iter().zip(expected).collect();
-                        for ((sealed, _), written) in writes.iter().zip(log.append_expected_patiently(&writes, PATIENCE).await?) {
-                            match written {
-                                Ok(_) => completed += 1,
-                                Err(e) => tracing::info!(
-                                    task = %sealed.subject.aggregate(),
-                                    error = %e,
-                                    "the task moved on after this attempt started (lease expired or cancelled): result not stored"
-                                ),
-                            }
-                        }
+            _ = &mut shutdown => break,
+            finished = done_rx.recv() => {
+                let Some(first) = finished else { break };
+                // Report every result that is ready in one batch-signed, pipelined write.
+                let mut batch = vec![first];
+                while let Ok(more) = done_rx.try_recv() {
+                    batch.push(more);
+                }
+                completed += report(agent, &log, batch).await?;
+            }
+            polled = assignments.poll(Duration::from_millis(100)) => {
+                let polled = match polled {
+                    Ok(_) => cancellations.poll(Duration::ZERO).await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = polled {
+                    if !e.is_transient() {
+                        return Err(e.into());
                     }
-                    polled = tasks.poll(Duration::from_millis(100)) => {
-                        if let Err(e) = polled {
-                            if !e.is_transient() {
-                                return Err(e.into());
-                            }
-                            // A node lost or a leader election: the projector reconnects on
-                            // the next poll.
-                            tracing::warn!(error = %e, "task log unavailable; retrying");
-                            tokio::time::sleep(Duration::from_millis(250)).await;
-                            continue;
+                    // A node lost or a leader election: the projectors reconnect on the
+                    // next poll.
+                    tracing::warn!(error = %e, "task log unavailable; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                running.retain(|task, r| {
+                    let cancelled = cancellations.state().cancelled(task, &r.submitter, &coordinators);
+                    if cancelled {
+                        // Dropping the handler's future stops it; a handler that runs a
+                        // child process with kill_on_drop stops the process too.
+                        r.handle.abort();
+                        tracing::info!(task, "cancelled: attempt stopped");
+                    }
+                    !cancelled && !r.handle.is_finished()
+                });
+                if agent.is_lame_duck() {
+                    continue;
+                }
+                let mut fresh = std::mem::take(&mut retry);
+                fresh.extend(
+                    assignments
+                        .state()
+                        .by_sequence
+                        .range(seen_upto + 1..)
+                        .map(|(_, a)| a.clone()),
+                );
+                seen_upto = seen_upto.max(assignments.position());
+                if fresh.is_empty() {
+                    continue;
+                }
+                // Fetch the work of every new assignment at once (requests pipeline on the
+                // connection).
+                let fetch_began = tokio::time::Instant::now();
+                let works = futures::future::join_all(
+                    fresh.iter().map(|a| work_for(&log, &tasks, &a.task)),
+                )
+                .await;
+                let mut ready = Vec::with_capacity(fresh.len());
+                for (a, work) in fresh.into_iter().zip(works) {
+                    match work {
+                        Ok(Some(w)) if w.book.tasks.contains_key(&a.task) => ready.push((a, w)),
+                        Ok(_) => tracing::warn!(
+                            task = %a.task,
+                            "assigned a task the log has no valid submission for: not started"
+                        ),
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!(task = %a.task, error = %e, "fetching the work failed; trying again");
+                            retry.push(a);
                         }
-                        running.retain(|task, handle| {
-                            let cancelled = tasks
-                                .state()
-                                .tasks
-                                .get(task)
-                                .is_some_and(|t| t.state == TaskState::Cancelled);
-                            if cancelled {
-                                // Dropping the handler's future stops it; a handler that runs a
-                                // child process with kill_on_drop stops the process too.
-                                handle.abort();
-                                tracing::info!(task, "cancelled: attempt stopped");
-                            }
-                            !cancelled && !handle.is_finished()
-                        });
-                        if agent.is_lame_duck() {
-                            continue;
-                        }
-                        let mine: Vec<(String, u32, String, String, serde_json::Value)> = tasks
-                            .state()
-                            .open_tasks()
-                            .filter(|(id, t)| {
-                                matches!(&t.state, TaskState::Assigned { agent, started: false, .. } if *agent == me)
-                                    && !taken.contains(&((*id).clone(), t.attempt))
-                            })
-        .map(|(id, t)| {
-                                (
-                                    id.clone(),
-                                    t.attempt,
-                                    t.correlation_id.clone(),
-                                    t.last_event_id.clone(),
-                                    handler_input(tasks.state(), t),
-                                )
-                            })
-                            .collect();
-                        let mut drafts = Vec::with_capacity(mine.len());
-                        for (task, attempt, correlation, cause, _) in &mine {
-                            taken.insert((task.clone(), *attempt));
-                            drafts.push(
-                                Draft::new(Token::new(task.as_str())?, &TaskStarted { attempt: *attempt })?
-                                    .caused_by_ids(correlation.clone(), cause.clone(), None),
-                            );
-                        }
-                        let started = log.seal_many(drafts);
-                        let stored = log.append_sealed_patiently(&started, PATIENCE).await?;
-                        for (((task, attempt, correlation, _, input), started), stored) in mine.into_iter().zip(started).zip(stored) {
-                            let started_sequence = stored.sequence;
-                            agent.metrics().attempt_started();
-                            let run = handler(TaskContext {
-                                task: task.clone(),
-                                attempt,
-                                correlation_id: correlation.clone(),
-                                started_id: started.record.id.clone(),
-                                input,
-                            });
-                            let tx = done_tx.clone();
-                            let key = task.clone();
-                            let guard = CancelGuard { metrics: agent.metrics().clone(), reported: false };
-                            let store = store.clone();
-                            let handle = tokio::spawn(async move {
-                                let mut guard = guard; // moved in whole, so dropping the future drops it
-                                let result = offload_large_output(run.await, store.as_ref()).await;
-                                // No await point between these two: an abort either drops the
-                                // attempt before it reports (counted as cancelled) or not at all.
-                                guard.reported = true;
-                                let _ = tx.send(Finished { task, attempt, started_sequence, correlation, cause: started.record.id, result });
-                            });
-                            running.insert(key, handle);
-                        }
+                        Err(e) => tracing::warn!(task = %a.task, error = %e, "the work cannot be read: not started"),
                     }
                 }
+                let mut writes = Vec::with_capacity(ready.len());
+                let mut drafts = Vec::with_capacity(ready.len());
+                for (a, _) in &ready {
+                    drafts.push(
+                        Draft::new(Token::new(a.task.as_str())?, &TaskStarted { attempt: a.attempt })?
+                            .caused_by_ids(a.correlation_id.clone(), a.event_id.clone(), None),
+                    );
+                }
+                for (sealed, (a, _)) in log.seal_many(drafts).into_iter().zip(&ready) {
+                    writes.push((sealed, Expected::LastSequence(a.sequence)));
+                }
+                let write_began = tokio::time::Instant::now();
+                let stored = log.append_expected_patiently(&writes, PATIENCE).await?;
+                tracing::debug!(
+                    assignments = writes.len(),
+                    fetch_us = (write_began - fetch_began).as_micros() as u64,
+                    start_us = write_began.elapsed().as_micros() as u64,
+                    "assignments started"
+                );
+                for (((a, work), (started, _)), stored) in ready.into_iter().zip(writes).zip(stored) {
+                    let started_sequence = match stored {
+                        Ok(appended) => appended.sequence,
+                        Err(e) => {
+                            tracing::info!(
+                                task = %a.task,
+                                attempt = a.attempt,
+                                error = %e,
+                                "the task moved on since this assignment (lease expired, cancelled or reassigned): not started"
+                            );
+                            continue;
+                        }
+                    };
+                    agent.metrics().attempt_started();
+                    let input = work
+                        .book
+                        .tasks
+                        .get(&a.task)
+                        .map(|t| handler_input(&work.book, t))
+                        .unwrap_or_default();
+                    let run = handler(TaskContext {
+                        task: a.task.clone(),
+                        attempt: a.attempt,
+                        correlation_id: a.correlation_id.clone(),
+                        started_id: started.record.id.clone(),
+                        input,
+                    });
+                    let tx = done_tx.clone();
+                    let guard = CancelGuard { metrics: agent.metrics().clone(), reported: false };
+                    let store = store.clone();
+                    let (task, attempt, correlation) = (a.task.clone(), a.attempt, a.correlation_id);
+                    let handle = tokio::spawn(async move {
+                        let mut guard = guard; // moved in whole, so dropping the future drops it
+                        let result = offload_large_output(run.await, store.as_ref()).await;
+                        // No await point between these two: an abort either drops the
+                        // attempt before it reports (counted as cancelled) or not at all.
+                        guard.reported = true;
+                        let _ = tx.send(Finished { task, attempt, started_sequence, correlation, cause: started.record.id, result });
+                    });
+                    running.insert(a.task, Running { handle, submitter: work.submitter });
+                }
+            }
+        }
         // Heartbeats carry the queue depth, which routing weighs.
         agent.set_queue_depth(agent.metrics().running());
     }
     Ok(completed)
+}
+
+/// Writes the results of finished attempts; returns how many were stored.
+async fn report(agent: &Agent, log: &EventLog, batch: Vec<Finished>) -> Result<u64, AgentError> {
+    let mut drafts = Vec::with_capacity(batch.len());
+    let mut expected = Vec::with_capacity(batch.len());
+    for f in batch {
+        expected.push(Expected::LastSequence(f.started_sequence));
+        agent.metrics().attempt_ended(Some(f.result.is_ok()));
+        let aggregate = Token::new(f.task.as_str())?;
+        let draft = match f.result {
+            Ok(output) => Draft::new(
+                aggregate,
+                &TaskCompleted {
+                    output,
+                    attempt: f.attempt,
+                },
+            )?,
+            Err(reason) => Draft::new(
+                aggregate,
+                &TaskFailed {
+                    reason,
+                    attempt: f.attempt,
+                },
+            )?,
+        };
+        drafts.push(draft.caused_by_ids(f.correlation, f.cause, None));
+    }
+    let writes: Vec<_> = log.seal_many(drafts).into_iter().zip(expected).collect();
+    let mut stored = 0;
+    for ((sealed, _), written) in writes
+        .iter()
+        .zip(log.append_expected_patiently(&writes, PATIENCE).await?)
+    {
+        match written {
+            Ok(_) => stored += 1,
+            Err(e) => tracing::info!(
+                task = %sealed.subject.aggregate(),
+                error = %e,
+                "the task moved on after this attempt started (lease expired or cancelled): result not stored"
+            ),
+        }
+    }
+    Ok(stored)
 }
 
 /// Outputs larger than this (as JSON) are stored in the Object Store and replaced by

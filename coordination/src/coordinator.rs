@@ -183,7 +183,11 @@ fn draft_for(
 #[derive(Debug, Default, Clone)]
 struct Executed {
     written: u64,
+    /// Decisions the server had already stored (a repeat of an earlier write).
+    duplicates: u64,
     conflicts: u64,
+    /// The highest stream sequence a write of this tick was stored at.
+    last_sequence: u64,
     /// The last conflict's aggregate filter and expected sequence (for diagnostics).
     last_conflict: Option<(String, u64, String)>,
 }
@@ -202,8 +206,14 @@ async fn execute(
     let mut done = Executed::default();
     for (_, pending) in log.append_many_expected(writes).await? {
         match pending.wait().await {
-            Ok(appended) if !appended.duplicate => done.written += 1,
-            Ok(_) => {}
+            Ok(appended) => {
+                done.last_sequence = done.last_sequence.max(appended.sequence);
+                if appended.duplicate {
+                    done.duplicates += 1;
+                } else {
+                    done.written += 1;
+                }
+            }
             // Another coordinator (or the worker) moved the task first: decide again next tick.
             Err(LogError::Conflict {
                 filter,
@@ -223,6 +233,9 @@ async fn execute(
 /// Ticks in a row whose writes all conflicted while the projection read nothing new, after
 /// which the coordinator replays the log instead of trusting its view.
 const DIVERGED_AFTER: u32 = 20;
+
+/// How long a coordinator waits to read its own last decisions back before deciding anyway.
+const OWN_WRITES_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The effective allow-list: empty stays empty (anyone); otherwise `me` is added.
 fn allow_list(configured: &[String], me: &str) -> Vec<String> {
@@ -253,6 +266,8 @@ pub async fn run_coordinator(
     let mut diverged_after = DIVERGED_AFTER;
     let mut last_decided = tokio::time::Instant::now() - config.tick;
     let mut conflicted_at = projector.position();
+    // The last sequence this coordinator's own decisions were stored at.
+    let mut own_writes_at = 0;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -274,6 +289,13 @@ pub async fn run_coordinator(
         if last_decided.elapsed() < config.tick {
             continue;
         }
+        // Read its own writes before deciding again: a view without last tick's decisions
+        // would decide them again, and re-sending hundreds of deduplicated decisions each tick
+        // is what limited throughput. Bounded, so a view that cannot get there (a failover
+        // mid-read) still decides; repeats are harmless, only wasteful.
+        if projector.position() < own_writes_at && last_decided.elapsed() < OWN_WRITES_PATIENCE {
+            continue;
+        }
         last_decided = tokio::time::Instant::now();
         let view = projector.state();
         let commands = decide(
@@ -292,6 +314,14 @@ pub async fn run_coordinator(
             match execute(&log, view, &commands).await {
                 Ok(done) => {
                     written += done.written;
+                    own_writes_at = done.last_sequence;
+                    tracing::debug!(
+                        commands = commands.len(),
+                        written = done.written,
+                        duplicates = done.duplicates,
+                        conflicts = done.conflicts,
+                        "decisions written"
+                    );
                     if done.conflicts > 0
                         && done.written == 0
                         && projector.position() == conflicted_at

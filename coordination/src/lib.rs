@@ -19,12 +19,18 @@
 //!   dependency, release order, descendants (pure). Submitted graphs are `task.submitted`
 //!   events with `depends_on`, held by [`tasks::decide`] until their parents complete.
 //!
+//! - [`assignments`]: what a worker reads — its own assignments and the cancellations,
+//!   each one event type filtered on the server — and the fetch of the work an assignment
+//!   names (I/O edge).
+//!
 //! - [`submit`]: submitting a validated graph as `task.submitted` events (I/O edge).
 //!
 //! - [`consensus`]: proposals, votes and decisions, pure: counting rules (simple, qualified,
 //!   weighted, unanimous, adaptive response thresholds), early decision, typed vote
-//!   refusals. The tallier service, voter agents and CLI (issue 4) are not written yet.
+//!   refusals, and the proposal projection the tallier folds (the tallier service, voter
+//!   agents and CLI live in `murmur-agents` and `murmur-tools`).
 
+pub mod assignments;
 pub mod consensus;
 pub mod coordinator;
 pub mod graph;

@@ -136,16 +136,26 @@ pub struct TaskBook {
     /// do not scan the whole history on every tick.
     #[serde(default)]
     open: BTreeSet<String>,
-    /// Whether `open` is maintained (false for books built by hand or read from a checkpoint
-    /// written before the index existed; it is rebuilt on the next event).
+    /// Assigned attempts not started yet, task id → agent: what a worker looks through for
+    /// its own work (bounded by the slots in use, not by the backlog).
     #[serde(default)]
-    indexed: bool,
+    awaiting_start: BTreeMap<String, String>,
+    /// Tasks per final state (final states are terminal, so these only grow).
+    #[serde(default)]
+    final_counts: BTreeMap<String, usize>,
+    /// Which version of the indexes above is maintained (0: none — a book built by hand or
+    /// read from a checkpoint written before them; they are rebuilt on the next event).
+    #[serde(default)]
+    index_version: u8,
 }
+
+/// The current [`TaskBook`] index layout.
+const INDEX_VERSION: u8 = 2;
 
 impl TaskBook {
     /// Tasks that are not final (pending, assigned, running), by id.
     pub fn open_tasks(&self) -> Box<dyn Iterator<Item = (&String, &Task)> + '_> {
-        if self.indexed {
+        if self.index_version == INDEX_VERSION {
             Box::new(
                 self.open
                     .iter()
@@ -158,33 +168,114 @@ impl TaskBook {
 
     /// Updates the open index after an event about `id`.
     fn reindex(&mut self, id: &str) {
-        if !self.indexed {
-            self.open = self
-                .tasks
-                .iter()
-                .filter(|(_, t)| !t.state.is_final())
-                .map(|(id, _)| id.clone())
-                .collect();
-            self.indexed = true;
+        if self.index_version != INDEX_VERSION {
+            self.open.clear();
+            self.awaiting_start.clear();
+            self.final_counts.clear();
+            let ids: Vec<String> = self.tasks.keys().cloned().collect();
+            for id in ids {
+                self.index_one(&id, false);
+            }
+            self.index_version = INDEX_VERSION;
             return;
         }
-        match self.tasks.get(id) {
-            Some(t) if !t.state.is_final() => {
-                self.open.insert(id.to_string());
+        let was_open = self.open.contains(id);
+        self.index_one(id, was_open);
+    }
+
+    /// Puts `id` where its state says; `was_open`: it was indexed as open before this event
+    /// (so a final state is counted once, on the transition).
+    fn index_one(&mut self, id: &str, was_open: bool) {
+        let Some(t) = self.tasks.get(id) else {
+            self.open.remove(id);
+            self.awaiting_start.remove(id);
+            return;
+        };
+        match &t.state {
+            TaskState::Assigned {
+                agent,
+                started: false,
+                ..
+            } => {
+                self.awaiting_start.insert(id.to_string(), agent.clone());
             }
             _ => {
-                self.open.remove(id);
+                self.awaiting_start.remove(id);
             }
+        }
+        if t.state.is_final() {
+            // Index rebuilds pass `false` and count every final task; an event refused on a
+            // task already final leaves it as it was (not open, already counted).
+            if was_open || !self.open.contains(id) && self.index_version != INDEX_VERSION {
+                *self
+                    .final_counts
+                    .entry(t.state.name().to_string())
+                    .or_insert(0) += 1;
+            }
+            self.open.remove(id);
+        } else {
+            self.open.insert(id.to_string());
+        }
+    }
+
+    /// Attempts assigned to `agent` that it has not started yet, by task id.
+    pub fn awaiting_start<'a>(
+        &'a self,
+        agent: &'a str,
+    ) -> Box<dyn Iterator<Item = (&'a String, &'a Task)> + 'a> {
+        if self.index_version == INDEX_VERSION {
+            Box::new(
+                self.awaiting_start
+                    .iter()
+                    .filter(move |(_, a)| a.as_str() == agent)
+                    .filter_map(|(id, _)| self.tasks.get_key_value(id)),
+            )
+        } else {
+            Box::new(self.tasks.iter().filter(move |(_, t)| {
+                matches!(&t.state, TaskState::Assigned { agent: a, started: false, .. } if a == agent)
+            }))
         }
     }
 
     /// Tasks per state name.
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         let mut out = BTreeMap::new();
-        for t in self.tasks.values() {
-            *out.entry(t.state.name()).or_insert(0) += 1;
+        if self.index_version == INDEX_VERSION {
+            for (_, t) in self.open_tasks() {
+                *out.entry(t.state.name()).or_insert(0) += 1;
+            }
+            for name in ["completed", "dead_lettered", "cancelled"] {
+                if let Some(n) = self.final_counts.get(name).filter(|n| **n > 0) {
+                    out.insert(name, *n);
+                }
+            }
+        } else {
+            for t in self.tasks.values() {
+                *out.entry(t.state.name()).or_insert(0) += 1;
+            }
         }
         out
+    }
+
+    /// How many tasks are in the state called `name` (see [`TaskState::name`]); a final state
+    /// costs nothing to count, an open one a pass over the open tasks.
+    pub fn count(&self, name: &str) -> usize {
+        if self.index_version == INDEX_VERSION {
+            if let Some(n) = self.final_counts.get(name) {
+                return *n;
+            }
+            if matches!(name, "completed" | "dead_lettered" | "cancelled") {
+                return 0;
+            }
+            return self
+                .open_tasks()
+                .filter(|(_, t)| t.state.name() == name)
+                .count();
+        }
+        self.tasks
+            .values()
+            .filter(|t| t.state.name() == name)
+            .count()
     }
 }
 
@@ -476,34 +567,43 @@ pub fn decide(
     let mut commands = Vec::new();
     let mut in_flight_per_agent: BTreeMap<&str, u32> = BTreeMap::new();
     let mut in_flight_per_submitter: BTreeMap<&str, u32> = BTreeMap::new();
+    // One pass over the open tasks: leases in flight, and the tasks ready to go.
+    let mut ready: Vec<(&String, &Task)> = Vec::new();
     for (id, t) in book.open_tasks() {
-        if let TaskState::Assigned {
-            agent, lease_until, ..
-        } = &t.state
-        {
-            if *lease_until <= now {
-                commands.push(Command::ExpireLease {
-                    task: id.clone(),
-                    agent: agent.clone(),
-                    attempt: t.attempt,
-                    expected: t.last_sequence,
-                });
-            } else {
-                *in_flight_per_agent.entry(agent.as_str()).or_default() += 1;
-                *in_flight_per_submitter
-                    .entry(t.submitter.as_str())
-                    .or_default() += 1;
+        match &t.state {
+            TaskState::Assigned {
+                agent, lease_until, ..
+            } => {
+                if *lease_until <= now {
+                    commands.push(Command::ExpireLease {
+                        task: id.clone(),
+                        agent: agent.clone(),
+                        attempt: t.attempt,
+                        expected: t.last_sequence,
+                    });
+                } else {
+                    *in_flight_per_agent.entry(agent.as_str()).or_default() += 1;
+                    *in_flight_per_submitter
+                        .entry(t.submitter.as_str())
+                        .or_default() += 1;
+                }
             }
+            TaskState::Pending { not_before } if *not_before <= now => ready.push((id, t)),
+            _ => {}
         }
     }
+    // With every slot taken, only dependency and attempt checks can still decide anything:
+    // a backlog of plain tasks is not queued up just to find nobody free.
+    let any_free = candidates
+        .iter()
+        .any(|c| in_flight_per_agent.get(c.id.as_str()).copied().unwrap_or(0) < slots_per_agent);
     // Ready tasks grouped by priority (high first), then by submitter in FIFO order.
     let mut by_priority: BTreeMap<std::cmp::Reverse<u8>, ReadyBySubmitter<'_>> = BTreeMap::new();
-    let mut ready: Vec<(&String, &Task)> = book
-        .open_tasks()
-        .filter(|(_, t)| matches!(t.state, TaskState::Pending { not_before } if not_before <= now))
-        .collect();
     ready.sort_by_key(|(_, t)| t.submitted_sequence);
     for (id, t) in ready {
+        if !any_free && t.depends_on.is_empty() && t.attempt < t.max_attempts {
+            continue;
+        }
         // Task graphs: wait for every dependency; a failed one takes this task down by policy.
         let mut waiting = false;
         let mut failed_parent = None;
@@ -572,6 +672,10 @@ pub fn decide(
                     c
                 })
                 .collect();
+            if free.is_empty() {
+                // Every slot is taken: the rest waits for the next decision.
+                break;
+            }
             // Nobody able to take it now: it stays pending until an agent can.
             if let Some(agent) = routing::choose(&t.requirements, &free) {
                 let agent_id = agent.id.clone();
@@ -934,6 +1038,141 @@ mod tests {
             )
             .expect("dead-lettered");
             assert_eq!(book.tasks["t"].state, TaskState::DeadLettered);
+        }
+
+        /// The indexes a projection keeps (open tasks, attempts awaiting a start, final
+        /// counts) say the same as a scan of every task, after every event, refused or not.
+        #[test]
+        fn indexes_agree_with_a_full_scan() {
+            let (submitter, coord, w1, w2) = (
+                Identity::generate(),
+                Identity::generate(),
+                Identity::generate(),
+                Identity::generate(),
+            );
+            let proj = TaskProjection {
+                realm: Token::new("r").expect("token"),
+                coordinators: vec![coord.public_key().to_string()],
+            };
+            let mut log = Log::new();
+            let mut book = TaskBook::default();
+            let mut rng = 0x2545_f491_u64;
+            let mut next = |n: u64| {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (rng >> 33) % n
+            };
+            let workers = [&w1, &w2];
+            let mut seen = BTreeSet::new();
+            let mut saw_awaiting = false;
+            for step in 0..400_i64 {
+                let task = format!("t{}", next(20));
+                let attempt = book.tasks.get(&task).map_or(1, |t| t.attempt.max(1));
+                // Mostly the attempt's holder, sometimes a stranger (refused).
+                let holder = book.tasks.get(&task).and_then(|t| match &t.state {
+                    TaskState::Assigned { agent, .. } => {
+                        workers.into_iter().find(|w| w.public_key() == agent)
+                    }
+                    _ => None,
+                });
+                let w = match holder {
+                    Some(h) if next(4) != 0 => h,
+                    _ => workers[next(2) as usize],
+                };
+                let event = match next(8) {
+                    0 => log.event(
+                        &submitter,
+                        &task,
+                        &TaskSubmitted {
+                            capability: "x".into(),
+                            max_attempts: Some(3),
+                            ..Default::default()
+                        },
+                        step,
+                    ),
+                    1 | 2 => log.event(
+                        &coord,
+                        &task,
+                        &TaskAssigned {
+                            agent: w.public_key().into(),
+                            attempt: attempt + u32::from(next(2) == 0),
+                            lease_ms: 10_000,
+                        },
+                        step,
+                    ),
+                    3 => log.event(w, &task, &TaskStarted { attempt }, step),
+                    4 => log.event(
+                        w,
+                        &task,
+                        &TaskCompleted {
+                            output: serde_json::json!(step),
+                            attempt,
+                        },
+                        step,
+                    ),
+                    5 => log.event(
+                        w,
+                        &task,
+                        &TaskFailed {
+                            reason: "no".into(),
+                            attempt,
+                        },
+                        step,
+                    ),
+                    6 => log.event(
+                        &coord,
+                        &task,
+                        &TaskCancelled {
+                            reason: "enough".into(),
+                        },
+                        step,
+                    ),
+                    _ => log.event(
+                        &coord,
+                        &task,
+                        &TaskLeaseExpired {
+                            attempt,
+                            agent: w.public_key().into(),
+                        },
+                        step,
+                    ),
+                };
+                let _ = proj.apply(&mut book, &event);
+                let scanned = TaskBook {
+                    tasks: book.tasks.clone(),
+                    ..TaskBook::default()
+                };
+                assert_eq!(book.counts(), scanned.counts(), "step {step}");
+                for name in [
+                    "pending",
+                    "assigned",
+                    "running",
+                    "completed",
+                    "dead_lettered",
+                    "cancelled",
+                ] {
+                    assert_eq!(book.count(name), scanned.count(name), "{name} at {step}");
+                }
+                for w in workers {
+                    let key = w.public_key();
+                    let indexed: Vec<&String> =
+                        book.awaiting_start(key).map(|(id, _)| id).collect();
+                    let scan: Vec<&String> =
+                        scanned.awaiting_start(key).map(|(id, _)| id).collect();
+                    saw_awaiting |= !indexed.is_empty();
+                    assert_eq!(indexed, scan, "step {step}");
+                }
+                seen.extend(book.counts().into_keys());
+                let open: Vec<&String> = book.open_tasks().map(|(id, _)| id).collect();
+                let scan: Vec<&String> = scanned.open_tasks().map(|(id, _)| id).collect();
+                assert_eq!(open, scan, "step {step}");
+            }
+            assert!(
+                seen.len() >= 5,
+                "the walk went through most states: {seen:?}"
+            );
+            assert!(saw_awaiting, "some attempt waited for its start");
         }
 
         #[test]

@@ -160,6 +160,14 @@ pub enum LogError {
     /// The payload could not be encoded.
     #[error(transparent)]
     Payload(#[from] crate::payload::PayloadError),
+    /// A stored message read on purpose (not folded) did not decode or verify.
+    #[error("stored message on {subject} is not a valid event: {reason}")]
+    Undecodable {
+        /// Subject.
+        subject: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl LogError {
@@ -605,6 +613,82 @@ impl EventLog {
         )?;
         event.stream_sequence = Some(sequence);
         event.stored_at = stored_at;
+        Ok(event)
+    }
+
+    /// The last event stored on `subject`, read from the stream leader and verified; `None`
+    /// when nothing is stored there.
+    pub async fn last_event(&self, subject: &str) -> Result<Option<VerifiedEvent>, LogError> {
+        self.stored_event(subject, false).await
+    }
+
+    /// The first event stored on `subject`, read from the stream leader and verified; `None`
+    /// when nothing is stored there. One request, for a reader that follows only some event
+    /// types and needs one other (a worker fetching the submission it was assigned).
+    pub async fn first_event(&self, subject: &str) -> Result<Option<VerifiedEvent>, LogError> {
+        self.stored_event(subject, true).await
+    }
+
+    async fn stored_event(
+        &self,
+        subject: &str,
+        first: bool,
+    ) -> Result<Option<VerifiedEvent>, LogError> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        let name = &self.config.history_stream;
+        let stream_err = |reason: String| LogError::Stream {
+            stream: name.clone(),
+            reason,
+        };
+        let stream = self
+            .js
+            .get_stream_no_info(name)
+            .await
+            .map_err(|e| stream_err(e.to_string()))?;
+        // The first message on a subject never changes, so any replica that has it may
+        // answer (direct get: served by the stream itself, not the JetStream API queue,
+        // which is slow under load). "Nothing there" from a replica that is behind, and any
+        // "last" question, go to the leader through the stream API.
+        if first {
+            match stream.direct_get_first_for_subject(subject).await {
+                Ok(stored) => return self.decode_fetched(subject, stored).map(Some),
+                Err(e) => {
+                    tracing::trace!(error = %e, subject, "direct get missed; asking the leader")
+                }
+            }
+        }
+        let request = stream.raw_message_builder();
+        let request = if first {
+            request.sequence(1).next_by_subject(subject)
+        } else {
+            request.last_by_subject(subject)
+        };
+        let stored = match request.send().await {
+            Ok(m) => m,
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(stream_err(e.to_string())),
+        };
+        self.decode_fetched(subject, stored).map(Some)
+    }
+
+    fn decode_fetched(
+        &self,
+        subject: &str,
+        stored: async_nats::jetstream::message::StreamMessage,
+    ) -> Result<VerifiedEvent, LogError> {
+        let mut event = self
+            .codec
+            .decode(
+                stored.subject.as_str(),
+                Some(&stored.headers),
+                &stored.payload,
+            )
+            .map_err(|e| LogError::Undecodable {
+                subject: subject.to_string(),
+                reason: e.to_string(),
+            })?;
+        event.stream_sequence = Some(stored.sequence);
+        event.stored_at = Some(stored.time);
         Ok(event)
     }
 
