@@ -588,3 +588,61 @@ async fn oversized_submissions_are_a_typed_error_before_sending() -> Result<()> 
     );
     Ok(())
 }
+
+/// A projection whose events are rare (cancellations, proposals) keeps its live consumer
+/// while the rest of the stream moves on, and still sees its next event. It used to take
+/// "the stream moved past what my consumer delivered" for a stall and recreate the consumer
+/// every nine seconds of quiet.
+#[tokio::test]
+async fn a_quiet_projection_keeps_its_consumer_while_other_subjects_move() -> Result<()> {
+    use murmur_subjects::projection::{Projection, Refusal};
+    use murmur_subjects::{Plane, SubjectFilter, VerifiedEvent};
+
+    struct Leavers;
+    impl Projection for Leavers {
+        type State = u64;
+        fn name(&self) -> &str {
+            "leavers"
+        }
+        fn filter(&self) -> SubjectFilter {
+            SubjectFilter::plane(Plane::Evt)
+                .realm(tok("acme"))
+                .domain(murmur_subjects::Domain::Agent)
+                .verb(tok("left"))
+        }
+        fn apply(&self, state: &mut u64, _: &VerifiedEvent) -> Result<(), Refusal> {
+            *state += 1;
+            Ok(())
+        }
+    }
+
+    let nats = TestNats::start().await?;
+    let writer = nats.event_log("acme").await?;
+    let mut quiet = Projector::new(nats.event_log("acme").await?, Leavers);
+    quiet.catch_up().await?;
+    // Twelve seconds of other events (the stall check looks after 3 × 3 s of quiet).
+    let until = tokio::time::Instant::now() + Duration::from_secs(12);
+    let mut k = 0;
+    while tokio::time::Instant::now() < until {
+        writer
+            .append(Draft::new(tok(&format!("t{k}")), &submitted(k))?)
+            .await?;
+        k += 1;
+        quiet.poll(Duration::from_millis(200)).await?;
+    }
+    assert_eq!(
+        quiet.stats().consumers_recreated,
+        0,
+        "{k} other events made the quiet consumer look stalled"
+    );
+    writer
+        .append(Draft::new(
+            tok("a1"),
+            &AgentLeft {
+                reason: "done".into(),
+            },
+        )?)
+        .await?;
+    assert!(quiet.follow_until(DEADLINE, |n| *n == 1).await?);
+    Ok(())
+}

@@ -264,6 +264,9 @@ pub struct ProjectionStats {
     /// Stored messages that failed decoding or verification (the log auditor dead-letters
     /// them; projections skip them and count them here).
     pub invalid: u64,
+    /// Times the live consumer looked stalled and was recreated.
+    #[serde(default)]
+    pub consumers_recreated: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -343,12 +346,21 @@ impl<P: Projection> Projector<P> {
             return false;
         }
         // After a leader change the consumer can sit on a replica that fell behind and report
-        // nothing pending. Ask the stream (its leader): anything stored after what the
-        // consumer delivered means a fresh consumer may find events for this filter. Events
-        // of other filters make this recreate at most once per 3 × STALL_CHECK when idle.
+        // nothing pending. Ask the stream leader for the last message *matching this
+        // filter*: one stored after what the consumer delivered means a fresh consumer will
+        // find it. (Comparing with the stream's last sequence instead recreated the consumer
+        // of every sparse projection — cancellations, proposals — every 3 × STALL_CHECK,
+        // since other subjects always move the stream on.)
         let name = self.log.config().history_stream.clone();
-        match tokio::time::timeout(Duration::from_secs(2), self.log.stream(&name)).await {
-            Ok(Ok(stream)) => stream.cached_info().state.last_sequence > delivered,
+        let filter = self.projection.filter();
+        let log = self.log.clone();
+        let leader_last = tokio::time::timeout(Duration::from_secs(2), async move {
+            let stream = log.stream(&name).await.map_err(|e| e.to_string())?;
+            leader_last_matching(&stream, &filter).await
+        })
+        .await;
+        match leader_last {
+            Ok(Ok(last)) => last.is_some_and(|last| last > delivered.max(self.position)),
             _ => true,
         }
     }
@@ -489,6 +501,7 @@ impl<P: Projection> Projector<P> {
                             "live consumer stalled; recreating it"
                         );
                         self.live = None;
+                        self.stats.consumers_recreated += 1;
                     }
                     break;
                 }
