@@ -267,46 +267,8 @@ async fn fold_task(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use murmur_subjects::{Draft, EventCodec, Identity};
-
-    struct Log {
-        codec: EventCodec,
-        realm: Token,
-        seq: u64,
-        start: DateTime<Utc>,
-    }
-
-    impl Log {
-        fn event<P: Payload>(
-            &mut self,
-            who: &Identity,
-            task: &str,
-            p: &P,
-            after_ms: i64,
-        ) -> VerifiedEvent {
-            let sealed = Draft::new(Token::new(task).expect("token"), p)
-                .expect("draft")
-                .seal(who, &self.realm);
-            let (h, b) = self.codec.encode(&sealed).expect("encode");
-            let mut ev = self
-                .codec
-                .decode(sealed.subject.as_str(), Some(&h), &b)
-                .expect("decode");
-            self.seq += 1;
-            ev.stream_sequence = Some(self.seq);
-            ev.stored_at = Some(self.start + Duration::milliseconds(after_ms));
-            ev
-        }
-    }
-
-    fn log() -> Log {
-        Log {
-            codec: EventCodec::default(),
-            realm: Token::new("r").expect("token"),
-            seq: 0,
-            start: "2026-01-01T00:00:00Z".parse().expect("time"),
-        }
-    }
+    use crate::test_log::Log;
+    use murmur_subjects::Identity;
 
     fn assigned(agent: &Identity, attempt: u32, lease_ms: u64) -> TaskAssigned {
         TaskAssigned {
@@ -329,7 +291,7 @@ mod tests {
             agent: me.public_key().into(),
             coordinators: vec![coord.public_key().into()],
         };
-        let mut log = log();
+        let mut log = Log::new();
         let mut state = Assignments::default();
         proj.apply(
             &mut state,
@@ -388,7 +350,7 @@ mod tests {
         let proj = CancellationProjection {
             realm: Token::new("r").expect("token"),
         };
-        let mut log = log();
+        let mut log = Log::new();
         let mut state = Cancellations::default();
         let cancel = TaskCancelled {
             reason: "enough".into(),

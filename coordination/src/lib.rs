@@ -39,3 +39,5 @@ pub mod registry;
 pub mod routing;
 pub mod submit;
 pub mod tasks;
+#[cfg(test)]
+mod test_log;

@@ -845,46 +845,8 @@ mod tests {
 
     mod fold {
         use super::*;
-        use murmur_subjects::{Draft, EventCodec, Identity, Payload};
-
-        struct Log {
-            codec: EventCodec,
-            realm: Token,
-            seq: u64,
-            start: DateTime<Utc>,
-        }
-
-        impl Log {
-            fn new() -> Self {
-                Self {
-                    codec: EventCodec::default(),
-                    realm: Token::new("r").expect("token"),
-                    seq: 0,
-                    start: "2026-01-01T00:00:00Z".parse().expect("time"),
-                }
-            }
-            /// Seals, encodes and decodes like the wire does, stamping sequence and time.
-            fn event<P: Payload>(
-                &mut self,
-                who: &Identity,
-                task: &str,
-                p: &P,
-                after_ms: i64,
-            ) -> VerifiedEvent {
-                let sealed = Draft::new(Token::new(task).expect("token"), p)
-                    .expect("draft")
-                    .seal(who, &self.realm);
-                let (h, b) = self.codec.encode(&sealed).expect("encode");
-                let mut ev = self
-                    .codec
-                    .decode(sealed.subject.as_str(), Some(&h), &b)
-                    .expect("decode");
-                self.seq += 1;
-                ev.stream_sequence = Some(self.seq);
-                ev.stored_at = Some(self.start + Duration::milliseconds(after_ms));
-                ev
-            }
-        }
+        use crate::test_log::Log;
+        use murmur_subjects::Identity;
 
         #[test]
         fn lifecycle_with_retry_and_idempotent_completion() {
