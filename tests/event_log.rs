@@ -596,7 +596,7 @@ async fn oversized_submissions_are_a_typed_error_before_sending() -> Result<()> 
 #[tokio::test]
 async fn a_quiet_projection_keeps_its_consumer_while_other_subjects_move() -> Result<()> {
     use murmur_subjects::projection::{Projection, Refusal};
-    use murmur_subjects::{Plane, SubjectFilter, VerifiedEvent};
+    use murmur_subjects::{SubjectFilter, VerifiedEvent};
 
     struct Leavers;
     impl Projection for Leavers {
@@ -605,10 +605,7 @@ async fn a_quiet_projection_keeps_its_consumer_while_other_subjects_move() -> Re
             "leavers"
         }
         fn filter(&self) -> SubjectFilter {
-            SubjectFilter::plane(Plane::Evt)
-                .realm(tok("acme"))
-                .domain(murmur_subjects::Domain::Agent)
-                .verb(tok("left"))
+            murmur_subjects::catalog::EventType::of::<AgentLeft>().filter(Some(&tok("acme")))
         }
         fn apply(&self, state: &mut u64, _: &VerifiedEvent) -> Result<(), Refusal> {
             *state += 1;

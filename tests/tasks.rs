@@ -520,3 +520,126 @@ async fn refused_and_garbage_messages_do_not_jam_a_task() -> Result<()> {
     coordinator.await??;
     Ok(())
 }
+
+/// A worker never starts an attempt the log has moved past. Its assignment of `stale` was
+/// expired and the task reassigned to another agent before the worker came up; it starts
+/// only `fresh`, and nothing of it is stored on `stale` (without the expected sequence on
+/// `started` it would store a `started` and then a `completed` there, both refused by the
+/// fold, and run the handler for nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_does_not_start_an_assignment_the_task_moved_past() -> Result<()> {
+    use murmur_agents::{Agent, AgentSpec};
+    use murmur_subjects::Identity;
+    use murmur_subjects::events::{TaskAssigned, TaskLeaseExpired};
+
+    let nats = TestNats::start().await?;
+    let submitter = nats.event_log("acme").await?;
+    let coordinator = nats.event_log_as(Identity::generate(), "acme").await?;
+    let (me, other) = (Identity::generate(), Identity::generate());
+    let assign = |agent: &Identity, attempt: u32| TaskAssigned {
+        agent: agent.public_key().into(),
+        attempt,
+        lease_ms: 60_000,
+    };
+    for task in ["stale", "fresh"] {
+        submitter
+            .append(Draft::new(
+                Token::new(task)?,
+                &submitted(serde_json::json!({"task": task}), 3, 60_000),
+            )?)
+            .await?;
+    }
+    let stale = Token::new("stale")?;
+    let mut last = coordinator
+        .append(Draft::new(stale.clone(), &assign(&me, 1))?)
+        .await?
+        .1
+        .sequence;
+    last = coordinator
+        .append_expected(
+            Draft::new(
+                stale.clone(),
+                &TaskLeaseExpired {
+                    attempt: 1,
+                    agent: me.public_key().into(),
+                },
+            )?,
+            Expected::LastSequence(last),
+        )
+        .await?
+        .1
+        .sequence;
+    coordinator
+        .append_expected(
+            Draft::new(stale, &assign(&other, 2))?,
+            Expected::LastSequence(last),
+        )
+        .await?;
+    coordinator
+        .append(Draft::new(Token::new("fresh")?, &assign(&me, 1))?)
+        .await?;
+
+    let agent = Agent::join(
+        nats.event_log_as(me, "acme").await?,
+        AgentSpec {
+            manifest: murmur_e2e::joined("tester"),
+            heartbeat: std::time::Duration::from_secs(1),
+        },
+    )
+    .await?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let coordinators = vec![coordinator.identity().public_key().to_string()];
+    let worker = tokio::spawn(async move {
+        murmur_agents::worker::run_worker(
+            &agent,
+            murmur_tools::agent_cli::builtin_handler(),
+            coordinators,
+            async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            },
+        )
+        .await
+    });
+    let mut view = Projector::new(
+        submitter.clone(),
+        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+    );
+    wait(&mut view, "fresh completed", |v| {
+        v.tasks
+            .tasks
+            .get("fresh")
+            .is_some_and(|t| matches!(t.state, TaskState::Completed { .. }))
+    })
+    .await?;
+    let _ = stop_tx.send(true);
+    assert_eq!(worker.await??, 1, "the worker completed fresh only");
+
+    let mut stored_on_stale = Vec::new();
+    read_stream(
+        submitter.jetstream(),
+        "MURMUR_HISTORY",
+        &murmur_subjects::SubjectFilter::parse("murmur.v1.acme.evt.task.stale.>")?,
+        StartAt::Beginning,
+        None,
+        |m| {
+            stored_on_stale.push(m.message.subject.to_string());
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    assert_eq!(
+        stored_on_stale,
+        [
+            "murmur.v1.acme.evt.task.stale.submitted",
+            "murmur.v1.acme.evt.task.stale.assigned",
+            "murmur.v1.acme.evt.task.stale.lease_expired",
+            "murmur.v1.acme.evt.task.stale.assigned",
+        ],
+        "nothing from the worker on the task it was no longer assigned"
+    );
+    assert!(matches!(
+        view.state().tasks.tasks["stale"].state,
+        TaskState::Assigned { started: false, .. }
+    ));
+    Ok(())
+}

@@ -1,7 +1,8 @@
-//! Running assigned tasks: an agent follows the task log, picks up attempts leased to it,
-//! reports `started`, runs its handler, and reports `completed` or `failed` for that attempt.
-//! A result for an attempt whose lease was lost is refused by the task projection, so a slow
-//! worker can never complete a task twice.
+//! Running assigned tasks: an agent follows the attempts leased to it, reports `started`,
+//! runs its handler, and reports `completed` or `failed` for that attempt. `started` expects
+//! nothing stored on the task since the assignment and a result nothing since that
+//! `started`, so the server refuses to start a superseded attempt or to store a result from
+//! a lease that was lost: a slow worker never completes a task twice.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -198,8 +199,8 @@ pub async fn run_worker(
                 let mut ready = Vec::with_capacity(fresh.len());
                 for (a, work) in fresh.into_iter().zip(works) {
                     match work {
-                        Ok(Some(w)) if w.book.tasks.contains_key(&a.task) => ready.push((a, w)),
-                        Ok(_) => tracing::warn!(
+                        Ok(Some(w)) => ready.push((a, w)),
+                        Ok(None) => tracing::warn!(
                             task = %a.task,
                             "assigned a task the log has no valid submission for: not started"
                         ),

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
+use murmur_subjects::catalog::EventType;
 use murmur_subjects::events::{TaskAssigned, TaskCancelled, TaskSubmitted};
 use murmur_subjects::projection::{Projection, Refusal, StartAt, read_stream};
 use murmur_subjects::{
@@ -70,10 +71,7 @@ impl Projection for AssignmentProjection {
     }
 
     fn filter(&self) -> SubjectFilter {
-        SubjectFilter::plane(Plane::Evt)
-            .realm(self.realm.clone())
-            .domain(Domain::Task)
-            .verb(verb("assigned"))
+        EventType::of::<TaskAssigned>().filter(Some(&self.realm))
     }
 
     fn apply(&self, state: &mut Assignments, event: &VerifiedEvent) -> Result<(), Refusal> {
@@ -149,10 +147,7 @@ impl Projection for CancellationProjection {
     }
 
     fn filter(&self) -> SubjectFilter {
-        SubjectFilter::plane(Plane::Evt)
-            .realm(self.realm.clone())
-            .domain(Domain::Task)
-            .verb(verb("cancelled"))
+        EventType::of::<TaskCancelled>().filter(Some(&self.realm))
     }
 
     fn apply(&self, state: &mut Cancellations, event: &VerifiedEvent) -> Result<(), Refusal> {
@@ -170,16 +165,11 @@ fn allowed(coordinators: &[String], who: &str) -> bool {
     coordinators.is_empty() || coordinators.iter().any(|c| c == who)
 }
 
-fn verb(name: &str) -> Token {
-    // The catalog's verbs are valid tokens.
-    Token::new(name).unwrap_or_else(|_| unreachable!("{name} is a valid token"))
-}
-
 /// What a worker needs to run an assignment, read from the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Work {
-    /// The task and, for a task with dependencies, its parents, folded exactly as
-    /// [`TaskProjection`] folds them.
+    /// The task (always present) and, for a task with dependencies, its parents, folded
+    /// exactly as [`TaskProjection`] folds them.
     pub book: TaskBook,
     /// The task's submitter (whose cancellation counts).
     pub submitter: String,
@@ -196,23 +186,15 @@ pub async fn work_for(
     task: &str,
 ) -> Result<Option<Work>, LogError> {
     let token = Token::new(task).map_err(|e| LogError::Consumer(e.to_string()))?;
-    let subject = Subject::new(
-        projection.realm.clone(),
-        Plane::Evt,
-        Domain::Task,
-        token,
-        verb("submitted"),
-    );
+    let subject = EventType::of::<TaskSubmitted>().subject(&projection.realm, &token);
     if let Some(first) = log.first_event(subject.as_str()).await? {
         let mut book = TaskBook::default();
-        let plain = first
-            .payload::<TaskSubmitted>()
-            .is_ok_and(|p| p.depends_on.is_empty());
         if first.record.ty == TaskSubmitted::TYPE
-            && plain
             && projection.apply(&mut book, &first).is_ok()
+            && let Some(t) = book.tasks.get(task)
+            && t.depends_on.is_empty()
         {
-            let submitter = first.emitter().to_string();
+            let submitter = t.submitter.clone();
             return Ok(Some(Work { book, submitter }));
         }
     }

@@ -178,7 +178,6 @@ fn draft_for(
     Ok(Some((draft, Expected::LastSequence(expected))))
 }
 
-/// Writes the commands batch-signed and pipelined; returns how many were new.
 /// What writing one tick's decisions did.
 #[derive(Debug, Default, Clone)]
 struct Executed {
@@ -192,6 +191,7 @@ struct Executed {
     last_conflict: Option<(String, u64, String)>,
 }
 
+/// Writes the commands batch-signed and pipelined.
 async fn execute(
     log: &EventLog,
     view: &CoordinatorView,

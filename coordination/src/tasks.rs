@@ -74,6 +74,9 @@ impl TaskState {
         )
     }
 
+    /// The names of the final states (see [`TaskState::name`]).
+    pub const FINAL_NAMES: [&'static str; 3] = ["completed", "dead_lettered", "cancelled"];
+
     /// Short name for listings.
     pub fn name(&self) -> &'static str {
         match self {
@@ -132,14 +135,10 @@ pub struct Task {
 pub struct TaskBook {
     /// Tasks by id.
     pub tasks: BTreeMap<String, Task>,
-    /// Ids of the tasks that are not final, kept by the projection so schedulers and workers
-    /// do not scan the whole history on every tick.
+    /// Ids of the tasks that are not final, kept by the projection so the scheduler and
+    /// status do not scan the whole history on every tick.
     #[serde(default)]
     open: BTreeSet<String>,
-    /// Assigned attempts not started yet, task id → agent: what a worker looks through for
-    /// its own work (bounded by the slots in use, not by the backlog).
-    #[serde(default)]
-    awaiting_start: BTreeMap<String, String>,
     /// Tasks per final state (final states are terminal, so these only grow).
     #[serde(default)]
     final_counts: BTreeMap<String, usize>,
@@ -166,47 +165,32 @@ impl TaskBook {
         }
     }
 
-    /// Updates the open index after an event about `id`.
+    /// Updates the indexes after an event about `id`.
     fn reindex(&mut self, id: &str) {
         if self.index_version != INDEX_VERSION {
             self.open.clear();
-            self.awaiting_start.clear();
             self.final_counts.clear();
             let ids: Vec<String> = self.tasks.keys().cloned().collect();
             for id in ids {
-                self.index_one(&id, false);
+                self.index_one(&id, true);
             }
             self.index_version = INDEX_VERSION;
             return;
         }
+        // A final state is counted once, on the transition from open; an event refused on a
+        // task already final leaves it as it was.
         let was_open = self.open.contains(id);
         self.index_one(id, was_open);
     }
 
-    /// Puts `id` where its state says; `was_open`: it was indexed as open before this event
-    /// (so a final state is counted once, on the transition).
-    fn index_one(&mut self, id: &str, was_open: bool) {
+    /// Puts `id` where its state says, counting it when final and `count_if_final`.
+    fn index_one(&mut self, id: &str, count_if_final: bool) {
         let Some(t) = self.tasks.get(id) else {
             self.open.remove(id);
-            self.awaiting_start.remove(id);
             return;
         };
-        match &t.state {
-            TaskState::Assigned {
-                agent,
-                started: false,
-                ..
-            } => {
-                self.awaiting_start.insert(id.to_string(), agent.clone());
-            }
-            _ => {
-                self.awaiting_start.remove(id);
-            }
-        }
         if t.state.is_final() {
-            // Index rebuilds pass `false` and count every final task; an event refused on a
-            // task already final leaves it as it was (not open, already counted).
-            if was_open || !self.open.contains(id) && self.index_version != INDEX_VERSION {
+            if count_if_final {
                 *self
                     .final_counts
                     .entry(t.state.name().to_string())
@@ -218,25 +202,6 @@ impl TaskBook {
         }
     }
 
-    /// Attempts assigned to `agent` that it has not started yet, by task id.
-    pub fn awaiting_start<'a>(
-        &'a self,
-        agent: &'a str,
-    ) -> Box<dyn Iterator<Item = (&'a String, &'a Task)> + 'a> {
-        if self.index_version == INDEX_VERSION {
-            Box::new(
-                self.awaiting_start
-                    .iter()
-                    .filter(move |(_, a)| a.as_str() == agent)
-                    .filter_map(|(id, _)| self.tasks.get_key_value(id)),
-            )
-        } else {
-            Box::new(self.tasks.iter().filter(move |(_, t)| {
-                matches!(&t.state, TaskState::Assigned { agent: a, started: false, .. } if a == agent)
-            }))
-        }
-    }
-
     /// Tasks per state name.
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         let mut out = BTreeMap::new();
@@ -244,7 +209,7 @@ impl TaskBook {
             for (_, t) in self.open_tasks() {
                 *out.entry(t.state.name()).or_insert(0) += 1;
             }
-            for name in ["completed", "dead_lettered", "cancelled"] {
+            for name in TaskState::FINAL_NAMES {
                 if let Some(n) = self.final_counts.get(name).filter(|n| **n > 0) {
                     out.insert(name, *n);
                 }
@@ -264,7 +229,7 @@ impl TaskBook {
             if let Some(n) = self.final_counts.get(name) {
                 return *n;
             }
-            if matches!(name, "completed" | "dead_lettered" | "cancelled") {
+            if TaskState::FINAL_NAMES.contains(&name) {
                 return 0;
             }
             return self
@@ -1002,8 +967,8 @@ mod tests {
             assert_eq!(book.tasks["t"].state, TaskState::DeadLettered);
         }
 
-        /// The indexes a projection keeps (open tasks, attempts awaiting a start, final
-        /// counts) say the same as a scan of every task, after every event, refused or not.
+        /// The indexes a projection keeps (open tasks, final counts) say the same as a scan of
+        /// every task, after every event, refused or not.
         #[test]
         fn indexes_agree_with_a_full_scan() {
             let (submitter, coord, w1, w2) = (
@@ -1027,7 +992,6 @@ mod tests {
             };
             let workers = [&w1, &w2];
             let mut seen = BTreeSet::new();
-            let mut saw_awaiting = false;
             for step in 0..400_i64 {
                 let task = format!("t{}", next(20));
                 let attempt = book.tasks.get(&task).map_or(1, |t| t.attempt.max(1));
@@ -1116,15 +1080,6 @@ mod tests {
                 ] {
                     assert_eq!(book.count(name), scanned.count(name), "{name} at {step}");
                 }
-                for w in workers {
-                    let key = w.public_key();
-                    let indexed: Vec<&String> =
-                        book.awaiting_start(key).map(|(id, _)| id).collect();
-                    let scan: Vec<&String> =
-                        scanned.awaiting_start(key).map(|(id, _)| id).collect();
-                    saw_awaiting |= !indexed.is_empty();
-                    assert_eq!(indexed, scan, "step {step}");
-                }
                 seen.extend(book.counts().into_keys());
                 let open: Vec<&String> = book.open_tasks().map(|(id, _)| id).collect();
                 let scan: Vec<&String> = scanned.open_tasks().map(|(id, _)| id).collect();
@@ -1134,7 +1089,6 @@ mod tests {
                 seen.len() >= 5,
                 "the walk went through most states: {seen:?}"
             );
-            assert!(saw_awaiting, "some attempt waited for its start");
         }
 
         #[test]

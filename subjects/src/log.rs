@@ -616,24 +616,10 @@ impl EventLog {
         Ok(event)
     }
 
-    /// The last event stored on `subject`, read from the stream leader and verified; `None`
-    /// when nothing is stored there.
-    pub async fn last_event(&self, subject: &str) -> Result<Option<VerifiedEvent>, LogError> {
-        self.stored_event(subject, false).await
-    }
-
-    /// The first event stored on `subject`, read from the stream leader and verified; `None`
-    /// when nothing is stored there. One request, for a reader that follows only some event
-    /// types and needs one other (a worker fetching the submission it was assigned).
+    /// The first event stored on `subject`, verified; `None` when nothing is stored there.
+    /// One request, for a reader that follows only some event types and needs one other (a
+    /// worker fetching the submission it was assigned).
     pub async fn first_event(&self, subject: &str) -> Result<Option<VerifiedEvent>, LogError> {
-        self.stored_event(subject, true).await
-    }
-
-    async fn stored_event(
-        &self,
-        subject: &str,
-        first: bool,
-    ) -> Result<Option<VerifiedEvent>, LogError> {
         use async_nats::jetstream::stream::RawMessageErrorKind;
         let name = &self.config.history_stream;
         let stream_err = |reason: String| LogError::Stream {
@@ -647,35 +633,23 @@ impl EventLog {
             .map_err(|e| stream_err(e.to_string()))?;
         // The first message on a subject never changes, so any replica that has it may
         // answer (direct get: served by the stream itself, not the JetStream API queue,
-        // which is slow under load). "Nothing there" from a replica that is behind, and any
-        // "last" question, go to the leader through the stream API.
-        if first {
-            match stream.direct_get_first_for_subject(subject).await {
-                Ok(stored) => return self.decode_fetched(subject, stored).map(Some),
-                Err(e) => {
-                    tracing::trace!(error = %e, subject, "direct get missed; asking the leader")
+        // which is slow under load). "Nothing there" may come from a replica that is behind:
+        // then the leader is asked through the stream API.
+        let stored = match stream.direct_get_first_for_subject(subject).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::trace!(error = %e, subject, "direct get missed; asking the leader");
+                let request = stream
+                    .raw_message_builder()
+                    .sequence(1)
+                    .next_by_subject(subject);
+                match request.send().await {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(None),
+                    Err(e) => return Err(stream_err(e.to_string())),
                 }
             }
-        }
-        let request = stream.raw_message_builder();
-        let request = if first {
-            request.sequence(1).next_by_subject(subject)
-        } else {
-            request.last_by_subject(subject)
         };
-        let stored = match request.send().await {
-            Ok(m) => m,
-            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(None),
-            Err(e) => return Err(stream_err(e.to_string())),
-        };
-        self.decode_fetched(subject, stored).map(Some)
-    }
-
-    fn decode_fetched(
-        &self,
-        subject: &str,
-        stored: async_nats::jetstream::message::StreamMessage,
-    ) -> Result<VerifiedEvent, LogError> {
         let mut event = self
             .codec
             .decode(
@@ -689,7 +663,7 @@ impl EventLog {
             })?;
         event.stream_sequence = Some(stored.sequence);
         event.stored_at = Some(stored.time);
-        Ok(event)
+        Ok(Some(event))
     }
 
     /// A filter for every history event in this log's realm.

@@ -736,10 +736,8 @@ impl Projection for Completions {
         "bench-completions"
     }
     fn filter(&self) -> SubjectFilter {
-        SubjectFilter::plane(Plane::Evt)
-            .realm(self.realm.clone())
-            .domain(murmur_subjects::Domain::Task)
-            .verb(Token::new("completed").expect("a valid token"))
+        murmur_subjects::catalog::EventType::of::<murmur_subjects::events::TaskCompleted>()
+            .filter(Some(&self.realm))
     }
     fn apply(&self, state: &mut u64, _: &VerifiedEvent) -> Result<(), Refusal> {
         *state += 1;
