@@ -295,6 +295,10 @@ pub struct Consensus {
     pub thresholds: Thresholds,
     /// Votes for proposals that do not exist: (proposal id, voter).
     pub orphan_votes: Vec<(String, String)>,
+    /// Ids of the proposals neither decided nor withdrawn, kept as events arrive: a
+    /// tallier checks these after each event, not every proposal the realm ever had.
+    #[serde(default)]
+    pub open: BTreeSet<String>,
 }
 
 impl Consensus {
@@ -312,6 +316,7 @@ impl Consensus {
                 .collect(),
             _ => opened.voters.keys().cloned().collect(),
         };
+        self.open.insert(id.to_string());
         self.proposals.insert(
             id.to_string(),
             Proposal {
@@ -375,11 +380,36 @@ impl Consensus {
             return;
         }
         p.decided = Some(decided);
+        self.open.remove(id);
         if matches!(p.opened.protocol, Protocol::AdaptiveThreshold { .. }) {
             let voted: BTreeSet<String> = p.votes.keys().cloned().collect();
             let opened = p.opened.clone();
             self.thresholds.update(&opened, &voted);
         }
+    }
+
+    /// Applies `proposal.withdrawn` from a verified `emitter`: only the proposer withdraws,
+    /// and a decided proposal stays decided.
+    pub fn withdraw(&mut self, id: &str, emitter: &str, reason: String) -> Result<(), Refusal> {
+        let p = self
+            .proposals
+            .get_mut(id)
+            .ok_or_else(|| Refusal(format!("unknown proposal {id}")))?;
+        if p.proposer != emitter {
+            return Err(Refusal(format!("{emitter} did not open {id}")));
+        }
+        if p.decided.is_none() && p.withdrawn.is_none() {
+            p.withdrawn = Some(reason);
+            self.open.remove(id);
+        }
+        Ok(())
+    }
+
+    /// The proposals neither decided nor withdrawn, by id.
+    pub fn open_proposals(&self) -> impl Iterator<Item = (&String, &Proposal)> {
+        self.open
+            .iter()
+            .filter_map(|id| self.proposals.get_key_value(id))
     }
 
     /// Applies `proposal.deadline_passed` stored at `at`.
@@ -446,16 +476,7 @@ impl Projection for ConsensusProjection {
             }
             ProposalWithdrawn::TYPE => {
                 let w: ProposalWithdrawn = event.payload().map_err(bad)?;
-                let p = state
-                    .proposals
-                    .get_mut(id)
-                    .ok_or_else(|| Refusal(format!("unknown proposal {id}")))?;
-                if p.proposer != event.emitter() {
-                    return Err(Refusal(format!("{} did not open {id}", event.emitter())));
-                }
-                if p.decided.is_none() && p.withdrawn.is_none() {
-                    p.withdrawn = Some(w.reason);
-                }
+                state.withdraw(id, event.emitter(), w.reason)?;
             }
             VoteCast::TYPE => {
                 let v: VoteCast = match event.payload() {
@@ -519,10 +540,8 @@ pub async fn run_tallier(
         tokio::select! {
             _ = &mut shutdown => break,
             polled = projector.poll_until(tick, |state| {
-                state.proposals.iter().any(|(id, p)| {
-                    p.decided.is_none()
-                        && p.withdrawn.is_none()
-                        && !written_for.contains(id)
+                state.open_proposals().any(|(id, p)| {
+                    !written_for.contains(id)
                         && decide(&p.opened, &p.votes, &p.electorate, p.deadline_passed).is_some()
                 })
             }) => {
@@ -537,12 +556,9 @@ pub async fn run_tallier(
             }
         }
         let state = projector.state();
-        written_for.retain(|id| state.proposals.get(id).is_some_and(|p| p.decided.is_none()));
+        written_for.retain(|id| state.open.contains(id));
         let mut drafts = Vec::new();
-        for (id, p) in &state.proposals {
-            if p.decided.is_some() || p.withdrawn.is_some() {
-                continue;
-            }
+        for (id, p) in state.open_proposals() {
             let aggregate =
                 Token::new(id.as_str()).map_err(|e| LogError::Consumer(e.to_string()))?;
             if let Some((outcome, tally)) =
@@ -670,6 +686,29 @@ mod tests {
         assert_eq!(c.pending_decision("p", at(20)), None);
         let d = c.pending_decision("p", at(1_001)).expect("deadline passed");
         assert_eq!(d.outcome, "no_quorum");
+    }
+
+    #[test]
+    fn the_open_index_follows_decisions_and_withdrawals() {
+        let mut c = Consensus::default();
+        for id in ["p1", "p2", "p3", "p4"] {
+            c.open(id, opened(Protocol::SimpleMajority, &FIVE, 3));
+            c.proposals.get_mut(id).expect("opened").proposer = "alice".into();
+        }
+        c.record_decision("p1", Tally::default().decided(Outcome::Approved));
+        c.withdraw("p2", "alice", "changed my mind".into())
+            .expect("the proposer withdraws");
+        assert!(c.withdraw("p3", "mallory", "no".into()).is_err());
+        c.record_decision("p2", Tally::default().decided(Outcome::Approved));
+        let scan: Vec<&String> = c
+            .proposals
+            .iter()
+            .filter(|(_, p)| p.decided.is_none() && p.withdrawn.is_none())
+            .map(|(id, _)| id)
+            .collect();
+        let open: Vec<&String> = c.open_proposals().map(|(id, _)| id).collect();
+        assert_eq!(open, scan);
+        assert_eq!(open, ["p3", "p4"]);
     }
 
     #[test]
