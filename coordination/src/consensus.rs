@@ -296,9 +296,10 @@ pub struct Consensus {
     /// Votes for proposals that do not exist: (proposal id, voter).
     pub orphan_votes: Vec<(String, String)>,
     /// Ids of the proposals neither decided nor withdrawn, kept as events arrive: a
-    /// tallier checks these after each event, not every proposal the realm ever had.
+    /// tallier checks these after each event, not every proposal the realm ever had. Read
+    /// through [`Consensus::open_proposals`]; kept only by the methods here.
     #[serde(default)]
-    pub open: BTreeSet<String>,
+    open: BTreeSet<String>,
 }
 
 impl Consensus {

@@ -1091,11 +1091,18 @@ mod tests {
             assert_eq!(book.tasks["t"].state, TaskState::DeadLettered);
         }
 
-        /// The indexes a projection keeps (open tasks, final counts) say the same as a scan of
-        /// every task, after every event, refused or not.
-        #[test]
-        fn indexes_agree_with_a_full_scan() {
-            let (submitter, coord, w1, w2) = (
+        /// A random walk over one realm's task events: 20 tasks from two submitters at two
+        /// priorities, some graph children, a capability nobody has, and every other event
+        /// (assignments, starts, completions, failures, cancellations, expiries) often from
+        /// the wrong party or for the wrong attempt, so refusals are walked too. Calls
+        /// `after_each(step, book, stored time, the two workers' keys)` after every event is
+        /// folded.
+        fn random_walk(
+            steps: i64,
+            mut after_each: impl FnMut(i64, &TaskBook, DateTime<Utc>, [&str; 2]),
+        ) {
+            let (alice, bob, coord, w1, w2) = (
+                Identity::generate(),
                 Identity::generate(),
                 Identity::generate(),
                 Identity::generate(),
@@ -1107,7 +1114,7 @@ mod tests {
             };
             let mut log = Log::new();
             let mut book = TaskBook::default();
-            let mut rng = 0x2545_f491_u64;
+            let mut rng = 0x9e37_79b9_u64;
             let mut next = |n: u64| {
                 rng = rng
                     .wrapping_mul(6364136223846793005)
@@ -1115,9 +1122,9 @@ mod tests {
                 (rng >> 33) % n
             };
             let workers = [&w1, &w2];
-            let mut seen = BTreeSet::new();
-            for step in 0..400_i64 {
-                let task = format!("t{}", next(20));
+            for step in 0..steps {
+                let n = next(20);
+                let task = format!("t{n:02}");
                 let attempt = book.tasks.get(&task).map_or(1, |t| t.attempt.max(1));
                 // Mostly the attempt's holder, sometimes a stranger (refused).
                 let holder = book.tasks.get(&task).and_then(|t| match &t.state {
@@ -1130,53 +1137,62 @@ mod tests {
                     Some(h) if next(4) != 0 => h,
                     _ => workers[next(2) as usize],
                 };
-                let event = match next(8) {
-                    0 => log.event(
-                        &submitter,
+                let at = step * 50;
+                let event = match next(9) {
+                    0 | 1 => log.event(
+                        if next(3) == 0 { &bob } else { &alice },
                         &task,
                         &TaskSubmitted {
-                            capability: "x".into(),
-                            max_attempts: Some(3),
+                            capability: if next(6) == 0 { "y" } else { "x" }.into(),
+                            priority: if next(3) == 0 { 5 } else { 0 },
+                            max_attempts: Some(2),
+                            lease_ms: Some(1_000),
+                            depends_on: if n > 0 && next(3) == 0 {
+                                vec![format!("t{:02}", next(n))]
+                            } else {
+                                vec![]
+                            },
+                            on_dependency_failure: (next(2) == 0).then(|| "fail".into()),
                             ..Default::default()
                         },
-                        step,
+                        at,
                     ),
-                    1 | 2 => log.event(
+                    2 | 3 => log.event(
                         &coord,
                         &task,
                         &TaskAssigned {
                             agent: w.public_key().into(),
                             attempt: attempt + u32::from(next(2) == 0),
-                            lease_ms: 10_000,
+                            lease_ms: 1_000,
                         },
-                        step,
+                        at,
                     ),
-                    3 => log.event(w, &task, &TaskStarted { attempt }, step),
-                    4 => log.event(
+                    4 => log.event(w, &task, &TaskStarted { attempt }, at),
+                    5 => log.event(
                         w,
                         &task,
                         &TaskCompleted {
                             output: serde_json::json!(step),
                             attempt,
                         },
-                        step,
+                        at,
                     ),
-                    5 => log.event(
+                    6 => log.event(
                         w,
                         &task,
                         &TaskFailed {
                             reason: "no".into(),
                             attempt,
                         },
-                        step,
+                        at,
                     ),
-                    6 => log.event(
+                    7 => log.event(
                         &coord,
                         &task,
                         &TaskCancelled {
                             reason: "enough".into(),
                         },
-                        step,
+                        at,
                     ),
                     _ => log.event(
                         &coord,
@@ -1185,14 +1201,34 @@ mod tests {
                             attempt,
                             agent: w.public_key().into(),
                         },
-                        step,
+                        at,
                     ),
                 };
                 let _ = proj.apply(&mut book, &event);
-                let scanned = TaskBook {
-                    tasks: book.tasks.clone(),
-                    ..TaskBook::default()
-                };
+                after_each(
+                    step,
+                    &book,
+                    log.start + Duration::milliseconds(at),
+                    [w1.public_key(), w2.public_key()],
+                );
+            }
+        }
+
+        /// The same tasks with no indexes: what a full scan of every task says.
+        fn unindexed(book: &TaskBook) -> TaskBook {
+            TaskBook {
+                tasks: book.tasks.clone(),
+                ..TaskBook::default()
+            }
+        }
+
+        /// The indexes a projection keeps (open tasks, final counts) say the same as a scan of
+        /// every task, after every event, refused or not.
+        #[test]
+        fn indexes_agree_with_a_full_scan() {
+            let mut seen = BTreeSet::new();
+            random_walk(400, |step, book, _, _| {
+                let scanned = unindexed(book);
                 assert_eq!(book.counts(), scanned.counts(), "step {step}");
                 for name in [
                     "pending",
@@ -1208,7 +1244,7 @@ mod tests {
                 let open: Vec<&String> = book.open_tasks().map(|(id, _)| id).collect();
                 let scan: Vec<&String> = scanned.open_tasks().map(|(id, _)| id).collect();
                 assert_eq!(open, scan, "step {step}");
-            }
+            });
             assert!(
                 seen.len() >= 5,
                 "the walk went through most states: {seen:?}"
@@ -1368,116 +1404,16 @@ mod tests {
 
         /// Decisions read from the book's incremental indexes (the queue walked only as far
         /// as free slots reach) equal the full scan's, command for command, after every
-        /// event of a random walk over two submitters, two priorities, graph children,
-        /// retries, expiries and an unroutable capability.
+        /// event of the random walk, at several moments and slot counts.
         #[test]
         fn decisions_from_the_indexes_equal_a_scan_of_every_task() {
-            let (alice, bob, coord, w1, w2) = (
-                Identity::generate(),
-                Identity::generate(),
-                Identity::generate(),
-                Identity::generate(),
-                Identity::generate(),
-            );
-            let proj = TaskProjection {
-                realm: Token::new("r").expect("token"),
-                coordinators: vec![coord.public_key().to_string()],
-            };
-            let mut log = Log::new();
-            let mut book = TaskBook::default();
-            let mut rng = 0x9e37_79b9_u64;
-            let mut next = |n: u64| {
-                rng = rng
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (rng >> 33) % n
-            };
-            let workers = [&w1, &w2];
-            let candidates = [
-                super::agent(w1.public_key(), "x"),
-                super::agent(w2.public_key(), "x"),
-            ];
             let (mut assigns, mut other_commands) = (0, 0);
-            for step in 0..600_i64 {
-                let n = next(30);
-                let task = format!("t{n:02}");
-                let attempt = book.tasks.get(&task).map_or(1, |t| t.attempt.max(1));
-                let w = workers[next(2) as usize];
-                let at = step * 50;
-                let event = match next(9) {
-                    0 | 1 => log.event(
-                        if next(3) == 0 { &bob } else { &alice },
-                        &task,
-                        &TaskSubmitted {
-                            capability: if next(6) == 0 { "y" } else { "x" }.into(),
-                            priority: if next(3) == 0 { 5 } else { 0 },
-                            max_attempts: Some(2),
-                            lease_ms: Some(1_000),
-                            depends_on: if n > 0 && next(4) == 0 {
-                                vec![format!("t{:02}", next(n))]
-                            } else {
-                                vec![]
-                            },
-                            on_dependency_failure: (next(2) == 0).then(|| "fail".into()),
-                            ..Default::default()
-                        },
-                        at,
-                    ),
-                    2 | 3 => log.event(
-                        &coord,
-                        &task,
-                        &TaskAssigned {
-                            agent: w.public_key().into(),
-                            attempt: attempt + u32::from(next(2) == 0),
-                            lease_ms: 1_000,
-                        },
-                        at,
-                    ),
-                    4 => log.event(w, &task, &TaskStarted { attempt }, at),
-                    5 => log.event(
-                        w,
-                        &task,
-                        &TaskCompleted {
-                            output: serde_json::json!(step),
-                            attempt,
-                        },
-                        at,
-                    ),
-                    6 => log.event(
-                        w,
-                        &task,
-                        &TaskFailed {
-                            reason: "no".into(),
-                            attempt,
-                        },
-                        at,
-                    ),
-                    7 => log.event(
-                        &coord,
-                        &task,
-                        &TaskCancelled {
-                            reason: "enough".into(),
-                        },
-                        at,
-                    ),
-                    _ => log.event(
-                        &coord,
-                        &task,
-                        &TaskLeaseExpired {
-                            attempt,
-                            agent: w.public_key().into(),
-                        },
-                        at,
-                    ),
-                };
-                let _ = proj.apply(&mut book, &event);
-                let scanned = TaskBook {
-                    tasks: book.tasks.clone(),
-                    ..TaskBook::default()
-                };
+            random_walk(600, |step, book, at, [w1, w2]| {
+                let candidates = [super::agent(w1, "x"), super::agent(w2, "x")];
+                let scanned = unindexed(book);
                 for (later_ms, slots) in [(0, 1), (300, 2), (1_500, 1), (5_000, 8)] {
-                    let now = log.start + Duration::milliseconds(at + later_ms);
-                    let indexed = decide(&book, &candidates, now, slots);
+                    let now = at + Duration::milliseconds(later_ms);
+                    let indexed = decide(book, &candidates, now, slots);
                     let scan = decide_by_scan(&scanned, &candidates, now, slots);
                     assert_eq!(indexed, scan, "step {step}, +{later_ms} ms, {slots} slots");
                     for c in &indexed {
@@ -1487,7 +1423,7 @@ mod tests {
                         }
                     }
                 }
-            }
+            });
             assert!(
                 assigns > 100 && other_commands > 100,
                 "the walk exercised the scheduler: {assigns} assignments, {other_commands} other commands"

@@ -505,12 +505,15 @@ struct DecisionRun {
     latencies: Vec<f64>,
     /// Proposals decided per second over the run.
     rate: f64,
-    /// Per proposal id: wall clock when it was opened and when its decision arrived.
-    walls: std::collections::BTreeMap<
-        String,
-        (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
-    >,
+    /// When each proposal was opened and decided.
+    walls: Walls,
 }
+
+/// Per proposal id: wall clock when it was opened and when its decision arrived.
+type Walls = std::collections::BTreeMap<
+    String,
+    (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+>;
 
 /// Opens `count` simple-majority proposals (`<prefix><i>`) one at a time and waits for each
 /// decision on `decided`; with `gap`, an opening waits until `gap` after the previous one.
@@ -583,10 +586,7 @@ async fn decision_stages(
     log: &EventLog,
     prefix: &str,
     quorum: usize,
-    walls: &std::collections::BTreeMap<
-        String,
-        (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
-    >,
+    walls: &Walls,
 ) -> Result<(Vec<f64>, Vec<f64>, Vec<String>)> {
     use std::collections::BTreeMap;
     let filter = SubjectFilter::plane(Plane::Evt)
