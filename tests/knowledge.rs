@@ -227,6 +227,104 @@ async fn a_late_joiner_catches_up_from_snapshot_and_log_tail() -> Result<()> {
     Ok(())
 }
 
+/// A snapshot purges the changes it covers. A replica that took the snapshot list before that
+/// purge and reads the changes after it must still end with every change: here a writer, a
+/// snapshotter in a tight loop and late joiners opening all the time race for a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_lose_no_change_to_a_concurrent_snapshot() -> Result<()> {
+    const FACTS: i64 = 150;
+    let nats = TestNats::start().await?;
+    let owner_log = nats.event_log(REALM).await?;
+    open_space(&owner_log, "hot", "", 1, 4096).await?;
+    let writer_id = Identity::generate();
+    set_access(
+        &owner_log,
+        "hot",
+        writer_id.public_key(),
+        AccessRole::Writer,
+        true,
+    )
+    .await?;
+    let mut writer = replica(&nats, writer_id, "hot").await?;
+    let mut snapshotter =
+        KnowledgeReplica::open(owner_log.clone(), ReplicaConfig::space("hot")).await?;
+    let writing = tokio::spawn(async move {
+        for i in 0..FACTS {
+            writer.put(
+                "hot",
+                &FactDraft::new(format!("job:{i}"), "done", Value::Bool(true)),
+            )?;
+            writer.flush().await?;
+        }
+        anyhow::Ok(writer)
+    });
+    let snapshotting = {
+        let writing = writing.abort_handle();
+        tokio::spawn(async move {
+            let mut written = 0;
+            while !writing.is_finished() {
+                written += snapshotter.snapshot("hot").await?.len();
+            }
+            anyhow::Ok((snapshotter, written))
+        })
+    };
+    // Three reader tasks, each opening late joiners and refreshing them while the race runs.
+    let mut reading = Vec::new();
+    for _ in 0..3 {
+        let snapshotting = snapshotting.abort_handle();
+        let mut logs = Vec::new();
+        for _ in 0..6 {
+            logs.push(nats.event_log(REALM).await?);
+        }
+        reading.push(tokio::spawn(async move {
+            let mut readers: Vec<KnowledgeReplica> = Vec::new();
+            while let Some(log) = logs.pop()
+                && !snapshotting.is_finished()
+            {
+                readers.push(KnowledgeReplica::open(log, ReplicaConfig::space("hot")).await?);
+                for r in readers.iter_mut() {
+                    r.refresh().await?;
+                }
+            }
+            anyhow::Ok(readers)
+        }));
+    }
+    let mut readers = Vec::new();
+    for task in reading {
+        readers.extend(task.await??);
+    }
+    let mut writer = writing.await??;
+    let (mut snapshotter, written) = snapshotting.await??;
+    ensure!(written >= 2, "only {written} snapshots raced the readers");
+    writer.refresh().await?;
+    let expected = writer.summary("hot");
+    ensure!(writer.query("hot", &Query::default(), None)?.len() == FACTS as usize);
+    let opened = readers.len();
+    eprintln!("{opened} readers, {written} snapshots");
+    let mut all: Vec<&mut KnowledgeReplica> = readers.iter_mut().collect();
+    all.push(&mut snapshotter);
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut differ = Vec::new();
+        for (i, r) in all.iter_mut().enumerate() {
+            r.refresh().await?;
+            if r.summary("hot") != expected {
+                differ.push((i, r.query("hot", &Query::default(), None)?.len()));
+            }
+        }
+        if differ.is_empty() {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < until,
+            "{} of {opened} readers (+ snapshotter) miss changes, (index, facts): {differ:?}",
+            differ.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 async fn publish_change(log: &EventLog, document: &str, space: &str, bytes: &[u8]) -> Result<()> {
     use base64::Engine;
     let payload = KnowledgeChanged {

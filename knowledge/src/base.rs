@@ -219,8 +219,10 @@ impl KnowledgeBase {
             .ok_or_else(|| KnowledgeError::UnknownSpace(space.to_string()))
     }
 
-    /// Replaces a document's state with a verified snapshot covering the log up to
-    /// `sequence` (called before any change after it is ingested).
+    /// Replaces a document's state with a verified snapshot covering the log up to its
+    /// `stream_sequence`, keeping local changes. A snapshot older than what the document has
+    /// read is merged in instead: its purge may have removed changes this replica had not
+    /// read yet (a snapshot written while it refreshed), and the snapshot holds them.
     pub fn load_snapshot(
         &mut self,
         document: &str,
@@ -248,7 +250,14 @@ impl KnowledgeBase {
             .get_mut(document)
             .ok_or_else(|| KnowledgeError::UnknownDocument(document.to_string()))?;
         if state.position > record.stream_sequence {
-            return Ok(()); // already further along
+            let base_heads = doc.heads();
+            state.doc.automerge().merge(doc.automerge())?;
+            // History before the snapshot now rests on it (as after a plain load).
+            state.base = Some((record.stream_sequence, base_heads));
+            state
+                .applied
+                .retain(|(sequence, ..)| *sequence > record.stream_sequence);
+            return Ok(());
         }
         // Keep local changes not covered by the snapshot.
         let local = state.doc.changes_since(&[]);

@@ -3,8 +3,11 @@
 //! Reading: [`KnowledgeReplica::refresh`] takes the history's last sequence `L`, folds the
 //! `space.*` events up to `L` (access, snapshots), loads any newer snapshot from the Object
 //! Store (checked against its SHA-256 and heads), then reads the documents' `changed` events
-//! up to `L` and applies them in batches. Because every change is judged with the access held
-//! at its own sequence, and every replica reads the same log, all replicas and a replay agree.
+//! up to `L` and applies them in batches. A snapshot recorded after `L` may already have
+//! purged changes this read had not reached, so the refresh ends by reading the space events
+//! again and loading (or merging in) any such snapshot. Because every change is judged with
+//! the access held at its own sequence, and every replica reads the same log, all replicas
+//! and a replay agree.
 //!
 //! Writing: local edits go into the documents at once and are committed into changes (every
 //! [`AUTO_COMMIT_OPS`] operations or 128 KiB, and at [`KnowledgeReplica::flush`]); each change
@@ -292,8 +295,60 @@ impl KnowledgeReplica {
             self.commit_pending(&space)?;
         }
         self.load_snapshots(&mut report).await?;
+        let before = self.snapshot_view();
         self.read_changes(&history, until, &mut report).await?;
+        self.merge_racing_snapshots(&history, &before, &mut report)
+            .await?;
         Ok(report)
+    }
+
+    /// Each followed document's read position and its latest known snapshot object.
+    fn snapshot_view(&self) -> BTreeMap<String, (u64, Option<String>)> {
+        self.base
+            .spaces()
+            .filter(|s| self.config.follows(&s.space))
+            .flat_map(|s| {
+                self.base.documents_of(&s.space).into_iter().map(|doc| {
+                    let position = self.base.document(&doc).map_or(0, |d| d.position);
+                    let object = s.snapshots.get(&doc).map(|snap| snap.object.clone());
+                    (doc, (position, object))
+                })
+            })
+            .collect()
+    }
+
+    /// A snapshot recorded after this refresh read the space events purges the changes it
+    /// covers, perhaps before [`Self::read_changes`] reached them. Its record is appended
+    /// before the purge, so reading the space events once more finds every such snapshot;
+    /// each that covers more than the document had read before is loaded (or merged in).
+    async fn merge_racing_snapshots(
+        &mut self,
+        history: &str,
+        before: &BTreeMap<String, (u64, Option<String>)>,
+        report: &mut RefreshReport,
+    ) -> Result<(), KnowledgeError> {
+        let now = self.log.last_sequence(history).await?;
+        if now <= self.space_position {
+            return Ok(());
+        }
+        self.read_space_events(history, now, report).await?;
+        let racing: Vec<SpaceSnapshotted> = self
+            .base
+            .spaces()
+            .flat_map(|s| s.snapshots.values())
+            .filter(|snap| {
+                before.get(&snap.document).is_some_and(|(read, object)| {
+                    object.as_deref() != Some(snap.object.as_str()) && snap.stream_sequence > *read
+                })
+            })
+            .cloned()
+            .collect();
+        for snap in racing {
+            let bytes = self.fetch_snapshot(&snap).await?;
+            self.base.load_snapshot(&snap.document, &bytes, &snap)?;
+            report.snapshots_loaded += 1;
+        }
+        Ok(())
     }
 
     async fn read_space_events(
