@@ -540,6 +540,7 @@ async fn a_worker_does_not_start_an_assignment_the_task_moved_past() -> Result<(
         agent: agent.public_key().into(),
         attempt,
         lease_ms: 60_000,
+        work: None,
     };
     for task in ["stale", "fresh"] {
         submitter

@@ -91,7 +91,8 @@ struct Running {
 /// assignments from `coordinators` count (empty: from any verified identity).
 ///
 /// The worker follows only its own assignments and the realm's cancellations (see
-/// [`murmur_coordination::assignments`]); for each new assignment it fetches the work,
+/// [`murmur_coordination::assignments`]); for each new assignment it takes the work the
+/// assignment carries or fetches it,
 /// writes `started` expecting nothing stored on the task since the assignment (so an
 /// attempt expired, cancelled or superseded meanwhile is never started), runs the handler
 /// and reports with the expected sequence of its own `started`.
@@ -189,17 +190,32 @@ pub async fn run_worker(
                 if fresh.is_empty() {
                     continue;
                 }
-                // Fetch the work of every new assignment at once (requests pipeline on the
-                // connection).
+                // Work the assignment carries is ready; the rest is fetched at once
+                // (requests pipeline on the connection).
+                let mut ready = Vec::with_capacity(fresh.len());
+                let mut to_fetch = Vec::new();
+                for mut a in fresh {
+                    match a.work.take() {
+                        Some(work) => ready.push((a, work.input, work.submitter)),
+                        None => to_fetch.push(a),
+                    }
+                }
                 let fetch_began = tokio::time::Instant::now();
                 let works = futures::future::join_all(
-                    fresh.iter().map(|a| work_for(&log, &tasks, &a.task)),
+                    to_fetch.iter().map(|a| work_for(&log, &tasks, &a.task)),
                 )
                 .await;
-                let mut ready = Vec::with_capacity(fresh.len());
-                for (a, work) in fresh.into_iter().zip(works) {
+                for (a, work) in to_fetch.into_iter().zip(works) {
                     match work {
-                        Ok(Some(w)) => ready.push((a, w)),
+                        Ok(Some(w)) => {
+                            let input = w
+                                .book
+                                .tasks
+                                .get(&a.task)
+                                .map(|t| w.book.handler_input(t))
+                                .unwrap_or_default();
+                            ready.push((a, input, w.submitter));
+                        }
                         Ok(None) => tracing::warn!(
                             task = %a.task,
                             "assigned a task the log has no valid submission for: not started"
@@ -213,13 +229,13 @@ pub async fn run_worker(
                 }
                 let mut writes = Vec::with_capacity(ready.len());
                 let mut drafts = Vec::with_capacity(ready.len());
-                for (a, _) in &ready {
+                for (a, ..) in &ready {
                     drafts.push(
                         Draft::new(Token::new(a.task.as_str())?, &TaskStarted { attempt: a.attempt })?
                             .caused_by_ids(a.correlation_id.clone(), a.event_id.clone(), None),
                     );
                 }
-                for (sealed, (a, _)) in log.seal_many(drafts).into_iter().zip(&ready) {
+                for (sealed, (a, ..)) in log.seal_many(drafts).into_iter().zip(&ready) {
                     writes.push((sealed, Expected::LastSequence(a.sequence)));
                 }
                 let write_began = tokio::time::Instant::now();
@@ -230,7 +246,7 @@ pub async fn run_worker(
                     start_us = write_began.elapsed().as_micros() as u64,
                     "assignments started"
                 );
-                for (((a, work), (started, _)), stored) in ready.into_iter().zip(writes).zip(stored) {
+                for (((a, input, submitter), (started, _)), stored) in ready.into_iter().zip(writes).zip(stored) {
                     let started_sequence = match stored {
                         Ok(appended) => appended.sequence,
                         Err(e) => {
@@ -244,12 +260,6 @@ pub async fn run_worker(
                         }
                     };
                     agent.metrics().attempt_started();
-                    let input = work
-                        .book
-                        .tasks
-                        .get(&a.task)
-                        .map(|t| handler_input(&work.book, t))
-                        .unwrap_or_default();
                     let run = handler(TaskContext {
                         task: a.task.clone(),
                         attempt: a.attempt,
@@ -269,7 +279,7 @@ pub async fn run_worker(
                         guard.reported = true;
                         let _ = tx.send(Finished { task, attempt, started_sequence, correlation, cause: started.record.id, result });
                     });
-                    running.insert(a.task, Running { handle, submitter: work.submitter });
+                    running.insert(a.task, Running { handle, submitter });
                 }
             }
         }
@@ -347,28 +357,4 @@ async fn offload_large_output(
         .await
         .map_err(|e| e.to_string())?;
     Ok(serde_json::json!({ "artifact": artifact, "offloaded": true }))
-}
-
-/// What the handler receives: the task's input, or for a task with dependencies
-/// `{"input": ..., "parents": {id: output, ...}}` — the parents' result references.
-fn handler_input(
-    book: &murmur_coordination::tasks::TaskBook,
-    task: &murmur_coordination::tasks::Task,
-) -> serde_json::Value {
-    if task.depends_on.is_empty() {
-        return task.input.clone();
-    }
-    let parents: serde_json::Map<String, serde_json::Value> = task
-        .depends_on
-        .iter()
-        .map(|d| {
-            let output = book
-                .tasks
-                .get(d)
-                .and_then(|p| p.output.clone())
-                .unwrap_or(serde_json::Value::Null);
-            (d.clone(), output)
-        })
-        .collect();
-    serde_json::json!({ "input": task.input, "parents": parents })
 }

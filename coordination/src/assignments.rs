@@ -1,8 +1,9 @@
 //! What a worker reads of the task log: the attempts assigned to it and the cancellations,
 //! not the whole life of every task. A worker that folded every `submitted`, `started` and
 //! `completed` of the realm decoded and verified four events per task per worker; these
-//! folds follow one event type each (the consumer filters by verb on the server), and the
-//! worker fetches the few other events an assignment needs ([`work_for`]).
+//! folds follow one event type each (the consumer filters by verb on the server). The
+//! coordinator carries small work in the assignment itself; for the rest the worker fetches
+//! the few other events an assignment needs ([`work_for`]).
 //!
 //! Both folds are pure and run the same live and on replay.
 
@@ -10,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 use murmur_subjects::catalog::EventType;
-use murmur_subjects::events::{TaskAssigned, TaskCancelled, TaskSubmitted};
+use murmur_subjects::events::{AssignedWork, TaskAssigned, TaskCancelled, TaskSubmitted};
 use murmur_subjects::projection::{Projection, Refusal, StartAt, read_stream};
 use murmur_subjects::{
     Domain, EventLog, LogError, Payload, Plane, Subject, SubjectFilter, Token, VerifiedEvent,
@@ -36,6 +37,9 @@ pub struct Assignment {
     pub event_id: String,
     /// The task's correlation id (kept by every event of the task).
     pub correlation_id: String,
+    /// The work the assignment carries; `None`: read it with [`work_for`].
+    #[serde(default)]
+    pub work: Option<AssignedWork>,
 }
 
 /// The attempts assigned to one agent whose lease had not ended by the log's latest
@@ -107,6 +111,7 @@ impl Projection for AssignmentProjection {
                     .correlation_id
                     .clone()
                     .unwrap_or_else(|| event.record.id.clone()),
+                work: p.work,
             },
         );
         Ok(())
@@ -257,6 +262,7 @@ mod tests {
             agent: agent.public_key().into(),
             attempt,
             lease_ms,
+            work: None,
         }
     }
 
@@ -302,6 +308,7 @@ mod tests {
         let first = &state.by_sequence[&1];
         assert_eq!(first.lease_until, log.start + Duration::milliseconds(5_000));
         assert!(!first.event_id.is_empty() && !first.correlation_id.is_empty());
+        assert_eq!(first.work, None, "nothing carried: the worker reads it");
 
         // A later attempt of the same task comes with its own sequence; once the log's time
         // passes t1's lease, t1 is dropped.
@@ -316,10 +323,21 @@ mod tests {
             .map(|a| (a.sequence, a.attempt))
             .collect();
         assert_eq!(tasks, vec![(4, 2)], "attempt 1's lease ended at 5 s");
+        assert_eq!(
+            state.by_sequence[&4].work,
+            assign_again(&me).work,
+            "the carried work is kept"
+        );
     }
 
     fn assign_again(me: &Identity) -> TaskAssigned {
-        assigned(me, 2, 60_000)
+        TaskAssigned {
+            work: Some(AssignedWork {
+                input: serde_json::json!({"n": 2}),
+                submitter: "alice".into(),
+            }),
+            ..assigned(me, 2, 60_000)
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use murmur_subjects::events::{TaskAssigned, TaskCancelled, TaskDeadLettered, TaskLeaseExpired};
+use murmur_subjects::events::{
+    AssignedWork, TaskAssigned, TaskCancelled, TaskDeadLettered, TaskLeaseExpired,
+};
 use murmur_subjects::log::Expected;
 use murmur_subjects::projection::{Projection, Refusal};
 use murmur_subjects::{
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::liveness::Clock;
 use crate::registry::{AgentStatus, Registry, RegistryProjection};
 use crate::routing::Candidate;
-use crate::tasks::{Command, TaskBook, TaskProjection, decide};
+use crate::tasks::{Command, Task, TaskBook, TaskProjection, decide};
 
 /// Registry and tasks together: what a coordinator decides from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -79,8 +81,11 @@ impl Projection for CoordinatorProjection {
 /// Coordinator settings.
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
-    /// How often it decides.
+    /// How often it decides when nothing new arrives (leases ending, backoffs passing).
     pub tick: Duration,
+    /// After new events it decides at most this often, so events arriving together are
+    /// decided (and written) together.
+    pub batch_window: Duration,
     /// Tasks one agent runs at once.
     pub slots_per_agent: u32,
     /// Public keys whose coordinator decisions count (this coordinator's own key is always
@@ -93,6 +98,7 @@ impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
             tick: Duration::from_millis(100),
+            batch_window: Duration::from_millis(2),
             slots_per_agent: 1,
             coordinators: Vec::new(),
         }
@@ -147,6 +153,7 @@ fn draft_for(
                 agent: agent.clone(),
                 attempt: *attempt,
                 lease_ms: *lease_ms,
+                work: carried_work(&view.tasks, task),
             },
         )?,
         Command::ExpireLease { agent, attempt, .. } => Draft::new(
@@ -176,6 +183,37 @@ fn draft_for(
         None,
     );
     Ok(Some((draft, Expected::LastSequence(expected))))
+}
+
+/// Inputs up to this size (as JSON) travel with the assignment; a larger one the worker
+/// reads from the log, so the log does not hold it once per attempt.
+pub const CARRIED_INPUT_BYTES: usize = 8 * 1024;
+
+/// The work an assignment carries: the handler's input as this coordinator's fold holds it,
+/// when it is small. Saves the worker a read of the submission (and for a graph child, of
+/// its parents) per attempt.
+fn carried_work(book: &TaskBook, task: &Task) -> Option<AssignedWork> {
+    let input = book.handler_input(task);
+    let mut size = ByteCount(0);
+    serde_json::to_writer(&mut size, &input).ok()?;
+    (size.0 <= CARRIED_INPUT_BYTES).then(|| AssignedWork {
+        input,
+        submitter: task.submitter.clone(),
+    })
+}
+
+/// Counts the bytes written to it (a JSON size without building the string).
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What writing one tick's decisions did.
@@ -230,7 +268,7 @@ async fn execute(
     Ok(done)
 }
 
-/// Ticks in a row whose writes all conflicted while the projection read nothing new, after
+/// Rounds in a row whose writes all conflicted while the projection read nothing new, after
 /// which the coordinator replays the log instead of trusting its view.
 const DIVERGED_AFTER: u32 = 20;
 
@@ -261,120 +299,214 @@ pub async fn run_coordinator(
         ),
     );
     projector.catch_up().await?;
-    let mut written = 0;
-    let mut conflicted_ticks = 0;
-    let mut diverged_after = DIVERGED_AFTER;
+    let mut rounds = Rounds {
+        written: 0,
+        conflicted: 0,
+        diverged_after: DIVERGED_AFTER,
+        conflicted_at: projector.position(),
+        own_writes_at: 0,
+    };
     let mut last_decided = tokio::time::Instant::now() - config.tick;
-    let mut conflicted_at = projector.position();
-    // The last sequence this coordinator's own decisions were stored at.
-    let mut own_writes_at = 0;
+    // Events read since the last decision.
+    let mut news = true;
     tokio::pin!(shutdown);
     loop {
+        // Read its own writes before deciding again: a view without the last decisions
+        // would decide them again, and re-sending hundreds of deduplicated decisions each
+        // round is what once limited throughput. Bounded, so a view that cannot get there (a
+        // failover mid-read) still decides; repeats are harmless, only wasteful.
+        let awaiting_own_writes = projector.position() < rounds.own_writes_at
+            && last_decided.elapsed() < OWN_WRITES_PATIENCE;
+        // Decide after new events, at most once per batch window (a burst is decided in
+        // batches, not one event at a time), and at least once per tick.
+        let due = last_decided
+            + if news {
+                config.batch_window
+            } else {
+                config.tick
+            };
+        let now = tokio::time::Instant::now();
+        if !awaiting_own_writes && now >= due {
+            last_decided = now;
+            news = false;
+            decide_and_write(&log, &mut projector, clock.as_ref(), &config, &mut rounds).await?;
+            continue;
+        }
+        // Wait for events until the decision is due (a poll returns once it has caught up).
+        let window = if awaiting_own_writes {
+            config.tick
+        } else {
+            due - now
+        };
         tokio::select! {
             _ = &mut shutdown => break,
-            polled = projector.poll(config.tick) => {
-                if let Err(e) = polled {
-                    if !e.is_transient() {
-                        return Err(e);
-                    }
+            polled = projector.poll(window) => match polled {
+                Ok(read) => news |= read > 0,
+                Err(e) if e.is_transient() => {
                     // A node lost or a leader election: reconnect on the next poll.
                     tracing::warn!(error = %e, "log unavailable; retrying");
                     tokio::time::sleep(config.tick).await;
-                    continue;
-                }
-            }
-        }
-        // Deciding scans every open task: once per tick is enough, however many small
-        // batches the projector reads in between (under load it returns after each).
-        if last_decided.elapsed() < config.tick {
-            continue;
-        }
-        // Read its own writes before deciding again: a view without last tick's decisions
-        // would decide them again, and re-sending hundreds of deduplicated decisions each tick
-        // is what limited throughput. Bounded, so a view that cannot get there (a failover
-        // mid-read) still decides; repeats are harmless, only wasteful.
-        if projector.position() < own_writes_at && last_decided.elapsed() < OWN_WRITES_PATIENCE {
-            continue;
-        }
-        last_decided = tokio::time::Instant::now();
-        let view = projector.state();
-        let commands = decide(
-            &view.tasks,
-            &candidates(&view.registry),
-            clock.now(),
-            config.slots_per_agent,
-        );
-        tracing::trace!(
-            position = projector.position(),
-            commands = commands.len(),
-            tasks = view.tasks.tasks.len(),
-            "coordinator tick"
-        );
-        if !commands.is_empty() {
-            match execute(&log, view, &commands).await {
-                Ok(done) => {
-                    written += done.written;
-                    own_writes_at = done.last_sequence;
-                    tracing::debug!(
-                        commands = commands.len(),
-                        written = done.written,
-                        duplicates = done.duplicates,
-                        conflicts = done.conflicts,
-                        "decisions written"
-                    );
-                    if done.conflicts > 0
-                        && done.written == 0
-                        && projector.position() == conflicted_at
-                    {
-                        conflicted_ticks += 1;
-                    } else {
-                        conflicted_ticks = 0;
-                        conflicted_at = projector.position();
-                    }
-                    if conflicted_ticks >= diverged_after {
-                        let (filter, expected, server) =
-                            done.last_conflict.clone().unwrap_or_default();
-                        // What the stream leader holds for that aggregate, to tell a view
-                        // that missed an event from a server that disagrees with itself.
-                        let leader_last = match log.stream(&log.config().history_stream).await {
-                            Ok(stream) => {
-                                match stream.get_last_raw_message_by_subject(&filter).await {
-                                    Ok(m) => format!("{} at {}", m.subject, m.sequence),
-                                    Err(e) => e.to_string(),
-                                }
-                            }
-                            Err(e) => e.to_string(),
-                        };
-                        tracing::warn!(
-                            position = projector.position(),
-                            %filter,
-                            expected,
-                            %server,
-                            %leader_last,
-                            "every decision conflicts and nothing new arrives: replaying the log"
-                        );
-                        projector.rebuild().await?;
-                        // A replay that did not help is not repeated at full speed.
-                        diverged_after = (diverged_after * 2).min(DIVERGED_AFTER * 32);
-                        conflicted_ticks = 0;
-                        conflicted_at = projector.position();
-                    }
-                }
-                // Decisions have deterministic ids and expected sequences: the next tick
-                // decides again and the server dedupes what did get through.
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(error = %e, "writing decisions failed; deciding again");
                 }
                 Err(e) => return Err(e),
             }
         }
     }
-    Ok(written)
+    Ok(rounds.written)
+}
+
+/// What the coordinator carries from one decision round to the next.
+struct Rounds {
+    /// Decisions written so far.
+    written: u64,
+    /// Rounds in a row whose writes all conflicted while nothing new was read.
+    conflicted: u32,
+    /// After how many such rounds the log is replayed.
+    diverged_after: u32,
+    /// The projection's position when the conflicts began.
+    conflicted_at: u64,
+    /// The last sequence this coordinator's own decisions were stored at.
+    own_writes_at: u64,
+}
+
+/// One round: decide from the view and write the decisions; replay the log when every
+/// decision has conflicted for too long with nothing new arriving.
+async fn decide_and_write(
+    log: &EventLog,
+    projector: &mut Projector<CoordinatorProjection>,
+    clock: &dyn Clock,
+    config: &CoordinatorConfig,
+    rounds: &mut Rounds,
+) -> Result<(), LogError> {
+    let view = projector.state();
+    let commands = decide(
+        &view.tasks,
+        &candidates(&view.registry),
+        clock.now(),
+        config.slots_per_agent,
+    );
+    tracing::trace!(
+        position = projector.position(),
+        commands = commands.len(),
+        tasks = view.tasks.tasks.len(),
+        "coordinator round"
+    );
+    if commands.is_empty() {
+        return Ok(());
+    }
+    let done = match execute(log, view, &commands).await {
+        Ok(done) => done,
+        // Decisions have deterministic ids and expected sequences: the next round decides
+        // again and the server dedupes what did get through.
+        Err(e) if e.is_transient() => {
+            tracing::warn!(error = %e, "writing decisions failed; deciding again");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    rounds.written += done.written;
+    rounds.own_writes_at = done.last_sequence;
+    tracing::debug!(
+        commands = commands.len(),
+        written = done.written,
+        duplicates = done.duplicates,
+        conflicts = done.conflicts,
+        "decisions written"
+    );
+    if done.conflicts > 0 && done.written == 0 && projector.position() == rounds.conflicted_at {
+        rounds.conflicted += 1;
+    } else {
+        rounds.conflicted = 0;
+        rounds.conflicted_at = projector.position();
+    }
+    if rounds.conflicted < rounds.diverged_after {
+        return Ok(());
+    }
+    let (filter, expected, server) = done.last_conflict.clone().unwrap_or_default();
+    // What the stream leader holds for that aggregate, to tell a view that missed an event
+    // from a server that disagrees with itself.
+    let leader_last = match log.stream(&log.config().history_stream).await {
+        Ok(stream) => match stream.get_last_raw_message_by_subject(&filter).await {
+            Ok(m) => format!("{} at {}", m.subject, m.sequence),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(
+        position = projector.position(),
+        %filter,
+        expected,
+        %server,
+        %leader_last,
+        "every decision conflicts and nothing new arrives: replaying the log"
+    );
+    projector.rebuild().await?;
+    // A replay that did not help is not repeated at full speed.
+    rounds.diverged_after = (rounds.diverged_after * 2).min(DIVERGED_AFTER * 32);
+    rounds.conflicted = 0;
+    rounds.conflicted_at = projector.position();
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::Requirements;
+    use crate::tasks::TaskState;
+
+    fn task(input: serde_json::Value, depends_on: &[&str], output: Option<&str>) -> Task {
+        let at = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+        Task {
+            submitter: "alice".into(),
+            requirements: Requirements::default(),
+            priority: 0,
+            max_attempts: 3,
+            lease_ms: 1_000,
+            attempt: 0,
+            failures: vec![],
+            state: TaskState::Pending { not_before: at },
+            submitted_sequence: 1,
+            last_sequence: 1,
+            input,
+            correlation_id: "c".into(),
+            last_event_id: "e".into(),
+            depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+            fail_with_dependency: false,
+            output: output.map(|o| serde_json::json!(o)),
+        }
+    }
+
+    #[test]
+    fn assignments_carry_small_work_and_leave_large_work_to_the_log() {
+        let mut book = TaskBook::default();
+        book.tasks.insert(
+            "parent".into(),
+            task(serde_json::json!(1), &[], Some("built")),
+        );
+        let small = task(serde_json::json!({"n": 1}), &[], None);
+        let child = task(serde_json::json!("go"), &["parent"], None);
+        // Exactly at the limit is carried; one byte more is not ("x" * k is k + 2 bytes).
+        let at_limit = task(
+            serde_json::json!("x".repeat(CARRIED_INPUT_BYTES - 2)),
+            &[],
+            None,
+        );
+        let over = task(
+            serde_json::json!("x".repeat(CARRIED_INPUT_BYTES - 1)),
+            &[],
+            None,
+        );
+
+        let carried = carried_work(&book, &small).expect("small input carried");
+        assert_eq!(carried.input, serde_json::json!({"n": 1}));
+        assert_eq!(carried.submitter, "alice");
+        // A graph child carries what its handler gets: the input and the parents' outputs.
+        assert_eq!(
+            carried_work(&book, &child).expect("child carried").input,
+            serde_json::json!({"input": "go", "parents": {"parent": "built"}})
+        );
+        assert!(carried_work(&book, &at_limit).is_some());
+        assert!(carried_work(&book, &over).is_none(), "the worker reads it");
+    }
 
     #[test]
     fn allow_list_adds_this_coordinator_only_when_one_is_configured() {

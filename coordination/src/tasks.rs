@@ -165,6 +165,28 @@ pub struct TaskBook {
 const INDEX_VERSION: u8 = 3;
 
 impl TaskBook {
+    /// What a handler receives for `task`: its input, or for a task with dependencies
+    /// `{"input": ..., "parents": {id: output, ...}}` — the parents' result references as
+    /// this book holds them.
+    pub fn handler_input(&self, task: &Task) -> serde_json::Value {
+        if task.depends_on.is_empty() {
+            return task.input.clone();
+        }
+        let parents: serde_json::Map<String, serde_json::Value> = task
+            .depends_on
+            .iter()
+            .map(|d| {
+                let output = self
+                    .tasks
+                    .get(d)
+                    .and_then(|p| p.output.clone())
+                    .unwrap_or(serde_json::Value::Null);
+                (d.clone(), output)
+            })
+            .collect();
+        serde_json::json!({ "input": task.input, "parents": parents })
+    }
+
     /// Tasks that are not final (pending, assigned, running), by id.
     pub fn open_tasks(&self) -> Box<dyn Iterator<Item = (&String, &Task)> + '_> {
         if self.index_version == INDEX_VERSION {
@@ -971,6 +993,7 @@ mod tests {
                 agent: w1.public_key().into(),
                 attempt: 1,
                 lease_ms: 1_000,
+                work: None,
             };
             assert!(
                 proj.apply(&mut book, &log.event(&w1, "t1", &assign1, 1))
@@ -991,6 +1014,7 @@ mod tests {
                 agent: w2.public_key().into(),
                 attempt: 2,
                 lease_ms: 1_000,
+                work: None,
             };
             proj.apply(&mut book, &log.event(&coord, "t1", &assign2, 2_500))
                 .expect("assigned again");
@@ -1060,6 +1084,7 @@ mod tests {
                     agent: w.public_key().into(),
                     attempt,
                     lease_ms: 10_000,
+                    work: None,
                 };
                 proj.apply(&mut book, &log.event(&coord, "t", &a, now_ms))
                     .expect("assigned");
@@ -1164,6 +1189,7 @@ mod tests {
                             agent: w.public_key().into(),
                             attempt: attempt + u32::from(next(2) == 0),
                             lease_ms: 1_000,
+                            work: None,
                         },
                         at,
                     ),

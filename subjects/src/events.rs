@@ -506,6 +506,21 @@ pub struct TaskAssigned {
     pub attempt: u32,
     /// Lease length in milliseconds, counted from the event's stored time.
     pub lease_ms: u64,
+    /// What the attempt runs on, carried so the worker need not read the submission back;
+    /// absent when it is large (the worker then reads it from the log) and in events from
+    /// coordinators before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work: Option<AssignedWork>,
+}
+
+/// The work a `task.assigned` event carries: what the coordinator's fold of the task holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AssignedWork {
+    /// The handler's input: the submitted input, or for a task with dependencies
+    /// `{"input": ..., "parents": {id: output, ...}}`.
+    pub input: serde_json::Value,
+    /// The task's submitter (whose cancellation counts).
+    pub submitter: String,
 }
 
 impl Payload for TaskAssigned {

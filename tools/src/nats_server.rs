@@ -72,8 +72,32 @@ fn server_version(bin: &Path) -> Result<(u32, u32)> {
     Ok((parts.next().unwrap_or(0), parts.next().unwrap_or(0)))
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+/// A free TCP port on 127.0.0.1 for a server to listen on, picked below the kernel's
+/// ephemeral range. A port from that range (what binding port 0 gives) can be taken by any
+/// outgoing connection between the pick and the server binding it, or while a stopped node
+/// is down before it restarts on the same ports (seen: a cluster node failing with "address
+/// already in use" on its route port). Ports are not handed out twice by one process.
 pub fn free_port() -> Result<u16> {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    const FLOOR: u16 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > FLOOR + 1_000 {
+        let span = u128::from(ephemeral_low - FLOOR);
+        for _ in 0..500 {
+            let candidate = FLOOR + (uuid::Uuid::new_v4().as_u128() % span) as u16;
+            let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+            if !handed_out.contains(&candidate)
+                && TcpListener::bind(("127.0.0.1", candidate)).is_ok()
+            {
+                handed_out.insert(candidate);
+                return Ok(candidate);
+            }
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -347,5 +371,27 @@ impl NatsCluster {
             .map(NatsProcess::url)
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_below_the_ephemeral_range() -> Result<()> {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")?
+            .split_whitespace()
+            .next()
+            .context("range")?
+            .parse()?;
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect::<Result<_>>()?;
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        assert!(ports.iter().all(|p| *p >= 10_000 && *p < low), "{ports:?}");
+        for p in ports {
+            TcpListener::bind(("127.0.0.1", p))?; // free
+        }
+        Ok(())
     }
 }

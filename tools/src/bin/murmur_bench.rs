@@ -1264,10 +1264,10 @@ async fn task_suite(url: &str, n: u64, window: usize, worker_count: usize) -> Re
     let coordinator = tokio::spawn(run_coordinator(
         open("coordinator").await?,
         Arc::new(SystemClock),
+        // The tick and batch window `murmur coordinator` uses.
         CoordinatorConfig {
-            tick: Duration::from_millis(20),
             slots_per_agent: 512,
-            coordinators: Vec::new(),
+            ..CoordinatorConfig::default()
         },
         stopped(stop_rx.clone()),
     ));
