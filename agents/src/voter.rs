@@ -140,19 +140,22 @@ pub async fn run_voter(
             }
         }
         let mut drafts = Vec::new();
-        for (id, p) in &proposals.state().proposals {
-            if p.decided.is_some()
-                || p.withdrawn.is_some()
-                || !p.electorate.contains(&me)
-                || p.votes.contains_key(&me)
-                || answered.contains(id)
-            {
+        // Only open proposals: walking every proposal the realm ever had after each poll
+        // made a long-running voter slower with history (as it did the tallier).
+        let state = proposals.state();
+        for (id, p) in state.open_proposals() {
+            if !p.electorate.contains(&me) || p.votes.contains_key(&me) || answered.contains(id) {
                 continue;
             }
             answered.insert(id.clone());
             if let Some(vote) = voter.vote(&p.opened) {
                 drafts.push(Draft::new(Token::new(id.as_str())?, &vote)?);
             }
+        }
+        // What was answered matters only while the proposal is open.
+        if answered.len() > 2 * state.open_proposals().count() + 64 {
+            let open: BTreeSet<&String> = state.open_proposals().map(|(id, _)| id).collect();
+            answered.retain(|id| open.contains(id));
         }
         if !drafts.is_empty() {
             let sealed = log.seal_many(drafts);
