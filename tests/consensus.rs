@@ -626,3 +626,89 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
     }
     Ok(())
 }
+
+/// A voter agent follows only opened, decided and withdrawn events, so it remembers its own
+/// votes. Restarted with the same identity, it finds its vote on a proposal still open in
+/// the log and does not vote again (a second vote would be refused and recorded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_voter_agent_does_not_vote_twice() -> Result<()> {
+    use murmur_agents::voter::{PolicyVoter, run_voter};
+    use murmur_agents::{Agent, AgentSpec};
+
+    let nats = TestNats::start().await?;
+    let opener = nats.event_log("acme").await?;
+    let me = Identity::generate();
+    // The other voter stays silent: with quorum 2 the proposals stay open.
+    let silent = Identity::generate();
+    let keys = [me.public_key(), silent.public_key()];
+    let start_voter = |identity: Identity| {
+        let nats = &nats;
+        async move {
+            let log = nats.event_log_as(identity, "acme").await?;
+            let agent = Agent::join(
+                log,
+                AgentSpec {
+                    manifest: murmur_e2e::joined("voter"),
+                    heartbeat: Duration::from_secs(1),
+                },
+            )
+            .await?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(async move {
+                let policy = PolicyVoter {
+                    default: Some(Choice::Approve),
+                    rules: vec![],
+                };
+                let mut stopped = stopped;
+                run_voter(&agent, &policy, vec![], async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+            });
+            anyhow::Ok((stop, task))
+        }
+    };
+    let mut view = consensus_view(&opener, vec![])?;
+    let voted_on = |id: &'static str, key: String| {
+        move |c: &Consensus| {
+            c.proposals
+                .get(id)
+                .is_some_and(|p| p.votes.contains_key(&key))
+        }
+    };
+
+    let (stop, first) = start_voter(me.clone()).await?;
+    opener
+        .append(Draft::new(
+            Token::new("p1")?,
+            &proposal(&keys, 2, Duration::from_secs(120)),
+        )?)
+        .await?;
+    anyhow::ensure!(
+        view.follow_until(DEADLINE, voted_on("p1", me.public_key().to_string()))
+            .await?,
+        "the voter never voted on p1"
+    );
+    stop.send_replace(true);
+    assert_eq!(first.await??, 1, "one vote cast");
+
+    let (stop, second) = start_voter(me.clone()).await?;
+    opener
+        .append(Draft::new(
+            Token::new("p2")?,
+            &proposal(&keys, 2, Duration::from_secs(120)),
+        )?)
+        .await?;
+    // Had it voted on p1 again, that vote would precede its vote on p2 in the log.
+    anyhow::ensure!(
+        view.follow_until(DEADLINE, voted_on("p2", me.public_key().to_string()))
+            .await?,
+        "the restarted voter never voted on p2"
+    );
+    let p1 = &view.state().proposals["p1"];
+    assert!(p1.refused.is_empty(), "voted twice: {:?}", p1.refused);
+    assert_eq!(p1.votes.len(), 1);
+    stop.send_replace(true);
+    assert_eq!(second.await??, 1, "only p2");
+    Ok(())
+}

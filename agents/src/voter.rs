@@ -7,9 +7,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use murmur_coordination::consensus::ConsensusProjection;
+use std::ops::ControlFlow;
+
+use murmur_coordination::consensus::{BallotProjection, Consensus};
 use murmur_subjects::events::{Choice, ProposalOpened, VoteCast};
-use murmur_subjects::{Draft, Projector, Token};
+use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::{Domain, Draft, EventLog, LogError, Plane, Projector, SubjectFilter, Token};
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::{Agent, AgentError};
@@ -115,14 +118,28 @@ pub async fn run_voter(
 ) -> Result<u64, AgentError> {
     let log = agent.log().clone();
     let me = agent.id().to_string();
+    // Opened, decided and withdrawn only: not every other voter's vote (see
+    // `BallotProjection`), so this voter remembers its own votes.
     let mut proposals = Projector::new(
         log.clone(),
-        ConsensusProjection {
-            realm: log.realm().clone(),
-            talliers,
-        },
+        BallotProjection::new(log.realm().clone(), talliers),
     );
-    let mut answered: BTreeSet<String> = BTreeSet::new();
+    // Proposals this voter answered (or chose not to), while they are open. A restarted
+    // voter finds its votes on the proposals still open in the log.
+    let mut answered: BTreeSet<String> = loop {
+        let caught_up = match proposals.catch_up().await {
+            Ok(_) => own_votes(&log, proposals.state(), &me).await,
+            Err(e) => Err(e),
+        };
+        match caught_up {
+            Ok(answered) => break answered,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "proposals unavailable; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let mut cast = 0;
     tokio::pin!(shutdown);
     loop {
@@ -144,7 +161,7 @@ pub async fn run_voter(
         // made a long-running voter slower with history (as it did the tallier).
         let state = proposals.state();
         for (id, p) in state.open_proposals() {
-            if !p.electorate.contains(&me) || p.votes.contains_key(&me) || answered.contains(id) {
+            if !p.electorate.contains(&me) || answered.contains(id) {
                 continue;
             }
             answered.insert(id.clone());
@@ -166,6 +183,51 @@ pub async fn run_voter(
         }
     }
     Ok(cast)
+}
+
+/// The open proposals of `state` on which `me` has a vote stored (read per proposal: its
+/// `vote_cast` events only).
+async fn own_votes(
+    log: &EventLog,
+    state: &Consensus,
+    me: &str,
+) -> Result<BTreeSet<String>, LogError> {
+    let mut mine = BTreeSet::new();
+    let verb = Token::new("vote_cast").map_err(|e| LogError::Consumer(e.to_string()))?;
+    for (id, p) in state.open_proposals() {
+        if !p.electorate.contains(me) {
+            continue;
+        }
+        let aggregate = Token::new(id.as_str()).map_err(|e| LogError::Consumer(e.to_string()))?;
+        let filter = SubjectFilter::plane(Plane::Evt)
+            .realm(log.realm().clone())
+            .domain(Domain::Proposal)
+            .aggregate(aggregate)
+            .verb(verb.clone());
+        let mut voted = false;
+        read_stream(
+            log.jetstream(),
+            &log.config().history_stream,
+            &filter,
+            StartAt::Beginning,
+            None,
+            |m| {
+                voted = log
+                    .decode_stored(&m.message, m.sequence, Some(m.stored_at))
+                    .is_ok_and(|e| e.emitter() == me);
+                if voted {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .await?;
+        if voted {
+            mine.insert(id.clone());
+        }
+    }
+    Ok(mine)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use murmur_subjects::catalog::EventType;
 use murmur_subjects::events::{
     Choice, ProposalDeadlinePassed, ProposalDecided, ProposalOpened, ProposalWithdrawn, Protocol,
     VoteCast,
@@ -111,6 +112,7 @@ impl Tally {
             reject: self.reject,
             abstain: self.abstain,
             votes: self.votes,
+            participants: None,
         }
     }
 }
@@ -380,13 +382,18 @@ impl Consensus {
         if p.decided.is_some() {
             return;
         }
-        p.decided = Some(decided);
-        self.open.remove(id);
         if matches!(p.opened.protocol, Protocol::AdaptiveThreshold { .. }) {
-            let voted: BTreeSet<String> = p.votes.keys().cloned().collect();
+            // The decision names who took part; older decisions do not, and then the
+            // votes this fold read count.
+            let voted: BTreeSet<String> = decided
+                .participants
+                .clone()
+                .unwrap_or_else(|| p.votes.keys().cloned().collect());
             let opened = p.opened.clone();
             self.thresholds.update(&opened, &voted);
         }
+        p.decided = Some(decided);
+        self.open.remove(id);
     }
 
     /// Applies `proposal.withdrawn` from a verified `emitter`: only the proposer withdraws,
@@ -511,6 +518,55 @@ impl Projection for ConsensusProjection {
     }
 }
 
+/// What a voter agent follows: the same fold as [`ConsensusProjection`] over only the
+/// `opened`, `decided` and `withdrawn` events. A voter that read every vote decoded and
+/// verified all n votes of each proposal, n² verifications across n voters. Without the
+/// votes, a proposal's `votes` stay empty here (a voter remembers its own), and the
+/// adaptive thresholds move with the participants each decision names.
+#[derive(Debug, Clone)]
+pub struct BallotProjection {
+    full: ConsensusProjection,
+}
+
+impl BallotProjection {
+    /// For `realm`, with decisions counting only from `talliers` (empty: anyone).
+    pub fn new(realm: Token, talliers: Vec<String>) -> Self {
+        Self {
+            full: ConsensusProjection { realm, talliers },
+        }
+    }
+}
+
+impl Projection for BallotProjection {
+    type State = Consensus;
+
+    fn name(&self) -> &str {
+        "ballots"
+    }
+
+    fn filter(&self) -> SubjectFilter {
+        self.full.filter()
+    }
+
+    fn filters(&self) -> Vec<SubjectFilter> {
+        let realm = Some(&self.full.realm);
+        vec![
+            EventType::of::<ProposalOpened>().filter(realm),
+            EventType::of::<ProposalDecided>().filter(realm),
+            EventType::of::<ProposalWithdrawn>().filter(realm),
+        ]
+    }
+
+    fn apply(&self, state: &mut Consensus, event: &VerifiedEvent) -> Result<(), Refusal> {
+        match event.record.ty.as_str() {
+            ProposalOpened::TYPE | ProposalDecided::TYPE | ProposalWithdrawn::TYPE => {
+                self.full.apply(state, event)
+            }
+            other => Err(Refusal(format!("{other} is not followed by voters"))),
+        }
+    }
+}
+
 /// Runs a tallier until `shutdown`: follows the proposals, writes `proposal.decided` as soon
 /// as an outcome is fixed (id `<proposal>-decided`, so several talliers write one), and a
 /// `deadline_passed` marker once its clock passes a deadline. Returns events written.
@@ -569,10 +625,11 @@ pub async fn run_tallier(
                     continue;
                 }
                 written_for.insert(id.clone());
-                drafts.push(
-                    Draft::new(aggregate, &tally.decided(outcome))?
-                        .with_id(format!("{id}-decided")),
-                );
+                let decided = ProposalDecided {
+                    participants: Some(p.votes.keys().cloned().collect()),
+                    ..tally.decided(outcome)
+                };
+                drafts.push(Draft::new(aggregate, &decided)?.with_id(format!("{id}-decided")));
             } else if Utc::now() > p.opened.deadline && !p.deadline_passed {
                 drafts.push(
                     Draft::new(aggregate, &ProposalDeadlinePassed {})?
@@ -740,6 +797,116 @@ mod tests {
         );
         assert_eq!(c.proposals["p"].refused.len(), 4);
         assert_eq!(c.proposals["p"].votes.len(), 1, "the first vote counts");
+    }
+
+    /// A voter agent folds only opened, decided and withdrawn events (`BallotProjection`).
+    /// Along adaptive proposals with shifting participation, and a withdrawal, it must
+    /// agree with the full fold on what is open, who is asked, and every threshold.
+    #[test]
+    fn voters_fold_without_the_votes_and_agree_with_the_full_fold() {
+        use crate::test_log::Log;
+        use murmur_subjects::Identity;
+
+        let realm = Token::new("r").expect("token");
+        let full = ConsensusProjection {
+            realm: realm.clone(),
+            talliers: vec![],
+        };
+        let ballots = BallotProjection::new(realm, vec![]);
+        let (proposer, tallier) = (Identity::generate(), Identity::generate());
+        let voters: Vec<Identity> = (0..3).map(|_| Identity::generate()).collect();
+        let mut log = Log::new();
+        let (mut all, mut narrow) = (Consensus::default(), Consensus::default());
+        let feed = |all: &mut Consensus, narrow: &mut Consensus, event: &VerifiedEvent| {
+            full.apply(all, event).expect("full fold");
+            let ty = event.record.ty.as_str();
+            // What the server's filters deliver to a voter.
+            if [
+                ProposalOpened::TYPE,
+                ProposalDecided::TYPE,
+                ProposalWithdrawn::TYPE,
+            ]
+            .contains(&ty)
+            {
+                ballots.apply(narrow, event).expect("ballot fold");
+            }
+        };
+        let mut clock = 0;
+        for round in 0..8 {
+            let id = format!("p{round}");
+            clock += 100_000;
+            let mut opened = opened(
+                Protocol::AdaptiveThreshold {
+                    rule: Box::new(Protocol::SimpleMajority),
+                    min_responders: 1,
+                },
+                &[],
+                1,
+            );
+            opened.voters = voters
+                .iter()
+                .map(|v| (v.public_key().to_string(), 1))
+                .collect();
+            opened.deadline = log.start + chrono::Duration::milliseconds(clock + 10_000);
+            let e = log.event(&proposer, &id, &opened, clock);
+            feed(&mut all, &mut narrow, &e);
+            if round == 7 {
+                let w = ProposalWithdrawn {
+                    reason: "moot".into(),
+                };
+                let e = log.event(&proposer, &id, &w, clock + 1);
+                feed(&mut all, &mut narrow, &e);
+                break;
+            }
+            // Voter 0 always answers, voter 1 every other round, voter 2 never.
+            for (i, v) in voters.iter().enumerate() {
+                let asked = all.proposals[&id].electorate.contains(v.public_key());
+                if asked && (i == 0 || (i == 1 && round % 2 == 0)) {
+                    let vote = VoteCast {
+                        choice: Choice::Approve,
+                        reason: String::new(),
+                    };
+                    let e = log.event(v, &id, &vote, clock + 10);
+                    feed(&mut all, &mut narrow, &e);
+                }
+            }
+            // The tallier decides, at the deadline if need be, naming the participants.
+            let mut decision = {
+                let p = &all.proposals[&id];
+                decide(&p.opened, &p.votes, &p.electorate, false)
+            };
+            if decision.is_none() {
+                let e = log.event(&tallier, &id, &ProposalDeadlinePassed {}, clock + 20_000);
+                feed(&mut all, &mut narrow, &e);
+                let p = &all.proposals[&id];
+                decision = decide(&p.opened, &p.votes, &p.electorate, true);
+            }
+            let (outcome, tally) = decision.expect("decided");
+            let decided = ProposalDecided {
+                participants: Some(all.proposals[&id].votes.keys().cloned().collect()),
+                ..tally.decided(outcome)
+            };
+            let e = log.event(&tallier, &id, &decided, clock + 20_001);
+            feed(&mut all, &mut narrow, &e);
+
+            assert_eq!(narrow.thresholds, all.thresholds, "round {round}");
+        }
+        assert_eq!(narrow.open, all.open);
+        for (id, p) in &all.proposals {
+            let n = &narrow.proposals[id];
+            assert_eq!(n.electorate, p.electorate, "{id}");
+            assert_eq!(n.decided, p.decided, "{id}");
+            assert_eq!(n.withdrawn.is_some(), p.withdrawn.is_some(), "{id}");
+            assert!(n.votes.is_empty(), "no vote read");
+        }
+        // Participation moved the thresholds apart, so the electorates differed.
+        let key = |i: usize| voters[i].public_key().to_string();
+        let (eager, silent) = (
+            all.thresholds.get(&key(0), "release"),
+            all.thresholds.get(&key(2), "release"),
+        );
+        assert!(eager < silent, "{eager} vs {silent}");
+        assert!(!all.proposals["p6"].electorate.contains(&key(2)));
     }
 
     #[test]

@@ -306,6 +306,12 @@ pub struct ProposalDecided {
     pub abstain: u64,
     /// Votes counted (by count).
     pub votes: u32,
+    /// The voters whose votes were counted. The adaptive protocol's thresholds move with
+    /// them, so a fold that does not read every vote (a voter agent's) adapts the same way.
+    /// Absent in decisions from talliers before it existed: folds then use the votes they
+    /// read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participants: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Payload for ProposalDecided {

@@ -36,6 +36,13 @@ pub trait Projection: Send + Sync + 'static {
     /// The subjects it reads.
     fn filter(&self) -> SubjectFilter;
 
+    /// The subjects it reads when one filter cannot say it (say, three verbs of one
+    /// domain): the consumer filters on all of them, so the fold never decodes or
+    /// verifies the rest. Default: [`Projection::filter`] alone.
+    fn filters(&self) -> Vec<SubjectFilter> {
+        vec![self.filter()]
+    }
+
     /// Folds one event into the state. Must be pure: no I/O, no clock, no randomness —
     /// time comes from the event (`stored_at` / `record.time`).
     fn apply(&self, state: &mut Self::State, event: &VerifiedEvent) -> Result<(), Refusal>;
@@ -104,6 +111,26 @@ pub async fn read_stream(
     filter: &SubjectFilter,
     start: StartAt,
     until_sequence: Option<u64>,
+    on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
+) -> Result<u64, LogError> {
+    read_stream_any(
+        js,
+        stream,
+        std::slice::from_ref(filter),
+        start,
+        until_sequence,
+        on_message,
+    )
+    .await
+}
+
+/// [`read_stream`] for the messages matching any of `filters`, in stream order.
+pub async fn read_stream_any(
+    js: &jetstream::Context,
+    stream: &str,
+    filters: &[SubjectFilter],
+    start: StartAt,
+    until_sequence: Option<u64>,
     mut on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
 ) -> Result<u64, LogError> {
     const ATTEMPTS: u32 = 6;
@@ -124,7 +151,7 @@ pub async fn read_stream(
                 StartAt::Sequence(s) => s.max(1),
                 _ => 1,
             };
-            leader_last_matching(&handle, filter)
+            leader_last_matching(&handle, filters)
                 .await
                 .map_err(stream_err)?
                 .map(|last| until_sequence.map_or(last, |until| last.min(until)))
@@ -139,7 +166,7 @@ pub async fn read_stream(
     let mut count = 0;
     let mut seen: Option<u64> = None;
     for attempt in 1..=ATTEMPTS {
-        let read = read_once(&handle, filter, from, until_sequence, &mut |m| {
+        let read = read_once(&handle, filters, from, until_sequence, &mut |m| {
             seen = Some(m.sequence);
             count += 1;
             on_message(m)
@@ -154,7 +181,7 @@ pub async fn read_stream(
         }
         tracing::warn!(
             stream,
-            filter = %filter,
+            filter = %filters.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
             read_up_to = seen.unwrap_or(0),
             leader_has = target.unwrap_or(0),
             attempt,
@@ -180,35 +207,52 @@ enum ReadEnd {
     RanDry,
 }
 
-/// The stream leader's last sequence matching `filter`, if any (a message-get request,
-/// which only the leader answers).
+/// The stream leader's last sequence matching any of `filters`, if any (message-get
+/// requests, which only the leader answers).
 async fn leader_last_matching(
     handle: &jetstream::stream::Stream,
-    filter: &SubjectFilter,
+    filters: &[SubjectFilter],
 ) -> Result<Option<u64>, String> {
     use jetstream::stream::LastRawMessageErrorKind;
-    match handle
-        .get_last_raw_message_by_subject(&filter.to_string())
-        .await
-    {
-        Ok(message) => Ok(Some(message.sequence)),
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(e.to_string()),
+    let mut last = None;
+    for filter in filters {
+        match handle
+            .get_last_raw_message_by_subject(&filter.to_string())
+            .await
+        {
+            Ok(message) => last = last.max(Some(message.sequence)),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(last)
+}
+
+/// `filter_subject` for one filter, `filter_subjects` for several (as consumer configs want).
+fn consumer_filters(filters: &[SubjectFilter]) -> (String, Vec<String>) {
+    match filters {
+        [one] => (one.to_string(), Vec::new()),
+        many => (
+            String::new(),
+            many.iter().map(ToString::to_string).collect(),
+        ),
     }
 }
 
 async fn read_once(
     handle: &jetstream::stream::Stream,
-    filter: &SubjectFilter,
+    filters: &[SubjectFilter],
     start: StartAt,
     until_sequence: Option<u64>,
     on_message: &mut impl FnMut(StoredMessage) -> ControlFlow<()>,
 ) -> Result<ReadEnd, LogError> {
+    let (filter_subject, filter_subjects) = consumer_filters(filters);
     let mut consumer: consumer::PullConsumer = handle
         .create_consumer(consumer::pull::Config {
             deliver_policy: start.deliver_policy(),
             ack_policy: consumer::AckPolicy::None,
-            filter_subject: filter.to_string(),
+            filter_subject,
+            filter_subjects,
             inactive_threshold: Duration::from_secs(30),
             ..Default::default()
         })
@@ -352,11 +396,11 @@ impl<P: Projection> Projector<P> {
         // of every sparse projection — cancellations, proposals — every 3 × STALL_CHECK,
         // since other subjects always move the stream on.)
         let name = self.log.config().history_stream.clone();
-        let filter = self.projection.filter();
+        let filters = self.projection.filters();
         let log = self.log.clone();
         let leader_last = tokio::time::timeout(Duration::from_secs(2), async move {
             let stream = log.stream(&name).await.map_err(|e| e.to_string())?;
-            leader_last_matching(&stream, &filter).await
+            leader_last_matching(&stream, &filters).await
         })
         .await;
         match leader_last {
@@ -441,9 +485,9 @@ impl<P: Projection> Projector<P> {
             return Ok(0);
         }
         let js = self.log.jetstream().clone();
-        let filter = self.projection.filter();
+        let filters = self.projection.filters();
         let start = StartAt::Sequence(self.position + 1);
-        read_stream(&js, &stream, &filter, start, Some(end), |stored| {
+        read_stream_any(&js, &stream, &filters, start, Some(end), |stored| {
             self.ingest(&stored);
             ControlFlow::Continue(())
         })
@@ -468,9 +512,11 @@ impl<P: Projection> Projector<P> {
         if self.live.is_none() {
             let stream_name = self.log.config().history_stream.clone();
             let stream = self.log.stream(&stream_name).await?;
+            let (filter_subject, filter_subjects) = consumer_filters(&self.projection.filters());
             let consumer = stream
                 .create_consumer(consumer::pull::OrderedConfig {
-                    filter_subject: self.projection.filter().to_string(),
+                    filter_subject,
+                    filter_subjects,
                     deliver_policy: StartAt::Sequence(self.position + 1).deliver_policy(),
                     ..Default::default()
                 })

@@ -53,6 +53,11 @@ struct Args {
     /// Proposals per voter count in the consensus suite.
     #[arg(long, default_value_t = 100)]
     proposals: usize,
+    /// In the consensus suite, run the voters as agents (`run_voter` with a policy that
+    /// approves everything, each following the proposals from the log) instead of the
+    /// minimal in-process voters fed by one core subscription.
+    #[arg(long)]
+    voter_agents: bool,
     /// Run the knowledge suite (issue 5) with a space of this many facts, e.g. 100000.
     #[arg(long)]
     kb_facts: Option<usize>,
@@ -319,8 +324,14 @@ fn writer_docs(
 /// approve vote as soon as they see the proposal (one shared core subscription fans the
 /// opened events out), and one in-process tallier (100 ms tick, as `murmur tallier`). Baseline: a raw JetStream publish + ack
 /// round trip in the same run.
-async fn consensus_suite(url: &str, sizes: &[usize], proposals: usize) -> Result<()> {
-    use murmur_subjects::events::{Choice, VoteCast};
+async fn consensus_suite(
+    url: &str,
+    sizes: &[usize],
+    proposals: usize,
+    voter_agents: bool,
+) -> Result<()> {
+    use murmur_agents::{Agent, AgentSpec};
+    use murmur_subjects::events::{AgentJoined, Choice, VoteCast};
     let realm = Token::new("vote")?;
     let client = async_nats::connect(url).await?;
     let open_as = |identity: Identity| {
@@ -383,6 +394,38 @@ async fn consensus_suite(url: &str, sizes: &[usize], proposals: usize) -> Result
             .iter()
             .map(|v| (v.identity().public_key().to_string(), 1))
             .collect();
+        let mut voter_tasks = Vec::new();
+        let (voters_stop, _) = tokio::sync::watch::channel(false);
+        if voter_agents {
+            for v in voters.drain(..) {
+                let agent = Agent::join(
+                    v,
+                    AgentSpec {
+                        manifest: AgentJoined {
+                            name: "voter".into(),
+                            kind: "voter".into(),
+                            capabilities: vec!["vote".into()],
+                            labels: Default::default(),
+                            agent_version: env!("CARGO_PKG_VERSION").into(),
+                            hardware: Default::default(),
+                        },
+                        heartbeat: Duration::from_secs(1),
+                    },
+                )
+                .await?;
+                let mut stop = voters_stop.subscribe();
+                voter_tasks.push(tokio::spawn(async move {
+                    let policy = murmur_agents::voter::PolicyVoter {
+                        default: Some(Choice::Approve),
+                        rules: vec![],
+                    };
+                    let _ = murmur_agents::voter::run_voter(&agent, &policy, vec![], async {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                }));
+            }
+        }
         // Voters react to `opened` through one core subscription fanned out to each voter.
         let (fan_tx, _) = tokio::sync::broadcast::channel::<String>(1024);
         let mut opened_sub = client
@@ -404,7 +447,6 @@ async fn consensus_suite(url: &str, sizes: &[usize], proposals: usize) -> Result
                 let _ = fan.send(id);
             }
         });
-        let mut voter_tasks = Vec::new();
         for v in voters {
             let mut rx = fan_tx.subscribe();
             voter_tasks.push(tokio::spawn(async move {
@@ -474,6 +516,7 @@ async fn consensus_suite(url: &str, sizes: &[usize], proposals: usize) -> Result
             ));
         }
         fanout.abort();
+        voters_stop.send_replace(true);
         for t in voter_tasks {
             t.abort();
         }
@@ -911,7 +954,7 @@ async fn main() -> Result<()> {
         return kb_suite(&url, facts, args.kb_shards).await;
     }
     if !args.voters.is_empty() {
-        return consensus_suite(&url, &args.voters, args.proposals).await;
+        return consensus_suite(&url, &args.voters, args.proposals, args.voter_agents).await;
     }
     let n = args.events;
     let (mut pub_raw, mut pub_mm, mut rep_raw, mut rep_mm, mut core_raw, mut core_mm) =
