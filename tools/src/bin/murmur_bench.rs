@@ -475,6 +475,10 @@ async fn consensus_suite(
                     .to_string(),
             )
             .await?;
+        if voter_agents {
+            // Untimed: voter agents start following the log on their first poll.
+            decide_in_turn(&opener, &mut decided, &keys, &format!("w{round}-"), 1, None).await?;
+        }
         // Back to back: each proposal opens as soon as the previous one is decided (its
         // trailing votes still in flight) — the peak rate. Then paced at half that rate, as
         // the task suite measures latency: one decision's latency without the previous
