@@ -125,21 +125,20 @@ pub async fn run_voter(
         BallotProjection::new(log.realm().clone(), talliers),
     );
     // Proposals this voter answered (or chose not to), while they are open. A restarted
-    // voter finds its votes on the proposals still open in the log.
-    let mut answered: BTreeSet<String> = loop {
-        let caught_up = match proposals.catch_up().await {
-            Ok(_) => own_votes(&log, proposals.state(), &me).await,
-            Err(e) => Err(e),
-        };
-        match caught_up {
-            Ok(answered) => break answered,
+    // voter finds its votes on the proposals still open once it has read every proposal
+    // event stored when it started; until then it does not vote. (One consumer, the live
+    // one: a separate catch-up read cost the server a second scan per starting voter.)
+    let started_at = loop {
+        match proposals.last_matching().await {
+            Ok(last) => break last,
             Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "proposals unavailable; retrying");
+                tracing::warn!(error = %e, "log unavailable; retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Err(e) => return Err(e.into()),
         }
     };
+    let mut answered: Option<BTreeSet<String>> = None;
     let mut cast = 0;
     tokio::pin!(shutdown);
     loop {
@@ -156,6 +155,19 @@ pub async fn run_voter(
                 }
             }
         }
+        let answered = match &mut answered {
+            Some(answered) => answered,
+            None if proposals.position() < started_at => continue,
+            None => match own_votes(&log, proposals.state(), &me).await {
+                Ok(mine) => answered.insert(mine),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "own votes unavailable; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
         let mut drafts = Vec::new();
         // Only open proposals: walking every proposal the realm ever had after each poll
         // made a long-running voter slower with history (as it did the tallier).

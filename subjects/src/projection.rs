@@ -477,6 +477,26 @@ impl<P: Projection> Projector<P> {
         );
     }
 
+    /// The stream leader's last sequence matching this projection's filters (0: none yet):
+    /// once [`Projector::position`] reaches it, the fold has read everything stored so far.
+    pub fn last_matching(
+        &self,
+    ) -> impl std::future::Future<Output = Result<u64, LogError>> + Send + 'static {
+        // Owns what it needs, so the future does not borrow the projector.
+        let (log, filters) = (self.log.clone(), self.projection.filters());
+        async move {
+            let name = log.config().history_stream.clone();
+            let stream = log.stream(&name).await?;
+            leader_last_matching(&stream, &filters)
+                .await
+                .map(Option::unwrap_or_default)
+                .map_err(|reason| LogError::Stream {
+                    stream: name,
+                    reason,
+                })
+        }
+    }
+
     /// Replays everything after the current position up to the stream's end as of now.
     pub async fn catch_up(&mut self) -> Result<u64, LogError> {
         let stream = self.log.config().history_stream.clone();

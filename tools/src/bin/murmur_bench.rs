@@ -394,7 +394,7 @@ async fn consensus_suite(
             .iter()
             .map(|v| (v.identity().public_key().to_string(), 1))
             .collect();
-        let mut voter_tasks = Vec::new();
+        let mut agent_tasks = Vec::new();
         let (voters_stop, _) = tokio::sync::watch::channel(false);
         if voter_agents {
             for v in voters.drain(..) {
@@ -414,7 +414,7 @@ async fn consensus_suite(
                 )
                 .await?;
                 let mut stop = voters_stop.subscribe();
-                voter_tasks.push(tokio::spawn(async move {
+                agent_tasks.push(tokio::spawn(async move {
                     let policy = murmur_agents::voter::PolicyVoter {
                         default: Some(Choice::Approve),
                         rules: vec![],
@@ -423,6 +423,8 @@ async fn consensus_suite(
                         let _ = stop.wait_for(|s| *s).await;
                     })
                     .await;
+                    // Leave as a stopped agent does, so the next round runs without them.
+                    let _ = agent.leave("bench round over").await;
                 }));
             }
         }
@@ -447,6 +449,7 @@ async fn consensus_suite(
                 let _ = fan.send(id);
             }
         });
+        let mut voter_tasks = Vec::new();
         for v in voters {
             let mut rx = fan_tx.subscribe();
             voter_tasks.push(tokio::spawn(async move {
@@ -520,9 +523,12 @@ async fn consensus_suite(
             ));
         }
         fanout.abort();
-        voters_stop.send_replace(true);
         for t in voter_tasks {
             t.abort();
+        }
+        voters_stop.send_replace(true);
+        for t in agent_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
     }
     stop_tx.send_replace(true);
