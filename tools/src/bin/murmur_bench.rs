@@ -479,8 +479,22 @@ async fn consensus_suite(
             )
             .await?;
         if voter_agents {
-            // Untimed: voter agents start following the log on their first poll.
-            decide_in_turn(&opener, &mut decided, &keys, &format!("w{round}-"), 1, None).await?;
+            // Untimed: voter agents start following the log on their first poll, and each
+            // reads every proposal event stored so far before it votes.
+            let warm_up = decide_in_turn(
+                &opener,
+                &mut decided,
+                &keys,
+                &format!("w{round}-"),
+                1,
+                None,
+                Duration::from_secs(300),
+            )
+            .await?;
+            println!(
+                "(warm-up: {n} voter agents started; first decision after {:.0} ms)",
+                warm_up.latencies[0]
+            );
         }
         // Back to back: each proposal opens as soon as the previous one is decided (its
         // trailing votes still in flight) — the peak rate. Then paced at half that rate, as
@@ -493,6 +507,7 @@ async fn consensus_suite(
             &format!("b{round}-"),
             proposals,
             None,
+            Duration::from_secs(30),
         )
         .await?;
         let gap = Duration::from_secs_f64(2.0 / back_to_back.rate);
@@ -503,6 +518,7 @@ async fn consensus_suite(
             &format!("h{round}-"),
             proposals,
             Some(gap),
+            Duration::from_secs(30),
         )
         .await?;
         println!(
@@ -577,6 +593,7 @@ async fn decide_in_turn(
     prefix: &str,
     count: usize,
     gap: Option<Duration>,
+    wait: Duration,
 ) -> Result<DecisionRun> {
     use murmur_subjects::events::{ProposalOpened, Protocol};
     let mut latencies = Vec::with_capacity(count);
@@ -605,7 +622,7 @@ async fn decide_in_turn(
             .append(Draft::new(Token::new(id.as_str())?, &opened)?)
             .await?;
         loop {
-            let m = tokio::time::timeout(Duration::from_secs(30), decided.next())
+            let m = tokio::time::timeout(wait, decided.next())
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("decided subscription ended"))?;
             if murmur_subjects::Subject::parse(m.subject.as_str())
