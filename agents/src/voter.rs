@@ -139,6 +139,7 @@ pub async fn run_voter(
         }
     };
     let mut answered: Option<BTreeSet<String>> = None;
+    let mut own_votes_failures = 0;
     let mut cast = 0;
     tokio::pin!(shutdown);
     loop {
@@ -160,12 +161,18 @@ pub async fn run_voter(
             None if proposals.position() < started_at => continue,
             None => match own_votes(&log, proposals.state(), &me).await {
                 Ok(mine) => answered.insert(mine),
-                Err(e) if e.is_transient() => {
+                // Never fatal: at worst this voter votes again on a proposal it answered
+                // before it started, and that vote is refused as a duplicate (recorded).
+                Err(e) if own_votes_failures < 3 => {
+                    own_votes_failures += 1;
                     tracing::warn!(error = %e, "own votes unavailable; retrying");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "own votes unavailable; voting without them");
+                    answered.insert(BTreeSet::new())
+                }
             },
         };
         let mut drafts = Vec::new();

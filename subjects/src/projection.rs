@@ -371,23 +371,28 @@ impl<P: Projection> Projector<P> {
         }
     }
 
-    /// Whether the live consumer looks stalled: quiet for [`STALL_CHECK`] while the server
-    /// says it is gone or has messages pending.
-    async fn live_stalled(&mut self) -> bool {
-        let Some(feed) = self.live.as_mut() else {
-            return false;
-        };
+    /// Whether the live consumer looks stalled, and why: quiet for [`STALL_CHECK`] while the
+    /// server says it is gone or has messages pending.
+    async fn live_stalled(&mut self) -> Option<String> {
+        let feed = self.live.as_mut()?;
         if feed.quiet_since.elapsed() < STALL_CHECK || feed.checked_at.elapsed() < STALL_CHECK {
-            return false;
+            return None;
         }
         feed.checked_at = tokio::time::Instant::now();
         let info = tokio::time::timeout(Duration::from_secs(2), feed.consumer.get_info()).await;
         let delivered = match info {
             Ok(Ok(info)) if info.num_pending == 0 => info.delivered.stream_sequence,
-            _ => return true,
+            Ok(Ok(info)) => {
+                return Some(format!(
+                    "{} pending, delivered up to {}, read up to {}",
+                    info.num_pending, info.delivered.stream_sequence, self.position
+                ));
+            }
+            Ok(Err(e)) => return Some(format!("consumer info: {e}")),
+            Err(_) => return Some("consumer info took over 2 s".into()),
         };
         if feed.quiet_since.elapsed() < STALL_CHECK * 3 {
-            return false;
+            return None;
         }
         // After a leader change the consumer can sit on a replica that fell behind and report
         // nothing pending. Ask the stream leader for the last message *matching this
@@ -404,8 +409,13 @@ impl<P: Projection> Projector<P> {
         })
         .await;
         match leader_last {
-            Ok(Ok(last)) => last.is_some_and(|last| last > delivered.max(self.position)),
-            _ => true,
+            Ok(Ok(Some(last))) if last > delivered.max(self.position) => Some(format!(
+                "nothing pending, but the stream leader holds {last} past {}",
+                delivered.max(self.position)
+            )),
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(format!("stream leader: {e}")),
+            Err(_) => Some("the stream leader took over 2 s".into()),
         }
     }
 
@@ -560,10 +570,13 @@ impl<P: Projection> Projector<P> {
         while let Some(live) = self.live.as_mut() {
             let next = match tokio::time::timeout_at(until, live.messages.next()).await {
                 Err(_) => {
-                    if read == 0 && self.live_stalled().await {
+                    if read == 0
+                        && let Some(why) = self.live_stalled().await
+                    {
                         tracing::warn!(
                             projection = self.projection.name(),
                             position = self.position,
+                            %why,
                             "live consumer stalled; recreating it"
                         );
                         self.live = None;
