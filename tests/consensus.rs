@@ -710,5 +710,17 @@ async fn a_restarted_voter_agent_does_not_vote_twice() -> Result<()> {
     assert_eq!(p1.votes.len(), 1);
     stop.send_replace(true);
     assert_eq!(second.await??, 1, "only p2");
+
+    // The voter's fold read through the server's three filter subjects: both proposals,
+    // and not one of the votes stored between them (the fold refuses any that arrive).
+    let mut ballots = Projector::new(
+        opener.clone(),
+        murmur_coordination::consensus::BallotProjection::new(Token::new("acme")?, vec![]),
+    );
+    ballots.catch_up().await?;
+    let open: Vec<&String> = ballots.state().open_proposals().map(|(id, _)| id).collect();
+    assert_eq!(open, ["p1", "p2"]);
+    assert_eq!(ballots.stats().applied, 2, "the two `opened` events");
+    assert_eq!(ballots.stats().refused, 0, "no vote was delivered");
     Ok(())
 }

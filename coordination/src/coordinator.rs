@@ -194,20 +194,25 @@ pub const CARRIED_INPUT_BYTES: usize = 8 * 1024;
 /// its parents) per attempt.
 fn carried_work(book: &TaskBook, task: &Task) -> Option<AssignedWork> {
     let input = book.handler_input(task);
-    let mut size = ByteCount(0);
-    serde_json::to_writer(&mut size, &input).ok()?;
-    (size.0 <= CARRIED_INPUT_BYTES).then(|| AssignedWork {
+    // Fails as soon as the limit is passed: a large input is not serialised whole just to
+    // learn that it stays behind.
+    serde_json::to_writer(&mut SizeLimit(CARRIED_INPUT_BYTES), &input).ok()?;
+    Some(AssignedWork {
         input,
         submitter: task.submitter.clone(),
     })
 }
 
-/// Counts the bytes written to it (a JSON size without building the string).
-struct ByteCount(usize);
+/// Accepts up to this many bytes written to it, then fails (a JSON size check that neither
+/// builds the string nor walks past the limit).
+struct SizeLimit(usize);
 
-impl std::io::Write for ByteCount {
+impl std::io::Write for SizeLimit {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
+        self.0 = self
+            .0
+            .checked_sub(buf.len())
+            .ok_or_else(|| std::io::Error::other("over the limit"))?;
         Ok(buf.len())
     }
 

@@ -428,27 +428,30 @@ async fn consensus_suite(
                 }));
             }
         }
-        // Voters react to `opened` through one core subscription fanned out to each voter.
+        // Minimal voters react to `opened` through one core subscription fanned out to each
+        // voter (not when the voters are agents: those follow the log themselves).
         let (fan_tx, _) = tokio::sync::broadcast::channel::<String>(1024);
-        let mut opened_sub = client
-            .subscribe(
-                SubjectFilter::plane(Plane::Evt)
-                    .realm(realm.clone())
-                    .domain(murmur_subjects::Domain::Proposal)
-                    .verb(Token::new("opened")?)
-                    .to_string(),
-            )
-            .await?;
-        let fan = fan_tx.clone();
-        let fanout = tokio::spawn(async move {
-            while let Some(m) = opened_sub.next().await {
-                let Ok(subject) = murmur_subjects::Subject::parse(m.subject.as_str()) else {
-                    continue;
-                };
-                let id = subject.aggregate().to_string();
-                let _ = fan.send(id);
-            }
-        });
+        let mut fanout = None;
+        if !voters.is_empty() {
+            let mut opened_sub = client
+                .subscribe(
+                    SubjectFilter::plane(Plane::Evt)
+                        .realm(realm.clone())
+                        .domain(murmur_subjects::Domain::Proposal)
+                        .verb(Token::new("opened")?)
+                        .to_string(),
+                )
+                .await?;
+            let fan = fan_tx.clone();
+            fanout = Some(tokio::spawn(async move {
+                while let Some(m) = opened_sub.next().await {
+                    let Ok(subject) = murmur_subjects::Subject::parse(m.subject.as_str()) else {
+                        continue;
+                    };
+                    let _ = fan.send(subject.aggregate().to_string());
+                }
+            }));
+        }
         let mut voter_tasks = Vec::new();
         for v in voters {
             let mut rx = fan_tx.subscribe();
@@ -538,7 +541,9 @@ async fn consensus_suite(
                 decision_stages(&opener, &prefix, n / 2 + 1, &run.walls).await?,
             ));
         }
-        fanout.abort();
+        if let Some(fanout) = fanout {
+            fanout.abort();
+        }
         for t in voter_tasks {
             t.abort();
         }
