@@ -643,3 +643,111 @@ async fn a_quiet_projection_keeps_its_consumer_while_other_subjects_move() -> Re
     assert!(quiet.follow_until(DEADLINE, |n| *n == 1).await?);
     Ok(())
 }
+
+#[tokio::test]
+async fn one_poll_reads_every_event_the_client_already_holds() -> Result<()> {
+    use murmur_subjects::events::TaskSubmitted;
+    use murmur_subjects::projection::{Projection, Refusal};
+    use murmur_subjects::{SubjectFilter, VerifiedEvent};
+
+    struct Submissions;
+    impl Projection for Submissions {
+        type State = u64;
+        fn name(&self) -> &str {
+            "submissions"
+        }
+        fn filter(&self) -> SubjectFilter {
+            murmur_subjects::catalog::EventType::of::<TaskSubmitted>().filter(Some(&tok("acme")))
+        }
+        fn apply(&self, state: &mut u64, _: &VerifiedEvent) -> Result<(), Refusal> {
+            *state += 1;
+            Ok(())
+        }
+    }
+
+    let nats = TestNats::start().await?;
+    let writer = nats.event_log("acme").await?;
+    let mut submissions = Projector::new(nats.event_log("acme").await?, Submissions);
+    // Opens the live consumer while nothing is stored.
+    submissions.poll(Duration::from_millis(10)).await?;
+    // Stored one at a time, each event leaves the server with nothing pending behind it, so
+    // the server's count cannot tell the projector that more are already here. A poll that
+    // returned at the first such event read one event per call: a busy worker fell hundreds
+    // of milliseconds behind its assignments that way.
+    const N: u64 = 200;
+    for k in 0..N {
+        writer
+            .append(Draft::new(tok(&format!("t{k}")), &submitted(k))?)
+            .await?;
+    }
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let mut polls = 0;
+    while *submissions.state() < N && tokio::time::Instant::now() < until {
+        submissions.poll(Duration::from_millis(200)).await?;
+        polls += 1;
+    }
+    assert_eq!(*submissions.state(), N);
+    assert!(
+        polls <= N / 10,
+        "{polls} polls to read {N} events that were stored before the first"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_scanning_read_delivers_what_the_servers_filters_deliver() -> Result<()> {
+    use murmur_subjects::SubjectFilter;
+    use murmur_subjects::catalog::EventType;
+    use murmur_subjects::events::TaskSubmitted;
+    use murmur_subjects::projection::{read_stream_any, read_stream_scanning};
+    use std::ops::ControlFlow;
+
+    let nats = TestNats::start().await?;
+    let acme = nats.event_log("acme").await?;
+    let other = nats.event_log("other").await?;
+    // Submissions and leaves of two realms, interleaved with joins nobody asks for.
+    for k in 0..30u64 {
+        acme.append(Draft::new(tok(&format!("t{k}")), &submitted(k))?)
+            .await?;
+        other
+            .append(Draft::new(tok(&format!("t{k}")), &submitted(k))?)
+            .await?;
+        acme.append(Draft::new(
+            tok(&format!("a{k}")),
+            &joined(&format!("a{k}")),
+        )?)
+        .await?;
+        if k % 3 == 0 {
+            acme.append(Draft::new(
+                tok(&format!("a{k}")),
+                &AgentLeft {
+                    reason: "done".into(),
+                },
+            )?)
+            .await?;
+        }
+    }
+    let filters = [
+        EventType::of::<TaskSubmitted>().filter(Some(&tok("acme"))),
+        EventType::of::<AgentLeft>().filter(Some(&tok("acme"))),
+    ];
+    let js = acme.jetstream();
+    let stream = &acme.config().history_stream;
+    for start in [StartAt::Beginning, StartAt::Sequence(40)] {
+        let mut by_server = Vec::new();
+        read_stream_any(js, stream, &filters, start, None, |m| {
+            by_server.push((m.sequence, m.message.subject.to_string()));
+            ControlFlow::Continue(())
+        })
+        .await?;
+        let mut scanned = Vec::new();
+        read_stream_scanning(js, stream, &filters, start, None, |m| {
+            scanned.push((m.sequence, m.message.subject.to_string()));
+            ControlFlow::Continue(())
+        })
+        .await?;
+        assert!(!by_server.is_empty());
+        assert_eq!(scanned, by_server, "from {start:?}");
+    }
+    Ok(())
+}

@@ -31,6 +31,9 @@ pub enum AgentError {
     /// The knowledge store refused an operation.
     #[error(transparent)]
     Knowledge(#[from] murmur_knowledge::KnowledgeError),
+    /// A write the worker had in flight stopped without an answer (its task panicked).
+    #[error("a worker write stopped: {0}")]
+    WriteStopped(String),
     /// Registering the micro service or the presence bucket failed.
     #[error("{what}: {reason}")]
     Setup {

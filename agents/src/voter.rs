@@ -124,10 +124,23 @@ pub async fn run_voter(
         log.clone(),
         BallotProjection::new(log.realm().clone(), talliers),
     );
+    // The history first, read whole and filtered here: one linear pass. A live consumer
+    // with the projection's three filters starting at sequence 1 made the server intersect
+    // its subject index with them for every message (100 voters starting on 1,000
+    // proposals: about 50 s before the first decision).
+    loop {
+        match proposals.catch_up().await {
+            Ok(_) => break,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "log unavailable; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     // Proposals this voter answered (or chose not to), while they are open. A restarted
     // voter finds its votes on the proposals still open once it has read every proposal
-    // event stored when it started; until then it does not vote. (One consumer, the live
-    // one: a separate catch-up read cost the server a second scan per starting voter.)
+    // event stored when it started; until then it does not vote.
     let started_at = loop {
         match proposals.last_matching().await {
             Ok(last) => break last,

@@ -136,11 +136,25 @@ pub async fn run_worker(
         }
     };
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
+    // Writes waiting for their acks. The loop never waits for an ack itself: it goes on
+    // reading assignments and results while the server stores the last batch, so a burst is
+    // not paced by one round trip per batch (at peak, assignments waited ~190 ms here for
+    // the loop to come back to them).
+    let mut writing: tokio::task::JoinSet<Result<Written, AgentError>> =
+        tokio::task::JoinSet::new();
     let mut completed = 0;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            Some(written) = writing.join_next() => {
+                match flatten(written)? {
+                    Written::Reported(stored) => completed += stored,
+                    Written::Started(batch) => {
+                        start_handlers(agent, &handler, &store, &done_tx, &mut running, batch);
+                    }
+                }
+            }
             finished = done_rx.recv() => {
                 let Some(first) = finished else { break };
                 // Report every result that is ready in one batch-signed, pipelined write.
@@ -148,7 +162,8 @@ pub async fn run_worker(
                 while let Ok(more) = done_rx.try_recv() {
                     batch.push(more);
                 }
-                completed += report(agent, &log, batch).await?;
+                let (metrics, log) = (agent.metrics().clone(), log.clone());
+                writing.spawn(async move { report(&metrics, &log, batch).await.map(Written::Reported) });
             }
             polled = assignments.poll(Duration::from_millis(100)) => {
                 let polled = match polled {
@@ -200,7 +215,6 @@ pub async fn run_worker(
                         None => to_fetch.push(a),
                     }
                 }
-                let fetch_began = tokio::time::Instant::now();
                 let works = futures::future::join_all(
                     to_fetch.iter().map(|a| work_for(&log, &tasks, &a.task)),
                 )
@@ -227,7 +241,6 @@ pub async fn run_worker(
                         Err(e) => tracing::warn!(task = %a.task, error = %e, "the work cannot be read: not started"),
                     }
                 }
-                let mut writes = Vec::with_capacity(ready.len());
                 let mut drafts = Vec::with_capacity(ready.len());
                 for (a, ..) in &ready {
                     drafts.push(
@@ -235,67 +248,134 @@ pub async fn run_worker(
                             .caused_by_ids(a.correlation_id.clone(), a.event_id.clone(), None),
                     );
                 }
-                for (sealed, (a, ..)) in log.seal_many(drafts).into_iter().zip(&ready) {
-                    writes.push((sealed, Expected::LastSequence(a.sequence)));
-                }
-                let write_began = tokio::time::Instant::now();
-                let stored = log.append_expected_patiently(&writes, PATIENCE).await?;
-                tracing::debug!(
-                    assignments = writes.len(),
-                    fetch_us = (write_began - fetch_began).as_micros() as u64,
-                    start_us = write_began.elapsed().as_micros() as u64,
-                    "assignments started"
-                );
-                for (((a, input, submitter), (started, _)), stored) in ready.into_iter().zip(writes).zip(stored) {
-                    let started_sequence = match stored {
-                        Ok(appended) => appended.sequence,
-                        Err(e) => {
-                            tracing::info!(
-                                task = %a.task,
-                                attempt = a.attempt,
-                                error = %e,
-                                "the task moved on since this assignment (lease expired, cancelled or reassigned): not started"
-                            );
-                            continue;
-                        }
-                    };
-                    agent.metrics().attempt_started();
-                    let run = handler(TaskContext {
-                        task: a.task.clone(),
-                        attempt: a.attempt,
-                        correlation_id: a.correlation_id.clone(),
-                        started_id: started.record.id.clone(),
-                        input,
-                    });
-                    let tx = done_tx.clone();
-                    let guard = CancelGuard { metrics: agent.metrics().clone(), reported: false };
-                    let store = store.clone();
-                    let (task, attempt, correlation) = (a.task.clone(), a.attempt, a.correlation_id);
-                    let handle = tokio::spawn(async move {
-                        let mut guard = guard; // moved in whole, so dropping the future drops it
-                        let result = offload_large_output(run.await, store.as_ref()).await;
-                        // No await point between these two: an abort either drops the
-                        // attempt before it reports (counted as cancelled) or not at all.
-                        guard.reported = true;
-                        let _ = tx.send(Finished { task, attempt, started_sequence, correlation, cause: started.record.id, result });
-                    });
-                    running.insert(a.task, Running { handle, submitter });
-                }
+                let log = log.clone();
+                writing.spawn(async move {
+                    let writes: Vec<_> = log
+                        .seal_many(drafts)
+                        .into_iter()
+                        .zip(&ready)
+                        .map(|(sealed, (a, ..))| (sealed, Expected::LastSequence(a.sequence)))
+                        .collect();
+                    let write_began = tokio::time::Instant::now();
+                    let stored = log.append_expected_patiently(&writes, PATIENCE).await?;
+                    tracing::debug!(
+                        assignments = writes.len(),
+                        start_us = write_began.elapsed().as_micros() as u64,
+                        "assignments started"
+                    );
+                    Ok(Written::Started(StartedBatch { ready, writes, stored }))
+                });
             }
         }
         // Heartbeats carry the queue depth, which routing weighs.
         agent.set_queue_depth(agent.metrics().running());
     }
+    // Let the writes already sent settle: a result that was ready is stored, not dropped.
+    // Attempts whose `started` lands now are not run; their leases expire.
+    while let Some(written) = writing.join_next().await {
+        if let Written::Reported(stored) = flatten(written)? {
+            completed += stored;
+        }
+    }
     Ok(completed)
 }
 
+/// What a write in flight became.
+enum Written {
+    /// A batch of `started` writes, to run the attempts that were stored.
+    Started(StartedBatch),
+    /// Results stored.
+    Reported(u64),
+}
+
+/// Assignments with their input and submitter, the `started` writes for them, and what the
+/// server answered to each.
+struct StartedBatch {
+    ready: Vec<(Assignment, serde_json::Value, String)>,
+    writes: Vec<(murmur_subjects::SealedEvent, Expected)>,
+    stored: Vec<Result<murmur_subjects::log::Appended, murmur_subjects::LogError>>,
+}
+
+fn flatten(
+    joined: Result<Result<Written, AgentError>, tokio::task::JoinError>,
+) -> Result<Written, AgentError> {
+    joined.map_err(|e| AgentError::WriteStopped(e.to_string()))?
+}
+
+/// Runs the attempts whose `started` was stored, each in its own task (recorded in
+/// `running`, so a cancellation can stop it), reporting to `done_tx` when it ends.
+fn start_handlers(
+    agent: &Agent,
+    handler: &Handler,
+    store: &Option<crate::artifacts::ArtifactStore>,
+    done_tx: &tokio::sync::mpsc::UnboundedSender<Finished>,
+    running: &mut BTreeMap<String, Running>,
+    batch: StartedBatch,
+) {
+    let StartedBatch {
+        ready,
+        writes,
+        stored,
+    } = batch;
+    for (((a, input, submitter), (started, _)), stored) in ready.into_iter().zip(writes).zip(stored)
+    {
+        let started_sequence = match stored {
+            Ok(appended) => appended.sequence,
+            Err(e) => {
+                tracing::info!(
+                    task = %a.task,
+                    attempt = a.attempt,
+                    error = %e,
+                    "the task moved on since this assignment (lease expired, cancelled or reassigned): not started"
+                );
+                continue;
+            }
+        };
+        agent.metrics().attempt_started();
+        let run = handler(TaskContext {
+            task: a.task.clone(),
+            attempt: a.attempt,
+            correlation_id: a.correlation_id.clone(),
+            started_id: started.record.id.clone(),
+            input,
+        });
+        let tx = done_tx.clone();
+        let guard = CancelGuard {
+            metrics: agent.metrics().clone(),
+            reported: false,
+        };
+        let store = store.clone();
+        let (task, attempt, correlation) = (a.task.clone(), a.attempt, a.correlation_id);
+        let handle = tokio::spawn(async move {
+            let mut guard = guard; // moved in whole, so dropping the future drops it
+            let result = offload_large_output(run.await, store.as_ref()).await;
+            // No await point between these two: an abort either drops the
+            // attempt before it reports (counted as cancelled) or not at all.
+            guard.reported = true;
+            let _ = tx.send(Finished {
+                task,
+                attempt,
+                started_sequence,
+                correlation,
+                cause: started.record.id,
+                result,
+            });
+        });
+        running.insert(a.task, Running { handle, submitter });
+    }
+}
+
 /// Writes the results of finished attempts; returns how many were stored.
-async fn report(agent: &Agent, log: &EventLog, batch: Vec<Finished>) -> Result<u64, AgentError> {
+async fn report(
+    metrics: &crate::metrics::AgentMetrics,
+    log: &EventLog,
+    batch: Vec<Finished>,
+) -> Result<u64, AgentError> {
     let mut drafts = Vec::with_capacity(batch.len());
     let mut expected = Vec::with_capacity(batch.len());
     for f in batch {
         expected.push(Expected::LastSequence(f.started_sequence));
-        agent.metrics().attempt_ended(Some(f.result.is_ok()));
+        metrics.attempt_ended(Some(f.result.is_ok()));
         let aggregate = Token::new(f.task.as_str())?;
         let draft = match f.result {
             Ok(output) => Draft::new(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -131,6 +131,65 @@ pub async fn read_stream_any(
     filters: &[SubjectFilter],
     start: StartAt,
     until_sequence: Option<u64>,
+    on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
+) -> Result<u64, LogError> {
+    read_narrowed(
+        js,
+        stream,
+        filters,
+        Narrowing::Server,
+        start,
+        until_sequence,
+        on_message,
+    )
+    .await
+}
+
+/// [`read_stream_any`], with the stream read whole and `filters` applied here instead of by
+/// the server. For a long read of sparse subjects, such as every proposal's `opened` and
+/// `decided` among its votes. The server serves a consumer with several filters by
+/// intersecting each message block's subject index with them for every message it
+/// delivers (nats-server 2.11–2.15, `firstMatchingMulti`). That costs the matching
+/// messages times the distinct subjects of a block. With one subject per proposal, 100
+/// voters starting on a log of 1,000 proposals kept the server's core busy for about
+/// 50 s. Read whole, the stream is one linear pass: messages that match no filter are
+/// skipped by subject, never decoded or verified.
+pub async fn read_stream_scanning(
+    js: &jetstream::Context,
+    stream: &str,
+    filters: &[SubjectFilter],
+    start: StartAt,
+    until_sequence: Option<u64>,
+    on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
+) -> Result<u64, LogError> {
+    read_narrowed(
+        js,
+        stream,
+        filters,
+        Narrowing::Client,
+        start,
+        until_sequence,
+        on_message,
+    )
+    .await
+}
+
+/// Who applies a read's subject filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Narrowing {
+    /// The consumer's filter subjects.
+    Server,
+    /// An unfiltered consumer, and a subject check here.
+    Client,
+}
+
+async fn read_narrowed(
+    js: &jetstream::Context,
+    stream: &str,
+    filters: &[SubjectFilter],
+    narrowing: Narrowing,
+    start: StartAt,
+    until_sequence: Option<u64>,
     mut on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
 ) -> Result<u64, LogError> {
     const ATTEMPTS: u32 = 6;
@@ -166,11 +225,18 @@ pub async fn read_stream_any(
     let mut count = 0;
     let mut seen: Option<u64> = None;
     for attempt in 1..=ATTEMPTS {
-        let read = read_once(&handle, filters, from, until_sequence, &mut |m| {
-            seen = Some(m.sequence);
-            count += 1;
-            on_message(m)
-        })
+        let read = read_once(
+            &handle,
+            filters,
+            narrowing,
+            from,
+            until_sequence,
+            &mut |m| {
+                seen = Some(m.sequence);
+                count += 1;
+                on_message(m)
+            },
+        )
         .await?;
         let done = match (read, target) {
             (ReadEnd::Stopped, _) | (ReadEnd::RanDry, None) => true,
@@ -242,11 +308,19 @@ fn consumer_filters(filters: &[SubjectFilter]) -> (String, Vec<String>) {
 async fn read_once(
     handle: &jetstream::stream::Stream,
     filters: &[SubjectFilter],
+    narrowing: Narrowing,
     start: StartAt,
     until_sequence: Option<u64>,
     on_message: &mut impl FnMut(StoredMessage) -> ControlFlow<()>,
 ) -> Result<ReadEnd, LogError> {
-    let (filter_subject, filter_subjects) = consumer_filters(filters);
+    let (filter_subject, filter_subjects) = match narrowing {
+        Narrowing::Server => consumer_filters(filters),
+        Narrowing::Client => (String::new(), Vec::new()),
+    };
+    let wanted = |subject: &str| {
+        narrowing == Narrowing::Server
+            || Subject::parse(subject).is_ok_and(|s| filters.iter().any(|f| f.matches(&s)))
+    };
     let mut consumer: consumer::PullConsumer = handle
         .create_consumer(consumer::pull::Config {
             deliver_policy: start.deliver_policy(),
@@ -281,6 +355,15 @@ async fn read_once(
         };
         if until_sequence.is_some_and(|end| sequence > end) {
             return Ok(ReadEnd::Stopped);
+        }
+        if !wanted(message.subject.as_str()) {
+            if until_sequence == Some(sequence) {
+                return Ok(ReadEnd::Stopped);
+            }
+            if pending == 0 {
+                return Ok(ReadEnd::RanDry);
+            }
+            continue;
         }
         let flow = on_message(StoredMessage {
             sequence,
@@ -517,11 +600,19 @@ impl<P: Projection> Projector<P> {
         let js = self.log.jetstream().clone();
         let filters = self.projection.filters();
         let start = StartAt::Sequence(self.position + 1);
-        read_stream_any(&js, &stream, &filters, start, Some(end), |stored| {
+        let ingest = |stored: StoredMessage| {
             self.ingest(&stored);
             ControlFlow::Continue(())
-        })
-        .await
+        };
+        // Several filters: the stream read whole, filtered here (see `read_stream_scanning`
+        // for what the server's multi-filter consumers cost on a long read). The live
+        // consumer afterwards keeps the server's filters: near the stream's end the server
+        // walks the few new messages instead.
+        if filters.len() > 1 {
+            read_stream_scanning(&js, &stream, &filters, start, Some(end), ingest).await
+        } else {
+            read_stream_any(&js, &stream, &filters, start, Some(end), ingest).await
+        }
     }
 
     /// Applies whatever arrives live within `window` (at least one wait of `window` when
@@ -567,8 +658,25 @@ impl<P: Projection> Projector<P> {
         }
         let until = tokio::time::Instant::now() + window;
         let mut read = 0;
+        // Set once a message left the server with nothing pending behind it. The client may
+        // still hold messages it fetched in the same batch (the server counts those as
+        // delivered, so they too say "nothing pending"): read those without waiting, then
+        // return. Returning after the first one made every poll of a busy log read one
+        // event, and a worker's loop fell hundreds of milliseconds behind its assignments.
+        let mut server_drained = false;
         while let Some(live) = self.live.as_mut() {
-            let next = match tokio::time::timeout_at(until, live.messages.next()).await {
+            let next = if server_drained {
+                if tokio::time::Instant::now() >= until {
+                    break;
+                }
+                match live.messages.next().now_or_never() {
+                    Some(next) => Ok(next),
+                    None => break,
+                }
+            } else {
+                tokio::time::timeout_at(until, live.messages.next()).await
+            };
+            let next = match next {
                 Err(_) => {
                     if read == 0
                         && let Some(why) = self.live_stalled().await
@@ -607,9 +715,10 @@ impl<P: Projection> Projector<P> {
             let pending = stored.pending;
             self.ingest(&stored);
             read += 1;
-            if pending == 0 || stop(&self.state) {
+            if stop(&self.state) {
                 break;
             }
+            server_drained |= pending == 0;
         }
         Ok(read)
     }

@@ -1471,6 +1471,10 @@ async fn task_suite(url: &str, n: u64, window: usize, worker_count: usize) -> Re
     let mut paced_latencies = Vec::new();
     // Paced tasks: time from submission to each later event, by verb.
     let mut stages: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    // Burst tasks: time from the previous event of the task, by verb.
+    let mut peak_hops: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let mut previous_at: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
+        std::collections::HashMap::new();
     let filter = SubjectFilter::plane(Plane::Evt)
         .realm(realm.clone())
         .domain(murmur_subjects::Domain::Task);
@@ -1483,12 +1487,21 @@ async fn task_suite(url: &str, n: u64, window: usize, worker_count: usize) -> Re
         |m| {
             let subject = m.message.subject.as_str();
             let task = subject.split('.').nth(5).unwrap_or_default().to_string();
-            if task.starts_with('h') {
-                let verb = subject.rsplit('.').next().unwrap_or_default();
-                if let Some(s) = submitted_at.get(&task) {
-                    let ms = (m.stored_at - *s).num_microseconds().unwrap_or(0) as f64 / 1e3;
-                    stages.entry(verb.to_string()).or_default().push(ms);
+            let verb = subject.rsplit('.').next().unwrap_or_default();
+            if task.starts_with('t') {
+                // Burst tasks: each hop from the one before (queueing for a slot aside).
+                if let Some(prev) = previous_at.insert(task.clone(), m.stored_at)
+                    && verb != "submitted"
+                {
+                    let ms = (m.stored_at - prev).num_microseconds().unwrap_or(0) as f64 / 1e3;
+                    peak_hops.entry(verb.to_string()).or_default().push(ms);
                 }
+            }
+            if task.starts_with('h')
+                && let Some(s) = submitted_at.get(&task)
+            {
+                let ms = (m.stored_at - *s).num_microseconds().unwrap_or(0) as f64 / 1e3;
+                stages.entry(verb.to_string()).or_default().push(ms);
             }
             if subject.ends_with(".submitted") {
                 submitted_at.insert(task, m.stored_at);
@@ -1577,6 +1590,14 @@ async fn task_suite(url: &str, n: u64, window: usize, worker_count: usize) -> Re
         percentile(&paced_latencies, 0.5),
         percentile(&paced_latencies, 0.99)
     );
+    for (verb, mut v) in peak_hops {
+        v.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "| … peak rate: the event before → {verb}, p50 / p99 | {:.1} ms / {:.1} ms |",
+            percentile(&v, 0.5),
+            percentile(&v, 0.99)
+        );
+    }
     for (verb, mut v) in stages {
         v.sort_by(|a, b| a.total_cmp(b));
         println!(
