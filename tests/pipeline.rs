@@ -96,11 +96,15 @@ async fn cancelling_a_build_stops_cargo_and_its_build_script() -> Result<()> {
         )?)
         .await?;
 
-    eventually("the build script start", || marker.exists()).await?;
-    let pid: i32 = std::fs::read_to_string(&marker)?
-        .trim()
-        .parse()
-        .context("pid")?;
+    // The file exists as soon as `fs::write` creates it, before its contents are written:
+    // wait for a whole pid, not for the file.
+    let written_pid = || {
+        std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+    };
+    eventually("the build script start", || written_pid().is_some()).await?;
+    let pid: i32 = written_pid().context("pid")?;
     let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
     assert!(alive(pid), "build script {pid} is running");
 
