@@ -245,6 +245,25 @@ async fn read_narrowed(
         if done {
             return Ok(count);
         }
+        // Ran dry short of the target. Either this replica is behind, or what was left in
+        // the range is gone: a purge (a knowledge snapshot drops the changes it covers) can
+        // remove it after the target was taken, on a single server too. Ask the leader for
+        // the next matching message after what was read: none up to the target means the
+        // read is complete; one means read on from exactly there.
+        let after = seen.map_or(
+            match from {
+                StartAt::Sequence(s) => s.max(1),
+                _ => 1,
+            },
+            |s| s + 1,
+        );
+        let next = leader_next_matching(&handle, filters, after)
+            .await
+            .map_err(stream_err)?;
+        match (next, target) {
+            (Some(next), Some(target)) if next <= target => from = StartAt::Sequence(next),
+            _ => return Ok(count),
+        }
         tracing::warn!(
             stream,
             filter = %filters.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
@@ -253,9 +272,6 @@ async fn read_narrowed(
             attempt,
             "a consumer's replica is behind the stream leader; reading on"
         );
-        if let Some(s) = seen {
-            from = StartAt::Sequence(s + 1);
-        }
         tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
     }
     Err(LogError::Consumer(format!(
@@ -292,6 +308,27 @@ async fn leader_last_matching(
         }
     }
     Ok(last)
+}
+
+/// The stream leader's first sequence at or after `after` matching any of `filters`, if any.
+async fn leader_next_matching(
+    handle: &jetstream::stream::Stream,
+    filters: &[SubjectFilter],
+    after: u64,
+) -> Result<Option<u64>, String> {
+    use jetstream::stream::LastRawMessageErrorKind;
+    let mut next: Option<u64> = None;
+    for filter in filters {
+        match handle
+            .get_first_raw_message_by_subject(filter.to_string(), after)
+            .await
+        {
+            Ok(message) => next = Some(next.map_or(message.sequence, |n| n.min(message.sequence))),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(next)
 }
 
 /// `filter_subject` for one filter, `filter_subjects` for several (as consumer configs want).
