@@ -696,7 +696,6 @@ async fn one_poll_reads_every_event_the_client_already_holds() -> Result<()> {
 
 #[tokio::test]
 async fn a_scanning_read_delivers_what_the_servers_filters_deliver() -> Result<()> {
-    use murmur_subjects::SubjectFilter;
     use murmur_subjects::catalog::EventType;
     use murmur_subjects::events::TaskSubmitted;
     use murmur_subjects::projection::{read_stream_any, read_stream_scanning};
