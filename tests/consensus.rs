@@ -711,8 +711,8 @@ async fn a_restarted_voter_agent_does_not_vote_twice() -> Result<()> {
     stop.send_replace(true);
     assert_eq!(second.await??, 1, "only p2");
 
-    // The voter's fold read through the server's three filter subjects: both proposals,
-    // and not one of the votes stored between them (the fold refuses any that arrive).
+    // The voter's fold caught up with its three filters: both proposals, and not one of
+    // the votes stored between them (the fold refuses any that arrive).
     let mut ballots = Projector::new(
         opener.clone(),
         murmur_coordination::consensus::BallotProjection::new(Token::new("acme")?, vec![]),

@@ -138,19 +138,9 @@ pub async fn run_voter(
             Err(e) => return Err(e.into()),
         }
     }
-    // Proposals this voter answered (or chose not to), while they are open. A restarted
-    // voter finds its votes on the proposals still open once it has read every proposal
-    // event stored when it started; until then it does not vote.
-    let started_at = loop {
-        match proposals.last_matching().await {
-            Ok(last) => break last,
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "log unavailable; retrying");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    // Proposals this voter answered (or chose not to), while they are open. Having read
+    // every proposal event stored when it started, a restarted voter finds its votes on the
+    // proposals still open before it votes.
     let mut answered: Option<BTreeSet<String>> = None;
     let mut own_votes_failures = 0;
     let mut cast = 0;
@@ -171,7 +161,6 @@ pub async fn run_voter(
         }
         let answered = match &mut answered {
             Some(answered) => answered,
-            None if proposals.position() < started_at => continue,
             None => match own_votes(&log, proposals.state(), &me).await {
                 Ok(mine) => answered.insert(mine),
                 // Never fatal: at worst this voter votes again on a proposal it answered

@@ -241,6 +241,9 @@ pub async fn run_worker(
                         Err(e) => tracing::warn!(task = %a.task, error = %e, "the work cannot be read: not started"),
                     }
                 }
+                if ready.is_empty() {
+                    continue;
+                }
                 let mut drafts = Vec::with_capacity(ready.len());
                 for (a, ..) in &ready {
                     drafts.push(

@@ -101,10 +101,12 @@ pub struct StoredMessage {
 /// A consumer reads its own replica of the stream, and in a cluster that replica can be
 /// behind the leader (a node catching up after a restart or a leader change): it then
 /// reports nothing pending while the stream holds more. So the read first asks the stream
-/// leader for the last sequence matching `filter`, and when the consumer ran dry short of it
-/// (and of `until_sequence`), reads on from where it stopped with a new consumer; after a
-/// few tries it fails with [`LogError::Consumer`] rather than report a short read as
-/// complete. Callers that record "read up to N" can rely on it.
+/// leader for the last sequence matching `filter`. When the consumer runs dry short of it
+/// (and of `until_sequence`), the leader is asked for the next matching message after what
+/// was read: none up to the target means the rest was purged meanwhile and the read is
+/// complete; one means the read goes on from there with a new consumer. After a few tries
+/// it fails with [`LogError::Consumer`] rather than report a short read as complete.
+/// Callers that record "read up to N" can rely on it.
 pub async fn read_stream(
     js: &jetstream::Context,
     stream: &str,
@@ -125,69 +127,18 @@ pub async fn read_stream(
 }
 
 /// [`read_stream`] for the messages matching any of `filters`, in stream order.
+///
+/// With several filters the stream is read whole and the filters are applied here, by
+/// subject: messages that match none are skipped, never decoded or verified. The server
+/// serves a consumer with several filter subjects by intersecting each message block's
+/// subject index with them for every message it delivers (nats-server 2.11–2.15,
+/// `firstMatchingMulti`): the matching messages times the distinct subjects of a block.
+/// With one subject per proposal, 100 voters starting on a log of 1,000 proposals kept the
+/// server's core busy for about 50 s. Read whole, the range is one linear pass.
 pub async fn read_stream_any(
     js: &jetstream::Context,
     stream: &str,
     filters: &[SubjectFilter],
-    start: StartAt,
-    until_sequence: Option<u64>,
-    on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
-) -> Result<u64, LogError> {
-    read_narrowed(
-        js,
-        stream,
-        filters,
-        Narrowing::Server,
-        start,
-        until_sequence,
-        on_message,
-    )
-    .await
-}
-
-/// [`read_stream_any`], with the stream read whole and `filters` applied here instead of by
-/// the server. For a long read of sparse subjects, such as every proposal's `opened` and
-/// `decided` among its votes. The server serves a consumer with several filters by
-/// intersecting each message block's subject index with them for every message it
-/// delivers (nats-server 2.11–2.15, `firstMatchingMulti`). That costs the matching
-/// messages times the distinct subjects of a block. With one subject per proposal, 100
-/// voters starting on a log of 1,000 proposals kept the server's core busy for about
-/// 50 s. Read whole, the stream is one linear pass: messages that match no filter are
-/// skipped by subject, never decoded or verified.
-pub async fn read_stream_scanning(
-    js: &jetstream::Context,
-    stream: &str,
-    filters: &[SubjectFilter],
-    start: StartAt,
-    until_sequence: Option<u64>,
-    on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
-) -> Result<u64, LogError> {
-    read_narrowed(
-        js,
-        stream,
-        filters,
-        Narrowing::Client,
-        start,
-        until_sequence,
-        on_message,
-    )
-    .await
-}
-
-/// Who applies a read's subject filters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Narrowing {
-    /// The consumer's filter subjects.
-    Server,
-    /// An unfiltered consumer, and a subject check here.
-    Client,
-}
-
-async fn read_narrowed(
-    js: &jetstream::Context,
-    stream: &str,
-    filters: &[SubjectFilter],
-    narrowing: Narrowing,
     start: StartAt,
     until_sequence: Option<u64>,
     mut on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
@@ -225,18 +176,11 @@ async fn read_narrowed(
     let mut count = 0;
     let mut seen: Option<u64> = None;
     for attempt in 1..=ATTEMPTS {
-        let read = read_once(
-            &handle,
-            filters,
-            narrowing,
-            from,
-            until_sequence,
-            &mut |m| {
-                seen = Some(m.sequence);
-                count += 1;
-                on_message(m)
-            },
-        )
+        let read = read_once(&handle, filters, from, until_sequence, &mut |m| {
+            seen = Some(m.sequence);
+            count += 1;
+            on_message(m)
+        })
         .await?;
         let done = match (read, target) {
             (ReadEnd::Stopped, _) | (ReadEnd::RanDry, None) => true,
@@ -345,18 +289,19 @@ fn consumer_filters(filters: &[SubjectFilter]) -> (String, Vec<String>) {
 async fn read_once(
     handle: &jetstream::stream::Stream,
     filters: &[SubjectFilter],
-    narrowing: Narrowing,
     start: StartAt,
     until_sequence: Option<u64>,
     on_message: &mut impl FnMut(StoredMessage) -> ControlFlow<()>,
 ) -> Result<ReadEnd, LogError> {
-    let (filter_subject, filter_subjects) = match narrowing {
-        Narrowing::Server => consumer_filters(filters),
-        Narrowing::Client => (String::new(), Vec::new()),
+    // One filter: the server's. Several: none on the consumer, a subject check here (see
+    // `read_stream_any`).
+    let on_client = filters.len() > 1;
+    let (filter_subject, filter_subjects) = match filters {
+        [one] => (one.to_string(), Vec::new()),
+        _ => (String::new(), Vec::new()),
     };
     let wanted = |subject: &str| {
-        narrowing == Narrowing::Server
-            || Subject::parse(subject).is_ok_and(|s| filters.iter().any(|f| f.matches(&s)))
+        !on_client || Subject::parse(subject).is_ok_and(|s| filters.iter().any(|f| f.matches(&s)))
     };
     let mut consumer: consumer::PullConsumer = handle
         .create_consumer(consumer::pull::Config {
@@ -607,26 +552,6 @@ impl<P: Projection> Projector<P> {
         );
     }
 
-    /// The stream leader's last sequence matching this projection's filters (0: none yet):
-    /// once [`Projector::position`] reaches it, the fold has read everything stored so far.
-    pub fn last_matching(
-        &self,
-    ) -> impl std::future::Future<Output = Result<u64, LogError>> + Send + 'static {
-        // Owns what it needs, so the future does not borrow the projector.
-        let (log, filters) = (self.log.clone(), self.projection.filters());
-        async move {
-            let name = log.config().history_stream.clone();
-            let stream = log.stream(&name).await?;
-            leader_last_matching(&stream, &filters)
-                .await
-                .map(Option::unwrap_or_default)
-                .map_err(|reason| LogError::Stream {
-                    stream: name,
-                    reason,
-                })
-        }
-    }
-
     /// Replays everything after the current position up to the stream's end as of now.
     pub async fn catch_up(&mut self) -> Result<u64, LogError> {
         let stream = self.log.config().history_stream.clone();
@@ -637,19 +562,14 @@ impl<P: Projection> Projector<P> {
         let js = self.log.jetstream().clone();
         let filters = self.projection.filters();
         let start = StartAt::Sequence(self.position + 1);
-        let ingest = |stored: StoredMessage| {
+        // With several filters this is one linear pass over the stream (see
+        // `read_stream_any`); the live consumer afterwards keeps the server's filters, since
+        // near the stream's end the server walks the few new messages instead.
+        read_stream_any(&js, &stream, &filters, start, Some(end), |stored| {
             self.ingest(&stored);
             ControlFlow::Continue(())
-        };
-        // Several filters: the stream read whole, filtered here (see `read_stream_scanning`
-        // for what the server's multi-filter consumers cost on a long read). The live
-        // consumer afterwards keeps the server's filters: near the stream's end the server
-        // walks the few new messages instead.
-        if filters.len() > 1 {
-            read_stream_scanning(&js, &stream, &filters, start, Some(end), ingest).await
-        } else {
-            read_stream_any(&js, &stream, &filters, start, Some(end), ingest).await
-        }
+        })
+        .await
     }
 
     /// Applies whatever arrives live within `window` (at least one wait of `window` when
