@@ -687,8 +687,10 @@ async fn one_poll_reads_every_event_the_client_already_holds() -> Result<()> {
         polls += 1;
     }
     assert_eq!(*submissions.state(), N);
+    // How many a poll finds depends on how the socket reads split the batch (on a slower VM
+    // 26 polls were seen, on a faster one under 20); the defect read exactly one per poll.
     assert!(
-        polls <= N / 10,
+        polls <= N / 4,
         "{polls} polls to read {N} events that were stored before the first"
     );
     Ok(())
