@@ -598,6 +598,7 @@ async fn a_worker_does_not_start_an_assignment_the_task_moved_past() -> Result<(
             async move {
                 let _ = stop_rx.wait_for(|s| *s).await;
             },
+            std::time::Duration::from_secs(5),
         )
         .await
     });
@@ -642,5 +643,216 @@ async fn a_worker_does_not_start_an_assignment_the_task_moved_past() -> Result<(
         view.state().tasks.tasks["stale"].state,
         TaskState::Assigned { started: false, .. }
     ));
+    Ok(())
+}
+
+/// Starts a builtin-handler worker process that logs at info level (so a test can see it
+/// begin draining), with `extra` agent flags; returns it, its id and its stderr lines.
+async fn spawn_logging_worker(
+    url: &str,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> Result<(
+    Child,
+    String,
+    tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+)> {
+    let mut args = vec!["--builtin-handler"];
+    args.extend_from_slice(extra);
+    let mut worker = agent_process(
+        url,
+        data,
+        &["--log-level", "info"],
+        "tester",
+        "test.run",
+        &args,
+        true,
+    )?;
+    let stderr = BufReader::new(worker.stderr.take().context("stderr")?).lines();
+    let mut stdout = BufReader::new(worker.stdout.take().context("stdout")?).lines();
+    let id = tokio::time::timeout(DEADLINE, stdout.next_line())
+        .await
+        .context("worker did not print its id")??
+        .context("worker exited before joining")?;
+    Ok((worker, id.trim().to_string(), stderr))
+}
+
+/// Sends SIGTERM to `child` and waits for the line of its stderr that contains `needle`.
+async fn terminate_and_wait_for(
+    child: &Child,
+    stderr: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    needle: &str,
+) -> Result<()> {
+    let pid = child.id().context("worker pid")?;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -TERM failed");
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = stderr.next_line().await? {
+            if line.contains(needle) {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the worker's stderr ended before it said {needle:?}")
+    })
+    .await
+    .with_context(|| format!("the worker never said {needle:?}"))?
+}
+
+/// Subject, sequence and stored time of every event of realm `acme`, in log order.
+async fn realm_events(
+    log: &murmur_subjects::EventLog,
+) -> Result<Vec<(String, u64, chrono::DateTime<chrono::Utc>)>> {
+    let mut events = Vec::new();
+    read_stream(
+        log.jetstream(),
+        "MURMUR_HISTORY",
+        &murmur_subjects::SubjectFilter::parse("murmur.v1.acme.evt.>")?,
+        StartAt::Beginning,
+        None,
+        |m| {
+            events.push((m.message.subject.to_string(), m.sequence, m.stored_at));
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    Ok(events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_worker_finishes_its_running_attempt_and_starts_no_new_one() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let submitter = nats.event_log("acme").await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
+    // The default drain grace (30 s) is far longer than the attempt.
+    let (mut worker, worker_id, mut stderr) =
+        spawn_logging_worker(nats.url(), data.path(), &[]).await?;
+    let mut live = Projector::new(
+        submitter.clone(),
+        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+    );
+    submitter
+        .append_expected(
+            Draft::new(
+                Token::new("running")?,
+                &submitted(serde_json::json!({"sleep_ms": 3000}), 1, 900_000),
+            )?,
+            Expected::NoEvents,
+        )
+        .await?;
+    wait(&mut live, "the task running", |v| {
+        matches!(
+            v.tasks.tasks.get("running").map(|t| &t.state),
+            Some(TaskState::Assigned { started: true, .. })
+        )
+    })
+    .await?;
+    let terminated_at = chrono::Utc::now();
+    terminate_and_wait_for(&worker, &mut stderr, "draining").await?;
+    // Submitted while the worker drains: it must not start it, even if the coordinator
+    // assigns it there before the lame duck reaches the registry.
+    submitter
+        .append_expected(
+            Draft::new(
+                Token::new("late")?,
+                &submitted(serde_json::json!({}), 1, 900_000),
+            )?,
+            Expected::NoEvents,
+        )
+        .await?;
+    let status = tokio::time::timeout(DEADLINE, worker.wait())
+        .await
+        .context("the draining worker never exited")??;
+    assert!(status.success(), "the worker exits cleanly after draining");
+
+    wait(&mut live, "the running task completed", |v| {
+        v.tasks.tasks.get("running").is_some_and(
+            |t| matches!(&t.state, TaskState::Completed { agent } if *agent == worker_id),
+        )
+    })
+    .await?;
+    let events = realm_events(&submitter).await?;
+    let find = |subject: &str| {
+        events
+            .iter()
+            .find(|(s, ..)| s == subject)
+            .with_context(|| format!("no {subject} in {events:?}"))
+    };
+    let (_, completed_seq, completed_at) =
+        find("murmur.v1.acme.evt.task.running.completed")?.clone();
+    let (_, left_seq, _) = find(&format!("murmur.v1.acme.evt.agent.{worker_id}.left"))?.clone();
+    assert!(
+        completed_at > terminated_at,
+        "the attempt finished before SIGTERM was sent ({completed_at} <= {terminated_at}): \
+         this run proves nothing about draining"
+    );
+    assert!(
+        completed_seq < left_seq,
+        "the result is stored before the agent leaves"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|(s, ..)| s == "murmur.v1.acme.evt.task.late.started"),
+        "a draining worker started new work: {events:?}"
+    );
+    stop_tx.send_replace(true);
+    coordinator.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_that_outlasts_its_grace_stops_the_attempt_and_leaves() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let submitter = nats.event_log("acme").await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
+    let (mut worker, worker_id, mut stderr) =
+        spawn_logging_worker(nats.url(), data.path(), &["--drain-grace-s", "1"]).await?;
+    let mut live = Projector::new(
+        submitter.clone(),
+        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+    );
+    submitter
+        .append_expected(
+            Draft::new(
+                Token::new("endless")?,
+                &submitted(serde_json::json!({"sleep_ms": 600_000}), 1, 900_000),
+            )?,
+            Expected::NoEvents,
+        )
+        .await?;
+    wait(&mut live, "the task running", |v| {
+        matches!(
+            v.tasks.tasks.get("endless").map(|t| &t.state),
+            Some(TaskState::Assigned { started: true, .. })
+        )
+    })
+    .await?;
+    terminate_and_wait_for(&worker, &mut stderr, "drain grace over").await?;
+    let status = tokio::time::timeout(DEADLINE, worker.wait())
+        .await
+        .context("the worker never exited after its grace")??;
+    assert!(status.success(), "the worker exits cleanly after its grace");
+    let events = realm_events(&submitter).await?;
+    assert!(
+        events
+            .iter()
+            .any(|(s, ..)| *s == format!("murmur.v1.acme.evt.agent.{worker_id}.left")),
+        "the worker leaves: {events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|(s, ..)| s.starts_with("murmur.v1.acme.evt.task.endless.")
+                && (s.ends_with(".completed") || s.ends_with(".failed"))),
+        "a stopped attempt reports nothing (its lease expires instead): {events:?}"
+    );
+    stop_tx.send_replace(true);
+    coordinator.await??;
     Ok(())
 }

@@ -87,8 +87,14 @@ struct Running {
     submitter: String,
 }
 
-/// Runs the worker loop until `shutdown`; returns how many attempts it completed. Only
-/// assignments from `coordinators` count (empty: from any verified identity).
+/// Runs the worker loop until `shutdown`, then drains; returns how many attempts it
+/// completed. Only assignments from `coordinators` count (empty: from any verified identity).
+///
+/// Draining: when `shutdown` resolves the agent enters lame duck (it starts no new attempt,
+/// and its next heartbeat tells the coordinators), and the attempts already running get up
+/// to `drain_grace` to finish and report. Those still running then are stopped (a handler's
+/// child process with `kill_on_drop` too); their leases expire and the coordinator assigns
+/// them again.
 ///
 /// The worker follows only its own assignments and the realm's cancellations (see
 /// [`murmur_coordination::assignments`]); for each new assignment it takes the work the
@@ -101,6 +107,7 @@ pub async fn run_worker(
     handler: Handler,
     coordinators: Vec<String>,
     shutdown: impl Future<Output = ()>,
+    drain_grace: Duration,
 ) -> Result<u64, AgentError> {
     let log: EventLog = agent.log().clone();
     let me = agent.id().to_string();
@@ -143,10 +150,44 @@ pub async fn run_worker(
     let mut writing: tokio::task::JoinSet<Result<Written, AgentError>> =
         tokio::task::JoinSet::new();
     let mut completed = 0;
+    // Set when `shutdown` resolved: the end of the drain.
+    let mut draining_until: Option<tokio::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
+        if let Some(until) = draining_until {
+            // Drained: no handler runs, no result waits to be written, no write is in flight.
+            if running.values().all(|r| r.handle.is_finished())
+                && done_rx.is_empty()
+                && writing.is_empty()
+            {
+                break;
+            }
+            if tokio::time::Instant::now() >= until {
+                let stopped: Vec<&String> = running
+                    .iter()
+                    .filter(|(_, r)| !r.handle.is_finished())
+                    .map(|(task, _)| task)
+                    .collect();
+                tracing::warn!(
+                    ?stopped,
+                    "drain grace over: stopping the attempts still running"
+                );
+                for r in running.values() {
+                    r.handle.abort();
+                }
+                break;
+            }
+        }
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if draining_until.is_none() => {
+                agent.enter_lame_duck();
+                draining_until = Some(tokio::time::Instant::now() + drain_grace);
+                tracing::info!(
+                    running = running.values().filter(|r| !r.handle.is_finished()).count(),
+                    "draining: no new attempts; waiting for the running ones"
+                );
+            }
+            _ = tokio::time::sleep_until(draining_until.unwrap_or_else(tokio::time::Instant::now)), if draining_until.is_some() => {}
             Some(written) = writing.join_next() => {
                 match flatten(written)? {
                     Written::Reported(stored) => completed += stored,
@@ -273,8 +314,7 @@ pub async fn run_worker(
         // Heartbeats carry the queue depth, which routing weighs.
         agent.set_queue_depth(agent.metrics().running());
     }
-    // Let the writes already sent settle: a result that was ready is stored, not dropped.
-    // Attempts whose `started` lands now are not run; their leases expire.
+    // Let the writes already sent settle (after a drain there are none left).
     while let Some(written) = writing.join_next().await {
         if let Written::Reported(stored) = flatten(written)? {
             completed += stored;

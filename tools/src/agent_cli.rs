@@ -47,6 +47,10 @@ pub struct AgentRunArgs {
     /// Longest an executor lets one test binary run, in seconds.
     #[arg(long, default_value_t = 120)]
     pub test_timeout_s: u64,
+    /// On SIGTERM / ctrl-c, how long attempts already running may take to finish and
+    /// report (no new ones start) before they are stopped and left to lease expiry.
+    #[arg(long, default_value_t = 30)]
+    pub drain_grace_s: u64,
     /// Address-space limit of a test binary run by an executor, in MiB.
     #[arg(long, default_value_t = 2048)]
     pub test_memory_mib: u64,
@@ -190,8 +194,14 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
     }
     match handler {
         Some(handler) => {
-            murmur_agents::worker::run_worker(&agent, handler, settings.coordinators.clone(), stop)
-                .await?;
+            murmur_agents::worker::run_worker(
+                &agent,
+                handler,
+                settings.coordinators.clone(),
+                stop,
+                Duration::from_secs(args.drain_grace_s),
+            )
+            .await?;
         }
         None => stop.await,
     }

@@ -197,6 +197,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
                 crate::agent_cli::builtin_handler(),
                 coordinators.clone(),
                 stop,
+                Duration::from_secs(5),
             )
             .await
         }));

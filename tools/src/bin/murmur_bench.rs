@@ -1398,6 +1398,7 @@ async fn task_suite(url: &str, n: u64, window: usize, worker_count: usize) -> Re
                 murmur_tools::agent_cli::builtin_handler(),
                 Vec::new(),
                 stop,
+                Duration::from_secs(5),
             )
             .await
         }));
