@@ -720,6 +720,32 @@ async fn realm_events(
     Ok(events)
 }
 
+/// Submits task `id` for the builtin handler to sleep `sleep_ms` in, and waits until a
+/// worker has started it.
+async fn submit_and_wait_running(
+    submitter: &murmur_subjects::EventLog,
+    live: &mut Projector<CoordinatorProjection>,
+    id: &str,
+    sleep_ms: u64,
+) -> Result<()> {
+    submitter
+        .append_expected(
+            Draft::new(
+                Token::new(id)?,
+                &submitted(serde_json::json!({ "sleep_ms": sleep_ms }), 1, 900_000),
+            )?,
+            Expected::NoEvents,
+        )
+        .await?;
+    wait(live, "the task running", |v| {
+        matches!(
+            v.tasks.tasks.get(id).map(|t| &t.state),
+            Some(TaskState::Assigned { started: true, .. })
+        )
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminated_worker_finishes_its_running_attempt_and_starts_no_new_one() -> Result<()> {
     let nats = TestNats::start().await?;
@@ -734,22 +760,7 @@ async fn a_terminated_worker_finishes_its_running_attempt_and_starts_no_new_one(
         submitter.clone(),
         CoordinatorProjection::new(Token::new("acme")?, vec![]),
     );
-    submitter
-        .append_expected(
-            Draft::new(
-                Token::new("running")?,
-                &submitted(serde_json::json!({"sleep_ms": 3000}), 1, 900_000),
-            )?,
-            Expected::NoEvents,
-        )
-        .await?;
-    wait(&mut live, "the task running", |v| {
-        matches!(
-            v.tasks.tasks.get("running").map(|t| &t.state),
-            Some(TaskState::Assigned { started: true, .. })
-        )
-    })
-    .await?;
+    submit_and_wait_running(&submitter, &mut live, "running", 3000).await?;
     let terminated_at = chrono::Utc::now();
     terminate_and_wait_for(&worker, &mut stderr, "draining").await?;
     // Submitted while the worker drains: it must not start it, even if the coordinator
@@ -817,22 +828,7 @@ async fn a_drain_that_outlasts_its_grace_stops_the_attempt_and_leaves() -> Resul
         submitter.clone(),
         CoordinatorProjection::new(Token::new("acme")?, vec![]),
     );
-    submitter
-        .append_expected(
-            Draft::new(
-                Token::new("endless")?,
-                &submitted(serde_json::json!({"sleep_ms": 600_000}), 1, 900_000),
-            )?,
-            Expected::NoEvents,
-        )
-        .await?;
-    wait(&mut live, "the task running", |v| {
-        matches!(
-            v.tasks.tasks.get("endless").map(|t| &t.state),
-            Some(TaskState::Assigned { started: true, .. })
-        )
-    })
-    .await?;
+    submit_and_wait_running(&submitter, &mut live, "endless", 600_000).await?;
     terminate_and_wait_for(&worker, &mut stderr, "drain grace over").await?;
     let status = tokio::time::timeout(DEADLINE, worker.wait())
         .await
