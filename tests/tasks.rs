@@ -852,3 +852,43 @@ async fn a_drain_that_outlasts_its_grace_stops_the_attempt_and_leaves() -> Resul
     coordinator.await??;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_cuts_the_drain_short() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let submitter = nats.event_log("acme").await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
+    // A grace far past the test's deadline: only the second signal can end the drain in time.
+    let (mut worker, worker_id, mut stderr) =
+        spawn_logging_worker(nats.url(), data.path(), &["--drain-grace-s", "3600"]).await?;
+    let mut live = Projector::new(
+        submitter.clone(),
+        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+    );
+    submit_and_wait_running(&submitter, &mut live, "endless", 600_000).await?;
+    terminate_and_wait_for(&worker, &mut stderr, "draining").await?;
+    terminate_and_wait_for(&worker, &mut stderr, "second signal").await?;
+    let status = tokio::time::timeout(DEADLINE, worker.wait())
+        .await
+        .context("the worker kept draining after a second SIGTERM")??;
+    assert!(status.success(), "the worker exits cleanly");
+    let events = realm_events(&submitter).await?;
+    assert!(
+        events
+            .iter()
+            .any(|(s, ..)| *s == format!("murmur.v1.acme.evt.agent.{worker_id}.left")),
+        "the worker still leaves: {events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|(s, ..)| s.starts_with("murmur.v1.acme.evt.task.endless.")
+                && (s.ends_with(".completed") || s.ends_with(".failed"))),
+        "a stopped attempt reports nothing: {events:?}"
+    );
+    stop_tx.send_replace(true);
+    coordinator.await??;
+    Ok(())
+}

@@ -80,11 +80,19 @@ struct Finished {
     result: TaskResult,
 }
 
-/// An attempt running here: its task handle (dropping it stops the handler) and whose
-/// cancellation counts besides a coordinator's.
+/// An attempt running here: its task handle and whose cancellation counts besides a
+/// coordinator's. Dropping it stops the handler (a tokio `JoinHandle` alone would let the
+/// task run on, detached): so does dropping the worker's future, and an attempt replaced
+/// by a newer one of the same task.
 struct Running {
     handle: tokio::task::JoinHandle<()>,
     submitter: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
 }
 
 /// Runs the worker loop until `shutdown`, then drains; returns how many attempts it

@@ -154,7 +154,8 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
         eprintln!("metrics at http://{bound}/metrics");
     }
     out!("{}", agent.id());
-    let stop = shutdown_signal()?;
+    let signals = shutdown_signals()?;
+    let stop = signals.nth(1);
     let handler = if args.builtin_handler {
         Some(builtin_handler())
     } else if murmur_agents::pipeline::default_capability(&args.kind).is_none() {
@@ -194,14 +195,20 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
     }
     match handler {
         Some(handler) => {
-            murmur_agents::worker::run_worker(
+            let worker = murmur_agents::worker::run_worker(
                 &agent,
                 handler,
                 settings.coordinators.clone(),
                 stop,
                 Duration::from_secs(args.drain_grace_s),
-            )
-            .await?;
+            );
+            tokio::select! {
+                done = worker => { done?; }
+                // Dropping the worker stops its running attempts; their leases expire.
+                _ = signals.nth(2) => {
+                    eprintln!("second signal: stopping the running attempts without waiting for them");
+                }
+            }
         }
         None => stop.await,
     }
@@ -264,15 +271,48 @@ pub async fn ls(settings: &Settings, capability: Option<String>) -> Result<()> {
     Ok(())
 }
 
-/// Resolves on ctrl-c or SIGTERM: how agent processes are told to leave.
+/// Listens for ctrl-c and SIGTERM: how agent processes are told to leave.
+pub fn shutdown_signals() -> Result<ShutdownSignals> {
+    ShutdownSignals::listen()
+}
+
+/// Resolves on the first ctrl-c or SIGTERM.
 pub fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    Ok(shutdown_signals()?.nth(1))
+}
+
+/// Counts ctrl-c and SIGTERM signals: the first asks an agent to drain and leave, a second
+/// cuts the drain short.
+pub struct ShutdownSignals {
+    count: tokio::sync::watch::Receiver<u32>,
+}
+
+impl ShutdownSignals {
+    /// Starts listening (needs a tokio runtime).
+    pub fn listen() -> Result<Self> {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let (tx, count) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => if r.is_err() { break },
+                    s = term.recv() => if s.is_none() { break },
+                }
+                tx.send_modify(|n| *n += 1);
+            }
+        });
+        Ok(Self { count })
+    }
+
+    /// Resolves once `n` signals have arrived (never, if signals cannot be received).
+    pub fn nth(&self, n: u32) -> impl std::future::Future<Output = ()> + use<> {
+        let mut count = self.count.clone();
+        async move {
+            if count.wait_for(|c| *c >= n).await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
-    })
+    }
 }
 
 /// Refuses an empty kind early (clap allows it).
