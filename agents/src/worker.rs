@@ -322,7 +322,8 @@ pub async fn run_worker(
         // Heartbeats carry the queue depth, which routing weighs.
         agent.set_queue_depth(agent.metrics().running());
     }
-    // Let the writes already sent settle (after a drain there are none left).
+    // Let the writes already sent settle: a result sent before the grace ran out is still
+    // stored. (After a full drain there are none; `started` writes landing now are not run.)
     while let Some(written) = writing.join_next().await {
         if let Written::Reported(stored) = flatten(written)? {
             completed += stored;
