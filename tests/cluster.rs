@@ -83,6 +83,7 @@ async fn survives_losing(victim: Victim) -> Result<()> {
             .map(|i| i - 1),
     }
     .context("victim node not found")?;
+    murmur_e2e::ensure_r3(&log).await?;
     cluster.stop(stopped).await?;
     for n in 30..60 {
         append_until_stored(&log, &seal(n)?).await?;
@@ -320,6 +321,7 @@ async fn agent_keeps_working_after_losing(victim: Victim) -> Result<()> {
         anyhow::ensure!(tokio::time::Instant::now() < until, "work never started");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    murmur_e2e::ensure_r3(&log).await?;
     cluster.stop(stopped).await?;
 
     // Losing the stream leader means a Raft election; on a loaded 2-core machine it has
@@ -424,4 +426,51 @@ async fn agents_keep_working_when_their_node_or_the_stream_leader_stops() -> Res
     let _turn = one_cluster_at_a_time().await;
     agent_keeps_working_after_losing(Victim::ConnectedNode).await?;
     agent_keeps_working_after_losing(Victim::StreamLeader).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_with_other_settings_does_not_rewrite_the_clusters_streams() -> Result<()> {
+    let (cluster, owner) = murmur_e2e::r3_cluster(Identity::generate()).await?;
+    let before = owner
+        .jetstream()
+        .get_stream("MURMUR_HISTORY")
+        .await?
+        .cached_info()
+        .config
+        .clone();
+    // What `murmur agent run --server URL` without a config file brings: one replica, and
+    // here a far shorter retention too.
+    let settings = murmur_subjects::LogConfig {
+        max_age: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    assert_eq!(settings.replicas, 1);
+    let client = async_nats::connect(cluster.cluster.nodes[0].url()).await?;
+    let _joiner = EventLog::open(
+        client,
+        Identity::generate(),
+        Token::new("acme")?,
+        settings,
+        murmur_subjects::EventCodec::default(),
+    )
+    .await?;
+    for name in ["MURMUR_HISTORY", "MURMUR_DLQ"] {
+        let after = owner
+            .jetstream()
+            .get_stream(name)
+            .await?
+            .cached_info()
+            .config
+            .clone();
+        assert_eq!(after.num_replicas, 3, "{name} was scaled down");
+    }
+    let after = owner
+        .jetstream()
+        .get_stream("MURMUR_HISTORY")
+        .await?
+        .cached_info()
+        .config
+        .clone();
+    assert_eq!(after.max_age, before.max_age, "the retention was rewritten");
+    Ok(())
 }

@@ -55,6 +55,38 @@ async fn streams_are_created_idempotently() -> Result<()> {
 }
 
 #[tokio::test]
+async fn opening_adds_the_subjects_an_older_stream_lacks_and_keeps_the_rest() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let js = async_nats::jetstream::new(nats.client().await?);
+    let needed = LogConfig::history_subjects();
+    // A stream created by an older version (or by hand): fewer subjects, its own retention.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "MURMUR_HISTORY".into(),
+        subjects: vec!["murmur.v0.legacy.>".into()],
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        ..Default::default()
+    })
+    .await?;
+    let log = nats.event_log("acme").await?;
+    let config = log
+        .jetstream()
+        .get_stream("MURMUR_HISTORY")
+        .await?
+        .cached_info()
+        .config
+        .clone();
+    for subject in &needed {
+        assert!(config.subjects.contains(subject), "{subject} not added");
+    }
+    assert!(
+        config.subjects.iter().any(|s| s == "murmur.v0.legacy.>"),
+        "the stream's own subjects are kept"
+    );
+    assert_eq!(config.max_age, Duration::from_secs(7 * 24 * 3600));
+    Ok(())
+}
+
+#[tokio::test]
 async fn retried_events_are_deduplicated_by_id() -> Result<()> {
     let nats = TestNats::start().await?;
     let log = nats.event_log("acme").await?;

@@ -721,6 +721,7 @@ async fn partitioned_agents_converge_when_their_node_returns() -> Result<()> {
     sessions_converge(&mut a, &mut b, SPACE, DEADLINE).await?;
 
     // Cut off: A's node stops. Both keep editing, including the same field of one fact.
+    murmur_e2e::ensure_r3(&owner).await?;
     cluster.stop(0).await?;
     let mut written = vec![shared.clone(), other];
     for i in 0..EACH {

@@ -275,6 +275,23 @@ pub async fn open_cluster_log(
     }
 }
 
+/// Fails unless the history and dead-letter streams are still R3: a cluster test checks
+/// this after its participants joined, before it stops a node (a participant with default
+/// settings once scaled the log down to R1 on joining).
+pub async fn ensure_r3(log: &EventLog) -> Result<()> {
+    for name in ["MURMUR_HISTORY", "MURMUR_DLQ"] {
+        let replicas = log
+            .jetstream()
+            .get_stream(name)
+            .await?
+            .cached_info()
+            .config
+            .num_replicas;
+        anyhow::ensure!(replicas == 3, "{name} is R{replicas}, not R3");
+    }
+    Ok(())
+}
+
 /// A local 3-node cluster and an event log on it with R3 streams (asserted), as
 /// `identity`.
 pub async fn r3_cluster(

@@ -182,6 +182,24 @@ impl LogError {
     }
 }
 
+/// Whether a stream lookup failed because the stream does not exist.
+fn is_stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(js)
+            if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// Whether creating a stream failed because one with that name exists.
+fn is_stream_name_taken(e: &jetstream::context::CreateStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::CreateStreamErrorKind::JetStream(js)
+            if js.error_code() == jetstream::ErrorCode::STREAM_NAME_EXIST
+    )
+}
+
 /// Acknowledgement of a persisted event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
@@ -264,18 +282,63 @@ impl EventLog {
         Ok(log)
     }
 
-    /// Creates the history and dead-letter streams, or updates their config. Safe to call
-    /// from every participant at start.
+    /// Creates the history and dead-letter streams when they are missing. Safe to call from
+    /// every participant at start.
+    ///
+    /// An existing stream keeps its configuration: it belongs to whoever created it (an
+    /// operator, `murmur up`, the first participant). Rewriting it from each participant's
+    /// settings, as this once did, let one agent started without a config file scale a
+    /// cluster's R3 log down to R1 (and could shorten its retention) for everyone. Only
+    /// subjects this version needs and the stream lacks are added.
     pub async fn ensure_streams(&self) -> Result<(), LogError> {
         for cfg in [self.config.history(), self.config.dlq()] {
             let name = cfg.name.clone();
-            self.js
-                .create_or_update_stream(cfg)
-                .await
-                .map_err(|e| LogError::Stream {
-                    stream: name,
-                    reason: e.to_string(),
-                })?;
+            let stream_err = |e: String| LogError::Stream {
+                stream: name.clone(),
+                reason: e,
+            };
+            let existing = match self.js.get_stream(&name).await {
+                Ok(stream) => Some(stream.cached_info().config.clone()),
+                Err(e) if is_stream_not_found(&e) => None,
+                Err(e) => return Err(stream_err(e.to_string())),
+            };
+            let mut existing = match existing {
+                Some(config) => config,
+                None => match self.js.create_stream(cfg.clone()).await {
+                    Ok(_) => continue,
+                    // Another participant created it meanwhile: theirs stands.
+                    Err(e) if is_stream_name_taken(&e) => self
+                        .js
+                        .get_stream(&name)
+                        .await
+                        .map_err(|e| stream_err(e.to_string()))?
+                        .cached_info()
+                        .config
+                        .clone(),
+                    Err(e) => return Err(stream_err(e.to_string())),
+                },
+            };
+            if existing.num_replicas != cfg.num_replicas {
+                tracing::debug!(
+                    stream = %name,
+                    existing = existing.num_replicas,
+                    configured = cfg.num_replicas,
+                    "the stream exists: keeping its replicas"
+                );
+            }
+            let missing: Vec<String> = cfg
+                .subjects
+                .iter()
+                .filter(|s| !existing.subjects.contains(s))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                existing.subjects.extend(missing);
+                self.js
+                    .update_stream(existing)
+                    .await
+                    .map_err(|e| stream_err(e.to_string()))?;
+            }
         }
         Ok(())
     }
