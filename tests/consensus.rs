@@ -515,15 +515,22 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
         keys.push(id);
         processes.push(child);
     }
-    // The tallier process starts on the node that will stop, and may fail over.
-    let _tallier = tokio::process::Command::new(&bin)
+    // The tallier process starts on the node that will stop, and may fail over. Its log goes
+    // to a file that a failure below prints.
+    let tallier_log = data.path().join("tallier.log");
+    let mut tallier = tokio::process::Command::new(&bin)
         .args(["--server", &urls[2], "--realm", "acme", "--data-dir"])
         .arg(data.path().join("tallier"))
-        .arg("tallier")
+        .args(["--log-level", "info", "tallier"])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&tallier_log)?)
         .kill_on_drop(true)
         .spawn()?;
+    let tallier_said = || {
+        let log = std::fs::read_to_string(&tallier_log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    };
     // Voters held by the test, one per node, pinned too.
     let mut held = Vec::new();
     for url in &urls {
@@ -565,6 +572,7 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
             .await?,
         "voter processes did not vote"
     );
+    murmur_e2e::ensure_r3(&owner).await?;
     cluster.stop(2).await?;
 
     let approve = VoteCast {
@@ -596,7 +604,10 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
             .iter()
             .all(|id| c.proposals.get(*id).is_some_and(|p| p.decided.is_some())))
             .await?,
-        "a proposal never decided after the node stopped"
+        "a proposal never decided after the node stopped (tallier exited: {:?}); the \
+         tallier's last log lines:\n{}",
+        tallier.try_wait(),
+        tallier_said()
     );
     let state = view.state().clone();
     let decided = |id: &str| state.proposals[id].decided.clone().expect("decided");

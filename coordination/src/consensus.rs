@@ -615,6 +615,8 @@ pub async fn run_tallier(
         let state = projector.state();
         written_for.retain(|id| state.open.contains(id));
         let mut drafts = Vec::new();
+        // Decisions drafted this round, to decide again if their write fails.
+        let mut deciding = Vec::new();
         for (id, p) in state.open_proposals() {
             let aggregate =
                 Token::new(id.as_str()).map_err(|e| LogError::Consumer(e.to_string()))?;
@@ -625,6 +627,7 @@ pub async fn run_tallier(
                     continue;
                 }
                 written_for.insert(id.clone());
+                deciding.push(id.clone());
                 let decided = ProposalDecided {
                     participants: Some(p.votes.keys().cloned().collect()),
                     ..tally.decided(outcome)
@@ -641,13 +644,22 @@ pub async fn run_tallier(
             continue;
         }
         let sealed = log.seal_many(drafts);
-        for appended in log
+        match log
             .append_sealed_patiently(&sealed, std::time::Duration::from_secs(30))
-            .await?
+            .await
         {
-            if !appended.duplicate {
-                written += 1;
+            Ok(appended) => written += appended.iter().filter(|a| !a.duplicate).count() as u64,
+            // A failover longer than the patience: the tallier stays up and decides again
+            // (the ids are deterministic, so what did get stored is deduplicated). Before,
+            // it returned the error and the process exited, leaving proposals undecided.
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "writing decisions failed; deciding again");
+                for id in &deciding {
+                    written_for.remove(id);
+                }
+                tokio::time::sleep(tick).await;
             }
+            Err(e) => return Err(e),
         }
     }
     Ok(written)

@@ -475,14 +475,27 @@ impl Settings {
             .context("no NATS server configured: set NATS_URL, --server, or run `murmur up` first (it listens on nats://127.0.0.1:4222)")?
             .name(name);
         let client = connect.connect().await?;
-        Ok(EventLog::open(
-            client,
-            identity,
-            self.realm.clone(),
-            self.log.clone(),
-            self.codec.clone(),
-        )
-        .await?)
+        // A stream's leader election (a node just lost) makes JetStream requests time out
+        // for a few seconds: a participant starting then waits it out instead of exiting.
+        let until = tokio::time::Instant::now() + OPEN_PATIENCE;
+        loop {
+            match EventLog::open(
+                client.clone(),
+                identity.clone(),
+                self.realm.clone(),
+                self.log.clone(),
+                self.codec.clone(),
+            )
+            .await
+            {
+                Ok(log) => return Ok(log),
+                Err(e) if e.is_transient() && tokio::time::Instant::now() < until => {
+                    tracing::warn!(error = %e, "the event log is unavailable; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Connects and opens the event log as this participant (its identity file, created if
@@ -492,6 +505,9 @@ impl Settings {
         self.open_log_as(name, identity).await
     }
 }
+
+/// How long opening the event log keeps retrying while JetStream is unavailable.
+const OPEN_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Entry point.
 pub async fn run(cli: Cli) -> Result<()> {
