@@ -474,3 +474,53 @@ async fn a_participant_with_other_settings_does_not_rewrite_the_clusters_streams
     assert_eq!(after.max_age, before.max_age, "the retention was rewritten");
     Ok(())
 }
+
+/// Waits until the file at `path` contains `needle`, or `DEADLINE` passes.
+async fn wait_for_line(path: &std::path::Path, needle: &str) -> Result<()> {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "{} never said {needle:?}; it said:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_started_while_jetstream_has_no_quorum_waits_for_it() -> Result<()> {
+    let (mut cluster, _owner) = murmur_e2e::r3_cluster(Identity::generate()).await?;
+    // Two of three nodes down: the remaining one cannot answer JetStream requests.
+    cluster.stop(1).await?;
+    cluster.stop(2).await?;
+    let data = tempfile::tempdir()?;
+    let log_path = data.path().join("tallier.log");
+    let mut tallier = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
+        .args([
+            "--server",
+            &cluster.cluster.nodes[0].url(),
+            "--realm",
+            "acme",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--log-level", "info", "tallier"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_for_line(&log_path, "the event log is unavailable; retrying").await?;
+    anyhow::ensure!(
+        tallier.try_wait()?.is_none(),
+        "the tallier gave up while JetStream had no quorum"
+    );
+    cluster.restart(1).await?;
+    wait_for_line(&log_path, "tallier running for realm acme").await?;
+    tallier.kill().await?;
+    Ok(())
+}
