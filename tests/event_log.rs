@@ -68,13 +68,7 @@ async fn opening_adds_the_subjects_an_older_stream_lacks_and_keeps_the_rest() ->
     })
     .await?;
     let log = nats.event_log("acme").await?;
-    let config = log
-        .jetstream()
-        .get_stream("MURMUR_HISTORY")
-        .await?
-        .cached_info()
-        .config
-        .clone();
+    let config = murmur_e2e::stream_config(&log, "MURMUR_HISTORY").await?;
     for subject in &needed {
         assert!(config.subjects.contains(subject), "{subject} not added");
     }

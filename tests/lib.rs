@@ -280,16 +280,24 @@ pub async fn open_cluster_log(
 /// settings once scaled the log down to R1 on joining).
 pub async fn ensure_r3(log: &EventLog) -> Result<()> {
     for name in ["MURMUR_HISTORY", "MURMUR_DLQ"] {
-        let replicas = log
-            .jetstream()
-            .get_stream(name)
-            .await?
-            .cached_info()
-            .config
-            .num_replicas;
+        let replicas = stream_config(log, name).await?.num_replicas;
         anyhow::ensure!(replicas == 3, "{name} is R{replicas}, not R3");
     }
     Ok(())
+}
+
+/// The configuration the server holds for stream `name`.
+pub async fn stream_config(
+    log: &EventLog,
+    name: &str,
+) -> Result<async_nats::jetstream::stream::Config> {
+    Ok(log
+        .jetstream()
+        .get_stream(name)
+        .await?
+        .cached_info()
+        .config
+        .clone())
 }
 
 /// A local 3-node cluster and an event log on it with R3 streams (asserted), as

@@ -746,6 +746,27 @@ async fn submit_and_wait_running(
     .await
 }
 
+/// Checks that `worker` left (`agent.left` stored) and that nothing reports on `task`: an
+/// attempt stopped by a shutdown is left to lease expiry.
+fn left_without_reporting(
+    events: &[(String, u64, chrono::DateTime<chrono::Utc>)],
+    worker: &str,
+    task: &str,
+) -> Result<()> {
+    let left = format!("murmur.v1.acme.evt.agent.{worker}.left");
+    anyhow::ensure!(
+        events.iter().any(|(s, ..)| *s == left),
+        "the worker never left: {events:?}"
+    );
+    let on_task = format!("murmur.v1.acme.evt.task.{task}.");
+    anyhow::ensure!(
+        !events.iter().any(|(s, ..)| s.starts_with(&on_task)
+            && (s.ends_with(".completed") || s.ends_with(".failed"))),
+        "a stopped attempt reported: {events:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminated_worker_finishes_its_running_attempt_and_starts_no_new_one() -> Result<()> {
     let nats = TestNats::start().await?;
@@ -835,19 +856,7 @@ async fn a_drain_that_outlasts_its_grace_stops_the_attempt_and_leaves() -> Resul
         .context("the worker never exited after its grace")??;
     assert!(status.success(), "the worker exits cleanly after its grace");
     let events = realm_events(&submitter).await?;
-    assert!(
-        events
-            .iter()
-            .any(|(s, ..)| *s == format!("murmur.v1.acme.evt.agent.{worker_id}.left")),
-        "the worker leaves: {events:?}"
-    );
-    assert!(
-        !events
-            .iter()
-            .any(|(s, ..)| s.starts_with("murmur.v1.acme.evt.task.endless.")
-                && (s.ends_with(".completed") || s.ends_with(".failed"))),
-        "a stopped attempt reports nothing (its lease expires instead): {events:?}"
-    );
+    left_without_reporting(&events, &worker_id, "endless")?;
     stop_tx.send_replace(true);
     coordinator.await??;
     Ok(())
@@ -875,19 +884,7 @@ async fn a_second_sigterm_cuts_the_drain_short() -> Result<()> {
         .context("the worker kept draining after a second SIGTERM")??;
     assert!(status.success(), "the worker exits cleanly");
     let events = realm_events(&submitter).await?;
-    assert!(
-        events
-            .iter()
-            .any(|(s, ..)| *s == format!("murmur.v1.acme.evt.agent.{worker_id}.left")),
-        "the worker still leaves: {events:?}"
-    );
-    assert!(
-        !events
-            .iter()
-            .any(|(s, ..)| s.starts_with("murmur.v1.acme.evt.task.endless.")
-                && (s.ends_with(".completed") || s.ends_with(".failed"))),
-        "a stopped attempt reports nothing: {events:?}"
-    );
+    left_without_reporting(&events, &worker_id, "endless")?;
     stop_tx.send_replace(true);
     coordinator.await??;
     Ok(())
