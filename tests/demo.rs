@@ -1,14 +1,17 @@
 //! The README's main job: `murmur demo` exits 0 and reports every step.
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use murmur_e2e::DEADLINE;
 
 #[test]
 fn murmur_demo_succeeds() -> Result<()> {
-    let bin = murmur_e2e::murmur_binary()?;
-    let out = std::process::Command::new(bin)
-        .arg("demo")
-        .env_remove("NATS_URL")
-        .output()?;
+    // The demo gives up on its own after 300 s; the test's deadline is the last resort.
+    let out = murmur_e2e::murmur_output(
+        &["demo", "--deadline-s", "300"],
+        std::time::Duration::from_secs(420),
+    )?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -30,6 +33,145 @@ fn murmur_demo_succeeds() -> Result<()> {
         "demo ok",
     ] {
         assert!(stdout.contains(expected), "{expected:?} missing:\n{stdout}");
+    }
+    Ok(())
+}
+
+/// Reads `murmur demo`'s stdout on a thread, line by line.
+fn lines_of(child: &mut std::process::Child) -> Result<std::sync::mpsc::Receiver<String>> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// The port of the nats-server the demo says it started (`[0] started nats-server ... at
+/// nats://127.0.0.1:PORT ...`).
+fn server_port(lines: &std::sync::mpsc::Receiver<String>) -> Result<u16> {
+    let line = lines.recv_timeout(DEADLINE)?;
+    let port = line
+        .split("nats://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .with_context(|| format!("no server URL in {line:?}"))?;
+    Ok(port.parse()?)
+}
+
+/// Waits until nothing listens on `port` any more.
+fn wait_closed(port: u16) -> Result<()> {
+    let until = std::time::Instant::now() + DEADLINE;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        anyhow::ensure!(
+            std::time::Instant::now() < until,
+            "the demo's nats-server on port {port} outlived the demo"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Whether process `pid` exists and is not a zombie (an orphan whose reaper has not reaped it
+/// yet has stopped all the same).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // `pid (comm) state ...`; comm may contain spaces, the state follows the last ')'.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+fn spawn_demo(args: &[&str]) -> Result<std::process::Child> {
+    Ok(std::process::Command::new(murmur_e2e::murmur_binary()?)
+        .arg("demo")
+        .args(args)
+        .env_remove("NATS_URL")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?)
+}
+
+/// Waits for the process to exit (up to [`DEADLINE`]); its stderr.
+fn exited(mut child: std::process::Child) -> Result<(std::process::ExitStatus, String)> {
+    use std::io::Read;
+    let until = std::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() >= until {
+            child.kill()?;
+            anyhow::bail!("the demo did not exit within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .context("stderr")?
+        .read_to_string(&mut stderr)?;
+    Ok((status, stderr))
+}
+
+#[test]
+fn a_demo_past_its_deadline_names_its_last_step_and_stops_its_server() -> Result<()> {
+    let mut demo = spawn_demo(&["--deadline-s", "3"])?;
+    let lines = lines_of(&mut demo)?;
+    let port = server_port(&lines)?;
+    let (status, stderr) = exited(demo)?;
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the demo did not finish within 3s; the last line it printed:"),
+        "{stderr}"
+    );
+    wait_closed(port)
+}
+
+#[test]
+fn sigterm_stops_the_demo_and_the_processes_it_started() -> Result<()> {
+    let mut demo = spawn_demo(&[])?;
+    let lines = lines_of(&mut demo)?;
+    let port = server_port(&lines)?;
+    // Once the compile step's four agents run as processes of their own (`    NAME pid N
+    // id ...`), the demo holds a server and child processes.
+    let mut agents = Vec::new();
+    while agents.len() < 4 {
+        let line = lines.recv_timeout(Duration::from_secs(120))?;
+        if let Some(pid) = line
+            .split(" pid ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            agents.push(pid.parse::<u32>()?);
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &demo.id().to_string()])
+        .status()?;
+    let (status, stderr) = exited(demo)?;
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("the demo was interrupted"), "{stderr}");
+    wait_closed(port)?;
+    let until = std::time::Instant::now() + DEADLINE;
+    for pid in agents {
+        while running(pid) {
+            anyhow::ensure!(
+                std::time::Instant::now() < until,
+                "agent process {pid} outlived the demo"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     Ok(())
 }

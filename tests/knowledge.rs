@@ -254,7 +254,15 @@ async fn replicas_lose_no_change_to_a_concurrent_snapshot() -> Result<()> {
                 "hot",
                 &FactDraft::new(format!("job:{i}"), "done", Value::Bool(true)),
             )?;
-            writer.flush().await?;
+            // The race loads the server; an ack that comes late fails the flush and keeps
+            // the change in the outbox for the next one (its documented contract).
+            let until = tokio::time::Instant::now() + DEADLINE;
+            while let Err(e) = writer.flush().await {
+                ensure!(
+                    tokio::time::Instant::now() < until,
+                    "flush kept failing: {e}"
+                );
+            }
         }
         anyhow::Ok(writer)
     });

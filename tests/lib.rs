@@ -113,6 +113,53 @@ pub fn murmur_binary() -> Result<std::path::PathBuf> {
     Ok(bin)
 }
 
+/// Runs `murmur ARGS` with `NATS_URL` unset and waits for it to exit, up to `deadline`.
+/// Past the deadline the process is killed and the error carries what it printed, so a hang
+/// fails the test with the place it hung instead of stalling the whole run.
+pub fn murmur_output(args: &[&str], deadline: Duration) -> Result<std::process::Output> {
+    let dir = tempfile::tempdir()?;
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = std::process::Command::new(murmur_binary()?)
+        .args(args)
+        .env_remove("NATS_URL")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(std::fs::File::create(&err_path)?)
+        .spawn()?;
+    let until = std::time::Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= until {
+            // SIGTERM first: the demo's own children (nats-server, agent processes) are
+            // killed with it only when it unwinds; SIGKILL if it does not.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            std::thread::sleep(Duration::from_secs(5));
+            let _ = child.kill();
+            child.wait()?;
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (stdout, stderr) = (std::fs::read(&out_path)?, std::fs::read(&err_path)?);
+    match status {
+        Some(status) => Ok(std::process::Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => anyhow::bail!(
+            "murmur {} did not exit within {deadline:?}; it printed:\n{}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        ),
+    }
+}
+
 /// `murmur agent run` as a separate process in realm `acme`, with a fresh identity and a
 /// 200 ms heartbeat. `global` goes before the subcommand (e.g. `--log-level info`), `agent`
 /// after `agent run --kind K --capability C` (e.g. `--builtin-handler`). Stdout is piped;

@@ -17,10 +17,10 @@ use murmur_tools::testkit::TestNats;
 
 #[test]
 fn demo_compile_builds_tests_and_reports_tool_errors() -> Result<()> {
-    let out = std::process::Command::new(murmur_e2e::murmur_binary()?)
-        .args(["demo", "compile"])
-        .env_remove("NATS_URL")
-        .output()?;
+    let out = murmur_e2e::murmur_output(
+        &["demo", "compile", "--deadline-s", "300"],
+        Duration::from_secs(420),
+    )?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

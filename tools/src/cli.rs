@@ -78,6 +78,10 @@ pub enum Command {
         /// Another demo instead of the main one.
         #[command(subcommand)]
         which: Option<DemoCommand>,
+        /// Give up, stop what the demo started and exit non-zero when it has not finished
+        /// after this many seconds (it takes 10–30 s; a hang must not go unnoticed).
+        #[arg(long, global = true, default_value_t = 600)]
+        deadline_s: u64,
     },
     /// Print the declared subject tree and event types.
     Subjects,
@@ -515,10 +519,30 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Subjects => subjects(&settings),
         Command::Up { port } => up(&settings, port).await,
-        Command::Demo { which: None } => crate::demo::run(&settings).await,
-        Command::Demo {
-            which: Some(DemoCommand::Compile),
-        } => crate::demo_compile::run(&settings).await,
+        Command::Demo { which, deadline_s } => {
+            let deadline = Duration::from_secs(deadline_s);
+            let signals = crate::agent_cli::shutdown_signals()?;
+            // The demo runs as a task of its own, so the deadline and the signals are seen
+            // even if a step blocks its thread.
+            let demo = tokio::spawn(async move {
+                match which {
+                    None => crate::demo::run(&settings).await,
+                    Some(DemoCommand::Compile) => crate::demo_compile::run(&settings).await,
+                }
+            });
+            let why = tokio::select! {
+                done = demo => return done?,
+                _ = tokio::time::sleep(deadline) => format!("did not finish within {deadline:?}"),
+                _ = signals.nth(1) => "was interrupted".to_string(),
+            };
+            // A stuck step may never yield, and the runtime waits for its threads on the way
+            // out: kill the nats-server and agent processes the demo started, then exit.
+            eprintln!(
+                "error: the demo {why}; the last line it printed: {:?}",
+                crate::last_output_line()
+            );
+            crate::exit_killing_children(1)
+        }
         Command::Events {
             command: EventsCommand::Tail { subject, ty, count },
         } => tail(&settings, subject, ty, count).await,

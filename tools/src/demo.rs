@@ -430,7 +430,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
     knowledge_step(&connect, settings).await?;
 
     // The deployment graph of a 5-service shop, generated into a Nix flake.
-    flake_step()?;
+    flake_step().await?;
     out!("demo ok");
     Ok(())
 }
@@ -731,7 +731,7 @@ async fn knowledge_step(
 
 /// Validates the example deployment and generates its flake into a temp dir; parses every
 /// file with `nix-instantiate --parse` when Nix is installed.
-fn flake_step() -> Result<()> {
+async fn flake_step() -> Result<()> {
     const SHOP: &str = include_str!("../../examples/shop.toml");
     let spec = murmur_nix::DeploymentSpec::parse(SHOP, murmur_nix::Format::Toml)?;
     let flake = murmur_nix::build(spec)?;
@@ -741,16 +741,24 @@ fn flake_step() -> Result<()> {
         std::fs::create_dir_all(path.parent().context("file has a parent")?)?;
         std::fs::write(&path, text)?;
     }
-    let parsed = match std::process::Command::new("nix-instantiate")
-        .arg("--version")
-        .output()
-    {
-        Ok(_) => {
+    // Nix is asked with a deadline: a nix that waits (on a store lock, say) must fail the
+    // step, not stall the demo.
+    let nix = |args: Vec<std::ffi::OsString>| async move {
+        let run = tokio::process::Command::new("nix-instantiate")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        tokio::time::timeout(Duration::from_secs(60), run).await
+    };
+    let parsed = match nix(vec!["--version".into()]).await {
+        Ok(Ok(_)) => {
             for rel in flake.files.keys() {
-                let o = std::process::Command::new("nix-instantiate")
-                    .arg("--parse")
-                    .arg(dir.path().join(rel))
-                    .output()?;
+                let o = nix(vec!["--parse".into(), dir.path().join(rel).into()])
+                    .await
+                    .with_context(|| {
+                        format!("nix-instantiate --parse {rel}: no answer in 60 s")
+                    })??;
                 ensure!(
                     o.status.success(),
                     "nix-instantiate refused {rel}: {}",
@@ -759,7 +767,8 @@ fn flake_step() -> Result<()> {
             }
             "each parsed by nix-instantiate"
         }
-        Err(_) => "nix-instantiate not installed, parse check skipped",
+        Ok(Err(_)) => "nix-instantiate not installed, parse check skipped",
+        Err(_) => bail!("nix-instantiate --version did not answer within 60 s"),
     };
     out!(
         "[flake] examples/shop.toml → {} files ({} bytes): {}; {parsed}",

@@ -402,9 +402,14 @@ pub async fn run_on(
         }
     }
     for a in &mut agents {
+        let pid = a.child.id();
         match tokio::time::timeout(Duration::from_secs(20), a.child.wait()).await {
             Ok(Ok(status)) if status.success() => {}
             other => problems.push(format!("agent {} did not stop cleanly: {other:?}", a.name)),
+        }
+        // Reaped (or killed on drop below): its pid may be reused by another process.
+        if let Some(pid) = pid {
+            crate::untrack_child(pid);
         }
     }
     let _ = stop_tx.send(true);

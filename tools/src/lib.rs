@@ -17,13 +17,30 @@ macro_rules! out {
 /// kill-on-drop would not fire and they would outlive us).
 pub fn emit(line: &str) {
     use std::io::Write;
+    if let Ok(mut last) = LAST_LINE.lock() {
+        line.clone_into(&mut last);
+    }
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = writeln!(stdout, "{line}")
         && e.kind() == std::io::ErrorKind::BrokenPipe
     {
-        kill_tracked_children();
-        std::process::exit(0);
+        exit_killing_children(0);
     }
+}
+
+/// Exits at once with `code`, first killing the child processes this process started
+/// (`process::exit` runs no destructors, so their kill-on-drop would not fire).
+pub fn exit_killing_children(code: i32) -> ! {
+    kill_tracked_children();
+    std::process::exit(code)
+}
+
+/// The last line [`emit`] wrote: what a command that overran its deadline was doing.
+static LAST_LINE: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// The last line of command output written so far (empty before the first).
+pub fn last_output_line() -> String {
+    LAST_LINE.lock().map(|l| l.clone()).unwrap_or_default()
 }
 
 /// Child processes (nats-server, agent processes) to kill if we exit without unwinding.

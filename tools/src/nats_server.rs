@@ -306,6 +306,9 @@ impl NatsProcess {
 impl Drop for NatsProcess {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
+            if let Some(pid) = child.id() {
+                crate::untrack_child(pid);
+            }
             child.start_kill().ok();
         }
     }
