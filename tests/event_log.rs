@@ -783,3 +783,61 @@ async fn a_read_with_several_filters_delivers_what_each_filter_delivers() -> Res
     }
     Ok(())
 }
+
+/// A knowledge snapshot purges the changes it covers, at any moment, also while a read of
+/// them is under way. A read whose remaining messages are purged after its consumer was
+/// created must end with what it got, not wait for messages that will never come (this hung
+/// `murmur demo`: a replica refreshing while the memory agent snapshotted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_rest_is_purged_meanwhile_ends() -> Result<()> {
+    use murmur_subjects::SubjectFilter;
+    use murmur_subjects::projection::read_stream;
+    use std::ops::ControlFlow;
+
+    const MESSAGES: usize = 30_000;
+    let nats = TestNats::start().await?;
+    let log = nats.event_log("acme").await?;
+    let js = log.jetstream().clone();
+    let stream = log.config().history_stream.clone();
+    // More than one batch of the read (10,000), so the rest is asked for after the purge.
+    // Pipelined in chunks: the client bounds the acks in flight.
+    for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(1_000) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for k in chunk {
+            acks.push(
+                js.publish(
+                    format!("murmur.v1.acme.evt.knowledge.doc-{}.changed", k % 7),
+                    Bytes::from_static(b"change"),
+                )
+                .await?,
+            );
+        }
+        for ack in acks {
+            ack.await?;
+        }
+    }
+    let purger = js.get_stream(&stream).await?;
+    let filter = SubjectFilter::plane(murmur_subjects::Plane::Evt).realm(tok("acme"));
+    let mut read = 0;
+    let mut purged = false;
+    let runtime = tokio::runtime::Handle::current();
+    let reading = read_stream(&js, &stream, &filter, StartAt::Beginning, None, |_| {
+        read += 1;
+        if !purged {
+            // The snapshotter's purge, between the consumer's creation and its deliveries.
+            tokio::task::block_in_place(|| runtime.block_on(purger.purge().into_future()))
+                .expect("purge");
+            purged = true;
+        }
+        ControlFlow::Continue(())
+    });
+    let count = tokio::time::timeout(DEADLINE, reading)
+        .await
+        .map_err(|_| anyhow::anyhow!("the read never ended after the purge"))??;
+    assert_eq!(count, read);
+    assert!(
+        (1..MESSAGES as u64).contains(&read),
+        "{read} of {MESSAGES} read: the purge did not happen mid-read"
+    );
+    Ok(())
+}

@@ -225,6 +225,11 @@ pub async fn read_stream_any(
     )))
 }
 
+/// How long a read waits for its next message before it asks the server what is pending.
+const READ_SILENCE: Duration = Duration::from_secs(1);
+/// Silences in a row, with messages still pending, after which a read starts over.
+const READ_SILENCES: u32 = 10;
+
 /// Why one consumer's read ended.
 enum ReadEnd {
     /// The caller broke off, or `until` was reached or passed.
@@ -327,7 +332,31 @@ async fn read_once(
         .messages()
         .await
         .map_err(|e| LogError::Consumer(e.to_string()))?;
-    while let Some(next) = messages.next().await {
+    // Checks of the consumer after a silence, in a row.
+    let mut silences = 0;
+    loop {
+        let next = match tokio::time::timeout(READ_SILENCE, messages.next()).await {
+            Ok(Some(next)) => next,
+            Ok(None) => break,
+            Err(_) => {
+                // Nothing delivered for a while. What was pending when the consumer was made
+                // (or when the last message came) may be gone: a purge (a knowledge snapshot
+                // drops the changes it covers) can remove it at any moment. Waiting for it
+                // would never end; ask the server what is still pending.
+                let info = consumer
+                    .get_info()
+                    .await
+                    .map_err(|e| LogError::Consumer(e.to_string()))?;
+                silences += 1;
+                // Nothing left, or a consumer that stays silent with messages pending: end
+                // this read; the caller compares with the leader and reads on from there.
+                if info.num_pending == 0 || silences >= READ_SILENCES {
+                    return Ok(ReadEnd::RanDry);
+                }
+                continue;
+            }
+        };
+        silences = 0;
         let message = next.map_err(|e| LogError::Consumer(e.to_string()))?;
         let (sequence, stored_at, pending) = {
             let info = message
