@@ -456,23 +456,6 @@ async fn a_participant_with_other_settings_does_not_rewrite_the_clusters_streams
     Ok(())
 }
 
-/// Waits until the file at `path` contains `needle`, or `DEADLINE` passes.
-async fn wait_for_line(path: &std::path::Path, needle: &str) -> Result<()> {
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < until,
-            "{} never said {needle:?}; it said:\n{text}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_started_while_jetstream_has_no_quorum_waits_for_it() -> Result<()> {
     let _turn = one_cluster_at_a_time().await;
@@ -496,13 +479,18 @@ async fn a_participant_started_while_jetstream_has_no_quorum_waits_for_it() -> R
         .stderr(std::fs::File::create(&log_path)?)
         .kill_on_drop(true)
         .spawn()?;
-    wait_for_line(&log_path, "the event log is unavailable; retrying").await?;
+    murmur_e2e::wait_for_line(
+        &log_path,
+        "the event log is unavailable; retrying",
+        DEADLINE,
+    )
+    .await?;
     anyhow::ensure!(
         tallier.try_wait()?.is_none(),
         "the tallier gave up while JetStream had no quorum"
     );
     cluster.restart(1).await?;
-    wait_for_line(&log_path, "tallier running for realm acme").await?;
+    murmur_e2e::wait_for_line(&log_path, "tallier running for realm acme", DEADLINE).await?;
     tallier.kill().await?;
     Ok(())
 }

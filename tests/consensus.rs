@@ -735,3 +735,95 @@ async fn a_restarted_voter_agent_does_not_vote_twice() -> Result<()> {
     assert_eq!(ballots.stats().refused, 0, "no vote was delivered");
     Ok(())
 }
+
+/// A decision write that fails for longer than the tallier's patience (30 s) does not stop
+/// the tallier: it logs the failure, decides again, and the decision is stored once the log
+/// takes writes. The history stream is made to refuse every new message (a full stream with
+/// discard-new), the way a log that cannot store refuses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tallier_whose_decision_cannot_be_written_keeps_deciding() -> Result<()> {
+    use async_nats::jetstream::stream::DiscardPolicy;
+
+    let nats = TestNats::start().await?;
+    let opener = nats.event_log("acme").await?;
+    let mut voters = Vec::new();
+    for _ in 0..3 {
+        voters.push(nats.event_log_as(Identity::generate(), "acme").await?);
+    }
+    let keys: Vec<String> = voters
+        .iter()
+        .map(|v| v.identity().public_key().to_string())
+        .collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    opener
+        .append(Draft::new(
+            Token::new("p")?,
+            &proposal(&key_refs, 2, Duration::from_secs(600)),
+        )?)
+        .await?;
+    for v in &voters[..2] {
+        v.append(Draft::new(
+            Token::new("p")?,
+            &VoteCast {
+                choice: Choice::Approve,
+                reason: String::new(),
+            },
+        )?)
+        .await?;
+    }
+    // The log stops taking writes: full, and new messages are refused.
+    let js = opener.jetstream();
+    let history = opener.config().history_stream.clone();
+    let mut stream = js.get_stream(&history).await?;
+    let open_config = stream.info().await?.config.clone();
+    let stored = stream.info().await?.state.messages;
+    js.update_stream(async_nats::jetstream::stream::Config {
+        max_messages: i64::try_from(stored)?,
+        discard: DiscardPolicy::New,
+        ..open_config.clone()
+    })
+    .await?;
+
+    let data = tempfile::tempdir()?;
+    let log_path = data.path().join("tallier.log");
+    let mut tallier = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
+        .args(["--server", nats.url(), "--realm", "acme", "--data-dir"])
+        .arg(data.path())
+        .args(["--log-level", "warn", "tallier"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
+        .kill_on_drop(true)
+        .spawn()?;
+    // Its patience is 30 s; before, the process exited here with the write's error.
+    murmur_e2e::wait_for_line(
+        &log_path,
+        "writing decisions failed; deciding again",
+        DEADLINE * 3,
+    )
+    .await?;
+    anyhow::ensure!(
+        tallier.try_wait()?.is_none(),
+        "the tallier exited after a failed write: {}",
+        std::fs::read_to_string(&log_path)?
+    );
+    let mut before = consensus_view(&opener, vec![])?;
+    before.catch_up().await?;
+    anyhow::ensure!(
+        before.state().proposals["p"].decided.is_none(),
+        "a decision was stored although the log refused writes"
+    );
+
+    // The log takes writes again: the decision it kept deciding is stored.
+    js.update_stream(open_config).await?;
+    let d = wait_decided(&opener, "p").await?.proposals["p"]
+        .decided
+        .clone()
+        .context("decided")?;
+    assert_eq!((d.outcome.as_str(), d.approve), ("approved", 2));
+    anyhow::ensure!(
+        tallier.try_wait()?.is_none(),
+        "the tallier stopped after deciding"
+    );
+    tallier.kill().await?;
+    Ok(())
+}

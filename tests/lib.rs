@@ -113,6 +113,23 @@ pub fn murmur_binary() -> Result<std::path::PathBuf> {
     Ok(bin)
 }
 
+/// Waits until the file at `path` (a process's log) contains `needle`, or `deadline` passes.
+pub async fn wait_for_line(path: &std::path::Path, needle: &str, deadline: Duration) -> Result<()> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "{} never said {needle:?}; it said:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs `murmur ARGS` with `NATS_URL` unset and waits for it to exit, up to `deadline`.
 /// Past the deadline the process is killed and the error carries what it printed, so a hang
 /// fails the test with the place it hung instead of stalling the whole run.
