@@ -464,21 +464,8 @@ async fn a_participant_started_while_jetstream_has_no_quorum_waits_for_it() -> R
     cluster.stop(1).await?;
     cluster.stop(2).await?;
     let data = tempfile::tempdir()?;
-    let log_path = data.path().join("tallier.log");
-    let mut tallier = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
-        .args([
-            "--server",
-            &cluster.cluster.nodes[0].url(),
-            "--realm",
-            "acme",
-        ])
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--log-level", "info", "tallier"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path)?)
-        .kill_on_drop(true)
-        .spawn()?;
+    let (mut tallier, log_path) =
+        murmur_e2e::tallier_process(&cluster.cluster.nodes[0].url(), data.path(), "info")?;
     murmur_e2e::wait_for_line(
         &log_path,
         "the event log is unavailable; retrying",

@@ -28,6 +28,22 @@ fn proposal(voters: &[&str], quorum: u32, deadline_in: Duration) -> ProposalOpen
     }
 }
 
+/// `n` voters in realm `acme`, each with an identity of its own, and their public keys.
+async fn voter_logs(
+    nats: &TestNats,
+    n: usize,
+) -> Result<(Vec<murmur_subjects::EventLog>, Vec<String>)> {
+    let mut voters = Vec::new();
+    for _ in 0..n {
+        voters.push(nats.event_log_as(Identity::generate(), "acme").await?);
+    }
+    let keys = voters
+        .iter()
+        .map(|v| v.identity().public_key().to_string())
+        .collect();
+    Ok((voters, keys))
+}
+
 /// The realm's proposals as `log` sees them, counting decisions from `talliers` (empty:
 /// from anyone).
 fn consensus_view(
@@ -104,14 +120,7 @@ async fn tallier_decides_early_closes_at_the_deadline_and_replays_the_same() -> 
     let tallier_log = nats.event_log("acme").await?;
     let tallier_key = tallier_log.identity().public_key().to_string();
     let tallier = murmur_e2e::spawn_tallier(tallier_log, vec![tallier_key.clone()]);
-    let mut voters = Vec::new();
-    for _ in 0..3 {
-        voters.push(nats.event_log_as(Identity::generate(), "acme").await?);
-    }
-    let keys: Vec<String> = voters
-        .iter()
-        .map(|v| v.identity().public_key().to_string())
-        .collect();
+    let (voters, keys) = voter_logs(&nats, 3).await?;
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let outsider = nats.event_log("acme").await?;
 
@@ -307,14 +316,7 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
 async fn a_restarted_tallier_resumes_from_the_log() -> Result<()> {
     let nats = TestNats::start().await?;
     let opener = nats.event_log("acme").await?;
-    let mut voters = Vec::new();
-    for _ in 0..5 {
-        voters.push(nats.event_log_as(Identity::generate(), "acme").await?);
-    }
-    let keys: Vec<String> = voters
-        .iter()
-        .map(|v| v.identity().public_key().to_string())
-        .collect();
+    let (voters, keys) = voter_logs(&nats, 5).await?;
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let mut p = proposal(&key_refs, 5, Duration::from_secs(60));
     p.protocol = Protocol::Qualified {
@@ -382,14 +384,7 @@ async fn forged_votes_are_dead_lettered_and_only_the_proposer_withdraws() -> Res
     let nats = TestNats::start().await?;
     let opener = nats.event_log("acme").await?;
     let auditor = murmur_e2e::spawn_auditor(&opener);
-    let mut voters = Vec::new();
-    for _ in 0..3 {
-        voters.push(nats.event_log_as(Identity::generate(), "acme").await?);
-    }
-    let keys: Vec<String> = voters
-        .iter()
-        .map(|v| v.identity().public_key().to_string())
-        .collect();
+    let (voters, keys) = voter_logs(&nats, 3).await?;
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     opener
         .append(Draft::new(
@@ -504,7 +499,6 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
     let data = tempfile::tempdir()?;
     let policy = data.path().join("policy.toml");
     std::fs::write(&policy, "default = \"approve\"\n")?;
-    let bin = murmur_e2e::murmur_binary()?;
 
     // One voter process per node, each pinned to its node.
     let mut processes = Vec::new();
@@ -517,15 +511,8 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
     }
     // The tallier process starts on the node that will stop, and may fail over. Its log goes
     // to a file that a failure below prints.
-    let tallier_log = data.path().join("tallier.log");
-    let mut tallier = tokio::process::Command::new(&bin)
-        .args(["--server", &urls[2], "--realm", "acme", "--data-dir"])
-        .arg(data.path().join("tallier"))
-        .args(["--log-level", "info", "tallier"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&tallier_log)?)
-        .kill_on_drop(true)
-        .spawn()?;
+    let (mut tallier, tallier_log) =
+        murmur_e2e::tallier_process(&urls[2], &data.path().join("tallier"), "info")?;
     let tallier_said = || {
         let log = std::fs::read_to_string(&tallier_log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
@@ -746,14 +733,7 @@ async fn a_tallier_whose_decision_cannot_be_written_keeps_deciding() -> Result<(
 
     let nats = TestNats::start().await?;
     let opener = nats.event_log("acme").await?;
-    let mut voters = Vec::new();
-    for _ in 0..3 {
-        voters.push(nats.event_log_as(Identity::generate(), "acme").await?);
-    }
-    let keys: Vec<String> = voters
-        .iter()
-        .map(|v| v.identity().public_key().to_string())
-        .collect();
+    let (voters, keys) = voter_logs(&nats, 3).await?;
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     opener
         .append(Draft::new(
@@ -785,15 +765,7 @@ async fn a_tallier_whose_decision_cannot_be_written_keeps_deciding() -> Result<(
     .await?;
 
     let data = tempfile::tempdir()?;
-    let log_path = data.path().join("tallier.log");
-    let mut tallier = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
-        .args(["--server", nats.url(), "--realm", "acme", "--data-dir"])
-        .arg(data.path())
-        .args(["--log-level", "warn", "tallier"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path)?)
-        .kill_on_drop(true)
-        .spawn()?;
+    let (mut tallier, log_path) = murmur_e2e::tallier_process(nats.url(), data.path(), "warn")?;
     // Its patience is 30 s; before, the process exited here with the write's error.
     murmur_e2e::wait_for_line(
         &log_path,

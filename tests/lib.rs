@@ -130,6 +130,27 @@ pub async fn wait_for_line(path: &std::path::Path, needle: &str, deadline: Durat
     }
 }
 
+/// `murmur tallier` for realm `acme` at `url` as a separate process, its log (at
+/// `log_level`) written to `DATA/tallier.log`, whose path is returned with it. Killed when
+/// dropped.
+pub fn tallier_process(
+    url: &str,
+    data: &std::path::Path,
+    log_level: &str,
+) -> Result<(tokio::process::Child, std::path::PathBuf)> {
+    std::fs::create_dir_all(data)?;
+    let log_path = data.join("tallier.log");
+    let child = tokio::process::Command::new(murmur_binary()?)
+        .args(["--server", url, "--realm", "acme", "--data-dir"])
+        .arg(data)
+        .args(["--log-level", log_level, "tallier"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
+        .kill_on_drop(true)
+        .spawn()?;
+    Ok((child, log_path))
+}
+
 /// Runs `murmur ARGS` with `NATS_URL` unset and waits for it to exit, up to `deadline`.
 /// Past the deadline the process is killed and the error carries what it printed, so a hang
 /// fails the test with the place it hung instead of stalling the whole run.
