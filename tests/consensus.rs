@@ -754,9 +754,8 @@ async fn a_tallier_whose_decision_cannot_be_written_keeps_deciding() -> Result<(
     // The log stops taking writes: full, and new messages are refused.
     let js = opener.jetstream();
     let history = opener.config().history_stream.clone();
-    let mut stream = js.get_stream(&history).await?;
-    let open_config = stream.info().await?.config.clone();
-    let stored = stream.info().await?.state.messages;
+    let info = js.get_stream(&history).await?.cached_info().clone();
+    let (open_config, stored) = (info.config, info.state.messages);
     js.update_stream(async_nats::jetstream::stream::Config {
         max_messages: i64::try_from(stored)?,
         discard: DiscardPolicy::New,

@@ -8,10 +8,8 @@ use murmur_e2e::DEADLINE;
 #[test]
 fn murmur_demo_succeeds() -> Result<()> {
     // The demo gives up on its own after 300 s; the test's deadline is the last resort.
-    let out = murmur_e2e::murmur_output(
-        &["demo", "--deadline-s", "300"],
-        std::time::Duration::from_secs(420),
-    )?;
+    let out =
+        murmur_e2e::murmur_output(&["demo", "--deadline-s", "300"], Duration::from_secs(420))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -56,15 +54,15 @@ fn lines_of(child: &mut std::process::Child) -> Result<std::sync::mpsc::Receiver
 }
 
 /// The port of the nats-server the demo says it started (`[0] started nats-server ... at
-/// nats://127.0.0.1:PORT ...`).
-fn server_port(lines: &std::sync::mpsc::Receiver<String>) -> Result<u16> {
+/// nats://127.0.0.1:PORT ...`), and that first line.
+fn server_port(lines: &std::sync::mpsc::Receiver<String>) -> Result<(u16, String)> {
     let line = lines.recv_timeout(DEADLINE)?;
     let port = line
         .split("nats://127.0.0.1:")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .with_context(|| format!("no server URL in {line:?}"))?;
-    Ok(port.parse()?)
+    Ok((port.parse()?, line))
 }
 
 /// Waits until nothing listens on `port` any more.
@@ -104,17 +102,8 @@ fn spawn_demo(args: &[&str]) -> Result<std::process::Child> {
 /// Waits for the process to exit (up to [`DEADLINE`]); its stderr.
 fn exited(mut child: std::process::Child) -> Result<(std::process::ExitStatus, String)> {
     use std::io::Read;
-    let until = std::time::Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if std::time::Instant::now() >= until {
-            child.kill()?;
-            anyhow::bail!("the demo did not exit within {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = murmur_e2e::wait_with_deadline(&mut child, DEADLINE)?
+        .with_context(|| format!("the demo did not exit within {DEADLINE:?}"))?;
     let mut stderr = String::new();
     child
         .stderr
@@ -128,11 +117,15 @@ fn exited(mut child: std::process::Child) -> Result<(std::process::ExitStatus, S
 fn a_demo_past_its_deadline_names_its_last_step_and_stops_its_server() -> Result<()> {
     let mut demo = spawn_demo(&["--deadline-s", "3"])?;
     let lines = lines_of(&mut demo)?;
-    let port = server_port(&lines)?;
+    let (port, first) = server_port(&lines)?;
     let (status, stderr) = exited(demo)?;
     assert!(!status.success(), "{stderr}");
+    // The step it names is the last line it printed (the reader ends with stdout).
+    let last = lines.iter().last().unwrap_or(first);
     assert!(
-        stderr.contains("the demo did not finish within 3s; the last line it printed:"),
+        stderr.contains(&format!(
+            "the demo did not finish within 3s; the last line it printed: {last:?}"
+        )),
         "{stderr}"
     );
     wait_closed(port)
@@ -142,7 +135,7 @@ fn a_demo_past_its_deadline_names_its_last_step_and_stops_its_server() -> Result
 fn sigterm_stops_the_demo_and_the_processes_it_started() -> Result<()> {
     let mut demo = spawn_demo(&[])?;
     let lines = lines_of(&mut demo)?;
-    let port = server_port(&lines)?;
+    let (port, _) = server_port(&lines)?;
     // Once the compile step's four agents run as processes of their own (`    NAME pid N
     // id ...`), the demo holds a server and child processes.
     let mut agents = Vec::new();

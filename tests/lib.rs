@@ -151,9 +151,39 @@ pub fn tallier_process(
     Ok((child, log_path))
 }
 
+/// Waits for `child` to exit, up to `deadline`. Past it the process gets SIGTERM (`murmur
+/// demo` then stops the processes it started), and SIGKILL if it has not exited 5 s later;
+/// `None` then.
+pub fn wait_with_deadline(
+    child: &mut std::process::Child,
+    deadline: Duration,
+) -> Result<Option<std::process::ExitStatus>> {
+    let poll = |until: std::time::Instant, child: &mut std::process::Child| loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok::<_, anyhow::Error>(Some(status));
+        }
+        if std::time::Instant::now() >= until {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if let Some(status) = poll(std::time::Instant::now() + deadline, child)? {
+        return Ok(Some(status));
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    if poll(std::time::Instant::now() + Duration::from_secs(5), child)?.is_none() {
+        let _ = child.kill();
+        child.wait()?;
+    }
+    Ok(None)
+}
+
 /// Runs `murmur ARGS` with `NATS_URL` unset and waits for it to exit, up to `deadline`.
-/// Past the deadline the process is killed and the error carries what it printed, so a hang
-/// fails the test with the place it hung instead of stalling the whole run.
+/// Past the deadline the process is stopped ([`wait_with_deadline`]) and the error carries
+/// what it printed, so a hang fails the test with the place it hung instead of stalling the
+/// whole run.
 pub fn murmur_output(args: &[&str], deadline: Duration) -> Result<std::process::Output> {
     let dir = tempfile::tempdir()?;
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
@@ -164,24 +194,7 @@ pub fn murmur_output(args: &[&str], deadline: Duration) -> Result<std::process::
         .stdout(std::fs::File::create(&out_path)?)
         .stderr(std::fs::File::create(&err_path)?)
         .spawn()?;
-    let until = std::time::Instant::now() + deadline;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if std::time::Instant::now() >= until {
-            // SIGTERM first: the demo's own children (nats-server, agent processes) are
-            // killed with it only when it unwinds; SIGKILL if it does not.
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            std::thread::sleep(Duration::from_secs(5));
-            let _ = child.kill();
-            child.wait()?;
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_with_deadline(&mut child, deadline)?;
     let (stdout, stderr) = (std::fs::read(&out_path)?, std::fs::read(&err_path)?);
     match status {
         Some(status) => Ok(std::process::Output {
