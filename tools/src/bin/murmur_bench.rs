@@ -23,6 +23,9 @@ use murmur_subjects::{
 };
 use murmur_tools::nats_server::NatsProcess;
 
+#[path = "murmur_bench/raw_flows.rs"]
+mod raw_flows;
+
 #[derive(Parser)]
 struct Args {
     /// Events per measurement.
@@ -379,13 +382,17 @@ async fn consensus_suite(
         "consensus suite: open → decided, simple majority, quorum n/2+1, {proposals} proposals per size"
     );
     println!(
-        "| voters | back to back p50 ms | p99 ms | proposals/s | at half that rate p50 ms | p99 ms | raw publish+ack p50 / p99 ms |"
+        "| voters | back to back p50 ms | p99 ms | proposals/s | at half that rate p50 ms | p99 ms | raw publish+ack p50 / p99 ms | the same flow in raw async-nats: p50 / p99 ms, proposals/s |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    raw_flows::ensure_stream(&js, &opener.config().history_stream).await?;
     raw.sort_by(f64::total_cmp);
     let (raw_p50, raw_p99) = (percentile(&raw, 0.5), percentile(&raw, 0.99));
     let mut stages = Vec::new();
     for (round, &n) in sizes.iter().enumerate() {
+        // The same decision flow without murmur: stored opened, n stored votes, a tallier
+        // on an ordered consumer storing `decided` (see raw_flows::vote_flow).
+        let (raw_flow, raw_flow_rate) = raw_flows::vote_flow(url, n, proposals).await?;
         let mut voters = Vec::with_capacity(n);
         for _ in 0..n {
             voters.push(open_as(Identity::generate()).await?);
@@ -525,12 +532,14 @@ async fn consensus_suite(
         )
         .await?;
         println!(
-            "| {n} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {raw_p50:.2} / {raw_p99:.2} |",
+            "| {n} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {raw_p50:.2} / {raw_p99:.2} | {:.2} / {:.2}, {raw_flow_rate:.0} |",
             percentile(&back_to_back.latencies, 0.5),
             percentile(&back_to_back.latencies, 0.99),
             back_to_back.rate,
             percentile(&paced.latencies, 0.5),
             percentile(&paced.latencies, 0.99),
+            percentile(&raw_flow, 0.5),
+            percentile(&raw_flow, 0.99),
         );
         for (label, prefix, run) in [
             ("back to back", format!("b{round}-"), &back_to_back),
@@ -1331,6 +1340,50 @@ async fn task_suite(url: &str, n: u64, window: usize, worker_count: usize) -> Re
     drain(&mut inflight, 0).await?;
     let raw_rate = n as f64 / t.elapsed().as_secs_f64();
 
+    // The same task flow in raw async-nats: four stored events per task with the same
+    // expected sequences and hops, bodies the size of murmur's events, nothing else.
+    raw_flows::ensure_stream(raw_log.jetstream(), &raw_log.config().history_stream).await?;
+    let body_of = |draft: Draft| -> Result<bytes::Bytes> {
+        Ok(raw_log
+            .codec()
+            .encode(&draft.seal(raw_log.identity(), &raw_realm))?
+            .1)
+    };
+    let sample = Token::new("sample")?;
+    let raw_flow_rate = raw_flows::task_flow(
+        url,
+        n,
+        window,
+        worker_count,
+        raw_flows::TaskBodies {
+            submitted: body_of(Draft::new(sample.clone(), &task_payload(0))?)?,
+            assigned: body_of(Draft::new(
+                sample.clone(),
+                &murmur_subjects::events::TaskAssigned {
+                    agent: raw_log.identity().public_key().to_string(),
+                    attempt: 1,
+                    lease_ms: 600_000,
+                    work: Some(murmur_subjects::events::AssignedWork {
+                        input: serde_json::json!({ "n": 0 }),
+                        submitter: raw_log.identity().public_key().to_string(),
+                    }),
+                },
+            )?)?,
+            started: body_of(Draft::new(
+                sample.clone(),
+                &murmur_subjects::events::TaskStarted { attempt: 1 },
+            )?)?,
+            completed: body_of(Draft::new(
+                sample,
+                &murmur_subjects::events::TaskCompleted {
+                    output: serde_json::json!({ "n": 0 }),
+                    attempt: 1,
+                },
+            )?)?,
+        },
+    )
+    .await?;
+
     // Platform and two no-op workers, in process.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -1581,6 +1634,14 @@ async fn task_suite(url: &str, n: u64, window: usize, worker_count: usize) -> Re
         "| tasks submitted → completed ({worker_count} no-op workers, in process) | {task_rate:.0} tasks/s |"
     );
     println!("| ratio (target ≥ 0.25) | {:.3} |", task_rate / raw_rate);
+    println!(
+        "| the same task flow in raw async-nats (4 stored events, same expected sequences and hops, no signing or decoding) | {raw_flow_rate:.0} tasks/s ({:.3} of raw publishes) |",
+        raw_flow_rate / raw_rate
+    );
+    println!(
+        "| murmur / raw task flow | {:.3} |",
+        task_rate / raw_flow_rate
+    );
     println!(
         "| submit → complete latency at peak rate, p50 / p99 | {:.1} ms / {:.1} ms |",
         pct(0.5),
