@@ -85,13 +85,16 @@ async fn ordered(client: &async_nats::Client, filter: String) -> Result<consumer
 /// writing each assignment with the task's expected last sequence (acks awaited beside its
 /// loop, up to `window` in flight), workers reading every assignment and writing `started`
 /// and then the result, each expecting the event before, and a reader counting completions.
-/// Returns tasks per second from the first submission to the last completion read.
+/// Without `started`, a worker writes the result straight after the assignment (three
+/// stored events per task, the fewest the issue allows). Returns tasks per second from the
+/// first submission to the last completion read.
 pub async fn task_flow(
     url: &str,
     n: u64,
     window: usize,
     workers: usize,
     bodies: TaskBodies,
+    started: bool,
 ) -> Result<f64> {
     let connect = || async_nats::connect(url);
     let run = format!("{:x}", rand_run());
@@ -122,7 +125,7 @@ pub async fn task_flow(
                     "submitted" => {
                         let sequence = m.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence;
                         let mut h = expecting(
-                            format!("{task}.assign.1"),
+                            format!("{run}.{task}.assign.1"),
                             sequence,
                             &format!("rawflow.{run}.{task}.*"),
                         );
@@ -182,21 +185,35 @@ pub async fn task_flow(
                 let (js, bodies, run) = (js.clone(), bodies.clone(), run.clone());
                 attempts.spawn(async move {
                     let aggregate = format!("rawflow.{run}.{task}.*");
-                    let started = js
-                        .publish_with_headers(
+                    let before_result = if started {
+                        js.publish_with_headers(
                             format!("rawflow.{run}.{task}.started"),
-                            expecting(format!("{task}.started.1"), assigned_at, &aggregate),
+                            expecting(format!("{run}.{task}.started.1"), assigned_at, &aggregate),
                             bodies.started.clone(),
                         )
                         .await?
+                        .await?
+                        .sequence
+                    } else {
+                        assigned_at
+                    };
+                    let result = js
+                        .publish_with_headers(
+                            format!("rawflow.{run}.{task}.completed"),
+                            expecting(
+                                format!("{run}.{task}.completed.1"),
+                                before_result,
+                                &aggregate,
+                            ),
+                            bodies.completed.clone(),
+                        )
+                        .await?
                         .await?;
-                    js.publish_with_headers(
-                        format!("rawflow.{run}.{task}.completed"),
-                        expecting(format!("{task}.completed.1"), started.sequence, &aggregate),
-                        bodies.completed.clone(),
-                    )
-                    .await?
-                    .await?;
+                    // A duplicate would not be stored, and nobody would read it.
+                    anyhow::ensure!(
+                        !result.duplicate,
+                        "raw task flow: {task}'s result was a duplicate"
+                    );
                     Ok::<_, anyhow::Error>(())
                 });
                 while let Some(done) = attempts.try_join_next() {
@@ -239,10 +256,17 @@ pub async fn task_flow(
     }
     let mut done = 0;
     while done < n {
-        tokio::time::timeout(Duration::from_secs(120), completions.next())
-            .await
-            .context("raw task flow: no completion for 120 s")?
-            .context("completions ended")??;
+        let Ok(next) = tokio::time::timeout(Duration::from_secs(120), completions.next()).await
+        else {
+            // Say why: a participant that stopped on an error.
+            for handle in worker_tasks.into_iter().chain([coordinator]) {
+                if handle.is_finished() {
+                    handle.await??;
+                }
+            }
+            anyhow::bail!("raw task flow: no completion for 120 s ({done} of {n})");
+        };
+        next.context("completions ended")??;
         done += 1;
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();
