@@ -341,6 +341,16 @@ pub async fn run_worker(
             completed += stored;
         }
     }
+    // Results that finished while two result writes were in flight as the grace ran out:
+    // their attempts ended, so report them too rather than let the leases expire and the
+    // work run again elsewhere.
+    let mut late = Vec::new();
+    while let Ok(finished) = done_rx.try_recv() {
+        late.push(finished);
+    }
+    if !late.is_empty() {
+        completed += report(agent.metrics(), &log, late).await?;
+    }
     Ok(completed)
 }
 
