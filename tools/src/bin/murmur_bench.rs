@@ -1350,38 +1350,36 @@ async fn task_suite(url: &str, n: u64, window: usize, worker_count: usize) -> Re
             .1)
     };
     let sample = Token::new("sample")?;
-    let raw_bodies = || -> Result<raw_flows::TaskBodies> {
-        Ok(raw_flows::TaskBodies {
-            submitted: body_of(Draft::new(sample.clone(), &task_payload(0))?)?,
-            assigned: body_of(Draft::new(
-                sample.clone(),
-                &murmur_subjects::events::TaskAssigned {
-                    agent: raw_log.identity().public_key().to_string(),
-                    attempt: 1,
-                    lease_ms: 600_000,
-                    work: Some(murmur_subjects::events::AssignedWork {
-                        input: serde_json::json!({ "n": 0 }),
-                        submitter: raw_log.identity().public_key().to_string(),
-                    }),
-                },
-            )?)?,
-            started: body_of(Draft::new(
-                sample.clone(),
-                &murmur_subjects::events::TaskStarted { attempt: 1 },
-            )?)?,
-            completed: body_of(Draft::new(
-                sample.clone(),
-                &murmur_subjects::events::TaskCompleted {
-                    output: serde_json::json!({ "n": 0 }),
-                    attempt: 1,
-                },
-            )?)?,
-        })
+    let raw_bodies = raw_flows::TaskBodies {
+        submitted: body_of(Draft::new(sample.clone(), &task_payload(0))?)?,
+        assigned: body_of(Draft::new(
+            sample.clone(),
+            &murmur_subjects::events::TaskAssigned {
+                agent: raw_log.identity().public_key().to_string(),
+                attempt: 1,
+                lease_ms: 600_000,
+                work: Some(murmur_subjects::events::AssignedWork {
+                    input: serde_json::json!({ "n": 0 }),
+                    submitter: raw_log.identity().public_key().to_string(),
+                }),
+            },
+        )?)?,
+        started: body_of(Draft::new(
+            sample.clone(),
+            &murmur_subjects::events::TaskStarted { attempt: 1 },
+        )?)?,
+        completed: body_of(Draft::new(
+            sample,
+            &murmur_subjects::events::TaskCompleted {
+                output: serde_json::json!({ "n": 0 }),
+                attempt: 1,
+            },
+        )?)?,
     };
     let raw_flow_rate =
-        raw_flows::task_flow(url, n, window, worker_count, raw_bodies()?, true).await?;
+        raw_flows::task_flow(url, n, window, worker_count, raw_bodies.clone(), true).await?;
     let raw_flow_3_rate =
-        raw_flows::task_flow(url, n, window, worker_count, raw_bodies()?, false).await?;
+        raw_flows::task_flow(url, n, window, worker_count, raw_bodies, false).await?;
 
     // Platform and two no-op workers, in process.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

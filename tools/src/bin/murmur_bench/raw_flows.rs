@@ -40,6 +40,7 @@ pub async fn ensure_stream(js: &jetstream::Context, history: &str) -> Result<()>
 }
 
 /// Bodies of the four task events, the sizes murmur's structured events have.
+#[derive(Clone)]
 pub struct TaskBodies {
     /// `submitted`.
     pub submitted: Bytes,
