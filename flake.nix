@@ -20,6 +20,9 @@
           version = "0.1.0";
           src = ./.;
           cargoLock.lockFile = ./Cargo.lock;
+          # Cargo.toml's `deploy` profile (fat LTO): a smaller binary and a smaller resident set
+          # for every agent a deployment runs; nixpkgs passes it as `--profile deploy`.
+          buildType = "deploy";
           cargoBuildFlags = [
             "--package"
             "murmur-tools"

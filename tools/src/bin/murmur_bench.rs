@@ -46,6 +46,10 @@ struct Args {
     /// No-op worker agents in the task suite.
     #[arg(long, default_value_t = 2)]
     task_workers: usize,
+    /// The `murmur` binary whose idle agent the task suite measures (RSS), e.g. one built
+    /// with `--profile deploy`; by default the `murmur` next to this bench.
+    #[arg(long)]
+    agent_binary: Option<std::path::PathBuf>,
     /// Run the flake suite (issue 6) for these graph sizes (nodes), e.g. 100,1000,10000;
     /// needs no NATS.
     #[arg(long, value_delimiter = ',')]
@@ -989,7 +993,14 @@ async fn main() -> Result<()> {
     );
 
     if let Some(tasks) = args.tasks {
-        return task_suite(&url, tasks, args.window, args.task_workers).await;
+        return task_suite(
+            &url,
+            tasks,
+            args.window,
+            args.task_workers,
+            args.agent_binary,
+        )
+        .await;
     }
     if let Some(facts) = args.kb_facts {
         return kb_suite(&url, facts, args.kb_shards).await;
@@ -1288,7 +1299,13 @@ fn cpu_breakdown(mode: ContentMode) -> Result<String> {
 
 /// Issue 3: tasks submitted → completed per second with no-op workers against raw JetStream
 /// publishes in the same run, submit→complete latency, join → routable latency, idle RSS.
-async fn task_suite(url: &str, n: u64, window: usize, worker_count: usize) -> Result<()> {
+async fn task_suite(
+    url: &str,
+    n: u64,
+    window: usize,
+    worker_count: usize,
+    agent_binary: Option<std::path::PathBuf>,
+) -> Result<()> {
     use murmur_agents::{Agent, AgentSpec};
     use murmur_coordination::coordinator::{
         CoordinatorConfig, CoordinatorProjection, run_coordinator,
@@ -1586,11 +1603,18 @@ async fn task_suite(url: &str, n: u64, window: usize, worker_count: usize) -> Re
     coordinator.await??;
 
     // Idle RSS of a real agent process.
-    let exe = std::env::current_exe()?;
-    let murmur = exe
-        .parent()
-        .map(|d| d.join("murmur"))
-        .filter(|p| p.exists());
+    let murmur = match agent_binary {
+        Some(bin) if bin.exists() => Some(bin),
+        Some(bin) => anyhow::bail!("--agent-binary {}: no such file", bin.display()),
+        None => std::env::current_exe()?
+            .parent()
+            .map(|d| d.join("murmur"))
+            .filter(|p| p.exists()),
+    };
+    let rss_binary = murmur
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let rss = match murmur {
         Some(bin) => {
             let dir = tempfile::tempdir()?;
@@ -1618,7 +1642,10 @@ async fn task_suite(url: &str, n: u64, window: usize, worker_count: usize) -> Re
                 .lines()
                 .find(|l| l.starts_with("VmRSS:"))
                 .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
-                .map(|kb| format!("{:.1} MiB", kb.parse::<f64>().unwrap_or(0.0) / 1024.0))
+                .map(|kb| {
+                    let kib = kb.parse::<f64>().unwrap_or(0.0);
+                    format!("{:.1} MiB ({:.1} MB)", kib / 1024.0, kib * 1024.0 / 1e6)
+                })
                 .unwrap_or_else(|| "unknown".into())
         }
         None => "not measured (murmur binary not built next to the bench)".into(),
@@ -1673,7 +1700,9 @@ async fn task_suite(url: &str, n: u64, window: usize, worker_count: usize) -> Re
         "| join → routable (agent.joined seen by a registry), median of {worker_count} | {:.1} ms |",
         median(join_ms)
     );
-    println!("| idle agent RSS (`murmur agent run`, 3 s after start; target < 15 MB) | {rss} |");
+    println!(
+        "| idle agent RSS (`{rss_binary} agent run`, 3 s after start; target < 15 MB) | {rss} |"
+    );
     Ok(())
 }
 
