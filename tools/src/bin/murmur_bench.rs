@@ -371,8 +371,18 @@ async fn consensus_suite(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tallier = {
         let mut rx = stop_rx.clone();
+        // On its own connection, as `murmur tallier` runs in its own process (and as the
+        // raw flow's tallier does); the opener and the voters share the other one.
+        let tallier_log = EventLog::open(
+            async_nats::connect(url).await?,
+            Identity::generate(),
+            realm.clone(),
+            LogConfig::default(),
+            EventCodec::default(),
+        )
+        .await?;
         tokio::spawn(murmur_coordination::consensus::run_tallier(
-            open_as(Identity::generate()).await?,
+            tallier_log,
             vec![],
             // The tick `murmur tallier` uses; decisions do not wait for it (the tallier acts
             // on the event that makes a proposal decidable).
@@ -396,7 +406,8 @@ async fn consensus_suite(
     for (round, &n) in sizes.iter().enumerate() {
         // The same decision flow without murmur: stored opened, n stored votes, a tallier
         // on an ordered consumer storing `decided` (see raw_flows::vote_flow).
-        let (raw_flow, raw_flow_rate) = raw_flows::vote_flow(url, n, proposals).await?;
+        let raw_run = raw_flows::vote_flow(url, n, proposals).await?;
+        let (raw_flow, raw_flow_rate) = (&raw_run.latencies, raw_run.rate);
         let mut voters = Vec::with_capacity(n);
         for _ in 0..n {
             voters.push(open_as(Identity::generate()).await?);
@@ -542,9 +553,13 @@ async fn consensus_suite(
             back_to_back.rate,
             percentile(&paced.latencies, 0.5),
             percentile(&paced.latencies, 0.99),
-            percentile(&raw_flow, 0.5),
-            percentile(&raw_flow, 0.99),
+            percentile(raw_flow, 0.5),
+            percentile(raw_flow, 0.99),
         );
+        stages.push((
+            format!("{n} (the raw async-nats flow, back to back)"),
+            (raw_run.to_quorum, raw_run.to_decided, Vec::new()),
+        ));
         for (label, prefix, run) in [
             ("back to back", format!("b{round}-"), &back_to_back),
             ("half rate", format!("h{round}-"), &paced),

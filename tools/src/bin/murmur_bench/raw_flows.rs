@@ -284,7 +284,7 @@ pub async fn task_flow(
 /// (deduplicated by its id) once `voters / 2 + 1` arrived, and the opener
 /// waiting for `decided` on a core subscription. Returns the sorted latencies (ms) and the
 /// proposals per second.
-pub async fn vote_flow(url: &str, voters: usize, proposals: usize) -> Result<(Vec<f64>, f64)> {
+pub async fn vote_flow(url: &str, voters: usize, proposals: usize) -> Result<VoteFlowRun> {
     let run = format!("{:x}", rand_run());
     let quorum = voters / 2 + 1;
     let client = async_nats::connect(url).await?;
@@ -385,7 +385,81 @@ pub async fn vote_flow(url: &str, voters: usize, proposals: usize) -> Result<(Ve
     }
     tallier.abort();
     latencies.sort_by(f64::total_cmp);
-    Ok((latencies, rate))
+    let (to_quorum, to_decided) = vote_stages(&client, &run, quorum, proposals).await?;
+    Ok(VoteFlowRun {
+        latencies,
+        rate,
+        to_quorum,
+        to_decided,
+    })
+}
+
+/// One run of the raw decision flow.
+pub struct VoteFlowRun {
+    /// Open → `decided` received, ms, sorted.
+    pub latencies: Vec<f64>,
+    /// Proposals decided per second.
+    pub rate: f64,
+    /// From the stored timestamps, ms, sorted: `opened` → the vote that reached the quorum.
+    pub to_quorum: Vec<f64>,
+    /// … that vote → `decided`.
+    pub to_decided: Vec<f64>,
+}
+
+/// The same split of a decision as murmur's suite reports (from the stream's stored
+/// timestamps), for the raw flow's run.
+async fn vote_stages(
+    client: &async_nats::Client,
+    run: &str,
+    quorum: usize,
+    proposals: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    #[derive(Default)]
+    struct Times {
+        opened: Option<i64>,
+        votes: Vec<i64>,
+        decided: Option<i64>,
+    }
+    let mut times: HashMap<String, Times> = HashMap::new();
+    let mut feed = ordered(client, format!("rawvote.{run}.>")).await?;
+    let mut decided = 0;
+    // Every proposal's `decided` is stored before the run ends; trailing votes may still be
+    // arriving, so read until the feed is quiet once all decisions are in.
+    loop {
+        let quiet = if decided < proposals {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_millis(200)
+        };
+        let Ok(Some(m)) = tokio::time::timeout(quiet, feed.next()).await else {
+            break;
+        };
+        let m = m?;
+        let at = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.published;
+        let at = at.timestamp_nanos_opt().unwrap_or_default();
+        let (verb, proposal) = verb_and_task(m.subject.as_str());
+        let entry = times.entry(proposal.to_string()).or_default();
+        match verb {
+            "opened" => entry.opened = Some(at),
+            "vote" => entry.votes.push(at),
+            "decided" => {
+                entry.decided = Some(at);
+                decided += 1;
+            }
+            _ => {}
+        }
+    }
+    let (mut to_quorum, mut to_decided) = (Vec::new(), Vec::new());
+    for mut t in times.into_values() {
+        t.votes.sort_unstable();
+        if let (Some(o), Some(v), Some(d)) = (t.opened, t.votes.get(quorum - 1), t.decided) {
+            to_quorum.push((v - o) as f64 / 1e6);
+            to_decided.push((d - v) as f64 / 1e6);
+        }
+    }
+    to_quorum.sort_by(f64::total_cmp);
+    to_decided.sort_by(f64::total_cmp);
+    Ok((to_quorum, to_decided))
 }
 
 /// A run id, so runs in one stream never share subjects.
