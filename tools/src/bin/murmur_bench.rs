@@ -695,14 +695,8 @@ async fn decision_stages(
     let filter = SubjectFilter::plane(Plane::Evt)
         .realm(log.realm().clone())
         .domain(murmur_subjects::Domain::Proposal);
-    /// Stored times (ns) of one proposal's events.
-    #[derive(Default)]
-    struct Times {
-        opened: Option<i64>,
-        votes: Vec<i64>,
-        decided: Option<i64>,
-    }
-    let mut times: BTreeMap<String, Times> = BTreeMap::new();
+    use raw_flows::{DecisionTimes, ms};
+    let mut times: BTreeMap<String, DecisionTimes> = BTreeMap::new();
     read_stream(
         log.jetstream(),
         &log.config().history_stream,
@@ -731,17 +725,11 @@ async fn decision_stages(
     // same machine's clock): where a tail comes from.
     let mut slowest = Vec::new();
     for (id, times) in times {
-        let Times {
-            opened,
-            mut votes,
-            decided,
-        } = times;
-        votes.sort_unstable();
-        if let (Some(o), Some(v), Some(d)) = (opened, votes.get(quorum - 1), decided) {
-            to_quorum.push((v - o) as f64 / 1e6);
-            to_decided.push((d - v) as f64 / 1e6);
+        if let Some(s) = times.stages(quorum) {
+            let (o, v, d) = (s.opened, s.quorum_vote, s.decided);
+            to_quorum.push(ms(o, v));
+            to_decided.push(ms(v, d));
             if let Some((start, received)) = walls.get(&id) {
-                let ms = |a: i64, b: i64| (b - a) as f64 / 1e6;
                 let start = start.timestamp_nanos_opt().unwrap_or_default();
                 let received = received.timestamp_nanos_opt().unwrap_or_default();
                 slowest.push((
@@ -750,9 +738,9 @@ async fn decision_stages(
                         "{:.2} ms: open→stored {:.2}, →1st vote {:.2}, →quorum vote {:.2}, →decided {:.2}, →received {:.2}",
                         ms(start, received),
                         ms(start, o),
-                        ms(o, votes[0]),
-                        ms(votes[0], *v),
-                        ms(*v, d),
+                        ms(o, s.first_vote),
+                        ms(s.first_vote, v),
+                        ms(v, d),
                         ms(d, received)
                     ),
                 ));

@@ -282,8 +282,8 @@ pub async fn task_flow(
 /// subscription to `voters` voters that each store a vote (ack awaited, as murmur's minimal
 /// voters do), a tallier reading the votes from an ordered consumer that stores `decided`
 /// (deduplicated by its id) once `voters / 2 + 1` arrived, and the opener
-/// waiting for `decided` on a core subscription. Returns the sorted latencies (ms) and the
-/// proposals per second.
+/// waiting for `decided` on a core subscription. Returns the latencies, the rate and where
+/// the time went.
 pub async fn vote_flow(url: &str, voters: usize, proposals: usize) -> Result<VoteFlowRun> {
     let run = format!("{:x}", rand_run());
     let quorum = voters / 2 + 1;
@@ -414,13 +414,7 @@ async fn vote_stages(
     quorum: usize,
     proposals: usize,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
-    #[derive(Default)]
-    struct Times {
-        opened: Option<i64>,
-        votes: Vec<i64>,
-        decided: Option<i64>,
-    }
-    let mut times: HashMap<String, Times> = HashMap::new();
+    let mut times: HashMap<String, DecisionTimes> = HashMap::new();
     let mut feed = ordered(client, format!("rawvote.{run}.>")).await?;
     let mut decided = 0;
     // Every proposal's `decided` is stored before the run ends; trailing votes may still be
@@ -450,16 +444,56 @@ async fn vote_stages(
         }
     }
     let (mut to_quorum, mut to_decided) = (Vec::new(), Vec::new());
-    for mut t in times.into_values() {
-        t.votes.sort_unstable();
-        if let (Some(o), Some(v), Some(d)) = (t.opened, t.votes.get(quorum - 1), t.decided) {
-            to_quorum.push((v - o) as f64 / 1e6);
-            to_decided.push((d - v) as f64 / 1e6);
+    for t in times.into_values() {
+        if let Some(s) = t.stages(quorum) {
+            to_quorum.push(ms(s.opened, s.quorum_vote));
+            to_decided.push(ms(s.quorum_vote, s.decided));
         }
     }
     to_quorum.sort_by(f64::total_cmp);
     to_decided.sort_by(f64::total_cmp);
     Ok((to_quorum, to_decided))
+}
+
+/// Stored times (ns since the epoch) of one proposal's events, murmur's or the raw flow's.
+#[derive(Default)]
+pub struct DecisionTimes {
+    /// `opened`.
+    pub opened: Option<i64>,
+    /// Every vote, in any order.
+    pub votes: Vec<i64>,
+    /// `decided`.
+    pub decided: Option<i64>,
+}
+
+/// A decided proposal's stored times, ns since the epoch.
+pub struct DecisionStages {
+    /// `opened`.
+    pub opened: i64,
+    /// The first vote.
+    pub first_vote: i64,
+    /// The vote that reached the quorum.
+    pub quorum_vote: i64,
+    /// `decided`.
+    pub decided: i64,
+}
+
+impl DecisionTimes {
+    /// The stages, when the proposal was opened, reached `quorum` votes and was decided.
+    pub fn stages(mut self, quorum: usize) -> Option<DecisionStages> {
+        self.votes.sort_unstable();
+        Some(DecisionStages {
+            opened: self.opened?,
+            first_vote: *self.votes.first()?,
+            quorum_vote: *self.votes.get(quorum.checked_sub(1)?)?,
+            decided: self.decided?,
+        })
+    }
+}
+
+/// Milliseconds from `a` to `b`, both ns.
+pub fn ms(a: i64, b: i64) -> f64 {
+    (b - a) as f64 / 1e6
 }
 
 /// A run id, so runs in one stream never share subjects.
