@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use murmur_coordination::consensus::{Consensus, ConsensusProjection, VoteRefusal, run_tallier};
 use murmur_e2e::DEADLINE;
 use murmur_subjects::events::{Choice, ProposalOpened, Protocol, VoteCast};
-use murmur_subjects::{Draft, Identity, Projector, Token};
+use murmur_subjects::{Draft, Identity, Payload as _, Projector, Token};
 use murmur_tools::testkit::TestNats;
 
 fn proposal(voters: &[&str], quorum: u32, deadline_in: Duration) -> ProposalOpened {
@@ -97,6 +97,77 @@ async fn spawn_voter(
     .await??
     .context("voter exited before joining")?;
     Ok((child, id.trim().to_string()))
+}
+
+/// Checks that proposal `id`'s events form one flow: every event carries the correlation id
+/// of `opened` (a root event, its own id), every vote names `opened` as its cause, and the
+/// decision names a counted vote stored before it. Reads until at least `at_least` events are
+/// stored (the votes after the quorum may still be on their way).
+async fn assert_one_flow(log: &murmur_subjects::EventLog, id: &str, at_least: usize) -> Result<()> {
+    let filter = murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
+        .realm(Token::new("acme")?)
+        .domain(murmur_subjects::Domain::Proposal)
+        .aggregate(Token::new(id)?);
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let events = loop {
+        let mut events = Vec::new();
+        murmur_subjects::projection::read_stream(
+            log.jetstream(),
+            &log.config().history_stream,
+            &filter,
+            murmur_subjects::StartAt::Beginning,
+            None,
+            |stored| {
+                events.push(log.decode_stored(
+                    &stored.message,
+                    stored.sequence,
+                    Some(stored.stored_at),
+                ));
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .await?;
+        if events.len() >= at_least || tokio::time::Instant::now() > until {
+            break events.into_iter().collect::<Result<Vec<_>, _>>()?;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ty = |e: &murmur_subjects::VerifiedEvent| e.record.ty.clone();
+    let opened = events
+        .iter()
+        .find(|e| ty(e) == ProposalOpened::TYPE)
+        .context("no opened event")?;
+    let flow = opened.record.id.as_str();
+    assert_eq!(opened.record.correlation_id.as_deref(), Some(flow));
+    let mut votes_before_decision = Vec::new();
+    for e in &events {
+        assert_eq!(
+            e.record.correlation_id.as_deref(),
+            Some(flow),
+            "{} on {id} is outside the proposal's flow",
+            e.record.ty
+        );
+        match e.record.ty.as_str() {
+            VoteCast::TYPE => {
+                assert_eq!(e.record.causation_id.as_deref(), Some(flow), "vote cause");
+                votes_before_decision.push(e.record.id.clone());
+            }
+            murmur_subjects::events::ProposalDecided::TYPE => {
+                let cause = e.record.causation_id.clone().unwrap_or_default();
+                assert!(
+                    votes_before_decision.contains(&cause),
+                    "the decision's cause {cause} is not a vote stored before it: {votes_before_decision:?}"
+                );
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        events.len() >= at_least,
+        "{} events on {id}, expected at least {at_least}",
+        events.len()
+    );
+    Ok(())
 }
 
 /// Follows the realm's proposals until `id` is decided (up to [`DEADLINE`]).
@@ -302,6 +373,15 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
         assert!(p.votes.len() >= 2);
         let shown = murmur(&["vote", "show", &id]).output().await?;
         assert!(String::from_utf8_lossy(&shown.stdout).contains(expected));
+        // A late vote from the CLI (refused: the proposal is closed, and the CLI's identity
+        // is no voter) joins the flow all the same.
+        let late = murmur(&["vote", "cast", &id, "approve"]).output().await?;
+        anyhow::ensure!(
+            late.status.success(),
+            "cast: {}",
+            String::from_utf8_lossy(&late.stderr)
+        );
+        assert_one_flow(&observer, &id, 6).await?;
     }
     tallier.stop().await??;
     for (mut c, _) in voters {

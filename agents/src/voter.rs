@@ -187,7 +187,7 @@ pub async fn run_voter(
             }
             answered.insert(id.clone());
             if let Some(vote) = voter.vote(&p.opened) {
-                drafts.push(Draft::new(Token::new(id.as_str())?, &vote)?);
+                drafts.push(p.continue_flow(Draft::new(Token::new(id.as_str())?, &vote)?, None));
             }
         }
         // What was answered matters only while the proposal is open.

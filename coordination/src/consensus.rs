@@ -286,6 +286,40 @@ pub struct Proposal {
     /// Withdrawn by the proposer (with the reason).
     #[serde(default)]
     pub withdrawn: Option<String>,
+    /// Id and correlation id of the `opened` event. Every later event on the proposal
+    /// (votes, withdrawal, markers, the decision) carries that correlation id, and votes name
+    /// `opened` as their cause.
+    #[serde(default)]
+    pub opened_event: EventLineage,
+    /// Id of the latest event that moved the tally (a counted vote, a deadline marker): what
+    /// a decision names as its cause.
+    #[serde(default)]
+    pub last_cause: Option<String>,
+}
+
+/// Where an event sits in its flow: its own id and its correlation id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventLineage {
+    /// The event's id.
+    pub id: String,
+    /// The flow it belongs to (its own id for a root event).
+    pub correlation: String,
+}
+
+impl Proposal {
+    /// A draft on this proposal that continues its flow: `opened`'s correlation id, caused by
+    /// `cause` (an event id), or by `opened` itself when none is given.
+    pub fn continue_flow(&self, draft: Draft, cause: Option<&str>) -> Draft {
+        if self.opened_event.id.is_empty() {
+            // Folded from a checkpoint older than the lineage: start a new flow.
+            return draft;
+        }
+        draft.caused_by_ids(
+            self.opened_event.correlation.clone(),
+            cause.unwrap_or(&self.opened_event.id).to_string(),
+            None,
+        )
+    }
 }
 
 /// All proposals and thresholds: the fold of `proposal.*` events.
@@ -332,6 +366,8 @@ impl Consensus {
                 deadline_checks: 0,
                 proposer: String::new(),
                 withdrawn: None,
+                opened_event: EventLineage::default(),
+                last_cause: None,
             },
         );
     }
@@ -480,6 +516,14 @@ impl Projection for ConsensusProjection {
                 state.open(id, event.payload().map_err(bad)?);
                 if let Some(p) = state.proposals.get_mut(id) {
                     p.proposer = event.emitter().to_string();
+                    p.opened_event = EventLineage {
+                        id: event.record.id.clone(),
+                        correlation: event
+                            .record
+                            .correlation_id
+                            .clone()
+                            .unwrap_or_else(|| event.record.id.clone()),
+                    };
                 }
             }
             ProposalWithdrawn::TYPE => {
@@ -503,8 +547,16 @@ impl Projection for ConsensusProjection {
                 state
                     .vote(id, event.emitter(), v.choice, at)
                     .map_err(|r| Refusal(format!("vote from {}: {r}", event.emitter())))?;
+                if let Some(p) = state.proposals.get_mut(id) {
+                    p.last_cause = Some(event.record.id.clone());
+                }
             }
-            ProposalDeadlinePassed::TYPE => state.deadline_marker(id, at),
+            ProposalDeadlinePassed::TYPE => {
+                state.deadline_marker(id, at);
+                if let Some(p) = state.proposals.get_mut(id) {
+                    p.last_cause = Some(event.record.id.clone());
+                }
+            }
             ProposalDecided::TYPE => {
                 if !self.talliers.is_empty() && !self.talliers.iter().any(|t| t == event.emitter())
                 {
@@ -632,11 +684,17 @@ pub async fn run_tallier(
                     participants: Some(p.votes.keys().cloned().collect()),
                     ..tally.decided(outcome)
                 };
-                drafts.push(Draft::new(aggregate, &decided)?.with_id(format!("{id}-decided")));
+                drafts.push(p.continue_flow(
+                    Draft::new(aggregate, &decided)?.with_id(format!("{id}-decided")),
+                    p.last_cause.as_deref(),
+                ));
             } else if Utc::now() > p.opened.deadline && !p.deadline_passed {
                 drafts.push(
-                    Draft::new(aggregate, &ProposalDeadlinePassed {})?
-                        .with_id(format!("{id}-deadline-{}", p.deadline_checks)),
+                    p.continue_flow(
+                        Draft::new(aggregate, &ProposalDeadlinePassed {})?
+                            .with_id(format!("{id}-deadline-{}", p.deadline_checks)),
+                        None,
+                    ),
                 );
             }
         }

@@ -78,7 +78,8 @@ pub fn builtin_handler() -> murmur_agents::worker::Handler {
     })
 }
 
-fn hardware() -> Hardware {
+/// This machine's cores and memory, as every agent process announces them in its manifest.
+pub(crate) fn hardware() -> Hardware {
     let memory_mib = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -407,28 +408,8 @@ pub async fn task_ls(settings: &Settings) -> Result<()> {
 /// `murmur task show ID`: the task's timeline, every event of its aggregate in log order.
 pub async fn task_show(settings: &Settings, id: &str) -> Result<()> {
     let log = settings.open_log("murmur-task-show").await?;
-    let filter = murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
-        .realm(settings.realm.clone())
-        .domain(murmur_subjects::Domain::Task)
-        .aggregate(murmur_subjects::Token::new(id)?);
-    let mut lines = Vec::new();
-    murmur_subjects::projection::read_stream(
-        log.jetstream(),
-        &settings.log.history_stream,
-        &filter,
-        murmur_subjects::StartAt::Beginning,
-        None,
-        |stored| {
-            let line =
-                match log.decode_stored(&stored.message, stored.sequence, Some(stored.stored_at)) {
-                    Ok(ev) => crate::cli::describe(Some(stored.sequence), &ev),
-                    Err(e) => format!("{:>6} INVALID: {e}", stored.sequence),
-                };
-            lines.push(line);
-            std::ops::ControlFlow::Continue(())
-        },
-    )
-    .await?;
+    let lines =
+        crate::cli::aggregate_timeline(settings, &log, murmur_subjects::Domain::Task, id).await?;
     if lines.is_empty() {
         bail!("no task {id} in realm {}", settings.realm);
     }

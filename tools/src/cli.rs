@@ -726,6 +726,12 @@ async fn up(settings: &Settings, port: u16) -> Result<()> {
 /// One line describing an event.
 pub fn describe(seq: Option<u64>, event: &VerifiedEvent) -> String {
     let short = |s: &str| s.chars().take(8).collect::<String>();
+    // Event ids are UUIDv7s, whose leading characters are the time (the same for every id made
+    // in the same minute); their tail is what tells two flows apart.
+    let tail = |s: &str| {
+        let n = s.chars().count();
+        s.chars().skip(n.saturating_sub(8)).collect::<String>()
+    };
     format!(
         "{:>6} {} {:<28} {:<22} from {} corr {} cause {} {}",
         seq.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
@@ -743,13 +749,46 @@ pub fn describe(seq: Option<u64>, event: &VerifiedEvent) -> String {
             .take(22)
             .collect::<String>(),
         short(event.emitter()),
-        short(event.record.correlation_id.as_deref().unwrap_or("")),
-        short(event.record.causation_id.as_deref().unwrap_or("")),
+        tail(event.record.correlation_id.as_deref().unwrap_or("")),
+        tail(event.record.causation_id.as_deref().unwrap_or("")),
         String::from_utf8_lossy(event.record.data.as_deref().unwrap_or(b""))
             .chars()
             .take(100)
             .collect::<String>(),
     )
+}
+
+/// One aggregate's events from the log, one [`describe`] line each (an entry that does not
+/// decode is shown as INVALID with the reason): the timeline `task show` and `vote show` print.
+pub async fn aggregate_timeline(
+    settings: &Settings,
+    log: &murmur_subjects::EventLog,
+    domain: murmur_subjects::Domain,
+    id: &str,
+) -> Result<Vec<String>> {
+    let filter = murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
+        .realm(settings.realm.clone())
+        .domain(domain)
+        .aggregate(murmur_subjects::Token::new(id)?);
+    let mut lines = Vec::new();
+    murmur_subjects::projection::read_stream(
+        log.jetstream(),
+        &settings.log.history_stream,
+        &filter,
+        murmur_subjects::StartAt::Beginning,
+        None,
+        |stored| {
+            let line =
+                match log.decode_stored(&stored.message, stored.sequence, Some(stored.stored_at)) {
+                    Ok(ev) => describe(Some(stored.sequence), &ev),
+                    Err(e) => format!("{:>6} INVALID: {e}", stored.sequence),
+                };
+            lines.push(line);
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    Ok(lines)
 }
 
 /// JSON form of an event for JSONL output.
@@ -1121,4 +1160,37 @@ pub fn init_tracing(level: &str) {
 /// Identity helper for commands that sign (unused identity files are not created).
 pub fn identity_for(settings: &Settings) -> Result<Identity> {
     load_or_create_identity(&settings.identity_file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use murmur_subjects::events::VoteCast;
+    use murmur_subjects::{Draft, EventCodec, Token};
+
+    #[test]
+    fn describe_shows_the_distinguishing_tail_of_correlation_and_causation_ids() {
+        let identity = Identity::generate();
+        let realm = Token::new("acme").expect("token");
+        let vote = VoteCast {
+            choice: murmur_subjects::events::Choice::Approve,
+            reason: String::new(),
+        };
+        // Two UUIDv7 ids made in the same minute share their first 8 characters.
+        let (corr, cause) = (
+            "01a20c61-62ca-7785-b0b0-16521201d2a9",
+            "01a20c61-7000-7000-8000-0000c0ffee00",
+        );
+        let sealed = Draft::new(Token::new("p1").expect("token"), &vote)
+            .expect("draft")
+            .caused_by_ids(corr, cause, None)
+            .seal(&identity, &realm);
+        let codec = EventCodec::default();
+        let (headers, body) = codec.encode(&sealed).expect("encode");
+        let event = codec
+            .decode(sealed.subject.as_str(), Some(&headers), &body)
+            .expect("decode");
+        let line = describe(Some(7), &event);
+        assert!(line.contains("corr 1201d2a9 cause c0ffee00"), "{line}");
+    }
 }

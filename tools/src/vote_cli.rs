@@ -90,6 +90,23 @@ pub fn parse_protocol(text: &str) -> Result<Protocol> {
     })
 }
 
+/// The `--protocol` text that [`parse_protocol`] reads back as `protocol`.
+pub fn protocol_text(protocol: &Protocol) -> String {
+    match protocol {
+        Protocol::SimpleMajority => "simple".into(),
+        Protocol::Weighted => "weighted".into(),
+        Protocol::Unanimous => "unanimous".into(),
+        Protocol::Qualified {
+            numerator,
+            denominator,
+        } => format!("qualified:{numerator}/{denominator}"),
+        Protocol::AdaptiveThreshold {
+            rule,
+            min_responders,
+        } => format!("adaptive:{}:{min_responders}", protocol_text(rule)),
+    }
+}
+
 /// `murmur vote propose`: prints the proposal id.
 pub async fn propose(settings: &Settings, args: ProposeArgs) -> Result<()> {
     let protocol = parse_protocol(&args.protocol)?;
@@ -163,6 +180,14 @@ pub async fn propose(settings: &Settings, args: ProposeArgs) -> Result<()> {
 
 async fn consensus(settings: &Settings) -> Result<murmur_coordination::consensus::Consensus> {
     let log = settings.open_log("murmur-vote").await?;
+    consensus_from(settings, &log).await
+}
+
+async fn consensus_from(
+    settings: &Settings,
+    log: &murmur_subjects::EventLog,
+) -> Result<murmur_coordination::consensus::Consensus> {
+    let log = log.clone();
     let mut p = Projector::new(
         log,
         ConsensusProjection {
@@ -193,27 +218,110 @@ pub async fn ls(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// `murmur vote show ID`.
+/// `murmur vote show ID`: the proposal as the log has it (question, rule, each voter's vote,
+/// refused votes, the decision and its tally), then its events; `--json` prints the state.
 pub async fn show(settings: &Settings, id: &str) -> Result<()> {
-    let c = consensus(settings).await?;
+    let log = settings.open_log("murmur-vote").await?;
+    let c = consensus_from(settings, &log).await?;
     let p = c
         .proposals
         .get(id)
-        .with_context(|| format!("no proposal {id}"))?;
-    out!("{}", serde_json::to_string_pretty(p)?);
+        .with_context(|| format!("no proposal {id} in realm {}", settings.realm))?;
+    if settings.json {
+        out!("{}", serde_json::to_string_pretty(p)?);
+        return Ok(());
+    }
+    for line in describe_proposal(id, p) {
+        out!("{line}");
+    }
+    out!("events:");
+    let timeline =
+        crate::cli::aggregate_timeline(settings, &log, murmur_subjects::Domain::Proposal, id)
+            .await?;
+    for line in timeline {
+        out!("{line}");
+    }
     Ok(())
+}
+
+/// The human form of one proposal's state (no I/O).
+fn describe_proposal(id: &str, p: &murmur_coordination::consensus::Proposal) -> Vec<String> {
+    let o = &p.opened;
+    let state = match (&p.decided, &p.withdrawn) {
+        (Some(d), _) => format!(
+            "{} (approve {} · reject {} · abstain {} · {} votes counted)",
+            d.outcome, d.approve, d.reject, d.abstain, d.votes
+        ),
+        (None, Some(reason)) => format!("withdrawn: {reason}"),
+        (None, None) if p.deadline_passed => "deadline passed, not decided yet".into(),
+        (None, None) => "open".into(),
+    };
+    let protocol = protocol_text(&o.protocol);
+    let mut lines = vec![
+        format!("{id}  {state}"),
+        format!("question  {}", o.question),
+        format!(
+            "rule      {protocol} · quorum {} · deadline {} · category {} · stimulus {}",
+            o.quorum,
+            o.deadline.format("%Y-%m-%d %H:%M:%S UTC"),
+            o.category,
+            o.stimulus
+        ),
+        format!("proposer  {}", p.proposer),
+        format!("payload   {}", o.payload),
+    ];
+    let counted = p.decided.as_ref().and_then(|d| d.participants.as_ref());
+    lines.push(match counted {
+        Some(_) => "voters    (key, weight, vote; * counted in the decision)".into(),
+        None => "voters    (key, weight, vote)".into(),
+    });
+    for (voter, weight) in &o.voters {
+        let vote = p
+            .votes
+            .get(voter)
+            .map_or("-".to_string(), |c| format!("{c:?}").to_lowercase());
+        let mark = if counted.is_some_and(|c| c.contains(voter)) {
+            " *"
+        } else {
+            ""
+        };
+        lines.push(format!("  {voter}  {weight}  {vote}{mark}"));
+    }
+    if !p.refused.is_empty() {
+        lines.push("refused votes (voter, reason):".into());
+        for (voter, reason) in &p.refused {
+            lines.push(format!("  {voter}  {reason}"));
+        }
+    }
+    lines
 }
 
 /// `murmur vote withdraw ID`: only the proposer's withdrawal counts.
 pub async fn withdraw(settings: &Settings, id: &str, reason: String) -> Result<()> {
     let log = settings.open_log("murmur-vote").await?;
-    log.append(Draft::new(
+    let draft = Draft::new(
         Token::new(id)?,
         &murmur_subjects::events::ProposalWithdrawn { reason },
-    )?)
-    .await?;
+    )?;
+    log.append(continue_flow(settings, &log, id, draft).await?)
+        .await?;
     out!("withdrew {id}");
     Ok(())
+}
+
+/// `draft` as the next event of proposal `id`'s flow (its correlation id, caused by `opened`);
+/// unchanged for a proposal the log does not have (the event is refused and recorded anyway).
+async fn continue_flow(
+    settings: &Settings,
+    log: &murmur_subjects::EventLog,
+    id: &str,
+    draft: Draft,
+) -> Result<Draft> {
+    let c = consensus_from(settings, log).await?;
+    Ok(match c.proposals.get(id) {
+        Some(p) => p.continue_flow(draft, None),
+        None => draft,
+    })
 }
 
 /// `murmur vote cast ID CHOICE`.
@@ -225,7 +333,8 @@ pub async fn cast(settings: &Settings, id: &str, choice: &str, reason: String) -
         other => bail!("choice {other:?} is not approve, reject or abstain"),
     };
     let log = settings.open_log("murmur-vote").await?;
-    log.append(Draft::new(Token::new(id)?, &VoteCast { choice, reason })?)
+    let draft = Draft::new(Token::new(id)?, &VoteCast { choice, reason })?;
+    log.append(continue_flow(settings, &log, id, draft).await?)
         .await?;
     out!(
         "voted {choice:?} on {id} as {}",
@@ -272,7 +381,7 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
                 capabilities: vec!["vote".into()],
                 labels: Default::default(),
                 agent_version: env!("CARGO_PKG_VERSION").into(),
-                hardware: Default::default(),
+                hardware: crate::agent_cli::hardware(),
             },
             heartbeat: Duration::from_millis(args.heartbeat_ms),
         },
@@ -314,5 +423,87 @@ mod tests {
         ));
         assert!(parse_protocol("qualified:3/2").is_err());
         assert!(parse_protocol("dictator").is_err());
+    }
+
+    #[test]
+    fn protocol_text_reads_back_as_the_same_protocol() {
+        for text in [
+            "simple",
+            "weighted",
+            "unanimous",
+            "qualified:2/3",
+            "adaptive:simple:2",
+            "adaptive:qualified:3/4:5",
+        ] {
+            let protocol = parse_protocol(text).expect("parses");
+            assert_eq!(protocol_text(&protocol), text);
+        }
+    }
+
+    #[test]
+    fn a_decided_proposal_shows_its_tally_votes_and_refusals() {
+        use murmur_coordination::consensus::{Proposal, VoteRefusal};
+        use murmur_subjects::events::ProposalDecided;
+        let p = Proposal {
+            opened: ProposalOpened {
+                question: "ship it?".into(),
+                payload: serde_json::json!({"risk": 0.2}),
+                protocol: Protocol::Qualified {
+                    numerator: 2,
+                    denominator: 3,
+                },
+                voters: [("UA", 1), ("UB", 2), ("UC", 1)]
+                    .map(|(k, w)| (k.to_string(), w))
+                    .into(),
+                quorum: 2,
+                deadline: chrono::DateTime::from_timestamp(1_000, 0).expect("time"),
+                category: "release".into(),
+                stimulus: 0.5,
+            },
+            electorate: ["UA", "UB", "UC"].map(String::from).into(),
+            votes: [("UA", Choice::Approve), ("UB", Choice::Approve)]
+                .map(|(k, c)| (k.to_string(), c))
+                .into(),
+            refused: vec![("UX".into(), VoteRefusal::NotAVoter)],
+            decided: Some(ProposalDecided {
+                outcome: "approved".into(),
+                approve: 3,
+                reject: 0,
+                abstain: 0,
+                votes: 2,
+                participants: Some(["UA", "UB"].map(String::from).into()),
+            }),
+            deadline_passed: false,
+            deadline_checks: 0,
+            proposer: "UP".into(),
+            withdrawn: None,
+            opened_event: Default::default(),
+            last_cause: None,
+        };
+        let lines = describe_proposal("prop-1", &p);
+        assert_eq!(
+            lines[0],
+            "prop-1  approved (approve 3 · reject 0 · abstain 0 · 2 votes counted)"
+        );
+        assert!(
+            lines[2].starts_with(
+                "rule      qualified:2/3 · quorum 2 · deadline 1970-01-01 00:16:40 UTC"
+            ),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&"  UA  1  approve *".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&"  UB  2  approve *".to_string()),
+            "{lines:?}"
+        );
+        assert!(lines.contains(&"  UC  1  -".to_string()), "{lines:?}");
+        let refused = lines
+            .iter()
+            .position(|l| l.starts_with("refused votes"))
+            .expect("refusals listed");
+        assert!(lines[refused + 1].starts_with("  UX  "), "{lines:?}");
     }
 }
