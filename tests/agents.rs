@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 use murmur_coordination::liveness::{SystemClock, run_monitor};
 use murmur_coordination::registry::{AgentStatus, Registry, RegistryProjection};
 use murmur_e2e::{DEADLINE, spawn_agent};
-use murmur_subjects::events::AgentOffline;
+use murmur_subjects::events::{AgentJoined, AgentOffline};
 use murmur_subjects::projection::{StartAt, read_stream};
-use murmur_subjects::{EventType, Projector, Token};
+use murmur_subjects::{EventType, Payload as _, Projector, Token};
 use murmur_tools::testkit::TestNats;
 
 async fn wait_registry(
@@ -130,6 +130,50 @@ async fn agent_processes_join_crash_and_leave() -> Result<()> {
     );
     replayed.catch_up().await?;
     assert_eq!(replayed.state(), live.state());
+
+    // Each membership is one flow: what an agent says about itself after joining, and the
+    // offline verdict about it, carry its `agent.joined` as correlation id.
+    for (agent, ending) in [
+        (&compiler_id, AgentOffline::TYPE),
+        (&executor_id, murmur_subjects::events::AgentLeft::TYPE),
+    ] {
+        let filter = murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
+            .realm(Token::new("acme")?)
+            .domain(murmur_subjects::Domain::Agent)
+            .aggregate(Token::new(agent.as_str())?);
+        let mut events = Vec::new();
+        read_stream(
+            observer.jetstream(),
+            "MURMUR_HISTORY",
+            &filter,
+            StartAt::Beginning,
+            None,
+            |stored| {
+                events.push(observer.decode_stored(
+                    &stored.message,
+                    stored.sequence,
+                    Some(stored.stored_at),
+                ));
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .await?;
+        let events = events.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let joined = events.first().context("no events")?;
+        assert_eq!(joined.record.ty, AgentJoined::TYPE);
+        let flow = Some(joined.record.id.as_str());
+        assert_eq!(joined.record.correlation_id.as_deref(), flow);
+        let last = events.last().context("no events")?;
+        assert_eq!(last.record.ty, ending, "{agent}'s last event");
+        for e in &events[1..] {
+            assert_eq!(
+                e.record.correlation_id.as_deref(),
+                flow,
+                "{} about {agent} is outside its membership's flow",
+                e.record.ty
+            );
+        }
+    }
     Ok(())
 }
 

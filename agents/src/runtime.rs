@@ -58,6 +58,7 @@ pub struct AgentSpec {
 pub struct Agent {
     log: EventLog,
     id: Token,
+    session: Session,
     lame_duck: Arc<AtomicBool>,
     queue_depth: Arc<AtomicU32>,
     metrics: Arc<AgentMetrics>,
@@ -88,11 +89,37 @@ fn service_name(kind: &str) -> String {
     format!("murmur-agent-{clean}")
 }
 
+/// One membership of an agent, from its `agent.joined` to its `agent.left` (or `offline`):
+/// everything the agent says about itself in between continues that event's flow.
+#[derive(Debug, Clone)]
+struct Session {
+    agent: Token,
+    joined_event: String,
+}
+
+impl Session {
+    /// A draft about this agent, correlated with and caused by its `agent.joined`.
+    fn draft<P: murmur_subjects::Payload>(
+        &self,
+        payload: &P,
+    ) -> Result<Draft, murmur_subjects::payload::PayloadError> {
+        Ok(Draft::new(self.agent.clone(), payload)?.caused_by_ids(
+            self.joined_event.clone(),
+            self.joined_event.clone(),
+            None,
+        ))
+    }
+}
+
 impl Agent {
     /// Joins: appends `agent.joined`, registers the micro service, starts heartbeats.
     pub async fn join(log: EventLog, spec: AgentSpec) -> Result<Self, AgentError> {
         let id = Token::new(log.identity().public_key())?;
-        log.append(Draft::new(id.clone(), &spec.manifest)?).await?;
+        let (joined, _) = log.append(Draft::new(id.clone(), &spec.manifest)?).await?;
+        let session = Session {
+            agent: id.clone(),
+            joined_event: joined.record.id.clone(),
+        };
 
         let mut metadata = std::collections::HashMap::new();
         metadata.insert("murmur.id".to_string(), id.to_string());
@@ -158,7 +185,7 @@ impl Agent {
         let queue_depth = Arc::new(AtomicU32::new(0));
         let heartbeats = tokio::spawn(beat(
             log.clone(),
-            id.clone(),
+            session.clone(),
             spec.heartbeat,
             presence,
             lame_duck.clone(),
@@ -168,6 +195,7 @@ impl Agent {
         Ok(Self {
             log,
             id,
+            session,
             lame_duck,
             queue_depth,
             metrics,
@@ -213,12 +241,9 @@ impl Agent {
         self.heartbeats.abort();
         self.status.abort();
         self.log
-            .append(Draft::new(
-                self.id.clone(),
-                &AgentLeft {
-                    reason: reason.to_string(),
-                },
-            )?)
+            .append(self.session.draft(&AgentLeft {
+                reason: reason.to_string(),
+            })?)
             .await?;
         self.log.client().flush().await.ok();
         Ok(())
@@ -248,7 +273,7 @@ async fn presence_bucket(log: &EventLog, heartbeat: Duration) -> Result<kv::Stor
 
 async fn beat(
     log: EventLog,
-    id: Token,
+    session: Session,
     interval: Duration,
     presence: kv::Store,
     lame_duck: Arc<AtomicBool>,
@@ -256,7 +281,7 @@ async fn beat(
     metrics: Arc<AgentMetrics>,
 ) {
     let mut tick = tokio::time::interval(interval);
-    let key = format!("{}.{}", log.realm(), id);
+    let key = format!("{}.{}", log.realm(), session.agent);
     // What the registry last learned from the log (a fresh join resets it to idle).
     let mut logged = AgentLoadChanged::default();
     loop {
@@ -267,7 +292,7 @@ async fn beat(
             lame_duck: lame_duck.load(Ordering::SeqCst),
         };
         if logged.significant_change(&now) {
-            match Draft::new(id.clone(), &now) {
+            match session.draft(&now) {
                 Ok(draft) => match log.append(draft).await {
                     Ok(_) => logged = now,
                     Err(e) => tracing::warn!(error = %e, "load change not logged"),
@@ -284,7 +309,7 @@ async fn beat(
                 queue_depth.load(Ordering::SeqCst)
             },
         };
-        let draft = match Draft::new(id.clone(), &hb) {
+        let draft = match session.draft(&hb) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "heartbeat payload");

@@ -68,8 +68,9 @@ struct Beat {
     heard_at: DateTime<Utc>,
     interval: Duration,
     declared: bool,
-    /// The heartbeat event's id and time (the agent's clock).
+    /// The heartbeat event's id, correlation id and time (the agent's clock).
     event_id: String,
+    correlation: Option<String>,
     sent_at: DateTime<Utc>,
 }
 
@@ -80,6 +81,8 @@ pub struct Silence {
     pub agent: String,
     /// Id of the last heartbeat event heard (every monitor that heard it agrees on it).
     pub last_beat_id: String,
+    /// That heartbeat's correlation id (the agent's `agent.joined`), when it had one.
+    pub last_beat_correlation: Option<String>,
     /// Time of the last beat, as the agent stamped it.
     pub last_seen: DateTime<Utc>,
     /// Its announced interval.
@@ -95,15 +98,16 @@ pub struct LivenessTracker {
 }
 
 impl LivenessTracker {
-    /// Records heartbeat event `event_id` (stamped `sent_at` by the agent), heard at
-    /// `heard_at` on this tracker's clock. Returns true when the agent had been declared
-    /// silent: it is back.
+    /// Records heartbeat event `event_id` in flow `correlation` (stamped `sent_at` by the
+    /// agent), heard at `heard_at` on this tracker's clock. Returns true when the agent had
+    /// been declared silent: it is back.
     pub fn beat(
         &mut self,
         agent: &str,
         heard_at: DateTime<Utc>,
         interval: Duration,
         event_id: &str,
+        correlation: Option<&str>,
         sent_at: DateTime<Utc>,
     ) -> bool {
         let was_declared = self.beats.get(agent).is_some_and(|b| b.declared);
@@ -114,6 +118,7 @@ impl LivenessTracker {
                 interval,
                 declared: false,
                 event_id: event_id.to_string(),
+                correlation: correlation.map(str::to_string),
                 sent_at,
             },
         );
@@ -144,6 +149,7 @@ impl LivenessTracker {
                 out.push(Silence {
                     agent: agent.clone(),
                     last_beat_id: beat.event_id.clone(),
+                    last_beat_correlation: beat.correlation.clone(),
                     last_seen: beat.sent_at,
                     interval: beat.interval,
                     missed: (elapsed.num_milliseconds() / interval.num_milliseconds().max(1))
@@ -183,6 +189,7 @@ async fn hear(
                     clock.now(),
                     Duration::from_millis(hb.interval_ms),
                     &ev.record.id,
+                    ev.record.correlation_id.as_deref(),
                     sent_at,
                 );
                 if back {
@@ -192,7 +199,8 @@ async fn hear(
                             heartbeat_id: ev.record.id.clone(),
                         },
                     )?
-                    .with_id(format!("resumed-{}", ev.record.id));
+                    .with_id(format!("resumed-{}", ev.record.id))
+                    .caused_by(&ev.record);
                     log.append(draft).await?;
                     tracing::info!(agent = ev.emitter(), "agent resumed");
                 }
@@ -242,7 +250,15 @@ pub async fn run_monitor(
                         interval_ms: s.interval.as_millis() as u64,
                         missed_intervals: s.missed,
                     };
-                    let draft = Draft::new(agent, &payload)?.with_id(offline_event_id(&s.agent, &s.last_beat_id));
+                    // In the agent's flow, caused by the last beat heard: every monitor that
+                    // heard it writes the same event, deduplicated by the id.
+                    let draft = Draft::new(agent, &payload)?
+                        .with_id(offline_event_id(&s.agent, &s.last_beat_id))
+                        .caused_by_ids(
+                            s.last_beat_correlation.clone().unwrap_or_else(|| s.last_beat_id.clone()),
+                            s.last_beat_id.clone(),
+                            None,
+                        );
                     let (_, appended) = log.append(draft).await?;
                     if !appended.duplicate {
                         declared += 1;
@@ -267,7 +283,14 @@ mod tests {
     fn offline_after_three_missed_intervals_once() {
         let clock = ManualClock::new(t0());
         let mut tr = LivenessTracker::default();
-        let _ = tr.beat("a", clock.now(), Duration::from_secs(1), "b1", clock.now());
+        let _ = tr.beat(
+            "a",
+            clock.now(),
+            Duration::from_secs(1),
+            "b1",
+            None,
+            clock.now(),
+        );
         clock.advance(Duration::from_millis(2_900));
         assert!(tr.silent(clock.now(), true).is_empty());
         clock.advance(Duration::from_millis(100));
@@ -282,7 +305,14 @@ mod tests {
         );
         // A new beat starts a new silence.
         assert!(
-            tr.beat("a", clock.now(), Duration::from_secs(1), "b1", clock.now()),
+            tr.beat(
+                "a",
+                clock.now(),
+                Duration::from_secs(1),
+                "b1",
+                None,
+                clock.now()
+            ),
             "a beat after a declared silence means the agent is back"
         );
         clock.advance(Duration::from_secs(3));
@@ -293,7 +323,14 @@ mod tests {
     fn a_disconnected_judge_declares_nobody() {
         let clock = ManualClock::new(t0());
         let mut tr = LivenessTracker::default();
-        let _ = tr.beat("a", clock.now(), Duration::from_secs(1), "b1", clock.now());
+        let _ = tr.beat(
+            "a",
+            clock.now(),
+            Duration::from_secs(1),
+            "b1",
+            None,
+            clock.now(),
+        );
         clock.advance(Duration::from_secs(60));
         assert!(tr.silent(clock.now(), false).is_empty());
         assert_eq!(tr.silent(clock.now(), true).len(), 1);
