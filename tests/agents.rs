@@ -137,28 +137,8 @@ async fn agent_processes_join_crash_and_leave() -> Result<()> {
         (&compiler_id, AgentOffline::TYPE),
         (&executor_id, murmur_subjects::events::AgentLeft::TYPE),
     ] {
-        let filter = murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
-            .realm(Token::new("acme")?)
-            .domain(murmur_subjects::Domain::Agent)
-            .aggregate(Token::new(agent.as_str())?);
-        let mut events = Vec::new();
-        read_stream(
-            observer.jetstream(),
-            "MURMUR_HISTORY",
-            &filter,
-            StartAt::Beginning,
-            None,
-            |stored| {
-                events.push(observer.decode_stored(
-                    &stored.message,
-                    stored.sequence,
-                    Some(stored.stored_at),
-                ));
-                std::ops::ControlFlow::Continue(())
-            },
-        )
-        .await?;
-        let events = events.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let events =
+            murmur_e2e::aggregate_events(&observer, murmur_subjects::Domain::Agent, agent).await?;
         let joined = events.first().context("no events")?;
         assert_eq!(joined.record.ty, AgentJoined::TYPE);
         let flow = Some(joined.record.id.as_str());

@@ -104,31 +104,12 @@ async fn spawn_voter(
 /// decision names a counted vote stored before it. Reads until at least `at_least` events are
 /// stored (the votes after the quorum may still be on their way).
 async fn assert_one_flow(log: &murmur_subjects::EventLog, id: &str, at_least: usize) -> Result<()> {
-    let filter = murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
-        .realm(Token::new("acme")?)
-        .domain(murmur_subjects::Domain::Proposal)
-        .aggregate(Token::new(id)?);
     let until = tokio::time::Instant::now() + DEADLINE;
     let events = loop {
-        let mut events = Vec::new();
-        murmur_subjects::projection::read_stream(
-            log.jetstream(),
-            &log.config().history_stream,
-            &filter,
-            murmur_subjects::StartAt::Beginning,
-            None,
-            |stored| {
-                events.push(log.decode_stored(
-                    &stored.message,
-                    stored.sequence,
-                    Some(stored.stored_at),
-                ));
-                std::ops::ControlFlow::Continue(())
-            },
-        )
-        .await?;
+        let events =
+            murmur_e2e::aggregate_events(log, murmur_subjects::Domain::Proposal, id).await?;
         if events.len() >= at_least || tokio::time::Instant::now() > until {
-            break events.into_iter().collect::<Result<Vec<_>, _>>()?;
+            break events;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
