@@ -419,6 +419,18 @@ pub async fn task_show(settings: &Settings, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// A task graph file: TOML when its name ends in `.toml`, JSON otherwise.
+fn parse_graph(
+    file: &std::path::Path,
+    text: &str,
+) -> Result<murmur_coordination::graph::GraphSpec> {
+    Ok(if file.extension().is_some_and(|e| e == "toml") {
+        toml::from_str(text).with_context(|| format!("parsing {}", file.display()))?
+    } else {
+        serde_json::from_str(text).with_context(|| format!("parsing {}", file.display()))?
+    })
+}
+
 /// `murmur task cancel ID`.
 pub async fn task_cancel(settings: &Settings, id: &str, reason: &str) -> Result<()> {
     let log = settings.open_log("murmur-task-cancel").await?;
@@ -462,12 +474,7 @@ pub async fn task_cancel(settings: &Settings, id: &str, reason: &str) -> Result<
 pub async fn graph_submit(settings: &Settings, file: &std::path::Path) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let spec: murmur_coordination::graph::GraphSpec =
-        if file.extension().is_some_and(|e| e == "toml") {
-            toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?
-        } else {
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?
-        };
+    let spec = parse_graph(file, &text)?;
     let log = settings.open_log("murmur-graph-submit").await?;
     let graph = format!("g{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
     for (file_id, task_id) in
@@ -476,4 +483,23 @@ pub async fn graph_submit(settings: &Settings, file: &std::path::Path) -> Result
         out!("{file_id}\t{task_id}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_task_graph_is_a_valid_dag() {
+        let path = std::path::Path::new("examples/task-graph.toml");
+        let spec =
+            parse_graph(path, include_str!("../../examples/task-graph.toml")).expect("parses");
+        let graph = murmur_coordination::graph::TaskGraph::new(&spec).expect("valid");
+        assert_eq!(graph.ready(&Default::default()), vec!["fetch".to_string()]);
+        let fetched = ["fetch".to_string()].into();
+        assert_eq!(
+            graph.ready(&fetched),
+            vec!["build".to_string(), "lint".to_string()]
+        );
+    }
 }

@@ -426,6 +426,33 @@ mod tests {
     }
 
     #[test]
+    fn the_example_policy_parses_and_votes_by_its_rules() {
+        use murmur_agents::voter::Voter as _;
+        let policy: PolicyVoter =
+            toml::from_str(include_str!("../../examples/voter-policy.toml")).expect("parses");
+        let opened = |payload: serde_json::Value| ProposalOpened {
+            question: "release?".into(),
+            payload,
+            protocol: Protocol::SimpleMajority,
+            voters: BTreeMap::new(),
+            quorum: 1,
+            deadline: chrono::DateTime::from_timestamp(1_000, 0).expect("time"),
+            category: "general".into(),
+            stimulus: 1.0,
+        };
+        let choice = |payload| policy.vote(&opened(payload)).map(|v| v.choice);
+        assert_eq!(
+            choice(serde_json::json!({"tests_passed": true, "risk": 0.9})),
+            Some(Choice::Reject)
+        );
+        assert_eq!(
+            choice(serde_json::json!({"tests_passed": true, "risk": 0.2})),
+            Some(Choice::Approve)
+        );
+        assert_eq!(choice(serde_json::json!({})), Some(Choice::Abstain));
+    }
+
+    #[test]
     fn protocol_text_reads_back_as_the_same_protocol() {
         for text in [
             "simple",
