@@ -34,34 +34,19 @@ pub fn submitted(n: u64) -> TaskSubmitted {
 }
 
 /// Every stored event of one aggregate in the log's realm (`domain`, `id`), in log order,
-/// each decoded and verified.
+/// each decoded and verified (an entry that is not an event fails the read).
 pub async fn aggregate_events(
     log: &EventLog,
     domain: murmur_subjects::Domain,
     id: &str,
 ) -> Result<Vec<murmur_subjects::VerifiedEvent>> {
-    let filter = SubjectFilter::plane(Plane::Evt)
-        .realm(log.realm().clone())
-        .domain(domain)
-        .aggregate(murmur_subjects::Token::new(id)?);
-    let mut events = Vec::new();
-    read_stream(
-        log.jetstream(),
-        &log.config().history_stream,
-        &filter,
-        StartAt::Beginning,
-        None,
-        |stored| {
-            events.push(log.decode_stored(
-                &stored.message,
-                stored.sequence,
-                Some(stored.stored_at),
-            ));
-            ControlFlow::Continue(())
-        },
-    )
-    .await?;
-    Ok(events.into_iter().collect::<Result<Vec<_>, _>>()?)
+    let events =
+        murmur_subjects::projection::read_aggregate(log, domain, &murmur_subjects::Token::new(id)?)
+            .await?;
+    Ok(events
+        .into_iter()
+        .map(|(_, event)| event)
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Every dead letter in the log's realm, with its dead-letter stream sequence.

@@ -275,6 +275,18 @@ pub async fn run_monitor(
 mod tests {
     use super::*;
 
+    /// Agent `a` beats once (event `b1`, 1 s interval), heard now.
+    fn beat_b1(tr: &mut LivenessTracker, clock: &ManualClock) -> bool {
+        tr.beat(
+            "a",
+            clock.now(),
+            Duration::from_secs(1),
+            "b1",
+            None,
+            clock.now(),
+        )
+    }
+
     fn t0() -> DateTime<Utc> {
         "2026-01-01T00:00:00Z".parse().expect("time")
     }
@@ -283,14 +295,7 @@ mod tests {
     fn offline_after_three_missed_intervals_once() {
         let clock = ManualClock::new(t0());
         let mut tr = LivenessTracker::default();
-        let _ = tr.beat(
-            "a",
-            clock.now(),
-            Duration::from_secs(1),
-            "b1",
-            None,
-            clock.now(),
-        );
+        let _ = beat_b1(&mut tr, &clock);
         clock.advance(Duration::from_millis(2_900));
         assert!(tr.silent(clock.now(), true).is_empty());
         clock.advance(Duration::from_millis(100));
@@ -305,14 +310,7 @@ mod tests {
         );
         // A new beat starts a new silence.
         assert!(
-            tr.beat(
-                "a",
-                clock.now(),
-                Duration::from_secs(1),
-                "b1",
-                None,
-                clock.now()
-            ),
+            beat_b1(&mut tr, &clock),
             "a beat after a declared silence means the agent is back"
         );
         clock.advance(Duration::from_secs(3));
@@ -323,14 +321,7 @@ mod tests {
     fn a_disconnected_judge_declares_nobody() {
         let clock = ManualClock::new(t0());
         let mut tr = LivenessTracker::default();
-        let _ = tr.beat(
-            "a",
-            clock.now(),
-            Duration::from_secs(1),
-            "b1",
-            None,
-            clock.now(),
-        );
+        let _ = beat_b1(&mut tr, &clock);
         clock.advance(Duration::from_secs(60));
         assert!(tr.silent(clock.now(), false).is_empty());
         assert_eq!(tr.silent(clock.now(), true).len(), 1);

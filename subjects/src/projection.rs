@@ -126,6 +126,35 @@ pub async fn read_stream(
     .await
 }
 
+/// Every stored event of one aggregate in `log`'s realm (`domain`, `aggregate`), in log
+/// order, each with its stream sequence, decoded and verified (or why it is not an event):
+/// an aggregate's timeline, read without folding anything else.
+pub async fn read_aggregate(
+    log: &EventLog,
+    domain: crate::Domain,
+    aggregate: &crate::Token,
+) -> Result<Vec<(u64, Result<VerifiedEvent, IngestError>)>, LogError> {
+    let filter = SubjectFilter::plane(crate::Plane::Evt)
+        .realm(log.realm().clone())
+        .domain(domain)
+        .aggregate(aggregate.clone());
+    let mut events = Vec::new();
+    read_stream(
+        log.jetstream(),
+        &log.config().history_stream,
+        &filter,
+        StartAt::Beginning,
+        None,
+        |stored| {
+            let event = log.decode_stored(&stored.message, stored.sequence, Some(stored.stored_at));
+            events.push((stored.sequence, event));
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    Ok(events)
+}
+
 /// [`read_stream`] for the messages matching any of `filters`, in stream order.
 ///
 /// With several filters the stream is read whole and the filters are applied here, by

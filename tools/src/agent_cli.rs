@@ -408,8 +408,7 @@ pub async fn task_ls(settings: &Settings) -> Result<()> {
 /// `murmur task show ID`: the task's timeline, every event of its aggregate in log order.
 pub async fn task_show(settings: &Settings, id: &str) -> Result<()> {
     let log = settings.open_log("murmur-task-show").await?;
-    let lines =
-        crate::cli::aggregate_timeline(settings, &log, murmur_subjects::Domain::Task, id).await?;
+    let lines = crate::cli::aggregate_timeline(&log, murmur_subjects::Domain::Task, id).await?;
     if lines.is_empty() {
         bail!("no task {id} in realm {}", settings.realm);
     }

@@ -761,34 +761,20 @@ pub fn describe(seq: Option<u64>, event: &VerifiedEvent) -> String {
 /// One aggregate's events from the log, one [`describe`] line each (an entry that does not
 /// decode is shown as INVALID with the reason): the timeline `task show` and `vote show` print.
 pub async fn aggregate_timeline(
-    settings: &Settings,
     log: &murmur_subjects::EventLog,
     domain: murmur_subjects::Domain,
     id: &str,
 ) -> Result<Vec<String>> {
-    let filter = murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
-        .realm(settings.realm.clone())
-        .domain(domain)
-        .aggregate(murmur_subjects::Token::new(id)?);
-    let mut lines = Vec::new();
-    murmur_subjects::projection::read_stream(
-        log.jetstream(),
-        &settings.log.history_stream,
-        &filter,
-        murmur_subjects::StartAt::Beginning,
-        None,
-        |stored| {
-            let line =
-                match log.decode_stored(&stored.message, stored.sequence, Some(stored.stored_at)) {
-                    Ok(ev) => describe(Some(stored.sequence), &ev),
-                    Err(e) => format!("{:>6} INVALID: {e}", stored.sequence),
-                };
-            lines.push(line);
-            std::ops::ControlFlow::Continue(())
-        },
-    )
-    .await?;
-    Ok(lines)
+    let events =
+        murmur_subjects::projection::read_aggregate(log, domain, &murmur_subjects::Token::new(id)?)
+            .await?;
+    Ok(events
+        .into_iter()
+        .map(|(sequence, event)| match event {
+            Ok(ev) => describe(Some(sequence), &ev),
+            Err(e) => format!("{sequence:>6} INVALID: {e}"),
+        })
+        .collect())
 }
 
 /// JSON form of an event for JSONL output.

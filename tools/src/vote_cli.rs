@@ -9,7 +9,7 @@ use murmur_agents::{Agent, AgentSpec};
 use murmur_coordination::consensus::ConsensusProjection;
 use murmur_coordination::registry::{AgentStatus, RegistryProjection};
 use murmur_subjects::events::{AgentJoined, Choice, ProposalOpened, Protocol, VoteCast};
-use murmur_subjects::{Draft, Identity, Projector, Token};
+use murmur_subjects::{Draft, Identity, Payload as _, Projector, Token};
 
 use crate::cli::Settings;
 use crate::config::load_or_create_identity;
@@ -236,8 +236,7 @@ pub async fn show(settings: &Settings, id: &str) -> Result<()> {
     }
     out!("events:");
     let timeline =
-        crate::cli::aggregate_timeline(settings, &log, murmur_subjects::Domain::Proposal, id)
-            .await?;
+        crate::cli::aggregate_timeline(&log, murmur_subjects::Domain::Proposal, id).await?;
     for line in timeline {
         out!("{line}");
     }
@@ -303,23 +302,28 @@ pub async fn withdraw(settings: &Settings, id: &str, reason: String) -> Result<(
         Token::new(id)?,
         &murmur_subjects::events::ProposalWithdrawn { reason },
     )?;
-    log.append(continue_flow(settings, &log, id, draft).await?)
-        .await?;
+    log.append(continue_flow(&log, id, draft).await?).await?;
     out!("withdrew {id}");
     Ok(())
 }
 
 /// `draft` as the next event of proposal `id`'s flow (its correlation id, caused by `opened`);
 /// unchanged for a proposal the log does not have (the event is refused and recorded anyway).
-async fn continue_flow(
-    settings: &Settings,
-    log: &murmur_subjects::EventLog,
-    id: &str,
-    draft: Draft,
-) -> Result<Draft> {
-    let c = consensus_from(settings, log).await?;
-    Ok(match c.proposals.get(id) {
-        Some(p) => p.continue_flow(draft, None),
+/// Reads only that proposal's events, not every proposal's.
+async fn continue_flow(log: &murmur_subjects::EventLog, id: &str, draft: Draft) -> Result<Draft> {
+    let events = murmur_subjects::projection::read_aggregate(
+        log,
+        murmur_subjects::Domain::Proposal,
+        &Token::new(id)?,
+    )
+    .await?;
+    // The first `opened` counts, as in the fold.
+    let opened = events
+        .into_iter()
+        .filter_map(|(_, event)| event.ok())
+        .find(|e| e.record.ty == ProposalOpened::TYPE);
+    Ok(match opened {
+        Some(opened) => draft.caused_by(&opened.record),
         None => draft,
     })
 }
@@ -334,8 +338,7 @@ pub async fn cast(settings: &Settings, id: &str, choice: &str, reason: String) -
     };
     let log = settings.open_log("murmur-vote").await?;
     let draft = Draft::new(Token::new(id)?, &VoteCast { choice, reason })?;
-    log.append(continue_flow(settings, &log, id, draft).await?)
-        .await?;
+    log.append(continue_flow(&log, id, draft).await?).await?;
     out!(
         "voted {choice:?} on {id} as {}",
         log.identity().public_key()
