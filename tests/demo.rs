@@ -1,4 +1,5 @@
-//! The README's main job: `murmur demo` exits 0 and reports every step.
+//! The README's main job: `murmur demo` exits 0 and reports every step; and `murmur up`, the
+//! long-running platform, stops the server it started.
 
 use std::time::Duration;
 
@@ -37,11 +38,15 @@ fn murmur_demo_succeeds() -> Result<()> {
 
 /// Reads `murmur demo`'s stdout on a thread, line by line.
 fn lines_of(child: &mut std::process::Child) -> Result<std::sync::mpsc::Receiver<String>> {
+    Ok(lines_from(child.stdout.take().context("stdout")?))
+}
+
+/// Reads `output` on a thread, line by line.
+fn lines_from(output: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead;
-    let stdout = child.stdout.take().context("stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
+        for line in std::io::BufReader::new(output)
             .lines()
             .map_while(Result::ok)
         {
@@ -50,7 +55,7 @@ fn lines_of(child: &mut std::process::Child) -> Result<std::sync::mpsc::Receiver
             }
         }
     });
-    Ok(rx)
+    rx
 }
 
 /// The port of the nats-server the demo says it started (`[0] started nats-server ... at
@@ -71,7 +76,7 @@ fn wait_closed(port: u16) -> Result<()> {
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
         anyhow::ensure!(
             std::time::Instant::now() < until,
-            "the demo's nats-server on port {port} outlived the demo"
+            "the nats-server on port {port} outlived the murmur process that started it"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -167,4 +172,52 @@ fn sigterm_stops_the_demo_and_the_processes_it_started() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `murmur up` starts a server only where nothing else holds its port or its store, says so
+/// at once, and stops that server when it gets SIGTERM (as from a process manager).
+#[test]
+fn murmur_up_refuses_a_taken_port_or_store_and_stops_its_server_on_sigterm() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (data, other_data) = (dir.path().join("a"), dir.path().join("b"));
+    let port = murmur_tools::nats_server::free_port()?;
+    let up = |port: u16, data: &std::path::Path| -> Result<std::process::Child> {
+        Ok(std::process::Command::new(murmur_e2e::murmur_binary()?)
+            .args(["up", "--port", &port.to_string(), "--data-dir"])
+            .arg(data)
+            .env_remove("NATS_URL")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?)
+    };
+    let mut first = up(port, &data)?;
+    let lines = lines_from(first.stderr.take().context("stderr")?);
+    loop {
+        let line = lines.recv_timeout(DEADLINE)?;
+        if line.starts_with("streams ready") {
+            break;
+        }
+    }
+    // The same port with another store, then the same store on another port.
+    let refusals = [
+        (port, other_data.as_path(), format!("port {port} is in use")),
+        (
+            murmur_tools::nats_server::free_port()?,
+            data.as_path(),
+            "is in use by another nats-server".to_string(),
+        ),
+    ];
+    for (port, data, expected) in refusals {
+        let (status, stderr) = exited(up(port, data)?)?;
+        assert!(!status.success(), "{stderr}");
+        assert!(stderr.contains(&expected), "{expected:?} missing: {stderr}");
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()?;
+    let status = murmur_e2e::wait_with_deadline(&mut first, DEADLINE)?
+        .context("murmur up did not exit on SIGTERM")?;
+    assert!(status.success(), "{status}");
+    wait_closed(port)
 }

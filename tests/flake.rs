@@ -198,6 +198,67 @@ fn the_repository_flake_and_its_agent_module_parse() -> Result<()> {
     Ok(())
 }
 
+/// The agent module's service for one agent runs `murmur agent run` with that agent's
+/// options, and murmur's own argument parser accepts that command line. Evaluated with
+/// stand-ins for the few `lib` functions the module uses (no nixpkgs offline), with every
+/// option set, as the NixOS module system would pass them.
+#[test]
+fn the_agent_module_runs_murmur_with_each_agents_options() -> Result<()> {
+    use clap::Parser as _;
+    use murmur_tools::cli::{AgentCommand, Cli, Command as Sub};
+    let nix = nix_instantiate()?;
+    let expr = format!(
+        r#"let
+  lib = {{
+    mkOption = o: o;
+    types = {{ str = null; listOf = t: null; nullOr = t: null; attrsOf = t: null;
+      package = null; submodule = m: null; ints = {{ positive = null; }}; }};
+    mapAttrs' = f: set: builtins.listToAttrs (map (n: f n set.${{n}}) (builtins.attrNames set));
+    nameValuePair = name: value: {{ inherit name value; }};
+    escapeShellArgs = args: args;
+    concatMap = f: l: builtins.concatLists (map f l);
+    optionalAttrs = c: s: if c then s else {{ }};
+    concatStringsSep = builtins.concatStringsSep;
+  }};
+in (import {module} {{
+  inherit lib; pkgs = {{ }};
+  config.services.murmur-agents.builder = {{
+    kind = "compiler"; capabilities = [ "compiler.rust" "compiler.c" ];
+    natsUrls = [ "nats://10.0.0.1:4222" "nats://10.0.0.2:4222" ]; realm = "shop";
+    credentialsFile = null; environment = {{ }}; package = "/murmur"; after = [ ];
+    requires = [ ]; memoryMax = "1G"; cpuQuota = null; slots = 4;
+  }};
+}}).config.systemd.services"#,
+        module = repo().join("nix/module/murmur-agent.nix").display()
+    );
+    let o = Command::new(nix)
+        .args(["--eval", "--strict", "--json", "-E", &expr])
+        .output()?;
+    ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let services: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let service = &services["murmur-agent-builder"];
+    assert_eq!(
+        service["environment"]["NATS_URL"],
+        "nats://10.0.0.1:4222,nats://10.0.0.2:4222"
+    );
+    assert_eq!(service["serviceConfig"]["MemoryMax"], "1G");
+    let exec: Vec<String> = serde_json::from_value(service["serviceConfig"]["ExecStart"].clone())?;
+    assert_eq!(exec[0], "/murmur/bin/murmur");
+    let cli = Cli::try_parse_from(&exec).map_err(|e| anyhow::anyhow!("{exec:?}: {e}"))?;
+    let Sub::Agent {
+        command: AgentCommand::Run(args),
+    } = cli.command
+    else {
+        anyhow::bail!("not `agent run`: {exec:?}");
+    };
+    assert_eq!(
+        (args.kind.as_str(), args.name.as_deref(), args.slots),
+        ("compiler", Some("builder"), 4)
+    );
+    assert_eq!(args.capabilities, ["compiler.rust", "compiler.c"]);
+    Ok(())
+}
+
 #[test]
 fn dot_view_names_every_node() -> Result<()> {
     let o = murmur(&["flake", "graph", "examples/shop.toml", "--dot"])?;

@@ -20,6 +20,7 @@ pub fn joined(name: &str) -> AgentJoined {
         labels: Default::default(),
         agent_version: "test".into(),
         hardware: Hardware::default(),
+        slots: 1,
     }
 }
 

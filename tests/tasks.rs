@@ -337,6 +337,91 @@ async fn cancelling_a_running_task_stops_the_attempt() -> Result<()> {
     Ok(())
 }
 
+/// An agent started with `--slots 2` runs two tasks at once and no more: the third waits
+/// until one of the two ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runs_as_many_tasks_at_once_as_its_slots() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let realm = Token::new("acme")?;
+    let submitter = nats.event_log("acme").await?;
+    let ids = ["s1", "s2", "s3"];
+    // All three wait before the agent joins, so one decision round sees them together.
+    for id in ids {
+        submitter
+            .append_expected(
+                Draft::new(
+                    Token::new(id)?,
+                    &submitted(serde_json::json!({"sleep_ms": 600_000}), 1, 900_000),
+                )?,
+                Expected::NoEvents,
+            )
+            .await?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
+    let (mut worker, agent) = spawn_agent(
+        nats.url(),
+        data.path(),
+        "tester",
+        "test.run",
+        &["--builtin-handler", "--slots", "2"],
+    )
+    .await?;
+    let mut live = Projector::new(
+        submitter.clone(),
+        CoordinatorProjection::new(realm.clone(), vec![]),
+    );
+    let started = |v: &CoordinatorView| {
+        ids.iter()
+            .filter(|id| {
+                matches!(
+                    v.tasks.tasks.get(**id).map(|t| &t.state),
+                    Some(TaskState::Assigned { started: true, .. })
+                )
+            })
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+    };
+    wait(&mut live, "two tasks running", |v| started(v).len() == 2).await?;
+    let view = live.state();
+    assert_eq!(view.registry.agents[&agent].slots, 2);
+    let running = started(view);
+    let waiting: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|id| !running.iter().any(|r| r == id))
+        .collect();
+    assert!(
+        matches!(
+            view.tasks.tasks[waiting[0]].state,
+            TaskState::Pending { .. }
+        ),
+        "with both slots taken the third task waits: {:?}",
+        view.tasks.tasks[waiting[0]].state
+    );
+    // Ending one frees a slot for the third.
+    let task = view.tasks.tasks[running[0].as_str()].clone();
+    let cancel = Draft::new(
+        Token::new(running[0].as_str())?,
+        &murmur_subjects::events::TaskCancelled {
+            reason: "free a slot".into(),
+        },
+    )?
+    .caused_by_ids(task.correlation_id, task.last_event_id, None);
+    submitter
+        .append_expected(cancel, Expected::LastSequence(task.last_sequence))
+        .await?;
+    wait(&mut live, "the third task running", |v| {
+        started(v).iter().any(|id| id == waiting[0])
+    })
+    .await?;
+    worker.kill().await?;
+    stop_tx.send_replace(true);
+    coordinator.await??;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_graphs_release_children_with_parent_outputs_and_cancel_on_failure() -> Result<()> {
     use murmur_coordination::graph::{FailurePolicy, GraphSpec, GraphTask};

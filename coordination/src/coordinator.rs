@@ -86,8 +86,6 @@ pub struct CoordinatorConfig {
     /// After new events it decides at most this often, so events arriving together are
     /// decided (and written) together.
     pub batch_window: Duration,
-    /// Tasks one agent runs at once.
-    pub slots_per_agent: u32,
     /// Public keys whose coordinator decisions count (this coordinator's own key is always
     /// added). Empty: decisions from any verified identity count — fine on a closed dev
     /// server, not in production.
@@ -99,7 +97,6 @@ impl Default for CoordinatorConfig {
         Self {
             tick: Duration::from_millis(100),
             batch_window: Duration::from_millis(2),
-            slots_per_agent: 1,
             coordinators: Vec::new(),
         }
     }
@@ -120,6 +117,7 @@ pub fn candidates(registry: &Registry) -> Vec<Candidate> {
             vram_mib: a.hardware.vram_mib,
             load: a.load,
             queue_depth: a.queue_depth,
+            slots: a.slots,
             online: true,
             lame_duck: a.lame_duck,
         })
@@ -334,7 +332,7 @@ pub async fn run_coordinator(
         if !awaiting_own_writes && now >= due {
             last_decided = now;
             news = false;
-            decide_and_write(&log, &mut projector, clock.as_ref(), &config, &mut rounds).await?;
+            decide_and_write(&log, &mut projector, clock.as_ref(), &mut rounds).await?;
             continue;
         }
         // Wait for events until the decision is due (a poll returns once it has caught up).
@@ -379,16 +377,10 @@ async fn decide_and_write(
     log: &EventLog,
     projector: &mut Projector<CoordinatorProjection>,
     clock: &dyn Clock,
-    config: &CoordinatorConfig,
     rounds: &mut Rounds,
 ) -> Result<(), LogError> {
     let view = projector.state();
-    let commands = decide(
-        &view.tasks,
-        &candidates(&view.registry),
-        clock.now(),
-        config.slots_per_agent,
-    );
+    let commands = decide(&view.tasks, &candidates(&view.registry), clock.now());
     tracing::trace!(
         position = projector.position(),
         commands = commands.len(),

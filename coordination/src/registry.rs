@@ -36,6 +36,9 @@ pub struct AgentEntry {
     pub agent_version: String,
     /// Hardware offered.
     pub hardware: Hardware,
+    /// Tasks it runs at once (from its manifest).
+    #[serde(default = "one_slot")]
+    pub slots: u32,
     /// Status.
     pub status: AgentStatus,
     /// Stream sequence of the last event about it.
@@ -51,6 +54,10 @@ pub struct AgentEntry {
     /// Whether it announced lame duck (refuses new work).
     #[serde(default)]
     pub lame_duck: bool,
+}
+
+fn one_slot() -> u32 {
+    1
 }
 
 /// The registry state: agents by public key (sorted, so output is deterministic).
@@ -121,6 +128,7 @@ impl Projection for RegistryProjection {
                         labels: p.labels,
                         agent_version: p.agent_version,
                         hardware: p.hardware,
+                        slots: p.slots.max(1),
                         status: AgentStatus::Online,
                         last_sequence: seq,
                         joins,

@@ -61,6 +61,9 @@ pub struct Candidate {
     pub load: f32,
     /// Tasks queued locally.
     pub queue_depth: u32,
+    /// Tasks it runs at once: [`crate::tasks::decide`] gives it at most this many attempts in
+    /// flight (0 counts as 1).
+    pub slots: u32,
     /// Online (not offline or left).
     pub online: bool,
     /// Refuses new work.

@@ -631,17 +631,12 @@ impl<'a> SubmitterQueue<'a> {
 /// - Pending tasks are assigned by **priority, then fair share between submitters, then
 ///   submission order**: within each priority level, submitters take turns (the submitter
 ///   with the fewest tasks in flight goes first), so a flood from one submitter cannot
-///   starve another. Each agent takes at most `slots_per_agent` tasks at once.
+///   starve another. Each agent takes at most its [`Candidate::slots`] tasks at once.
 /// - A task no agent can take stays pending (visible as such) until one joins.
 ///
 /// Cost: the leases in flight, the held graph children, and the queue only as far as the
 /// free slots reach — not every open task.
-pub fn decide(
-    book: &TaskBook,
-    candidates: &[Candidate],
-    now: DateTime<Utc>,
-    slots_per_agent: u32,
-) -> Vec<Command> {
+pub fn decide(book: &TaskBook, candidates: &[Candidate], now: DateTime<Utc>) -> Vec<Command> {
     let book = book.indexed();
     let book: &TaskBook = &book;
     let mut commands = Vec::new();
@@ -732,9 +727,12 @@ pub fn decide(
             .push_back((id, t));
     }
     // With every slot taken the queue is not even opened: nobody is free to take from it.
+    let has_free_slot = |c: &Candidate, in_flight: &BTreeMap<&str, u32>| {
+        in_flight.get(c.id.as_str()).copied().unwrap_or(0) < c.slots.max(1)
+    };
     let any_free = candidates
         .iter()
-        .any(|c| in_flight_per_agent.get(c.id.as_str()).copied().unwrap_or(0) < slots_per_agent);
+        .any(|c| has_free_slot(c, &in_flight_per_agent));
     if any_free {
         for (priority, by_submitter) in &book.queue {
             for (submitter, tasks) in by_submitter {
@@ -774,9 +772,7 @@ pub fn decide(
             };
             let free: Vec<Candidate> = candidates
                 .iter()
-                .filter(|c| {
-                    in_flight_per_agent.get(c.id.as_str()).copied().unwrap_or(0) < slots_per_agent
-                })
+                .filter(|c| has_free_slot(c, &in_flight_per_agent))
                 .map(|c| {
                     let mut c = c.clone();
                     c.queue_depth += in_flight_per_agent.get(c.id.as_str()).copied().unwrap_or(0);
@@ -861,7 +857,7 @@ mod tests {
         book.tasks
             .insert("b000".into(), task("bob", "x", 0, 1_000, now));
         let agents = [agent("w1", "x"), agent("w2", "x")];
-        let cmds = decide(&book, &agents, now, 1);
+        let cmds = decide(&book, &agents, now);
         let assigned: Vec<&str> = cmds
             .iter()
             .filter_map(|c| match c {
@@ -877,12 +873,50 @@ mod tests {
     }
 
     #[test]
+    fn each_agent_takes_as_many_tasks_as_its_slots() {
+        let now = t("2026-01-01T00:00:00Z");
+        let mut book = TaskBook::default();
+        for i in 0..10 {
+            book.tasks
+                .insert(format!("t{i:02}"), task("s", "x", 0, i, now));
+        }
+        // One of the big agent's three slots is already taken.
+        let mut running = task("s", "x", 0, 100, now);
+        running.attempt = 1;
+        running.state = TaskState::Assigned {
+            agent: "big".into(),
+            lease_until: t("2026-01-01T00:05:00Z"),
+            started: true,
+        };
+        book.tasks.insert("running".into(), running);
+        let agents = [
+            Candidate {
+                slots: 3,
+                ..agent("big", "x")
+            },
+            agent("small", "x"),
+        ];
+        let cmds = decide(&book, &agents, now);
+        let mut per_agent: BTreeMap<&str, u32> = BTreeMap::new();
+        for c in &cmds {
+            if let Command::Assign { agent, .. } = c {
+                *per_agent.entry(agent.as_str()).or_default() += 1;
+            }
+        }
+        assert_eq!(
+            per_agent,
+            BTreeMap::from([("big", 2), ("small", 1)]),
+            "{cmds:?}"
+        );
+    }
+
+    #[test]
     fn priority_first_then_fifo() {
         let now = t("2026-01-01T00:00:00Z");
         let mut book = TaskBook::default();
         book.tasks.insert("low".into(), task("s", "x", 0, 1, now));
         book.tasks.insert("high".into(), task("s", "x", 9, 2, now));
-        let cmds = decide(&book, &[agent("w", "x")], now, 1);
+        let cmds = decide(&book, &[agent("w", "x")], now);
         assert!(matches!(&cmds[..], [Command::Assign { task, .. }] if task == "high"));
     }
 
@@ -902,7 +936,7 @@ mod tests {
         spent.attempt = 3;
         spent.failures = vec!["a".into(), "b".into(), "c".into()];
         book.tasks.insert("spent".into(), spent);
-        let cmds = decide(&book, &[], now, 1);
+        let cmds = decide(&book, &[], now);
         assert!(cmds.contains(&Command::ExpireLease {
             task: "held".into(),
             agent: "w".into(),
@@ -929,9 +963,9 @@ mod tests {
         };
         book.tasks.insert("retry".into(), retry);
         let agents = [agent("w", "x")];
-        assert!(decide(&book, &agents, now, 1).is_empty());
+        assert!(decide(&book, &agents, now).is_empty());
         let later = now + backoff(1);
-        let cmds = decide(&book, &agents, later, 1);
+        let cmds = decide(&book, &agents, later);
         assert!(matches!(&cmds[..], [Command::Assign { task, attempt: 2, .. }] if task == "retry"));
     }
 
@@ -1096,7 +1130,7 @@ mod tests {
                     .expect("failed");
             }
             let later = log.start + Duration::seconds(60);
-            let cmds = decide(&book, &[], later, 1);
+            let cmds = decide(&book, &[], later);
             let Some(Command::DeadLetter { reasons, .. }) = cmds.first() else {
                 panic!("{cmds:?}")
             };
@@ -1283,7 +1317,6 @@ mod tests {
             book: &TaskBook,
             candidates: &[Candidate],
             now: DateTime<Utc>,
-            slots_per_agent: u32,
         ) -> Vec<Command> {
             let mut commands = Vec::new();
             let mut in_flight_per_agent: BTreeMap<&str, u32> = BTreeMap::new();
@@ -1316,7 +1349,7 @@ mod tests {
             // With every slot taken, only dependency and attempt checks can still decide anything:
             // a backlog of plain tasks is not queued up just to find nobody free.
             let any_free = candidates.iter().any(|c| {
-                in_flight_per_agent.get(c.id.as_str()).copied().unwrap_or(0) < slots_per_agent
+                in_flight_per_agent.get(c.id.as_str()).copied().unwrap_or(0) < c.slots.max(1)
             });
             // Ready tasks grouped by priority (high first), then by submitter in FIFO order.
             #[allow(clippy::type_complexity)]
@@ -1395,7 +1428,7 @@ mod tests {
                         .iter()
                         .filter(|c| {
                             in_flight_per_agent.get(c.id.as_str()).copied().unwrap_or(0)
-                                < slots_per_agent
+                                < c.slots.max(1)
                         })
                         .map(|c| {
                             let mut c = c.clone();
@@ -1430,18 +1463,33 @@ mod tests {
 
         /// Decisions read from the book's incremental indexes (the queue walked only as far
         /// as free slots reach) equal the full scan's, command for command, after every
-        /// event of the random walk, at several moments and slot counts.
+        /// event of the random walk, at several moments and slot counts (the two agents'
+        /// equal or not).
         #[test]
         fn decisions_from_the_indexes_equal_a_scan_of_every_task() {
             let (mut assigns, mut other_commands) = (0, 0);
             random_walk(600, |step, book, at, [w1, w2]| {
-                let candidates = [super::agent(w1, "x"), super::agent(w2, "x")];
                 let scanned = unindexed(book);
-                for (later_ms, slots) in [(0, 1), (300, 2), (1_500, 1), (5_000, 8)] {
+                for (later_ms, slots) in
+                    [(0, [1, 1]), (300, [2, 1]), (1_500, [0, 3]), (5_000, [8, 8])]
+                {
+                    let candidates = [
+                        Candidate {
+                            slots: slots[0],
+                            ..super::agent(w1, "x")
+                        },
+                        Candidate {
+                            slots: slots[1],
+                            ..super::agent(w2, "x")
+                        },
+                    ];
                     let now = at + Duration::milliseconds(later_ms);
-                    let indexed = decide(book, &candidates, now, slots);
-                    let scan = decide_by_scan(&scanned, &candidates, now, slots);
-                    assert_eq!(indexed, scan, "step {step}, +{later_ms} ms, {slots} slots");
+                    let indexed = decide(book, &candidates, now);
+                    let scan = decide_by_scan(&scanned, &candidates, now);
+                    assert_eq!(
+                        indexed, scan,
+                        "step {step}, +{later_ms} ms, slots {slots:?}"
+                    );
                     for c in &indexed {
                         match c {
                             Command::Assign { .. } => assigns += 1,
@@ -1484,20 +1532,20 @@ mod tests {
         book.tasks.insert("parent".into(), parent);
         book.tasks.insert("child".into(), child.clone());
         let agents = [agent("w", "x"), agent("v", "x")];
-        let cmds = decide(&book, &agents, now, 1);
+        let cmds = decide(&book, &agents, now);
         assert!(
             matches!(&cmds[..], [Command::Assign { task, .. }] if task == "parent"),
             "{cmds:?}"
         );
         book.tasks.get_mut("parent").expect("parent").state =
             TaskState::Completed { agent: "w".into() };
-        let cmds = decide(&book, &agents, now, 1);
+        let cmds = decide(&book, &agents, now);
         assert!(
             matches!(&cmds[..], [Command::Assign { task, .. }] if task == "child"),
             "{cmds:?}"
         );
         book.tasks.get_mut("parent").expect("parent").state = TaskState::DeadLettered;
-        let cmds = decide(&book, &agents, now, 1);
+        let cmds = decide(&book, &agents, now);
         assert!(
             matches!(&cmds[..], [Command::Cancel { task, .. }] if task == "child"),
             "{cmds:?}"
@@ -1506,7 +1554,7 @@ mod tests {
             .get_mut("child")
             .expect("child")
             .fail_with_dependency = true;
-        let cmds = decide(&book, &agents, now, 1);
+        let cmds = decide(&book, &agents, now);
         assert!(
             matches!(&cmds[..], [Command::DeadLetter { task, .. }] if task == "child"),
             "{cmds:?}"

@@ -6,7 +6,7 @@
 #     package = murmur.packages.x86_64-linux.default;
 #   };
 #
-# Each agent runs `murmur agent run --kind KIND --name NAME [--capability C]...` as
+# Each agent runs `murmur agent run --kind KIND --name NAME --slots N [--capability C]...` as
 # `murmur-agent-NAME.service` with a dynamic user and its own state directory.
 { config, lib, pkgs, ... }:
 let
@@ -66,6 +66,11 @@ let
         default = null;
         description = "systemd CPUQuota, e.g. \"50%\".";
       };
+      slots = lib.mkOption {
+        type = lib.types.ints.positive;
+        default = 1;
+        description = "Tasks the agent runs at once (`--slots`); coordinators assign it at most this many.";
+      };
     };
   };
 in
@@ -94,6 +99,7 @@ in
       serviceConfig = {
         ExecStart = lib.escapeShellArgs (
           [ "${agent.package}/bin/murmur" "agent" "run" "--kind" agent.kind "--name" name ]
+          ++ [ "--slots" (toString agent.slots) ]
           ++ lib.concatMap (c: [ "--capability" c ]) agent.capabilities
         );
         DynamicUser = true;

@@ -378,6 +378,9 @@ fn host_config_in(ctx: &Ctx<'_>, host: &str) -> Nix {
                 if let Some(f) = &a.credentials_file {
                     agent.set(&["credentialsFile"], f.as_str().into());
                 }
+                if let Some(n) = a.slots {
+                    agent.set(&["slots"], i64::from(n).into());
+                }
                 if let Some(m) = a.resources.memory_mib {
                     agent.set(&["memoryMax"], format!("{m}M").into());
                 }
@@ -719,6 +722,7 @@ mod tests {
         "services.murmur-agents.<>.requires",        // (m)
         "services.murmur-agents.<>.memoryMax",       // (m)
         "services.murmur-agents.<>.cpuQuota",        // (m)
+        "services.murmur-agents.<>.slots",           // (m)
     ];
 
     fn allowed(path: &[String]) -> bool {
@@ -861,6 +865,15 @@ mod tests {
         ] {
             assert!(edge.contains(expected), "edge-1 lacks {expected:?}: {edge}");
         }
+        let app2 = &squash(&flake.files["hosts/app-2.nix"]);
+        assert!(
+            app2.contains("compiler = {") && app2.contains("slots = 2;"),
+            "the compiler agent runs two tasks at once: {app2}"
+        );
+        assert!(
+            !app1.contains("slots ="),
+            "the planner keeps the default: {app1}"
+        );
         let flake_nix = &squash(&flake.files["flake.nix"]);
         for expected in [
             "nixpkgs.url = \"github:NixOS/nixpkgs/nixos-26.05\";",

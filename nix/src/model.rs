@@ -180,6 +180,9 @@ pub struct AgentSpec {
     pub subscriptions: Vec<String>,
     /// Tasks per second it should take at most. Validated and recorded; not enforced yet.
     pub rate_limit: Option<u32>,
+    /// Tasks it runs at once (`--slots`, announced in its manifest; coordinators assign it at
+    /// most this many). Absent: the agent's default, one.
+    pub slots: Option<u32>,
     /// Realm.
     #[serde(default = "default_realm")]
     pub realm: String,

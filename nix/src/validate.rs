@@ -237,6 +237,9 @@ fn check_values(node: &NodeSpec, problems: &mut Vec<Problem>) {
         NodeKind::Agent(a) if name_problem(&a.kind).is_some() => {
             bad(format!("agent kind {:?} is not a valid name", a.kind))
         }
+        NodeKind::Agent(a) if a.slots == Some(0) => {
+            bad("slots must be at least 1 (it is how many tasks the agent runs at once)".into())
+        }
         NodeKind::Database(d) => {
             for db in d.databases.iter().chain(d.users.iter().map(|u| &u.name)) {
                 if name_problem(db).is_some() {
@@ -596,6 +599,15 @@ mod tests {
                 }),
             )
             .node("bad name", "h1", service(9002))
+            .node(
+                "idle",
+                "h1",
+                NodeKind::Agent(AgentSpec {
+                    kind: "tool".into(),
+                    slots: Some(0),
+                    ..Default::default()
+                }),
+            )
             .edge("a", "b", EdgeKind::DependsOn)
             .edge("b", "c", EdgeKind::DependsOn)
             .edge("c", "a", EdgeKind::DependsOn)
@@ -639,10 +651,11 @@ mod tests {
             "\"a\" uses subject \"murmur.v1.acme.evt.task.*.exploded\"",
             "database \"db\" backs up to \"a\", which is not a storage node",
             "message bus cluster \"murmur\" declares 3 nodes but has 1: bus",
+            "slots must be at least 1",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
-        assert_eq!(err.0.len(), 12, "{text}");
+        assert_eq!(err.0.len(), 13, "{text}");
         assert!(
             !text.contains("completed"),
             "a declared subject is fine:\n{text}"

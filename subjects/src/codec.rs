@@ -454,6 +454,7 @@ mod tests {
             labels: Default::default(),
             agent_version: "0".into(),
             hardware: Hardware::default(),
+            slots: 1,
         }
     }
 

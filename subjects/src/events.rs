@@ -30,7 +30,8 @@ pub struct Hardware {
 /// `dev.murmur.agent.joined` v2: an agent joined the cluster and announces its manifest.
 ///
 /// v1 carried only `name`, `kind` and `capabilities`; v1 events are upgraded with empty labels,
-/// `agent_version = "unknown"` and zeroed hardware.
+/// `agent_version = "unknown"`, zeroed hardware and one slot. `slots` was added to v2 as an
+/// optional field: a v2 event without it means one slot, and readers that predate it ignore it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentJoined {
     /// Human-readable name (not an identity: the identity is the event's signing key).
@@ -46,6 +47,13 @@ pub struct AgentJoined {
     pub agent_version: String,
     /// Hardware offered.
     pub hardware: Hardware,
+    /// Tasks it runs at once: coordinators assign it at most this many attempts in flight.
+    #[serde(default = "one_slot")]
+    pub slots: u32,
+}
+
+fn one_slot() -> u32 {
+    1
 }
 
 /// The v1 shape of [`AgentJoined`], kept so old events decode on replay.
@@ -80,6 +88,7 @@ impl Payload for AgentJoined {
                     labels: BTreeMap::new(),
                     agent_version: "unknown".into(),
                     hardware: Hardware::default(),
+                    slots: 1,
                 })
             }
             found => Err(PayloadError::UnsupportedVersion {
@@ -817,6 +826,7 @@ mod tests {
                 accelerators: vec![],
                 vram_mib: 0,
             },
+            slots: 4,
         };
         let bytes = encode(&joined).expect("encode");
         assert!(bytes.starts_with(b"{\"v\":2,\"name\""));
@@ -831,9 +841,16 @@ mod tests {
         assert_eq!(joined.name, "old");
         assert_eq!(joined.agent_version, "unknown");
         assert_eq!(joined.hardware, Hardware::default());
+        assert_eq!(joined.slots, 1);
         // Version not first, as another language might write it.
         let v1b = br#"{"name":"old","capabilities":[],"kind":"x","v":1}"#;
         assert_eq!(decode::<AgentJoined>(v1b).expect("decodes").kind, "x");
+    }
+
+    #[test]
+    fn a_v2_agent_joined_written_before_slots_runs_one_task_at_once() {
+        let v2 = br#"{"v":2,"name":"w","kind":"tool","capabilities":["tool.fs"],"agent_version":"0.1.0","hardware":{"cores":8,"memory_mib":1024}}"#;
+        assert_eq!(decode::<AgentJoined>(v2).expect("decodes").slots, 1);
     }
 
     #[test]

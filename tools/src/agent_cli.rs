@@ -31,6 +31,10 @@ pub struct AgentRunArgs {
     /// Heartbeat interval in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_ms: u64,
+    /// Tasks it runs at once, announced in its manifest: coordinators assign it at most this
+    /// many attempts in flight.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub slots: u32,
     /// Use a fresh identity instead of the identity file (for running several agents).
     #[arg(long)]
     pub ephemeral_identity: bool,
@@ -140,6 +144,7 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
             labels,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             hardware: hardware(),
+            slots: args.slots,
         },
         heartbeat: Duration::from_millis(args.heartbeat_ms),
     };
@@ -261,12 +266,14 @@ pub async fn ls(settings: &Settings, capability: Option<String>) -> Result<()> {
             AgentStatus::Left => "left",
         };
         out!(
-            "{id}  {status:<8} {:<10} {:<16} {:<40} {} cores {} MiB",
+            "{id}  {status:<8} {:<10} {:<16} {:<40} {} cores {} MiB {} {}",
             a.kind,
             a.name,
             a.capabilities.iter().cloned().collect::<Vec<_>>().join(","),
             a.hardware.cores,
-            a.hardware.memory_mib
+            a.hardware.memory_mib,
+            a.slots,
+            if a.slots == 1 { "slot" } else { "slots" }
         );
     }
     Ok(())

@@ -649,6 +649,9 @@ fn subjects(settings: &Settings) -> Result<()> {
 }
 
 async fn up(settings: &Settings, port: u16) -> Result<()> {
+    // Listening from the start (SIGTERM too): a process manager's stop must not orphan the
+    // nats-server started below.
+    let stop = crate::agent_cli::shutdown_signal()?;
     let mut _server = None;
     let connect = match &settings.connect {
         Some(c) => c.clone(),
@@ -713,7 +716,7 @@ async fn up(settings: &Settings, port: u16) -> Result<()> {
         stopped(stop_rx),
         None,
     ));
-    tokio::signal::ctrl_c().await.ok();
+    stop.await;
     stop_tx.send_replace(true);
     auditor.await??;
     monitor.await??;
@@ -1112,13 +1115,15 @@ pub async fn load_dead_letter(log: &EventLog, stream: &str, seq: u64) -> Result<
 async fn nats_up(settings: &Settings, size: usize) -> Result<()> {
     match size {
         1 => {
+            let stop = crate::agent_cli::shutdown_signal()?;
             let store = settings.data_dir.join("nats");
             let mut p = NatsProcess::start(4222, &store).await?;
             p.wait_ready(Duration::from_secs(60)).await?;
             out!("{}", p.url());
-            tokio::signal::ctrl_c().await?;
+            stop.await;
         }
         3 => {
+            let stop = crate::agent_cli::shutdown_signal()?;
             let dir = settings.data_dir.join("cluster");
             let cluster = NatsCluster::start(3, Some(&dir)).await?;
             out!("{}", cluster.urls());
@@ -1126,7 +1131,7 @@ async fn nats_up(settings: &Settings, size: usize) -> Result<()> {
                 "3-node cluster up (store {}); ctrl-c to stop",
                 dir.display()
             );
-            tokio::signal::ctrl_c().await?;
+            stop.await;
         }
         n => bail!("--cluster takes 1 or 3, not {n}"),
     }

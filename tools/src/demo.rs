@@ -71,6 +71,7 @@ fn manifest(name: &str) -> AgentJoined {
             accelerators: vec![],
             vram_mib: 0,
         },
+        slots: 1,
     }
 }
 

@@ -151,6 +151,27 @@ pub async fn wait_jetstream(url: &str, deadline: Duration) -> Result<()> {
     }
 }
 
+/// Locks `store_dir` for one server (created if missing): two servers on one JetStream store
+/// would both recover and write the same files.
+fn lock_store(store_dir: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(store_dir)?;
+    let path = store_dir.join("murmur-server.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "the JetStream store {} is in use by another nats-server that murmur started: \
+             stop that one, or give this one another --data-dir",
+            store_dir.display()
+        );
+    }
+    Ok(lock)
+}
+
 /// JetStream file store limit of local servers: 1 TiB, so stream reservations never depend on
 /// how much disk happens to be free.
 pub const LOCAL_MAX_FILE_STORE: u64 = 1 << 40;
@@ -168,14 +189,29 @@ pub struct NatsProcess {
     /// JetStream store directory.
     pub store_dir: PathBuf,
     log_path: PathBuf,
+    /// An exclusive lock on `store_dir/murmur-server.lock`, held while this value lives (across
+    /// restarts): two servers on one store would both recover and write the same files.
+    _store_lock: std::fs::File,
 }
 
 impl NatsProcess {
     /// Starts a server with JetStream on `port` (0: pick a free one), storing in `store_dir`.
     pub async fn start(port: u16, store_dir: &Path) -> Result<Self> {
-        let port = if port == 0 { free_port()? } else { port };
+        let port = if port == 0 {
+            free_port()?
+        } else {
+            // Checked before anything touches the store: a server that fails to listen has
+            // already recovered (and written) its JetStream store by then.
+            if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                bail!(
+                    "port {port} is in use (another `murmur up`?): connect to that server with \
+                     --server nats://127.0.0.1:{port}, or pick another --port"
+                );
+            }
+            port
+        };
         let monitor_port = free_port()?;
-        std::fs::create_dir_all(store_dir)?;
+        let store_lock = lock_store(store_dir)?;
         // JetStream's default store limit is 75% of the free disk at start, and every stream
         // reserves its max_bytes against it (10 GiB for murmur's history by default): on a
         // machine with little free disk, stream creation would fail with "insufficient
@@ -189,7 +225,14 @@ impl NatsProcess {
                 store_dir.display()
             ),
         )?;
-        Self::start_with_config(&config, port, monitor_port, store_dir).await
+        Self::spawn(
+            vec!["-c".into(), config.display().to_string()],
+            port,
+            monitor_port,
+            store_dir,
+            store_lock,
+        )
+        .await
     }
 
     /// Starts a server from a config file.
@@ -204,6 +247,7 @@ impl NatsProcess {
             port,
             monitor_port,
             store_dir,
+            lock_store(store_dir)?,
         )
         .await
     }
@@ -213,6 +257,7 @@ impl NatsProcess {
         port: u16,
         monitor_port: u16,
         store_dir: &Path,
+        store_lock: std::fs::File,
     ) -> Result<Self> {
         std::fs::create_dir_all(store_dir)?;
         let bin = find_nats_server()?;
@@ -225,6 +270,7 @@ impl NatsProcess {
             monitor_port,
             store_dir: store_dir.to_path_buf(),
             log_path,
+            _store_lock: store_lock,
         };
         p.launch()?;
         Ok(p)
@@ -255,26 +301,33 @@ impl NatsProcess {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Waits until the server is healthy and JetStream answers.
+    /// Waits until the server is healthy and JetStream answers; fails as soon as the server
+    /// exits, with the last lines of its log.
     pub async fn wait_ready(&mut self, deadline: Duration) -> Result<()> {
-        let result = async {
-            wait_healthy(self.monitor_port, deadline).await?;
-            wait_jetstream(&self.url(), deadline).await
-        }
-        .await;
-        if let Err(e) = result {
-            if let Some(child) = &mut self.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-                bail!(
-                    "nats-server exited ({status}): {}",
-                    log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-                );
-            }
-            return Err(e);
-        }
-        Ok(())
+        let (monitor_port, url) = (self.monitor_port, self.url());
+        let ready = async move {
+            wait_healthy(monitor_port, deadline).await?;
+            wait_jetstream(&url, deadline).await
+        };
+        let Some(child) = &mut self.child else {
+            bail!("nats-server is stopped");
+        };
+        let status = tokio::select! {
+            ready = ready => return ready,
+            status = child.wait() => status?,
+        };
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        bail!(
+            "nats-server exited ({status}): {}",
+            log.lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join(" | ")
+        )
     }
 
     /// Stops the server (SIGKILL) and waits for it to exit. The store is kept.
@@ -395,6 +448,23 @@ mod tests {
         for p in ports {
             TcpListener::bind(("127.0.0.1", p))?; // free
         }
+        Ok(())
+    }
+
+    /// A server that cannot start is reported when it exits, with its log, not after the
+    /// whole readiness deadline.
+    #[tokio::test]
+    async fn a_server_that_exits_at_start_fails_the_wait_with_its_log() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("broken.conf");
+        std::fs::write(&config, "listen: 127.0.0.1:1\njetstream { store_dir: \"")?;
+        let mut server =
+            NatsProcess::start_with_config(&config, free_port()?, free_port()?, dir.path()).await?;
+        let err = server
+            .wait_ready(Duration::from_secs(600))
+            .await
+            .expect_err("the config does not parse");
+        assert!(err.to_string().starts_with("nats-server exited"), "{err:#}");
         Ok(())
     }
 }

@@ -54,6 +54,8 @@ pub struct OnlineAgent {
     pub kind: String,
     /// Capabilities.
     pub capabilities: Vec<String>,
+    /// Tasks it runs at once (its manifest's slots).
+    pub slots: u32,
     /// Live counters from `$SRV.STATS`.
     pub live: Option<MetricsSnapshot>,
 }
@@ -114,6 +116,7 @@ pub async fn collect(settings: &Settings, window: Duration) -> Result<Status> {
                 name: a.name.clone(),
                 kind: a.kind.clone(),
                 capabilities: a.capabilities.iter().cloned().collect(),
+                slots: a.slots,
                 live: live.get(id).cloned(),
             });
         }
@@ -175,8 +178,9 @@ pub async fn run(settings: &Settings, window_s: u64) -> Result<()> {
     for a in &s.online {
         let live = match &a.live {
             Some(m) => format!(
-                "running {} · completed {} · failed {} · cancelled {}{}",
+                "running {}/{} · completed {} · failed {} · cancelled {}{}",
                 m.running,
+                a.slots,
                 m.attempts_completed,
                 m.attempts_failed,
                 m.attempts_cancelled,

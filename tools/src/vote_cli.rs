@@ -385,6 +385,7 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
                 labels: Default::default(),
                 agent_version: env!("CARGO_PKG_VERSION").into(),
                 hardware: crate::agent_cli::hardware(),
+                slots: 1,
             },
             heartbeat: Duration::from_millis(args.heartbeat_ms),
         },

@@ -203,6 +203,7 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
                     labels: Default::default(),
                     agent_version: env!("CARGO_PKG_VERSION").into(),
                     hardware: Default::default(),
+                    slots: 1,
                 },
                 heartbeat: Duration::from_secs(1),
             },
@@ -430,6 +431,7 @@ async fn consensus_suite(
                             labels: Default::default(),
                             agent_version: env!("CARGO_PKG_VERSION").into(),
                             hardware: Default::default(),
+                            slots: 1,
                         },
                         heartbeat: Duration::from_secs(1),
                     },
@@ -1410,10 +1412,7 @@ async fn task_suite(
         open("coordinator").await?,
         Arc::new(SystemClock),
         // The tick and batch window `murmur coordinator` uses.
-        CoordinatorConfig {
-            slots_per_agent: 512,
-            ..CoordinatorConfig::default()
-        },
+        CoordinatorConfig::default(),
         stopped(stop_rx.clone()),
     ));
     let mut observer = Projector::new(
@@ -1442,6 +1441,8 @@ async fn task_suite(
                             accelerators: vec![],
                             vram_mib: 0,
                         },
+                        // No-op tasks: as many at once as the coordinator sends.
+                        slots: 512,
                     },
                     heartbeat: Duration::from_secs(1),
                 },
