@@ -736,7 +736,7 @@ pub fn describe(seq: Option<u64>, event: &VerifiedEvent) -> String {
         s.chars().skip(n.saturating_sub(8)).collect::<String>()
     };
     format!(
-        "{:>6} {} {:<28} {:<22} from {} corr {} cause {} {}",
+        "{:>6} {} {:<28} {:<22} id {} from {} corr {} cause {} {}",
         seq.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
         event
             .record
@@ -751,6 +751,8 @@ pub fn describe(seq: Option<u64>, event: &VerifiedEvent) -> String {
             .chars()
             .take(22)
             .collect::<String>(),
+        // Its own id too, so a `cause` on a later line can be followed back to this one.
+        tail(&event.record.id),
         short(event.emitter()),
         tail(event.record.correlation_id.as_deref().unwrap_or("")),
         tail(event.record.causation_id.as_deref().unwrap_or("")),
@@ -1183,5 +1185,10 @@ mod tests {
             .expect("decode");
         let line = describe(Some(7), &event);
         assert!(line.contains("corr 1201d2a9 cause c0ffee00"), "{line}");
+        let id = &sealed.record.id;
+        assert!(
+            line.contains(&format!(" id {} from ", &id[id.len() - 8..])),
+            "{line}"
+        );
     }
 }

@@ -111,12 +111,16 @@ pub enum KbCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// One fact as JSON (fields with every conflicting value and its author).
+    /// One fact: who asserted it and how confident each agent is, its fields with every
+    /// conflicting value and its author, its status and resolutions.
     Get {
         /// Space.
         space: String,
         /// Fact id.
         fact: String,
+        /// Print the fact as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Facts matching conditions.
     Query(QueryArgs),
@@ -258,6 +262,86 @@ fn fact_id(text: &str) -> Result<FactId> {
     Ok(FactId::parse(text)?)
 }
 
+/// `kb get`: the fact's line, then everything a reader may need to trust it or settle it.
+fn fact_summary(f: &FactView) -> Vec<String> {
+    let time = |t: &DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string();
+    let mut out = vec![line(f)];
+    out.push(format!(
+        "  asserted by {} at {}",
+        f.core.author,
+        time(&f.core.asserted_at)
+    ));
+    if !f.core.tags.is_empty() {
+        let tags: Vec<&str> = f.core.tags.iter().map(String::as_str).collect();
+        out.push(format!("  tags: {}", tags.join(", ")));
+    }
+    if f.core.valid_from.is_some() || f.core.valid_to.is_some() {
+        let bound = |t: &Option<DateTime<Utc>>| t.as_ref().map_or("…".to_string(), time);
+        out.push(format!(
+            "  valid: {} to {}",
+            bound(&f.core.valid_from),
+            bound(&f.core.valid_to)
+        ));
+    }
+    if let Some(source) = &f.core.source_event {
+        out.push(format!("  source event: {source}"));
+    }
+    for (agent, c) in &f.confidences {
+        out.push(format!("  confidence {c:.2} from {agent}"));
+    }
+    for (field, d) in &f.fields {
+        out.push(format!(
+            "  {field} = {} (by {}, {})",
+            d.winner.value.value,
+            d.winner.author,
+            time(&d.winner.value.at)
+        ));
+        for other in &d.others {
+            out.push(format!(
+                "    CONFLICT: also {} (by {}, {}); settle it with `kb resolve`",
+                other.value.value,
+                other.author,
+                time(&other.value.at)
+            ));
+        }
+    }
+    if let Some(status) = &f.status {
+        for s in status.all() {
+            let what = match (&s.value.state, &s.value.superseded_by) {
+                (murmur_knowledge::document::FactState::Superseded, Some(by)) => {
+                    format!("superseded by {by}")
+                }
+                (state, _) => format!("{state:?}").to_lowercase(),
+            };
+            let why = if s.value.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", s.value.reason)
+            };
+            out.push(format!(
+                "  {what} by {} at {}{why}",
+                s.author,
+                time(&s.value.at)
+            ));
+        }
+    }
+    for (field, r) in &f.resolutions {
+        let policy = match &r.winner.value.policy {
+            ResolutionPolicy::HighestConfidence => "highest confidence".to_string(),
+            ResolutionPolicy::MostRecent => "most recent".to_string(),
+            ResolutionPolicy::Manual { .. } => "manual".to_string(),
+        };
+        out.push(format!(
+            "  {field} resolved to {} ({policy}, from {} values) by {} at {}",
+            r.winner.value.chosen,
+            r.winner.value.candidates.len(),
+            r.winner.author,
+            time(&r.winner.value.at)
+        ));
+    }
+    out
+}
+
 fn line(f: &FactView) -> String {
     let mut s = format!(
         "{}  {} {} {}  conf={:.2}",
@@ -381,11 +465,17 @@ async fn act(r: &mut KnowledgeReplica, command: KbCommand) -> Result<()> {
             r.supersede(&space, &fact_id(&old)?, &fact_id(&new)?, &reason)?;
             out!("{old} superseded by {new}");
         }
-        KbCommand::Get { space, fact } => {
+        KbCommand::Get { space, fact, json } => {
             let view = r
                 .fact(&space, &fact_id(&fact)?)?
                 .with_context(|| format!("no fact {fact} in {space}"))?;
-            out!("{}", serde_json::to_string_pretty(&view)?);
+            if json {
+                out!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                for l in fact_summary(&view) {
+                    out!("{l}");
+                }
+            }
         }
         KbCommand::Query(args) => local_query(r, args)?,
         KbCommand::Conflicts { space } => {
@@ -682,6 +772,51 @@ async fn session_step(
                 eprintln!("edits kept pending ({e:#})");
             }
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_shows_authors_confidences_conflicts_status_and_resolutions() {
+        let at = "2026-11-24T08:58:58.476Z";
+        let fact: FactView = serde_json::from_value(serde_json::json!({
+            "id": "ba5a911a57453e4c4b66e7b2852f6d70",
+            "core": {
+                "subject": "svc:web", "predicate": "owner",
+                "object": {"type": "text", "value": "alice"},
+                "tags": ["infra"], "author": "UALICE", "asserted_at": at
+            },
+            "confidences": {"UALICE": 1.0, "UBOB": 0.5},
+            "fields": {"team": {
+                "winner": {"value": {"value": {"type": "text", "value": "payments"}, "at": at}, "author": "UBOB"},
+                "others": [{"value": {"value": {"type": "text", "value": "platform"}, "at": at}, "author": "UALICE"}]
+            }},
+            "status": {"winner": {"value": {
+                "state": "superseded", "superseded_by": "00000000000000000000000000000001",
+                "reason": "moved", "at": at
+            }, "author": "UALICE"}, "others": []},
+            "resolutions": {"port": {"winner": {"value": {
+                "field": "port", "policy": {"policy": "most_recent"},
+                "chosen": {"type": "int", "value": 8080}, "candidates": [], "at": at
+            }, "author": "UBOB"}, "others": []}}
+        }))
+        .expect("a fact view");
+        let text = fact_summary(&fact).join("\n");
+        for expected in [
+            "svc:web owner \"alice\"  conf=0.75  [superseded]  CONFLICT:team",
+            "asserted by UALICE at 2026-11-24 08:58:58.476 UTC",
+            "tags: infra",
+            "confidence 0.50 from UBOB",
+            "team = \"payments\" (by UBOB,",
+            "CONFLICT: also \"platform\" (by UALICE,",
+            "superseded by 00000000000000000000000000000001 by UALICE at 2026-11-24 08:58:58.476 UTC: moved",
+            "port resolved to 8080 (most recent, from 0 values) by UBOB",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing:\n{text}");
         }
     }
 }
