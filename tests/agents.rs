@@ -348,3 +348,175 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
     worker.kill().await?;
     Ok(())
 }
+
+/// Typed handlers: the agent's manifest declares the types it has handlers for; each handler
+/// gets only its type, stored after the agent joined, in log order, decoded into its own
+/// payload type with the verified emitter and the event's lineage. A handler for an
+/// undeclared type, and a manifest naming a type the catalog lacks, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_handlers_get_only_the_declared_types_stored_after_the_join() -> Result<()> {
+    use murmur_agents::handlers::{EventContext, EventHandlers, run_handlers};
+    use murmur_agents::{Agent, AgentError, AgentSpec};
+    use murmur_subjects::Draft;
+    use murmur_subjects::events::{
+        ProposalOpened, Protocol, TaskCancelled, TaskSubmitted, VoteCast,
+    };
+
+    #[derive(Debug)]
+    enum Seen {
+        Task(TaskSubmitted, EventContext),
+        Proposal(ProposalOpened, EventContext),
+    }
+    let nats = TestNats::start().await?;
+    let other = nats.event_log("acme").await?;
+    let opened = |question: &str| ProposalOpened {
+        question: question.into(),
+        payload: serde_json::json!({}),
+        protocol: Protocol::SimpleMajority,
+        voters: Default::default(),
+        quorum: 1,
+        deadline: chrono::Utc::now(),
+        category: String::new(),
+        stimulus: 1.0,
+    };
+    // Stored before the agent joins: not its business.
+    other
+        .append(Draft::new(Token::new("p0")?, &opened("before"))?)
+        .await?;
+
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let tasks_tx = seen_tx.clone();
+    let handlers = EventHandlers::new()
+        .on(move |p: ProposalOpened, ctx| {
+            let tx = seen_tx.clone();
+            async move {
+                let _ = tx.send(Seen::Proposal(p, ctx));
+                Ok(())
+            }
+        })
+        .on(move |t: TaskSubmitted, ctx| {
+            let tx = tasks_tx.clone();
+            async move {
+                let refuse = t.input.get("refuse").is_some();
+                let _ = tx.send(Seen::Task(t, ctx));
+                if refuse {
+                    Err("refused by the handler".into())
+                } else {
+                    Ok(())
+                }
+            }
+        });
+    let spec = |handles: Option<Vec<String>>| AgentSpec {
+        manifest: AgentJoined {
+            handles,
+            ..murmur_e2e::joined("typed")
+        },
+        heartbeat: Duration::from_millis(200),
+    };
+    let unknown = Agent::join(
+        nats.event_log("acme").await?,
+        spec(Some(vec!["dev.murmur.task.exploded".into()])),
+    )
+    .await;
+    assert!(
+        matches!(&unknown, Err(AgentError::UnknownEventType(t)) if t == "dev.murmur.task.exploded"),
+        "{unknown:?}"
+    );
+    let agent = Agent::join(nats.event_log("acme").await?, spec(Some(handlers.types()))).await?;
+    assert_eq!(
+        agent.handles(),
+        Some(
+            &[
+                "dev.murmur.proposal.opened".to_string(),
+                "dev.murmur.task.submitted".to_string()
+            ][..]
+        )
+    );
+    let undeclared = EventHandlers::new().on(|_: VoteCast, _| async { Ok(()) });
+    let refused = run_handlers(&agent, &undeclared, std::future::pending()).await;
+    assert!(
+        matches!(&refused, Err(AgentError::UndeclaredHandler(t)) if t == "dev.murmur.proposal.vote_cast"),
+        "{refused:?}"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let handlers = handlers.clone();
+        tokio::spawn(async move {
+            let stats = run_handlers(&agent, &handlers, async {
+                let _ = stop_rx.await;
+            })
+            .await;
+            (agent, stats)
+        })
+    };
+    // A type it did not declare first: had it been delivered, it would come first.
+    other
+        .append(Draft::new(
+            Token::new("t0")?,
+            &TaskCancelled {
+                reason: "not handled".into(),
+            },
+        )?)
+        .await?;
+    let submit = Draft::new(
+        Token::new("t1")?,
+        &TaskSubmitted {
+            capability: "test.run".into(),
+            input: serde_json::json!({"refuse": true}),
+            ..Default::default()
+        },
+    )?
+    .caused_by_ids("flow-1", "cause-1", None);
+    let (submitted, _) = other.append(submit).await?;
+    let (proposal, _) = other
+        .append(Draft::new(Token::new("p1")?, &opened("ship it?"))?)
+        .await?;
+
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.push(
+            tokio::time::timeout(DEADLINE, seen.recv())
+                .await
+                .context("a handled event never arrived")?
+                .context("handlers stopped")?,
+        );
+    }
+    match &got[..] {
+        [Seen::Task(t, tc), Seen::Proposal(p, pc)] => {
+            assert_eq!(t.capability, "test.run");
+            assert_eq!(tc.id, submitted.record.id);
+            assert_eq!(tc.emitter, other.identity().public_key());
+            assert_eq!(tc.correlation_id.as_deref(), Some("flow-1"));
+            assert_eq!(tc.causation_id.as_deref(), Some("cause-1"));
+            assert_eq!(tc.aggregate, "t1");
+            assert_eq!(p.question, "ship it?");
+            assert_eq!(pc.id, proposal.record.id);
+            assert!(pc.sequence > tc.sequence);
+            // What a handler writes continues the event's flow.
+            let reply = pc.continue_flow(Draft::new(Token::new("p1")?, &opened("echo"))?);
+            let sealed = other.seal(reply);
+            assert_eq!(sealed.record.causation_id.as_deref(), Some(pc.id.as_str()));
+        }
+        other => anyhow::bail!("expected the task, then the proposal: {other:?}"),
+    }
+    let _ = stop_tx.send(());
+    let (agent, stats) = running.await?;
+    let stats = stats?;
+    assert_eq!((stats.handled, stats.failed), (1, 1), "{stats:?}");
+    assert!(seen.try_recv().is_err(), "nothing else was handled");
+
+    // The registry shows what it handles.
+    let mut registry = Projector::new(
+        other.clone(),
+        RegistryProjection {
+            realm: Token::new("acme")?,
+        },
+    );
+    registry.catch_up().await?;
+    let entry = &registry.state().agents[agent.id().as_str()];
+    assert_eq!(entry.handles.as_deref(), agent.handles());
+    assert!(!entry.takes_tasks);
+    agent.leave("done").await?;
+    Ok(())
+}

@@ -21,6 +21,7 @@ pub fn joined(name: &str) -> AgentJoined {
         agent_version: "test".into(),
         hardware: Hardware::default(),
         slots: 1,
+        handles: None,
     }
 }
 

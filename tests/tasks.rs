@@ -422,6 +422,74 @@ async fn an_agent_runs_as_many_tasks_at_once_as_its_slots() -> Result<()> {
     Ok(())
 }
 
+/// An agent offering the capability but no task handler (`agent run` of a kind without
+/// one: its manifest declares it handles no assignments) is never assigned the task; the
+/// task waits for an agent that runs tasks and completes there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_handles_no_assignments_is_never_assigned_a_task() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let realm = Token::new("acme")?;
+    let submitter = nats.event_log("acme").await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
+    let mut live = Projector::new(
+        submitter.clone(),
+        CoordinatorProjection::new(realm.clone(), vec![]),
+    );
+    let (mut watcher, watcher_id) =
+        spawn_agent(nats.url(), data.path(), "watcher", "test.run", &[]).await?;
+    wait(&mut live, "the watcher online", |v| {
+        v.registry
+            .agents
+            .get(&watcher_id)
+            .is_some_and(|a| a.status == AgentStatus::Online)
+    })
+    .await?;
+    assert_eq!(
+        live.state().registry.agents[&watcher_id].handles,
+        Some(vec![]),
+        "a kind without a handler declares it handles nothing"
+    );
+    submitter
+        .append_expected(
+            Draft::new(
+                Token::new("job")?,
+                &submitted(serde_json::json!({"n": 1}), 1, 900_000),
+            )?,
+            Expected::NoEvents,
+        )
+        .await?;
+    // Had the watcher been chosen, the task would sit on its 15-minute lease instead.
+    let (mut worker, worker_id) = spawn_worker(nats.url(), data.path()).await?;
+    wait(&mut live, "the task completed", |v| {
+        v.tasks
+            .tasks
+            .get("job")
+            .is_some_and(|t| matches!(t.state, TaskState::Completed { .. }))
+    })
+    .await?;
+    let assigned: Vec<String> =
+        murmur_e2e::aggregate_events(&submitter, murmur_subjects::Domain::Task, "job")
+            .await?
+            .into_iter()
+            .filter(|e| {
+                e.record.ty
+                    == <murmur_subjects::events::TaskAssigned as murmur_subjects::Payload>::TYPE
+            })
+            .map(|e| {
+                e.payload::<murmur_subjects::events::TaskAssigned>()
+                    .map(|a| a.agent)
+            })
+            .collect::<Result<_, _>>()?;
+    assert_eq!(assigned, [worker_id]);
+    worker.kill().await?;
+    watcher.kill().await?;
+    stop_tx.send_replace(true);
+    coordinator.await??;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_graphs_release_children_with_parent_outputs_and_cancel_on_failure() -> Result<()> {
     use murmur_coordination::graph::{FailurePolicy, GraphSpec, GraphTask};

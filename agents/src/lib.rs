@@ -4,12 +4,14 @@
 //! labels, version, hardware) as a signed `agent.joined` event, registers as a NATS micro
 //! service so stock `$SRV.PING|INFO|STATS` discovery finds it, heartbeats on core NATS and
 //! into a presence KV bucket whose entries expire, can enter a one-way lame-duck mode, and
-//! leaves with a signed `agent.left` event. [`worker`] runs the tasks leased to an agent
-//! through a handler. [`pipeline`] holds the distributed-compilation kinds (planner,
+//! leaves with a signed `agent.left` event. The manifest declares the event types the agent
+//! handles; [`handlers`] runs typed handlers for them. [`worker`] runs the tasks leased to an
+//! agent through a handler. [`pipeline`] holds the distributed-compilation kinds (planner,
 //! compiler, executor); [`artifacts`] the content-addressed Object Store they exchange
 //! source and binaries through.
 
 pub mod artifacts;
+pub mod handlers;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;

@@ -85,6 +85,27 @@ pub struct MemoryStats {
     pub refused: u64,
 }
 
+/// The event types a memory agent handles, for its manifest's `handles`: every space and
+/// knowledge event (it replicates the spaces it holds and checks their changes).
+pub fn handled_types() -> Vec<String> {
+    use murmur_subjects::Payload as _;
+    use murmur_subjects::events::{
+        KnowledgeChanged, SpaceAccessGranted, SpaceAccessRevoked, SpaceOpened, SpaceSnapshotted,
+    };
+    let mut types: Vec<String> = [
+        KnowledgeChanged::TYPE,
+        SpaceAccessGranted::TYPE,
+        SpaceAccessRevoked::TYPE,
+        SpaceOpened::TYPE,
+        SpaceSnapshotted::TYPE,
+    ]
+    .iter()
+    .map(|t| t.to_string())
+    .collect();
+    types.sort();
+    types
+}
+
 /// Runs the memory agent until `shutdown` resolves.
 pub async fn run_memory(
     agent: &Agent,

@@ -34,6 +34,14 @@ pub enum AgentError {
     /// A write the worker had in flight stopped without an answer (its task panicked).
     #[error("a worker write stopped: {0}")]
     WriteStopped(String),
+    /// The manifest declares an event type the catalog does not know.
+    #[error(
+        "the manifest declares it handles {0:?}, which is not an event type in the catalog (`murmur subjects` lists them)"
+    )]
+    UnknownEventType(String),
+    /// A handler was registered for an event type the agent's manifest does not declare.
+    #[error("a handler for {0:?}, which the agent's manifest does not declare in `handles`")]
+    UndeclaredHandler(String),
     /// Registering the micro service or the presence bucket failed.
     #[error("{what}: {reason}")]
     Setup {
@@ -59,6 +67,10 @@ pub struct Agent {
     log: EventLog,
     id: Token,
     session: Session,
+    /// Where its `agent.joined` was stored.
+    joined_sequence: u64,
+    /// The event types its manifest declared (sorted), `None` when it declared none.
+    handles: Option<Vec<String>>,
     lame_duck: Arc<AtomicBool>,
     queue_depth: Arc<AtomicU32>,
     metrics: Arc<AgentMetrics>,
@@ -112,10 +124,20 @@ impl Session {
 }
 
 impl Agent {
-    /// Joins: appends `agent.joined`, registers the micro service, starts heartbeats.
-    pub async fn join(log: EventLog, spec: AgentSpec) -> Result<Self, AgentError> {
+    /// Joins: appends `agent.joined`, registers the micro service, starts heartbeats. A
+    /// manifest that declares an event type the log's catalog does not know is refused
+    /// before anything is written.
+    pub async fn join(log: EventLog, mut spec: AgentSpec) -> Result<Self, AgentError> {
+        if let Some(handles) = &mut spec.manifest.handles {
+            let catalog = log.codec().catalog();
+            if let Some(unknown) = handles.iter().find(|t| catalog.get(t).is_none()) {
+                return Err(AgentError::UnknownEventType(unknown.clone()));
+            }
+            handles.sort();
+            handles.dedup();
+        }
         let id = Token::new(log.identity().public_key())?;
-        let (joined, _) = log.append(Draft::new(id.clone(), &spec.manifest)?).await?;
+        let (joined, stored) = log.append(Draft::new(id.clone(), &spec.manifest)?).await?;
         let session = Session {
             agent: id.clone(),
             joined_event: joined.record.id.clone(),
@@ -196,6 +218,8 @@ impl Agent {
             log,
             id,
             session,
+            joined_sequence: stored.sequence,
+            handles: spec.manifest.handles,
             lame_duck,
             queue_depth,
             metrics,
@@ -208,6 +232,16 @@ impl Agent {
     /// The agent's id (its public key).
     pub fn id(&self) -> &Token {
         &self.id
+    }
+
+    /// Where its `agent.joined` was stored: what it handles is what is stored after it.
+    pub fn joined_sequence(&self) -> u64 {
+        self.joined_sequence
+    }
+
+    /// The event types its manifest declared it handles (sorted), `None` when undeclared.
+    pub fn handles(&self) -> Option<&[String]> {
+        self.handles.as_deref()
     }
 
     /// The agent's event log handle.

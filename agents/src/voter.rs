@@ -109,6 +109,18 @@ impl Voter for PolicyVoter {
     }
 }
 
+/// The event types a voter handles, for its manifest's `handles`: what its ballot
+/// projection reads.
+pub fn handled_types() -> Vec<String> {
+    use murmur_subjects::Payload as _;
+    use murmur_subjects::events::{ProposalDecided, ProposalWithdrawn};
+    vec![
+        ProposalDecided::TYPE.into(),
+        ProposalOpened::TYPE.into(),
+        ProposalWithdrawn::TYPE.into(),
+    ]
+}
+
 /// Runs `voter` as `agent` until `shutdown`; returns how many votes it cast.
 pub async fn run_voter(
     agent: &Agent,

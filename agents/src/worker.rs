@@ -14,7 +14,10 @@ use murmur_coordination::assignments::{
     Assignment, AssignmentProjection, CancellationProjection, work_for,
 };
 use murmur_coordination::tasks::TaskProjection;
-use murmur_subjects::events::{TaskCompleted, TaskFailed, TaskStarted};
+use murmur_subjects::Payload as _;
+use murmur_subjects::events::{
+    TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed, TaskStarted,
+};
 use murmur_subjects::log::Expected;
 use murmur_subjects::{Draft, EventLog, Projector, Token};
 
@@ -100,6 +103,12 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.handle.abort();
     }
+}
+
+/// The event types a worker handles, for its manifest's `handles`: its assignments and the
+/// realm's cancellations.
+pub fn handled_types() -> Vec<String> {
+    vec![TaskAssigned::TYPE.into(), TaskCancelled::TYPE.into()]
 }
 
 /// Runs the worker loop until `shutdown`, then drains; returns how many attempts it

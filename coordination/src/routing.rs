@@ -3,8 +3,9 @@
 //! ## The score
 //!
 //! An agent is **eligible** when it is online, offers the required capability, carries every
-//! required label with the required value, is not in lame-duck mode, and has at least the
-//! required cores, memory and VRAM. Among eligible agents the highest score wins:
+//! required label with the required value, is not in lame-duck mode, handles task
+//! assignments (unless it declared no event types at all), and has at least the required
+//! cores, memory and VRAM. Among eligible agents the highest score wins:
 //!
 //! ```text
 //! score = 0.35 · free_cores_ratio      (cores not used by current load / cores offered, 0..1)
@@ -64,6 +65,9 @@ pub struct Candidate {
     /// Tasks it runs at once: [`crate::tasks::decide`] gives it at most this many attempts in
     /// flight (0 counts as 1).
     pub slots: u32,
+    /// Declared the event types it handles without `dev.murmur.task.assigned`: it runs no
+    /// tasks, so none is assigned to it.
+    pub declines_tasks: bool,
     /// Online (not offline or left).
     pub online: bool,
     /// Refuses new work.
@@ -77,6 +81,8 @@ pub enum Ineligible {
     Offline,
     /// In lame-duck mode.
     LameDuck,
+    /// Handles no task assignments (its manifest's `handles`).
+    DeclinesTasks,
     /// Lacks the capability.
     MissingCapability,
     /// A label is missing or has another value.
@@ -92,6 +98,9 @@ pub fn score(req: &Requirements, c: &Candidate) -> Result<f64, Ineligible> {
     }
     if c.lame_duck {
         return Err(Ineligible::LameDuck);
+    }
+    if c.declines_tasks {
+        return Err(Ineligible::DeclinesTasks);
     }
     if !c.capabilities.iter().any(|cap| cap == &req.capability) {
         return Err(Ineligible::MissingCapability);
@@ -197,6 +206,21 @@ mod tests {
         let mut b = a.clone();
         b.labels.insert("zone".into(), "eu".into());
         assert!(score(&r, &b).is_ok());
+    }
+
+    #[test]
+    fn an_agent_that_handles_no_assignments_is_never_chosen() {
+        let declines = Candidate {
+            declines_tasks: true,
+            cores: 64,
+            ..agent("big", &["x"])
+        };
+        assert_eq!(score(&req("x"), &declines), Err(Ineligible::DeclinesTasks));
+        let small = agent("small", &["x"]);
+        assert_eq!(
+            choose(&req("x"), &[declines, small]).map(|c| c.id.as_str()),
+            Some("small")
+        );
     }
 
     #[test]

@@ -455,6 +455,7 @@ mod tests {
             agent_version: "0".into(),
             hardware: Hardware::default(),
             slots: 1,
+            handles: None,
         }
     }
 

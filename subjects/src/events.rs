@@ -30,8 +30,9 @@ pub struct Hardware {
 /// `dev.murmur.agent.joined` v2: an agent joined the cluster and announces its manifest.
 ///
 /// v1 carried only `name`, `kind` and `capabilities`; v1 events are upgraded with empty labels,
-/// `agent_version = "unknown"`, zeroed hardware and one slot. `slots` was added to v2 as an
-/// optional field: a v2 event without it means one slot, and readers that predate it ignore it.
+/// `agent_version = "unknown"`, zeroed hardware, one slot and no declared event types.
+/// `slots` and `handles` were added to v2 as optional fields: a v2 event without them means
+/// one slot and event types not declared, and readers that predate them ignore them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentJoined {
     /// Human-readable name (not an identity: the identity is the event's signing key).
@@ -50,6 +51,20 @@ pub struct AgentJoined {
     /// Tasks it runs at once: coordinators assign it at most this many attempts in flight.
     #[serde(default = "one_slot")]
     pub slots: u32,
+    /// The CloudEvent types it handles (e.g. `dev.murmur.task.assigned`), sorted; every one
+    /// is in the catalog. `None`: not declared (an agent older than this field). An agent
+    /// that declares its types without `dev.murmur.task.assigned` is never assigned a task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handles: Option<Vec<String>>,
+}
+
+impl AgentJoined {
+    /// Whether it runs tasks: it declared `dev.murmur.task.assigned`, or declared nothing.
+    pub fn takes_tasks(&self) -> bool {
+        self.handles
+            .as_ref()
+            .is_none_or(|h| h.iter().any(|t| t == TaskAssigned::TYPE))
+    }
 }
 
 fn one_slot() -> u32 {
@@ -89,6 +104,7 @@ impl Payload for AgentJoined {
                     agent_version: "unknown".into(),
                     hardware: Hardware::default(),
                     slots: 1,
+                    handles: None,
                 })
             }
             found => Err(PayloadError::UnsupportedVersion {
@@ -827,6 +843,7 @@ mod tests {
                 vram_mib: 0,
             },
             slots: 4,
+            handles: Some(vec![TaskAssigned::TYPE.into(), TaskCancelled::TYPE.into()]),
         };
         let bytes = encode(&joined).expect("encode");
         assert!(bytes.starts_with(b"{\"v\":2,\"name\""));
@@ -848,9 +865,22 @@ mod tests {
     }
 
     #[test]
-    fn a_v2_agent_joined_written_before_slots_runs_one_task_at_once() {
+    fn a_v2_agent_joined_written_before_slots_and_handles_runs_one_task_at_once() {
         let v2 = br#"{"v":2,"name":"w","kind":"tool","capabilities":["tool.fs"],"agent_version":"0.1.0","hardware":{"cores":8,"memory_mib":1024}}"#;
-        assert_eq!(decode::<AgentJoined>(v2).expect("decodes").slots, 1);
+        let joined = decode::<AgentJoined>(v2).expect("decodes");
+        assert_eq!(joined.slots, 1);
+        assert_eq!(joined.handles, None);
+        assert!(
+            joined.takes_tasks(),
+            "undeclared types: as before, it takes tasks"
+        );
+        let declared = |types: &[&str]| AgentJoined {
+            handles: Some(types.iter().map(|t| t.to_string()).collect()),
+            ..joined.clone()
+        };
+        assert!(declared(&[TaskAssigned::TYPE]).takes_tasks());
+        assert!(!declared(&[ProposalOpened::TYPE]).takes_tasks());
+        assert!(!declared(&[]).takes_tasks());
     }
 
     #[test]

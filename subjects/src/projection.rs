@@ -554,9 +554,23 @@ impl<P: Projection> Projector<P> {
         self.catch_up().await
     }
 
+    /// Reads only what is stored after `position` (with the default state): for a service
+    /// that acts on new events rather than one that folds the whole history.
+    pub fn starting_after(mut self, position: u64) -> Self {
+        self.position = position;
+        self
+    }
+
     /// Current state.
     pub fn state(&self) -> &P::State {
         &self.state
+    }
+
+    /// Takes the state out, leaving the default in its place; the position stays. For a
+    /// projection whose state is work collected for its owner (an inbox of events to
+    /// handle) rather than a view.
+    pub fn take_state(&mut self) -> P::State {
+        std::mem::take(&mut self.state)
     }
     /// Last stream sequence applied (0: none).
     pub fn position(&self) -> u64 {

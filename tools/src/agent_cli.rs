@@ -136,6 +136,17 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
     let log = settings
         .open_log_as(&format!("murmur-agent-{}", args.kind), identity)
         .await?;
+    // What it will handle, decided as below: it declares exactly that, so a kind without a
+    // task handler is never assigned a task it would only let expire.
+    let handles = if args.kind == MEMORY_KIND {
+        murmur_agents::memory::handled_types()
+    } else if args.builtin_handler
+        || murmur_agents::pipeline::default_capability(&args.kind).is_some()
+    {
+        murmur_agents::worker::handled_types()
+    } else {
+        Vec::new()
+    };
     let spec = AgentSpec {
         manifest: AgentJoined {
             name: args.name.clone().unwrap_or_else(|| args.kind.clone()),
@@ -145,6 +156,7 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             hardware: hardware(),
             slots: args.slots,
+            handles: Some(handles),
         },
         heartbeat: Duration::from_millis(args.heartbeat_ms),
     };
@@ -265,8 +277,20 @@ pub async fn ls(settings: &Settings, capability: Option<String>) -> Result<()> {
             AgentStatus::Offline => "offline",
             AgentStatus::Left => "left",
         };
+        let handles = match &a.handles {
+            None => "handles: undeclared".to_string(),
+            Some(types) if types.is_empty() => "handles: none".to_string(),
+            Some(types) => format!(
+                "handles: {}",
+                types
+                    .iter()
+                    .map(|t| t.strip_prefix("dev.murmur.").unwrap_or(t))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        };
         out!(
-            "{id}  {status:<8} {:<10} {:<16} {:<40} {} cores {} MiB {} {}",
+            "{id}  {status:<8} {:<10} {:<16} {:<40} {} cores {} MiB {} {}  {handles}",
             a.kind,
             a.name,
             a.capabilities.iter().cloned().collect::<Vec<_>>().join(","),

@@ -72,6 +72,7 @@ fn manifest(name: &str) -> AgentJoined {
             vram_mib: 0,
         },
         slots: 1,
+        handles: Some(murmur_agents::worker::handled_types()),
     }
 }
 
@@ -473,6 +474,7 @@ async fn consensus_step(
         let mut m = manifest(&format!("voter-{i}"));
         m.kind = "voter".into();
         m.capabilities = vec!["vote".into()];
+        m.handles = Some(murmur_agents::voter::handled_types());
         let agent = Agent::join(
             log,
             AgentSpec {
@@ -608,6 +610,7 @@ async fn knowledge_step(
     let mut m = manifest("memory");
     m.kind = "memory".into();
     m.capabilities = vec!["knowledge.query".into()];
+    m.handles = Some(murmur_agents::memory::handled_types());
     let memory = Agent::join(
         memory_log,
         AgentSpec {

@@ -386,6 +386,7 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
                 agent_version: env!("CARGO_PKG_VERSION").into(),
                 hardware: crate::agent_cli::hardware(),
                 slots: 1,
+                handles: Some(murmur_agents::voter::handled_types()),
             },
             heartbeat: Duration::from_millis(args.heartbeat_ms),
         },

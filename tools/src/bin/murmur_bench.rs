@@ -204,6 +204,7 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
                     agent_version: env!("CARGO_PKG_VERSION").into(),
                     hardware: Default::default(),
                     slots: 1,
+                    handles: Some(murmur_agents::memory::handled_types()),
                 },
                 heartbeat: Duration::from_secs(1),
             },
@@ -432,6 +433,7 @@ async fn consensus_suite(
                             agent_version: env!("CARGO_PKG_VERSION").into(),
                             hardware: Default::default(),
                             slots: 1,
+                            handles: Some(murmur_agents::voter::handled_types()),
                         },
                         heartbeat: Duration::from_secs(1),
                     },
@@ -1443,6 +1445,7 @@ async fn task_suite(
                         },
                         // No-op tasks: as many at once as the coordinator sends.
                         slots: 512,
+                        handles: Some(murmur_agents::worker::handled_types()),
                     },
                     heartbeat: Duration::from_secs(1),
                 },
