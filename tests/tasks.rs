@@ -73,6 +73,72 @@ fn submitted(input: serde_json::Value, max_attempts: u32, lease_ms: u64) -> Task
     }
 }
 
+/// What most of these tests start from: a real server, a coordinator for realm `acme`, a
+/// submitter's log, and a live view of the realm's tasks and agents.
+struct Platform {
+    nats: TestNats,
+    data: tempfile::TempDir,
+    submitter: murmur_subjects::EventLog,
+    live: Projector<CoordinatorProjection>,
+    stop: tokio::sync::watch::Sender<bool>,
+    coordinator: tokio::task::JoinHandle<Result<u64, murmur_subjects::LogError>>,
+}
+
+impl Platform {
+    async fn start() -> Result<Self> {
+        let nats = TestNats::start().await?;
+        let submitter = nats.event_log("acme").await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let coordinator = spawn_coordinator(&nats, stopped).await?;
+        let live = Projector::new(
+            submitter.clone(),
+            CoordinatorProjection::new(Token::new("acme")?, vec![]),
+        );
+        Ok(Self {
+            nats,
+            data: tempfile::tempdir()?,
+            submitter,
+            live,
+            stop,
+            coordinator,
+        })
+    }
+
+    /// Submits task `id` (its first event).
+    async fn submit(&self, id: &str, input: serde_json::Value, lease_ms: u64) -> Result<()> {
+        self.submitter
+            .append_expected(
+                Draft::new(Token::new(id)?, &submitted(input, 1, lease_ms))?,
+                Expected::NoEvents,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Cancels task `id` as the submitter, in the task's flow, expecting the task as the
+    /// live view last saw it.
+    async fn cancel(&self, id: &str, reason: &str) -> Result<()> {
+        let task = self.live.state().tasks.tasks[id].clone();
+        let cancel = Draft::new(
+            Token::new(id)?,
+            &murmur_subjects::events::TaskCancelled {
+                reason: reason.into(),
+            },
+        )?
+        .caused_by_ids(task.correlation_id, task.last_event_id, None);
+        self.submitter
+            .append_expected(cancel, Expected::LastSequence(task.last_sequence))
+            .await?;
+        Ok(())
+    }
+
+    async fn stop(self) -> Result<()> {
+        self.stop.send_replace(true);
+        self.coordinator.await??;
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_complete_exactly_once_across_a_worker_crash() -> Result<()> {
     let nats = TestNats::start().await?;
@@ -260,15 +326,10 @@ async fn tasks_complete_exactly_once_across_a_worker_crash() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_task_stops_the_attempt() -> Result<()> {
-    let nats = TestNats::start().await?;
-    let data = tempfile::tempdir()?;
-    let realm = Token::new("acme")?;
-    let submitter = nats.event_log("acme").await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
+    let mut platform = Platform::start().await?;
     let mut worker = agent_process(
-        nats.url(),
-        data.path(),
+        platform.nats.url(),
+        platform.data.path(),
         &["--log-level", "info"],
         "tester",
         "test.run",
@@ -276,43 +337,18 @@ async fn cancelling_a_running_task_stops_the_attempt() -> Result<()> {
         true,
     )?;
     let mut stderr = BufReader::new(worker.stderr.take().context("stderr")?).lines();
-    let mut live = Projector::new(
-        submitter.clone(),
-        CoordinatorProjection::new(realm.clone(), vec![]),
-    );
-    let id = Token::new("slow")?;
-    submitter
-        .append_expected(
-            Draft::new(
-                id.clone(),
-                &submitted(serde_json::json!({"sleep_ms": 600_000}), 1, 900_000),
-            )?,
-            Expected::NoEvents,
-        )
+    platform
+        .submit("slow", serde_json::json!({"sleep_ms": 600_000}), 900_000)
         .await?;
-    wait(&mut live, "the slow task running", |v| {
+    wait(&mut platform.live, "the slow task running", |v| {
         matches!(
             v.tasks.tasks.get("slow").map(|t| &t.state),
             Some(TaskState::Assigned { started: true, .. })
         )
     })
     .await?;
-    let task = live.state().tasks.tasks["slow"].clone();
-    let cancel = Draft::new(
-        id,
-        &murmur_subjects::events::TaskCancelled {
-            reason: "operator".into(),
-        },
-    )?
-    .caused_by_ids(
-        task.correlation_id.clone(),
-        task.last_event_id.clone(),
-        None,
-    );
-    submitter
-        .append_expected(cancel, Expected::LastSequence(task.last_sequence))
-        .await?;
-    wait(&mut live, "the task cancelled", |v| {
+    platform.cancel("slow", "operator").await?;
+    wait(&mut platform.live, "the task cancelled", |v| {
         v.tasks
             .tasks
             .get("slow")
@@ -332,46 +368,27 @@ async fn cancelling_a_running_task_stops_the_attempt() -> Result<()> {
     .context("worker never reported stopping the attempt")??;
     assert!(stopped);
     worker.kill().await?;
-    stop_tx.send_replace(true);
-    coordinator.await??;
-    Ok(())
+    platform.stop().await
 }
 
-/// An agent started with `--slots 2` runs two tasks at once and no more: the third waits
-/// until one of the two ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_runs_as_many_tasks_at_once_as_its_slots() -> Result<()> {
-    let nats = TestNats::start().await?;
-    let data = tempfile::tempdir()?;
-    let realm = Token::new("acme")?;
-    let submitter = nats.event_log("acme").await?;
+    let mut platform = Platform::start().await?;
     let ids = ["s1", "s2", "s3"];
     // All three wait before the agent joins, so one decision round sees them together.
     for id in ids {
-        submitter
-            .append_expected(
-                Draft::new(
-                    Token::new(id)?,
-                    &submitted(serde_json::json!({"sleep_ms": 600_000}), 1, 900_000),
-                )?,
-                Expected::NoEvents,
-            )
+        platform
+            .submit(id, serde_json::json!({"sleep_ms": 600_000}), 900_000)
             .await?;
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
     let (mut worker, agent) = spawn_agent(
-        nats.url(),
-        data.path(),
+        platform.nats.url(),
+        platform.data.path(),
         "tester",
         "test.run",
         &["--builtin-handler", "--slots", "2"],
     )
     .await?;
-    let mut live = Projector::new(
-        submitter.clone(),
-        CoordinatorProjection::new(realm.clone(), vec![]),
-    );
     let started = |v: &CoordinatorView| {
         ids.iter()
             .filter(|id| {
@@ -383,8 +400,11 @@ async fn an_agent_runs_as_many_tasks_at_once_as_its_slots() -> Result<()> {
             .map(|id| id.to_string())
             .collect::<Vec<_>>()
     };
-    wait(&mut live, "two tasks running", |v| started(v).len() == 2).await?;
-    let view = live.state();
+    wait(&mut platform.live, "two tasks running", |v| {
+        started(v).len() == 2
+    })
+    .await?;
+    let view = platform.live.state();
     assert_eq!(view.registry.agents[&agent].slots, 2);
     let running = started(view);
     let waiting: Vec<&str> = ids
@@ -401,25 +421,13 @@ async fn an_agent_runs_as_many_tasks_at_once_as_its_slots() -> Result<()> {
         view.tasks.tasks[waiting[0]].state
     );
     // Ending one frees a slot for the third.
-    let task = view.tasks.tasks[running[0].as_str()].clone();
-    let cancel = Draft::new(
-        Token::new(running[0].as_str())?,
-        &murmur_subjects::events::TaskCancelled {
-            reason: "free a slot".into(),
-        },
-    )?
-    .caused_by_ids(task.correlation_id, task.last_event_id, None);
-    submitter
-        .append_expected(cancel, Expected::LastSequence(task.last_sequence))
-        .await?;
-    wait(&mut live, "the third task running", |v| {
+    platform.cancel(&running[0], "free a slot").await?;
+    wait(&mut platform.live, "the third task running", |v| {
         started(v).iter().any(|id| id == waiting[0])
     })
     .await?;
     worker.kill().await?;
-    stop_tx.send_replace(true);
-    coordinator.await??;
-    Ok(())
+    platform.stop().await
 }
 
 /// An agent offering the capability but no task handler (`agent run` of a kind without
@@ -427,19 +435,13 @@ async fn an_agent_runs_as_many_tasks_at_once_as_its_slots() -> Result<()> {
 /// task waits for an agent that runs tasks and completes there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_handles_no_assignments_is_never_assigned_a_task() -> Result<()> {
-    let nats = TestNats::start().await?;
-    let data = tempfile::tempdir()?;
-    let realm = Token::new("acme")?;
-    let submitter = nats.event_log("acme").await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
-    let mut live = Projector::new(
-        submitter.clone(),
-        CoordinatorProjection::new(realm.clone(), vec![]),
+    let mut platform = Platform::start().await?;
+    let (url, data) = (
+        platform.nats.url().to_string(),
+        platform.data.path().to_owned(),
     );
-    let (mut watcher, watcher_id) =
-        spawn_agent(nats.url(), data.path(), "watcher", "test.run", &[]).await?;
-    wait(&mut live, "the watcher online", |v| {
+    let (mut watcher, watcher_id) = spawn_agent(&url, &data, "watcher", "test.run", &[]).await?;
+    wait(&mut platform.live, "the watcher online", |v| {
         v.registry
             .agents
             .get(&watcher_id)
@@ -447,22 +449,16 @@ async fn an_agent_that_handles_no_assignments_is_never_assigned_a_task() -> Resu
     })
     .await?;
     assert_eq!(
-        live.state().registry.agents[&watcher_id].handles,
+        platform.live.state().registry.agents[&watcher_id].handles,
         Some(vec![]),
         "a kind without a handler declares it handles nothing"
     );
-    submitter
-        .append_expected(
-            Draft::new(
-                Token::new("job")?,
-                &submitted(serde_json::json!({"n": 1}), 1, 900_000),
-            )?,
-            Expected::NoEvents,
-        )
+    platform
+        .submit("job", serde_json::json!({"n": 1}), 900_000)
         .await?;
     // Had the watcher been chosen, the task would sit on its 15-minute lease instead.
-    let (mut worker, worker_id) = spawn_worker(nats.url(), data.path()).await?;
-    wait(&mut live, "the task completed", |v| {
+    let (mut worker, worker_id) = spawn_worker(&url, &data).await?;
+    wait(&mut platform.live, "the task completed", |v| {
         v.tasks
             .tasks
             .get("job")
@@ -470,7 +466,7 @@ async fn an_agent_that_handles_no_assignments_is_never_assigned_a_task() -> Resu
     })
     .await?;
     let assigned: Vec<String> =
-        murmur_e2e::aggregate_events(&submitter, murmur_subjects::Domain::Task, "job")
+        murmur_e2e::aggregate_events(&platform.submitter, murmur_subjects::Domain::Task, "job")
             .await?
             .into_iter()
             .filter(|e| {
@@ -485,9 +481,7 @@ async fn an_agent_that_handles_no_assignments_is_never_assigned_a_task() -> Resu
     assert_eq!(assigned, [worker_id]);
     worker.kill().await?;
     watcher.kill().await?;
-    stop_tx.send_replace(true);
-    coordinator.await??;
-    Ok(())
+    platform.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

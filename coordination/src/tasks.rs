@@ -835,6 +835,18 @@ mod tests {
         }
     }
 
+    /// A task of submitter `s` in its first attempt, started on `agent` until `lease_until`.
+    fn leased(agent: &str, lease_until: DateTime<Utc>, seq: u64, at: DateTime<Utc>) -> Task {
+        let mut t = task("s", "x", 0, seq, at);
+        t.attempt = 1;
+        t.state = TaskState::Assigned {
+            agent: agent.into(),
+            lease_until,
+            started: true,
+        };
+        t
+    }
+
     fn agent(id: &str, cap: &str) -> Candidate {
         Candidate {
             id: id.into(),
@@ -881,14 +893,10 @@ mod tests {
                 .insert(format!("t{i:02}"), task("s", "x", 0, i, now));
         }
         // One of the big agent's three slots is already taken.
-        let mut running = task("s", "x", 0, 100, now);
-        running.attempt = 1;
-        running.state = TaskState::Assigned {
-            agent: "big".into(),
-            lease_until: t("2026-01-01T00:05:00Z"),
-            started: true,
-        };
-        book.tasks.insert("running".into(), running);
+        book.tasks.insert(
+            "running".into(),
+            leased("big", t("2026-01-01T00:05:00Z"), 100, now),
+        );
         let agents = [
             Candidate {
                 slots: 3,
@@ -924,14 +932,10 @@ mod tests {
     fn expired_leases_and_exhausted_tasks() {
         let now = t("2026-01-01T00:00:10Z");
         let mut book = TaskBook::default();
-        let mut held = task("s", "x", 0, 1, now);
-        held.attempt = 1;
-        held.state = TaskState::Assigned {
-            agent: "w".into(),
-            lease_until: t("2026-01-01T00:00:05Z"),
-            started: true,
-        };
-        book.tasks.insert("held".into(), held);
+        book.tasks.insert(
+            "held".into(),
+            leased("w", t("2026-01-01T00:00:05Z"), 1, now),
+        );
         let mut spent = task("s", "x", 0, 2, now);
         spent.attempt = 3;
         spent.failures = vec!["a".into(), "b".into(), "c".into()];
