@@ -133,15 +133,25 @@ pub fn murmur_binary() -> Result<std::path::PathBuf> {
 
 /// Waits until the file at `path` (a process's log) contains `needle`, or `deadline` passes.
 pub async fn wait_for_line(path: &std::path::Path, needle: &str, deadline: Duration) -> Result<()> {
+    wait_for_any_line(path, &[needle], deadline).await
+}
+
+/// Waits until the file at `path` (a process's log) contains one of `needles`, or `deadline`
+/// passes.
+pub async fn wait_for_any_line(
+    path: &std::path::Path,
+    needles: &[&str],
+    deadline: Duration,
+) -> Result<()> {
     let until = tokio::time::Instant::now() + deadline;
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) {
+        if needles.iter().any(|n| text.contains(n)) {
             return Ok(());
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < until,
-            "{} never said {needle:?}; it said:\n{text}",
+            "{} never said any of {needles:?}; it said:\n{text}",
             path.display()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
