@@ -450,7 +450,7 @@ async fn typed_handlers_get_only_the_declared_types_stored_after_the_join() -> R
             (agent, stats)
         })
     };
-    // A type it did not declare first: had it been delivered, it would come first.
+    // An event of a type it did not declare, stored in between: it reaches no handler.
     other
         .append(Draft::new(
             Token::new("t0")?,
@@ -516,7 +516,7 @@ async fn typed_handlers_get_only_the_declared_types_stored_after_the_join() -> R
     registry.catch_up().await?;
     let entry = &registry.state().agents[agent.id().as_str()];
     assert_eq!(entry.handles.as_deref(), agent.handles());
-    assert!(!entry.takes_tasks);
+    assert!(!entry.takes_tasks());
     agent.leave("done").await?;
     Ok(())
 }

@@ -3,7 +3,6 @@
 //! log tail, refused changes dead-lettered, and a memory agent answering queries and sync.
 
 use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -16,8 +15,7 @@ use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space, set
 use murmur_knowledge::rpc::{QueryRequest, query_remote};
 use murmur_knowledge::{FactDraft, KnowledgeDoc, KnowledgeError, Query, Value};
 use murmur_subjects::events::{AccessRole, DeadLetterReason, KnowledgeChanged};
-use murmur_subjects::projection::{StartAt, read_stream};
-use murmur_subjects::{Domain, Draft, EventLog, Identity, Plane, SubjectFilter, Token};
+use murmur_subjects::{Domain, Draft, EventLog, Identity, Token};
 use murmur_tools::testkit::TestNats;
 
 const REALM: &str = "acme";
@@ -152,25 +150,12 @@ async fn three_agents_edit_concurrently_converge_and_see_the_conflict() -> Resul
     Ok(())
 }
 
+/// The stream sequences of one knowledge document's stored changes.
 async fn change_messages(log: &EventLog, document: &str) -> Result<Vec<u64>> {
-    let filter = SubjectFilter::plane(Plane::Evt)
-        .realm(log.realm().clone())
-        .domain(Domain::Knowledge)
-        .aggregate(Token::new(document)?);
-    let mut seqs = Vec::new();
-    read_stream(
-        log.jetstream(),
-        &log.config().history_stream,
-        &filter,
-        StartAt::Beginning,
-        None,
-        |m| {
-            seqs.push(m.sequence);
-            ControlFlow::Continue(())
-        },
-    )
-    .await?;
-    Ok(seqs)
+    let stored =
+        murmur_subjects::projection::read_aggregate(log, Domain::Knowledge, &Token::new(document)?)
+            .await?;
+    Ok(stored.into_iter().map(|(sequence, _)| sequence).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -240,11 +240,7 @@ pub async fn run_handlers(
             _ = &mut shutdown => break,
             polled = feed.poll(Duration::from_millis(100)) => {
                 if let Err(e) = polled {
-                    if !e.is_transient() {
-                        return Err(e.into());
-                    }
-                    tracing::warn!(error = %e, "handled events unavailable; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    e.wait_out_if_transient("handled events", Duration::from_millis(250)).await?;
                     continue;
                 }
             }

@@ -162,11 +162,7 @@ pub async fn run_voter(
             _ = &mut shutdown => break,
             polled = proposals.poll(Duration::from_millis(100)) => {
                 if let Err(e) = polled {
-                    if !e.is_transient() {
-                        return Err(e.into());
-                    }
-                    tracing::warn!(error = %e, "proposals unavailable; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    e.wait_out_if_transient("proposals", Duration::from_millis(250)).await?;
                     continue;
                 }
             }

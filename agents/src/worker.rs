@@ -241,13 +241,9 @@ pub async fn run_worker(
                     Err(e) => Err(e),
                 };
                 if let Err(e) = polled {
-                    if !e.is_transient() {
-                        return Err(e.into());
-                    }
                     // A node lost or a leader election: the projectors reconnect on the
                     // next poll.
-                    tracing::warn!(error = %e, "task log unavailable; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    e.wait_out_if_transient("task log", Duration::from_millis(250)).await?;
                     continue;
                 }
                 running.retain(|task, r| {

@@ -655,11 +655,7 @@ pub async fn run_tallier(
                 })
             }) => {
                 if let Err(e) = polled {
-                    if !e.is_transient() {
-                        return Err(e);
-                    }
-                    tracing::warn!(error = %e, "proposals unavailable; retrying");
-                    tokio::time::sleep(tick).await;
+                    e.wait_out_if_transient("proposals", tick).await?;
                     continue;
                 }
             }

@@ -118,7 +118,7 @@ pub fn candidates(registry: &Registry) -> Vec<Candidate> {
             load: a.load,
             queue_depth: a.queue_depth,
             slots: a.slots,
-            declines_tasks: !a.takes_tasks,
+            declines_tasks: !a.takes_tasks(),
             online: true,
             lame_duck: a.lame_duck,
         })

@@ -39,10 +39,6 @@ pub struct AgentEntry {
     /// Tasks it runs at once (from its manifest).
     #[serde(default = "one_slot")]
     pub slots: u32,
-    /// Whether it runs tasks: its manifest declares `dev.murmur.task.assigned`, or declares
-    /// no event types at all (an agent older than `handles`).
-    #[serde(default = "takes_tasks_by_default")]
-    pub takes_tasks: bool,
     /// The event types its manifest declares it handles; `None`: not declared.
     #[serde(default)]
     pub handles: Option<Vec<String>>,
@@ -67,8 +63,12 @@ fn one_slot() -> u32 {
     1
 }
 
-fn takes_tasks_by_default() -> bool {
-    true
+impl AgentEntry {
+    /// Whether it runs tasks: its manifest declares `dev.murmur.task.assigned`, or declares
+    /// no event types at all (an agent older than `handles`).
+    pub fn takes_tasks(&self) -> bool {
+        murmur_subjects::events::takes_tasks(self.handles.as_deref())
+    }
 }
 
 /// The registry state: agents by public key (sorted, so output is deterministic).
@@ -130,7 +130,6 @@ impl Projection for RegistryProjection {
                 }
                 let p: AgentJoined = event.payload().map_err(bad)?;
                 let joins = state.agents.get(id).map_or(0, |a| a.joins) + 1;
-                let takes_tasks = p.takes_tasks();
                 state.agents.insert(
                     id.to_string(),
                     AgentEntry {
@@ -141,7 +140,6 @@ impl Projection for RegistryProjection {
                         agent_version: p.agent_version,
                         hardware: p.hardware,
                         slots: p.slots.max(1),
-                        takes_tasks,
                         handles: p.handles,
                         status: AgentStatus::Online,
                         last_sequence: seq,

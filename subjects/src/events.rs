@@ -61,10 +61,14 @@ pub struct AgentJoined {
 impl AgentJoined {
     /// Whether it runs tasks: it declared `dev.murmur.task.assigned`, or declared nothing.
     pub fn takes_tasks(&self) -> bool {
-        self.handles
-            .as_ref()
-            .is_none_or(|h| h.iter().any(|t| t == TaskAssigned::TYPE))
+        takes_tasks(self.handles.as_deref())
     }
+}
+
+/// Whether an agent whose manifest declared `handles` runs tasks: the types include
+/// `dev.murmur.task.assigned`, or none were declared (an agent older than `handles`).
+pub fn takes_tasks(handles: Option<&[String]>) -> bool {
+    handles.is_none_or(|h| h.iter().any(|t| t == TaskAssigned::TYPE))
 }
 
 fn one_slot() -> u32 {

@@ -180,6 +180,18 @@ impl LogError {
             LogError::Stream { .. } | LogError::Publish { .. } | LogError::Consumer(_)
         )
     }
+
+    /// What a long-running service does with a failed read: a transient failure is logged
+    /// (`{what} unavailable; retrying`) and waited out for `pause`, then `Ok` (its
+    /// projectors reconnect on the next poll); any other failure comes back as `Err`.
+    pub async fn wait_out_if_transient(self, what: &str, pause: Duration) -> Result<(), Self> {
+        if !self.is_transient() {
+            return Err(self);
+        }
+        tracing::warn!(error = %self, "{what} unavailable; retrying");
+        tokio::time::sleep(pause).await;
+        Ok(())
+    }
 }
 
 /// Whether a stream lookup failed because the stream does not exist.
