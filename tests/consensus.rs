@@ -355,15 +355,90 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
         let shown = murmur(&["vote", "show", &id]).output().await?;
         assert!(String::from_utf8_lossy(&shown.stdout).contains(expected));
         // A late vote from the CLI (refused: the proposal is closed, and the CLI's identity
-        // is no voter) joins the flow all the same.
+        // is no voter) is recorded and joins the flow all the same; the command says it does
+        // not count, and fails.
         let late = murmur(&["vote", "cast", &id, "approve"]).output().await?;
+        let said = String::from_utf8_lossy(&late.stderr);
         anyhow::ensure!(
-            late.status.success(),
-            "cast: {}",
-            String::from_utf8_lossy(&late.stderr)
+            !late.status.success() && said.contains("does not count: the proposal is closed"),
+            "cast: {said}"
         );
         assert_one_flow(&observer, &id, 6).await?;
     }
+
+    // The CLI's own identity as a voter: its vote counts and decides; a second one is refused.
+    let me = murmur(&["identity"]).output().await?;
+    let me = String::from_utf8(me.stdout)?.trim().to_string();
+    let out = murmur(&["vote", "propose", "--question", "mine?", "--voter", &me])
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "propose: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mine = String::from_utf8(out.stdout)?.trim().to_string();
+    let cast = murmur(&["vote", "cast", &mine, "reject"]).output().await?;
+    let said = String::from_utf8_lossy(&cast.stdout);
+    anyhow::ensure!(
+        cast.status.success() && said.contains(&format!("voted reject on {mine} as {me}: counted")),
+        "cast: {said} {}",
+        String::from_utf8_lossy(&cast.stderr)
+    );
+    let state = wait_decided(&observer, &mine).await?;
+    assert_eq!(
+        state.proposals[&mine]
+            .decided
+            .as_ref()
+            .map(|d| d.outcome.as_str()),
+        Some("rejected")
+    );
+    let again = murmur(&["vote", "cast", &mine, "approve"]).output().await?;
+    anyhow::ensure!(
+        !again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains("does not count"),
+        "second cast: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // A proposal the CLI can see would never decide as asked is not written at all.
+    let proposals = || async {
+        let mut fold = Projector::new(
+            observer.clone(),
+            ConsensusProjection {
+                realm: Token::new("acme")?,
+                talliers: vec![],
+            },
+        );
+        fold.catch_up().await?;
+        let c = fold.state();
+        anyhow::Ok(c.proposals.len() + c.refused_proposals.len())
+    };
+    let before = proposals().await?;
+    for (args, why) in [
+        (
+            vec!["--voter", "UDEADBEEF"],
+            "is not a participant's public key",
+        ),
+        (
+            vec!["--voter", me.as_str(), "--quorum", "2"],
+            "needs 2 votes",
+        ),
+        (
+            vec!["--voter", me.as_str(), "--stimulus", "1.5"],
+            "stimulus 1.5",
+        ),
+    ] {
+        let out = murmur(&[&["vote", "propose", "--question", "bad"], args.as_slice()].concat())
+            .output()
+            .await?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(
+            !out.status.success() && said.contains(why),
+            "{args:?}: {said}"
+        );
+    }
+    assert_eq!(proposals().await?, before, "nothing written");
     tallier.stop().await??;
     for (mut c, _) in voters {
         c.kill().await?;

@@ -76,6 +76,131 @@ pub enum VoteRefusal {
     Malformed(String),
 }
 
+/// Why a proposal cannot be opened. `murmur vote propose` checks before writing; the fold
+/// checks every stored `opened` (one written with raw NATS included), and records a refused
+/// proposal with its reason instead of opening it, so no vote on it ever counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalError {
+    /// The voter set is empty.
+    #[error("no voters")]
+    NoVoters,
+    /// A voter is not a participant's public key.
+    #[error("voter {key:?} is not a participant's public key: {reason}")]
+    BadVoterKey {
+        /// The key as given (at most 80 characters).
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A quorum of 0 would decide on no votes at all.
+    #[error("the quorum must be at least 1")]
+    ZeroQuorum,
+    /// More votes are needed than there are voters: it could never be decided.
+    #[error("it needs {needed} votes but has only {voters} voter(s)")]
+    QuorumAboveVoters {
+        /// The quorum (for the adaptive protocol, the larger of quorum and min responders).
+        needed: u32,
+        /// Voters in the set.
+        voters: u32,
+    },
+    /// The stimulus is not a number in 0..=1.
+    #[error("stimulus {0} is not between 0 and 1")]
+    StimulusOutOfRange(String),
+    /// A qualified fraction outside (0, 1].
+    #[error("fraction {numerator}/{denominator} is not above 0 and at most 1")]
+    BadFraction {
+        /// Numerator.
+        numerator: u32,
+        /// Denominator.
+        denominator: u32,
+    },
+    /// The adaptive protocol's own rule.
+    #[error(
+        "the adaptive protocol counts responders by simple majority, a qualified fraction or unanimity, not by {0}"
+    )]
+    BadAdaptiveRule(String),
+    /// The adaptive protocol needs at least one responder.
+    #[error("the adaptive protocol needs at least 1 responder")]
+    ZeroResponders,
+    /// Weighted voting where no voter has any weight.
+    #[error("weighted voting with every weight 0")]
+    NoWeight,
+}
+
+/// Checks a proposal before it is opened (pure): voters are participants' public keys, the
+/// quorum can be reached, the stimulus is in 0..=1, fractions are fractions, and the adaptive
+/// protocol's rule is one that counts responders.
+pub fn check_proposal(p: &ProposalOpened) -> Result<(), ProposalError> {
+    if p.voters.is_empty() {
+        return Err(ProposalError::NoVoters);
+    }
+    for key in p.voters.keys() {
+        murmur_subjects::identity::check_public_key(key).map_err(|e| {
+            ProposalError::BadVoterKey {
+                key: key.chars().take(80).collect(),
+                reason: match e {
+                    murmur_subjects::identity::IdentityError::InvalidPublicKey {
+                        reason, ..
+                    } => reason,
+                    other => other.to_string(),
+                },
+            }
+        })?;
+    }
+    if p.quorum == 0 {
+        return Err(ProposalError::ZeroQuorum);
+    }
+    if !(0.0..=1.0).contains(&p.stimulus) {
+        return Err(ProposalError::StimulusOutOfRange(p.stimulus.to_string()));
+    }
+    let fraction = |protocol: &Protocol| match *protocol {
+        Protocol::Qualified {
+            numerator,
+            denominator,
+        } if numerator == 0 || denominator == 0 || numerator > denominator => {
+            Err(ProposalError::BadFraction {
+                numerator,
+                denominator,
+            })
+        }
+        _ => Ok(()),
+    };
+    fraction(&p.protocol)?;
+    match &p.protocol {
+        Protocol::AdaptiveThreshold {
+            rule,
+            min_responders,
+        } => {
+            match rule.as_ref() {
+                Protocol::SimpleMajority | Protocol::Qualified { .. } | Protocol::Unanimous => {}
+                Protocol::Weighted => {
+                    return Err(ProposalError::BadAdaptiveRule("weight".into()));
+                }
+                Protocol::AdaptiveThreshold { .. } => {
+                    return Err(ProposalError::BadAdaptiveRule(
+                        "another adaptive rule".into(),
+                    ));
+                }
+            }
+            fraction(rule)?;
+            if *min_responders == 0 {
+                return Err(ProposalError::ZeroResponders);
+            }
+        }
+        Protocol::Weighted if p.voters.values().all(|w| *w == 0) => {
+            return Err(ProposalError::NoWeight);
+        }
+        _ => {}
+    }
+    let voters = u32::try_from(p.voters.len()).unwrap_or(u32::MAX);
+    let needed = quorum(p);
+    if needed > voters {
+        return Err(ProposalError::QuorumAboveVoters { needed, voters });
+    }
+    Ok(())
+}
+
 /// Counted weights.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
@@ -241,6 +366,16 @@ impl Thresholds {
             .unwrap_or(Self::INITIAL)
     }
 
+    /// Every threshold that moved from [`Thresholds::INITIAL`]: (category, voter, threshold),
+    /// sorted by category, then voter.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str, f64)> {
+        self.by.iter().filter_map(|(key, t)| {
+            // Voter keys never hold '/', categories may.
+            key.rsplit_once('/')
+                .map(|(category, voter)| (category, voter, *t))
+        })
+    }
+
     /// Whether `voter` responds to a stimulus (deterministic, so replay agrees).
     pub fn responds(&self, voter: &str, category: &str, stimulus: f64) -> bool {
         stimulus >= self.get(voter, category)
@@ -331,6 +466,10 @@ pub struct Consensus {
     pub thresholds: Thresholds,
     /// Votes for proposals that do not exist: (proposal id, voter).
     pub orphan_votes: Vec<(String, String)>,
+    /// Proposals whose `opened` was refused, with the reason (the first `opened` of an id
+    /// decides: a refused id is never opened later).
+    #[serde(default)]
+    pub refused_proposals: BTreeMap<String, ProposalError>,
     /// Ids of the proposals neither decided nor withdrawn, kept as events arrive: a
     /// tallier checks these after each event, not every proposal the realm ever had. Read
     /// through [`Consensus::open_proposals`]; kept only by the methods here.
@@ -510,10 +649,16 @@ impl Projection for ConsensusProjection {
         let bad = |e: murmur_subjects::payload::PayloadError| Refusal(e.to_string());
         match event.record.ty.as_str() {
             ProposalOpened::TYPE => {
-                if state.proposals.contains_key(id) {
+                if state.proposals.contains_key(id) || state.refused_proposals.contains_key(id) {
                     return Err(Refusal(format!("proposal {id} already exists")));
                 }
-                state.open(id, event.payload().map_err(bad)?);
+                let opened: ProposalOpened = event.payload().map_err(bad)?;
+                if let Err(e) = check_proposal(&opened) {
+                    let refusal = Refusal(format!("proposal {id}: {e}"));
+                    state.refused_proposals.insert(id.to_string(), e);
+                    return Err(refusal);
+                }
+                state.open(id, opened);
                 if let Some(p) = state.proposals.get_mut(id) {
                     p.proposer = event.emitter().to_string();
                     p.opened_event = EventLineage {
@@ -865,6 +1010,148 @@ mod tests {
         assert_eq!(c.proposals["p"].votes.len(), 1, "the first vote counts");
     }
 
+    #[test]
+    fn proposals_that_could_not_be_decided_as_asked_are_refused() {
+        use murmur_subjects::Identity;
+        let keys: Vec<String> = (0..3)
+            .map(|_| Identity::generate().public_key().to_string())
+            .collect();
+        let valid = |protocol: Protocol, quorum: u32| {
+            let mut p = opened(protocol, &[], quorum);
+            p.voters = keys.iter().map(|k| (k.clone(), 1)).collect();
+            p
+        };
+        let adaptive = |rule: Protocol, min_responders: u32| Protocol::AdaptiveThreshold {
+            rule: Box::new(rule),
+            min_responders,
+        };
+        for ok in [
+            valid(Protocol::SimpleMajority, 3),
+            valid(Protocol::Unanimous, 1),
+            valid(adaptive(Protocol::Unanimous, 2), 1),
+            valid(
+                Protocol::Qualified {
+                    numerator: 3,
+                    denominator: 3,
+                },
+                2,
+            ),
+        ] {
+            check_proposal(&ok).expect("valid");
+        }
+        let with = |f: &dyn Fn(&mut ProposalOpened)| {
+            let mut p = valid(Protocol::SimpleMajority, 2);
+            f(&mut p);
+            check_proposal(&p).expect_err("refused")
+        };
+        assert_eq!(with(&|p| p.voters.clear()), ProposalError::NoVoters);
+        assert!(matches!(
+            with(&|p| {
+                p.voters.insert("UDEADBEEF".into(), 1);
+            }),
+            ProposalError::BadVoterKey { key, .. } if key == "UDEADBEEF"
+        ));
+        assert_eq!(with(&|p| p.quorum = 0), ProposalError::ZeroQuorum);
+        assert_eq!(
+            with(&|p| p.quorum = 4),
+            ProposalError::QuorumAboveVoters {
+                needed: 4,
+                voters: 3
+            }
+        );
+        assert_eq!(
+            with(&|p| p.protocol = adaptive(Protocol::SimpleMajority, 5)),
+            ProposalError::QuorumAboveVoters {
+                needed: 5,
+                voters: 3
+            },
+            "min responders count as the quorum"
+        );
+        for stimulus in [f64::NAN, -0.1, 1.5] {
+            assert!(matches!(
+                with(&|p| p.stimulus = stimulus),
+                ProposalError::StimulusOutOfRange(_)
+            ));
+        }
+        for (numerator, denominator) in [(0, 3), (4, 3), (1, 0)] {
+            let q = Protocol::Qualified {
+                numerator,
+                denominator,
+            };
+            assert!(matches!(
+                with(&|p| p.protocol = q.clone()),
+                ProposalError::BadFraction { .. }
+            ));
+            assert!(matches!(
+                with(&|p| p.protocol = adaptive(q.clone(), 1)),
+                ProposalError::BadFraction { .. }
+            ));
+        }
+        assert!(matches!(
+            with(&|p| p.protocol = adaptive(adaptive(Protocol::SimpleMajority, 1), 1)),
+            ProposalError::BadAdaptiveRule(_)
+        ));
+        assert!(matches!(
+            with(&|p| p.protocol = adaptive(Protocol::Weighted, 1)),
+            ProposalError::BadAdaptiveRule(_)
+        ));
+        assert_eq!(
+            with(&|p| p.protocol = adaptive(Protocol::SimpleMajority, 0)),
+            ProposalError::ZeroResponders
+        );
+        assert_eq!(
+            with(&|p| {
+                p.protocol = Protocol::Weighted;
+                p.voters.values_mut().for_each(|w| *w = 0);
+            }),
+            ProposalError::NoWeight
+        );
+    }
+
+    /// An `opened` written past the CLI's checks (raw NATS) is refused by the fold and
+    /// recorded with its reason; votes on it never count, and its id is not reusable.
+    #[test]
+    fn the_fold_records_a_refused_proposal_and_counts_no_vote_on_it() {
+        use crate::test_log::Log;
+        use murmur_subjects::Identity;
+        let fold = ConsensusProjection {
+            realm: Token::new("r").expect("token"),
+            talliers: vec![],
+        };
+        let (proposer, voter) = (Identity::generate(), Identity::generate());
+        let mut log = Log::new();
+        let mut state = Consensus::default();
+        let mut bad = opened(Protocol::SimpleMajority, &[], 1);
+        bad.voters = [
+            (voter.public_key().to_string(), 1),
+            ("UTYPO".to_string(), 1),
+        ]
+        .into();
+        let e = log.event(&proposer, "p", &bad, 0);
+        let refusal = fold.apply(&mut state, &e).expect_err("refused");
+        assert!(refusal.0.contains("UTYPO"), "{refusal}");
+        assert!(matches!(
+            state.refused_proposals.get("p"),
+            Some(ProposalError::BadVoterKey { .. })
+        ));
+        assert!(state.proposals.is_empty());
+        let vote = VoteCast {
+            choice: Choice::Approve,
+            reason: String::new(),
+        };
+        let e = log.event(&voter, "p", &vote, 1);
+        fold.apply(&mut state, &e).expect_err("no such proposal");
+        assert_eq!(
+            state.orphan_votes,
+            vec![("p".to_string(), voter.public_key().to_string())]
+        );
+        // The same id opened again, validly: still refused, the first `opened` decided.
+        bad.voters = [(voter.public_key().to_string(), 1)].into();
+        let e = log.event(&proposer, "p", &bad, 2);
+        fold.apply(&mut state, &e).expect_err("id taken");
+        assert!(state.proposals.is_empty());
+    }
+
     /// A voter agent folds only opened, decided and withdrawn events (`BallotProjection`).
     /// Along adaptive proposals with shifting participation, and a withdrawal, it must
     /// agree with the full fold on what is open, who is asked, and every threshold.
@@ -973,6 +1260,25 @@ mod tests {
         );
         assert!(eager < silent, "{eager} vs {silent}");
         assert!(!all.proposals["p6"].electorate.contains(&key(2)));
+    }
+
+    #[test]
+    fn threshold_entries_split_category_and_voter() {
+        let mut t = Thresholds::default();
+        let p = {
+            let mut p = opened(Protocol::SimpleMajority, &[("UA", 1), ("UB", 1)], 1);
+            p.category = "ops/db".into();
+            p
+        };
+        t.update(&p, &["UA".to_string()].into());
+        let entries: Vec<_> = t.entries().collect();
+        assert_eq!(
+            entries,
+            vec![
+                ("ops/db", "UA", Thresholds::INITIAL - Thresholds::LEARN),
+                ("ops/db", "UB", Thresholds::INITIAL + Thresholds::FORGET),
+            ]
+        );
     }
 
     #[test]

@@ -95,6 +95,23 @@ pub enum IdentityError {
     },
 }
 
+/// Checks that `key` is a participant's public key: an nkey user public key (`U...`) naming
+/// a valid Ed25519 point, as every [`Identity::public_key`] is. For keys typed by people
+/// (`--voter`, `--coordinator`), so a typo is refused where it is made, not discovered
+/// later as decisions that never count.
+pub fn check_public_key(key: &str) -> Result<(), IdentityError> {
+    let invalid = |reason: String| IdentityError::InvalidPublicKey {
+        source_key: key.chars().take(80).collect(),
+        reason,
+    };
+    if !key.starts_with('U') {
+        return Err(invalid("a participant's key starts with U".into()));
+    }
+    let (_prefix, raw) = nkeys::from_public_key(key).map_err(|e| invalid(e.to_string()))?;
+    VerifyingKey::from_bytes(&raw).map_err(|e| invalid(e.to_string()))?;
+    Ok(())
+}
+
 /// A participant's signing identity.
 #[derive(Clone)]
 pub struct Identity {
@@ -406,6 +423,24 @@ mod tests {
         let again = Identity::from_seed(id.seed()).expect("seed loads");
         assert_eq!(again.public_key(), id.public_key());
         assert!(Identity::from_seed("nonsense").is_err());
+    }
+
+    #[test]
+    fn participant_keys_are_checked() {
+        let id = Identity::generate();
+        check_public_key(id.public_key()).expect("a generated key");
+        for bad in ["UDEADBEEF", "", id.seed(), &id.public_key()[..55]] {
+            assert!(
+                matches!(
+                    check_public_key(bad),
+                    Err(IdentityError::InvalidPublicKey { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        // A valid nkey of another kind (an account key) is not a participant's.
+        let account = nkeys::KeyPair::new_account().public_key();
+        assert!(check_public_key(&account).is_err());
     }
 
     #[test]

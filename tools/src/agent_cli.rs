@@ -289,15 +289,18 @@ pub async fn ls(settings: &Settings, capability: Option<String>) -> Result<()> {
                     .join(",")
             ),
         };
+        let slots = match a.slots {
+            _ if !a.takes_tasks() => "no tasks".to_string(),
+            1 => "1 slot".to_string(),
+            n => format!("{n} slots"),
+        };
         out!(
-            "{id}  {status:<8} {:<10} {:<16} {:<40} {} cores {} MiB {} {}  {handles}",
+            "{id}  {status:<8} {:<10} {:<16} {:<40} {} cores {} MiB {slots}  {handles}",
             a.kind,
             a.name,
             a.capabilities.iter().cloned().collect::<Vec<_>>().join(","),
             a.hardware.cores,
             a.hardware.memory_mib,
-            a.slots,
-            if a.slots == 1 { "slot" } else { "slots" }
         );
     }
     Ok(())

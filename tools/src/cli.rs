@@ -147,6 +147,9 @@ pub enum Command {
     /// Run a tallier (decides proposals from the votes in the log) until ctrl-c; also runs
     /// inside `murmur up`.
     Tallier,
+    /// Print this participant's public key: its id, the `source` of the events it signs, what
+    /// a proposer names with `--voter` (creates the identity file if missing).
+    Identity,
     /// Deployment graph → Nix flake.
     Flake {
         /// What to do.
@@ -181,7 +184,15 @@ pub enum VoteCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Cast a vote as this participant.
+    /// Adaptive protocol: each voter's response threshold per category (a voter answers a
+    /// proposal whose stimulus reaches its threshold; voters not listed have the initial one).
+    Thresholds {
+        /// Only this category.
+        #[arg(long)]
+        category: Option<String>,
+    },
+    /// Cast a vote as this participant; fails (the vote stays recorded as refused) when it
+    /// does not count.
     Cast {
         /// Proposal id.
         id: String,
@@ -450,6 +461,15 @@ impl Settings {
         if let Some(limit) = file.max_event_bytes {
             codec = codec.max_event_bytes(limit);
         }
+        let coordinators = if cli.coordinators.is_empty() {
+            file.coordinators
+        } else {
+            cli.coordinators.clone()
+        };
+        for key in &coordinators {
+            // A mistyped key would make every decision of the real coordinator refused.
+            murmur_subjects::identity::check_public_key(key).context("--coordinator")?;
+        }
         Ok(Self {
             connect,
             realm,
@@ -463,11 +483,7 @@ impl Settings {
             log: file.log.unwrap_or_default(),
             codec,
             json: cli.json,
-            coordinators: if cli.coordinators.is_empty() {
-                file.coordinators
-            } else {
-                cli.coordinators.clone()
-            },
+            coordinators,
         })
     }
 
@@ -568,6 +584,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             VoteCommand::Withdraw { id, reason } => {
                 crate::vote_cli::withdraw(&settings, &id, reason).await
             }
+            VoteCommand::Thresholds { category } => {
+                crate::vote_cli::thresholds(&settings, category.as_deref()).await
+            }
             VoteCommand::Cast { id, choice, reason } => {
                 crate::vote_cli::cast(&settings, &id, &choice, reason).await
             }
@@ -576,6 +595,21 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Voter {
             command: VoterCommand::Run(args),
         } => crate::vote_cli::voter_run(&settings, args).await,
+        Command::Identity => {
+            let identity = identity_for(&settings)?;
+            if settings.json {
+                out!(
+                    "{}",
+                    serde_json::json!({
+                        "public_key": identity.public_key(),
+                        "identity_file": settings.identity_file,
+                    })
+                );
+            } else {
+                out!("{}", identity.public_key());
+            }
+            Ok(())
+        }
         Command::Tallier => {
             let log = settings.open_log("murmur-tallier").await?;
             eprintln!(
@@ -731,12 +765,22 @@ pub fn describe(seq: Option<u64>, event: &VerifiedEvent) -> String {
     let short = |s: &str| s.chars().take(8).collect::<String>();
     // Event ids are UUIDv7s, whose leading characters are the time (the same for every id made
     // in the same minute); their tail is what tells two flows apart.
+    let aggregate = event.subject.aggregate().as_str();
     let tail = |s: &str| {
+        // Ids derived from the aggregate's (`prop-1-decided`, `t1.assign.2`): the part after
+        // the aggregate is what tells them apart, and it reads better than a cut.
+        if let Some(rest) = s.strip_prefix(aggregate)
+            && let Some(rest) = rest.strip_prefix(['-', '.'])
+            && !rest.is_empty()
+        {
+            return rest.to_string();
+        }
         let n = s.chars().count();
         s.chars().skip(n.saturating_sub(8)).collect::<String>()
     };
     format!(
-        "{:>6} {} {:<28} {:<22} id {} from {} corr {} cause {} {}",
+        // 35: the longest event type, `dev.murmur.proposal.deadline_passed`.
+        "{:>6} {} {:<35} {:<22} id {} from {} corr {} cause {} {}",
         seq.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
         event
             .record
@@ -1190,5 +1234,19 @@ mod tests {
             line.contains(&format!(" id {} from ", &id[id.len() - 8..])),
             "{line}"
         );
+        // An id derived from the aggregate's shows what follows the aggregate, and so does a
+        // cause that names one.
+        let sealed = Draft::new(Token::new("p1").expect("token"), &vote)
+            .expect("draft")
+            .with_id("p1-decided")
+            .caused_by_ids(corr, "p1-deadline-0", None)
+            .seal(&identity, &realm);
+        let (headers, body) = codec.encode(&sealed).expect("encode");
+        let event = codec
+            .decode(sealed.subject.as_str(), Some(&headers), &body)
+            .expect("decode");
+        let line = describe(Some(8), &event);
+        assert!(line.contains(" id decided from "), "{line}");
+        assert!(line.contains(" cause deadline-0 "), "{line}");
     }
 }

@@ -56,6 +56,8 @@ pub struct OnlineAgent {
     pub capabilities: Vec<String>,
     /// Tasks it runs at once (its manifest's slots).
     pub slots: u32,
+    /// Whether it runs tasks at all (its manifest declares `task.assigned`, or nothing).
+    pub takes_tasks: bool,
     /// Live counters from `$SRV.STATS`.
     pub live: Option<MetricsSnapshot>,
 }
@@ -117,6 +119,7 @@ pub async fn collect(settings: &Settings, window: Duration) -> Result<Status> {
                 kind: a.kind.clone(),
                 capabilities: a.capabilities.iter().cloned().collect(),
                 slots: a.slots,
+                takes_tasks: a.takes_tasks(),
                 live: live.get(id).cloned(),
             });
         }
@@ -177,6 +180,10 @@ pub async fn run(settings: &Settings, window_s: u64) -> Result<()> {
     out!("agents: {}", join(&s.agents));
     for a in &s.online {
         let live = match &a.live {
+            Some(m) if !a.takes_tasks => format!(
+                "takes no tasks{}",
+                if m.lame_duck { " · lame duck" } else { "" }
+            ),
             Some(m) => format!(
                 "running {}/{} · completed {} · failed {} · cancelled {}{}",
                 m.running,

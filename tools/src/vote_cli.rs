@@ -9,7 +9,7 @@ use murmur_agents::{Agent, AgentSpec};
 use murmur_coordination::consensus::ConsensusProjection;
 use murmur_coordination::registry::{AgentStatus, RegistryProjection};
 use murmur_subjects::events::{AgentJoined, Choice, ProposalOpened, Protocol, VoteCast};
-use murmur_subjects::{Draft, Identity, Payload as _, Projector, Token};
+use murmur_subjects::{Draft, Identity, Projector, Token};
 
 use crate::cli::Settings;
 use crate::config::load_or_create_identity;
@@ -136,7 +136,12 @@ pub async fn propose(settings: &Settings, args: ProposeArgs) -> Result<()> {
         }
     }
     if voters.is_empty() {
-        bail!("no voters: give --voter KEY or --capability C with online agents");
+        match &args.capability {
+            Some(c) => {
+                bail!("no voters: no online agent offers {c:?}, and no --voter KEY was given")
+            }
+            None => bail!("no voters: give --voter KEY or --capability C with online agents"),
+        }
     }
     if args.weights_from_reputation {
         if !matches!(protocol, Protocol::Weighted) {
@@ -169,6 +174,8 @@ pub async fn propose(settings: &Settings, args: ProposeArgs) -> Result<()> {
         category: args.category,
         stimulus: args.stimulus,
     };
+    murmur_coordination::consensus::check_proposal(&opened)
+        .context("the proposal cannot be opened")?;
     log.append_expected(
         Draft::new(id.clone(), &opened)?,
         murmur_subjects::log::Expected::NoEvents,
@@ -187,16 +194,7 @@ async fn consensus_from(
     settings: &Settings,
     log: &murmur_subjects::EventLog,
 ) -> Result<murmur_coordination::consensus::Consensus> {
-    let log = log.clone();
-    let mut p = Projector::new(
-        log,
-        ConsensusProjection {
-            realm: settings.realm.clone(),
-            talliers: settings.coordinators.clone(),
-        },
-    );
-    p.catch_up().await?;
-    Ok(p.state().clone())
+    Ok(consensus_projector(settings, log).await?.take_state())
 }
 
 /// `murmur vote ls`.
@@ -206,8 +204,15 @@ pub async fn ls(settings: &Settings) -> Result<()> {
         out!("{}", serde_json::to_string_pretty(&c)?);
         return Ok(());
     }
+    for (id, e) in &c.refused_proposals {
+        out!("{id}  refused    {e}");
+    }
     for (id, p) in &c.proposals {
-        let state = p.decided.as_ref().map_or("open", |d| d.outcome.as_str());
+        let state = match (&p.decided, &p.withdrawn) {
+            (Some(d), _) => d.outcome.as_str(),
+            (None, Some(_)) => "withdrawn",
+            (None, None) => "open",
+        };
         out!(
             "{id}  {state:<10} votes {}/{}  {}",
             p.votes.len(),
@@ -223,16 +228,21 @@ pub async fn ls(settings: &Settings) -> Result<()> {
 pub async fn show(settings: &Settings, id: &str) -> Result<()> {
     let log = settings.open_log("murmur-vote").await?;
     let c = consensus_from(settings, &log).await?;
-    let p = c
-        .proposals
-        .get(id)
-        .with_context(|| format!("no proposal {id} in realm {}", settings.realm))?;
-    if settings.json {
-        out!("{}", serde_json::to_string_pretty(p)?);
-        return Ok(());
+    match (c.proposals.get(id), c.refused_proposals.get(id)) {
+        (Some(p), _) if settings.json => out!("{}", serde_json::to_string_pretty(p)?),
+        (Some(p), _) => {
+            for line in describe_proposal(id, p) {
+                out!("{line}");
+            }
+        }
+        (None, Some(e)) if settings.json => {
+            out!("{}", serde_json::json!({ "refused": e }));
+        }
+        (None, Some(e)) => out!("{id}  refused when opened: {e}"),
+        (None, None) => bail!("no proposal {id} in realm {}", settings.realm),
     }
-    for line in describe_proposal(id, p) {
-        out!("{line}");
+    if settings.json {
+        return Ok(());
     }
     out!("events:");
     let timeline =
@@ -269,16 +279,33 @@ fn describe_proposal(id: &str, p: &murmur_coordination::consensus::Proposal) -> 
         format!("proposer  {}", p.proposer),
         format!("payload   {}", o.payload),
     ];
+    let adaptive = match &o.protocol {
+        Protocol::AdaptiveThreshold { min_responders, .. } => Some(*min_responders),
+        _ => None,
+    };
+    if let Some(min) = adaptive {
+        lines.push(format!(
+            "responds  {} of {} voters (their threshold for {:?} was at most the stimulus {}); at least {} needed",
+            p.electorate.len(),
+            o.voters.len(),
+            o.category,
+            o.stimulus,
+            min.max(o.quorum)
+        ));
+    }
     let counted = p.decided.as_ref().and_then(|d| d.participants.as_ref());
     lines.push(match counted {
         Some(_) => "voters    (key, weight, vote; * counted in the decision)".into(),
         None => "voters    (key, weight, vote)".into(),
     });
     for (voter, weight) in &o.voters {
-        let vote = p
-            .votes
-            .get(voter)
-            .map_or("-".to_string(), |c| format!("{c:?}").to_lowercase());
+        let vote = match p.votes.get(voter) {
+            Some(c) => format!("{c:?}").to_lowercase(),
+            None if adaptive.is_some() && !p.electorate.contains(voter) => {
+                "- (does not respond: threshold above the stimulus)".into()
+            }
+            None => "-".into(),
+        };
         let mark = if counted.is_some_and(|c| c.contains(voter)) {
             " *"
         } else {
@@ -295,40 +322,105 @@ fn describe_proposal(id: &str, p: &murmur_coordination::consensus::Proposal) -> 
     lines
 }
 
-/// `murmur vote withdraw ID`: only the proposer's withdrawal counts.
+/// `murmur vote thresholds [--category C]`: the adaptive protocol's thresholds as the log
+/// has moved them.
+pub async fn thresholds(settings: &Settings, category: Option<&str>) -> Result<()> {
+    let c = consensus(settings).await?;
+    let entries: Vec<(&str, &str, f64)> = c
+        .thresholds
+        .entries()
+        .filter(|(cat, _, _)| category.is_none_or(|want| want == *cat))
+        .collect();
+    if settings.json {
+        let rows: Vec<_> = entries
+            .iter()
+            .map(|(category, voter, threshold)| {
+                serde_json::json!({"category": category, "voter": voter, "threshold": threshold})
+            })
+            .collect();
+        out!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for (category, voter, threshold) in &entries {
+        out!("{category:<16} {voter}  {threshold:.2}");
+    }
+    out!(
+        "({} moved; every other voter and category starts at {:.2}. Responding lowers a threshold by {:.2}, staying silent raises it by {:.2})",
+        entries.len(),
+        murmur_coordination::consensus::Thresholds::INITIAL,
+        murmur_coordination::consensus::Thresholds::LEARN,
+        murmur_coordination::consensus::Thresholds::FORGET,
+    );
+    Ok(())
+}
+
+/// The consensus fold over the whole log, kept to read again after a write.
+async fn consensus_projector(
+    settings: &Settings,
+    log: &murmur_subjects::EventLog,
+) -> Result<Projector<ConsensusProjection>> {
+    let mut p = Projector::new(
+        log.clone(),
+        ConsensusProjection {
+            realm: settings.realm.clone(),
+            talliers: settings.coordinators.clone(),
+        },
+    );
+    p.catch_up().await?;
+    Ok(p)
+}
+
+/// Why `id` is not an open proposal in `c`, if it is not.
+fn not_open(c: &murmur_coordination::consensus::Consensus, id: &str) -> Option<String> {
+    match c.proposals.get(id) {
+        None => Some(match c.refused_proposals.get(id) {
+            Some(e) => format!("proposal {id} was refused when it was opened: {e}"),
+            None => format!("no proposal {id} in this realm"),
+        }),
+        Some(p) => match (&p.decided, &p.withdrawn) {
+            (Some(d), _) => Some(format!("proposal {id} is already decided: {}", d.outcome)),
+            (None, Some(reason)) => Some(format!("proposal {id} was withdrawn: {reason}")),
+            (None, None) => None,
+        },
+    }
+}
+
+/// `murmur vote withdraw ID`: only the proposer's withdrawal counts, and only while the
+/// proposal is open; checked before writing, and confirmed from the log after.
 pub async fn withdraw(settings: &Settings, id: &str, reason: String) -> Result<()> {
     let log = settings.open_log("murmur-vote").await?;
+    let me = log.identity().public_key().to_string();
+    let mut fold = consensus_projector(settings, &log).await?;
+    if let Some(why) = not_open(fold.state(), id) {
+        bail!("nothing to withdraw: {why}");
+    }
+    let proposal = &fold.state().proposals[id];
+    if proposal.proposer != me {
+        bail!(
+            "only the proposer ({}) can withdraw {id}; this identity is {me}",
+            proposal.proposer
+        );
+    }
     let draft = Draft::new(
         Token::new(id)?,
         &murmur_subjects::events::ProposalWithdrawn { reason },
     )?;
-    log.append(continue_flow(&log, id, draft).await?).await?;
-    out!("withdrew {id}");
+    log.append(proposal.continue_flow(draft, None)).await?;
+    fold.catch_up().await?;
+    match &fold.state().proposals[id] {
+        p if p.withdrawn.is_some() => out!("withdrew {id}"),
+        // A tallier decided it before the withdrawal was stored.
+        p => bail!(
+            "{id} was decided before the withdrawal was stored: {}",
+            p.decided.as_ref().map_or("?", |d| d.outcome.as_str())
+        ),
+    }
     Ok(())
 }
 
-/// `draft` as the next event of proposal `id`'s flow (its correlation id, caused by `opened`);
-/// unchanged for a proposal the log does not have (the event is refused and recorded anyway).
-/// Reads only that proposal's events, not every proposal's.
-async fn continue_flow(log: &murmur_subjects::EventLog, id: &str, draft: Draft) -> Result<Draft> {
-    let events = murmur_subjects::projection::read_aggregate(
-        log,
-        murmur_subjects::Domain::Proposal,
-        &Token::new(id)?,
-    )
-    .await?;
-    // The first `opened` counts, as in the fold.
-    let opened = events
-        .into_iter()
-        .filter_map(|(_, event)| event.ok())
-        .find(|e| e.record.ty == ProposalOpened::TYPE);
-    Ok(match opened {
-        Some(opened) => draft.caused_by(&opened.record),
-        None => draft,
-    })
-}
-
-/// `murmur vote cast ID CHOICE`.
+/// `murmur vote cast ID CHOICE`: writes the vote, then reads the log again and says whether
+/// it counts; a refused vote stays recorded (with its reason, in `vote show`) and the command
+/// fails with that reason.
 pub async fn cast(settings: &Settings, id: &str, choice: &str, reason: String) -> Result<()> {
     let choice = match choice {
         "approve" => Choice::Approve,
@@ -337,12 +429,42 @@ pub async fn cast(settings: &Settings, id: &str, choice: &str, reason: String) -
         other => bail!("choice {other:?} is not approve, reject or abstain"),
     };
     let log = settings.open_log("murmur-vote").await?;
+    let me = log.identity().public_key().to_string();
+    let mut fold = consensus_projector(settings, &log).await?;
+    let refused_before = |c: &murmur_coordination::consensus::Consensus| {
+        c.proposals
+            .get(id)
+            .map_or(0, |p| p.refused.iter().filter(|(v, _)| *v == me).count())
+    };
+    let before = refused_before(fold.state());
     let draft = Draft::new(Token::new(id)?, &VoteCast { choice, reason })?;
-    log.append(continue_flow(&log, id, draft).await?).await?;
-    out!(
-        "voted {choice:?} on {id} as {}",
-        log.identity().public_key()
-    );
+    let draft = match fold.state().proposals.get(id) {
+        Some(p) => p.continue_flow(draft, None),
+        None => draft,
+    };
+    log.append(draft).await?;
+    fold.catch_up().await?;
+    let state = fold.state();
+    let choice_text = format!("{choice:?}").to_lowercase();
+    let Some(p) = state.proposals.get(id) else {
+        bail!(
+            "the vote does not count ({}); it is recorded as refused",
+            not_open(state, id).unwrap_or_default()
+        );
+    };
+    if refused_before(state) > before {
+        let why = p
+            .refused
+            .iter()
+            .rev()
+            .find(|(v, _)| *v == me)
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_default();
+        bail!(
+            "the vote on {id} does not count: {why}; it is recorded as refused (`murmur vote show {id}`)"
+        );
+    }
+    out!("voted {choice_text} on {id} as {me}: counted");
     Ok(())
 }
 
