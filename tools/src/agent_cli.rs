@@ -411,8 +411,35 @@ pub async fn submit(
     Ok(())
 }
 
+/// `murmur task ls` filters.
+#[derive(Debug, Default, clap::Args)]
+pub struct TaskLsArgs {
+    /// Only tasks in this state (pending, assigned, running, completed, dead_lettered,
+    /// cancelled; repeatable).
+    #[arg(long = "state", value_parser = clap::builder::PossibleValuesParser::new(TASK_STATES))]
+    pub states: Vec<String>,
+    /// Only tasks needing this capability.
+    #[arg(long)]
+    pub capability: Option<String>,
+    /// Only the tasks of this graph (the id `task graph submit` printed before each task).
+    #[arg(long)]
+    pub graph: Option<String>,
+    /// Only the last N that match (tasks are listed oldest first).
+    #[arg(long)]
+    pub last: Option<usize>,
+}
+
+const TASK_STATES: [&str; 6] = [
+    "pending",
+    "assigned",
+    "running",
+    "completed",
+    "dead_lettered",
+    "cancelled",
+];
+
 /// `murmur task ls`.
-pub async fn task_ls(settings: &Settings) -> Result<()> {
+pub async fn task_ls(settings: &Settings, args: TaskLsArgs) -> Result<()> {
     let log = settings.open_log("murmur-task-ls").await?;
     let mut p = Projector::new(
         log,
@@ -422,13 +449,31 @@ pub async fn task_ls(settings: &Settings) -> Result<()> {
         },
     );
     p.catch_up().await?;
+    let book = p.state();
+    let rows = task_rows(book, &args);
     if settings.json {
-        out!("{}", serde_json::to_string_pretty(p.state())?);
+        // An array, in the order listed (a map would sort by id).
+        let tasks: Vec<serde_json::Value> = rows
+            .into_iter()
+            .map(|(id, t)| serde_json::json!({ "id": id, "task": t }))
+            .collect();
+        out!("{}", serde_json::to_string_pretty(&tasks)?);
         return Ok(());
     }
-    for (id, t) in &p.state().tasks {
+    if rows.is_empty() {
+        eprintln!("no tasks match in realm {}", settings.realm);
+    }
+    let width = rows.iter().map(|(id, _)| id.len()).max().unwrap_or(0);
+    for (id, t) in rows {
+        use murmur_coordination::tasks::TaskState;
+        let who = match &t.state {
+            TaskState::Assigned { agent, .. } | TaskState::Completed { agent } => {
+                format!("  by {}", &agent[..agent.len().min(8)])
+            }
+            _ => String::new(),
+        };
         out!(
-            "{id}  {:<13} {:<20} attempt {}/{}  failures {}",
+            "{id:<width$}  {:<13} {:<20} attempt {}/{}  failures {}{who}",
             t.state.name(),
             t.requirements.capability,
             t.attempt,
@@ -437,6 +482,34 @@ pub async fn task_ls(settings: &Settings) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The tasks `args` selects, in submission order (pure).
+fn task_rows<'a>(
+    book: &'a murmur_coordination::tasks::TaskBook,
+    args: &TaskLsArgs,
+) -> Vec<(&'a String, &'a murmur_coordination::tasks::Task)> {
+    let graph_prefix = args.graph.as_ref().map(|g| format!("{g}-"));
+    let mut rows: Vec<_> = book
+        .tasks
+        .iter()
+        .filter(|(_, t)| args.states.is_empty() || args.states.iter().any(|s| s == t.state.name()))
+        .filter(|(_, t)| {
+            args.capability
+                .as_ref()
+                .is_none_or(|c| *c == t.requirements.capability)
+        })
+        .filter(|(id, _)| {
+            graph_prefix
+                .as_ref()
+                .is_none_or(|g| id.starts_with(g.as_str()))
+        })
+        .collect();
+    rows.sort_by_key(|(id, t)| (t.submitted_sequence, *id));
+    if let Some(n) = args.last {
+        rows.drain(..rows.len().saturating_sub(n));
+    }
+    rows
 }
 
 /// `murmur task show ID`: the task's timeline, every event of its aggregate in log order.
@@ -515,12 +588,85 @@ pub async fn graph_submit(settings: &Settings, file: &std::path::Path) -> Result
     {
         out!("{file_id}\t{task_id}");
     }
+    eprintln!("graph {graph}: follow it with `murmur task ls --graph {graph}`");
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_ls_filters_by_state_capability_and_graph_in_submission_order() {
+        use murmur_coordination::tasks::{Task, TaskBook, TaskState};
+        let task = |seq: u64, capability: &str, state: TaskState| Task {
+            submitter: "UA".into(),
+            requirements: murmur_coordination::routing::Requirements {
+                capability: capability.into(),
+                ..Default::default()
+            },
+            priority: 0,
+            max_attempts: 3,
+            lease_ms: 1_000,
+            attempt: 1,
+            failures: vec![],
+            state,
+            submitted_sequence: seq,
+            last_sequence: seq,
+            input: serde_json::Value::Null,
+            correlation_id: String::new(),
+            last_event_id: String::new(),
+            depends_on: vec![],
+            fail_with_dependency: false,
+            output: None,
+        };
+        let done = || TaskState::Completed { agent: "UW".into() };
+        let mut book = TaskBook::default();
+        // Ids that sort the other way round from their submission.
+        book.tasks
+            .insert("z-first".into(), task(1, "test.run", done()));
+        book.tasks
+            .insert("g1-build".into(), task(2, "compiler.rust", done()));
+        book.tasks
+            .insert("a-third".into(), task(3, "test.run", TaskState::Cancelled));
+        book.tasks.insert(
+            "g1-test".into(),
+            task(4, "test.run", TaskState::DeadLettered),
+        );
+        let ids = |args: TaskLsArgs| -> Vec<String> {
+            task_rows(&book, &args)
+                .into_iter()
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        assert_eq!(
+            ids(TaskLsArgs::default()),
+            ["z-first", "g1-build", "a-third", "g1-test"]
+        );
+        let states = |s: &[&str]| s.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            ids(TaskLsArgs {
+                states: states(&["completed", "dead_lettered"]),
+                ..Default::default()
+            }),
+            ["z-first", "g1-build", "g1-test"]
+        );
+        assert_eq!(
+            ids(TaskLsArgs {
+                capability: Some("test.run".into()),
+                graph: Some("g1".into()),
+                ..Default::default()
+            }),
+            ["g1-test"]
+        );
+        assert_eq!(
+            ids(TaskLsArgs {
+                last: Some(2),
+                ..Default::default()
+            }),
+            ["a-third", "g1-test"]
+        );
+    }
 
     #[test]
     fn the_example_task_graph_is_a_valid_dag() {

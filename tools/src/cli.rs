@@ -360,8 +360,8 @@ pub enum TaskCommand {
         #[arg(long)]
         lease_ms: Option<u64>,
     },
-    /// List tasks (replayed from the log).
-    Ls,
+    /// List tasks (replayed from the log), oldest first.
+    Ls(crate::agent_cli::TaskLsArgs),
     /// Task graphs.
     Graph {
         /// What to do.
@@ -655,8 +655,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::Task {
-            command: TaskCommand::Ls,
-        } => crate::agent_cli::task_ls(&settings).await,
+            command: TaskCommand::Ls(args),
+        } => crate::agent_cli::task_ls(&settings, args).await,
         Command::Task {
             command: TaskCommand::Show { id },
         } => crate::agent_cli::task_show(&settings, &id).await,
