@@ -121,13 +121,7 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
     for c in &args.capabilities {
         validate_capability(c).map_err(anyhow::Error::msg)?;
     }
-    let mut labels = BTreeMap::new();
-    for l in &args.labels {
-        let (k, v) = l
-            .split_once('=')
-            .with_context(|| format!("label {l:?} is not key=value"))?;
-        labels.insert(k.to_string(), v.to_string());
-    }
+    let labels = parse_labels(&args.labels)?;
     let identity = if args.ephemeral_identity {
         Identity::generate()
     } else {
@@ -409,6 +403,18 @@ pub async fn submit(
     .await?;
     out!("{id}");
     Ok(())
+}
+
+/// `--label key=value` arguments as a map.
+pub fn parse_labels(args: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    for l in args {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--label {l:?} is not key=value"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    Ok(labels)
 }
 
 /// `murmur task ls` filters.

@@ -23,9 +23,14 @@ pub struct ProposeArgs {
     /// A voter's public key (repeatable); `KEY=WEIGHT` for weighted voting.
     #[arg(long = "voter")]
     pub voters: Vec<String>,
-    /// Also every online agent offering this capability (weight 1).
+    /// Also every online agent offering this capability (weight 1); with `--label`, only
+    /// those that also carry the labels.
     #[arg(long)]
     pub capability: Option<String>,
+    /// Also every online agent carrying this label, `key=value` (repeatable: all must
+    /// match; weight 1).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
     /// simple | qualified:N/D | weighted | unanimous | adaptive:simple:MIN | adaptive:qualified:N/D:MIN
     #[arg(long, default_value = "simple")]
     pub protocol: String,
@@ -107,6 +112,20 @@ pub fn protocol_text(protocol: &Protocol) -> String {
     }
 }
 
+/// The online agents offering `capability` (if given) and carrying every label (pure).
+fn electorate_by<'a>(
+    agents: &'a BTreeMap<String, murmur_coordination::registry::AgentEntry>,
+    capability: Option<&str>,
+    labels: &BTreeMap<String, String>,
+) -> impl Iterator<Item = &'a String> {
+    agents.iter().filter_map(move |(id, a)| {
+        let matches = a.status == AgentStatus::Online
+            && capability.is_none_or(|c| a.capabilities.contains(c))
+            && labels.iter().all(|(k, v)| a.labels.get(k) == Some(v));
+        matches.then_some(id)
+    })
+}
+
 /// `murmur vote propose`: prints the proposal id.
 pub async fn propose(settings: &Settings, args: ProposeArgs) -> Result<()> {
     let protocol = parse_protocol(&args.protocol)?;
@@ -121,7 +140,8 @@ pub async fn propose(settings: &Settings, args: ProposeArgs) -> Result<()> {
         };
         voters.insert(key, weight);
     }
-    if let Some(capability) = &args.capability {
+    let labels = crate::agent_cli::parse_labels(&args.labels)?;
+    if args.capability.is_some() || !labels.is_empty() {
         let mut registry = Projector::new(
             log.clone(),
             RegistryProjection {
@@ -129,19 +149,31 @@ pub async fn propose(settings: &Settings, args: ProposeArgs) -> Result<()> {
             },
         );
         registry.catch_up().await?;
-        for (id, a) in &registry.state().agents {
-            if a.status == AgentStatus::Online && a.capabilities.contains(capability) {
-                voters.entry(id.clone()).or_insert(1);
-            }
+        for id in electorate_by(
+            &registry.state().agents,
+            args.capability.as_deref(),
+            &labels,
+        ) {
+            voters.entry(id.clone()).or_insert(1);
         }
     }
     if voters.is_empty() {
-        match &args.capability {
-            Some(c) => {
-                bail!("no voters: no online agent offers {c:?}, and no --voter KEY was given")
-            }
-            None => bail!("no voters: give --voter KEY or --capability C with online agents"),
+        if args.capability.is_some() || !labels.is_empty() {
+            bail!(
+                "no voters: no online agent matches{}{}, and no --voter KEY was given",
+                args.capability
+                    .as_ref()
+                    .map_or(String::new(), |c| format!(" capability {c:?}")),
+                if labels.is_empty() {
+                    String::new()
+                } else {
+                    format!(" labels {labels:?}")
+                }
+            );
         }
+        bail!(
+            "no voters: give --voter KEY, or --capability C / --label K=V matching online agents"
+        );
     }
     if args.weights_from_reputation {
         if !matches!(protocol, Protocol::Weighted) {
@@ -477,6 +509,9 @@ pub struct VoterRunArgs {
     /// Name shown in listings.
     #[arg(long, default_value = "voter")]
     pub name: String,
+    /// A label key=value (repeatable): proposals can name their voters by label.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
     /// Use a fresh identity instead of the identity file.
     #[arg(long)]
     pub ephemeral_identity: bool,
@@ -496,6 +531,7 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
     } else {
         load_or_create_identity(&settings.identity_file)?
     };
+    let labels = crate::agent_cli::parse_labels(&args.labels)?;
     let log = settings.open_log_as("murmur-voter", identity).await?;
     let agent = Agent::join(
         log,
@@ -504,7 +540,7 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
                 name: args.name.clone(),
                 kind: "voter".into(),
                 capabilities: vec!["vote".into()],
-                labels: Default::default(),
+                labels,
                 agent_version: env!("CARGO_PKG_VERSION").into(),
                 hardware: crate::agent_cli::hardware(),
                 slots: 1,
@@ -527,6 +563,60 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_electorate_by_capability_and_labels_takes_only_online_agents_matching_all() {
+        use murmur_coordination::registry::AgentEntry;
+        let agent = |status: &str, capabilities: &[&str], labels: serde_json::Value| {
+            serde_json::from_value::<AgentEntry>(serde_json::json!({
+                "name": "a", "kind": "voter", "capabilities": capabilities,
+                "labels": labels, "agent_version": "0",
+                "hardware": {"cores": 1, "memory_mib": 1},
+                "handles": null, "status": status, "last_sequence": 1, "joins": 1,
+            }))
+            .expect("entry")
+        };
+        let agents: BTreeMap<String, AgentEntry> = [
+            (
+                "UA",
+                agent(
+                    "online",
+                    &["vote"],
+                    serde_json::json!({"team": "db", "tier": "1"}),
+                ),
+            ),
+            (
+                "UB",
+                agent("online", &["vote"], serde_json::json!({"team": "web"})),
+            ),
+            (
+                "UC",
+                agent("offline", &["vote"], serde_json::json!({"team": "db"})),
+            ),
+            (
+                "UD",
+                agent("online", &["build"], serde_json::json!({"team": "db"})),
+            ),
+        ]
+        .map(|(k, a)| (k.to_string(), a))
+        .into();
+        let pick = |capability: Option<&str>, labels: &[(&str, &str)]| -> Vec<String> {
+            let labels = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            electorate_by(&agents, capability, &labels)
+                .cloned()
+                .collect()
+        };
+        assert_eq!(pick(Some("vote"), &[]), ["UA", "UB"]);
+        assert_eq!(pick(None, &[("team", "db")]), ["UA", "UD"]);
+        assert_eq!(pick(Some("vote"), &[("team", "db")]), ["UA"]);
+        assert_eq!(
+            pick(Some("vote"), &[("team", "db"), ("tier", "2")]),
+            Vec::<String>::new()
+        );
+    }
 
     #[test]
     fn protocols_parse() {
