@@ -9,7 +9,9 @@
 //! Early decision: after each vote the tally is evaluated as if every voter who has not
 //! voted yet approved, and as if they all rejected; when both give the same outcome (and the
 //! quorum is met), nothing can change it and the proposal is decided. When even all
-//! remaining votes cannot reach the quorum, it is decided `no_quorum` at once.
+//! remaining votes cannot reach the quorum, it is decided `no_quorum` at once. At the
+//! deadline: the rule's verdict if the quorum was met, `no_quorum` if some but too few
+//! voted, `expired` if nobody did.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,8 +36,12 @@ pub enum Outcome {
     Approved,
     /// The rule rejected.
     Rejected,
-    /// Too few votes by the deadline (or too few could still come).
+    /// Too few votes: fewer than the quorum by the deadline, or too few voters left to reach
+    /// it.
     NoQuorum,
+    /// The deadline passed and no voter answered at all (a sign that the voters are not
+    /// there, rather than that too few agreed to take part).
+    Expired,
 }
 
 impl Outcome {
@@ -45,6 +51,7 @@ impl Outcome {
             Outcome::Approved => "approved",
             Outcome::Rejected => "rejected",
             Outcome::NoQuorum => "no_quorum",
+            Outcome::Expired => "expired",
         }
     }
 }
@@ -300,7 +307,9 @@ pub fn decide(
         .collect();
     let need = quorum(p);
     if closed {
-        return Some(if t.votes < need {
+        return Some(if t.votes == 0 {
+            (Outcome::Expired, t)
+        } else if t.votes < need {
             (Outcome::NoQuorum, t)
         } else {
             (verdict(&p.protocol, &t, size), t)
@@ -954,6 +963,15 @@ mod tests {
         c.vote("p", "a", Choice::Approve, at(10)).expect("counted");
         assert_eq!(c.pending_decision("p", at(20)), None);
         let d = c.pending_decision("p", at(1_001)).expect("deadline passed");
+        assert_eq!(d.outcome, "no_quorum");
+        // Nobody answered by the deadline: expired.
+        c.open("q", opened(Protocol::SimpleMajority, &FIVE, 1));
+        assert_eq!(c.pending_decision("q", at(20)), None);
+        let d = c.pending_decision("q", at(1_001)).expect("deadline passed");
+        assert_eq!((d.outcome.as_str(), d.votes), ("expired", 0));
+        // Too few voters left to reach the quorum is decided at once, votes or none.
+        c.open("r", opened(Protocol::SimpleMajority, &[("a", 1)], 2));
+        let d = c.pending_decision("r", at(20)).expect("unreachable");
         assert_eq!(d.outcome, "no_quorum");
     }
 

@@ -325,7 +325,8 @@ impl Payload for VoteCast {
 /// `dev.murmur.proposal.decided`: the outcome and the tally that produced it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ProposalDecided {
-    /// `approved`, `rejected`, `no_quorum` or `expired`.
+    /// `approved`, `rejected`, `no_quorum` (too few votes by the deadline, or too few voters
+    /// left to reach the quorum) or `expired` (the deadline passed with no vote at all).
     pub outcome: String,
     /// Approve weight counted.
     pub approve: u64,
