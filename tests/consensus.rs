@@ -269,6 +269,16 @@ async fn tallier_decides_early_closes_at_the_deadline_and_replays_the_same() -> 
     Ok(())
 }
 
+/// The id `murmur vote propose` printed, or why it failed.
+fn proposal_id(out: std::process::Output) -> Result<String> {
+    anyhow::ensure!(
+        out.status.success(),
+        "propose: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
 /// Voters as separate `murmur voter run` processes with a policy file; a proposal opened by
 /// `murmur vote propose --capability vote` is decided by the policy votes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,12 +348,7 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
         ])
         .output()
         .await?;
-        anyhow::ensure!(
-            out.status.success(),
-            "propose: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let id = String::from_utf8(out.stdout)?.trim().to_string();
+        let id = proposal_id(out)?;
         let state = wait_decided(&observer, &id).await?;
         let p = &state.proposals[&id];
         assert_eq!(
@@ -372,12 +377,7 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
     let out = murmur(&["vote", "propose", "--question", "mine?", "--voter", &me])
         .output()
         .await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "propose: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mine = String::from_utf8(out.stdout)?.trim().to_string();
+    let mine = proposal_id(out)?;
     let cast = murmur(&["vote", "cast", &mine, "reject"]).output().await?;
     let said = String::from_utf8_lossy(&cast.stdout);
     anyhow::ensure!(

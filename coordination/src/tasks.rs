@@ -77,6 +77,16 @@ impl TaskState {
     /// The names of the final states (see [`TaskState::name`]).
     pub const FINAL_NAMES: [&'static str; 3] = ["completed", "dead_lettered", "cancelled"];
 
+    /// Every name [`TaskState::name`] gives, in lifecycle order.
+    pub const NAMES: [&'static str; 6] = [
+        "pending",
+        "assigned",
+        "running",
+        "completed",
+        "dead_lettered",
+        "cancelled",
+    ];
+
     /// Short name for listings.
     pub fn name(&self) -> &'static str {
         match self {
@@ -1294,14 +1304,7 @@ mod tests {
             random_walk(400, |step, book, _, _| {
                 let scanned = unindexed(book);
                 assert_eq!(book.counts(), scanned.counts(), "step {step}");
-                for name in [
-                    "pending",
-                    "assigned",
-                    "running",
-                    "completed",
-                    "dead_lettered",
-                    "cancelled",
-                ] {
+                for name in TaskState::NAMES {
                     assert_eq!(book.count(name), scanned.count(name), "{name} at {step}");
                 }
                 seen.extend(book.counts().into_keys());

@@ -422,7 +422,7 @@ pub fn parse_labels(args: &[String]) -> Result<BTreeMap<String, String>> {
 pub struct TaskLsArgs {
     /// Only tasks in this state (pending, assigned, running, completed, dead_lettered,
     /// cancelled; repeatable).
-    #[arg(long = "state", value_parser = clap::builder::PossibleValuesParser::new(TASK_STATES))]
+    #[arg(long = "state", value_parser = clap::builder::PossibleValuesParser::new(murmur_coordination::tasks::TaskState::NAMES))]
     pub states: Vec<String>,
     /// Only tasks needing this capability.
     #[arg(long)]
@@ -434,15 +434,6 @@ pub struct TaskLsArgs {
     #[arg(long)]
     pub last: Option<usize>,
 }
-
-const TASK_STATES: [&str; 6] = [
-    "pending",
-    "assigned",
-    "running",
-    "completed",
-    "dead_lettered",
-    "cancelled",
-];
 
 /// `murmur task ls`.
 pub async fn task_ls(settings: &Settings, args: TaskLsArgs) -> Result<()> {
