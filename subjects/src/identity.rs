@@ -95,10 +95,15 @@ pub enum IdentityError {
     },
 }
 
-/// Checks that `key` is a participant's public key: an nkey user public key (`U...`) naming
-/// a valid Ed25519 point, as every [`Identity::public_key`] is. For keys typed by people
-/// (`--voter`, `--coordinator`), so a typo is refused where it is made, not discovered
-/// later as decisions that never count.
+/// Checks that `key` is written as a participant's public key: an nkey user public key
+/// (`U...`, 56 characters with a checksum), as every [`Identity::public_key`] is. For keys
+/// typed by people (`--voter`, `--coordinator`), so a typo is refused where it is made, not
+/// discovered later as decisions that never count.
+///
+/// Whether the 32 bytes are an Ed25519 point is not checked: that is a point decompression
+/// (13 µs on the project's VM, against 0.35 µs for this check), and the consensus fold runs
+/// this for every voter of every proposal in every voter. A key that is no point signs
+/// nothing, so it never casts a vote that verifies.
 pub fn check_public_key(key: &str) -> Result<(), IdentityError> {
     let invalid = |reason: String| IdentityError::InvalidPublicKey {
         source_key: key.chars().take(80).collect(),
@@ -107,8 +112,7 @@ pub fn check_public_key(key: &str) -> Result<(), IdentityError> {
     if !key.starts_with('U') {
         return Err(invalid("a participant's key starts with U".into()));
     }
-    let (_prefix, raw) = nkeys::from_public_key(key).map_err(|e| invalid(e.to_string()))?;
-    VerifyingKey::from_bytes(&raw).map_err(|e| invalid(e.to_string()))?;
+    nkeys::from_public_key(key).map_err(|e| invalid(e.to_string()))?;
     Ok(())
 }
 
