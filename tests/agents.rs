@@ -500,6 +500,30 @@ async fn typed_handlers_get_only_the_declared_types_stored_after_the_join() -> R
         }
         other => anyhow::bail!("expected the task, then the proposal: {other:?}"),
     }
+    // The feed is filtered by the server, not by the agent: a consumer on the history
+    // stream carries exactly the declared types' subjects.
+    let realm = Token::new("acme")?;
+    let mut declared: Vec<String> = vec![
+        murmur_subjects::EventType::of::<ProposalOpened>()
+            .filter(Some(&realm))
+            .to_string(),
+        murmur_subjects::EventType::of::<TaskSubmitted>()
+            .filter(Some(&realm))
+            .to_string(),
+    ];
+    declared.sort();
+    let mut consumers = other
+        .jetstream()
+        .get_stream("MURMUR_HISTORY")
+        .await?
+        .consumers();
+    let mut filtered_by_server = false;
+    while let Some(info) = futures::StreamExt::next(&mut consumers).await {
+        let mut filters = info?.config.filter_subjects;
+        filters.sort();
+        filtered_by_server |= filters == declared;
+    }
+    assert!(filtered_by_server, "no consumer filtered to {declared:?}");
     let _ = stop_tx.send(());
     let (agent, stats) = running.await?;
     let stats = stats?;
