@@ -546,10 +546,14 @@ async fn consensus_step(
             .as_ref()
             .map(|d| (d.outcome.clone(), d.approve, d.reject))
     };
+    let shown = |id: &str| match outcome(id) {
+        Some((o, approve, reject)) => format!("{id} {o} (approve {approve} · reject {reject})"),
+        None => format!("{id} undecided"),
+    };
     out!(
-        "[vote] 3 policy voters + tallier, qualified 2/3: release-1-2 {:?}, release-1-3 {:?}",
-        outcome("release-1-2"),
-        outcome("release-1-3")
+        "[vote] 3 policy voters + tallier, qualified 2/3: {}, {}",
+        shown("release-1-2"),
+        shown("release-1-3")
     );
     ensure!(
         outcome("release-1-2").is_some_and(|o| o.0 == "approved"),
@@ -558,6 +562,35 @@ async fn consensus_step(
     ensure!(
         outcome("release-1-3").is_some_and(|o| o.0 == "rejected"),
         "release-1-3 not rejected"
+    );
+    // A late vote from outside the voter set: stored like any event, refused by the fold
+    // with a typed reason, and never counted.
+    let late = c.proposals["release-1-2"].continue_flow(
+        Draft::new(
+            Token::new("release-1-2")?,
+            &murmur_subjects::events::VoteCast {
+                choice: murmur_subjects::events::Choice::Reject,
+                reason: "too late".into(),
+            },
+        )?,
+        None,
+    );
+    platform.append(late).await?;
+    ensure!(
+        view.follow_until(DEADLINE, |c: &Consensus| !c.proposals["release-1-2"]
+            .refused
+            .is_empty())
+            .await?,
+        "the late vote was never refused"
+    );
+    let p = &view.state().proposals["release-1-2"];
+    ensure!(
+        p.decided.as_ref().is_some_and(|d| d.reject == 0),
+        "a refused vote was counted"
+    );
+    out!(
+        "[vote] a late vote from a non-voter is stored and refused: {}",
+        p.refused[0].1
     );
     Ok(())
 }
