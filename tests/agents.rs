@@ -324,6 +324,32 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
             .await?,
         "the failed task was never dead-lettered"
     );
+    // A task no online agent runs waits, and status names its capability as unserved; an
+    // open proposal is counted.
+    submitter
+        .append(Draft::new(
+            Token::new("stranded")?,
+            &TaskSubmitted {
+                capability: "nobody.here".into(),
+                ..Default::default()
+            },
+        )?)
+        .await?;
+    submitter
+        .append(Draft::new(
+            Token::new("still-open")?,
+            &murmur_subjects::events::ProposalOpened {
+                question: "keep it?".into(),
+                payload: serde_json::json!({}),
+                protocol: murmur_subjects::events::Protocol::SimpleMajority,
+                voters: [(id.clone(), 1)].into(),
+                quorum: 1,
+                deadline: chrono::Utc::now() + chrono::Duration::minutes(10),
+                category: "general".into(),
+                stimulus: 1.0,
+            },
+        )?)
+        .await?;
     let out = std::process::Command::new(murmur_e2e::murmur_binary()?)
         .args(["--server", nats.url(), "--realm", "acme", "--data-dir"])
         .arg(data.path().join("status"))
@@ -339,6 +365,17 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
     assert_eq!(status["tasks"]["dead_lettered"], 1, "{status:#}");
     assert_eq!(status["agents"]["online"], 1, "{status:#}");
     assert_eq!(status["completed_in_window"], 2, "{status:#}");
+    assert_eq!(status["queues"]["nobody.here"], 1, "{status:#}");
+    assert_eq!(
+        status["unserved"],
+        serde_json::json!(["nobody.here"]),
+        "{status:#}"
+    );
+    assert_eq!(
+        status["proposals"],
+        serde_json::json!({"open": 1}),
+        "{status:#}"
+    );
     assert_eq!(
         status["online"][0]["live"]["attempts_completed"], 2,
         "{status:#}"

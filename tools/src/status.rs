@@ -1,5 +1,5 @@
-//! `murmur status`: one summary of a realm — agents, their live counters, queues, tasks per
-//! state and recent throughput.
+//! `murmur status`: one summary of a realm — agents, their live counters, queues (and those
+//! no online agent serves), tasks per state, proposals per state and recent throughput.
 //!
 //! Agents and tasks come from the log (the same projections the coordinator folds); live
 //! counters from a `$SRV.STATS` scatter-gather (every running agent answers with its
@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Result;
 use futures::StreamExt;
 use murmur_agents::metrics::MetricsSnapshot;
+use murmur_coordination::consensus::ConsensusProjection;
 use murmur_coordination::coordinator::CoordinatorProjection;
 use murmur_coordination::registry::AgentStatus;
 use murmur_coordination::tasks::TaskState;
@@ -37,6 +38,12 @@ pub struct Status {
     pub tasks: BTreeMap<&'static str, usize>,
     /// Pending tasks per required capability.
     pub queues: BTreeMap<String, usize>,
+    /// Capabilities with pending tasks that no online agent running tasks offers: those
+    /// tasks wait until one joins.
+    pub unserved: Vec<String>,
+    /// Proposals per state: `open`, `withdrawn`, `refused` (at open) or the decision's
+    /// outcome.
+    pub proposals: BTreeMap<String, usize>,
     /// `task.completed` events stored in the window.
     pub completed_in_window: u64,
     /// The window, in seconds.
@@ -130,6 +137,35 @@ pub async fn collect(settings: &Settings, window: Duration) -> Result<Status> {
             *queues.entry(t.requirements.capability.clone()).or_insert(0) += 1;
         }
     }
+    let unserved = queues
+        .keys()
+        .filter(|c| {
+            !state.registry.agents.values().any(|a| {
+                a.status == AgentStatus::Online && a.takes_tasks() && a.capabilities.contains(*c)
+            })
+        })
+        .cloned()
+        .collect();
+    let mut consensus = Projector::new(
+        log.clone(),
+        ConsensusProjection {
+            realm: realm.clone(),
+            talliers: settings.coordinators.clone(),
+        },
+    );
+    consensus.catch_up().await?;
+    let mut proposals = BTreeMap::new();
+    for p in consensus.state().proposals.values() {
+        let state = match (&p.decided, &p.withdrawn) {
+            (Some(d), _) => d.outcome.clone(),
+            (None, Some(_)) => "withdrawn".into(),
+            (None, None) => "open".into(),
+        };
+        *proposals.entry(state).or_insert(0) += 1;
+    }
+    if !consensus.state().refused_proposals.is_empty() {
+        proposals.insert("refused".into(), consensus.state().refused_proposals.len());
+    }
     let since = chrono::Utc::now() - chrono::Duration::from_std(window)?;
     let filter = SubjectFilter::plane(Plane::Evt)
         .realm(realm.clone())
@@ -154,6 +190,8 @@ pub async fn collect(settings: &Settings, window: Duration) -> Result<Status> {
         online,
         tasks: state.tasks.counts(),
         queues,
+        unserved,
+        proposals,
         completed_in_window,
         window_s: window.as_secs(),
     })
@@ -211,11 +249,29 @@ pub async fn run(settings: &Settings, window_s: u64) -> Result<()> {
             "queues: {}",
             s.queues
                 .iter()
-                .map(|(c, n)| format!("{c} {n} waiting"))
+                .map(|(c, n)| {
+                    if s.unserved.contains(c) {
+                        format!("{c} {n} waiting (no online agent runs {c} tasks)")
+                    } else {
+                        format!("{c} {n} waiting")
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         );
     }
+    out!(
+        "proposals: {}",
+        if s.proposals.is_empty() {
+            "none".to_string()
+        } else {
+            s.proposals
+                .iter()
+                .map(|(state, n)| format!("{n} {state}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
     out!(
         "throughput: {} completed in the last {} s ({:.2}/s)",
         s.completed_in_window,
