@@ -10,7 +10,7 @@
 //!   path), dangling references, wrong edge endpoints, port clashes on a host, unknown
 //!   databases, undeclared murmur subjects, invalid names. Also the Graphviz view.
 //! - [`expr`]: a Nix value tree rendered with sorted attributes and correct escaping.
-//! - [`generate`]: `flake.nix`, `hosts/<host>.nix`, `modules/murmur-agent.nix`.
+//! - [`mod@generate`]: `flake.nix`, `hosts/<host>.nix`, `modules/murmur-agent.nix`.
 //!
 //! ```
 //! use murmur_nix::model::{DeploymentSpec, EdgeKind, NodeKind, ServiceSpec};
