@@ -451,6 +451,27 @@ pub struct EventLineage {
 }
 
 impl Proposal {
+    /// Every name [`Proposal::state_name`] gives, and `refused` (an `opened` the fold
+    /// refused, kept in [`Consensus::refused_proposals`]).
+    pub const STATE_NAMES: [&'static str; 7] = [
+        "open",
+        "withdrawn",
+        "approved",
+        "rejected",
+        "no_quorum",
+        "expired",
+        "refused",
+    ];
+
+    /// `open`, `withdrawn`, or the decision's outcome.
+    pub fn state_name(&self) -> &str {
+        match (&self.decided, &self.withdrawn) {
+            (Some(d), _) => d.outcome.as_str(),
+            (None, Some(_)) => "withdrawn",
+            (None, None) => "open",
+        }
+    }
+
     /// A draft on this proposal that continues its flow: `opened`'s correlation id, caused by
     /// `cause` (an event id), or by `opened` itself when none is given.
     pub fn continue_flow(&self, draft: Draft, cause: Option<&str>) -> Draft {
@@ -558,12 +579,14 @@ impl Consensus {
         }
     }
 
-    /// Applies `proposal.decided`; thresholds adapt for adaptive proposals.
+    /// Applies `proposal.decided`; thresholds adapt for adaptive proposals. The first of
+    /// decision and withdrawal in the log closes the proposal: a decision stored after a
+    /// withdrawal (a tallier that had not read it yet) changes nothing.
     pub fn record_decision(&mut self, id: &str, decided: ProposalDecided) {
         let Some(p) = self.proposals.get_mut(id) else {
             return;
         };
-        if p.decided.is_some() {
+        if p.decided.is_some() || p.withdrawn.is_some() {
             return;
         }
         if matches!(p.opened.protocol, Protocol::AdaptiveThreshold { .. }) {
@@ -996,6 +1019,10 @@ mod tests {
         let open: Vec<&String> = c.open_proposals().map(|(id, _)| id).collect();
         assert_eq!(open, scan);
         assert_eq!(open, ["p3", "p4"]);
+        // The first of decision and withdrawal closes it.
+        let states: Vec<&str> = c.proposals.values().map(Proposal::state_name).collect();
+        assert_eq!(states, ["approved", "withdrawn", "open", "open"]);
+        assert!(c.proposals["p2"].decided.is_none());
     }
 
     #[test]

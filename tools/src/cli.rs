@@ -170,7 +170,13 @@ pub enum VoteCommand {
     /// Open a proposal; prints its id.
     Propose(crate::vote_cli::ProposeArgs),
     /// List proposals.
-    Ls,
+    Ls {
+        /// Only proposals in this state (repeatable).
+        #[arg(long = "state", value_parser = clap::builder::PossibleValuesParser::new(
+            murmur_coordination::consensus::Proposal::STATE_NAMES
+        ))]
+        states: Vec<String>,
+    },
     /// One proposal: votes, refused votes, decision.
     Show {
         /// Proposal id.
@@ -579,7 +585,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Coordinator => crate::agent_cli::coordinator(&settings).await,
         Command::Vote { command } => match command {
             VoteCommand::Propose(args) => crate::vote_cli::propose(&settings, args).await,
-            VoteCommand::Ls => crate::vote_cli::ls(&settings).await,
+            VoteCommand::Ls { states } => crate::vote_cli::ls(&settings, &states).await,
             VoteCommand::Show { id } => crate::vote_cli::show(&settings, &id).await,
             VoteCommand::Withdraw { id, reason } => {
                 crate::vote_cli::withdraw(&settings, &id, reason).await

@@ -156,12 +156,7 @@ pub async fn collect(settings: &Settings, window: Duration) -> Result<Status> {
     consensus.catch_up().await?;
     let mut proposals = BTreeMap::new();
     for p in consensus.state().proposals.values() {
-        let state = match (&p.decided, &p.withdrawn) {
-            (Some(d), _) => d.outcome.clone(),
-            (None, Some(_)) => "withdrawn".into(),
-            (None, None) => "open".into(),
-        };
-        *proposals.entry(state).or_insert(0) += 1;
+        *proposals.entry(p.state_name().to_string()).or_insert(0) += 1;
     }
     if !consensus.state().refused_proposals.is_empty() {
         proposals.insert("refused".into(), consensus.state().refused_proposals.len());

@@ -230,23 +230,38 @@ async fn consensus_from(
 }
 
 /// `murmur vote ls`.
-pub async fn ls(settings: &Settings) -> Result<()> {
+pub async fn ls(settings: &Settings, states: &[String]) -> Result<()> {
     let c = consensus(settings).await?;
+    let wanted = |state: &str| states.is_empty() || states.iter().any(|s| s == state);
     if settings.json {
-        out!("{}", serde_json::to_string_pretty(&c)?);
+        let listed: BTreeMap<&String, &murmur_coordination::consensus::Proposal> = c
+            .proposals
+            .iter()
+            .filter(|(_, p)| wanted(p.state_name()))
+            .collect();
+        let refused: BTreeMap<&String, _> = c
+            .refused_proposals
+            .iter()
+            .filter(|_| wanted("refused"))
+            .collect();
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "proposals": listed,
+                "refused": refused,
+            }))?
+        );
         return Ok(());
     }
-    for (id, e) in &c.refused_proposals {
-        out!("{id}  refused    {e}");
+    if wanted("refused") {
+        for (id, e) in &c.refused_proposals {
+            out!("{id}  refused    {e}");
+        }
     }
-    for (id, p) in &c.proposals {
-        let state = match (&p.decided, &p.withdrawn) {
-            (Some(d), _) => d.outcome.as_str(),
-            (None, Some(_)) => "withdrawn",
-            (None, None) => "open",
-        };
+    for (id, p) in c.proposals.iter().filter(|(_, p)| wanted(p.state_name())) {
         out!(
-            "{id}  {state:<10} votes {}/{}  {}",
+            "{id}  {:<10} votes {}/{}  {}",
+            p.state_name(),
             p.votes.len(),
             p.opened.voters.len(),
             p.opened.question
