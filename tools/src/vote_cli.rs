@@ -511,7 +511,20 @@ pub async fn cast(settings: &Settings, id: &str, choice: &str, reason: String) -
             "the vote on {id} does not count: {why}; it is recorded as refused (`murmur vote show {id}`)"
         );
     }
-    out!("voted {choice_text} on {id} as {me}: counted");
+    match p.decided.as_ref() {
+        None => out!("voted {choice_text} on {id} as {me}: counted (the proposal is open)"),
+        Some(d) if d.participants.as_ref().is_none_or(|c| c.contains(&me)) => {
+            out!(
+                "voted {choice_text} on {id} as {me}: counted in the decision: {}",
+                d.outcome
+            )
+        }
+        // Stored before the decision was, after the votes that fixed it.
+        Some(d) => bail!(
+            "the vote on {id} came too late to count: the votes before it had already fixed the outcome ({}); it is recorded",
+            d.outcome
+        ),
+    }
     Ok(())
 }
 
