@@ -27,6 +27,7 @@ fn murmur_demo_succeeds() -> Result<()> {
         "workflow ok",
         "[compile 5] results:",
         "demo compile ok",
+        "[inference] an inference agent process ran llm.generate",
         "[vote] 3 policy voters + tallier",
         "[flake] examples/shop.toml → 6 files",
         "demo ok",

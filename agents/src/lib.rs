@@ -8,10 +8,13 @@
 //! handles; [`handlers`] runs typed handlers for them. [`worker`] runs the tasks leased to an
 //! agent through a handler. [`pipeline`] holds the distributed-compilation kinds (planner,
 //! compiler, executor); [`artifacts`] the content-addressed Object Store they exchange
-//! source and binaries through.
+//! source and binaries through. [`inference`] (feature `inference`) runs GGUF language models
+//! with candle for `llm.generate` tasks.
 
 pub mod artifacts;
 pub mod handlers;
+#[cfg(feature = "inference")]
+pub mod inference;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;

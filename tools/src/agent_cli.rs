@@ -58,6 +58,10 @@ pub struct AgentRunArgs {
     /// Address-space limit of a test binary run by an executor, in MiB.
     #[arg(long, default_value_t = 2048)]
     pub test_memory_mib: u64,
+    /// `--kind inference`: the GGUF model file (llama architecture, byte-level BPE
+    /// vocabulary) it runs `llm.generate` tasks with. Loaded before joining.
+    #[arg(long, value_name = "GGUF")]
+    pub model: Option<std::path::PathBuf>,
     /// Memory agents: seconds between snapshots of the spaces they replicate (0: never).
     #[arg(long, default_value_t = 300)]
     pub snapshot_every_s: u64,
@@ -107,6 +111,45 @@ pub(crate) fn hardware() -> Hardware {
 /// The agent kind that serves knowledge spaces (`murmur_agents::memory`).
 pub const MEMORY_KIND: &str = "memory";
 
+/// The agent kind that runs a language model (`murmur_agents::inference`).
+pub const INFERENCE_KIND: &str = "inference";
+
+/// What an inference agent offers unless told otherwise.
+const INFERENCE_CAPABILITY: &str = "llm.generate";
+
+#[cfg(feature = "inference")]
+type LoadedModel = std::sync::Arc<murmur_agents::inference::GgufModel>;
+#[cfg(not(feature = "inference"))]
+type LoadedModel = std::convert::Infallible;
+
+/// Loads the model of `--kind inference` (on a blocking thread: it reads the whole file).
+#[cfg(feature = "inference")]
+async fn load_model(path: Option<&std::path::Path>) -> Result<LoadedModel> {
+    let path = path
+        .context("--kind inference needs --model FILE.gguf (a llama-architecture GGUF model)")?
+        .to_path_buf();
+    let model =
+        tokio::task::spawn_blocking(move || murmur_agents::inference::GgufModel::load(&path))
+            .await??;
+    eprintln!("model loaded (sha256 {})", model.sha256());
+    Ok(std::sync::Arc::new(model))
+}
+
+#[cfg(not(feature = "inference"))]
+async fn load_model(_path: Option<&std::path::Path>) -> Result<LoadedModel> {
+    bail!("this murmur was built without the `inference` feature")
+}
+
+#[cfg(feature = "inference")]
+fn inference_handler(model: LoadedModel) -> murmur_agents::worker::Handler {
+    murmur_agents::inference::generate_handler(model)
+}
+
+#[cfg(not(feature = "inference"))]
+fn inference_handler(model: LoadedModel) -> murmur_agents::worker::Handler {
+    match model {}
+}
+
 /// Runs one agent until ctrl-c or SIGTERM, then leaves.
 pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
     if args.capabilities.is_empty()
@@ -118,6 +161,19 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
     if args.kind == MEMORY_KIND && args.capabilities.is_empty() {
         args.capabilities.push("knowledge.query".into());
     }
+    // An inference agent loads its model before it joins: a bad file fails the start, not
+    // every task routed to it.
+    let inference = if args.kind == INFERENCE_KIND {
+        if args.capabilities.is_empty() {
+            args.capabilities.push(INFERENCE_CAPABILITY.into());
+        }
+        Some(load_model(args.model.as_deref()).await?)
+    } else {
+        if args.model.is_some() {
+            bail!("--model is for --kind {INFERENCE_KIND}");
+        }
+        None
+    };
     for c in &args.capabilities {
         validate_capability(c).map_err(anyhow::Error::msg)?;
     }
@@ -135,6 +191,7 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
     let handles = if args.kind == MEMORY_KIND {
         murmur_agents::memory::handled_types()
     } else if args.builtin_handler
+        || inference.is_some()
         || murmur_agents::pipeline::default_capability(&args.kind).is_some()
     {
         murmur_agents::worker::handled_types()
@@ -170,6 +227,8 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
     let stop = signals.nth(1);
     let handler = if args.builtin_handler {
         Some(builtin_handler())
+    } else if let Some(model) = inference {
+        Some(inference_handler(model))
     } else if murmur_agents::pipeline::default_capability(&args.kind).is_none() {
         None
     } else {

@@ -150,6 +150,12 @@ pub enum Command {
     /// Print this participant's public key: its id, the `source` of the events it signs, what
     /// a proposer names with `--voter` (creates the identity file if missing).
     Identity,
+    /// Language models for `murmur agent run --kind inference`.
+    Inference {
+        /// What to do.
+        #[command(subcommand)]
+        command: InferenceCommand,
+    },
     /// Deployment graph → Nix flake.
     Flake {
         /// What to do.
@@ -207,6 +213,21 @@ pub enum VoteCommand {
         /// Why.
         #[arg(long, default_value = "")]
         reason: String,
+    },
+}
+
+/// `murmur inference ...`
+#[derive(Debug, Subcommand)]
+pub enum InferenceCommand {
+    /// Write a tiny llama-architecture GGUF model with seeded random weights (it produces
+    /// noise, not language): to try `agent run --kind inference --model FILE` without
+    /// downloading anything.
+    TestModel {
+        /// Where to write it.
+        path: std::path::PathBuf,
+        /// Seed of its weights (the same seed writes the same file).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -601,6 +622,21 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Voter {
             command: VoterCommand::Run(args),
         } => crate::vote_cli::voter_run(&settings, args).await,
+        Command::Inference {
+            command: InferenceCommand::TestModel { path, seed },
+        } => {
+            #[cfg(feature = "inference")]
+            {
+                murmur_agents::inference::write_test_model(&path, seed)?;
+                out!("{}", path.display());
+                Ok(())
+            }
+            #[cfg(not(feature = "inference"))]
+            {
+                let _ = (path, seed);
+                anyhow::bail!("this murmur was built without the `inference` feature")
+            }
+        }
         Command::Identity => {
             let identity = identity_for(&settings)?;
             if settings.json {

@@ -425,6 +425,10 @@ pub async fn run(settings: &Settings) -> Result<()> {
     };
     crate::demo_compile::run_on(settings, &connect, &url).await?;
 
+    // Inference: an agent process answers an llm.generate task with a GGUF model.
+    #[cfg(feature = "inference")]
+    crate::demo_inference::run_on(settings, &connect, &url).await?;
+
     // Consensus: three policy voters (own identities) and a tallier decide a release.
     consensus_step(&connect, settings).await?;
 

@@ -68,18 +68,22 @@ fn samples() -> Vec<(&'static str, SourceTree)> {
     ]
 }
 
-struct AgentProcess {
-    name: String,
-    child: tokio::process::Child,
+/// An agent the demo started as a separate `murmur agent run` process.
+pub(crate) struct AgentProcess {
+    pub(crate) name: String,
+    pub(crate) child: tokio::process::Child,
 }
 
-async fn spawn_agent(
+/// Starts `murmur agent run --kind KIND --name NAME EXTRA...` as a separate process trusting
+/// `coordinator`, and waits until it printed its id (it joined).
+pub(crate) async fn spawn_agent(
     url: &str,
     realm: &Token,
     coordinator: &str,
     data: &std::path::Path,
     kind: &str,
     name: &str,
+    extra: &[&str],
 ) -> Result<AgentProcess> {
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["--server", url, "--realm", realm.as_str(), "--data-dir"])
@@ -87,6 +91,7 @@ async fn spawn_agent(
         .args(["--coordinator", coordinator])
         .args(["agent", "run", "--kind", kind, "--name", name])
         .args(["--ephemeral-identity", "--heartbeat-ms", "500"])
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -111,6 +116,31 @@ async fn spawn_agent(
         name: name.into(),
         child,
     })
+}
+
+/// Sends SIGTERM to every agent (each drains and leaves with `agent.left`) and waits for
+/// them; returns what did not stop cleanly.
+pub(crate) async fn stop_agents(agents: &mut [AgentProcess]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for a in agents.iter() {
+        if let Some(pid) = a.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+    for a in agents.iter_mut() {
+        let pid = a.child.id();
+        match tokio::time::timeout(Duration::from_secs(20), a.child.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            other => problems.push(format!("agent {} did not stop cleanly: {other:?}", a.name)),
+        }
+        // Reaped (or killed on drop below): its pid may be reused by another process.
+        if let Some(pid) = pid {
+            crate::untrack_child(pid);
+        }
+    }
+    problems
 }
 
 /// One line per stored event of the flow, as it happens.
@@ -203,7 +233,8 @@ pub async fn run_on(
         ("compiler", "compiler-2"),
         ("executor", "executor"),
     ] {
-        agents.push(spawn_agent(url, &realm, &coordinator_key, data.path(), kind, name).await?);
+        agents
+            .push(spawn_agent(url, &realm, &coordinator_key, data.path(), kind, name, &[]).await?);
     }
     let mut view = Projector::new(
         platform.clone(),
@@ -394,24 +425,7 @@ pub async fn run_on(
         6,
         "stopping the agents (SIGTERM: each leaves with agent.left)",
     );
-    for a in &mut agents {
-        if let Some(pid) = a.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-    }
-    for a in &mut agents {
-        let pid = a.child.id();
-        match tokio::time::timeout(Duration::from_secs(20), a.child.wait()).await {
-            Ok(Ok(status)) if status.success() => {}
-            other => problems.push(format!("agent {} did not stop cleanly: {other:?}", a.name)),
-        }
-        // Reaped (or killed on drop below): its pid may be reused by another process.
-        if let Some(pid) = pid {
-            crate::untrack_child(pid);
-        }
-    }
+    problems.extend(stop_agents(&mut agents).await);
     let _ = stop_tx.send(true);
     coordinator.await??;
     if !problems.is_empty() {

@@ -77,6 +77,8 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod demo_compile;
+#[cfg(feature = "inference")]
+pub mod demo_inference;
 pub mod flake_cli;
 pub mod kb_cli;
 pub mod metrics_http;

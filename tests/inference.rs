@@ -1,0 +1,115 @@
+//! The inference agent kind against a real nats-server: a `murmur agent run --kind inference`
+//! process runs `llm.generate` tasks with a GGUF model the test writes itself, and its
+//! answer is the one the same model gives in this process (greedy decoding); a malformed
+//! request fails its task with the reason, and a bad model file fails the agent's start.
+
+use anyhow::{Context, Result};
+use murmur_agents::inference::{Generation, GgufModel, write_test_model};
+use murmur_coordination::coordinator::CoordinatorProjection;
+use murmur_coordination::tasks::TaskState;
+use murmur_e2e::{DEADLINE, spawn_agent};
+use murmur_subjects::events::TaskSubmitted;
+use murmur_subjects::log::Expected;
+use murmur_subjects::{Draft, Projector, Token};
+use murmur_tools::testkit::TestNats;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let model_path = data.path().join("tiny.gguf");
+    write_test_model(&model_path, 42)?;
+    let model_arg = model_path.to_string_lossy().to_string();
+    let (mut agent, agent_id) = spawn_agent(
+        nats.url(),
+        data.path(),
+        "inference",
+        "llm.generate",
+        &["--model", &model_arg],
+    )
+    .await?;
+    let submitter = nats.event_log("acme").await?;
+    let coordinator = murmur_e2e::spawn_coordinator(nats.event_log("acme").await?);
+    let submit = |id: &'static str, input: serde_json::Value| {
+        let submitter = submitter.clone();
+        async move {
+            submitter
+                .append_expected(
+                    Draft::new(
+                        Token::new(id)?,
+                        &TaskSubmitted {
+                            capability: "llm.generate".into(),
+                            input,
+                            max_attempts: Some(1),
+                            ..Default::default()
+                        },
+                    )?,
+                    Expected::NoEvents,
+                )
+                .await?;
+            anyhow::Ok(())
+        }
+    };
+    submit(
+        "ask",
+        serde_json::json!({"prompt": "What is murmur?", "max_tokens": 12}),
+    )
+    .await?;
+    submit("malformed", serde_json::json!({"text": "no prompt field"})).await?;
+
+    let mut view = Projector::new(
+        submitter.clone(),
+        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+    );
+    anyhow::ensure!(
+        view.follow_until(DEADLINE, |v| ["ask", "malformed"].iter().all(|id| v
+            .tasks
+            .tasks
+            .get(*id)
+            .is_some_and(|t| t.state.is_final())))
+            .await?,
+        "the tasks never finished: {:?}",
+        view.state().tasks.counts()
+    );
+    let tasks = &view.state().tasks.tasks;
+    let ask = &tasks["ask"];
+    assert_eq!(
+        ask.state,
+        TaskState::Completed {
+            agent: agent_id.clone()
+        }
+    );
+    let answered: Generation =
+        serde_json::from_value(ask.output.clone().context("the answer has an output")?)?;
+    // The same model in this process gives the same tokens: the agent ran the model.
+    let local = GgufModel::load(&model_path)?.generate("What is murmur?", 12)?;
+    assert_eq!(answered, local);
+    assert!(!answered.tokens.is_empty());
+
+    let malformed = &tasks["malformed"];
+    assert_eq!(malformed.state, TaskState::DeadLettered);
+    assert!(
+        malformed.failures[0].contains("missing field `prompt`"),
+        "{:?}",
+        malformed.failures
+    );
+
+    coordinator.stop().await??;
+    agent.kill().await?;
+
+    // A file that is no model fails the start, before the agent joins.
+    let junk = data.path().join("junk.gguf");
+    std::fs::write(&junk, b"not a model")?;
+    let out = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
+        .args(["--server", nats.url(), "--realm", "acme", "agent", "run"])
+        .args(["--kind", "inference", "--ephemeral-identity", "--model"])
+        .arg(&junk)
+        .output()
+        .await?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("is not a usable GGUF llama model"),
+        "{said}"
+    );
+    Ok(())
+}
