@@ -192,6 +192,49 @@ pub async fn run(settings: &Settings) -> Result<()> {
     run_on(settings, &connect, &url).await
 }
 
+/// A coordinator running in this process for one demo realm, trusting only itself.
+pub(crate) struct DemoCoordinator {
+    /// Its log (also what the demo submits and reads with).
+    pub(crate) platform: murmur_subjects::EventLog,
+    /// Its public key (agents are started with `--coordinator` this key).
+    pub(crate) key: String,
+    /// Send `true` to stop it.
+    pub(crate) stop: tokio::sync::watch::Sender<bool>,
+    /// The coordinator: how many decisions it wrote.
+    pub(crate) task: tokio::task::JoinHandle<Result<u64, murmur_subjects::LogError>>,
+}
+
+impl DemoCoordinator {
+    /// Connects as `name` in `realm` and starts the coordinator.
+    pub(crate) async fn start(
+        connect: &murmur_subjects::connect::ConnectOptions,
+        name: &str,
+        realm: &Token,
+        settings: &Settings,
+    ) -> Result<Self> {
+        let platform = participant(connect, name, realm, settings).await?;
+        let key = platform.identity().public_key().to_string();
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run_coordinator(
+            platform.clone(),
+            Arc::new(SystemClock),
+            CoordinatorConfig {
+                coordinators: vec![key.clone()],
+                ..Default::default()
+            },
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+        Ok(Self {
+            platform,
+            key,
+            stop,
+            task,
+        })
+    }
+}
+
 /// Runs the compile demo against a server that is already up (the main demo's).
 pub async fn run_on(
     settings: &Settings,
@@ -202,20 +245,12 @@ pub async fn run_on(
         "compile-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     ))?;
-    let platform = participant(connect, "demo-compile", &realm, settings).await?;
-    let coordinator_key = platform.identity().public_key().to_string();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let coordinator = tokio::spawn(run_coordinator(
-        platform.clone(),
-        Arc::new(SystemClock),
-        CoordinatorConfig {
-            coordinators: vec![coordinator_key.clone()],
-            ..Default::default()
-        },
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
+    let DemoCoordinator {
+        platform,
+        key: coordinator_key,
+        stop: stop_tx,
+        task: coordinator,
+    } = DemoCoordinator::start(connect, "demo-compile", &realm, settings).await?;
     step(
         1,
         &format!(

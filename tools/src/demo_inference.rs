@@ -6,21 +6,18 @@
 //! forward pass produced it, and the same model in this process gives the same tokens
 //! (greedy decoding), which the step checks.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use murmur_agents::inference::{Generation, GgufModel, write_test_model};
-use murmur_coordination::coordinator::{CoordinatorConfig, CoordinatorProjection, run_coordinator};
-use murmur_coordination::liveness::SystemClock;
+use murmur_coordination::coordinator::CoordinatorProjection;
 use murmur_coordination::tasks::TaskState;
 use murmur_subjects::events::TaskSubmitted;
 use murmur_subjects::log::Expected;
 use murmur_subjects::{Draft, Projector, Token};
 
 use crate::cli::Settings;
-use crate::demo::participant;
-use crate::demo_compile::{spawn_agent, stop_agents};
+use crate::demo_compile::{DemoCoordinator, spawn_agent, stop_agents};
 
 /// The prompt the demo asks.
 const PROMPT: &str = "Which agents are online?";
@@ -40,20 +37,12 @@ pub async fn run_on(
     write_test_model(&model_path, 2026)?;
     let model_arg = model_path.to_str().context("model path is not UTF-8")?;
 
-    let platform = participant(connect, "demo-inference", &realm, settings).await?;
-    let coordinator_key = platform.identity().public_key().to_string();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let coordinator = tokio::spawn(run_coordinator(
-        platform.clone(),
-        Arc::new(SystemClock),
-        CoordinatorConfig {
-            coordinators: vec![coordinator_key.clone()],
-            ..Default::default()
-        },
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
+    let DemoCoordinator {
+        platform,
+        key: coordinator_key,
+        stop: stop_tx,
+        task: coordinator,
+    } = DemoCoordinator::start(connect, "demo-inference", &realm, settings).await?;
     let mut agents = vec![
         spawn_agent(
             url,
