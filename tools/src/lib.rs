@@ -17,15 +17,19 @@ macro_rules! out {
 /// kill-on-drop would not fire and they would outlive us).
 pub fn emit(line: &str) {
     use std::io::Write;
-    if let Ok(mut last) = LAST_LINE.lock() {
-        line.clone_into(&mut last);
-    }
+    // Held across the write, and set only after it: whoever reads the last line (a demo past
+    // its deadline, about to exit) gets one that is already on stdout. Set before the write,
+    // it could name a line the process exited without printing.
+    let mut last = LAST_LINE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = writeln!(stdout, "{line}")
         && e.kind() == std::io::ErrorKind::BrokenPipe
     {
         exit_killing_children(0);
     }
+    line.clone_into(&mut last);
 }
 
 /// Exits at once with `code`, first killing the child processes this process started
@@ -40,7 +44,21 @@ static LAST_LINE: std::sync::Mutex<String> = std::sync::Mutex::new(String::new()
 
 /// The last line of command output written so far (empty before the first).
 pub fn last_output_line() -> String {
-    LAST_LINE.lock().map(|l| l.clone()).unwrap_or_default()
+    // A write in progress holds the lock; a reader stuck behind a stdout nobody drains must
+    // not hang the deadline it reports, so it waits at most a second.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match LAST_LINE.try_lock() {
+            Ok(last) => return last.clone(),
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner().clone(),
+            Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return "(a line was still being written)".into();
+            }
+        }
+    }
 }
 
 /// Child processes (nats-server, agent processes) to kill if we exit without unwinding.
