@@ -195,8 +195,8 @@ fn http_get(addr: &str, path: &str) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Result<()> {
+    use murmur_subjects::Draft;
     use murmur_subjects::events::TaskSubmitted;
-    use murmur_subjects::{Draft, log::Expected};
 
     let nats = TestNats::start().await?;
     let data = tempfile::tempdir()?;
@@ -223,20 +223,7 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
     .into_iter()
     .enumerate()
     {
-        submitter
-            .append_expected(
-                Draft::new(
-                    Token::new(format!("t{n}"))?,
-                    &TaskSubmitted {
-                        capability: "test.run".into(),
-                        input,
-                        max_attempts: Some(1),
-                        ..Default::default()
-                    },
-                )?,
-                Expected::NoEvents,
-            )
-            .await?;
+        murmur_e2e::submit_once(&submitter, &format!("t{n}"), "test.run", input).await?;
     }
 
     // $SRV.STATS: the agent's counters as its status endpoint's data.

@@ -401,6 +401,43 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
         String::from_utf8_lossy(&again.stderr)
     );
 
+    // Withdrawing: refused before writing once decided; the proposer's withdrawal of an open
+    // proposal is confirmed from the log, and `vote ls --state` lists it so.
+    let decided = murmur(&["vote", "withdraw", &mine]).output().await?;
+    let said = String::from_utf8_lossy(&decided.stderr);
+    anyhow::ensure!(
+        !decided.status.success() && said.contains("is already decided: rejected"),
+        "withdraw a decided one: {said}"
+    );
+    let out = murmur(&[
+        "vote",
+        "propose",
+        "--question",
+        "drop it?",
+        "--voter",
+        &me,
+        "--quorum",
+        "1",
+    ])
+    .output()
+    .await?;
+    let dropped = proposal_id(out)?;
+    let withdrawn = murmur(&["vote", "withdraw", &dropped, "--reason", "moot"])
+        .output()
+        .await?;
+    anyhow::ensure!(
+        withdrawn.status.success()
+            && String::from_utf8_lossy(&withdrawn.stdout).contains(&format!("withdrew {dropped}")),
+        "withdraw: {}",
+        String::from_utf8_lossy(&withdrawn.stderr)
+    );
+    let listed = murmur(&["vote", "ls", "--state", "withdrawn"])
+        .output()
+        .await?;
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains(&dropped), "{listed}");
+    assert!(!listed.contains(&mine), "only withdrawn ones: {listed}");
+
     // A proposal the CLI can see would never decide as asked is not written at all.
     let proposals = || async {
         let mut fold = Projector::new(

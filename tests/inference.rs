@@ -8,9 +8,7 @@ use murmur_agents::inference::{Generation, GgufModel, write_test_model};
 use murmur_coordination::coordinator::CoordinatorProjection;
 use murmur_coordination::tasks::TaskState;
 use murmur_e2e::{DEADLINE, spawn_agent};
-use murmur_subjects::events::TaskSubmitted;
-use murmur_subjects::log::Expected;
-use murmur_subjects::{Draft, Projector, Token};
+use murmur_subjects::{Projector, Token};
 use murmur_tools::testkit::TestNats;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,32 +28,20 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
     .await?;
     let submitter = nats.event_log("acme").await?;
     let coordinator = murmur_e2e::spawn_coordinator(nats.event_log("acme").await?);
-    let submit = |id: &'static str, input: serde_json::Value| {
-        let submitter = submitter.clone();
-        async move {
-            submitter
-                .append_expected(
-                    Draft::new(
-                        Token::new(id)?,
-                        &TaskSubmitted {
-                            capability: "llm.generate".into(),
-                            input,
-                            max_attempts: Some(1),
-                            ..Default::default()
-                        },
-                    )?,
-                    Expected::NoEvents,
-                )
-                .await?;
-            anyhow::Ok(())
-        }
-    };
-    submit(
+    murmur_e2e::submit_once(
+        &submitter,
         "ask",
+        "llm.generate",
         serde_json::json!({"prompt": "What is murmur?", "max_tokens": 12}),
     )
     .await?;
-    submit("malformed", serde_json::json!({"text": "no prompt field"})).await?;
+    murmur_e2e::submit_once(
+        &submitter,
+        "malformed",
+        "llm.generate",
+        serde_json::json!({"text": "no prompt field"}),
+    )
+    .await?;
 
     let mut view = Projector::new(
         submitter.clone(),

@@ -35,6 +35,30 @@ pub fn submitted(n: u64) -> TaskSubmitted {
     }
 }
 
+/// Submits task `id` needing `capability` with `input` and a single attempt (a failure
+/// dead-letters it at once), as the task's first event.
+pub async fn submit_once(
+    log: &EventLog,
+    id: &str,
+    capability: &str,
+    input: serde_json::Value,
+) -> Result<()> {
+    log.append_expected(
+        murmur_subjects::Draft::new(
+            murmur_subjects::Token::new(id)?,
+            &TaskSubmitted {
+                capability: capability.into(),
+                input,
+                max_attempts: Some(1),
+                ..Default::default()
+            },
+        )?,
+        murmur_subjects::log::Expected::NoEvents,
+    )
+    .await?;
+    Ok(())
+}
+
 /// Every stored event of one aggregate in the log's realm (`domain`, `id`), in log order,
 /// each decoded and verified (an entry that is not an event fails the read).
 pub async fn aggregate_events(

@@ -139,7 +139,7 @@ impl GgufModel {
         let mut file = std::fs::File::open(path).map_err(io)?;
         let mut hasher = Sha256::new();
         std::io::copy(&mut file, &mut hasher).map_err(io)?;
-        let sha256 = hex(&hasher.finalize());
+        let sha256 = crate::artifacts::to_hex(&hasher.finalize());
         file.rewind().map_err(io)?;
         let content = gguf_file::Content::read(&mut file).map_err(model)?;
         let tokenizer = Tokenizer::from_gguf(&content).map_err(|e| InferenceError::Tokenizer {
@@ -386,10 +386,6 @@ fn byte_of_symbol(c: char) -> u32 {
         .filter(|b| !printable(*b))
         .nth(n as usize)
         .unwrap_or(0)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -126,14 +126,20 @@ pub async fn connect_or_start(
     Ok((c, Some(LocalServer { server, _dir: dir })))
 }
 
+/// A realm of its own for one demo step (`PREFIX-<8 hex>`), so the demo never mixes with
+/// other data on a shared server, nor one step with another.
+pub(crate) fn fresh_realm(prefix: &str) -> Result<Token> {
+    Ok(Token::new(format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ))?)
+}
+
 /// Runs the demo.
 pub async fn run(settings: &Settings) -> Result<()> {
     let (connect, _server) = connect_or_start(settings).await?;
     // A realm of its own, so the demo never mixes with other data on a shared server.
-    let realm = Token::new(format!(
-        "demo-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    ))?;
+    let realm = fresh_realm("demo")?;
 
     // The platform: auditor, liveness monitor, coordinator.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -452,10 +458,7 @@ async fn consensus_step(
     use murmur_coordination::consensus::{Consensus, ConsensusProjection, run_tallier};
     use murmur_subjects::events::{ProposalOpened, Protocol};
 
-    let realm = Token::new(format!(
-        "vote-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    ))?;
+    let realm = fresh_realm("vote")?;
     let policy: PolicyVoter = toml::from_str(
         "[[rules]]\nwhen = [{ path = \"/risk\", greater_than = 0.7 }]\nvote = \"reject\"\nreason = \"too risky\"\n\
          [[rules]]\nwhen = [{ path = \"/tests_passed\", equals = true }]\nvote = \"approve\"\nreason = \"tests pass\"\n",
@@ -613,10 +616,7 @@ async fn knowledge_step(
     use murmur_knowledge::{FactDraft, Query, Value};
     use murmur_subjects::events::AccessRole;
 
-    let realm = Token::new(format!(
-        "kb-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    ))?;
+    let realm = fresh_realm("kb")?;
     let owner_log = participant(connect, "demo-kb-owner", &realm, settings).await?;
     open_space(
         &owner_log,

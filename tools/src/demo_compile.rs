@@ -241,10 +241,7 @@ pub async fn run_on(
     connect: &murmur_subjects::connect::ConnectOptions,
     url: &str,
 ) -> Result<()> {
-    let realm = Token::new(format!(
-        "compile-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    ))?;
+    let realm = crate::demo::fresh_realm("compile")?;
     let DemoCoordinator {
         platform,
         key: coordinator_key,

@@ -28,10 +28,7 @@ pub async fn run_on(
     connect: &murmur_subjects::connect::ConnectOptions,
     url: &str,
 ) -> Result<()> {
-    let realm = Token::new(format!(
-        "infer-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    ))?;
+    let realm = crate::demo::fresh_realm("infer")?;
     let data = tempfile::tempdir()?;
     let model_path = data.path().join("tiny-llama.gguf");
     write_test_model(&model_path, 2026)?;

@@ -777,5 +777,27 @@ mod tests {
             .position(|l| l.starts_with("refused votes"))
             .expect("refusals listed");
         assert!(lines[refused + 1].starts_with("  UX  "), "{lines:?}");
+
+        // The adaptive protocol: who responds, and the silent voters marked as such.
+        let mut adaptive = p;
+        adaptive.opened.protocol = Protocol::AdaptiveThreshold {
+            rule: Box::new(Protocol::SimpleMajority),
+            min_responders: 2,
+        };
+        adaptive.electorate = ["UA", "UB"].map(String::from).into();
+        let lines = describe_proposal("prop-2", &adaptive);
+        assert!(
+            lines.contains(
+                &"responds  2 of 3 voters (their threshold for \"release\" was at most the stimulus 0.5); at least 2 needed"
+                    .to_string()
+            ),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(
+                &"  UC  1  - (does not respond: threshold above the stimulus)".to_string()
+            ),
+            "{lines:?}"
+        );
     }
 }
