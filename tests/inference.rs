@@ -1,10 +1,14 @@
 //! The inference agent kind against a real nats-server: a `murmur agent run --kind inference`
 //! process runs `llm.generate` tasks with a GGUF model the test writes itself, and its
-//! answer is the one the same model gives in this process (greedy decoding); a malformed
-//! request fails its task with the reason, and a bad model file fails the agent's start.
+//! answer is the one the same model gives in this process (greedy, and sampled with the
+//! seed derived from the task id); a malformed request fails its task with the reason, and
+//! a bad model file fails the agent's start.
 
 use anyhow::{Context, Result};
-use murmur_agents::inference::{Generation, GgufModel, write_test_model};
+use murmur_agents::inference::{
+    GenerateOptions, GenerateRequest, Generation, GgufModel, TestModel, TestVocabulary,
+    write_test_model,
+};
 use murmur_coordination::coordinator::CoordinatorProjection;
 use murmur_coordination::tasks::TaskState;
 use murmur_e2e::{DEADLINE, spawn_agent};
@@ -16,7 +20,11 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
     let nats = TestNats::start().await?;
     let data = tempfile::tempdir()?;
     let model_path = data.path().join("tiny.gguf");
-    write_test_model(&model_path, 42)?;
+    // A SentencePiece vocabulary, as Llama 2, TinyLlama and Mistral models carry.
+    write_test_model(
+        &model_path,
+        &TestModel::new(42).vocabulary(TestVocabulary::SentencePiece),
+    )?;
     let model_arg = model_path.to_string_lossy().to_string();
     let (mut agent, agent_id) = spawn_agent(
         nats.url(),
@@ -35,6 +43,15 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
         serde_json::json!({"prompt": "What is murmur?", "max_tokens": 12}),
     )
     .await?;
+    let sampled_request =
+        serde_json::json!({"prompt": "hello world", "max_tokens": 12, "temperature": 1.5});
+    murmur_e2e::submit_once(
+        &submitter,
+        "sampled",
+        "llm.generate",
+        sampled_request.clone(),
+    )
+    .await?;
     murmur_e2e::submit_once(
         &submitter,
         "malformed",
@@ -48,11 +65,9 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
         CoordinatorProjection::new(Token::new("acme")?, vec![]),
     );
     anyhow::ensure!(
-        view.follow_until(DEADLINE, |v| ["ask", "malformed"].iter().all(|id| v
-            .tasks
-            .tasks
-            .get(*id)
-            .is_some_and(|t| t.state.is_final())))
+        view.follow_until(DEADLINE, |v| ["ask", "sampled", "malformed"]
+            .iter()
+            .all(|id| v.tasks.tasks.get(*id).is_some_and(|t| t.state.is_final())))
             .await?,
         "the tasks never finished: {:?}",
         view.state().tasks.counts()
@@ -68,14 +83,31 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
     let answered: Generation =
         serde_json::from_value(ask.output.clone().context("the answer has an output")?)?;
     // The same model in this process gives the same tokens: the agent ran the model.
-    let local = GgufModel::load(&model_path)?.generate("What is murmur?", 12)?;
+    let model = GgufModel::load(&model_path)?;
+    let local = model.generate("What is murmur?", &GenerateOptions::greedy(12))?;
     assert_eq!(answered, local);
     assert!(!answered.tokens.is_empty());
+    // Sampling with no seed given: the seed comes from the task id, so this process draws
+    // the same tokens.
+    let sampled = &tasks["sampled"];
+    assert!(
+        matches!(sampled.state, TaskState::Completed { .. }),
+        "{sampled:?}"
+    );
+    let answered: Generation =
+        serde_json::from_value(sampled.output.clone().context("the answer has an output")?)?;
+    let request: GenerateRequest = serde_json::from_value(sampled_request)?;
+    let options = request.options("sampled").map_err(anyhow::Error::msg)?;
+    assert_eq!(answered, model.generate("hello world", &options)?);
+    assert_eq!(
+        answered.seed,
+        Some(murmur_agents::inference::seed_of("sampled"))
+    );
 
     let malformed = &tasks["malformed"];
     assert_eq!(malformed.state, TaskState::DeadLettered);
     assert!(
-        malformed.failures[0].contains("missing field `prompt`"),
+        malformed.failures[0].contains("unknown field `text`"),
         "{:?}",
         malformed.failures
     );
@@ -94,8 +126,46 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
         .await?;
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && said.contains("is not a usable GGUF llama model"),
+        !out.status.success() && said.contains("is not a usable GGUF model"),
         "{said}"
+    );
+
+    // `murmur inference test-model` writes a model and `generate` runs it without NATS: the
+    // JSON output is what the same model gives here.
+    let qwen = data.path().join("qwen.gguf");
+    let wrote = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
+        .args([
+            "inference",
+            "test-model",
+            "--architecture",
+            "qwen2",
+            "--seed",
+            "5",
+        ])
+        .arg(&qwen)
+        .output()
+        .await?;
+    anyhow::ensure!(wrote.status.success(), "{wrote:?}");
+    let ran = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
+        .args([
+            "--json",
+            "inference",
+            "generate",
+            "--max-tokens",
+            "6",
+            "--model",
+        ])
+        .arg(&qwen)
+        .arg("hello")
+        .output()
+        .await?;
+    anyhow::ensure!(ran.status.success(), "{ran:?}");
+    let printed: Generation = serde_json::from_slice(&ran.stdout)?;
+    let qwen = GgufModel::load(&qwen)?;
+    assert_eq!(qwen.architecture().name(), "qwen2");
+    assert_eq!(
+        printed,
+        qwen.generate("hello", &GenerateOptions::greedy(6))?
     );
     Ok(())
 }

@@ -219,16 +219,54 @@ pub enum VoteCommand {
 /// `murmur inference ...`
 #[derive(Debug, Subcommand)]
 pub enum InferenceCommand {
-    /// Write a tiny llama-architecture GGUF model with seeded random weights (it produces
-    /// noise, not language): to try `agent run --kind inference --model FILE` without
-    /// downloading anything.
+    /// Write a tiny GGUF model with seeded random weights (it produces noise, not language):
+    /// to try `agent run --kind inference --model FILE` without downloading anything.
     TestModel {
         /// Where to write it.
         path: std::path::PathBuf,
         /// Seed of its weights (the same seed writes the same file).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Architecture: llama, qwen2 or qwen3.
+        #[arg(long, default_value = "llama")]
+        architecture: String,
+        /// Vocabulary: byte-level (`gpt2`, as Llama 3 and Qwen) or sentencepiece (`llama`,
+        /// as Llama 2, TinyLlama and Mistral).
+        #[arg(long, default_value = "byte-level")]
+        vocabulary: String,
     },
+    /// Run a model here, without NATS: the text on stdout, tokens and speed on stderr (with
+    /// `--json`, the `llm.generate` task output). To check a model file before an agent
+    /// serves it.
+    Generate(GenerateArgs),
+}
+
+/// `murmur inference generate`: the options an `llm.generate` task takes.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// The GGUF model file.
+    #[arg(long, value_name = "GGUF")]
+    pub model: std::path::PathBuf,
+    /// The prompt.
+    pub prompt: String,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Sample among this many of the most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sample among the most likely tokens whose probabilities reach this.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Sampling seed (default: derived from the prompt, so a run repeats).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Penalise the last 64 tokens (1: off).
+    #[arg(long)]
+    pub repeat_penalty: Option<f32>,
 }
 
 /// `murmur voter ...`
@@ -622,21 +660,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Voter {
             command: VoterCommand::Run(args),
         } => crate::vote_cli::voter_run(&settings, args).await,
-        Command::Inference {
-            command: InferenceCommand::TestModel { path, seed },
-        } => {
-            #[cfg(feature = "inference")]
-            {
-                murmur_agents::inference::write_test_model(&path, seed)?;
-                out!("{}", path.display());
-                Ok(())
-            }
-            #[cfg(not(feature = "inference"))]
-            {
-                let _ = (path, seed);
-                anyhow::bail!("this murmur was built without the `inference` feature")
-            }
-        }
+        Command::Inference { command } => crate::inference_cli::run(&settings, command).await,
         Command::Identity => {
             let identity = identity_for(&settings)?;
             if settings.json {

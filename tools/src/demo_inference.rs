@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use murmur_agents::inference::{Generation, GgufModel, write_test_model};
+use murmur_agents::inference::{
+    GenerateOptions, Generation, GgufModel, TestModel, TestVocabulary, write_test_model,
+};
 use murmur_coordination::coordinator::CoordinatorProjection;
 use murmur_coordination::tasks::TaskState;
 use murmur_subjects::events::TaskSubmitted;
@@ -31,7 +33,11 @@ pub async fn run_on(
     let realm = crate::demo::fresh_realm("infer")?;
     let data = tempfile::tempdir()?;
     let model_path = data.path().join("tiny-llama.gguf");
-    write_test_model(&model_path, 2026)?;
+    // A SentencePiece vocabulary, as Llama 2, TinyLlama and Mistral models carry.
+    write_test_model(
+        &model_path,
+        &TestModel::new(2026).vocabulary(TestVocabulary::SentencePiece),
+    )?;
     let model_arg = model_path.to_str().context("model path is not UTF-8")?;
 
     let DemoCoordinator {
@@ -88,7 +94,7 @@ pub async fn run_on(
     };
     let answer: Generation =
         serde_json::from_value(task.output.context("the completed task has an output")?)?;
-    let local = GgufModel::load(&model_path)?.generate(PROMPT, 16)?;
+    let local = GgufModel::load(&model_path)?.generate(PROMPT, &GenerateOptions::greedy(16))?;
     if answer != local {
         problems.push("the agent's tokens differ from the same model's here".into());
     }
@@ -96,7 +102,7 @@ pub async fn run_on(
         bail!("inference step failed:\n  {}", problems.join("\n  "));
     }
     out!(
-        "[inference] an inference agent process ran llm.generate with a GGUF model (candle, greedy): {} prompt tokens → {} tokens, model sha256 {}…; the same model here gives the same tokens",
+        "[inference] an inference agent process ran llm.generate with a GGUF llama model, SentencePiece vocabulary (candle, greedy): {} prompt tokens → {} tokens, model sha256 {}…; the same model here gives the same tokens",
         answer.prompt_tokens,
         answer.tokens.len(),
         &answer.model_sha256[..12]

@@ -98,6 +98,7 @@ pub mod demo_compile;
 #[cfg(feature = "inference")]
 pub mod demo_inference;
 pub mod flake_cli;
+pub mod inference_cli;
 pub mod kb_cli;
 pub mod metrics_http;
 pub mod nats_server;

@@ -1,0 +1,133 @@
+//! The model architectures an inference agent runs, as llama.cpp names them in
+//! `general.architecture`, each with candle's quantized implementation.
+
+use std::io::{Read, Seek};
+use std::sync::Mutex;
+
+use candle_core::quantized::gguf_file::Content;
+use candle_core::{Device, Tensor};
+use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
+
+/// A model architecture this module runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Architecture {
+    /// Llama 1–3, TinyLlama, Mistral, and the other models llama.cpp writes as `llama`.
+    Llama,
+    /// Qwen 2 and 2.5 (biased query, key and value projections).
+    Qwen2,
+    /// Qwen 3 (query and key normalisation).
+    Qwen3,
+}
+
+impl Architecture {
+    /// Every architecture, in the order their names are listed to users.
+    pub const ALL: [Architecture; 3] = [Self::Llama, Self::Qwen2, Self::Qwen3];
+
+    /// The `general.architecture` value, also the prefix of the architecture's metadata keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+        }
+    }
+
+    /// The architecture named `name`, if this module runs it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The names this module runs, for messages: `llama, qwen2, qwen3`.
+    pub fn names() -> String {
+        Self::ALL.map(Self::name).join(", ")
+    }
+}
+
+impl std::fmt::Display for Architecture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Architecture {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_name(s).ok_or_else(|| {
+            format!(
+                "unknown architecture `{s}` (this build runs {})",
+                Self::names()
+            )
+        })
+    }
+}
+
+/// One forward pass: logits of the token after `input`, whose first token sits at
+/// `position` in the sequence. Each implementation keeps its attention cache between calls.
+pub(super) trait Forward {
+    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor>;
+}
+
+impl Forward for quantized_llama::ModelWeights {
+    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
+        quantized_llama::ModelWeights::forward(self, input, position)
+    }
+}
+
+impl Forward for quantized_qwen2::ModelWeights {
+    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
+        quantized_qwen2::ModelWeights::forward(self, input, position)
+    }
+}
+
+impl Forward for quantized_qwen3::ModelWeights {
+    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
+        quantized_qwen3::ModelWeights::forward(self, input, position)
+    }
+}
+
+/// Loaded weights. Llama and Qwen 3 weights clone cheaply (the tensors are shared), so each
+/// generation gets its own copy with empty caches and generations run side by side. candle's
+/// Qwen 2 weights do not clone: generations take turns on one copy, its cache cleared first.
+pub(super) enum Weights {
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(Mutex<quantized_qwen2::ModelWeights>),
+    Qwen3(quantized_qwen3::ModelWeights),
+}
+
+impl Weights {
+    pub(super) fn load<R: Read + Seek>(
+        architecture: Architecture,
+        content: Content,
+        reader: &mut R,
+    ) -> candle_core::Result<Self> {
+        let cpu = &Device::Cpu;
+        Ok(match architecture {
+            Architecture::Llama => Self::Llama(quantized_llama::ModelWeights::from_gguf(
+                content, reader, cpu,
+            )?),
+            Architecture::Qwen2 => Self::Qwen2(Mutex::new(
+                quantized_qwen2::ModelWeights::from_gguf(content, reader, cpu)?,
+            )),
+            Architecture::Qwen3 => Self::Qwen3(quantized_qwen3::ModelWeights::from_gguf(
+                content, reader, cpu,
+            )?),
+        })
+    }
+
+    /// Runs `generate` on weights whose attention caches are empty.
+    pub(super) fn with_fresh_cache<T>(&self, generate: impl FnOnce(&mut dyn Forward) -> T) -> T {
+        match self {
+            Self::Llama(weights) => generate(&mut weights.clone()),
+            Self::Qwen3(weights) => generate(&mut weights.clone()),
+            Self::Qwen2(weights) => {
+                // A generation that panicked left only a cache behind, which is cleared here.
+                let mut weights = weights.lock().unwrap_or_else(|e| e.into_inner());
+                weights.clear_kv_cache();
+                let result = generate(&mut *weights);
+                weights.clear_kv_cache();
+                result
+            }
+        }
+    }
+}
