@@ -11,6 +11,8 @@
 //!
 //! Other kinds are refused with the reason.
 
+use std::collections::HashMap;
+
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::tokenizer::TokenizerFromGguf;
 use tokenizers::decoders::DecoderWrapper;
@@ -45,16 +47,15 @@ pub fn from_gguf(content: &Content) -> Result<Tokenizer, String> {
         .to_lowercase();
     match kind.as_str() {
         "gpt2" => Tokenizer::from_gguf(content).map_err(|e| super::reason(&e)),
-        "llama" => sentencepiece(content),
+        "llama" => sentencepiece(&content.metadata),
         other => Err(format!(
             "vocabularies of type `{other}` are not supported (only `gpt2` and `llama`)"
         )),
     }
 }
 
-/// The tokenizer of a `llama` (SentencePiece) vocabulary.
-pub fn sentencepiece(content: &Content) -> Result<Tokenizer, String> {
-    let metadata = &content.metadata;
+/// The tokenizer of a `llama` (SentencePiece) vocabulary, from a GGUF file's metadata.
+pub fn sentencepiece(metadata: &HashMap<String, Value>) -> Result<Tokenizer, String> {
     let tokens = strings(
         metadata.get("tokenizer.ggml.tokens"),
         "tokenizer.ggml.tokens",
@@ -258,5 +259,75 @@ fn integer(value: &Value) -> Result<i64, String> {
         Value::U64(v) => i64::try_from(*v).map_err(|e| e.to_string()),
         Value::I64(v) => Ok(*v),
         other => Err(format!("{other:?} is not an integer")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SentencePiece BPE vocabulary trained with Llama 2's settings, and the ids the
+    /// reference implementation gave for some texts (`testdata/make_sentencepiece_fixture.py`).
+    #[derive(serde::Deserialize)]
+    struct Fixture {
+        generated_by: String,
+        bos_id: u32,
+        eos_id: u32,
+        unk_id: u32,
+        pieces: Vec<(String, f32, i32)>,
+        encoded: Vec<Encoded>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Encoded {
+        text: String,
+        ids: Vec<u32>,
+    }
+
+    #[test]
+    fn a_sentencepiece_vocabulary_encodes_as_the_reference_implementation() {
+        let fixture: Fixture =
+            serde_json::from_str(include_str!("testdata/sentencepiece_bpe.json")).expect("fixture");
+        let metadata: HashMap<String, Value> = [
+            ("tokenizer.ggml.model", Value::String("llama".into())),
+            (
+                "tokenizer.ggml.tokens",
+                Value::Array(
+                    fixture
+                        .pieces
+                        .iter()
+                        .map(|p| Value::String(p.0.clone()))
+                        .collect(),
+                ),
+            ),
+            (
+                "tokenizer.ggml.scores",
+                Value::Array(fixture.pieces.iter().map(|p| Value::F32(p.1)).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type",
+                Value::Array(fixture.pieces.iter().map(|p| Value::I32(p.2)).collect()),
+            ),
+            ("tokenizer.ggml.bos_token_id", Value::U32(fixture.bos_id)),
+            ("tokenizer.ggml.eos_token_id", Value::U32(fixture.eos_id)),
+            (
+                "tokenizer.ggml.unknown_token_id",
+                Value::U32(fixture.unk_id),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let tokenizer = sentencepiece(&metadata).expect("builds");
+        assert!(fixture.encoded.len() >= 5, "{}", fixture.generated_by);
+        for case in &fixture.encoded {
+            let ids = tokenizer.encode(case.text.as_str(), true).expect("encodes");
+            let ids = ids.get_ids();
+            assert_eq!(ids[0], fixture.bos_id, "{:?}", case.text);
+            assert_eq!(&ids[1..], case.ids.as_slice(), "{:?}", case.text);
+            // Decoding gives the text back, after the space SentencePiece puts in front.
+            let text = tokenizer.decode(ids, true).expect("decodes");
+            assert_eq!(text, format!(" {}", case.text));
+        }
     }
 }
