@@ -112,6 +112,77 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
         malformed.failures
     );
 
+    // `murmur task watch` streams a running attempt's text, signed by the agent that holds
+    // it, and ends with the output; progress signed by anyone else is shown as ignored.
+    let mut watch = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
+        .args(["--server", nats.url(), "--realm", "acme"])
+        .args(["task", "watch", "streamed", "--timeout-s", "60"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        watch.stdout.take().context("watch stdout")?,
+    ));
+    let mut seen = Vec::new();
+    let mut next_line = async || -> Result<String> {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .context("no line from task watch")??
+            .context("task watch ended early")?;
+        Ok(line)
+    };
+    let first = next_line().await?;
+    assert!(first.contains("not in the log yet"), "{first}");
+    seen.push(first);
+    let mallory = nats
+        .event_log_as(murmur_subjects::identity::Identity::generate(), "acme")
+        .await?;
+    mallory
+        .publish_live(murmur_subjects::Draft::new(
+            Token::new("streamed")?,
+            &murmur_subjects::events::TaskProgress {
+                attempt: 1,
+                message: Some("forged".into()),
+                ..Default::default()
+            },
+        )?)
+        .await?;
+    loop {
+        let line = next_line().await?;
+        seen.push(line.clone());
+        if line.contains("ignored progress from") {
+            break;
+        }
+    }
+    murmur_e2e::submit_once(
+        &submitter,
+        "streamed",
+        "llm.generate",
+        serde_json::json!({"prompt": "hello", "max_tokens": 120}),
+    )
+    .await?;
+    while let Ok(line) = next_line().await {
+        seen.push(line);
+    }
+    let status = tokio::time::timeout(DEADLINE, watch.wait()).await??;
+    assert!(status.success(), "{seen:#?}");
+    let progress: Vec<&String> = seen.iter().filter(|l| l.contains("progress: ")).collect();
+    assert!(
+        progress.iter().any(|l| l.contains("/120 · ")),
+        "the text so far was streamed: {seen:#?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l.contains("forged") && !l.contains("ignored")),
+        "{seen:#?}"
+    );
+    let printed: Generation = serde_json::from_str(seen.last().context("output line")?)?;
+    assert_eq!(
+        printed,
+        model.generate("hello", &GenerateOptions::greedy(120))?
+    );
+
     coordinator.stop().await??;
     agent.kill().await?;
 

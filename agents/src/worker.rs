@@ -16,7 +16,7 @@ use murmur_coordination::assignments::{
 use murmur_coordination::tasks::TaskProjection;
 use murmur_subjects::Payload as _;
 use murmur_subjects::events::{
-    TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed, TaskStarted,
+    TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed, TaskProgress, TaskStarted,
 };
 use murmur_subjects::log::Expected;
 use murmur_subjects::{Draft, EventLog, Projector, Token};
@@ -27,7 +27,7 @@ use crate::runtime::{Agent, AgentError};
 pub type TaskResult = Result<serde_json::Value, String>;
 
 /// The attempt a handler runs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct TaskContext {
     /// Task id (its aggregate token).
     pub task: String,
@@ -40,6 +40,125 @@ pub struct TaskContext {
     /// The task's input, or for a task with dependencies
     /// `{"input": ..., "parents": {id: output, ...}}`.
     pub input: serde_json::Value,
+    /// Where the handler reports how far it has come.
+    pub progress: Progress,
+}
+
+/// Shortest time between two `task.progress` events of one attempt.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Reports how far an attempt has come as `task.progress` events on the live plane (core
+/// NATS, signed, never stored), for `murmur task watch` and other watchers. Cheap to call
+/// often and from any thread: reports replace each other, and the latest one is published
+/// at most every [`PROGRESS_INTERVAL`] (and once more after the attempt ends, if it is
+/// newer than the last one sent). Progress that is lost costs nothing: the log keeps the
+/// lifecycle and the result.
+#[derive(Clone)]
+pub struct Progress {
+    attempt: u32,
+    sink: Option<Arc<ProgressSink>>,
+}
+
+/// Where an attempt's reports go. The task that publishes them starts with the first report,
+/// so the many attempts that report nothing cost no task.
+struct ProgressSink {
+    runtime: tokio::runtime::Handle,
+    log: EventLog,
+    task: Token,
+    correlation: String,
+    cause: String,
+    latest: std::sync::OnceLock<tokio::sync::watch::Sender<Option<TaskProgress>>>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("attempt", &self.attempt)
+            .field("publishing", &self.sink.is_some())
+            .finish()
+    }
+}
+
+impl Progress {
+    /// A reporter that publishes nothing: for handlers run outside a worker (tests, tools).
+    pub fn disabled() -> Self {
+        Self {
+            attempt: 0,
+            sink: None,
+        }
+    }
+
+    /// Publishes the attempt's reports (from the first one on) until every clone of the
+    /// reporter is dropped. Call it inside the runtime that is to publish them.
+    fn publishing(
+        log: EventLog,
+        task: Token,
+        attempt: u32,
+        correlation: String,
+        cause: String,
+    ) -> Self {
+        Self {
+            attempt,
+            sink: Some(Arc::new(ProgressSink {
+                runtime: tokio::runtime::Handle::current(),
+                log,
+                task,
+                correlation,
+                cause,
+                latest: std::sync::OnceLock::new(),
+            })),
+        }
+    }
+
+    /// Reports `done` of `total` units (either may be unknown) and a message: what the
+    /// attempt is doing, or its partial output.
+    pub fn report(&self, done: Option<u64>, total: Option<u64>, message: Option<String>) {
+        let Some(sink) = &self.sink else { return };
+        let latest = sink.latest.get_or_init(|| {
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            sink.runtime.spawn(publish_progress(
+                rx,
+                sink.log.clone(),
+                sink.task.clone(),
+                sink.correlation.clone(),
+                sink.cause.clone(),
+            ));
+            tx
+        });
+        latest.send_replace(Some(TaskProgress {
+            attempt: self.attempt,
+            done,
+            total,
+            message,
+        }));
+    }
+}
+
+/// Publishes the latest report whenever there is a newer one, at most every
+/// [`PROGRESS_INTERVAL`], until the reporter is gone (its last report still goes out).
+async fn publish_progress(
+    mut latest: tokio::sync::watch::Receiver<Option<TaskProgress>>,
+    log: EventLog,
+    task: Token,
+    correlation: String,
+    cause: String,
+) {
+    while latest.changed().await.is_ok() {
+        let Some(report) = latest.borrow_and_update().clone() else {
+            continue;
+        };
+        let sent = match Draft::new(task.clone(), &report) {
+            Ok(draft) => log
+                .publish_live(draft.caused_by_ids(correlation.clone(), cause.clone(), None))
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(task = %task, error = %e, "progress not published");
+        }
+        tokio::time::sleep(PROGRESS_INTERVAL).await;
+    }
 }
 
 /// Runs one attempt.
@@ -411,12 +530,23 @@ fn start_handlers(
             }
         };
         agent.metrics().attempt_started();
+        let progress = match Token::new(a.task.as_str()) {
+            Ok(token) => Progress::publishing(
+                agent.log().clone(),
+                token,
+                a.attempt,
+                a.correlation_id.clone(),
+                started.record.id.clone(),
+            ),
+            Err(_) => Progress::disabled(),
+        };
         let run = handler(TaskContext {
             task: a.task.clone(),
             attempt: a.attempt,
             correlation_id: a.correlation_id.clone(),
             started_id: started.record.id.clone(),
             input,
+            progress,
         });
         let tx = done_tx.clone();
         let guard = CancelGuard {

@@ -147,6 +147,7 @@ impl Catalog {
                 .with::<events::TaskSubmitted>()
                 .with::<events::TaskAssigned>()
                 .with::<events::TaskStarted>()
+                .with::<events::TaskProgress>()
                 .with::<events::TaskLeaseExpired>()
                 .with::<events::TaskCancelled>()
                 .with::<events::TaskDeadLettered>()

@@ -584,6 +584,34 @@ impl Payload for TaskStarted {
     const DESCRIPTION: &'static str = "the assigned agent began an attempt";
 }
 
+/// `dev.murmur.task.progress`: how far a running attempt has come, on core NATS only (like
+/// heartbeats, never persisted: the log keeps the lifecycle, watchers see the progress).
+/// Readers count it only from the agent the task is assigned to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskProgress {
+    /// Attempt number.
+    pub attempt: u32,
+    /// Units done so far (tokens generated, tests run …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<u64>,
+    /// Units in all, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// What the attempt is doing, or its partial output (an inference agent's text so far).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Payload for TaskProgress {
+    const TYPE: &'static str = "dev.murmur.task.progress";
+    const DOMAIN: Domain = Domain::Task;
+    const VERB: &'static str = "progress";
+    const PLANE: Plane = Plane::Live;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str =
+        "how far a running attempt has come, core NATS only (never persisted)";
+}
+
 /// `dev.murmur.task.lease_expired`: an attempt's lease ran out without a result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskLeaseExpired {

@@ -434,7 +434,7 @@ pub async fn coordinator(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// `murmur task submit`: prints the task id.
+/// `murmur task submit`: prints and returns the new task's id.
 pub async fn submit(
     settings: &Settings,
     capability: String,
@@ -442,7 +442,7 @@ pub async fn submit(
     priority: u8,
     max_attempts: Option<u32>,
     lease_ms: Option<u64>,
-) -> Result<()> {
+) -> Result<String> {
     validate_capability(&capability).map_err(anyhow::Error::msg)?;
     let input: serde_json::Value = serde_json::from_str(input).context("--input is not JSON")?;
     let log = settings.open_log("murmur-task-submit").await?;
@@ -461,7 +461,7 @@ pub async fn submit(
     )
     .await?;
     out!("{id}");
-    Ok(())
+    Ok(id.as_str().to_string())
 }
 
 /// `--label key=value` arguments as a map.

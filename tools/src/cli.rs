@@ -424,6 +424,19 @@ pub enum TaskCommand {
         /// Lease per attempt, ms.
         #[arg(long)]
         lease_ms: Option<u64>,
+        /// Then watch it as `murmur task watch` does, until it ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Follow a task until it ends: its states from the log and its running attempt's
+    /// progress (an inference agent's text as it is generated); prints the output and exits
+    /// 0 when it completed, 1 otherwise.
+    Watch {
+        /// Task id.
+        id: String,
+        /// Give up after this many seconds (default: wait until it ends).
+        #[arg(long)]
+        timeout_s: Option<u64>,
     },
     /// List tasks (replayed from the log), oldest first.
     Ls(crate::agent_cli::TaskLsArgs),
@@ -708,9 +721,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                     priority,
                     max_attempts,
                     lease_ms,
+                    watch,
                 },
         } => {
-            crate::agent_cli::submit(
+            let id = crate::agent_cli::submit(
                 &settings,
                 capability,
                 &input,
@@ -718,8 +732,15 @@ pub async fn run(cli: Cli) -> Result<()> {
                 max_attempts,
                 lease_ms,
             )
-            .await
+            .await?;
+            if watch {
+                crate::task_watch::run(&settings, &id, None).await?;
+            }
+            Ok(())
         }
+        Command::Task {
+            command: TaskCommand::Watch { id, timeout_s },
+        } => crate::task_watch::run(&settings, &id, timeout_s.map(Duration::from_secs)).await,
         Command::Task {
             command: TaskCommand::Ls(args),
         } => crate::agent_cli::task_ls(&settings, args).await,

@@ -104,5 +104,6 @@ pub mod metrics_http;
 pub mod nats_server;
 pub mod overview;
 pub mod status;
+pub mod task_watch;
 pub mod testkit;
 pub mod vote_cli;

@@ -34,7 +34,7 @@ pub use architecture::Architecture;
 use architecture::{Forward, Weights};
 pub use test_model::{TEST_CONTEXT, TestModel, TestVocabulary, write_test_model};
 
-use crate::worker::{Handler, TaskContext};
+use crate::worker::{Handler, PROGRESS_INTERVAL, TaskContext};
 
 /// Longest context this module runs, whatever a model declares: bounds the attention caches
 /// (candle's llama precomputes rotary tables for this many positions).
@@ -296,6 +296,17 @@ impl GgufModel {
         prompt: &str,
         options: &GenerateOptions,
     ) -> Result<Generation, InferenceError> {
+        self.generate_streaming(prompt, options, &mut |_| {})
+    }
+
+    /// [`generate`](Self::generate), calling `on_token` with the tokens generated so far
+    /// after each one.
+    pub fn generate_streaming(
+        &self,
+        prompt: &str,
+        options: &GenerateOptions,
+        on_token: &mut dyn FnMut(&[u32]),
+    ) -> Result<Generation, InferenceError> {
         if prompt.is_empty() {
             return Err(InferenceError::EmptyPrompt);
         }
@@ -329,7 +340,7 @@ impl GgufModel {
         };
         let mut chooser = LogitsProcessor::from_sampling(seed.unwrap_or(0), sampling);
         let (tokens, stop) = self.weights.with_fresh_cache(|weights| {
-            self.decode_loop(weights, &prompt_ids, options, &mut chooser)
+            self.decode_loop(weights, &prompt_ids, options, &mut chooser, on_token)
         })?;
         Ok(Generation {
             text: self.decode(&tokens)?,
@@ -347,6 +358,7 @@ impl GgufModel {
         prompt_ids: &[u32],
         options: &GenerateOptions,
         chooser: &mut LogitsProcessor,
+        on_token: &mut dyn FnMut(&[u32]),
     ) -> Result<(Vec<u32>, StopReason), InferenceError> {
         let compute = |e: candle_core::Error| InferenceError::Compute(reason(&e));
         let device = Device::Cpu;
@@ -375,6 +387,7 @@ impl GgufModel {
                 return Ok((tokens, StopReason::EndOfText));
             }
             tokens.push(next);
+            on_token(&tokens);
             seen.push(next);
             input = vec![next];
         }
@@ -491,7 +504,8 @@ pub fn seed_of(task: &str) -> u64 {
 }
 
 /// The worker handler of an inference agent: each attempt decodes its input as a
-/// [`GenerateRequest`], generates on a blocking thread and returns the [`Generation`]. A
+/// [`GenerateRequest`], generates on a blocking thread, reports the text so far as the
+/// attempt's progress (`murmur task watch` streams it) and returns the [`Generation`]. A
 /// malformed input or a prompt that does not fit fails the attempt with the reason.
 pub fn generate_handler(model: Arc<GgufModel>) -> Handler {
     crate::worker::handler(move |ctx: TaskContext| {
@@ -503,11 +517,24 @@ pub fn generate_handler(model: Arc<GgufModel>) -> Handler {
                 )
             })?;
             let options = request.options(&ctx.task)?;
-            let generation =
-                tokio::task::spawn_blocking(move || model.generate(&request.prompt, &options))
-                    .await
-                    .map_err(|e| format!("the generation thread failed: {e}"))?
-                    .map_err(|e| e.to_string())?;
+            let progress = ctx.progress;
+            let generation = tokio::task::spawn_blocking(move || {
+                // The text so far, decoded at most every half progress interval: the
+                // reporter publishes only the latest anyway.
+                let mut decoded_at: Option<std::time::Instant> = None;
+                let total = options.max_tokens as u64;
+                model.generate_streaming(&request.prompt, &options, &mut |tokens| {
+                    if decoded_at.is_some_and(|at| at.elapsed() < PROGRESS_INTERVAL / 2) {
+                        return;
+                    }
+                    decoded_at = Some(std::time::Instant::now());
+                    let text = model.decode(tokens).unwrap_or_default();
+                    progress.report(Some(tokens.len() as u64), Some(total), Some(text));
+                })
+            })
+            .await
+            .map_err(|e| format!("the generation thread failed: {e}"))?
+            .map_err(|e| e.to_string())?;
             serde_json::to_value(generation).map_err(|e| e.to_string())
         }
     })

@@ -245,6 +245,11 @@ async fn run_compiler(
     ctx: TaskContext,
 ) -> TaskResult {
     let input: CompileInput = parse(&ctx.input)?;
+    ctx.progress.report(
+        None,
+        None,
+        Some(format!("fetching the source of {}", input.package)),
+    );
     let archive = store.get(&input.source).await.map_err(|e| e.to_string())?;
     let tree = unpack(&archive).map_err(|e| e.to_string())?;
     let dir = tempfile::Builder::new()
@@ -274,6 +279,11 @@ async fn run_compiler(
         .env("CARGO_TERM_COLOR", "never")
         .env("CARGO_PROFILE_DEV_DEBUG", "0")
         .env("CARGO_PROFILE_TEST_DEBUG", "0");
+    ctx.progress.report(
+        None,
+        None,
+        Some(format!("cargo test --no-run -p {}", input.package)),
+    );
     let started = Instant::now();
     let out = output_in_group(cmd, options.compile_timeout, "cargo").await?;
     let compile_ms = started.elapsed().as_millis() as u64;
@@ -350,6 +360,11 @@ async fn run_executor(
         .map_err(|e| format!("temp dir: {e}"))?;
     let mut runs = Vec::new();
     for (i, test) in tests.iter().enumerate() {
+        ctx.progress.report(
+            Some(i as u64),
+            Some(tests.len() as u64),
+            Some(format!("running {}", test.target)),
+        );
         let bytes = store.get(&test.artifact).await.map_err(|e| e.to_string())?;
         let path = dir.path().join(format!("{i}-{}", test.target));
         std::fs::write(&path, &bytes).map_err(|e| format!("writing {}: {e}", path.display()))?;
