@@ -9,12 +9,14 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use futures::{FutureExt as _, StreamExt as _};
 use murmur_agents::inference::{
     GenerateOptions, Generation, GgufModel, TestModel, TestVocabulary, write_test_model,
 };
 use murmur_coordination::coordinator::CoordinatorProjection;
 use murmur_coordination::tasks::TaskState;
-use murmur_subjects::events::TaskSubmitted;
+use murmur_subjects::catalog::EventType;
+use murmur_subjects::events::{TaskProgress, TaskSubmitted};
 use murmur_subjects::log::Expected;
 use murmur_subjects::{Draft, Projector, Token};
 
@@ -58,6 +60,13 @@ pub async fn run_on(
         )
         .await?,
     ];
+    // The attempt's progress (its text so far), as `murmur task watch` shows it.
+    let progress_subject = EventType::of::<TaskProgress>().subject(&realm, &Token::new("ask")?);
+    let mut progress = platform
+        .client()
+        .subscribe(progress_subject.to_string())
+        .await?;
+    platform.client().flush().await?;
     let submitted = TaskSubmitted {
         capability: "llm.generate".into(),
         input: serde_json::json!({"prompt": PROMPT, "max_tokens": 16}),
@@ -98,6 +107,10 @@ pub async fn run_on(
     if answer != local {
         problems.push("the agent's tokens differ from the same model's here".into());
     }
+    let streamed = streamed_reports(&platform, &mut progress, agent_key(&task.state)).await;
+    if streamed.is_empty() {
+        problems.push("no task.progress signed by the agent arrived within 10 s".into());
+    }
     if !problems.is_empty() {
         bail!("inference step failed:\n  {}", problems.join("\n  "));
     }
@@ -107,5 +120,53 @@ pub async fn run_on(
         answer.tokens.len(),
         &answer.model_sha256[..12]
     );
+    out!(
+        "[inference] it streamed its text as {} signed task.progress report(s) on the live plane, the last at {}/{} tokens",
+        streamed.len(),
+        streamed.last().and_then(|p| p.done).unwrap_or(0),
+        streamed.last().and_then(|p| p.total).unwrap_or(0)
+    );
     Ok(())
+}
+
+/// The agent that completed the task.
+fn agent_key(state: &TaskState) -> String {
+    match state {
+        TaskState::Completed { agent } => agent.clone(),
+        _ => String::new(),
+    }
+}
+
+/// The progress reports heard so far that `agent` signed, waiting up to 10 s for the first
+/// (core NATS and the history stream reach this process by different paths).
+async fn streamed_reports(
+    platform: &murmur_subjects::EventLog,
+    progress: &mut async_nats::Subscriber,
+    agent: String,
+) -> Vec<TaskProgress> {
+    let mut reports = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let next = if reports.is_empty() {
+            tokio::time::timeout_at(deadline, progress.next())
+                .await
+                .ok()
+                .flatten()
+        } else {
+            progress.next().now_or_never().flatten()
+        };
+        let Some(msg) = next else { return reports };
+        let Ok(ev) =
+            platform
+                .codec()
+                .decode(msg.subject.as_str(), msg.headers.as_ref(), &msg.payload)
+        else {
+            continue;
+        };
+        if ev.emitter() == agent
+            && let Ok(report) = ev.payload::<TaskProgress>()
+        {
+            reports.push(report);
+        }
+    }
 }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use futures::{FutureExt as _, StreamExt as _};
 use murmur_coordination::tasks::{Task, TaskProjection, TaskState};
+use murmur_subjects::catalog::EventType;
 use murmur_subjects::events::TaskProgress;
-use murmur_subjects::{Domain, Payload as _, Plane, Projector, Subject, Token};
+use murmur_subjects::{Projector, Token};
 
 use crate::cli::Settings;
 
@@ -29,13 +30,7 @@ pub async fn run(settings: &Settings, id: &str, timeout: Option<Duration>) -> Re
     let token = Token::new(id)?;
     // Subscribed (and the server told) before the log is read: progress sent from the
     // moment the task could have started is heard.
-    let subject = Subject::new(
-        log.realm().clone(),
-        Plane::Live,
-        Domain::Task,
-        token,
-        Token::new(TaskProgress::VERB)?,
-    );
+    let subject = EventType::of::<TaskProgress>().subject(log.realm(), &token);
     let mut progress = log.client().subscribe(subject.to_string()).await?;
     log.client().flush().await?;
     let mut view = Projector::new(

@@ -523,14 +523,24 @@ pub fn generate_handler(model: Arc<GgufModel>) -> Handler {
                 // reporter publishes only the latest anyway.
                 let mut decoded_at: Option<std::time::Instant> = None;
                 let total = options.max_tokens as u64;
-                model.generate_streaming(&request.prompt, &options, &mut |tokens| {
-                    if decoded_at.is_some_and(|at| at.elapsed() < PROGRESS_INTERVAL / 2) {
-                        return;
-                    }
-                    decoded_at = Some(std::time::Instant::now());
-                    let text = model.decode(tokens).unwrap_or_default();
-                    progress.report(Some(tokens.len() as u64), Some(total), Some(text));
-                })
+                let generation =
+                    model.generate_streaming(&request.prompt, &options, &mut |tokens| {
+                        if decoded_at.is_some_and(|at| at.elapsed() < PROGRESS_INTERVAL / 2) {
+                            return;
+                        }
+                        decoded_at = Some(std::time::Instant::now());
+                        let text = model.decode(tokens).unwrap_or_default();
+                        progress.report(Some(tokens.len() as u64), Some(total), Some(text));
+                    });
+                // The last report is the whole text, whatever the throttle skipped.
+                if let Ok(done) = &generation {
+                    progress.report(
+                        Some(done.tokens.len() as u64),
+                        Some(total),
+                        Some(done.text.clone()),
+                    );
+                }
+                generation
             })
             .await
             .map_err(|e| format!("the generation thread failed: {e}"))?
