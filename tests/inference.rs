@@ -112,6 +112,49 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
         malformed.failures
     );
 
+    // The agent carries its model's labels, and a task can ask for a model by them: one
+    // asking for another model waits, though submitted first; one asking for this model runs.
+    let murmur = |args: &[&str]| {
+        let mut command =
+            tokio::process::Command::new(murmur_e2e::murmur_binary().expect("murmur"));
+        command
+            .args(["--server", nats.url(), "--realm", "acme", "task", "submit"])
+            .args(["--capability", "llm.generate"])
+            .args(["--input", r#"{"prompt": "hello", "max_tokens": 4}"#])
+            .args(args)
+            .kill_on_drop(true);
+        command
+    };
+    let other_model = format!("model_sha256={}", "0".repeat(64));
+    let waits = murmur(&["--label", &other_model]).output().await?;
+    anyhow::ensure!(waits.status.success(), "{waits:?}");
+    let waits = String::from_utf8(waits.stdout)?.trim().to_string();
+    let this_model = format!("model_sha256={}", model.sha256());
+    let runs = murmur(&[
+        "--label",
+        &this_model,
+        "--label",
+        "model=murmur-test-model",
+        "--watch",
+    ])
+    .output();
+    let runs = tokio::time::timeout(DEADLINE, runs)
+        .await
+        .context("task submit --watch for this model did not finish")??;
+    let said = String::from_utf8(runs.stdout)?;
+    assert!(runs.status.success(), "{said}");
+    let printed: Generation = serde_json::from_str(said.lines().last().unwrap_or_default())?;
+    assert_eq!(
+        printed,
+        model.generate("hello", &GenerateOptions::greedy(4))?
+    );
+    anyhow::ensure!(view.catch_up().await.is_ok());
+    let waiting = &view.state().tasks.tasks[&waits];
+    assert!(
+        matches!(waiting.state, TaskState::Pending { .. }),
+        "a task for another model is not routed here: {waiting:?}"
+    );
+
     // `murmur task watch` streams a running attempt's text, signed by the agent that holds
     // it, and ends with the output; progress signed by anyone else is shown as ignored.
     let mut watch = tokio::process::Command::new(murmur_e2e::murmur_binary()?)

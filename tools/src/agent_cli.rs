@@ -131,13 +131,28 @@ async fn load_model(path: Option<&std::path::Path>) -> Result<LoadedModel> {
     let model =
         tokio::task::spawn_blocking(move || murmur_agents::inference::GgufModel::load(&path))
             .await??;
-    eprintln!("model loaded (sha256 {})", model.sha256());
+    eprintln!(
+        "model loaded: {} {} (sha256 {})",
+        model.architecture(),
+        model.name().unwrap_or("(unnamed)"),
+        model.sha256()
+    );
     Ok(std::sync::Arc::new(model))
 }
 
 #[cfg(not(feature = "inference"))]
 async fn load_model(_path: Option<&std::path::Path>) -> Result<LoadedModel> {
     bail!("this murmur was built without the `inference` feature")
+}
+
+#[cfg(feature = "inference")]
+fn model_labels(model: &LoadedModel) -> BTreeMap<String, String> {
+    model.labels()
+}
+
+#[cfg(not(feature = "inference"))]
+fn model_labels(model: &LoadedModel) -> BTreeMap<String, String> {
+    match *model {}
 }
 
 #[cfg(feature = "inference")]
@@ -177,7 +192,10 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
     for c in &args.capabilities {
         validate_capability(c).map_err(anyhow::Error::msg)?;
     }
-    let labels = parse_labels(&args.labels)?;
+    // An inference agent carries its model's labels, so tasks can ask for the model; labels
+    // given on the command line win.
+    let mut labels = inference.as_ref().map(model_labels).unwrap_or_default();
+    labels.extend(parse_labels(&args.labels)?);
     let identity = if args.ephemeral_identity {
         Identity::generate()
     } else {
@@ -442,8 +460,10 @@ pub async fn submit(
     priority: u8,
     max_attempts: Option<u32>,
     lease_ms: Option<u64>,
+    labels: &[String],
 ) -> Result<String> {
     validate_capability(&capability).map_err(anyhow::Error::msg)?;
+    let labels = parse_labels(labels)?;
     let input: serde_json::Value = serde_json::from_str(input).context("--input is not JSON")?;
     let log = settings.open_log("murmur-task-submit").await?;
     let id = murmur_subjects::Token::new(format!("task-{}", uuid::Uuid::now_v7().simple()))?;
@@ -453,6 +473,7 @@ pub async fn submit(
         priority,
         max_attempts,
         lease_ms,
+        labels,
         ..Default::default()
     };
     log.append_expected(

@@ -424,6 +424,10 @@ pub enum TaskCommand {
         /// Lease per attempt, ms.
         #[arg(long)]
         lease_ms: Option<u64>,
+        /// A label key=value the agent must carry (repeatable), e.g. an inference agent's
+        /// `model_sha256=…` or `model=…`.
+        #[arg(long = "label")]
+        labels: Vec<String>,
         /// Then watch it as `murmur task watch` does, until it ends.
         #[arg(long)]
         watch: bool,
@@ -721,6 +725,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     priority,
                     max_attempts,
                     lease_ms,
+                    labels,
                     watch,
                 },
         } => {
@@ -731,6 +736,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 priority,
                 max_attempts,
                 lease_ms,
+                &labels,
             )
             .await?;
             if watch {

@@ -40,6 +40,13 @@ use crate::worker::{Handler, PROGRESS_INTERVAL, TaskContext};
 /// (candle's llama precomputes rotary tables for this many positions).
 const MAX_CONTEXT: usize = 4096;
 
+/// Label of an inference agent: its model's architecture.
+pub const LABEL_ARCHITECTURE: &str = "architecture";
+/// Label of an inference agent: its model file's SHA-256, hex.
+pub const LABEL_MODEL_SHA256: &str = "model_sha256";
+/// Label of an inference agent: its model's name (`general.name`).
+pub const LABEL_MODEL: &str = "model";
+
 /// How many of the latest tokens a repeat penalty looks back on (llama.cpp's default).
 pub const REPEAT_LAST_N: usize = 64;
 
@@ -187,6 +194,7 @@ impl GenerateOptions {
 /// gets attention caches of its own (see [`Architecture`] for which run side by side).
 pub struct GgufModel {
     architecture: Architecture,
+    name: Option<String>,
     weights: Weights,
     tokenizer: Tokenizer,
     end_of_text: Option<u32>,
@@ -241,6 +249,11 @@ impl GgufModel {
                 path: path.to_path_buf(),
                 reason,
             })?;
+        let name = content
+            .metadata
+            .get("general.name")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
         let metadata_u32 = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok());
         let end_of_text = metadata_u32("tokenizer.ggml.eos_token_id");
         let context = metadata_u32(&format!("{}.context_length", architecture.name()))
@@ -248,6 +261,7 @@ impl GgufModel {
         let weights = Weights::load(architecture, content, &mut file).map_err(model)?;
         Ok(Self {
             architecture,
+            name,
             weights,
             tokenizer,
             end_of_text,
@@ -264,6 +278,28 @@ impl GgufModel {
     /// The model's architecture.
     pub fn architecture(&self) -> Architecture {
         self.architecture
+    }
+
+    /// The model's name (`general.name`), when the file has one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The labels an agent serving this model carries, so a task can ask for a model
+    /// (`--label model_sha256=…`): `architecture`, `model_sha256` and, when the file names
+    /// it, `model`.
+    pub fn labels(&self) -> std::collections::BTreeMap<String, String> {
+        let mut labels = std::collections::BTreeMap::from([
+            (
+                LABEL_ARCHITECTURE.to_string(),
+                self.architecture.name().to_string(),
+            ),
+            (LABEL_MODEL_SHA256.to_string(), self.sha256.clone()),
+        ]);
+        if let Some(name) = &self.name {
+            labels.insert(LABEL_MODEL.to_string(), name.clone());
+        }
+        labels
     }
 
     /// The context length generation is held to (the model's, at most 4096).
