@@ -58,7 +58,7 @@ pub struct AgentRunArgs {
     /// Address-space limit of a test binary run by an executor, in MiB.
     #[arg(long, default_value_t = 2048)]
     pub test_memory_mib: u64,
-    /// `--kind inference`: the GGUF model file (llama, qwen2 or qwen3 architecture) it runs
+    /// `--kind inference`: the GGUF model file (llama, qwen2, qwen3, phi3 or gemma3 architecture) it runs
     /// `llm.generate` tasks with. Loaded before joining.
     #[arg(long, value_name = "GGUF")]
     pub model: Option<std::path::PathBuf>,
@@ -126,7 +126,7 @@ type LoadedModel = std::convert::Infallible;
 #[cfg(feature = "inference")]
 async fn load_model(path: Option<&std::path::Path>) -> Result<LoadedModel> {
     let path = path
-        .context("--kind inference needs --model FILE.gguf (a llama, qwen2 or qwen3 GGUF model)")?
+        .context("--kind inference needs --model FILE.gguf (a llama, qwen2, qwen3, phi3 or gemma3 GGUF model)")?
         .to_path_buf();
     let model =
         tokio::task::spawn_blocking(move || murmur_agents::inference::GgufModel::load(&path))

@@ -227,7 +227,7 @@ pub enum InferenceCommand {
         /// Seed of its weights (the same seed writes the same file).
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Architecture: llama, qwen2 or qwen3.
+        /// Architecture: llama, qwen2, qwen3, phi3 or gemma3.
         #[arg(long, default_value = "llama")]
         architecture: String,
         /// Vocabulary: byte-level (`gpt2`, as Llama 3 and Qwen) or sentencepiece (`llama`,

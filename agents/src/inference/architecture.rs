@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
+use candle_transformers::models::{
+    quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
+};
 
 /// A model architecture this module runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,11 +19,22 @@ pub enum Architecture {
     Qwen2,
     /// Qwen 3 (query and key normalisation).
     Qwen3,
+    /// Phi-3 and Phi-3.5 (fused query/key/value and gate/up projections).
+    Phi3,
+    /// Gemma 3 (normalisation after attention and feed-forward, sliding-window attention on
+    /// most layers, output tied to the embeddings).
+    Gemma3,
 }
 
 impl Architecture {
     /// Every architecture, in the order their names are listed to users.
-    pub const ALL: [Architecture; 3] = [Self::Llama, Self::Qwen2, Self::Qwen3];
+    pub const ALL: [Architecture; 5] = [
+        Self::Llama,
+        Self::Qwen2,
+        Self::Qwen3,
+        Self::Phi3,
+        Self::Gemma3,
+    ];
 
     /// The `general.architecture` value, also the prefix of the architecture's metadata keys.
     pub fn name(self) -> &'static str {
@@ -29,6 +42,8 @@ impl Architecture {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
+            Self::Phi3 => "phi3",
+            Self::Gemma3 => "gemma3",
         }
     }
 
@@ -37,7 +52,7 @@ impl Architecture {
         Self::ALL.into_iter().find(|a| a.name() == name)
     }
 
-    /// The names this module runs, for messages: `llama, qwen2, qwen3`.
+    /// The names this module runs, for messages: `llama, qwen2, qwen3, phi3, gemma3`.
     pub fn names() -> String {
         Self::ALL.map(Self::name).join(", ")
     }
@@ -86,13 +101,27 @@ impl Forward for quantized_qwen3::ModelWeights {
     }
 }
 
-/// Loaded weights. Llama and Qwen 3 weights clone cheaply (the tensors are shared), so each
+impl Forward for quantized_phi3::ModelWeights {
+    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
+        quantized_phi3::ModelWeights::forward(self, input, position)
+    }
+}
+
+impl Forward for quantized_gemma3::ModelWeights {
+    fn forward(&mut self, input: &Tensor, position: usize) -> candle_core::Result<Tensor> {
+        quantized_gemma3::ModelWeights::forward(self, input, position)
+    }
+}
+
+/// Loaded weights. Llama, Qwen 3, Phi-3 and Gemma 3 weights clone cheaply (the tensors are shared), so each
 /// generation gets its own copy with empty caches and generations run side by side. candle's
 /// Qwen 2 weights do not clone: generations take turns on one copy, its cache cleared first.
 pub(super) enum Weights {
     Llama(quantized_llama::ModelWeights),
     Qwen2(Mutex<quantized_qwen2::ModelWeights>),
     Qwen3(quantized_qwen3::ModelWeights),
+    Phi3(quantized_phi3::ModelWeights),
+    Gemma3(quantized_gemma3::ModelWeights),
 }
 
 impl Weights {
@@ -112,6 +141,13 @@ impl Weights {
             Architecture::Qwen3 => Self::Qwen3(quantized_qwen3::ModelWeights::from_gguf(
                 content, reader, cpu,
             )?),
+            // Flash attention is a CUDA kernel; this module runs on the CPU.
+            Architecture::Phi3 => Self::Phi3(quantized_phi3::ModelWeights::from_gguf(
+                false, content, reader, cpu,
+            )?),
+            Architecture::Gemma3 => Self::Gemma3(quantized_gemma3::ModelWeights::from_gguf(
+                content, reader, cpu,
+            )?),
         })
     }
 
@@ -120,6 +156,8 @@ impl Weights {
         match self {
             Self::Llama(weights) => generate(&mut weights.clone()),
             Self::Qwen3(weights) => generate(&mut weights.clone()),
+            Self::Phi3(weights) => generate(&mut weights.clone()),
+            Self::Gemma3(weights) => generate(&mut weights.clone()),
             Self::Qwen2(weights) => {
                 // A generation that panicked left only a cache behind, which is cleared here.
                 let mut weights = weights.lock().unwrap_or_else(|e| e.into_inner());

@@ -3,7 +3,8 @@
 //! build without it does not compile candle.
 //!
 //! - **Models** ([`Architecture`]): `llama` (Llama 1–3, TinyLlama, Mistral …), `qwen2`
-//!   (Qwen 2 and 2.5) and `qwen3`, as llama.cpp writes them, in any quantization candle reads
+//!   (Qwen 2 and 2.5), `qwen3`, `phi3` (Phi-3, Phi-3.5) and `gemma3`, as llama.cpp writes
+//!   them, in any quantization candle reads
 //!   (F32, F16, Q4_0 … Q8_K). Nothing is downloaded: the operator names a file.
 //! - **Tokenizer**: the model's own, from its GGUF metadata: byte-level BPE (`gpt2`) or
 //!   SentencePiece (`llama`), see [`tokenizer`].

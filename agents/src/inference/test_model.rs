@@ -117,41 +117,60 @@ pub fn write_test_model(path: &Path, model: &TestModel) -> Result<(), InferenceE
         let t = Tensor::ones(n, DType::F32, &Device::Cpu).map_err(failed)?;
         QTensor::quantize(&t, GgmlDType::F32).map_err(failed)
     };
-    let token_embd = tensor(&[vocab, EMBED], 1.0)?;
     // The end-of-text row of the output projection is zero, so its logit is 0 among random
     // ones and the model rarely stops at once: the demo shows some tokens.
-    let output = {
-        let random = tensor(&[vocab, EMBED], 1.0)?
-            .dequantize(&Device::Cpu)
-            .map_err(failed)?;
+    let output_projection = |random: QTensor| -> Result<QTensor, InferenceError> {
+        let random = random.dequantize(&Device::Cpu).map_err(failed)?;
         let mask: Vec<f32> = (0..vocab)
             .map(|i| if i == end_of_text as usize { 0.0 } else { 1.0 })
             .collect();
         let mask = Tensor::from_vec(mask, (vocab, 1), &Device::Cpu).map_err(failed)?;
         let t = random.broadcast_mul(&mask).map_err(failed)?;
-        QTensor::quantize(&t, GgmlDType::F32).map_err(failed)?
+        QTensor::quantize(&t, GgmlDType::F32).map_err(failed)
     };
-    let mut named: Vec<(String, QTensor)> = vec![
-        ("token_embd.weight".into(), token_embd),
-        ("output_norm.weight".into(), ones(EMBED)?),
-        ("output.weight".into(), output),
-    ];
+    let mut named: Vec<(String, QTensor)> = if model.architecture == Architecture::Gemma3 {
+        // Gemma ties its output projection to the embeddings, and its files carry no
+        // `output.weight`.
+        let token_embd = output_projection(tensor(&[vocab, EMBED], 1.0)?)?;
+        vec![("token_embd.weight".into(), token_embd)]
+    } else {
+        let token_embd = tensor(&[vocab, EMBED], 1.0)?;
+        vec![
+            ("token_embd.weight".into(), token_embd),
+            (
+                "output.weight".into(),
+                output_projection(tensor(&[vocab, EMBED], 1.0)?)?,
+            ),
+        ]
+    };
+    named.push(("output_norm.weight".into(), ones(EMBED)?));
     let kv = KV_HEADS * HEAD_DIM;
     for layer in 0..LAYERS {
         let p = format!("blk.{layer}");
-        for (name, dims) in [
-            ("attn_q.weight", vec![EMBED, EMBED]),
-            ("attn_k.weight", vec![kv, EMBED]),
-            ("attn_v.weight", vec![kv, EMBED]),
-            ("attn_output.weight", vec![EMBED, EMBED]),
-            ("ffn_gate.weight", vec![FEED_FORWARD, EMBED]),
-            ("ffn_up.weight", vec![FEED_FORWARD, EMBED]),
-            ("ffn_down.weight", vec![EMBED, FEED_FORWARD]),
-        ] {
-            named.push((format!("{p}.{name}"), tensor(&dims, 0.3)?));
+        let projections: &[(&str, [usize; 2])] = if model.architecture == Architecture::Phi3 {
+            // Phi-3 fuses the query, key and value projections, and the gate and up ones.
+            &[
+                ("attn_qkv.weight", [EMBED + 2 * kv, EMBED]),
+                ("attn_output.weight", [EMBED, EMBED]),
+                ("ffn_up.weight", [2 * FEED_FORWARD, EMBED]),
+                ("ffn_down.weight", [EMBED, FEED_FORWARD]),
+            ]
+        } else {
+            &[
+                ("attn_q.weight", [EMBED, EMBED]),
+                ("attn_k.weight", [kv, EMBED]),
+                ("attn_v.weight", [kv, EMBED]),
+                ("attn_output.weight", [EMBED, EMBED]),
+                ("ffn_gate.weight", [FEED_FORWARD, EMBED]),
+                ("ffn_up.weight", [FEED_FORWARD, EMBED]),
+                ("ffn_down.weight", [EMBED, FEED_FORWARD]),
+            ]
+        };
+        for (name, dims) in projections {
+            named.push((format!("{p}.{name}"), tensor(dims, 0.3)?));
         }
         match model.architecture {
-            Architecture::Llama => {}
+            Architecture::Llama | Architecture::Phi3 => {}
             Architecture::Qwen2 => {
                 named.push((format!("{p}.attn_q.bias"), tensor(&[EMBED], 0.3)?));
                 named.push((format!("{p}.attn_k.bias"), tensor(&[kv], 0.3)?));
@@ -160,6 +179,18 @@ pub fn write_test_model(path: &Path, model: &TestModel) -> Result<(), InferenceE
             Architecture::Qwen3 => {
                 named.push((format!("{p}.attn_q_norm.weight"), ones(HEAD_DIM)?));
                 named.push((format!("{p}.attn_k_norm.weight"), ones(HEAD_DIM)?));
+            }
+            Architecture::Gemma3 => {
+                named.push((format!("{p}.attn_q_norm.weight"), ones(HEAD_DIM)?));
+                named.push((format!("{p}.attn_k_norm.weight"), ones(HEAD_DIM)?));
+                // Large, so the layers' outputs outweigh the scaled embedding in the residual:
+                // with a tied output, a model whose residual is mostly its input embedding
+                // predicts its last input token whatever its weights.
+                named.push((
+                    format!("{p}.post_attention_norm.weight"),
+                    tensor(&[EMBED], 8.0)?,
+                ));
+                named.push((format!("{p}.post_ffw_norm.weight"), tensor(&[EMBED], 8.0)?));
             }
         }
         named.push((format!("{p}.attn_norm.weight"), ones(EMBED)?));
@@ -188,6 +219,12 @@ pub fn write_test_model(path: &Path, model: &TestModel) -> Result<(), InferenceE
         metadata.push((key("attention.key_length"), Value::U32(HEAD_DIM as u32)));
         // F32 activations (candle's Qwen 3 defaults to F16 without this key).
         metadata.push(("general.dtype".into(), Value::U32(0)));
+    }
+    if model.architecture == Architecture::Gemma3 {
+        metadata.push((key("attention.key_length"), Value::U32(HEAD_DIM as u32)));
+        metadata.push((key("attention.value_length"), Value::U32(HEAD_DIM as u32)));
+        // Shorter than a prompt with its answer, so the sliding-window path runs too.
+        metadata.push((key("attention.sliding_window"), Value::U32(8)));
     }
     metadata.extend(tokenizer_metadata);
     metadata.push((
