@@ -234,6 +234,10 @@ pub enum InferenceCommand {
         /// as Llama 2, TinyLlama and Mistral).
         #[arg(long, default_value = "byte-level")]
         vocabulary: String,
+        /// The context length it declares (runs are held to at most 4096 whatever a model
+        /// declares).
+        #[arg(long, default_value_t = 512)]
+        context: u32,
     },
     /// Run a model here, without NATS: the text on stdout, tokens and speed on stderr (with
     /// `--json`, the `llm.generate` task output). To check a model file before an agent

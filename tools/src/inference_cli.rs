@@ -18,12 +18,14 @@ pub async fn run(settings: &Settings, command: InferenceCommand) -> Result<()> {
             seed,
             architecture,
             vocabulary,
+            context,
         } => {
             let architecture: Architecture = architecture.parse().map_err(|e| anyhow!("{e}"))?;
             let vocabulary: TestVocabulary = vocabulary.parse().map_err(|e| anyhow!("{e}"))?;
             let model = TestModel::new(seed)
                 .architecture(architecture)
-                .vocabulary(vocabulary);
+                .vocabulary(vocabulary)
+                .context(context as usize);
             write_test_model(&path, &model)?;
             out!("{}", path.display());
             Ok(())

@@ -257,8 +257,17 @@ impl GgufModel {
             .cloned();
         let metadata_u32 = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok());
         let end_of_text = metadata_u32("tokenizer.ggml.eos_token_id");
-        let context = metadata_u32(&format!("{}.context_length", architecture.name()))
-            .map_or(MAX_CONTEXT, |c| (c as usize).min(MAX_CONTEXT));
+        let context_key = format!("{}.context_length", architecture.name());
+        let context =
+            metadata_u32(&context_key).map_or(MAX_CONTEXT, |c| (c as usize).min(MAX_CONTEXT));
+        // candle sizes rotary tables, and Phi-3 its attention caches, by the declared
+        // context: tables for 128K positions are computed and kept whole, and a 128K Phi-3
+        // reserves ~100 GB of cache per generation. No generation here goes past `context`,
+        // so neither do they. (candle's Gemma 3 ignores the key: 128K positions always.)
+        let mut content = content;
+        content
+            .metadata
+            .insert(context_key, gguf_file::Value::U32(context as u32));
         let weights = Weights::load(architecture, content, &mut file).map_err(model)?;
         Ok(Self {
             architecture,
@@ -635,6 +644,29 @@ mod tests {
                     "{case}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_model_declaring_a_long_context_is_held_to_the_longest_this_module_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for architecture in Architecture::ALL {
+            let spec = TestModel::new(3)
+                .architecture(architecture)
+                .context(131_072);
+            let model = GgufModel::load(&write(dir.path(), "long.gguf", spec)).expect("loads");
+            assert_eq!(model.context(), MAX_CONTEXT, "{architecture}");
+            let answer = model
+                .generate("hello", &GenerateOptions::greedy(4))
+                .expect("generates");
+            assert_eq!(answer.tokens.len(), 4, "{architecture}: {answer:?}");
+            assert!(matches!(
+                model.generate("hello", &GenerateOptions::greedy(MAX_CONTEXT)),
+                Err(InferenceError::TooLong {
+                    context: MAX_CONTEXT,
+                    ..
+                })
+            ));
         }
     }
 

@@ -20,7 +20,7 @@ const KV_HEADS: usize = 2;
 const HEAD_DIM: usize = EMBED / HEADS;
 const LAYERS: usize = 2;
 const FEED_FORWARD: usize = 64;
-/// The context length the test models declare.
+/// The context length test models declare unless told otherwise.
 pub const TEST_CONTEXT: usize = 512;
 
 /// The kind of vocabulary a test model carries.
@@ -69,6 +69,8 @@ pub struct TestModel {
     pub architecture: Architecture,
     /// Vocabulary kind.
     pub vocabulary: TestVocabulary,
+    /// The context length it declares (`{architecture}.context_length`).
+    pub context: usize,
 }
 
 impl TestModel {
@@ -78,6 +80,7 @@ impl TestModel {
             seed,
             architecture: Architecture::Llama,
             vocabulary: TestVocabulary::ByteLevel,
+            context: TEST_CONTEXT,
         }
     }
 
@@ -92,6 +95,11 @@ impl TestModel {
     /// The same model with another vocabulary.
     pub fn vocabulary(self, vocabulary: TestVocabulary) -> Self {
         Self { vocabulary, ..self }
+    }
+
+    /// The same model declaring another context length.
+    pub fn context(self, context: usize) -> Self {
+        Self { context, ..self }
     }
 }
 
@@ -205,7 +213,7 @@ pub fn write_test_model(path: &Path, model: &TestModel) -> Result<(), InferenceE
             "general.name".into(),
             Value::String("murmur-test-model".into()),
         ),
-        (key("context_length"), Value::U32(TEST_CONTEXT as u32)),
+        (key("context_length"), Value::U32(model.context as u32)),
         (key("embedding_length"), Value::U32(EMBED as u32)),
         (key("block_count"), Value::U32(LAYERS as u32)),
         (key("feed_forward_length"), Value::U32(FEED_FORWARD as u32)),
