@@ -2,7 +2,8 @@
 //! process runs `llm.generate` tasks with a GGUF model the test writes itself, and its
 //! answer is the one the same model gives in this process (greedy, and sampled with the
 //! seed derived from the task id); a malformed request fails its task with the reason, and
-//! a bad model file fails the agent's start.
+//! a bad model file fails the agent's start. A `murmur voter run --model` process votes as
+//! the same model scores the answers here.
 
 use anyhow::{Context, Result};
 use murmur_agents::inference::{
@@ -281,5 +282,136 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
         printed,
         qwen.generate("hello", &GenerateOptions::greedy(6))?
     );
+    Ok(())
+}
+
+/// A `murmur voter run --model` process votes on a proposal naming it as the model the test
+/// holds scores the answers: the same choice, with both log-probabilities in the reason;
+/// the tallier decides by that vote; the voter joins with the model's labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_voter_votes_as_its_model_scores_the_answers() -> Result<()> {
+    use murmur_agents::voter::{ModelVoter, Voter as _};
+    use murmur_coordination::consensus::{Consensus, ConsensusProjection};
+    use murmur_subjects::events::{Choice, VoteCast};
+    use tokio::io::AsyncBufReadExt;
+
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let model_path = data.path().join("voter.gguf");
+    write_test_model(
+        &model_path,
+        &TestModel::new(9).vocabulary(TestVocabulary::SentencePiece),
+    )?;
+    let model = std::sync::Arc::new(GgufModel::load(&model_path)?);
+    let bin = murmur_e2e::murmur_binary()?;
+    let murmur = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(&bin);
+        c.args(["--server", nats.url(), "--realm", "acme", "--data-dir"])
+            .arg(data.path().join("cli"))
+            .args(args)
+            .kill_on_drop(true);
+        c
+    };
+    let instructions = "Accept changes that keep tests green.";
+    let mut voter = murmur(&["voter", "run", "--ephemeral-identity", "--name", "llm"])
+        .arg("--model")
+        .arg(&model_path)
+        .args(["--instructions", instructions])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = voter.stdout.take().context("stdout")?;
+    let voter_id = tokio::time::timeout(
+        DEADLINE,
+        tokio::io::BufReader::new(stdout).lines().next_line(),
+    )
+    .await??
+    .context("the model voter exited before joining")?
+    .trim()
+    .to_string();
+    let tallier = murmur_e2e::spawn_tallier(nats.event_log("acme").await?, vec![]);
+
+    let observer = nats.event_log("acme").await?;
+    let mut registry = Projector::new(
+        observer.clone(),
+        murmur_coordination::registry::RegistryProjection {
+            realm: Token::new("acme")?,
+        },
+    );
+    anyhow::ensure!(
+        registry
+            .follow_until(DEADLINE, |r| r.agents.contains_key(&voter_id))
+            .await?,
+        "the model voter never joined"
+    );
+    let labels = &registry.state().agents[&voter_id].labels;
+    assert_eq!(
+        labels.get("model_sha256"),
+        Some(&model.sha256().to_string())
+    );
+
+    let out = murmur(&[
+        "vote",
+        "propose",
+        "--question",
+        "merge the parser rewrite?",
+        "--payload",
+        r#"{"tests_passed": true, "lines_changed": 420}"#,
+        "--voter",
+        &voter_id,
+        "--quorum",
+        "1",
+    ])
+    .output()
+    .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout)?.trim().to_string();
+    let mut live = Projector::new(
+        observer.clone(),
+        ConsensusProjection {
+            realm: Token::new("acme")?,
+            talliers: vec![],
+        },
+    );
+    anyhow::ensure!(
+        live.follow_until(DEADLINE, |c: &Consensus| c
+            .proposals
+            .get(&id)
+            .is_some_and(|p| p.decided.is_some()))
+            .await?,
+        "{id} never decided"
+    );
+    let proposal = live.state().proposals[&id].clone();
+
+    // The vote the process cast is the one this process's copy of the model gives.
+    let expected = ModelVoter::new(model.clone(), instructions)
+        .vote(&proposal.opened)
+        .context("the model answers")?;
+    let events =
+        murmur_e2e::aggregate_events(&observer, murmur_subjects::Domain::Proposal, &id).await?;
+    let cast: Vec<VoteCast> = events
+        .iter()
+        .filter(|e| e.emitter() == voter_id)
+        .filter_map(|e| e.payload::<VoteCast>().ok())
+        .collect();
+    assert_eq!(cast, std::slice::from_ref(&expected));
+    assert!(
+        expected.reason.contains("scored accept"),
+        "{}",
+        expected.reason
+    );
+    let outcome = proposal.decided.as_ref().map(|d| d.outcome.as_str());
+    let want = match expected.choice {
+        Choice::Approve => "approved",
+        Choice::Reject => "rejected",
+        Choice::Abstain => "no_quorum",
+    };
+    assert_eq!(outcome, Some(want), "{proposal:?}");
+
+    tallier.stop().await??;
+    voter.kill().await?;
     Ok(())
 }

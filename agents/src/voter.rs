@@ -2,7 +2,8 @@
 //! rules over the proposal's payload (read from a TOML file), and [`run_voter`] runs any
 //! voter as an agent: it follows the proposals of its realm and casts one signed vote on
 //! each open proposal whose electorate includes it (the adaptive protocol's thresholds
-//! decide that, deterministically). Other voters (an LLM voter, say) implement [`Voter`].
+//! decide that, deterministically). Other voters implement [`Voter`]: [`ModelVoter`] (feature
+//! `inference`) answers with a language model.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -21,6 +22,24 @@ use crate::runtime::{Agent, AgentError};
 pub trait Voter: Send + Sync {
     /// The vote on `proposal`.
     fn vote(&self, proposal: &ProposalOpened) -> Option<VoteCast>;
+
+    /// Whether [`vote`](Self::vote) computes for long (a model's forward passes):
+    /// [`run_voter`] then calls it where it does not hold up the agent's other tasks.
+    fn blocking(&self) -> bool {
+        false
+    }
+}
+
+/// `voter.vote(proposal)`, off the async worker when the voter says it blocks and the
+/// runtime has other workers to carry on (a current-thread runtime just waits).
+fn answer(voter: &dyn Voter, proposal: &ProposalOpened) -> Option<VoteCast> {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if voter.blocking() && multi_thread {
+        tokio::task::block_in_place(|| voter.vote(proposal))
+    } else {
+        voter.vote(proposal)
+    }
 }
 
 /// A condition on the payload at a JSON pointer (`/risk`, `/change/kind`).
@@ -109,6 +128,94 @@ impl Voter for PolicyVoter {
     }
 }
 
+/// A voter that asks a language model: the proposal's question and payload go into a prompt
+/// ending in "Answer (accept or reject):", and the vote is approve or reject, whichever of
+/// " accept" and " reject" the model gives the higher log-probability
+/// ([`GgufModel::score`]), with both scores in the reason. The two answers have the same
+/// length in bytes, so a model that spells them out byte by byte does not favour the
+/// shorter. No sampling: the same model and proposal give the same vote.
+///
+/// [`GgufModel::score`]: crate::inference::GgufModel::score
+#[cfg(feature = "inference")]
+pub struct ModelVoter {
+    model: std::sync::Arc<crate::inference::GgufModel>,
+    instructions: String,
+}
+
+#[cfg(feature = "inference")]
+impl ModelVoter {
+    /// The instructions a prompt starts with unless others are given.
+    pub const DEFAULT_INSTRUCTIONS: &'static str = "You review proposals for a team of agents. Accept what is safe and useful; reject the rest.";
+
+    /// The answers the model chooses between, as they follow the prompt.
+    pub const ANSWERS: [(Choice, &'static str); 2] =
+        [(Choice::Approve, " accept"), (Choice::Reject, " reject")];
+
+    /// A voter asking `model`, its prompts starting with `instructions`.
+    pub fn new(
+        model: std::sync::Arc<crate::inference::GgufModel>,
+        instructions: impl Into<String>,
+    ) -> Self {
+        Self {
+            model,
+            instructions: instructions.into(),
+        }
+    }
+
+    /// The prompt for `proposal`.
+    pub fn prompt(&self, proposal: &ProposalOpened) -> String {
+        format!(
+            "{}\nQuestion: {}\nDetails: {}\nAnswer (accept or reject):",
+            self.instructions, proposal.question, proposal.payload
+        )
+    }
+
+    /// The model's log-probability of each of [`ANSWERS`](Self::ANSWERS) for `proposal`.
+    pub fn scores(
+        &self,
+        proposal: &ProposalOpened,
+    ) -> Result<[(Choice, f64); 2], crate::inference::InferenceError> {
+        let answers = Self::ANSWERS.map(|(_, text)| text);
+        let scores = self.model.score(&self.prompt(proposal), &answers)?;
+        Ok([
+            (Self::ANSWERS[0].0, scores[0]),
+            (Self::ANSWERS[1].0, scores[1]),
+        ])
+    }
+}
+
+#[cfg(feature = "inference")]
+impl Voter for ModelVoter {
+    fn vote(&self, proposal: &ProposalOpened) -> Option<VoteCast> {
+        let [(approve, a), (reject, r)] = match self.scores(proposal) {
+            Ok(scores) => scores,
+            Err(e) => {
+                // No vote is cast: the proposal decides without this voter, or at its
+                // deadline.
+                tracing::warn!(error = %e, question = %proposal.question, "the model could not answer; not voting");
+                return None;
+            }
+        };
+        let choice = match a.total_cmp(&r) {
+            std::cmp::Ordering::Greater => approve,
+            std::cmp::Ordering::Less => reject,
+            std::cmp::Ordering::Equal => Choice::Abstain,
+        };
+        let name = self.model.name().unwrap_or("the model");
+        Some(VoteCast {
+            choice,
+            reason: format!(
+                "{name} (sha256 {}…) scored accept {a:.3}, reject {r:.3} (log-probability)",
+                &self.model.sha256()[..12]
+            ),
+        })
+    }
+
+    fn blocking(&self) -> bool {
+        true
+    }
+}
+
 /// The event types a voter handles, for its manifest's `handles`: what its ballot
 /// projection reads.
 pub fn handled_types() -> Vec<String> {
@@ -194,7 +301,7 @@ pub async fn run_voter(
                 continue;
             }
             answered.insert(id.clone());
-            if let Some(vote) = voter.vote(&p.opened) {
+            if let Some(vote) = answer(voter, &p.opened) {
                 drafts.push(p.continue_flow(Draft::new(Token::new(id.as_str())?, &vote)?, None));
             }
         }
@@ -274,6 +381,41 @@ mod tests {
             category: String::new(),
             stimulus: 1.0,
         }
+    }
+
+    #[cfg(feature = "inference")]
+    #[test]
+    fn a_model_voter_votes_for_the_answer_its_model_scores_higher() {
+        use crate::inference::{GgufModel, TestModel, write_test_model};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.gguf");
+        let mut choices = BTreeSet::new();
+        for seed in 0..6 {
+            write_test_model(&path, &TestModel::new(seed)).expect("written");
+            let model = std::sync::Arc::new(GgufModel::load(&path).expect("loads"));
+            let voter = ModelVoter::new(model, "Vote.");
+            let asked = proposal(serde_json::json!({"risk": 0.2}));
+            let [(_, approve), (_, reject)] = voter.scores(&asked).expect("scores");
+            let vote = voter.vote(&asked).expect("a vote");
+            let expected = if approve > reject {
+                Choice::Approve
+            } else {
+                Choice::Reject
+            };
+            assert_eq!(vote.choice, expected, "seed {seed}: {}", vote.reason);
+            assert_eq!(
+                voter.vote(&asked),
+                Some(vote.clone()),
+                "the same vote again"
+            );
+            assert!(vote.reason.contains(&format!("{approve:.3}")));
+            choices.insert(format!("{:?}", vote.choice));
+            // A proposal too long for the model's context gets no vote.
+            let long = proposal(serde_json::json!({"notes": "x".repeat(4000)}));
+            assert_eq!(voter.vote(&long), None);
+        }
+        // The vote follows the model: random models do not all agree.
+        assert_eq!(choices.len(), 2, "{choices:?}");
     }
 
     #[test]

@@ -135,7 +135,9 @@ impl Progress {
 }
 
 /// Publishes the latest report whenever there is a newer one, at most every
-/// [`PROGRESS_INTERVAL`], until the reporter is gone (its last report still goes out).
+/// [`PROGRESS_INTERVAL`], until the reporter is gone. The report still unsent when it goes
+/// (an attempt's last, often its whole output) is published at once, not an interval later:
+/// by then the attempt's result is on its way and the agent may be leaving.
 async fn publish_progress(
     mut latest: tokio::sync::watch::Receiver<Option<TaskProgress>>,
     log: EventLog,
@@ -143,21 +145,52 @@ async fn publish_progress(
     correlation: String,
     cause: String,
 ) {
-    while latest.changed().await.is_ok() {
-        let Some(report) = latest.borrow_and_update().clone() else {
-            continue;
-        };
-        let sent = match Draft::new(task.clone(), &report) {
-            Ok(draft) => log
-                .publish_live(draft.caused_by_ids(correlation.clone(), cause.clone(), None))
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = sent {
-            tracing::debug!(task = %task, error = %e, "progress not published");
+    let publish = |report: Option<TaskProgress>| {
+        let log = log.clone();
+        let task = task.clone();
+        let (correlation, cause) = (correlation.clone(), cause.clone());
+        async move {
+            let Some(report) = report else { return };
+            let sent = match Draft::new(task.clone(), &report) {
+                Ok(draft) => log
+                    .publish_live(draft.caused_by_ids(correlation, cause, None))
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = sent {
+                tracing::debug!(task = %task, error = %e, "progress not published");
+            }
         }
-        tokio::time::sleep(PROGRESS_INTERVAL).await;
+    };
+    if latest.changed().await.is_err() {
+        return;
+    }
+    loop {
+        let report = latest.borrow_and_update().clone();
+        publish(report).await;
+        let throttle = tokio::time::sleep(PROGRESS_INTERVAL);
+        tokio::pin!(throttle);
+        let mut newer = false;
+        let reporter_gone = loop {
+            tokio::select! {
+                _ = &mut throttle => break false,
+                changed = latest.changed() => match changed {
+                    Ok(()) => newer = true,
+                    Err(_) => break true,
+                },
+            }
+        };
+        if reporter_gone {
+            if newer {
+                let last = latest.borrow().clone();
+                publish(last).await;
+            }
+            return;
+        }
+        if !newer && latest.changed().await.is_err() {
+            return;
+        }
     }
 }
 

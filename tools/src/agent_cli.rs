@@ -118,13 +118,13 @@ pub const INFERENCE_KIND: &str = "inference";
 const INFERENCE_CAPABILITY: &str = "llm.generate";
 
 #[cfg(feature = "inference")]
-type LoadedModel = std::sync::Arc<murmur_agents::inference::GgufModel>;
+pub(crate) type LoadedModel = std::sync::Arc<murmur_agents::inference::GgufModel>;
 #[cfg(not(feature = "inference"))]
-type LoadedModel = std::convert::Infallible;
+pub(crate) type LoadedModel = std::convert::Infallible;
 
 /// Loads the model of `--kind inference` (on a blocking thread: it reads the whole file).
 #[cfg(feature = "inference")]
-async fn load_model(path: Option<&std::path::Path>) -> Result<LoadedModel> {
+pub(crate) async fn load_model(path: Option<&std::path::Path>) -> Result<LoadedModel> {
     let path = path
         .context("--kind inference needs --model FILE.gguf (a llama, qwen2, qwen3, phi3 or gemma3 GGUF model)")?
         .to_path_buf();
@@ -141,17 +141,17 @@ async fn load_model(path: Option<&std::path::Path>) -> Result<LoadedModel> {
 }
 
 #[cfg(not(feature = "inference"))]
-async fn load_model(_path: Option<&std::path::Path>) -> Result<LoadedModel> {
+pub(crate) async fn load_model(_path: Option<&std::path::Path>) -> Result<LoadedModel> {
     bail!("this murmur was built without the `inference` feature")
 }
 
 #[cfg(feature = "inference")]
-fn model_labels(model: &LoadedModel) -> BTreeMap<String, String> {
+pub(crate) fn model_labels(model: &LoadedModel) -> BTreeMap<String, String> {
     model.labels()
 }
 
 #[cfg(not(feature = "inference"))]
-fn model_labels(model: &LoadedModel) -> BTreeMap<String, String> {
+pub(crate) fn model_labels(model: &LoadedModel) -> BTreeMap<String, String> {
     match *model {}
 }
 

@@ -500,6 +500,7 @@ async fn consensus_step(
         }));
     }
     let deadline = chrono::Utc::now() + chrono::Duration::seconds(30);
+    let mut proposals = Vec::new();
     for (id, payload) in [
         (
             "release-1-2",
@@ -523,6 +524,58 @@ async fn consensus_step(
             category: "release".into(),
             stimulus: 1.0,
         };
+        proposals.push((id, opened));
+    }
+    // With candle built in, a fourth voter asks a language model (a tiny random-weight test
+    // model, as in the inference step): the proposal put to it alone is decided by the
+    // answer the model scores higher.
+    #[cfg(feature = "inference")]
+    let model_voter = {
+        use murmur_agents::inference::{GgufModel, TestModel, write_test_model};
+        use murmur_agents::voter::ModelVoter;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("voter.gguf");
+        write_test_model(&path, &TestModel::new(2026))?;
+        let model = Arc::new(GgufModel::load(&path)?);
+        let log = participant(connect, "demo-model-voter", &realm, settings).await?;
+        let mut m = manifest("model-voter");
+        m.kind = "voter".into();
+        m.capabilities = vec!["vote".into()];
+        m.labels = model.labels();
+        m.handles = Some(murmur_agents::voter::handled_types());
+        let agent = Agent::join(
+            log,
+            AgentSpec {
+                manifest: m,
+                heartbeat: Duration::from_millis(500),
+            },
+        )
+        .await?;
+        let key = agent.id().to_string();
+        let voter = ModelVoter::new(model, ModelVoter::DEFAULT_INSTRUCTIONS);
+        let stop = stopped(stop_rx.clone());
+        voters.push(tokio::spawn(async move {
+            let cast = run_voter(&agent, &voter, vec![], stop).await;
+            let _ = agent.leave("demo over").await;
+            cast
+        }));
+        proposals.push((
+            "merge-rewrite",
+            ProposalOpened {
+                question: "merge the parser rewrite?".into(),
+                payload: serde_json::json!({"tests_passed": true, "lines_changed": 420}),
+                protocol: Protocol::SimpleMajority,
+                voters: [(key.clone(), 1)].into(),
+                quorum: 1,
+                deadline,
+                category: "review".into(),
+                stimulus: 1.0,
+            },
+        ));
+        key
+    };
+    let opened_count = proposals.len();
+    for (id, opened) in proposals {
         platform
             .append_expected(Draft::new(Token::new(id)?, &opened)?, Expected::NoEvents)
             .await?;
@@ -536,7 +589,7 @@ async fn consensus_step(
     );
     ensure!(
         view.follow_until(DEADLINE, |c: &Consensus| {
-            c.proposals.len() == 2 && c.proposals.values().all(|p| p.decided.is_some())
+            c.proposals.len() == opened_count && c.proposals.values().all(|p| p.decided.is_some())
         })
         .await?,
         "proposals not decided within {DEADLINE:?}"
@@ -570,6 +623,38 @@ async fn consensus_step(
         outcome("release-1-3").is_some_and(|o| o.0 == "rejected"),
         "release-1-3 not rejected"
     );
+    #[cfg(feature = "inference")]
+    {
+        use murmur_subjects::events::{Choice, VoteCast};
+        let events = murmur_subjects::projection::read_aggregate(
+            &platform,
+            murmur_subjects::Domain::Proposal,
+            &Token::new("merge-rewrite")?,
+        )
+        .await?;
+        let vote = events
+            .into_iter()
+            .filter_map(|(_, e)| e.ok())
+            .filter(|e| e.emitter() == model_voter)
+            .find_map(|e| e.payload::<VoteCast>().ok())
+            .context("the model voter's vote is not in the log")?;
+        let outcome = outcome("merge-rewrite").map(|o| o.0);
+        let expected = match vote.choice {
+            Choice::Approve => "approved",
+            Choice::Reject => "rejected",
+            Choice::Abstain => "no_quorum",
+        };
+        ensure!(
+            outcome.as_deref() == Some(expected),
+            "merge-rewrite ended {outcome:?} after a {:?} vote",
+            vote.choice
+        );
+        out!(
+            "[vote] a model voter (candle; the tiny random-weight model, so its judgement is noise, its scoring real) put to merge-rewrite: {} — {}",
+            expected,
+            vote.reason
+        );
+    }
     // A late vote from outside the voter set: stored like any event, refused by the fold
     // with a typed reason, and never counted.
     let late = c.proposals["release-1-2"].continue_flow(

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use futures::{FutureExt as _, StreamExt as _};
+use futures::StreamExt as _;
 use murmur_agents::inference::{
     GenerateOptions, Generation, GgufModel, TestModel, TestVocabulary, write_test_model,
 };
@@ -107,9 +107,18 @@ pub async fn run_on(
     if answer != local {
         problems.push("the agent's tokens differ from the same model's here".into());
     }
-    let streamed = streamed_reports(&platform, &mut progress, agent_key(&task.state)).await;
-    if streamed.is_empty() {
-        problems.push("no task.progress signed by the agent arrived within 10 s".into());
+    let streamed = streamed_reports(
+        &platform,
+        &mut progress,
+        agent_key(&task.state),
+        &answer.text,
+    )
+    .await;
+    if streamed.last().and_then(|p| p.message.as_deref()) != Some(answer.text.as_str()) {
+        problems.push(format!(
+            "no task.progress signed by the agent held the whole text within 10 s ({} report(s) heard)",
+            streamed.len()
+        ));
     }
     if !problems.is_empty() {
         bail!("inference step failed:\n  {}", problems.join("\n  "));
@@ -137,24 +146,25 @@ fn agent_key(state: &TaskState) -> String {
     }
 }
 
-/// The progress reports heard so far that `agent` signed, waiting up to 10 s for the first
-/// (core NATS and the history stream reach this process by different paths).
+/// The progress reports that `agent` signed, up to the one holding `text` (the attempt's
+/// last), waiting up to 10 s for it (core NATS and the history stream reach this process by
+/// different paths).
 async fn streamed_reports(
     platform: &murmur_subjects::EventLog,
     progress: &mut async_nats::Subscriber,
     agent: String,
+    text: &str,
 ) -> Vec<TaskProgress> {
-    let mut reports = Vec::new();
+    let mut reports: Vec<TaskProgress> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let next = if reports.is_empty() {
-            tokio::time::timeout_at(deadline, progress.next())
-                .await
-                .ok()
-                .flatten()
-        } else {
-            progress.next().now_or_never().flatten()
-        };
+        if reports.last().and_then(|p| p.message.as_deref()) == Some(text) {
+            return reports;
+        }
+        let next = tokio::time::timeout_at(deadline, progress.next())
+            .await
+            .ok()
+            .flatten();
         let Some(msg) = next else { return reports };
         let Ok(ev) =
             platform

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use murmur_agents::voter::{PolicyVoter, run_voter};
+use murmur_agents::voter::{PolicyVoter, Voter, run_voter};
 use murmur_agents::{Agent, AgentSpec};
 use murmur_coordination::consensus::ConsensusProjection;
 use murmur_coordination::registry::{AgentStatus, RegistryProjection};
@@ -532,8 +532,17 @@ pub async fn cast(settings: &Settings, id: &str, choice: &str, reason: String) -
 #[derive(Debug, clap::Args)]
 pub struct VoterRunArgs {
     /// Policy file (TOML; see `murmur_agents::voter::PolicyVoter`).
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    pub policy: Option<std::path::PathBuf>,
+    /// Instead of a policy, a GGUF model (as `agent run --kind inference` takes): it votes
+    /// approve or reject, whichever answer the model scores higher after a prompt holding
+    /// the proposal's question and payload (`murmur_agents::voter::ModelVoter`). The voter
+    /// joins with the model's labels.
     #[arg(long)]
-    pub policy: std::path::PathBuf,
+    pub model: Option<std::path::PathBuf>,
+    /// With `--model`: the instructions its prompts start with.
+    #[arg(long, requires = "model")]
+    pub instructions: Option<String>,
     /// Name shown in listings.
     #[arg(long, default_value = "voter")]
     pub name: String,
@@ -548,18 +557,29 @@ pub struct VoterRunArgs {
     pub heartbeat_ms: u64,
 }
 
-/// `murmur voter run`: a policy voter agent until ctrl-c / SIGTERM.
+/// `murmur voter run`: a policy or model voter agent until ctrl-c / SIGTERM.
 pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.policy)
-        .with_context(|| format!("reading {}", args.policy.display()))?;
-    let policy: PolicyVoter =
-        toml::from_str(&text).with_context(|| format!("parsing {}", args.policy.display()))?;
+    let mut labels = BTreeMap::new();
+    let voter: Box<dyn Voter> = match (&args.policy, &args.model) {
+        (Some(policy), _) => {
+            let text = std::fs::read_to_string(policy)
+                .with_context(|| format!("reading {}", policy.display()))?;
+            let policy: PolicyVoter =
+                toml::from_str(&text).with_context(|| format!("parsing {}", policy.display()))?;
+            Box::new(policy)
+        }
+        (None, model) => {
+            let model = crate::agent_cli::load_model(model.as_deref()).await?;
+            labels = crate::agent_cli::model_labels(&model);
+            model_voter(model, args.instructions.as_deref())
+        }
+    };
     let identity = if args.ephemeral_identity {
         Identity::generate()
     } else {
         load_or_create_identity(&settings.identity_file)?
     };
-    let labels = crate::agent_cli::parse_labels(&args.labels)?;
+    labels.extend(crate::agent_cli::parse_labels(&args.labels)?);
     let log = settings.open_log_as("murmur-voter", identity).await?;
     let agent = Agent::join(
         log,
@@ -581,11 +601,28 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
     eprintln!("voter {} joined as {}", args.name, agent.id());
     out!("{}", agent.id());
     let stop = crate::agent_cli::shutdown_signal()?;
-    let cast = run_voter(&agent, &policy, settings.coordinators.clone(), stop).await?;
+    let cast = run_voter(&agent, voter.as_ref(), settings.coordinators.clone(), stop).await?;
     agent.enter_lame_duck();
     agent.leave("shutdown").await?;
     eprintln!("voter left after {cast} votes");
     Ok(())
+}
+
+#[cfg(feature = "inference")]
+fn model_voter(model: crate::agent_cli::LoadedModel, instructions: Option<&str>) -> Box<dyn Voter> {
+    use murmur_agents::voter::ModelVoter;
+    Box::new(ModelVoter::new(
+        model,
+        instructions.unwrap_or(ModelVoter::DEFAULT_INSTRUCTIONS),
+    ))
+}
+
+#[cfg(not(feature = "inference"))]
+fn model_voter(
+    model: crate::agent_cli::LoadedModel,
+    _instructions: Option<&str>,
+) -> Box<dyn Voter> {
+    match model {}
 }
 
 #[cfg(test)]

@@ -105,6 +105,12 @@ pub enum InferenceError {
         /// The model's context length.
         context: usize,
     },
+    /// A continuation to score adds no token of its own after the prompt.
+    #[error("the answer {continuation:?} adds no token after the prompt")]
+    NothingToScore {
+        /// The continuation.
+        continuation: String,
+    },
     /// A tensor operation failed while generating.
     #[error("generation failed: {0}")]
     Compute(String),
@@ -398,6 +404,44 @@ impl GgufModel {
         })
     }
 
+    /// The log-probability the model gives each of `continuations` right after `prompt`
+    /// (summed over the continuation's tokens, natural log): how a model picks among fixed
+    /// answers without sampling, as deterministic as greedy decoding. CPU-bound.
+    ///
+    /// Each continuation is encoded together with the prompt, since tokens may merge across
+    /// the boundary; its tokens are those after the part both encodings share.
+    pub fn score(&self, prompt: &str, continuations: &[&str]) -> Result<Vec<f64>, InferenceError> {
+        let prompt_ids = self.encode(prompt)?;
+        if prompt.is_empty() || prompt_ids.is_empty() {
+            return Err(InferenceError::EmptyPrompt);
+        }
+        continuations
+            .iter()
+            .map(|continuation| {
+                let ids = self.encode(&format!("{prompt}{continuation}"))?;
+                let shared = prompt_ids
+                    .iter()
+                    .zip(&ids)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                if shared == 0 || shared == ids.len() {
+                    return Err(InferenceError::NothingToScore {
+                        continuation: continuation.to_string(),
+                    });
+                }
+                if ids.len() > self.context {
+                    return Err(InferenceError::TooLong {
+                        prompt_tokens: shared,
+                        max_tokens: ids.len() - shared,
+                        context: self.context,
+                    });
+                }
+                self.weights
+                    .with_fresh_cache(|weights| log_probability(weights, &ids, shared))
+            })
+            .collect()
+    }
+
     fn decode_loop(
         &self,
         weights: &mut dyn Forward,
@@ -439,6 +483,38 @@ impl GgufModel {
         }
         Ok((tokens, StopReason::MaxTokens))
     }
+}
+
+/// The log-probability of `ids[given..]` after `ids[..given]`.
+fn log_probability(
+    weights: &mut dyn Forward,
+    ids: &[u32],
+    given: usize,
+) -> Result<f64, InferenceError> {
+    let compute = |e: candle_core::Error| InferenceError::Compute(reason(&e));
+    let mut total = 0.0;
+    let mut position = 0;
+    let mut input = &ids[..given];
+    for &next in &ids[given..] {
+        let x = Tensor::new(input, &Device::Cpu)
+            .and_then(|t| t.unsqueeze(0))
+            .map_err(compute)?;
+        let logits: Vec<f32> = weights
+            .forward(&x, position)
+            .and_then(|l| l.squeeze(0))
+            .and_then(|l| l.to_dtype(candle_core::DType::F32))
+            .and_then(|l| l.to_vec1())
+            .map_err(compute)?;
+        position += input.len();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let sum: f64 = logits.iter().map(|l| (*l as f64 - max).exp()).sum();
+        let chosen = *logits.get(next as usize).ok_or_else(|| {
+            InferenceError::Compute(format!("token {next} is outside the logits"))
+        })?;
+        total += chosen as f64 - max - sum.ln();
+        input = std::slice::from_ref(&ids[position]);
+    }
+    Ok(total)
 }
 
 /// What an `llm.generate` task asks for (its input). Only `prompt` is required.
@@ -645,6 +721,65 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn scores_are_log_probabilities_and_the_greedy_token_scores_highest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for architecture in Architecture::ALL {
+            let spec = TestModel::new(5)
+                .architecture(architecture)
+                .vocabulary(TestVocabulary::SentencePiece);
+            let model = GgufModel::load(&write(dir.path(), "m.gguf", spec)).expect("loads");
+            let prompt = model.encode("hello world").expect("encodes");
+            let vocabulary = model.tokenizer.get_vocab_size(true) as u32;
+            let scores: Vec<f64> = (0..vocabulary)
+                .map(|next| {
+                    let ids = [prompt.as_slice(), &[next]].concat();
+                    model
+                        .weights
+                        .with_fresh_cache(|w| log_probability(w, &ids, prompt.len()))
+                        .expect("scores")
+                })
+                .collect();
+            let total: f64 = scores.iter().map(|s| s.exp()).sum();
+            assert!((total - 1.0).abs() < 1e-3, "{architecture}: {total}");
+            let best = (0..vocabulary)
+                .max_by(|a, b| scores[*a as usize].total_cmp(&scores[*b as usize]))
+                .expect("a vocabulary");
+            let greedy = model
+                .generate("hello world", &GenerateOptions::greedy(1))
+                .expect("generates");
+            let expected = greedy.tokens.first().copied().or(model.end_of_text);
+            assert_eq!(Some(best), expected, "{architecture}: {greedy:?}");
+        }
+    }
+
+    #[test]
+    fn a_continuation_scores_as_its_tokens_one_after_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Byte-level without merges: a character is one token, and the prompt's tokens stay
+        // as they are when a character follows.
+        let model =
+            GgufModel::load(&write(dir.path(), "m.gguf", TestModel::new(2))).expect("loads");
+        let both = model.score("vote:", &["ab", "ba"]).expect("scores");
+        let a = model.score("vote:", &["a"]).expect("scores")[0];
+        let b_after_a = model.score("vote:a", &["b"]).expect("scores")[0];
+        assert!(
+            (both[0] - (a + b_after_a)).abs() < 1e-4,
+            "{both:?} {a} {b_after_a}"
+        );
+        assert_ne!(both[0], both[1]);
+        assert!(both.iter().all(|s| s.is_finite() && *s < 0.0));
+        assert_eq!(model.score("vote:", &["ab"]).expect("scores")[0], both[0]);
+        assert!(matches!(
+            model.score("vote:", &[""]),
+            Err(InferenceError::NothingToScore { .. })
+        ));
+        assert!(matches!(
+            model.score("", &["a"]),
+            Err(InferenceError::EmptyPrompt)
+        ));
     }
 
     #[test]
