@@ -345,10 +345,32 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
             "2",
             "--payload",
             payload,
+            "--wait",
         ])
         .output()
         .await?;
-        let id = proposal_id(out)?;
+        // `--wait` follows the proposal: each vote with its reason, then the outcome; the
+        // exit status says whether it was approved.
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        let reason = if expected == "approved" {
+            "tests pass"
+        } else {
+            "tests fail"
+        };
+        assert!(
+            said.lines()
+                .filter(|l| l.starts_with("vote  ") && l.ends_with(reason))
+                .count()
+                >= 2,
+            "{said}"
+        );
+        assert!(said.contains(&format!("  {expected} (approve")), "{said}");
+        assert_eq!(out.status.success(), expected == "approved", "{said}");
+        if expected != "approved" {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(&format!("ended {expected}")), "{err}");
+        }
+        let id = said.lines().next().unwrap_or_default().trim().to_string();
         let state = wait_decided(&observer, &id).await?;
         let p = &state.proposals[&id];
         assert_eq!(
@@ -476,6 +498,20 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
         );
     }
     assert_eq!(proposals().await?, before, "nothing written");
+
+    // Watching a proposal nobody answers gives up when told to, and says why it might be.
+    let out = murmur(&["vote", "propose", "--question", "anyone?", "--voter", &me])
+        .output()
+        .await?;
+    let unanswered = proposal_id(out)?;
+    let watched = murmur(&["vote", "watch", &unanswered, "--timeout-s", "1"])
+        .output()
+        .await?;
+    let said = String::from_utf8_lossy(&watched.stderr);
+    anyhow::ensure!(
+        !watched.status.success() && said.contains("is still open after 1 s"),
+        "watch: {said}"
+    );
     tallier.stop().await??;
     for (mut c, _) in voters {
         c.kill().await?;

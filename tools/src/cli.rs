@@ -188,6 +188,16 @@ pub enum VoteCommand {
         /// Proposal id.
         id: String,
     },
+    /// Follow a proposal until it is decided or withdrawn: each vote as it is stored
+    /// (voter, choice, reason), then the outcome and tally (`--json`: the proposal's state).
+    /// Exit 0 only when it is approved.
+    Watch {
+        /// Proposal id.
+        id: String,
+        /// Give up after this many seconds (default: until 10 s after its deadline).
+        #[arg(long)]
+        timeout_s: Option<u64>,
+    },
     /// Withdraw a proposal you opened.
     Withdraw {
         /// Proposal id.
@@ -667,6 +677,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             VoteCommand::Propose(args) => crate::vote_cli::propose(&settings, args).await,
             VoteCommand::Ls { states } => crate::vote_cli::ls(&settings, &states).await,
             VoteCommand::Show { id } => crate::vote_cli::show(&settings, &id).await,
+            VoteCommand::Watch { id, timeout_s } => {
+                crate::vote_cli::watch(&settings, &id, timeout_s).await
+            }
             VoteCommand::Withdraw { id, reason } => {
                 crate::vote_cli::withdraw(&settings, &id, reason).await
             }

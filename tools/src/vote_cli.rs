@@ -53,6 +53,10 @@ pub struct ProposeArgs {
     /// completed, from the task log), snapshotted into the proposal.
     #[arg(long)]
     pub weights_from_reputation: bool,
+    /// Then follow it as `murmur vote watch` does, until it is decided (exit 0 only when
+    /// approved).
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// Parses a protocol argument.
@@ -214,7 +218,91 @@ pub async fn propose(settings: &Settings, args: ProposeArgs) -> Result<()> {
     )
     .await?;
     out!("{id}");
+    if args.wait {
+        return watch(settings, id.as_str(), None).await;
+    }
     Ok(())
+}
+
+/// How long `vote watch` waits past a proposal's deadline by default: a tallier closes an
+/// expired proposal when it next looks.
+const WATCH_GRACE: Duration = Duration::from_secs(10);
+
+/// `murmur vote watch ID`: follows a proposal until it is decided or withdrawn, printing each
+/// vote as it is stored (voter, choice, reason) and then the outcome with its tally; `--json`
+/// prints the proposal's final state instead. Fails unless the proposal is approved.
+pub async fn watch(settings: &Settings, id: &str, timeout_s: Option<u64>) -> Result<()> {
+    let log = settings.open_log("murmur-vote").await?;
+    let mut fold = consensus_projector(settings, &log).await?;
+    let Some(proposal) = fold.state().proposals.get(id) else {
+        bail!("{}", not_open(fold.state(), id).unwrap_or_default());
+    };
+    let limit = match timeout_s {
+        Some(s) => Duration::from_secs(s),
+        None => {
+            (proposal.opened.deadline - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                + WATCH_GRACE
+        }
+    };
+    let until = tokio::time::Instant::now() + limit;
+    let aggregate = Token::new(id)?;
+    let mut votes_shown = 0;
+    let mut seen_votes = None;
+    loop {
+        let p = &fold.state().proposals[id];
+        // The votes' reasons are in their events, not in the fold: read them when the fold
+        // shows a vote (counted or refused) it had not.
+        let votes_now = (p.votes.len(), p.refused.len());
+        if !settings.json && seen_votes != Some(votes_now) {
+            seen_votes = Some(votes_now);
+            let events = murmur_subjects::projection::read_aggregate(
+                &log,
+                murmur_subjects::Domain::Proposal,
+                &aggregate,
+            )
+            .await?;
+            let votes: Vec<(String, VoteCast)> = events
+                .into_iter()
+                .filter_map(|(_, e)| e.ok())
+                .filter_map(|e| Some((e.emitter().to_string(), e.payload::<VoteCast>().ok()?)))
+                .collect();
+            for (voter, vote) in votes.iter().skip(votes_shown) {
+                let choice = format!("{:?}", vote.choice).to_lowercase();
+                out!("vote  {voter}  {choice:<7}  {}", vote.reason);
+            }
+            votes_shown = votes_shown.max(votes.len());
+        }
+        if p.decided.is_some() || p.withdrawn.is_some() {
+            break;
+        }
+        if tokio::time::Instant::now() >= until {
+            bail!(
+                "{id} is still open after {} s (deadline {}); proposals are decided by a tallier: is one running (`murmur tallier`, or `murmur up`)?",
+                limit.as_secs(),
+                p.opened.deadline.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+        }
+        if let Err(e) = fold.poll(Duration::from_millis(200)).await {
+            e.wait_out_if_transient("the log", Duration::from_millis(250))
+                .await?;
+        }
+    }
+    let p = &fold.state().proposals[id];
+    if settings.json {
+        out!("{}", serde_json::to_string(p)?);
+    } else {
+        for line in describe_proposal(id, p) {
+            out!("{line}");
+        }
+    }
+    match (&p.decided, &p.withdrawn) {
+        (Some(d), _) if d.outcome == "approved" => Ok(()),
+        (Some(d), _) => bail!("{id} ended {}", d.outcome),
+        (None, Some(reason)) => bail!("{id} was withdrawn: {reason}"),
+        (None, None) => bail!("{id} is still open"),
+    }
 }
 
 async fn consensus(settings: &Settings) -> Result<murmur_coordination::consensus::Consensus> {
