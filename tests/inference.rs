@@ -60,13 +60,19 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
         serde_json::json!({"text": "no prompt field"}),
     )
     .await?;
+    // A conversation, rendered with the model's chat template.
+    let chat_request = serde_json::json!({
+        "messages": [{"role": "user", "content": "Which agents are online?"}],
+        "max_tokens": 8,
+    });
+    murmur_e2e::submit_once(&submitter, "chat", "llm.generate", chat_request.clone()).await?;
 
     let mut view = Projector::new(
         submitter.clone(),
         CoordinatorProjection::new(Token::new("acme")?, vec![]),
     );
     anyhow::ensure!(
-        view.follow_until(DEADLINE, |v| ["ask", "sampled", "malformed"]
+        view.follow_until(DEADLINE, |v| ["ask", "sampled", "malformed", "chat"]
             .iter()
             .all(|id| v.tasks.tasks.get(*id).is_some_and(|t| t.state.is_final())))
             .await?,
@@ -103,6 +109,20 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
     assert_eq!(
         answered.seed,
         Some(murmur_agents::inference::seed_of("sampled"))
+    );
+
+    let chat = &tasks["chat"];
+    let answered: Generation = serde_json::from_value(
+        chat.output
+            .clone()
+            .context("the chat answer has an output")?,
+    )?;
+    let request: GenerateRequest = serde_json::from_value(chat_request)?;
+    let prompt = request.prompt_for(&model).map_err(anyhow::Error::msg)?;
+    assert_eq!(prompt, "<s>[INST] Which agents are online? [/INST]");
+    assert_eq!(
+        answered,
+        model.generate(&prompt, &GenerateOptions::greedy(8))?
     );
 
     let malformed = &tasks["malformed"];

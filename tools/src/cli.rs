@@ -261,8 +261,15 @@ pub struct GenerateArgs {
     /// The GGUF model file.
     #[arg(long, value_name = "GGUF")]
     pub model: std::path::PathBuf,
-    /// The prompt.
+    /// The prompt (with `--chat`: the user's message).
     pub prompt: String,
+    /// Treat PROMPT as a user's message in a conversation, rendered with the model's chat
+    /// template (instruct and chat models answer in their format).
+    #[arg(long)]
+    pub chat: bool,
+    /// With `--chat`: a system message before it.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 32)]
     pub max_tokens: usize,
@@ -286,7 +293,7 @@ pub struct GenerateArgs {
 /// `murmur voter ...`
 #[derive(Debug, Subcommand)]
 pub enum VoterCommand {
-    /// Run a policy-driven voter agent.
+    /// Run a voter agent: by a policy or by a model.
     Run(crate::vote_cli::VoterRunArgs),
 }
 

@@ -9,7 +9,8 @@ use crate::cli::{InferenceCommand, Settings};
 pub async fn run(settings: &Settings, command: InferenceCommand) -> Result<()> {
     use anyhow::{Context, anyhow};
     use murmur_agents::inference::{
-        Architecture, GenerateRequest, GgufModel, TestModel, TestVocabulary, write_test_model,
+        Architecture, GenerateRequest, GgufModel, TestModel, TestVocabulary, chat::ChatMessage,
+        write_test_model,
     };
 
     match command {
@@ -31,24 +32,35 @@ pub async fn run(settings: &Settings, command: InferenceCommand) -> Result<()> {
             Ok(())
         }
         InferenceCommand::Generate(args) => {
+            let mut messages = Vec::new();
+            if args.chat {
+                if let Some(system) = &args.system {
+                    messages.push(ChatMessage::new("system", system));
+                }
+                messages.push(ChatMessage::new("user", &args.prompt));
+            }
             let request = GenerateRequest {
                 temperature: args.temperature,
                 top_k: args.top_k,
                 top_p: args.top_p,
                 seed: args.seed,
                 repeat_penalty: args.repeat_penalty,
-                ..GenerateRequest::new(args.prompt, args.max_tokens)
+                ..if args.chat {
+                    GenerateRequest::chat(messages, args.max_tokens)
+                } else {
+                    GenerateRequest::new(&args.prompt, args.max_tokens)
+                }
             };
             // The prompt stands in for a task id: the same command samples the same tokens.
-            let options = request
-                .options(&request.prompt)
-                .map_err(|e| anyhow!("{e}"))?;
+            let options = request.options(&args.prompt).map_err(|e| anyhow!("{e}"))?;
             let path = args.model.clone();
             let started = std::time::Instant::now();
             let model = tokio::task::spawn_blocking(move || GgufModel::load(&path)).await??;
             let loaded = started.elapsed();
             let started = std::time::Instant::now();
-            let prompt = request.prompt.clone();
+            let prompt = request
+                .prompt_for(&model)
+                .map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
             let (model, generation) = tokio::task::spawn_blocking(move || {
                 let generation = model.generate(&prompt, &options);
                 (model, generation)

@@ -17,6 +17,7 @@
 //!   weights at run time.
 
 mod architecture;
+pub mod chat;
 mod test_model;
 pub mod tokenizer;
 
@@ -33,7 +34,9 @@ use tokenizers::Tokenizer;
 
 pub use architecture::Architecture;
 use architecture::{Forward, Weights};
-pub use test_model::{TEST_CONTEXT, TestModel, TestVocabulary, write_test_model};
+pub use test_model::{
+    CHATML_TEMPLATE, INSTRUCT_TEMPLATE, TEST_CONTEXT, TestModel, TestVocabulary, write_test_model,
+};
 
 use crate::worker::{Handler, PROGRESS_INTERVAL, TaskContext};
 
@@ -105,6 +108,9 @@ pub enum InferenceError {
         /// The model's context length.
         context: usize,
     },
+    /// A conversation the model's chat template cannot render (or the model has none).
+    #[error("chat: {0}")]
+    Chat(String),
     /// A continuation to score adds no token of its own after the prompt.
     #[error("the answer {continuation:?} adds no token after the prompt")]
     NothingToScore {
@@ -205,6 +211,12 @@ pub struct GgufModel {
     weights: Weights,
     tokenizer: Tokenizer,
     end_of_text: Option<u32>,
+    /// The chat models' end of an answer, where it is not the end of text (Llama 3's
+    /// `<|eot_id|>`): generation stops at either.
+    end_of_turn: Option<u32>,
+    beginning_of_text: Option<u32>,
+    /// The chat template, or why there is none.
+    chat: Result<chat::ChatTemplate, String>,
     context: usize,
     sha256: String,
 }
@@ -263,6 +275,27 @@ impl GgufModel {
             .cloned();
         let metadata_u32 = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok());
         let end_of_text = metadata_u32("tokenizer.ggml.eos_token_id");
+        let end_of_turn = metadata_u32("tokenizer.ggml.eot_token_id");
+        let beginning_of_text = metadata_u32("tokenizer.ggml.bos_token_id");
+        let token_text = |id: Option<u32>| {
+            id.and_then(|id| self::tokenizer::token_text(&content.metadata, id))
+                .unwrap_or_default()
+        };
+        let chat = match content
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+        {
+            Some(source) => chat::ChatTemplate::new(
+                source,
+                &token_text(beginning_of_text),
+                &token_text(end_of_text),
+            )
+            .map_err(|e| format!("the model's chat template does not compile: {e}")),
+            None => Err(
+                "the model has no chat template (tokenizer.chat_template): send a prompt".into(),
+            ),
+        };
         let context_key = format!("{}.context_length", architecture.name());
         let context =
             metadata_u32(&context_key).map_or(MAX_CONTEXT, |c| (c as usize).min(MAX_CONTEXT));
@@ -281,6 +314,9 @@ impl GgufModel {
             weights,
             tokenizer,
             end_of_text,
+            end_of_turn,
+            beginning_of_text,
+            chat,
             context,
             sha256,
         })
@@ -326,12 +362,42 @@ impl GgufModel {
     /// The token ids `text` encodes to as a prompt (with the beginning-of-sequence token
     /// where the vocabulary asks for one).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, InferenceError> {
-        Ok(self
+        let mut ids = self
             .tokenizer
             .encode(text, true)
             .map_err(|e| InferenceError::Compute(format!("encoding the prompt: {e}")))?
             .get_ids()
-            .to_vec())
+            .to_vec();
+        // A text that starts with the beginning-of-sequence token (chat templates write it)
+        // would get a second one: keep one, as llama.cpp does.
+        if ids.len() >= 2
+            && self
+                .beginning_of_text
+                .is_some_and(|b| ids[0] == b && ids[1] == b)
+        {
+            ids.remove(0);
+        }
+        Ok(ids)
+    }
+
+    /// The prompt for a conversation: `messages` rendered through the model's chat
+    /// template, ending where the assistant's answer starts.
+    pub fn chat_prompt(&self, messages: &[chat::ChatMessage]) -> Result<String, InferenceError> {
+        if messages.is_empty() {
+            return Err(InferenceError::Chat(
+                "the conversation has no message".into(),
+            ));
+        }
+        let template = self
+            .chat
+            .as_ref()
+            .map_err(|e| InferenceError::Chat(e.clone()))?;
+        template.render(messages).map_err(InferenceError::Chat)
+    }
+
+    /// Whether the model carries a chat template that compiles.
+    pub fn has_chat_template(&self) -> bool {
+        self.chat.is_ok()
     }
 
     /// The text of `tokens`, special tokens left out.
@@ -473,7 +539,7 @@ impl GgufModel {
                     .map_err(compute)?;
             }
             let next = chooser.sample(&logits).map_err(compute)?;
-            if Some(next) == self.end_of_text {
+            if Some(next) == self.end_of_text || Some(next) == self.end_of_turn {
                 return Ok((tokens, StopReason::EndOfText));
             }
             tokens.push(next);
@@ -517,12 +583,18 @@ fn log_probability(
     Ok(total)
 }
 
-/// What an `llm.generate` task asks for (its input). Only `prompt` is required.
+/// What an `llm.generate` task asks for (its input): a `prompt`, or a conversation
+/// (`messages`) that the model's chat template turns into one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
-    /// The prompt.
+    /// The prompt, as the model reads it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prompt: String,
+    /// A conversation instead of a prompt, rendered with the model's chat template (the
+    /// answer is the assistant's next message).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<chat::ChatMessage>,
     /// Most tokens to generate (at most [`MAX_TOKENS_PER_TASK`]).
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
@@ -556,12 +628,32 @@ impl GenerateRequest {
     pub fn new(prompt: impl Into<String>, max_tokens: usize) -> Self {
         Self {
             prompt: prompt.into(),
+            messages: Vec::new(),
             max_tokens,
             temperature: None,
             top_k: None,
             top_p: None,
             seed: None,
             repeat_penalty: None,
+        }
+    }
+
+    /// A greedy request to answer a conversation with up to `max_tokens` tokens.
+    pub fn chat(messages: Vec<chat::ChatMessage>, max_tokens: usize) -> Self {
+        Self {
+            messages,
+            ..Self::new("", max_tokens)
+        }
+    }
+
+    /// The prompt `model` is to continue: the prompt, or the conversation rendered with the
+    /// model's chat template.
+    pub fn prompt_for(&self, model: &GgufModel) -> Result<String, String> {
+        match (self.prompt.is_empty(), self.messages.is_empty()) {
+            (false, true) => Ok(self.prompt.clone()),
+            (true, false) => model.chat_prompt(&self.messages).map_err(|e| e.to_string()),
+            (false, false) => Err("give a prompt or messages, not both".into()),
+            (true, true) => Err("give a prompt or messages".into()),
         }
     }
 
@@ -635,25 +727,25 @@ pub fn generate_handler(model: Arc<GgufModel>) -> Handler {
         async move {
             let request: GenerateRequest = serde_json::from_value(ctx.input).map_err(|e| {
                 format!(
-                    "an llm.generate task takes {{\"prompt\": text, \"max_tokens\": n, \"temperature\", \"top_k\", \"top_p\", \"seed\", \"repeat_penalty\" (optional)}}: {e}"
+                    "an llm.generate task takes {{\"prompt\": text or \"messages\": [{{\"role\", \"content\"}}], \"max_tokens\": n, \"temperature\", \"top_k\", \"top_p\", \"seed\", \"repeat_penalty\" (optional)}}: {e}"
                 )
             })?;
             let options = request.options(&ctx.task)?;
+            let prompt = request.prompt_for(&model)?;
             let progress = ctx.progress;
             let generation = tokio::task::spawn_blocking(move || {
                 // The text so far, decoded at most every half progress interval: the
                 // reporter publishes only the latest anyway.
                 let mut decoded_at: Option<std::time::Instant> = None;
                 let total = options.max_tokens as u64;
-                let generation =
-                    model.generate_streaming(&request.prompt, &options, &mut |tokens| {
-                        if decoded_at.is_some_and(|at| at.elapsed() < PROGRESS_INTERVAL / 2) {
-                            return;
-                        }
-                        decoded_at = Some(std::time::Instant::now());
-                        let text = model.decode(tokens).unwrap_or_default();
-                        progress.report(Some(tokens.len() as u64), Some(total), Some(text));
-                    });
+                let generation = model.generate_streaming(&prompt, &options, &mut |tokens| {
+                    if decoded_at.is_some_and(|at| at.elapsed() < PROGRESS_INTERVAL / 2) {
+                        return;
+                    }
+                    decoded_at = Some(std::time::Instant::now());
+                    let text = model.decode(tokens).unwrap_or_default();
+                    progress.report(Some(tokens.len() as u64), Some(total), Some(text));
+                });
                 // The last report is the whole text, whatever the throttle skipped.
                 if let Ok(done) = &generation {
                     progress.report(
@@ -783,6 +875,76 @@ mod tests {
     }
 
     #[test]
+    fn a_conversation_goes_through_the_models_chat_template_and_special_tokens() {
+        use chat::ChatMessage;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conversation = vec![ChatMessage::new("user", " hello ")];
+
+        // ChatML: the markers are one control token each, not their bytes.
+        let model =
+            GgufModel::load(&write(dir.path(), "m.gguf", TestModel::new(4))).expect("loads");
+        assert!(model.has_chat_template());
+        let prompt = model.chat_prompt(&conversation).expect("renders");
+        assert_eq!(
+            prompt,
+            "<|im_start|>user\n hello <|im_end|>\n<|im_start|>assistant\n"
+        );
+        let ids = model.encode(&prompt).expect("encodes");
+        let im_start = model
+            .tokenizer
+            .token_to_id("<|im_start|>")
+            .expect("in the vocabulary");
+        assert_eq!(
+            ids.iter().filter(|id| **id == im_start).count(),
+            2,
+            "{ids:?}"
+        );
+        assert_eq!(ids.len(), 3 + "user\n hello \nassistant\n".len(), "{ids:?}");
+        let request = GenerateRequest::chat(conversation.clone(), 6);
+        let answer = model
+            .generate(
+                &request.prompt_for(&model).expect("a prompt"),
+                &request.options("t").expect("options"),
+            )
+            .expect("generates");
+        assert_eq!(
+            answer,
+            model
+                .generate(&prompt, &GenerateOptions::greedy(6))
+                .expect("generates")
+        );
+
+        // Llama 2's template writes `<s>` itself: the prompt still starts with one.
+        let spec = TestModel::new(4).vocabulary(TestVocabulary::SentencePiece);
+        let model = GgufModel::load(&write(dir.path(), "sp.gguf", spec)).expect("loads");
+        let prompt = model.chat_prompt(&conversation).expect("renders");
+        assert_eq!(prompt, "<s>[INST] hello [/INST]");
+        let ids = model.encode(&prompt).expect("encodes");
+        assert_eq!(ids[0], 1, "{ids:?}");
+        assert_ne!(ids[1], 1, "one beginning-of-sequence token: {ids:?}");
+
+        // A request names a prompt or a conversation.
+        let both = GenerateRequest {
+            messages: conversation,
+            ..GenerateRequest::new("hi", 4)
+        };
+        assert!(both.prompt_for(&model).is_err());
+        assert!(GenerateRequest::new("", 4).prompt_for(&model).is_err());
+        assert!(matches!(
+            model.chat_prompt(&[]),
+            Err(InferenceError::Chat(_))
+        ));
+        let parsed: GenerateRequest = serde_json::from_value(
+            serde_json::json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}),
+        )
+        .expect("parses");
+        assert_eq!(
+            parsed.prompt_for(&model).expect("renders"),
+            "<s>[INST] hi [/INST]"
+        );
+    }
+
+    #[test]
     fn a_model_declaring_a_long_context_is_held_to_the_longest_this_module_runs() {
         let dir = tempfile::tempdir().expect("tempdir");
         for architecture in Architecture::ALL {
@@ -810,13 +972,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let model =
             GgufModel::load(&write(dir.path(), "m.gguf", TestModel::new(1))).expect("loads");
-        // The gpt2 pre-tokenizer puts a space in front of the text.
+        // GPT-2's pre-tokenizer puts no space in front of the text.
         assert_eq!(
             model.encode("hello murmur").expect("encodes").len(),
-            " hello murmur".len()
+            "hello murmur".len()
         );
         let ids = model.encode("héllo").expect("encodes");
-        assert_eq!(model.decode(&ids).expect("decodes"), " héllo");
+        assert_eq!(model.decode(&ids).expect("decodes"), "héllo");
     }
 
     #[test]

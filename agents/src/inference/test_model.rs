@@ -26,11 +26,14 @@ pub const TEST_CONTEXT: usize = 512;
 /// The kind of vocabulary a test model carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TestVocabulary {
-    /// `gpt2`: the 256 byte-level symbols and `<|endoftext|>`, no merges.
+    /// `gpt2`: the 256 byte-level symbols and the control tokens `<|endoftext|>`,
+    /// `<|im_start|>`, `<|im_end|>` (the end of an answer), no merges; the ChatML chat
+    /// template ([`CHATML_TEMPLATE`]).
     #[default]
     ByteLevel,
     /// `llama` (SentencePiece): `<unk>`, `<s>`, `</s>`, the 256 `<0xNN>` byte pieces, `▁`,
-    /// the letters a–z, and scored pieces that merge into `▁hello` and `▁world`.
+    /// the letters a–z, and scored pieces that merge into `▁hello` and `▁world`; the
+    /// Llama 2 chat template ([`INSTRUCT_TEMPLATE`]).
     SentencePiece,
 }
 
@@ -254,7 +257,8 @@ pub fn write_test_model(path: &Path, model: &TestModel) -> Result<(), InferenceE
 type VocabularyMetadata = (Vec<(String, Value)>, usize, u32);
 
 /// `gpt2`: the byte-level alphabet in byte order, as GPT-2's tokenizer maps bytes to
-/// symbols, then `<|endoftext|>`.
+/// symbols, then the control tokens `<|endoftext|>`, `<|im_start|>` and `<|im_end|>`, and
+/// the ChatML template.
 fn byte_level_vocabulary() -> VocabularyMetadata {
     let mut alphabet: Vec<char> = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet()
         .into_iter()
@@ -264,15 +268,40 @@ fn byte_level_vocabulary() -> VocabularyMetadata {
         .iter()
         .map(|c| Value::String(c.to_string()))
         .collect();
-    tokens.push(Value::String("<|endoftext|>".into()));
+    let end_of_text = tokens.len() as u32;
+    for special in ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] {
+        tokens.push(Value::String(special.into()));
+    }
     let vocab = tokens.len();
+    const NORMAL: i32 = 1;
+    const CONTROL: i32 = 3;
+    let types = (0..vocab)
+        .map(|i| Value::I32(if i < 256 { NORMAL } else { CONTROL }))
+        .collect();
     let metadata = vec![
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
         ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
+        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
         ("tokenizer.ggml.merges".into(), Value::Array(Vec::new())),
+        // `<|im_end|>` ends an answer, as in Qwen's chat models.
+        (
+            "tokenizer.ggml.eot_token_id".into(),
+            Value::U32(end_of_text + 2),
+        ),
+        (
+            "tokenizer.chat_template".into(),
+            Value::String(CHATML_TEMPLATE.into()),
+        ),
     ];
-    (metadata, vocab, (vocab - 1) as u32)
+    (metadata, vocab, end_of_text)
 }
+
+/// The ChatML chat template (Qwen's, without its default system message).
+pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// Llama 2's chat template without system messages (as Mistral Instruct's): it writes the
+/// beginning-of-sequence token itself.
+pub const INSTRUCT_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'].strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}";
 
 /// Scored pieces of the SentencePiece test vocabulary, highest-priority merge first.
 /// `el` scores below the pieces of `▁hello`, so merging in the wrong order would end at
@@ -330,6 +359,10 @@ fn sentencepiece_vocabulary() -> VocabularyMetadata {
         ("tokenizer.ggml.unknown_token_id".into(), Value::U32(0)),
         ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
         ("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)),
+        (
+            "tokenizer.chat_template".into(),
+            Value::String(INSTRUCT_TEMPLATE.into()),
+        ),
     ];
     (metadata, vocab, 2)
 }

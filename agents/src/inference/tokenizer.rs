@@ -2,7 +2,10 @@
 //!
 //! GGUF files carry one of two kinds of vocabulary (`tokenizer.ggml.model`):
 //! - `gpt2`: byte-level BPE with its merges (Llama 3, Qwen, GPT-2 …). candle's
-//!   `TokenizerFromGguf` builds it.
+//!   `TokenizerFromGguf` builds it, with two corrections toward llama.cpp, which wrote the
+//!   files: its name for Llama 3's pre-tokenizer, `llama-bpe`, is read as candle's `llama3`
+//!   (candle would fall back to GPT-2's), and GPT-2's own pre-tokenizer puts no space in
+//!   front of the text (candle's does, in front of every piece between special tokens).
 //! - `llama`: SentencePiece pieces with scores and no merges (Llama 2, TinyLlama, Mistral …).
 //!   [`sentencepiece`] builds the equivalent BPE as Hugging Face's converter and llama.cpp
 //!   do: merging two pieces is allowed when the result is a piece, and higher-scored results
@@ -46,12 +49,42 @@ pub fn from_gguf(content: &Content) -> Result<Tokenizer, String> {
         .map_err(|e| format!("tokenizer.ggml.model: {}", super::reason(&e)))?
         .to_lowercase();
     match kind.as_str() {
-        "gpt2" => Tokenizer::from_gguf(content).map_err(|e| super::reason(&e)),
+        "gpt2" => byte_level(content),
         "llama" => sentencepiece(&content.metadata),
         other => Err(format!(
             "vocabularies of type `{other}` are not supported (only `gpt2` and `llama`)"
         )),
     }
+}
+
+/// The tokenizer of a `gpt2` (byte-level BPE) vocabulary.
+fn byte_level(content: &Content) -> Result<Tokenizer, String> {
+    let pre = content
+        .metadata
+        .get("tokenizer.ggml.pre")
+        .and_then(|v| v.to_string().ok())
+        .map(String::as_str);
+    let built = match pre {
+        Some("llama-bpe") => {
+            let mut metadata = content.metadata.clone();
+            metadata.insert("tokenizer.ggml.pre".into(), Value::String("llama3".into()));
+            let renamed = Content {
+                magic: content.magic,
+                metadata,
+                tensor_infos: HashMap::new(),
+                tensor_data_offset: 0,
+            };
+            Tokenizer::from_gguf(&renamed)
+        }
+        _ => Tokenizer::from_gguf(content),
+    };
+    let mut tokenizer = built.map_err(|e| super::reason(&e))?;
+    if matches!(pre, None | Some("gpt2" | "gpt-2" | "default")) {
+        tokenizer.with_pre_tokenizer(Some(
+            tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, true, true),
+        ));
+    }
+    Ok(tokenizer)
 }
 
 /// The tokenizer of a `llama` (SentencePiece) vocabulary, from a GGUF file's metadata.
@@ -232,6 +265,14 @@ fn merges(
         .collect()
 }
 
+/// The text of token `id` in the vocabulary (`tokenizer.ggml.tokens`).
+pub fn token_text(metadata: &HashMap<String, Value>, id: u32) -> Option<String> {
+    match metadata.get("tokenizer.ggml.tokens") {
+        Some(Value::Array(tokens)) => tokens.get(id as usize)?.to_string().ok().cloned(),
+        _ => None,
+    }
+}
+
 fn strings(value: Option<&Value>, key: &str) -> Result<Vec<String>, String> {
     match value {
         Some(Value::Array(values)) => values
@@ -265,6 +306,47 @@ fn integer(value: &Value) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn llama_cpps_name_for_llama_3s_pre_tokenizer_gets_llama_3s_splitting() {
+        let metadata = |pre: Option<&str>| {
+            let mut m: HashMap<String, Value> = [
+                ("tokenizer.ggml.model", Value::String("gpt2".into())),
+                (
+                    "tokenizer.ggml.tokens",
+                    Value::Array(vec![Value::String("a".into()), Value::String("1".into())]),
+                ),
+                ("tokenizer.ggml.merges", Value::Array(Vec::new())),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            if let Some(pre) = pre {
+                m.insert("tokenizer.ggml.pre".into(), Value::String(pre.into()));
+            }
+            Content {
+                magic: candle_core::quantized::gguf_file::VersionedMagic::GgufV3,
+                metadata: m,
+                tensor_infos: HashMap::new(),
+                tensor_data_offset: 0,
+            }
+        };
+        let pre_tokenizer = |pre: Option<&str>| {
+            let tokenizer = from_gguf(&metadata(pre)).expect("builds");
+            serde_json::to_string(tokenizer.get_pre_tokenizer().expect("a pre-tokenizer"))
+                .expect("serializes")
+        };
+        // Llama 3 splits digits in groups of up to three before the byte-level step.
+        let llama3 = pre_tokenizer(Some("llama-bpe"));
+        assert!(
+            llama3.contains("Split") && llama3.contains(r"\\p{N}{1,3}"),
+            "{llama3}"
+        );
+        assert_eq!(llama3, pre_tokenizer(Some("llama3")));
+        // GPT-2's adds no space in front.
+        let gpt2 = pre_tokenizer(None);
+        assert!(gpt2.contains(r#""add_prefix_space":false"#), "{gpt2}");
+    }
 
     /// A SentencePiece BPE vocabulary trained with Llama 2's settings, and the ids the
     /// reference implementation gave for some texts (`testdata/make_sentencepiece_fixture.py`).
