@@ -945,6 +945,27 @@ mod tests {
     }
 
     #[test]
+    fn generation_stops_at_the_end_of_a_turn() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut model =
+            GgufModel::load(&write(dir.path(), "m.gguf", TestModel::new(6))).expect("loads");
+        assert_eq!(model.end_of_turn, model.tokenizer.token_to_id("<|im_end|>"));
+        let options = GenerateOptions::greedy(8);
+        let free = model.generate("hello", &options).expect("generates");
+        assert!(free.tokens.len() >= 3, "{free:?}");
+        // Were the third token the end of a turn, the answer would stop before it.
+        model.end_of_turn = Some(free.tokens[2]);
+        let stopped = model.generate("hello", &options).expect("generates");
+        let first_end = free
+            .tokens
+            .iter()
+            .position(|t| *t == free.tokens[2])
+            .unwrap_or(2);
+        assert_eq!(stopped.tokens, free.tokens[..first_end]);
+        assert_eq!(stopped.stop, StopReason::EndOfText);
+    }
+
+    #[test]
     fn a_model_declaring_a_long_context_is_held_to_the_longest_this_module_runs() {
         let dir = tempfile::tempdir().expect("tempdir");
         for architecture in Architecture::ALL {
