@@ -176,6 +176,34 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
         "a task for another model is not routed here: {waiting:?}"
     );
 
+    // `agents ls` shows the model's labels and picks agents by them.
+    let listed = |label: &str| {
+        let mut command =
+            tokio::process::Command::new(murmur_e2e::murmur_binary().expect("murmur"));
+        command
+            .args([
+                "--server",
+                nats.url(),
+                "--realm",
+                "acme",
+                "agents",
+                "ls",
+                "--label",
+                label,
+            ])
+            .kill_on_drop(true);
+        command
+    };
+    let out = tokio::time::timeout(DEADLINE, listed("model=murmur-test-model").output()).await??;
+    let said = String::from_utf8(out.stdout)?;
+    assert!(
+        said.contains(&agent_id)
+            && said.contains(&format!("model_sha256={}…", &model.sha256()[..16])),
+        "{said}"
+    );
+    let out = tokio::time::timeout(DEADLINE, listed("model=another").output()).await??;
+    assert!(!String::from_utf8(out.stdout)?.contains(&agent_id));
+
     // `murmur task watch` streams a running attempt's text, signed by the agent that holds
     // it, and ends with the output; progress signed by anyone else is shown as ignored.
     let mut watch = tokio::process::Command::new(murmur_e2e::murmur_binary()?)

@@ -308,7 +308,8 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
 }
 
 /// Lists agents from the registry projection.
-pub async fn ls(settings: &Settings, capability: Option<String>) -> Result<()> {
+pub async fn ls(settings: &Settings, capability: Option<String>, labels: &[String]) -> Result<()> {
+    let labels = parse_labels(labels)?;
     let log = settings.open_log("murmur-agents-ls").await?;
     let mut projector = Projector::new(
         log,
@@ -325,6 +326,7 @@ pub async fn ls(settings: &Settings, capability: Option<String>) -> Result<()> {
             capability
                 .as_ref()
                 .is_none_or(|c| a.capabilities.contains(c))
+                && labels.iter().all(|(k, v)| a.labels.get(k) == Some(v))
         })
         .collect();
     if settings.json {
@@ -365,8 +367,17 @@ pub async fn ls(settings: &Settings, capability: Option<String>) -> Result<()> {
             1 => "1 slot".to_string(),
             n => format!("{n} slots"),
         };
+        // Long values (a model's hash) shortened, as ids are elsewhere.
+        let labels: String = a
+            .labels
+            .iter()
+            .map(|(k, v)| match v.char_indices().nth(16) {
+                Some((end, _)) => format!("  {k}={}…", &v[..end]),
+                None => format!("  {k}={v}"),
+            })
+            .collect();
         out!(
-            "{id}  {status:<8} {:<10} {:<16} {:<40} {} cores {} MiB {slots}  {handles}",
+            "{id}  {status:<8} {:<10} {:<16} {:<40} {} cores {} MiB {slots}  {handles}{labels}",
             a.kind,
             a.name,
             a.capabilities.iter().cloned().collect::<Vec<_>>().join(","),

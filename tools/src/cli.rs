@@ -422,6 +422,9 @@ pub enum AgentsCommand {
         /// Only agents offering this capability.
         #[arg(long)]
         capability: Option<String>,
+        /// Only agents carrying this label key=value (repeatable: all of them).
+        #[arg(long = "label")]
+        labels: Vec<String>,
     },
 }
 
@@ -677,8 +680,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             crate::agent_cli::run(&settings, args).await
         }
         Command::Agents {
-            command: AgentsCommand::Ls { capability },
-        } => crate::agent_cli::ls(&settings, capability).await,
+            command: AgentsCommand::Ls { capability, labels },
+        } => crate::agent_cli::ls(&settings, capability, &labels).await,
         Command::Coordinator => crate::agent_cli::coordinator(&settings).await,
         Command::Vote { command } => match command {
             VoteCommand::Propose(args) => crate::vote_cli::propose(&settings, args).await,
