@@ -133,6 +133,38 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
         malformed.failures
     );
 
+    // The agent counts what its model did: the three answers' tokens, no more (the
+    // malformed task never reached the model), in `murmur status` (from `$SRV.STATS`).
+    let generated: usize = [&tasks["ask"], &tasks["sampled"], &tasks["chat"]]
+        .iter()
+        .map(|t| {
+            serde_json::from_value::<Generation>(t.output.clone().unwrap_or_default())
+                .map(|g| g.tokens.len())
+                .unwrap_or_default()
+        })
+        .sum();
+    let mut status = tokio::process::Command::new(murmur_e2e::murmur_binary()?);
+    status
+        .args([
+            "--server",
+            nats.url(),
+            "--realm",
+            "acme",
+            "--json",
+            "status",
+        ])
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(DEADLINE, status.output()).await??;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| String::from_utf8_lossy(&out.stderr).to_string())?;
+    let live = report["online"]
+        .as_array()
+        .and_then(|agents| agents.iter().find(|a| a["id"] == agent_id.as_str()))
+        .map(|a| a["live"]["generation"].clone())
+        .unwrap_or_default();
+    assert_eq!(live["generated_tokens"], generated, "{report:#}");
+    assert!(live["seconds"].as_f64().is_some_and(|s| s > 0.0), "{live}");
+
     // The agent carries its model's labels, and a task can ask for a model by them: one
     // asking for another model waits, though submitted first; one asking for this model runs.
     let murmur = |args: &[&str]| {

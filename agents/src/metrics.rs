@@ -25,6 +25,33 @@ pub struct AgentMetrics {
     running: Gauge,
     lame_duck: AtomicBool,
     heartbeats: AtomicU64,
+    /// Whether it runs a language model: its generation counters are exported then.
+    generates: AtomicBool,
+    prompt_tokens: Counter,
+    generated_tokens: Counter,
+    generation_seconds: Counter<f64, AtomicU64>,
+}
+
+/// Language-model work of an inference agent, in a [`MetricsSnapshot`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationSnapshot {
+    /// Prompt tokens read.
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    pub generated_tokens: u64,
+    /// Seconds spent generating (prompt and answer), summed over generations.
+    pub seconds: f64,
+}
+
+impl GenerationSnapshot {
+    /// Tokens generated per second spent generating.
+    pub fn tokens_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.generated_tokens as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
 }
 
 /// A point-in-time copy of [`AgentMetrics`], as JSON in `$SRV.STATS` and `murmur status`.
@@ -50,6 +77,9 @@ pub struct MetricsSnapshot {
     pub lame_duck: bool,
     /// Heartbeats sent.
     pub heartbeats: u64,
+    /// Language-model work, for an agent that runs a model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<GenerationSnapshot>,
 }
 
 impl AgentMetrics {
@@ -66,7 +96,25 @@ impl AgentMetrics {
             running: Gauge::default(),
             lame_duck: AtomicBool::new(false),
             heartbeats: AtomicU64::new(0),
+            generates: AtomicBool::new(false),
+            prompt_tokens: Counter::default(),
+            generated_tokens: Counter::default(),
+            generation_seconds: Counter::default(),
         }
+    }
+
+    /// Marks the agent as one that runs a language model: its generation counters are
+    /// exported from now on, at zero until the first generation.
+    pub fn count_generations(&self) {
+        self.generates.store(true, Ordering::SeqCst);
+    }
+
+    /// A generation ended: `prompt_tokens` read, `generated` tokens written, in `seconds`.
+    pub fn generation_done(&self, prompt_tokens: u64, generated: u64, seconds: f64) {
+        self.count_generations();
+        self.prompt_tokens.inc_by(prompt_tokens);
+        self.generated_tokens.inc_by(generated);
+        self.generation_seconds.inc_by(seconds.max(0.0));
     }
 
     /// An attempt started.
@@ -111,6 +159,14 @@ impl AgentMetrics {
             running: self.running.get(),
             lame_duck: self.lame_duck.load(Ordering::SeqCst),
             heartbeats: self.heartbeats.load(Ordering::Relaxed),
+            generation: self
+                .generates
+                .load(Ordering::SeqCst)
+                .then(|| GenerationSnapshot {
+                    prompt_tokens: self.prompt_tokens.get(),
+                    generated_tokens: self.generated_tokens.get(),
+                    seconds: self.generation_seconds.get(),
+                }),
         }
     }
 
@@ -152,6 +208,23 @@ impl AgentMetrics {
         let uptime: Gauge = Gauge::default();
         uptime.set(self.started.elapsed().as_secs() as i64);
         registry.register("uptime_seconds", "Seconds since the agent joined", uptime);
+        if self.generates.load(Ordering::SeqCst) {
+            registry.register(
+                "prompt_tokens",
+                "Prompt tokens its model read",
+                self.prompt_tokens.clone(),
+            );
+            registry.register(
+                "generated_tokens",
+                "Tokens its model generated",
+                self.generated_tokens.clone(),
+            );
+            registry.register(
+                "generation_seconds",
+                "Seconds its model spent generating",
+                self.generation_seconds.clone(),
+            );
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
@@ -193,5 +266,37 @@ mod tests {
         );
         assert!(text.contains("# TYPE murmur_agent_running gauge"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(!text.contains("generated_tokens"), "{text}");
+        assert_eq!(m.snapshot().generation, None);
+    }
+
+    #[test]
+    fn an_agent_running_a_model_counts_its_tokens() {
+        let m = AgentMetrics::new("UABC", "inference");
+        m.count_generations();
+        assert_eq!(
+            m.snapshot().generation,
+            Some(GenerationSnapshot {
+                prompt_tokens: 0,
+                generated_tokens: 0,
+                seconds: 0.0
+            })
+        );
+        m.generation_done(10, 30, 0.5);
+        m.generation_done(5, 10, 0.5);
+        let g = m.snapshot().generation.expect("counted");
+        assert_eq!((g.prompt_tokens, g.generated_tokens), (15, 40));
+        assert!((g.tokens_per_second() - 40.0).abs() < 1e-9);
+        let text = m.prometheus_text();
+        assert!(
+            text.contains(
+                r#"murmur_agent_generated_tokens_total{agent="UABC",kind="inference"} 40"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("murmur_agent_generation_seconds_total"),
+            "{text}"
+        );
     }
 }

@@ -156,12 +156,18 @@ pub(crate) fn model_labels(model: &LoadedModel) -> BTreeMap<String, String> {
 }
 
 #[cfg(feature = "inference")]
-fn inference_handler(model: LoadedModel) -> murmur_agents::worker::Handler {
-    murmur_agents::inference::generate_handler(model)
+fn inference_handler(
+    model: LoadedModel,
+    metrics: std::sync::Arc<murmur_agents::metrics::AgentMetrics>,
+) -> murmur_agents::worker::Handler {
+    murmur_agents::inference::generate_handler(model, Some(metrics))
 }
 
 #[cfg(not(feature = "inference"))]
-fn inference_handler(model: LoadedModel) -> murmur_agents::worker::Handler {
+fn inference_handler(
+    model: LoadedModel,
+    _metrics: std::sync::Arc<murmur_agents::metrics::AgentMetrics>,
+) -> murmur_agents::worker::Handler {
     match model {}
 }
 
@@ -246,7 +252,7 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
     let handler = if args.builtin_handler {
         Some(builtin_handler())
     } else if let Some(model) = inference {
-        Some(inference_handler(model))
+        Some(inference_handler(model, agent.metrics().clone()))
     } else if murmur_agents::pipeline::default_capability(&args.kind).is_none() {
         None
     } else {

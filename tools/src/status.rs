@@ -218,12 +218,20 @@ pub async fn run(settings: &Settings, window_s: u64) -> Result<()> {
                 if m.lame_duck { " · lame duck" } else { "" }
             ),
             Some(m) => format!(
-                "running {}/{} · completed {} · failed {} · cancelled {}{}",
+                "running {}/{} · completed {} · failed {} · cancelled {}{}{}",
                 m.running,
                 a.slots,
                 m.attempts_completed,
                 m.attempts_failed,
                 m.attempts_cancelled,
+                m.generation
+                    .as_ref()
+                    .map(|g| format!(
+                        " · {} tokens generated, {:.1} tokens/s",
+                        g.generated_tokens,
+                        g.tokens_per_second()
+                    ))
+                    .unwrap_or_default(),
                 if m.lame_duck { " · lame duck" } else { "" }
             ),
             None => "no $SRV.STATS reply".into(),

@@ -720,10 +720,19 @@ pub fn seed_of(task: &str) -> u64 {
 /// The worker handler of an inference agent: each attempt decodes its input as a
 /// [`GenerateRequest`], generates on a blocking thread, reports the text so far as the
 /// attempt's progress (`murmur task watch` streams it) and returns the [`Generation`]. A
-/// malformed input or a prompt that does not fit fails the attempt with the reason.
-pub fn generate_handler(model: Arc<GgufModel>) -> Handler {
+/// malformed input or a prompt that does not fit fails the attempt with the reason. With
+/// `metrics` (the agent's), each generation adds its tokens and time to the agent's counters
+/// (`$SRV.STATS`, `murmur status`, the Prometheus endpoint).
+pub fn generate_handler(
+    model: Arc<GgufModel>,
+    metrics: Option<Arc<crate::metrics::AgentMetrics>>,
+) -> Handler {
+    if let Some(metrics) = &metrics {
+        metrics.count_generations();
+    }
     crate::worker::handler(move |ctx: TaskContext| {
         let model = model.clone();
+        let metrics = metrics.clone();
         async move {
             let request: GenerateRequest = serde_json::from_value(ctx.input).map_err(|e| {
                 format!(
@@ -738,6 +747,7 @@ pub fn generate_handler(model: Arc<GgufModel>) -> Handler {
                 // reporter publishes only the latest anyway.
                 let mut decoded_at: Option<std::time::Instant> = None;
                 let total = options.max_tokens as u64;
+                let started = std::time::Instant::now();
                 let generation = model.generate_streaming(&prompt, &options, &mut |tokens| {
                     if decoded_at.is_some_and(|at| at.elapsed() < PROGRESS_INTERVAL / 2) {
                         return;
@@ -746,6 +756,13 @@ pub fn generate_handler(model: Arc<GgufModel>) -> Handler {
                     let text = model.decode(tokens).unwrap_or_default();
                     progress.report(Some(tokens.len() as u64), Some(total), Some(text));
                 });
+                if let (Ok(done), Some(metrics)) = (&generation, &metrics) {
+                    metrics.generation_done(
+                        done.prompt_tokens as u64,
+                        done.tokens.len() as u64,
+                        started.elapsed().as_secs_f64(),
+                    );
+                }
                 // The last report is the whole text, whatever the throttle skipped.
                 if let Ok(done) = &generation {
                     progress.report(
