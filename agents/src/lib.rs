@@ -9,7 +9,8 @@
 //! agent through a handler. [`pipeline`] holds the distributed-compilation kinds (planner,
 //! compiler, executor); [`artifacts`] the content-addressed Object Store they exchange
 //! source and binaries through. [`inference`] (feature `inference`) runs GGUF language models
-//! with candle for `llm.generate` tasks.
+//! with candle for `llm.generate` tasks. [`tool`] holds the tool kind: `tool.fs`, file
+//! operations confined to one directory.
 
 pub mod artifacts;
 pub mod handlers;
@@ -19,6 +20,7 @@ pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod runtime;
+pub mod tool;
 pub mod voter;
 pub mod worker;
 

@@ -62,6 +62,12 @@ pub struct AgentRunArgs {
     /// `llm.generate` tasks with. Loaded before joining.
     #[arg(long, value_name = "GGUF")]
     pub model: Option<std::path::PathBuf>,
+    /// `--kind tool`: the directory its `tool.fs` operations are confined to.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<std::path::PathBuf>,
+    /// `--kind tool`: allow `write` (read-only without it).
+    #[arg(long)]
+    pub writable: bool,
     /// Memory agents: seconds between snapshots of the spaces they replicate (0: never).
     #[arg(long, default_value_t = 300)]
     pub snapshot_every_s: u64,
@@ -110,6 +116,9 @@ pub(crate) fn hardware() -> Hardware {
 
 /// The agent kind that serves knowledge spaces (`murmur_agents::memory`).
 pub const MEMORY_KIND: &str = "memory";
+
+/// The agent kind that serves tools (`murmur_agents::tool`).
+pub const TOOL_KIND: &str = "tool";
 
 /// The agent kind that runs a language model (`murmur_agents::inference`).
 pub const INFERENCE_KIND: &str = "inference";
@@ -195,6 +204,25 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
         }
         None
     };
+    // A tool agent checks its root before it joins, as an inference agent its model.
+    let tool = if args.kind == TOOL_KIND {
+        if args.capabilities.is_empty() {
+            args.capabilities
+                .push(murmur_agents::tool::FS_CAPABILITY.into());
+        }
+        let root = args.root.as_deref().context(
+            "--kind tool needs --root DIR (the directory its file operations are confined to)",
+        )?;
+        Some(std::sync::Arc::new(murmur_agents::tool::FsTool::new(
+            root,
+            args.writable,
+        )?))
+    } else {
+        if args.root.is_some() || args.writable {
+            bail!("--root and --writable are for --kind {TOOL_KIND}");
+        }
+        None
+    };
     for c in &args.capabilities {
         validate_capability(c).map_err(anyhow::Error::msg)?;
     }
@@ -216,6 +244,7 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
         murmur_agents::memory::handled_types()
     } else if args.builtin_handler
         || inference.is_some()
+        || tool.is_some()
         || murmur_agents::pipeline::default_capability(&args.kind).is_some()
     {
         murmur_agents::worker::handled_types()
@@ -253,6 +282,17 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
         Some(builtin_handler())
     } else if let Some(model) = inference {
         Some(inference_handler(model, agent.metrics().clone()))
+    } else if let Some(tool) = tool {
+        eprintln!(
+            "tool.fs over {} ({})",
+            tool.root().display(),
+            if args.writable {
+                "writable"
+            } else {
+                "read-only"
+            }
+        );
+        Some(murmur_agents::tool::fs_handler(tool))
     } else if murmur_agents::pipeline::default_capability(&args.kind).is_none() {
         None
     } else {

@@ -431,6 +431,9 @@ pub async fn run(settings: &Settings) -> Result<()> {
     };
     crate::demo_compile::run_on(settings, &connect, &url).await?;
 
+    // Tools: an agent process serves file operations confined to a workspace.
+    crate::demo_tool::run_on(settings, &connect, &url).await?;
+
     // Inference: an agent process answers an llm.generate task with a GGUF model.
     #[cfg(feature = "inference")]
     crate::demo_inference::run_on(settings, &connect, &url).await?;

@@ -97,6 +97,7 @@ pub mod demo;
 pub mod demo_compile;
 #[cfg(feature = "inference")]
 pub mod demo_inference;
+pub mod demo_tool;
 pub mod flake_cli;
 pub mod inference_cli;
 pub mod kb_cli;
