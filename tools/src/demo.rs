@@ -450,6 +450,41 @@ pub async fn run(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// A demo voter agent: joins `realm` as `name` with `labels`, then runs `voter` until
+/// `stop` and leaves. Returns its key and the task running it.
+async fn start_voter<V: murmur_agents::voter::Voter + 'static>(
+    (connect, settings, realm): (&murmur_subjects::connect::ConnectOptions, &Settings, &Token),
+    name: &str,
+    labels: std::collections::BTreeMap<String, String>,
+    voter: V,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(
+    String,
+    tokio::task::JoinHandle<Result<u64, murmur_agents::AgentError>>,
+)> {
+    let log = participant(connect, "demo-voter", realm, settings).await?;
+    let mut m = manifest(name);
+    m.kind = "voter".into();
+    m.capabilities = vec!["vote".into()];
+    m.labels = labels;
+    m.handles = Some(murmur_agents::voter::handled_types());
+    let agent = Agent::join(
+        log,
+        AgentSpec {
+            manifest: m,
+            heartbeat: Duration::from_millis(500),
+        },
+    )
+    .await?;
+    let key = agent.id().to_string();
+    let task = tokio::spawn(async move {
+        let cast = murmur_agents::voter::run_voter(&agent, &voter, vec![], stop).await;
+        let _ = agent.leave("demo over").await;
+        cast
+    });
+    Ok((key, task))
+}
+
 /// Three voter agents with a policy (approve when tests pass, reject when risk is high) and a
 /// tallier: one proposal is approved early by 2 of 3 votes, another rejected; the tallies
 /// come from the log.
@@ -457,7 +492,7 @@ async fn consensus_step(
     connect: &murmur_subjects::connect::ConnectOptions,
     settings: &Settings,
 ) -> Result<()> {
-    use murmur_agents::voter::{PolicyVoter, run_voter};
+    use murmur_agents::voter::PolicyVoter;
     use murmur_coordination::consensus::{Consensus, ConsensusProjection, run_tallier};
     use murmur_subjects::events::{ProposalOpened, Protocol};
 
@@ -480,27 +515,16 @@ async fn consensus_step(
     let mut voters = Vec::new();
     let mut keys = std::collections::BTreeMap::new();
     for i in 0..3 {
-        let log = participant(connect, "demo-voter", &realm, settings).await?;
-        let mut m = manifest(&format!("voter-{i}"));
-        m.kind = "voter".into();
-        m.capabilities = vec!["vote".into()];
-        m.handles = Some(murmur_agents::voter::handled_types());
-        let agent = Agent::join(
-            log,
-            AgentSpec {
-                manifest: m,
-                heartbeat: Duration::from_millis(500),
-            },
+        let (key, voter) = start_voter(
+            (connect, settings, &realm),
+            &format!("voter-{i}"),
+            Default::default(),
+            policy.clone(),
+            stopped(stop_rx.clone()),
         )
         .await?;
-        keys.insert(agent.id().to_string(), 1);
-        let policy = policy.clone();
-        let stop = stopped(stop_rx.clone());
-        voters.push(tokio::spawn(async move {
-            let cast = run_voter(&agent, &policy, vec![], stop).await;
-            let _ = agent.leave("demo over").await;
-            cast
-        }));
+        keys.insert(key, 1);
+        voters.push(voter);
     }
     let deadline = chrono::Utc::now() + chrono::Duration::seconds(30);
     let mut proposals = Vec::new();
@@ -540,28 +564,15 @@ async fn consensus_step(
         let path = dir.path().join("voter.gguf");
         write_test_model(&path, &TestModel::new(2026))?;
         let model = Arc::new(GgufModel::load(&path)?);
-        let log = participant(connect, "demo-model-voter", &realm, settings).await?;
-        let mut m = manifest("model-voter");
-        m.kind = "voter".into();
-        m.capabilities = vec!["vote".into()];
-        m.labels = model.labels();
-        m.handles = Some(murmur_agents::voter::handled_types());
-        let agent = Agent::join(
-            log,
-            AgentSpec {
-                manifest: m,
-                heartbeat: Duration::from_millis(500),
-            },
+        let (key, voter) = start_voter(
+            (connect, settings, &realm),
+            "model-voter",
+            model.labels(),
+            ModelVoter::new(model, ModelVoter::DEFAULT_INSTRUCTIONS),
+            stopped(stop_rx.clone()),
         )
         .await?;
-        let key = agent.id().to_string();
-        let voter = ModelVoter::new(model, ModelVoter::DEFAULT_INSTRUCTIONS);
-        let stop = stopped(stop_rx.clone());
-        voters.push(tokio::spawn(async move {
-            let cast = run_voter(&agent, &voter, vec![], stop).await;
-            let _ = agent.leave("demo over").await;
-            cast
-        }));
+        voters.push(voter);
         proposals.push((
             "merge-rewrite",
             ProposalOpened {
