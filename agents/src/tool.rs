@@ -1,5 +1,5 @@
 //! The tool agent kind: tools other agents call through tasks. [`FsTool`] is `tool.fs`, file
-//! operations confined to one directory (list, stat, read and, when allowed, write), so an
+//! operations confined to one directory (list, stat, read, search and, when allowed, write), so an
 //! agent that plans or generates can look at and change a workspace it cannot reach itself.
 //!
 //! Confinement: a path is relative to the root; absolute paths and `..` are refused before
@@ -46,6 +46,19 @@ pub enum FsRequest {
         #[serde(default)]
         max_bytes: Option<u64>,
     },
+    /// The lines holding `text` in the files under a directory (or in one file), in path
+    /// order. Symbolic links are not followed, `.git` is skipped, and so are files that are
+    /// not UTF-8 text or are over [`DEFAULT_READ_LIMIT`].
+    Search {
+        /// Relative to the root; `.` is the root.
+        #[serde(default = "root_path")]
+        path: String,
+        /// The text to find (as is: no pattern syntax).
+        text: String,
+        /// Stop after this many matches (default 100, at most [`MAX_SEARCH_MATCHES`]).
+        #[serde(default)]
+        max_matches: Option<usize>,
+    },
     /// Writes a file's text, creating its directories (only on a writable tool).
     Write {
         /// Relative to the root.
@@ -54,6 +67,12 @@ pub enum FsRequest {
         content: String,
     },
 }
+
+/// The most matches a `search` returns.
+pub const MAX_SEARCH_MATCHES: usize = 1000;
+
+/// The longest line a `search` match shows, in characters.
+const SHOWN_LINE: usize = 300;
 
 fn root_path() -> String {
     ".".into()
@@ -82,6 +101,9 @@ pub enum ToolError {
         /// The path asked for.
         path: String,
     },
+    /// A request that cannot be run as given.
+    #[error("{0}")]
+    BadRequest(String),
     /// A write on a read-only tool.
     #[error("this tool is read-only (its agent runs without --writable)")]
     ReadOnly,
@@ -123,6 +145,17 @@ pub struct FsEntry {
     pub kind: String,
     /// Size in bytes (of the link itself for a link).
     pub size: u64,
+}
+
+/// A line a `search` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchMatch {
+    /// The file, relative to the root.
+    pub path: String,
+    /// The line's number, from 1.
+    pub line: u64,
+    /// The line (its first 300 characters).
+    pub text: String,
 }
 
 /// File operations under one root directory.
@@ -220,6 +253,25 @@ impl FsTool {
                     "content": content,
                 }))
             }
+            FsRequest::Search {
+                path,
+                text,
+                max_matches,
+            } => {
+                if text.is_empty() {
+                    return Err(ToolError::BadRequest("search needs a text to find".into()));
+                }
+                let limit = max_matches.unwrap_or(100).clamp(1, MAX_SEARCH_MATCHES);
+                let start = self.existing(path)?;
+                let mut matches = Vec::new();
+                let truncated = self.search(&start, text, limit, &mut matches);
+                Ok(serde_json::json!({
+                    "path": path,
+                    "text": text,
+                    "matches": matches,
+                    "truncated": truncated,
+                }))
+            }
             FsRequest::Write { path, content } => {
                 if !self.writable {
                     return Err(ToolError::ReadOnly);
@@ -241,6 +293,53 @@ impl FsTool {
                 }))
             }
         }
+    }
+
+    /// Appends the lines holding `text` under `at` to `matches`, walking in name order; true
+    /// when it stopped at `limit`. Unreadable entries are skipped: a search reports what it
+    /// can read.
+    fn search(&self, at: &Path, text: &str, limit: usize, matches: &mut Vec<SearchMatch>) -> bool {
+        let Ok(meta) = at.symlink_metadata() else {
+            return false;
+        };
+        if meta.is_symlink() {
+            return false;
+        }
+        if meta.is_dir() {
+            let Ok(entries) = std::fs::read_dir(at) else {
+                return false;
+            };
+            let mut paths: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.file_name().is_none_or(|n| n != ".git"))
+                .collect();
+            paths.sort();
+            return paths.iter().any(|p| self.search(p, text, limit, matches));
+        }
+        if meta.len() > DEFAULT_READ_LIMIT {
+            return false;
+        }
+        let Ok(content) = std::fs::read_to_string(at) else {
+            return false;
+        };
+        let relative = at
+            .strip_prefix(&self.root)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for (number, line) in content.lines().enumerate() {
+            if !line.contains(text) {
+                continue;
+            }
+            if matches.len() == limit {
+                return true;
+            }
+            matches.push(SearchMatch {
+                path: relative.clone(),
+                line: number as u64 + 1,
+                text: line.chars().take(SHOWN_LINE).collect(),
+            });
+        }
+        false
     }
 
     /// `path` checked lexically: relative, no `..`.
@@ -320,7 +419,7 @@ pub fn fs_handler(tool: Arc<FsTool>) -> Handler {
         async move {
             let request: FsRequest = serde_json::from_value(ctx.input).map_err(|e| {
                 format!(
-                    "a tool.fs task takes {{\"op\": \"list\"|\"stat\"|\"read\"|\"write\", \"path\": ..., \"content\" (write), \"max_bytes\" (read)}}: {e}"
+                    "a tool.fs task takes {{\"op\": \"list\"|\"stat\"|\"read\"|\"search\"|\"write\", \"path\": ..., \"content\" (write), \"max_bytes\" (read), \"text\", \"max_matches\" (search)}}: {e}"
                 )
             })?;
             tokio::task::spawn_blocking(move || tool.run(&request))
@@ -441,6 +540,60 @@ mod tests {
             "s3cret"
         );
         assert!(!outside.path().join("planted").exists());
+    }
+
+    #[test]
+    fn searches_files_in_path_order_without_following_links_out() {
+        let dir = workspace();
+        std::fs::write(
+            dir.path().join("src/main.rs"),
+            "fn main() {\n    calc::one();\n}\n",
+        )
+        .expect("write");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("leak.rs"), "fn one() {}\n").expect("write");
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("linked")).expect("link");
+        std::fs::create_dir_all(dir.path().join(".git")).expect("mkdir");
+        std::fs::write(dir.path().join(".git/HEAD"), "one\n").expect("write");
+        let tool = FsTool::new(dir.path(), false).expect("a root");
+        let found =
+            run(&tool, serde_json::json!({"op": "search", "text": "one"})).expect("searches");
+        let matches: Vec<SearchMatch> =
+            serde_json::from_value(found["matches"].clone()).expect("matches");
+        assert_eq!(
+            matches,
+            [
+                SearchMatch {
+                    path: "src/lib.rs".into(),
+                    line: 1,
+                    text: "pub fn one() -> u8 { 1 }".into()
+                },
+                SearchMatch {
+                    path: "src/main.rs".into(),
+                    line: 2,
+                    text: "    calc::one();".into()
+                },
+            ]
+        );
+        assert_eq!(found["truncated"], false);
+        let first = run(
+            &tool,
+            serde_json::json!({"op": "search", "text": "one", "max_matches": 1}),
+        )
+        .expect("searches");
+        assert_eq!(first["matches"].as_array().map(Vec::len), Some(1));
+        assert_eq!(first["truncated"], true);
+        assert!(matches!(
+            run(&tool, serde_json::json!({"op": "search", "text": ""})),
+            Err(ToolError::BadRequest(_))
+        ));
+        assert!(matches!(
+            run(
+                &tool,
+                serde_json::json!({"op": "search", "path": "linked", "text": "one"})
+            ),
+            Err(ToolError::OutsideRoot { .. })
+        ));
     }
 
     #[test]
