@@ -32,7 +32,7 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
         data.path(),
         "inference",
         "llm.generate",
-        &["--model", &model_arg],
+        &["--capability", "llm.score", "--model", &model_arg],
     )
     .await?;
     let submitter = nats.event_log("acme").await?;
@@ -66,15 +66,27 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
         "max_tokens": 8,
     });
     murmur_e2e::submit_once(&submitter, "chat", "llm.generate", chat_request.clone()).await?;
+    // The same agent scores fixed answers when a task asks for llm.score.
+    let score_request = serde_json::json!({
+        "prompt": "Is the build green? Answer:",
+        "choices": [" yes", " no", " maybe"],
+    });
+    murmur_e2e::submit_once(&submitter, "score", "llm.score", score_request.clone()).await?;
 
     let mut view = Projector::new(
         submitter.clone(),
         CoordinatorProjection::new(Token::new("acme")?, vec![]),
     );
     anyhow::ensure!(
-        view.follow_until(DEADLINE, |v| ["ask", "sampled", "malformed", "chat"]
-            .iter()
-            .all(|id| v.tasks.tasks.get(*id).is_some_and(|t| t.state.is_final())))
+        view.follow_until(DEADLINE, |v| [
+            "ask",
+            "sampled",
+            "malformed",
+            "chat",
+            "score"
+        ]
+        .iter()
+        .all(|id| v.tasks.tasks.get(*id).is_some_and(|t| t.state.is_final())))
             .await?,
         "the tasks never finished: {:?}",
         view.state().tasks.counts()
@@ -124,6 +136,16 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
         answered,
         model.generate(&prompt, &GenerateOptions::greedy(8))?
     );
+
+    let scored: murmur_agents::inference::Scores = serde_json::from_value(
+        tasks["score"]
+            .output
+            .clone()
+            .context("the score task has an output")?,
+    )?;
+    let request: murmur_agents::inference::ScoreRequest = serde_json::from_value(score_request)?;
+    assert_eq!(scored, request.answer(&model).map_err(anyhow::Error::msg)?);
+    assert_eq!(scored.scores.len(), 3);
 
     let malformed = &tasks["malformed"];
     assert_eq!(malformed.state, TaskState::DeadLettered);

@@ -40,6 +40,9 @@ pub struct TaskContext {
     /// The task's input, or for a task with dependencies
     /// `{"input": ..., "parents": {id: output, ...}}`.
     pub input: serde_json::Value,
+    /// The capability the task asked for (an agent offering several dispatches on it);
+    /// empty when the assignment came from a coordinator that did not carry it.
+    pub capability: String,
     /// Where the handler reports how far it has come.
     pub progress: Progress,
 }
@@ -429,7 +432,12 @@ pub async fn run_worker(
                 let mut to_fetch = Vec::new();
                 for mut a in fresh {
                     match a.work.take() {
-                        Some(work) => ready.push((a, work.input, work.submitter)),
+                        Some(work) => ready.push(Ready {
+                            input: work.input,
+                            submitter: work.submitter,
+                            capability: work.capability,
+                            assignment: a,
+                        }),
                         None => to_fetch.push(a),
                     }
                 }
@@ -440,13 +448,13 @@ pub async fn run_worker(
                 for (a, work) in to_fetch.into_iter().zip(works) {
                     match work {
                         Ok(Some(w)) => {
-                            let input = w
-                                .book
-                                .tasks
-                                .get(&a.task)
-                                .map(|t| w.book.handler_input(t))
-                                .unwrap_or_default();
-                            ready.push((a, input, w.submitter));
+                            let task = w.book.tasks.get(&a.task);
+                            ready.push(Ready {
+                                input: task.map(|t| w.book.handler_input(t)).unwrap_or_default(),
+                                capability: task.map(|t| t.requirements.capability.clone()).unwrap_or_default(),
+                                submitter: w.submitter,
+                                assignment: a,
+                            });
                         }
                         Ok(None) => tracing::warn!(
                             task = %a.task,
@@ -463,7 +471,7 @@ pub async fn run_worker(
                     continue;
                 }
                 let mut drafts = Vec::with_capacity(ready.len());
-                for (a, ..) in &ready {
+                for Ready { assignment: a, .. } in &ready {
                     drafts.push(
                         Draft::new(Token::new(a.task.as_str())?, &TaskStarted { attempt: a.attempt })?
                             .caused_by_ids(a.correlation_id.clone(), a.event_id.clone(), None),
@@ -475,7 +483,7 @@ pub async fn run_worker(
                         .seal_many(drafts)
                         .into_iter()
                         .zip(&ready)
-                        .map(|(sealed, (a, ..))| (sealed, Expected::LastSequence(a.sequence)))
+                        .map(|(sealed, r)| (sealed, Expected::LastSequence(r.assignment.sequence)))
                         .collect();
                     let write_began = tokio::time::Instant::now();
                     let stored = log.append_expected_patiently(&writes, PATIENCE).await?;
@@ -519,10 +527,18 @@ enum Written {
     Reported(u64),
 }
 
+/// An assignment with what its handler needs.
+struct Ready {
+    assignment: Assignment,
+    input: serde_json::Value,
+    submitter: String,
+    capability: String,
+}
+
 /// Assignments with their input and submitter, the `started` writes for them, and what the
 /// server answered to each.
 struct StartedBatch {
-    ready: Vec<(Assignment, serde_json::Value, String)>,
+    ready: Vec<Ready>,
     writes: Vec<(murmur_subjects::SealedEvent, Expected)>,
     stored: Vec<Result<murmur_subjects::log::Appended, murmur_subjects::LogError>>,
 }
@@ -548,8 +564,13 @@ fn start_handlers(
         writes,
         stored,
     } = batch;
-    for (((a, input, submitter), (started, _)), stored) in ready.into_iter().zip(writes).zip(stored)
-    {
+    for ((ready, (started, _)), stored) in ready.into_iter().zip(writes).zip(stored) {
+        let Ready {
+            assignment: a,
+            input,
+            submitter,
+            capability,
+        } = ready;
         let started_sequence = match stored {
             Ok(appended) => appended.sequence,
             Err(e) => {
@@ -579,6 +600,7 @@ fn start_handlers(
             correlation_id: a.correlation_id.clone(),
             started_id: started.record.id.clone(),
             input,
+            capability,
             progress,
         });
         let tx = done_tx.clone();

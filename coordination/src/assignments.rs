@@ -335,6 +335,7 @@ mod tests {
             work: Some(AssignedWork {
                 input: serde_json::json!({"n": 2}),
                 submitter: "alice".into(),
+                capability: "test.run".into(),
             }),
             ..assigned(me, 2, 60_000)
         }

@@ -199,6 +199,7 @@ fn carried_work(book: &TaskBook, task: &Task) -> Option<AssignedWork> {
     Some(AssignedWork {
         input,
         submitter: task.submitter.clone(),
+        capability: task.requirements.capability.clone(),
     })
 }
 

@@ -557,6 +557,10 @@ pub struct AssignedWork {
     pub input: serde_json::Value,
     /// The task's submitter (whose cancellation counts).
     pub submitter: String,
+    /// The capability the task asked for, so an agent offering several runs the right
+    /// one; empty in events from coordinators before it was carried.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub capability: String,
 }
 
 impl Payload for TaskAssigned {

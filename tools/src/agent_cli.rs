@@ -123,8 +123,9 @@ pub const TOOL_KIND: &str = "tool";
 /// The agent kind that runs a language model (`murmur_agents::inference`).
 pub const INFERENCE_KIND: &str = "inference";
 
-/// What an inference agent offers unless told otherwise.
-const INFERENCE_CAPABILITY: &str = "llm.generate";
+/// What an inference agent offers unless told otherwise (`murmur_agents::inference`'s
+/// generate and score capabilities).
+const INFERENCE_CAPABILITIES: [&str; 2] = ["llm.generate", "llm.score"];
 
 #[cfg(feature = "inference")]
 pub(crate) type LoadedModel = std::sync::Arc<murmur_agents::inference::GgufModel>;
@@ -195,7 +196,8 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
     // every task routed to it.
     let inference = if args.kind == INFERENCE_KIND {
         if args.capabilities.is_empty() {
-            args.capabilities.push(INFERENCE_CAPABILITY.into());
+            args.capabilities
+                .extend(INFERENCE_CAPABILITIES.map(String::from));
         }
         Some(load_model(args.model.as_deref()).await?)
     } else {

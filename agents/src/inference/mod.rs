@@ -717,7 +717,77 @@ pub fn seed_of(task: &str) -> u64 {
     u64::from_be_bytes(first)
 }
 
-/// The worker handler of an inference agent: each attempt decodes its input as a
+/// The capability of generating text ([`GenerateRequest`]).
+pub const GENERATE_CAPABILITY: &str = "llm.generate";
+
+/// The capability of scoring fixed answers ([`ScoreRequest`]).
+pub const SCORE_CAPABILITY: &str = "llm.score";
+
+/// The most answers one `llm.score` task may ask about.
+pub const MAX_CHOICES: usize = 64;
+
+/// What an `llm.score` task asks: how likely the model finds each of `choices` right after
+/// the prompt (or the conversation, rendered with the model's chat template). A
+/// classification or a vote without sampling, as [`GgufModel::score`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreRequest {
+    /// The prompt, as the model reads it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prompt: String,
+    /// A conversation instead of a prompt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<chat::ChatMessage>,
+    /// The answers to score, as they would follow the prompt (mind the leading space).
+    pub choices: Vec<String>,
+}
+
+/// What an `llm.score` task answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// Each choice's log-probability (natural log, summed over its tokens), in order.
+    pub scores: Vec<f64>,
+    /// The index of the most likely choice (the first of equals).
+    pub best: usize,
+    /// The most likely choice.
+    pub choice: String,
+    /// SHA-256 of the model file.
+    pub model_sha256: String,
+}
+
+impl ScoreRequest {
+    /// The scores `model` gives, or why the request cannot be answered.
+    pub fn answer(&self, model: &GgufModel) -> Result<Scores, String> {
+        if self.choices.is_empty() || self.choices.len() > MAX_CHOICES {
+            return Err(format!(
+                "choices must hold 1 to {MAX_CHOICES} answers, not {}",
+                self.choices.len()
+            ));
+        }
+        let prompt = GenerateRequest {
+            prompt: self.prompt.clone(),
+            messages: self.messages.clone(),
+            ..GenerateRequest::new("", 0)
+        }
+        .prompt_for(model)?;
+        let choices: Vec<&str> = self.choices.iter().map(String::as_str).collect();
+        let scores = model.score(&prompt, &choices).map_err(|e| e.to_string())?;
+        let best = scores
+            .iter()
+            .enumerate()
+            .fold(0, |best, (i, s)| if *s > scores[best] { i } else { best });
+        Ok(Scores {
+            best,
+            choice: self.choices[best].clone(),
+            scores,
+            model_sha256: model.sha256().to_string(),
+        })
+    }
+}
+
+/// The worker handler of an inference agent. A task that asked for [`SCORE_CAPABILITY`]
+/// decodes its input as a [`ScoreRequest`] and gets [`Scores`]; any other (`llm.generate`)
+/// decodes its input as a
 /// [`GenerateRequest`], generates on a blocking thread, reports the text so far as the
 /// attempt's progress (`murmur task watch` streams it) and returns the [`Generation`]. A
 /// malformed input or a prompt that does not fit fails the attempt with the reason. With
@@ -734,6 +804,17 @@ pub fn generate_handler(
         let model = model.clone();
         let metrics = metrics.clone();
         async move {
+            if ctx.capability == SCORE_CAPABILITY {
+                let request: ScoreRequest = serde_json::from_value(ctx.input).map_err(|e| {
+                    format!(
+                        "an llm.score task takes {{\"prompt\": text or \"messages\": [...], \"choices\": [text, ...]}}: {e}"
+                    )
+                })?;
+                let scores = tokio::task::spawn_blocking(move || request.answer(&model))
+                    .await
+                    .map_err(|e| format!("the scoring thread failed: {e}"))??;
+                return serde_json::to_value(scores).map_err(|e| e.to_string());
+            }
             let request: GenerateRequest = serde_json::from_value(ctx.input).map_err(|e| {
                 format!(
                     "an llm.generate task takes {{\"prompt\": text or \"messages\": [{{\"role\", \"content\"}}], \"max_tokens\": n, \"temperature\", \"top_k\", \"top_p\", \"seed\", \"repeat_penalty\" (optional)}}: {e}"
@@ -980,6 +1061,44 @@ mod tests {
             .unwrap_or(2);
         assert_eq!(stopped.tokens, free.tokens[..first_end]);
         assert_eq!(stopped.stop, StopReason::EndOfText);
+    }
+
+    #[test]
+    fn a_score_request_answers_with_the_most_likely_choice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let model =
+            GgufModel::load(&write(dir.path(), "m.gguf", TestModel::new(11))).expect("loads");
+        let request: ScoreRequest = serde_json::from_value(
+            serde_json::json!({"prompt": "Ship it?", "choices": [" yes", " no", " later"]}),
+        )
+        .expect("parses");
+        let answer = request.answer(&model).expect("scores");
+        let expected = model
+            .score("Ship it?", &[" yes", " no", " later"])
+            .expect("scores");
+        assert_eq!(answer.scores, expected);
+        let best = (0..3)
+            .max_by(|a, b| expected[*a].total_cmp(&expected[*b]))
+            .expect("three");
+        assert_eq!(
+            (answer.best, answer.choice.as_str()),
+            (best, request.choices[best].as_str())
+        );
+        let none = ScoreRequest {
+            choices: vec![],
+            ..request.clone()
+        };
+        assert!(none.answer(&model).is_err());
+        let chat: ScoreRequest = serde_json::from_value(serde_json::json!({
+            "messages": [{"role": "user", "content": "Ship it?"}],
+            "choices": ["yes", "no"],
+        }))
+        .expect("parses");
+        let rendered = model.chat_prompt(&chat.messages).expect("renders");
+        assert_eq!(
+            chat.answer(&model).expect("scores").scores,
+            model.score(&rendered, &["yes", "no"]).expect("scores")
+        );
     }
 
     #[test]

@@ -1385,6 +1385,7 @@ async fn task_suite(
                 work: Some(murmur_subjects::events::AssignedWork {
                     input: serde_json::json!({ "n": 0 }),
                     submitter: raw_log.identity().public_key().to_string(),
+                    capability: "compiler.rust".into(),
                 }),
             },
         )?)?,
