@@ -385,12 +385,25 @@ impl FsTool {
             .ok_or_else(|| ToolError::OutsideRoot { path: path.into() })?
             .to_owned();
         let parent = relative.parent().unwrap_or(Path::new(""));
-        let dir = self.root.join(parent);
-        std::fs::create_dir_all(&dir).map_err(|source| ToolError::Io {
-            path: path.into(),
-            source,
-        })?;
-        let dir = self.existing(&parent.to_string_lossy())?;
+        // One level at a time, each checked before the next is made under it: a link on the
+        // way must not get a directory made outside the root.
+        let mut dir = self.root.clone();
+        for part in parent.components() {
+            let next = dir.join(part);
+            if !next.exists() {
+                std::fs::create_dir(&next).map_err(|source| ToolError::Io {
+                    path: path.into(),
+                    source,
+                })?;
+            }
+            dir = next.canonicalize().map_err(|source| ToolError::Io {
+                path: path.into(),
+                source,
+            })?;
+            if !dir.starts_with(&self.root) {
+                return Err(ToolError::OutsideRoot { path: path.into() });
+            }
+        }
         let at = dir.join(name);
         if at.exists() {
             // An existing file or link must resolve under the root too.
@@ -526,6 +539,7 @@ mod tests {
             serde_json::json!({"op": "read", "path": "secret"}),
             serde_json::json!({"op": "list", "path": "escape"}),
             serde_json::json!({"op": "write", "path": "escape/planted", "content": "x"}),
+            serde_json::json!({"op": "write", "path": "escape/made/planted", "content": "x"}),
             serde_json::json!({"op": "write", "path": "secret", "content": "overwritten"}),
             serde_json::json!({"op": "write", "path": "../planted", "content": "x"}),
         ] {
@@ -540,6 +554,10 @@ mod tests {
             "s3cret"
         );
         assert!(!outside.path().join("planted").exists());
+        assert!(
+            !outside.path().join("made").exists(),
+            "no directory is made outside on the way"
+        );
     }
 
     #[test]
