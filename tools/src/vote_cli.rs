@@ -247,32 +247,43 @@ pub async fn watch(settings: &Settings, id: &str, timeout_s: Option<u64>) -> Res
         }
     };
     let until = tokio::time::Instant::now() + limit;
-    let aggregate = Token::new(id)?;
-    let mut votes_shown = 0;
+    // The votes' reasons are in their events, not in the fold: the proposal's `vote_cast`
+    // events are read when the fold shows a vote (counted or refused) it had not, each
+    // read starting after the last vote shown.
+    use murmur_subjects::Payload as _;
+    let votes = murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
+        .realm(settings.realm.clone())
+        .domain(murmur_subjects::Domain::Proposal)
+        .aggregate(Token::new(id)?)
+        .verb(Token::new(VoteCast::VERB)?);
+    let mut next_vote = 1;
     let mut seen_votes = None;
     loop {
         let p = &fold.state().proposals[id];
-        // The votes' reasons are in their events, not in the fold: read them when the fold
-        // shows a vote (counted or refused) it had not.
         let votes_now = (p.votes.len(), p.refused.len());
         if !settings.json && seen_votes != Some(votes_now) {
             seen_votes = Some(votes_now);
-            let events = murmur_subjects::projection::read_aggregate(
-                &log,
-                murmur_subjects::Domain::Proposal,
-                &aggregate,
+            murmur_subjects::projection::read_stream(
+                log.jetstream(),
+                &log.config().history_stream,
+                &votes,
+                murmur_subjects::projection::StartAt::Sequence(next_vote),
+                None,
+                |stored| {
+                    next_vote = stored.sequence + 1;
+                    let event =
+                        log.decode_stored(&stored.message, stored.sequence, Some(stored.stored_at));
+                    if let Ok(event) = event
+                        && let Ok(vote) = event.payload::<VoteCast>()
+                    {
+                        let voter = event.emitter();
+                        let choice = format!("{:?}", vote.choice).to_lowercase();
+                        out!("vote  {voter}  {choice:<7}  {}", vote.reason);
+                    }
+                    std::ops::ControlFlow::Continue(())
+                },
             )
             .await?;
-            let votes: Vec<(String, VoteCast)> = events
-                .into_iter()
-                .filter_map(|(_, e)| e.ok())
-                .filter_map(|e| Some((e.emitter().to_string(), e.payload::<VoteCast>().ok()?)))
-                .collect();
-            for (voter, vote) in votes.iter().skip(votes_shown) {
-                let choice = format!("{:?}", vote.choice).to_lowercase();
-                out!("vote  {voter}  {choice:<7}  {}", vote.reason);
-            }
-            votes_shown = votes_shown.max(votes.len());
         }
         if p.decided.is_some() || p.withdrawn.is_some() {
             break;
