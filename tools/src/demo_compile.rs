@@ -233,6 +233,43 @@ impl DemoCoordinator {
             task,
         })
     }
+
+    /// Submits each of `tasks` (id, capability, input) in `realm` with a single attempt, then
+    /// follows the log for up to `limit` until every one is final. Returns the tasks as this
+    /// coordinator's fold holds them, and whether they all ended in time.
+    pub(crate) async fn run_once(
+        &self,
+        realm: &Token,
+        tasks: &[(&str, &str, serde_json::Value)],
+        limit: Duration,
+    ) -> Result<(BTreeMap<String, murmur_coordination::tasks::Task>, bool)> {
+        for (id, capability, input) in tasks {
+            let submitted = TaskSubmitted {
+                capability: capability.to_string(),
+                input: input.clone(),
+                max_attempts: Some(1),
+                ..Default::default()
+            };
+            self.platform
+                .append_expected(
+                    Draft::new(Token::new(*id)?, &submitted)?,
+                    Expected::NoEvents,
+                )
+                .await?;
+        }
+        let mut view = Projector::new(
+            self.platform.clone(),
+            CoordinatorProjection::new(realm.clone(), vec![self.key.clone()]),
+        );
+        let finished = view
+            .follow_until(limit, |v| {
+                tasks
+                    .iter()
+                    .all(|(id, ..)| v.tasks.tasks.get(*id).is_some_and(|t| t.state.is_final()))
+            })
+            .await?;
+        Ok((view.take_state().tasks.tasks, finished))
+    }
 }
 
 /// Runs the compile demo against a server that is already up (the main demo's).

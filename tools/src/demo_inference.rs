@@ -13,12 +13,10 @@ use futures::StreamExt as _;
 use murmur_agents::inference::{
     GenerateOptions, Generation, GgufModel, TestModel, TestVocabulary, write_test_model,
 };
-use murmur_coordination::coordinator::CoordinatorProjection;
 use murmur_coordination::tasks::TaskState;
 use murmur_subjects::catalog::EventType;
-use murmur_subjects::events::{TaskProgress, TaskSubmitted};
-use murmur_subjects::log::Expected;
-use murmur_subjects::{Draft, Projector, Token};
+use murmur_subjects::events::TaskProgress;
+use murmur_subjects::Token;
 
 use crate::cli::Settings;
 use crate::demo_compile::{DemoCoordinator, spawn_agent, stop_agents};
@@ -42,17 +40,12 @@ pub async fn run_on(
     )?;
     let model_arg = model_path.to_str().context("model path is not UTF-8")?;
 
-    let DemoCoordinator {
-        platform,
-        key: coordinator_key,
-        stop: stop_tx,
-        task: coordinator,
-    } = DemoCoordinator::start(connect, "demo-inference", &realm, settings).await?;
+    let coordinator = DemoCoordinator::start(connect, "demo-inference", &realm, settings).await?;
     let mut agents = vec![
         spawn_agent(
             url,
             &realm,
-            &coordinator_key,
+            &coordinator.key,
             data.path(),
             "inference",
             "llm",
@@ -62,36 +55,27 @@ pub async fn run_on(
     ];
     // The attempt's progress (its text so far), as `murmur task watch` shows it.
     let progress_subject = EventType::of::<TaskProgress>().subject(&realm, &Token::new("ask")?);
+    let platform = &coordinator.platform;
     let mut progress = platform
         .client()
         .subscribe(progress_subject.to_string())
         .await?;
     platform.client().flush().await?;
-    let submitted = TaskSubmitted {
-        capability: "llm.generate".into(),
-        input: serde_json::json!({"prompt": PROMPT, "max_tokens": 16}),
-        max_attempts: Some(1),
-        ..Default::default()
-    };
-    platform
-        .append_expected(
-            Draft::new(Token::new("ask")?, &submitted)?,
-            Expected::NoEvents,
+    let (mut tasks, finished) = coordinator
+        .run_once(
+            &realm,
+            &[(
+                "ask",
+                "llm.generate",
+                serde_json::json!({"prompt": PROMPT, "max_tokens": 16}),
+            )],
+            Duration::from_secs(120),
         )
         .await?;
-    let mut view = Projector::new(
-        platform.clone(),
-        CoordinatorProjection::new(realm.clone(), vec![coordinator_key.clone()]),
-    );
-    let finished = view
-        .follow_until(Duration::from_secs(120), |v| {
-            v.tasks.tasks.get("ask").is_some_and(|t| t.state.is_final())
-        })
-        .await?;
-    let task = view.state().tasks.tasks.get("ask").cloned();
+    let task = tasks.remove("ask");
     let mut problems = stop_agents(&mut agents).await;
-    let _ = stop_tx.send(true);
-    coordinator.await??;
+    let _ = coordinator.stop.send(true);
+    coordinator.task.await??;
     ensure!(finished, "the generate task did not finish within 120 s");
     let task = task.context("the task is in the view")?;
     let TaskState::Completed { .. } = task.state else {
@@ -108,7 +92,7 @@ pub async fn run_on(
         problems.push("the agent's tokens differ from the same model's here".into());
     }
     let streamed = streamed_reports(
-        &platform,
+        platform,
         &mut progress,
         agent_key(&task.state),
         &answer.text,

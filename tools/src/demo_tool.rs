@@ -5,11 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use murmur_coordination::coordinator::CoordinatorProjection;
 use murmur_coordination::tasks::TaskState;
-use murmur_subjects::events::TaskSubmitted;
-use murmur_subjects::log::Expected;
-use murmur_subjects::{Draft, Projector, Token};
 
 use crate::cli::Settings;
 use crate::demo_compile::{DemoCoordinator, spawn_agent, stop_agents};
@@ -29,17 +25,12 @@ pub async fn run_on(
     std::fs::write(data.path().join("outside.txt"), "not for the tool")?;
     let root_arg = root.to_str().context("workspace path is not UTF-8")?;
 
-    let DemoCoordinator {
-        platform,
-        key: coordinator_key,
-        stop: stop_tx,
-        task: coordinator,
-    } = DemoCoordinator::start(connect, "demo-tool", &realm, settings).await?;
+    let coordinator = DemoCoordinator::start(connect, "demo-tool", &realm, settings).await?;
     let mut agents = vec![
         spawn_agent(
             url,
             &realm,
-            &coordinator_key,
+            &coordinator.key,
             data.path(),
             "tool",
             "files",
@@ -47,45 +38,29 @@ pub async fn run_on(
         )
         .await?,
     ];
-    let asks = [
-        ("list", serde_json::json!({"op": "list"})),
-        (
-            "read",
-            serde_json::json!({"op": "read", "path": "src/lib.rs"}),
-        ),
-        (
-            "escape",
-            serde_json::json!({"op": "read", "path": "../outside.txt"}),
-        ),
-    ];
-    for (id, input) in &asks {
-        let submitted = TaskSubmitted {
-            capability: murmur_agents::tool::FS_CAPABILITY.into(),
-            input: input.clone(),
-            max_attempts: Some(1),
-            ..Default::default()
-        };
-        platform
-            .append_expected(
-                Draft::new(Token::new(*id)?, &submitted)?,
-                Expected::NoEvents,
-            )
-            .await?;
-    }
-    let mut view = Projector::new(
-        platform.clone(),
-        CoordinatorProjection::new(realm.clone(), vec![coordinator_key.clone()]),
-    );
-    let finished = view
-        .follow_until(Duration::from_secs(60), |v| {
-            asks.iter()
-                .all(|(id, _)| v.tasks.tasks.get(*id).is_some_and(|t| t.state.is_final()))
-        })
+    let fs = murmur_agents::tool::FS_CAPABILITY;
+    let (tasks, finished) = coordinator
+        .run_once(
+            &realm,
+            &[
+                ("list", fs, serde_json::json!({"op": "list"})),
+                (
+                    "read",
+                    fs,
+                    serde_json::json!({"op": "read", "path": "src/lib.rs"}),
+                ),
+                (
+                    "escape",
+                    fs,
+                    serde_json::json!({"op": "read", "path": "../outside.txt"}),
+                ),
+            ],
+            Duration::from_secs(60),
+        )
         .await?;
-    let tasks = view.state().tasks.tasks.clone();
     let mut problems = stop_agents(&mut agents).await;
-    let _ = stop_tx.send(true);
-    coordinator.await??;
+    let _ = coordinator.stop.send(true);
+    coordinator.task.await??;
     ensure!(finished, "the tool tasks did not finish within 60 s");
     let output = |id: &str| -> Result<serde_json::Value> {
         let task = tasks.get(id).context("the task is in the view")?;
