@@ -290,13 +290,9 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
         &policy,
         "default = \"abstain\"\n[[rules]]\nwhen = [{ path = \"/tests_passed\", equals = true }]\nvote = \"approve\"\nreason = \"tests pass\"\n[[rules]]\nwhen = [{ path = \"/tests_passed\", equals = false }]\nvote = \"reject\"\nreason = \"tests fail\"\n",
     )?;
-    let bin = murmur_e2e::murmur_binary()?;
     let murmur = |args: &[&str]| {
-        let mut c = tokio::process::Command::new(&bin);
-        c.args(["--server", nats.url(), "--realm", "acme", "--data-dir"])
-            .arg(data.path().join("cli"))
-            .args(args)
-            .kill_on_drop(true);
+        let mut c = murmur_e2e::murmur_cli(nats.url(), &data.path().join("cli")).expect("murmur");
+        c.args(args);
         c
     };
     let mut voters = Vec::new();

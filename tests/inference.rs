@@ -165,17 +165,9 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
                 .unwrap_or_default()
         })
         .sum();
-    let mut status = tokio::process::Command::new(murmur_e2e::murmur_binary()?);
-    status
-        .args([
-            "--server",
-            nats.url(),
-            "--realm",
-            "acme",
-            "--json",
-            "status",
-        ])
-        .kill_on_drop(true);
+    let cli = data.path().join("cli");
+    let mut status = murmur_e2e::murmur_cli(nats.url(), &cli)?;
+    status.args(["--json", "status"]);
     let out = tokio::time::timeout(DEADLINE, status.output()).await??;
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .with_context(|| String::from_utf8_lossy(&out.stderr).to_string())?;
@@ -190,14 +182,11 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
     // The agent carries its model's labels, and a task can ask for a model by them: one
     // asking for another model waits, though submitted first; one asking for this model runs.
     let murmur = |args: &[&str]| {
-        let mut command =
-            tokio::process::Command::new(murmur_e2e::murmur_binary().expect("murmur"));
+        let mut command = murmur_e2e::murmur_cli(nats.url(), &cli).expect("murmur");
         command
-            .args(["--server", nats.url(), "--realm", "acme", "task", "submit"])
-            .args(["--capability", "llm.generate"])
+            .args(["task", "submit", "--capability", "llm.generate"])
             .args(["--input", r#"{"prompt": "hello", "max_tokens": 4}"#])
-            .args(args)
-            .kill_on_drop(true);
+            .args(args);
         command
     };
     let other_model = format!("model_sha256={}", "0".repeat(64));
@@ -232,20 +221,8 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
 
     // `agents ls` shows the model's labels and picks agents by them.
     let listed = |label: &str| {
-        let mut command =
-            tokio::process::Command::new(murmur_e2e::murmur_binary().expect("murmur"));
-        command
-            .args([
-                "--server",
-                nats.url(),
-                "--realm",
-                "acme",
-                "agents",
-                "ls",
-                "--label",
-                label,
-            ])
-            .kill_on_drop(true);
+        let mut command = murmur_e2e::murmur_cli(nats.url(), &cli).expect("murmur");
+        command.args(["agents", "ls", "--label", label]);
         command
     };
     let out = tokio::time::timeout(DEADLINE, listed("model=murmur-test-model").output()).await??;
@@ -405,13 +382,9 @@ async fn a_model_voter_votes_as_its_model_scores_the_answers() -> Result<()> {
         &TestModel::new(9).vocabulary(TestVocabulary::SentencePiece),
     )?;
     let model = std::sync::Arc::new(GgufModel::load(&model_path)?);
-    let bin = murmur_e2e::murmur_binary()?;
     let murmur = |args: &[&str]| {
-        let mut c = tokio::process::Command::new(&bin);
-        c.args(["--server", nats.url(), "--realm", "acme", "--data-dir"])
-            .arg(data.path().join("cli"))
-            .args(args)
-            .kill_on_drop(true);
+        let mut c = murmur_e2e::murmur_cli(nats.url(), &data.path().join("cli")).expect("murmur");
+        c.args(args);
         c
     };
     let instructions = "Accept changes that keep tests green.";

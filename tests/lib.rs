@@ -263,6 +263,17 @@ pub fn murmur_output(args: &[&str], deadline: Duration) -> Result<std::process::
     }
 }
 
+/// A `murmur` CLI command against the server at `url` in realm `acme`, with its data (its
+/// identity file) in `data`, killed when dropped; add the subcommand's arguments.
+pub fn murmur_cli(url: &str, data: &std::path::Path) -> Result<tokio::process::Command> {
+    let mut command = tokio::process::Command::new(murmur_binary()?);
+    command
+        .args(["--server", url, "--realm", "acme", "--data-dir"])
+        .arg(data)
+        .kill_on_drop(true);
+    Ok(command)
+}
+
 /// `murmur agent run` as a separate process in realm `acme`, with a fresh identity and a
 /// 200 ms heartbeat. `global` goes before the subcommand (e.g. `--log-level info`), `agent`
 /// after `agent run --kind K --capability C` (e.g. `--builtin-handler`). Stdout is piped;
