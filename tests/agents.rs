@@ -11,6 +11,7 @@ use murmur_coordination::registry::{AgentStatus, Registry, RegistryProjection};
 use murmur_e2e::{DEADLINE, spawn_agent};
 use murmur_subjects::events::{AgentJoined, AgentOffline};
 use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::roles::Role;
 use murmur_subjects::{EventType, Payload as _, Projector, Token};
 use murmur_tools::testkit::TestNats;
 
@@ -38,10 +39,26 @@ async fn agent_processes_join_crash_and_leave() -> Result<()> {
         },
     );
 
-    let (mut compiler, compiler_id) =
-        spawn_agent(nats.url(), data.path(), "compiler", "compiler.rust", &[]).await?;
-    let (executor, executor_id) =
-        spawn_agent(nats.url(), data.path(), "executor", "executor.test", &[]).await?;
+    let who = murmur_e2e::enrol(&nats, Role::Compiler, "compiler", data.path()).await?;
+    let (mut compiler, compiler_id) = spawn_agent(
+        nats.url(),
+        data.path(),
+        &who,
+        "compiler",
+        "compiler.rust",
+        &[],
+    )
+    .await?;
+    let who = murmur_e2e::enrol(&nats, Role::Executor, "executor", data.path()).await?;
+    let (executor, executor_id) = spawn_agent(
+        nats.url(),
+        data.path(),
+        &who,
+        "executor",
+        "executor.test",
+        &[],
+    )
+    .await?;
     wait_registry(&mut live, "both agents online", |r| {
         r.count(AgentStatus::Online) == 2
     })
@@ -65,7 +82,7 @@ async fn agent_processes_join_crash_and_leave() -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut monitors = Vec::new();
     for _ in 0..2 {
-        let log = nats.event_log("acme").await?;
+        let log = nats.log_as("acme", Role::Monitor, "monitor").await?;
         let mut rx = stop_rx.clone();
         monitors.push(tokio::spawn(run_monitor(
             log,
@@ -204,16 +221,21 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
         .local_addr()?
         .port();
     let metrics_addr = format!("127.0.0.1:{port}");
+    let who = murmur_e2e::enrol(&nats, Role::Worker, "worker", data.path()).await?;
     let (mut worker, id) = spawn_agent(
         nats.url(),
         data.path(),
+        &who,
         "tester",
         "test.run",
         &["--builtin-handler", "--metrics-listen", &metrics_addr],
     )
     .await?;
     let submitter = nats.event_log("acme").await?;
-    let coordinator = murmur_e2e::spawn_coordinator(nats.event_log("acme").await?);
+    let coordinator = murmur_e2e::spawn_coordinator(
+        nats.log_as("acme", Role::Coordinator, "coordinator")
+            .await?,
+    );
     for (n, input) in [
         // Long enough for a 200 ms heartbeat to see the agent busy.
         serde_json::json!({"n": 1, "sleep_ms": 800}),
@@ -303,7 +325,7 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
     // coordinator has dead-lettered the failed task.
     let mut view = Projector::new(
         submitter.clone(),
-        murmur_coordination::coordinator::CoordinatorProjection::new(Token::new("acme")?, vec![]),
+        murmur_coordination::coordinator::CoordinatorProjection::new(Token::new("acme")?),
     );
     anyhow::ensure!(
         view.follow_until(DEADLINE, |v| v.tasks.counts().get("dead_lettered")
@@ -337,9 +359,12 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
             },
         )?)
         .await?;
+    let who =
+        murmur_e2e::enrol(&nats, Role::Observer, "status", &data.path().join("status")).await?;
     let out = std::process::Command::new(murmur_e2e::murmur_binary()?)
         .args(["--server", nats.url(), "--realm", "acme", "--data-dir"])
         .arg(data.path().join("status"))
+        .args(&who)
         .args(["--json", "status"])
         .output()?;
     assert!(
@@ -525,7 +550,8 @@ async fn typed_handlers_get_only_the_declared_types_stored_after_the_join() -> R
         other => anyhow::bail!("expected the task, then the proposal: {other:?}"),
     }
     // The feed is filtered by the server, not by the agent: a consumer on the history
-    // stream carries exactly the declared types' subjects.
+    // stream carries exactly the declared types' subjects, and the realm's grants (which
+    // every projector folds, to judge decisions by their emitters' roles).
     let realm = Token::new("acme")?;
     let mut declared: Vec<String> = vec![
         murmur_subjects::EventType::of::<ProposalOpened>()
@@ -534,6 +560,7 @@ async fn typed_handlers_get_only_the_declared_types_stored_after_the_join() -> R
         murmur_subjects::EventType::of::<TaskSubmitted>()
             .filter(Some(&realm))
             .to_string(),
+        murmur_subjects::grants::filter(&realm).to_string(),
     ];
     declared.sort();
     let mut consumers = other

@@ -18,7 +18,7 @@ async fn server_with(authorization: &str) -> Result<(NatsProcess, tempfile::Temp
     );
     let path = dir.path().join("nats.conf");
     std::fs::write(&path, config)?;
-    let server = NatsProcess::start_with_config(&path, port, monitor, dir.path()).await?;
+    let server = NatsProcess::start_with_config(&path, port, monitor, dir.path(), None).await?;
     wait_healthy(monitor, Duration::from_secs(60)).await?;
     Ok((server, dir))
 }
@@ -79,8 +79,9 @@ async fn user_password_and_nkey_identities_connect_others_are_refused() -> Resul
         })
         .connect()
         .await;
+    // Refused by name: what was presented and what to check.
     assert!(
-        matches!(wrong, Err(ConnectError::Connect { .. })),
+        matches!(&wrong, Err(ConnectError::Refused { what, .. }) if what == "user \"alice\""),
         "{wrong:?}"
     );
     let stranger = Identity::generate();

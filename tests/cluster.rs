@@ -7,11 +7,34 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use murmur_e2e::{DEADLINE, submitted};
 use murmur_subjects::log::Appended;
+use murmur_subjects::roles::Role;
 use murmur_subjects::{Draft, EventLog, Identity, Projector, SealedEvent, Token};
 use murmur_tools::overview::OverviewProjection;
 
-async fn open(urls: &str, replicas: usize) -> Result<EventLog> {
-    murmur_e2e::open_cluster_log(urls, Identity::generate(), replicas).await
+/// A log on the cluster through the servers at `urls` only, with operator credentials.
+async fn open(
+    cluster: &murmur_tools::testkit::TestCluster,
+    urls: &str,
+    replicas: usize,
+) -> Result<EventLog> {
+    use murmur_subjects::connect::{Auth, ConnectOptions};
+    let identity = Identity::generate();
+    let creds = cluster.creds_for("acme", Role::Operator, &identity)?;
+    let client = ConnectOptions::servers(urls)
+        .auth(Auth::CredsFile { path: creds })
+        .connect()
+        .await?;
+    Ok(EventLog::open(
+        client,
+        identity,
+        Token::new("acme")?,
+        murmur_subjects::LogConfig {
+            replicas,
+            ..Default::default()
+        },
+        murmur_subjects::EventCodec::default(),
+    )
+    .await?)
 }
 
 fn note_retry(msg: &str) {
@@ -129,7 +152,7 @@ async fn survives_losing(victim: Victim) -> Result<()> {
     // The stopped node comes back, catches up, and a reader connected to it alone replays
     // the same state.
     cluster.restart(stopped).await?;
-    let other = open(&cluster.cluster.nodes[stopped].url(), 3).await?;
+    let other = open(&cluster, &cluster.cluster.nodes[stopped].url(), 3).await?;
     let mut again = Projector::new(
         other,
         OverviewProjection {
@@ -262,12 +285,17 @@ async fn agent_keeps_working_after_losing(victim: Victim) -> Result<()> {
     let data = tempfile::tempdir()?;
     let config = data.path().join("murmur.toml");
     std::fs::write(&config, "[log]\nreplicas = 3\n")?;
+    let who = cluster
+        .issuer()
+        .process_args(&Token::new("acme")?, Role::Worker, "worker", data.path())
+        .await?;
     let mut agent = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
         .args(["--server", &cluster.cluster.nodes[agent_node].url()])
         .args(["--realm", "acme", "--config"])
         .arg(&config)
         .arg("--data-dir")
         .arg(data.path())
+        .args(&who)
         .args([
             "agent",
             "run",
@@ -276,12 +304,7 @@ async fn agent_keeps_working_after_losing(victim: Victim) -> Result<()> {
             "--capability",
             "test.run",
         ])
-        .args([
-            "--heartbeat-ms",
-            "200",
-            "--ephemeral-identity",
-            "--builtin-handler",
-        ])
+        .args(["--heartbeat-ms", "200", "--builtin-handler"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
@@ -296,7 +319,10 @@ async fn agent_keeps_working_after_losing(victim: Victim) -> Result<()> {
     }
 
     // The coordinator is connected to every node, so it fails over too.
-    let coordinator_log = open(&cluster.urls(), 3).await?;
+    let coordinator_log = cluster
+        .issuer()
+        .participant(&Token::new("acme")?, Role::Coordinator, "coordinator")
+        .await?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let coordinator = tokio::spawn(run_coordinator(
         coordinator_log,
@@ -335,10 +361,7 @@ async fn agent_keeps_working_after_losing(victim: Victim) -> Result<()> {
         if tokio::time::Instant::now() >= until {
             let mut view = Projector::new(
                 log.clone(),
-                murmur_coordination::coordinator::CoordinatorProjection::new(
-                    Token::new("acme")?,
-                    vec![],
-                ),
+                murmur_coordination::coordinator::CoordinatorProjection::new(Token::new("acme")?),
             );
             view.catch_up().await?;
             let stuck: Vec<String> = view
@@ -380,10 +403,7 @@ async fn agent_keeps_working_after_losing(victim: Victim) -> Result<()> {
     let replay = loop {
         let mut replay = Projector::new(
             log.clone(),
-            murmur_coordination::coordinator::CoordinatorProjection::new(
-                Token::new("acme")?,
-                vec![],
-            ),
+            murmur_coordination::coordinator::CoordinatorProjection::new(Token::new("acme")?),
         );
         match replay.catch_up().await {
             Ok(_) => break replay,
@@ -440,10 +460,16 @@ async fn a_participant_with_other_settings_does_not_rewrite_the_clusters_streams
         ..Default::default()
     };
     assert_eq!(settings.replicas, 1);
-    let client = async_nats::connect(cluster.cluster.nodes[0].url()).await?;
+    let joiner = Identity::generate();
+    let client = murmur_subjects::connect::ConnectOptions::servers(&cluster.cluster.nodes[0].url())
+        .auth(murmur_subjects::connect::Auth::CredsFile {
+            path: cluster.creds_for("acme", Role::Operator, &joiner)?,
+        })
+        .connect()
+        .await?;
     let _joiner = EventLog::open(
         client,
-        Identity::generate(),
+        joiner,
         Token::new("acme")?,
         settings,
         murmur_subjects::EventCodec::default(),
@@ -460,12 +486,17 @@ async fn a_participant_with_other_settings_does_not_rewrite_the_clusters_streams
 async fn a_participant_started_while_jetstream_has_no_quorum_waits_for_it() -> Result<()> {
     let _turn = one_cluster_at_a_time().await;
     let (mut cluster, _owner) = murmur_e2e::r3_cluster(Identity::generate()).await?;
+    // Enrolled (its grant written) while the cluster takes writes.
+    let data = tempfile::tempdir()?;
+    let who = cluster
+        .issuer()
+        .process_args(&Token::new("acme")?, Role::Tallier, "tallier", data.path())
+        .await?;
     // Two of three nodes down: the remaining one cannot answer JetStream requests.
     cluster.stop(1).await?;
     cluster.stop(2).await?;
-    let data = tempfile::tempdir()?;
     let (mut tallier, log_path) =
-        murmur_e2e::tallier_process(&cluster.cluster.nodes[0].url(), data.path(), "info")?;
+        murmur_e2e::tallier_process(&cluster.cluster.nodes[0].url(), data.path(), &who, "info")?;
     // Which request meets the lost quorum first depends on how soon the remaining node
     // notices: opening the log (stream info) or, when that was still answered, the first
     // read of the proposals. Either way it retries instead of exiting.

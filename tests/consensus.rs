@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use murmur_coordination::consensus::{Consensus, ConsensusProjection, VoteRefusal, run_tallier};
 use murmur_e2e::DEADLINE;
 use murmur_subjects::events::{Choice, ProposalOpened, Protocol, VoteCast};
+use murmur_subjects::roles::Role;
 use murmur_subjects::{Draft, Identity, Payload as _, Projector, Token};
 use murmur_tools::testkit::TestNats;
 
@@ -44,26 +45,24 @@ async fn voter_logs(
     Ok((voters, keys))
 }
 
-/// The realm's proposals as `log` sees them, counting decisions from `talliers` (empty:
-/// from anyone).
-fn consensus_view(
-    log: &murmur_subjects::EventLog,
-    talliers: Vec<String>,
-) -> Result<Projector<ConsensusProjection>> {
+/// The realm's proposals as `log` sees them (decisions counting from holders of the
+/// tallier role).
+fn consensus_view(log: &murmur_subjects::EventLog) -> Result<Projector<ConsensusProjection>> {
     Ok(Projector::new(
         log.clone(),
         ConsensusProjection {
             realm: Token::new("acme")?,
-            talliers,
         },
     ))
 }
 
-/// `murmur voter run` as a process in realm `acme` (fresh identity, 200 ms heartbeat),
-/// connected to `url` only when `pinned`; returns it with the id it prints once joined.
+/// `murmur voter run` as a process in realm `acme` as the participant `who` names (200 ms
+/// heartbeat), connected to `url` only when `pinned`; returns it with the id it prints once
+/// joined.
 async fn spawn_voter(
     url: &str,
     data: &std::path::Path,
+    who: &[String],
     name: &str,
     policy: &std::path::Path,
     pinned: bool,
@@ -72,18 +71,13 @@ async fn spawn_voter(
     let mut command = tokio::process::Command::new(murmur_e2e::murmur_binary()?);
     command
         .args(["--server", url, "--realm", "acme", "--data-dir"])
-        .arg(data);
+        .arg(data)
+        .args(who);
     if pinned {
         command.arg("--listed-servers-only");
     }
     let mut child = command
-        .args([
-            "voter",
-            "run",
-            "--ephemeral-identity",
-            "--heartbeat-ms",
-            "200",
-        ])
+        .args(["voter", "run", "--heartbeat-ms", "200"])
         .args(["--name", name, "--policy"])
         .arg(policy)
         .stdout(std::process::Stdio::piped())
@@ -153,7 +147,7 @@ async fn assert_one_flow(log: &murmur_subjects::EventLog, id: &str, at_least: us
 
 /// Follows the realm's proposals until `id` is decided (up to [`DEADLINE`]).
 async fn wait_decided(log: &murmur_subjects::EventLog, id: &str) -> Result<Consensus> {
-    let mut live = consensus_view(log, vec![])?;
+    let mut live = consensus_view(log)?;
     anyhow::ensure!(
         live.follow_until(DEADLINE, |c: &Consensus| c
             .proposals
@@ -169,9 +163,8 @@ async fn wait_decided(log: &murmur_subjects::EventLog, id: &str) -> Result<Conse
 async fn tallier_decides_early_closes_at_the_deadline_and_replays_the_same() -> Result<()> {
     let nats = TestNats::start().await?;
     let opener = nats.event_log("acme").await?;
-    let tallier_log = nats.event_log("acme").await?;
-    let tallier_key = tallier_log.identity().public_key().to_string();
-    let tallier = murmur_e2e::spawn_tallier(tallier_log, vec![tallier_key.clone()]);
+    let tallier_log = nats.log_as("acme", Role::Tallier, "tallier").await?;
+    let tallier = murmur_e2e::spawn_tallier(tallier_log);
     let (voters, keys) = voter_logs(&nats, 3).await?;
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let outsider = nats.event_log("acme").await?;
@@ -211,7 +204,7 @@ async fn tallier_decides_early_closes_at_the_deadline_and_replays_the_same() -> 
         .append(Draft::new(Token::new("p2")?, &vote(Choice::Approve))?)
         .await?;
 
-    let mut live = consensus_view(&opener, vec![tallier_key.clone()])?;
+    let mut live = consensus_view(&opener)?;
     anyhow::ensure!(
         live.follow_until(DEADLINE, |c: &Consensus| {
             c.proposals.get("p1").is_some_and(|p| p.decided.is_some())
@@ -261,7 +254,7 @@ async fn tallier_decides_early_closes_at_the_deadline_and_replays_the_same() -> 
     );
 
     // A fresh projection replaying the log reaches the same state.
-    let mut replay = consensus_view(&opener, vec![tallier_key])?;
+    let mut replay = consensus_view(&opener)?;
     replay.catch_up().await?;
     assert_eq!(replay.state(), live.state());
 
@@ -290,26 +283,23 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
         &policy,
         "default = \"abstain\"\n[[rules]]\nwhen = [{ path = \"/tests_passed\", equals = true }]\nvote = \"approve\"\nreason = \"tests pass\"\n[[rules]]\nwhen = [{ path = \"/tests_passed\", equals = false }]\nvote = \"reject\"\nreason = \"tests fail\"\n",
     )?;
+    // The CLI's user opens proposals and votes by hand: a submitter.
+    let cli_who =
+        murmur_e2e::enrol(&nats, Role::Submitter, "cli", &data.path().join("cli")).await?;
     let murmur = |args: &[&str]| {
-        let mut c = murmur_e2e::murmur_cli(nats.url(), &data.path().join("cli")).expect("murmur");
+        let mut c =
+            murmur_e2e::murmur_cli(nats.url(), &data.path().join("cli"), &cli_who).expect("murmur");
         c.args(args);
         c
     };
     let mut voters = Vec::new();
     for i in 0..3 {
-        voters.push(
-            spawn_voter(
-                nats.url(),
-                &data.path().join("cli"),
-                &format!("v{i}"),
-                &policy,
-                false,
-            )
-            .await?,
-        );
+        let dir = data.path().join(format!("v{i}"));
+        let who = murmur_e2e::enrol(&nats, Role::Voter, &format!("v{i}"), &dir).await?;
+        voters.push(spawn_voter(nats.url(), &dir, &who, &format!("v{i}"), &policy, false).await?);
     }
-    let tallier_log = nats.event_log("acme").await?;
-    let tallier = murmur_e2e::spawn_tallier(tallier_log, vec![]);
+    let tallier_log = nats.log_as("acme", Role::Tallier, "tallier").await?;
+    let tallier = murmur_e2e::spawn_tallier(tallier_log);
     // The voters are in the registry before the proposal names them by capability.
     let observer = nats.event_log("acme").await?;
     let mut registry = Projector::new(
@@ -462,7 +452,6 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
             observer.clone(),
             ConsensusProjection {
                 realm: Token::new("acme")?,
-                talliers: vec![],
             },
         );
         fold.catch_up().await?;
@@ -534,11 +523,12 @@ async fn a_restarted_tallier_resumes_from_the_log() -> Result<()> {
         reason: String::new(),
     };
 
+    let tallier = nats.log_as("acme", Role::Tallier, "tallier").await?;
     let start = || {
         let (tx, mut rx) = tokio::sync::watch::channel(false);
-        let log = opener.clone();
+        let log = tallier.clone();
         let handle = tokio::spawn(async move {
-            run_tallier(log, vec![], Duration::from_millis(50), async move {
+            run_tallier(log, Duration::from_millis(50), async move {
                 let _ = rx.wait_for(|s| *s).await;
             })
             .await
@@ -652,7 +642,7 @@ async fn forged_votes_are_dead_lettered_and_only_the_proposer_withdraws() -> Res
     voters[2]
         .append(Draft::new(Token::new("p")?, &vote(Choice::Approve))?)
         .await?;
-    let mut live = consensus_view(&opener, vec![])?;
+    let mut live = consensus_view(&opener)?;
     anyhow::ensure!(
         live.follow_until(DEADLINE, |c: &Consensus| {
             c.proposals.get("p").is_some_and(|p| p.votes.len() == 3)
@@ -677,7 +667,7 @@ async fn forged_votes_are_dead_lettered_and_only_the_proposer_withdraws() -> Res
     assert!(live.stats().invalid >= 1, "{:?}", live.stats());
     assert!(live.stats().refused >= 1, "{:?}", live.stats());
     // A tallier decides p and leaves the withdrawn q alone.
-    let tallier = murmur_e2e::spawn_tallier(nats.event_log("acme").await?, vec![]);
+    let tallier = murmur_e2e::spawn_tallier(nats.log_as("acme", Role::Tallier, "tallier").await?);
     anyhow::ensure!(
         live.follow_until(DEADLINE, |c: &Consensus| c.proposals["p"].decided.is_some())
             .await?,
@@ -710,14 +700,25 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
     let mut keys = Vec::new();
     for (i, url) in urls.iter().enumerate() {
         let dir = data.path().join(format!("v{i}"));
-        let (child, id) = spawn_voter(url, &dir, &format!("v{i}"), &policy, true).await?;
+        std::fs::create_dir_all(&dir)?;
+        let who = cluster
+            .issuer()
+            .process_args(&Token::new("acme")?, Role::Voter, &format!("v{i}"), &dir)
+            .await?;
+        let (child, id) = spawn_voter(url, &dir, &who, &format!("v{i}"), &policy, true).await?;
         keys.push(id);
         processes.push(child);
     }
     // The tallier process starts on the node that will stop, and may fail over. Its log goes
     // to a file that a failure below prints.
+    let tallier_dir = data.path().join("tallier");
+    std::fs::create_dir_all(&tallier_dir)?;
+    let tallier_who = cluster
+        .issuer()
+        .process_args(&Token::new("acme")?, Role::Tallier, "tallier", &tallier_dir)
+        .await?;
     let (mut tallier, tallier_log) =
-        murmur_e2e::tallier_process(&urls[2], &data.path().join("tallier"), "info")?;
+        murmur_e2e::tallier_process(&urls[2], &tallier_dir, &tallier_who, "info")?;
     let tallier_said = || {
         let log = std::fs::read_to_string(&tallier_log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
@@ -726,13 +727,16 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
     // Voters held by the test, one per node, pinned too.
     let mut held = Vec::new();
     for url in &urls {
+        let identity = Identity::generate();
+        let creds = cluster.creds_for("acme", Role::Voter, &identity)?;
         let client = ConnectOptions::servers(url)
             .listed_servers_only(true)
+            .auth(murmur_subjects::connect::Auth::CredsFile { path: creds })
             .connect()
             .await?;
         let log = murmur_subjects::EventLog::open(
             client,
-            Identity::generate(),
+            identity,
             Token::new("acme")?,
             murmur_subjects::LogConfig {
                 replicas: 3,
@@ -756,7 +760,7 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
         .await?;
 
     // The three voter processes vote; then node 3 stops with both proposals open.
-    let mut view = consensus_view(&owner, vec![])?;
+    let mut view = consensus_view(&owner)?;
     anyhow::ensure!(
         view.follow_until(DEADLINE, |c: &Consensus| ["reachable", "everyone"]
             .iter()
@@ -821,7 +825,7 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
     );
 
     // A fresh replay of the log decides the same.
-    let mut replay = consensus_view(&owner, vec![])?;
+    let mut replay = consensus_view(&owner)?;
     replay.catch_up().await?;
     assert_eq!(replay.state().proposals, state.proposals);
     for mut p in processes {
@@ -863,7 +867,7 @@ async fn a_restarted_voter_agent_does_not_vote_twice() -> Result<()> {
                     rules: vec![],
                 };
                 let mut stopped = stopped;
-                run_voter(&agent, &policy, vec![], async move {
+                run_voter(&agent, &policy, async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 })
                 .await
@@ -871,7 +875,7 @@ async fn a_restarted_voter_agent_does_not_vote_twice() -> Result<()> {
             anyhow::Ok((stop, task))
         }
     };
-    let mut view = consensus_view(&opener, vec![])?;
+    let mut view = consensus_view(&opener)?;
     let voted_on = |id: &'static str, key: String| {
         move |c: &Consensus| {
             c.proposals
@@ -918,7 +922,7 @@ async fn a_restarted_voter_agent_does_not_vote_twice() -> Result<()> {
     // the votes stored between them (the fold refuses any that arrive).
     let mut ballots = Projector::new(
         opener.clone(),
-        murmur_coordination::consensus::BallotProjection::new(Token::new("acme")?, vec![]),
+        murmur_coordination::consensus::BallotProjection::new(Token::new("acme")?),
     );
     ballots.catch_up().await?;
     let open: Vec<&String> = ballots.state().open_proposals().map(|(id, _)| id).collect();
@@ -956,6 +960,9 @@ async fn a_tallier_whose_decision_cannot_be_written_keeps_deciding() -> Result<(
         )?)
         .await?;
     }
+    // The tallier is enrolled (its grant written) while the log still takes writes.
+    let data = tempfile::tempdir()?;
+    let who = murmur_e2e::enrol(&nats, Role::Tallier, "tallier", data.path()).await?;
     // The log stops taking writes: full, and new messages are refused.
     let js = opener.jetstream();
     let history = opener.config().history_stream.clone();
@@ -968,8 +975,8 @@ async fn a_tallier_whose_decision_cannot_be_written_keeps_deciding() -> Result<(
     })
     .await?;
 
-    let data = tempfile::tempdir()?;
-    let (mut tallier, log_path) = murmur_e2e::tallier_process(nats.url(), data.path(), "warn")?;
+    let (mut tallier, log_path) =
+        murmur_e2e::tallier_process(nats.url(), data.path(), &who, "warn")?;
     // Its patience is 30 s; before, the process exited here with the write's error.
     murmur_e2e::wait_for_line(
         &log_path,
@@ -982,7 +989,7 @@ async fn a_tallier_whose_decision_cannot_be_written_keeps_deciding() -> Result<(
         "the tallier exited after a failed write: {}",
         std::fs::read_to_string(&log_path)?
     );
-    let mut before = consensus_view(&opener, vec![])?;
+    let mut before = consensus_view(&opener)?;
     before.catch_up().await?;
     anyhow::ensure!(
         before.state().proposals["p"].decided.is_none(),

@@ -528,8 +528,10 @@ async fn v1_events_in_the_log_decode_as_v2_on_replay() -> Result<()> {
 async fn replay_exports_exactly_the_range() -> Result<()> {
     let nats = TestNats::start().await?;
     let dir = tempfile::tempdir()?;
-    let identity_file = dir.path().join("id.seed");
-    std::fs::write(&identity_file, Identity::generate().seed())?;
+    let (_, creds) = nats
+        .creds("acme", murmur_subjects::roles::Role::Observer, "replayer")
+        .await?;
+    let creds = creds.expect("a secure server issues credentials");
     let log = nats.event_log("acme").await?;
     for i in 0..30 {
         log.append(Draft::new(tok(&format!("t{i}")), &submitted(i))?)
@@ -543,8 +545,8 @@ async fn replay_exports_exactly_the_range() -> Result<()> {
         nats.url(),
         "--realm",
         "acme",
-        "--identity",
-        identity_file.to_str().unwrap_or_default(),
+        "--creds",
+        creds.to_str().unwrap_or_default(),
         "replay",
     ])?;
     let settings = Settings::resolve(&cli)?;
@@ -658,9 +660,10 @@ async fn a_quiet_projection_keeps_its_consumer_while_other_subjects_move() -> Re
         0,
         "{k} other events made the quiet consumer look stalled"
     );
+    // An agent leaves on its own aggregate (its key): the only `left` any fold counts.
     writer
         .append(Draft::new(
-            tok("a1"),
+            tok(writer.identity().public_key()),
             &AgentLeft {
                 reason: "done".into(),
             },
@@ -731,7 +734,16 @@ async fn a_read_with_several_filters_delivers_what_each_filter_delivers() -> Res
 
     let nats = TestNats::start().await?;
     let acme = nats.event_log("acme").await?;
-    let other = nats.event_log("other").await?;
+    // Another realm's events in the same stream (an account holds one realm where the
+    // server enforces roles, but the reads filter by realm all the same).
+    let other = murmur_subjects::EventLog::open(
+        acme.client().clone(),
+        Identity::generate(),
+        tok("other"),
+        LogConfig::default(),
+        murmur_subjects::EventCodec::default(),
+    )
+    .await?;
     // Submissions and leaves of two realms, interleaved with joins nobody asks for.
     for k in 0..30u64 {
         acme.append(Draft::new(tok(&format!("t{k}")), &submitted(k))?)

@@ -13,6 +13,7 @@ use murmur_agents::inference::{
 use murmur_coordination::coordinator::CoordinatorProjection;
 use murmur_coordination::tasks::TaskState;
 use murmur_e2e::{DEADLINE, spawn_agent};
+use murmur_subjects::roles::Role;
 use murmur_subjects::{Projector, Token};
 use murmur_tools::testkit::TestNats;
 
@@ -27,16 +28,21 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
         &TestModel::new(42).vocabulary(TestVocabulary::SentencePiece),
     )?;
     let model_arg = model_path.to_string_lossy().to_string();
+    let who = murmur_e2e::enrol(&nats, Role::Inference, "llm", data.path()).await?;
     let (mut agent, agent_id) = spawn_agent(
         nats.url(),
         data.path(),
+        &who,
         "inference",
         "llm.generate",
         &["--capability", "llm.score", "--model", &model_arg],
     )
     .await?;
     let submitter = nats.event_log("acme").await?;
-    let coordinator = murmur_e2e::spawn_coordinator(nats.event_log("acme").await?);
+    let coordinator = murmur_e2e::spawn_coordinator(
+        nats.log_as("acme", Role::Coordinator, "coordinator")
+            .await?,
+    );
     murmur_e2e::submit_once(
         &submitter,
         "ask",
@@ -75,7 +81,7 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
 
     let mut view = Projector::new(
         submitter.clone(),
-        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+        CoordinatorProjection::new(Token::new("acme")?),
     );
     anyhow::ensure!(
         view.follow_until(DEADLINE, |v| [
@@ -166,7 +172,8 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
         })
         .sum();
     let cli = data.path().join("cli");
-    let mut status = murmur_e2e::murmur_cli(nats.url(), &cli)?;
+    let cli_who = murmur_e2e::enrol(&nats, Role::Submitter, "cli", &cli).await?;
+    let mut status = murmur_e2e::murmur_cli(nats.url(), &cli, &cli_who)?;
     status.args(["--json", "status"]);
     let out = tokio::time::timeout(DEADLINE, status.output()).await??;
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -182,7 +189,7 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
     // The agent carries its model's labels, and a task can ask for a model by them: one
     // asking for another model waits, though submitted first; one asking for this model runs.
     let murmur = |args: &[&str]| {
-        let mut command = murmur_e2e::murmur_cli(nats.url(), &cli).expect("murmur");
+        let mut command = murmur_e2e::murmur_cli(nats.url(), &cli, &cli_who).expect("murmur");
         command
             .args(["task", "submit", "--capability", "llm.generate"])
             .args(["--input", r#"{"prompt": "hello", "max_tokens": 4}"#])
@@ -221,7 +228,7 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
 
     // `agents ls` shows the model's labels and picks agents by them.
     let listed = |label: &str| {
-        let mut command = murmur_e2e::murmur_cli(nats.url(), &cli).expect("murmur");
+        let mut command = murmur_e2e::murmur_cli(nats.url(), &cli, &cli_who).expect("murmur");
         command.args(["agents", "ls", "--label", label]);
         command
     };
@@ -237,8 +244,7 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
 
     // `murmur task watch` streams a running attempt's text, signed by the agent that holds
     // it, and ends with the output; progress signed by anyone else is shown as ignored.
-    let mut watch = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
-        .args(["--server", nats.url(), "--realm", "acme"])
+    let mut watch = murmur_e2e::murmur_cli(nats.url(), &cli, &cli_who)?
         .args(["task", "watch", "streamed", "--timeout-s", "60"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -382,13 +388,19 @@ async fn a_model_voter_votes_as_its_model_scores_the_answers() -> Result<()> {
         &TestModel::new(9).vocabulary(TestVocabulary::SentencePiece),
     )?;
     let model = std::sync::Arc::new(GgufModel::load(&model_path)?);
+    let cli_who =
+        murmur_e2e::enrol(&nats, Role::Submitter, "cli", &data.path().join("cli")).await?;
     let murmur = |args: &[&str]| {
-        let mut c = murmur_e2e::murmur_cli(nats.url(), &data.path().join("cli")).expect("murmur");
+        let mut c =
+            murmur_e2e::murmur_cli(nats.url(), &data.path().join("cli"), &cli_who).expect("murmur");
         c.args(args);
         c
     };
     let instructions = "Accept changes that keep tests green.";
-    let mut voter = murmur(&["voter", "run", "--ephemeral-identity", "--name", "llm"])
+    let voter_dir = data.path().join("voter");
+    let voter_who = murmur_e2e::enrol(&nats, Role::Voter, "llm", &voter_dir).await?;
+    let mut voter = murmur_e2e::murmur_cli(nats.url(), &voter_dir, &voter_who)?
+        .args(["voter", "run", "--name", "llm"])
         .arg("--model")
         .arg(&model_path)
         .args(["--instructions", instructions])
@@ -403,7 +415,7 @@ async fn a_model_voter_votes_as_its_model_scores_the_answers() -> Result<()> {
     .context("the model voter exited before joining")?
     .trim()
     .to_string();
-    let tallier = murmur_e2e::spawn_tallier(nats.event_log("acme").await?, vec![]);
+    let tallier = murmur_e2e::spawn_tallier(nats.log_as("acme", Role::Tallier, "tallier").await?);
 
     let observer = nats.event_log("acme").await?;
     let mut registry = Projector::new(
@@ -448,7 +460,6 @@ async fn a_model_voter_votes_as_its_model_scores_the_answers() -> Result<()> {
         observer.clone(),
         ConsensusProjection {
             realm: Token::new("acme")?,
-            talliers: vec![],
         },
     );
     anyhow::ensure!(

@@ -15,6 +15,7 @@ use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space, set
 use murmur_knowledge::rpc::{QueryRequest, query_remote};
 use murmur_knowledge::{FactDraft, KnowledgeDoc, KnowledgeError, Query, Value};
 use murmur_subjects::events::{AccessRole, DeadLetterReason, KnowledgeChanged};
+use murmur_subjects::roles::Role;
 use murmur_subjects::{Domain, Draft, EventLog, Identity, Token};
 use murmur_tools::testkit::TestNats;
 
@@ -486,25 +487,16 @@ async fn memory_agent_answers_queries_and_catches_a_peer_up() -> Result<()> {
     }
     owner.flush().await?;
 
-    let client = owner_log.client().clone();
     let request = QueryRequest {
         query: Query {
             tag: Some("net".into()),
             ..Default::default()
         },
-        as_of: None,
+        ..Default::default()
     };
     let until = tokio::time::Instant::now() + DEADLINE;
     let (reply, signer) = loop {
-        match query_remote(
-            &client,
-            owner_log.realm(),
-            "ops",
-            &request,
-            Duration::from_secs(2),
-        )
-        .await
-        {
+        match query_remote(&owner_log, "ops", &request, Duration::from_secs(2)).await {
             Ok(r) if r.0.facts.len() == 30 => break r,
             other => {
                 ensure!(
@@ -567,10 +559,10 @@ impl KbSession {
         url: &str,
         dir: &std::path::Path,
         identity: &Identity,
+        creds: &std::path::Path,
         space: &str,
     ) -> Result<Self> {
         use tokio::io::AsyncBufReadExt;
-        std::fs::write(dir.join("identity.seed"), identity.seed())?;
         std::fs::write(dir.join("murmur.toml"), "[log]\nreplicas = 3\n")?;
         let stderr = dir.join("stderr.log");
         let mut child = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
@@ -579,6 +571,8 @@ impl KbSession {
             .arg(dir)
             .arg("--config")
             .arg(dir.join("murmur.toml"))
+            .arg("--creds")
+            .arg(creds)
             .args(["kb", "session", space, "--wait-ms", "20000"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -705,8 +699,14 @@ async fn partitioned_agents_converge_when_their_node_returns() -> Result<()> {
         set_access(&owner, SPACE, k.public_key(), AccessRole::Writer, true).await?;
     }
     let (da, db) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let mut a = KbSession::start(&cluster.cluster.nodes[0].url(), da.path(), &ka, SPACE).await?;
-    let mut b = KbSession::start(&cluster.cluster.nodes[1].url(), db.path(), &kb, SPACE).await?;
+    let (ca, cb) = (
+        cluster.creds_for(REALM, Role::Submitter, &ka)?,
+        cluster.creds_for(REALM, Role::Submitter, &kb)?,
+    );
+    let mut a =
+        KbSession::start(&cluster.cluster.nodes[0].url(), da.path(), &ka, &ca, SPACE).await?;
+    let mut b =
+        KbSession::start(&cluster.cluster.nodes[1].url(), db.path(), &kb, &cb, SPACE).await?;
 
     // Connected: a shared fact, seen by both.
     let shared = a.ok("put field sensor-1 status ok").await?.output[0].clone();
@@ -766,15 +766,17 @@ async fn partitioned_agents_converge_when_their_node_returns() -> Result<()> {
     Ok(())
 }
 
-/// Runs `murmur --server URL --realm acme --data-dir DIR ARGS...` to completion.
+/// Runs `murmur --server URL --realm acme --data-dir DIR WHO... ARGS...` to completion.
 async fn murmur_cli(
     url: &str,
     dir: &std::path::Path,
+    who: &[String],
     args: &[&str],
 ) -> Result<std::process::Output> {
     Ok(tokio::process::Command::new(murmur_e2e::murmur_binary()?)
         .args(["--server", url, "--realm", REALM, "--data-dir"])
         .arg(dir)
+        .args(who)
         .args(args)
         .output()
         .await?)
@@ -802,13 +804,29 @@ async fn memory_agent_process_answers_remote_cli_queries() -> Result<()> {
         tempfile::tempdir()?,
         tempfile::tempdir()?,
     );
-    stdout_of(&murmur_cli(url, owner.path(), &["kb", "open", "ops", "--shards", "2"]).await?)?;
-    let memory_key = Identity::generate();
-    std::fs::write(memory.path().join("identity.seed"), memory_key.seed())?;
+    // The space's owner writes (a submitter); the reader holds no replica and no access
+    // (an observer).
+    let owner_who = murmur_e2e::enrol(&nats, Role::Submitter, "owner", owner.path()).await?;
+    let reader_who = murmur_e2e::enrol(&nats, Role::Observer, "reader", reader.path()).await?;
     stdout_of(
         &murmur_cli(
             url,
             owner.path(),
+            &owner_who,
+            &["kb", "open", "ops", "--shards", "2"],
+        )
+        .await?,
+    )?;
+    let memory_key = Identity::generate();
+    let memory_creds = nats
+        .issuer()
+        .creds_file(&Token::new(REALM)?, Role::Memory, "memory", &memory_key)?
+        .context("a secure server issues credentials")?;
+    stdout_of(
+        &murmur_cli(
+            url,
+            owner.path(),
+            &owner_who,
             &[
                 "kb",
                 "grant",
@@ -823,6 +841,8 @@ async fn memory_agent_process_answers_remote_cli_queries() -> Result<()> {
     let mut agent = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
         .args(["--server", url, "--realm", REALM, "--data-dir"])
         .arg(memory.path())
+        .arg("--creds")
+        .arg(&memory_creds)
         .args(["agent", "run", "--kind", "memory", "--heartbeat-ms", "200"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -844,6 +864,7 @@ async fn memory_agent_process_answers_remote_cli_queries() -> Result<()> {
         let out = murmur_cli(
             url,
             owner.path(),
+            &owner_who,
             &[
                 "kb",
                 "put",
@@ -861,6 +882,7 @@ async fn memory_agent_process_answers_remote_cli_queries() -> Result<()> {
     let out = murmur_cli(
         url,
         reader.path(),
+        &reader_who,
         &["kb", "query", "ops", "--tag", "net", "--remote", "--json"],
     )
     .await?;
@@ -896,7 +918,13 @@ async fn memory_agent_process_answers_remote_cli_queries() -> Result<()> {
         stderr.contains("answered 1 queries"),
         "the agent reports what it served: {stderr}"
     );
-    let out = murmur_cli(url, reader.path(), &["kb", "query", "ops", "--remote"]).await?;
+    let out = murmur_cli(
+        url,
+        reader.path(),
+        &reader_who,
+        &["kb", "query", "ops", "--remote"],
+    )
+    .await?;
     ensure!(
         !out.status.success(),
         "a remote query with no memory agent fails"

@@ -182,12 +182,13 @@ pub async fn wait_for_any_line(
     }
 }
 
-/// `murmur tallier` for realm `acme` at `url` as a separate process, its log (at
-/// `log_level`) written to `DATA/tallier.log`, whose path is returned with it. Killed when
-/// dropped.
+/// `murmur tallier` for realm `acme` at `url` as a separate process, as the participant
+/// `who` names (`--creds FILE`: see [`TestNats::process_args`]), its log (at `log_level`)
+/// written to `DATA/tallier.log`, whose path is returned with it. Killed when dropped.
 pub fn tallier_process(
     url: &str,
     data: &std::path::Path,
+    who: &[String],
     log_level: &str,
 ) -> Result<(tokio::process::Child, std::path::PathBuf)> {
     std::fs::create_dir_all(data)?;
@@ -195,6 +196,7 @@ pub fn tallier_process(
     let child = tokio::process::Command::new(murmur_binary()?)
         .args(["--server", url, "--realm", "acme", "--data-dir"])
         .arg(data)
+        .args(who)
         .args(["--log-level", log_level, "tallier"])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log_path)?)
@@ -263,25 +265,46 @@ pub fn murmur_output(args: &[&str], deadline: Duration) -> Result<std::process::
     }
 }
 
-/// A `murmur` CLI command against the server at `url` in realm `acme`, with its data (its
-/// identity file) in `data`, killed when dropped; add the subcommand's arguments.
-pub fn murmur_cli(url: &str, data: &std::path::Path) -> Result<tokio::process::Command> {
+/// A `murmur` CLI command against the server at `url` in realm `acme`, as the participant
+/// `who` names (`--creds FILE`), with its data in `data`, killed when dropped; add the
+/// subcommand's arguments.
+pub fn murmur_cli(
+    url: &str,
+    data: &std::path::Path,
+    who: &[String],
+) -> Result<tokio::process::Command> {
     let mut command = tokio::process::Command::new(murmur_binary()?);
     command
         .args(["--server", url, "--realm", "acme", "--data-dir"])
         .arg(data)
+        .args(who)
         .kill_on_drop(true);
     Ok(command)
 }
 
-/// `murmur agent run` as a separate process in realm `acme`, with a fresh identity and a
-/// 200 ms heartbeat. `global` goes before the subcommand (e.g. `--log-level info`), `agent`
-/// after `agent run --kind K --capability C` (e.g. `--builtin-handler`). Stdout is piped;
-/// stderr is piped when `capture_stderr` (read it, or the pipe fills), else inherited. The
-/// process is killed when dropped.
+/// A participant of realm `acme` for `murmur` processes: a fresh identity enrolled with
+/// `role` as `name`, and the arguments that make a process that participant (its
+/// credentials file, written under `dir`).
+pub async fn enrol(
+    nats: &murmur_tools::testkit::TestNats,
+    role: murmur_subjects::roles::Role,
+    name: &str,
+    dir: &std::path::Path,
+) -> Result<Vec<String>> {
+    std::fs::create_dir_all(dir)?;
+    nats.process_args("acme", role, name, dir).await
+}
+
+/// `murmur agent run` as a separate process in realm `acme`, as the participant `who` names
+/// (see [`enrol`]), with a 200 ms heartbeat. `global` goes before the subcommand (e.g.
+/// `--log-level info`), `agent` after `agent run --kind K --capability C` (e.g.
+/// `--builtin-handler`). Stdout is piped; stderr is piped when `capture_stderr` (read it, or
+/// the pipe fills), else inherited. The process is killed when dropped.
+#[allow(clippy::too_many_arguments)]
 pub fn agent_process(
     url: &str,
     data: &std::path::Path,
+    who: &[String],
     global: &[&str],
     kind: &str,
     capability: &str,
@@ -291,9 +314,10 @@ pub fn agent_process(
     Ok(tokio::process::Command::new(murmur_binary()?)
         .args(["--server", url, "--realm", "acme", "--data-dir"])
         .arg(data)
+        .args(who)
         .args(global)
         .args(["agent", "run", "--kind", kind, "--capability", capability])
-        .args(["--heartbeat-ms", "200", "--ephemeral-identity"])
+        .args(["--heartbeat-ms", "200"])
         .args(agent)
         .stdout(std::process::Stdio::piped())
         .stderr(if capture_stderr {
@@ -309,12 +333,13 @@ pub fn agent_process(
 pub async fn spawn_agent(
     url: &str,
     data: &std::path::Path,
+    who: &[String],
     kind: &str,
     capability: &str,
     agent: &[&str],
 ) -> Result<(tokio::process::Child, String)> {
     use tokio::io::AsyncBufReadExt;
-    let mut child = agent_process(url, data, &[], kind, capability, agent, false)?;
+    let mut child = agent_process(url, data, who, &[], kind, capability, agent, false)?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let id = tokio::time::timeout(DEADLINE, lines.next_line())
@@ -374,7 +399,8 @@ fn stop_signal() -> (
     })
 }
 
-/// An in-process coordinator (default config, system clock) on `log`.
+/// An in-process coordinator (default config, system clock) on `log`, which must hold the
+/// coordinator role ([`murmur_tools::testkit::TestNats::log_as`]).
 pub fn spawn_coordinator(log: EventLog) -> Service<Result<u64, murmur_subjects::LogError>> {
     let (stop, stopped) = stop_signal();
     let task = tokio::spawn(murmur_coordination::coordinator::run_coordinator(
@@ -386,31 +412,44 @@ pub fn spawn_coordinator(log: EventLog) -> Service<Result<u64, murmur_subjects::
     Service { stop, task }
 }
 
-/// An in-process tallier (50 ms tick) on `log`; `talliers` as for `run_tallier`.
-pub fn spawn_tallier(
-    log: EventLog,
-    talliers: Vec<String>,
-) -> Service<Result<u64, murmur_subjects::LogError>> {
+/// An in-process tallier (50 ms tick) on `log`, which must hold the tallier role.
+pub fn spawn_tallier(log: EventLog) -> Service<Result<u64, murmur_subjects::LogError>> {
     let (stop, stopped) = stop_signal();
     let task = tokio::spawn(murmur_coordination::consensus::run_tallier(
         log,
-        talliers,
         Duration::from_millis(50),
         stopped,
     ));
     Service { stop, task }
 }
 
-/// Opens the event log (realm `acme`) on a cluster with `replicas` copies of each stream.
-/// Stream creation needs a JetStream meta leader, which a fresh cluster may not have yet;
-/// this retries until [`DEADLINE`].
+/// Opens the event log (realm `acme`) on a cluster as `identity` with operator credentials,
+/// with `replicas` copies of each stream. Stream creation needs a JetStream meta leader,
+/// which a fresh cluster may not have yet; this retries until [`DEADLINE`].
 pub async fn open_cluster_log(
-    urls: &str,
+    cluster: &murmur_tools::testkit::TestCluster,
     identity: murmur_subjects::Identity,
     replicas: usize,
 ) -> Result<EventLog> {
-    use murmur_subjects::{EventCodec, LogConfig, Token, connect::ConnectOptions};
-    let client = ConnectOptions::servers(urls).connect().await?;
+    let creds = cluster.creds_for("acme", murmur_subjects::roles::Role::Operator, &identity)?;
+    open_cluster_log_with(cluster, identity, &creds, replicas).await
+}
+
+/// [`open_cluster_log`] with `creds`.
+pub async fn open_cluster_log_with(
+    cluster: &murmur_tools::testkit::TestCluster,
+    identity: murmur_subjects::Identity,
+    creds: &std::path::Path,
+    replicas: usize,
+) -> Result<EventLog> {
+    use murmur_subjects::connect::{Auth, ConnectOptions};
+    use murmur_subjects::{EventCodec, LogConfig, Token};
+    let client = ConnectOptions::servers(&cluster.urls())
+        .auth(Auth::CredsFile {
+            path: creds.to_path_buf(),
+        })
+        .connect()
+        .await?;
     let config = LogConfig {
         replicas,
         ..LogConfig::default()
@@ -467,7 +506,7 @@ pub async fn r3_cluster(
     identity: murmur_subjects::Identity,
 ) -> Result<(murmur_tools::testkit::TestCluster, EventLog)> {
     let cluster = murmur_tools::testkit::TestCluster::start().await?;
-    let log = open_cluster_log(&cluster.urls(), identity, 3).await?;
+    let log = open_cluster_log(&cluster, identity, 3).await?;
     let replicas = log
         .jetstream()
         .get_stream("MURMUR_HISTORY")

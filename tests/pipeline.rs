@@ -76,9 +76,30 @@ async fn cancelling_a_build_stops_cargo_and_its_build_script() -> Result<()> {
     .collect();
 
     let submitter = nats.event_log("acme").await?;
-    let coordinator = murmur_e2e::spawn_coordinator(nats.event_log("acme").await?);
-    let (_compiler, _) =
-        spawn_agent(nats.url(), data.path(), "compiler", "compiler.rust", &[]).await?;
+    let coordinator = murmur_e2e::spawn_coordinator(
+        nats.log_as(
+            "acme",
+            murmur_subjects::roles::Role::Coordinator,
+            "coordinator",
+        )
+        .await?,
+    );
+    let who = murmur_e2e::enrol(
+        &nats,
+        murmur_subjects::roles::Role::Compiler,
+        "compiler",
+        data.path(),
+    )
+    .await?;
+    let (_compiler, _) = spawn_agent(
+        nats.url(),
+        data.path(),
+        &who,
+        "compiler",
+        "compiler.rust",
+        &[],
+    )
+    .await?;
 
     let store = ArtifactStore::open(submitter.jetstream(), 1).await?;
     let source = store.put("slow.tar", &workspace::pack(&tree)?).await?;
@@ -110,7 +131,7 @@ async fn cancelling_a_build_stops_cargo_and_its_build_script() -> Result<()> {
 
     let mut view = Projector::new(
         submitter.clone(),
-        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+        CoordinatorProjection::new(Token::new("acme")?),
     );
     view.catch_up().await?;
     let task = view

@@ -17,6 +17,7 @@ use murmur_e2e::{DEADLINE, agent_process, spawn_agent};
 use murmur_subjects::events::{TaskCompleted, TaskSubmitted};
 use murmur_subjects::log::Expected;
 use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::roles::Role;
 use murmur_subjects::{Draft, EventType, Projector, Token};
 use murmur_tools::testkit::TestNats;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -29,7 +30,9 @@ async fn spawn_coordinator(
     nats: &TestNats,
     mut stop: Stopper,
 ) -> Result<tokio::task::JoinHandle<Result<u64, murmur_subjects::LogError>>> {
-    let log = nats.event_log("acme").await?;
+    let log = nats
+        .log_as("acme", Role::Coordinator, "coordinator")
+        .await?;
     Ok(tokio::spawn(run_coordinator(
         log,
         Arc::new(SystemClock),
@@ -40,8 +43,18 @@ async fn spawn_coordinator(
     )))
 }
 
-async fn spawn_worker(url: &str, data: &std::path::Path) -> Result<(Child, String)> {
-    spawn_agent(url, data, "tester", "test.run", &["--builtin-handler"]).await
+/// A no-op worker process with worker credentials of its own.
+async fn spawn_worker(nats: &TestNats, data: &std::path::Path) -> Result<(Child, String)> {
+    let who = murmur_e2e::enrol(nats, Role::Worker, "worker", data).await?;
+    spawn_agent(
+        nats.url(),
+        data,
+        &who,
+        "tester",
+        "test.run",
+        &["--builtin-handler"],
+    )
+    .await
 }
 
 async fn wait(
@@ -92,7 +105,7 @@ impl Platform {
         let coordinator = spawn_coordinator(&nats, stopped).await?;
         let live = Projector::new(
             submitter.clone(),
-            CoordinatorProjection::new(Token::new("acme")?, vec![]),
+            CoordinatorProjection::new(Token::new("acme")?),
         );
         Ok(Self {
             nats,
@@ -150,7 +163,7 @@ async fn tasks_complete_exactly_once_across_a_worker_crash() -> Result<()> {
     // A liveness monitor, as `murmur up` runs one: a killed worker is marked offline and
     // gets no new work.
     let monitor = {
-        let log = nats.event_log("acme").await?;
+        let log = nats.log_as("acme", Role::Monitor, "monitor").await?;
         let mut rx = stop_rx.clone();
         tokio::spawn(murmur_coordination::liveness::run_monitor(
             log,
@@ -160,10 +173,7 @@ async fn tasks_complete_exactly_once_across_a_worker_crash() -> Result<()> {
             },
         ))
     };
-    let mut live = Projector::new(
-        submitter.clone(),
-        CoordinatorProjection::new(realm.clone(), vec![]),
-    );
+    let mut live = Projector::new(submitter.clone(), CoordinatorProjection::new(realm.clone()));
 
     // No capable agent yet: the task waits, visibly pending.
     let early = Token::new("early")?;
@@ -184,8 +194,8 @@ async fn tasks_complete_exactly_once_across_a_worker_crash() -> Result<()> {
     })
     .await?;
 
-    let (mut w1, id1) = spawn_worker(nats.url(), data.path()).await?;
-    let (mut w2, id2) = spawn_worker(nats.url(), data.path()).await?;
+    let (mut w1, id1) = spawn_worker(&nats, data.path()).await?;
+    let (mut w2, id2) = spawn_worker(&nats, data.path()).await?;
     wait(&mut live, "two workers online", |v| {
         v.registry.count(AgentStatus::Online) == 2
     })
@@ -316,7 +326,7 @@ async fn tasks_complete_exactly_once_across_a_worker_crash() -> Result<()> {
     monitor.await??;
     let mut replayed = Projector::new(
         nats.event_log("acme").await?,
-        CoordinatorProjection::new(realm, vec![]),
+        CoordinatorProjection::new(realm),
     );
     replayed.catch_up().await?;
     live.catch_up().await?;
@@ -327,9 +337,12 @@ async fn tasks_complete_exactly_once_across_a_worker_crash() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_task_stops_the_attempt() -> Result<()> {
     let mut platform = Platform::start().await?;
+    let who =
+        murmur_e2e::enrol(&platform.nats, Role::Worker, "worker", platform.data.path()).await?;
     let mut worker = agent_process(
         platform.nats.url(),
         platform.data.path(),
+        &who,
         &["--log-level", "info"],
         "tester",
         "test.run",
@@ -381,9 +394,12 @@ async fn an_agent_runs_as_many_tasks_at_once_as_its_slots() -> Result<()> {
             .submit(id, serde_json::json!({"sleep_ms": 600_000}), 900_000)
             .await?;
     }
+    let who =
+        murmur_e2e::enrol(&platform.nats, Role::Worker, "worker", platform.data.path()).await?;
     let (mut worker, agent) = spawn_agent(
         platform.nats.url(),
         platform.data.path(),
+        &who,
         "tester",
         "test.run",
         &["--builtin-handler", "--slots", "2"],
@@ -440,7 +456,9 @@ async fn an_agent_that_handles_no_assignments_is_never_assigned_a_task() -> Resu
         platform.nats.url().to_string(),
         platform.data.path().to_owned(),
     );
-    let (mut watcher, watcher_id) = spawn_agent(&url, &data, "watcher", "test.run", &[]).await?;
+    let who = murmur_e2e::enrol(&platform.nats, Role::Worker, "watcher", &data).await?;
+    let (mut watcher, watcher_id) =
+        spawn_agent(&url, &data, &who, "watcher", "test.run", &[]).await?;
     wait(&mut platform.live, "the watcher online", |v| {
         v.registry
             .agents
@@ -457,7 +475,7 @@ async fn an_agent_that_handles_no_assignments_is_never_assigned_a_task() -> Resu
         .submit("job", serde_json::json!({"n": 1}), 900_000)
         .await?;
     // Had the watcher been chosen, the task would sit on its 15-minute lease instead.
-    let (mut worker, worker_id) = spawn_worker(&url, &data).await?;
+    let (mut worker, worker_id) = spawn_worker(&platform.nats, &data).await?;
     wait(&mut platform.live, "the task completed", |v| {
         v.tasks
             .tasks
@@ -493,7 +511,7 @@ async fn task_graphs_release_children_with_parent_outputs_and_cancel_on_failure(
     let submitter = nats.event_log("acme").await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
-    let (_worker, _) = spawn_worker(nats.url(), data.path()).await?;
+    let (_worker, _) = spawn_worker(&nats, data.path()).await?;
     let task = |id: &str, input: serde_json::Value, deps: &[&str]| GraphTask {
         id: id.into(),
         capability: "test.run".into(),
@@ -537,7 +555,7 @@ async fn task_graphs_release_children_with_parent_outputs_and_cancel_on_failure(
     assert_eq!(last_task_event().await?, before, "nothing submitted");
 
     let ids = murmur_coordination::submit::submit_graph(&submitter, &spec, "g1", None).await?;
-    let mut live = Projector::new(submitter.clone(), CoordinatorProjection::new(realm, vec![]));
+    let mut live = Projector::new(submitter.clone(), CoordinatorProjection::new(realm));
     wait(&mut live, "the graph settled", |v| {
         let state = |id: &str| v.tasks.tasks.get(id).map(|t| t.state.name());
         state("g1-test") == Some("completed") && state("g1-never") == Some("cancelled")
@@ -569,7 +587,7 @@ async fn large_results_go_to_the_object_store_by_content_hash() -> Result<()> {
     let submitter = nats.event_log("acme").await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
-    let (_worker, _) = spawn_worker(nats.url(), data.path()).await?;
+    let (_worker, _) = spawn_worker(&nats, data.path()).await?;
     // The built-in handler echoes its input: 100 KiB in, 100 KiB out.
     let input = serde_json::json!({ "blob": "x".repeat(100 * 1024) });
     submitter
@@ -580,7 +598,7 @@ async fn large_results_go_to_the_object_store_by_content_hash() -> Result<()> {
         .await?;
     let mut live = Projector::new(
         submitter.clone(),
-        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+        CoordinatorProjection::new(Token::new("acme")?),
     );
     wait(&mut live, "the big task completed", |v| {
         v.tasks
@@ -643,10 +661,10 @@ async fn refused_and_garbage_messages_do_not_jam_a_task() -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let coordinator = spawn_coordinator(&nats, stop_rx).await?;
     let data = tempfile::tempdir()?;
-    let (_worker, _) = spawn_worker(nats.url(), data.path()).await?;
+    let (_worker, _) = spawn_worker(&nats, data.path()).await?;
     let mut view = Projector::new(
         submitter.clone(),
-        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+        CoordinatorProjection::new(Token::new("acme")?),
     );
     wait(&mut view, "the jammed task completed", |v| {
         v.tasks
@@ -681,7 +699,9 @@ async fn a_worker_does_not_start_an_assignment_the_task_moved_past() -> Result<(
 
     let nats = TestNats::start().await?;
     let submitter = nats.event_log("acme").await?;
-    let coordinator = nats.event_log_as(Identity::generate(), "acme").await?;
+    let coordinator = nats
+        .log_as("acme", Role::Coordinator, "coordinator")
+        .await?;
     let (me, other) = (Identity::generate(), Identity::generate());
     let assign = |agent: &Identity, attempt: u32| TaskAssigned {
         agent: agent.public_key().into(),
@@ -736,12 +756,10 @@ async fn a_worker_does_not_start_an_assignment_the_task_moved_past() -> Result<(
     )
     .await?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let coordinators = vec![coordinator.identity().public_key().to_string()];
     let worker = tokio::spawn(async move {
         murmur_agents::worker::run_worker(
             &agent,
             murmur_tools::agent_cli::builtin_handler(),
-            coordinators,
             async move {
                 let _ = stop_rx.wait_for(|s| *s).await;
             },
@@ -751,7 +769,7 @@ async fn a_worker_does_not_start_an_assignment_the_task_moved_past() -> Result<(
     });
     let mut view = Projector::new(
         submitter.clone(),
-        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+        CoordinatorProjection::new(Token::new("acme")?),
     );
     wait(&mut view, "fresh completed", |v| {
         v.tasks
@@ -796,7 +814,7 @@ async fn a_worker_does_not_start_an_assignment_the_task_moved_past() -> Result<(
 /// Starts a builtin-handler worker process that logs at info level (so a test can see it
 /// begin draining), with `extra` agent flags; returns it, its id and its stderr lines.
 async fn spawn_logging_worker(
-    url: &str,
+    nats: &TestNats,
     data: &std::path::Path,
     extra: &[&str],
 ) -> Result<(
@@ -806,9 +824,11 @@ async fn spawn_logging_worker(
 )> {
     let mut args = vec!["--builtin-handler"];
     args.extend_from_slice(extra);
+    let who = murmur_e2e::enrol(nats, Role::Worker, "worker", data).await?;
     let mut worker = agent_process(
-        url,
+        nats.url(),
         data,
+        &who,
         &["--log-level", "info"],
         "tester",
         "test.run",
@@ -922,11 +942,10 @@ async fn a_terminated_worker_finishes_its_running_attempt_and_starts_no_new_one(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
     // The default drain grace (30 s) is far longer than the attempt.
-    let (mut worker, worker_id, mut stderr) =
-        spawn_logging_worker(nats.url(), data.path(), &[]).await?;
+    let (mut worker, worker_id, mut stderr) = spawn_logging_worker(&nats, data.path(), &[]).await?;
     let mut live = Projector::new(
         submitter.clone(),
-        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+        CoordinatorProjection::new(Token::new("acme")?),
     );
     submit_and_wait_running(&submitter, &mut live, "running", 3000).await?;
     let terminated_at = chrono::Utc::now();
@@ -991,10 +1010,10 @@ async fn a_drain_that_outlasts_its_grace_stops_the_attempt_and_leaves() -> Resul
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
     let (mut worker, worker_id, mut stderr) =
-        spawn_logging_worker(nats.url(), data.path(), &["--drain-grace-s", "1"]).await?;
+        spawn_logging_worker(&nats, data.path(), &["--drain-grace-s", "1"]).await?;
     let mut live = Projector::new(
         submitter.clone(),
-        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+        CoordinatorProjection::new(Token::new("acme")?),
     );
     submit_and_wait_running(&submitter, &mut live, "endless", 600_000).await?;
     terminate_and_wait_for(&worker, &mut stderr, "drain grace over").await?;
@@ -1018,10 +1037,10 @@ async fn a_second_sigterm_cuts_the_drain_short() -> Result<()> {
     let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
     // A grace far past the test's deadline: only the second signal can end the drain in time.
     let (mut worker, worker_id, mut stderr) =
-        spawn_logging_worker(nats.url(), data.path(), &["--drain-grace-s", "3600"]).await?;
+        spawn_logging_worker(&nats, data.path(), &["--drain-grace-s", "3600"]).await?;
     let mut live = Projector::new(
         submitter.clone(),
-        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+        CoordinatorProjection::new(Token::new("acme")?),
     );
     submit_and_wait_running(&submitter, &mut live, "endless", 600_000).await?;
     terminate_and_wait_for(&worker, &mut stderr, "draining").await?;
@@ -1049,16 +1068,21 @@ async fn a_tool_agent_serves_file_operations_confined_to_its_root() -> Result<()
     std::fs::write(root.join("src/lib.rs"), "pub fn one() -> u8 { 1 }\n")?;
     std::fs::write(data.path().join("secret"), "s3cret")?;
     let root_arg = root.to_string_lossy().to_string();
+    let who = murmur_e2e::enrol(&nats, Role::Tool, "files", data.path()).await?;
     let (mut agent, agent_id) = spawn_agent(
         nats.url(),
         data.path(),
+        &who,
         "tool",
         "tool.fs",
         &["--root", &root_arg],
     )
     .await?;
     let submitter = nats.event_log("acme").await?;
-    let coordinator = murmur_e2e::spawn_coordinator(nats.event_log("acme").await?);
+    let coordinator = murmur_e2e::spawn_coordinator(
+        nats.log_as("acme", Role::Coordinator, "coordinator")
+            .await?,
+    );
     let asks = [
         (
             "read",
@@ -1079,7 +1103,7 @@ async fn a_tool_agent_serves_file_operations_confined_to_its_root() -> Result<()
     }
     let mut view = Projector::new(
         submitter.clone(),
-        CoordinatorProjection::new(Token::new("acme")?, vec![]),
+        CoordinatorProjection::new(Token::new("acme")?),
     );
     anyhow::ensure!(
         view.follow_until(DEADLINE, |v| asks.iter().all(|(id, _)| v

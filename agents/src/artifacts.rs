@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 /// The bucket all artifacts live in (content-addressed, so realms can share it).
-pub const ARTIFACT_BUCKET: &str = "MURMUR_ARTIFACTS";
+pub const ARTIFACT_BUCKET: &str = murmur_subjects::roles::ARTIFACT_BUCKET;
 
 /// A reference to stored bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

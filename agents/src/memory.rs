@@ -10,8 +10,8 @@ use murmur_knowledge::rpc::{QueryReply, QueryRequest, query_filter};
 use murmur_knowledge::sync::{
     SESSION_HEADER, SIGNATURE_HEADER, SIGNER_HEADER, SyncServer, sync_filter,
 };
+use murmur_subjects::Subject;
 use murmur_subjects::events::AccessRole;
-use murmur_subjects::{Domain, Plane, Subject, SubjectFilter};
 
 use crate::runtime::{Agent, AgentError};
 
@@ -22,6 +22,9 @@ pub struct MemoryOptions {
     pub poll: Duration,
     /// How often it snapshots spaces with new changes (`None`: never on its own).
     pub snapshot_every: Option<Duration>,
+    /// Whether it also purges the changes its snapshots cover. A stream purge is the
+    /// operator's; without it the compactor `murmur up` runs purges them.
+    pub compact: bool,
 }
 
 impl Default for MemoryOptions {
@@ -29,6 +32,7 @@ impl Default for MemoryOptions {
         Self {
             poll: Duration::from_millis(500),
             snapshot_every: Some(Duration::from_secs(300)),
+            compact: false,
         }
     }
 }
@@ -115,27 +119,34 @@ pub async fn run_memory(
     let log = agent.log().clone();
     let realm = log.realm().clone();
     let client = log.client().clone();
-    let mut replica =
-        KnowledgeReplica::open(log.clone(), ReplicaConfig::all().dead_lettering(true)).await?;
+    let mut replica = KnowledgeReplica::open(
+        log.clone(),
+        ReplicaConfig::all()
+            .dead_lettering(true)
+            .compacting(options.compact),
+    )
+    .await?;
     let setup = |what: &'static str| {
         move |e: async_nats::SubscribeError| AgentError::Setup {
             what,
             reason: e.to_string(),
         }
     };
-    let wake_filter = |domain| {
-        SubjectFilter::plane(Plane::Evt)
-            .realm(realm.clone())
-            .domain(domain)
-    };
-    let mut wake_changes = client
-        .subscribe(wake_filter(Domain::Knowledge).to_string())
-        .await
-        .map_err(setup("knowledge wake-up subscription"))?;
-    let mut wake_spaces = client
-        .subscribe(wake_filter(Domain::Space).to_string())
-        .await
-        .map_err(setup("space wake-up subscription"))?;
+    // Woken as space and knowledge events are published: one subscription per type it
+    // handles, the subjects its role may subscribe to.
+    let mut wakes = Vec::new();
+    for ty in handled_types() {
+        let Some(t) = log.codec().catalog().get(&ty) else {
+            continue;
+        };
+        wakes.push(
+            client
+                .subscribe(t.filter(Some(&realm)).to_string())
+                .await
+                .map_err(setup("wake-up subscription"))?,
+        );
+    }
+    let mut wake = futures::stream::select_all(wakes);
     let mut sync_requests = client
         .queue_subscribe(sync_filter(&realm).to_string(), "murmur-memory".into())
         .await
@@ -155,8 +166,7 @@ pub async fn run_memory(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            Some(_) = wake_changes.next() => dirty = true,
-            Some(_) = wake_spaces.next() => dirty = true,
+            Some(_) = wake.next() => dirty = true,
             _ = tick.tick() => {
                 if dirty || last_poll.elapsed() >= options.poll {
                     dirty = false;
@@ -223,9 +233,12 @@ pub async fn run_memory(
                 if let Err(e) = replica.refresh().await {
                     tracing::warn!(error = %e, "refresh before query failed");
                 }
-                let reply = answer_query(&replica, request.subject.as_str(), &request.payload);
+                let (reply, nonce, space) = answer_query(&replica, request.subject.as_str(), &request.payload);
                 let body = serde_json::to_vec(&reply).unwrap_or_default();
-                let headers = signed_headers(identity.public_key(), &identity.sign_detached(&body));
+                let signature = identity.sign_detached(
+                    &murmur_knowledge::rpc::reply_signed_bytes(&nonce, &space, &body),
+                );
+                let headers = signed_headers(identity.public_key(), &signature);
                 if let Err(e) = client.publish_with_headers(reply_to, headers, body.into()).await {
                     tracing::warn!(error = %e, "query reply not sent");
                 }
@@ -243,25 +256,38 @@ fn signed_headers(signer: &str, signature: &str) -> async_nats::HeaderMap {
     headers
 }
 
-fn answer_query(replica: &KnowledgeReplica, subject: &str, body: &[u8]) -> QueryReply {
+/// The reply to a query request, with the request's nonce and space (what the reply's
+/// signature covers).
+fn answer_query(
+    replica: &KnowledgeReplica,
+    subject: &str,
+    body: &[u8],
+) -> (QueryReply, String, String) {
     let failed = |error: String| QueryReply {
         error: Some(error),
         ..Default::default()
     };
     let Ok(subject) = Subject::parse(subject) else {
-        return failed("bad subject".into());
+        return (failed("bad subject".into()), String::new(), String::new());
     };
+    let space = subject.aggregate().as_str().to_string();
     let request: QueryRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
-        Err(e) => return failed(format!("bad query request: {e}")),
+        Err(e) => {
+            return (
+                failed(format!("bad query request: {e}")),
+                String::new(),
+                space,
+            );
+        }
     };
-    let space = subject.aggregate().as_str();
-    match replica.query(space, &request.query, request.as_of) {
+    let reply = match replica.query(&space, &request.query, request.as_of) {
         Ok(facts) => QueryReply {
             facts,
             position: replica.position(),
             error: None,
         },
         Err(e) => failed(e.to_string()),
-    }
+    };
+    (reply, request.nonce, space)
 }

@@ -7,14 +7,15 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use async_nats::service::ServiceExt;
 use murmur_subjects::events::{AgentHeartbeat, AgentJoined, AgentLeft, AgentLoadChanged};
-use murmur_subjects::{Domain, Draft, EventLog, LogError, Plane, Subject, Token};
+use murmur_subjects::{Draft, EventLog, LogError, Token};
 
 use crate::metrics::AgentMetrics;
 use tokio::task::JoinHandle;
 
-/// KV bucket holding one presence entry per agent; entries expire three heartbeat intervals
-/// after the last beat.
-pub const PRESENCE_BUCKET: &str = "MURMUR_PRESENCE";
+/// KV bucket holding one presence entry per agent, keyed `<realm>.<agent key>`; entries
+/// expire three heartbeat intervals (of the agent that created the bucket) after the last
+/// beat.
+pub const PRESENCE_BUCKET: &str = murmur_subjects::roles::PRESENCE_BUCKET;
 
 /// Why the runtime failed.
 #[derive(Debug, thiserror::Error)]
@@ -175,13 +176,7 @@ impl Agent {
                 reason: e.to_string(),
             })?;
         // `status` answers with the agent's counters; `$SRV.STATS` shows them as its data.
-        let status_subject = Subject::new(
-            log.realm().clone(),
-            Plane::Rpc,
-            Domain::Agent,
-            id.clone(),
-            Token::new("status")?,
-        );
+        let status_subject = murmur_subjects::roles::AGENT_STATUS.subject(log.realm(), &id);
         let mut endpoint = service
             .endpoint_builder()
             .name("status")
@@ -285,7 +280,17 @@ impl Agent {
 }
 
 async fn presence_bucket(log: &EventLog, heartbeat: Duration) -> Result<kv::Store, AgentError> {
-    let js = log.jetstream();
+    ensure_presence_bucket(log.jetstream(), log.config().replicas, heartbeat).await
+}
+
+/// Opens the presence bucket, creating it when missing with entries that expire after three
+/// `heartbeat`s. Where the server enforces roles only the operator creates it (`murmur up`
+/// does, with the default 1 s heartbeat).
+pub async fn ensure_presence_bucket(
+    js: &async_nats::jetstream::Context,
+    replicas: usize,
+    heartbeat: Duration,
+) -> Result<kv::Store, AgentError> {
     if let Ok(kv) = js.get_key_value(PRESENCE_BUCKET).await {
         return Ok(kv);
     }
@@ -295,7 +300,7 @@ async fn presence_bucket(log: &EventLog, heartbeat: Duration) -> Result<kv::Stor
             .into(),
         history: 1,
         max_age: heartbeat * 3,
-        num_replicas: log.config().replicas,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await

@@ -232,17 +232,13 @@ pub fn handled_types() -> Vec<String> {
 pub async fn run_voter(
     agent: &Agent,
     voter: &dyn Voter,
-    talliers: Vec<String>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<u64, AgentError> {
     let log = agent.log().clone();
     let me = agent.id().to_string();
     // Opened, decided and withdrawn only: not every other voter's vote (see
     // `BallotProjection`), so this voter remembers its own votes.
-    let mut proposals = Projector::new(
-        log.clone(),
-        BallotProjection::new(log.realm().clone(), talliers),
-    );
+    let mut proposals = Projector::new(log.clone(), BallotProjection::new(log.realm().clone()));
     // The history first, read whole and filtered here: one linear pass. A live consumer
     // with the projection's three filters starting at sequence 1 made the server intersect
     // its subject index with them for every message (100 voters starting on 1,000

@@ -267,7 +267,7 @@ pub fn handled_types() -> Vec<String> {
 }
 
 /// Runs the worker loop until `shutdown`, then drains; returns how many attempts it
-/// completed. Only assignments from `coordinators` count (empty: from any verified identity).
+/// completed. Only assignments from an identity holding the coordinator role count.
 ///
 /// Draining: when `shutdown` resolves the agent enters lame duck (it starts no new attempt,
 /// and its next heartbeat tells the coordinators), and the attempts already running get up
@@ -284,7 +284,6 @@ pub fn handled_types() -> Vec<String> {
 pub async fn run_worker(
     agent: &Agent,
     handler: Handler,
-    coordinators: Vec<String>,
     shutdown: impl Future<Output = ()>,
     drain_grace: Duration,
 ) -> Result<u64, AgentError> {
@@ -293,14 +292,12 @@ pub async fn run_worker(
     let realm = log.realm().clone();
     let tasks = TaskProjection {
         realm: realm.clone(),
-        coordinators: coordinators.clone(),
     };
     let mut assignments = Projector::new(
         log.clone(),
         AssignmentProjection {
             realm: realm.clone(),
             agent: me.clone(),
-            coordinators: coordinators.clone(),
         },
     );
     let mut cancellations = Projector::new(log.clone(), CancellationProjection { realm });
@@ -402,7 +399,7 @@ pub async fn run_worker(
                     continue;
                 }
                 running.retain(|task, r| {
-                    let cancelled = cancellations.state().cancelled(task, &r.submitter, &coordinators);
+                    let cancelled = cancellations.state().cancelled(task, &r.submitter);
                     if cancelled {
                         // Dropping the handler's future stops it; a handler that runs a
                         // child process with kill_on_drop stops the process too.

@@ -19,6 +19,7 @@ use murmur_subjects::{
 use serde::{Deserialize, Serialize};
 
 use crate::tasks::{TaskBook, TaskProjection};
+use murmur_subjects::roles::Role;
 
 /// One attempt assigned to the agent, as its `task.assigned` event says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,16 +56,14 @@ pub struct Assignments {
 /// How often (in log time) ended leases are dropped from [`Assignments`].
 const PRUNE_EVERY: Duration = Duration::seconds(1);
 
-/// Folds `task.assigned` events for one agent. Assignments count only from `coordinators`
-/// (empty: from any verified identity), as in [`TaskProjection`].
+/// Folds `task.assigned` events for one agent. Assignments count only from an identity
+/// holding the coordinator role at their position, as in [`TaskProjection`].
 #[derive(Debug, Clone)]
 pub struct AssignmentProjection {
     /// Realm.
     pub realm: Token,
     /// The agent whose assignments are kept (public key).
     pub agent: String,
-    /// Public keys allowed to assign.
-    pub coordinators: Vec<String>,
 }
 
 impl Projection for AssignmentProjection {
@@ -79,7 +78,7 @@ impl Projection for AssignmentProjection {
     }
 
     fn apply(&self, state: &mut Assignments, event: &VerifiedEvent) -> Result<(), Refusal> {
-        if !allowed(&self.coordinators, event.emitter()) {
+        if !event.roles.contains(Role::Coordinator) {
             return Err(Refusal(format!("{} is not a coordinator", event.emitter())));
         }
         let p: TaskAssigned = event.payload().map_err(|e| Refusal(e.to_string()))?;
@@ -118,22 +117,26 @@ impl Projection for AssignmentProjection {
     }
 }
 
-/// Who asked to cancel each task: task id → emitters of its `task.cancelled` events. A
-/// worker honours a cancellation from the task's submitter or a coordinator (the same rule
-/// as [`TaskProjection`]); it learns the submitter when it fetches the work.
+/// Who asked to cancel each task: task id → emitters of its `task.cancelled` events, and
+/// the tasks a coordinator cancelled. A worker honours a cancellation from the task's
+/// submitter or a coordinator (the same rule as [`TaskProjection`]); it learns the
+/// submitter when it fetches the work.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cancellations {
     /// Task id → emitters.
     pub by_task: BTreeMap<String, BTreeSet<String>>,
+    /// Tasks cancelled by an identity holding the coordinator role then.
+    pub by_coordinator: BTreeSet<String>,
 }
 
 impl Cancellations {
     /// Whether `task` (submitted by `submitter`) has a cancellation that counts.
-    pub fn cancelled(&self, task: &str, submitter: &str, coordinators: &[String]) -> bool {
-        self.by_task.get(task).is_some_and(|who| {
-            who.iter()
-                .any(|w| w == submitter || allowed(coordinators, w))
-        })
+    pub fn cancelled(&self, task: &str, submitter: &str) -> bool {
+        self.by_coordinator.contains(task)
+            || self
+                .by_task
+                .get(task)
+                .is_some_and(|who| who.contains(submitter))
     }
 }
 
@@ -157,17 +160,17 @@ impl Projection for CancellationProjection {
 
     fn apply(&self, state: &mut Cancellations, event: &VerifiedEvent) -> Result<(), Refusal> {
         let _: TaskCancelled = event.payload().map_err(|e| Refusal(e.to_string()))?;
+        let task = event.subject.aggregate().as_str().to_string();
+        if event.roles.contains(Role::Coordinator) {
+            state.by_coordinator.insert(task.clone());
+        }
         state
             .by_task
-            .entry(event.subject.aggregate().as_str().to_string())
+            .entry(task)
             .or_default()
             .insert(event.emitter().to_string());
         Ok(())
     }
-}
-
-fn allowed(coordinators: &[String], who: &str) -> bool {
-    coordinators.is_empty() || coordinators.iter().any(|c| c == who)
 }
 
 /// What a worker needs to run an assignment, read from the log.
@@ -204,21 +207,25 @@ pub async fn work_for(
         }
     }
     let mut book = TaskBook::default();
-    fold_task(log, projection, &mut book, task).await?;
+    let mut roles = murmur_subjects::grants::RoleBook::default();
+    murmur_subjects::projection::read_roles(log, &mut roles, None).await?;
+    fold_task(log, projection, &roles, &mut book, task).await?;
     let Some(t) = book.tasks.get(task) else {
         return Ok(None);
     };
     let submitter = t.submitter.clone();
     for dep in t.depends_on.clone() {
-        fold_task(log, projection, &mut book, &dep).await?;
+        fold_task(log, projection, &roles, &mut book, &dep).await?;
     }
     Ok(Some(Work { book, submitter }))
 }
 
-/// Folds every stored event of one task into `book`.
+/// Folds every stored event of one task into `book`, each judged with the grants in
+/// `roles` at its position.
 async fn fold_task(
     log: &EventLog,
     projection: &TaskProjection,
+    roles: &murmur_subjects::grants::RoleBook,
     book: &mut TaskBook,
     task: &str,
 ) -> Result<(), LogError> {
@@ -238,11 +245,13 @@ async fn fold_task(
             if let Ok(subject) = Subject::parse(stored.message.subject.as_str()) {
                 projection.observe(book, &subject, stored.sequence);
             }
-            if let Ok(event) =
+            if let Ok(mut event) =
                 log.decode_stored(&stored.message, stored.sequence, Some(stored.stored_at))
             {
                 // A refused event is refused here as in every other fold of the task.
-                let _ = projection.apply(book, &event);
+                let _ = roles
+                    .admit(&mut event)
+                    .and_then(|()| projection.apply(book, &event));
             }
             std::ops::ControlFlow::Continue(())
         },
@@ -277,9 +286,9 @@ mod tests {
         let proj = AssignmentProjection {
             realm: Token::new("r").expect("token"),
             agent: me.public_key().into(),
-            coordinators: vec![coord.public_key().into()],
         };
         let mut log = Log::new();
+        log.grant(&coord, Role::Coordinator);
         let mut state = Assignments::default();
         proj.apply(
             &mut state,
@@ -352,20 +361,20 @@ mod tests {
             realm: Token::new("r").expect("token"),
         };
         let mut log = Log::new();
+        log.grant(&coord, Role::Coordinator);
         let mut state = Cancellations::default();
         let cancel = TaskCancelled {
             reason: "enough".into(),
         };
         proj.apply(&mut state, &log.event(&stranger, "t1", &cancel, 0))
             .expect("recorded");
-        let coordinators = vec![coord.public_key().to_string()];
-        assert!(!state.cancelled("t1", submitter.public_key(), &coordinators));
+        assert!(!state.cancelled("t1", submitter.public_key()));
         proj.apply(&mut state, &log.event(&submitter, "t1", &cancel, 1))
             .expect("recorded");
-        assert!(state.cancelled("t1", submitter.public_key(), &coordinators));
+        assert!(state.cancelled("t1", submitter.public_key()));
         proj.apply(&mut state, &log.event(&coord, "t2", &cancel, 2))
             .expect("recorded");
-        assert!(state.cancelled("t2", submitter.public_key(), &coordinators));
-        assert!(!state.cancelled("t3", submitter.public_key(), &coordinators));
+        assert!(state.cancelled("t2", submitter.public_key()));
+        assert!(!state.cancelled("t3", submitter.public_key()));
     }
 }

@@ -23,6 +23,7 @@ use murmur_subjects::events::{
 };
 use murmur_subjects::log::LogError;
 use murmur_subjects::projection::{Projection, Refusal};
+use murmur_subjects::roles::Role;
 use murmur_subjects::{
     Domain, Draft, EventLog, Payload, Plane, Projector, SubjectFilter, Token, VerifiedEvent,
 };
@@ -637,6 +638,53 @@ impl Consensus {
         }
     }
 
+    /// Whether a `decided` event for `id` follows from the votes this fold counted: the
+    /// voters it names each have a counted vote, and the rule applied to their votes (closed
+    /// when a `deadline_passed` marker closed the proposal) gives the same outcome and
+    /// tally. A decision naming no participants (from a tallier before they were named) is
+    /// checked against every counted vote. A proposal already decided or withdrawn, or one
+    /// this fold does not know, is left to [`Consensus::record_decision`], which ignores it.
+    pub fn check_grounds(&self, id: &str, decided: &ProposalDecided) -> Result<(), Refusal> {
+        let Some(p) = self.proposals.get(id) else {
+            return Ok(());
+        };
+        if p.decided.is_some() || p.withdrawn.is_some() {
+            return Ok(());
+        }
+        let votes: BTreeMap<String, Choice> = match &decided.participants {
+            Some(named) => {
+                if let Some(missing) = named.iter().find(|v| !p.votes.contains_key(*v)) {
+                    return Err(Refusal(format!(
+                        "the decision on {id} names {missing}, whose vote was not counted"
+                    )));
+                }
+                named.iter().map(|v| (v.clone(), p.votes[v])).collect()
+            }
+            None => p.votes.clone(),
+        };
+        let follows = decide(&p.opened, &votes, &p.electorate, p.deadline_passed).is_some_and(
+            |(outcome, t)| {
+                outcome.as_str() == decided.outcome
+                    && t.approve == decided.approve
+                    && t.reject == decided.reject
+                    && t.abstain == decided.abstain
+                    && t.votes == decided.votes
+            },
+        );
+        if follows {
+            Ok(())
+        } else {
+            Err(Refusal(format!(
+                "the decision on {id} ({}, {} approve, {} reject, {} votes) does not follow from the {} counted votes",
+                decided.outcome,
+                decided.approve,
+                decided.reject,
+                decided.votes,
+                votes.len()
+            )))
+        }
+    }
+
     /// What a tallier should write for `id` now (`now` from the stream's clock): the
     /// decision, when one can be made and none is recorded.
     pub fn pending_decision(&self, id: &str, now: DateTime<Utc>) -> Option<ProposalDecided> {
@@ -649,14 +697,13 @@ impl Consensus {
     }
 }
 
-/// The fold of a realm's `proposal.*` events into [`Consensus`]. Decisions count only from
-/// the identities in `talliers` (empty: any verified one).
+/// The fold of a realm's `proposal.*` events into [`Consensus`]. A decision counts only
+/// from an identity holding the tallier role at its position, and only when it follows from
+/// the votes counted ([`Consensus::check_grounds`]).
 #[derive(Debug, Clone)]
 pub struct ConsensusProjection {
     /// Realm.
     pub realm: Token,
-    /// Talliers whose decisions count.
-    pub talliers: Vec<String>,
 }
 
 impl Projection for ConsensusProjection {
@@ -673,6 +720,19 @@ impl Projection for ConsensusProjection {
     }
 
     fn apply(&self, state: &mut Consensus, event: &VerifiedEvent) -> Result<(), Refusal> {
+        self.fold(state, event, true)
+    }
+}
+
+impl ConsensusProjection {
+    /// The fold; `votes_read`: whether it reads the votes (then decisions are checked
+    /// against them).
+    fn fold(
+        &self,
+        state: &mut Consensus,
+        event: &VerifiedEvent,
+        votes_read: bool,
+    ) -> Result<(), Refusal> {
         let id = event.subject.aggregate().as_str();
         let at = event
             .stored_at
@@ -735,11 +795,18 @@ impl Projection for ConsensusProjection {
                 }
             }
             ProposalDecided::TYPE => {
-                if !self.talliers.is_empty() && !self.talliers.iter().any(|t| t == event.emitter())
-                {
-                    return Err(Refusal(format!("{} is not a tallier", event.emitter())));
+                if !event.roles.contains(Role::Tallier) {
+                    return Err(Refusal(format!(
+                        "{} did not hold the tallier role at {}",
+                        event.emitter(),
+                        event.stream_sequence.unwrap_or(0)
+                    )));
                 }
-                state.record_decision(id, event.payload().map_err(bad)?);
+                let decided: ProposalDecided = event.payload().map_err(bad)?;
+                if votes_read {
+                    state.check_grounds(id, &decided)?;
+                }
+                state.record_decision(id, decided);
             }
             _ => {}
         }
@@ -758,10 +825,11 @@ pub struct BallotProjection {
 }
 
 impl BallotProjection {
-    /// For `realm`, with decisions counting only from `talliers` (empty: anyone).
-    pub fn new(realm: Token, talliers: Vec<String>) -> Self {
+    /// For `realm`. Decisions count from holders of the tallier role; without the votes,
+    /// their grounds are not checked here.
+    pub fn new(realm: Token) -> Self {
         Self {
-            full: ConsensusProjection { realm, talliers },
+            full: ConsensusProjection { realm },
         }
     }
 }
@@ -789,7 +857,7 @@ impl Projection for BallotProjection {
     fn apply(&self, state: &mut Consensus, event: &VerifiedEvent) -> Result<(), Refusal> {
         match event.record.ty.as_str() {
             ProposalOpened::TYPE | ProposalDecided::TYPE | ProposalWithdrawn::TYPE => {
-                self.full.apply(state, event)
+                self.full.fold(state, event, false)
             }
             other => Err(Refusal(format!("{other} is not followed by voters"))),
         }
@@ -801,23 +869,17 @@ impl Projection for BallotProjection {
 /// `deadline_passed` marker once its clock passes a deadline. Returns events written.
 pub async fn run_tallier(
     log: EventLog,
-    talliers: Vec<String>,
     tick: std::time::Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<u64, LogError> {
-    let mut talliers = talliers;
-    let me = log.identity().public_key().to_string();
-    if !talliers.is_empty() && !talliers.contains(&me) {
-        talliers.push(me);
-    }
     let mut projector = Projector::new(
         log.clone(),
         ConsensusProjection {
             realm: log.realm().clone(),
-            talliers,
         },
     );
     projector.catch_up().await?;
+    crate::coordinator::warn_without_role(projector.roles(), &log, Role::Tallier);
     let mut written = 0;
     // Proposals whose decision this tallier wrote and has not read back yet.
     let mut written_for: std::collections::BTreeSet<String> = Default::default();
@@ -1161,7 +1223,6 @@ mod tests {
         use murmur_subjects::Identity;
         let fold = ConsensusProjection {
             realm: Token::new("r").expect("token"),
-            talliers: vec![],
         };
         let (proposer, voter) = (Identity::generate(), Identity::generate());
         let mut log = Log::new();
@@ -1208,12 +1269,12 @@ mod tests {
         let realm = Token::new("r").expect("token");
         let full = ConsensusProjection {
             realm: realm.clone(),
-            talliers: vec![],
         };
-        let ballots = BallotProjection::new(realm, vec![]);
+        let ballots = BallotProjection::new(realm);
         let (proposer, tallier) = (Identity::generate(), Identity::generate());
         let voters: Vec<Identity> = (0..3).map(|_| Identity::generate()).collect();
         let mut log = Log::new();
+        log.grant(&tallier, murmur_subjects::roles::Role::Tallier);
         let (mut all, mut narrow) = (Consensus::default(), Consensus::default());
         let feed = |all: &mut Consensus, narrow: &mut Consensus, event: &VerifiedEvent| {
             full.apply(all, event).expect("full fold");
@@ -1305,6 +1366,99 @@ mod tests {
         );
         assert!(eager < silent, "{eager} vs {silent}");
         assert!(!all.proposals["p6"].electorate.contains(&key(2)));
+    }
+
+    /// A decision counts only from a tallier, and only when it follows from the counted
+    /// votes: a tallier's key marking a proposal with no votes approved is refused, and a
+    /// vote stored between the tallier's read and its decision does not make the
+    /// decision's tally wrong (the decision names whose votes it counted).
+    #[test]
+    fn decisions_need_a_tallier_and_grounds_in_the_counted_votes() {
+        use crate::test_log::Log;
+        use murmur_subjects::Identity;
+        use murmur_subjects::roles::Role;
+
+        let full = ConsensusProjection {
+            realm: Token::new("r").expect("token"),
+        };
+        let (proposer, tallier, impostor) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let voters: Vec<Identity> = (0..3).map(|_| Identity::generate()).collect();
+        let mut log = Log::new();
+        log.grant(&tallier, Role::Tallier);
+        let mut state = Consensus::default();
+        let mut p = opened(Protocol::SimpleMajority, &[], 2);
+        p.voters = voters
+            .iter()
+            .map(|v| (v.public_key().to_string(), 1))
+            .collect();
+        p.deadline = log.start + chrono::Duration::seconds(60);
+        full.apply(&mut state, &log.event(&proposer, "p1", &p, 0))
+            .expect("opened");
+        let approved = |votes: u32, named: &[&Identity]| ProposalDecided {
+            outcome: "approved".into(),
+            approve: u64::from(votes),
+            reject: 0,
+            abstain: 0,
+            votes,
+            participants: Some(named.iter().map(|v| v.public_key().to_string()).collect()),
+        };
+        // No votes yet: a tallier's "approved" has no grounds; an impostor's is not a
+        // tallier's.
+        let forged = full.apply(&mut state, &log.event(&tallier, "p1", &approved(0, &[]), 1));
+        assert!(
+            forged
+                .expect_err("no grounds")
+                .0
+                .contains("does not follow")
+        );
+        let impostor_says = full.apply(
+            &mut state,
+            &log.event(&impostor, "p1", &approved(2, &[&voters[0], &voters[1]]), 2),
+        );
+        assert!(
+            impostor_says
+                .expect_err("not a tallier")
+                .0
+                .contains("tallier role")
+        );
+        assert!(state.proposals["p1"].decided.is_none());
+        let yes = VoteCast {
+            choice: Choice::Approve,
+            reason: String::new(),
+        };
+        for (i, v) in voters.iter().enumerate() {
+            full.apply(&mut state, &log.event(v, "p1", &yes, 10 + i as i64))
+                .expect("vote");
+        }
+        // Naming a voter whose vote was not counted is refused.
+        let stranger = Identity::generate();
+        let named_stranger = full.apply(
+            &mut state,
+            &log.event(&tallier, "p1", &approved(2, &[&voters[0], &stranger]), 20),
+        );
+        assert!(
+            named_stranger
+                .expect_err("stranger")
+                .0
+                .contains("was not counted")
+        );
+        // The tallier decided on two votes; the third was stored before its decision.
+        full.apply(
+            &mut state,
+            &log.event(&tallier, "p1", &approved(2, &[&voters[0], &voters[1]]), 21),
+        )
+        .expect("grounded in the votes it names");
+        assert_eq!(
+            state.proposals["p1"]
+                .decided
+                .as_ref()
+                .map(|d| d.outcome.as_str()),
+            Some("approved")
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use murmur_subjects::events::{
 };
 use murmur_subjects::log::Expected;
 use murmur_subjects::projection::{Projection, Refusal};
+use murmur_subjects::roles::Role;
 use murmur_subjects::{
     Domain, Draft, EventLog, LogError, Plane, Projector, Subject, SubjectFilter, Token,
     VerifiedEvent,
@@ -40,16 +41,13 @@ pub struct CoordinatorProjection {
 }
 
 impl CoordinatorProjection {
-    /// For `realm`, accepting coordinator decisions from `coordinators` (empty: anyone).
-    pub fn new(realm: Token, coordinators: Vec<String>) -> Self {
+    /// For `realm`; coordinator decisions count from holders of the coordinator role.
+    pub fn new(realm: Token) -> Self {
         Self {
             registry: RegistryProjection {
                 realm: realm.clone(),
             },
-            tasks: TaskProjection {
-                realm,
-                coordinators,
-            },
+            tasks: TaskProjection { realm },
         }
     }
 }
@@ -69,7 +67,9 @@ impl Projection for CoordinatorProjection {
         match event.subject.domain() {
             Domain::Agent => self.registry.apply(&mut state.registry, event),
             Domain::Task => self.tasks.apply(&mut state.tasks, event),
-            Domain::Sys | Domain::Proposal | Domain::Space | Domain::Knowledge => Ok(()),
+            Domain::Sys | Domain::Proposal | Domain::Space | Domain::Knowledge | Domain::Role => {
+                Ok(())
+            }
         }
     }
 
@@ -86,10 +86,6 @@ pub struct CoordinatorConfig {
     /// After new events it decides at most this often, so events arriving together are
     /// decided (and written) together.
     pub batch_window: Duration,
-    /// Public keys whose coordinator decisions count (this coordinator's own key is always
-    /// added). Empty: decisions from any verified identity count — fine on a closed dev
-    /// server, not in production.
-    pub coordinators: Vec<String>,
 }
 
 impl Default for CoordinatorConfig {
@@ -97,7 +93,6 @@ impl Default for CoordinatorConfig {
         Self {
             tick: Duration::from_millis(100),
             batch_window: Duration::from_millis(2),
-            coordinators: Vec::new(),
         }
     }
 }
@@ -280,13 +275,24 @@ const DIVERGED_AFTER: u32 = 20;
 /// How long a coordinator waits to read its own last decisions back before deciding anyway.
 const OWN_WRITES_PATIENCE: Duration = Duration::from_secs(2);
 
-/// The effective allow-list: empty stays empty (anyone); otherwise `me` is added.
-fn allow_list(configured: &[String], me: &str) -> Vec<String> {
-    let mut list = configured.to_vec();
-    if !list.is_empty() && !list.iter().any(|k| k == me) {
-        list.push(me.to_string());
+/// Logs, at warn, when this service's identity does not hold `role` in its realm as of the
+/// projector's position: its decisions would be refused by every fold (its own included),
+/// so it would write, be refused, and decide again.
+pub fn warn_without_role(roles: &murmur_subjects::grants::RoleBook, log: &EventLog, role: Role) {
+    let held = roles.roles_at(
+        log.realm().as_str(),
+        log.identity().public_key(),
+        u64::MAX,
+        None,
+    );
+    if !held.contains(role) {
+        tracing::warn!(
+            identity = log.identity().public_key(),
+            realm = %log.realm(),
+            "this identity does not hold the {role} role in the log, so its decisions will not count; the realm's operator grants it with `murmur roles grant {} --role {role}` (or issues it {role} credentials with `murmur creds issue --role {role}`)",
+            log.identity().public_key()
+        );
     }
-    list
 }
 
 /// Runs a coordinator until `shutdown`; returns how many decisions it wrote.
@@ -296,14 +302,10 @@ pub async fn run_coordinator(
     config: CoordinatorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, LogError> {
-    let mut projector = Projector::new(
-        log.clone(),
-        CoordinatorProjection::new(
-            log.realm().clone(),
-            allow_list(&config.coordinators, log.identity().public_key()),
-        ),
-    );
+    let mut projector =
+        Projector::new(log.clone(), CoordinatorProjection::new(log.realm().clone()));
     projector.catch_up().await?;
+    warn_without_role(projector.roles(), &log, Role::Coordinator);
     let mut rounds = Rounds {
         written: 0,
         conflicted: 0,
@@ -505,15 +507,5 @@ mod tests {
         );
         assert!(carried_work(&book, &at_limit).is_some());
         assert!(carried_work(&book, &over).is_none(), "the worker reads it");
-    }
-
-    #[test]
-    fn allow_list_adds_this_coordinator_only_when_one_is_configured() {
-        assert!(allow_list(&[], "me").is_empty(), "empty means anyone");
-        assert_eq!(
-            allow_list(&["other".to_string()], "me"),
-            vec!["other", "me"]
-        );
-        assert_eq!(allow_list(&["me".to_string()], "me"), vec!["me"]);
     }
 }

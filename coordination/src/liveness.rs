@@ -219,6 +219,9 @@ pub async fn run_monitor(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, LogError> {
+    let mut roles = murmur_subjects::grants::RoleBook::default();
+    murmur_subjects::projection::read_roles(&log, &mut roles, None).await?;
+    crate::coordinator::warn_without_role(&roles, &log, murmur_subjects::roles::Role::Monitor);
     let filter = EventType::of::<AgentHeartbeat>().filter(Some(log.realm()));
     let mut beats = log
         .client()

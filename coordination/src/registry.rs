@@ -102,6 +102,20 @@ pub struct RegistryProjection {
     pub realm: Token,
 }
 
+/// Liveness verdicts count only from an identity holding the monitor role then: anyone
+/// else could take agents out of routing.
+fn monitor(event: &VerifiedEvent) -> Result<(), Refusal> {
+    if event.roles.contains(murmur_subjects::roles::Role::Monitor) {
+        Ok(())
+    } else {
+        Err(Refusal(format!(
+            "{} did not hold the monitor role at {}",
+            event.emitter(),
+            event.stream_sequence.unwrap_or(0)
+        )))
+    }
+}
+
 impl Projection for RegistryProjection {
     type State = Registry;
 
@@ -166,6 +180,7 @@ impl Projection for RegistryProjection {
                 agent.last_sequence = seq;
             }
             AgentOffline::TYPE => {
+                monitor(event)?;
                 let _: AgentOffline = event.payload().map_err(bad)?;
                 let agent = state
                     .agents
@@ -195,6 +210,7 @@ impl Projection for RegistryProjection {
                 agent.last_sequence = seq;
             }
             AgentResumed::TYPE => {
+                monitor(event)?;
                 let _: AgentResumed = event.payload().map_err(bad)?;
                 let agent = state
                     .agents

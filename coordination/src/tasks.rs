@@ -21,6 +21,7 @@ use murmur_subjects::events::{
     TaskStarted, TaskSubmitted,
 };
 use murmur_subjects::projection::{Projection, Refusal};
+use murmur_subjects::roles::Role;
 use murmur_subjects::{Domain, Payload, Plane, Subject, SubjectFilter, Token, VerifiedEvent};
 use serde::{Deserialize, Serialize};
 
@@ -341,14 +342,14 @@ impl TaskBook {
     }
 }
 
-/// The task projection for one realm. Coordinator-only events (`assigned`, `lease_expired`,
-/// `dead_lettered`) are accepted from the identities in `coordinators` (empty: anyone).
+/// The task projection for one realm. Coordinator decisions (`assigned`, `lease_expired`,
+/// `dead_lettered`, a cancellation by anyone but the submitter) count only from an identity
+/// holding the coordinator role at the event's position ([`VerifiedEvent::roles`], set by
+/// the projector from the realm's grants).
 #[derive(Debug, Clone)]
 pub struct TaskProjection {
     /// Realm.
     pub realm: Token,
-    /// Public keys allowed to assign, expire and dead-letter.
-    pub coordinators: Vec<String>,
 }
 
 fn stored(event: &VerifiedEvent) -> DateTime<Utc> {
@@ -358,13 +359,15 @@ fn stored(event: &VerifiedEvent) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-impl TaskProjection {
-    fn coordinator(&self, event: &VerifiedEvent) -> Result<(), Refusal> {
-        if self.coordinators.is_empty() || self.coordinators.iter().any(|c| c == event.emitter()) {
-            Ok(())
-        } else {
-            Err(Refusal(format!("{} is not a coordinator", event.emitter())))
-        }
+fn coordinator(event: &VerifiedEvent) -> Result<(), Refusal> {
+    if event.roles.contains(Role::Coordinator) {
+        Ok(())
+    } else {
+        Err(Refusal(format!(
+            "{} did not hold the coordinator role at {}",
+            event.emitter(),
+            event.stream_sequence.unwrap_or(0)
+        )))
     }
 }
 
@@ -477,7 +480,7 @@ impl TaskProjection {
         };
         match event.record.ty.as_str() {
             TaskAssigned::TYPE => {
-                self.coordinator(event)?;
+                coordinator(event)?;
                 let p: TaskAssigned = event.payload().map_err(bad)?;
                 if !matches!(task.state, TaskState::Pending { .. }) || p.attempt != task.attempt + 1
                 {
@@ -514,7 +517,7 @@ impl TaskProjection {
                 after_failure(task, p.reason, at);
             }
             TaskLeaseExpired::TYPE => {
-                self.coordinator(event)?;
+                coordinator(event)?;
                 let p: TaskLeaseExpired = event.payload().map_err(bad)?;
                 if current_holder.as_deref() != Some(p.agent.as_str()) || p.attempt != task.attempt
                 {
@@ -525,7 +528,7 @@ impl TaskProjection {
                 after_failure(task, format!("lease expired on {}", p.agent), at);
             }
             TaskDeadLettered::TYPE => {
-                self.coordinator(event)?;
+                coordinator(event)?;
                 let p: TaskDeadLettered = event.payload().map_err(bad)?;
                 if task.failures.is_empty() {
                     task.failures = p.reasons;
@@ -535,7 +538,7 @@ impl TaskProjection {
             TaskCancelled::TYPE => {
                 let _: TaskCancelled = event.payload().map_err(bad)?;
                 if event.emitter() != task.submitter {
-                    self.coordinator(event)?;
+                    coordinator(event)?;
                 }
                 task.state = TaskState::Cancelled;
             }
@@ -1017,9 +1020,9 @@ mod tests {
             );
             let proj = TaskProjection {
                 realm: Token::new("r").expect("token"),
-                coordinators: vec![coord.public_key().to_string()],
             };
             let mut log = Log::new();
+            log.grant(&coord, Role::Coordinator);
             let mut book = TaskBook::default();
             let submitted = TaskSubmitted {
                 capability: "x".into(),
@@ -1114,9 +1117,9 @@ mod tests {
             );
             let proj = TaskProjection {
                 realm: Token::new("r").expect("token"),
-                coordinators: vec![],
             };
             let mut log = Log::new();
+            log.grant(&coord, Role::Coordinator);
             let mut book = TaskBook::default();
             let submitted = TaskSubmitted {
                 capability: "x".into(),
@@ -1183,9 +1186,9 @@ mod tests {
             );
             let proj = TaskProjection {
                 realm: Token::new("r").expect("token"),
-                coordinators: vec![coord.public_key().to_string()],
             };
             let mut log = Log::new();
+            log.grant(&coord, Role::Coordinator);
             let mut book = TaskBook::default();
             let mut rng = 0x9e37_79b9_u64;
             let mut next = |n: u64| {
@@ -1516,7 +1519,6 @@ mod tests {
             let s = Identity::generate();
             let proj = TaskProjection {
                 realm: Token::new("r").expect("token"),
-                coordinators: vec![],
             };
             let mut log = Log::new();
             let mut book = TaskBook::default();

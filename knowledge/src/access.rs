@@ -150,6 +150,69 @@ impl SpaceAccess {
     }
 }
 
+/// Folds one `space.*` event (sequence from the log) into `spaces`, the access of every
+/// space: what every replica and the compactor fold. Returns the space's access when the
+/// event opened it. A refusal leaves the access unchanged (it is noted in the space's
+/// `refused` when the space exists) and is returned.
+pub fn apply_space_event(
+    spaces: &mut BTreeMap<String, SpaceAccess>,
+    sequence: u64,
+    event: &murmur_subjects::VerifiedEvent,
+) -> Result<Option<SpaceAccess>, KnowledgeError> {
+    use murmur_subjects::Payload;
+    let space = event.subject.aggregate().as_str().to_string();
+    let emitter = event.emitter().to_string();
+    let payload_err = |e: murmur_subjects::payload::PayloadError| KnowledgeError::Ingest(e.into());
+    let result = match event.record.ty.as_str() {
+        SpaceOpened::TYPE => {
+            let opened: SpaceOpened = event.payload().map_err(payload_err)?;
+            if spaces.contains_key(&space) {
+                Err(KnowledgeError::SpaceExists(space.clone()))
+            } else if opened.shards == 0 || opened.shards > crate::space::MAX_SHARDS {
+                Err(KnowledgeError::InvalidSpace(
+                    space.clone(),
+                    format!("{} shards", opened.shards),
+                ))
+            } else {
+                crate::space::space_token(&space)?;
+                let access = SpaceAccess::opened(&space, &emitter, opened);
+                spaces.insert(space.clone(), access.clone());
+                return Ok(Some(access));
+            }
+        }
+        SpaceAccessGranted::TYPE => {
+            let e: SpaceAccessGranted = event.payload().map_err(payload_err)?;
+            match spaces.get_mut(&space) {
+                Some(access) => access.grant(sequence, &emitter, &e),
+                None => Err(KnowledgeError::UnknownSpace(space.clone())),
+            }
+        }
+        SpaceAccessRevoked::TYPE => {
+            let e: SpaceAccessRevoked = event.payload().map_err(payload_err)?;
+            match spaces.get_mut(&space) {
+                Some(access) => access.revoke(sequence, &emitter, &e),
+                None => Err(KnowledgeError::UnknownSpace(space.clone())),
+            }
+        }
+        SpaceSnapshotted::TYPE => {
+            let e: SpaceSnapshotted = event.payload().map_err(payload_err)?;
+            match spaces.get_mut(&space) {
+                Some(access) => access.snapshot(sequence, &emitter, &e),
+                None => Err(KnowledgeError::UnknownSpace(space.clone())),
+            }
+        }
+        other => Err(KnowledgeError::Layout(format!(
+            "{other} is not a space event"
+        ))),
+    };
+    if let Err(e) = &result
+        && let Some(access) = spaces.get_mut(&space)
+    {
+        access.refused.push((sequence, e.to_string()));
+    }
+    result.map(|()| None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,10 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use automerge::{Change, ChangeHash};
-use murmur_subjects::events::{
-    DeadLetterReason, SpaceAccessGranted, SpaceAccessRevoked, SpaceOpened, SpaceSnapshotted,
-};
-use murmur_subjects::{Payload, VerifiedEvent};
+use murmur_subjects::VerifiedEvent;
+use murmur_subjects::events::{DeadLetterReason, SpaceSnapshotted};
 use serde::{Deserialize, Serialize};
 
 use crate::access::SpaceAccess;
@@ -145,78 +143,29 @@ impl KnowledgeBase {
         sequence: u64,
         event: &VerifiedEvent,
     ) -> Result<(), KnowledgeError> {
-        let space = event.subject.aggregate().as_str().to_string();
-        let emitter = event.emitter().to_string();
-        let result = match event.record.ty.as_str() {
-            SpaceOpened::TYPE => {
-                let opened: SpaceOpened = event
-                    .payload()
-                    .map_err(|e| KnowledgeError::Ingest(e.into()))?;
-                if self.spaces.contains_key(&space) {
-                    Err(KnowledgeError::SpaceExists(space.clone()))
-                } else if opened.shards == 0 || opened.shards > crate::space::MAX_SHARDS {
-                    Err(KnowledgeError::InvalidSpace(
-                        space.clone(),
-                        format!("{} shards", opened.shards),
-                    ))
-                } else {
-                    let token = space_token(&space)?;
-                    for shard in 0..opened.shards {
-                        let doc = document_token(&token, shard).as_str().to_string();
-                        self.documents.insert(
-                            doc,
-                            DocumentState {
-                                doc: KnowledgeDoc::new(
-                                    &self.author,
-                                    self.session,
-                                    opened.max_fact_bytes as usize,
-                                ),
-                                position: 0,
-                                base: None,
-                                applied: Vec::new(),
-                                refused: Default::default(),
-                            },
-                        );
-                    }
-                    self.spaces
-                        .insert(space.clone(), SpaceAccess::opened(&space, &emitter, opened));
-                    Ok(())
-                }
-            }
-            SpaceAccessGranted::TYPE => {
-                let e: SpaceAccessGranted = event
-                    .payload()
-                    .map_err(|e| KnowledgeError::Ingest(e.into()))?;
-                self.known(&space)?.grant(sequence, &emitter, &e)
-            }
-            SpaceAccessRevoked::TYPE => {
-                let e: SpaceAccessRevoked = event
-                    .payload()
-                    .map_err(|e| KnowledgeError::Ingest(e.into()))?;
-                self.known(&space)?.revoke(sequence, &emitter, &e)
-            }
-            SpaceSnapshotted::TYPE => {
-                let e: SpaceSnapshotted = event
-                    .payload()
-                    .map_err(|e| KnowledgeError::Ingest(e.into()))?;
-                self.known(&space)?.snapshot(sequence, &emitter, &e)
-            }
-            other => Err(KnowledgeError::Layout(format!(
-                "{other} is not a space event"
-            ))),
+        let Some(opened) = crate::access::apply_space_event(&mut self.spaces, sequence, event)?
+        else {
+            return Ok(());
         };
-        if let Err(e) = &result
-            && let Some(access) = self.spaces.get_mut(&space)
-        {
-            access.refused.push((sequence, e.to_string()));
+        let token = space_token(&opened.space)?;
+        for shard in 0..opened.settings.shards {
+            let doc = document_token(&token, shard).as_str().to_string();
+            self.documents.insert(
+                doc,
+                DocumentState {
+                    doc: KnowledgeDoc::new(
+                        &self.author,
+                        self.session,
+                        opened.settings.max_fact_bytes as usize,
+                    ),
+                    position: 0,
+                    base: None,
+                    applied: Vec::new(),
+                    refused: Default::default(),
+                },
+            );
         }
-        result
-    }
-
-    fn known(&mut self, space: &str) -> Result<&mut SpaceAccess, KnowledgeError> {
-        self.spaces
-            .get_mut(space)
-            .ok_or_else(|| KnowledgeError::UnknownSpace(space.to_string()))
+        Ok(())
     }
 
     /// Replaces a document's state with a verified snapshot covering the log up to its

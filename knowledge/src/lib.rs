@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod base;
+pub mod compaction;
 pub mod document;
 pub mod error;
 pub mod fact;

@@ -44,7 +44,7 @@ use crate::query::Query;
 use crate::space::{document_token, shard_of, space_token};
 
 /// Object Store bucket holding snapshots.
-pub const SNAPSHOT_BUCKET: &str = "MURMUR_KNOWLEDGE";
+pub const SNAPSHOT_BUCKET: &str = murmur_subjects::roles::KNOWLEDGE_BUCKET;
 /// Default largest fact, in bytes of JSON.
 pub const DEFAULT_MAX_FACT_BYTES: u32 = 16 * 1024;
 /// Bytes of pending text after which a document commits on its own.
@@ -63,6 +63,10 @@ pub struct ReplicaConfig {
     /// Write a dead letter for every refused change (one replica per realm should: the
     /// memory agent). Others only record refusals in their state.
     pub dead_letter_refusals: bool,
+    /// Purge the changes a snapshot covers right after recording it ([`compact`]). Purging
+    /// is the operator's: where the server enforces roles, a replica without the operator
+    /// role leaves it to the compactor `murmur up` runs ([`crate::compaction`]).
+    pub compact: bool,
     /// The clock stamping local edits.
     pub clock: Clock,
 }
@@ -73,6 +77,7 @@ impl std::fmt::Debug for ReplicaConfig {
             .field("spaces", &self.spaces)
             .field("batch", &self.batch)
             .field("dead_letter_refusals", &self.dead_letter_refusals)
+            .field("compact", &self.compact)
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +97,7 @@ impl ReplicaConfig {
             spaces: None,
             batch: 5_000,
             dead_letter_refusals: false,
+            compact: true,
             clock: Arc::new(Utc::now),
         }
     }
@@ -99,6 +105,12 @@ impl ReplicaConfig {
     /// Dead-letters refused changes.
     pub fn dead_lettering(mut self, on: bool) -> Self {
         self.dead_letter_refusals = on;
+        self
+    }
+
+    /// Whether its snapshots purge what they cover ([`ReplicaConfig::compact`]).
+    pub fn compacting(mut self, on: bool) -> Self {
+        self.compact = on;
         self
     }
 
@@ -259,19 +271,8 @@ impl KnowledgeReplica {
         if let Some(store) = &self.store {
             return Ok(store.clone());
         }
-        let js = self.log.jetstream();
-        let store = match js.get_object_store(SNAPSHOT_BUCKET).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: SNAPSHOT_BUCKET.into(),
-                    description: Some("murmur knowledge snapshots".into()),
-                    num_replicas: self.log.config().replicas.max(1),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| KnowledgeError::Store(e.to_string()))?,
-        };
+        let store =
+            ensure_snapshot_bucket(self.log.jetstream(), self.log.config().replicas).await?;
         self.store = Some(store.clone());
         Ok(store)
     }
@@ -828,9 +829,10 @@ impl KnowledgeReplica {
         self.base.summary(space)
     }
 
-    /// Saves every document of `space` to the Object Store, records each snapshot in the log
-    /// and purges the document's change subject up to the sequence the snapshot covers.
-    /// Needs the replica role (or ownership). Returns the snapshot records.
+    /// Saves every document of `space` to the Object Store and records each snapshot in the
+    /// log; with [`ReplicaConfig::compact`], also purges the document's change subject up to
+    /// the sequence the snapshot covers. Needs the replica role (or ownership). Returns the
+    /// snapshot records.
     pub async fn snapshot(&mut self, space: &str) -> Result<Vec<SpaceSnapshotted>, KnowledgeError> {
         let access = self
             .base
@@ -884,21 +886,50 @@ impl KnowledgeReplica {
                 .map_err(|e| KnowledgeError::Ingest(e.into()))?
                 .with_id(format!("ks-{document}-{position}"));
             self.log.append(draft).await?;
-            // Keep everything after the covered position: changes published while the
-            // snapshot was written stay (a rollup would delete them too).
-            let doc_token = Token::new(document.as_str())
-                .map_err(|e| KnowledgeError::UnknownDocument(e.to_string()))?;
-            let subject = murmur_subjects::EventType::of::<KnowledgeChanged>()
-                .subject(self.log.realm(), &doc_token);
-            let stream = self.log.stream(&self.log.config().history_stream).await?;
-            stream
-                .purge()
-                .filter(subject.to_string())
-                .sequence(position + 1)
-                .await
-                .map_err(|e| KnowledgeError::Store(format!("purge {document}: {e}")))?;
+            if self.config.compact {
+                compact(&self.log, &record).await?;
+            }
             out.push(record);
         }
         Ok(out)
     }
+}
+
+/// Opens the snapshot Object Store, creating it when missing. Where the server enforces
+/// roles only the operator creates it (`murmur up` does).
+pub async fn ensure_snapshot_bucket(
+    js: &async_nats::jetstream::Context,
+    replicas: usize,
+) -> Result<ObjectStore, KnowledgeError> {
+    match js.get_object_store(SNAPSHOT_BUCKET).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_object_store(object_store::Config {
+                bucket: SNAPSHOT_BUCKET.into(),
+                description: Some("murmur knowledge snapshots".into()),
+                num_replicas: replicas.max(1),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| KnowledgeError::Store(e.to_string())),
+    }
+}
+
+/// Purges the changes `snapshot` covers from its document's change subject: everything up
+/// to its `stream_sequence`, nothing after (changes published while the snapshot was
+/// written stay; a rollup would delete them too). Idempotent. A stream purge is the
+/// operator's: where the server enforces roles, nobody else may.
+pub async fn compact(log: &EventLog, snapshot: &SpaceSnapshotted) -> Result<(), KnowledgeError> {
+    let doc_token = Token::new(snapshot.document.as_str())
+        .map_err(|e| KnowledgeError::UnknownDocument(e.to_string()))?;
+    let subject =
+        murmur_subjects::EventType::of::<KnowledgeChanged>().subject(log.realm(), &doc_token);
+    let stream = log.stream(&log.config().history_stream).await?;
+    stream
+        .purge()
+        .filter(subject.to_string())
+        .sequence(snapshot.stream_sequence + 1)
+        .await
+        .map_err(|e| KnowledgeError::Store(format!("purge {}: {e}", snapshot.document)))?;
+    Ok(())
 }

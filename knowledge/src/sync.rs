@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use automerge::sync::{self, SyncDoc};
 use murmur_subjects::events::AccessRole;
 use murmur_subjects::identity::SignatureVerifier;
-use murmur_subjects::{Domain, Identity, Plane, Subject, SubjectFilter, Token};
+use murmur_subjects::{Identity, Subject, SubjectFilter, Token};
 
 use crate::document::KnowledgeDoc;
 use crate::error::KnowledgeError;
@@ -33,21 +33,15 @@ const MAX_ROUNDS: u32 = 64;
 
 /// The request subject for one document: `murmur.v1.{realm}.rpc.knowledge.{document}.sync`.
 pub fn sync_subject(realm: &Token, document: &Token) -> Subject {
-    Subject::new(
-        realm.clone(),
-        Plane::Rpc,
-        Domain::Knowledge,
-        document.clone(),
-        Token::new("sync").unwrap_or_else(|_| document.clone()),
-    )
+    murmur_subjects::roles::KNOWLEDGE_SYNC.subject(realm, document)
 }
 
 /// Every document's sync subject in a realm (what a server subscribes to).
 pub fn sync_filter(realm: &Token) -> SubjectFilter {
-    crate::rpc::rpc_filter(realm, Domain::Knowledge, "sync")
+    crate::rpc::rpc_filter(realm, &murmur_subjects::roles::KNOWLEDGE_SYNC)
 }
 
-fn signed_bytes(session: &str, document: &str, body: &[u8]) -> Vec<u8> {
+pub(crate) fn signed_bytes(session: &str, document: &str, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(session.len() + document.len() + body.len() + 2);
     out.extend_from_slice(session.as_bytes());
     out.push(b'\n');

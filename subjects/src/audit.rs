@@ -1,7 +1,10 @@
 //! The log auditor: reads everything that reaches the history stream (and the live plane)
 //! and dead-letters what cannot be decoded, validated or verified, with the reason and the
 //! original bytes. JetStream stores whatever is published to a captured subject; the auditor
-//! is what turns bad input into a dead letter instead of a silent skip.
+//! is what turns bad input into a dead letter instead of a silent skip. It also folds the
+//! realm's grants and dead-letters, as `unauthorized`, what every fold refuses for want of
+//! authority: a decision from an identity without the role at that position, a role event
+//! signed by neither the owner nor an operator, an event on another identity's aggregate.
 
 use std::future::Future;
 use std::time::Duration;
@@ -10,7 +13,11 @@ use async_nats::jetstream::consumer;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{IngestError, VerifiedEvent};
+use crate::events::DeadLetterReason;
+use crate::grants::RoleBook;
 use crate::log::{EventLog, LogError};
+use crate::subject::Domain;
 
 /// Durable consumer name of the auditor.
 pub const AUDITOR_CONSUMER: &str = "murmur-auditor";
@@ -53,10 +60,14 @@ pub async fn run_auditor(
         .map_err(|e| LogError::Consumer(e.to_string()))?;
     let mut live = log
         .client()
-        .queue_subscribe("murmur.v1.*.live.>", AUDITOR_CONSUMER.to_string())
+        .queue_subscribe(
+            format!("murmur.v1.{}.live.>", log.realm()),
+            AUDITOR_CONSUMER.to_string(),
+        )
         .await
         .map_err(|e| LogError::Consumer(e.to_string()))?;
     let mut totals = AuditStats::default();
+    let mut roles = RoleBook::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -70,10 +81,23 @@ pub async fn run_auditor(
                         continue;
                     }
                 };
-                let sequence = message.info().map(|i| i.stream_sequence).ok();
-                let verdict = log.codec().decode(message.subject.as_str(), message.headers.as_ref(), &message.payload);
+                let info = message.info().ok();
+                let sequence = info.as_ref().map(|i| i.stream_sequence);
+                let stored_at = info.as_ref().map(|i| i.published);
+                let verdict = log
+                    .codec()
+                    .decode(message.subject.as_str(), message.headers.as_ref(), &message.payload)
+                    .map(|mut event| {
+                        event.stream_sequence = sequence;
+                        event.stored_at = stored_at;
+                        event
+                    });
+                let verdict = match verdict {
+                    Ok(event) => authorize(&log, &mut roles, event).await?,
+                    Err(e) => Err(e),
+                };
                 match verdict {
-                    Ok(_) => totals.valid += 1,
+                    Ok(()) => totals.valid += 1,
                     Err(error) => {
                         log.dead_letter("auditor", &error, message.subject.as_str(), message.headers.as_ref(), &message.payload, sequence).await?;
                         totals.dead_lettered += 1;
@@ -85,8 +109,15 @@ pub async fn run_auditor(
             }
             next = live.next() => {
                 let Some(message) = next else { break };
-                match log.codec().decode(message.subject.as_str(), message.headers.as_ref(), &message.payload) {
-                    Ok(_) => totals.valid += 1,
+                let verdict = match log.codec().decode(message.subject.as_str(), message.headers.as_ref(), &message.payload) {
+                    Ok(mut event) => roles.admit(&mut event).map_err(|refusal| IngestError::Refused {
+                        reason: DeadLetterReason::Unauthorized,
+                        detail: refusal.0,
+                    }),
+                    Err(e) => Err(e),
+                };
+                match verdict {
+                    Ok(()) => totals.valid += 1,
                     Err(error) => {
                         log.dead_letter("auditor", &error, message.subject.as_str(), message.headers.as_ref(), &message.payload, None).await?;
                         totals.dead_lettered += 1;
@@ -99,4 +130,33 @@ pub async fn run_auditor(
         }
     }
     Ok(totals)
+}
+
+/// Whether a decoded stored event has the authority it needs; an `Err` is what to
+/// dead-letter. Role events fold into `roles`. Auditors share one durable consumer, so this
+/// one may not have seen every role event before the one it judges: before refusing, it
+/// reads the role events it missed up to the event's position, and judges again.
+async fn authorize(
+    log: &EventLog,
+    roles: &mut RoleBook,
+    mut event: VerifiedEvent,
+) -> Result<Result<(), IngestError>, LogError> {
+    let unauthorized = |refusal: crate::projection::Refusal| IngestError::Refused {
+        reason: DeadLetterReason::Unauthorized,
+        detail: refusal.0,
+    };
+    let sequence = event.stream_sequence.unwrap_or(0);
+    if event.subject.domain() == Domain::Role {
+        if roles.position() + 1 < sequence {
+            crate::projection::read_roles(log, roles, Some(sequence - 1)).await?;
+        }
+        return Ok(roles.apply(&event).map_err(unauthorized));
+    }
+    if roles.admit(&mut event).is_ok() {
+        return Ok(Ok(()));
+    }
+    if roles.position() < sequence {
+        crate::projection::read_roles(log, roles, Some(sequence)).await?;
+    }
+    Ok(roles.admit(&mut event).map_err(unauthorized))
 }

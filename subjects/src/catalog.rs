@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::events;
 use crate::payload::{self, Payload, PayloadError};
+use crate::roles::Role;
 use crate::subject::{Domain, Plane, Subject, SubjectFilter, Token};
 
 /// One declared event type.
@@ -25,6 +26,16 @@ pub struct EventType {
     pub version: u32,
     /// One-line description.
     pub description: &'static str,
+    /// The roles that may emit it ([`Payload::EMITTED_BY`]).
+    pub emitted_by: &'static [Role],
+    /// Whether the folds count it only from a holder of one of those roles
+    /// ([`Payload::ROLE_CHECKED`]).
+    pub role_checked: bool,
+    /// Whether its aggregate is the emitter's key ([`Payload::OWN_AGGREGATE`]).
+    pub own_aggregate: bool,
+    /// The roles that may subscribe to its subject on core NATS
+    /// ([`Payload::SUBSCRIBED_BY`]).
+    pub subscribed_by: &'static [Role],
     schema: fn() -> serde_json::Value,
     validate: fn(&[u8]) -> Result<(), PayloadError>,
 }
@@ -48,6 +59,10 @@ impl EventType {
             plane: P::PLANE,
             version: P::VERSION,
             description: P::DESCRIPTION,
+            emitted_by: P::EMITTED_BY,
+            role_checked: P::ROLE_CHECKED,
+            own_aggregate: P::OWN_AGGREGATE,
+            subscribed_by: P::SUBSCRIBED_BY,
             schema: payload::json_schema::<P>,
             validate: |data| payload::decode::<P>(data).map(|_| ()),
         }
@@ -155,6 +170,9 @@ impl Catalog {
                 .with::<events::TaskFailed>()
                 .with::<events::DeadLettered>()
                 .with::<events::Redriven>()
+                .with::<events::RealmClaimed>()
+                .with::<events::RoleGranted>()
+                .with::<events::RoleRevoked>()
         })
     }
 

@@ -15,6 +15,7 @@ use crate::envelope::{EventRecord, JSON};
 use crate::events::{DeadLetterReason, DeadLettered};
 use crate::identity::{Identity, IdentityError, SignatureVerifier};
 use crate::payload::{self, Payload, PayloadError};
+use crate::roles::RoleSet;
 use crate::subject::{Plane, Subject, SubjectError, Token};
 
 /// An event about to be signed: payload, aggregate and lineage.
@@ -170,6 +171,10 @@ pub struct VerifiedEvent {
     pub stream_sequence: Option<u64>,
     /// When the stream stored it, when it came from a stream (the log's own clock).
     pub stored_at: Option<DateTime<Utc>>,
+    /// The roles its emitter held at its position in the log, set by readers that fold
+    /// the realm's grants ([`crate::grants::RoleBook::admit`]; every
+    /// [`crate::Projector`] does); empty otherwise.
+    pub roles: RoleSet,
 }
 
 impl VerifiedEvent {
@@ -360,6 +365,7 @@ impl EventCodec {
             event_type,
             stream_sequence: None,
             stored_at: None,
+            roles: RoleSet::EMPTY,
         })
     }
 

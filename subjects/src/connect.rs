@@ -1,6 +1,14 @@
 //! Connecting to NATS: server list with failover, and every auth method NATS offers
 //! (creds file, nkey seed, user/password, token) plus TLS options. Agents and the CLI use the
 //! same options.
+//!
+//! A creds file is read and checked here before the server sees it (a clear error naming
+//! the file, not a bare "authorization violation"), and a participant that authenticates
+//! with a key gets its own inbox prefix, `_INBOX.<key>`, the only inbox its role may
+//! subscribe to. What the server refuses later (a permission, revoked or expired
+//! credentials) is logged as an error naming what was refused, and a revocation or expiry
+//! is reported on [`Connection::refused`], so a long-running participant can stop instead
+//! of reconnecting forever.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,13 +29,24 @@ pub enum ConnectError {
     /// No server was given.
     #[error("no NATS server given (set NATS_URL or --server)")]
     NoServers,
-    /// Reading credentials failed.
-    #[error("cannot read credentials {path:?}: {reason}")]
+    /// Reading credentials failed, or they are not valid (malformed, expired, not for
+    /// their key).
+    #[error("credentials {path:?}: {reason}")]
     Credentials {
         /// The file.
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// The server refused the credentials.
+    #[error("{servers} refused {what}: authorization violation. {hint}")]
+    Refused {
+        /// The servers tried.
+        servers: String,
+        /// What was presented.
+        what: String,
+        /// What to do.
+        hint: String,
     },
     /// The connection itself failed.
     #[error("cannot connect to {servers}: {reason}")]
@@ -141,6 +160,29 @@ impl ConnectOptions {
 
     /// Connects, failing over between the servers, and keeps reconnecting forever after.
     pub async fn connect(&self) -> Result<async_nats::Client, ConnectError> {
+        Ok(self.connect_watched().await?.client)
+    }
+
+    /// The participant key these options authenticate as, if they name one (a creds file
+    /// or an nkey seed), read and checked.
+    pub fn participant_key(&self) -> Result<Option<String>, ConnectError> {
+        match &self.auth {
+            Auth::CredsFile { path } => Ok(Some(read_creds(path)?.claims.key)),
+            Auth::NkeySeed { seed } => Ok(Some(
+                nkeys::KeyPair::from_seed(seed)
+                    .map_err(|e| ConnectError::Credentials {
+                        path: PathBuf::from("<nkey seed>"),
+                        reason: e.to_string(),
+                    })?
+                    .public_key(),
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    /// [`ConnectOptions::connect`], also reporting when the server later refuses the
+    /// credentials (revoked or expired).
+    pub async fn connect_watched(&self) -> Result<Connection, ConnectError> {
         if self.servers.is_empty() {
             return Err(ConnectError::NoServers);
         }
@@ -155,9 +197,18 @@ impl ConnectOptions {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let key = self.participant_key()?;
+        let (refused_tx, refused) = tokio::sync::watch::channel(None::<String>);
         let mut opts = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None);
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let refused_tx = refused_tx.clone();
+                async move { note_event(&event, &refused_tx) }
+            });
+        if let Some(key) = &key {
+            opts = opts.custom_inbox_prefix(crate::roles::inbox_prefix(key));
+        }
         if let Some(name) = &self.name {
             opts = opts.name(name);
         }
@@ -189,12 +240,104 @@ impl ConnectOptions {
         if let (Some(cert), Some(key)) = (&self.tls.cert_file, &self.tls.key_file) {
             opts = opts.add_client_certificate(cert.clone(), key.clone());
         }
-        opts.connect(addrs)
-            .await
-            .map_err(|e| ConnectError::Connect {
-                servers: self.servers.join(","),
-                reason: e.to_string(),
-            })
+        let servers = self.servers.join(",");
+        let client = opts.connect(addrs).await.map_err(|e| {
+            if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation {
+                self.refusal(servers.clone())
+            } else {
+                ConnectError::Connect {
+                    servers: servers.clone(),
+                    reason: e.to_string(),
+                }
+            }
+        })?;
+        Ok(Connection { client, refused })
+    }
+
+    fn refusal(&self, servers: String) -> ConnectError {
+        let (what, hint) = match &self.auth {
+            Auth::None => (
+                "an anonymous connection".to_string(),
+                "This server requires credentials: pass --creds FILE (`murmur up` prints the \
+                 operator's; `murmur creds issue` makes more), or start a server with \
+                 `murmur up --insecure`."
+                    .to_string(),
+            ),
+            Auth::CredsFile { path } => (
+                format!("the credentials {}", path.display()),
+                "They may be revoked, issued by another operator or for another realm, or for \
+                 a role the account no longer has: ask the operator (`murmur creds ls`)."
+                    .to_string(),
+            ),
+            Auth::NkeySeed { .. } => (
+                "the nkey".to_string(),
+                "The server does not know this key.".to_string(),
+            ),
+            Auth::UserPassword { user, .. } => {
+                (format!("user {user:?}"), "Check the password.".to_string())
+            }
+            Auth::Token { .. } => ("the token".to_string(), "Check the token.".to_string()),
+        };
+        ConnectError::Refused {
+            servers,
+            what,
+            hint,
+        }
+    }
+}
+
+/// An open connection.
+#[derive(Debug)]
+pub struct Connection {
+    /// The client.
+    pub client: async_nats::Client,
+    /// Set once the server refuses the connection's credentials after connecting (revoked,
+    /// expired): the reason.
+    pub refused: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+/// Reads and checks a creds file, naming it in any error.
+pub fn read_creds(
+    path: &std::path::Path,
+) -> Result<crate::credentials::UserCredentials, ConnectError> {
+    let err = |reason: String| ConnectError::Credentials {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    crate::credentials::parse_creds(&text, chrono::Utc::now()).map_err(|e| err(e.to_string()))
+}
+
+/// Logs what the server refused and notes a refusal of the credentials themselves.
+fn note_event(event: &async_nats::Event, refused: &tokio::sync::watch::Sender<Option<String>>) {
+    use async_nats::{Event, ServerError};
+    match event {
+        Event::ServerError(ServerError::AuthorizationViolation) => {
+            refused.send_replace(Some("authorization violation".into()));
+            tracing::error!(
+                "the server refused this connection's credentials (authorization violation)"
+            );
+        }
+        Event::ServerError(ServerError::Other(text)) => {
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("revoked") || lower.contains("expired") {
+                refused.send_replace(Some(text.clone()));
+                tracing::error!(reason = %text, "the server refused this connection's credentials");
+            } else if lower.contains("permissions violation") {
+                tracing::error!(
+                    refused = %text,
+                    "the server refused an operation this identity's role does not allow"
+                );
+            } else {
+                tracing::warn!(error = %text, "server error");
+            }
+        }
+        Event::ClientError(async_nats::ClientError::Other(text))
+            if text.contains("authorization violation") =>
+        {
+            refused.send_replace(Some(text.clone()));
+        }
+        _ => {}
     }
 }
 

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::payload::{Payload, PayloadError};
+use crate::roles::Role;
 use crate::subject::{Domain, Plane};
 
 /// Hardware an agent offers.
@@ -90,6 +91,8 @@ impl Payload for AgentJoined {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 2;
     const DESCRIPTION: &'static str = "an agent joined and announced its manifest";
+    const EMITTED_BY: &'static [Role] = Role::AGENTS;
+    const OWN_AGGREGATE: bool = true;
 
     fn upcast(version: u32, data: &[u8]) -> Result<Self, PayloadError> {
         match version {
@@ -134,6 +137,8 @@ impl Payload for AgentLeft {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "an agent left on purpose";
+    const EMITTED_BY: &'static [Role] = Role::AGENTS;
+    const OWN_AGGREGATE: bool = true;
 }
 
 /// `dev.murmur.agent.offline`: a liveness monitor stopped hearing an agent's heartbeats (no
@@ -156,6 +161,8 @@ impl Payload for AgentOffline {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "an agent's heartbeats stopped without a left event";
+    const EMITTED_BY: &'static [Role] = &[Role::Monitor];
+    const ROLE_CHECKED: bool = true;
 }
 
 /// `dev.murmur.agent.resumed`: a liveness monitor heard heartbeats again from an agent it
@@ -173,6 +180,8 @@ impl Payload for AgentResumed {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "an agent recorded offline is heard again";
+    const EMITTED_BY: &'static [Role] = &[Role::Monitor];
+    const ROLE_CHECKED: bool = true;
 }
 
 /// `dev.murmur.agent.heartbeat`: liveness and load, on core NATS only.
@@ -193,6 +202,14 @@ impl Payload for AgentHeartbeat {
     const PLANE: Plane = Plane::Live;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "liveness and load, core NATS only (never persisted)";
+    const EMITTED_BY: &'static [Role] = Role::AGENTS;
+    const OWN_AGGREGATE: bool = true;
+    const SUBSCRIBED_BY: &'static [Role] = &[
+        Role::Monitor,
+        Role::Coordinator,
+        Role::Auditor,
+        Role::Observer,
+    ];
 }
 
 /// `dev.murmur.agent.load_changed`: an agent's load, queue depth or lame-duck state changed
@@ -226,6 +243,8 @@ impl Payload for AgentLoadChanged {
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str =
         "an agent's load, queue depth or lame-duck state changed significantly";
+    const EMITTED_BY: &'static [Role] = Role::AGENTS;
+    const OWN_AGGREGATE: bool = true;
 }
 
 /// A voter's answer.
@@ -301,6 +320,7 @@ impl Payload for ProposalOpened {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "a question put to a set of voters";
+    const EMITTED_BY: &'static [Role] = &[Role::Submitter];
 }
 
 /// `dev.murmur.proposal.vote_cast`: a vote; the voter is the event's verified emitter.
@@ -320,6 +340,7 @@ impl Payload for VoteCast {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "a vote, tied to the voter's verified identity";
+    const EMITTED_BY: &'static [Role] = &[Role::Voter, Role::Submitter];
 }
 
 /// `dev.murmur.proposal.decided`: the outcome and the tally that produced it.
@@ -351,6 +372,8 @@ impl Payload for ProposalDecided {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "a proposal's outcome with its tally";
+    const EMITTED_BY: &'static [Role] = &[Role::Tallier];
+    const ROLE_CHECKED: bool = true;
 }
 
 /// `dev.murmur.proposal.withdrawn`: the proposer took the question back before a decision.
@@ -368,6 +391,7 @@ impl Payload for ProposalWithdrawn {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "the proposer withdrew a proposal";
+    const EMITTED_BY: &'static [Role] = &[Role::Submitter];
 }
 
 /// `dev.murmur.proposal.deadline_passed`: written by a tallier once its clock passed the
@@ -383,6 +407,8 @@ impl Payload for ProposalDeadlinePassed {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "a tallier saw a proposal's deadline pass";
+    const EMITTED_BY: &'static [Role] = &[Role::Tallier];
+    const ROLE_CHECKED: bool = true;
 }
 
 /// What an access grant allows in a knowledge space.
@@ -417,6 +443,8 @@ impl Payload for SpaceOpened {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "a knowledge space was created; the emitter owns it";
+    const EMITTED_BY: &'static [Role] = &[Role::Submitter];
+    const SUBSCRIBED_BY: &'static [Role] = &[Role::Memory];
 }
 
 /// `dev.murmur.space.access_granted`: the owner let an agent write (or replicate).
@@ -435,6 +463,8 @@ impl Payload for SpaceAccessGranted {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "the space owner granted an agent a role";
+    const EMITTED_BY: &'static [Role] = &[Role::Submitter];
+    const SUBSCRIBED_BY: &'static [Role] = &[Role::Memory];
 }
 
 /// `dev.murmur.space.access_revoked`: the owner took a role back.
@@ -453,6 +483,8 @@ impl Payload for SpaceAccessRevoked {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "the space owner revoked an agent's role";
+    const EMITTED_BY: &'static [Role] = &[Role::Submitter];
+    const SUBSCRIBED_BY: &'static [Role] = &[Role::Memory];
 }
 
 /// `dev.murmur.space.snapshotted`: a compacted document was stored in the Object Store;
@@ -480,6 +512,8 @@ impl Payload for SpaceSnapshotted {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "a compacted knowledge document was saved";
+    const EMITTED_BY: &'static [Role] = &[Role::Memory, Role::Submitter];
+    const SUBSCRIBED_BY: &'static [Role] = &[Role::Memory];
 }
 
 /// `dev.murmur.knowledge.changed`: one Automerge change to one knowledge document. The event
@@ -500,6 +534,8 @@ impl Payload for KnowledgeChanged {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "an Automerge change to a knowledge document";
+    const EMITTED_BY: &'static [Role] = &[Role::Submitter, Role::Memory];
+    const SUBSCRIBED_BY: &'static [Role] = &[Role::Memory];
 }
 
 /// `dev.murmur.task.submitted`: a task entered the system. The submitter is the event's
@@ -570,6 +606,8 @@ impl Payload for TaskAssigned {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "a coordinator leased an attempt to an agent";
+    const EMITTED_BY: &'static [Role] = &[Role::Coordinator];
+    const ROLE_CHECKED: bool = true;
 }
 
 /// `dev.murmur.task.started`: the assigned agent began an attempt.
@@ -586,6 +624,7 @@ impl Payload for TaskStarted {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "the assigned agent began an attempt";
+    const EMITTED_BY: &'static [Role] = Role::TASK_RUNNERS;
 }
 
 /// `dev.murmur.task.progress`: how far a running attempt has come, on core NATS only (like
@@ -614,6 +653,8 @@ impl Payload for TaskProgress {
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str =
         "how far a running attempt has come, core NATS only (never persisted)";
+    const EMITTED_BY: &'static [Role] = Role::TASK_RUNNERS;
+    const SUBSCRIBED_BY: &'static [Role] = &[Role::Submitter, Role::Auditor, Role::Observer];
 }
 
 /// `dev.murmur.task.lease_expired`: an attempt's lease ran out without a result.
@@ -632,6 +673,8 @@ impl Payload for TaskLeaseExpired {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "an attempt's lease ran out without a result";
+    const EMITTED_BY: &'static [Role] = &[Role::Coordinator];
+    const ROLE_CHECKED: bool = true;
 }
 
 /// `dev.murmur.task.cancelled`: the task was cancelled.
@@ -648,6 +691,7 @@ impl Payload for TaskCancelled {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "the task was cancelled";
+    const EMITTED_BY: &'static [Role] = &[Role::Submitter, Role::Coordinator];
 }
 
 /// `dev.murmur.task.dead_lettered`: the task ran out of attempts; every reason is kept.
@@ -664,6 +708,8 @@ impl Payload for TaskDeadLettered {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "the task ran out of attempts; all reasons kept";
+    const EMITTED_BY: &'static [Role] = &[Role::Coordinator];
+    const ROLE_CHECKED: bool = true;
 }
 
 impl Payload for TaskSubmitted {
@@ -673,6 +719,7 @@ impl Payload for TaskSubmitted {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "a task entered the system";
+    const EMITTED_BY: &'static [Role] = &[Role::Submitter, Role::Planner];
 }
 
 /// `dev.murmur.task.completed`: a worker finished a task.
@@ -691,6 +738,7 @@ impl Payload for TaskCompleted {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "a worker finished a task";
+    const EMITTED_BY: &'static [Role] = Role::TASK_RUNNERS;
 }
 
 /// `dev.murmur.task.failed`: an attempt at a task failed.
@@ -709,6 +757,73 @@ impl Payload for TaskFailed {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "an attempt at a task failed";
+    const EMITTED_BY: &'static [Role] = Role::TASK_RUNNERS;
+}
+
+/// `dev.murmur.role.claimed`: an identity claims ownership of the realm. The first claim in
+/// the log wins (written with an expected-last-sequence of nothing on the realm's claims);
+/// the owner signs role grants and revocations, and holds the operator role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RealmClaimed {
+    /// Who claims it, for people reading the log.
+    pub name: String,
+}
+
+impl Payload for RealmClaimed {
+    const TYPE: &'static str = "dev.murmur.role.claimed";
+    const DOMAIN: Domain = Domain::Role;
+    const VERB: &'static str = "claimed";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str =
+        "an identity claims the realm (the first claim wins): it owns the roles";
+    const EMITTED_BY: &'static [Role] = &[];
+    const OWN_AGGREGATE: bool = true;
+}
+
+/// `dev.murmur.role.granted`: the realm's owner (or an operator) grants a participant key a
+/// role, from this event's position in the log until revoked or `expires_at`. The
+/// aggregate is the participant's key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RoleGranted {
+    /// The role granted.
+    pub role: Role,
+    /// A name for the participant (the credentials' name).
+    pub name: String,
+    /// When the grant ends, if it does (its credentials expire then too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Payload for RoleGranted {
+    const TYPE: &'static str = "dev.murmur.role.granted";
+    const DOMAIN: Domain = Domain::Role;
+    const VERB: &'static str = "granted";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "the realm's owner or an operator granted a key a role";
+    const EMITTED_BY: &'static [Role] = &[];
+}
+
+/// `dev.murmur.role.revoked`: the realm's owner (or an operator) revokes a participant's
+/// role (every role it holds when `role` is `None`) from this event's position on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RoleRevoked {
+    /// The role revoked; `None`: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Why, for people reading the log.
+    pub reason: String,
+}
+
+impl Payload for RoleRevoked {
+    const TYPE: &'static str = "dev.murmur.role.revoked";
+    const DOMAIN: Domain = Domain::Role;
+    const VERB: &'static str = "revoked";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "the realm's owner or an operator revoked a key's role";
+    const EMITTED_BY: &'static [Role] = &[];
 }
 
 /// Why a message was dead-lettered. The token doubles as the subject's domain-local
@@ -734,11 +849,14 @@ pub enum DeadLetterReason {
     BadSignature,
     /// A handler refused the event (e.g. not allowed for this sender).
     Refused,
+    /// A decision from an identity that did not hold the role it needs at its position in
+    /// the log.
+    Unauthorized,
 }
 
 impl DeadLetterReason {
     /// All reasons.
-    pub const ALL: [DeadLetterReason; 9] = [
+    pub const ALL: [DeadLetterReason; 10] = [
         DeadLetterReason::Malformed,
         DeadLetterReason::MissingAttribute,
         DeadLetterReason::WrongSpecVersion,
@@ -748,6 +866,7 @@ impl DeadLetterReason {
         DeadLetterReason::Oversized,
         DeadLetterReason::BadSignature,
         DeadLetterReason::Refused,
+        DeadLetterReason::Unauthorized,
     ];
 
     /// The subject token for this reason.
@@ -762,6 +881,7 @@ impl DeadLetterReason {
             DeadLetterReason::Oversized => "oversized",
             DeadLetterReason::BadSignature => "bad_signature",
             DeadLetterReason::Refused => "refused",
+            DeadLetterReason::Unauthorized => "unauthorized",
         }
     }
 }
@@ -810,6 +930,7 @@ impl Payload for DeadLettered {
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str =
         "a message could not be accepted; keeps the reason and original bytes";
+    const EMITTED_BY: &'static [Role] = &[Role::Auditor, Role::Memory];
 }
 
 /// `dev.murmur.sys.redriven`: an operator re-published a dead letter.
@@ -828,6 +949,7 @@ impl Payload for Redriven {
     const PLANE: Plane = Plane::Dlq;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "an operator re-published a dead letter";
+    const EMITTED_BY: &'static [Role] = &[];
 }
 
 #[cfg(test)]

@@ -23,12 +23,15 @@ pub mod binding;
 pub mod catalog;
 pub mod codec;
 pub mod connect;
+pub mod credentials;
 pub mod envelope;
 pub mod events;
+pub mod grants;
 pub mod identity;
 pub mod log;
 pub mod payload;
 pub mod projection;
+pub mod roles;
 pub mod subject;
 
 pub use catalog::{Catalog, EventType};

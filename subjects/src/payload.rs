@@ -7,6 +7,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::roles::Role;
 use crate::subject::{Domain, Plane};
 
 /// Why a payload could not be encoded or decoded.
@@ -74,6 +75,23 @@ pub trait Payload:
     const VERSION: u32;
     /// One-line description for `murmur subjects`.
     const DESCRIPTION: &'static str;
+    /// The roles whose identities may emit it: the server lets them publish its subject
+    /// (see [`crate::roles::permissions`]). The operator may emit anything; empty means
+    /// only the operator.
+    const EMITTED_BY: &'static [Role];
+    /// Whether it is a decision that counts only from an identity holding one of
+    /// [`Payload::EMITTED_BY`]'s roles at its position in the log (a coordinator's
+    /// assignment, a tallier's decision): every fold checks it, so a replay on a server
+    /// that enforces nothing reaches the same state.
+    const ROLE_CHECKED: bool = false;
+    /// Whether the aggregate (subject token 5) is the emitter's own key (an agent's
+    /// manifest, heartbeats, departure): the server lets each identity publish only on its
+    /// own, and the folds refuse one on another's.
+    const OWN_AGGREGATE: bool = false;
+    /// The roles that may subscribe to its subject on core NATS: for a live-plane event,
+    /// the only way to receive it; for a history event, a wake-up as it is published (what
+    /// they act on is still read from the log, which every role reads).
+    const SUBSCRIBED_BY: &'static [Role] = &[];
 
     /// Decodes a payload written with an older schema `version` (`version < VERSION`).
     /// The default knows no older versions.

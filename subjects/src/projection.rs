@@ -16,8 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{IngestError, VerifiedEvent};
+use crate::grants::RoleBook;
 use crate::log::{EventLog, LogError};
-use crate::subject::{Subject, SubjectFilter};
+use crate::subject::{Domain, Plane, Subject, SubjectFilter};
 
 /// A projection refused an event (e.g. a vote from outside the voter set). The state is left
 /// unchanged and the refusal is counted and reported.
@@ -153,6 +154,49 @@ pub async fn read_aggregate(
     )
     .await?;
     Ok(events)
+}
+
+/// Folds `log`'s realm's `role.*` events after `book`'s position up to `until` (the
+/// stream's end when `None`) into `book`: a reader that judges decisions one by one
+/// (`task show`, `vote show`) reads the grants first. Refused role events are skipped.
+pub async fn read_roles(
+    log: &EventLog,
+    book: &mut RoleBook,
+    until: Option<u64>,
+) -> Result<(), LogError> {
+    let stream = log.config().history_stream.clone();
+    let end = match until {
+        Some(until) => until,
+        None => log.last_sequence(&stream).await?,
+    };
+    if end <= book.position() {
+        return Ok(());
+    }
+    let mut stored = Vec::new();
+    read_stream(
+        log.jetstream(),
+        &stream,
+        &crate::grants::filter(log.realm()),
+        StartAt::Sequence(book.position() + 1),
+        Some(end),
+        |m| {
+            stored.push(m);
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    for m in stored {
+        if m.sequence > end {
+            break;
+        }
+        if let Ok(event) = log.decode_stored(&m.message, m.sequence, Some(m.stored_at))
+            && let Err(refusal) = book.apply(&event)
+        {
+            tracing::info!(sequence = m.sequence, %refusal, "role event refused");
+        }
+    }
+    book.advance(end);
+    Ok(())
 }
 
 /// [`read_stream`] for the messages matching any of `filters`, in stream order.
@@ -440,14 +484,26 @@ pub struct ProjectionStats {
 struct Checkpoint<S> {
     position: u64,
     state: S,
+    #[serde(default)]
+    roles: RoleBook,
 }
 
 /// Feeds a projection from the log.
+///
+/// Every projector also folds its realm's grants ([`RoleBook`]) and passes each event
+/// through [`RoleBook::admit`] before the projection sees it: a decision from an identity
+/// without the role its type needs at its position is refused whatever the projection.
+/// When the projection's own filters do not cover the `role.*` events, catching up reads
+/// them first with a filter of their own, and the live consumer adds them.
 pub struct Projector<P: Projection> {
     log: EventLog,
     projection: P,
+    /// The projection's filters, and whether they cover the role events.
+    filters: Vec<SubjectFilter>,
+    roles_inline: bool,
     state: P::State,
     position: u64,
+    roles: RoleBook,
     stats: ProjectionStats,
     live: Option<LiveFeed>,
 }
@@ -479,19 +535,50 @@ impl<P: Projection> Debug for Projector<P> {
 }
 
 /// KV bucket holding projection checkpoints.
-pub const CHECKPOINT_BUCKET: &str = "MURMUR_CHECKPOINTS";
+pub const CHECKPOINT_BUCKET: &str = crate::roles::CHECKPOINT_BUCKET;
 
 impl<P: Projection> Projector<P> {
     /// A projector at the beginning of the log with default state.
     pub fn new(log: EventLog, projection: P) -> Self {
+        let filters = projection.filters();
+        let roles_inline = filters
+            .iter()
+            .any(|f| f.admits(Plane::Evt, Domain::Role, "granted"));
         Self {
             log,
             projection,
+            filters,
+            roles_inline,
             state: P::State::default(),
             position: 0,
+            roles: RoleBook::default(),
             stats: ProjectionStats::default(),
             live: None,
         }
+    }
+
+    /// What the live consumer reads: the projection's filters, plus the role events when
+    /// they do not cover them.
+    fn read_filters(&self) -> Vec<SubjectFilter> {
+        let mut filters = self.filters.clone();
+        if !self.roles_inline {
+            filters.push(crate::grants::filter(self.log.realm()));
+        }
+        filters
+    }
+
+    /// Reads the role events up to `until` when the book is behind (they are not in the
+    /// projection's own read).
+    async fn sync_roles(&mut self, until: u64) -> Result<(), LogError> {
+        if self.roles_inline || self.roles.position() >= until {
+            return Ok(());
+        }
+        read_roles(&self.log, &mut self.roles, Some(until)).await
+    }
+
+    /// The realm's grants as folded so far.
+    pub fn roles(&self) -> &RoleBook {
+        &self.roles
     }
 
     /// Whether the live consumer looks stalled, and why: quiet for [`STALL_CHECK`] while the
@@ -524,7 +611,7 @@ impl<P: Projection> Projector<P> {
         // of every sparse projection — cancellations, proposals — every 3 × STALL_CHECK,
         // since other subjects always move the stream on.)
         let name = self.log.config().history_stream.clone();
-        let filters = self.projection.filters();
+        let filters = self.read_filters();
         let log = self.log.clone();
         let leader_last = tokio::time::timeout(Duration::from_secs(2), async move {
             let stream = log.stream(&name).await.map_err(|e| e.to_string())?;
@@ -549,6 +636,7 @@ impl<P: Projection> Projector<P> {
     pub async fn rebuild(&mut self) -> Result<u64, LogError> {
         self.state = P::State::default();
         self.position = 0;
+        self.roles = RoleBook::default();
         self.stats = ProjectionStats::default();
         self.live = None;
         self.catch_up().await
@@ -585,16 +673,36 @@ impl<P: Projection> Projector<P> {
         &self.projection
     }
 
+    /// Whether the projection itself reads `subject` (the live consumer also delivers the
+    /// role events it does not).
+    fn projection_reads(&self, subject: &Subject) -> bool {
+        self.roles_inline
+            || subject.domain() != Domain::Role
+            || self.filters.iter().any(|f| f.matches(subject))
+    }
+
     fn ingest(&mut self, stored: &StoredMessage) {
-        self.position = stored.sequence;
         match self
             .log
             .decode_stored(&stored.message, stored.sequence, Some(stored.stored_at))
         {
-            Ok(event) => {
+            Ok(mut event) => {
+                if event.subject.domain() == Domain::Role
+                    && let Err(refusal) = self.roles.apply(&event)
+                {
+                    tracing::info!(projection = self.projection.name(), sequence = stored.sequence, %refusal, "role event refused");
+                }
+                if !self.projection_reads(&event.subject) {
+                    return;
+                }
+                self.position = stored.sequence;
                 self.projection
                     .observe(&mut self.state, &event.subject, stored.sequence);
-                match self.projection.apply(&mut self.state, &event) {
+                let verdict = self
+                    .roles
+                    .admit(&mut event)
+                    .and_then(|()| self.projection.apply(&mut self.state, &event));
+                match verdict {
                     Ok(()) => self.stats.applied += 1,
                     Err(refusal) => {
                         self.stats.refused += 1;
@@ -605,9 +713,13 @@ impl<P: Projection> Projector<P> {
             Err(error) => {
                 // Not an event, but stored on its subject all the same.
                 if let Ok(subject) = Subject::parse(stored.message.subject.as_str()) {
+                    if !self.projection_reads(&subject) {
+                        return;
+                    }
                     self.projection
                         .observe(&mut self.state, &subject, stored.sequence);
                 }
+                self.position = stored.sequence;
                 self.note_invalid(stored.sequence, &error);
             }
         }
@@ -631,17 +743,22 @@ impl<P: Projection> Projector<P> {
         if end <= self.position {
             return Ok(0);
         }
+        self.sync_roles(end).await?;
         let js = self.log.jetstream().clone();
-        let filters = self.projection.filters();
+        let filters = self.filters.clone();
         let start = StartAt::Sequence(self.position + 1);
         // With several filters this is one linear pass over the stream (see
         // `read_stream_any`); the live consumer afterwards keeps the server's filters, since
         // near the stream's end the server walks the few new messages instead.
-        read_stream_any(&js, &stream, &filters, start, Some(end), |stored| {
+        let read = read_stream_any(&js, &stream, &filters, start, Some(end), |stored| {
             self.ingest(&stored);
             ControlFlow::Continue(())
         })
-        .await
+        .await?;
+        // Everything up to `end` matching the filters was read, whether or not the last
+        // match was at `end`.
+        self.position = self.position.max(end);
+        Ok(read)
     }
 
     /// Applies whatever arrives live within `window` (at least one wait of `window` when
@@ -660,9 +777,10 @@ impl<P: Projection> Projector<P> {
         mut stop: impl FnMut(&P::State) -> bool,
     ) -> Result<u64, LogError> {
         if self.live.is_none() {
+            self.sync_roles(self.position).await?;
             let stream_name = self.log.config().history_stream.clone();
             let stream = self.log.stream(&stream_name).await?;
-            let (filter_subject, filter_subjects) = consumer_filters(&self.projection.filters());
+            let (filter_subject, filter_subjects) = consumer_filters(&self.read_filters());
             let consumer = stream
                 .create_consumer(consumer::pull::OrderedConfig {
                     filter_subject,
@@ -774,23 +892,7 @@ impl<P: Projection> Projector<P> {
     }
 
     async fn bucket(&self) -> Result<jetstream::kv::Store, LogError> {
-        let js = self.log.jetstream();
-        let err = |e: String| LogError::Stream {
-            stream: CHECKPOINT_BUCKET.into(),
-            reason: e,
-        };
-        match js.get_key_value(CHECKPOINT_BUCKET).await {
-            Ok(kv) => Ok(kv),
-            Err(_) => js
-                .create_key_value(jetstream::kv::Config {
-                    bucket: CHECKPOINT_BUCKET.into(),
-                    history: 1,
-                    num_replicas: self.log.config().replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| err(e.to_string())),
-        }
+        ensure_checkpoint_bucket(self.log.jetstream(), self.log.config().replicas).await
     }
 
     /// Saves state and position under the projection's name.
@@ -799,6 +901,7 @@ impl<P: Projection> Projector<P> {
         let body = serde_json::to_vec(&Checkpoint {
             position: self.position,
             state: &self.state,
+            roles: self.roles.clone(),
         })
         .map_err(|e| LogError::Consumer(format!("checkpoint encode: {e}")))?;
         kv.put(self.projection.name(), body.into())
@@ -827,6 +930,31 @@ impl<P: Projection> Projector<P> {
             .map_err(|e| LogError::Consumer(format!("checkpoint decode: {e}")))?;
         self.position = cp.position;
         self.state = cp.state;
+        self.roles = cp.roles;
         Ok(true)
+    }
+}
+
+/// Opens the checkpoint KV bucket, creating it when missing. Where the server enforces
+/// roles only the operator creates it (`murmur up` does).
+pub async fn ensure_checkpoint_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, LogError> {
+    let err = |e: String| LogError::Stream {
+        stream: CHECKPOINT_BUCKET.into(),
+        reason: e,
+    };
+    match js.get_key_value(CHECKPOINT_BUCKET).await {
+        Ok(kv) => Ok(kv),
+        Err(_) => js
+            .create_key_value(jetstream::kv::Config {
+                bucket: CHECKPOINT_BUCKET.into(),
+                history: 1,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(e.to_string())),
     }
 }

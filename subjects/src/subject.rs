@@ -253,17 +253,21 @@ pub enum Domain {
     Space,
     /// Knowledge documents: Automerge changes, one aggregate per document.
     Knowledge,
+    /// Authority: the realm's owner and the roles granted to participants, one aggregate
+    /// per participant key.
+    Role,
 }
 
 impl Domain {
     /// All domains, in declaration order.
-    pub const ALL: [Domain; 6] = [
+    pub const ALL: [Domain; 7] = [
         Domain::Agent,
         Domain::Task,
         Domain::Sys,
         Domain::Proposal,
         Domain::Space,
         Domain::Knowledge,
+        Domain::Role,
     ];
 
     /// The token for this domain.
@@ -275,6 +279,7 @@ impl Domain {
             Domain::Proposal => "proposal",
             Domain::Space => "space",
             Domain::Knowledge => "knowledge",
+            Domain::Role => "role",
         }
     }
 }

@@ -7,11 +7,10 @@ use anyhow::{Context, Result, bail};
 use murmur_agents::{Agent, AgentSpec};
 use murmur_coordination::registry::{AgentStatus, RegistryProjection};
 use murmur_coordination::routing::validate_capability;
+use murmur_subjects::Projector;
 use murmur_subjects::events::{AgentJoined, Hardware};
-use murmur_subjects::{Identity, Projector};
 
 use crate::cli::Settings;
-use crate::config::load_or_create_identity;
 
 /// `murmur agent run` arguments.
 #[derive(Debug, clap::Args)]
@@ -232,11 +231,7 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
     // given on the command line win.
     let mut labels = inference.as_ref().map(model_labels).unwrap_or_default();
     labels.extend(parse_labels(&args.labels)?);
-    let identity = if args.ephemeral_identity {
-        Identity::generate()
-    } else {
-        load_or_create_identity(&settings.identity_file)?
-    };
+    let identity = settings.identity_or_ephemeral(args.ephemeral_identity)?;
     let log = settings
         .open_log_as(&format!("murmur-agent-{}", args.kind), identity)
         .await?;
@@ -319,6 +314,7 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
         let options = murmur_agents::memory::MemoryOptions {
             snapshot_every: (args.snapshot_every_s > 0)
                 .then(|| Duration::from_secs(args.snapshot_every_s)),
+            compact: settings.may_purge(),
             ..Default::default()
         };
         let stats = murmur_agents::memory::run_memory(&agent, options, stop).await?;
@@ -335,7 +331,6 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
             let worker = murmur_agents::worker::run_worker(
                 &agent,
                 handler,
-                settings.coordinators.clone(),
                 stop,
                 Duration::from_secs(args.drain_grace_s),
             );
@@ -499,7 +494,6 @@ pub async fn coordinator(settings: &Settings) -> Result<()> {
         log,
         std::sync::Arc::new(murmur_coordination::liveness::SystemClock),
         murmur_coordination::coordinator::CoordinatorConfig {
-            coordinators: settings.coordinators.clone(),
             ..Default::default()
         },
         async {
@@ -581,7 +575,6 @@ pub async fn task_ls(settings: &Settings, args: TaskLsArgs) -> Result<()> {
         log,
         murmur_coordination::tasks::TaskProjection {
             realm: settings.realm.clone(),
-            coordinators: settings.coordinators.clone(),
         },
     );
     p.catch_up().await?;
@@ -680,7 +673,6 @@ pub async fn task_cancel(settings: &Settings, id: &str, reason: &str) -> Result<
         log.clone(),
         murmur_coordination::tasks::TaskProjection {
             realm: settings.realm.clone(),
-            coordinators: settings.coordinators.clone(),
         },
     );
     p.catch_up().await?;

@@ -46,15 +46,6 @@ pub struct Cli {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Public key of a coordinator whose task decisions count (repeatable). Without any,
-    /// decisions from every verified identity count (fine for a closed dev server only).
-    #[arg(
-        long = "coordinator",
-        env = "MURMUR_COORDINATORS",
-        value_delimiter = ',',
-        global = true
-    )]
-    pub coordinators: Vec<String>,
     /// Connection auth and TLS.
     #[command(flatten)]
     pub auth: AuthFlags,
@@ -66,12 +57,17 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start the local platform (nats-server with JetStream unless NATS_URL is set, streams,
-    /// the log auditor) and run until ctrl-c.
+    /// Start the local platform and run until ctrl-c: a nats-server with JetStream in
+    /// operator mode (unless NATS_URL is set), the streams and buckets, the realm claimed by
+    /// this identity, and its auditor, liveness monitor, coordinator, tallier and compactor.
     Up {
         /// Client port of the local server.
         #[arg(long, default_value_t = 4222)]
         port: u16,
+        /// Start the local server open to anyone who can reach it, with every permission
+        /// (no accounts, no credentials): for experiments only.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Run the sample workflow end to end and exit 0 when it succeeded.
     Demo {
@@ -83,8 +79,25 @@ pub enum Command {
         #[arg(long, global = true, default_value_t = 600)]
         deadline_s: u64,
     },
-    /// Print the declared subject tree and event types.
-    Subjects,
+    /// Print the declared subject tree and event types; with `--roles`, what each role may
+    /// publish and subscribe (the permissions the server enforces).
+    Subjects {
+        /// The role matrix instead of the subject tree.
+        #[arg(long)]
+        roles: bool,
+    },
+    /// Credentials for participants (the operator's, where `murmur up` keeps its data).
+    Creds {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::creds_cli::CredsCommand,
+    },
+    /// Roles in the log: grants and revocations signed by the realm's owner or an operator.
+    Roles {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::creds_cli::RolesCommand,
+    },
     /// Live events.
     Events {
         /// What to do with events.
@@ -508,6 +521,9 @@ pub enum NatsCommand {
         /// Number of nodes (1 or 3).
         #[arg(long, default_value_t = 1)]
         cluster: usize,
+        /// Without accounts or credentials (anyone may do anything).
+        #[arg(long)]
+        insecure: bool,
     },
 }
 
@@ -524,14 +540,17 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Identity seed file.
     pub identity_file: PathBuf,
+    /// The credentials file given (flag, env, config file, or the operator's in the data
+    /// dir), whether or not a server was.
+    pub creds: Option<PathBuf>,
+    /// Whether the identity file was named (flag, env or file) rather than defaulted.
+    pub identity_explicit: bool,
     /// Streams.
     pub log: LogConfig,
     /// Codec.
     pub codec: EventCodec,
     /// JSON output.
     pub json: bool,
-    /// Coordinator allow-list (flags win over the file).
-    pub coordinators: Vec<String>,
 }
 
 impl Settings {
@@ -554,7 +573,31 @@ impl Settings {
             (Some(list), None) => Some(ConnectOptions::servers(list)),
             (None, f) => f.filter(|f| !f.servers.is_empty()),
         };
-        let connect = base.map(|b| cli.auth.apply(b)).transpose()?;
+        let mut connect = base.map(|b| cli.auth.apply(b)).transpose()?;
+        // On the operator's machine, commands default to the credentials `murmur up` wrote.
+        if let Some(c) = &mut connect
+            && c.auth == murmur_subjects::connect::Auth::None
+        {
+            let operator = data_dir.join(OPERATOR_CREDS);
+            if operator.exists() {
+                c.auth = murmur_subjects::connect::Auth::CredsFile { path: operator };
+            }
+        }
+        let identity_explicit = cli.identity.is_some() || file.identity_file.is_some();
+        let creds = match &connect {
+            Some(c) => match &c.auth {
+                murmur_subjects::connect::Auth::CredsFile { path } => Some(path.clone()),
+                _ => None,
+            },
+            None => cli
+                .auth
+                .creds
+                .clone()
+                .or_else(|| match file.nats.as_ref().map(|n| &n.auth) {
+                    Some(murmur_subjects::connect::Auth::CredsFile { path }) => Some(path.clone()),
+                    _ => None,
+                }),
+        };
         let realm_explicit = cli.realm.is_some() || file.realm.is_some();
         let realm = Token::new(
             cli.realm
@@ -567,15 +610,6 @@ impl Settings {
         if let Some(limit) = file.max_event_bytes {
             codec = codec.max_event_bytes(limit);
         }
-        let coordinators = if cli.coordinators.is_empty() {
-            file.coordinators
-        } else {
-            cli.coordinators.clone()
-        };
-        for key in &coordinators {
-            // A mistyped key would make every decision of the real coordinator refused.
-            murmur_subjects::identity::check_public_key(key).context("--coordinator")?;
-        }
         Ok(Self {
             connect,
             realm,
@@ -585,11 +619,12 @@ impl Settings {
                 .clone()
                 .or(file.identity_file)
                 .unwrap_or_else(|| data_dir.join("identity.seed")),
+            identity_explicit,
+            creds,
             data_dir,
             log: file.log.unwrap_or_default(),
             codec,
             json: cli.json,
-            coordinators,
         })
     }
 
@@ -600,7 +635,25 @@ impl Settings {
             .clone()
             .context("no NATS server configured: set NATS_URL, --server, or run `murmur up` first (it listens on nats://127.0.0.1:4222)")?
             .name(name);
-        let client = connect.connect().await?;
+        let murmur_subjects::connect::Connection {
+            client,
+            mut refused,
+        } = connect.connect_watched().await?;
+        // Credentials refused once connected (revoked, expired): say so and stop, rather
+        // than reconnect forever with nothing to show for it.
+        let creds = self.creds_file().map(|p| p.display().to_string());
+        tokio::spawn(async move {
+            if let Ok(reason) = refused.wait_for(Option::is_some).await {
+                let reason = reason.clone().unwrap_or_default();
+                eprintln!(
+                    "error: the server refused {} ({reason}): they were revoked or expired; ask the operator for new ones (`murmur creds issue`)",
+                    creds.map_or("this connection's credentials".to_string(), |p| format!(
+                        "the credentials {p}"
+                    ))
+                );
+                crate::exit_killing_children(2);
+            }
+        });
         // A stream's leader election (a node just lost) makes JetStream requests time out
         // for a few seconds: a participant starting then waits it out instead of exiting.
         let until = tokio::time::Instant::now() + OPEN_PATIENCE;
@@ -624,13 +677,74 @@ impl Settings {
         }
     }
 
-    /// Connects and opens the event log as this participant (its identity file, created if
-    /// missing).
+    /// Connects and opens the event log as this participant (see [`Settings::identity`]).
     pub async fn open_log(&self, name: &str) -> Result<EventLog> {
-        let identity = load_or_create_identity(&self.identity_file)?;
+        let identity = self.identity()?;
         self.open_log_as(name, identity).await
     }
+
+    /// The credentials file this participant connects with, if any.
+    pub fn creds_file(&self) -> Option<&std::path::Path> {
+        self.creds.as_deref()
+    }
+
+    /// This participant's identity. With credentials it is the key they were issued to
+    /// (a participant signs with the key it connects as); an identity file named as well
+    /// must hold that same key. Otherwise the identity file (created if missing).
+    pub fn identity(&self) -> Result<Identity> {
+        let Some(path) = self.creds_file() else {
+            return load_or_create_identity(&self.identity_file);
+        };
+        let creds = murmur_subjects::connect::read_creds(path)?;
+        let identity = Identity::from_seed(&creds.seed)?;
+        if self.identity_explicit && self.identity_file.exists() {
+            let named = load_or_create_identity(&self.identity_file)?;
+            if named.public_key() != identity.public_key() {
+                bail!(
+                    "the credentials {} are for {}, but the identity file {} holds {}: a participant signs with the key it connects as; drop --identity, or use credentials issued to that key",
+                    path.display(),
+                    identity.public_key(),
+                    self.identity_file.display(),
+                    named.public_key()
+                );
+            }
+        }
+        Ok(identity)
+    }
 }
+
+impl Settings {
+    /// [`Settings::identity`], or a fresh identity with `--ephemeral-identity`, which a
+    /// participant connecting with credentials cannot take (it signs as the key its
+    /// credentials were issued to).
+    pub fn identity_or_ephemeral(&self, ephemeral: bool) -> Result<Identity> {
+        if !ephemeral {
+            return self.identity();
+        }
+        if let Some(path) = self.creds_file() {
+            bail!(
+                "--ephemeral-identity with the credentials {}: a participant signs as the key its credentials were issued to; drop --ephemeral-identity (the operator issues each agent its own credentials with `murmur creds issue`)",
+                path.display()
+            );
+        }
+        Ok(Identity::generate())
+    }
+}
+
+impl Settings {
+    /// Whether this participant may purge streams: where the server enforces roles only
+    /// the operator may (others leave knowledge compaction to `murmur up`'s compactor).
+    pub fn may_purge(&self) -> bool {
+        match self.creds_file() {
+            None => true,
+            Some(path) => murmur_subjects::connect::read_creds(path)
+                .is_ok_and(|c| c.claims.role == Some(murmur_subjects::roles::Role::Operator)),
+        }
+    }
+}
+
+/// The operator's credentials `murmur up` writes into its data dir.
+pub const OPERATOR_CREDS: &str = "operator.creds";
 
 /// How long opening the event log keeps retrying while JetStream is unavailable.
 const OPEN_PATIENCE: Duration = Duration::from_secs(60);
@@ -639,8 +753,10 @@ const OPEN_PATIENCE: Duration = Duration::from_secs(60);
 pub async fn run(cli: Cli) -> Result<()> {
     let settings = Settings::resolve(&cli)?;
     match cli.command {
-        Command::Subjects => subjects(&settings),
-        Command::Up { port } => up(&settings, port).await,
+        Command::Subjects { roles } => subjects(&settings, roles),
+        Command::Creds { command } => crate::creds_cli::creds(&settings, command).await,
+        Command::Roles { command } => crate::creds_cli::roles(&settings, command).await,
+        Command::Up { port, insecure } => up(&settings, port, insecure).await,
         Command::Demo { which, deadline_s } => {
             let deadline = Duration::from_secs(deadline_s);
             let signals = crate::agent_cli::shutdown_signals()?;
@@ -671,8 +787,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Replay(args) => replay(&settings, args).await.map(|_| ()),
         Command::Dlq { command } => dlq(&settings, command).await,
         Command::Nats {
-            command: NatsCommand::Up { cluster },
-        } => nats_up(&settings, cluster).await,
+            command: NatsCommand::Up { cluster, insecure },
+        } => nats_up(&settings, cluster, insecure).await,
         Command::Agent {
             command: AgentCommand::Run(args),
         } => {
@@ -728,7 +844,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             let n = murmur_coordination::consensus::run_tallier(
                 log,
-                settings.coordinators.clone(),
                 Duration::from_millis(100),
                 async {
                     tokio::signal::ctrl_c().await.ok();
@@ -792,8 +907,26 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn subjects(settings: &Settings) -> Result<()> {
+fn subjects(settings: &Settings, roles: bool) -> Result<()> {
     let catalog = Catalog::standard();
+    if roles {
+        let realm = if settings.realm_explicit {
+            settings.realm.to_string()
+        } else {
+            "{realm}".to_string()
+        };
+        let names = murmur_subjects::roles::ResourceNames::for_streams(
+            &settings.log.history_stream,
+            &settings.log.dlq_stream,
+        );
+        let matrix = murmur_subjects::roles::RoleMatrix::derive(&realm, &names);
+        if settings.json {
+            out!("{}", serde_json::to_string_pretty(&matrix)?);
+        } else {
+            out!("{}", matrix.text().trim_end());
+        }
+        return Ok(());
+    }
     if settings.json {
         out!("{}", serde_json::to_string_pretty(&catalog.views())?);
     } else {
@@ -802,28 +935,70 @@ fn subjects(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-async fn up(settings: &Settings, port: u16) -> Result<()> {
+async fn up(settings: &Settings, port: u16, insecure: bool) -> Result<()> {
+    use murmur_subjects::roles::Role;
     // Listening from the start (SIGTERM too): a process manager's stop must not orphan the
     // nats-server started below.
     let stop = crate::agent_cli::shutdown_signal()?;
+    let identity = load_or_create_identity(&settings.identity_file)?;
     let mut _server = None;
     let connect = match &settings.connect {
         Some(c) => c.clone(),
         None => {
             let store = settings.data_dir.join("nats");
-            let mut server = NatsProcess::start(port, &store).await?;
+            let auth = if insecure {
+                None
+            } else {
+                let authority =
+                    crate::authority::Authority::open_or_create(&settings.data_dir.join("auth"))?;
+                authority.realm_keys(&settings.realm)?;
+                let creds = settings.data_dir.join(OPERATOR_CREDS);
+                crate::authority::write_secret(
+                    &creds,
+                    &authority.creds(
+                        &settings.realm,
+                        Role::Operator,
+                        "operator",
+                        &identity,
+                        None,
+                    )?,
+                )?;
+                Some(crate::nats_server::ServerAuth {
+                    config: authority.server_config(&settings.log, &store.join("jwt"))?,
+                    creds,
+                })
+            };
+            let mut server = NatsProcess::start(port, &store, auth.as_ref()).await?;
             server.wait_ready(Duration::from_secs(60)).await?;
-            eprintln!(
-                "nats-server with JetStream at {} (store {})",
-                server.url(),
-                store.display()
-            );
             let c = ConnectOptions::servers(&server.url());
+            let c = match &auth {
+                Some(auth) => {
+                    eprintln!(
+                        "nats-server with JetStream at {} in operator mode (store {}): connections need credentials",
+                        server.url(),
+                        store.display()
+                    );
+                    eprintln!(
+                        "operator credentials: {} (only you can read them; murmur commands with this data dir use them)",
+                        auth.creds.display()
+                    );
+                    c.auth(murmur_subjects::connect::Auth::CredsFile {
+                        path: auth.creds.clone(),
+                    })
+                }
+                None => {
+                    eprintln!(
+                        "INSECURE: nats-server with JetStream at {} (store {}) lets anyone who reaches it read, write and delete everything (--insecure)",
+                        server.url(),
+                        store.display()
+                    );
+                    c
+                }
+            };
             _server = Some(server);
             c
         }
     };
-    let identity = load_or_create_identity(&settings.identity_file)?;
     let client = connect.clone().name("murmur-up").connect().await?;
     let log = EventLog::open(
         client,
@@ -833,9 +1008,24 @@ async fn up(settings: &Settings, port: u16) -> Result<()> {
         settings.codec.clone(),
     )
     .await?;
+    crate::authority::provision(&log).await?;
+    crate::authority::claim_realm(
+        &log,
+        "murmur up",
+        &[
+            Role::Coordinator,
+            Role::Tallier,
+            Role::Auditor,
+            Role::Monitor,
+        ],
+    )
+    .await?;
     eprintln!(
-        "streams ready: {} (history), {} (dead letters); realm {}; auditor, liveness monitor, coordinator and tallier running. ctrl-c to stop.",
-        settings.log.history_stream, settings.log.dlq_stream, settings.realm
+        "streams ready: {} (history), {} (dead letters); realm {} owned by {}; auditor, liveness monitor, coordinator, tallier and compactor running. ctrl-c to stop.",
+        settings.log.history_stream,
+        settings.log.dlq_stream,
+        settings.realm,
+        log.identity().public_key()
     );
     eprintln!(
         "in another shell: NATS_URL={} murmur events tail",
@@ -853,16 +1043,16 @@ async fn up(settings: &Settings, port: u16) -> Result<()> {
     let coordinator = tokio::spawn(murmur_coordination::coordinator::run_coordinator(
         log.clone(),
         std::sync::Arc::new(murmur_coordination::liveness::SystemClock),
-        murmur_coordination::coordinator::CoordinatorConfig {
-            coordinators: settings.coordinators.clone(),
-            ..Default::default()
-        },
+        murmur_coordination::coordinator::CoordinatorConfig::default(),
         stopped(stop_rx.clone()),
     ));
     let tallier = tokio::spawn(murmur_coordination::consensus::run_tallier(
         log.clone(),
-        settings.coordinators.clone(),
         Duration::from_millis(100),
+        stopped(stop_rx.clone()),
+    ));
+    let compactor = tokio::spawn(murmur_knowledge::compaction::run_compactor(
+        log.clone(),
         stopped(stop_rx.clone()),
     ));
     let auditor = tokio::spawn(murmur_subjects::audit::run_auditor(
@@ -876,6 +1066,7 @@ async fn up(settings: &Settings, port: u16) -> Result<()> {
     monitor.await??;
     coordinator.await??;
     tallier.await??;
+    compactor.await??;
     eprintln!("stopped");
     Ok(())
 }
@@ -1278,29 +1469,59 @@ pub async fn load_dead_letter(log: &EventLog, stream: &str, seq: u64) -> Result<
     Ok(ev.payload()?)
 }
 
-async fn nats_up(settings: &Settings, size: usize) -> Result<()> {
-    match size {
+async fn nats_up(settings: &Settings, size: usize, insecure: bool) -> Result<()> {
+    use murmur_subjects::roles::Role;
+    let auth = |resolver: &std::path::Path| -> Result<Option<crate::nats_server::ServerAuth>> {
+        if insecure {
+            return Ok(None);
+        }
+        let authority =
+            crate::authority::Authority::open_or_create(&settings.data_dir.join("auth"))?;
+        let identity = load_or_create_identity(&settings.identity_file)?;
+        authority.realm_keys(&settings.realm)?;
+        let creds = settings.data_dir.join(OPERATOR_CREDS);
+        crate::authority::write_secret(
+            &creds,
+            &authority.creds(&settings.realm, Role::Operator, "operator", &identity, None)?,
+        )?;
+        Ok(Some(crate::nats_server::ServerAuth {
+            config: authority.server_config(&settings.log, resolver)?,
+            creds,
+        }))
+    };
+    let stop = crate::agent_cli::shutdown_signal()?;
+    let (creds, _running): (Option<std::path::PathBuf>, Box<dyn std::any::Any>) = match size {
         1 => {
-            let stop = crate::agent_cli::shutdown_signal()?;
             let store = settings.data_dir.join("nats");
-            let mut p = NatsProcess::start(4222, &store).await?;
+            let auth = auth(&store.join("jwt"))?;
+            let mut p = NatsProcess::start(4222, &store, auth.as_ref()).await?;
             p.wait_ready(Duration::from_secs(60)).await?;
             out!("{}", p.url());
-            stop.await;
+            (auth.map(|a| a.creds), Box::new(p))
         }
         3 => {
-            let stop = crate::agent_cli::shutdown_signal()?;
             let dir = settings.data_dir.join("cluster");
-            let cluster = NatsCluster::start(3, Some(&dir)).await?;
+            let auth = auth(std::path::Path::new(
+                crate::nats_server::RESOLVER_DIR_PLACEHOLDER,
+            ))?;
+            let cluster = NatsCluster::start(3, Some(&dir), auth.as_ref()).await?;
             out!("{}", cluster.urls());
             eprintln!(
                 "3-node cluster up (store {}); ctrl-c to stop",
                 dir.display()
             );
-            stop.await;
+            (auth.map(|a| a.creds), Box::new(cluster))
         }
         n => bail!("--cluster takes 1 or 3, not {n}"),
+    };
+    match &creds {
+        Some(path) => eprintln!(
+            "operator mode: connect with --creds {} (commands with this data dir use them)",
+            path.display()
+        ),
+        None => eprintln!("INSECURE: anyone who reaches the server may do anything (--insecure)"),
     }
+    stop.await;
     Ok(())
 }
 
@@ -1314,9 +1535,9 @@ pub fn init_tracing(level: &str) {
         .try_init();
 }
 
-/// Identity helper for commands that sign (unused identity files are not created).
+/// Identity helper for commands that sign (see [`Settings::identity`]).
 pub fn identity_for(settings: &Settings) -> Result<Identity> {
-    load_or_create_identity(&settings.identity_file)
+    settings.identity()
 }
 
 #[cfg(test)]

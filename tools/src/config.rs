@@ -33,8 +33,6 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// Event size limit in bytes.
     pub max_event_bytes: Option<usize>,
-    /// Public keys of the coordinators whose task decisions count (empty: any verified one).
-    pub coordinators: Vec<String>,
     /// Connection.
     pub nats: Option<ConnectOptions>,
     /// Streams.

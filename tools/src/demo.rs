@@ -1,12 +1,15 @@
 //! `murmur demo`: a finite sample workflow against a real nats-server with JetStream.
 //!
-//! Everything runs for real, in one process: the log auditor, a liveness monitor and a
-//! coordinator; two worker agents that join (signed manifests, NATS micro services,
-//! heartbeats) and run the tasks leased to them; a submitter. Tasks are assigned by the
-//! routing score and completed; one always fails and is dead-lettered after its attempts; a
-//! retried publish is deduplicated by the server; a conflicting write is refused; a result
-//! forged with raw async-nats under a worker's identity is dead-lettered; the workers leave;
-//! and the agents + tasks projection built live equals the one rebuilt by replaying the log.
+//! Everything runs for real, in one process, on a server in operator mode: every participant
+//! has its own key, role and credentials ([`crate::authority::Issuer`]). The server refuses
+//! an anonymous connection and a worker publishing an assignment; the log auditor, a
+//! liveness monitor and a coordinator run with the realm's roles; two worker agents join
+//! (signed manifests, NATS micro services, heartbeats) and run the tasks leased to them; a
+//! submitter. Tasks are assigned by the routing score and completed; one always fails and is
+//! dead-lettered after its attempts; a retried publish is deduplicated by the server; a
+//! conflicting write is refused; a result forged by another worker under a worker's identity
+//! is dead-lettered; the workers leave; and the agents + tasks projection built live equals
+//! the one rebuilt by replaying the log.
 //! Then the distributed-compilation pipeline runs on the same server ([`crate::demo_compile`])
 //! and the example deployment graph is generated into a Nix flake. Exits non-zero if any
 //! step does not hold.
@@ -28,34 +31,19 @@ use murmur_subjects::events::{
 };
 use murmur_subjects::log::{Expected, LogError, MSG_ID};
 use murmur_subjects::projection::{StartAt, read_stream};
-use murmur_subjects::{Draft, EventLog, Identity, Projector, SubjectFilter, Token};
+use murmur_subjects::{Draft, Identity, Projector, SubjectFilter, Token};
 
+use murmur_subjects::roles::Role;
+
+use crate::authority::{Authority, Issuer};
 use crate::cli::Settings;
-use crate::nats_server::NatsProcess;
+use crate::nats_server::{NatsProcess, ServerAuth};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Prints a numbered demo step.
 pub fn step(n: usize, text: &str) {
     out!("[{n}] {text}");
-}
-
-/// Connects a participant with a fresh identity.
-pub async fn participant(
-    connect: &murmur_subjects::connect::ConnectOptions,
-    name: &str,
-    realm: &Token,
-    settings: &Settings,
-) -> Result<EventLog> {
-    let client = connect.clone().name(name).connect().await?;
-    Ok(EventLog::open(
-        client,
-        Identity::generate(),
-        realm.clone(),
-        settings.log.clone(),
-        settings.codec.clone(),
-    )
-    .await?)
 }
 
 fn manifest(name: &str) -> AgentJoined {
@@ -88,42 +76,143 @@ async fn wait(
     Ok(())
 }
 
-/// A nats-server the demo started, with its temporary store; stopped when dropped.
-pub struct LocalServer {
-    server: NatsProcess,
+/// What the demo runs on: the issuer of its participants, the server it started (if it
+/// did) and the temporary directory holding its store, keys and credentials.
+pub struct DemoPlatform {
+    /// Enrols the demo's participants.
+    pub issuer: Issuer,
+    _server: Option<NatsProcess>,
     _dir: tempfile::TempDir,
 }
 
-impl LocalServer {
-    /// Its client URL.
+impl DemoPlatform {
+    /// The servers, comma-separated (what `murmur` processes take with `--server`).
     pub fn url(&self) -> String {
-        self.server.url()
+        self.issuer.servers().join(",")
     }
 }
 
-/// The configured servers, or a local nats-server with JetStream on a free port with a
-/// temporary store when none is configured.
-pub async fn connect_or_start(
-    settings: &Settings,
-) -> Result<(
-    murmur_subjects::connect::ConnectOptions,
-    Option<LocalServer>,
-)> {
-    if let Some(c) = &settings.connect {
-        return Ok((c.clone(), None));
-    }
+/// The configured servers, or a local nats-server in operator mode with JetStream on a free
+/// port with a temporary store when none is configured. On configured servers the demo
+/// enrols its participants with the operator's keys in the data dir (where `murmur up`
+/// keeps them); a server without credentials (`murmur up --insecure`) needs none.
+pub async fn connect_or_start(settings: &Settings) -> Result<DemoPlatform> {
     let dir = tempfile::tempdir()?;
-    let mut server = NatsProcess::start(0, dir.path()).await?;
+    let creds_dir = dir.path().join("creds");
+    let new_issuer = |authority, servers| {
+        Issuer::new(
+            authority,
+            servers,
+            Identity::generate(),
+            &creds_dir,
+            settings.log.clone(),
+            settings.codec.clone(),
+        )
+    };
+    if let Some(c) = &settings.connect {
+        let authority = match &c.auth {
+            murmur_subjects::connect::Auth::None => None,
+            _ => Some(Authority::open(&settings.data_dir.join("auth")).context(
+                "the demo enrols its own participants with the operator's keys: run it with the data dir of the `murmur up` serving NATS_URL, or against a server started with --insecure",
+            )?),
+        };
+        let issuer = new_issuer(authority, c.servers.clone());
+        return Ok(DemoPlatform {
+            issuer,
+            _server: None,
+            _dir: dir,
+        });
+    }
+    let authority = Authority::open_or_create(&dir.path().join("auth"))?;
+    let owner_creds = dir.path().join("system-check.creds");
+    crate::authority::write_secret(&owner_creds, &authority.system_creds()?)?;
+    let auth = ServerAuth {
+        config: authority.server_config(&settings.log, &dir.path().join("nats/jwt"))?,
+        creds: owner_creds,
+    };
+    let mut server = NatsProcess::start(0, &dir.path().join("nats"), Some(&auth)).await?;
     server.wait_ready(Duration::from_secs(60)).await?;
     step(
         0,
         &format!(
-            "started nats-server with JetStream at {} (temporary store)",
+            "started nats-server with JetStream at {} in operator mode (temporary store; every participant gets its own key, role and credentials)",
             server.url()
         ),
     );
-    let c = murmur_subjects::connect::ConnectOptions::servers(&server.url());
-    Ok((c, Some(LocalServer { server, _dir: dir })))
+    let issuer = new_issuer(Some(authority), vec![server.url()]);
+    Ok(DemoPlatform {
+        issuer,
+        _server: Some(server),
+        _dir: dir,
+    })
+}
+
+/// What the server refuses: an anonymous connection, and a worker publishing an assignment
+/// (only a coordinator's credentials may). Checked with a raw async-nats client that
+/// collects the server's errors.
+async fn server_refusals(issuer: &Issuer, realm: &Token) -> Result<()> {
+    let url = issuer.servers().join(",");
+    let anonymous = anonymous_refusal(&issuer.servers()[0]).await?;
+    let (_, creds) = issuer.enrol(realm, Role::Worker, "demo-rogue").await?;
+    let creds = creds.context("secure servers issue credentials")?;
+    let (tx, mut errors) = tokio::sync::mpsc::unbounded_channel();
+    let rogue = async_nats::ConnectOptions::with_credentials_file(&creds)
+        .await?
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    let _ = tx.send(e.to_string());
+                }
+            }
+        })
+        .connect(&url)
+        .await?;
+    let subject = murmur_subjects::EventType::of::<murmur_subjects::events::TaskAssigned>()
+        .subject(realm, &Token::new("task-1")?);
+    rogue.publish(subject.to_string(), "{}".into()).await?;
+    rogue.flush().await?;
+    let refused = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .context("the server did not refuse a worker's assignment within 5 s")?
+        .unwrap_or_default();
+    ensure!(
+        refused.contains("Permissions Violation"),
+        "expected a permissions violation, got {refused:?}"
+    );
+    step(
+        1,
+        &format!(
+            "the server refuses an anonymous connection ({anonymous}) and a worker publishing task.assigned ({refused})"
+        ),
+    );
+    Ok(())
+}
+
+/// What the server answers a client that connects without credentials, spoken in the NATS
+/// protocol itself (`INFO`, then `CONNECT` + `PING`): its `-ERR` line.
+async fn anonymous_refusal(url: &str) -> Result<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let address = url.trim_start_matches("nats://");
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    let answer = async {
+        let info = lines.next_line().await?.unwrap_or_default();
+        ensure!(info.starts_with("INFO "), "not a NATS server: {info}");
+        write
+            .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nPING\r\n")
+            .await?;
+        let reply = lines.next_line().await?.unwrap_or_default();
+        ensure!(
+            reply.starts_with("-ERR"),
+            "the server accepted an anonymous connection (it answered {reply:?})"
+        );
+        Ok(reply)
+    };
+    tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .context("the server did not answer an anonymous CONNECT within 5 s")?
 }
 
 /// A realm of its own for one demo step (`PREFIX-<8 hex>`), so the demo never mixes with
@@ -137,18 +226,23 @@ pub(crate) fn fresh_realm(prefix: &str) -> Result<Token> {
 
 /// Runs the demo.
 pub async fn run(settings: &Settings) -> Result<()> {
-    let (connect, _server) = connect_or_start(settings).await?;
+    let demo = connect_or_start(settings).await?;
+    let issuer = &demo.issuer;
     // A realm of its own, so the demo never mixes with other data on a shared server.
     let realm = fresh_realm("demo")?;
 
-    // The platform: auditor, liveness monitor, coordinator.
+    // The platform: auditor, liveness monitor, coordinator — the realm owner's process,
+    // granted those roles in the log, as `murmur up` is.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let platform = participant(&connect, "demo-platform", &realm, settings).await?;
-    // Only the platform's coordinator key may assign, expire and dead-letter tasks.
-    let coordinators = vec![platform.identity().public_key().to_string()];
+    let platform = issuer
+        .platform(&realm, &[Role::Coordinator, Role::Monitor, Role::Auditor])
+        .await?;
+    if issuer.is_secure() {
+        server_refusals(issuer, &realm).await?;
+    }
     let auditor = tokio::spawn(murmur_subjects::audit::run_auditor(
         platform.clone(),
         stopped(stop_rx.clone()),
@@ -162,29 +256,28 @@ pub async fn run(settings: &Settings) -> Result<()> {
     let coordinator = tokio::spawn(run_coordinator(
         platform.clone(),
         Arc::new(SystemClock),
-        CoordinatorConfig {
-            coordinators: vec![platform.identity().public_key().to_string()],
-            ..Default::default()
-        },
+        CoordinatorConfig::default(),
         stopped(stop_rx.clone()),
     ));
     step(
         1,
-        &format!("streams ready; realm {realm}; auditor, liveness monitor and coordinator running"),
+        &format!(
+            "streams ready; realm {realm} claimed by {}…; auditor, liveness monitor and coordinator running with the roles granted in the log",
+            &platform.identity().public_key()[..12]
+        ),
     );
 
-    let submitter = participant(&connect, "demo-submitter", &realm, settings).await?;
-    let mut live = Projector::new(
-        submitter.clone(),
-        CoordinatorProjection::new(realm.clone(), coordinators.clone()),
-    );
+    let submitter = issuer
+        .participant(&realm, Role::Submitter, "demo-submitter")
+        .await?;
+    let mut live = Projector::new(submitter.clone(), CoordinatorProjection::new(realm.clone()));
 
     // Two workers join and run what they are leased.
     let (workers_stop_tx, workers_stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     let mut worker_tasks = Vec::new();
     for name in ["worker-a", "worker-b"] {
-        let log = participant(&connect, name, &realm, settings).await?;
+        let log = issuer.participant(&realm, Role::Worker, name).await?;
         let agent = Arc::new(
             Agent::join(
                 log,
@@ -197,13 +290,11 @@ pub async fn run(settings: &Settings) -> Result<()> {
         );
         out!("    {name} joined as {}", agent.id());
         let runner = agent.clone();
-        let coordinators = coordinators.clone();
         let stop = stopped(workers_stop_rx.clone());
         worker_tasks.push(tokio::spawn(async move {
             murmur_agents::worker::run_worker(
                 &runner,
                 crate::agent_cli::builtin_handler(),
-                coordinators.clone(),
                 stop,
                 Duration::from_secs(5),
             )
@@ -312,9 +403,13 @@ pub async fn run(settings: &Settings) -> Result<()> {
         "tasks assigned by the routing score, run by the workers; the failing one dead-lettered with every reason",
     );
 
-    // A forgery: mallory signs a completion of task-3 that claims worker-a as its source and
-    // publishes it with raw async-nats. The auditor refuses and dead-letters it.
-    let mallory = Identity::generate();
+    // A forgery: mallory, another worker, signs a completion of task-3 that claims worker-a
+    // as its source and publishes it with raw async-nats over its own connection (its role
+    // may publish results). The auditor refuses and dead-letters it.
+    let mallory_log = issuer
+        .participant(&realm, Role::Worker, "demo-mallory")
+        .await?;
+    let mallory = mallory_log.identity().clone();
     let mut forged = Draft::new(
         Token::new("task-3")?,
         &TaskCompleted {
@@ -327,7 +422,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
     let (mut headers, body) =
         binding::encode(&forged.record, ContentMode::Binary, settings.codec.limit())?;
     headers.insert(MSG_ID, forged.record.id.as_str());
-    let raw = async_nats::jetstream::new(submitter.client().clone());
+    let raw = async_nats::jetstream::new(mallory_log.client().clone());
     raw.publish_with_headers(forged.subject.to_string(), headers, body)
         .await?
         .await?;
@@ -338,13 +433,13 @@ pub async fn run(settings: &Settings) -> Result<()> {
     let (dl_seq, dl) = loop {
         let mut found = None;
         read_stream(
-            submitter.jetstream(),
+            platform.jetstream(),
             &settings.log.dlq_stream,
             &dlq_filter,
             StartAt::Beginning,
             None,
             |stored| {
-                if let Ok(ev) = submitter.decode_stored(&stored.message, stored.sequence, None)
+                if let Ok(ev) = platform.decode_stored(&stored.message, stored.sequence, None)
                     && let Ok(d) = ev.payload::<DeadLettered>()
                 {
                     found = Some((stored.sequence, d));
@@ -370,7 +465,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
     step(
         7,
         &format!(
-            "forged task.completed refused and dead-lettered (dlq seq {dl_seq}): {}",
+            "task.completed forged by another worker refused and dead-lettered (dlq seq {dl_seq}): {}",
             dl.detail
         ),
     );
@@ -396,8 +491,10 @@ pub async fn run(settings: &Settings) -> Result<()> {
 
     live.catch_up().await?;
     let mut replayed = Projector::new(
-        participant(&connect, "demo-replay", &realm, settings).await?,
-        CoordinatorProjection::new(realm.clone(), coordinators.clone()),
+        issuer
+            .participant(&realm, Role::Observer, "demo-replay")
+            .await?,
+        CoordinatorProjection::new(realm.clone()),
     );
     replayed.catch_up().await?;
     ensure!(
@@ -425,24 +522,20 @@ pub async fn run(settings: &Settings) -> Result<()> {
     );
 
     // The distributed-compilation pipeline on the same server, agents as processes.
-    let url = match &_server {
-        Some(s) => s.url(),
-        None => connect.servers.join(","),
-    };
-    crate::demo_compile::run_on(settings, &connect, &url).await?;
+    crate::demo_compile::run_on(settings, issuer).await?;
 
     // Tools: an agent process serves file operations confined to a workspace.
-    crate::demo_tool::run_on(settings, &connect, &url).await?;
+    crate::demo_tool::run_on(issuer).await?;
 
     // Inference: an agent process answers an llm.generate task with a GGUF model.
     #[cfg(feature = "inference")]
-    crate::demo_inference::run_on(settings, &connect, &url).await?;
+    crate::demo_inference::run_on(issuer).await?;
 
     // Consensus: three policy voters (own identities) and a tallier decide a release.
-    consensus_step(&connect, settings).await?;
+    consensus_step(issuer).await?;
 
     // Shared knowledge: two agents edit one Automerge space, a memory agent serves it.
-    knowledge_step(&connect, settings).await?;
+    knowledge_step(issuer).await?;
 
     // The deployment graph of a 5-service shop, generated into a Nix flake.
     flake_step().await?;
@@ -453,7 +546,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
 /// A demo voter agent: joins `realm` as `name` with `labels`, then runs `voter` until
 /// `stop` and leaves. Returns its key and the task running it.
 async fn start_voter<V: murmur_agents::voter::Voter + 'static>(
-    (connect, settings, realm): (&murmur_subjects::connect::ConnectOptions, &Settings, &Token),
+    (issuer, realm): (&Issuer, &Token),
     name: &str,
     labels: std::collections::BTreeMap<String, String>,
     voter: V,
@@ -462,7 +555,7 @@ async fn start_voter<V: murmur_agents::voter::Voter + 'static>(
     String,
     tokio::task::JoinHandle<Result<u64, murmur_agents::AgentError>>,
 )> {
-    let log = participant(connect, "demo-voter", realm, settings).await?;
+    let log = issuer.participant(realm, Role::Voter, name).await?;
     let mut m = manifest(name);
     m.kind = "voter".into();
     m.capabilities = vec!["vote".into()];
@@ -478,7 +571,7 @@ async fn start_voter<V: murmur_agents::voter::Voter + 'static>(
     .await?;
     let key = agent.id().to_string();
     let task = tokio::spawn(async move {
-        let cast = murmur_agents::voter::run_voter(&agent, &voter, vec![], stop).await;
+        let cast = murmur_agents::voter::run_voter(&agent, &voter, stop).await;
         let _ = agent.leave("demo over").await;
         cast
     });
@@ -488,10 +581,7 @@ async fn start_voter<V: murmur_agents::voter::Voter + 'static>(
 /// Three voter agents with a policy (approve when tests pass, reject when risk is high) and a
 /// tallier: one proposal is approved early by 2 of 3 votes, another rejected; the tallies
 /// come from the log.
-async fn consensus_step(
-    connect: &murmur_subjects::connect::ConnectOptions,
-    settings: &Settings,
-) -> Result<()> {
+async fn consensus_step(issuer: &Issuer) -> Result<()> {
     use murmur_agents::voter::PolicyVoter;
     use murmur_coordination::consensus::{Consensus, ConsensusProjection, run_tallier};
     use murmur_subjects::events::{ProposalOpened, Protocol};
@@ -505,10 +595,9 @@ async fn consensus_step(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let platform = participant(connect, "demo-tallier", &realm, settings).await?;
+    let platform = issuer.platform(&realm, &[Role::Tallier]).await?;
     let tallier = tokio::spawn(run_tallier(
         platform.clone(),
-        vec![],
         Duration::from_millis(20),
         stopped(stop_rx.clone()),
     ));
@@ -516,7 +605,7 @@ async fn consensus_step(
     let mut keys = std::collections::BTreeMap::new();
     for i in 0..3 {
         let (key, voter) = start_voter(
-            (connect, settings, &realm),
+            (issuer, &realm),
             &format!("voter-{i}"),
             Default::default(),
             policy.clone(),
@@ -565,7 +654,7 @@ async fn consensus_step(
         write_test_model(&path, &TestModel::new(2026))?;
         let model = Arc::new(GgufModel::load(&path)?);
         let (key, voter) = start_voter(
-            (connect, settings, &realm),
+            (issuer, &realm),
             "model-voter",
             model.labels(),
             ModelVoter::new(model, ModelVoter::DEFAULT_INSTRUCTIONS),
@@ -598,7 +687,6 @@ async fn consensus_step(
         platform.clone(),
         ConsensusProjection {
             realm: realm.clone(),
-            talliers: vec![],
         },
     );
     ensure!(
@@ -669,8 +757,11 @@ async fn consensus_step(
             vote.reason
         );
     }
-    // A late vote from outside the voter set: stored like any event, refused by the fold
-    // with a typed reason, and never counted.
+    // A late vote from outside the voter set (a voter of the realm, not of this proposal):
+    // stored like any event, refused by the fold with a typed reason, and never counted.
+    let outsider = issuer
+        .participant(&realm, Role::Voter, "demo-outsider")
+        .await?;
     let late = c.proposals["release-1-2"].continue_flow(
         Draft::new(
             Token::new("release-1-2")?,
@@ -681,7 +772,7 @@ async fn consensus_step(
         )?,
         None,
     );
-    platform.append(late).await?;
+    outsider.append(late).await?;
     ensure!(
         view.follow_until(DEADLINE, |c: &Consensus| !c.proposals["release-1-2"]
             .refused
@@ -704,10 +795,7 @@ async fn consensus_step(
 /// Two writer agents edit one knowledge space concurrently (one conflicting field), a memory
 /// agent answers a query over NATS and snapshots the space, the conflict is shown with both
 /// authors and resolved, and a late joiner (snapshot + log tail) ends with the same heads.
-async fn knowledge_step(
-    connect: &murmur_subjects::connect::ConnectOptions,
-    settings: &Settings,
-) -> Result<()> {
+async fn knowledge_step(issuer: &Issuer) -> Result<()> {
     use murmur_agents::memory::{MemoryOptions, MemoryService};
     use murmur_knowledge::document::ResolutionPolicy;
     use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space, set_access};
@@ -716,7 +804,9 @@ async fn knowledge_step(
     use murmur_subjects::events::AccessRole;
 
     let realm = fresh_realm("kb")?;
-    let owner_log = participant(connect, "demo-kb-owner", &realm, settings).await?;
+    let owner_log = issuer
+        .participant(&realm, Role::Submitter, "demo-kb-owner")
+        .await?;
     open_space(
         &owner_log,
         "release",
@@ -725,8 +815,12 @@ async fn knowledge_step(
         4096,
     )
     .await?;
-    let memory_log = participant(connect, "demo-memory", &realm, settings).await?;
-    let writer_log = participant(connect, "demo-kb-writer", &realm, settings).await?;
+    let memory_log = issuer
+        .participant(&realm, Role::Memory, "demo-memory")
+        .await?;
+    let writer_log = issuer
+        .participant(&realm, Role::Submitter, "demo-kb-writer")
+        .await?;
     set_access(
         &owner_log,
         "release",
@@ -796,16 +890,9 @@ async fn knowledge_step(
                 conflicts_only: true,
                 ..Default::default()
             },
-            as_of: None,
+            ..Default::default()
         };
-        let answer = query_remote(
-            owner_log.client(),
-            &realm,
-            "release",
-            &q,
-            Duration::from_secs(2),
-        )
-        .await;
+        let answer = query_remote(&owner_log, "release", &q, Duration::from_secs(2)).await;
         if let Ok(r) = &answer
             && !r.0.facts.is_empty()
         {
@@ -853,7 +940,10 @@ async fn knowledge_step(
         ensure!(tokio::time::Instant::now() < until, "no snapshot written");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let late_log = participant(connect, "demo-kb-late", &realm, settings).await?;
+    // The late joiner only reads: an observer.
+    let late_log = issuer
+        .participant(&realm, Role::Observer, "demo-kb-late")
+        .await?;
     let mut late = KnowledgeReplica::open(late_log, ReplicaConfig::space("release")).await?;
     a.refresh().await?;
     let (sa, sl) = (a.summary("release"), late.summary("release"));

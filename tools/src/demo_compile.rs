@@ -28,8 +28,9 @@ use murmur_subjects::log::Expected;
 use murmur_subjects::{Draft, Projector, Token};
 use tokio::io::AsyncBufReadExt;
 
+use crate::authority::Issuer;
 use crate::cli::Settings;
-use crate::demo::{connect_or_start, participant};
+use crate::demo::connect_or_start;
 
 /// Long enough for two cold cargo builds per workspace on a slow machine.
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -74,23 +75,37 @@ pub(crate) struct AgentProcess {
     pub(crate) child: tokio::process::Child,
 }
 
-/// Starts `murmur agent run --kind KIND --name NAME EXTRA...` as a separate process trusting
-/// `coordinator`, and waits until it printed its id (it joined).
+/// Enrols a participant with the role of agent kind `kind`, starts `murmur agent run --kind
+/// KIND --name NAME EXTRA...` as a separate process with its credentials, and waits until it
+/// printed its id (it joined).
 pub(crate) async fn spawn_agent(
-    url: &str,
+    issuer: &Issuer,
     realm: &Token,
-    coordinator: &str,
     data: &std::path::Path,
     kind: &str,
     name: &str,
     extra: &[&str],
 ) -> Result<AgentProcess> {
+    let who = issuer
+        .process_args(
+            realm,
+            murmur_subjects::roles::Role::for_agent_kind(kind),
+            name,
+            data,
+        )
+        .await?;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["--server", url, "--realm", realm.as_str(), "--data-dir"])
+        .args([
+            "--server",
+            &issuer.servers().join(","),
+            "--realm",
+            realm.as_str(),
+            "--data-dir",
+        ])
         .arg(data.join(name))
-        .args(["--coordinator", coordinator])
+        .args(&who)
         .args(["agent", "run", "--kind", kind, "--name", name])
-        .args(["--ephemeral-identity", "--heartbeat-ms", "500"])
+        .args(["--heartbeat-ms", "500"])
         .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -184,19 +199,16 @@ fn step(n: usize, text: &str) {
 
 /// Runs the compile demo on its own (`murmur demo compile`).
 pub async fn run(settings: &Settings) -> Result<()> {
-    let (connect, server) = connect_or_start(settings).await?;
-    let url = match &server {
-        Some(s) => s.url(),
-        None => connect.servers.join(","),
-    };
-    run_on(settings, &connect, &url).await
+    let demo = connect_or_start(settings).await?;
+    run_on(settings, &demo.issuer).await
 }
 
-/// A coordinator running in this process for one demo realm, trusting only itself.
+/// A coordinator running in this process for one demo realm: the realm owner's process,
+/// granted the coordinator role.
 pub(crate) struct DemoCoordinator {
     /// Its log (also what the demo submits and reads with).
     pub(crate) platform: murmur_subjects::EventLog,
-    /// Its public key (agents are started with `--coordinator` this key).
+    /// Its public key.
     pub(crate) key: String,
     /// Send `true` to stop it.
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
@@ -205,23 +217,17 @@ pub(crate) struct DemoCoordinator {
 }
 
 impl DemoCoordinator {
-    /// Connects as `name` in `realm` and starts the coordinator.
-    pub(crate) async fn start(
-        connect: &murmur_subjects::connect::ConnectOptions,
-        name: &str,
-        realm: &Token,
-        settings: &Settings,
-    ) -> Result<Self> {
-        let platform = participant(connect, name, realm, settings).await?;
+    /// Opens `realm` and starts the coordinator as its owner.
+    pub(crate) async fn start(issuer: &Issuer, realm: &Token) -> Result<Self> {
+        let platform = issuer
+            .platform(realm, &[murmur_subjects::roles::Role::Coordinator])
+            .await?;
         let key = platform.identity().public_key().to_string();
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(run_coordinator(
             platform.clone(),
             Arc::new(SystemClock),
-            CoordinatorConfig {
-                coordinators: vec![key.clone()],
-                ..Default::default()
-            },
+            CoordinatorConfig::default(),
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
             },
@@ -259,7 +265,7 @@ impl DemoCoordinator {
         }
         let mut view = Projector::new(
             self.platform.clone(),
-            CoordinatorProjection::new(realm.clone(), vec![self.key.clone()]),
+            CoordinatorProjection::new(realm.clone()),
         );
         let finished = view
             .follow_until(limit, |v| {
@@ -273,18 +279,14 @@ impl DemoCoordinator {
 }
 
 /// Runs the compile demo against a server that is already up (the main demo's).
-pub async fn run_on(
-    settings: &Settings,
-    connect: &murmur_subjects::connect::ConnectOptions,
-    url: &str,
-) -> Result<()> {
+pub async fn run_on(settings: &Settings, issuer: &Issuer) -> Result<()> {
     let realm = crate::demo::fresh_realm("compile")?;
     let DemoCoordinator {
         platform,
         key: coordinator_key,
         stop: stop_tx,
         task: coordinator,
-    } = DemoCoordinator::start(connect, "demo-compile", &realm, settings).await?;
+    } = DemoCoordinator::start(issuer, &realm).await?;
     step(
         1,
         &format!(
@@ -302,13 +304,9 @@ pub async fn run_on(
         ("compiler", "compiler-2"),
         ("executor", "executor"),
     ] {
-        agents
-            .push(spawn_agent(url, &realm, &coordinator_key, data.path(), kind, name, &[]).await?);
+        agents.push(spawn_agent(issuer, &realm, data.path(), kind, name, &[]).await?);
     }
-    let mut view = Projector::new(
-        platform.clone(),
-        CoordinatorProjection::new(realm.clone(), vec![coordinator_key.clone()]),
-    );
+    let mut view = Projector::new(platform.clone(), CoordinatorProjection::new(realm.clone()));
     ensure!(
         view.follow_until(Duration::from_secs(60), |v| {
             v.registry
@@ -481,10 +479,7 @@ pub async fn run_on(
     expect("test-app", "calc-broken", "cancelled", None);
 
     // The view built live equals a replay of the log from sequence 1.
-    let mut replay = Projector::new(
-        platform.clone(),
-        CoordinatorProjection::new(realm.clone(), vec![coordinator_key.clone()]),
-    );
+    let mut replay = Projector::new(platform.clone(), CoordinatorProjection::new(realm.clone()));
     replay.catch_up().await?;
     if replay.state().tasks != view.state().tasks {
         problems.push("the replayed task states differ from the live ones".into());

@@ -18,18 +18,13 @@ use murmur_subjects::Token;
 use murmur_subjects::catalog::EventType;
 use murmur_subjects::events::TaskProgress;
 
-use crate::cli::Settings;
 use crate::demo_compile::{DemoCoordinator, spawn_agent, stop_agents};
 
 /// The prompt the demo asks.
 const PROMPT: &str = "Which agents are online?";
 
 /// Runs the step against a server that is already up (the main demo's).
-pub async fn run_on(
-    settings: &Settings,
-    connect: &murmur_subjects::connect::ConnectOptions,
-    url: &str,
-) -> Result<()> {
+pub async fn run_on(issuer: &crate::authority::Issuer) -> Result<()> {
     let realm = crate::demo::fresh_realm("infer")?;
     let data = tempfile::tempdir()?;
     let model_path = data.path().join("tiny-llama.gguf");
@@ -40,12 +35,11 @@ pub async fn run_on(
     )?;
     let model_arg = model_path.to_str().context("model path is not UTF-8")?;
 
-    let coordinator = DemoCoordinator::start(connect, "demo-inference", &realm, settings).await?;
+    let coordinator = DemoCoordinator::start(issuer, &realm).await?;
     let mut agents = vec![
         spawn_agent(
-            url,
+            issuer,
             &realm,
-            &coordinator.key,
             data.path(),
             "inference",
             "llm",

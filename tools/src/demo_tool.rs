@@ -7,15 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use murmur_coordination::tasks::TaskState;
 
-use crate::cli::Settings;
 use crate::demo_compile::{DemoCoordinator, spawn_agent, stop_agents};
 
 /// Runs the step against a server that is already up (the main demo's).
-pub async fn run_on(
-    settings: &Settings,
-    connect: &murmur_subjects::connect::ConnectOptions,
-    url: &str,
-) -> Result<()> {
+pub async fn run_on(issuer: &crate::authority::Issuer) -> Result<()> {
     let realm = crate::demo::fresh_realm("tool")?;
     let data = tempfile::tempdir()?;
     let root = data.path().join("workspace");
@@ -25,12 +20,11 @@ pub async fn run_on(
     std::fs::write(data.path().join("outside.txt"), "not for the tool")?;
     let root_arg = root.to_str().context("workspace path is not UTF-8")?;
 
-    let coordinator = DemoCoordinator::start(connect, "demo-tool", &realm, settings).await?;
+    let coordinator = DemoCoordinator::start(issuer, &realm).await?;
     let mut agents = vec![
         spawn_agent(
-            url,
+            issuer,
             &realm,
-            &coordinator.key,
             data.path(),
             "tool",
             "files",

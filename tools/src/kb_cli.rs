@@ -251,7 +251,11 @@ fn parse_role(text: &str) -> Result<AccessRole> {
 
 async fn open(settings: &Settings, space: &str) -> Result<KnowledgeReplica> {
     let log = settings.open_log("murmur-kb").await?;
-    let replica = KnowledgeReplica::open(log, ReplicaConfig::space(space)).await?;
+    let replica = KnowledgeReplica::open(
+        log,
+        ReplicaConfig::space(space).compacting(settings.may_purge()),
+    )
+    .await?;
     if replica.base().space(space).is_none() {
         bail!("no knowledge space {space:?} (create it with `murmur kb open {space}`)");
     }
@@ -595,15 +599,9 @@ async fn remote_query(log: &EventLog, args: QueryArgs) -> Result<()> {
     let request = QueryRequest {
         query: query_of(&args),
         as_of: args.as_of,
+        ..Default::default()
     };
-    let (reply, signer) = query_remote(
-        log.client(),
-        log.realm(),
-        &args.space,
-        &request,
-        Duration::from_secs(10),
-    )
-    .await?;
+    let (reply, signer) = query_remote(log, &args.space, &request, Duration::from_secs(10)).await?;
     eprintln!(
         "answered by memory agent {signer} at position {}",
         reply.position

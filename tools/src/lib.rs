@@ -91,8 +91,10 @@ fn kill_tracked_children() {
 }
 
 pub mod agent_cli;
+pub mod authority;
 pub mod cli;
 pub mod config;
+pub mod creds_cli;
 pub mod demo;
 pub mod demo_compile;
 #[cfg(feature = "inference")]

@@ -1,7 +1,7 @@
 //! Running a real `nats-server`: finding the binary (≥ 2.11), starting it with JetStream on
-//! free ports with its own store, waiting until JetStream answers, and killing it on drop.
-//! Single servers and 3-node clusters (routes, JetStream, R3) whose nodes can be stopped and
-//! restarted.
+//! free ports with its own store — in operator mode ([`ServerAuth`]) unless asked not to —,
+//! waiting until JetStream answers, and killing it on drop. Single servers and 3-node
+//! clusters (routes, JetStream, R3) whose nodes can be stopped and restarted.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -127,14 +127,46 @@ pub async fn wait_healthy(monitor_port: u16, deadline: Duration) -> Result<()> {
     }
 }
 
-/// Waits until `$JS.API.INFO` answers without error through `url`.
-pub async fn wait_jetstream(url: &str, deadline: Duration) -> Result<()> {
+/// How a server authenticates: the operator-mode settings for its config file
+/// ([`crate::authority::Authority::server_config`]) and credentials that may use JetStream,
+/// to tell when it is ready.
+#[derive(Debug, Clone)]
+pub struct ServerAuth {
+    /// Config lines (`operator`, `system_account`, `resolver`, `resolver_preload`).
+    pub config: String,
+    /// A `.creds` file the readiness check connects with.
+    pub creds: PathBuf,
+}
+
+/// Waits until `$JS.API.INFO` answers through `url` (connecting with `creds` when the
+/// server needs them): without error, or saying that this account has no JetStream.
+pub async fn wait_jetstream(url: &str, creds: Option<&Path>, deadline: Duration) -> Result<()> {
     let until = tokio::time::Instant::now() + deadline;
     loop {
         let attempt = async {
-            let client = async_nats::connect(url).await.ok()?;
+            let options = match creds {
+                Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                    .await
+                    .ok()?,
+                None => async_nats::ConnectOptions::new(),
+            };
+            let client = options.connect(url).await.ok()?;
             let js = async_nats::jetstream::new(client);
-            js.query_account().await.ok()
+            match js.query_account().await {
+                Ok(_) => Some(()),
+                // The system account's user (what an operator-mode server is asked with
+                // before any realm exists) has no JetStream, but the API answered.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        async_nats::jetstream::context::AccountErrorKind::JetStream(js)
+                            if js.error_code() == async_nats::jetstream::ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT
+                    ) =>
+                {
+                    Some(())
+                }
+                Err(_) => None,
+            }
         };
         if tokio::time::timeout(Duration::from_secs(2), attempt)
             .await
@@ -189,14 +221,17 @@ pub struct NatsProcess {
     /// JetStream store directory.
     pub store_dir: PathBuf,
     log_path: PathBuf,
+    /// Credentials the readiness check connects with (operator mode).
+    creds: Option<PathBuf>,
     /// An exclusive lock on `store_dir/murmur-server.lock`, held while this value lives (across
     /// restarts): two servers on one store would both recover and write the same files.
     _store_lock: std::fs::File,
 }
 
 impl NatsProcess {
-    /// Starts a server with JetStream on `port` (0: pick a free one), storing in `store_dir`.
-    pub async fn start(port: u16, store_dir: &Path) -> Result<Self> {
+    /// Starts a server with JetStream on `port` (0: pick a free one), storing in `store_dir`,
+    /// in operator mode with `auth` (else open to anyone who reaches the port).
+    pub async fn start(port: u16, store_dir: &Path, auth: Option<&ServerAuth>) -> Result<Self> {
         let port = if port == 0 {
             free_port()?
         } else {
@@ -221,35 +256,42 @@ impl NatsProcess {
             &config,
             format!(
                 "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n\
-                 jetstream {{ store_dir: \"{}\", max_file_store: {LOCAL_MAX_FILE_STORE} }}\n",
-                store_dir.display()
+                 jetstream {{ store_dir: \"{}\", max_file_store: {LOCAL_MAX_FILE_STORE} }}\n{}",
+                store_dir.display(),
+                auth.map_or("", |a| a.config.as_str())
             ),
         )?;
-        Self::spawn(
+        let mut p = Self::spawn(
             vec!["-c".into(), config.display().to_string()],
             port,
             monitor_port,
             store_dir,
             store_lock,
         )
-        .await
+        .await?;
+        p.creds = auth.map(|a| a.creds.clone());
+        Ok(p)
     }
 
-    /// Starts a server from a config file.
+    /// Starts a server from a config file; `creds` when it needs credentials to be asked
+    /// whether it is ready.
     pub async fn start_with_config(
         config: &Path,
         port: u16,
         monitor_port: u16,
         store_dir: &Path,
+        creds: Option<&Path>,
     ) -> Result<Self> {
-        Self::spawn(
+        let mut p = Self::spawn(
             vec!["-c".into(), config.display().to_string()],
             port,
             monitor_port,
             store_dir,
             lock_store(store_dir)?,
         )
-        .await
+        .await?;
+        p.creds = creds.map(Path::to_path_buf);
+        Ok(p)
     }
 
     async fn spawn(
@@ -270,6 +312,7 @@ impl NatsProcess {
             monitor_port,
             store_dir: store_dir.to_path_buf(),
             log_path,
+            creds: None,
             _store_lock: store_lock,
         };
         p.launch()?;
@@ -304,10 +347,10 @@ impl NatsProcess {
     /// Waits until the server is healthy and JetStream answers; fails as soon as the server
     /// exits, with the last lines of its log.
     pub async fn wait_ready(&mut self, deadline: Duration) -> Result<()> {
-        let (monitor_port, url) = (self.monitor_port, self.url());
+        let (monitor_port, url, creds) = (self.monitor_port, self.url(), self.creds.clone());
         let ready = async move {
             wait_healthy(monitor_port, deadline).await?;
-            wait_jetstream(&url, deadline).await
+            wait_jetstream(&url, creds.as_deref(), deadline).await
         };
         let Some(child) = &mut self.child else {
             bail!("nats-server is stopped");
@@ -367,6 +410,9 @@ impl Drop for NatsProcess {
     }
 }
 
+/// In a cluster's [`ServerAuth::config`], where each node's own resolver directory goes.
+pub const RESOLVER_DIR_PLACEHOLDER: &str = "@RESOLVER_DIR@";
+
 /// A 3-node (or n-node) local cluster with JetStream on every node.
 #[derive(Debug)]
 pub struct NatsCluster {
@@ -377,8 +423,9 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts `size` nodes under `dir` (a temp dir when `None`), each with its own store,
-    /// routes to all others, and waits until every node serves JetStream.
-    pub async fn start(size: usize, dir: Option<&Path>) -> Result<Self> {
+    /// routes to all others, in operator mode with `auth` (each node keeping its own copy of
+    /// the resolver's account JWTs), and waits until every node serves JetStream.
+    pub async fn start(size: usize, dir: Option<&Path>, auth: Option<&ServerAuth>) -> Result<Self> {
         let temp = match dir {
             Some(_) => None,
             None => Some(tempfile::tempdir()?),
@@ -400,17 +447,31 @@ impl NatsCluster {
             let name = format!("n{}", i + 1);
             let node_dir = base.join(&name);
             std::fs::create_dir_all(&node_dir)?;
+            // Each node resolves accounts from a directory of its own.
+            let auth_config = auth.map_or(String::new(), |a| {
+                a.config.replace(
+                    RESOLVER_DIR_PLACEHOLDER,
+                    &node_dir.join("jwt").display().to_string(),
+                )
+            });
             let config = format!(
                 "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
                  jetstream {{ store_dir: \"{}\", max_file_store: {LOCAL_MAX_FILE_STORE} }}\n\
-                 cluster {{ name: murmur-dev\n  listen: 127.0.0.1:{cluster}\n  routes: [{}] }}\n",
+                 cluster {{ name: murmur-dev\n  listen: 127.0.0.1:{cluster}\n  routes: [{}] }}\n{auth_config}",
                 node_dir.join("js").display(),
                 routes.join(", ")
             );
             let config_path = node_dir.join("nats.conf");
             std::fs::write(&config_path, config)?;
             nodes.push(
-                NatsProcess::start_with_config(&config_path, *client, *monitor, &node_dir).await?,
+                NatsProcess::start_with_config(
+                    &config_path,
+                    *client,
+                    *monitor,
+                    &node_dir,
+                    auth.map(|a| a.creds.as_path()),
+                )
+                .await?,
             );
         }
         let mut cluster = Self { nodes, _dir: temp };
@@ -459,7 +520,8 @@ mod tests {
         let config = dir.path().join("broken.conf");
         std::fs::write(&config, "listen: 127.0.0.1:1\njetstream { store_dir: \"")?;
         let mut server =
-            NatsProcess::start_with_config(&config, free_port()?, free_port()?, dir.path()).await?;
+            NatsProcess::start_with_config(&config, free_port()?, free_port()?, dir.path(), None)
+                .await?;
         let err = server
             .wait_ready(Duration::from_secs(600))
             .await

@@ -103,10 +103,7 @@ async fn gather_stats(client: &async_nats::Client) -> Result<BTreeMap<String, Me
 pub async fn collect(settings: &Settings, window: Duration) -> Result<Status> {
     let log = settings.open_log("murmur-status").await?;
     let realm: Token = settings.realm.clone();
-    let mut view = Projector::new(
-        log.clone(),
-        CoordinatorProjection::new(realm.clone(), settings.coordinators.clone()),
-    );
+    let mut view = Projector::new(log.clone(), CoordinatorProjection::new(realm.clone()));
     view.catch_up().await?;
     let live = gather_stats(log.client()).await?;
     let state = view.state();
@@ -150,7 +147,6 @@ pub async fn collect(settings: &Settings, window: Duration) -> Result<Status> {
         log.clone(),
         ConsensusProjection {
             realm: realm.clone(),
-            talliers: settings.coordinators.clone(),
         },
     );
     consensus.catch_up().await?;

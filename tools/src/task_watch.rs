@@ -37,7 +37,6 @@ pub async fn run(settings: &Settings, id: &str, timeout: Option<Duration>) -> Re
         log.clone(),
         TaskProjection {
             realm: settings.realm.clone(),
-            coordinators: settings.coordinators.clone(),
         },
     );
     let began = Instant::now();

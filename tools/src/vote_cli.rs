@@ -9,10 +9,9 @@ use murmur_agents::{Agent, AgentSpec};
 use murmur_coordination::consensus::ConsensusProjection;
 use murmur_coordination::registry::{AgentStatus, RegistryProjection};
 use murmur_subjects::events::{AgentJoined, Choice, ProposalOpened, Protocol, VoteCast};
-use murmur_subjects::{Draft, Identity, Projector, Token};
+use murmur_subjects::{Draft, Projector, Token};
 
 use crate::cli::Settings;
-use crate::config::load_or_create_identity;
 
 /// `murmur vote propose` arguments.
 #[derive(Debug, clap::Args)]
@@ -187,7 +186,6 @@ pub async fn propose(settings: &Settings, args: ProposeArgs) -> Result<()> {
             log.clone(),
             murmur_coordination::tasks::TaskProjection {
                 realm: settings.realm.clone(),
-                coordinators: settings.coordinators.clone(),
             },
         );
         tasks.catch_up().await?;
@@ -509,7 +507,6 @@ async fn consensus_projector(
         log.clone(),
         ConsensusProjection {
             realm: settings.realm.clone(),
-            talliers: settings.coordinators.clone(),
         },
     );
     p.catch_up().await?;
@@ -673,11 +670,7 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
             model_voter(model, args.instructions.as_deref())
         }
     };
-    let identity = if args.ephemeral_identity {
-        Identity::generate()
-    } else {
-        load_or_create_identity(&settings.identity_file)?
-    };
+    let identity = settings.identity_or_ephemeral(args.ephemeral_identity)?;
     labels.extend(crate::agent_cli::parse_labels(&args.labels)?);
     let log = settings.open_log_as("murmur-voter", identity).await?;
     let agent = Agent::join(
@@ -700,7 +693,7 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
     eprintln!("voter {} joined as {}", args.name, agent.id());
     out!("{}", agent.id());
     let stop = crate::agent_cli::shutdown_signal()?;
-    let cast = run_voter(&agent, voter.as_ref(), settings.coordinators.clone(), stop).await?;
+    let cast = run_voter(&agent, voter.as_ref(), stop).await?;
     agent.enter_lame_duck();
     agent.leave("shutdown").await?;
     eprintln!("voter left after {cast} votes");

@@ -17,6 +17,7 @@ use murmur_subjects::binding::ContentMode;
 use murmur_subjects::events::{AgentHeartbeat, TaskSubmitted};
 use murmur_subjects::log::MSG_ID;
 use murmur_subjects::projection::{Projection, Refusal, StartAt, read_stream};
+use murmur_subjects::roles::Role;
 use murmur_subjects::{
     Draft, EventCodec, EventLog, Identity, LogConfig, Plane, Projector, SubjectFilter, Token,
     VerifiedEvent,
@@ -236,18 +237,11 @@ async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
                 subject: Some("-".into()),
                 ..Default::default()
             },
-            as_of: None,
+            ..Default::default()
         };
         let until = Instant::now() + Duration::from_secs(120);
         loop {
-            let reply = query_remote(
-                &client,
-                log.realm(),
-                "bench",
-                &probe,
-                Duration::from_secs(10),
-            )
-            .await;
+            let reply = query_remote(&log, "bench", &probe, Duration::from_secs(10)).await;
             if reply.as_ref().is_ok_and(|(r, _)| r.position >= last) {
                 break;
             }
@@ -383,9 +377,10 @@ async fn consensus_suite(
             EventCodec::default(),
         )
         .await?;
+        // Its decisions count only with the tallier role in the log.
+        murmur_tools::authority::claim_realm(&tallier_log, "bench", &[Role::Tallier]).await?;
         tokio::spawn(murmur_coordination::consensus::run_tallier(
             tallier_log,
-            vec![],
             // The tick `murmur tallier` uses; decisions do not wait for it (the tallier acts
             // on the event that makes a proposal decidable).
             Duration::from_millis(100),
@@ -445,7 +440,7 @@ async fn consensus_suite(
                         default: Some(Choice::Approve),
                         rules: vec![],
                     };
-                    let _ = murmur_agents::voter::run_voter(&agent, &policy, vec![], async {
+                    let _ = murmur_agents::voter::run_voter(&agent, &policy, async {
                         let _ = stop.wait_for(|s| *s).await;
                     })
                     .await;
@@ -986,7 +981,7 @@ async fn main() -> Result<()> {
     let url = match std::env::var("NATS_URL") {
         Ok(u) => u,
         Err(_) => {
-            let mut s = NatsProcess::start(0, dir.path()).await?;
+            let mut s = NatsProcess::start(0, dir.path(), None).await?;
             s.wait_ready(Duration::from_secs(60)).await?;
             let u = s.url();
             _server = Some(s);
@@ -1411,8 +1406,11 @@ async fn task_suite(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let coordinator_log = open("coordinator").await?;
+    // Its decisions count only with the coordinator role in the log.
+    murmur_tools::authority::claim_realm(&coordinator_log, "bench", &[Role::Coordinator]).await?;
     let coordinator = tokio::spawn(run_coordinator(
-        open("coordinator").await?,
+        coordinator_log,
         Arc::new(SystemClock),
         // The tick and batch window `murmur coordinator` uses.
         CoordinatorConfig::default(),
@@ -1420,7 +1418,7 @@ async fn task_suite(
     ));
     let mut observer = Projector::new(
         open("observer").await?,
-        CoordinatorProjection::new(realm.clone(), vec![]),
+        CoordinatorProjection::new(realm.clone()),
     );
     let mut join_ms = Vec::new();
     let mut workers = Vec::new();
@@ -1471,7 +1469,6 @@ async fn task_suite(
             murmur_agents::worker::run_worker(
                 &runner,
                 murmur_tools::agent_cli::builtin_handler(),
-                Vec::new(),
                 stop,
                 Duration::from_secs(5),
             )
