@@ -218,6 +218,8 @@ fn the_agent_module_runs_murmur_with_each_agents_options() -> Result<()> {
     escapeShellArgs = args: args;
     concatMap = f: l: builtins.concatLists (map f l);
     optionalAttrs = c: s: if c then s else {{ }};
+    optionals = c: l: if c then l else [ ];
+    optional = c: x: if c then [ x ] else [ ];
     concatStringsSep = builtins.concatStringsSep;
   }};
 in (import {module} {{
@@ -225,7 +227,7 @@ in (import {module} {{
   config.services.murmur-agents.builder = {{
     kind = "compiler"; capabilities = [ "compiler.rust" "compiler.c" ];
     natsUrls = [ "nats://10.0.0.1:4222" "nats://10.0.0.2:4222" ]; realm = "shop";
-    credentialsFile = null; environment = {{ }}; package = "/murmur"; after = [ ];
+    credentialsFile = "/etc/murmur/builder.creds"; environment = {{ }}; package = "/murmur"; after = [ ];
     requires = [ ]; memoryMax = "1G"; cpuQuota = null; slots = 4;
   }};
 }}).config.systemd.services"#,
@@ -242,9 +244,20 @@ in (import {module} {{
         "nats://10.0.0.1:4222,nats://10.0.0.2:4222"
     );
     assert_eq!(service["serviceConfig"]["MemoryMax"], "1G");
+    // The credentials stay a file on the host: systemd hands the service its own copy.
+    assert_eq!(
+        service["serviceConfig"]["LoadCredential"],
+        serde_json::json!(["murmur.creds:/etc/murmur/builder.creds"])
+    );
+    assert!(service["environment"].get("MURMUR_CREDS").is_none());
     let exec: Vec<String> = serde_json::from_value(service["serviceConfig"]["ExecStart"].clone())?;
     assert_eq!(exec[0], "/murmur/bin/murmur");
+    assert_eq!(exec[1..3], ["--creds", "%d/murmur.creds"]);
     let cli = Cli::try_parse_from(&exec).map_err(|e| anyhow::anyhow!("{exec:?}: {e}"))?;
+    assert_eq!(
+        cli.auth.creds.as_deref(),
+        Some(std::path::Path::new("%d/murmur.creds"))
+    );
     let Sub::Agent {
         command: AgentCommand::Run(args),
     } = cli.command
@@ -274,5 +287,125 @@ fn dot_view_names_every_node() -> Result<()> {
             "{node} missing:\n{dot}"
         );
     }
+    Ok(())
+}
+
+/// The NATS settings a generated flake gives an operator-mode bus, read back from the host
+/// module by `nix-instantiate --eval`, with the files `murmur creds server-files` writes where
+/// they point, make a real nats-server that admits credentials the operator issues and refuses
+/// an anonymous client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_operator_mode_bus_admits_issued_credentials_only() -> Result<()> {
+    use murmur_subjects::roles::Role;
+    use murmur_subjects::{Identity, Token};
+    let nix = nix_instantiate()?;
+    let dir = tempfile::tempdir()?;
+    let operator = dir.path().join("operator");
+    let authority = murmur_tools::authority::Authority::open_or_create(&operator.join("auth"))?;
+    let realm = Token::new("shop")?;
+    authority.realm_keys(&realm)?;
+    let files = dir.path().join("host");
+    let system = authority.write_server_files(&files, &Default::default())?;
+    let port = murmur_tools::nats_server::free_port()?;
+    let graph = dir.path().join("bus.json");
+    std::fs::write(
+        &graph,
+        serde_json::json!({
+            "name": "bus",
+            "hosts": {"h": {"address": "127.0.0.1"}},
+            "nodes": [{
+                "name": "bus", "host": "h", "type": "message_bus", "port": port,
+                "auth": {
+                    "mode": "operator",
+                    "system_account": system,
+                    "operator_jwt_file": files.join("operator.jwt"),
+                    "resolver_dir": files.join("jwt"),
+                }
+            }],
+            "edges": []
+        })
+        .to_string(),
+    )?;
+    let out = dir.path().join("flake");
+    let o = murmur(&[
+        "flake",
+        "generate",
+        graph.to_str().context("path")?,
+        "-o",
+        out.to_str().context("path")?,
+    ])?;
+    ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let flake_text = std::fs::read_to_string(out.join("hosts/h.nix"))?;
+    // No nkey seed (58 base32 characters, `S` then the key's kind) anywhere in the flake.
+    let seed = flake_text
+        .split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit()))
+        .find(|w| w.len() == 58 && w.starts_with('S'));
+    ensure!(seed.is_none(), "a seed in the generated host: {seed:?}");
+    let expr = format!(
+        "(import {} {{ config = {{ }}; lib = {{ }}; pkgs = {{ }}; murmurPackage = \"/murmur\"; }}).services.nats",
+        out.join("hosts/h.nix").display()
+    );
+    let eval = Command::new(nix)
+        .args(["--eval", "--strict", "--json", "-E", &expr])
+        .output()?;
+    ensure!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let nats: serde_json::Value = serde_json::from_slice(&eval.stdout)?;
+    // What the NixOS nats module renders: its settings, the port, JetStream in its data dir.
+    let mut config = nats["settings"].clone();
+    config["port"] = nats["port"].clone();
+    config["host"] = "127.0.0.1".into();
+    config["jetstream"] = serde_json::json!({ "store_dir": dir.path().join("js") });
+    let config_path = dir.path().join("nats.json");
+    std::fs::write(&config_path, config.to_string())?;
+    let system_creds = dir.path().join("system.creds");
+    murmur_tools::authority::write_secret(&system_creds, &authority.system_creds()?)?;
+    let mut server = murmur_tools::nats_server::NatsProcess::start_with_config(
+        &config_path,
+        port,
+        murmur_tools::nats_server::free_port()?,
+        &dir.path().join("store"),
+        Some(&system_creds),
+    )
+    .await?;
+    let url = server.url();
+    // Not waiting on health (the config has no monitoring port): the first client retries.
+    let worker = Identity::generate();
+    let creds = dir.path().join("worker.creds");
+    std::fs::write(
+        &creds,
+        authority.creds(&realm, Role::Worker, "w", &worker, None)?,
+    )?;
+    let until = tokio::time::Instant::now() + murmur_e2e::DEADLINE;
+    let client = loop {
+        let attempt = murmur_subjects::connect::ConnectOptions::servers(&url)
+            .auth(murmur_subjects::connect::Auth::CredsFile {
+                path: creds.clone(),
+            })
+            .connect()
+            .await;
+        match attempt {
+            Ok(c) => break c,
+            Err(e) if tokio::time::Instant::now() < until => {
+                eprintln!("waiting for the server: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let account = async_nats::jetstream::new(client).query_account().await?;
+    ensure!(
+        account.limits.max_streams.is_none_or(|n| n < 0),
+        "JetStream unlimited in the realm's account: {:?}",
+        account.limits
+    );
+    ensure!(
+        async_nats::connect(&url).await.is_err(),
+        "an anonymous client was admitted"
+    );
+    server.stop().await?;
     Ok(())
 }

@@ -3,11 +3,14 @@
 #   services.murmur-agents.planner = {
 #     kind = "planner";
 #     natsUrls = [ "nats://10.0.0.1:4222" ];
+#     credentialsFile = "/etc/murmur/planner.creds";
 #     package = murmur.packages.x86_64-linux.default;
 #   };
 #
 # Each agent runs `murmur agent run --kind KIND --name NAME --slots N [--capability C]...` as
-# `murmur-agent-NAME.service` with a dynamic user and its own state directory.
+# `murmur-agent-NAME.service` with a dynamic user and its own state directory. Its
+# credentials (`murmur creds issue`) stay a file on the host, outside the Nix store: systemd
+# hands the service a private copy (LoadCredential), which it connects and signs with.
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.murmur-agents;
@@ -35,7 +38,7 @@ let
       credentialsFile = lib.mkOption {
         type = lib.types.nullOr lib.types.str;
         default = null;
-        description = "NATS credentials file (JWT + seed) on the host.";
+        description = "NATS credentials file (JWT + seed) on the host, readable by root; never a store path. The agent's identity is the key they were issued to.";
       };
       environment = lib.mkOption {
         type = lib.types.attrsOf lib.types.str;
@@ -93,15 +96,17 @@ in
         NATS_URL = lib.concatStringsSep "," agent.natsUrls;
         MURMUR_REALM = agent.realm;
         MURMUR_DATA_DIR = "/var/lib/murmur-agent-${name}";
-      } // lib.optionalAttrs (agent.credentialsFile != null) {
-        MURMUR_CREDS = agent.credentialsFile;
       };
       serviceConfig = {
         ExecStart = lib.escapeShellArgs (
-          [ "${agent.package}/bin/murmur" "agent" "run" "--kind" agent.kind "--name" name ]
+          [ "${agent.package}/bin/murmur" ]
+          # %d: the service's credentials directory, where LoadCredential puts its copy.
+          ++ lib.optionals (agent.credentialsFile != null) [ "--creds" "%d/murmur.creds" ]
+          ++ [ "agent" "run" "--kind" agent.kind "--name" name ]
           ++ [ "--slots" (toString agent.slots) ]
           ++ lib.concatMap (c: [ "--capability" c ]) agent.capabilities
         );
+        LoadCredential = lib.optional (agent.credentialsFile != null) "murmur.creds:${agent.credentialsFile}";
         DynamicUser = true;
         Restart = "on-failure";
         StateDirectory = "murmur-agent-${name}";

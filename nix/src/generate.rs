@@ -499,6 +499,28 @@ fn host_config_in(ctx: &Ctx<'_>, host: &str) -> Nix {
                 nats.set(&["serverName"], node.name.as_str().into());
                 nats.set(&["port"], Nix::Int(i64::from(b.port)));
                 nats.set(&["settings", "host"], "0.0.0.0".into());
+                if let crate::model::BusAuth::Operator {
+                    system_account,
+                    operator_jwt_file,
+                    resolver_dir,
+                } = &b.auth
+                {
+                    // Operator mode: JWTs from files the operator put on the host (no key
+                    // or seed in the store); accounts resolved, and revocations kept, in a
+                    // directory the server writes.
+                    nats.set(&["settings", "operator"], operator_jwt_file.as_str().into());
+                    nats.set(
+                        &["settings", "system_account"],
+                        system_account.as_str().into(),
+                    );
+                    nats.set(&["settings", "resolver", "type"], "full".into());
+                    nats.set(
+                        &["settings", "resolver", "dir"],
+                        resolver_dir.as_str().into(),
+                    );
+                    nats.set(&["settings", "resolver", "allow_delete"], false.into());
+                    nats.set(&["settings", "resolver", "interval"], "2m".into());
+                }
                 let mut routes: Vec<String> = ctx
                     .bus_peers(node)
                     .filter_map(|p| match &p.kind {
@@ -822,6 +844,11 @@ mod tests {
             // NATS route to the other bus node.
             "\"nats://10.0.0.11:6222\"",
             "serverName = \"bus-1\";",
+            // Operator mode, from files on the host.
+            "operator = \"/var/lib/nats/operator.jwt\";",
+            "type = \"full\";",
+            "dir = \"/var/lib/nats/jwt\";",
+            "system_account = \"ABOHGGSZUNBBE7DHSWEVIU73IX3SOZUCGCLVH4ZN3PLRQLADFIGEQYHZ\";",
         ] {
             assert!(data.contains(expected), "data-1 lacks {expected:?}: {data}");
         }
@@ -849,6 +876,7 @@ mod tests {
             // The agent through the module, NATS URL from its edge.
             "planner = {",
             "package = murmurPackage;",
+            "credentialsFile = \"/etc/murmur/planner.creds\";",
             "\"nats://10.0.0.11:4222\"",
             "\"nats.service\"",
         ] {

@@ -186,7 +186,9 @@ pub struct AgentSpec {
     /// Realm.
     #[serde(default = "default_realm")]
     pub realm: String,
-    /// Credentials file on the host.
+    /// The agent's credentials file on the host (`murmur creds issue --role ROLE --name
+    /// NAME -o FILE`, copied there by the operator; never in the Nix store). Needed when its
+    /// message bus runs in operator mode.
     pub credentials_file: Option<String>,
     /// Environment (string values).
     #[serde(default)]
@@ -265,6 +267,52 @@ pub struct MessageBusSpec {
     /// Streams the deployment expects (documentation; murmur creates its own).
     #[serde(default)]
     pub streams: Vec<String>,
+    /// How clients authenticate: operator mode unless `mode = "none"`.
+    #[serde(default)]
+    pub auth: BusAuth,
+}
+
+/// How a NATS server authenticates clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BusAuth {
+    /// Operator mode (decentralized JWT): every client connects with credentials issued by
+    /// the realm's operator (`murmur creds issue`). The operator's JWT and the account JWTs
+    /// are files on the host, put there by the operator (`murmur creds server-files DIR`
+    /// writes them); the server's full resolver keeps the accounts in `resolver_dir`, where
+    /// revocations pushed at run time persist. No key or seed is in the Nix store.
+    Operator {
+        /// The system account's public key (`A...`; `murmur creds server-files` prints it).
+        system_account: String,
+        /// The operator JWT on the host.
+        #[serde(default = "default_operator_jwt")]
+        operator_jwt_file: String,
+        /// The resolver's directory on the host: the account JWTs (`<key>.jwt`) go there.
+        #[serde(default = "default_resolver_dir")]
+        resolver_dir: String,
+    },
+    /// No authentication: anyone who reaches the port may do anything. Experiments only.
+    None,
+}
+
+impl Default for BusAuth {
+    /// Operator mode, with no system account named yet (validation asks for one).
+    fn default() -> Self {
+        BusAuth::Operator {
+            system_account: String::new(),
+            operator_jwt_file: default_operator_jwt(),
+            resolver_dir: default_resolver_dir(),
+        }
+    }
+}
+
+/// Under the NixOS nats module's `dataDir`, which its service may read and write.
+fn default_operator_jwt() -> String {
+    "/var/lib/nats/operator.jwt".into()
+}
+
+fn default_resolver_dir() -> String {
+    "/var/lib/nats/jwt".into()
 }
 
 fn default_cluster() -> String {

@@ -6,7 +6,7 @@ use murmur_subjects::{Catalog, SubjectFilter};
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::model::{DeploymentSpec, EdgeKind, NodeKind, NodeSpec};
+use crate::model::{BusAuth, DeploymentSpec, EdgeKind, NodeKind, NodeSpec};
 
 /// One problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,6 +139,30 @@ pub enum Problem {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// Whether `key` is written as an nkey account public key: `A` and 55 more base32
+/// characters.
+fn is_account_key(key: &str) -> bool {
+    key.len() == 56
+        && key.starts_with('A')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+}
+
+/// What is wrong with `path` as a file on a host that holds credentials or JWTs: it must be
+/// absolute, and outside the world-readable Nix store.
+fn host_path_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        Some(format!("{path:?} is not an absolute path on the host"))
+    } else if path.starts_with("/nix/store") {
+        Some(format!(
+            "{path:?} is in the Nix store, which every user of the host can read"
+        ))
+    } else {
+        None
+    }
 }
 
 /// All problems of a deployment.
@@ -355,6 +379,66 @@ impl Deployment {
                     actual: nodes.len(),
                     nodes,
                 });
+            }
+        }
+
+        // Authentication: an operator-mode bus names its system account; every agent of a
+        // deployment with one connects with credentials from a file on its host.
+        let mut secure_bus = None;
+        for node in &spec.nodes {
+            if let NodeKind::MessageBus(b) = &node.kind
+                && let BusAuth::Operator {
+                    system_account,
+                    operator_jwt_file,
+                    resolver_dir,
+                } = &b.auth
+            {
+                secure_bus.get_or_insert(node.name.clone());
+                if !is_account_key(system_account) {
+                    problems.push(Problem::InvalidValue {
+                        node: node.name.clone(),
+                        reason: if system_account.is_empty() {
+                            "the message bus runs in operator mode but names no auth.system_account: `murmur creds server-files DIR` (where `murmur up` keeps the operator's keys) writes the server's files and prints it; or set auth = { mode = \"none\" } for a bus open to anyone".into()
+                        } else {
+                            format!("auth.system_account {system_account:?} is not an account public key (A…, 56 characters)")
+                        },
+                    });
+                }
+                for (field, path) in [
+                    ("operator_jwt_file", operator_jwt_file),
+                    ("resolver_dir", resolver_dir),
+                ] {
+                    if let Some(reason) = host_path_problem(path) {
+                        problems.push(Problem::InvalidValue {
+                            node: node.name.clone(),
+                            reason: format!("auth.{field}: {reason}"),
+                        });
+                    }
+                }
+            }
+        }
+        for node in &spec.nodes {
+            if let NodeKind::Agent(a) = &node.kind {
+                match (&a.credentials_file, &secure_bus) {
+                    (None, Some(bus)) => problems.push(Problem::InvalidValue {
+                        node: node.name.clone(),
+                        reason: format!(
+                            "the agent has no credentials_file, and message bus {bus:?} runs in operator mode: issue them with `murmur creds issue --role {} --name {} -o FILE`, copy FILE to host {:?}, and set credentials_file to its path there",
+                            murmur_subjects::roles::Role::for_agent_kind(&a.kind),
+                            node.name,
+                            node.host
+                        ),
+                    }),
+                    (Some(path), _) => {
+                        if let Some(reason) = host_path_problem(path) {
+                            problems.push(Problem::InvalidValue {
+                                node: node.name.clone(),
+                                reason: format!("credentials_file: {reason}"),
+                            });
+                        }
+                    }
+                    (None, None) => {}
+                }
             }
         }
 
@@ -587,6 +671,7 @@ mod tests {
                     port: 4222,
                     cluster_port: 6222,
                     streams: vec![],
+                    auth: BusAuth::None,
                 }),
             )
             .node(
@@ -660,6 +745,65 @@ mod tests {
             !text.contains("completed"),
             "a declared subject is fine:\n{text}"
         );
+    }
+
+    fn bus(auth: BusAuth) -> NodeKind {
+        NodeKind::MessageBus(MessageBusSpec {
+            cluster: "murmur".into(),
+            cluster_size: None,
+            jetstream: true,
+            port: 4222,
+            cluster_port: 6222,
+            streams: vec![],
+            auth,
+        })
+    }
+
+    fn agent(credentials_file: Option<&str>) -> NodeKind {
+        NodeKind::Agent(AgentSpec {
+            kind: "inference".into(),
+            realm: "default".into(),
+            credentials_file: credentials_file.map(str::to_string),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn an_operator_mode_bus_needs_its_system_account_and_every_agent_its_credentials() {
+        let spec = DeploymentSpec::new("x")
+            .host("h", "10.0.0.1")
+            .node("bus", "h", bus(BusAuth::default()))
+            .node("llm", "h", agent(None))
+            .node("tools", "h", agent(Some("/nix/store/abc-tools.creds")));
+        let err = Deployment::new(spec).expect_err("insecure parts");
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 3, "{text}");
+        assert!(text.contains("names no auth.system_account"), "{text}");
+        assert!(
+            text.contains("node \"llm\": the agent has no credentials_file")
+                && text.contains("murmur creds issue --role inference --name llm"),
+            "{text}"
+        );
+        assert!(text.contains("is in the Nix store"), "{text}");
+        let fixed = DeploymentSpec::new("x")
+            .host("h", "10.0.0.1")
+            .node(
+                "bus",
+                "h",
+                bus(BusAuth::Operator {
+                    system_account: format!("A{}", "B".repeat(55)),
+                    operator_jwt_file: "/var/lib/nats/operator.jwt".into(),
+                    resolver_dir: "/var/lib/nats/jwt".into(),
+                }),
+            )
+            .node("llm", "h", agent(Some("/etc/murmur/llm.creds")));
+        Deployment::new(fixed).expect("operator mode, credentials on the host");
+        // A bus open to anyone asks nothing of its agents.
+        let open = DeploymentSpec::new("x")
+            .host("h", "10.0.0.1")
+            .node("bus", "h", bus(BusAuth::None))
+            .node("llm", "h", agent(None));
+        Deployment::new(open).expect("no authentication");
     }
 
     #[test]

@@ -262,6 +262,26 @@ impl Authority {
         ))
     }
 
+    /// Writes the public files of operator mode into `dir`: `operator.jwt`, and
+    /// `jwt/<account>.jwt` for the system account and every realm's account (what a full
+    /// resolver reads from its directory). Returns the system account's public key.
+    pub fn write_server_files(&self, dir: &Path, log: &LogConfig) -> Result<String> {
+        let jwt_dir = dir.join("jwt");
+        std::fs::create_dir_all(&jwt_dir)?;
+        std::fs::write(dir.join("operator.jwt"), self.operator_jwt()?)?;
+        std::fs::write(
+            jwt_dir.join(format!("{}.jwt", self.system.public_key())),
+            self.system_jwt()?,
+        )?;
+        for realm in self.realms()? {
+            std::fs::write(
+                jwt_dir.join(format!("{}.jwt", self.realm_keys(&realm)?.account())),
+                self.account_jwt(&realm, log)?,
+            )?;
+        }
+        Ok(self.system.public_key())
+    }
+
     /// A user JWT for participant `key` with `role` in `realm`, named `name`.
     pub fn user_jwt(
         &self,
