@@ -784,6 +784,12 @@ async fn murmur_up_issues_and_revokes_credentials_from_the_cli() -> Result<()> {
         !out.status.success() && said.contains("refused the credentials"),
         "{said}"
     );
-    up.kill().await?;
+    // SIGTERM: `murmur up` stops the nats-server it started (SIGKILL would orphan it).
+    let pid = up.id().context("murmur up pid")?;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    let stopped = tokio::time::timeout(DEADLINE, up.wait()).await??;
+    ensure!(stopped.success(), "murmur up: {stopped:?}");
     Ok(())
 }

@@ -183,7 +183,7 @@ pub async fn wait_for_any_line(
 }
 
 /// `murmur tallier` for realm `acme` at `url` as a separate process, as the participant
-/// `who` names (`--creds FILE`: see [`TestNats::process_args`]), its log (at `log_level`)
+/// `who` names (`--creds FILE`: see [`murmur_tools::testkit::TestNats::process_args`]), its log (at `log_level`)
 /// written to `DATA/tallier.log`, whose path is returned with it. Killed when dropped.
 pub fn tallier_process(
     url: &str,

@@ -231,7 +231,14 @@ pub async fn run(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
     // given on the command line win.
     let mut labels = inference.as_ref().map(model_labels).unwrap_or_default();
     labels.extend(parse_labels(&args.labels)?);
-    let identity = settings.identity_or_ephemeral(args.ephemeral_identity)?;
+    let (settings, identity) = settings
+        .participant(
+            args.ephemeral_identity,
+            murmur_subjects::roles::Role::for_agent_kind(&args.kind),
+            args.name.as_deref().unwrap_or(&args.kind),
+        )
+        .await?;
+    let settings = &settings;
     let log = settings
         .open_log_as(&format!("murmur-agent-{}", args.kind), identity)
         .await?;

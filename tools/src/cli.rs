@@ -528,6 +528,7 @@ pub enum NatsCommand {
 }
 
 /// Settings after merging file, environment and flags.
+#[derive(Clone)]
 pub struct Settings {
     /// Connection, when a server was configured.
     pub connect: Option<ConnectOptions>,
@@ -543,6 +544,8 @@ pub struct Settings {
     /// The credentials file given (flag, env, config file, or the operator's in the data
     /// dir), whether or not a server was.
     pub creds: Option<PathBuf>,
+    /// Whether those are the operator's, taken from the data dir for want of others.
+    pub creds_defaulted: bool,
     /// Whether the identity file was named (flag, env or file) rather than defaulted.
     pub identity_explicit: bool,
     /// Streams.
@@ -575,12 +578,14 @@ impl Settings {
         };
         let mut connect = base.map(|b| cli.auth.apply(b)).transpose()?;
         // On the operator's machine, commands default to the credentials `murmur up` wrote.
+        let mut creds_defaulted = false;
         if let Some(c) = &mut connect
             && c.auth == murmur_subjects::connect::Auth::None
         {
             let operator = data_dir.join(OPERATOR_CREDS);
             if operator.exists() {
                 c.auth = murmur_subjects::connect::Auth::CredsFile { path: operator };
+                creds_defaulted = true;
             }
         }
         let identity_explicit = cli.identity.is_some() || file.identity_file.is_some();
@@ -621,6 +626,7 @@ impl Settings {
                 .unwrap_or_else(|| data_dir.join("identity.seed")),
             identity_explicit,
             creds,
+            creds_defaulted,
             data_dir,
             log: file.log.unwrap_or_default(),
             codec,
@@ -714,20 +720,53 @@ impl Settings {
 }
 
 impl Settings {
-    /// [`Settings::identity`], or a fresh identity with `--ephemeral-identity`, which a
-    /// participant connecting with credentials cannot take (it signs as the key its
-    /// credentials were issued to).
-    pub fn identity_or_ephemeral(&self, ephemeral: bool) -> Result<Identity> {
+    /// The settings and identity a participant `name` with `role` runs with: these settings
+    /// and [`Settings::identity`], or with `--ephemeral-identity` a fresh identity. A fresh
+    /// identity needs credentials of its own where the server enforces roles: on the
+    /// operator's machine (the data dir holds the operator's keys and the commands default
+    /// to its credentials) they are issued here, with the role granted in the log; a
+    /// participant given credentials explicitly signs as the key they name, so it cannot
+    /// take a fresh one.
+    pub async fn participant(
+        &self,
+        ephemeral: bool,
+        role: murmur_subjects::roles::Role,
+        name: &str,
+    ) -> Result<(Settings, Identity)> {
         if !ephemeral {
-            return self.identity();
+            return Ok((self.clone(), self.identity()?));
         }
-        if let Some(path) = self.creds_file() {
+        let identity = Identity::generate();
+        let Some(path) = self.creds_file() else {
+            return Ok((self.clone(), identity));
+        };
+        let auth_dir = self.data_dir.join("auth");
+        if !self.creds_defaulted || !auth_dir.exists() {
             bail!(
                 "--ephemeral-identity with the credentials {}: a participant signs as the key its credentials were issued to; drop --ephemeral-identity (the operator issues each agent its own credentials with `murmur creds issue`)",
                 path.display()
             );
         }
-        Ok(Identity::generate())
+        let authority = crate::authority::Authority::open(&auth_dir)?;
+        let creds = self
+            .data_dir
+            .join("participants")
+            .join(format!("{name}-{}.creds", &identity.public_key()[..12]));
+        crate::authority::write_secret(
+            &creds,
+            &authority.creds(&self.realm, role, name, &identity, None)?,
+        )?;
+        let operator = self.open_log("murmur-enrol").await?;
+        crate::authority::grant(&operator, identity.public_key(), role, name, None).await?;
+        let mut settings = self.clone();
+        if let Some(c) = &mut settings.connect {
+            c.auth = murmur_subjects::connect::Auth::CredsFile {
+                path: creds.clone(),
+            };
+        }
+        settings.creds = Some(creds);
+        settings.creds_defaulted = false;
+        Ok((settings, identity))
     }
 }
 

@@ -670,7 +670,14 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
             model_voter(model, args.instructions.as_deref())
         }
     };
-    let identity = settings.identity_or_ephemeral(args.ephemeral_identity)?;
+    let (settings, identity) = settings
+        .participant(
+            args.ephemeral_identity,
+            murmur_subjects::roles::Role::Voter,
+            &args.name,
+        )
+        .await?;
+    let settings = &settings;
     labels.extend(crate::agent_cli::parse_labels(&args.labels)?);
     let log = settings.open_log_as("murmur-voter", identity).await?;
     let agent = Agent::join(

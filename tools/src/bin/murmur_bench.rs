@@ -72,6 +72,174 @@ struct Args {
     /// Documents the benchmark space is split into.
     #[arg(long, default_value_t = 8)]
     kb_shards: u16,
+    /// The server the event-log and task suites run on: in operator mode (every participant
+    /// with credentials for its role, as `murmur up` runs), open (no authentication), or
+    /// both, one after the other, with the ratio of each figure (secure / open). The
+    /// consensus and knowledge suites run on an open server.
+    #[arg(long, value_enum, default_value_t = AuthMode::Secure)]
+    auth: AuthMode,
+}
+
+/// Which server the suites run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthMode {
+    /// Operator mode.
+    Secure,
+    /// No authentication.
+    Open,
+    /// Both, in that order: open, then secure.
+    Both,
+}
+
+/// The server a suite runs on, and how its participants connect to it.
+struct Target {
+    url: String,
+    /// Issues each participant credentials for its role (operator mode); `None`: open.
+    issuer: Option<murmur_tools::authority::Issuer>,
+    _server: Option<NatsProcess>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Target {
+    /// A local server of its own (or `NATS_URL`, open), in operator mode when `secure`.
+    async fn start(secure: bool) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        if let Ok(url) = std::env::var("NATS_URL") {
+            anyhow::ensure!(
+                !secure,
+                "with NATS_URL the bench connects anonymously: run it with --auth open, or without NATS_URL"
+            );
+            return Ok(Self {
+                url,
+                issuer: None,
+                _server: None,
+                _dir: Some(dir),
+            });
+        }
+        let (auth, authority) = if secure {
+            let authority =
+                murmur_tools::authority::Authority::open_or_create(&dir.path().join("auth"))?;
+            let creds = dir.path().join("system.creds");
+            murmur_tools::authority::write_secret(&creds, &authority.system_creds()?)?;
+            let config = authority.server_config(&LogConfig::default(), &dir.path().join("jwt"))?;
+            (
+                Some(murmur_tools::nats_server::ServerAuth { config, creds }),
+                Some(authority),
+            )
+        } else {
+            (None, None)
+        };
+        let mut server = NatsProcess::start(0, &dir.path().join("nats"), auth.as_ref()).await?;
+        server.wait_ready(Duration::from_secs(60)).await?;
+        eprintln!(
+            "server log: {}",
+            dir.path().join("nats/nats-server.log").display()
+        );
+        let url = server.url();
+        let issuer = authority.map(|a| {
+            murmur_tools::authority::Issuer::new(
+                Some(a),
+                vec![url.clone()],
+                Identity::generate(),
+                &dir.path().join("creds"),
+                LogConfig::default(),
+                EventCodec::default(),
+            )
+        });
+        Ok(Self {
+            url,
+            issuer,
+            _server: Some(server),
+            // MURMUR_BENCH_KEEP: the server's store and log stay after the run.
+            _dir: if std::env::var_os("MURMUR_BENCH_KEEP").is_some() {
+                let _ = dir.keep();
+                None
+            } else {
+                Some(dir)
+            },
+        })
+    }
+
+    fn label(&self) -> &'static str {
+        if self.issuer.is_some() {
+            "operator mode"
+        } else {
+            "open"
+        }
+    }
+
+    /// Connection options for a fresh participant with `role` in `realm`'s account, and its
+    /// identity (the key its credentials name, in operator mode).
+    async fn participant(
+        &self,
+        realm: &Token,
+        role: Role,
+        name: &str,
+    ) -> Result<(murmur_subjects::connect::ConnectOptions, Identity)> {
+        let identity = Identity::generate();
+        let options = match &self.issuer {
+            Some(issuer) => {
+                issuer.open_realm(realm).await?;
+                let creds = issuer.creds_file(realm, role, name, &identity)?;
+                issuer.connect_options(creds.as_deref())
+            }
+            None => murmur_subjects::connect::ConnectOptions::servers(&self.url),
+        };
+        Ok((options.name(name), identity))
+    }
+
+    /// An event log for a fresh participant with `role` in `realm`.
+    async fn log(&self, realm: &Token, role: Role, name: &str) -> Result<EventLog> {
+        let (options, identity) = self.participant(realm, role, name).await?;
+        Ok(EventLog::open(
+            options.connect().await?,
+            identity,
+            realm.clone(),
+            LogConfig::default(),
+            EventCodec::default(),
+        )
+        .await?)
+    }
+
+    /// Grants `log`'s identity `roles` in the log as the realm's owner would (in operator
+    /// mode the issuer's owner; open: `log` claims the realm itself).
+    async fn grant(&self, log: &EventLog, roles: &[Role]) -> Result<()> {
+        match &self.issuer {
+            Some(issuer) => {
+                let owner = issuer.owner_log(log.realm()).await?;
+                for role in roles {
+                    murmur_tools::authority::grant(
+                        &owner,
+                        log.identity().public_key(),
+                        *role,
+                        "bench",
+                        None,
+                    )
+                    .await?;
+                }
+                Ok(())
+            }
+            None => murmur_tools::authority::claim_realm(log, "bench", roles).await,
+        }
+    }
+}
+
+/// Connecting and authenticating, `n` times in turn (each connection's first round trip
+/// included): medians and p99 in ms.
+async fn connect_times(target: &Target, n: usize) -> Result<(f64, f64)> {
+    let (options, _) = target
+        .participant(&Token::new("bench")?, Role::Worker, "connect")
+        .await?;
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let client = options.connect().await?;
+        client.flush().await?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        drop(client);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((percentile(&times, 0.5), percentile(&times, 0.99)))
 }
 
 /// Knowledge: facts written per second into one space (through the replica: Automerge edits,
@@ -813,6 +981,7 @@ fn synthetic_deployment(n: usize) -> murmur_nix::DeploymentSpec {
                     port: 4222,
                     cluster_port: 6222,
                     streams: vec![],
+                    auth: murmur_nix::model::BusAuth::None,
                 }),
             );
         }
@@ -976,46 +1145,93 @@ async fn main() -> Result<()> {
     if !args.flake_nodes.is_empty() {
         return flake_suite(&args.flake_nodes, args.runs);
     }
-    let dir = tempfile::tempdir()?;
-    let mut _server = None;
-    let url = match std::env::var("NATS_URL") {
-        Ok(u) => u,
-        Err(_) => {
-            let mut s = NatsProcess::start(0, dir.path(), None).await?;
-            s.wait_ready(Duration::from_secs(60)).await?;
-            let u = s.url();
-            _server = Some(s);
-            u
+    if args.kb_facts.is_some() || !args.voters.is_empty() {
+        let target = Target::start(false).await?;
+        let url = target.url.clone();
+        let version = async_nats::connect(&url).await?.server_info().version;
+        println!("nats-server {version} at {url} (open)");
+        if let Some(facts) = args.kb_facts {
+            return kb_suite(&url, facts, args.kb_shards).await;
         }
-    };
-    let version = async_nats::connect(&url).await?.server_info().version;
-    println!(
-        "nats-server {version} at {url}; {} mode; {} events per run, {} runs, window {}",
-        args.mode, args.events, args.runs, args.window
-    );
-
-    if let Some(tasks) = args.tasks {
-        return task_suite(
-            &url,
-            tasks,
-            args.window,
-            args.task_workers,
-            args.agent_binary,
-        )
-        .await;
-    }
-    if let Some(facts) = args.kb_facts {
-        return kb_suite(&url, facts, args.kb_shards).await;
-    }
-    if !args.voters.is_empty() {
         return consensus_suite(&url, &args.voters, args.proposals, args.voter_agents).await;
     }
+    let modes: &[bool] = match args.auth {
+        AuthMode::Secure => &[true],
+        AuthMode::Open => &[false],
+        AuthMode::Both => &[false, true],
+    };
+    let mut figures: Vec<(&'static str, Vec<(String, f64)>)> = Vec::new();
+    for &secure in modes {
+        let target = Target::start(secure).await?;
+        let (connect_p50, connect_p99) = connect_times(&target, 200).await?;
+        println!(
+            "\n## {} server at {}: connect + authenticate (first round trip included), 200 in turn: p50 {connect_p50:.2} ms, p99 {connect_p99:.2} ms",
+            target.label(),
+            target.url
+        );
+        let mut these = vec![(
+            "connect + authenticate p50 (ms; lower is better)".to_string(),
+            connect_p50,
+        )];
+        if let Some(tasks) = args.tasks {
+            these.extend(
+                task_suite(
+                    &target,
+                    tasks,
+                    args.window,
+                    args.task_workers,
+                    args.agent_binary.clone(),
+                )
+                .await?,
+            );
+        } else {
+            these.extend(event_log_suite(&target, &args).await?);
+        }
+        figures.push((target.label(), these));
+    }
+    if let [(open_label, open), (secure_label, secure)] = &figures[..] {
+        println!("\n| figure | {open_label} | {secure_label} | {secure_label} / {open_label} |");
+        println!("|---|---:|---:|---:|");
+        for ((name, o), (_, s)) in open.iter().zip(secure) {
+            println!("| {name} | {o:.2} | {s:.2} | {:.3} |", s / o);
+        }
+    }
+    Ok(())
+}
+
+/// The event-log suite on `target`: JetStream publish, replay through a projection and core
+/// dispatch, murmur against raw async-nats with the same bytes in the same run. Prints its
+/// table; returns its figures (msgs/s) by name.
+async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<(String, f64)>> {
+    let url = target.url.clone();
+    let version = target
+        .participant(&Token::new("bench")?, Role::Observer, "version")
+        .await?
+        .0
+        .connect()
+        .await?
+        .server_info()
+        .version;
+    println!(
+        "nats-server {version} at {url}, {}; {} mode; {} events per run, {} runs, window {}",
+        target.label(),
+        args.mode,
+        args.events,
+        args.runs,
+        args.window
+    );
     let n = args.events;
     let (mut pub_raw, mut pub_mm, mut rep_raw, mut rep_mm, mut core_raw, mut core_mm) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut pub_single = vec![];
+    // Every run's realms share the account of realm `bench`; the suite's participant
+    // connects with the operator's role (its subjects span realms and planes).
+    let account = Token::new("bench")?;
     for run in 0..args.runs {
-        let client = async_nats::connect(&url).await?;
+        let (options, identity) = target
+            .participant(&account, Role::Operator, "bench")
+            .await?;
+        let client = options.connect().await?;
         let realm = Token::new(format!("bench{run}"))?;
         let raw_realm = Token::new(format!("raw{run}"))?;
         let single_realm = Token::new(format!("single{run}"))?;
@@ -1026,7 +1242,7 @@ async fn main() -> Result<()> {
         };
         let log = EventLog::open(
             client.clone(),
-            Identity::generate(),
+            identity,
             realm.clone(),
             LogConfig::default(),
             EventCodec::default().content_mode(mode),
@@ -1124,7 +1340,7 @@ async fn main() -> Result<()> {
         // A reader with its own codec: no signature roots cached from publishing.
         let reader = EventLog::open(
             client.clone(),
-            Identity::generate(),
+            log.identity().clone(),
             realm.clone(),
             LogConfig::default(),
             EventCodec::default().content_mode(mode),
@@ -1154,10 +1370,17 @@ async fn main() -> Result<()> {
             let (h, b) = log.codec().encode(&sealed)?;
             prepared.push((sealed.subject.to_string(), h, b));
         }
-        let sub_client = async_nats::connect(&url).await?;
+        let sub_client = target
+            .participant(&account, Role::Operator, "bench-sub")
+            .await?
+            .0
+            .connect()
+            .await?;
         let raw_subject = prepared[0].0.clone();
         let mut sub = sub_client.subscribe(raw_subject).await?;
         sub_client.flush().await?;
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = received.clone();
         let counter = tokio::spawn(async move {
             let mut c = 0u64;
             while c < n {
@@ -1165,19 +1388,23 @@ async fn main() -> Result<()> {
                     break;
                 }
                 c += 1;
+                counted.store(c, std::sync::atomic::Ordering::Relaxed);
             }
             c
         });
         let t = Instant::now();
-        for (s, h, b) in prepared {
+        for (k, (s, h, b)) in prepared.into_iter().enumerate() {
             client.publish_with_headers(s, h, b).await?;
+            keep_up(&client, k as u64, &received).await?;
         }
         client.flush().await?;
         // Core NATS drops messages for a slow consumer: never hang on them, report them.
         match tokio::time::timeout(Duration::from_secs(60), counter).await {
             Ok(received) => anyhow::ensure!(received? == n, "raw core dispatch lost messages"),
             Err(_) => anyhow::bail!(
-                "raw core dispatch: subscriber did not receive all {n} messages within 60 s (slow consumer drops)"
+                "raw core dispatch: subscriber did not receive all {n} messages within 60 s (slow consumer drops): {} received; subscriber connection: {:?}",
+                received.load(std::sync::atomic::Ordering::Relaxed),
+                sub_client.statistics()
             ),
         }
         core_raw.push(n as f64 / t.elapsed().as_secs_f64());
@@ -1189,6 +1416,8 @@ async fn main() -> Result<()> {
         let mut sub = sub_client.subscribe(mm_subject).await?;
         sub_client.flush().await?;
         let codec = log.codec().clone();
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = received.clone();
         let counter = tokio::spawn(async move {
             let mut c = 0u64;
             while c < n {
@@ -1198,6 +1427,7 @@ async fn main() -> Result<()> {
                     .is_ok()
                 {
                     c += 1;
+                    counted.store(c, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             c
@@ -1205,6 +1435,7 @@ async fn main() -> Result<()> {
         let t = Instant::now();
         let mut sent = 0;
         while sent < n {
+            keep_up(&client, sent, &received).await?;
             let k = 256.min(n - sent);
             let drafts = (0..k)
                 .map(|_| Draft::new(me.clone(), &hb))
@@ -1229,6 +1460,7 @@ async fn main() -> Result<()> {
     let rm = median(rep_mm);
     let cr = median(core_raw);
     let cm = median(core_mm);
+    let ps_figure = median(pub_single.clone());
     println!("| path | raw async-nats msgs/s | murmur msgs/s | ratio | target |");
     println!("|---|---|---|---|---|");
     let ps = median(pub_single);
@@ -1251,7 +1483,18 @@ async fn main() -> Result<()> {
     for mode in [ContentMode::Structured, ContentMode::Binary] {
         println!("{}", cpu_breakdown(mode)?);
     }
-    Ok(())
+    Ok(vec![
+        ("raw JetStream publish (msgs/s)".into(), pr),
+        ("murmur publish, batch signatures (msgs/s)".into(), pm),
+        (
+            "murmur publish, one signature per event (msgs/s)".into(),
+            ps_figure,
+        ),
+        ("raw replay (msgs/s)".into(), rr),
+        ("murmur replay through a projection (msgs/s)".into(), rm),
+        ("raw core dispatch (msgs/s)".into(), cr),
+        ("murmur core dispatch (msgs/s)".into(), cm),
+    ])
 }
 
 /// Where the CPU goes, per event, in-process, for one content mode.
@@ -1302,12 +1545,13 @@ fn cpu_breakdown(mode: ContentMode) -> Result<String> {
 /// Issue 3: tasks submitted → completed per second with no-op workers against raw JetStream
 /// publishes in the same run, submit→complete latency, join → routable latency, idle RSS.
 async fn task_suite(
-    url: &str,
+    target: &Target,
     n: u64,
     window: usize,
     worker_count: usize,
     agent_binary: Option<std::path::PathBuf>,
-) -> Result<()> {
+) -> Result<Vec<(String, f64)>> {
+    let url = target.url.as_str();
     use murmur_agents::{Agent, AgentSpec};
     use murmur_coordination::coordinator::{
         CoordinatorConfig, CoordinatorProjection, run_coordinator,
@@ -1317,29 +1561,11 @@ async fn task_suite(
     use std::sync::Arc;
 
     let realm = Token::new("tasks")?;
-    let open = |name: &'static str| {
-        let url = url.to_string();
-        let realm = realm.clone();
-        async move {
-            let client = async_nats::ConnectOptions::new()
-                .name(name)
-                .connect(url)
-                .await?;
-            Ok::<_, anyhow::Error>(
-                EventLog::open(
-                    client,
-                    Identity::generate(),
-                    realm,
-                    LogConfig::default(),
-                    EventCodec::default(),
-                )
-                .await?,
-            )
-        }
-    };
+    // Each participant with credentials for its role, as a deployment runs them.
+    let open = |name: &'static str, role: Role| target.log(&realm, role, name);
 
     // Raw baseline: the same number of pre-encoded submission-sized messages.
-    let raw_log = open("raw").await?;
+    let raw_log = open("raw", Role::Operator).await?;
     let raw_realm = Token::new("rawtasks")?;
     let mut prepared = Vec::new();
     for i in 0..n {
@@ -1396,19 +1622,31 @@ async fn task_suite(
             },
         )?)?,
     };
-    let raw_flow_rate =
-        raw_flows::task_flow(url, n, window, worker_count, raw_bodies.clone(), true).await?;
+    // The raw flows connect as the operator (their subjects are no murmur role's).
+    let (raw_options, _) = target
+        .participant(&realm, Role::Operator, "raw-flow")
+        .await?;
+    let raw_flow_rate = raw_flows::task_flow(
+        &raw_options,
+        n,
+        window,
+        worker_count,
+        raw_bodies.clone(),
+        true,
+    )
+    .await?;
     let raw_flow_3_rate =
-        raw_flows::task_flow(url, n, window, worker_count, raw_bodies, false).await?;
+        raw_flows::task_flow(&raw_options, n, window, worker_count, raw_bodies, false).await?;
 
     // Platform and two no-op workers, in process.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let coordinator_log = open("coordinator").await?;
-    // Its decisions count only with the coordinator role in the log.
-    murmur_tools::authority::claim_realm(&coordinator_log, "bench", &[Role::Coordinator]).await?;
+    // The coordinator as `murmur up` runs it: the operator's credentials, the coordinator
+    // role granted in the log (its decisions count only with it).
+    let coordinator_log = open("coordinator", Role::Operator).await?;
+    target.grant(&coordinator_log, &[Role::Coordinator]).await?;
     let coordinator = tokio::spawn(run_coordinator(
         coordinator_log,
         Arc::new(SystemClock),
@@ -1417,14 +1655,14 @@ async fn task_suite(
         stopped(stop_rx.clone()),
     ));
     let mut observer = Projector::new(
-        open("observer").await?,
+        open("observer", Role::Observer).await?,
         CoordinatorProjection::new(realm.clone()),
     );
     let mut join_ms = Vec::new();
     let mut workers = Vec::new();
     for k in 1..=worker_count.max(1) {
         let name = format!("w{k}");
-        let log = open("worker").await?;
+        let log = open("worker", Role::Worker).await?;
         let t = Instant::now();
         let agent = Arc::new(
             Agent::join(
@@ -1479,12 +1717,12 @@ async fn task_suite(
     // Progress from here on is read from completions only.
     drop(observer);
     let mut completions = Projector::new(
-        open("completions").await?,
+        open("completions", Role::Observer).await?,
         Completions {
             realm: realm.clone(),
         },
     );
-    let submitter = open("submitter").await?;
+    let submitter = open("submitter", Role::Submitter).await?;
     let t = Instant::now();
     let mut i = 0;
     let mut pending = VecDeque::new();
@@ -1623,9 +1861,20 @@ async fn task_suite(
     let rss = match murmur {
         Some(bin) => {
             let dir = tempfile::tempdir()?;
+            // Its credentials (operator mode), or a fresh identity (open).
+            let (creds, identity): (Vec<String>, &[&str]) = match &target.issuer {
+                Some(issuer) => (
+                    issuer
+                        .process_args(&realm, Role::Worker, "idle", dir.path())
+                        .await?,
+                    &[],
+                ),
+                None => (Vec::new(), &["--ephemeral-identity"]),
+            };
             let mut child = tokio::process::Command::new(bin)
                 .args(["--server", url, "--realm", "tasks", "--data-dir"])
                 .arg(dir.path())
+                .args(&creds)
                 .args([
                     "agent",
                     "run",
@@ -1633,8 +1882,8 @@ async fn task_suite(
                     "idle",
                     "--capability",
                     "test.idle",
-                    "--ephemeral-identity",
                 ])
+                .args(identity)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .kill_on_drop(true)
@@ -1708,6 +1957,48 @@ async fn task_suite(
     println!(
         "| idle agent RSS (`{rss_binary} agent run`, 3 s after start; target < 15 MB) | {rss} |"
     );
+    Ok(vec![
+        ("raw JetStream publish (msgs/s)".into(), raw_rate),
+        ("tasks submitted → completed (tasks/s)".into(), task_rate),
+        ("raw task flow (tasks/s)".into(), raw_flow_rate),
+        (
+            "submit → complete at half rate, p50 (ms; lower is better)".into(),
+            percentile(&paced_latencies, 0.5),
+        ),
+        (
+            "submit → complete at half rate, p99 (ms; lower is better)".into(),
+            percentile(&paced_latencies, 0.99),
+        ),
+    ])
+}
+
+/// Most messages a core-dispatch publisher runs ahead of its subscriber. Unchecked, a
+/// burst of 50,000 ~1 KB messages outgrew the server's buffer for a subscriber that fell
+/// behind, and the server dropped messages (a slow consumer) in some runs; bounded, the run
+/// measures the rate a subscriber keeps up with, for raw and murmur alike.
+const DISPATCH_AHEAD: u64 = 2_000;
+
+/// Before publishing message `sent`, waits while the subscriber is more than
+/// [`DISPATCH_AHEAD`] behind.
+async fn keep_up(
+    client: &async_nats::Client,
+    sent: u64,
+    received: &std::sync::atomic::AtomicU64,
+) -> Result<()> {
+    if !sent.is_multiple_of(1_000) {
+        return Ok(());
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    while sent.saturating_sub(received.load(std::sync::atomic::Ordering::Relaxed)) > DISPATCH_AHEAD
+    {
+        client.flush().await?;
+        anyhow::ensure!(
+            Instant::now() < until,
+            "core dispatch: the subscriber stopped at {} of {sent} sent",
+            received.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
     Ok(())
 }
 

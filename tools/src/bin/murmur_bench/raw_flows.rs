@@ -90,14 +90,14 @@ async fn ordered(client: &async_nats::Client, filter: String) -> Result<consumer
 /// stored events per task, the fewest the issue allows). Returns tasks per second from the
 /// first submission to the last completion read.
 pub async fn task_flow(
-    url: &str,
+    connect_options: &murmur_subjects::connect::ConnectOptions,
     n: u64,
     window: usize,
     workers: usize,
     bodies: TaskBodies,
     started: bool,
 ) -> Result<f64> {
-    let connect = || async_nats::connect(url);
+    let connect = || connect_options.connect();
     let run = format!("{:x}", rand_run());
     let bodies = std::sync::Arc::new(bodies);
     let workers = workers.max(1);
