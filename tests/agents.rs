@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use murmur_coordination::liveness::{SystemClock, run_monitor};
+use murmur_coordination::liveness::run_monitor;
 use murmur_coordination::registry::{AgentStatus, Registry, RegistryProjection};
 use murmur_e2e::{DEADLINE, spawn_agent};
+use murmur_subjects::clock::SystemClock;
 use murmur_subjects::events::{AgentJoined, AgentOffline};
 use murmur_subjects::projection::{StartAt, read_stream};
 use murmur_subjects::roles::Role;
 use murmur_subjects::{EventType, Payload as _, Projector, Token};
-use murmur_tools::testkit::TestNats;
+use murmur_testkit::TestNats;
 
 async fn wait_registry(
     projector: &mut Projector<RegistryProjection>,

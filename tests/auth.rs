@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use murmur_subjects::connect::{Auth, ConnectError, ConnectOptions};
 use murmur_subjects::{Draft, EventCodec, EventLog, Identity, LogConfig, Token};
-use murmur_tools::nats_server::{NatsProcess, free_port, wait_healthy};
+use murmur_testkit::server::{NatsProcess, free_port, wait_healthy};
 
 async fn server_with(authorization: &str) -> Result<(NatsProcess, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
@@ -14,7 +14,7 @@ async fn server_with(authorization: &str) -> Result<(NatsProcess, tempfile::Temp
     let config = format!(
         "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\njetstream {{ store_dir: \"{}\", max_file_store: {} }}\nauthorization {{ {authorization} }}\n",
         dir.path().join("js").display(),
-        murmur_tools::nats_server::LOCAL_MAX_FILE_STORE
+        murmur_testkit::server::LOCAL_MAX_FILE_STORE
     );
     let path = dir.path().join("nats.conf");
     std::fs::write(&path, config)?;

@@ -16,7 +16,7 @@ use murmur_subjects::events::{
 };
 use murmur_subjects::roles::Role;
 use murmur_subjects::{Draft, EventLog, Identity, Projector, Token};
-use murmur_tools::testkit::TestNats;
+use murmur_testkit::TestNats;
 
 /// A raw async-nats client with `creds`, collecting what the server reports as errors.
 struct Watched {
@@ -348,7 +348,7 @@ async fn revoked_and_expired_credentials_are_cut_off_and_refused() -> Result<()>
     let authority = nats.issuer().authority().context("secure")?;
     let started = std::time::Instant::now();
     authority.revoke(&realm, worker.public_key())?;
-    murmur_tools::authority::push_account_jwt(
+    murmur_testkit::authority::push_account_jwt(
         nats.issuer().servers(),
         &authority.system_creds_file()?,
         &authority.account_jwt(&realm, &Default::default())?,
@@ -372,7 +372,7 @@ async fn revoked_and_expired_credentials_are_cut_off_and_refused() -> Result<()>
     let short = Identity::generate();
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("short.creds");
-    murmur_tools::authority::write_secret(
+    murmur_testkit::authority::write_secret(
         &path,
         &authority.creds(
             &realm,
@@ -441,7 +441,7 @@ async fn bad_credentials_are_named_with_the_reason() -> Result<()> {
     );
     // Another operator's, for a realm of the same name.
     let elsewhere = tempfile::tempdir()?;
-    let stranger = murmur_tools::authority::Authority::open_or_create(elsewhere.path())?;
+    let stranger = murmur_testkit::authority::Authority::open_or_create(elsewhere.path())?;
     let foreign = dir.path().join("foreign.creds");
     std::fs::write(
         &foreign,
@@ -655,7 +655,7 @@ async fn murmur_up_issues_and_revokes_credentials_from_the_cli() -> Result<()> {
     use tokio::io::AsyncBufReadExt;
     let home = tempfile::tempdir()?;
     let data = home.path().join("up");
-    let port = murmur_tools::nats_server::free_port()?;
+    let port = murmur_testkit::server::free_port()?;
     let url = format!("nats://127.0.0.1:{port}");
     let up_log = home.path().join("up.log");
     let mut up = tokio::process::Command::new(murmur_e2e::murmur_binary()?)

@@ -13,7 +13,7 @@ use murmur_tools::overview::OverviewProjection;
 
 /// A log on the cluster through the servers at `urls` only, with operator credentials.
 async fn open(
-    cluster: &murmur_tools::testkit::TestCluster,
+    cluster: &murmur_testkit::TestCluster,
     urls: &str,
     replicas: usize,
 ) -> Result<EventLog> {
@@ -260,7 +260,7 @@ async fn completions(log: &EventLog) -> Result<std::collections::BTreeMap<String
 /// exactly once.
 async fn agent_keeps_working_after_losing(victim: Victim) -> Result<()> {
     use murmur_coordination::coordinator::{CoordinatorConfig, run_coordinator};
-    use murmur_coordination::liveness::SystemClock;
+    use murmur_subjects::clock::SystemClock;
 
     // Warnings from the in-process coordinator (retries, recreated consumers) show up in
     // the test's output when it fails.
@@ -433,14 +433,10 @@ async fn agent_keeps_working_after_losing(victim: Victim) -> Result<()> {
     Ok(())
 }
 
-/// Both scenarios in one test, one cluster at a time.
-///
-/// It was ignored in CI until 2026-11-22 (session 4): about one run in three under load,
-/// after a failover a task's writes conflicted forever. The cause was ours: a late result
-/// from a lost lease is refused by the fold, but the server counts it in the task's last
-/// sequence, and the coordinator's expected sequence did not — fixed with
-/// `Projection::observe`; workers now also report with the expected sequence of their
-/// `started`, so a late result is normally not stored at all.
+/// Both scenarios in one test, one cluster at a time. A late result from a lost lease is
+/// refused by the fold but counted by the server in the task's last sequence, so the
+/// coordinator's expected sequence must count it too (`Projection::observe`), or a task's
+/// writes conflict forever after a failover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_keep_working_when_their_node_or_the_stream_leader_stops() -> Result<()> {
     let _turn = one_cluster_at_a_time().await;

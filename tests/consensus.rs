@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use murmur_coordination::consensus::{Consensus, ConsensusProjection, VoteRefusal, run_tallier};
+use murmur_coordination::consensus::{Consensus, ConsensusProjection, VoteRefusal};
+use murmur_coordination::tallier::run_tallier;
 use murmur_e2e::DEADLINE;
 use murmur_subjects::events::{Choice, ProposalOpened, Protocol, VoteCast};
 use murmur_subjects::roles::Role;
 use murmur_subjects::{Draft, Identity, Payload as _, Projector, Token};
-use murmur_tools::testkit::TestNats;
+use murmur_testkit::TestNats;
 
 fn proposal(voters: &[&str], quorum: u32, deadline_in: Duration) -> ProposalOpened {
     ProposalOpened {
@@ -528,9 +529,14 @@ async fn a_restarted_tallier_resumes_from_the_log() -> Result<()> {
         let (tx, mut rx) = tokio::sync::watch::channel(false);
         let log = tallier.clone();
         let handle = tokio::spawn(async move {
-            run_tallier(log, Duration::from_millis(50), async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
+            run_tallier(
+                log,
+                std::sync::Arc::new(murmur_subjects::clock::SystemClock),
+                Duration::from_millis(50),
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                },
+            )
             .await
         });
         (tx, handle)

@@ -181,7 +181,7 @@ fn sigterm_stops_the_demo_and_the_processes_it_started() -> Result<()> {
 fn murmur_up_refuses_a_taken_port_or_store_and_stops_its_server_on_sigterm() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (data, other_data) = (dir.path().join("a"), dir.path().join("b"));
-    let port = murmur_tools::nats_server::free_port()?;
+    let port = murmur_testkit::server::free_port()?;
     let up = |port: u16, data: &std::path::Path| -> Result<std::process::Child> {
         Ok(std::process::Command::new(murmur_e2e::murmur_binary()?)
             .args(["up", "--port", &port.to_string(), "--data-dir"])
@@ -204,7 +204,7 @@ fn murmur_up_refuses_a_taken_port_or_store_and_stops_its_server_on_sigterm() -> 
     let refusals = [
         (port, other_data.as_path(), format!("port {port} is in use")),
         (
-            murmur_tools::nats_server::free_port()?,
+            murmur_testkit::server::free_port()?,
             data.as_path(),
             "is in use by another nats-server".to_string(),
         ),

@@ -17,9 +17,11 @@ use murmur_subjects::log::{Expected, LogError, MSG_ID};
 use murmur_subjects::{
     Draft, EventCodec, EventLog, Identity, LogConfig, Projector, StartAt, Token,
 };
-use murmur_tools::cli::{Cli, Format, ReplayArgs, Settings};
+use murmur_testkit::TestNats;
+use murmur_tools::cli::Cli;
+use murmur_tools::cli::replay::{Format, ReplayArgs};
 use murmur_tools::overview::OverviewProjection;
-use murmur_tools::testkit::TestNats;
+use murmur_tools::settings::Settings;
 
 fn tok(s: &str) -> Token {
     Token::new(s).expect("valid token")
@@ -303,7 +305,7 @@ async fn dead_letters_keep_the_original_and_can_be_redriven() -> Result<()> {
     );
     let (dl_seq, _) = dead_letters(&log).await?.remove(0);
     let before = log.last_sequence("MURMUR_HISTORY").await?;
-    let subject = murmur_tools::cli::redrive(&log, "MURMUR_DLQ", dl_seq).await?;
+    let subject = murmur_tools::cli::dlq::redrive(&log, "MURMUR_DLQ", dl_seq).await?;
     assert_eq!(subject, forged.subject.as_str());
     // The original bytes are back in the history, byte for byte.
     let stream = log.jetstream().get_stream("MURMUR_HISTORY").await?;
@@ -549,8 +551,8 @@ async fn replay_exports_exactly_the_range() -> Result<()> {
         creds.to_str().unwrap_or_default(),
         "replay",
     ])?;
-    let settings = Settings::resolve(&cli)?;
-    let totals = murmur_tools::cli::replay(
+    let settings = Settings::resolve(&cli.global)?;
+    let totals = murmur_tools::cli::replay::run(
         &settings,
         ReplayArgs {
             from_seq: Some(11),
@@ -575,7 +577,7 @@ async fn replay_exports_exactly_the_range() -> Result<()> {
     assert_eq!(lines[0]["type"], "dev.murmur.task.submitted");
     assert_eq!(lines[0]["data"]["input"]["n"], 10);
     // By type: nothing but task.submitted exists; agent.joined gives zero.
-    let none = murmur_tools::cli::replay(
+    let none = murmur_tools::cli::replay::run(
         &settings,
         ReplayArgs {
             from_seq: None,
@@ -618,9 +620,8 @@ async fn oversized_submissions_are_a_typed_error_before_sending() -> Result<()> 
 }
 
 /// A projection whose events are rare (cancellations, proposals) keeps its live consumer
-/// while the rest of the stream moves on, and still sees its next event. It used to take
-/// "the stream moved past what my consumer delivered" for a stall and recreate the consumer
-/// every nine seconds of quiet.
+/// while the rest of the stream moves on, and still sees its next event: "the stream moved
+/// past what my consumer delivered" is not a stall.
 #[tokio::test]
 async fn a_quiet_projection_keeps_its_consumer_while_other_subjects_move() -> Result<()> {
     use murmur_subjects::projection::{Projection, Refusal};

@@ -205,7 +205,8 @@ fn the_repository_flake_and_its_agent_module_parse() -> Result<()> {
 #[test]
 fn the_agent_module_runs_murmur_with_each_agents_options() -> Result<()> {
     use clap::Parser as _;
-    use murmur_tools::cli::{AgentCommand, Cli, Command as Sub};
+    use murmur_tools::cli::agent::AgentCommand;
+    use murmur_tools::cli::{Cli, Command as Sub};
     let nix = nix_instantiate()?;
     let expr = format!(
         r#"let
@@ -255,7 +256,7 @@ in (import {module} {{
     assert_eq!(exec[1..3], ["--creds", "%d/murmur.creds"]);
     let cli = Cli::try_parse_from(&exec).map_err(|e| anyhow::anyhow!("{exec:?}: {e}"))?;
     assert_eq!(
-        cli.auth.creds.as_deref(),
+        cli.global.auth.creds.as_deref(),
         Some(std::path::Path::new("%d/murmur.creds"))
     );
     let Sub::Agent {
@@ -301,12 +302,12 @@ async fn a_generated_operator_mode_bus_admits_issued_credentials_only() -> Resul
     let nix = nix_instantiate()?;
     let dir = tempfile::tempdir()?;
     let operator = dir.path().join("operator");
-    let authority = murmur_tools::authority::Authority::open_or_create(&operator.join("auth"))?;
+    let authority = murmur_testkit::authority::Authority::open_or_create(&operator.join("auth"))?;
     let realm = Token::new("shop")?;
     authority.realm_keys(&realm)?;
     let files = dir.path().join("host");
     let system = authority.write_server_files(&files, &Default::default())?;
-    let port = murmur_tools::nats_server::free_port()?;
+    let port = murmur_testkit::server::free_port()?;
     let graph = dir.path().join("bus.json");
     std::fs::write(
         &graph,
@@ -362,11 +363,11 @@ async fn a_generated_operator_mode_bus_admits_issued_credentials_only() -> Resul
     let config_path = dir.path().join("nats.json");
     std::fs::write(&config_path, config.to_string())?;
     let system_creds = dir.path().join("system.creds");
-    murmur_tools::authority::write_secret(&system_creds, &authority.system_creds()?)?;
-    let mut server = murmur_tools::nats_server::NatsProcess::start_with_config(
+    murmur_testkit::authority::write_secret(&system_creds, &authority.system_creds()?)?;
+    let mut server = murmur_testkit::server::NatsProcess::start_with_config(
         &config_path,
         port,
-        murmur_tools::nats_server::free_port()?,
+        murmur_testkit::server::free_port()?,
         &dir.path().join("store"),
         Some(&system_creds),
     )

@@ -15,7 +15,7 @@ use murmur_coordination::tasks::TaskState;
 use murmur_e2e::{DEADLINE, spawn_agent};
 use murmur_subjects::roles::Role;
 use murmur_subjects::{Projector, Token};
-use murmur_tools::testkit::TestNats;
+use murmur_testkit::TestNats;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()> {

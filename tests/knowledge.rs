@@ -17,7 +17,7 @@ use murmur_knowledge::{FactDraft, KnowledgeDoc, KnowledgeError, Query, Value};
 use murmur_subjects::events::{AccessRole, DeadLetterReason, KnowledgeChanged};
 use murmur_subjects::roles::Role;
 use murmur_subjects::{Domain, Draft, EventLog, Identity, Token};
-use murmur_tools::testkit::TestNats;
+use murmur_testkit::TestNats;
 
 const REALM: &str = "acme";
 

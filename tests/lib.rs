@@ -138,21 +138,14 @@ pub async fn publish_raw(
     Ok(ack.sequence)
 }
 
-/// The `murmur` binary next to the running test (`target/<profile>/murmur`), built by
-/// `scripts/test.sh` (`cargo build --workspace --all-targets`) before the tests run.
+/// The `murmur` binary cargo built for the running suite: the suites are integration tests
+/// of `murmur-tools`, so `cargo test` builds the binary first and names it in
+/// `CARGO_BIN_EXE_murmur` (never a stale `target/debug/murmur`).
 pub fn murmur_binary() -> Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("target dir")?;
-    let bin = dir.join("murmur");
-    anyhow::ensure!(
-        bin.exists(),
-        "{} not built: run `cargo build --workspace` first",
-        bin.display()
-    );
-    Ok(bin)
+    let bin = std::env::var_os("CARGO_BIN_EXE_murmur").context(
+        "CARGO_BIN_EXE_murmur is not set: run the suites with `cargo test -p murmur-tools --test SUITE`",
+    )?;
+    Ok(bin.into())
 }
 
 /// Waits until the file at `path` (a process's log) contains `needle`, or `deadline` passes.
@@ -183,7 +176,7 @@ pub async fn wait_for_any_line(
 }
 
 /// `murmur tallier` for realm `acme` at `url` as a separate process, as the participant
-/// `who` names (`--creds FILE`: see [`murmur_tools::testkit::TestNats::process_args`]), its log (at `log_level`)
+/// `who` names (`--creds FILE`: see [`murmur_testkit::TestNats::process_args`]), its log (at `log_level`)
 /// written to `DATA/tallier.log`, whose path is returned with it. Killed when dropped.
 pub fn tallier_process(
     url: &str,
@@ -286,7 +279,7 @@ pub fn murmur_cli(
 /// `role` as `name`, and the arguments that make a process that participant (its
 /// credentials file, written under `dir`).
 pub async fn enrol(
-    nats: &murmur_tools::testkit::TestNats,
+    nats: &murmur_testkit::TestNats,
     role: murmur_subjects::roles::Role,
     name: &str,
     dir: &std::path::Path,
@@ -400,12 +393,12 @@ fn stop_signal() -> (
 }
 
 /// An in-process coordinator (default config, system clock) on `log`, which must hold the
-/// coordinator role ([`murmur_tools::testkit::TestNats::log_as`]).
+/// coordinator role ([`murmur_testkit::TestNats::log_as`]).
 pub fn spawn_coordinator(log: EventLog) -> Service<Result<u64, murmur_subjects::LogError>> {
     let (stop, stopped) = stop_signal();
     let task = tokio::spawn(murmur_coordination::coordinator::run_coordinator(
         log,
-        std::sync::Arc::new(murmur_coordination::liveness::SystemClock),
+        std::sync::Arc::new(murmur_subjects::clock::SystemClock),
         murmur_coordination::coordinator::CoordinatorConfig::default(),
         stopped,
     ));
@@ -415,8 +408,9 @@ pub fn spawn_coordinator(log: EventLog) -> Service<Result<u64, murmur_subjects::
 /// An in-process tallier (50 ms tick) on `log`, which must hold the tallier role.
 pub fn spawn_tallier(log: EventLog) -> Service<Result<u64, murmur_subjects::LogError>> {
     let (stop, stopped) = stop_signal();
-    let task = tokio::spawn(murmur_coordination::consensus::run_tallier(
+    let task = tokio::spawn(murmur_coordination::tallier::run_tallier(
         log,
+        std::sync::Arc::new(murmur_subjects::clock::SystemClock),
         Duration::from_millis(50),
         stopped,
     ));
@@ -427,7 +421,7 @@ pub fn spawn_tallier(log: EventLog) -> Service<Result<u64, murmur_subjects::LogE
 /// with `replicas` copies of each stream. Stream creation needs a JetStream meta leader,
 /// which a fresh cluster may not have yet; this retries until [`DEADLINE`].
 pub async fn open_cluster_log(
-    cluster: &murmur_tools::testkit::TestCluster,
+    cluster: &murmur_testkit::TestCluster,
     identity: murmur_subjects::Identity,
     replicas: usize,
 ) -> Result<EventLog> {
@@ -437,7 +431,7 @@ pub async fn open_cluster_log(
 
 /// [`open_cluster_log`] with `creds`.
 pub async fn open_cluster_log_with(
-    cluster: &murmur_tools::testkit::TestCluster,
+    cluster: &murmur_testkit::TestCluster,
     identity: murmur_subjects::Identity,
     creds: &std::path::Path,
     replicas: usize,
@@ -504,8 +498,8 @@ pub async fn stream_config(
 /// `identity`.
 pub async fn r3_cluster(
     identity: murmur_subjects::Identity,
-) -> Result<(murmur_tools::testkit::TestCluster, EventLog)> {
-    let cluster = murmur_tools::testkit::TestCluster::start().await?;
+) -> Result<(murmur_testkit::TestCluster, EventLog)> {
+    let cluster = murmur_testkit::TestCluster::start().await?;
     let log = open_cluster_log(&cluster, identity, 3).await?;
     let replicas = log
         .jetstream()

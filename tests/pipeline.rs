@@ -13,7 +13,7 @@ use murmur_e2e::{DEADLINE, spawn_agent};
 use murmur_subjects::events::{TaskCancelled, TaskSubmitted};
 use murmur_subjects::log::Expected;
 use murmur_subjects::{Draft, Projector, Token};
-use murmur_tools::testkit::TestNats;
+use murmur_testkit::TestNats;
 
 #[test]
 fn demo_compile_builds_tests_and_reports_tool_errors() -> Result<()> {

@@ -10,16 +10,16 @@ use anyhow::{Context, Result};
 use murmur_coordination::coordinator::{
     CoordinatorConfig, CoordinatorProjection, CoordinatorView, run_coordinator,
 };
-use murmur_coordination::liveness::SystemClock;
 use murmur_coordination::registry::AgentStatus;
 use murmur_coordination::tasks::TaskState;
 use murmur_e2e::{DEADLINE, agent_process, spawn_agent};
+use murmur_subjects::clock::SystemClock;
 use murmur_subjects::events::{TaskCompleted, TaskSubmitted};
 use murmur_subjects::log::Expected;
 use murmur_subjects::projection::{StartAt, read_stream};
 use murmur_subjects::roles::Role;
 use murmur_subjects::{Draft, EventType, Projector, Token};
-use murmur_tools::testkit::TestNats;
+use murmur_testkit::TestNats;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
@@ -759,7 +759,7 @@ async fn a_worker_does_not_start_an_assignment_the_task_moved_past() -> Result<(
     let worker = tokio::spawn(async move {
         murmur_agents::worker::run_worker(
             &agent,
-            murmur_tools::agent_cli::builtin_handler(),
+            murmur_tools::cli::agent::builtin_handler(),
             async move {
                 let _ = stop_rx.wait_for(|s| *s).await;
             },

@@ -99,13 +99,7 @@ impl ArtifactStore {
         if let Ok(store) = js.get_object_store(ARTIFACT_BUCKET).await {
             return Ok(Self { store });
         }
-        let store = js
-            .create_object_store(object_store::Config {
-                bucket: ARTIFACT_BUCKET.into(),
-                description: Some("murmur artifacts, named by SHA-256".into()),
-                num_replicas: replicas.max(1),
-                ..Default::default()
-            })
+        let store = murmur_subjects::provision::ensure_artifact_store(js, replicas)
             .await
             .map_err(|e| ArtifactError::Bucket(e.to_string()))?;
         Ok(Self { store })

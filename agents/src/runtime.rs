@@ -291,23 +291,12 @@ pub async fn ensure_presence_bucket(
     replicas: usize,
     heartbeat: Duration,
 ) -> Result<kv::Store, AgentError> {
-    if let Ok(kv) = js.get_key_value(PRESENCE_BUCKET).await {
-        return Ok(kv);
-    }
-    js.create_key_value(kv::Config {
-        bucket: PRESENCE_BUCKET.into(),
-        description: "murmur agent presence: one entry per agent, expires after missed heartbeats"
-            .into(),
-        history: 1,
-        max_age: heartbeat * 3,
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| AgentError::Setup {
-        what: "presence bucket",
-        reason: e.to_string(),
-    })
+    murmur_subjects::provision::ensure_presence_bucket(js, replicas, heartbeat)
+        .await
+        .map_err(|e| AgentError::Setup {
+            what: "presence bucket",
+            reason: e.to_string(),
+        })
 }
 
 async fn beat(

@@ -19,10 +19,10 @@ use murmur_subjects::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::liveness::Clock;
 use crate::registry::{AgentStatus, Registry, RegistryProjection};
 use crate::routing::Candidate;
 use crate::tasks::{Command, Task, TaskBook, TaskProjection, decide};
+use murmur_subjects::clock::Clock;
 
 /// Registry and tasks together: what a coordinator decides from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

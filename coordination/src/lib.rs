@@ -38,6 +38,7 @@ pub mod liveness;
 pub mod registry;
 pub mod routing;
 pub mod submit;
+pub mod tallier;
 pub mod tasks;
 #[cfg(test)]
 mod test_log;

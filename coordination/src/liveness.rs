@@ -8,59 +8,18 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
+use murmur_subjects::clock::Clock;
 use murmur_subjects::events::{AgentHeartbeat, AgentOffline, AgentResumed};
 use murmur_subjects::{Draft, EventLog, EventType, LogError, Token};
 use sha2::{Digest, Sha256};
 
 /// Missed intervals after which an agent is offline.
 pub const MISSED_INTERVALS: u32 = 3;
-
-/// A source of time.
-pub trait Clock: Send + Sync {
-    /// Now.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock tests move by hand.
-#[derive(Debug, Clone)]
-pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
-
-impl ManualClock {
-    /// A clock at `start`.
-    pub fn new(start: DateTime<Utc>) -> Self {
-        Self(Arc::new(Mutex::new(start)))
-    }
-    /// Moves it forward.
-    pub fn advance(&self, by: Duration) {
-        if let Ok(mut t) = self.0.lock() {
-            *t += chrono::Duration::from_std(by).unwrap_or_default();
-        }
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0
-            .lock()
-            .map(|t| *t)
-            .unwrap_or_else(|p| *p.into_inner())
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 struct Beat {
@@ -277,6 +236,7 @@ pub async fn run_monitor(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use murmur_subjects::clock::ManualClock;
 
     /// Agent `a` beats once (event `b1`, 1 s interval), heard now.
     fn beat_b1(tr: &mut LivenessTracker, clock: &ManualClock) -> bool {

@@ -20,7 +20,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::object_store::{self, ObjectStore};
+use async_nats::jetstream::object_store::ObjectStore;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
@@ -50,8 +50,8 @@ pub const DEFAULT_MAX_FACT_BYTES: u32 = 16 * 1024;
 /// Bytes of pending text after which a document commits on its own.
 const AUTO_COMMIT_BYTES: usize = 128 * 1024;
 
-/// A clock (injectable so tests control time).
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+/// The clock stamping local edits (injectable so tests control time).
+pub type Clock = Arc<dyn murmur_subjects::clock::Clock>;
 
 /// How a replica reads and what it does with refusals.
 #[derive(Clone)]
@@ -98,7 +98,7 @@ impl ReplicaConfig {
             batch: 5_000,
             dead_letter_refusals: false,
             compact: true,
-            clock: Arc::new(Utc::now),
+            clock: Arc::new(murmur_subjects::clock::SystemClock),
         }
     }
 
@@ -264,7 +264,7 @@ impl KnowledgeReplica {
     }
 
     fn now(&self) -> DateTime<Utc> {
-        (self.config.clock)()
+        self.config.clock.now()
     }
 
     async fn store(&mut self) -> Result<ObjectStore, KnowledgeError> {
@@ -901,18 +901,9 @@ pub async fn ensure_snapshot_bucket(
     js: &async_nats::jetstream::Context,
     replicas: usize,
 ) -> Result<ObjectStore, KnowledgeError> {
-    match js.get_object_store(SNAPSHOT_BUCKET).await {
-        Ok(store) => Ok(store),
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: SNAPSHOT_BUCKET.into(),
-                description: Some("murmur knowledge snapshots".into()),
-                num_replicas: replicas.max(1),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| KnowledgeError::Store(e.to_string())),
-    }
+    murmur_subjects::provision::ensure_knowledge_store(js, replicas)
+        .await
+        .map_err(|e| KnowledgeError::Store(e.to_string()))
 }
 
 /// Purges the changes `snapshot` covers from its document's change subject: everything up

@@ -21,6 +21,7 @@
 pub mod audit;
 pub mod binding;
 pub mod catalog;
+pub mod clock;
 pub mod codec;
 pub mod connect;
 pub mod credentials;
@@ -31,6 +32,7 @@ pub mod identity;
 pub mod log;
 pub mod payload;
 pub mod projection;
+pub mod provision;
 pub mod roles;
 pub mod subject;
 

@@ -727,7 +727,9 @@ impl<P: Projection> Projector<P> {
 
     fn note_invalid(&mut self, sequence: u64, error: &IngestError) {
         self.stats.invalid += 1;
-        tracing::warn!(
+        // The auditor dead-letters the message with its reason (the record an operator reads
+        // with `murmur dlq ls`); every projection skipping it again is not news.
+        tracing::debug!(
             projection = self.projection.name(),
             sequence,
             reason = %error.reason(),
@@ -941,20 +943,5 @@ pub async fn ensure_checkpoint_bucket(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<jetstream::kv::Store, LogError> {
-    let err = |e: String| LogError::Stream {
-        stream: CHECKPOINT_BUCKET.into(),
-        reason: e,
-    };
-    match js.get_key_value(CHECKPOINT_BUCKET).await {
-        Ok(kv) => Ok(kv),
-        Err(_) => js
-            .create_key_value(jetstream::kv::Config {
-                bucket: CHECKPOINT_BUCKET.into(),
-                history: 1,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err(e.to_string())),
-    }
+    crate::provision::ensure_checkpoint_bucket(js, replicas).await
 }

@@ -1,8 +1,7 @@
 //! # murmur-tools
 //!
-//! The `murmur` command line ([`cli`]) and the public test kit ([`testkit`]): a real
-//! nats-server with JetStream for tests — in a container when a Docker engine is reachable,
-//! else the local binary — plus a 3-node cluster with stop/restart.
+//! The `murmur` command line ([`cli`]) and its demos. The nats-server processes it starts
+//! and the operator's keys it mints credentials with come from `murmur-testkit`.
 
 /// `println!` for command output: a closed pipe (`murmur ... | head`) ends the program
 /// quietly instead of panicking.
@@ -35,7 +34,7 @@ pub fn emit(line: &str) {
 /// Exits at once with `code`, first killing the child processes this process started
 /// (`process::exit` runs no destructors, so their kill-on-drop would not fire).
 pub fn exit_killing_children(code: i32) -> ! {
-    kill_tracked_children();
+    murmur_testkit::children::kill_all();
     std::process::exit(code)
 }
 
@@ -61,52 +60,10 @@ pub fn last_output_line() -> String {
     }
 }
 
-/// Child processes (nats-server, agent processes) to kill if we exit without unwinding.
-static CHILDREN: std::sync::Mutex<std::collections::BTreeSet<u32>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
-
-/// Remembers a child process to kill on an early exit.
-pub fn track_child(pid: u32) {
-    if let Ok(mut c) = CHILDREN.lock() {
-        c.insert(pid);
-    }
-}
-
-/// Forgets a child that was stopped.
-pub fn untrack_child(pid: u32) {
-    if let Ok(mut c) = CHILDREN.lock() {
-        c.remove(&pid);
-    }
-}
-
-fn kill_tracked_children() {
-    if let Ok(children) = CHILDREN.lock() {
-        for &pid in children.iter() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
-pub mod agent_cli;
-pub mod authority;
 pub mod cli;
 pub mod config;
-pub mod creds_cli;
 pub mod demo;
-pub mod demo_compile;
-#[cfg(feature = "inference")]
-pub mod demo_inference;
-pub mod demo_tool;
-pub mod flake_cli;
-pub mod inference_cli;
-pub mod kb_cli;
 pub mod metrics_http;
-pub mod nats_server;
 pub mod overview;
-pub mod status;
-pub mod task_watch;
-pub mod testkit;
-pub mod vote_cli;
+pub mod settings;
+pub mod signals;

@@ -6,7 +6,7 @@ use murmur_tools::cli::{Cli, init_tracing, run};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log_level);
+    init_tracing(&cli.global.log_level);
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -1,9 +1,37 @@
-//! `murmur flake generate|check|graph`: deployment graph → Nix flake (see `murmur-nix`).
+//! `murmur flake`: a deployment graph validated and turned into a Nix flake.
 
 use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use clap::Subcommand;
 use murmur_nix::{Deployment, DeploymentSpec, Format, NixError};
+
+/// `murmur flake ...`
+#[derive(Debug, Subcommand)]
+pub enum FlakeCommand {
+    /// Validate the graph and write flake.nix, hosts/*.nix and modules/ into DIR.
+    Generate {
+        /// Deployment graph (.toml or .json).
+        graph: PathBuf,
+        /// Output directory.
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+    /// Validate only; prints every problem.
+    Check {
+        /// Deployment graph (.toml or .json).
+        graph: PathBuf,
+    },
+    /// Print the deployment as a graph.
+    Graph {
+        /// Deployment graph (.toml or .json).
+        graph: PathBuf,
+        /// Graphviz DOT (the only format so far).
+        #[arg(long, default_value_t = true)]
+        dot: bool,
+    },
+}
 
 /// Reads and validates a deployment file, reporting every problem.
 fn load(path: &Path) -> Result<Deployment> {
@@ -46,4 +74,13 @@ pub fn generate(path: &Path, out_dir: &Path) -> Result<()> {
 pub fn graph(path: &Path) -> Result<()> {
     out!("{}", load(path)?.to_dot());
     Ok(())
+}
+
+/// Runs `murmur flake ...`.
+pub fn run(command: FlakeCommand) -> Result<()> {
+    match command {
+        FlakeCommand::Generate { graph, out } => generate(&graph, &out),
+        FlakeCommand::Check { graph } => check(&graph),
+        FlakeCommand::Graph { graph, .. } => self::graph(&graph),
+    }
 }

@@ -20,7 +20,7 @@ use murmur_subjects::projection::{StartAt, read_stream};
 use murmur_subjects::{Domain, Plane, Projector, SubjectFilter, Token};
 use serde::Serialize;
 
-use crate::cli::Settings;
+use crate::settings::Settings;
 
 /// How long `$SRV.STATS` replies are collected.
 const GATHER: Duration = Duration::from_millis(500);

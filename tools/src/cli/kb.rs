@@ -13,7 +13,7 @@ use murmur_knowledge::{FactDraft, FactId, Query, Value};
 use murmur_subjects::EventLog;
 use murmur_subjects::events::AccessRole;
 
-use crate::cli::Settings;
+use crate::settings::Settings;
 
 /// `murmur kb ...`
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,4 @@
-//! `murmur creds ...` (credentials: the operator's keys sign them, the server enforces
-//! them) and `murmur roles ...` (grants in the log, which the folds enforce).
+//! `murmur creds`: credentials for participants, minted with the operator's keys.
 
 use std::path::PathBuf;
 
@@ -7,9 +6,9 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use murmur_subjects::roles::Role;
 use murmur_subjects::{EventLog, Identity};
+use murmur_testkit::authority::{self, Authority};
 
-use crate::authority::{self, Authority};
-use crate::cli::Settings;
+use crate::settings::Settings;
 
 /// `murmur creds ...`
 #[derive(Debug, clap::Subcommand)]
@@ -54,40 +53,7 @@ pub enum CredsCommand {
     },
 }
 
-/// `murmur roles ...`
-#[derive(Debug, clap::Subcommand)]
-pub enum RolesCommand {
-    /// Grant a participant key a role in the log (no credentials: for servers that enforce
-    /// nothing, or keys whose credentials are issued elsewhere).
-    Grant {
-        /// The participant's public key (U...).
-        key: String,
-        /// The role.
-        #[arg(long)]
-        role: Role,
-        /// A name for it.
-        #[arg(long, default_value = "")]
-        name: String,
-        /// Valid for this long (e.g. 30d); without it, until revoked.
-        #[arg(long)]
-        expires: Option<humantime::Duration>,
-    },
-    /// Revoke a key's role in the log (every role without `--role`).
-    Revoke {
-        /// The participant's public key.
-        key: String,
-        /// Only this role.
-        #[arg(long)]
-        role: Option<Role>,
-        /// Why.
-        #[arg(long, default_value = "revoked by the operator")]
-        reason: String,
-    },
-    /// The realm's owner and every grant, from the log.
-    Ls,
-}
-
-fn expiry(expires: Option<humantime::Duration>) -> Result<Option<DateTime<Utc>>> {
+pub(crate) fn expiry(expires: Option<humantime::Duration>) -> Result<Option<DateTime<Utc>>> {
     expires
         .map(|d| {
             Ok::<_, anyhow::Error>(
@@ -98,7 +64,7 @@ fn expiry(expires: Option<humantime::Duration>) -> Result<Option<DateTime<Utc>>>
 }
 
 /// Fails unless `log`'s identity may grant roles in its realm now.
-async fn ensure_operator(log: &EventLog) -> Result<()> {
+pub(crate) async fn ensure_operator(log: &EventLog) -> Result<()> {
     let book = authority::roles_now(log).await?;
     let me = log.identity().public_key();
     if book
@@ -136,7 +102,7 @@ fn servers(settings: &Settings) -> Result<Vec<String>> {
 }
 
 /// Runs `murmur creds ...`.
-pub async fn creds(settings: &Settings, command: CredsCommand) -> Result<()> {
+pub async fn run(settings: &Settings, command: CredsCommand) -> Result<()> {
     match command {
         CredsCommand::Issue {
             role,
@@ -228,36 +194,7 @@ pub async fn creds(settings: &Settings, command: CredsCommand) -> Result<()> {
     }
 }
 
-/// Runs `murmur roles ...`.
-pub async fn roles(settings: &Settings, command: RolesCommand) -> Result<()> {
-    match command {
-        RolesCommand::Grant {
-            key,
-            role,
-            name,
-            expires,
-        } => {
-            let log = settings.open_log("murmur-roles").await?;
-            ensure_operator(&log).await?;
-            let sequence = authority::grant(&log, &key, role, &name, expiry(expires)?).await?;
-            out!("granted {key} the {role} role at log position {sequence}");
-            Ok(())
-        }
-        RolesCommand::Revoke { key, role, reason } => {
-            let log = settings.open_log("murmur-roles").await?;
-            ensure_operator(&log).await?;
-            let sequence = authority::revoke(&log, &key, role, &reason).await?;
-            out!(
-                "revoked {key}'s {} at log position {sequence}",
-                role.map_or("roles".to_string(), |r| format!("{r} role"))
-            );
-            Ok(())
-        }
-        RolesCommand::Ls => list(settings).await,
-    }
-}
-
-async fn list(settings: &Settings) -> Result<()> {
+pub(crate) async fn list(settings: &Settings) -> Result<()> {
     let log = settings.open_log("murmur-roles").await?;
     let book = authority::roles_now(&log).await?;
     let Some(realm) = book.realm(log.realm().as_str()) else {

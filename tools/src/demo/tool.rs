@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use murmur_coordination::tasks::TaskState;
 
-use crate::demo_compile::{DemoCoordinator, spawn_agent, stop_agents};
+use crate::demo::compile::{DemoCoordinator, spawn_agent, stop_agents};
 
 /// Runs the step against a server that is already up (the main demo's).
-pub async fn run_on(issuer: &crate::authority::Issuer) -> Result<()> {
+pub async fn run_on(issuer: &murmur_testkit::authority::Issuer) -> Result<()> {
     let realm = crate::demo::fresh_realm("tool")?;
     let data = tempfile::tempdir()?;
     let root = data.path().join("workspace");

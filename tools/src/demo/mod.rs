@@ -1,7 +1,7 @@
 //! `murmur demo`: a finite sample workflow against a real nats-server with JetStream.
 //!
 //! Everything runs for real, in one process, on a server in operator mode: every participant
-//! has its own key, role and credentials ([`crate::authority::Issuer`]). The server refuses
+//! has its own key, role and credentials ([`murmur_testkit::authority::Issuer`]). The server refuses
 //! an anonymous connection and a worker publishing an assignment; the log auditor, a
 //! liveness monitor and a coordinator run with the realm's roles; two worker agents join
 //! (signed manifests, NATS micro services, heartbeats) and run the tasks leased to them; a
@@ -10,9 +10,14 @@
 //! conflicting write is refused; a result forged by another worker under a worker's identity
 //! is dead-lettered; the workers leave; and the agents + tasks projection built live equals
 //! the one rebuilt by replaying the log.
-//! Then the distributed-compilation pipeline runs on the same server ([`crate::demo_compile`])
+//! Then the distributed-compilation pipeline runs on the same server ([`crate::demo::compile`])
 //! and the example deployment graph is generated into a Nix flake. Exits non-zero if any
 //! step does not hold.
+
+pub mod compile;
+#[cfg(feature = "inference")]
+pub mod inference;
+pub mod tool;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +27,11 @@ use murmur_agents::{Agent, AgentSpec};
 use murmur_coordination::coordinator::{
     CoordinatorConfig, CoordinatorProjection, CoordinatorView, run_coordinator,
 };
-use murmur_coordination::liveness::{SystemClock, run_monitor};
+use murmur_coordination::liveness::run_monitor;
 use murmur_coordination::registry::AgentStatus;
 use murmur_coordination::tasks::TaskState;
 use murmur_subjects::binding::{self, ContentMode};
+use murmur_subjects::clock::SystemClock;
 use murmur_subjects::events::{
     AgentJoined, DeadLetterReason, DeadLettered, Hardware, TaskCompleted, TaskSubmitted,
 };
@@ -35,9 +41,9 @@ use murmur_subjects::{Draft, Identity, Projector, SubjectFilter, Token};
 
 use murmur_subjects::roles::Role;
 
-use crate::authority::{Authority, Issuer};
-use crate::cli::Settings;
-use crate::nats_server::{NatsProcess, ServerAuth};
+use crate::settings::Settings;
+use murmur_testkit::authority::{Authority, Issuer};
+use murmur_testkit::server::{NatsProcess, ServerAuth};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -125,7 +131,7 @@ pub async fn connect_or_start(settings: &Settings) -> Result<DemoPlatform> {
     }
     let authority = Authority::open_or_create(&dir.path().join("auth"))?;
     let owner_creds = dir.path().join("system-check.creds");
-    crate::authority::write_secret(&owner_creds, &authority.system_creds()?)?;
+    murmur_testkit::authority::write_secret(&owner_creds, &authority.system_creds()?)?;
     let auth = ServerAuth {
         config: authority.server_config(&settings.log, &dir.path().join("nats/jwt"))?,
         creds: owner_creds,
@@ -294,7 +300,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
         worker_tasks.push(tokio::spawn(async move {
             murmur_agents::worker::run_worker(
                 &runner,
-                crate::agent_cli::builtin_handler(),
+                crate::cli::agent::builtin_handler(),
                 stop,
                 Duration::from_secs(5),
             )
@@ -522,14 +528,14 @@ pub async fn run(settings: &Settings) -> Result<()> {
     );
 
     // The distributed-compilation pipeline on the same server, agents as processes.
-    crate::demo_compile::run_on(settings, issuer).await?;
+    crate::demo::compile::run_on(settings, issuer).await?;
 
     // Tools: an agent process serves file operations confined to a workspace.
-    crate::demo_tool::run_on(issuer).await?;
+    crate::demo::tool::run_on(issuer).await?;
 
     // Inference: an agent process answers an llm.generate task with a GGUF model.
     #[cfg(feature = "inference")]
-    crate::demo_inference::run_on(issuer).await?;
+    crate::demo::inference::run_on(issuer).await?;
 
     // Consensus: three policy voters (own identities) and a tallier decide a release.
     consensus_step(issuer).await?;
@@ -583,7 +589,8 @@ async fn start_voter<V: murmur_agents::voter::Voter + 'static>(
 /// come from the log.
 async fn consensus_step(issuer: &Issuer) -> Result<()> {
     use murmur_agents::voter::PolicyVoter;
-    use murmur_coordination::consensus::{Consensus, ConsensusProjection, run_tallier};
+    use murmur_coordination::consensus::{Consensus, ConsensusProjection};
+    use murmur_coordination::tallier::run_tallier;
     use murmur_subjects::events::{ProposalOpened, Protocol};
 
     let realm = fresh_realm("vote")?;
@@ -598,6 +605,7 @@ async fn consensus_step(issuer: &Issuer) -> Result<()> {
     let platform = issuer.platform(&realm, &[Role::Tallier]).await?;
     let tallier = tokio::spawn(run_tallier(
         platform.clone(),
+        Arc::new(SystemClock),
         Duration::from_millis(20),
         stopped(stop_rx.clone()),
     ));
@@ -962,7 +970,7 @@ async fn knowledge_step(issuer: &Issuer) -> Result<()> {
 /// Validates the example deployment and generates its flake into a temp dir; parses every
 /// file with `nix-instantiate --parse` when Nix is installed.
 async fn flake_step() -> Result<()> {
-    const SHOP: &str = include_str!("../../examples/shop.toml");
+    const SHOP: &str = include_str!("../../../examples/shop.toml");
     let spec = murmur_nix::DeploymentSpec::parse(SHOP, murmur_nix::Format::Toml)?;
     let flake = murmur_nix::build(spec)?;
     let dir = tempfile::tempdir()?;

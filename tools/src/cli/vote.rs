@@ -1,17 +1,73 @@
-//! `murmur vote propose|ls|show|cast` and `murmur voter run`.
+//! `murmur vote`: open, list, show, watch, withdraw and cast on proposals; the adaptive
+//! protocol's thresholds.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use murmur_agents::voter::{PolicyVoter, Voter, run_voter};
-use murmur_agents::{Agent, AgentSpec};
+use clap::Subcommand;
 use murmur_coordination::consensus::ConsensusProjection;
 use murmur_coordination::registry::{AgentStatus, RegistryProjection};
-use murmur_subjects::events::{AgentJoined, Choice, ProposalOpened, Protocol, VoteCast};
+use murmur_subjects::events::{Choice, ProposalOpened, Protocol, VoteCast};
 use murmur_subjects::{Draft, Projector, Token};
 
-use crate::cli::Settings;
+use crate::settings::Settings;
+
+/// `murmur vote ...`
+#[derive(Debug, Subcommand)]
+pub enum VoteCommand {
+    /// Open a proposal; prints its id.
+    Propose(crate::cli::vote::ProposeArgs),
+    /// List proposals.
+    Ls {
+        /// Only proposals in this state (repeatable).
+        #[arg(long = "state", value_parser = clap::builder::PossibleValuesParser::new(
+            murmur_coordination::consensus::Proposal::STATE_NAMES
+        ))]
+        states: Vec<String>,
+    },
+    /// One proposal: votes, refused votes, decision.
+    Show {
+        /// Proposal id.
+        id: String,
+    },
+    /// Follow a proposal until it is decided or withdrawn: each vote as it is stored
+    /// (voter, choice, reason), then the outcome and tally (`--json`: the proposal's state).
+    /// Exit 0 only when it is approved.
+    Watch {
+        /// Proposal id.
+        id: String,
+        /// Give up after this many seconds (default: until 10 s after its deadline).
+        #[arg(long)]
+        timeout_s: Option<u64>,
+    },
+    /// Withdraw a proposal you opened.
+    Withdraw {
+        /// Proposal id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Adaptive protocol: each voter's response threshold per category (a voter answers a
+    /// proposal whose stimulus reaches its threshold; voters not listed have the initial one).
+    Thresholds {
+        /// Only this category.
+        #[arg(long)]
+        category: Option<String>,
+    },
+    /// Cast a vote as this participant; fails (the vote stays recorded as refused) when it
+    /// does not count.
+    Cast {
+        /// Proposal id.
+        id: String,
+        /// approve | reject | abstain.
+        choice: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
 
 /// `murmur vote propose` arguments.
 #[derive(Debug, clap::Args)]
@@ -143,7 +199,7 @@ pub async fn propose(settings: &Settings, args: ProposeArgs) -> Result<()> {
         };
         voters.insert(key, weight);
     }
-    let labels = crate::agent_cli::parse_labels(&args.labels)?;
+    let labels = crate::cli::task::parse_labels(&args.labels)?;
     if args.capability.is_some() || !labels.is_empty() {
         let mut registry = Projector::new(
             log.clone(),
@@ -390,7 +446,7 @@ pub async fn show(settings: &Settings, id: &str) -> Result<()> {
     }
     out!("events:");
     let timeline =
-        crate::cli::aggregate_timeline(&log, murmur_subjects::Domain::Proposal, id).await?;
+        crate::cli::events::aggregate_timeline(&log, murmur_subjects::Domain::Proposal, id).await?;
     for line in timeline {
         out!("{line}");
     }
@@ -624,109 +680,10 @@ pub async fn cast(settings: &Settings, id: &str, choice: &str, reason: String) -
     Ok(())
 }
 
-/// `murmur voter run` arguments.
-#[derive(Debug, clap::Args)]
-pub struct VoterRunArgs {
-    /// Policy file (TOML; see `murmur_agents::voter::PolicyVoter`).
-    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
-    pub policy: Option<std::path::PathBuf>,
-    /// Instead of a policy, a GGUF model (as `agent run --kind inference` takes): it votes
-    /// approve or reject, whichever answer the model scores higher after a prompt holding
-    /// the proposal's question and payload (`murmur_agents::voter::ModelVoter`). The voter
-    /// joins with the model's labels.
-    #[arg(long)]
-    pub model: Option<std::path::PathBuf>,
-    /// With `--model`: the instructions its prompts start with.
-    #[arg(long, requires = "model")]
-    pub instructions: Option<String>,
-    /// Name shown in listings.
-    #[arg(long, default_value = "voter")]
-    pub name: String,
-    /// A label key=value (repeatable): proposals can name their voters by label.
-    #[arg(long = "label")]
-    pub labels: Vec<String>,
-    /// Use a fresh identity instead of the identity file.
-    #[arg(long)]
-    pub ephemeral_identity: bool,
-    /// Heartbeat interval in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    pub heartbeat_ms: u64,
-}
-
-/// `murmur voter run`: a policy or model voter agent until ctrl-c / SIGTERM.
-pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
-    let mut labels = BTreeMap::new();
-    let voter: Box<dyn Voter> = match (&args.policy, &args.model) {
-        (Some(policy), _) => {
-            let text = std::fs::read_to_string(policy)
-                .with_context(|| format!("reading {}", policy.display()))?;
-            let policy: PolicyVoter =
-                toml::from_str(&text).with_context(|| format!("parsing {}", policy.display()))?;
-            Box::new(policy)
-        }
-        (None, model) => {
-            let model = crate::agent_cli::load_model(model.as_deref()).await?;
-            labels = crate::agent_cli::model_labels(&model);
-            model_voter(model, args.instructions.as_deref())
-        }
-    };
-    let (settings, identity) = settings
-        .participant(
-            args.ephemeral_identity,
-            murmur_subjects::roles::Role::Voter,
-            &args.name,
-        )
-        .await?;
-    let settings = &settings;
-    labels.extend(crate::agent_cli::parse_labels(&args.labels)?);
-    let log = settings.open_log_as("murmur-voter", identity).await?;
-    let agent = Agent::join(
-        log,
-        AgentSpec {
-            manifest: AgentJoined {
-                name: args.name.clone(),
-                kind: "voter".into(),
-                capabilities: vec!["vote".into()],
-                labels,
-                agent_version: env!("CARGO_PKG_VERSION").into(),
-                hardware: crate::agent_cli::hardware(),
-                slots: 1,
-                handles: Some(murmur_agents::voter::handled_types()),
-            },
-            heartbeat: Duration::from_millis(args.heartbeat_ms),
-        },
-    )
-    .await?;
-    eprintln!("voter {} joined as {}", args.name, agent.id());
-    out!("{}", agent.id());
-    let stop = crate::agent_cli::shutdown_signal()?;
-    let cast = run_voter(&agent, voter.as_ref(), stop).await?;
-    agent.enter_lame_duck();
-    agent.leave("shutdown").await?;
-    eprintln!("voter left after {cast} votes");
-    Ok(())
-}
-
-#[cfg(feature = "inference")]
-fn model_voter(model: crate::agent_cli::LoadedModel, instructions: Option<&str>) -> Box<dyn Voter> {
-    use murmur_agents::voter::ModelVoter;
-    Box::new(ModelVoter::new(
-        model,
-        instructions.unwrap_or(ModelVoter::DEFAULT_INSTRUCTIONS),
-    ))
-}
-
-#[cfg(not(feature = "inference"))]
-fn model_voter(
-    model: crate::agent_cli::LoadedModel,
-    _instructions: Option<&str>,
-) -> Box<dyn Voter> {
-    match model {}
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use murmur_agents::voter::PolicyVoter;
 
     #[test]
     fn an_electorate_by_capability_and_labels_takes_only_online_agents_matching_all() {
@@ -810,7 +767,7 @@ mod tests {
     fn the_example_policy_parses_and_votes_by_its_rules() {
         use murmur_agents::voter::Voter as _;
         let policy: PolicyVoter =
-            toml::from_str(include_str!("../../examples/voter-policy.toml")).expect("parses");
+            toml::from_str(include_str!("../../../examples/voter-policy.toml")).expect("parses");
         let opened = |payload: serde_json::Value| ProposalOpened {
             question: "release?".into(),
             payload,
@@ -935,5 +892,18 @@ mod tests {
             ),
             "{lines:?}"
         );
+    }
+}
+
+/// Runs `murmur vote ...`.
+pub async fn run(settings: &Settings, command: VoteCommand) -> Result<()> {
+    match command {
+        VoteCommand::Propose(args) => propose(settings, args).await,
+        VoteCommand::Ls { states } => ls(settings, &states).await,
+        VoteCommand::Show { id } => show(settings, &id).await,
+        VoteCommand::Watch { id, timeout_s } => watch(settings, &id, timeout_s).await,
+        VoteCommand::Withdraw { id, reason } => withdraw(settings, &id, reason).await,
+        VoteCommand::Thresholds { category } => thresholds(settings, category.as_deref()).await,
+        VoteCommand::Cast { id, choice, reason } => cast(settings, &id, &choice, reason).await,
     }
 }

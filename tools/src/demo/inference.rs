@@ -18,13 +18,13 @@ use murmur_subjects::Token;
 use murmur_subjects::catalog::EventType;
 use murmur_subjects::events::TaskProgress;
 
-use crate::demo_compile::{DemoCoordinator, spawn_agent, stop_agents};
+use crate::demo::compile::{DemoCoordinator, spawn_agent, stop_agents};
 
 /// The prompt the demo asks.
 const PROMPT: &str = "Which agents are online?";
 
 /// Runs the step against a server that is already up (the main demo's).
-pub async fn run_on(issuer: &crate::authority::Issuer) -> Result<()> {
+pub async fn run_on(issuer: &murmur_testkit::authority::Issuer) -> Result<()> {
     let realm = crate::demo::fresh_realm("infer")?;
     let data = tempfile::tempdir()?;
     let model_path = data.path().join("tiny-llama.gguf");

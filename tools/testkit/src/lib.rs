@@ -1,9 +1,12 @@
-//! The test kit: a real nats-server with JetStream for your tests, secure by default.
+//! # murmur-testkit
+//!
+//! A real nats-server with JetStream for your tests, secure by default.
 //!
 //! [`TestNats::start`] runs the server in operator mode, as `murmur up` does: an operator,
 //! a system account and one account per realm with a scoped signing key per role, every
 //! participant connecting with credentials of its own ([`TestNats::log_as`],
-//! [`TestNats::creds`]). It tries a container first (testcontainers, image `nats:2.11`,
+//! [`TestNats::creds`]). It tries a container first (testcontainers, image `nats` at
+//! [`PINNED_SERVER_VERSION`], the version `scripts/install.sh` installs,
 //! with the generated configuration mounted) when a Docker engine is reachable, and
 //! otherwise starts the local `nats-server` binary on a random port with a temporary store;
 //! either way it logs one line saying which path it took, waits until JetStream answers (not
@@ -14,7 +17,7 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use murmur_subjects::roles::Role;
-//! use murmur_tools::testkit::TestNats;
+//! use murmur_testkit::TestNats;
 //! let nats = TestNats::start().await?;
 //! let worker = nats.log_as("acme", Role::Worker, "w1").await?;
 //! # Ok(()) }
@@ -30,10 +33,18 @@ use testcontainers::core::{IntoContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
+pub mod authority;
+pub mod children;
+pub mod server;
+
 use crate::authority::{Authority, Issuer};
-use crate::nats_server::{
+use crate::server::{
     NatsCluster, NatsProcess, RESOLVER_DIR_PLACEHOLDER, ServerAuth, wait_jetstream,
 };
+
+/// The nats-server version the kit runs: the container image's tag, and the version
+/// `scripts/install.sh` pins for the local binary (`scripts/requirements-nats.txt`).
+pub const PINNED_SERVER_VERSION: &str = "2.15.1";
 
 /// How long the kit waits for a server to become ready.
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -148,7 +159,7 @@ impl TestNats {
         } else {
             (None, vec!["-js"])
         };
-        let container = GenericImage::new("nats", "2.11")
+        let container = GenericImage::new("nats", PINNED_SERVER_VERSION)
             .with_exposed_port(4222.tcp())
             .with_wait_for(WaitFor::Nothing)
             .with_mount(Mount::bind_mount(
@@ -215,6 +226,11 @@ impl TestNats {
     /// The client URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The version the running server reports in its INFO (which binary or image ran).
+    pub async fn server_version(&self) -> Result<String> {
+        Ok(self.client().await?.server_info().version)
     }
 
     /// Whether this server runs in a container.

@@ -88,7 +88,7 @@ pub fn free_port() -> Result<u16> {
     if ephemeral_low > FLOOR + 1_000 {
         let span = u128::from(ephemeral_low - FLOOR);
         for _ in 0..500 {
-            let candidate = FLOOR + (uuid::Uuid::new_v4().as_u128() % span) as u16;
+            let candidate = FLOOR + (rand_u128() % span) as u16;
             let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
             if !handed_out.contains(&candidate)
                 && TcpListener::bind(("127.0.0.1", candidate)).is_ok()
@@ -333,7 +333,7 @@ impl NatsProcess {
             .spawn()
             .with_context(|| format!("starting {}", self.bin.display()))?;
         if let Some(pid) = child.id() {
-            crate::track_child(pid);
+            crate::children::track(pid);
         }
         self.child = Some(child);
         Ok(())
@@ -377,7 +377,7 @@ impl NatsProcess {
     pub async fn stop(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
             if let Some(pid) = child.id() {
-                crate::untrack_child(pid);
+                crate::children::untrack(pid);
             }
             child.kill().await.ok();
             child.wait().await.ok();
@@ -403,7 +403,7 @@ impl Drop for NatsProcess {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
             if let Some(pid) = child.id() {
-                crate::untrack_child(pid);
+                crate::children::untrack(pid);
             }
             child.start_kill().ok();
         }
@@ -529,4 +529,16 @@ mod tests {
         assert!(err.to_string().starts_with("nats-server exited"), "{err:#}");
         Ok(())
     }
+}
+
+/// A random number for picking a port (from the standard library's randomly keyed hasher).
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    u128::from(h.finish())
 }

@@ -484,7 +484,7 @@ impl Issuer {
             self.codec.clone(),
         )
         .await?;
-        provision(&log).await?;
+        log.provision().await?;
         opened.insert(realm.as_str().to_string(), log.clone());
         Ok(log)
     }
@@ -702,21 +702,6 @@ pub async fn revoke(log: &EventLog, key: &str, role: Option<Role>, reason: &str)
         )?)
         .await?;
     Ok(appended.sequence)
-}
-
-/// Creates what the platform keeps in JetStream when it is missing: the history and
-/// dead-letter streams, the presence and checkpoint buckets, the artifact and knowledge
-/// object stores. Where the server enforces roles only the operator may, so `murmur up`
-/// does it before any participant joins.
-pub async fn provision(log: &EventLog) -> Result<()> {
-    log.ensure_streams().await?;
-    let js = log.jetstream();
-    let replicas = log.config().replicas;
-    murmur_agents::runtime::ensure_presence_bucket(js, replicas, Duration::from_secs(1)).await?;
-    murmur_subjects::projection::ensure_checkpoint_bucket(js, replicas).await?;
-    murmur_agents::artifacts::ArtifactStore::open(js, replicas).await?;
-    murmur_knowledge::replica::ensure_snapshot_bucket(js, replicas).await?;
-    Ok(())
 }
 
 #[cfg(test)]

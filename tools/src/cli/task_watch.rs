@@ -14,7 +14,7 @@ use murmur_subjects::catalog::EventType;
 use murmur_subjects::events::TaskProgress;
 use murmur_subjects::{Projector, Token};
 
-use crate::cli::Settings;
+use crate::settings::Settings;
 
 /// How long a progress message may wait for the log to show its sender holding the task
 /// (the assignment can reach this watcher after the first progress).

@@ -1,8 +1,73 @@
-//! `murmur inference ...`: write test models, and run a model here without NATS.
+//! `murmur inference`: a tiny test model, and generating with a model here without NATS.
 
 use anyhow::Result;
+use clap::Subcommand;
 
-use crate::cli::{InferenceCommand, Settings};
+use crate::settings::Settings;
+
+/// `murmur inference ...`
+#[derive(Debug, Subcommand)]
+pub enum InferenceCommand {
+    /// Write a tiny GGUF model with seeded random weights (it produces noise, not language):
+    /// to try `agent run --kind inference --model FILE` without downloading anything.
+    TestModel {
+        /// Where to write it.
+        path: std::path::PathBuf,
+        /// Seed of its weights (the same seed writes the same file).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Architecture: llama, qwen2, qwen3, phi3 or gemma3.
+        #[arg(long, default_value = "llama")]
+        architecture: String,
+        /// Vocabulary: byte-level (`gpt2`, as Llama 3 and Qwen) or sentencepiece (`llama`,
+        /// as Llama 2, TinyLlama and Mistral).
+        #[arg(long, default_value = "byte-level")]
+        vocabulary: String,
+        /// The context length it declares (runs are held to at most 4096 whatever a model
+        /// declares).
+        #[arg(long, default_value_t = 512)]
+        context: u32,
+    },
+    /// Run a model here, without NATS: the text on stdout, tokens and speed on stderr (with
+    /// `--json`, the `llm.generate` task output). To check a model file before an agent
+    /// serves it.
+    Generate(GenerateArgs),
+}
+
+/// `murmur inference generate`: the options an `llm.generate` task takes.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// The GGUF model file.
+    #[arg(long, value_name = "GGUF")]
+    pub model: std::path::PathBuf,
+    /// The prompt (with `--chat`: the user's message).
+    pub prompt: String,
+    /// Treat PROMPT as a user's message in a conversation, rendered with the model's chat
+    /// template (instruct and chat models answer in their format).
+    #[arg(long)]
+    pub chat: bool,
+    /// With `--chat`: a system message before it.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Sample among this many of the most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sample among the most likely tokens whose probabilities reach this.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Sampling seed (default: derived from the prompt, so a run repeats).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Penalise the last 64 tokens (1: off).
+    #[arg(long)]
+    pub repeat_penalty: Option<f32>,
+}
 
 /// Runs one `murmur inference` command.
 #[cfg(feature = "inference")]

@@ -20,17 +20,17 @@ use murmur_agents::pipeline::workspace::{self, SourceTree};
 use murmur_coordination::coordinator::{
     CoordinatorConfig, CoordinatorProjection, CoordinatorView, run_coordinator,
 };
-use murmur_coordination::liveness::SystemClock;
 use murmur_coordination::registry::AgentStatus;
 use murmur_coordination::tasks::TaskState;
+use murmur_subjects::clock::SystemClock;
 use murmur_subjects::events::{TaskAssigned, TaskCompleted, TaskFailed, TaskSubmitted};
 use murmur_subjects::log::Expected;
 use murmur_subjects::{Draft, Projector, Token};
 use tokio::io::AsyncBufReadExt;
 
-use crate::authority::Issuer;
-use crate::cli::Settings;
 use crate::demo::connect_or_start;
+use crate::settings::Settings;
+use murmur_testkit::authority::Issuer;
 
 /// Long enough for two cold cargo builds per workspace on a slow machine.
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -49,12 +49,12 @@ macro_rules! sample {
         ]
         .into_iter()
         .zip([
-            include_bytes!(concat!("../samples/", $dir, "/Cargo.toml")).as_slice(),
-            include_bytes!(concat!("../samples/", $dir, "/mathlib/Cargo.toml")).as_slice(),
-            include_bytes!(concat!("../samples/", $dir, "/mathlib/src/lib.rs")).as_slice(),
-            include_bytes!(concat!("../samples/", $dir, "/app/Cargo.toml")).as_slice(),
-            include_bytes!(concat!("../samples/", $dir, "/app/src/lib.rs")).as_slice(),
-            include_bytes!(concat!("../samples/", $dir, "/app/src/main.rs")).as_slice(),
+            include_bytes!(concat!("../../samples/", $dir, "/Cargo.toml")).as_slice(),
+            include_bytes!(concat!("../../samples/", $dir, "/mathlib/Cargo.toml")).as_slice(),
+            include_bytes!(concat!("../../samples/", $dir, "/mathlib/src/lib.rs")).as_slice(),
+            include_bytes!(concat!("../../samples/", $dir, "/app/Cargo.toml")).as_slice(),
+            include_bytes!(concat!("../../samples/", $dir, "/app/src/lib.rs")).as_slice(),
+            include_bytes!(concat!("../../samples/", $dir, "/app/src/main.rs")).as_slice(),
         ])
         .map(|(path, bytes)| (path.to_string(), bytes.to_vec()))
         .collect::<SourceTree>()
@@ -114,7 +114,7 @@ pub(crate) async fn spawn_agent(
         .spawn()
         .with_context(|| format!("starting agent {name}"))?;
     if let Some(pid) = child.id() {
-        crate::track_child(pid);
+        murmur_testkit::children::track(pid);
     }
     let stdout = child.stdout.take().context("agent stdout")?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
@@ -152,7 +152,7 @@ pub(crate) async fn stop_agents(agents: &mut [AgentProcess]) -> Vec<String> {
         }
         // Reaped (or killed on drop below): its pid may be reused by another process.
         if let Some(pid) = pid {
-            crate::untrack_child(pid);
+            murmur_testkit::children::untrack(pid);
         }
     }
     problems

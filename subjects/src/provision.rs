@@ -1,0 +1,123 @@
+//! What the platform keeps in JetStream besides its streams, created where missing: the
+//! presence and checkpoint key-value buckets and the artifact and knowledge object stores.
+//! Their names are declared with the roles ([`crate::roles`]), their settings here, so the
+//! operator can create them all before any participant joins (where the server enforces
+//! roles, only the operator may) and each participant creates the same ones when it is first.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store};
+
+use crate::log::{EventLog, LogError};
+use crate::roles::{ARTIFACT_BUCKET, CHECKPOINT_BUCKET, KNOWLEDGE_BUCKET, PRESENCE_BUCKET};
+
+/// The heartbeat interval presence entries are kept for when the operator creates the
+/// bucket: entries expire after three of them.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+
+fn setup_error(bucket: &str, e: impl std::fmt::Display) -> LogError {
+    LogError::Stream {
+        stream: bucket.into(),
+        reason: e.to_string(),
+    }
+}
+
+/// The presence bucket: one entry per agent, expiring after three missed heartbeats.
+pub async fn ensure_presence_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+    heartbeat: Duration,
+) -> Result<kv::Store, LogError> {
+    if let Ok(kv) = js.get_key_value(PRESENCE_BUCKET).await {
+        return Ok(kv);
+    }
+    js.create_key_value(kv::Config {
+        bucket: PRESENCE_BUCKET.into(),
+        description: "murmur agent presence: one entry per agent, expires after missed heartbeats"
+            .into(),
+        history: 1,
+        max_age: heartbeat * 3,
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| setup_error(PRESENCE_BUCKET, e))
+}
+
+/// The projections' checkpoint bucket.
+pub async fn ensure_checkpoint_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<kv::Store, LogError> {
+    match js.get_key_value(CHECKPOINT_BUCKET).await {
+        Ok(kv) => Ok(kv),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: CHECKPOINT_BUCKET.into(),
+                history: 1,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup_error(CHECKPOINT_BUCKET, e)),
+    }
+}
+
+/// An object store with `description`.
+pub async fn ensure_object_store(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    replicas: usize,
+) -> Result<object_store::ObjectStore, LogError> {
+    match js.get_object_store(bucket).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_object_store(object_store::Config {
+                bucket: bucket.into(),
+                description: Some(description.into()),
+                num_replicas: replicas.max(1),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup_error(bucket, e)),
+    }
+}
+
+/// The artifact store: build inputs and outputs, named by SHA-256.
+pub async fn ensure_artifact_store(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<object_store::ObjectStore, LogError> {
+    ensure_object_store(
+        js,
+        ARTIFACT_BUCKET,
+        "murmur artifacts, named by SHA-256",
+        replicas,
+    )
+    .await
+}
+
+/// The knowledge snapshot store.
+pub async fn ensure_knowledge_store(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<object_store::ObjectStore, LogError> {
+    ensure_object_store(js, KNOWLEDGE_BUCKET, "murmur knowledge snapshots", replicas).await
+}
+
+impl EventLog {
+    /// Creates everything the platform keeps in JetStream that is missing: the history and
+    /// dead-letter streams, the presence and checkpoint buckets, the artifact and knowledge
+    /// object stores.
+    pub async fn provision(&self) -> Result<(), LogError> {
+        self.ensure_streams().await?;
+        let js = self.jetstream();
+        let replicas = self.config().replicas;
+        ensure_presence_bucket(js, replicas, DEFAULT_HEARTBEAT).await?;
+        ensure_checkpoint_bucket(js, replicas).await?;
+        ensure_artifact_store(js, replicas).await?;
+        ensure_knowledge_store(js, replicas).await?;
+        Ok(())
+    }
+}

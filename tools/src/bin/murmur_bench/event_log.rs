@@ -1,0 +1,437 @@
+//! The event-log suite: publish (batch and single signatures), replay through a projection
+//! and core dispatch, each against raw async-nats on the same server, plus a per-event CPU
+//! breakdown.
+
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use futures::StreamExt;
+use murmur_subjects::binding::ContentMode;
+use murmur_subjects::events::{AgentHeartbeat, TaskSubmitted};
+use murmur_subjects::log::MSG_ID;
+use murmur_subjects::projection::{Projection, Refusal, StartAt, read_stream};
+use murmur_subjects::roles::Role;
+use murmur_subjects::{
+    Draft, EventCodec, EventLog, Identity, LogConfig, Plane, Projector, SubjectFilter, Token,
+    VerifiedEvent,
+};
+
+use super::*;
+
+/// The event-log suite on `target`: JetStream publish, replay through a projection and core
+/// dispatch, murmur against raw async-nats with the same bytes in the same run. Prints its
+/// table; returns its figures (msgs/s) by name.
+pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<(String, f64)>> {
+    let url = target.url.clone();
+    let version = target
+        .participant(&Token::new("bench")?, Role::Observer, "version")
+        .await?
+        .0
+        .connect()
+        .await?
+        .server_info()
+        .version;
+    println!(
+        "nats-server {version} at {url}, {}; {} mode; {} events per run, {} runs, window {}",
+        target.label(),
+        args.mode,
+        args.events,
+        args.runs,
+        args.window
+    );
+    let n = args.events;
+    let (mut pub_raw, mut pub_mm, mut rep_raw, mut rep_mm, mut core_raw, mut core_mm) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut pub_single = vec![];
+    // Every run's realms share the account of realm `bench`; the suite's participant
+    // connects with the operator's role (its subjects span realms and planes).
+    let account = Token::new("bench")?;
+    for run in 0..args.runs {
+        let (options, identity) = target
+            .participant(&account, Role::Operator, "bench")
+            .await?;
+        let client = options.connect().await?;
+        let realm = Token::new(format!("bench{run}"))?;
+        let raw_realm = Token::new(format!("raw{run}"))?;
+        let single_realm = Token::new(format!("single{run}"))?;
+        let mode = if args.mode == "binary" {
+            ContentMode::Binary
+        } else {
+            ContentMode::Structured
+        };
+        let log = EventLog::open(
+            client.clone(),
+            identity,
+            realm.clone(),
+            LogConfig::default(),
+            EventCodec::default().content_mode(mode),
+        )
+        .await?;
+        let js = log.jetstream().clone();
+
+        // Raw publish baseline: the same encoded bytes and headers, pre-built, published with
+        // the same window. (Subjects differ only in the realm token.)
+        let mut prepared = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let sealed = Draft::new(Token::new(format!("t{i}"))?, &payload(i))?
+                .seal(log.identity(), &raw_realm);
+            let (mut h, b) = log.codec().encode(&sealed)?;
+            h.insert(MSG_ID, sealed.record.id.as_str());
+            prepared.push((sealed.subject.to_string(), h, b));
+        }
+        let mut window = VecDeque::new();
+        let t = Instant::now();
+        for (s, h, b) in prepared {
+            window.push_back(js.publish_with_headers(s, h, b).await?);
+            drain(&mut window, args.window).await?;
+        }
+        drain(&mut window, 0).await?;
+        pub_raw.push(n as f64 / t.elapsed().as_secs_f64());
+
+        // murmur publish, one signature per event: build payload, sign, encode, append.
+        let single_n = n / 5;
+        let mut pending = VecDeque::new();
+        let t = Instant::now();
+        for i in 0..single_n {
+            // Another realm, so the replay below reads only batch-signed events.
+            let sealed = Draft::new(Token::new(format!("s{i}"))?, &payload(i))?
+                .seal(log.identity(), &single_realm);
+            pending.push_back(log.append_sealed(&sealed).await?);
+            while pending.len() > args.window {
+                if let Some(p) = pending.pop_front() {
+                    p.wait().await?;
+                }
+            }
+        }
+        while let Some(p) = pending.pop_front() {
+            p.wait().await?;
+        }
+        pub_single.push(single_n as f64 / t.elapsed().as_secs_f64());
+
+        // murmur publish with batch signatures (append_many, 256 events per signature).
+        let mut pending = VecDeque::new();
+        let t = Instant::now();
+        let mut i = 0;
+        while i < n {
+            let end = (i + 256).min(n);
+            let drafts = (i..end)
+                .map(|k| Ok(Draft::new(Token::new(format!("t{k}"))?, &payload(k))?))
+                .collect::<Result<Vec<_>>>()?;
+            for (_, p) in log.append_many(drafts).await? {
+                pending.push_back(p);
+            }
+            while pending.len() > args.window {
+                if let Some(p) = pending.pop_front() {
+                    p.wait().await?;
+                }
+            }
+            i = end;
+        }
+        while let Some(p) = pending.pop_front() {
+            p.wait().await?;
+        }
+        pub_mm.push(n as f64 / t.elapsed().as_secs_f64());
+
+        // Raw replay baseline: pull consumer, no acks, count only.
+        let filter = SubjectFilter::plane(Plane::Evt)
+            .realm(realm.clone())
+            .domain(murmur_subjects::Domain::Task);
+        let t = Instant::now();
+        let mut count = 0u64;
+        read_stream(
+            &js,
+            "MURMUR_HISTORY",
+            &filter,
+            StartAt::Beginning,
+            None,
+            |m| {
+                count += 1;
+                std::hint::black_box(&m.message.payload);
+                ControlFlow::Continue(())
+            },
+        )
+        .await?;
+        anyhow::ensure!(count == n, "raw replay read {count}");
+        rep_raw.push(n as f64 / t.elapsed().as_secs_f64());
+
+        // murmur replay: the same messages through a projection (decode, verify, fold).
+        let t = Instant::now();
+        // A reader with its own codec: no signature roots cached from publishing.
+        let reader = EventLog::open(
+            client.clone(),
+            log.identity().clone(),
+            realm.clone(),
+            LogConfig::default(),
+            EventCodec::default().content_mode(mode),
+        )
+        .await?;
+        let mut p = Projector::new(
+            reader,
+            Count {
+                realm: realm.clone(),
+            },
+        );
+        p.catch_up().await?;
+        anyhow::ensure!(p.state().0 == n, "projection folded {}", p.state().0);
+        rep_mm.push(n as f64 / t.elapsed().as_secs_f64());
+
+        // Core dispatch: raw publish of pre-encoded heartbeats vs murmur seal+encode+publish
+        // with a subscriber that decodes and verifies.
+        let hb = AgentHeartbeat {
+            interval_ms: 1000,
+            load: 0.5,
+            queue_depth: 3,
+        };
+        let me = Token::new("agent1")?;
+        let mut prepared = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let sealed = Draft::new(me.clone(), &hb)?.seal(log.identity(), &raw_realm);
+            let (h, b) = log.codec().encode(&sealed)?;
+            prepared.push((sealed.subject.to_string(), h, b));
+        }
+        let sub_client = target
+            .participant(&account, Role::Operator, "bench-sub")
+            .await?
+            .0
+            .connect()
+            .await?;
+        let raw_subject = prepared[0].0.clone();
+        let mut sub = sub_client.subscribe(raw_subject).await?;
+        sub_client.flush().await?;
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = received.clone();
+        let counter = tokio::spawn(async move {
+            let mut c = 0u64;
+            while c < n {
+                if sub.next().await.is_none() {
+                    break;
+                }
+                c += 1;
+                counted.store(c, std::sync::atomic::Ordering::Relaxed);
+            }
+            c
+        });
+        let t = Instant::now();
+        for (k, (s, h, b)) in prepared.into_iter().enumerate() {
+            client.publish_with_headers(s, h, b).await?;
+            keep_up(&client, k as u64, &received).await?;
+        }
+        client.flush().await?;
+        // Core NATS drops messages for a slow consumer: never hang on them, report them.
+        match tokio::time::timeout(Duration::from_secs(60), counter).await {
+            Ok(received) => anyhow::ensure!(received? == n, "raw core dispatch lost messages"),
+            Err(_) => anyhow::bail!(
+                "raw core dispatch: subscriber did not receive all {n} messages within 60 s (slow consumer drops): {} received; subscriber connection: {:?}",
+                received.load(std::sync::atomic::Ordering::Relaxed),
+                sub_client.statistics()
+            ),
+        }
+        core_raw.push(n as f64 / t.elapsed().as_secs_f64());
+
+        let mm_subject = Draft::new(me.clone(), &hb)?
+            .seal(log.identity(), &realm)
+            .subject
+            .to_string();
+        let mut sub = sub_client.subscribe(mm_subject).await?;
+        sub_client.flush().await?;
+        let codec = log.codec().clone();
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = received.clone();
+        let counter = tokio::spawn(async move {
+            let mut c = 0u64;
+            while c < n {
+                let Some(m) = sub.next().await else { break };
+                if codec
+                    .decode(m.subject.as_str(), m.headers.as_ref(), &m.payload)
+                    .is_ok()
+                {
+                    c += 1;
+                    counted.store(c, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            c
+        });
+        let t = Instant::now();
+        let mut sent = 0;
+        while sent < n {
+            keep_up(&client, sent, &received).await?;
+            let k = 256.min(n - sent);
+            let drafts = (0..k)
+                .map(|_| Draft::new(me.clone(), &hb))
+                .collect::<Result<Vec<_>, _>>()?;
+            sent += log.publish_live_many(drafts).await? as u64;
+        }
+        client.flush().await?;
+        // Core NATS drops messages for a slow consumer: never hang on them, report them.
+        match tokio::time::timeout(Duration::from_secs(60), counter).await {
+            Ok(received) => anyhow::ensure!(received? == n, "murmur core dispatch lost messages"),
+            Err(_) => anyhow::bail!(
+                "murmur core dispatch: subscriber did not receive all {n} messages within 60 s (slow consumer drops)"
+            ),
+        }
+        core_mm.push(n as f64 / t.elapsed().as_secs_f64());
+        eprintln!("run {run} done");
+    }
+
+    let pr = median(pub_raw);
+    let pm = median(pub_mm);
+    let rr = median(rep_raw);
+    let rm = median(rep_mm);
+    let cr = median(core_raw);
+    let cm = median(core_mm);
+    let ps_figure = median(pub_single.clone());
+    println!("| path | raw async-nats msgs/s | murmur msgs/s | ratio | target |");
+    println!("|---|---|---|---|---|");
+    let ps = median(pub_single);
+    println!(
+        "| JetStream publish, batch signatures (append_many) | {pr:.0} | {pm:.0} | {:.2} | ≥ 0.90 |",
+        pm / pr
+    );
+    println!(
+        "| JetStream publish, one signature per event (append_sealed) | {pr:.0} | {ps:.0} | {:.2} | ≥ 0.90 |",
+        ps / pr
+    );
+    println!(
+        "| replay: pull vs projection (decode + verify + fold), batch-signed events | {rr:.0} | {rm:.0} | {:.2} | ≥ 0.70 |",
+        rm / rr
+    );
+    println!(
+        "| core dispatch, batch signatures (publish → decoding subscriber) | {cr:.0} | {cm:.0} | {:.2} | ≥ 0.80 |",
+        cm / cr
+    );
+    for mode in [ContentMode::Structured, ContentMode::Binary] {
+        println!("{}", cpu_breakdown(mode)?);
+    }
+    Ok(vec![
+        ("raw JetStream publish (msgs/s)".into(), pr),
+        ("murmur publish, batch signatures (msgs/s)".into(), pm),
+        (
+            "murmur publish, one signature per event (msgs/s)".into(),
+            ps_figure,
+        ),
+        ("raw replay (msgs/s)".into(), rr),
+        ("murmur replay through a projection (msgs/s)".into(), rm),
+        ("raw core dispatch (msgs/s)".into(), cr),
+        ("murmur core dispatch (msgs/s)".into(), cm),
+    ])
+}
+
+/// Where the CPU goes, per event, in-process, for one content mode.
+pub(crate) fn cpu_breakdown(mode: ContentMode) -> Result<String> {
+    let id = Identity::generate();
+    let realm = Token::new("cpu")?;
+    let codec = EventCodec::default().content_mode(mode);
+    let k = 5_000u32;
+    let drafts = || {
+        (0..k).map(|i| {
+            Draft::new(Token::new("t").expect("token"), &payload(u64::from(i))).expect("draft")
+        })
+    };
+    let t = Instant::now();
+    let single: Vec<_> = drafts().map(|d| d.seal(&id, &realm)).collect();
+    let seal_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(k);
+    let t = Instant::now();
+    let batch = murmur_subjects::codec::seal_batch(drafts(), &id, &realm);
+    let seal_batch_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(k);
+    let t = Instant::now();
+    let encoded_single: Vec<_> = single
+        .iter()
+        .map(|s| codec.encode(s))
+        .collect::<Result<_, _>>()?;
+    let encode_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(k);
+    let encoded_batch: Vec<_> = batch
+        .iter()
+        .map(|s| codec.encode(s))
+        .collect::<Result<_, _>>()?;
+    let subject = single[0].subject.to_string();
+    let decode = |encoded: &[(async_nats::HeaderMap, bytes::Bytes)]| -> Result<f64> {
+        let fresh = EventCodec::default();
+        let t = Instant::now();
+        for (h, b) in encoded {
+            fresh.decode(&subject, Some(h), b)?;
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e6 / f64::from(k))
+    };
+    let decode_us = decode(&encoded_single)?;
+    let decode_batch_us = decode(&encoded_batch)?;
+    let headers = murmur_subjects::binding::message_size(Some(&encoded_batch[0].0), &[]);
+    let body = encoded_batch[0].1.len();
+    Ok(format!(
+        "{mode:?} mode, per event on one core: seal {seal_us:.1} µs (one signature each) / {seal_batch_us:.1} µs (batch); encode {encode_us:.1} µs; decode + schema + verify {decode_us:.1} µs (one signature each) / {decode_batch_us:.1} µs (batch); message {headers} header + {body} body bytes"
+    ))
+}
+
+/// Counts events and sums a payload field: the cheapest real fold.
+pub(crate) struct Count {
+    realm: Token,
+}
+
+impl Projection for Count {
+    type State = (u64, u64);
+    fn name(&self) -> &str {
+        "bench-count"
+    }
+    fn filter(&self) -> SubjectFilter {
+        SubjectFilter::plane(Plane::Evt).realm(self.realm.clone())
+    }
+    fn apply(&self, state: &mut (u64, u64), event: &VerifiedEvent) -> Result<(), Refusal> {
+        let p: TaskSubmitted = event.payload().map_err(|e| Refusal(e.to_string()))?;
+        state.0 += 1;
+        state.1 += u64::from(p.priority);
+        Ok(())
+    }
+}
+
+pub(crate) fn payload(i: u64) -> TaskSubmitted {
+    // ≈128-byte payload.
+    TaskSubmitted {
+        capability: "compiler.rust".into(),
+        input: serde_json::json!({ "n": i, "pad": "x".repeat(70) }),
+        priority: (i % 7) as u8,
+        ..Default::default()
+    }
+}
+
+pub(crate) async fn drain(
+    window: &mut VecDeque<async_nats::jetstream::context::PublishAckFuture>,
+    keep: usize,
+) -> Result<()> {
+    while window.len() > keep {
+        if let Some(f) = window.pop_front() {
+            f.await?;
+        }
+    }
+    Ok(())
+}
+
+/// Most messages a core-dispatch publisher runs ahead of its subscriber. Unchecked, a
+/// burst of 50,000 ~1 KB messages outgrew the server's buffer for a subscriber that fell
+/// behind, and the server dropped messages (a slow consumer) in some runs; bounded, the run
+/// measures the rate a subscriber keeps up with, for raw and murmur alike.
+pub(crate) const DISPATCH_AHEAD: u64 = 2_000;
+
+/// Before publishing message `sent`, waits while the subscriber is more than
+/// [`DISPATCH_AHEAD`] behind.
+pub(crate) async fn keep_up(
+    client: &async_nats::Client,
+    sent: u64,
+    received: &std::sync::atomic::AtomicU64,
+) -> Result<()> {
+    if !sent.is_multiple_of(1_000) {
+        return Ok(());
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    while sent.saturating_sub(received.load(std::sync::atomic::Ordering::Relaxed)) > DISPATCH_AHEAD
+    {
+        client.flush().await?;
+        anyhow::ensure!(
+            Instant::now() < until,
+            "core dispatch: the subscriber stopped at {} of {sent} sent",
+            received.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    Ok(())
+}

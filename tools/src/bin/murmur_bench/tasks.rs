@@ -1,0 +1,476 @@
+//! The task suite: tasks submitted → completed through a coordinator and real agents, against
+//! raw publishes and the same flow in raw async-nats; latency at half rate; join → routable;
+//! an idle agent's memory.
+
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use murmur_subjects::events::TaskSubmitted;
+use murmur_subjects::log::MSG_ID;
+use murmur_subjects::projection::{Projection, Refusal, StartAt, read_stream};
+use murmur_subjects::roles::Role;
+use murmur_subjects::{Draft, Plane, Projector, SubjectFilter, Token, VerifiedEvent};
+
+use super::*;
+use crate::event_log::drain;
+
+/// Issue 3: tasks submitted → completed per second with no-op workers against raw JetStream
+/// publishes in the same run, submit→complete latency, join → routable latency, idle RSS.
+pub(crate) async fn task_suite(
+    target: &Target,
+    n: u64,
+    window: usize,
+    worker_count: usize,
+    agent_binary: Option<std::path::PathBuf>,
+) -> Result<Vec<(String, f64)>> {
+    let url = target.url.as_str();
+    use murmur_agents::{Agent, AgentSpec};
+    use murmur_coordination::coordinator::{
+        CoordinatorConfig, CoordinatorProjection, run_coordinator,
+    };
+    use murmur_coordination::registry::AgentStatus;
+    use murmur_subjects::clock::SystemClock;
+    use std::sync::Arc;
+
+    let realm = Token::new("tasks")?;
+    // Each participant with credentials for its role, as a deployment runs them.
+    let open = |name: &'static str, role: Role| target.log(&realm, role, name);
+
+    // Raw baseline: the same number of pre-encoded submission-sized messages.
+    let raw_log = open("raw", Role::Operator).await?;
+    let raw_realm = Token::new("rawtasks")?;
+    let mut prepared = Vec::new();
+    for i in 0..n {
+        let sealed = Draft::new(Token::new(format!("r{i}"))?, &task_payload(i))?
+            .seal(raw_log.identity(), &raw_realm);
+        let (mut h, b) = raw_log.codec().encode(&sealed)?;
+        h.insert(MSG_ID, sealed.record.id.as_str());
+        prepared.push((sealed.subject.to_string(), h, b));
+    }
+    let js = raw_log.jetstream().clone();
+    let mut inflight = VecDeque::new();
+    let t = Instant::now();
+    for (s, h, b) in prepared {
+        inflight.push_back(js.publish_with_headers(s, h, b).await?);
+        drain(&mut inflight, window).await?;
+    }
+    drain(&mut inflight, 0).await?;
+    let raw_rate = n as f64 / t.elapsed().as_secs_f64();
+
+    // The same task flow in raw async-nats: four stored events per task with the same
+    // expected sequences and hops, bodies the size of murmur's events, nothing else.
+    raw_flows::ensure_stream(raw_log.jetstream(), &raw_log.config().history_stream).await?;
+    let body_of = |draft: Draft| -> Result<bytes::Bytes> {
+        Ok(raw_log
+            .codec()
+            .encode(&draft.seal(raw_log.identity(), &raw_realm))?
+            .1)
+    };
+    let sample = Token::new("sample")?;
+    let raw_bodies = raw_flows::TaskBodies {
+        submitted: body_of(Draft::new(sample.clone(), &task_payload(0))?)?,
+        assigned: body_of(Draft::new(
+            sample.clone(),
+            &murmur_subjects::events::TaskAssigned {
+                agent: raw_log.identity().public_key().to_string(),
+                attempt: 1,
+                lease_ms: 600_000,
+                work: Some(murmur_subjects::events::AssignedWork {
+                    input: serde_json::json!({ "n": 0 }),
+                    submitter: raw_log.identity().public_key().to_string(),
+                    capability: "compiler.rust".into(),
+                }),
+            },
+        )?)?,
+        started: body_of(Draft::new(
+            sample.clone(),
+            &murmur_subjects::events::TaskStarted { attempt: 1 },
+        )?)?,
+        completed: body_of(Draft::new(
+            sample,
+            &murmur_subjects::events::TaskCompleted {
+                output: serde_json::json!({ "n": 0 }),
+                attempt: 1,
+            },
+        )?)?,
+    };
+    // The raw flows connect as the operator (their subjects are no murmur role's).
+    let (raw_options, _) = target
+        .participant(&realm, Role::Operator, "raw-flow")
+        .await?;
+    let raw_flow_rate = raw_flows::task_flow(
+        &raw_options,
+        n,
+        window,
+        worker_count,
+        raw_bodies.clone(),
+        true,
+    )
+    .await?;
+    let raw_flow_3_rate =
+        raw_flows::task_flow(&raw_options, n, window, worker_count, raw_bodies, false).await?;
+
+    // Platform and two no-op workers, in process.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    // The coordinator as `murmur up` runs it: the operator's credentials, the coordinator
+    // role granted in the log (its decisions count only with it).
+    let coordinator_log = open("coordinator", Role::Operator).await?;
+    target.grant(&coordinator_log, &[Role::Coordinator]).await?;
+    let coordinator = tokio::spawn(run_coordinator(
+        coordinator_log,
+        Arc::new(SystemClock),
+        // The tick and batch window `murmur coordinator` uses.
+        CoordinatorConfig::default(),
+        stopped(stop_rx.clone()),
+    ));
+    let mut observer = Projector::new(
+        open("observer", Role::Observer).await?,
+        CoordinatorProjection::new(realm.clone()),
+    );
+    let mut join_ms = Vec::new();
+    let mut workers = Vec::new();
+    for k in 1..=worker_count.max(1) {
+        let name = format!("w{k}");
+        let log = open("worker", Role::Worker).await?;
+        let t = Instant::now();
+        let agent = Arc::new(
+            Agent::join(
+                log,
+                AgentSpec {
+                    manifest: murmur_subjects::events::AgentJoined {
+                        name: name.clone(),
+                        kind: "tester".into(),
+                        capabilities: vec!["test.run".into()],
+                        labels: Default::default(),
+                        agent_version: "0.1.0".into(),
+                        hardware: murmur_subjects::events::Hardware {
+                            cores: 2,
+                            memory_mib: 1024,
+                            accelerators: vec![],
+                            vram_mib: 0,
+                        },
+                        // No-op tasks: as many at once as the coordinator sends.
+                        slots: 512,
+                        handles: Some(murmur_agents::worker::handled_types()),
+                    },
+                    heartbeat: Duration::from_secs(1),
+                },
+            )
+            .await?,
+        );
+        let id = agent.id().to_string();
+        anyhow::ensure!(
+            observer
+                .follow_until(Duration::from_secs(30), |v| v
+                    .registry
+                    .agents
+                    .get(&id)
+                    .is_some_and(|a| a.status == AgentStatus::Online))
+                .await?,
+            "agent never routable"
+        );
+        join_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let runner = agent.clone();
+        let stop = stopped(stop_rx.clone());
+        workers.push(tokio::spawn(async move {
+            murmur_agents::worker::run_worker(
+                &runner,
+                murmur_tools::cli::agent::builtin_handler(),
+                stop,
+                Duration::from_secs(5),
+            )
+            .await
+        }));
+    }
+
+    // Progress from here on is read from completions only.
+    drop(observer);
+    let mut completions = Projector::new(
+        open("completions", Role::Observer).await?,
+        Completions {
+            realm: realm.clone(),
+        },
+    );
+    let submitter = open("submitter", Role::Submitter).await?;
+    let t = Instant::now();
+    let mut i = 0;
+    let mut pending = VecDeque::new();
+    while i < n {
+        let end = (i + 256).min(n);
+        let drafts = (i..end)
+            .map(|k| Ok(Draft::new(Token::new(format!("t{k}"))?, &task_payload(k))?))
+            .collect::<Result<Vec<_>>>()?;
+        for (_, p) in submitter.append_many(drafts).await? {
+            pending.push_back(p);
+        }
+        while pending.len() > window {
+            if let Some(p) = pending.pop_front() {
+                p.wait().await?;
+            }
+        }
+        i = end;
+    }
+    while let Some(p) = pending.pop_front() {
+        p.wait().await?;
+    }
+    let done = completions
+        .follow_until(Duration::from_secs(600), |done| *done >= n)
+        .await?;
+    let elapsed = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        done,
+        "not all tasks completed: {} of {n}",
+        completions.state()
+    );
+    let task_rate = n as f64 / elapsed;
+
+    // Latency at half the peak rate: about 20 s of submissions paced at task_rate / 2.
+    let half_rate = task_rate / 2.0;
+    let m = ((half_rate * 20.0) as u64).clamp(50, n);
+    let interval = Duration::from_secs_f64(1.0 / half_rate);
+    let paced_start = tokio::time::Instant::now();
+    for k in 0..m {
+        tokio::time::sleep_until(paced_start + interval.mul_f64(k as f64)).await;
+        submitter
+            .append(Draft::new(Token::new(format!("h{k}"))?, &task_payload(k))?)
+            .await?;
+    }
+    anyhow::ensure!(
+        completions
+            .follow_until(Duration::from_secs(600), |done| *done >= n + m)
+            .await?,
+        "paced tasks did not complete: {} of {}",
+        completions.state(),
+        n + m
+    );
+
+    // Submit → complete latency from the log's own timestamps.
+    let mut submitted_at: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
+        std::collections::HashMap::new();
+    let mut latencies = Vec::new();
+    let mut paced_latencies = Vec::new();
+    // Paced tasks: time from submission to each later event, by verb.
+    let mut stages: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    // Burst tasks: time from the previous event of the task, by verb.
+    let mut peak_hops: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let mut previous_at: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
+        std::collections::HashMap::new();
+    let filter = SubjectFilter::plane(Plane::Evt)
+        .realm(realm.clone())
+        .domain(murmur_subjects::Domain::Task);
+    read_stream(
+        submitter.jetstream(),
+        "MURMUR_HISTORY",
+        &filter,
+        StartAt::Beginning,
+        None,
+        |m| {
+            let subject = m.message.subject.as_str();
+            let task = subject.split('.').nth(5).unwrap_or_default().to_string();
+            let verb = subject.rsplit('.').next().unwrap_or_default();
+            if task.starts_with('t') {
+                // Burst tasks: each hop from the one before (queueing for a slot aside).
+                if let Some(prev) = previous_at.insert(task.clone(), m.stored_at)
+                    && verb != "submitted"
+                {
+                    let ms = (m.stored_at - prev).num_microseconds().unwrap_or(0) as f64 / 1e3;
+                    peak_hops.entry(verb.to_string()).or_default().push(ms);
+                }
+            }
+            if task.starts_with('h')
+                && let Some(s) = submitted_at.get(&task)
+            {
+                let ms = (m.stored_at - *s).num_microseconds().unwrap_or(0) as f64 / 1e3;
+                stages.entry(verb.to_string()).or_default().push(ms);
+            }
+            if subject.ends_with(".submitted") {
+                submitted_at.insert(task, m.stored_at);
+            } else if subject.ends_with(".completed")
+                && let Some(s) = submitted_at.get(&task)
+            {
+                let ms = (m.stored_at - *s).num_microseconds().unwrap_or(0) as f64 / 1e3;
+                if task.starts_with('h') {
+                    paced_latencies.push(ms);
+                } else {
+                    latencies.push(ms);
+                }
+            }
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    paced_latencies.sort_by(|a, b| a.total_cmp(b));
+    let percentile = |v: &Vec<f64>, p: f64| {
+        v.get(((v.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let pct = |p: f64| percentile(&latencies, p);
+
+    stop_tx.send_replace(true);
+    for w in workers {
+        w.await??;
+    }
+    coordinator.await??;
+
+    // Idle RSS of a real agent process.
+    let murmur = match agent_binary {
+        Some(bin) if bin.exists() => Some(bin),
+        Some(bin) => anyhow::bail!("--agent-binary {}: no such file", bin.display()),
+        None => std::env::current_exe()?
+            .parent()
+            .map(|d| d.join("murmur"))
+            .filter(|p| p.exists()),
+    };
+    let rss_binary = murmur
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let rss = match murmur {
+        Some(bin) => {
+            let dir = tempfile::tempdir()?;
+            // Its credentials (operator mode), or a fresh identity (open).
+            let (creds, identity): (Vec<String>, &[&str]) = match &target.issuer {
+                Some(issuer) => (
+                    issuer
+                        .process_args(&realm, Role::Worker, "idle", dir.path())
+                        .await?,
+                    &[],
+                ),
+                None => (Vec::new(), &["--ephemeral-identity"]),
+            };
+            let mut child = tokio::process::Command::new(bin)
+                .args(["--server", url, "--realm", "tasks", "--data-dir"])
+                .arg(dir.path())
+                .args(&creds)
+                .args([
+                    "agent",
+                    "run",
+                    "--kind",
+                    "idle",
+                    "--capability",
+                    "test.idle",
+                ])
+                .args(identity)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let pid = child.id().unwrap_or(0);
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            child.kill().await.ok();
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+                .map(|kb| {
+                    let kib = kb.parse::<f64>().unwrap_or(0.0);
+                    format!("{:.1} MiB ({:.1} MB)", kib / 1024.0, kib * 1024.0 / 1e6)
+                })
+                .unwrap_or_else(|| "unknown".into())
+        }
+        None => "not measured (murmur binary not built next to the bench)".into(),
+    };
+
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| raw JetStream publish, same run | {raw_rate:.0} msgs/s |");
+    println!(
+        "| tasks submitted → completed ({worker_count} no-op workers, in process) | {task_rate:.0} tasks/s |"
+    );
+    println!("| ratio (target ≥ 0.25) | {:.3} |", task_rate / raw_rate);
+    println!(
+        "| the same task flow in raw async-nats (4 stored events, same expected sequences and hops, no signing or decoding) | {raw_flow_rate:.0} tasks/s ({:.3} of raw publishes) |",
+        raw_flow_rate / raw_rate
+    );
+    println!(
+        "| … the same without `started` (3 stored events per task) | {raw_flow_3_rate:.0} tasks/s ({:.3} of raw publishes) |",
+        raw_flow_3_rate / raw_rate
+    );
+    println!(
+        "| murmur / raw task flow | {:.3} |",
+        task_rate / raw_flow_rate
+    );
+    println!(
+        "| submit → complete latency at peak rate, p50 / p99 | {:.1} ms / {:.1} ms |",
+        pct(0.5),
+        pct(0.99)
+    );
+    println!(
+        "| submit → complete latency at half the peak rate ({half_rate:.0} tasks/s, {m} tasks), p50 / p99 | {:.1} ms / {:.1} ms |",
+        percentile(&paced_latencies, 0.5),
+        percentile(&paced_latencies, 0.99)
+    );
+    for (verb, mut v) in peak_hops {
+        v.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "| … peak rate: the event before → {verb}, p50 / p99 | {:.1} ms / {:.1} ms |",
+            percentile(&v, 0.5),
+            percentile(&v, 0.99)
+        );
+    }
+    for (verb, mut v) in stages {
+        v.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "| … half rate: submitted → {verb}, p50 / p99 | {:.1} ms / {:.1} ms |",
+            percentile(&v, 0.5),
+            percentile(&v, 0.99)
+        );
+    }
+    println!(
+        "| join → routable (agent.joined seen by a registry), median of {worker_count} | {:.1} ms |",
+        median(join_ms)
+    );
+    println!(
+        "| idle agent RSS (`{rss_binary} agent run`, 3 s after start; target < 15 MB) | {rss} |"
+    );
+    Ok(vec![
+        ("raw JetStream publish (msgs/s)".into(), raw_rate),
+        ("tasks submitted → completed (tasks/s)".into(), task_rate),
+        ("raw task flow (tasks/s)".into(), raw_flow_rate),
+        (
+            "submit → complete at half rate, p50 (ms; lower is better)".into(),
+            percentile(&paced_latencies, 0.5),
+        ),
+        (
+            "submit → complete at half rate, p99 (ms; lower is better)".into(),
+            percentile(&paced_latencies, 0.99),
+        ),
+    ])
+}
+
+pub(crate) fn task_payload(i: u64) -> TaskSubmitted {
+    TaskSubmitted {
+        capability: "test.run".into(),
+        input: serde_json::json!({ "n": i }),
+        lease_ms: Some(600_000),
+        ..Default::default()
+    }
+}
+/// Counts `task.completed` events: how the task bench sees progress without reading (and
+/// verifying) the three other events of every task, which the raw baseline never reads either.
+pub(crate) struct Completions {
+    realm: Token,
+}
+
+impl Projection for Completions {
+    type State = u64;
+    fn name(&self) -> &str {
+        "bench-completions"
+    }
+    fn filter(&self) -> SubjectFilter {
+        murmur_subjects::catalog::EventType::of::<murmur_subjects::events::TaskCompleted>()
+            .filter(Some(&self.realm))
+    }
+    fn apply(&self, state: &mut u64, _: &VerifiedEvent) -> Result<(), Refusal> {
+        *state += 1;
+        Ok(())
+    }
+}

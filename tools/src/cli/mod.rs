@@ -1,0 +1,211 @@
+//! The `murmur` command line: [`Cli`] and its [`Command`]s, one module per noun, each
+//! owning its arguments and its `run`; this module only dispatches.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::settings::{GlobalArgs, Settings};
+
+pub mod agent;
+pub mod agents;
+pub mod coordinator;
+pub mod creds;
+pub mod demo;
+pub mod dlq;
+pub mod events;
+pub mod flake;
+pub mod identity;
+pub mod inference;
+pub mod kb;
+pub mod nats;
+pub mod replay;
+pub mod roles;
+pub mod status;
+pub mod subjects;
+pub mod tallier;
+pub mod task;
+pub mod task_watch;
+pub mod up;
+pub mod vote;
+pub mod voter;
+
+/// murmur: agents, coordinators and voters cooperating over NATS, with JetStream as the log.
+#[derive(Debug, Parser)]
+#[command(name = "murmur", version, about)]
+pub struct Cli {
+    /// The flags every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the local platform and run until ctrl-c: a nats-server with JetStream in
+    /// operator mode (unless NATS_URL is set), the streams and buckets, the realm claimed by
+    /// this identity, and its auditor, liveness monitor, coordinator, tallier and compactor.
+    Up {
+        /// Client port of the local server.
+        #[arg(long, default_value_t = 4222)]
+        port: u16,
+        /// Start the local server open to anyone who can reach it, with every permission
+        /// (no accounts, no credentials): for experiments only.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Run the sample workflow end to end and exit 0 when it succeeded.
+    Demo {
+        /// Another demo instead of the main one.
+        #[command(subcommand)]
+        which: Option<demo::DemoCommand>,
+        /// Give up, stop what the demo started and exit non-zero when it has not finished
+        /// after this many seconds (it takes 10–30 s; a hang must not go unnoticed).
+        #[arg(long, global = true, default_value_t = 600)]
+        deadline_s: u64,
+    },
+    /// Print the declared subject tree and event types; with `--roles`, what each role may
+    /// publish and subscribe (the permissions the server enforces).
+    Subjects {
+        /// The role matrix instead of the subject tree.
+        #[arg(long)]
+        roles: bool,
+    },
+    /// Credentials for participants (the operator's, where `murmur up` keeps its data).
+    Creds {
+        /// What to do.
+        #[command(subcommand)]
+        command: creds::CredsCommand,
+    },
+    /// Roles in the log: grants and revocations signed by the realm's owner or an operator.
+    Roles {
+        /// What to do.
+        #[command(subcommand)]
+        command: roles::RolesCommand,
+    },
+    /// Live events.
+    Events {
+        /// What to do with events.
+        #[command(subcommand)]
+        command: events::EventsCommand,
+    },
+    /// Replay stored events over a range.
+    Replay(replay::ReplayArgs),
+    /// Inspect and redrive dead letters.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
+    /// Run one agent.
+    Agent {
+        /// What to do.
+        #[command(subcommand)]
+        command: agent::AgentCommand,
+    },
+    /// The agent registry.
+    Agents {
+        /// What to do.
+        #[command(subcommand)]
+        command: agents::AgentsCommand,
+    },
+    /// Run a coordinator (assigns tasks, expires leases, retries, dead-letters) until ctrl-c.
+    Coordinator,
+    /// Summarise the realm: agents (with their live $SRV.STATS counters), queues, tasks per
+    /// state, throughput.
+    Status {
+        /// Throughput window in seconds.
+        #[arg(long, default_value_t = 60)]
+        window_s: u64,
+    },
+    /// Tasks.
+    Task {
+        /// What to do.
+        #[command(subcommand)]
+        command: task::TaskCommand,
+    },
+    /// Proposals and votes (consensus).
+    Vote {
+        /// What to do.
+        #[command(subcommand)]
+        command: vote::VoteCommand,
+    },
+    /// Knowledge spaces: facts, conflicts, history, snapshots.
+    Kb {
+        /// What to do.
+        #[command(subcommand)]
+        command: kb::KbCommand,
+    },
+    /// Voter agents.
+    Voter {
+        /// What to do.
+        #[command(subcommand)]
+        command: voter::VoterCommand,
+    },
+    /// Run a tallier (decides proposals from the votes in the log) until ctrl-c; also runs
+    /// inside `murmur up`.
+    Tallier,
+    /// Print this participant's public key: its id, the `source` of the events it signs, what
+    /// a proposer names with `--voter` (creates the identity file if missing).
+    Identity,
+    /// Language models for `murmur agent run --kind inference`.
+    Inference {
+        /// What to do.
+        #[command(subcommand)]
+        command: inference::InferenceCommand,
+    },
+    /// Deployment graph → Nix flake.
+    Flake {
+        /// What to do.
+        #[command(subcommand)]
+        command: flake::FlakeCommand,
+    },
+    /// Local NATS servers for development.
+    Nats {
+        /// What to do.
+        #[command(subcommand)]
+        command: nats::NatsCommand,
+    },
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> Result<()> {
+    let settings = Settings::resolve(&cli.global)?;
+    match cli.command {
+        Command::Up { port, insecure } => up::run(&settings, port, insecure).await,
+        Command::Demo { which, deadline_s } => demo::run(settings, which, deadline_s).await,
+        Command::Subjects { roles } => subjects::run(&settings, roles),
+        Command::Creds { command } => creds::run(&settings, command).await,
+        Command::Roles { command } => roles::run(&settings, command).await,
+        Command::Events { command } => events::run(&settings, command).await,
+        Command::Replay(args) => replay::run(&settings, args).await.map(|_| ()),
+        Command::Dlq { command } => dlq::run(&settings, command).await,
+        Command::Agent { command } => agent::run(&settings, command).await,
+        Command::Agents { command } => agents::run(&settings, command).await,
+        Command::Coordinator => coordinator::run(&settings).await,
+        Command::Status { window_s } => status::run(&settings, window_s).await,
+        Command::Task { command } => task::run(&settings, command).await,
+        Command::Vote { command } => vote::run(&settings, command).await,
+        Command::Kb { command } => kb::run(&settings, command).await,
+        Command::Voter { command } => voter::run(&settings, command).await,
+        Command::Tallier => tallier::run(&settings).await,
+        Command::Identity => identity::run(&settings),
+        Command::Inference { command } => inference::run(&settings, command).await,
+        Command::Flake { command } => flake::run(command),
+        Command::Nats { command } => nats::run(&settings, command).await,
+    }
+}
+
+/// Sets up tracing from `--log-level`: to stderr, in colour only when stderr is a terminal.
+pub fn init_tracing(level: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,152 @@
+//! `murmur up`: the local platform (a nats-server in operator mode unless `--insecure`,
+//! the streams, the realm claimed, and its auditor, liveness monitor, coordinator, tallier and
+//! compactor) until ctrl-c.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use murmur_subjects::EventLog;
+use murmur_subjects::connect::ConnectOptions;
+use murmur_testkit::server::NatsProcess;
+
+use crate::config::load_or_create_identity;
+use crate::settings::{OPERATOR_CREDS, Settings};
+
+/// Runs the local platform until ctrl-c or SIGTERM.
+pub async fn run(settings: &Settings, port: u16, insecure: bool) -> Result<()> {
+    use murmur_subjects::roles::Role;
+    // Listening from the start (SIGTERM too): a process manager's stop must not orphan the
+    // nats-server started below.
+    let stop = crate::signals::shutdown_signal()?;
+    let identity = load_or_create_identity(&settings.identity_file)?;
+    let mut _server = None;
+    let connect = match &settings.connect {
+        Some(c) => c.clone(),
+        None => {
+            let store = settings.data_dir.join("nats");
+            let auth = if insecure {
+                None
+            } else {
+                let authority = murmur_testkit::authority::Authority::open_or_create(
+                    &settings.data_dir.join("auth"),
+                )?;
+                authority.realm_keys(&settings.realm)?;
+                let creds = settings.data_dir.join(OPERATOR_CREDS);
+                murmur_testkit::authority::write_secret(
+                    &creds,
+                    &authority.creds(
+                        &settings.realm,
+                        Role::Operator,
+                        "operator",
+                        &identity,
+                        None,
+                    )?,
+                )?;
+                Some(murmur_testkit::server::ServerAuth {
+                    config: authority.server_config(&settings.log, &store.join("jwt"))?,
+                    creds,
+                })
+            };
+            let mut server = NatsProcess::start(port, &store, auth.as_ref()).await?;
+            server.wait_ready(Duration::from_secs(60)).await?;
+            let c = ConnectOptions::servers(&server.url());
+            let c = match &auth {
+                Some(auth) => {
+                    eprintln!(
+                        "nats-server with JetStream at {} in operator mode (store {}): connections need credentials",
+                        server.url(),
+                        store.display()
+                    );
+                    eprintln!(
+                        "operator credentials: {} (only you can read them; murmur commands with this data dir use them)",
+                        auth.creds.display()
+                    );
+                    c.auth(murmur_subjects::connect::Auth::CredsFile {
+                        path: auth.creds.clone(),
+                    })
+                }
+                None => {
+                    eprintln!(
+                        "INSECURE: nats-server with JetStream at {} (store {}) lets anyone who reaches it read, write and delete everything (--insecure)",
+                        server.url(),
+                        store.display()
+                    );
+                    c
+                }
+            };
+            _server = Some(server);
+            c
+        }
+    };
+    let client = connect.clone().name("murmur-up").connect().await?;
+    let log = EventLog::open(
+        client,
+        identity,
+        settings.realm.clone(),
+        settings.log.clone(),
+        settings.codec.clone(),
+    )
+    .await?;
+    log.provision().await?;
+    murmur_testkit::authority::claim_realm(
+        &log,
+        "murmur up",
+        &[
+            Role::Coordinator,
+            Role::Tallier,
+            Role::Auditor,
+            Role::Monitor,
+        ],
+    )
+    .await?;
+    eprintln!(
+        "streams ready: {} (history), {} (dead letters); realm {} owned by {}; auditor, liveness monitor, coordinator, tallier and compactor running. ctrl-c to stop.",
+        settings.log.history_stream,
+        settings.log.dlq_stream,
+        settings.realm,
+        log.identity().public_key()
+    );
+    eprintln!(
+        "in another shell: NATS_URL={} murmur events tail",
+        connect.servers.join(",")
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let monitor = tokio::spawn(murmur_coordination::liveness::run_monitor(
+        log.clone(),
+        std::sync::Arc::new(murmur_subjects::clock::SystemClock),
+        stopped(stop_rx.clone()),
+    ));
+    let coordinator = tokio::spawn(murmur_coordination::coordinator::run_coordinator(
+        log.clone(),
+        std::sync::Arc::new(murmur_subjects::clock::SystemClock),
+        murmur_coordination::coordinator::CoordinatorConfig::default(),
+        stopped(stop_rx.clone()),
+    ));
+    let tallier = tokio::spawn(murmur_coordination::tallier::run_tallier(
+        log.clone(),
+        std::sync::Arc::new(murmur_subjects::clock::SystemClock),
+        Duration::from_millis(100),
+        stopped(stop_rx.clone()),
+    ));
+    let compactor = tokio::spawn(murmur_knowledge::compaction::run_compactor(
+        log.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let auditor = tokio::spawn(murmur_subjects::audit::run_auditor(
+        log,
+        stopped(stop_rx),
+        None,
+    ));
+    stop.await;
+    stop_tx.send_replace(true);
+    auditor.await??;
+    monitor.await??;
+    coordinator.await??;
+    tallier.await??;
+    compactor.await??;
+    eprintln!("stopped");
+    Ok(())
+}

