@@ -232,11 +232,21 @@ pub fn wait_with_deadline(
 /// what it printed, so a hang fails the test with the place it hung instead of stalling the
 /// whole run.
 pub fn murmur_output(args: &[&str], deadline: Duration) -> Result<std::process::Output> {
+    murmur_output_with(args, &[], deadline)
+}
+
+/// [`murmur_output`] with these environment variables set (after `NATS_URL` is unset).
+pub fn murmur_output_with(
+    args: &[&str],
+    env: &[(&str, &str)],
+    deadline: Duration,
+) -> Result<std::process::Output> {
     let dir = tempfile::tempdir()?;
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let mut child = std::process::Command::new(murmur_binary()?)
         .args(args)
         .env_remove("NATS_URL")
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&out_path)?)
         .stderr(std::fs::File::create(&err_path)?)

@@ -310,3 +310,32 @@ impl Settings {
         self.realm_explicit.then_some(&self.realm)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    fn settings(args: &[&str]) -> Settings {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut argv = vec!["murmur", "--data-dir"];
+        argv.push(dir.path().to_str().expect("utf-8"));
+        argv.extend(args);
+        argv.push("identity");
+        let cli = Cli::try_parse_from(argv).expect("parses");
+        Settings::resolve(&cli.global).expect("resolves")
+    }
+
+    #[test]
+    fn an_empty_server_list_names_no_server() {
+        assert!(settings(&["--server", ""]).connect.is_none());
+        assert!(settings(&["--server", "  "]).connect.is_none());
+        let named = settings(&["--server", "nats://127.0.0.1:4999"]);
+        assert_eq!(
+            named.connect.expect("a server").servers,
+            ["nats://127.0.0.1:4999"]
+        );
+    }
+}
