@@ -1002,25 +1002,32 @@ async fn a_terminated_worker_finishes_its_running_attempt_and_starts_no_new_one(
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drain_that_outlasts_its_grace_stops_the_attempt_and_leaves() -> Result<()> {
+/// A worker running an endless task gets SIGTERM once per line in `signals` (waiting after
+/// each for the line it logs), then must exit cleanly without reporting the task.
+async fn drain_ends_without_reporting(
+    grace_s: &str,
+    signals: &[&str],
+    never_exited: &'static str,
+) -> Result<()> {
     let nats = TestNats::start().await?;
     let data = tempfile::tempdir()?;
     let submitter = nats.event_log("acme").await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
     let (mut worker, worker_id, mut stderr) =
-        spawn_logging_worker(&nats, data.path(), &["--drain-grace-s", "1"]).await?;
+        spawn_logging_worker(&nats, data.path(), &["--drain-grace-s", grace_s]).await?;
     let mut live = Projector::new(
         submitter.clone(),
         CoordinatorProjection::new(Token::new("acme")?),
     );
     submit_and_wait_running(&submitter, &mut live, "endless", 600_000).await?;
-    terminate_and_wait_for(&worker, &mut stderr, "drain grace over").await?;
+    for line in signals {
+        terminate_and_wait_for(&worker, &mut stderr, line).await?;
+    }
     let status = tokio::time::timeout(DEADLINE, worker.wait())
         .await
-        .context("the worker never exited after its grace")??;
-    assert!(status.success(), "the worker exits cleanly after its grace");
+        .context(never_exited)??;
+    assert!(status.success(), "the worker exits cleanly");
     let events = realm_events(&submitter).await?;
     left_without_reporting(&events, &worker_id, "endless")?;
     stop_tx.send_replace(true);
@@ -1029,31 +1036,24 @@ async fn a_drain_that_outlasts_its_grace_stops_the_attempt_and_leaves() -> Resul
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_that_outlasts_its_grace_stops_the_attempt_and_leaves() -> Result<()> {
+    drain_ends_without_reporting(
+        "1",
+        &["drain grace over"],
+        "the worker never exited after its grace",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_cuts_the_drain_short() -> Result<()> {
-    let nats = TestNats::start().await?;
-    let data = tempfile::tempdir()?;
-    let submitter = nats.event_log("acme").await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
     // A grace far past the test's deadline: only the second signal can end the drain in time.
-    let (mut worker, worker_id, mut stderr) =
-        spawn_logging_worker(&nats, data.path(), &["--drain-grace-s", "3600"]).await?;
-    let mut live = Projector::new(
-        submitter.clone(),
-        CoordinatorProjection::new(Token::new("acme")?),
-    );
-    submit_and_wait_running(&submitter, &mut live, "endless", 600_000).await?;
-    terminate_and_wait_for(&worker, &mut stderr, "draining").await?;
-    terminate_and_wait_for(&worker, &mut stderr, "second signal").await?;
-    let status = tokio::time::timeout(DEADLINE, worker.wait())
-        .await
-        .context("the worker kept draining after a second SIGTERM")??;
-    assert!(status.success(), "the worker exits cleanly");
-    let events = realm_events(&submitter).await?;
-    left_without_reporting(&events, &worker_id, "endless")?;
-    stop_tx.send_replace(true);
-    coordinator.await??;
-    Ok(())
+    drain_ends_without_reporting(
+        "3600",
+        &["draining", "second signal"],
+        "the worker kept draining after a second SIGTERM",
+    )
+    .await
 }
 
 /// A `murmur agent run --kind tool --root DIR` process serves `tool.fs`: a read comes back

@@ -1,0 +1,464 @@
+//! A GGUF model on the CPU: loading, generation (greedy or seeded sampling, stop reasons) and scoring by log-probability.
+
+use std::io::Seek;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokenizers::Tokenizer;
+
+use super::*;
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model produced its end-of-text token.
+    EndOfText,
+    /// `max_tokens` were generated.
+    MaxTokens,
+}
+
+/// What one generation produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    /// The generated text (the prompt not included).
+    pub text: String,
+    /// The generated token ids.
+    pub tokens: Vec<u32>,
+    /// Tokens the prompt encoded to.
+    pub prompt_tokens: usize,
+    /// Why it stopped.
+    pub stop: StopReason,
+    /// SHA-256 of the model file, hex: which model answered.
+    pub model_sha256: String,
+    /// The sampling seed, when the tokens were sampled (absent for greedy decoding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// How the next token is chosen from the model's logits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decoding {
+    /// The most likely token.
+    Greedy,
+    /// A token drawn from the softmax of the logits divided by `temperature`, over the `top_k`
+    /// most likely tokens and then the smallest set whose probability reaches `top_p` (each
+    /// only when given), with a generator seeded by `seed`.
+    Sample {
+        /// Above 0; higher spreads the choice.
+        temperature: f64,
+        /// Keep only this many of the most likely tokens.
+        top_k: Option<usize>,
+        /// Keep only the most likely tokens whose probabilities sum to this (0 < p ≤ 1).
+        top_p: Option<f64>,
+        /// Seed of the generator: the same seed gives the same tokens.
+        seed: u64,
+    },
+}
+
+/// What to generate after a prompt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GenerateOptions {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// How each token is chosen.
+    pub decoding: Decoding,
+    /// Divides the logits of tokens among the last [`REPEAT_LAST_N`] (prompt included) by
+    /// this (multiplies negative ones), as llama.cpp's `--repeat-penalty`; `None` or 1: off.
+    pub repeat_penalty: Option<f32>,
+}
+
+impl GenerateOptions {
+    /// Greedy decoding of up to `max_tokens` tokens, no repeat penalty.
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self {
+            max_tokens,
+            decoding: Decoding::Greedy,
+            repeat_penalty: None,
+        }
+    }
+}
+
+/// A loaded model with its tokenizer. One model serves concurrent attempts: each generation
+/// gets attention caches of its own (see [`Architecture`] for which run side by side).
+pub struct GgufModel {
+    pub(super) architecture: Architecture,
+    pub(super) name: Option<String>,
+    pub(super) weights: Weights,
+    pub(super) tokenizer: Tokenizer,
+    pub(super) end_of_text: Option<u32>,
+    /// The chat models' end of an answer, where it is not the end of text (Llama 3's
+    /// `<|eot_id|>`): generation stops at either.
+    pub(super) end_of_turn: Option<u32>,
+    pub(super) beginning_of_text: Option<u32>,
+    /// The chat template, or why there is none.
+    pub(super) chat: Result<chat::ChatTemplate, String>,
+    pub(super) context: usize,
+    pub(super) sha256: String,
+}
+
+impl std::fmt::Debug for GgufModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufModel")
+            .field("architecture", &self.architecture)
+            .field("sha256", &self.sha256)
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GgufModel {
+    /// Loads a GGUF model and its tokenizer from `path`.
+    pub fn load(path: &Path) -> Result<Self, InferenceError> {
+        let io = |source| InferenceError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let model = |e: candle_core::Error| InferenceError::Model {
+            path: path.to_path_buf(),
+            reason: reason(&e),
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut file, &mut hasher).map_err(io)?;
+        let sha256 = crate::artifacts::to_hex(&hasher.finalize());
+        file.rewind().map_err(io)?;
+        let content = gguf_file::Content::read(&mut file).map_err(model)?;
+        let named = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .ok_or_else(|| InferenceError::Model {
+                path: path.to_path_buf(),
+                reason: "the metadata has no general.architecture".into(),
+            })?;
+        let architecture = Architecture::from_name(&named).ok_or_else(|| {
+            InferenceError::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                architecture: named.clone(),
+            }
+        })?;
+        let tokenizer =
+            tokenizer::from_gguf(&content).map_err(|reason| InferenceError::Tokenizer {
+                path: path.to_path_buf(),
+                reason,
+            })?;
+        let name = content
+            .metadata
+            .get("general.name")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
+        let metadata_u32 = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok());
+        let end_of_text = metadata_u32("tokenizer.ggml.eos_token_id");
+        let end_of_turn = metadata_u32("tokenizer.ggml.eot_token_id");
+        let beginning_of_text = metadata_u32("tokenizer.ggml.bos_token_id");
+        let token_text = |id: Option<u32>| {
+            id.and_then(|id| self::tokenizer::token_text(&content.metadata, id))
+                .unwrap_or_default()
+        };
+        let chat = match content
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+        {
+            Some(source) => chat::ChatTemplate::new(
+                source,
+                &token_text(beginning_of_text),
+                &token_text(end_of_text),
+            )
+            .map_err(|e| format!("the model's chat template does not compile: {e}")),
+            None => Err(
+                "the model has no chat template (tokenizer.chat_template): send a prompt".into(),
+            ),
+        };
+        let context_key = format!("{}.context_length", architecture.name());
+        let context =
+            metadata_u32(&context_key).map_or(MAX_CONTEXT, |c| (c as usize).min(MAX_CONTEXT));
+        // candle sizes rotary tables, and Phi-3 its attention caches, by the declared
+        // context: tables for 128K positions are computed and kept whole, and a 128K Phi-3
+        // reserves ~100 GB of cache per generation. No generation here goes past `context`,
+        // so neither do they. (candle's Gemma 3 ignores the key: 128K positions always.)
+        let mut content = content;
+        content
+            .metadata
+            .insert(context_key, gguf_file::Value::U32(context as u32));
+        let weights = Weights::load(architecture, content, &mut file).map_err(model)?;
+        Ok(Self {
+            architecture,
+            name,
+            weights,
+            tokenizer,
+            end_of_text,
+            end_of_turn,
+            beginning_of_text,
+            chat,
+            context,
+            sha256,
+        })
+    }
+
+    /// SHA-256 of the model file, hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// The model's architecture.
+    pub fn architecture(&self) -> Architecture {
+        self.architecture
+    }
+
+    /// The model's name (`general.name`), when the file has one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The labels an agent serving this model carries, so a task can ask for a model
+    /// (`--label model_sha256=…`): `architecture`, `model_sha256` and, when the file names
+    /// it, `model`.
+    pub fn labels(&self) -> std::collections::BTreeMap<String, String> {
+        let mut labels = std::collections::BTreeMap::from([
+            (
+                LABEL_ARCHITECTURE.to_string(),
+                self.architecture.name().to_string(),
+            ),
+            (LABEL_MODEL_SHA256.to_string(), self.sha256.clone()),
+        ]);
+        if let Some(name) = &self.name {
+            labels.insert(LABEL_MODEL.to_string(), name.clone());
+        }
+        labels
+    }
+
+    /// The context length generation is held to (the model's, at most 4096).
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    /// The token ids `text` encodes to as a prompt (with the beginning-of-sequence token
+    /// where the vocabulary asks for one).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, InferenceError> {
+        let mut ids = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| InferenceError::Compute(format!("encoding the prompt: {e}")))?
+            .get_ids()
+            .to_vec();
+        // A text that starts with the beginning-of-sequence token (chat templates write it)
+        // would get a second one: keep one, as llama.cpp does.
+        if ids.len() >= 2
+            && self
+                .beginning_of_text
+                .is_some_and(|b| ids[0] == b && ids[1] == b)
+        {
+            ids.remove(0);
+        }
+        Ok(ids)
+    }
+
+    /// The prompt for a conversation: `messages` rendered through the model's chat
+    /// template, ending where the assistant's answer starts.
+    pub fn chat_prompt(&self, messages: &[chat::ChatMessage]) -> Result<String, InferenceError> {
+        if messages.is_empty() {
+            return Err(InferenceError::Chat(
+                "the conversation has no message".into(),
+            ));
+        }
+        let template = self
+            .chat
+            .as_ref()
+            .map_err(|e| InferenceError::Chat(e.clone()))?;
+        template.render(messages).map_err(InferenceError::Chat)
+    }
+
+    /// Whether the model carries a chat template that compiles.
+    pub fn has_chat_template(&self) -> bool {
+        self.chat.is_ok()
+    }
+
+    /// The text of `tokens`, special tokens left out.
+    pub fn decode(&self, tokens: &[u32]) -> Result<String, InferenceError> {
+        self.tokenizer
+            .decode(tokens, true)
+            .map_err(|e| InferenceError::Compute(format!("decoding: {e}")))
+    }
+
+    /// Generates after `prompt` as `options` say. CPU-bound: call it from a blocking thread
+    /// in async code.
+    pub fn generate(
+        &self,
+        prompt: &str,
+        options: &GenerateOptions,
+    ) -> Result<Generation, InferenceError> {
+        self.generate_streaming(prompt, options, &mut |_| {})
+    }
+
+    /// [`generate`](Self::generate), calling `on_token` with the tokens generated so far
+    /// after each one.
+    pub fn generate_streaming(
+        &self,
+        prompt: &str,
+        options: &GenerateOptions,
+        on_token: &mut dyn FnMut(&[u32]),
+    ) -> Result<Generation, InferenceError> {
+        if prompt.is_empty() {
+            return Err(InferenceError::EmptyPrompt);
+        }
+        let prompt_ids = self.encode(prompt)?;
+        if prompt_ids.is_empty() {
+            return Err(InferenceError::EmptyPrompt);
+        }
+        if prompt_ids.len() + options.max_tokens > self.context {
+            return Err(InferenceError::TooLong {
+                prompt_tokens: prompt_ids.len(),
+                max_tokens: options.max_tokens,
+                context: self.context,
+            });
+        }
+        let (sampling, seed) = match options.decoding {
+            Decoding::Greedy => (Sampling::ArgMax, None),
+            Decoding::Sample {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            } => {
+                let sampling = match (top_k, top_p) {
+                    (None, None) => Sampling::All { temperature },
+                    (Some(k), None) => Sampling::TopK { k, temperature },
+                    (None, Some(p)) => Sampling::TopP { p, temperature },
+                    (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
+                };
+                (sampling, Some(seed))
+            }
+        };
+        let mut chooser = LogitsProcessor::from_sampling(seed.unwrap_or(0), sampling);
+        let (tokens, stop) = self.weights.with_fresh_cache(|weights| {
+            self.decode_loop(weights, &prompt_ids, options, &mut chooser, on_token)
+        })?;
+        Ok(Generation {
+            text: self.decode(&tokens)?,
+            tokens,
+            prompt_tokens: prompt_ids.len(),
+            stop,
+            model_sha256: self.sha256.clone(),
+            seed,
+        })
+    }
+
+    /// The log-probability the model gives each of `continuations` right after `prompt`
+    /// (summed over the continuation's tokens, natural log): how a model picks among fixed
+    /// answers without sampling, as deterministic as greedy decoding. CPU-bound.
+    ///
+    /// Each continuation is encoded together with the prompt, since tokens may merge across
+    /// the boundary; its tokens are those after the part both encodings share.
+    pub fn score(&self, prompt: &str, continuations: &[&str]) -> Result<Vec<f64>, InferenceError> {
+        let prompt_ids = self.encode(prompt)?;
+        if prompt.is_empty() || prompt_ids.is_empty() {
+            return Err(InferenceError::EmptyPrompt);
+        }
+        continuations
+            .iter()
+            .map(|continuation| {
+                let ids = self.encode(&format!("{prompt}{continuation}"))?;
+                let shared = prompt_ids
+                    .iter()
+                    .zip(&ids)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                if shared == 0 || shared == ids.len() {
+                    return Err(InferenceError::NothingToScore {
+                        continuation: continuation.to_string(),
+                    });
+                }
+                if ids.len() > self.context {
+                    return Err(InferenceError::TooLong {
+                        prompt_tokens: shared,
+                        max_tokens: ids.len() - shared,
+                        context: self.context,
+                    });
+                }
+                self.weights
+                    .with_fresh_cache(|weights| log_probability(weights, &ids, shared))
+            })
+            .collect()
+    }
+
+    fn decode_loop(
+        &self,
+        weights: &mut dyn Forward,
+        prompt_ids: &[u32],
+        options: &GenerateOptions,
+        chooser: &mut LogitsProcessor,
+        on_token: &mut dyn FnMut(&[u32]),
+    ) -> Result<(Vec<u32>, StopReason), InferenceError> {
+        let compute = |e: candle_core::Error| InferenceError::Compute(reason(&e));
+        let device = Device::Cpu;
+        let penalty = options.repeat_penalty.filter(|p| *p != 1.0);
+        let mut seen = prompt_ids.to_vec();
+        let mut tokens = Vec::with_capacity(options.max_tokens);
+        let mut input = prompt_ids.to_vec();
+        let mut position = 0;
+        while tokens.len() < options.max_tokens {
+            let x = Tensor::new(input.as_slice(), &device)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(compute)?;
+            let mut logits = weights
+                .forward(&x, position)
+                .and_then(|l| l.squeeze(0))
+                .and_then(|l| l.to_dtype(candle_core::DType::F32))
+                .map_err(compute)?;
+            position += input.len();
+            if let Some(penalty) = penalty {
+                let recent = &seen[seen.len().saturating_sub(REPEAT_LAST_N)..];
+                logits = candle_transformers::utils::apply_repeat_penalty(&logits, penalty, recent)
+                    .map_err(compute)?;
+            }
+            let next = chooser.sample(&logits).map_err(compute)?;
+            if Some(next) == self.end_of_text || Some(next) == self.end_of_turn {
+                return Ok((tokens, StopReason::EndOfText));
+            }
+            tokens.push(next);
+            on_token(&tokens);
+            seen.push(next);
+            input = vec![next];
+        }
+        Ok((tokens, StopReason::MaxTokens))
+    }
+}
+
+/// The log-probability of `ids[given..]` after `ids[..given]`.
+pub(super) fn log_probability(
+    weights: &mut dyn Forward,
+    ids: &[u32],
+    given: usize,
+) -> Result<f64, InferenceError> {
+    let compute = |e: candle_core::Error| InferenceError::Compute(reason(&e));
+    let mut total = 0.0;
+    let mut position = 0;
+    let mut input = &ids[..given];
+    for &next in &ids[given..] {
+        let x = Tensor::new(input, &Device::Cpu)
+            .and_then(|t| t.unsqueeze(0))
+            .map_err(compute)?;
+        let logits: Vec<f32> = weights
+            .forward(&x, position)
+            .and_then(|l| l.squeeze(0))
+            .and_then(|l| l.to_dtype(candle_core::DType::F32))
+            .and_then(|l| l.to_vec1())
+            .map_err(compute)?;
+        position += input.len();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let sum: f64 = logits.iter().map(|l| (*l as f64 - max).exp()).sum();
+        let chosen = *logits.get(next as usize).ok_or_else(|| {
+            InferenceError::Compute(format!("token {next} is outside the logits"))
+        })?;
+        total += chosen as f64 - max - sum.ln();
+        input = std::slice::from_ref(&ids[position]);
+    }
+    Ok(total)
+}

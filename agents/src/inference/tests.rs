@@ -1,0 +1,506 @@
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file;
+use candle_core::quantized::gguf_file::Value;
+
+use super::model::*;
+use super::task::*;
+use super::*;
+
+fn write(dir: &Path, name: &str, model: TestModel) -> PathBuf {
+    let path = dir.join(name);
+    write_test_model(&path, &model).expect("written");
+    path
+}
+
+#[test]
+fn every_architecture_and_vocabulary_loads_and_generates_the_same_tokens_every_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for architecture in Architecture::ALL {
+        for vocabulary in TestVocabulary::ALL {
+            let spec = TestModel::new(7)
+                .architecture(architecture)
+                .vocabulary(vocabulary);
+            let case = format!("{architecture} {}", vocabulary.name());
+            let path = write(dir.path(), "tiny.gguf", spec);
+            let model = GgufModel::load(&path).expect(&case);
+            assert_eq!(model.architecture(), architecture);
+            assert_eq!(model.context(), TEST_CONTEXT);
+            let options = GenerateOptions::greedy(12);
+            let a = model.generate("hello murmur", &options).expect(&case);
+            let b = model.generate("hello murmur", &options).expect(&case);
+            assert_eq!(a, b, "{case}: greedy decoding is deterministic");
+            assert!(
+                a.stop == StopReason::EndOfText || a.tokens.len() == 12,
+                "{case}: {a:?}"
+            );
+            assert_eq!(a.seed, None);
+            assert_eq!(a.model_sha256.len(), 64);
+            // Another seed is another model: another answer, another hash.
+            let other = write(dir.path(), "other.gguf", TestModel { seed: 8, ..spec });
+            let other = GgufModel::load(&other).expect(&case);
+            let c = other.generate("hello murmur", &options).expect(&case);
+            assert_ne!(c.model_sha256, a.model_sha256, "{case}");
+            assert_ne!(c.tokens, a.tokens, "{case}");
+            // The same description writes the same file.
+            let again = write(dir.path(), "again.gguf", spec);
+            assert_eq!(
+                std::fs::read(&again).expect("read"),
+                std::fs::read(&path).expect("read"),
+                "{case}"
+            );
+        }
+    }
+}
+
+#[test]
+fn scores_are_log_probabilities_and_the_greedy_token_scores_highest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for architecture in Architecture::ALL {
+        let spec = TestModel::new(5)
+            .architecture(architecture)
+            .vocabulary(TestVocabulary::SentencePiece);
+        let model = GgufModel::load(&write(dir.path(), "m.gguf", spec)).expect("loads");
+        let prompt = model.encode("hello world").expect("encodes");
+        let vocabulary = model.tokenizer.get_vocab_size(true) as u32;
+        let scores: Vec<f64> = (0..vocabulary)
+            .map(|next| {
+                let ids = [prompt.as_slice(), &[next]].concat();
+                model
+                    .weights
+                    .with_fresh_cache(|w| log_probability(w, &ids, prompt.len()))
+                    .expect("scores")
+            })
+            .collect();
+        let total: f64 = scores.iter().map(|s| s.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-3, "{architecture}: {total}");
+        let best = (0..vocabulary)
+            .max_by(|a, b| scores[*a as usize].total_cmp(&scores[*b as usize]))
+            .expect("a vocabulary");
+        let greedy = model
+            .generate("hello world", &GenerateOptions::greedy(1))
+            .expect("generates");
+        let expected = greedy.tokens.first().copied().or(model.end_of_text);
+        assert_eq!(Some(best), expected, "{architecture}: {greedy:?}");
+    }
+}
+
+#[test]
+fn a_continuation_scores_as_its_tokens_one_after_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Byte-level without merges: a character is one token, and the prompt's tokens stay
+    // as they are when a character follows.
+    let model = GgufModel::load(&write(dir.path(), "m.gguf", TestModel::new(2))).expect("loads");
+    let both = model.score("vote:", &["ab", "ba"]).expect("scores");
+    let a = model.score("vote:", &["a"]).expect("scores")[0];
+    let b_after_a = model.score("vote:a", &["b"]).expect("scores")[0];
+    assert!(
+        (both[0] - (a + b_after_a)).abs() < 1e-4,
+        "{both:?} {a} {b_after_a}"
+    );
+    assert_ne!(both[0], both[1]);
+    assert!(both.iter().all(|s| s.is_finite() && *s < 0.0));
+    assert_eq!(model.score("vote:", &["ab"]).expect("scores")[0], both[0]);
+    assert!(matches!(
+        model.score("vote:", &[""]),
+        Err(InferenceError::NothingToScore { .. })
+    ));
+    assert!(matches!(
+        model.score("", &["a"]),
+        Err(InferenceError::EmptyPrompt)
+    ));
+}
+
+#[test]
+fn a_conversation_goes_through_the_models_chat_template_and_special_tokens() {
+    use chat::ChatMessage;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conversation = vec![ChatMessage::new("user", " hello ")];
+
+    // ChatML: the markers are one control token each, not their bytes.
+    let model = GgufModel::load(&write(dir.path(), "m.gguf", TestModel::new(4))).expect("loads");
+    assert!(model.has_chat_template());
+    let prompt = model.chat_prompt(&conversation).expect("renders");
+    assert_eq!(
+        prompt,
+        "<|im_start|>user\n hello <|im_end|>\n<|im_start|>assistant\n"
+    );
+    let ids = model.encode(&prompt).expect("encodes");
+    let im_start = model
+        .tokenizer
+        .token_to_id("<|im_start|>")
+        .expect("in the vocabulary");
+    assert_eq!(
+        ids.iter().filter(|id| **id == im_start).count(),
+        2,
+        "{ids:?}"
+    );
+    assert_eq!(ids.len(), 3 + "user\n hello \nassistant\n".len(), "{ids:?}");
+    let request = GenerateRequest::chat(conversation.clone(), 6);
+    let answer = model
+        .generate(
+            &request.prompt_for(&model).expect("a prompt"),
+            &request.options("t").expect("options"),
+        )
+        .expect("generates");
+    assert_eq!(
+        answer,
+        model
+            .generate(&prompt, &GenerateOptions::greedy(6))
+            .expect("generates")
+    );
+
+    // Llama 2's template writes `<s>` itself: the prompt still starts with one.
+    let spec = TestModel::new(4).vocabulary(TestVocabulary::SentencePiece);
+    let model = GgufModel::load(&write(dir.path(), "sp.gguf", spec)).expect("loads");
+    let prompt = model.chat_prompt(&conversation).expect("renders");
+    assert_eq!(prompt, "<s>[INST] hello [/INST]");
+    let ids = model.encode(&prompt).expect("encodes");
+    assert_eq!(ids[0], 1, "{ids:?}");
+    assert_ne!(ids[1], 1, "one beginning-of-sequence token: {ids:?}");
+
+    // A request names a prompt or a conversation.
+    let both = GenerateRequest {
+        messages: conversation,
+        ..GenerateRequest::new("hi", 4)
+    };
+    assert!(both.prompt_for(&model).is_err());
+    assert!(GenerateRequest::new("", 4).prompt_for(&model).is_err());
+    assert!(matches!(
+        model.chat_prompt(&[]),
+        Err(InferenceError::Chat(_))
+    ));
+    let parsed: GenerateRequest = serde_json::from_value(
+        serde_json::json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}),
+    )
+    .expect("parses");
+    assert_eq!(
+        parsed.prompt_for(&model).expect("renders"),
+        "<s>[INST] hi [/INST]"
+    );
+}
+
+#[test]
+fn generation_stops_at_the_end_of_a_turn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut model =
+        GgufModel::load(&write(dir.path(), "m.gguf", TestModel::new(6))).expect("loads");
+    assert_eq!(model.end_of_turn, model.tokenizer.token_to_id("<|im_end|>"));
+    let options = GenerateOptions::greedy(8);
+    let free = model.generate("hello", &options).expect("generates");
+    assert!(free.tokens.len() >= 3, "{free:?}");
+    // Were the third token the end of a turn, the answer would stop before it.
+    model.end_of_turn = Some(free.tokens[2]);
+    let stopped = model.generate("hello", &options).expect("generates");
+    let first_end = free
+        .tokens
+        .iter()
+        .position(|t| *t == free.tokens[2])
+        .unwrap_or(2);
+    assert_eq!(stopped.tokens, free.tokens[..first_end]);
+    assert_eq!(stopped.stop, StopReason::EndOfText);
+}
+
+#[test]
+fn a_score_request_answers_with_the_most_likely_choice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = GgufModel::load(&write(dir.path(), "m.gguf", TestModel::new(11))).expect("loads");
+    let request: ScoreRequest = serde_json::from_value(
+        serde_json::json!({"prompt": "Ship it?", "choices": [" yes", " no", " later"]}),
+    )
+    .expect("parses");
+    let answer = request.answer(&model).expect("scores");
+    let expected = model
+        .score("Ship it?", &[" yes", " no", " later"])
+        .expect("scores");
+    assert_eq!(answer.scores, expected);
+    let best = (0..3)
+        .max_by(|a, b| expected[*a].total_cmp(&expected[*b]))
+        .expect("three");
+    assert_eq!(
+        (answer.best, answer.choice.as_str()),
+        (best, request.choices[best].as_str())
+    );
+    let none = ScoreRequest {
+        choices: vec![],
+        ..request.clone()
+    };
+    assert!(none.answer(&model).is_err());
+    let chat: ScoreRequest = serde_json::from_value(serde_json::json!({
+        "messages": [{"role": "user", "content": "Ship it?"}],
+        "choices": ["yes", "no"],
+    }))
+    .expect("parses");
+    let rendered = model.chat_prompt(&chat.messages).expect("renders");
+    assert_eq!(
+        chat.answer(&model).expect("scores").scores,
+        model.score(&rendered, &["yes", "no"]).expect("scores")
+    );
+}
+
+#[test]
+fn a_model_declaring_a_long_context_is_held_to_the_longest_this_module_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for architecture in Architecture::ALL {
+        let spec = TestModel::new(3)
+            .architecture(architecture)
+            .context(131_072);
+        let model = GgufModel::load(&write(dir.path(), "long.gguf", spec)).expect("loads");
+        assert_eq!(model.context(), MAX_CONTEXT, "{architecture}");
+        let answer = model
+            .generate("hello", &GenerateOptions::greedy(4))
+            .expect("generates");
+        assert_eq!(answer.tokens.len(), 4, "{architecture}: {answer:?}");
+        assert!(matches!(
+            model.generate("hello", &GenerateOptions::greedy(MAX_CONTEXT)),
+            Err(InferenceError::TooLong {
+                context: MAX_CONTEXT,
+                ..
+            })
+        ));
+    }
+}
+
+#[test]
+fn a_byte_level_vocabulary_without_merges_gives_one_token_per_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = GgufModel::load(&write(dir.path(), "m.gguf", TestModel::new(1))).expect("loads");
+    // GPT-2's pre-tokenizer puts no space in front of the text.
+    assert_eq!(
+        model.encode("hello murmur").expect("encodes").len(),
+        "hello murmur".len()
+    );
+    let ids = model.encode("héllo").expect("encodes");
+    assert_eq!(model.decode(&ids).expect("decodes"), "héllo");
+}
+
+#[test]
+fn a_sentencepiece_vocabulary_merges_by_score_and_falls_back_to_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = TestModel::new(1).vocabulary(TestVocabulary::SentencePiece);
+    let model = GgufModel::load(&write(dir.path(), "m.gguf", spec)).expect("loads");
+    let id = |piece: &str| {
+        model
+            .tokenizer
+            .token_to_id(piece)
+            .unwrap_or_else(|| panic!("{piece} is in the vocabulary"))
+    };
+    // `<s>` first; each word merged into its piece; the leading `▁` added.
+    assert_eq!(
+        model.encode("hello world").expect("encodes"),
+        vec![1, id("▁hello"), id("▁world")]
+    );
+    // `é` is no piece: its two UTF-8 bytes; `llo` still merges.
+    assert_eq!(
+        model.encode("héllo").expect("encodes"),
+        vec![1, id("▁h"), id("<0xC3>"), id("<0xA9>"), id("llo")]
+    );
+    // Letters without a merge stay letters.
+    assert_eq!(
+        model.encode("ox").expect("encodes"),
+        vec![1, id("▁"), id("o"), id("x")]
+    );
+    // Decoding turns `▁` back into spaces and byte pieces into their characters, and
+    // leaves out `<s>`; the continuation keeps its leading space.
+    for text in ["hello world", "héllo wörld"] {
+        let ids = model.encode(text).expect("encodes");
+        assert_eq!(model.decode(&ids).expect("decodes"), format!(" {text}"));
+    }
+}
+
+#[test]
+fn sampling_is_reproducible_from_its_seed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = GgufModel::load(&write(dir.path(), "m.gguf", TestModel::new(3))).expect("loads");
+    let sampled = |seed: u64| {
+        let options = GenerateOptions {
+            max_tokens: 16,
+            decoding: Decoding::Sample {
+                temperature: 2.0,
+                top_k: None,
+                top_p: None,
+                seed,
+            },
+            repeat_penalty: None,
+        };
+        model.generate("hello", &options).expect("generates")
+    };
+    let a = sampled(11);
+    assert_eq!(a, sampled(11), "the same seed samples the same tokens");
+    assert_eq!(a.seed, Some(11));
+    let greedy = model
+        .generate("hello", &GenerateOptions::greedy(16))
+        .expect("generates");
+    assert!(
+        (12..20).map(sampled).any(|other| other.tokens != a.tokens),
+        "other seeds sample other tokens"
+    );
+    assert_ne!(
+        a.tokens, greedy.tokens,
+        "sampling at temperature 2 is not greedy"
+    );
+    // Top-k 1 is greedy whatever the seed.
+    let top1 = GenerateOptions {
+        max_tokens: 16,
+        decoding: Decoding::Sample {
+            temperature: 1.0,
+            top_k: Some(1),
+            top_p: None,
+            seed: 5,
+        },
+        repeat_penalty: None,
+    };
+    assert_eq!(
+        model.generate("hello", &top1).expect("generates").tokens,
+        greedy.tokens
+    );
+}
+
+#[test]
+fn a_repeat_penalty_steers_away_from_recent_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = GgufModel::load(&write(dir.path(), "m.gguf", TestModel::new(5))).expect("loads");
+    let prompt = "abcabc";
+    let plain = model
+        .generate(prompt, &GenerateOptions::greedy(24))
+        .expect("generates");
+    let penalized = model
+        .generate(
+            prompt,
+            &GenerateOptions {
+                repeat_penalty: Some(1000.0),
+                ..GenerateOptions::greedy(24)
+            },
+        )
+        .expect("generates");
+    let repeats = |g: &Generation| {
+        let mut seen = std::collections::HashSet::new();
+        g.tokens.iter().filter(|t| !seen.insert(**t)).count()
+    };
+    assert!(
+        repeats(&plain) > 0,
+        "greedy noise repeats itself: {plain:?}"
+    );
+    assert_eq!(repeats(&penalized), 0, "{penalized:?}");
+}
+
+#[test]
+fn requests_are_checked_and_seeded_from_the_task() {
+    let request = |json: serde_json::Value| -> GenerateRequest {
+        serde_json::from_value(json).expect("a request")
+    };
+    let greedy = request(serde_json::json!({"prompt": "hi"}))
+        .options("t1")
+        .expect("valid");
+    assert_eq!(greedy, GenerateOptions::greedy(32));
+    let sampled = request(serde_json::json!({"prompt": "hi", "temperature": 0.7, "top_p": 0.9}))
+        .options("t1")
+        .expect("valid");
+    assert_eq!(
+        sampled.decoding,
+        Decoding::Sample {
+            temperature: 0.7,
+            top_k: None,
+            top_p: Some(0.9),
+            seed: seed_of("t1")
+        }
+    );
+    assert_ne!(seed_of("t1"), seed_of("t2"));
+    let explicit = request(serde_json::json!({"prompt": "hi", "temperature": 1, "seed": 9}))
+        .options("t1")
+        .expect("valid");
+    assert!(matches!(
+        explicit.decoding,
+        Decoding::Sample { seed: 9, .. }
+    ));
+    for (bad, says) in [
+        (
+            serde_json::json!({"prompt": "hi", "max_tokens": 5000}),
+            "max_tokens",
+        ),
+        (
+            serde_json::json!({"prompt": "hi", "temperature": -1}),
+            "temperature",
+        ),
+        (
+            serde_json::json!({"prompt": "hi", "seed": 3}),
+            "give a temperature",
+        ),
+        (
+            serde_json::json!({"prompt": "hi", "temperature": 1, "top_p": 1.5}),
+            "top_p",
+        ),
+        (
+            serde_json::json!({"prompt": "hi", "temperature": 1, "top_k": 0}),
+            "top_k",
+        ),
+        (
+            serde_json::json!({"prompt": "hi", "repeat_penalty": 0}),
+            "repeat_penalty",
+        ),
+    ] {
+        let error = request(bad.clone()).options("t1").expect_err("refused");
+        assert!(error.contains(says), "{bad}: {error}");
+    }
+    // A misspelt option is an error, not silently greedy.
+    assert!(
+        serde_json::from_value::<GenerateRequest>(
+            serde_json::json!({"prompt": "hi", "temprature": 1})
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn bad_models_and_prompts_get_typed_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = GgufModel::load(&dir.path().join("nope.gguf"));
+    assert!(
+        matches!(missing, Err(InferenceError::Io { .. })),
+        "{missing:?}"
+    );
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"not a gguf file at all").expect("write");
+    let junk = GgufModel::load(&junk);
+    assert!(
+        matches!(junk, Err(InferenceError::Model { .. })),
+        "{junk:?}"
+    );
+    let metadata_only = |name: &str, metadata: &[(&str, Value)]| {
+        let path = dir.path().join(name);
+        let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        let mut file = std::fs::File::create(&path).expect("create");
+        gguf_file::write(&mut file, &metadata, &[]).expect("write");
+        GgufModel::load(&path)
+    };
+    let falcon = metadata_only(
+        "falcon.gguf",
+        &[("general.architecture", Value::String("falcon".into()))],
+    );
+    assert!(
+        matches!(&falcon, Err(InferenceError::UnsupportedArchitecture { architecture, .. }) if architecture == "falcon"),
+        "{falcon:?}"
+    );
+    let bert = metadata_only(
+        "bert-vocab.gguf",
+        &[
+            ("general.architecture", Value::String("llama".into())),
+            ("tokenizer.ggml.model", Value::String("bert".into())),
+        ],
+    );
+    assert!(
+        matches!(&bert, Err(InferenceError::Tokenizer { reason, .. }) if reason.contains("`bert`")),
+        "{bert:?}"
+    );
+
+    let model = GgufModel::load(&write(dir.path(), "tiny.gguf", TestModel::new(1))).expect("loads");
+    assert!(matches!(
+        model.generate("", &GenerateOptions::greedy(4)),
+        Err(InferenceError::EmptyPrompt)
+    ));
+    let long = "x".repeat(500);
+    assert!(matches!(
+        model.generate(&long, &GenerateOptions::greedy(100)),
+        Err(InferenceError::TooLong { context: 512, .. })
+    ));
+}
