@@ -11,7 +11,7 @@ use murmur_coordination::registry::{AgentStatus, Registry, RegistryProjection};
 use murmur_e2e::{DEADLINE, spawn_agent};
 use murmur_subjects::clock::SystemClock;
 use murmur_subjects::events::{AgentJoined, AgentOffline};
-use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::projection::StartAt;
 use murmur_subjects::roles::Role;
 use murmur_subjects::{EventType, Payload as _, Projector, Token};
 use murmur_testkit::TestNats;
@@ -128,15 +128,11 @@ async fn agent_processes_join_crash_and_leave() -> Result<()> {
         "one monitor wrote the offline event, the other was deduplicated"
     );
     let offline_filter = EventType::of::<AgentOffline>().filter(Some(&Token::new("acme")?));
-    let offline_count = read_stream(
-        observer.jetstream(),
-        "MURMUR_HISTORY",
-        &offline_filter,
-        StartAt::Beginning,
-        None,
-        |_| std::ops::ControlFlow::Continue(()),
-    )
-    .await?;
+    let offline_count = observer
+        .read(&offline_filter, StartAt::Beginning, None, |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .await?;
     assert_eq!(offline_count, 1, "exactly one agent.offline in the log");
 
     // The registry a fresh process replays equals the live one.
@@ -296,27 +292,26 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
 
     // The agent going busy was logged as agent.load_changed.
     let mut saw_busy = false;
-    read_stream(
-        submitter.jetstream(),
-        "MURMUR_HISTORY",
-        &murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
-            .realm(Token::new("acme")?)
-            .domain(murmur_subjects::Domain::Agent)
-            .verb(Token::new("load_changed")?),
-        StartAt::Beginning,
-        None,
-        |m| {
-            if let Ok(ev) = submitter.decode_stored(&m.message, m.sequence, None)
-                && let Ok(p) = ev.payload::<murmur_subjects::events::AgentLoadChanged>()
-                && ev.emitter() == id
-                && p.queue_depth >= 1
-            {
-                saw_busy = true;
-            }
-            std::ops::ControlFlow::Continue(())
-        },
-    )
-    .await?;
+    submitter
+        .read(
+            &murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
+                .realm(Token::new("acme")?)
+                .domain(murmur_subjects::Domain::Agent)
+                .verb(Token::new("load_changed")?),
+            StartAt::Beginning,
+            None,
+            |m| {
+                if let Ok(ev) = submitter.decode_stored(&m.message, m.sequence, None)
+                    && let Ok(p) = ev.payload::<murmur_subjects::events::AgentLoadChanged>()
+                    && ev.emitter() == id
+                    && p.queue_depth >= 1
+                {
+                    saw_busy = true;
+                }
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .await?;
     assert!(
         saw_busy,
         "no agent.load_changed with a busy queue was logged"
@@ -564,8 +559,7 @@ async fn typed_handlers_get_only_the_declared_types_stored_after_the_join() -> R
         murmur_subjects::grants::filter(&realm).to_string(),
     ];
     declared.sort();
-    let mut consumers = other
-        .jetstream()
+    let mut consumers = async_nats::jetstream::new(other.client().clone())
         .get_stream("MURMUR_HISTORY")
         .await?
         .consumers();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use murmur_subjects::connect::{Auth, ConnectError, ConnectOptions};
-use murmur_subjects::{Draft, EventCodec, EventLog, Identity, LogConfig, Token};
+use murmur_subjects::{Draft, EventLog, Identity, Token};
 use murmur_testkit::server::{NatsProcess, free_port, wait_healthy};
 
 async fn server_with(authorization: &str) -> Result<(NatsProcess, tempfile::TempDir)> {
@@ -25,14 +25,9 @@ async fn server_with(authorization: &str) -> Result<(NatsProcess, tempfile::Temp
 
 async fn open(url: &str, auth: Auth, identity: Identity) -> Result<EventLog> {
     let client = ConnectOptions::servers(url).auth(auth).connect().await?;
-    Ok(EventLog::open(
-        client,
-        identity,
-        Token::new("acme")?,
-        LogConfig::default(),
-        EventCodec::default(),
-    )
-    .await?)
+    Ok(EventLog::options(identity, Token::new("acme")?)
+        .open(client)
+        .await?)
 }
 
 #[tokio::test]

@@ -303,14 +303,14 @@ async fn an_observer_reads_the_log_and_srv_but_writes_nothing() -> Result<()> {
         })
         .connect()
         .await?;
-    let log = EventLog::open(
-        client.clone(),
+    let log = EventLog::options(
         murmur_subjects::connect::read_creds(&observer_creds)
             .map(|c| Identity::from_seed(&c.seed))??,
         Token::new("acme")?,
-        Default::default(),
-        Default::default(),
     )
+    .config(Default::default())
+    .codec(Default::default())
+    .open(client.clone())
     .await?;
     let mut tasks = Projector::new(log, CoordinatorProjection::new(Token::new("acme")?));
     tasks.catch_up().await?;

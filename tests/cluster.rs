@@ -24,17 +24,13 @@ async fn open(
         .auth(Auth::CredsFile { path: creds })
         .connect()
         .await?;
-    Ok(EventLog::open(
-        client,
-        identity,
-        Token::new("acme")?,
-        murmur_subjects::LogConfig {
+    Ok(EventLog::options(identity, Token::new("acme")?)
+        .config(murmur_subjects::LogConfig {
             replicas,
             ..Default::default()
-        },
-        murmur_subjects::EventCodec::default(),
-    )
-    .await?)
+        })
+        .open(client)
+        .await?)
 }
 
 fn note_retry(msg: &str) {
@@ -60,7 +56,9 @@ async fn append_until_stored(log: &EventLog, sealed: &SealedEvent) -> Result<App
 async fn stream_leader(log: &EventLog) -> Result<String> {
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
-        if let Ok(mut s) = log.jetstream().get_stream("MURMUR_HISTORY").await
+        if let Ok(mut s) = async_nats::jetstream::new(log.client().clone())
+            .get_stream("MURMUR_HISTORY")
+            .await
             && let Ok(info) = s.info().await
             && let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone())
             && info
@@ -177,7 +175,9 @@ async fn survives_losing(victim: Victim) -> Result<()> {
 async fn stream_leader_any(log: &EventLog) -> Result<String> {
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
-        if let Ok(mut s) = log.jetstream().get_stream("MURMUR_HISTORY").await
+        if let Ok(mut s) = async_nats::jetstream::new(log.client().clone())
+            .get_stream("MURMUR_HISTORY")
+            .await
             && let Ok(info) = s.info().await
             && let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone())
         {
@@ -213,7 +213,7 @@ async fn r3_log_survives_losing_the_stream_leader() -> Result<()> {
 /// The `task.completed` events stored per task (`sequence:event id`), with retries while
 /// the cluster settles.
 async fn completions(log: &EventLog) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
-    use murmur_subjects::projection::{StartAt, read_stream};
+    use murmur_subjects::projection::StartAt;
     let filter = murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
         .realm(Token::new("acme")?)
         .domain(murmur_subjects::Domain::Task)
@@ -221,13 +221,8 @@ async fn completions(log: &EventLog) -> Result<std::collections::BTreeMap<String
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
         let mut counts = std::collections::BTreeMap::new();
-        let read = read_stream(
-            log.jetstream(),
-            "MURMUR_HISTORY",
-            &filter,
-            StartAt::Beginning,
-            None,
-            |m| {
+        let read = log
+            .read(&filter, StartAt::Beginning, None, |m| {
                 let subject = murmur_subjects::Subject::parse(m.message.subject.as_str());
                 if let Ok(s) = subject {
                     let id = m
@@ -243,9 +238,8 @@ async fn completions(log: &EventLog) -> Result<std::collections::BTreeMap<String
                         .push(format!("{}:{id}", m.sequence));
                 }
                 std::ops::ControlFlow::Continue(())
-            },
-        )
-        .await;
+            })
+            .await;
         match read {
             Ok(_) => return Ok(counts),
             Err(e) if tokio::time::Instant::now() < until => note_retry(&e.to_string()),
@@ -463,14 +457,10 @@ async fn a_participant_with_other_settings_does_not_rewrite_the_clusters_streams
         })
         .connect()
         .await?;
-    let _joiner = EventLog::open(
-        client,
-        joiner,
-        Token::new("acme")?,
-        settings,
-        murmur_subjects::EventCodec::default(),
-    )
-    .await?;
+    let _joiner = EventLog::options(joiner, Token::new("acme")?)
+        .config(settings)
+        .open(client)
+        .await?;
     // Scaled down, it fails here ("MURMUR_HISTORY is R1, not R3").
     murmur_e2e::ensure_r3(&owner).await?;
     let after = murmur_e2e::stream_config(&owner, "MURMUR_HISTORY").await?;

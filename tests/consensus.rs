@@ -740,17 +740,13 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
             .auth(murmur_subjects::connect::Auth::CredsFile { path: creds })
             .connect()
             .await?;
-        let log = murmur_subjects::EventLog::open(
-            client,
-            identity,
-            Token::new("acme")?,
-            murmur_subjects::LogConfig {
+        let log = murmur_subjects::EventLog::options(identity, Token::new("acme")?)
+            .config(murmur_subjects::LogConfig {
                 replicas: 3,
                 ..Default::default()
-            },
-            murmur_subjects::EventCodec::default(),
-        )
-        .await?;
+            })
+            .open(client)
+            .await?;
         keys.push(log.identity().public_key().to_string());
         held.push(log);
     }
@@ -970,7 +966,7 @@ async fn a_tallier_whose_decision_cannot_be_written_keeps_deciding() -> Result<(
     let data = tempfile::tempdir()?;
     let who = murmur_e2e::enrol(&nats, Role::Tallier, "tallier", data.path()).await?;
     // The log stops taking writes: full, and new messages are refused.
-    let js = opener.jetstream();
+    let js = async_nats::jetstream::new(opener.client().clone());
     let history = opener.config().history_stream.clone();
     let info = js.get_stream(&history).await?.cached_info().clone();
     let (open_config, stored) = (info.config, info.state.messages);

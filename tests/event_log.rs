@@ -48,7 +48,9 @@ async fn streams_are_created_idempotently() -> Result<()> {
     let b = nats.event_log("acme").await?;
     a.ensure_streams().await?;
     b.ensure_streams().await?;
-    let mut s = a.jetstream().get_stream("MURMUR_HISTORY").await?;
+    let mut s = async_nats::jetstream::new(a.client().clone())
+        .get_stream("MURMUR_HISTORY")
+        .await?;
     let info = s.info().await?;
     assert_eq!(info.config.subjects, LogConfig::history_subjects());
     assert_eq!(info.config.duplicate_window, Duration::from_secs(120));
@@ -155,14 +157,10 @@ async fn every_kind_of_bad_input_is_dead_lettered() -> Result<()> {
     let identity = Identity::generate();
     let client = nats.client().await?;
     let limit = 8 * 1024;
-    let log = EventLog::open(
-        client,
-        identity.clone(),
-        tok("acme"),
-        LogConfig::default(),
-        EventCodec::default().max_event_bytes(limit),
-    )
-    .await?;
+    let log = EventLog::options(identity.clone(), tok("acme"))
+        .codec(EventCodec::default().max_event_bytes(limit))
+        .open(client)
+        .await?;
     let auditor = spawn_auditor(&log);
 
     let good = log.seal(Draft::new(tok("t1"), &submitted(1))?);
@@ -305,10 +303,12 @@ async fn dead_letters_keep_the_original_and_can_be_redriven() -> Result<()> {
     );
     let (dl_seq, _) = dead_letters(&log).await?.remove(0);
     let before = log.last_sequence("MURMUR_HISTORY").await?;
-    let subject = murmur_tools::cli::dlq::redrive(&log, "MURMUR_DLQ", dl_seq).await?;
+    let subject = murmur_tools::cli::dlq::redrive(&log, dl_seq).await?;
     assert_eq!(subject, forged.subject.as_str());
     // The original bytes are back in the history, byte for byte.
-    let stream = log.jetstream().get_stream("MURMUR_HISTORY").await?;
+    let stream = async_nats::jetstream::new(log.client().clone())
+        .get_stream("MURMUR_HISTORY")
+        .await?;
     let until = tokio::time::Instant::now() + DEADLINE;
     let again = loop {
         if let Ok(m) = stream.get_raw_message(before + 1).await {
@@ -503,9 +503,7 @@ async fn v1_events_in_the_log_decode_as_v2_on_replay() -> Result<()> {
     log.append_sealed(&v2).await?.wait().await?;
 
     let mut decoded = Vec::new();
-    murmur_subjects::projection::read_stream(
-        log.jetstream(),
-        "MURMUR_HISTORY",
+    log.read(
         &murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt),
         StartAt::Beginning,
         None,
@@ -737,14 +735,9 @@ async fn a_read_with_several_filters_delivers_what_each_filter_delivers() -> Res
     let acme = nats.event_log("acme").await?;
     // Another realm's events in the same stream (an account holds one realm where the
     // server enforces roles, but the reads filter by realm all the same).
-    let other = murmur_subjects::EventLog::open(
-        acme.client().clone(),
-        Identity::generate(),
-        tok("other"),
-        LogConfig::default(),
-        murmur_subjects::EventCodec::default(),
-    )
-    .await?;
+    let other = murmur_subjects::EventLog::options(Identity::generate(), tok("other"))
+        .open(acme.client().clone())
+        .await?;
     // Submissions and leaves of two realms, interleaved with joins nobody asks for.
     for k in 0..30u64 {
         acme.append(Draft::new(tok(&format!("t{k}")), &submitted(k))?)
@@ -771,13 +764,13 @@ async fn a_read_with_several_filters_delivers_what_each_filter_delivers() -> Res
         EventType::of::<TaskSubmitted>().filter(Some(&tok("acme"))),
         EventType::of::<AgentLeft>().filter(Some(&tok("acme"))),
     ];
-    let js = acme.jetstream();
+    let js = async_nats::jetstream::new(acme.client().clone());
     let stream = &acme.config().history_stream;
     for (start, expected) in [(StartAt::Beginning, 40), (StartAt::Sequence(40), 24)] {
         // The oracle: each filter read on its own by the server's filter, merged by sequence.
         let mut by_server = Vec::new();
         for filter in &filters {
-            read_stream(js, stream, filter, start, None, |m| {
+            read_stream(&js, stream, filter, start, None, |m| {
                 by_server.push((m.sequence, m.message.subject.to_string()));
                 ControlFlow::Continue(())
             })
@@ -786,7 +779,7 @@ async fn a_read_with_several_filters_delivers_what_each_filter_delivers() -> Res
         by_server.sort();
         // Several filters at once: the stream read whole, filtered by subject here.
         let mut together = Vec::new();
-        read_stream_any(js, stream, &filters, start, None, |m| {
+        read_stream_any(&js, stream, &filters, start, None, |m| {
             together.push((m.sequence, m.message.subject.to_string()));
             ControlFlow::Continue(())
         })
@@ -810,7 +803,7 @@ async fn a_read_whose_rest_is_purged_meanwhile_ends() -> Result<()> {
     const MESSAGES: usize = 30_000;
     let nats = TestNats::start().await?;
     let log = nats.event_log("acme").await?;
-    let js = log.jetstream().clone();
+    let js = async_nats::jetstream::new(log.client().clone());
     let stream = log.config().history_stream.clone();
     // More than one batch of the read (10,000), so the rest is asked for after the purge.
     // Pipelined in chunks: the client bounds the acks in flight.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use murmur_subjects::events::{AgentJoined, DeadLettered, Hardware, TaskSubmitted};
-use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::projection::StartAt;
 use murmur_subjects::{EventLog, Plane, SubjectFilter};
 
 /// Generous deadline for anything a test waits for.
@@ -80,17 +80,10 @@ pub async fn dead_letters(log: &EventLog) -> Result<Vec<(u64, DeadLettered)>> {
     let filter = SubjectFilter::plane(Plane::Dlq).realm(log.realm().clone());
     let mut out = Vec::new();
     let mut raw = Vec::new();
-    read_stream(
-        log.jetstream(),
-        &log.config().dlq_stream,
-        &filter,
-        StartAt::Beginning,
-        None,
-        |stored| {
-            raw.push(stored);
-            ControlFlow::Continue(())
-        },
-    )
+    log.read_dead_letters(&filter, StartAt::Beginning, None, |stored| {
+        raw.push(stored);
+        ControlFlow::Continue(())
+    })
     .await?;
     for stored in raw {
         let ev = log.decode_stored(&stored.message, stored.sequence, None)?;
@@ -447,7 +440,7 @@ pub async fn open_cluster_log_with(
     replicas: usize,
 ) -> Result<EventLog> {
     use murmur_subjects::connect::{Auth, ConnectOptions};
-    use murmur_subjects::{EventCodec, LogConfig, Token};
+    use murmur_subjects::{LogConfig, Token};
     let client = ConnectOptions::servers(&cluster.urls())
         .auth(Auth::CredsFile {
             path: creds.to_path_buf(),
@@ -460,14 +453,10 @@ pub async fn open_cluster_log_with(
     };
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
-        match EventLog::open(
-            client.clone(),
-            identity.clone(),
-            Token::new("acme")?,
-            config.clone(),
-            EventCodec::default(),
-        )
-        .await
+        match EventLog::options(identity.clone(), Token::new("acme")?)
+            .config(config.clone())
+            .open(client.clone())
+            .await
         {
             Ok(log) => return Ok(log),
             Err(e) if tokio::time::Instant::now() < until => {
@@ -495,8 +484,7 @@ pub async fn stream_config(
     log: &EventLog,
     name: &str,
 ) -> Result<async_nats::jetstream::stream::Config> {
-    Ok(log
-        .jetstream()
+    Ok(async_nats::jetstream::new(log.client().clone())
         .get_stream(name)
         .await?
         .cached_info()
@@ -511,8 +499,7 @@ pub async fn r3_cluster(
 ) -> Result<(murmur_testkit::TestCluster, EventLog)> {
     let cluster = murmur_testkit::TestCluster::start().await?;
     let log = open_cluster_log(&cluster, identity, 3).await?;
-    let replicas = log
-        .jetstream()
+    let replicas = async_nats::jetstream::new(log.client().clone())
         .get_stream("MURMUR_HISTORY")
         .await?
         .info()

@@ -101,7 +101,7 @@ async fn cancelling_a_build_stops_cargo_and_its_build_script() -> Result<()> {
     )
     .await?;
 
-    let store = ArtifactStore::open(submitter.jetstream(), 1).await?;
+    let store = ArtifactStore::open(&submitter).await?;
     let source = store.put("slow.tar", &workspace::pack(&tree)?).await?;
     let id = Token::new("build-slow")?;
     let (submitted, _) = submitter

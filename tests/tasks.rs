@@ -16,7 +16,7 @@ use murmur_e2e::{DEADLINE, agent_process, spawn_agent};
 use murmur_subjects::clock::SystemClock;
 use murmur_subjects::events::{TaskCompleted, TaskSubmitted};
 use murmur_subjects::log::Expected;
-use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::projection::StartAt;
 use murmur_subjects::roles::Role;
 use murmur_subjects::{Draft, EventType, Projector, Token};
 use murmur_testkit::TestNats;
@@ -294,13 +294,8 @@ async fn tasks_complete_exactly_once_across_a_worker_crash() -> Result<()> {
     // Exactly one completion per task in the log: zero lost, none doubled.
     let completed = EventType::of::<TaskCompleted>().filter(Some(&realm));
     let mut per_task = std::collections::BTreeMap::<String, u32>::new();
-    read_stream(
-        submitter.jetstream(),
-        "MURMUR_HISTORY",
-        &completed,
-        StartAt::Beginning,
-        None,
-        |m| {
+    submitter
+        .read(&completed, StartAt::Beginning, None, |m| {
             let task = m
                 .message
                 .subject
@@ -311,9 +306,8 @@ async fn tasks_complete_exactly_once_across_a_worker_crash() -> Result<()> {
                 .to_string();
             *per_task.entry(task).or_default() += 1;
             ControlFlow::Continue(())
-        },
-    )
-    .await?;
+        })
+        .await?;
     assert_eq!(per_task.len(), 22, "{per_task:?}");
     assert!(per_task.values().all(|n| *n == 1), "{per_task:?}");
 
@@ -614,7 +608,7 @@ async fn large_results_go_to_the_object_store_by_content_hash() -> Result<()> {
     assert_eq!(output["offloaded"], true, "{output}");
     let reference: murmur_agents::artifacts::ArtifactRef =
         serde_json::from_value(output["artifact"].clone())?;
-    let store = murmur_agents::artifacts::ArtifactStore::open(submitter.jetstream(), 1).await?;
+    let store = murmur_agents::artifacts::ArtifactStore::open(&submitter).await?;
     let bytes = store.get(&reference).await?;
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&bytes)?, input);
     stop_tx.send_replace(true);
@@ -782,18 +776,17 @@ async fn a_worker_does_not_start_an_assignment_the_task_moved_past() -> Result<(
     assert_eq!(worker.await??, 1, "the worker completed fresh only");
 
     let mut stored_on_stale = Vec::new();
-    read_stream(
-        submitter.jetstream(),
-        "MURMUR_HISTORY",
-        &murmur_subjects::SubjectFilter::parse("murmur.v1.acme.evt.task.stale.>")?,
-        StartAt::Beginning,
-        None,
-        |m| {
-            stored_on_stale.push(m.message.subject.to_string());
-            ControlFlow::Continue(())
-        },
-    )
-    .await?;
+    submitter
+        .read(
+            &murmur_subjects::SubjectFilter::parse("murmur.v1.acme.evt.task.stale.>")?,
+            StartAt::Beginning,
+            None,
+            |m| {
+                stored_on_stale.push(m.message.subject.to_string());
+                ControlFlow::Continue(())
+            },
+        )
+        .await?;
     assert_eq!(
         stored_on_stale,
         [
@@ -872,9 +865,7 @@ async fn realm_events(
     log: &murmur_subjects::EventLog,
 ) -> Result<Vec<(String, u64, chrono::DateTime<chrono::Utc>)>> {
     let mut events = Vec::new();
-    read_stream(
-        log.jetstream(),
-        "MURMUR_HISTORY",
+    log.read(
         &murmur_subjects::SubjectFilter::parse("murmur.v1.acme.evt.>")?,
         StartAt::Beginning,
         None,

@@ -5,7 +5,6 @@
 //! path or the bytes. Objects are named `sha256-<hex>`, so storing the same bytes twice is one
 //! object, and every read is checked against the hash it was asked for.
 
-use async_nats::jetstream;
 use async_nats::jetstream::object_store::{self, ObjectStore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -94,12 +93,11 @@ impl std::fmt::Debug for ArtifactStore {
 }
 
 impl ArtifactStore {
-    /// Opens the bucket, creating it (file storage, `replicas` copies) when missing.
-    pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<Self, ArtifactError> {
-        if let Ok(store) = js.get_object_store(ARTIFACT_BUCKET).await {
-            return Ok(Self { store });
-        }
-        let store = murmur_subjects::provision::ensure_artifact_store(js, replicas)
+    /// Opens the log's artifact bucket, creating it (file storage, the log's replicas) when
+    /// missing.
+    pub async fn open(log: &murmur_subjects::EventLog) -> Result<Self, ArtifactError> {
+        let store = log
+            .artifact_store()
             .await
             .map_err(|e| ArtifactError::Bucket(e.to_string()))?;
         Ok(Self { store })

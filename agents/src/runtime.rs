@@ -280,18 +280,7 @@ impl Agent {
 }
 
 async fn presence_bucket(log: &EventLog, heartbeat: Duration) -> Result<kv::Store, AgentError> {
-    ensure_presence_bucket(log.jetstream(), log.config().replicas, heartbeat).await
-}
-
-/// Opens the presence bucket, creating it when missing with entries that expire after three
-/// `heartbeat`s. Where the server enforces roles only the operator creates it (`murmur up`
-/// does, with the default 1 s heartbeat).
-pub async fn ensure_presence_bucket(
-    js: &async_nats::jetstream::Context,
-    replicas: usize,
-    heartbeat: Duration,
-) -> Result<kv::Store, AgentError> {
-    murmur_subjects::provision::ensure_presence_bucket(js, replicas, heartbeat)
+    log.presence_bucket(heartbeat)
         .await
         .map_err(|e| AgentError::Setup {
             what: "presence bucket",

@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 
 use murmur_coordination::consensus::{BallotProjection, Consensus};
 use murmur_subjects::events::{Choice, ProposalOpened, VoteCast};
-use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::projection::StartAt;
 use murmur_subjects::{Domain, Draft, EventLog, LogError, Plane, Projector, SubjectFilter, Token};
 use serde::{Deserialize, Serialize};
 
@@ -337,23 +337,16 @@ async fn own_votes(
             .aggregate(aggregate)
             .verb(verb.clone());
         let mut voted = false;
-        read_stream(
-            log.jetstream(),
-            &log.config().history_stream,
-            &filter,
-            StartAt::Beginning,
-            None,
-            |m| {
-                voted = log
-                    .decode_stored(&m.message, m.sequence, Some(m.stored_at))
-                    .is_ok_and(|e| e.emitter() == me);
-                if voted {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            },
-        )
+        log.read(&filter, StartAt::Beginning, None, |m| {
+            voted = log
+                .decode_stored(&m.message, m.sequence, Some(m.stored_at))
+                .is_ok_and(|e| e.emitter() == me);
+            if voted {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
         .await?;
         if voted {
             mine.insert(id.clone());

@@ -309,9 +309,7 @@ pub async fn run_worker(
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     // Large outputs go to the Object Store; without one they fail the attempt, never the
     // worker.
-    let store = match crate::artifacts::ArtifactStore::open(log.jetstream(), log.config().replicas)
-        .await
-    {
+    let store = match crate::artifacts::ArtifactStore::open(&log).await {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(error = %e, "no artifact store: outputs over {OFFLOAD_BYTES} bytes will fail");

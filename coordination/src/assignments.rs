@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use murmur_subjects::catalog::EventType;
 use murmur_subjects::events::{AssignedWork, TaskAssigned, TaskCancelled, TaskSubmitted};
-use murmur_subjects::projection::{Projection, Refusal, StartAt, read_stream};
+use murmur_subjects::projection::{Projection, Refusal, StartAt};
 use murmur_subjects::{
     Domain, EventLog, LogError, Payload, Plane, Subject, SubjectFilter, Token, VerifiedEvent,
 };
@@ -234,28 +234,20 @@ async fn fold_task(
         .realm(projection.realm.clone())
         .domain(Domain::Task)
         .aggregate(token);
-    let history = log.config().history_stream.clone();
-    read_stream(
-        log.jetstream(),
-        &history,
-        &filter,
-        StartAt::Beginning,
-        None,
-        |stored| {
-            if let Ok(subject) = Subject::parse(stored.message.subject.as_str()) {
-                projection.observe(book, &subject, stored.sequence);
-            }
-            if let Ok(mut event) =
-                log.decode_stored(&stored.message, stored.sequence, Some(stored.stored_at))
-            {
-                // A refused event is refused here as in every other fold of the task.
-                let _ = roles
-                    .admit(&mut event)
-                    .and_then(|()| projection.apply(book, &event));
-            }
-            std::ops::ControlFlow::Continue(())
-        },
-    )
+    log.read(&filter, StartAt::Beginning, None, |stored| {
+        if let Ok(subject) = Subject::parse(stored.message.subject.as_str()) {
+            projection.observe(book, &subject, stored.sequence);
+        }
+        if let Ok(mut event) =
+            log.decode_stored(&stored.message, stored.sequence, Some(stored.stored_at))
+        {
+            // A refused event is refused here as in every other fold of the task.
+            let _ = roles
+                .admit(&mut event)
+                .and_then(|()| projection.apply(book, &event));
+        }
+        std::ops::ControlFlow::Continue(())
+    })
     .await?;
     Ok(())
 }

@@ -29,7 +29,7 @@ use murmur_subjects::events::{
     SpaceSnapshotted,
 };
 use murmur_subjects::log::Expected;
-use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::projection::StartAt;
 use murmur_subjects::{
     Domain, Draft, EventLog, LogError, Plane, SealedEvent, SubjectFilter, Token,
 };
@@ -271,8 +271,7 @@ impl KnowledgeReplica {
         if let Some(store) = &self.store {
             return Ok(store.clone());
         }
-        let store =
-            ensure_snapshot_bucket(self.log.jetstream(), self.log.config().replicas).await?;
+        let store = ensure_snapshot_bucket(&self.log).await?;
         self.store = Some(store.clone());
         Ok(store)
     }
@@ -288,7 +287,7 @@ impl KnowledgeReplica {
         if until <= self.space_position && self.change_positions.values().all(|p| *p >= until) {
             return Ok(report);
         }
-        self.read_space_events(&history, until, &mut report).await?;
+        self.read_space_events(until, &mut report).await?;
         // Applying remote changes closes Automerge's open transaction: commit local edits
         // first so they become changes in the outbox, never an unpublished implicit commit.
         let spaces: Vec<String> = self.base.spaces().map(|s| s.space.clone()).collect();
@@ -297,7 +296,7 @@ impl KnowledgeReplica {
         }
         self.load_snapshots(&mut report).await?;
         let before = self.snapshot_view();
-        self.read_changes(&history, until, &mut report).await?;
+        self.read_changes(until, &mut report).await?;
         self.merge_racing_snapshots(&history, &before, &mut report)
             .await?;
         Ok(report)
@@ -332,7 +331,7 @@ impl KnowledgeReplica {
         if now <= self.space_position {
             return Ok(());
         }
-        self.read_space_events(history, now, report).await?;
+        self.read_space_events(now, report).await?;
         let racing: Vec<SpaceSnapshotted> = self
             .base
             .spaces()
@@ -354,7 +353,6 @@ impl KnowledgeReplica {
 
     async fn read_space_events(
         &mut self,
-        history: &str,
         until: u64,
         report: &mut RefreshReport,
     ) -> Result<(), KnowledgeError> {
@@ -371,18 +369,17 @@ impl KnowledgeReplica {
             filter = filter.aggregate(space_token(only)?);
         }
         let mut stored = Vec::new();
-        read_stream(
-            self.log.jetstream(),
-            history,
-            &filter,
-            StartAt::Sequence(self.space_position + 1),
-            Some(until),
-            |m| {
-                stored.push(m);
-                ControlFlow::Continue(())
-            },
-        )
-        .await?;
+        self.log
+            .read(
+                &filter,
+                StartAt::Sequence(self.space_position + 1),
+                Some(until),
+                |m| {
+                    stored.push(m);
+                    ControlFlow::Continue(())
+                },
+            )
+            .await?;
         for m in stored {
             let event = match self
                 .log
@@ -406,10 +403,10 @@ impl KnowledgeReplica {
                         .dead_letter(
                             "knowledge",
                             &e.to_ingest_error(),
-                            m.message.subject.as_str(),
-                            m.message.headers.as_ref(),
-                            &m.message.payload,
-                            Some(m.sequence),
+                            murmur_subjects::codec::RefusedMessage::of(
+                                &m.message,
+                                Some(m.sequence),
+                            ),
                         )
                         .await?;
                 }
@@ -487,7 +484,6 @@ impl KnowledgeReplica {
 
     async fn read_changes(
         &mut self,
-        history: &str,
         until: u64,
         report: &mut RefreshReport,
     ) -> Result<(), KnowledgeError> {
@@ -502,18 +498,12 @@ impl KnowledgeReplica {
                 continue;
             }
             let mut stored = Vec::new();
-            read_stream(
-                self.log.jetstream(),
-                history,
-                &filter,
-                StartAt::Sequence(from + 1),
-                Some(until),
-                |m| {
+            self.log
+                .read(&filter, StartAt::Sequence(from + 1), Some(until), |m| {
                     stored.push(m);
                     ControlFlow::Continue(())
-                },
-            )
-            .await?;
+                })
+                .await?;
             report.changes += stored.len() as u64;
             for chunk in stored.chunks(self.config.batch.max(1)) {
                 let mut batch = Vec::with_capacity(chunk.len());
@@ -579,10 +569,7 @@ impl KnowledgeReplica {
                 .dead_letter(
                     "knowledge",
                     &error,
-                    m.message.subject.as_str(),
-                    m.message.headers.as_ref(),
-                    &m.message.payload,
-                    Some(m.sequence),
+                    murmur_subjects::codec::RefusedMessage::of(&m.message, Some(m.sequence)),
                 )
                 .await?;
         }
@@ -897,11 +884,8 @@ impl KnowledgeReplica {
 
 /// Opens the snapshot Object Store, creating it when missing. Where the server enforces
 /// roles only the operator creates it (`murmur up` does).
-pub async fn ensure_snapshot_bucket(
-    js: &async_nats::jetstream::Context,
-    replicas: usize,
-) -> Result<ObjectStore, KnowledgeError> {
-    murmur_subjects::provision::ensure_knowledge_store(js, replicas)
+pub async fn ensure_snapshot_bucket(log: &EventLog) -> Result<ObjectStore, KnowledgeError> {
+    log.knowledge_store()
         .await
         .map_err(|e| KnowledgeError::Store(e.to_string()))
 }

@@ -13,7 +13,7 @@ use async_nats::jetstream::consumer;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{IngestError, VerifiedEvent};
+use crate::codec::{IngestError, RefusedMessage, VerifiedEvent};
 use crate::events::DeadLetterReason;
 use crate::grants::RoleBook;
 use crate::log::{EventLog, LogError};
@@ -99,7 +99,7 @@ pub async fn run_auditor(
                 match verdict {
                     Ok(()) => totals.valid += 1,
                     Err(error) => {
-                        log.dead_letter("auditor", &error, message.subject.as_str(), message.headers.as_ref(), &message.payload, sequence).await?;
+                        log.dead_letter("auditor", &error, RefusedMessage::of(&message, sequence)).await?;
                         totals.dead_lettered += 1;
                     }
                 }
@@ -119,7 +119,7 @@ pub async fn run_auditor(
                 match verdict {
                     Ok(()) => totals.valid += 1,
                     Err(error) => {
-                        log.dead_letter("auditor", &error, message.subject.as_str(), message.headers.as_ref(), &message.payload, None).await?;
+                        log.dead_letter("auditor", &error, RefusedMessage::of(&message, None)).await?;
                         totals.dead_lettered += 1;
                     }
                 }

@@ -269,6 +269,31 @@ impl IngestError {
     }
 }
 
+/// A message refused on receipt, as it arrived: what a dead letter records.
+#[derive(Debug, Clone, Copy)]
+pub struct RefusedMessage<'a> {
+    /// The NATS subject it came on.
+    pub subject: &'a str,
+    /// Its headers.
+    pub headers: Option<&'a HeaderMap>,
+    /// Its bytes.
+    pub body: &'a [u8],
+    /// Where the stream stored it, if it was stored.
+    pub stream_sequence: Option<u64>,
+}
+
+impl<'a> RefusedMessage<'a> {
+    /// `message`, stored at `stream_sequence` (or not stored: core NATS).
+    pub fn of(message: &'a async_nats::Message, stream_sequence: Option<u64>) -> Self {
+        Self {
+            subject: message.subject.as_str(),
+            headers: message.headers.as_ref(),
+            body: &message.payload,
+            stream_sequence,
+        }
+    }
+}
+
 /// Encodes and decodes murmur events: catalog, size limit, content mode, signature checks.
 #[derive(Debug, Clone)]
 pub struct EventCodec {
@@ -373,18 +398,20 @@ impl EventCodec {
     ///
     /// The id is derived from the message (subject, stream sequence, body hash), so two
     /// consumers refusing the same stored message produce one dead letter after dedupe.
-    #[allow(clippy::too_many_arguments)]
     pub fn dead_letter(
         &self,
         detector: &Identity,
         detector_name: &str,
         fallback_realm: &Token,
         error: &IngestError,
-        nats_subject: &str,
-        headers: Option<&HeaderMap>,
-        body: &[u8],
-        stream_sequence: Option<u64>,
+        refused: &RefusedMessage<'_>,
     ) -> SealedEvent {
+        let RefusedMessage {
+            subject: nats_subject,
+            headers,
+            body,
+            stream_sequence,
+        } = *refused;
         let reason = error.reason();
         let sha = hex(&Sha256::digest(body));
         // Keep the body only if the dead letter itself stays well under the limit.
@@ -622,16 +649,13 @@ mod tests {
             limit: 4096,
         });
         let body = vec![b'z'; 10_000];
-        let dl = codec.dead_letter(
-            &me,
-            "test",
-            &realm(),
-            &err,
-            "murmur.v1.acme.evt.task.t.submitted",
-            None,
-            &body,
-            Some(7),
-        );
+        let refused = RefusedMessage {
+            subject: "murmur.v1.acme.evt.task.t.submitted",
+            headers: None,
+            body: &body,
+            stream_sequence: Some(7),
+        };
+        let dl = codec.dead_letter(&me, "test", &realm(), &err, &refused);
         assert_eq!(
             dl.subject.as_str(),
             "murmur.v1.acme.dlq.sys.oversized.dead_lettered"
@@ -641,16 +665,7 @@ mod tests {
         assert_eq!(p.original_size, 10_000);
         assert!(p.body_base64.is_none());
         assert_eq!(p.prefix_base64.as_ref().map(|s| s.len()), Some(1368));
-        let again = codec.dead_letter(
-            &me,
-            "test",
-            &realm(),
-            &err,
-            "murmur.v1.acme.evt.task.t.submitted",
-            None,
-            &body,
-            Some(7),
-        );
+        let again = codec.dead_letter(&me, "test", &realm(), &err, &refused);
         assert_eq!(again.record.id, dl.record.id, "deterministic id");
     }
 

@@ -37,10 +37,10 @@ pub mod roles;
 pub mod subject;
 
 pub use catalog::{Catalog, EventType};
-pub use codec::{Draft, EventCodec, IngestError, SealedEvent, VerifiedEvent};
+pub use codec::{Draft, EventCodec, IngestError, RefusedMessage, SealedEvent, VerifiedEvent};
 pub use envelope::EventRecord;
 pub use identity::Identity;
-pub use log::{EventLog, LogConfig, LogError};
+pub use log::{EventLog, EventLogOptions, LogConfig, LogError};
 pub use payload::Payload;
 pub use projection::{Projection, Projector, StartAt};
 pub use subject::{Domain, Plane, Subject, SubjectFilter, Token};

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::binding::BindingError;
-use crate::codec::{Draft, EventCodec, IngestError, SealedEvent, VerifiedEvent};
+use crate::codec::{Draft, EventCodec, IngestError, RefusedMessage, SealedEvent, VerifiedEvent};
 use crate::identity::Identity;
 use crate::subject::{Plane, SubjectFilter, Token};
 
@@ -272,26 +272,55 @@ impl std::fmt::Debug for EventLog {
     }
 }
 
-impl EventLog {
-    /// Opens the log, creating or updating the streams (idempotent).
-    pub async fn open(
-        client: async_nats::Client,
-        identity: Identity,
-        realm: Token,
-        config: LogConfig,
-        codec: EventCodec,
-    ) -> Result<Self, LogError> {
+/// How to open an [`EventLog`]: who writes (`identity`), in which realm, with which streams
+/// ([`LogConfig`]) and codec ([`EventCodec`]); both default. Made by [`EventLog::options`].
+#[derive(Debug, Clone)]
+pub struct EventLogOptions {
+    identity: Identity,
+    realm: Token,
+    config: LogConfig,
+    codec: EventCodec,
+}
+
+impl EventLogOptions {
+    /// The streams and their limits (default: [`LogConfig::default`]).
+    pub fn config(mut self, config: LogConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The codec (default: [`EventCodec::default`]).
+    pub fn codec(mut self, codec: EventCodec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Opens the log on `client`, creating the streams where missing (idempotent).
+    pub async fn open(self, client: async_nats::Client) -> Result<EventLog, LogError> {
         let js = jetstream::new(client.clone());
-        let log = Self {
+        let log = EventLog {
             client,
             js,
-            codec,
-            identity,
-            realm,
-            config,
+            codec: self.codec,
+            identity: self.identity,
+            realm: self.realm,
+            config: self.config,
         };
         log.ensure_streams().await?;
         Ok(log)
+    }
+}
+
+impl EventLog {
+    /// Options for opening the log as `identity` in `realm`:
+    /// `EventLog::options(identity, realm).config(c).open(client)`.
+    pub fn options(identity: Identity, realm: Token) -> EventLogOptions {
+        EventLogOptions {
+            identity,
+            realm,
+            config: LogConfig::default(),
+            codec: EventCodec::default(),
+        }
     }
 
     /// Creates the history and dead-letter streams when they are missing. Safe to call from
@@ -360,7 +389,7 @@ impl EventLog {
         &self.client
     }
     /// The JetStream context.
-    pub fn jetstream(&self) -> &jetstream::Context {
+    pub(crate) fn jetstream(&self) -> &jetstream::Context {
         &self.js
     }
     /// The codec.
@@ -623,35 +652,25 @@ impl EventLog {
     }
 
     /// Records a refused message in the dead-letter stream and returns the dead letter's
-    /// sequence. Logged at warn level as well, so nothing is dropped silently.
+    /// sequence, so nothing is dropped silently.
     pub async fn dead_letter(
         &self,
         detector_name: &str,
         error: &IngestError,
-        nats_subject: &str,
-        headers: Option<&HeaderMap>,
-        body: &[u8],
-        stream_sequence: Option<u64>,
+        refused: RefusedMessage<'_>,
     ) -> Result<Appended, LogError> {
         // Refusing bad input is the designed path, and the dead letter is its record
         // (`murmur dlq ls`, `murmur status`); failing to write it comes back as an error.
         tracing::info!(
-            subject = nats_subject,
+            subject = refused.subject,
             reason = %error.reason(),
             error = %error,
-            ?stream_sequence,
+            stream_sequence = ?refused.stream_sequence,
             "dead-lettering message"
         );
-        let sealed = self.codec.dead_letter(
-            &self.identity,
-            detector_name,
-            &self.realm,
-            error,
-            nats_subject,
-            headers,
-            body,
-            stream_sequence,
-        );
+        let sealed =
+            self.codec
+                .dead_letter(&self.identity, detector_name, &self.realm, error, &refused);
         self.append_sealed(&sealed).await?.wait().await
     }
 

@@ -127,6 +127,123 @@ pub async fn read_stream(
     .await
 }
 
+impl EventLog {
+    /// Reads the history stream from `start` through `until_sequence` (default: its last
+    /// message matching `filter` now), calling `on_message` in order until it breaks; see
+    /// [`read_stream`] for what makes the read complete. Returns the last sequence read.
+    pub async fn read(
+        &self,
+        filter: &SubjectFilter,
+        start: StartAt,
+        until_sequence: Option<u64>,
+        on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
+    ) -> Result<u64, LogError> {
+        read_stream(
+            self.jetstream(),
+            &self.config().history_stream,
+            filter,
+            start,
+            until_sequence,
+            on_message,
+        )
+        .await
+    }
+
+    /// Follows the history stream from now on (what is stored after the call), filtered:
+    /// each new message with its sequence and stored time, undecoded (decode it with
+    /// [`EventLog::decode_stored`], so an invalid one can still be shown).
+    pub async fn tail(
+        &self,
+        filter: &SubjectFilter,
+    ) -> Result<impl futures::Stream<Item = Result<StoredMessage, LogError>> + use<>, LogError>
+    {
+        let stream_name = self.config().history_stream.clone();
+        let err = |reason: String| LogError::Stream {
+            stream: stream_name.clone(),
+            reason,
+        };
+        let stream = self
+            .jetstream()
+            .get_stream(&stream_name)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter.to_string(),
+                deliver_policy: consumer::DeliverPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
+        Ok(messages.map(|m| {
+            let m = m.map_err(|e| LogError::Consumer(e.to_string()))?;
+            let info = m.info().map_err(|e| LogError::Consumer(e.to_string()))?;
+            Ok(StoredMessage {
+                sequence: info.stream_sequence,
+                stored_at: info.published,
+                pending: info.pending,
+                message: m.message.clone(),
+            })
+        }))
+    }
+
+    /// The dead letter stored at `sequence` in the dead-letter stream, decoded and verified
+    /// (`None` when there is none).
+    pub async fn dead_letter_at(&self, sequence: u64) -> Result<Option<VerifiedEvent>, LogError> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        let name = self.config().dlq_stream.clone();
+        let err = |reason: String| LogError::Stream {
+            stream: name.clone(),
+            reason,
+        };
+        let stream = self
+            .jetstream()
+            .get_stream_no_info(&name)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let raw = match stream.get_raw_message(sequence).await {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let message = async_nats::Message {
+            subject: raw.subject.clone(),
+            reply: None,
+            payload: raw.payload.clone(),
+            headers: Some(raw.headers.clone()),
+            status: None,
+            description: None,
+            length: raw.payload.len(),
+        };
+        self.decode_stored(&message, sequence, Some(raw.time.into()))
+            .map(Some)
+            .map_err(|e| LogError::Undecodable {
+                subject: raw.subject.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// [`EventLog::read`] over the dead-letter stream.
+    pub async fn read_dead_letters(
+        &self,
+        filter: &SubjectFilter,
+        start: StartAt,
+        until_sequence: Option<u64>,
+        on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
+    ) -> Result<u64, LogError> {
+        read_stream(
+            self.jetstream(),
+            &self.config().dlq_stream,
+            filter,
+            start,
+            until_sequence,
+            on_message,
+        )
+        .await
+    }
+}
+
 /// Every stored event of one aggregate in `log`'s realm (`domain`, `aggregate`), in log
 /// order, each with its stream sequence, decoded and verified (or why it is not an event):
 /// an aggregate's timeline, read without folding anything else.
@@ -894,7 +1011,7 @@ impl<P: Projection> Projector<P> {
     }
 
     async fn bucket(&self) -> Result<jetstream::kv::Store, LogError> {
-        ensure_checkpoint_bucket(self.log.jetstream(), self.log.config().replicas).await
+        self.log.checkpoint_bucket().await
     }
 
     /// Saves state and position under the projection's name.
@@ -935,13 +1052,4 @@ impl<P: Projection> Projector<P> {
         self.roles = cp.roles;
         Ok(true)
     }
-}
-
-/// Opens the checkpoint KV bucket, creating it when missing. Where the server enforces
-/// roles only the operator creates it (`murmur up` does).
-pub async fn ensure_checkpoint_bucket(
-    js: &jetstream::Context,
-    replicas: usize,
-) -> Result<jetstream::kv::Store, LogError> {
-    crate::provision::ensure_checkpoint_bucket(js, replicas).await
 }

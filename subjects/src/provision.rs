@@ -23,7 +23,7 @@ fn setup_error(bucket: &str, e: impl std::fmt::Display) -> LogError {
 }
 
 /// The presence bucket: one entry per agent, expiring after three missed heartbeats.
-pub async fn ensure_presence_bucket(
+async fn ensure_presence_bucket(
     js: &jetstream::Context,
     replicas: usize,
     heartbeat: Duration,
@@ -45,7 +45,7 @@ pub async fn ensure_presence_bucket(
 }
 
 /// The projections' checkpoint bucket.
-pub async fn ensure_checkpoint_bucket(
+async fn ensure_checkpoint_bucket(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<kv::Store, LogError> {
@@ -64,7 +64,7 @@ pub async fn ensure_checkpoint_bucket(
 }
 
 /// An object store with `description`.
-pub async fn ensure_object_store(
+async fn ensure_object_store(
     js: &jetstream::Context,
     bucket: &str,
     description: &str,
@@ -85,7 +85,7 @@ pub async fn ensure_object_store(
 }
 
 /// The artifact store: build inputs and outputs, named by SHA-256.
-pub async fn ensure_artifact_store(
+async fn ensure_artifact_store(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<object_store::ObjectStore, LogError> {
@@ -99,7 +99,7 @@ pub async fn ensure_artifact_store(
 }
 
 /// The knowledge snapshot store.
-pub async fn ensure_knowledge_store(
+async fn ensure_knowledge_store(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<object_store::ObjectStore, LogError> {
@@ -107,17 +107,36 @@ pub async fn ensure_knowledge_store(
 }
 
 impl EventLog {
+    /// The presence bucket, created where missing with entries expiring after three
+    /// `heartbeat`s.
+    pub async fn presence_bucket(&self, heartbeat: Duration) -> Result<kv::Store, LogError> {
+        ensure_presence_bucket(self.jetstream(), self.config().replicas, heartbeat).await
+    }
+
+    /// The projections' checkpoint bucket, created where missing.
+    pub async fn checkpoint_bucket(&self) -> Result<kv::Store, LogError> {
+        ensure_checkpoint_bucket(self.jetstream(), self.config().replicas).await
+    }
+
+    /// The artifact store, created where missing.
+    pub async fn artifact_store(&self) -> Result<object_store::ObjectStore, LogError> {
+        ensure_artifact_store(self.jetstream(), self.config().replicas).await
+    }
+
+    /// The knowledge snapshot store, created where missing.
+    pub async fn knowledge_store(&self) -> Result<object_store::ObjectStore, LogError> {
+        ensure_knowledge_store(self.jetstream(), self.config().replicas).await
+    }
+
     /// Creates everything the platform keeps in JetStream that is missing: the history and
     /// dead-letter streams, the presence and checkpoint buckets, the artifact and knowledge
     /// object stores.
     pub async fn provision(&self) -> Result<(), LogError> {
         self.ensure_streams().await?;
-        let js = self.jetstream();
-        let replicas = self.config().replicas;
-        ensure_presence_bucket(js, replicas, DEFAULT_HEARTBEAT).await?;
-        ensure_checkpoint_bucket(js, replicas).await?;
-        ensure_artifact_store(js, replicas).await?;
-        ensure_knowledge_store(js, replicas).await?;
+        self.presence_bucket(DEFAULT_HEARTBEAT).await?;
+        self.checkpoint_bucket().await?;
+        self.artifact_store().await?;
+        self.knowledge_store().await?;
         Ok(())
     }
 }

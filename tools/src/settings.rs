@@ -179,14 +179,11 @@ impl Settings {
         // for a few seconds: a participant starting then waits it out instead of exiting.
         let until = tokio::time::Instant::now() + OPEN_PATIENCE;
         loop {
-            match EventLog::open(
-                client.clone(),
-                identity.clone(),
-                self.realm.clone(),
-                self.log.clone(),
-                self.codec.clone(),
-            )
-            .await
+            match EventLog::options(identity.clone(), self.realm.clone())
+                .config(self.log.clone())
+                .codec(self.codec.clone())
+                .open(client.clone())
+                .await
             {
                 Ok(log) => return Ok(log),
                 Err(e) if e.is_transient() && tokio::time::Instant::now() < until => {

@@ -121,15 +121,6 @@ pub(crate) fn hardware() -> Hardware {
     }
 }
 
-/// The agent kind that serves knowledge spaces (`murmur_agents::memory`).
-pub const MEMORY_KIND: &str = "memory";
-
-/// The agent kind that serves tools (`murmur_agents::tool`).
-pub const TOOL_KIND: &str = "tool";
-
-/// The agent kind that runs a language model (`murmur_agents::inference`).
-pub const INFERENCE_KIND: &str = "inference";
-
 /// What an inference agent offers unless told otherwise (`murmur_agents::inference`'s
 /// generate and score capabilities).
 const INFERENCE_CAPABILITIES: [&str; 2] = ["llm.generate", "llm.score"];
@@ -139,7 +130,7 @@ pub(crate) type LoadedModel = std::sync::Arc<murmur_agents::inference::GgufModel
 #[cfg(not(feature = "inference"))]
 pub(crate) type LoadedModel = std::convert::Infallible;
 
-/// Loads the model of `--kind inference` (on a blocking thread: it reads the whole file).
+/// Loads the model of an inference agent (on a blocking thread: it reads the whole file).
 #[cfg(feature = "inference")]
 pub(crate) async fn load_model(path: Option<&std::path::Path>) -> Result<LoadedModel> {
     let path = path
@@ -188,98 +179,204 @@ fn inference_handler(
     match model {}
 }
 
-/// Runs one agent until ctrl-c or SIGTERM, then leaves.
-pub async fn run_agent(settings: &Settings, mut args: AgentRunArgs) -> Result<()> {
-    if args.capabilities.is_empty()
-        && !args.builtin_handler
-        && let Some(c) = murmur_agents::pipeline::default_capability(&args.kind)
-    {
-        args.capabilities.push(c.to_string());
-    }
-    if args.kind == MEMORY_KIND && args.capabilities.is_empty() {
-        args.capabilities.push("knowledge.query".into());
-    }
-    // An inference agent loads its model before it joins: a bad file fails the start, not
-    // every task routed to it.
-    let inference = if args.kind == INFERENCE_KIND {
-        if args.capabilities.is_empty() {
-            args.capabilities
-                .extend(INFERENCE_CAPABILITIES.map(String::from));
+/// The kind of agent `murmur agent run` runs, decided once from `--kind` and the kind's own
+/// flags: what it offers, what it handles, which role it holds and how it runs.
+pub enum AgentKind {
+    /// `memory`: a replica of every space, serving queries and sync.
+    Memory {
+        /// Seconds between snapshots (`None`: never).
+        snapshot_every: Option<Duration>,
+    },
+    /// Any kind with `--builtin-handler`: the built-in test handler.
+    Builtin(String),
+    /// `inference`: a GGUF model, loaded before joining so a bad file fails the start.
+    Inference(LoadedModel),
+    /// `tool`: `tool.fs` confined to a root, checked before joining.
+    Tool(std::sync::Arc<murmur_agents::tool::FsTool>),
+    /// `planner`, `compiler` or `executor`: the pipeline handlers.
+    Pipeline(String),
+    /// Any other kind: joins, heartbeats and leaves; handles nothing, so it is never routed
+    /// a task.
+    Idle(String),
+}
+
+/// The agent kind that serves knowledge spaces (`murmur_agents::memory`).
+pub const MEMORY_KIND: &str = "memory";
+/// The agent kind that serves tools (`murmur_agents::tool`).
+pub const TOOL_KIND: &str = "tool";
+/// The agent kind that runs a language model (`murmur_agents::inference`).
+pub const INFERENCE_KIND: &str = "inference";
+
+impl AgentKind {
+    /// The kind `args` ask for; refuses flags that belong to another kind.
+    pub async fn from_args(args: &AgentRunArgs) -> Result<Self> {
+        let kind = args.kind.trim();
+        if kind.is_empty() {
+            bail!("--kind must not be empty");
         }
-        Some(load_model(args.model.as_deref()).await?)
-    } else {
-        if args.model.is_some() {
+        if kind != INFERENCE_KIND && args.model.is_some() {
             bail!("--model is for --kind {INFERENCE_KIND}");
         }
-        None
-    };
-    // A tool agent checks its root before it joins, as an inference agent its model.
-    let tool = if args.kind == TOOL_KIND {
-        if args.capabilities.is_empty() {
-            args.capabilities
-                .push(murmur_agents::tool::FS_CAPABILITY.into());
-        }
-        let root = args.root.as_deref().context(
-            "--kind tool needs --root DIR (the directory its file operations are confined to)",
-        )?;
-        Some(std::sync::Arc::new(murmur_agents::tool::FsTool::new(
-            root,
-            args.writable,
-        )?))
-    } else {
-        if args.root.is_some() || args.writable {
+        if kind != TOOL_KIND && (args.root.is_some() || args.writable) {
             bail!("--root and --writable are for --kind {TOOL_KIND}");
         }
-        None
+        Ok(match kind {
+            MEMORY_KIND => Self::Memory {
+                snapshot_every: (args.snapshot_every_s > 0)
+                    .then(|| Duration::from_secs(args.snapshot_every_s)),
+            },
+            _ if args.builtin_handler => {
+                if args.model.is_some() || args.root.is_some() {
+                    bail!("--builtin-handler runs the test handler; drop --model / --root");
+                }
+                Self::Builtin(kind.to_string())
+            }
+            INFERENCE_KIND => Self::Inference(load_model(args.model.as_deref()).await?),
+            TOOL_KIND => {
+                let root = args.root.as_deref().context(
+                    "--kind tool needs --root DIR (the directory its file operations are confined to)",
+                )?;
+                Self::Tool(std::sync::Arc::new(murmur_agents::tool::FsTool::new(
+                    root,
+                    args.writable,
+                )?))
+            }
+            _ if murmur_agents::pipeline::default_capability(kind).is_some() => {
+                Self::Pipeline(kind.to_string())
+            }
+            _ => Self::Idle(kind.to_string()),
+        })
+    }
+
+    /// The kind's name, as its manifest and `murmur agents ls` show it.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Memory { .. } => MEMORY_KIND,
+            Self::Inference(_) => INFERENCE_KIND,
+            Self::Tool(_) => TOOL_KIND,
+            Self::Builtin(kind) | Self::Pipeline(kind) | Self::Idle(kind) => kind,
+        }
+    }
+
+    /// What it offers when no `--capability` is given.
+    pub fn default_capabilities(&self) -> Vec<String> {
+        match self {
+            Self::Memory { .. } => vec!["knowledge.query".into()],
+            Self::Inference(_) => INFERENCE_CAPABILITIES.map(String::from).to_vec(),
+            Self::Tool(_) => vec![murmur_agents::tool::FS_CAPABILITY.into()],
+            Self::Pipeline(kind) => murmur_agents::pipeline::default_capability(kind)
+                .map(String::from)
+                .into_iter()
+                .collect(),
+            Self::Builtin(_) | Self::Idle(_) => Vec::new(),
+        }
+    }
+
+    /// The event types it handles, declared in its manifest: a kind without a task handler
+    /// is never assigned a task it would only let expire.
+    pub fn handles(&self) -> Vec<String> {
+        match self {
+            Self::Memory { .. } => murmur_agents::memory::handled_types(),
+            Self::Idle(_) => Vec::new(),
+            _ => murmur_agents::worker::handled_types(),
+        }
+    }
+
+    /// The role it connects and acts with.
+    pub fn role(&self) -> murmur_subjects::roles::Role {
+        murmur_subjects::roles::Role::for_agent_kind(self.name())
+    }
+
+    /// Labels it joins with: an inference agent carries its model's, so tasks can ask for
+    /// the model.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        match self {
+            Self::Inference(model) => model_labels(model),
+            _ => BTreeMap::new(),
+        }
+    }
+
+    /// The task handler it runs, once joined (`None` for memory and idle agents).
+    async fn handler(
+        &self,
+        agent: &Agent,
+        args: &AgentRunArgs,
+    ) -> Result<Option<murmur_agents::worker::Handler>> {
+        Ok(match self {
+            Self::Builtin(_) => Some(builtin_handler()),
+            Self::Inference(model) => {
+                Some(inference_handler(model.clone(), agent.metrics().clone()))
+            }
+            Self::Tool(tool) => {
+                eprintln!(
+                    "tool.fs over {} ({})",
+                    tool.root().display(),
+                    if args.writable {
+                        "writable"
+                    } else {
+                        "read-only"
+                    }
+                );
+                Some(murmur_agents::tool::fs_handler(tool.clone()))
+            }
+            Self::Pipeline(kind) => {
+                let store = murmur_agents::artifacts::ArtifactStore::open(agent.log()).await?;
+                murmur_agents::pipeline::handler_for(
+                    kind,
+                    agent.log().clone(),
+                    store,
+                    murmur_agents::pipeline::PipelineOptions {
+                        compile_timeout: Duration::from_secs(args.compile_timeout_s),
+                        test_timeout: Duration::from_secs(args.test_timeout_s),
+                        test_memory_bytes: args.test_memory_mib << 20,
+                        ..Default::default()
+                    },
+                )
+            }
+            Self::Memory { .. } | Self::Idle(_) => None,
+        })
+    }
+}
+
+/// Runs one agent until ctrl-c or SIGTERM, then leaves.
+pub async fn run_agent(settings: &Settings, args: AgentRunArgs) -> Result<()> {
+    let kind = AgentKind::from_args(&args).await?;
+    let capabilities = if args.capabilities.is_empty() {
+        kind.default_capabilities()
+    } else {
+        args.capabilities.clone()
     };
-    for c in &args.capabilities {
+    for c in &capabilities {
         validate_capability(c).map_err(anyhow::Error::msg)?;
     }
-    // An inference agent carries its model's labels, so tasks can ask for the model; labels
-    // given on the command line win.
-    let mut labels = inference.as_ref().map(model_labels).unwrap_or_default();
+    // Labels given on the command line win over the kind's.
+    let mut labels = kind.labels();
     labels.extend(parse_labels(&args.labels)?);
+    let name = args.name.clone().unwrap_or_else(|| kind.name().to_string());
     let (settings, identity) = settings
-        .participant(
-            args.ephemeral_identity,
-            murmur_subjects::roles::Role::for_agent_kind(&args.kind),
-            args.name.as_deref().unwrap_or(&args.kind),
-        )
+        .participant(args.ephemeral_identity, kind.role(), &name)
         .await?;
     let settings = &settings;
     let log = settings
-        .open_log_as(&format!("murmur-agent-{}", args.kind), identity)
+        .open_log_as(&format!("murmur-agent-{}", kind.name()), identity)
         .await?;
-    // What it will handle, decided as below: it declares exactly that, so a kind without a
-    // task handler is never assigned a task it would only let expire.
-    let handles = if args.kind == MEMORY_KIND {
-        murmur_agents::memory::handled_types()
-    } else if args.builtin_handler
-        || inference.is_some()
-        || tool.is_some()
-        || murmur_agents::pipeline::default_capability(&args.kind).is_some()
-    {
-        murmur_agents::worker::handled_types()
-    } else {
-        Vec::new()
-    };
     let spec = AgentSpec {
         manifest: AgentJoined {
-            name: args.name.clone().unwrap_or_else(|| args.kind.clone()),
-            kind: args.kind.clone(),
-            capabilities: args.capabilities.clone(),
+            name,
+            kind: kind.name().to_string(),
+            capabilities,
             labels,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             hardware: hardware(),
             slots: args.slots,
-            handles: Some(handles),
+            handles: Some(kind.handles()),
         },
         heartbeat: Duration::from_millis(args.heartbeat_ms),
     };
     let agent = Agent::join(log, spec).await?;
     eprintln!(
         "agent {} joined as {} (realm {})",
-        args.kind,
+        kind.name(),
         agent.id(),
         settings.realm
     );
@@ -290,45 +387,9 @@ pub async fn run_agent(settings: &Settings, mut args: AgentRunArgs) -> Result<()
     out!("{}", agent.id());
     let signals = shutdown_signals()?;
     let stop = signals.nth(1);
-    let handler = if args.builtin_handler {
-        Some(builtin_handler())
-    } else if let Some(model) = inference {
-        Some(inference_handler(model, agent.metrics().clone()))
-    } else if let Some(tool) = tool {
-        eprintln!(
-            "tool.fs over {} ({})",
-            tool.root().display(),
-            if args.writable {
-                "writable"
-            } else {
-                "read-only"
-            }
-        );
-        Some(murmur_agents::tool::fs_handler(tool))
-    } else if murmur_agents::pipeline::default_capability(&args.kind).is_none() {
-        None
-    } else {
-        let store = murmur_agents::artifacts::ArtifactStore::open(
-            agent.log().jetstream(),
-            settings.log.replicas,
-        )
-        .await?;
-        murmur_agents::pipeline::handler_for(
-            &args.kind,
-            agent.log().clone(),
-            store,
-            murmur_agents::pipeline::PipelineOptions {
-                compile_timeout: Duration::from_secs(args.compile_timeout_s),
-                test_timeout: Duration::from_secs(args.test_timeout_s),
-                test_memory_bytes: args.test_memory_mib << 20,
-                ..Default::default()
-            },
-        )
-    };
-    if args.kind == MEMORY_KIND {
+    if let AgentKind::Memory { snapshot_every } = kind {
         let options = murmur_agents::memory::MemoryOptions {
-            snapshot_every: (args.snapshot_every_s > 0)
-                .then(|| Duration::from_secs(args.snapshot_every_s)),
+            snapshot_every,
             compact: settings.may_purge(),
             ..Default::default()
         };
@@ -341,7 +402,7 @@ pub async fn run_agent(settings: &Settings, mut args: AgentRunArgs) -> Result<()
         agent.leave("shutdown").await?;
         return Ok(());
     }
-    match handler {
+    match kind.handler(&agent, &args).await? {
         Some(handler) => {
             let worker = murmur_agents::worker::run_worker(
                 &agent,
@@ -365,20 +426,80 @@ pub async fn run_agent(settings: &Settings, mut args: AgentRunArgs) -> Result<()
     Ok(())
 }
 
-/// Refuses an empty kind early (clap allows it).
-pub fn check_kind(kind: &str) -> Result<()> {
-    if kind.trim().is_empty() {
-        bail!("--kind must not be empty");
-    }
-    Ok(())
-}
-
 /// Runs `murmur agent ...`.
 pub async fn run(settings: &Settings, command: AgentCommand) -> Result<()> {
     match command {
-        AgentCommand::Run(args) => {
-            check_kind(&args.kind)?;
-            run_agent(settings, args).await
+        AgentCommand::Run(args) => run_agent(settings, args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(argv: &[&str]) -> AgentRunArgs {
+        let mut all = vec!["murmur", "agent", "run"];
+        all.extend(argv);
+        match Cli::try_parse_from(all).expect("parses").command {
+            Command::Agent {
+                command: AgentCommand::Run(args),
+            } => args,
+            _ => unreachable!("agent run"),
+        }
+    }
+
+    async fn kind(argv: &[&str]) -> Result<AgentKind> {
+        AgentKind::from_args(&args(argv)).await
+    }
+
+    #[tokio::test]
+    async fn each_kind_knows_what_it_offers_handles_and_is() -> Result<()> {
+        let workspace = tempfile::tempdir()?;
+        let root = workspace.path().to_str().expect("utf-8");
+        let tool = kind(&["--kind", "tool", "--root", root]).await?;
+        assert_eq!(tool.default_capabilities(), ["tool.fs"]);
+        assert_eq!(tool.role(), murmur_subjects::roles::Role::Tool);
+        assert!(
+            tool.handles()
+                .contains(&"dev.murmur.task.assigned".to_string())
+        );
+        let compiler = kind(&["--kind", "compiler"]).await?;
+        assert!(matches!(compiler, AgentKind::Pipeline(_)));
+        assert_eq!(compiler.default_capabilities(), ["compiler.rust"]);
+        let memory = kind(&["--kind", "memory", "--builtin-handler"]).await?;
+        assert!(matches!(memory, AgentKind::Memory { .. }));
+        assert_eq!(memory.default_capabilities(), ["knowledge.query"]);
+        // The built-in handler replaces a pipeline kind's handler and its default offer.
+        let tester = kind(&["--kind", "compiler", "--builtin-handler"]).await?;
+        assert!(matches!(tester, AgentKind::Builtin(_)));
+        assert!(tester.default_capabilities().is_empty());
+        assert_eq!(tester.role(), murmur_subjects::roles::Role::Compiler);
+        // A kind without a handler declares nothing, so it is never routed a task.
+        let idle = kind(&["--kind", "idle"]).await?;
+        assert!(idle.handles().is_empty());
+        assert_eq!(idle.role(), murmur_subjects::roles::Role::Worker);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_flag_of_another_kind_is_refused_with_its_kind() {
+        for (argv, expected) in [
+            (
+                &["--kind", "tool", "--model", "m.gguf"][..],
+                "--model is for --kind inference",
+            ),
+            (
+                &["--kind", "compiler", "--root", "/tmp"][..],
+                "--root and --writable are for --kind tool",
+            ),
+            (&["--kind", "tool"][..], "--kind tool needs --root DIR"),
+            (&["--kind", " "][..], "--kind must not be empty"),
+        ] {
+            let error = kind(argv).await.err().expect("refused").to_string();
+            assert!(error.contains(expected), "{argv:?}: {error}");
         }
     }
 }

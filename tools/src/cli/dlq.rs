@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use murmur_subjects::events::{DeadLettered, Redriven};
-use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::projection::StartAt;
 use murmur_subjects::{Draft, EventLog, Payload, SubjectFilter, Token};
 
 use crate::settings::Settings;
@@ -34,7 +34,7 @@ pub enum DlqCommand {
 /// Runs `murmur dlq ...`.
 pub async fn run(settings: &Settings, command: DlqCommand) -> Result<()> {
     let log = settings.open_log("murmur-dlq").await?;
-    let stream_name = settings.log.dlq_stream.clone();
+    let _stream_name = settings.log.dlq_stream.clone();
     match command {
         DlqCommand::Ls { reason } => {
             let mut filter = SubjectFilter::plane(murmur_subjects::Plane::Dlq);
@@ -45,17 +45,10 @@ pub async fn run(settings: &Settings, command: DlqCommand) -> Result<()> {
                 filter = filter.aggregate(Token::new(r.as_str())?);
             }
             let mut rows = Vec::new();
-            read_stream(
-                log.jetstream(),
-                &stream_name,
-                &filter,
-                StartAt::Beginning,
-                None,
-                |stored| {
-                    rows.push(stored);
-                    ControlFlow::Continue(())
-                },
-            )
+            log.read_dead_letters(&filter, StartAt::Beginning, None, |stored| {
+                rows.push(stored);
+                ControlFlow::Continue(())
+            })
             .await?;
             for stored in rows {
                 match log.decode_stored(&stored.message, stored.sequence, Some(stored.stored_at)) {
@@ -84,11 +77,11 @@ pub async fn run(settings: &Settings, command: DlqCommand) -> Result<()> {
             }
         }
         DlqCommand::Show { seq } => {
-            let d = load_dead_letter(&log, &stream_name, seq).await?;
+            let d = load_dead_letter(&log, seq).await?;
             out!("{}", serde_json::to_string_pretty(&d)?);
         }
         DlqCommand::Redrive { seq } => {
-            let subject = redrive(&log, &stream_name, seq).await?;
+            let subject = redrive(&log, seq).await?;
             out!("redrove dead letter {seq} to {subject}");
         }
     }
@@ -97,8 +90,8 @@ pub async fn run(settings: &Settings, command: DlqCommand) -> Result<()> {
 
 /// Re-publishes dead letter `seq`'s original message (same subject, headers and bytes) and
 /// records a `sys.redriven` event. Returns the subject it went to.
-pub async fn redrive(log: &EventLog, dlq_stream: &str, seq: u64) -> Result<String> {
-    let d = load_dead_letter(log, dlq_stream, seq).await?;
+pub async fn redrive(log: &EventLog, seq: u64) -> Result<String> {
+    let d = load_dead_letter(log, seq).await?;
     let Some(b64) = &d.body_base64 else {
         bail!(
             "dead letter {seq} kept only a prefix ({} bytes, sha256 {}): it cannot be redriven",
@@ -128,21 +121,10 @@ pub async fn redrive(log: &EventLog, dlq_stream: &str, seq: u64) -> Result<Strin
 }
 
 /// Loads dead letter `seq` from the dead-letter stream.
-pub async fn load_dead_letter(log: &EventLog, stream: &str, seq: u64) -> Result<DeadLettered> {
-    let s = log.jetstream().get_stream(stream).await?;
-    let raw = s
-        .get_raw_message(seq)
-        .await
+pub async fn load_dead_letter(log: &EventLog, seq: u64) -> Result<DeadLettered> {
+    let event = log
+        .dead_letter_at(seq)
+        .await?
         .with_context(|| format!("no dead letter at sequence {seq}"))?;
-    let msg = async_nats::Message {
-        subject: raw.subject.clone(),
-        reply: None,
-        payload: raw.payload.clone(),
-        headers: Some(raw.headers.clone()),
-        status: None,
-        description: None,
-        length: raw.payload.len(),
-    };
-    let ev = log.decode_stored(&msg, seq, None)?;
-    Ok(ev.payload()?)
+    Ok(event.payload()?)
 }

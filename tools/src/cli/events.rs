@@ -2,7 +2,6 @@
 //! prints.
 
 use anyhow::{Context, Result};
-use async_nats::jetstream::consumer;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use futures::StreamExt;
@@ -152,18 +151,7 @@ async fn tail(
 ) -> Result<()> {
     let log = settings.open_log("murmur-tail").await?;
     let filter = filter_for(subject.as_deref(), ty.as_deref(), settings.read_realm())?;
-    let stream = log
-        .jetstream()
-        .get_stream(&settings.log.history_stream)
-        .await?;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: filter.to_string(),
-            deliver_policy: consumer::DeliverPolicy::New,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let mut messages = std::pin::pin!(log.tail(&filter).await?);
     eprintln!("tailing {filter} (ctrl-c to stop)");
     let mut seen = 0;
     loop {
@@ -172,9 +160,8 @@ async fn tail(
             n = messages.next() => n,
         };
         let Some(msg) = next else { break };
-        let msg = msg?;
-        let info = msg.info().map_err(|e| anyhow::anyhow!(e.to_string()))?;
-        let (seq, at) = (info.stream_sequence, info.published);
+        let stored = msg?;
+        let (seq, at, msg) = (stored.sequence, stored.stored_at, stored.message);
         match log.decode_stored(&msg, seq, Some(at)) {
             Ok(ev) => {
                 if ty.as_deref().is_some_and(|t| t != ev.record.ty) {

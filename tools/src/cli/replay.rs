@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::ValueEnum;
-use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::projection::StartAt;
 
 use crate::cli::events::{describe, event_json, filter_for};
 use crate::settings::Settings;
@@ -100,7 +100,7 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<ReplayTotals> 
     let mut totals = ReplayTotals::default();
     let started = Instant::now();
     let mut write_err = None;
-    read_stream(log.jetstream(), &settings.log.history_stream, &filter, start, Some(end), |stored| {
+    log.read(&filter, start, Some(end), |stored| {
         bar.set_position(stored.sequence.saturating_sub(first_seq) + 1);
         if args.until.is_some_and(|u| stored.stored_at >= u) {
             return ControlFlow::Break(());

@@ -16,7 +16,7 @@ use murmur_coordination::consensus::ConsensusProjection;
 use murmur_coordination::coordinator::CoordinatorProjection;
 use murmur_coordination::registry::AgentStatus;
 use murmur_coordination::tasks::TaskState;
-use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::projection::StartAt;
 use murmur_subjects::{Domain, Plane, Projector, SubjectFilter, Token};
 use serde::Serialize;
 
@@ -163,17 +163,10 @@ pub async fn collect(settings: &Settings, window: Duration) -> Result<Status> {
         .domain(Domain::Task)
         .verb(Token::new("completed")?);
     let mut completed_in_window = 0;
-    read_stream(
-        log.jetstream(),
-        &settings.log.history_stream,
-        &filter,
-        StartAt::Time(since),
-        None,
-        |_| {
-            completed_in_window += 1;
-            ControlFlow::Continue(())
-        },
-    )
+    log.read(&filter, StartAt::Time(since), None, |_| {
+        completed_in_window += 1;
+        ControlFlow::Continue(())
+    })
     .await?;
     Ok(Status {
         realm: realm.to_string(),

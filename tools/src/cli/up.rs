@@ -79,14 +79,11 @@ pub async fn run(settings: &Settings, port: u16, insecure: bool) -> Result<()> {
         }
     };
     let client = connect.clone().name("murmur-up").connect().await?;
-    let log = EventLog::open(
-        client,
-        identity,
-        settings.realm.clone(),
-        settings.log.clone(),
-        settings.codec.clone(),
-    )
-    .await?;
+    let log = EventLog::options(identity, settings.realm.clone())
+        .config(settings.log.clone())
+        .codec(settings.codec.clone())
+        .open(client)
+        .await?;
     log.provision().await?;
     murmur_testkit::authority::claim_realm(
         &log,

@@ -317,9 +317,7 @@ pub async fn watch(settings: &Settings, id: &str, timeout_s: Option<u64>) -> Res
         let votes_now = (p.votes.len(), p.refused.len());
         if !settings.json && seen_votes != Some(votes_now) {
             seen_votes = Some(votes_now);
-            murmur_subjects::projection::read_stream(
-                log.jetstream(),
-                &log.config().history_stream,
+            log.read(
                 &votes,
                 murmur_subjects::projection::StartAt::Sequence(next_vote),
                 None,

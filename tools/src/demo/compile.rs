@@ -357,7 +357,7 @@ pub async fn run_on(settings: &Settings, issuer: &Issuer) -> Result<()> {
         }
     });
 
-    let store = ArtifactStore::open(platform.jetstream(), settings.log.replicas).await?;
+    let store = ArtifactStore::open(&platform).await?;
     let mut plans = Vec::new();
     for (name, tree) in samples() {
         let archive = workspace::pack(&tree)?;

@@ -36,7 +36,7 @@ use murmur_subjects::events::{
     AgentJoined, DeadLetterReason, DeadLettered, Hardware, TaskCompleted, TaskSubmitted,
 };
 use murmur_subjects::log::{Expected, LogError, MSG_ID};
-use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::projection::StartAt;
 use murmur_subjects::{Draft, Identity, Projector, SubjectFilter, Token};
 
 use murmur_subjects::roles::Role;
@@ -438,22 +438,16 @@ pub async fn run(settings: &Settings) -> Result<()> {
     let dlq_filter = SubjectFilter::plane(murmur_subjects::Plane::Dlq).realm(realm.clone());
     let (dl_seq, dl) = loop {
         let mut found = None;
-        read_stream(
-            platform.jetstream(),
-            &settings.log.dlq_stream,
-            &dlq_filter,
-            StartAt::Beginning,
-            None,
-            |stored| {
+        platform
+            .read_dead_letters(&dlq_filter, StartAt::Beginning, None, |stored| {
                 if let Ok(ev) = platform.decode_stored(&stored.message, stored.sequence, None)
                     && let Ok(d) = ev.payload::<DeadLettered>()
                 {
                     found = Some((stored.sequence, d));
                 }
                 std::ops::ControlFlow::Continue(())
-            },
-        )
-        .await?;
+            })
+            .await?;
         if let Some(f) = found {
             break f;
         }

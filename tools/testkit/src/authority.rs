@@ -476,14 +476,11 @@ impl Issuer {
             .name("murmur-owner")
             .connect()
             .await?;
-        let log = EventLog::open(
-            client,
-            self.owner.clone(),
-            realm.clone(),
-            self.log.clone(),
-            self.codec.clone(),
-        )
-        .await?;
+        let log = EventLog::options(self.owner.clone(), realm.clone())
+            .config(self.log.clone())
+            .codec(self.codec.clone())
+            .open(client)
+            .await?;
         log.provision().await?;
         opened.insert(realm.as_str().to_string(), log.clone());
         Ok(log)
@@ -567,14 +564,11 @@ impl Issuer {
             .name(name)
             .connect()
             .await?;
-        Ok(EventLog::open(
-            client,
-            identity,
-            realm.clone(),
-            self.log.clone(),
-            self.codec.clone(),
-        )
-        .await?)
+        Ok(EventLog::options(identity, realm.clone())
+            .config(self.log.clone())
+            .codec(self.codec.clone())
+            .open(client)
+            .await?)
     }
 }
 

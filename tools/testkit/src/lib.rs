@@ -282,14 +282,7 @@ impl TestNats {
             .connect_options(creds.as_deref())
             .connect()
             .await?;
-        Ok(EventLog::open(
-            client,
-            identity,
-            realm,
-            LogConfig::default(),
-            EventCodec::default(),
-        )
-        .await?)
+        Ok(EventLog::options(identity, realm).open(client).await?)
     }
 
     /// A participant with a fresh identity and `role` in `realm`: its own credentials, and

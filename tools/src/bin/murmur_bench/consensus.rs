@@ -6,11 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use futures::StreamExt;
-use murmur_subjects::projection::{StartAt, read_stream};
+use murmur_subjects::projection::StartAt;
 use murmur_subjects::roles::Role;
-use murmur_subjects::{
-    Draft, EventCodec, EventLog, Identity, LogConfig, Plane, SubjectFilter, Token,
-};
+use murmur_subjects::{Draft, EventLog, Identity, Plane, SubjectFilter, Token};
 
 use super::*;
 
@@ -31,22 +29,11 @@ pub(crate) async fn consensus_suite(
     let open_as = |identity: Identity| {
         let client = client.clone();
         let realm = realm.clone();
-        async move {
-            Ok::<_, anyhow::Error>(
-                EventLog::open(
-                    client,
-                    identity,
-                    realm,
-                    LogConfig::default(),
-                    EventCodec::default(),
-                )
-                .await?,
-            )
-        }
+        async move { Ok::<_, anyhow::Error>(EventLog::options(identity, realm).open(client).await?) }
     };
     let opener = open_as(Identity::generate()).await?;
     // Baseline: raw publish + ack round trips.
-    let js = opener.jetstream().clone();
+    let js = async_nats::jetstream::new(opener.client().clone());
     let mut raw = Vec::new();
     for i in 0..proposals {
         let t = Instant::now();
@@ -60,14 +47,9 @@ pub(crate) async fn consensus_suite(
         let mut rx = stop_rx.clone();
         // On its own connection, as `murmur tallier` runs in its own process (and as the
         // raw flow's tallier does); the opener and the voters share the other one.
-        let tallier_log = EventLog::open(
-            async_nats::connect(url).await?,
-            Identity::generate(),
-            realm.clone(),
-            LogConfig::default(),
-            EventCodec::default(),
-        )
-        .await?;
+        let tallier_log = EventLog::options(Identity::generate(), realm.clone())
+            .open(async_nats::connect(url).await?)
+            .await?;
         // Its decisions count only with the tallier role in the log.
         murmur_testkit::authority::claim_realm(&tallier_log, "bench", &[Role::Tallier]).await?;
         tokio::spawn(murmur_coordination::tallier::run_tallier(
@@ -381,28 +363,21 @@ pub(crate) async fn decision_stages(
         .domain(murmur_subjects::Domain::Proposal);
     use raw_flows::{DecisionTimes, ms};
     let mut times: BTreeMap<String, DecisionTimes> = BTreeMap::new();
-    read_stream(
-        log.jetstream(),
-        &log.config().history_stream,
-        &filter,
-        StartAt::Beginning,
-        None,
-        |m| {
-            if let Ok(subject) = murmur_subjects::Subject::parse(m.message.subject.as_str())
-                && subject.aggregate().as_str().starts_with(prefix)
-            {
-                let at = m.stored_at.timestamp_nanos_opt().unwrap_or_default();
-                let entry = times.entry(subject.aggregate().to_string()).or_default();
-                match subject.verb().as_str() {
-                    "opened" => entry.opened = Some(at),
-                    "vote_cast" => entry.votes.push(at),
-                    "decided" => entry.decided = Some(at),
-                    _ => {}
-                }
+    log.read(&filter, StartAt::Beginning, None, |m| {
+        if let Ok(subject) = murmur_subjects::Subject::parse(m.message.subject.as_str())
+            && subject.aggregate().as_str().starts_with(prefix)
+        {
+            let at = m.stored_at.timestamp_nanos_opt().unwrap_or_default();
+            let entry = times.entry(subject.aggregate().to_string()).or_default();
+            match subject.verb().as_str() {
+                "opened" => entry.opened = Some(at),
+                "vote_cast" => entry.votes.push(at),
+                "decided" => entry.decided = Some(at),
+                _ => {}
             }
-            ControlFlow::Continue(())
-        },
-    )
+        }
+        ControlFlow::Continue(())
+    })
     .await?;
     let (mut to_quorum, mut to_decided) = (Vec::new(), Vec::new());
     // The slowest decisions, hop by hop (the stored times and this process's clock are the

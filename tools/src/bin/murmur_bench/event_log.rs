@@ -14,8 +14,7 @@ use murmur_subjects::log::MSG_ID;
 use murmur_subjects::projection::{Projection, Refusal, StartAt, read_stream};
 use murmur_subjects::roles::Role;
 use murmur_subjects::{
-    Draft, EventCodec, EventLog, Identity, LogConfig, Plane, Projector, SubjectFilter, Token,
-    VerifiedEvent,
+    Draft, EventCodec, EventLog, Identity, Plane, Projector, SubjectFilter, Token, VerifiedEvent,
 };
 
 use super::*;
@@ -61,15 +60,11 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
         } else {
             ContentMode::Structured
         };
-        let log = EventLog::open(
-            client.clone(),
-            identity,
-            realm.clone(),
-            LogConfig::default(),
-            EventCodec::default().content_mode(mode),
-        )
-        .await?;
-        let js = log.jetstream().clone();
+        let log = EventLog::options(identity, realm.clone())
+            .codec(EventCodec::default().content_mode(mode))
+            .open(client.clone())
+            .await?;
+        let js = async_nats::jetstream::new(log.client().clone());
 
         // Raw publish baseline: the same encoded bytes and headers, pre-built, published with
         // the same window. (Subjects differ only in the realm token.)
@@ -159,14 +154,10 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
         // murmur replay: the same messages through a projection (decode, verify, fold).
         let t = Instant::now();
         // A reader with its own codec: no signature roots cached from publishing.
-        let reader = EventLog::open(
-            client.clone(),
-            log.identity().clone(),
-            realm.clone(),
-            LogConfig::default(),
-            EventCodec::default().content_mode(mode),
-        )
-        .await?;
+        let reader = EventLog::options(log.identity().clone(), realm.clone())
+            .codec(EventCodec::default().content_mode(mode))
+            .open(client.clone())
+            .await?;
         let mut p = Projector::new(
             reader,
             Count {

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use murmur_subjects::{EventCodec, EventLog, Identity, LogConfig, Token};
+use murmur_subjects::{EventLog, Identity, Token};
 
 /// Knowledge: facts written per second into one space (through the replica: Automerge edits,
 /// change events signed and acked) against the same edits on bare Automerge documents; a new
@@ -16,15 +16,7 @@ pub(crate) async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()>
     use murmur_knowledge::{FactDraft, KnowledgeDoc, Value};
     let client = async_nats::connect(url).await?;
     let realm = Token::new("kb")?;
-    let open_as = |identity| {
-        EventLog::open(
-            client.clone(),
-            identity,
-            realm.clone(),
-            LogConfig::default(),
-            EventCodec::default(),
-        )
-    };
+    let open_as = |identity| EventLog::options(identity, realm.clone()).open(client.clone());
     let log = open_as(Identity::generate()).await?;
     open_space(&log, "bench", "", shards, 4096).await?;
     let fact = |i: usize| {

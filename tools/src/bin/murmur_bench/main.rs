@@ -193,14 +193,9 @@ impl Target {
     /// An event log for a fresh participant with `role` in `realm`.
     async fn log(&self, realm: &Token, role: Role, name: &str) -> Result<EventLog> {
         let (options, identity) = self.participant(realm, role, name).await?;
-        Ok(EventLog::open(
-            options.connect().await?,
-            identity,
-            realm.clone(),
-            LogConfig::default(),
-            EventCodec::default(),
-        )
-        .await?)
+        Ok(EventLog::options(identity, realm.clone())
+            .open(options.connect().await?)
+            .await?)
     }
 
     /// Grants `log`'s identity `roles` in the log as the realm's owner would (in operator

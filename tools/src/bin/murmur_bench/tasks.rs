@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use murmur_subjects::events::TaskSubmitted;
 use murmur_subjects::log::MSG_ID;
-use murmur_subjects::projection::{Projection, Refusal, StartAt, read_stream};
+use murmur_subjects::projection::{Projection, Refusal, StartAt};
 use murmur_subjects::roles::Role;
 use murmur_subjects::{Draft, Plane, Projector, SubjectFilter, Token, VerifiedEvent};
 
@@ -49,7 +49,7 @@ pub(crate) async fn task_suite(
         h.insert(MSG_ID, sealed.record.id.as_str());
         prepared.push((sealed.subject.to_string(), h, b));
     }
-    let js = raw_log.jetstream().clone();
+    let js = async_nats::jetstream::new(raw_log.client().clone());
     let mut inflight = VecDeque::new();
     let t = Instant::now();
     for (s, h, b) in prepared {
@@ -61,7 +61,11 @@ pub(crate) async fn task_suite(
 
     // The same task flow in raw async-nats: four stored events per task with the same
     // expected sequences and hops, bodies the size of murmur's events, nothing else.
-    raw_flows::ensure_stream(raw_log.jetstream(), &raw_log.config().history_stream).await?;
+    raw_flows::ensure_stream(
+        &async_nats::jetstream::new(raw_log.client().clone()),
+        &raw_log.config().history_stream,
+    )
+    .await?;
     let body_of = |draft: Draft| -> Result<bytes::Bytes> {
         Ok(raw_log
             .codec()
@@ -263,13 +267,8 @@ pub(crate) async fn task_suite(
     let filter = SubjectFilter::plane(Plane::Evt)
         .realm(realm.clone())
         .domain(murmur_subjects::Domain::Task);
-    read_stream(
-        submitter.jetstream(),
-        "MURMUR_HISTORY",
-        &filter,
-        StartAt::Beginning,
-        None,
-        |m| {
+    submitter
+        .read(&filter, StartAt::Beginning, None, |m| {
             let subject = m.message.subject.as_str();
             let task = subject.split('.').nth(5).unwrap_or_default().to_string();
             let verb = subject.rsplit('.').next().unwrap_or_default();
@@ -301,9 +300,8 @@ pub(crate) async fn task_suite(
                 }
             }
             ControlFlow::Continue(())
-        },
-    )
-    .await?;
+        })
+        .await?;
     latencies.sort_by(|a, b| a.total_cmp(b));
     paced_latencies.sort_by(|a, b| a.total_cmp(b));
     let percentile = |v: &Vec<f64>, p: f64| {
