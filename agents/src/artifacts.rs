@@ -33,6 +33,7 @@ impl ArtifactRef {
 
 /// Why an artifact could not be stored or read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ArtifactError {
     /// The bucket could not be opened or created.
     #[error("artifact bucket {ARTIFACT_BUCKET}: {0}")]

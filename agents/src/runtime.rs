@@ -19,6 +19,7 @@ pub const PRESENCE_BUCKET: &str = murmur_subjects::roles::PRESENCE_BUCKET;
 
 /// Why the runtime failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AgentError {
     /// The event log refused an operation.
     #[error(transparent)]

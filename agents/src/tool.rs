@@ -80,6 +80,7 @@ fn root_path() -> String {
 
 /// Why a `tool.fs` request was refused or failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ToolError {
     /// The root is no directory.
     #[error("the tool's root {root} is not a directory: {reason}")]

@@ -325,12 +325,12 @@ async fn own_votes(
     me: &str,
 ) -> Result<BTreeSet<String>, LogError> {
     let mut mine = BTreeSet::new();
-    let verb = Token::new("vote_cast").map_err(|e| LogError::Consumer(e.to_string()))?;
+    let verb = Token::new("vote_cast").map_err(|e| LogError::Consumer(e.into()))?;
     for (id, p) in state.open_proposals() {
         if !p.electorate.contains(me) {
             continue;
         }
-        let aggregate = Token::new(id.as_str()).map_err(|e| LogError::Consumer(e.to_string()))?;
+        let aggregate = Token::new(id.as_str()).map_err(|e| LogError::Consumer(e.into()))?;
         let filter = SubjectFilter::plane(Plane::Evt)
             .realm(log.realm().clone())
             .domain(Domain::Proposal)

@@ -193,7 +193,7 @@ pub async fn work_for(
     projection: &TaskProjection,
     task: &str,
 ) -> Result<Option<Work>, LogError> {
-    let token = Token::new(task).map_err(|e| LogError::Consumer(e.to_string()))?;
+    let token = Token::new(task).map_err(|e| LogError::Consumer(e.into()))?;
     let subject = EventType::of::<TaskSubmitted>().subject(&projection.realm, &token);
     if let Some(first) = log.first_event(subject.as_str()).await? {
         let mut book = TaskBook::default();
@@ -229,7 +229,7 @@ async fn fold_task(
     book: &mut TaskBook,
     task: &str,
 ) -> Result<(), LogError> {
-    let token = Token::new(task).map_err(|e| LogError::Consumer(e.to_string()))?;
+    let token = Token::new(task).map_err(|e| LogError::Consumer(e.into()))?;
     let filter = SubjectFilter::plane(Plane::Evt)
         .realm(projection.realm.clone())
         .domain(Domain::Task)

@@ -134,7 +134,7 @@ fn draft_for(
     let Some(task) = view.tasks.tasks.get(task_id) else {
         return Ok(None);
     };
-    let aggregate = Token::new(task_id.as_str()).map_err(|e| LogError::Consumer(e.to_string()))?;
+    let aggregate = Token::new(task_id.as_str()).map_err(|e| LogError::Consumer(e.into()))?;
     let draft = match command {
         Command::Assign {
             agent,

@@ -186,7 +186,7 @@ pub async fn run_monitor(
         .client()
         .subscribe(filter.to_string())
         .await
-        .map_err(|e| LogError::Consumer(e.to_string()))?;
+        .map_err(|e| LogError::Consumer(e.into()))?;
     let mut tracker = LivenessTracker::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut declared = 0;

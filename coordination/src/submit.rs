@@ -15,6 +15,7 @@ use crate::routing::validate_capability;
 
 /// Why a graph was not submitted.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubmitError {
     /// The graph is not a valid DAG (every problem named).
     #[error(transparent)]

@@ -54,8 +54,7 @@ pub async fn run_tallier(
         // Decisions drafted this round, to decide again if their write fails.
         let mut deciding = Vec::new();
         for (id, p) in state.open_proposals() {
-            let aggregate =
-                Token::new(id.as_str()).map_err(|e| LogError::Consumer(e.to_string()))?;
+            let aggregate = Token::new(id.as_str()).map_err(|e| LogError::Consumer(e.into()))?;
             if let Some((outcome, tally)) =
                 decide(&p.opened, &p.votes, &p.electorate, p.deadline_passed)
             {

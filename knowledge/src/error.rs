@@ -7,6 +7,7 @@ use crate::fact::FactId;
 
 /// Why a knowledge operation or an incoming change was refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KnowledgeError {
     /// The fact is not well formed.
     #[error("invalid fact: {0}")]

@@ -38,6 +38,7 @@ pub use validate::{Deployment, Problem, ValidationErrors};
 
 /// Why a deployment could not be read or turned into a flake.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NixError {
     /// The file is not valid JSON/TOML for a deployment.
     #[error("{format} parse error at {line}:{column}: {message}")]

@@ -53,11 +53,11 @@ pub async fn run_auditor(
             },
         )
         .await
-        .map_err(|e| LogError::Consumer(e.to_string()))?;
+        .map_err(|e| LogError::Consumer(e.into()))?;
     let mut stored = durable
         .messages()
         .await
-        .map_err(|e| LogError::Consumer(e.to_string()))?;
+        .map_err(|e| LogError::Consumer(e.into()))?;
     let mut live = log
         .client()
         .queue_subscribe(
@@ -65,7 +65,7 @@ pub async fn run_auditor(
             AUDITOR_CONSUMER.to_string(),
         )
         .await
-        .map_err(|e| LogError::Consumer(e.to_string()))?;
+        .map_err(|e| LogError::Consumer(e.into()))?;
     let mut totals = AuditStats::default();
     let mut roles = RoleBook::default();
     tokio::pin!(shutdown);

@@ -45,6 +45,7 @@ pub enum ContentMode {
 
 /// Why bytes could not be read as a CloudEvent, or an event could not be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BindingError {
     /// The body is not a CloudEvents JSON object (structured mode).
     #[error("malformed event: {0}")]

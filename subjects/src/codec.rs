@@ -206,6 +206,7 @@ impl VerifiedEvent {
 
 /// Why an incoming message was refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IngestError {
     /// Not a readable CloudEvent.
     #[error(transparent)]

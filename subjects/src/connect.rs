@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// A server URL did not parse.
     #[error("invalid server address {url:?}: {reason}")]

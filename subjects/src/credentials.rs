@@ -26,6 +26,7 @@ use crate::roles::{Permissions, Role};
 
 /// Why credentials could not be made or read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CredentialsError {
     /// A key is not the kind of nkey it must be.
     #[error("{what} is not a valid {kind} nkey: {reason}")]

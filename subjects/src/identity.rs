@@ -57,6 +57,7 @@ fn root_message(root: &[u8; 32]) -> [u8; 48] {
 
 /// Why a key or signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IdentityError {
     /// The seed text is not an nkey seed.
     #[error("invalid nkey seed: {0}")]

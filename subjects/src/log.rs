@@ -117,16 +117,21 @@ impl LogConfig {
     }
 }
 
+/// The client's or the server's error underneath a [`LogError`], kept as its source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LogError {
     /// Creating or reading a stream failed.
-    #[error("stream {stream}: {reason}")]
+    #[error("stream {stream}: {source}")]
     Stream {
         /// Stream name.
         stream: String,
-        /// Why.
-        reason: String,
+        /// The client's or the server's error.
+        #[source]
+        source: BoxError,
     },
     /// The event could not be encoded (e.g. over the size limit).
     #[error("cannot encode event: {0}")]
@@ -144,19 +149,20 @@ pub enum LogError {
         server: String,
     },
     /// The server refused or did not acknowledge a publish.
-    #[error("publish to {subject} failed: {reason}")]
+    #[error("publish to {subject} failed: {source}")]
     Publish {
         /// Subject.
         subject: String,
-        /// Why.
-        reason: String,
+        /// The client's or the server's error.
+        #[source]
+        source: BoxError,
     },
     /// Only `evt` and `dlq` plane events are persisted; use `publish_live` for the others.
     #[error("{0} plane events are not persisted; use publish_live")]
     NotPersisted(Plane),
     /// Reading from a consumer failed.
     #[error("consumer: {0}")]
-    Consumer(String),
+    Consumer(#[source] BoxError),
     /// The payload could not be encoded.
     #[error(transparent)]
     Payload(#[from] crate::payload::PayloadError),
@@ -336,7 +342,7 @@ impl EventLog {
             let name = cfg.name.clone();
             let stream_err = |e: String| LogError::Stream {
                 stream: name.clone(),
-                reason: e,
+                source: e.into(),
             };
             let existing = match self.js.get_stream(&name).await {
                 Ok(stream) => Some(stream.cached_info().config.clone()),
@@ -493,7 +499,7 @@ impl EventLog {
                         .unwrap_or_else(|_| {
                             Err(LogError::Publish {
                                 subject: ev.subject.to_string(),
-                                reason: "no ack within 5 s".into(),
+                                source: "no ack within 5 s".into(),
                             })
                         });
                 }
@@ -612,7 +618,7 @@ impl EventLog {
         if sealed.subject.plane() != Plane::Live {
             return Err(LogError::Publish {
                 subject: sealed.subject.to_string(),
-                reason: "only live-plane events go over core NATS".into(),
+                source: "only live-plane events go over core NATS".into(),
             });
         }
         let (headers, body) = self.codec.encode(&sealed)?;
@@ -621,7 +627,7 @@ impl EventLog {
             .await
             .map_err(|e| LogError::Publish {
                 subject: sealed.subject.to_string(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
         Ok(sealed)
     }
@@ -636,7 +642,7 @@ impl EventLog {
             if ev.subject.plane() != Plane::Live {
                 return Err(LogError::Publish {
                     subject: ev.subject.to_string(),
-                    reason: "only live-plane events go over core NATS".into(),
+                    source: "only live-plane events go over core NATS".into(),
                 });
             }
             let (headers, body) = self.codec.encode(ev)?;
@@ -645,7 +651,7 @@ impl EventLog {
                 .await
                 .map_err(|e| LogError::Publish {
                     subject: ev.subject.to_string(),
-                    reason: e.to_string(),
+                    source: e.into(),
                 })?;
         }
         Ok(sealed.len())
@@ -681,7 +687,7 @@ impl EventLog {
             .await
             .map_err(|e| LogError::Stream {
                 stream: name.to_string(),
-                reason: e.to_string(),
+                source: e.into(),
             })
     }
 
@@ -690,7 +696,7 @@ impl EventLog {
         let mut stream = self.stream(stream_name).await?;
         let info = stream.info().await.map_err(|e| LogError::Stream {
             stream: stream_name.to_string(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         Ok(info.state.last_sequence)
     }
@@ -720,7 +726,7 @@ impl EventLog {
         let name = &self.config.history_stream;
         let stream_err = |reason: String| LogError::Stream {
             stream: name.clone(),
-            reason,
+            source: reason.into(),
         };
         let stream = self
             .js
@@ -782,7 +788,7 @@ fn classify(
         },
         _ => LogError::Publish {
             subject: subject.to_string(),
-            reason: text,
+            source: text.into(),
         },
     }
 }

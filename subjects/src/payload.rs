@@ -12,6 +12,7 @@ use crate::subject::{Domain, Plane};
 
 /// Why a payload could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PayloadError {
     /// The bytes are not JSON, or do not fit the payload's schema.
     #[error("payload of {ty} v{version} does not match its schema: {source}")]

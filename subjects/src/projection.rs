@@ -160,7 +160,7 @@ impl EventLog {
         let stream_name = self.config().history_stream.clone();
         let err = |reason: String| LogError::Stream {
             stream: stream_name.clone(),
-            reason,
+            source: reason.into(),
         };
         let stream = self
             .jetstream()
@@ -177,8 +177,8 @@ impl EventLog {
             .map_err(|e| err(e.to_string()))?;
         let messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
         Ok(messages.map(|m| {
-            let m = m.map_err(|e| LogError::Consumer(e.to_string()))?;
-            let info = m.info().map_err(|e| LogError::Consumer(e.to_string()))?;
+            let m = m.map_err(|e| LogError::Consumer(e.into()))?;
+            let info = m.info().map_err(LogError::Consumer)?;
             Ok(StoredMessage {
                 sequence: info.stream_sequence,
                 stored_at: info.published,
@@ -195,7 +195,7 @@ impl EventLog {
         let name = self.config().dlq_stream.clone();
         let err = |reason: String| LogError::Stream {
             stream: name.clone(),
-            reason,
+            source: reason.into(),
         };
         let stream = self
             .jetstream()
@@ -216,7 +216,7 @@ impl EventLog {
             description: None,
             length: raw.payload.len(),
         };
-        self.decode_stored(&message, sequence, Some(raw.time.into()))
+        self.decode_stored(&message, sequence, Some(raw.time))
             .map(Some)
             .map_err(|e| LogError::Undecodable {
                 subject: raw.subject.to_string(),
@@ -336,7 +336,7 @@ pub async fn read_stream_any(
     const ATTEMPTS: u32 = 6;
     let stream_err = |e: String| LogError::Stream {
         stream: stream.to_string(),
-        reason: e,
+        source: e.into(),
     };
     let handle = js
         .get_stream(stream)
@@ -412,7 +412,7 @@ pub async fn read_stream_any(
         "{stream}: the replicas serving reads stay behind the leader (read up to {}, the leader has {})",
         seen.unwrap_or(0),
         target.unwrap_or(0)
-    )))
+    ).into()))
 }
 
 /// How long a read waits for its next message before it asks the server what is pending.
@@ -508,11 +508,11 @@ async fn read_once(
             ..Default::default()
         })
         .await
-        .map_err(|e| LogError::Consumer(e.to_string()))?;
+        .map_err(|e| LogError::Consumer(e.into()))?;
     let info = consumer
         .info()
         .await
-        .map_err(|e| LogError::Consumer(e.to_string()))?;
+        .map_err(|e| LogError::Consumer(e.into()))?;
     if info.num_pending == 0 {
         return Ok(ReadEnd::RanDry);
     }
@@ -521,7 +521,7 @@ async fn read_once(
         .max_messages_per_batch(10_000)
         .messages()
         .await
-        .map_err(|e| LogError::Consumer(e.to_string()))?;
+        .map_err(|e| LogError::Consumer(e.into()))?;
     // Checks of the consumer after a silence, in a row.
     let mut silences = 0;
     loop {
@@ -536,7 +536,7 @@ async fn read_once(
                 let info = consumer
                     .get_info()
                     .await
-                    .map_err(|e| LogError::Consumer(e.to_string()))?;
+                    .map_err(|e| LogError::Consumer(e.into()))?;
                 silences += 1;
                 // Nothing left, or a consumer that stays silent with messages pending: end
                 // this read; the caller compares with the leader and reads on from there.
@@ -547,11 +547,9 @@ async fn read_once(
             }
         };
         silences = 0;
-        let message = next.map_err(|e| LogError::Consumer(e.to_string()))?;
+        let message = next.map_err(|e| LogError::Consumer(e.into()))?;
         let (sequence, stored_at, pending) = {
-            let info = message
-                .info()
-                .map_err(|e| LogError::Consumer(e.to_string()))?;
+            let info = message.info().map_err(LogError::Consumer)?;
             (info.stream_sequence, info.published, info.pending)
         };
         if until_sequence.is_some_and(|end| sequence > end) {
@@ -908,12 +906,12 @@ impl<P: Projection> Projector<P> {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| LogError::Consumer(e.to_string()))?;
+                .map_err(|e| LogError::Consumer(e.into()))?;
             let messages = consumer
                 .clone()
                 .messages()
                 .await
-                .map_err(|e| LogError::Consumer(e.to_string()))?;
+                .map_err(|e| LogError::Consumer(e.into()))?;
             let now = tokio::time::Instant::now();
             self.live = Some(LiveFeed {
                 messages,
@@ -964,14 +962,14 @@ impl<P: Projection> Projector<P> {
                 }
                 Ok(Some(Err(e))) => {
                     self.live = None;
-                    return Err(LogError::Consumer(e.to_string()));
+                    return Err(LogError::Consumer(e.into()));
                 }
                 Ok(Some(Ok(m))) => {
                     live.quiet_since = tokio::time::Instant::now();
                     m
                 }
             };
-            let info = next.info().map_err(|e| LogError::Consumer(e.to_string()))?;
+            let info = next.info().map_err(LogError::Consumer)?;
             let stored = StoredMessage {
                 sequence: info.stream_sequence,
                 stored_at: info.published,
@@ -1022,12 +1020,12 @@ impl<P: Projection> Projector<P> {
             state: &self.state,
             roles: self.roles.clone(),
         })
-        .map_err(|e| LogError::Consumer(format!("checkpoint encode: {e}")))?;
+        .map_err(|e| LogError::Consumer(format!("checkpoint encode: {e}").into()))?;
         kv.put(self.projection.name(), body.into())
             .await
             .map_err(|e| LogError::Stream {
                 stream: CHECKPOINT_BUCKET.into(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
         Ok(())
     }
@@ -1040,13 +1038,13 @@ impl<P: Projection> Projector<P> {
             .await
             .map_err(|e| LogError::Stream {
                 stream: CHECKPOINT_BUCKET.into(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
         let Some(bytes) = entry else {
             return Ok(false);
         };
         let cp: Checkpoint<P::State> = serde_json::from_slice(&bytes)
-            .map_err(|e| LogError::Consumer(format!("checkpoint decode: {e}")))?;
+            .map_err(|e| LogError::Consumer(format!("checkpoint decode: {e}").into()))?;
         self.position = cp.position;
         self.state = cp.state;
         self.roles = cp.roles;

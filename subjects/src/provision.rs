@@ -15,10 +15,10 @@ use crate::roles::{ARTIFACT_BUCKET, CHECKPOINT_BUCKET, KNOWLEDGE_BUCKET, PRESENC
 /// bucket: entries expire after three of them.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 
-fn setup_error(bucket: &str, e: impl std::fmt::Display) -> LogError {
+fn setup_error(bucket: &str, e: impl std::error::Error + Send + Sync + 'static) -> LogError {
     LogError::Stream {
         stream: bucket.into(),
-        reason: e.to_string(),
+        source: Box::new(e),
     }
 }
 

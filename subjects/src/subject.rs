@@ -38,6 +38,7 @@ pub const TOKEN_COUNT: usize = 7;
 
 /// Why a subject or token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubjectError {
     /// A token was empty (e.g. `a..b`).
     #[error("empty token at position {position} in {subject:?}")]

@@ -55,6 +55,7 @@ pub const REPEAT_LAST_N: usize = 64;
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum InferenceError {
     /// The file could not be read.
     #[error("reading model {path}")]

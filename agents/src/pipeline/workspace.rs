@@ -25,6 +25,7 @@ pub type SourceTree = BTreeMap<String, Vec<u8>>;
 
 /// Why a workspace could not be planned or an archive read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlanError {
     /// A manifest is missing.
     #[error("{0} is missing")]

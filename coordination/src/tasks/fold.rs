@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, Utc};
 use murmur_subjects::events::{
     TaskAssigned, TaskCancelled, TaskCompleted, TaskDeadLettered, TaskFailed, TaskLeaseExpired,
-    TaskStarted, TaskSubmitted,
+    TaskProgress, TaskStarted, TaskSubmitted,
 };
 use murmur_subjects::projection::{Projection, Refusal};
 use murmur_subjects::roles::Role;
@@ -29,15 +29,125 @@ pub(super) fn stored(event: &VerifiedEvent) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-pub(super) fn coordinator(event: &VerifiedEvent) -> Result<(), Refusal> {
+/// A task event, decoded once from its stored form.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskEvent {
+    /// `task.submitted`.
+    Submitted(TaskSubmitted),
+    /// `task.assigned` (a coordinator's decision).
+    Assigned(TaskAssigned),
+    /// `task.started`.
+    Started(TaskStarted),
+    /// `task.completed`.
+    Completed(TaskCompleted),
+    /// `task.failed`.
+    Failed(TaskFailed),
+    /// `task.lease_expired` (a coordinator's decision).
+    LeaseExpired(TaskLeaseExpired),
+    /// `task.dead_lettered` (a coordinator's decision).
+    DeadLettered(TaskDeadLettered),
+    /// `task.cancelled`.
+    Cancelled(TaskCancelled),
+    /// `task.progress`: on the live plane, never stored; reported by watchers, not folded.
+    Progress(TaskProgress),
+}
+
+impl TaskEvent {
+    /// Decodes `event` by its type; `UnknownType` for a type outside the task domain.
+    pub fn decode(event: &VerifiedEvent) -> Result<Self, TaskRefusal> {
+        let bad = |e: murmur_subjects::payload::PayloadError| TaskRefusal::Payload(e.to_string());
+        Ok(match event.record.ty.as_str() {
+            TaskSubmitted::TYPE => Self::Submitted(event.payload().map_err(bad)?),
+            TaskAssigned::TYPE => Self::Assigned(event.payload().map_err(bad)?),
+            TaskStarted::TYPE => Self::Started(event.payload().map_err(bad)?),
+            TaskCompleted::TYPE => Self::Completed(event.payload().map_err(bad)?),
+            TaskFailed::TYPE => Self::Failed(event.payload().map_err(bad)?),
+            TaskLeaseExpired::TYPE => Self::LeaseExpired(event.payload().map_err(bad)?),
+            TaskDeadLettered::TYPE => Self::DeadLettered(event.payload().map_err(bad)?),
+            TaskCancelled::TYPE => Self::Cancelled(event.payload().map_err(bad)?),
+            TaskProgress::TYPE => Self::Progress(event.payload().map_err(bad)?),
+            other => return Err(TaskRefusal::UnknownType(other.to_string())),
+        })
+    }
+}
+
+/// Why the task fold refused an event; the state is left as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskRefusal {
+    /// The payload does not decode as its type.
+    #[error("{0}")]
+    Payload(String),
+    /// A type the task domain does not declare.
+    #[error("{0} is not a task event")]
+    UnknownType(String),
+    /// A second submission of the same id.
+    #[error("task {0} already exists")]
+    AlreadyExists(String),
+    /// The capability asked for is not a valid one.
+    #[error("{0}")]
+    Capability(String),
+    /// An event for a task never submitted.
+    #[error("unknown task {0}")]
+    UnknownTask(String),
+    /// The task has ended.
+    #[error("task {task} is already {state}")]
+    Ended {
+        /// The task.
+        task: String,
+        /// Its final state.
+        state: &'static str,
+    },
+    /// A decision from a key without the coordinator role at that position.
+    #[error("{emitter} did not hold the coordinator role at {sequence}")]
+    NotCoordinator {
+        /// Who wrote it.
+        emitter: String,
+        /// Where.
+        sequence: u64,
+    },
+    /// An assignment while the task is not pending, or for the wrong attempt.
+    #[error("task {task} cannot take attempt {attempt} now")]
+    AttemptOutOfTurn {
+        /// The task.
+        task: String,
+        /// The attempt the assignment names.
+        attempt: u32,
+    },
+    /// A report from an agent that does not hold the current attempt.
+    #[error("result for attempt {attempt} from {from} but attempt {current} is held by {holder:?}")]
+    NotHolder {
+        /// The attempt it reports.
+        attempt: u32,
+        /// Who reported.
+        from: String,
+        /// The current attempt.
+        current: u32,
+        /// Who holds it.
+        holder: Option<String>,
+    },
+    /// A lease expiry for an attempt that is not the current one.
+    #[error("lease expiry for an attempt that is not current")]
+    StaleLeaseExpiry,
+    /// Progress is reported on the live plane, never folded.
+    #[error("progress is not part of the log")]
+    NotStored,
+}
+
+impl From<TaskRefusal> for Refusal {
+    fn from(r: TaskRefusal) -> Self {
+        Refusal(r.to_string())
+    }
+}
+
+pub(super) fn coordinator(event: &VerifiedEvent) -> Result<(), TaskRefusal> {
     if event.roles.contains(Role::Coordinator) {
         Ok(())
     } else {
-        Err(Refusal(format!(
-            "{} did not hold the coordinator role at {}",
-            event.emitter(),
-            event.stream_sequence.unwrap_or(0)
-        )))
+        Err(TaskRefusal::NotCoordinator {
+            emitter: event.emitter().to_string(),
+            sequence: event.stream_sequence.unwrap_or(0),
+        })
     }
 }
 
@@ -62,9 +172,9 @@ impl Projection for TaskProjection {
     }
 
     fn apply(&self, book: &mut TaskBook, event: &VerifiedEvent) -> Result<(), Refusal> {
-        let result = self.apply_event(book, event);
+        let result = TaskEvent::decode(event).and_then(|e| self.apply_event(book, event, e));
         book.reindex(event.subject.aggregate().as_str());
-        result
+        Ok(result?)
     }
 
     /// A task's expected sequence follows every message stored on its subjects, accepted
@@ -80,17 +190,20 @@ impl Projection for TaskProjection {
 }
 
 impl TaskProjection {
-    fn apply_event(&self, book: &mut TaskBook, event: &VerifiedEvent) -> Result<(), Refusal> {
+    pub(super) fn apply_event(
+        &self,
+        book: &mut TaskBook,
+        event: &VerifiedEvent,
+        decoded: TaskEvent,
+    ) -> Result<(), TaskRefusal> {
         let id = event.subject.aggregate().as_str();
         let seq = event.stream_sequence.unwrap_or(0);
         let at = stored(event);
-        let bad = |e: murmur_subjects::payload::PayloadError| Refusal(e.to_string());
-        if event.record.ty == TaskSubmitted::TYPE {
-            let p: TaskSubmitted = event.payload().map_err(bad)?;
+        if let TaskEvent::Submitted(p) = decoded {
             if book.tasks.contains_key(id) {
-                return Err(Refusal(format!("task {id} already exists")));
+                return Err(TaskRefusal::AlreadyExists(id.to_string()));
             }
-            routing::validate_capability(&p.capability).map_err(Refusal)?;
+            routing::validate_capability(&p.capability).map_err(TaskRefusal::Capability)?;
             book.tasks.insert(
                 id.to_string(),
                 Task {
@@ -125,39 +238,39 @@ impl TaskProjection {
         let task = book
             .tasks
             .get_mut(id)
-            .ok_or_else(|| Refusal(format!("unknown task {id}")))?;
+            .ok_or_else(|| TaskRefusal::UnknownTask(id.to_string()))?;
         if task.state.is_final() {
-            return Err(Refusal(format!(
-                "task {id} is already {}",
-                task.state.name()
-            )));
+            return Err(TaskRefusal::Ended {
+                task: id.to_string(),
+                state: task.state.name(),
+            });
         }
         let current_holder = match &task.state {
             TaskState::Assigned { agent, .. } => Some(agent.clone()),
             _ => None,
         };
-        let from_holder = |attempt: u32| -> Result<(), Refusal> {
+        let from_holder = |attempt: u32| -> Result<(), TaskRefusal> {
             if current_holder.as_deref() != Some(event.emitter()) || attempt != task.attempt {
-                Err(Refusal(format!(
-                    "result for attempt {attempt} from {} but attempt {} is held by {:?}",
-                    event.emitter(),
-                    task.attempt,
-                    current_holder
-                )))
+                Err(TaskRefusal::NotHolder {
+                    attempt,
+                    from: event.emitter().to_string(),
+                    current: task.attempt,
+                    holder: current_holder.clone(),
+                })
             } else {
                 Ok(())
             }
         };
-        match event.record.ty.as_str() {
-            TaskAssigned::TYPE => {
+        match decoded {
+            TaskEvent::Submitted(_) => unreachable!("handled above"),
+            TaskEvent::Assigned(p) => {
                 coordinator(event)?;
-                let p: TaskAssigned = event.payload().map_err(bad)?;
                 if !matches!(task.state, TaskState::Pending { .. }) || p.attempt != task.attempt + 1
                 {
-                    return Err(Refusal(format!(
-                        "task {id} cannot take attempt {} now",
-                        p.attempt
-                    )));
+                    return Err(TaskRefusal::AttemptOutOfTurn {
+                        task: id.to_string(),
+                        attempt: p.attempt,
+                    });
                 }
                 task.attempt = p.attempt;
                 task.state = TaskState::Assigned {
@@ -166,53 +279,45 @@ impl TaskProjection {
                     started: false,
                 };
             }
-            TaskStarted::TYPE => {
-                let p: TaskStarted = event.payload().map_err(bad)?;
+            TaskEvent::Started(p) => {
                 from_holder(p.attempt)?;
                 if let TaskState::Assigned { started, .. } = &mut task.state {
                     *started = true;
                 }
             }
-            TaskCompleted::TYPE => {
-                let p: TaskCompleted = event.payload().map_err(bad)?;
+            TaskEvent::Completed(p) => {
                 from_holder(p.attempt)?;
                 task.state = TaskState::Completed {
                     agent: event.emitter().to_string(),
                 };
                 task.output = Some(p.output);
             }
-            TaskFailed::TYPE => {
-                let p: TaskFailed = event.payload().map_err(bad)?;
+            TaskEvent::Failed(p) => {
                 from_holder(p.attempt)?;
                 after_failure(task, p.reason, at);
             }
-            TaskLeaseExpired::TYPE => {
+            TaskEvent::LeaseExpired(p) => {
                 coordinator(event)?;
-                let p: TaskLeaseExpired = event.payload().map_err(bad)?;
                 if current_holder.as_deref() != Some(p.agent.as_str()) || p.attempt != task.attempt
                 {
-                    return Err(Refusal(
-                        "lease expiry for an attempt that is not current".into(),
-                    ));
+                    return Err(TaskRefusal::StaleLeaseExpiry);
                 }
                 after_failure(task, format!("lease expired on {}", p.agent), at);
             }
-            TaskDeadLettered::TYPE => {
+            TaskEvent::DeadLettered(p) => {
                 coordinator(event)?;
-                let p: TaskDeadLettered = event.payload().map_err(bad)?;
                 if task.failures.is_empty() {
                     task.failures = p.reasons;
                 }
                 task.state = TaskState::DeadLettered;
             }
-            TaskCancelled::TYPE => {
-                let _: TaskCancelled = event.payload().map_err(bad)?;
+            TaskEvent::Cancelled(TaskCancelled { .. }) => {
                 if event.emitter() != task.submitter {
                     coordinator(event)?;
                 }
                 task.state = TaskState::Cancelled;
             }
-            _ => return Ok(()),
+            TaskEvent::Progress(_) => return Err(TaskRefusal::NotStored),
         }
         task.last_sequence = seq;
         task.last_event_id = event.record.id.clone();

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::routing::Requirements;
 
 pub use decide::{Command, decide};
-pub use fold::TaskProjection;
+pub use fold::{TaskEvent, TaskProjection, TaskRefusal};
 
 /// Attempts before dead-lettering when the submission does not say.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;

@@ -202,7 +202,7 @@ fn command_ids_are_deterministic() {
 mod fold {
     use super::*;
     use crate::test_log::Log;
-    use murmur_subjects::Identity;
+    use murmur_subjects::{Identity, VerifiedEvent};
 
     #[test]
     fn lifecycle_with_retry_and_idempotent_completion() {
@@ -670,6 +670,76 @@ mod fold {
         assert!(
             assigns > 100 && other_commands > 100,
             "the walk exercised the scheduler: {assigns} assignments, {other_commands} other commands"
+        );
+    }
+
+    #[test]
+    fn refusals_are_typed_and_leave_the_book_as_it_was() {
+        let (submitter, coord, w1, stranger) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let proj = TaskProjection {
+            realm: Token::new("r").expect("token"),
+        };
+        let mut log = Log::new();
+        log.grant(&coord, Role::Coordinator);
+        let mut book = TaskBook::default();
+        let refusal = |book: &mut TaskBook, event: &VerifiedEvent| {
+            let before = book.clone();
+            let decoded = TaskEvent::decode(event).expect("a task event");
+            let refused = proj.apply_event(book, event, decoded).expect_err("refused");
+            assert_eq!(*book, before, "{refused}: the book did not change");
+            refused
+        };
+        let submitted = TaskSubmitted {
+            capability: "x".into(),
+            ..Default::default()
+        };
+        let completed = TaskCompleted {
+            attempt: 1,
+            output: serde_json::json!("done"),
+        };
+        assert_eq!(
+            refusal(&mut book, &log.event(&w1, "ghost", &completed, 0)),
+            TaskRefusal::UnknownTask("ghost".into())
+        );
+        proj.apply(&mut book, &log.event(&submitter, "t1", &submitted, 1))
+            .expect("submitted");
+        assert_eq!(
+            refusal(&mut book, &log.event(&submitter, "t1", &submitted, 2)),
+            TaskRefusal::AlreadyExists("t1".into())
+        );
+        let assign = TaskAssigned {
+            agent: w1.public_key().into(),
+            attempt: 1,
+            lease_ms: 1_000,
+            work: None,
+        };
+        assert!(matches!(
+            refusal(&mut book, &log.event(&w1, "t1", &assign, 3)),
+            TaskRefusal::NotCoordinator { .. }
+        ));
+        proj.apply(&mut book, &log.event(&coord, "t1", &assign, 4))
+            .expect("assigned");
+        assert!(matches!(
+            refusal(&mut book, &log.event(&stranger, "t1", &completed, 5)),
+            TaskRefusal::NotHolder {
+                attempt: 1,
+                current: 1,
+                ..
+            }
+        ));
+        proj.apply(&mut book, &log.event(&w1, "t1", &completed, 6))
+            .expect("completed");
+        assert_eq!(
+            refusal(&mut book, &log.event(&w1, "t1", &completed, 7)),
+            TaskRefusal::Ended {
+                task: "t1".into(),
+                state: "completed"
+            }
         );
     }
 

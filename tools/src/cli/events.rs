@@ -189,6 +189,13 @@ async fn tail(
     Ok(())
 }
 
+/// Runs `murmur events ...`.
+pub async fn run(settings: &Settings, command: EventsCommand) -> Result<()> {
+    match command {
+        EventsCommand::Tail { subject, ty, count } => tail(settings, subject, ty, count).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,12 +245,5 @@ mod tests {
         let line = describe(Some(8), &event);
         assert!(line.contains(" id decided from "), "{line}");
         assert!(line.contains(" cause deadline-0 "), "{line}");
-    }
-}
-
-/// Runs `murmur events ...`.
-pub async fn run(settings: &Settings, command: EventsCommand) -> Result<()> {
-    match command {
-        EventsCommand::Tail { subject, ty, count } => tail(settings, subject, ty, count).await,
     }
 }

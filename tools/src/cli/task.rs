@@ -300,6 +300,45 @@ pub async fn graph_submit(settings: &Settings, file: &std::path::Path) -> Result
     Ok(())
 }
 
+/// Runs `murmur task ...`.
+pub async fn run(settings: &Settings, command: TaskCommand) -> Result<()> {
+    match command {
+        TaskCommand::Submit {
+            capability,
+            input,
+            priority,
+            max_attempts,
+            lease_ms,
+            labels,
+            watch,
+        } => {
+            let id = submit(
+                settings,
+                capability,
+                &input,
+                priority,
+                max_attempts,
+                lease_ms,
+                &labels,
+            )
+            .await?;
+            if watch {
+                super::task_watch::run(settings, &id, None).await?;
+            }
+            Ok(())
+        }
+        TaskCommand::Watch { id, timeout_s } => {
+            super::task_watch::run(settings, &id, timeout_s.map(Duration::from_secs)).await
+        }
+        TaskCommand::Ls(args) => task_ls(settings, args).await,
+        TaskCommand::Show { id } => task_show(settings, &id).await,
+        TaskCommand::Graph {
+            command: GraphCommand::Submit { file },
+        } => graph_submit(settings, &file).await,
+        TaskCommand::Cancel { id, reason } => task_cancel(settings, &id, &reason).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,44 +427,5 @@ mod tests {
             graph.ready(&fetched),
             vec!["build".to_string(), "lint".to_string()]
         );
-    }
-}
-
-/// Runs `murmur task ...`.
-pub async fn run(settings: &Settings, command: TaskCommand) -> Result<()> {
-    match command {
-        TaskCommand::Submit {
-            capability,
-            input,
-            priority,
-            max_attempts,
-            lease_ms,
-            labels,
-            watch,
-        } => {
-            let id = submit(
-                settings,
-                capability,
-                &input,
-                priority,
-                max_attempts,
-                lease_ms,
-                &labels,
-            )
-            .await?;
-            if watch {
-                super::task_watch::run(settings, &id, None).await?;
-            }
-            Ok(())
-        }
-        TaskCommand::Watch { id, timeout_s } => {
-            super::task_watch::run(settings, &id, timeout_s.map(Duration::from_secs)).await
-        }
-        TaskCommand::Ls(args) => task_ls(settings, args).await,
-        TaskCommand::Show { id } => task_show(settings, &id).await,
-        TaskCommand::Graph {
-            command: GraphCommand::Submit { file },
-        } => graph_submit(settings, &file).await,
-        TaskCommand::Cancel { id, reason } => task_cancel(settings, &id, &reason).await,
     }
 }

@@ -678,6 +678,19 @@ pub async fn cast(settings: &Settings, id: &str, choice: &str, reason: String) -
     Ok(())
 }
 
+/// Runs `murmur vote ...`.
+pub async fn run(settings: &Settings, command: VoteCommand) -> Result<()> {
+    match command {
+        VoteCommand::Propose(args) => propose(settings, args).await,
+        VoteCommand::Ls { states } => ls(settings, &states).await,
+        VoteCommand::Show { id } => show(settings, &id).await,
+        VoteCommand::Watch { id, timeout_s } => watch(settings, &id, timeout_s).await,
+        VoteCommand::Withdraw { id, reason } => withdraw(settings, &id, reason).await,
+        VoteCommand::Thresholds { category } => thresholds(settings, category.as_deref()).await,
+        VoteCommand::Cast { id, choice, reason } => cast(settings, &id, &choice, reason).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -890,18 +903,5 @@ mod tests {
             ),
             "{lines:?}"
         );
-    }
-}
-
-/// Runs `murmur vote ...`.
-pub async fn run(settings: &Settings, command: VoteCommand) -> Result<()> {
-    match command {
-        VoteCommand::Propose(args) => propose(settings, args).await,
-        VoteCommand::Ls { states } => ls(settings, &states).await,
-        VoteCommand::Show { id } => show(settings, &id).await,
-        VoteCommand::Watch { id, timeout_s } => watch(settings, &id, timeout_s).await,
-        VoteCommand::Withdraw { id, reason } => withdraw(settings, &id, reason).await,
-        VoteCommand::Thresholds { category } => thresholds(settings, category.as_deref()).await,
-        VoteCommand::Cast { id, choice, reason } => cast(settings, &id, &choice, reason).await,
     }
 }

@@ -491,6 +491,18 @@ impl NatsCluster {
     }
 }
 
+/// A random number for picking a port (from the standard library's randomly keyed hasher).
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    u128::from(h.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,16 +541,4 @@ mod tests {
         assert!(err.to_string().starts_with("nats-server exited"), "{err:#}");
         Ok(())
     }
-}
-
-/// A random number for picking a port (from the standard library's randomly keyed hasher).
-fn rand_u128() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    u128::from(h.finish())
 }
