@@ -33,6 +33,7 @@ pub mod log;
 pub mod payload;
 pub mod projection;
 pub mod provision;
+mod read;
 pub mod roles;
 pub mod subject;
 
