@@ -15,6 +15,35 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 
+/// A proposal event, decoded once from its stored form.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProposalEvent {
+    /// `proposal.opened`.
+    Opened(ProposalOpened),
+    /// `proposal.vote_cast`.
+    VoteCast(VoteCast),
+    /// `proposal.deadline_passed`: its stored time closes the proposal.
+    DeadlinePassed(ProposalDeadlinePassed),
+    /// `proposal.decided` (a tallier's decision).
+    Decided(ProposalDecided),
+    /// `proposal.withdrawn`.
+    Withdrawn(ProposalWithdrawn),
+}
+
+impl ProposalEvent {
+    /// Decodes `event` by its type; a type outside the proposal domain does not decode.
+    pub fn decode(event: &VerifiedEvent) -> Result<Self, murmur_subjects::payload::PayloadError> {
+        Ok(match event.record.ty.as_str() {
+            VoteCast::TYPE => Self::VoteCast(event.payload()?),
+            ProposalOpened::TYPE => Self::Opened(event.payload()?),
+            ProposalDeadlinePassed::TYPE => Self::DeadlinePassed(event.payload()?),
+            ProposalDecided::TYPE => Self::Decided(event.payload()?),
+            // `payload` names the type it expected and the one it got.
+            _ => Self::Withdrawn(event.payload()?),
+        })
+    }
+}
+
 /// One proposal as the log tells it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
@@ -353,12 +382,27 @@ impl ConsensusProjection {
             .or(event.record.time)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let bad = |e: murmur_subjects::payload::PayloadError| Refusal(e.to_string());
-        match event.record.ty.as_str() {
-            ProposalOpened::TYPE => {
+        let decoded = match ProposalEvent::decode(event) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                // A vote that does not decode is recorded with the proposal, so the voter
+                // sees why it did not count.
+                if event.record.ty == VoteCast::TYPE
+                    && let Some(p) = state.proposals.get_mut(id)
+                {
+                    p.refused.push((
+                        event.emitter().to_string(),
+                        VoteRefusal::Malformed(e.to_string()),
+                    ));
+                }
+                return Err(bad(e));
+            }
+        };
+        match decoded {
+            ProposalEvent::Opened(opened) => {
                 if state.proposals.contains_key(id) || state.refused_proposals.contains_key(id) {
                     return Err(Refusal(format!("proposal {id} already exists")));
                 }
-                let opened: ProposalOpened = event.payload().map_err(bad)?;
                 if let Err(e) = check_proposal(&opened) {
                     let refusal = Refusal(format!("proposal {id}: {e}"));
                     state.refused_proposals.insert(id.to_string(), e);
@@ -377,24 +421,10 @@ impl ConsensusProjection {
                     };
                 }
             }
-            ProposalWithdrawn::TYPE => {
-                let w: ProposalWithdrawn = event.payload().map_err(bad)?;
+            ProposalEvent::Withdrawn(w) => {
                 state.withdraw(id, event.emitter(), w.reason)?;
             }
-            VoteCast::TYPE => {
-                let v: VoteCast = match event.payload() {
-                    Ok(v) => v,
-                    Err(e) => {
-                        // Recorded with the proposal, so the voter sees why it did not count.
-                        if let Some(p) = state.proposals.get_mut(id) {
-                            p.refused.push((
-                                event.emitter().to_string(),
-                                VoteRefusal::Malformed(e.to_string()),
-                            ));
-                        }
-                        return Err(bad(e));
-                    }
-                };
+            ProposalEvent::VoteCast(v) => {
                 state
                     .vote(id, event.emitter(), v.choice, at)
                     .map_err(|r| Refusal(format!("vote from {}: {r}", event.emitter())))?;
@@ -402,13 +432,13 @@ impl ConsensusProjection {
                     p.last_cause = Some(event.record.id.clone());
                 }
             }
-            ProposalDeadlinePassed::TYPE => {
+            ProposalEvent::DeadlinePassed(ProposalDeadlinePassed {}) => {
                 state.deadline_marker(id, at);
                 if let Some(p) = state.proposals.get_mut(id) {
                     p.last_cause = Some(event.record.id.clone());
                 }
             }
-            ProposalDecided::TYPE => {
+            ProposalEvent::Decided(decided) => {
                 if !event.roles.contains(Role::Tallier) {
                     return Err(Refusal(format!(
                         "{} did not hold the tallier role at {}",
@@ -416,13 +446,11 @@ impl ConsensusProjection {
                         event.stream_sequence.unwrap_or(0)
                     )));
                 }
-                let decided: ProposalDecided = event.payload().map_err(bad)?;
                 if votes_read {
                     state.check_grounds(id, &decided)?;
                 }
                 state.record_decision(id, decided);
             }
-            _ => {}
         }
         Ok(())
     }

@@ -18,7 +18,9 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-pub use fold::{BallotProjection, Consensus, ConsensusProjection, EventLineage, Proposal};
+pub use fold::{
+    BallotProjection, Consensus, ConsensusProjection, EventLineage, Proposal, ProposalEvent,
+};
 pub use rules::{
     Outcome, ProposalError, Tally, Thresholds, VoteRefusal, check_proposal, decide, reputation,
 };
