@@ -95,9 +95,10 @@ impl EventLog {
         until_sequence: Option<u64>,
         on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
     ) -> Result<u64, LogError> {
+        let stream = &self.config().history_stream;
         read_stream(
             self.jetstream(),
-            &self.config().history_stream,
+            stream,
             filter,
             start,
             until_sequence,
@@ -115,15 +116,15 @@ impl EventLog {
     ) -> Result<impl futures::Stream<Item = Result<StoredMessage, LogError>> + use<>, LogError>
     {
         let stream_name = self.config().history_stream.clone();
-        let err = |reason: String| LogError::Stream {
+        let err = |e: crate::log::BoxError| LogError::Stream {
             stream: stream_name.clone(),
-            source: reason.into(),
+            source: e,
         };
         let stream = self
             .jetstream()
             .get_stream(&stream_name)
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(e.into()))?;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: filter.to_string(),
@@ -131,16 +132,18 @@ impl EventLog {
                 ..Default::default()
             })
             .await
-            .map_err(|e| err(e.to_string()))?;
-        let messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(e.into()))?;
+        let messages = consumer.messages().await.map_err(|e| err(e.into()))?;
         Ok(messages.map(|m| {
             let m = m.map_err(|e| LogError::Consumer(e.into()))?;
             let info = m.info().map_err(LogError::Consumer)?;
+            let (sequence, stored_at, pending) =
+                (info.stream_sequence, info.published, info.pending);
             Ok(StoredMessage {
-                sequence: info.stream_sequence,
-                stored_at: info.published,
-                pending: info.pending,
-                message: m.message.clone(),
+                sequence,
+                stored_at,
+                pending,
+                message: m.message,
             })
         }))
     }
@@ -150,19 +153,19 @@ impl EventLog {
     pub async fn dead_letter_at(&self, sequence: u64) -> Result<Option<VerifiedEvent>, LogError> {
         use async_nats::jetstream::stream::RawMessageErrorKind;
         let name = self.config().dlq_stream.clone();
-        let err = |reason: String| LogError::Stream {
+        let err = |e: crate::log::BoxError| LogError::Stream {
             stream: name.clone(),
-            source: reason.into(),
+            source: e,
         };
         let stream = self
             .jetstream()
             .get_stream_no_info(&name)
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(e.into()))?;
         let raw = match stream.get_raw_message(sequence).await {
             Ok(raw) => raw,
             Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(None),
-            Err(e) => return Err(err(e.to_string())),
+            Err(e) => return Err(err(e.into())),
         };
         let message = async_nats::Message {
             subject: raw.subject.clone(),
@@ -189,9 +192,10 @@ impl EventLog {
         until_sequence: Option<u64>,
         on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
     ) -> Result<u64, LogError> {
+        let stream = &self.config().dlq_stream;
         read_stream(
             self.jetstream(),
-            &self.config().dlq_stream,
+            stream,
             filter,
             start,
             until_sequence,
@@ -291,14 +295,14 @@ pub async fn read_stream_any(
     mut on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
 ) -> Result<u64, LogError> {
     const ATTEMPTS: u32 = 6;
-    let stream_err = |e: String| LogError::Stream {
+    let stream_err = |e: crate::log::BoxError| LogError::Stream {
         stream: stream.to_string(),
-        source: e.into(),
+        source: e,
     };
     let handle = js
         .get_stream(stream)
         .await
-        .map_err(|e| stream_err(e.to_string()))?;
+        .map_err(|e| stream_err(e.into()))?;
     // What must be read: up to the leader's last matching message (bounded by `until`).
     // A start by time has no sequence to compare with; such reads are taken as delivered.
     let target = match start {
@@ -310,7 +314,7 @@ pub async fn read_stream_any(
             };
             leader_last_matching(&handle, filters)
                 .await
-                .map_err(stream_err)?
+                .map_err(|e| stream_err(e.into()))?
                 .map(|last| until_sequence.map_or(last, |until| last.min(until)))
                 .filter(|target| *target >= first)
         }
@@ -350,7 +354,7 @@ pub async fn read_stream_any(
         );
         let next = leader_next_matching(&handle, filters, after)
             .await
-            .map_err(stream_err)?;
+            .map_err(|e| stream_err(e.into()))?;
         match (next, target) {
             (Some(next), Some(target)) if next <= target => from = StartAt::Sequence(next),
             _ => return Ok(count),

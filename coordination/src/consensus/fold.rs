@@ -38,8 +38,9 @@ impl ProposalEvent {
             ProposalOpened::TYPE => Self::Opened(event.payload()?),
             ProposalDeadlinePassed::TYPE => Self::DeadlinePassed(event.payload()?),
             ProposalDecided::TYPE => Self::Decided(event.payload()?),
-            // `payload` names the type it expected and the one it got.
-            _ => Self::Withdrawn(event.payload()?),
+            ProposalWithdrawn::TYPE => Self::Withdrawn(event.payload()?),
+            // Not a proposal event: decoding it as one fails, naming both types.
+            _ => Self::Opened(event.payload()?),
         })
     }
 }

@@ -34,7 +34,6 @@ pub enum DlqCommand {
 /// Runs `murmur dlq ...`.
 pub async fn run(settings: &Settings, command: DlqCommand) -> Result<()> {
     let log = settings.open_log("murmur-dlq").await?;
-    let _stream_name = settings.log.dlq_stream.clone();
     match command {
         DlqCommand::Ls { reason } => {
             let mut filter = SubjectFilter::plane(murmur_subjects::Plane::Dlq);

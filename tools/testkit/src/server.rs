@@ -88,7 +88,7 @@ pub fn free_port() -> Result<u16> {
     if ephemeral_low > FLOOR + 1_000 {
         let span = u128::from(ephemeral_low - FLOOR);
         for _ in 0..500 {
-            let candidate = FLOOR + (rand_u128() % span) as u16;
+            let candidate = FLOOR + (uuid::Uuid::new_v4().as_u128() % span) as u16;
             let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
             if !handed_out.contains(&candidate)
                 && TcpListener::bind(("127.0.0.1", candidate)).is_ok()
@@ -489,18 +489,6 @@ impl NatsCluster {
             .collect::<Vec<_>>()
             .join(",")
     }
-}
-
-/// A random number for picking a port (from the standard library's randomly keyed hasher).
-fn rand_u128() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    u128::from(h.finish())
 }
 
 #[cfg(test)]
