@@ -24,13 +24,24 @@ async fn open(
         .auth(Auth::CredsFile { path: creds })
         .connect()
         .await?;
-    Ok(EventLog::options(identity, Token::new("acme")?)
-        .config(murmur_subjects::LogConfig {
+    let options =
+        EventLog::options(identity, Token::new("acme")?).config(murmur_subjects::LogConfig {
             replicas,
             ..Default::default()
-        })
-        .open(client)
-        .await?)
+        });
+    // As a participant does (`Settings::open_log_as`): a cluster still electing its
+    // JetStream leaders times requests out for a few seconds; that is waited out.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match options.clone().open(client.clone()).await {
+            Ok(log) => return Ok(log),
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < until => {
+                note_retry(&e.to_string());
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn note_retry(msg: &str) {

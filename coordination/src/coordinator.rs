@@ -304,7 +304,13 @@ pub async fn run_coordinator(
 ) -> Result<u64, LogError> {
     let mut projector =
         Projector::new(log.clone(), CoordinatorProjection::new(log.realm().clone()));
-    projector.catch_up().await?;
+    tokio::pin!(shutdown);
+    if !projector
+        .catch_up_patiently("task log", config.tick, shutdown.as_mut())
+        .await?
+    {
+        return Ok(0);
+    }
     warn_without_role(projector.roles(), &log, Role::Coordinator);
     let mut rounds = Rounds {
         written: 0,
@@ -316,7 +322,6 @@ pub async fn run_coordinator(
     let mut last_decided = tokio::time::Instant::now() - config.tick;
     // Events read since the last decision.
     let mut news = true;
-    tokio::pin!(shutdown);
     loop {
         // Read its own writes before deciding again: a view without the last decisions
         // would decide them again, and re-sending hundreds of deduplicated decisions each

@@ -27,12 +27,17 @@ pub async fn run_tallier(
             realm: log.realm().clone(),
         },
     );
-    projector.catch_up().await?;
+    tokio::pin!(shutdown);
+    if !projector
+        .catch_up_patiently("proposals", tick, shutdown.as_mut())
+        .await?
+    {
+        return Ok(0);
+    }
     crate::coordinator::warn_without_role(projector.roles(), &log, Role::Tallier);
     let mut written = 0;
     // Proposals whose decision this tallier wrote and has not read back yet.
     let mut written_for: std::collections::BTreeSet<String> = Default::default();
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,

@@ -335,6 +335,27 @@ impl<P: Projection> Projector<P> {
         );
     }
 
+    /// [`Projector::catch_up`] at a service's start: a transient failure (a stream without
+    /// quorum, a leader election) is logged as `{what} unavailable; retrying` and waited out
+    /// for `pause`, as the service's own loop does later, instead of ending the service.
+    /// `Ok(false)` when `shutdown` comes first.
+    pub async fn catch_up_patiently<F: std::future::Future<Output = ()>>(
+        &mut self,
+        what: &str,
+        pause: Duration,
+        mut shutdown: std::pin::Pin<&mut F>,
+    ) -> Result<bool, LogError> {
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(false),
+                caught = self.catch_up() => match caught {
+                    Ok(_) => return Ok(true),
+                    Err(e) => e.wait_out_if_transient(what, pause).await?,
+                },
+            }
+        }
+    }
+
     /// Replays everything after the current position up to the stream's end as of now.
     pub async fn catch_up(&mut self) -> Result<u64, LogError> {
         let stream = self.log.config().history_stream.clone();
