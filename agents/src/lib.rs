@@ -10,10 +10,13 @@
 //! compiler, executor); [`artifacts`] the content-addressed Object Store they exchange
 //! source and binaries through. [`inference`] (feature `inference`) runs GGUF language models
 //! with candle for `llm.generate` tasks. [`tool`] holds the tool kind: `tool.fs`, file
-//! operations confined to one directory.
+//! operations confined to one directory. [`hardware`] detects what the machine offers. [`assistant`] holds the
+//! decisions of `murmur ask`'s plan (a constrained tool call, a tool task, an answer).
 
 pub mod artifacts;
+pub mod assistant;
 pub mod handlers;
+pub mod hardware;
 #[cfg(feature = "inference")]
 pub mod inference;
 pub mod memory;

@@ -250,6 +250,7 @@ impl FsTool {
                 Ok(serde_json::json!({
                     "path": path,
                     "size": size,
+                    "lines": content.lines().count(),
                     "sha256": sha256,
                     "content": content,
                 }))

@@ -26,6 +26,9 @@ pub struct Hardware {
     /// Accelerator memory in MiB, summed.
     #[serde(default)]
     pub vram_mib: u64,
+    /// CPU features the inference kernels choose between (`avx2`, `fma`, `asimd`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_features: Vec<String>,
 }
 
 /// `dev.murmur.agent.joined` v2: an agent joined the cluster and announces its manifest.
@@ -1000,6 +1003,7 @@ mod tests {
                 memory_mib: 1024,
                 accelerators: vec![],
                 vram_mib: 0,
+                cpu_features: vec![],
             },
             slots: 4,
             handles: Some(vec![TaskAssigned::TYPE.into(), TaskCancelled::TYPE.into()]),

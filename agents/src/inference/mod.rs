@@ -18,7 +18,9 @@
 
 mod architecture;
 pub mod chat;
+mod grammar;
 mod model;
+mod requantize;
 mod task;
 mod test_model;
 #[cfg(test)]
@@ -30,10 +32,10 @@ use std::path::PathBuf;
 use architecture::{Forward, Weights};
 
 pub use architecture::Architecture;
-pub use model::{Decoding, GenerateOptions, Generation, GgufModel, StopReason};
+pub use model::{Decoding, GenerateOptions, Generation, GgufModel, LoadOptions, StopReason};
 pub use task::{
     GENERATE_CAPABILITY, GenerateRequest, MAX_CHOICES, MAX_TOKENS_PER_TASK, SCORE_CAPABILITY,
-    ScoreRequest, Scores, generate_handler, seed_of,
+    ScoreRequest, Scores, constrained_document, generate_handler, seed_of,
 };
 pub use test_model::{
     CHATML_TEMPLATE, INSTRUCT_TEMPLATE, TEST_CONTEXT, TestModel, TestVocabulary, write_test_model,
@@ -49,6 +51,9 @@ pub const LABEL_ARCHITECTURE: &str = "architecture";
 pub const LABEL_MODEL_SHA256: &str = "model_sha256";
 /// Label of an inference agent: its model's name (`general.name`).
 pub const LABEL_MODEL: &str = "model";
+/// Label of the memory, in MiB, one generation at full context needs on this agent: the
+/// weights as loaded plus the attention caches (f32 keys and values, every layer).
+pub const LABEL_MODEL_MEMORY_MIB: &str = "model_memory_mib";
 
 /// How many of the latest tokens a repeat penalty looks back on (llama.cpp's default).
 pub const REPEAT_LAST_N: usize = 64;
@@ -108,6 +113,9 @@ pub enum InferenceError {
         /// The model's context length.
         context: usize,
     },
+    /// A JSON Schema the grammar engine cannot follow, or a vocabulary it cannot read.
+    #[error("constrained decoding: {0}")]
+    Grammar(String),
     /// A conversation the model's chat template cannot render (or the model has none).
     #[error("chat: {0}")]
     Chat(String),

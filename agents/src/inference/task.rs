@@ -39,6 +39,11 @@ pub struct GenerateRequest {
     /// See [`GenerateOptions::repeat_penalty`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_penalty: Option<f32>,
+    /// A JSON Schema the answer must satisfy: decoding is constrained to documents it
+    /// accepts ([`GgufModel::generate_json`]) and the output carries the parsed document as
+    /// `json`. A document cut short by `max_tokens` fails the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<serde_json::Value>,
 }
 
 pub(super) fn default_max_tokens() -> usize {
@@ -60,6 +65,7 @@ impl GenerateRequest {
             top_p: None,
             seed: None,
             repeat_penalty: None,
+            json_schema: None,
         }
     }
 
@@ -242,26 +248,31 @@ pub fn generate_handler(
             }
             let request: GenerateRequest = serde_json::from_value(ctx.input).map_err(|e| {
                 format!(
-                    "an llm.generate task takes {{\"prompt\": text or \"messages\": [{{\"role\", \"content\"}}], \"max_tokens\": n, \"temperature\", \"top_k\", \"top_p\", \"seed\", \"repeat_penalty\" (optional)}}: {e}"
+                    "an llm.generate task takes {{\"prompt\": text or \"messages\": [{{\"role\", \"content\"}}], \"max_tokens\": n, \"temperature\", \"top_k\", \"top_p\", \"seed\", \"repeat_penalty\", \"json_schema\" (optional)}}: {e}"
                 )
             })?;
             let options = request.options(&ctx.task)?;
             let prompt = request.prompt_for(&model)?;
             let progress = ctx.progress;
+            let schema = request.json_schema.clone();
             let generation = tokio::task::spawn_blocking(move || {
                 // The text so far, decoded at most every half progress interval: the
                 // reporter publishes only the latest anyway.
                 let mut decoded_at: Option<std::time::Instant> = None;
                 let total = options.max_tokens as u64;
                 let started = std::time::Instant::now();
-                let generation = model.generate_streaming(&prompt, &options, &mut |tokens| {
+                let mut report = |tokens: &[u32]| {
                     if decoded_at.is_some_and(|at| at.elapsed() < PROGRESS_INTERVAL / 2) {
                         return;
                     }
                     decoded_at = Some(std::time::Instant::now());
                     let text = model.decode(tokens).unwrap_or_default();
                     progress.report(Some(tokens.len() as u64), Some(total), Some(text));
-                });
+                };
+                let generation = match &schema {
+                    Some(schema) => model.generate_json(&prompt, &options, schema, &mut report),
+                    None => model.generate_streaming(&prompt, &options, &mut report),
+                };
                 if let (Ok(done), Some(metrics)) = (&generation, &metrics) {
                     metrics.generation_done(
                         done.prompt_tokens as u64,
@@ -282,7 +293,35 @@ pub fn generate_handler(
             .await
             .map_err(|e| format!("the generation thread failed: {e}"))?
             .map_err(|e| e.to_string())?;
-            serde_json::to_value(generation).map_err(|e| e.to_string())
+            let document = match &request.json_schema {
+                Some(_) => Some(constrained_document(&generation, request.max_tokens)?),
+                None => None,
+            };
+            let mut output = serde_json::to_value(generation).map_err(|e| e.to_string())?;
+            if let (Some(document), Some(fields)) = (document, output.as_object_mut()) {
+                fields.insert("json".into(), document);
+            }
+            Ok(output)
         }
+    })
+}
+
+/// The document a constrained generation wrote, or why there is none: `max_tokens` ran
+/// out before it was complete.
+pub fn constrained_document(
+    generation: &Generation,
+    max_tokens: usize,
+) -> Result<serde_json::Value, String> {
+    if generation.stop == StopReason::MaxTokens {
+        return Err(format!(
+            "the answer did not complete a document the JSON Schema accepts within max_tokens {max_tokens}: {:?}",
+            generation.text
+        ));
+    }
+    serde_json::from_str(generation.text.trim()).map_err(|e| {
+        format!(
+            "the constrained answer is not JSON ({e}): {:?}",
+            generation.text
+        )
     })
 }

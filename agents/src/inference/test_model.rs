@@ -74,6 +74,9 @@ pub struct TestModel {
     pub vocabulary: TestVocabulary,
     /// The context length it declares (`{architecture}.context_length`).
     pub context: usize,
+    /// Store the layers' projections whose rows are a multiple of 64 long as Q4_1 (as
+    /// SmolLM2's file does) instead of F32.
+    pub q4_1_projections: bool,
 }
 
 impl TestModel {
@@ -84,6 +87,15 @@ impl TestModel {
             architecture: Architecture::Llama,
             vocabulary: TestVocabulary::ByteLevel,
             context: TEST_CONTEXT,
+            q4_1_projections: false,
+        }
+    }
+
+    /// The same model with its layers' projections stored as Q4_1.
+    pub fn q4_1_projections(self) -> Self {
+        Self {
+            q4_1_projections: true,
+            ..self
         }
     }
 
@@ -178,7 +190,13 @@ pub fn write_test_model(path: &Path, model: &TestModel) -> Result<(), InferenceE
             ]
         };
         for (name, dims) in projections {
-            named.push((format!("{p}.{name}"), tensor(dims, 0.3)?));
+            let mut weights = tensor(dims, 0.3)?;
+            // candle's Q4_1 product takes rows of whole pairs of 32-value blocks.
+            if model.q4_1_projections && dims[1] % 64 == 0 {
+                let values = weights.dequantize(&Device::Cpu).map_err(failed)?;
+                weights = QTensor::quantize(&values, GgmlDType::Q4_1).map_err(failed)?;
+            }
+            named.push((format!("{p}.{name}"), weights));
         }
         match model.architecture {
             Architecture::Llama | Architecture::Phi3 => {}

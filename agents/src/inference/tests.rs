@@ -504,3 +504,128 @@ fn bad_models_and_prompts_get_typed_errors() {
         Err(InferenceError::TooLong { context: 512, .. })
     ));
 }
+
+#[test]
+fn weights_without_fast_kernels_are_requantized_to_q8_0_and_score_nearly_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "q4_1.gguf",
+        TestModel::new(9).q4_1_projections(),
+    );
+    let stored = GgufModel::load_with(
+        &path,
+        LoadOptions {
+            requantize_slow_weights: false,
+        },
+    )
+    .expect("loads as stored");
+    let fast = GgufModel::load(&path).expect("loads requantized");
+    assert_eq!(stored.requantized_tensors(), 0);
+    // 2 layers × the feed-forward down projection (rows of 64).
+    assert_eq!(fast.requantized_tensors(), 2);
+    assert_eq!(fast.sha256(), stored.sha256(), "the hash is the file's");
+    let choices = ["a", "b", "hello"];
+    let a = stored.score("hello murmur", &choices).expect("scores");
+    let b = fast.score("hello murmur", &choices).expect("scores");
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x - y).abs() < 0.01 * x.abs().max(1.0),
+            "as stored {a:?}, requantized {b:?}"
+        );
+    }
+    // A model already in fast types is loaded as it is.
+    let f32 = GgufModel::load(&write(dir.path(), "f32.gguf", TestModel::new(9))).expect("loads");
+    assert_eq!(f32.requantized_tensors(), 0);
+}
+
+#[test]
+fn token_bytes_are_what_each_token_decodes_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for vocabulary in TestVocabulary::ALL {
+        let model = GgufModel::load(&write(
+            dir.path(),
+            "m.gguf",
+            TestModel::new(3).vocabulary(vocabulary),
+        ))
+        .expect("loads");
+        let bytes = grammar::token_bytes(&model.tokenizer);
+        let mut checked = 0;
+        for (id, token) in bytes.iter().enumerate() {
+            if token.first() == Some(&toktrie::TokTrie::SPECIAL_TOKEN_MARKER) || token.is_empty() {
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(token) else {
+                continue;
+            };
+            // SentencePiece drops the space the text starts with when decoding.
+            let decoded = model.decode(&[id as u32]).expect("decodes");
+            assert!(
+                text == decoded || text.strip_prefix(' ') == Some(decoded.as_str()),
+                "{}: token {id}: {text:?} vs {decoded:?}",
+                vocabulary.name()
+            );
+            checked += 1;
+        }
+        assert!(checked > 100, "{}: {checked}", vocabulary.name());
+    }
+}
+
+#[test]
+fn a_json_schema_constrains_even_a_random_model_to_documents_it_accepts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "tool": {"enum": ["fs.read", "fs.list"]},
+            "path": {"type": "string", "maxLength": 6}
+        },
+        "required": ["tool", "path"],
+        "additionalProperties": false
+    });
+    for vocabulary in TestVocabulary::ALL {
+        for seed in [1, 2, 3] {
+            let case = format!("{} seed {seed}", vocabulary.name());
+            let model = GgufModel::load(&write(
+                dir.path(),
+                "m.gguf",
+                TestModel::new(seed).vocabulary(vocabulary),
+            ))
+            .expect("loads");
+            let free = model
+                .generate("call a tool:", &GenerateOptions::greedy(40))
+                .expect(&case);
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&free.text).is_err(),
+                "{case}: unconstrained, the random model writes noise: {:?}",
+                free.text
+            );
+            let generation = model
+                .generate_json(
+                    "call a tool:",
+                    &GenerateOptions::greedy(200),
+                    &schema,
+                    &mut |_| {},
+                )
+                .expect(&case);
+            let document = constrained_document(&generation, 200).expect(&case);
+            let tool = document["tool"].as_str().expect("a tool");
+            assert!(["fs.read", "fs.list"].contains(&tool), "{case}: {document}");
+            let path = document["path"].as_str().expect("a path");
+            assert!(path.chars().count() <= 6, "{case}: {document}");
+            assert_eq!(document.as_object().map(|o| o.len()), Some(2), "{case}");
+        }
+    }
+    // A schema the engine cannot follow is a typed error, not a panic.
+    let model = GgufModel::load(&write(dir.path(), "m.gguf", TestModel::new(1))).expect("loads");
+    let refused = model.generate_json(
+        "x",
+        &GenerateOptions::greedy(4),
+        &serde_json::json!({"type": "no such type"}),
+        &mut |_| {},
+    );
+    assert!(
+        matches!(refused, Err(InferenceError::Grammar(_))),
+        "{refused:?}"
+    );
+}

@@ -69,6 +69,13 @@ pub struct AgentRunArgs {
     /// `llm.generate` tasks with. Loaded before joining.
     #[arg(long, value_name = "GGUF")]
     pub model: Option<std::path::PathBuf>,
+    /// An accelerator this machine has, by model name (repeatable): replaces the detected
+    /// ones (NVIDIA GPUs through nvidia-smi, AMD ones through sysfs).
+    #[arg(long = "accelerator", value_name = "NAME")]
+    pub accelerators: Vec<String>,
+    /// Accelerator memory in MiB, summed: replaces the detected figure.
+    #[arg(long, value_name = "MIB")]
+    pub vram_mib: Option<u64>,
     /// `--kind tool`: the directory its `tool.fs` operations are confined to.
     #[arg(long, value_name = "DIR")]
     pub root: Option<std::path::PathBuf>,
@@ -99,26 +106,10 @@ pub fn builtin_handler() -> murmur_agents::worker::Handler {
     })
 }
 
-/// This machine's cores and memory, as every agent process announces them in its manifest.
-pub(crate) fn hardware() -> Hardware {
-    let memory_mib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|kb| kb.parse::<u64>().ok())
-                })
-        })
-        .map_or(0, |kb| kb / 1024);
-    Hardware {
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-        memory_mib,
-        accelerators: vec![],
-        vram_mib: 0,
-    }
+/// This machine's hardware as every agent process announces it in its manifest, with what
+/// the operator declared (`--accelerator`, `--vram-mib`) over what is detected.
+pub(crate) fn hardware(declared: &murmur_agents::hardware::Declared) -> Hardware {
+    murmur_agents::hardware::detect(declared)
 }
 
 /// What an inference agent offers unless told otherwise (`murmur_agents::inference`'s
@@ -338,6 +329,16 @@ impl AgentKind {
     }
 }
 
+impl AgentRunArgs {
+    /// What the operator declared about the machine.
+    pub(crate) fn declared_hardware(&self) -> murmur_agents::hardware::Declared {
+        murmur_agents::hardware::Declared {
+            accelerators: self.accelerators.clone(),
+            vram_mib: self.vram_mib,
+        }
+    }
+}
+
 /// Runs one agent until ctrl-c or SIGTERM, then leaves.
 pub async fn run_agent(settings: &Settings, args: AgentRunArgs) -> Result<()> {
     let kind = AgentKind::from_args(&args).await?;
@@ -367,7 +368,7 @@ pub async fn run_agent(settings: &Settings, args: AgentRunArgs) -> Result<()> {
             capabilities,
             labels,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            hardware: hardware(),
+            hardware: hardware(&args.declared_hardware()),
             slots: args.slots,
             handles: Some(kind.handles()),
         },

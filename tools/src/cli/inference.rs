@@ -67,6 +67,9 @@ pub struct GenerateArgs {
     /// Penalise the last 64 tokens (1: off).
     #[arg(long)]
     pub repeat_penalty: Option<f32>,
+    /// Constrain the answer to JSON this JSON Schema accepts (the schema itself, or @FILE).
+    #[arg(long, value_name = "SCHEMA")]
+    pub json_schema: Option<String>,
 }
 
 /// Runs one `murmur inference` command.
@@ -104,7 +107,22 @@ pub async fn run(settings: &Settings, command: InferenceCommand) -> Result<()> {
                 }
                 messages.push(ChatMessage::new("user", &args.prompt));
             }
+            let json_schema = match &args.json_schema {
+                None => None,
+                Some(text) => {
+                    let text = match text.strip_prefix('@') {
+                        Some(file) => std::fs::read_to_string(file)
+                            .with_context(|| format!("reading the JSON Schema {file}"))?,
+                        None => text.clone(),
+                    };
+                    Some(
+                        serde_json::from_str::<serde_json::Value>(&text)
+                            .context("--json-schema is not JSON")?,
+                    )
+                }
+            };
             let request = GenerateRequest {
+                json_schema: json_schema.clone(),
                 temperature: args.temperature,
                 top_k: args.top_k,
                 top_p: args.top_p,
@@ -127,7 +145,10 @@ pub async fn run(settings: &Settings, command: InferenceCommand) -> Result<()> {
                 .prompt_for(&model)
                 .map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
             let (model, generation) = tokio::task::spawn_blocking(move || {
-                let generation = model.generate(&prompt, &options);
+                let generation = match &json_schema {
+                    Some(schema) => model.generate_json(&prompt, &options, schema, &mut |_| {}),
+                    None => model.generate(&prompt, &options),
+                };
                 (model, generation)
             })
             .await?;
@@ -139,9 +160,13 @@ pub async fn run(settings: &Settings, command: InferenceCommand) -> Result<()> {
                 out!("{}", generation.text);
             }
             eprintln!(
-                "{} model ({} context), loaded in {:.2} s; {} prompt tokens, {} generated ({:?}) in {:.2} s: {:.1} tokens/s{}",
+                "{} model ({} context{}), loaded in {:.2} s; {} prompt tokens, {} generated ({:?}) in {:.2} s: {:.1} tokens/s{}",
                 model.architecture(),
                 model.context(),
+                match model.requantized_tensors() {
+                    0 => String::new(),
+                    n => format!(", {n} weight tensors requantized to Q8_0"),
+                },
                 loaded.as_secs_f64(),
                 generation.prompt_tokens,
                 generation.tokens.len(),

@@ -8,6 +8,7 @@ use crate::settings::{GlobalArgs, Settings};
 
 pub mod agent;
 pub mod agents;
+pub mod ask;
 pub mod coordinator;
 pub mod creds;
 pub mod demo;
@@ -150,6 +151,11 @@ pub enum Command {
     /// Print this participant's public key: its id, the `source` of the events it signs, what
     /// a proposer names with `--voter` (creates the identity file if missing).
     Identity,
+    /// Ask the assistant: a planning step picks a tool (a JSON tool call the model is
+    /// constrained to), a tool agent runs it, a model answers; every step is a task in the
+    /// log. Needs a coordinator, an inference agent and a tool agent (`murmur demo` runs
+    /// them all).
+    Ask(ask::AskArgs),
     /// Language models for `murmur agent run --kind inference`.
     Inference {
         /// What to do.
@@ -192,6 +198,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Voter { command } => voter::run(&settings, command).await,
         Command::Tallier => tallier::run(&settings).await,
         Command::Identity => identity::run(&settings),
+        Command::Ask(args) => ask::run(&settings, args).await,
         Command::Inference { command } => inference::run(&settings, command).await,
         Command::Flake { command } => flake::run(command),
         Command::Nats { command } => nats::run(&settings, command).await,

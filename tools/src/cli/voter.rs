@@ -83,7 +83,7 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
                 capabilities: vec!["vote".into()],
                 labels,
                 agent_version: env!("CARGO_PKG_VERSION").into(),
-                hardware: crate::cli::agent::hardware(),
+                hardware: crate::cli::agent::hardware(&Default::default()),
                 slots: 1,
                 handles: Some(murmur_agents::voter::handled_types()),
             },

@@ -67,6 +67,7 @@ fn manifest(name: &str) -> AgentJoined {
             memory_mib: 1024,
             accelerators: vec![],
             vram_mib: 0,
+            cpu_features: vec![],
         },
         slots: 1,
         handles: Some(murmur_agents::worker::handled_types()),

@@ -17,6 +17,7 @@ use murmur_testkit::server::NatsProcess;
 mod consensus;
 mod event_log;
 mod flake;
+mod inference;
 mod knowledge;
 mod raw_flows;
 mod tasks;
@@ -78,6 +79,17 @@ pub(crate) struct Args {
     /// consensus and knowledge suites run on an open server.
     #[arg(long, value_enum, default_value_t = AuthMode::Secure)]
     auth: AuthMode,
+    /// Run the inference suite on this GGUF model instead: murmur against llama.cpp on the
+    /// same file (`scripts/bench-inference.sh` installs the baseline). Threads: candle's
+    /// setting, RAYON_NUM_THREADS (default: every core), given to llama.cpp as well.
+    #[arg(long, value_name = "GGUF")]
+    inference: Option<std::path::PathBuf>,
+    /// Tokens generated per run in the inference suite.
+    #[arg(long, default_value_t = 60)]
+    inference_tokens: usize,
+    /// The Python with `xllamacpp` that runs the llama.cpp baseline (none: murmur only).
+    #[arg(long, value_name = "PYTHON")]
+    baseline_python: Option<std::path::PathBuf>,
 }
 
 /// Which server the suites run on.
@@ -260,6 +272,19 @@ async fn main() -> Result<()> {
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .try_init();
+    }
+    if let Some(model) = &args.inference {
+        let threads = std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        return inference::inference_suite(
+            model,
+            threads,
+            args.inference_tokens,
+            args.runs,
+            args.baseline_python.as_deref(),
+        );
     }
     if !args.flake_nodes.is_empty() {
         return flake_suite(&args.flake_nodes, args.runs);

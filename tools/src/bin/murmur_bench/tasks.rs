@@ -157,6 +157,7 @@ pub(crate) async fn task_suite(
                             memory_mib: 1024,
                             accelerators: vec![],
                             vram_mib: 0,
+                            cpu_features: vec![],
                         },
                         // No-op tasks: as many at once as the coordinator sends.
                         slots: 512,

@@ -1,0 +1,474 @@
+//! The assistant's plan, as pure decisions: what the planning step asks a model, the JSON
+//! Schema its tool call is constrained to, what that call becomes as a tool task, and what
+//! the answering step reads. No I/O: `murmur ask` submits these as tasks and waits for the
+//! agents (an inference agent for `llm.generate`, a tool agent for `tool.fs`).
+//!
+//! A request runs as up to three tasks, each in the log with its input, output and agent:
+//! 1. **plan** (`llm.generate`, constrained by [`plan_schema`]): the model picks one of the
+//!    [`TOOLS`] and its arguments, or `none`; the grammar engine lets it write nothing
+//!    else, so the call is well-formed and names a tool that exists.
+//! 2. **tool** (`tool.fs`, depends on the plan): the call as an [`FsRequest`], run by a tool
+//!    agent — models never run tools.
+//! 3. **answer** (`llm.generate`, depends on the plan or the tool): the question with the
+//!    tool's result ([`tool_summary`]), answered in plain text.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::tool::FsRequest;
+
+/// A tool the planning step may call, and how its call becomes a `tool.fs` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolSpec {
+    /// The name the model writes.
+    pub name: &'static str,
+    /// What it does, as the model reads it.
+    pub description: &'static str,
+}
+
+/// The tools the planning step offers: `tool.fs`'s read-only operations.
+pub const TOOLS: [ToolSpec; 3] = [
+    ToolSpec {
+        name: "read_file",
+        description: "read a text file; its result gives the file's number of lines and its text",
+    },
+    ToolSpec {
+        name: "list_directory",
+        description: "list the entries of a directory",
+    },
+    ToolSpec {
+        name: "search",
+        description: "find the lines containing a text in the files under a directory",
+    },
+];
+
+/// The name of the planning step's "no tool needed" answer.
+pub const NO_TOOL: &str = "none";
+
+/// Most tokens the planning step may write.
+pub const PLAN_MAX_TOKENS: usize = 48;
+
+/// Most tokens the answering step may write.
+pub const ANSWER_MAX_TOKENS: usize = 96;
+
+/// The most characters of a tool's text result the answering step reads.
+pub const TOOL_TEXT_SHOWN: usize = 1500;
+
+/// A planned tool call, as the planning step wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// One of [`TOOLS`]' names, or [`NO_TOOL`].
+    pub tool: String,
+    /// Path argument (a file or directory relative to the tool's root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Text argument (`search`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// Why a planned call cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The plan is not a tool call.
+    #[error("the plan is not a tool call ({reason}): {plan}")]
+    Malformed {
+        /// The plan as written.
+        plan: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The call names a tool that is not offered.
+    #[error("the plan calls `{tool}`, which is not a tool here (tools: {})", tool_names().join(", "))]
+    UnknownTool {
+        /// The tool named.
+        tool: String,
+    },
+    /// An argument the tool needs is missing.
+    #[error("`{tool}` needs the argument `{argument}`")]
+    MissingArgument {
+        /// The tool.
+        tool: String,
+        /// The argument.
+        argument: &'static str,
+    },
+}
+
+fn tool_names() -> Vec<&'static str> {
+    TOOLS.iter().map(|t| t.name).collect()
+}
+
+/// The JSON Schema the planning step's answer is constrained to: one of the tools with its
+/// arguments, or `{"tool": "none"}`.
+pub fn plan_schema() -> serde_json::Value {
+    let path = json!({"type": "string", "minLength": 1, "maxLength": 120});
+    json!({
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {"tool": {"const": "read_file"}, "path": path},
+                "required": ["tool", "path"],
+                "additionalProperties": false
+            },
+            {
+                "type": "object",
+                "properties": {"tool": {"const": "list_directory"}, "path": path},
+                "required": ["tool", "path"],
+                "additionalProperties": false
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "tool": {"const": "search"},
+                    "path": path,
+                    "text": {"type": "string", "minLength": 1, "maxLength": 80}
+                },
+                "required": ["tool", "path", "text"],
+                "additionalProperties": false
+            },
+            {
+                "type": "object",
+                "properties": {"tool": {"const": NO_TOOL}},
+                "required": ["tool"],
+                "additionalProperties": false
+            }
+        ]
+    })
+}
+
+/// Worked examples the planning step sees before the question: a small model follows
+/// examples far better than instructions.
+pub const PLAN_EXAMPLES: [(&str, &str); 4] = [
+    (
+        "How many lines does Cargo.toml have?",
+        r#"{"tool": "read_file", "path": "Cargo.toml"}"#,
+    ),
+    (
+        "Which files are in the src directory?",
+        r#"{"tool": "list_directory", "path": "src"}"#,
+    ),
+    ("What is the largest planet?", r#"{"tool": "none"}"#),
+    (
+        "Where is the word main used in the project?",
+        r#"{"tool": "search", "path": ".", "text": "main"}"#,
+    ),
+];
+
+/// The planning step's `llm.generate` input for `question`.
+pub fn plan_input(question: &str) -> serde_json::Value {
+    let tools: Vec<String> = TOOLS
+        .iter()
+        .map(|t| format!("- {}: {}", t.name, t.description))
+        .collect();
+    let system = format!(
+        "You pick the tool that answers a question about the files of a project. Tools:\n{}\n- {NO_TOOL}: no file is needed (general knowledge).\nReply with a JSON tool call only.",
+        tools.join("\n")
+    );
+    let mut messages = vec![json!({"role": "system", "content": system})];
+    for (asked, call) in PLAN_EXAMPLES {
+        messages.push(json!({"role": "user", "content": asked}));
+        messages.push(json!({"role": "assistant", "content": call}));
+    }
+    messages.push(json!({"role": "user", "content": question}));
+    json!({
+        "messages": messages,
+        "max_tokens": PLAN_MAX_TOKENS,
+        "json_schema": plan_schema()
+    })
+}
+
+/// The call a question asks for in so many words, decided without a model: a path-like
+/// word (`src/lib.rs`, `README.md`) is read, a word before "directory" or "folder" is
+/// listed. Small models plan tool calls poorly (SmolLM2-135M picked the right call for 1
+/// of 6 plain questions, see docs/benchmarks.md), so what the words settle is not left to
+/// them; everything else goes to the planning step.
+pub fn rule_plan(question: &str) -> Option<ToolCall> {
+    let words: Vec<&str> = question
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| {
+                matches!(
+                    c,
+                    '?' | '!' | ',' | ';' | ':' | '"' | '\'' | '`' | '(' | ')'
+                )
+            })
+            .trim_end_matches('.')
+        })
+        .collect();
+    let path_like = |w: &str| {
+        !w.is_empty()
+            && !w.starts_with('/')
+            && !w.split('/').any(|part| part == "..")
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-'))
+            && (w.contains('/')
+                || w.rsplit_once('.').is_some_and(|(stem, ext)| {
+                    !stem.is_empty()
+                        && (1..=5).contains(&ext.len())
+                        && ext.chars().all(|c| c.is_ascii_alphanumeric())
+                        && ext.chars().any(|c| c.is_ascii_alphabetic())
+                }))
+    };
+    for pair in words.windows(2) {
+        if matches!(
+            pair[1].to_lowercase().as_str(),
+            "directory" | "folder" | "dir"
+        ) && !pair[0].is_empty()
+            && pair[0]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-'))
+            && !matches!(
+                pair[0].to_lowercase().as_str(),
+                "the" | "a" | "this" | "that" | "which" | "what"
+            )
+        {
+            return Some(ToolCall {
+                tool: "list_directory".into(),
+                path: Some(pair[0].to_string()),
+                text: None,
+            });
+        }
+    }
+    words.iter().find(|w| path_like(w)).map(|path| ToolCall {
+        tool: "read_file".into(),
+        path: Some(path.to_string()),
+        text: None,
+    })
+}
+
+/// The call the planning step wrote (its output's `json`).
+pub fn planned_call(plan_output: &serde_json::Value) -> Result<ToolCall, PlanError> {
+    let document = plan_output.get("json").unwrap_or(plan_output);
+    let call: ToolCall =
+        serde_json::from_value(document.clone()).map_err(|e| PlanError::Malformed {
+            plan: document.to_string(),
+            reason: e.to_string(),
+        })?;
+    if call.tool != NO_TOOL && !TOOLS.iter().any(|t| t.name == call.tool) {
+        return Err(PlanError::UnknownTool { tool: call.tool });
+    }
+    Ok(call)
+}
+
+/// The `tool.fs` request a call runs as; `None` for [`NO_TOOL`].
+pub fn tool_request(call: &ToolCall) -> Result<Option<FsRequest>, PlanError> {
+    let path = || {
+        call.path.clone().ok_or(PlanError::MissingArgument {
+            tool: call.tool.clone(),
+            argument: "path",
+        })
+    };
+    Ok(Some(match call.tool.as_str() {
+        NO_TOOL => return Ok(None),
+        "read_file" => FsRequest::Read {
+            path: path()?,
+            max_bytes: None,
+        },
+        "list_directory" => FsRequest::List { path: path()? },
+        "search" => FsRequest::Search {
+            path: path()?,
+            text: call.text.clone().ok_or(PlanError::MissingArgument {
+                tool: call.tool.clone(),
+                argument: "text",
+            })?,
+            max_matches: Some(20),
+        },
+        other => {
+            return Err(PlanError::UnknownTool {
+                tool: other.to_string(),
+            });
+        }
+    }))
+}
+
+/// What the answering step reads of a tool's output: counts and names whole, text cut to
+/// [`TOOL_TEXT_SHOWN`] characters.
+pub fn tool_summary(call: &ToolCall, output: &serde_json::Value) -> String {
+    let mut lines = vec![format!(
+        "Result of {}({}):",
+        call.tool,
+        call.path.as_deref().unwrap_or("")
+    )];
+    if let Some(n) = output.get("lines").and_then(|v| v.as_u64()) {
+        lines.push(format!("The file has {n} lines."));
+    }
+    if let Some(content) = output.get("content").and_then(|v| v.as_str()) {
+        let shown: String = content.chars().take(TOOL_TEXT_SHOWN).collect();
+        lines.push(format!("Text:\n{shown}"));
+    }
+    if let Some(entries) = output.get("entries").and_then(|v| v.as_array()) {
+        let names: Vec<&str> = entries
+            .iter()
+            .filter_map(|e| e.get("name").and_then(|n| n.as_str()))
+            .collect();
+        lines.push(format!("Entries ({}): {}", names.len(), names.join(", ")));
+    }
+    if let Some(matches) = output.get("matches").and_then(|v| v.as_array()) {
+        lines.push(format!("{} matching lines:", matches.len()));
+        for m in matches {
+            lines.push(format!(
+                "{}:{}: {}",
+                m.get("path").and_then(|v| v.as_str()).unwrap_or("?"),
+                m.get("line").and_then(|v| v.as_u64()).unwrap_or(0),
+                m.get("text").and_then(|v| v.as_str()).unwrap_or("")
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
+/// What the answering step reads when the tool failed.
+pub fn tool_failure(call: &ToolCall, reason: &str) -> String {
+    format!(
+        "The tool {}({}) failed: {reason}",
+        call.tool,
+        call.path.as_deref().unwrap_or("")
+    )
+}
+
+/// The answering step's `llm.generate` input: the question, with what the tool found.
+pub fn answer_input(question: &str, tool_result: Option<&str>) -> serde_json::Value {
+    let user = match tool_result {
+        Some(result) => format!("{result}\n\nUsing this result, answer briefly: {question}"),
+        None => question.to_string(),
+    };
+    json!({
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
+            {"role": "user", "content": user}
+        ],
+        "max_tokens": ANSWER_MAX_TOKENS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tool_in_the_schema_becomes_a_request_and_none_needs_no_tool() {
+        let schema = plan_schema();
+        let named: Vec<&str> = schema["anyOf"]
+            .as_array()
+            .expect("alternatives")
+            .iter()
+            .map(|alt| alt["properties"]["tool"]["const"].as_str().expect("a name"))
+            .collect();
+        assert_eq!(named, ["read_file", "list_directory", "search", NO_TOOL]);
+        let read = planned_call(&json!({"json": {"tool": "read_file", "path": "src/lib.rs"}}))
+            .expect("a call");
+        assert_eq!(
+            tool_request(&read),
+            Ok(Some(FsRequest::Read {
+                path: "src/lib.rs".into(),
+                max_bytes: None
+            }))
+        );
+        let search = ToolCall {
+            tool: "search".into(),
+            path: Some(".".into()),
+            text: Some("fn main".into()),
+        };
+        assert!(matches!(
+            tool_request(&search),
+            Ok(Some(FsRequest::Search { .. }))
+        ));
+        let none = planned_call(&json!({"tool": "none"})).expect("no tool");
+        assert_eq!(tool_request(&none), Ok(None));
+    }
+
+    #[test]
+    fn questions_that_name_a_file_or_directory_are_planned_by_rule() {
+        let read = |path: &str| {
+            Some(ToolCall {
+                tool: "read_file".into(),
+                path: Some(path.into()),
+                text: None,
+            })
+        };
+        assert_eq!(
+            rule_plan("How many lines does src/lib.rs have?"),
+            read("src/lib.rs")
+        );
+        assert_eq!(rule_plan("What does `README.md` say?"), read("README.md"));
+        assert_eq!(
+            rule_plan("Which files are in the src directory?"),
+            Some(ToolCall {
+                tool: "list_directory".into(),
+                path: Some("src".into()),
+                text: None,
+            })
+        );
+        for general in [
+            "What is the capital of France?",
+            "Who wrote Hamlet? Thanks.",
+            "What is in the directory?",
+            "Is 3.14 a number?",
+            "Read /etc/passwd",
+            "Read ../secret.txt",
+        ] {
+            assert_eq!(rule_plan(general), None, "{general}");
+        }
+    }
+
+    #[test]
+    fn calls_that_cannot_run_are_typed_errors() {
+        assert_eq!(
+            planned_call(&json!({"tool": "rm_rf", "path": "/"})),
+            Err(PlanError::UnknownTool {
+                tool: "rm_rf".into()
+            })
+        );
+        assert!(matches!(
+            planned_call(&json!({"json": "read it"})),
+            Err(PlanError::Malformed { .. })
+        ));
+        let no_path = ToolCall {
+            tool: "read_file".into(),
+            path: None,
+            text: None,
+        };
+        assert_eq!(
+            tool_request(&no_path),
+            Err(PlanError::MissingArgument {
+                tool: "read_file".into(),
+                argument: "path"
+            })
+        );
+    }
+
+    #[test]
+    fn the_answer_reads_counts_and_a_bounded_text() {
+        let call = ToolCall {
+            tool: "read_file".into(),
+            path: Some("src/lib.rs".into()),
+            text: None,
+        };
+        let long = "x".repeat(10 * TOOL_TEXT_SHOWN);
+        let summary = tool_summary(&call, &json!({"lines": 27, "content": long}));
+        assert!(summary.contains("The file has 27 lines."), "{summary}");
+        assert!(summary.len() < 2 * TOOL_TEXT_SHOWN, "{}", summary.len());
+        let input = answer_input("How many lines?", Some(&summary));
+        let user = input["messages"][1]["content"].as_str().expect("text");
+        // Every worked example is a call the schema's alternatives name.
+        for (_, call) in PLAN_EXAMPLES {
+            let call: serde_json::Value = serde_json::from_str(call).expect("JSON");
+            tool_request(&planned_call(&call).expect("a call")).expect("runs");
+        }
+        assert!(
+            user.starts_with("Result of read_file(src/lib.rs):"),
+            "{user}"
+        );
+        assert!(user.ends_with("How many lines?"), "{user}");
+        let plan = plan_input("How many lines does src/lib.rs have?");
+        assert_eq!(plan["json_schema"], plan_schema());
+        let messages = plan["messages"].as_array().expect("messages");
+        assert_eq!(messages.len(), 2 + 2 * PLAN_EXAMPLES.len());
+        assert_eq!(
+            messages.last().expect("the question")["content"],
+            "How many lines does src/lib.rs have?"
+        );
+        assert_eq!(plan["max_tokens"], PLAN_MAX_TOKENS);
+    }
+}

@@ -1,0 +1,494 @@
+//! `murmur ask QUESTION`: the assistant, orchestrated from this process. Each step of the
+//! plan is a task in the log, routed by capability like any other: a planning step
+//! (`llm.generate`, its tool call constrained to a JSON Schema), a tool step (`tool.fs`, run
+//! by a tool agent) when the plan calls one, and an answering step (`llm.generate`). The
+//! steps share one correlation id and each names the event that caused it; their ids are
+//! the request's id with `-plan`, `-tool` and `-answer` appended, which `--explain` reads
+//! back. The decisions (prompts, schema, the call → request mapping) are
+//! `murmur_agents::assistant`'s.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use murmur_agents::assistant::{self, ToolCall};
+use murmur_coordination::tasks::{Task, TaskProjection, TaskState};
+use murmur_subjects::events::TaskSubmitted;
+use murmur_subjects::log::Expected;
+use murmur_subjects::{Draft, EventLog, Projector, Token};
+
+use crate::settings::Settings;
+
+/// `murmur ask` arguments.
+#[derive(Debug, clap::Args)]
+pub struct AskArgs {
+    /// The question.
+    #[arg(required_unless_present_any = ["explain", "export"])]
+    pub question: Option<String>,
+    /// Write every model step of earlier requests from the log as training data instead:
+    /// one JSON object per line (`jsonl`) with the request, step, prompt messages, response,
+    /// model hash and outcome.
+    #[arg(long, value_name = "FORMAT", value_parser = ["jsonl"], conflicts_with_all = ["question", "explain"])]
+    pub export: Option<String>,
+    /// Print the steps of an earlier request (its id, as `murmur ask` printed it) from the
+    /// log instead: each step's input, output, agent and timeline.
+    #[arg(long, value_name = "REQUEST", conflicts_with = "question")]
+    pub explain: Option<String>,
+    /// Only inference agents with this label run the model steps (key=value, repeatable),
+    /// e.g. `model=SmolLM2 135M Instruct`.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Give up when a step has not ended after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub step_timeout_s: u64,
+}
+
+/// What one request produced.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The request's id (its steps' id prefix).
+    pub request: String,
+    /// The planned call.
+    pub call: ToolCall,
+    /// The tool's output, when one ran.
+    pub tool_output: Option<serde_json::Value>,
+    /// The answer's text.
+    pub text: String,
+}
+
+/// Runs `murmur ask`.
+pub async fn run(settings: &Settings, args: AskArgs) -> Result<()> {
+    if let Some(request) = &args.explain {
+        return explain(settings, request).await;
+    }
+    if args.export.is_some() {
+        let log = settings.open_log("murmur-ask-export").await?;
+        let mut view = Projector::new(
+            log.clone(),
+            TaskProjection {
+                realm: settings.realm.clone(),
+            },
+        );
+        view.catch_up().await?;
+        for pair in training_pairs(view.state()) {
+            out!("{}", serde_json::to_string(&pair)?);
+        }
+        return Ok(());
+    }
+    let question = args.question.as_deref().unwrap_or_default();
+    let answer = ask(settings, question, &args).await?;
+    out!("{}", answer.text.trim());
+    Ok(())
+}
+
+/// Asks `question`: plans, runs the tool the plan calls, answers; prints each step on
+/// stderr as it ends.
+pub async fn ask(settings: &Settings, question: &str, args: &AskArgs) -> Result<Answer> {
+    if question.trim().is_empty() {
+        bail!("the question is empty");
+    }
+    let labels = crate::cli::task::parse_labels(&args.labels)?;
+    let log = settings.open_log("murmur-ask").await?;
+    let request = format!("ask-{}", uuid::Uuid::now_v7().simple());
+    let timeout = Duration::from_secs(args.step_timeout_s);
+    let mut steps = Steps::new(&log, settings, timeout);
+    eprintln!("request {request}");
+
+    // A question that names its file or directory is planned by rule; others by the model.
+    let (call, plan) = match assistant::rule_plan(question) {
+        Some(call) => {
+            eprintln!("[plan] {} by rule", serde_json::to_string(&call)?);
+            (call, None)
+        }
+        None => {
+            let plan_id = format!("{request}-plan");
+            let plan_input = assistant::plan_input(question);
+            steps
+                .submit(&plan_id, "llm.generate", plan_input, labels.clone(), None)
+                .await?;
+            let plan = steps.finish(&plan_id).await?;
+            let plan_output = output_of(&log, &plan).await?;
+            let call = assistant::planned_call(&plan_output)
+                .with_context(|| format!("step {plan_id} planned a call that cannot run"))?;
+            eprintln!(
+                "[plan] {} by model on {}",
+                serde_json::to_string(&call)?,
+                agent_of(&plan)
+            );
+            (call, Some(plan))
+        }
+    };
+
+    let (cause, tool_output, tool_result) = match assistant::tool_request(&call)? {
+        None => (plan, None, None),
+        Some(fs) => {
+            let tool_id = format!("{request}-tool");
+            steps
+                .submit(
+                    &tool_id,
+                    murmur_agents::tool::FS_CAPABILITY,
+                    serde_json::to_value(&fs)?,
+                    Default::default(),
+                    plan.as_ref(),
+                )
+                .await?;
+            // A tool that fails (a missing file, a refused path) is in the log with its
+            // reason; the answer is still asked for, told what failed.
+            match steps.finish(&tool_id).await {
+                Ok(tool) => {
+                    let output = output_of(&log, &tool).await?;
+                    let summary = assistant::tool_summary(&call, &output);
+                    eprintln!(
+                        "[tool] {} by {}: {}",
+                        call.tool,
+                        agent_of(&tool),
+                        summary
+                            .lines()
+                            .skip(1)
+                            .take(1)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    );
+                    (Some(tool), Some(output), Some(summary))
+                }
+                Err(failed) => {
+                    eprintln!("[tool] {} failed: {failed:#}", call.tool);
+                    let task = steps.task(&tool_id);
+                    let reason = task
+                        .as_ref()
+                        .and_then(|t| t.failures.last().cloned())
+                        .unwrap_or_else(|| format!("{failed:#}"));
+                    // A call the question named is answered with its failure (the file is
+                    // missing); a call the model guessed is dropped and the question
+                    // answered from the model's own knowledge.
+                    let told = plan
+                        .is_none()
+                        .then(|| assistant::tool_failure(&call, &reason));
+                    (task, None, told)
+                }
+            }
+        }
+    };
+
+    let answer_id = format!("{request}-answer");
+    steps
+        .submit(
+            &answer_id,
+            "llm.generate",
+            assistant::answer_input(question, tool_result.as_deref()),
+            labels,
+            cause.as_ref(),
+        )
+        .await?;
+    let answered = steps.finish(&answer_id).await?;
+    let output = output_of(&log, &answered).await?;
+    let text = output
+        .get("text")
+        .and_then(|t| t.as_str())
+        .context("the answering step's output has no text")?
+        .to_string();
+    eprintln!("[answer] by {}", agent_of(&answered));
+    Ok(Answer {
+        request,
+        call,
+        tool_output,
+        text,
+    })
+}
+
+/// Submits steps and follows them in the task projection.
+struct Steps<'a> {
+    log: &'a EventLog,
+    view: Projector<TaskProjection>,
+    timeout: Duration,
+}
+
+impl<'a> Steps<'a> {
+    fn new(log: &'a EventLog, settings: &Settings, timeout: Duration) -> Self {
+        Self {
+            log,
+            view: Projector::new(
+                log.clone(),
+                TaskProjection {
+                    realm: settings.realm.clone(),
+                },
+            ),
+            timeout,
+        }
+    }
+
+    /// Submits step `id`; a later step is caused by the step before it (`after`), so the
+    /// whole request shares one correlation id.
+    async fn submit(
+        &mut self,
+        id: &str,
+        capability: &str,
+        input: serde_json::Value,
+        labels: std::collections::BTreeMap<String, String>,
+        after: Option<&Task>,
+    ) -> Result<()> {
+        let payload = TaskSubmitted {
+            capability: capability.to_string(),
+            input,
+            labels,
+            max_attempts: Some(2),
+            lease_ms: Some(self.timeout.as_millis() as u64),
+            ..Default::default()
+        };
+        let mut draft = Draft::new(Token::new(id)?, &payload)?;
+        if let Some(parent) = after {
+            draft = draft.caused_by_ids(&parent.correlation_id, &parent.last_event_id, None);
+        }
+        self.log.append_expected(draft, Expected::NoEvents).await?;
+        Ok(())
+    }
+
+    /// Step `id` as the log has it.
+    fn task(&self, id: &str) -> Option<Task> {
+        self.view.state().tasks.get(id).cloned()
+    }
+
+    /// Waits for step `id` to end; its task when it completed, the reason otherwise.
+    async fn finish(&mut self, id: &str) -> Result<Task> {
+        let began = Instant::now();
+        loop {
+            self.view.poll(Duration::from_millis(100)).await?;
+            if let Some(task) = self
+                .view
+                .state()
+                .tasks
+                .get(id)
+                .filter(|t| t.state.is_final())
+            {
+                return match &task.state {
+                    TaskState::Completed { .. } => Ok(task.clone()),
+                    other => bail!(
+                        "step {id} ended {}: {}",
+                        other.name(),
+                        task.failures
+                            .last()
+                            .map_or("no reason recorded", String::as_str)
+                    ),
+                };
+            }
+            if began.elapsed() > self.timeout {
+                let state = self
+                    .view
+                    .state()
+                    .tasks
+                    .get(id)
+                    .map_or("not in the log", |t| t.state.name());
+                bail!(
+                    "step {id} did not end within {} s (it is {state}): is an agent with its capability running? (`murmur agents ls`)",
+                    self.timeout.as_secs()
+                );
+            }
+        }
+    }
+}
+
+/// A completed task's output, fetched from the artifact store when it was offloaded.
+async fn output_of(log: &EventLog, task: &Task) -> Result<serde_json::Value> {
+    let output = task.output.clone().unwrap_or(serde_json::Value::Null);
+    if output.get("offloaded").and_then(|o| o.as_bool()) != Some(true) {
+        return Ok(output);
+    }
+    let reference: murmur_agents::artifacts::ArtifactRef =
+        serde_json::from_value(output["artifact"].clone()).context("an offloaded output")?;
+    let store = murmur_agents::artifacts::ArtifactStore::open(log).await?;
+    Ok(serde_json::from_slice(&store.get(&reference).await?)?)
+}
+
+fn agent_of(task: &Task) -> String {
+    match &task.state {
+        TaskState::Completed { agent } => agent.chars().take(12).collect(),
+        _ => "?".into(),
+    }
+}
+
+/// `murmur ask --explain REQUEST`: the request's steps from the log.
+async fn explain(settings: &Settings, request: &str) -> Result<()> {
+    let log = settings.open_log("murmur-ask-explain").await?;
+    let mut view = Projector::new(
+        log.clone(),
+        TaskProjection {
+            realm: settings.realm.clone(),
+        },
+    );
+    view.catch_up().await?;
+    let prefix = format!("{request}-");
+    let steps: Vec<(String, Task)> = ["plan", "tool", "answer"]
+        .iter()
+        .filter_map(|step| {
+            let id = format!("{prefix}{step}");
+            view.state().tasks.get(&id).map(|t| (id, t.clone()))
+        })
+        .collect();
+    if steps.iter().all(|(id, _)| !id.ends_with("-plan")) && !steps.is_empty() {
+        out!("{request}-plan: by rule (the question names its file or directory; no model step)");
+    }
+    if steps.is_empty() {
+        bail!(
+            "no request {request} in realm {} (its steps are tasks {prefix}plan, …)",
+            settings.realm
+        );
+    }
+    for (id, task) in steps {
+        out!(
+            "{id}: {} {} by {}",
+            task.requirements.capability,
+            task.state.name(),
+            agent_of(&task)
+        );
+        out!("  input:  {}", shorten(&task.input.to_string(), 400));
+        let output = output_of(&log, &task)
+            .await
+            .unwrap_or(serde_json::Value::Null);
+        out!("  output: {}", shorten(&output.to_string(), 400));
+        for failure in &task.failures {
+            out!("  failed attempt: {failure}");
+        }
+        for line in
+            crate::cli::events::aggregate_timeline(&log, murmur_subjects::Domain::Task, &id).await?
+        {
+            out!("  {line}");
+        }
+    }
+    Ok(())
+}
+
+/// The model steps of `murmur ask` requests in `book`, in submission order, as training
+/// records: request, step, the prompt's messages, the response (text, and the document of a
+/// constrained step), the model's hash and the outcome.
+pub fn training_pairs(book: &murmur_coordination::tasks::TaskBook) -> Vec<serde_json::Value> {
+    let mut steps: Vec<(&String, &Task)> = book
+        .tasks
+        .iter()
+        .filter(|(id, task)| {
+            id.starts_with("ask-")
+                && (id.ends_with("-plan") || id.ends_with("-answer"))
+                && task.requirements.capability == "llm.generate"
+                && task.state.is_final()
+        })
+        .collect();
+    steps.sort_by_key(|(_, task)| task.submitted_sequence);
+    steps
+        .into_iter()
+        .map(|(id, task)| {
+            let (request, step) = id.rsplit_once('-').unwrap_or((id, ""));
+            let output = task.output.clone().unwrap_or(serde_json::Value::Null);
+            let mut record = serde_json::json!({
+                "request": request,
+                "step": step,
+                "messages": task.input.get("messages").cloned().unwrap_or(serde_json::Value::Null),
+                "response": output.get("text").cloned().unwrap_or(serde_json::Value::Null),
+                "model_sha256": output.get("model_sha256").cloned().unwrap_or(serde_json::Value::Null),
+                "outcome": task.state.name(),
+            });
+            if let Some(document) = output.get("json") {
+                record["json"] = document.clone();
+            }
+            if !task.failures.is_empty() {
+                record["failures"] = serde_json::json!(task.failures);
+            }
+            record
+        })
+        .collect()
+}
+
+fn shorten(text: &str, most: usize) -> String {
+    if text.chars().count() <= most {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(most).collect();
+    format!("{kept}… ({} characters)", text.chars().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use murmur_coordination::tasks::{Task, TaskBook, TaskState};
+
+    use super::*;
+
+    fn task(capability: &str, sequence: u64, state: TaskState, output: serde_json::Value) -> Task {
+        Task {
+            submitter: "me".into(),
+            requirements: murmur_coordination::routing::Requirements {
+                capability: capability.into(),
+                ..Default::default()
+            },
+            priority: 0,
+            max_attempts: 2,
+            lease_ms: 1000,
+            attempt: 1,
+            failures: vec![],
+            state,
+            submitted_sequence: sequence,
+            last_sequence: sequence,
+            input: serde_json::json!({"messages": [{"role": "user", "content": "q"}]}),
+            correlation_id: "c".into(),
+            last_event_id: "e".into(),
+            depends_on: vec![],
+            fail_with_dependency: false,
+            output: Some(output),
+        }
+    }
+
+    #[test]
+    fn training_pairs_are_the_finished_model_steps_of_ask_requests_in_order() {
+        let done = || TaskState::Completed { agent: "A".into() };
+        let mut book = TaskBook::default();
+        book.tasks.insert(
+            "ask-2-answer".into(),
+            task(
+                "llm.generate",
+                9,
+                done(),
+                serde_json::json!({"text": "27", "model_sha256": "m"}),
+            ),
+        );
+        book.tasks.insert(
+            "ask-1-plan".into(),
+            task(
+                "llm.generate",
+                3,
+                done(),
+                serde_json::json!({"text": "{\"tool\": \"none\"}", "json": {"tool": "none"}, "model_sha256": "m"}),
+            ),
+        );
+        book.tasks.insert(
+            "ask-2-tool".into(),
+            task("tool.fs", 5, done(), serde_json::json!({"lines": 27})),
+        );
+        book.tasks.insert(
+            "ask-3-answer".into(),
+            task(
+                "llm.generate",
+                11,
+                TaskState::Pending {
+                    not_before: chrono::DateTime::UNIX_EPOCH,
+                },
+                serde_json::Value::Null,
+            ),
+        );
+        book.tasks.insert(
+            "other-plan".into(),
+            task("llm.generate", 1, done(), serde_json::json!({"text": "x"})),
+        );
+        let pairs = training_pairs(&book);
+        let steps: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|p| {
+                (
+                    p["request"].as_str().unwrap_or(""),
+                    p["step"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(steps, [("ask-1", "plan"), ("ask-2", "answer")]);
+        assert_eq!(pairs[0]["json"], serde_json::json!({"tool": "none"}));
+        assert_eq!(pairs[1]["response"], "27");
+        assert_eq!(pairs[1]["outcome"], "completed");
+        assert_eq!(pairs[1]["model_sha256"], "m");
+        assert_eq!(pairs[1]["messages"][0]["content"], "q");
+    }
+}
