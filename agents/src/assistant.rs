@@ -137,6 +137,70 @@ pub fn plan_schema() -> serde_json::Value {
     })
 }
 
+/// The knowledge space the assistant remembers its requests in: an `answered` fact per
+/// normalized question (the answer, tagged with its request) and an `episode` fact per
+/// request (question, plan, tool result, answer). Written by the orchestrator only.
+pub const MEMORY_SPACE: &str = "assistant";
+
+/// Predicate of a question's answer in [`MEMORY_SPACE`].
+pub const ANSWERED: &str = "answered";
+
+/// Predicate of a request's whole story in [`MEMORY_SPACE`].
+pub const EPISODE: &str = "episode";
+
+/// Predicate recording that a request was answered from the cache (the object names the
+/// request whose answer it reused).
+pub const CACHE_HIT: &str = "cache_hit";
+
+/// A question as the cache compares it: lower case, one space between words, no
+/// punctuation at either end.
+pub fn normalize_question(question: &str) -> String {
+    question
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+        .trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace())
+        .to_string()
+}
+
+/// The subject of a question's facts in [`MEMORY_SPACE`].
+pub fn question_subject(question: &str) -> String {
+    format!("question:{}", normalize_question(question))
+}
+
+/// The subject of a request's facts in [`MEMORY_SPACE`].
+pub fn request_subject(request: &str) -> String {
+    format!("request:{request}")
+}
+
+/// The query for a cached answer to `question` given at `now - ttl` or later.
+pub fn cache_query(
+    question: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    ttl: std::time::Duration,
+) -> murmur_knowledge::Query {
+    murmur_knowledge::Query {
+        subject: Some(question_subject(question)),
+        predicate: Some(ANSWERED.into()),
+        asserted_after: Some(
+            now - chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+        ),
+        ..Default::default()
+    }
+}
+
+/// The newest of the cached answers `facts` (what [`cache_query`] found): its text and the
+/// request that produced it (its tag).
+pub fn newest_answer(facts: &[murmur_knowledge::FactView]) -> Option<(String, String)> {
+    let newest = facts.iter().max_by_key(|f| f.core.asserted_at)?;
+    let murmur_knowledge::Value::Text(text) = &newest.core.object else {
+        return None;
+    };
+    let request = newest.core.tags.iter().find(|t| t.starts_with("ask-"))?;
+    Some((text.clone(), request.clone()))
+}
+
 /// Worked examples the planning step sees before the question: a small model follows
 /// examples far better than instructions.
 pub const PLAN_EXAMPLES: [(&str, &str); 4] = [
@@ -180,9 +244,9 @@ pub fn plan_input(question: &str) -> serde_json::Value {
 
 /// The call a question asks for in so many words, decided without a model: a path-like
 /// word (`src/lib.rs`, `README.md`) is read, a word before "directory" or "folder" is
-/// listed. Small models plan tool calls poorly (SmolLM2-135M picked the right call for 1
-/// of 6 plain questions, see docs/benchmarks.md), so what the words settle is not left to
-/// them; everything else goes to the planning step.
+/// listed. Small models plan tool calls poorly (SmolLM2-135M picked the right call for 1–2
+/// of 6 plain questions with every prompt shape tried, see docs/benchmarks.md), so what the
+/// words settle is not left to them; everything else goes to the planning step.
 pub fn rule_plan(question: &str) -> Option<ToolCall> {
     let words: Vec<&str> = question
         .split_whitespace()
@@ -410,6 +474,23 @@ mod tests {
         ] {
             assert_eq!(rule_plan(general), None, "{general}");
         }
+    }
+
+    #[test]
+    fn repeated_questions_meet_in_the_cache_within_its_ttl() {
+        assert_eq!(
+            normalize_question("  What is the capital   of France? "),
+            normalize_question("what is the capital of france")
+        );
+        assert_eq!(question_subject("Hi!"), "question:hi");
+        let now: chrono::DateTime<chrono::Utc> = "2026-12-03T12:00:00Z".parse().expect("time");
+        let query = cache_query("Hi!", now, std::time::Duration::from_secs(3600));
+        assert_eq!(query.subject.as_deref(), Some("question:hi"));
+        assert_eq!(query.predicate.as_deref(), Some(ANSWERED));
+        assert_eq!(
+            query.asserted_after,
+            Some("2026-12-03T11:00:00Z".parse().expect("time"))
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use murmur_agents::assistant::{self, ToolCall};
 use murmur_coordination::tasks::{Task, TaskProjection, TaskState};
+use murmur_knowledge::{FactDraft, KnowledgeReplica, ReplicaConfig, Value};
 use murmur_subjects::events::TaskSubmitted;
 use murmur_subjects::log::Expected;
 use murmur_subjects::{Draft, EventLog, Projector, Token};
@@ -40,6 +41,23 @@ pub struct AskArgs {
     /// Give up when a step has not ended after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub step_timeout_s: u64,
+    /// Answer even a question asked before (within the cache's lifetime) from scratch.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// How long an answer is reused for the same question (normalized), in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub cache_ttl_s: u64,
+}
+
+/// How [`ask_on`] asks.
+#[derive(Debug, Clone)]
+pub struct AskOptions {
+    /// Only inference agents with these labels run the model steps.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Longest a step may take.
+    pub step_timeout: Duration,
+    /// Reuse an answer to the same question given this recently; `None`: no cache.
+    pub cache_ttl: Option<Duration>,
 }
 
 /// What one request produced.
@@ -53,6 +71,8 @@ pub struct Answer {
     pub tool_output: Option<serde_json::Value>,
     /// The answer's text.
     pub text: String,
+    /// The earlier request whose answer was reused (a cache hit).
+    pub cached_from: Option<String>,
 }
 
 /// Runs `murmur ask`.
@@ -83,15 +103,56 @@ pub async fn run(settings: &Settings, args: AskArgs) -> Result<()> {
 /// Asks `question`: plans, runs the tool the plan calls, answers; prints each step on
 /// stderr as it ends.
 pub async fn ask(settings: &Settings, question: &str, args: &AskArgs) -> Result<Answer> {
+    let options = AskOptions {
+        labels: crate::cli::task::parse_labels(&args.labels)?,
+        step_timeout: Duration::from_secs(args.step_timeout_s),
+        cache_ttl: (!args.no_cache).then(|| Duration::from_secs(args.cache_ttl_s)),
+    };
+    let log = settings.open_log("murmur-ask").await?;
+    ask_on(&log, question, &options).await
+}
+
+/// [`ask`] as the participant `log` signs for: its steps are submitted to `log`'s realm.
+/// A question answered within the cache's lifetime is answered again from memory (the
+/// `assistant` knowledge space), the hit recorded there; every new answer is remembered.
+pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Result<Answer> {
     if question.trim().is_empty() {
         bail!("the question is empty");
     }
-    let labels = crate::cli::task::parse_labels(&args.labels)?;
-    let log = settings.open_log("murmur-ask").await?;
+    let log = log.clone();
     let request = format!("ask-{}", uuid::Uuid::now_v7().simple());
-    let timeout = Duration::from_secs(args.step_timeout_s);
-    let mut steps = Steps::new(&log, settings, timeout);
     eprintln!("request {request}");
+    let mut memory = memory(&log).await?;
+    if let Some(ttl) = options.cache_ttl {
+        let query = assistant::cache_query(question, chrono::Utc::now(), ttl);
+        let found = memory.query(assistant::MEMORY_SPACE, &query, None)?;
+        if let Some((text, earlier)) = assistant::newest_answer(&found) {
+            let mut hit = FactDraft::new(
+                assistant::request_subject(&request),
+                assistant::CACHE_HIT,
+                Value::Ref(earlier.clone()),
+            );
+            hit.tags.insert(request.clone());
+            memory.put(assistant::MEMORY_SPACE, &hit)?;
+            memory.flush().await?;
+            eprintln!(
+                "[cache] the same question was answered by {earlier}: its answer, recorded as a cache hit (--no-cache asks again)"
+            );
+            return Ok(Answer {
+                request,
+                call: ToolCall {
+                    tool: assistant::NO_TOOL.into(),
+                    path: None,
+                    text: None,
+                },
+                tool_output: None,
+                text,
+                cached_from: Some(earlier),
+            });
+        }
+    }
+    let labels = options.labels.clone();
+    let mut steps = Steps::new(&log, options.step_timeout);
 
     // A question that names its file or directory is planned by rule; others by the model.
     let (call, plan) = match assistant::rule_plan(question) {
@@ -187,12 +248,54 @@ pub async fn ask(settings: &Settings, question: &str, args: &AskArgs) -> Result<
         .context("the answering step's output has no text")?
         .to_string();
     eprintln!("[answer] by {}", agent_of(&answered));
+    // Remembered: the answer under its question (the cache), the whole request as an
+    // episode.
+    let mut answered_fact = FactDraft::new(
+        assistant::question_subject(question),
+        assistant::ANSWERED,
+        Value::Text(text.clone()),
+    );
+    answered_fact.tags.insert(request.clone());
+    answered_fact.source_event = Some(answered.last_event_id.clone());
+    let episode = serde_json::json!({
+        "question": question,
+        "plan": call,
+        "tool_result": tool_result,
+        "answer": text,
+    });
+    let mut episode_fact = FactDraft::new(
+        assistant::request_subject(&request),
+        assistant::EPISODE,
+        Value::Text(episode.to_string()),
+    );
+    episode_fact.tags.insert(request.clone());
+    memory.put(assistant::MEMORY_SPACE, &answered_fact)?;
+    memory.put(assistant::MEMORY_SPACE, &episode_fact)?;
+    memory.flush().await?;
     Ok(Answer {
         request,
         call,
         tool_output,
         text,
+        cached_from: None,
     })
+}
+
+/// The assistant's knowledge space, opened (as its owner) on first use.
+async fn memory(log: &EventLog) -> Result<KnowledgeReplica> {
+    match murmur_knowledge::replica::open_space(
+        log,
+        assistant::MEMORY_SPACE,
+        "the assistant's answers and episodes",
+        1,
+        murmur_knowledge::replica::DEFAULT_MAX_FACT_BYTES,
+    )
+    .await
+    {
+        Ok(_) | Err(murmur_knowledge::KnowledgeError::SpaceExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(KnowledgeReplica::open(log.clone(), ReplicaConfig::space(assistant::MEMORY_SPACE)).await?)
 }
 
 /// Submits steps and follows them in the task projection.
@@ -203,13 +306,13 @@ struct Steps<'a> {
 }
 
 impl<'a> Steps<'a> {
-    fn new(log: &'a EventLog, settings: &Settings, timeout: Duration) -> Self {
+    fn new(log: &'a EventLog, timeout: Duration) -> Self {
         Self {
             log,
             view: Projector::new(
                 log.clone(),
                 TaskProjection {
-                    realm: settings.realm.clone(),
+                    realm: log.realm().clone(),
                 },
             ),
             timeout,

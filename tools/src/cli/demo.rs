@@ -13,6 +13,10 @@ pub enum DemoCommand {
     /// The distributed-compilation pipeline: a planner, two compilers and an executor as
     /// separate processes build and test two sample workspaces with the machine's cargo.
     Compile,
+    /// The assistant: an inference agent (SmolLM2-135M when installed) and a tool agent as
+    /// processes answer two `murmur ask` questions, one needing a file.
+    #[cfg(feature = "inference")]
+    Assistant,
 }
 
 /// Runs a demo; past `deadline_s` or on a second ctrl-c, kills what it started and exits 1.
@@ -25,6 +29,8 @@ pub async fn run(settings: Settings, which: Option<DemoCommand>, deadline_s: u64
         match which {
             None => crate::demo::run(&settings).await,
             Some(DemoCommand::Compile) => crate::demo::compile::run(&settings).await,
+            #[cfg(feature = "inference")]
+            Some(DemoCommand::Assistant) => crate::demo::assistant::run(&settings).await,
         }
     });
     let why = tokio::select! {

@@ -10,10 +10,13 @@
 //! conflicting write is refused; a result forged by another worker under a worker's identity
 //! is dead-lettered; the workers leave; and the agents + tasks projection built live equals
 //! the one rebuilt by replaying the log.
-//! Then the distributed-compilation pipeline runs on the same server ([`crate::demo::compile`])
-//! and the example deployment graph is generated into a Nix flake. Exits non-zero if any
+//! Then the distributed-compilation pipeline runs on the same server ([`crate::demo::compile`]),
+//! the tool, inference and assistant steps, consensus and knowledge, and the example
+//! deployment graph is generated into a Nix flake. Exits non-zero if any
 //! step does not hold.
 
+#[cfg(feature = "inference")]
+pub mod assistant;
 pub mod compile;
 mod consensus;
 mod flake;
@@ -534,6 +537,10 @@ pub async fn run(settings: &Settings) -> Result<()> {
     // Inference: an agent process answers an llm.generate task with a GGUF model.
     #[cfg(feature = "inference")]
     crate::demo::inference::run_on(issuer).await?;
+
+    // The assistant: an inference agent and a tool agent answer `murmur ask` questions.
+    #[cfg(feature = "inference")]
+    crate::demo::assistant::run_on(issuer).await?;
 
     // Consensus: three policy voters (own identities) and a tallier decide a release.
     consensus::consensus_step(issuer).await?;

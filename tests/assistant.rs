@@ -1,0 +1,217 @@
+//! The assistant against a real nats-server with the real model `scripts/install.sh`
+//! installs (SmolLM2-135M-Instruct, greedy, so the answers are deterministic): an inference
+//! agent and a tool agent run as processes, `murmur ask` orchestrates. The capital of France
+//! is answered "Paris"; a question naming a file is answered from the tool's result; the
+//! model's own plan is a well-formed tool call on its first attempt; a call no tool can run
+//! is a typed failure in the log; a repeated question is answered from the assistant's
+//! memory; `--explain` and `--export jsonl` read the steps back.
+//!
+//! With `MURMUR_SKIP_MODELS=1` (models not installed on purpose) the test says so and ends.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use murmur_agents::assistant;
+use murmur_coordination::coordinator::CoordinatorProjection;
+use murmur_coordination::tasks::TaskState;
+use murmur_e2e::spawn_agent;
+use murmur_subjects::roles::Role;
+use murmur_subjects::{Projector, Token};
+use murmur_testkit::TestNats;
+
+/// Generous: a debug build on 2 cores, the model loaded by the agent first.
+const STEP: std::time::Duration = std::time::Duration::from_secs(300);
+
+fn smollm2() -> Option<PathBuf> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("MURMUR_SKIP_MODELS").as_deref() == Ok("1"),
+        "{} is missing: run `bash scripts/install.sh` (it installs the models unless MURMUR_SKIP_MODELS=1)",
+        path.display()
+    );
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_assistant_answers_with_the_real_model_and_a_tool() -> Result<()> {
+    let Some(model) = smollm2() else {
+        eprintln!("MURMUR_SKIP_MODELS=1: the real-model assistant test does not run");
+        return Ok(());
+    };
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let project = data.path().join("project");
+    std::fs::create_dir_all(project.join("src"))?;
+    let lib: String = (1..=12).map(|n| format!("pub fn f{n}() {{}}\n")).collect();
+    std::fs::write(project.join("src/lib.rs"), lib)?;
+
+    let llm_who =
+        murmur_e2e::enrol(&nats, Role::Inference, "llm", &data.path().join("llm")).await?;
+    let (_llm, _) = spawn_agent(
+        nats.url(),
+        &data.path().join("llm"),
+        &llm_who,
+        "inference",
+        "llm.generate",
+        &["--model", &model.to_string_lossy()],
+    )
+    .await?;
+    let tool_who =
+        murmur_e2e::enrol(&nats, Role::Tool, "files", &data.path().join("files")).await?;
+    let (_tool, _) = spawn_agent(
+        nats.url(),
+        &data.path().join("files"),
+        &tool_who,
+        "tool",
+        "tool.fs",
+        &["--root", &project.to_string_lossy()],
+    )
+    .await?;
+    let _coordinator = murmur_e2e::spawn_coordinator(
+        nats.log_as("acme", Role::Coordinator, "coordinator")
+            .await?,
+    );
+    let cli = data.path().join("cli");
+    let cli_who = murmur_e2e::enrol(&nats, Role::Submitter, "cli", &cli).await?;
+    let murmur = |args: &[&str]| {
+        let mut command = murmur_e2e::murmur_cli(nats.url(), &cli, &cli_who).expect("murmur");
+        command.args(args);
+        command
+    };
+    let ask = |question: &'static str| {
+        let mut command = murmur(&["ask", question]);
+        async move {
+            let out = tokio::time::timeout(STEP, command.output())
+                .await
+                .with_context(|| format!("murmur ask {question:?} did not finish"))??;
+            let (stdout, stderr) = (
+                String::from_utf8(out.stdout)?,
+                String::from_utf8(out.stderr)?,
+            );
+            anyhow::ensure!(out.status.success(), "{question}: {stdout}\n{stderr}");
+            let request = stderr
+                .lines()
+                .find_map(|l| l.strip_prefix("request "))
+                .context("no request id printed")?
+                .to_string();
+            anyhow::Ok((stdout, stderr, request))
+        }
+    };
+
+    let (answer, stderr, france) = ask("What is the capital of France?").await?;
+    assert!(answer.contains("Paris"), "{answer}\n{stderr}");
+    // Asked again (the same question once normalized): answered from the assistant's
+    // memory, the hit recorded there; no step runs.
+    let (again, stderr, repeat) = ask("what is the capital of France").await?;
+    assert_eq!(again, answer);
+    assert!(
+        stderr.contains(&format!("answered by {france}")) && !stderr.contains("[plan]"),
+        "{stderr}"
+    );
+    let hits = murmur(&["kb", "query", "assistant", "--predicate", "cache_hit"])
+        .output()
+        .await?;
+    let hits = String::from_utf8(hits.stdout)?;
+    assert!(hits.contains(&repeat) || hits.contains(&france), "{hits}");
+
+    let (answer, stderr, lines) = ask("How many lines does src/lib.rs have?").await?;
+    assert!(
+        stderr.contains(r#"[plan] {"tool":"read_file","path":"src/lib.rs"} by rule"#),
+        "{stderr}"
+    );
+    assert!(answer.contains("12"), "{answer}\n{stderr}");
+    let explained = murmur(&["ask", "--explain", &lines]).output().await?;
+    let explained = String::from_utf8(explained.stdout)?;
+    assert!(
+        explained.contains(&format!("{lines}-tool: tool.fs completed")),
+        "{explained}"
+    );
+    assert!(explained.contains(r#""lines":12"#), "{explained}");
+    assert!(
+        explained.contains(&format!("{lines}-answer: llm.generate completed")),
+        "{explained}"
+    );
+
+    // The model's own plan for a question no rule settles: a call the tools' schema
+    // accepts, written on the first attempt.
+    let submitter = nats.event_log("acme").await?;
+    murmur_e2e::submit_once(
+        &submitter,
+        "plan",
+        "llm.generate",
+        assistant::plan_input("Where is the word f7 used in the project?"),
+    )
+    .await?;
+    // A call no tool can run: a typed failure in the log, with the reason.
+    murmur_e2e::submit_once(
+        &submitter,
+        "no-such-op",
+        "tool.fs",
+        serde_json::json!({"op": "exec", "path": "rm -rf /"}),
+    )
+    .await?;
+    let mut view = Projector::new(
+        submitter.clone(),
+        CoordinatorProjection::new(Token::new("acme")?),
+    );
+    anyhow::ensure!(
+        view.follow_until(STEP, |v| ["plan", "no-such-op"].iter().all(|id| v
+            .tasks
+            .tasks
+            .get(*id)
+            .is_some_and(|t| t.state.is_final())))
+            .await?,
+        "the tasks never finished"
+    );
+    let plan = &view.state().tasks.tasks["plan"];
+    assert!(
+        matches!(plan.state, TaskState::Completed { .. }) && plan.attempt == 1,
+        "{plan:?}"
+    );
+    let output = plan.output.clone().unwrap_or_default();
+    let call = assistant::planned_call(&output).context("a well-formed call")?;
+    assistant::tool_request(&call).context("a call a tool can run")?;
+    let refused = &view.state().tasks.tasks["no-such-op"];
+    assert_eq!(refused.state, TaskState::DeadLettered, "{refused:?}");
+    assert!(
+        refused.failures.iter().any(|f| f.contains("exec")),
+        "{:?}",
+        refused.failures
+    );
+
+    // Training data: the model steps of both requests, prompt and response.
+    let exported = murmur(&["ask", "--export", "jsonl"]).output().await?;
+    let exported = String::from_utf8(exported.stdout)?;
+    let records: Vec<serde_json::Value> = exported
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let steps: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["request"].as_str().unwrap_or("").to_string(),
+                r["step"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        steps.contains(&(france.clone(), "plan".into()))
+            && steps.contains(&(france, "answer".into()))
+            && steps.contains(&(lines.clone(), "answer".into()))
+            && !steps.contains(&(lines, "plan".into())),
+        "{exported}"
+    );
+    assert!(
+        records.iter().all(
+            |r| r["model_sha256"].as_str().is_some_and(|h| h.len() == 64)
+                && r["outcome"] == "completed"
+        ),
+        "{exported}"
+    );
+    Ok(())
+}
