@@ -4,7 +4,8 @@
 //! is answered "Paris"; a question naming a file is answered from the tool's result; the
 //! model's own plan is a well-formed tool call on its first attempt; a call no tool can run
 //! is a typed failure in the log; a repeated question is answered from the assistant's
-//! memory; `--explain` and `--export jsonl` read the steps back.
+//! memory; a write is refused unless allowed, and held until a vote approves it;
+//! `--explain` and `--export jsonl` read the steps back.
 //!
 //! With `MURMUR_SKIP_MODELS=1` (models not installed on purpose) the test says so and ends.
 
@@ -68,13 +69,14 @@ async fn the_assistant_answers_with_the_real_model_and_a_tool() -> Result<()> {
         &tool_who,
         "tool",
         "tool.fs",
-        &["--root", &project.to_string_lossy()],
+        &["--root", &project.to_string_lossy(), "--writable"],
     )
     .await?;
     let _coordinator = murmur_e2e::spawn_coordinator(
         nats.log_as("acme", Role::Coordinator, "coordinator")
             .await?,
     );
+    let _tallier = murmur_e2e::spawn_tallier(nats.log_as("acme", Role::Tallier, "tallier").await?);
     let cli = data.path().join("cli");
     let cli_who = murmur_e2e::enrol(&nats, Role::Submitter, "cli", &cli).await?;
     let murmur = |args: &[&str]| {
@@ -181,6 +183,73 @@ async fn the_assistant_answers_with_the_real_model_and_a_tool() -> Result<()> {
         refused.failures.iter().any(|f| f.contains("exec")),
         "{:?}",
         refused.failures
+    );
+
+    // A step that changes the project is held until a vote approves it; without
+    // `--allow write_file` it does not run at all.
+    let (_, stderr, _) = ask("Write hello murmur to notes.txt").await?;
+    assert!(
+        stderr.contains("[safety] write_file is not allowed"),
+        "{stderr}"
+    );
+    assert!(!project.join("notes.txt").exists());
+    let approver_dir = data.path().join("approver");
+    let approver_who = murmur_e2e::enrol(&nats, Role::Voter, "approver", &approver_dir).await?;
+    let approver_murmur = |args: &[&str]| {
+        let mut command =
+            murmur_e2e::murmur_cli(nats.url(), &approver_dir, &approver_who).expect("murmur");
+        command.args(args);
+        command
+    };
+    let key = approver_murmur(&["identity"]).output().await?;
+    let key = String::from_utf8(key.stdout)?.trim().to_string();
+    let mut held = murmur(&[
+        "ask",
+        "Write hello murmur to notes.txt",
+        "--allow",
+        "write_file",
+        "--approver",
+        &key,
+    ]);
+    held.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut held = held.spawn()?;
+    let stderr = held.stderr.take().context("stderr")?;
+    let mut held_lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let proposal = tokio::time::timeout(STEP, async {
+        while let Some(line) = held_lines.next_line().await? {
+            if let Some(rest) = line.split_once("(proposal ").map(|(_, r)| r) {
+                return anyhow::Ok(rest.split(';').next().unwrap_or("").to_string());
+            }
+        }
+        anyhow::bail!("murmur ask ended without putting the write to a vote")
+    })
+    .await??;
+    assert!(
+        !project.join("notes.txt").exists(),
+        "written before the vote"
+    );
+    let cast = approver_murmur(&["vote", "cast", &proposal, "approve", "--reason", "fine"])
+        .output()
+        .await?;
+    assert!(cast.status.success(), "{cast:?}");
+    let done = tokio::time::timeout(STEP, held.wait_with_output()).await??;
+    let rest: Vec<String> = {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = held_lines.next_line().await {
+            rest.push(line);
+        }
+        rest
+    };
+    assert!(done.status.success(), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains(&format!("{proposal} approved"))),
+        "{rest:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.join("notes.txt"))?,
+        "hello murmur\n"
     );
 
     // Training data: the model steps of both requests, prompt and response.

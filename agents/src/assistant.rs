@@ -24,23 +24,49 @@ pub struct ToolSpec {
     pub name: &'static str,
     /// What it does, as the model reads it.
     pub description: &'static str,
+    /// Whether it changes anything: a risky call runs only when allowed and approved by a
+    /// vote.
+    pub risky: bool,
 }
 
-/// The tools the planning step offers: `tool.fs`'s read-only operations.
-pub const TOOLS: [ToolSpec; 3] = [
+/// The tools the planning step offers: `tool.fs`'s operations.
+pub const TOOLS: [ToolSpec; 4] = [
     ToolSpec {
         name: "read_file",
         description: "read a text file; its result gives the file's number of lines and its text",
+        risky: false,
     },
     ToolSpec {
         name: "list_directory",
         description: "list the entries of a directory",
+        risky: false,
     },
     ToolSpec {
         name: "search",
         description: "find the lines containing a text in the files under a directory",
+        risky: false,
+    },
+    ToolSpec {
+        name: "write_file",
+        description: "write a text file (changes the project: needs approval)",
+        risky: true,
     },
 ];
+
+/// The tools a request may run unless the user allows more: the ones that change nothing.
+pub fn default_allowed() -> std::collections::BTreeSet<String> {
+    TOOLS
+        .iter()
+        .filter(|t| !t.risky)
+        .map(|t| t.name.to_string())
+        .chain([NO_TOOL.to_string()])
+        .collect()
+}
+
+/// Whether `call` changes anything (see [`ToolSpec::risky`]).
+pub fn is_risky(call: &ToolCall) -> bool {
+    TOOLS.iter().any(|t| t.name == call.tool && t.risky)
+}
 
 /// The name of the planning step's "no tool needed" answer.
 pub const NO_TOOL: &str = "none";
@@ -65,6 +91,9 @@ pub struct ToolCall {
     /// Text argument (`search`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// Content argument (`write_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
 }
 
 /// Why a planned call cannot run.
@@ -125,6 +154,16 @@ pub fn plan_schema() -> serde_json::Value {
                     "text": {"type": "string", "minLength": 1, "maxLength": 80}
                 },
                 "required": ["tool", "path", "text"],
+                "additionalProperties": false
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "tool": {"const": "write_file"},
+                    "path": path,
+                    "content": {"type": "string", "maxLength": 2000}
+                },
+                "required": ["tool", "path", "content"],
                 "additionalProperties": false
             },
             {
@@ -244,10 +283,34 @@ pub fn plan_input(question: &str) -> serde_json::Value {
 
 /// The call a question asks for in so many words, decided without a model: a path-like
 /// word (`src/lib.rs`, `README.md`) is read, a word before "directory" or "folder" is
-/// listed. Small models plan tool calls poorly (SmolLM2-135M picked the right call for 1–2
+/// listed, "Write TEXT to PATH" writes TEXT (a risky call: it still needs allowing and a
+/// vote). Small models plan tool calls poorly (SmolLM2-135M picked the right call for 1–2
 /// of 6 plain questions with every prompt shape tried, see docs/benchmarks.md), so what the
 /// words settle is not left to them; everything else goes to the planning step.
 pub fn rule_plan(question: &str) -> Option<ToolCall> {
+    // "Write TEXT to PATH": the user's own words are the content.
+    if let Some(rest) = question
+        .trim()
+        .strip_prefix("Write ")
+        .or_else(|| question.trim().strip_prefix("write "))
+        && let Some((text, path)) = rest.rsplit_once(" to ")
+    {
+        let path = path.trim().trim_end_matches(['.', '!']);
+        let text = text.trim().trim_matches(|c| c == '"' || c == '\'');
+        if !path.is_empty()
+            && !path.starts_with('/')
+            && !path.split('/').any(|p| p == "..")
+            && !path.contains(char::is_whitespace)
+            && !text.is_empty()
+        {
+            return Some(ToolCall {
+                tool: "write_file".into(),
+                path: Some(path.to_string()),
+                text: None,
+                content: Some(format!("{text}\n")),
+            });
+        }
+    }
     let words: Vec<&str> = question
         .split_whitespace()
         .map(|w| {
@@ -291,6 +354,7 @@ pub fn rule_plan(question: &str) -> Option<ToolCall> {
                 tool: "list_directory".into(),
                 path: Some(pair[0].to_string()),
                 text: None,
+                content: None,
             });
         }
     }
@@ -298,6 +362,7 @@ pub fn rule_plan(question: &str) -> Option<ToolCall> {
         tool: "read_file".into(),
         path: Some(path.to_string()),
         text: None,
+        content: None,
     })
 }
 
@@ -330,6 +395,13 @@ pub fn tool_request(call: &ToolCall) -> Result<Option<FsRequest>, PlanError> {
             max_bytes: None,
         },
         "list_directory" => FsRequest::List { path: path()? },
+        "write_file" => FsRequest::Write {
+            path: path()?,
+            content: call.content.clone().ok_or(PlanError::MissingArgument {
+                tool: call.tool.clone(),
+                argument: "content",
+            })?,
+        },
         "search" => FsRequest::Search {
             path: path()?,
             text: call.text.clone().ok_or(PlanError::MissingArgument {
@@ -419,7 +491,20 @@ mod tests {
             .iter()
             .map(|alt| alt["properties"]["tool"]["const"].as_str().expect("a name"))
             .collect();
-        assert_eq!(named, ["read_file", "list_directory", "search", NO_TOOL]);
+        assert_eq!(
+            named,
+            [
+                "read_file",
+                "list_directory",
+                "search",
+                "write_file",
+                NO_TOOL
+            ]
+        );
+        assert_eq!(
+            default_allowed().into_iter().collect::<Vec<_>>(),
+            ["list_directory", "none", "read_file", "search"]
+        );
         let read = planned_call(&json!({"json": {"tool": "read_file", "path": "src/lib.rs"}}))
             .expect("a call");
         assert_eq!(
@@ -433,6 +518,7 @@ mod tests {
             tool: "search".into(),
             path: Some(".".into()),
             text: Some("fn main".into()),
+            content: None,
         };
         assert!(matches!(
             tool_request(&search),
@@ -449,6 +535,7 @@ mod tests {
                 tool: "read_file".into(),
                 path: Some(path.into()),
                 text: None,
+                content: None,
             })
         };
         assert_eq!(
@@ -462,8 +549,19 @@ mod tests {
                 tool: "list_directory".into(),
                 path: Some("src".into()),
                 text: None,
+                content: None,
             })
         );
+        let write = rule_plan("Write hello murmur to notes/today.txt").expect("a write");
+        assert_eq!(write.tool, "write_file");
+        assert_eq!(write.path.as_deref(), Some("notes/today.txt"));
+        assert_eq!(write.content.as_deref(), Some("hello murmur\n"));
+        assert!(is_risky(&write) && !is_risky(&read("x.rs").expect("a call")));
+        assert!(matches!(
+            tool_request(&write),
+            Ok(Some(FsRequest::Write { .. }))
+        ));
+        assert_eq!(rule_plan("Write hello to /etc/passwd"), None);
         for general in [
             "What is the capital of France?",
             "Who wrote Hamlet? Thanks.",
@@ -509,6 +607,7 @@ mod tests {
             tool: "read_file".into(),
             path: None,
             text: None,
+            content: None,
         };
         assert_eq!(
             tool_request(&no_path),
@@ -525,6 +624,7 @@ mod tests {
             tool: "read_file".into(),
             path: Some("src/lib.rs".into()),
             text: None,
+            content: None,
         };
         let long = "x".repeat(10 * TOOL_TEXT_SHOWN);
         let summary = tool_summary(&call, &json!({"lines": 27, "content": long}));

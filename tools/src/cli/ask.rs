@@ -47,6 +47,33 @@ pub struct AskArgs {
     /// How long an answer is reused for the same question (normalized), in seconds.
     #[arg(long, default_value_t = 3600)]
     pub cache_ttl_s: u64,
+    /// Also allow this tool (repeatable; `read_file`, `list_directory` and `search` always
+    /// are). A tool that changes anything (`write_file`) still runs only once a vote
+    /// approves the step.
+    #[arg(long = "allow", value_name = "TOOL")]
+    pub allow: Vec<String>,
+    /// Who approves a risky step: the online agents offering this capability (e.g. policy
+    /// voters, `murmur voter run`) …
+    #[arg(long, default_value = "vote")]
+    pub approvers_capability: String,
+    /// … and these participants by public key (repeatable; they vote with `murmur vote
+    /// cast`).
+    #[arg(long = "approver", value_name = "KEY")]
+    pub approvers: Vec<String>,
+    /// How long a risky step waits for its vote, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub approval_timeout_s: u64,
+}
+
+/// Who approves a risky step, and how long the step waits.
+#[derive(Debug, Clone)]
+pub struct Approval {
+    /// Online agents offering this capability vote.
+    pub capability: Option<String>,
+    /// These participants vote.
+    pub keys: Vec<String>,
+    /// The proposal's deadline, from when it is opened.
+    pub timeout: Duration,
 }
 
 /// How [`ask_on`] asks.
@@ -58,6 +85,10 @@ pub struct AskOptions {
     pub step_timeout: Duration,
     /// Reuse an answer to the same question given this recently; `None`: no cache.
     pub cache_ttl: Option<Duration>,
+    /// The tools a plan may call ([`assistant::default_allowed`] and what is added).
+    pub allowed: std::collections::BTreeSet<String>,
+    /// Who approves risky steps.
+    pub approval: Approval,
 }
 
 /// What one request produced.
@@ -107,7 +138,28 @@ pub async fn ask(settings: &Settings, question: &str, args: &AskArgs) -> Result<
         labels: crate::cli::task::parse_labels(&args.labels)?,
         step_timeout: Duration::from_secs(args.step_timeout_s),
         cache_ttl: (!args.no_cache).then(|| Duration::from_secs(args.cache_ttl_s)),
+        allowed: assistant::default_allowed()
+            .into_iter()
+            .chain(args.allow.iter().cloned())
+            .collect(),
+        approval: Approval {
+            capability: Some(args.approvers_capability.clone()).filter(|c| !c.is_empty()),
+            keys: args.approvers.clone(),
+            timeout: Duration::from_secs(args.approval_timeout_s),
+        },
     };
+    for tool in &args.allow {
+        if !assistant::TOOLS.iter().any(|t| t.name == tool) {
+            bail!(
+                "--allow {tool}: no such tool (tools: {})",
+                assistant::TOOLS
+                    .iter()
+                    .map(|t| t.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     let log = settings.open_log("murmur-ask").await?;
     ask_on(&log, question, &options).await
 }
@@ -123,7 +175,9 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
     let request = format!("ask-{}", uuid::Uuid::now_v7().simple());
     eprintln!("request {request}");
     let mut memory = memory(&log).await?;
-    if let Some(ttl) = options.cache_ttl {
+    // Requests that change something are never answered from the cache.
+    let asks_to_change = assistant::rule_plan(question).is_some_and(|c| assistant::is_risky(&c));
+    if let Some(ttl) = options.cache_ttl.filter(|_| !asks_to_change) {
         let query = assistant::cache_query(question, chrono::Utc::now(), ttl);
         let found = memory.query(assistant::MEMORY_SPACE, &query, None)?;
         if let Some((text, earlier)) = assistant::newest_answer(&found) {
@@ -144,6 +198,7 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
                     tool: assistant::NO_TOOL.into(),
                     path: None,
                     text: None,
+                    content: None,
                 },
                 tool_output: None,
                 text,
@@ -179,8 +234,33 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
         }
     };
 
-    let (cause, tool_output, tool_result) = match assistant::tool_request(&call)? {
-        None => (plan, None, None),
+    // The safety gate: a tool outside the allowlist does not run; a risky one runs only
+    // when a vote approves the step. Either way the plan goes on to the answer, told why.
+    let refusal = if call.tool == assistant::NO_TOOL {
+        None
+    } else if !options.allowed.contains(&call.tool) {
+        eprintln!(
+            "[safety] {} is not allowed here (ask with --allow {} to allow it)",
+            call.tool, call.tool
+        );
+        Some(format!(
+            "The step {}({}) was not run: the tool is not allowed.",
+            call.tool,
+            call.path.as_deref().unwrap_or("")
+        ))
+    } else if assistant::is_risky(&call) {
+        approve(&log, &request, &call, &options.approval).await?
+    } else {
+        None
+    };
+    let refused = refusal.clone();
+    let runs = if refusal.is_some() {
+        None
+    } else {
+        assistant::tool_request(&call)?
+    };
+    let (cause, tool_output, tool_result) = match runs {
+        None => (plan, None, refusal),
         Some(fs) => {
             let tool_id = format!("{request}-tool");
             steps
@@ -269,7 +349,10 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
         Value::Text(episode.to_string()),
     );
     episode_fact.tags.insert(request.clone());
-    memory.put(assistant::MEMORY_SPACE, &answered_fact)?;
+    // Only an answer that changed nothing and was not refused is reused.
+    if !assistant::is_risky(&call) && refused.is_none() {
+        memory.put(assistant::MEMORY_SPACE, &answered_fact)?;
+    }
     memory.put(assistant::MEMORY_SPACE, &episode_fact)?;
     memory.flush().await?;
     Ok(Answer {
@@ -279,6 +362,97 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
         text,
         cached_from: None,
     })
+}
+
+/// Puts a risky step to a vote and waits for the decision: `None` when approved, the
+/// reason it does not run otherwise.
+async fn approve(
+    log: &EventLog,
+    request: &str,
+    call: &ToolCall,
+    approval: &Approval,
+) -> Result<Option<String>> {
+    use murmur_coordination::consensus::ConsensusProjection;
+    use murmur_coordination::registry::RegistryProjection;
+    let mut voters: std::collections::BTreeMap<String, u32> =
+        approval.keys.iter().map(|k| (k.clone(), 1)).collect();
+    if let Some(capability) = &approval.capability {
+        let mut registry = Projector::new(
+            log.clone(),
+            RegistryProjection {
+                realm: log.realm().clone(),
+            },
+        );
+        registry.catch_up().await?;
+        for id in crate::cli::vote::electorate_by(
+            &registry.state().agents,
+            Some(capability),
+            &Default::default(),
+        ) {
+            voters.entry(id.clone()).or_insert(1);
+        }
+    }
+    let what = format!(
+        "{}({})",
+        call.tool,
+        call.path.as_deref().unwrap_or_default()
+    );
+    if voters.is_empty() {
+        eprintln!("[safety] {what} needs approval and nobody can give it");
+        return Ok(Some(format!(
+            "The step {what} was not run: it needs approval, and no approver is online (voters offering {:?}, or --approver KEY).",
+            approval.capability.as_deref().unwrap_or("")
+        )));
+    }
+    let id = Token::new(format!("{request}-approval"))?;
+    let opened = murmur_subjects::events::ProposalOpened {
+        question: format!("assistant request {request}: run {what}?"),
+        payload: serde_json::json!({"request": request, "call": call}),
+        protocol: murmur_subjects::events::Protocol::SimpleMajority,
+        voters,
+        quorum: 1,
+        deadline: chrono::Utc::now()
+            + chrono::Duration::from_std(approval.timeout).unwrap_or(chrono::Duration::MAX),
+        category: "assistant".into(),
+        stimulus: 1.0,
+    };
+    murmur_coordination::consensus::check_proposal(&opened)
+        .context("the approval cannot be put to a vote")?;
+    log.append_expected(Draft::new(id.clone(), &opened)?, Expected::NoEvents)
+        .await?;
+    eprintln!(
+        "[safety] {what} changes the project: held until a vote approves it (proposal {id}; `murmur vote cast {id} approve`)"
+    );
+    let mut fold = Projector::new(
+        log.clone(),
+        ConsensusProjection {
+            realm: log.realm().clone(),
+        },
+    );
+    let until = tokio::time::Instant::now() + approval.timeout + Duration::from_secs(10);
+    loop {
+        fold.poll(Duration::from_millis(200)).await?;
+        if let Some(p) = fold.state().proposals.get(id.as_str()) {
+            if let Some(decided) = &p.decided {
+                eprintln!("[safety] {id} {}", decided.outcome);
+                return Ok((decided.outcome != "approved").then(|| {
+                    format!(
+                        "The step {what} was not run: the vote on it ended {}.",
+                        decided.outcome
+                    )
+                }));
+            }
+            if let Some(reason) = &p.withdrawn {
+                return Ok(Some(format!("The step {what} was not run: {reason}.")));
+            }
+        }
+        if tokio::time::Instant::now() >= until {
+            bail!(
+                "{id} was not decided within {} s: is a tallier running (`murmur up` runs one)?",
+                (approval.timeout + Duration::from_secs(10)).as_secs()
+            );
+        }
+    }
 }
 
 /// The assistant's knowledge space, opened (as its owner) on first use.

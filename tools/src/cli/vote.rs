@@ -172,7 +172,7 @@ pub fn protocol_text(protocol: &Protocol) -> String {
 }
 
 /// The online agents offering `capability` (if given) and carrying every label (pure).
-fn electorate_by<'a>(
+pub(crate) fn electorate_by<'a>(
     agents: &'a BTreeMap<String, murmur_coordination::registry::AgentEntry>,
     capability: Option<&str>,
     labels: &BTreeMap<String, String>,

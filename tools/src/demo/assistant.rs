@@ -103,6 +103,12 @@ async fn ask_both(log: &murmur_subjects::EventLog, real: bool) -> Result<()> {
         labels: Default::default(),
         step_timeout: Duration::from_secs(180),
         cache_ttl: Some(Duration::from_secs(3600)),
+        allowed: murmur_agents::assistant::default_allowed(),
+        approval: crate::cli::ask::Approval {
+            capability: None,
+            keys: Vec::new(),
+            timeout: Duration::from_secs(60),
+        },
     };
     out!(
         "[assistant] model: {}",
