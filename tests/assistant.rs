@@ -114,6 +114,25 @@ async fn the_assistant_answers_with_the_real_model_and_a_tool() -> Result<()> {
         stderr.contains(&format!("answered by {france}")) && !stderr.contains("[plan]"),
         "{stderr}"
     );
+    // Another participant, who may not write the first one's memory: answered all the
+    // same, uncached, and told why.
+    let other = data.path().join("other");
+    let other_who = murmur_e2e::enrol(&nats, Role::Submitter, "other", &other).await?;
+    let mut other_ask = murmur_e2e::murmur_cli(nats.url(), &other, &other_who)?;
+    other_ask.args(["ask", "What is the capital of France?"]);
+    let out = tokio::time::timeout(STEP, other_ask.output()).await??;
+    let (said, told) = (
+        String::from_utf8(out.stdout)?,
+        String::from_utf8(out.stderr)?,
+    );
+    assert!(
+        out.status.success() && said.contains("Paris"),
+        "{said}\n{told}"
+    );
+    assert!(
+        told.contains("[memory] not available") && told.contains("murmur kb grant assistant"),
+        "{told}"
+    );
     let hits = murmur(&["kb", "query", "assistant", "--predicate", "cache_hit"])
         .output()
         .await?;

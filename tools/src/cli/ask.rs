@@ -174,10 +174,21 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
     let log = log.clone();
     let request = format!("ask-{}", uuid::Uuid::now_v7().simple());
     eprintln!("request {request}");
-    let mut memory = memory(&log).await?;
+    // Memory is a help, not a condition: without it the request is answered uncached and
+    // not remembered, and says why.
+    let mut memory = match memory(&log).await {
+        Ok(memory) => Some(memory),
+        Err(e) => {
+            eprintln!("[memory] not available ({e:#}): no cache, nothing remembered");
+            None
+        }
+    };
     // Requests that change something are never answered from the cache.
     let asks_to_change = assistant::rule_plan(question).is_some_and(|c| assistant::is_risky(&c));
-    if let Some(ttl) = options.cache_ttl.filter(|_| !asks_to_change) {
+    if let (Some(ttl), Some(memory)) = (
+        options.cache_ttl.filter(|_| !asks_to_change),
+        memory.as_mut(),
+    ) {
         let query = assistant::cache_query(question, chrono::Utc::now(), ttl);
         let found = memory.query(assistant::MEMORY_SPACE, &query, None)?;
         if let Some((text, earlier)) = assistant::newest_answer(&found) {
@@ -187,8 +198,13 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
                 Value::Ref(earlier.clone()),
             );
             hit.tags.insert(request.clone());
-            memory.put(assistant::MEMORY_SPACE, &hit)?;
-            memory.flush().await?;
+            let recorded = match memory.put(assistant::MEMORY_SPACE, &hit) {
+                Ok(_) => memory.flush().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = recorded {
+                eprintln!("[memory] the cache hit was not recorded: {e}");
+            }
             eprintln!(
                 "[cache] the same question was answered by {earlier}: its answer, recorded as a cache hit (--no-cache asks again)"
             );
@@ -349,12 +365,21 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
         Value::Text(episode.to_string()),
     );
     episode_fact.tags.insert(request.clone());
-    // Only an answer that changed nothing and was not refused is reused.
-    if !assistant::is_risky(&call) && refused.is_none() {
-        memory.put(assistant::MEMORY_SPACE, &answered_fact)?;
+    if let Some(memory) = memory.as_mut() {
+        // Only an answer that changed nothing and was not refused is reused.
+        let reusable = !assistant::is_risky(&call) && refused.is_none();
+        let remembered = async {
+            if reusable {
+                memory.put(assistant::MEMORY_SPACE, &answered_fact)?;
+            }
+            memory.put(assistant::MEMORY_SPACE, &episode_fact)?;
+            memory.flush().await
+        }
+        .await;
+        if let Err(e) = remembered {
+            eprintln!("[memory] the answer was not remembered: {e}");
+        }
     }
-    memory.put(assistant::MEMORY_SPACE, &episode_fact)?;
-    memory.flush().await?;
     Ok(Answer {
         request,
         call,
@@ -469,7 +494,18 @@ async fn memory(log: &EventLog) -> Result<KnowledgeReplica> {
         Ok(_) | Err(murmur_knowledge::KnowledgeError::SpaceExists(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    Ok(KnowledgeReplica::open(log.clone(), ReplicaConfig::space(assistant::MEMORY_SPACE)).await?)
+    let replica =
+        KnowledgeReplica::open(log.clone(), ReplicaConfig::space(assistant::MEMORY_SPACE)).await?;
+    let me = log.identity().public_key().to_string();
+    if let Some(space) = replica.base().space(assistant::MEMORY_SPACE)
+        && !space.can_write(&me, u64::MAX)
+    {
+        bail!(
+            "the `assistant` space is {}'s and this participant may not write it (its owner grants that: `murmur kb grant assistant {me}`)",
+            space.owner
+        );
+    }
+    Ok(replica)
 }
 
 /// Submits steps and follows them in the task projection.
