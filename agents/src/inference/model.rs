@@ -455,7 +455,7 @@ impl GgufModel {
         &self,
         prompt: &str,
         options: &GenerateOptions,
-        mut constraint: Option<&mut llguidance::Matcher>,
+        constraint: Option<&mut llguidance::Matcher>,
         on_token: &mut dyn FnMut(&[u32]),
     ) -> Result<Generation, InferenceError> {
         if prompt.is_empty() {
@@ -496,7 +496,7 @@ impl GgufModel {
                 &prompt_ids,
                 options,
                 &mut chooser,
-                constraint.as_deref_mut(),
+                constraint,
                 on_token,
             )
         })?;

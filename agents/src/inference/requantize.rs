@@ -15,12 +15,16 @@ pub(super) fn slow_on_cpu(dtype: GgmlDType) -> bool {
     matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
 }
 
+/// A requantized model: its GGUF header, the in-memory file it reads tensors from, and how
+/// many tensors were converted.
+pub(super) type Requantized = (Content, Cursor<Vec<u8>>, usize);
+
 /// The model as an in-memory GGUF whose [`slow_on_cpu`] tensors are Q8_0, with how many
 /// were converted; `None` when the file has none.
 pub(super) fn to_q8_0<R: Read + Seek>(
     content: &Content,
     reader: &mut R,
-) -> candle_core::Result<Option<(Content, Cursor<Vec<u8>>, usize)>> {
+) -> candle_core::Result<Option<Requantized>> {
     let slow = content
         .tensor_infos
         .values()
@@ -30,13 +34,11 @@ pub(super) fn to_q8_0<R: Read + Seek>(
         return Ok(None);
     }
     let cpu = Device::Cpu;
-    let names: BTreeMap<&str, ()> = content
-        .tensor_infos
-        .keys()
-        .map(|name| (name.as_str(), ()))
-        .collect();
+    // In name order, so the same file gives the same bytes.
+    let mut names: Vec<&str> = content.tensor_infos.keys().map(String::as_str).collect();
+    names.sort_unstable();
     let mut tensors: Vec<(&str, QTensor)> = Vec::with_capacity(names.len());
-    for name in names.keys() {
+    for name in names {
         let tensor = content.tensor(reader, name, &cpu)?;
         let tensor = if slow_on_cpu(tensor.dtype()) {
             QTensor::quantize(&tensor.dequantize(&cpu)?, GgmlDType::Q8_0)?

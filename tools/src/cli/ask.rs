@@ -113,13 +113,7 @@ pub async fn run(settings: &Settings, args: AskArgs) -> Result<()> {
     }
     if args.export.is_some() {
         let log = settings.open_log("murmur-ask-export").await?;
-        let mut view = Projector::new(
-            log.clone(),
-            TaskProjection {
-                realm: settings.realm.clone(),
-            },
-        );
-        view.catch_up().await?;
+        let view = tasks_read(&log).await?;
         for pair in training_pairs(view.state()) {
             out!("{}", serde_json::to_string(&pair)?);
         }
@@ -618,16 +612,22 @@ fn agent_of(task: &Task) -> String {
     }
 }
 
-/// `murmur ask --explain REQUEST`: the request's steps from the log.
-async fn explain(settings: &Settings, request: &str) -> Result<()> {
-    let log = settings.open_log("murmur-ask-explain").await?;
+/// The task projection of `log`'s realm, read to the end of the log.
+async fn tasks_read(log: &EventLog) -> Result<Projector<TaskProjection>> {
     let mut view = Projector::new(
         log.clone(),
         TaskProjection {
-            realm: settings.realm.clone(),
+            realm: log.realm().clone(),
         },
     );
     view.catch_up().await?;
+    Ok(view)
+}
+
+/// `murmur ask --explain REQUEST`: the request's steps from the log.
+async fn explain(settings: &Settings, request: &str) -> Result<()> {
+    let log = settings.open_log("murmur-ask-explain").await?;
+    let view = tasks_read(&log).await?;
     let prefix = format!("{request}-");
     let steps: Vec<(String, Task)> = ["plan", "tool", "answer"]
         .iter()

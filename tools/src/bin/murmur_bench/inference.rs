@@ -212,11 +212,6 @@ fn llama_cpp(
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
+        .and_then(|s| crate::vm_rss_kib(&s))
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }

@@ -258,6 +258,15 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p) as usize]
 }
 
+/// `VmRSS` of a `/proc/PID/status` text, in KiB.
+pub(crate) fn vm_rss_kib(status: &str) -> Option<f64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+}
+
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]

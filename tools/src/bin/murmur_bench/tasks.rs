@@ -365,14 +365,8 @@ pub(crate) async fn task_suite(
             let pid = child.id().unwrap_or(0);
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
             child.kill().await.ok();
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
-                .map(|kb| {
-                    let kib = kb.parse::<f64>().unwrap_or(0.0);
-                    format!("{:.1} MiB ({:.1} MB)", kib / 1024.0, kib * 1024.0 / 1e6)
-                })
+            crate::vm_rss_kib(&status)
+                .map(|kib| format!("{:.1} MiB ({:.1} MB)", kib / 1024.0, kib * 1024.0 / 1e6))
                 .unwrap_or_else(|| "unknown".into())
         }
         None => "not measured (murmur binary not built next to the bench)".into(),
