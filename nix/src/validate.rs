@@ -141,6 +141,33 @@ pub enum Problem {
     },
 }
 
+impl Problem {
+    /// The nodes the problem is about, to show it next to them (an editor marking each
+    /// node's problems); empty for a problem about a host's name alone.
+    pub fn nodes(&self) -> Vec<&str> {
+        match self {
+            Problem::InvalidName { what, name, .. } if *what == "node" => vec![name],
+            Problem::InvalidName { .. } => vec![],
+            Problem::DuplicateNode(name) => vec![name],
+            Problem::UnknownHost { node, .. }
+            | Problem::UndeclaredSubject { node, .. }
+            | Problem::InvalidValue { node, .. } => vec![node],
+            Problem::DanglingReference { from, to, missing, .. } => {
+                [from, to].into_iter().filter(|n| *n != missing).map(String::as_str).collect()
+            }
+            Problem::WrongEndpoint { from, to, .. } | Problem::UnknownDatabase { from, to, .. } => {
+                vec![from, to]
+            }
+            Problem::Cycle(nodes) => nodes.iter().map(String::as_str).collect(),
+            Problem::PortClash { first, second, .. } | Problem::OnePerHost { first, second, .. } => {
+                vec![first, second]
+            }
+            Problem::BadBackupTarget { database, .. } => vec![database],
+            Problem::ClusterSize { nodes, .. } => nodes.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
 /// Whether `key` is written as an nkey account public key: `A` and 55 more base32
 /// characters.
 fn is_account_key(key: &str) -> bool {

@@ -200,12 +200,14 @@ impl ConnectOptions {
             .collect::<Result<Vec<_>, _>>()?;
         let key = self.participant_key()?;
         let (refused_tx, refused) = tokio::sync::watch::channel(None::<String>);
+        let (denied_tx, denied) = tokio::sync::watch::channel(None::<String>);
         let mut opts = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
             .event_callback(move |event| {
                 let refused_tx = refused_tx.clone();
-                async move { note_event(&event, &refused_tx) }
+                let denied_tx = denied_tx.clone();
+                async move { note_event(&event, &refused_tx, &denied_tx) }
             });
         if let Some(key) = &key {
             opts = opts.custom_inbox_prefix(crate::roles::inbox_prefix(key));
@@ -252,7 +254,11 @@ impl ConnectOptions {
                 }
             }
         })?;
-        Ok(Connection { client, refused })
+        Ok(Connection {
+            client,
+            refused,
+            denied,
+        })
     }
 
     fn refusal(&self, servers: String) -> ConnectError {
@@ -295,6 +301,9 @@ pub struct Connection {
     /// Set once the server refuses the connection's credentials after connecting (revoked,
     /// expired): the reason.
     pub refused: tokio::sync::watch::Receiver<Option<String>>,
+    /// The server's latest "Permissions Violation" for this connection: an operation its
+    /// role does not allow (a publish the server dropped; a request then times out).
+    pub denied: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// Reads and checks a creds file, naming it in any error.
@@ -310,7 +319,11 @@ pub fn read_creds(
 }
 
 /// Logs what the server refused and notes a refusal of the credentials themselves.
-fn note_event(event: &async_nats::Event, refused: &tokio::sync::watch::Sender<Option<String>>) {
+fn note_event(
+    event: &async_nats::Event,
+    refused: &tokio::sync::watch::Sender<Option<String>>,
+    denied: &tokio::sync::watch::Sender<Option<String>>,
+) {
     use async_nats::{Event, ServerError};
     match event {
         Event::ServerError(ServerError::AuthorizationViolation) => {
@@ -325,6 +338,7 @@ fn note_event(event: &async_nats::Event, refused: &tokio::sync::watch::Sender<Op
                 refused.send_replace(Some(text.clone()));
                 tracing::error!(reason = %text, "the server refused this connection's credentials");
             } else if lower.contains("permissions violation") {
+                denied.send_replace(Some(text.clone()));
                 tracing::error!(
                     refused = %text,
                     "the server refused an operation this identity's role does not allow"

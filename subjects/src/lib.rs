@@ -44,4 +44,5 @@ pub use identity::Identity;
 pub use log::{EventLog, EventLogOptions, LogConfig, LogError};
 pub use payload::Payload;
 pub use projection::{Projection, Projector, StartAt};
+pub use read::StoredMessage;
 pub use subject::{Domain, Plane, Subject, SubjectFilter, Token};

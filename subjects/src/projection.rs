@@ -358,8 +358,15 @@ impl<P: Projection> Projector<P> {
 
     /// Replays everything after the current position up to the stream's end as of now.
     pub async fn catch_up(&mut self) -> Result<u64, LogError> {
+        self.catch_up_to(u64::MAX).await
+    }
+
+    /// Replays everything after the current position through stream sequence `last` (or the
+    /// stream's end as of now, when that comes first): the state as of a chosen position,
+    /// for a replay scrubber or an audit of what a decision saw.
+    pub async fn catch_up_to(&mut self, last: u64) -> Result<u64, LogError> {
         let stream = self.log.config().history_stream.clone();
-        let end = self.log.last_sequence(&stream).await?;
+        let end = self.log.last_sequence(&stream).await?.min(last);
         if end <= self.position {
             return Ok(0);
         }

@@ -151,15 +151,39 @@ impl EventLog {
     /// The dead letter stored at `sequence` in the dead-letter stream, decoded and verified
     /// (`None` when there is none).
     pub async fn dead_letter_at(&self, sequence: u64) -> Result<Option<VerifiedEvent>, LogError> {
-        use async_nats::jetstream::stream::RawMessageErrorKind;
         let name = self.config().dlq_stream.clone();
+        let Some(stored) = self.stored_at(&name, sequence).await? else {
+            return Ok(None);
+        };
+        self.decode_stored(&stored.message, sequence, Some(stored.stored_at))
+            .map(Some)
+            .map_err(|e| LogError::Undecodable {
+                subject: stored.message.subject.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The message stored at `sequence` in the history stream, undecoded (decode it with
+    /// [`EventLog::decode_stored`], so one that fails verification can still be shown with
+    /// its reason); `None` when there is none.
+    pub async fn history_at(&self, sequence: u64) -> Result<Option<StoredMessage>, LogError> {
+        let name = self.config().history_stream.clone();
+        self.stored_at(&name, sequence).await
+    }
+
+    async fn stored_at(
+        &self,
+        stream_name: &str,
+        sequence: u64,
+    ) -> Result<Option<StoredMessage>, LogError> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
         let err = |e: crate::log::BoxError| LogError::Stream {
-            stream: name.clone(),
+            stream: stream_name.to_string(),
             source: e,
         };
         let stream = self
             .jetstream()
-            .get_stream_no_info(&name)
+            .get_stream_no_info(stream_name)
             .await
             .map_err(|e| err(e.into()))?;
         let raw = match stream.get_raw_message(sequence).await {
@@ -167,21 +191,20 @@ impl EventLog {
             Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(None),
             Err(e) => return Err(err(e.into())),
         };
-        let message = async_nats::Message {
-            subject: raw.subject.clone(),
-            reply: None,
-            payload: raw.payload.clone(),
-            headers: Some(raw.headers.clone()),
-            status: None,
-            description: None,
-            length: raw.payload.len(),
-        };
-        self.decode_stored(&message, sequence, Some(raw.time))
-            .map(Some)
-            .map_err(|e| LogError::Undecodable {
-                subject: raw.subject.to_string(),
-                reason: e.to_string(),
-            })
+        Ok(Some(StoredMessage {
+            sequence,
+            stored_at: raw.time,
+            pending: 0,
+            message: async_nats::Message {
+                subject: raw.subject.clone(),
+                reply: None,
+                length: raw.payload.len(),
+                payload: raw.payload,
+                headers: Some(raw.headers),
+                status: None,
+                description: None,
+            },
+        }))
     }
 
     /// [`EventLog::read`] over the dead-letter stream.

@@ -62,6 +62,7 @@ pub fn last_output_line() -> String {
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod metrics_http;
 pub mod overview;

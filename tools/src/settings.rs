@@ -159,6 +159,7 @@ impl Settings {
         let murmur_subjects::connect::Connection {
             client,
             mut refused,
+            ..
         } = connect.connect_watched().await?;
         // Credentials refused once connected (revoked, expired): say so and stop, rather
         // than reconnect forever with nothing to show for it.

@@ -56,6 +56,20 @@ pub enum Command {
         /// (no accounts, no credentials): for experiments only.
         #[arg(long)]
         insecure: bool,
+        /// HTTP port of the operator console (on 127.0.0.1; 0: any free one).
+        #[arg(long, default_value_t = 4280)]
+        console_port: u16,
+        /// Do not serve the console (nor open the server's WebSocket listener for it).
+        #[arg(long)]
+        no_console: bool,
+        /// Port of the local server's NATS WebSocket listener, which the console's page
+        /// connects to (127.0.0.1, no TLS; 0: any free one).
+        #[arg(long, default_value_t = 4223)]
+        websocket_port: u16,
+        /// With NATS_URL (a server murmur up did not start): the WebSocket URL of that
+        /// server, which browsers reach (wss:// with TLS), for the console's page.
+        #[arg(long, env = "MURMUR_WEBSOCKET_URL")]
+        websocket_url: Option<String>,
     },
     /// Run the sample workflow end to end and exit 0 when it succeeded.
     Demo {
@@ -180,7 +194,21 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<()> {
     let settings = Settings::resolve(&cli.global)?;
     match cli.command {
-        Command::Up { port, insecure } => up::run(&settings, port, insecure).await,
+        Command::Up {
+            port,
+            insecure,
+            console_port,
+            no_console,
+            websocket_port,
+            websocket_url,
+        } => {
+            let console = (!no_console).then_some(up::ConsoleSettings {
+                port: console_port,
+                websocket_port,
+                websocket_url,
+            });
+            up::run(&settings, port, insecure, console).await
+        }
         Command::Demo { which, deadline_s } => demo::run(settings, which, deadline_s).await,
         Command::Subjects { roles } => subjects::run(&settings, roles),
         Command::Creds { command } => creds::run(&settings, command).await,

@@ -249,10 +249,17 @@ fn parse_graph(
 /// `murmur task cancel ID`.
 pub async fn task_cancel(settings: &Settings, id: &str, reason: &str) -> Result<()> {
     let log = settings.open_log("murmur-task-cancel").await?;
+    cancel_on(&log, id, reason).await?;
+    out!("cancelled {id}");
+    Ok(())
+}
+
+/// Cancels task `id` on `log` as its identity (expected sequence: the task's last event).
+pub async fn cancel_on(log: &murmur_subjects::EventLog, id: &str, reason: &str) -> Result<()> {
     let mut p = Projector::new(
         log.clone(),
         murmur_coordination::tasks::TaskProjection {
-            realm: settings.realm.clone(),
+            realm: log.realm().clone(),
         },
     );
     p.catch_up().await?;
@@ -280,7 +287,6 @@ pub async fn task_cancel(settings: &Settings, id: &str, reason: &str) -> Result<
         murmur_subjects::log::Expected::LastSequence(task.last_sequence),
     )
     .await?;
-    out!("cancelled {id}");
     Ok(())
 }
 

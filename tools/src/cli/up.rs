@@ -12,14 +12,31 @@ use murmur_testkit::server::NatsProcess;
 use crate::config::load_or_create_identity;
 use crate::settings::{OPERATOR_CREDS, Settings};
 
+/// Where the operator console listens.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    /// HTTP port on 127.0.0.1.
+    pub port: u16,
+    /// The local server's WebSocket port.
+    pub websocket_port: u16,
+    /// The WebSocket URL of a server murmur up did not start.
+    pub websocket_url: Option<String>,
+}
+
 /// Runs the local platform until ctrl-c or SIGTERM.
-pub async fn run(settings: &Settings, port: u16, insecure: bool) -> Result<()> {
+pub async fn run(
+    settings: &Settings,
+    port: u16,
+    insecure: bool,
+    console: Option<ConsoleSettings>,
+) -> Result<()> {
     use murmur_subjects::roles::Role;
     // Listening from the start (SIGTERM too): a process manager's stop must not orphan the
     // nats-server started below.
     let stop = crate::signals::shutdown_signal()?;
     let identity = load_or_create_identity(&settings.identity_file)?;
     let mut _server = None;
+    let mut websocket_url = console.as_ref().and_then(|c| c.websocket_url.clone());
     let connect = match &settings.connect {
         Some(c) => c.clone(),
         None => {
@@ -47,7 +64,13 @@ pub async fn run(settings: &Settings, port: u16, insecure: bool) -> Result<()> {
                     creds,
                 })
             };
-            let mut server = NatsProcess::start(port, &store, auth.as_ref()).await?;
+            let mut server = NatsProcess::start_serving(
+                port,
+                &store,
+                auth.as_ref(),
+                console.as_ref().map(|c| c.websocket_port),
+            )
+            .await?;
             server.wait_ready(Duration::from_secs(60)).await?;
             let c = ConnectOptions::servers(&server.url());
             let c = match &auth {
@@ -74,6 +97,7 @@ pub async fn run(settings: &Settings, port: u16, insecure: bool) -> Result<()> {
                     c
                 }
             };
+            websocket_url = server.websocket_url();
             _server = Some(server);
             c
         }
@@ -132,6 +156,20 @@ pub async fn run(settings: &Settings, port: u16, insecure: bool) -> Result<()> {
         log.clone(),
         stopped(stop_rx.clone()),
     ));
+    let console_task = match &console {
+        Some(c) => Some(
+            start_console(
+                settings,
+                &log,
+                &connect,
+                c.port,
+                websocket_url,
+                stopped(stop_rx.clone()),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let auditor = tokio::spawn(murmur_subjects::audit::run_auditor(
         log,
         stopped(stop_rx),
@@ -144,6 +182,58 @@ pub async fn run(settings: &Settings, port: u16, insecure: bool) -> Result<()> {
     coordinator.await??;
     tallier.await??;
     compactor.await??;
+    if let Some(console) = console_task {
+        console.await??;
+    }
     eprintln!("stopped");
     Ok(())
+}
+
+/// Serves the operator console: issues the page read-only (observer) credentials of a fresh
+/// key when the server has accounts, and prints where to open it.
+async fn start_console(
+    settings: &Settings,
+    log: &EventLog,
+    connect: &ConnectOptions,
+    port: u16,
+    websocket_url: Option<String>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    use murmur_subjects::roles::Role;
+    // Only for a server this murmur up started: its operator keys are the ones here. With
+    // NATS_URL the page gets no credentials and asks for them.
+    let observer_creds = match &connect.auth {
+        _ if settings.connect.is_some() => None,
+        murmur_subjects::connect::Auth::None => None,
+        _ => {
+            let authority = murmur_testkit::authority::Authority::open_or_create(
+                &settings.data_dir.join("auth"),
+            )?;
+            let page = murmur_subjects::identity::Identity::generate();
+            Some(authority.creds(&settings.realm, Role::Observer, "console", &page, None)?)
+        }
+    };
+    let config = crate::console::PageConfig {
+        realm: settings.realm.to_string(),
+        websocket_url: websocket_url.clone(),
+        observer_creds,
+        history_stream: settings.log.history_stream.clone(),
+        dlq_stream: settings.log.dlq_stream.clone(),
+        nats_urls: connect.servers.clone(),
+    };
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (bound, task) = crate::console::serve(log.clone(), config, listen, stop).await?;
+    if !crate::console::assets_built() {
+        eprintln!(
+            "the console's page was not built into this binary: run `bash scripts/install.sh` (it builds tools/console), then rebuild; its JSON API works meanwhile"
+        );
+    }
+    match websocket_url {
+        Some(ws) => eprintln!("console: http://{bound}/ (the page follows the log over {ws})"),
+        None => eprintln!(
+            "console: http://{bound}/ — but the server at {} has no WebSocket URL for the page: pass --websocket-url",
+            connect.servers.join(",")
+        ),
+    }
+    Ok(task)
 }

@@ -619,15 +619,32 @@ pub async fn withdraw(settings: &Settings, id: &str, reason: String) -> Result<(
 /// it counts; a refused vote stays recorded (with its reason, in `vote show`) and the command
 /// fails with that reason.
 pub async fn cast(settings: &Settings, id: &str, choice: &str, reason: String) -> Result<()> {
+    let log = settings.open_log("murmur-vote").await?;
+    out!("{}", cast_on(&log, id, choice, reason).await?);
+    Ok(())
+}
+
+/// Casts a vote on `log` as its identity and says whether it counts (an error says why not).
+pub async fn cast_on(
+    log: &murmur_subjects::EventLog,
+    id: &str,
+    choice: &str,
+    reason: String,
+) -> Result<String> {
     let choice = match choice {
         "approve" => Choice::Approve,
         "reject" => Choice::Reject,
         "abstain" => Choice::Abstain,
         other => bail!("choice {other:?} is not approve, reject or abstain"),
     };
-    let log = settings.open_log("murmur-vote").await?;
     let me = log.identity().public_key().to_string();
-    let mut fold = consensus_projector(settings, &log).await?;
+    let mut fold = Projector::new(
+        log.clone(),
+        ConsensusProjection {
+            realm: log.realm().clone(),
+        },
+    );
+    fold.catch_up().await?;
     let refused_before = |c: &murmur_coordination::consensus::Consensus| {
         c.proposals
             .get(id)
@@ -662,20 +679,19 @@ pub async fn cast(settings: &Settings, id: &str, choice: &str, reason: String) -
         );
     }
     match p.decided.as_ref() {
-        None => out!("voted {choice_text} on {id} as {me}: counted (the proposal is open)"),
-        Some(d) if d.participants.as_ref().is_none_or(|c| c.contains(&me)) => {
-            out!(
-                "voted {choice_text} on {id} as {me}: counted in the decision: {}",
-                d.outcome
-            )
-        }
+        None => Ok(format!(
+            "voted {choice_text} on {id} as {me}: counted (the proposal is open)"
+        )),
+        Some(d) if d.participants.as_ref().is_none_or(|c| c.contains(&me)) => Ok(format!(
+            "voted {choice_text} on {id} as {me}: counted in the decision: {}",
+            d.outcome
+        )),
         // Stored before the decision was, after the votes that fixed it.
         Some(d) => bail!(
             "the vote on {id} came too late to count: the votes before it had already fixed the outcome ({}); it is recorded",
             d.outcome
         ),
     }
-    Ok(())
 }
 
 /// Runs `murmur vote ...`.

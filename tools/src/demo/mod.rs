@@ -18,6 +18,7 @@
 #[cfg(feature = "inference")]
 pub mod assistant;
 pub mod compile;
+mod console;
 mod consensus;
 mod flake;
 #[cfg(feature = "inference")]
@@ -527,6 +528,15 @@ pub async fn run(settings: &Settings) -> Result<()> {
         "workflow ok: {} events in the log, {decisions} coordinator decisions",
         replayed.position()
     );
+    console::console_step(
+        &issuer
+            .participant(&realm, Role::Observer, "demo-console")
+            .await?,
+        replayed.position(),
+        live.state().registry.agents.len(),
+        live.state().tasks.tasks.len(),
+    )
+    .await?;
 
     // The distributed-compilation pipeline on the same server, agents as processes.
     crate::demo::compile::run_on(settings, issuer).await?;

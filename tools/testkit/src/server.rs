@@ -223,6 +223,8 @@ pub struct NatsProcess {
     log_path: PathBuf,
     /// Credentials the readiness check connects with (operator mode).
     creds: Option<PathBuf>,
+    /// WebSocket port, when it listens for browsers.
+    websocket_port: Option<u16>,
     /// An exclusive lock on `store_dir/murmur-server.lock`, held while this value lives (across
     /// restarts): two servers on one store would both recover and write the same files.
     _store_lock: std::fs::File,
@@ -232,6 +234,18 @@ impl NatsProcess {
     /// Starts a server with JetStream on `port` (0: pick a free one), storing in `store_dir`,
     /// in operator mode with `auth` (else open to anyone who reaches the port).
     pub async fn start(port: u16, store_dir: &Path, auth: Option<&ServerAuth>) -> Result<Self> {
+        Self::start_serving(port, store_dir, auth, None).await
+    }
+
+    /// [`NatsProcess::start`], also listening for NATS over WebSocket (for browsers) on
+    /// 127.0.0.1 at `websocket_port` (0: pick a free one) without TLS: local only. The same
+    /// accounts and credentials apply to both listeners.
+    pub async fn start_serving(
+        port: u16,
+        store_dir: &Path,
+        auth: Option<&ServerAuth>,
+        websocket_port: Option<u16>,
+    ) -> Result<Self> {
         let port = if port == 0 {
             free_port()?
         } else {
@@ -246,6 +260,16 @@ impl NatsProcess {
             port
         };
         let monitor_port = free_port()?;
+        let websocket_port = match websocket_port {
+            Some(0) => Some(free_port()?),
+            Some(p) if TcpListener::bind(("127.0.0.1", p)).is_err() => bail!(
+                "WebSocket port {p} is in use: pick another --websocket-port (0: any free one)"
+            ),
+            other => other,
+        };
+        let websocket = websocket_port.map_or(String::new(), |p| {
+            format!("websocket {{ listen: \"127.0.0.1:{p}\", no_tls: true }}\n")
+        });
         let store_lock = lock_store(store_dir)?;
         // JetStream's default store limit is 75% of the free disk at start, and every stream
         // reserves its max_bytes against it (10 GiB for murmur's history by default): on a
@@ -255,7 +279,7 @@ impl NatsProcess {
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n\
+                "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n{websocket}\
                  jetstream {{ store_dir: \"{}\", max_file_store: {LOCAL_MAX_FILE_STORE} }}\n{}",
                 store_dir.display(),
                 auth.map_or("", |a| a.config.as_str())
@@ -270,7 +294,13 @@ impl NatsProcess {
         )
         .await?;
         p.creds = auth.map(|a| a.creds.clone());
+        p.websocket_port = websocket_port;
         Ok(p)
+    }
+
+    /// `ws://127.0.0.1:PORT` when the server listens for WebSocket clients.
+    pub fn websocket_url(&self) -> Option<String> {
+        self.websocket_port.map(|p| format!("ws://127.0.0.1:{p}"))
     }
 
     /// Starts a server from a config file; `creds` when it needs credentials to be asked
@@ -313,6 +343,7 @@ impl NatsProcess {
             store_dir: store_dir.to_path_buf(),
             log_path,
             creds: None,
+            websocket_port: None,
             _store_lock: store_lock,
         };
         p.launch()?;

@@ -1,0 +1,225 @@
+// The console in a real browser (Debian's Chromium, driven by playwright-core) against a
+// running `murmur up`: tests/console.rs starts the platform and runs this with
+//   CONSOLE_URL, NATS_URL, MURMUR_BIN, MURMUR_DATA_DIR, OUT_DIR [, DOCS_DIR]
+// It starts agents and submits tasks with the murmur CLI, publishes a malformed message as
+// the operator, and checks each view follows the log live. Screenshots go to OUT_DIR (and
+// one per view to DOCS_DIR when set). Prints one JSON line of measurements; exits non-zero
+// on the first failed check.
+import { spawn, execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, copyFileSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { wsconnect, credsAuthenticator } from "@nats-io/nats-core";
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set (tests/console.rs sets it)`);
+  return v;
+};
+const CONSOLE_URL = env("CONSOLE_URL");
+const NATS_URL = env("NATS_URL");
+const MURMUR = env("MURMUR_BIN");
+const DATA = env("MURMUR_DATA_DIR");
+const OUT = env("OUT_DIR");
+const DOCS = process.env.DOCS_DIR;
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+/** Generous: a check waits this long for what it expects, never sleeps then asserts. */
+const DEADLINE = 30_000;
+mkdirSync(OUT, { recursive: true });
+
+const measured = {};
+const children = [];
+const cliArgs = ["--server", NATS_URL, "--data-dir", DATA];
+const murmur = (...args) =>
+  execFileSync(MURMUR, [...cliArgs, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
+
+function startAgent(name, capability) {
+  const child = spawn(
+    MURMUR,
+    [...cliArgs, "agent", "run", "--kind", "worker", "--builtin-handler", "--ephemeral-identity", "--name", name, "--capability", capability, "--heartbeat-ms", "500"],
+    { stdio: ["ignore", "pipe", "pipe"] }
+  );
+  children.push(child);
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d));
+  return new Promise((resolve, reject) => {
+    child.stdout.once("data", (d) => resolve({ child, id: String(d).trim(), joinedAt: Date.now() }));
+    child.once("exit", (code) => reject(new Error(`agent ${name} exited (${code}): ${stderr}`)));
+    setTimeout(() => reject(new Error(`agent ${name} did not join: ${stderr}`)), DEADLINE);
+  });
+}
+
+async function shot(page, name) {
+  const path = join(OUT, `console-${name}.png`);
+  await page.screenshot({ path });
+  if (DOCS) copyFileSync(path, join(DOCS, `console-${name}.png`));
+}
+
+async function view(page, name) {
+  await page.click(`nav [data-view="${name}"]`);
+}
+
+function check(cond, what) {
+  if (!cond) throw new Error(`check failed: ${what}`);
+  console.error(`ok: ${what}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+});
+let failed = false;
+const page = await browser.newPage({ viewport: { width: 1400, height: 850 } });
+try {
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  await page.goto(CONSOLE_URL);
+  await page.waitForSelector("[data-testid=status] >> text=live:", { timeout: DEADLINE });
+  check(true, "the page follows the log over NATS WebSocket with observer credentials");
+
+  // Agents: one joining shows within the deadline; the time is measured from the moment its
+  // process printed that it joined.
+  await view(page, "agents");
+  const agent = await startAgent("console-worker", "echo");
+  await page.waitForSelector(`tr[data-agent="console-worker"]`, { timeout: DEADLINE });
+  measured.agent_visible_ms = Date.now() - agent.joinedAt;
+  check(true, `a joining agent appears in the Agents view (${measured.agent_visible_ms} ms after it joined)`);
+  await page.waitForFunction(() => !document.querySelector('tr[data-agent="console-worker"] td:nth-child(9)')?.textContent.includes("none"), null, { timeout: DEADLINE });
+  await shot(page, "agents");
+
+  // Tasks: a submitted task's state changes live, without reload.
+  await view(page, "tasks");
+  const slow = murmur("task", "submit", "--capability", "echo", "--input", '{"sleep_ms": 3000}');
+  const slowId = slow.split(/\s+/).pop();
+  await page.click(`tr[data-task="${slowId}"]`, { timeout: DEADLINE });
+  await page.waitForSelector(`[data-testid=task-state] >> text=running`, { timeout: DEADLINE });
+  const runningAt = Date.now();
+  await page.waitForSelector(`[data-testid=task-state] >> text=completed`, { timeout: DEADLINE });
+  measured.task_running_to_completed_ms = Date.now() - runningAt;
+  check(true, `a task's state changes live: running → completed`);
+  // A task graph is drawn as a DAG.
+  const graphFile = join(OUT, "graph.toml");
+  execFileSync("sh", ["-c", `cat > ${graphFile} <<'G'
+[[tasks]]
+id = "fetch"
+capability = "echo"
+input = { sleep_ms = 200 }
+[[tasks]]
+id = "build"
+capability = "echo"
+depends_on = ["fetch"]
+[[tasks]]
+id = "ship"
+capability = "echo"
+depends_on = ["build"]
+G`]);
+  murmur("task", "graph", "submit", graphFile);
+  await page.click(`tr[data-task$="ship"]`, { timeout: DEADLINE });
+  await page.waitForSelector(`[data-testid=dag] .node.state-completed >> nth=2`, { timeout: DEADLINE });
+  check(true, "a task graph is drawn as a DAG whose nodes turn completed live");
+  await shot(page, "tasks");
+
+  // Cancel with the operator's credentials from the page.
+  const operatorCreds = readFileSync(join(DATA, "operator.creds"), "utf8");
+  const observerCreds = (await (await fetch(`${CONSOLE_URL}api/config`)).json()).observer_creds;
+  const useCreds = async (creds) => {
+    await page.click("[data-testid=creds-button]");
+    await page.fill("[data-testid=creds-text]", creds);
+    await page.click("[data-testid=creds-save]");
+  };
+  const stuck = murmur("task", "submit", "--capability", "nobody.has.this").split(/\s+/).pop();
+  await page.click(`tr[data-task="${stuck}"]`, { timeout: DEADLINE });
+  await useCreds(operatorCreds);
+  await page.click("[data-testid=task-detail] button >> text=cancel");
+  await page.waitForSelector(`[data-testid=task-state] >> text=cancelled`, { timeout: DEADLINE });
+  check(true, "a task is cancelled from the page with operator credentials");
+
+  // Dead letters: a malformed message published as the operator is dead-lettered by the
+  // auditor, shows in the view, is refused a redrive with observer credentials and redriven
+  // with the operator's.
+  const nc = await wsconnect({
+    servers: (await (await fetch(`${CONSOLE_URL}api/config`)).json()).websocket_url,
+    authenticator: credsAuthenticator(new TextEncoder().encode(operatorCreds)),
+    inboxPrefix: `_INBOX.${JSON.parse(Buffer.from(operatorCreds.split("\n")[1].split(".")[1], "base64url")).sub}`,
+  });
+  nc.publish("murmur.v1.default.evt.task.garbage.submitted", new TextEncoder().encode("this is not a CloudEvent"));
+  await nc.flush();
+  await view(page, "dead letters");
+  const row = page.locator("tr[data-dead-letter]").first();
+  await row.waitFor({ timeout: DEADLINE });
+  const seq = await row.getAttribute("data-dead-letter");
+  await useCreds(observerCreds);
+  await row.locator("button >> text=redrive").click();
+  await page.waitForSelector("[data-testid=notice] >> text=refused", { timeout: DEADLINE });
+  const refusal = await page.textContent("[data-testid=notice]");
+  check(/Permissions Violation/i.test(refusal), `redrive with observer credentials is refused by the server: ${refusal.slice(0, 140)}`);
+  await useCreds(operatorCreds);
+  await row.locator("button >> text=redrive").click();
+  await page.waitForSelector(`[data-testid=notice] >> text=redriven`, { timeout: DEADLINE });
+  check(true, `dead letter ${seq} is redriven with operator credentials`);
+  // The redriven message is still malformed: the auditor dead-letters it again.
+  await page.waitForFunction(() => document.querySelectorAll("tr[data-dead-letter]").length >= 2, null, { timeout: DEADLINE });
+  check(true, "the redriven malformed message is dead-lettered again");
+  await shot(page, "dead-letters");
+  await nc.close();
+
+  // Events: the live tail, one event opened with its signature status.
+  await view(page, "events");
+  await page.fill("[data-filter=type]", "task.completed");
+  const completed = page.locator(".vrow").first();
+  await completed.waitFor({ timeout: DEADLINE });
+  await completed.click();
+  await page.waitForSelector("[data-testid=signature] >> text=valid Ed25519 signature", { timeout: DEADLINE });
+  check(true, "an event opens as its CloudEvent with its signature verified");
+  await shot(page, "event");
+  await page.click("[data-testid=event-detail] .close");
+  await page.fill("[data-filter=type]", "");
+  await shot(page, "events");
+
+  // Replay: the projections as of an early sequence hold fewer tasks than now.
+  await view(page, "replay");
+  await page.locator("[data-testid=scrubber]").fill("3");
+  await page.waitForSelector("[data-testid=as-of] >> text=3", { timeout: DEADLINE });
+  check(true, "the replay scrubber shows the projections as of a chosen sequence");
+  await shot(page, "replay");
+
+  // Deployments: every problem of an invalid graph at once, next to its node.
+  await view(page, "deploy");
+  await page.waitForSelector("[data-testid=deploy-status] >> text=valid", { timeout: DEADLINE });
+  await shot(page, "deploy");
+  await page.fill(
+    "[data-testid=graph-text]",
+    `name = "broken"
+[hosts.h]
+address = "10.0.0.1"
+[[nodes]]
+name = "a"
+host = "nowhere"
+type = "service"
+command = "/bin/true"
+[[nodes]]
+name = "b"
+host = "elsewhere"
+type = "service"
+command = "/bin/true"
+[[edges]]
+from = "a"
+to = "ghost"
+type = "depends_on"
+`
+  );
+  await page.waitForSelector("[data-testid=deploy-status] >> text=problem", { timeout: DEADLINE });
+  const problems = await page.locator("[data-testid=problems] li.error").count();
+  check(problems >= 3, `an invalid graph shows all its problems (${problems})`);
+  measured.deploy_problems = problems;
+  await shot(page, "deploy-errors");
+} catch (e) {
+  failed = true;
+  console.error(e.stack || String(e));
+  await page.screenshot({ path: join(OUT, "console-failure.png") }).catch(() => {});
+  console.error(`the page at the failure: ${join(OUT, "console-failure.png")}`);
+} finally {
+  await browser.close();
+  for (const c of children) c.kill();
+}
+console.log(JSON.stringify(measured));
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,309 @@
+// The projection views: agents, tasks, proposals, dead letters, replay and deployments. Each
+// asks the console server for its fold as of the last sequence the page saw, so a change in
+// the log shows as soon as the page hears of it.
+import { html } from "htm/preact";
+import { useEffect, useRef, useState } from "preact/hooks";
+import { get, post } from "./api.js";
+
+/** Loads `path` (with `?at_least=` the last sequence seen) now and whenever the log moves,
+ * at most every 250 ms. */
+export function useLive(path, lastSeq, deps = []) {
+  const [data, setData] = useState(null);
+  const [error, setError] = useState(null);
+  const busy = useRef(false);
+  const again = useRef(false);
+  const latest = useRef(lastSeq);
+  latest.current = lastSeq;
+  // The path too is read at load time: a reload queued while busy must fetch what is
+  // shown now, not what was shown when it was queued.
+  const current = useRef(path);
+  current.current = path;
+  const load = async () => {
+    if (busy.current) {
+      again.current = true;
+      return;
+    }
+    busy.current = true;
+    try {
+      const target = current.current;
+      const sep = target.includes("?") ? "&" : "?";
+      const body = await get(`${target}${sep}at_least=${latest.current}`);
+      if (target === current.current) setData(body);
+      else again.current = true;
+      setError(null);
+    } catch (e) {
+      setError(e.message);
+    } finally {
+      setTimeout(() => {
+        busy.current = false;
+        if (again.current) {
+          again.current = false;
+          load();
+        }
+      }, 250);
+    }
+  };
+  useEffect(() => {
+    load();
+  }, [lastSeq, path, ...deps]);
+  return [data, error, load];
+}
+
+const short = (key) => (key ? `${key.slice(0, 8)}…` : "");
+const ago = (ms) => (ms == null ? "—" : ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
+
+export function Problem({ error }) {
+  return error ? html`<p class="error" role="alert">${error}</p>` : null;
+}
+
+export function AgentsView({ store }) {
+  const [data, error] = useLive("/api/agents", store.lastSeq);
+  const now = Date.now();
+  const agents = data?.agents || [];
+  return html`<section class="view">
+    <${Problem} error=${error} />
+    <p class="muted">${agents.length} agents · registry as of sequence ${data?.position ?? "…"}</p>
+    <table data-testid="agents">
+      <thead><tr><th>name</th><th>kind</th><th>status</th><th>capabilities</th><th>labels</th>
+        <th>hardware</th><th>load</th><th>slots</th><th>heartbeat</th><th>key</th></tr></thead>
+      <tbody>
+        ${agents.map((a) => {
+          const beat = store.heartbeats.get(a.id);
+          const hw = a.hardware || {};
+          return html`<tr data-agent=${a.name} class=${`status-${a.status}`}>
+            <td>${a.name}</td><td>${a.kind}</td><td class="status">${a.status}${a.lame_duck ? " (lame duck)" : ""}</td>
+            <td>${(a.capabilities || []).join(", ")}</td>
+            <td>${Object.entries(a.labels || {}).map(([k, v]) => `${k}=${v}`).join(" ")}</td>
+            <td>${hw.cores ?? "?"} cores, ${hw.memory_mib ?? "?"} MiB${(hw.accelerators || []).length ? `, ${hw.accelerators.join(", ")} (${hw.vram_mib} MiB)` : ""}</td>
+            <td>${(beat?.data?.load ?? a.load ?? 0).toFixed(2)} · queue ${beat?.data?.queue_depth ?? a.queue_depth}</td>
+            <td>${a.slots}</td>
+            <td>${beat ? ago(now - beat.at) : "none heard yet"}</td>
+            <td class="mono" title=${a.id}>${short(a.id)}</td>
+          </tr>`;
+        })}
+      </tbody>
+    </table>
+  </section>`;
+}
+
+/** Layers a task graph by depth (longest path from a root) and draws it as SVG. */
+export function layout(tasks) {
+  const byId = new Map(tasks.map((t) => [t.id, t]));
+  const depth = new Map();
+  const visit = (id, seen = new Set()) => {
+    if (depth.has(id)) return depth.get(id);
+    if (seen.has(id)) return 0;
+    seen.add(id);
+    const t = byId.get(id);
+    const d = t ? Math.max(-1, ...t.depends_on.filter((p) => byId.has(p)).map((p) => visit(p, seen))) + 1 : 0;
+    depth.set(id, d);
+    return d;
+  };
+  tasks.forEach((t) => visit(t.id));
+  const layers = [];
+  tasks.forEach((t) => (layers[depth.get(t.id)] ||= []).push(t));
+  const pos = new Map();
+  layers.forEach((layer, x) => layer.forEach((t, y) => pos.set(t.id, { x: 20 + x * 190, y: 20 + y * 50 })));
+  return { pos, width: 40 + layers.length * 190, height: 40 + Math.max(1, ...layers.map((l) => l.length)) * 50 };
+}
+
+function Dag({ tasks, current, onOpen }) {
+  if (!tasks || tasks.length < 2) return null;
+  const { pos, width, height } = layout(tasks);
+  return html`<svg class="dag" width=${width} height=${height} data-testid="dag">
+    ${tasks.flatMap((t) =>
+      t.depends_on.filter((p) => pos.has(p)).map((p) => {
+        const a = pos.get(p), b = pos.get(t.id);
+        return html`<line x1=${a.x + 160} y1=${a.y + 15} x2=${b.x} y2=${b.y + 15} class="edge" />`;
+      })
+    )}
+    ${tasks.map((t) => {
+      const p = pos.get(t.id);
+      return html`<g class=${`node state-${t.state}${t.id === current ? " current" : ""}`} onClick=${() => onOpen(t.id)}>
+        <rect x=${p.x} y=${p.y} width="160" height="30" rx="4" />
+        <text x=${p.x + 6} y=${p.y + 19}>${t.id.slice(0, 14)} · ${t.state}</text>
+      </g>`;
+    })}
+  </svg>`;
+}
+
+export function TasksView({ store, openEvent, act }) {
+  const [state, setState] = useState("");
+  const [text, setText] = useState("");
+  const [open, setOpen] = useState(null);
+  const q = `/api/tasks?limit=200${state ? `&state=${state}` : ""}${text ? `&text=${encodeURIComponent(text)}` : ""}`;
+  const [data, error] = useLive(q, store.lastSeq);
+  const [detail, detailError] = useLive(open ? `/api/tasks/${encodeURIComponent(open)}` : "/api/config", store.lastSeq, [open]);
+  const counts = data?.counts || [];
+  return html`<section class="view">
+    <${Problem} error=${error} />
+    <div class="toolbar">
+      <button class=${state === "" ? "chip on" : "chip"} onClick=${() => setState("")}>all ${data?.total ?? ""}</button>
+      ${counts.map(
+        ([name, n]) => html`<button class=${state === name ? "chip on" : "chip"} data-state=${name} onClick=${() => setState(name)}>${name} <b>${n}</b></button>`
+      )}
+      <input placeholder="id or capability" value=${text} onInput=${(e) => setText(e.target.value)} />
+      <span class="muted">as of sequence ${data?.position ?? "…"}</span>
+    </div>
+    <div class="split">
+      <table data-testid="tasks">
+        <thead><tr><th>id</th><th>state</th><th>capability</th><th>attempt</th><th>agent</th></tr></thead>
+        <tbody>
+          ${(data?.tasks || []).map(
+            (t) => html`<tr data-task=${t.id} class=${`state-${t.state}${t.id === open ? " selected" : ""}`} onClick=${() => setOpen(t.id)}>
+              <td class="mono">${t.id}</td><td class="state">${t.state}</td><td>${t.capability}</td>
+              <td>${t.attempt}/${t.max_attempts}</td><td class="mono">${short(t.agent)}</td>
+            </tr>`
+          )}
+        </tbody>
+      </table>
+      ${open &&
+      html`<div class="detail" data-testid="task-detail">
+        <h3>task ${open}</h3>
+        <${Problem} error=${detailError} />
+        ${detail?.row &&
+        html`<p>state <b data-testid="task-state">${detail.row.state}</b>, attempt ${detail.row.attempt}/${detail.row.max_attempts}, submitted by <span class="mono">${short(detail.row.submitter)}</span>
+          ${!["completed", "dead_lettered", "cancelled"].includes(detail.row.state) &&
+          html` <button onClick=${() => act("cancel", { task: open, reason: "cancelled from the console" })}>cancel</button>`}</p>
+          <${Dag} tasks=${detail.graph} current=${open} onOpen=${setOpen} />
+          <h4>timeline</h4>
+          <ol class="timeline">
+            ${(detail.events || []).map(
+              (e) => html`<li onClick=${() => openEvent(e.sequence)}><span class="seq">${e.sequence}</span> ${new Date(e.stored_at).toISOString().slice(11, 23)} <b>${(e.type || "").replace("dev.murmur.", "")}</b> by <span class="mono">${short(e.source)}</span> ${e.verified ? "✓" : html`<span class="error">${e.signature}</span>`}</li>`
+            )}
+          </ol>
+          <details><summary>input / output</summary><pre>${JSON.stringify({ input: detail.task?.input, output: detail.task?.output, failures: detail.task?.failures }, null, 2)}</pre></details>`}
+      </div>`}
+    </div>
+  </section>`;
+}
+
+export function ProposalsView({ store, act }) {
+  const [data, error] = useLive("/api/proposals", store.lastSeq);
+  const [reason, setReason] = useState("");
+  return html`<section class="view">
+    <${Problem} error=${error} />
+    <table data-testid="proposals">
+      <thead><tr><th>id</th><th>state</th><th>rule</th><th>electorate</th><th>votes</th><th>refused</th><th>decision</th><th>vote</th></tr></thead>
+      <tbody>
+        ${(data?.proposals || []).map(
+          (p) => html`<tr data-proposal=${p.id}>
+            <td class="mono">${p.id}</td><td>${p.state}</td>
+            <td>${JSON.stringify(p.opened?.protocol ?? p.opened?.rule ?? "")}</td>
+            <td>${p.electorate.length}</td>
+            <td>${Object.entries(p.votes).map(([v, c]) => html`<div><span class="mono">${short(v)}</span> ${JSON.stringify(c)}</div>`)}</td>
+            <td>${p.refused.map((r) => html`<div><span class="mono">${short(r.voter)}</span> ${r.reason}</div>`)}</td>
+            <td>${p.decided ? JSON.stringify(p.decided.outcome) : p.withdrawn ? `withdrawn: ${p.withdrawn}` : "open"}</td>
+            <td>${p.state === "open" &&
+            html`${["approve", "reject", "abstain"].map(
+              (choice) => html`<button onClick=${() => act("vote", { proposal: p.id, choice, reason })}>${choice}</button>`
+            )}`}</td>
+          </tr>`
+        )}
+      </tbody>
+    </table>
+    <label>reason for a vote <input value=${reason} onInput=${(e) => setReason(e.target.value)} /></label>
+  </section>`;
+}
+
+const fromBase64 = (b64) => {
+  try {
+    return new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)));
+  } catch {
+    return "";
+  }
+};
+
+export function DeadLettersView({ store, act }) {
+  const [data, error] = useLive("/api/dead-letters", store.lastSeq);
+  return html`<section class="view">
+    <${Problem} error=${error} />
+    <table data-testid="dead-letters">
+      <thead><tr><th>seq</th><th>when</th><th>reason</th><th>subject</th><th>size · sha256</th><th>detail</th><th>bytes</th><th></th></tr></thead>
+      <tbody>
+        ${(data?.dead_letters || []).map(
+          (d) => html`<tr data-dead-letter=${d.sequence}>
+            <td>${d.sequence}</td><td>${d.stored_at ? new Date(d.stored_at).toISOString().slice(0, 19) : ""}</td>
+            <td>${d.reason || (d.type || "").replace("dev.murmur.", "")}</td><td class="mono">${d.original_subject ?? d.data?.subject}</td>
+            <td>${d.original_size != null && html`${d.original_size} B · <span class="mono" title=${d.sha256}>${(d.sha256 || "").slice(0, 12)}</span>`}</td>
+            <td>${d.detail || d.error || (d.data?.dead_letter_sequence != null ? `redrove dead letter ${d.data.dead_letter_sequence}` : "")}</td>
+            <td><pre class="bytes">${fromBase64(d.body_base64 || d.prefix_base64 || "").slice(0, 200)}</pre></td>
+            <td>${d.redrivable ? html`<button onClick=${() => act("redrive", { sequence: d.sequence })}>redrive</button>` : d.reason ? "prefix only" : ""}</td>
+          </tr>`
+        )}
+      </tbody>
+    </table>
+  </section>`;
+}
+
+export function ReplayView({ store }) {
+  const [seq, setSeq] = useState(store.lastSeq);
+  const [data, setData] = useState(null);
+  const [error, setError] = useState(null);
+  useEffect(() => {
+    const t = setTimeout(() => {
+      get(`/api/as-of/${seq}`).then(setData, (e) => setError(e.message));
+    }, 150);
+    return () => clearTimeout(t);
+  }, [seq]);
+  return html`<section class="view">
+    <${Problem} error=${error} />
+    <div class="toolbar">
+      <input type="range" min="1" max=${Math.max(1, store.lastSeq)} value=${seq} data-testid="scrubber" onInput=${(e) => setSeq(Number(e.target.value))} />
+      <span>as of sequence <b data-testid="as-of">${data?.as_of ?? seq}</b> of ${store.lastSeq}</span>
+    </div>
+    ${data &&
+    html`<div class="cards">
+      <div><h4>agents</h4>${data.agents.map((a) => html`<div>${a.name}: ${a.status}</div>`)}</div>
+      <div><h4>tasks</h4>${data.task_counts.map(([k, v]) => html`<div>${k}: ${v}</div>`)}</div>
+      <div><h4>proposals</h4>${data.proposals.map((p) => html`<div>${p.id}: ${p.state}</div>`)}</div>
+    </div>`}
+  </section>`;
+}
+
+export function DeployView({ example }) {
+  const [text, setText] = useState(example);
+  const [format, setFormat] = useState("toml");
+  const [result, setResult] = useState(null);
+  const [file, setFile] = useState("flake.nix");
+  const check = async (t = text, f = format) => setResult(await post("/api/flake", { text: t, format: f }));
+  useEffect(() => {
+    const id = setTimeout(() => check(), 300);
+    return () => clearTimeout(id);
+  }, [text, format]);
+  const openFile = async (e) => {
+    const f = e.target.files[0];
+    if (!f) return;
+    setFormat(f.name.endsWith(".json") ? "json" : "toml");
+    setText(await f.text());
+  };
+  const download = () => {
+    const blob = new Blob([result.files[file]], { type: "text/plain" });
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = file.split("/").pop();
+    a.click();
+  };
+  const byNode = new Map();
+  (result?.problems || []).forEach((p) => (p.nodes.length ? p.nodes : ["(graph)"]).forEach((n) => byNode.set(n, [...(byNode.get(n) || []), p.message])));
+  return html`<section class="view deploy">
+    <div class="toolbar">
+      <input type="file" accept=".toml,.json" onChange=${openFile} />
+      <select value=${format} onChange=${(e) => setFormat(e.target.value)}><option>toml</option><option>json</option></select>
+      <span data-testid="deploy-status" class=${result?.ok ? "ok" : "error"}>${result ? (result.ok ? `valid: ${result.nodes.length} nodes on ${result.hosts} hosts, ${result.edges} edges` : `${result.problems.length} problem(s)`) : "…"}</span>
+    </div>
+    <div class="split">
+      <textarea data-testid="graph-text" spellcheck="false" value=${text} onInput=${(e) => setText(e.target.value)}></textarea>
+      <div class="detail">
+        ${result && !result.ok &&
+        html`<ul data-testid="problems">${[...byNode.entries()].map(
+          ([node, messages]) => html`<li><b>${node}</b><ul>${messages.map((m) => html`<li class="error">${m}</li>`)}</ul></li>`
+        )}</ul>`}
+        ${result?.ok &&
+        html`<div class="tabs">${Object.keys(result.files).map((f) => html`<button class=${f === file ? "chip on" : "chip"} onClick=${() => setFile(f)}>${f}</button>`)}
+          <button onClick=${download}>download ${file}</button></div>
+          <pre data-testid="flake-file">${result.files[file] ?? ""}</pre>`}
+      </div>
+    </div>
+  </section>`;
+}

@@ -1,0 +1,97 @@
+//! The operator console `murmur up` serves: the page (assets embedded in the binary at build
+//! time, see `build.rs`), and a small JSON API over the same folds the CLI runs. The page
+//! follows the log itself over NATS WebSocket with observer credentials and asks this API
+//! for projections as of the sequence it saw; actions (redrive, cancel, vote) carry the
+//! credentials the user entered, and this server acts with exactly those, so the NATS server
+//! refuses what their role may not do.
+
+mod api;
+mod assets;
+mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use murmur_coordination::consensus::ConsensusProjection;
+use murmur_coordination::registry::RegistryProjection;
+use murmur_coordination::tasks::TaskProjection;
+use murmur_subjects::EventLog;
+use serde::Serialize;
+
+pub use views::{Answered, LiveView};
+
+/// What the page needs to join the realm itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageConfig {
+    /// Realm.
+    pub realm: String,
+    /// The NATS WebSocket URL the browser connects to (`None`: the server has no WebSocket
+    /// listener; the page says so).
+    pub websocket_url: Option<String>,
+    /// Read-only credentials the page connects with (`None`: a server without accounts).
+    pub observer_creds: Option<String>,
+    /// History stream name.
+    pub history_stream: String,
+    /// Dead-letter stream name.
+    pub dlq_stream: String,
+    /// The server URLs agents connect to, for the page's hints.
+    pub nats_urls: Vec<String>,
+}
+
+/// Shared by the request handlers.
+pub(crate) struct Console {
+    log: EventLog,
+    config: PageConfig,
+    registry: LiveView<murmur_coordination::registry::Registry>,
+    tasks: LiveView<murmur_coordination::tasks::TaskBook>,
+    consensus: LiveView<murmur_coordination::consensus::Consensus>,
+}
+
+/// Serves the console on `listen` until `stop` resolves; returns the bound address once
+/// listening (port 0 picks a free one).
+pub async fn serve(
+    log: EventLog,
+    config: PageConfig,
+    listen: SocketAddr,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<()>>)> {
+    let realm = log.realm().clone();
+    let console = Arc::new(Console {
+        registry: LiveView::spawn(
+            log.clone(),
+            RegistryProjection {
+                realm: realm.clone(),
+            },
+        ),
+        tasks: LiveView::spawn(
+            log.clone(),
+            TaskProjection {
+                realm: realm.clone(),
+            },
+        ),
+        consensus: LiveView::spawn(log.clone(), ConsensusProjection { realm }),
+        log,
+        config,
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("listening on {listen} for the console: pick another --console-port, or --no-console")
+        })?;
+    let bound = listener.local_addr()?;
+    let app = api::router(console).merge(assets::router());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+            .context("console server")
+    });
+    Ok((bound, task))
+}
+
+/// Whether the page assets were built into this binary (`npm run build` in `tools/console`
+/// before cargo builds; `scripts/install.sh` does both).
+pub fn assets_built() -> bool {
+    assets::built()
+}
