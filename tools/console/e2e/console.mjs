@@ -162,6 +162,16 @@ G`]);
   await shot(page, "dead-letters");
   await nc.close();
 
+  // Knowledge: a fact asserted with the CLI shows in its space with its author.
+  await view(page, "knowledge");
+  murmur("kb", "open", "docs");
+  const factId = murmur("kb", "put", "docs", "murmur", "language", "Rust").split(/\s+/).pop();
+  await page.waitForSelector(`[data-space="docs"] tr[data-fact="${factId}"]`, { timeout: DEADLINE });
+  await page.click(`tr[data-fact="${factId}"]`);
+  await page.waitForSelector("[data-testid=knowledge] .detail li", { timeout: DEADLINE });
+  check(true, "a fact asserted in a space shows in the Knowledge view with its history");
+  await shot(page, "knowledge");
+
   // Events: the live tail, one event opened with its signature status.
   await view(page, "events");
   await page.fill("[data-filter=type]", "task.completed");

@@ -4,7 +4,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { get, post } from "./api.js";
 import { EventsView } from "./events.js";
 import { connect, credsClaims, followHeartbeats, followHistory, lastSequence } from "./nats.js";
-import { AgentsView, DeadLettersView, DeployView, ProposalsView, ReplayView, TasksView } from "./views.js";
+import { AgentsView, DeadLettersView, DeployView, KnowledgeView, ProposalsView, ReplayView, TasksView } from "./views.js";
 import shopExample from "../../../examples/shop.toml?raw";
 
 /** Events kept in the page (older ones drop off the tail; the log keeps them). */
@@ -12,7 +12,7 @@ const KEEP = 20000;
 /** How far back the tail starts when the page opens. */
 const BACKLOG = 500;
 
-const VIEWS = ["events", "agents", "tasks", "proposals", "dead letters", "replay", "deploy"];
+const VIEWS = ["events", "agents", "tasks", "proposals", "knowledge", "dead letters", "replay", "deploy"];
 
 /** What the log tells the page, mutated in place and re-rendered once per frame. */
 const store = { events: [], lastSeq: 0, heartbeats: new Map() };
@@ -144,6 +144,7 @@ function App() {
       ${config && view === "agents" && html`<${AgentsView} ...${props} />`}
       ${config && view === "tasks" && html`<${TasksView} ...${props} />`}
       ${config && view === "proposals" && html`<${ProposalsView} ...${props} />`}
+      ${config && view === "knowledge" && html`<${KnowledgeView} ...${props} />`}
       ${config && view === "dead letters" && html`<${DeadLettersView} ...${props} />`}
       ${config && view === "replay" && html`<${ReplayView} ...${props} />`}
       ${view === "deploy" && html`<${DeployView} example=${shopExample} />`}

@@ -71,7 +71,7 @@ export function AgentsView({ store }) {
           const beat = store.heartbeats.get(a.id);
           const hw = a.hardware || {};
           return html`<tr data-agent=${a.name} class=${`status-${a.status}`}>
-            <td>${a.name}</td><td>${a.kind}</td><td class="status">${a.status}${a.lame_duck ? " (lame duck)" : ""}</td>
+            <td>${a.name}</td><td>${a.kind}</td><td class="agent-status">${a.status}${a.lame_duck ? " (lame duck)" : ""}</td>
             <td>${(a.capabilities || []).join(", ")}</td>
             <td>${Object.entries(a.labels || {}).map(([k, v]) => `${k}=${v}`).join(" ")}</td>
             <td>${hw.cores ?? "?"} cores, ${hw.memory_mib ?? "?"} MiB${(hw.accelerators || []).length ? `, ${hw.accelerators.join(", ")} (${hw.vram_mib} MiB)` : ""}</td>
@@ -305,5 +305,45 @@ export function DeployView({ example }) {
           <pre data-testid="flake-file">${result.files[file] ?? ""}</pre>`}
       </div>
     </div>
+  </section>`;
+}
+
+export function KnowledgeView({ store }) {
+  const [data, error] = useLive("/api/knowledge", store.lastSeq);
+  const [open, setOpen] = useState(null);
+  const [history, setHistory] = useState(null);
+  useEffect(() => {
+    if (!open) return;
+    get(`/api/knowledge/${encodeURIComponent(open.space)}/${encodeURIComponent(open.id)}`).then(setHistory, (e) => setHistory({ error: e.message }));
+  }, [open?.space, open?.id, store.lastSeq]);
+  const value = (d) => JSON.stringify(d?.winner?.value?.value ?? d?.winner?.value ?? d);
+  return html`<section class="view" data-testid="knowledge">
+    <${Problem} error=${error} />
+    ${(data?.spaces || []).map(
+      (s) => html`<div class="space" data-space=${s.space}>
+        <h3>${s.space} <span class="muted">owner <span class="mono">${short(s.owner)}</span> · ${s.fact_count} facts · ${s.conflicts.length} in conflict</span></h3>
+        <table>
+          <thead><tr><th>fact</th><th>subject · predicate</th><th>value</th><th>author</th><th>confidence</th><th>conflicts</th></tr></thead>
+          <tbody>
+            ${s.facts.map((f) => {
+              const conflict = s.conflicts.find((c) => c.id === f.id);
+              return html`<tr data-fact=${f.id} class=${conflict ? "conflict" : ""} onClick=${() => setOpen({ space: s.space, id: f.id })}>
+                <td class="mono">${f.id.slice(0, 10)}</td>
+                <td>${f.core.subject} · ${f.core.predicate}</td>
+                <td>${JSON.stringify(f.core.object)}${Object.entries(f.fields).map(([k, d]) => html`<div>${k} = ${value(d)}</div>`)}</td>
+                <td class="mono">${short(f.core.author)}</td>
+                <td>${Object.entries(f.confidences).map(([a, c]) => `${c.toFixed(2)} (${short(a)})`).join(", ")}</td>
+                <td>${conflict ? conflict.fields.map((field) => html`<div class="error">${field}: ${[f.fields[field].winner, ...f.fields[field].others].map((o) => `${JSON.stringify(o.value?.value ?? o.value)} by ${short(o.author)}`).join(" vs ")}</div>`) : ""}</td>
+              </tr>`;
+            })}
+          </tbody>
+        </table>
+      </div>`
+    )}
+    ${open &&
+    html`<div class="detail"><h4>history of ${open.id}</h4>
+      ${history?.error && html`<p class="error">${history.error}</p>`}
+      <ol>${(history?.history || []).map((h) => html`<li><span class="seq">${h.sequence}</span> ${Object.entries(h.fact.fields).map(([k, d]) => `${k}=${value(d)}`).join(" ")} ${h.fact.status ? JSON.stringify(h.fact.status.winner.value) : ""}</li>`)}</ol>
+    </div>`}
   </section>`;
 }

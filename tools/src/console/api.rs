@@ -62,6 +62,8 @@ pub(super) fn router(console: Arc<Console>) -> Router {
         .route("/api/tasks/{id}", get(task))
         .route("/api/proposals", get(proposals))
         .route("/api/dead-letters", get(dead_letters))
+        .route("/api/knowledge", get(knowledge))
+        .route("/api/knowledge/{space}/{fact}", get(fact_history))
         .route("/api/events/{seq}", get(event))
         .route("/api/as-of/{seq}", get(as_of))
         .route("/api/flake", post(flake))
@@ -397,6 +399,75 @@ async fn event(State(c): Shared, Path(seq): Path<u64>) -> ApiResult {
         }
     }
     Ok(Json(row))
+}
+
+/// Runs `read` on the console's knowledge replica, opened on first use and brought up to
+/// date with the log first.
+async fn with_knowledge<T>(
+    c: &Console,
+    read: impl FnOnce(&murmur_knowledge::KnowledgeReplica) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    use murmur_knowledge::{KnowledgeReplica, ReplicaConfig};
+    let fail = |e: murmur_knowledge::KnowledgeError| ApiError(StatusCode::BAD_GATEWAY, e.to_string());
+    let mut slot = c.knowledge.lock().await;
+    let replica = match slot.as_mut() {
+        Some(replica) => {
+            replica.refresh().await.map_err(fail)?;
+            replica
+        }
+        None => slot.insert(
+            KnowledgeReplica::open(
+                c.log.clone(),
+                ReplicaConfig::all().compacting(false).dead_lettering(false),
+            )
+            .await
+            .map_err(fail)?,
+        ),
+    };
+    read(replica)
+}
+
+/// Every space with its owner and grants, its facts with provenance, and which of them are
+/// in conflict (the disputed fields with every author's value).
+async fn knowledge(State(c): Shared) -> ApiResult {
+    with_knowledge(&c, |replica| {
+        let base = replica.base();
+        let mut spaces = Vec::new();
+        for access in base.spaces() {
+            let facts = base
+                .facts(&access.space, None)
+                .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))?;
+            let conflicts: Vec<Value> = facts
+                .iter()
+                .filter(|f| !f.conflicting_fields().is_empty())
+                .map(|f| json!({"id": f.id.to_string(), "fields": f.conflicting_fields()}))
+                .collect();
+            spaces.push(json!({
+                "space": access.space,
+                "owner": access.owner,
+                "grants": access.grants,
+                "facts": facts.iter().take(1000).collect::<Vec<_>>(),
+                "fact_count": facts.len(),
+                "conflicts": conflicts,
+            }));
+        }
+        Ok(Json(json!({ "spaces": spaces, "position": replica.position() })))
+    })
+    .await
+}
+
+/// One fact's states along the log.
+async fn fact_history(State(c): Shared, Path((space, fact)): Path<(String, String)>) -> ApiResult {
+    let id = murmur_knowledge::FactId::parse(&fact).map_err(|e| bad_request(e.to_string()))?;
+    with_knowledge(&c, |replica| {
+        let history = replica
+            .fact_history(&space, &id)
+            .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+        Ok(Json(json!({
+            "history": history.iter().map(|(seq, f)| json!({"sequence": seq, "fact": f})).collect::<Vec<_>>(),
+        })))
+    })
+    .await
 }
 
 /// The registry, task counts and proposals as of stream sequence `seq`: the same folds

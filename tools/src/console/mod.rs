@@ -46,6 +46,9 @@ pub(crate) struct Console {
     registry: LiveView<murmur_coordination::registry::Registry>,
     tasks: LiveView<murmur_coordination::tasks::TaskBook>,
     consensus: LiveView<murmur_coordination::consensus::Consensus>,
+    /// Every knowledge space, read-only (never compacts, never dead-letters: the auditor
+    /// and the compactor do that), refreshed before each answer.
+    knowledge: tokio::sync::Mutex<Option<murmur_knowledge::KnowledgeReplica>>,
 }
 
 /// Serves the console on `listen` until `stop` resolves; returns the bound address once
@@ -71,6 +74,7 @@ pub async fn serve(
             },
         ),
         consensus: LiveView::spawn(log.clone(), ConsensusProjection { realm }),
+        knowledge: tokio::sync::Mutex::new(None),
         log,
         config,
     });

@@ -15,6 +15,7 @@ use murmur_subjects::{EventCodec, EventLog, Identity, LogConfig, Token};
 use murmur_testkit::server::NatsProcess;
 
 mod consensus;
+mod console;
 mod event_log;
 mod flake;
 mod inference;
@@ -87,6 +88,16 @@ pub(crate) struct Args {
     /// Tokens generated per run in the inference suite.
     #[arg(long, default_value_t = 60)]
     inference_tokens: usize,
+    /// Run the console suite with a realm of this many tasks (the page in headless
+    /// Chromium; `scripts/install.sh` installs it).
+    #[arg(long)]
+    console_tasks: Option<u64>,
+    /// Events a second the console suite floods the Events view with.
+    #[arg(long, default_value_t = 10_000)]
+    console_rate: u64,
+    /// Seconds the console suite's flood lasts.
+    #[arg(long, default_value_t = 60)]
+    console_flood_s: u64,
     /// The Python with `xllamacpp` that runs the llama.cpp baseline (none: murmur only).
     #[arg(long, value_name = "PYTHON")]
     baseline_python: Option<std::path::PathBuf>,
@@ -297,6 +308,9 @@ async fn main() -> Result<()> {
     }
     if !args.flake_nodes.is_empty() {
         return flake_suite(&args.flake_nodes, args.runs);
+    }
+    if let Some(tasks) = args.console_tasks {
+        return console::console_suite(&args, tasks).await;
     }
     if args.kb_facts.is_some() || !args.voters.is_empty() {
         let target = Target::start(false).await?;

@@ -1,0 +1,87 @@
+// The browser side of `murmur-bench --console-tasks N` (tools/src/bin/murmur_bench/console.rs):
+// opens the Tasks view of a realm of TASKS tasks and times it, then follows a flood in the
+// Events view while recording every frame's duration. Prints "ready" before the flood and one
+// JSON line of measurements after the bench writes "flood-done LAST_SEQ" on stdin.
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const CONSOLE_URL = process.env.CONSOLE_URL;
+const TASKS = Number(process.env.TASKS);
+const FLOOD_S = Number(process.env.FLOOD_S);
+const stdin = createInterface({ input: process.stdin });
+const nextLine = () => new Promise((resolve) => stdin.once("line", resolve));
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+});
+const out = {};
+const page = await browser.newPage({ viewport: { width: 1400, height: 850 } });
+try {
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  let t = Date.now();
+  await fetch(`${CONSOLE_URL}api/tasks?limit=200`).then((r) => r.json());
+  out.tasks_api_ms = Date.now() - t;
+  console.error(`load: /api/tasks answered in ${out.tasks_api_ms} ms; opening the Tasks view`);
+  t = Date.now();
+  await page.goto(`${CONSOLE_URL}#tasks`);
+  await page.waitForFunction(
+    (n) => document.querySelectorAll("[data-testid=tasks] tr[data-task]").length === 200 && document.body.textContent.includes(`all ${n}`),
+    TASKS,
+    { timeout: 60_000, polling: 20 }
+  );
+  out.tasks_view_ms = Date.now() - t;
+  console.error(`load: Tasks view shown in ${out.tasks_view_ms} ms; following the flood`);
+  await page.click('nav [data-view="events"]');
+  await page.waitForSelector("[data-testid=status] >> text=live:", { timeout: 60_000 });
+  // Every frame's duration from requestAnimationFrame, and the events the page has seen.
+  await page.evaluate(() => {
+    window.frames_ms = [];
+    window.received_at_start = window.murmurConsole.store.lastSeq;
+    let last = performance.now();
+    const loop = (now) => {
+      window.frames_ms.push(now - last);
+      last = now;
+      if (!window.stop_frames) requestAnimationFrame(loop);
+    };
+    requestAnimationFrame(loop);
+  });
+  const seqAtStart = await page.evaluate(() => window.murmurConsole.store.lastSeq);
+  console.log("ready");
+  const done = await nextLine();
+  const lastSeq = Number(done.split(" ")[1]);
+  const floodEnded = Date.now();
+  const seqAtFloodEnd = await page.evaluate(() => window.murmurConsole.store.lastSeq);
+  for (let polls = 0; ; polls++) {
+    const seen = await page.evaluate(() => window.murmurConsole.store.lastSeq);
+    if (seen >= lastSeq) break;
+    if (polls % 100 === 0) console.error(`load: the page has seen sequence ${seen} of ${lastSeq}`);
+    if (Date.now() - floodEnded > 120_000) throw new Error(`the page stopped at sequence ${seen} of ${lastSeq}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  out.caught_up_after_ms = Date.now() - floodEnded;
+  const frames = await page.evaluate(() => {
+    window.stop_frames = true;
+    return window.frames_ms;
+  });
+  frames.sort((a, b) => a - b);
+  const pct = (p) => Math.round(frames[Math.floor((frames.length - 1) * p)] * 10) / 10;
+  out.frames = frames.length;
+  out.frame_p50_ms = pct(0.5);
+  out.frame_p95_ms = pct(0.95);
+  out.frame_p99_ms = pct(0.99);
+  out.frame_max_ms = Math.round(frames[frames.length - 1]);
+  out.events_received = lastSeq - seqAtStart;
+  out.events_per_s_during_flood = Math.round((seqAtFloodEnd - seqAtStart) / FLOOD_S);
+  out.behind_at_flood_end = lastSeq - seqAtFloodEnd;
+  out.heap_mib = Math.round((await page.evaluate(() => performance.memory?.usedJSHeapSize ?? 0)) / 1048576);
+  console.log(JSON.stringify(out));
+} catch (e) {
+  console.error(e.stack || String(e));
+  await page.screenshot({ path: "/tmp/murmur-console-load-failure.png" }).catch(() => {});
+  console.error("the page at the failure: /tmp/murmur-console-load-failure.png");
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+  stdin.close();
+}
