@@ -9,7 +9,10 @@ import { spawn, execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, copyFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { wsconnect, credsAuthenticator } from "@nats-io/nats-core";
+import { wsconnect, credsAuthenticator, headers as natsHeaders } from "@nats-io/nats-core";
+import { jetstream } from "@nats-io/jetstream";
+import { fromSeed } from "@nats-io/nkeys";
+import { seal } from "../src/envelope.js";
 
 const env = (name) => {
   const v = process.env[name];
@@ -160,6 +163,46 @@ G`]);
   await page.waitForFunction(() => document.querySelectorAll("tr[data-dead-letter]").length >= 2, null, { timeout: DEADLINE });
   check(true, "the redriven malformed message is dead-lettered again");
   await shot(page, "dead-letters");
+
+  // An event sealed in JavaScript (src/envelope.js: the same canonical bytes as the Rust
+  // side) verifies in murmur; the same event with its data changed after signing is
+  // refused and dead-lettered with the reason.
+  const seed = operatorCreds.split("-----BEGIN USER NKEY SEED-----")[1].trim().split(/\s/)[0];
+  const operatorKey = fromSeed(new TextEncoder().encode(seed));
+  const sealed = seal(operatorKey, {
+    realm: "default",
+    domain: "agent",
+    aggregate: operatorKey.getPublicKey(),
+    verb: "load_changed",
+    type: "dev.murmur.agent.load_changed",
+    payload: { v: 1, load: 0.5, queue_depth: 0, lame_duck: false },
+  });
+  const js = jetstream(nc);
+  const publish = async (body, id) => {
+    const h = natsHeaders();
+    h.set("Content-Type", "application/cloudevents+json");
+    h.set("Nats-Msg-Id", id);
+    return (await js.publish(sealed.subject, new TextEncoder().encode(body), { headers: h })).seq;
+  };
+  const signedSeq = await publish(sealed.body, sealed.headers["Nats-Msg-Id"]);
+  const signed = await (await fetch(`${CONSOLE_URL}api/events/${signedSeq}`)).json();
+  check(signed.verified && signed.signature.includes(operatorKey.getPublicKey()), `an event sealed in JavaScript verifies in murmur: ${signed.signature}`);
+  const forgedId = sealed.headers["Nats-Msg-Id"].replace(/.$/, (c) => (c === "0" ? "1" : "0"));
+  const forgedBody = sealed.body.replace('"load":0.5', '"load":0.9').replaceAll(sealed.headers["Nats-Msg-Id"], forgedId);
+  const forgedSeq = await publish(forgedBody, forgedId);
+  const forged = await (await fetch(`${CONSOLE_URL}api/events/${forgedSeq}`)).json();
+  check(!forged.verified, `the same event changed after signing is refused: ${forged.signature}`);
+  const deadline = Date.now() + DEADLINE;
+  for (;;) {
+    const letters = (await (await fetch(`${CONSOLE_URL}api/dead-letters`)).json()).dead_letters;
+    const letter = letters.find((d) => d.original_subject === sealed.subject && d.reason === "bad_signature");
+    if (letter) {
+      check(true, `the auditor dead-letters it: ${letter.reason}: ${letter.detail}`);
+      break;
+    }
+    if (Date.now() > deadline) throw new Error("the forged event was not dead-lettered");
+    await new Promise((r) => setTimeout(r, 200));
+  }
   await nc.close();
 
   // Knowledge: a fact asserted with the CLI shows in its space with its author.

@@ -117,8 +117,9 @@ pub(crate) async fn console_suite(args: &Args, tasks: u64) -> Result<()> {
         .await?;
 
     let t = Instant::now();
-    // At most 1024 acks in flight: with several thousand, acks were lost and an append
-    // waited for good (seen with 8192 and with 4096 in a release build).
+    // At most 1024 acks in flight: async-nats holds one of its context's 5,000 permits per
+    // ack not yet awaited, so a writer that publishes a 5,001st before awaiting any of its
+    // own acks waits for good.
     submit_tasks(&log, tasks, args.window.min(1024)).await?;
     let write_s = t.elapsed().as_secs_f64();
     eprintln!("wrote {tasks} tasks in {write_s:.1} s");
