@@ -430,7 +430,10 @@ impl EventLog {
     }
 
     /// Sends a sealed event without waiting for the ack (pipelined); the server dedupes by
-    /// the event id.
+    /// the event id. Keep at most a few thousand [`PendingAppend`]s un-awaited: each holds
+    /// one of the JetStream context's 5,000 ack permits (async-nats), and a send past them
+    /// waits until one is awaited or dropped, so a writer that awaits its acks only after
+    /// sending more than 5,000 waits for good.
     pub async fn append_sealed(&self, sealed: &SealedEvent) -> Result<PendingAppend, LogError> {
         let (headers, body) = self.persisted_headers(sealed)?;
         self.send(sealed.subject.as_str(), headers, body, None)
@@ -509,7 +512,8 @@ impl EventLog {
     }
 
     /// Signs many drafts with batch signatures and sends them all pipelined; await each
-    /// [`PendingAppend`] for its ack. The fast path for bursts of events.
+    /// [`PendingAppend`] for its ack. The fast path for bursts of events (mind the in-flight
+    /// limit of [`EventLog::append_sealed`]).
     pub async fn append_many(
         &self,
         drafts: impl IntoIterator<Item = Draft>,
