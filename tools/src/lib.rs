@@ -41,15 +41,26 @@ pub fn exit_killing_children(code: i32) -> ! {
 /// The last line [`emit`] wrote: what a command that overran its deadline was doing.
 static LAST_LINE: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 
-/// The last line of command output written so far (empty before the first).
-pub fn last_output_line() -> String {
+/// The last line of command output written so far (empty before the first), for a
+/// process about to exit: no line is written after it (later writers wait for good), so
+/// the line it names is the last one anybody reads, even with other threads still running.
+pub fn final_output_line() -> String {
     // A write in progress holds the lock; a reader stuck behind a stdout nobody drains must
     // not hang the deadline it reports, so it waits at most a second.
     let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
         match LAST_LINE.try_lock() {
-            Ok(last) => return last.clone(),
-            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner().clone(),
+            Ok(last) => {
+                let line = last.clone();
+                std::mem::forget(last);
+                return line;
+            }
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                let last = p.into_inner();
+                let line = last.clone();
+                std::mem::forget(last);
+                return line;
+            }
             Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }

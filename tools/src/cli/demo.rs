@@ -42,7 +42,7 @@ pub async fn run(settings: Settings, which: Option<DemoCommand>, deadline_s: u64
     // kill the nats-server and agent processes the demo started, then exit.
     eprintln!(
         "error: the demo {why}; the last line it printed: {:?}",
-        crate::last_output_line()
+        crate::final_output_line()
     );
     crate::exit_killing_children(1)
 }
