@@ -666,6 +666,44 @@ mod tests {
     }
 
     #[test]
+    fn each_problem_names_the_nodes_an_editor_shows_it_next_to() {
+        let spec = DeploymentSpec::new("bad")
+            .host("h1", "10.0.0.1")
+            .node("a", "h1", service(8080))
+            .node("b", "h1", service(8080))
+            .node("d", "nowhere", service(9001))
+            .edge("a", "ghost", EdgeKind::DependsOn)
+            .edge("a", "d", EdgeKind::DependsOn)
+            .edge("d", "a", EdgeKind::DependsOn);
+        let errors = Deployment::new(spec).expect_err("invalid");
+        let nodes_of = |wanted: fn(&Problem) -> bool| -> Vec<Vec<&str>> {
+            errors.0.iter().filter(|p| wanted(p)).map(Problem::nodes).collect()
+        };
+        assert_eq!(
+            nodes_of(|p| matches!(p, Problem::UnknownHost { .. })),
+            [vec!["d"]]
+        );
+        // The missing node is not one to show a problem next to; the node that names it is.
+        assert_eq!(
+            nodes_of(|p| matches!(p, Problem::DanglingReference { .. })),
+            [vec!["a"]]
+        );
+        assert_eq!(
+            nodes_of(|p| matches!(p, Problem::PortClash { .. })),
+            [vec!["a", "b"]]
+        );
+        let cycle = nodes_of(|p| matches!(p, Problem::Cycle(_)));
+        assert_eq!(cycle.len(), 1, "{errors}");
+        assert!(cycle[0].contains(&"a") && cycle[0].contains(&"d"), "{cycle:?}");
+        let host_name = Problem::InvalidName {
+            what: "host",
+            name: "1bad".into(),
+            reason: "starts with a digit",
+        };
+        assert!(host_name.nodes().is_empty());
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once_with_the_nodes_involved() {
         let spec = DeploymentSpec::new("bad")
             .host("h1", "10.0.0.1")
