@@ -12,7 +12,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 /// The first stderr line of `murmur up` containing `marker`, the word after it.
-fn after(lines: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String>, marker: &str) -> Result<String> {
+fn after(
+    lines: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    marker: &str,
+) -> Result<String> {
     if let Some(found) = seen.iter().find_map(|l| word_after(l, marker)) {
         return Ok(found);
     }
@@ -42,7 +46,15 @@ fn the_console_follows_the_log_live_in_a_real_browser() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let mut up = std::process::Command::new(murmur_e2e::murmur_binary()?)
-        .args(["up", "--port", "0", "--console-port", "0", "--websocket-port", "0"])
+        .args([
+            "up",
+            "--port",
+            "0",
+            "--console-port",
+            "0",
+            "--websocket-port",
+            "0",
+        ])
         .arg("--data-dir")
         .arg(&data)
         .env_remove("NATS_URL")
@@ -53,7 +65,10 @@ fn the_console_follows_the_log_live_in_a_real_browser() -> Result<()> {
     let stderr = up.stderr.take().context("stderr")?;
     let (tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             eprintln!("murmur up: {line}");
             if tx.send(line).is_err() {
                 break;
@@ -87,11 +102,17 @@ fn the_console_follows_the_log_live_in_a_real_browser() -> Result<()> {
         std::io::Read::read_to_string(&mut child.stdout.take().context("stdout")?, &mut measured)?;
         eprintln!("measured: {measured}");
         if !status.success() {
-            bail!("the browser suite failed ({status}); screenshots in {}", out.display());
+            bail!(
+                "the browser suite failed ({status}); screenshots in {}",
+                out.display()
+            );
         }
         let measured: serde_json::Value = serde_json::from_str(measured.trim())?;
         assert!(measured["agent_visible_ms"].is_number(), "{measured}");
-        assert!(measured["deploy_problems"].as_u64() >= Some(3), "{measured}");
+        assert!(
+            measured["deploy_problems"].as_u64() >= Some(3),
+            "{measured}"
+        );
         Ok(())
     })();
     let _ = std::process::Command::new("kill")

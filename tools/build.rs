@@ -26,7 +26,9 @@ fn main() {
     println!("cargo:rerun-if-changed={}", dist.display());
     let mut found = Vec::new();
     files(&dist, &mut found);
-    let mut code = String::from("/// The console's built files: (path under /, bytes).\npub static FILES: &[(&str, &[u8])] = &[\n");
+    let mut code = String::from(
+        "/// The console's built files: (path under /, bytes).\npub static FILES: &[(&str, &[u8])] = &[\n",
+    );
     for path in &found {
         println!("cargo:rerun-if-changed={}", path.display());
         let rel = path
@@ -34,10 +36,15 @@ fn main() {
             .expect("under dist")
             .to_string_lossy()
             .replace('\\', "/");
-        writeln!(code, "    ({rel:?}, include_bytes!({:?})),", path.display().to_string())
-            .expect("string write");
+        writeln!(
+            code,
+            "    ({rel:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .expect("string write");
     }
     code.push_str("];\n");
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("console_assets.rs");
+    let out =
+        PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("console_assets.rs");
     std::fs::write(out, code).expect("writing console_assets.rs");
 }

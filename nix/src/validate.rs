@@ -152,14 +152,19 @@ impl Problem {
             Problem::UnknownHost { node, .. }
             | Problem::UndeclaredSubject { node, .. }
             | Problem::InvalidValue { node, .. } => vec![node],
-            Problem::DanglingReference { from, to, missing, .. } => {
-                [from, to].into_iter().filter(|n| *n != missing).map(String::as_str).collect()
-            }
+            Problem::DanglingReference {
+                from, to, missing, ..
+            } => [from, to]
+                .into_iter()
+                .filter(|n| *n != missing)
+                .map(String::as_str)
+                .collect(),
             Problem::WrongEndpoint { from, to, .. } | Problem::UnknownDatabase { from, to, .. } => {
                 vec![from, to]
             }
             Problem::Cycle(nodes) => nodes.iter().map(String::as_str).collect(),
-            Problem::PortClash { first, second, .. } | Problem::OnePerHost { first, second, .. } => {
+            Problem::PortClash { first, second, .. }
+            | Problem::OnePerHost { first, second, .. } => {
                 vec![first, second]
             }
             Problem::BadBackupTarget { database, .. } => vec![database],
@@ -677,7 +682,12 @@ mod tests {
             .edge("d", "a", EdgeKind::DependsOn);
         let errors = Deployment::new(spec).expect_err("invalid");
         let nodes_of = |wanted: fn(&Problem) -> bool| -> Vec<Vec<&str>> {
-            errors.0.iter().filter(|p| wanted(p)).map(Problem::nodes).collect()
+            errors
+                .0
+                .iter()
+                .filter(|p| wanted(p))
+                .map(Problem::nodes)
+                .collect()
         };
         assert_eq!(
             nodes_of(|p| matches!(p, Problem::UnknownHost { .. })),
@@ -694,7 +704,10 @@ mod tests {
         );
         let cycle = nodes_of(|p| matches!(p, Problem::Cycle(_)));
         assert_eq!(cycle.len(), 1, "{errors}");
-        assert!(cycle[0].contains(&"a") && cycle[0].contains(&"d"), "{cycle:?}");
+        assert!(
+            cycle[0].contains(&"a") && cycle[0].contains(&"d"),
+            "{cycle:?}"
+        );
         let host_name = Problem::InvalidName {
             what: "host",
             name: "1bad".into(),

@@ -14,10 +14,10 @@ use axum::{Json, Router};
 use murmur_coordination::consensus::{Consensus, ConsensusProjection};
 use murmur_coordination::registry::{Registry, RegistryProjection};
 use murmur_coordination::tasks::{Task, TaskBook, TaskProjection, TaskState};
+use murmur_subjects::StartAt;
 use murmur_subjects::connect::{Auth, ConnectOptions};
 use murmur_subjects::events::DeadLettered;
 use murmur_subjects::identity::Identity;
-use murmur_subjects::StartAt;
 use murmur_subjects::{Domain, EventLog, Payload, Plane, Projector, SubjectFilter, Token};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -107,7 +107,11 @@ fn agents_json(registry: &Registry) -> Value {
 }
 
 async fn agents(State(c): Shared, Query(f): Query<Freshness>) -> ApiResult {
-    let a = c.registry.ask(f.at_least, agents_json).await.ok_or_else(stale)?;
+    let a = c
+        .registry
+        .ask(f.at_least, agents_json)
+        .await
+        .ok_or_else(stale)?;
     Ok(answered(a))
 }
 
@@ -138,8 +142,7 @@ fn task_row(id: &str, t: &Task) -> Value {
 
 /// Tasks per state, in lifecycle order: `[[name, count], ...]`.
 fn state_counts(book: &TaskBook) -> Vec<(&'static str, usize)> {
-    let mut counts: Vec<(&'static str, usize)> =
-        TaskState::NAMES.iter().map(|n| (*n, 0)).collect();
+    let mut counts: Vec<(&'static str, usize)> = TaskState::NAMES.iter().map(|n| (*n, 0)).collect();
     for t in book.tasks.values() {
         if let Some(c) = counts.iter_mut().find(|(n, _)| *n == t.state.name()) {
             c.1 += 1;
@@ -382,7 +385,10 @@ async fn event(State(c): Shared, Path(seq): Path<u64>) -> ApiResult {
         .headers
         .iter()
         .flat_map(|h| h.iter())
-        .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.as_str().to_string())))
+        .flat_map(|(k, vs)| {
+            vs.iter()
+                .map(move |v| (k.to_string(), v.as_str().to_string()))
+        })
         .collect();
     row["headers"] = json!(headers);
     match c
@@ -408,7 +414,8 @@ async fn with_knowledge<T>(
     read: impl FnOnce(&murmur_knowledge::KnowledgeReplica) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
     use murmur_knowledge::{KnowledgeReplica, ReplicaConfig};
-    let fail = |e: murmur_knowledge::KnowledgeError| ApiError(StatusCode::BAD_GATEWAY, e.to_string());
+    let fail =
+        |e: murmur_knowledge::KnowledgeError| ApiError(StatusCode::BAD_GATEWAY, e.to_string());
     let mut slot = c.knowledge.lock().await;
     let replica = match slot.as_mut() {
         Some(replica) => {
@@ -451,7 +458,9 @@ async fn knowledge(State(c): Shared) -> ApiResult {
                 "conflicts": conflicts,
             }));
         }
-        Ok(Json(json!({ "spaces": spaces, "position": replica.position() })))
+        Ok(Json(
+            json!({ "spaces": spaces, "position": replica.position() }),
+        ))
     })
     .await
 }
@@ -579,11 +588,11 @@ where
     let path = dir.path().join("action.creds");
     murmur_testkit::authority::write_secret(&path, &who.creds)?;
     let conn = ConnectOptions::servers(&c.config.nats_urls.join(","))
-    .auth(Auth::CredsFile { path })
-    .name("murmur-console-action")
-    .connect_watched()
-    .await
-    .map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?;
+        .auth(Auth::CredsFile { path })
+        .name("murmur-console-action")
+        .connect_watched()
+        .await
+        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?;
     let mut denied = conn.denied.clone();
     let log = EventLog::options(identity, c.log.realm().clone())
         .config(c.log.config().clone())
@@ -601,7 +610,9 @@ where
     if let Some(refusal) = refused {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
-            format!("the NATS server refused it: {refusal}; these credentials' role may not do this (an operator's may)"),
+            format!(
+                "the NATS server refused it: {refusal}; these credentials' role may not do this (an operator's may)"
+            ),
         ));
     }
     match outcome {
@@ -643,7 +654,9 @@ struct CancelRequest {
 
 async fn cancel(State(c): Shared, Json(r): Json<CancelRequest>) -> ApiResult {
     acting(&c, &r.acting, |log| async move {
-        let reason = r.reason.unwrap_or_else(|| "cancelled from the console".into());
+        let reason = r
+            .reason
+            .unwrap_or_else(|| "cancelled from the console".into());
         crate::cli::task::cancel_on(&log, &r.task, &reason).await?;
         Ok(json!({ "cancelled": r.task }))
     })
@@ -795,7 +808,12 @@ command = "/bin/true"
         }))
         .await;
         assert_eq!(v["ok"], true, "{v}");
-        assert!(v["files"]["flake.nix"].as_str().expect("flake.nix").contains("nixosConfigurations"));
+        assert!(
+            v["files"]["flake.nix"]
+                .as_str()
+                .expect("flake.nix")
+                .contains("nixosConfigurations")
+        );
         let Json(v) = flake(Json(FlakeRequest {
             text: "{ not json".into(),
             format: Some("json".into()),

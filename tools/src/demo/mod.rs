@@ -18,8 +18,8 @@
 #[cfg(feature = "inference")]
 pub mod assistant;
 pub mod compile;
-mod console;
 mod consensus;
+mod console;
 mod flake;
 #[cfg(feature = "inference")]
 pub mod inference;

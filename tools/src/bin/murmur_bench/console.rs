@@ -99,11 +99,12 @@ pub(crate) async fn console_suite(args: &Args, tasks: u64) -> Result<()> {
         bail!("the console's npm packages are missing: run `bash scripts/install.sh`");
     }
     if !murmur_tools::console::assets_built() {
-        bail!("this bench was built without the console page: run `bash scripts/install.sh`, then rebuild");
+        bail!(
+            "this bench was built without the console page: run `bash scripts/install.sh`, then rebuild"
+        );
     }
     let dir = tempfile::tempdir()?;
-    let mut server =
-        NatsProcess::start_serving(0, &dir.path().join("nats"), None, Some(0)).await?;
+    let mut server = NatsProcess::start_serving(0, &dir.path().join("nats"), None, Some(0)).await?;
     server.wait_ready(Duration::from_secs(60)).await?;
     let realm = Token::new("default")?;
     let client = murmur_subjects::connect::ConnectOptions::servers(&server.url())
@@ -113,8 +114,7 @@ pub(crate) async fn console_suite(args: &Args, tasks: u64) -> Result<()> {
         .open(client)
         .await?;
     log.provision().await?;
-    murmur_testkit::authority::claim_realm(&log, "bench", &[Role::Submitter, Role::Worker])
-        .await?;
+    murmur_testkit::authority::claim_realm(&log, "bench", &[Role::Submitter, Role::Worker]).await?;
 
     let t = Instant::now();
     // At most 1024 acks in flight: async-nats holds one of its context's 5,000 permits per
@@ -197,7 +197,11 @@ pub(crate) async fn console_suite(args: &Args, tasks: u64) -> Result<()> {
     let page: serde_json::Value = serde_json::from_str(&report)?;
     println!(
         "console suite (open server, {} build, headless Chromium)",
-        if cfg!(debug_assertions) { "debug" } else { "release" }
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
     println!("  tasks in the realm                 {tasks} (written in {write_s:.1} s)");
     println!("  console server caught up           {console_catch_up_s:.2} s");
@@ -211,12 +215,19 @@ pub(crate) async fn console_suite(args: &Args, tasks: u64) -> Result<()> {
     );
     println!(
         "  Events view frames                 {} frames, p50 {} ms, p95 {} ms, p99 {} ms, longest {} ms",
-        page["frames"], page["frame_p50_ms"], page["frame_p95_ms"], page["frame_p99_ms"], page["frame_max_ms"]
+        page["frames"],
+        page["frame_p50_ms"],
+        page["frame_p95_ms"],
+        page["frame_p99_ms"],
+        page["frame_max_ms"]
     );
     println!(
         "  events the page followed           {}/s during the flood; {} behind when it ended, caught up {} ms later",
         page["events_per_s_during_flood"], page["behind_at_flood_end"], page["caught_up_after_ms"]
     );
-    println!("  page JS heap at the end            {} MiB", page["heap_mib"]);
+    println!(
+        "  page JS heap at the end            {} MiB",
+        page["heap_mib"]
+    );
     Ok(())
 }
