@@ -230,9 +230,15 @@ G`]);
 
   // Replay: the projections as of an early sequence hold fewer tasks than now.
   await view(page, "replay");
+  // As of sequence 3 (the realm's claim and grants) no agent had joined; at the end one has.
+  const lastSeq = await page.evaluate(() => window.murmurConsole.store.lastSeq);
+  await page.locator("[data-testid=scrubber]").fill(String(lastSeq));
+  await page.waitForSelector(`[data-testid=as-of] >> text=${lastSeq}`, { timeout: DEADLINE });
+  await page.waitForSelector("[data-testid=replay-agents] >> text=console-worker", { timeout: DEADLINE });
   await page.locator("[data-testid=scrubber]").fill("3");
   await page.waitForSelector("[data-testid=as-of] >> text=3", { timeout: DEADLINE });
-  check(true, "the replay scrubber shows the projections as of a chosen sequence");
+  await page.waitForFunction(() => !document.querySelector("[data-testid=replay-agents]").textContent.includes("console-worker"), null, { timeout: DEADLINE });
+  check(true, "the replay scrubber shows the projections as of a chosen sequence (no agent at 3, the worker at the end)");
   await shot(page, "replay");
 
   // Deployments: every problem of an invalid graph at once, next to its node.

@@ -6,7 +6,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { get, post } from "./api.js";
 
 /** Loads `path` (with `?at_least=` the last sequence seen) now and whenever the log moves,
- * at most every 250 ms. */
+ * at most every 250 ms; nothing while `path` is null. */
 export function useLive(path, lastSeq, deps = []) {
   const [data, setData] = useState(null);
   const [error, setError] = useState(null);
@@ -19,6 +19,10 @@ export function useLive(path, lastSeq, deps = []) {
   const current = useRef(path);
   current.current = path;
   const load = async () => {
+    if (!current.current) {
+      setData(null);
+      return;
+    }
     if (busy.current) {
       again.current = true;
       return;
@@ -133,7 +137,7 @@ export function TasksView({ store, openEvent, act }) {
   const [open, setOpen] = useState(null);
   const q = `/api/tasks?limit=200${state ? `&state=${state}` : ""}${text ? `&text=${encodeURIComponent(text)}` : ""}`;
   const [data, error] = useLive(q, store.lastSeq);
-  const [detail, detailError] = useLive(open ? `/api/tasks/${encodeURIComponent(open)}` : "/api/config", store.lastSeq, [open]);
+  const [detail, detailError] = useLive(open ? `/api/tasks/${encodeURIComponent(open)}` : null, store.lastSeq, [open]);
   const counts = data?.counts || [];
   return html`<section class="view">
     <${Problem} error=${error} />
@@ -254,7 +258,7 @@ export function ReplayView({ store }) {
     </div>
     ${data &&
     html`<div class="cards">
-      <div><h4>agents</h4>${data.agents.map((a) => html`<div>${a.name}: ${a.status}</div>`)}</div>
+      <div data-testid="replay-agents"><h4>agents</h4>${data.agents.map((a) => html`<div>${a.name}: ${a.status}</div>`)}</div>
       <div><h4>tasks</h4>${data.task_counts.map(([k, v]) => html`<div>${k}: ${v}</div>`)}</div>
       <div><h4>proposals</h4>${data.proposals.map((p) => html`<div>${p.id}: ${p.state}</div>`)}</div>
     </div>`}

@@ -214,12 +214,9 @@ async fn start_console(
         }
     };
     let config = crate::console::PageConfig {
-        realm: settings.realm.to_string(),
         websocket_url: websocket_url.clone(),
         observer_creds,
-        history_stream: settings.log.history_stream.clone(),
-        dlq_stream: settings.log.dlq_stream.clone(),
-        nats_urls: connect.servers.clone(),
+        ..crate::console::PageConfig::for_log(log, connect.servers.clone())
     };
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let (bound, task) = crate::console::serve(log.clone(), config, listen, stop).await?;

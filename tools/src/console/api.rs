@@ -140,15 +140,14 @@ fn task_row(id: &str, t: &Task) -> Value {
     })
 }
 
-/// Tasks per state, in lifecycle order: `[[name, count], ...]`.
+/// Tasks per state, in lifecycle order: `[[name, count], ...]` (the book's own counts, which
+/// cost a pass over the open tasks only).
 fn state_counts(book: &TaskBook) -> Vec<(&'static str, usize)> {
-    let mut counts: Vec<(&'static str, usize)> = TaskState::NAMES.iter().map(|n| (*n, 0)).collect();
-    for t in book.tasks.values() {
-        if let Some(c) = counts.iter_mut().find(|(n, _)| *n == t.state.name()) {
-            c.1 += 1;
-        }
-    }
-    counts
+    let counts = book.counts();
+    TaskState::NAMES
+        .iter()
+        .map(|n| (*n, counts.get(n).copied().unwrap_or(0)))
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]

@@ -39,6 +39,21 @@ pub struct PageConfig {
     pub nats_urls: Vec<String>,
 }
 
+impl PageConfig {
+    /// The page's settings for `log`'s realm and streams, its actions connecting to
+    /// `nats_urls`; without a WebSocket URL or credentials until they are set.
+    pub fn for_log(log: &EventLog, nats_urls: Vec<String>) -> Self {
+        Self {
+            realm: log.realm().to_string(),
+            websocket_url: None,
+            observer_creds: None,
+            history_stream: log.config().history_stream.clone(),
+            dlq_stream: log.config().dlq_stream.clone(),
+            nats_urls,
+        }
+    }
+}
+
 /// Shared by the request handlers.
 pub(crate) struct Console {
     log: EventLog,

@@ -13,14 +13,7 @@ pub(super) async fn console_step(
     agents: usize,
     tasks: usize,
 ) -> Result<()> {
-    let config = crate::console::PageConfig {
-        realm: log.realm().to_string(),
-        websocket_url: None,
-        observer_creds: None,
-        history_stream: log.config().history_stream.clone(),
-        dlq_stream: log.config().dlq_stream.clone(),
-        nats_urls: Vec::new(),
-    };
+    let config = crate::console::PageConfig::for_log(log, Vec::new());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (addr, server) = crate::console::serve(
         log.clone(),

@@ -19,37 +19,7 @@ use murmur_subjects::{Draft, EventLog, Identity, Token};
 use murmur_testkit::server::NatsProcess;
 
 use crate::Args;
-use crate::tasks::task_payload;
-
-/// Appends `n` task submissions, at most `window` acks in flight.
-async fn submit_tasks(log: &EventLog, n: u64, window: usize) -> Result<()> {
-    let mut pending = std::collections::VecDeque::new();
-    let mut i = 0;
-    while i < n {
-        let end = (i + 1000).min(n);
-        let drafts = (i..end)
-            .map(|k| -> Result<Draft> {
-                Ok(Draft::new(
-                    Token::new(format!("load-{k:07}"))?,
-                    &task_payload(k),
-                )?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for (_, p) in log.append_many(drafts).await? {
-            pending.push_back(p);
-        }
-        while pending.len() > window {
-            if let Some(p) = pending.pop_front() {
-                p.wait().await?;
-            }
-        }
-        i = end;
-    }
-    for p in pending {
-        p.wait().await?;
-    }
-    Ok(())
-}
+use crate::tasks::submit_tasks;
 
 /// Appends `rate` load reports a second (in batches every 50 ms) for `seconds`; returns how
 /// many were stored and the rate achieved.
@@ -117,19 +87,16 @@ pub(crate) async fn console_suite(args: &Args, tasks: u64) -> Result<()> {
     murmur_testkit::authority::claim_realm(&log, "bench", &[Role::Submitter, Role::Worker]).await?;
 
     let t = Instant::now();
-    // At most 1024 acks in flight: async-nats holds one of its context's 5,000 permits per
-    // ack not yet awaited, so a writer that publishes a 5,001st before awaiting any of its
-    // own acks waits for good.
-    submit_tasks(&log, tasks, args.window.min(1024)).await?;
+    // At most 1024 acks in flight (see `EventLog::append_sealed`).
+    submit_tasks(&log, tasks, 1000, args.window.min(1024), |k| {
+        format!("load-{k:07}")
+    })
+    .await?;
     let write_s = t.elapsed().as_secs_f64();
     eprintln!("wrote {tasks} tasks in {write_s:.1} s");
     let config = murmur_tools::console::PageConfig {
-        realm: realm.to_string(),
         websocket_url: server.websocket_url(),
-        observer_creds: None,
-        history_stream: log.config().history_stream.clone(),
-        dlq_stream: log.config().dlq_stream.clone(),
-        nats_urls: vec![server.url()],
+        ..murmur_tools::console::PageConfig::for_log(&log, vec![server.url()])
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let t = Instant::now();

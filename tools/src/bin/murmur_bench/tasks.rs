@@ -203,26 +203,7 @@ pub(crate) async fn task_suite(
     );
     let submitter = open("submitter", Role::Submitter).await?;
     let t = Instant::now();
-    let mut i = 0;
-    let mut pending = VecDeque::new();
-    while i < n {
-        let end = (i + 256).min(n);
-        let drafts = (i..end)
-            .map(|k| Ok(Draft::new(Token::new(format!("t{k}"))?, &task_payload(k))?))
-            .collect::<Result<Vec<_>>>()?;
-        for (_, p) in submitter.append_many(drafts).await? {
-            pending.push_back(p);
-        }
-        while pending.len() > window {
-            if let Some(p) = pending.pop_front() {
-                p.wait().await?;
-            }
-        }
-        i = end;
-    }
-    while let Some(p) = pending.pop_front() {
-        p.wait().await?;
-    }
+    submit_tasks(&submitter, n, 256, window, |k| format!("t{k}")).await?;
     let done = completions
         .follow_until(Duration::from_secs(600), |done| *done >= n)
         .await?;
@@ -437,6 +418,38 @@ pub(crate) async fn task_suite(
             percentile(&paced_latencies, 0.99),
         ),
     ])
+}
+
+/// Submits tasks `0..n` (ids from `id`) in batches of `batch`, with at most `window` acks in
+/// flight (keep it well under async-nats's 5,000 ack permits: see `EventLog::append_sealed`).
+pub(crate) async fn submit_tasks(
+    log: &EventLog,
+    n: u64,
+    batch: u64,
+    window: usize,
+    id: impl Fn(u64) -> String,
+) -> Result<()> {
+    let mut i = 0;
+    let mut pending = VecDeque::new();
+    while i < n {
+        let end = (i + batch).min(n);
+        let drafts = (i..end)
+            .map(|k| Ok(Draft::new(Token::new(id(k))?, &task_payload(k))?))
+            .collect::<Result<Vec<_>>>()?;
+        for (_, p) in log.append_many(drafts).await? {
+            pending.push_back(p);
+        }
+        while pending.len() > window {
+            if let Some(p) = pending.pop_front() {
+                p.wait().await?;
+            }
+        }
+        i = end;
+    }
+    while let Some(p) = pending.pop_front() {
+        p.wait().await?;
+    }
+    Ok(())
 }
 
 pub(crate) fn task_payload(i: u64) -> TaskSubmitted {
