@@ -2,7 +2,9 @@
 //! (`examples/python/murmur_agent.py`: nats-py, the `nkeys` package and the CloudEvents SDK,
 //! none of murmur's code) joins a secure realm with its own credentials, takes the tasks the
 //! coordinator routes to it, votes on a proposal naming it, and a tampered event it sends is
-//! dead-lettered. `scripts/install.sh` installs its packages into `.venv`.
+//! dead-lettered; and its envelope code reproduces the example bytes of `docs/protocol.md`
+//! (which `subjects/tests/protocol_doc.rs` computes from the Rust code).
+//! `scripts/install.sh` installs its packages into `.venv`.
 
 use anyhow::{Context, Result, bail};
 use murmur_coordination::consensus::ConsensusProjection;
@@ -15,6 +17,36 @@ use murmur_subjects::projection::Projector;
 use murmur_subjects::roles::Role;
 use murmur_subjects::{Domain, Draft, Token};
 use tokio::io::AsyncBufReadExt;
+
+fn python() -> Result<std::path::PathBuf> {
+    let python = repo_root().join(".venv/bin/python");
+    if !python.exists() {
+        bail!(
+            "{} is missing: run `bash scripts/install.sh`",
+            python.display()
+        );
+    }
+    Ok(python)
+}
+
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn the_python_envelope_reproduces_the_documented_bytes() -> Result<()> {
+    let out = std::process::Command::new(python()?)
+        .arg(repo_root().join("examples/python/check_protocol_examples.py"))
+        .arg(repo_root().join("docs/protocol.md"))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
 
 /// The Python agent as a child process with the credentials `creds`; returns it and the
 /// public key it prints once joined. Its stderr is passed through.
