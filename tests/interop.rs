@@ -307,3 +307,203 @@ async fn a_python_agent_takes_tasks_and_votes_and_its_tampered_event_is_dead_let
     tallier.stop().await??;
     Ok(())
 }
+
+/// `murmur gateway` as a child process with `who`'s credentials; returns it once it printed
+/// the prompt subject it serves.
+async fn gateway(
+    nats: &murmur_testkit::TestNats,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> Result<(tokio::process::Child, String)> {
+    let who = murmur_e2e::enrol(nats, Role::Submitter, "gateway", dir).await?;
+    let mut child = murmur_e2e::murmur_cli(nats.url(), dir, &who)?
+        .arg("gateway")
+        .args(["--heartbeat-s", "1"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let subject = tokio::time::timeout(
+        DEADLINE,
+        tokio::io::BufReader::new(stdout).lines().next_line(),
+    )
+    .await
+    .context("the gateway did not register in time")??
+    .context("the gateway exited before registering")?;
+    Ok((child, subject.trim().to_string()))
+}
+
+/// The protocol's own Python client (`synadia-ai-agents`) prompting agent `agent` with the
+/// credentials `creds`: its exit status, the answer it printed and what it logged.
+async fn protocol_client(
+    nats: &murmur_testkit::TestNats,
+    creds: &std::path::Path,
+    agent: &str,
+    prompt: &str,
+    find_within_s: u32,
+) -> Result<(std::process::ExitStatus, String, String)> {
+    let out = tokio::time::timeout(
+        DEADLINE * 2,
+        tokio::process::Command::new(python()?)
+            .arg(repo_root().join("examples/python/agent_protocol_client.py"))
+            .args(["--server", nats.url(), "--agent", agent])
+            .args(["--find-within", &find_within_s.to_string()])
+            .arg("--creds")
+            .arg(creds)
+            .arg(prompt)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("the protocol client did not finish in time")??;
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    eprint!("{stderr}");
+    Ok((out.status, String::from_utf8(out.stdout)?, stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_protocols_client_prompts_murmur_through_the_gateway() -> Result<()> {
+    let nats = murmur_testkit::TestNats::start().await?;
+    let dir = tempfile::tempdir()?;
+    let owner = nats.event_log("acme").await?;
+    let _auditor = murmur_e2e::spawn_auditor(&nats.log_as("acme", Role::Auditor, "auditor").await?);
+    let coordinator =
+        murmur_e2e::spawn_coordinator(nats.log_as("acme", Role::Coordinator, "coord").await?);
+    let (_, worker_creds) = nats.creds("acme", Role::Worker, "py-worker").await?;
+    let (_worker, worker_key) = python_agent(
+        &nats,
+        &worker_creds.context("secure mode issues creds")?,
+        &["--capability", "text.upper", "--capability", "text.bogus"],
+    )
+    .await?;
+    let (_shouter, subject) = gateway(
+        &nats,
+        &dir.path().join("g1"),
+        &["--capability", "text.upper", "--agent", "shouter"],
+    )
+    .await?;
+    assert_eq!(subject, "agents.prompt.shouter.acme.default");
+    let (_broken, _) = gateway(
+        &nats,
+        &dir.path().join("g2"),
+        &["--capability", "text.bogus", "--agent", "broken"],
+    )
+    .await?;
+    let (_, caller) = nats.creds("acme", Role::Submitter, "caller").await?;
+    let caller = caller.context("secure mode issues creds")?;
+
+    // Discovered and prompted with the protocol's SDK; the answer is the task's output.
+    let (status, answer, log) =
+        protocol_client(&nats, &caller, "shouter", "hello protocol", 30).await?;
+    assert!(status.success(), "{log}");
+    assert_eq!(answer, "HELLO PROTOCOL\n");
+    assert!(
+        log.contains("protocol 0.3") && log.contains("status ack"),
+        "{log}"
+    );
+
+    // The prompt is a task in the log, submitted by the gateway, run by the Python agent.
+    let mut view = Projector::new(
+        owner.clone(),
+        CoordinatorProjection::new(Token::new("acme")?),
+    );
+    anyhow::ensure!(
+        view.follow_until(DEADLINE, |v| v
+            .tasks
+            .tasks
+            .iter()
+            .any(|(id, t)| id.starts_with("prompt-") && t.state.is_final()))
+            .await?,
+        "the prompt's task is not in the log"
+    );
+    let (id, task) = view
+        .state()
+        .tasks
+        .tasks
+        .iter()
+        .find(|(id, _)| id.starts_with("prompt-"))
+        .context("a prompt task")?;
+    assert_eq!(
+        task.state,
+        TaskState::Completed {
+            agent: worker_key.clone()
+        },
+        "{id}"
+    );
+    assert_eq!(task.input, serde_json::json!({"text": "hello protocol"}));
+
+    // A task that fails answers with the protocol's error (every attempt's reason).
+    let (status, _, log) = protocol_client(&nats, &caller, "broken", "hello", 30).await?;
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("500") && log.contains("no handler for capability"),
+        "{log}"
+    );
+
+    // A participant without the right to prompt (a worker) cannot even discover it.
+    let (_, other_worker) = nats.creds("acme", Role::Worker, "nosy").await?;
+    let (status, _, log) = protocol_client(
+        &nats,
+        &other_worker.context("secure mode issues creds")?,
+        "shouter",
+        "hello",
+        3,
+    )
+    .await?;
+    assert!(!status.success(), "{log}");
+    coordinator.stop().await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_models_answer_streams_to_a_protocol_client() -> Result<()> {
+    let model = repo_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !model.exists() {
+        bail!(
+            "{} is missing: run `bash scripts/install.sh`",
+            model.display()
+        );
+    }
+    let nats = murmur_testkit::TestNats::start().await?;
+    let dir = tempfile::tempdir()?;
+    let coordinator =
+        murmur_e2e::spawn_coordinator(nats.log_as("acme", Role::Coordinator, "coord").await?);
+    let who = murmur_e2e::enrol(&nats, Role::Inference, "llm", dir.path()).await?;
+    let model_arg = model.to_string_lossy().to_string();
+    let (_agent, _) = murmur_e2e::spawn_agent(
+        nats.url(),
+        dir.path(),
+        &who,
+        "inference",
+        "llm.generate",
+        &["--model", &model_arg],
+    )
+    .await?;
+    let (_gateway, subject) =
+        gateway(&nats, &dir.path().join("g"), &["--max-tokens", "24"]).await?;
+    assert_eq!(subject, "agents.prompt.llm-generate.acme.default");
+    let (_, caller) = nats.creds("acme", Role::Submitter, "caller").await?;
+    let (status, answer, log) = protocol_client(
+        &nats,
+        &caller.context("secure mode issues creds")?,
+        "llm-generate",
+        "What is the capital of France?",
+        30,
+    )
+    .await?;
+    assert!(status.success(), "{log}");
+    // Greedy decoding: the model's answer, streamed in more than one chunk.
+    assert!(answer.contains("Paris"), "{answer:?}");
+    let chunks: u32 = log
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("[client] ")?
+                .strip_suffix(" response chunks")?
+                .parse()
+                .ok()
+        })
+        .context("the client counts the chunks")?;
+    assert!(chunks > 1, "the answer came in {chunks} chunk(s): {log}");
+    coordinator.stop().await??;
+    Ok(())
+}

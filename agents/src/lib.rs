@@ -13,6 +13,7 @@
 //! operations confined to one directory. [`hardware`] detects what the machine offers. [`assistant`] holds the
 //! decisions of `murmur ask`'s plan (a constrained tool call, a tool task, an answer).
 
+pub mod agent_protocol;
 pub mod artifacts;
 pub mod assistant;
 pub mod handlers;

@@ -18,6 +18,7 @@
 //! assert_eq!(sealed.subject.as_str(), "murmur.v1.acme.evt.agent.agent-1.left");
 //! ```
 
+pub mod agent_protocol;
 pub mod audit;
 pub mod binding;
 pub mod catalog;

@@ -413,6 +413,15 @@ pub const SERVICE_CALLERS: &[Role] = &[
     Role::Observer,
 ];
 
+/// Roles that may host Synadia Agent Protocol agents: murmur's prompt gateway submits each
+/// prompt as a task, so it needs what a submitter has.
+pub const AGENT_PROTOCOL_HOSTS: &[Role] = &[Role::Submitter];
+/// Roles that may discover and prompt protocol agents. A prompt to murmur's gateway becomes
+/// a task, so prompting is a submitter's right; the SDKs' shared reply prefix means a caller
+/// can also read other callers' answers (the protocol's choice), another reason to keep it
+/// to submitters.
+pub const AGENT_PROTOCOL_CALLERS: &[Role] = &[Role::Submitter];
+
 /// How a role may use a JetStream resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -610,6 +619,32 @@ pub fn permissions_in(
     }
     if SERVICE_CALLERS.contains(&role) {
         p.publish.insert("$SRV.>".into());
+    }
+    // The Synadia Agent Protocol (`crate::agent_protocol`): its subjects are the protocol's,
+    // and its SDKs take every caller's replies under one inbox prefix.
+    if AGENT_PROTOCOL_HOSTS.contains(&role) {
+        use crate::agent_protocol as sap;
+        p.subscribe.insert(sap::PROMPTS.into());
+        p.subscribe.insert(sap::STATUSES.into());
+        for verb in ["PING", "INFO", "STATS"] {
+            p.subscribe.insert(format!("$SRV.{verb}"));
+            p.subscribe
+                .insert(format!("$SRV.{verb}.{}", sap::SERVICE_NAME));
+            p.subscribe
+                .insert(format!("$SRV.{verb}.{}.>", sap::SERVICE_NAME));
+        }
+        p.publish.insert(sap::HEARTBEATS.into());
+        // A prompt's answer is a stream of replies, more than `allow_responses` grants.
+        p.publish.insert(sap::SDK_INBOXES.into());
+        p.responses = true;
+    }
+    if AGENT_PROTOCOL_CALLERS.contains(&role) {
+        use crate::agent_protocol as sap;
+        p.publish.insert(sap::PROMPTS.into());
+        p.publish.insert(sap::STATUSES.into());
+        p.publish.insert("$SRV.>".into());
+        p.subscribe.insert(sap::HEARTBEATS.into());
+        p.subscribe.insert(sap::SDK_INBOXES.into());
     }
     // Every participant opening the log checks that both streams exist (their
     // configuration and counts, nothing of their content).

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod dlq;
 pub mod events;
 pub mod flake;
+pub mod gateway;
 pub mod identity;
 pub mod inference;
 pub mod kb;
@@ -128,6 +129,9 @@ pub enum Command {
     },
     /// Run a coordinator (assigns tasks, expires leases, retries, dead-letters) until ctrl-c.
     Coordinator,
+    /// Serve a capability as a Synadia Agent Protocol agent (its SDKs discover and prompt
+    /// it; each prompt runs as a murmur task) until ctrl-c; prints the prompt subject.
+    Gateway(gateway::GatewayArgs),
     /// Summarise the realm: agents (with their live $SRV.STATS counters), queues, tasks per
     /// state, throughput.
     Status {
@@ -219,6 +223,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Agent { command } => agent::run(&settings, command).await,
         Command::Agents { command } => agents::run(&settings, command).await,
         Command::Coordinator => coordinator::run(&settings).await,
+        Command::Gateway(args) => gateway::run(&settings, args).await,
         Command::Status { window_s } => status::run(&settings, window_s).await,
         Command::Task { command } => task::run(&settings, command).await,
         Command::Vote { command } => vote::run(&settings, command).await,

@@ -1,0 +1,553 @@
+//! murmur as a Synadia Agent Protocol agent (v0.3): a gateway registers a capability as a
+//! protocol agent (the `agents` micro service with its `prompt` and `status` endpoints, and
+//! heartbeats), and answers each prompt by submitting it as a murmur task. The coordinator
+//! routes the task like any other (capability, labels, hardware, load), so every prompt is
+//! in the log, replayable and counted; the answer streams back as `response` chunks from
+//! the running attempt's progress (an inference agent's text so far) and the final output,
+//! then the protocol's empty terminator. A task that fails answers with the service-error
+//! headers, then the terminator.
+//!
+//! The pure parts (reading a prompt, the task input, the answer text, which part of the
+//! progress is new, the chunks and the heartbeat) are functions of their inputs; the I/O is
+//! [`run_gateway`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::service::ServiceExt as _;
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::StreamExt as _;
+use murmur_coordination::tasks::{TaskBook, TaskProjection, TaskState};
+use murmur_subjects::agent_protocol::{self as sap, AgentAddress};
+use murmur_subjects::catalog::EventType;
+use murmur_subjects::events::{TaskProgress, TaskSubmitted};
+use murmur_subjects::log::Expected;
+use murmur_subjects::projection::{Projection, Refusal};
+use murmur_subjects::{Draft, EventLog, Projector, Subject, SubjectFilter, Token, VerifiedEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::AgentError;
+
+/// What a gateway serves: one protocol agent for one murmur capability.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Its protocol address (agent, owner, session).
+    pub address: AgentAddress,
+    /// The capability each prompt's task asks for (e.g. `llm.generate`).
+    pub capability: String,
+    /// Labels each task requires of the agent that runs it.
+    pub labels: BTreeMap<String, String>,
+    /// For `llm.generate`: most tokens an answer may have.
+    pub max_tokens: u32,
+    /// Between heartbeats.
+    pub heartbeat: Duration,
+    /// Longest a prompt may take before it is answered with an error (and its task
+    /// cancelled).
+    pub prompt_timeout: Duration,
+    /// For people (`$SRV.INFO` description).
+    pub description: String,
+}
+
+/// A prompt as the protocol carries it: plain text, or `{"prompt", "attachments"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prompt {
+    /// The text.
+    pub prompt: String,
+    /// Files sent with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// One attachment: a file name and its bytes, base64.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// File name.
+    pub filename: String,
+    /// Contents, base64.
+    pub content: String,
+}
+
+/// Why a prompt was refused before it became a task (the protocol's 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PromptError {
+    /// Empty body or empty prompt text.
+    #[error("the prompt is empty")]
+    Empty,
+    /// A JSON body that is not `{"prompt": …}`, or text that is not UTF-8.
+    #[error("the prompt is not text or {{\"prompt\", \"attachments\"}}: {0}")]
+    Malformed(String),
+    /// An attachment whose content is not base64.
+    #[error("attachment {0:?} is not base64")]
+    BadAttachment(String),
+}
+
+/// Reads a prompt request body.
+pub fn parse_prompt(body: &[u8]) -> Result<Prompt, PromptError> {
+    let text = std::str::from_utf8(body).map_err(|e| PromptError::Malformed(e.to_string()))?;
+    let prompt = if text.trim_start().starts_with('{') {
+        serde_json::from_str::<Prompt>(text).map_err(|e| PromptError::Malformed(e.to_string()))?
+    } else {
+        Prompt {
+            prompt: text.to_string(),
+            attachments: Vec::new(),
+        }
+    };
+    if prompt.prompt.trim().is_empty() {
+        return Err(PromptError::Empty);
+    }
+    for a in &prompt.attachments {
+        base64::engine::general_purpose::STANDARD
+            .decode(&a.content)
+            .map_err(|_| PromptError::BadAttachment(a.filename.clone()))?;
+    }
+    Ok(prompt)
+}
+
+/// The task input a prompt becomes: a chat for `llm.generate`, else `{"text", "attachments"}`.
+pub fn task_input(capability: &str, prompt: &Prompt, max_tokens: u32) -> serde_json::Value {
+    if capability == "llm.generate" {
+        return serde_json::json!({
+            "messages": [{"role": "user", "content": prompt.prompt}],
+            "max_tokens": max_tokens,
+        });
+    }
+    let mut input = serde_json::json!({ "text": prompt.prompt });
+    if !prompt.attachments.is_empty() {
+        input["attachments"] = serde_json::to_value(&prompt.attachments).unwrap_or_default();
+    }
+    input
+}
+
+/// The answer text of a task's output: its `text` member, the string itself, or the output
+/// as compact JSON.
+pub fn answer_text(output: &serde_json::Value) -> String {
+    match output {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) => match o.get("text") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => output.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// What of `text` has not been sent yet, when it continues what was (`None`: it does not,
+/// e.g. a status message rather than partial output).
+pub fn unsent<'a>(sent: &str, text: &'a str) -> Option<&'a str> {
+    text.strip_prefix(sent).filter(|rest| !rest.is_empty())
+}
+
+/// The leading acknowledgement chunk.
+pub fn ack_chunk() -> Bytes {
+    Bytes::from_static(br#"{"type":"status","data":"ack"}"#)
+}
+
+/// A `response` chunk carrying `text`.
+pub fn response_chunk(text: &str) -> Bytes {
+    let data = serde_json::to_string(text).unwrap_or_default();
+    Bytes::from(format!(r#"{{"type":"response","data":{data}}}"#))
+}
+
+/// The heartbeat (and `status` reply) of a protocol agent.
+pub fn heartbeat_payload(
+    address: &AgentAddress,
+    instance_id: &str,
+    interval: Duration,
+    endpoint_metadata: &HashMap<String, String>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "agent": address.agent(),
+        "owner": address.owner(),
+        "session": address.session(),
+        "instance_id": instance_id,
+        "ts": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "interval_s": interval.as_secs().max(1),
+        "protocol_version": sap::PROTOCOL_VERSION,
+        "endpoints": {"prompt": {"subject": address.prompt_subject(), "metadata": endpoint_metadata}},
+    })
+}
+
+/// One task's events only: the task fold over the task's own aggregate.
+struct OneTask {
+    tasks: TaskProjection,
+    id: Token,
+}
+
+impl Projection for OneTask {
+    type State = TaskBook;
+
+    fn name(&self) -> &str {
+        "agent-protocol-task"
+    }
+
+    fn filter(&self) -> SubjectFilter {
+        self.tasks.filter().aggregate(self.id.clone())
+    }
+
+    fn apply(&self, state: &mut TaskBook, event: &VerifiedEvent) -> Result<(), Refusal> {
+        self.tasks.apply(state, event)
+    }
+
+    fn observe(&self, state: &mut TaskBook, subject: &Subject, sequence: u64) {
+        self.tasks.observe(state, subject, sequence);
+    }
+}
+
+/// What a gateway did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayStats {
+    /// Prompts answered.
+    pub answered: u64,
+    /// Prompts answered with an error.
+    pub failed: u64,
+}
+
+/// A registered protocol agent, ready to serve ([`Gateway::serve`]).
+pub struct Gateway {
+    log: EventLog,
+    config: GatewayConfig,
+    service: async_nats::service::Service,
+    prompts: async_nats::service::endpoint::Endpoint,
+    statuses: async_nats::service::endpoint::Endpoint,
+    endpoint_metadata: HashMap<String, String>,
+    instance_id: String,
+}
+
+impl Gateway {
+    /// Registers the protocol agent of `config` on `log`'s connection: the `agents` micro
+    /// service with its `prompt` and `status` endpoints. Prompts wait until [`Gateway::serve`].
+    pub async fn start(log: EventLog, config: GatewayConfig) -> Result<Self, AgentError> {
+        let setup = |what: &'static str| {
+            move |e: async_nats::Error| AgentError::Setup {
+                what,
+                reason: e.to_string(),
+            }
+        };
+        let address = config.address.clone();
+        let metadata: HashMap<String, String> = [
+            ("agent", address.agent()),
+            ("owner", address.owner()),
+            ("session", address.session()),
+            ("protocol_version", sap::PROTOCOL_VERSION),
+            ("murmur.realm", log.realm().as_str()),
+            ("murmur.capability", config.capability.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let endpoint_metadata: HashMap<String, String> =
+            [("max_payload", "512KiB"), ("attachments_ok", "true")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let service = log
+            .client()
+            .service_builder()
+            .description(config.description.clone())
+            .metadata(metadata)
+            .start(sap::SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+            .await
+            .map_err(setup("agent protocol service"))?;
+        let prompts = service
+            .endpoint_builder()
+            .name("prompt")
+            .queue_group(sap::QUEUE_GROUP)
+            .metadata(endpoint_metadata.clone())
+            .add(address.prompt_subject())
+            .await
+            .map_err(setup("prompt endpoint"))?;
+        let statuses = service
+            .endpoint_builder()
+            .name("status")
+            .queue_group(sap::QUEUE_GROUP)
+            .add(address.status_subject())
+            .await
+            .map_err(setup("status endpoint"))?;
+        let instance_id = service.info().await.id;
+        // Registered at the server before anyone is told: a caller that discovers it at
+        // once finds it.
+        log.client()
+            .flush()
+            .await
+            .map_err(|e| setup("agent protocol service")(e.into()))?;
+        Ok(Self {
+            log,
+            config,
+            service,
+            prompts,
+            statuses,
+            endpoint_metadata,
+            instance_id,
+        })
+    }
+
+    /// The micro-service instance id (its heartbeats' `instance_id`).
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// Serves until `shutdown`: beats, answers `status`, and answers each prompt by
+    /// submitting a task as the log's identity (a submitter) and streaming its result.
+    pub async fn serve(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<GatewayStats, AgentError> {
+        let (log, config, address) = (&self.log, &self.config, &self.config.address);
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+        let mut stats = GatewayStats::default();
+        let mut beat = tokio::time::interval(config.heartbeat);
+        let heartbeat = |id: &str, metadata: &HashMap<String, String>| {
+            heartbeat_payload(address, id, config.heartbeat, metadata, chrono::Utc::now())
+                .to_string()
+        };
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = beat.tick() => {
+                    let payload = heartbeat(&self.instance_id, &self.endpoint_metadata);
+                    if let Err(e) = log.client().publish(address.heartbeat_subject(), payload.into()).await {
+                        tracing::warn!(error = %e, "protocol heartbeat not sent");
+                    }
+                }
+                Some(request) = self.statuses.next() => {
+                    let payload = heartbeat(&self.instance_id, &self.endpoint_metadata);
+                    if let Err(e) = request.respond(Ok(payload.into())).await {
+                        tracing::debug!(error = %e, "status reply failed");
+                    }
+                }
+                Some(request) = self.prompts.next() => {
+                    let (log, config, done) = (log.clone(), config.clone(), done_tx.clone());
+                    tokio::spawn(async move {
+                        let ok = answer(&log, &config, &request).await;
+                        // The terminator ends every stream, answered or failed.
+                        if let Err(e) = request.respond(Ok(Bytes::new())).await {
+                            tracing::debug!(error = %e, "terminator not sent");
+                        }
+                        let _ = done.send(ok);
+                    });
+                }
+                Some(ok) = done_rx.recv() => {
+                    if ok { stats.answered += 1 } else { stats.failed += 1 }
+                }
+            }
+        }
+        if let Err(e) = self.service.stop().await {
+            tracing::debug!(error = %e, "agent protocol service stop");
+        }
+        Ok(stats)
+    }
+}
+
+/// Answers one prompt (all but the terminator); whether it succeeded.
+async fn answer(
+    log: &EventLog,
+    config: &GatewayConfig,
+    request: &async_nats::service::Request,
+) -> bool {
+    let fail = |code: usize, status: String| async move {
+        tracing::info!(code, %status, "prompt answered with an error");
+        let error = async_nats::service::error::Error { status, code };
+        if let Err(e) = request.respond(Err(error)).await {
+            tracing::debug!(error = %e, "error frame not sent");
+        }
+        false
+    };
+    let prompt = match parse_prompt(&request.message.payload) {
+        Ok(p) => p,
+        Err(e) => return fail(400, e.to_string()).await,
+    };
+    if request.respond(Ok(ack_chunk())).await.is_err() {
+        return false;
+    }
+    match run_prompt(log, config, request, &prompt).await {
+        Ok(()) => true,
+        Err((code, status)) => fail(code, status).await,
+    }
+}
+
+/// Submits the prompt as a task and streams its answer.
+async fn run_prompt(
+    log: &EventLog,
+    config: &GatewayConfig,
+    request: &async_nats::service::Request,
+    prompt: &Prompt,
+) -> Result<(), (usize, String)> {
+    let internal = |e: &dyn std::fmt::Display| (500, e.to_string());
+    let id = format!("prompt-{}", uuid::Uuid::now_v7().simple());
+    let token = Token::new(id.as_str()).map_err(|e| internal(&e))?;
+    // Subscribed before the task exists, so no progress is missed.
+    let progress_subject = EventType::of::<TaskProgress>().subject(log.realm(), &token);
+    let mut progress = log
+        .client()
+        .subscribe(progress_subject.to_string())
+        .await
+        .map_err(|e| internal(&e))?;
+    let submitted = TaskSubmitted {
+        capability: config.capability.clone(),
+        input: task_input(&config.capability, prompt, config.max_tokens),
+        labels: config.labels.clone(),
+        ..Default::default()
+    };
+    let draft = Draft::new(token.clone(), &submitted).map_err(|e| internal(&e))?;
+    log.append_expected(draft, Expected::NoEvents)
+        .await
+        .map_err(|e| internal(&e))?;
+    tracing::debug!(task = %id, "prompt submitted");
+    let mut view = Projector::new(
+        log.clone(),
+        OneTask {
+            tasks: TaskProjection {
+                realm: log.realm().clone(),
+            },
+            id: token,
+        },
+    );
+    let deadline = tokio::time::Instant::now() + config.prompt_timeout;
+    let mut sent = String::new();
+    loop {
+        if tokio::time::Instant::now() >= deadline {
+            return Err((
+                504,
+                format!(
+                    "task {id} did not finish within {:?}",
+                    config.prompt_timeout
+                ),
+            ));
+        }
+        tokio::select! {
+            polled = view.poll(Duration::from_millis(100)) => {
+                polled.map_err(|e| internal(&e))?;
+            }
+            Some(message) = progress.next() => {
+                // Only the agent holding the attempt speaks for it (signature verified here,
+                // holder from the log).
+                let Ok(event) = log.codec().decode(message.subject.as_str(), message.headers.as_ref(), &message.payload) else { continue };
+                let holder = match view.state().tasks.get(&id).map(|t| &t.state) {
+                    Some(TaskState::Assigned { agent, .. }) => Some(agent.as_str()),
+                    _ => None,
+                };
+                if holder != Some(event.emitter()) {
+                    continue;
+                }
+                if let Ok(TaskProgress { message: Some(text), .. }) = event.payload::<TaskProgress>()
+                    && let Some(new) = unsent(&sent, &text)
+                {
+                    request.respond(Ok(response_chunk(new))).await.map_err(|e| internal(&e))?;
+                    sent.push_str(new);
+                }
+                continue;
+            }
+        }
+        let Some(task) = view.state().tasks.get(&id) else {
+            continue;
+        };
+        match &task.state {
+            TaskState::Completed { .. } => {
+                let text = answer_text(task.output.as_ref().unwrap_or(&serde_json::Value::Null));
+                let rest = match unsent(&sent, &text) {
+                    Some(rest) => rest.to_string(),
+                    // The output does not continue what was streamed: send it whole.
+                    None if sent != text => text,
+                    None => String::new(),
+                };
+                if !rest.is_empty() {
+                    request
+                        .respond(Ok(response_chunk(&rest)))
+                        .await
+                        .map_err(|e| internal(&e))?;
+                }
+                return Ok(());
+            }
+            TaskState::DeadLettered => {
+                return Err((
+                    500,
+                    format!("task {id} failed: {}", task.failures.join("; ")),
+                ));
+            }
+            TaskState::Cancelled => return Err((500, format!("task {id} was cancelled"))),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompts_are_text_or_json() {
+        assert_eq!(parse_prompt(b"hello").unwrap().prompt, "hello");
+        let p = parse_prompt(
+            br#"{"prompt":"hi","attachments":[{"filename":"a.txt","content":"aGk="}]}"#,
+        )
+        .unwrap();
+        assert_eq!((p.prompt.as_str(), p.attachments.len()), ("hi", 1));
+        assert_eq!(parse_prompt(b"  "), Err(PromptError::Empty));
+        assert!(matches!(
+            parse_prompt(b"{\"text\":1}"),
+            Err(PromptError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_prompt(&[0xff, 0xfe]),
+            Err(PromptError::Malformed(_))
+        ));
+        assert_eq!(
+            parse_prompt(br#"{"prompt":"hi","attachments":[{"filename":"a","content":"%%"}]}"#),
+            Err(PromptError::BadAttachment("a".into()))
+        );
+    }
+
+    #[test]
+    fn a_prompt_becomes_a_chat_for_a_model_and_text_otherwise() {
+        let p = parse_prompt(b"capital of France?").unwrap();
+        assert_eq!(
+            task_input("llm.generate", &p, 32),
+            serde_json::json!({"messages": [{"role": "user", "content": "capital of France?"}], "max_tokens": 32})
+        );
+        assert_eq!(
+            task_input("text.upper", &p, 32),
+            serde_json::json!({"text": "capital of France?"})
+        );
+    }
+
+    #[test]
+    fn answers_and_what_is_new() {
+        assert_eq!(
+            answer_text(&serde_json::json!({"text": "Paris", "tokens": [1]})),
+            "Paris"
+        );
+        assert_eq!(answer_text(&serde_json::json!("Paris")), "Paris");
+        assert_eq!(answer_text(&serde_json::json!({"n": 1})), r#"{"n":1}"#);
+        assert_eq!(unsent("The cap", "The capital"), Some("ital"));
+        assert_eq!(unsent("The capital", "The capital"), None);
+        assert_eq!(unsent("abc", "running"), None);
+    }
+
+    #[test]
+    fn chunks_are_the_protocols() {
+        assert_eq!(&ack_chunk()[..], br#"{"type":"status","data":"ack"}"#);
+        assert_eq!(
+            &response_chunk("a\"b")[..],
+            br#"{"type":"response","data":"a\"b"}"#
+        );
+        let address = AgentAddress::new("llm", "acme", "default").unwrap();
+        let hb = heartbeat_payload(
+            &address,
+            "ID",
+            Duration::from_secs(30),
+            &HashMap::new(),
+            chrono::DateTime::UNIX_EPOCH,
+        );
+        assert_eq!(hb["instance_id"], "ID");
+        assert_eq!(hb["interval_s"], 30);
+        assert_eq!(hb["ts"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            hb["endpoints"]["prompt"]["subject"],
+            "agents.prompt.llm.acme.default"
+        );
+    }
+}

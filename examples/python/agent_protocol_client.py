@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Prompts a murmur gateway through the Synadia Agent Protocol's own Python SDK
+(`synadia-ai-agents`): discovers the agent by name, sends the prompt, prints the answer as
+it streams (stdout) and each status chunk (stderr). Exits 1 when the agent answers with an
+error or is not found.
+
+    .venv/bin/python examples/python/agent_protocol_client.py --server nats://127.0.0.1:4222 \\
+        --creds submitter.creds --agent llm-generate "What is the capital of France?"
+"""
+
+import argparse
+import asyncio
+import os
+import sys
+
+import nats
+from synadia_ai.agents import Agents
+from synadia_ai.agents.discovery import DiscoverFilter
+from synadia_ai.agents.messages import ResponseChunk, StatusChunk
+
+
+async def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--server", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument("--creds", help="credentials allowed to prompt (a murmur submitter's)")
+    p.add_argument("--agent", required=True, help="the protocol agent's name")
+    p.add_argument("--find-within", type=float, default=30.0,
+                   help="seconds to keep discovering before giving up")
+    p.add_argument("prompt")
+    args = p.parse_args()
+    nc = await nats.connect(args.server, user_credentials=args.creds)
+    agents = Agents(nc=nc)
+    try:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + args.find_within
+        found = []
+        while not found and loop.time() < until:
+            found = await agents.discover(filter=DiscoverFilter(agent=args.agent))
+        if not found:
+            print(f"no protocol agent named {args.agent!r} answered discovery", file=sys.stderr)
+            return 1
+        agent = found[0]
+        print(f"[client] {agent.agent} (owner {agent.info.owner}, instance {agent.instance_id}, "
+              f"protocol {agent.info.protocol_version}) at {agent.prompt_subject}",
+              file=sys.stderr, flush=True)
+        chunks = 0
+        async for message in agent.prompt(args.prompt):
+            if isinstance(message, ResponseChunk):
+                chunks += 1
+                print(message.text, end="", flush=True)
+            elif isinstance(message, StatusChunk):
+                print(f"[client] status {message.status}", file=sys.stderr, flush=True)
+        print()
+        print(f"[client] {chunks} response chunks", file=sys.stderr, flush=True)
+        return 0
+    except Exception as e:  # noqa: BLE001 - the SDK's errors carry the agent's words
+        print(f"[client] {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        await agents.close()
+        await nc.drain()
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
