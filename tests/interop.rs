@@ -1,10 +1,13 @@
-//! Interop: murmur's protocol spoken by a second implementation. The reference Python agent
+//! Interop. murmur's protocol spoken by a second implementation: The reference Python agent
 //! (`examples/python/murmur_agent.py`: nats-py, the `nkeys` package and the CloudEvents SDK,
 //! none of murmur's code) joins a secure realm with its own credentials, takes the tasks the
 //! coordinator routes to it, votes on a proposal naming it, and a tampered event it sends is
 //! dead-lettered; and its envelope code reproduces the example bytes of `docs/protocol.md`
 //! (which `subjects/tests/protocol_doc.rs` computes from the Rust code).
-//! `scripts/install.sh` installs its packages into `.venv`.
+//! And the Synadia Agent Protocol, with that protocol's own Python SDKs: its client prompts
+//! `murmur gateway` (each prompt a murmur task), and an agent its service SDK hosts takes
+//! murmur tasks through a bridge agent. `scripts/install.sh` installs the packages into
+//! `.venv`.
 
 use anyhow::{Context, Result, bail};
 use murmur_coordination::consensus::ConsensusProjection;
@@ -440,17 +443,19 @@ async fn the_agent_protocols_client_prompts_murmur_through_the_gateway() -> Resu
         "{log}"
     );
 
-    // A participant without the right to prompt (a worker) cannot even discover it.
-    let (_, other_worker) = nats.creds("acme", Role::Worker, "nosy").await?;
+    // A participant without the right to prompt (an observer, read-only) cannot even
+    // discover it: the answers' inbox is not its own.
+    let (_, observer) = nats.creds("acme", Role::Observer, "nosy").await?;
     let (status, _, log) = protocol_client(
         &nats,
-        &other_worker.context("secure mode issues creds")?,
+        &observer.context("secure mode issues creds")?,
         "shouter",
         "hello",
         3,
     )
     .await?;
     assert!(!status.success(), "{log}");
+    assert!(log.contains("no protocol agent named"), "{log}");
     coordinator.stop().await??;
     Ok(())
 }
@@ -504,6 +509,131 @@ async fn the_real_models_answer_streams_to_a_protocol_client() -> Result<()> {
         })
         .context("the client counts the chunks")?;
     assert!(chunks > 1, "the answer came in {chunks} chunk(s): {log}");
+    coordinator.stop().await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_agent_hosted_in_python_takes_murmur_tasks_through_a_bridge() -> Result<()> {
+    let nats = murmur_testkit::TestNats::start().await?;
+    let dir = tempfile::tempdir()?;
+    let owner = nats.event_log("acme").await?;
+    let coordinator =
+        murmur_e2e::spawn_coordinator(nats.log_as("acme", Role::Coordinator, "coord").await?);
+    // Hosted with the protocol's own service SDK, by someone holding a submitter's creds.
+    let (_, host_creds) = nats.creds("acme", Role::Submitter, "host").await?;
+    let mut host = tokio::process::Command::new(python()?)
+        .arg(repo_root().join("examples/python/protocol_host.py"))
+        .args([
+            "--server",
+            nats.url(),
+            "--agent",
+            "reverser",
+            "--owner",
+            "acme",
+        ])
+        .arg("--creds")
+        .arg(host_creds.context("secure mode issues creds")?)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let subject = tokio::time::timeout(
+        DEADLINE,
+        tokio::io::BufReader::new(host.stdout.take().context("stdout")?)
+            .lines()
+            .next_line(),
+    )
+    .await??
+    .context("the protocol host exited before registering")?;
+    assert_eq!(subject, "agents.prompt.reverser.acme.default");
+
+    // The bridge finds it by name and joins murmur for it.
+    let who = murmur_e2e::enrol(&nats, Role::Worker, "bridge", dir.path()).await?;
+    let (_bridge, bridge_key) = murmur_e2e::spawn_agent(
+        nats.url(),
+        dir.path(),
+        &who,
+        "bridge",
+        "agent.reverser",
+        &["--protocol-agent", "reverser"],
+    )
+    .await?;
+    let realm = Token::new("acme")?;
+    let mut registry = Projector::new(
+        owner.clone(),
+        RegistryProjection {
+            realm: realm.clone(),
+        },
+    );
+    anyhow::ensure!(
+        registry
+            .follow_until(DEADLINE, |r| r.agents.contains_key(&bridge_key))
+            .await?,
+        "the bridge never joined"
+    );
+    let entry = &registry.state().agents[&bridge_key];
+    assert_eq!(
+        (entry.kind.as_str(), entry.name.as_str()),
+        ("bridge", "reverser")
+    );
+    assert_eq!(
+        entry.labels.get("protocol_agent").map(String::as_str),
+        Some("reverser")
+    );
+
+    // A murmur task routed to it runs as a prompt; the streamed words are its output.
+    murmur_e2e::submit_once(
+        &owner,
+        "rev",
+        "agent.reverser",
+        serde_json::json!({"text": "murmur meets the protocol"}),
+    )
+    .await?;
+    let mut view = Projector::new(owner.clone(), CoordinatorProjection::new(realm));
+    anyhow::ensure!(
+        view.follow_until(DEADLINE, |v| v
+            .tasks
+            .tasks
+            .get("rev")
+            .is_some_and(|t| t.state.is_final()))
+            .await?,
+        "the bridged task never finished"
+    );
+    let task = &view.state().tasks.tasks["rev"];
+    assert_eq!(
+        task.state,
+        TaskState::Completed {
+            agent: bridge_key.clone()
+        }
+    );
+    let output = task.output.clone().context("an output")?;
+    assert_eq!(output["text"], "protocol the meets murmur");
+    assert_eq!(output["agent"], "reverser");
+
+    // A bridge to an agent no one hosts says so and exits.
+    let ghost_dir = dir.path().join("ghost");
+    let who = murmur_e2e::enrol(&nats, Role::Worker, "ghost", &ghost_dir).await?;
+    let out = tokio::time::timeout(
+        DEADLINE,
+        murmur_e2e::agent_process(
+            nats.url(),
+            &ghost_dir,
+            &who,
+            &[],
+            "bridge",
+            "agent.ghost",
+            &["--protocol-agent", "ghost"],
+            true,
+        )?
+        .wait_with_output(),
+    )
+    .await??;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no Synadia Agent Protocol agent named \"ghost\""),
+        "{stderr}"
+    );
     coordinator.stop().await??;
     Ok(())
 }

@@ -7,6 +7,11 @@
 //! then the protocol's empty terminator. A task that fails answers with the service-error
 //! headers, then the terminator.
 //!
+//! The other way, a **bridge** agent takes murmur tasks for a protocol agent hosted
+//! elsewhere: [`discover`] finds it by name through `$SRV.INFO.agents`, and
+//! [`bridge_handler`] runs each attempt by prompting it, reporting each `response` chunk as
+//! progress and completing with the whole answer.
+//!
 //! The pure parts (reading a prompt, the task input, the answer text, which part of the
 //! progress is new, the chunks and the heartbeat) are functions of their inputs; the I/O is
 //! [`run_gateway`].
@@ -474,6 +479,214 @@ async fn run_prompt(
     }
 }
 
+/// A protocol agent found by [`discover`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    /// Its name (`metadata.agent`).
+    pub agent: String,
+    /// Its owner.
+    pub owner: String,
+    /// Its micro-service instance id.
+    pub instance_id: String,
+    /// Where it takes prompts (from its `$SRV.INFO`, as the protocol says to read it).
+    pub prompt_subject: String,
+    /// Its description.
+    pub description: String,
+    /// `metadata.protocol_version`.
+    pub protocol_version: String,
+}
+
+/// Reads one `$SRV.INFO` reply as a protocol agent: `None` unless it is the `agents`
+/// service with `agent`, `owner` and `protocol_version` metadata and a `prompt` endpoint.
+pub fn discovered(info: &serde_json::Value) -> Option<Discovered> {
+    if info.get("name")?.as_str()? != sap::SERVICE_NAME {
+        return None;
+    }
+    let meta = info.get("metadata")?;
+    let text = |v: &serde_json::Value, key: &str| v.get(key)?.as_str().map(str::to_string);
+    let prompt = info
+        .get("endpoints")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("name").and_then(|n| n.as_str()) == Some("prompt"))?;
+    Some(Discovered {
+        agent: text(meta, "agent")?,
+        owner: text(meta, "owner")?,
+        protocol_version: text(meta, "protocol_version")?,
+        instance_id: text(info, "id").unwrap_or_default(),
+        prompt_subject: text(prompt, "subject")?,
+        description: text(info, "description").unwrap_or_default(),
+    })
+}
+
+/// Asks every protocol agent for its `$SRV.INFO` and returns the first named `agent`
+/// (owned by `owner` when given) among the replies that come within `window`.
+pub async fn discover(
+    client: &async_nats::Client,
+    agent: &str,
+    owner: Option<&str>,
+    window: Duration,
+) -> Result<Option<Discovered>, AgentError> {
+    let failed = |e: &dyn std::fmt::Display| AgentError::Setup {
+        what: "agent protocol discovery",
+        reason: e.to_string(),
+    };
+    let inbox = sap::sdk_inbox();
+    let mut replies = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| failed(&e))?;
+    client
+        .publish_with_reply(sap::DISCOVERY_SUBJECT, inbox, Bytes::new())
+        .await
+        .map_err(|e| failed(&e))?;
+    client.flush().await.map_err(|e| failed(&e))?;
+    let until = tokio::time::Instant::now() + window;
+    while let Ok(Some(reply)) = tokio::time::timeout_at(until, replies.next()).await {
+        let Ok(info) = serde_json::from_slice::<serde_json::Value>(&reply.payload) else {
+            continue;
+        };
+        if let Some(found) = discovered(&info)
+            && found.agent == agent
+            && owner.is_none_or(|o| o == found.owner)
+        {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// One message of a prompt's answer stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    /// Part of the answer.
+    Response(String),
+    /// A status (`ack`, keep-alive).
+    Status(String),
+    /// The agent asks the caller something mid-stream.
+    Query(String),
+    /// The agent's error (`Nats-Service-Error-Code`, `Nats-Service-Error`).
+    Error(String, String),
+    /// No one serves the prompt subject.
+    NoResponders,
+    /// The empty message without headers: the end.
+    End,
+    /// A chunk of a type this side does not know (ignored, as the protocol says).
+    Unknown,
+}
+
+/// Reads one message of an answer stream.
+pub fn read_chunk(message: &async_nats::Message) -> Chunk {
+    if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+        return Chunk::NoResponders;
+    }
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+    };
+    if let Some(code) = header("Nats-Service-Error-Code") {
+        return Chunk::Error(code, header("Nats-Service-Error").unwrap_or_default());
+    }
+    if message.payload.is_empty() && message.headers.as_ref().is_none_or(|h| h.is_empty()) {
+        return Chunk::End;
+    }
+    let Ok(chunk) = serde_json::from_slice::<serde_json::Value>(&message.payload) else {
+        return Chunk::Unknown;
+    };
+    let data = |key: &str| {
+        chunk
+            .get(key)
+            .and_then(|d| d.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    match chunk.get("type").and_then(|t| t.as_str()) {
+        Some("response") => Chunk::Response(data("data")),
+        Some("status") => Chunk::Status(data("data")),
+        Some("query") => Chunk::Query(data("prompt")),
+        _ => Chunk::Unknown,
+    }
+}
+
+/// The prompt text a task's input becomes: its `text` or `prompt`, the last message's
+/// `content` of a chat, or the input as JSON.
+pub fn prompt_text(input: &serde_json::Value) -> String {
+    let text = |key: &str| input.get(key).and_then(|t| t.as_str()).map(str::to_string);
+    text("text")
+        .or_else(|| text("prompt"))
+        .or_else(|| {
+            input
+                .get("messages")?
+                .as_array()?
+                .last()?
+                .get("content")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| input.to_string())
+}
+
+/// Runs each attempt by prompting `target`: every `response` chunk is reported as progress
+/// (the answer so far), and the attempt completes with `{"text", "agent", "instance"}`.
+/// An error from the agent, a question mid-stream, no responder, or `inactivity` without a
+/// message fails the attempt with the reason.
+pub fn bridge_handler(
+    client: async_nats::Client,
+    target: Discovered,
+    inactivity: Duration,
+) -> crate::worker::Handler {
+    crate::worker::handler(move |ctx| {
+        let (client, target) = (client.clone(), target.clone());
+        async move {
+            let failed = |e: &dyn std::fmt::Display| format!("prompting {}: {e}", target.agent);
+            let inbox = sap::sdk_inbox();
+            let mut replies = client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| failed(&e))?;
+            let body = serde_json::json!({ "prompt": prompt_text(&ctx.input) }).to_string();
+            client
+                .publish_with_reply(target.prompt_subject.clone(), inbox, body.into())
+                .await
+                .map_err(|e| failed(&e))?;
+            let mut answer = String::new();
+            loop {
+                let message = tokio::time::timeout(inactivity, replies.next())
+                    .await
+                    .map_err(|_| failed(&format!("nothing for {inactivity:?}")))?
+                    .ok_or_else(|| failed(&"the reply subscription ended"))?;
+                match read_chunk(&message) {
+                    Chunk::Response(text) => {
+                        answer.push_str(&text);
+                        ctx.progress.report(None, None, Some(answer.clone()));
+                    }
+                    Chunk::End => break,
+                    Chunk::Error(code, status) => {
+                        return Err(failed(&format!("error {code}: {status}")));
+                    }
+                    Chunk::NoResponders => {
+                        return Err(failed(&format!("no one serves {}", target.prompt_subject)));
+                    }
+                    Chunk::Query(question) => {
+                        return Err(failed(&format!(
+                            "it asked {question:?} mid-stream, which a task cannot answer"
+                        )));
+                    }
+                    Chunk::Status(_) | Chunk::Unknown => {}
+                }
+            }
+            Ok(serde_json::json!({
+                "text": answer,
+                "agent": target.agent,
+                "instance": target.instance_id,
+            }))
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,6 +738,73 @@ mod tests {
         assert_eq!(unsent("The cap", "The capital"), Some("ital"));
         assert_eq!(unsent("The capital", "The capital"), None);
         assert_eq!(unsent("abc", "running"), None);
+    }
+
+    #[test]
+    fn discovery_reads_protocol_agents_only() {
+        let info = serde_json::json!({
+            "name": "agents", "id": "I1", "description": "d", "version": "0.5.0",
+            "metadata": {"agent": "echo", "owner": "acme", "session": "default", "protocol_version": "0.3"},
+            "endpoints": [{"name": "status", "subject": "agents.status.echo.acme.default"},
+                          {"name": "prompt", "subject": "agents.prompt.echo.acme.default"}],
+        });
+        let found = discovered(&info).expect("a protocol agent");
+        assert_eq!(found.prompt_subject, "agents.prompt.echo.acme.default");
+        assert_eq!(
+            (found.agent.as_str(), found.instance_id.as_str()),
+            ("echo", "I1")
+        );
+        let mut other = info.clone();
+        other["name"] = "murmur-worker".into();
+        assert_eq!(discovered(&other), None);
+        let mut no_prompt = info;
+        no_prompt["endpoints"] = serde_json::json!([]);
+        assert_eq!(discovered(&no_prompt), None);
+    }
+
+    #[test]
+    fn a_task_input_becomes_a_prompt() {
+        assert_eq!(prompt_text(&serde_json::json!({"text": "a"})), "a");
+        assert_eq!(prompt_text(&serde_json::json!({"prompt": "b"})), "b");
+        assert_eq!(
+            prompt_text(&serde_json::json!({"messages": [{"role": "user", "content": "c"}]})),
+            "c"
+        );
+        assert_eq!(prompt_text(&serde_json::json!({"n": 1})), r#"{"n":1}"#);
+    }
+
+    #[test]
+    fn answer_streams_are_read_chunk_by_chunk() {
+        let message =
+            |payload: &'static [u8], headers: Option<async_nats::HeaderMap>| async_nats::Message {
+                subject: "_INBOX.agents.x".into(),
+                reply: None,
+                payload: Bytes::from_static(payload),
+                headers,
+                status: None,
+                description: None,
+                length: payload.len(),
+            };
+        assert_eq!(
+            read_chunk(&message(br#"{"type":"response","data":"Par"}"#, None)),
+            Chunk::Response("Par".into())
+        );
+        assert_eq!(
+            read_chunk(&message(br#"{"type":"status","data":"ack"}"#, None)),
+            Chunk::Status("ack".into())
+        );
+        assert_eq!(
+            read_chunk(&message(br#"{"type":"new-kind"}"#, None)),
+            Chunk::Unknown
+        );
+        assert_eq!(read_chunk(&message(b"", None)), Chunk::End);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Service-Error-Code", "500");
+        headers.insert("Nats-Service-Error", "boom");
+        assert_eq!(
+            read_chunk(&message(b"", Some(headers))),
+            Chunk::Error("500".into(), "boom".into())
+        );
     }
 
     #[test]

@@ -7,7 +7,17 @@
 //! platform that speaks it. The SDKs take replies on `_INBOX.agents.…`, one prefix for
 //! every caller, so that prefix is what a role that prompts or answers is granted.
 
-use crate::subject::{SubjectError, validate_token};
+/// Why an agent address was refused: the protocol's §2 token rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{part} {value:?} must be {rule} (Synadia Agent Protocol §2)")]
+pub struct AddressError {
+    /// Which part: agent, owner or session.
+    pub part: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What it must be.
+    pub rule: &'static str,
+}
 
 /// The micro-service name every protocol agent registers under.
 pub const SERVICE_NAME: &str = "agents";
@@ -26,6 +36,14 @@ pub const STATUSES: &str = "agents.status.*.*.*";
 /// Every SDK reply inbox.
 pub const SDK_INBOXES: &str = "_INBOX.agents.>";
 
+/// A fresh reply inbox under the SDKs' prefix (which hosts may publish to).
+pub fn sdk_inbox() -> String {
+    format!("{SDK_INBOX_PREFIX}.{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Where discovery asks every protocol agent for its `$SRV.INFO`.
+pub const DISCOVERY_SUBJECT: &str = "$SRV.INFO.agents";
+
 /// One protocol agent's address: agent name, owner and session, each a subject token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentAddress {
@@ -35,19 +53,48 @@ pub struct AgentAddress {
 }
 
 impl AgentAddress {
-    /// Checks each part is one subject token (letters, digits, `_`, `-`).
+    /// Checks the parts as the protocol's SDKs do: the agent lowercase letters, digits and
+    /// `-`; owner and session also `_`.
     pub fn new(
         agent: impl Into<String>,
         owner: impl Into<String>,
         session: impl Into<String>,
-    ) -> Result<Self, SubjectError> {
+    ) -> Result<Self, AddressError> {
         let address = Self {
             agent: agent.into(),
             owner: owner.into(),
             session: session.into(),
         };
-        for part in [&address.agent, &address.owner, &address.session] {
-            validate_token(part)?;
+        let lower = |c: char, extra: &[char]| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || extra.contains(&c)
+        };
+        for (part, value, extra, rule) in [
+            (
+                "agent",
+                &address.agent,
+                &[][..],
+                "lowercase letters, digits and -",
+            ),
+            (
+                "owner",
+                &address.owner,
+                &['_'][..],
+                "lowercase letters, digits, _ and -",
+            ),
+            (
+                "session",
+                &address.session,
+                &['_'][..],
+                "lowercase letters, digits, _ and -",
+            ),
+        ] {
+            if value.is_empty() || value.len() > 64 || !value.chars().all(|c| lower(c, extra)) {
+                return Err(AddressError {
+                    part,
+                    value: value.chars().take(80).collect(),
+                    rule,
+                });
+            }
         }
         Ok(address)
     }
@@ -102,5 +149,9 @@ mod tests {
         assert_eq!(a.heartbeat_subject(), "agents.hb.murmur-llm.acme.default");
         assert!(AgentAddress::new("llm.generate", "acme", "default").is_err());
         assert!(AgentAddress::new("llm", "", "default").is_err());
+        assert!(AgentAddress::new("LLM", "acme", "default").is_err());
+        assert!(AgentAddress::new("l_m", "acme", "default").is_err());
+        assert!(AgentAddress::new("llm", "a_b", "s_1").is_ok());
+        assert!(sdk_inbox().starts_with("_INBOX.agents."));
     }
 }

@@ -416,11 +416,11 @@ pub const SERVICE_CALLERS: &[Role] = &[
 /// Roles that may host Synadia Agent Protocol agents: murmur's prompt gateway submits each
 /// prompt as a task, so it needs what a submitter has.
 pub const AGENT_PROTOCOL_HOSTS: &[Role] = &[Role::Submitter];
-/// Roles that may discover and prompt protocol agents. A prompt to murmur's gateway becomes
-/// a task, so prompting is a submitter's right; the SDKs' shared reply prefix means a caller
-/// can also read other callers' answers (the protocol's choice), another reason to keep it
-/// to submitters.
-pub const AGENT_PROTOCOL_CALLERS: &[Role] = &[Role::Submitter];
+/// Roles that may discover and prompt protocol agents: submitters (a prompt to murmur's
+/// gateway becomes a task) and workers (a bridge agent runs its tasks by prompting an
+/// outside protocol agent). The SDKs' shared reply prefix means a caller can also read other
+/// callers' answers (the protocol's choice), so no other role gets it.
+pub const AGENT_PROTOCOL_CALLERS: &[Role] = &[Role::Submitter, Role::Worker];
 
 /// How a role may use a JetStream resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

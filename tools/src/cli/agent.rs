@@ -82,6 +82,17 @@ pub struct AgentRunArgs {
     /// `--kind tool`: allow `write` (read-only without it).
     #[arg(long)]
     pub writable: bool,
+    /// `--kind bridge`: the Synadia Agent Protocol agent (its name) whose prompts run this
+    /// agent's tasks; found through `$SRV.INFO.agents` before joining.
+    #[arg(long, value_name = "NAME")]
+    pub protocol_agent: Option<String>,
+    /// `--kind bridge`: only the protocol agent with this owner.
+    #[arg(long, value_name = "OWNER")]
+    pub protocol_owner: Option<String>,
+    /// `--kind bridge`: an attempt fails when the protocol agent sends nothing for this
+    /// many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub protocol_inactivity_s: u64,
     /// Memory agents: seconds between snapshots of the spaces they replicate (0: never).
     #[arg(long, default_value_t = 300)]
     pub snapshot_every_s: u64,
@@ -186,10 +197,25 @@ pub enum AgentKind {
     Tool(std::sync::Arc<murmur_agents::tool::FsTool>),
     /// `planner`, `compiler` or `executor`: the pipeline handlers.
     Pipeline(String),
+    /// `bridge`: runs its tasks by prompting an outside Synadia Agent Protocol agent.
+    Bridge {
+        /// The protocol agent's name.
+        agent: String,
+        /// Its owner, when one is asked for.
+        owner: Option<String>,
+        /// What discovery found ([`AgentKind::prepare`]).
+        target: Option<murmur_agents::agent_protocol::Discovered>,
+    },
     /// Any other kind: joins, heartbeats and leaves; handles nothing, so it is never routed
     /// a task.
     Idle(String),
 }
+
+/// The agent kind that bridges to a Synadia Agent Protocol agent.
+pub const BRIDGE_KIND: &str = "bridge";
+
+/// How long a bridge keeps looking for its protocol agent before it gives up.
+const BRIDGE_DISCOVERY: Duration = Duration::from_secs(15);
 
 /// The agent kind that serves knowledge spaces (`murmur_agents::memory`).
 pub const MEMORY_KIND: &str = "memory";
@@ -211,6 +237,9 @@ impl AgentKind {
         if kind != TOOL_KIND && (args.root.is_some() || args.writable) {
             bail!("--root and --writable are for --kind {TOOL_KIND}");
         }
+        if kind != BRIDGE_KIND && (args.protocol_agent.is_some() || args.protocol_owner.is_some()) {
+            bail!("--protocol-agent and --protocol-owner are for --kind {BRIDGE_KIND}");
+        }
         Ok(match kind {
             MEMORY_KIND => Self::Memory {
                 snapshot_every: (args.snapshot_every_s > 0)
@@ -223,6 +252,13 @@ impl AgentKind {
                 Self::Builtin(kind.to_string())
             }
             INFERENCE_KIND => Self::Inference(load_model(args.model.as_deref()).await?),
+            BRIDGE_KIND => Self::Bridge {
+                agent: args.protocol_agent.clone().context(
+                    "--kind bridge needs --protocol-agent NAME (a Synadia Agent Protocol agent's name)",
+                )?,
+                owner: args.protocol_owner.clone(),
+                target: None,
+            },
             TOOL_KIND => {
                 let root = args.root.as_deref().context(
                     "--kind tool needs --root DIR (the directory its file operations are confined to)",
@@ -245,6 +281,7 @@ impl AgentKind {
             Self::Memory { .. } => MEMORY_KIND,
             Self::Inference(_) => INFERENCE_KIND,
             Self::Tool(_) => TOOL_KIND,
+            Self::Bridge { .. } => BRIDGE_KIND,
             Self::Builtin(kind) | Self::Pipeline(kind) | Self::Idle(kind) => kind,
         }
     }
@@ -259,8 +296,51 @@ impl AgentKind {
                 .map(String::from)
                 .into_iter()
                 .collect(),
+            Self::Bridge { agent, .. } => vec![format!("agent.{agent}")],
             Self::Builtin(_) | Self::Idle(_) => Vec::new(),
         }
+    }
+
+    /// What must be found before joining: a bridge's protocol agent (retried for
+    /// [`BRIDGE_DISCOVERY`], so a bridge started with its agent finds it).
+    pub async fn prepare(&mut self, client: &async_nats::Client) -> Result<()> {
+        if let Self::Bridge {
+            agent,
+            owner,
+            target,
+        } = self
+        {
+            let until = tokio::time::Instant::now() + BRIDGE_DISCOVERY;
+            while target.is_none() {
+                *target = murmur_agents::agent_protocol::discover(
+                    client,
+                    agent,
+                    owner.as_deref(),
+                    Duration::from_millis(750),
+                )
+                .await?;
+                if target.is_none() && tokio::time::Instant::now() >= until {
+                    bail!(
+                        "no Synadia Agent Protocol agent named {agent:?}{} answered $SRV.INFO.agents within {BRIDGE_DISCOVERY:?}; is it running, and may these credentials discover it (a worker's may)?",
+                        owner
+                            .as_deref()
+                            .map(|o| format!(" owned by {o:?}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            if let Some(found) = target {
+                eprintln!(
+                    "bridge to protocol agent {} (owner {}, instance {}, protocol {}) at {}",
+                    found.agent,
+                    found.owner,
+                    found.instance_id,
+                    found.protocol_version,
+                    found.prompt_subject
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The event types it handles, declared in its manifest: a kind without a task handler
@@ -283,6 +363,17 @@ impl AgentKind {
     pub fn labels(&self) -> BTreeMap<String, String> {
         match self {
             Self::Inference(model) => model_labels(model),
+            Self::Bridge {
+                target: Some(found),
+                ..
+            } => BTreeMap::from([
+                (
+                    "protocol".to_string(),
+                    format!("synadia-agent/{}", found.protocol_version),
+                ),
+                ("protocol_agent".to_string(), found.agent.clone()),
+                ("protocol_owner".to_string(), found.owner.clone()),
+            ]),
             _ => BTreeMap::new(),
         }
     }
@@ -324,6 +415,13 @@ impl AgentKind {
                     },
                 )
             }
+            Self::Bridge { target, .. } => Some(murmur_agents::agent_protocol::bridge_handler(
+                agent.log().client().clone(),
+                target
+                    .clone()
+                    .context("the bridge's protocol agent was not discovered")?,
+                Duration::from_secs(args.protocol_inactivity_s.max(1)),
+            )),
             Self::Memory { .. } | Self::Idle(_) => None,
         })
     }
@@ -341,7 +439,7 @@ impl AgentRunArgs {
 
 /// Runs one agent until ctrl-c or SIGTERM, then leaves.
 pub async fn run_agent(settings: &Settings, args: AgentRunArgs) -> Result<()> {
-    let kind = AgentKind::from_args(&args).await?;
+    let mut kind = AgentKind::from_args(&args).await?;
     let capabilities = if args.capabilities.is_empty() {
         kind.default_capabilities()
     } else {
@@ -350,10 +448,12 @@ pub async fn run_agent(settings: &Settings, args: AgentRunArgs) -> Result<()> {
     for c in &capabilities {
         validate_capability(c).map_err(anyhow::Error::msg)?;
     }
-    // Labels given on the command line win over the kind's.
-    let mut labels = kind.labels();
-    labels.extend(parse_labels(&args.labels)?);
-    let name = args.name.clone().unwrap_or_else(|| kind.name().to_string());
+    let cli_labels = parse_labels(&args.labels)?;
+    let name = args.name.clone().unwrap_or_else(|| match &kind {
+        // A bridge is listed under the protocol agent it stands for.
+        AgentKind::Bridge { agent, .. } => agent.clone(),
+        _ => kind.name().to_string(),
+    });
     let (settings, identity) = settings
         .participant(args.ephemeral_identity, kind.role(), &name)
         .await?;
@@ -361,6 +461,10 @@ pub async fn run_agent(settings: &Settings, args: AgentRunArgs) -> Result<()> {
     let log = settings
         .open_log_as(&format!("murmur-agent-{}", kind.name()), identity)
         .await?;
+    kind.prepare(log.client()).await?;
+    // Labels given on the command line win over the kind's.
+    let mut labels = kind.labels();
+    labels.extend(cli_labels);
     let spec = AgentSpec {
         manifest: AgentJoined {
             name,

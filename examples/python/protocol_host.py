@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""A Synadia Agent Protocol agent hosted with the protocol's own Python SDK
+(`synadia-ai-agent-service`), for murmur's bridge to route tasks to: it answers a prompt with
+its words in reverse order, one `response` chunk per word. Prints its prompt subject once
+registered; stops on SIGTERM/SIGINT.
+
+    .venv/bin/python examples/python/protocol_host.py --server nats://127.0.0.1:4222 \\
+        --creds host.creds --agent reverser --owner acme
+"""
+
+import argparse
+import asyncio
+import os
+import signal
+
+import nats
+from synadia_ai.agent_service import AgentService
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--server", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument("--creds", help="credentials allowed to host (a murmur submitter's)")
+    p.add_argument("--agent", default="reverser")
+    p.add_argument("--owner", default="acme")
+    args = p.parse_args()
+    nc = await nats.connect(args.server, user_credentials=args.creds)
+    service = AgentService(agent=args.agent, owner=args.owner, session_name="default", nc=nc,
+                           description="reverses the words of a prompt", heartbeat_interval_s=1)
+
+    async def reverse(envelope, stream) -> None:
+        words = envelope.prompt.split()
+        for i, word in enumerate(reversed(words)):
+            await stream.send(word if i == 0 else " " + word)
+
+    service.on_prompt(reverse)
+    await service.start()
+    print(service.subject.prompt, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await service.stop()
+    await nc.drain()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
