@@ -39,6 +39,8 @@ fn murmur_demo_succeeds() -> Result<()> {
         "[compile 5] results:",
         "demo compile ok",
         "[inference] an inference agent process ran llm.generate",
+        "[interop] a Python agent",
+        "[agent protocol] the protocol's Python client",
         "[vote] 3 policy voters + tallier",
         "[flake] examples/shop.toml → 6 files",
         "demo ok",

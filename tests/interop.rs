@@ -1,4 +1,4 @@
-//! Interop. murmur's protocol spoken by a second implementation: The reference Python agent
+//! Interop. murmur's protocol spoken by a second implementation: the reference Python agent
 //! (`examples/python/murmur_agent.py`: nats-py, the `nkeys` package and the CloudEvents SDK,
 //! none of murmur's code) joins a secure realm with its own credentials, takes the tasks the
 //! coordinator routes to it, votes on a proposal naming it, and a tampered event it sends is

@@ -11,7 +11,8 @@
 //! is dead-lettered; the workers leave; and the agents + tasks projection built live equals
 //! the one rebuilt by replaying the log.
 //! Then the distributed-compilation pipeline runs on the same server ([`crate::demo::compile`]),
-//! the tool, inference and assistant steps, consensus and knowledge, and the example
+//! the tool, inference and assistant steps, interop (a Python agent; the Synadia Agent
+//! Protocol's Python client prompting the gateway), consensus and knowledge, and the example
 //! deployment graph is generated into a Nix flake. Exits non-zero if any
 //! step does not hold.
 
@@ -23,6 +24,7 @@ mod console;
 mod flake;
 #[cfg(feature = "inference")]
 pub mod inference;
+mod interop;
 mod knowledge;
 pub mod tool;
 
@@ -551,6 +553,10 @@ pub async fn run(settings: &Settings) -> Result<()> {
     // The assistant: an inference agent and a tool agent answer `murmur ask` questions.
     #[cfg(feature = "inference")]
     crate::demo::assistant::run_on(issuer).await?;
+
+    // Interop: a Python agent speaks murmur's protocol; the Synadia Agent Protocol's Python
+    // client prompts murmur's gateway.
+    interop::run_on(issuer).await?;
 
     // Consensus: three policy voters (own identities) and a tallier decide a release.
     consensus::consensus_step(issuer).await?;
