@@ -47,7 +47,7 @@ echo "install: $(.venv/bin/nats-server --version) at $root/.venv/bin/nats-server
 
 # The reference Python agent (examples/python) and its interop test: nats-py, nkeys and the
 # CloudEvents SDK, pinned by hash, into the same .venv.
-if ! .venv/bin/python -c "import nats, nkeys, cloudevents.core, synadia_ai.agents, synadia_ai.agent_service" >/dev/null 2>&1 \
+if ! .venv/bin/python -c "import nats, nkeys, cloudevents.core, synadia_ai.agents, synadia_ai.agent_service, mcp.server.mcpserver" >/dev/null 2>&1 \
   || [ examples/python/requirements.txt -nt .venv/.python-agent-installed ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r examples/python/requirements.txt
   touch .venv/.python-agent-installed

@@ -637,3 +637,194 @@ async fn a_protocol_agent_hosted_in_python_takes_murmur_tasks_through_a_bridge()
     coordinator.stop().await??;
     Ok(())
 }
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+async fn listening(port: u16) -> Result<()> {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "nothing listens on {port}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_servers_become_murmur_tools_and_murmur_serves_mcp() -> Result<()> {
+    let nats = murmur_testkit::TestNats::start().await?;
+    let dir = tempfile::tempdir()?;
+    let owner = nats.event_log("acme").await?;
+    let coordinator =
+        murmur_e2e::spawn_coordinator(nats.log_as("acme", Role::Coordinator, "coord").await?);
+    let server = repo_root().join("examples/python/mcp_server.py");
+    let python = python()?;
+    // An MCP server written with the official Python SDK, over stdio ...
+    let command = format!("{} {}", python.display(), server.display());
+    let who = murmur_e2e::enrol(&nats, Role::Worker, "mcp-stdio", &dir.path().join("a")).await?;
+    let (_stdio_agent, stdio_key) = murmur_e2e::spawn_agent(
+        nats.url(),
+        &dir.path().join("a"),
+        &who,
+        "mcp",
+        "mcp.add",
+        &["--capability", "mcp.divide", "--mcp-command", &command],
+    )
+    .await?;
+    // ... and over streamable HTTP.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let _http_server = tokio::process::Command::new(&python)
+        .arg(&server)
+        .args(["--http", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    listening(port).await?;
+    let who = murmur_e2e::enrol(&nats, Role::Worker, "mcp-http", &dir.path().join("b")).await?;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let (_http_agent, http_key) = murmur_e2e::spawn_agent(
+        nats.url(),
+        &dir.path().join("b"),
+        &who,
+        "mcp",
+        "mcp.word_count",
+        &["--mcp-url", &url],
+    )
+    .await?;
+    let tasks = [
+        ("sum", "mcp.add", serde_json::json!({"a": 2, "b": 40})),
+        ("zero", "mcp.divide", serde_json::json!({"a": 1, "b": 0})),
+        (
+            "count",
+            "mcp.word_count",
+            serde_json::json!({"text": "murmur speaks mcp"}),
+        ),
+    ];
+    for (id, capability, input) in &tasks {
+        murmur_e2e::submit_once(&owner, id, capability, input.clone()).await?;
+    }
+    let mut view = Projector::new(
+        owner.clone(),
+        CoordinatorProjection::new(Token::new("acme")?),
+    );
+    anyhow::ensure!(
+        view.follow_until(DEADLINE, |v| tasks.iter().all(|(id, ..)| v
+            .tasks
+            .tasks
+            .get(*id)
+            .is_some_and(|t| t.state.is_final())))
+            .await?,
+        "the MCP tasks never finished: {:?}",
+        view.state().tasks.counts()
+    );
+    let done = &view.state().tasks.tasks;
+    assert_eq!(
+        done["sum"].state,
+        TaskState::Completed {
+            agent: stdio_key.clone()
+        }
+    );
+    let sum = done["sum"].output.clone().context("an output")?;
+    assert_eq!(
+        (&sum["text"], &sum["structured"]["result"]),
+        (&"42".into(), &42.into())
+    );
+    // The tool's error fails the attempt with its words.
+    assert_eq!(done["zero"].state, TaskState::DeadLettered);
+    assert!(
+        done["zero"]
+            .failures
+            .iter()
+            .any(|f| f.contains("MCP tool divide failed") && f.contains("division by zero")),
+        "{:?}",
+        done["zero"].failures
+    );
+    assert_eq!(
+        done["count"].state,
+        TaskState::Completed { agent: http_key }
+    );
+    let count = done["count"].output.clone().context("an output")?;
+    assert!(
+        count["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("\"words\": 3")),
+        "{count}"
+    );
+
+    // murmur as an MCP server: the SDK's client starts `murmur mcp serve`, lists murmur's
+    // capabilities (a tool agent's tool.fs and the wrapped mcp.add among them) and calls one.
+    let root = dir.path().join("workspace");
+    std::fs::create_dir_all(root.join("src"))?;
+    std::fs::write(root.join("src/lib.rs"), "pub fn one() -> u8 { 1 }\n")?;
+    let who = murmur_e2e::enrol(&nats, Role::Tool, "files", &dir.path().join("c")).await?;
+    let root_arg = root.to_string_lossy().to_string();
+    let (_tool_agent, _) = murmur_e2e::spawn_agent(
+        nats.url(),
+        &dir.path().join("c"),
+        &who,
+        "tool",
+        "tool.fs",
+        &["--root", &root_arg],
+    )
+    .await?;
+    let caller =
+        murmur_e2e::enrol(&nats, Role::Submitter, "mcp-client", &dir.path().join("d")).await?;
+    let mut murmur_args = vec![
+        "--server".to_string(),
+        nats.url().to_string(),
+        "--realm".into(),
+        "acme".into(),
+        "--data-dir".into(),
+        dir.path().join("d").display().to_string(),
+    ];
+    murmur_args.extend(caller);
+    let client = tokio::time::timeout(
+        DEADLINE * 2,
+        tokio::process::Command::new(&python)
+            .arg(repo_root().join("examples/python/mcp_client.py"))
+            .arg("--murmur")
+            .arg(murmur_e2e::murmur_binary()?)
+            .args(murmur_args.iter().map(|a| format!("--murmur-arg={a}")))
+            .args(["tool.fs", r#"{"op": "read", "path": "src/lib.rs"}"#])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("the MCP client did not finish in time")??;
+    let stderr = String::from_utf8_lossy(&client.stderr);
+    anyhow::ensure!(client.status.success(), "MCP client failed: {stderr}");
+    let answer: serde_json::Value = serde_json::from_slice(&client.stdout)?;
+    let names: Vec<&str> = answer["tools"]
+        .as_array()
+        .context("tools")?
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for expected in ["mcp.add", "mcp.divide", "mcp.word_count", "tool.fs"] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    assert_eq!(
+        answer["structured"]["content"],
+        "pub fn one() -> u8 { 1 }\n"
+    );
+    // The call is a task in the log, submitted by the MCP server's participant.
+    anyhow::ensure!(
+        view.follow_until(DEADLINE, |v| v.tasks.tasks.iter().any(|(id, t)| id
+            .starts_with("mcp-")
+            && t.requirements.capability == "tool.fs"))
+            .await?,
+        "the MCP call is not a task in the log"
+    );
+    coordinator.stop().await??;
+    Ok(())
+}

@@ -24,13 +24,11 @@ use async_nats::service::ServiceExt as _;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt as _;
-use murmur_coordination::tasks::{TaskBook, TaskProjection, TaskState};
+use murmur_coordination::follow::{FollowError, RunEvent, TaskRun};
+use murmur_coordination::tasks::TaskState;
 use murmur_subjects::agent_protocol::{self as sap, AgentAddress};
-use murmur_subjects::catalog::EventType;
 use murmur_subjects::events::{TaskProgress, TaskSubmitted};
-use murmur_subjects::log::Expected;
-use murmur_subjects::projection::{Projection, Refusal};
-use murmur_subjects::{Draft, EventLog, Projector, Subject, SubjectFilter, Token, VerifiedEvent};
+use murmur_subjects::{EventLog, Token};
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::AgentError;
@@ -173,32 +171,6 @@ pub fn heartbeat_payload(
         "protocol_version": sap::PROTOCOL_VERSION,
         "endpoints": {"prompt": {"subject": address.prompt_subject(), "metadata": endpoint_metadata}},
     })
-}
-
-/// One task's events only: the task fold over the task's own aggregate.
-struct OneTask {
-    tasks: TaskProjection,
-    id: Token,
-}
-
-impl Projection for OneTask {
-    type State = TaskBook;
-
-    fn name(&self) -> &str {
-        "agent-protocol-task"
-    }
-
-    fn filter(&self) -> SubjectFilter {
-        self.tasks.filter().aggregate(self.id.clone())
-    }
-
-    fn apply(&self, state: &mut TaskBook, event: &VerifiedEvent) -> Result<(), Refusal> {
-        self.tasks.apply(state, event)
-    }
-
-    fn observe(&self, state: &mut TaskBook, subject: &Subject, sequence: u64) {
-        self.tasks.observe(state, subject, sequence);
-    }
 }
 
 /// What a gateway did.
@@ -382,14 +354,7 @@ async fn run_prompt(
     prompt: &Prompt,
 ) -> Result<(), (usize, String)> {
     let internal = |e: &dyn std::fmt::Display| (500, e.to_string());
-    let id = format!("prompt-{}", uuid::Uuid::now_v7().simple());
-    let token = Token::new(id.as_str()).map_err(|e| internal(&e))?;
-    // Subscribed before the task exists, so no progress is missed.
-    let progress_subject = EventType::of::<TaskProgress>().subject(log.realm(), &token);
-    let mut progress = log
-        .client()
-        .subscribe(progress_subject.to_string())
-        .await
+    let id = Token::new(format!("prompt-{}", uuid::Uuid::now_v7().simple()))
         .map_err(|e| internal(&e))?;
     let submitted = TaskSubmitted {
         capability: config.capability.clone(),
@@ -397,84 +362,55 @@ async fn run_prompt(
         labels: config.labels.clone(),
         ..Default::default()
     };
-    let draft = Draft::new(token.clone(), &submitted).map_err(|e| internal(&e))?;
-    log.append_expected(draft, Expected::NoEvents)
+    let mut run = TaskRun::submit(log, id, &submitted, config.prompt_timeout)
         .await
         .map_err(|e| internal(&e))?;
-    tracing::debug!(task = %id, "prompt submitted");
-    let mut view = Projector::new(
-        log.clone(),
-        OneTask {
-            tasks: TaskProjection {
-                realm: log.realm().clone(),
-            },
-            id: token,
-        },
-    );
-    let deadline = tokio::time::Instant::now() + config.prompt_timeout;
+    tracing::debug!(task = run.id(), "prompt submitted");
     let mut sent = String::new();
     loop {
-        if tokio::time::Instant::now() >= deadline {
-            return Err((
-                504,
-                format!(
-                    "task {id} did not finish within {:?}",
-                    config.prompt_timeout
-                ),
-            ));
-        }
-        tokio::select! {
-            polled = view.poll(Duration::from_millis(100)) => {
-                polled.map_err(|e| internal(&e))?;
-            }
-            Some(message) = progress.next() => {
-                // Only the agent holding the attempt speaks for it (signature verified here,
-                // holder from the log).
-                let Ok(event) = log.codec().decode(message.subject.as_str(), message.headers.as_ref(), &message.payload) else { continue };
-                let holder = match view.state().tasks.get(&id).map(|t| &t.state) {
-                    Some(TaskState::Assigned { agent, .. }) => Some(agent.as_str()),
-                    _ => None,
-                };
-                if holder != Some(event.emitter()) {
-                    continue;
-                }
-                if let Ok(TaskProgress { message: Some(text), .. }) = event.payload::<TaskProgress>()
-                    && let Some(new) = unsent(&sent, &text)
-                {
-                    request.respond(Ok(response_chunk(new))).await.map_err(|e| internal(&e))?;
-                    sent.push_str(new);
-                }
-                continue;
-            }
-        }
-        let Some(task) = view.state().tasks.get(&id) else {
-            continue;
-        };
-        match &task.state {
-            TaskState::Completed { .. } => {
-                let text = answer_text(task.output.as_ref().unwrap_or(&serde_json::Value::Null));
-                let rest = match unsent(&sent, &text) {
-                    Some(rest) => rest.to_string(),
-                    // The output does not continue what was streamed: send it whole.
-                    None if sent != text => text,
-                    None => String::new(),
-                };
-                if !rest.is_empty() {
+        match run.next().await {
+            Err(e @ FollowError::TimedOut { .. }) => return Err((504, e.to_string())),
+            Err(e) => return Err(internal(&e)),
+            Ok(RunEvent::Progress(TaskProgress {
+                message: Some(text),
+                ..
+            })) => {
+                if let Some(new) = unsent(&sent, &text) {
                     request
-                        .respond(Ok(response_chunk(&rest)))
+                        .respond(Ok(response_chunk(new)))
                         .await
                         .map_err(|e| internal(&e))?;
+                    sent.push_str(new);
                 }
-                return Ok(());
             }
-            TaskState::DeadLettered => {
-                return Err((
-                    500,
-                    format!("task {id} failed: {}", task.failures.join("; ")),
-                ));
+            Ok(RunEvent::Progress(_)) => {}
+            Ok(RunEvent::Ended(task)) => {
+                let id = run.id();
+                return match &task.state {
+                    TaskState::Completed { .. } => {
+                        let text =
+                            answer_text(task.output.as_ref().unwrap_or(&serde_json::Value::Null));
+                        let rest = match unsent(&sent, &text) {
+                            Some(rest) => rest.to_string(),
+                            // The output does not continue what was streamed: send it whole.
+                            None if sent != text => text,
+                            None => String::new(),
+                        };
+                        if !rest.is_empty() {
+                            request
+                                .respond(Ok(response_chunk(&rest)))
+                                .await
+                                .map_err(|e| internal(&e))?;
+                        }
+                        Ok(())
+                    }
+                    TaskState::Cancelled => Err((500, format!("task {id} was cancelled"))),
+                    _ => Err((
+                        500,
+                        format!("task {id} failed: {}", task.failures.join("; ")),
+                    )),
+                };
             }
-            TaskState::Cancelled => return Err((500, format!("task {id} was cancelled"))),
-            _ => {}
         }
     }
 }

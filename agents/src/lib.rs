@@ -20,6 +20,7 @@ pub mod handlers;
 pub mod hardware;
 #[cfg(feature = "inference")]
 pub mod inference;
+pub mod mcp;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;

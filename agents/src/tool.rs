@@ -24,7 +24,7 @@ pub const FS_CAPABILITY: &str = "tool.fs";
 pub const DEFAULT_READ_LIMIT: u64 = 1 << 20;
 
 /// What a `tool.fs` task asks (its input), by `op`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FsRequest {
     /// The entries of a directory.

@@ -33,6 +33,7 @@
 pub mod assignments;
 pub mod consensus;
 pub mod coordinator;
+pub mod follow;
 pub mod graph;
 pub mod liveness;
 pub mod registry;

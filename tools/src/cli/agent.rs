@@ -93,6 +93,13 @@ pub struct AgentRunArgs {
     /// many seconds.
     #[arg(long, default_value_t = 120)]
     pub protocol_inactivity_s: u64,
+    /// `--kind mcp`: the MCP server to offer as tools, started as a child process spoken to
+    /// over stdio: its command line (e.g. "python server.py").
+    #[arg(long, value_name = "COMMAND")]
+    pub mcp_command: Option<String>,
+    /// `--kind mcp`: the MCP server's streamable HTTP endpoint instead.
+    #[arg(long, value_name = "URL")]
+    pub mcp_url: Option<String>,
     /// Memory agents: seconds between snapshots of the spaces they replicate (0: never).
     #[arg(long, default_value_t = 300)]
     pub snapshot_every_s: u64,
@@ -206,10 +213,20 @@ pub enum AgentKind {
         /// What discovery found ([`AgentKind::prepare`]).
         target: Option<murmur_agents::agent_protocol::Discovered>,
     },
+    /// `mcp`: an outside MCP server's tools, one capability `mcp.{tool}` each.
+    Mcp {
+        /// Where the server is.
+        server: murmur_agents::mcp::McpServer,
+        /// Connected and listed ([`AgentKind::prepare`]).
+        tools: Option<std::sync::Arc<murmur_agents::mcp::McpTools>>,
+    },
     /// Any other kind: joins, heartbeats and leaves; handles nothing, so it is never routed
     /// a task.
     Idle(String),
 }
+
+/// The agent kind that offers an MCP server's tools.
+pub const MCP_KIND: &str = "mcp";
 
 /// The agent kind that bridges to a Synadia Agent Protocol agent.
 pub const BRIDGE_KIND: &str = "bridge";
@@ -237,6 +254,9 @@ impl AgentKind {
         if kind != TOOL_KIND && (args.root.is_some() || args.writable) {
             bail!("--root and --writable are for --kind {TOOL_KIND}");
         }
+        if kind != MCP_KIND && (args.mcp_command.is_some() || args.mcp_url.is_some()) {
+            bail!("--mcp-command and --mcp-url are for --kind {MCP_KIND}");
+        }
         if kind != BRIDGE_KIND && (args.protocol_agent.is_some() || args.protocol_owner.is_some()) {
             bail!("--protocol-agent and --protocol-owner are for --kind {BRIDGE_KIND}");
         }
@@ -252,6 +272,20 @@ impl AgentKind {
                 Self::Builtin(kind.to_string())
             }
             INFERENCE_KIND => Self::Inference(load_model(args.model.as_deref()).await?),
+            MCP_KIND => Self::Mcp {
+                server: match (&args.mcp_command, &args.mcp_url) {
+                    (Some(command), None) => murmur_agents::mcp::McpServer::Command(
+                        shlex::split(command)
+                            .filter(|argv| !argv.is_empty())
+                            .context("--mcp-command is not a command line (check its quotes)")?,
+                    ),
+                    (None, Some(url)) => murmur_agents::mcp::McpServer::Url(url.clone()),
+                    _ => bail!(
+                        "--kind mcp needs one of --mcp-command \"PROGRAM ARGS\" (a stdio MCP server) or --mcp-url URL (streamable HTTP)"
+                    ),
+                },
+                tools: None,
+            },
             BRIDGE_KIND => Self::Bridge {
                 agent: args.protocol_agent.clone().context(
                     "--kind bridge needs --protocol-agent NAME (a Synadia Agent Protocol agent's name)",
@@ -282,6 +316,7 @@ impl AgentKind {
             Self::Inference(_) => INFERENCE_KIND,
             Self::Tool(_) => TOOL_KIND,
             Self::Bridge { .. } => BRIDGE_KIND,
+            Self::Mcp { .. } => MCP_KIND,
             Self::Builtin(kind) | Self::Pipeline(kind) | Self::Idle(kind) => kind,
         }
     }
@@ -297,6 +332,7 @@ impl AgentKind {
                 .into_iter()
                 .collect(),
             Self::Bridge { agent, .. } => vec![format!("agent.{agent}")],
+            Self::Mcp { tools, .. } => tools.as_ref().map(|t| t.capabilities()).unwrap_or_default(),
             Self::Builtin(_) | Self::Idle(_) => Vec::new(),
         }
     }
@@ -304,6 +340,18 @@ impl AgentKind {
     /// What must be found before joining: a bridge's protocol agent (retried for
     /// [`BRIDGE_DISCOVERY`], so a bridge started with its agent finds it).
     pub async fn prepare(&mut self, client: &async_nats::Client) -> Result<()> {
+        if let Self::Mcp { server, tools } = self {
+            let connected = murmur_agents::mcp::McpTools::connect(server.clone()).await?;
+            if connected.capabilities().is_empty() {
+                bail!("the MCP server {} lists no tools", connected.server_name());
+            }
+            eprintln!(
+                "MCP server {}: tools offered as {}",
+                connected.server_name(),
+                connected.capabilities().join(", ")
+            );
+            *tools = Some(std::sync::Arc::new(connected));
+        }
         if let Self::Bridge {
             agent,
             owner,
@@ -363,6 +411,9 @@ impl AgentKind {
     pub fn labels(&self) -> BTreeMap<String, String> {
         match self {
             Self::Inference(model) => model_labels(model),
+            Self::Mcp {
+                tools: Some(tools), ..
+            } => BTreeMap::from([("mcp_server".to_string(), tools.server_name())]),
             Self::Bridge {
                 target: Some(found),
                 ..
@@ -415,6 +466,9 @@ impl AgentKind {
                     },
                 )
             }
+            Self::Mcp { tools, .. } => Some(murmur_agents::mcp::mcp_handler(
+                tools.clone().context("the MCP server was not connected")?,
+            )),
             Self::Bridge { target, .. } => Some(murmur_agents::agent_protocol::bridge_handler(
                 agent.log().client().clone(),
                 target
@@ -440,12 +494,7 @@ impl AgentRunArgs {
 /// Runs one agent until ctrl-c or SIGTERM, then leaves.
 pub async fn run_agent(settings: &Settings, args: AgentRunArgs) -> Result<()> {
     let mut kind = AgentKind::from_args(&args).await?;
-    let capabilities = if args.capabilities.is_empty() {
-        kind.default_capabilities()
-    } else {
-        args.capabilities.clone()
-    };
-    for c in &capabilities {
+    for c in &args.capabilities {
         validate_capability(c).map_err(anyhow::Error::msg)?;
     }
     let cli_labels = parse_labels(&args.labels)?;
@@ -462,6 +511,14 @@ pub async fn run_agent(settings: &Settings, args: AgentRunArgs) -> Result<()> {
         .open_log_as(&format!("murmur-agent-{}", kind.name()), identity)
         .await?;
     kind.prepare(log.client()).await?;
+    let capabilities = if args.capabilities.is_empty() {
+        kind.default_capabilities()
+    } else {
+        args.capabilities.clone()
+    };
+    for c in &capabilities {
+        validate_capability(c).map_err(anyhow::Error::msg)?;
+    }
     // Labels given on the command line win over the kind's.
     let mut labels = kind.labels();
     labels.extend(cli_labels);

@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod identity;
 pub mod inference;
 pub mod kb;
+pub mod mcp;
 pub mod nats;
 pub mod replay;
 pub mod roles;
@@ -129,6 +130,12 @@ pub enum Command {
     },
     /// Run a coordinator (assigns tasks, expires leases, retries, dead-letters) until ctrl-c.
     Coordinator,
+    /// MCP (Model Context Protocol): serve the realm's capabilities as MCP tools.
+    Mcp {
+        /// What to do.
+        #[command(subcommand)]
+        command: mcp::McpCommand,
+    },
     /// Serve a capability as a Synadia Agent Protocol agent (its SDKs discover and prompt
     /// it; each prompt runs as a murmur task) until ctrl-c; prints the prompt subject.
     Gateway(gateway::GatewayArgs),
@@ -224,6 +231,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Agents { command } => agents::run(&settings, command).await,
         Command::Coordinator => coordinator::run(&settings).await,
         Command::Gateway(args) => gateway::run(&settings, args).await,
+        Command::Mcp { command } => mcp::run(&settings, command).await,
         Command::Status { window_s } => status::run(&settings, window_s).await,
         Command::Task { command } => task::run(&settings, command).await,
         Command::Vote { command } => vote::run(&settings, command).await,
