@@ -2,7 +2,8 @@
 //! `tools/console/e2e/console.mjs` drives Debian's Chromium through playwright-core against
 //! it (agents joining, tasks changing state, a cancel and a redrive with the operator's
 //! credentials, a redrive refused with the observer's, an event's signature, the replay
-//! scrubber, a deployment graph's problems). `scripts/install.sh` installs Chromium and the
+//! scrubber, a deployment graph's problems, the page joining as a compute agent and running
+//! `compute.js` tasks in a Web Worker). `scripts/install.sh` installs Chromium and the
 //! page's npm packages. Screenshots land in the test's temporary directory; with
 //! `MURMUR_UPDATE_SCREENSHOTS=1` they also replace those in `docs/console/`.
 
@@ -109,6 +110,7 @@ fn the_console_follows_the_log_live_in_a_real_browser() -> Result<()> {
         }
         let measured: serde_json::Value = serde_json::from_str(measured.trim())?;
         assert!(measured["agent_visible_ms"].is_number(), "{measured}");
+        assert!(measured["browser_task_ms"].is_number(), "{measured}");
         assert!(
             measured["deploy_problems"].as_u64() >= Some(3),
             "{measured}"

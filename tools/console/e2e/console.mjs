@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { wsconnect, credsAuthenticator, headers as natsHeaders } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
-import { fromSeed } from "@nats-io/nkeys";
+import { createUser, fromSeed } from "@nats-io/nkeys";
 import { seal } from "../src/envelope.js";
 
 const env = (name) => {
@@ -35,6 +35,18 @@ const children = [];
 const cliArgs = ["--server", NATS_URL, "--data-dir", DATA];
 const murmur = (...args) =>
   execFileSync(MURMUR, [...cliArgs, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
+
+/** The murmur CLI without blocking this process: Playwright resumes each new Web Worker of
+ * the page from here, so a synchronous call would keep the page's workers from starting. */
+const murmurAsync = (...args) =>
+  new Promise((resolve) => {
+    const child = spawn(MURMUR, [...cliArgs, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("exit", (code) => resolve({ code, stdout: stdout.trim(), stderr }));
+  });
 
 function startAgent(name, capability) {
   const child = spawn(
@@ -271,6 +283,41 @@ type = "depends_on"
   check(problems >= 3, `an invalid graph shows all its problems (${problems})`);
   measured.deploy_problems = problems;
   await shot(page, "deploy-errors");
+
+  // The page as a compute agent: its own key (generated in the page), enrolled as a worker
+  // by the operator's credentials, runs compute.js tasks in a Web Worker.
+  const stranger = createUser().getPublicKey();
+  const enrolled = await fetch(`${CONSOLE_URL}api/participants`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ creds: observerCreds, public_key: stranger, name: "stranger" }),
+  });
+  check(enrolled.status === 403, `enrolling a browser key with observer credentials is refused by the server (${enrolled.status})`);
+  await useCreds(operatorCreds);
+  await view(page, "compute");
+  await page.click("[data-testid=compute-join]");
+  const browserKey = (await page.textContent("[data-testid=compute-key]", { timeout: DEADLINE })).trim();
+  check(/^U[A-Z2-7]{55}$/.test(browserKey), `the page joined as a compute agent with its own key ${browserKey.slice(0, 8)}…`);
+  const submitted = Date.now();
+  const ran = await murmurAsync(
+    "task", "submit", "--capability", "compute.js", "--watch",
+    "--input", JSON.stringify({ code: "return input.a * input.b", input: { a: 6, b: 7 }, timeout_ms: 1000 })
+  );
+  check(ran.code === 0, `the compute.js task completed: ${ran.stderr}`);
+  const answer = ran.stdout.split("\n").pop();
+  measured.browser_task_ms = Date.now() - submitted;
+  const output = JSON.parse(answer);
+  check(output.value === 42 && output.by === "browser", `a compute.js task ran in the page's Web Worker: ${answer} (${measured.browser_task_ms} ms submit → completed)`);
+  const endless = await murmurAsync(
+    "task", "submit", "--capability", "compute.js", "--watch", "--max-attempts", "1",
+    "--input", JSON.stringify({ code: "for (;;) {}", input: null, timeout_ms: 300 })
+  );
+  check(endless.code !== 0 && endless.stderr.includes("time limit of 300 ms exceeded"), "code that never ends is stopped at its time limit and the attempt fails");
+  await page.waitForSelector("[data-testid=compute-log] >> text=time limit", { timeout: DEADLINE });
+  await shot(page, "compute");
+  await page.click("[data-testid=compute-leave]");
+  await page.waitForSelector("[data-testid=compute-log] >> text=left", { timeout: DEADLINE });
+  check(true, "the compute agent leaves when asked");
 } catch (e) {
   failed = true;
   console.error(e.stack || String(e));

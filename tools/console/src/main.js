@@ -5,6 +5,7 @@ import { get, post } from "./api.js";
 import { EventsView } from "./events.js";
 import { connect, credsClaims, followHeartbeats, followHistory, lastSequence } from "./nats.js";
 import { AgentsView, DeadLettersView, DeployView, KnowledgeView, ProposalsView, ReplayView, TasksView } from "./views.js";
+import { CAPABILITY, joinAsAgent } from "./participant.js";
 import shopExample from "../../../examples/shop.toml?raw";
 
 /** Events kept in the page (older ones drop off the tail; the log keeps them). */
@@ -12,7 +13,7 @@ const KEEP = 20000;
 /** How far back the tail starts when the page opens. */
 const BACKLOG = 500;
 
-const VIEWS = ["events", "agents", "tasks", "proposals", "knowledge", "dead letters", "replay", "deploy"];
+const VIEWS = ["events", "agents", "tasks", "proposals", "knowledge", "dead letters", "replay", "deploy", "compute"];
 
 /** What the log tells the page, mutated in place and re-rendered once per frame. */
 const store = { events: [], lastSeq: 0, heartbeats: new Map() };
@@ -57,6 +58,46 @@ function Credentials({ creds, setCreds }) {
     <button data-testid="creds-save" onClick=${() => { setCreds(draft.trim()); setEditing(false); }}>use</button>
     <button onClick=${() => setEditing(false)}>cancel</button>
   </div>`;
+}
+
+/** This page as a compute agent: joins with its own key (enrolled with the operator's
+ * credentials entered above), runs `compute.js` tasks in a Web Worker. */
+const computeAgent = { agent: null, lines: [] };
+
+function ComputeView({ config, creds }) {
+  // Kept outside the view: the agent runs on while other views are shown.
+  const [agent, setAgentState] = useState(computeAgent.agent);
+  const [lines, setLines] = useState(computeAgent.lines);
+  const [name, setName] = useState("browser-1");
+  const setAgent = (a) => setAgentState((computeAgent.agent = a));
+  const log = (line) => {
+    computeAgent.lines = [...computeAgent.lines.slice(-200), `${new Date().toLocaleTimeString()} ${line}`];
+    setLines(computeAgent.lines);
+  };
+  if (!config.browser_agents)
+    return html`<p class="muted">This console cannot enrol a browser agent: only the <code>murmur up</code> that started the NATS server holds the keys that mint its credentials.</p>`;
+  const join = async () => {
+    if (!creds) {
+      log('joining needs an operator\'s credentials: use "act with credentials…" above');
+      return;
+    }
+    try {
+      setAgent(await joinAsAgent(config, creds, name, log));
+    } catch (e) {
+      log(`could not join: ${e.message}`);
+    }
+  };
+  return html`<section class="compute">
+    <p>This page can join the realm as an agent offering <code>${CAPABILITY}</code>: a task carries a function body and its input
+      (<code>{"code": "return input.a * input.b", "input": {"a": 6, "b": 7}, "timeout_ms": 1000}</code>); it runs in a Web Worker, stopped at the time limit,
+      and the result is reported signed with this page's own key (generated here; an operator's credentials enrol it as a worker).</p>
+    ${agent
+      ? html`<p>joined as <span class="mono" data-testid="compute-key">${agent.key}</span>
+          <button data-testid="compute-leave" onClick=${async () => { await agent.stop(); setAgent(null); }}>leave</button></p>`
+      : html`<p><input value=${name} onInput=${(e) => setName(e.target.value)} data-testid="compute-name" />
+          <button data-testid="compute-join" onClick=${join}>join as a compute agent</button></p>`}
+    <pre data-testid="compute-log">${lines.join("\n")}</pre>
+  </section>`;
 }
 
 function App() {
@@ -148,6 +189,7 @@ function App() {
       ${config && view === "dead letters" && html`<${DeadLettersView} ...${props} />`}
       ${config && view === "replay" && html`<${ReplayView} ...${props} />`}
       ${view === "deploy" && html`<${DeployView} example=${shopExample} />`}
+      ${config && view === "compute" && html`<${ComputeView} config=${config} creds=${creds} />`}
     </main>
     ${eventSeq && html`<${EventModal} seq=${eventSeq} onClose=${() => setEventSeq(null)} />`}`;
 }

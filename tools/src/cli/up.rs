@@ -202,20 +202,27 @@ async fn start_console(
     use murmur_subjects::roles::Role;
     // Only for a server this murmur up started: its operator keys are the ones here. With
     // NATS_URL the page gets no credentials and asks for them.
-    let observer_creds = match &connect.auth {
-        _ if settings.connect.is_some() => None,
-        murmur_subjects::connect::Auth::None => None,
+    let (observer_creds, enroller) = match &connect.auth {
+        _ if settings.connect.is_some() => (None, None),
+        murmur_subjects::connect::Auth::None => (None, None),
         _ => {
             let authority = murmur_testkit::authority::Authority::open_or_create(
                 &settings.data_dir.join("auth"),
             )?;
             let page = murmur_subjects::identity::Identity::generate();
-            Some(authority.creds(&settings.realm, Role::Observer, "console", &page, None)?)
+            let creds = authority.creds(&settings.realm, Role::Observer, "console", &page, None)?;
+            let realm = settings.realm.clone();
+            let enroller: crate::console::Enroller = std::sync::Arc::new(move |key, name| {
+                authority.user_jwt(&realm, Role::Worker, name, key, None)
+            });
+            (Some(creds), Some(enroller))
         }
     };
     let config = crate::console::PageConfig {
         websocket_url: websocket_url.clone(),
         observer_creds,
+        browser_agents: enroller.is_some(),
+        enroller,
         ..crate::console::PageConfig::for_log(log, connect.servers.clone())
     };
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));

@@ -70,6 +70,7 @@ pub(super) fn router(console: Arc<Console>) -> Router {
         .route("/api/actions/redrive", post(redrive))
         .route("/api/actions/cancel", post(cancel))
         .route("/api/actions/vote", post(vote))
+        .route("/api/participants", post(enrol))
         .with_state(console)
 }
 
@@ -622,6 +623,45 @@ where
             "no answer from the server within 10 s".into(),
         )),
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct EnrolRequest {
+    #[serde(flatten)]
+    acting: Acting,
+    /// The participant key the page generated.
+    public_key: String,
+    /// Its name.
+    name: String,
+}
+
+/// A browser agent's enrolment: the acting credentials grant its key the worker role in the
+/// log (so the NATS server decides: only an operator may), then the authority mints its
+/// JWT. The key's seed never leaves the page.
+async fn enrol(State(c): Shared, Json(r): Json<EnrolRequest>) -> ApiResult {
+    let enroller = c.config.enroller.clone().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_IMPLEMENTED,
+            "this console cannot enrol participants: only the murmur up that started the server holds its keys".into(),
+        )
+    })?;
+    murmur_subjects::identity::check_public_key(&r.public_key)
+        .map_err(|e| bad_request(e.to_string()))?;
+    murmur_subjects::Token::new(r.name.as_str())
+        .map_err(|e| bad_request(format!("the name: {e}")))?;
+    acting(&c, &r.acting, |log| async move {
+        let sequence = murmur_testkit::authority::grant(
+            &log,
+            &r.public_key,
+            murmur_subjects::roles::Role::Worker,
+            &r.name,
+            None,
+        )
+        .await?;
+        let jwt = enroller(&r.public_key, &r.name)?;
+        Ok(json!({ "jwt": jwt, "role": "worker", "granted_at": sequence }))
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]

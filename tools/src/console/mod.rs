@@ -21,8 +21,12 @@ use serde::Serialize;
 
 pub use views::{Answered, LiveView};
 
+/// Mints a worker's user JWT for a participant key the browser generated (its seed never
+/// leaves the page), named as given: what the authority that started the server can do.
+pub type Enroller = Arc<dyn Fn(&str, &str) -> Result<String> + Send + Sync>;
+
 /// What the page needs to join the realm itself.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct PageConfig {
     /// Realm.
     pub realm: String,
@@ -37,6 +41,22 @@ pub struct PageConfig {
     pub dlq_stream: String,
     /// The server URLs agents connect to, for the page's hints.
     pub nats_urls: Vec<String>,
+    /// Whether the page may join as a compute agent (an [`Enroller`] is at hand).
+    pub browser_agents: bool,
+    /// Mints the JWT of a browser agent's key (only where `murmur up` started the server).
+    #[serde(skip)]
+    pub enroller: Option<Enroller>,
+}
+
+impl std::fmt::Debug for PageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageConfig")
+            .field("realm", &self.realm)
+            .field("websocket_url", &self.websocket_url)
+            .field("history_stream", &self.history_stream)
+            .field("browser_agents", &self.browser_agents)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PageConfig {
@@ -50,6 +70,8 @@ impl PageConfig {
             history_stream: log.config().history_stream.clone(),
             dlq_stream: log.config().dlq_stream.clone(),
             nats_urls,
+            browser_agents: false,
+            enroller: None,
         }
     }
 }
