@@ -62,6 +62,7 @@ pub enum VoteCommand {
         /// Proposal id.
         id: String,
         /// approve | reject | abstain.
+        #[arg(value_parser = ["approve", "reject", "abstain"])]
         choice: String,
         /// Why.
         #[arg(long, default_value = "")]
