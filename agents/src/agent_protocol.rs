@@ -14,7 +14,7 @@
 //!
 //! The pure parts (reading a prompt, the task input, the answer text, which part of the
 //! progress is new, the chunks and the heartbeat) are functions of their inputs; the I/O is
-//! [`run_gateway`].
+//! [`Gateway`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

@@ -338,7 +338,7 @@ impl AgentKind {
     }
 
     /// What must be found before joining: a bridge's protocol agent (retried for
-    /// [`BRIDGE_DISCOVERY`], so a bridge started with its agent finds it).
+    /// 15 s, so a bridge started with its agent finds it).
     pub async fn prepare(&mut self, client: &async_nats::Client) -> Result<()> {
         if let Self::Mcp { server, tools } = self {
             let connected = murmur_agents::mcp::McpTools::connect(server.clone()).await?;

@@ -44,10 +44,95 @@ pub struct Status {
     /// Proposals per state: `open`, `withdrawn`, `refused` (at open) or the decision's
     /// outcome.
     pub proposals: BTreeMap<String, usize>,
+    /// How full the history stream is against its retention limits.
+    pub history: Option<HistoryUsage>,
     /// `task.completed` events stored in the window.
     pub completed_in_window: u64,
     /// The window, in seconds.
     pub window_s: u64,
+}
+
+/// The history stream against its limits: past either, the server drops the oldest
+/// events, which are the truth every projection is folded from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryUsage {
+    /// Bytes stored.
+    pub bytes: u64,
+    /// The byte limit (`None`: unlimited).
+    pub max_bytes: Option<u64>,
+    /// Events stored.
+    pub messages: u64,
+    /// Age of the oldest stored event, in seconds.
+    pub oldest_age_s: u64,
+    /// The age limit in seconds (`None`: unlimited).
+    pub max_age_s: Option<u64>,
+    /// Set when either limit is 80% reached: what to do before events are dropped.
+    pub warning: Option<String>,
+}
+
+/// Share of a retention limit past which `murmur status` warns.
+pub const RETENTION_WARNING: f64 = 0.8;
+
+impl HistoryUsage {
+    /// The usage, with a warning when `bytes` or `oldest_age_s` has reached
+    /// [`RETENTION_WARNING`] of its limit.
+    pub fn new(
+        bytes: u64,
+        max_bytes: Option<u64>,
+        messages: u64,
+        oldest_age_s: u64,
+        max_age_s: Option<u64>,
+    ) -> Self {
+        let near = |used: u64, limit: Option<u64>| {
+            limit.filter(|&l| l > 0 && used as f64 >= l as f64 * RETENTION_WARNING)
+        };
+        let mut reasons = Vec::new();
+        if let Some(limit) = near(bytes, max_bytes) {
+            reasons.push(format!("{bytes} of {limit} bytes"));
+        }
+        if let Some(limit) = near(oldest_age_s, max_age_s) {
+            reasons.push(format!(
+                "the oldest event is {} of {} days old",
+                oldest_age_s / 86_400,
+                limit / 86_400
+            ));
+        }
+        let warning = (!reasons.is_empty()).then(|| {
+            format!(
+                "the history stream is near its retention limit ({}): past it the server drops the oldest events; archive with `murmur replay -o FILE`, or raise max_bytes / max_age in the config's [log] section",
+                reasons.join(", ")
+            )
+        });
+        Self {
+            bytes,
+            max_bytes,
+            messages,
+            oldest_age_s,
+            max_age_s,
+            warning,
+        }
+    }
+}
+
+/// Reads the history stream's state and limits.
+async fn history_usage(log: &murmur_subjects::EventLog) -> Result<HistoryUsage> {
+    let mut stream = log.stream(&log.config().history_stream).await?;
+    let info = stream.info().await?;
+    let limit = |v: i64| u64::try_from(v).ok().filter(|&v| v > 0);
+    let oldest = if info.state.messages == 0 {
+        0
+    } else {
+        (chrono::Utc::now() - info.state.first_timestamp)
+            .num_seconds()
+            .max(0) as u64
+    };
+    Ok(HistoryUsage::new(
+        info.state.bytes,
+        limit(info.config.max_bytes),
+        info.state.messages,
+        oldest,
+        Some(info.config.max_age.as_secs()).filter(|&s| s > 0),
+    ))
 }
 
 /// One online agent.
@@ -106,6 +191,7 @@ pub async fn collect(settings: &Settings, window: Duration) -> Result<Status> {
     let mut view = Projector::new(log.clone(), CoordinatorProjection::new(realm.clone()));
     view.catch_up().await?;
     let live = gather_stats(log.client()).await?;
+    let history = history_usage(&log).await.ok();
     let state = view.state();
     let mut agents = BTreeMap::new();
     let mut online = Vec::new();
@@ -176,6 +262,7 @@ pub async fn collect(settings: &Settings, window: Duration) -> Result<Status> {
         queues,
         unserved,
         proposals,
+        history,
         completed_in_window,
         window_s: window.as_secs(),
     })
@@ -199,6 +286,20 @@ pub async fn run(settings: &Settings, window_s: u64) -> Result<()> {
         }
     };
     out!("realm {}", s.realm);
+    if let Some(h) = &s.history {
+        out!(
+            "history: {} events, {} bytes of {}, oldest {} days old of {}",
+            h.messages,
+            h.bytes,
+            h.max_bytes.map_or("unlimited".into(), |b| b.to_string()),
+            h.oldest_age_s / 86_400,
+            h.max_age_s
+                .map_or("unlimited".into(), |a| format!("{} days", a / 86_400))
+        );
+        if let Some(warning) = &h.warning {
+            eprintln!("warning: {warning}");
+        }
+    }
     out!("agents: {}", join(&s.agents));
     for a in &s.online {
         let live = match &a.live {
@@ -271,4 +372,30 @@ pub async fn run(settings: &Settings, window_s: u64) -> Result<()> {
         s.completed_in_window as f64 / s.window_s as f64
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_warns_at_eighty_percent_of_either_limit() {
+        let day = 86_400;
+        let quiet = HistoryUsage::new(100, Some(1000), 5, day, Some(365 * day));
+        assert_eq!(quiet.warning, None);
+        let full = HistoryUsage::new(800, Some(1000), 5, day, Some(365 * day));
+        assert!(
+            full.warning
+                .as_deref()
+                .is_some_and(|w| w.contains("800 of 1000 bytes"))
+        );
+        let old = HistoryUsage::new(1, Some(1000), 5, 300 * day, Some(365 * day));
+        assert!(
+            old.warning
+                .as_deref()
+                .is_some_and(|w| w.contains("300 of 365 days"))
+        );
+        let unlimited = HistoryUsage::new(u64::MAX, None, 5, u64::MAX, None);
+        assert_eq!(unlimited.warning, None);
+    }
 }
