@@ -554,3 +554,76 @@ fn agent_protocol_prompts_and_mcp_arguments() {
         ok_or(&parsed)
     });
 }
+
+/// Chat templates come inside a GGUF file: whoever made the model wrote them.
+#[test]
+fn chat_templates_from_model_files() {
+    use murmur_agents::inference::chat::{ChatMessage, ChatTemplate};
+    let seeds = [
+        // ChatML, as SmolLM2 ships it.
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+        // Llama 2, with raise_exception and string methods.
+        "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'].strip() + ' [/INST]' }}{% else %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}",
+        "{% set x = [1,2,3] %}{% for i in range(3) %}{{ x|join(',') }}{{ messages|length }}{% endfor %}",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let messages = [
+        ChatMessage {
+            role: "user".into(),
+            content: "hello {{ 7*7 }}".into(),
+        },
+        ChatMessage {
+            role: "assistant".into(),
+            content: "hi".into(),
+        },
+    ];
+    fuzz("chat_templates", seeds, |bytes| {
+        let source = String::from_utf8_lossy(bytes);
+        match ChatTemplate::new(&source, "<s>", "</s>") {
+            Ok(template) => match template.render(&messages) {
+                Ok(_) => "rendered",
+                Err(_) => "render refused",
+            },
+            Err(_) => "not a template",
+        }
+    });
+}
+
+/// A model file is whatever someone put on disk: its header, metadata (vocabulary, chat
+/// template, sizes) and tensor table are read before any weight.
+#[test]
+fn gguf_model_files() {
+    use murmur_agents::inference::chat::ChatMessage;
+    use murmur_agents::inference::{
+        Architecture, GenerateOptions, GgufModel, TestModel, TestVocabulary, write_test_model,
+    };
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let seed_path = dir.path().join("seed.gguf");
+    let mut seeds = Vec::new();
+    for model in [
+        TestModel::new(1),
+        TestModel::new(2).vocabulary(TestVocabulary::SentencePiece),
+        TestModel::new(3).q4_1_projections(),
+        TestModel::new(4).architecture(Architecture::Qwen2),
+        TestModel::new(5).architecture(Architecture::Phi3),
+    ] {
+        write_test_model(&seed_path, &model).expect("a test model");
+        seeds.push(std::fs::read(&seed_path).expect("the test model"));
+    }
+    let input_path = dir.path().join("input.gguf");
+    fuzz("gguf", seeds, |bytes| {
+        std::fs::write(&input_path, bytes).expect("the input is written");
+        match GgufModel::load(&input_path) {
+            Ok(model) => {
+                let _ = model.chat_prompt(&[ChatMessage::new("user", "hi")]);
+                match model.generate("hi", &GenerateOptions::greedy(2)) {
+                    Ok(_) => "loaded, generated",
+                    Err(_) => "loaded, generation refused",
+                }
+            }
+            Err(_) => "refused",
+        }
+    });
+}

@@ -39,6 +39,10 @@ pub struct ChatTemplate {
     end: String,
 }
 
+/// The most instructions one render may execute: far more than any conversation a model
+/// takes (a ChatML turn costs tens), far less than a hostile template's nested loops.
+pub const TEMPLATE_FUEL: u64 = 2_000_000;
+
 /// The name the template is stored under in its environment.
 const TEMPLATE: &str = "chat";
 
@@ -53,6 +57,9 @@ impl ChatTemplate {
             .build()
             .map_err(|e| e.to_string())?;
         environment.set_syntax(syntax);
+        // A template comes inside a model file, written by whoever made it: bound the work
+        // one render may do (a loop nested in a loop would otherwise run for minutes).
+        environment.set_fuel(Some(TEMPLATE_FUEL));
         environment
             .set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         environment.add_function(
@@ -133,6 +140,20 @@ mod tests {
             .render(&[ChatMessage::new("assistant", "first")])
             .expect_err("roles must alternate");
         assert!(refused.contains("must alternate"), "{refused}");
+    }
+
+    #[test]
+    fn a_template_that_would_run_for_minutes_runs_out_of_fuel() {
+        let hostile = ChatTemplate::new(
+            "{% for a in range(10000) %}{% for b in range(10000) %}x{% endfor %}{% endfor %}",
+            "<s>",
+            "</s>",
+        )
+        .expect("it compiles");
+        let error = hostile
+            .render(&[ChatMessage::new("user", "hi")])
+            .expect_err("it runs out of fuel");
+        assert!(error.contains("fuel"), "{error}");
     }
 
     #[test]

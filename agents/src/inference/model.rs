@@ -129,6 +129,75 @@ impl Default for LoadOptions {
     }
 }
 
+/// Runs candle's code on a model file's contents, turning a panic into an error: its GGUF
+/// reader and model builders trust what the file declares (a zero `general.alignment`
+/// divides by zero; a dimension that does not match the architecture fails an
+/// assertion), and a model file is written by whoever made it.
+fn third_party<T>(doing: &str, run: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        format!("the file is malformed: {doing} failed ({message})")
+    })
+}
+
+/// [`Weights::load`] behind [`third_party`].
+fn load_weights<R: std::io::Read + Seek>(
+    path: &Path,
+    architecture: Architecture,
+    content: gguf_file::Content,
+    reader: &mut R,
+) -> Result<Weights, InferenceError> {
+    third_party("building the model from its weights", || {
+        Weights::load(architecture, content, reader)
+    })
+    .and_then(|built| built.map_err(|e| reason(&e)))
+    .map_err(|reason| InferenceError::Model {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// Checks the tensor table against the file before anything is sized from it: each
+/// tensor's element count and bytes fit in integers (candle multiplies the dimensions
+/// unchecked) and its data lies inside the file.
+fn check_tensor_table(content: &gguf_file::Content, file_size: u64) -> Result<(), String> {
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let info = &content.tensor_infos[name];
+        let elements = info
+            .shape
+            .dims()
+            .iter()
+            .try_fold(1usize, |n, d| n.checked_mul(*d))
+            .ok_or_else(|| format!("tensor `{name}` declares more elements than fit in memory"))?;
+        let block = info.ggml_dtype.block_size();
+        if elements % block != 0 {
+            return Err(format!(
+                "tensor `{name}` has {elements} elements, not a multiple of its type's block of {block}"
+            ));
+        }
+        let bytes = (elements / block)
+            .checked_mul(info.ggml_dtype.type_size())
+            .ok_or_else(|| format!("tensor `{name}` declares more bytes than fit in memory"))?;
+        let end = content
+            .tensor_data_offset
+            .checked_add(info.offset)
+            .and_then(|start| start.checked_add(bytes as u64));
+        if end.is_none_or(|end| end > file_size) {
+            return Err(format!(
+                "tensor `{name}` ({bytes} bytes at offset {}) runs past the end of the file ({file_size} bytes)",
+                info.offset
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl std::fmt::Debug for GgufModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GgufModel")
@@ -151,16 +220,23 @@ impl GgufModel {
             path: path.to_path_buf(),
             source,
         };
-        let model = |e: candle_core::Error| InferenceError::Model {
+        let malformed = |reason| InferenceError::Model {
             path: path.to_path_buf(),
-            reason: reason(&e),
+            reason,
         };
         let mut file = std::fs::File::open(path).map_err(io)?;
         let mut hasher = Sha256::new();
         std::io::copy(&mut file, &mut hasher).map_err(io)?;
         let sha256 = crate::artifacts::to_hex(&hasher.finalize());
         file.rewind().map_err(io)?;
-        let content = gguf_file::Content::read(&mut file).map_err(model)?;
+        let file_size = file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+        file.rewind().map_err(io)?;
+        let content = third_party("reading the GGUF header", || {
+            gguf_file::Content::read(&mut file)
+        })
+        .and_then(|read| read.map_err(|e| reason(&e)))
+        .map_err(malformed)?;
+        check_tensor_table(&content, file_size).map_err(malformed)?;
         let named = content
             .metadata
             .get("general.architecture")
@@ -253,24 +329,29 @@ impl GgufModel {
             (Some(layers), Some(width), Some(heads)) if heads > 0 => {
                 let kv_heads = arch_u32("attention.head_count_kv").unwrap_or(heads);
                 let head_dim = arch_u32("attention.key_length").unwrap_or(width / heads);
-                2 * layers as u64 * context as u64 * kv_heads as u64 * head_dim as u64 * 4
+                [layers, kv_heads, head_dim]
+                    .into_iter()
+                    .fold(2 * 4 * context as u64, |b, n| {
+                        b.saturating_mul(u64::from(n))
+                    })
             }
             _ => 0,
         };
         let requantized = if options.requantize_slow_weights {
-            requantize::to_q8_0(&content, &mut file).map_err(model)?
+            third_party("requantizing the weights", || {
+                requantize::to_q8_0(&content, &mut file)
+            })
+            .and_then(|done| done.map_err(|e| reason(&e)))
+            .map_err(malformed)?
         } else {
             None
         };
         let (weights, requantized_tensors) = match requantized {
             Some((content, mut memory, count)) => (
-                Weights::load(architecture, content, &mut memory).map_err(model)?,
+                load_weights(path, architecture, content, &mut memory)?,
                 count,
             ),
-            None => (
-                Weights::load(architecture, content, &mut file).map_err(model)?,
-                0,
-            ),
+            None => (load_weights(path, architecture, content, &mut file)?, 0),
         };
         Ok(Self {
             architecture,

@@ -481,6 +481,18 @@ fn bad_models_and_prompts_get_typed_errors() {
         matches!(&falcon, Err(InferenceError::UnsupportedArchitecture { architecture, .. }) if architecture == "falcon"),
         "{falcon:?}"
     );
+    // candle's reader divides by the declared alignment: a panic there is an error here.
+    let zero_alignment = metadata_only(
+        "zero-alignment.gguf",
+        &[
+            ("general.architecture", Value::String("llama".into())),
+            ("general.alignment", Value::U32(0)),
+        ],
+    );
+    assert!(
+        matches!(&zero_alignment, Err(InferenceError::Model { reason, .. }) if reason.contains("malformed")),
+        "{zero_alignment:?}"
+    );
     let bert = metadata_only(
         "bert-vocab.gguf",
         &[
