@@ -538,6 +538,8 @@ async fn memory_agent_answers_queries_and_catches_a_peer_up() -> Result<()> {
 /// a status line (`-- ok pending=N position=P` or `-- error pending=N position=P: why`).
 struct KbSession {
     _child: tokio::process::Child,
+    /// The first line: who, where, and what an earlier session left.
+    banner: String,
     stdin: tokio::process::ChildStdin,
     lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
     stderr: std::path::PathBuf,
@@ -591,6 +593,7 @@ impl KbSession {
         );
         Ok(Self {
             _child: child,
+            banner: first,
             stdin,
             lines,
             stderr,
@@ -685,7 +688,8 @@ async fn sessions_converge(
 
 /// Two agent processes on different nodes of a 3-node cluster (R3 streams) edit one space;
 /// the node of one of them is stopped, so each edits without seeing the other (the cut-off
-/// one keeps its edits in its outbox); when the node is back they converge to identical
+/// one keeps its edits in its outbox, on disk) and is then killed; when the node is back a
+/// new process on its data dir publishes that outbox and the two converge to identical
 /// heads, every fact written on either side is there, the conflicting field shows both
 /// authors, and a fresh replay of the log equals them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -738,8 +742,17 @@ async fn partitioned_agents_converge_when_their_node_returns() -> Result<()> {
         pending.status
     );
 
-    // The node returns: A reconnects, publishes its outbox, and both converge.
+    // A's process dies while cut off (SIGKILL); its outbox is on disk. The node returns and
+    // a new session on the same data dir publishes what the dead one left, and both converge.
+    drop(a);
     cluster.restart(0).await?;
+    let mut a =
+        KbSession::start(&cluster.cluster.nodes[0].url(), da.path(), &ka, &ca, SPACE).await?;
+    ensure!(
+        a.banner.contains("of an earlier session"),
+        "the new session took over the outbox: {}",
+        a.banner
+    );
     a.drain(DEADLINE * 2).await?;
     let heads = sessions_converge(&mut a, &mut b, SPACE, DEADLINE * 2).await?;
 

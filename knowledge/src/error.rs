@@ -73,6 +73,14 @@ pub enum KnowledgeError {
         /// The space.
         space: String,
     },
+    /// The outbox folder could not be read or written.
+    #[error("outbox {path}: {reason}")]
+    Outbox {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// The change bytes do not decode.
     #[error("corrupt change bytes: {0}")]
     CorruptChange(String),

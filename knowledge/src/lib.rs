@@ -19,6 +19,7 @@ pub mod document;
 pub mod error;
 pub mod fact;
 pub mod layout;
+mod outbox;
 pub mod query;
 pub mod replica;
 pub mod rpc;

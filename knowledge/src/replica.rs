@@ -13,7 +13,9 @@
 //! [`AUTO_COMMIT_OPS`] operations or 128 KiB, and at [`KnowledgeReplica::flush`]); each change
 //! is sealed as a `knowledge.changed` event with id `kc-<change hash>` (server dedupe) and kept
 //! in an outbox until the server acknowledged it, so edits made while cut off from the
-//! cluster are published when it is reachable again — nothing written is lost.
+//! cluster are published when it is reachable again — nothing written is lost. With
+//! [`ReplicaConfig::outbox_dir`] the outbox is on disk too, so that also holds across a
+//! crash.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
@@ -30,9 +32,7 @@ use murmur_subjects::events::{
 };
 use murmur_subjects::log::Expected;
 use murmur_subjects::projection::StartAt;
-use murmur_subjects::{
-    Domain, Draft, EventLog, LogError, Plane, SealedEvent, SubjectFilter, Token,
-};
+use murmur_subjects::{Domain, Draft, EventLog, LogError, Plane, SubjectFilter, Token};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -40,6 +40,7 @@ use crate::base::{DocumentSummary, IncomingChange, KnowledgeBase, RefusedChange}
 use crate::document::{AUTO_COMMIT_OPS, FactView, ResolutionPolicy, ResolutionRecord};
 use crate::error::KnowledgeError;
 use crate::fact::{FactCore, FactDraft, FactId, Value, hex};
+use crate::outbox::Outbox;
 use crate::query::Query;
 use crate::space::{document_token, shard_of, space_token};
 
@@ -69,6 +70,9 @@ pub struct ReplicaConfig {
     pub compact: bool,
     /// The clock stamping local edits.
     pub clock: Clock,
+    /// Where unacknowledged changes are kept on disk (see [`ReplicaConfig::outbox_dir`]);
+    /// `None` keeps them in memory only.
+    pub outbox_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ReplicaConfig {
@@ -99,6 +103,7 @@ impl ReplicaConfig {
             dead_letter_refusals: false,
             compact: true,
             clock: Arc::new(murmur_subjects::clock::SystemClock),
+            outbox_dir: None,
         }
     }
 
@@ -117,6 +122,15 @@ impl ReplicaConfig {
     /// Uses `clock` for local edits.
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Keeps unacknowledged changes in `dir` as well as in memory, so a crash while cut off
+    /// from the servers loses no edit: a replica opened later on the same folder (one
+    /// folder per identity) publishes them at its next flush. Its changes are signed by
+    /// the identity that made them.
+    pub fn outbox_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.outbox_dir = Some(dir.into());
         self
     }
 
@@ -205,7 +219,7 @@ pub struct KnowledgeReplica {
     config: ReplicaConfig,
     space_position: u64,
     change_positions: BTreeMap<String, u64>,
-    outbox: Vec<SealedEvent>,
+    outbox: Outbox,
     store: Option<ObjectStore>,
 }
 
@@ -230,13 +244,17 @@ impl KnowledgeReplica {
     /// Opens a replica and catches up with the log (snapshots first, then the changes after).
     pub async fn open(log: EventLog, config: ReplicaConfig) -> Result<Self, KnowledgeError> {
         let base = KnowledgeBase::new(log.identity().public_key(), session_nonce());
+        let outbox = match &config.outbox_dir {
+            Some(dir) => Outbox::durable(dir)?,
+            None => Outbox::in_memory(),
+        };
         let mut replica = Self {
             log,
             base,
             config,
             space_position: 0,
             change_positions: BTreeMap::new(),
-            outbox: Vec::new(),
+            outbox,
             store: None,
         };
         replica.refresh().await?;
@@ -645,8 +663,7 @@ impl KnowledgeReplica {
         let draft = Draft::new(token, &payload)
             .map_err(|e| KnowledgeError::Ingest(e.into()))?
             .with_id(id);
-        self.outbox.push(self.log.seal(draft));
-        Ok(())
+        self.outbox.push(self.log.seal(draft))
     }
 
     /// Commits the pending edits of `space`'s documents into the outbox (not published yet).
@@ -749,7 +766,7 @@ impl KnowledgeReplica {
         }
         let mut pending = Vec::with_capacity(self.outbox.len());
         let mut send_error = None;
-        for ev in &self.outbox {
+        for ev in self.outbox.events() {
             match self.log.append_sealed(ev).await {
                 Ok(p) => pending.push(p),
                 Err(e) => {
@@ -774,7 +791,7 @@ impl KnowledgeReplica {
         }
         // Acks arrive in order per connection: drop the acknowledged prefix; re-sending the
         // rest later is safe (same ids, server dedupe).
-        self.outbox.drain(..published);
+        self.outbox.acknowledged(published)?;
         match first_error {
             Some(e) => Err(e),
             None => Ok(published),

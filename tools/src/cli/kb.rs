@@ -250,12 +250,21 @@ fn parse_role(text: &str) -> Result<AccessRole> {
 }
 
 async fn open(settings: &Settings, space: &str) -> Result<KnowledgeReplica> {
+    open_with(settings, space, None).await
+}
+
+/// [`open`], keeping unacknowledged changes in `outbox` when given.
+async fn open_with(
+    settings: &Settings,
+    space: &str,
+    outbox: Option<std::path::PathBuf>,
+) -> Result<KnowledgeReplica> {
     let log = settings.open_log("murmur-kb").await?;
-    let replica = KnowledgeReplica::open(
-        log,
-        ReplicaConfig::space(space).compacting(settings.may_purge()),
-    )
-    .await?;
+    let mut config = ReplicaConfig::space(space).compacting(settings.may_purge());
+    if let Some(dir) = outbox {
+        config = config.outbox_dir(dir);
+    }
+    let replica = KnowledgeReplica::open(log, config).await?;
     if replica.base().space(space).is_none() {
         bail!("no knowledge space {space:?} (create it with `murmur kb open {space}`)");
     }
@@ -377,8 +386,14 @@ pub async fn run(settings: &Settings, command: KbCommand) -> Result<()> {
             remote_query(&log, args).await
         }
         KbCommand::Session { space, wait_ms } => {
-            let r = open(settings, &space).await?;
-            session(r, &space, Duration::from_millis(wait_ms)).await
+            let identity = settings.identity()?;
+            let outbox = settings
+                .data_dir
+                .join("kb-outbox")
+                .join(settings.realm.as_str())
+                .join(identity.public_key());
+            let r = open_with(settings, &space, Some(outbox.clone())).await?;
+            session(r, &space, Duration::from_millis(wait_ms), &outbox).await
         }
         command => {
             let space = command.space().to_string();
@@ -645,11 +660,28 @@ enum SessionCommand {
 /// per line. Every command ends with a status line, `-- ok pending=N position=P` or
 /// `-- error pending=N position=P: why`. Edits are applied locally at once and published with a bounded wait;
 /// while the servers are unreachable they stay in the outbox (`pending`) and go out with a
-/// later command — the session never drops an edit.
-async fn session(mut r: KnowledgeReplica, space: &str, wait: Duration) -> Result<()> {
+/// later command — the session never drops an edit. Pending changes are also kept in
+/// `outbox` (one folder per realm and identity in the data dir) until acknowledged, so a
+/// session that dies while cut off leaves them to the next one.
+async fn session(
+    mut r: KnowledgeReplica,
+    space: &str,
+    wait: Duration,
+    outbox: &std::path::Path,
+) -> Result<()> {
     use tokio::io::AsyncBufReadExt;
+    let restored = r.unpublished();
+    if restored > 0 {
+        // What it could not publish stays pending, as any edit of this session would.
+        let _ = flush_within(&mut r, wait).await;
+    }
+    let restored = match (restored, r.unpublished()) {
+        (0, _) => String::new(),
+        (n, 0) => format!(", {n} changes of an earlier session published"),
+        (n, left) => format!(", {n} changes of an earlier session restored, {left} pending"),
+    };
     out!(
-        "-- session {space} as {} at position {}",
+        "-- session {space} as {} at position {}{restored}",
         r.log().identity().public_key(),
         r.position()
     );
@@ -685,8 +717,9 @@ async fn session(mut r: KnowledgeReplica, space: &str, wait: Duration) -> Result
     let _ = flush_within(&mut r, wait).await;
     if r.unpublished() > 0 {
         bail!(
-            "{} changes were never acknowledged by the server",
-            r.unpublished()
+            "{} changes were not acknowledged by the server; they are kept in {} and published by the next `murmur kb session` of this identity",
+            r.unpublished(),
+            outbox.display()
         );
     }
     Ok(())
