@@ -25,8 +25,7 @@ fn python_checkout() -> Option<(PathBuf, PathBuf)> {
     here.ancestors().find_map(|root| {
         let python = root.join(".venv/bin/python");
         let examples = root.join("examples/python");
-        (python.exists() && examples.join("murmur_agent.py").exists())
-            .then_some((python, examples))
+        (python.exists() && examples.join("murmur_agent.py").exists()).then_some((python, examples))
     })
 }
 
