@@ -627,3 +627,47 @@ fn gguf_model_files() {
         }
     });
 }
+
+/// `Agent-Sender` headers arrive on prompts from anyone who may publish one.
+#[test]
+fn agent_sender_headers() {
+    use murmur_subjects::agent_sender::{self, NonceWindow};
+    let me = identity();
+    let now = chrono::Utc::now();
+    let subject = "agents.prompt.shouter.acme.default";
+    let signed = agent_sender::sign(&me, "$G", Some("caller"), subject, b"hi", now, "n0nce");
+    let claim = agent_sender::SenderHeader {
+        sub: None,
+        ts: None,
+        nonce: None,
+        sig: None,
+        ..signed.clone()
+    };
+    let seeds = [signed, claim]
+        .iter()
+        .map(|h| agent_sender::serialize(h).into_bytes())
+        .collect();
+    let nonces = std::sync::Mutex::new(NonceWindow::default());
+    fuzz("agent_sender", seeds, |bytes| {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return "not text";
+        };
+        match agent_sender::parse(text) {
+            Ok(Some(header)) => {
+                let Ok(mut nonces) = nonces.lock() else {
+                    return "poisoned";
+                };
+                match agent_sender::verify(&header, subject, b"hi", now, &mut nonces) {
+                    Ok(sender) if sender.verified => {
+                        assert_eq!(sender.user, me.public_key(), "verified as someone else");
+                        "verified"
+                    }
+                    Ok(_) => "claim",
+                    Err(_) => "rejected",
+                }
+            }
+            Ok(None) => "unknown version",
+            Err(_) => "malformed",
+        }
+    });
+}

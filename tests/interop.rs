@@ -344,6 +344,7 @@ async fn protocol_client(
     agent: &str,
     prompt: &str,
     find_within_s: u32,
+    options: &[&str],
 ) -> Result<(std::process::ExitStatus, String, String)> {
     let out = tokio::time::timeout(
         DEADLINE * 2,
@@ -353,6 +354,7 @@ async fn protocol_client(
             .args(["--find-within", &find_within_s.to_string()])
             .arg("--creds")
             .arg(creds)
+            .args(options)
             .arg(prompt)
             .kill_on_drop(true)
             .output(),
@@ -392,12 +394,12 @@ async fn the_agent_protocols_client_prompts_murmur_through_the_gateway() -> Resu
         &["--capability", "text.bogus", "--agent", "broken"],
     )
     .await?;
-    let (_, caller) = nats.creds("acme", Role::Submitter, "caller").await?;
+    let (caller_key, caller) = nats.creds("acme", Role::Submitter, "caller").await?;
     let caller = caller.context("secure mode issues creds")?;
 
     // Discovered and prompted with the protocol's SDK; the answer is the task's output.
     let (status, answer, log) =
-        protocol_client(&nats, &caller, "shouter", "hello protocol", 30).await?;
+        protocol_client(&nats, &caller, "shouter", "hello protocol", 30, &[]).await?;
     assert!(status.success(), "{log}");
     assert_eq!(answer, "HELLO PROTOCOL\n");
     assert!(
@@ -434,9 +436,46 @@ async fn the_agent_protocols_client_prompts_murmur_through_the_gateway() -> Resu
         "{id}"
     );
     assert_eq!(task.input, serde_json::json!({"text": "hello protocol"}));
+    assert_eq!(task.sender, None, "an anonymous prompt names no sender");
+
+    // Signed by the caller's key (`Agent-Sender`), the prompt's task names it, verified.
+    let (status, answer, log) = protocol_client(
+        &nats,
+        &caller,
+        "shouter",
+        "signed hello",
+        30,
+        &["--sign-as", "caller"],
+    )
+    .await?;
+    assert!(status.success(), "{log}");
+    assert_eq!(answer, "SIGNED HELLO\n");
+    anyhow::ensure!(
+        view.follow_until(DEADLINE, |v| v
+            .tasks
+            .tasks
+            .values()
+            .any(|t| t.input == serde_json::json!({"text": "signed hello"})))
+            .await?,
+        "the signed prompt's task is not in the log"
+    );
+    let signed = view
+        .state()
+        .tasks
+        .tasks
+        .values()
+        .find(|t| t.input == serde_json::json!({"text": "signed hello"}))
+        .context("the signed prompt's task")?;
+    let sender = signed
+        .sender
+        .as_ref()
+        .context("the task names its sender")?;
+    assert_eq!(sender.user, caller_key.public_key());
+    assert!(sender.verified, "{sender:?}");
+    assert_eq!(sender.name.as_deref(), Some("caller"));
 
     // A task that fails answers with the protocol's error (every attempt's reason).
-    let (status, _, log) = protocol_client(&nats, &caller, "broken", "hello", 30).await?;
+    let (status, _, log) = protocol_client(&nats, &caller, "broken", "hello", 30, &[]).await?;
     assert!(!status.success(), "{log}");
     assert!(
         log.contains("500") && log.contains("no handler for capability"),
@@ -452,6 +491,7 @@ async fn the_agent_protocols_client_prompts_murmur_through_the_gateway() -> Resu
         "shouter",
         "hello",
         3,
+        &[],
     )
     .await?;
     assert!(!status.success(), "{log}");
@@ -494,6 +534,7 @@ async fn the_real_models_answer_streams_to_a_protocol_client() -> Result<()> {
         "llm-generate",
         "What is the capital of France?",
         30,
+        &[],
     )
     .await?;
     assert!(status.success(), "{log}");
@@ -531,6 +572,9 @@ async fn a_protocol_agent_hosted_in_python_takes_murmur_tasks_through_a_bridge()
             "reverser",
             "--owner",
             "acme",
+            // Only prompts whose Agent-Sender verifies: the bridge's must.
+            "--min-sender-trust",
+            "signed",
         ])
         .arg("--creds")
         .arg(host_creds.context("secure mode issues creds")?)

@@ -5,7 +5,9 @@
 //! in the log, replayable and counted; the answer streams back as `response` chunks from
 //! the running attempt's progress (an inference agent's text so far) and the final output,
 //! then the protocol's empty terminator. A task that fails answers with the service-error
-//! headers, then the terminator.
+//! headers, then the terminator. A prompt's `Agent-Sender` header is read and, when signed,
+//! verified ([`murmur_subjects::agent_sender`]); the sender goes into the task's
+//! submission (a malformed header is answered 400, one that does not verify 401).
 //!
 //! The other way, a **bridge** agent takes murmur tasks for a protocol agent hosted
 //! elsewhere: [`discover`] finds it by name through `$SRV.INFO.agents`, and
@@ -27,6 +29,7 @@ use futures::StreamExt as _;
 use murmur_coordination::follow::{FollowError, RunEvent, TaskRun};
 use murmur_coordination::tasks::TaskState;
 use murmur_subjects::agent_protocol::{self as sap, AgentAddress};
+use murmur_subjects::agent_sender::{self, NonceWindow, PromptSender, SenderError};
 use murmur_subjects::events::{TaskProgress, TaskSubmitted};
 use murmur_subjects::{EventLog, Token};
 use serde::{Deserialize, Serialize};
@@ -276,6 +279,7 @@ impl Gateway {
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
         let mut stats = GatewayStats::default();
         let mut beat = tokio::time::interval(config.heartbeat);
+        let nonces = std::sync::Arc::new(std::sync::Mutex::new(NonceWindow::default()));
         let heartbeat = |id: &str, metadata: &HashMap<String, String>| {
             heartbeat_payload(address, id, config.heartbeat, metadata, chrono::Utc::now())
                 .to_string()
@@ -298,8 +302,9 @@ impl Gateway {
                 }
                 Some(request) = self.prompts.next() => {
                     let (log, config, done) = (log.clone(), config.clone(), done_tx.clone());
+                    let nonces = nonces.clone();
                     tokio::spawn(async move {
-                        let ok = answer(&log, &config, &request).await;
+                        let ok = answer(&log, &config, &request, &nonces).await;
                         // The terminator ends every stream, answered or failed.
                         if let Err(e) = request.respond(Ok(Bytes::new())).await {
                             tracing::debug!(error = %e, "terminator not sent");
@@ -319,11 +324,45 @@ impl Gateway {
     }
 }
 
+/// Who sent `message`, from its `Agent-Sender` header: `None` without one (or with a
+/// version this side does not know); a claim unverified; a signed header verified live
+/// against `nonces`.
+pub fn prompt_sender(
+    message: &async_nats::Message,
+    now: chrono::DateTime<chrono::Utc>,
+    nonces: &mut NonceWindow,
+) -> Result<Option<PromptSender>, SenderError> {
+    let Some(headers) = &message.headers else {
+        return Ok(None);
+    };
+    let mut values = headers.get_all(agent_sender::HEADER);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(SenderError::Malformed(
+            "more than one Agent-Sender value".into(),
+        ));
+    }
+    match agent_sender::parse(value.as_str())? {
+        Some(header) => agent_sender::verify(
+            &header,
+            message.subject.as_str(),
+            &message.payload,
+            now,
+            nonces,
+        )
+        .map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Answers one prompt (all but the terminator); whether it succeeded.
 async fn answer(
     log: &EventLog,
     config: &GatewayConfig,
     request: &async_nats::service::Request,
+    nonces: &std::sync::Mutex<NonceWindow>,
 ) -> bool {
     let fail = |code: usize, status: String| async move {
         tracing::info!(code, %status, "prompt answered with an error");
@@ -333,6 +372,14 @@ async fn answer(
         }
         false
     };
+    let sender = match nonces.lock() {
+        Ok(mut nonces) => prompt_sender(&request.message, chrono::Utc::now(), &mut nonces),
+        Err(_) => Err(SenderError::Rejected("the nonce window is unusable".into())),
+    };
+    let sender = match sender {
+        Ok(sender) => sender,
+        Err(e) => return fail(e.code(), e.to_string()).await,
+    };
     let prompt = match parse_prompt(&request.message.payload) {
         Ok(p) => p,
         Err(e) => return fail(400, e.to_string()).await,
@@ -340,7 +387,7 @@ async fn answer(
     if request.respond(Ok(ack_chunk())).await.is_err() {
         return false;
     }
-    match run_prompt(log, config, request, &prompt).await {
+    match run_prompt(log, config, request, &prompt, sender).await {
         Ok(()) => true,
         Err((code, status)) => fail(code, status).await,
     }
@@ -352,6 +399,7 @@ async fn run_prompt(
     config: &GatewayConfig,
     request: &async_nats::service::Request,
     prompt: &Prompt,
+    sender: Option<PromptSender>,
 ) -> Result<(), (usize, String)> {
     let internal = |e: &dyn std::fmt::Display| (500, e.to_string());
     let id = Token::new(format!("prompt-{}", uuid::Uuid::now_v7().simple()))
@@ -360,6 +408,7 @@ async fn run_prompt(
         capability: config.capability.clone(),
         input: task_input(&config.capability, prompt, config.max_tokens),
         labels: config.labels.clone(),
+        sender,
         ..Default::default()
     };
     let mut run = TaskRun::submit(log, id, &submitted, config.prompt_timeout)
@@ -413,6 +462,42 @@ async fn run_prompt(
             }
         }
     }
+}
+
+/// What a bridge signs its prompts' `Agent-Sender` header with.
+#[derive(Clone)]
+pub struct PromptSigner {
+    /// The bridge's identity: its user nkey is the header's `user`.
+    pub identity: murmur_subjects::Identity,
+    /// The connection's account, as the server reports it ([`connection_account`]).
+    pub account: String,
+    /// The display name.
+    pub name: String,
+}
+
+impl std::fmt::Debug for PromptSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromptSigner")
+            .field("user", &self.identity.public_key())
+            .field("account", &self.account)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// The account of this connection as the server reports it (`$SYS.REQ.USER.INFO`, what
+/// the protocol's SDKs ask); `None` where the server does not answer (no system account,
+/// no permission).
+pub async fn connection_account(client: &async_nats::Client) -> Option<String> {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.request("$SYS.REQ.USER.INFO", Bytes::new()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let info: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+    info["data"]["account"].as_str().map(str::to_string)
 }
 
 /// A protocol agent found by [`discover`].
@@ -573,9 +658,10 @@ pub fn bridge_handler(
     client: async_nats::Client,
     target: Discovered,
     inactivity: Duration,
+    signer: Option<PromptSigner>,
 ) -> crate::worker::Handler {
     crate::worker::handler(move |ctx| {
-        let (client, target) = (client.clone(), target.clone());
+        let (client, target, signer) = (client.clone(), target.clone(), signer.clone());
         async move {
             let failed = |e: &dyn std::fmt::Display| format!("prompting {}: {e}", target.agent);
             let inbox = sap::sdk_inbox();
@@ -584,8 +670,29 @@ pub fn bridge_handler(
                 .await
                 .map_err(|e| failed(&e))?;
             let body = serde_json::json!({ "prompt": prompt_text(&ctx.input) }).to_string();
+            let mut headers = async_nats::HeaderMap::new();
+            if let Some(signer) = &signer {
+                let header = agent_sender::sign(
+                    &signer.identity,
+                    &signer.account,
+                    Some(&signer.name),
+                    &target.prompt_subject,
+                    body.as_bytes(),
+                    chrono::Utc::now(),
+                    &uuid::Uuid::new_v4().simple().to_string(),
+                );
+                headers.insert(
+                    agent_sender::HEADER,
+                    agent_sender::serialize(&header).as_str(),
+                );
+            }
             client
-                .publish_with_reply(target.prompt_subject.clone(), inbox, body.into())
+                .publish_with_reply_and_headers(
+                    target.prompt_subject.clone(),
+                    inbox,
+                    headers,
+                    body.into(),
+                )
                 .await
                 .map_err(|e| failed(&e))?;
             let mut answer = String::new();

@@ -478,6 +478,7 @@ mod tests {
             depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
             fail_with_dependency: false,
             output: output.map(|o| serde_json::json!(o)),
+            sender: None,
         }
     }
 

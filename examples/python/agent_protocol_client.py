@@ -2,7 +2,8 @@
 """Prompts a murmur gateway through the Synadia Agent Protocol's own Python SDK
 (`synadia-ai-agents`): discovers the agent by name, sends the prompt, prints the answer as
 it streams (stdout) and each status chunk (stderr). Exits 1 when the agent answers with an
-error or is not found.
+error or is not found. With `--sign-as NAME` each prompt carries a signed `Agent-Sender`
+header (the gateway records the verified sender in the prompt's task).
 
     .venv/bin/python examples/python/agent_protocol_client.py --server nats://127.0.0.1:4222 \\
         --creds submitter.creds --agent llm-generate "What is the capital of France?"
@@ -14,7 +15,7 @@ import os
 import sys
 
 import nats
-from synadia_ai.agents import Agents
+from synadia_ai.agents import Agents, Identity, signer_from_creds_file
 from synadia_ai.agents.discovery import DiscoverFilter
 from synadia_ai.agents.messages import ResponseChunk, StatusChunk
 
@@ -26,10 +27,16 @@ async def main() -> int:
     p.add_argument("--agent", required=True, help="the protocol agent's name")
     p.add_argument("--find-within", type=float, default=30.0,
                    help="seconds to keep discovering before giving up")
+    p.add_argument("--sign-as", metavar="NAME",
+                   help="sign each prompt's Agent-Sender header with the creds' user key, "
+                        "under this display name")
     p.add_argument("prompt")
     args = p.parse_args()
     nc = await nats.connect(args.server, user_credentials=args.creds)
-    agents = Agents(nc=nc)
+    identity = None
+    if args.sign_as:
+        identity = Identity(signer=signer_from_creds_file(args.creds), name=args.sign_as)
+    agents = Agents(nc=nc, identity=identity)
     try:
         loop = asyncio.get_running_loop()
         until = loop.time() + args.find_within

@@ -2,7 +2,8 @@
 """A Synadia Agent Protocol agent hosted with the protocol's own Python SDK
 (`synadia-ai-agent-service`), for murmur's bridge to route tasks to: it answers a prompt with
 its words in reverse order, one `response` chunk per word. Prints its prompt subject once
-registered; stops on SIGTERM/SIGINT.
+registered, and each prompt's sender (its `Agent-Sender`, verified or claimed) on stderr;
+stops on SIGTERM/SIGINT.
 
     .venv/bin/python examples/python/protocol_host.py --server nats://127.0.0.1:4222 \\
         --creds host.creds --agent reverser --owner acme
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import os
 import signal
+import sys
 
 import nats
 from synadia_ai.agent_service import AgentService
@@ -23,12 +25,16 @@ async def main() -> None:
     p.add_argument("--creds", help="credentials allowed to host (a murmur submitter's)")
     p.add_argument("--agent", default="reverser")
     p.add_argument("--owner", default="acme")
+    p.add_argument("--min-sender-trust", choices=["any", "signed"], default="any",
+                   help="`signed`: answer only prompts whose Agent-Sender header verifies")
     args = p.parse_args()
     nc = await nats.connect(args.server, user_credentials=args.creds)
     service = AgentService(agent=args.agent, owner=args.owner, session_name="default", nc=nc,
-                           description="reverses the words of a prompt", heartbeat_interval_s=1)
+                           description="reverses the words of a prompt", heartbeat_interval_s=1,
+                           min_sender_trust=args.min_sender_trust)
 
     async def reverse(envelope, stream) -> None:
+        print(f"[host] prompt from {stream.sender}", file=sys.stderr, flush=True)
         words = envelope.prompt.split()
         for i, word in enumerate(reversed(words)):
             await stream.send(word if i == 0 else " " + word)

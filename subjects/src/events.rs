@@ -570,6 +570,10 @@ pub struct TaskSubmitted {
     /// When a dependency fails: `cancel` (default) or `fail`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_dependency_failure: Option<String>,
+    /// Who sent the prompt this task answers, as the agent-protocol gateway that submitted
+    /// it established from the prompt's `Agent-Sender` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<crate::agent_sender::PromptSender>,
 }
 
 /// `dev.murmur.task.assigned`: a coordinator leased an attempt to an agent.

@@ -237,6 +237,13 @@ impl Identity {
 const DETACHED_CONTEXT: &[u8] = b"murmur-detached-v1\n";
 
 impl Identity {
+    /// Signs `bytes` as they are: only for a protocol whose signed input starts with its
+    /// own context tag (the Agent Protocol's `AGENT-SENDER-V1`), so that no such signature
+    /// can pass for one of murmur's.
+    pub(crate) fn sign_raw(&self, bytes: &[u8]) -> [u8; 64] {
+        self.signing.sign(bytes).to_bytes()
+    }
+
     /// Signs arbitrary bytes (e.g. an RPC reply that is not an event); verify with
     /// [`SignatureVerifier::verify_detached`].
     pub fn sign_detached(&self, bytes: &[u8]) -> String {

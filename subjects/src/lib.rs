@@ -19,6 +19,7 @@
 //! ```
 
 pub mod agent_protocol;
+pub mod agent_sender;
 pub mod audit;
 pub mod binding;
 pub mod catalog;

@@ -643,6 +643,9 @@ pub fn permissions_in(
         p.publish.insert(sap::PROMPTS.into());
         p.publish.insert(sap::STATUSES.into());
         p.publish.insert("$SRV.>".into());
+        // The SDKs learn the account and user key they sign `Agent-Sender` with from the
+        // server (`crate::agent_sender`).
+        p.publish.insert("$SYS.REQ.USER.INFO".into());
         p.subscribe.insert(sap::HEARTBEATS.into());
         p.subscribe.insert(sap::SDK_INBOXES.into());
     }

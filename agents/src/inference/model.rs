@@ -198,6 +198,58 @@ fn check_tensor_table(content: &gguf_file::Content, file_size: u64) -> Result<()
     Ok(())
 }
 
+/// Checks the sizes candle builds tables from before it builds them: the model's width
+/// must be its embedding tensor's, and no head or rotary dimension may exceed it (candle
+/// sizes its rotary tables as context × rotary dimension, unchecked: a file declaring a
+/// dimension of billions asked for terabytes).
+fn check_dimensions(
+    content: &gguf_file::Content,
+    architecture: Architecture,
+) -> Result<(), String> {
+    let embedding = content
+        .tensor_infos
+        .get("token_embd.weight")
+        .ok_or("the file has no token_embd.weight tensor")?;
+    let width = match embedding.shape.dims() {
+        [_, width] => *width,
+        dims => {
+            return Err(format!(
+                "token_embd.weight has shape {dims:?}, not [vocabulary, width]"
+            ));
+        }
+    };
+    let key = |name: &str| format!("{}.{name}", architecture.name());
+    let declared = |name: &str| content.metadata.get(&key(name)).map(|v| v.to_u32());
+    match declared("embedding_length") {
+        Some(Ok(n)) if n as usize == width => {}
+        Some(Ok(n)) => {
+            return Err(format!(
+                "{} is {n}, but token_embd.weight is {width} wide",
+                key("embedding_length")
+            ));
+        }
+        Some(Err(_)) => return Err(format!("{} is not an integer", key("embedding_length"))),
+        None => {}
+    }
+    for name in [
+        "attention.head_count",
+        "attention.head_count_kv",
+        "attention.key_length",
+        "attention.value_length",
+        "rope.dimension_count",
+    ] {
+        if let Some(Ok(n)) = declared(name)
+            && n as usize > width
+        {
+            return Err(format!(
+                "{} is {n}, more than the model's width {width}",
+                key(name)
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl std::fmt::Debug for GgufModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GgufModel")
@@ -337,6 +389,7 @@ impl GgufModel {
             }
             _ => 0,
         };
+        check_dimensions(&content, architecture).map_err(malformed)?;
         let requantized = if options.requantize_slow_weights {
             third_party("requantizing the weights", || {
                 requantize::to_q8_0(&content, &mut file)

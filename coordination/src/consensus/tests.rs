@@ -589,6 +589,7 @@ fn reputation_counts_completed_tasks() {
         depends_on: vec![],
         fail_with_dependency: false,
         output: None,
+        sender: None,
     };
     let done = |a: &str| crate::tasks::TaskState::Completed { agent: a.into() };
     book.tasks.insert("t1".into(), task(done("alice")));

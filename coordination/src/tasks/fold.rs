@@ -231,6 +231,7 @@ impl TaskProjection {
                     depends_on: p.depends_on,
                     fail_with_dependency: p.on_dependency_failure.as_deref() == Some("fail"),
                     output: None,
+                    sender: p.sender,
                 },
             );
             return Ok(());

@@ -140,6 +140,10 @@ pub struct Task {
     /// Output of the completed attempt.
     #[serde(default)]
     pub output: Option<serde_json::Value>,
+    /// Who sent the prompt the task answers, as its submitter (an agent-protocol gateway)
+    /// attests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<murmur_subjects::agent_sender::PromptSender>,
 }
 
 /// All tasks by id.

@@ -39,6 +39,7 @@ fn task(submitter: &str, cap: &str, priority: u8, seq: u64, at: DateTime<Utc>) -
         depends_on: vec![],
         fail_with_dependency: false,
         output: None,
+        sender: None,
     }
 }
 

@@ -469,13 +469,27 @@ impl AgentKind {
             Self::Mcp { tools, .. } => Some(murmur_agents::mcp::mcp_handler(
                 tools.clone().context("the MCP server was not connected")?,
             )),
-            Self::Bridge { target, .. } => Some(murmur_agents::agent_protocol::bridge_handler(
-                agent.log().client().clone(),
-                target
-                    .clone()
-                    .context("the bridge's protocol agent was not discovered")?,
-                Duration::from_secs(args.protocol_inactivity_s.max(1)),
-            )),
+            Self::Bridge { target, .. } => {
+                use murmur_agents::agent_protocol::{PromptSigner, connection_account};
+                let client = agent.log().client().clone();
+                // Prompts carry a signed `Agent-Sender` where the server says which account
+                // this connection is in; elsewhere they go unsigned.
+                let signer = connection_account(&client)
+                    .await
+                    .map(|account| PromptSigner {
+                        identity: agent.log().identity().clone(),
+                        account,
+                        name: "murmur bridge".into(),
+                    });
+                Some(murmur_agents::agent_protocol::bridge_handler(
+                    client,
+                    target
+                        .clone()
+                        .context("the bridge's protocol agent was not discovered")?,
+                    Duration::from_secs(args.protocol_inactivity_s.max(1)),
+                    signer,
+                ))
+            }
             Self::Memory { .. } | Self::Idle(_) => None,
         })
     }

@@ -743,6 +743,7 @@ mod tests {
             depends_on: vec![],
             fail_with_dependency: false,
             output: Some(output),
+            sender: None,
         }
     }
 

@@ -372,6 +372,7 @@ mod tests {
             depends_on: vec![],
             fail_with_dependency: false,
             output: None,
+            sender: None,
         };
         let done = || TaskState::Completed { agent: "UW".into() };
         let mut book = TaskBook::default();
