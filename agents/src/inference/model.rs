@@ -198,6 +198,10 @@ fn check_tensor_table(content: &gguf_file::Content, file_size: u64) -> Result<()
     Ok(())
 }
 
+/// The most experts a mixture-of-experts file may declare (the largest published models
+/// have 256).
+const MAX_EXPERTS: u32 = 1024;
+
 /// Checks the sizes candle builds tables from before it builds them: the model's width
 /// must be its embedding tensor's, and no head or rotary dimension may exceed it (candle
 /// sizes its rotary tables as context × rotary dimension, unchecked: a file declaring a
@@ -230,6 +234,28 @@ fn check_dimensions(
         }
         Some(Err(_)) => return Err(format!("{} is not an integer", key("embedding_length"))),
         None => {}
+    }
+    // candle reserves a layer per declared block, and an expert per declared expert, before
+    // it reads a tensor.
+    if let Some(Ok(blocks)) = declared("block_count") {
+        let last = format!("blk.{}.", blocks.saturating_sub(1));
+        if blocks as usize > content.tensor_infos.len()
+            || (blocks > 0 && !content.tensor_infos.keys().any(|n| n.starts_with(&last)))
+        {
+            return Err(format!(
+                "{} is {blocks}, but the file has no tensors for block {}",
+                key("block_count"),
+                blocks.saturating_sub(1)
+            ));
+        }
+    }
+    if let Some(Ok(experts)) = declared("expert_count")
+        && experts > MAX_EXPERTS
+    {
+        return Err(format!(
+            "{} is {experts}, more than any model has ({MAX_EXPERTS})",
+            key("expert_count")
+        ));
     }
     for name in [
         "attention.head_count",
