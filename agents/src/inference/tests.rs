@@ -641,3 +641,63 @@ fn a_json_schema_constrains_even_a_random_model_to_documents_it_accepts() {
         "{refused:?}"
     );
 }
+
+/// A tiny model rewritten with one metadata entry changed, tensors as they were.
+fn with_metadata(dir: &Path, name: &str, key: &str, value: Value) -> PathBuf {
+    let source = write(dir, "source.gguf", TestModel::new(3));
+    let mut file = std::fs::File::open(&source).expect("open");
+    let content = gguf_file::Content::read(&mut file).expect("reads");
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let tensors: Vec<(&str, candle_core::quantized::QTensor)> = names
+        .iter()
+        .map(|n| {
+            let t = content
+                .tensor(&mut file, n, &candle_core::Device::Cpu)
+                .expect("tensor");
+            (n.as_str(), t)
+        })
+        .collect();
+    let mut metadata: std::collections::BTreeMap<&str, &Value> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    metadata.insert(key, &value);
+    let metadata: Vec<(&str, &Value)> = metadata.into_iter().collect();
+    let tensor_refs: Vec<(&str, &candle_core::quantized::QTensor)> =
+        tensors.iter().map(|(n, t)| (*n, t)).collect();
+    let path = dir.join(name);
+    let mut out = std::fs::File::create(&path).expect("create");
+    gguf_file::write(&mut out, &metadata, &tensor_refs).expect("written");
+    path
+}
+
+#[test]
+fn sizes_a_file_declares_beyond_its_tensors_are_refused_before_anything_is_allocated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Found by the fuzzer: each made candle ask for terabytes and abort the process.
+    for (key, value, says) in [
+        (
+            "llama.rope.dimension_count",
+            Value::U32(2_000_000_000),
+            "more than the model's width",
+        ),
+        (
+            "llama.block_count",
+            Value::U32(2_000_000_000),
+            "no tensors for block",
+        ),
+        ("llama.embedding_length", Value::U32(64), "wide"),
+    ] {
+        let path = with_metadata(dir.path(), "bad.gguf", key, value);
+        let refused = GgufModel::load(&path);
+        assert!(
+            matches!(&refused, Err(InferenceError::Model { reason, .. }) if reason.contains(says)),
+            "{key}: {refused:?}"
+        );
+    }
+    // The same rewrite with a true value loads.
+    let path = with_metadata(dir.path(), "ok.gguf", "llama.block_count", Value::U32(2));
+    GgufModel::load(&path).expect("an honest file loads");
+}
