@@ -644,6 +644,17 @@ fn a_json_schema_constrains_even_a_random_model_to_documents_it_accepts() {
 
 /// A tiny model rewritten with one metadata entry changed, tensors as they were.
 fn with_metadata(dir: &Path, name: &str, key: &str, value: Value) -> PathBuf {
+    rewritten(dir, name, key, value, None)
+}
+
+/// A tiny model rewritten with one metadata entry changed and `extra` tensor added.
+fn rewritten(
+    dir: &Path,
+    name: &str,
+    key: &str,
+    value: Value,
+    extra: Option<(&str, candle_core::quantized::QTensor)>,
+) -> PathBuf {
     let source = write(dir, "source.gguf", TestModel::new(3));
     let mut file = std::fs::File::open(&source).expect("open");
     let content = gguf_file::Content::read(&mut file).expect("reads");
@@ -665,8 +676,11 @@ fn with_metadata(dir: &Path, name: &str, key: &str, value: Value) -> PathBuf {
         .collect();
     metadata.insert(key, &value);
     let metadata: Vec<(&str, &Value)> = metadata.into_iter().collect();
-    let tensor_refs: Vec<(&str, &candle_core::quantized::QTensor)> =
+    let mut tensor_refs: Vec<(&str, &candle_core::quantized::QTensor)> =
         tensors.iter().map(|(n, t)| (*n, t)).collect();
+    if let Some((n, t)) = &extra {
+        tensor_refs.push((n, t));
+    }
     let path = dir.join(name);
     let mut out = std::fs::File::create(&path).expect("create");
     gguf_file::write(&mut out, &metadata, &tensor_refs).expect("written");
@@ -697,6 +711,25 @@ fn sizes_a_file_declares_beyond_its_tensors_are_refused_before_anything_is_alloc
             "{key}: {refused:?}"
         );
     }
+    // Found by the fuzzer too: candle reads an empty tensor through a misaligned pointer.
+    let empty = candle_core::quantized::QTensor::quantize(
+        &candle_core::Tensor::zeros((0, 32), candle_core::DType::F32, &candle_core::Device::Cpu)
+            .expect("an empty tensor"),
+        candle_core::quantized::GgmlDType::F32,
+    )
+    .expect("quantized");
+    let path = rewritten(
+        dir.path(),
+        "empty.gguf",
+        "llama.block_count",
+        Value::U32(2),
+        Some(("blk.0.extra.weight", empty)),
+    );
+    let refused = GgufModel::load(&path);
+    assert!(
+        matches!(&refused, Err(InferenceError::Model { reason, .. }) if reason.contains("no elements")),
+        "{refused:?}"
+    );
     // The same rewrite with a true value loads.
     let path = with_metadata(dir.path(), "ok.gguf", "llama.block_count", Value::U32(2));
     GgufModel::load(&path).expect("an honest file loads");
