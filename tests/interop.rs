@@ -180,21 +180,7 @@ async fn a_python_agent_takes_tasks_and_votes_and_its_tampered_event_is_dead_let
         ),
         ("count", "text.count", serde_json::json!({"text": big})),
     ];
-    for (id, capability, input) in &tasks {
-        murmur_e2e::submit_once(&owner, id, capability, input.clone()).await?;
-    }
-    let mut view = Projector::new(owner.clone(), CoordinatorProjection::new(realm.clone()));
-    anyhow::ensure!(
-        view.follow_until(DEADLINE, |v| tasks.iter().all(|(id, ..)| v
-            .tasks
-            .tasks
-            .get(*id)
-            .is_some_and(|t| t.state.is_final())))
-            .await?,
-        "the Python agent's tasks never finished: {:?}",
-        view.state().tasks.counts()
-    );
-    let done = &view.state().tasks.tasks;
+    let done = &run_tasks(&owner, &tasks, "the Python agent's tasks").await?;
     for (id, ..) in &tasks {
         assert_eq!(
             done[*id].state,
@@ -334,6 +320,33 @@ async fn gateway(
     .context("the gateway did not register in time")??
     .context("the gateway exited before registering")?;
     Ok((child, subject.trim().to_string()))
+}
+
+/// Submits each `(id, capability, input)` as `owner` and waits until every one is final:
+/// the tasks as the coordinator's fold holds them then.
+async fn run_tasks(
+    owner: &murmur_subjects::EventLog,
+    tasks: &[(&str, &str, serde_json::Value)],
+    what: &str,
+) -> Result<std::collections::BTreeMap<String, murmur_coordination::tasks::Task>> {
+    for (id, capability, input) in tasks {
+        murmur_e2e::submit_once(owner, id, capability, input.clone()).await?;
+    }
+    let mut view = Projector::new(
+        owner.clone(),
+        CoordinatorProjection::new(owner.realm().clone()),
+    );
+    anyhow::ensure!(
+        view.follow_until(DEADLINE, |v| tasks.iter().all(|(id, ..)| v
+            .tasks
+            .tasks
+            .get(*id)
+            .is_some_and(|t| t.state.is_final())))
+            .await?,
+        "{what} never finished: {:?}",
+        view.state().tasks.counts()
+    );
+    Ok(view.state().tasks.tasks.clone())
 }
 
 /// The protocol's own Python client (`synadia-ai-agents`) prompting agent `agent` with the
@@ -751,24 +764,7 @@ async fn mcp_servers_become_murmur_tools_and_murmur_serves_mcp() -> Result<()> {
             serde_json::json!({"text": "murmur speaks mcp"}),
         ),
     ];
-    for (id, capability, input) in &tasks {
-        murmur_e2e::submit_once(&owner, id, capability, input.clone()).await?;
-    }
-    let mut view = Projector::new(
-        owner.clone(),
-        CoordinatorProjection::new(Token::new("acme")?),
-    );
-    anyhow::ensure!(
-        view.follow_until(DEADLINE, |v| tasks.iter().all(|(id, ..)| v
-            .tasks
-            .tasks
-            .get(*id)
-            .is_some_and(|t| t.state.is_final())))
-            .await?,
-        "the MCP tasks never finished: {:?}",
-        view.state().tasks.counts()
-    );
-    let done = &view.state().tasks.tasks;
+    let done = &run_tasks(&owner, &tasks, "the MCP tasks").await?;
     assert_eq!(
         done["sum"].state,
         TaskState::Completed {
@@ -862,6 +858,10 @@ async fn mcp_servers_become_murmur_tools_and_murmur_serves_mcp() -> Result<()> {
         "pub fn one() -> u8 { 1 }\n"
     );
     // The call is a task in the log, submitted by the MCP server's participant.
+    let mut view = Projector::new(
+        owner.clone(),
+        CoordinatorProjection::new(owner.realm().clone()),
+    );
     anyhow::ensure!(
         view.follow_until(DEADLINE, |v| v.tasks.tasks.iter().any(|(id, t)| id
             .starts_with("mcp-")
