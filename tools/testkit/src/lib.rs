@@ -12,7 +12,9 @@
 //! either way it logs one line saying which path it took, waits until JetStream answers (not
 //! for a log line), and removes everything on drop. [`TestNats::start_insecure`] starts one
 //! that enforces nothing. [`TestCluster::start`] starts a local 3-node cluster whose nodes
-//! can be stopped and restarted.
+//! can be stopped, restarted and paused; [`TestCluster::start_with`] can run its routes
+//! through [`links`] that are cut or delayed on demand, sync every write to disk, or put a
+//! node's store on a small disk.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -35,9 +37,11 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 pub mod authority;
 pub mod children;
+pub mod links;
 pub mod server;
 
 use crate::authority::{Authority, Issuer};
+pub use crate::server::ClusterOptions;
 use crate::server::{
     NatsCluster, NatsProcess, RESOLVER_DIR_PLACEHOLDER, ServerAuth, wait_jetstream,
 };
@@ -336,10 +340,18 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts three nodes in operator mode and waits until each serves JetStream.
     pub async fn start() -> Result<Self> {
+        Self::start_with(&ClusterOptions::default()).await
+    }
+
+    /// [`TestCluster::start`] with `options` (routes through links that can be cut, disks
+    /// synced on every write).
+    pub async fn start_with(options: &ClusterOptions) -> Result<Self> {
         tracing::info!("test kit: local 3-node nats-server cluster");
         let dir = tempfile::tempdir()?;
         let (authority, auth) = secure_setup(dir.path(), Path::new(RESOLVER_DIR_PLACEHOLDER))?;
-        let cluster = NatsCluster::start(3, Some(&dir.path().join("nodes")), Some(&auth)).await?;
+        let cluster =
+            NatsCluster::start_with(3, Some(&dir.path().join("nodes")), Some(&auth), options)
+                .await?;
         let servers = cluster.nodes.iter().map(NatsProcess::url).collect();
         Ok(Self {
             cluster,

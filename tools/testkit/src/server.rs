@@ -3,6 +3,7 @@
 //! waiting until JetStream answers, and killing it on drop. Single servers and 3-node
 //! clusters (routes, JetStream, R3) whose nodes can be stopped and restarted.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,6 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
+
+use crate::links::{Link, LinkState};
 
 /// Oldest nats-server murmur runs on (per-message TTL, expected-last-subject-sequence-subject).
 pub const MIN_SERVER_VERSION: (u32, u32) = (2, 11);
@@ -416,6 +419,27 @@ impl NatsProcess {
         Ok(())
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Pauses the process (SIGSTOP): it holds its connections but answers nothing.
+    pub fn pause(&self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Resumes a paused process (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = self.pid().context("nats-server is stopped")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+            .with_context(|| format!("{signal} to nats-server {pid}"))
+    }
+
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -444,12 +468,46 @@ impl Drop for NatsProcess {
 /// In a cluster's [`ServerAuth::config`], where each node's own resolver directory goes.
 pub const RESOLVER_DIR_PLACEHOLDER: &str = "@RESOLVER_DIR@";
 
+/// How a [`NatsCluster`] is set up beyond its size.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// `jetstream { sync_interval: always }`: every write is flushed to disk before it is
+    /// acknowledged (the server's default flushes every 2 minutes).
+    pub sync_always: bool,
+    /// Every route runs through a [`Link`] per ordered pair of nodes, so pairs can be cut
+    /// ([`NatsCluster::isolate`]) or delayed while clients stay connected. Nodes then
+    /// advertise no reachable cluster address, so gossip cannot open a route around a cut.
+    pub linked_routes: bool,
+    /// The last node's JetStream store on a tmpfs of this many bytes, mounted at start and
+    /// unmounted when the cluster is dropped, so the disk under one node can be filled
+    /// ([`NatsCluster::small_disk`]). Mounting needs CAP_SYS_ADMIN (root); without it the
+    /// start fails saying so.
+    pub small_disk: Option<u64>,
+}
+
 /// A 3-node (or n-node) local cluster with JetStream on every node.
 #[derive(Debug)]
 pub struct NatsCluster {
     /// The nodes, in order n1, n2, n3.
     pub nodes: Vec<NatsProcess>,
+    /// With [`ClusterOptions::linked_routes`]: the link node `i` dials node `j` through,
+    /// keyed `(i, j)`.
+    pub links: BTreeMap<(usize, usize), Link>,
+    /// With [`ClusterOptions::small_disk`]: the mounted store folder and its node.
+    small_disk: Option<(usize, PathBuf)>,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        if let Some((_, mount)) = &self.small_disk {
+            // Lazy: the killed servers may still hold files open for a moment.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(mount)
+                .status();
+        }
+    }
 }
 
 impl NatsCluster {
@@ -457,6 +515,16 @@ impl NatsCluster {
     /// routes to all others, in operator mode with `auth` (each node keeping its own copy of
     /// the resolver's account JWTs), and waits until every node serves JetStream.
     pub async fn start(size: usize, dir: Option<&Path>, auth: Option<&ServerAuth>) -> Result<Self> {
+        Self::start_with(size, dir, auth, &ClusterOptions::default()).await
+    }
+
+    /// [`NatsCluster::start`] with `options`.
+    pub async fn start_with(
+        size: usize,
+        dir: Option<&Path>,
+        auth: Option<&ServerAuth>,
+        options: &ClusterOptions,
+    ) -> Result<Self> {
         let temp = match dir {
             Some(_) => None,
             None => Some(tempfile::tempdir()?),
@@ -469,15 +537,72 @@ impl NatsCluster {
         let ports: Vec<(u16, u16, u16)> = (0..size)
             .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
             .collect::<Result<_>>()?;
-        let routes: Vec<String> = ports
-            .iter()
-            .map(|(_, _, cluster)| format!("\"nats-route://127.0.0.1:{cluster}\""))
-            .collect();
+        let mut links = BTreeMap::new();
+        if options.linked_routes {
+            for i in 0..size {
+                for (j, (_, _, cluster)) in ports.iter().enumerate() {
+                    if i != j {
+                        let target = std::net::SocketAddr::from(([127, 0, 0, 1], *cluster));
+                        links.insert((i, j), Link::start(target).await?);
+                    }
+                }
+            }
+        }
         let mut nodes = Vec::with_capacity(size);
+        let mut small_disk = None;
         for (i, (client, monitor, cluster)) in ports.iter().enumerate() {
             let name = format!("n{}", i + 1);
             let node_dir = base.join(&name);
             std::fs::create_dir_all(&node_dir)?;
+            if let Some(bytes) = options.small_disk
+                && i + 1 == size
+            {
+                let store = node_dir.join("js");
+                std::fs::create_dir_all(&store)?;
+                let mounted = std::process::Command::new("mount")
+                    .args([
+                        "-t",
+                        "tmpfs",
+                        "-o",
+                        &format!("size={bytes}"),
+                        "murmur-small-disk",
+                    ])
+                    .arg(&store)
+                    .output()
+                    .with_context(|| "running mount")?;
+                if !mounted.status.success() {
+                    bail!(
+                        "mounting a {bytes}-byte tmpfs under {} failed (it needs root / CAP_SYS_ADMIN): {}",
+                        store.display(),
+                        String::from_utf8_lossy(&mounted.stderr).trim()
+                    );
+                }
+                small_disk = Some((i, store));
+            }
+            let routes: Vec<String> = if options.linked_routes {
+                links
+                    .iter()
+                    .filter(|((from, _), _)| *from == i)
+                    .map(|(_, link)| format!("\"nats-route://127.0.0.1:{}\"", link.port()))
+                    .collect()
+            } else {
+                ports
+                    .iter()
+                    .map(|(_, _, cluster)| format!("\"nats-route://127.0.0.1:{cluster}\""))
+                    .collect()
+            };
+            // A discovered (gossiped) route is tried once and given up (`connect_retries`
+            // 0), so an address nobody listens on keeps every route on its link.
+            let advertise = if options.linked_routes {
+                format!("\n  advertise: \"127.0.0.1:{}\"", free_port()?)
+            } else {
+                String::new()
+            };
+            let sync = if options.sync_always {
+                ", sync_interval: always"
+            } else {
+                ""
+            };
             // Each node resolves accounts from a directory of its own.
             let auth_config = auth.map_or(String::new(), |a| {
                 a.config.replace(
@@ -487,8 +612,8 @@ impl NatsCluster {
             });
             let config = format!(
                 "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
-                 jetstream {{ store_dir: \"{}\", max_file_store: {LOCAL_MAX_FILE_STORE} }}\n\
-                 cluster {{ name: murmur-dev\n  listen: 127.0.0.1:{cluster}\n  routes: [{}] }}\n{auth_config}",
+                 jetstream {{ store_dir: \"{}\", max_file_store: {LOCAL_MAX_FILE_STORE}{sync} }}\n\
+                 cluster {{ name: murmur-dev\n  listen: 127.0.0.1:{cluster}{advertise}\n  routes: [{}] }}\n{auth_config}",
                 node_dir.join("js").display(),
                 routes.join(", ")
             );
@@ -505,11 +630,44 @@ impl NatsCluster {
                 .await?,
             );
         }
-        let mut cluster = Self { nodes, _dir: temp };
+        let mut cluster = Self {
+            nodes,
+            links,
+            small_disk,
+            _dir: temp,
+        };
         for node in &mut cluster.nodes {
             node.wait_ready(Duration::from_secs(60)).await?;
         }
         Ok(cluster)
+    }
+
+    /// Sets every link between a node of `side` and a node outside it to `state` (both
+    /// directions); links within each side are left as they are.
+    pub fn set_between(&self, side: &[usize], state: LinkState) {
+        for ((from, to), link) in &self.links {
+            if side.contains(from) != side.contains(to) {
+                link.set(state);
+            }
+        }
+    }
+
+    /// Cuts node `i`'s routes to every other node; its clients stay connected to it.
+    pub fn isolate(&self, i: usize) {
+        self.set_between(&[i], LinkState::Cut);
+    }
+
+    /// With [`ClusterOptions::small_disk`]: the node whose store is on the small disk, and
+    /// that store's folder (fill it to make the disk full).
+    pub fn small_disk(&self) -> Option<(usize, &Path)> {
+        self.small_disk.as_ref().map(|(i, p)| (*i, p.as_path()))
+    }
+
+    /// Sets every link to `state` (`LinkState::Up` heals every cut).
+    pub fn set_all_links(&self, state: LinkState) {
+        for link in self.links.values() {
+            link.set(state);
+        }
     }
 
     /// All client URLs, comma-separated (the `NATS_URL` format).

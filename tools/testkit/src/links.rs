@@ -1,0 +1,222 @@
+//! Network faults on loopback without privileges: a [`Link`] is a TCP proxy in front of one
+//! address that can be cut (open connections closed, new ones refused) or delayed (every
+//! byte held back for a while, order kept), and healed again.
+//!
+//! A cluster whose routes run through links ([`crate::server::ClusterOptions::linked_routes`])
+//! can be partitioned pair by pair while its clients stay connected to their nodes: the
+//! partition a client on the minority side sees.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// What a [`Link`] does to the traffic through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Passes everything at once.
+    Up,
+    /// Closes every open connection and refuses new ones (accepted, then closed at once).
+    Cut,
+    /// Holds every chunk back for this long after it arrived.
+    Delayed(Duration),
+}
+
+/// A TCP proxy on 127.0.0.1 in front of one address; stopped when dropped.
+#[derive(Debug)]
+pub struct Link {
+    port: u16,
+    state: watch::Sender<LinkState>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    /// Listens on a free port of 127.0.0.1 and forwards each connection to `target`.
+    pub async fn start(target: SocketAddr) -> Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", crate::server::free_port()?)).await?;
+        let port = listener.local_addr()?.port();
+        let (state, watch) = watch::channel(LinkState::Up);
+        let accept = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if *watch.borrow() == LinkState::Cut {
+                    drop(inbound);
+                    continue;
+                }
+                let watch = watch.clone();
+                tokio::spawn(async move {
+                    if let Ok(outbound) = TcpStream::connect(target).await {
+                        forward(inbound, outbound, watch).await;
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            port,
+            state,
+            accept,
+        })
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What it does from now on; cutting closes the connections open now.
+    pub fn set(&self, state: LinkState) {
+        self.state.send_replace(state);
+    }
+
+    /// What it does now.
+    pub fn state(&self) -> LinkState {
+        *self.state.borrow()
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.state.send_replace(LinkState::Cut);
+        self.accept.abort();
+    }
+}
+
+/// Pumps both directions until either side closes or the link is cut.
+async fn forward(inbound: TcpStream, outbound: TcpStream, state: watch::Receiver<LinkState>) {
+    let (in_read, in_write) = inbound.into_split();
+    let (out_read, out_write) = outbound.into_split();
+    let up = pump(in_read, out_write, state.clone());
+    let down = pump(out_read, in_write, state);
+    // Either direction ending ends both: the sockets close when this returns.
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+}
+
+/// Reads chunks from `from` and writes each to `to` once the link's delay has passed since it
+/// was read; ends when either side closes or the link is cut.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut state: watch::Receiver<LinkState>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let mut read_state = state.clone();
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            tokio::select! {
+                n = from.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                },
+                changed = read_state.changed() => {
+                    if changed.is_err() || *read_state.borrow() == LinkState::Cut {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        loop {
+            let next = tokio::select! {
+                next = rx.recv() => next,
+                changed = state.changed() => {
+                    if changed.is_err() || *state.borrow() == LinkState::Cut {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some((read_at, chunk)) = next else {
+                return;
+            };
+            let delay = match *state.borrow() {
+                LinkState::Cut => return,
+                LinkState::Up => Duration::ZERO,
+                LinkState::Delayed(d) => d,
+            };
+            tokio::time::sleep_until(read_at + delay).await;
+            if *state.borrow() == LinkState::Cut || to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    // The reader ending (peer closed) still lets queued chunks drain through the writer.
+    let reader = tokio::spawn(reader);
+    writer.await;
+    reader.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn echo_server() -> Result<SocketAddr> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(addr)
+    }
+
+    async fn round_trip(port: u16) -> Result<Vec<u8>> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"ping").await?;
+        let mut buf = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut buf)).await??;
+        Ok(buf.to_vec())
+    }
+
+    #[tokio::test]
+    async fn a_link_passes_cuts_heals_and_delays() -> Result<()> {
+        let link = Link::start(echo_server().await?).await?;
+        assert_eq!(round_trip(link.port()).await?, b"ping");
+
+        // An open connection is closed by the cut, and a new one gets nothing back.
+        let mut open = TcpStream::connect(("127.0.0.1", link.port())).await?;
+        open.write_all(b"a").await?;
+        let mut one = [0u8; 1];
+        open.read_exact(&mut one).await?;
+        link.set(LinkState::Cut);
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), open.read_to_end(&mut rest))
+            .await?
+            .is_ok();
+        assert!(closed && rest.is_empty(), "the open connection was closed");
+        assert!(round_trip(link.port()).await.is_err(), "refused while cut");
+
+        link.set(LinkState::Up);
+        assert_eq!(round_trip(link.port()).await?, b"ping");
+
+        link.set(LinkState::Delayed(Duration::from_millis(300)));
+        let started = std::time::Instant::now();
+        assert_eq!(round_trip(link.port()).await?, b"ping");
+        // Both directions are held back.
+        assert!(
+            started.elapsed() >= Duration::from_millis(600),
+            "{:?}",
+            started.elapsed()
+        );
+        Ok(())
+    }
+}
