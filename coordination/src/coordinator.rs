@@ -445,7 +445,16 @@ async fn decide_and_write(
         %leader_last,
         "every decision conflicts and nothing new arrives: replaying the log"
     );
-    projector.rebuild().await?;
+    match projector.rebuild().await {
+        Ok(_) => {}
+        // The stream without a leader or quorum for a moment (a partition, a node lost):
+        // the projector keeps what it folded so far and its position, and the next polls
+        // read the rest, instead of the coordinator ending.
+        Err(e) if e.is_transient() => {
+            tracing::warn!(error = %e, "replaying the log failed; reading on");
+        }
+        Err(e) => return Err(e),
+    }
     // A replay that did not help is not repeated at full speed.
     rounds.diverged_after = (rounds.diverged_after * 2).min(DIVERGED_AFTER * 32);
     rounds.conflicted = 0;

@@ -160,8 +160,16 @@ async fn hear(
                     )?
                     .with_id(format!("resumed-{}", ev.record.id))
                     .caused_by(&ev.record);
-                    log.append(draft).await?;
-                    tracing::info!(agent = ev.emitter(), "agent resumed");
+                    match log.append(draft).await {
+                        Ok(_) => tracing::info!(agent = ev.emitter(), "agent resumed"),
+                        // The log without a leader for a moment: the monitor stays up.
+                        Err(e) if e.is_transient() => tracing::warn!(
+                            agent = ev.emitter(),
+                            error = %e,
+                            "agent resumed, not recorded: the log is unavailable"
+                        ),
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
@@ -221,7 +229,16 @@ pub async fn run_monitor(
                             s.last_beat_id.clone(),
                             None,
                         );
-                    let (_, appended) = log.append(draft).await?;
+                    let appended = match log.append(draft).await {
+                        Ok((_, appended)) => appended,
+                        // The log without a leader for a moment: the monitor stays up (leases
+                        // still take the agent's tasks back).
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!(agent = %s.agent, error = %e, "agent offline, not recorded: the log is unavailable");
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     if !appended.duplicate {
                         declared += 1;
                     }

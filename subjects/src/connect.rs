@@ -337,6 +337,14 @@ fn note_event(
             if lower.contains("revoked") || lower.contains("expired") {
                 refused.send_replace(Some(text.clone()));
                 tracing::error!(reason = %text, "the server refused this connection's credentials");
+            } else if lower.contains("permissions violation")
+                && text.contains("$JS.API.CONSUMER.DELETE.")
+            {
+                // An ordered consumer being recreated (after a stall or a failover) asks
+                // the server to delete its old one; roles may not delete consumers (they
+                // could delete others'), and the server removes an ephemeral consumer once
+                // it is inactive anyway. Expected, not a refusal the user must act on.
+                tracing::debug!(refused = %text, "an ephemeral consumer's cleanup was left to the server");
             } else if lower.contains("permissions violation") {
                 denied.send_replace(Some(text.clone()));
                 tracing::error!(

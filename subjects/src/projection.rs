@@ -75,6 +75,10 @@ pub struct ProjectionStats {
     /// Times the live consumer looked stalled and was recreated.
     #[serde(default)]
     pub consumers_recreated: u64,
+    /// Messages delivered again at or below the position already folded (a consumer
+    /// recreated behind its predecessor), skipped: each sequence is folded once.
+    #[serde(default)]
+    pub redelivered: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -279,6 +283,16 @@ impl<P: Projection> Projector<P> {
     }
 
     fn ingest(&mut self, stored: &StoredMessage) {
+        if stored.sequence <= self.position {
+            self.stats.redelivered += 1;
+            tracing::debug!(
+                projection = self.projection.name(),
+                sequence = stored.sequence,
+                position = self.position,
+                "already folded; skipped"
+            );
+            return;
+        }
         match self
             .log
             .decode_stored(&stored.message, stored.sequence, Some(stored.stored_at))
