@@ -793,3 +793,75 @@ async fn murmur_up_issues_and_revokes_credentials_from_the_cli() -> Result<()> {
     ensure!(stopped.success(), "murmur up: {stopped:?}");
     Ok(())
 }
+
+/// A participant flooding the server is stopped by its role's limits, at the server: an
+/// observer's subscriptions past the cap are refused and its oversized publish closes its
+/// connection, while a worker appending events carries on.
+#[tokio::test]
+async fn role_limits_stop_a_flooding_participant_and_others_carry_on() -> Result<()> {
+    use murmur_subjects::roles::{MAX_SUBSCRIPTIONS, SMALL_PAYLOAD};
+    let nats = TestNats::start().await?;
+    let worker = nats.log_as("acme", Role::Worker, "steady").await?;
+    let (identity, creds) = nats.creds("acme", Role::Observer, "flooder").await?;
+    let mut flooder = Watched::connect(nats.url(), &creds.context("secure")?).await?;
+    // Its own inbox: the subjects any role may subscribe to.
+    let inbox = murmur_subjects::roles::inbox_prefix(identity.public_key());
+
+    // Subscriptions: up to the cap they are taken, the next is refused.
+    let mut held = Vec::new();
+    for i in 0..MAX_SUBSCRIPTIONS {
+        held.push(
+            flooder
+                .client
+                .subscribe(format!("{inbox}.flood{i}"))
+                .await?,
+        );
+    }
+    flooder.client.flush().await?;
+    let _over = flooder
+        .client
+        .subscribe(format!("{inbox}.one-more"))
+        .await?;
+    flooder.client.flush().await?;
+    let error = flooder.next_error(DEADLINE).await?;
+    ensure!(
+        error
+            .to_ascii_lowercase()
+            .contains("maximum subscriptions exceeded"),
+        "the subscription past {MAX_SUBSCRIPTIONS}: {error}"
+    );
+
+    // The worker's appends are acknowledged throughout.
+    let before = worker.last_sequence("MURMUR_HISTORY").await?;
+    worker
+        .append(Draft::new(
+            Token::new(worker.identity().public_key())?,
+            &murmur_e2e::joined("steady"),
+        )?)
+        .await?;
+
+    // A payload past the role's limit closes the flooder's connection.
+    let big = vec![b'x'; SMALL_PAYLOAD as usize + 1];
+    flooder.client.publish("$JS.API.INFO", big.into()).await?;
+    let _ = flooder.client.flush().await;
+    let mut said = Vec::new();
+    let closed = loop {
+        let error = flooder.next_error(DEADLINE).await?;
+        said.push(error.clone());
+        if error.to_ascii_lowercase().contains("maximum payload") {
+            break true;
+        }
+        if said.len() > 5 {
+            break false;
+        }
+    };
+    ensure!(closed, "the oversized publish was not refused: {said:?}");
+    let after = worker
+        .append(Draft::new(
+            Token::new(worker.identity().public_key())?,
+            &murmur_e2e::joined("steady"),
+        )?)
+        .await?;
+    ensure!(after.1.sequence > before, "the worker's events were stored");
+    Ok(())
+}

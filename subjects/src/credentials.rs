@@ -18,7 +18,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use nats_jwt_rs::Claims;
 use nats_jwt_rs::account::{Account, JetStreamLimits};
 use nats_jwt_rs::operator::Operator;
-use nats_jwt_rs::types::{Permission, ResponsePermission, ScopeType, SigningKey, UserScope};
+use nats_jwt_rs::types::{
+    Limits, NatsLimits, Permission, ResponsePermission, ScopeType, SigningKey, UserScope,
+};
 use nats_jwt_rs::user::{User, UserPermissionLimits};
 use nkeys::KeyPair;
 
@@ -203,6 +205,14 @@ fn template(p: &Permissions) -> UserPermissionLimits {
         max_messages: 1,
         ttl: Duration::ZERO,
     });
+    t.limits = Some(Limits {
+        user_limits: None,
+        nats_limits: Some(NatsLimits {
+            subs: Some(p.max_subscriptions.unwrap_or(-1)),
+            data: Some(-1),
+            payload: Some(p.max_payload.unwrap_or(-1)),
+        }),
+    });
     t
 }
 
@@ -368,6 +378,10 @@ mod tests {
             serde_json::from_value(scope["template"]["pub"]["allow"].clone()).expect("list");
         assert_eq!(allowed, p.publish.iter().cloned().collect::<Vec<_>>());
         assert_eq!(scope["template"]["resp"]["max"], 1);
+        // The role's limits travel in its template: a worker's subscriptions capped, its
+        // payload the server's own.
+        assert_eq!(scope["template"]["subs"], crate::roles::MAX_SUBSCRIPTIONS);
+        assert_eq!(scope["template"]["payload"], -1);
         assert_eq!(nats["revocations"]["UREVOKED"], 5);
     }
 

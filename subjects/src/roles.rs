@@ -524,8 +524,9 @@ const RESOURCES: [ResourceGrant; 6] = [
     },
 ];
 
-/// What the server lets one role do: subjects it may publish and subscribe, and whether it
-/// may answer requests it received (one reply each).
+/// What the server lets one role do: subjects it may publish and subscribe, whether it
+/// may answer requests it received (one reply each), and how much of the server one of its
+/// connections may take.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Permissions {
     /// Subjects it may publish (requests included).
@@ -534,7 +535,25 @@ pub struct Permissions {
     pub subscribe: BTreeSet<String>,
     /// Whether it may reply to requests it received (NATS `allow_responses`, one reply).
     pub responses: bool,
+    /// Largest message (headers and body) one connection may publish; `None`: the server's
+    /// `max_payload` (1 MiB). A larger publish closes the connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_payload: Option<i64>,
+    /// Subscriptions one connection may hold; `None`: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_subscriptions: Option<i64>,
 }
+
+/// Subscriptions one connection of a role other than the operator may hold. A worker holds
+/// a few dozen (its inbox, a live consumer per projection it follows, its `$SRV`
+/// endpoints); the cap keeps a runaway or hostile participant from making every server
+/// keep millions of interests.
+pub const MAX_SUBSCRIPTIONS: i64 = 1_000;
+
+/// Largest message an observer or a voter may publish: they write no task data, only
+/// requests, heartbeats and votes, so a flood of large messages from one is refused at the
+/// server.
+pub const SMALL_PAYLOAD: i64 = 64 * 1024;
 
 impl Permissions {
     fn stream_read(&mut self, stream: &str) {
@@ -580,6 +599,10 @@ pub fn permissions_in(
         p.subscribe.insert(">".into());
         p.responses = true;
         return p;
+    }
+    p.max_subscriptions = Some(MAX_SUBSCRIPTIONS);
+    if matches!(role, Role::Observer | Role::Voter) {
+        p.max_payload = Some(SMALL_PAYLOAD);
     }
     // Its own inbox: replies to its requests, JetStream API answers, consumer deliveries.
     p.subscribe.insert(format!("{}.>", inbox_prefix(SELF_KEY)));
