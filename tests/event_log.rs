@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use murmur_e2e::{
@@ -845,5 +845,84 @@ async fn a_read_whose_rest_is_purged_meanwhile_ends() -> Result<()> {
         (1..MESSAGES as u64).contains(&read),
         "{read} of {MESSAGES} read: the purge did not happen mid-read"
     );
+    Ok(())
+}
+
+/// Events in an archive's segments: (sequence, id), in file order.
+fn archived(archive: &murmur_tools::archive::Archive) -> Result<Vec<(u64, String)>> {
+    let mut out = Vec::new();
+    for segment in archive.segments()? {
+        for line in std::fs::read_to_string(&segment)?.lines() {
+            let event: serde_json::Value = serde_json::from_str(line)?;
+            out.push((
+                event["sequence"].as_u64().context("sequence")?,
+                event["id"].as_str().context("id")?.to_string(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The history stream's retention drops its oldest events; an archive that passes more often
+/// than the stream fills holds every event exactly once, in order, and a pass that comes too
+/// late says which events retention dropped before it could copy them.
+#[tokio::test]
+async fn the_archive_keeps_every_event_retention_drops_and_names_what_it_missed() -> Result<()> {
+    use murmur_tools::archive::Archive;
+    let nats = TestNats::start().await?;
+    let log = nats.event_log("acme").await?;
+    // A small stream: about 150 of these events fit.
+    let js = async_nats::jetstream::new(log.client().clone());
+    let mut config = murmur_e2e::stream_config(&log, "MURMUR_HISTORY").await?;
+    config.max_bytes = 256 * 1024;
+    js.update_stream(config).await?;
+
+    let dir = tempfile::tempdir()?;
+    let archive = Archive::open(dir.path())?;
+    let mut ids = Vec::new();
+    let mut n = 0u64;
+    let mut append = |count: u64| {
+        let drafts: Result<Vec<Draft>> = (n..n + count)
+            .map(|i| {
+                let mut payload = submitted(i);
+                payload.input = serde_json::json!({ "n": i, "pad": "x".repeat(600) });
+                Draft::new(tok(&format!("t{i}")), &payload)
+            })
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::from);
+        n += count;
+        drafts
+    };
+    for _ in 0..6 {
+        for draft in append(60)? {
+            ids.push(log.append(draft).await?.0.record.id);
+        }
+        let pass = archive.pass(&log).await?;
+        assert_eq!(pass.dropped_unarchived, None, "{pass:?}");
+    }
+    let mut stream = js.get_stream("MURMUR_HISTORY").await?;
+    let first = stream.info().await?.state.first_sequence;
+    assert!(
+        first > 1,
+        "retention dropped the oldest events (first is {first})"
+    );
+    let copy = archived(&archive)?;
+    let sequences: Vec<u64> = copy.iter().map(|(s, _)| *s).collect();
+    assert_eq!(sequences, (1..=ids.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        copy.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(),
+        ids
+    );
+    assert_eq!(archive.position()?, ids.len() as u64);
+
+    // Too late: more than the stream holds written between two passes.
+    let before = archive.position()?;
+    for draft in append(400)? {
+        log.append(draft).await?;
+    }
+    let pass = archive.pass(&log).await?;
+    let first = stream.info().await?.state.first_sequence;
+    assert_eq!(pass.dropped_unarchived, Some((before + 1, first - 1)));
+    assert_eq!(archive.position()?, before + 400);
     Ok(())
 }

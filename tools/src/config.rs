@@ -21,6 +21,9 @@ use serde::Deserialize;
 /// [log]
 /// replicas = 3
 /// max_age = 31536000
+/// [archive]
+/// dir = "/var/lib/murmur/archive"
+/// interval_s = 600
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -37,6 +40,8 @@ pub struct FileConfig {
     pub nats: Option<ConnectOptions>,
     /// Streams.
     pub log: Option<LogConfig>,
+    /// The history archive `murmur up` keeps (see [`crate::archive`]).
+    pub archive: Option<crate::archive::ArchiveConfig>,
 }
 
 impl FileConfig {

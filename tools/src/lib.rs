@@ -71,6 +71,7 @@ pub fn final_output_line() -> String {
     }
 }
 
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod console;

@@ -63,6 +63,8 @@ pub struct Settings {
     pub identity_explicit: bool,
     /// Streams.
     pub log: LogConfig,
+    /// The history archive `murmur up` keeps, from the config file's `[archive]`.
+    pub archive: Option<crate::archive::ArchiveConfig>,
     /// Codec.
     pub codec: EventCodec,
     /// JSON output.
@@ -144,6 +146,7 @@ impl Settings {
             creds_defaulted,
             data_dir,
             log: file.log.unwrap_or_default(),
+            archive: file.archive,
             codec,
             json: cli.json,
         })

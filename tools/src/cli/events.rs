@@ -116,6 +116,10 @@ pub fn event_json(
         "correlationid": event.record.correlation_id,
         "causationid": event.record.causation_id,
         "traceparent": event.record.traceparent,
+        // The signature and the other extensions, for a reader that wants them. (`data` is
+        // re-serialized here: checking the signature needs the stored bytes.)
+        "murmursig": event.record.signature,
+        "extensions": event.record.extensions.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "data": data,
     })
 }

@@ -72,6 +72,10 @@ pub enum Command {
         /// server, which browsers reach (wss:// with TLS), for the console's page.
         #[arg(long, env = "MURMUR_WEBSOCKET_URL")]
         websocket_url: Option<String>,
+        /// Keep a copy of every history event in this folder before the stream's retention
+        /// limits can drop it (overrides the config file's `[archive] dir`).
+        #[arg(long)]
+        archive_dir: Option<std::path::PathBuf>,
     },
     /// Run the sample workflow end to end and exit 0 when it succeeded.
     Demo {
@@ -212,13 +216,21 @@ pub async fn run(cli: Cli) -> Result<()> {
             no_console,
             websocket_port,
             websocket_url,
+            archive_dir,
         } => {
             let console = (!no_console).then_some(up::ConsoleSettings {
                 port: console_port,
                 websocket_port,
                 websocket_url,
             });
-            up::run(&settings, port, insecure, console).await
+            let archive = match (archive_dir, settings.archive.clone()) {
+                (Some(dir), file) => Some(crate::archive::ArchiveConfig {
+                    dir,
+                    interval_s: file.map_or(600, |f| f.interval_s),
+                }),
+                (None, file) => file,
+            };
+            up::run(&settings, port, insecure, console, archive).await
         }
         Command::Demo { which, deadline_s } => demo::run(settings, which, deadline_s).await,
         Command::Subjects { roles } => subjects::run(&settings, roles),

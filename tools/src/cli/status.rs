@@ -115,7 +115,7 @@ impl HistoryUsage {
 }
 
 /// Reads the history stream's state and limits.
-async fn history_usage(log: &murmur_subjects::EventLog) -> Result<HistoryUsage> {
+pub(crate) async fn history_usage(log: &murmur_subjects::EventLog) -> Result<HistoryUsage> {
     let mut stream = log.stream(&log.config().history_stream).await?;
     let info = stream.info().await?;
     let limit = |v: i64| u64::try_from(v).ok().filter(|&v| v > 0);

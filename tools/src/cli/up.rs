@@ -29,6 +29,7 @@ pub async fn run(
     port: u16,
     insecure: bool,
     console: Option<ConsoleSettings>,
+    archive: Option<crate::archive::ArchiveConfig>,
 ) -> Result<()> {
     use murmur_subjects::roles::Role;
     // Listening from the start (SIGTERM too): a process manager's stop must not orphan the
@@ -135,6 +136,20 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    eprintln!("{}", retention_line(&settings.log, archive.as_ref()));
+    let (archive, archive_interval) = match &archive {
+        Some(a) => (
+            Some(crate::archive::Archive::open(&a.dir)?),
+            Duration::from_secs(a.interval_s.max(1)),
+        ),
+        None => (None, Duration::from_secs(600)),
+    };
+    let archiver = tokio::spawn(crate::archive::run_archiver(
+        log.clone(),
+        archive,
+        archive_interval,
+        stopped(stop_rx.clone()),
+    ));
     let monitor = tokio::spawn(murmur_coordination::liveness::run_monitor(
         log.clone(),
         std::sync::Arc::new(murmur_subjects::clock::SystemClock),
@@ -182,6 +197,7 @@ pub async fn run(
     coordinator.await??;
     tallier.await??;
     compactor.await??;
+    archiver.await??;
     if let Some(console) = console_task {
         console.await??;
     }
@@ -240,4 +256,34 @@ async fn start_console(
         ),
     }
     Ok(task)
+}
+
+/// What the history stream keeps, said once at start: past either limit the server drops
+/// the oldest events, so the operator chooses the limits (`[log]`) and whether an archive
+/// keeps a copy (`[archive]`, `--archive-dir`).
+fn retention_line(
+    log: &murmur_subjects::LogConfig,
+    archive: Option<&crate::archive::ArchiveConfig>,
+) -> String {
+    let age = match log.max_age.as_secs() {
+        0 => "no age limit".to_string(),
+        s if s % 86_400 == 0 => format!("{} days", s / 86_400),
+        s => format!("{s} s"),
+    };
+    let bytes = match log.max_bytes {
+        b if b <= 0 => "no size limit".to_string(),
+        b if b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b => format!("{b} bytes"),
+    };
+    let archive = match archive {
+        Some(a) => format!(
+            "every event archived to {} (every {} s)",
+            a.dir.display(),
+            a.interval_s
+        ),
+        None => "no archive (--archive-dir or [archive] dir keeps a copy)".to_string(),
+    };
+    format!(
+        "history retention: {age} or {bytes}, the oldest events dropped past either ([log] max_age, max_bytes); {archive}"
+    )
 }
