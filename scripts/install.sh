@@ -127,6 +127,16 @@ if [ ! -f "$console/dist/index.html" ] \
 fi
 echo "install: console page built in $root/$console/dist (node $(node --version))" >&2
 
+# libfaketime for the fault suite's clock-skew fault (`murmur-chaos`); without it that one
+# fault is reported as skipped.
+if ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt_install faketime
+  else
+    echo "install: libfaketime not found and no apt-get; murmur-chaos will skip its clock-skew fault" >&2
+  fi
+fi
+
 # Chromium for the console's browser tests (playwright-core drives the system browser).
 if [ "${MURMUR_SKIP_BROWSER:-0}" != 1 ]; then
   if ! command -v chromium >/dev/null 2>&1; then

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use murmur_agents::{Agent, AgentSpec};
 use murmur_subjects::clock::SystemClock;
 use murmur_subjects::log::Expected;
@@ -200,6 +200,7 @@ pub(super) async fn consensus_step(issuer: &Issuer) -> Result<()> {
     );
     #[cfg(feature = "inference")]
     {
+        use anyhow::Context;
         use murmur_subjects::events::{Choice, VoteCast};
         let events = murmur_subjects::projection::read_aggregate(
             &platform,

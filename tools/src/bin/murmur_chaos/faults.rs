@@ -1,0 +1,381 @@
+//! The faults the suite injects, each undone by [`Injected::heal`]. Only loopback and the
+//! processes the suite started itself are touched.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use murmur_subjects::EventLog;
+use murmur_testkit::TestCluster;
+use murmur_testkit::links::LinkState;
+use serde::Serialize;
+
+/// One fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// kill -9 of one node that does not lead the history stream, restarted after the hold.
+    KillNode,
+    /// kill -9 of the history stream's leader.
+    KillLeader,
+    /// kill -9 of two nodes (no quorum), both restarted after the hold.
+    KillMajority,
+    /// SIGSTOP of the stream leader's process for the hold (longer than Raft's election
+    /// timeout), then SIGCONT.
+    PauseNode,
+    /// SIGSTOP of one worker and one voter agent for the hold (longer than their leases and
+    /// heartbeats), then SIGCONT.
+    PauseAgents,
+    /// The stream leader's routes cut for the hold; its clients stay connected to it (the
+    /// minority side of a majority/minority split).
+    Partition,
+    /// Every route delayed by 150 ms each way for the hold.
+    Delay,
+    /// kill -9 of all three nodes at once, then all restarted together (a power failure as
+    /// far as processes go: the operating system's page cache survives it).
+    RestartAll,
+    /// The disk under one node's store (a small tmpfs, n3) filled to the last byte for the
+    /// hold, then freed. Needs root to mount the tmpfs.
+    DiskFull,
+    /// One worker's and one voter's wall clock 45 s ahead for the hold (libfaketime,
+    /// `apt install faketime`); their monotonic clocks are left alone.
+    ClockSkew,
+    /// One participant floods for the hold: a worker identity appends signed events as fast
+    /// as the server acknowledges them (`task.started` for tasks it does not hold: stored,
+    /// then refused by the fold), and a voter identity keeps sending messages past its
+    /// role's 64 KiB limit, each closing its connection.
+    Flood,
+}
+
+impl Fault {
+    /// Every fault, in the order a mixed run cycles through them.
+    pub const ALL: [Fault; 11] = [
+        Fault::KillNode,
+        Fault::KillLeader,
+        Fault::PauseAgents,
+        Fault::Partition,
+        Fault::ClockSkew,
+        Fault::PauseNode,
+        Fault::Delay,
+        Fault::DiskFull,
+        Fault::Flood,
+        Fault::KillMajority,
+        Fault::RestartAll,
+    ];
+
+    /// Its command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::KillNode => "kill-node",
+            Fault::KillLeader => "kill-leader",
+            Fault::KillMajority => "kill-majority",
+            Fault::PauseNode => "pause-node",
+            Fault::PauseAgents => "pause-agents",
+            Fault::Partition => "partition",
+            Fault::Delay => "delay",
+            Fault::RestartAll => "restart-all",
+            Fault::DiskFull => "disk-full",
+            Fault::ClockSkew => "clock-skew",
+            Fault::Flood => "flood",
+        }
+    }
+}
+
+/// What the faults act on besides the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    /// Pids of one worker and one voter agent.
+    pub agents: Vec<u32>,
+    /// libfaketime's timestamp file those two agents read their wall-clock offset from, when
+    /// libfaketime is installed.
+    pub skew_file: Option<PathBuf>,
+    /// The flooding worker's log.
+    pub storm: Option<EventLog>,
+    /// The flooding voter's credentials, and the server it connects to.
+    pub oversized: Option<(PathBuf, String)>,
+}
+
+/// The offset [`Fault::ClockSkew`] sets, in libfaketime's notation (seconds).
+const SKEW: &str = "+45";
+
+/// libfaketime's preload library, where Debian's `faketime` package puts it.
+pub fn libfaketime() -> Option<PathBuf> {
+    let lib = std::fs::read_dir("/usr/lib")
+        .ok()?
+        .flatten()
+        .find_map(|arch| {
+            let candidate = arch.path().join("faketime/libfaketime.so.1");
+            candidate.exists().then_some(candidate)
+        });
+    lib.or_else(|| {
+        let candidate = PathBuf::from("/usr/lib/faketime/libfaketime.so.1");
+        candidate.exists().then_some(candidate)
+    })
+}
+
+/// A fault in effect, and what undoes it.
+#[derive(Debug)]
+pub enum Injected {
+    /// Nodes killed; restarted together.
+    Killed(Vec<usize>),
+    /// A node paused.
+    PausedNode(usize),
+    /// Agent processes paused (pids).
+    PausedAgents(Vec<u32>),
+    /// Links cut or delayed.
+    Links,
+    /// Node `.0`'s disk filled by the file `.1`.
+    DiskFilled(usize, PathBuf),
+    /// Agents' clocks set ahead through this timestamp file.
+    Skewed(PathBuf),
+    /// Flooders running until told to stop.
+    Flooding {
+        /// Stops them.
+        stop: tokio::sync::watch::Sender<bool>,
+        /// The storm: events acknowledged.
+        storm: tokio::task::JoinHandle<u64>,
+        /// Oversized messages sent (each closing a connection).
+        oversized: tokio::task::JoinHandle<u64>,
+        /// When they started.
+        since: std::time::Instant,
+    },
+    /// Not injected, and why (what is missing on this machine).
+    Skipped(String),
+}
+
+/// Injects `fault`; `leader` is the history stream's leader (0-based).
+pub async fn inject(
+    cluster: &mut TestCluster,
+    fault: Fault,
+    leader: usize,
+    targets: &Targets,
+) -> Result<Injected> {
+    let other = (leader + 1) % 3;
+    Ok(match fault {
+        Fault::KillNode => kill(cluster, vec![other]).await?,
+        Fault::KillLeader => kill(cluster, vec![leader]).await?,
+        Fault::KillMajority => kill(cluster, vec![leader, other]).await?,
+        Fault::RestartAll => kill(cluster, vec![0, 1, 2]).await?,
+        Fault::PauseNode => {
+            cluster.cluster.nodes[leader].pause()?;
+            Injected::PausedNode(leader)
+        }
+        Fault::PauseAgents => {
+            for pid in &targets.agents {
+                signal(*pid, nix::sys::signal::Signal::SIGSTOP)?;
+            }
+            Injected::PausedAgents(targets.agents.clone())
+        }
+        Fault::Partition => {
+            cluster.cluster.isolate(leader);
+            Injected::Links
+        }
+        Fault::Delay => {
+            cluster
+                .cluster
+                .set_all_links(LinkState::Delayed(Duration::from_millis(150)));
+            Injected::Links
+        }
+        Fault::DiskFull => match cluster.cluster.small_disk() {
+            Some((node, store)) => {
+                let filler = store.join("filler");
+                fill(&filler)?;
+                Injected::DiskFilled(node, filler)
+            }
+            None => Injected::Skipped("no small disk under a node (needs root)".into()),
+        },
+        Fault::Flood => match (&targets.storm, &targets.oversized) {
+            (Some(log), Some((creds, url))) => {
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                Injected::Flooding {
+                    storm: tokio::spawn(storm(log.clone(), stopped.clone())),
+                    oversized: tokio::spawn(oversize(creds.clone(), url.clone(), stopped)),
+                    stop,
+                    since: std::time::Instant::now(),
+                }
+            }
+            _ => Injected::Skipped("no flooding participants".into()),
+        },
+        Fault::ClockSkew => match &targets.skew_file {
+            Some(file) => {
+                std::fs::write(file, SKEW)?;
+                Injected::Skewed(file.clone())
+            }
+            None => Injected::Skipped("libfaketime is not installed (apt install faketime)".into()),
+        },
+    })
+}
+
+/// Appends `task.started` events for tasks that do not exist, keeping 256 unacknowledged,
+/// until `stop`; returns how many were acknowledged.
+async fn storm(log: EventLog, mut stop: tokio::sync::watch::Receiver<bool>) -> u64 {
+    use futures::StreamExt;
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let (mut n, mut acked) = (0u64, 0u64);
+    while !*stop.borrow() {
+        while in_flight.len() < 256 {
+            let draft = murmur_subjects::Token::new(format!("flood{n}"))
+                .map_err(|e| e.to_string())
+                .and_then(|token| {
+                    murmur_subjects::Draft::new(
+                        token,
+                        &murmur_subjects::events::TaskStarted { attempt: 1 },
+                    )
+                    .map_err(|e| e.to_string())
+                });
+            let Ok(draft) = draft else {
+                return acked;
+            };
+            n += 1;
+            let sealed = log.seal(draft);
+            let log = log.clone();
+            in_flight.push(async move {
+                let pending = log.append_sealed(&sealed).await.ok()?;
+                tokio::time::timeout(Duration::from_secs(5), pending.wait())
+                    .await
+                    .ok()?
+                    .ok()
+            });
+        }
+        tokio::select! {
+            done = in_flight.next() => {
+                if let Some(Some(_)) = done {
+                    acked += 1;
+                }
+            }
+            _ = stop.changed() => {}
+        }
+    }
+    acked
+}
+
+/// Connects as a voter and publishes one message past its role's payload limit, again and
+/// again until `stop`: each closes that connection at the server. Returns how many went.
+async fn oversize(creds: PathBuf, url: String, stop: tokio::sync::watch::Receiver<bool>) -> u64 {
+    let big = bytes::Bytes::from(vec![
+        b'x';
+        murmur_subjects::roles::SMALL_PAYLOAD as usize * 2
+    ]);
+    let mut sent = 0;
+    while !*stop.borrow() {
+        let Ok(options) = async_nats::ConnectOptions::with_credentials_file(&creds).await else {
+            return sent;
+        };
+        let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        let connected = options
+            .max_reconnects(Some(0))
+            .event_callback(move |event| {
+                let closed_tx = closed_tx.clone();
+                async move {
+                    if matches!(
+                        event,
+                        async_nats::Event::Disconnected | async_nats::Event::ServerError(_)
+                    ) {
+                        let _ = closed_tx.send(());
+                    }
+                }
+            })
+            .connect(url.as_str())
+            .await;
+        if let Ok(client) = connected
+            && client.publish("$JS.API.INFO", big.clone()).await.is_ok()
+        {
+            let _ = client.flush().await;
+            sent += 1;
+            let _ = tokio::time::timeout(Duration::from_secs(2), closed.recv()).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sent
+}
+
+/// Writes zeros to `path` until the disk has no byte left.
+fn fill(path: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    let chunk = vec![0u8; 1 << 20];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("filling {}", path.display())),
+        }
+    }
+}
+
+async fn kill(cluster: &mut TestCluster, nodes: Vec<usize>) -> Result<Injected> {
+    for &i in &nodes {
+        cluster.stop(i).await?;
+    }
+    Ok(Injected::Killed(nodes))
+}
+
+fn signal(pid: u32, signal: nix::sys::signal::Signal) -> Result<()> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+        .with_context(|| format!("{signal} to {pid}"))
+}
+
+impl Injected {
+    /// Undoes the fault: killed nodes restarted (all launched before any is waited for, so
+    /// a majority can form), paused processes resumed, links up, the disk freed, clocks
+    /// back. Returns what the healing had to do beyond that, if anything.
+    pub async fn heal(self, cluster: &mut TestCluster) -> Result<Option<String>> {
+        match self {
+            Injected::Killed(nodes) => {
+                for &i in &nodes {
+                    cluster.cluster.nodes[i].restart().await?;
+                }
+                for &i in &nodes {
+                    cluster.cluster.nodes[i]
+                        .wait_ready(murmur_testkit::READY_DEADLINE * 3)
+                        .await?;
+                }
+            }
+            Injected::PausedNode(i) => cluster.cluster.nodes[i].resume()?,
+            Injected::PausedAgents(pids) => {
+                for pid in pids {
+                    signal(pid, nix::sys::signal::Signal::SIGCONT)?;
+                }
+            }
+            Injected::Links => cluster.cluster.set_all_links(LinkState::Up),
+            Injected::DiskFilled(node, filler) => {
+                std::fs::remove_file(&filler)?;
+                // nats-server turns JetStream off on a server whose disk filled; it stays
+                // off until the server restarts.
+                let node = &mut cluster.cluster.nodes[node];
+                let healthy = murmur_testkit::server::wait_healthy(
+                    node.monitor_port,
+                    Duration::from_secs(10),
+                )
+                .await
+                .is_ok();
+                if !healthy {
+                    node.restart().await?;
+                    node.wait_ready(murmur_testkit::READY_DEADLINE * 3).await?;
+                    return Ok(Some(
+                        "JetStream stayed off on the node after the disk was freed; node restarted"
+                            .into(),
+                    ));
+                }
+            }
+            Injected::Skewed(file) => std::fs::write(file, "+0")?,
+            Injected::Flooding {
+                stop,
+                storm,
+                oversized,
+                since,
+            } => {
+                stop.send_replace(true);
+                let (stored, sent) = (storm.await?, oversized.await?);
+                let secs = since.elapsed().as_secs_f64();
+                return Ok(Some(format!(
+                    "flood: {stored} events stored ({:.0}/s), {sent} oversized messages (each closed its connection)",
+                    stored as f64 / secs
+                )));
+            }
+            Injected::Skipped(why) => return Ok(Some(format!("skipped: {why}"))),
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,1113 @@
+//! One run: a 3-node R3 cluster in secure mode, the platform's own processes (coordinator,
+//! tallier, worker and voter agents) and three workloads at once (tasks, proposals and votes,
+//! knowledge writes by three writers), faults injected and healed in turn, then a quiet
+//! period and the checker reading the log.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use murmur_coordination::consensus::ConsensusProjection;
+use murmur_coordination::coordinator::CoordinatorProjection;
+use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space, set_access};
+use murmur_knowledge::{FactDraft, FactId, Value};
+use murmur_subjects::events::{AccessRole, ProposalOpened, Protocol, TaskSubmitted};
+use murmur_subjects::projection::Refusal;
+use murmur_subjects::roles::Role;
+use murmur_subjects::{
+    Draft, EventLog, Plane, Projection, Projector, SubjectFilter, Token, VerifiedEvent,
+};
+use murmur_testkit::{ClusterOptions, TestCluster};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::check::{Acked, LogCheck, Stored, check_log};
+use crate::faults::{Fault, Targets, inject, libfaketime};
+
+const REALM: &str = "acme";
+const SPACE: &str = "chaos";
+/// The lease of every task: shorter than the pause-agents fault, so paused work is retried.
+const LEASE_MS: u64 = 3_000;
+
+/// What one run does.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Faults in the order they are injected, cycled until the workload time is over.
+    pub faults: Vec<Fault>,
+    /// `sync_interval: always` on every node.
+    pub sync_always: bool,
+    /// How long the workloads run.
+    pub workload: Duration,
+    /// How long each fault holds.
+    pub hold: Duration,
+    /// Quiet time after each heal, before the next fault.
+    pub calm: Duration,
+    /// The `murmur` binary the platform's processes run.
+    pub murmur: PathBuf,
+    /// Where process logs go (kept after the run).
+    pub logs: PathBuf,
+}
+
+/// One fault as it happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    /// Which.
+    pub fault: Fault,
+    /// Seconds into the run it was injected.
+    pub at_s: f64,
+    /// Seconds from healing it until a workload write was acknowledged again (`None`: not
+    /// within the deadline).
+    pub recovered_s: Option<f64>,
+    /// The longest stretch, in seconds, with no write of any workload acknowledged between
+    /// injecting the fault and recovering from it: how long it stopped the platform.
+    pub outage_s: f64,
+    /// What healing it took beyond undoing it, or why it was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Tasks whose life (submitted → completed, the log's stored times) overlapped the fault
+    /// or its recovery: p50 and p99 in ms.
+    pub task_latency_ms: Option<(f64, f64)>,
+    /// Proposals whose life (opened → decided) overlapped it: p50 and p99 in ms.
+    pub decision_latency_ms: Option<(f64, f64)>,
+}
+
+/// Tasks: submitted → completed or dead-lettered.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TaskOutcome {
+    /// Submissions acknowledged.
+    pub acked: usize,
+    /// Submissions sent and never acknowledged (not accepted; they may or may not be in the
+    /// log).
+    pub unacknowledged: usize,
+    /// Completed (once, per the fold).
+    pub completed: usize,
+    /// Dead-lettered.
+    pub dead_lettered: usize,
+    /// Neither, after the quiet period.
+    pub unresolved: Vec<String>,
+    /// Tasks with more than one `completed` event stored (the fold counts the first).
+    pub completions_stored_twice: usize,
+}
+
+/// Proposals and votes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProposalOutcome {
+    /// Openings acknowledged.
+    pub acked: usize,
+    /// Decided.
+    pub decided: usize,
+    /// Not decided after the quiet period.
+    pub undecided: Vec<String>,
+    /// Vote events stored.
+    pub votes_stored: usize,
+    /// (proposal, voter) pairs with more than one vote stored.
+    pub votes_stored_twice: usize,
+    /// Decisions counting more votes than distinct voters of the electorate voted: a vote
+    /// counted twice.
+    pub tally_mismatches: Vec<String>,
+}
+
+/// Knowledge writes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KnowledgeOutcome {
+    /// Facts whose change was acknowledged.
+    pub acked: usize,
+    /// Acknowledged facts a fresh replica does not hold.
+    pub missing: usize,
+    /// Whether the three writers and a fresh replica ended with equal heads.
+    pub converged: bool,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The faults, as listed.
+    pub schedule: String,
+    /// `always` or `default` (2 min).
+    pub sync: &'static str,
+    /// nats-server's version.
+    pub server_version: String,
+    /// Seconds the workloads ran.
+    pub workload_s: f64,
+    /// Faults as injected.
+    pub faults: Vec<FaultRecord>,
+    /// The log against every acknowledged submission and opening.
+    pub log: LogCheck,
+    /// Tasks.
+    pub tasks: TaskOutcome,
+    /// Proposals.
+    pub proposals: ProposalOutcome,
+    /// Knowledge.
+    pub knowledge: KnowledgeOutcome,
+    /// Whether the projections followed live through the faults equal a replay from
+    /// sequence 1 (coordinator: registry and tasks; consensus).
+    pub live_equals_replay: bool,
+    /// The platform's processes that ended on their own during the run.
+    pub processes_exited: Vec<String>,
+    /// Where the live projections differ from the replay (JSON paths), when they do.
+    pub live_replay_differences: Vec<String>,
+    /// Messages the live projections were delivered again at or below what they had
+    /// folded, and skipped.
+    pub live_redelivered: u64,
+    /// Seconds from the workloads' end until every task and proposal was final.
+    pub settle_s: f64,
+    /// Events stamped 30 s or more ahead of the log's clock and accepted: the clock-skew
+    /// fault at work.
+    pub events_stamped_ahead: usize,
+    /// Tasks whose life overlapped no fault nor its recovery: p50 and p99 in ms.
+    pub calm_task_latency_ms: Option<(f64, f64)>,
+    /// Proposals whose life overlapped no fault: opened → decided, p50 / p99 ms.
+    pub calm_decision_latency_ms: Option<(f64, f64)>,
+}
+
+impl RunReport {
+    /// Whether the run found nothing lost, duplicated or wrong.
+    pub fn clean(&self) -> bool {
+        self.log.clean()
+            && self.tasks.unresolved.is_empty()
+            && self.proposals.undecided.is_empty()
+            && self.proposals.tally_mismatches.is_empty()
+            && self.knowledge.missing == 0
+            && self.knowledge.converged
+            && self.live_equals_replay
+            && self.processes_exited.is_empty()
+    }
+}
+
+/// Every event of the realm as stored: what the checker compares acknowledgements with.
+#[derive(Debug, Clone)]
+struct LogIndex {
+    realm: Token,
+}
+
+impl Projection for LogIndex {
+    type State = Vec<Stored>;
+
+    fn name(&self) -> &str {
+        "chaos-log-index"
+    }
+
+    fn filter(&self) -> SubjectFilter {
+        SubjectFilter::plane(Plane::Evt).realm(self.realm.clone())
+    }
+
+    fn apply(&self, state: &mut Self::State, event: &VerifiedEvent) -> Result<(), Refusal> {
+        state.push(Stored {
+            sequence: event.stream_sequence.unwrap_or_default(),
+            id: event.record.id.clone(),
+            subject: event.subject.to_string(),
+            causation: event.record.causation_id.clone(),
+            clock_offset_ms: match (event.record.time, event.stored_at) {
+                (Some(time), Some(stored)) => (time - stored).num_milliseconds(),
+                _ => 0,
+            },
+            stored_at_ms: event.stored_at.map_or(0, |t| t.timestamp_millis()),
+        });
+        Ok(())
+    }
+}
+
+/// Shared between the workloads and the nemesis.
+#[derive(Clone)]
+struct Shared {
+    acked: Arc<Mutex<Vec<Acked>>>,
+    /// When each acknowledgement (of any workload) arrived.
+    ack_times: Arc<Mutex<Vec<Instant>>>,
+    last_ack: Arc<watch::Sender<Instant>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn record(&self, id: &str, sequence: u64) {
+        if let Ok(mut acked) = self.acked.lock() {
+            acked.push(Acked {
+                id: id.to_string(),
+                sequence,
+            });
+        }
+        self.acknowledged();
+    }
+
+    fn acknowledged(&self) {
+        let now = Instant::now();
+        if let Ok(mut times) = self.ack_times.lock() {
+            times.push(now);
+        }
+        self.last_ack.send_replace(now);
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+}
+
+/// Appends `draft` until acknowledged (same event id on every try, so the server stores it
+/// once) or the workloads stop; the acknowledged sequence, or `None`.
+async fn append_until_acked(log: &EventLog, draft: Draft, shared: &Shared) -> Option<u64> {
+    let sealed = log.seal(draft);
+    loop {
+        let attempt = async { log.append_sealed(&sealed).await?.wait().await };
+        if let Ok(Ok(appended)) = tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            shared.record(&sealed.record.id, appended.sequence);
+            return Some(appended.sequence);
+        }
+        if shared.stopped() {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn submit_tasks(log: EventLog, shared: Shared) -> Result<(Vec<String>, usize)> {
+    let (mut acked, mut unacked) = (Vec::new(), 0);
+    let mut n = 0u64;
+    while !shared.stopped() {
+        let id = format!("t{n}");
+        let payload = TaskSubmitted {
+            capability: "test.run".into(),
+            input: serde_json::json!({ "n": n, "sleep_ms": 20 }),
+            lease_ms: Some(LEASE_MS),
+            max_attempts: Some(10),
+            ..Default::default()
+        };
+        match append_until_acked(
+            &log,
+            Draft::new(Token::new(id.as_str())?, &payload)?,
+            &shared,
+        )
+        .await
+        {
+            Some(_) => acked.push(id),
+            None => unacked += 1,
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((acked, unacked))
+}
+
+async fn open_proposals(
+    log: EventLog,
+    voters: BTreeMap<String, u32>,
+    shared: Shared,
+) -> Result<Vec<String>> {
+    let mut acked = Vec::new();
+    let mut n = 0u64;
+    while !shared.stopped() {
+        let id = format!("p{n}");
+        let opened = ProposalOpened {
+            question: format!("chaos proposal {n}"),
+            payload: serde_json::Value::Null,
+            protocol: Protocol::SimpleMajority,
+            voters: voters.clone(),
+            quorum: 2,
+            deadline: chrono::Utc::now() + chrono::Duration::seconds(30),
+            category: "chaos".into(),
+            stimulus: 1.0,
+        };
+        if append_until_acked(
+            &log,
+            Draft::new(Token::new(id.as_str())?, &opened)?,
+            &shared,
+        )
+        .await
+        .is_some()
+        {
+            acked.push(id);
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+    }
+    Ok(acked)
+}
+
+/// One knowledge writer: a fact every 300 ms, flushed at once; facts count as acknowledged
+/// once a flush after them succeeds. After the workloads stop it keeps flushing (up to
+/// `settle`) so nothing it wrote stays unsent.
+async fn write_facts(
+    log: EventLog,
+    writer: usize,
+    shared: Shared,
+    settle: Duration,
+) -> Result<(KnowledgeReplica, Vec<FactId>)> {
+    let mut replica = loop {
+        match KnowledgeReplica::open(log.clone(), ReplicaConfig::space(SPACE)).await {
+            Ok(r) => break r,
+            Err(_) if !shared.stopped() => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let (mut acked, mut pending) = (Vec::new(), Vec::new());
+    let mut n = 0i64;
+    while !shared.stopped() {
+        pending.push(replica.put(
+            SPACE,
+            &FactDraft::new(format!("w{writer}:{n}"), "n", Value::Int(n)),
+        )?);
+        n += 1;
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(15), replica.flush()).await {
+            acked.append(&mut pending);
+            shared.acknowledged();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let until = Instant::now() + settle;
+    while !pending.is_empty() && Instant::now() < until {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(15), replica.flush()).await {
+            acked.append(&mut pending);
+        } else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok((replica, acked))
+}
+
+/// A `murmur` process of the realm, its output in `logs/NAME.log`.
+async fn spawn_process(
+    config: &RunConfig,
+    cluster: &TestCluster,
+    server: &str,
+    role: Role,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, std::ffi::OsString)],
+) -> Result<(tokio::process::Child, String)> {
+    let data = config.logs.join(name);
+    std::fs::create_dir_all(&data)?;
+    let settings = data.join("murmur.toml");
+    std::fs::write(&settings, "[log]\nreplicas = 3\n")?;
+    let (identity, creds) = cluster
+        .issuer()
+        .enrol(&Token::new(REALM)?, role, name)
+        .await?;
+    let creds = creds.context("the cluster is secure")?;
+    let log = std::fs::File::create(config.logs.join(format!("{name}.log")))?;
+    let child = tokio::process::Command::new(&config.murmur)
+        .args(["--server", server, "--realm", REALM, "--config"])
+        .arg(&settings)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--creds")
+        .arg(&creds)
+        .args(["--log-level", "warn"])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", config.murmur.display()))?;
+    Ok((child, identity.public_key().to_string()))
+}
+
+/// The history stream's leader (0-based), asked with a short deadline; node 0 when nobody
+/// answers (no leader now).
+async fn stream_leader(log: &EventLog) -> usize {
+    let ask = async {
+        let mut stream = async_nats::jetstream::new(log.client().clone())
+            .get_stream(log.config().history_stream.clone())
+            .await
+            .ok()?;
+        let info = stream.info().await.ok()?;
+        let leader = info.cluster.as_ref()?.leader.clone()?;
+        leader
+            .trim_start_matches('n')
+            .parse::<usize>()
+            .ok()?
+            .checked_sub(1)
+    };
+    tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// Runs the projections live (a live consumer each) until `stop`.
+async fn follow_live<P: Projection>(
+    mut projector: Projector<P>,
+    mut stop: watch::Receiver<bool>,
+) -> Projector<P> {
+    loop {
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return projector;
+                }
+            }
+            polled = projector.poll(Duration::from_millis(500)) => {
+                if polled.is_err() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Catches `projector` up through stream sequence `end`, through transient failures, within
+/// `patience`.
+async fn catch_up<P: Projection>(
+    projector: &mut Projector<P>,
+    end: u64,
+    patience: Duration,
+) -> Result<()> {
+    let until = Instant::now() + patience;
+    loop {
+        match projector.catch_up_to(end).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < until => {
+                tracing::debug!(error = %e, "catch-up retried");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The history stream's last sequence now, through transient failures.
+async fn log_end(log: &EventLog, patience: Duration) -> Result<u64> {
+    let until = Instant::now() + patience;
+    loop {
+        match log.last_sequence(&log.config().history_stream).await {
+            Ok(end) => return Ok(end),
+            Err(e) if Instant::now() < until => {
+                tracing::debug!(error = %e, "reading the stream's end retried");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One run.
+pub async fn run(config: &RunConfig) -> Result<RunReport> {
+    std::fs::create_dir_all(&config.logs)?;
+    let mut cluster = TestCluster::start_with(&ClusterOptions {
+        sync_always: config.sync_always,
+        linked_routes: true,
+        small_disk: config
+            .faults
+            .contains(&Fault::DiskFull)
+            .then_some(256 << 20),
+    })
+    .await?;
+    // One worker and one voter read their wall clock through libfaketime (when installed),
+    // from a file the clock-skew fault writes.
+    let mut targets = Targets::default();
+    let mut skewed_env: Vec<(&str, std::ffi::OsString)> = Vec::new();
+    if let Some(lib) = libfaketime() {
+        let file = config.logs.join("clock-offset");
+        std::fs::write(&file, "+0")?;
+        skewed_env = vec![
+            ("LD_PRELOAD", lib.into_os_string()),
+            ("FAKETIME_TIMESTAMP_FILE", file.clone().into_os_string()),
+            ("FAKETIME_CACHE_DURATION", "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+        ];
+        targets.skew_file = Some(file);
+    }
+    let realm = Token::new(REALM)?;
+    // A cluster that has just started may still be electing its JetStream leaders, or
+    // not yet know the realm's account: waited out.
+    let until = Instant::now() + Duration::from_secs(120);
+    let owner = loop {
+        match cluster.issuer().platform(&realm, &[]).await {
+            Ok(log) => break log,
+            Err(e) if Instant::now() < until => {
+                tracing::debug!(error = %e, "the realm is not open yet");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let server_version = owner.client().server_info().version.clone();
+    let urls = cluster.urls();
+    let node_url = |i: usize| cluster.cluster.nodes[i].url();
+
+    // The platform's own processes: coordinator and tallier reach every node; each agent
+    // is pinned to one (it learns the others from the server and fails over).
+    let mut processes = Vec::new();
+    processes.push((
+        "coordinator".to_string(),
+        spawn_process(
+            config,
+            &cluster,
+            &urls,
+            Role::Coordinator,
+            "coordinator",
+            &["coordinator"],
+            &[],
+        )
+        .await?
+        .0,
+    ));
+    processes.push((
+        "tallier".to_string(),
+        spawn_process(
+            config,
+            &cluster,
+            &urls,
+            Role::Tallier,
+            "tallier",
+            &["tallier"],
+            &[],
+        )
+        .await?
+        .0,
+    ));
+    for i in 0..3 {
+        let (child, _) = spawn_process(
+            config,
+            &cluster,
+            &node_url(i),
+            Role::Worker,
+            &format!("worker{i}"),
+            &[
+                "agent",
+                "run",
+                "--kind",
+                "tester",
+                "--capability",
+                "test.run",
+                "--heartbeat-ms",
+                "500",
+                "--builtin-handler",
+            ],
+            if i == 0 { &skewed_env } else { &[] },
+        )
+        .await?;
+        if i == 0 {
+            targets.agents.push(child.id().context("worker pid")?);
+        }
+        processes.push((format!("worker{i}"), child));
+    }
+    let policy = config.logs.join("approve.toml");
+    std::fs::write(&policy, "default = \"approve\"\n")?;
+    let policy = policy.display().to_string();
+    let mut voters = BTreeMap::new();
+    for i in 0..3 {
+        let name = format!("voter{i}");
+        let (child, key) = spawn_process(
+            config,
+            &cluster,
+            &node_url(i),
+            Role::Voter,
+            &name,
+            &[
+                "voter",
+                "run",
+                "--policy",
+                &policy,
+                "--name",
+                &name,
+                "--heartbeat-ms",
+                "500",
+            ],
+            if i == 0 { &skewed_env } else { &[] },
+        )
+        .await?;
+        if i == 0 {
+            targets.agents.push(child.id().context("voter pid")?);
+        }
+        voters.insert(key, 1u32);
+        processes.push((name, child));
+    }
+
+    // Knowledge: one space, three writers.
+    open_space(&owner, SPACE, "chaos suite", 2, 4096).await?;
+    let mut writer_logs = Vec::new();
+    for i in 0..3 {
+        let log = cluster
+            .issuer()
+            .participant(&realm, Role::Submitter, &format!("writer{i}"))
+            .await?;
+        set_access(
+            &owner,
+            SPACE,
+            log.identity().public_key(),
+            AccessRole::Writer,
+            true,
+        )
+        .await?;
+        writer_logs.push(log);
+    }
+    let submitter = cluster
+        .issuer()
+        .participant(&realm, Role::Submitter, "submitter")
+        .await?;
+    // The flood fault's participants: a worker identity and a voter identity.
+    targets.storm = Some(
+        cluster
+            .issuer()
+            .participant(&realm, Role::Worker, "flooder")
+            .await?,
+    );
+    let (_, oversized_creds) = cluster
+        .issuer()
+        .enrol(&realm, Role::Voter, "oversized")
+        .await?;
+    targets.oversized = oversized_creds.map(|c| (c, node_url(0)));
+    let proposer = cluster
+        .issuer()
+        .participant(&realm, Role::Submitter, "proposer")
+        .await?;
+
+    // Live projections, followed through every fault.
+    let (stop_live, live_stop) = watch::channel(false);
+    let live_coordinator = tokio::spawn(follow_live(
+        Projector::new(owner.clone(), CoordinatorProjection::new(realm.clone())),
+        live_stop.clone(),
+    ));
+    let live_consensus = tokio::spawn(follow_live(
+        Projector::new(
+            owner.clone(),
+            ConsensusProjection {
+                realm: realm.clone(),
+            },
+        ),
+        live_stop.clone(),
+    ));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Shared {
+        acked: Arc::new(Mutex::new(Vec::new())),
+        ack_times: Arc::new(Mutex::new(Vec::new())),
+        last_ack: Arc::new(watch::channel(Instant::now()).0),
+        stop: stop_rx,
+    };
+    let settle = Duration::from_secs(240);
+    let tasks = tokio::spawn(submit_tasks(submitter.clone(), shared.clone()));
+    let proposals = tokio::spawn(open_proposals(
+        proposer.clone(),
+        voters.clone(),
+        shared.clone(),
+    ));
+    let writers: Vec<_> = writer_logs
+        .into_iter()
+        .enumerate()
+        .map(|(i, log)| tokio::spawn(write_facts(log, i, shared.clone(), settle)))
+        .collect();
+
+    // The nemesis: warm up, then each fault in turn until the workload time is over.
+    let started = Instant::now();
+    let started_wall_ms = chrono::Utc::now().timestamp_millis();
+    let mut records = Vec::new();
+    let mut spans = Vec::new();
+    tokio::time::sleep(config.calm).await;
+    let mut next = config.faults.iter().cycle();
+    while started.elapsed() + config.hold < config.workload {
+        let Some(&fault) = next.next() else { break };
+        let leader = stream_leader(&owner).await;
+        let at_s = started.elapsed().as_secs_f64();
+        eprintln!(
+            "  {at_s:>6.1} s  {} (stream leader n{})",
+            fault.name(),
+            leader + 1
+        );
+        let injected_at = Instant::now();
+        let injected = inject(&mut cluster, fault, leader, &targets).await?;
+        tokio::time::sleep(config.hold).await;
+        let note = injected.heal(&mut cluster).await?;
+        let healed = Instant::now();
+        let mut acks = shared.last_ack.subscribe();
+        let recovered =
+            tokio::time::timeout(Duration::from_secs(120), acks.wait_for(|at| *at > healed))
+                .await
+                .ok()
+                .map(|_| healed.elapsed().as_secs_f64());
+        spans.push((injected_at, Instant::now()));
+        records.push(FaultRecord {
+            fault,
+            at_s,
+            recovered_s: recovered,
+            outage_s: 0.0,
+            note,
+            task_latency_ms: None,
+            decision_latency_ms: None,
+        });
+        tokio::time::sleep(config.calm).await;
+    }
+    while started.elapsed() < config.workload {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let workload_s = started.elapsed().as_secs_f64();
+    stop_tx.send_replace(true);
+    {
+        let times = shared
+            .ack_times
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default();
+        for (record, (from, to)) in records.iter_mut().zip(&spans) {
+            record.outage_s = longest_gap(&times, *from, *to);
+        }
+    }
+    let (acked_tasks, unacked_tasks) = tasks.await??;
+    let acked_proposals = proposals.await??;
+
+    // Quiet: every acknowledged task final, every acknowledged proposal decided (their
+    // deadlines are 30 s out), within the settle deadline.
+    let settling = Instant::now();
+    let mut view = Projector::new(owner.clone(), CoordinatorProjection::new(realm.clone()));
+    let mut votes = Projector::new(
+        owner.clone(),
+        ConsensusProjection {
+            realm: realm.clone(),
+        },
+    );
+    loop {
+        let end = log_end(&owner, settle).await?;
+        catch_up(&mut view, end, settle).await?;
+        catch_up(&mut votes, end, settle).await?;
+        let tasks_final = acked_tasks.iter().all(|t| {
+            view.state().tasks.tasks.get(t).is_some_and(|t| {
+                matches!(t.state.name(), "completed" | "dead_lettered" | "cancelled")
+            })
+        });
+        let proposals_final = acked_proposals.iter().all(|p| {
+            votes
+                .state()
+                .proposals
+                .get(p)
+                .is_some_and(|p| p.decided.is_some())
+        });
+        if (tasks_final && proposals_final) || settling.elapsed() > settle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let settle_s = settling.elapsed().as_secs_f64();
+    eprintln!("  settled in {settle_s:.0} s");
+    let phase = Instant::now();
+    let mut written = Vec::new();
+    for w in writers {
+        written.push(w.await??);
+    }
+    // Nothing writes from here on: the log's end is fixed for the checker. A process that
+    // ended on its own before this point is a failure of the run.
+    let mut exited = Vec::new();
+    for (name, p) in &mut processes {
+        if let Ok(Some(status)) = p.try_wait() {
+            exited.push(format!("{name} ({status}; its log: {name}.log)"));
+        }
+        let _ = p.start_kill();
+        let _ = p.wait().await;
+    }
+
+    eprintln!("  writers done in {:.0} s", phase.elapsed().as_secs_f64());
+    let phase = Instant::now();
+    // The checker.
+    stop_live.send_replace(true);
+    let mut live_coordinator = live_coordinator.await?;
+    let mut live_consensus = live_consensus.await?;
+    let end = log_end(&owner, settle).await?;
+    let mut replay_coordinator =
+        Projector::new(owner.clone(), CoordinatorProjection::new(realm.clone()));
+    let mut replay_consensus = Projector::new(
+        owner.clone(),
+        ConsensusProjection {
+            realm: realm.clone(),
+        },
+    );
+    let mut index = Projector::new(
+        owner.clone(),
+        LogIndex {
+            realm: realm.clone(),
+        },
+    );
+    catch_up(&mut live_coordinator, end, settle).await?;
+    catch_up(&mut live_consensus, end, settle).await?;
+    catch_up(&mut replay_coordinator, end, settle).await?;
+    catch_up(&mut replay_consensus, end, settle).await?;
+    catch_up(&mut index, end, settle).await?;
+    eprintln!("  log read back in {:.0} s", phase.elapsed().as_secs_f64());
+    let phase = Instant::now();
+    let live_equals_replay = live_coordinator.state() == replay_coordinator.state()
+        && live_consensus.state() == replay_consensus.state();
+    let mut live_replay_differences = Vec::new();
+    if !live_equals_replay {
+        // Both states kept beside the processes' logs, and what differs named.
+        for (name, live, replay) in [
+            (
+                "coordinator",
+                serde_json::to_value(live_coordinator.state())?,
+                serde_json::to_value(replay_coordinator.state())?,
+            ),
+            (
+                "consensus",
+                serde_json::to_value(live_consensus.state())?,
+                serde_json::to_value(replay_consensus.state())?,
+            ),
+        ] {
+            if live != replay {
+                std::fs::write(
+                    config.logs.join(format!("{name}-live.json")),
+                    serde_json::to_string_pretty(&live)?,
+                )?;
+                std::fs::write(
+                    config.logs.join(format!("{name}-replay.json")),
+                    serde_json::to_string_pretty(&replay)?,
+                )?;
+                live_replay_differences.extend(
+                    crate::check::differences(&live, &replay, name)
+                        .into_iter()
+                        .take(20),
+                );
+            }
+        }
+        live_replay_differences.push(format!(
+            "live read {} events ({} refused, {} invalid, {} consumers recreated, {} redelivered); replay {} ({} refused, {} invalid)",
+            live_coordinator.stats().applied,
+            live_coordinator.stats().refused,
+            live_coordinator.stats().invalid,
+            live_coordinator.stats().consumers_recreated,
+            live_coordinator.stats().redelivered,
+            replay_coordinator.stats().applied,
+            replay_coordinator.stats().refused,
+            replay_coordinator.stats().invalid,
+        ));
+    }
+
+    let acked = shared.acked.lock().map(|a| a.clone()).unwrap_or_default();
+    let log = check_log(&acked, index.state());
+
+    let task_state = &replay_coordinator.state().tasks.tasks;
+    let mut completions: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in index.state() {
+        if let Ok(subject) = murmur_subjects::Subject::parse(&s.subject)
+            && subject.domain().as_str() == "task"
+            && subject.verb().as_str() == "completed"
+        {
+            *completions.entry(s.subject.as_str()).or_default() += 1;
+        }
+    }
+    // Latencies from the log's own clock, by when the task or proposal began: while a
+    // fault held, or calm (outside every fault and its recovery).
+    let mut began: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    let mut ended: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for s in index.state() {
+        if let Ok(subject) = murmur_subjects::Subject::parse(&s.subject) {
+            let (domain, verb) = (subject.domain().as_str(), subject.verb().as_str());
+            let aggregate = s.subject.rsplit('.').nth(1).unwrap_or_default();
+            match (domain, verb) {
+                ("task", "submitted") | ("proposal", "opened") => {
+                    began
+                        .entry((domain_name(domain), aggregate))
+                        .or_insert(s.stored_at_ms);
+                }
+                ("task", "completed") | ("proposal", "decided") => {
+                    ended
+                        .entry((domain_name(domain), aggregate))
+                        .or_insert(s.stored_at_ms);
+                }
+                _ => {}
+            }
+        }
+    }
+    let hold_ms = config.hold.as_millis() as i64;
+    // A fault's window: from its injection to its recovery (the first acknowledgement after
+    // healing). A task or proposal is affected by it when its life overlaps the window.
+    let windows: Vec<(i64, i64)> = records
+        .iter()
+        .map(|r| {
+            let from = started_wall_ms + (r.at_s * 1e3) as i64;
+            let recovered = (r.recovered_s.unwrap_or(120.0) * 1e3) as i64;
+            (from, from + hold_ms + recovered)
+        })
+        .collect();
+    let overlaps = |(from, to): (i64, i64), began: i64, ended: i64| began <= to && ended >= from;
+    let latencies = |domain: &'static str, keep: &dyn Fn(i64, i64) -> bool| {
+        crate::check::p50_p99(
+            began
+                .iter()
+                .filter(|((d, _), _)| *d == domain)
+                .filter_map(|(key, at)| ended.get(key).map(|end| (*at, *end)))
+                .filter(|(at, end)| keep(*at, *end))
+                .map(|(at, end)| (end - at) as f64)
+                .collect(),
+        )
+    };
+    let during: Vec<_> = windows
+        .iter()
+        .map(|w| {
+            (
+                latencies("task", &|b, e| overlaps(*w, b, e)),
+                latencies("proposal", &|b, e| overlaps(*w, b, e)),
+            )
+        })
+        .collect();
+    let calm = |b: i64, e: i64| !windows.iter().any(|w| overlaps(*w, b, e));
+    let calm_task_latency_ms = latencies("task", &calm);
+    let calm_decision_latency_ms = latencies("proposal", &calm);
+    for (r, (tasks, decisions)) in records.iter_mut().zip(during) {
+        r.task_latency_ms = tasks;
+        r.decision_latency_ms = decisions;
+    }
+    let mut vote_events: BTreeMap<(String, String), usize> = BTreeMap::new();
+    // Votes per (proposal, voter) as the fold saw them: counted, or refused (a second
+    // vote of one voter is refused, never counted).
+    for (id, proposal) in &replay_consensus.state().proposals {
+        for voter in proposal.votes.keys() {
+            *vote_events.entry((id.clone(), voter.clone())).or_default() += 1;
+        }
+        for (voter, _) in &proposal.refused {
+            *vote_events.entry((id.clone(), voter.clone())).or_default() += 1;
+        }
+    }
+    let tasks = TaskOutcome {
+        acked: acked_tasks.len(),
+        unacknowledged: unacked_tasks,
+        completed: acked_tasks
+            .iter()
+            .filter(|t| {
+                task_state
+                    .get(*t)
+                    .is_some_and(|t| t.state.name() == "completed")
+            })
+            .count(),
+        dead_lettered: acked_tasks
+            .iter()
+            .filter(|t| {
+                task_state
+                    .get(*t)
+                    .is_some_and(|t| t.state.name() == "dead_lettered")
+            })
+            .count(),
+        unresolved: acked_tasks
+            .iter()
+            .filter(|t| {
+                !task_state.get(*t).is_some_and(|t| {
+                    matches!(t.state.name(), "completed" | "dead_lettered" | "cancelled")
+                })
+            })
+            .cloned()
+            .collect(),
+        completions_stored_twice: completions.values().filter(|n| **n > 1).count(),
+    };
+    let consensus = replay_consensus.state();
+    let proposals = ProposalOutcome {
+        acked: acked_proposals.len(),
+        decided: acked_proposals
+            .iter()
+            .filter(|p| {
+                consensus
+                    .proposals
+                    .get(*p)
+                    .is_some_and(|p| p.decided.is_some())
+            })
+            .count(),
+        undecided: acked_proposals
+            .iter()
+            .filter(|p| {
+                !consensus
+                    .proposals
+                    .get(*p)
+                    .is_some_and(|p| p.decided.is_some())
+            })
+            .cloned()
+            .collect(),
+        votes_stored: vote_events.values().sum(),
+        votes_stored_twice: vote_events.values().filter(|n| **n > 1).count(),
+        tally_mismatches: consensus
+            .proposals
+            .iter()
+            .filter(|(_, p)| {
+                p.decided.as_ref().is_some_and(|d| {
+                    // Votes after the decision are counted too; the decision's own
+                    // count can only be fewer, never more, than the distinct voters.
+                    d.votes as usize > p.votes.len()
+                        || p.votes.keys().any(|v| !p.opened.voters.contains_key(v))
+                })
+            })
+            .map(|(id, _)| id.clone())
+            .collect(),
+    };
+
+    // Knowledge: the writers and a fresh replica converge; every acknowledged fact is there.
+    let fresh_log = cluster
+        .issuer()
+        .participant(&realm, Role::Observer, "checker")
+        .await?;
+    let mut fresh = KnowledgeReplica::open(fresh_log, ReplicaConfig::space(SPACE)).await?;
+    let acked_facts: Vec<FactId> = written.iter().flat_map(|(_, f)| f.clone()).collect();
+    let until = Instant::now() + Duration::from_secs(60);
+    let converged = loop {
+        let _ = fresh.refresh().await;
+        let target = fresh.summary(SPACE);
+        let mut equal = true;
+        for (replica, _) in &mut written {
+            let _ = replica.refresh().await;
+            equal &= replica.summary(SPACE) == target;
+        }
+        if equal || Instant::now() > until {
+            break equal;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "  knowledge compared in {:.0} s",
+        phase.elapsed().as_secs_f64()
+    );
+    let missing = acked_facts
+        .iter()
+        .filter(|f| !matches!(fresh.fact(SPACE, f), Ok(Some(_))))
+        .count();
+
+    Ok(RunReport {
+        schedule: config
+            .faults
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join("+"),
+        sync: if config.sync_always {
+            "always"
+        } else {
+            "default"
+        },
+        server_version,
+        workload_s,
+        faults: records,
+        log,
+        tasks,
+        proposals,
+        knowledge: KnowledgeOutcome {
+            acked: acked_facts.len(),
+            missing,
+            converged,
+        },
+        live_equals_replay,
+        processes_exited: exited,
+        live_replay_differences,
+        live_redelivered: live_coordinator.stats().redelivered + live_consensus.stats().redelivered,
+        settle_s,
+        calm_task_latency_ms,
+        calm_decision_latency_ms,
+        events_stamped_ahead: index
+            .state()
+            .iter()
+            .filter(|s| s.clock_offset_ms >= 30_000)
+            .count(),
+    })
+}
+
+/// The domain's name as a `'static` key.
+fn domain_name(domain: &str) -> &'static str {
+    if domain == "task" { "task" } else { "proposal" }
+}
+
+/// The longest stretch in seconds between `from`, the acknowledgements in between, and `to`.
+fn longest_gap(times: &[Instant], from: Instant, to: Instant) -> f64 {
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for &t in times.iter().filter(|t| **t > from && **t < to) {
+        longest = longest.max(t - last);
+        last = t;
+    }
+    longest
+        .max(to.saturating_duration_since(last))
+        .as_secs_f64()
+}
