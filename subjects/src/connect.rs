@@ -203,6 +203,10 @@ impl ConnectOptions {
         let (denied_tx, denied) = tokio::sync::watch::channel(None::<String>);
         let mut opts = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
+            // A server that stops answering (paused, hung, cut off behind a half-open link)
+            // is left after three unanswered pings: about 15 s instead of the client's
+            // default 60 s interval's three minutes.
+            .ping_interval(Duration::from_secs(5))
             .max_reconnects(None)
             .event_callback(move |event| {
                 let refused_tx = refused_tx.clone();
