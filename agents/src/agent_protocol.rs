@@ -145,6 +145,19 @@ pub fn unsent<'a>(sent: &str, text: &'a str) -> Option<&'a str> {
     text.strip_prefix(sent).filter(|rest| !rest.is_empty())
 }
 
+/// What to stream when progress `next` arrives after `held` (the previous progress text, not
+/// streamed yet): `held`'s unsent part once `next` continues it, which shows `held` was
+/// partial output. A status message ("running", "loading the model") is never continued,
+/// so it never becomes part of the answer; partial output streams one step behind.
+pub fn confirmed<'a>(sent: &str, held: Option<&'a str>, next: &str) -> Option<&'a str> {
+    let held = held?;
+    if next.starts_with(held) {
+        unsent(sent, held)
+    } else {
+        None
+    }
+}
+
 /// The leading acknowledgement chunk.
 pub fn ack_chunk() -> Bytes {
     Bytes::from_static(br#"{"type":"status","data":"ack"}"#)
@@ -416,6 +429,7 @@ async fn run_prompt(
         .map_err(|e| internal(&e))?;
     tracing::debug!(task = run.id(), "prompt submitted");
     let mut sent = String::new();
+    let mut held: Option<String> = None;
     loop {
         match run.next().await {
             Err(e @ FollowError::TimedOut { .. }) => return Err((504, e.to_string())),
@@ -424,13 +438,14 @@ async fn run_prompt(
                 message: Some(text),
                 ..
             })) => {
-                if let Some(new) = unsent(&sent, &text) {
+                if let Some(new) = confirmed(&sent, held.as_deref(), &text) {
                     request
                         .respond(Ok(response_chunk(new)))
                         .await
                         .map_err(|e| internal(&e))?;
                     sent.push_str(new);
                 }
+                held = Some(text);
             }
             Ok(RunEvent::Progress(_)) => {}
             Ok(RunEvent::Ended(task)) => {
@@ -848,6 +863,20 @@ mod tests {
             read_chunk(&message(b"", Some(headers))),
             Chunk::Error("500".into(), "boom".into())
         );
+    }
+
+    #[test]
+    fn progress_streams_once_continued_and_status_messages_never() {
+        // A status message, then the output: nothing of the status is streamed.
+        assert_eq!(confirmed("", None, "running in python"), None);
+        assert_eq!(confirmed("", Some("running in python"), "HELLO"), None);
+        // Partial output: each text streams once the next one continues it.
+        assert_eq!(confirmed("", Some("The"), "The cap"), Some("The"));
+        assert_eq!(
+            confirmed("The", Some("The cap"), "The capital"),
+            Some(" cap")
+        );
+        assert_eq!(confirmed("The cap", Some("The cap"), "The cap"), None);
     }
 
     #[test]
