@@ -892,19 +892,14 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
         if let Ok(subject) = murmur_subjects::Subject::parse(&s.subject) {
             let (domain, verb) = (subject.domain().as_str(), subject.verb().as_str());
             let aggregate = s.subject.rsplit('.').nth(1).unwrap_or_default();
-            match (domain, verb) {
-                ("task", "submitted") | ("proposal", "opened") => {
-                    began
-                        .entry((domain_name(domain), aggregate))
-                        .or_insert(s.stored_at_ms);
-                }
-                ("task", "completed") | ("proposal", "decided") => {
-                    ended
-                        .entry((domain_name(domain), aggregate))
-                        .or_insert(s.stored_at_ms);
-                }
-                _ => {}
-            }
+            let (book, key) = match (domain, verb) {
+                ("task", "submitted") => (&mut began, "task"),
+                ("proposal", "opened") => (&mut began, "proposal"),
+                ("task", "completed") => (&mut ended, "task"),
+                ("proposal", "decided") => (&mut ended, "proposal"),
+                _ => continue,
+            };
+            book.entry((key, aggregate)).or_insert(s.stored_at_ms);
         }
     }
     let hold_ms = config.hold.as_millis() as i64;
@@ -1092,11 +1087,6 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
             .filter(|s| s.clock_offset_ms >= 30_000)
             .count(),
     })
-}
-
-/// The domain's name as a `'static` key.
-fn domain_name(domain: &str) -> &'static str {
-    if domain == "task" { "task" } else { "proposal" }
 }
 
 /// The longest stretch in seconds between `from`, the acknowledgements in between, and `to`.
