@@ -613,7 +613,7 @@ async fn forged_votes_are_dead_lettered_and_only_the_proposer_withdraws() -> Res
         Draft::new(Token::new("p")?, &vote(Choice::Reject))?.seal(&mallory, &Token::new("acme")?);
     forged.record.source = keys[1].clone();
     let (h, b) = binding::encode(&forged.record, ContentMode::Binary, 1 << 20)?;
-    murmur_e2e::publish_raw(&opener, forged.subject.as_str(), h, b.to_vec()).await?;
+    murmur_e2e::publish_raw(&opener, forged.subject.as_str(), h.into(), b.to_vec()).await?;
     murmur_e2e::wait_for_dead_letter(&opener, "the forged vote", |d| {
         d.reason == DeadLetterReason::BadSignature && d.original_subject == forged.subject.as_str()
     })

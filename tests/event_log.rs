@@ -27,6 +27,15 @@ fn tok(s: &str) -> Token {
     Token::new(s).expect("valid token")
 }
 
+/// `record` encoded by the binding, with headers as a NATS client publishes them.
+fn encode_nats(
+    record: &murmur_subjects::EventRecord,
+    mode: ContentMode,
+    limit: usize,
+) -> Result<(HeaderMap, bytes::Bytes), binding::BindingError> {
+    binding::encode(record, mode, limit).map(|(h, b)| (h.into(), b))
+}
+
 #[tokio::test]
 async fn test_kit_without_docker_falls_back_to_the_local_binary() -> Result<()> {
     let nats = TestNats::start().await?;
@@ -164,7 +173,7 @@ async fn every_kind_of_bad_input_is_dead_lettered() -> Result<()> {
     let auditor = spawn_auditor(&log);
 
     let good = log.seal(Draft::new(tok("t1"), &submitted(1))?);
-    let (good_headers, good_body) = binding::encode(&good.record, ContentMode::Structured, limit)?;
+    let (good_headers, good_body) = encode_nats(&good.record, ContentMode::Structured, limit)?;
     let subject = good.subject.to_string();
     let structured = |body: &str| {
         let mut h = HeaderMap::new();
@@ -193,7 +202,7 @@ async fn every_kind_of_bad_input_is_dead_lettered() -> Result<()> {
     let mut unknown = good.record.clone();
     unknown.ty = "dev.murmur.task.exploded".into();
     unknown.id = "x4".into();
-    let (h, b) = binding::encode(&unknown, ContentMode::Binary, limit)?;
+    let (h, b) = encode_nats(&unknown, ContentMode::Binary, limit)?;
     publish_raw(&log, &subject, with_id(h, "bad-4"), b.to_vec()).await?;
     // 5. Payload failing its schema (capability must be a string), properly signed.
     let mut bad_payload = good.record.clone();
@@ -202,7 +211,7 @@ async fn every_kind_of_bad_input_is_dead_lettered() -> Result<()> {
         br#"{"v":1,"capability":42,"input":null}"#,
     ));
     identity.sign(&mut bad_payload, &subject);
-    let (h, b) = binding::encode(&bad_payload, ContentMode::Binary, limit)?;
+    let (h, b) = encode_nats(&bad_payload, ContentMode::Binary, limit)?;
     publish_raw(&log, &subject, with_id(h, "bad-5"), b.to_vec()).await?;
     // 6. Invalid subject tokens: an undeclared domain, and a verb that does not match the type.
     publish_raw(
@@ -226,13 +235,13 @@ async fn every_kind_of_bad_input_is_dead_lettered() -> Result<()> {
     big.data = Some(Bytes::from(format!(
         r#"{{"v":1,"capability":"c","input":"{filler}"}}"#
     )));
-    let (h, b) = binding::encode(&big, ContentMode::Binary, usize::MAX)?;
+    let (h, b) = encode_nats(&big, ContentMode::Binary, usize::MAX)?;
     publish_raw(&log, &subject, with_id(h, "bad-7"), b.to_vec()).await?;
     // 8. Forged: signed by mallory, claiming identity's key.
     let mallory = Identity::generate();
     let mut forged = Draft::new(tok("t1"), &submitted(8))?.seal(&mallory, &tok("acme"));
     forged.record.source = identity.public_key().to_string();
-    let (h, b) = binding::encode(&forged.record, ContentMode::Binary, limit)?;
+    let (h, b) = encode_nats(&forged.record, ContentMode::Binary, limit)?;
     publish_raw(&log, &subject, with_id(h, "bad-8"), b.to_vec()).await?;
     // And one good event, which must not be dead-lettered.
     log.append_sealed(&good).await?.wait().await?;
@@ -289,7 +298,7 @@ async fn dead_letters_keep_the_original_and_can_be_redriven() -> Result<()> {
     let mallory = Identity::generate();
     let mut forged = Draft::new(tok("t9"), &submitted(9))?.seal(&mallory, &tok("acme"));
     forged.record.source = log.identity().public_key().to_string();
-    let (h, b) = binding::encode(&forged.record, ContentMode::Binary, 1 << 20)?;
+    let (h, b) = encode_nats(&forged.record, ContentMode::Binary, 1 << 20)?;
     publish_raw(&log, forged.subject.as_str(), h, b.to_vec()).await?;
     let d = wait_for_dead_letter(&log, "forgery", |d| {
         d.reason == DeadLetterReason::BadSignature
@@ -497,7 +506,7 @@ async fn v1_events_in_the_log_decode_as_v2_on_replay() -> Result<()> {
         br#"{"v":1,"name":"legacy","kind":"executor","capabilities":["executor.test"]}"#,
     ));
     me.sign(&mut v1, v2.subject.as_str());
-    let (mut h, b) = binding::encode(&v1, ContentMode::Binary, 1 << 20)?;
+    let (mut h, b) = encode_nats(&v1, ContentMode::Binary, 1 << 20)?;
     h.insert(MSG_ID, "legacy-1");
     publish_raw(&log, v2.subject.as_str(), h, b.to_vec()).await?;
     log.append_sealed(&v2).await?.wait().await?;

@@ -3,7 +3,7 @@
 //! none of murmur's code) joins a secure realm with its own credentials, takes the tasks the
 //! coordinator routes to it, votes on a proposal naming it, and a tampered event it sends is
 //! dead-lettered; and its envelope code reproduces the example bytes of `docs/protocol.md`
-//! (which `subjects/tests/protocol_doc.rs` computes from the Rust code).
+//! (which `subjects/protocol/tests/protocol_doc.rs` computes from the Rust code).
 //! And the Synadia Agent Protocol, with that protocol's own Python SDKs: its client prompts
 //! `murmur gateway` (each prompt a murmur task), and an agent its service SDK hosts takes
 //! murmur tasks through a bridge agent. `scripts/install.sh` installs the packages into

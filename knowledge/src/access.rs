@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use murmur_subjects::events::{
+use murmur_protocol::events::{
     AccessRole, SpaceAccessGranted, SpaceAccessRevoked, SpaceOpened, SpaceSnapshotted,
 };
 use serde::{Deserialize, Serialize};
@@ -157,12 +157,12 @@ impl SpaceAccess {
 pub fn apply_space_event(
     spaces: &mut BTreeMap<String, SpaceAccess>,
     sequence: u64,
-    event: &murmur_subjects::VerifiedEvent,
+    event: &murmur_protocol::VerifiedEvent,
 ) -> Result<Option<SpaceAccess>, KnowledgeError> {
-    use murmur_subjects::Payload;
+    use murmur_protocol::Payload;
     let space = event.subject.aggregate().as_str().to_string();
     let emitter = event.emitter().to_string();
-    let payload_err = |e: murmur_subjects::payload::PayloadError| KnowledgeError::Ingest(e.into());
+    let payload_err = |e: murmur_protocol::payload::PayloadError| KnowledgeError::Ingest(e.into());
     let result = match event.record.ty.as_str() {
         SpaceOpened::TYPE => {
             let opened: SpaceOpened = event.payload().map_err(payload_err)?;

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use automerge::{Change, ChangeHash};
-use murmur_subjects::VerifiedEvent;
-use murmur_subjects::events::{DeadLetterReason, SpaceSnapshotted};
+use murmur_protocol::VerifiedEvent;
+use murmur_protocol::events::{DeadLetterReason, SpaceSnapshotted};
 use serde::{Deserialize, Serialize};
 
 use crate::access::SpaceAccess;

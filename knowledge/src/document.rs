@@ -658,7 +658,7 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use murmur_subjects::Identity;
+    use murmur_protocol::Identity;
 
     fn t(h: u32) -> DateTime<Utc> {
         DateTime::from_timestamp(1_790_000_000 + i64::from(h) * 3600, 0).expect("time")

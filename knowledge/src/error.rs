@@ -1,7 +1,9 @@
 //! The knowledge crate's errors.
 
-use murmur_subjects::events::DeadLetterReason;
-use murmur_subjects::{IngestError, LogError};
+use murmur_protocol::IngestError;
+use murmur_protocol::events::DeadLetterReason;
+#[cfg(feature = "nats")]
+use murmur_subjects::LogError;
 
 use crate::fact::FactId;
 
@@ -102,6 +104,7 @@ pub enum KnowledgeError {
     #[error("snapshot: {0}")]
     Snapshot(String),
     /// The event log failed.
+    #[cfg(feature = "nats")]
     #[error(transparent)]
     Log(#[from] LogError),
     /// An event could not be decoded.

@@ -130,7 +130,7 @@ mod tests {
     use crate::fact::{FactDraft, Value};
     use automerge::transaction::Transactable;
     use automerge::{AutoCommit, ROOT, ReadDoc};
-    use murmur_subjects::Identity;
+    use murmur_protocol::Identity;
 
     fn now() -> chrono::DateTime<chrono::Utc> {
         chrono::DateTime::from_timestamp(1_790_000_000, 0).expect("t")

@@ -4,7 +4,9 @@
 //! Pure document logic ([`fact`], [`document`], [`layout`], [`access`], [`base`], [`query`])
 //! does no I/O; the NATS/JetStream edge is [`replica`] (read the log, write changes,
 //! snapshots in the Object Store) and [`sync`] (the Automerge sync protocol over NATS
-//! request/reply, to catch a peer up).
+//! request/reply, to catch a peer up), with [`rpc`] and [`compaction`]. The edge is the
+//! default `nats` feature; without it the crate is the pure core alone and builds on
+//! `murmur-protocol` without async-nats and tokio.
 //!
 //! Performance notes that shaped the design (measured, see `../shared/notes`): applying remote
 //! changes one at a time is slow on large documents, so the fold applies each document's
@@ -14,16 +16,21 @@
 
 pub mod access;
 pub mod base;
+#[cfg(feature = "nats")]
 pub mod compaction;
 pub mod document;
 pub mod error;
 pub mod fact;
 pub mod layout;
+#[cfg(feature = "nats")]
 mod outbox;
 pub mod query;
+#[cfg(feature = "nats")]
 pub mod replica;
+#[cfg(feature = "nats")]
 pub mod rpc;
 pub mod space;
+#[cfg(feature = "nats")]
 pub mod sync;
 
 pub use base::KnowledgeBase;
@@ -31,4 +38,5 @@ pub use document::{FactView, KnowledgeDoc, ResolutionPolicy};
 pub use error::KnowledgeError;
 pub use fact::{FactDraft, FactId, Value};
 pub use query::Query;
+#[cfg(feature = "nats")]
 pub use replica::{KnowledgeReplica, ReplicaConfig};

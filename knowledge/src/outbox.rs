@@ -144,7 +144,8 @@ fn decode(bytes: &[u8]) -> Result<SealedEvent, String> {
         .and_then(|s| Subject::parse(s).ok())
         .ok_or("the first line is not a subject")?;
     let body = Bytes::copy_from_slice(&bytes[split + 1..]);
-    let record = binding::decode(None, &body, usize::MAX).map_err(|e| e.to_string())?;
+    let record = binding::decode(None::<&murmur_subjects::Headers>, &body, usize::MAX)
+        .map_err(|e| e.to_string())?;
     Ok(SealedEvent { subject, record })
 }
 

@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn conditions_combine() {
         let now = DateTime::from_timestamp(1_790_000_000, 0).expect("t");
-        let key = murmur_subjects::Identity::generate();
+        let key = murmur_protocol::Identity::generate();
         let mut doc = KnowledgeDoc::new(key.public_key(), [0; 8], 4096);
         let a = doc
             .assert_fact(

@@ -5,7 +5,7 @@
 //! are subject tokens (`murmur.v1.R.evt.knowledge.team-a-0.changed`).
 
 use automerge::ActorId;
-use murmur_subjects::Token;
+use murmur_protocol::Token;
 
 use crate::error::KnowledgeError;
 use crate::fact::FactId;
@@ -94,7 +94,7 @@ mod tests {
 
     #[test]
     fn actors_name_their_author() {
-        let key = murmur_subjects::Identity::generate();
+        let key = murmur_protocol::Identity::generate();
         let actor = actor_for(key.public_key(), [7; 8]);
         assert_eq!(author_of(&actor).as_deref(), Some(key.public_key()));
         assert_eq!(author_of(&ActorId::from(vec![1u8, 2, 3])), None);

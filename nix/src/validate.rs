@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use murmur_subjects::{Catalog, SubjectFilter};
+use murmur_protocol::{Catalog, SubjectFilter};
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
@@ -456,7 +456,7 @@ impl Deployment {
                         node: node.name.clone(),
                         reason: format!(
                             "the agent has no credentials_file, and message bus {bus:?} runs in operator mode: issue them with `murmur creds issue --role {} --name {} -o FILE`, copy FILE to host {:?}, and set credentials_file to its path there",
-                            murmur_subjects::roles::Role::for_agent_kind(&a.kind),
+                            murmur_protocol::roles::Role::for_agent_kind(&a.kind),
                             node.name,
                             node.host
                         ),

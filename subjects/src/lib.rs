@@ -5,8 +5,10 @@
 //! identities, and — at the I/O edge — the JetStream event log, dead-letter queue and
 //! projections that every other crate builds on.
 //!
-//! Pure modules (no I/O): [`subject`], [`payload`], [`events`], [`catalog`], [`envelope`],
-//! [`binding`], [`identity`], [`codec`]. I/O modules: [`log`], [`projection`], [`audit`], [`connect`].
+//! The pure protocol (subjects, payloads, catalog, roles, envelope, binding, identity, codec,
+//! grants, the fold trait) is the `murmur-protocol` crate, re-exported here module by module
+//! so one path serves both. This crate adds the NATS I/O: [`log`], [`projection`]'s
+//! projector, [`audit`], [`connect`], [`credentials`] and [`provision`].
 //!
 //! ```
 //! use murmur_subjects::{codec::Draft, events::AgentLeft, identity::Identity, subject::Token};
@@ -18,30 +20,23 @@
 //! assert_eq!(sealed.subject.as_str(), "murmur.v1.acme.evt.agent.agent-1.left");
 //! ```
 
-pub mod agent_protocol;
-pub mod agent_sender;
 pub mod audit;
-pub mod binding;
-pub mod catalog;
-pub mod clock;
-pub mod codec;
 pub mod connect;
 pub mod credentials;
-pub mod envelope;
-pub mod events;
-pub mod grants;
-pub mod identity;
 pub mod log;
-pub mod payload;
 pub mod projection;
 pub mod provision;
 mod read;
-pub mod roles;
-pub mod subject;
+
+pub use murmur_protocol::{
+    agent_protocol, agent_sender, binding, catalog, clock, codec, envelope, events, fold, grants,
+    headers, identity, payload, roles, subject,
+};
 
 pub use catalog::{Catalog, EventType};
 pub use codec::{Draft, EventCodec, IngestError, RefusedMessage, SealedEvent, VerifiedEvent};
 pub use envelope::EventRecord;
+pub use headers::{HeaderSource, Headers};
 pub use identity::Identity;
 pub use log::{EventLog, EventLogOptions, LogConfig, LogError};
 pub use payload::Payload;

@@ -426,7 +426,7 @@ impl EventLog {
         }
         let (mut headers, body) = self.codec.encode(sealed)?;
         headers.insert(MSG_ID, sealed.record.id.as_str());
-        Ok((headers, body))
+        Ok((headers.into(), body))
     }
 
     /// Sends a sealed event without waiting for the ack (pipelined); the server dedupes by
@@ -627,7 +627,7 @@ impl EventLog {
         }
         let (headers, body) = self.codec.encode(&sealed)?;
         self.client
-            .publish_with_headers(sealed.subject.to_string(), headers, body)
+            .publish_with_headers(sealed.subject.to_string(), headers.into(), body)
             .await
             .map_err(|e| LogError::Publish {
                 subject: sealed.subject.to_string(),
@@ -651,7 +651,7 @@ impl EventLog {
             }
             let (headers, body) = self.codec.encode(ev)?;
             self.client
-                .publish_with_headers(ev.subject.to_string(), headers, body)
+                .publish_with_headers(ev.subject.to_string(), headers.into(), body)
                 .await
                 .map_err(|e| LogError::Publish {
                     subject: ev.subject.to_string(),

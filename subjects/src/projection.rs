@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use futures::{FutureExt, StreamExt};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{IngestError, VerifiedEvent};
+use crate::codec::IngestError;
 use crate::grants::RoleBook;
 use crate::log::{EventLog, LogError};
 pub use crate::read::{
@@ -22,45 +21,7 @@ pub use crate::read::{
 };
 use crate::read::{consumer_filters, leader_last_matching};
 use crate::subject::{Domain, Plane, Subject, SubjectFilter};
-
-/// A projection refused an event (e.g. a vote from outside the voter set). The state is left
-/// unchanged and the refusal is counted and reported.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("refused: {0}")]
-pub struct Refusal(pub String);
-
-/// State derived from the log by a pure fold.
-pub trait Projection: Send + Sync + 'static {
-    /// The derived state.
-    type State: Default + Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync;
-
-    /// A stable name (checkpoint key).
-    fn name(&self) -> &str;
-
-    /// The subjects it reads.
-    fn filter(&self) -> SubjectFilter;
-
-    /// The subjects it reads when one filter cannot say it (say, three verbs of one
-    /// domain): the consumer filters on all of them, so the fold never decodes or
-    /// verifies the rest. Default: [`Projection::filter`] alone.
-    fn filters(&self) -> Vec<SubjectFilter> {
-        vec![self.filter()]
-    }
-
-    /// Folds one event into the state. Must be pure: no I/O, no clock, no randomness —
-    /// time comes from the event (`stored_at` / `record.time`).
-    fn apply(&self, state: &mut Self::State, event: &VerifiedEvent) -> Result<(), Refusal>;
-
-    /// Sees every stored message the projector reads, before decoding — so also those the
-    /// fold refuses and those that do not decode or verify — with its subject (when the NATS
-    /// subject parses) and stream sequence. For bookkeeping that follows the log itself
-    /// rather than the accepted events: an aggregate's last stored sequence, which the
-    /// server's expected-last-subject-sequence check counts for every stored message. If
-    /// a refused event (a late result from a lost lease) or a forged one left a task's
-    /// expected sequence behind, every later write to that task would conflict, on replay
-    /// too. Must be pure. Default: nothing.
-    fn observe(&self, _state: &mut Self::State, _subject: &Subject, _sequence: u64) {}
-}
+pub use murmur_protocol::fold::{Projection, Refusal};
 
 /// Counters a projector keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -439,7 +439,7 @@ pub async fn run(settings: &Settings) -> Result<()> {
         binding::encode(&forged.record, ContentMode::Binary, settings.codec.limit())?;
     headers.insert(MSG_ID, forged.record.id.as_str());
     let raw = async_nats::jetstream::new(mallory_log.client().clone());
-    raw.publish_with_headers(forged.subject.to_string(), headers, body)
+    raw.publish_with_headers(forged.subject.to_string(), headers.into(), body)
         .await?
         .await?;
     // Another auditor (e.g. `murmur up`'s) may be the one that handles it: wait for the dead

@@ -74,7 +74,11 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
                 .seal(log.identity(), &raw_realm);
             let (mut h, b) = log.codec().encode(&sealed)?;
             h.insert(MSG_ID, sealed.record.id.as_str());
-            prepared.push((sealed.subject.to_string(), h, b));
+            prepared.push((
+                sealed.subject.to_string(),
+                async_nats::HeaderMap::from(h),
+                b,
+            ));
         }
         let mut window = VecDeque::new();
         let t = Instant::now();
@@ -180,7 +184,11 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
         for _ in 0..n {
             let sealed = Draft::new(me.clone(), &hb)?.seal(log.identity(), &raw_realm);
             let (h, b) = log.codec().encode(&sealed)?;
-            prepared.push((sealed.subject.to_string(), h, b));
+            prepared.push((
+                sealed.subject.to_string(),
+                async_nats::HeaderMap::from(h),
+                b,
+            ));
         }
         let sub_client = target
             .participant(&account, Role::Operator, "bench-sub")
@@ -337,7 +345,7 @@ pub(crate) fn cpu_breakdown(mode: ContentMode) -> Result<String> {
         .map(|s| codec.encode(s))
         .collect::<Result<_, _>>()?;
     let subject = single[0].subject.to_string();
-    let decode = |encoded: &[(async_nats::HeaderMap, bytes::Bytes)]| -> Result<f64> {
+    let decode = |encoded: &[(murmur_subjects::Headers, bytes::Bytes)]| -> Result<f64> {
         let fresh = EventCodec::default();
         let t = Instant::now();
         for (h, b) in encoded {

@@ -47,7 +47,11 @@ pub(crate) async fn task_suite(
             .seal(raw_log.identity(), &raw_realm);
         let (mut h, b) = raw_log.codec().encode(&sealed)?;
         h.insert(MSG_ID, sealed.record.id.as_str());
-        prepared.push((sealed.subject.to_string(), h, b));
+        prepared.push((
+            sealed.subject.to_string(),
+            async_nats::HeaderMap::from(h),
+            b,
+        ));
     }
     let js = async_nats::jetstream::new(raw_log.client().clone());
     let mut inflight = VecDeque::new();

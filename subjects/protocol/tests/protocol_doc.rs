@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
-use murmur_subjects::binding::{self, ContentMode};
-use murmur_subjects::envelope::EventRecord;
-use murmur_subjects::events::{TaskCompleted, TaskStarted};
-use murmur_subjects::roles::{self, ResourceNames, Role};
-use murmur_subjects::{Catalog, Identity, Payload, Token, payload};
+use murmur_protocol::binding::{self, ContentMode};
+use murmur_protocol::envelope::EventRecord;
+use murmur_protocol::events::{TaskCompleted, TaskStarted};
+use murmur_protocol::roles::{self, ResourceNames, Role};
+use murmur_protocol::{Catalog, Identity, Payload, Token, payload};
 use sha2::{Digest, Sha256};
 
 /// The example participant: a user nkey from 32 bytes of 0x2a (an example, not a secret).
@@ -104,11 +104,7 @@ fn single_example() -> String {
     writeln!(out, "\nbinary mode: headers (in any order)").unwrap();
     let mut lines: Vec<String> = headers
         .iter()
-        .flat_map(|(name, values)| {
-            values
-                .iter()
-                .map(move |v| format!("  {}: {}", AsRef::<str>::as_ref(name), v.as_str()))
-        })
+        .map(|(name, value)| format!("  {name}: {value}"))
         .collect();
     lines.sort();
     for line in lines {
@@ -254,7 +250,7 @@ fn permissions_example() -> String {
 }
 
 fn doc_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/protocol.md")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/protocol.md")
 }
 
 /// Replaces the block between `<!-- generated: NAME -->` and `<!-- end: NAME -->`.
@@ -308,7 +304,7 @@ fn the_protocol_document_shows_what_the_code_does() {
 #[test]
 fn the_example_signatures_verify() {
     let me = example_identity();
-    let verifier = murmur_subjects::identity::SignatureVerifier::new();
+    let verifier = murmur_protocol::identity::SignatureVerifier::new();
     let nats_subject = subject("t-1", "completed");
     let mut ev = record(&me, "t-1", TaskCompleted::TYPE, "x", b"{\"v\":1}".to_vec());
     me.sign(&mut ev, &nats_subject);

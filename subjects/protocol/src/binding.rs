@@ -15,7 +15,6 @@
 
 use std::borrow::Cow;
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use serde::Deserialize;
@@ -23,6 +22,7 @@ use serde::de::{MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::envelope::{EventRecord, SPEC_VERSION, format_time};
+use crate::headers::{HeaderSource, Headers};
 
 /// Content type of structured-mode events.
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -81,19 +81,11 @@ fn pct(value: &str) -> Cow<'_, str> {
 }
 
 /// Size of a message as the limit counts it: body plus header names and values.
-pub fn message_size(headers: Option<&HeaderMap>, body: &[u8]) -> usize {
-    let header_bytes: usize = headers
-        .map(|h| {
-            h.iter()
-                .map(|(name, values)| {
-                    values
-                        .iter()
-                        .map(|v| AsRef::<str>::as_ref(name).len() + v.as_str().len() + 4)
-                        .sum::<usize>()
-                })
-                .sum()
-        })
-        .unwrap_or(0);
+pub fn message_size<H: HeaderSource + ?Sized>(headers: Option<&H>, body: &[u8]) -> usize {
+    let mut header_bytes = 0;
+    if let Some(h) = headers {
+        h.visit(&mut |name, value, _| header_bytes += name.len() + value.len() + 4);
+    }
     header_bytes + body.len()
 }
 
@@ -102,7 +94,7 @@ pub fn encode(
     record: &EventRecord,
     mode: ContentMode,
     max_bytes: usize,
-) -> Result<(HeaderMap, Bytes), BindingError> {
+) -> Result<(Headers, Bytes), BindingError> {
     let (headers, body) = match mode {
         ContentMode::Binary => encode_binary(record),
         ContentMode::Structured => encode_structured(record)?,
@@ -117,8 +109,8 @@ pub fn encode(
     Ok((headers, body))
 }
 
-fn encode_binary(record: &EventRecord) -> (HeaderMap, Bytes) {
-    let mut h = HeaderMap::new();
+fn encode_binary(record: &EventRecord) -> (Headers, Bytes) {
+    let mut h = Headers::new();
     h.insert("ce-specversion", SPEC_VERSION);
     h.insert("ce-id", pct(&record.id).as_ref());
     h.insert("ce-source", pct(&record.source).as_ref());
@@ -144,7 +136,7 @@ fn encode_binary(record: &EventRecord) -> (HeaderMap, Bytes) {
     (h, record.data.clone().unwrap_or_default())
 }
 
-fn encode_structured(record: &EventRecord) -> Result<(HeaderMap, Bytes), BindingError> {
+fn encode_structured(record: &EventRecord) -> Result<(Headers, Bytes), BindingError> {
     let mut out = Vec::with_capacity(256 + record.data.as_ref().map_or(0, |d| d.len()));
     out.push(b'{');
     let mut first = true;
@@ -199,23 +191,15 @@ fn encode_structured(record: &EventRecord) -> Result<(HeaderMap, Bytes), Binding
         }
     }
     out.push(b'}');
-    let mut h = HeaderMap::new();
+    let mut h = Headers::new();
     h.insert("Content-Type", STRUCTURED_CONTENT_TYPE);
     Ok((h, Bytes::from(out)))
 }
 
-fn header_ci<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| AsRef::<str>::as_ref(*n).eq_ignore_ascii_case(name))
-        .and_then(|(_, v)| v.first())
-        .map(|v| v.as_str())
-}
-
 /// Decodes a NATS message into an event, detecting the content mode. Checks the size limit
 /// first, then the CloudEvents structure (required attributes, spec version).
-pub fn decode(
-    headers: Option<&HeaderMap>,
+pub fn decode<H: HeaderSource + ?Sized>(
+    headers: Option<&H>,
     body: &Bytes,
     max_bytes: usize,
 ) -> Result<EventRecord, BindingError> {
@@ -226,8 +210,8 @@ pub fn decode(
             limit: max_bytes,
         });
     }
-    let content_type = headers.and_then(|h| header_ci(h, "content-type"));
-    let has_ce_headers = headers.is_some_and(|h| header_ci(h, "ce-specversion").is_some());
+    let content_type = headers.and_then(|h| h.first_ci("content-type"));
+    let has_ce_headers = headers.is_some_and(|h| h.first_ci("ce-specversion").is_some());
     let structured = match content_type {
         Some(ct) => ct
             .trim_start()
@@ -301,7 +285,10 @@ fn empty_record() -> EventRecord {
     }
 }
 
-fn decode_binary(headers: Option<&HeaderMap>, body: &Bytes) -> Result<EventRecord, BindingError> {
+fn decode_binary<H: HeaderSource + ?Sized>(
+    headers: Option<&H>,
+    body: &Bytes,
+) -> Result<EventRecord, BindingError> {
     let Some(headers) = headers else {
         return Err(BindingError::MissingAttribute("specversion"));
     };
@@ -309,11 +296,13 @@ fn decode_binary(headers: Option<&HeaderMap>, body: &Bytes) -> Result<EventRecor
     let mut specversion = None;
     let mut ce_content_type = None;
     let mut content_type = None;
-    for (name, values) in headers.iter() {
-        let name: &str = name.as_ref();
-        let Some(value) = values.first().map(|v| v.as_str()) else {
-            continue;
-        };
+    let mut firsts = Vec::new();
+    headers.visit(&mut |name, value, index| {
+        if index == 0 {
+            firsts.push((name, value));
+        }
+    });
+    for (name, value) in firsts {
         if name.eq_ignore_ascii_case("content-type") {
             content_type = Some(unpct("datacontenttype", value)?);
             continue;
@@ -467,7 +456,7 @@ mod tests {
 
     #[test]
     fn structured_spec_example_decodes() {
-        let mut h = HeaderMap::new();
+        let mut h = Headers::new();
         h.insert("Content-Type", STRUCTURED_CONTENT_TYPE);
         let body = Bytes::from_static(SPEC_STRUCTURED.as_bytes());
         // The spec's stand-in text is not real base64: a typed error, not a panic.
@@ -505,7 +494,12 @@ mod tests {
     fn structured_json_data_example_keeps_bytes() {
         // JSON format spec example with JSON data.
         let body = r#"{"specversion":"1.0","type":"com.example.someevent","source":"/mycontext","subject":null,"id":"C234-1234-1234","time":"2018-04-05T17:31:00Z","comexampleextension1":"value","comexampleothervalue":5,"datacontenttype":"application/json","data":{"appinfoA":"abc","appinfoB":123,"appinfoC":true}}"#;
-        let record = decode(None, &Bytes::from_static(body.as_bytes()), LIMIT).expect("decodes");
+        let record = decode(
+            None::<&Headers>,
+            &Bytes::from_static(body.as_bytes()),
+            LIMIT,
+        )
+        .expect("decodes");
         assert_eq!(
             record.data.as_deref(),
             Some(&br#"{"appinfoA":"abc","appinfoB":123,"appinfoC":true}"#[..])
@@ -531,25 +525,19 @@ mod tests {
             data: Some(Bytes::from_static(b"{\"k\": 1}")),
         };
         let (h, body) = encode(&record, ContentMode::Binary, LIMIT).expect("encodes");
-        assert_eq!(
-            h.get("ce-id").map(|v| v.as_str()),
-            Some("id%201%25%22%C3%BC")
-        );
-        assert_eq!(h.get("Content-Type").map(|v| v.as_str()), Some(JSON));
+        assert_eq!(h.get("ce-id"), Some("id%201%25%22%C3%BC"));
+        assert_eq!(h.get("Content-Type"), Some(JSON));
         assert_eq!(decode(Some(&h), &body, LIMIT).expect("decodes"), record);
 
         let (h, body) = encode(&record, ContentMode::Structured, LIMIT).expect("encodes");
-        assert_eq!(
-            h.get("Content-Type").map(|v| v.as_str()),
-            Some(STRUCTURED_CONTENT_TYPE)
-        );
+        assert_eq!(h.get("Content-Type"), Some(STRUCTURED_CONTENT_TYPE));
         assert_eq!(decode(Some(&h), &body, LIMIT).expect("decodes"), record);
     }
 
     #[test]
     fn http_binding_style_binary_example_decodes() {
         // The HTTP binding's binary example, carried in NATS headers.
-        let mut h = HeaderMap::new();
+        let mut h = Headers::new();
         h.insert("ce-specversion", "1.0");
         h.insert("ce-type", "com.example.someevent");
         h.insert("ce-time", "2018-04-05T03:56:24Z");
@@ -564,12 +552,12 @@ mod tests {
 
     #[test]
     fn typed_errors_for_bad_input() {
-        let no_headers = decode(None, &Bytes::from_static(b"\x00\x01"), LIMIT);
+        let no_headers = decode(None::<&Headers>, &Bytes::from_static(b"\x00\x01"), LIMIT);
         assert_eq!(
             no_headers,
             Err(BindingError::MissingAttribute("specversion"))
         );
-        let mut h = HeaderMap::new();
+        let mut h = Headers::new();
         h.insert("Content-Type", STRUCTURED_CONTENT_TYPE);
         let malformed = decode(Some(&h), &Bytes::from_static(b"{not json"), LIMIT);
         assert!(matches!(malformed, Err(BindingError::Malformed(_))));

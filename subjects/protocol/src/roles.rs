@@ -297,7 +297,7 @@ impl Default for ResourceNames {
 }
 
 impl ResourceNames {
-    /// The names with these history and dead-letter streams (a [`crate::LogConfig`]'s).
+    /// The names with these history and dead-letter streams (a `murmur_subjects::LogConfig`'s).
     pub fn for_streams(history: &str, dlq: &str) -> Self {
         Self {
             history: history.into(),

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::VerifiedEvent;
 use crate::events::{RealmClaimed, RoleGranted, RoleRevoked};
+use crate::fold::Refusal;
 use crate::identity::check_public_key;
 use crate::payload::Payload;
-use crate::projection::Refusal;
 use crate::roles::{Role, RoleSet};
 use crate::subject::{Domain, Plane, SubjectFilter, Token};
 

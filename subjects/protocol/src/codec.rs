@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -13,6 +12,7 @@ use crate::binding::{self, BindingError, ContentMode, DEFAULT_MAX_EVENT_BYTES};
 use crate::catalog::{Catalog, EventType};
 use crate::envelope::{EventRecord, JSON};
 use crate::events::{DeadLetterReason, DeadLettered};
+use crate::headers::{HeaderSource, Headers};
 use crate::identity::{Identity, IdentityError, SignatureVerifier};
 use crate::payload::{self, Payload, PayloadError};
 use crate::roles::RoleSet;
@@ -173,7 +173,7 @@ pub struct VerifiedEvent {
     pub stored_at: Option<DateTime<Utc>>,
     /// The roles its emitter held at its position in the log, set by readers that fold
     /// the realm's grants ([`crate::grants::RoleBook::admit`]; every
-    /// [`crate::Projector`] does); empty otherwise.
+    /// `murmur_subjects::Projector` does); empty otherwise.
     pub roles: RoleSet,
 }
 
@@ -276,7 +276,7 @@ pub struct RefusedMessage<'a> {
     /// The NATS subject it came on.
     pub subject: &'a str,
     /// Its headers.
-    pub headers: Option<&'a HeaderMap>,
+    pub headers: Option<&'a dyn HeaderSource>,
     /// Its bytes.
     pub body: &'a [u8],
     /// Where the stream stored it, if it was stored.
@@ -285,10 +285,11 @@ pub struct RefusedMessage<'a> {
 
 impl<'a> RefusedMessage<'a> {
     /// `message`, stored at `stream_sequence` (or not stored: core NATS).
+    #[cfg(feature = "nats")]
     pub fn of(message: &'a async_nats::Message, stream_sequence: Option<u64>) -> Self {
         Self {
             subject: message.subject.as_str(),
-            headers: message.headers.as_ref(),
+            headers: message.headers.as_ref().map(|h| h as &dyn HeaderSource),
             body: &message.payload,
             stream_sequence,
         }
@@ -344,15 +345,15 @@ impl EventCodec {
     }
 
     /// Encodes a sealed event for publishing.
-    pub fn encode(&self, sealed: &SealedEvent) -> Result<(HeaderMap, Bytes), BindingError> {
+    pub fn encode(&self, sealed: &SealedEvent) -> Result<(Headers, Bytes), BindingError> {
         binding::encode(&sealed.record, self.mode, self.max_event_bytes)
     }
 
     /// Decodes and fully checks one incoming message.
-    pub fn decode(
+    pub fn decode<H: HeaderSource + ?Sized>(
         &self,
         nats_subject: &str,
-        headers: Option<&HeaderMap>,
+        headers: Option<&H>,
         body: &Bytes,
     ) -> Result<VerifiedEvent, IngestError> {
         let subject = Subject::parse(nats_subject)?;
@@ -419,19 +420,13 @@ impl EventCodec {
         let keep_whole = body.len() <= self.max_event_bytes / 2;
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD;
-        let original_headers = headers
-            .map(|h| {
-                let mut pairs: Vec<(String, String)> = h
-                    .iter()
-                    .flat_map(|(n, vs)| {
-                        vs.iter()
-                            .map(move |v| (AsRef::<str>::as_ref(n).to_string(), v.to_string()))
-                    })
-                    .collect();
-                pairs.sort();
-                pairs
-            })
-            .unwrap_or_default();
+        let mut original_headers = Vec::new();
+        if let Some(h) = headers {
+            h.visit(&mut |name, value, _| {
+                original_headers.push((name.to_string(), value.to_string()))
+            });
+            original_headers.sort();
+        }
         let payload = DeadLettered {
             reason,
             detail: error.to_string(),
@@ -597,7 +592,7 @@ mod tests {
             .expect("draft")
             .seal(&me, &realm());
         let (h, body) = codec.encode(&sealed).expect("encode");
-        let reason = |subject: &str, h: &HeaderMap, body: &Bytes| {
+        let reason = |subject: &str, h: &Headers, body: &Bytes| {
             codec
                 .decode(subject, Some(h), body)
                 .expect_err("refused")
@@ -700,14 +695,14 @@ mod tests {
                 headers in proptest::collection::vec((header_name(), "[ -~]{0,60}"), 0..8),
                 subject in prop_oneof![Just("murmur.v1.a.evt.task.t.submitted".to_string()), "[a-z.*>]{0,40}"],
             ) {
-                let mut h = HeaderMap::new();
+                let mut h = Headers::new();
                 for (k, v) in &headers {
                     h.insert(k.as_str(), v.as_str());
                 }
                 let codec = EventCodec::default().max_event_bytes(1024);
                 let body = Bytes::from(body);
                 let _ = binding::decode(Some(&h), &body, 1024);
-                let _ = binding::decode(None, &body, 1024);
+                let _ = binding::decode(None::<&Headers>, &body, 1024);
                 if let Err(e) = codec.decode(&subject, Some(&h), &body) {
                     // Every refusal has a reason and a message.
                     prop_assert!(!e.to_string().is_empty());

@@ -1,0 +1,52 @@
+//! The pure half of a projection: state derived from the log by a fold, with no I/O.
+//!
+//! A [`Projection`] is `apply(&mut state, &event)` plus the subject filters it reads;
+//! `murmur-subjects`'s `Projector` feeds it from the log, live and on replay, with the same
+//! `apply`.
+
+use std::fmt::Debug;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::VerifiedEvent;
+use crate::subject::{Subject, SubjectFilter};
+
+/// A projection refused an event (e.g. a vote from outside the voter set). The state is left
+/// unchanged and the refusal is counted and reported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused: {0}")]
+pub struct Refusal(pub String);
+
+/// State derived from the log by a pure fold.
+pub trait Projection: Send + Sync + 'static {
+    /// The derived state.
+    type State: Default + Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync;
+
+    /// A stable name (checkpoint key).
+    fn name(&self) -> &str;
+
+    /// The subjects it reads.
+    fn filter(&self) -> SubjectFilter;
+
+    /// The subjects it reads when one filter cannot say it (say, three verbs of one
+    /// domain): the consumer filters on all of them, so the fold never decodes or
+    /// verifies the rest. Default: [`Projection::filter`] alone.
+    fn filters(&self) -> Vec<SubjectFilter> {
+        vec![self.filter()]
+    }
+
+    /// Folds one event into the state. Must be pure: no I/O, no clock, no randomness —
+    /// time comes from the event (`stored_at` / `record.time`).
+    fn apply(&self, state: &mut Self::State, event: &VerifiedEvent) -> Result<(), Refusal>;
+
+    /// Sees every stored message the projector reads, before decoding — so also those the
+    /// fold refuses and those that do not decode or verify — with its subject (when the NATS
+    /// subject parses) and stream sequence. For bookkeeping that follows the log itself
+    /// rather than the accepted events: an aggregate's last stored sequence, which the
+    /// server's expected-last-subject-sequence check counts for every stored message. If
+    /// a refused event (a late result from a lost lease) or a forged one left a task's
+    /// expected sequence behind, every later write to that task would conflict, on replay
+    /// too. Must be pure. Default: nothing.
+    fn observe(&self, _state: &mut Self::State, _subject: &Subject, _sequence: u64) {}
+}
