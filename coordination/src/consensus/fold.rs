@@ -31,17 +31,102 @@ pub enum ProposalEvent {
 }
 
 impl ProposalEvent {
-    /// Decodes `event` by its type; a type outside the proposal domain does not decode.
-    pub fn decode(event: &VerifiedEvent) -> Result<Self, murmur_subjects::payload::PayloadError> {
+    /// Decodes `event` by its type; `UnknownType` for a type outside the proposal domain.
+    pub fn decode(event: &VerifiedEvent) -> Result<Self, ProposalRefusal> {
+        let bad =
+            |e: murmur_subjects::payload::PayloadError| ProposalRefusal::Payload(e.to_string());
         Ok(match event.record.ty.as_str() {
-            VoteCast::TYPE => Self::VoteCast(event.payload()?),
-            ProposalOpened::TYPE => Self::Opened(event.payload()?),
-            ProposalDeadlinePassed::TYPE => Self::DeadlinePassed(event.payload()?),
-            ProposalDecided::TYPE => Self::Decided(event.payload()?),
-            ProposalWithdrawn::TYPE => Self::Withdrawn(event.payload()?),
-            // Not a proposal event: decoding it as one fails, naming both types.
-            _ => Self::Opened(event.payload()?),
+            VoteCast::TYPE => Self::VoteCast(event.payload().map_err(bad)?),
+            ProposalOpened::TYPE => Self::Opened(event.payload().map_err(bad)?),
+            ProposalDeadlinePassed::TYPE => Self::DeadlinePassed(event.payload().map_err(bad)?),
+            ProposalDecided::TYPE => Self::Decided(event.payload().map_err(bad)?),
+            ProposalWithdrawn::TYPE => Self::Withdrawn(event.payload().map_err(bad)?),
+            other => return Err(ProposalRefusal::UnknownType(other.to_string())),
         })
+    }
+}
+
+/// Why the consensus fold refused an event; the proposals are left as they were, except
+/// that a refused vote and a refused proposal are recorded with their reasons
+/// ([`Proposal::refused`], [`Consensus::refused_proposals`]) so a voter sees why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProposalRefusal {
+    /// The payload does not decode as its type.
+    #[error("{0}")]
+    Payload(String),
+    /// A type the proposal domain does not declare, or one a voter does not follow.
+    #[error("{0} is not a proposal event here")]
+    UnknownType(String),
+    /// A second `opened` for the same id.
+    #[error("proposal {0} already exists")]
+    AlreadyExists(String),
+    /// An `opened` that breaks the rules (recorded in `refused_proposals`).
+    #[error("proposal {proposal}: {error}")]
+    Invalid {
+        /// The proposal.
+        proposal: String,
+        /// What is wrong with it.
+        error: ProposalError,
+    },
+    /// An event for a proposal never opened.
+    #[error("unknown proposal {0}")]
+    UnknownProposal(String),
+    /// A withdrawal by someone other than the proposer.
+    #[error("{emitter} did not open {proposal}")]
+    NotProposer {
+        /// Who tried.
+        emitter: String,
+        /// The proposal.
+        proposal: String,
+    },
+    /// A vote that does not count (recorded in the proposal's `refused`).
+    #[error("vote from {voter}: {refusal}")]
+    Vote {
+        /// The voter.
+        voter: String,
+        /// Why.
+        refusal: VoteRefusal,
+    },
+    /// A decision from a key without the tallier role at that position.
+    #[error("{emitter} did not hold the tallier role at {sequence}")]
+    NotTallier {
+        /// Who wrote it.
+        emitter: String,
+        /// Where.
+        sequence: u64,
+    },
+    /// A decision naming a voter whose vote was not counted.
+    #[error("the decision on {proposal} names {voter}, whose vote was not counted")]
+    UncountedVoter {
+        /// The proposal.
+        proposal: String,
+        /// The voter named.
+        voter: String,
+    },
+    /// A decision whose outcome or tally does not follow from the counted votes.
+    #[error(
+        "the decision on {proposal} ({outcome}, {approve} approve, {reject} reject, {votes} votes) does not follow from the {counted} counted votes"
+    )]
+    Ungrounded {
+        /// The proposal.
+        proposal: String,
+        /// The outcome it claims.
+        outcome: String,
+        /// Approvals it claims.
+        approve: u64,
+        /// Rejections it claims.
+        reject: u64,
+        /// Votes it claims.
+        votes: u32,
+        /// Votes the fold counted among those it names.
+        counted: usize,
+    },
+}
+
+impl From<ProposalRefusal> for Refusal {
+    fn from(r: ProposalRefusal) -> Self {
+        Refusal(r.to_string())
     }
 }
 
@@ -245,13 +330,21 @@ impl Consensus {
 
     /// Applies `proposal.withdrawn` from a verified `emitter`: only the proposer withdraws,
     /// and a decided proposal stays decided.
-    pub fn withdraw(&mut self, id: &str, emitter: &str, reason: String) -> Result<(), Refusal> {
+    pub fn withdraw(
+        &mut self,
+        id: &str,
+        emitter: &str,
+        reason: String,
+    ) -> Result<(), ProposalRefusal> {
         let p = self
             .proposals
             .get_mut(id)
-            .ok_or_else(|| Refusal(format!("unknown proposal {id}")))?;
+            .ok_or_else(|| ProposalRefusal::UnknownProposal(id.to_string()))?;
         if p.proposer != emitter {
-            return Err(Refusal(format!("{emitter} did not open {id}")));
+            return Err(ProposalRefusal::NotProposer {
+                emitter: emitter.to_string(),
+                proposal: id.to_string(),
+            });
         }
         if p.decided.is_none() && p.withdrawn.is_none() {
             p.withdrawn = Some(reason);
@@ -288,7 +381,11 @@ impl Consensus {
     /// tally. A decision naming no participants (from a tallier before they were named) is
     /// checked against every counted vote. A proposal already decided or withdrawn, or one
     /// this fold does not know, is left to [`Consensus::record_decision`], which ignores it.
-    pub fn check_grounds(&self, id: &str, decided: &ProposalDecided) -> Result<(), Refusal> {
+    pub fn check_grounds(
+        &self,
+        id: &str,
+        decided: &ProposalDecided,
+    ) -> Result<(), ProposalRefusal> {
         let Some(p) = self.proposals.get(id) else {
             return Ok(());
         };
@@ -298,9 +395,10 @@ impl Consensus {
         let votes: BTreeMap<String, Choice> = match &decided.participants {
             Some(named) => {
                 if let Some(missing) = named.iter().find(|v| !p.votes.contains_key(*v)) {
-                    return Err(Refusal(format!(
-                        "the decision on {id} names {missing}, whose vote was not counted"
-                    )));
+                    return Err(ProposalRefusal::UncountedVoter {
+                        proposal: id.to_string(),
+                        voter: missing.clone(),
+                    });
                 }
                 named.iter().map(|v| (v.clone(), p.votes[v])).collect()
             }
@@ -318,14 +416,14 @@ impl Consensus {
         if follows {
             Ok(())
         } else {
-            Err(Refusal(format!(
-                "the decision on {id} ({}, {} approve, {} reject, {} votes) does not follow from the {} counted votes",
-                decided.outcome,
-                decided.approve,
-                decided.reject,
-                decided.votes,
-                votes.len()
-            )))
+            Err(ProposalRefusal::Ungrounded {
+                proposal: id.to_string(),
+                outcome: decided.outcome.clone(),
+                approve: decided.approve,
+                reject: decided.reject,
+                votes: decided.votes,
+                counted: votes.len(),
+            })
         }
     }
 
@@ -364,11 +462,21 @@ impl Projection for ConsensusProjection {
     }
 
     fn apply(&self, state: &mut Consensus, event: &VerifiedEvent) -> Result<(), Refusal> {
-        self.fold(state, event, true)
+        self.fold(state, event, true).map_err(Refusal::from)
     }
 }
 
 impl ConsensusProjection {
+    /// The fold of one event, with its refusal typed ([`Projection::apply`] gives it as a
+    /// [`Refusal`]).
+    pub fn apply_event(
+        &self,
+        state: &mut Consensus,
+        event: &VerifiedEvent,
+    ) -> Result<(), ProposalRefusal> {
+        self.fold(state, event, true)
+    }
+
     /// The fold; `votes_read`: whether it reads the votes (then decisions are checked
     /// against them).
     fn fold(
@@ -376,38 +484,42 @@ impl ConsensusProjection {
         state: &mut Consensus,
         event: &VerifiedEvent,
         votes_read: bool,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), ProposalRefusal> {
         let id = event.subject.aggregate().as_str();
         let at = event
             .stored_at
             .or(event.record.time)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let bad = |e: murmur_subjects::payload::PayloadError| Refusal(e.to_string());
         let decoded = match ProposalEvent::decode(event) {
             Ok(decoded) => decoded,
             Err(e) => {
                 // A vote that does not decode is recorded with the proposal, so the voter
                 // sees why it did not count.
-                if event.record.ty == VoteCast::TYPE
+                if let ProposalRefusal::Payload(reason) = &e
+                    && event.record.ty == VoteCast::TYPE
                     && let Some(p) = state.proposals.get_mut(id)
                 {
                     p.refused.push((
                         event.emitter().to_string(),
-                        VoteRefusal::Malformed(e.to_string()),
+                        VoteRefusal::Malformed(reason.clone()),
                     ));
                 }
-                return Err(bad(e));
+                return Err(e);
             }
         };
         match decoded {
             ProposalEvent::Opened(opened) => {
                 if state.proposals.contains_key(id) || state.refused_proposals.contains_key(id) {
-                    return Err(Refusal(format!("proposal {id} already exists")));
+                    return Err(ProposalRefusal::AlreadyExists(id.to_string()));
                 }
-                if let Err(e) = check_proposal(&opened) {
-                    let refusal = Refusal(format!("proposal {id}: {e}"));
-                    state.refused_proposals.insert(id.to_string(), e);
-                    return Err(refusal);
+                if let Err(error) = check_proposal(&opened) {
+                    state
+                        .refused_proposals
+                        .insert(id.to_string(), error.clone());
+                    return Err(ProposalRefusal::Invalid {
+                        proposal: id.to_string(),
+                        error,
+                    });
                 }
                 state.open(id, opened);
                 if let Some(p) = state.proposals.get_mut(id) {
@@ -428,7 +540,10 @@ impl ConsensusProjection {
             ProposalEvent::VoteCast(v) => {
                 state
                     .vote(id, event.emitter(), v.choice, at)
-                    .map_err(|r| Refusal(format!("vote from {}: {r}", event.emitter())))?;
+                    .map_err(|refusal| ProposalRefusal::Vote {
+                        voter: event.emitter().to_string(),
+                        refusal,
+                    })?;
                 if let Some(p) = state.proposals.get_mut(id) {
                     p.last_cause = Some(event.record.id.clone());
                 }
@@ -441,11 +556,10 @@ impl ConsensusProjection {
             }
             ProposalEvent::Decided(decided) => {
                 if !event.roles.contains(Role::Tallier) {
-                    return Err(Refusal(format!(
-                        "{} did not hold the tallier role at {}",
-                        event.emitter(),
-                        event.stream_sequence.unwrap_or(0)
-                    )));
+                    return Err(ProposalRefusal::NotTallier {
+                        emitter: event.emitter().to_string(),
+                        sequence: event.stream_sequence.unwrap_or(0),
+                    });
                 }
                 if votes_read {
                     state.check_grounds(id, &decided)?;
@@ -500,9 +614,9 @@ impl Projection for BallotProjection {
     fn apply(&self, state: &mut Consensus, event: &VerifiedEvent) -> Result<(), Refusal> {
         match event.record.ty.as_str() {
             ProposalOpened::TYPE | ProposalDecided::TYPE | ProposalWithdrawn::TYPE => {
-                self.full.fold(state, event, false)
+                self.full.fold(state, event, false).map_err(Refusal::from)
             }
-            other => Err(Refusal(format!("{other} is not followed by voters"))),
+            other => Err(ProposalRefusal::UnknownType(other.to_string()).into()),
         }
     }
 }

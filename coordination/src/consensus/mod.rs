@@ -20,6 +20,7 @@ mod tests;
 
 pub use fold::{
     BallotProjection, Consensus, ConsensusProjection, EventLineage, Proposal, ProposalEvent,
+    ProposalRefusal,
 };
 pub use rules::{
     Outcome, ProposalError, Tally, Thresholds, VoteRefusal, check_proposal, decide, reputation,

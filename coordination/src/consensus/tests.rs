@@ -679,3 +679,104 @@ proptest! {
         prop_assert_eq!(in_order, full);
     }
 }
+
+/// Each refusal of the consensus fold is its own typed kind, and leaves the state as it
+/// was but for what it records on purpose (a refused vote, a refused proposal).
+#[test]
+fn refusals_are_typed_and_leave_the_proposals_as_they_were() {
+    use crate::test_log::Log;
+    use murmur_subjects::Identity;
+    use murmur_subjects::roles::Role;
+    let fold = ConsensusProjection {
+        realm: Token::new("r").expect("token"),
+    };
+    let (proposer, voter, outsider, tallier) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+    let mut log = Log::new();
+    log.grant(&tallier, Role::Tallier);
+    let mut state = Consensus::default();
+    let unchanged = |state: &mut Consensus, event: &VerifiedEvent| {
+        let before = state.clone();
+        let refused = fold.apply_event(state, event).expect_err("refused");
+        assert_eq!(*state, before, "{refused}: the proposals did not change");
+        refused
+    };
+    let withdraw = ProposalWithdrawn {
+        reason: "no".into(),
+    };
+    assert_eq!(
+        unchanged(&mut state, &log.event(&proposer, "p", &withdraw, 0)),
+        ProposalRefusal::UnknownProposal("p".into())
+    );
+    let mut asked = opened(Protocol::SimpleMajority, &[], 1);
+    asked.deadline = log.start + chrono::Duration::days(1);
+    assert!(matches!(
+        fold.apply_event(&mut state, &log.event(&proposer, "bad", &asked, 1)),
+        Err(ProposalRefusal::Invalid {
+            error: ProposalError::NoVoters,
+            ..
+        })
+    ));
+    asked.voters = [(voter.public_key().to_string(), 1)].into();
+    fold.apply_event(&mut state, &log.event(&proposer, "p", &asked, 2))
+        .expect("opened");
+    assert_eq!(
+        unchanged(&mut state, &log.event(&proposer, "p", &asked, 3)),
+        ProposalRefusal::AlreadyExists("p".into())
+    );
+    assert!(matches!(
+        unchanged(&mut state, &log.event(&outsider, "p", &withdraw, 4)),
+        ProposalRefusal::NotProposer { .. }
+    ));
+    let approve = VoteCast {
+        choice: Choice::Approve,
+        reason: String::new(),
+    };
+    assert_eq!(
+        fold.apply_event(&mut state, &log.event(&outsider, "p", &approve, 5)),
+        Err(ProposalRefusal::Vote {
+            voter: outsider.public_key().into(),
+            refusal: VoteRefusal::NotAVoter
+        })
+    );
+    assert_eq!(
+        state.proposals["p"].refused.len(),
+        1,
+        "the refused vote is recorded"
+    );
+    let claimed = ProposalDecided {
+        outcome: "approved".into(),
+        approve: 1,
+        reject: 0,
+        abstain: 0,
+        votes: 1,
+        participants: Some([voter.public_key().to_string()].into()),
+    };
+    assert!(matches!(
+        unchanged(&mut state, &log.event(&outsider, "p", &claimed, 6)),
+        ProposalRefusal::NotTallier { .. }
+    ));
+    assert!(matches!(
+        unchanged(&mut state, &log.event(&tallier, "p", &claimed, 7)),
+        ProposalRefusal::UncountedVoter { .. }
+    ));
+    fold.apply_event(&mut state, &log.event(&voter, "p", &approve, 8))
+        .expect("counted");
+    let wrong = ProposalDecided {
+        outcome: "rejected".into(),
+        approve: 0,
+        reject: 1,
+        ..claimed.clone()
+    };
+    assert!(matches!(
+        unchanged(&mut state, &log.event(&tallier, "p", &wrong, 9)),
+        ProposalRefusal::Ungrounded { counted: 1, .. }
+    ));
+    fold.apply_event(&mut state, &log.event(&tallier, "p", &claimed, 10))
+        .expect("decided");
+    assert!(!state.is_open("p"));
+}
