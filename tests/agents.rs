@@ -483,6 +483,16 @@ async fn typed_handlers_get_only_the_declared_types_stored_after_the_join() -> R
         matches!(&refused, Err(AgentError::UndeclaredHandler(t)) if t == "dev.murmur.proposal.vote_cast"),
         "{refused:?}"
     );
+    // The built-in behaviours are registrations too: a worker not declared is refused.
+    let undeclared = EventHandlers::new().tasks(
+        murmur_agents::worker::handler(|ctx| async move { Ok(ctx.input) }),
+        Duration::from_secs(1),
+    );
+    let refused = run_handlers(&agent, &undeclared, std::future::pending()).await;
+    assert!(
+        matches!(&refused, Err(AgentError::UndeclaredHandler(t)) if t == "dev.murmur.task.assigned"),
+        "{refused:?}"
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = {

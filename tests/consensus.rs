@@ -841,7 +841,8 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
 /// the log and does not vote again (a second vote would be refused and recorded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_voter_agent_does_not_vote_twice() -> Result<()> {
-    use murmur_agents::voter::{PolicyVoter, run_voter};
+    use murmur_agents::handlers::{EventHandlers, run_handlers};
+    use murmur_agents::voter::PolicyVoter;
     use murmur_agents::{Agent, AgentSpec};
 
     let nats = TestNats::start().await?;
@@ -854,25 +855,29 @@ async fn a_restarted_voter_agent_does_not_vote_twice() -> Result<()> {
         let nats = &nats;
         async move {
             let log = nats.event_log_as(identity, "acme").await?;
+            let handlers = EventHandlers::new().votes(std::sync::Arc::new(PolicyVoter {
+                default: Some(Choice::Approve),
+                rules: vec![],
+            }));
             let agent = Agent::join(
                 log,
                 AgentSpec {
-                    manifest: murmur_e2e::joined("voter"),
+                    manifest: murmur_subjects::events::AgentJoined {
+                        handles: Some(handlers.types()),
+                        ..murmur_e2e::joined("voter")
+                    },
                     heartbeat: Duration::from_secs(1),
                 },
             )
             .await?;
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let task = tokio::spawn(async move {
-                let policy = PolicyVoter {
-                    default: Some(Choice::Approve),
-                    rules: vec![],
-                };
                 let mut stopped = stopped;
-                run_voter(&agent, &policy, async move {
+                run_handlers(&agent, &handlers, async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 })
                 .await
+                .map(|stats| stats.votes_cast)
             });
             anyhow::Ok((stop, task))
         }

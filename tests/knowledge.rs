@@ -14,7 +14,7 @@ use murmur_knowledge::document::ResolutionPolicy;
 use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space, set_access};
 use murmur_knowledge::rpc::{QueryRequest, query_remote};
 use murmur_knowledge::{FactDraft, KnowledgeDoc, KnowledgeError, Query, Value};
-use murmur_subjects::events::{AccessRole, DeadLetterReason, KnowledgeChanged};
+use murmur_subjects::events::{AccessRole, AgentJoined, DeadLetterReason, KnowledgeChanged};
 use murmur_subjects::roles::Role;
 use murmur_subjects::{Domain, Draft, EventLog, Identity, Token};
 use murmur_testkit::TestNats;
@@ -463,7 +463,10 @@ async fn memory_agent_answers_queries_and_catches_a_peer_up() -> Result<()> {
     let agent = Agent::join(
         memory_log,
         AgentSpec {
-            manifest: murmur_e2e::joined("memory"),
+            manifest: AgentJoined {
+                handles: Some(MemoryService::handles()),
+                ..murmur_e2e::joined("memory")
+            },
             heartbeat: Duration::from_secs(1),
         },
     )

@@ -741,25 +741,28 @@ async fn a_worker_does_not_start_an_assignment_the_task_moved_past() -> Result<(
         .append(Draft::new(Token::new("fresh")?, &assign(&me, 1))?)
         .await?;
 
+    let handlers = murmur_agents::handlers::EventHandlers::new().tasks(
+        murmur_tools::cli::agent::builtin_handler(),
+        std::time::Duration::from_secs(5),
+    );
     let agent = Agent::join(
         nats.event_log_as(me, "acme").await?,
         AgentSpec {
-            manifest: murmur_e2e::joined("tester"),
+            manifest: murmur_subjects::events::AgentJoined {
+                handles: Some(handlers.types()),
+                ..murmur_e2e::joined("tester")
+            },
             heartbeat: std::time::Duration::from_secs(1),
         },
     )
     .await?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(async move {
-        murmur_agents::worker::run_worker(
-            &agent,
-            murmur_tools::cli::agent::builtin_handler(),
-            async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            },
-            std::time::Duration::from_secs(5),
-        )
+        murmur_agents::handlers::run_handlers(&agent, &handlers, async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        })
         .await
+        .map(|stats| stats.tasks_completed)
     });
     let mut view = Projector::new(
         submitter.clone(),

@@ -1,8 +1,22 @@
-//! Typed event handlers. An agent registers one handler per payload type
-//! ([`EventHandlers::on`]); those types are what its manifest declares it handles
-//! ([`EventHandlers::types`] → `agent.joined`'s `handles`), and [`run_handlers`] feeds it only
-//! events of those types, stored after it joined, each decoded into the handler's own payload
-//! type together with the event's verified [`EventContext`].
+//! The one way to write an agent: register what it does on [`EventHandlers`], join with
+//! `handles: Some(handlers.types())`, and [`run_handlers`] until shutdown.
+//!
+//! What an agent can register:
+//! - one typed handler per payload type ([`EventHandlers::on`]): events of that type stored
+//!   after it joined, each decoded into the handler's own payload type together with the
+//!   event's verified [`EventContext`];
+//! - the tasks leased to it ([`EventHandlers::tasks`]): the worker, which follows its own
+//!   `task.assigned` and the realm's `task.cancelled`, writes `started` and the result with
+//!   expected sequences and drains on shutdown (tool, inference, pipeline, MCP and bridge
+//!   agents are this with their own task handler);
+//! - a vote on each proposal it is asked ([`EventHandlers::votes`]): the voter, which folds
+//!   `proposal.opened`, `decided` and `withdrawn` from the start of the log;
+//! - the knowledge spaces ([`EventHandlers::knowledge`]): the memory agent's replica of every
+//!   space, serving queries and sync.
+//!
+//! [`EventHandlers::types`] is the union of what is registered, so the manifest's `handles`
+//! (what the coordinator routes by) is exactly what the agent runs; [`run_handlers`] refuses
+//! to run a registration whose types the agent did not declare.
 //!
 //! The events come from the log through a [`Projector`] (an ordered consumer that the server
 //! filters to the declared types), so a handler sees them in log order, once each while it
@@ -39,7 +53,9 @@ use murmur_subjects::projection::{Projection, Refusal};
 use murmur_subjects::{Draft, EventType, Payload, Projector, SubjectFilter, Token, VerifiedEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::memory::{MemoryOptions, MemoryStats};
 use crate::runtime::{Agent, AgentError};
+use crate::voter::Voter;
 
 /// What a handler knows about its event besides the payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,16 +114,23 @@ type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 type Dispatch =
     Arc<dyn Fn(&[u8], EventContext) -> Result<HandlerFuture, PayloadError> + Send + Sync>;
 
-/// The handlers of one agent, one per event type.
+/// What one agent does: typed handlers, one per event type, and the built-in behaviours
+/// (tasks, votes, knowledge) it takes on.
 #[derive(Clone, Default)]
 pub struct EventHandlers {
     by_type: BTreeMap<&'static str, (EventType, Dispatch)>,
+    tasks: Option<(crate::worker::Handler, Duration)>,
+    voter: Option<Arc<dyn Voter>>,
+    knowledge: Option<MemoryOptions>,
 }
 
 impl std::fmt::Debug for EventHandlers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventHandlers")
-            .field("types", &self.by_type.keys().collect::<Vec<_>>())
+            .field("types", &self.types())
+            .field("tasks", &self.tasks.is_some())
+            .field("votes", &self.voter.is_some())
+            .field("knowledge", &self.knowledge)
             .finish()
     }
 }
@@ -135,9 +158,50 @@ impl EventHandlers {
         self
     }
 
+    /// Runs the tasks leased to the agent through `handler` (see [`crate::worker`]); on
+    /// shutdown the attempts already running get `drain_grace` to finish and report.
+    /// Handles `task.assigned` and `task.cancelled`.
+    pub fn tasks(mut self, handler: crate::worker::Handler, drain_grace: Duration) -> Self {
+        self.tasks = Some((handler, drain_grace));
+        self
+    }
+
+    /// Votes with `voter` on every open proposal whose electorate holds the agent (see
+    /// [`crate::voter`]). Handles `proposal.opened`, `decided` and `withdrawn`.
+    pub fn votes(mut self, voter: Arc<dyn Voter>) -> Self {
+        self.voter = Some(voter);
+        self
+    }
+
+    /// Replicates every knowledge space and serves queries and sync (see
+    /// [`crate::memory`]). Handles the space and knowledge events.
+    pub fn knowledge(mut self, options: MemoryOptions) -> Self {
+        self.knowledge = Some(options);
+        self
+    }
+
+    /// Whether nothing is registered: such an agent joins, heartbeats and leaves, and is
+    /// never routed a task.
+    pub fn is_empty(&self) -> bool {
+        self.by_type.is_empty()
+            && self.tasks.is_none()
+            && self.voter.is_none()
+            && self.knowledge.is_none()
+    }
+
     /// The event types handled, sorted: what the agent's manifest declares (`handles`).
     pub fn types(&self) -> Vec<String> {
-        self.by_type.keys().map(|t| t.to_string()).collect()
+        let mut types: BTreeSet<String> = self.by_type.keys().map(|t| t.to_string()).collect();
+        if self.tasks.is_some() {
+            types.extend(crate::worker::handled_types());
+        }
+        if self.voter.is_some() {
+            types.extend(crate::voter::handled_types());
+        }
+        if self.knowledge.is_some() {
+            types.extend(crate::memory::handled_types());
+        }
+        types.into_iter().collect()
     }
 }
 
@@ -194,17 +258,25 @@ impl Projection for HandlerInbox {
 /// What [`run_handlers`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HandlerStats {
-    /// Events a handler handled (`Ok`).
+    /// Events a typed handler handled (`Ok`).
     pub handled: u64,
-    /// Events a handler failed on (`Err`, logged at warn level with the reason).
+    /// Events a typed handler failed on (`Err`, logged at warn level with the reason).
     pub failed: u64,
+    /// Attempts the worker completed and reported.
+    pub tasks_completed: u64,
+    /// Votes the voter cast.
+    pub votes_cast: u64,
+    /// What the knowledge replica did.
+    pub knowledge: MemoryStats,
 }
 
-/// Runs `handlers` for `agent` until `shutdown`: every event of a handled type stored in the
-/// agent's realm after it joined goes to its handler, one at a time in log order (a handler
-/// running when `shutdown` resolves finishes first). Refused with
-/// [`AgentError::UndeclaredHandler`] when a handler's type is not in the manifest the agent
-/// joined with: the types an agent handles are the ones it declared.
+/// Runs what `handlers` registers for `agent` until `shutdown`, all at once: every event of a
+/// typed handler's type stored in the agent's realm after it joined goes to its handler, one
+/// at a time in log order (a handler running when `shutdown` resolves finishes first); the
+/// worker, the voter and the knowledge replica run as their modules describe, and the worker
+/// drains. Refused with [`AgentError::UndeclaredHandler`] when a registered type is not in
+/// the manifest the agent joined with: the types an agent handles are the ones it declared.
+/// An error of one part ends them all.
 pub async fn run_handlers(
     agent: &Agent,
     handlers: &EventHandlers,
@@ -212,12 +284,64 @@ pub async fn run_handlers(
 ) -> Result<HandlerStats, AgentError> {
     let declared = agent.handles().unwrap_or_default();
     if let Some(ty) = handlers
-        .by_type
-        .keys()
-        .find(|t| !declared.iter().any(|d| d == *t))
+        .types()
+        .into_iter()
+        .find(|t| !declared.iter().any(|d| d == t))
     {
-        return Err(AgentError::UndeclaredHandler(ty.to_string()));
+        return Err(AgentError::UndeclaredHandler(ty));
     }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = || {
+        let mut stopped = stopped.clone();
+        async move {
+            // An error means the sender is gone, which is a stop too.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let driver = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+        Ok::<_, AgentError>(())
+    };
+    let typed = run_typed(agent, handlers, until_stopped());
+    let tasks = async {
+        match &handlers.tasks {
+            Some((handler, grace)) => {
+                crate::worker::run_worker(agent, handler.clone(), until_stopped(), *grace).await
+            }
+            None => Ok(0),
+        }
+    };
+    let votes = async {
+        match &handlers.voter {
+            Some(voter) => crate::voter::run_voter(agent, voter.as_ref(), until_stopped()).await,
+            None => Ok(0),
+        }
+    };
+    let knowledge = async {
+        match &handlers.knowledge {
+            Some(options) => {
+                crate::memory::run_memory(agent, options.clone(), until_stopped()).await
+            }
+            None => Ok(MemoryStats::default()),
+        }
+    };
+    let ((), typed, tasks_completed, votes_cast, knowledge) =
+        tokio::try_join!(driver, typed, tasks, votes, knowledge)?;
+    Ok(HandlerStats {
+        tasks_completed,
+        votes_cast,
+        knowledge,
+        ..typed
+    })
+}
+
+/// The typed handlers' part of [`run_handlers`].
+async fn run_typed(
+    agent: &Agent,
+    handlers: &EventHandlers,
+    shutdown: impl Future<Output = ()>,
+) -> Result<HandlerStats, AgentError> {
     let log = agent.log().clone();
     let realm: Token = log.realm().clone();
     let inbox = HandlerInbox {
@@ -267,4 +391,60 @@ pub async fn run_handlers(
         }
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use murmur_subjects::events::{ProposalOpened, TaskSubmitted};
+
+    #[test]
+    fn the_manifest_declares_exactly_what_is_registered() {
+        assert!(EventHandlers::new().is_empty());
+        assert!(EventHandlers::new().types().is_empty());
+        let worker = EventHandlers::new().tasks(
+            crate::worker::handler(|ctx| async move { Ok(ctx.input) }),
+            Duration::from_secs(1),
+        );
+        assert_eq!(
+            worker.types(),
+            ["dev.murmur.task.assigned", "dev.murmur.task.cancelled"]
+        );
+        let voter = EventHandlers::new().votes(Arc::new(crate::voter::PolicyVoter {
+            default: None,
+            rules: vec![],
+        }));
+        assert_eq!(
+            voter.types(),
+            [
+                "dev.murmur.proposal.decided",
+                "dev.murmur.proposal.opened",
+                "dev.murmur.proposal.withdrawn"
+            ]
+        );
+        let memory = EventHandlers::new().knowledge(MemoryOptions::default());
+        assert!(
+            memory
+                .types()
+                .iter()
+                .all(|t| t.starts_with("dev.murmur.space.")
+                    || t.starts_with("dev.murmur.knowledge."))
+        );
+        assert_eq!(memory.types().len(), 5);
+        // Registrations add up, each type once, sorted.
+        let both = voter
+            .clone()
+            .on(|_: ProposalOpened, _| async { Ok(()) })
+            .on(|_: TaskSubmitted, _| async { Ok(()) });
+        assert_eq!(
+            both.types(),
+            [
+                "dev.murmur.proposal.decided",
+                "dev.murmur.proposal.opened",
+                "dev.murmur.proposal.withdrawn",
+                "dev.murmur.task.submitted"
+            ]
+        );
+        assert!(!both.is_empty());
+    }
 }

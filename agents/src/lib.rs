@@ -4,9 +4,9 @@
 //! labels, version, hardware) as a signed `agent.joined` event, registers as a NATS micro
 //! service so stock `$SRV.PING|INFO|STATS` discovery finds it, heartbeats on core NATS and
 //! into a presence KV bucket whose entries expire, can enter a one-way lame-duck mode, and
-//! leaves with a signed `agent.left` event. The manifest declares the event types the agent
-//! handles; [`handlers`] runs typed handlers for them. [`worker`] runs the tasks leased to an
-//! agent through a handler. [`pipeline`] holds the distributed-compilation kinds (planner,
+//! leaves with a signed `agent.left` event. [`handlers`] is how every agent says what it does
+//! — typed handlers, the tasks leased to it ([`worker`]), votes ([`voter`]), the knowledge
+//! spaces ([`memory`]) — and runs it; the manifest declares exactly those event types. [`pipeline`] holds the distributed-compilation kinds (planner,
 //! compiler, executor); [`artifacts`] the content-addressed Object Store they exchange
 //! source and binaries through. [`inference`] (feature `inference`) runs GGUF language models
 //! with candle for `llm.generate` tasks. [`tool`] holds the tool kind: `tool.fs`, file

@@ -1,6 +1,7 @@
 //! The memory agent: a replica of every knowledge space that answers knowledge queries and
 //! sync requests over NATS, dead-letters refused changes, and writes snapshots (compacting
-//! the change subjects) for the spaces where it holds the replica role.
+//! the change subjects) for the spaces where it holds the replica role. An agent becomes one
+//! with [`EventHandlers::knowledge`]; [`MemoryService`] runs one on its own task.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use murmur_knowledge::sync::{
 use murmur_subjects::Subject;
 use murmur_subjects::events::AccessRole;
 
+use crate::handlers::{EventHandlers, run_handlers};
 use crate::runtime::{Agent, AgentError};
 
 /// How the memory agent runs.
@@ -46,14 +48,25 @@ pub struct MemoryService {
 }
 
 impl MemoryService {
-    /// Runs [`run_memory`] for `agent` until stopped.
+    /// What the agent declares in its manifest's `handles` before [`MemoryService::spawn`]:
+    /// the types of [`EventHandlers::knowledge`].
+    pub fn handles() -> Vec<String> {
+        EventHandlers::new()
+            .knowledge(MemoryOptions::default())
+            .types()
+    }
+
+    /// Runs the memory agent ([`EventHandlers::knowledge`]) for `agent` until stopped;
+    /// the agent must have joined declaring those handlers' types.
     pub fn spawn(agent: Agent, options: MemoryOptions) -> Self {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let stats = run_memory(&agent, options, async {
+            let handlers = EventHandlers::new().knowledge(options);
+            let stats = run_handlers(&agent, &handlers, async {
                 stopped.await.ok();
             })
-            .await;
+            .await
+            .map(|stats| stats.knowledge);
             if let Err(e) = agent.leave("stopped").await {
                 tracing::warn!(error = %e, "memory agent could not log its leaving");
             }
@@ -77,7 +90,7 @@ impl MemoryService {
 }
 
 /// What the memory agent did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemoryStats {
     /// Queries answered.
     pub queries: u64,
@@ -91,7 +104,7 @@ pub struct MemoryStats {
 
 /// The event types a memory agent handles, for its manifest's `handles`: every space and
 /// knowledge event (it replicates the spaces it holds and checks their changes).
-pub fn handled_types() -> Vec<String> {
+pub(crate) fn handled_types() -> Vec<String> {
     use murmur_subjects::Payload as _;
     use murmur_subjects::events::{
         KnowledgeChanged, SpaceAccessGranted, SpaceAccessRevoked, SpaceOpened, SpaceSnapshotted,
@@ -111,7 +124,7 @@ pub fn handled_types() -> Vec<String> {
 }
 
 /// Runs the memory agent until `shutdown` resolves.
-pub async fn run_memory(
+pub(crate) async fn run_memory(
     agent: &Agent,
     options: MemoryOptions,
     shutdown: impl std::future::Future<Output = ()>,

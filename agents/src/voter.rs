@@ -1,6 +1,6 @@
 //! Voter agents: a [`Voter`] answers proposals it is asked about; [`PolicyVoter`] answers by
-//! rules over the proposal's payload (read from a TOML file), and [`run_voter`] runs any
-//! voter as an agent: it follows the proposals of its realm and casts one signed vote on
+//! rules over the proposal's payload (read from a TOML file), and
+//! [`EventHandlers::votes`](crate::handlers::EventHandlers::votes) runs any voter as an agent: it follows the proposals of its realm and casts one signed vote on
 //! each open proposal whose electorate includes it (the adaptive protocol's thresholds
 //! decide that, deterministically). Other voters implement [`Voter`]: [`ModelVoter`] (feature
 //! `inference`) answers with a language model.
@@ -24,7 +24,7 @@ pub trait Voter: Send + Sync {
     fn vote(&self, proposal: &ProposalOpened) -> Option<VoteCast>;
 
     /// Whether [`vote`](Self::vote) computes for long (a model's forward passes):
-    /// [`run_voter`] then calls it where it does not hold up the agent's other tasks.
+    /// the voter agent then calls it where it does not hold up the agent's other tasks.
     fn blocking(&self) -> bool {
         false
     }
@@ -218,7 +218,7 @@ impl Voter for ModelVoter {
 
 /// The event types a voter handles, for its manifest's `handles`: what its ballot
 /// projection reads.
-pub fn handled_types() -> Vec<String> {
+pub(crate) fn handled_types() -> Vec<String> {
     use murmur_subjects::Payload as _;
     use murmur_subjects::events::{ProposalDecided, ProposalWithdrawn};
     vec![
@@ -229,7 +229,7 @@ pub fn handled_types() -> Vec<String> {
 }
 
 /// Runs `voter` as `agent` until `shutdown`; returns how many votes it cast.
-pub async fn run_voter(
+pub(crate) async fn run_voter(
     agent: &Agent,
     voter: &dyn Voter,
     shutdown: impl std::future::Future<Output = ()>,

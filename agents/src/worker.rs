@@ -2,7 +2,9 @@
 //! runs its handler, and reports `completed` or `failed` for that attempt. `started` expects
 //! nothing stored on the task since the assignment and a result nothing since that
 //! `started`, so the server refuses to start a superseded attempt or to store a result from
-//! a lease that was lost: a slow worker never completes a task twice.
+//! a lease that was lost: a slow worker never completes a task twice. An agent becomes a
+//! worker with [`EventHandlers::tasks`](crate::handlers::EventHandlers::tasks) and a
+//! [`Handler`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -45,6 +47,9 @@ pub struct TaskContext {
     pub capability: String,
     /// Where the handler reports how far it has come.
     pub progress: Progress,
+    /// The running agent's counters (`$SRV.STATS`, `murmur status`, Prometheus), for
+    /// handlers that count what they do (an inference handler's tokens).
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 /// Shortest time between two `task.progress` events of one attempt.
@@ -262,7 +267,7 @@ impl Drop for Running {
 
 /// The event types a worker handles, for its manifest's `handles`: its assignments and the
 /// realm's cancellations.
-pub fn handled_types() -> Vec<String> {
+pub(crate) fn handled_types() -> Vec<String> {
     vec![TaskAssigned::TYPE.into(), TaskCancelled::TYPE.into()]
 }
 
@@ -281,7 +286,7 @@ pub fn handled_types() -> Vec<String> {
 /// writes `started` expecting nothing stored on the task since the assignment (so an
 /// attempt expired, cancelled or superseded meanwhile is never started), runs the handler
 /// and reports with the expected sequence of its own `started`.
-pub async fn run_worker(
+pub(crate) async fn run_worker(
     agent: &Agent,
     handler: Handler,
     shutdown: impl Future<Output = ()>,
@@ -597,6 +602,7 @@ fn start_handlers(
             input,
             capability,
             progress,
+            metrics: agent.metrics().clone(),
         });
         let tx = done_tx.clone();
         let guard = CancelGuard {

@@ -221,19 +221,13 @@ impl ScoreRequest {
 /// decodes its input as a
 /// [`GenerateRequest`], generates on a blocking thread, reports the text so far as the
 /// attempt's progress (`murmur task watch` streams it) and returns the [`Generation`]. A
-/// malformed input or a prompt that does not fit fails the attempt with the reason. With
-/// `metrics` (the agent's), each generation adds its tokens and time to the agent's counters
-/// (`$SRV.STATS`, `murmur status`, the Prometheus endpoint).
-pub fn generate_handler(
-    model: Arc<GgufModel>,
-    metrics: Option<Arc<crate::metrics::AgentMetrics>>,
-) -> Handler {
-    if let Some(metrics) = &metrics {
-        metrics.count_generations();
-    }
+/// malformed input or a prompt that does not fit fails the attempt with the reason. Each
+/// generation adds its tokens and time to the running agent's counters
+/// ([`TaskContext::metrics`]: `$SRV.STATS`, `murmur status`, the Prometheus endpoint).
+pub fn generate_handler(model: Arc<GgufModel>) -> Handler {
     crate::worker::handler(move |ctx: TaskContext| {
         let model = model.clone();
-        let metrics = metrics.clone();
+        let metrics = ctx.metrics.clone();
         async move {
             if ctx.capability == SCORE_CAPABILITY {
                 let request: ScoreRequest = serde_json::from_value(ctx.input).map_err(|e| {
@@ -273,7 +267,7 @@ pub fn generate_handler(
                     Some(schema) => model.generate_json(&prompt, &options, schema, &mut report),
                     None => model.generate_streaming(&prompt, &options, &mut report),
                 };
-                if let (Ok(done), Some(metrics)) = (&generation, &metrics) {
+                if let Ok(done) = &generation {
                     metrics.generation_done(
                         done.prompt_tokens as u64,
                         done.tokens.len() as u64,

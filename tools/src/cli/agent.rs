@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use murmur_agents::handlers::{EventHandlers, run_handlers};
 use murmur_agents::{Agent, AgentSpec};
 use murmur_coordination::routing::validate_capability;
+use murmur_subjects::EventLog;
 use murmur_subjects::events::{AgentJoined, Hardware};
 
 use crate::cli::task::parse_labels;
@@ -173,18 +175,12 @@ pub(crate) fn model_labels(model: &LoadedModel) -> BTreeMap<String, String> {
 }
 
 #[cfg(feature = "inference")]
-fn inference_handler(
-    model: LoadedModel,
-    metrics: std::sync::Arc<murmur_agents::metrics::AgentMetrics>,
-) -> murmur_agents::worker::Handler {
-    murmur_agents::inference::generate_handler(model, Some(metrics))
+fn inference_handler(model: LoadedModel) -> murmur_agents::worker::Handler {
+    murmur_agents::inference::generate_handler(model)
 }
 
 #[cfg(not(feature = "inference"))]
-fn inference_handler(
-    model: LoadedModel,
-    _metrics: std::sync::Arc<murmur_agents::metrics::AgentMetrics>,
-) -> murmur_agents::worker::Handler {
+fn inference_handler(model: LoadedModel) -> murmur_agents::worker::Handler {
     match model {}
 }
 
@@ -391,16 +387,6 @@ impl AgentKind {
         Ok(())
     }
 
-    /// The event types it handles, declared in its manifest: a kind without a task handler
-    /// is never assigned a task it would only let expire.
-    pub fn handles(&self) -> Vec<String> {
-        match self {
-            Self::Memory { .. } => murmur_agents::memory::handled_types(),
-            Self::Idle(_) => Vec::new(),
-            _ => murmur_agents::worker::handled_types(),
-        }
-    }
-
     /// The role it connects and acts with.
     pub fn role(&self) -> murmur_subjects::roles::Role {
         murmur_subjects::roles::Role::for_agent_kind(self.name())
@@ -429,17 +415,27 @@ impl AgentKind {
         }
     }
 
-    /// The task handler it runs, once joined (`None` for memory and idle agents).
-    async fn handler(
+    /// What it runs, registered before it joins: its manifest's `handles` are these
+    /// handlers' types, so a kind without a task handler is never assigned a task it would
+    /// only let expire. `compact`: a memory agent also purges what its snapshots cover.
+    pub async fn handlers(
         &self,
-        agent: &Agent,
+        log: &EventLog,
         args: &AgentRunArgs,
-    ) -> Result<Option<murmur_agents::worker::Handler>> {
+        compact: bool,
+    ) -> Result<EventHandlers> {
+        let drain_grace = Duration::from_secs(args.drain_grace_s);
+        let tasks = |handler| EventHandlers::new().tasks(handler, drain_grace);
         Ok(match self {
-            Self::Builtin(_) => Some(builtin_handler()),
-            Self::Inference(model) => {
-                Some(inference_handler(model.clone(), agent.metrics().clone()))
+            Self::Memory { snapshot_every } => {
+                EventHandlers::new().knowledge(murmur_agents::memory::MemoryOptions {
+                    snapshot_every: *snapshot_every,
+                    compact,
+                    ..Default::default()
+                })
             }
+            Self::Builtin(_) => tasks(builtin_handler()),
+            Self::Inference(model) => tasks(inference_handler(model.clone())),
             Self::Tool(tool) => {
                 eprintln!(
                     "tool.fs over {} ({})",
@@ -450,13 +446,13 @@ impl AgentKind {
                         "read-only"
                     }
                 );
-                Some(murmur_agents::tool::fs_handler(tool.clone()))
+                tasks(murmur_agents::tool::fs_handler(tool.clone()))
             }
             Self::Pipeline(kind) => {
-                let store = murmur_agents::artifacts::ArtifactStore::open(agent.log()).await?;
-                murmur_agents::pipeline::handler_for(
+                let store = murmur_agents::artifacts::ArtifactStore::open(log).await?;
+                match murmur_agents::pipeline::handler_for(
                     kind,
-                    agent.log().clone(),
+                    log.clone(),
                     store,
                     murmur_agents::pipeline::PipelineOptions {
                         compile_timeout: Duration::from_secs(args.compile_timeout_s),
@@ -464,24 +460,27 @@ impl AgentKind {
                         test_memory_bytes: args.test_memory_mib << 20,
                         ..Default::default()
                     },
-                )
+                ) {
+                    Some(handler) => tasks(handler),
+                    None => EventHandlers::new(),
+                }
             }
-            Self::Mcp { tools, .. } => Some(murmur_agents::mcp::mcp_handler(
+            Self::Mcp { tools, .. } => tasks(murmur_agents::mcp::mcp_handler(
                 tools.clone().context("the MCP server was not connected")?,
             )),
             Self::Bridge { target, .. } => {
                 use murmur_agents::agent_protocol::{PromptSigner, connection_account};
-                let client = agent.log().client().clone();
+                let client = log.client().clone();
                 // Prompts carry a signed `Agent-Sender` where the server says which account
                 // this connection is in; elsewhere they go unsigned.
                 let signer = connection_account(&client)
                     .await
                     .map(|account| PromptSigner {
-                        identity: agent.log().identity().clone(),
+                        identity: log.identity().clone(),
                         account,
                         name: "murmur bridge".into(),
                     });
-                Some(murmur_agents::agent_protocol::bridge_handler(
+                tasks(murmur_agents::agent_protocol::bridge_handler(
                     client,
                     target
                         .clone()
@@ -490,7 +489,7 @@ impl AgentKind {
                     signer,
                 ))
             }
-            Self::Memory { .. } | Self::Idle(_) => None,
+            Self::Idle(_) => EventHandlers::new(),
         })
     }
 }
@@ -536,6 +535,7 @@ pub async fn run_agent(settings: &Settings, args: AgentRunArgs) -> Result<()> {
     // Labels given on the command line win over the kind's.
     let mut labels = kind.labels();
     labels.extend(cli_labels);
+    let handlers = kind.handlers(&log, &args, settings.may_purge()).await?;
     let spec = AgentSpec {
         manifest: AgentJoined {
             name,
@@ -545,11 +545,15 @@ pub async fn run_agent(settings: &Settings, args: AgentRunArgs) -> Result<()> {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             hardware: hardware(&args.declared_hardware()),
             slots: args.slots,
-            handles: Some(kind.handles()),
+            handles: Some(handlers.types()),
         },
         heartbeat: Duration::from_millis(args.heartbeat_ms),
     };
     let agent = Agent::join(log, spec).await?;
+    if matches!(kind, AgentKind::Inference(_)) {
+        // Its generation counters are exported from the start, at zero until the first.
+        agent.metrics().count_generations();
+    }
     eprintln!(
         "agent {} joined as {} (realm {})",
         kind.name(),
@@ -562,39 +566,22 @@ pub async fn run_agent(settings: &Settings, args: AgentRunArgs) -> Result<()> {
     }
     out!("{}", agent.id());
     let signals = shutdown_signals()?;
-    let stop = signals.nth(1);
-    if let AgentKind::Memory { snapshot_every } = kind {
-        let options = murmur_agents::memory::MemoryOptions {
-            snapshot_every,
-            compact: settings.may_purge(),
-            ..Default::default()
-        };
-        let stats = murmur_agents::memory::run_memory(&agent, options, stop).await?;
-        eprintln!(
-            "memory agent answered {} queries and {} sync requests, wrote {} snapshots, refused {} changes",
-            stats.queries, stats.sync_requests, stats.snapshots, stats.refused
-        );
-        agent.enter_lame_duck();
-        agent.leave("shutdown").await?;
-        return Ok(());
-    }
-    match kind.handler(&agent, &args).await? {
-        Some(handler) => {
-            let worker = murmur_agents::worker::run_worker(
-                &agent,
-                handler,
-                stop,
-                Duration::from_secs(args.drain_grace_s),
-            );
-            tokio::select! {
-                done = worker => { done?; }
-                // Dropping the worker stops its running attempts; their leases expire.
-                _ = signals.nth(2) => {
-                    eprintln!("second signal: stopping the running attempts without waiting for them");
-                }
+    let running = run_handlers(&agent, &handlers, signals.nth(1));
+    tokio::select! {
+        stats = running => {
+            let stats = stats?;
+            if matches!(kind, AgentKind::Memory { .. }) {
+                let k = stats.knowledge;
+                eprintln!(
+                    "memory agent answered {} queries and {} sync requests, wrote {} snapshots, refused {} changes",
+                    k.queries, k.sync_requests, k.snapshots, k.refused
+                );
             }
         }
-        None => stop.await,
+        // Dropping the worker stops its running attempts; their leases expire.
+        _ = signals.nth(2) => {
+            eprintln!("second signal: stopping the running attempts without waiting for them");
+        }
     }
     agent.enter_lame_duck();
     agent.leave("shutdown").await?;
@@ -638,10 +625,6 @@ mod tests {
         let tool = kind(&["--kind", "tool", "--root", root]).await?;
         assert_eq!(tool.default_capabilities(), ["tool.fs"]);
         assert_eq!(tool.role(), murmur_subjects::roles::Role::Tool);
-        assert!(
-            tool.handles()
-                .contains(&"dev.murmur.task.assigned".to_string())
-        );
         let compiler = kind(&["--kind", "compiler"]).await?;
         assert!(matches!(compiler, AgentKind::Pipeline(_)));
         assert_eq!(compiler.default_capabilities(), ["compiler.rust"]);
@@ -653,9 +636,8 @@ mod tests {
         assert!(matches!(tester, AgentKind::Builtin(_)));
         assert!(tester.default_capabilities().is_empty());
         assert_eq!(tester.role(), murmur_subjects::roles::Role::Compiler);
-        // A kind without a handler declares nothing, so it is never routed a task.
         let idle = kind(&["--kind", "idle"]).await?;
-        assert!(idle.handles().is_empty());
+        assert!(matches!(idle, AgentKind::Idle(_)));
         assert_eq!(idle.role(), murmur_subjects::roles::Role::Worker);
         Ok(())
     }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use murmur_agents::voter::{PolicyVoter, Voter, run_voter};
+use murmur_agents::handlers::{EventHandlers, run_handlers};
+use murmur_agents::voter::{PolicyVoter, Voter};
 use murmur_agents::{Agent, AgentSpec};
 use murmur_subjects::events::AgentJoined;
 
@@ -50,13 +51,13 @@ pub struct VoterRunArgs {
 /// `murmur voter run`: a policy or model voter agent until ctrl-c / SIGTERM.
 pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
     let mut labels = BTreeMap::new();
-    let voter: Box<dyn Voter> = match (&args.policy, &args.model) {
+    let voter: std::sync::Arc<dyn Voter> = match (&args.policy, &args.model) {
         (Some(policy), _) => {
             let text = std::fs::read_to_string(policy)
                 .with_context(|| format!("reading {}", policy.display()))?;
             let policy: PolicyVoter =
                 toml::from_str(&text).with_context(|| format!("parsing {}", policy.display()))?;
-            Box::new(policy)
+            std::sync::Arc::new(policy)
         }
         (None, model) => {
             let model = crate::cli::agent::load_model(model.as_deref()).await?;
@@ -74,6 +75,7 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
     let settings = &settings;
     labels.extend(crate::cli::task::parse_labels(&args.labels)?);
     let log = settings.open_log_as("murmur-voter", identity).await?;
+    let handlers = EventHandlers::new().votes(voter);
     let agent = Agent::join(
         log,
         AgentSpec {
@@ -85,7 +87,7 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
                 agent_version: env!("CARGO_PKG_VERSION").into(),
                 hardware: crate::cli::agent::hardware(&Default::default()),
                 slots: 1,
-                handles: Some(murmur_agents::voter::handled_types()),
+                handles: Some(handlers.types()),
             },
             heartbeat: Duration::from_millis(args.heartbeat_ms),
         },
@@ -94,7 +96,7 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
     eprintln!("voter {} joined as {}", args.name, agent.id());
     out!("{}", agent.id());
     let stop = crate::signals::shutdown_signal()?;
-    let cast = run_voter(&agent, voter.as_ref(), stop).await?;
+    let cast = run_handlers(&agent, &handlers, stop).await?.votes_cast;
     agent.enter_lame_duck();
     agent.leave("shutdown").await?;
     eprintln!("voter left after {cast} votes");
@@ -105,9 +107,9 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
 fn model_voter(
     model: crate::cli::agent::LoadedModel,
     instructions: Option<&str>,
-) -> Box<dyn Voter> {
+) -> std::sync::Arc<dyn Voter> {
     use murmur_agents::voter::ModelVoter;
-    Box::new(ModelVoter::new(
+    std::sync::Arc::new(ModelVoter::new(
         model,
         instructions.unwrap_or(ModelVoter::DEFAULT_INSTRUCTIONS),
     ))
@@ -117,7 +119,7 @@ fn model_voter(
 fn model_voter(
     model: crate::cli::agent::LoadedModel,
     _instructions: Option<&str>,
-) -> Box<dyn Voter> {
+) -> std::sync::Arc<dyn Voter> {
     match model {}
 }
 

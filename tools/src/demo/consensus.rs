@@ -31,7 +31,8 @@ async fn start_voter<V: murmur_agents::voter::Voter + 'static>(
     m.kind = "voter".into();
     m.capabilities = vec!["vote".into()];
     m.labels = labels;
-    m.handles = Some(murmur_agents::voter::handled_types());
+    let handlers = murmur_agents::handlers::EventHandlers::new().votes(std::sync::Arc::new(voter));
+    m.handles = Some(handlers.types());
     let agent = Agent::join(
         log,
         AgentSpec {
@@ -42,7 +43,9 @@ async fn start_voter<V: murmur_agents::voter::Voter + 'static>(
     .await?;
     let key = agent.id().to_string();
     let task = tokio::spawn(async move {
-        let cast = murmur_agents::voter::run_voter(&agent, &voter, stop).await;
+        let cast = murmur_agents::handlers::run_handlers(&agent, &handlers, stop)
+            .await
+            .map(|stats| stats.votes_cast);
         let _ = agent.leave("demo over").await;
         cast
     });

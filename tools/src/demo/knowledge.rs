@@ -57,7 +57,7 @@ pub(super) async fn knowledge_step(issuer: &Issuer) -> Result<()> {
     let mut m = manifest("memory");
     m.kind = "memory".into();
     m.capabilities = vec!["knowledge.query".into()];
-    m.handles = Some(murmur_agents::memory::handled_types());
+    m.handles = Some(MemoryService::handles());
     let memory = Agent::join(
         memory_log,
         AgentSpec {

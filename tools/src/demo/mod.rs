@@ -76,7 +76,7 @@ fn manifest(name: &str) -> AgentJoined {
             cpu_features: vec![],
         },
         slots: 1,
-        handles: Some(murmur_agents::worker::handled_types()),
+        handles: None,
     }
 }
 
@@ -294,11 +294,16 @@ pub async fn run(settings: &Settings) -> Result<()> {
     let mut worker_tasks = Vec::new();
     for name in ["worker-a", "worker-b"] {
         let log = issuer.participant(&realm, Role::Worker, name).await?;
+        let handlers = murmur_agents::handlers::EventHandlers::new()
+            .tasks(crate::cli::agent::builtin_handler(), Duration::from_secs(5));
         let agent = Arc::new(
             Agent::join(
                 log,
                 AgentSpec {
-                    manifest: manifest(name),
+                    manifest: AgentJoined {
+                        handles: Some(handlers.types()),
+                        ..manifest(name)
+                    },
                     heartbeat: Duration::from_millis(250),
                 },
             )
@@ -308,13 +313,9 @@ pub async fn run(settings: &Settings) -> Result<()> {
         let runner = agent.clone();
         let stop = stopped(workers_stop_rx.clone());
         worker_tasks.push(tokio::spawn(async move {
-            murmur_agents::worker::run_worker(
-                &runner,
-                crate::cli::agent::builtin_handler(),
-                stop,
-                Duration::from_secs(5),
-            )
-            .await
+            murmur_agents::handlers::run_handlers(&runner, &handlers, stop)
+                .await
+                .map(|stats| stats.tasks_completed)
         }));
         workers.push(agent);
     }

@@ -91,6 +91,12 @@ pub(crate) async fn consensus_suite(
         let (voters_stop, _) = tokio::sync::watch::channel(false);
         if voter_agents {
             for v in voters.drain(..) {
+                let handlers = murmur_agents::handlers::EventHandlers::new().votes(
+                    std::sync::Arc::new(murmur_agents::voter::PolicyVoter {
+                        default: Some(Choice::Approve),
+                        rules: vec![],
+                    }),
+                );
                 let agent = Agent::join(
                     v,
                     AgentSpec {
@@ -102,7 +108,7 @@ pub(crate) async fn consensus_suite(
                             agent_version: env!("CARGO_PKG_VERSION").into(),
                             hardware: Default::default(),
                             slots: 1,
-                            handles: Some(murmur_agents::voter::handled_types()),
+                            handles: Some(handlers.types()),
                         },
                         heartbeat: Duration::from_secs(1),
                     },
@@ -110,11 +116,7 @@ pub(crate) async fn consensus_suite(
                 .await?;
                 let mut stop = voters_stop.subscribe();
                 agent_tasks.push(tokio::spawn(async move {
-                    let policy = murmur_agents::voter::PolicyVoter {
-                        default: Some(Choice::Approve),
-                        rules: vec![],
-                    };
-                    let _ = murmur_agents::voter::run_voter(&agent, &policy, async {
+                    let _ = murmur_agents::handlers::run_handlers(&agent, &handlers, async {
                         let _ = stop.wait_for(|s| *s).await;
                     })
                     .await;

@@ -129,7 +129,7 @@ pub(crate) async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()>
                     agent_version: env!("CARGO_PKG_VERSION").into(),
                     hardware: Default::default(),
                     slots: 1,
-                    handles: Some(murmur_agents::memory::handled_types()),
+                    handles: Some(MemoryService::handles()),
                 },
                 heartbeat: Duration::from_secs(1),
             },

@@ -63,7 +63,7 @@ pub(crate) struct Args {
     /// Proposals per voter count in the consensus suite.
     #[arg(long, default_value_t = 100)]
     proposals: usize,
-    /// In the consensus suite, run the voters as agents (`run_voter` with a policy that
+    /// In the consensus suite, run the voters as agents (`EventHandlers::votes` with a policy that
     /// approves everything, each following the proposals from the log) instead of the
     /// minimal in-process voters fed by one core subscription.
     #[arg(long)]

@@ -146,6 +146,10 @@ pub(crate) async fn task_suite(
         let name = format!("w{k}");
         let log = open("worker", Role::Worker).await?;
         let t = Instant::now();
+        let handlers = murmur_agents::handlers::EventHandlers::new().tasks(
+            murmur_tools::cli::agent::builtin_handler(),
+            Duration::from_secs(5),
+        );
         let agent = Arc::new(
             Agent::join(
                 log,
@@ -165,7 +169,7 @@ pub(crate) async fn task_suite(
                         },
                         // No-op tasks: as many at once as the coordinator sends.
                         slots: 512,
-                        handles: Some(murmur_agents::worker::handled_types()),
+                        handles: Some(handlers.types()),
                     },
                     heartbeat: Duration::from_secs(1),
                 },
@@ -187,13 +191,9 @@ pub(crate) async fn task_suite(
         let runner = agent.clone();
         let stop = stopped(stop_rx.clone());
         workers.push(tokio::spawn(async move {
-            murmur_agents::worker::run_worker(
-                &runner,
-                murmur_tools::cli::agent::builtin_handler(),
-                stop,
-                Duration::from_secs(5),
-            )
-            .await
+            murmur_agents::handlers::run_handlers(&runner, &handlers, stop)
+                .await
+                .map(|stats| stats.tasks_completed)
         }));
     }
 
