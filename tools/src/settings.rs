@@ -12,6 +12,7 @@ use crate::config::{AuthFlags, FileConfig, default_data_dir, load_or_create_iden
 
 /// The flags every command takes (file < environment < flag).
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Global options (connection, identity, output)")]
 pub struct GlobalArgs {
     /// Config file (TOML).
     #[arg(long, env = "MURMUR_CONFIG", global = true)]

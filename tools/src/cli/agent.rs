@@ -25,7 +25,10 @@ pub enum AgentCommand {
 /// `murmur agent run` arguments.
 #[derive(Debug, clap::Args)]
 pub struct AgentRunArgs {
-    /// Agent kind (planner, compiler, executor, tool, memory, inference, ...).
+    /// Agent kind: planner, compiler, executor, tool, inference, memory, mcp or bridge (each
+    /// with its options below), or any other name: an agent that runs the built-in test
+    /// handler (`--builtin-handler`) or only joins, heartbeats and leaves. Its role follows
+    /// from the kind.
     #[arg(long)]
     pub kind: String,
     /// Name shown in listings (defaults to the kind).
@@ -55,21 +58,37 @@ pub struct AgentRunArgs {
     #[arg(long)]
     pub builtin_handler: bool,
     /// Longest a compiler's build may take, in seconds.
-    #[arg(long, default_value_t = 600)]
+    #[arg(
+        long,
+        default_value_t = 600,
+        help_heading = "Pipeline kinds (planner, compiler, executor)"
+    )]
     pub compile_timeout_s: u64,
     /// Longest an executor lets one test binary run, in seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(
+        long,
+        default_value_t = 120,
+        help_heading = "Pipeline kinds (planner, compiler, executor)"
+    )]
     pub test_timeout_s: u64,
     /// On SIGTERM / ctrl-c, how long attempts already running may take to finish and
     /// report (no new ones start) before they are stopped and left to lease expiry.
     #[arg(long, default_value_t = 30)]
     pub drain_grace_s: u64,
     /// Address-space limit of a test binary run by an executor, in MiB.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(
+        long,
+        default_value_t = 2048,
+        help_heading = "Pipeline kinds (planner, compiler, executor)"
+    )]
     pub test_memory_mib: u64,
-    /// `--kind inference`: the GGUF model file (llama, qwen2, qwen3, phi3 or gemma3 architecture) it runs
+    /// The GGUF model file (llama, qwen2, qwen3, phi3 or gemma3 architecture) it runs
     /// `llm.generate` tasks with. Loaded before joining.
-    #[arg(long, value_name = "GGUF")]
+    #[arg(
+        long,
+        value_name = "GGUF",
+        help_heading = "Inference agents (--kind inference)"
+    )]
     pub model: Option<std::path::PathBuf>,
     /// An accelerator this machine has, by model name (repeatable): replaces the detected
     /// ones (NVIDIA GPUs through nvidia-smi, AMD ones through sysfs).
@@ -78,32 +97,48 @@ pub struct AgentRunArgs {
     /// Accelerator memory in MiB, summed: replaces the detected figure.
     #[arg(long, value_name = "MIB")]
     pub vram_mib: Option<u64>,
-    /// `--kind tool`: the directory its `tool.fs` operations are confined to.
-    #[arg(long, value_name = "DIR")]
+    /// The directory its `tool.fs` operations are confined to.
+    #[arg(long, value_name = "DIR", help_heading = "Tool agents (--kind tool)")]
     pub root: Option<std::path::PathBuf>,
-    /// `--kind tool`: allow `write` (read-only without it).
-    #[arg(long)]
+    /// Allow `write` (read-only without it).
+    #[arg(long, help_heading = "Tool agents (--kind tool)")]
     pub writable: bool,
-    /// `--kind bridge`: the Synadia Agent Protocol agent (its name) whose prompts run this
+    /// The Synadia Agent Protocol agent (its name) whose prompts run this
     /// agent's tasks; found through `$SRV.INFO.agents` before joining.
-    #[arg(long, value_name = "NAME")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Bridge agents (--kind bridge)"
+    )]
     pub protocol_agent: Option<String>,
-    /// `--kind bridge`: only the protocol agent with this owner.
-    #[arg(long, value_name = "OWNER")]
+    /// Only the protocol agent with this owner.
+    #[arg(
+        long,
+        value_name = "OWNER",
+        help_heading = "Bridge agents (--kind bridge)"
+    )]
     pub protocol_owner: Option<String>,
-    /// `--kind bridge`: an attempt fails when the protocol agent sends nothing for this
+    /// An attempt fails when the protocol agent sends nothing for this
     /// many seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(
+        long,
+        default_value_t = 120,
+        help_heading = "Bridge agents (--kind bridge)"
+    )]
     pub protocol_inactivity_s: u64,
-    /// `--kind mcp`: the MCP server to offer as tools, started as a child process spoken to
+    /// The MCP server to offer as tools, started as a child process spoken to
     /// over stdio: its command line (e.g. "python server.py").
-    #[arg(long, value_name = "COMMAND")]
+    #[arg(long, value_name = "COMMAND", help_heading = "MCP agents (--kind mcp)")]
     pub mcp_command: Option<String>,
-    /// `--kind mcp`: the MCP server's streamable HTTP endpoint instead.
-    #[arg(long, value_name = "URL")]
+    /// The MCP server's streamable HTTP endpoint instead.
+    #[arg(long, value_name = "URL", help_heading = "MCP agents (--kind mcp)")]
     pub mcp_url: Option<String>,
-    /// Memory agents: seconds between snapshots of the spaces they replicate (0: never).
-    #[arg(long, default_value_t = 300)]
+    /// Seconds between snapshots of the spaces they replicate (0: never).
+    #[arg(
+        long,
+        default_value_t = 300,
+        help_heading = "Memory agents (--kind memory)"
+    )]
     pub snapshot_every_s: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off by default.
     #[arg(long, value_name = "ADDR")]
