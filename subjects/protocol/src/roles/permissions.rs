@@ -33,22 +33,11 @@ struct ResourceGrant {
     writers: &'static [Role],
 }
 
-const EVERY_ROLE_BUT_OPERATOR: &[Role] = &[
-    Role::Coordinator,
-    Role::Tallier,
-    Role::Auditor,
-    Role::Monitor,
-    Role::Worker,
-    Role::Planner,
-    Role::Compiler,
-    Role::Executor,
-    Role::Tool,
-    Role::Inference,
-    Role::Memory,
-    Role::Voter,
-    Role::Submitter,
-    Role::Observer,
-];
+/// `Role::ALL` but its first, the operator.
+const EVERY_ROLE_BUT_OPERATOR: &[Role] = match Role::ALL.split_first() {
+    Some((Role::Operator, rest)) => rest,
+    _ => panic!("Role::ALL starts with the operator"),
+};
 
 /// Who reads and writes each resource (the operator does everything). Stream events are
 /// written through their subjects (the catalog's `EMITTED_BY`), so streams list readers only.
