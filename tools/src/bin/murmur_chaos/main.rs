@@ -15,7 +15,9 @@
 
 mod check;
 mod faults;
+mod report;
 mod run;
+mod workloads;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,7 +26,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use crate::faults::Fault;
-use crate::run::{RunConfig, RunReport, run};
+use crate::report::RunReport;
+use crate::run::{RunConfig, run};
 
 /// The fault suite: faults × workloads × disk sync setting, checked against the log.
 #[derive(Debug, Parser)]
@@ -244,7 +247,7 @@ fn row(r: &RunReport) -> String {
 /// The highest p99 any fault's window saw.
 fn worst(
     r: &RunReport,
-    of: impl Fn(&run::FaultRecord) -> Option<(f64, f64)>,
+    of: impl Fn(&report::FaultRecord) -> Option<(f64, f64)>,
 ) -> Option<(f64, f64)> {
     r.faults
         .iter()

@@ -11,25 +11,23 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use murmur_coordination::consensus::ConsensusProjection;
 use murmur_coordination::coordinator::CoordinatorProjection;
+use murmur_knowledge::FactId;
 use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space, set_access};
-use murmur_knowledge::{FactDraft, FactId, Value};
-use murmur_subjects::events::{AccessRole, ProposalOpened, Protocol, TaskSubmitted};
+use murmur_subjects::events::AccessRole;
 use murmur_subjects::projection::Refusal;
 use murmur_subjects::roles::Role;
 use murmur_subjects::{
-    Draft, EventLog, Plane, Projection, Projector, SubjectFilter, Token, VerifiedEvent,
+    EventLog, Plane, Projection, Projector, SubjectFilter, Token, VerifiedEvent,
 };
 use murmur_testkit::{ClusterOptions, TestCluster};
-use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::check::{Acked, LogCheck, Stored, check_log};
+use crate::check::{Stored, check_log};
 use crate::faults::{Fault, Targets, inject, libfaketime};
+use crate::report::{FaultRecord, KnowledgeOutcome, ProposalOutcome, RunReport, TaskOutcome};
+use crate::workloads::{SPACE, Shared, open_proposals, submit_tasks, write_facts};
 
 const REALM: &str = "acme";
-const SPACE: &str = "chaos";
-/// The lease of every task: shorter than the pause-agents fault, so paused work is retried.
-const LEASE_MS: u64 = 3_000;
 
 /// What one run does.
 #[derive(Debug, Clone)]
@@ -48,132 +46,6 @@ pub struct RunConfig {
     pub murmur: PathBuf,
     /// Where process logs go (kept after the run).
     pub logs: PathBuf,
-}
-
-/// One fault as it happened.
-#[derive(Debug, Clone, Serialize)]
-pub struct FaultRecord {
-    /// Which.
-    pub fault: Fault,
-    /// Seconds into the run it was injected.
-    pub at_s: f64,
-    /// Seconds from healing it until a workload write was acknowledged again (`None`: not
-    /// within the deadline).
-    pub recovered_s: Option<f64>,
-    /// The longest stretch, in seconds, with no write of any workload acknowledged between
-    /// injecting the fault and recovering from it: how long it stopped the platform.
-    pub outage_s: f64,
-    /// What healing it took beyond undoing it, or why it was skipped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-    /// Tasks whose life (submitted → completed, the log's stored times) overlapped the fault
-    /// or its recovery: p50 and p99 in ms.
-    pub task_latency_ms: Option<(f64, f64)>,
-    /// Proposals whose life (opened → decided) overlapped it: p50 and p99 in ms.
-    pub decision_latency_ms: Option<(f64, f64)>,
-}
-
-/// Tasks: submitted → completed or dead-lettered.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TaskOutcome {
-    /// Submissions acknowledged.
-    pub acked: usize,
-    /// Submissions sent and never acknowledged (not accepted; they may or may not be in the
-    /// log).
-    pub unacknowledged: usize,
-    /// Completed (once, per the fold).
-    pub completed: usize,
-    /// Dead-lettered.
-    pub dead_lettered: usize,
-    /// Neither, after the quiet period.
-    pub unresolved: Vec<String>,
-    /// Tasks with more than one `completed` event stored (the fold counts the first).
-    pub completions_stored_twice: usize,
-}
-
-/// Proposals and votes.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ProposalOutcome {
-    /// Openings acknowledged.
-    pub acked: usize,
-    /// Decided.
-    pub decided: usize,
-    /// Not decided after the quiet period.
-    pub undecided: Vec<String>,
-    /// Vote events stored.
-    pub votes_stored: usize,
-    /// (proposal, voter) pairs with more than one vote stored.
-    pub votes_stored_twice: usize,
-    /// Decisions counting more votes than distinct voters of the electorate voted: a vote
-    /// counted twice.
-    pub tally_mismatches: Vec<String>,
-}
-
-/// Knowledge writes.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct KnowledgeOutcome {
-    /// Facts whose change was acknowledged.
-    pub acked: usize,
-    /// Acknowledged facts a fresh replica does not hold.
-    pub missing: usize,
-    /// Whether the three writers and a fresh replica ended with equal heads.
-    pub converged: bool,
-}
-
-/// What one run measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
-    /// The faults, as listed.
-    pub schedule: String,
-    /// `always` or `default` (2 min).
-    pub sync: &'static str,
-    /// nats-server's version.
-    pub server_version: String,
-    /// Seconds the workloads ran.
-    pub workload_s: f64,
-    /// Faults as injected.
-    pub faults: Vec<FaultRecord>,
-    /// The log against every acknowledged submission and opening.
-    pub log: LogCheck,
-    /// Tasks.
-    pub tasks: TaskOutcome,
-    /// Proposals.
-    pub proposals: ProposalOutcome,
-    /// Knowledge.
-    pub knowledge: KnowledgeOutcome,
-    /// Whether the projections followed live through the faults equal a replay from
-    /// sequence 1 (coordinator: registry and tasks; consensus).
-    pub live_equals_replay: bool,
-    /// The platform's processes that ended on their own during the run.
-    pub processes_exited: Vec<String>,
-    /// Where the live projections differ from the replay (JSON paths), when they do.
-    pub live_replay_differences: Vec<String>,
-    /// Messages the live projections were delivered again at or below what they had
-    /// folded, and skipped.
-    pub live_redelivered: u64,
-    /// Seconds from the workloads' end until every task and proposal was final.
-    pub settle_s: f64,
-    /// Events stamped 30 s or more ahead of the log's clock and accepted: the clock-skew
-    /// fault at work.
-    pub events_stamped_ahead: usize,
-    /// Tasks whose life overlapped no fault nor its recovery: p50 and p99 in ms.
-    pub calm_task_latency_ms: Option<(f64, f64)>,
-    /// Proposals whose life overlapped no fault: opened → decided, p50 / p99 ms.
-    pub calm_decision_latency_ms: Option<(f64, f64)>,
-}
-
-impl RunReport {
-    /// Whether the run found nothing lost, duplicated or wrong.
-    pub fn clean(&self) -> bool {
-        self.log.clean()
-            && self.tasks.unresolved.is_empty()
-            && self.proposals.undecided.is_empty()
-            && self.proposals.tally_mismatches.is_empty()
-            && self.knowledge.missing == 0
-            && self.knowledge.converged
-            && self.live_equals_replay
-            && self.processes_exited.is_empty()
-    }
 }
 
 /// Every event of the realm as stored: what the checker compares acknowledgements with.
@@ -207,161 +79,6 @@ impl Projection for LogIndex {
         });
         Ok(())
     }
-}
-
-/// Shared between the workloads and the nemesis.
-#[derive(Clone)]
-struct Shared {
-    acked: Arc<Mutex<Vec<Acked>>>,
-    /// When each acknowledgement (of any workload) arrived.
-    ack_times: Arc<Mutex<Vec<Instant>>>,
-    last_ack: Arc<watch::Sender<Instant>>,
-    stop: watch::Receiver<bool>,
-}
-
-impl Shared {
-    fn record(&self, id: &str, sequence: u64) {
-        if let Ok(mut acked) = self.acked.lock() {
-            acked.push(Acked {
-                id: id.to_string(),
-                sequence,
-            });
-        }
-        self.acknowledged();
-    }
-
-    fn acknowledged(&self) {
-        let now = Instant::now();
-        if let Ok(mut times) = self.ack_times.lock() {
-            times.push(now);
-        }
-        self.last_ack.send_replace(now);
-    }
-
-    fn stopped(&self) -> bool {
-        *self.stop.borrow()
-    }
-}
-
-/// Appends `draft` until acknowledged (same event id on every try, so the server stores it
-/// once) or the workloads stop; the acknowledged sequence, or `None`.
-async fn append_until_acked(log: &EventLog, draft: Draft, shared: &Shared) -> Option<u64> {
-    let sealed = log.seal(draft);
-    loop {
-        let attempt = async { log.append_sealed(&sealed).await?.wait().await };
-        if let Ok(Ok(appended)) = tokio::time::timeout(Duration::from_secs(5), attempt).await {
-            shared.record(&sealed.record.id, appended.sequence);
-            return Some(appended.sequence);
-        }
-        if shared.stopped() {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn submit_tasks(log: EventLog, shared: Shared) -> Result<(Vec<String>, usize)> {
-    let (mut acked, mut unacked) = (Vec::new(), 0);
-    let mut n = 0u64;
-    while !shared.stopped() {
-        let id = format!("t{n}");
-        let payload = TaskSubmitted {
-            capability: "test.run".into(),
-            input: serde_json::json!({ "n": n, "sleep_ms": 20 }),
-            lease_ms: Some(LEASE_MS),
-            max_attempts: Some(10),
-            ..Default::default()
-        };
-        match append_until_acked(
-            &log,
-            Draft::new(Token::new(id.as_str())?, &payload)?,
-            &shared,
-        )
-        .await
-        {
-            Some(_) => acked.push(id),
-            None => unacked += 1,
-        }
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok((acked, unacked))
-}
-
-async fn open_proposals(
-    log: EventLog,
-    voters: BTreeMap<String, u32>,
-    shared: Shared,
-) -> Result<Vec<String>> {
-    let mut acked = Vec::new();
-    let mut n = 0u64;
-    while !shared.stopped() {
-        let id = format!("p{n}");
-        let opened = ProposalOpened {
-            question: format!("chaos proposal {n}"),
-            payload: serde_json::Value::Null,
-            protocol: Protocol::SimpleMajority,
-            voters: voters.clone(),
-            quorum: 2,
-            deadline: chrono::Utc::now() + chrono::Duration::seconds(30),
-            category: "chaos".into(),
-            stimulus: 1.0,
-        };
-        if append_until_acked(
-            &log,
-            Draft::new(Token::new(id.as_str())?, &opened)?,
-            &shared,
-        )
-        .await
-        .is_some()
-        {
-            acked.push(id);
-        }
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
-    }
-    Ok(acked)
-}
-
-/// One knowledge writer: a fact every 300 ms, flushed at once; facts count as acknowledged
-/// once a flush after them succeeds. After the workloads stop it keeps flushing (up to
-/// `settle`) so nothing it wrote stays unsent.
-async fn write_facts(
-    log: EventLog,
-    writer: usize,
-    shared: Shared,
-    settle: Duration,
-) -> Result<(KnowledgeReplica, Vec<FactId>)> {
-    let mut replica = loop {
-        match KnowledgeReplica::open(log.clone(), ReplicaConfig::space(SPACE)).await {
-            Ok(r) => break r,
-            Err(_) if !shared.stopped() => tokio::time::sleep(Duration::from_millis(500)).await,
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let (mut acked, mut pending) = (Vec::new(), Vec::new());
-    let mut n = 0i64;
-    while !shared.stopped() {
-        pending.push(replica.put(
-            SPACE,
-            &FactDraft::new(format!("w{writer}:{n}"), "n", Value::Int(n)),
-        )?);
-        n += 1;
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(15), replica.flush()).await {
-            acked.append(&mut pending);
-            shared.acknowledged();
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let until = Instant::now() + settle;
-    while !pending.is_empty() && Instant::now() < until {
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(15), replica.flush()).await {
-            acked.append(&mut pending);
-        } else {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-    Ok((replica, acked))
 }
 
 /// A `murmur` process of the realm, its output in `logs/NAME.log`.
