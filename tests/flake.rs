@@ -113,6 +113,10 @@ fn generated_flake_parses_and_evaluates_with_nix_and_is_deterministic() -> Resul
                 v["systemd"]["timers"]["db-backup"]["timerConfig"]["OnCalendar"],
                 "*-*-* 03:00:00"
             );
+            assert_eq!(
+                v["services"]["nats"]["settings"]["jetstream"]["sync_interval"], "always",
+                "the bus flushes every write (examples/shop.toml asks it)"
+            );
         }
         if host == "app-1" {
             assert_eq!(
@@ -316,6 +320,7 @@ async fn a_generated_operator_mode_bus_admits_issued_credentials_only() -> Resul
             "hosts": {"h": {"address": "127.0.0.1"}},
             "nodes": [{
                 "name": "bus", "host": "h", "type": "message_bus", "port": port,
+                "sync_interval": "always",
                 "auth": {
                     "mode": "operator",
                     "system_account": system,
@@ -355,11 +360,16 @@ async fn a_generated_operator_mode_bus_admits_issued_credentials_only() -> Resul
         String::from_utf8_lossy(&eval.stderr)
     );
     let nats: serde_json::Value = serde_json::from_slice(&eval.stdout)?;
-    // What the NixOS nats module renders: its settings, the port, JetStream in its data dir.
+    // What the NixOS nats module renders: its settings, the port, JetStream in its data dir
+    // (merged into the graph's JetStream settings, as the module's store_dir is).
     let mut config = nats["settings"].clone();
     config["port"] = nats["port"].clone();
     config["host"] = "127.0.0.1".into();
-    config["jetstream"] = serde_json::json!({ "store_dir": dir.path().join("js") });
+    ensure!(
+        config["jetstream"]["sync_interval"] == "always",
+        "the bus's sync_interval reached its settings: {config}"
+    );
+    config["jetstream"]["store_dir"] = serde_json::json!(dir.path().join("js"));
     let config_path = dir.path().join("nats.json");
     std::fs::write(&config_path, config.to_string())?;
     let system_creds = dir.path().join("system.creds");

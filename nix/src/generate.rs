@@ -496,6 +496,9 @@ fn host_config_in(ctx: &Ctx<'_>, host: &str) -> Nix {
                 let mut nats = Nix::attrs();
                 nats.set(&["enable"], true.into());
                 nats.set(&["jetstream"], b.jetstream.into());
+                if let Some(sync) = b.sync_interval.as_deref().filter(|_| b.jetstream) {
+                    nats.set(&["settings", "jetstream", "sync_interval"], sync.into());
+                }
                 nats.set(&["serverName"], node.name.as_str().into());
                 nats.set(&["port"], Nix::Int(i64::from(b.port)));
                 nats.set(&["settings", "host"], "0.0.0.0".into());

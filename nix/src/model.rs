@@ -270,6 +270,12 @@ pub struct MessageBusSpec {
     /// How clients authenticate: operator mode unless `mode = "none"`.
     #[serde(default)]
     pub auth: BusAuth,
+    /// JetStream's `sync_interval`: how often the server flushes stored messages to disk,
+    /// `"always"` (after every write) or a duration such as `"2m"` (the server's default
+    /// when unset). Without `always`, an acknowledged write can be lost when every node of
+    /// the cluster loses power at once (Jepsen, NATS 2.12.1); docs/reliability.md.
+    #[serde(default)]
+    pub sync_interval: Option<String>,
 }
 
 /// How a NATS server authenticates clients.

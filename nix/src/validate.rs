@@ -175,6 +175,17 @@ impl Problem {
 
 /// Whether `key` is written as an nkey account public key: `A` and 55 more base32
 /// characters.
+/// What nats-server takes as `sync_interval`: `always`, or a positive whole number of
+/// milliseconds, seconds, minutes or hours (`500ms`, `30s`, `2m`, `1h`).
+fn is_sync_interval(value: &str) -> bool {
+    if value == "always" {
+        return true;
+    }
+    let digits = value.chars().take_while(char::is_ascii_digit).count();
+    let (number, unit) = value.split_at(digits);
+    !number.is_empty() && number.chars().any(|c| c != '0') && matches!(unit, "ms" | "s" | "m" | "h")
+}
+
 fn is_account_key(key: &str) -> bool {
     key.len() == 56
         && key.starts_with('A')
@@ -410,6 +421,21 @@ impl Deployment {
                     declared,
                     actual: nodes.len(),
                     nodes,
+                });
+            }
+        }
+
+        // JetStream's flush interval: "always" or a duration nats-server reads.
+        for node in &spec.nodes {
+            if let NodeKind::MessageBus(b) = &node.kind
+                && let Some(sync) = &b.sync_interval
+                && !is_sync_interval(sync)
+            {
+                problems.push(Problem::InvalidValue {
+                    node: node.name.clone(),
+                    reason: format!(
+                        "sync_interval {sync:?} is neither \"always\" nor a duration such as \"30s\", \"2m\" or \"1h\""
+                    ),
                 });
             }
         }
@@ -750,6 +776,7 @@ mod tests {
                     cluster_port: 6222,
                     streams: vec![],
                     auth: BusAuth::None,
+                    sync_interval: None,
                 }),
             )
             .node(
@@ -834,6 +861,7 @@ mod tests {
             cluster_port: 6222,
             streams: vec![],
             auth,
+            sync_interval: None,
         })
     }
 
@@ -882,6 +910,32 @@ mod tests {
             .node("bus", "h", bus(BusAuth::None))
             .node("llm", "h", agent(None));
         Deployment::new(open).expect("no authentication");
+    }
+
+    #[test]
+    fn sync_interval_is_always_or_a_duration() {
+        for good in ["always", "30s", "2m", "1h", "500ms"] {
+            assert!(is_sync_interval(good), "{good}");
+        }
+        for bad in ["", "sometimes", "0s", "2", "m", "2 m", "-1s", "2d"] {
+            assert!(!is_sync_interval(bad), "{bad}");
+        }
+        let with = |sync: &str| {
+            let mut open = bus(BusAuth::None);
+            if let NodeKind::MessageBus(b) = &mut open {
+                b.sync_interval = Some(sync.into());
+            }
+            DeploymentSpec::new("x")
+                .host("h", "10.0.0.1")
+                .node("bus", "h", open)
+        };
+        let err = Deployment::new(with("sometimes")).expect_err("not an interval");
+        assert!(
+            err.to_string()
+                .contains("sync_interval \"sometimes\" is neither \"always\""),
+            "{err}"
+        );
+        Deployment::new(with("always")).expect("always");
     }
 
     #[test]

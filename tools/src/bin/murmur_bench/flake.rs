@@ -65,6 +65,7 @@ pub(crate) fn synthetic_deployment(n: usize) -> murmur_nix::DeploymentSpec {
                     cluster_port: 6222,
                     streams: vec![],
                     auth: murmur_nix::model::BusAuth::None,
+                    sync_interval: None,
                 }),
             );
         }
