@@ -86,6 +86,10 @@ struct LiveFeed {
 /// projector then recreates it from its own position, so nothing is skipped or read twice.
 const STALL_CHECK: Duration = Duration::from_secs(3);
 
+/// Longest a live consumer's creation may take before the poll gives up and the next one
+/// tries again.
+const LIVE_SETUP: Duration = Duration::from_secs(3);
+
 impl<P: Projection> Debug for Projector<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Projector")
@@ -176,7 +180,11 @@ impl<P: Projection> Projector<P> {
         let filters = self.read_filters();
         let log = self.log.clone();
         let leader_last = tokio::time::timeout(Duration::from_secs(2), async move {
-            let stream = log.stream(&name).await.map_err(|e| e.to_string())?;
+            let stream = log
+                .jetstream()
+                .get_stream_no_info(&name)
+                .await
+                .map_err(|e| e.to_string())?;
             leader_last_matching(&stream, &filters).await
         })
         .await;
@@ -379,18 +387,43 @@ impl<P: Projection> Projector<P> {
         mut stop: impl FnMut(&P::State) -> bool,
     ) -> Result<u64, LogError> {
         if self.live.is_none() {
-            self.sync_roles(self.position).await?;
-            let stream_name = self.log.config().history_stream.clone();
-            let stream = self.log.stream(&stream_name).await?;
-            let (filter_subject, filter_subjects) = consumer_filters(&self.read_filters());
-            let consumer = stream
-                .create_consumer(consumer::pull::OrderedConfig {
-                    filter_subject,
-                    filter_subjects,
-                    deliver_policy: StartAt::Sequence(self.position + 1).deliver_policy(),
-                    ..Default::default()
-                })
+            // Bounded like the consumer's creation below: both ask the stream leader.
+            tokio::time::timeout(LIVE_SETUP, self.sync_roles(self.position))
                 .await
+                .map_err(|_| {
+                    LogError::Consumer(
+                        format!("the realm's grants were not read within {LIVE_SETUP:?}").into(),
+                    )
+                })??;
+            let stream_name = self.log.config().history_stream.clone();
+            // No stream info first: that request waits for a stream leader too, and each
+            // request that cannot be answered costs the client's whole request timeout.
+            let stream = self
+                .log
+                .jetstream()
+                .get_stream_no_info(&stream_name)
+                .await
+                .map_err(|e| LogError::Stream {
+                    stream: stream_name.clone(),
+                    source: e.into(),
+                })?;
+            let (filter_subject, filter_subjects) = consumer_filters(&self.read_filters());
+            let create = stream.create_consumer(consumer::pull::OrderedConfig {
+                filter_subject,
+                filter_subjects,
+                deliver_policy: StartAt::Sequence(self.position + 1).deliver_policy(),
+                ..Default::default()
+            });
+            // While the stream elects a leader the request goes unanswered: given up after
+            // LIVE_SETUP and tried again on the next poll, so the feed resumes within
+            // moments of the election instead of a 10 s request timeout later.
+            let consumer = tokio::time::timeout(LIVE_SETUP, create)
+                .await
+                .map_err(|_| {
+                    LogError::Consumer(
+                        format!("no stream leader answered within {LIVE_SETUP:?}").into(),
+                    )
+                })?
                 .map_err(|e| LogError::Consumer(e.into()))?;
             let messages = consumer
                 .clone()

@@ -322,8 +322,10 @@ pub async fn read_stream_any(
         stream: stream.to_string(),
         source: e,
     };
+    // No stream info: the reads below ask the leader themselves, and a request nobody
+    // answers (a leader election) costs the client's whole request timeout.
     let handle = js
-        .get_stream(stream)
+        .get_stream_no_info(stream)
         .await
         .map_err(|e| stream_err(e.into()))?;
     // What must be read: up to the leader's last matching message (bounded by `until`).
@@ -414,8 +416,8 @@ pub(crate) enum ReadEnd {
 
 /// The stream leader's last sequence matching any of `filters`, if any (message-get
 /// requests, which only the leader answers).
-pub(crate) async fn leader_last_matching(
-    handle: &jetstream::stream::Stream,
+pub(crate) async fn leader_last_matching<I>(
+    handle: &jetstream::stream::Stream<I>,
     filters: &[SubjectFilter],
 ) -> Result<Option<u64>, String> {
     use jetstream::stream::LastRawMessageErrorKind;
@@ -434,8 +436,8 @@ pub(crate) async fn leader_last_matching(
 }
 
 /// The stream leader's first sequence at or after `after` matching any of `filters`, if any.
-pub(crate) async fn leader_next_matching(
-    handle: &jetstream::stream::Stream,
+pub(crate) async fn leader_next_matching<I>(
+    handle: &jetstream::stream::Stream<I>,
     filters: &[SubjectFilter],
     after: u64,
 ) -> Result<Option<u64>, String> {
@@ -465,8 +467,8 @@ pub(crate) fn consumer_filters(filters: &[SubjectFilter]) -> (String, Vec<String
     }
 }
 
-pub(crate) async fn read_once(
-    handle: &jetstream::stream::Stream,
+pub(crate) async fn read_once<I>(
+    handle: &jetstream::stream::Stream<I>,
     filters: &[SubjectFilter],
     start: StartAt,
     until_sequence: Option<u64>,

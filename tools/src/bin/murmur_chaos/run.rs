@@ -333,6 +333,26 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
         processes.push((name, child));
     }
 
+    // The workloads start once every agent is routable, so the calm figures measure the
+    // platform at rest, not tasks waiting for the first worker to join.
+    let agents = 6;
+    let mut registry = Projector::new(
+        owner.clone(),
+        murmur_coordination::registry::RegistryProjection {
+            realm: realm.clone(),
+        },
+    );
+    anyhow::ensure!(
+        registry
+            .follow_until(Duration::from_secs(120), |r| {
+                r.count(murmur_coordination::registry::AgentStatus::Online) >= agents
+            })
+            .await?,
+        "the {agents} agents did not all come online within 120 s (see {})",
+        config.logs.display()
+    );
+    drop(registry);
+
     // Knowledge: one space, three writers.
     open_space(&owner, SPACE, "chaos suite", 2, 4096).await?;
     let mut writer_logs = Vec::new();
