@@ -515,3 +515,74 @@ async fn a_participant_started_while_jetstream_has_no_quorum_waits_for_it() -> R
     tallier.kill().await?;
     Ok(())
 }
+
+/// A participant whose server is cut off from the rest of its cluster (its routes cut, its
+/// own connection kept: the minority side of a partition, which still answers pings)
+/// leaves it for another server and follows the log again while the cut lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_leaves_a_server_cut_off_from_its_cluster() -> Result<()> {
+    let _turn = one_cluster_at_a_time().await;
+    let cluster = murmur_testkit::TestCluster::start_with(&murmur_testkit::ClusterOptions {
+        linked_routes: true,
+        ..Default::default()
+    })
+    .await?;
+    let node = |i: usize| cluster.cluster.nodes[i].url();
+    // The writer reaches nodes 2 and 3 only; the follower is given node 1 alone (it learns
+    // the others from the server, as a participant pinned to one node does).
+    let writer = open(&cluster, &format!("{},{}", node(1), node(2)), 3).await?;
+    murmur_e2e::ensure_r3(&writer).await?;
+    let follower = open(&cluster, &node(0), 3).await?;
+    let first = follower.client().server_info().server_name;
+    let seal = |n: u64| -> Result<SealedEvent> {
+        Ok(writer.seal(Draft::new(Token::new(format!("t{n}"))?, &submitted(n))?))
+    };
+    let mut view = Projector::new(
+        follower.clone(),
+        OverviewProjection {
+            realm: Token::new("acme")?,
+        },
+    );
+    append_until_stored(&writer, &seal(0)?).await?;
+    anyhow::ensure!(
+        follow_through_errors(&mut view, |s| s.tasks.len() == 1).await?,
+        "the follower never saw the first task"
+    );
+
+    cluster.cluster.isolate(0);
+    for n in 1..=10 {
+        append_until_stored(&writer, &seal(n)?).await?;
+    }
+    let followed = follow_through_errors(&mut view, |s| s.tasks.len() == 11).await?;
+    let now = follower.client().server_info().server_name;
+    cluster
+        .cluster
+        .set_all_links(murmur_testkit::links::LinkState::Up);
+    anyhow::ensure!(
+        followed,
+        "the follower on the cut-off node {first} never saw the tasks written on the others (it is on {now}; {:?})",
+        view.stats()
+    );
+    assert_ne!(now, first, "the follower moved to another server");
+    assert!(view.stats().servers_left >= 1, "{:?}", view.stats());
+    Ok(())
+}
+
+/// Polls `view` until `done` or [`DEADLINE`], waiting out the failures a service waits out.
+async fn follow_through_errors(
+    view: &mut Projector<OverviewProjection>,
+    mut done: impl FnMut(&<OverviewProjection as murmur_subjects::Projection>::State) -> bool,
+) -> Result<bool> {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while tokio::time::Instant::now() < until {
+        match view.poll(Duration::from_millis(250)).await {
+            Ok(_) if done(view.state()) => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(false)
+}

@@ -40,6 +40,10 @@ pub struct ProjectionStats {
     /// recreated behind its predecessor), skipped: each sequence is folded once.
     #[serde(default)]
     pub redelivered: u64,
+    /// Times the projector moved its connection to another server because the log had
+    /// been unavailable on its own for a while.
+    #[serde(default)]
+    pub servers_left: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -68,6 +72,10 @@ pub struct Projector<P: Projection> {
     roles: RoleBook,
     stats: ProjectionStats,
     live: Option<LiveFeed>,
+    /// Since when the live consumer could not be made, if it cannot.
+    unavailable_since: Option<tokio::time::Instant>,
+    /// When the projector last moved its connection to another server.
+    left_at: Option<tokio::time::Instant>,
 }
 
 /// The ordered consumer a projector follows, with what the stall watchdog needs.
@@ -89,6 +97,10 @@ const STALL_CHECK: Duration = Duration::from_secs(3);
 /// Longest a live consumer's creation may take before the poll gives up and the next one
 /// tries again.
 const LIVE_SETUP: Duration = Duration::from_secs(3);
+
+/// After this long without being able to follow the log on its server, a projector moves
+/// its connection to another server: longer than most leader elections take.
+const LEAVE_AFTER: Duration = Duration::from_secs(5);
 
 impl<P: Projection> Debug for Projector<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,6 +132,8 @@ impl<P: Projection> Projector<P> {
             roles: RoleBook::default(),
             stats: ProjectionStats::default(),
             live: None,
+            unavailable_since: None,
+            left_at: None,
         }
     }
 
@@ -371,6 +385,88 @@ impl<P: Projection> Projector<P> {
         Ok(read)
     }
 
+    /// Makes the live consumer from the projector's position.
+    async fn start_live(&mut self) -> Result<LiveFeed, LogError> {
+        // Bounded like the consumer's creation below: both ask the stream leader.
+        tokio::time::timeout(LIVE_SETUP, self.sync_roles(self.position))
+            .await
+            .map_err(|_| {
+                LogError::Consumer(
+                    format!("the realm's grants were not read within {LIVE_SETUP:?}").into(),
+                )
+            })??;
+        let stream_name = self.log.config().history_stream.clone();
+        // No stream info first: that request waits for a stream leader too, and each
+        // request that cannot be answered costs the client's whole request timeout.
+        let stream = self
+            .log
+            .jetstream()
+            .get_stream_no_info(&stream_name)
+            .await
+            .map_err(|e| LogError::Stream {
+                stream: stream_name.clone(),
+                source: e.into(),
+            })?;
+        let (filter_subject, filter_subjects) = consumer_filters(&self.read_filters());
+        let create = stream.create_consumer(consumer::pull::OrderedConfig {
+            filter_subject,
+            filter_subjects,
+            deliver_policy: StartAt::Sequence(self.position + 1).deliver_policy(),
+            ..Default::default()
+        });
+        // While the stream elects a leader the request goes unanswered: given up after
+        // LIVE_SETUP and tried again on the next poll, so the feed resumes within
+        // moments of the election instead of a 10 s request timeout later.
+        let consumer = tokio::time::timeout(LIVE_SETUP, create)
+            .await
+            .map_err(|_| {
+                LogError::Consumer(
+                    format!("no stream leader answered within {LIVE_SETUP:?}").into(),
+                )
+            })?
+            .map_err(|e| LogError::Consumer(e.into()))?;
+        let messages = consumer
+            .clone()
+            .messages()
+            .await
+            .map_err(|e| LogError::Consumer(e.into()))?;
+        let now = tokio::time::Instant::now();
+        Ok(LiveFeed {
+            messages,
+            consumer,
+            quiet_since: now,
+            checked_at: now,
+        })
+    }
+
+    /// Moves the connection to another server when this one has not let the projector
+    /// follow the log for [`LEAVE_AFTER`]: a server cut off from the rest of its cluster
+    /// still answers pings, so its clients would otherwise wait on it until the cut heals.
+    /// At most once per three such spans.
+    async fn leave_server_if_unavailable(&mut self) {
+        let now = tokio::time::Instant::now();
+        let since = *self.unavailable_since.get_or_insert(now);
+        if now.duration_since(since) < LEAVE_AFTER
+            || self
+                .left_at
+                .is_some_and(|at| now.duration_since(at) < LEAVE_AFTER * 3)
+        {
+            return;
+        }
+        self.left_at = Some(now);
+        self.unavailable_since = Some(now);
+        self.stats.servers_left += 1;
+        let client = self.log.client();
+        tracing::warn!(
+            projection = self.projection.name(),
+            server = %client.server_info().server_name,
+            "the log has been unavailable on this server for {LEAVE_AFTER:?}: reconnecting, to another server where there is one"
+        );
+        if let Err(e) = client.force_reconnect().await {
+            tracing::debug!(error = %e, "reconnecting failed; the client keeps trying");
+        }
+    }
+
     /// Applies whatever arrives live within `window` (at least one wait of `window` when
     /// nothing is pending), keeping one ordered consumer across calls. Returns how many
     /// events were read. The loop of a long-running service: `loop { p.poll(d).await?; ... }`.
@@ -387,56 +483,16 @@ impl<P: Projection> Projector<P> {
         mut stop: impl FnMut(&P::State) -> bool,
     ) -> Result<u64, LogError> {
         if self.live.is_none() {
-            // Bounded like the consumer's creation below: both ask the stream leader.
-            tokio::time::timeout(LIVE_SETUP, self.sync_roles(self.position))
-                .await
-                .map_err(|_| {
-                    LogError::Consumer(
-                        format!("the realm's grants were not read within {LIVE_SETUP:?}").into(),
-                    )
-                })??;
-            let stream_name = self.log.config().history_stream.clone();
-            // No stream info first: that request waits for a stream leader too, and each
-            // request that cannot be answered costs the client's whole request timeout.
-            let stream = self
-                .log
-                .jetstream()
-                .get_stream_no_info(&stream_name)
-                .await
-                .map_err(|e| LogError::Stream {
-                    stream: stream_name.clone(),
-                    source: e.into(),
-                })?;
-            let (filter_subject, filter_subjects) = consumer_filters(&self.read_filters());
-            let create = stream.create_consumer(consumer::pull::OrderedConfig {
-                filter_subject,
-                filter_subjects,
-                deliver_policy: StartAt::Sequence(self.position + 1).deliver_policy(),
-                ..Default::default()
-            });
-            // While the stream elects a leader the request goes unanswered: given up after
-            // LIVE_SETUP and tried again on the next poll, so the feed resumes within
-            // moments of the election instead of a 10 s request timeout later.
-            let consumer = tokio::time::timeout(LIVE_SETUP, create)
-                .await
-                .map_err(|_| {
-                    LogError::Consumer(
-                        format!("no stream leader answered within {LIVE_SETUP:?}").into(),
-                    )
-                })?
-                .map_err(|e| LogError::Consumer(e.into()))?;
-            let messages = consumer
-                .clone()
-                .messages()
-                .await
-                .map_err(|e| LogError::Consumer(e.into()))?;
-            let now = tokio::time::Instant::now();
-            self.live = Some(LiveFeed {
-                messages,
-                consumer,
-                quiet_since: now,
-                checked_at: now,
-            });
+            match self.start_live().await {
+                Ok(feed) => {
+                    self.live = Some(feed);
+                    self.unavailable_since = None;
+                }
+                Err(e) => {
+                    self.leave_server_if_unavailable().await;
+                    return Err(e);
+                }
+            }
         }
         let until = tokio::time::Instant::now() + window;
         let mut read = 0;
