@@ -424,9 +424,10 @@ impl EventLog {
         if !matches!(sealed.subject.plane(), Plane::Evt | Plane::Dlq) {
             return Err(LogError::NotPersisted(sealed.subject.plane()));
         }
-        let (mut headers, body) = self.codec.encode(sealed)?;
+        let (headers, body) = self.codec.encode(sealed)?;
+        let mut headers = HeaderMap::from(headers);
         headers.insert(MSG_ID, sealed.record.id.as_str());
-        Ok((headers.into(), body))
+        Ok((headers, body))
     }
 
     /// Sends a sealed event without waiting for the ack (pipelined); the server dedupes by

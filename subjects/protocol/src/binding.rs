@@ -112,26 +112,26 @@ pub fn encode(
 fn encode_binary(record: &EventRecord) -> (Headers, Bytes) {
     let mut h = Headers::new();
     h.insert("ce-specversion", SPEC_VERSION);
-    h.insert("ce-id", pct(&record.id).as_ref());
-    h.insert("ce-source", pct(&record.source).as_ref());
-    h.insert("ce-type", pct(&record.ty).as_ref());
+    h.insert("ce-id", pct(&record.id).into_owned());
+    h.insert("ce-source", pct(&record.source).into_owned());
+    h.insert("ce-type", pct(&record.ty).into_owned());
     if let Some(s) = &record.subject {
-        h.insert("ce-subject", pct(s).as_ref());
+        h.insert("ce-subject", pct(s).into_owned());
     }
     if let Some(t) = record.time {
-        h.insert("ce-time", format_time(t).as_str());
+        h.insert("ce-time", format_time(t));
     }
     if let Some(ct) = &record.datacontenttype {
-        h.insert("Content-Type", pct(ct).as_ref());
+        h.insert("Content-Type", pct(ct).into_owned());
     }
     if let Some(ds) = &record.dataschema {
-        h.insert("ce-dataschema", pct(ds).as_ref());
+        h.insert("ce-dataschema", pct(ds).into_owned());
     }
     for (name, value) in record.all_extensions() {
         let mut header = String::with_capacity(HEADER_PREFIX.len() + name.len());
         header.push_str(HEADER_PREFIX);
         header.push_str(name);
-        h.insert(header.as_str(), pct(value).as_ref());
+        h.insert(header, pct(value).into_owned());
     }
     (h, record.data.clone().unwrap_or_default())
 }

@@ -697,7 +697,7 @@ mod tests {
             ) {
                 let mut h = Headers::new();
                 for (k, v) in &headers {
-                    h.insert(k.as_str(), v.as_str());
+                    h.insert(k.clone(), v.clone());
                 }
                 let codec = EventCodec::default().max_event_bytes(1024);
                 let body = Bytes::from(body);

@@ -5,9 +5,13 @@
 //! `HeaderSource` and `Headers` converts into one, so a received message is read in place
 //! and an encoded one is published as is.
 
+use std::borrow::Cow;
+
 /// Headers written by the binding: names and values in insertion order, one value per name.
+/// Fixed names and values (`Content-Type`, `ce-id`…) are borrowed, not copied: encoding an
+/// event allocates only what depends on it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(Vec<(Cow<'static, str>, Cow<'static, str>)>);
 
 impl Headers {
     /// No headers.
@@ -17,7 +21,11 @@ impl Headers {
 
     /// Sets `name` to `value`, replacing a value the name had (names compare exactly, as
     /// NATS compares them).
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn insert(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) {
         let (name, value) = (name.into(), value.into());
         match self.0.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = value,
@@ -30,12 +38,12 @@ impl Headers {
         self.0
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     /// Each name and value, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.0.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
     }
 
     /// How many headers there are.
@@ -97,7 +105,7 @@ impl From<Headers> for async_nats::HeaderMap {
     fn from(headers: Headers) -> Self {
         let mut map = async_nats::HeaderMap::new();
         for (name, value) in headers.0 {
-            map.insert(name.as_str(), value.as_str());
+            map.insert(name.as_ref(), value.as_ref());
         }
         map
     }

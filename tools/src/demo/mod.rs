@@ -436,11 +436,12 @@ pub async fn run(settings: &Settings) -> Result<()> {
     )?
     .seal(&mallory, &realm);
     forged.record.source = workers[0].id().to_string();
-    let (mut headers, body) =
+    let (headers, body) =
         binding::encode(&forged.record, ContentMode::Binary, settings.codec.limit())?;
+    let mut headers = async_nats::HeaderMap::from(headers);
     headers.insert(MSG_ID, forged.record.id.as_str());
     let raw = async_nats::jetstream::new(mallory_log.client().clone());
-    raw.publish_with_headers(forged.subject.to_string(), headers.into(), body)
+    raw.publish_with_headers(forged.subject.to_string(), headers, body)
         .await?
         .await?;
     // Another auditor (e.g. `murmur up`'s) may be the one that handles it: wait for the dead

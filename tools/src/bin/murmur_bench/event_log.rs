@@ -72,13 +72,10 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
         for i in 0..n {
             let sealed = Draft::new(Token::new(format!("t{i}"))?, &payload(i))?
                 .seal(log.identity(), &raw_realm);
-            let (mut h, b) = log.codec().encode(&sealed)?;
+            let (h, b) = log.codec().encode(&sealed)?;
+            let mut h = async_nats::HeaderMap::from(h);
             h.insert(MSG_ID, sealed.record.id.as_str());
-            prepared.push((
-                sealed.subject.to_string(),
-                async_nats::HeaderMap::from(h),
-                b,
-            ));
+            prepared.push((sealed.subject.to_string(), h, b));
         }
         let mut window = VecDeque::new();
         let t = Instant::now();

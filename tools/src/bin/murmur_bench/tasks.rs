@@ -45,13 +45,10 @@ pub(crate) async fn task_suite(
     for i in 0..n {
         let sealed = Draft::new(Token::new(format!("r{i}"))?, &task_payload(i))?
             .seal(raw_log.identity(), &raw_realm);
-        let (mut h, b) = raw_log.codec().encode(&sealed)?;
+        let (h, b) = raw_log.codec().encode(&sealed)?;
+        let mut h = async_nats::HeaderMap::from(h);
         h.insert(MSG_ID, sealed.record.id.as_str());
-        prepared.push((
-            sealed.subject.to_string(),
-            async_nats::HeaderMap::from(h),
-            b,
-        ));
+        prepared.push((sealed.subject.to_string(), h, b));
     }
     let js = async_nats::jetstream::new(raw_log.client().clone());
     let mut inflight = VecDeque::new();
