@@ -455,14 +455,44 @@ impl<P: Projection> Projector<P> {
         }
         self.left_at = Some(now);
         self.unavailable_since = Some(now);
-        self.stats.servers_left += 1;
         let client = self.log.client();
+        let info = client.server_info();
+        // The pool without this server, so the reconnect cannot land on it again (the
+        // client chooses at random). The pool knows addresses, the server only its port:
+        // where every server listens on the same port (one per host) they cannot be told
+        // apart, and the reconnect is left to chance among them all.
+        let pool: Vec<String> = client
+            .server_pool()
+            .await
+            .map(|pool| {
+                pool.iter()
+                    .map(|server| server.addr.as_url_str().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if pool.len() < 2 {
+            tracing::debug!("the log is unavailable and no other server is known: staying");
+            return;
+        }
+        let others: Vec<String> = pool
+            .iter()
+            .filter(|url| !url.ends_with(&format!(":{}", info.port)))
+            .cloned()
+            .collect();
+        self.stats.servers_left += 1;
         tracing::warn!(
             projection = self.projection.name(),
-            server = %client.server_info().server_name,
-            "the log has been unavailable on this server for {LEAVE_AFTER:?}: reconnecting, to another server where there is one"
+            server = %info.server_name,
+            "the log has been unavailable on this server for {LEAVE_AFTER:?}: reconnecting to another one"
         );
-        if let Err(e) = client.force_reconnect().await {
+        let moved = async {
+            if !others.is_empty() {
+                client.set_server_pool(others.as_slice()).await?;
+            }
+            client.force_reconnect().await?;
+            Ok::<_, async_nats::Error>(())
+        };
+        if let Err(e) = moved.await {
             tracing::debug!(error = %e, "reconnecting failed; the client keeps trying");
         }
     }
