@@ -1050,9 +1050,11 @@ async fn a_second_sigterm_cuts_the_drain_short() -> Result<()> {
     .await
 }
 
-/// A `murmur agent run --kind tool --root DIR` process serves `tool.fs`: a read comes back
-/// with the file's text and hash, a write on the read-only agent and a path leading out of
-/// its root are dead-lettered with the reason, and the file outside is untouched.
+/// A `murmur agent run --kind tool --root DIR --exec-allow wc` process serves `tool.fs` and
+/// `tool.exec`: a read comes back with the file's text and hash, a write on the read-only
+/// agent and a path leading out of its root are dead-lettered with the reason, and the file
+/// outside is untouched; an allowed command runs on the files it is given, one not allowed
+/// is dead-lettered naming what is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_agent_serves_file_operations_confined_to_its_root() -> Result<()> {
     let nats = TestNats::start().await?;
@@ -1069,7 +1071,14 @@ async fn a_tool_agent_serves_file_operations_confined_to_its_root() -> Result<()
         &who,
         "tool",
         "tool.fs",
-        &["--root", &root_arg],
+        &[
+            "--root",
+            &root_arg,
+            "--exec-allow",
+            "wc",
+            "--capability",
+            "tool.exec",
+        ],
     )
     .await?;
     let submitter = nats.event_log("acme").await?;
@@ -1092,15 +1101,28 @@ async fn a_tool_agent_serves_file_operations_confined_to_its_root() -> Result<()
             serde_json::json!({"op": "read", "path": "../secret"}),
         ),
     ];
+    let commands = [
+        (
+            "count",
+            serde_json::json!({"command": "wc", "args": ["-l", "a.txt"], "files": {"a.txt": "1\n2\n"}}),
+        ),
+        (
+            "remove",
+            serde_json::json!({"command": "rm", "args": ["-rf", "/"]}),
+        ),
+    ];
     for (id, input) in &asks {
         murmur_e2e::submit_once(&submitter, id, "tool.fs", input.clone()).await?;
+    }
+    for (id, input) in &commands {
+        murmur_e2e::submit_once(&submitter, id, "tool.exec", input.clone()).await?;
     }
     let mut view = Projector::new(
         submitter.clone(),
         CoordinatorProjection::new(Token::new("acme")?),
     );
     anyhow::ensure!(
-        view.follow_until(DEADLINE, |v| asks.iter().all(|(id, _)| v
+        view.follow_until(DEADLINE, |v| asks.iter().chain(&commands).all(|(id, _)| v
             .tasks
             .tasks
             .get(*id)
@@ -1120,9 +1142,16 @@ async fn a_tool_agent_serves_file_operations_confined_to_its_root() -> Result<()
     assert_eq!(read["content"], "pub fn one() -> u8 { 1 }\n");
     let listed = tasks["list"].output.clone().context("an output")?;
     assert_eq!(listed["entries"][0]["name"], "lib.rs");
+    let counted = tasks["count"].output.clone().context("an output")?;
+    assert_eq!(counted["exit_code"], 0, "{counted}");
+    assert_eq!(counted["stdout"], "2 a.txt\n");
     for (id, reason) in [
         ("write", "read-only"),
         ("escape", "outside the tool's root"),
+        (
+            "remove",
+            "`rm` is not an allowed command here (allowed: wc)",
+        ),
     ] {
         let task = &tasks[id];
         assert_eq!(task.state, TaskState::DeadLettered, "{id}: {task:?}");

@@ -10,12 +10,14 @@
 //! compiler, executor); [`artifacts`] the content-addressed Object Store they exchange
 //! source and binaries through. [`inference`] (feature `inference`) runs GGUF language models
 //! with candle for `llm.generate` tasks. [`tool`] holds the tool kind: `tool.fs`, file
-//! operations confined to one directory. [`hardware`] detects what the machine offers. [`assistant`] holds the
+//! operations confined to one directory; [`exec`] `tool.exec`, allowlisted programs run under
+//! limits in a private directory. [`hardware`] detects what the machine offers. [`assistant`] holds the
 //! decisions of `murmur ask`'s plan (a constrained tool call, a tool task, an answer).
 
 pub mod agent_protocol;
 pub mod artifacts;
 pub mod assistant;
+pub mod exec;
 pub mod handlers;
 pub mod hardware;
 #[cfg(feature = "inference")]
@@ -24,6 +26,7 @@ pub mod mcp;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;
+mod process_group;
 pub mod runtime;
 pub mod tool;
 pub mod voter;

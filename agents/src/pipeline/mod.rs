@@ -402,19 +402,6 @@ async fn run_executor(
     Ok(serde_json::json!({ "package": input.package, "passed": true, "runs": runs }))
 }
 
-/// Kills a child's whole process group when dropped (cargo's rustc and build-script
-/// children included), unless the child was reaped first. This is what makes a cancelled
-/// attempt stop everything it started: the worker drops the attempt's future.
-struct GroupGuard(Option<nix::unistd::Pid>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-}
-
 /// Runs `cmd` in a process group of its own, collecting its output; the group is killed if
 /// the returned future is dropped before the child exits.
 async fn output_in_group(
@@ -424,13 +411,13 @@ async fn output_in_group(
 ) -> Result<std::process::Output, String> {
     cmd.process_group(0).kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| format!("starting {what}: {e}"))?;
-    let mut guard = GroupGuard(child.id().map(|id| nix::unistd::Pid::from_raw(id as i32)));
+    let mut guard = crate::process_group::GroupGuard::of(&child);
     let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
         .map_err(|_| format!("{what} timed out after {limit:?} and was killed"))?
         .map_err(|e| format!("running {what}: {e}"));
     if out.is_ok() {
-        guard.0 = None;
+        guard.release();
     }
     out
 }

@@ -97,12 +97,35 @@ pub struct AgentRunArgs {
     /// Accelerator memory in MiB, summed: replaces the detected figure.
     #[arg(long, value_name = "MIB")]
     pub vram_mib: Option<u64>,
-    /// The directory its `tool.fs` operations are confined to.
+    /// The directory its `tool.fs` operations are confined to (offers `tool.fs`).
     #[arg(long, value_name = "DIR", help_heading = "Tool agents (--kind tool)")]
     pub root: Option<std::path::PathBuf>,
     /// Allow `write` (read-only without it).
     #[arg(long, help_heading = "Tool agents (--kind tool)")]
     pub writable: bool,
+    /// A program `tool.exec` may run, by name, found in /usr/local/bin, /usr/bin or /bin
+    /// (repeatable; offers `tool.exec`). Each run gets a private temporary directory, a
+    /// cleared environment and the limits below; as root, it runs as nobody.
+    #[arg(long, value_name = "NAME", help_heading = "Tool agents (--kind tool)")]
+    pub exec_allow: Vec<String>,
+    /// Wall-clock (and CPU) seconds a `tool.exec` command may take before its process
+    /// group is killed.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Tool agents (--kind tool)")]
+    pub exec_timeout_s: u64,
+    /// Address space of each `tool.exec` process, in MiB.
+    #[arg(
+        long,
+        default_value_t = 512,
+        help_heading = "Tool agents (--kind tool)"
+    )]
+    pub exec_memory_mib: u64,
+    /// Processes or threads a `tool.exec` command may start.
+    #[arg(long, default_value_t = 16, help_heading = "Tool agents (--kind tool)")]
+    pub exec_max_processes: u64,
+    /// Bytes of a `tool.exec` command's standard output and of its standard error kept,
+    /// each, in KiB (the rest is counted, not kept).
+    #[arg(long, default_value_t = 64, help_heading = "Tool agents (--kind tool)")]
+    pub exec_output_kib: usize,
     /// The Synadia Agent Protocol agent (its name) whose prompts run this
     /// agent's tasks; found through `$SRV.INFO.agents` before joining.
     #[arg(
@@ -219,6 +242,26 @@ fn inference_handler(model: LoadedModel) -> murmur_agents::worker::Handler {
     match model {}
 }
 
+/// A tool agent's handler: each attempt goes to the tool of its capability.
+fn tool_handler(
+    fs: Option<std::sync::Arc<murmur_agents::tool::FsTool>>,
+    exec: Option<std::sync::Arc<murmur_agents::exec::ExecTool>>,
+) -> murmur_agents::worker::Handler {
+    let fs = fs.map(murmur_agents::tool::fs_handler);
+    let exec = exec.map(murmur_agents::exec::exec_handler);
+    std::sync::Arc::new(move |ctx: murmur_agents::worker::TaskContext| {
+        let chosen = if ctx.capability == murmur_agents::exec::EXEC_CAPABILITY {
+            exec.as_ref()
+        } else {
+            fs.as_ref()
+        };
+        match chosen.or(fs.as_ref()).or(exec.as_ref()) {
+            Some(handler) => handler(ctx),
+            None => Box::pin(async { Err("this tool agent offers no tool".to_string()) }),
+        }
+    })
+}
+
 /// The kind of agent `murmur agent run` runs, decided once from `--kind` and the kind's own
 /// flags: what it offers, what it handles, which role it holds and how it runs.
 pub enum AgentKind {
@@ -231,8 +274,14 @@ pub enum AgentKind {
     Builtin(String),
     /// `inference`: a GGUF model, loaded before joining so a bad file fails the start.
     Inference(LoadedModel),
-    /// `tool`: `tool.fs` confined to a root, checked before joining.
-    Tool(std::sync::Arc<murmur_agents::tool::FsTool>),
+    /// `tool`: `tool.fs` confined to a root and/or `tool.exec` with its allowlist, checked
+    /// before joining.
+    Tool {
+        /// `tool.fs`, with `--root`.
+        fs: Option<std::sync::Arc<murmur_agents::tool::FsTool>>,
+        /// `tool.exec`, with `--exec-allow`.
+        exec: Option<std::sync::Arc<murmur_agents::exec::ExecTool>>,
+    },
     /// `planner`, `compiler` or `executor`: the pipeline handlers.
     Pipeline(String),
     /// `bridge`: runs its tasks by prompting an outside Synadia Agent Protocol agent.
@@ -282,8 +331,10 @@ impl AgentKind {
         if kind != INFERENCE_KIND && args.model.is_some() {
             bail!("--model is for --kind {INFERENCE_KIND}");
         }
-        if kind != TOOL_KIND && (args.root.is_some() || args.writable) {
-            bail!("--root and --writable are for --kind {TOOL_KIND}");
+        if kind != TOOL_KIND
+            && (args.root.is_some() || args.writable || !args.exec_allow.is_empty())
+        {
+            bail!("--root, --writable and --exec-allow are for --kind {TOOL_KIND}");
         }
         if kind != MCP_KIND && (args.mcp_command.is_some() || args.mcp_url.is_some()) {
             bail!("--mcp-command and --mcp-url are for --kind {MCP_KIND}");
@@ -325,13 +376,36 @@ impl AgentKind {
                 target: None,
             },
             TOOL_KIND => {
-                let root = args.root.as_deref().context(
-                    "--kind tool needs --root DIR (the directory its file operations are confined to)",
-                )?;
-                Self::Tool(std::sync::Arc::new(murmur_agents::tool::FsTool::new(
-                    root,
-                    args.writable,
-                )?))
+                if args.root.is_none() && args.exec_allow.is_empty() {
+                    bail!(
+                        "--kind tool needs --root DIR (tool.fs: the directory its file operations are confined to) and/or --exec-allow NAME (tool.exec: a program it may run)"
+                    );
+                }
+                if args.writable && args.root.is_none() {
+                    bail!("--writable makes --root writable; give --root DIR");
+                }
+                let fs = match &args.root {
+                    Some(root) => Some(std::sync::Arc::new(murmur_agents::tool::FsTool::new(
+                        root,
+                        args.writable,
+                    )?)),
+                    None => None,
+                };
+                let exec = if args.exec_allow.is_empty() {
+                    None
+                } else {
+                    Some(std::sync::Arc::new(murmur_agents::exec::ExecTool::new(
+                        args.exec_allow.iter().cloned(),
+                        murmur_agents::exec::ExecLimits {
+                            timeout: Duration::from_secs(args.exec_timeout_s),
+                            memory_bytes: args.exec_memory_mib << 20,
+                            processes: args.exec_max_processes,
+                            output_bytes: args.exec_output_kib << 10,
+                            ..Default::default()
+                        },
+                    )?))
+                };
+                Self::Tool { fs, exec }
             }
             _ if murmur_agents::pipeline::default_capability(kind).is_some() => {
                 Self::Pipeline(kind.to_string())
@@ -345,7 +419,7 @@ impl AgentKind {
         match self {
             Self::Memory { .. } => MEMORY_KIND,
             Self::Inference(_) => INFERENCE_KIND,
-            Self::Tool(_) => TOOL_KIND,
+            Self::Tool { .. } => TOOL_KIND,
             Self::Bridge { .. } => BRIDGE_KIND,
             Self::Mcp { .. } => MCP_KIND,
             Self::Builtin(kind) | Self::Pipeline(kind) | Self::Idle(kind) => kind,
@@ -357,7 +431,15 @@ impl AgentKind {
         match self {
             Self::Memory { .. } => vec!["knowledge.query".into()],
             Self::Inference(_) => INFERENCE_CAPABILITIES.map(String::from).to_vec(),
-            Self::Tool(_) => vec![murmur_agents::tool::FS_CAPABILITY.into()],
+            Self::Tool { fs, exec } => fs
+                .as_ref()
+                .map(|_| murmur_agents::tool::FS_CAPABILITY.to_string())
+                .into_iter()
+                .chain(
+                    exec.as_ref()
+                        .map(|_| murmur_agents::exec::EXEC_CAPABILITY.to_string()),
+                )
+                .collect(),
             Self::Pipeline(kind) => murmur_agents::pipeline::default_capability(kind)
                 .map(String::from)
                 .into_iter()
@@ -471,17 +553,30 @@ impl AgentKind {
             }
             Self::Builtin(_) => tasks(builtin_handler()),
             Self::Inference(model) => tasks(inference_handler(model.clone())),
-            Self::Tool(tool) => {
-                eprintln!(
-                    "tool.fs over {} ({})",
-                    tool.root().display(),
-                    if args.writable {
-                        "writable"
-                    } else {
-                        "read-only"
-                    }
-                );
-                tasks(murmur_agents::tool::fs_handler(tool.clone()))
+            Self::Tool { fs, exec } => {
+                if let Some(fs) = fs {
+                    eprintln!(
+                        "tool.fs over {} ({})",
+                        fs.root().display(),
+                        if args.writable {
+                            "writable"
+                        } else {
+                            "read-only"
+                        }
+                    );
+                }
+                if let Some(exec) = exec {
+                    let limits = exec.limits();
+                    eprintln!(
+                        "tool.exec of {} ({:?}, {} MiB, {} more processes, {} KiB of output kept)",
+                        exec.allowed().join(", "),
+                        limits.timeout,
+                        limits.memory_bytes >> 20,
+                        limits.processes,
+                        limits.output_bytes >> 10
+                    );
+                }
+                tasks(tool_handler(fs.clone(), exec.clone()))
             }
             Self::Pipeline(kind) => {
                 let store = murmur_agents::artifacts::ArtifactStore::open(log).await?;
@@ -660,6 +755,10 @@ mod tests {
         let tool = kind(&["--kind", "tool", "--root", root]).await?;
         assert_eq!(tool.default_capabilities(), ["tool.fs"]);
         assert_eq!(tool.role(), murmur_subjects::roles::Role::Tool);
+        let both = kind(&["--kind", "tool", "--root", root, "--exec-allow", "wc"]).await?;
+        assert_eq!(both.default_capabilities(), ["tool.fs", "tool.exec"]);
+        let exec = kind(&["--kind", "tool", "--exec-allow", "wc"]).await?;
+        assert_eq!(exec.default_capabilities(), ["tool.exec"]);
         let compiler = kind(&["--kind", "compiler"]).await?;
         assert!(matches!(compiler, AgentKind::Pipeline(_)));
         assert_eq!(compiler.default_capabilities(), ["compiler.rust"]);
@@ -686,9 +785,21 @@ mod tests {
             ),
             (
                 &["--kind", "compiler", "--root", "/tmp"][..],
-                "--root and --writable are for --kind tool",
+                "--root, --writable and --exec-allow are for --kind tool",
+            ),
+            (
+                &["--kind", "compiler", "--exec-allow", "wc"][..],
+                "--root, --writable and --exec-allow are for --kind tool",
             ),
             (&["--kind", "tool"][..], "--kind tool needs --root DIR"),
+            (
+                &["--kind", "tool", "--writable", "--exec-allow", "wc"][..],
+                "give --root DIR",
+            ),
+            (
+                &["--kind", "tool", "--exec-allow", "no-such-program"][..],
+                "not a program in /usr/local/bin",
+            ),
             (&["--kind", " "][..], "--kind must not be empty"),
         ] {
             let error = kind(argv).await.err().expect("refused").to_string();
