@@ -303,3 +303,127 @@ async fn the_assistant_answers_with_the_real_model_and_a_tool() -> Result<()> {
     );
     Ok(())
 }
+
+fn minilm() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2");
+    if dir.join("model.safetensors").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("MURMUR_SKIP_MODELS").as_deref() == Ok("1"),
+        "{} is missing: run `bash scripts/install.sh` (it installs the models unless MURMUR_SKIP_MODELS=1)",
+        dir.display()
+    );
+    None
+}
+
+/// A memory agent process started with all-MiniLM-L6-v2 serves `tool.memory`: a question
+/// sharing no word with the fact that answers it recalls that fact first, by meaning (words
+/// alone would find nothing), with its id and author; a space that does not exist is a
+/// dead letter saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_recalls_by_meaning_with_the_real_embedding_model() -> Result<()> {
+    let Some(embedder) = minilm() else {
+        eprintln!("MURMUR_SKIP_MODELS=1: the real-model recall test does not run");
+        return Ok(());
+    };
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let owner = data.path().join("owner");
+    let owner_who = murmur_e2e::enrol(&nats, Role::Submitter, "owner", &owner).await?;
+    let kb = |args: &[&str]| {
+        let mut command = murmur_e2e::murmur_cli(nats.url(), &owner, &owner_who).expect("murmur");
+        command.args(args);
+        let asked = args.join(" ");
+        async move {
+            let out = command.output().await?;
+            anyhow::ensure!(
+                out.status.success(),
+                "{asked}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            anyhow::Ok(String::from_utf8(out.stdout)?.trim().to_string())
+        }
+    };
+    kb(&["kb", "open", "notes"]).await?;
+    let mut cat = String::new();
+    for (subject, predicate, object) in [
+        ("release", "planned_for", "next Tuesday after the freeze"),
+        ("cat", "sleeps_on", "the warm windowsill every afternoon"),
+        ("server", "listens_on", "port 8080 behind the proxy"),
+    ] {
+        let id = kb(&["kb", "put", "notes", subject, predicate, object]).await?;
+        if subject == "cat" {
+            cat = id;
+        }
+    }
+
+    let memory = data.path().join("memory");
+    let memory_who = murmur_e2e::enrol(&nats, Role::Memory, "memory", &memory).await?;
+    let (_memory, _) = spawn_agent(
+        nats.url(),
+        &memory,
+        &memory_who,
+        "memory",
+        "tool.memory",
+        &["--embedding-model", &embedder.to_string_lossy()],
+    )
+    .await?;
+    let _coordinator = murmur_e2e::spawn_coordinator(
+        nats.log_as("acme", Role::Coordinator, "coordinator")
+            .await?,
+    );
+    let submitter = nats.event_log("acme").await?;
+    let asks = [
+        (
+            "felines",
+            serde_json::json!({"space": "notes", "query": "Where do felines like to nap?", "matches": 2}),
+        ),
+        (
+            "nowhere",
+            serde_json::json!({"space": "no-such-space", "query": "anything"}),
+        ),
+    ];
+    for (id, input) in &asks {
+        murmur_e2e::submit_once(&submitter, id, "tool.memory", input.clone()).await?;
+    }
+    let mut view = Projector::new(
+        submitter.clone(),
+        CoordinatorProjection::new(murmur_subjects::Token::new("acme")?),
+    );
+    anyhow::ensure!(
+        view.follow_until(STEP, |v| asks.iter().all(|(id, _)| v
+            .tasks
+            .tasks
+            .get(*id)
+            .is_some_and(|t| t.state.is_final())))
+            .await?,
+        "the recall tasks never finished: {:?}",
+        view.state().tasks.counts()
+    );
+    let tasks = &view.state().tasks.tasks;
+    assert!(
+        matches!(tasks["felines"].state, TaskState::Completed { .. }),
+        "{:?}",
+        tasks["felines"]
+    );
+    let recalled = tasks["felines"].output.clone().context("an output")?;
+    assert_eq!(recalled["method"], "embedding", "{recalled}");
+    assert_eq!(recalled["searched"], 3, "{recalled}");
+    let best = &recalled["matches"][0];
+    assert_eq!(best["fact"], cat.as_str(), "{recalled}");
+    assert_eq!(best["words"], 0.0, "{recalled}");
+    assert!(best["meaning"].as_f64().unwrap_or(0.0) > 0.2, "{recalled}");
+    assert_eq!(recalled["matches"].as_array().map(Vec::len), Some(2));
+    let nowhere = &tasks["nowhere"];
+    assert_eq!(nowhere.state, TaskState::DeadLettered, "{nowhere:?}");
+    assert!(
+        nowhere
+            .failures
+            .iter()
+            .any(|f| f.contains("there is no knowledge space \"no-such-space\"")),
+        "{:?}",
+        nowhere.failures
+    );
+    Ok(())
+}

@@ -198,13 +198,16 @@ pub fn mcp_handler(tools: Arc<McpTools>) -> Handler {
     })
 }
 
-/// The input schema a capability is offered with: `tool.fs`'s and `tool.exec`'s requests as
-/// they are declared, any other capability an object its agents read.
+/// The input schema a capability is offered with: the requests of `tool.fs`, `tool.exec` and
+/// `tool.memory` as they are declared, any other capability an object its agents read.
 pub fn input_schema(capability: &str) -> serde_json::Map<String, serde_json::Value> {
     let mut schema = if capability == crate::tool::FS_CAPABILITY {
         serde_json::to_value(schemars::schema_for!(crate::tool::FsRequest)).unwrap_or_default()
     } else if capability == crate::exec::EXEC_CAPABILITY {
         serde_json::to_value(schemars::schema_for!(crate::exec::ExecRequest)).unwrap_or_default()
+    } else if capability == crate::recall::MEMORY_CAPABILITY {
+        serde_json::to_value(schemars::schema_for!(crate::recall::RecallRequest))
+            .unwrap_or_default()
     } else {
         serde_json::json!({"additionalProperties": true})
     };

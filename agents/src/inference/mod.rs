@@ -18,6 +18,7 @@
 
 mod architecture;
 pub mod chat;
+pub mod embed;
 mod grammar;
 mod model;
 mod requantize;

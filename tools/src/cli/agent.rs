@@ -163,6 +163,15 @@ pub struct AgentRunArgs {
         help_heading = "Memory agents (--kind memory)"
     )]
     pub snapshot_every_s: u64,
+    /// A sentence-embedding model directory (all-MiniLM-L6-v2 as `scripts/install.sh`
+    /// installs it under models/): `tool.memory` recall ranks by meaning as well as by
+    /// words. Loaded before joining.
+    #[arg(
+        long,
+        value_name = "DIR",
+        help_heading = "Memory agents (--kind memory)"
+    )]
+    pub embedding_model: Option<std::path::PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off by default.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
@@ -222,6 +231,32 @@ pub(crate) async fn load_model(_path: Option<&std::path::Path>) -> Result<Loaded
     bail!("this murmur was built without the `inference` feature")
 }
 
+/// Loads a memory agent's sentence-embedding model (on a blocking thread).
+#[cfg(feature = "inference")]
+async fn load_embedder(
+    dir: &std::path::Path,
+) -> Result<std::sync::Arc<dyn murmur_agents::recall::Embedder>> {
+    let dir = dir.to_path_buf();
+    let embedder = tokio::task::spawn_blocking(move || {
+        murmur_agents::inference::embed::SentenceEmbedder::load(&dir)
+    })
+    .await??;
+    eprintln!(
+        "embedding model loaded: {} ({} dimensions, sha256 {})",
+        embedder.name(),
+        embedder.dimension(),
+        embedder.sha256()
+    );
+    Ok(std::sync::Arc::new(embedder))
+}
+
+#[cfg(not(feature = "inference"))]
+async fn load_embedder(
+    _dir: &std::path::Path,
+) -> Result<std::sync::Arc<dyn murmur_agents::recall::Embedder>> {
+    bail!("this murmur was built without the `inference` feature (--embedding-model needs it)")
+}
+
 #[cfg(feature = "inference")]
 pub(crate) fn model_labels(model: &LoadedModel) -> BTreeMap<String, String> {
     model.labels()
@@ -265,10 +300,13 @@ fn tool_handler(
 /// The kind of agent `murmur agent run` runs, decided once from `--kind` and the kind's own
 /// flags: what it offers, what it handles, which role it holds and how it runs.
 pub enum AgentKind {
-    /// `memory`: a replica of every space, serving queries and sync.
+    /// `memory`: a replica of every space, serving queries and sync, and `tool.memory`
+    /// recall tasks.
     Memory {
         /// Seconds between snapshots (`None`: never).
         snapshot_every: Option<Duration>,
+        /// What recall ranks meaning with, when `--embedding-model` is given.
+        embedder: Option<std::sync::Arc<dyn murmur_agents::recall::Embedder>>,
     },
     /// Any kind with `--builtin-handler`: the built-in test handler.
     Builtin(String),
@@ -336,6 +374,9 @@ impl AgentKind {
         {
             bail!("--root, --writable and --exec-allow are for --kind {TOOL_KIND}");
         }
+        if kind != MEMORY_KIND && args.embedding_model.is_some() {
+            bail!("--embedding-model is for --kind {MEMORY_KIND}");
+        }
         if kind != MCP_KIND && (args.mcp_command.is_some() || args.mcp_url.is_some()) {
             bail!("--mcp-command and --mcp-url are for --kind {MCP_KIND}");
         }
@@ -346,6 +387,10 @@ impl AgentKind {
             MEMORY_KIND => Self::Memory {
                 snapshot_every: (args.snapshot_every_s > 0)
                     .then(|| Duration::from_secs(args.snapshot_every_s)),
+                embedder: match &args.embedding_model {
+                    Some(dir) => Some(load_embedder(dir).await?),
+                    None => None,
+                },
             },
             _ if args.builtin_handler => {
                 if args.model.is_some() || args.root.is_some() {
@@ -429,7 +474,10 @@ impl AgentKind {
     /// What it offers when no `--capability` is given.
     pub fn default_capabilities(&self) -> Vec<String> {
         match self {
-            Self::Memory { .. } => vec!["knowledge.query".into()],
+            Self::Memory { .. } => vec![
+                "knowledge.query".into(),
+                murmur_agents::recall::MEMORY_CAPABILITY.into(),
+            ],
             Self::Inference(_) => INFERENCE_CAPABILITIES.map(String::from).to_vec(),
             Self::Tool { fs, exec } => fs
                 .as_ref()
@@ -544,12 +592,27 @@ impl AgentKind {
         let drain_grace = Duration::from_secs(args.drain_grace_s);
         let tasks = |handler| EventHandlers::new().tasks(handler, drain_grace);
         Ok(match self {
-            Self::Memory { snapshot_every } => {
-                EventHandlers::new().knowledge(murmur_agents::memory::MemoryOptions {
-                    snapshot_every: *snapshot_every,
-                    compact,
-                    ..Default::default()
-                })
+            Self::Memory {
+                snapshot_every,
+                embedder,
+            } => {
+                eprintln!(
+                    "tool.memory recall by {}",
+                    match embedder {
+                        Some(e) => format!("meaning ({}) and words", e.model()),
+                        None => "words (give --embedding-model DIR to rank by meaning too)".into(),
+                    }
+                );
+                EventHandlers::new()
+                    .knowledge(murmur_agents::memory::MemoryOptions {
+                        snapshot_every: *snapshot_every,
+                        compact,
+                        ..Default::default()
+                    })
+                    .tasks(
+                        murmur_agents::recall::recall_handler(log.clone(), embedder.clone()),
+                        drain_grace,
+                    )
             }
             Self::Builtin(_) => tasks(builtin_handler()),
             Self::Inference(model) => tasks(inference_handler(model.clone())),
@@ -764,7 +827,10 @@ mod tests {
         assert_eq!(compiler.default_capabilities(), ["compiler.rust"]);
         let memory = kind(&["--kind", "memory", "--builtin-handler"]).await?;
         assert!(matches!(memory, AgentKind::Memory { .. }));
-        assert_eq!(memory.default_capabilities(), ["knowledge.query"]);
+        assert_eq!(
+            memory.default_capabilities(),
+            ["knowledge.query", "tool.memory"]
+        );
         // The built-in handler replaces a pipeline kind's handler and its default offer.
         let tester = kind(&["--kind", "compiler", "--builtin-handler"]).await?;
         assert!(matches!(tester, AgentKind::Builtin(_)));

@@ -118,6 +118,7 @@ impl Role {
         Role::Executor,
         Role::Tool,
         Role::Inference,
+        Role::Memory,
     ];
 
     /// The role's name, as on the command line and in credentials.
@@ -155,7 +156,7 @@ impl Role {
             Role::Executor => "runs test binaries",
             Role::Tool => "runs tool tasks; submits none (no model access)",
             Role::Inference => "runs model tasks; submits none (no tools), writes no knowledge",
-            Role::Memory => "holds knowledge replicas, answers queries and sync",
+            Role::Memory => "holds knowledge replicas, answers queries, sync and recall tasks",
             Role::Voter => "casts votes on proposals",
             Role::Submitter => "submits tasks, opens proposals, writes knowledge",
             Role::Observer => "reads the log, the live plane and $SRV; writes nothing",
