@@ -4,7 +4,8 @@
 //! is answered "Paris"; a question naming a file is answered from the tool's result; the
 //! model's own plan is a well-formed tool call on its first attempt; a call no tool can run
 //! is a typed failure in the log; a repeated question is answered from the assistant's
-//! memory; a write is refused unless allowed, and held until a vote approves it;
+//! memory, and a question about an earlier answer is answered from it through recall; a
+//! write is refused unless allowed, and held until a vote approves it;
 //! `--explain` and `--export jsonl` read the steps back.
 //!
 //! With `MURMUR_SKIP_MODELS=1` (models not installed on purpose) the test says so and ends.
@@ -70,6 +71,23 @@ async fn the_assistant_answers_with_the_real_model_and_a_tool() -> Result<()> {
         "tool",
         "tool.fs",
         &["--root", &project.to_string_lossy(), "--writable"],
+    )
+    .await?;
+    // Recall: a memory agent, ranking by meaning where all-MiniLM-L6-v2 is installed.
+    let memory_who =
+        murmur_e2e::enrol(&nats, Role::Memory, "memory", &data.path().join("memory")).await?;
+    let embedder = minilm().map(|dir| dir.to_string_lossy().to_string());
+    let memory_args: Vec<&str> = embedder
+        .as_deref()
+        .map(|dir| vec!["--embedding-model", dir])
+        .unwrap_or_default();
+    let (_memory, _) = spawn_agent(
+        nats.url(),
+        &data.path().join("memory"),
+        &memory_who,
+        "memory",
+        "tool.memory",
+        &memory_args,
     )
     .await?;
     let _coordinator = murmur_e2e::spawn_coordinator(
@@ -145,6 +163,14 @@ async fn the_assistant_answers_with_the_real_model_and_a_tool() -> Result<()> {
         "{stderr}"
     );
     assert!(answer.contains("12"), "{answer}\n{stderr}");
+    // What was found before is recalled from memory (by rule), not re-read.
+    let (recalled, stderr, _) = ask("What did you find earlier about src/lib.rs?").await?;
+    assert!(
+        stderr.contains(r#"[plan] {"tool":"recall","text":"What did you find earlier about src/lib.rs?"} by rule"#)
+            && stderr.contains("[tool] recall by"),
+        "{stderr}"
+    );
+    assert!(recalled.contains("12"), "{recalled}\n{stderr}");
     let explained = murmur(&["ask", "--explain", &lines]).output().await?;
     let explained = String::from_utf8(explained.stdout)?;
     assert!(

@@ -7,8 +7,9 @@
 //! 1. **plan** (`llm.generate`, constrained by [`plan_schema`]): the model picks one of the
 //!    [`TOOLS`] and its arguments, or `none`; the grammar engine lets it write nothing
 //!    else, so the call is well-formed and names a tool that exists.
-//! 2. **tool** (`tool.fs`, depends on the plan): the call as an [`FsRequest`], run by a tool
-//!    agent — models never run tools.
+//! 2. **tool** (depends on the plan): the call as a [`ToolTask`] — `tool.fs` for the file
+//!    tools, `tool.memory` for `recall`, `tool.exec` for `run_command` — run by a tool or
+//!    memory agent: models never run tools and read memory only through recall.
 //! 3. **answer** (`llm.generate`, depends on the plan or the tool): the question with the
 //!    tool's result ([`tool_summary`]), answered in plain text.
 
@@ -27,31 +28,63 @@ pub struct ToolSpec {
     /// Whether it changes anything: a risky call runs only when allowed and approved by a
     /// vote.
     pub risky: bool,
+    /// Whether the planning step's schema offers it; the others are planned by rule only
+    /// (what the question says in so many words, see [`rule_plan`]).
+    pub planned_by_model: bool,
 }
 
-/// The tools the planning step offers: `tool.fs`'s operations.
-pub const TOOLS: [ToolSpec; 4] = [
+/// The tools a plan may call: `tool.fs`'s operations, recall from memory (`tool.memory`)
+/// and a command (`tool.exec`).
+pub const TOOLS: [ToolSpec; 6] = [
     ToolSpec {
         name: "read_file",
         description: "read a text file; its result gives the file's number of lines and its text",
         risky: false,
+        planned_by_model: true,
     },
     ToolSpec {
         name: "list_directory",
         description: "list the entries of a directory",
         risky: false,
+        planned_by_model: true,
     },
     ToolSpec {
         name: "search",
         description: "find the lines containing a text in the files under a directory",
         risky: false,
+        planned_by_model: true,
     },
     ToolSpec {
         name: "write_file",
         description: "write a text file (changes the project: needs approval)",
         risky: true,
+        planned_by_model: true,
+    },
+    ToolSpec {
+        name: "recall",
+        description: "recall earlier answers from the assistant's memory",
+        risky: false,
+        planned_by_model: false,
+    },
+    ToolSpec {
+        name: "run_command",
+        description: "run an allowlisted command (needs approval)",
+        risky: true,
+        planned_by_model: false,
     },
 ];
+
+/// How many earlier answers a `recall` step reads.
+pub const RECALLED: usize = 3;
+
+/// A call as the task that runs it: the capability and its input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolTask {
+    /// `tool.fs`, `tool.memory` or `tool.exec`.
+    pub capability: &'static str,
+    /// The task's input.
+    pub input: serde_json::Value,
+}
 
 /// The tools a request may run unless the user allows more: the ones that change nothing.
 pub fn default_allowed() -> std::collections::BTreeSet<String> {
@@ -262,6 +295,7 @@ pub const PLAN_EXAMPLES: [(&str, &str); 4] = [
 pub fn plan_input(question: &str) -> serde_json::Value {
     let tools: Vec<String> = TOOLS
         .iter()
+        .filter(|t| t.planned_by_model)
         .map(|t| format!("- {}: {}", t.name, t.description))
         .collect();
     let system = format!(
@@ -288,6 +322,41 @@ pub fn plan_input(question: &str) -> serde_json::Value {
 /// of 6 plain questions with every prompt shape tried, see docs/benchmarks.md), so what the
 /// words settle is not left to them; everything else goes to the planning step.
 pub fn rule_plan(question: &str) -> Option<ToolCall> {
+    // "Run `COMMAND`": the command between backticks.
+    let trimmed = question.trim();
+    if trimmed.to_lowercase().starts_with("run ")
+        && let Some((_, rest)) = trimmed.split_once('`')
+        && let Some((command, _)) = rest.split_once('`')
+        && !command.trim().is_empty()
+    {
+        return Some(ToolCall {
+            tool: "run_command".into(),
+            path: None,
+            text: Some(command.trim().to_string()),
+            content: None,
+        });
+    }
+    // A question about what was said before is answered from memory.
+    let lower = question.to_lowercase();
+    if [
+        "earlier",
+        "before",
+        "remember",
+        "last time",
+        "previously",
+        "you said",
+        "did i ask",
+    ]
+    .iter()
+    .any(|cue| lower.contains(cue))
+    {
+        return Some(ToolCall {
+            tool: "recall".into(),
+            path: None,
+            text: Some(question.trim().to_string()),
+            content: None,
+        });
+    }
     // "Write TEXT to PATH": the user's own words are the content.
     if let Some(rest) = question
         .trim()
@@ -418,14 +487,105 @@ pub fn tool_request(call: &ToolCall) -> Result<Option<FsRequest>, PlanError> {
     }))
 }
 
+/// The task a call runs as; `None` for [`NO_TOOL`]. `recall` reads the assistant's earlier
+/// answers ([`RECALLED`] of them); `run_command` splits its text as a shell would (quotes,
+/// no expansion) into a program and its arguments.
+pub fn tool_task(call: &ToolCall) -> Result<Option<ToolTask>, PlanError> {
+    let text = || {
+        call.text
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .ok_or(PlanError::MissingArgument {
+                tool: call.tool.clone(),
+                argument: "text",
+            })
+    };
+    let task = match call.tool.as_str() {
+        "recall" => ToolTask {
+            capability: crate::recall::MEMORY_CAPABILITY,
+            input: json!(crate::recall::RecallRequest {
+                query: text()?,
+                space: MEMORY_SPACE.into(),
+                predicate: Some(ANSWERED.into()),
+                matches: Some(RECALLED),
+            }),
+        },
+        "run_command" => {
+            let line = text()?;
+            let mut argv = shlex::split(&line)
+                .filter(|argv| !argv.is_empty())
+                .ok_or_else(|| PlanError::Malformed {
+                    plan: line.clone(),
+                    reason: "not a command line (check its quotes)".into(),
+                })?;
+            let command = argv.remove(0);
+            ToolTask {
+                capability: crate::exec::EXEC_CAPABILITY,
+                input: json!(crate::exec::ExecRequest {
+                    command,
+                    args: argv,
+                    stdin: None,
+                    files: Default::default(),
+                }),
+            }
+        }
+        _ => match tool_request(call)? {
+            Some(fs) => ToolTask {
+                capability: crate::tool::FS_CAPABILITY,
+                input: json!(fs),
+            },
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(task))
+}
+
+/// What a call is about, as the answer and the progress lines name it.
+fn call_argument(call: &ToolCall) -> &str {
+    call.path.as_deref().or(call.text.as_deref()).unwrap_or("")
+}
+
 /// What the answering step reads of a tool's output: counts and names whole, text cut to
 /// [`TOOL_TEXT_SHOWN`] characters.
 pub fn tool_summary(call: &ToolCall, output: &serde_json::Value) -> String {
-    let mut lines = vec![format!(
-        "Result of {}({}):",
-        call.tool,
-        call.path.as_deref().unwrap_or("")
-    )];
+    let mut lines = vec![format!("Result of {}({}):", call.tool, call_argument(call))];
+    if call.tool == "recall" {
+        let recalled = output
+            .get("matches")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
+        if recalled.is_empty() {
+            lines.push("Nothing earlier matches.".into());
+        }
+        for m in recalled {
+            let field = |name: &str| m.get(name).and_then(|v| v.as_str()).unwrap_or("");
+            let asked = field("subject");
+            let asked = asked.strip_prefix("question:").unwrap_or(asked);
+            let answer: String = field("object")
+                .chars()
+                .take(TOOL_TEXT_SHOWN / RECALLED)
+                .collect();
+            lines.push(format!(
+                "Earlier question: {asked}\nEarlier answer: {answer}"
+            ));
+        }
+        return lines.join("\n");
+    }
+    if call.tool == "run_command" {
+        let field = |name: &str| output.get(name).and_then(|v| v.as_str()).unwrap_or("");
+        match output.get("exit_code").and_then(|v| v.as_i64()) {
+            Some(code) => lines.push(format!("Exit code {code}.")),
+            None => lines.push("It was ended by a signal.".into()),
+        }
+        let shown: String = field("stdout").chars().take(TOOL_TEXT_SHOWN).collect();
+        lines.push(format!("Output:\n{shown}"));
+        if !field("stderr").is_empty() {
+            let shown: String = field("stderr").chars().take(TOOL_TEXT_SHOWN / 4).collect();
+            lines.push(format!("Errors:\n{shown}"));
+        }
+        return lines.join("\n");
+    }
     if let Some(n) = output.get("lines").and_then(|v| v.as_u64()) {
         lines.push(format!("The file has {n} lines."));
     }
@@ -459,7 +619,7 @@ pub fn tool_failure(call: &ToolCall, reason: &str) -> String {
     format!(
         "The tool {}({}) failed: {reason}",
         call.tool,
-        call.path.as_deref().unwrap_or("")
+        call_argument(call)
     )
 }
 
@@ -503,7 +663,7 @@ mod tests {
         );
         assert_eq!(
             default_allowed().into_iter().collect::<Vec<_>>(),
-            ["list_directory", "none", "read_file", "search"]
+            ["list_directory", "none", "read_file", "recall", "search"]
         );
         let read = planned_call(&json!({"json": {"tool": "read_file", "path": "src/lib.rs"}}))
             .expect("a call");
@@ -572,6 +732,67 @@ mod tests {
         ] {
             assert_eq!(rule_plan(general), None, "{general}");
         }
+    }
+
+    #[test]
+    fn questions_about_earlier_answers_recall_and_backticked_commands_run() {
+        let recall = rule_plan("What did you find earlier about src/lib.rs?").expect("recall");
+        assert_eq!(recall.tool, "recall");
+        let task = tool_task(&recall).expect("runs").expect("a task");
+        assert_eq!(task.capability, "tool.memory");
+        assert_eq!(
+            task.input["query"],
+            "What did you find earlier about src/lib.rs?"
+        );
+        assert_eq!(task.input["space"], MEMORY_SPACE);
+        assert_eq!(task.input["predicate"], ANSWERED);
+        assert!(!is_risky(&recall));
+
+        let run = rule_plan("Run `expr 6 '*' 7` please").expect("a command");
+        assert_eq!(run.text.as_deref(), Some("expr 6 '*' 7"));
+        assert!(is_risky(&run), "a command needs approval");
+        let task = tool_task(&run).expect("runs").expect("a task");
+        assert_eq!(task.capability, "tool.exec");
+        assert_eq!(
+            task.input,
+            json!({"command": "expr", "args": ["6", "*", "7"]})
+        );
+        let unquoted = ToolCall {
+            text: Some("echo 'open".into()),
+            ..run.clone()
+        };
+        assert!(matches!(
+            tool_task(&unquoted),
+            Err(PlanError::Malformed { .. })
+        ));
+        assert_eq!(rule_plan("Run the tests"), None);
+
+        // Neither is offered to the model: the planning prompt and schema stay the file tools.
+        let plan = plan_input("anything");
+        let system = plan["messages"][0]["content"].as_str().expect("system");
+        assert!(
+            !system.contains("recall") && !system.contains("run_command"),
+            "{system}"
+        );
+
+        let summary = tool_summary(
+            &recall,
+            &json!({"matches": [{"subject": "question:how many lines has src/lib.rs", "object": "It has 12 lines."}]}),
+        );
+        assert!(
+            summary.contains(
+                "Earlier question: how many lines has src/lib.rs\nEarlier answer: It has 12 lines."
+            ),
+            "{summary}"
+        );
+        let ran = tool_summary(
+            &run,
+            &json!({"exit_code": 0, "stdout": "42\n", "stderr": ""}),
+        );
+        assert!(
+            ran.contains("Exit code 0.") && ran.contains("Output:\n42"),
+            "{ran}"
+        );
     }
 
     #[test]

@@ -256,7 +256,7 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
         Some(format!(
             "The step {}({}) was not run: the tool is not allowed.",
             call.tool,
-            call.path.as_deref().unwrap_or("")
+            argument_of(&call)
         ))
     } else if assistant::is_risky(&call) {
         approve(&log, &request, &call, &options.approval).await?
@@ -267,17 +267,36 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
     let runs = if refusal.is_some() {
         None
     } else {
-        assistant::tool_request(&call)?
+        assistant::tool_task(&call)?
+    };
+    // A tool no online agent offers would wait out the step's time: a call the question
+    // named is answered with what to start, a call the model guessed is dropped.
+    let mut unserved = None;
+    let runs = match runs {
+        Some(task) if !offered_online(&log, task.capability).await? => {
+            eprintln!(
+                "[tool] {} not run: no online agent offers {}",
+                call.tool, task.capability
+            );
+            unserved = plan.is_none().then(|| {
+                assistant::tool_failure(
+                    &call,
+                    &format!("no agent offering {} is online", task.capability),
+                )
+            });
+            None
+        }
+        runs => runs,
     };
     let (cause, tool_output, tool_result) = match runs {
-        None => (plan, None, refusal),
-        Some(fs) => {
+        None => (plan, None, refusal.or(unserved)),
+        Some(task) => {
             let tool_id = format!("{request}-tool");
             steps
                 .submit(
                     &tool_id,
-                    murmur_agents::tool::FS_CAPABILITY,
-                    serde_json::to_value(&fs)?,
+                    task.capability,
+                    task.input,
                     Default::default(),
                     plan.as_ref(),
                 )
@@ -383,6 +402,26 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
     })
 }
 
+/// What a call is about: its path or its text.
+fn argument_of(call: &ToolCall) -> &str {
+    call.path
+        .as_deref()
+        .or(call.text.as_deref())
+        .unwrap_or_default()
+}
+
+/// Whether an online agent offers `capability` now, as the registry fold reads the log.
+async fn offered_online(log: &EventLog, capability: &str) -> Result<bool> {
+    let mut registry = Projector::new(
+        log.clone(),
+        murmur_coordination::registry::RegistryProjection {
+            realm: log.realm().clone(),
+        },
+    );
+    registry.catch_up().await?;
+    Ok(registry.state().online_with(capability).next().is_some())
+}
+
 /// Puts a risky step to a vote and waits for the decision: `None` when approved, the
 /// reason it does not run otherwise.
 async fn approve(
@@ -411,11 +450,7 @@ async fn approve(
             voters.entry(id.clone()).or_insert(1);
         }
     }
-    let what = format!(
-        "{}({})",
-        call.tool,
-        call.path.as_deref().unwrap_or_default()
-    );
+    let what = format!("{}({})", call.tool, argument_of(call));
     if voters.is_empty() {
         eprintln!("[safety] {what} needs approval and nobody can give it");
         return Ok(Some(format!(
@@ -440,7 +475,7 @@ async fn approve(
     log.append_expected(Draft::new(id.clone(), &opened)?, Expected::NoEvents)
         .await?;
     eprintln!(
-        "[safety] {what} changes the project: held until a vote approves it (proposal {id}; `murmur vote cast {id} approve`)"
+        "[safety] {what} changes things: held until a vote approves it (proposal {id}; `murmur vote cast {id} approve`)"
     );
     let mut fold = Projector::new(
         log.clone(),

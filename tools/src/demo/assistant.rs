@@ -14,6 +14,9 @@ use crate::demo::compile::{DemoCoordinator, spawn_agent, stop_agents};
 /// The real model `scripts/install.sh` installs.
 pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
+/// The sentence-embedding model's directory there.
+pub const MINILM: &str = "all-MiniLM-L6-v2";
+
 /// Lines of the file the demo's tool question is about.
 const LIB_LINES: usize = 12;
 
@@ -56,6 +59,20 @@ pub async fn run_on(issuer: &murmur_testkit::authority::Issuer) -> Result<()> {
         .collect();
     std::fs::write(project.join("src/lib.rs"), lib)?;
     let model_arg = model.to_str().context("model path is not UTF-8")?;
+    // Recall ranks by meaning with all-MiniLM-L6-v2 where it is installed, else by words.
+    let embedder = models_dir().join(MINILM);
+    let memory_args: Vec<String> = if embedder.join("model.safetensors").is_file() {
+        vec![
+            "--embedding-model".into(),
+            embedder
+                .to_str()
+                .context("model path is not UTF-8")?
+                .to_string(),
+        ]
+    } else {
+        Vec::new()
+    };
+    let memory_args: Vec<&str> = memory_args.iter().map(String::as_str).collect();
     let project_arg = project.to_str().context("project path is not UTF-8")?;
 
     let coordinator = DemoCoordinator::start(issuer, &realm).await?;
@@ -80,6 +97,17 @@ pub async fn run_on(issuer: &murmur_testkit::authority::Issuer) -> Result<()> {
                 "tool",
                 "files",
                 &["--root", project_arg],
+            )
+            .await?,
+        );
+        agents.push(
+            spawn_agent(
+                issuer,
+                &realm,
+                data.path(),
+                "memory",
+                "memory",
+                &memory_args,
             )
             .await?,
         );
@@ -154,6 +182,22 @@ async fn ask_both(log: &murmur_subjects::EventLog, real: bool) -> Result<()> {
     );
     out!(
         "[assistant] asked again (normalized: same question): answered from the assistant's memory (knowledge space `assistant`), the cache hit recorded there"
+    );
+    // A question about an earlier answer: recalled from memory by a memory agent, never
+    // read by the model itself.
+    let question = "What did you find earlier about src/lib.rs?";
+    let recalled = crate::cli::ask::ask_on(log, question, &options).await?;
+    let found = recalled.tool_output.clone().unwrap_or_default();
+    let best = found["matches"][0]["subject"].as_str().unwrap_or_default();
+    ensure!(
+        recalled.call.tool == "recall" && best.contains("src/lib.rs"),
+        "the recall step did not find the earlier answer about src/lib.rs: {found}"
+    );
+    out!(
+        "[assistant] {question:?}: plan recall by rule → tool.memory recalled {} earlier answer(s) by {} (best: {best:?}) → answer {:?}",
+        found["matches"].as_array().map_or(0, Vec::len),
+        found["method"].as_str().unwrap_or("?"),
+        recalled.text.trim()
     );
     out!(
         "[assistant] every step is a task in the log: `murmur ask --explain {}` shows them",
