@@ -453,3 +453,123 @@ async fn memory_recalls_by_meaning_with_the_real_embedding_model() -> Result<()>
     );
     Ok(())
 }
+
+/// `murmur ask` with an orchestrator agent online: the request is an `assistant.ask` task
+/// that the orchestrator process runs as its plan (its steps submitted as the orchestrator,
+/// caused by its attempt, so the request and its steps share one correlation id), the step
+/// lines stream back to the asker as the task's progress, and the answer is the task's
+/// output; `--local` runs the same plan in the asking process instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_agent_runs_the_request_as_its_plan() -> Result<()> {
+    let Some(model) = smollm2() else {
+        eprintln!("MURMUR_SKIP_MODELS=1: the real-model orchestrator test does not run");
+        return Ok(());
+    };
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let project = data.path().join("project");
+    std::fs::create_dir_all(project.join("src"))?;
+    let lib: String = (1..=12).map(|n| format!("pub fn f{n}() {{}}\n")).collect();
+    std::fs::write(project.join("src/lib.rs"), lib)?;
+    let mut agents = Vec::new();
+    for (role, kind, capability, extra) in [
+        (
+            Role::Inference,
+            "inference",
+            "llm.generate",
+            vec!["--model".to_string(), model.to_string_lossy().to_string()],
+        ),
+        (
+            Role::Tool,
+            "tool",
+            "tool.fs",
+            vec!["--root".to_string(), project.to_string_lossy().to_string()],
+        ),
+        (Role::Orchestrator, "orchestrator", "assistant.ask", vec![]),
+    ] {
+        let dir = data.path().join(kind);
+        let who = murmur_e2e::enrol(&nats, role, kind, &dir).await?;
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        agents.push(spawn_agent(nats.url(), &dir, &who, kind, capability, &extra).await?);
+    }
+    let orchestrator = agents[2].1.clone();
+    let _coordinator = murmur_e2e::spawn_coordinator(
+        nats.log_as("acme", Role::Coordinator, "coordinator")
+            .await?,
+    );
+    let cli = data.path().join("cli");
+    let cli_who = murmur_e2e::enrol(&nats, Role::Submitter, "cli", &cli).await?;
+    let ask = |extra: &[&str]| {
+        let mut command = murmur_e2e::murmur_cli(nats.url(), &cli, &cli_who).expect("murmur");
+        command.args(["ask", "How many lines does src/lib.rs have?", "--no-cache"]);
+        command.args(extra);
+        async move {
+            let out = tokio::time::timeout(STEP, command.output())
+                .await
+                .context("murmur ask did not finish")??;
+            let (stdout, stderr) = (
+                String::from_utf8(out.stdout)?,
+                String::from_utf8(out.stderr)?,
+            );
+            anyhow::ensure!(out.status.success(), "{stdout}\n{stderr}");
+            let request = stderr
+                .lines()
+                .find_map(|l| l.strip_prefix("request "))
+                .context("no request id printed")?
+                .to_string();
+            anyhow::Ok((stdout, stderr, request))
+        }
+    };
+    let (answer, stderr, request) = ask(&[]).await?;
+    assert!(answer.contains("12"), "{answer}\n{stderr}");
+    assert!(
+        stderr.contains(r#"[plan] {"tool":"read_file","path":"src/lib.rs"} by rule"#)
+            && stderr.contains("[answer] by")
+            && stderr.contains(&format!(
+                "[orchestrator] {request} run by {}",
+                &orchestrator[..12]
+            )),
+        "{stderr}"
+    );
+    let submitter = nats.event_log("acme").await?;
+    let mut view = Projector::new(
+        submitter.clone(),
+        CoordinatorProjection::new(Token::new("acme")?),
+    );
+    view.catch_up().await?;
+    let tasks = &view.state().tasks.tasks;
+    let asked = tasks.get(&request).context("the request is a task")?;
+    assert_eq!(
+        asked.state,
+        TaskState::Completed {
+            agent: orchestrator.clone()
+        }
+    );
+    for step in ["tool", "answer"] {
+        let task = tasks
+            .get(&format!("{request}-{step}"))
+            .with_context(|| format!("no {step} step"))?;
+        assert_eq!(task.correlation_id, asked.correlation_id, "{step}");
+        assert!(
+            matches!(task.state, TaskState::Completed { .. }),
+            "{task:?}"
+        );
+    }
+
+    // The same question run here instead: no orchestrator line, the steps this process's.
+    let (answer, stderr, local) = ask(&["--local"]).await?;
+    assert!(answer.contains("12"), "{answer}\n{stderr}");
+    assert!(!stderr.contains("[orchestrator]"), "{stderr}");
+    view.catch_up().await?;
+    assert!(
+        !view.state().tasks.tasks.contains_key(&local),
+        "no request task"
+    );
+    assert!(
+        view.state()
+            .tasks
+            .tasks
+            .contains_key(&format!("{local}-answer"))
+    );
+    Ok(())
+}

@@ -74,6 +74,71 @@ pub const TOOLS: [ToolSpec; 6] = [
     },
 ];
 
+/// The capability of orchestrator agents: an [`AskRequest`] run as a plan of tasks.
+pub const ASK_CAPABILITY: &str = "assistant.ask";
+
+fn default_step_timeout_s() -> u64 {
+    300
+}
+
+fn default_cache_ttl_s() -> u64 {
+    3600
+}
+
+fn default_approvers_capability() -> String {
+    "vote".into()
+}
+
+/// A request to the assistant: what `murmur ask` submits to an orchestrator (an
+/// `assistant.ask` task's input), with `murmur ask`'s options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AskRequest {
+    /// The question.
+    pub question: String,
+    /// Only inference agents with these labels run the model steps.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Longest a step may take, in seconds.
+    #[serde(default = "default_step_timeout_s")]
+    pub step_timeout_s: u64,
+    /// Answer from scratch even a question asked before.
+    #[serde(default)]
+    pub no_cache: bool,
+    /// How long an answer is reused for the same question, in seconds.
+    #[serde(default = "default_cache_ttl_s")]
+    pub cache_ttl_s: u64,
+    /// Tools allowed beyond [`default_allowed`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Online agents offering this capability approve risky steps.
+    #[serde(default = "default_approvers_capability")]
+    pub approvers_capability: String,
+    /// These participants (public keys) approve risky steps too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    /// How long a risky step waits for its vote, in seconds.
+    #[serde(default = "default_step_timeout_s")]
+    pub approval_timeout_s: u64,
+}
+
+impl AskRequest {
+    /// `question` with every option at its default.
+    pub fn new(question: impl Into<String>) -> Self {
+        Self {
+            question: question.into(),
+            labels: Default::default(),
+            step_timeout_s: default_step_timeout_s(),
+            no_cache: false,
+            cache_ttl_s: default_cache_ttl_s(),
+            allow: Vec::new(),
+            approvers_capability: default_approvers_capability(),
+            approvers: Vec::new(),
+            approval_timeout_s: default_step_timeout_s(),
+        }
+    }
+}
+
 /// How many earlier answers a `recall` step reads.
 pub const RECALLED: usize = 3;
 

@@ -25,7 +25,8 @@ pub enum AgentCommand {
 /// `murmur agent run` arguments.
 #[derive(Debug, clap::Args)]
 pub struct AgentRunArgs {
-    /// Agent kind: planner, compiler, executor, tool, inference, memory, mcp or bridge (each
+    /// Agent kind: planner, compiler, executor, tool, inference, memory, orchestrator, mcp or
+    /// bridge (each
     /// with its options below), or any other name: an agent that runs the built-in test
     /// handler (`--builtin-handler`) or only joins, heartbeats and leaves. Its role follows
     /// from the kind.
@@ -322,6 +323,8 @@ pub enum AgentKind {
     },
     /// `planner`, `compiler` or `executor`: the pipeline handlers.
     Pipeline(String),
+    /// `orchestrator`: runs `assistant.ask` requests as plans of other agents' tasks.
+    Orchestrator,
     /// `bridge`: runs its tasks by prompting an outside Synadia Agent Protocol agent.
     Bridge {
         /// The protocol agent's name.
@@ -356,6 +359,8 @@ const BRIDGE_DISCOVERY: Duration = Duration::from_secs(15);
 pub const MEMORY_KIND: &str = "memory";
 /// The agent kind that serves tools (`murmur_agents::tool`).
 pub const TOOL_KIND: &str = "tool";
+/// The agent kind that runs the assistant's requests (`murmur ask`).
+pub const ORCHESTRATOR_KIND: &str = "orchestrator";
 /// The agent kind that runs a language model (`murmur_agents::inference`).
 pub const INFERENCE_KIND: &str = "inference";
 
@@ -399,6 +404,7 @@ impl AgentKind {
                 Self::Builtin(kind.to_string())
             }
             INFERENCE_KIND => Self::Inference(load_model(args.model.as_deref()).await?),
+            ORCHESTRATOR_KIND => Self::Orchestrator,
             MCP_KIND => Self::Mcp {
                 server: match (&args.mcp_command, &args.mcp_url) {
                     (Some(command), None) => murmur_agents::mcp::McpServer::Command(
@@ -463,6 +469,7 @@ impl AgentKind {
     pub fn name(&self) -> &str {
         match self {
             Self::Memory { .. } => MEMORY_KIND,
+            Self::Orchestrator => ORCHESTRATOR_KIND,
             Self::Inference(_) => INFERENCE_KIND,
             Self::Tool { .. } => TOOL_KIND,
             Self::Bridge { .. } => BRIDGE_KIND,
@@ -479,6 +486,7 @@ impl AgentKind {
                 murmur_agents::recall::MEMORY_CAPABILITY.into(),
             ],
             Self::Inference(_) => INFERENCE_CAPABILITIES.map(String::from).to_vec(),
+            Self::Orchestrator => vec![murmur_agents::assistant::ASK_CAPABILITY.into()],
             Self::Tool { fs, exec } => fs
                 .as_ref()
                 .map(|_| murmur_agents::tool::FS_CAPABILITY.to_string())
@@ -615,6 +623,7 @@ impl AgentKind {
                     )
             }
             Self::Builtin(_) => tasks(builtin_handler()),
+            Self::Orchestrator => tasks(crate::cli::ask::orchestrator_handler(log.clone())),
             Self::Inference(model) => tasks(inference_handler(model.clone())),
             Self::Tool { fs, exec } => {
                 if let Some(fs) = fs {
@@ -836,6 +845,12 @@ mod tests {
         assert!(matches!(tester, AgentKind::Builtin(_)));
         assert!(tester.default_capabilities().is_empty());
         assert_eq!(tester.role(), murmur_subjects::roles::Role::Compiler);
+        let orchestrator = kind(&["--kind", "orchestrator"]).await?;
+        assert_eq!(orchestrator.default_capabilities(), ["assistant.ask"]);
+        assert_eq!(
+            orchestrator.role(),
+            murmur_subjects::roles::Role::Orchestrator
+        );
         let idle = kind(&["--kind", "idle"]).await?;
         assert!(matches!(idle, AgentKind::Idle(_)));
         assert_eq!(idle.role(), murmur_subjects::roles::Role::Worker);

@@ -1,11 +1,13 @@
-//! `murmur ask QUESTION`: the assistant, orchestrated from this process. Each step of the
-//! plan is a task in the log, routed by capability like any other: a planning step
-//! (`llm.generate`, its tool call constrained to a JSON Schema), a tool step (`tool.fs`, run
-//! by a tool agent) when the plan calls one, and an answering step (`llm.generate`). The
-//! steps share one correlation id and each names the event that caused it; their ids are
-//! the request's id with `-plan`, `-tool` and `-answer` appended, which `--explain` reads
-//! back. The decisions (prompts, schema, the call → request mapping) are
-//! `murmur_agents::assistant`'s.
+//! `murmur ask QUESTION`: the assistant. Each step of the plan is a task in the log, routed
+//! by capability like any other: a planning step (`llm.generate`, its tool call constrained
+//! to a JSON Schema), a tool step (`tool.fs`, `tool.memory` or `tool.exec`, run by a tool or
+//! memory agent) when the plan calls one, and an answering step (`llm.generate`). The steps
+//! share one correlation id and each names the event that caused it; their ids are the
+//! request's id with `-plan`, `-tool` and `-answer` appended, which `--explain` reads back.
+//! [`ask_on`] runs a plan; an orchestrator agent runs it for each `assistant.ask` task
+//! ([`orchestrator_handler`]), and `murmur ask` hands the request to one when one is online
+//! ([`ask_orchestrator`]), else runs it in this process. The decisions (prompts, schema,
+//! the call → task mapping) are `murmur_agents::assistant`'s.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,59 @@ use murmur_subjects::log::Expected;
 use murmur_subjects::{Draft, EventLog, Projector, Token};
 
 use crate::settings::Settings;
+
+/// Tells `narrator` one line, formatted.
+macro_rules! say {
+    ($narrator:expr, $($arg:tt)*) => {
+        $narrator.say(format!($($arg)*))
+    };
+}
+
+/// Where a request's step lines go: stderr as they happen for `murmur ask` run in this
+/// process; the task's progress for an orchestrator agent (each report holds every line so
+/// far, so a reader that missed one misses nothing).
+pub struct Narrator {
+    echo: bool,
+    progress: Option<murmur_agents::worker::Progress>,
+    lines: std::sync::Mutex<Vec<String>>,
+}
+
+impl Narrator {
+    /// Lines printed on stderr.
+    pub fn stderr() -> Self {
+        Self {
+            echo: true,
+            progress: None,
+            lines: Default::default(),
+        }
+    }
+
+    /// Lines reported as an attempt's progress.
+    pub fn progress(progress: murmur_agents::worker::Progress) -> Self {
+        Self {
+            echo: false,
+            progress: Some(progress),
+            lines: Default::default(),
+        }
+    }
+
+    /// Tells one line.
+    pub fn say(&self, line: String) {
+        if self.echo {
+            eprintln!("{line}");
+        }
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.push(line);
+        if let Some(progress) = &self.progress {
+            progress.report(Some(lines.len() as u64), None, Some(lines.join("\n")));
+        }
+    }
+
+    /// Every line told so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
 
 /// `murmur ask` arguments.
 #[derive(Debug, clap::Args)]
@@ -63,6 +118,26 @@ pub struct AskArgs {
     /// How long a risky step waits for its vote, in seconds.
     #[arg(long, default_value_t = 300)]
     pub approval_timeout_s: u64,
+    /// Run the plan in this process even when an orchestrator agent is online.
+    #[arg(long)]
+    pub local: bool,
+}
+
+impl AskArgs {
+    /// The request an orchestrator runs (or this process, with `--local`).
+    fn request(&self, question: &str) -> assistant::AskRequest {
+        assistant::AskRequest {
+            labels: Default::default(),
+            step_timeout_s: self.step_timeout_s,
+            no_cache: self.no_cache,
+            cache_ttl_s: self.cache_ttl_s,
+            allow: self.allow.clone(),
+            approvers_capability: self.approvers_capability.clone(),
+            approvers: self.approvers.clone(),
+            approval_timeout_s: self.approval_timeout_s,
+            ..assistant::AskRequest::new(question)
+        }
+    }
 }
 
 /// Who approves a risky step, and how long the step waits.
@@ -89,10 +164,49 @@ pub struct AskOptions {
     pub allowed: std::collections::BTreeSet<String>,
     /// Who approves risky steps.
     pub approval: Approval,
+    /// The request's id (`ask-` and a UUID when `None`).
+    pub request_id: Option<String>,
+    /// The event the first step follows, with its correlation id (an orchestrator's
+    /// attempt), so the steps share the request task's correlation.
+    pub caused_by: Option<(String, String)>,
 }
 
-/// What one request produced.
-#[derive(Debug, Clone)]
+impl AskOptions {
+    /// The options `request` asks for; refuses a tool that does not exist.
+    pub fn from_request(request: &assistant::AskRequest) -> Result<Self> {
+        for tool in &request.allow {
+            if !assistant::TOOLS.iter().any(|t| t.name == tool) {
+                bail!(
+                    "--allow {tool}: no such tool (tools: {})",
+                    assistant::TOOLS
+                        .iter()
+                        .map(|t| t.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        Ok(Self {
+            labels: request.labels.clone(),
+            step_timeout: Duration::from_secs(request.step_timeout_s),
+            cache_ttl: (!request.no_cache).then(|| Duration::from_secs(request.cache_ttl_s)),
+            allowed: assistant::default_allowed()
+                .into_iter()
+                .chain(request.allow.iter().cloned())
+                .collect(),
+            approval: Approval {
+                capability: Some(request.approvers_capability.clone()).filter(|c| !c.is_empty()),
+                keys: request.approvers.clone(),
+                timeout: Duration::from_secs(request.approval_timeout_s),
+            },
+            request_id: None,
+            caused_by: None,
+        })
+    }
+}
+
+/// What one request produced (an orchestrator's task output).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Answer {
     /// The request's id (its steps' id prefix).
     pub request: String,
@@ -104,6 +218,9 @@ pub struct Answer {
     pub text: String,
     /// The earlier request whose answer was reused (a cache hit).
     pub cached_from: Option<String>,
+    /// The lines told while it ran.
+    #[serde(default)]
+    pub told: Vec<String>,
 }
 
 /// Runs `murmur ask`.
@@ -126,54 +243,135 @@ pub async fn run(settings: &Settings, args: AskArgs) -> Result<()> {
 }
 
 /// Asks `question`: plans, runs the tool the plan calls, answers; prints each step on
-/// stderr as it ends.
+/// stderr as it ends. An online orchestrator agent runs the plan (unless `--local`); else
+/// this process does.
 pub async fn ask(settings: &Settings, question: &str, args: &AskArgs) -> Result<Answer> {
-    let options = AskOptions {
-        labels: crate::cli::task::parse_labels(&args.labels)?,
-        step_timeout: Duration::from_secs(args.step_timeout_s),
-        cache_ttl: (!args.no_cache).then(|| Duration::from_secs(args.cache_ttl_s)),
-        allowed: assistant::default_allowed()
-            .into_iter()
-            .chain(args.allow.iter().cloned())
-            .collect(),
-        approval: Approval {
-            capability: Some(args.approvers_capability.clone()).filter(|c| !c.is_empty()),
-            keys: args.approvers.clone(),
-            timeout: Duration::from_secs(args.approval_timeout_s),
-        },
+    let mut request = args.request(question);
+    request.labels = crate::cli::task::parse_labels(&args.labels)?;
+    let mut options = AskOptions::from_request(&request)?;
+    let log = settings.open_log("murmur-ask").await?;
+    if !args.local && offered_online(&log, assistant::ASK_CAPABILITY).await? {
+        return ask_orchestrator(&log, &request, &options).await;
+    }
+    options.request_id = None;
+    ask_on(&log, question, &options, &Narrator::stderr()).await
+}
+
+/// Submits `request` as an `assistant.ask` task for an orchestrator agent and follows it,
+/// printing its step lines as they are reported.
+pub async fn ask_orchestrator(
+    log: &EventLog,
+    request: &assistant::AskRequest,
+    options: &AskOptions,
+) -> Result<Answer> {
+    use murmur_coordination::follow::{RunEvent, TaskRun};
+    if request.question.trim().is_empty() {
+        bail!("the question is empty");
+    }
+    let id = Token::new(format!("ask-{}", uuid::Uuid::now_v7().simple()))?;
+    // The orchestrator holds the request while its steps run and a vote is awaited.
+    let whole = options.step_timeout * 4 + options.approval.timeout;
+    let submitted = TaskSubmitted {
+        capability: assistant::ASK_CAPABILITY.into(),
+        input: serde_json::to_value(request)?,
+        max_attempts: Some(1),
+        lease_ms: Some(whole.as_millis() as u64),
+        ..Default::default()
     };
-    for tool in &args.allow {
-        if !assistant::TOOLS.iter().any(|t| t.name == tool) {
-            bail!(
-                "--allow {tool}: no such tool (tools: {})",
-                assistant::TOOLS
-                    .iter()
-                    .map(|t| t.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+    let mut run =
+        TaskRun::submit(log, id.clone(), &submitted, whole + Duration::from_secs(60)).await?;
+    let mut printed = 0;
+    let mut print_new = |told: &[String]| {
+        for line in told.iter().skip(printed) {
+            eprintln!("{line}");
+        }
+        printed = printed.max(told.len());
+    };
+    loop {
+        match run.next().await? {
+            RunEvent::Progress(progress) => {
+                let told: Vec<String> = progress
+                    .message
+                    .unwrap_or_default()
+                    .lines()
+                    .map(String::from)
+                    .collect();
+                print_new(&told);
+            }
+            RunEvent::Ended(task) => {
+                let agent = agent_of(&task);
+                return match &task.state {
+                    TaskState::Completed { .. } => {
+                        let answer: Answer =
+                            serde_json::from_value(output_of(log, &task).await?)
+                                .context("the orchestrator's output is not an answer")?;
+                        print_new(&answer.told);
+                        eprintln!("[orchestrator] {id} run by {agent}");
+                        Ok(answer)
+                    }
+                    other => bail!(
+                        "the orchestrator's request {id} ended {}: {}",
+                        other.name(),
+                        task.failures
+                            .last()
+                            .map_or("no reason recorded", String::as_str)
+                    ),
+                };
+            }
         }
     }
-    let log = settings.open_log("murmur-ask").await?;
-    ask_on(&log, question, &options).await
+}
+
+/// The worker handler of an orchestrator agent (`murmur agent run --kind orchestrator`):
+/// each `assistant.ask` task is a request run as [`ask_on`] runs it here, its steps
+/// submitted as this agent and caused by the attempt, its lines reported as progress, the
+/// [`Answer`] its output.
+pub fn orchestrator_handler(log: EventLog) -> murmur_agents::worker::Handler {
+    murmur_agents::worker::handler(move |ctx| {
+        let log = log.clone();
+        async move {
+            let request: assistant::AskRequest = serde_json::from_value(ctx.input)
+                .map_err(|e| format!("an assistant.ask task takes an AskRequest: {e}"))?;
+            let mut options = AskOptions::from_request(&request).map_err(|e| format!("{e:#}"))?;
+            options.request_id = Some(ctx.task.clone());
+            options.caused_by = Some((ctx.correlation_id.clone(), ctx.started_id.clone()));
+            let narrator = Narrator::progress(ctx.progress.clone());
+            let mut answer = ask_on(&log, &request.question, &options, &narrator)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            answer.told = narrator.lines();
+            serde_json::to_value(answer).map_err(|e| e.to_string())
+        }
+    })
 }
 
 /// [`ask`] as the participant `log` signs for: its steps are submitted to `log`'s realm.
 /// A question answered within the cache's lifetime is answered again from memory (the
 /// `assistant` knowledge space), the hit recorded there; every new answer is remembered.
-pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Result<Answer> {
+pub async fn ask_on(
+    log: &EventLog,
+    question: &str,
+    options: &AskOptions,
+    narrator: &Narrator,
+) -> Result<Answer> {
     if question.trim().is_empty() {
         bail!("the question is empty");
     }
     let log = log.clone();
-    let request = format!("ask-{}", uuid::Uuid::now_v7().simple());
-    eprintln!("request {request}");
+    let request = options
+        .request_id
+        .clone()
+        .unwrap_or_else(|| format!("ask-{}", uuid::Uuid::now_v7().simple()));
+    say!(narrator, "request {request}");
     // Memory is a help, not a condition: without it the request is answered uncached and
     // not remembered, and says why.
     let mut memory = match memory(&log).await {
         Ok(memory) => Some(memory),
         Err(e) => {
-            eprintln!("[memory] not available ({e:#}): no cache, nothing remembered");
+            say!(
+                narrator,
+                "[memory] not available ({e:#}): no cache, nothing remembered"
+            );
             None
         }
     };
@@ -197,9 +395,10 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
                 Err(e) => Err(e),
             };
             if let Err(e) = recorded {
-                eprintln!("[memory] the cache hit was not recorded: {e}");
+                say!(narrator, "[memory] the cache hit was not recorded: {e}");
             }
-            eprintln!(
+            say!(
+                narrator,
                 "[cache] the same question was answered by {earlier}: its answer, recorded as a cache hit (--no-cache asks again)"
             );
             return Ok(Answer {
@@ -213,16 +412,17 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
                 tool_output: None,
                 text,
                 cached_from: Some(earlier),
+                told: Vec::new(),
             });
         }
     }
     let labels = options.labels.clone();
-    let mut steps = Steps::new(&log, options.step_timeout);
+    let mut steps = Steps::new(&log, options.step_timeout, options.caused_by.clone());
 
     // A question that names its file or directory is planned by rule; others by the model.
     let (call, plan) = match assistant::rule_plan(question) {
         Some(call) => {
-            eprintln!("[plan] {} by rule", serde_json::to_string(&call)?);
+            say!(narrator, "[plan] {} by rule", serde_json::to_string(&call)?);
             (call, None)
         }
         None => {
@@ -235,7 +435,8 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
             let plan_output = output_of(&log, &plan).await?;
             let call = assistant::planned_call(&plan_output)
                 .with_context(|| format!("step {plan_id} planned a call that cannot run"))?;
-            eprintln!(
+            say!(
+                narrator,
                 "[plan] {} by model on {}",
                 serde_json::to_string(&call)?,
                 agent_of(&plan)
@@ -249,9 +450,11 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
     let refusal = if call.tool == assistant::NO_TOOL {
         None
     } else if !options.allowed.contains(&call.tool) {
-        eprintln!(
+        say!(
+            narrator,
             "[safety] {} is not allowed here (ask with --allow {} to allow it)",
-            call.tool, call.tool
+            call.tool,
+            call.tool
         );
         Some(format!(
             "The step {}({}) was not run: the tool is not allowed.",
@@ -259,7 +462,7 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
             argument_of(&call)
         ))
     } else if assistant::is_risky(&call) {
-        approve(&log, &request, &call, &options.approval).await?
+        approve(&log, &request, &call, &options.approval, narrator).await?
     } else {
         None
     };
@@ -274,9 +477,11 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
     let mut unserved = None;
     let runs = match runs {
         Some(task) if !offered_online(&log, task.capability).await? => {
-            eprintln!(
+            say!(
+                narrator,
                 "[tool] {} not run: no online agent offers {}",
-                call.tool, task.capability
+                call.tool,
+                task.capability
             );
             unserved = plan.is_none().then(|| {
                 assistant::tool_failure(
@@ -307,7 +512,8 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
                 Ok(tool) => {
                     let output = output_of(&log, &tool).await?;
                     let summary = assistant::tool_summary(&call, &output);
-                    eprintln!(
+                    say!(
+                        narrator,
                         "[tool] {} by {}: {}",
                         call.tool,
                         agent_of(&tool),
@@ -321,7 +527,7 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
                     (Some(tool), Some(output), Some(summary))
                 }
                 Err(failed) => {
-                    eprintln!("[tool] {} failed: {failed:#}", call.tool);
+                    say!(narrator, "[tool] {} failed: {failed:#}", call.tool);
                     let task = steps.task(&tool_id);
                     let reason = task
                         .as_ref()
@@ -356,7 +562,7 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
         .and_then(|t| t.as_str())
         .context("the answering step's output has no text")?
         .to_string();
-    eprintln!("[answer] by {}", agent_of(&answered));
+    say!(narrator, "[answer] by {}", agent_of(&answered));
     // Remembered: the answer under its question (the cache), the whole request as an
     // episode.
     let mut answered_fact = FactDraft::new(
@@ -390,7 +596,7 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
         }
         .await;
         if let Err(e) = remembered {
-            eprintln!("[memory] the answer was not remembered: {e}");
+            say!(narrator, "[memory] the answer was not remembered: {e}");
         }
     }
     Ok(Answer {
@@ -399,6 +605,7 @@ pub async fn ask_on(log: &EventLog, question: &str, options: &AskOptions) -> Res
         tool_output,
         text,
         cached_from: None,
+        told: Vec::new(),
     })
 }
 
@@ -429,6 +636,7 @@ async fn approve(
     request: &str,
     call: &ToolCall,
     approval: &Approval,
+    narrator: &Narrator,
 ) -> Result<Option<String>> {
     use murmur_coordination::consensus::ConsensusProjection;
     use murmur_coordination::registry::RegistryProjection;
@@ -452,7 +660,10 @@ async fn approve(
     }
     let what = format!("{}({})", call.tool, argument_of(call));
     if voters.is_empty() {
-        eprintln!("[safety] {what} needs approval and nobody can give it");
+        say!(
+            narrator,
+            "[safety] {what} needs approval and nobody can give it"
+        );
         return Ok(Some(format!(
             "The step {what} was not run: it needs approval, and no approver is online (voters offering {:?}, or --approver KEY).",
             approval.capability.as_deref().unwrap_or("")
@@ -474,7 +685,8 @@ async fn approve(
         .context("the approval cannot be put to a vote")?;
     log.append_expected(Draft::new(id.clone(), &opened)?, Expected::NoEvents)
         .await?;
-    eprintln!(
+    say!(
+        narrator,
         "[safety] {what} changes things: held until a vote approves it (proposal {id}; `murmur vote cast {id} approve`)"
     );
     let mut fold = Projector::new(
@@ -488,7 +700,7 @@ async fn approve(
         fold.poll(Duration::from_millis(200)).await?;
         if let Some(p) = fold.state().proposals.get(id.as_str()) {
             if let Some(decided) = &p.decided {
-                eprintln!("[safety] {id} {}", decided.outcome);
+                say!(narrator, "[safety] {id} {}", decided.outcome);
                 return Ok((decided.outcome != "approved").then(|| {
                     format!(
                         "The step {what} was not run: the vote on it ended {}.",
@@ -542,10 +754,12 @@ struct Steps<'a> {
     log: &'a EventLog,
     view: Projector<TaskProjection>,
     timeout: Duration,
+    /// Correlation and cause of a step that follows no other step.
+    origin: Option<(String, String)>,
 }
 
 impl<'a> Steps<'a> {
-    fn new(log: &'a EventLog, timeout: Duration) -> Self {
+    fn new(log: &'a EventLog, timeout: Duration, origin: Option<(String, String)>) -> Self {
         Self {
             log,
             view: Projector::new(
@@ -555,6 +769,7 @@ impl<'a> Steps<'a> {
                 },
             ),
             timeout,
+            origin,
         }
     }
 
@@ -579,6 +794,8 @@ impl<'a> Steps<'a> {
         let mut draft = Draft::new(Token::new(id)?, &payload)?;
         if let Some(parent) = after {
             draft = draft.caused_by_ids(&parent.correlation_id, &parent.last_event_id, None);
+        } else if let Some((correlation, cause)) = &self.origin {
+            draft = draft.caused_by_ids(correlation, cause, None);
         }
         self.log.append_expected(draft, Expected::NoEvents).await?;
         Ok(())

@@ -4,7 +4,6 @@
 //! one that needs none, each step a task in the log.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use murmur_agents::inference::{TestModel, write_test_model};
@@ -111,6 +110,17 @@ pub async fn run_on(issuer: &murmur_testkit::authority::Issuer) -> Result<()> {
             )
             .await?,
         );
+        agents.push(
+            spawn_agent(
+                issuer,
+                &realm,
+                data.path(),
+                "orchestrator",
+                "orchestrator",
+                &[],
+            )
+            .await?,
+        );
         anyhow::Ok(())
     }
     .await;
@@ -127,16 +137,16 @@ pub async fn run_on(issuer: &murmur_testkit::authority::Issuer) -> Result<()> {
 }
 
 async fn ask_both(log: &murmur_subjects::EventLog, real: bool) -> Result<()> {
-    let options = crate::cli::ask::AskOptions {
-        labels: Default::default(),
-        step_timeout: Duration::from_secs(180),
-        cache_ttl: Some(Duration::from_secs(3600)),
-        allowed: murmur_agents::assistant::default_allowed(),
-        approval: crate::cli::ask::Approval {
-            capability: None,
-            keys: Vec::new(),
-            timeout: Duration::from_secs(60),
-        },
+    let ask = |question: &str| {
+        let request = murmur_agents::assistant::AskRequest {
+            step_timeout_s: 180,
+            approval_timeout_s: 60,
+            ..murmur_agents::assistant::AskRequest::new(question)
+        };
+        async move {
+            let options = crate::cli::ask::AskOptions::from_request(&request)?;
+            crate::cli::ask::ask_orchestrator(log, &request, &options).await
+        }
     };
     out!(
         "[assistant] model: {}",
@@ -147,7 +157,7 @@ async fn ask_both(log: &murmur_subjects::EventLog, real: bool) -> Result<()> {
         }
     );
     let question = "How many lines does src/lib.rs have?";
-    let answer = crate::cli::ask::ask_on(log, question, &options).await?;
+    let answer = ask(question).await?;
     let lines = answer
         .tool_output
         .as_ref()
@@ -163,7 +173,7 @@ async fn ask_both(log: &murmur_subjects::EventLog, real: bool) -> Result<()> {
         answer.text.trim()
     );
     let question = "What is the capital of France?";
-    let answer = crate::cli::ask::ask_on(log, question, &options).await?;
+    let answer = ask(question).await?;
     let guessed =
         if answer.call.tool != murmur_agents::assistant::NO_TOOL && answer.tool_output.is_none() {
             " (the model's guess; the tool failed on it, so it was dropped)"
@@ -175,7 +185,7 @@ async fn ask_both(log: &murmur_subjects::EventLog, real: bool) -> Result<()> {
         serde_json::to_string(&answer.call)?,
         answer.text.trim()
     );
-    let again = crate::cli::ask::ask_on(log, "what is the capital of France", &options).await?;
+    let again = ask("what is the capital of France").await?;
     ensure!(
         again.cached_from.as_deref() == Some(answer.request.as_str()) && again.text == answer.text,
         "the repeated question was not answered from the cache: {again:?}"
@@ -186,7 +196,7 @@ async fn ask_both(log: &murmur_subjects::EventLog, real: bool) -> Result<()> {
     // A question about an earlier answer: recalled from memory by a memory agent, never
     // read by the model itself.
     let question = "What did you find earlier about src/lib.rs?";
-    let recalled = crate::cli::ask::ask_on(log, question, &options).await?;
+    let recalled = ask(question).await?;
     let found = recalled.tool_output.clone().unwrap_or_default();
     let best = found["matches"][0]["subject"].as_str().unwrap_or_default();
     ensure!(

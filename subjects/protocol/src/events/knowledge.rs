@@ -39,7 +39,7 @@ impl Payload for SpaceOpened {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "a knowledge space was created; the emitter owns it";
-    const EMITTED_BY: &'static [Role] = &[Role::Submitter];
+    const EMITTED_BY: &'static [Role] = &[Role::Submitter, Role::Orchestrator];
     const SUBSCRIBED_BY: &'static [Role] = &[Role::Memory];
 }
 
@@ -130,6 +130,6 @@ impl Payload for KnowledgeChanged {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "an Automerge change to a knowledge document";
-    const EMITTED_BY: &'static [Role] = &[Role::Submitter, Role::Memory];
+    const EMITTED_BY: &'static [Role] = &[Role::Submitter, Role::Memory, Role::Orchestrator];
     const SUBSCRIBED_BY: &'static [Role] = &[Role::Memory];
 }

@@ -82,7 +82,7 @@ impl Payload for ProposalOpened {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "a question put to a set of voters";
-    const EMITTED_BY: &'static [Role] = &[Role::Submitter];
+    const EMITTED_BY: &'static [Role] = &[Role::Submitter, Role::Orchestrator];
 }
 
 /// `dev.murmur.proposal.vote_cast`: a vote; the voter is the event's verified emitter.

@@ -194,7 +194,7 @@ impl Payload for TaskSubmitted {
     const PLANE: Plane = Plane::Evt;
     const VERSION: u32 = 1;
     const DESCRIPTION: &'static str = "a task entered the system";
-    const EMITTED_BY: &'static [Role] = &[Role::Submitter, Role::Planner];
+    const EMITTED_BY: &'static [Role] = &[Role::Submitter, Role::Planner, Role::Orchestrator];
 }
 
 /// `dev.murmur.task.completed`: a worker finished a task.

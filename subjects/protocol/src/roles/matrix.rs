@@ -155,5 +155,6 @@ fn abbreviation(role: Role) -> &'static str {
         Role::Voter => "vote",
         Role::Submitter => "subm",
         Role::Observer => "obsv",
+        Role::Orchestrator => "orch",
     }
 }

@@ -76,11 +76,15 @@ pub enum Role {
     Submitter,
     /// Reads the log, the live plane and `$SRV`; writes nothing.
     Observer,
+    /// Runs the assistant's requests (`assistant.ask`) as plans of other agents' tasks:
+    /// submits tasks, opens approval proposals, writes the assistant's memory; runs no tool
+    /// and no model itself. Declared last, so the role bits of the others stay put.
+    Orchestrator,
 }
 
 impl Role {
     /// Every role, in declaration order.
-    pub const ALL: [Role; 15] = [
+    pub const ALL: [Role; 16] = [
         Role::Operator,
         Role::Coordinator,
         Role::Tallier,
@@ -96,6 +100,7 @@ impl Role {
         Role::Voter,
         Role::Submitter,
         Role::Observer,
+        Role::Orchestrator,
     ];
 
     /// The roles that join as agents (manifest, heartbeats, `$SRV` discovery).
@@ -108,6 +113,7 @@ impl Role {
         Role::Inference,
         Role::Memory,
         Role::Voter,
+        Role::Orchestrator,
     ];
 
     /// The roles that run tasks: they are assigned work and report its results.
@@ -119,6 +125,7 @@ impl Role {
         Role::Tool,
         Role::Inference,
         Role::Memory,
+        Role::Orchestrator,
     ];
 
     /// The role's name, as on the command line and in credentials.
@@ -139,6 +146,7 @@ impl Role {
             Role::Voter => "voter",
             Role::Submitter => "submitter",
             Role::Observer => "observer",
+            Role::Orchestrator => "orchestrator",
         }
     }
 
@@ -160,6 +168,9 @@ impl Role {
             Role::Voter => "casts votes on proposals",
             Role::Submitter => "submits tasks, opens proposals, writes knowledge",
             Role::Observer => "reads the log, the live plane and $SRV; writes nothing",
+            Role::Orchestrator => {
+                "runs assistant requests as plans: submits steps, opens approvals, writes memory"
+            }
         }
     }
 
@@ -193,6 +204,7 @@ impl Role {
             "inference" => Role::Inference,
             "memory" => Role::Memory,
             "voter" => Role::Voter,
+            "orchestrator" => Role::Orchestrator,
             _ => Role::Worker,
         }
     }

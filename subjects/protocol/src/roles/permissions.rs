@@ -88,14 +88,16 @@ const RESOURCES: [ResourceGrant; 6] = [
             Role::Executor,
             Role::Tool,
             Role::Inference,
+            Role::Memory,
             Role::Submitter,
+            Role::Orchestrator,
         ],
     },
     ResourceGrant {
         kind: ResourceKind::Objects,
         name: |n| &n.knowledge,
         readers: EVERY_ROLE_BUT_OPERATOR,
-        writers: &[Role::Memory, Role::Submitter],
+        writers: &[Role::Memory, Role::Submitter, Role::Orchestrator],
     },
 ];
 

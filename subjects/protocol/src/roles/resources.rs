@@ -122,6 +122,7 @@ pub const SPACE_QUERY: Endpoint = Endpoint {
     own_aggregate: false,
     called_by: &[
         Role::Submitter,
+        Role::Orchestrator,
         Role::Inference,
         Role::Memory,
         Role::Worker,
@@ -139,6 +140,7 @@ pub const KNOWLEDGE_SYNC: Endpoint = Endpoint {
     own_aggregate: false,
     called_by: &[
         Role::Submitter,
+        Role::Orchestrator,
         Role::Inference,
         Role::Memory,
         Role::Observer,
