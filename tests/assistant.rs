@@ -556,6 +556,58 @@ async fn an_orchestrator_agent_runs_the_request_as_its_plan() -> Result<()> {
         );
     }
 
+    // A conversation: the second question is asked with the first turn, which its
+    // answering step reads before it.
+    let mut chat = murmur_e2e::murmur_cli(nats.url(), &cli, &cli_who)?;
+    chat.args(["chat", "--no-cache"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut chat = chat.spawn()?;
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = chat.stdin.take().context("stdin")?;
+        stdin
+            .write_all(
+                b"How many lines does src/lib.rs have?\n\nAnd what is that number times two?\n",
+            )
+            .await?;
+    }
+    let chatted = tokio::time::timeout(STEP, chat.wait_with_output()).await??;
+    let told = String::from_utf8(chatted.stderr)?;
+    assert!(chatted.status.success(), "{told}");
+    let requests: Vec<&str> = told
+        .lines()
+        .filter_map(|l| l.strip_prefix("request "))
+        .collect();
+    assert_eq!(requests.len(), 2, "{told}");
+    view.catch_up().await?;
+    let followup = view.state().tasks.tasks[&format!("{}-answer", requests[1])].clone();
+    let messages = followup.input["messages"]
+        .as_array()
+        .context("messages")?
+        .clone();
+    let first_answer = view.state().tasks.tasks[&format!("{}-answer", requests[0])]
+        .output
+        .clone()
+        .context("the first answer")?["text"]
+        .as_str()
+        .context("text")?
+        .trim()
+        .to_string();
+    assert_eq!(
+        messages[1]["content"],
+        "How many lines does src/lib.rs have?"
+    );
+    assert_eq!(messages[2]["content"], first_answer.as_str());
+    assert!(
+        messages
+            .last()
+            .and_then(|m| m["content"].as_str())
+            .is_some_and(|c| c.ends_with("And what is that number times two?")),
+        "{messages:?}"
+    );
+
     // The same question run here instead: no orchestrator line, the steps this process's.
     let (answer, stderr, local) = ask(&["--local"]).await?;
     assert!(answer.contains("12"), "{answer}\n{stderr}");

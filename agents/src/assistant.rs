@@ -120,7 +120,26 @@ pub struct AskRequest {
     /// How long a risky step waits for its vote, in seconds.
     #[serde(default = "default_step_timeout_s")]
     pub approval_timeout_s: u64,
+    /// The conversation so far (`murmur chat`), oldest first: the answering step reads its
+    /// last [`HISTORY_TURNS`] turns. A request with history is never answered from the
+    /// cache, nor cached: its answer depends on the conversation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Turn>,
 }
+
+/// One exchange of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Turn {
+    /// What was asked.
+    pub question: String,
+    /// What was answered.
+    pub answer: String,
+}
+
+/// Most earlier turns of a conversation the answering step reads (a small model's context
+/// is short).
+pub const HISTORY_TURNS: usize = 4;
 
 impl AskRequest {
     /// `question` with every option at its default.
@@ -135,6 +154,7 @@ impl AskRequest {
             approvers_capability: default_approvers_capability(),
             approvers: Vec::new(),
             approval_timeout_s: default_step_timeout_s(),
+            history: Vec::new(),
         }
     }
 }
@@ -688,17 +708,26 @@ pub fn tool_failure(call: &ToolCall, reason: &str) -> String {
     )
 }
 
-/// The answering step's `llm.generate` input: the question, with what the tool found.
-pub fn answer_input(question: &str, tool_result: Option<&str>) -> serde_json::Value {
+/// The answering step's `llm.generate` input: the conversation's last [`HISTORY_TURNS`]
+/// turns, then the question with what the tool found.
+pub fn answer_input(
+    question: &str,
+    tool_result: Option<&str>,
+    history: &[Turn],
+) -> serde_json::Value {
     let user = match tool_result {
         Some(result) => format!("{result}\n\nUsing this result, answer briefly: {question}"),
         None => question.to_string(),
     };
+    let mut messages =
+        vec![json!({"role": "system", "content": "You are a helpful assistant. Answer briefly."})];
+    for turn in &history[history.len().saturating_sub(HISTORY_TURNS)..] {
+        messages.push(json!({"role": "user", "content": turn.question}));
+        messages.push(json!({"role": "assistant", "content": turn.answer}));
+    }
+    messages.push(json!({"role": "user", "content": user}));
     json!({
-        "messages": [
-            {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
-            {"role": "user", "content": user}
-        ],
+        "messages": messages,
         "max_tokens": ANSWER_MAX_TOKENS
     })
 }
@@ -861,6 +890,33 @@ mod tests {
     }
 
     #[test]
+    fn a_conversation_s_last_turns_precede_the_question() {
+        let history: Vec<Turn> = (1..=6)
+            .map(|n| Turn {
+                question: format!("q{n}"),
+                answer: format!("a{n}"),
+            })
+            .collect();
+        let input = answer_input("q7", None, &history);
+        let said: Vec<(&str, &str)> = input["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| {
+                (
+                    m["role"].as_str().expect("role"),
+                    m["content"].as_str().expect("text"),
+                )
+            })
+            .collect();
+        assert_eq!(said.len(), 2 + 2 * HISTORY_TURNS);
+        assert_eq!(said[1], ("user", "q3"));
+        assert_eq!(said[2], ("assistant", "a3"));
+        assert_eq!(said[said.len() - 2], ("assistant", "a6"));
+        assert_eq!(said[said.len() - 1], ("user", "q7"));
+    }
+
+    #[test]
     fn repeated_questions_meet_in_the_cache_within_its_ttl() {
         assert_eq!(
             normalize_question("  What is the capital   of France? "),
@@ -916,7 +972,7 @@ mod tests {
         let summary = tool_summary(&call, &json!({"lines": 27, "content": long}));
         assert!(summary.contains("The file has 27 lines."), "{summary}");
         assert!(summary.len() < 2 * TOOL_TEXT_SHOWN, "{}", summary.len());
-        let input = answer_input("How many lines?", Some(&summary));
+        let input = answer_input("How many lines?", Some(&summary), &[]);
         let user = input["messages"][1]["content"].as_str().expect("text");
         // Every worked example is a call the schema's alternatives name.
         for (_, call) in PLAN_EXAMPLES {

@@ -89,6 +89,22 @@ pub struct AskArgs {
     /// log instead: each step's input, output, agent and timeline.
     #[arg(long, value_name = "REQUEST", conflicts_with = "question")]
     pub explain: Option<String>,
+    /// How the question is asked.
+    #[command(flatten)]
+    pub how: HowToAsk,
+}
+
+/// `murmur chat` arguments: a conversation, one question per line of standard input.
+#[derive(Debug, clap::Args)]
+pub struct ChatArgs {
+    /// How each question is asked.
+    #[command(flatten)]
+    pub how: HowToAsk,
+}
+
+/// How `murmur ask` and `murmur chat` ask.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HowToAsk {
     /// Only inference agents with this label run the model steps (key=value, repeatable),
     /// e.g. `model=SmolLM2 135M Instruct`.
     #[arg(long = "label")]
@@ -123,11 +139,11 @@ pub struct AskArgs {
     pub local: bool,
 }
 
-impl AskArgs {
+impl HowToAsk {
     /// The request an orchestrator runs (or this process, with `--local`).
-    fn request(&self, question: &str) -> assistant::AskRequest {
-        assistant::AskRequest {
-            labels: Default::default(),
+    fn request(&self, question: &str) -> Result<assistant::AskRequest> {
+        Ok(assistant::AskRequest {
+            labels: crate::cli::task::parse_labels(&self.labels)?,
             step_timeout_s: self.step_timeout_s,
             no_cache: self.no_cache,
             cache_ttl_s: self.cache_ttl_s,
@@ -136,7 +152,7 @@ impl AskArgs {
             approvers: self.approvers.clone(),
             approval_timeout_s: self.approval_timeout_s,
             ..assistant::AskRequest::new(question)
-        }
+        })
     }
 }
 
@@ -164,6 +180,8 @@ pub struct AskOptions {
     pub allowed: std::collections::BTreeSet<String>,
     /// Who approves risky steps.
     pub approval: Approval,
+    /// The conversation so far (`murmur chat`).
+    pub history: Vec<assistant::Turn>,
     /// The request's id (`ask-` and a UUID when `None`).
     pub request_id: Option<String>,
     /// The event the first step follows, with its correlation id (an orchestrator's
@@ -189,7 +207,9 @@ impl AskOptions {
         Ok(Self {
             labels: request.labels.clone(),
             step_timeout: Duration::from_secs(request.step_timeout_s),
-            cache_ttl: (!request.no_cache).then(|| Duration::from_secs(request.cache_ttl_s)),
+            // A follow-up's answer depends on the conversation: never cached.
+            cache_ttl: (!request.no_cache && request.history.is_empty())
+                .then(|| Duration::from_secs(request.cache_ttl_s)),
             allowed: assistant::default_allowed()
                 .into_iter()
                 .chain(request.allow.iter().cloned())
@@ -199,6 +219,7 @@ impl AskOptions {
                 keys: request.approvers.clone(),
                 timeout: Duration::from_secs(request.approval_timeout_s),
             },
+            history: request.history.clone(),
             request_id: None,
             caused_by: None,
         })
@@ -237,24 +258,59 @@ pub async fn run(settings: &Settings, args: AskArgs) -> Result<()> {
         return Ok(());
     }
     let question = args.question.as_deref().unwrap_or_default();
-    let answer = ask(settings, question, &args).await?;
+    let log = settings.open_log("murmur-ask").await?;
+    let answer = ask(&log, &args.how.request(question)?, args.how.local).await?;
     out!("{}", answer.text.trim());
     Ok(())
 }
 
-/// Asks `question`: plans, runs the tool the plan calls, answers; prints each step on
-/// stderr as it ends. An online orchestrator agent runs the plan (unless `--local`); else
-/// this process does.
-pub async fn ask(settings: &Settings, question: &str, args: &AskArgs) -> Result<Answer> {
-    let mut request = args.request(question);
-    request.labels = crate::cli::task::parse_labels(&args.labels)?;
-    let mut options = AskOptions::from_request(&request)?;
-    let log = settings.open_log("murmur-ask").await?;
-    if !args.local && offered_online(&log, assistant::ASK_CAPABILITY).await? {
-        return ask_orchestrator(&log, &request, &options).await;
+/// Runs `murmur chat`: each line of standard input is a question asked with the
+/// conversation so far; each answer is printed as it comes. Ends at end of input or `/exit`.
+pub async fn chat(settings: &Settings, args: ChatArgs) -> Result<()> {
+    use std::io::IsTerminal as _;
+    use tokio::io::AsyncBufReadExt as _;
+    let log = settings.open_log("murmur-chat").await?;
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!("murmur chat: one question per line; /exit or ctrl-d ends");
     }
-    options.request_id = None;
-    ask_on(&log, question, &options, &Narrator::stderr()).await
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut history: Vec<assistant::Turn> = Vec::new();
+    loop {
+        if interactive {
+            eprint!("> ");
+        }
+        let Some(line) = lines.next_line().await? else {
+            break;
+        };
+        let question = line.trim();
+        if question.is_empty() {
+            continue;
+        }
+        if question == "/exit" {
+            break;
+        }
+        let mut request = args.how.request(question)?;
+        request.history = history.clone();
+        let answer = ask(&log, &request, args.how.local).await?;
+        out!("{}", answer.text.trim());
+        history.push(assistant::Turn {
+            question: question.to_string(),
+            answer: answer.text.trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Asks `request`: plans, runs the tool the plan calls, answers; prints each step on
+/// stderr as it ends. An online orchestrator agent runs the plan (unless `local`); else
+/// this process does.
+pub async fn ask(log: &EventLog, request: &assistant::AskRequest, local: bool) -> Result<Answer> {
+    let options = AskOptions::from_request(request)?;
+    if !local && offered_online(log, assistant::ASK_CAPABILITY).await? {
+        return ask_orchestrator(log, request, &options).await;
+    }
+    ask_on(log, &request.question, &options, &Narrator::stderr()).await
 }
 
 /// Submits `request` as an `assistant.ask` task for an orchestrator agent and follows it,
@@ -550,7 +606,7 @@ pub async fn ask_on(
         .submit(
             &answer_id,
             "llm.generate",
-            assistant::answer_input(question, tool_result.as_deref()),
+            assistant::answer_input(question, tool_result.as_deref(), &options.history),
             labels,
             cause.as_ref(),
         )
@@ -586,7 +642,8 @@ pub async fn ask_on(
     episode_fact.tags.insert(request.clone());
     if let Some(memory) = memory.as_mut() {
         // Only an answer that changed nothing and was not refused is reused.
-        let reusable = !assistant::is_risky(&call) && refused.is_none();
+        let reusable =
+            !assistant::is_risky(&call) && refused.is_none() && options.history.is_empty();
         let remembered = async {
             if reusable {
                 memory.put(assistant::MEMORY_SPACE, &answered_fact)?;

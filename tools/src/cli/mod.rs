@@ -185,6 +185,10 @@ pub enum Command {
     /// log. Needs a coordinator, an inference agent and a tool agent (`murmur demo` runs
     /// them all).
     Ask(ask::AskArgs),
+    /// A conversation with the assistant: each line of standard input is a question asked
+    /// with the turns before it (the answering step reads the last four); each answer is
+    /// printed as it comes. Ends at end of input or `/exit`.
+    Chat(ask::ChatArgs),
     /// Language models for `murmur agent run --kind inference`.
     Inference {
         /// What to do.
@@ -252,6 +256,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Tallier => tallier::run(&settings).await,
         Command::Identity => identity::run(&settings),
         Command::Ask(args) => ask::run(&settings, args).await,
+        Command::Chat(args) => ask::chat(&settings, args).await,
         Command::Inference { command } => inference::run(&settings, command).await,
         Command::Flake { command } => flake::run(command),
         Command::Nats { command } => nats::run(&settings, command).await,
