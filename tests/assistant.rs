@@ -5,7 +5,8 @@
 //! model's own plan is a well-formed tool call on its first attempt; a call no tool can run
 //! is a typed failure in the log; a repeated question is answered from the assistant's
 //! memory, and a question about an earlier answer is answered from it through recall; a
-//! write is refused unless allowed, and held until a vote approves it;
+//! write, and a command (`Run \`expr 6 '*' 7\``, run by the tool agent's `tool.exec`), are
+//! refused unless allowed, and held until a vote approves them;
 //! `--explain` and `--export jsonl` read the steps back.
 //!
 //! With `MURMUR_SKIP_MODELS=1` (models not installed on purpose) the test says so and ends.
@@ -70,7 +71,15 @@ async fn the_assistant_answers_with_the_real_model_and_a_tool() -> Result<()> {
         &tool_who,
         "tool",
         "tool.fs",
-        &["--root", &project.to_string_lossy(), "--writable"],
+        &[
+            "--root",
+            &project.to_string_lossy(),
+            "--writable",
+            "--exec-allow",
+            "expr",
+            "--capability",
+            "tool.exec",
+        ],
     )
     .await?;
     // Recall: a memory agent, ranking by meaning where all-MiniLM-L6-v2 is installed.
@@ -248,53 +257,80 @@ async fn the_assistant_answers_with_the_real_model_and_a_tool() -> Result<()> {
     };
     let key = approver_murmur(&["identity"]).output().await?;
     let key = String::from_utf8(key.stdout)?.trim().to_string();
-    let mut held = murmur(&[
-        "ask",
-        "Write hello murmur to notes.txt",
-        "--allow",
-        "write_file",
-        "--approver",
-        &key,
-    ]);
-    held.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut held = held.spawn()?;
-    let stderr = held.stderr.take().context("stderr")?;
-    let mut held_lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
-    let proposal = tokio::time::timeout(STEP, async {
-        while let Some(line) = held_lines.next_line().await? {
-            if let Some(rest) = line.split_once("(proposal ").map(|(_, r)| r) {
-                return anyhow::Ok(rest.split(';').next().unwrap_or("").to_string());
+    // Asks `question` allowing `tool`: the step is put to a vote, `before_vote` holds while
+    // it waits, the approver approves, the request ends; every stderr line comes back.
+    let held_until_approved = |question: &'static str,
+                               tool: &'static str,
+                               before_vote: &'static str| {
+        let mut held = murmur(&["ask", question, "--allow", tool, "--approver", &key]);
+        let approver_murmur = &approver_murmur;
+        let project = project.clone();
+        async move {
+            held.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut held = held.spawn()?;
+            let stderr = held.stderr.take().context("stderr")?;
+            let mut held_lines =
+                tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+            let mut told = Vec::new();
+            let proposal = tokio::time::timeout(STEP, async {
+                while let Some(line) = held_lines.next_line().await? {
+                    told.push(line.clone());
+                    if let Some(rest) = line.split_once("(proposal ").map(|(_, r)| r) {
+                        return anyhow::Ok(rest.split(';').next().unwrap_or("").to_string());
+                    }
+                }
+                anyhow::bail!("murmur ask ended without putting {question:?} to a vote")
+            })
+            .await??;
+            anyhow::ensure!(
+                before_vote.is_empty() || !project.join(before_vote).exists(),
+                "{before_vote} written before the vote"
+            );
+            let cast = approver_murmur(&["vote", "cast", &proposal, "approve", "--reason", "fine"])
+                .output()
+                .await?;
+            anyhow::ensure!(cast.status.success(), "{cast:?}");
+            let done = tokio::time::timeout(STEP, held.wait_with_output()).await??;
+            while let Ok(Some(line)) = held_lines.next_line().await {
+                told.push(line);
             }
+            anyhow::ensure!(done.status.success(), "{told:?}");
+            anyhow::ensure!(
+                told.iter()
+                    .any(|l| l.contains(&format!("{proposal} approved"))),
+                "{told:?}"
+            );
+            anyhow::Ok((told, String::from_utf8(done.stdout)?))
         }
-        anyhow::bail!("murmur ask ended without putting the write to a vote")
-    })
-    .await??;
-    assert!(
-        !project.join("notes.txt").exists(),
-        "written before the vote"
-    );
-    let cast = approver_murmur(&["vote", "cast", &proposal, "approve", "--reason", "fine"])
-        .output()
-        .await?;
-    assert!(cast.status.success(), "{cast:?}");
-    let done = tokio::time::timeout(STEP, held.wait_with_output()).await??;
-    let rest: Vec<String> = {
-        let mut rest = Vec::new();
-        while let Ok(Some(line)) = held_lines.next_line().await {
-            rest.push(line);
-        }
-        rest
     };
-    assert!(done.status.success(), "{rest:?}");
-    assert!(
-        rest.iter()
-            .any(|l| l.contains(&format!("{proposal} approved"))),
-        "{rest:?}"
-    );
+    held_until_approved("Write hello murmur to notes.txt", "write_file", "notes.txt").await?;
     assert_eq!(
         std::fs::read_to_string(project.join("notes.txt"))?,
         "hello murmur\n"
+    );
+    // A command is risky too: run by the tool agent (its allowlist holds `expr`) only once
+    // approved, in a directory of its own.
+    let (_, stderr, _) = ask("Run `expr 6 '*' 7`").await?;
+    assert!(
+        stderr.contains("[safety] run_command is not allowed"),
+        "{stderr}"
+    );
+    let (told, _) = held_until_approved("Run `expr 6 '*' 7`", "run_command", "").await?;
+    let request = told
+        .iter()
+        .find_map(|l| l.strip_prefix("request "))
+        .context("no request id printed")?;
+    assert!(
+        told.iter().any(|l| l.starts_with("[tool] run_command by")),
+        "{told:?}"
+    );
+    let explained = murmur(&["ask", "--explain", request]).output().await?;
+    let explained = String::from_utf8(explained.stdout)?;
+    assert!(
+        explained.contains(&format!("{request}-tool: tool.exec completed"))
+            && explained.contains(r#""stdout":"42\n""#),
+        "{explained}"
     );
 
     // Training data: the model steps of both requests, prompt and response.
