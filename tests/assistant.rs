@@ -25,18 +25,34 @@ use murmur_testkit::TestNats;
 /// Generous: a debug build on 2 cores, the model loaded by the agent first.
 const STEP: std::time::Duration = std::time::Duration::from_secs(300);
 
-fn smollm2() -> Option<PathBuf> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.is_file() {
+/// An installed model under the checkout's `models/` (`file` is what must exist in it, or
+/// empty when the model is one file): `None` only where `MURMUR_SKIP_MODELS=1` says they are left out on purpose.
+fn installed(name: &str, file: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(name);
+    let needed = if file.is_empty() {
+        path.clone()
+    } else {
+        path.join(file)
+    };
+    if needed.is_file() {
         return Some(path);
     }
     assert!(
         std::env::var("MURMUR_SKIP_MODELS").as_deref() == Ok("1"),
         "{} is missing: run `bash scripts/install.sh` (it installs the models unless MURMUR_SKIP_MODELS=1)",
-        path.display()
+        needed.display()
     );
     None
+}
+
+fn smollm2() -> Option<PathBuf> {
+    installed("SmolLM2-135M-Instruct.Q4_1.gguf", "")
+}
+
+fn minilm() -> Option<PathBuf> {
+    installed("all-MiniLM-L6-v2", "model.safetensors")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,19 +380,6 @@ async fn the_assistant_answers_with_the_real_model_and_a_tool() -> Result<()> {
         "{exported}"
     );
     Ok(())
-}
-
-fn minilm() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2");
-    if dir.join("model.safetensors").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("MURMUR_SKIP_MODELS").as_deref() == Ok("1"),
-        "{} is missing: run `bash scripts/install.sh` (it installs the models unless MURMUR_SKIP_MODELS=1)",
-        dir.display()
-    );
-    None
 }
 
 /// A memory agent process started with all-MiniLM-L6-v2 serves `tool.memory`: a question

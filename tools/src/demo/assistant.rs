@@ -77,50 +77,14 @@ pub async fn run_on(issuer: &murmur_testkit::authority::Issuer) -> Result<()> {
     let coordinator = DemoCoordinator::start(issuer, &realm).await?;
     let mut agents = Vec::new();
     let started = async {
-        agents.push(
-            spawn_agent(
-                issuer,
-                &realm,
-                data.path(),
-                "inference",
-                "llm",
-                &["--model", model_arg],
-            )
-            .await?,
-        );
-        agents.push(
-            spawn_agent(
-                issuer,
-                &realm,
-                data.path(),
-                "tool",
-                "files",
-                &["--root", project_arg],
-            )
-            .await?,
-        );
-        agents.push(
-            spawn_agent(
-                issuer,
-                &realm,
-                data.path(),
-                "memory",
-                "memory",
-                &memory_args,
-            )
-            .await?,
-        );
-        agents.push(
-            spawn_agent(
-                issuer,
-                &realm,
-                data.path(),
-                "orchestrator",
-                "orchestrator",
-                &[],
-            )
-            .await?,
-        );
+        for (kind, name, extra) in [
+            ("inference", "llm", vec!["--model", model_arg]),
+            ("tool", "files", vec!["--root", project_arg]),
+            ("memory", "memory", memory_args),
+            ("orchestrator", "orchestrator", vec![]),
+        ] {
+            agents.push(spawn_agent(issuer, &realm, data.path(), kind, name, &extra).await?);
+        }
         anyhow::Ok(())
     }
     .await;

@@ -123,7 +123,7 @@ pub(crate) async fn spawn_agent(
         .with_context(|| format!("agent {name} did not join within 60 s"))??
         .with_context(|| format!("agent {name} exited before joining"))?;
     out!(
-        "    {name:<11} pid {:<7} id {}…",
+        "    {name:<12} pid {:<7} id {}…",
         child.id().unwrap_or(0),
         &id[..12.min(id.len())]
     );
