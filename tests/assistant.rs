@@ -47,6 +47,15 @@ fn installed(name: &str, file: &str) -> Option<PathBuf> {
     None
 }
 
+/// The project the tool agents serve: a `src/lib.rs` of 12 lines.
+fn project_in(data: &std::path::Path) -> Result<PathBuf> {
+    let project = data.join("project");
+    std::fs::create_dir_all(project.join("src"))?;
+    let lib: String = (1..=12).map(|n| format!("pub fn f{n}() {{}}\n")).collect();
+    std::fs::write(project.join("src/lib.rs"), lib)?;
+    Ok(project)
+}
+
 fn smollm2() -> Option<PathBuf> {
     installed("SmolLM2-135M-Instruct.Q4_1.gguf", "")
 }
@@ -63,10 +72,7 @@ async fn the_assistant_answers_with_the_real_model_and_a_tool() -> Result<()> {
     };
     let nats = TestNats::start().await?;
     let data = tempfile::tempdir()?;
-    let project = data.path().join("project");
-    std::fs::create_dir_all(project.join("src"))?;
-    let lib: String = (1..=12).map(|n| format!("pub fn f{n}() {{}}\n")).collect();
-    std::fs::write(project.join("src/lib.rs"), lib)?;
+    let project = project_in(data.path())?;
 
     let llm_who =
         murmur_e2e::enrol(&nats, Role::Inference, "llm", &data.path().join("llm")).await?;
@@ -506,10 +512,7 @@ async fn an_orchestrator_agent_runs_the_request_as_its_plan() -> Result<()> {
     };
     let nats = TestNats::start().await?;
     let data = tempfile::tempdir()?;
-    let project = data.path().join("project");
-    std::fs::create_dir_all(project.join("src"))?;
-    let lib: String = (1..=12).map(|n| format!("pub fn f{n}() {{}}\n")).collect();
-    std::fs::write(project.join("src/lib.rs"), lib)?;
+    let project = project_in(data.path())?;
     let mut agents = Vec::new();
     for (role, kind, capability, extra) in [
         (
