@@ -541,9 +541,10 @@ async fn the_real_models_answer_streams_to_a_protocol_client() -> Result<()> {
         gateway(&nats, &dir.path().join("g"), &["--max-tokens", "24"]).await?;
     assert_eq!(subject, "agents.prompt.llm-generate.acme.default");
     let (_, caller) = nats.creds("acme", Role::Submitter, "caller").await?;
+    let caller = caller.context("secure mode issues creds")?;
     let (status, answer, log) = protocol_client(
         &nats,
-        &caller.context("secure mode issues creds")?,
+        &caller,
         "llm-generate",
         "What is the capital of France?",
         30,
@@ -563,6 +564,40 @@ async fn the_real_models_answer_streams_to_a_protocol_client() -> Result<()> {
         })
         .context("the client counts the chunks")?;
     assert!(chunks > 1, "the answer came in {chunks} chunk(s): {log}");
+
+    // The assistant as a protocol agent: a gateway for `assistant.ask` hands each prompt to
+    // an orchestrator agent, which plans it; the client gets the answer, not the step lines.
+    let orchestrator_dir = dir.path().join("orchestrator");
+    let who =
+        murmur_e2e::enrol(&nats, Role::Orchestrator, "orchestrator", &orchestrator_dir).await?;
+    let (_orchestrator, _) = murmur_e2e::spawn_agent(
+        nats.url(),
+        &orchestrator_dir,
+        &who,
+        "orchestrator",
+        "assistant.ask",
+        &[],
+    )
+    .await?;
+    let (_assistant, subject) = gateway(
+        &nats,
+        &dir.path().join("g2"),
+        &["--capability", "assistant.ask", "--agent", "assistant"],
+    )
+    .await?;
+    assert_eq!(subject, "agents.prompt.assistant.acme.default");
+    let (status, answer, log) = protocol_client(
+        &nats,
+        &caller,
+        "assistant",
+        "What is the capital of France?",
+        120,
+        &[],
+    )
+    .await?;
+    assert!(status.success(), "{log}");
+    assert!(answer.contains("Paris"), "{answer:?}");
+    assert!(!answer.contains("[plan]"), "{answer:?}");
     coordinator.stop().await??;
     Ok(())
 }

@@ -111,8 +111,14 @@ pub fn parse_prompt(body: &[u8]) -> Result<Prompt, PromptError> {
     Ok(prompt)
 }
 
-/// The task input a prompt becomes: a chat for `llm.generate`, else `{"text", "attachments"}`.
+/// The task input a prompt becomes: a chat for `llm.generate`, a question for the
+/// assistant's orchestrator (`assistant.ask`, attachments left out), else
+/// `{"text", "attachments"}`.
 pub fn task_input(capability: &str, prompt: &Prompt, max_tokens: u32) -> serde_json::Value {
+    if capability == crate::assistant::ASK_CAPABILITY {
+        return serde_json::to_value(crate::assistant::AskRequest::new(prompt.prompt.clone()))
+            .unwrap_or_default();
+    }
     if capability == "llm.generate" {
         return serde_json::json!({
             "messages": [{"role": "user", "content": prompt.prompt}],
@@ -124,6 +130,12 @@ pub fn task_input(capability: &str, prompt: &Prompt, max_tokens: u32) -> serde_j
         input["attachments"] = serde_json::to_value(&prompt.attachments).unwrap_or_default();
     }
     input
+}
+
+/// Whether a capability's progress is partial output, streamed as it grows; the assistant's
+/// orchestrator reports the lines of its steps instead, which are not the answer.
+pub fn progress_is_output(capability: &str) -> bool {
+    capability != crate::assistant::ASK_CAPABILITY
 }
 
 /// The answer text of a task's output: its `text` member, the string itself, or the output
@@ -417,11 +429,16 @@ async fn run_prompt(
     let internal = |e: &dyn std::fmt::Display| (500, e.to_string());
     let id = Token::new(format!("prompt-{}", uuid::Uuid::now_v7().simple()))
         .map_err(|e| internal(&e))?;
+    // A request to the orchestrator is held for its whole plan, and never retried: its
+    // steps are already in the log.
+    let asks = config.capability == crate::assistant::ASK_CAPABILITY;
     let submitted = TaskSubmitted {
         capability: config.capability.clone(),
         input: task_input(&config.capability, prompt, config.max_tokens),
         labels: config.labels.clone(),
         sender,
+        max_attempts: asks.then_some(1),
+        lease_ms: asks.then(|| config.prompt_timeout.as_millis() as u64),
         ..Default::default()
     };
     let mut run = TaskRun::submit(log, id, &submitted, config.prompt_timeout)
@@ -438,6 +455,9 @@ async fn run_prompt(
                 message: Some(text),
                 ..
             })) => {
+                if !progress_is_output(&config.capability) {
+                    continue;
+                }
                 if let Some(new) = confirmed(&sent, held.as_deref(), &text) {
                     request
                         .respond(Ok(response_chunk(new)))
@@ -863,6 +883,20 @@ mod tests {
             read_chunk(&message(b"", Some(headers))),
             Chunk::Error("500".into(), "boom".into())
         );
+    }
+
+    #[test]
+    fn a_prompt_to_the_assistant_is_a_question_whose_step_lines_are_not_the_answer() {
+        let prompt = parse_prompt(b"capital of France?").expect("a prompt");
+        let input = task_input(crate::assistant::ASK_CAPABILITY, &prompt, 32);
+        let request: crate::assistant::AskRequest =
+            serde_json::from_value(input).expect("an AskRequest");
+        assert_eq!(
+            request,
+            crate::assistant::AskRequest::new("capital of France?")
+        );
+        assert!(!progress_is_output(crate::assistant::ASK_CAPABILITY));
+        assert!(progress_is_output("llm.generate"));
     }
 
     #[test]
