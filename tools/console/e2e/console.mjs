@@ -133,6 +133,23 @@ G`]);
   check(true, "a task graph is drawn as a DAG whose nodes turn completed live");
   await shot(page, "tasks");
 
+  // Assistant: a request's steps, question and answer, read from the log. The steps here
+  // are run by the echo worker (its output is its input), so the view's reading of the
+  // log is what is checked, not a model.
+  murmur("task", "submit", "--id", "ask-console-tool", "--capability", "echo", "--input", '{"op": "read", "path": "src/lib.rs", "lines": 12}');
+  murmur("task", "submit", "--id", "ask-console-answer", "--capability", "echo", "--input", JSON.stringify({
+    messages: [{ role: "user", content: "Result of read_file(src/lib.rs):\n\nUsing this result, answer briefly: How many lines does src/lib.rs have?" }],
+    text: "It has 12 lines.",
+  }));
+  await view(page, "assistant");
+  await page.click(`tr[data-request="ask-console"]`, { timeout: DEADLINE });
+  await page.waitForSelector(`[data-testid=request-detail] h3 >> text=How many lines does src/lib.rs have?`, { timeout: DEADLINE });
+  await page.waitForSelector(`[data-testid=answer] >> text=It has 12 lines.`, { timeout: DEADLINE });
+  await page.waitForSelector(`[data-testid=request-detail] li[data-step="tool"] >> text=12 lines`, { timeout: DEADLINE });
+  check(true, "the Assistant view shows a request's question, steps and answer from the log");
+  await shot(page, "assistant");
+  await view(page, "tasks");
+
   // Cancel with the operator's credentials from the page.
   const operatorCreds = readFileSync(join(DATA, "operator.creds"), "utf8");
   const observerCreds = (await (await fetch(`${CONSOLE_URL}api/config`)).json()).observer_creds;

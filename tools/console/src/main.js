@@ -4,7 +4,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { get, post } from "./api.js";
 import { EventsView } from "./events.js";
 import { connect, credsClaims, followHeartbeats, followHistory, lastSequence } from "./nats.js";
-import { AgentsView, DeadLettersView, DeployView, KnowledgeView, ProposalsView, ReplayView, TasksView } from "./views.js";
+import { AgentsView, AssistantView, DeadLettersView, DeployView, KnowledgeView, ProposalsView, ReplayView, TasksView } from "./views.js";
 import { CAPABILITY, joinAsAgent } from "./participant.js";
 import shopExample from "../../../examples/shop.toml?raw";
 
@@ -13,7 +13,7 @@ const KEEP = 20000;
 /** How far back the tail starts when the page opens. */
 const BACKLOG = 500;
 
-const VIEWS = ["events", "agents", "tasks", "proposals", "knowledge", "dead letters", "replay", "deploy", "compute"];
+const VIEWS = ["events", "agents", "tasks", "assistant", "proposals", "knowledge", "dead letters", "replay", "deploy", "compute"];
 
 /** What the log tells the page, mutated in place and re-rendered once per frame. */
 const store = { events: [], lastSeq: 0, heartbeats: new Map() };
@@ -184,6 +184,7 @@ function App() {
       ${config && view === "events" && html`<${EventsView} ...${props} />`}
       ${config && view === "agents" && html`<${AgentsView} ...${props} />`}
       ${config && view === "tasks" && html`<${TasksView} ...${props} />`}
+      ${config && view === "assistant" && html`<${AssistantView} ...${props} />`}
       ${config && view === "proposals" && html`<${ProposalsView} ...${props} />`}
       ${config && view === "knowledge" && html`<${KnowledgeView} ...${props} />`}
       ${config && view === "dead letters" && html`<${DeadLettersView} ...${props} />`}

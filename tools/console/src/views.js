@@ -182,6 +182,54 @@ export function TasksView({ store, openEvent, act }) {
   </section>`;
 }
 
+// A step's result in a line: a tool's counts, a recall's matches, a command's exit, a model's
+// text or planned call; the whole output is one click away in the Tasks view.
+const stepResult = (r) => {
+  if (!r) return "";
+  if (r.failure) return `failed: ${r.failure}`;
+  if (r.json) return JSON.stringify(r.json);
+  if (typeof r.text === "string") return r.text;
+  if (r.lines != null) return `${r.lines} lines`;
+  if (Array.isArray(r.entries)) return `${r.entries.length} entries`;
+  if (Array.isArray(r.matches)) return `${r.matches.length} matches${r.method ? ` by ${r.method}` : ""}`;
+  if (r.exit_code !== undefined) return `exit ${r.exit_code}: ${(r.stdout || "").slice(0, 80)}`;
+  return JSON.stringify(r).slice(0, 120);
+};
+
+export function AssistantView({ store }) {
+  const [data, error] = useLive("/api/assistant", store.lastSeq);
+  const [open, setOpen] = useState(null);
+  const requests = data?.requests || [];
+  const shown = requests.find((r) => r.id === open);
+  return html`<section class="view">
+    <${Problem} error=${error} />
+    <div class="split">
+      <table data-testid="assistant">
+        <thead><tr><th>request</th><th>question</th><th>state</th><th>answer</th><th>run by</th></tr></thead>
+        <tbody>
+          ${requests.map(
+            (r) => html`<tr data-request=${r.id} class=${r.id === open ? "selected" : ""} onClick=${() => setOpen(r.id)}>
+              <td class="mono">${r.id}</td><td>${r.question || "—"}</td><td class="state">${r.state}</td>
+              <td>${(r.answer || "").slice(0, 120)}</td><td class="mono">${r.orchestrator ? short(r.orchestrator) : "the asker"}</td>
+            </tr>`
+          )}
+        </tbody>
+      </table>
+      ${shown &&
+      html`<div class="detail" data-testid="request-detail">
+        <h3>${shown.question || shown.id}</h3>
+        ${shown.cached_from && html`<p>answered from memory: the answer of <span class="mono">${shown.cached_from}</span></p>`}
+        <ol class="timeline">
+          ${shown.steps.map(
+            (s) => html`<li data-step=${s.step}><b>${s.step}</b> <span class="mono">${s.capability}</span> ${s.state} by <span class="mono">${short(s.agent)}</span>: ${stepResult(s.result)}</li>`
+          )}
+        </ol>
+        ${shown.answer && html`<p data-testid="answer"><b>answer</b> ${shown.answer}</p>`}
+      </div>`}
+    </div>
+  </section>`;
+}
+
 export function ProposalsView({ store, act }) {
   const [data, error] = useLive("/api/proposals", store.lastSeq);
   const [reason, setReason] = useState("");

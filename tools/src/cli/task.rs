@@ -16,30 +16,7 @@ use crate::settings::Settings;
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
     /// Submit a task.
-    Submit {
-        /// Capability it needs.
-        #[arg(long)]
-        capability: String,
-        /// Input (JSON).
-        #[arg(long, default_value = "null")]
-        input: String,
-        /// Priority (higher first).
-        #[arg(long, default_value_t = 0)]
-        priority: u8,
-        /// Attempts before dead-lettering.
-        #[arg(long)]
-        max_attempts: Option<u32>,
-        /// Lease per attempt, ms.
-        #[arg(long)]
-        lease_ms: Option<u64>,
-        /// A label key=value the agent must carry (repeatable), e.g. an inference agent's
-        /// `model_sha256=…` or `model=…`.
-        #[arg(long = "label")]
-        labels: Vec<String>,
-        /// Then watch it as `murmur task watch` does, until it ends.
-        #[arg(long)]
-        watch: bool,
-    },
+    Submit(SubmitArgs),
     /// Follow a task until it ends: its states from the log and its running attempt's
     /// progress (an inference agent's text as it is generated); prints the output and exits
     /// 0 when it completed, 1 otherwise.
@@ -84,27 +61,55 @@ pub enum GraphCommand {
     },
 }
 
-/// `murmur task submit`: prints and returns the new task's id.
-pub async fn submit(
-    settings: &Settings,
+/// `murmur task submit` arguments.
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// Capability it needs.
+    #[arg(long)]
     capability: String,
-    input: &str,
+    /// Input (JSON).
+    #[arg(long, default_value = "null")]
+    input: String,
+    /// Priority (higher first).
+    #[arg(long, default_value_t = 0)]
     priority: u8,
+    /// Attempts before dead-lettering.
+    #[arg(long)]
     max_attempts: Option<u32>,
+    /// Lease per attempt, ms.
+    #[arg(long)]
     lease_ms: Option<u64>,
-    labels: &[String],
-) -> Result<String> {
-    validate_capability(&capability).map_err(anyhow::Error::msg)?;
-    let labels = parse_labels(labels)?;
-    let input: serde_json::Value = serde_json::from_str(input).context("--input is not JSON")?;
+    /// A label key=value the agent must carry (repeatable), e.g. an inference agent's
+    /// `model_sha256=…` or `model=…`.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// The task's id (default `task-` and a UUID). Submitting an id that exists is refused,
+    /// so a retried submit never makes a second task.
+    #[arg(long)]
+    id: Option<String>,
+    /// Then watch it as `murmur task watch` does, until it ends.
+    #[arg(long)]
+    watch: bool,
+}
+
+/// `murmur task submit`: prints and returns the new task's id.
+pub async fn submit(settings: &Settings, args: &SubmitArgs) -> Result<String> {
+    validate_capability(&args.capability).map_err(anyhow::Error::msg)?;
+    let labels = parse_labels(&args.labels)?;
+    let input: serde_json::Value =
+        serde_json::from_str(&args.input).context("--input is not JSON")?;
     let log = settings.open_log("murmur-task-submit").await?;
-    let id = murmur_subjects::Token::new(format!("task-{}", uuid::Uuid::now_v7().simple()))?;
+    let id = murmur_subjects::Token::new(match &args.id {
+        Some(id) => id.clone(),
+        None => format!("task-{}", uuid::Uuid::now_v7().simple()),
+    })
+    .context("--id is not a valid task id")?;
     let payload = murmur_subjects::events::TaskSubmitted {
-        capability,
+        capability: args.capability.clone(),
         input,
-        priority,
-        max_attempts,
-        lease_ms,
+        priority: args.priority,
+        max_attempts: args.max_attempts,
+        lease_ms: args.lease_ms,
         labels,
         ..Default::default()
     };
@@ -112,7 +117,8 @@ pub async fn submit(
         murmur_subjects::Draft::new(id.clone(), &payload)?,
         murmur_subjects::log::Expected::NoEvents,
     )
-    .await?;
+    .await
+    .with_context(|| format!("submitting task {id} (an id that exists is refused)"))?;
     out!("{id}");
     Ok(id.as_str().to_string())
 }
@@ -309,26 +315,9 @@ pub async fn graph_submit(settings: &Settings, file: &std::path::Path) -> Result
 /// Runs `murmur task ...`.
 pub async fn run(settings: &Settings, command: TaskCommand) -> Result<()> {
     match command {
-        TaskCommand::Submit {
-            capability,
-            input,
-            priority,
-            max_attempts,
-            lease_ms,
-            labels,
-            watch,
-        } => {
-            let id = submit(
-                settings,
-                capability,
-                &input,
-                priority,
-                max_attempts,
-                lease_ms,
-                &labels,
-            )
-            .await?;
-            if watch {
+        TaskCommand::Submit(args) => {
+            let id = submit(settings, &args).await?;
+            if args.watch {
                 super::task_watch::run(settings, &id, None).await?;
             }
             Ok(())

@@ -61,6 +61,7 @@ pub(super) fn router(console: Arc<Console>) -> Router {
         .route("/api/tasks", get(tasks))
         .route("/api/tasks/{id}", get(task))
         .route("/api/proposals", get(proposals))
+        .route("/api/assistant", get(assistant))
         .route("/api/dead-letters", get(dead_letters))
         .route("/api/knowledge", get(knowledge))
         .route("/api/knowledge/{space}/{fact}", get(fact_history))
@@ -312,6 +313,22 @@ fn proposals_json(c: &Consensus) -> Value {
             })
         }).collect::<Vec<_>>(),
     })
+}
+
+/// Most assistant requests the view lists.
+const ASSISTANT_LIMIT: usize = 100;
+
+/// The assistant's requests, newest first: question, steps, answer
+/// (`murmur_agents::assistant::requests`).
+async fn assistant(State(c): Shared, Query(f): Query<Freshness>) -> ApiResult {
+    let a = c
+        .tasks
+        .ask(f.at_least, |book| {
+            json!({ "requests": murmur_agents::assistant::requests::requests(book, ASSISTANT_LIMIT) })
+        })
+        .await
+        .ok_or_else(stale)?;
+    Ok(answered(a))
 }
 
 async fn proposals(State(c): Shared, Query(f): Query<Freshness>) -> ApiResult {

@@ -16,6 +16,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+pub mod requests;
+
 use crate::tool::FsRequest;
 
 /// A tool the planning step may call, and how its call becomes a `tool.fs` request.
