@@ -438,7 +438,7 @@ async fn run_prompt(
         labels: config.labels.clone(),
         sender,
         max_attempts: asks.then_some(1),
-        lease_ms: asks.then(|| config.prompt_timeout.as_millis() as u64),
+        lease_ms: asks.then_some(config.prompt_timeout.as_millis() as u64),
         ..Default::default()
     };
     let mut run = TaskRun::submit(log, id, &submitted, config.prompt_timeout)
