@@ -98,7 +98,7 @@ try {
   await page.waitForSelector(`tr[data-agent="console-worker"]`, { timeout: DEADLINE });
   measured.agent_visible_ms = Date.now() - agent.joinedAt;
   check(true, `a joining agent appears in the Agents view (${measured.agent_visible_ms} ms after it joined)`);
-  await page.waitForFunction(() => !document.querySelector('tr[data-agent="console-worker"] td:nth-child(9)')?.textContent.includes("none"), null, { timeout: DEADLINE });
+  await page.waitForFunction(() => !document.querySelector('tr[data-agent="console-worker"] td:nth-child(10)')?.textContent.includes("none"), null, { timeout: DEADLINE });
   await shot(page, "agents");
 
   // Tasks: a submitted task's state changes live, without reload.
@@ -132,6 +132,11 @@ G`]);
   await page.waitForSelector(`[data-testid=dag] .node.state-completed >> nth=2`, { timeout: DEADLINE });
   check(true, "a task graph is drawn as a DAG whose nodes turn completed live");
   await shot(page, "tasks");
+
+  // Live counters ($SRV.STATS): the worker's completed attempts.
+  await view(page, "agents");
+  await page.waitForFunction(() => /^[1-9]\d* done/.test(document.querySelector('tr[data-agent="console-worker"] td.counters')?.textContent || ""), null, { timeout: DEADLINE });
+  check(true, "an agent's live $SRV.STATS counters show in the Agents view");
 
   // Assistant: a request's steps, question and answer, read from the log. The steps here
   // are run by the echo worker (its output is its input), so the view's reading of the

@@ -3,7 +3,7 @@ import { html, render } from "htm/preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { get, post } from "./api.js";
 import { EventsView } from "./events.js";
-import { connect, credsClaims, followHeartbeats, followHistory, lastSequence } from "./nats.js";
+import { agentStats, connect, credsClaims, followHeartbeats, followHistory, lastSequence } from "./nats.js";
 import { AgentsView, AssistantView, DeadLettersView, DeployView, KnowledgeView, ProposalsView, ReplayView, TasksView } from "./views.js";
 import { CAPABILITY, joinAsAgent } from "./participant.js";
 import shopExample from "../../../examples/shop.toml?raw";
@@ -16,7 +16,7 @@ const BACKLOG = 500;
 const VIEWS = ["events", "agents", "tasks", "assistant", "proposals", "knowledge", "dead letters", "replay", "deploy", "compute"];
 
 /** What the log tells the page, mutated in place and re-rendered once per frame. */
-const store = { events: [], lastSeq: 0, heartbeats: new Map() };
+const store = { events: [], lastSeq: 0, heartbeats: new Map(), stats: new Map() };
 
 function EventModal({ seq, onClose }) {
   const [event, setEvent] = useState(null);
@@ -142,6 +142,12 @@ function App() {
           changed();
         })
       );
+      // Live counters ($SRV.STATS): attempts, and an inference agent's tokens/s.
+      const stats = setInterval(async () => {
+        store.stats = await agentStats(nc, cfg).catch(() => store.stats);
+        changed();
+      }, 2000);
+      stop.push(() => clearInterval(stats));
       stop.push(
         followHeartbeats(nc, cfg, (key, data) => {
           store.heartbeats.set(key, { at: Date.now(), data });

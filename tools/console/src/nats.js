@@ -1,6 +1,6 @@
 // The page's own NATS connection: the realm's log followed over WebSocket with read-only
 // credentials, and the live plane's heartbeats.
-import { wsconnect, credsAuthenticator } from "@nats-io/nats-core";
+import { wsconnect, credsAuthenticator, createInbox } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
 
 /** The claims of a creds file's user JWT (not verified here: the server does that). */
@@ -93,4 +93,29 @@ export function followHeartbeats(nc, config, onBeat) {
     }
   })();
   return () => sub.unsubscribe();
+}
+
+/** Every agent's live counters: a `$SRV.STATS` scatter-gather (as `murmur status` asks),
+ * the replies collected for `waitMs`, keyed by agent id. */
+export async function agentStats(nc, config, waitMs = 500) {
+  const claims = config.observer_creds ? credsClaims(config.observer_creds) : null;
+  const inbox = createInbox(claims?.sub ? `_INBOX.${claims.sub}` : "_INBOX");
+  const sub = nc.subscribe(inbox);
+  const stats = new Map();
+  const done = (async () => {
+    for await (const m of sub) {
+      try {
+        for (const endpoint of JSON.parse(decoder.decode(m.data)).endpoints || []) {
+          if (endpoint.data?.agent) stats.set(endpoint.data.agent, endpoint.data);
+        }
+      } catch {
+        /* not a micro service's stats: not ours */
+      }
+    }
+  })();
+  nc.publish("$SRV.STATS", new Uint8Array(), { reply: inbox });
+  await new Promise((r) => setTimeout(r, waitMs));
+  sub.unsubscribe();
+  await done;
+  return stats;
 }

@@ -60,6 +60,16 @@ export function Problem({ error }) {
   return error ? html`<p class="error" role="alert">${error}</p>` : null;
 }
 
+// An agent's live counters from $SRV.STATS: attempts, and tokens/s where it generates.
+const counters = (s) => {
+  if (!s) return "—";
+  const attempts = `${s.attempts_completed} done · ${s.attempts_failed} failed · ${s.running} running`;
+  const g = s.generation;
+  if (!g) return attempts;
+  const rate = g.seconds > 0 ? (g.generated_tokens / g.seconds).toFixed(1) : "0.0";
+  return `${attempts} · ${g.generated_tokens} tokens, ${rate} tokens/s`;
+};
+
 export function AgentsView({ store }) {
   const [data, error] = useLive("/api/agents", store.lastSeq);
   const now = Date.now();
@@ -69,7 +79,7 @@ export function AgentsView({ store }) {
     <p class="muted">${agents.length} agents · registry as of sequence ${data?.position ?? "…"}</p>
     <table data-testid="agents">
       <thead><tr><th>name</th><th>kind</th><th>status</th><th>capabilities</th><th>labels</th>
-        <th>hardware</th><th>load</th><th>slots</th><th>heartbeat</th><th>key</th></tr></thead>
+        <th>hardware</th><th>load</th><th>slots</th><th>counters</th><th>heartbeat</th><th>key</th></tr></thead>
       <tbody>
         ${agents.map((a) => {
           const beat = store.heartbeats.get(a.id);
@@ -81,6 +91,7 @@ export function AgentsView({ store }) {
             <td>${hw.cores ?? "?"} cores, ${hw.memory_mib ?? "?"} MiB${(hw.accelerators || []).length ? `, ${hw.accelerators.join(", ")} (${hw.vram_mib} MiB)` : ""}</td>
             <td>${(beat?.data?.load ?? a.load ?? 0).toFixed(2)} · queue ${beat?.data?.queue_depth ?? a.queue_depth}</td>
             <td>${a.slots}</td>
+            <td class="counters">${counters(store.stats.get(a.id))}</td>
             <td>${beat ? ago(now - beat.at) : "none heard yet"}</td>
             <td class="mono" title=${a.id}>${short(a.id)}</td>
           </tr>`;
