@@ -139,6 +139,9 @@ pub struct Proposal {
     pub electorate: BTreeSet<String>,
     /// Counted votes.
     pub votes: BTreeMap<String, Choice>,
+    /// The reasons counted voters gave, where they gave one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reasons: BTreeMap<String, String>,
     /// Refused votes, in log order: (voter, reason).
     pub refused: Vec<(String, VoteRefusal)>,
     /// The decision, once written.
@@ -254,6 +257,7 @@ impl Consensus {
                 opened,
                 electorate,
                 votes: BTreeMap::new(),
+                reasons: BTreeMap::new(),
                 refused: Vec::new(),
                 decided: None,
                 deadline_passed: false,
@@ -546,6 +550,9 @@ impl ConsensusProjection {
                     })?;
                 if let Some(p) = state.proposals.get_mut(id) {
                     p.last_cause = Some(event.record.id.clone());
+                    if !v.reason.trim().is_empty() {
+                        p.reasons.insert(event.emitter().to_string(), v.reason);
+                    }
                 }
             }
             ProposalEvent::DeadlinePassed(ProposalDeadlinePassed {}) => {

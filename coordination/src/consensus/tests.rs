@@ -475,14 +475,26 @@ fn decisions_need_a_tallier_and_grounds_in_the_counted_votes() {
             .contains("tallier role")
     );
     assert!(state.proposals["p1"].decided.is_none());
-    let yes = VoteCast {
-        choice: Choice::Approve,
-        reason: String::new(),
-    };
     for (i, v) in voters.iter().enumerate() {
+        // The first voter says why; a reason is kept with the vote it came with.
+        let yes = VoteCast {
+            choice: Choice::Approve,
+            reason: if i == 0 {
+                "the tests pass".into()
+            } else {
+                "  ".into()
+            },
+        };
         full.apply(&mut state, &log.event(v, "p1", &yes, 10 + i as i64))
             .expect("vote");
     }
+    assert_eq!(
+        state.proposals["p1"].reasons,
+        BTreeMap::from([(
+            voters[0].public_key().to_string(),
+            "the tests pass".to_string()
+        )])
+    );
     // Naming a voter whose vote was not counted is refused.
     let stranger = Identity::generate();
     let named_stranger = full.apply(

@@ -170,6 +170,18 @@ G`]);
   await page.waitForSelector(`[data-testid=task-state] >> text=cancelled`, { timeout: DEADLINE });
   check(true, "a task is cancelled from the page with operator credentials");
 
+  // Vote from the page, with a reason, as the participant the credentials name; the vote
+  // shows with its reason and the tallier decides.
+  const operatorUser = JSON.parse(Buffer.from(operatorCreds.split("\n")[1].split(".")[1], "base64url")).sub;
+  const proposal = murmur("vote", "propose", "--question", "ship it?", "--voter", operatorUser, "--deadline-s", "120").split(/\s+/).pop();
+  await view(page, "proposals");
+  await page.fill("label >> text=reason for a vote >> input", "the tests pass");
+  await page.click(`tr[data-proposal="${proposal}"] button >> text=approve`, { timeout: DEADLINE });
+  await page.waitForSelector(`tr[data-proposal="${proposal}"] .reason >> text=the tests pass`, { timeout: DEADLINE });
+  await page.waitForSelector(`tr[data-proposal="${proposal}"] td >> text=approved`, { timeout: DEADLINE });
+  check(true, "a vote cast from the page shows with its reason, and the proposal is decided");
+  await view(page, "tasks");
+
   // Dead letters: a malformed message published as the operator is dead-lettered by the
   // auditor, shows in the view, is refused a redrive with observer credentials and redriven
   // with the operator's.

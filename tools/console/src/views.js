@@ -254,7 +254,9 @@ export function ProposalsView({ store, act }) {
             <td class="mono">${p.id}</td><td>${p.state}</td>
             <td>${JSON.stringify(p.opened?.protocol ?? p.opened?.rule ?? "")}</td>
             <td>${p.electorate.length}</td>
-            <td>${Object.entries(p.votes).map(([v, c]) => html`<div><span class="mono">${short(v)}</span> ${JSON.stringify(c)}</div>`)}</td>
+            <td>${Object.entries(p.votes).map(
+              ([v, c]) => html`<div><span class="mono">${short(v)}</span> ${JSON.stringify(c)}${p.reasons?.[v] ? html` <span class="reason">— ${p.reasons[v]}</span>` : ""}</div>`
+            )}</td>
             <td>${p.refused.map((r) => html`<div><span class="mono">${short(r.voter)}</span> ${r.reason}</div>`)}</td>
             <td>${p.decided ? JSON.stringify(p.decided.outcome) : p.withdrawn ? `withdrawn: ${p.withdrawn}` : "open"}</td>
             <td>${p.state === "open" &&

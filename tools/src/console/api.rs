@@ -305,6 +305,7 @@ fn proposals_json(c: &Consensus) -> Value {
                 "proposer": p.proposer,
                 "electorate": p.electorate,
                 "votes": p.votes,
+                "reasons": p.reasons,
                 "counts": counts,
                 "refused": p.refused.iter().map(|(voter, why)| json!({"voter": voter, "reason": why.to_string()})).collect::<Vec<_>>(),
                 "decided": p.decided,
