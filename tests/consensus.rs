@@ -367,7 +367,17 @@ async fn policy_voter_processes_decide_a_proposal_opened_from_the_cli() -> Resul
         );
         assert!(p.votes.len() >= 2);
         let shown = murmur(&["vote", "show", &id]).output().await?;
-        assert!(String::from_utf8_lossy(&shown.stdout).contains(expected));
+        let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+        assert!(shown.contains(expected), "{shown}");
+        // Each counted vote is shown with the reason its voter gave.
+        assert!(
+            shown
+                .lines()
+                .filter(|l| l.ends_with(&format!(" — {reason}")))
+                .count()
+                >= 2,
+            "{shown}"
+        );
         // A late vote from the CLI (refused: the proposal is closed, and the CLI's identity
         // is no voter) is recorded and joins the flow all the same; the command says it does
         // not count, and fails.

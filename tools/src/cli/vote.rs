@@ -510,7 +510,12 @@ fn describe_proposal(id: &str, p: &murmur_coordination::consensus::Proposal) -> 
         } else {
             ""
         };
-        lines.push(format!("  {voter}  {weight}  {vote}{mark}"));
+        let why = p
+            .reasons
+            .get(voter)
+            .map(|r| format!(" — {r}"))
+            .unwrap_or_default();
+        lines.push(format!("  {voter}  {weight}  {vote}{mark}{why}"));
     }
     if !p.refused.is_empty() {
         lines.push("refused votes (voter, reason):".into());
