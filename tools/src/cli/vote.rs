@@ -862,6 +862,7 @@ mod tests {
             votes: [("UA", Choice::Approve), ("UB", Choice::Approve)]
                 .map(|(k, c)| (k.to_string(), c))
                 .into(),
+            reasons: [("UB".to_string(), "the tests pass".to_string())].into(),
             refused: vec![("UX".into(), VoteRefusal::NotAVoter)],
             decided: Some(ProposalDecided {
                 outcome: "approved".into(),
@@ -894,7 +895,7 @@ mod tests {
             "{lines:?}"
         );
         assert!(
-            lines.contains(&"  UB  2  approve *".to_string()),
+            lines.contains(&"  UB  2  approve * — the tests pass".to_string()),
             "{lines:?}"
         );
         assert!(lines.contains(&"  UC  1  -".to_string()), "{lines:?}");
