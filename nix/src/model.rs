@@ -613,4 +613,16 @@ mod example_tests {
             .count();
         assert_eq!(services, 5, "the example is a 5-service application");
     }
+
+    #[test]
+    fn a_spec_written_as_json_reads_back_the_same() {
+        // The console's form edits the spec the server parsed and sends it back as JSON.
+        let spec = DeploymentSpec::parse(include_str!("../../examples/shop.toml"), Format::Toml)
+            .expect("toml");
+        let json = serde_json::to_string(&spec).expect("serializes");
+        assert_eq!(
+            DeploymentSpec::parse(&json, Format::Json).expect("json"),
+            spec
+        );
+    }
 }

@@ -291,6 +291,34 @@ G`]);
   await view(page, "deploy");
   await page.waitForSelector("[data-testid=deploy-status] >> text=valid", { timeout: DEADLINE });
   await shot(page, "deploy");
+  // The form: a node added like web-a on web-a's own host clashes on its port, and the
+  // problem shows next to it; on another host it is valid; removed, the graph is as before.
+  const nodesIn = async () => Number(/(\d+) nodes/.exec(await page.textContent("[data-testid=deploy-status]"))[1]);
+  const before = await nodesIn();
+  await page.fill("[data-testid=new-node-name]", "web-c");
+  await page.selectOption("[data-testid=new-node-like]", "web-a");
+  await page.selectOption("[data-testid=new-node-host]", "app-1");
+  await page.click("[data-testid=add-node]");
+  await page.waitForSelector(`[data-testid=graph-form] li[data-node="web-c"] .error`, { timeout: DEADLINE });
+  check(true, `a node added in the form that clashes shows its problem next to it: ${await page.textContent('li[data-node="web-c"] .error')}`);
+  await page.click(`li[data-node="web-c"] [data-testid=remove-node]`);
+  await page.waitForSelector(`[data-testid=deploy-status] >> text=valid: ${before} nodes`, { timeout: DEADLINE });
+  await page.fill("[data-testid=new-node-name]", "web-d");
+  await page.selectOption("[data-testid=new-node-like]", "web-a");
+  await page.selectOption("[data-testid=new-node-host]", "edge-1");
+  await page.click("[data-testid=add-node]");
+  await page.waitForSelector(`[data-testid=deploy-status] >> text=valid: ${before + 1} nodes`, { timeout: DEADLINE });
+  await page.selectOption("[data-testid=new-edge-from]", "web-d");
+  await page.selectOption("[data-testid=new-edge-to]", "api");
+  await page.selectOption("[data-testid=new-edge-type]", "connects_to");
+  await page.fill("[data-testid=new-edge-port]", "9000");
+  await page.click("[data-testid=add-edge]");
+  await page.waitForSelector(`li[data-edge="web-d->api"]`, { timeout: DEADLINE });
+  await page.waitForSelector(`[data-testid=deploy-status] >> text=valid: ${before + 1} nodes`, { timeout: DEADLINE });
+  check(true, `nodes and edges added in the form keep the graph valid (${before} → ${before + 1} nodes)`);
+  await page.click(`li[data-node="web-d"] [data-testid=remove-node]`);
+  await page.waitForSelector(`[data-testid=deploy-status] >> text=valid: ${before} nodes`, { timeout: DEADLINE });
+  check(true, "a node removed in the form takes its edges with it");
   await page.fill(
     "[data-testid=graph-text]",
     `name = "broken"

@@ -326,6 +326,63 @@ export function ReplayView({ store }) {
   </section>`;
 }
 
+/** Adds and removes nodes and edges of a deployment graph; each node shows its problems. */
+function GraphForm({ spec, edit, problems }) {
+  const [name, setName] = useState("");
+  const [like, setLike] = useState("");
+  const [host, setHost] = useState("");
+  const [from, setFrom] = useState("");
+  const [to, setTo] = useState("");
+  const [kind, setKind] = useState("depends_on");
+  const [port, setPort] = useState("");
+  const names = spec.nodes.map((n) => n.name);
+  const hosts = Object.keys(spec.hosts || {});
+  const pick = (value, options) => (options.includes(value) ? value : options[0] || "");
+  const addNode = () => {
+    const model = spec.nodes.find((n) => n.name === pick(like, names));
+    if (!model || !name) return;
+    edit((g) => g.nodes.push({ ...structuredClone(model), name, host: pick(host, hosts) }));
+    setName("");
+  };
+  const addEdge = () =>
+    edit((g) =>
+      g.edges.push(
+        kind === "connects_to"
+          ? { from: pick(from, names), to: pick(to, names), type: kind, port: Number(port) }
+          : { from: pick(from, names), to: pick(to, names), type: kind }
+      )
+    );
+  const select = (value, set, options, testid) =>
+    html`<select data-testid=${testid} value=${pick(value, options)} onChange=${(e) => set(e.target.value)}>${options.map((o) => html`<option>${o}</option>`)}</select>`;
+  return html`<div class="graph-form" data-testid="graph-form">
+    <h4>nodes</h4>
+    <ul>
+      ${spec.nodes.map(
+        (n) => html`<li data-node=${n.name}><b>${n.name}</b> ${n.type} on ${n.host}
+          <button data-testid="remove-node" onClick=${() => edit((g) => {
+            g.nodes = g.nodes.filter((m) => m.name !== n.name);
+            g.edges = g.edges.filter((e) => e.from !== n.name && e.to !== n.name);
+          })}>remove</button>
+          ${(problems.get(n.name) || []).map((m) => html`<div class="error">${m}</div>`)}</li>`
+      )}
+    </ul>
+    <p>add <input data-testid="new-node-name" placeholder="name" value=${name} onInput=${(e) => setName(e.target.value)} />
+      like ${select(like, setLike, names, "new-node-like")} on ${select(host, setHost, hosts, "new-node-host")}
+      <button data-testid="add-node" onClick=${addNode}>add node</button></p>
+    <h4>edges</h4>
+    <ul>
+      ${spec.edges.map(
+        (e, i) => html`<li data-edge=${`${e.from}->${e.to}`}>${e.from} → ${e.to} (${e.type}${e.port ? ` ${e.port}` : ""})
+          <button onClick=${() => edit((g) => g.edges.splice(i, 1))}>remove</button></li>`
+      )}
+    </ul>
+    <p>add ${select(from, setFrom, names, "new-edge-from")} → ${select(to, setTo, names, "new-edge-to")}
+      ${select(kind, setKind, ["depends_on", "connects_to"], "new-edge-type")}
+      ${kind === "connects_to" && html`port <input data-testid="new-edge-port" size="5" value=${port} onInput=${(e) => setPort(e.target.value)} />`}
+      <button data-testid="add-edge" onClick=${addEdge}>add edge</button></p>
+  </div>`;
+}
+
 export function DeployView({ example }) {
   const [text, setText] = useState(example);
   const [format, setFormat] = useState("toml");
@@ -351,6 +408,22 @@ export function DeployView({ example }) {
   };
   const byNode = new Map();
   (result?.problems || []).forEach((p) => (p.nodes.length ? p.nodes : ["(graph)"]).forEach((n) => byNode.set(n, [...(byNode.get(n) || []), p.message])));
+  // The form edits the graph the server parsed and sends it back as JSON: no second parser
+  // or validator in the page.
+  const spec = result?.spec;
+  const edit = (change) => {
+    // The text as it is now when it is JSON (an edit made before the server answered the
+    // last one is not lost), else what the server parsed.
+    let next;
+    try {
+      next = format === "json" ? JSON.parse(text) : structuredClone(spec);
+    } catch {
+      next = structuredClone(spec);
+    }
+    change(next);
+    setFormat("json");
+    setText(JSON.stringify(next, null, 2));
+  };
   return html`<section class="view deploy">
     <div class="toolbar">
       <input type="file" accept=".toml,.json" onChange=${openFile} />
@@ -358,12 +431,17 @@ export function DeployView({ example }) {
       <span data-testid="deploy-status" class=${result?.ok ? "ok" : "error"}>${result ? (result.ok ? `valid: ${result.nodes.length} nodes on ${result.hosts} hosts, ${result.edges} edges` : `${result.problems.length} problem(s)`) : "…"}</span>
     </div>
     <div class="split">
-      <textarea data-testid="graph-text" spellcheck="false" value=${text} onInput=${(e) => setText(e.target.value)}></textarea>
+      <textarea data-testid="graph-text" spellcheck="false" value=${text} onInput=${(e) => {
+        // Typed or pasted: JSON when it opens with a brace, else TOML.
+        setFormat(e.target.value.trimStart().startsWith("{") ? "json" : "toml");
+        setText(e.target.value);
+      }}></textarea>
       <div class="detail">
         ${result && !result.ok &&
         html`<ul data-testid="problems">${[...byNode.entries()].map(
           ([node, messages]) => html`<li><b>${node}</b><ul>${messages.map((m) => html`<li class="error">${m}</li>`)}</ul></li>`
         )}</ul>`}
+        ${spec && html`<${GraphForm} spec=${spec} edit=${edit} problems=${byNode} />`}
         ${result?.ok &&
         html`<div class="tabs">${Object.keys(result.files).map((f) => html`<button class=${f === file ? "chip on" : "chip"} onClick=${() => setFile(f)}>${f}</button>`)}
           <button onClick=${download}>download ${file}</button></div>

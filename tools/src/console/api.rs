@@ -562,11 +562,14 @@ async fn flake(Json(r): Json<FlakeRequest>) -> Json<Value> {
             }));
         }
     };
+    // The parsed graph goes back too: the page's form edits it and sends it again as JSON.
+    let parsed = serde_json::to_value(&spec).unwrap_or(Value::Null);
     match Deployment::new(spec) {
         Ok(d) => {
             let flake = murmur_nix::generate(&d);
             Json(json!({
                 "ok": true,
+                "spec": parsed,
                 "hosts": d.spec.hosts.len(),
                 "nodes": d.spec.nodes.iter().map(|n| json!({"name": n.name, "host": n.host, "type": n.kind.type_name()})).collect::<Vec<_>>(),
                 "edges": d.spec.edges.len(),
@@ -575,6 +578,7 @@ async fn flake(Json(r): Json<FlakeRequest>) -> Json<Value> {
         }
         Err(errors) => Json(json!({
             "ok": false,
+            "spec": parsed,
             "problems": errors.0.iter().map(|p| json!({"message": p.to_string(), "nodes": p.nodes()})).collect::<Vec<_>>(),
         })),
     }
