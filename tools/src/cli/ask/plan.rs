@@ -1,13 +1,5 @@
-//! `murmur ask QUESTION`: the assistant. Each step of the plan is a task in the log, routed
-//! by capability like any other: a planning step (`llm.generate`, its tool call constrained
-//! to a JSON Schema), a tool step (`tool.fs`, `tool.memory` or `tool.exec`, run by a tool or
-//! memory agent) when the plan calls one, and an answering step (`llm.generate`). The steps
-//! share one correlation id and each names the event that caused it; their ids are the
-//! request's id with `-plan`, `-tool` and `-answer` appended, which `--explain` reads back.
-//! [`ask_on`] runs a plan; an orchestrator agent runs it for each `assistant.ask` task
-//! ([`orchestrator_handler`]), and `murmur ask` hands the request to one when one is online
-//! ([`ask_orchestrator`]), else runs it in this process. The decisions (prompts, schema,
-//! the call → task mapping) are `murmur_agents::assistant`'s.
+//! One request run as its plan: the steps submitted and followed, the safety gate, the
+//! assistant's memory read and written.
 
 use std::time::{Duration, Instant};
 
@@ -18,8 +10,6 @@ use murmur_knowledge::{FactDraft, KnowledgeReplica, ReplicaConfig, Value};
 use murmur_subjects::events::TaskSubmitted;
 use murmur_subjects::log::Expected;
 use murmur_subjects::{Draft, EventLog, Projector, Token};
-
-use crate::settings::Settings;
 
 /// Tells `narrator` one line, formatted.
 macro_rules! say {
@@ -71,88 +61,6 @@ impl Narrator {
     /// Every line told so far.
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-/// `murmur ask` arguments.
-#[derive(Debug, clap::Args)]
-pub struct AskArgs {
-    /// The question.
-    #[arg(required_unless_present_any = ["explain", "export"])]
-    pub question: Option<String>,
-    /// Write every model step of earlier requests from the log as training data instead:
-    /// one JSON object per line (`jsonl`) with the request, step, prompt messages, response,
-    /// model hash and outcome.
-    #[arg(long, value_name = "FORMAT", value_parser = ["jsonl"], conflicts_with_all = ["question", "explain"])]
-    pub export: Option<String>,
-    /// Print the steps of an earlier request (its id, as `murmur ask` printed it) from the
-    /// log instead: each step's input, output, agent and timeline.
-    #[arg(long, value_name = "REQUEST", conflicts_with = "question")]
-    pub explain: Option<String>,
-    /// How the question is asked.
-    #[command(flatten)]
-    pub how: HowToAsk,
-}
-
-/// `murmur chat` arguments: a conversation, one question per line of standard input.
-#[derive(Debug, clap::Args)]
-pub struct ChatArgs {
-    /// How each question is asked.
-    #[command(flatten)]
-    pub how: HowToAsk,
-}
-
-/// How `murmur ask` and `murmur chat` ask.
-#[derive(Debug, Clone, clap::Args)]
-pub struct HowToAsk {
-    /// Only inference agents with this label run the model steps (key=value, repeatable),
-    /// e.g. `model=SmolLM2 135M Instruct`.
-    #[arg(long = "label")]
-    pub labels: Vec<String>,
-    /// Give up when a step has not ended after this many seconds.
-    #[arg(long, default_value_t = 300)]
-    pub step_timeout_s: u64,
-    /// Answer even a question asked before (within the cache's lifetime) from scratch.
-    #[arg(long)]
-    pub no_cache: bool,
-    /// How long an answer is reused for the same question (normalized), in seconds.
-    #[arg(long, default_value_t = 3600)]
-    pub cache_ttl_s: u64,
-    /// Also allow this tool (repeatable; `read_file`, `list_directory` and `search` always
-    /// are). A tool that changes anything (`write_file`) still runs only once a vote
-    /// approves the step.
-    #[arg(long = "allow", value_name = "TOOL")]
-    pub allow: Vec<String>,
-    /// Who approves a risky step: the online agents offering this capability (e.g. policy
-    /// voters, `murmur voter run`) …
-    #[arg(long, default_value = "vote")]
-    pub approvers_capability: String,
-    /// … and these participants by public key (repeatable; they vote with `murmur vote
-    /// cast`).
-    #[arg(long = "approver", value_name = "KEY")]
-    pub approvers: Vec<String>,
-    /// How long a risky step waits for its vote, in seconds.
-    #[arg(long, default_value_t = 300)]
-    pub approval_timeout_s: u64,
-    /// Run the plan in this process even when an orchestrator agent is online.
-    #[arg(long)]
-    pub local: bool,
-}
-
-impl HowToAsk {
-    /// The request an orchestrator runs (or this process, with `--local`).
-    fn request(&self, question: &str) -> Result<assistant::AskRequest> {
-        Ok(assistant::AskRequest {
-            labels: crate::cli::task::parse_labels(&self.labels)?,
-            step_timeout_s: self.step_timeout_s,
-            no_cache: self.no_cache,
-            cache_ttl_s: self.cache_ttl_s,
-            allow: self.allow.clone(),
-            approvers_capability: self.approvers_capability.clone(),
-            approvers: self.approvers.clone(),
-            approval_timeout_s: self.approval_timeout_s,
-            ..assistant::AskRequest::new(question)
-        })
     }
 }
 
@@ -244,164 +152,7 @@ pub struct Answer {
     pub told: Vec<String>,
 }
 
-/// Runs `murmur ask`.
-pub async fn run(settings: &Settings, args: AskArgs) -> Result<()> {
-    if let Some(request) = &args.explain {
-        return explain(settings, request).await;
-    }
-    if args.export.is_some() {
-        let log = settings.open_log("murmur-ask-export").await?;
-        let view = tasks_read(&log).await?;
-        for pair in training_pairs(view.state()) {
-            out!("{}", serde_json::to_string(&pair)?);
-        }
-        return Ok(());
-    }
-    let question = args.question.as_deref().unwrap_or_default();
-    let log = settings.open_log("murmur-ask").await?;
-    let answer = ask(&log, &args.how.request(question)?, args.how.local).await?;
-    out!("{}", answer.text.trim());
-    Ok(())
-}
-
-/// Runs `murmur chat`: each line of standard input is a question asked with the
-/// conversation so far; each answer is printed as it comes. Ends at end of input or `/exit`.
-pub async fn chat(settings: &Settings, args: ChatArgs) -> Result<()> {
-    use std::io::IsTerminal as _;
-    use tokio::io::AsyncBufReadExt as _;
-    let log = settings.open_log("murmur-chat").await?;
-    let interactive = std::io::stdin().is_terminal();
-    if interactive {
-        eprintln!("murmur chat: one question per line; /exit or ctrl-d ends");
-    }
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut history: Vec<assistant::Turn> = Vec::new();
-    loop {
-        if interactive {
-            eprint!("> ");
-        }
-        let Some(line) = lines.next_line().await? else {
-            break;
-        };
-        let question = line.trim();
-        if question.is_empty() {
-            continue;
-        }
-        if question == "/exit" {
-            break;
-        }
-        let mut request = args.how.request(question)?;
-        request.history = history.clone();
-        let answer = ask(&log, &request, args.how.local).await?;
-        out!("{}", answer.text.trim());
-        history.push(assistant::Turn {
-            question: question.to_string(),
-            answer: answer.text.trim().to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// Asks `request`: plans, runs the tool the plan calls, answers; prints each step on
-/// stderr as it ends. An online orchestrator agent runs the plan (unless `local`); else
-/// this process does.
-pub async fn ask(log: &EventLog, request: &assistant::AskRequest, local: bool) -> Result<Answer> {
-    let options = AskOptions::from_request(request)?;
-    if !local && offered_online(log, assistant::ASK_CAPABILITY).await? {
-        return ask_orchestrator(log, request, &options).await;
-    }
-    ask_on(log, &request.question, &options, &Narrator::stderr()).await
-}
-
-/// Submits `request` as an `assistant.ask` task for an orchestrator agent and follows it,
-/// printing its step lines as they are reported.
-pub async fn ask_orchestrator(
-    log: &EventLog,
-    request: &assistant::AskRequest,
-    options: &AskOptions,
-) -> Result<Answer> {
-    use murmur_coordination::follow::{RunEvent, TaskRun};
-    if request.question.trim().is_empty() {
-        bail!("the question is empty");
-    }
-    let id = Token::new(format!("ask-{}", uuid::Uuid::now_v7().simple()))?;
-    // The orchestrator holds the request while its steps run and a vote is awaited.
-    let whole = options.step_timeout * 4 + options.approval.timeout;
-    let submitted = TaskSubmitted {
-        capability: assistant::ASK_CAPABILITY.into(),
-        input: serde_json::to_value(request)?,
-        max_attempts: Some(1),
-        lease_ms: Some(whole.as_millis() as u64),
-        ..Default::default()
-    };
-    let mut run =
-        TaskRun::submit(log, id.clone(), &submitted, whole + Duration::from_secs(60)).await?;
-    let mut printed = 0;
-    let mut print_new = |told: &[String]| {
-        for line in told.iter().skip(printed) {
-            eprintln!("{line}");
-        }
-        printed = printed.max(told.len());
-    };
-    loop {
-        match run.next().await? {
-            RunEvent::Progress(progress) => {
-                let told: Vec<String> = progress
-                    .message
-                    .unwrap_or_default()
-                    .lines()
-                    .map(String::from)
-                    .collect();
-                print_new(&told);
-            }
-            RunEvent::Ended(task) => {
-                let agent = agent_of(&task);
-                return match &task.state {
-                    TaskState::Completed { .. } => {
-                        let answer: Answer =
-                            serde_json::from_value(output_of(log, &task).await?)
-                                .context("the orchestrator's output is not an answer")?;
-                        print_new(&answer.told);
-                        eprintln!("[orchestrator] {id} run by {agent}");
-                        Ok(answer)
-                    }
-                    other => bail!(
-                        "the orchestrator's request {id} ended {}: {}",
-                        other.name(),
-                        task.failures
-                            .last()
-                            .map_or("no reason recorded", String::as_str)
-                    ),
-                };
-            }
-        }
-    }
-}
-
-/// The worker handler of an orchestrator agent (`murmur agent run --kind orchestrator`):
-/// each `assistant.ask` task is a request run as [`ask_on`] runs it here, its steps
-/// submitted as this agent and caused by the attempt, its lines reported as progress, the
-/// [`Answer`] its output.
-pub fn orchestrator_handler(log: EventLog) -> murmur_agents::worker::Handler {
-    murmur_agents::worker::handler(move |ctx| {
-        let log = log.clone();
-        async move {
-            let request: assistant::AskRequest = serde_json::from_value(ctx.input)
-                .map_err(|e| format!("an assistant.ask task takes an AskRequest: {e}"))?;
-            let mut options = AskOptions::from_request(&request).map_err(|e| format!("{e:#}"))?;
-            options.request_id = Some(ctx.task.clone());
-            options.caused_by = Some((ctx.correlation_id.clone(), ctx.started_id.clone()));
-            let narrator = Narrator::progress(ctx.progress.clone());
-            let mut answer = ask_on(&log, &request.question, &options, &narrator)
-                .await
-                .map_err(|e| format!("{e:#}"))?;
-            answer.told = narrator.lines();
-            serde_json::to_value(answer).map_err(|e| e.to_string())
-        }
-    })
-}
-
-/// [`ask`] as the participant `log` signs for: its steps are submitted to `log`'s realm.
+/// [`super::ask`] as the participant `log` signs for: its steps are submitted to `log`'s realm.
 /// A question answered within the cache's lifetime is answered again from memory (the
 /// `assistant` knowledge space), the hit recorded there; every new answer is remembered.
 pub async fn ask_on(
@@ -675,7 +426,7 @@ fn argument_of(call: &ToolCall) -> &str {
 }
 
 /// Whether an online agent offers `capability` now, as the registry fold reads the log.
-async fn offered_online(log: &EventLog, capability: &str) -> Result<bool> {
+pub(super) async fn offered_online(log: &EventLog, capability: &str) -> Result<bool> {
     let mut registry = Projector::new(
         log.clone(),
         murmur_coordination::registry::RegistryProjection {
@@ -903,7 +654,7 @@ impl<'a> Steps<'a> {
 }
 
 /// A completed task's output, fetched from the artifact store when it was offloaded.
-async fn output_of(log: &EventLog, task: &Task) -> Result<serde_json::Value> {
+pub(super) async fn output_of(log: &EventLog, task: &Task) -> Result<serde_json::Value> {
     let output = task.output.clone().unwrap_or(serde_json::Value::Null);
     if output.get("offloaded").and_then(|o| o.as_bool()) != Some(true) {
         return Ok(output);
@@ -914,204 +665,9 @@ async fn output_of(log: &EventLog, task: &Task) -> Result<serde_json::Value> {
     Ok(serde_json::from_slice(&store.get(&reference).await?)?)
 }
 
-fn agent_of(task: &Task) -> String {
+pub(super) fn agent_of(task: &Task) -> String {
     match &task.state {
         TaskState::Completed { agent } => agent.chars().take(12).collect(),
         _ => "?".into(),
-    }
-}
-
-/// The task projection of `log`'s realm, read to the end of the log.
-async fn tasks_read(log: &EventLog) -> Result<Projector<TaskProjection>> {
-    let mut view = Projector::new(
-        log.clone(),
-        TaskProjection {
-            realm: log.realm().clone(),
-        },
-    );
-    view.catch_up().await?;
-    Ok(view)
-}
-
-/// `murmur ask --explain REQUEST`: the request's steps from the log.
-async fn explain(settings: &Settings, request: &str) -> Result<()> {
-    let log = settings.open_log("murmur-ask-explain").await?;
-    let view = tasks_read(&log).await?;
-    let prefix = format!("{request}-");
-    let steps: Vec<(String, Task)> = ["plan", "tool", "answer"]
-        .iter()
-        .filter_map(|step| {
-            let id = format!("{prefix}{step}");
-            view.state().tasks.get(&id).map(|t| (id, t.clone()))
-        })
-        .collect();
-    if steps.iter().all(|(id, _)| !id.ends_with("-plan")) && !steps.is_empty() {
-        out!("{request}-plan: by rule (the question names its file or directory; no model step)");
-    }
-    if steps.is_empty() {
-        bail!(
-            "no request {request} in realm {} (its steps are tasks {prefix}plan, …)",
-            settings.realm
-        );
-    }
-    for (id, task) in steps {
-        out!(
-            "{id}: {} {} by {}",
-            task.requirements.capability,
-            task.state.name(),
-            agent_of(&task)
-        );
-        out!("  input:  {}", shorten(&task.input.to_string(), 400));
-        let output = output_of(&log, &task)
-            .await
-            .unwrap_or(serde_json::Value::Null);
-        out!("  output: {}", shorten(&output.to_string(), 400));
-        for failure in &task.failures {
-            out!("  failed attempt: {failure}");
-        }
-        for line in
-            crate::cli::events::aggregate_timeline(&log, murmur_subjects::Domain::Task, &id).await?
-        {
-            out!("  {line}");
-        }
-    }
-    Ok(())
-}
-
-/// The model steps of `murmur ask` requests in `book`, in submission order, as training
-/// records: request, step, the prompt's messages, the response (text, and the document of a
-/// constrained step), the model's hash and the outcome.
-pub fn training_pairs(book: &murmur_coordination::tasks::TaskBook) -> Vec<serde_json::Value> {
-    let mut steps: Vec<(&String, &Task)> = book
-        .tasks
-        .iter()
-        .filter(|(id, task)| {
-            id.starts_with("ask-")
-                && (id.ends_with("-plan") || id.ends_with("-answer"))
-                && task.requirements.capability == "llm.generate"
-                && task.state.is_final()
-        })
-        .collect();
-    steps.sort_by_key(|(_, task)| task.submitted_sequence);
-    steps
-        .into_iter()
-        .map(|(id, task)| {
-            let (request, step) = id.rsplit_once('-').unwrap_or((id, ""));
-            let output = task.output.clone().unwrap_or(serde_json::Value::Null);
-            let mut record = serde_json::json!({
-                "request": request,
-                "step": step,
-                "messages": task.input.get("messages").cloned().unwrap_or(serde_json::Value::Null),
-                "response": output.get("text").cloned().unwrap_or(serde_json::Value::Null),
-                "model_sha256": output.get("model_sha256").cloned().unwrap_or(serde_json::Value::Null),
-                "outcome": task.state.name(),
-            });
-            if let Some(document) = output.get("json") {
-                record["json"] = document.clone();
-            }
-            if !task.failures.is_empty() {
-                record["failures"] = serde_json::json!(task.failures);
-            }
-            record
-        })
-        .collect()
-}
-
-fn shorten(text: &str, most: usize) -> String {
-    if text.chars().count() <= most {
-        return text.to_string();
-    }
-    let kept: String = text.chars().take(most).collect();
-    format!("{kept}… ({} characters)", text.chars().count())
-}
-
-#[cfg(test)]
-mod tests {
-    use murmur_coordination::tasks::{Task, TaskBook, TaskState};
-
-    use super::*;
-
-    fn task(capability: &str, sequence: u64, state: TaskState, output: serde_json::Value) -> Task {
-        Task {
-            submitter: "me".into(),
-            requirements: murmur_coordination::routing::Requirements {
-                capability: capability.into(),
-                ..Default::default()
-            },
-            priority: 0,
-            max_attempts: 2,
-            lease_ms: 1000,
-            attempt: 1,
-            failures: vec![],
-            state,
-            submitted_sequence: sequence,
-            last_sequence: sequence,
-            input: serde_json::json!({"messages": [{"role": "user", "content": "q"}]}),
-            correlation_id: "c".into(),
-            last_event_id: "e".into(),
-            depends_on: vec![],
-            fail_with_dependency: false,
-            output: Some(output),
-            sender: None,
-        }
-    }
-
-    #[test]
-    fn training_pairs_are_the_finished_model_steps_of_ask_requests_in_order() {
-        let done = || TaskState::Completed { agent: "A".into() };
-        let mut book = TaskBook::default();
-        book.tasks.insert(
-            "ask-2-answer".into(),
-            task(
-                "llm.generate",
-                9,
-                done(),
-                serde_json::json!({"text": "27", "model_sha256": "m"}),
-            ),
-        );
-        book.tasks.insert(
-            "ask-1-plan".into(),
-            task(
-                "llm.generate",
-                3,
-                done(),
-                serde_json::json!({"text": "{\"tool\": \"none\"}", "json": {"tool": "none"}, "model_sha256": "m"}),
-            ),
-        );
-        book.tasks.insert(
-            "ask-2-tool".into(),
-            task("tool.fs", 5, done(), serde_json::json!({"lines": 27})),
-        );
-        book.tasks.insert(
-            "ask-3-answer".into(),
-            task(
-                "llm.generate",
-                11,
-                TaskState::Pending {
-                    not_before: chrono::DateTime::UNIX_EPOCH,
-                },
-                serde_json::Value::Null,
-            ),
-        );
-        book.tasks.insert(
-            "other-plan".into(),
-            task("llm.generate", 1, done(), serde_json::json!({"text": "x"})),
-        );
-        let pairs = training_pairs(&book);
-        let steps: Vec<(&str, &str)> = pairs
-            .iter()
-            .map(|p| {
-                (
-                    p["request"].as_str().unwrap_or(""),
-                    p["step"].as_str().unwrap_or(""),
-                )
-            })
-            .collect();
-        assert_eq!(steps, [("ask-1", "plan"), ("ask-2", "answer")]);
-        assert_eq!(pairs[0]["json"], serde_json::json!({"tool": "none"}));
-        assert_eq!(pairs[1]["response"], "27");
-        assert_eq!(pairs[1]["outcome"], "completed");
-        assert_eq!(pairs[1]["model_sha256"], "m");
-        assert_eq!(pairs[1]["messages"][0]["content"], "q");
     }
 }
