@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+pub mod orchestrate;
 pub mod requests;
 
 use crate::tool::FsRequest;

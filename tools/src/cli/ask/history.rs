@@ -4,8 +4,8 @@ use anyhow::{Result, bail};
 use murmur_coordination::tasks::{Task, TaskProjection};
 use murmur_subjects::{EventLog, Projector};
 
-use super::plan::{agent_of, output_of};
 use crate::settings::Settings;
+use murmur_agents::assistant::orchestrate::{agent_of, output_of};
 
 /// The task projection of `log`'s realm, read to the end of the log.
 pub(super) async fn tasks_read(log: &EventLog) -> Result<Projector<TaskProjection>> {

@@ -10,8 +10,6 @@
 //! the call → task mapping) are `murmur_agents::assistant`'s.
 
 mod history;
-mod orchestrator;
-mod plan;
 
 use anyhow::Result;
 use murmur_agents::assistant;
@@ -20,11 +18,27 @@ use murmur_subjects::EventLog;
 use crate::settings::Settings;
 
 use history::{explain, tasks_read};
-use plan::offered_online;
+use murmur_agents::assistant::orchestrate::offered_online;
 
 pub use history::training_pairs;
-pub use orchestrator::{ask_orchestrator, orchestrator_handler};
-pub use plan::{Answer, Approval, AskOptions, Narrator, ask_on};
+pub use murmur_agents::assistant::orchestrate::{
+    Answer, Approval, AskOptions, Narrator, ask_on, orchestrator_handler,
+};
+
+/// Hands `request` to an online orchestrator agent, printing its step lines on stderr as
+/// they come.
+pub async fn ask_orchestrator(
+    log: &EventLog,
+    request: &assistant::AskRequest,
+    options: &AskOptions,
+) -> Result<Answer> {
+    Ok(
+        murmur_agents::assistant::orchestrate::hand_over(log, request, options, &mut |line| {
+            eprintln!("{line}")
+        })
+        .await?,
+    )
+}
 
 /// `murmur ask` arguments.
 #[derive(Debug, clap::Args)]
@@ -174,5 +188,5 @@ pub async fn ask(log: &EventLog, request: &assistant::AskRequest, local: bool) -
     if !local && offered_online(log, assistant::ASK_CAPABILITY).await? {
         return ask_orchestrator(log, request, &options).await;
     }
-    ask_on(log, &request.question, &options, &Narrator::stderr()).await
+    Ok(ask_on(log, &request.question, &options, &Narrator::stderr()).await?)
 }

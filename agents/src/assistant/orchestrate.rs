@@ -1,15 +1,68 @@
-//! One request run as its plan: the steps submitted and followed, the safety gate, the
-//! assistant's memory read and written.
+//! One request run as its plan, by whoever runs it: an orchestrator agent for each
+//! `assistant.ask` task ([`orchestrator_handler`]), or the asker itself ([`ask_on`]). The
+//! steps are submitted and followed as tasks, a risky step is put to a vote first, and the
+//! assistant's memory is read and written. [`hand_over`] is the asker's side of a request
+//! an orchestrator runs.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use murmur_agents::assistant::{self, ToolCall};
 use murmur_coordination::tasks::{Task, TaskProjection, TaskState};
 use murmur_knowledge::{FactDraft, KnowledgeReplica, ReplicaConfig, Value};
 use murmur_subjects::events::TaskSubmitted;
 use murmur_subjects::log::Expected;
 use murmur_subjects::{Draft, EventLog, Projector, Token};
+
+use crate::assistant::{self, ToolCall};
+
+/// Why a request was not answered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AskError {
+    /// The question is empty.
+    #[error("the question is empty")]
+    EmptyQuestion,
+    /// A tool allowed by name does not exist.
+    #[error("--allow {tool}: no such tool (tools: {tools})")]
+    UnknownTool {
+        /// The name.
+        tool: String,
+        /// The tools there are.
+        tools: String,
+    },
+    /// The planning step wrote a call that cannot run.
+    #[error("step {step} planned a call that cannot run: {source}")]
+    Plan {
+        /// The step.
+        step: String,
+        /// Why.
+        #[source]
+        source: assistant::PlanError,
+    },
+    /// A step (or the orchestrator's request) ended without completing, or not in time.
+    #[error("{0}")]
+    Step(String),
+    /// A risky step could not be put to a vote, or its vote was not decided.
+    #[error("{0}")]
+    Approval(String),
+    /// The log.
+    #[error(transparent)]
+    Log(#[from] murmur_subjects::LogError),
+    /// Following a task.
+    #[error(transparent)]
+    Follow(#[from] murmur_coordination::follow::FollowError),
+    /// The assistant's knowledge space.
+    #[error(transparent)]
+    Knowledge(#[from] murmur_knowledge::KnowledgeError),
+    /// An output offloaded to the artifact store.
+    #[error(transparent)]
+    Artifact(#[from] crate::artifacts::ArtifactError),
+    /// A name that is not a token.
+    #[error(transparent)]
+    Token(#[from] murmur_subjects::subject::SubjectError),
+    /// A payload that is not what it should be.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
 
 /// Tells `narrator` one line, formatted.
 macro_rules! say {
@@ -23,7 +76,7 @@ macro_rules! say {
 /// far, so a reader that missed one misses nothing).
 pub struct Narrator {
     echo: bool,
-    progress: Option<murmur_agents::worker::Progress>,
+    progress: Option<crate::worker::Progress>,
     lines: std::sync::Mutex<Vec<String>>,
 }
 
@@ -38,7 +91,7 @@ impl Narrator {
     }
 
     /// Lines reported as an attempt's progress.
-    pub fn progress(progress: murmur_agents::worker::Progress) -> Self {
+    pub fn progress(progress: crate::worker::Progress) -> Self {
         Self {
             echo: false,
             progress: Some(progress),
@@ -99,17 +152,17 @@ pub struct AskOptions {
 
 impl AskOptions {
     /// The options `request` asks for; refuses a tool that does not exist.
-    pub fn from_request(request: &assistant::AskRequest) -> Result<Self> {
+    pub fn from_request(request: &assistant::AskRequest) -> Result<Self, AskError> {
         for tool in &request.allow {
             if !assistant::TOOLS.iter().any(|t| t.name == tool) {
-                bail!(
-                    "--allow {tool}: no such tool (tools: {})",
-                    assistant::TOOLS
+                return Err(AskError::UnknownTool {
+                    tool: tool.clone(),
+                    tools: assistant::TOOLS
                         .iter()
                         .map(|t| t.name)
                         .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                        .join(", "),
+                });
             }
         }
         Ok(Self {
@@ -152,17 +205,18 @@ pub struct Answer {
     pub told: Vec<String>,
 }
 
-/// [`super::ask`] as the participant `log` signs for: its steps are submitted to `log`'s realm.
-/// A question answered within the cache's lifetime is answered again from memory (the
+/// Runs `question` as its plan, as the participant `log` signs for: plans, runs the tool the
+/// plan calls, answers, each step a task submitted to `log`'s realm; `narrator` is told each
+/// step as it ends. A question answered within the cache's lifetime is answered again from memory (the
 /// `assistant` knowledge space), the hit recorded there; every new answer is remembered.
 pub async fn ask_on(
     log: &EventLog,
     question: &str,
     options: &AskOptions,
     narrator: &Narrator,
-) -> Result<Answer> {
+) -> Result<Answer, AskError> {
     if question.trim().is_empty() {
-        bail!("the question is empty");
+        return Err(AskError::EmptyQuestion);
     }
     let log = log.clone();
     let request = options
@@ -240,8 +294,10 @@ pub async fn ask_on(
                 .await?;
             let plan = steps.finish(&plan_id).await?;
             let plan_output = output_of(&log, &plan).await?;
-            let call = assistant::planned_call(&plan_output)
-                .with_context(|| format!("step {plan_id} planned a call that cannot run"))?;
+            let call = assistant::planned_call(&plan_output).map_err(|source| AskError::Plan {
+                step: plan_id.clone(),
+                source,
+            })?;
             say!(
                 narrator,
                 "[plan] {} by model on {}",
@@ -277,7 +333,10 @@ pub async fn ask_on(
     let runs = if refusal.is_some() {
         None
     } else {
-        assistant::tool_task(&call)?
+        assistant::tool_task(&call).map_err(|source| AskError::Plan {
+            step: format!("{request}-tool"),
+            source,
+        })?
     };
     // A tool no online agent offers would wait out the step's time: a call the question
     // named is answered with what to start, a call the model guessed is dropped.
@@ -367,7 +426,7 @@ pub async fn ask_on(
     let text = output
         .get("text")
         .and_then(|t| t.as_str())
-        .context("the answering step's output has no text")?
+        .ok_or_else(|| AskError::Step("the answering step's output has no text".into()))?
         .to_string();
     say!(narrator, "[answer] by {}", agent_of(&answered));
     // Remembered: the answer under its question (the cache), the whole request as an
@@ -426,7 +485,7 @@ fn argument_of(call: &ToolCall) -> &str {
 }
 
 /// Whether an online agent offers `capability` now, as the registry fold reads the log.
-pub(super) async fn offered_online(log: &EventLog, capability: &str) -> Result<bool> {
+pub async fn offered_online(log: &EventLog, capability: &str) -> Result<bool, AskError> {
     let mut registry = Projector::new(
         log.clone(),
         murmur_coordination::registry::RegistryProjection {
@@ -445,7 +504,7 @@ async fn approve(
     call: &ToolCall,
     approval: &Approval,
     narrator: &Narrator,
-) -> Result<Option<String>> {
+) -> Result<Option<String>, AskError> {
     use murmur_coordination::consensus::ConsensusProjection;
     use murmur_coordination::registry::RegistryProjection;
     let mut voters: std::collections::BTreeMap<String, u32> =
@@ -458,11 +517,7 @@ async fn approve(
             },
         );
         registry.catch_up().await?;
-        for id in crate::cli::vote::electorate_by(
-            &registry.state().agents,
-            Some(capability),
-            &Default::default(),
-        ) {
+        for (id, _) in registry.state().online_with(capability) {
             voters.entry(id.clone()).or_insert(1);
         }
     }
@@ -490,9 +545,12 @@ async fn approve(
         stimulus: 1.0,
     };
     murmur_coordination::consensus::check_proposal(&opened)
-        .context("the approval cannot be put to a vote")?;
-    log.append_expected(Draft::new(id.clone(), &opened)?, Expected::NoEvents)
-        .await?;
+        .map_err(|e| AskError::Approval(format!("the approval cannot be put to a vote: {e}")))?;
+    log.append_expected(
+        Draft::new(id.clone(), &opened).map_err(murmur_subjects::LogError::from)?,
+        Expected::NoEvents,
+    )
+    .await?;
     say!(
         narrator,
         "[safety] {what} changes things: held until a vote approves it (proposal {id}; `murmur vote cast {id} approve`)"
@@ -521,16 +579,16 @@ async fn approve(
             }
         }
         if tokio::time::Instant::now() >= until {
-            bail!(
+            return Err(AskError::Step(format!(
                 "{id} was not decided within {} s: is a tallier running (`murmur up` runs one)?",
                 (approval.timeout + Duration::from_secs(10)).as_secs()
-            );
+            )));
         }
     }
 }
 
 /// The assistant's knowledge space, opened (as its owner) on first use.
-async fn memory(log: &EventLog) -> Result<KnowledgeReplica> {
+async fn memory(log: &EventLog) -> Result<KnowledgeReplica, AskError> {
     match murmur_knowledge::replica::open_space(
         log,
         assistant::MEMORY_SPACE,
@@ -549,10 +607,10 @@ async fn memory(log: &EventLog) -> Result<KnowledgeReplica> {
     if let Some(space) = replica.base().space(assistant::MEMORY_SPACE)
         && !space.can_write(&me, u64::MAX)
     {
-        bail!(
+        return Err(AskError::Step(format!(
             "the `assistant` space is {}'s and this participant may not write it (its owner grants that: `murmur kb grant assistant {me}`)",
             space.owner
-        );
+        )));
     }
     Ok(replica)
 }
@@ -590,7 +648,7 @@ impl<'a> Steps<'a> {
         input: serde_json::Value,
         labels: std::collections::BTreeMap<String, String>,
         after: Option<&Task>,
-    ) -> Result<()> {
+    ) -> Result<(), AskError> {
         let payload = TaskSubmitted {
             capability: capability.to_string(),
             input,
@@ -599,7 +657,8 @@ impl<'a> Steps<'a> {
             lease_ms: Some(self.timeout.as_millis() as u64),
             ..Default::default()
         };
-        let mut draft = Draft::new(Token::new(id)?, &payload)?;
+        let mut draft =
+            Draft::new(Token::new(id)?, &payload).map_err(murmur_subjects::LogError::from)?;
         if let Some(parent) = after {
             draft = draft.caused_by_ids(&parent.correlation_id, &parent.last_event_id, None);
         } else if let Some((correlation, cause)) = &self.origin {
@@ -615,7 +674,7 @@ impl<'a> Steps<'a> {
     }
 
     /// Waits for step `id` to end; its task when it completed, the reason otherwise.
-    async fn finish(&mut self, id: &str) -> Result<Task> {
+    async fn finish(&mut self, id: &str) -> Result<Task, AskError> {
         let began = Instant::now();
         loop {
             self.view.poll(Duration::from_millis(100)).await?;
@@ -628,13 +687,13 @@ impl<'a> Steps<'a> {
             {
                 return match &task.state {
                     TaskState::Completed { .. } => Ok(task.clone()),
-                    other => bail!(
+                    other => Err(AskError::Step(format!(
                         "step {id} ended {}: {}",
                         other.name(),
                         task.failures
                             .last()
                             .map_or("no reason recorded", String::as_str)
-                    ),
+                    ))),
                 };
             }
             if began.elapsed() > self.timeout {
@@ -644,30 +703,123 @@ impl<'a> Steps<'a> {
                     .tasks
                     .get(id)
                     .map_or("not in the log", |t| t.state.name());
-                bail!(
+                return Err(AskError::Step(format!(
                     "step {id} did not end within {} s (it is {state}): is an agent with its capability running? (`murmur agents ls`)",
                     self.timeout.as_secs()
-                );
+                )));
             }
         }
     }
 }
 
 /// A completed task's output, fetched from the artifact store when it was offloaded.
-pub(super) async fn output_of(log: &EventLog, task: &Task) -> Result<serde_json::Value> {
+pub async fn output_of(log: &EventLog, task: &Task) -> Result<serde_json::Value, AskError> {
     let output = task.output.clone().unwrap_or(serde_json::Value::Null);
     if output.get("offloaded").and_then(|o| o.as_bool()) != Some(true) {
         return Ok(output);
     }
-    let reference: murmur_agents::artifacts::ArtifactRef =
-        serde_json::from_value(output["artifact"].clone()).context("an offloaded output")?;
-    let store = murmur_agents::artifacts::ArtifactStore::open(log).await?;
+    let reference: crate::artifacts::ArtifactRef =
+        serde_json::from_value(output["artifact"].clone())?;
+    let store = crate::artifacts::ArtifactStore::open(log).await?;
     Ok(serde_json::from_slice(&store.get(&reference).await?)?)
 }
 
-pub(super) fn agent_of(task: &Task) -> String {
+/// The first 12 characters of the agent that completed `task` (`?` otherwise).
+pub fn agent_of(task: &Task) -> String {
     match &task.state {
         TaskState::Completed { agent } => agent.chars().take(12).collect(),
         _ => "?".into(),
     }
+}
+
+/// Submits `request` as an `assistant.ask` task for an orchestrator agent and follows it,
+/// telling `on_line` each step line as it is reported, then who ran it.
+pub async fn hand_over(
+    log: &EventLog,
+    request: &assistant::AskRequest,
+    options: &AskOptions,
+    on_line: &mut (dyn FnMut(&str) + Send),
+) -> Result<Answer, AskError> {
+    use murmur_coordination::follow::{RunEvent, TaskRun};
+    if request.question.trim().is_empty() {
+        return Err(AskError::EmptyQuestion);
+    }
+    let id = Token::new(format!("ask-{}", uuid::Uuid::now_v7().simple()))?;
+    // The orchestrator holds the request while its steps run and a vote is awaited.
+    let whole = options.step_timeout * 4 + options.approval.timeout;
+    let submitted = TaskSubmitted {
+        capability: assistant::ASK_CAPABILITY.into(),
+        input: serde_json::to_value(request)?,
+        max_attempts: Some(1),
+        lease_ms: Some(whole.as_millis() as u64),
+        ..Default::default()
+    };
+    let mut run =
+        TaskRun::submit(log, id.clone(), &submitted, whole + Duration::from_secs(60)).await?;
+    let mut printed = 0;
+    let mut print_new = |told: &[String], on_line: &mut (dyn FnMut(&str) + Send)| {
+        for line in told.iter().skip(printed) {
+            on_line(line);
+        }
+        printed = printed.max(told.len());
+    };
+    loop {
+        match run.next().await? {
+            RunEvent::Progress(progress) => {
+                let told: Vec<String> = progress
+                    .message
+                    .unwrap_or_default()
+                    .lines()
+                    .map(String::from)
+                    .collect();
+                print_new(&told, on_line);
+            }
+            RunEvent::Ended(task) => {
+                let agent = agent_of(&task);
+                return match &task.state {
+                    TaskState::Completed { .. } => {
+                        let answer: Answer = serde_json::from_value(output_of(log, &task).await?)
+                            .map_err(|e| {
+                            AskError::Step(format!(
+                                "the orchestrator's output is not an answer: {e}"
+                            ))
+                        })?;
+                        print_new(&answer.told, on_line);
+                        on_line(&format!("[orchestrator] {id} run by {agent}"));
+                        Ok(answer)
+                    }
+                    other => Err(AskError::Step(format!(
+                        "the orchestrator's request {id} ended {}: {}",
+                        other.name(),
+                        task.failures
+                            .last()
+                            .map_or("no reason recorded", String::as_str)
+                    ))),
+                };
+            }
+        }
+    }
+}
+
+/// The worker handler of an orchestrator agent (`murmur agent run --kind orchestrator`):
+/// each `assistant.ask` task is a request run as [`ask_on`] runs it here, its steps
+/// submitted as this agent and caused by the attempt, its lines reported as progress, the
+/// [`Answer`] its output.
+pub fn orchestrator_handler(log: EventLog) -> crate::worker::Handler {
+    crate::worker::handler(move |ctx| {
+        let log = log.clone();
+        async move {
+            let request: assistant::AskRequest = serde_json::from_value(ctx.input)
+                .map_err(|e| format!("an assistant.ask task takes an AskRequest: {e}"))?;
+            let mut options = AskOptions::from_request(&request).map_err(|e| format!("{e:#}"))?;
+            options.request_id = Some(ctx.task.clone());
+            options.caused_by = Some((ctx.correlation_id.clone(), ctx.started_id.clone()));
+            let narrator = Narrator::progress(ctx.progress.clone());
+            let mut answer = ask_on(&log, &request.question, &options, &narrator)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            answer.told = narrator.lines();
+            serde_json::to_value(answer).map_err(|e| e.to_string())
+        }
+    })
 }
