@@ -541,9 +541,9 @@ async fn an_orchestrator_agent_runs_the_request_as_its_plan() -> Result<()> {
     );
     let cli = data.path().join("cli");
     let cli_who = murmur_e2e::enrol(&nats, Role::Submitter, "cli", &cli).await?;
-    let ask = |extra: &[&str]| {
+    let ask = |question: &str, extra: &[&str]| {
         let mut command = murmur_e2e::murmur_cli(nats.url(), &cli, &cli_who).expect("murmur");
-        command.args(["ask", "How many lines does src/lib.rs have?", "--no-cache"]);
+        command.args(["ask", question, "--no-cache"]);
         command.args(extra);
         async move {
             let out = tokio::time::timeout(STEP, command.output())
@@ -562,7 +562,8 @@ async fn an_orchestrator_agent_runs_the_request_as_its_plan() -> Result<()> {
             anyhow::Ok((stdout, stderr, request))
         }
     };
-    let (answer, stderr, request) = ask(&[]).await?;
+    let lines = "How many lines does src/lib.rs have?";
+    let (answer, stderr, request) = ask(lines, &[]).await?;
     assert!(answer.contains("12"), "{answer}\n{stderr}");
     assert!(
         stderr.contains(r#"[plan] {"tool":"read_file","path":"src/lib.rs"} by rule"#)
@@ -650,8 +651,16 @@ async fn an_orchestrator_agent_runs_the_request_as_its_plan() -> Result<()> {
         "{messages:?}"
     );
 
+    // A step whose tool no online agent offers (no memory agent here) is not submitted to
+    // wait out its time: the answer is asked for, told what is missing.
+    let (_, stderr, _) = ask("What did you find earlier about src/lib.rs?", &[]).await?;
+    assert!(
+        stderr.contains("[tool] recall not run: no online agent offers tool.memory"),
+        "{stderr}"
+    );
+
     // The same question run here instead: no orchestrator line, the steps this process's.
-    let (answer, stderr, local) = ask(&["--local"]).await?;
+    let (answer, stderr, local) = ask(lines, &["--local"]).await?;
     assert!(answer.contains("12"), "{answer}\n{stderr}");
     assert!(!stderr.contains("[orchestrator]"), "{stderr}");
     view.catch_up().await?;

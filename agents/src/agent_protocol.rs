@@ -673,15 +673,7 @@ pub fn prompt_text(input: &serde_json::Value) -> String {
     let text = |key: &str| input.get(key).and_then(|t| t.as_str()).map(str::to_string);
     text("text")
         .or_else(|| text("prompt"))
-        .or_else(|| {
-            input
-                .get("messages")?
-                .as_array()?
-                .last()?
-                .get("content")?
-                .as_str()
-                .map(str::to_string)
-        })
+        .or_else(|| crate::assistant::last_message(input).map(str::to_string))
         .unwrap_or_else(|| input.to_string())
 }
 

@@ -596,6 +596,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn what_a_command_started_dies_with_it_past_its_time() {
+        use std::os::unix::fs::PermissionsExt as _;
+        // A file the command (maybe `nobody`) can write: where its background child's pid goes.
+        let out = tempfile::tempdir().expect("dir");
+        std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let pid_file = out.path().join("child.pid");
+        let exec = tool(
+            &["sh"],
+            ExecLimits {
+                timeout: Duration::from_millis(500),
+                ..Default::default()
+            },
+        );
+        let started = exec
+            .run(&request(
+                "sh",
+                &[
+                    "-c",
+                    "sleep 30 & echo $! > \"$0\"; wait",
+                    pid_file.to_str().expect("utf-8"),
+                ],
+            ))
+            .await;
+        assert!(
+            matches!(started, Err(ExecError::TimedOut { .. })),
+            "{started:?}"
+        );
+        let pid = std::fs::read_to_string(&pid_file).expect("the child's pid");
+        let status = format!("/proc/{}/status", pid.trim());
+        // Killed: gone, or a zombie waiting for its reaper; never still sleeping.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let state = std::fs::read_to_string(&status).ok().and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("State:"))
+                    .map(str::to_string)
+            });
+            match state {
+                None => break,
+                Some(s) if s.contains("Z") => break,
+                Some(s) => assert!(
+                    Instant::now() < deadline,
+                    "the background child lives on: {s}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
     async fn output_is_capped_and_counted() {
         let exec = tool(
             &["seq"],

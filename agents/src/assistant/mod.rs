@@ -711,6 +711,19 @@ pub fn tool_failure(call: &ToolCall, reason: &str) -> String {
     )
 }
 
+/// What stands between a tool's result and the question in the answering step's prompt.
+pub const ANSWER_CUE: &str = "Using this result, answer briefly: ";
+
+/// The text of the last message of a chat input (`{"messages": [..., {"content": ...}]}`).
+pub fn last_message(input: &serde_json::Value) -> Option<&str> {
+    input
+        .get("messages")?
+        .as_array()?
+        .last()?
+        .get("content")?
+        .as_str()
+}
+
 /// The answering step's `llm.generate` input: the conversation's last [`HISTORY_TURNS`]
 /// turns, then the question with what the tool found.
 pub fn answer_input(
@@ -719,7 +732,7 @@ pub fn answer_input(
     history: &[Turn],
 ) -> serde_json::Value {
     let user = match tool_result {
-        Some(result) => format!("{result}\n\nUsing this result, answer briefly: {question}"),
+        Some(result) => format!("{result}\n\n{ANSWER_CUE}{question}"),
         None => question.to_string(),
     };
     let mut messages =

@@ -51,23 +51,15 @@ pub struct StepView {
 }
 
 /// The question a request's steps carry: the orchestrator's request, else the answering
-/// step's last message (what follows "answer briefly: " when a tool result precedes it),
+/// step's last message (what follows [`super::ANSWER_CUE`] when a tool result precedes it),
 /// else the planning step's.
 fn question_of(request: Option<&Task>, steps: &Steps<'_>) -> Option<String> {
     if let Some(q) = request.and_then(|t| t.input.get("question")?.as_str()) {
         return Some(q.to_string());
     }
-    let last_message = |task: &Task| {
-        task.input
-            .get("messages")?
-            .as_array()?
-            .last()?
-            .get("content")?
-            .as_str()
-            .map(str::to_string)
-    };
+    let last_message = |task: &Task| super::last_message(&task.input).map(str::to_string);
     if let Some(said) = step(steps, "answer").and_then(last_message) {
-        return Some(match said.rsplit_once("answer briefly: ") {
+        return Some(match said.rsplit_once(super::ANSWER_CUE) {
             Some((_, question)) => question.to_string(),
             None => said,
         });

@@ -142,6 +142,13 @@ G`]);
   // are run by the echo worker (its output is its input), so the view's reading of the
   // log is what is checked, not a model.
   murmur("task", "submit", "--id", "ask-console-tool", "--capability", "echo", "--input", '{"op": "read", "path": "src/lib.rs", "lines": 12}');
+  let again = null;
+  try {
+    murmur("task", "submit", "--id", "ask-console-tool", "--capability", "echo");
+  } catch (e) {
+    again = String(e.stderr || e.message);
+  }
+  check(again?.includes("an id that exists is refused"), `a second submit under the same --id is refused: ${again?.trim().split("\n").pop()}`);
   murmur("task", "submit", "--id", "ask-console-answer", "--capability", "echo", "--input", JSON.stringify({
     messages: [{ role: "user", content: "Result of read_file(src/lib.rs):\n\nUsing this result, answer briefly: How many lines does src/lib.rs have?" }],
     text: "It has 12 lines.",
