@@ -420,6 +420,72 @@ async fn projection_live_equals_full_replay() -> Result<()> {
     Ok(())
 }
 
+/// A consumer recreated behind its predecessor hands a projector messages it has folded
+/// already (seen on a cluster during a leader change): each stream sequence counts once.
+#[tokio::test]
+async fn a_message_delivered_again_is_folded_once() -> Result<()> {
+    use murmur_subjects::catalog::EventType;
+    use murmur_subjects::events::TaskSubmitted;
+    use murmur_subjects::projection::read_stream;
+    use std::ops::ControlFlow;
+
+    let nats = TestNats::start().await?;
+    let log = nats.event_log("acme").await?;
+    let realm = tok("acme");
+    for i in 0..6 {
+        log.append(Draft::new(tok(&format!("t{i}")), &submitted(i))?)
+            .await?;
+    }
+    let mut live = Projector::new(
+        log.clone(),
+        OverviewProjection {
+            realm: realm.clone(),
+        },
+    );
+    live.catch_up().await?;
+    let folded = live.state().clone();
+    assert_eq!(folded.events, 6);
+
+    // Every stored message again, as a second consumer from the start delivers them.
+    let js = async_nats::jetstream::new(log.client().clone());
+    let stream = log.config().history_stream.clone();
+    let filter = EventType::of::<TaskSubmitted>().filter(Some(&realm));
+    let read_from = |start: u64| {
+        let (js, stream, filter) = (&js, &stream, &filter);
+        async move {
+            let mut read = Vec::new();
+            read_stream(js, stream, filter, StartAt::Sequence(start), None, |m| {
+                read.push(m);
+                ControlFlow::Continue(())
+            })
+            .await?;
+            Ok::<_, LogError>(read)
+        }
+    };
+    let again = read_from(1).await?;
+    assert_eq!(again.len(), 6);
+    for stored in &again {
+        live.fold_stored(stored);
+    }
+    assert_eq!(live.state(), &folded, "nothing folded twice");
+    assert_eq!(live.stats().applied, 6);
+    assert_eq!(live.stats().redelivered, 6);
+
+    // What comes after the position is folded as usual, and counts once too.
+    log.append(Draft::new(tok("t6"), &submitted(6))?).await?;
+    let after = read_from(live.position() + 1).await?;
+    assert_eq!(after.len(), 1);
+    for stored in after.iter().chain(&after) {
+        live.fold_stored(stored);
+    }
+    assert_eq!(live.state().events, 7);
+    assert_eq!(live.stats().redelivered, 7);
+    let mut replayed = Projector::new(log, OverviewProjection { realm });
+    replayed.catch_up().await?;
+    assert_eq!(replayed.state(), live.state());
+    Ok(())
+}
+
 #[tokio::test]
 async fn batch_signed_appends_are_stored_and_verified() -> Result<()> {
     let nats = TestNats::start().await?;
@@ -570,6 +636,7 @@ async fn replay_exports_exactly_the_range() -> Result<()> {
             ty: None,
             format: Format::Jsonl,
             output: Some(out.clone()),
+            archive: None,
         },
     )
     .await?;
@@ -595,6 +662,7 @@ async fn replay_exports_exactly_the_range() -> Result<()> {
             ty: Some("dev.murmur.agent.joined".into()),
             format: Format::Jsonl,
             output: Some(dir.path().join("none.jsonl")),
+            archive: None,
         },
     )
     .await?;
@@ -933,5 +1001,62 @@ async fn the_archive_keeps_every_event_retention_drops_and_names_what_it_missed(
     let first = stream.info().await?.state.first_sequence;
     assert_eq!(pass.dropped_unarchived, Some((before + 1, first - 1)));
     assert_eq!(archive.position()?, before + 400);
+
+    // `murmur replay --archive` reads the events the stream dropped, verified, without a
+    // server: the first 360 in order, then only what the late pass still found.
+    use clap::Parser;
+    let cli = Cli::try_parse_from(["murmur", "--realm", "acme", "replay"])?;
+    let settings = Settings::resolve(&cli.global)?;
+    let out = dir.path().join("replayed.jsonl");
+    let args = |from_seq, to_seq, output: &std::path::Path| ReplayArgs {
+        from_seq,
+        to_seq,
+        since: None,
+        until: None,
+        subject: None,
+        ty: None,
+        format: Format::Jsonl,
+        output: Some(output.to_path_buf()),
+        archive: Some(dir.path().to_path_buf()),
+    };
+    let totals = murmur_tools::cli::replay::run(&settings, args(None, None, &out)).await?;
+    assert_eq!(totals.invalid, 0);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let replayed_ids: Vec<&str> = lines.iter().filter_map(|l| l["id"].as_str()).collect();
+    assert_eq!(
+        replayed_ids[..ids.len()],
+        ids.iter().map(String::as_str).collect::<Vec<_>>()[..]
+    );
+    assert_eq!(lines[0]["sequence"], 1);
+    assert_eq!(lines[0]["data"]["input"]["n"], 0);
+    let kept = archived(&archive)?.len();
+    assert_eq!(totals.events as usize, kept);
+    assert!(
+        kept > ids.len() && kept < ids.len() + 400,
+        "{kept} archived"
+    );
+    // A range reads only its segments' lines.
+    let range = murmur_tools::cli::replay::run(&settings, args(Some(100), Some(109), &out)).await?;
+    assert_eq!(
+        (range.events, range.first, range.last),
+        (10, Some(100), Some(109))
+    );
+    // A changed byte is caught on reading, as on the stream.
+    let segment = archive.segments()?.remove(0);
+    let text = std::fs::read_to_string(&segment)?;
+    let (first_line, rest) = text.split_once('\n').context("a line")?;
+    let mut line: serde_json::Value = serde_json::from_str(first_line)?;
+    let body = line["body"]
+        .as_str()
+        .context("body")?
+        .replacen("\"n\":0", "\"n\":7", 1);
+    assert_ne!(line["body"], body.as_str());
+    line["body"] = body.into();
+    std::fs::write(&segment, format!("{line}\n{rest}"))?;
+    let tampered = murmur_tools::cli::replay::run(&settings, args(Some(1), Some(60), &out)).await?;
+    assert_eq!((tampered.events, tampered.invalid), (59, 1));
     Ok(())
 }

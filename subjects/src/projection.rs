@@ -265,7 +265,12 @@ impl<P: Projection> Projector<P> {
             || self.filters.iter().any(|f| f.matches(subject))
     }
 
-    fn ingest(&mut self, stored: &StoredMessage) {
+    /// Folds one stored message the caller read itself (its own consumer, an archive's
+    /// lines) exactly as the projector's own reads do: decoded and verified, admitted by the
+    /// realm's grants, applied. A sequence at or below the position was folded already; it
+    /// is skipped and counted in [`ProjectionStats::redelivered`], so each sequence counts
+    /// once however often it arrives.
+    pub fn fold_stored(&mut self, stored: &StoredMessage) {
         if stored.sequence <= self.position {
             self.stats.redelivered += 1;
             tracing::debug!(
@@ -375,7 +380,7 @@ impl<P: Projection> Projector<P> {
         // `read_stream_any`); the live consumer afterwards keeps the server's filters, since
         // near the stream's end the server walks the few new messages instead.
         let read = read_stream_any(&js, &stream, &filters, start, Some(end), |stored| {
-            self.ingest(&stored);
+            self.fold_stored(&stored);
             ControlFlow::Continue(())
         })
         .await?;
@@ -581,7 +586,7 @@ impl<P: Projection> Projector<P> {
                 message: next.split().0,
             };
             let pending = stored.pending;
-            self.ingest(&stored);
+            self.fold_stored(&stored);
             read += 1;
             if stop(&self.state) {
                 break;

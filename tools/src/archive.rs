@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use base64::Engine;
-use murmur_subjects::projection::StartAt;
+use murmur_subjects::projection::{StartAt, StoredMessage};
 use murmur_subjects::{EventLog, SubjectFilter};
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +86,18 @@ impl Archive {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the archive folder {}", dir.display()))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The archive at `dir`, which must exist (a reader's open: nothing is created).
+    pub fn existing(dir: &Path) -> Result<Self> {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "no archive at {}: `murmur up --archive-dir DIR` writes one",
+            dir.display()
+        );
         Ok(Self {
             dir: dir.to_path_buf(),
         })
@@ -223,6 +235,52 @@ impl Archive {
         Ok(pass)
     }
 
+    /// Calls `on_message` with every archived message whose sequence is in `from..=to`, in
+    /// sequence order, as the stream stored it (subject, headers, exact bytes, stored time),
+    /// until it breaks. Segments outside the range are not opened. Returns how many messages
+    /// were passed on.
+    pub fn read(
+        &self,
+        from: u64,
+        to: u64,
+        mut on_message: impl FnMut(StoredMessage) -> ControlFlow<()>,
+    ) -> Result<u64> {
+        let mut passed = 0;
+        for segment in self.segments()? {
+            let name = segment
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if let Some((first, last)) = segment_range(name)
+                && (last < from || first > to)
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(&segment)
+                .with_context(|| format!("reading {}", segment.display()))?;
+            for (number, line) in text.lines().enumerate() {
+                let stored = archived_message(line).with_context(|| {
+                    format!(
+                        "{} line {} is not an archived message",
+                        segment.display(),
+                        number + 1
+                    )
+                })?;
+                if stored.sequence < from {
+                    continue;
+                }
+                if stored.sequence > to {
+                    return Ok(passed);
+                }
+                passed += 1;
+                if on_message(stored).is_break() {
+                    return Ok(passed);
+                }
+            }
+        }
+        Ok(passed)
+    }
+
     fn set_position(&self, sequence: u64) -> Result<()> {
         let temp = self.dir.join(".position.partial");
         {
@@ -234,6 +292,59 @@ impl Archive {
         std::fs::File::open(&self.dir)?.sync_all()?;
         Ok(())
     }
+}
+
+/// The first and last sequence a segment's name gives (`history-FIRST-LAST.jsonl`).
+fn segment_range(name: &str) -> Option<(u64, u64)> {
+    let (first, last) = name
+        .strip_prefix("history-")?
+        .strip_suffix(".jsonl")?
+        .split_once('-')?;
+    Some((first.parse().ok()?, last.parse().ok()?))
+}
+
+/// One segment line back as the message the stream stored.
+fn archived_message(line: &str) -> Result<StoredMessage> {
+    #[derive(Deserialize)]
+    struct Line {
+        sequence: u64,
+        stored_at: chrono::DateTime<chrono::Utc>,
+        subject: String,
+        #[serde(default)]
+        headers: std::collections::BTreeMap<String, Vec<String>>,
+        body: Option<String>,
+        body_base64: Option<String>,
+    }
+    let line: Line = serde_json::from_str(line)?;
+    let payload = match (line.body, line.body_base64) {
+        (Some(text), _) => bytes::Bytes::from(text),
+        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .context("body_base64 is not base64")?
+            .into(),
+        (None, None) => anyhow::bail!("neither body nor body_base64"),
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, values) in &line.headers {
+        for value in values {
+            headers.append(name.as_str(), value.as_str());
+        }
+    }
+    let length = payload.len();
+    Ok(StoredMessage {
+        sequence: line.sequence,
+        stored_at: line.stored_at,
+        pending: 0,
+        message: async_nats::Message {
+            subject: line.subject.into(),
+            reply: None,
+            payload,
+            headers: (!line.headers.is_empty()).then_some(headers),
+            status: None,
+            description: None,
+            length,
+        },
+    })
 }
 
 /// `murmur up`'s retention watch: on start and every `interval`, warns once (per crossing)

@@ -1,4 +1,6 @@
-//! `murmur replay`: stored events over a range, to stdout or a file.
+//! `murmur replay`: stored events over a range, to stdout or a file, read from the history
+//! stream or from an archive folder (events retention has dropped included, no server
+//! needed).
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -10,6 +12,10 @@ use chrono::{DateTime, Utc};
 use clap::ValueEnum;
 use murmur_subjects::projection::StartAt;
 
+use murmur_subjects::projection::StoredMessage;
+use murmur_subjects::{EventCodec, EventLog, Subject};
+
+use crate::archive::Archive;
 use crate::cli::events::{describe, event_json, filter_for};
 use crate::settings::Settings;
 
@@ -49,6 +55,16 @@ pub struct ReplayArgs {
     /// Write to this file instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Read the archive in this folder (`murmur up --archive-dir`) instead of the stream:
+    /// also the events retention has dropped, verified the same way, with no server.
+    #[arg(long, value_name = "DIR")]
+    pub archive: Option<PathBuf>,
+}
+
+/// Where a replay reads.
+enum Source {
+    Log(Box<EventLog>),
+    Archive(Archive),
 }
 
 /// Totals of a replay.
@@ -66,7 +82,6 @@ pub struct ReplayTotals {
 
 /// `murmur replay`: writes every event in the range; returns the totals.
 pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<ReplayTotals> {
-    let log = settings.open_log("murmur-replay").await?;
     let filter = filter_for(
         args.subject.as_deref(),
         args.ty.as_deref(),
@@ -77,7 +92,14 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<ReplayTotals> 
         (None, Some(t)) => StartAt::Time(t),
         (None, None) => StartAt::Beginning,
     };
-    let last = log.last_sequence(&settings.log.history_stream).await?;
+    let source = match &args.archive {
+        Some(dir) => Source::Archive(Archive::existing(dir)?),
+        None => Source::Log(Box::new(settings.open_log("murmur-replay").await?)),
+    };
+    let last = match &source {
+        Source::Archive(archive) => archive.position()?,
+        Source::Log(log) => log.last_sequence(&settings.log.history_stream).await?,
+    };
     let end = args.to_seq.map_or(last, |e| e.min(last));
     let mut out: Box<dyn Write> = match &args.output {
         Some(p) => Box::new(std::io::BufWriter::new(
@@ -100,18 +122,36 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<ReplayTotals> 
     let mut totals = ReplayTotals::default();
     let started = Instant::now();
     let mut write_err = None;
-    log.read(&filter, start, Some(end), |stored| {
+    let default_codec = EventCodec::default();
+    let codec = match &source {
+        Source::Log(log) => log.codec(),
+        Source::Archive(_) => &default_codec,
+    };
+    let mut write = |stored: StoredMessage| {
         bar.set_position(stored.sequence.saturating_sub(first_seq) + 1);
         if args.until.is_some_and(|u| stored.stored_at >= u) {
             return ControlFlow::Break(());
         }
-        match log.decode_stored(&stored.message, stored.sequence, Some(stored.stored_at)) {
-            Ok(ev) => {
+        let message = &stored.message;
+        match codec.decode(
+            message.subject.as_str(),
+            message.headers.as_ref(),
+            &message.payload,
+        ) {
+            Ok(mut ev) => {
+                ev.stream_sequence = Some(stored.sequence);
+                ev.stored_at = Some(stored.stored_at);
                 if args.ty.as_deref().is_some_and(|t| t != ev.record.ty) {
                     return ControlFlow::Continue(());
                 }
                 let line = match args.format {
-                    Format::Jsonl => event_json(Some(stored.sequence), Some(stored.stored_at), stored.message.subject.as_str(), &ev).to_string(),
+                    Format::Jsonl => event_json(
+                        Some(stored.sequence),
+                        Some(stored.stored_at),
+                        message.subject.as_str(),
+                        &ev,
+                    )
+                    .to_string(),
                     Format::Pretty => describe(Some(stored.sequence), &ev),
                 };
                 if let Err(e) = writeln!(out, "{line}") {
@@ -128,8 +168,27 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<ReplayTotals> 
             }
         }
         ControlFlow::Continue(())
-    })
-    .await?;
+    };
+    match &source {
+        Source::Log(log) => {
+            log.read(&filter, start, Some(end), write).await?;
+        }
+        Source::Archive(archive) => {
+            // The stream filters on the server; an archive holds every event, filtered here.
+            archive.read(first_seq, end, |stored| {
+                let wanted = Subject::parse(stored.message.subject.as_str())
+                    .is_ok_and(|subject| filter.matches(&subject));
+                let from_time = match start {
+                    StartAt::Time(t) => stored.stored_at >= t,
+                    _ => true,
+                };
+                if !wanted || !from_time {
+                    return ControlFlow::Continue(());
+                }
+                write(stored)
+            })?;
+        }
+    }
     if let Some(e) = write_err {
         return Err(e.into());
     }

@@ -99,7 +99,7 @@ impl HistoryUsage {
         }
         let warning = (!reasons.is_empty()).then(|| {
             format!(
-                "the history stream is near its retention limit ({}): past it the server drops the oldest events; archive with `murmur replay -o FILE`, or raise max_bytes / max_age in the config's [log] section",
+                "the history stream is near its retention limit ({}): past it the server drops the oldest events; keep an archive with `murmur up --archive-dir DIR`, or raise max_bytes / max_age in the config's [log] section",
                 reasons.join(", ")
             )
         });
