@@ -600,3 +600,53 @@ async fn typed_handlers_get_only_the_declared_types_stored_after_the_join() -> R
     agent.leave("done").await?;
     Ok(())
 }
+
+/// A process that asks the registry again and again (an orchestrator before each step,
+/// `murmur chat` before each line) reads only the agent events stored since its last
+/// question, and each answer is the registry as of then.
+#[tokio::test]
+async fn a_live_registry_reads_only_what_is_new_at_each_question() -> Result<()> {
+    use murmur_coordination::registry::LiveRegistry;
+    use murmur_e2e::joined;
+    use murmur_subjects::Draft;
+    use murmur_subjects::events::AgentLeft;
+
+    let nats = TestNats::start().await?;
+    let agents: Vec<murmur_subjects::EventLog> =
+        futures::future::try_join_all((0..3).map(|_| nats.event_log("acme"))).await?;
+    for (k, agent) in agents.iter().enumerate() {
+        let me = Token::new(agent.identity().public_key())?;
+        agent
+            .append(Draft::new(me, &joined(&format!("tool-{k}")))?)
+            .await?;
+    }
+    let registry = LiveRegistry::new(nats.event_log("acme").await?);
+    assert!(registry.offers("tool.fs").await?);
+    assert!(!registry.offers("tool.exec").await?);
+    assert_eq!(
+        registry.events_read().await,
+        3,
+        "the first question replays"
+    );
+    for agent in &agents {
+        let me = Token::new(agent.identity().public_key())?;
+        agent
+            .append(Draft::new(
+                me,
+                &AgentLeft {
+                    reason: "done".into(),
+                },
+            )?)
+            .await?;
+    }
+    assert!(!registry.offers("tool.fs").await?, "all three left");
+    assert_eq!(
+        registry.events_read().await,
+        6,
+        "the second read the three leaves only"
+    );
+    let online = registry.now(|r| r.online_with("tool.fs").count()).await?;
+    assert_eq!(online, 0);
+    assert_eq!(registry.events_read().await, 6);
+    Ok(())
+}

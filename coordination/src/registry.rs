@@ -6,7 +6,9 @@ use murmur_subjects::events::{
     AgentJoined, AgentLeft, AgentLoadChanged, AgentOffline, AgentResumed, Hardware,
 };
 use murmur_subjects::projection::{Projection, Refusal};
-use murmur_subjects::{Domain, Payload, Plane, SubjectFilter, Token, VerifiedEvent};
+use murmur_subjects::{
+    Domain, EventLog, LogError, Payload, Plane, Projector, SubjectFilter, Token, VerifiedEvent,
+};
 use serde::{Deserialize, Serialize};
 
 /// Where an agent stands.
@@ -222,6 +224,46 @@ impl Projection for RegistryProjection {
 
     fn apply(&self, state: &mut Registry, event: &VerifiedEvent) -> Result<(), Refusal> {
         apply_agent_event(state, event).map_err(Refusal::from)
+    }
+}
+
+/// The registry as the log holds it at each question, for a process that asks more than
+/// once (an orchestrator before each step, `murmur chat` before each line): the first
+/// question replays the realm's agent events, later ones read only what was stored since.
+#[derive(Debug)]
+pub struct LiveRegistry {
+    projector: tokio::sync::Mutex<Projector<RegistryProjection>>,
+}
+
+impl LiveRegistry {
+    /// The registry of `log`'s realm; nothing is read until the first question.
+    pub fn new(log: EventLog) -> Self {
+        let realm = log.realm().clone();
+        Self {
+            projector: tokio::sync::Mutex::new(Projector::new(log, RegistryProjection { realm })),
+        }
+    }
+
+    /// Reads what the log stored since the last question, then answers `question` from the
+    /// registry as of now.
+    pub async fn now<T>(&self, question: impl FnOnce(&Registry) -> T) -> Result<T, LogError> {
+        let mut projector = self.projector.lock().await;
+        projector.catch_up().await?;
+        Ok(question(projector.state()))
+    }
+
+    /// Whether an online agent offers `capability` now.
+    pub async fn offers(&self, capability: &str) -> Result<bool, LogError> {
+        self.now(|registry| registry.online_with(capability).next().is_some())
+            .await
+    }
+
+    /// Events read over all questions so far: the first question reads the realm's agent
+    /// events, each later one only those stored since the one before.
+    pub async fn events_read(&self) -> u64 {
+        let projector = self.projector.lock().await;
+        let stats = projector.stats();
+        stats.applied + stats.refused + stats.invalid
     }
 }
 

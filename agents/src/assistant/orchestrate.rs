@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use murmur_coordination::registry::LiveRegistry;
 use murmur_coordination::tasks::{Task, TaskProjection, TaskState};
 use murmur_knowledge::{FactDraft, KnowledgeReplica, ReplicaConfig, Value};
 use murmur_subjects::events::TaskSubmitted;
@@ -211,6 +212,7 @@ pub struct Answer {
 /// `assistant` knowledge space), the hit recorded there; every new answer is remembered.
 pub async fn ask_on(
     log: &EventLog,
+    registry: &LiveRegistry,
     question: &str,
     options: &AskOptions,
     narrator: &Narrator,
@@ -325,7 +327,7 @@ pub async fn ask_on(
             argument_of(&call)
         ))
     } else if assistant::is_risky(&call) {
-        approve(&log, &request, &call, &options.approval, narrator).await?
+        approve(&log, registry, &request, &call, &options.approval, narrator).await?
     } else {
         None
     };
@@ -342,7 +344,7 @@ pub async fn ask_on(
     // named is answered with what to start, a call the model guessed is dropped.
     let mut unserved = None;
     let runs = match runs {
-        Some(task) if !offered_online(&log, task.capability).await? => {
+        Some(task) if !registry.offers(task.capability).await? => {
             say!(
                 narrator,
                 "[tool] {} not run: no online agent offers {}",
@@ -484,41 +486,30 @@ fn argument_of(call: &ToolCall) -> &str {
         .unwrap_or_default()
 }
 
-/// Whether an online agent offers `capability` now, as the registry fold reads the log.
-pub async fn offered_online(log: &EventLog, capability: &str) -> Result<bool, AskError> {
-    let mut registry = Projector::new(
-        log.clone(),
-        murmur_coordination::registry::RegistryProjection {
-            realm: log.realm().clone(),
-        },
-    );
-    registry.catch_up().await?;
-    Ok(registry.state().online_with(capability).next().is_some())
-}
-
 /// Puts a risky step to a vote and waits for the decision: `None` when approved, the
 /// reason it does not run otherwise.
 async fn approve(
     log: &EventLog,
+    registry: &LiveRegistry,
     request: &str,
     call: &ToolCall,
     approval: &Approval,
     narrator: &Narrator,
 ) -> Result<Option<String>, AskError> {
     use murmur_coordination::consensus::ConsensusProjection;
-    use murmur_coordination::registry::RegistryProjection;
     let mut voters: std::collections::BTreeMap<String, u32> =
         approval.keys.iter().map(|k| (k.clone(), 1)).collect();
     if let Some(capability) = &approval.capability {
-        let mut registry = Projector::new(
-            log.clone(),
-            RegistryProjection {
-                realm: log.realm().clone(),
-            },
-        );
-        registry.catch_up().await?;
-        for (id, _) in registry.state().online_with(capability) {
-            voters.entry(id.clone()).or_insert(1);
+        let online: Vec<String> = registry
+            .now(|agents| {
+                agents
+                    .online_with(capability)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .await?;
+        for id in online {
+            voters.entry(id).or_insert(1);
         }
     }
     let what = format!("{}({})", call.tool, argument_of(call));
@@ -806,8 +797,11 @@ pub async fn hand_over(
 /// submitted as this agent and caused by the attempt, its lines reported as progress, the
 /// [`Answer`] its output.
 pub fn orchestrator_handler(log: EventLog) -> crate::worker::Handler {
+    // One registry for every request: each reads only the agent events stored since the last.
+    let registry = std::sync::Arc::new(LiveRegistry::new(log.clone()));
     crate::worker::handler(move |ctx| {
         let log = log.clone();
+        let registry = registry.clone();
         async move {
             let request: assistant::AskRequest = serde_json::from_value(ctx.input)
                 .map_err(|e| format!("an assistant.ask task takes an AskRequest: {e}"))?;
@@ -815,7 +809,7 @@ pub fn orchestrator_handler(log: EventLog) -> crate::worker::Handler {
             options.request_id = Some(ctx.task.clone());
             options.caused_by = Some((ctx.correlation_id.clone(), ctx.started_id.clone()));
             let narrator = Narrator::progress(ctx.progress.clone());
-            let mut answer = ask_on(&log, &request.question, &options, &narrator)
+            let mut answer = ask_on(&log, &registry, &request.question, &options, &narrator)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
             answer.told = narrator.lines();

@@ -53,6 +53,11 @@ pub(crate) struct Args {
     /// with `--profile deploy`; by default the `murmur` next to this bench.
     #[arg(long)]
     agent_binary: Option<std::path::PathBuf>,
+    /// Only the event log's per-event CPU breakdown and envelope sizes (seal, encode,
+    /// decode and verify in-process, each field's bytes), repeated `--runs` times; needs no
+    /// NATS (for a profiler).
+    #[arg(long)]
+    breakdown: bool,
     /// Run the flake suite (issue 6) for these graph sizes (nodes), e.g. 100,1000,10000;
     /// needs no NATS.
     #[arg(long, value_delimiter = ',')]
@@ -305,6 +310,18 @@ async fn main() -> Result<()> {
             args.runs,
             args.baseline_python.as_deref(),
         );
+    }
+    if args.breakdown {
+        for _ in 0..args.runs {
+            for mode in [
+                murmur_subjects::binding::ContentMode::Structured,
+                murmur_subjects::binding::ContentMode::Binary,
+            ] {
+                println!("{}", event_log::cpu_breakdown(mode)?);
+                println!("{}", event_log::envelope_costs(mode)?);
+            }
+        }
+        return Ok(());
     }
     if !args.flake_nodes.is_empty() {
         return flake_suite(&args.flake_nodes, args.runs);

@@ -300,7 +300,9 @@ pub(crate) async fn task_suite(
     }
     coordinator.await??;
 
-    // Idle RSS of a real agent process.
+    // Idle memory of real agent processes: one alone, then several side by side (the
+    // binary's code pages are shared between them; what each adds is its own memory).
+    let mut alone = None;
     let murmur = match agent_binary {
         Some(bin) if bin.exists() => Some(bin),
         Some(bin) => anyhow::bail!("--agent-binary {}: no such file", bin.display()),
@@ -316,40 +318,69 @@ pub(crate) async fn task_suite(
     let rss = match murmur {
         Some(bin) => {
             let dir = tempfile::tempdir()?;
-            // Its credentials (operator mode), or a fresh identity (open).
-            let (creds, identity): (Vec<String>, &[&str]) = match &target.issuer {
-                Some(issuer) => (
-                    issuer
-                        .process_args(&realm, Role::Worker, "idle", dir.path())
-                        .await?,
-                    &[],
-                ),
-                None => (Vec::new(), &["--ephemeral-identity"]),
-            };
-            let mut child = tokio::process::Command::new(bin)
-                .args(["--server", url, "--realm", "tasks", "--data-dir"])
-                .arg(dir.path())
-                .args(&creds)
-                .args([
-                    "agent",
-                    "run",
-                    "--kind",
-                    "idle",
-                    "--capability",
-                    "test.idle",
-                ])
-                .args(identity)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .spawn()?;
+            let mut agents = Vec::new();
+            for k in 0..IDLE_AGENTS {
+                let data = dir.path().join(format!("idle{k}"));
+                std::fs::create_dir_all(&data)?;
+                // Its credentials (operator mode), or a fresh identity (open).
+                let (creds, identity): (Vec<String>, &[&str]) = match &target.issuer {
+                    Some(issuer) => (
+                        issuer
+                            .process_args(&realm, Role::Worker, &format!("idle{k}"), &data)
+                            .await?,
+                        &[],
+                    ),
+                    None => (Vec::new(), &["--ephemeral-identity"]),
+                };
+                agents.push(
+                    tokio::process::Command::new(&bin)
+                        .args(["--server", url, "--realm", "tasks", "--data-dir"])
+                        .arg(&data)
+                        .args(&creds)
+                        .args([
+                            "agent",
+                            "run",
+                            "--kind",
+                            "idle",
+                            "--capability",
+                            "test.idle",
+                        ])
+                        .args(identity)
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .kill_on_drop(true)
+                        .spawn()?,
+                );
+                if k == 0 {
+                    // The first one alone: what one agent on a host costs.
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    alone = agents[0].id().and_then(idle_memory);
+                }
+            }
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let pid = child.id().unwrap_or(0);
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            child.kill().await.ok();
-            crate::vm_rss_kib(&status)
-                .map(|kib| format!("{:.1} MiB ({:.1} MB)", kib / 1024.0, kib * 1024.0 / 1e6))
-                .unwrap_or_else(|| "unknown".into())
+            let together: Vec<IdleMemory> = agents
+                .iter()
+                .filter_map(|a| a.id().and_then(idle_memory))
+                .collect();
+            for mut agent in agents {
+                agent.kill().await.ok();
+            }
+            let mib = |kib: f64| kib / 1024.0;
+            match alone {
+                Some(one) if !together.is_empty() => {
+                    let pss =
+                        together.iter().map(|m| m.pss_kib).sum::<f64>() / together.len() as f64;
+                    format!(
+                        "RSS {:.1} MiB, of it {:.1} MiB the process's own (anonymous) and {:.1} MiB the binary's pages from the page cache; {} side by side: PSS {:.1} MiB each",
+                        mib(one.rss_kib),
+                        mib(one.anon_kib),
+                        mib(one.rss_kib - one.anon_kib),
+                        together.len(),
+                        mib(pss)
+                    )
+                }
+                _ => "unknown (no /proc/PID/smaps_rollup)".into(),
+            }
         }
         None => "not measured (murmur binary not built next to the bench)".into(),
     };
@@ -404,7 +435,7 @@ pub(crate) async fn task_suite(
         median(join_ms)
     );
     println!(
-        "| idle agent RSS (`{rss_binary} agent run`, 3 s after start; target < 15 MB) | {rss} |"
+        "| idle agent memory (`{rss_binary} agent run`, 3 s after start; target < 15 MB) | {rss} |"
     );
     Ok(vec![
         ("raw JetStream publish (msgs/s)".into(), raw_rate),
@@ -480,4 +511,32 @@ impl Projection for Completions {
         *state += 1;
         Ok(())
     }
+}
+
+/// Idle agents run side by side for the shared-memory figure.
+const IDLE_AGENTS: usize = 5;
+
+/// An agent process's memory, from `/proc/PID/smaps_rollup`, in KiB.
+#[derive(Debug, Clone, Copy)]
+struct IdleMemory {
+    rss_kib: f64,
+    /// Proportional set size: shared pages divided among the processes mapping them.
+    pss_kib: f64,
+    anon_kib: f64,
+}
+
+fn idle_memory(pid: u32) -> Option<IdleMemory> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+    };
+    Some(IdleMemory {
+        rss_kib: field("Rss:")?,
+        pss_kib: field("Pss:")?,
+        anon_kib: field("Anonymous:")?,
+    })
 }

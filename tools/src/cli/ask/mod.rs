@@ -18,7 +18,7 @@ use murmur_subjects::EventLog;
 use crate::settings::Settings;
 
 use history::{explain, tasks_read};
-use murmur_agents::assistant::orchestrate::offered_online;
+use murmur_coordination::registry::LiveRegistry;
 
 pub use history::training_pairs;
 pub use murmur_agents::assistant::orchestrate::{
@@ -137,7 +137,14 @@ pub async fn run(settings: &Settings, args: AskArgs) -> Result<()> {
     }
     let question = args.question.as_deref().unwrap_or_default();
     let log = settings.open_log("murmur-ask").await?;
-    let answer = ask(&log, &args.how.request(question)?, args.how.local).await?;
+    let registry = LiveRegistry::new(log.clone());
+    let answer = ask(
+        &log,
+        &registry,
+        &args.how.request(question)?,
+        args.how.local,
+    )
+    .await?;
     out!("{}", answer.text.trim());
     Ok(())
 }
@@ -154,6 +161,8 @@ pub async fn chat(settings: &Settings, args: ChatArgs) -> Result<()> {
     }
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut history: Vec<assistant::Turn> = Vec::new();
+    // One registry for the conversation: each line reads only the agent events since the last.
+    let registry = LiveRegistry::new(log.clone());
     loop {
         if interactive {
             eprint!("> ");
@@ -170,7 +179,7 @@ pub async fn chat(settings: &Settings, args: ChatArgs) -> Result<()> {
         }
         let mut request = args.how.request(question)?;
         request.history = history.clone();
-        let answer = ask(&log, &request, args.how.local).await?;
+        let answer = ask(&log, &registry, &request, args.how.local).await?;
         out!("{}", answer.text.trim());
         history.push(assistant::Turn {
             question: question.to_string(),
@@ -183,10 +192,22 @@ pub async fn chat(settings: &Settings, args: ChatArgs) -> Result<()> {
 /// Asks `request`: plans, runs the tool the plan calls, answers; prints each step on
 /// stderr as it ends. An online orchestrator agent runs the plan (unless `local`); else
 /// this process does.
-pub async fn ask(log: &EventLog, request: &assistant::AskRequest, local: bool) -> Result<Answer> {
+pub async fn ask(
+    log: &EventLog,
+    registry: &LiveRegistry,
+    request: &assistant::AskRequest,
+    local: bool,
+) -> Result<Answer> {
     let options = AskOptions::from_request(request)?;
-    if !local && offered_online(log, assistant::ASK_CAPABILITY).await? {
+    if !local && registry.offers(assistant::ASK_CAPABILITY).await? {
         return ask_orchestrator(log, request, &options).await;
     }
-    Ok(ask_on(log, &request.question, &options, &Narrator::stderr()).await?)
+    Ok(ask_on(
+        log,
+        registry,
+        &request.question,
+        &options,
+        &Narrator::stderr(),
+    )
+    .await?)
 }
