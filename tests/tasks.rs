@@ -1170,3 +1170,51 @@ async fn a_tool_agent_serves_file_operations_confined_to_its_root() -> Result<()
     agent.kill().await?;
     Ok(())
 }
+
+/// A submitter with a window of two never has more than two of its tasks unfinished in the
+/// log: the third waits at the submitter until one ends, and every task completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_window_keeps_its_tasks_in_flight_within_its_limit() -> Result<()> {
+    use murmur_coordination::backpressure::SubmitWindow;
+    let mut platform = Platform::start().await?;
+    let (mut worker, _) = spawn_worker(&platform.nats, platform.data.path()).await?;
+    let mut window = SubmitWindow::new(platform.submitter.clone(), 2).await?;
+    let ids: Vec<String> = (0..8).map(|k| format!("w{k}")).collect();
+    for id in &ids {
+        window
+            .submit(
+                Token::new(id)?,
+                &submitted(serde_json::json!({"sleep_ms": 100}), 1, 60_000),
+            )
+            .await?;
+        assert!(window.open() <= 2, "{} open", window.open());
+    }
+    window.flush().await?;
+    wait(&mut platform.live, "every windowed task completed", |v| {
+        ids.iter().all(|id| {
+            matches!(
+                v.tasks.tasks.get(id.as_str()).map(|t| &t.state),
+                Some(TaskState::Completed { .. })
+            )
+        })
+    })
+    .await?;
+    // In the log's order, submissions less ends never exceeded the window.
+    let mut open = 0i64;
+    let mut most = 0i64;
+    for (subject, _, _) in realm_events(&platform.submitter).await? {
+        if !subject.contains(".evt.task.w") {
+            continue;
+        }
+        if subject.ends_with(".submitted") {
+            open += 1;
+        } else if subject.ends_with(".completed") || subject.ends_with(".dead_lettered") {
+            open -= 1;
+        }
+        most = most.max(open);
+    }
+    assert_eq!(open, 0);
+    assert_eq!(most, 2, "the window filled, and no further");
+    worker.kill().await?;
+    platform.stop().await
+}

@@ -31,6 +31,7 @@
 //!   agents and CLI live in `murmur-agents` and `murmur-tools`).
 
 pub mod assignments;
+pub mod backpressure;
 pub mod consensus;
 pub mod coordinator;
 pub mod follow;

@@ -49,6 +49,9 @@ pub(crate) struct Args {
     /// No-op worker agents in the task suite.
     #[arg(long, default_value_t = 2)]
     task_workers: usize,
+    /// Open tasks the task suite's backpressured run (`SubmitWindow`) allows at once.
+    #[arg(long, default_value_t = 128)]
+    submit_window: usize,
     /// The `murmur` binary whose idle agent the task suite measures (RSS), e.g. one built
     /// with `--profile deploy`; by default the `murmur` next to this bench.
     #[arg(long)]
@@ -364,6 +367,7 @@ async fn main() -> Result<()> {
                     tasks,
                     args.window,
                     args.task_workers,
+                    args.submit_window,
                     args.agent_binary.clone(),
                 )
                 .await?,

@@ -23,6 +23,7 @@ pub(crate) async fn task_suite(
     n: u64,
     window: usize,
     worker_count: usize,
+    submit_window: usize,
     agent_binary: Option<std::path::PathBuf>,
 ) -> Result<Vec<(String, f64)>> {
     let url = target.url.as_str();
@@ -236,11 +237,35 @@ pub(crate) async fn task_suite(
         n + m
     );
 
+    // Peak rate with backpressure: as fast as a submit window of `submit_window` open tasks
+    // lets the submitter go (the burst waits at the submitter, not in the log).
+    let mut window =
+        murmur_coordination::backpressure::SubmitWindow::new(submitter.clone(), submit_window)
+            .await?;
+    let t = Instant::now();
+    for k in 0..n {
+        window
+            .submit(Token::new(format!("b{k}"))?, &task_payload(k))
+            .await?;
+    }
+    window.flush().await?;
+    anyhow::ensure!(
+        completions
+            .follow_until(Duration::from_secs(600), |done| *done >= n + m + n)
+            .await?,
+        "windowed tasks did not complete: {} of {}",
+        completions.state(),
+        n + m + n
+    );
+    let windowed_rate = n as f64 / t.elapsed().as_secs_f64();
+    let windowed_wait = window.waited();
+
     // Submit → complete latency from the log's own timestamps.
     let mut submitted_at: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
         std::collections::HashMap::new();
     let mut latencies = Vec::new();
     let mut paced_latencies = Vec::new();
+    let mut windowed_latencies = Vec::new();
     // Paced tasks: time from submission to each later event, by verb.
     let mut stages: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     // Burst tasks: time from the previous event of the task, by verb.
@@ -278,6 +303,8 @@ pub(crate) async fn task_suite(
                 let ms = (m.stored_at - *s).num_microseconds().unwrap_or(0) as f64 / 1e3;
                 if task.starts_with('h') {
                     paced_latencies.push(ms);
+                } else if task.starts_with('b') {
+                    windowed_latencies.push(ms);
                 } else {
                     latencies.push(ms);
                 }
@@ -287,6 +314,7 @@ pub(crate) async fn task_suite(
         .await?;
     latencies.sort_by(|a, b| a.total_cmp(b));
     paced_latencies.sort_by(|a, b| a.total_cmp(b));
+    windowed_latencies.sort_by(|a, b| a.total_cmp(b));
     let percentile = |v: &Vec<f64>, p: f64| {
         v.get(((v.len() as f64 - 1.0) * p) as usize)
             .copied()
@@ -410,6 +438,12 @@ pub(crate) async fn task_suite(
         pct(0.99)
     );
     println!(
+        "| peak rate through a submit window of {submit_window} open tasks (`SubmitWindow`): tasks/s; submit → complete p50 / p99; time the submitter waited | {windowed_rate:.0} tasks/s; {:.1} ms / {:.1} ms; {:.1} s |",
+        percentile(&windowed_latencies, 0.5),
+        percentile(&windowed_latencies, 0.99),
+        windowed_wait.as_secs_f64()
+    );
+    println!(
         "| submit → complete latency at half the peak rate ({half_rate:.0} tasks/s, {m} tasks), p50 / p99 | {:.1} ms / {:.1} ms |",
         percentile(&paced_latencies, 0.5),
         percentile(&paced_latencies, 0.99)
@@ -441,6 +475,14 @@ pub(crate) async fn task_suite(
         ("raw JetStream publish (msgs/s)".into(), raw_rate),
         ("tasks submitted → completed (tasks/s)".into(), task_rate),
         ("raw task flow (tasks/s)".into(), raw_flow_rate),
+        (
+            "tasks through a submit window (tasks/s)".into(),
+            windowed_rate,
+        ),
+        (
+            "submit → complete through a submit window, p99 (ms; lower is better)".into(),
+            percentile(&windowed_latencies, 0.99),
+        ),
         (
             "submit → complete at half rate, p50 (ms; lower is better)".into(),
             percentile(&paced_latencies, 0.5),
