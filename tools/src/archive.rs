@@ -326,8 +326,16 @@ fn archived_message(line: &str) -> Result<StoredMessage> {
     };
     let mut headers = async_nats::HeaderMap::new();
     for (name, values) in &line.headers {
+        // Parsed, not converted: the client's conversions panic on a name or value a
+        // changed file may hold.
+        let header: async_nats::HeaderName = name
+            .parse()
+            .map_err(|e| anyhow::anyhow!("header name {name:?}: {e}"))?;
         for value in values {
-            headers.append(name.as_str(), value.as_str());
+            let value: async_nats::HeaderValue = value
+                .parse()
+                .map_err(|e| anyhow::anyhow!("header {name} value {value:?}: {e}"))?;
+            headers.append(header.clone(), value);
         }
     }
     let length = payload.len();
@@ -410,6 +418,29 @@ pub async fn run_archiver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_archived_line_reads_back_as_the_stored_message_or_says_what_is_wrong() {
+        let line = r#"{"sequence":7,"stored_at":"2026-12-04T12:00:00Z","subject":"murmur.v1.acme.evt.task.t1.submitted","headers":{"Nats-Msg-Id":["abc"]},"body":"{}"}"#;
+        let stored = archived_message(line).expect("a valid line");
+        assert_eq!(stored.sequence, 7);
+        assert_eq!(stored.message.payload.as_ref(), b"{}");
+        let headers = stored.message.headers.expect("headers");
+        assert_eq!(headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some("abc"));
+        let bad_name = line.replace("Nats-Msg-Id", "Nats:Msg");
+        let err = archived_message(&bad_name).expect_err("a colon in a header name");
+        assert!(format!("{err:#}").contains("header name"), "{err:#}");
+        let bad_value = line.replace(r#"["abc"]"#, r#"["a\r\nb"]"#);
+        let err = archived_message(&bad_value).expect_err("a line break in a value");
+        assert!(format!("{err:#}").contains("value"), "{err:#}");
+        let no_body = line.replace(r#","body":"{}""#, "");
+        assert!(archived_message(&no_body).is_err());
+        assert_eq!(
+            segment_range("history-000000000001-000000000360.jsonl"),
+            Some((1, 360))
+        );
+        assert_eq!(segment_range("position"), None);
+    }
 
     #[test]
     fn a_pass_copies_what_is_new_and_names_what_retention_dropped_first() {
