@@ -628,7 +628,17 @@ async fn a_live_registry_reads_only_what_is_new_at_each_question() -> Result<()>
         3,
         "the first question replays"
     );
-    for agent in &agents {
+    // The joins leave the stream: a registry that replayed at each question would no
+    // longer know these agents, one that reads only what is new still does.
+    let stream_name = agents[0].config().history_stream.clone();
+    let last = agents[0].last_sequence(&stream_name).await?;
+    async_nats::jetstream::new(agents[0].client().clone())
+        .get_stream(&stream_name)
+        .await?
+        .purge()
+        .sequence(last + 1)
+        .await?;
+    let leave = |agent: murmur_subjects::EventLog| async move {
         let me = Token::new(agent.identity().public_key())?;
         agent
             .append(Draft::new(
@@ -638,6 +648,16 @@ async fn a_live_registry_reads_only_what_is_new_at_each_question() -> Result<()>
                 },
             )?)
             .await?;
+        Ok::<_, anyhow::Error>(())
+    };
+    leave(agents[0].clone()).await?;
+    assert!(
+        registry.offers("tool.fs").await?,
+        "two of the three are still online"
+    );
+    assert_eq!(registry.events_read().await, 4);
+    for agent in &agents[1..] {
+        leave(agent.clone()).await?;
     }
     assert!(!registry.offers("tool.fs").await?, "all three left");
     assert_eq!(

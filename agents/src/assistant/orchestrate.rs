@@ -486,6 +486,17 @@ fn argument_of(call: &ToolCall) -> &str {
         .unwrap_or_default()
 }
 
+/// "ended STATE: the last failure recorded", for a task that ended without completing.
+fn how_it_ended(task: &Task) -> String {
+    format!(
+        "ended {}: {}",
+        task.state.name(),
+        task.failures
+            .last()
+            .map_or("no reason recorded", String::as_str)
+    )
+}
+
 /// Puts a risky step to a vote and waits for the decision: `None` when approved, the
 /// reason it does not run otherwise.
 async fn approve(
@@ -678,13 +689,7 @@ impl<'a> Steps<'a> {
             {
                 return match &task.state {
                     TaskState::Completed { .. } => Ok(task.clone()),
-                    other => Err(AskError::Step(format!(
-                        "step {id} ended {}: {}",
-                        other.name(),
-                        task.failures
-                            .last()
-                            .map_or("no reason recorded", String::as_str)
-                    ))),
+                    _ => Err(AskError::Step(format!("step {id} {}", how_it_ended(task)))),
                 };
             }
             if began.elapsed() > self.timeout {
@@ -779,12 +784,9 @@ pub async fn hand_over(
                         on_line(&format!("[orchestrator] {id} run by {agent}"));
                         Ok(answer)
                     }
-                    other => Err(AskError::Step(format!(
-                        "the orchestrator's request {id} ended {}: {}",
-                        other.name(),
-                        task.failures
-                            .last()
-                            .map_or("no reason recorded", String::as_str)
+                    _ => Err(AskError::Step(format!(
+                        "the orchestrator's request {id} {}",
+                        how_it_ended(&task)
                     ))),
                 };
             }

@@ -82,35 +82,26 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
             h.insert(MSG_ID, sealed.record.id.as_str());
             prepared.push((sealed.subject.to_string(), h, b));
         }
-        let mut window = VecDeque::new();
-        let t = Instant::now();
-        for (s, h, b) in prepared {
-            window.push_back(js.publish_with_headers(s, h, b).await?);
-            drain(&mut window, args.window).await?;
-        }
-        drain(&mut window, 0).await?;
-        pub_raw.push(n as f64 / t.elapsed().as_secs_f64());
+        pub_raw.push(publish_prepared(&js, prepared, args.window).await?);
 
-        // Raw publish of the same payload alone: its JSON (about 128 bytes) and a
-        // Nats-Msg-Id, as a user would publish it without murmur's envelope.
+        // Raw publish of the same payload alone: its JSON and a Nats-Msg-Id, as a user
+        // would publish it without murmur's envelope (on the subject murmur would use).
         let mut prepared = Vec::with_capacity(n as usize);
         for i in 0..n {
+            let subject = Draft::new(Token::new(format!("t{i}"))?, &payload(i))?
+                .seal(log.identity(), &raw_realm)
+                .subject
+                .to_string();
             let mut h = async_nats::HeaderMap::new();
             h.insert(MSG_ID, uuid::Uuid::now_v7().to_string().as_str());
             prepared.push((
-                format!("murmur.v1.{raw_realm}.evt.task.t{i}.submitted"),
+                subject,
                 h,
                 bytes::Bytes::from(serde_json::to_vec(&payload(i))?),
             ));
         }
         payload_bytes = prepared[0].2.len();
-        let t = Instant::now();
-        for (s, h, b) in prepared {
-            window.push_back(js.publish_with_headers(s, h, b).await?);
-            drain(&mut window, args.window).await?;
-        }
-        drain(&mut window, 0).await?;
-        pub_payload.push(n as f64 / t.elapsed().as_secs_f64());
+        pub_payload.push(publish_prepared(&js, prepared, args.window).await?);
 
         // murmur publish, one signature per event: build payload, sign, encode, append.
         let single_n = n / 5;
@@ -495,6 +486,23 @@ pub(crate) fn payload(i: u64) -> TaskSubmitted {
         priority: (i % 7) as u8,
         ..Default::default()
     }
+}
+
+/// Publishes pre-built messages to JetStream with `window` acks in flight; returns msgs/s.
+async fn publish_prepared(
+    js: &async_nats::jetstream::Context,
+    prepared: Vec<(String, async_nats::HeaderMap, bytes::Bytes)>,
+    window: usize,
+) -> Result<f64> {
+    let n = prepared.len();
+    let mut acks = VecDeque::new();
+    let t = Instant::now();
+    for (s, h, b) in prepared {
+        acks.push_back(js.publish_with_headers(s, h, b).await?);
+        drain(&mut acks, window).await?;
+    }
+    drain(&mut acks, 0).await?;
+    Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
 pub(crate) async fn drain(
