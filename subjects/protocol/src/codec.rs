@@ -316,7 +316,7 @@ impl EventCodec {
     pub fn new(catalog: Catalog) -> Self {
         Self {
             catalog,
-            verifier: Arc::new(SignatureVerifier::new()),
+            verifier: SignatureVerifier::shared(),
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             mode: ContentMode::Structured,
         }

@@ -256,18 +256,55 @@ impl Identity {
     }
 }
 
-/// Verifies signatures, caching decoded public keys.
+/// Most single-signature checks a verifier remembers; the set starts over when full.
+const REMEMBERED_SIGNATURES: usize = 16_384;
+
+/// Verifies signatures, caching decoded public keys, the Merkle roots whose signature held,
+/// and the single signatures that held (each remembered as one hash of key, signature and
+/// signed bytes: a changed byte is checked afresh).
 #[derive(Debug, Default)]
 pub struct SignatureVerifier {
     keys: RwLock<HashMap<String, VerifyingKey>>,
     /// (public key, Merkle root) pairs whose root signature already verified.
     roots: RwLock<HashSet<([u8; 32], [u8; 32])>>,
+    /// SHA-256 of (public key ‖ signature ‖ signing bytes) of single signatures that held.
+    singles: RwLock<HashSet<[u8; 32]>>,
+    /// Ed25519 verifications run (cache hits are not counted).
+    checks: std::sync::atomic::AtomicU64,
 }
 
+static SHARED_VERIFIER: std::sync::LazyLock<std::sync::Arc<SignatureVerifier>> =
+    std::sync::LazyLock::new(Default::default);
+
 impl SignatureVerifier {
-    /// A verifier with an empty key cache.
+    /// A verifier with empty caches.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The process's verifier, which every [`crate::EventCodec`] uses. Several participants
+    /// in one process (`murmur up`'s coordinator, tallier, auditor and monitor; agents hosted
+    /// together) read the same events: each signature is checked once per process, not once
+    /// per reader.
+    pub fn shared() -> std::sync::Arc<Self> {
+        SHARED_VERIFIER.clone()
+    }
+
+    /// How many Ed25519 verifications this verifier has run; an event it already verified
+    /// costs none.
+    pub fn checks(&self) -> u64 {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn check(
+        &self,
+        key: &VerifyingKey,
+        message: &[u8],
+        signature: &[u8; 64],
+    ) -> Result<(), ed25519_dalek::SignatureError> {
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        key.verify(message, &Signature::from_bytes(signature))
     }
 
     fn key(&self, source: &str) -> Result<VerifyingKey, IdentityError> {
@@ -310,7 +347,7 @@ impl SignatureVerifier {
         let mut msg = Vec::with_capacity(DETACHED_CONTEXT.len() + bytes.len());
         msg.extend_from_slice(DETACHED_CONTEXT);
         msg.extend_from_slice(bytes);
-        key.verify(&msg, &Signature::from_bytes(&raw))
+        self.check(&key, &msg, &raw)
             .map_err(|_| IdentityError::Forged {
                 id: "detached".into(),
                 source_key: signer.chars().take(80).collect(),
@@ -372,7 +409,7 @@ impl SignatureVerifier {
             if self.roots.read().is_ok_and(|r| r.contains(&cache_key)) {
                 return Ok(());
             }
-            key.verify(&root_message(&node), &Signature::from_bytes(&raw))
+            self.check(&key, &root_message(&node), &raw)
                 .map_err(|_| forged())?;
             if let Ok(mut roots) = self.roots.write() {
                 if roots.len() > 65_536 {
@@ -388,11 +425,23 @@ impl SignatureVerifier {
         let raw = decode_signature(encoded)
             .ok_or_else(|| malformed("signature is not 64 base64url bytes"))?;
         let key = self.key(&record.source)?;
-        key.verify(
-            &record.signing_bytes(nats_subject),
-            &Signature::from_bytes(&raw),
-        )
-        .map_err(|_| forged())
+        let signed = record.signing_bytes(nats_subject);
+        let mut seen = Sha256::new();
+        seen.update(key.as_bytes());
+        seen.update(raw);
+        seen.update(&signed);
+        let seen: [u8; 32] = seen.finalize().into();
+        if self.singles.read().is_ok_and(|s| s.contains(&seen)) {
+            return Ok(());
+        }
+        self.check(&key, &signed, &raw).map_err(|_| forged())?;
+        if let Ok(mut singles) = self.singles.write() {
+            if singles.len() >= REMEMBERED_SIGNATURES {
+                singles.clear();
+            }
+            singles.insert(seen);
+        }
+        Ok(())
     }
 }
 
@@ -544,5 +593,31 @@ mod tests {
                 .as_deref()
                 .is_some_and(|s| s.starts_with(SIGNATURE_SCHEME))
         );
+    }
+
+    #[test]
+    fn a_signature_is_checked_once_and_a_changed_byte_again() {
+        let alice = Identity::generate();
+        let mut r = record(alice.public_key());
+        alice.sign_batch(std::slice::from_mut(&mut r), &["s"]);
+        let verifier = SignatureVerifier::new();
+        verifier.verify(&r, "s").expect("signed by alice");
+        verifier.verify(&r, "s").expect("still signed by alice");
+        assert_eq!(verifier.checks(), 1, "the second read is remembered");
+        let mut tampered = r.clone();
+        tampered.data = Some(Bytes::from_static(b"{\"v\":1,\"reason\":\"z\"}"));
+        assert!(matches!(
+            verifier.verify(&tampered, "s"),
+            Err(IdentityError::Forged { .. })
+        ));
+        // Another subject is other signed bytes: checked, and refused.
+        assert!(verifier.verify(&r, "t").is_err());
+        // Another source with the same signature: checked, and refused.
+        let mut claimed = r.clone();
+        claimed.source = Identity::generate().public_key().to_string();
+        assert!(verifier.verify(&claimed, "s").is_err());
+        assert_eq!(verifier.checks(), 4, "nothing refused was remembered");
+        verifier.verify(&r, "s").expect("alice's again");
+        assert_eq!(verifier.checks(), 4);
     }
 }
