@@ -62,6 +62,14 @@ impl EventRecord {
     /// The bytes an emitter signs: every attribute murmur relies on plus the NATS subject and
     /// the data, each length-prefixed so no two different events share an encoding.
     pub fn signing_bytes(&self, nats_subject: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024 + self.data.as_ref().map_or(0, |d| d.len()));
+        self.write_signing_bytes(nats_subject, |part| out.extend_from_slice(part));
+        out
+    }
+
+    /// Hands [`EventRecord::signing_bytes`] to `sink` piece by piece, in order: a hash of
+    /// them without the bytes gathered in memory first.
+    pub fn write_signing_bytes(&self, nats_subject: &str, mut sink: impl FnMut(&[u8])) {
         let time = self.time.map(format_time);
         let fields: [&[u8]; 13] = [
             b"murmur-sig-v1",
@@ -78,13 +86,10 @@ impl EventRecord {
             opt(&self.traceparent),
             self.data.as_deref().unwrap_or(b""),
         ];
-        let len: usize = fields.iter().map(|f| f.len() + 4).sum();
-        let mut out = Vec::with_capacity(len);
         for f in fields {
-            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            out.extend_from_slice(f);
+            sink(&(f.len() as u32).to_le_bytes());
+            sink(f);
         }
-        out
     }
 
     /// Converts to the CloudEvents SDK type. Never fails for a decoded record: data that is

@@ -29,10 +29,10 @@ pub const BATCH_SIGNATURE_SCHEME: &str = "ed25519-merkle:";
 pub const MAX_SIGNATURE_BATCH: usize = 256;
 const ROOT_DOMAIN: &[u8] = b"murmur-merkle-v1";
 
-fn leaf_hash(signing_bytes: &[u8]) -> [u8; 32] {
+fn leaf_hash(record: &EventRecord, nats_subject: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update([0u8]);
-    h.update(signing_bytes);
+    record.write_signing_bytes(nats_subject, |part| h.update(part));
     h.finalize().into()
 }
 
@@ -195,7 +195,7 @@ impl Identity {
             let mut level: Vec<[u8; 32]> = records
                 .iter()
                 .zip(subjects)
-                .map(|(r, s)| leaf_hash(&r.signing_bytes(s)))
+                .map(|(r, s)| leaf_hash(r, s))
                 .collect();
             level.resize(width, pad_hash());
             let mut levels = vec![level];
@@ -258,6 +258,74 @@ impl Identity {
 
 /// Most single-signature checks a verifier remembers; the set starts over when full.
 const REMEMBERED_SIGNATURES: usize = 16_384;
+/// Most batch root signatures a verifier remembers (each covers up to 256 events); the set
+/// starts over when full.
+const REMEMBERED_ROOTS: usize = 16_384;
+/// Most batch trees whose last verified path a verifier keeps.
+const REMEMBERED_TREES: usize = 32;
+/// Longest Merkle path accepted (a batch is at most [`MAX_SIGNATURE_BATCH`] events: 8).
+const MAX_PATH: usize = 16;
+
+/// The last path verified in one batch tree whose root signature held. The next event of
+/// the same batch shares the top of its path: above the level where the two leaf indexes
+/// meet, the same sibling texts lead to the same root, so only the levels below are hashed.
+#[derive(Debug)]
+struct LastPath {
+    source: String,
+    signature: String,
+    index: usize,
+    path: String,
+    /// The nodes the climb passed, leaf first, root last.
+    climbed: Vec<[u8; 32]>,
+}
+
+impl LastPath {
+    /// The nodes from the leaf up to the level where `index` meets this path's leaf, when
+    /// the path above that level is this one's text and the climb arrives at this one's
+    /// node there; `None` otherwise (then the whole climb and the root signature tell).
+    fn meet(&self, leaf: [u8; 32], index: usize, path: &str) -> Option<Vec<[u8; 32]>> {
+        let depth = self.climbed.len() - 1;
+        let meet = (usize::BITS - (index ^ self.index).leading_zeros()) as usize;
+        if meet > depth || index >> depth != 0 {
+            return None;
+        }
+        let mut mine = path.split('.').filter(|p| !p.is_empty());
+        let mut known = self.path.split('.').filter(|p| !p.is_empty());
+        let mut climbed = Vec::with_capacity(meet + 1);
+        climbed.push(leaf);
+        let mut node = leaf;
+        for level in 0..meet {
+            let (text, _) = (mine.next()?, known.next()?);
+            let mut sibling = [0u8; 32];
+            match URL_SAFE_NO_PAD.decode_slice(text, &mut sibling) {
+                Ok(32) => {}
+                _ => return None,
+            }
+            node = if (index >> level) & 1 == 0 {
+                node_hash(&node, &sibling)
+            } else {
+                node_hash(&sibling, &node)
+            };
+            climbed.push(node);
+        }
+        let same_top = loop {
+            match (mine.next(), known.next()) {
+                (None, None) => break true,
+                (Some(a), Some(b)) if a == b => {}
+                _ => break false,
+            }
+        };
+        (same_top && node == self.climbed[meet]).then_some(climbed)
+    }
+
+    /// Takes a verified climb from `index` (its first nodes, leaf first) as the last path.
+    fn learn(&mut self, index: usize, path: &str, climbed: &[[u8; 32]]) {
+        self.index = index;
+        self.path.clear();
+        self.path.push_str(path);
+        self.climbed[..climbed.len()].copy_from_slice(climbed);
+    }
+}
 
 /// Verifies signatures, caching decoded public keys, the Merkle roots whose signature held,
 /// and the single signatures that held (each remembered as one hash of key, signature and
@@ -265,10 +333,14 @@ const REMEMBERED_SIGNATURES: usize = 16_384;
 #[derive(Debug, Default)]
 pub struct SignatureVerifier {
     keys: RwLock<HashMap<String, VerifyingKey>>,
-    /// (public key, Merkle root) pairs whose root signature already verified.
-    roots: RwLock<HashSet<([u8; 32], [u8; 32])>>,
+    /// (public key, Merkle root, root signature) whose signature already verified: the
+    /// signature too, so that a changed one is checked (and refused) as a fresh verifier
+    /// would.
+    roots: RwLock<HashSet<([u8; 32], [u8; 32], [u8; 64])>>,
     /// SHA-256 of (public key ‖ signature ‖ signing bytes) of single signatures that held.
     singles: RwLock<HashSet<[u8; 32]>>,
+    /// The last path verified in each of the latest batch trees whose root signature held.
+    trees: std::sync::Mutex<Vec<LastPath>>,
     /// Ed25519 verifications run (cache hits are not counted).
     checks: std::sync::atomic::AtomicU64,
 }
@@ -379,43 +451,73 @@ impl SignatureVerifier {
             else {
                 return Err(malformed("batch signature needs signature:index:path"));
             };
-            let mut index: usize = index.parse().map_err(|_| malformed("bad leaf index"))?;
+            let index: usize = index.parse().map_err(|_| malformed("bad leaf index"))?;
+            // The same source, root signature and top of the path as a verified event:
+            // the same root, whose signature held.
+            if let Ok(mut trees) = self.trees.lock()
+                && let Some(tree) = trees
+                    .iter_mut()
+                    .rev()
+                    .find(|t| t.signature == sig_b64 && t.source == record.source)
+            {
+                let leaf = leaf_hash(record, nats_subject);
+                if let Some(climbed) = tree.meet(leaf, index, path) {
+                    tree.learn(index, path, &climbed);
+                    return Ok(());
+                }
+            }
             let raw = decode_signature(sig_b64)
                 .ok_or_else(|| malformed("signature is not 64 base64url bytes"))?;
-            let mut node = leaf_hash(&record.signing_bytes(nats_subject));
+            let mut siblings = [[0u8; 32]; MAX_PATH];
             let mut depth = 0;
             for sibling in path.split('.').filter(|p| !p.is_empty()) {
-                let mut h = [0u8; 32];
-                match URL_SAFE_NO_PAD.decode_slice(sibling, &mut h) {
+                if depth == MAX_PATH {
+                    return Err(malformed("path too long"));
+                }
+                match URL_SAFE_NO_PAD.decode_slice(sibling, &mut siblings[depth]) {
                     Ok(32) => {}
                     _ => return Err(malformed("path hash is not 32 base64url bytes")),
                 }
-                node = if index & 1 == 0 {
-                    node_hash(&node, &h)
-                } else {
-                    node_hash(&h, &node)
-                };
-                index >>= 1;
                 depth += 1;
-                if depth > 16 {
-                    return Err(malformed("path too long"));
-                }
             }
-            if index != 0 {
+            if index >> depth != 0 {
                 return Err(malformed("leaf index outside the tree"));
             }
             let key = self.key(&record.source)?;
-            let cache_key = (key.to_bytes(), node);
-            if self.roots.read().is_ok_and(|r| r.contains(&cache_key)) {
-                return Ok(());
+            let mut climbed = Vec::with_capacity(depth + 1);
+            let mut node = leaf_hash(record, nats_subject);
+            climbed.push(node);
+            for (level, sibling) in siblings[..depth].iter().enumerate() {
+                node = if (index >> level) & 1 == 0 {
+                    node_hash(&node, sibling)
+                } else {
+                    node_hash(sibling, &node)
+                };
+                climbed.push(node);
             }
-            self.check(&key, &root_message(&node), &raw)
-                .map_err(|_| forged())?;
-            if let Ok(mut roots) = self.roots.write() {
-                if roots.len() > 65_536 {
-                    roots.clear();
+            let cache_key = (key.to_bytes(), node, raw);
+            if !self.roots.read().is_ok_and(|r| r.contains(&cache_key)) {
+                self.check(&key, &root_message(&node), &raw)
+                    .map_err(|_| forged())?;
+                if let Ok(mut roots) = self.roots.write() {
+                    if roots.len() >= REMEMBERED_ROOTS {
+                        roots.clear();
+                    }
+                    roots.insert(cache_key);
                 }
-                roots.insert(cache_key);
+            }
+            if let Ok(mut trees) = self.trees.lock() {
+                trees.retain(|t| t.signature != sig_b64 || t.source != record.source);
+                if trees.len() >= REMEMBERED_TREES {
+                    trees.remove(0);
+                }
+                trees.push(LastPath {
+                    source: record.source.clone(),
+                    signature: sig_b64.to_string(),
+                    index,
+                    path: path.to_string(),
+                    climbed,
+                });
             }
             return Ok(());
         }
@@ -619,5 +721,54 @@ mod tests {
         assert_eq!(verifier.checks(), 4, "nothing refused was remembered");
         verifier.verify(&r, "s").expect("alice's again");
         assert_eq!(verifier.checks(), 4);
+    }
+
+    #[test]
+    fn a_known_batch_tree_gives_the_same_answers_as_a_fresh_verifier() {
+        let alice = Identity::generate();
+        let n = 300;
+        let mut records: Vec<EventRecord> = (0..n)
+            .map(|i| {
+                let mut r = record(alice.public_key());
+                r.id = i.to_string();
+                r
+            })
+            .collect();
+        let subjects: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+        let subject_refs: Vec<&str> = subjects.iter().map(String::as_str).collect();
+        alice.sign_batch(&mut records, &subject_refs);
+        let verifier = SignatureVerifier::new();
+        for (r, s) in records.iter().zip(&subjects) {
+            verifier.verify(r, s).expect("batch member verifies");
+        }
+        assert_eq!(verifier.checks(), 2, "one root signature per tree (256 + 44)");
+        // Every one-character change of a member's signature text (its root signature,
+        // index and path, the top it shares with the path verified before it included) is
+        // judged exactly as a verifier that knows nothing would judge it.
+        let member = 37;
+        let text = records[member].signature.clone().expect("signed");
+        let mut differing = 0;
+        for at in BATCH_SIGNATURE_SCHEME.len()..text.len() {
+            let mut changed = text.clone().into_bytes();
+            changed[at] = if changed[at] == b'A' { b'B' } else { b'A' };
+            let mut tampered = records[member].clone();
+            tampered.signature = Some(String::from_utf8(changed).expect("ascii"));
+            // Its neighbour first: the two paths share all but their lowest sibling.
+            verifier
+                .verify(&records[member - 1], &subjects[member - 1])
+                .expect("the neighbour verifies");
+            let warm = verifier.verify(&tampered, &subjects[member]).is_ok();
+            let cold = SignatureVerifier::new()
+                .verify(&tampered, &subjects[member])
+                .is_ok();
+            assert_eq!(warm, cold, "changed at {at}: {:?}", tampered.signature);
+            differing += usize::from(!cold);
+        }
+        assert!(differing > 400, "most changes are refused: {differing}");
+        // Another member's subject or data under a known tree: refused.
+        assert!(verifier.verify(&records[member], &subjects[member + 1]).is_err());
+        let mut changed = records[member].clone();
+        changed.data = Some(Bytes::from_static(b"{}"));
+        assert!(verifier.verify(&changed, &subjects[member]).is_err());
     }
 }
