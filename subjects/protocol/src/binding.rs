@@ -446,9 +446,9 @@ fn decode_structured(body: &Bytes) -> Result<EventRecord, BindingError> {
 /// Writes `text` as a JSON string. Attribute values (ids, keys, signatures) seldom hold a
 /// character JSON escapes: those are copied between quotes after one branch-free pass.
 fn json_string_into(out: &mut Vec<u8>, text: &str) {
-    let plain = !text
-        .bytes()
-        .fold(false, |escape, b| escape | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let plain = !text.bytes().fold(false, |escape, b| {
+        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if plain {
         out.reserve(text.len() + 2);
         out.push(b'"');

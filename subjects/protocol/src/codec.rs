@@ -137,15 +137,21 @@ pub fn seal_batch(
 
 /// A W3C `traceparent` continuing `parent`'s trace with a new span, or starting a new trace.
 pub fn child_traceparent(parent: Option<&str>) -> String {
-    let random = uuid::Uuid::new_v4();
-    let span = &random.simple().to_string()[..16];
+    let mut span = uuid::Uuid::encode_buffer();
+    let span = &uuid::Uuid::new_v4().simple().encode_lower(&mut span)[..16];
+    let mut fresh = uuid::Uuid::encode_buffer();
     let trace = parent
         .and_then(|p| {
-            let parts: Vec<&str> = p.split('-').collect();
-            (parts.len() == 4 && parts[1].len() == 32).then(|| parts[1].to_string())
+            let mut parts = p.split('-');
+            let trace = parts.nth(1)?;
+            (trace.len() == 32 && parts.count() == 2).then_some(trace)
         })
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    format!("00-{trace}-{span}-01")
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().encode_lower(&mut fresh));
+    let mut out = String::with_capacity(55);
+    for part in ["00-", trace, "-", span, "-01"] {
+        out.push_str(part);
+    }
+    out
 }
 
 /// A signed event and the subject it goes to.
@@ -485,6 +491,35 @@ mod tests {
             hardware: Hardware::default(),
             slots: 1,
             handles: None,
+        }
+    }
+
+    #[test]
+    fn a_child_traceparent_continues_its_parents_trace_with_a_new_span() {
+        let shape = |t: &str| {
+            let parts: Vec<&str> = t.split('-').collect();
+            assert_eq!(parts.len(), 4, "{t}");
+            assert_eq!((parts[0], parts[3]), ("00", "01"), "{t}");
+            assert_eq!((parts[1].len(), parts[2].len()), (32, 16), "{t}");
+            assert!(t.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{t}");
+            (parts[1].to_string(), parts[2].to_string())
+        };
+        let (trace, span) = shape(&child_traceparent(None));
+        let (child_trace, child_span) =
+            shape(&child_traceparent(Some(&format!("00-{trace}-{span}-01"))));
+        assert_eq!(child_trace, trace);
+        assert_ne!(child_span, span);
+        for malformed in [
+            "",
+            "00-abc-def-01",
+            &format!("00-{trace}-{span}"),
+            &format!("00-{trace}-{span}-01-02"),
+        ] {
+            assert_ne!(
+                shape(&child_traceparent(Some(malformed))).0,
+                trace,
+                "{malformed}"
+            );
         }
     }
 

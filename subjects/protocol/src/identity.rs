@@ -741,7 +741,11 @@ mod tests {
         for (r, s) in records.iter().zip(&subjects) {
             verifier.verify(r, s).expect("batch member verifies");
         }
-        assert_eq!(verifier.checks(), 2, "one root signature per tree (256 + 44)");
+        assert_eq!(
+            verifier.checks(),
+            2,
+            "one root signature per tree (256 + 44)"
+        );
         // Every one-character change of a member's signature text (its root signature,
         // index and path, the top it shares with the path verified before it included) is
         // judged exactly as a verifier that knows nothing would judge it.
@@ -766,7 +770,11 @@ mod tests {
         }
         assert!(differing > 400, "most changes are refused: {differing}");
         // Another member's subject or data under a known tree: refused.
-        assert!(verifier.verify(&records[member], &subjects[member + 1]).is_err());
+        assert!(
+            verifier
+                .verify(&records[member], &subjects[member + 1])
+                .is_err()
+        );
         let mut changed = records[member].clone();
         changed.data = Some(Bytes::from_static(b"{}"));
         assert!(verifier.verify(&changed, &subjects[member]).is_err());
