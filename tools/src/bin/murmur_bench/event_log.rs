@@ -213,7 +213,7 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
         let raw_subject = prepared[0].0.clone();
         let mut sub = sub_client.subscribe(raw_subject).await?;
         sub_client.flush().await?;
-        let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let received = Arrivals::new();
         let counted = received.clone();
         let counter = tokio::spawn(async move {
             let mut c = 0u64;
@@ -222,19 +222,18 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
                     break;
                 }
                 c += 1;
-                counted.store(c, std::sync::atomic::Ordering::Relaxed);
+                counted.note(c);
             }
             c
         });
-        let t = Instant::now();
         for (k, (s, h, b)) in prepared.into_iter().enumerate() {
             client.publish_with_headers(s, h, b).await?;
             keep_up(&client, k as u64, &received).await?;
         }
         client.flush().await?;
-        let got = dispatched(counter, &received, n, "raw", &t).await;
+        let (got, secs) = dispatched(counter, &received, n, "raw").await;
         core_dropped[0] += n - got;
-        core_raw.push(got as f64 / t.elapsed().as_secs_f64());
+        core_raw.push(got as f64 / secs);
 
         let mm_subject = Draft::new(me.clone(), &hb)?
             .seal(log.identity(), &realm)
@@ -243,7 +242,7 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
         let mut sub = sub_client.subscribe(mm_subject).await?;
         sub_client.flush().await?;
         let codec = log.codec().clone();
-        let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let received = Arrivals::new();
         let counted = received.clone();
         let counter = tokio::spawn(async move {
             let mut c = 0u64;
@@ -254,12 +253,11 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
                     .is_ok()
                 {
                     c += 1;
-                    counted.store(c, std::sync::atomic::Ordering::Relaxed);
+                    counted.note(c);
                 }
             }
             c
         });
-        let t = Instant::now();
         let mut sent = 0;
         while sent < n {
             keep_up(&client, sent, &received).await?;
@@ -270,9 +268,9 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
             sent += log.publish_live_many(drafts).await? as u64;
         }
         client.flush().await?;
-        let got = dispatched(counter, &received, n, "murmur", &t).await;
+        let (got, secs) = dispatched(counter, &received, n, "murmur").await;
         core_dropped[1] += n - got;
-        core_mm.push(got as f64 / t.elapsed().as_secs_f64());
+        core_mm.push(got as f64 / secs);
         eprintln!("run {run} done");
     }
 
@@ -335,28 +333,67 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
     ])
 }
 
-/// How many of `n` core messages the subscriber counted: all of them, or (core NATS drops
-/// messages for a slow consumer) what it had when 60 s passed, reported and not fatal, so
-/// one run's drops do not end the suite.
+/// What a core-dispatch subscriber has counted since publishing began, and when its latest
+/// thousandth message arrived.
+pub(crate) struct Arrivals {
+    count: std::sync::atomic::AtomicU64,
+    latest_thousand_ns: std::sync::atomic::AtomicU64,
+    since: Instant,
+}
+
+impl Arrivals {
+    fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            count: Default::default(),
+            latest_thousand_ns: Default::default(),
+            since: Instant::now(),
+        })
+    }
+
+    /// The subscriber's count is now `count`.
+    fn note(&self, count: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.count.store(count, Relaxed);
+        if count.is_multiple_of(1_000) {
+            self.latest_thousand_ns
+                .store(self.since.elapsed().as_nanos() as u64, Relaxed);
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// How many of `n` core messages the subscriber counted, and over how many seconds: all of
+/// them until now, or (core NATS drops messages for a slow consumer) what it had when 60 s
+/// passed, over the time until its latest thousandth message (not the 60 s spent waiting
+/// for messages that were dropped), reported and not fatal, so one run's drops do not end
+/// the suite.
 async fn dispatched(
     counter: tokio::task::JoinHandle<u64>,
-    received: &std::sync::atomic::AtomicU64,
+    received: &Arrivals,
     n: u64,
     which: &str,
-    started: &Instant,
-) -> u64 {
+) -> (u64, f64) {
     let got = match tokio::time::timeout(Duration::from_secs(60), counter).await {
         Ok(Ok(count)) => count,
-        Ok(Err(_)) | Err(_) => received.load(std::sync::atomic::Ordering::Relaxed),
+        Ok(Err(_)) | Err(_) => received.count(),
     };
+    let mut secs = received.since.elapsed().as_secs_f64();
     if got < n {
         eprintln!(
-            "{which} core dispatch: {got} of {n} messages arrived ({} dropped for a slow subscriber) in {:.1} s",
+            "{which} core dispatch: {got} of {n} messages arrived ({} dropped for a slow subscriber) in {secs:.1} s",
             n - got,
-            started.elapsed().as_secs_f64()
         );
+        let latest = received
+            .latest_thousand_ns
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if latest > 0 {
+            secs = latest as f64 / 1e9;
+        }
     }
-    got
+    (got, secs)
 }
 
 /// Where the CPU goes, per event, in-process, for one content mode.
@@ -528,19 +565,19 @@ pub(crate) const DISPATCH_AHEAD: u64 = 2_000;
 pub(crate) async fn keep_up(
     client: &async_nats::Client,
     sent: u64,
-    received: &std::sync::atomic::AtomicU64,
+    received: &Arrivals,
 ) -> Result<()> {
     if !sent.is_multiple_of(1_000) {
         return Ok(());
     }
     let until = Instant::now() + Duration::from_secs(60);
-    while sent.saturating_sub(received.load(std::sync::atomic::Ordering::Relaxed)) > DISPATCH_AHEAD
+    while sent.saturating_sub(received.count()) > DISPATCH_AHEAD
     {
         client.flush().await?;
         anyhow::ensure!(
             Instant::now() < until,
             "core dispatch: the subscriber stopped at {} of {sent} sent",
-            received.load(std::sync::atomic::Ordering::Relaxed)
+            received.count()
         );
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
