@@ -37,8 +37,12 @@ pub struct EventType {
     /// ([`Payload::SUBSCRIBED_BY`]).
     pub subscribed_by: &'static [Role],
     schema: fn() -> serde_json::Value,
-    validate: fn(&[u8]) -> Result<(), PayloadError>,
+    decode: fn(&[u8]) -> Result<DecodedPayload, PayloadError>,
 }
+
+/// A payload decoded as its declared type (the current version), kept with the event so a
+/// fold reading it does not decode it again.
+pub(crate) type DecodedPayload = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
 impl std::fmt::Debug for EventType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,7 +68,9 @@ impl EventType {
             own_aggregate: P::OWN_AGGREGATE,
             subscribed_by: P::SUBSCRIBED_BY,
             schema: payload::json_schema::<P>,
-            validate: |data| payload::decode::<P>(data).map(|_| ()),
+            decode: |data| {
+                payload::decode::<P>(data).map(|p| std::sync::Arc::new(p) as DecodedPayload)
+            },
         }
     }
 
@@ -75,7 +81,12 @@ impl EventType {
 
     /// Checks that `data` decodes as this type (any supported version).
     pub fn validate(&self, data: &[u8]) -> Result<(), PayloadError> {
-        (self.validate)(data)
+        (self.decode)(data).map(|_| ())
+    }
+
+    /// Decodes `data` as this type (any supported version), type-erased.
+    pub(crate) fn decode(&self, data: &[u8]) -> Result<DecodedPayload, PayloadError> {
+        (self.decode)(data)
     }
 
     /// The subject pattern, e.g. `murmur.v1.{realm}.evt.task.{id}.submitted`.

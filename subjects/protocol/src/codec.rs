@@ -181,6 +181,8 @@ pub struct VerifiedEvent {
     /// the realm's grants ([`crate::grants::RoleBook::admit`]; every
     /// `murmur_subjects::Projector` does); empty otherwise.
     pub roles: RoleSet,
+    /// The payload as decoded when its schema was checked, with the data it came from.
+    decoded: Option<(Bytes, crate::catalog::DecodedPayload)>,
 }
 
 impl VerifiedEvent {
@@ -204,8 +206,17 @@ impl VerifiedEvent {
         let data = self
             .record
             .data
-            .as_deref()
+            .as_ref()
             .ok_or(PayloadError::NoData { ty: P::TYPE })?;
+        // Decoded once, on receipt, while its schema was checked (unless the data has been
+        // replaced since).
+        if let Some((from, decoded)) = &self.decoded
+            && from.as_ptr() == data.as_ptr()
+            && from.len() == data.len()
+            && let Some(p) = decoded.downcast_ref::<P>()
+        {
+            return Ok(p.clone());
+        }
         payload::decode(data)
     }
 }
@@ -388,9 +399,9 @@ impl EventCodec {
         }
         let data = record
             .data
-            .as_deref()
+            .as_ref()
             .ok_or(PayloadError::NoData { ty: event_type.ty })?;
-        event_type.validate(data)?;
+        let decoded = (data.clone(), event_type.decode(data)?);
         self.verifier.verify(&record, nats_subject)?;
         Ok(VerifiedEvent {
             subject,
@@ -399,6 +410,7 @@ impl EventCodec {
             stream_sequence: None,
             stored_at: None,
             roles: RoleSet::EMPTY,
+            decoded: Some(decoded),
         })
     }
 
@@ -521,6 +533,35 @@ mod tests {
                 "{malformed}"
             );
         }
+    }
+
+    #[test]
+    fn a_payload_decoded_on_receipt_is_not_decoded_again_unless_its_data_changed() {
+        let me = Identity::generate();
+        let agg = Token::new(me.public_key()).expect("nkey is a token");
+        let sealed = Draft::new(agg, &joined())
+            .expect("draft")
+            .seal(&me, &realm());
+        let codec = EventCodec::default();
+        let (h, body) = codec.encode(&sealed).expect("encode");
+        let mut got = codec
+            .decode(sealed.subject.as_str(), Some(&h), &body)
+            .expect("decode");
+        assert!(got.decoded.is_some(), "kept from the schema check");
+        assert_eq!(got.payload::<AgentJoined>().expect("payload"), joined());
+        assert!(got.payload::<AgentLeft>().is_err());
+        let renamed = AgentJoined {
+            name: "b".into(),
+            ..joined()
+        };
+        got.record.data = Some(Bytes::from(
+            crate::payload::encode(&renamed).expect("encode"),
+        ));
+        assert_eq!(
+            got.payload::<AgentJoined>().expect("payload"),
+            renamed,
+            "replaced data is decoded, not the kept payload returned"
+        );
     }
 
     #[test]

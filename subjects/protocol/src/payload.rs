@@ -62,7 +62,7 @@ pub enum PayloadError {
 
 /// A typed event payload, declared once with its CloudEvent type, subject parts and version.
 pub trait Payload:
-    Serialize + DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static
+    Serialize + DeserializeOwned + Clone + schemars::JsonSchema + Send + Sync + 'static
 {
     /// CloudEvent `type`, e.g. `dev.murmur.agent.joined`.
     const TYPE: &'static str;

@@ -571,8 +571,7 @@ pub(crate) async fn keep_up(
         return Ok(());
     }
     let until = Instant::now() + Duration::from_secs(60);
-    while sent.saturating_sub(received.count()) > DISPATCH_AHEAD
-    {
+    while sent.saturating_sub(received.count()) > DISPATCH_AHEAD {
         client.flush().await?;
         anyhow::ensure!(
             Instant::now() < until,
