@@ -263,6 +263,8 @@ const REMEMBERED_SIGNATURES: usize = 16_384;
 const REMEMBERED_ROOTS: usize = 16_384;
 /// Most batch trees whose last verified path a verifier keeps.
 const REMEMBERED_TREES: usize = 32;
+/// A batch root whose signature held: (public key, root, root signature).
+type KnownRoot = ([u8; 32], [u8; 32], [u8; 64]);
 /// Longest Merkle path accepted (a batch is at most [`MAX_SIGNATURE_BATCH`] events: 8).
 const MAX_PATH: usize = 16;
 
@@ -336,7 +338,7 @@ pub struct SignatureVerifier {
     /// (public key, Merkle root, root signature) whose signature already verified: the
     /// signature too, so that a changed one is checked (and refused) as a fresh verifier
     /// would.
-    roots: RwLock<HashSet<([u8; 32], [u8; 32], [u8; 64])>>,
+    roots: RwLock<HashSet<KnownRoot>>,
     /// SHA-256 of (public key ‖ signature ‖ signing bytes) of single signatures that held.
     singles: RwLock<HashSet<[u8; 32]>>,
     /// The last path verified in each of the latest batch trees whose root signature held.
