@@ -646,21 +646,27 @@ mod tests {
         ));
     }
 
+    /// `n` records by `alice`, batch-signed, and the subject each was signed for.
+    fn signed_batch(alice: &Identity, n: usize) -> (Vec<EventRecord>, Vec<String>) {
+        let mut records: Vec<EventRecord> = (0..n)
+            .map(|i| {
+                let mut r = record(alice.public_key());
+                r.id = i.to_string();
+                r
+            })
+            .collect();
+        let subjects: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+        let subject_refs: Vec<&str> = subjects.iter().map(String::as_str).collect();
+        alice.sign_batch(&mut records, &subject_refs);
+        (records, subjects)
+    }
+
     #[test]
     fn batch_signatures_verify_each_event_and_catch_tampering() {
         let alice = Identity::generate();
         let mallory = Identity::generate();
         for n in [2usize, 3, 8, 300] {
-            let mut records: Vec<EventRecord> = (0..n)
-                .map(|i| {
-                    let mut r = record(alice.public_key());
-                    r.id = i.to_string();
-                    r
-                })
-                .collect();
-            let subjects: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
-            let subject_refs: Vec<&str> = subjects.iter().map(String::as_str).collect();
-            alice.sign_batch(&mut records, &subject_refs);
+            let (records, subjects) = signed_batch(&alice, n);
             let verifier = SignatureVerifier::new();
             for (r, s) in records.iter().zip(&subjects) {
                 verifier.verify(r, s).expect("batch member verifies");
@@ -728,17 +734,7 @@ mod tests {
     #[test]
     fn a_known_batch_tree_gives_the_same_answers_as_a_fresh_verifier() {
         let alice = Identity::generate();
-        let n = 300;
-        let mut records: Vec<EventRecord> = (0..n)
-            .map(|i| {
-                let mut r = record(alice.public_key());
-                r.id = i.to_string();
-                r
-            })
-            .collect();
-        let subjects: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
-        let subject_refs: Vec<&str> = subjects.iter().map(String::as_str).collect();
-        alice.sign_batch(&mut records, &subject_refs);
+        let (records, subjects) = signed_batch(&alice, 300);
         let verifier = SignatureVerifier::new();
         for (r, s) in records.iter().zip(&subjects) {
             verifier.verify(r, s).expect("batch member verifies");
