@@ -454,6 +454,7 @@ impl SignatureVerifier {
                 return Err(malformed("batch signature needs signature:index:path"));
             };
             let index: usize = index.parse().map_err(|_| malformed("bad leaf index"))?;
+            let leaf = leaf_hash(record, nats_subject);
             // The same source, root signature and top of the path as a verified event:
             // the same root, whose signature held.
             if let Ok(mut trees) = self.trees.lock()
@@ -461,12 +462,10 @@ impl SignatureVerifier {
                     .iter_mut()
                     .rev()
                     .find(|t| t.signature == sig_b64 && t.source == record.source)
+                && let Some(climbed) = tree.meet(leaf, index, path)
             {
-                let leaf = leaf_hash(record, nats_subject);
-                if let Some(climbed) = tree.meet(leaf, index, path) {
-                    tree.learn(index, path, &climbed);
-                    return Ok(());
-                }
+                tree.learn(index, path, &climbed);
+                return Ok(());
             }
             let raw = decode_signature(sig_b64)
                 .ok_or_else(|| malformed("signature is not 64 base64url bytes"))?;
@@ -487,7 +486,7 @@ impl SignatureVerifier {
             }
             let key = self.key(&record.source)?;
             let mut climbed = Vec::with_capacity(depth + 1);
-            let mut node = leaf_hash(record, nats_subject);
+            let mut node = leaf;
             climbed.push(node);
             for (level, sibling) in siblings[..depth].iter().enumerate() {
                 node = if (index >> level) & 1 == 0 {
