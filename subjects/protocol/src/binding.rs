@@ -424,9 +424,9 @@ fn decode_structured(body: &Bytes) -> Result<EventRecord, BindingError> {
         let bytes = if is_json {
             Bytes::copy_from_slice(raw.get().as_bytes())
         } else {
-            match serde_json::from_str::<String>(raw.get()) {
-                Ok(s) => Bytes::from(s.into_bytes()),
-                Err(_) => Bytes::copy_from_slice(raw.get().as_bytes()),
+            match json_string(raw) {
+                Some(s) => Bytes::from(s.into_bytes()),
+                None => Bytes::copy_from_slice(raw.get().as_bytes()),
             }
         };
         record.data = Some(bytes);

@@ -536,6 +536,14 @@ mod tests {
     }
 
     #[test]
+    fn every_codec_of_a_process_shares_its_verifier() {
+        let a = EventCodec::default();
+        let b = EventCodec::new(Catalog::standard().clone()).content_mode(ContentMode::Binary);
+        assert!(Arc::ptr_eq(&a.verifier, &b.verifier));
+        assert!(Arc::ptr_eq(&a.verifier, &SignatureVerifier::shared()));
+    }
+
+    #[test]
     fn a_payload_decoded_on_receipt_is_not_decoded_again_unless_its_data_changed() {
         let me = Identity::generate();
         let agg = Token::new(me.public_key()).expect("nkey is a token");
@@ -550,6 +558,17 @@ mod tests {
         assert!(got.decoded.is_some(), "kept from the schema check");
         assert_eq!(got.payload::<AgentJoined>().expect("payload"), joined());
         assert!(got.payload::<AgentLeft>().is_err());
+        // What is returned is the kept value, not a second decoding of the data: a kept
+        // value swapped in for the same data comes back.
+        let kept = AgentJoined {
+            name: "kept".into(),
+            ..joined()
+        };
+        let mut swapped = got.clone();
+        if let Some((data, _)) = swapped.decoded.take() {
+            swapped.decoded = Some((data, std::sync::Arc::new(kept.clone())));
+        }
+        assert_eq!(swapped.payload::<AgentJoined>().expect("payload"), kept);
         let renamed = AgentJoined {
             name: "b".into(),
             ..joined()

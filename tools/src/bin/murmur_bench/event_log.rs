@@ -526,7 +526,7 @@ pub(crate) fn payload(i: u64) -> TaskSubmitted {
 }
 
 /// Publishes pre-built messages to JetStream with `window` acks in flight; returns msgs/s.
-async fn publish_prepared(
+pub(crate) async fn publish_prepared(
     js: &async_nats::jetstream::Context,
     prepared: Vec<(String, async_nats::HeaderMap, bytes::Bytes)>,
     window: usize,
@@ -542,7 +542,7 @@ async fn publish_prepared(
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
-pub(crate) async fn drain(
+async fn drain(
     window: &mut VecDeque<async_nats::jetstream::context::PublishAckFuture>,
     keep: usize,
 ) -> Result<()> {

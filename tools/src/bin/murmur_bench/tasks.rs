@@ -14,7 +14,6 @@ use murmur_subjects::roles::Role;
 use murmur_subjects::{Draft, Plane, Projector, SubjectFilter, Token, VerifiedEvent};
 
 use super::*;
-use crate::event_log::drain;
 
 /// Issue 3: tasks submitted → completed per second with no-op workers against raw JetStream
 /// publishes in the same run, submit→complete latency, join → routable latency, idle RSS.
@@ -52,14 +51,7 @@ pub(crate) async fn task_suite(
         prepared.push((sealed.subject.to_string(), h, b));
     }
     let js = async_nats::jetstream::new(raw_log.client().clone());
-    let mut inflight = VecDeque::new();
-    let t = Instant::now();
-    for (s, h, b) in prepared {
-        inflight.push_back(js.publish_with_headers(s, h, b).await?);
-        drain(&mut inflight, window).await?;
-    }
-    drain(&mut inflight, 0).await?;
-    let raw_rate = n as f64 / t.elapsed().as_secs_f64();
+    let raw_rate = crate::event_log::publish_prepared(&js, prepared, window).await?;
 
     // The same task flow in raw async-nats: four stored events per task with the same
     // expected sequences and hops, bodies the size of murmur's events, nothing else.
