@@ -1,24 +1,26 @@
 //! The fault suite's short form: `murmur-chaos` on a 3-node R3 cluster in secure mode, the
 //! platform's processes under tasks, proposals and knowledge writes, while the stream leader
-//! is killed, cut off from its followers with its clients still connected, and agents are
-//! paused past their leases. The suite's checker reads the log afterwards; this test fails
-//! on anything it finds lost, duplicated, reordered or unresolved, and checks the report
-//! holds what was injected.
+//! is killed, cut off from its followers with its clients still connected, loses its whole
+//! store, and agents are paused past their leases. The suite's checker reads the log
+//! afterwards; this test fails on anything it finds lost, duplicated, reordered or
+//! unresolved, or on nodes whose copies of the streams differ, and checks the report holds
+//! what was injected.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
 #[test]
-fn nothing_acknowledged_is_lost_while_the_leader_dies_is_cut_off_and_agents_pause() -> Result<()> {
+fn nothing_acknowledged_is_lost_while_the_leader_dies_is_cut_off_loses_its_store_and_agents_pause()
+-> Result<()> {
     let dir = tempfile::tempdir()?;
     let report = dir.path().join("report.json");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_murmur-chaos"))
         .arg("--murmur")
         .arg(murmur_e2e::murmur_binary()?)
-        .args(["--faults", "kill-leader,partition,pause-agents"])
+        .args(["--faults", "kill-leader,partition,pause-agents,wipe-store"])
         .args(["--schedule", "mixed", "--sync", "default"])
-        .args(["--seconds", "50", "--hold-s", "6", "--calm-s", "3"])
+        .args(["--seconds", "70", "--hold-s", "6", "--calm-s", "3"])
         .arg("--report")
         .arg(&report)
         .arg("--logs")
@@ -42,7 +44,7 @@ fn nothing_acknowledged_is_lost_while_the_leader_dies_is_cut_off_and_agents_paus
         .filter_map(|f| f["fault"].as_str())
         .collect();
     assert!(
-        ["kill-leader", "partition", "pause-agents"]
+        ["kill-leader", "partition", "pause-agents", "wipe-store"]
             .iter()
             .all(|f| injected.contains(f)),
         "every fault was injected: {injected:?}"
@@ -58,5 +60,12 @@ fn nothing_acknowledged_is_lost_while_the_leader_dies_is_cut_off_and_agents_paus
         );
     }
     assert_eq!(run["log"]["lost"], serde_json::json!([]));
+    // The history stream was read through each of the three nodes and compared.
+    assert_eq!(
+        run["replicas"]["history_read"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        run["replicas"]
+    );
     Ok(())
 }

@@ -586,3 +586,85 @@ async fn follow_through_errors(
     }
     Ok(false)
 }
+
+/// The step the coordinator takes when its view diverged: a replay from sequence 1. Cut off
+/// by a lost quorum (two of three nodes down), the replay fails with an error the services
+/// wait out (`is_transient`), not one that ends them; the view keeps a prefix of the log,
+/// and polling on once the quorum is back reaches exactly the state a fresh replay builds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_cut_off_by_a_lost_quorum_reads_on_to_the_replays_state() -> Result<()> {
+    let _turn = one_cluster_at_a_time().await;
+    let (mut cluster, log) = murmur_e2e::r3_cluster(Identity::generate()).await?;
+    let realm = Token::new("acme")?;
+    for n in 0..20 {
+        let sealed = log.seal(Draft::new(Token::new(format!("t{n}"))?, &submitted(n))?);
+        append_until_stored(&log, &sealed).await?;
+    }
+    let mut view = Projector::new(
+        log.clone(),
+        OverviewProjection {
+            realm: realm.clone(),
+        },
+    );
+    anyhow::ensure!(
+        follow_through_errors(&mut view, |s| s.tasks.len() == 20).await?,
+        "the view never saw the 20 tasks"
+    );
+    let folded = view.position();
+
+    cluster.stop(1).await?;
+    cluster.stop(2).await?;
+    // The remaining node answers JetStream requests only until it notices the lost quorum.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while stream_leader_any_once(&log).await {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "the remaining node kept a stream leader without a quorum"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let replayed = tokio::time::timeout(DEADLINE, view.rebuild())
+        .await
+        .context("the replay neither finished nor failed")?;
+    let error = replayed
+        .err()
+        .context("a replay without a quorum succeeded")?;
+    assert!(error.is_transient(), "not a failure to wait out: {error}");
+    assert!(
+        view.position() < folded,
+        "the replay started over ({} of {folded})",
+        view.position()
+    );
+
+    cluster.restart(1).await?;
+    cluster.restart(2).await?;
+    anyhow::ensure!(
+        follow_through_errors(&mut view, |s| s.tasks.len() == 20).await?,
+        "reading on after the quorum came back never reached the 20 tasks ({:?})",
+        view.stats()
+    );
+    let mut fresh = Projector::new(log.clone(), OverviewProjection { realm });
+    anyhow::ensure!(
+        follow_through_errors(&mut fresh, |s| s.tasks.len() == 20).await?,
+        "a fresh replay never reached the 20 tasks"
+    );
+    assert_eq!(view.position(), fresh.position());
+    assert_eq!(view.state(), fresh.state());
+    Ok(())
+}
+
+/// Whether the history stream has a leader now (one request, short deadline).
+async fn stream_leader_any_once(log: &EventLog) -> bool {
+    let ask = async {
+        let mut stream = async_nats::jetstream::new(log.client().clone())
+            .get_stream("MURMUR_HISTORY")
+            .await
+            .ok()?;
+        let info = stream.info().await.ok()?;
+        info.cluster.clone()?.leader
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), ask).await,
+        Ok(Some(_))
+    )
+}

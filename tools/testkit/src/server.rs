@@ -104,7 +104,8 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn http_get_status(port: u16, path: &str) -> Option<u16> {
+/// One GET on the monitoring port: the status code and the body.
+async fn http_get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
@@ -112,8 +113,29 @@ async fn http_get_status(port: u16, path: &str) -> Option<u16> {
     s.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    text.split_whitespace().nth(1)?.parse().ok()
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let status = String::from_utf8_lossy(&buf[..head_end])
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((status, buf.split_off(head_end + 4)))
+}
+
+async fn http_get_status(port: u16, path: &str) -> Option<u16> {
+    http_get(port, path).await.map(|(status, _)| status)
+}
+
+/// A JSON endpoint of the monitoring port (`/jsz?streams=true`, `/varz`…), parsed.
+pub async fn monitor_json(monitor_port: u16, path: &str) -> Result<serde_json::Value> {
+    let (status, body) = http_get(monitor_port, path)
+        .await
+        .with_context(|| format!("monitor port {monitor_port}: no answer to {path}"))?;
+    if status != 200 {
+        bail!("monitor port {monitor_port}: {path} answered {status}");
+    }
+    serde_json::from_slice(&body)
+        .with_context(|| format!("monitor port {monitor_port}: {path} is not JSON"))
 }
 
 /// Waits until `/healthz?js-enabled-only=true` answers 200 on the monitoring port.
@@ -371,6 +393,11 @@ impl NatsProcess {
         }
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The file its standard output and error go to, appended across restarts.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
     }
 
     /// The client URL.

@@ -158,6 +158,99 @@ fn short(v: Option<&serde_json::Value>) -> String {
     }
 }
 
+/// One stream as one node's replica holds it (the node's `/jsz` answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReplicaState {
+    /// Messages held.
+    pub messages: u64,
+    /// First sequence held.
+    pub first_seq: u64,
+    /// Last sequence held.
+    pub last_seq: u64,
+}
+
+/// Every stream's replicas on every node, once nothing writes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplicaCheck {
+    /// Per stream, node by node (`None`: that node holds no replica of it).
+    pub streams: BTreeMap<String, Vec<Option<ReplicaState>>>,
+    /// Per stream, how many replicas its configuration asks for (the most any node names).
+    pub wanted: BTreeMap<String, usize>,
+    /// Streams whose replicas still differ, or with fewer replicas than asked for, after the
+    /// wait.
+    pub differing: Vec<String>,
+    /// Seconds waited for the replicas to agree.
+    pub waited_s: f64,
+    /// The history stream read message by message through each node as its leader: how
+    /// many messages each held.
+    pub history_read: Vec<String>,
+    /// Nodes whose copy of the history stream differs from the first read (subject,
+    /// headers, payload or stored time of any sequence), or that could not be read.
+    pub history_differing: Vec<String>,
+}
+
+/// The streams whose replicas differ in what they hold, or that have fewer replicas than
+/// their configuration asks for.
+pub fn differing_replicas(
+    streams: &BTreeMap<String, Vec<Option<ReplicaState>>>,
+    wanted: &BTreeMap<String, usize>,
+) -> Vec<String> {
+    streams
+        .iter()
+        .filter(|(name, replicas)| {
+            let held: BTreeSet<_> = replicas
+                .iter()
+                .flatten()
+                .map(|r| (r.messages, r.first_seq, r.last_seq))
+                .collect();
+            let holders = replicas.iter().flatten().count();
+            held.len() > 1 || holders < wanted.get(*name).copied().unwrap_or(1)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// One node's copy of a stream as read through it: each sequence's digest (`None`: not
+/// held), or why it could not be read.
+pub type StreamCopy = (usize, Result<Vec<Option<u64>>, String>);
+
+/// Each copy against the first one read: what was read, and every copy that differs (how
+/// many sequences, the first of them) or could not be read.
+pub fn compare_copies(copies: &[StreamCopy]) -> (Vec<String>, Vec<String>) {
+    let mut read = Vec::new();
+    let mut differing = Vec::new();
+    let reference = copies
+        .iter()
+        .find_map(|(node, copy)| copy.as_ref().ok().map(|c| (*node, c)));
+    for (node, copy) in copies {
+        match copy {
+            Err(why) => differing.push(format!("n{}: not read ({why})", node + 1)),
+            Ok(copy) => {
+                read.push(format!(
+                    "n{}: {} messages",
+                    node + 1,
+                    copy.iter().flatten().count()
+                ));
+                if let Some((first, reference)) = reference {
+                    let differ: Vec<usize> = (0..copy.len().max(reference.len()))
+                        .filter(|i| copy.get(*i) != reference.get(*i))
+                        .collect();
+                    if let Some(at) = differ.first() {
+                        differing.push(format!(
+                            "n{}: {} sequences differ from n{} (first: {})",
+                            node + 1,
+                            differ.len(),
+                            first + 1,
+                            at + 1
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    (read, differing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +328,50 @@ mod tests {
         assert_eq!(check.before_their_cause, ["b"]);
         assert_eq!(check.out_of_order_subjects, ["t.3"]);
         assert!(!check.clean());
+    }
+
+    #[test]
+    fn replicas_that_differ_or_are_missing_are_named() {
+        let r = |messages, last_seq| {
+            Some(ReplicaState {
+                messages,
+                first_seq: 1,
+                last_seq,
+            })
+        };
+        let streams: BTreeMap<String, Vec<Option<ReplicaState>>> = [
+            ("agree".to_string(), vec![r(5, 5), r(5, 5), r(5, 5)]),
+            ("behind".to_string(), vec![r(5, 5), r(4, 4), r(5, 5)]),
+            ("missing".to_string(), vec![r(5, 5), None, r(5, 5)]),
+            ("single".to_string(), vec![None, r(2, 2), None]),
+        ]
+        .into();
+        let wanted = [
+            ("agree".to_string(), 3),
+            ("behind".to_string(), 3),
+            ("missing".to_string(), 3),
+            ("single".to_string(), 1),
+        ]
+        .into();
+        assert_eq!(differing_replicas(&streams, &wanted), ["behind", "missing"]);
+    }
+
+    #[test]
+    fn copies_that_differ_or_could_not_be_read_are_named() {
+        let copies = vec![
+            (0, Ok(vec![Some(1), Some(2), Some(3)])),
+            (1, Ok(vec![Some(1), Some(2), Some(3)])),
+            (2, Ok(vec![Some(1), Some(9), None, Some(4)])),
+            (1, Err("no lead".to_string())),
+        ];
+        let (read, differing) = compare_copies(&copies);
+        assert_eq!(read, ["n1: 3 messages", "n2: 3 messages", "n3: 3 messages"]);
+        assert_eq!(
+            differing,
+            [
+                "n3: 3 sequences differ from n1 (first: 2)",
+                "n2: not read (no lead)"
+            ]
+        );
     }
 }

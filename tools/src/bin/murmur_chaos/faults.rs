@@ -45,11 +45,22 @@ pub enum Fault {
     /// then refused by the fold), and a voter identity keeps sending messages past its
     /// role's 64 KiB limit, each closing its connection.
     Flood,
+    /// kill -9 of the history stream's leader, then bits flipped in its stream files: eight
+    /// single-bit errors spread evenly through each message block of every stream on its
+    /// store (the same offsets every run); restarted after the hold.
+    CorruptStore,
+    /// kill -9 of the history stream's leader, then the newest message block of every
+    /// stream on its store cut to half its length (a torn write); restarted after the hold.
+    TruncateStore,
+    /// kill -9 of the history stream's leader, then its whole JetStream store deleted (the
+    /// disk replaced: streams, Raft logs and the cluster's metadata); restarted under the
+    /// same name with nothing.
+    WipeStore,
 }
 
 impl Fault {
     /// Every fault, in the order a mixed run cycles through them.
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 14] = [
         Fault::KillNode,
         Fault::KillLeader,
         Fault::PauseAgents,
@@ -59,9 +70,20 @@ impl Fault {
         Fault::Delay,
         Fault::DiskFull,
         Fault::Flood,
+        Fault::CorruptStore,
+        Fault::TruncateStore,
+        Fault::WipeStore,
         Fault::KillMajority,
         Fault::RestartAll,
     ];
+
+    /// Whether it damages a node's store (that node is then handed the stream's lead).
+    pub fn damages_store(self) -> bool {
+        matches!(
+            self,
+            Fault::CorruptStore | Fault::TruncateStore | Fault::WipeStore
+        )
+    }
 
     /// Its command-line name.
     pub fn name(self) -> &'static str {
@@ -77,6 +99,9 @@ impl Fault {
             Fault::DiskFull => "disk-full",
             Fault::ClockSkew => "clock-skew",
             Fault::Flood => "flood",
+            Fault::CorruptStore => "corrupt-store",
+            Fault::TruncateStore => "truncate-store",
+            Fault::WipeStore => "wipe-store",
         }
     }
 }
@@ -118,6 +143,8 @@ pub fn libfaketime() -> Option<PathBuf> {
 pub enum Injected {
     /// Nodes killed; restarted together.
     Killed(Vec<usize>),
+    /// A node killed and its store damaged (what was done, said in the report); restarted.
+    Damaged(usize, String),
     /// A node paused.
     PausedNode(usize),
     /// Agent processes paused (pids).
@@ -156,6 +183,16 @@ pub async fn inject(
         Fault::KillLeader => kill(cluster, vec![leader]).await?,
         Fault::KillMajority => kill(cluster, vec![leader, other]).await?,
         Fault::RestartAll => kill(cluster, vec![0, 1, 2]).await?,
+        Fault::CorruptStore | Fault::TruncateStore | Fault::WipeStore => {
+            cluster.stop(leader).await?;
+            let store = store_of(cluster, leader);
+            let done = match fault {
+                Fault::CorruptStore => flip_bits(&store)?,
+                Fault::TruncateStore => truncate_newest_blocks(&store)?,
+                _ => wipe(&store)?,
+            };
+            Injected::Damaged(leader, done)
+        }
         Fault::PauseNode => {
             cluster.cluster.nodes[leader].pause()?;
             Injected::PausedNode(leader)
@@ -304,6 +341,138 @@ fn fill(path: &Path) -> Result<()> {
     }
 }
 
+/// Where node `i` keeps its JetStream store (`jetstream/` under its `store_dir`).
+fn store_of(cluster: &TestCluster, i: usize) -> PathBuf {
+    cluster.cluster.nodes[i]
+        .store_dir
+        .join("js")
+        .join("jetstream")
+}
+
+/// Every stream's message blocks under `store` (the account's `streams/NAME/msgs/N.blk`,
+/// not the Raft logs under `_js_`), grouped by stream, each group in block order.
+fn stream_blocks(store: &Path) -> Result<Vec<Vec<PathBuf>>> {
+    let mut streams = Vec::new();
+    for account in std::fs::read_dir(store)
+        .with_context(|| format!("reading {}", store.display()))?
+        .flatten()
+    {
+        let Ok(entries) = std::fs::read_dir(account.path().join("streams")) else {
+            continue;
+        };
+        for stream in entries.flatten() {
+            let Ok(msgs) = std::fs::read_dir(stream.path().join("msgs")) else {
+                continue;
+            };
+            let mut blocks: Vec<(u64, PathBuf)> = msgs
+                .flatten()
+                .map(|e| e.path())
+                .filter_map(|p| {
+                    let index = p
+                        .file_name()?
+                        .to_str()?
+                        .strip_suffix(".blk")?
+                        .parse()
+                        .ok()?;
+                    Some((index, p))
+                })
+                .collect();
+            blocks.sort();
+            if !blocks.is_empty() {
+                streams.push(blocks.into_iter().map(|(_, p)| p).collect());
+            }
+        }
+    }
+    Ok(streams)
+}
+
+/// Flips one bit at each of eight offsets spread evenly through every message block;
+/// says how many bits in how many blocks.
+fn flip_bits(store: &Path) -> Result<String> {
+    let (mut blocks, mut flipped) = (0, 0);
+    for path in stream_blocks(store)?.into_iter().flatten() {
+        let mut bytes = std::fs::read(&path)?;
+        if bytes.is_empty() {
+            continue;
+        }
+        for k in 1..=8usize {
+            let at = bytes.len() * k / 9;
+            bytes[at] ^= 1 << (k % 8);
+            flipped += 1;
+        }
+        std::fs::write(&path, &bytes)?;
+        blocks += 1;
+    }
+    Ok(format!("{flipped} bits flipped in {blocks} message blocks"))
+}
+
+/// Cuts the newest message block of every stream to half its length; says how many bytes.
+fn truncate_newest_blocks(store: &Path) -> Result<String> {
+    let (mut blocks, mut cut) = (0, 0u64);
+    for stream in stream_blocks(store)? {
+        let Some(newest) = stream.last() else {
+            continue;
+        };
+        let file = std::fs::OpenOptions::new().write(true).open(newest)?;
+        let len = file.metadata()?.len();
+        file.set_len(len / 2)?;
+        file.sync_all()?;
+        cut += len - len / 2;
+        blocks += 1;
+    }
+    Ok(format!(
+        "the newest block of {blocks} streams cut by {cut} bytes"
+    ))
+}
+
+/// Deletes everything under `store` (the folder itself stays: it may be a mount point).
+fn wipe(store: &Path) -> Result<String> {
+    let mut bytes = 0;
+    let mut stack = vec![store.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                bytes += meta.len();
+            }
+        }
+    }
+    for entry in std::fs::read_dir(store)?.flatten() {
+        let path = entry.path();
+        if entry.metadata()?.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(format!("store deleted ({} MiB)", bytes >> 20))
+}
+
+/// The distinct warnings and errors a server logged past byte `from` of its log (the
+/// timestamp cut off), at most five.
+fn complaints(log: &Path, from: u64) -> Vec<String> {
+    let Ok(text) = std::fs::read(log) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+    let mut said: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let Some((_, message)) = line
+            .split_once("[WRN] ")
+            .or_else(|| line.split_once("[ERR] "))
+        else {
+            continue;
+        };
+        if !said.iter().any(|s| s == message) {
+            said.push(message.to_string());
+        }
+    }
+    said.truncate(5);
+    said
+}
+
 async fn kill(cluster: &mut TestCluster, nodes: Vec<usize>) -> Result<Injected> {
     for &i in &nodes {
         cluster.stop(i).await?;
@@ -331,6 +500,18 @@ impl Injected {
                         .wait_ready(murmur_testkit::READY_DEADLINE * 3)
                         .await?;
                 }
+            }
+            Injected::Damaged(node, done) => {
+                let node = &mut cluster.cluster.nodes[node];
+                let logged = std::fs::metadata(node.log_path()).map_or(0, |m| m.len());
+                node.restart().await?;
+                node.wait_ready(murmur_testkit::READY_DEADLINE * 3).await?;
+                let said = complaints(node.log_path(), logged);
+                return Ok(Some(if said.is_empty() {
+                    format!("{done}; the server logged no warning or error on restart")
+                } else {
+                    format!("{done}; the server on restart: {}", said.join(" | "))
+                }));
             }
             Injected::PausedNode(i) => cluster.cluster.nodes[i].resume()?,
             Injected::PausedAgents(pids) => {

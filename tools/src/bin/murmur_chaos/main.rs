@@ -3,11 +3,13 @@
 //! workloads at once (tasks, proposals and votes, knowledge writes by three writers) while
 //! faults are injected and healed: kill -9 of a node, of the stream leader, of a majority;
 //! SIGSTOP of a node and of agents past their leases; the leader's routes cut while its
-//! clients stay; every route delayed; every node killed and restarted together. A checker
-//! then reads the log: every acknowledged write present exactly once and in causal order,
-//! every task completed or dead-lettered, every proposal decided with no vote counted
-//! twice, knowledge replicas converged with every acknowledged fact, projections followed
-//! live equal to a replay. What is lost is counted, not hidden.
+//! clients stay; every route delayed; a node's disk filled; clocks skewed; a flooding
+//! participant; the leader's store corrupted, truncated or deleted; every node killed and
+//! restarted together. A checker then reads the log: every acknowledged write present
+//! exactly once and in causal order, every task completed or dead-lettered, every proposal
+//! decided with no vote counted twice, knowledge replicas converged with every acknowledged
+//! fact, projections followed live equal to a replay, every node's copy of the streams
+//! equal. What is lost is counted, not hidden.
 //!
 //! ```text
 //! murmur-chaos --faults kill-node,partition --seconds 60 --sync both
@@ -161,6 +163,12 @@ async fn real_main() -> Result<()> {
         for name in &report.processes_exited {
             println!("  ended on its own: {name}");
         }
+        for stream in &report.replicas.differing {
+            println!(
+                "  replicas differ: {stream} {:?}",
+                report.replicas.streams.get(stream)
+            );
+        }
         for difference in &report.live_replay_differences {
             println!("  live ≠ replay: {difference}");
         }
@@ -201,7 +209,7 @@ async fn real_main() -> Result<()> {
 }
 
 /// The table's header (docs/reliability.md keeps the same columns).
-const HEADER: &str = "| faults | sync | server | s | acked: tasks / proposals / facts | lost | duplicated | moved or reordered | tasks completed / dead-lettered / unresolved | completions stored twice | proposals decided / undecided | votes stored twice, counted twice | facts missing, replicas converged | live = replay | longest outage s | settle s | task p99 ms calm / worst fault | decision p99 ms calm / worst fault |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+const HEADER: &str = "| faults | sync | server | s | acked: tasks / proposals / facts | lost | duplicated | moved or reordered | tasks completed / dead-lettered / unresolved | completions stored twice | proposals decided / undecided | votes stored twice, counted twice | facts missing, replicas converged | live = replay | replicas equal | longest outage s | settle s | task p99 ms calm / worst fault | decision p99 ms calm / worst fault |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// One table row.
 fn row(r: &RunReport) -> String {
@@ -212,7 +220,7 @@ fn row(r: &RunReport) -> String {
         .map(|f| f.recovered_s.map(|_| f.outage_s))
         .try_fold(0f64, |max, s| s.map(|s| max.max(s)));
     format!(
-        "| {} ({}×) | {} | {} | {:.0} | {} / {} / {} | {} | {} | {} | {} / {} / {} | {} | {} / {} | {}, {} | {}, {} | {} | {} | {:.0} | {} / {} | {} / {} |",
+        "| {} ({}×) | {} | {} | {:.0} | {} / {} / {} | {} | {} | {} | {} / {} / {} | {} | {} / {} | {}, {} | {}, {} | {} | {} | {} | {:.0} | {} / {} | {} / {} |",
         r.schedule,
         r.faults.len(),
         r.sync,
@@ -235,6 +243,20 @@ fn row(r: &RunReport) -> String {
         r.knowledge.missing,
         if r.knowledge.converged { "yes" } else { "no" },
         if r.live_equals_replay { "yes" } else { "no" },
+        if r.replicas.differing.is_empty() && r.replicas.history_differing.is_empty() {
+            "yes".to_string()
+        } else {
+            format!(
+                "no: {}",
+                r.replicas
+                    .differing
+                    .iter()
+                    .chain(&r.replicas.history_differing)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        },
         recovery.map_or("not recovered".into(), |s| format!("{s:.1}")),
         r.settle_s,
         p99(r.calm_task_latency_ms),

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::check::LogCheck;
+use crate::check::{LogCheck, ReplicaCheck};
 use crate::faults::Fault;
 
 /// One fault as it happened.
@@ -13,6 +13,9 @@ pub struct FaultRecord {
     pub fault: Fault,
     /// Seconds into the run it was injected.
     pub at_s: f64,
+    /// Seconds from injecting it until healing it was done (the hold, then restarting a
+    /// node, handing it the lead…).
+    pub healed_s: f64,
     /// Seconds from healing it until a workload write was acknowledged again (`None`: not
     /// within the deadline).
     pub recovered_s: Option<f64>,
@@ -100,6 +103,9 @@ pub struct RunReport {
     /// Whether the projections followed live through the faults equal a replay from
     /// sequence 1 (coordinator: registry and tasks; consensus).
     pub live_equals_replay: bool,
+    /// Every stream's replicas on the three nodes once nothing writes: equal, and as many
+    /// as asked for.
+    pub replicas: ReplicaCheck,
     /// The platform's processes that ended on their own during the run.
     pub processes_exited: Vec<String>,
     /// Where the live projections differ from the replay (JSON paths), when they do.
@@ -128,6 +134,8 @@ impl RunReport {
             && self.knowledge.missing == 0
             && self.knowledge.converged
             && self.live_equals_replay
+            && self.replicas.differing.is_empty()
+            && self.replicas.history_differing.is_empty()
             && self.processes_exited.is_empty()
     }
 }
