@@ -17,6 +17,7 @@
 
 mod check;
 mod faults;
+mod replicas;
 mod report;
 mod run;
 mod workloads;
