@@ -43,7 +43,15 @@ pub async fn compare(
         .unwrap_or_default();
     let mut copies = Vec::new();
     for node in readers {
-        copies.push((node, history_as_held_by(owner, node, last_seq).await));
+        // A leader election meanwhile (the cluster's own doing) spoils a read: tried again.
+        let mut copy = history_as_held_by(owner, node, last_seq).await;
+        for _ in 0..2 {
+            if copy.is_ok() {
+                break;
+            }
+            copy = history_as_held_by(owner, node, last_seq).await;
+        }
+        copies.push((node, copy));
     }
     (replicas.history_read, replicas.history_differing) = compare_copies(&copies);
     eprintln!(
@@ -148,7 +156,8 @@ pub async fn lead_from(log: &EventLog, node: usize) -> String {
     let until = Instant::now() + Duration::from_secs(30);
     let mut refused = String::new();
     while Instant::now() < until {
-        if stream_leader_now(log).await == Some(node) {
+        let leader = stream_leader_now(log).await;
+        if leader == Some(node) {
             return format!("{name} then led the history stream");
         }
         match log
@@ -159,11 +168,26 @@ pub async fn lead_from(log: &EventLog, node: usize) -> String {
             Ok(reply) => {
                 let answer: serde_json::Value =
                     serde_json::from_slice(&reply.payload).unwrap_or_default();
-                if let Some(error) = answer.get("error") {
-                    refused = error["description"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
+                match answer.get("error") {
+                    Some(error) => {
+                        refused = error["description"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string()
+                    }
+                    // Stepped down: an election follows. Asking again before it is over
+                    // would make the new leader step down too, whoever it is.
+                    None => {
+                        let elected = Instant::now() + Duration::from_secs(5);
+                        while Instant::now() < elected {
+                            let now = stream_leader_now(log).await;
+                            if now.is_some() && now != leader {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                        continue;
+                    }
                 }
             }
             Err(e) => refused = e.to_string(),
