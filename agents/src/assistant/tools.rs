@@ -20,7 +20,7 @@ pub struct ToolSpec {
     /// vote.
     pub risky: bool,
     /// Whether the planning step's schema offers it; the others are planned by rule only
-    /// (what the question says in so many words, see [`rule_plan`]).
+    /// (what the question says in so many words, see [`rule_plan`](super::rule_plan)).
     pub planned_by_model: bool,
 }
 

@@ -143,8 +143,10 @@ async fn history_as_held_by(
 }
 
 /// Hands the history stream's leadership to node `node` (a leader step-down naming it as
-/// preferred), asking again until it leads or 30 s pass: so what it serves after its store
-/// was damaged is what the platform and the checker read. Says how it went.
+/// preferred), asking again until it leads or 60 s pass: so what it serves after its store
+/// was damaged is what the platform and the checker read. It is asked only once the node's
+/// replica is current: a step-down towards a node still catching up moves the lead to
+/// another node instead, and each such election stalls the catch-up. Says how it went.
 pub async fn lead_from(log: &EventLog, node: usize) -> String {
     let name = format!("n{}", node + 1);
     // The server's own API: async-nats has no call for a step-down.
@@ -153,13 +155,25 @@ pub async fn lead_from(log: &EventLog, node: usize) -> String {
         log.config().history_stream
     );
     let body = serde_json::json!({ "placement": { "preferred": name } }).to_string();
-    let until = Instant::now() + Duration::from_secs(30);
-    let mut refused = String::new();
+    let began = Instant::now();
+    let until = began + Duration::from_secs(60);
+    let mut refused = String::from("its replica did not become current");
+    let mut current_after = None;
     while Instant::now() < until {
-        let leader = stream_leader_now(log).await;
+        let (leader, current) = lead_and_currency(log, &name).await;
         if leader == Some(node) {
-            return format!("{name} then led the history stream");
+            return match current_after {
+                Some(s) if s >= 1.0 => {
+                    format!("{name} was current again after {s:.0} s, then led the history stream")
+                }
+                _ => format!("{name} then led the history stream"),
+            };
         }
+        if !current {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        current_after.get_or_insert(began.elapsed().as_secs_f64());
         match log
             .client()
             .request(subject.clone(), body.clone().into())
@@ -194,7 +208,31 @@ pub async fn lead_from(log: &EventLog, node: usize) -> String {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    format!("{name} did not take the history stream's lead within 30 s ({refused})")
+    format!("{name} did not take the history stream's lead within 60 s ({refused})")
+}
+
+/// The history stream's leader (0-based) and whether node `name`'s replica is current (a
+/// follower caught up with the leader), asked with a short deadline.
+async fn lead_and_currency(log: &EventLog, name: &str) -> (Option<usize>, bool) {
+    let ask = async {
+        let mut stream = async_nats::jetstream::new(log.client().clone())
+            .get_stream(log.config().history_stream.clone())
+            .await
+            .ok()?;
+        let cluster = stream.info().await.ok()?.cluster.clone()?;
+        let leader = cluster
+            .leader
+            .as_deref()
+            .and_then(|l| l.trim_start_matches('n').parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1));
+        let current = cluster.replicas.iter().any(|r| r.name == name && r.current);
+        Some((leader, current))
+    };
+    tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or((None, false))
 }
 
 /// Every stream's replicas on every node, read from the nodes' monitoring ports, again

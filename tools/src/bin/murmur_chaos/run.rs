@@ -780,6 +780,13 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
         .filter(|f| !matches!(fresh.fact(SPACE, f), Ok(Some(_))))
         .count();
 
+    // The servers' own logs, kept beside the processes' (the cluster's folder goes with it).
+    for (i, node) in cluster.cluster.nodes.iter().enumerate() {
+        let kept = config.logs.join(format!("n{}-nats-server.log", i + 1));
+        if let Err(e) = std::fs::copy(node.log_path(), &kept) {
+            eprintln!("  n{}'s log not kept: {e}", i + 1);
+        }
+    }
     Ok(RunReport {
         schedule: config
             .faults
