@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::stream::ClusterInfo;
 use murmur_subjects::EventLog;
 use murmur_testkit::TestCluster;
 
@@ -66,25 +67,37 @@ pub async fn compare(
     replicas
 }
 
-/// The history stream's leader (0-based), or `None` when none answers within 5 s.
-pub async fn stream_leader_now(log: &EventLog) -> Option<usize> {
+/// The history stream's cluster view (leader and followers), or `None` when none answers
+/// within 5 s.
+async fn history_cluster(log: &EventLog) -> Option<ClusterInfo> {
     let ask = async {
         let mut stream = async_nats::jetstream::new(log.client().clone())
             .get_stream(log.config().history_stream.clone())
             .await
             .ok()?;
-        let info = stream.info().await.ok()?;
-        let leader = info.cluster.as_ref()?.leader.clone()?;
-        leader
-            .trim_start_matches('n')
-            .parse::<usize>()
-            .ok()?
-            .checked_sub(1)
+        stream.info().await.ok()?.cluster.clone()
     };
     tokio::time::timeout(Duration::from_secs(5), ask)
         .await
         .ok()
         .flatten()
+}
+
+/// A node's index (0-based) from its server name (`n1`…).
+fn node_index(name: &str) -> Option<usize> {
+    name.strip_prefix('n')?
+        .parse::<usize>()
+        .ok()?
+        .checked_sub(1)
+}
+
+/// The history stream's leader (0-based), or `None` when none answers within 5 s.
+pub async fn stream_leader_now(log: &EventLog) -> Option<usize> {
+    history_cluster(log)
+        .await?
+        .leader
+        .as_deref()
+        .and_then(node_index)
 }
 
 /// The history stream as node `node` holds it: the lead handed to it, then every sequence
@@ -95,13 +108,10 @@ async fn history_as_held_by(
     log: &EventLog,
     node: usize,
     last_seq: u64,
-) -> std::result::Result<Vec<Option<u64>>, String> {
+) -> Result<Vec<Option<u64>>, String> {
     use futures::StreamExt;
     use std::hash::{Hash, Hasher};
-    let led = lead_from(log, node).await;
-    if stream_leader_now(log).await != Some(node) {
-        return Err(led);
-    }
+    lead_from(log, node).await?;
     let stream = async_nats::jetstream::new(log.client().clone())
         .get_stream(log.config().history_stream.clone())
         .await
@@ -146,8 +156,9 @@ async fn history_as_held_by(
 /// preferred), asking again until it leads or 60 s pass: so what it serves after its store
 /// was damaged is what the platform and the checker read. It is asked only once the node's
 /// replica is current: a step-down towards a node still catching up moves the lead to
-/// another node instead, and each such election stalls the catch-up. Says how it went.
-pub async fn lead_from(log: &EventLog, node: usize) -> String {
+/// another node instead, and each such election stalls the catch-up. Says how it went:
+/// `Ok` once the node leads.
+pub async fn lead_from(log: &EventLog, node: usize) -> Result<String, String> {
     let name = format!("n{}", node + 1);
     // The server's own API: async-nats has no call for a step-down.
     let subject = format!(
@@ -162,12 +173,12 @@ pub async fn lead_from(log: &EventLog, node: usize) -> String {
     while Instant::now() < until {
         let (leader, current) = lead_and_currency(log, &name).await;
         if leader == Some(node) {
-            return match current_after {
+            return Ok(match current_after {
                 Some(s) if s >= 1.0 => {
                     format!("{name} was current again after {s:.0} s, then led the history stream")
                 }
                 _ => format!("{name} then led the history stream"),
-            };
+            });
         }
         if !current {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -208,31 +219,21 @@ pub async fn lead_from(log: &EventLog, node: usize) -> String {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    format!("{name} did not take the history stream's lead within 60 s ({refused})")
+    Err(format!(
+        "{name} did not take the history stream's lead within 60 s ({refused})"
+    ))
 }
 
 /// The history stream's leader (0-based) and whether node `name`'s replica is current (a
 /// follower caught up with the leader), asked with a short deadline.
 async fn lead_and_currency(log: &EventLog, name: &str) -> (Option<usize>, bool) {
-    let ask = async {
-        let mut stream = async_nats::jetstream::new(log.client().clone())
-            .get_stream(log.config().history_stream.clone())
-            .await
-            .ok()?;
-        let cluster = stream.info().await.ok()?.cluster.clone()?;
-        let leader = cluster
-            .leader
-            .as_deref()
-            .and_then(|l| l.trim_start_matches('n').parse::<usize>().ok())
-            .and_then(|n| n.checked_sub(1));
-        let current = cluster.replicas.iter().any(|r| r.name == name && r.current);
-        Some((leader, current))
-    };
-    tokio::time::timeout(Duration::from_secs(5), ask)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or((None, false))
+    match history_cluster(log).await {
+        Some(cluster) => (
+            cluster.leader.as_deref().and_then(node_index),
+            cluster.replicas.iter().any(|r| r.name == name && r.current),
+        ),
+        None => (None, false),
+    }
 }
 
 /// Every stream's replicas on every node, read from the nodes' monitoring ports, again

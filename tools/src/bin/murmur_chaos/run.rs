@@ -434,7 +434,9 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
         tokio::time::sleep(config.hold).await;
         let mut note = injected.heal(&mut cluster).await?;
         if fault.damages_store() {
-            let led = crate::replicas::lead_from(&owner, leader).await;
+            let led = crate::replicas::lead_from(&owner, leader)
+                .await
+                .unwrap_or_else(|why| why);
             note = Some(note.map_or(led.clone(), |n| format!("{n}; {led}")));
             damaged = Some(leader);
         }
