@@ -711,14 +711,7 @@ async fn murmur_up_issues_and_revokes_credentials_from_the_cli() -> Result<()> {
         .arg(&creds)
         .arg("--data-dir")
         .arg(home.path().join("w1"))
-        .args([
-            "agent",
-            "run",
-            "--kind",
-            "tester",
-            "--capability",
-            "test.run",
-        ])
+        .args(["agent", "run", "tester", "--capability", "test.run"])
         .args(["--builtin-handler", "--heartbeat-ms", "200"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

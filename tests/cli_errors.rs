@@ -106,34 +106,27 @@ fn malformed_input_gets_one_clear_error_line_from_every_command() -> Result<()> 
             names: "not-a-number",
         },
         Case {
-            args: g(&["agent", "run", "--kind", "tool"]),
+            args: g(&["agent", "run", "tool"]),
             names: "--root",
         },
         Case {
-            args: g(&["agent", "run", "--kind", "mcp"]),
+            args: g(&["agent", "run", "mcp"]),
             names: "--mcp-command",
         },
         Case {
-            args: g(&[
-                "agent",
-                "run",
-                "--kind",
-                "mcp",
-                "--mcp-command",
-                "\"unclosed",
-            ]),
+            args: g(&["agent", "run", "mcp", "--mcp-command", "\"unclosed"]),
             names: "--mcp-command",
         },
         Case {
-            args: g(&["agent", "run", "--kind", "bridge"]),
+            args: g(&["agent", "run", "bridge"]),
             names: "--protocol-agent",
         },
         Case {
-            args: g(&["agent", "run", "--kind", "inference", "--model", &not_gguf]),
+            args: g(&["agent", "run", "inference", "--model", &not_gguf]),
             names: "GGUF",
         },
         Case {
-            args: g(&["agent", "run", "--kind", "worker", "--model", "m.gguf"]),
+            args: g(&["agent", "run", "worker", "--model", "m.gguf"]),
             names: "--model",
         },
         Case {

@@ -296,14 +296,7 @@ async fn agent_keeps_working_after_losing(victim: Victim) -> Result<()> {
         .arg("--data-dir")
         .arg(data.path())
         .args(&who)
-        .args([
-            "agent",
-            "run",
-            "--kind",
-            "tester",
-            "--capability",
-            "test.run",
-        ])
+        .args(["agent", "run", "tester", "--capability", "test.run"])
         .args(["--heartbeat-ms", "200", "--builtin-handler"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)

@@ -209,7 +209,7 @@ fn the_repository_flake_and_its_agent_module_parse() -> Result<()> {
 #[test]
 fn the_agent_module_runs_murmur_with_each_agents_options() -> Result<()> {
     use clap::Parser as _;
-    use murmur_tools::cli::agent::AgentCommand;
+    use murmur_tools::cli::agent::{AgentCommand, KindCommand};
     use murmur_tools::cli::{Cli, Command as Sub};
     let nix = nix_instantiate()?;
     let expr = format!(
@@ -264,15 +264,15 @@ in (import {module} {{
         Some(std::path::Path::new("%d/murmur.creds"))
     );
     let Sub::Agent {
-        command: AgentCommand::Run(args),
+        command: AgentCommand::Run {
+            kind: KindCommand::Compiler(args),
+        },
     } = cli.command
     else {
-        anyhow::bail!("not `agent run`: {exec:?}");
+        anyhow::bail!("not `agent run compiler`: {exec:?}");
     };
-    assert_eq!(
-        (args.kind.as_str(), args.name.as_deref(), args.slots),
-        ("compiler", Some("builder"), 4)
-    );
+    let args = args.common;
+    assert_eq!((args.name.as_deref(), args.slots), (Some("builder"), 4));
     assert_eq!(args.capabilities, ["compiler.rust", "compiler.c"]);
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The inference agent kind against a real nats-server: a `murmur agent run --kind inference`
+//! The inference agent kind against a real nats-server: a `murmur agent run inference`
 //! process runs `llm.generate` tasks with a GGUF model the test writes itself, and its
 //! answer is the one the same model gives in this process (greedy, and sampled with the
 //! seed derived from the task id); a malformed request fails its task with the reason, and
@@ -320,7 +320,7 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
     std::fs::write(&junk, b"not a model")?;
     let out = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
         .args(["--server", nats.url(), "--realm", "acme", "agent", "run"])
-        .args(["--kind", "inference", "--ephemeral-identity", "--model"])
+        .args(["inference", "--ephemeral-identity", "--model"])
         .arg(&junk)
         .output()
         .await?;

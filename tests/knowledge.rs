@@ -807,7 +807,7 @@ fn stdout_of(out: &std::process::Output) -> Result<String> {
     Ok(String::from_utf8(out.stdout.clone())?)
 }
 
-/// The memory agent as its own process (`murmur agent run --kind memory`) answers
+/// The memory agent as its own process (`murmur agent run memory`) answers
 /// `murmur kb query --remote` from another process that holds no replica and no access,
 /// with a reply signed by the agent's key; on SIGTERM it leaves and reports what it served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -859,7 +859,7 @@ async fn memory_agent_process_answers_remote_cli_queries() -> Result<()> {
         .arg(memory.path())
         .arg("--creds")
         .arg(&memory_creds)
-        .args(["agent", "run", "--kind", "memory", "--heartbeat-ms", "200"])
+        .args(["agent", "run", "memory", "--heartbeat-ms", "200"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

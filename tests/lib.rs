@@ -293,7 +293,7 @@ pub async fn enrol(
 
 /// `murmur agent run` as a separate process in realm `acme`, as the participant `who` names
 /// (see [`enrol`]), with a 200 ms heartbeat. `global` goes before the subcommand (e.g.
-/// `--log-level info`), `agent` after `agent run --kind K --capability C` (e.g.
+/// `--log-level info`), `agent` after `agent run K --capability C` (e.g.
 /// `--builtin-handler`). Stdout is piped; stderr is piped when `capture_stderr` (read it, or
 /// the pipe fills), else inherited. The process is killed when dropped.
 #[allow(clippy::too_many_arguments)]
@@ -312,7 +312,7 @@ pub fn agent_process(
         .arg(data)
         .args(who)
         .args(global)
-        .args(["agent", "run", "--kind", kind, "--capability", capability])
+        .args(["agent", "run", kind, "--capability", capability])
         .args(["--heartbeat-ms", "200"])
         .args(agent)
         .stdout(std::process::Stdio::piped())

@@ -1050,7 +1050,7 @@ async fn a_second_sigterm_cuts_the_drain_short() -> Result<()> {
     .await
 }
 
-/// A `murmur agent run --kind tool --root DIR --exec-allow wc` process serves `tool.fs` and
+/// A `murmur agent run tool --root DIR --exec-allow wc` process serves `tool.fs` and
 /// `tool.exec`: a read comes back with the file's text and hash, a write on the read-only
 /// agent and a path leading out of its root are dead-lettered with the reason, and the file
 /// outside is untouched; an allowed command runs on the files it is given, one not allowed

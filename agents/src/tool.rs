@@ -185,6 +185,11 @@ impl FsTool {
         &self.root
     }
 
+    /// Whether `write` is allowed.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
     /// Runs `request`: the task output as JSON.
     pub fn run(&self, request: &FsRequest) -> Result<serde_json::Value, ToolError> {
         match request {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """An MCP server written with the official Python SDK (PyPI `mcp` 2.x), for murmur to wrap
-as a tool agent: `murmur agent run --kind mcp --mcp-command ".venv/bin/python
+as a tool agent: `murmur agent run mcp --mcp-command ".venv/bin/python
 examples/python/mcp_server.py"` offers its tools as capabilities `mcp.add`, `mcp.word_count`
 and `mcp.divide`. Speaks MCP over stdio (`--http PORT`: streamable HTTP at /mcp instead).
 """

@@ -7,7 +7,7 @@
 #     package = murmur.packages.x86_64-linux.default;
 #   };
 #
-# Each agent runs `murmur agent run --kind KIND --name NAME --slots N [--capability C]...` as
+# Each agent runs `murmur agent run KIND --name NAME --slots N [--capability C]...` as
 # `murmur-agent-NAME.service` with a dynamic user and its own state directory. Its
 # credentials (`murmur creds issue`) stay a file on the host, outside the Nix store: systemd
 # hands the service a private copy (LoadCredential), which it connects and signs with.
@@ -102,7 +102,7 @@ in
           [ "${agent.package}/bin/murmur" ]
           # %d: the service's credentials directory, where LoadCredential puts its copy.
           ++ lib.optionals (agent.credentialsFile != null) [ "--creds" "%d/murmur.creds" ]
-          ++ [ "agent" "run" "--kind" agent.kind "--name" name ]
+          ++ [ "agent" "run" agent.kind "--name" name ]
           ++ [ "--slots" (toString agent.slots) ]
           ++ lib.concatMap (c: [ "--capability" c ]) agent.capabilities
         );

@@ -170,7 +170,7 @@ pub struct ServiceSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
-    /// Agent kind (`--kind`).
+    /// Agent kind (`murmur agent run KIND`).
     pub kind: String,
     /// Capabilities (`--capability`).
     #[serde(default)]

@@ -794,7 +794,7 @@ pub async fn hand_over(
     }
 }
 
-/// The worker handler of an orchestrator agent (`murmur agent run --kind orchestrator`):
+/// The worker handler of an orchestrator agent (`murmur agent run orchestrator`):
 /// each `assistant.ask` task is a request run as [`ask_on`] runs it here, its steps
 /// submitted as this agent and caused by the attempt, its lines reported as progress, the
 /// [`Answer`] its output.

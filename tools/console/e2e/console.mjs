@@ -51,7 +51,7 @@ const murmurAsync = (...args) =>
 function startAgent(name, capability) {
   const child = spawn(
     MURMUR,
-    [...cliArgs, "agent", "run", "--kind", "worker", "--builtin-handler", "--ephemeral-identity", "--name", name, "--capability", capability, "--heartbeat-ms", "500"],
+    [...cliArgs, "agent", "run", "worker", "--builtin-handler", "--ephemeral-identity", "--name", name, "--capability", capability, "--heartbeat-ms", "500"],
     { stdio: ["ignore", "pipe", "pipe"] }
   );
   children.push(child);

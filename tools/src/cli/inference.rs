@@ -9,7 +9,7 @@ use crate::settings::Settings;
 #[derive(Debug, Subcommand)]
 pub enum InferenceCommand {
     /// Write a tiny GGUF model with seeded random weights (it produces noise, not language):
-    /// to try `agent run --kind inference --model FILE` without downloading anything.
+    /// to try `agent run inference --model FILE` without downloading anything.
     TestModel {
         /// Where to write it.
         path: std::path::PathBuf,

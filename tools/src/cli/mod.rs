@@ -44,6 +44,47 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the process's arguments as [`Parser::parse`] does (printing help or the error
+    /// and exiting), with [`with_tips`] added to an error.
+    pub fn parse_args() -> Cli {
+        Self::try_parse()
+            .map_err(with_tips)
+            .unwrap_or_else(|e| e.exit())
+    }
+}
+
+/// `error` with a tip where its cause is a flag given where murmur does not take it: the old
+/// `agent run --kind K`, or a global flag after an agent kind clap does not know (which
+/// parses its own arguments, [`agent::KindCommand::other`]).
+pub fn with_tips(mut error: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::UnknownArgument {
+        return error;
+    }
+    let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg) else {
+        return error;
+    };
+    let flag = flag.split('=').next().unwrap_or_default().to_string();
+    let tip = if flag == "--kind" {
+        "the kind is a word: `murmur agent run KIND [OPTIONS]`, e.g. `murmur agent run tool --root .`".to_string()
+    } else if <Cli as clap::CommandFactory>::command()
+        .get_arguments()
+        .any(|a| a.is_global_set() && a.get_long().is_some_and(|long| flag == format!("--{long}")))
+    {
+        format!(
+            "{flag} is a global flag: give it before the command, e.g. `murmur {flag} … agent run KIND …`"
+        )
+    } else {
+        return error;
+    };
+    error.insert(
+        ContextKind::Suggested,
+        ContextValue::StyledStrs(vec![tip.into()]),
+    );
+    error
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -189,7 +230,7 @@ pub enum Command {
     /// with the turns before it (the answering step reads the last four); each answer is
     /// printed as it comes. Ends at end of input or `/exit`.
     Chat(ask::ChatArgs),
-    /// Language models for `murmur agent run --kind inference`.
+    /// Language models for `murmur agent run inference`.
     Inference {
         /// What to do.
         #[command(subcommand)]

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use murmur_agents::handlers::{EventHandlers, run_handlers};
 use murmur_agents::voter::{PolicyVoter, Voter};
@@ -25,7 +25,7 @@ pub struct VoterRunArgs {
     /// Policy file (TOML; see `murmur_agents::voter::PolicyVoter`).
     #[arg(long, required_unless_present = "model", conflicts_with = "model")]
     pub policy: Option<std::path::PathBuf>,
-    /// Instead of a policy, a GGUF model (as `agent run --kind inference` takes): it votes
+    /// Instead of a policy, a GGUF model (as `agent run inference` takes): it votes
     /// approve or reject, whichever answer the model scores higher after a prompt holding
     /// the proposal's question and payload (`murmur_agents::voter::ModelVoter`). The voter
     /// joins with the model's labels.
@@ -59,11 +59,12 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
                 toml::from_str(&text).with_context(|| format!("parsing {}", policy.display()))?;
             std::sync::Arc::new(policy)
         }
-        (None, model) => {
-            let model = crate::cli::agent::load_model(model.as_deref()).await?;
+        (None, Some(model)) => {
+            let model = crate::cli::agent::load_model(model).await?;
             labels = crate::cli::agent::model_labels(&model);
             model_voter(model, args.instructions.as_deref())
         }
+        (None, None) => bail!("murmur voter run needs --policy FILE or --model FILE.gguf"),
     };
     let (settings, identity) = settings
         .participant(

@@ -75,7 +75,7 @@ pub(crate) struct AgentProcess {
     pub(crate) child: tokio::process::Child,
 }
 
-/// Enrols a participant with the role of agent kind `kind`, starts `murmur agent run --kind
+/// Enrols a participant with the role of agent kind `kind`, starts `murmur agent run
 /// KIND --name NAME EXTRA...` as a separate process with its credentials, and waits until it
 /// printed its id (it joined).
 pub(crate) async fn spawn_agent(
@@ -104,7 +104,7 @@ pub(crate) async fn spawn_agent(
         ])
         .arg(data.join(name))
         .args(&who)
-        .args(["agent", "run", "--kind", kind, "--name", name])
+        .args(["agent", "run", kind, "--name", name])
         .args(["--heartbeat-ms", "500"])
         .args(extra)
         .stdin(std::process::Stdio::null())

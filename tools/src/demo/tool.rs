@@ -1,4 +1,4 @@
-//! The demo's tool step: a `tool` agent as a separate `murmur agent run --kind tool` process
+//! The demo's tool step: a `tool` agent as a separate `murmur agent run tool` process
 //! serves `tool.fs` over a small workspace: a listing and a read come back, and a read that
 //! leads out of its root is refused and dead-lettered with the reason.
 

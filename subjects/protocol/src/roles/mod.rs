@@ -193,7 +193,7 @@ impl Role {
         Role::TASK_RUNNERS.contains(&self)
     }
 
-    /// The role an agent of `kind` (`murmur agent run --kind`) runs as: the kinds named
+    /// The role an agent of `kind` (`murmur agent run KIND`) runs as: the kinds named
     /// after a role map to it, any other kind is a generic worker.
     pub fn for_agent_kind(kind: &str) -> Role {
         match kind {

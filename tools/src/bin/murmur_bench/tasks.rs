@@ -357,14 +357,7 @@ pub(crate) async fn task_suite(
                         .args(["--server", url, "--realm", "tasks", "--data-dir"])
                         .arg(&data)
                         .args(&creds)
-                        .args([
-                            "agent",
-                            "run",
-                            "--kind",
-                            "idle",
-                            "--capability",
-                            "test.idle",
-                        ])
+                        .args(["agent", "run", "idle", "--capability", "test.idle"])
                         .args(identity)
                         .stdout(std::process::Stdio::null())
                         .stderr(std::process::Stdio::null())

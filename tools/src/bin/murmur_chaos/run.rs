@@ -268,7 +268,6 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
             &[
                 "agent",
                 "run",
-                "--kind",
                 "tester",
                 "--capability",
                 "test.run",
