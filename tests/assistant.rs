@@ -543,7 +543,7 @@ async fn an_orchestrator_agent_runs_the_request_as_its_plan() -> Result<()> {
     let cli_who = murmur_e2e::enrol(&nats, Role::Submitter, "cli", &cli).await?;
     let ask = |question: &str, extra: &[&str]| {
         let mut command = murmur_e2e::murmur_cli(nats.url(), &cli, &cli_who).expect("murmur");
-        command.args(["ask", question, "--no-cache"]);
+        command.args(["ask", question]);
         command.args(extra);
         async move {
             let out = tokio::time::timeout(STEP, command.output())
@@ -563,7 +563,7 @@ async fn an_orchestrator_agent_runs_the_request_as_its_plan() -> Result<()> {
         }
     };
     let lines = "How many lines does src/lib.rs have?";
-    let (answer, stderr, request) = ask(lines, &[]).await?;
+    let (answer, stderr, request) = ask(lines, &["--no-cache"]).await?;
     assert!(answer.contains("12"), "{answer}\n{stderr}");
     assert!(
         stderr.contains(r#"[plan] {"tool":"read_file","path":"src/lib.rs"} by rule"#)
@@ -653,14 +653,33 @@ async fn an_orchestrator_agent_runs_the_request_as_its_plan() -> Result<()> {
 
     // A step whose tool no online agent offers (no memory agent here) is not submitted to
     // wait out its time: the answer is asked for, told what is missing.
-    let (_, stderr, _) = ask("What did you find earlier about src/lib.rs?", &[]).await?;
+    let (_, stderr, _) = ask(
+        "What did you find earlier about src/lib.rs?",
+        &["--no-cache"],
+    )
+    .await?;
     assert!(
         stderr.contains("[tool] recall not run: no online agent offers tool.memory"),
         "{stderr}"
     );
 
+    // The orchestrator keeps the assistant's memory across the requests it runs, reading
+    // only what is new at each. With the changes that wrote the first answer purged from
+    // the stream (as a snapshot's compaction purges what it covers), a memory opened anew
+    // for the request would not find that answer; the orchestrator's answers from it.
+    purge_memory_changes(&submitter).await?;
+    let (cached, stderr, _) = ask(lines, &[]).await?;
+    assert!(
+        stderr.contains(&format!(
+            "[cache] the same question was answered by {request}"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[orchestrator]"), "{stderr}");
+    assert!(cached.contains("12"), "{cached}\n{stderr}");
+
     // The same question run here instead: no orchestrator line, the steps this process's.
-    let (answer, stderr, local) = ask(lines, &["--local"]).await?;
+    let (answer, stderr, local) = ask(lines, &["--local", "--no-cache"]).await?;
     assert!(answer.contains("12"), "{answer}\n{stderr}");
     assert!(!stderr.contains("[orchestrator]"), "{stderr}");
     view.catch_up().await?;
@@ -674,5 +693,26 @@ async fn an_orchestrator_agent_runs_the_request_as_its_plan() -> Result<()> {
             .tasks
             .contains_key(&format!("{local}-answer"))
     );
+    Ok(())
+}
+
+/// Purges every change of the assistant's knowledge space from the history stream.
+async fn purge_memory_changes(log: &murmur_subjects::EventLog) -> Result<()> {
+    use murmur_knowledge::{KnowledgeReplica, ReplicaConfig};
+    use murmur_subjects::EventType;
+    use murmur_subjects::events::KnowledgeChanged;
+    let replica =
+        KnowledgeReplica::open(log.clone(), ReplicaConfig::space(assistant::MEMORY_SPACE)).await?;
+    let documents = replica.base().documents_of(assistant::MEMORY_SPACE);
+    anyhow::ensure!(!documents.is_empty(), "the assistant space has no document");
+    let stream_name = log.config().history_stream.clone();
+    let stream = async_nats::jetstream::new(log.client().clone())
+        .get_stream(&stream_name)
+        .await?;
+    for document in documents {
+        let subject =
+            EventType::of::<KnowledgeChanged>().subject(log.realm(), &Token::new(document)?);
+        stream.purge().filter(subject.to_string()).await?;
+    }
     Ok(())
 }

@@ -206,13 +206,61 @@ pub struct Answer {
     pub told: Vec<String>,
 }
 
+/// What one asking participant keeps across its requests, so that each reads only what the
+/// log gained since the one before: the live agent registry and the assistant's memory (its
+/// knowledge space, opened on first use and brought up to date before each use). An
+/// orchestrator agent keeps one for all the requests it runs, `murmur chat` one for the
+/// conversation.
+pub struct AskSession {
+    registry: LiveRegistry,
+    memory: tokio::sync::Mutex<Option<KnowledgeReplica>>,
+}
+
+impl AskSession {
+    /// A session of the participant `log` signs for; nothing is read until a request asks.
+    pub fn new(log: EventLog) -> Self {
+        Self {
+            registry: LiveRegistry::new(log),
+            memory: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The agents online, as of each question.
+    pub fn registry(&self) -> &LiveRegistry {
+        &self.registry
+    }
+
+    /// The assistant's memory, up to date with the log: opened on first use, refreshed
+    /// (only what is new read) after. Held for one cache check or one write, not for a
+    /// whole request, so requests run side by side. A failed refresh drops the replica, so
+    /// the next use opens it afresh.
+    async fn memory(
+        &self,
+        log: &EventLog,
+    ) -> Result<tokio::sync::MappedMutexGuard<'_, KnowledgeReplica>, AskError> {
+        let mut held = self.memory.lock().await;
+        let fresh = match held.take() {
+            Some(mut replica) => replica
+                .refresh()
+                .await
+                .map(|_| replica)
+                .map_err(AskError::from),
+            None => memory(log).await,
+        };
+        *held = Some(fresh?);
+        tokio::sync::MutexGuard::try_map(held, Option::as_mut)
+            .map_err(|_| AskError::Step("the assistant's memory was not kept".into()))
+    }
+}
+
 /// Runs `question` as its plan, as the participant `log` signs for: plans, runs the tool the
 /// plan calls, answers, each step a task submitted to `log`'s realm; `narrator` is told each
 /// step as it ends. A question answered within the cache's lifetime is answered again from memory (the
 /// `assistant` knowledge space), the hit recorded there; every new answer is remembered.
+/// `session` holds what the asker keeps across requests.
 pub async fn ask_on(
     log: &EventLog,
-    registry: &LiveRegistry,
+    session: &AskSession,
     question: &str,
     options: &AskOptions,
     narrator: &Narrator,
@@ -226,9 +274,10 @@ pub async fn ask_on(
         .clone()
         .unwrap_or_else(|| format!("ask-{}", uuid::Uuid::now_v7().simple()));
     say!(narrator, "request {request}");
+    let registry = session.registry();
     // Memory is a help, not a condition: without it the request is answered uncached and
     // not remembered, and says why.
-    let mut memory = match memory(&log).await {
+    let mut memory = match session.memory(&log).await {
         Ok(memory) => Some(memory),
         Err(e) => {
             say!(
@@ -279,6 +328,10 @@ pub async fn ask_on(
             });
         }
     }
+    // The memory is let go while the steps run, and taken again (brought up to date) to
+    // remember the answer.
+    let remember = memory.is_some();
+    drop(memory);
     let labels = options.labels.clone();
     let mut steps = Steps::new(&log, options.step_timeout, options.caused_by.clone());
 
@@ -452,16 +505,18 @@ pub async fn ask_on(
         Value::Text(episode.to_string()),
     );
     episode_fact.tags.insert(request.clone());
-    if let Some(memory) = memory.as_mut() {
+    if remember {
         // Only an answer that changed nothing and was not refused is reused.
         let reusable =
             !assistant::is_risky(&call) && refused.is_none() && options.history.is_empty();
         let remembered = async {
+            let mut memory = session.memory(&log).await?;
             if reusable {
                 memory.put(assistant::MEMORY_SPACE, &answered_fact)?;
             }
             memory.put(assistant::MEMORY_SPACE, &episode_fact)?;
-            memory.flush().await
+            memory.flush().await?;
+            Ok::<_, AskError>(())
         }
         .await;
         if let Err(e) = remembered {
@@ -799,11 +854,12 @@ pub async fn hand_over(
 /// submitted as this agent and caused by the attempt, its lines reported as progress, the
 /// [`Answer`] its output.
 pub fn orchestrator_handler(log: EventLog) -> crate::worker::Handler {
-    // One registry for every request: each reads only the agent events stored since the last.
-    let registry = std::sync::Arc::new(LiveRegistry::new(log.clone()));
+    // One session for every request: each reads only the agent and memory events stored
+    // since the last.
+    let session = std::sync::Arc::new(AskSession::new(log.clone()));
     crate::worker::handler(move |ctx| {
         let log = log.clone();
-        let registry = registry.clone();
+        let session = session.clone();
         async move {
             let request: assistant::AskRequest = serde_json::from_value(ctx.input)
                 .map_err(|e| format!("an assistant.ask task takes an AskRequest: {e}"))?;
@@ -811,7 +867,7 @@ pub fn orchestrator_handler(log: EventLog) -> crate::worker::Handler {
             options.request_id = Some(ctx.task.clone());
             options.caused_by = Some((ctx.correlation_id.clone(), ctx.started_id.clone()));
             let narrator = Narrator::progress(ctx.progress.clone());
-            let mut answer = ask_on(&log, &registry, &request.question, &options, &narrator)
+            let mut answer = ask_on(&log, &session, &request.question, &options, &narrator)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
             answer.told = narrator.lines();

@@ -18,11 +18,10 @@ use murmur_subjects::EventLog;
 use crate::settings::Settings;
 
 use history::{explain, tasks_read};
-use murmur_coordination::registry::LiveRegistry;
 
 pub use history::training_pairs;
 pub use murmur_agents::assistant::orchestrate::{
-    Answer, Approval, AskOptions, Narrator, ask_on, orchestrator_handler,
+    Answer, Approval, AskOptions, AskSession, Narrator, ask_on, orchestrator_handler,
 };
 
 /// Hands `request` to an online orchestrator agent, printing its step lines on stderr as
@@ -137,14 +136,8 @@ pub async fn run(settings: &Settings, args: AskArgs) -> Result<()> {
     }
     let question = args.question.as_deref().unwrap_or_default();
     let log = settings.open_log("murmur-ask").await?;
-    let registry = LiveRegistry::new(log.clone());
-    let answer = ask(
-        &log,
-        &registry,
-        &args.how.request(question)?,
-        args.how.local,
-    )
-    .await?;
+    let session = AskSession::new(log.clone());
+    let answer = ask(&log, &session, &args.how.request(question)?, args.how.local).await?;
     out!("{}", answer.text.trim());
     Ok(())
 }
@@ -161,8 +154,9 @@ pub async fn chat(settings: &Settings, args: ChatArgs) -> Result<()> {
     }
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut history: Vec<assistant::Turn> = Vec::new();
-    // One registry for the conversation: each line reads only the agent events since the last.
-    let registry = LiveRegistry::new(log.clone());
+    // One session for the conversation: each line reads only the agent and memory events
+    // since the last.
+    let session = AskSession::new(log.clone());
     loop {
         if interactive {
             eprint!("> ");
@@ -179,7 +173,7 @@ pub async fn chat(settings: &Settings, args: ChatArgs) -> Result<()> {
         }
         let mut request = args.how.request(question)?;
         request.history = history.clone();
-        let answer = ask(&log, &registry, &request, args.how.local).await?;
+        let answer = ask(&log, &session, &request, args.how.local).await?;
         out!("{}", answer.text.trim());
         history.push(assistant::Turn {
             question: question.to_string(),
@@ -194,17 +188,17 @@ pub async fn chat(settings: &Settings, args: ChatArgs) -> Result<()> {
 /// this process does.
 pub async fn ask(
     log: &EventLog,
-    registry: &LiveRegistry,
+    session: &AskSession,
     request: &assistant::AskRequest,
     local: bool,
 ) -> Result<Answer> {
     let options = AskOptions::from_request(request)?;
-    if !local && registry.offers(assistant::ASK_CAPABILITY).await? {
+    if !local && session.registry().offers(assistant::ASK_CAPABILITY).await? {
         return ask_orchestrator(log, request, &options).await;
     }
     Ok(ask_on(
         log,
-        registry,
+        session,
         &request.question,
         &options,
         &Narrator::stderr(),
