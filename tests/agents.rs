@@ -11,9 +11,8 @@ use murmur_coordination::registry::{AgentStatus, Registry, RegistryProjection};
 use murmur_e2e::{DEADLINE, spawn_agent};
 use murmur_subjects::clock::SystemClock;
 use murmur_subjects::events::{AgentJoined, AgentOffline};
-use murmur_subjects::projection::StartAt;
 use murmur_subjects::roles::Role;
-use murmur_subjects::{EventType, Payload as _, Projector, Token};
+use murmur_subjects::{EventType, Payload as _, Projector, StartAt, Token};
 use murmur_testkit::TestNats;
 
 async fn wait_registry(

@@ -219,7 +219,7 @@ async fn r3_log_survives_losing_the_stream_leader() -> Result<()> {
 /// The `task.completed` events stored per task (`sequence:event id`), with retries while
 /// the cluster settles.
 async fn completions(log: &EventLog) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
-    use murmur_subjects::projection::StartAt;
+    use murmur_subjects::StartAt;
     let filter = murmur_subjects::SubjectFilter::plane(murmur_subjects::Plane::Evt)
         .realm(Token::new("acme")?)
         .domain(murmur_subjects::Domain::Task)

@@ -11,11 +11,11 @@ use murmur_e2e::{
     DEADLINE, dead_letters, joined, publish_raw, spawn_auditor, submitted, wait_for_dead_letter,
 };
 use murmur_subjects::binding::{self, ContentMode};
-use murmur_subjects::envelope::EventRecord;
 use murmur_subjects::events::{AgentJoined, AgentLeft, DeadLetterReason, TaskCompleted};
-use murmur_subjects::log::{Expected, LogError, MSG_ID};
+use murmur_subjects::log::{Expected, MSG_ID};
 use murmur_subjects::{
-    Draft, EventCodec, EventLog, Identity, LogConfig, Projector, StartAt, Token,
+    Draft, EventCodec, EventLog, EventRecord, Identity, LogConfig, LogError, Projector, StartAt,
+    Token,
 };
 use murmur_testkit::TestNats;
 use murmur_tools::cli::Cli;
@@ -424,7 +424,7 @@ async fn projection_live_equals_full_replay() -> Result<()> {
 /// already (seen on a cluster during a leader change): each stream sequence counts once.
 #[tokio::test]
 async fn a_message_delivered_again_is_folded_once() -> Result<()> {
-    use murmur_subjects::catalog::EventType;
+    use murmur_subjects::EventType;
     use murmur_subjects::events::TaskSubmitted;
     use murmur_subjects::projection::read_stream;
     use std::ops::ControlFlow;
@@ -699,7 +699,7 @@ async fn oversized_submissions_are_a_typed_error_before_sending() -> Result<()> 
 /// past what my consumer delivered" is not a stall.
 #[tokio::test]
 async fn a_quiet_projection_keeps_its_consumer_while_other_subjects_move() -> Result<()> {
-    use murmur_subjects::projection::{Projection, Refusal};
+    use murmur_subjects::{Projection, Refusal};
     use murmur_subjects::{SubjectFilter, VerifiedEvent};
 
     struct Leavers;
@@ -709,7 +709,7 @@ async fn a_quiet_projection_keeps_its_consumer_while_other_subjects_move() -> Re
             "leavers"
         }
         fn filter(&self) -> SubjectFilter {
-            murmur_subjects::catalog::EventType::of::<AgentLeft>().filter(Some(&tok("acme")))
+            murmur_subjects::EventType::of::<AgentLeft>().filter(Some(&tok("acme")))
         }
         fn apply(&self, state: &mut u64, _: &VerifiedEvent) -> Result<(), Refusal> {
             *state += 1;
@@ -752,7 +752,7 @@ async fn a_quiet_projection_keeps_its_consumer_while_other_subjects_move() -> Re
 #[tokio::test]
 async fn one_poll_reads_every_event_the_client_already_holds() -> Result<()> {
     use murmur_subjects::events::TaskSubmitted;
-    use murmur_subjects::projection::{Projection, Refusal};
+    use murmur_subjects::{Projection, Refusal};
     use murmur_subjects::{SubjectFilter, VerifiedEvent};
 
     struct Submissions;
@@ -762,7 +762,7 @@ async fn one_poll_reads_every_event_the_client_already_holds() -> Result<()> {
             "submissions"
         }
         fn filter(&self) -> SubjectFilter {
-            murmur_subjects::catalog::EventType::of::<TaskSubmitted>().filter(Some(&tok("acme")))
+            murmur_subjects::EventType::of::<TaskSubmitted>().filter(Some(&tok("acme")))
         }
         fn apply(&self, state: &mut u64, _: &VerifiedEvent) -> Result<(), Refusal> {
             *state += 1;
@@ -803,7 +803,7 @@ async fn one_poll_reads_every_event_the_client_already_holds() -> Result<()> {
 
 #[tokio::test]
 async fn a_read_with_several_filters_delivers_what_each_filter_delivers() -> Result<()> {
-    use murmur_subjects::catalog::EventType;
+    use murmur_subjects::EventType;
     use murmur_subjects::events::TaskSubmitted;
     use murmur_subjects::projection::{read_stream, read_stream_any};
     use std::ops::ControlFlow;

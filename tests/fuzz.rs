@@ -406,7 +406,7 @@ fn example(name: &str) -> Vec<u8> {
 
 #[test]
 fn deployment_graphs_in_toml_and_json() {
-    use murmur_nix::model::{DeploymentSpec, Format};
+    use murmur_nix::{DeploymentSpec, Format};
     let seeds = vec![example("shop.toml"), example("shop.json")];
     fuzz("deployment_graphs", seeds, |bytes| {
         let text = String::from_utf8_lossy(bytes);

@@ -264,7 +264,7 @@ async fn an_inference_agent_answers_generate_tasks_with_its_model() -> Result<()
     assert!(first.contains("not in the log yet"), "{first}");
     seen.push(first);
     let mallory = nats
-        .event_log_as(murmur_subjects::identity::Identity::generate(), "acme")
+        .event_log_as(murmur_subjects::Identity::generate(), "acme")
         .await?;
     mallory
         .publish_live(murmur_subjects::Draft::new(

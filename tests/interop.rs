@@ -16,9 +16,8 @@ use murmur_coordination::registry::{AgentStatus, RegistryProjection};
 use murmur_coordination::tasks::TaskState;
 use murmur_e2e::DEADLINE;
 use murmur_subjects::events::{DeadLetterReason, ProposalOpened, Protocol};
-use murmur_subjects::projection::Projector;
 use murmur_subjects::roles::Role;
-use murmur_subjects::{Domain, Draft, Token};
+use murmur_subjects::{Domain, Draft, Projector, Token};
 use tokio::io::AsyncBufReadExt;
 
 fn python() -> Result<std::path::PathBuf> {

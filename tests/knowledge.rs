@@ -10,10 +10,12 @@ use murmur_agents::memory::{MemoryOptions, MemoryService};
 use murmur_agents::{Agent, AgentSpec};
 use murmur_e2e::DEADLINE;
 use murmur_knowledge::base::DocumentSummary;
-use murmur_knowledge::document::ResolutionPolicy;
-use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space, set_access};
+use murmur_knowledge::replica::{open_space, set_access};
 use murmur_knowledge::rpc::{QueryRequest, query_remote};
-use murmur_knowledge::{FactDraft, KnowledgeDoc, KnowledgeError, Query, Value};
+use murmur_knowledge::{
+    FactDraft, KnowledgeDoc, KnowledgeError, KnowledgeReplica, Query, ReplicaConfig,
+    ResolutionPolicy, Value,
+};
 use murmur_subjects::events::{AccessRole, AgentJoined, DeadLetterReason, KnowledgeChanged};
 use murmur_subjects::roles::Role;
 use murmur_subjects::{Domain, Draft, EventLog, Identity, Token};

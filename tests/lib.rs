@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use murmur_subjects::events::{AgentJoined, DeadLettered, Hardware, TaskSubmitted};
-use murmur_subjects::projection::StartAt;
-use murmur_subjects::{EventLog, Plane, SubjectFilter};
+use murmur_subjects::{EventLog, Plane, StartAt, SubjectFilter};
 
 /// Generous deadline for anything a test waits for.
 pub const DEADLINE: Duration = Duration::from_secs(30);

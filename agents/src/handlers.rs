@@ -49,8 +49,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use murmur_subjects::payload::PayloadError;
-use murmur_subjects::projection::{Projection, Refusal};
-use murmur_subjects::{Draft, EventType, Payload, Projector, SubjectFilter, Token, VerifiedEvent};
+use murmur_subjects::{
+    Draft, EventType, Payload, Projection, Projector, Refusal, SubjectFilter, Token, VerifiedEvent,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::memory::{MemoryOptions, MemoryStats};

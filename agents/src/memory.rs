@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig};
 use murmur_knowledge::rpc::{QueryReply, QueryRequest, query_filter};
 use murmur_knowledge::sync::{
     SESSION_HEADER, SIGNATURE_HEADER, SIGNER_HEADER, SyncServer, sync_filter,
 };
+use murmur_knowledge::{KnowledgeReplica, ReplicaConfig};
 use murmur_subjects::Subject;
 use murmur_subjects::events::AccessRole;
 

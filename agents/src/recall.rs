@@ -11,8 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig};
-use murmur_knowledge::{FactView, Query, Value};
+use murmur_knowledge::{FactView, KnowledgeReplica, Query, ReplicaConfig, Value};
 use murmur_subjects::EventLog;
 use serde::{Deserialize, Serialize};
 
@@ -330,8 +329,8 @@ pub fn recall_handler(log: EventLog, embedder: Option<Arc<dyn Embedder>>) -> Han
 #[cfg(test)]
 mod tests {
     use super::*;
-    use murmur_knowledge::document::KnowledgeDoc;
-    use murmur_knowledge::fact::FactDraft;
+    use murmur_knowledge::FactDraft;
+    use murmur_knowledge::KnowledgeDoc;
 
     fn facts(drafts: &[(&str, &str, &str)]) -> Vec<FactView> {
         let key = murmur_subjects::Identity::generate();

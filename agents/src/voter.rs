@@ -12,8 +12,9 @@ use std::ops::ControlFlow;
 
 use murmur_coordination::consensus::{BallotProjection, Consensus};
 use murmur_subjects::events::{Choice, ProposalOpened, VoteCast};
-use murmur_subjects::projection::StartAt;
-use murmur_subjects::{Domain, Draft, EventLog, LogError, Plane, Projector, SubjectFilter, Token};
+use murmur_subjects::{
+    Domain, Draft, EventLog, LogError, Plane, Projector, StartAt, SubjectFilter, Token,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::{Agent, AgentError};

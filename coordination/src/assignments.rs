@@ -10,11 +10,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
-use murmur_subjects::catalog::EventType;
 use murmur_subjects::events::{AssignedWork, TaskAssigned, TaskCancelled, TaskSubmitted};
-use murmur_subjects::projection::{Projection, Refusal, StartAt};
 use murmur_subjects::{
-    Domain, EventLog, LogError, Payload, Plane, Subject, SubjectFilter, Token, VerifiedEvent,
+    Domain, EventLog, EventType, LogError, Payload, Plane, Projection, Refusal, StartAt, Subject,
+    SubjectFilter, Token, VerifiedEvent,
 };
 use serde::{Deserialize, Serialize};
 

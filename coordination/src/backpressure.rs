@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use crate::submit::SubmitError;
 use murmur_subjects::events::{TaskCancelled, TaskCompleted, TaskDeadLettered, TaskSubmitted};
-use murmur_subjects::log::{LogError, PendingAppend};
-use murmur_subjects::projection::{Projection, Refusal};
-use murmur_subjects::{Draft, EventLog, EventType, Projector, SubjectFilter, Token, VerifiedEvent};
+use murmur_subjects::log::PendingAppend;
+use murmur_subjects::{
+    Draft, EventLog, EventType, LogError, Projection, Projector, Refusal, SubjectFilter, Token,
+    VerifiedEvent,
+};
 
 /// Acknowledgements a window keeps in flight before it waits for the oldest.
 const ACKS_IN_FLIGHT: usize = 256;

@@ -11,11 +11,10 @@ use murmur_subjects::events::{
     AssignedWork, TaskAssigned, TaskCancelled, TaskDeadLettered, TaskLeaseExpired,
 };
 use murmur_subjects::log::Expected;
-use murmur_subjects::projection::{Projection, Refusal};
 use murmur_subjects::roles::Role;
 use murmur_subjects::{
-    Domain, Draft, EventLog, LogError, Plane, Projector, Subject, SubjectFilter, Token,
-    VerifiedEvent,
+    Domain, Draft, EventLog, LogError, Plane, Projection, Projector, Refusal, Subject,
+    SubjectFilter, Token, VerifiedEvent,
 };
 use serde::{Deserialize, Serialize};
 

@@ -7,11 +7,12 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use murmur_subjects::catalog::EventType;
 use murmur_subjects::events::{TaskProgress, TaskSubmitted};
-use murmur_subjects::log::{Expected, LogError};
-use murmur_subjects::projection::{Projection, Refusal};
-use murmur_subjects::{Draft, EventLog, Projector, Subject, SubjectFilter, Token, VerifiedEvent};
+use murmur_subjects::log::Expected;
+use murmur_subjects::{
+    Draft, EventLog, EventType, LogError, Projection, Projector, Refusal, Subject, SubjectFilter,
+    Token, VerifiedEvent,
+};
 
 use crate::tasks::{Task, TaskBook, TaskProjection, TaskState};
 

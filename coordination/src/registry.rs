@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use murmur_subjects::events::{
     AgentJoined, AgentLeft, AgentLoadChanged, AgentOffline, AgentResumed, Hardware,
 };
-use murmur_subjects::projection::{Projection, Refusal};
 use murmur_subjects::{
-    Domain, EventLog, LogError, Payload, Plane, Projector, SubjectFilter, Token, VerifiedEvent,
+    Domain, EventLog, LogError, Payload, Plane, Projection, Projector, Refusal, SubjectFilter,
+    Token, VerifiedEvent,
 };
 use serde::{Deserialize, Serialize};
 

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use murmur_subjects::events::TaskSubmitted;
-use murmur_subjects::log::{Expected, LogError};
-use murmur_subjects::{Draft, EventLog, Token};
+use murmur_subjects::log::Expected;
+use murmur_subjects::{Draft, EventLog, LogError, Token};
 
 use crate::graph::{FailurePolicy, GraphError, GraphSpec, TaskGraph};
 use crate::routing::validate_capability;

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use murmur_subjects::projection::{Projection, Refusal};
 use murmur_subjects::{
-    Domain, EventLog, LogError, Plane, Projector, SubjectFilter, Token, VerifiedEvent,
+    Domain, EventLog, LogError, Plane, Projection, Projector, Refusal, SubjectFilter, Token,
+    VerifiedEvent,
 };
 
 use crate::access::SpaceAccess;

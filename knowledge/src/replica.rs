@@ -31,8 +31,7 @@ use murmur_subjects::events::{
     SpaceSnapshotted,
 };
 use murmur_subjects::log::Expected;
-use murmur_subjects::projection::StartAt;
-use murmur_subjects::{Domain, Draft, EventLog, LogError, Plane, SubjectFilter, Token};
+use murmur_subjects::{Domain, Draft, EventLog, LogError, Plane, StartAt, SubjectFilter, Token};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -421,10 +420,7 @@ impl KnowledgeReplica {
                         .dead_letter(
                             "knowledge",
                             &e.to_ingest_error(),
-                            murmur_subjects::codec::RefusedMessage::of(
-                                &m.message,
-                                Some(m.sequence),
-                            ),
+                            murmur_subjects::RefusedMessage::of(&m.message, Some(m.sequence)),
                         )
                         .await?;
                 }
@@ -587,7 +583,7 @@ impl KnowledgeReplica {
                 .dead_letter(
                     "knowledge",
                     &error,
-                    murmur_subjects::codec::RefusedMessage::of(&m.message, Some(m.sequence)),
+                    murmur_subjects::RefusedMessage::of(&m.message, Some(m.sequence)),
                 )
                 .await?;
         }

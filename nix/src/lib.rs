@@ -13,7 +13,8 @@
 //! - [`mod@generate`]: `flake.nix`, `hosts/<host>.nix`, `modules/murmur-agent.nix`.
 //!
 //! ```
-//! use murmur_nix::model::{DeploymentSpec, EdgeKind, NodeKind, ServiceSpec};
+//! use murmur_nix::DeploymentSpec;
+//! use murmur_nix::model::{EdgeKind, NodeKind, ServiceSpec};
 //! let spec = DeploymentSpec::new("demo")
 //!     .host("web-1", "10.0.0.1")
 //!     .node("api", "web-1", NodeKind::Service(ServiceSpec {

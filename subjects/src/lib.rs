@@ -11,7 +11,8 @@
 //! projector, [`audit`], [`connect`], [`credentials`] and [`provision`].
 //!
 //! ```
-//! use murmur_subjects::{codec::Draft, events::AgentLeft, identity::Identity, subject::Token};
+//! use murmur_subjects::events::AgentLeft;
+//! use murmur_subjects::{Draft, Identity, Token};
 //! let me = Identity::generate();
 //! let realm = Token::new("acme").unwrap();
 //! let sealed = Draft::new(Token::new("agent-1").unwrap(), &AgentLeft { reason: "done".into() })
@@ -40,6 +41,6 @@ pub use headers::{HeaderSource, Headers};
 pub use identity::Identity;
 pub use log::{EventLog, EventLogOptions, LogConfig, LogError};
 pub use payload::Payload;
-pub use projection::{Projection, Projector, StartAt};
+pub use projection::{Projection, Projector, Refusal, StartAt};
 pub use read::StoredMessage;
 pub use subject::{Domain, Plane, Subject, SubjectFilter, Token};

@@ -21,7 +21,7 @@ pub use crate::read::{
 };
 use crate::read::{consumer_filters, leader_last_matching};
 use crate::subject::{Domain, Plane, Subject, SubjectFilter};
-pub use murmur_protocol::fold::{Projection, Refusal};
+pub use murmur_protocol::{Projection, Refusal};
 
 /// Counters a projector keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use base64::Engine;
-use murmur_subjects::projection::{StartAt, StoredMessage};
-use murmur_subjects::{EventLog, SubjectFilter};
+use murmur_subjects::projection::StoredMessage;
+use murmur_subjects::{EventLog, StartAt, SubjectFilter};
 use serde::{Deserialize, Serialize};
 
 /// `[archive]` in the config file.

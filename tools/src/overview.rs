@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 use murmur_subjects::events::{AgentJoined, AgentLeft, TaskCompleted, TaskFailed, TaskSubmitted};
-use murmur_subjects::projection::{Projection, Refusal};
-use murmur_subjects::{Payload, Plane, SubjectFilter, Token, VerifiedEvent};
+use murmur_subjects::{Payload, Plane, Projection, Refusal, SubjectFilter, Token, VerifiedEvent};
 use serde::{Deserialize, Serialize};
 
 /// One agent as the overview sees it.

@@ -3,14 +3,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use murmur_subjects::catalog::EventType;
 use murmur_subjects::events::{
     Choice, ProposalDeadlinePassed, ProposalDecided, ProposalOpened, ProposalWithdrawn, Protocol,
     VoteCast,
 };
-use murmur_subjects::projection::{Projection, Refusal};
 use murmur_subjects::roles::Role;
-use murmur_subjects::{Domain, Draft, Payload, Plane, SubjectFilter, Token, VerifiedEvent};
+use murmur_subjects::{
+    Domain, Draft, EventType, Payload, Plane, Projection, Refusal, SubjectFilter, Token,
+    VerifiedEvent,
+};
 use serde::{Deserialize, Serialize};
 
 use super::*;

@@ -5,8 +5,7 @@ use murmur_subjects::events::{
     Choice, ProposalDeadlinePassed, ProposalDecided, ProposalOpened, ProposalWithdrawn, Protocol,
     VoteCast,
 };
-use murmur_subjects::projection::Projection;
-use murmur_subjects::{Payload, Token, VerifiedEvent};
+use murmur_subjects::{Payload, Projection, Token, VerifiedEvent};
 use proptest::prelude::*;
 
 use super::fold::*;

@@ -5,9 +5,10 @@ use murmur_subjects::events::{
     TaskAssigned, TaskCancelled, TaskCompleted, TaskDeadLettered, TaskFailed, TaskLeaseExpired,
     TaskProgress, TaskStarted, TaskSubmitted,
 };
-use murmur_subjects::projection::{Projection, Refusal};
 use murmur_subjects::roles::Role;
-use murmur_subjects::{Domain, Payload, Plane, Subject, SubjectFilter, Token, VerifiedEvent};
+use murmur_subjects::{
+    Domain, Payload, Plane, Projection, Refusal, Subject, SubjectFilter, Token, VerifiedEvent,
+};
 
 use super::*;
 use crate::routing::{self, Requirements};

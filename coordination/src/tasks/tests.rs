@@ -1,13 +1,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
-use murmur_subjects::Token;
 use murmur_subjects::events::{
     TaskAssigned, TaskCancelled, TaskCompleted, TaskDeadLettered, TaskFailed, TaskLeaseExpired,
     TaskStarted, TaskSubmitted,
 };
-use murmur_subjects::projection::Projection;
 use murmur_subjects::roles::Role;
+use murmur_subjects::{Projection, Token};
 
 use super::decide::*;
 use super::fold::*;

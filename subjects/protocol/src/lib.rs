@@ -10,7 +10,8 @@
 //! auditor, connections — is `murmur-subjects`, which re-exports every module here.
 //!
 //! ```
-//! use murmur_protocol::{codec::Draft, events::AgentLeft, identity::Identity, subject::Token};
+//! use murmur_protocol::events::AgentLeft;
+//! use murmur_protocol::{Draft, Identity, Token};
 //! let me = Identity::generate();
 //! let realm = Token::new("acme").unwrap();
 //! let sealed = Draft::new(Token::new("agent-1").unwrap(), &AgentLeft { reason: "done".into() })

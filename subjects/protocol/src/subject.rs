@@ -424,7 +424,7 @@ impl FromStr for Subject {
 /// A subject filter with wildcards at fixed positions; unset parts are `*`.
 ///
 /// ```
-/// use murmur_protocol::subject::{Domain, Plane, SubjectFilter, Token};
+/// use murmur_protocol::{Domain, Plane, SubjectFilter, Token};
 /// let f = SubjectFilter::plane(Plane::Evt)
 ///     .realm(Token::new("acme").unwrap())
 ///     .domain(Domain::Task);

@@ -8,10 +8,9 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use murmur_protocol::binding::{self, ContentMode};
-use murmur_protocol::envelope::EventRecord;
 use murmur_protocol::events::{TaskCompleted, TaskStarted};
 use murmur_protocol::roles::{self, ResourceNames, Role};
-use murmur_protocol::{Catalog, Identity, Payload, Token, payload};
+use murmur_protocol::{Catalog, EventRecord, Identity, Payload, Token, payload};
 use sha2::{Digest, Sha256};
 
 /// The example participant: a user nkey from 32 bytes of 0x2a (an example, not a secret).

@@ -5,8 +5,7 @@ use std::ops::ControlFlow;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use murmur_subjects::events::{DeadLettered, Redriven};
-use murmur_subjects::projection::StartAt;
-use murmur_subjects::{Draft, EventLog, Payload, SubjectFilter, Token};
+use murmur_subjects::{Draft, EventLog, Payload, StartAt, SubjectFilter, Token};
 
 use crate::settings::Settings;
 

@@ -6,10 +6,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-use murmur_knowledge::document::{FactView, ResolutionPolicy};
-use murmur_knowledge::replica::{self, KnowledgeReplica, ReplicaConfig};
+use murmur_knowledge::replica;
 use murmur_knowledge::rpc::{QueryRequest, query_remote};
-use murmur_knowledge::{FactDraft, FactId, Query, Value};
+use murmur_knowledge::{
+    FactDraft, FactId, FactView, KnowledgeReplica, Query, ReplicaConfig, ResolutionPolicy, Value,
+};
 use murmur_subjects::EventLog;
 use murmur_subjects::events::AccessRole;
 

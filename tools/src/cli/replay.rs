@@ -10,10 +10,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::ValueEnum;
-use murmur_subjects::projection::StartAt;
+use murmur_subjects::{EventCodec, EventLog, StartAt, Subject};
 
 use murmur_subjects::projection::StoredMessage;
-use murmur_subjects::{EventCodec, EventLog, Subject};
 
 use crate::archive::Archive;
 use crate::cli::events::{describe, event_json, filter_for};

@@ -16,8 +16,7 @@ use murmur_coordination::consensus::ConsensusProjection;
 use murmur_coordination::coordinator::CoordinatorProjection;
 use murmur_coordination::registry::AgentStatus;
 use murmur_coordination::tasks::TaskState;
-use murmur_subjects::projection::StartAt;
-use murmur_subjects::{Domain, Plane, Projector, SubjectFilter, Token};
+use murmur_subjects::{Domain, Plane, Projector, StartAt, SubjectFilter, Token};
 use serde::Serialize;
 
 use crate::settings::Settings;

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use futures::{FutureExt as _, StreamExt as _};
 use murmur_coordination::tasks::{Task, TaskProjection, TaskState};
-use murmur_subjects::catalog::EventType;
 use murmur_subjects::events::TaskProgress;
-use murmur_subjects::{Projector, Token};
+use murmur_subjects::{EventType, Projector, Token};
 
 use crate::settings::Settings;
 

@@ -225,7 +225,7 @@ async fn start_console(
             let authority = murmur_testkit::authority::Authority::open_or_create(
                 &settings.data_dir.join("auth"),
             )?;
-            let page = murmur_subjects::identity::Identity::generate();
+            let page = murmur_subjects::Identity::generate();
             let creds = authority.creds(&settings.realm, Role::Observer, "console", &page, None)?;
             let realm = settings.realm.clone();
             let enroller: crate::console::Enroller = std::sync::Arc::new(move |key, name| {

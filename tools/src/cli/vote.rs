@@ -320,7 +320,7 @@ pub async fn watch(settings: &Settings, id: &str, timeout_s: Option<u64>) -> Res
             seen_votes = Some(votes_now);
             log.read(
                 &votes,
-                murmur_subjects::projection::StartAt::Sequence(next_vote),
+                murmur_subjects::StartAt::Sequence(next_vote),
                 None,
                 |stored| {
                     next_vote = stored.sequence + 1;

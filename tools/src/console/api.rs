@@ -14,11 +14,11 @@ use axum::{Json, Router};
 use murmur_coordination::consensus::{Consensus, ConsensusProjection};
 use murmur_coordination::registry::{Registry, RegistryProjection};
 use murmur_coordination::tasks::{Task, TaskBook, TaskProjection, TaskState};
-use murmur_subjects::StartAt;
 use murmur_subjects::connect::{Auth, ConnectOptions};
 use murmur_subjects::events::DeadLettered;
-use murmur_subjects::identity::Identity;
-use murmur_subjects::{Domain, EventLog, Payload, Plane, Projector, SubjectFilter, Token};
+use murmur_subjects::{
+    Domain, EventLog, Identity, Payload, Plane, Projector, StartAt, SubjectFilter, Token,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use murmur_subjects::projection::Projection;
-use murmur_subjects::{EventLog, Projector};
+use murmur_subjects::{EventLog, Projection, Projector};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 

@@ -14,9 +14,8 @@ use murmur_agents::inference::{
     GenerateOptions, Generation, GgufModel, TestModel, TestVocabulary, write_test_model,
 };
 use murmur_coordination::tasks::TaskState;
-use murmur_subjects::Token;
-use murmur_subjects::catalog::EventType;
 use murmur_subjects::events::TaskProgress;
+use murmur_subjects::{EventType, Token};
 
 use crate::demo::compile::{DemoCoordinator, spawn_agent, stop_agents};
 

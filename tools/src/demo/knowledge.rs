@@ -14,10 +14,11 @@ use super::*;
 /// authors and resolved, and a late joiner (snapshot + log tail) ends with the same heads.
 pub(super) async fn knowledge_step(issuer: &Issuer) -> Result<()> {
     use murmur_agents::memory::{MemoryOptions, MemoryService};
-    use murmur_knowledge::document::ResolutionPolicy;
-    use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space, set_access};
+    use murmur_knowledge::ResolutionPolicy;
+    use murmur_knowledge::replica::{open_space, set_access};
     use murmur_knowledge::rpc::{QueryRequest, query_remote};
     use murmur_knowledge::{FactDraft, Query, Value};
+    use murmur_knowledge::{KnowledgeReplica, ReplicaConfig};
     use murmur_subjects::events::AccessRole;
 
     let realm = fresh_realm("kb")?;

@@ -44,9 +44,8 @@ use murmur_subjects::clock::SystemClock;
 use murmur_subjects::events::{
     AgentJoined, DeadLetterReason, DeadLettered, Hardware, TaskCompleted, TaskSubmitted,
 };
-use murmur_subjects::log::{Expected, LogError, MSG_ID};
-use murmur_subjects::projection::StartAt;
-use murmur_subjects::{Draft, Identity, Projector, SubjectFilter, Token};
+use murmur_subjects::log::{Expected, MSG_ID};
+use murmur_subjects::{Draft, Identity, LogError, Projector, StartAt, SubjectFilter, Token};
 
 use murmur_subjects::roles::Role;
 

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use futures::StreamExt;
-use murmur_subjects::projection::StartAt;
 use murmur_subjects::roles::Role;
-use murmur_subjects::{Draft, EventLog, Identity, Plane, SubjectFilter, Token};
+use murmur_subjects::{Draft, EventLog, Identity, Plane, StartAt, SubjectFilter, Token};
 
 use super::*;
 

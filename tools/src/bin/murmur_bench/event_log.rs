@@ -11,10 +11,11 @@ use futures::StreamExt;
 use murmur_subjects::binding::ContentMode;
 use murmur_subjects::events::{AgentHeartbeat, TaskSubmitted};
 use murmur_subjects::log::MSG_ID;
-use murmur_subjects::projection::{Projection, Refusal, StartAt, read_stream};
+use murmur_subjects::projection::read_stream;
 use murmur_subjects::roles::Role;
 use murmur_subjects::{
-    Draft, EventCodec, EventLog, Identity, Plane, Projector, SubjectFilter, Token, VerifiedEvent,
+    Draft, EventCodec, EventLog, Identity, Plane, Projection, Projector, Refusal, StartAt,
+    SubjectFilter, Token, VerifiedEvent,
 };
 
 use super::*;

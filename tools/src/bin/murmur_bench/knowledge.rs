@@ -12,8 +12,9 @@ use murmur_subjects::{EventLog, Identity, Token};
 /// against loading the same saved documents from files; and the sync protocol's bytes and
 /// round trips to converge two replicas that diverged by 1,000 facts each.
 pub(crate) async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()> {
-    use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space};
+    use murmur_knowledge::replica::open_space;
     use murmur_knowledge::{FactDraft, KnowledgeDoc, Value};
+    use murmur_knowledge::{KnowledgeReplica, ReplicaConfig};
     let client = async_nats::connect(url).await?;
     let realm = Token::new("kb")?;
     let open_as = |identity| EventLog::options(identity, realm.clone()).open(client.clone());
@@ -239,7 +240,7 @@ pub(crate) async fn kb_suite(url: &str, facts: usize, shards: u16) -> Result<()>
 }
 
 pub(crate) fn writer_docs(
-    writer: &mut murmur_knowledge::replica::KnowledgeReplica,
+    writer: &mut murmur_knowledge::KnowledgeReplica,
     shards: u16,
 ) -> Vec<Vec<u8>> {
     (0..shards)

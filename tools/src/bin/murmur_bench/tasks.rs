@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use murmur_subjects::events::TaskSubmitted;
 use murmur_subjects::log::MSG_ID;
-use murmur_subjects::projection::{Projection, Refusal, StartAt};
 use murmur_subjects::roles::Role;
-use murmur_subjects::{Draft, Plane, Projector, SubjectFilter, Token, VerifiedEvent};
+use murmur_subjects::{
+    Draft, Plane, Projection, Projector, Refusal, StartAt, SubjectFilter, Token, VerifiedEvent,
+};
 
 use super::*;
 
@@ -531,7 +532,7 @@ impl Projection for Completions {
         "bench-completions"
     }
     fn filter(&self) -> SubjectFilter {
-        murmur_subjects::catalog::EventType::of::<murmur_subjects::events::TaskCompleted>()
+        murmur_subjects::EventType::of::<murmur_subjects::events::TaskCompleted>()
             .filter(Some(&self.realm))
     }
     fn apply(&self, state: &mut u64, _: &VerifiedEvent) -> Result<(), Refusal> {

@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use murmur_coordination::consensus::ConsensusProjection;
 use murmur_coordination::coordinator::CoordinatorProjection;
-use murmur_knowledge::FactId;
-use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig, open_space, set_access};
+use murmur_knowledge::replica::{open_space, set_access};
+use murmur_knowledge::{FactId, KnowledgeReplica, ReplicaConfig};
 use murmur_subjects::events::AccessRole;
-use murmur_subjects::projection::Refusal;
 use murmur_subjects::roles::Role;
 use murmur_subjects::{
-    EventLog, Plane, Projection, Projector, SubjectFilter, Token, VerifiedEvent,
+    EventLog, Plane, Projection, Projector, Refusal, SubjectFilter, Token, VerifiedEvent,
 };
 use murmur_testkit::{ClusterOptions, TestCluster};
 use tokio::sync::watch;

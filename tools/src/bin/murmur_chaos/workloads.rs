@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use murmur_knowledge::replica::{KnowledgeReplica, ReplicaConfig};
-use murmur_knowledge::{FactDraft, FactId, Value};
+use murmur_knowledge::{FactDraft, FactId, KnowledgeReplica, ReplicaConfig, Value};
 use murmur_subjects::events::{ProposalOpened, Protocol, TaskSubmitted};
 use murmur_subjects::{Draft, EventLog, Token};
 use tokio::sync::watch;
