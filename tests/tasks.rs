@@ -22,6 +22,11 @@ use murmur_testkit::TestNats;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
+#[path = "tasks/drain.rs"]
+mod drain;
+#[path = "tasks/tool_agent.rs"]
+mod tool_agent;
+
 type Stopper = tokio::sync::watch::Receiver<bool>;
 
 /// A coordinator for realm `acme` that stops when `stop` turns true.
@@ -806,370 +811,6 @@ async fn a_worker_does_not_start_an_assignment_the_task_moved_past() -> Result<(
     Ok(())
 }
 
-/// Starts a builtin-handler worker process that logs at info level (so a test can see it
-/// begin draining), with `extra` agent flags; returns it, its id and its stderr lines.
-async fn spawn_logging_worker(
-    nats: &TestNats,
-    data: &std::path::Path,
-    extra: &[&str],
-) -> Result<(
-    Child,
-    String,
-    tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
-)> {
-    let mut args = vec!["--builtin-handler"];
-    args.extend_from_slice(extra);
-    let who = murmur_e2e::enrol(nats, Role::Worker, "worker", data).await?;
-    let mut worker = agent_process(
-        nats.url(),
-        data,
-        &who,
-        &["--log-level", "info"],
-        "tester",
-        "test.run",
-        &args,
-        true,
-    )?;
-    let stderr = BufReader::new(worker.stderr.take().context("stderr")?).lines();
-    let mut stdout = BufReader::new(worker.stdout.take().context("stdout")?).lines();
-    let id = tokio::time::timeout(DEADLINE, stdout.next_line())
-        .await
-        .context("worker did not print its id")??
-        .context("worker exited before joining")?;
-    Ok((worker, id.trim().to_string(), stderr))
-}
-
-/// Sends SIGTERM to `child` and waits for the line of its stderr that contains `needle`.
-async fn terminate_and_wait_for(
-    child: &Child,
-    stderr: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
-    needle: &str,
-) -> Result<()> {
-    let pid = child.id().context("worker pid")?;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()?;
-    anyhow::ensure!(status.success(), "kill -TERM failed");
-    tokio::time::timeout(DEADLINE, async {
-        while let Some(line) = stderr.next_line().await? {
-            if line.contains(needle) {
-                return Ok(());
-            }
-        }
-        anyhow::bail!("the worker's stderr ended before it said {needle:?}")
-    })
-    .await
-    .with_context(|| format!("the worker never said {needle:?}"))?
-}
-
-/// Subject, sequence and stored time of every event of realm `acme`, in log order.
-async fn realm_events(
-    log: &murmur_subjects::EventLog,
-) -> Result<Vec<(String, u64, chrono::DateTime<chrono::Utc>)>> {
-    let mut events = Vec::new();
-    log.read(
-        &murmur_subjects::SubjectFilter::parse("murmur.v1.acme.evt.>")?,
-        StartAt::Beginning,
-        None,
-        |m| {
-            events.push((m.message.subject.to_string(), m.sequence, m.stored_at));
-            ControlFlow::Continue(())
-        },
-    )
-    .await?;
-    Ok(events)
-}
-
-/// Submits task `id` for the builtin handler to sleep `sleep_ms` in, and waits until a
-/// worker has started it.
-async fn submit_and_wait_running(
-    submitter: &murmur_subjects::EventLog,
-    live: &mut Projector<CoordinatorProjection>,
-    id: &str,
-    sleep_ms: u64,
-) -> Result<()> {
-    submitter
-        .append_expected(
-            Draft::new(
-                Token::new(id)?,
-                &submitted(serde_json::json!({ "sleep_ms": sleep_ms }), 1, 900_000),
-            )?,
-            Expected::NoEvents,
-        )
-        .await?;
-    wait(live, "the task running", |v| {
-        matches!(
-            v.tasks.tasks.get(id).map(|t| &t.state),
-            Some(TaskState::Assigned { started: true, .. })
-        )
-    })
-    .await
-}
-
-/// Checks that `worker` left (`agent.left` stored) and that nothing reports on `task`: an
-/// attempt stopped by a shutdown is left to lease expiry.
-fn left_without_reporting(
-    events: &[(String, u64, chrono::DateTime<chrono::Utc>)],
-    worker: &str,
-    task: &str,
-) -> Result<()> {
-    let left = format!("murmur.v1.acme.evt.agent.{worker}.left");
-    anyhow::ensure!(
-        events.iter().any(|(s, ..)| *s == left),
-        "the worker never left: {events:?}"
-    );
-    let on_task = format!("murmur.v1.acme.evt.task.{task}.");
-    anyhow::ensure!(
-        !events.iter().any(|(s, ..)| s.starts_with(&on_task)
-            && (s.ends_with(".completed") || s.ends_with(".failed"))),
-        "a stopped attempt reported: {events:?}"
-    );
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_terminated_worker_finishes_its_running_attempt_and_starts_no_new_one() -> Result<()> {
-    let nats = TestNats::start().await?;
-    let data = tempfile::tempdir()?;
-    let submitter = nats.event_log("acme").await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
-    // The default drain grace (30 s) is far longer than the attempt.
-    let (mut worker, worker_id, mut stderr) = spawn_logging_worker(&nats, data.path(), &[]).await?;
-    let mut live = Projector::new(
-        submitter.clone(),
-        CoordinatorProjection::new(Token::new("acme")?),
-    );
-    submit_and_wait_running(&submitter, &mut live, "running", 3000).await?;
-    let terminated_at = chrono::Utc::now();
-    terminate_and_wait_for(&worker, &mut stderr, "draining").await?;
-    // Submitted while the worker drains: it must not start it, even if the coordinator
-    // assigns it there before the lame duck reaches the registry.
-    submitter
-        .append_expected(
-            Draft::new(
-                Token::new("late")?,
-                &submitted(serde_json::json!({}), 1, 900_000),
-            )?,
-            Expected::NoEvents,
-        )
-        .await?;
-    let status = tokio::time::timeout(DEADLINE, worker.wait())
-        .await
-        .context("the draining worker never exited")??;
-    assert!(status.success(), "the worker exits cleanly after draining");
-
-    wait(&mut live, "the running task completed", |v| {
-        v.tasks.tasks.get("running").is_some_and(
-            |t| matches!(&t.state, TaskState::Completed { agent } if *agent == worker_id),
-        )
-    })
-    .await?;
-    let events = realm_events(&submitter).await?;
-    let find = |subject: &str| {
-        events
-            .iter()
-            .find(|(s, ..)| s == subject)
-            .with_context(|| format!("no {subject} in {events:?}"))
-    };
-    let (_, completed_seq, completed_at) =
-        find("murmur.v1.acme.evt.task.running.completed")?.clone();
-    let (_, left_seq, _) = find(&format!("murmur.v1.acme.evt.agent.{worker_id}.left"))?.clone();
-    assert!(
-        completed_at > terminated_at,
-        "the attempt finished before SIGTERM was sent ({completed_at} <= {terminated_at}): \
-         this run proves nothing about draining"
-    );
-    assert!(
-        completed_seq < left_seq,
-        "the result is stored before the agent leaves"
-    );
-    assert!(
-        !events
-            .iter()
-            .any(|(s, ..)| s == "murmur.v1.acme.evt.task.late.started"),
-        "a draining worker started new work: {events:?}"
-    );
-    stop_tx.send_replace(true);
-    coordinator.await??;
-    Ok(())
-}
-
-/// A worker running an endless task gets SIGTERM once per line in `signals` (waiting after
-/// each for the line it logs), then must exit cleanly without reporting the task.
-async fn drain_ends_without_reporting(
-    grace_s: &str,
-    signals: &[&str],
-    never_exited: &'static str,
-) -> Result<()> {
-    let nats = TestNats::start().await?;
-    let data = tempfile::tempdir()?;
-    let submitter = nats.event_log("acme").await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let coordinator = spawn_coordinator(&nats, stop_rx.clone()).await?;
-    let (mut worker, worker_id, mut stderr) =
-        spawn_logging_worker(&nats, data.path(), &["--drain-grace-s", grace_s]).await?;
-    let mut live = Projector::new(
-        submitter.clone(),
-        CoordinatorProjection::new(Token::new("acme")?),
-    );
-    submit_and_wait_running(&submitter, &mut live, "endless", 600_000).await?;
-    for line in signals {
-        terminate_and_wait_for(&worker, &mut stderr, line).await?;
-    }
-    let status = tokio::time::timeout(DEADLINE, worker.wait())
-        .await
-        .context(never_exited)??;
-    assert!(status.success(), "the worker exits cleanly");
-    let events = realm_events(&submitter).await?;
-    left_without_reporting(&events, &worker_id, "endless")?;
-    stop_tx.send_replace(true);
-    coordinator.await??;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drain_that_outlasts_its_grace_stops_the_attempt_and_leaves() -> Result<()> {
-    drain_ends_without_reporting(
-        "1",
-        &["drain grace over"],
-        "the worker never exited after its grace",
-    )
-    .await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_sigterm_cuts_the_drain_short() -> Result<()> {
-    // A grace far past the test's deadline: only the second signal can end the drain in time.
-    drain_ends_without_reporting(
-        "3600",
-        &["draining", "second signal"],
-        "the worker kept draining after a second SIGTERM",
-    )
-    .await
-}
-
-/// A `murmur agent run tool --root DIR --exec-allow wc` process serves `tool.fs` and
-/// `tool.exec`: a read comes back with the file's text and hash, a write on the read-only
-/// agent and a path leading out of its root are dead-lettered with the reason, and the file
-/// outside is untouched; an allowed command runs on the files it is given, one not allowed
-/// is dead-lettered naming what is.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tool_agent_serves_file_operations_confined_to_its_root() -> Result<()> {
-    let nats = TestNats::start().await?;
-    let data = tempfile::tempdir()?;
-    let root = data.path().join("workspace");
-    std::fs::create_dir_all(root.join("src"))?;
-    std::fs::write(root.join("src/lib.rs"), "pub fn one() -> u8 { 1 }\n")?;
-    std::fs::write(data.path().join("secret"), "s3cret")?;
-    let root_arg = root.to_string_lossy().to_string();
-    let who = murmur_e2e::enrol(&nats, Role::Tool, "files", data.path()).await?;
-    let (mut agent, agent_id) = spawn_agent(
-        nats.url(),
-        data.path(),
-        &who,
-        "tool",
-        "tool.fs",
-        &[
-            "--root",
-            &root_arg,
-            "--exec-allow",
-            "wc",
-            "--capability",
-            "tool.exec",
-        ],
-    )
-    .await?;
-    let submitter = nats.event_log("acme").await?;
-    let coordinator = murmur_e2e::spawn_coordinator(
-        nats.log_as("acme", Role::Coordinator, "coordinator")
-            .await?,
-    );
-    let asks = [
-        (
-            "read",
-            serde_json::json!({"op": "read", "path": "src/lib.rs"}),
-        ),
-        ("list", serde_json::json!({"op": "list", "path": "src"})),
-        (
-            "write",
-            serde_json::json!({"op": "write", "path": "src/new.rs", "content": "x"}),
-        ),
-        (
-            "escape",
-            serde_json::json!({"op": "read", "path": "../secret"}),
-        ),
-    ];
-    let commands = [
-        (
-            "count",
-            serde_json::json!({"command": "wc", "args": ["-l", "a.txt"], "files": {"a.txt": "1\n2\n"}}),
-        ),
-        (
-            "remove",
-            serde_json::json!({"command": "rm", "args": ["-rf", "/"]}),
-        ),
-    ];
-    for (id, input) in &asks {
-        murmur_e2e::submit_once(&submitter, id, "tool.fs", input.clone()).await?;
-    }
-    for (id, input) in &commands {
-        murmur_e2e::submit_once(&submitter, id, "tool.exec", input.clone()).await?;
-    }
-    let mut view = Projector::new(
-        submitter.clone(),
-        CoordinatorProjection::new(Token::new("acme")?),
-    );
-    anyhow::ensure!(
-        view.follow_until(DEADLINE, |v| asks.iter().chain(&commands).all(|(id, _)| v
-            .tasks
-            .tasks
-            .get(*id)
-            .is_some_and(|t| t.state.is_final())))
-            .await?,
-        "the tool tasks never finished: {:?}",
-        view.state().tasks.counts()
-    );
-    let tasks = &view.state().tasks.tasks;
-    assert_eq!(
-        tasks["read"].state,
-        TaskState::Completed {
-            agent: agent_id.clone()
-        }
-    );
-    let read = tasks["read"].output.clone().context("an output")?;
-    assert_eq!(read["content"], "pub fn one() -> u8 { 1 }\n");
-    let listed = tasks["list"].output.clone().context("an output")?;
-    assert_eq!(listed["entries"][0]["name"], "lib.rs");
-    let counted = tasks["count"].output.clone().context("an output")?;
-    assert_eq!(counted["exit_code"], 0, "{counted}");
-    assert_eq!(counted["stdout"], "2 a.txt\n");
-    for (id, reason) in [
-        ("write", "read-only"),
-        ("escape", "outside the tool's root"),
-        (
-            "remove",
-            "`rm` is not an allowed command here (allowed: wc)",
-        ),
-    ] {
-        let task = &tasks[id];
-        assert_eq!(task.state, TaskState::DeadLettered, "{id}: {task:?}");
-        assert!(
-            task.failures.iter().any(|f| f.contains(reason)),
-            "{id}: {:?}",
-            task.failures
-        );
-    }
-    assert!(!root.join("src/new.rs").exists());
-    assert_eq!(
-        std::fs::read_to_string(data.path().join("secret"))?,
-        "s3cret"
-    );
-    coordinator.stop().await??;
-    agent.kill().await?;
-    Ok(())
-}
-
 /// A submitter with a window of two never has more than two of its tasks unfinished in the
 /// log: the third waits at the submitter until one ends, and every task completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1216,4 +857,22 @@ async fn a_submit_window_keeps_its_tasks_in_flight_within_its_limit() -> Result<
     assert_eq!(most, 2, "the window filled, and no further");
     worker.kill().await?;
     platform.stop().await
+}
+
+/// Subject, sequence and stored time of every event of realm `acme`, in log order.
+async fn realm_events(
+    log: &murmur_subjects::EventLog,
+) -> Result<Vec<(String, u64, chrono::DateTime<chrono::Utc>)>> {
+    let mut events = Vec::new();
+    log.read(
+        &murmur_subjects::SubjectFilter::parse("murmur.v1.acme.evt.>")?,
+        StartAt::Beginning,
+        None,
+        |m| {
+            events.push((m.message.subject.to_string(), m.sequence, m.stored_at));
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    Ok(events)
 }
