@@ -230,16 +230,19 @@ impl AskSession {
         &self.registry
     }
 
-    /// The assistant's memory, up to date with the log: opened on first use, refreshed
-    /// (only what is new read) after. Held for one cache check or one write, not for a
-    /// whole request, so requests run side by side. A failed refresh drops the replica, so
-    /// the next use opens it afresh.
+    /// The assistant's memory: opened on first use; after that, with `refresh`, brought up
+    /// to date (only what is new read): a cache check must see every earlier answer, a
+    /// write need not (Automerge merges it either way). Held for one cache check or one
+    /// write, not for a whole request, so requests run side by side. A failed refresh drops
+    /// the replica, so the next use opens it afresh.
     async fn memory(
         &self,
         log: &EventLog,
+        refresh: bool,
     ) -> Result<tokio::sync::MappedMutexGuard<'_, KnowledgeReplica>, AskError> {
         let mut held = self.memory.lock().await;
         let fresh = match held.take() {
+            Some(replica) if !refresh => Ok(replica),
             Some(mut replica) => replica
                 .refresh()
                 .await
@@ -277,7 +280,7 @@ pub async fn ask_on(
     let registry = session.registry();
     // Memory is a help, not a condition: without it the request is answered uncached and
     // not remembered, and says why.
-    let mut memory = match session.memory(&log).await {
+    let mut memory = match session.memory(&log, true).await {
         Ok(memory) => Some(memory),
         Err(e) => {
             say!(
@@ -328,8 +331,7 @@ pub async fn ask_on(
             });
         }
     }
-    // The memory is let go while the steps run, and taken again (brought up to date) to
-    // remember the answer.
+    // The memory is let go while the steps run, and taken again to remember the answer.
     let remember = memory.is_some();
     drop(memory);
     let labels = options.labels.clone();
@@ -510,7 +512,7 @@ pub async fn ask_on(
         let reusable =
             !assistant::is_risky(&call) && refused.is_none() && options.history.is_empty();
         let remembered = async {
-            let mut memory = session.memory(&log).await?;
+            let mut memory = session.memory(&log, false).await?;
             if reusable {
                 memory.put(assistant::MEMORY_SPACE, &answered_fact)?;
             }
