@@ -20,6 +20,21 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# Debian packages, quietly: apt's chatter (e.g. debconf's note about apt-utils) is shown only
+# when the install fails.
+apt_install() {
+  local sudo_cmd="" log
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+  log="$(mktemp)"
+  if ! ($sudo_cmd apt-get update -qq && $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@") >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "install: apt-get install $* failed (output above)" >&2
+    return 1
+  fi
+  rm -f "$log"
+}
+
 want="2.15.1"
 have=""
 if [ -x .venv/bin/nats-server ]; then
@@ -34,7 +49,7 @@ if [ "$have" != "$want" ]; then
   if ! "$python" -m venv .venv >/dev/null 2>&1; then
     # Debian without python3-venv: install it, then retry.
     if command -v apt-get >/dev/null 2>&1; then
-      (apt-get update -qq && apt-get install -y -qq python3-venv) >/dev/null
+      apt_install python3-venv
       "$python" -m venv .venv
     else
       echo "install: python3 -m venv failed" >&2
@@ -58,9 +73,7 @@ echo "install: Python agent packages in $root/.venv ($(.venv/bin/python --versio
 # nix-bin is enough.
 if ! command -v nix-instantiate >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then
-    sudo_cmd=""
-    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
-    ($sudo_cmd apt-get update -qq && $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nix-bin) >/dev/null
+    apt_install nix-bin
   else
     echo "install: nix-instantiate not found and no apt-get; install Nix to run the flake tests" >&2
     exit 1
@@ -99,12 +112,6 @@ PY
   fi
   echo "install: models in $root/models ($(ls models | tr '\n' ' '))" >&2
 fi
-
-apt_install() {
-  local sudo_cmd=""
-  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
-  ($sudo_cmd apt-get update -qq && $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@") >/dev/null
-}
 
 # The console's page: built before cargo builds murmur, which embeds tools/console/dist.
 if ! command -v npm >/dev/null 2>&1; then

@@ -2,6 +2,9 @@
 // opens the Tasks view of a realm of TASKS tasks and times it, then follows a flood in the
 // Events view while recording every frame's duration. Prints "ready" before the flood and one
 // JSON line of measurements after the bench writes "flood-done LAST_SEQ" on stdin.
+// With PROFILE=FILE the page's CPU profile from the flood's start to the catch-up is written
+// to FILE (open it in Chrome DevTools) and its top functions by self time are printed.
+import { writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
@@ -47,6 +50,12 @@ try {
     requestAnimationFrame(loop);
   });
   const seqAtStart = await page.evaluate(() => window.murmurConsole.store.lastSeq);
+  const profiler = process.env.PROFILE ? await page.context().newCDPSession(page) : null;
+  if (profiler) {
+    await profiler.send("Profiler.enable");
+    await profiler.send("Profiler.setSamplingInterval", { interval: 500 });
+    await profiler.send("Profiler.start");
+  }
   console.log("ready");
   const done = await nextLine();
   const lastSeq = Number(done.split(" ")[1]);
@@ -60,6 +69,11 @@ try {
     await new Promise((r) => setTimeout(r, 50));
   }
   out.caught_up_after_ms = Date.now() - floodEnded;
+  if (profiler) {
+    const { profile } = await profiler.send("Profiler.stop");
+    writeFileSync(process.env.PROFILE, JSON.stringify(profile));
+    printTopFunctions(profile);
+  }
   const frames = await page.evaluate(() => {
     window.stop_frames = true;
     return window.frames_ms;
@@ -84,4 +98,23 @@ try {
 } finally {
   await browser.close();
   stdin.close();
+}
+
+/** The profile's functions by self time (samples × interval), the 25 heaviest, on stderr. */
+function printTopFunctions(profile) {
+  const self = new Map();
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const dt = new Map();
+  profile.samples.forEach((id, i) => dt.set(id, (dt.get(id) || 0) + (profile.timeDeltas[i] || 0)));
+  let total = 0;
+  for (const [id, us] of dt) {
+    const f = byId.get(id).callFrame;
+    const name = `${f.functionName || "(anonymous)"} ${f.url.split("/").pop()}:${f.lineNumber + 1}`;
+    self.set(name, (self.get(name) || 0) + us);
+    total += us;
+  }
+  console.error(`profile: ${(total / 1e6).toFixed(1)} s sampled; by self time:`);
+  for (const [name, us] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25)) {
+    console.error(`  ${((100 * us) / total).toFixed(1).padStart(5)}%  ${name}`);
+  }
 }

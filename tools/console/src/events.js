@@ -21,11 +21,16 @@ export function EventsView({ store, version, openEvent }) {
   const [height, setHeight] = useState(600);
   const [follow, setFollow] = useState(true);
   const box = useRef(null);
-  const rows = store.events.filter((e) => matches(e, filter));
+  // Without a filter the store is the list: no pass over the kept events per render.
+  const filtering = Object.values(filter).some((v) => v);
+  const rows = filtering ? store.events.filter((e) => matches(e, filter)) : store.events;
   // Newest first.
   const count = rows.length;
   const first = Math.max(0, Math.floor(scroll / ROW) - 5);
   const visible = Math.ceil(height / ROW) + 10;
+  // The rows are keyed by their position on screen: under a flood the same elements show
+  // the newest events with their text replaced, rather than being created and removed every
+  // frame.
   const slice = [];
   for (let i = first; i < Math.min(count, first + visible); i++) slice.push(rows[count - 1 - i]);
   useEffect(() => {
@@ -52,7 +57,7 @@ export function EventsView({ store, version, openEvent }) {
         ${slice.map(
           (e, i) => html`<div
             class="vrow"
-            key=${e.seq}
+            key=${first + i}
             data-seq=${e.seq}
             style=${`top:${(first + i) * ROW}px`}
             onClick=${() => openEvent(e.seq)}

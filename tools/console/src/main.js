@@ -10,12 +10,14 @@ import shopExample from "../../../examples/shop.toml?raw";
 
 /** Events kept in the page (older ones drop off the tail; the log keeps them). */
 const KEEP = 20000;
+/** The most times a second the page redraws for new events. */
+const RENDERS_PER_S = 10;
 /** How far back the tail starts when the page opens. */
 const BACKLOG = 500;
 
 const VIEWS = ["events", "agents", "tasks", "assistant", "proposals", "knowledge", "dead letters", "replay", "deploy", "compute"];
 
-/** What the log tells the page, mutated in place and re-rendered once per frame. */
+/** What the log tells the page, mutated in place and re-rendered at most RENDERS_PER_S times a second. */
 const store = { events: [], lastSeq: 0, heartbeats: new Map(), stats: new Map() };
 
 function EventModal({ seq, onClose }) {
@@ -109,16 +111,23 @@ function App() {
   const [creds, setCredsState] = useState(sessionStorage.getItem("murmur-creds") || "");
   const [notice, setNotice] = useState(null);
   const frame = useRef(0);
+  const lastRender = useRef(0);
   const setCreds = (c) => {
     sessionStorage.setItem("murmur-creds", c);
     setCredsState(c);
   };
+  // At most RENDERS_PER_S renders a second, each in an animation frame: under a flood of
+  // events the page spends its time taking them in, not redrawing what nobody can read.
   const changed = () => {
     if (frame.current) return;
-    frame.current = requestAnimationFrame(() => {
-      frame.current = 0;
-      setVersion((v) => v + 1);
-    });
+    const wait = Math.max(0, lastRender.current + 1000 / RENDERS_PER_S - performance.now());
+    frame.current = setTimeout(() => {
+      requestAnimationFrame(() => {
+        frame.current = 0;
+        lastRender.current = performance.now();
+        setVersion((v) => v + 1);
+      });
+    }, wait);
   };
   useEffect(() => {
     let stop = [];

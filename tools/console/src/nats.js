@@ -30,6 +30,48 @@ export async function connect(config) {
 const decoder = new TextDecoder();
 const header = (m, name) => (m.headers ? m.headers.get(name) : "") || "";
 
+/** A stored message as a row of the Events view. Its CloudEvent attributes are read when
+ * first asked for: a flood of ten thousand events a second shows only a screenful, so
+ * decoding every body as it arrives is work nobody sees (a filter asks each row once). */
+class HistoryRow {
+  constructor(m) {
+    this.seq = m.seq;
+    this.subject = m.subject;
+    this.id = header(m, "Nats-Msg-Id");
+    this.time = new Date(Math.floor(m.info.timestampNanos / 1e6));
+    this.size = m.data.length;
+    this.attributes = null;
+    // Binary mode carries the attributes in ce- headers; structured mode (murmur's default)
+    // in the JSON body, kept until it is read.
+    const type = header(m, "ce-type");
+    if (type) this.attributes = { type, source: header(m, "ce-source") };
+    else if (header(m, "Content-Type").startsWith("application/cloudevents+json")) this.body = m.data;
+    else this.attributes = { type: "", source: "" };
+  }
+
+  get type() {
+    return this.read().type;
+  }
+
+  get source() {
+    return this.read().source;
+  }
+
+  read() {
+    if (!this.attributes) {
+      try {
+        const body = JSON.parse(decoder.decode(this.body));
+        this.attributes = { type: body.type, source: body.source };
+      } catch {
+        // Shown without a type; opening it shows why it is not an event.
+        this.attributes = { type: "", source: "" };
+      }
+      this.body = null;
+    }
+    return this.attributes;
+  }
+}
+
 /** Follows the history stream from `startSeq` (ordered consumer), calling `onEvent` with a
  * row per stored message; returns a stop function. */
 export async function followHistory(nc, config, startSeq, onEvent) {
@@ -39,32 +81,9 @@ export async function followHistory(nc, config, startSeq, onEvent) {
     deliver_policy: startSeq > 1 ? "by_start_sequence" : "all",
     ...(startSeq > 1 ? { opt_start_seq: startSeq } : {}),
   });
-  const messages = await consumer.consume({ max_messages: 1000 });
+  const messages = await consumer.consume({ max_messages: 4000 });
   (async () => {
-    for await (const m of messages) {
-      // Binary mode carries the attributes in ce- headers; structured mode (murmur's
-      // default) in the JSON body.
-      let type = header(m, "ce-type");
-      let source = header(m, "ce-source");
-      if (!type && header(m, "Content-Type").startsWith("application/cloudevents+json")) {
-        try {
-          const body = JSON.parse(decoder.decode(m.data));
-          type = body.type;
-          source = body.source;
-        } catch {
-          /* shown without a type; opening it shows why it is not an event */
-        }
-      }
-      onEvent({
-        seq: m.seq,
-        subject: m.subject,
-        type,
-        source,
-        id: header(m, "Nats-Msg-Id"),
-        time: new Date(Math.floor(m.info.timestampNanos / 1e6)),
-        size: m.data.length,
-      });
-    }
+    for await (const m of messages) onEvent(new HistoryRow(m));
   })().catch((e) => console.warn("history follow ended", e));
   return () => messages.stop();
 }
