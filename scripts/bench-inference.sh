@@ -10,7 +10,11 @@ if ! .venv/bin/python -c "import xllamacpp" 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
     -r scripts/requirements-bench.txt
 fi
-model="${1:-models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-shift || true
+# The model is the first argument unless it is an option (`--runs 3` alone keeps SmolLM2).
+model="models/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+  model="$1"
+  shift
+fi
 RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}" cargo run --release --locked --bin murmur-bench -- --inference "$model" \
   --baseline-python .venv/bin/python "$@"

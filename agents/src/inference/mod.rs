@@ -30,7 +30,7 @@ pub mod tokenizer;
 
 use std::path::PathBuf;
 
-use architecture::{Forward, Weights};
+use architecture::{Forward, TakingTurns, Weights};
 
 pub use architecture::Architecture;
 pub use model::{Decoding, GenerateOptions, Generation, GgufModel, LoadOptions, StopReason};

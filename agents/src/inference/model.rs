@@ -110,6 +110,8 @@ pub struct GgufModel {
     /// The vocabulary as the grammar engine reads it, built on the first constrained
     /// generation.
     pub(super) grammar: std::sync::OnceLock<Result<grammar::GrammarVocabulary, String>>,
+    /// One forward pass at a time across this model's generations (see [`TakingTurns`]).
+    pub(super) turns: parking_lot::FairMutex<()>,
 }
 
 /// How [`GgufModel::load_with`] loads a model.
@@ -453,6 +455,7 @@ impl GgufModel {
             cache_bytes,
             vocab_size,
             grammar: std::sync::OnceLock::new(),
+            turns: parking_lot::FairMutex::new(()),
         })
     }
 
@@ -655,7 +658,7 @@ impl GgufModel {
             }
         };
         let mut chooser = LogitsProcessor::from_sampling(seed.unwrap_or(0), sampling);
-        let (tokens, stop) = self.weights.with_fresh_cache(|weights| {
+        let (tokens, stop) = self.with_fresh_cache(|weights| {
             self.decode_loop(
                 weights,
                 &prompt_ids,
@@ -707,10 +710,20 @@ impl GgufModel {
                         context: self.context,
                     });
                 }
-                self.weights
-                    .with_fresh_cache(|weights| log_probability(weights, &ids, shared))
+                self.with_fresh_cache(|weights| log_probability(weights, &ids, shared))
             })
             .collect()
+    }
+
+    /// Runs `generate` on weights with empty attention caches whose passes take turns with
+    /// this model's other generations.
+    pub(super) fn with_fresh_cache<T>(&self, generate: impl FnOnce(&mut dyn Forward) -> T) -> T {
+        self.weights.with_fresh_cache(|weights| {
+            generate(&mut TakingTurns {
+                weights,
+                turns: &self.turns,
+            })
+        })
     }
 
     fn decode_loop(

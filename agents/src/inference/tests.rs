@@ -67,7 +67,6 @@ fn scores_are_log_probabilities_and_the_greedy_token_scores_highest() {
             .map(|next| {
                 let ids = [prompt.as_slice(), &[next]].concat();
                 model
-                    .weights
                     .with_fresh_cache(|w| log_probability(w, &ids, prompt.len()))
                     .expect("scores")
             })
@@ -733,4 +732,57 @@ fn sizes_a_file_declares_beyond_its_tensors_are_refused_before_anything_is_alloc
     // The same rewrite with a true value loads.
     let path = with_metadata(dir.path(), "ok.gguf", "llama.block_count", Value::U32(2));
     GgufModel::load(&path).expect("an honest file loads");
+}
+
+#[test]
+fn generations_side_by_side_take_turns_pass_by_pass_not_one_whole_generation_after_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = TestModel::new(7).architecture(Architecture::Llama);
+    let model =
+        std::sync::Arc::new(GgufModel::load(&write(dir.path(), "m.gguf", spec)).expect("loads"));
+    let options = GenerateOptions::greedy(12);
+    assert!(
+        !model
+            .generate("hello murmur", &options)
+            .expect("generates")
+            .tokens
+            .is_empty(),
+        "the test needs a generation of at least one token"
+    );
+    // Each generation, at its first token, tells the other and waits to hear from it: both
+    // get there only if neither holds the model for its whole generation.
+    let (to_b, from_a) = std::sync::mpsc::channel::<()>();
+    let (to_a, from_b) = std::sync::mpsc::channel::<()>();
+    let run = |model: std::sync::Arc<GgufModel>,
+               tell: std::sync::mpsc::Sender<()>,
+               hear: std::sync::mpsc::Receiver<()>| {
+        let options = options.clone();
+        std::thread::spawn(move || {
+            let mut met = None;
+            model
+                .generate_streaming("hello murmur", &options, &mut |tokens| {
+                    if tokens.len() == 1 {
+                        let _ = tell.send(());
+                        met = Some(
+                            hear.recv_timeout(std::time::Duration::from_secs(60))
+                                .is_ok(),
+                        );
+                    }
+                })
+                .expect("generates");
+            met
+        })
+    };
+    let a = run(model.clone(), to_b, from_b);
+    let b = run(model, to_a, from_a);
+    assert_eq!(
+        a.join().expect("a"),
+        Some(true),
+        "generation a met b mid-way"
+    );
+    assert_eq!(
+        b.join().expect("b"),
+        Some(true),
+        "generation b met a mid-way"
+    );
 }

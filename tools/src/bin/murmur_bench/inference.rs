@@ -91,26 +91,38 @@ pub(crate) fn inference_suite(
         );
     }
     // Four requests at once on the one loaded model, as an agent with 4 slots runs them:
-    // each generation has its own attention cache; no batching across them.
+    // each generation has its own attention cache; no batching across them. The baseline
+    // is the same four requests one after another, end to end like them (prompt included).
     let single = rows[0].1.generated_per_second;
-    let started = Instant::now();
-    let handles: Vec<_> = (0..4)
-        .map(|_| {
-            let model = fast.clone();
-            std::thread::spawn(move || model.generate(prompts[0], &fixed(tokens)))
-        })
-        .collect();
-    let mut generated = 0;
-    for h in handles {
-        generated += h
-            .join()
-            .map_err(|_| anyhow::anyhow!("a generation panicked"))??
-            .tokens
-            .len();
-    }
-    let total = generated as f64 / started.elapsed().as_secs_f64();
+    let four = |side_by_side: bool| -> Result<f64> {
+        let started = Instant::now();
+        let mut generated = 0;
+        if side_by_side {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let model = fast.clone();
+                    std::thread::spawn(move || model.generate(prompts[0], &fixed(tokens)))
+                })
+                .collect();
+            for h in handles {
+                generated += h
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a generation panicked"))??
+                    .tokens
+                    .len();
+            }
+        } else {
+            for _ in 0..4 {
+                generated += fast.generate(prompts[0], &fixed(tokens))?.tokens.len();
+            }
+        }
+        Ok(generated as f64 / started.elapsed().as_secs_f64())
+    };
+    let one_after_another = four(false)?;
+    let total = four(true)?;
     println!(
-        "\n4 concurrent requests on one model: {total:.1} tokens/s in total ({:.2}× one request's {single:.1}; prompt processing included)",
+        "\n4 concurrent requests on one model: {total:.1} tokens/s in total, {:.2}× the same 4 one after another ({one_after_another:.1} tokens/s; prompt processing included in both), {:.2}× one request's generation rate {single:.1}",
+        total / one_after_another,
         total / single
     );
     Ok(())
