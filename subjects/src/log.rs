@@ -791,9 +791,43 @@ fn classify(
             expected: *expected,
             server: text,
         },
+        // async-nats reports a 503 "no responders" as "no stream found for given subject",
+        // yet a stream that exists answers nothing too while its replicas elect a leader.
+        (PublishErrorKind::StreamNotFound, _) => LogError::Publish {
+            subject: subject.to_string(),
+            source: format!(
+                "no JetStream server answered (503 no responders): no stream takes this subject, or its stream has no leader at the moment (an election, a node catching up); `murmur status` shows the stream ({text})"
+            )
+            .into(),
+        },
         _ => LogError::Publish {
             subject: subject.to_string(),
             source: text.into(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_nobody_answered_says_the_stream_may_be_between_leaders() {
+        let error = classify(
+            "murmur.v1.default.evt.task.t1.submitted",
+            &None,
+            PublishErrorKind::StreamNotFound,
+            "no stream found for given subject".into(),
+        );
+        assert!(error.is_transient());
+        let text = format!(
+            "{error}: {}",
+            std::error::Error::source(&error).expect("a source")
+        );
+        assert!(text.contains("no leader at the moment"), "{text}");
+        assert!(
+            text.contains("murmur.v1.default.evt.task.t1.submitted"),
+            "{text}"
+        );
     }
 }
