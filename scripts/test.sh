@@ -7,6 +7,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/install.sh
 export MURMUR_NATS_SERVER="$root/.venv/bin/nats-server"
+# The console page's own logic (tools/console/test), in Node.
+(cd tools/console && node --test test/)
 cargo build --workspace --all-targets --locked
 cargo test --workspace --all-targets --locked -- --test-threads 2
 cargo test --workspace --doc --locked

@@ -2,6 +2,7 @@
 // opens the Tasks view of a realm of TASKS tasks and times it, then follows a flood in the
 // Events view while recording every frame's duration. Prints "ready" before the flood and one
 // JSON line of measurements after the bench writes "flood-done LAST_SEQ" on stdin.
+// With FILTER_TYPE=TEXT the Events view follows the flood with its type filter set.
 // With PROFILE=FILE the page's CPU profile from the flood's start to the catch-up is written
 // to FILE (open it in Chrome DevTools) and its top functions by self time are printed.
 import { writeFileSync } from "node:fs";
@@ -37,6 +38,9 @@ try {
   console.error(`load: Tasks view shown in ${out.tasks_view_ms} ms; following the flood`);
   await page.click('nav [data-view="events"]');
   await page.waitForSelector("[data-testid=status] >> text=live:", { timeout: 60_000 });
+  // FILTER_TYPE=TEXT follows the flood with the type filter set, as an operator looking
+  // for one kind of event would.
+  if (process.env.FILTER_TYPE) await page.fill("[data-filter=type]", process.env.FILTER_TYPE);
   // Every frame's duration from requestAnimationFrame, and the events the page has seen.
   await page.evaluate(() => {
     window.frames_ms = [];

@@ -15,15 +15,43 @@ export function matches(e, f) {
   );
 }
 
+/** The kept events that match a filter, kept up to date as events arrive and old ones drop
+ * off: each event is tested once, not on every render. */
+export class FilteredEvents {
+  constructor(filter) {
+    this.filter = filter;
+    this.rows = [];
+    this.lastSeq = 0;
+  }
+
+  /** The matching events of `events` (ascending by sequence, as the log delivers them). */
+  update(events) {
+    const oldest = events.length ? events[0].seq : Infinity;
+    let drop = 0;
+    while (drop < this.rows.length && this.rows[drop].seq < oldest) drop++;
+    if (drop) this.rows.splice(0, drop);
+    let from = events.length;
+    while (from > 0 && events[from - 1].seq > this.lastSeq) from--;
+    for (let i = from; i < events.length; i++) {
+      if (matches(events[i], this.filter)) this.rows.push(events[i]);
+    }
+    if (events.length) this.lastSeq = Math.max(this.lastSeq, events[events.length - 1].seq);
+    return this.rows;
+  }
+}
+
 export function EventsView({ store, version, openEvent }) {
   const [filter, setFilter] = useState({ subject: "", type: "", source: "", text: "" });
   const [scroll, setScroll] = useState(0);
   const [height, setHeight] = useState(600);
   const [follow, setFollow] = useState(true);
   const box = useRef(null);
-  // Without a filter the store is the list: no pass over the kept events per render.
+  // Without a filter the store is the list; with one, each event is tested once.
+  const filtered = useRef(null);
   const filtering = Object.values(filter).some((v) => v);
-  const rows = filtering ? store.events.filter((e) => matches(e, filter)) : store.events;
+  if (!filtering) filtered.current = null;
+  else if (filtered.current?.filter !== filter) filtered.current = new FilteredEvents(filter);
+  const rows = filtering ? filtered.current.update(store.events) : store.events;
   // Newest first.
   const count = rows.length;
   const first = Math.max(0, Math.floor(scroll / ROW) - 5);
