@@ -756,7 +756,6 @@ fn generations_side_by_side_take_turns_pass_by_pass_not_one_whole_generation_aft
     let run = |model: std::sync::Arc<GgufModel>,
                tell: std::sync::mpsc::Sender<()>,
                hear: std::sync::mpsc::Receiver<()>| {
-        let options = options.clone();
         std::thread::spawn(move || {
             let mut met = None;
             model
