@@ -8,7 +8,8 @@
 #   - the operator console's page: its npm packages (tools/console/package-lock.json) and
 #     its build (tools/console/dist, which the murmur binary embeds); Node.js and npm from
 #     Debian when missing
-#   - Debian's Chromium for the console's browser tests; MURMUR_SKIP_BROWSER=1 skips it
+#   - Debian's Chromium (and openssl) for the console's browser tests; MURMUR_SKIP_BROWSER=1
+#     skips them
 #   - checks that the Rust toolchain is present
 # Usage: bash scripts/install.sh
 set -euo pipefail
@@ -155,4 +156,8 @@ if [ "${MURMUR_SKIP_BROWSER:-0}" != 1 ]; then
     fi
   fi
   echo "install: $(chromium --version 2>/dev/null | head -n 1)" >&2
+  # openssl makes the self-signed certificate of the console's TLS WebSocket test.
+  if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    apt_install openssl
+  fi
 fi

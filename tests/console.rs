@@ -3,7 +3,8 @@
 //! it (agents joining, tasks changing state, a cancel and a redrive with the operator's
 //! credentials, a redrive refused with the observer's, an event's signature, the replay
 //! scrubber, a deployment graph's problems, the page joining as a compute agent and running
-//! `compute.js` tasks in a Web Worker). `scripts/install.sh` installs Chromium and the
+//! `compute.js` tasks in a Web Worker); and the page following an outside server over TLS
+//! WebSocket (`tools/console/e2e/tls.mjs`). `scripts/install.sh` installs Chromium and the
 //! page's npm packages. Screenshots land in the test's temporary directory; with
 //! `MURMUR_UPDATE_SCREENSHOTS=1` they also replace those in `docs/console/`.
 
@@ -115,6 +116,121 @@ fn the_console_follows_the_log_live_in_a_real_browser() -> Result<()> {
             measured["deploy_problems"].as_u64() >= Some(3),
             "{measured}"
         );
+        Ok(())
+    })();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status();
+    murmur_e2e::wait_with_deadline(&mut up, murmur_e2e::DEADLINE)?
+        .context("murmur up did not stop on SIGTERM")?;
+    outcome
+}
+
+/// A server murmur up did not start, listening for browsers over TLS WebSocket with a
+/// self-signed certificate (made with `openssl`): the page reaches it at the `wss://` URL
+/// given to `murmur up --websocket-url` and follows the log.
+#[test]
+fn the_page_follows_an_outside_server_over_tls_websocket() -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let console_dir = root.join("tools/console");
+    let dir = tempfile::tempdir()?;
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("running openssl (scripts/install.sh installs it)")?;
+    anyhow::ensure!(
+        made.success(),
+        "openssl could not make a certificate: {made}"
+    );
+    let free = murmur_testkit::server::free_port;
+    let (port, monitor, websocket) = (free()?, free()?, free()?);
+    let store = dir.path().join("store");
+    let config = dir.path().join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
+             jetstream {{ store_dir: \"{}\", max_file_store: 20G }}\n\
+             websocket {{ listen: \"127.0.0.1:{websocket}\", tls {{ cert_file: \"{}\", key_file: \"{}\" }} }}\n",
+            store.display(),
+            cert.display(),
+            key.display()
+        ),
+    )?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let _server = runtime.block_on(async {
+        let server = murmur_testkit::server::NatsProcess::start_with_config(
+            &config, port, monitor, &store, None,
+        )
+        .await?;
+        murmur_testkit::server::wait_healthy(monitor, Duration::from_secs(60)).await?;
+        anyhow::Ok(server)
+    })?;
+    let websocket_url = format!("wss://127.0.0.1:{websocket}");
+    let mut up = std::process::Command::new(murmur_e2e::murmur_binary()?)
+        .args([
+            "up",
+            "--console-port",
+            "0",
+            "--websocket-url",
+            &websocket_url,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("NATS_URL", format!("nats://127.0.0.1:{port}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stderr = up.stderr.take().context("stderr")?;
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("murmur up: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let outcome = (|| -> Result<()> {
+        let console_url = after(&lines, &mut Vec::new(), "console: ")?;
+        let mut child = std::process::Command::new("node")
+            .arg("e2e/tls.mjs")
+            .current_dir(&console_dir)
+            .env("CONSOLE_URL", &console_url)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("running node (install it with scripts/install.sh)")?;
+        let status = murmur_e2e::wait_with_deadline(&mut child, Duration::from_secs(180))?
+            .context("the page did not finish within 180 s")?;
+        let mut report = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().context("stdout")?, &mut report)?;
+        anyhow::ensure!(
+            status.success(),
+            "the page did not follow over wss:// ({status})"
+        );
+        let report: serde_json::Value = serde_json::from_str(report.trim())?;
+        let shown = report["status"].as_str().unwrap_or_default();
+        assert!(shown.contains(&websocket_url), "{report}");
+        assert!(report["last_seq"].as_u64() > Some(0), "{report}");
         Ok(())
     })();
     let _ = std::process::Command::new("kill")
