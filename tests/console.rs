@@ -38,28 +38,12 @@ fn word_after(line: &str, marker: &str) -> Option<String> {
     rest.split_whitespace().next().map(str::to_string)
 }
 
-#[test]
-fn the_console_follows_the_log_live_in_a_real_browser() -> Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let console_dir = root.join("tools/console");
-    if !console_dir.join("node_modules/playwright-core").exists() {
-        bail!("the console's npm packages are missing: run `bash scripts/install.sh`");
-    }
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let mut up = std::process::Command::new(murmur_e2e::murmur_binary()?)
-        .args([
-            "up",
-            "--port",
-            "0",
-            "--console-port",
-            "0",
-            "--websocket-port",
-            "0",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .env_remove("NATS_URL")
+/// Starts `murmur up` as `command` describes it; its stderr lines are echoed and sent to
+/// the receiver.
+fn start_up(
+    command: &mut std::process::Command,
+) -> Result<(std::process::Child, std::sync::mpsc::Receiver<String>)> {
+    let mut up = command
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -77,6 +61,43 @@ fn the_console_follows_the_log_live_in_a_real_browser() -> Result<()> {
             }
         }
     });
+    Ok((up, lines))
+}
+
+/// Stops `murmur up` with SIGTERM and waits for it, then gives back the test's `outcome`.
+fn stop_up(mut up: std::process::Child, outcome: Result<()>) -> Result<()> {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status();
+    murmur_e2e::wait_with_deadline(&mut up, murmur_e2e::DEADLINE)?
+        .context("murmur up did not stop on SIGTERM")?;
+    outcome
+}
+
+#[test]
+fn the_console_follows_the_log_live_in_a_real_browser() -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let console_dir = root.join("tools/console");
+    if !console_dir.join("node_modules/playwright-core").exists() {
+        bail!("the console's npm packages are missing: run `bash scripts/install.sh`");
+    }
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let mut command = std::process::Command::new(murmur_e2e::murmur_binary()?);
+    command
+        .args([
+            "up",
+            "--port",
+            "0",
+            "--console-port",
+            "0",
+            "--websocket-port",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("NATS_URL");
+    let (up, lines) = start_up(&mut command)?;
     let mut seen = Vec::new();
     let outcome = (|| -> Result<()> {
         let nats_url = after(&lines, &mut seen, "nats-server with JetStream at ")?;
@@ -118,12 +139,7 @@ fn the_console_follows_the_log_live_in_a_real_browser() -> Result<()> {
         );
         Ok(())
     })();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &up.id().to_string()])
-        .status();
-    murmur_e2e::wait_with_deadline(&mut up, murmur_e2e::DEADLINE)?
-        .context("murmur up did not stop on SIGTERM")?;
-    outcome
+    stop_up(up, outcome)
 }
 
 /// A server murmur up did not start, listening for browsers over TLS WebSocket with a
@@ -182,7 +198,8 @@ fn the_page_follows_an_outside_server_over_tls_websocket() -> Result<()> {
         anyhow::Ok(server)
     })?;
     let websocket_url = format!("wss://127.0.0.1:{websocket}");
-    let mut up = std::process::Command::new(murmur_e2e::murmur_binary()?)
+    let mut command = std::process::Command::new(murmur_e2e::murmur_binary()?);
+    command
         .args([
             "up",
             "--console-port",
@@ -192,24 +209,8 @@ fn the_page_follows_an_outside_server_over_tls_websocket() -> Result<()> {
         ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .env("NATS_URL", format!("nats://127.0.0.1:{port}"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let stderr = up.stderr.take().context("stderr")?;
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            eprintln!("murmur up: {line}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+        .env("NATS_URL", format!("nats://127.0.0.1:{port}"));
+    let (up, lines) = start_up(&mut command)?;
     let outcome = (|| -> Result<()> {
         let console_url = after(&lines, &mut Vec::new(), "console: ")?;
         let mut child = std::process::Command::new("node")
@@ -233,10 +234,5 @@ fn the_page_follows_an_outside_server_over_tls_websocket() -> Result<()> {
         assert!(report["last_seq"].as_u64() > Some(0), "{report}");
         Ok(())
     })();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &up.id().to_string()])
-        .status();
-    murmur_e2e::wait_with_deadline(&mut up, murmur_e2e::DEADLINE)?
-        .context("murmur up did not stop on SIGTERM")?;
-    outcome
+    stop_up(up, outcome)
 }
