@@ -100,6 +100,26 @@ async fn opening_adds_the_subjects_an_older_stream_lacks_and_keeps_the_rest() ->
 }
 
 #[tokio::test]
+async fn an_append_no_stream_answers_says_the_stream_may_have_no_leader() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let log = nats.event_log("acme").await?;
+    // No stream takes the subject any more: the server answers the publish with 503 no
+    // responders, as it does while a clustered stream elects its leader.
+    async_nats::jetstream::new(log.client().clone())
+        .delete_stream("MURMUR_HISTORY")
+        .await?;
+    let refused = log
+        .append(Draft::new(tok("t1"), &submitted(1))?)
+        .await
+        .expect_err("nothing stores the event");
+    assert!(refused.is_transient(), "{refused:?}");
+    let text = format!("{:#}", anyhow::Error::from(refused));
+    assert!(text.contains("503 no responders"), "{text}");
+    assert!(text.contains("no leader at the moment"), "{text}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn retried_events_are_deduplicated_by_id() -> Result<()> {
     let nats = TestNats::start().await?;
     let log = nats.event_log("acme").await?;

@@ -169,6 +169,7 @@ function App() {
     return () => {
       stop.forEach((s) => s());
       clearInterval(tick);
+      clearTimeout(frame.current);
     };
   }, []);
   const show = (v) => {

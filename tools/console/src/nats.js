@@ -41,6 +41,7 @@ class HistoryRow {
     this.time = new Date(Math.floor(m.info.timestampNanos / 1e6));
     this.size = m.data.length;
     this.attributes = null;
+    this.body = null;
     // Binary mode carries the attributes in ce- headers; structured mode (murmur's default)
     // in the JSON body, kept until it is read.
     const type = header(m, "ce-type");
