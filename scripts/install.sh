@@ -7,7 +7,8 @@
 #     SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2; MURMUR_SKIP_MODELS=1 skips them
 #   - the operator console's page: its npm packages (tools/console/package-lock.json) and
 #     its build (tools/console/dist, which the murmur binary embeds); Node.js and npm from
-#     Debian when missing
+#     Debian when missing; the automerge-repo peer's npm packages
+#     (examples/automerge-repo/package-lock.json)
 #   - Debian's Chromium (and openssl) for the console's browser tests; MURMUR_SKIP_BROWSER=1
 #     skips them
 #   - checks that the Rust toolchain is present
@@ -134,6 +135,12 @@ if [ ! -f "$console/dist/index.html" ] \
   (cd "$console" && npm run --silent build >/dev/null)
 fi
 echo "install: console page built in $root/$console/dist (node $(node --version))" >&2
+# The automerge-repo peer over NATS (examples/automerge-repo), for its interop test.
+peer="examples/automerge-repo"
+if [ ! -f "$peer/node_modules/.package-lock.json" ] \
+  || [ "$peer/package-lock.json" -nt "$peer/node_modules/.package-lock.json" ]; then
+  (cd "$peer" && npm ci --no-audit --no-fund --loglevel=error) >&2
+fi
 
 # libfaketime for the fault suite's clock-skew fault (`murmur-chaos`); without it that one
 # fault is reported as skipped.

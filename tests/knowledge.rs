@@ -629,3 +629,199 @@ async fn a_facts_history_follows_the_log() -> Result<()> {
     assert_eq!(fast, brute);
     Ok(())
 }
+
+/// `node examples/automerge-repo/peer.mjs` with `args`: its exit code and stdout lines.
+async fn automerge_repo_peer(args: &[String]) -> Result<(i32, Vec<serde_json::Value>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/automerge-repo");
+    ensure!(
+        dir.join("node_modules/@automerge/automerge-repo").exists(),
+        "{}/node_modules is missing: run `bash scripts/install.sh`",
+        dir.display()
+    );
+    let out = tokio::time::timeout(
+        DEADLINE,
+        tokio::process::Command::new("node")
+            .arg("peer.mjs")
+            .args(args)
+            .current_dir(&dir)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("the automerge-repo peer did not finish")??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    if !out.status.success() {
+        eprintln!("peer stderr: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((out.status.code().unwrap_or(-1), lines))
+}
+
+/// automerge-repo peers: the JavaScript `Repo` (npm `@automerge/automerge-repo`, with
+/// `examples/automerge-repo`'s NATS network adapter and its own creds) opens a knowledge
+/// document through a memory agent, reads a fact an agent wrote, and its edit lands in the
+/// log as its own — seen by every replica's fold, live and on replay. A peer without write
+/// access is refused, told so, and dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automerge_repo_peer_reads_and_edits_a_space_through_a_memory_agent() -> Result<()> {
+    let nats = TestNats::start().await?;
+    ensure!(nats.is_secure(), "peers connect with their own creds");
+    let owner_log = nats.event_log(REALM).await?;
+    open_space(&owner_log, "notes", "", 1, 4096).await?;
+    let memory_log = nats.log_as(REALM, Role::Memory, "memory").await?;
+    let memory_key = memory_log.identity().public_key().to_string();
+    set_access(&owner_log, "notes", &memory_key, AccessRole::Replica, true).await?;
+    let agent = Agent::join(
+        memory_log,
+        AgentSpec {
+            manifest: AgentJoined {
+                handles: Some(MemoryService::handles()),
+                ..murmur_e2e::joined("memory")
+            },
+            heartbeat: Duration::from_secs(1),
+        },
+    )
+    .await?;
+    let memory = MemoryService::spawn(
+        agent,
+        MemoryOptions {
+            snapshot_every: None,
+            ..Default::default()
+        },
+    );
+    let mut owner =
+        KnowledgeReplica::open(owner_log.clone(), ReplicaConfig::space("notes")).await?;
+    let fact = owner.put(
+        "notes",
+        &FactDraft::new("murmur", "syncs-with", Value::Text("automerge-repo".into())),
+    )?;
+    owner.flush().await?;
+
+    let (writer, writer_creds) = nats.creds(REALM, Role::Submitter, "js-writer").await?;
+    let writer_key = writer.public_key().to_string();
+    set_access(&owner_log, "notes", &writer_key, AccessRole::Writer, true).await?;
+    let url = murmur_knowledge::repo::automerge_url(REALM, "notes-0");
+    let peer_args = |creds: &std::path::Path, value: &str| -> Vec<String> {
+        [
+            "--servers",
+            nats.url(),
+            "--realm",
+            REALM,
+            "--gateway",
+            &memory_key,
+            "--url",
+            &url,
+            "--creds",
+            &creds.display().to_string(),
+            "--set",
+            fact.as_str(),
+            "reviewed-by",
+            value,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let writer_creds = writer_creds.context("secure mode issues creds")?;
+    let (code, lines) = automerge_repo_peer(&peer_args(&writer_creds, "the js peer")).await?;
+    ensure!(code == 0, "the writer peer exited {code}: {lines:?}");
+    let read = &lines[0]["facts"];
+    ensure!(
+        read.as_array().is_some_and(|facts| facts
+            .iter()
+            .any(|f| f["id"] == fact.as_str() && f["object"]["value"] == "automerge-repo")),
+        "the peer did not read the agent's fact: {lines:?}"
+    );
+    ensure!(
+        lines.iter().any(|l| l.get("accepted").is_some()),
+        "{lines:?}"
+    );
+
+    // The edit is in the log as the peer's: the owner's live replica and a fresh replay.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let field = loop {
+        owner.refresh().await?;
+        if let Some(f) = owner
+            .fact("notes", &fact)?
+            .and_then(|f| f.fields.get("reviewed-by").cloned())
+        {
+            break f;
+        }
+        ensure!(
+            tokio::time::Instant::now() < until,
+            "the peer's edit never reached the log"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    ensure!(field.winner.author == writer_key, "{field:?}");
+    ensure!(field.winner.value.value == Value::Text("the js peer".into()));
+    let mut replay = replica(&nats, Identity::generate(), "notes").await?;
+    replay.refresh().await?;
+    ensure!(
+        replay.summary("notes") == owner.summary("notes"),
+        "live and replay differ"
+    );
+
+    // A peer with a realm's creds but no write access to the space.
+    let (_, stranger_creds) = nats.creds(REALM, Role::Submitter, "js-stranger").await?;
+    let stranger_creds = stranger_creds.context("secure mode issues creds")?;
+    let (code, lines) = automerge_repo_peer(&peer_args(&stranger_creds, "not allowed")).await?;
+    ensure!(
+        code == 3,
+        "the stranger's edit was not refused ({code}): {lines:?}"
+    );
+    ensure!(
+        lines.iter().any(|l| l["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("no write access"))),
+        "{lines:?}"
+    );
+    let dead = murmur_e2e::wait_for_dead_letter(&owner_log, "the stranger's frame", |d| {
+        d.detected_by == "knowledge-repo" && d.reason == DeadLetterReason::Refused
+    })
+    .await?;
+    ensure!(dead.detail.contains("no write access"), "{dead:?}");
+    owner.refresh().await?;
+    ensure!(
+        owner
+            .fact("notes", &fact)?
+            .and_then(|f| f.fields.get("reviewed-by").cloned())
+            .is_some_and(|f| f.winner.author == writer_key && !f.in_conflict()),
+        "the refused edit reached the space"
+    );
+
+    // A memory agent is trusted for nothing: a relay whose frame the named peer did not
+    // sign is refused by the fold (and dead-lettered), whoever stored it.
+    let rogue_log = nats.log_as(REALM, Role::Memory, "rogue").await?;
+    let rogue = Identity::generate();
+    let frame = murmur_knowledge::repo::WireMessage {
+        kind: "sync".into(),
+        data: Some(b"not even a sync message".to_vec().into()),
+        ..Default::default()
+    }
+    .encode();
+    let forged = murmur_subjects::events::KnowledgeRelayed {
+        space: "notes".into(),
+        peer: writer_key.clone(),
+        session: "s1".into(),
+        frame: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &frame),
+        signature: rogue.sign_detached(&murmur_knowledge::repo::frame_signed_bytes("s1", &frame)),
+    };
+    rogue_log
+        .append(Draft::new(Token::new("notes-0")?, &forged)?)
+        .await?;
+    murmur_e2e::wait_for_dead_letter(&owner_log, "the forged relay", |d| {
+        d.detected_by == "knowledge" && d.reason == DeadLetterReason::BadSignature
+    })
+    .await?;
+
+    let stats = memory.stop().await?;
+    ensure!(
+        stats.repo_frames >= 4 && stats.repo_refused == 1,
+        "{stats:?}"
+    );
+    Ok(())
+}

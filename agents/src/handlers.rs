@@ -431,7 +431,7 @@ mod tests {
                 .all(|t| t.starts_with("dev.murmur.space.")
                     || t.starts_with("dev.murmur.knowledge."))
         );
-        assert_eq!(memory.types().len(), 5);
+        assert_eq!(memory.types().len(), 6);
         // Registrations add up, each type once, sorted.
         let both = voter
             .clone()

@@ -6,13 +6,15 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use murmur_knowledge::repo::{Outgoing, RepoGateway, WireMessage, frame_signed_bytes};
 use murmur_knowledge::rpc::{QueryReply, QueryRequest, query_filter};
 use murmur_knowledge::sync::{
     SESSION_HEADER, SIGNATURE_HEADER, SIGNER_HEADER, SyncServer, sync_filter,
 };
 use murmur_knowledge::{KnowledgeReplica, ReplicaConfig};
-use murmur_subjects::Subject;
 use murmur_subjects::events::AccessRole;
+use murmur_subjects::roles::{KNOWLEDGE_REPO, repo_inbox};
+use murmur_subjects::{Subject, Token};
 
 use crate::handlers::{EventHandlers, run_handlers};
 use crate::runtime::{Agent, AgentError};
@@ -100,6 +102,10 @@ pub struct MemoryStats {
     pub snapshots: u64,
     /// Changes refused (and dead-lettered).
     pub refused: u64,
+    /// Frames taken from automerge-repo peers.
+    pub repo_frames: u64,
+    /// automerge-repo frames refused (and dead-lettered).
+    pub repo_refused: u64,
 }
 
 /// The event types a memory agent handles, for its manifest's `handles`: every space and
@@ -107,10 +113,12 @@ pub struct MemoryStats {
 pub(crate) fn handled_types() -> Vec<String> {
     use murmur_subjects::Payload as _;
     use murmur_subjects::events::{
-        KnowledgeChanged, SpaceAccessGranted, SpaceAccessRevoked, SpaceOpened, SpaceSnapshotted,
+        KnowledgeChanged, KnowledgeRelayed, SpaceAccessGranted, SpaceAccessRevoked, SpaceOpened,
+        SpaceSnapshotted,
     };
     let mut types: Vec<String> = [
         KnowledgeChanged::TYPE,
+        KnowledgeRelayed::TYPE,
         SpaceAccessGranted::TYPE,
         SpaceAccessRevoked::TYPE,
         SpaceOpened::TYPE,
@@ -168,13 +176,23 @@ pub(crate) async fn run_memory(
         .queue_subscribe(query_filter(&realm).to_string(), "murmur-memory".into())
         .await
         .map_err(setup("query subscription"))?;
+    let identity = log.identity().clone();
+    // automerge-repo peers reach this agent on its own key's repo subject.
+    let own = Token::new(identity.public_key()).map_err(|e| AgentError::Setup {
+        what: "repo gateway subject",
+        reason: e.to_string(),
+    })?;
+    let mut repo_frames = client
+        .subscribe(KNOWLEDGE_REPO.subject(&realm, &own).to_string())
+        .await
+        .map_err(setup("repo gateway subscription"))?;
+    let mut gateway = RepoGateway::new(realm.as_str(), identity.public_key());
     let mut server = SyncServer::new();
     let mut stats = MemoryStats::default();
     let mut dirty = false;
     let mut last_snapshot = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut last_poll = Instant::now();
-    let identity = log.identity().clone();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -187,6 +205,10 @@ pub(crate) async fn run_memory(
                     match replica.refresh().await {
                         Ok(report) => stats.refused += report.refused,
                         Err(e) => tracing::warn!(error = %e, "knowledge refresh failed; retrying"),
+                    }
+                    if gateway.connections() > 0 {
+                        let owed = replica.repo_pending(&mut gateway);
+                        send_repo_frames(&client, &identity, owed).await;
                     }
                 }
                 if let Some(every) = options.snapshot_every
@@ -239,6 +261,20 @@ pub(crate) async fn run_memory(
                     }
                 }
             }
+            Some(frame) = repo_frames.next() => {
+                stats.repo_frames += 1;
+                if let Err(e) = take_repo_frame(&mut replica, &mut gateway, &client, &identity, &frame).await {
+                    stats.repo_refused += 1;
+                    tracing::warn!(error = %e, "automerge-repo frame refused");
+                    let error = e.to_ingest_error();
+                    if let Err(e) = log
+                        .dead_letter("knowledge-repo", &error, murmur_subjects::RefusedMessage::of(&frame, None))
+                        .await
+                    {
+                        tracing::warn!(error = %e, "refused repo frame not dead-lettered");
+                    }
+                }
+            }
             Some(request) = queries.next() => {
                 stats.queries += 1;
                 let Some(reply_to) = request.reply.clone() else { continue };
@@ -259,6 +295,77 @@ pub(crate) async fn run_memory(
         }
     }
     Ok(stats)
+}
+
+/// Takes one automerge-repo frame: checks it, relays it into the log when it adds changes,
+/// answers it. A refusal is also told to the peer (an `error` message) when it can be.
+async fn take_repo_frame(
+    replica: &mut KnowledgeReplica,
+    gateway: &mut RepoGateway,
+    client: &async_nats::Client,
+    identity: &murmur_subjects::Identity,
+    frame: &async_nats::Message,
+) -> Result<(), murmur_knowledge::KnowledgeError> {
+    let header = |name: &str| {
+        frame
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default()
+    };
+    let (peer, session, signature) = (
+        header(SIGNER_HEADER),
+        header(SESSION_HEADER),
+        header(SIGNATURE_HEADER),
+    );
+    if Token::new(&session).is_err() {
+        return Err(murmur_knowledge::KnowledgeError::BadFrame(format!(
+            "session {session:?} is not a subject token"
+        )));
+    }
+    let taken = match replica.repo_check(gateway, &peer, &session, &frame.payload, &signature) {
+        Ok(checked) => replica.repo_apply(gateway, checked).await,
+        Err(e) => Err(e),
+    };
+    match taken {
+        Ok(frames) => {
+            send_repo_frames(client, identity, frames).await;
+            Ok(())
+        }
+        Err(e) => {
+            // Only a peer whose own signature verified is answered on its inbox.
+            if !matches!(e, murmur_knowledge::KnowledgeError::UnsignedFrame(_)) {
+                let error = WireMessage::error(gateway.peer_id(), &e.to_string()).encode();
+                let owed = vec![Outgoing {
+                    peer,
+                    session,
+                    frame: error,
+                }];
+                send_repo_frames(client, identity, owed).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Sends frames to automerge-repo peers, each signed over its session.
+async fn send_repo_frames(
+    client: &async_nats::Client,
+    identity: &murmur_subjects::Identity,
+    frames: Vec<Outgoing>,
+) {
+    for out in frames {
+        let signature = identity.sign_detached(&frame_signed_bytes(&out.session, &out.frame));
+        let headers = signed_headers(identity.public_key(), &signature);
+        let subject = repo_inbox(&out.peer, &out.session);
+        if let Err(e) = client
+            .publish_with_headers(subject, headers, out.frame.into())
+            .await
+        {
+            tracing::warn!(error = %e, "automerge-repo frame not sent");
+        }
+    }
 }
 
 /// Reply headers naming the signer and carrying its detached signature.

@@ -24,12 +24,17 @@ pub struct IncomingChange {
     pub document: String,
     /// The space its payload names.
     pub space: String,
-    /// The verified emitter.
+    /// The verified author: the event's emitter, or for a relayed frame the peer whose
+    /// signature over the frame verified.
     pub emitter: String,
     /// The event id.
     pub event_id: String,
-    /// The change bytes (base64 already decoded), or why they could not be.
-    pub bytes: Result<Vec<u8>, String>,
+    /// The change bytes (base64 already decoded), or why they could not be read.
+    pub bytes: Result<Vec<u8>, (DeadLetterReason, String)>,
+    /// Whether it came in a relayed automerge-repo frame, which may also carry changes the
+    /// document already has (another author's, synced to the peer earlier): those are
+    /// skipped, not refused.
+    pub relayed: bool,
 }
 
 /// A change the fold refused.
@@ -227,8 +232,12 @@ impl KnowledgeBase {
     pub fn ingest(&mut self, batch: Vec<IncomingChange>) -> Vec<RefusedChange> {
         let mut refused = Vec::new();
         let mut accepted: BTreeMap<String, Vec<(u64, Change)>> = BTreeMap::new();
+        let mut batched: HashSet<ChangeHash> = HashSet::new();
         for incoming in batch {
-            let (checked, hash) = self.check(&incoming);
+            let (checked, hash) = self.check(&incoming, &batched);
+            if let (Ok(Some(change)), _) = (&checked, hash) {
+                batched.insert(change.hash());
+            }
             if checked.is_err()
                 && let (Some(hash), Some(state)) =
                     (hash, self.documents.get_mut(&incoming.document))
@@ -287,6 +296,7 @@ impl KnowledgeBase {
     fn check(
         &self,
         incoming: &IncomingChange,
+        batched: &HashSet<ChangeHash>,
     ) -> (Result<Option<Change>, KnowledgeError>, Option<ChangeHash>) {
         let unknown = || KnowledgeError::UnknownDocument(incoming.document.clone());
         let Some(state) = self.documents.get(&incoming.document) else {
@@ -297,13 +307,19 @@ impl KnowledgeBase {
         }
         let bytes = match incoming.bytes.clone() {
             Ok(b) => b,
-            Err(e) => return (Err(KnowledgeError::CorruptChange(e)), None),
+            Err((DeadLetterReason::BadSignature, e)) => {
+                return (Err(KnowledgeError::UnsignedFrame(e)), None);
+            }
+            Err((_, e)) => return (Err(KnowledgeError::CorruptChange(e)), None),
         };
         let change = match decode_change(bytes) {
             Ok(c) => c,
             Err(e) => return (Err(e), None),
         };
         let hash = change.hash();
+        if incoming.relayed && (batched.contains(&hash) || state.doc.has_change(&hash)) {
+            return (Ok(None), None);
+        }
         if let Some(dependency) = change.deps().iter().find(|d| state.refused.contains(d)) {
             return (
                 Err(KnowledgeError::DependsOnRefused {

@@ -440,6 +440,11 @@ impl KnowledgeDoc {
         self.doc.get_missing_deps(&[])
     }
 
+    /// Whether the document holds the change with this hash.
+    pub fn has_change(&self, hash: &ChangeHash) -> bool {
+        ReadDoc::get_change_by_hash(&self.doc, hash).is_some()
+    }
+
     /// The current heads.
     pub fn heads(&mut self) -> Vec<ChangeHash> {
         self.doc.get_heads()

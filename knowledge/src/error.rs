@@ -116,15 +116,35 @@ pub enum KnowledgeError {
     /// A sync or query request failed.
     #[error("request: {0}")]
     Request(String),
+    /// An automerge-repo frame is not one the gateway can read.
+    #[error("automerge-repo frame: {0}")]
+    BadFrame(String),
+    /// An automerge-repo frame's signature does not verify against its peer.
+    #[error("automerge-repo frame is not signed by its peer: {0}")]
+    UnsignedFrame(String),
+    /// An automerge-repo frame is larger than a gateway takes.
+    #[error("automerge-repo frame is {size} bytes; a gateway takes at most {limit}")]
+    FrameTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl KnowledgeError {
     /// The dead-letter reason a refused incoming change is filed under.
     pub fn dead_letter_reason(&self) -> DeadLetterReason {
         match self {
-            KnowledgeError::CorruptChange(_) => DeadLetterReason::Malformed,
-            KnowledgeError::FactTooLarge { .. } => DeadLetterReason::Oversized,
-            KnowledgeError::ForgedChange { .. } => DeadLetterReason::BadSignature,
+            KnowledgeError::CorruptChange(_) | KnowledgeError::BadFrame(_) => {
+                DeadLetterReason::Malformed
+            }
+            KnowledgeError::FactTooLarge { .. } | KnowledgeError::FrameTooLarge { .. } => {
+                DeadLetterReason::Oversized
+            }
+            KnowledgeError::ForgedChange { .. } | KnowledgeError::UnsignedFrame(_) => {
+                DeadLetterReason::BadSignature
+            }
             KnowledgeError::Layout(_) | KnowledgeError::InvalidFact(_) => {
                 DeadLetterReason::SchemaViolation
             }

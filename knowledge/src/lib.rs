@@ -6,7 +6,8 @@
 //! snapshots in the Object Store) and [`sync`] (the Automerge sync protocol over NATS
 //! request/reply, to catch a peer up), with [`rpc`] and [`compaction`]. The edge is the
 //! default `nats` feature; without it the crate is the pure core alone and builds on
-//! `murmur-protocol` without async-nats and tokio.
+//! `murmur-protocol` without async-nats and tokio. [`repo`] (pure) lets automerge-repo peers
+//! (the JavaScript `Repo`) read and edit documents through a memory agent.
 //!
 //! Performance notes that shaped the design (measured, see `../shared/notes`): applying remote
 //! changes one at a time is slow on large documents, so the fold applies each document's
@@ -27,6 +28,7 @@ mod outbox;
 pub mod query;
 #[cfg(feature = "nats")]
 pub mod replica;
+pub mod repo;
 #[cfg(feature = "nats")]
 pub mod rpc;
 pub mod space;

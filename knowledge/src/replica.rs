@@ -365,6 +365,49 @@ impl KnowledgeReplica {
         self.outbox.push(self.log.seal(draft))
     }
 
+    /// Checks a frame from an automerge-repo peer against this replica's documents
+    /// ([`crate::repo::RepoGateway::check`]).
+    pub fn repo_check(
+        &mut self,
+        gateway: &mut crate::repo::RepoGateway,
+        peer: &str,
+        session: &str,
+        frame: &[u8],
+        signature: &str,
+    ) -> Result<crate::repo::Checked, KnowledgeError> {
+        gateway.check(&mut self.base, peer, session, frame, signature)
+    }
+
+    /// Applies a checked frame: appends its relay to the log first when it adds changes
+    /// (so a change a peer sees taken is in the log), then answers it.
+    pub async fn repo_apply(
+        &mut self,
+        gateway: &mut crate::repo::RepoGateway,
+        checked: crate::repo::Checked,
+    ) -> Result<Vec<crate::repo::Outgoing>, KnowledgeError> {
+        if let Some((document, relayed)) = checked.relay() {
+            let token =
+                Token::new(document).map_err(|e| KnowledgeError::UnknownDocument(e.to_string()))?;
+            let id = format!(
+                "kr-{}",
+                hex(&Sha256::digest(relayed.frame.as_bytes())[..16])
+            );
+            let draft = Draft::new(token, relayed)
+                .map_err(|e| KnowledgeError::Ingest(e.into()))?
+                .with_id(id);
+            self.log.append(draft).await?;
+        }
+        gateway.apply(&mut self.base, checked)
+    }
+
+    /// The frames automerge-repo peers are owed after the documents changed.
+    pub fn repo_pending(
+        &mut self,
+        gateway: &mut crate::repo::RepoGateway,
+    ) -> Vec<crate::repo::Outgoing> {
+        gateway.pending(&mut self.base)
+    }
+
     /// Commits the pending edits of `space`'s documents into the outbox (not published yet).
     pub fn commit_pending(&mut self, space: &str) -> Result<(), KnowledgeError> {
         for document in self.base.documents_of(space) {

@@ -41,15 +41,7 @@ pub fn sync_filter(realm: &Token) -> SubjectFilter {
     crate::rpc::rpc_filter(realm, &murmur_subjects::roles::KNOWLEDGE_SYNC)
 }
 
-pub(crate) fn signed_bytes(session: &str, document: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(session.len() + document.len() + body.len() + 2);
-    out.extend_from_slice(session.as_bytes());
-    out.push(b'\n');
-    out.extend_from_slice(document.as_bytes());
-    out.push(b'\n');
-    out.extend_from_slice(body);
-    out
-}
+pub(crate) use crate::repo::signed_bytes;
 
 /// The serving side's protocol states, one per (session, document).
 #[derive(Debug, Default)]

@@ -6,7 +6,10 @@ use std::ops::ControlFlow;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use murmur_subjects::events::{KnowledgeChanged, SpaceSnapshotted};
+use murmur_subjects::Payload as _;
+use murmur_subjects::events::{
+    DeadLetterReason, KnowledgeChanged, KnowledgeRelayed, SpaceSnapshotted,
+};
 use murmur_subjects::{Domain, Plane, StartAt, SubjectFilter, Token};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
@@ -200,22 +203,18 @@ impl KnowledgeReplica {
 
     /// The change filters this replica reads, with their read positions.
     fn change_filters(&self) -> Vec<(String, SubjectFilter)> {
+        // Every knowledge event: changes, and frames relayed from automerge-repo peers.
         let evt = SubjectFilter::plane(Plane::Evt)
             .realm(self.log.realm().clone())
             .domain(Domain::Knowledge);
-        let verb = Token::new("changed").ok();
-        let with_verb = |f: SubjectFilter| match &verb {
-            Some(v) => f.verb(v.clone()),
-            None => f,
-        };
         match &self.config.spaces {
-            None => vec![("*".into(), with_verb(evt))],
+            None => vec![("*".into(), evt)],
             Some(spaces) => spaces
                 .iter()
                 .flat_map(|s| self.base.documents_of(s))
                 .filter_map(|doc| {
                     let token = Token::new(doc.clone()).ok()?;
-                    Some((doc, with_verb(evt.clone().aggregate(token))))
+                    Some((doc, evt.clone().aggregate(token)))
                 })
                 .collect(),
         }
@@ -252,25 +251,14 @@ impl KnowledgeReplica {
                         .decode_stored(&m.message, m.sequence, Some(m.stored_at))
                     {
                         Ok(event) => {
-                            let payload = event.payload::<KnowledgeChanged>();
-                            let (space, bytes) = match payload {
-                                Ok(p) => (
-                                    p.space,
-                                    B64.decode(p.change.as_bytes()).map_err(|e| e.to_string()),
-                                ),
-                                Err(e) => (String::new(), Err(e.to_string())),
-                            };
-                            if !self.config.follows(&space) && self.config.spaces.is_some() {
+                            let incoming = incoming_changes(&event, m.sequence);
+                            if let Some(first) = incoming.first()
+                                && !self.config.follows(&first.space)
+                                && self.config.spaces.is_some()
+                            {
                                 continue;
                             }
-                            batch.push(IncomingChange {
-                                sequence: m.sequence,
-                                document: event.subject.aggregate().as_str().to_string(),
-                                space,
-                                emitter: event.emitter().to_string(),
-                                event_id: event.record.id.clone(),
-                                bytes,
-                            });
+                            batch.extend(incoming);
                         }
                         Err(e) => {
                             report.undecodable += 1;
@@ -314,4 +302,50 @@ impl KnowledgeReplica {
         }
         Ok(())
     }
+}
+
+/// The changes one knowledge event brings: a `knowledge.changed` event's one change by its
+/// emitter, or the changes of a relayed automerge-repo frame by the peer that signed it.
+fn incoming_changes(event: &murmur_subjects::VerifiedEvent, sequence: u64) -> Vec<IncomingChange> {
+    let one = |space: String, emitter: String, bytes, relayed| IncomingChange {
+        sequence,
+        document: event.subject.aggregate().as_str().to_string(),
+        space,
+        emitter,
+        event_id: event.record.id.clone(),
+        bytes,
+        relayed,
+    };
+    let malformed = |e: String| Err((DeadLetterReason::Malformed, e));
+    if event.record.ty == KnowledgeRelayed::TYPE {
+        return match event.payload::<KnowledgeRelayed>() {
+            Ok(p) => match crate::repo::relayed_changes(&p) {
+                Ok(changes) => changes
+                    .into_iter()
+                    .map(|c| one(p.space.clone(), p.peer.clone(), Ok(c), true))
+                    .collect(),
+                Err(e) => vec![one(
+                    p.space.clone(),
+                    p.peer.clone(),
+                    Err((e.dead_letter_reason(), e.to_string())),
+                    true,
+                )],
+            },
+            Err(e) => vec![one(
+                String::new(),
+                event.emitter().to_string(),
+                malformed(e.to_string()),
+                true,
+            )],
+        };
+    }
+    let (space, bytes) = match event.payload::<KnowledgeChanged>() {
+        Ok(p) => (
+            p.space,
+            B64.decode(p.change.as_bytes())
+                .map_err(|e| (DeadLetterReason::Malformed, e.to_string())),
+        ),
+        Err(e) => (String::new(), malformed(e.to_string())),
+    };
+    vec![one(space, event.emitter().to_string(), bytes, false)]
 }

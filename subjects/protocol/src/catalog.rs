@@ -168,6 +168,7 @@ impl Catalog {
                 .with::<events::SpaceAccessRevoked>()
                 .with::<events::SpaceSnapshotted>()
                 .with::<events::KnowledgeChanged>()
+                .with::<events::KnowledgeRelayed>()
                 .with::<events::AgentOffline>()
                 .with::<events::AgentResumed>()
                 .with::<events::TaskSubmitted>()

@@ -163,6 +163,13 @@ pub enum KbCommand {
         /// Space.
         space: String,
     },
+    /// What an automerge-repo peer opens the space with: each document's `automerge:` URL
+    /// and the memory agents (replica role) whose gateway serves it
+    /// (`examples/automerge-repo`).
+    Peers {
+        /// Space.
+        space: String,
+    },
     /// Keep a replica of the space open and run commands read from standard input, one per
     /// line (the syntax of `murmur kb`, plus `flush` and `refresh`); edits made while the
     /// servers are unreachable are kept and published once they answer.
@@ -193,6 +200,7 @@ impl KbCommand {
             | Self::History { space, .. }
             | Self::Snapshot { space }
             | Self::Heads { space }
+            | Self::Peers { space }
             | Self::Session { space, .. } => space,
             Self::Query(args) => &args.space,
         }
@@ -498,6 +506,34 @@ async fn act(r: &mut KnowledgeReplica, command: KbCommand) -> Result<()> {
             }
         }
         KbCommand::Query(args) => local_query(r, args)?,
+        KbCommand::Peers { space } => {
+            let access = r
+                .base()
+                .space(&space)
+                .with_context(|| format!("no space {space:?}: open it with `murmur kb open`"))?;
+            // The owner holds every role but serves nothing; memory agents are granted it.
+            let gateways: Vec<String> = access
+                .holders(AccessRole::Replica)
+                .into_iter()
+                .filter(|key| *key != access.owner)
+                .collect();
+            let realm = r.log().realm().as_str().to_string();
+            for document in r.base().documents_of(&space) {
+                out!(
+                    "{document}  {}",
+                    murmur_knowledge::repo::automerge_url(&realm, &document)
+                );
+            }
+            if gateways.is_empty() {
+                out!(
+                    "no memory agent holds the replica role of {space}: grant one with \
+                     `murmur kb grant {space} KEY --role replica` to serve peers"
+                );
+            }
+            for key in gateways {
+                out!("gateway {key}");
+            }
+        }
         KbCommand::Conflicts { space } => {
             let q = Query {
                 conflicts_only: true,

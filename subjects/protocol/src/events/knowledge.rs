@@ -133,3 +133,34 @@ impl Payload for KnowledgeChanged {
     const EMITTED_BY: &'static [Role] = &[Role::Submitter, Role::Memory, Role::Orchestrator];
     const SUBSCRIBED_BY: &'static [Role] = &[Role::Memory];
 }
+
+/// `dev.murmur.knowledge.relayed`: a sync frame an automerge-repo peer sent a memory agent's
+/// gateway, with the peer's signature over it. The fold reads the Automerge changes the frame
+/// carries and counts them as the **peer's**: the signature must verify against `peer`, and
+/// each new change must be the peer's own and keep the layout, from a peer holding write
+/// access at that log position. The relaying agent is trusted for nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct KnowledgeRelayed {
+    /// The space the document belongs to.
+    pub space: String,
+    /// The peer's public key (the frame's signer).
+    pub peer: String,
+    /// The peer's connection session (covered by the signature).
+    pub session: String,
+    /// The frame as the peer sent it (CBOR, automerge-repo's message), base64.
+    pub frame: String,
+    /// The peer's detached signature over `session`, the gateway subject's verb and `frame`.
+    pub signature: String,
+}
+
+impl Payload for KnowledgeRelayed {
+    const TYPE: &'static str = "dev.murmur.knowledge.relayed";
+    const DOMAIN: Domain = Domain::Knowledge;
+    const VERB: &'static str = "relayed";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str =
+        "an automerge-repo peer's signed sync frame, relayed by a memory agent";
+    const EMITTED_BY: &'static [Role] = &[Role::Memory];
+    const SUBSCRIBED_BY: &'static [Role] = &[Role::Memory];
+}

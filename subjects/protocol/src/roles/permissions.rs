@@ -206,6 +206,11 @@ pub fn permissions_in(
                 .insert(endpoint.pattern(realm, endpoint.own_aggregate));
             p.responses = true;
         }
+        // A repo gateway speaks first too (changes from the log), so it may publish to
+        // peers' repo inboxes; peers check each frame's signature.
+        if endpoint.verb == KNOWLEDGE_REPO.verb && endpoint.served_by.contains(&role) {
+            p.publish.insert(repo_inbox("*", "*"));
+        }
         if endpoint.called_by.contains(&role) {
             p.publish.insert(endpoint.pattern(realm, false));
         }

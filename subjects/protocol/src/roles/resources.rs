@@ -148,8 +148,34 @@ pub const KNOWLEDGE_SYNC: Endpoint = Endpoint {
     description: "catch a replica up on one document (read-only, signed replies)",
 };
 
+/// automerge-repo peers' frames to one memory agent's gateway (its own key as aggregate):
+/// each frame is signed by the peer, and the gateway answers on the peer's inbox
+/// ([`repo_inbox`]).
+pub const KNOWLEDGE_REPO: Endpoint = Endpoint {
+    name: "knowledge repo",
+    domain: Domain::Knowledge,
+    verb: "repo",
+    served_by: &[Role::Memory],
+    own_aggregate: true,
+    called_by: &[
+        Role::Submitter,
+        Role::Orchestrator,
+        Role::Inference,
+        Role::Memory,
+        Role::Worker,
+        Role::Observer,
+    ],
+    description: "an automerge-repo peer's connection to a memory agent (signed frames)",
+};
+
+/// Where a gateway sends its frames to the automerge-repo peer with key `peer` on connection
+/// `session`: under the peer's inbox, which only that peer may subscribe to.
+pub fn repo_inbox(peer: &str, session: &str) -> String {
+    format!("{}.repo.{session}", inbox_prefix(peer))
+}
+
 /// Every declared endpoint.
-pub const ENDPOINTS: [Endpoint; 3] = [AGENT_STATUS, SPACE_QUERY, KNOWLEDGE_SYNC];
+pub const ENDPOINTS: [Endpoint; 4] = [AGENT_STATUS, SPACE_QUERY, KNOWLEDGE_SYNC, KNOWLEDGE_REPO];
 
 /// Roles that answer `$SRV.PING|INFO|STATS` (NATS micro services).
 pub const SERVICE_RESPONDERS: &[Role] = Role::AGENTS;
