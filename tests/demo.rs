@@ -42,6 +42,7 @@ fn murmur_demo_succeeds() -> Result<()> {
         "[interop] a Python agent",
         "[agent protocol] the protocol's Python client",
         "[vote] 3 policy voters + tallier",
+        "[kb] an automerge-repo peer",
         "[flake] examples/shop.toml → 6 files",
         "demo ok",
     ] {

@@ -55,6 +55,7 @@ pub(super) async fn knowledge_step(issuer: &Issuer) -> Result<()> {
         true,
     )
     .await?;
+    let memory_key = memory_log.identity().public_key().to_string();
     let mut m = manifest("memory");
     m.kind = "memory".into();
     m.capabilities = vec!["knowledge.query".into()];
@@ -144,6 +145,7 @@ pub(super) async fn knowledge_step(issuer: &Issuer) -> Result<()> {
         record.chosen,
         record.candidates.len()
     );
+    automerge_repo_peer(issuer, &realm, &owner_log, &mut a, &fact, &memory_key).await?;
     // Wait for the memory agent's snapshot, then a late joiner catches up from it.
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
@@ -174,5 +176,125 @@ pub(super) async fn knowledge_step(issuer: &Issuer) -> Result<()> {
     );
     let stats = memory_service.stop().await?;
     ensure!(stats.queries >= 1, "memory agent answered no query");
+    Ok(())
+}
+
+/// Where the automerge-repo peer is, with its npm packages installed (`scripts/install.sh`),
+/// when the demo runs in (or under) a checkout.
+fn automerge_repo_checkout() -> Option<std::path::PathBuf> {
+    let here = std::env::current_dir().ok()?;
+    here.ancestors().find_map(|root| {
+        let dir = root.join("examples/automerge-repo");
+        dir.join("node_modules/@automerge/automerge-repo")
+            .exists()
+            .then_some(dir)
+    })
+}
+
+/// A JavaScript automerge-repo `Repo` opens the space's document through the memory agent's
+/// gateway, reads the fact and sets a field of it as itself; the owner's replica then reads
+/// that edit from the log, with the peer as its author.
+async fn automerge_repo_peer(
+    issuer: &Issuer,
+    realm: &murmur_subjects::Token,
+    owner_log: &murmur_subjects::EventLog,
+    owner: &mut murmur_knowledge::KnowledgeReplica,
+    fact: &murmur_knowledge::FactId,
+    gateway: &str,
+) -> Result<()> {
+    use anyhow::Context as _;
+    use murmur_subjects::events::AccessRole;
+    let Some(dir) = automerge_repo_checkout() else {
+        out!(
+            "[kb] automerge-repo peer skipped: run the demo from a murmur checkout after `bash scripts/install.sh` (it needs examples/automerge-repo/node_modules)"
+        );
+        return Ok(());
+    };
+    if !issuer.is_secure() {
+        out!(
+            "[kb] automerge-repo peer skipped: it signs with the key of its .creds file, and this server takes no credentials"
+        );
+        return Ok(());
+    }
+    let peer = murmur_subjects::Identity::generate();
+    let creds = issuer
+        .enrol_as(realm, Role::Submitter, "demo-js-peer", &peer)
+        .await?
+        .context("a secure server issues credentials")?;
+    murmur_knowledge::replica::set_access(
+        owner_log,
+        "release",
+        peer.public_key(),
+        AccessRole::Writer,
+        true,
+    )
+    .await?;
+    let document = owner
+        .base()
+        .documents_of("release")
+        .into_iter()
+        .find(|d| {
+            owner
+                .base()
+                .document(d)
+                .is_some_and(|s| s.doc.fact(fact).ok().flatten().is_some())
+        })
+        .context("the fact's document")?;
+    let url = murmur_knowledge::repo::automerge_url(realm.as_str(), &document);
+    let out = tokio::time::timeout(
+        DEADLINE,
+        tokio::process::Command::new("node")
+            .arg("peer.mjs")
+            .args([
+                "--servers",
+                &issuer.servers().join(","),
+                "--realm",
+                realm.as_str(),
+            ])
+            .args(["--gateway", gateway, "--url", &url, "--creds"])
+            .arg(&creds)
+            .args(["--set", fact.as_str(), "reviewed-by", "a JavaScript peer"])
+            .current_dir(&dir)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("the automerge-repo peer did not finish")?
+    .context("running node (install Node.js >= 20)")?;
+    ensure!(
+        out.status.success(),
+        "the automerge-repo peer failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let read = lines
+        .iter()
+        .find_map(|l| l["facts"].as_array().map(Vec::len))
+        .unwrap_or(0);
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let author = loop {
+        owner.refresh().await?;
+        if let Some(field) = owner
+            .fact("release", fact)?
+            .and_then(|f| f.fields.get("reviewed-by").cloned())
+        {
+            break field.winner.author;
+        }
+        ensure!(
+            tokio::time::Instant::now() < until,
+            "the peer's edit never reached the log"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    ensure!(author == peer.public_key(), "edit attributed to {author}");
+    out!(
+        "[kb] an automerge-repo peer (npm @automerge/automerge-repo, examples/automerge-repo) opened {document} through the memory agent's gateway, read {read} facts and set reviewed-by; the log counts it as the peer's ({}…)",
+        &author[..8]
+    );
     Ok(())
 }
