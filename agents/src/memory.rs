@@ -131,6 +131,11 @@ pub(crate) fn handled_types() -> Vec<String> {
     types
 }
 
+/// How long an automerge-repo connection may stay silent before its sync states are dropped
+/// (automerge-repo peers send nothing when nothing changed, so this is generous; a peer that
+/// comes back re-joins).
+const REPO_IDLE: Duration = Duration::from_secs(3600);
+
 /// Runs the memory agent until `shutdown` resolves.
 pub(crate) async fn run_memory(
     agent: &Agent,
@@ -207,6 +212,7 @@ pub(crate) async fn run_memory(
                         Err(e) => tracing::warn!(error = %e, "knowledge refresh failed; retrying"),
                     }
                     if gateway.connections() > 0 {
+                        gateway.forget_idle(Instant::now(), REPO_IDLE);
                         let owed = replica.repo_pending(&mut gateway);
                         send_repo_frames(&client, &identity, owed).await;
                     }

@@ -375,7 +375,8 @@ impl KnowledgeReplica {
         frame: &[u8],
         signature: &str,
     ) -> Result<crate::repo::Checked, KnowledgeError> {
-        gateway.check(&mut self.base, peer, session, frame, signature)
+        let now = std::time::Instant::now();
+        gateway.check(&mut self.base, peer, session, frame, signature, now)
     }
 
     /// Applies a checked frame: appends its relay to the log first when it adds changes

@@ -19,6 +19,7 @@
 //! tells the peer with an `error` message.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, Change};
@@ -240,7 +241,7 @@ struct Connection {
     docs: BTreeMap<String, DocLink>,
     /// Documents this connection was refused on: told `doc-unavailable` from then on.
     refused: BTreeSet<String>,
-    touched: u64,
+    touched: Instant,
 }
 
 /// A frame to send to one connection.
@@ -283,7 +284,6 @@ pub struct RepoGateway {
     me: String,
     connections: HashMap<(String, String), Connection>,
     ids: HashMap<String, String>,
-    clock: u64,
     verifier: SignatureVerifier,
 }
 
@@ -295,7 +295,6 @@ impl RepoGateway {
             me: format!("murmur-memory-{key}"),
             connections: HashMap::new(),
             ids: HashMap::new(),
-            clock: 0,
             verifier: SignatureVerifier::new(),
         }
     }
@@ -310,9 +309,18 @@ impl RepoGateway {
         self.connections.len()
     }
 
-    /// Checks one frame from `peer` on `session`: its signature, its message, and the
-    /// changes it would add (on a fork). `Err` is a refusal to dead-letter; the caller tells
-    /// the peer with [`WireMessage::error`].
+    /// Forgets connections that sent nothing for `idle` (a peer that went away without
+    /// `leave`); returns how many.
+    pub fn forget_idle(&mut self, now: Instant, idle: Duration) -> usize {
+        let before = self.connections.len();
+        self.connections
+            .retain(|_, c| now.saturating_duration_since(c.touched) < idle);
+        before - self.connections.len()
+    }
+
+    /// Checks one frame from `peer` on `session`, received at `now`: its signature, its
+    /// message, and the changes it would add (on a fork). `Err` is a refusal to dead-letter;
+    /// the caller tells the peer with [`WireMessage::error`].
     pub fn check(
         &mut self,
         base: &mut KnowledgeBase,
@@ -320,6 +328,7 @@ impl RepoGateway {
         session: &str,
         frame: &[u8],
         signature: &str,
+        now: Instant,
     ) -> Result<Checked, KnowledgeError> {
         if frame.len() > MAX_FRAME_BYTES {
             return Err(KnowledgeError::FrameTooLarge {
@@ -341,7 +350,6 @@ impl RepoGateway {
             relay: None,
             replies: Vec::new(),
         };
-        self.clock += 1;
         let key = (peer.to_string(), session.to_string());
         match message.kind.as_str() {
             "join" => {
@@ -365,7 +373,7 @@ impl RepoGateway {
                         remote: remote.clone(),
                         docs: BTreeMap::new(),
                         refused: BTreeSet::new(),
-                        touched: self.clock,
+                        touched: now,
                     },
                 );
                 checked.replies.push(
@@ -386,7 +394,7 @@ impl RepoGateway {
             "leave" => {
                 self.connections.remove(&key);
             }
-            kind if is_sync(kind) => self.check_sync(base, &mut checked)?,
+            kind if is_sync(kind) => self.check_sync(base, &mut checked, now)?,
             // Presence and remote-heads subscriptions carry no document changes; a peer's
             // doc-unavailable answers nothing the gateway asked.
             "ephemeral"
@@ -407,6 +415,7 @@ impl RepoGateway {
         &mut self,
         base: &mut KnowledgeBase,
         checked: &mut Checked,
+        now: Instant,
     ) -> Result<(), KnowledgeError> {
         let key = (checked.peer.clone(), checked.session.clone());
         let Some(connection) = self.connections.get_mut(&key) else {
@@ -414,7 +423,7 @@ impl RepoGateway {
                 "no connection: send join first".into(),
             ));
         };
-        connection.touched = self.clock;
+        connection.touched = now;
         let remote = connection.remote.clone();
         let document_id = checked
             .message
@@ -792,6 +801,7 @@ mod tests {
                     &peer.session,
                     &frame,
                     &signature,
+                    Instant::now(),
                 )
                 .expect("checked");
             if let Some((_, relay)) = checked.relay() {
@@ -831,6 +841,7 @@ mod tests {
                 &peer.session,
                 &frame,
                 &signature,
+                Instant::now(),
             )
             .expect("join");
         let out = gw.apply(&mut base, checked).expect("peer");
@@ -911,6 +922,7 @@ mod tests {
                 &peer.session,
                 &frame,
                 &signature,
+                Instant::now(),
             )
             .expect("join");
         gw.apply(&mut base, checked).expect("peer");
@@ -921,15 +933,28 @@ mod tests {
             .set_field(&id, "via", Value::Text("js".into()), now())
             .expect("edit");
         peer.doc.commit(now());
-        let message = peer.sync("sync").expect("a change to send");
-        let (frame, signature) = peer.signed(&message);
-        let refused = gw.check(
-            &mut base,
-            peer.key.public_key(),
-            &peer.session,
-            &frame,
-            &signature,
-        );
+        // The change goes out in the first message or, when the peer's Bloom filter check
+        // gave a false positive, once the gateway asks for it: a few rounds at most.
+        let (mut frame, mut signature) = (Vec::new(), String::new());
+        let mut refused = Err(KnowledgeError::BadFrame("nothing sent".into()));
+        for _ in 0..10 {
+            let Some(message) = peer.sync("sync") else {
+                break;
+            };
+            (frame, signature) = peer.signed(&message);
+            refused = gw.check(
+                &mut base,
+                peer.key.public_key(),
+                &peer.session,
+                &frame,
+                &signature,
+                Instant::now(),
+            );
+            let Ok(checked) = refused else { break };
+            let out = gw.apply(&mut base, checked).expect("applied");
+            peer.receive(&out);
+            refused = Err(KnowledgeError::BadFrame("the change was never sent".into()));
+        }
         assert!(
             matches!(refused, Err(KnowledgeError::NoWriteAccess { .. })),
             "{refused:?}"
@@ -943,6 +968,7 @@ mod tests {
                 &peer.session,
                 &frame,
                 &signature,
+                Instant::now(),
             )
             .expect("answered");
         let out = gw.apply(&mut base, checked).expect("applied");
@@ -963,7 +989,8 @@ mod tests {
                 peer.key.public_key(),
                 &peer.session,
                 &frame,
-                &forged
+                &forged,
+                Instant::now()
             ),
             Err(KnowledgeError::UnsignedFrame(_))
         ));
@@ -977,13 +1004,21 @@ mod tests {
                 peer.key.public_key(),
                 &peer.session,
                 &junk,
-                &signature
+                &signature,
+                Instant::now()
             ),
             Err(KnowledgeError::BadFrame(_))
         ));
         let big = vec![0u8; MAX_FRAME_BYTES + 1];
         assert!(matches!(
-            gw.check(&mut base, peer.key.public_key(), &peer.session, &big, "x"),
+            gw.check(
+                &mut base,
+                peer.key.public_key(),
+                &peer.session,
+                &big,
+                "x",
+                Instant::now()
+            ),
             Err(KnowledgeError::FrameTooLarge { .. })
         ));
         // A sync before join.
@@ -1002,10 +1037,35 @@ mod tests {
                 peer.key.public_key(),
                 &early.session,
                 &frame,
-                &signature
+                &signature,
+                Instant::now()
             ),
             Err(KnowledgeError::BadFrame(_))
         ));
+    }
+
+    #[test]
+    fn idle_connections_are_forgotten() {
+        let owner = Identity::generate();
+        let peer = Peer::new();
+        let mut base = base(&owner, Some(&peer.key));
+        let mut gw = RepoGateway::new(REALM, "GW");
+        let start = Instant::now();
+        let (frame, signature) = peer.signed(&peer.join());
+        gw.check(
+            &mut base,
+            peer.key.public_key(),
+            &peer.session,
+            &frame,
+            &signature,
+            start,
+        )
+        .expect("join");
+        assert_eq!(gw.connections(), 1);
+        let idle = Duration::from_secs(600);
+        assert_eq!(gw.forget_idle(start + Duration::from_secs(599), idle), 0);
+        assert_eq!(gw.forget_idle(start + idle, idle), 1);
+        assert_eq!(gw.connections(), 0);
     }
 
     #[test]
