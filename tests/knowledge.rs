@@ -660,6 +660,85 @@ async fn automerge_repo_peer(args: &[String]) -> Result<(i32, Vec<serde_json::Va
     Ok((out.status.code().unwrap_or(-1), lines))
 }
 
+/// A realm with space `notes` (one document), a memory agent holding its replica role (the
+/// gateway automerge-repo peers reach), and a fact its owner wrote.
+struct RepoSetup {
+    nats: TestNats,
+    owner_log: EventLog,
+    owner: KnowledgeReplica,
+    memory: MemoryService,
+    memory_key: String,
+    fact: murmur_knowledge::FactId,
+}
+
+impl RepoSetup {
+    async fn start() -> Result<Self> {
+        let nats = TestNats::start().await?;
+        ensure!(nats.is_secure(), "peers connect with their own creds");
+        let owner_log = nats.event_log(REALM).await?;
+        open_space(&owner_log, "notes", "", 1, 4096).await?;
+        let memory_log = nats.log_as(REALM, Role::Memory, "memory").await?;
+        let memory_key = memory_log.identity().public_key().to_string();
+        set_access(&owner_log, "notes", &memory_key, AccessRole::Replica, true).await?;
+        let agent = Agent::join(
+            memory_log,
+            AgentSpec {
+                manifest: AgentJoined {
+                    handles: Some(MemoryService::handles()),
+                    ..murmur_e2e::joined("memory")
+                },
+                heartbeat: Duration::from_secs(1),
+            },
+        )
+        .await?;
+        let memory = MemoryService::spawn(
+            agent,
+            MemoryOptions {
+                snapshot_every: None,
+                ..Default::default()
+            },
+        );
+        let mut owner =
+            KnowledgeReplica::open(owner_log.clone(), ReplicaConfig::space("notes")).await?;
+        let fact = owner.put(
+            "notes",
+            &FactDraft::new("murmur", "syncs-with", Value::Text("automerge-repo".into())),
+        )?;
+        owner.flush().await?;
+        Ok(Self {
+            nats,
+            owner_log,
+            owner,
+            memory,
+            memory_key,
+            fact,
+        })
+    }
+
+    /// Waits until the owner's replica reads field `field` of the fact; returns its value.
+    async fn field(
+        &mut self,
+        field: &str,
+    ) -> Result<murmur_knowledge::document::Disputed<murmur_knowledge::document::Stamped>> {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            self.owner.refresh().await?;
+            if let Some(f) = self
+                .owner
+                .fact("notes", &self.fact)?
+                .and_then(|f| f.fields.get(field).cloned())
+            {
+                return Ok(f);
+            }
+            ensure!(
+                tokio::time::Instant::now() < until,
+                "the peer's edit never reached the log"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// automerge-repo peers: the JavaScript `Repo` (npm `@automerge/automerge-repo`, with
 /// `examples/automerge-repo`'s NATS network adapter and its own creds) opens a knowledge
 /// document through a memory agent, reads a fact an agent wrote, and its edit lands in the
@@ -667,47 +746,24 @@ async fn automerge_repo_peer(args: &[String]) -> Result<(i32, Vec<serde_json::Va
 /// access is refused, told so, and dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_automerge_repo_peer_reads_and_edits_a_space_through_a_memory_agent() -> Result<()> {
-    let nats = TestNats::start().await?;
-    ensure!(nats.is_secure(), "peers connect with their own creds");
-    let owner_log = nats.event_log(REALM).await?;
-    open_space(&owner_log, "notes", "", 1, 4096).await?;
-    let memory_log = nats.log_as(REALM, Role::Memory, "memory").await?;
-    let memory_key = memory_log.identity().public_key().to_string();
-    set_access(&owner_log, "notes", &memory_key, AccessRole::Replica, true).await?;
-    let agent = Agent::join(
-        memory_log,
-        AgentSpec {
-            manifest: AgentJoined {
-                handles: Some(MemoryService::handles()),
-                ..murmur_e2e::joined("memory")
-            },
-            heartbeat: Duration::from_secs(1),
-        },
-    )
-    .await?;
-    let memory = MemoryService::spawn(
-        agent,
-        MemoryOptions {
-            snapshot_every: None,
-            ..Default::default()
-        },
+    let mut setup = RepoSetup::start().await?;
+    let server = setup.nats.url().to_string();
+    let (owner_log, memory_key, fact) = (
+        setup.owner_log.clone(),
+        setup.memory_key.clone(),
+        setup.fact.clone(),
     );
-    let mut owner =
-        KnowledgeReplica::open(owner_log.clone(), ReplicaConfig::space("notes")).await?;
-    let fact = owner.put(
-        "notes",
-        &FactDraft::new("murmur", "syncs-with", Value::Text("automerge-repo".into())),
-    )?;
-    owner.flush().await?;
-
-    let (writer, writer_creds) = nats.creds(REALM, Role::Submitter, "js-writer").await?;
+    let (writer, writer_creds) = setup
+        .nats
+        .creds(REALM, Role::Submitter, "js-writer")
+        .await?;
     let writer_key = writer.public_key().to_string();
     set_access(&owner_log, "notes", &writer_key, AccessRole::Writer, true).await?;
     let url = murmur_knowledge::repo::automerge_url(REALM, "notes-0");
     let peer_args = |creds: &std::path::Path, value: &str| -> Vec<String> {
         [
             "--servers",
-            nats.url(),
+            &server,
             "--realm",
             REALM,
             "--gateway",
@@ -741,32 +797,21 @@ async fn an_automerge_repo_peer_reads_and_edits_a_space_through_a_memory_agent()
     );
 
     // The edit is in the log as the peer's: the owner's live replica and a fresh replay.
-    let until = tokio::time::Instant::now() + DEADLINE;
-    let field = loop {
-        owner.refresh().await?;
-        if let Some(f) = owner
-            .fact("notes", &fact)?
-            .and_then(|f| f.fields.get("reviewed-by").cloned())
-        {
-            break f;
-        }
-        ensure!(
-            tokio::time::Instant::now() < until,
-            "the peer's edit never reached the log"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let field = setup.field("reviewed-by").await?;
     ensure!(field.winner.author == writer_key, "{field:?}");
     ensure!(field.winner.value.value == Value::Text("the js peer".into()));
-    let mut replay = replica(&nats, Identity::generate(), "notes").await?;
+    let mut replay = replica(&setup.nats, Identity::generate(), "notes").await?;
     replay.refresh().await?;
     ensure!(
-        replay.summary("notes") == owner.summary("notes"),
+        replay.summary("notes") == setup.owner.summary("notes"),
         "live and replay differ"
     );
 
     // A peer with a realm's creds but no write access to the space.
-    let (_, stranger_creds) = nats.creds(REALM, Role::Submitter, "js-stranger").await?;
+    let (_, stranger_creds) = setup
+        .nats
+        .creds(REALM, Role::Submitter, "js-stranger")
+        .await?;
     let stranger_creds = stranger_creds.context("secure mode issues creds")?;
     let (code, lines) = automerge_repo_peer(&peer_args(&stranger_creds, "not allowed")).await?;
     ensure!(
@@ -784,9 +829,10 @@ async fn an_automerge_repo_peer_reads_and_edits_a_space_through_a_memory_agent()
     })
     .await?;
     ensure!(dead.detail.contains("no write access"), "{dead:?}");
-    owner.refresh().await?;
+    setup.owner.refresh().await?;
     ensure!(
-        owner
+        setup
+            .owner
             .fact("notes", &fact)?
             .and_then(|f| f.fields.get("reviewed-by").cloned())
             .is_some_and(|f| f.winner.author == writer_key && !f.in_conflict()),
@@ -795,7 +841,7 @@ async fn an_automerge_repo_peer_reads_and_edits_a_space_through_a_memory_agent()
 
     // A memory agent is trusted for nothing: a relay whose frame the named peer did not
     // sign is refused by the fold (and dead-lettered), whoever stored it.
-    let rogue_log = nats.log_as(REALM, Role::Memory, "rogue").await?;
+    let rogue_log = setup.nats.log_as(REALM, Role::Memory, "rogue").await?;
     let rogue = Identity::generate();
     let frame = murmur_knowledge::repo::WireMessage {
         kind: "sync".into(),
@@ -818,9 +864,87 @@ async fn an_automerge_repo_peer_reads_and_edits_a_space_through_a_memory_agent()
     })
     .await?;
 
-    let stats = memory.stop().await?;
+    let stats = setup.memory.stop().await?;
     ensure!(
         stats.repo_frames >= 4 && stats.repo_refused == 1,
+        "{stats:?}"
+    );
+    Ok(())
+}
+
+/// samod, the Rust automerge-repo, reaches the same gateway over NATS with
+/// `murmur_knowledge::samod_nats::GatewayDialer`: it finds the document by its automerge-repo
+/// id, reads the agent's fact, and its edit (with the peer's key as the actor) lands in the
+/// log as the peer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_samod_peer_reads_and_edits_a_space_over_nats() -> Result<()> {
+    use automerge::transaction::Transactable as _;
+    use automerge::{ROOT, ReadDoc as _, Value as AmValue};
+    let mut setup = RepoSetup::start().await?;
+    let peer_log = setup
+        .nats
+        .log_as(REALM, Role::Submitter, "samod-writer")
+        .await?;
+    let peer_key = peer_log.identity().public_key().to_string();
+    set_access(
+        &setup.owner_log,
+        "notes",
+        &peer_key,
+        AccessRole::Writer,
+        true,
+    )
+    .await?;
+
+    let repo = samod::Repo::build_tokio().load().await;
+    let dialer = std::sync::Arc::new(murmur_knowledge::samod_nats::GatewayDialer::new(
+        peer_log.client().clone(),
+        Token::new(REALM)?,
+        &setup.memory_key,
+        peer_log.identity().clone(),
+    ));
+    let dialing = repo
+        .dial(samod::BackoffConfig::default(), dialer)
+        .map_err(|e| anyhow::anyhow!("the repo stopped: {e:?}"))?;
+    tokio::time::timeout(DEADLINE, dialing.established())
+        .await
+        .context("no handshake with the gateway")?
+        .map_err(|e| anyhow::anyhow!("dial failed: {e:?}"))?;
+    let id: samod::DocumentId = murmur_knowledge::repo::document_id(REALM, "notes-0")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("document id: {e:?}"))?;
+    let doc = tokio::time::timeout(DEADLINE, repo.find(id))
+        .await
+        .context("the document was not found in time")?
+        .map_err(|e| anyhow::anyhow!("the repo stopped: {e:?}"))?
+        .context("the gateway did not have the document")?;
+    let fact = setup.fact.clone();
+    let core = doc.with_document(|d| -> Result<String> {
+        let (_, obj) = d.get(ROOT, fact.as_str())?.context("the fact")?;
+        match d.get(&obj, "core")? {
+            Some((AmValue::Scalar(s), _)) => Ok(s.as_str().unwrap_or_default().to_string()),
+            other => anyhow::bail!("core is {other:?}"),
+        }
+    })?;
+    ensure!(core.contains("automerge-repo"), "{core}");
+
+    let stamped = serde_json::to_string(&murmur_knowledge::document::Stamped {
+        value: Value::Text("a samod peer".into()),
+        at: chrono::Utc::now(),
+    })?;
+    doc.with_document(|d| -> Result<()> {
+        d.set_actor(murmur_knowledge::space::actor_for(&peer_key, [7; 8]));
+        let (_, obj) = d.get(ROOT, fact.as_str())?.context("the fact")?;
+        d.transact(|tx| tx.put(&obj, "f:reviewed-by", stamped.as_str()))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(())
+    })?;
+    let field = setup.field("reviewed-by").await?;
+    ensure!(field.winner.author == peer_key, "{field:?}");
+    ensure!(field.winner.value.value == Value::Text("a samod peer".into()));
+    repo.stop().await;
+    let stats = setup.memory.stop().await?;
+    ensure!(
+        stats.repo_refused == 0 && stats.repo_frames >= 3,
         "{stats:?}"
     );
     Ok(())

@@ -7,7 +7,8 @@
 //! request/reply, to catch a peer up), with [`rpc`] and [`compaction`]. The edge is the
 //! default `nats` feature; without it the crate is the pure core alone and builds on
 //! `murmur-protocol` without async-nats and tokio. [`repo`] (pure) lets automerge-repo peers
-//! (the JavaScript `Repo`) read and edit documents through a memory agent.
+//! (the JavaScript `Repo`, `samod`) read and edit documents through a memory agent; the
+//! `samod` feature adds `samod_nats`, the dialer a samod `Repo` reaches the gateway with.
 //!
 //! Performance notes that shaped the design (measured, see `../shared/notes`): applying remote
 //! changes one at a time is slow on large documents, so the fold applies each document's
@@ -31,6 +32,8 @@ pub mod replica;
 pub mod repo;
 #[cfg(feature = "nats")]
 pub mod rpc;
+#[cfg(feature = "samod")]
+pub mod samod_nats;
 pub mod space;
 #[cfg(feature = "nats")]
 pub mod sync;

@@ -1,5 +1,5 @@
 //! automerge-repo peers: a memory agent's gateway speaks the automerge-repo network protocol
-//! (the CBOR messages of `@automerge/automerge-repo`, which `samod` also speaks) over NATS,
+//! (the CBOR messages of `@automerge/automerge-repo` and `samod`) over NATS,
 //! so an automerge-repo `Repo` can read and edit a knowledge space's documents. Pure: the
 //! NATS edge is in the memory agent.
 //!
