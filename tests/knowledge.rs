@@ -667,6 +667,7 @@ struct RepoSetup {
     owner_log: EventLog,
     owner: KnowledgeReplica,
     memory: MemoryService,
+    memory_identity: Identity,
     memory_key: String,
     fact: murmur_knowledge::FactId,
 }
@@ -677,27 +678,10 @@ impl RepoSetup {
         ensure!(nats.is_secure(), "peers connect with their own creds");
         let owner_log = nats.event_log(REALM).await?;
         open_space(&owner_log, "notes", "", 1, 4096).await?;
-        let memory_log = nats.log_as(REALM, Role::Memory, "memory").await?;
-        let memory_key = memory_log.identity().public_key().to_string();
+        let memory_identity = Identity::generate();
+        let memory_key = memory_identity.public_key().to_string();
         set_access(&owner_log, "notes", &memory_key, AccessRole::Replica, true).await?;
-        let agent = Agent::join(
-            memory_log,
-            AgentSpec {
-                manifest: AgentJoined {
-                    handles: Some(MemoryService::handles()),
-                    ..murmur_e2e::joined("memory")
-                },
-                heartbeat: Duration::from_secs(1),
-            },
-        )
-        .await?;
-        let memory = MemoryService::spawn(
-            agent,
-            MemoryOptions {
-                snapshot_every: None,
-                ..Default::default()
-            },
-        );
+        let memory = Self::memory_agent(&nats, &memory_identity).await?;
         let mut owner =
             KnowledgeReplica::open(owner_log.clone(), ReplicaConfig::space("notes")).await?;
         let fact = owner.put(
@@ -710,9 +694,33 @@ impl RepoSetup {
             owner_log,
             owner,
             memory,
+            memory_identity,
             memory_key,
             fact,
         })
+    }
+
+    /// A memory agent (the gateway) with `identity`, serving until stopped.
+    async fn memory_agent(nats: &TestNats, identity: &Identity) -> Result<MemoryService> {
+        let log = nats.event_log_as(identity.clone(), REALM).await?;
+        let agent = Agent::join(
+            log,
+            AgentSpec {
+                manifest: AgentJoined {
+                    handles: Some(MemoryService::handles()),
+                    ..murmur_e2e::joined("memory")
+                },
+                heartbeat: Duration::from_secs(1),
+            },
+        )
+        .await?;
+        Ok(MemoryService::spawn(
+            agent,
+            MemoryOptions {
+                snapshot_every: None,
+                ..Default::default()
+            },
+        ))
     }
 
     /// Waits until the owner's replica reads field `field` of the fact; returns its value.
@@ -868,6 +876,92 @@ async fn an_automerge_repo_peer_reads_and_edits_a_space_through_a_memory_agent()
     ensure!(
         stats.repo_frames >= 4 && stats.repo_refused == 1,
         "{stats:?}"
+    );
+    Ok(())
+}
+
+/// A memory agent restarts under a JavaScript peer that has the document open: the gateway
+/// no longer knows the peer's session, tells it to join again (nothing dead-lettered), the
+/// adapter does, and the edit the peer makes afterwards lands in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automerge_repo_peer_rejoins_a_restarted_memory_agent() -> Result<()> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let mut setup = RepoSetup::start().await?;
+    let (writer, creds) = setup
+        .nats
+        .creds(REALM, Role::Submitter, "js-writer")
+        .await?;
+    let writer_key = writer.public_key().to_string();
+    set_access(
+        &setup.owner_log,
+        "notes",
+        &writer_key,
+        AccessRole::Writer,
+        true,
+    )
+    .await?;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/automerge-repo");
+    ensure!(
+        dir.join("node_modules/@automerge/automerge-repo").exists(),
+        "{}/node_modules is missing: run `bash scripts/install.sh`",
+        dir.display()
+    );
+    let mut peer = tokio::process::Command::new("node")
+        .arg("peer.mjs")
+        .args(["--servers", setup.nats.url(), "--realm", REALM])
+        .args(["--gateway", &setup.memory_key, "--creds"])
+        .arg(creds.context("secure mode issues creds")?)
+        .args([
+            "--url",
+            &murmur_knowledge::repo::automerge_url(REALM, "notes-0"),
+        ])
+        .args([
+            "--wait-stdin",
+            "--set",
+            setup.fact.as_str(),
+            "reviewed-by",
+            "after the restart",
+        ])
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = tokio::io::BufReader::new(peer.stdout.take().context("stdout")?).lines();
+    let first = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .context("the peer did not read the document")??
+        .context("the peer ended")?;
+    ensure!(first.contains("automerge-repo"), "{first}");
+
+    // The gateway restarts: same key, no sessions.
+    let before = std::mem::replace(
+        &mut setup.memory,
+        RepoSetup::memory_agent(&setup.nats, &setup.memory_identity).await?,
+    );
+    before.stop().await?;
+    let mut stdin = peer.stdin.take().context("stdin")?;
+    stdin.write_all(b"edit\n").await?;
+    stdin.flush().await?;
+    let status = tokio::time::timeout(DEADLINE, peer.wait())
+        .await
+        .context("the peer's edit was never acknowledged")??;
+    let mut rest = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push(line);
+    }
+    ensure!(status.success(), "the peer exited {status}: {rest:?}");
+    ensure!(rest.iter().any(|l| l.contains("accepted")), "{rest:?}");
+    let field = setup.field("reviewed-by").await?;
+    ensure!(field.winner.author == writer_key, "{field:?}");
+    let stats = setup.memory.stop().await?;
+    ensure!(
+        stats.repo_rejoins >= 1 && stats.repo_refused == 0,
+        "{stats:?}"
+    );
+    ensure!(
+        murmur_e2e::dead_letters(&setup.owner_log).await?.is_empty(),
+        "a rejoin is not bad input"
     );
     Ok(())
 }

@@ -106,6 +106,8 @@ pub struct MemoryStats {
     pub repo_frames: u64,
     /// automerge-repo frames refused (and dead-lettered).
     pub repo_refused: u64,
+    /// automerge-repo frames from connections it did not know, answered "join again".
+    pub repo_rejoins: u64,
 }
 
 /// The event types a memory agent handles, for its manifest's `handles`: every space and
@@ -269,15 +271,20 @@ pub(crate) async fn run_memory(
             }
             Some(frame) = repo_frames.next() => {
                 stats.repo_frames += 1;
-                if let Err(e) = take_repo_frame(&mut replica, &mut gateway, &client, &identity, &frame).await {
-                    stats.repo_refused += 1;
-                    tracing::warn!(error = %e, "automerge-repo frame refused");
-                    let error = e.to_ingest_error();
-                    if let Err(e) = log
-                        .dead_letter("knowledge-repo", &error, murmur_subjects::RefusedMessage::of(&frame, None))
-                        .await
-                    {
-                        tracing::warn!(error = %e, "refused repo frame not dead-lettered");
+                match take_repo_frame(&mut replica, &mut gateway, &client, &identity, &frame).await {
+                    Ok(()) => {}
+                    // A peer of a gateway that restarted: told to join again, nothing refused.
+                    Err(murmur_knowledge::KnowledgeError::UnknownConnection) => stats.repo_rejoins += 1,
+                    Err(e) => {
+                        stats.repo_refused += 1;
+                        tracing::warn!(error = %e, "automerge-repo frame refused");
+                        let error = e.to_ingest_error();
+                        if let Err(e) = log
+                            .dead_letter("knowledge-repo", &error, murmur_subjects::RefusedMessage::of(&frame, None))
+                            .await
+                        {
+                            tracing::warn!(error = %e, "refused repo frame not dead-lettered");
+                        }
                     }
                 }
             }

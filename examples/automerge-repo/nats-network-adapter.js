@@ -60,21 +60,37 @@ export class NatsNetworkAdapter extends NetworkAdapter {
   connect(peerId, peerMetadata) {
     this.peerId = peerId;
     this.peerMetadata = peerMetadata;
-    this.session = `s${Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString("hex")}`;
     this.subject = `murmur.v1.${this.realm}.rpc.knowledge.${this.gateway}.repo`;
-    this.sub = this.nc.subscribe(`_INBOX.${this.key}.repo.${this.session}`);
+    this.join();
+  }
+
+  // A fresh session and a `join`; again whenever the gateway no longer knows the session
+  // (it restarted, or forgot an idle connection), after which the repo syncs anew.
+  join() {
+    this.sub?.unsubscribe();
+    this.session = `s${Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString("hex")}`;
+    const sub = this.nc.subscribe(`_INBOX.${this.key}.repo.${this.session}`);
+    this.sub = sub;
+    const session = this.session;
     (async () => {
-      for await (const m of this.sub) this.receive(m);
+      for await (const m of sub) this.receive(m, session);
     })();
     this.sendFrame({
       type: "join",
-      senderId: peerId,
-      peerMetadata: peerMetadata ?? {},
+      senderId: this.peerId,
+      peerMetadata: this.peerMetadata ?? {},
       supportedProtocolVersions: ["1"],
     });
   }
 
-  receive(m) {
+  rejoin() {
+    if (this.remote) this.emit("peer-disconnected", { peerId: this.remote });
+    this.remote = undefined;
+    this.join();
+  }
+
+  receive(m, session) {
+    if (session !== this.session) return;
     const signer = m.headers?.get("Murmur-Signer");
     const signature = m.headers?.get("Murmur-Signature") ?? "";
     if (signer !== this.gateway || !signature.startsWith(SCHEME)) return;
@@ -93,7 +109,8 @@ export class NatsNetworkAdapter extends NetworkAdapter {
         });
         break;
       case "error":
-        this.onError(message.message);
+        if (String(message.message).startsWith("unknown connection")) this.rejoin();
+        else this.onError(message.message);
         break;
       default:
         this.emit("message", message);

@@ -5,6 +5,7 @@
 //   node peer.mjs --servers nats://127.0.0.1:4222 --creds peer.creds --realm acme \
 //     --gateway UMEMORY... --url automerge:... [--set FACT FIELD VALUE] [--timeout 30]
 //
+// With --wait-stdin it waits for a line on standard input between reading and editing.
 // Prints one JSON line per step ({"facts":…}, {"accepted":…} or {"refused":…}); exits 0
 // when it read (and, with --set, the gateway took the edit), 3 when the edit was refused.
 import * as A from "@automerge/automerge";
@@ -25,6 +26,7 @@ const { values, positionals } = parseArgs({
     gateway: { type: "string" },
     url: { type: "string" },
     set: { type: "boolean" },
+    "wait-stdin": { type: "boolean" },
     timeout: { type: "string", default: "30" },
   },
   allowPositionals: true,
@@ -83,6 +85,11 @@ const facts = (doc) =>
       fields: Object.keys(fact).filter((k) => k.startsWith("f:")),
     }));
 say({ peer: key, open_ms: openMs, facts: facts(handle.doc()) });
+
+if (values["wait-stdin"]) {
+  await new Promise((resolve) => process.stdin.once("data", resolve));
+  process.stdin.pause();
+}
 
 if (values.set) {
   const [fact, field, value] = positionals;

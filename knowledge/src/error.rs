@@ -122,6 +122,10 @@ pub enum KnowledgeError {
     /// An automerge-repo frame's signature does not verify against its peer.
     #[error("automerge-repo frame is not signed by its peer: {0}")]
     UnsignedFrame(String),
+    /// An automerge-repo frame for a connection the gateway does not know (it restarted, or
+    /// forgot an idle one): the peer joins again. Not bad input, so not dead-lettered.
+    #[error("unknown connection: join again")]
+    UnknownConnection,
     /// An automerge-repo frame is larger than a gateway takes.
     #[error("automerge-repo frame is {size} bytes; a gateway takes at most {limit}")]
     FrameTooLarge {

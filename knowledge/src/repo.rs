@@ -419,9 +419,7 @@ impl RepoGateway {
     ) -> Result<(), KnowledgeError> {
         let key = (checked.peer.clone(), checked.session.clone());
         let Some(connection) = self.connections.get_mut(&key) else {
-            return Err(KnowledgeError::BadFrame(
-                "no connection: send join first".into(),
-            ));
+            return Err(KnowledgeError::UnknownConnection);
         };
         connection.touched = now;
         let remote = connection.remote.clone();
@@ -1040,7 +1038,7 @@ mod tests {
                 &signature,
                 Instant::now()
             ),
-            Err(KnowledgeError::BadFrame(_))
+            Err(KnowledgeError::UnknownConnection)
         ));
     }
 
