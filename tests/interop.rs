@@ -906,3 +906,197 @@ async fn mcp_servers_become_murmur_tools_and_murmur_serves_mcp() -> Result<()> {
     coordinator.stop().await??;
     Ok(())
 }
+
+/// A murmur worker (in this process) for capability `text.paint` whose handler asks its
+/// task's submitter "Which colour?" and answers `painted {reply}`; send `true` to stop it.
+async fn asking_worker(
+    nats: &murmur_testkit::TestNats,
+) -> Result<(
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<u64, murmur_agents::AgentError>>,
+)> {
+    use murmur_agents::handlers::{EventHandlers, run_handlers};
+    use murmur_agents::{Agent, AgentSpec};
+    let handlers = EventHandlers::new().tasks(
+        murmur_agents::worker::handler(|ctx| async move {
+            let colour = ctx
+                .questions
+                .ask("Which colour?", DEADLINE)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({ "text": format!("painted {colour}") }))
+        }),
+        std::time::Duration::from_secs(30),
+    );
+    let agent = Agent::join(
+        nats.log_as("acme", Role::Worker, "painter").await?,
+        AgentSpec {
+            manifest: murmur_subjects::events::AgentJoined {
+                capabilities: vec!["text.paint".into()],
+                handles: Some(handlers.types()),
+                ..murmur_e2e::joined("painter")
+            },
+            heartbeat: std::time::Duration::from_secs(1),
+        },
+    )
+    .await?;
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        run_handlers(&agent, &handlers, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
+        .map(|stats| stats.tasks_completed)
+    });
+    Ok((stop, task))
+}
+
+/// The protocol's mid-stream `query`, murmur as the agent: a murmur worker asks its task's
+/// submitter a question; for a prompt through `murmur gateway` the gateway puts it to the
+/// protocol caller as a `query` chunk, and the caller's reply (the SDK's `Query.reply`)
+/// reaches the worker. Question and answer are in the log, counted by the task fold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_murmur_agent_asks_the_protocol_caller_mid_stream() -> Result<()> {
+    let nats = murmur_testkit::TestNats::start().await?;
+    let dir = tempfile::tempdir()?;
+    let owner = nats.event_log("acme").await?;
+    let _coordinator =
+        murmur_e2e::spawn_coordinator(nats.log_as("acme", Role::Coordinator, "coord").await?);
+    let (stop, worker) = asking_worker(&nats).await?;
+    let (_gateway, _) = gateway(
+        &nats,
+        &dir.path().join("g"),
+        &["--capability", "text.paint", "--agent", "painter"],
+    )
+    .await?;
+    let (_, caller) = nats.creds("acme", Role::Submitter, "caller").await?;
+    let caller = caller.context("secure mode issues creds")?;
+    let (status, answer, log) = protocol_client(
+        &nats,
+        &caller,
+        "painter",
+        "paint the door",
+        30,
+        &["--answer", "blue"],
+    )
+    .await?;
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("question") && log.contains("Which colour?"),
+        "{log}"
+    );
+    assert_eq!(answer, "painted blue\n");
+
+    let mut view = Projector::new(
+        owner.clone(),
+        CoordinatorProjection::new(Token::new("acme")?),
+    );
+    anyhow::ensure!(
+        view.follow_until(DEADLINE, |v| v
+            .tasks
+            .tasks
+            .values()
+            .any(|t| t.state.is_final() && !t.questions.is_empty()))
+            .await?,
+        "the prompt's task and its question are not in the log"
+    );
+    let task = view
+        .state()
+        .tasks
+        .tasks
+        .values()
+        .find(|t| !t.questions.is_empty())
+        .context("the task")?;
+    assert!(
+        matches!(task.state, TaskState::Completed { .. }),
+        "{task:?}"
+    );
+    assert_eq!(task.questions.len(), 1);
+    assert_eq!(task.questions[0].prompt, "Which colour?");
+    assert_eq!(task.questions[0].answer.as_deref(), Some("blue"));
+
+    let _ = stop.send(true);
+    assert_eq!(worker.await??, 1);
+    Ok(())
+}
+
+/// The protocol's mid-stream `query`, murmur as the caller: a protocol agent hosted with the
+/// service SDK asks a question while answering a bridged murmur task; the bridge asks the
+/// task's submitter through the log (`task.question_asked`), the submitter answers
+/// (`task.question_answered`), and the bridge sends the answer to the agent's reply subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_agent_asks_a_murmur_submitter_through_the_bridge() -> Result<()> {
+    let nats = murmur_testkit::TestNats::start().await?;
+    let dir = tempfile::tempdir()?;
+    let owner = nats.event_log("acme").await?;
+    let _coordinator =
+        murmur_e2e::spawn_coordinator(nats.log_as("acme", Role::Coordinator, "coord").await?);
+    let (_, host_creds) = nats.creds("acme", Role::Submitter, "host").await?;
+    let mut host = tokio::process::Command::new(python()?)
+        .arg(repo_root().join("examples/python/protocol_host.py"))
+        .args([
+            "--server",
+            nats.url(),
+            "--agent",
+            "curious",
+            "--owner",
+            "acme",
+        ])
+        .args(["--ask", "Which colour?"])
+        .arg("--creds")
+        .arg(host_creds.context("secure mode issues creds")?)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    tokio::time::timeout(
+        DEADLINE,
+        tokio::io::BufReader::new(host.stdout.take().context("stdout")?)
+            .lines()
+            .next_line(),
+    )
+    .await??
+    .context("the protocol host exited before registering")?;
+    let who = murmur_e2e::enrol(&nats, Role::Worker, "bridge", dir.path()).await?;
+    let (_bridge, _) = murmur_e2e::spawn_agent(
+        nats.url(),
+        dir.path(),
+        &who,
+        "bridge",
+        "agent.curious",
+        &["--protocol-agent", "curious"],
+    )
+    .await?;
+
+    let submitted = murmur_subjects::events::TaskSubmitted {
+        capability: "agent.curious".into(),
+        input: serde_json::json!({"text": "door the paint"}),
+        ..Default::default()
+    };
+    let mut run = murmur_coordination::follow::TaskRun::submit(
+        &owner,
+        Token::new("curious-1")?,
+        &submitted,
+        DEADLINE,
+    )
+    .await?;
+    let mut asked = Vec::new();
+    let task = loop {
+        match run.next().await? {
+            murmur_coordination::follow::RunEvent::Question(question) => {
+                asked.push(question.prompt.clone());
+                run.answer(&question.id, "blue").await?;
+            }
+            murmur_coordination::follow::RunEvent::Progress(_) => {}
+            murmur_coordination::follow::RunEvent::Ended(task) => break task,
+        }
+    };
+    assert_eq!(asked, ["Which colour?"]);
+    assert!(
+        matches!(task.state, TaskState::Completed { .. }),
+        "{task:?}"
+    );
+    let output = task.output.clone().unwrap_or_default();
+    assert_eq!(output["text"], "blue: paint the door", "{output}");
+    assert_eq!(task.questions[0].answer.as_deref(), Some("blue"));
+    Ok(())
+}

@@ -181,6 +181,16 @@ pub fn response_chunk(text: &str) -> Bytes {
     Bytes::from(format!(r#"{{"type":"response","data":{data}}}"#))
 }
 
+/// A `query` chunk: the agent asks the caller `prompt`; the caller answers on `reply_subject`
+/// (the protocol's §7).
+pub fn query_chunk(id: &str, reply_subject: &str, prompt: &str) -> Bytes {
+    let chunk = serde_json::json!({
+        "type": "query",
+        "data": { "id": id, "reply_subject": reply_subject, "prompt": prompt },
+    });
+    Bytes::from(chunk.to_string())
+}
+
 /// The heartbeat (and `status` reply) of a protocol agent.
 pub fn heartbeat_payload(
     address: &AgentAddress,
@@ -468,6 +478,12 @@ async fn run_prompt(
                 held = Some(text);
             }
             Ok(RunEvent::Progress(_)) => {}
+            Ok(RunEvent::Question(question)) => {
+                let answer = ask_caller(log, config, request, &question).await?;
+                run.answer(&question.id, &answer)
+                    .await
+                    .map_err(|e| internal(&e))?;
+            }
             Ok(RunEvent::Ended(task)) => {
                 let id = run.id();
                 return match &task.state {
@@ -497,6 +513,41 @@ async fn run_prompt(
             }
         }
     }
+}
+
+/// Puts the attempt's question to the protocol caller as a `query` chunk and returns its
+/// reply (plain text, or an envelope's `prompt`), waiting at most the prompt's timeout.
+async fn ask_caller(
+    log: &EventLog,
+    config: &GatewayConfig,
+    request: &async_nats::service::Request,
+    question: &murmur_coordination::tasks::TaskQuestion,
+) -> Result<String, (usize, String)> {
+    let internal = |e: &dyn std::fmt::Display| (500, e.to_string());
+    let inbox = sap::sdk_inbox();
+    let mut replies = log
+        .client()
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| internal(&e))?;
+    request
+        .respond(Ok(query_chunk(&question.id, &inbox, &question.prompt)))
+        .await
+        .map_err(|e| internal(&e))?;
+    let reply = tokio::time::timeout(config.prompt_timeout, replies.next())
+        .await
+        .map_err(|_| {
+            (
+                504,
+                format!(
+                    "no reply to the question {:?} within {:?}",
+                    question.prompt, config.prompt_timeout
+                ),
+            )
+        })?
+        .ok_or_else(|| internal(&"the reply subscription ended"))?;
+    let answer = parse_prompt(&reply.payload).map_err(|e| (400, e.to_string()))?;
+    Ok(answer.prompt)
 }
 
 /// What a bridge signs its prompts' `Agent-Sender` header with.
@@ -619,8 +670,15 @@ pub enum Chunk {
     Response(String),
     /// A status (`ack`, keep-alive).
     Status(String),
-    /// The agent asks the caller something mid-stream.
-    Query(String),
+    /// The agent asks the caller something mid-stream; the answer goes to `reply_subject`.
+    Query {
+        /// The question's id.
+        id: String,
+        /// Where the caller answers.
+        reply_subject: String,
+        /// What is asked.
+        prompt: String,
+    },
     /// The agent's error (`Nats-Service-Error-Code`, `Nats-Service-Error`).
     Error(String, String),
     /// No one serves the prompt subject.
@@ -662,7 +720,21 @@ pub fn read_chunk(message: &async_nats::Message) -> Chunk {
     match chunk.get("type").and_then(|t| t.as_str()) {
         Some("response") => Chunk::Response(data("data")),
         Some("status") => Chunk::Status(data("data")),
-        Some("query") => Chunk::Query(data("prompt")),
+        Some("query") => {
+            let field = |key: &str| {
+                chunk
+                    .get("data")
+                    .and_then(|d| d.get(key))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            Chunk::Query {
+                id: field("id"),
+                reply_subject: field("reply_subject"),
+                prompt: field("prompt"),
+            }
+        }
         _ => Chunk::Unknown,
     }
 }
@@ -679,8 +751,9 @@ pub fn prompt_text(input: &serde_json::Value) -> String {
 
 /// Runs each attempt by prompting `target`: every `response` chunk is reported as progress
 /// (the answer so far), and the attempt completes with `{"text", "agent", "instance"}`.
-/// An error from the agent, a question mid-stream, no responder, or `inactivity` without a
-/// message fails the attempt with the reason.
+/// A question mid-stream is asked of the task's submitter (`task.question_asked`) and its
+/// answer sent back. An error from the agent, no responder, `inactivity` without a message
+/// (or without an answer to a question) fails the attempt with the reason.
 pub fn bridge_handler(
     client: async_nats::Client,
     target: Discovered,
@@ -740,10 +813,21 @@ pub fn bridge_handler(
                     Chunk::NoResponders => {
                         return Err(failed(&format!("no one serves {}", target.prompt_subject)));
                     }
-                    Chunk::Query(question) => {
-                        return Err(failed(&format!(
-                            "it asked {question:?} mid-stream, which a task cannot answer"
-                        )));
+                    Chunk::Query {
+                        reply_subject,
+                        prompt,
+                        ..
+                    } => {
+                        // The task's submitter answers, through the log.
+                        let answer = ctx
+                            .questions
+                            .ask(&prompt, inactivity)
+                            .await
+                            .map_err(|e| failed(&e))?;
+                        client
+                            .publish(reply_subject, answer.into())
+                            .await
+                            .map_err(|e| failed(&e))?;
                     }
                     Chunk::Status(_) | Chunk::Unknown => {}
                 }

@@ -27,6 +27,7 @@ pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 mod process_group;
+pub mod questions;
 pub mod recall;
 pub mod runtime;
 pub mod tool;

@@ -352,7 +352,8 @@ impl rmcp::ServerHandler for MurmurTools {
                 Ok(RunEvent::Ended(task)) => {
                     return Ok(result_of(&task.state, task.output.as_ref(), &task.failures).into());
                 }
-                Ok(RunEvent::Progress(_)) => {}
+                // MCP has no way to ask the caller here: the attempt waits, then fails.
+                Ok(RunEvent::Progress(_) | RunEvent::Question(_)) => {}
                 Err(e) => {
                     return Ok(
                         CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into(),

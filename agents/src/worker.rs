@@ -47,6 +47,8 @@ pub struct TaskContext {
     pub capability: String,
     /// Where the handler reports how far it has come.
     pub progress: Progress,
+    /// Where the handler asks the task's submitter something it needs to go on.
+    pub questions: crate::questions::Questions,
     /// The running agent's counters (`$SRV.STATS`, `murmur status`, Prometheus), for
     /// handlers that count what they do (an inference handler's tokens).
     pub metrics: Arc<crate::metrics::AgentMetrics>,
@@ -242,9 +244,10 @@ const REPORTS_IN_FLIGHT: usize = 2;
 struct Finished {
     task: String,
     attempt: u32,
-    /// Where this worker's `started` was stored: the report expects nothing after it, so a
-    /// result from a lease that expired (or a task cancelled) meanwhile is never stored.
-    started_sequence: u64,
+    /// Where this worker's `started` was stored (or, after questions, their last answer):
+    /// the report expects nothing after it, so a result from a lease that expired (or a
+    /// task cancelled) meanwhile is never stored.
+    position: Arc<std::sync::atomic::AtomicU64>,
     correlation: String,
     cause: String,
     result: TaskResult,
@@ -594,6 +597,18 @@ fn start_handlers(
             ),
             Err(_) => Progress::disabled(),
         };
+        let position = Arc::new(std::sync::atomic::AtomicU64::new(started_sequence));
+        let questions = match Token::new(a.task.as_str()) {
+            Ok(token) => crate::questions::Questions::new(
+                agent.log().clone(),
+                token,
+                a.attempt,
+                submitter.clone(),
+                (a.correlation_id.clone(), started.record.id.clone()),
+                position.clone(),
+            ),
+            Err(_) => crate::questions::Questions::disabled(),
+        };
         let run = handler(TaskContext {
             task: a.task.clone(),
             attempt: a.attempt,
@@ -602,6 +617,7 @@ fn start_handlers(
             input,
             capability,
             progress,
+            questions,
             metrics: agent.metrics().clone(),
         });
         let tx = done_tx.clone();
@@ -620,7 +636,7 @@ fn start_handlers(
             let _ = tx.send(Finished {
                 task,
                 attempt,
-                started_sequence,
+                position,
                 correlation,
                 cause: started.record.id,
                 result,
@@ -639,7 +655,9 @@ async fn report(
     let mut drafts = Vec::with_capacity(batch.len());
     let mut expected = Vec::with_capacity(batch.len());
     for f in batch {
-        expected.push(Expected::LastSequence(f.started_sequence));
+        expected.push(Expected::LastSequence(
+            f.position.load(std::sync::atomic::Ordering::SeqCst),
+        ));
         metrics.attempt_ended(Some(f.result.is_ok()));
         let aggregate = Token::new(f.task.as_str())?;
         let draft = match f.result {

@@ -487,6 +487,7 @@ mod tests {
             fail_with_dependency: false,
             output: output.map(|o| serde_json::json!(o)),
             sender: None,
+            questions: Vec::new(),
         }
     }
 

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use murmur_subjects::events::{TaskProgress, TaskSubmitted};
+use murmur_subjects::events::{TaskProgress, TaskQuestionAnswered, TaskSubmitted};
 use murmur_subjects::log::Expected;
 use murmur_subjects::{
     Draft, EventLog, EventType, LogError, Projection, Projector, Refusal, Subject, SubjectFilter,
@@ -79,6 +79,8 @@ pub enum RunEvent {
     /// The agent holding the attempt reported progress (signature verified, holder from
     /// the log).
     Progress(TaskProgress),
+    /// The attempt asked the submitter a question (from the log: asked by the holder).
+    Question(crate::tasks::TaskQuestion),
     /// The task ended (completed, dead-lettered or cancelled).
     Ended(Box<Task>),
 }
@@ -86,11 +88,14 @@ pub enum RunEvent {
 /// One submitted task, followed until it ends.
 pub struct TaskRun {
     id: String,
+    token: Token,
     log: EventLog,
     view: Projector<OneTask>,
     progress: async_nats::Subscriber,
     timeout: Duration,
     deadline: tokio::time::Instant,
+    /// Questions already handed out by [`TaskRun::next`].
+    questions: usize,
 }
 
 impl TaskRun {
@@ -112,13 +117,29 @@ impl TaskRun {
         let draft = Draft::new(id.clone(), submitted).map_err(LogError::from)?;
         log.append_expected(draft, Expected::NoEvents).await?;
         Ok(Self {
+            token: id.clone(),
             id: id.as_str().to_string(),
             log: log.clone(),
             view: Projector::new(log.clone(), OneTask::new(log.realm().clone(), id)),
             progress,
             timeout,
             deadline: tokio::time::Instant::now() + timeout,
+            questions: 0,
         })
+    }
+
+    /// Answers the attempt's question `question` as the submitter.
+    pub async fn answer(&mut self, question: &str, answer: &str) -> Result<(), FollowError> {
+        let draft = Draft::new(
+            self.token.clone(),
+            &TaskQuestionAnswered {
+                question: question.to_string(),
+                answer: answer.to_string(),
+            },
+        )
+        .map_err(LogError::from)?;
+        self.log.append(draft).await?;
+        Ok(())
     }
 
     /// The task's id.
@@ -129,10 +150,17 @@ impl TaskRun {
     /// The next progress report from the attempt's holder, or the task once it ended.
     pub async fn next(&mut self) -> Result<RunEvent, FollowError> {
         loop {
-            if let Some(task) = self.view.state().tasks.get(&self.id)
-                && task.state.is_final()
-            {
-                return Ok(RunEvent::Ended(Box::new(task.clone())));
+            if let Some(task) = self.view.state().tasks.get(&self.id) {
+                if let Some(question) = task.questions.get(self.questions) {
+                    self.questions += 1;
+                    if question.answer.is_none() && !task.state.is_final() {
+                        return Ok(RunEvent::Question(question.clone()));
+                    }
+                    continue;
+                }
+                if task.state.is_final() {
+                    return Ok(RunEvent::Ended(Box::new(task.clone())));
+                }
             }
             if tokio::time::Instant::now() >= self.deadline {
                 return Err(FollowError::TimedOut {

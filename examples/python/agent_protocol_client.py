@@ -3,7 +3,9 @@
 (`synadia-ai-agents`): discovers the agent by name, sends the prompt, prints the answer as
 it streams (stdout) and each status chunk (stderr). Exits 1 when the agent answers with an
 error or is not found. With `--sign-as NAME` each prompt carries a signed `Agent-Sender`
-header (the gateway records the verified sender in the prompt's task).
+header (the gateway records the verified sender in the prompt's task). With `--answer TEXT`
+it answers each mid-stream question (a `query` chunk) with TEXT; without it, a question
+ends the run with exit 1.
 
     .venv/bin/python examples/python/agent_protocol_client.py --server nats://127.0.0.1:4222 \\
         --creds submitter.creds --agent llm-generate "What is the capital of France?"
@@ -15,7 +17,7 @@ import os
 import sys
 
 import nats
-from synadia_ai.agents import Agents, Identity, signer_from_creds_file
+from synadia_ai.agents import Agents, Identity, Query, signer_from_creds_file
 from synadia_ai.agents.discovery import DiscoverFilter
 from synadia_ai.agents.messages import ResponseChunk, StatusChunk
 
@@ -30,6 +32,8 @@ async def main() -> int:
     p.add_argument("--sign-as", metavar="NAME",
                    help="sign each prompt's Agent-Sender header with the creds' user key, "
                         "under this display name")
+    p.add_argument("--answer", metavar="TEXT",
+                   help="the reply to each question the agent asks mid-stream")
     p.add_argument("prompt")
     args = p.parse_args()
     nc = await nats.connect(args.server, user_credentials=args.creds)
@@ -57,6 +61,13 @@ async def main() -> int:
                 print(message.text, end="", flush=True)
             elif isinstance(message, StatusChunk):
                 print(f"[client] status {message.status}", file=sys.stderr, flush=True)
+            elif isinstance(message, Query):
+                print(f"[client] question {message.id}: {message.prompt}",
+                      file=sys.stderr, flush=True)
+                if args.answer is None:
+                    print("[client] asked a question and no --answer given", file=sys.stderr)
+                    return 1
+                await message.reply(args.answer)
         print()
         print(f"[client] {chunks} response chunks", file=sys.stderr, flush=True)
         return 0

@@ -3,7 +3,8 @@
 (`synadia-ai-agent-service`), for murmur's bridge to route tasks to: it answers a prompt with
 its words in reverse order, one `response` chunk per word. Prints its prompt subject once
 registered, and each prompt's sender (its `Agent-Sender`, verified or claimed) on stderr;
-stops on SIGTERM/SIGINT.
+stops on SIGTERM/SIGINT. With `--ask QUESTION` it first asks the caller QUESTION mid-stream
+(a `query` chunk) and puts the reply before the reversed words.
 
     .venv/bin/python examples/python/protocol_host.py --server nats://127.0.0.1:4222 \\
         --creds host.creds --agent reverser --owner acme
@@ -27,6 +28,8 @@ async def main() -> None:
     p.add_argument("--owner", default="acme")
     p.add_argument("--min-sender-trust", choices=["any", "signed"], default="any",
                    help="`signed`: answer only prompts whose Agent-Sender header verifies")
+    p.add_argument("--ask", metavar="QUESTION",
+                   help="ask the caller this mid-stream before answering")
     args = p.parse_args()
     nc = await nats.connect(args.server, user_credentials=args.creds)
     service = AgentService(agent=args.agent, owner=args.owner, session_name="default", nc=nc,
@@ -36,6 +39,10 @@ async def main() -> None:
     async def reverse(envelope, stream) -> None:
         print(f"[host] prompt from {stream.sender}", file=sys.stderr, flush=True)
         words = envelope.prompt.split()
+        if args.ask:
+            reply = await stream.ask(args.ask, timeout=60)
+            print(f"[host] asked {args.ask!r}, told {reply.prompt!r}", file=sys.stderr, flush=True)
+            await stream.send(reply.prompt + ": ")
         for i, word in enumerate(reversed(words)):
             await stream.send(word if i == 0 else " " + word)
 

@@ -827,6 +827,8 @@ pub async fn hand_over(
                     .collect();
                 print_new(&told, on_line);
             }
+            // The orchestrator's plans ask nobody; a step that asks waits, then fails.
+            RunEvent::Question(_) => {}
             RunEvent::Ended(task) => {
                 let agent = agent_of(&task);
                 return match &task.state {

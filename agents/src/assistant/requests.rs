@@ -207,6 +207,7 @@ mod tests {
             fail_with_dependency: false,
             output,
             sender: None,
+            questions: Vec::new(),
         }
     }
 

@@ -601,6 +601,7 @@ fn reputation_counts_completed_tasks() {
         fail_with_dependency: false,
         output: None,
         sender: None,
+        questions: Vec::new(),
     };
     let done = |a: &str| crate::tasks::TaskState::Completed { agent: a.into() };
     book.tasks.insert("t1".into(), task(done("alice")));

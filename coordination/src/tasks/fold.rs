@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, Utc};
 use murmur_subjects::events::{
     TaskAssigned, TaskCancelled, TaskCompleted, TaskDeadLettered, TaskFailed, TaskLeaseExpired,
-    TaskProgress, TaskStarted, TaskSubmitted,
+    TaskProgress, TaskQuestionAnswered, TaskQuestionAsked, TaskStarted, TaskSubmitted,
 };
 use murmur_subjects::roles::Role;
 use murmur_subjects::{
@@ -51,6 +51,10 @@ pub enum TaskEvent {
     Cancelled(TaskCancelled),
     /// `task.progress`: on the live plane, never stored; reported by watchers, not folded.
     Progress(TaskProgress),
+    /// `task.question_asked` (by the agent holding the attempt).
+    QuestionAsked(TaskQuestionAsked),
+    /// `task.question_answered` (by the submitter).
+    QuestionAnswered(TaskQuestionAnswered),
 }
 
 impl TaskEvent {
@@ -67,6 +71,8 @@ impl TaskEvent {
             TaskDeadLettered::TYPE => Self::DeadLettered(event.payload().map_err(bad)?),
             TaskCancelled::TYPE => Self::Cancelled(event.payload().map_err(bad)?),
             TaskProgress::TYPE => Self::Progress(event.payload().map_err(bad)?),
+            TaskQuestionAsked::TYPE => Self::QuestionAsked(event.payload().map_err(bad)?),
+            TaskQuestionAnswered::TYPE => Self::QuestionAnswered(event.payload().map_err(bad)?),
             other => return Err(TaskRefusal::UnknownType(other.to_string())),
         })
     }
@@ -133,6 +139,30 @@ pub enum TaskRefusal {
     /// Progress is reported on the live plane, never folded.
     #[error("progress is not part of the log")]
     NotStored,
+    /// A question id the task already has.
+    #[error("task {task} already has a question {question}")]
+    QuestionExists {
+        /// The task.
+        task: String,
+        /// The question.
+        question: String,
+    },
+    /// An answer from someone but the task's submitter.
+    #[error("only the task's submitter {submitter} answers its questions, not {from}")]
+    NotSubmitter {
+        /// Who answered.
+        from: String,
+        /// The submitter.
+        submitter: String,
+    },
+    /// An answer to a question the task does not have, or has answered.
+    #[error("task {task} has no open question {question}")]
+    NoOpenQuestion {
+        /// The task.
+        task: String,
+        /// The question.
+        question: String,
+    },
 }
 
 impl From<TaskRefusal> for Refusal {
@@ -233,6 +263,7 @@ impl TaskProjection {
                     fail_with_dependency: p.on_dependency_failure.as_deref() == Some("fail"),
                     output: None,
                     sender: p.sender,
+                    questions: Vec::new(),
                 },
             );
             return Ok(());
@@ -320,6 +351,38 @@ impl TaskProjection {
                 task.state = TaskState::Cancelled;
             }
             TaskEvent::Progress(_) => return Err(TaskRefusal::NotStored),
+            TaskEvent::QuestionAsked(p) => {
+                from_holder(p.attempt)?;
+                if task.questions.iter().any(|q| q.id == p.question) {
+                    return Err(TaskRefusal::QuestionExists {
+                        task: id.to_string(),
+                        question: p.question,
+                    });
+                }
+                task.questions.push(TaskQuestion {
+                    id: p.question,
+                    attempt: p.attempt,
+                    prompt: p.prompt,
+                    answer: None,
+                });
+            }
+            TaskEvent::QuestionAnswered(p) => {
+                if event.emitter() != task.submitter {
+                    return Err(TaskRefusal::NotSubmitter {
+                        from: event.emitter().to_string(),
+                        submitter: task.submitter.clone(),
+                    });
+                }
+                let open = task
+                    .questions
+                    .iter_mut()
+                    .find(|q| q.id == p.question && q.answer.is_none())
+                    .ok_or_else(|| TaskRefusal::NoOpenQuestion {
+                        task: id.to_string(),
+                        question: p.question.clone(),
+                    })?;
+                open.answer = Some(p.answer);
+            }
         }
         task.last_sequence = seq;
         task.last_event_id = event.record.id.clone();

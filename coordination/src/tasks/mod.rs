@@ -144,6 +144,23 @@ pub struct Task {
     /// attests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender: Option<murmur_subjects::agent_sender::PromptSender>,
+    /// Questions the running attempts asked the submitter, in order, with their answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub questions: Vec<TaskQuestion>,
+}
+
+/// A question an attempt asked the task's submitter (`task.question_asked`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskQuestion {
+    /// Its id.
+    pub id: String,
+    /// The attempt that asked.
+    pub attempt: u32,
+    /// What was asked.
+    pub prompt: String,
+    /// The submitter's answer, once given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 /// All tasks by id.

@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use chrono::{DateTime, Duration, Utc};
 use murmur_subjects::events::{
     TaskAssigned, TaskCancelled, TaskCompleted, TaskDeadLettered, TaskFailed, TaskLeaseExpired,
-    TaskStarted, TaskSubmitted,
+    TaskQuestionAnswered, TaskQuestionAsked, TaskStarted, TaskSubmitted,
 };
 use murmur_subjects::roles::Role;
 use murmur_subjects::{Projection, Token};
@@ -39,6 +39,7 @@ fn task(submitter: &str, cap: &str, priority: u8, seq: u64, at: DateTime<Utc>) -
         fail_with_dependency: false,
         output: None,
         sender: None,
+        questions: Vec::new(),
     }
 }
 
@@ -203,6 +204,95 @@ mod fold {
     use super::*;
     use crate::test_log::Log;
     use murmur_subjects::{Identity, VerifiedEvent};
+
+    #[test]
+    fn questions_come_from_the_holder_and_answers_from_the_submitter_once() {
+        let (submitter, coord, worker, other) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let proj = TaskProjection {
+            realm: Token::new("r").expect("token"),
+        };
+        let mut log = Log::new();
+        log.grant(&coord, Role::Coordinator);
+        let mut book = TaskBook::default();
+        let submitted = TaskSubmitted {
+            capability: "x".into(),
+            ..Default::default()
+        };
+        proj.apply(&mut book, &log.event(&submitter, "t1", &submitted, 0))
+            .expect("submitted");
+        let ask = TaskQuestionAsked {
+            attempt: 1,
+            question: "q1".into(),
+            prompt: "which colour?".into(),
+        };
+        // Nobody holds an attempt yet.
+        assert!(
+            proj.apply(&mut book, &log.event(&worker, "t1", &ask, 1))
+                .is_err()
+        );
+        let assigned = TaskAssigned {
+            agent: worker.public_key().into(),
+            attempt: 1,
+            lease_ms: 10_000,
+            work: None,
+        };
+        proj.apply(&mut book, &log.event(&coord, "t1", &assigned, 2))
+            .expect("assigned");
+        assert!(
+            proj.apply(&mut book, &log.event(&other, "t1", &ask, 3))
+                .is_err(),
+            "only the holder asks"
+        );
+        proj.apply(&mut book, &log.event(&worker, "t1", &ask, 4))
+            .expect("asked");
+        assert!(
+            proj.apply(&mut book, &log.event(&worker, "t1", &ask, 5))
+                .is_err(),
+            "a question id is asked once"
+        );
+        let answer = TaskQuestionAnswered {
+            question: "q1".into(),
+            answer: "blue".into(),
+        };
+        assert!(
+            proj.apply(&mut book, &log.event(&other, "t1", &answer, 6))
+                .is_err(),
+            "only the submitter answers"
+        );
+        let unknown = TaskQuestionAnswered {
+            question: "q9".into(),
+            answer: "red".into(),
+        };
+        assert!(
+            proj.apply(&mut book, &log.event(&submitter, "t1", &unknown, 7))
+                .is_err()
+        );
+        proj.apply(&mut book, &log.event(&submitter, "t1", &answer, 8))
+            .expect("answered");
+        let again = TaskQuestionAnswered {
+            question: "q1".into(),
+            answer: "green".into(),
+        };
+        assert!(
+            proj.apply(&mut book, &log.event(&submitter, "t1", &again, 9))
+                .is_err(),
+            "the first answer counts"
+        );
+        assert_eq!(
+            book.tasks["t1"].questions,
+            vec![TaskQuestion {
+                id: "q1".into(),
+                attempt: 1,
+                prompt: "which colour?".into(),
+                answer: Some("blue".into()),
+            }]
+        );
+    }
 
     #[test]
     fn lifecycle_with_retry_and_idempotent_completion() {

@@ -177,6 +177,8 @@ impl Catalog {
                 .with::<events::TaskProgress>()
                 .with::<events::TaskLeaseExpired>()
                 .with::<events::TaskCancelled>()
+                .with::<events::TaskQuestionAsked>()
+                .with::<events::TaskQuestionAnswered>()
                 .with::<events::TaskDeadLettered>()
                 .with::<events::TaskCompleted>()
                 .with::<events::TaskFailed>()

@@ -40,6 +40,16 @@ pub enum TaskCommand {
         /// Task id.
         id: String,
     },
+    /// Answer a question the task's running attempt asked (`task watch` shows them); only
+    /// the task's submitter may.
+    Answer {
+        /// Task id.
+        id: String,
+        /// The question's id.
+        question: String,
+        /// The answer.
+        answer: String,
+    },
     /// Cancel a task; a worker running it stops the attempt.
     Cancel {
         /// Task id.
@@ -260,6 +270,70 @@ pub async fn task_cancel(settings: &Settings, id: &str, reason: &str) -> Result<
     Ok(())
 }
 
+/// `murmur task answer ID QUESTION TEXT`.
+pub async fn task_answer(
+    settings: &Settings,
+    id: &str,
+    question: &str,
+    answer: &str,
+) -> Result<()> {
+    let log = settings.open_log("murmur-task-answer").await?;
+    let mut p = Projector::new(
+        log.clone(),
+        murmur_coordination::tasks::TaskProjection {
+            realm: log.realm().clone(),
+        },
+    );
+    p.catch_up().await?;
+    let task = p
+        .state()
+        .tasks
+        .get(id)
+        .with_context(|| format!("no task {id}"))?;
+    let me = log.identity().public_key();
+    if task.submitter != me {
+        bail!(
+            "only task {id}'s submitter ({}) answers its questions; these credentials are {me}",
+            task.submitter
+        );
+    }
+    if !task
+        .questions
+        .iter()
+        .any(|q| q.id == question && q.answer.is_none())
+    {
+        let open: Vec<&str> = task
+            .questions
+            .iter()
+            .filter(|q| q.answer.is_none())
+            .map(|q| q.id.as_str())
+            .collect();
+        bail!(
+            "task {id} has no open question {question} (open: {})",
+            if open.is_empty() {
+                "none".to_string()
+            } else {
+                open.join(", ")
+            }
+        );
+    }
+    let draft = murmur_subjects::Draft::new(
+        murmur_subjects::Token::new(id)?,
+        &murmur_subjects::events::TaskQuestionAnswered {
+            question: question.to_string(),
+            answer: answer.to_string(),
+        },
+    )?
+    .caused_by_ids(
+        task.correlation_id.clone(),
+        task.last_event_id.clone(),
+        None,
+    );
+    log.append(draft).await?;
+    out!("answered {question} of {id}");
+    Ok(())
+}
+
 /// Cancels task `id` on `log` as its identity (expected sequence: the task's last event).
 pub async fn cancel_on(log: &murmur_subjects::EventLog, id: &str, reason: &str) -> Result<()> {
     let mut p = Projector::new(
@@ -331,6 +405,11 @@ pub async fn run(settings: &Settings, command: TaskCommand) -> Result<()> {
             command: GraphCommand::Submit { file },
         } => graph_submit(settings, &file).await,
         TaskCommand::Cancel { id, reason } => task_cancel(settings, &id, &reason).await,
+        TaskCommand::Answer {
+            id,
+            question,
+            answer,
+        } => task_answer(settings, &id, &question, &answer).await,
     }
 }
 
@@ -362,6 +441,7 @@ mod tests {
             fail_with_dependency: false,
             output: None,
             sender: None,
+            questions: Vec::new(),
         };
         let done = || TaskState::Completed { agent: "UW".into() };
         let mut book = TaskBook::default();

@@ -41,6 +41,7 @@ pub async fn run(settings: &Settings, id: &str, timeout: Option<Duration>) -> Re
     let began = Instant::now();
     let mut shown_state = String::new();
     let mut shown_failures = 0;
+    let mut shown_questions = 0;
     let mut heard: Vec<(Instant, String, TaskProgress)> = Vec::new();
     loop {
         view.poll(Duration::from_millis(100)).await?;
@@ -54,6 +55,16 @@ pub async fn run(settings: &Settings, id: &str, timeout: Option<Duration>) -> Re
                 out!("{id}: an attempt failed: {}", first_line(failure));
             }
             shown_failures = t.failures.len();
+            for q in t.questions.iter().skip(shown_questions) {
+                out!(
+                    "{id}: attempt {} asks ({}): {} — answer with `murmur task answer {id} {} TEXT`",
+                    q.attempt,
+                    q.id,
+                    q.prompt,
+                    q.id
+                );
+            }
+            shown_questions = t.questions.len();
         }
         if line != shown_state {
             out!("{line}");

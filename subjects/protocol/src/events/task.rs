@@ -169,6 +169,51 @@ impl Payload for TaskCancelled {
     const EMITTED_BY: &'static [Role] = &[Role::Submitter, Role::Coordinator];
 }
 
+/// `dev.murmur.task.question_asked`: the agent running an attempt asks the task's submitter
+/// something it needs to go on (the Synadia Agent Protocol's mid-stream `query`). Counted
+/// only from the agent holding the attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskQuestionAsked {
+    /// Attempt number.
+    pub attempt: u32,
+    /// The question's id, unique within the task.
+    pub question: String,
+    /// What is asked.
+    pub prompt: String,
+}
+
+impl Payload for TaskQuestionAsked {
+    const TYPE: &'static str = "dev.murmur.task.question_asked";
+    const DOMAIN: Domain = Domain::Task;
+    const VERB: &'static str = "question_asked";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "the running attempt asks the task's submitter a question";
+    const EMITTED_BY: &'static [Role] = Role::TASK_RUNNERS;
+    const SUBSCRIBED_BY: &'static [Role] = &[Role::Submitter, Role::Orchestrator];
+}
+
+/// `dev.murmur.task.question_answered`: the task's submitter answers a question of the
+/// running attempt. Counted only from the submitter, once per question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskQuestionAnswered {
+    /// The question's id.
+    pub question: String,
+    /// The answer.
+    pub answer: String,
+}
+
+impl Payload for TaskQuestionAnswered {
+    const TYPE: &'static str = "dev.murmur.task.question_answered";
+    const DOMAIN: Domain = Domain::Task;
+    const VERB: &'static str = "question_answered";
+    const PLANE: Plane = Plane::Evt;
+    const VERSION: u32 = 1;
+    const DESCRIPTION: &'static str = "the task's submitter answers the running attempt's question";
+    const EMITTED_BY: &'static [Role] = &[Role::Submitter, Role::Orchestrator];
+    const SUBSCRIBED_BY: &'static [Role] = Role::TASK_RUNNERS;
+}
+
 /// `dev.murmur.task.dead_lettered`: the task ran out of attempts; every reason is kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskDeadLettered {

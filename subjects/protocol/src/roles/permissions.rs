@@ -241,6 +241,8 @@ pub fn permissions_in(
         p.publish.insert(sap::HEARTBEATS.into());
         // A prompt's answer is a stream of replies, more than `allow_responses` grants.
         p.publish.insert(sap::SDK_INBOXES.into());
+        // A mid-stream question's reply comes back on an inbox under the same prefix.
+        p.subscribe.insert(sap::SDK_INBOXES.into());
         p.responses = true;
     }
     if AGENT_PROTOCOL_CALLERS.contains(&role) {
@@ -253,6 +255,8 @@ pub fn permissions_in(
         p.publish.insert("$SYS.REQ.USER.INFO".into());
         p.subscribe.insert(sap::HEARTBEATS.into());
         p.subscribe.insert(sap::SDK_INBOXES.into());
+        // Replies to an agent's mid-stream questions go to its inbox under that prefix.
+        p.publish.insert(sap::SDK_INBOXES.into());
     }
     // Every participant opening the log checks that both streams exist (their
     // configuration and counts, nothing of their content).

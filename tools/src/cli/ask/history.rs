@@ -139,6 +139,7 @@ mod tests {
             fail_with_dependency: false,
             output: Some(output),
             sender: None,
+            questions: Vec::new(),
         }
     }
 
