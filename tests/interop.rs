@@ -608,34 +608,10 @@ async fn a_protocol_agent_hosted_in_python_takes_murmur_tasks_through_a_bridge()
     let owner = nats.event_log("acme").await?;
     let coordinator =
         murmur_e2e::spawn_coordinator(nats.log_as("acme", Role::Coordinator, "coord").await?);
-    // Hosted with the protocol's own service SDK, by someone holding a submitter's creds.
-    let (_, host_creds) = nats.creds("acme", Role::Submitter, "host").await?;
-    let mut host = tokio::process::Command::new(python()?)
-        .arg(repo_root().join("examples/python/protocol_host.py"))
-        .args([
-            "--server",
-            nats.url(),
-            "--agent",
-            "reverser",
-            "--owner",
-            "acme",
-            // Only prompts whose Agent-Sender verifies: the bridge's must.
-            "--min-sender-trust",
-            "signed",
-        ])
-        .arg("--creds")
-        .arg(host_creds.context("secure mode issues creds")?)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let subject = tokio::time::timeout(
-        DEADLINE,
-        tokio::io::BufReader::new(host.stdout.take().context("stdout")?)
-            .lines()
-            .next_line(),
-    )
-    .await??
-    .context("the protocol host exited before registering")?;
+    // Hosted with the protocol's own service SDK; only prompts whose Agent-Sender
+    // verifies: the bridge's must.
+    let (_host, subject) =
+        protocol_host(&nats, "reverser", &["--min-sender-trust", "signed"]).await?;
     assert_eq!(subject, "agents.prompt.reverser.acme.default");
 
     // The bridge finds it by name and joins murmur for it.
@@ -907,6 +883,34 @@ async fn mcp_servers_become_murmur_tools_and_murmur_serves_mcp() -> Result<()> {
     Ok(())
 }
 
+/// `examples/python/protocol_host.py` serving protocol agent `agent` (owner `acme`) with a
+/// submitter's creds of its own, started with `options`: the child and its prompt subject.
+async fn protocol_host(
+    nats: &murmur_testkit::TestNats,
+    agent: &str,
+    options: &[&str],
+) -> Result<(tokio::process::Child, String)> {
+    let (_, creds) = nats.creds("acme", Role::Submitter, "host").await?;
+    let mut host = tokio::process::Command::new(python()?)
+        .arg(repo_root().join("examples/python/protocol_host.py"))
+        .args(["--server", nats.url(), "--agent", agent, "--owner", "acme"])
+        .args(options)
+        .arg("--creds")
+        .arg(creds.context("secure mode issues creds")?)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let subject = tokio::time::timeout(
+        DEADLINE,
+        tokio::io::BufReader::new(host.stdout.take().context("stdout")?)
+            .lines()
+            .next_line(),
+    )
+    .await??
+    .context("the protocol host exited before registering")?;
+    Ok((host, subject))
+}
+
 /// A murmur worker (in this process) for capability `text.paint` whose handler asks its
 /// task's submitter "Which colour?" and answers `painted {reply}`; send `true` to stop it.
 async fn asking_worker(
@@ -1031,31 +1035,7 @@ async fn a_protocol_agent_asks_a_murmur_submitter_through_the_bridge() -> Result
     let owner = nats.event_log("acme").await?;
     let _coordinator =
         murmur_e2e::spawn_coordinator(nats.log_as("acme", Role::Coordinator, "coord").await?);
-    let (_, host_creds) = nats.creds("acme", Role::Submitter, "host").await?;
-    let mut host = tokio::process::Command::new(python()?)
-        .arg(repo_root().join("examples/python/protocol_host.py"))
-        .args([
-            "--server",
-            nats.url(),
-            "--agent",
-            "curious",
-            "--owner",
-            "acme",
-        ])
-        .args(["--ask", "Which colour?"])
-        .arg("--creds")
-        .arg(host_creds.context("secure mode issues creds")?)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    tokio::time::timeout(
-        DEADLINE,
-        tokio::io::BufReader::new(host.stdout.take().context("stdout")?)
-            .lines()
-            .next_line(),
-    )
-    .await??
-    .context("the protocol host exited before registering")?;
+    let (_host, _) = protocol_host(&nats, "curious", &["--ask", "Which colour?"]).await?;
     let who = murmur_e2e::enrol(&nats, Role::Worker, "bridge", dir.path()).await?;
     let (_bridge, _) = murmur_e2e::spawn_agent(
         nats.url(),

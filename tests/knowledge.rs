@@ -455,34 +455,10 @@ async fn memory_agent_answers_queries_and_catches_a_peer_up() -> Result<()> {
     let nats = TestNats::start().await?;
     let owner_log = nats.event_log(REALM).await?;
     open_space(&owner_log, "ops", "", 1, 4096).await?;
-    let memory_log = nats.event_log(REALM).await?;
-    set_access(
-        &owner_log,
-        "ops",
-        memory_log.identity().public_key(),
-        AccessRole::Replica,
-        true,
-    )
-    .await?;
-    let memory_key = memory_log.identity().public_key().to_string();
-    let agent = Agent::join(
-        memory_log,
-        AgentSpec {
-            manifest: AgentJoined {
-                handles: Some(MemoryService::handles()),
-                ..murmur_e2e::joined("memory")
-            },
-            heartbeat: Duration::from_secs(1),
-        },
-    )
-    .await?;
-    let memory = MemoryService::spawn(
-        agent,
-        MemoryOptions {
-            snapshot_every: None,
-            ..Default::default()
-        },
-    );
+    let memory_identity = Identity::generate();
+    let memory_key = memory_identity.public_key().to_string();
+    set_access(&owner_log, "ops", &memory_key, AccessRole::Replica, true).await?;
+    let memory = memory_agent(&nats, &memory_identity).await?;
 
     // A peer that opened the space before anything was written.
     let mut peer = replica(&nats, Identity::generate(), "ops").await?;
@@ -660,6 +636,29 @@ async fn automerge_repo_peer(args: &[String]) -> Result<(i32, Vec<serde_json::Va
     Ok((out.status.code().unwrap_or(-1), lines))
 }
 
+/// A memory agent with `identity` (the key automerge-repo peers dial), serving until stopped.
+async fn memory_agent(nats: &TestNats, identity: &Identity) -> Result<MemoryService> {
+    let log = nats.event_log_as(identity.clone(), REALM).await?;
+    let agent = Agent::join(
+        log,
+        AgentSpec {
+            manifest: AgentJoined {
+                handles: Some(MemoryService::handles()),
+                ..murmur_e2e::joined("memory")
+            },
+            heartbeat: Duration::from_secs(1),
+        },
+    )
+    .await?;
+    Ok(MemoryService::spawn(
+        agent,
+        MemoryOptions {
+            snapshot_every: None,
+            ..Default::default()
+        },
+    ))
+}
+
 /// A realm with space `notes` (one document), a memory agent holding its replica role (the
 /// gateway automerge-repo peers reach), and a fact its owner wrote.
 struct RepoSetup {
@@ -681,7 +680,7 @@ impl RepoSetup {
         let memory_identity = Identity::generate();
         let memory_key = memory_identity.public_key().to_string();
         set_access(&owner_log, "notes", &memory_key, AccessRole::Replica, true).await?;
-        let memory = Self::memory_agent(&nats, &memory_identity).await?;
+        let memory = memory_agent(&nats, &memory_identity).await?;
         let mut owner =
             KnowledgeReplica::open(owner_log.clone(), ReplicaConfig::space("notes")).await?;
         let fact = owner.put(
@@ -698,29 +697,6 @@ impl RepoSetup {
             memory_key,
             fact,
         })
-    }
-
-    /// A memory agent (the gateway) with `identity`, serving until stopped.
-    async fn memory_agent(nats: &TestNats, identity: &Identity) -> Result<MemoryService> {
-        let log = nats.event_log_as(identity.clone(), REALM).await?;
-        let agent = Agent::join(
-            log,
-            AgentSpec {
-                manifest: AgentJoined {
-                    handles: Some(MemoryService::handles()),
-                    ..murmur_e2e::joined("memory")
-                },
-                heartbeat: Duration::from_secs(1),
-            },
-        )
-        .await?;
-        Ok(MemoryService::spawn(
-            agent,
-            MemoryOptions {
-                snapshot_every: None,
-                ..Default::default()
-            },
-        ))
     }
 
     /// Waits until the owner's replica reads field `field` of the fact; returns its value.
@@ -937,7 +913,7 @@ async fn an_automerge_repo_peer_rejoins_a_restarted_memory_agent() -> Result<()>
     // The gateway restarts: same key, no sessions.
     let before = std::mem::replace(
         &mut setup.memory,
-        RepoSetup::memory_agent(&setup.nats, &setup.memory_identity).await?,
+        memory_agent(&setup.nats, &setup.memory_identity).await?,
     );
     before.stop().await?;
     let mut stdin = peer.stdin.take().context("stdin")?;

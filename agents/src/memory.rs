@@ -319,14 +319,7 @@ async fn take_repo_frame(
     identity: &murmur_subjects::Identity,
     frame: &async_nats::Message,
 ) -> Result<(), murmur_knowledge::KnowledgeError> {
-    let header = |name: &str| {
-        frame
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_string())
-            .unwrap_or_default()
-    };
+    let header = |name: &str| murmur_knowledge::rpc::header(frame, name);
     let (peer, session, signature) = (
         header(SIGNER_HEADER),
         header(SESSION_HEADER),

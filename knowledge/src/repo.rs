@@ -734,6 +734,25 @@ mod tests {
             (frame, signature)
         }
 
+        /// Signs `message` and hands it to the gateway at `now`.
+        fn send(
+            &self,
+            gw: &mut RepoGateway,
+            base: &mut KnowledgeBase,
+            message: &WireMessage,
+            now: Instant,
+        ) -> Result<Checked, KnowledgeError> {
+            let (frame, signature) = self.signed(message);
+            gw.check(
+                base,
+                self.key.public_key(),
+                &self.session,
+                &frame,
+                &signature,
+                now,
+            )
+        }
+
         fn join(&self) -> WireMessage {
             WireMessage {
                 kind: "join".into(),
@@ -831,16 +850,8 @@ mod tests {
         let mut base = base(&owner, Some(&peer.key));
         let mut gw = RepoGateway::new(REALM, "GW");
 
-        let (frame, signature) = peer.signed(&peer.join());
-        let checked = gw
-            .check(
-                &mut base,
-                peer.key.public_key(),
-                &peer.session,
-                &frame,
-                &signature,
-                Instant::now(),
-            )
+        let checked = peer
+            .send(&mut gw, &mut base, &peer.join(), Instant::now())
             .expect("join");
         let out = gw.apply(&mut base, checked).expect("peer");
         assert_eq!(peer.receive(&out), ["peer"]);
@@ -912,16 +923,8 @@ mod tests {
         let mut peer = Peer::new();
         let mut base = base(&owner, None);
         let mut gw = RepoGateway::new(REALM, "GW");
-        let (frame, signature) = peer.signed(&peer.join());
-        let checked = gw
-            .check(
-                &mut base,
-                peer.key.public_key(),
-                &peer.session,
-                &frame,
-                &signature,
-                Instant::now(),
-            )
+        let checked = peer
+            .send(&mut gw, &mut base, &peer.join(), Instant::now())
             .expect("join");
         gw.apply(&mut base, checked).expect("peer");
         let (_, relays) = exchange(&mut gw, &mut base, &mut peer, "request");
@@ -1049,16 +1052,8 @@ mod tests {
         let mut base = base(&owner, Some(&peer.key));
         let mut gw = RepoGateway::new(REALM, "GW");
         let start = Instant::now();
-        let (frame, signature) = peer.signed(&peer.join());
-        gw.check(
-            &mut base,
-            peer.key.public_key(),
-            &peer.session,
-            &frame,
-            &signature,
-            start,
-        )
-        .expect("join");
+        peer.send(&mut gw, &mut base, &peer.join(), start)
+            .expect("join");
         assert_eq!(gw.connections(), 1);
         let idle = Duration::from_secs(600);
         assert_eq!(gw.forget_idle(start + Duration::from_secs(599), idle), 0);

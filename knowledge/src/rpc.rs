@@ -95,8 +95,8 @@ pub(crate) fn rpc_filter(
     }
 }
 
-/// A header of a reply, or empty.
-pub(crate) fn header(message: &async_nats::Message, name: &str) -> String {
+/// A header of a message (a reply, a repo frame), or empty.
+pub fn header(message: &async_nats::Message, name: &str) -> String {
     message
         .headers
         .as_ref()

@@ -88,14 +88,7 @@ impl Dialer for GatewayDialer {
             let verifier = SignatureVerifier::new();
             let (gateway, reading) = (this.gateway.clone(), session.clone());
             let frames = subscription.filter_map(move |message| {
-                let header = |name: &str| {
-                    message
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(name))
-                        .map(|v| v.as_str().to_string())
-                        .unwrap_or_default()
-                };
+                let header = |name: &str| crate::rpc::header(&message, name);
                 let genuine = header(SIGNER_HEADER) == gateway
                     && verifier
                         .verify_detached(

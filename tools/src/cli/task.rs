@@ -270,6 +270,25 @@ pub async fn task_cancel(settings: &Settings, id: &str, reason: &str) -> Result<
     Ok(())
 }
 
+/// Task `id` as the task fold holds it at the log's end.
+async fn task_as_of_now(
+    log: &murmur_subjects::EventLog,
+    id: &str,
+) -> Result<murmur_coordination::tasks::Task> {
+    let mut p = Projector::new(
+        log.clone(),
+        murmur_coordination::tasks::TaskProjection {
+            realm: log.realm().clone(),
+        },
+    );
+    p.catch_up().await?;
+    p.state()
+        .tasks
+        .get(id)
+        .cloned()
+        .with_context(|| format!("no task {id}"))
+}
+
 /// `murmur task answer ID QUESTION TEXT`.
 pub async fn task_answer(
     settings: &Settings,
@@ -278,18 +297,7 @@ pub async fn task_answer(
     answer: &str,
 ) -> Result<()> {
     let log = settings.open_log("murmur-task-answer").await?;
-    let mut p = Projector::new(
-        log.clone(),
-        murmur_coordination::tasks::TaskProjection {
-            realm: log.realm().clone(),
-        },
-    );
-    p.catch_up().await?;
-    let task = p
-        .state()
-        .tasks
-        .get(id)
-        .with_context(|| format!("no task {id}"))?;
+    let task = task_as_of_now(&log, id).await?;
     let me = log.identity().public_key();
     if task.submitter != me {
         bail!(
@@ -336,18 +344,7 @@ pub async fn task_answer(
 
 /// Cancels task `id` on `log` as its identity (expected sequence: the task's last event).
 pub async fn cancel_on(log: &murmur_subjects::EventLog, id: &str, reason: &str) -> Result<()> {
-    let mut p = Projector::new(
-        log.clone(),
-        murmur_coordination::tasks::TaskProjection {
-            realm: log.realm().clone(),
-        },
-    );
-    p.catch_up().await?;
-    let task = p
-        .state()
-        .tasks
-        .get(id)
-        .with_context(|| format!("no task {id}"))?;
+    let task = task_as_of_now(log, id).await?;
     if task.state.is_final() {
         bail!("task {id} is already {}", task.state.name());
     }
