@@ -665,7 +665,7 @@ struct RepoSetup {
     nats: TestNats,
     owner_log: EventLog,
     owner: KnowledgeReplica,
-    memory: MemoryService,
+    memory: Option<MemoryService>,
     memory_identity: Identity,
     memory_key: String,
     fact: murmur_knowledge::FactId,
@@ -692,11 +692,43 @@ impl RepoSetup {
             nats,
             owner_log,
             owner,
-            memory,
+            memory: Some(memory),
             memory_identity,
             memory_key,
             fact,
         })
+    }
+
+    /// Stops the memory agent; returns what it did.
+    async fn stop_memory(&mut self) -> Result<murmur_agents::memory::MemoryStats> {
+        Ok(self
+            .memory
+            .take()
+            .context("no memory agent runs")?
+            .stop()
+            .await?)
+    }
+
+    /// Starts a memory agent with the same key (and no sessions) and waits until it answers
+    /// a query: it is subscribed to its repo subject by then.
+    async fn start_memory(&mut self) -> Result<()> {
+        self.memory = Some(memory_agent(&self.nats, &self.memory_identity).await?);
+        let until = tokio::time::Instant::now() + DEADLINE;
+        while query_remote(
+            &self.owner_log,
+            "notes",
+            &QueryRequest::default(),
+            Duration::from_secs(1),
+        )
+        .await
+        .is_err()
+        {
+            ensure!(
+                tokio::time::Instant::now() < until,
+                "the restarted memory agent never answered"
+            );
+        }
+        Ok(())
     }
 
     /// Waits until the owner's replica reads field `field` of the fact; returns its value.
@@ -848,7 +880,7 @@ async fn an_automerge_repo_peer_reads_and_edits_a_space_through_a_memory_agent()
     })
     .await?;
 
-    let stats = setup.memory.stop().await?;
+    let stats = setup.stop_memory().await?;
     ensure!(
         stats.repo_frames >= 4 && stats.repo_refused == 1,
         "{stats:?}"
@@ -911,11 +943,8 @@ async fn an_automerge_repo_peer_rejoins_a_restarted_memory_agent() -> Result<()>
     ensure!(first.contains("automerge-repo"), "{first}");
 
     // The gateway restarts: same key, no sessions.
-    let before = std::mem::replace(
-        &mut setup.memory,
-        memory_agent(&setup.nats, &setup.memory_identity).await?,
-    );
-    before.stop().await?;
+    setup.stop_memory().await?;
+    setup.start_memory().await?;
     let mut stdin = peer.stdin.take().context("stdin")?;
     stdin.write_all(b"edit\n").await?;
     stdin.flush().await?;
@@ -930,7 +959,7 @@ async fn an_automerge_repo_peer_rejoins_a_restarted_memory_agent() -> Result<()>
     ensure!(rest.iter().any(|l| l.contains("accepted")), "{rest:?}");
     let field = setup.field("reviewed-by").await?;
     ensure!(field.winner.author == writer_key, "{field:?}");
-    let stats = setup.memory.stop().await?;
+    let stats = setup.stop_memory().await?;
     ensure!(
         stats.repo_rejoins >= 1 && stats.repo_refused == 0,
         "{stats:?}"
@@ -945,7 +974,8 @@ async fn an_automerge_repo_peer_rejoins_a_restarted_memory_agent() -> Result<()>
 /// samod, the Rust automerge-repo, reaches the same gateway over NATS with
 /// `murmur_knowledge::samod_nats::GatewayDialer`: it finds the document by its automerge-repo
 /// id, reads the agent's fact, and its edit (with the peer's key as the actor) lands in the
-/// log as the peer's.
+/// log as the peer's; after the memory agent restarts it connects again and its next edit
+/// lands too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_samod_peer_reads_and_edits_a_space_over_nats() -> Result<()> {
     use automerge::transaction::Transactable as _;
@@ -1011,11 +1041,57 @@ async fn a_samod_peer_reads_and_edits_a_space_over_nats() -> Result<()> {
     let field = setup.field("reviewed-by").await?;
     ensure!(field.winner.author == peer_key, "{field:?}");
     ensure!(field.winner.value.value == Value::Text("a samod peer".into()));
-    repo.stop().await;
-    let stats = setup.memory.stop().await?;
+
+    // The gateway restarts (same key, no sessions): told "unknown connection", samod closes
+    // the connection and its dialer connects again; the next edit lands.
+    setup.stop_memory().await?;
+    setup.start_memory().await?;
+    let stamped = serde_json::to_string(&murmur_knowledge::document::Stamped {
+        value: Value::Text("after the restart".into()),
+        at: chrono::Utc::now(),
+    })?;
+    doc.with_document(|d| -> Result<()> {
+        let (_, obj) = d.get(ROOT, fact.as_str())?.context("the fact")?;
+        d.transact(|tx| tx.put(&obj, "f:checked-by", stamped.as_str()))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(())
+    })?;
+    let field = setup.field("checked-by").await?;
+    ensure!(field.winner.author == peer_key, "{field:?}");
+
+    // No gateway at all while it edits: its frame is answered "no responders", the
+    // transport ends and the dialer keeps connecting; once a memory agent runs again the
+    // edit lands.
+    let stats = setup.stop_memory().await?;
     ensure!(
-        stats.repo_refused == 0 && stats.repo_frames >= 3,
+        stats.repo_refused == 0 && stats.repo_rejoins >= 1,
         "{stats:?}"
     );
+    let mut events = dialing.events();
+    let stamped = serde_json::to_string(&murmur_knowledge::document::Stamped {
+        value: Value::Text("while no gateway ran".into()),
+        at: chrono::Utc::now(),
+    })?;
+    doc.with_document(|d| -> Result<()> {
+        let (_, obj) = d.get(ROOT, fact.as_str())?.context("the fact")?;
+        d.transact(|tx| tx.put(&obj, "f:queued-by", stamped.as_str()))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(())
+    })?;
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(event) = futures::StreamExt::next(&mut events).await {
+            if matches!(event, samod::DialerEvent::Disconnected { .. }) {
+                return;
+            }
+        }
+    })
+    .await
+    .context("samod never noticed that no gateway answers")?;
+    setup.start_memory().await?;
+    let field = setup.field("queued-by").await?;
+    ensure!(field.winner.author == peer_key, "{field:?}");
+    repo.stop().await;
+    let stats = setup.stop_memory().await?;
+    ensure!(stats.repo_refused == 0, "{stats:?}");
     Ok(())
 }

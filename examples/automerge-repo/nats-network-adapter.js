@@ -34,8 +34,9 @@ export class NatsNetworkAdapter extends NetworkAdapter {
    * @param {string} options.gateway the memory agent's public key (`murmur agents ls`)
    * @param {import("@nats-io/nkeys").KeyPair} options.keyPair the peer's nkey (its creds' seed)
    * @param {(reason: string) => void} [options.onError] told when the gateway refuses a frame
+   * @param {() => void} [options.onGone] told when no gateway answers (it joins again each second)
    */
-  constructor({ nc, realm, gateway, keyPair, onError }) {
+  constructor({ nc, realm, gateway, keyPair, onError, onGone }) {
     super();
     this.nc = nc;
     this.realm = realm;
@@ -44,6 +45,7 @@ export class NatsNetworkAdapter extends NetworkAdapter {
     this.keyPair = keyPair;
     this.key = keyPair.getPublicKey();
     this.onError = onError ?? ((reason) => console.error(`murmur gateway: ${reason}`));
+    this.onGone = onGone ?? (() => {});
     this.remote = undefined;
     this.ready = false;
     this.readyPromise = new Promise((resolve) => (this.resolveReady = resolve));
@@ -69,7 +71,8 @@ export class NatsNetworkAdapter extends NetworkAdapter {
   join() {
     this.sub?.unsubscribe();
     this.session = `s${Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString("hex")}`;
-    const sub = this.nc.subscribe(`_INBOX.${this.key}.repo.${this.session}`);
+    this.inbox = `_INBOX.${this.key}.repo.${this.session}`;
+    const sub = this.nc.subscribe(this.inbox);
     this.sub = sub;
     const session = this.session;
     (async () => {
@@ -83,6 +86,19 @@ export class NatsNetworkAdapter extends NetworkAdapter {
     });
   }
 
+  gatewayGone() {
+    if (this.retry) return;
+    if (!this.gone) this.onGone();
+    this.gone = true;
+    if (this.remote) this.emit("peer-disconnected", { peerId: this.remote });
+    this.remote = undefined;
+    this.ready = false;
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      this.join();
+    }, 1000);
+  }
+
   rejoin() {
     if (this.remote) this.emit("peer-disconnected", { peerId: this.remote });
     this.remote = undefined;
@@ -91,6 +107,13 @@ export class NatsNetworkAdapter extends NetworkAdapter {
 
   receive(m, session) {
     if (session !== this.session) return;
+    // Frames go out with this inbox as their reply subject, so the server answers 503 "no
+    // responders" when no gateway listens (restarting): the frame is lost, so join again
+    // once one does.
+    if (m.headers?.code === 503) {
+      this.gatewayGone();
+      return;
+    }
     const signer = m.headers?.get("Murmur-Signer");
     const signature = m.headers?.get("Murmur-Signature") ?? "";
     if (signer !== this.gateway || !signature.startsWith(SCHEME)) return;
@@ -100,6 +123,7 @@ export class NatsNetworkAdapter extends NetworkAdapter {
     if (message.data) message.data = new Uint8Array(message.data);
     switch (message.type) {
       case "peer":
+        this.gone = false;
         this.remote = message.senderId;
         this.ready = true;
         this.resolveReady();
@@ -128,10 +152,11 @@ export class NatsNetworkAdapter extends NetworkAdapter {
     h.set("Murmur-Signer", this.key);
     h.set("Murmur-Sync-Session", this.session);
     h.set("Murmur-Signature", SCHEME + base64url(this.keyPair.sign(signedBytes(this.session, frame))));
-    this.nc.publish(this.subject, frame, { headers: h });
+    this.nc.publish(this.subject, frame, { headers: h, reply: this.inbox });
   }
 
   disconnect() {
+    clearTimeout(this.retry);
     if (this.remote) this.sendFrame({ type: "leave", senderId: this.peerId });
     this.sub?.unsubscribe();
     if (this.remote) this.emit("peer-disconnected", { peerId: this.remote });

@@ -68,6 +68,7 @@ const adapter = new NatsNetworkAdapter({
   gateway: values.gateway,
   keyPair,
   onError: (reason) => refusals.push(reason),
+  onGone: () => say({ waiting: "no gateway answers; joining again each second" }),
 });
 const repo = new Repo({ network: [adapter], peerId: `murmur-peer-${key.slice(0, 12)}` });
 

@@ -82,41 +82,55 @@ impl Dialer for GatewayDialer {
             let inbox = repo_inbox(this.identity.public_key(), &session);
             let subscription = this
                 .client
-                .subscribe(inbox)
+                .subscribe(inbox.clone())
                 .await
                 .map_err(DialError::transient)?;
             let verifier = SignatureVerifier::new();
             let (gateway, reading) = (this.gateway.clone(), session.clone());
-            let frames = subscription.filter_map(move |message| {
-                let header = |name: &str| crate::rpc::header(&message, name);
-                let genuine = header(SIGNER_HEADER) == gateway
-                    && verifier
-                        .verify_detached(
-                            &gateway,
-                            &frame_signed_bytes(&reading, &message.payload),
-                            &header(SIGNATURE_HEADER),
-                        )
-                        .is_ok();
-                if !genuine {
-                    tracing::warn!("a repo frame not signed by the gateway was dropped");
-                }
-                futures::future::ready(
-                    genuine.then(|| Ok::<_, Infallible>(message.payload.to_vec())),
-                )
-            });
-            let state = (this.client, subject, this.identity, session);
+            // Frames go out with the inbox as their reply subject, so the server answers
+            // "no responders" when no gateway listens (it restarts): the frame is lost, so
+            // the transport ends and samod's dialer connects again (a new session, a join).
+            let frames = subscription
+                .take_while(|message| {
+                    futures::future::ready(
+                        message.status != Some(async_nats::StatusCode::NO_RESPONDERS),
+                    )
+                })
+                .filter_map(move |message| {
+                    let header = |name: &str| crate::rpc::header(&message, name);
+                    let genuine = header(SIGNER_HEADER) == gateway
+                        && verifier
+                            .verify_detached(
+                                &gateway,
+                                &frame_signed_bytes(&reading, &message.payload),
+                                &header(SIGNATURE_HEADER),
+                            )
+                            .is_ok();
+                    if !genuine {
+                        tracing::warn!("a repo frame not signed by the gateway was dropped");
+                    }
+                    futures::future::ready(
+                        genuine.then(|| Ok::<_, Infallible>(message.payload.to_vec())),
+                    )
+                });
+            let state = (this.client, subject, this.identity, session, inbox);
             let sink = futures::sink::unfold(
                 state,
-                |(client, subject, identity, session), frame: Vec<u8>| async move {
+                |(client, subject, identity, session, inbox), frame: Vec<u8>| async move {
                     let signature = identity.sign_detached(&frame_signed_bytes(&session, &frame));
                     let mut headers = async_nats::HeaderMap::new();
                     headers.insert(SIGNER_HEADER, identity.public_key());
                     headers.insert(SESSION_HEADER, session.as_str());
                     headers.insert(SIGNATURE_HEADER, signature.as_str());
                     client
-                        .publish_with_headers(subject.clone(), headers, frame.into())
+                        .publish_with_reply_and_headers(
+                            subject.clone(),
+                            inbox.clone(),
+                            headers,
+                            frame.into(),
+                        )
                         .await?;
-                    Ok::<_, async_nats::PublishError>((client, subject, identity, session))
+                    Ok::<_, async_nats::PublishError>((client, subject, identity, session, inbox))
                 },
             );
             Ok(Transport::new(frames, Box::pin(sink)))
