@@ -888,26 +888,19 @@ async fn an_automerge_repo_peer_reads_and_edits_a_space_through_a_memory_agent()
     Ok(())
 }
 
-/// A memory agent restarts under a JavaScript peer that has the document open: the gateway
-/// no longer knows the peer's session, tells it to join again (nothing dead-lettered), the
-/// adapter does, and the edit the peer makes afterwards lands in the log.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_automerge_repo_peer_rejoins_a_restarted_memory_agent() -> Result<()> {
-    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
-    let mut setup = RepoSetup::start().await?;
-    let (writer, creds) = setup
-        .nats
-        .creds(REALM, Role::Submitter, "js-writer")
-        .await?;
-    let writer_key = writer.public_key().to_string();
-    set_access(
-        &setup.owner_log,
-        "notes",
-        &writer_key,
-        AccessRole::Writer,
-        true,
-    )
-    .await?;
+/// `examples/automerge-repo/peer.mjs` with `creds`, holding the document open after reading
+/// it until a line on its standard input, then setting `field` of the fact to `value`: the
+/// child and its standard output's lines (the first, the facts, already read).
+async fn waiting_js_peer(
+    setup: &RepoSetup,
+    creds: &std::path::Path,
+    field: &str,
+    value: &str,
+) -> Result<(
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+)> {
+    use tokio::io::AsyncBufReadExt as _;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/automerge-repo");
     ensure!(
         dir.join("node_modules/@automerge/automerge-repo").exists(),
@@ -918,18 +911,12 @@ async fn an_automerge_repo_peer_rejoins_a_restarted_memory_agent() -> Result<()>
         .arg("peer.mjs")
         .args(["--servers", setup.nats.url(), "--realm", REALM])
         .args(["--gateway", &setup.memory_key, "--creds"])
-        .arg(creds.context("secure mode issues creds")?)
+        .arg(creds)
         .args([
             "--url",
             &murmur_knowledge::repo::automerge_url(REALM, "notes-0"),
         ])
-        .args([
-            "--wait-stdin",
-            "--set",
-            setup.fact.as_str(),
-            "reviewed-by",
-            "after the restart",
-        ])
+        .args(["--wait-stdin", "--set", setup.fact.as_str(), field, value])
         .current_dir(&dir)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -941,13 +928,23 @@ async fn an_automerge_repo_peer_rejoins_a_restarted_memory_agent() -> Result<()>
         .context("the peer did not read the document")??
         .context("the peer ended")?;
     ensure!(first.contains("automerge-repo"), "{first}");
+    Ok((peer, lines))
+}
 
-    // The gateway restarts: same key, no sessions.
-    setup.stop_memory().await?;
-    setup.start_memory().await?;
+/// Tells a [`waiting_js_peer`] to edit.
+async fn edit_now(peer: &mut tokio::process::Child) -> Result<()> {
+    use tokio::io::AsyncWriteExt as _;
     let mut stdin = peer.stdin.take().context("stdin")?;
     stdin.write_all(b"edit\n").await?;
     stdin.flush().await?;
+    Ok(())
+}
+
+/// Waits for a [`waiting_js_peer`] to end; fails unless its edit was acknowledged.
+async fn edit_acknowledged(
+    mut peer: tokio::process::Child,
+    mut lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> Result<()> {
     let status = tokio::time::timeout(DEADLINE, peer.wait())
         .await
         .context("the peer's edit was never acknowledged")??;
@@ -957,6 +954,38 @@ async fn an_automerge_repo_peer_rejoins_a_restarted_memory_agent() -> Result<()>
     }
     ensure!(status.success(), "the peer exited {status}: {rest:?}");
     ensure!(rest.iter().any(|l| l.contains("accepted")), "{rest:?}");
+    Ok(())
+}
+
+/// A JavaScript peer with the document open outlives its gateway. The memory agent
+/// restarts: the new one does not know the peer's session and tells it to join again
+/// (nothing dead-lettered), the adapter does, and the edit made afterwards lands. Then no
+/// memory agent runs while the peer edits: the server answers its frame "no responders",
+/// the adapter joins again each second, and the edit lands once a memory agent runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automerge_repo_peer_rejoins_a_restarted_memory_agent() -> Result<()> {
+    let mut setup = RepoSetup::start().await?;
+    let (writer, creds) = setup
+        .nats
+        .creds(REALM, Role::Submitter, "js-writer")
+        .await?;
+    let creds = creds.context("secure mode issues creds")?;
+    let writer_key = writer.public_key().to_string();
+    set_access(
+        &setup.owner_log,
+        "notes",
+        &writer_key,
+        AccessRole::Writer,
+        true,
+    )
+    .await?;
+
+    let (mut peer, lines) =
+        waiting_js_peer(&setup, &creds, "reviewed-by", "after the restart").await?;
+    setup.stop_memory().await?;
+    setup.start_memory().await?;
+    edit_now(&mut peer).await?;
+    edit_acknowledged(peer, lines).await?;
     let field = setup.field("reviewed-by").await?;
     ensure!(field.winner.author == writer_key, "{field:?}");
     let stats = setup.stop_memory().await?;
@@ -968,6 +997,23 @@ async fn an_automerge_repo_peer_rejoins_a_restarted_memory_agent() -> Result<()>
         murmur_e2e::dead_letters(&setup.owner_log).await?.is_empty(),
         "a rejoin is not bad input"
     );
+
+    // No gateway at all while the peer edits.
+    setup.start_memory().await?;
+    let (mut peer, mut lines) =
+        waiting_js_peer(&setup, &creds, "checked-by", "while none ran").await?;
+    setup.stop_memory().await?;
+    edit_now(&mut peer).await?;
+    let waiting = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .context("the peer never noticed that no gateway answers")??
+        .context("the peer ended")?;
+    ensure!(waiting.contains("waiting"), "{waiting}");
+    setup.start_memory().await?;
+    edit_acknowledged(peer, lines).await?;
+    let field = setup.field("checked-by").await?;
+    ensure!(field.winner.author == writer_key, "{field:?}");
+    setup.stop_memory().await?;
     Ok(())
 }
 
