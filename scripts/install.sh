@@ -7,8 +7,8 @@
 #     SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2; MURMUR_SKIP_MODELS=1 skips them
 #   - the operator console's page: its npm packages (tools/console/package-lock.json) and
 #     its build (tools/console/dist, which the murmur binary embeds); Node.js and npm from
-#     Debian when missing; the automerge-repo peer's npm packages
-#     (examples/automerge-repo/package-lock.json)
+#     Debian when missing; the automerge-repo peer's npm packages (the versions locked in
+#     examples/automerge-repo/package-lock.json)
 #   - Debian's Chromium (and openssl) for the console's browser tests; MURMUR_SKIP_BROWSER=1
 #     skips them
 #   - checks that the Rust toolchain is present
@@ -139,7 +139,10 @@ echo "install: console page built in $root/$console/dist (node $(node --version)
 peer="examples/automerge-repo"
 if [ ! -f "$peer/node_modules/.package-lock.json" ] \
   || [ "$peer/package-lock.json" -nt "$peer/node_modules/.package-lock.json" ]; then
-  (cd "$peer" && npm ci --no-audit --no-fund --loglevel=error) >&2
+  # `npm install --no-save` installs the locked versions (integrity-checked) without
+  # rewriting the lock; `npm ci` refuses this lock where the registry has no
+  # @cbor-extract/* builds (cbor-x's optional native speed-up, skipped then).
+  (cd "$peer" && npm install --no-save --no-audit --no-fund --loglevel=error) >&2
 fi
 
 # libfaketime for the fault suite's clock-skew fault (`murmur-chaos`); without it that one
