@@ -123,7 +123,12 @@ pub fn decide(book: &TaskBook, candidates: &[Candidate], now: DateTime<Utc>) -> 
             agent, lease_until, ..
         } = &t.state
         {
-            if *lease_until <= now {
+            // An attempt waiting for its submitter's answer keeps its lease until answered.
+            let waiting = t
+                .questions
+                .iter()
+                .any(|q| q.attempt == t.attempt && q.answer.is_none());
+            if *lease_until <= now && !waiting {
                 commands.push(Command::ExpireLease {
                     task: id.clone(),
                     agent: agent.clone(),

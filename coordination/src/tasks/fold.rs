@@ -363,6 +363,7 @@ impl TaskProjection {
                     id: p.question,
                     attempt: p.attempt,
                     prompt: p.prompt,
+                    asked_at: at,
                     answer: None,
                 });
             }
@@ -382,6 +383,14 @@ impl TaskProjection {
                         question: p.question.clone(),
                     })?;
                 open.answer = Some(p.answer);
+                // The lease stood still while the attempt waited for the answer.
+                let (asked_at, attempt) = (open.asked_at, open.attempt);
+                if let TaskState::Assigned { lease_until, .. } = &mut task.state
+                    && attempt == task.attempt
+                    && at > asked_at
+                {
+                    *lease_until += at - asked_at;
+                }
             }
         }
         task.last_sequence = seq;

@@ -158,6 +158,8 @@ pub struct TaskQuestion {
     pub attempt: u32,
     /// What was asked.
     pub prompt: String,
+    /// When it was stored: the attempt's lease stands still while the question is open.
+    pub asked_at: DateTime<Utc>,
     /// The submitter's answer, once given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,

@@ -137,6 +137,35 @@ fn priority_first_then_fifo() {
 }
 
 #[test]
+fn an_attempt_waiting_for_an_answer_keeps_its_lease() {
+    let now = t("2026-01-01T00:00:10Z");
+    let mut book = TaskBook::default();
+    let mut waiting = leased("w", t("2026-01-01T00:00:05Z"), 1, now);
+    waiting.questions.push(TaskQuestion {
+        id: "q1".into(),
+        attempt: 1,
+        prompt: "which colour?".into(),
+        asked_at: t("2026-01-01T00:00:01Z"),
+        answer: None,
+    });
+    book.tasks.insert("waiting".into(), waiting.clone());
+    assert!(
+        !decide(&book, &[], now)
+            .iter()
+            .any(|c| matches!(c, Command::ExpireLease { .. })),
+        "an open question holds the lease"
+    );
+    // Answered (and its lease not extended past now): it expires as any other.
+    waiting.questions[0].answer = Some("blue".into());
+    book.tasks.insert("waiting".into(), waiting);
+    assert!(
+        decide(&book, &[], now)
+            .iter()
+            .any(|c| matches!(c, Command::ExpireLease { .. }))
+    );
+}
+
+#[test]
 fn expired_leases_and_exhausted_tasks() {
     let now = t("2026-01-01T00:00:10Z");
     let mut book = TaskBook::default();
@@ -272,8 +301,18 @@ mod fold {
             proj.apply(&mut book, &log.event(&submitter, "t1", &unknown, 7))
                 .is_err()
         );
+        let lease = |book: &TaskBook| match &book.tasks["t1"].state {
+            TaskState::Assigned { lease_until, .. } => *lease_until,
+            other => panic!("not assigned: {other:?}"),
+        };
+        let before = lease(&book);
         proj.apply(&mut book, &log.event(&submitter, "t1", &answer, 8))
             .expect("answered");
+        assert_eq!(
+            lease(&book) - before,
+            Duration::milliseconds(4),
+            "the lease stood still from the question (at 4) to the answer (at 8)"
+        );
         let again = TaskQuestionAnswered {
             question: "q1".into(),
             answer: "green".into(),
@@ -283,15 +322,17 @@ mod fold {
                 .is_err(),
             "the first answer counts"
         );
+        let asked = &book.tasks["t1"].questions;
+        assert_eq!(asked.len(), 1);
         assert_eq!(
-            book.tasks["t1"].questions,
-            vec![TaskQuestion {
-                id: "q1".into(),
-                attempt: 1,
-                prompt: "which colour?".into(),
-                answer: Some("blue".into()),
-            }]
+            (
+                asked[0].id.as_str(),
+                asked[0].attempt,
+                asked[0].prompt.as_str()
+            ),
+            ("q1", 1, "which colour?")
         );
+        assert_eq!(asked[0].answer.as_deref(), Some("blue"));
     }
 
     #[test]
