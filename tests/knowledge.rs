@@ -1017,6 +1017,28 @@ async fn an_automerge_repo_peer_rejoins_a_restarted_memory_agent() -> Result<()>
     Ok(())
 }
 
+/// Sets shared field `field` of `fact` to text `value` in a samod document, as murmur's
+/// layout writes it (`f:{field}`: a stamped value, an immutable string).
+fn set_field_in(
+    doc: &samod::DocHandle,
+    fact: &murmur_knowledge::FactId,
+    field: &str,
+    value: &str,
+) -> Result<()> {
+    use automerge::transaction::Transactable as _;
+    use automerge::{ROOT, ReadDoc as _};
+    let stamped = serde_json::to_string(&murmur_knowledge::document::Stamped {
+        value: Value::Text(value.into()),
+        at: chrono::Utc::now(),
+    })?;
+    doc.with_document(|d| -> Result<()> {
+        let (_, obj) = d.get(ROOT, fact.as_str())?.context("the fact")?;
+        d.transact(|tx| tx.put(&obj, format!("f:{field}"), stamped.as_str()))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(())
+    })
+}
+
 /// samod, the Rust automerge-repo, reaches the same gateway over NATS with
 /// `murmur_knowledge::samod_nats::GatewayDialer`: it finds the document by its automerge-repo
 /// id, reads the agent's fact, and its edit (with the peer's key as the actor) lands in the
@@ -1024,7 +1046,6 @@ async fn an_automerge_repo_peer_rejoins_a_restarted_memory_agent() -> Result<()>
 /// lands too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_samod_peer_reads_and_edits_a_space_over_nats() -> Result<()> {
-    use automerge::transaction::Transactable as _;
     use automerge::{ROOT, ReadDoc as _, Value as AmValue};
     let mut setup = RepoSetup::start().await?;
     let peer_log = setup
@@ -1073,17 +1094,11 @@ async fn a_samod_peer_reads_and_edits_a_space_over_nats() -> Result<()> {
     })?;
     ensure!(core.contains("automerge-repo"), "{core}");
 
-    let stamped = serde_json::to_string(&murmur_knowledge::document::Stamped {
-        value: Value::Text("a samod peer".into()),
-        at: chrono::Utc::now(),
-    })?;
-    doc.with_document(|d| -> Result<()> {
+    // The layout wants the peer's key as the actor of its changes.
+    doc.with_document(|d| {
         d.set_actor(murmur_knowledge::space::actor_for(&peer_key, [7; 8]));
-        let (_, obj) = d.get(ROOT, fact.as_str())?.context("the fact")?;
-        d.transact(|tx| tx.put(&obj, "f:reviewed-by", stamped.as_str()))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        Ok(())
-    })?;
+    });
+    set_field_in(&doc, &fact, "reviewed-by", "a samod peer")?;
     let field = setup.field("reviewed-by").await?;
     ensure!(field.winner.author == peer_key, "{field:?}");
     ensure!(field.winner.value.value == Value::Text("a samod peer".into()));
@@ -1092,16 +1107,7 @@ async fn a_samod_peer_reads_and_edits_a_space_over_nats() -> Result<()> {
     // the connection and its dialer connects again; the next edit lands.
     setup.stop_memory().await?;
     setup.start_memory().await?;
-    let stamped = serde_json::to_string(&murmur_knowledge::document::Stamped {
-        value: Value::Text("after the restart".into()),
-        at: chrono::Utc::now(),
-    })?;
-    doc.with_document(|d| -> Result<()> {
-        let (_, obj) = d.get(ROOT, fact.as_str())?.context("the fact")?;
-        d.transact(|tx| tx.put(&obj, "f:checked-by", stamped.as_str()))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        Ok(())
-    })?;
+    set_field_in(&doc, &fact, "checked-by", "after the restart")?;
     let field = setup.field("checked-by").await?;
     ensure!(field.winner.author == peer_key, "{field:?}");
 
@@ -1114,16 +1120,7 @@ async fn a_samod_peer_reads_and_edits_a_space_over_nats() -> Result<()> {
         "{stats:?}"
     );
     let mut events = dialing.events();
-    let stamped = serde_json::to_string(&murmur_knowledge::document::Stamped {
-        value: Value::Text("while no gateway ran".into()),
-        at: chrono::Utc::now(),
-    })?;
-    doc.with_document(|d| -> Result<()> {
-        let (_, obj) = d.get(ROOT, fact.as_str())?.context("the fact")?;
-        d.transact(|tx| tx.put(&obj, "f:queued-by", stamped.as_str()))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        Ok(())
-    })?;
+    set_field_in(&doc, &fact, "queued-by", "while no gateway ran")?;
     tokio::time::timeout(DEADLINE, async {
         while let Some(event) = futures::StreamExt::next(&mut events).await {
             if matches!(event, samod::DialerEvent::Disconnected { .. }) {

@@ -340,10 +340,11 @@ impl RepoGateway {
             .verify_detached(peer, &frame_signed_bytes(session, frame), signature)
             .map_err(|e| KnowledgeError::UnsignedFrame(e.to_string()))?;
         let message = WireMessage::decode(frame)?;
+        let kind = message.kind.clone();
         let mut checked = Checked {
             peer: peer.to_string(),
             session: session.to_string(),
-            message: message.clone(),
+            message,
             frame: frame.to_vec(),
             signature: signature.to_string(),
             sync: None,
@@ -351,13 +352,15 @@ impl RepoGateway {
             replies: Vec::new(),
         };
         let key = (peer.to_string(), session.to_string());
-        match message.kind.as_str() {
+        match kind.as_str() {
             "join" => {
-                let remote = message
+                let remote = checked
+                    .message
                     .sender_id
                     .clone()
                     .ok_or_else(|| KnowledgeError::BadFrame("join without senderId".into()))?;
-                let speaks = message
+                let speaks = checked
+                    .message
                     .supported_protocol_versions
                     .as_ref()
                     .is_none_or(|v| v.iter().any(|v| v == PROTOCOL_VERSION));
