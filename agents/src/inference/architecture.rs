@@ -131,10 +131,14 @@ impl Forward for TakingTurns<'_> {
     }
 }
 
-/// Loaded weights. Llama, Qwen 3, Phi-3 and Gemma 3 weights clone cheaply (the tensors are shared), so each
-/// generation gets its own copy with empty caches and generations run side by side. candle's
-/// Qwen 2 weights do not clone: generations take turns on one copy, its cache cleared first.
+/// Loaded weights. `llama` models batch their generations' passes unless the model mixes
+/// experts or batching is off. candle's Llama, Qwen 3, Phi-3 and Gemma 3 weights clone
+/// cheaply (the tensors are shared), so each generation gets its own copy with empty caches
+/// and generations run side by side, taking turns pass by pass. candle's Qwen 2 weights do
+/// not clone: generations take turns on one copy, its cache cleared first.
 pub(super) enum Weights {
+    /// A `llama` model whose generations share each forward pass ([`super::batching`]).
+    LlamaBatched(super::batching::Batcher),
     Llama(quantized_llama::ModelWeights),
     Qwen2(Mutex<quantized_qwen2::ModelWeights>),
     Qwen3(quantized_qwen3::ModelWeights),
@@ -143,12 +147,20 @@ pub(super) enum Weights {
 }
 
 impl Weights {
+    /// The weights in `content`; `llama` ones batched across generations when `batching`
+    /// (positions up to `context`).
     pub(super) fn load<R: Read + Seek>(
         architecture: Architecture,
         content: Content,
         reader: &mut R,
+        batching: Option<usize>,
     ) -> candle_core::Result<Self> {
         let cpu = &Device::Cpu;
+        if let (Architecture::Llama, Some(context)) = (architecture, batching)
+            && let Some(model) = super::batching::LlamaBatch::from_gguf(&content, reader, context)?
+        {
+            return Ok(Self::LlamaBatched(super::batching::Batcher::start(model)?));
+        }
         Ok(match architecture {
             Architecture::Llama => Self::Llama(quantized_llama::ModelWeights::from_gguf(
                 content, reader, cpu,
@@ -169,18 +181,39 @@ impl Weights {
         })
     }
 
-    /// Runs `generate` on weights whose attention caches are empty.
-    pub(super) fn with_fresh_cache<T>(&self, generate: impl FnOnce(&mut dyn Forward) -> T) -> T {
+    /// Runs `generate` on weights whose attention caches are empty, its passes batched
+    /// with the other generations' or taking `turns` with them.
+    pub(super) fn with_fresh_cache<T>(
+        &self,
+        turns: &parking_lot::FairMutex<()>,
+        generate: impl FnOnce(&mut dyn Forward) -> T,
+    ) -> T {
         match self {
-            Self::Llama(weights) => generate(&mut weights.clone()),
-            Self::Qwen3(weights) => generate(&mut weights.clone()),
-            Self::Phi3(weights) => generate(&mut weights.clone()),
-            Self::Gemma3(weights) => generate(&mut weights.clone()),
+            Self::LlamaBatched(batcher) => generate(&mut batcher.open()),
+            Self::Llama(weights) => generate(&mut TakingTurns {
+                weights: &mut weights.clone(),
+                turns,
+            }),
+            Self::Qwen3(weights) => generate(&mut TakingTurns {
+                weights: &mut weights.clone(),
+                turns,
+            }),
+            Self::Phi3(weights) => generate(&mut TakingTurns {
+                weights: &mut weights.clone(),
+                turns,
+            }),
+            Self::Gemma3(weights) => generate(&mut TakingTurns {
+                weights: &mut weights.clone(),
+                turns,
+            }),
             Self::Qwen2(weights) => {
                 // A generation that panicked left only a cache behind, which is cleared here.
                 let mut weights = weights.lock().unwrap_or_else(|e| e.into_inner());
                 weights.clear_kv_cache();
-                let result = generate(&mut *weights);
+                let result = generate(&mut TakingTurns {
+                    weights: &mut *weights,
+                    turns,
+                });
                 weights.clear_kv_cache();
                 result
             }

@@ -12,11 +12,15 @@
 //!   the same model and prompt give the same tokens on every run. A request may ask for
 //!   sampling (temperature, top-k, top-p); its seed defaults to one derived from the task id,
 //!   so a retried attempt still gives the same answer, and the seed used is in the output.
+//! - **Concurrency**: generations of one loaded `llama` model share each forward pass
+//!   (continuous batching, [`LoadOptions::batch_generations`]); those of other
+//!   architectures take turns pass by pass.
 //! - [`write_test_model`] writes tiny models with seeded random weights in every supported
 //!   architecture and vocabulary kind: what tests and the demo run, since nothing fetches
 //!   weights at run time.
 
 mod architecture;
+mod batching;
 pub mod chat;
 pub mod embed;
 mod grammar;
@@ -30,7 +34,7 @@ pub mod tokenizer;
 
 use std::path::PathBuf;
 
-use architecture::{Forward, TakingTurns, Weights};
+use architecture::{Forward, Weights};
 
 pub use architecture::Architecture;
 pub use model::{Decoding, GenerateOptions, Generation, GgufModel, LoadOptions, StopReason};

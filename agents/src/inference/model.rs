@@ -110,7 +110,7 @@ pub struct GgufModel {
     /// The vocabulary as the grammar engine reads it, built on the first constrained
     /// generation.
     pub(super) grammar: std::sync::OnceLock<Result<grammar::GrammarVocabulary, String>>,
-    /// One forward pass at a time across this model's generations (see [`TakingTurns`]).
+    /// One forward pass at a time across this model's generations when they are not batched (`architecture::TakingTurns`).
     pub(super) turns: parking_lot::FairMutex<()>,
 }
 
@@ -121,12 +121,17 @@ pub struct LoadOptions {
     /// CPU kernels for Q8_0 and not for those, so generation runs ~3× faster for ~1.7× the
     /// memory of those tensors. On by default.
     pub requantize_slow_weights: bool,
+    /// Run the generations of a `llama` model side by side in shared forward passes
+    /// (continuous batching): each pass reads the weights once for all of them. Off, they
+    /// take turns pass by pass. On by default.
+    pub batch_generations: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             requantize_slow_weights: true,
+            batch_generations: true,
         }
     }
 }
@@ -152,9 +157,10 @@ fn load_weights<R: std::io::Read + Seek>(
     architecture: Architecture,
     content: gguf_file::Content,
     reader: &mut R,
+    batching: Option<usize>,
 ) -> Result<Weights, InferenceError> {
     third_party("building the model from its weights", || {
-        Weights::load(architecture, content, reader)
+        Weights::load(architecture, content, reader, batching)
     })
     .and_then(|built| built.map_err(|e| reason(&e)))
     .map_err(|reason| InferenceError::Model {
@@ -432,12 +438,16 @@ impl GgufModel {
         } else {
             None
         };
+        let batching = options.batch_generations.then_some(context);
         let (weights, requantized_tensors) = match requantized {
             Some((content, mut memory, count)) => (
-                load_weights(path, architecture, content, &mut memory)?,
+                load_weights(path, architecture, content, &mut memory, batching)?,
                 count,
             ),
-            None => (load_weights(path, architecture, content, &mut file)?, 0),
+            None => (
+                load_weights(path, architecture, content, &mut file, batching)?,
+                0,
+            ),
         };
         Ok(Self {
             architecture,
@@ -463,6 +473,21 @@ impl GgufModel {
     /// attention caches (what [`LABEL_MODEL_MEMORY_MIB`] announces).
     pub fn memory_needed_mib(&self) -> u64 {
         (self.weight_bytes + self.cache_bytes).div_ceil(1024 * 1024)
+    }
+
+    /// Whether this model's generations share forward passes (see
+    /// [`LoadOptions::batch_generations`]; `llama` models only).
+    pub fn batches_generations(&self) -> bool {
+        matches!(self.weights, Weights::LlamaBatched(_))
+    }
+
+    /// How many forward passes so far held how many generations (empty when the model
+    /// does not batch them).
+    pub fn passes_by_size(&self) -> std::collections::BTreeMap<usize, u64> {
+        match &self.weights {
+            Weights::LlamaBatched(batcher) => batcher.passes_by_size(),
+            _ => Default::default(),
+        }
     }
 
     /// How many weight tensors were requantized to Q8_0 at load.
@@ -718,12 +743,7 @@ impl GgufModel {
     /// Runs `generate` on weights with empty attention caches whose passes take turns with
     /// this model's other generations.
     pub(super) fn with_fresh_cache<T>(&self, generate: impl FnOnce(&mut dyn Forward) -> T) -> T {
-        self.weights.with_fresh_cache(|weights| {
-            generate(&mut TakingTurns {
-                weights,
-                turns: &self.turns,
-            })
-        })
+        self.weights.with_fresh_cache(&self.turns, generate)
     }
 
     fn decode_loop(

@@ -528,6 +528,7 @@ fn weights_without_fast_kernels_are_requantized_to_q8_0_and_score_nearly_the_sam
         &path,
         LoadOptions {
             requantize_slow_weights: false,
+            ..LoadOptions::default()
         },
     )
     .expect("loads as stored");
@@ -738,8 +739,14 @@ fn sizes_a_file_declares_beyond_its_tensors_are_refused_before_anything_is_alloc
 fn generations_side_by_side_take_turns_pass_by_pass_not_one_whole_generation_after_another() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = TestModel::new(7).architecture(Architecture::Llama);
-    let model =
-        std::sync::Arc::new(GgufModel::load(&write(dir.path(), "m.gguf", spec)).expect("loads"));
+    // Batching off: the passes of candle's model take turns.
+    let unbatched = LoadOptions {
+        batch_generations: false,
+        ..LoadOptions::default()
+    };
+    let model = GgufModel::load_with(&write(dir.path(), "m.gguf", spec), unbatched).expect("loads");
+    assert!(!model.batches_generations());
+    let model = std::sync::Arc::new(model);
     let options = GenerateOptions::greedy(12);
     assert!(
         !model
@@ -783,5 +790,126 @@ fn generations_side_by_side_take_turns_pass_by_pass_not_one_whole_generation_aft
         b.join().expect("b"),
         Some(true),
         "generation b met a mid-way"
+    );
+}
+
+/// Four greedy generations side by side on `batched` (their passes shared) give each the
+/// tokens it gives alone on `alone` (candle's model, one generation at a time).
+fn side_by_side_equals_alone(
+    batched: &GgufModel,
+    alone: &GgufModel,
+    prompts: &[&str],
+    tokens: usize,
+) {
+    let options = GenerateOptions::greedy(tokens);
+    let expected: Vec<Generation> = prompts
+        .iter()
+        .map(|prompt| alone.generate(prompt, &options).expect("generates alone"))
+        .collect();
+    // Each generation waits at its first token until all have one, so the passes after
+    // that hold several sequences at once.
+    let barrier = std::sync::Barrier::new(prompts.len());
+    let side_by_side: Vec<Generation> = std::thread::scope(|scope| {
+        let running: Vec<_> = prompts
+            .iter()
+            .map(|prompt| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    batched
+                        .generate_streaming(prompt, &options, &mut |so_far| {
+                            if so_far.len() == 1 {
+                                barrier.wait();
+                            }
+                        })
+                        .expect("generates side by side")
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|g| g.join().expect("joins"))
+            .collect()
+    });
+    for ((prompt, alone), together) in prompts.iter().zip(&expected).zip(&side_by_side) {
+        assert_eq!(alone.tokens, together.tokens, "{prompt:?}");
+        assert_eq!(alone.text, together.text, "{prompt:?}");
+    }
+    let passes = batched.passes_by_size();
+    assert!(
+        passes.keys().any(|&size| size > 1),
+        "some passes held several generations: {passes:?}"
+    );
+}
+
+#[test]
+fn batched_llama_generations_give_the_tokens_each_gives_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for vocabulary in TestVocabulary::ALL {
+        let spec = TestModel::new(11)
+            .architecture(Architecture::Llama)
+            .vocabulary(vocabulary);
+        let path = write(dir.path(), "llama.gguf", spec);
+        let batched = GgufModel::load(&path).expect("loads");
+        assert!(batched.batches_generations(), "llama batches by default");
+        let alone = GgufModel::load_with(
+            &path,
+            LoadOptions {
+                batch_generations: false,
+                ..LoadOptions::default()
+            },
+        )
+        .expect("loads");
+        assert!(!alone.batches_generations());
+        side_by_side_equals_alone(
+            &batched,
+            &alone,
+            &[
+                "hello murmur",
+                "a b c d e f g",
+                "x",
+                "murmur murmur hello a b",
+            ],
+            16,
+        );
+        // Scores read the same logits.
+        let continuations = ["a", " murmur", "b c"];
+        assert_eq!(
+            batched.score("hello", &continuations).expect("scores"),
+            alone.score("hello", &continuations).expect("scores")
+        );
+    }
+}
+
+#[test]
+fn batched_smollm2_generations_give_the_tokens_each_gives_alone() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.is_file() {
+        assert!(
+            std::env::var("MURMUR_SKIP_MODELS").as_deref() == Ok("1"),
+            "{} is missing: run `bash scripts/install.sh` (it installs the models unless MURMUR_SKIP_MODELS=1)",
+            path.display()
+        );
+        return;
+    }
+    let batched = GgufModel::load(&path).expect("loads");
+    let alone = GgufModel::load_with(
+        &path,
+        LoadOptions {
+            batch_generations: false,
+            ..LoadOptions::default()
+        },
+    )
+    .expect("loads");
+    side_by_side_equals_alone(
+        &batched,
+        &alone,
+        &[
+            "The capital of France is",
+            "Once upon a time, in a small village,",
+            "def fibonacci(n):",
+            "The three primary colours are",
+        ],
+        24,
     );
 }

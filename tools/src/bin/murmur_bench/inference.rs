@@ -60,6 +60,7 @@ pub(crate) fn inference_suite(
         model,
         LoadOptions {
             requantize_slow_weights: false,
+            ..LoadOptions::default()
         },
     )?;
     let mut rows = Vec::new();
@@ -91,16 +92,24 @@ pub(crate) fn inference_suite(
         );
     }
     // Four requests at once on the one loaded model, as an agent with 4 slots runs them:
-    // each generation has its own attention cache; no batching across them. The baseline
-    // is the same four requests one after another, end to end like them (prompt included).
+    // batched, each pass holds the steps of all four (murmur's default for llama models);
+    // the same four taking turns pass by pass on a model loaded without batching; and the
+    // baseline, the same four one after another, end to end like them (prompt included).
     let single = rows[0].1.generated_per_second;
-    let four = |side_by_side: bool| -> Result<f64> {
+    let turns = Arc::new(GgufModel::load_with(
+        model,
+        LoadOptions {
+            batch_generations: false,
+            ..LoadOptions::default()
+        },
+    )?);
+    let four = |model: &Arc<GgufModel>, side_by_side: bool| -> Result<f64> {
         let started = Instant::now();
         let mut generated = 0;
         if side_by_side {
             let handles: Vec<_> = (0..4)
                 .map(|_| {
-                    let model = fast.clone();
+                    let model = model.clone();
                     std::thread::spawn(move || model.generate(prompts[0], &fixed(tokens)))
                 })
                 .collect();
@@ -113,17 +122,33 @@ pub(crate) fn inference_suite(
             }
         } else {
             for _ in 0..4 {
-                generated += fast.generate(prompts[0], &fixed(tokens))?.tokens.len();
+                generated += model.generate(prompts[0], &fixed(tokens))?.tokens.len();
             }
         }
         Ok(generated as f64 / started.elapsed().as_secs_f64())
     };
-    let one_after_another = four(false)?;
-    let total = four(true)?;
+    let one_after_another = four(&fast, false)?;
+    let passes_before = fast.passes_by_size();
+    let batched = four(&fast, true)?;
+    let taking_turns = four(&turns, true)?;
+    let mut passes = fast.passes_by_size();
+    for (size, count) in passes_before {
+        *passes.entry(size).or_default() -= count;
+    }
+    passes.retain(|_, count| *count > 0);
+    let (steps, count) = passes.iter().fold((0, 0), |(steps, count), (size, n)| {
+        (steps + size * *n as usize, count + n)
+    });
     println!(
-        "\n4 concurrent requests on one model: {total:.1} tokens/s in total, {:.2}× the same 4 one after another ({one_after_another:.1} tokens/s; prompt processing included in both), {:.2}× one request's generation rate {single:.1}",
-        total / one_after_another,
-        total / single
+        "\n4 concurrent requests on one model, batched: {batched:.1} tokens/s in total, {:.2}× the same 4 one after another ({one_after_another:.1} tokens/s; prompt processing included in both), {:.2}× one request's generation rate {single:.1}; {:.2} generations per pass on average ({count} passes: {passes:?})",
+        batched / one_after_another,
+        batched / single,
+        steps as f64 / count.max(1) as f64,
+    );
+    println!(
+        "the same 4 taking turns pass by pass (batching off): {taking_turns:.1} tokens/s, {:.2}× one after another; batching gives {:.2}× taking turns",
+        taking_turns / one_after_another,
+        batched / taking_turns
     );
     Ok(())
 }
