@@ -7,6 +7,14 @@ use super::model::*;
 use super::task::*;
 use super::*;
 
+/// Generations of a `llama` model on candle's model, taking turns.
+fn unbatched() -> LoadOptions {
+    LoadOptions {
+        batch_generations: false,
+        ..LoadOptions::default()
+    }
+}
+
 fn write(dir: &Path, name: &str, model: TestModel) -> PathBuf {
     let path = dir.join(name);
     write_test_model(&path, &model).expect("written");
@@ -740,11 +748,8 @@ fn generations_side_by_side_take_turns_pass_by_pass_not_one_whole_generation_aft
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = TestModel::new(7).architecture(Architecture::Llama);
     // Batching off: the passes of candle's model take turns.
-    let unbatched = LoadOptions {
-        batch_generations: false,
-        ..LoadOptions::default()
-    };
-    let model = GgufModel::load_with(&write(dir.path(), "m.gguf", spec), unbatched).expect("loads");
+    let model =
+        GgufModel::load_with(&write(dir.path(), "m.gguf", spec), unbatched()).expect("loads");
     assert!(!model.batches_generations());
     let model = std::sync::Arc::new(model);
     let options = GenerateOptions::greedy(12);
@@ -851,14 +856,7 @@ fn batched_llama_generations_give_the_tokens_each_gives_alone() {
         let path = write(dir.path(), "llama.gguf", spec);
         let batched = GgufModel::load(&path).expect("loads");
         assert!(batched.batches_generations(), "llama batches by default");
-        let alone = GgufModel::load_with(
-            &path,
-            LoadOptions {
-                batch_generations: false,
-                ..LoadOptions::default()
-            },
-        )
-        .expect("loads");
+        let alone = GgufModel::load_with(&path, unbatched()).expect("loads");
         assert!(!alone.batches_generations());
         side_by_side_equals_alone(
             &batched,
@@ -893,14 +891,7 @@ fn batched_smollm2_generations_give_the_tokens_each_gives_alone() {
         return;
     }
     let batched = GgufModel::load(&path).expect("loads");
-    let alone = GgufModel::load_with(
-        &path,
-        LoadOptions {
-            batch_generations: false,
-            ..LoadOptions::default()
-        },
-    )
-    .expect("loads");
+    let alone = GgufModel::load_with(&path, unbatched()).expect("loads");
     side_by_side_equals_alone(
         &batched,
         &alone,
