@@ -1,6 +1,8 @@
 //! The event log on a 3-node cluster with R3 streams: losing the node a client is connected
 //! to, and the stream leader, loses no event, and the projection built live through the
-//! failures equals a full replay.
+//! failures equals a full replay. On a 4-node cluster, the history stream moved off its
+//! leader onto the fourth node while written (a membership change), alone and through a
+//! partition, keeps every acknowledged event once on every new peer.
 
 use std::time::Duration;
 
@@ -655,4 +657,262 @@ async fn stream_leader_once(log: &EventLog) -> Option<String> {
         .await
         .ok()
         .flatten()
+}
+
+/// The history stream's peers: its leader and its other replicas, by server name.
+async fn history_peers(log: &EventLog) -> Option<(String, Vec<(String, bool)>)> {
+    let mut stream = async_nats::jetstream::new(log.client().clone())
+        .get_stream("MURMUR_HISTORY")
+        .await
+        .ok()?;
+    let info = stream.info().await.ok()?;
+    let cluster = info.cluster.as_ref()?;
+    let replicas = cluster
+        .replicas
+        .iter()
+        .map(|r| (r.name.clone(), r.current))
+        .collect();
+    Some((cluster.leader.clone()?, replicas))
+}
+
+/// Node index of a server named `n1`, `n2` …
+fn node_of(name: &str) -> Result<usize> {
+    let n: usize = name
+        .trim_start_matches('n')
+        .parse()
+        .with_context(|| format!("server name {name}"))?;
+    Ok(n - 1)
+}
+
+/// Each node's copy of the history stream as its monitoring port reports it: `(messages,
+/// last sequence)`, `None` where the node holds no replica.
+async fn history_copies(cluster: &murmur_testkit::TestCluster) -> Vec<Option<(u64, u64)>> {
+    let mut copies = Vec::new();
+    for node in &cluster.cluster.nodes {
+        let jsz = murmur_testkit::server::monitor_json(
+            node.monitor_port,
+            "/jsz?accounts=true&streams=true",
+        )
+        .await
+        .unwrap_or_default();
+        let copy = jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+            .find(|s| s["name"] == "MURMUR_HISTORY")
+            .map(|s| {
+                let state = &s["state"];
+                (
+                    state["messages"].as_u64().unwrap_or_default(),
+                    state["last_seq"].as_u64().unwrap_or_default(),
+                )
+            });
+        copies.push(copy);
+    }
+    copies
+}
+
+/// A membership change under writes: on a 4-node cluster the R3 history stream sits on
+/// three nodes. While a writer appends, its leader is removed from the stream's peers (what
+/// `nats stream cluster peer-remove` sends), so JetStream places a replica on the fourth
+/// node and catches it up from the others. With `partition`, one of the two remaining
+/// peers is also cut off from the cluster for a while right after the removal, so the new
+/// peer must be caught up before the stream has a quorum again. Every acknowledged event
+/// is stored exactly once, the three new peers' copies agree, and the removed node holds
+/// none. Prints what it measured (events, time until three current peers, longest wait
+/// for an acknowledgement).
+async fn a_replica_moves_to_a_new_node_while_written(partition: bool) -> Result<()> {
+    let cluster = murmur_testkit::TestCluster::start_nodes(
+        4,
+        &murmur_testkit::server::ClusterOptions {
+            linked_routes: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let log = murmur_e2e::open_cluster_log(&cluster, Identity::generate(), 3).await?;
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let (leader, replicas) = loop {
+        if let Some((leader, replicas)) = history_peers(&log).await
+            && replicas.len() == 2
+            && replicas.iter().all(|(_, current)| *current)
+        {
+            break (leader, replicas);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "no R3 history stream with current replicas"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let removed = node_of(&leader)?;
+    let mut old_peers: Vec<usize> = vec![removed];
+    for (name, _) in &replicas {
+        old_peers.push(node_of(name)?);
+    }
+    let spare = (0..4)
+        .find(|n| !old_peers.contains(n))
+        .context("a node without a replica")?;
+
+    // The writer: one event at a time, each retried until acknowledged (the same id, so
+    // a retry the server already stored is dropped as a duplicate).
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn({
+        let (log, acked) = (log.clone(), acked.clone());
+        async move {
+            let mut longest = Duration::ZERO;
+            let mut n = 0u64;
+            while !*stopped.borrow() {
+                let sealed = log.seal(Draft::new(Token::new(format!("t{n}"))?, &submitted(n))?);
+                let started = tokio::time::Instant::now();
+                append_until_stored(&log, &sealed).await?;
+                longest = longest.max(started.elapsed());
+                n += 1;
+                acked.store(n, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok::<_, anyhow::Error>((n, longest))
+        }
+    });
+    let acked_at_least = |n: u64| {
+        let acked = acked.clone();
+        async move {
+            let until = tokio::time::Instant::now() + DEADLINE;
+            while acked.load(std::sync::atomic::Ordering::SeqCst) < n {
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < until,
+                    "the writer stalled below {n} events"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+    };
+    acked_at_least(200).await?;
+
+    // The leader leaves the stream's peers.
+    let moved_from = tokio::time::Instant::now();
+    let until = moved_from + DEADLINE;
+    loop {
+        let answer = log
+            .client()
+            .request(
+                "$JS.API.STREAM.PEER.REMOVE.MURMUR_HISTORY",
+                serde_json::json!({ "peer": leader }).to_string().into(),
+            )
+            .await;
+        let body: serde_json::Value = match &answer {
+            Ok(message) => serde_json::from_slice(&message.payload)?,
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
+        if body["success"] == true {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "the peer removal was refused: {body}"
+        );
+        note_retry(&body.to_string());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let cut = if partition {
+        let cut = node_of(&replicas[0].0)?;
+        cluster.cluster.isolate(cut);
+        // The cut lasts longer than Raft's election timeout; its end is what is tested.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        cluster
+            .cluster
+            .set_all_links(murmur_testkit::links::LinkState::Up);
+        Some(cut)
+    } else {
+        None
+    };
+    // Three current peers again, the removed node not among them.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let new_peers = loop {
+        if let Some((leader, replicas)) = history_peers(&log).await
+            && replicas.len() == 2
+            && replicas.iter().all(|(_, current)| *current)
+        {
+            let mut peers = vec![node_of(&leader)?];
+            for (name, _) in &replicas {
+                peers.push(node_of(name)?);
+            }
+            if !peers.contains(&removed) {
+                peers.sort_unstable();
+                break peers;
+            }
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "the stream never had three current peers without n{}",
+            removed + 1
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let moved_in = moved_from.elapsed();
+    let at_move = acked.load(std::sync::atomic::Ordering::SeqCst);
+    acked_at_least(at_move + 200).await?;
+    stop.send(true)?;
+    let (written, longest) = writer.await??;
+
+    // Every acknowledged event stored once, in the log as read and on every new peer.
+    let last = log.last_sequence("MURMUR_HISTORY").await?;
+    let mut replay = Projector::new(
+        log.clone(),
+        OverviewProjection {
+            realm: Token::new("acme")?,
+        },
+    );
+    replay.catch_up().await?;
+    assert_eq!(last, written, "stored events = acknowledged events");
+    assert_eq!(
+        replay.state().tasks.len() as u64,
+        written,
+        "every acknowledged event, once"
+    );
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let copies = history_copies(&cluster).await;
+        let agree = new_peers
+            .iter()
+            .all(|&p| copies[p] == Some((written, written)))
+            && copies[removed].is_none();
+        if agree {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "the copies never agreed on {written} events (peers {new_peers:?}, removed {removed}): {copies:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        new_peers.contains(&spare),
+        "the new replica is on the spare node"
+    );
+    eprintln!(
+        "membership change{}: {written} events acknowledged, {} stored, 0 lost, 0 duplicated; \
+         three current peers {:.2} s after the removal of n{}{}; longest wait for an acknowledgement {:.2} s",
+        if partition { " with a partition" } else { "" },
+        last,
+        moved_in.as_secs_f64(),
+        removed + 1,
+        cut.map_or(String::new(), |c| format!(" (n{} cut off for 5 s)", c + 1)),
+        longest.as_secs_f64()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_history_stream_moves_off_its_leader_onto_a_new_node_while_written() -> Result<()> {
+    let _turn = one_cluster_at_a_time().await;
+    a_replica_moves_to_a_new_node_while_written(false).await
+}
+
+#[tokio::test]
+async fn the_history_stream_moves_onto_a_new_node_through_a_partition() -> Result<()> {
+    let _turn = one_cluster_at_a_time().await;
+    a_replica_moves_to_a_new_node_while_written(true).await
 }

@@ -346,11 +346,17 @@ impl TestCluster {
     /// [`TestCluster::start`] with `options` (routes through links that can be cut, disks
     /// synced on every write).
     pub async fn start_with(options: &ClusterOptions) -> Result<Self> {
-        tracing::info!("test kit: local 3-node nats-server cluster");
+        Self::start_nodes(3, options).await
+    }
+
+    /// [`TestCluster::start_with`] with `size` nodes (a fourth one is where a replica
+    /// moves when a stream's peer is removed).
+    pub async fn start_nodes(size: usize, options: &ClusterOptions) -> Result<Self> {
+        tracing::info!("test kit: local {size}-node nats-server cluster");
         let dir = tempfile::tempdir()?;
         let (authority, auth) = secure_setup(dir.path(), Path::new(RESOLVER_DIR_PLACEHOLDER))?;
         let cluster =
-            NatsCluster::start_with(3, Some(&dir.path().join("nodes")), Some(&auth), options)
+            NatsCluster::start_with(size, Some(&dir.path().join("nodes")), Some(&auth), options)
                 .await?;
         let servers = cluster.nodes.iter().map(NatsProcess::url).collect();
         Ok(Self {
