@@ -1,7 +1,8 @@
-//! The fault suite's short form: `murmur-chaos` on a 3-node R3 cluster in secure mode, the
-//! platform's processes under tasks, proposals and knowledge writes, while the stream leader
-//! is killed, cut off from its followers with its clients still connected, loses its whole
-//! store, and agents are paused past their leases. The suite's checker reads the log
+//! The fault suite's short form: `murmur-chaos` on a 4-node cluster with R3 streams in
+//! secure mode, the platform's processes under tasks, proposals and knowledge writes, while
+//! the stream leader is killed, cut off from its followers with its clients still connected,
+//! loses its whole store, is removed from the stream's peers (the replica moves to the node
+//! that held none), and agents are paused past their leases. The suite's checker reads the log
 //! afterwards; this test fails on anything it finds lost, duplicated, reordered or
 //! unresolved, or on nodes whose copies of the streams differ, and checks the report holds
 //! what was injected.
@@ -11,14 +12,17 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 #[test]
-fn nothing_acknowledged_is_lost_while_the_leader_dies_is_cut_off_loses_its_store_and_agents_pause()
+fn nothing_acknowledged_is_lost_while_the_leader_dies_is_cut_off_loses_its_store_moves_and_agents_pause()
 -> Result<()> {
     let dir = tempfile::tempdir()?;
     let report = dir.path().join("report.json");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_murmur-chaos"))
         .arg("--murmur")
         .arg(murmur_e2e::murmur_binary()?)
-        .args(["--faults", "kill-leader,partition,pause-agents,wipe-store"])
+        .args([
+            "--faults",
+            "kill-leader,partition,pause-agents,wipe-store,replace-peer",
+        ])
         .args(["--schedule", "mixed", "--sync", "default"])
         .args(["--seconds", "70", "--hold-s", "6", "--calm-s", "3"])
         .arg("--report")
@@ -44,9 +48,15 @@ fn nothing_acknowledged_is_lost_while_the_leader_dies_is_cut_off_loses_its_store
         .filter_map(|f| f["fault"].as_str())
         .collect();
     assert!(
-        ["kill-leader", "partition", "pause-agents", "wipe-store"]
-            .iter()
-            .all(|f| injected.contains(f)),
+        [
+            "kill-leader",
+            "partition",
+            "pause-agents",
+            "wipe-store",
+            "replace-peer"
+        ]
+        .iter()
+        .all(|f| injected.contains(f)),
         "every fault was injected: {injected:?}"
     );
     for (workload, acked) in [
@@ -60,7 +70,18 @@ fn nothing_acknowledged_is_lost_while_the_leader_dies_is_cut_off_loses_its_store
         );
     }
     assert_eq!(run["log"]["lost"], serde_json::json!([]));
-    // The history stream was read through each of the three nodes and compared.
+    let moved = run["faults"]
+        .as_array()
+        .context("faults")?
+        .iter()
+        .filter(|f| f["fault"] == "replace-peer")
+        .filter_map(|f| f["note"].as_str())
+        .collect::<Vec<_>>();
+    assert!(
+        !moved.is_empty() && moved.iter().all(|n| n.contains("three current peers (")),
+        "each removal ended with three current peers: {moved:?}"
+    );
+    // The history stream was read through each of the three nodes holding it and compared.
     assert_eq!(
         run["replicas"]["history_read"].as_array().map(Vec::len),
         Some(3),

@@ -31,7 +31,7 @@ pub enum Fault {
     Partition,
     /// Every route delayed by 150 ms each way for the hold.
     Delay,
-    /// kill -9 of all three nodes at once, then all restarted together (a power failure as
+    /// kill -9 of every node at once, then all restarted together (a power failure as
     /// far as processes go: the operating system's page cache survives it).
     RestartAll,
     /// The disk under one node's store (a small tmpfs, n3) filled to the last byte for the
@@ -56,11 +56,17 @@ pub enum Fault {
     /// disk replaced: streams, Raft logs and the cluster's metadata); restarted under the
     /// same name with nothing.
     WipeStore,
+    /// A membership change: the history stream's leader removed from the stream's peers
+    /// (`$JS.API.STREAM.PEER.REMOVE`, what `nats stream cluster peer-remove` sends), so
+    /// JetStream places the replica on the node that held none and catches it up while the
+    /// workloads write. A run with this fault starts four nodes (with three, an R3 stream
+    /// has nowhere to move: the server refuses with `peer remap failed`).
+    ReplacePeer,
 }
 
 impl Fault {
     /// Every fault, in the order a mixed run cycles through them.
-    pub const ALL: [Fault; 14] = [
+    pub const ALL: [Fault; 15] = [
         Fault::KillNode,
         Fault::KillLeader,
         Fault::PauseAgents,
@@ -75,6 +81,7 @@ impl Fault {
         Fault::WipeStore,
         Fault::KillMajority,
         Fault::RestartAll,
+        Fault::ReplacePeer,
     ];
 
     /// Whether it damages a node's store (that node is then handed the stream's lead).
@@ -83,6 +90,11 @@ impl Fault {
             self,
             Fault::CorruptStore | Fault::TruncateStore | Fault::WipeStore
         )
+    }
+
+    /// Whether a run with it needs a fourth node, where a stream's replica can move.
+    pub fn needs_spare_node(self) -> bool {
+        self == Fault::ReplacePeer
     }
 
     /// Its command-line name.
@@ -102,6 +114,7 @@ impl Fault {
             Fault::CorruptStore => "corrupt-store",
             Fault::TruncateStore => "truncate-store",
             Fault::WipeStore => "wipe-store",
+            Fault::ReplacePeer => "replace-peer",
         }
     }
 }
@@ -118,6 +131,8 @@ pub struct Targets {
     pub storm: Option<EventLog>,
     /// The flooding voter's credentials, and the server it connects to.
     pub oversized: Option<(PathBuf, String)>,
+    /// A log with the operator's rights: the membership change asks the server through it.
+    pub operator: Option<EventLog>,
 }
 
 /// The offset [`Fault::ClockSkew`] sets, in libfaketime's notation (seconds).
@@ -166,23 +181,52 @@ pub enum Injected {
         /// When they started.
         since: std::time::Instant,
     },
+    /// The history stream's replica on node `from` removed from its peers; healed once
+    /// three current peers hold it without that node.
+    Moved {
+        /// The node removed.
+        from: usize,
+        /// Watches the stream from the removal on: how long until three current peers
+        /// without `from` held it, and who they were (the last peers seen when that did not
+        /// happen within 120 s).
+        watch: tokio::task::JoinHandle<(Option<Duration>, Option<Vec<usize>>)>,
+    },
     /// Not injected, and why (what is missing on this machine).
     Skipped(String),
 }
 
-/// Injects `fault`; `leader` is the history stream's leader (0-based).
+/// Injects `fault`; `leader` is the history stream's leader and `followers` its other
+/// peers (0-based).
 pub async fn inject(
     cluster: &mut TestCluster,
     fault: Fault,
     leader: usize,
+    followers: &[usize],
     targets: &Targets,
 ) -> Result<Injected> {
-    let other = (leader + 1) % 3;
+    let nodes = cluster.cluster.nodes.len();
+    // A follower of the stream (with no answer from the stream, the next node).
+    let other = followers.first().copied().unwrap_or((leader + 1) % nodes);
     Ok(match fault {
         Fault::KillNode => kill(cluster, vec![other]).await?,
         Fault::KillLeader => kill(cluster, vec![leader]).await?,
         Fault::KillMajority => kill(cluster, vec![leader, other]).await?,
-        Fault::RestartAll => kill(cluster, vec![0, 1, 2]).await?,
+        Fault::RestartAll => kill(cluster, (0..nodes).collect()).await?,
+        Fault::ReplacePeer => match &targets.operator {
+            Some(log) if nodes > 3 => match remove_peer(log, leader).await {
+                Ok(()) => Injected::Moved {
+                    from: leader,
+                    watch: tokio::spawn(watch_move(log.clone(), leader)),
+                },
+                Err(refused) => Injected::Skipped(format!(
+                    "the removal of n{} was refused: {refused}",
+                    leader + 1
+                )),
+            },
+            _ => Injected::Skipped(
+                "no spare node: the cluster was started with three (a run whose faults include replace-peer starts four)".into(),
+            ),
+        },
         Fault::CorruptStore | Fault::TruncateStore | Fault::WipeStore => {
             cluster.stop(leader).await?;
             let store = store_of(cluster, leader);
@@ -241,6 +285,55 @@ pub async fn inject(
             None => Injected::Skipped("libfaketime is not installed (apt install faketime)".into()),
         },
     })
+}
+
+/// Watches the history stream after node `from` left its peers: how long until three
+/// current peers without it held the stream, and who they were; gives up after 120 s.
+async fn watch_move(log: EventLog, from: usize) -> (Option<Duration>, Option<Vec<usize>>) {
+    let since = std::time::Instant::now();
+    let mut peers = None;
+    while since.elapsed() < Duration::from_secs(120) {
+        peers = crate::replicas::current_peers(&log).await;
+        if peers
+            .as_ref()
+            .is_some_and(|p| p.len() == 3 && !p.contains(&from))
+        {
+            return (Some(since.elapsed()), peers);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (None, peers)
+}
+
+/// Removes node `node` from the history stream's peers, asking again through elections
+/// for up to 30 s; the server's refusal otherwise.
+async fn remove_peer(log: &EventLog, node: usize) -> std::result::Result<(), String> {
+    let subject = format!("$JS.API.STREAM.PEER.REMOVE.{}", log.config().history_stream);
+    let body = serde_json::json!({ "peer": format!("n{}", node + 1) }).to_string();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            log.client().request(subject.clone(), body.clone().into()),
+        )
+        .await;
+        let said = match answer {
+            Ok(Ok(message)) => {
+                let reply: serde_json::Value =
+                    serde_json::from_slice(&message.payload).unwrap_or_default();
+                if reply["success"] == true {
+                    return Ok(());
+                }
+                reply["error"].to_string()
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 5 s".into(),
+        };
+        if std::time::Instant::now() > until {
+            return Err(said);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Appends `task.started` events for tasks that do not exist, keeping 256 unacknowledged,
@@ -554,6 +647,27 @@ impl Injected {
                     "flood: {stored} events stored ({:.0}/s), {sent} oversized messages (each closed its connection)",
                     stored as f64 / secs
                 )));
+            }
+            Injected::Moved { from, watch } => {
+                let (moved, peers) = watch.await?;
+                let names = |p: &[usize]| {
+                    p.iter()
+                        .map(|n| format!("n{}", n + 1))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let peers = peers.map_or("unknown (no answer)".into(), |p| names(&p));
+                return Ok(Some(match moved {
+                    Some(after) => format!(
+                        "n{} removed from the history stream's peers; three current peers ({peers}) {:.1} s later",
+                        from + 1,
+                        after.as_secs_f64()
+                    ),
+                    None => format!(
+                        "n{} removed from the history stream's peers; 120 s later its current peers were {peers}",
+                        from + 1
+                    ),
+                }));
             }
             Injected::Skipped(why) => return Ok(Some(format!("skipped: {why}"))),
         }

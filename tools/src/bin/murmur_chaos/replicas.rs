@@ -32,11 +32,18 @@ pub async fn compare(
         }
     );
     let phase = Instant::now();
-    // Each node's copy of the history stream, read message by message while it leads.
+    // Each copy of the history stream, read message by message through its node as leader
+    // (a node holding none, as the one a membership change moved it off, is not read).
+    let holds_history = |n: usize| {
+        replicas
+            .streams
+            .get(&owner.config().history_stream)
+            .is_none_or(|copies| copies.get(n).is_some_and(Option::is_some))
+    };
     let mut readers: Vec<usize> = (0..cluster.cluster.nodes.len())
-        .filter(|n| Some(*n) != damaged)
+        .filter(|n| Some(*n) != damaged && holds_history(*n))
         .collect();
-    readers.extend(damaged);
+    readers.extend(damaged.filter(|n| holds_history(*n)));
     let last_seq = replicas
         .streams
         .get(&owner.config().history_stream)
@@ -89,6 +96,35 @@ fn node_index(name: &str) -> Option<usize> {
         .parse::<usize>()
         .ok()?
         .checked_sub(1)
+}
+
+/// The history stream's leader and its other peers (0-based), or `None` when no leader
+/// answers within 5 s.
+pub async fn stream_peers_now(log: &EventLog) -> Option<(usize, Vec<usize>)> {
+    let cluster = history_cluster(log).await?;
+    let leader = cluster.leader.as_deref().and_then(node_index)?;
+    let followers = cluster
+        .replicas
+        .iter()
+        .filter_map(|r| node_index(&r.name))
+        .collect();
+    Some((leader, followers))
+}
+
+/// The history stream's peers that are current (its leader and the replicas caught up),
+/// sorted, or `None` when no leader answers within 5 s.
+pub async fn current_peers(log: &EventLog) -> Option<Vec<usize>> {
+    let cluster = history_cluster(log).await?;
+    let mut peers = vec![cluster.leader.as_deref().and_then(node_index)?];
+    peers.extend(
+        cluster
+            .replicas
+            .iter()
+            .filter(|r| r.current && !r.offline)
+            .filter_map(|r| node_index(&r.name)),
+    );
+    peers.sort_unstable();
+    Some(peers)
 }
 
 /// The history stream's leader (0-based), or `None` when none answers within 5 s.

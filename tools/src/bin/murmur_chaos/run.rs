@@ -119,10 +119,12 @@ async fn spawn_process(
     Ok((child, identity.public_key().to_string()))
 }
 
-/// The history stream's leader (0-based), asked with a short deadline; node 0 when nobody
-/// answers (no leader now).
-async fn stream_leader(log: &EventLog) -> usize {
-    crate::replicas::stream_leader_now(log).await.unwrap_or(0)
+/// The history stream's leader and its other peers (0-based), asked with a short
+/// deadline; node 0 and none when nobody answers (no leader now).
+async fn stream_peers(log: &EventLog) -> (usize, Vec<usize>) {
+    crate::replicas::stream_peers_now(log)
+        .await
+        .unwrap_or((0, Vec::new()))
 }
 
 /// Runs the projections live (a live consumer each) until `stop`.
@@ -184,14 +186,23 @@ async fn log_end(log: &EventLog, patience: Duration) -> Result<u64> {
 /// One run.
 pub async fn run(config: &RunConfig) -> Result<RunReport> {
     std::fs::create_dir_all(&config.logs)?;
-    let mut cluster = TestCluster::start_with(&ClusterOptions {
-        sync_always: config.sync_always,
-        linked_routes: true,
-        small_disk: config
-            .faults
-            .contains(&Fault::DiskFull)
-            .then_some(256 << 20),
-    })
+    // A fourth node only where a fault moves a replica to it.
+    let nodes = if config.faults.iter().any(|f| f.needs_spare_node()) {
+        4
+    } else {
+        3
+    };
+    let mut cluster = TestCluster::start_nodes(
+        nodes,
+        &ClusterOptions {
+            sync_always: config.sync_always,
+            linked_routes: true,
+            small_disk: config
+                .faults
+                .contains(&Fault::DiskFull)
+                .then_some(256 << 20),
+        },
+    )
     .await?;
     // One worker and one voter read their wall clock through libfaketime (when installed),
     // from a file the clock-skew fault writes.
@@ -223,6 +234,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
         }
     };
     let server_version = owner.client().server_info().version.clone();
+    targets.operator = Some(owner.clone());
     let urls = cluster.urls();
     let node_url = |i: usize| cluster.cluster.nodes[i].url();
 
@@ -420,7 +432,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
     let mut damaged = None;
     while started.elapsed() + config.hold < config.workload {
         let Some(&fault) = next.next() else { break };
-        let leader = stream_leader(&owner).await;
+        let (leader, followers) = stream_peers(&owner).await;
         let at_s = started.elapsed().as_secs_f64();
         eprintln!(
             "  {at_s:>6.1} s  {} (stream leader n{})",
@@ -428,7 +440,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
             leader + 1
         );
         let injected_at = Instant::now();
-        let injected = inject(&mut cluster, fault, leader, &targets).await?;
+        let injected = inject(&mut cluster, fault, leader, &followers, &targets).await?;
         tokio::time::sleep(config.hold).await;
         let mut note = injected.heal(&mut cluster).await?;
         if fault.damages_store() {
