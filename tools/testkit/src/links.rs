@@ -1,6 +1,8 @@
 //! Network faults on loopback without privileges: a [`Link`] is a TCP proxy in front of one
-//! address that can be cut (open connections closed, new ones refused) or delayed (every
-//! byte held back for a while, order kept), and healed again.
+//! address that can be cut (open connections closed, new ones refused), stalled (nothing
+//! passes and nothing closes, as when a network drops every packet: each side learns of it
+//! only by its own timeouts) or delayed (every byte held back for a while, order kept), and
+//! healed again.
 //!
 //! A cluster whose routes run through links ([`crate::server::ClusterOptions::linked_routes`])
 //! can be partitioned pair by pair while its clients stay connected to their nodes: the
@@ -24,6 +26,10 @@ pub enum LinkState {
     Cut,
     /// Holds every chunk back for this long after it arrived.
     Delayed(Duration),
+    /// Passes nothing and closes nothing: every chunk is held until the link is up again
+    /// (then delivered in order, as TCP retransmits what a network dropped), and new
+    /// connections are accepted and stall too. A half-open link: neither side is told.
+    Stalled,
 }
 
 /// A TCP proxy on 127.0.0.1 in front of one address; stopped when dropped.
@@ -140,9 +146,15 @@ async fn pump(
             let Some((read_at, chunk)) = next else {
                 return;
             };
+            // Held while stalled: the next state decides (cut, delayed or up).
+            while *state.borrow() == LinkState::Stalled {
+                if state.changed().await.is_err() {
+                    return;
+                }
+            }
             let delay = match *state.borrow() {
                 LinkState::Cut => return,
-                LinkState::Up => Duration::ZERO,
+                LinkState::Up | LinkState::Stalled => Duration::ZERO,
                 LinkState::Delayed(d) => d,
             };
             tokio::time::sleep_until(read_at + delay).await;
@@ -217,6 +229,31 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_stalled_link_holds_everything_without_closing_and_delivers_it_when_up() -> Result<()>
+    {
+        let link = Link::start(echo_server().await?).await?;
+        let mut open = TcpStream::connect(("127.0.0.1", link.port())).await?;
+        link.set(LinkState::Stalled);
+        open.write_all(b"held").await?;
+        let mut buf = [0u8; 4];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), open.read_exact(&mut buf))
+                .await
+                .is_err(),
+            "nothing passes while stalled, and the connection is not closed"
+        );
+        // A connection opened while stalled is accepted and stalls too.
+        let mut late = TcpStream::connect(("127.0.0.1", link.port())).await?;
+        late.write_all(b"late").await?;
+        link.set(LinkState::Up);
+        tokio::time::timeout(Duration::from_secs(10), open.read_exact(&mut buf)).await??;
+        assert_eq!(&buf, b"held", "what was held is delivered in order");
+        tokio::time::timeout(Duration::from_secs(10), late.read_exact(&mut buf)).await??;
+        assert_eq!(&buf, b"late");
         Ok(())
     }
 }

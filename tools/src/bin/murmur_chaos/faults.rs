@@ -29,6 +29,11 @@ pub enum Fault {
     /// The stream leader's routes cut for the hold; its clients stay connected to it (the
     /// minority side of a majority/minority split).
     Partition,
+    /// The stream leader's routes stalled for the hold: nothing passes and nothing is
+    /// closed, as when the network drops every packet, so each side learns of it only by
+    /// its own timeouts; what was held is delivered once the routes are up again. Its
+    /// clients stay connected to it.
+    Stall,
     /// Every route delayed by 150 ms each way for the hold.
     Delay,
     /// kill -9 of every node at once, then all restarted together (a power failure as
@@ -66,11 +71,12 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in the order a mixed run cycles through them.
-    pub const ALL: [Fault; 15] = [
+    pub const ALL: [Fault; 16] = [
         Fault::KillNode,
         Fault::KillLeader,
         Fault::PauseAgents,
         Fault::Partition,
+        Fault::Stall,
         Fault::ClockSkew,
         Fault::PauseNode,
         Fault::Delay,
@@ -106,6 +112,7 @@ impl Fault {
             Fault::PauseNode => "pause-node",
             Fault::PauseAgents => "pause-agents",
             Fault::Partition => "partition",
+            Fault::Stall => "stall",
             Fault::Delay => "delay",
             Fault::RestartAll => "restart-all",
             Fault::DiskFull => "disk-full",
@@ -249,6 +256,10 @@ pub async fn inject(
         }
         Fault::Partition => {
             cluster.cluster.isolate(leader);
+            Injected::Links
+        }
+        Fault::Stall => {
+            cluster.cluster.set_between(&[leader], LinkState::Stalled);
             Injected::Links
         }
         Fault::Delay => {
