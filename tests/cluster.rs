@@ -725,7 +725,7 @@ async fn history_copies(cluster: &murmur_testkit::TestCluster) -> Vec<Option<(u6
 async fn a_replica_moves_to_a_new_node_while_written(partition: bool) -> Result<()> {
     let cluster = murmur_testkit::TestCluster::start_nodes(
         4,
-        &murmur_testkit::server::ClusterOptions {
+        &murmur_testkit::ClusterOptions {
             linked_routes: true,
             ..Default::default()
         },

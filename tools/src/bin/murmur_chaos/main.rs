@@ -3,14 +3,15 @@
 //! workloads at once (tasks, proposals and votes, knowledge writes by three writers) while
 //! faults are injected and healed: kill -9 of a node, of the stream leader, of a majority;
 //! SIGSTOP of a node and of agents past their leases; the leader's routes cut while its
-//! clients stay, or stalled (nothing passes, nothing closes); every route delayed; a node's disk filled; clocks skewed; a flooding
-//! participant; the leader's store corrupted, truncated or deleted; every node killed and
-//! restarted together; the leader removed from the history stream's peers (a membership
-//! change: the replica moves to a fourth node, started for runs with that fault). A checker then reads the log: every acknowledged write present
-//! exactly once and in causal order, every task completed or dead-lettered, every proposal
-//! decided with no vote counted twice, knowledge replicas converged with every acknowledged
-//! fact, projections followed live equal to a replay, every node's copy of the streams
-//! equal. What is lost is counted, not hidden.
+//! clients stay, or stalled (nothing passes, nothing closes); every route delayed; a node's
+//! disk filled; clocks skewed; a flooding participant; the leader's store corrupted,
+//! truncated or deleted; every node killed and restarted together; the leader removed from
+//! the history stream's peers (a membership change: the replica moves to a fourth node,
+//! started for runs with that fault). A checker then reads the log: every acknowledged
+//! write present exactly once and in causal order, every task completed or dead-lettered,
+//! every proposal decided with no vote counted twice, knowledge replicas converged with
+//! every acknowledged fact, projections followed live equal to a replay, every node's copy
+//! of the streams equal. What is lost is counted, not hidden.
 //!
 //! ```text
 //! murmur-chaos --faults kill-node,partition --seconds 60 --sync both

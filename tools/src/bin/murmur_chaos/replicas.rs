@@ -32,13 +32,20 @@ pub async fn compare(
         }
     );
     let phase = Instant::now();
-    // Each copy of the history stream, read message by message through its node as leader
-    // (a node holding none, as the one a membership change moved it off, is not read).
+    // Each copy of the history stream, read message by message through its node as leader.
+    // Where the cluster has more nodes than the stream has replicas (a membership change
+    // moved one), a node holding none is not read; otherwise every node must hold one.
+    let history = &owner.config().history_stream;
+    let spare_nodes = replicas
+        .wanted
+        .get(history)
+        .is_some_and(|&wanted| cluster.cluster.nodes.len() > wanted);
     let holds_history = |n: usize| {
-        replicas
-            .streams
-            .get(&owner.config().history_stream)
-            .is_none_or(|copies| copies.get(n).is_some_and(Option::is_some))
+        !spare_nodes
+            || replicas
+                .streams
+                .get(history)
+                .is_none_or(|copies| copies.get(n).is_some_and(Option::is_some))
     };
     let mut readers: Vec<usize> = (0..cluster.cluster.nodes.len())
         .filter(|n| Some(*n) != damaged && holds_history(*n))
