@@ -133,29 +133,8 @@ async fn survives_losing(victim: Victim) -> Result<()> {
         ),
     }
 
-    // Nothing lost, nothing doubled. JetStream API calls may time out while the cluster
-    // settles after losing a node; reading is idempotent, so retry until the deadline.
-    let until = tokio::time::Instant::now() + DEADLINE;
-    let replay = loop {
-        let attempt = async {
-            let last = log.last_sequence("MURMUR_HISTORY").await?;
-            let mut replay = Projector::new(
-                log.clone(),
-                OverviewProjection {
-                    realm: Token::new("acme")?,
-                },
-            );
-            replay.catch_up().await?;
-            Ok::<_, anyhow::Error>((last, replay))
-        };
-        match attempt.await {
-            Ok(r) => break r,
-            Err(e) if tokio::time::Instant::now() < until => note_retry(&e.to_string()),
-            Err(e) => return Err(e),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let (last, replay) = replay;
+    // Nothing lost, nothing doubled.
+    let (last, replay) = read_back(&log).await?;
     assert_eq!(last, 60);
     assert_eq!(replay.state().tasks.len(), 60);
     assert_eq!(replay.stats().applied, 60);
@@ -182,6 +161,32 @@ async fn survives_losing(victim: Victim) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
+}
+
+/// The history stream's last sequence and a replay of it from the start. JetStream API
+/// calls may time out while the cluster settles after a fault; reading is idempotent, so
+/// it is retried until the deadline.
+async fn read_back(log: &EventLog) -> Result<(u64, Projector<OverviewProjection>)> {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let attempt = async {
+            let last = log.last_sequence("MURMUR_HISTORY").await?;
+            let mut replay = Projector::new(
+                log.clone(),
+                OverviewProjection {
+                    realm: Token::new("acme")?,
+                },
+            );
+            replay.catch_up().await?;
+            Ok::<_, anyhow::Error>((last, replay))
+        };
+        match attempt.await {
+            Ok(read) => return Ok(read),
+            Err(e) if tokio::time::Instant::now() < until => note_retry(&e.to_string()),
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The current leader, without requiring every replica to be current (one is down).
@@ -858,14 +863,7 @@ async fn a_replica_moves_to_a_new_node_while_written(partition: bool) -> Result<
     let (written, longest) = writer.await??;
 
     // Every acknowledged event stored once, in the log as read and on every new peer.
-    let last = log.last_sequence("MURMUR_HISTORY").await?;
-    let mut replay = Projector::new(
-        log.clone(),
-        OverviewProjection {
-            realm: Token::new("acme")?,
-        },
-    );
-    replay.catch_up().await?;
+    let (last, replay) = read_back(&log).await?;
     assert_eq!(last, written, "stored events = acknowledged events");
     assert_eq!(
         replay.state().tasks.len() as u64,
