@@ -520,8 +520,12 @@ impl KnowledgeReplica {
         }
         let mut published = 0;
         let mut first_error = send_error.map(KnowledgeError::from);
+        // One deadline for all the acks: waited one after another with a timeout each, a
+        // flush of k events whose acks never come (their stream leader lost them in an
+        // election) took k × 10 s.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         for p in pending {
-            match tokio::time::timeout(Duration::from_secs(10), p.wait()).await {
+            match tokio::time::timeout_at(deadline, p.wait()).await {
                 Ok(Ok(_)) if first_error.is_none() => published += 1,
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
