@@ -688,7 +688,7 @@ impl RepoSetup {
             &FactDraft::new("murmur", "syncs-with", Value::Text("automerge-repo".into())),
         )?;
         owner.flush().await?;
-        Ok(Self {
+        let setup = Self {
             nats,
             owner_log,
             owner,
@@ -696,7 +696,34 @@ impl RepoSetup {
             memory_identity,
             memory_key,
             fact,
-        })
+        };
+        // A peer asking before the agent has folded the fact would be told the document is
+        // unavailable.
+        setup.memory_holds_the_fact().await?;
+        Ok(setup)
+    }
+
+    /// Waits until the memory agent answers a query with the fact: it is subscribed to its
+    /// repo subject and has folded the fact by then.
+    async fn memory_holds_the_fact(&self) -> Result<()> {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let answer = query_remote(
+                &self.owner_log,
+                "notes",
+                &QueryRequest::default(),
+                Duration::from_secs(1),
+            )
+            .await;
+            if answer.is_ok_and(|(reply, _)| reply.facts.iter().any(|f| f.id == self.fact)) {
+                return Ok(());
+            }
+            ensure!(
+                tokio::time::Instant::now() < until,
+                "the memory agent never answered with the fact"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Stops the memory agent; returns what it did.
@@ -710,25 +737,10 @@ impl RepoSetup {
     }
 
     /// Starts a memory agent with the same key (and no sessions) and waits until it answers
-    /// a query: it is subscribed to its repo subject by then.
+    /// a query with the fact.
     async fn start_memory(&mut self) -> Result<()> {
         self.memory = Some(memory_agent(&self.nats, &self.memory_identity).await?);
-        let until = tokio::time::Instant::now() + DEADLINE;
-        while query_remote(
-            &self.owner_log,
-            "notes",
-            &QueryRequest::default(),
-            Duration::from_secs(1),
-        )
-        .await
-        .is_err()
-        {
-            ensure!(
-                tokio::time::Instant::now() < until,
-                "the restarted memory agent never answered"
-            );
-        }
-        Ok(())
+        self.memory_holds_the_fact().await
     }
 
     /// Waits until the owner's replica reads field `field` of the fact; returns its value.
