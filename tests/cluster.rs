@@ -67,26 +67,7 @@ async fn append_until_stored(log: &EventLog, sealed: &SealedEvent) -> Result<App
 }
 
 async fn stream_leader(log: &EventLog) -> Result<String> {
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Ok(mut s) = async_nats::jetstream::new(log.client().clone())
-            .get_stream("MURMUR_HISTORY")
-            .await
-            && let Ok(info) = s.info().await
-            && let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone())
-            && info
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.replicas.len() == 2 && c.replicas.iter().all(|r| r.current))
-        {
-            return Ok(leader);
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < until,
-            "stream has no leader with current replicas"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    Ok(three_current_peers(log, None).await?.swap_remove(0))
 }
 
 /// Which node to stop mid-run.
@@ -650,18 +631,11 @@ async fn a_replay_cut_off_by_a_lost_quorum_reads_on_to_the_replays_state() -> Re
 
 /// The history stream's leader now, if it has one (one request, short deadline).
 async fn stream_leader_once(log: &EventLog) -> Option<String> {
-    let ask = async {
-        let mut stream = async_nats::jetstream::new(log.client().clone())
-            .get_stream("MURMUR_HISTORY")
-            .await
-            .ok()?;
-        let info = stream.info().await.ok()?;
-        info.cluster.clone()?.leader
-    };
-    tokio::time::timeout(Duration::from_secs(3), ask)
+    tokio::time::timeout(Duration::from_secs(3), history_peers(log))
         .await
         .ok()
         .flatten()
+        .map(|(leader, _)| leader)
 }
 
 /// The history stream's peers: its leader and its other replicas, by server name.
@@ -678,6 +652,30 @@ async fn history_peers(log: &EventLog) -> Option<(String, Vec<(String, bool)>)> 
         .map(|r| (r.name.clone(), r.current))
         .collect();
     Some((cluster.leader.clone()?, replicas))
+}
+
+/// The history stream's leader and its two replicas, by server name, once all three are
+/// current and none is `without`; waits up to the deadline.
+async fn three_current_peers(log: &EventLog, without: Option<&str>) -> Result<Vec<String>> {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some((leader, replicas)) = history_peers(log).await
+            && replicas.len() == 2
+            && replicas.iter().all(|(_, current)| *current)
+        {
+            let mut peers = vec![leader];
+            peers.extend(replicas.into_iter().map(|(name, _)| name));
+            if without.is_none_or(|gone| !peers.iter().any(|p| p == gone)) {
+                return Ok(peers);
+            }
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "the history stream never had three current peers{}",
+            without.map_or(String::new(), |gone| format!(" without {gone}"))
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Node index of a server named `n1`, `n2` …
@@ -737,25 +735,13 @@ async fn a_replica_moves_to_a_new_node_while_written(partition: bool) -> Result<
     )
     .await?;
     let log = murmur_e2e::open_cluster_log(&cluster, Identity::generate(), 3).await?;
-    let until = tokio::time::Instant::now() + DEADLINE;
-    let (leader, replicas) = loop {
-        if let Some((leader, replicas)) = history_peers(&log).await
-            && replicas.len() == 2
-            && replicas.iter().all(|(_, current)| *current)
-        {
-            break (leader, replicas);
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < until,
-            "no R3 history stream with current replicas"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let old_peers = three_current_peers(&log, None).await?;
+    let leader = old_peers[0].clone();
     let removed = node_of(&leader)?;
-    let mut old_peers: Vec<usize> = vec![removed];
-    for (name, _) in &replicas {
-        old_peers.push(node_of(name)?);
-    }
+    let old_peers: Vec<usize> = old_peers
+        .iter()
+        .map(|name| node_of(name))
+        .collect::<Result<_>>()?;
     let spare = (0..4)
         .find(|n| !old_peers.contains(n))
         .context("a node without a replica")?;
@@ -822,7 +808,8 @@ async fn a_replica_moves_to_a_new_node_while_written(partition: bool) -> Result<
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let cut = if partition {
-        let cut = node_of(&replicas[0].0)?;
+        // One of the two peers left (the leader was first).
+        let cut = old_peers[1];
         cluster.cluster.isolate(cut);
         // The cut lasts longer than Raft's election timeout; its end is what is tested.
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -834,28 +821,11 @@ async fn a_replica_moves_to_a_new_node_while_written(partition: bool) -> Result<
         None
     };
     // Three current peers again, the removed node not among them.
-    let until = tokio::time::Instant::now() + DEADLINE;
-    let new_peers = loop {
-        if let Some((leader, replicas)) = history_peers(&log).await
-            && replicas.len() == 2
-            && replicas.iter().all(|(_, current)| *current)
-        {
-            let mut peers = vec![node_of(&leader)?];
-            for (name, _) in &replicas {
-                peers.push(node_of(name)?);
-            }
-            if !peers.contains(&removed) {
-                peers.sort_unstable();
-                break peers;
-            }
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < until,
-            "the stream never had three current peers without n{}",
-            removed + 1
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let new_peers: Vec<usize> = three_current_peers(&log, Some(&leader))
+        .await?
+        .iter()
+        .map(|name| node_of(name))
+        .collect::<Result<_>>()?;
     let moved_in = moved_from.elapsed();
     let at_move = acked.load(std::sync::atomic::Ordering::SeqCst);
     acked_at_least(at_move + 200).await?;
