@@ -2,14 +2,15 @@
 //! pass. One engine thread owns the weights and every generation's attention caches; each
 //! generation sends its next tokens (a prompt, or the token it just chose) and waits for the
 //! logits, and the engine runs all the steps waiting at that moment as one pass. Every
-//! projection then reads its weights once for all of them: on a CPU a pass over one token
-//! is bound by reading the weights from memory, so four generations side by side make
-//! nearly twice the tokens of four taking turns (docs/benchmarks.md). Attention stays per
+//! projection then reads its weights once for all of them (`murmur_matmul`'s tiles for
+//! Q8_0 and Q4_1, which stays as stored): four generations side by side make about twice
+//! the tokens of the same four one after another (docs/benchmarks.md). Attention stays per
 //! generation, each over its own cache and positions.
 //!
 //! The model is candle's quantized llama (`candle_transformers::models::quantized_llama`)
 //! written again with rows from several sequences in one matrix; a test checks that both
-//! give the same tokens. Mixture-of-experts llama files keep candle's model.
+//! give the same tokens on the same stored weights. Mixture-of-experts llama files keep
+//! candle's model.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek};
@@ -21,6 +22,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, Module};
 use candle_transformers::quantized_nn::RmsNorm;
+use murmur_matmul::QuantizedMatrix;
 
 use super::Forward;
 
@@ -34,7 +36,7 @@ pub(super) struct LlamaBatch {
     embeddings: Embedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    output: QMatMul,
+    output: Projection,
     cos: Tensor,
     sin: Tensor,
     heads: usize,
@@ -44,14 +46,41 @@ pub(super) struct LlamaBatch {
 
 struct Layer {
     attention_norm: RmsNorm,
-    query: QMatMul,
-    key: QMatMul,
-    value: QMatMul,
-    attention_output: QMatMul,
+    query: Projection,
+    key: Projection,
+    value: Projection,
+    attention_output: Projection,
     ffn_norm: RmsNorm,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Projection,
+    up: Projection,
+    down: Projection,
+}
+
+/// A weight matrix: Q8_0 ones through `murmur_matmul`'s tiles, which read each weight block
+/// once for every row of a pass and give candle's results bit for bit; others through
+/// candle's `QMatMul`.
+enum Projection {
+    Tiled(QuantizedMatrix),
+    Candle(QMatMul),
+}
+
+impl Projection {
+    fn new(weights: QTensor) -> candle_core::Result<Self> {
+        Ok(
+            match QuantizedMatrix::from_qtensor(&weights).map_err(candle_core::Error::wrap)? {
+                Some(matrix) => Self::Tiled(matrix),
+                None => Self::Candle(QMatMul::from_qtensor(weights)?),
+            },
+        )
+    }
+
+    /// `x` (rows, inputs) times the weights transposed: (rows, outputs).
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Tiled(matrix) => matrix.forward(x).map_err(candle_core::Error::wrap),
+            Self::Candle(matmul) => matmul.forward(x),
+        }
+    }
 }
 
 /// One sequence's keys and values, per layer, shaped (1, kv heads, positions, head dim).
@@ -68,6 +97,20 @@ struct Segment<'a> {
 }
 
 impl LlamaBatch {
+    /// Whether a model of `architecture` in `content` loads as a batched llama with
+    /// `murmur_matmul`'s tiles (which multiply Q4_1 as stored): a llama that is not a
+    /// mixture of experts, on a CPU those kernels run on.
+    pub(super) fn takes(architecture: super::Architecture, content: &Content) -> bool {
+        architecture == super::Architecture::Llama
+            && content
+                .metadata
+                .get("llama.expert_count")
+                .and_then(|v| v.to_u32().ok())
+                .unwrap_or(0)
+                <= 1
+            && murmur_matmul::multiplies(candle_core::quantized::GgmlDType::Q4_1)
+    }
+
     /// The model in `content`, or `None` for a mixture-of-experts file (candle's model runs
     /// those). `context` bounds the positions (the rotary tables' length).
     pub(super) fn from_gguf<R: Read + Seek>(
@@ -99,7 +142,7 @@ impl LlamaBatch {
             .and_then(|v| v.to_f32())
             .unwrap_or(10_000.0);
         let tensor = |reader: &mut R, name: &str| content.tensor(reader, name, device);
-        let matmul = |reader: &mut R, name: &str| QMatMul::from_qtensor(tensor(reader, name)?);
+        let matmul = |reader: &mut R, name: &str| Projection::new(tensor(reader, name)?);
         let norm = |reader: &mut R, name: &str| RmsNorm::from_qtensor(tensor(reader, name)?, eps);
         let embeddings_q: QTensor = tensor(reader, "token_embd.weight")?;
         let embeddings = Embedding::new(embeddings_q.dequantize(device)?, width);
@@ -136,7 +179,7 @@ impl LlamaBatch {
             embeddings,
             layers,
             norm: norm(reader, "output_norm.weight")?,
-            output: QMatMul::from_qtensor(output)?,
+            output: Projection::new(output)?,
             cos: angles.cos()?,
             sin: angles.sin()?,
             heads,

@@ -394,16 +394,25 @@ impl GgufModel {
             .unwrap_or(0)
             .max(tokenizer.get_vocab_size(true));
         let requantizing = options.requantize_slow_weights;
+        let tiled =
+            options.batch_generations && super::batching::LlamaBatch::takes(architecture, &content);
         let weight_bytes: u64 = content
             .tensor_infos
             .values()
             .map(|info| {
-                let dtype = if requantizing && requantize::slow_on_cpu(info.ggml_dtype) {
+                let dtype = if requantizing && requantize::slow_on_cpu(info.ggml_dtype, tiled) {
                     candle_core::quantized::GgmlDType::Q8_0
                 } else {
                     info.ggml_dtype
                 };
-                (info.shape.elem_count() / dtype.block_size() * dtype.type_size()) as u64
+                let blocks = (info.shape.elem_count() / dtype.block_size()) as u64;
+                // Tiled matrices keep their scales as f32: 2 more bytes per scale.
+                let scales = match dtype {
+                    _ if !tiled || !murmur_matmul::multiplies(dtype) => 0,
+                    candle_core::quantized::GgmlDType::Q4_1 => 2,
+                    _ => 1,
+                };
+                blocks * (dtype.type_size() as u64 + 2 * scales)
             })
             .sum();
         let arch_u32 = |key: &str| {
@@ -431,7 +440,7 @@ impl GgufModel {
         check_dimensions(&content, architecture).map_err(malformed)?;
         let requantized = if options.requantize_slow_weights {
             third_party("requantizing the weights", || {
-                requantize::to_q8_0(&content, &mut file)
+                requantize::to_q8_0(&content, &mut file, tiled)
             })
             .and_then(|done| done.map_err(|e| reason(&e)))
             .map_err(malformed)?

@@ -1,7 +1,9 @@
 //! Weights stored in quantizations candle multiplies without SIMD kernels (Q4_1, Q5_0,
 //! Q5_1: a scalar loop per block) are requantized to Q8_0 at load, whose dot product
 //! candle runs with AVX2 or NEON. Those tensors then take ~1.7× the memory they take in
-//! the file, and each token takes about a third of the time.
+//! the file, and each token takes about a third of the time. A batched llama on an x86 CPU
+//! keeps Q4_1 as stored: `murmur_matmul` multiplies it with SIMD, reading fewer bytes per
+//! token than Q8_0.
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read, Seek};
@@ -10,9 +12,14 @@ use candle_core::Device;
 use candle_core::quantized::gguf_file::{self, Content};
 use candle_core::quantized::{GgmlDType, QTensor};
 
-/// Whether candle's CPU matrix product has no vectorised kernel for `dtype`.
-pub(super) fn slow_on_cpu(dtype: GgmlDType) -> bool {
-    matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
+/// Whether the model's CPU matrix product has no vectorised kernel for `dtype`: candle has
+/// none for Q4_1, Q5_0 and Q5_1; `tiled` models (`murmur_matmul`'s) have one for Q4_1.
+pub(super) fn slow_on_cpu(dtype: GgmlDType, tiled: bool) -> bool {
+    match dtype {
+        GgmlDType::Q4_1 => !tiled,
+        GgmlDType::Q5_0 | GgmlDType::Q5_1 => true,
+        _ => false,
+    }
 }
 
 /// A requantized model: its GGUF header, the in-memory file it reads tensors from, and how
@@ -24,11 +31,12 @@ pub(super) type Requantized = (Content, Cursor<Vec<u8>>, usize);
 pub(super) fn to_q8_0<R: Read + Seek>(
     content: &Content,
     reader: &mut R,
+    tiled: bool,
 ) -> candle_core::Result<Option<Requantized>> {
     let slow = content
         .tensor_infos
         .values()
-        .filter(|info| slow_on_cpu(info.ggml_dtype))
+        .filter(|info| slow_on_cpu(info.ggml_dtype, tiled))
         .count();
     if slow == 0 {
         return Ok(None);
@@ -40,7 +48,7 @@ pub(super) fn to_q8_0<R: Read + Seek>(
     let mut tensors: Vec<(&str, QTensor)> = Vec::with_capacity(names.len());
     for name in names {
         let tensor = content.tensor(reader, name, &cpu)?;
-        let tensor = if slow_on_cpu(tensor.dtype()) {
+        let tensor = if slow_on_cpu(tensor.dtype(), tiled) {
             QTensor::quantize(&tensor.dequantize(&cpu)?, GgmlDType::Q8_0)?
         } else {
             tensor

@@ -540,19 +540,26 @@ fn weights_without_fast_kernels_are_requantized_to_q8_0_and_score_nearly_the_sam
         },
     )
     .expect("loads as stored");
-    let fast = GgufModel::load(&path).expect("loads requantized");
+    // candle's llama (batching off) multiplies Q4_1 with a scalar loop: requantized.
+    let fast = GgufModel::load_with(&path, unbatched()).expect("loads requantized");
     assert_eq!(stored.requantized_tensors(), 0);
     // 2 layers × the feed-forward down projection (rows of 64).
     assert_eq!(fast.requantized_tensors(), 2);
     assert_eq!(fast.sha256(), stored.sha256(), "the hash is the file's");
+    // The batched llama multiplies Q4_1 as stored where murmur_matmul has a kernel.
+    let tiled = GgufModel::load(&path).expect("loads batched");
+    let tiles = murmur_matmul::multiplies(candle_core::quantized::GgmlDType::Q4_1);
+    assert_eq!(tiled.requantized_tensors(), if tiles { 0 } else { 2 });
     let choices = ["a", "b", "hello"];
     let a = stored.score("hello murmur", &choices).expect("scores");
-    let b = fast.score("hello murmur", &choices).expect("scores");
-    for (x, y) in a.iter().zip(&b) {
-        assert!(
-            (x - y).abs() < 0.01 * x.abs().max(1.0),
-            "as stored {a:?}, requantized {b:?}"
-        );
+    for model in [&fast, &tiled] {
+        let b = model.score("hello murmur", &choices).expect("scores");
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() < 0.01 * x.abs().max(1.0),
+                "as stored {a:?}, loaded for speed {b:?}"
+            );
+        }
     }
     // A model already in fast types is loaded as it is.
     let f32 = GgufModel::load(&write(dir.path(), "f32.gguf", TestModel::new(9))).expect("loads");
@@ -878,6 +885,44 @@ fn batched_llama_generations_give_the_tokens_each_gives_alone() {
     }
 }
 
+/// candle's llama on the weights as stored (no requantization, no batching).
+fn candle_as_stored(path: &Path) -> GgufModel {
+    GgufModel::load_with(
+        path,
+        LoadOptions {
+            requantize_slow_weights: false,
+            ..unbatched()
+        },
+    )
+    .expect("loads")
+}
+
+#[test]
+fn batched_llama_with_q4_1_weights_gives_the_tokens_of_candles_llama() {
+    // The feed-forward down projections are Q4_1, which the batched llama multiplies as
+    // stored with murmur_matmul's tiles where this CPU has them: bit for bit candle's
+    // scalar Q4_1 product.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = TestModel::new(11)
+        .architecture(Architecture::Llama)
+        .q4_1_projections();
+    let path = write(dir.path(), "llama-q4_1.gguf", spec);
+    let batched = GgufModel::load(&path).expect("loads");
+    let candle = candle_as_stored(&path);
+    let prompts = [
+        "hello murmur",
+        "a b c d e f g",
+        "x",
+        "murmur murmur hello a b",
+    ];
+    side_by_side_equals_alone(&batched, &candle, &prompts, 16);
+    let continuations = ["a", " murmur", "b c"];
+    assert_eq!(
+        batched.score("hello", &continuations).expect("scores"),
+        candle.score("hello", &continuations).expect("scores")
+    );
+}
+
 #[test]
 fn batched_smollm2_generations_give_the_tokens_each_gives_alone() {
     let path =
@@ -890,11 +935,12 @@ fn batched_smollm2_generations_give_the_tokens_each_gives_alone() {
         );
         return;
     }
+    // SmolLM2's layers are Q4_1: the batched llama multiplies them as stored, candle's
+    // llama too when it does not requantize them.
     let batched = GgufModel::load(&path).expect("loads");
-    let alone = GgufModel::load_with(&path, unbatched()).expect("loads");
     side_by_side_equals_alone(
         &batched,
-        &alone,
+        &candle_as_stored(&path),
         &[
             "The capital of France is",
             "Once upon a time, in a small village,",

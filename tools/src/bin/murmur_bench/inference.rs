@@ -3,8 +3,9 @@
 //! file, thread count, prompts and token counts, in one run. Greedy decoding, a fixed
 //! number of tokens (the end of text does not stop either side).
 //!
-//! Figures: prompt processing and generation tokens/s for murmur as it loads models
-//! (weights without fast kernels requantized to Q8_0) and as stored (the floor), llama.cpp's,
+//! Figures: prompt processing and generation tokens/s for murmur as it loads models (a
+//! llama's projections through `murmur-matmul`, other weights without fast kernels
+//! requantized to Q8_0), for candle's own model on the weights as stored (the floor), llama.cpp's,
 //! the ratios, four concurrent requests on one loaded model, and the memory the loaded model
 //! adds to the process.
 
@@ -56,10 +57,12 @@ pub(crate) fn inference_suite(
         rss_loaded,
         fast.memory_needed_mib()
     );
+    // The floor: candle's own model on the weights as stored.
     let stored = GgufModel::load_with(
         model,
         LoadOptions {
             requantize_slow_weights: false,
+            batch_generations: false,
             ..LoadOptions::default()
         },
     )?;

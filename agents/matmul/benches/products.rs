@@ -1,0 +1,132 @@
+//! QuantizedMatrix against candle's QMatMul on SmolLM2-135M's projection shapes, one to eight
+//! activation rows, in one run: `cargo bench -p murmur-matmul`. Prints time per product
+//! and the weight bytes streamed per second (what bounds a one-row product).
+
+use std::time::{Duration, Instant};
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use murmur_matmul::{Kernel, QuantizedMatrix};
+
+fn values(count: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+/// Median time of `f` over enough calls to fill about 300 ms.
+fn time(mut f: impl FnMut()) -> Duration {
+    f();
+    let started = Instant::now();
+    let mut calls = 0u32;
+    while started.elapsed() < Duration::from_millis(30) {
+        f();
+        calls += 1;
+    }
+    let per_batch = calls.max(1);
+    let mut samples: Vec<Duration> = (0..10)
+        .map(|_| {
+            let started = Instant::now();
+            for _ in 0..per_batch {
+                f();
+            }
+            started.elapsed() / per_batch
+        })
+        .collect();
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let Some(kernel) = Kernel::detect() else {
+        println!("this CPU has no kernel (no AVX2): nothing to measure");
+        return Ok(());
+    };
+    println!(
+        "kernel {kernel:?}, {} threads (candle's pool); times are medians",
+        candle_core::utils::get_num_threads()
+    );
+    println!(
+        "| shape (outputs × inputs) | rows | candle Q8_0 | tiled Q8_0 | speedup | GB/s | tiled Q4_1 | speedup | GB/s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // SmolLM2-135M: query/output (576×576), gate/up (1536×576), the tied output (49152×576),
+    // and every layer's projections at once (30 layers, ~2.65 M weights each, not in cache).
+    for (outputs, inputs, copies) in [
+        (576, 576, 1),
+        (1536, 576, 1),
+        (49152, 576, 1),
+        (1536, 576, 60),
+    ] {
+        let quantize = |dtype| -> Result<Vec<QTensor>, candle_core::Error> {
+            (0..copies)
+                .map(|i| {
+                    let w = Tensor::from_vec(
+                        values(outputs * inputs, i as u64),
+                        (outputs, inputs),
+                        &Device::Cpu,
+                    )?;
+                    QTensor::quantize(&w, dtype)
+                })
+                .collect()
+        };
+        let weights = quantize(GgmlDType::Q8_0)?;
+        let tiled =
+            |weights: &[QTensor]| -> Result<Vec<QuantizedMatrix>, murmur_matmul::MatmulError> {
+                weights
+                    .iter()
+                    .map(|w| {
+                        QuantizedMatrix::with_kernel(w, kernel).map(|m| m.expect("Q8_0 or Q4_1"))
+                    })
+                    .collect()
+            };
+        let ours = tiled(&weights)?;
+        let ours_q4 = tiled(&quantize(GgmlDType::Q4_1)?)?;
+        let bytes = |matrices: &[QuantizedMatrix]| {
+            matrices.iter().map(|m| m.weight_bytes()).sum::<usize>() as f64
+        };
+        let theirs: Vec<QMatMul> = weights
+            .into_iter()
+            .map(QMatMul::from_qtensor)
+            .collect::<Result<_, _>>()?;
+        for rows in [1, 2, 4, 8] {
+            let x = Tensor::from_vec(values(rows * inputs, 99), (rows, inputs), &Device::Cpu)?;
+            let candle = time(|| {
+                for m in &theirs {
+                    m.forward(&x).expect("candle");
+                }
+            });
+            let run = |matrices: &[QuantizedMatrix]| {
+                time(|| {
+                    for m in matrices {
+                        m.forward(&x).expect("tiled");
+                    }
+                })
+            };
+            let (tiled, tiled_q4) = (run(&ours), run(&ours_q4));
+            let label = if copies > 1 {
+                format!("{copies} × {outputs} × {inputs}")
+            } else {
+                format!("{outputs} × {inputs}")
+            };
+            let micros = |d: Duration| d.as_secs_f64() * 1e6;
+            println!(
+                "| {label} | {rows} | {:.1} µs | {:.1} µs | {:.2}× | {:.1} | {:.1} µs | {:.2}× | {:.1} |",
+                micros(candle),
+                micros(tiled),
+                candle.as_secs_f64() / tiled.as_secs_f64(),
+                bytes(&ours) / tiled.as_secs_f64() / 1e9,
+                micros(tiled_q4),
+                candle.as_secs_f64() / tiled_q4.as_secs_f64(),
+                bytes(&ours_q4) / tiled_q4.as_secs_f64() / 1e9,
+            );
+        }
+    }
+    Ok(())
+}

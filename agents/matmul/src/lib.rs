@@ -1,0 +1,691 @@
+//! Quantized weight matrices (Q8_0, Q4_1) times several rows of activations, each block of
+//! weights read once for all the rows.
+//!
+//! candle multiplies a quantized matrix one activation row at a time, and has no SIMD kernel
+//! for Q4_1 at all (a scalar loop per block). Continuous batching sends a few rows (one per
+//! generation) through every projection. Here each weight block is loaded, and prepared
+//! once (absolute values for Q8_0, nibbles unpacked for Q4_1), for up to four rows while it
+//! sits in registers; scales are kept as f32; with VNNI one instruction multiplies and sums
+//! the 32 byte pairs of a block.
+//!
+//! The products are bit-identical to candle's `QMatMul`: the same activation quantization,
+//! the same integer sums, the same float operations in the same order (the tests compare
+//! every bit). That matters more than it seems: each layer quantizes its input to 8 bits
+//! again, so a difference in the last bit of one value can move a rounding step and grow
+//! through the layers into different tokens. A one-row product is bound by reading the
+//! weights from memory, so a model kept in Q4_1 reads 0.75 bytes per weight where its
+//! Q8_0 copy reads 1.125.
+
+#![deny(missing_docs)]
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Tensor};
+use half::f16;
+
+/// Values per block (Q8_0 and Q4_1 alike).
+const BLOCK: usize = 32;
+/// Activation rows per tile: each weight block meets this many rows while in registers.
+const TILE_ROWS: usize = 4;
+/// Weight rows (outputs) per work item.
+const GROUP: usize = 4;
+
+/// Why a product could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum MatmulError {
+    /// The activations' width is not the matrix's.
+    #[error("activations are {found} wide, the matrix takes {expected}")]
+    Width {
+        /// The matrix's input width.
+        expected: usize,
+        /// The activations' width.
+        found: usize,
+    },
+    /// The quantized tensor's bytes do not hold its shape.
+    #[error("a {rows}×{depth} {dtype:?} matrix needs {expected} bytes, the tensor has {found}")]
+    Size {
+        /// The quantization.
+        dtype: GgmlDType,
+        /// Rows (outputs).
+        rows: usize,
+        /// Input width.
+        depth: usize,
+        /// Bytes needed.
+        expected: usize,
+        /// Bytes held.
+        found: usize,
+    },
+    /// A candle operation failed (reading the tensors, building the result).
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// The SIMD kernel a product runs with. All give the same results; they differ in how the
+/// byte products of a block are summed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX2 and FMA: byte pairs multiplied and summed to 16 bits, then pairs of those to 32.
+    Avx2,
+    /// AVX-VNNI (256-bit `vpdpbusd`): four byte products summed to 32 bits in one instruction.
+    AvxVnni,
+    /// AVX-512 VNNI on 256-bit registers (`avx512vl`), for CPUs without AVX-VNNI.
+    Avx512Vnni,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs, or `None` where none does (not x86-64, or no AVX2).
+    pub fn detect() -> Option<Self> {
+        Self::supported().last().copied()
+    }
+
+    /// Every kernel this CPU runs, slowest first.
+    pub fn supported() -> Vec<Self> {
+        let mut kernels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                kernels.push(Self::Avx2);
+                if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                    kernels.push(Self::Avx512Vnni);
+                }
+                if is_x86_feature_detected!("avxvnni") {
+                    kernels.push(Self::AvxVnni);
+                }
+            }
+        }
+        kernels
+    }
+
+    fn vnni(self) -> bool {
+        matches!(self, Self::AvxVnni | Self::Avx512Vnni)
+    }
+}
+
+/// Whether this crate multiplies `dtype` on this CPU (some kernel runs here, and the
+/// quantization is Q8_0 or Q4_1).
+pub fn multiplies(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q4_1) && Kernel::detect().is_some()
+}
+
+/// The weights, block by block: row `r`'s blocks at `r * blocks .. (r + 1) * blocks`.
+enum Blocks {
+    /// Signed bytes and a scale per block.
+    Q8_0 {
+        quants: Vec<[i8; BLOCK]>,
+        scales: Vec<f32>,
+    },
+    /// Nibbles (value `j` in the low half of byte `j`, value `j + 16` in its high half), a
+    /// scale and a minimum per block: value = scale × nibble + minimum.
+    Q4_1 {
+        nibbles: Vec<[u8; BLOCK / 2]>,
+        scales: Vec<f32>,
+        mins: Vec<f32>,
+    },
+}
+
+/// A quantized weight matrix laid out for [`QuantizedMatrix::forward`]: `rows` outputs, each
+/// `depth` inputs wide.
+pub struct QuantizedMatrix {
+    rows: usize,
+    depth: usize,
+    blocks: Blocks,
+    kernel: Kernel,
+}
+
+impl std::fmt::Debug for QuantizedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuantizedMatrix")
+            .field("dtype", &self.dtype())
+            .field("rows", &self.rows)
+            .field("depth", &self.depth)
+            .field("kernel", &self.kernel)
+            .finish()
+    }
+}
+
+impl QuantizedMatrix {
+    /// The matrix in `tensor` (shaped outputs × inputs) with the fastest kernel this CPU
+    /// runs; `None` where this crate would not be faster than candle: the tensor is neither
+    /// Q8_0 nor Q4_1, this CPU has no kernel, or it is a Q8_0 shape candle already runs with
+    /// its own VNNI tiles (inputs a multiple of 256, outputs of 16, on a VNNI CPU).
+    pub fn from_qtensor(tensor: &QTensor) -> Result<Option<Self>, MatmulError> {
+        let Some(kernel) = Kernel::detect() else {
+            return Ok(None);
+        };
+        let Ok((rows, depth)) = tensor.shape().dims2() else {
+            return Ok(None);
+        };
+        if tensor.dtype() == GgmlDType::Q8_0 && kernel.vnni() && depth % 256 == 0 && rows % 16 == 0
+        {
+            return Ok(None);
+        }
+        Self::with_kernel(tensor, kernel)
+    }
+
+    /// The matrix in `tensor` with `kernel`, which must be one of [`Kernel::supported`];
+    /// `None` when the tensor is not a 2-D Q8_0 or Q4_1 matrix.
+    pub fn with_kernel(tensor: &QTensor, kernel: Kernel) -> Result<Option<Self>, MatmulError> {
+        let dtype = tensor.dtype();
+        if !matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q4_1)
+            || !Kernel::supported().contains(&kernel)
+        {
+            return Ok(None);
+        }
+        let Ok((rows, depth)) = tensor.shape().dims2() else {
+            return Ok(None);
+        };
+        if depth % BLOCK != 0 {
+            return Ok(None);
+        }
+        let data = tensor.data()?;
+        let count = rows * depth / BLOCK;
+        let block_bytes = dtype.type_size();
+        if data.len() != count * block_bytes {
+            return Err(MatmulError::Size {
+                dtype,
+                rows,
+                depth,
+                expected: count * block_bytes,
+                found: data.len(),
+            });
+        }
+        let half_at =
+            |block: &[u8], at: usize| f16::from_le_bytes([block[at], block[at + 1]]).to_f32();
+        let blocks = if dtype == GgmlDType::Q8_0 {
+            let mut quants = Vec::with_capacity(count);
+            let mut scales = Vec::with_capacity(count);
+            for block in data.chunks_exact(block_bytes) {
+                scales.push(half_at(block, 0));
+                quants.push(std::array::from_fn(|j| block[2 + j] as i8));
+            }
+            Blocks::Q8_0 { quants, scales }
+        } else {
+            let mut nibbles = Vec::with_capacity(count);
+            let mut scales = Vec::with_capacity(count);
+            let mut mins = Vec::with_capacity(count);
+            for block in data.chunks_exact(block_bytes) {
+                scales.push(half_at(block, 0));
+                mins.push(half_at(block, 2));
+                nibbles.push(std::array::from_fn(|j| block[4 + j]));
+            }
+            Blocks::Q4_1 {
+                nibbles,
+                scales,
+                mins,
+            }
+        };
+        Ok(Some(Self {
+            rows,
+            depth,
+            blocks,
+            kernel,
+        }))
+    }
+
+    /// The kernel this matrix's products run with.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// The weights' quantization.
+    pub fn dtype(&self) -> GgmlDType {
+        match self.blocks {
+            Blocks::Q8_0 { .. } => GgmlDType::Q8_0,
+            Blocks::Q4_1 { .. } => GgmlDType::Q4_1,
+        }
+    }
+
+    /// Bytes the weights take in memory.
+    pub fn weight_bytes(&self) -> usize {
+        let count = self.rows * self.blocks();
+        match self.blocks {
+            Blocks::Q8_0 { .. } => count * (BLOCK + 4),
+            Blocks::Q4_1 { .. } => count * (BLOCK / 2 + 8),
+        }
+    }
+
+    /// `x` (m × inputs, f32) times this matrix transposed: m × outputs, as candle's
+    /// `QMatMul::forward` gives it. The outputs are split across candle's CPU thread pool.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, MatmulError> {
+        let (m, depth) = x.dims2()?;
+        if depth != self.depth {
+            return Err(MatmulError::Width {
+                expected: self.depth,
+                found: depth,
+            });
+        }
+        let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let activations = Activations::quantize(&values, m, depth);
+        let mut out = vec![0f32; m * self.rows];
+        self.product(&activations, &mut out);
+        Ok(Tensor::from_vec(out, (m, self.rows), x.device())?)
+    }
+
+    fn blocks(&self) -> usize {
+        self.depth / BLOCK
+    }
+
+    /// `out` (m × rows) = activations × selfᵀ; work items are (group of weight rows, tile of
+    /// activation rows), tile-minor, so an item's weights stay in cache across its tiles.
+    fn product(&self, activations: &Activations, out: &mut [f32]) {
+        let m = activations.rows;
+        let tiles = m.div_ceil(TILE_ROWS);
+        let groups = self.rows.div_ceil(GROUP);
+        let out = kernels::Output::new(out);
+        candle_core::utils::barrier_pool().execute_chunked(groups * tiles, |items| {
+            for item in items {
+                let (group, tile) = (item / tiles, item % tiles);
+                let columns = group * GROUP..self.rows.min((group + 1) * GROUP);
+                let rows = tile * TILE_ROWS..m.min((tile + 1) * TILE_ROWS);
+                kernels::tile(self, activations, rows, columns, &out);
+            }
+        });
+    }
+}
+
+/// Activation rows quantized as candle quantizes them for these products (`BlockQ8_0` and
+/// `BlockQ8_1::from_float`, which agree on the values): per block, the scale is the largest
+/// magnitude over 127 (rounded to f16, which is what the product reads) and each value is
+/// rounded to the nearest multiple of it; Q8_1 adds the block's sum times its scale, in f16.
+struct Activations {
+    rows: usize,
+    quants: Vec<[i8; BLOCK]>,
+    scales: Vec<f32>,
+    sums: Vec<f32>,
+}
+
+impl Activations {
+    fn quantize(values: &[f32], rows: usize, depth: usize) -> Self {
+        let count = rows * depth / BLOCK;
+        let mut quants = Vec::with_capacity(count);
+        let mut scales = Vec::with_capacity(count);
+        let mut sums = Vec::with_capacity(count);
+        for block in values.chunks_exact(BLOCK) {
+            let amax = block.iter().fold(0f32, |amax, x| amax.max(x.abs()));
+            let d = amax / 127.0;
+            let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let scale = f16::from_f32(d);
+            let q: [i8; BLOCK] = std::array::from_fn(|j| f32::round(block[j] * inverse) as i8);
+            let sum: i32 = q.iter().map(|&v| i32::from(v)).sum();
+            scales.push(scale.to_f32());
+            sums.push((f16::from_f32(sum as f32) * scale).to_f32());
+            quants.push(q);
+        }
+        Self {
+            rows,
+            quants,
+            scales,
+            sums,
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod kernels {
+    //! The x86 tiles. Each function is compiled for its kernel's features and is only
+    //! called with a [`Kernel`] from [`Kernel::supported`], which checked them at run time.
+
+    use std::arch::x86_64::*;
+    use std::marker::PhantomData;
+    use std::ops::Range;
+
+    use super::{Activations, BLOCK, Blocks, Kernel, QuantizedMatrix};
+
+    /// The product's output, written by several threads at once: each (row, column) by
+    /// exactly one work item.
+    pub(super) struct Output<'a> {
+        start: *mut f32,
+        len: usize,
+        _out: PhantomData<&'a mut [f32]>,
+    }
+
+    // SAFETY: the work items write disjoint cells (see `tile`), and the pool returns only
+    // after every item is done, while `out` is still borrowed.
+    unsafe impl Sync for Output<'_> {}
+
+    impl<'a> Output<'a> {
+        pub(super) fn new(out: &'a mut [f32]) -> Self {
+            Self {
+                start: out.as_mut_ptr(),
+                len: out.len(),
+                _out: PhantomData,
+            }
+        }
+
+        fn write(&self, index: usize, value: f32) {
+            assert!(index < self.len, "output cell {index} of {}", self.len);
+            // SAFETY: in bounds (checked above); no other item writes this cell.
+            unsafe { self.start.add(index).write(value) }
+        }
+    }
+
+    /// Outputs `rows` × `columns` of the product, written into `out` (m × matrix rows).
+    pub(super) fn tile(
+        matrix: &QuantizedMatrix,
+        activations: &Activations,
+        rows: Range<usize>,
+        columns: Range<usize>,
+        out: &Output<'_>,
+    ) {
+        let width = matrix.rows;
+        let run = |rows: Range<usize>, columns: Range<usize>| {
+            let results = match (rows.len(), columns.len()) {
+                (1, 4) => dispatch::<1, 4>(matrix, activations, &rows, &columns),
+                (2, 4) => dispatch::<2, 4>(matrix, activations, &rows, &columns),
+                (3, 2) => dispatch::<3, 2>(matrix, activations, &rows, &columns),
+                (4, 2) => dispatch::<4, 2>(matrix, activations, &rows, &columns),
+                (3, 4) => dispatch::<3, 4>(matrix, activations, &rows, &columns),
+                (4, 4) => dispatch::<4, 4>(matrix, activations, &rows, &columns),
+                (1, 1) => dispatch::<1, 1>(matrix, activations, &rows, &columns),
+                (2, 1) => dispatch::<2, 1>(matrix, activations, &rows, &columns),
+                (3, 1) => dispatch::<3, 1>(matrix, activations, &rows, &columns),
+                (4, 1) => dispatch::<4, 1>(matrix, activations, &rows, &columns),
+                shape => unreachable!("no tile for {shape:?}"),
+            };
+            for (r, row) in rows.clone().enumerate() {
+                for (c, column) in columns.clone().enumerate() {
+                    out.write(row * width + column, results[r * 4 + c]);
+                }
+            }
+        };
+        // Whole tiles of four columns, but of two for three or four rows of Q8_0 (its
+        // accumulators, one register per output, must fit in sixteen); single columns at
+        // the matrix's end.
+        let step = match matrix.blocks {
+            Blocks::Q8_0 { .. } if rows.len() > 2 => 2,
+            _ => 4,
+        };
+        let mut column = columns.start;
+        while column + step <= columns.end {
+            run(rows.clone(), column..column + step);
+            column += step;
+        }
+        for column in column..columns.end {
+            run(rows.clone(), column..column + 1);
+        }
+    }
+
+    /// `N` rows of `count` items each, from row `start` of `items` (rows laid end to end).
+    fn rows_of<T, const N: usize>(items: &[T], start: usize, count: usize) -> [&[T]; N] {
+        std::array::from_fn(|i| &items[(start + i) * count..(start + i + 1) * count])
+    }
+
+    /// One R × C tile with the matrix's kernel; results row-major in rows of four.
+    fn dispatch<const R: usize, const C: usize>(
+        matrix: &QuantizedMatrix,
+        activations: &Activations,
+        rows: &Range<usize>,
+        columns: &Range<usize>,
+    ) -> [f32; 16] {
+        let blocks = matrix.blocks();
+        let inputs = Inputs::<R> {
+            quants: rows_of(&activations.quants, rows.start, blocks),
+            scales: rows_of(&activations.scales, rows.start, blocks),
+            sums: rows_of(&activations.sums, rows.start, blocks),
+        };
+        let c0 = columns.start;
+        // SAFETY: `matrix.kernel` came from `Kernel::supported`, so this CPU has its
+        // features; every slice passed holds `blocks` entries (`rows_of`).
+        unsafe {
+            match &matrix.blocks {
+                Blocks::Q8_0 { quants, scales } => {
+                    let weights = Q8Weights::<C> {
+                        quants: rows_of(quants, c0, blocks),
+                        scales: rows_of(scales, c0, blocks),
+                    };
+                    match matrix.kernel {
+                        Kernel::Avx2 => q8_avx2(blocks, &weights, &inputs),
+                        Kernel::AvxVnni => q8_avx_vnni(blocks, &weights, &inputs),
+                        Kernel::Avx512Vnni => q8_avx512_vnni(blocks, &weights, &inputs),
+                    }
+                }
+                Blocks::Q4_1 {
+                    nibbles,
+                    scales,
+                    mins,
+                } => {
+                    let weights = Q4Weights::<C> {
+                        nibbles: rows_of(nibbles, c0, blocks),
+                        scales: rows_of(scales, c0, blocks),
+                        mins: rows_of(mins, c0, blocks),
+                    };
+                    match matrix.kernel {
+                        Kernel::Avx2 => q4_avx2(blocks, &weights, &inputs),
+                        Kernel::AvxVnni => q4_avx_vnni(blocks, &weights, &inputs),
+                        Kernel::Avx512Vnni => q4_avx512_vnni(blocks, &weights, &inputs),
+                    }
+                }
+            }
+        }
+    }
+
+    struct Inputs<'a, const R: usize> {
+        quants: [&'a [[i8; BLOCK]]; R],
+        scales: [&'a [f32]; R],
+        sums: [&'a [f32]; R],
+    }
+
+    struct Q8Weights<'a, const C: usize> {
+        quants: [&'a [[i8; BLOCK]]; C],
+        scales: [&'a [f32]; C],
+    }
+
+    struct Q4Weights<'a, const C: usize> {
+        nibbles: [&'a [[u8; BLOCK / 2]]; C],
+        scales: [&'a [f32]; C],
+        mins: [&'a [f32]; C],
+    }
+
+    /// The tile functions for one kernel: `$sum(a, b)` gives the eight 32-bit sums of four
+    /// byte products each (unsigned `a` times signed `b`), as AVX2's pair sums do.
+    macro_rules! tile_kernels {
+        ($q8:ident, $q4:ident, $features:literal, $sum:ident) => {
+            /// Q8_0: candle's `vec_dot_q8_0_q8_0` for each (row, column), interleaved.
+            #[target_feature(enable = $features)]
+            unsafe fn $q8<const R: usize, const C: usize>(
+                blocks: usize,
+                weights: &Q8Weights<'_, C>,
+                inputs: &Inputs<'_, R>,
+            ) -> [f32; 16] {
+                let mut acc = [[_mm256_setzero_ps(); C]; R];
+                for b in 0..blocks {
+                    let mut signs = [_mm256_setzero_si256(); C];
+                    let mut magnitudes = [_mm256_setzero_si256(); C];
+                    let mut weight_scales = [_mm256_setzero_ps(); C];
+                    for c in 0..C {
+                        // SAFETY: `b` < blocks, the length of every slice (`dispatch`).
+                        let (block, scale) = unsafe {
+                            (
+                                weights.quants[c].get_unchecked(b),
+                                *weights.scales[c].get_unchecked(b),
+                            )
+                        };
+                        // SAFETY: a block is 32 readable bytes.
+                        let w = unsafe { _mm256_loadu_si256(block.as_ptr().cast()) };
+                        signs[c] = w;
+                        magnitudes[c] = _mm256_sign_epi8(w, w);
+                        weight_scales[c] = _mm256_set1_ps(scale);
+                    }
+                    for r in 0..R {
+                        // SAFETY: as above.
+                        let (block, scale) = unsafe {
+                            (
+                                inputs.quants[r].get_unchecked(b),
+                                *inputs.scales[r].get_unchecked(b),
+                            )
+                        };
+                        // SAFETY: a block is 32 readable bytes.
+                        let x = unsafe { _mm256_loadu_si256(block.as_ptr().cast()) };
+                        let input_scale = _mm256_set1_ps(scale);
+                        for c in 0..C {
+                            // candle's order: d = weight scale × input scale, then
+                            // acc = d × float(sums) + acc.
+                            let sums = $sum(magnitudes[c], _mm256_sign_epi8(x, signs[c]));
+                            let d = _mm256_mul_ps(weight_scales[c], input_scale);
+                            acc[r][c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc[r][c]);
+                        }
+                    }
+                }
+                let mut results = [0f32; 16];
+                for r in 0..R {
+                    for c in 0..C {
+                        results[r * 4 + c] = horizontal_sum(acc[r][c]);
+                    }
+                }
+                results
+            }
+
+            /// Q4_1 against Q8_1, as candle's `vec_dot_q4_1_q8_1` computes each output:
+            /// per block, the exact integer Σ nibble × input, then in f32 and in this order
+            /// `sum += Σ × weight scale × input scale + minimum × input block's scaled sum`.
+            /// Here four columns' sums go through those float steps side by side, one per
+            /// lane, so each output is bit-identical to candle's.
+            #[target_feature(enable = $features)]
+            unsafe fn $q4<const R: usize, const C: usize>(
+                blocks: usize,
+                weights: &Q4Weights<'_, C>,
+                inputs: &Inputs<'_, R>,
+            ) -> [f32; 16] {
+                let low = _mm_set1_epi8(0x0F);
+                // Lane c of row r's accumulator is output (r, c).
+                let mut acc = [_mm_setzero_ps(); R];
+                for b in 0..blocks {
+                    let mut values = [_mm256_setzero_si256(); 4];
+                    let mut scales = [0f32; 4];
+                    let mut mins = [0f32; 4];
+                    for c in 0..C {
+                        // SAFETY: `b` < blocks, the length of every slice (`dispatch`).
+                        let block = unsafe { weights.nibbles[c].get_unchecked(b) };
+                        // SAFETY: as above.
+                        unsafe {
+                            scales[c] = *weights.scales[c].get_unchecked(b);
+                            mins[c] = *weights.mins[c].get_unchecked(b);
+                        }
+                        // SAFETY: a block holds 16 readable bytes.
+                        let packed = unsafe { _mm_loadu_si128(block.as_ptr().cast()) };
+                        let first = _mm_and_si128(packed, low);
+                        let second = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
+                        values[c] = _mm256_set_m128i(second, first);
+                    }
+                    // Lanes past C multiply zeros.
+                    // SAFETY: four readable floats each.
+                    let (scales, mins) =
+                        unsafe { (_mm_loadu_ps(scales.as_ptr()), _mm_loadu_ps(mins.as_ptr())) };
+                    for r in 0..R {
+                        // SAFETY: as above.
+                        let (block, scale, sum) = unsafe {
+                            (
+                                inputs.quants[r].get_unchecked(b),
+                                *inputs.scales[r].get_unchecked(b),
+                                *inputs.sums[r].get_unchecked(b),
+                            )
+                        };
+                        // SAFETY: a block is 32 readable bytes.
+                        let x = unsafe { _mm256_loadu_si256(block.as_ptr().cast()) };
+                        let mut sums = [_mm256_setzero_si256(); 4];
+                        for c in 0..C {
+                            sums[c] = $sum(values[c], x);
+                        }
+                        let totals = _mm_cvtepi32_ps(lane_totals(sums));
+                        let scaled = _mm_mul_ps(_mm_mul_ps(totals, scales), _mm_set1_ps(scale));
+                        let offsets = _mm_mul_ps(mins, _mm_set1_ps(sum));
+                        acc[r] = _mm_add_ps(acc[r], _mm_add_ps(scaled, offsets));
+                    }
+                }
+                let mut results = [0f32; 16];
+                for r in 0..R {
+                    let mut lanes = [0f32; 4];
+                    // SAFETY: four writable floats.
+                    unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), acc[r]) };
+                    results[r * 4..r * 4 + C].copy_from_slice(&lanes[..C]);
+                }
+                results
+            }
+        };
+    }
+
+    tile_kernels!(q8_avx2, q4_avx2, "avx2,fma", sum_avx2);
+    tile_kernels!(q8_avx_vnni, q4_avx_vnni, "avx2,fma,avxvnni", sum_avx_vnni);
+    tile_kernels!(
+        q8_avx512_vnni,
+        q4_avx512_vnni,
+        "avx2,fma,avx512vnni,avx512vl",
+        sum_avx512_vnni
+    );
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn sum_avx2(unsigned: __m256i, signed: __m256i) -> __m256i {
+        // The pair sums cannot saturate: an unsigned byte here is at most 128 (a magnitude)
+        // and a signed one at most 127 in magnitude.
+        _mm256_madd_epi16(_mm256_set1_epi16(1), _mm256_maddubs_epi16(unsigned, signed))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avxvnni")]
+    fn sum_avx_vnni(unsigned: __m256i, signed: __m256i) -> __m256i {
+        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), unsigned, signed)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512vnni,avx512vl")]
+    fn sum_avx512_vnni(unsigned: __m256i, signed: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned, signed)
+    }
+
+    /// The totals of four vectors of eight 32-bit lanes: lane i of the result is the sum
+    /// of `sums[i]`'s lanes (exact, integers).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn lane_totals(sums: [__m256i; 4]) -> __m128i {
+        let pairs = _mm256_hadd_epi32(sums[0], sums[1]);
+        let other_pairs = _mm256_hadd_epi32(sums[2], sums[3]);
+        let quads = _mm256_hadd_epi32(pairs, other_pairs);
+        _mm_add_epi32(
+            _mm256_castsi256_si128(quads),
+            _mm256_extracti128_si256(quads, 1),
+        )
+    }
+
+    /// The sum of eight lanes in candle's order (`hsum_float_8`).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn horizontal_sum(x: __m256) -> f32 {
+        let high = _mm256_extractf128_ps(x, 1);
+        let sum = _mm_add_ps(high, _mm256_castps256_ps128(x));
+        let sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+        let sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
+        _mm_cvtss_f32(sum)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod kernels {
+    //! No kernels off x86-64: [`Kernel::supported`] is empty, so no matrix is ever built.
+
+    use std::marker::PhantomData;
+    use std::ops::Range;
+
+    use super::{Activations, QuantizedMatrix};
+
+    pub(super) struct Output<'a>(PhantomData<&'a mut [f32]>);
+
+    impl<'a> Output<'a> {
+        pub(super) fn new(_out: &'a mut [f32]) -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    pub(super) fn tile(
+        _matrix: &QuantizedMatrix,
+        _activations: &Activations,
+        _rows: Range<usize>,
+        _columns: Range<usize>,
+        _out: &Output<'_>,
+    ) {
+        unreachable!("no QuantizedMatrix is built without a kernel")
+    }
+}
+
+#[cfg(test)]
+mod tests;
