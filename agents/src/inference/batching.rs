@@ -83,10 +83,53 @@ impl Projection {
     }
 }
 
-/// One sequence's keys and values, per layer, shaped (1, kv heads, positions, head dim).
+/// One sequence's keys and values, per layer.
 #[derive(Default)]
 struct Cache {
-    layers: Vec<(Tensor, Tensor)>,
+    layers: Vec<(Positions, Positions)>,
+}
+
+/// One layer's keys (or values) of one sequence: a buffer shaped (1, kv heads, capacity,
+/// head dim) whose first `len` positions hold them. A step writes only its own positions;
+/// the buffer doubles when full. (Concatenating the cache with each step's keys, as
+/// candle's llama does, copies all of it at every step, in every layer.)
+#[derive(Default)]
+struct Positions {
+    buffer: Option<Tensor>,
+    len: usize,
+}
+
+impl Positions {
+    /// Writes `new` (1, kv heads, n, head dim) from `position` on, dropping what followed
+    /// it, and returns positions `0 .. position + n` as a view of the buffer. `limit` caps
+    /// the capacity (the model's context) when a step fits under it.
+    fn write(
+        &mut self,
+        new: &Tensor,
+        position: usize,
+        limit: usize,
+    ) -> candle_core::Result<Tensor> {
+        if position > self.len {
+            candle_core::bail!("position {position} is past the {} cached", self.len);
+        }
+        let (batch, heads, count, head_dim) = new.dims4()?;
+        let needed = position + count;
+        let capacity = self.buffer.as_ref().map_or(Ok(0), |b| b.dim(2))?;
+        if needed > capacity {
+            let grown = (2 * capacity).max(64).min(limit).max(needed);
+            let buffer = Tensor::zeros((batch, heads, grown, head_dim), new.dtype(), new.device())?;
+            if let Some(old) = &self.buffer
+                && position > 0
+            {
+                buffer.slice_set(&old.narrow(2, 0, position)?.contiguous()?, 2, 0)?;
+            }
+            self.buffer = Some(buffer);
+        }
+        let buffer = self.buffer.as_ref().expect("allocated above");
+        buffer.slice_set(&new.contiguous()?, 2, position)?;
+        self.len = needed;
+        buffer.narrow(2, 0, needed)
+    }
 }
 
 /// One sequence's part of a pass: its cache, the tokens to feed and where they start.
@@ -218,29 +261,27 @@ impl LlamaBatch {
                 let q = self.rotate(&rows_of(&query, self.heads)?, segment.position)?;
                 let k = self.rotate(&rows_of(&key, self.kv_heads)?, segment.position)?;
                 let v = rows_of(&value, self.kv_heads)?;
-                let (k, v) = match segment.cache.layers.get(index) {
-                    Some((k_cache, v_cache)) if segment.position > 0 => (
-                        Tensor::cat(&[k_cache, &k], 2)?,
-                        Tensor::cat(&[v_cache, &v], 2)?,
-                    ),
-                    _ => (k, v),
-                };
-                if segment.cache.layers.len() > index {
-                    segment.cache.layers[index] = (k.clone(), v.clone());
-                } else {
-                    segment.cache.layers.push((k.clone(), v.clone()));
+                if segment.cache.layers.len() <= index {
+                    segment.cache.layers.push(Default::default());
                 }
+                let (keys, values) = &mut segment.cache.layers[index];
+                let limit = self.cos.dim(0)?;
+                let k = keys.write(&k, segment.position, limit)?;
+                let v = values.write(&v, segment.position, limit)?;
+                // The query heads that share a key/value head, as rows of one matrix:
+                // (1, kv heads, repeat × len, head dim), instead of copying the keys and
+                // values once per query head (candle's `repeat_kv`).
                 let repeat = self.heads / self.kv_heads;
-                let k = candle_transformers::utils::repeat_kv(k, repeat)?;
-                let v = candle_transformers::utils::repeat_kv(v, repeat)?;
+                let q = q.reshape((1, self.kv_heads, repeat * len, self.head_dim))?;
                 let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
                 let scores = if len > 1 {
                     let mask = candle_transformers::utils::build_causal_mask(
                         len,
                         segment.position,
                         device,
-                    )?
-                    .broadcast_as(scores.shape())?;
+                    )?;
+                    let mask =
+                        Tensor::cat(&vec![&mask; repeat], 0)?.broadcast_as(scores.shape())?;
                     let blocked =
                         Tensor::new(f32::NEG_INFINITY, device)?.broadcast_as(scores.shape())?;
                     mask.where_cond(&blocked, &scores)?
@@ -248,7 +289,12 @@ impl LlamaBatch {
                     scores
                 };
                 let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-                let y = weights.matmul(&v.contiguous()?)?;
+                let y = weights.matmul(&v.contiguous()?)?.reshape((
+                    1,
+                    self.heads,
+                    len,
+                    self.head_dim,
+                ))?;
                 attended.push(
                     y.transpose(1, 2)?
                         .reshape((len, self.heads * self.head_dim))?,

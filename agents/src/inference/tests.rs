@@ -898,6 +898,28 @@ fn candle_as_stored(path: &Path) -> GgufModel {
 }
 
 #[test]
+fn batched_llama_caches_grow_past_their_first_capacity_unchanged() {
+    // Each layer's cache starts with room for 64 positions and doubles: a generation of
+    // 200 tokens grows it twice, and must still give candle's tokens.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = TestModel::new(11).architecture(Architecture::Llama);
+    let path = write(dir.path(), "llama.gguf", spec);
+    let batched = GgufModel::load(&path).expect("loads");
+    let alone = GgufModel::load_with(&path, unbatched()).expect("loads");
+    let options = GenerateOptions::greedy(200);
+    let together = batched.generate("hello murmur", &options).expect("generates");
+    assert!(
+        together.prompt_tokens + together.tokens.len() > 128,
+        "the cache grew twice: {} positions",
+        together.prompt_tokens + together.tokens.len()
+    );
+    assert_eq!(
+        together.tokens,
+        alone.generate("hello murmur", &options).expect("generates").tokens
+    );
+}
+
+#[test]
 fn batched_llama_with_q4_1_weights_gives_the_tokens_of_candles_llama() {
     // The feed-forward down projections are Q4_1, which the batched llama multiplies as
     // stored with murmur_matmul's tiles where this CPU has them: bit for bit candle's
@@ -938,9 +960,18 @@ fn batched_smollm2_generations_give_the_tokens_each_gives_alone() {
     // SmolLM2's layers are Q4_1: the batched llama multiplies them as stored, candle's
     // llama too when it does not requantize them.
     let batched = GgufModel::load(&path).expect("loads");
+    let candle = candle_as_stored(&path);
+    // The same logits, bit for bit: scores of a prompt (several rows through each
+    // projection and attention over a prompt) compare exactly.
+    let continuations = [" Paris", " the", " a city"];
+    let prompt = "The capital of France is";
+    assert_eq!(
+        batched.score(prompt, &continuations).expect("scores"),
+        candle.score(prompt, &continuations).expect("scores")
+    );
     side_by_side_equals_alone(
         &batched,
-        &candle_as_stored(&path),
+        &candle,
         &[
             "The capital of France is",
             "Once upon a time, in a small village,",
