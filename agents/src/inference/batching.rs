@@ -231,6 +231,47 @@ impl LlamaBatch {
         }))
     }
 
+    /// How the projections multiply, for people: e.g. "murmur-matmul AvxVnni: 210 Q4_1,
+    /// 1 Q8_0" (and "candle: N" for those candle multiplies).
+    pub(super) fn projections(&self) -> String {
+        let mut tiled: std::collections::BTreeMap<String, usize> = Default::default();
+        let mut kernel = None;
+        let mut candle = 0;
+        let all = self
+            .layers
+            .iter()
+            .flat_map(|l| {
+                [
+                    &l.query,
+                    &l.key,
+                    &l.value,
+                    &l.attention_output,
+                    &l.gate,
+                    &l.up,
+                    &l.down,
+                ]
+            })
+            .chain([&self.output]);
+        for projection in all {
+            match projection {
+                Projection::Tiled(matrix) => {
+                    kernel = Some(matrix.kernel());
+                    *tiled.entry(format!("{:?}", matrix.dtype())).or_default() += 1;
+                }
+                Projection::Candle(_) => candle += 1,
+            }
+        }
+        let mut parts = Vec::new();
+        if let Some(kernel) = kernel {
+            let counts: Vec<String> = tiled.iter().map(|(d, n)| format!("{n} {d}")).collect();
+            parts.push(format!("murmur-matmul {kernel:?}: {}", counts.join(", ")));
+        }
+        if candle > 0 {
+            parts.push(format!("candle: {candle}"));
+        }
+        parts.join("; ")
+    }
+
     /// One pass over every segment's tokens: the logits after each segment's last token,
     /// one row per segment, and each cache extended by its tokens.
     fn forward(&self, segments: &mut [Segment<'_>]) -> candle_core::Result<Tensor> {
@@ -350,6 +391,7 @@ pub(super) struct Batcher {
     messages: mpsc::Sender<Message>,
     next_sequence: std::sync::atomic::AtomicU64,
     passes: std::sync::Arc<PassSizes>,
+    projections: String,
 }
 
 /// How many passes held how many generations.
@@ -359,6 +401,7 @@ impl Batcher {
     /// Starts the engine thread for `model`; it ends when the batcher and its sequences are gone.
     pub(super) fn start(model: LlamaBatch) -> std::io::Result<Self> {
         let (messages, inbox) = mpsc::channel();
+        let projections = model.projections();
         let passes = std::sync::Arc::new(PassSizes::default());
         let counted = passes.clone();
         std::thread::Builder::new()
@@ -368,12 +411,18 @@ impl Batcher {
             messages,
             next_sequence: std::sync::atomic::AtomicU64::new(0),
             passes,
+            projections,
         })
     }
 
     /// How many passes so far held how many generations.
     pub(super) fn passes_by_size(&self) -> std::collections::BTreeMap<usize, u64> {
         self.passes.lock().clone()
+    }
+
+    /// How the model's projections multiply ([`LlamaBatch::projections`]).
+    pub(super) fn projections(&self) -> &str {
+        &self.projections
     }
 
     /// A new generation with an empty cache.

@@ -490,6 +490,15 @@ impl GgufModel {
         matches!(self.weights, Weights::LlamaBatched(_))
     }
 
+    /// How a batched model's projections multiply, e.g. "murmur-matmul AvxVnni: 210 Q4_1,
+    /// 1 Q8_0"; `None` for a model that does not batch its generations.
+    pub fn projections(&self) -> Option<&str> {
+        match &self.weights {
+            Weights::LlamaBatched(batcher) => Some(batcher.projections()),
+            _ => None,
+        }
+    }
+
     /// How many forward passes so far held how many generations (empty when the model
     /// does not batch them).
     pub fn passes_by_size(&self) -> std::collections::BTreeMap<usize, u64> {

@@ -907,7 +907,9 @@ fn batched_llama_caches_grow_past_their_first_capacity_unchanged() {
     let batched = GgufModel::load(&path).expect("loads");
     let alone = GgufModel::load_with(&path, unbatched()).expect("loads");
     let options = GenerateOptions::greedy(200);
-    let together = batched.generate("hello murmur", &options).expect("generates");
+    let together = batched
+        .generate("hello murmur", &options)
+        .expect("generates");
     assert!(
         together.prompt_tokens + together.tokens.len() > 128,
         "the cache grew twice: {} positions",
@@ -915,7 +917,10 @@ fn batched_llama_caches_grow_past_their_first_capacity_unchanged() {
     );
     assert_eq!(
         together.tokens,
-        alone.generate("hello murmur", &options).expect("generates").tokens
+        alone
+            .generate("hello murmur", &options)
+            .expect("generates")
+            .tokens
     );
 }
 

@@ -163,9 +163,13 @@ pub async fn run(settings: &Settings, command: InferenceCommand) -> Result<()> {
                 "{} model ({} context{}), loaded in {:.2} s; {} prompt tokens, {} generated ({:?}) in {:.2} s: {:.1} tokens/s{}",
                 model.architecture(),
                 model.context(),
-                match model.requantized_tensors() {
-                    0 => String::new(),
-                    n => format!(", {n} weight tensors requantized to Q8_0"),
+                match (model.requantized_tensors(), model.projections()) {
+                    (0, None) => String::new(),
+                    (0, Some(projections)) => format!(", projections: {projections}"),
+                    (n, None) => format!(", {n} weight tensors requantized to Q8_0"),
+                    (n, Some(projections)) => format!(
+                        ", {n} weight tensors requantized to Q8_0, projections: {projections}"
+                    ),
                 },
                 loaded.as_secs_f64(),
                 generation.prompt_tokens,

@@ -51,8 +51,9 @@ pub(crate) fn inference_suite(
     let load_s = loaded_at.elapsed().as_secs_f64();
     let rss_loaded = rss_mib();
     println!(
-        "murmur: loaded in {load_s:.2} s, {} tensors requantized to Q8_0; the process grew by {:.0} MiB (RSS {:.0} MiB); the agent announces model_memory_mib={}",
+        "murmur: loaded in {load_s:.2} s, {} tensors requantized to Q8_0, projections: {}; the process grew by {:.0} MiB (RSS {:.0} MiB); the agent announces model_memory_mib={}",
         fast.requantized_tensors(),
+        fast.projections().unwrap_or("candle"),
         rss_loaded - rss_before,
         rss_loaded,
         fast.memory_needed_mib()
@@ -63,7 +64,6 @@ pub(crate) fn inference_suite(
         LoadOptions {
             requantize_slow_weights: false,
             batch_generations: false,
-            ..LoadOptions::default()
         },
     )?;
     let mut rows = Vec::new();

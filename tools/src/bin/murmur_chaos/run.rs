@@ -738,10 +738,10 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
         undecided: acked_proposals
             .iter()
             .filter(|p| {
-                !consensus
+                consensus
                     .proposals
                     .get(*p)
-                    .is_some_and(|p| p.decided.is_some())
+                    .is_none_or(|p| p.decided.is_none())
             })
             .cloned()
             .collect(),
