@@ -63,7 +63,7 @@ pub enum MatmulError {
 /// byte products of a block are summed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// AVX2 and FMA: byte pairs multiplied and summed to 16 bits, then pairs of those to 32.
+    /// AVX2, FMA and F16C: byte pairs multiplied and summed to 16 bits, then pairs of those to 32.
     Avx2,
     /// AVX-VNNI (256-bit `vpdpbusd`): four byte products summed to 32 bits in one instruction.
     AvxVnni,
@@ -82,7 +82,10 @@ impl Kernel {
         let mut kernels = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
                 kernels.push(Self::Avx2);
                 if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
                     kernels.push(Self::Avx512Vnni);
@@ -113,13 +116,21 @@ enum Blocks {
         quants: Vec<[i8; BLOCK]>,
         scales: Vec<f32>,
     },
-    /// Nibbles (value `j` in the low half of byte `j`, value `j + 16` in its high half), a
-    /// scale and a minimum per block: value = scale × nibble + minimum.
-    Q4_1 {
-        nibbles: Vec<[u8; BLOCK / 2]>,
-        scales: Vec<f32>,
-        mins: Vec<f32>,
-    },
+    /// Rows in groups of four, interleaved block by block (group `g`'s blocks at
+    /// `g * blocks .. (g + 1) * blocks`); a last group short of four is padded with zeros.
+    Q4_1 { groups: Vec<Q4Group> },
+}
+
+/// Block `b` of four rows of Q4_1 weights: for each row, value = scale × nibble + minimum,
+/// with value `j` in the low half of nibble byte `j` and value `j + 16` in its high half.
+/// The scales and minimums stay f16 as stored (20 bytes per row and block, as in the file),
+/// and sit side by side so that one conversion gives the four rows' values.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct Q4Group {
+    scales: [f16; 4],
+    mins: [f16; 4],
+    nibbles: [[u8; BLOCK / 2]; 4],
 }
 
 /// A quantized weight matrix laid out for [`QuantizedMatrix::forward`]: `rows` outputs, each
@@ -199,19 +210,16 @@ impl QuantizedMatrix {
             }
             Blocks::Q8_0 { quants, scales }
         } else {
-            let mut nibbles = Vec::with_capacity(count);
-            let mut scales = Vec::with_capacity(count);
-            let mut mins = Vec::with_capacity(count);
-            for block in data.chunks_exact(block_bytes) {
-                scales.push(half_at(block, 0));
-                mins.push(half_at(block, 2));
-                nibbles.push(std::array::from_fn(|j| block[4 + j]));
+            let blocks = depth / BLOCK;
+            let mut groups = vec![Q4Group::default(); rows.div_ceil(4) * blocks];
+            for (index, block) in data.chunks_exact(block_bytes).enumerate() {
+                let (row, b) = (index / blocks, index % blocks);
+                let group = &mut groups[(row / 4) * blocks + b];
+                group.scales[row % 4] = f16::from_le_bytes([block[0], block[1]]);
+                group.mins[row % 4] = f16::from_le_bytes([block[2], block[3]]);
+                group.nibbles[row % 4].copy_from_slice(&block[4..]);
             }
-            Blocks::Q4_1 {
-                nibbles,
-                scales,
-                mins,
-            }
+            Blocks::Q4_1 { groups }
         };
         Ok(Some(Self {
             rows,
@@ -239,7 +247,7 @@ impl QuantizedMatrix {
         let count = self.rows * self.blocks();
         match self.blocks {
             Blocks::Q8_0 { .. } => count * (BLOCK + 4),
-            Blocks::Q4_1 { .. } => count * (BLOCK / 2 + 8),
+            Blocks::Q4_1 { .. } => self.rows.div_ceil(4) * self.blocks() * size_of::<Q4Group>(),
         }
     }
 
@@ -329,7 +337,7 @@ mod kernels {
     use std::marker::PhantomData;
     use std::ops::Range;
 
-    use super::{Activations, BLOCK, Blocks, Kernel, QuantizedMatrix};
+    use super::{Activations, BLOCK, Blocks, Kernel, Q4Group, QuantizedMatrix};
 
     /// The product's output, written by several threads at once: each (row, column) by
     /// exactly one work item.
@@ -360,6 +368,7 @@ mod kernels {
     }
 
     /// Outputs `rows` × `columns` of the product, written into `out` (m × matrix rows).
+    /// `columns` is one work item's group: four from a multiple of four, or the last ones.
     pub(super) fn tile(
         matrix: &QuantizedMatrix,
         activations: &Activations,
@@ -368,33 +377,46 @@ mod kernels {
         out: &Output<'_>,
     ) {
         let width = matrix.rows;
-        let run = |rows: Range<usize>, columns: Range<usize>| {
-            let results = match (rows.len(), columns.len()) {
-                (1, 4) => dispatch::<1, 4>(matrix, activations, &rows, &columns),
-                (2, 4) => dispatch::<2, 4>(matrix, activations, &rows, &columns),
-                (3, 2) => dispatch::<3, 2>(matrix, activations, &rows, &columns),
-                (4, 2) => dispatch::<4, 2>(matrix, activations, &rows, &columns),
-                (3, 4) => dispatch::<3, 4>(matrix, activations, &rows, &columns),
-                (4, 4) => dispatch::<4, 4>(matrix, activations, &rows, &columns),
-                (1, 1) => dispatch::<1, 1>(matrix, activations, &rows, &columns),
-                (2, 1) => dispatch::<2, 1>(matrix, activations, &rows, &columns),
-                (3, 1) => dispatch::<3, 1>(matrix, activations, &rows, &columns),
-                (4, 1) => dispatch::<4, 1>(matrix, activations, &rows, &columns),
-                shape => unreachable!("no tile for {shape:?}"),
-            };
+        let write = |rows: &Range<usize>, columns: &Range<usize>, results: [f32; 16]| {
             for (r, row) in rows.clone().enumerate() {
                 for (c, column) in columns.clone().enumerate() {
                     out.write(row * width + column, results[r * 4 + c]);
                 }
             }
         };
-        // Whole tiles of four columns, but of two for three or four rows of Q8_0 (its
+        if let Blocks::Q4_1 { groups } = &matrix.blocks {
+            // A group holds four rows of weights (zeros past the matrix's last row).
+            let blocks = matrix.blocks();
+            let group = columns.start / 4;
+            let weights = &groups[group * blocks..(group + 1) * blocks];
+            let results = match rows.len() {
+                1 => dispatch_q4::<1>(matrix.kernel, weights, activations, &rows, blocks),
+                2 => dispatch_q4::<2>(matrix.kernel, weights, activations, &rows, blocks),
+                3 => dispatch_q4::<3>(matrix.kernel, weights, activations, &rows, blocks),
+                4 => dispatch_q4::<4>(matrix.kernel, weights, activations, &rows, blocks),
+                rows => unreachable!("no tile for {rows} rows"),
+            };
+            write(&rows, &columns, results);
+            return;
+        }
+        let run = |rows: Range<usize>, columns: Range<usize>| {
+            let results = match (rows.len(), columns.len()) {
+                (1, 4) => dispatch::<1, 4>(matrix, activations, &rows, &columns),
+                (2, 4) => dispatch::<2, 4>(matrix, activations, &rows, &columns),
+                (3, 2) => dispatch::<3, 2>(matrix, activations, &rows, &columns),
+                (4, 2) => dispatch::<4, 2>(matrix, activations, &rows, &columns),
+                (1, 1) => dispatch::<1, 1>(matrix, activations, &rows, &columns),
+                (2, 1) => dispatch::<2, 1>(matrix, activations, &rows, &columns),
+                (3, 1) => dispatch::<3, 1>(matrix, activations, &rows, &columns),
+                (4, 1) => dispatch::<4, 1>(matrix, activations, &rows, &columns),
+                shape => unreachable!("no tile for {shape:?}"),
+            };
+            write(&rows, &columns, results);
+        };
+        // Whole tiles of four columns for one or two rows, of two for three or four (the
         // accumulators, one register per output, must fit in sixteen); single columns at
         // the matrix's end.
-        let step = match matrix.blocks {
-            Blocks::Q8_0 { .. } if rows.len() > 2 => 2,
-            _ => 4,
-        };
+        let step = if rows.len() <= 2 { 4 } else { 2 };
         let mut column = columns.start;
         while column + step <= columns.end {
             run(rows.clone(), column..column + step);
@@ -424,37 +446,45 @@ mod kernels {
             sums: rows_of(&activations.sums, rows.start, blocks),
         };
         let c0 = columns.start;
+        let Blocks::Q8_0 { quants, scales } = &matrix.blocks else {
+            unreachable!("Q4_1 tiles go through dispatch_q4")
+        };
+        let weights = Q8Weights::<C> {
+            quants: rows_of(quants, c0, blocks),
+            scales: rows_of(scales, c0, blocks),
+        };
         // SAFETY: `matrix.kernel` came from `Kernel::supported`, so this CPU has its
         // features; every slice passed holds `blocks` entries (`rows_of`).
         unsafe {
-            match &matrix.blocks {
-                Blocks::Q8_0 { quants, scales } => {
-                    let weights = Q8Weights::<C> {
-                        quants: rows_of(quants, c0, blocks),
-                        scales: rows_of(scales, c0, blocks),
-                    };
-                    match matrix.kernel {
-                        Kernel::Avx2 => q8_avx2(blocks, &weights, &inputs),
-                        Kernel::AvxVnni => q8_avx_vnni(blocks, &weights, &inputs),
-                        Kernel::Avx512Vnni => q8_avx512_vnni(blocks, &weights, &inputs),
-                    }
-                }
-                Blocks::Q4_1 {
-                    nibbles,
-                    scales,
-                    mins,
-                } => {
-                    let weights = Q4Weights::<C> {
-                        nibbles: rows_of(nibbles, c0, blocks),
-                        scales: rows_of(scales, c0, blocks),
-                        mins: rows_of(mins, c0, blocks),
-                    };
-                    match matrix.kernel {
-                        Kernel::Avx2 => q4_avx2(blocks, &weights, &inputs),
-                        Kernel::AvxVnni => q4_avx_vnni(blocks, &weights, &inputs),
-                        Kernel::Avx512Vnni => q4_avx512_vnni(blocks, &weights, &inputs),
-                    }
-                }
+            match matrix.kernel {
+                Kernel::Avx2 => q8_avx2(blocks, &weights, &inputs),
+                Kernel::AvxVnni => q8_avx_vnni(blocks, &weights, &inputs),
+                Kernel::Avx512Vnni => q8_avx512_vnni(blocks, &weights, &inputs),
+            }
+        }
+    }
+
+    /// One R × 4 tile of a Q4_1 matrix: `weights` is one group's `blocks` blocks.
+    fn dispatch_q4<const R: usize>(
+        kernel: Kernel,
+        weights: &[Q4Group],
+        activations: &Activations,
+        rows: &Range<usize>,
+        blocks: usize,
+    ) -> [f32; 16] {
+        let inputs = Inputs::<R> {
+            quants: rows_of(&activations.quants, rows.start, blocks),
+            scales: rows_of(&activations.scales, rows.start, blocks),
+            sums: rows_of(&activations.sums, rows.start, blocks),
+        };
+        assert_eq!(weights.len(), blocks, "one group's blocks");
+        // SAFETY: `kernel` came from `Kernel::supported`, so this CPU has its features;
+        // `weights` and every slice in `inputs` hold `blocks` entries.
+        unsafe {
+            match kernel {
+                Kernel::Avx2 => q4_avx2(blocks, weights, &inputs),
+                Kernel::AvxVnni => q4_avx_vnni(blocks, weights, &inputs),
+                Kernel::Avx512Vnni => q4_avx512_vnni(blocks, weights, &inputs),
             }
         }
     }
@@ -468,12 +498,6 @@ mod kernels {
     struct Q8Weights<'a, const C: usize> {
         quants: [&'a [[i8; BLOCK]]; C],
         scales: [&'a [f32]; C],
-    }
-
-    struct Q4Weights<'a, const C: usize> {
-        nibbles: [&'a [[u8; BLOCK / 2]]; C],
-        scales: [&'a [f32]; C],
-        mins: [&'a [f32]; C],
     }
 
     /// The tile functions for one kernel: `$sum(a, b)` gives the eight 32-bit sums of four
@@ -541,36 +565,31 @@ mod kernels {
             /// Here four columns' sums go through those float steps side by side, one per
             /// lane, so each output is bit-identical to candle's.
             #[target_feature(enable = $features)]
-            unsafe fn $q4<const R: usize, const C: usize>(
+            unsafe fn $q4<const R: usize>(
                 blocks: usize,
-                weights: &Q4Weights<'_, C>,
+                weights: &[Q4Group],
                 inputs: &Inputs<'_, R>,
             ) -> [f32; 16] {
                 let low = _mm_set1_epi8(0x0F);
                 // Lane c of row r's accumulator is output (r, c).
                 let mut acc = [_mm_setzero_ps(); R];
                 for b in 0..blocks {
-                    let mut values = [_mm256_setzero_si256(); 4];
-                    let mut scales = [0f32; 4];
-                    let mut mins = [0f32; 4];
-                    for c in 0..C {
-                        // SAFETY: `b` < blocks, the length of every slice (`dispatch`).
-                        let block = unsafe { weights.nibbles[c].get_unchecked(b) };
-                        // SAFETY: as above.
-                        unsafe {
-                            scales[c] = *weights.scales[c].get_unchecked(b);
-                            mins[c] = *weights.mins[c].get_unchecked(b);
-                        }
-                        // SAFETY: a block holds 16 readable bytes.
-                        let packed = unsafe { _mm_loadu_si128(block.as_ptr().cast()) };
+                    // SAFETY: `b` < blocks, the length of `weights` (`dispatch_q4`).
+                    let group = unsafe { weights.get_unchecked(b) };
+                    // SAFETY: four f16 (8 readable bytes) each.
+                    let (scales, mins) = unsafe {
+                        (
+                            _mm_cvtph_ps(_mm_loadl_epi64(group.scales.as_ptr().cast())),
+                            _mm_cvtph_ps(_mm_loadl_epi64(group.mins.as_ptr().cast())),
+                        )
+                    };
+                    let values: [__m256i; 4] = std::array::from_fn(|c| {
+                        // SAFETY: a row's nibbles are 16 readable bytes.
+                        let packed = unsafe { _mm_loadu_si128(group.nibbles[c].as_ptr().cast()) };
                         let first = _mm_and_si128(packed, low);
                         let second = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
-                        values[c] = _mm256_set_m128i(second, first);
-                    }
-                    // Lanes past C multiply zeros.
-                    // SAFETY: four readable floats each.
-                    let (scales, mins) =
-                        unsafe { (_mm_loadu_ps(scales.as_ptr()), _mm_loadu_ps(mins.as_ptr())) };
+                        _mm256_set_m128i(second, first)
+                    });
                     for r in 0..R {
                         // SAFETY: as above.
                         let (block, scale, sum) = unsafe {
@@ -582,10 +601,7 @@ mod kernels {
                         };
                         // SAFETY: a block is 32 readable bytes.
                         let x = unsafe { _mm256_loadu_si256(block.as_ptr().cast()) };
-                        let mut sums = [_mm256_setzero_si256(); 4];
-                        for c in 0..C {
-                            sums[c] = $sum(values[c], x);
-                        }
+                        let sums = std::array::from_fn(|c| $sum(values[c], x));
                         let totals = _mm_cvtepi32_ps(lane_totals(sums));
                         let scaled = _mm_mul_ps(_mm_mul_ps(totals, scales), _mm_set1_ps(scale));
                         let offsets = _mm_mul_ps(mins, _mm_set1_ps(sum));
@@ -597,19 +613,24 @@ mod kernels {
                     let mut lanes = [0f32; 4];
                     // SAFETY: four writable floats.
                     unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), acc[r]) };
-                    results[r * 4..r * 4 + C].copy_from_slice(&lanes[..C]);
+                    results[r * 4..r * 4 + 4].copy_from_slice(&lanes);
                 }
                 results
             }
         };
     }
 
-    tile_kernels!(q8_avx2, q4_avx2, "avx2,fma", sum_avx2);
-    tile_kernels!(q8_avx_vnni, q4_avx_vnni, "avx2,fma,avxvnni", sum_avx_vnni);
+    tile_kernels!(q8_avx2, q4_avx2, "avx2,fma,f16c", sum_avx2);
+    tile_kernels!(
+        q8_avx_vnni,
+        q4_avx_vnni,
+        "avx2,fma,f16c,avxvnni",
+        sum_avx_vnni
+    );
     tile_kernels!(
         q8_avx512_vnni,
         q4_avx512_vnni,
-        "avx2,fma,avx512vnni,avx512vl",
+        "avx2,fma,f16c,avx512vnni,avx512vl",
         sum_avx512_vnni
     );
 
