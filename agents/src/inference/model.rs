@@ -406,13 +406,10 @@ impl GgufModel {
                     info.ggml_dtype
                 };
                 let blocks = (info.shape.elem_count() / dtype.block_size()) as u64;
-                // Tiled matrices keep their scales as f32: 2 more bytes per scale.
-                let scales = match dtype {
-                    _ if !tiled || !murmur_matmul::multiplies(dtype) => 0,
-                    candle_core::quantized::GgmlDType::Q4_1 => 2,
-                    _ => 1,
-                };
-                blocks * (dtype.type_size() as u64 + 2 * scales)
+                // Tiled Q8_0 keeps its scales as f32: 2 more bytes per block (Q4_1 stays
+                // as stored).
+                let widened = tiled && dtype == candle_core::quantized::GgmlDType::Q8_0;
+                blocks * (dtype.type_size() as u64 + if widened { 2 } else { 0 })
             })
             .sum();
         let arch_u32 = |key: &str| {
