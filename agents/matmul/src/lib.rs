@@ -5,15 +5,16 @@
 //! for Q4_1 at all (a scalar loop per block). Continuous batching sends a few rows (one per
 //! generation) through every projection. Here each weight block is loaded, and prepared
 //! once (absolute values for Q8_0, nibbles unpacked for Q4_1), for up to four rows while it
-//! sits in registers; scales are kept as f32; with VNNI one instruction multiplies and sums
-//! the 32 byte pairs of a block.
+//! sits in registers. Q8_0 scales are kept as f32; Q4_1 rows are grouped by four, block by
+//! block, their f16 scales side by side (one conversion for four). With VNNI one instruction
+//! multiplies and sums the 32 byte pairs of a block.
 //!
 //! The products are bit-identical to candle's `QMatMul`: the same activation quantization,
 //! the same integer sums, the same float operations in the same order (the tests compare
 //! every bit). That matters more than it seems: each layer quantizes its input to 8 bits
 //! again, so a difference in the last bit of one value can move a rounding step and grow
 //! through the layers into different tokens. A one-row product is bound by reading the
-//! weights from memory, so a model kept in Q4_1 reads 0.75 bytes per weight where its
+//! weights from memory, so a model kept in Q4_1 reads 0.625 bytes per weight where its
 //! Q8_0 copy reads 1.125.
 
 #![deny(missing_docs)]
