@@ -56,9 +56,9 @@ struct Layer {
     down: Projection,
 }
 
-/// A weight matrix: Q8_0 ones through `murmur_matmul`'s tiles, which read each weight block
-/// once for every row of a pass and give candle's results bit for bit; others through
-/// candle's `QMatMul`.
+/// A weight matrix: Q8_0 and Q4_1 ones through `murmur_matmul`'s tiles, which read each
+/// weight block once for every row of a pass and give candle's results bit for bit; others
+/// (and all of them on CPUs without the tiles' features) through candle's `QMatMul`.
 enum Projection {
     Tiled(QuantizedMatrix),
     Candle(QMatMul),
