@@ -115,7 +115,7 @@ async fn ask_both(log: &murmur_subjects::EventLog, real: bool) -> Result<()> {
     out!(
         "[assistant] model: {}",
         if real {
-            "SmolLM2-135M-Instruct (Q4_1, requantized to Q8_0 at load)"
+            "SmolLM2-135M-Instruct (Q4_1 GGUF)"
         } else {
             "the tiny random-weight test model (scripts/install.sh installs SmolLM2-135M): its answers are noise"
         }
