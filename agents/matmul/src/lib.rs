@@ -27,7 +27,7 @@ use half::f16;
 const BLOCK: usize = 32;
 /// Activation rows per tile: each weight block meets this many rows while in registers.
 const TILE_ROWS: usize = 4;
-/// Weight rows (outputs) per work item.
+/// Weight rows (outputs) per work item, and per Q4_1 group (a kernel's four f32 lanes).
 const GROUP: usize = 4;
 
 /// Why a product could not be made.
@@ -129,9 +129,9 @@ enum Blocks {
 #[derive(Clone, Copy, Default)]
 #[repr(C)]
 struct Q4Group {
-    scales: [f16; 4],
-    mins: [f16; 4],
-    nibbles: [[u8; BLOCK / 2]; 4],
+    scales: [f16; GROUP],
+    mins: [f16; GROUP],
+    nibbles: [[u8; BLOCK / 2]; GROUP],
 }
 
 /// A quantized weight matrix laid out for [`QuantizedMatrix::forward`]: `rows` outputs, each
@@ -212,13 +212,13 @@ impl QuantizedMatrix {
             Blocks::Q8_0 { quants, scales }
         } else {
             let blocks = depth / BLOCK;
-            let mut groups = vec![Q4Group::default(); rows.div_ceil(4) * blocks];
+            let mut groups = vec![Q4Group::default(); rows.div_ceil(GROUP) * blocks];
             for (index, block) in data.chunks_exact(block_bytes).enumerate() {
                 let (row, b) = (index / blocks, index % blocks);
-                let group = &mut groups[(row / 4) * blocks + b];
-                group.scales[row % 4] = f16::from_le_bytes([block[0], block[1]]);
-                group.mins[row % 4] = f16::from_le_bytes([block[2], block[3]]);
-                group.nibbles[row % 4].copy_from_slice(&block[4..]);
+                let (group, lane) = (&mut groups[(row / GROUP) * blocks + b], row % GROUP);
+                group.scales[lane] = f16::from_le_bytes([block[0], block[1]]);
+                group.mins[lane] = f16::from_le_bytes([block[2], block[3]]);
+                group.nibbles[lane].copy_from_slice(&block[4..]);
             }
             Blocks::Q4_1 { groups }
         };
@@ -248,7 +248,7 @@ impl QuantizedMatrix {
         let count = self.rows * self.blocks();
         match self.blocks {
             Blocks::Q8_0 { .. } => count * (BLOCK + 4),
-            Blocks::Q4_1 { .. } => self.rows.div_ceil(4) * self.blocks() * size_of::<Q4Group>(),
+            Blocks::Q4_1 { .. } => self.rows.div_ceil(GROUP) * self.blocks() * size_of::<Q4Group>(),
         }
     }
 
@@ -338,7 +338,7 @@ mod kernels {
     use std::marker::PhantomData;
     use std::ops::Range;
 
-    use super::{Activations, BLOCK, Blocks, Kernel, Q4Group, QuantizedMatrix};
+    use super::{Activations, BLOCK, Blocks, GROUP, Kernel, Q4Group, QuantizedMatrix};
 
     /// The product's output, written by several threads at once: each (row, column) by
     /// exactly one work item.
@@ -388,7 +388,7 @@ mod kernels {
         if let Blocks::Q4_1 { groups } = &matrix.blocks {
             // A group holds four rows of weights (zeros past the matrix's last row).
             let blocks = matrix.blocks();
-            let group = columns.start / 4;
+            let group = columns.start / GROUP;
             let weights = &groups[group * blocks..(group + 1) * blocks];
             let results = match rows.len() {
                 1 => dispatch_q4::<1>(matrix.kernel, weights, activations, &rows, blocks),

@@ -209,3 +209,34 @@ fn q4_1_products_are_candles_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn q8_0_shapes_candle_tiles_itself_stay_with_candle() {
+    // On a VNNI CPU candle multiplies Q8_0 with inputs a multiple of 256 and outputs a
+    // multiple of 16 through its own repacked tiles, whose activation quantization differs:
+    // those matrices stay with candle, so a model's results do not change.
+    let Some(kernel) = Kernel::detect() else {
+        return;
+    };
+    let candle_tiles = quantized(32, 512, 1);
+    let ours = quantized(32, 576, 1);
+    assert!(
+        QuantizedMatrix::from_qtensor(&ours)
+            .expect("no error")
+            .is_some()
+    );
+    assert_eq!(
+        QuantizedMatrix::from_qtensor(&candle_tiles)
+            .expect("no error")
+            .is_some(),
+        kernel == Kernel::Avx2,
+        "{kernel:?}"
+    );
+    // Q4_1 has no candle kernel to defer to.
+    let q4 = quantized_as(32, 512, 1, GgmlDType::Q4_1);
+    assert!(
+        QuantizedMatrix::from_qtensor(&q4)
+            .expect("no error")
+            .is_some()
+    );
+}

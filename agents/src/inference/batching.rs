@@ -145,13 +145,18 @@ impl LlamaBatch {
     /// mixture of experts, on a CPU those kernels run on.
     pub(super) fn takes(architecture: super::Architecture, content: &Content) -> bool {
         architecture == super::Architecture::Llama
-            && content
-                .metadata
-                .get("llama.expert_count")
-                .and_then(|v| v.to_u32().ok())
-                .unwrap_or(0)
-                <= 1
+            && !Self::mixture_of_experts(content)
             && murmur_matmul::multiplies(candle_core::quantized::GgmlDType::Q4_1)
+    }
+
+    /// Whether a llama file holds a mixture of experts (candle's model runs those).
+    fn mixture_of_experts(content: &Content) -> bool {
+        content
+            .metadata
+            .get("llama.expert_count")
+            .and_then(|v| v.to_u32().ok())
+            .unwrap_or(0)
+            > 1
     }
 
     /// The model in `content`, or `None` for a mixture-of-experts file (candle's model runs
@@ -168,11 +173,7 @@ impl LlamaBatch {
                 .get(&format!("llama.{key}"))
                 .ok_or_else(|| candle_core::Error::Msg(format!("no llama.{key} in the metadata")))
         };
-        if metadata("expert_count")
-            .and_then(|v| v.to_u32())
-            .unwrap_or(0)
-            > 1
-        {
+        if Self::mixture_of_experts(content) {
             return Ok(None);
         }
         let heads = metadata("attention.head_count")?.to_u32()? as usize;

@@ -935,6 +935,10 @@ fn batched_llama_with_q4_1_weights_gives_the_tokens_of_candles_llama() {
         .q4_1_projections();
     let path = write(dir.path(), "llama-q4_1.gguf", spec);
     let batched = GgufModel::load(&path).expect("loads");
+    if murmur_matmul::multiplies(candle_core::quantized::GgmlDType::Q4_1) {
+        let projections = batched.projections().expect("batched");
+        assert!(projections.contains("2 Q4_1"), "{projections}");
+    }
     let candle = candle_as_stored(&path);
     let prompts = [
         "hello murmur",
@@ -965,6 +969,10 @@ fn batched_smollm2_generations_give_the_tokens_each_gives_alone() {
     // SmolLM2's layers are Q4_1: the batched llama multiplies them as stored, candle's
     // llama too when it does not requantize them.
     let batched = GgufModel::load(&path).expect("loads");
+    if murmur_matmul::multiplies(candle_core::quantized::GgmlDType::Q4_1) {
+        let projections = batched.projections().expect("batched");
+        assert!(projections.contains("210 Q4_1"), "{projections}");
+    }
     let candle = candle_as_stored(&path);
     // The same logits, bit for bit: scores of a prompt (several rows through each
     // projection and attention over a prompt) compare exactly.
