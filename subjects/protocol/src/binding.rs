@@ -358,7 +358,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
                 let mut out = Vec::with_capacity(16);
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(MemberName(key)) = map.next_key()? {
                     let value: &'de RawValue = map.next_value()?;
                     out.push((key, value));
                 }
@@ -366,6 +366,32 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
             }
         }
         d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A member's name, borrowed from the body unless it holds an escape. (serde's own
+/// `Cow<str>` always allocates.)
+struct MemberName<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for MemberName<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = MemberName<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(MemberName(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MemberName(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(MemberName(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
     }
 }
 
@@ -550,6 +576,27 @@ mod tests {
         assert_eq!(record.subject, None);
     }
 
+
+    #[test]
+    fn member_names_with_escapes_decode_like_plain_ones() {
+        // Names are borrowed from the body unless an escape makes them differ from it.
+        let plain = r#"{"specversion":"1.0","type":"t.x","source":"/s","id":"1","comexampleext":"v","data":{"a":1}}"#;
+        let escaped = r#"{"spec\u0076ersion":"1.0","typ\u0065":"t.x","source":"/s","\u0069d":"1","comexample\u0065xt":"v","dat\u0061":{"a":1}}"#;
+        let plain = decode(None::<&Headers>, &Bytes::from_static(plain.as_bytes()), LIMIT)
+            .expect("plain decodes");
+        let escaped = decode(
+            None::<&Headers>,
+            &Bytes::from_static(escaped.as_bytes()),
+            LIMIT,
+        )
+        .expect("escaped decodes");
+        assert_eq!(escaped, plain);
+        assert!(
+            escaped
+                .all_extensions()
+                .any(|(name, value)| (name, value) == ("comexampleext", "v"))
+        );
+    }
     #[test]
     fn binary_mode_percent_encodes_and_round_trips() {
         let record = EventRecord {

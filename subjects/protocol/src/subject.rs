@@ -332,25 +332,31 @@ impl Subject {
         if subject.len() > MAX_SUBJECT_LEN {
             return Err(SubjectError::SubjectTooLong { len: subject.len() });
         }
-        let tokens: Vec<&str> = subject.split('.').collect();
-        for (position, t) in tokens.iter().enumerate() {
+        // Every subject an event arrives on is parsed: the tokens stay on the stack.
+        let mut tokens = [""; TOKEN_COUNT];
+        let mut count = 0;
+        for (position, t) in subject.split('.').enumerate() {
             if t.is_empty() {
                 return Err(SubjectError::EmptyToken {
                     subject: truncate(subject),
                     position,
                 });
             }
-            if *t == "*" || *t == ">" {
+            if t == "*" || t == ">" {
                 return Err(SubjectError::WildcardInSubject {
                     subject: truncate(subject),
-                    token: (*t).to_string(),
+                    token: t.to_string(),
                 });
             }
+            if let Some(slot) = tokens.get_mut(position) {
+                *slot = t;
+            }
+            count += 1;
         }
-        if tokens.len() != TOKEN_COUNT {
+        if count != TOKEN_COUNT {
             return Err(SubjectError::WrongTokenCount {
                 subject: truncate(subject),
-                count: tokens.len(),
+                count,
             });
         }
         if tokens[0] != ROOT || tokens[1] != HIERARCHY_VERSION {

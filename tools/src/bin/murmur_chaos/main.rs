@@ -83,6 +83,11 @@ enum Sync {
     Both,
 }
 
+/// The allocator the `murmur` binary uses, so that in-process agents and folds run as they do
+/// there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     if let Err(e) = real_main().await {
