@@ -391,6 +391,12 @@ impl TestCluster {
             .context("the cluster is secure")
     }
 
+    /// The system account user's credentials (the server's own APIs, e.g.
+    /// `$JS.API.SERVER.REMOVE`).
+    pub fn system_creds(&self) -> PathBuf {
+        self._dir.path().join("system.creds")
+    }
+
     /// Stops node `i` (0-based).
     pub async fn stop(&mut self, i: usize) -> Result<()> {
         self.cluster.nodes[i].stop().await

@@ -522,6 +522,12 @@ pub struct NatsCluster {
     pub links: BTreeMap<(usize, usize), Link>,
     /// With [`ClusterOptions::small_disk`]: the mounted store folder and its node.
     small_disk: Option<(usize, PathBuf)>,
+    /// What a node added later is configured from: the folder holding each node's, the
+    /// settings, and every node's cluster (route) port so far.
+    base: PathBuf,
+    auth: Option<ServerAuth>,
+    options: ClusterOptions,
+    route_ports: Vec<u16>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -618,34 +624,14 @@ impl NatsCluster {
                     .map(|(_, _, cluster)| format!("\"nats-route://127.0.0.1:{cluster}\""))
                     .collect()
             };
-            // A discovered (gossiped) route is tried once and given up (`connect_retries`
-            // 0), so an address nobody listens on keeps every route on its link.
-            let advertise = if options.linked_routes {
-                format!("\n  advertise: \"127.0.0.1:{}\"", free_port()?)
-            } else {
-                String::new()
-            };
-            let sync = if options.sync_always {
-                ", sync_interval: always"
-            } else {
-                ""
-            };
-            // Each node resolves accounts from a directory of its own.
-            let auth_config = auth.map_or(String::new(), |a| {
-                a.config.replace(
-                    RESOLVER_DIR_PLACEHOLDER,
-                    &node_dir.join("jwt").display().to_string(),
-                )
-            });
-            let config = format!(
-                "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
-                 jetstream {{ store_dir: \"{}\", max_file_store: {LOCAL_MAX_FILE_STORE}{sync} }}\n\
-                 cluster {{ name: murmur-dev\n  listen: 127.0.0.1:{cluster}{advertise}\n  routes: [{}] }}\n{auth_config}",
-                node_dir.join("js").display(),
-                routes.join(", ")
-            );
-            let config_path = node_dir.join("nats.conf");
-            std::fs::write(&config_path, config)?;
+            let config_path = write_node_config(
+                &node_dir,
+                &name,
+                (*client, *monitor, *cluster),
+                &routes,
+                auth,
+                options,
+            )?;
             nodes.push(
                 NatsProcess::start_with_config(
                     &config_path,
@@ -661,12 +647,57 @@ impl NatsCluster {
             nodes,
             links,
             small_disk,
+            base,
+            auth: auth.cloned(),
+            options: options.clone(),
+            route_ports: ports.iter().map(|(_, _, cluster)| *cluster).collect(),
             _dir: temp,
         };
         for node in &mut cluster.nodes {
             node.wait_ready(Duration::from_secs(60)).await?;
         }
         Ok(cluster)
+    }
+
+    /// Starts a node named `name` with an empty store that routes to every node started so
+    /// far (dead ones included, as their configs list each other), waits until it serves
+    /// JetStream, and returns its index. The cluster's peers learn of it by gossip: how an
+    /// operator brings in a replacement before removing a dead server from the JetStream
+    /// meta group (`$JS.API.SERVER.REMOVE`). Not with [`ClusterOptions::linked_routes`]
+    /// (the links are made at start) nor [`ClusterOptions::small_disk`].
+    pub async fn add_node(&mut self, name: &str) -> Result<usize> {
+        if self.options.linked_routes || self.options.small_disk.is_some() {
+            bail!("a node can be added only to a cluster without linked routes or a small disk");
+        }
+        let (client, monitor, cluster) = (free_port()?, free_port()?, free_port()?);
+        let node_dir = self.base.join(name);
+        std::fs::create_dir_all(&node_dir)?;
+        let routes: Vec<String> = self
+            .route_ports
+            .iter()
+            .chain(std::iter::once(&cluster))
+            .map(|port| format!("\"nats-route://127.0.0.1:{port}\""))
+            .collect();
+        let config_path = write_node_config(
+            &node_dir,
+            name,
+            (client, monitor, cluster),
+            &routes,
+            self.auth.as_ref(),
+            &self.options,
+        )?;
+        let mut node = NatsProcess::start_with_config(
+            &config_path,
+            client,
+            monitor,
+            &node_dir,
+            self.auth.as_ref().map(|a| a.creds.as_path()),
+        )
+        .await?;
+        node.wait_ready(Duration::from_secs(60)).await?;
+        self.nodes.push(node);
+        self.route_ports.push(cluster);
+        Ok(self.nodes.len() - 1)
     }
 
     /// Sets every link between a node of `side` and a node outside it to `state` (both
@@ -705,6 +736,48 @@ impl NatsCluster {
             .collect::<Vec<_>>()
             .join(",")
     }
+}
+
+
+/// Writes node `name`'s config into `node_dir` (its store under `js`, its own resolver
+/// folder) and returns its path. `ports`: client, monitoring, cluster.
+fn write_node_config(
+    node_dir: &Path,
+    name: &str,
+    (client, monitor, cluster): (u16, u16, u16),
+    routes: &[String],
+    auth: Option<&ServerAuth>,
+    options: &ClusterOptions,
+) -> Result<PathBuf> {
+    // A discovered (gossiped) route is tried once and given up (`connect_retries`
+    // 0), so an address nobody listens on keeps every route on its link.
+    let advertise = if options.linked_routes {
+        format!("\n  advertise: \"127.0.0.1:{}\"", free_port()?)
+    } else {
+        String::new()
+    };
+    let sync = if options.sync_always {
+        ", sync_interval: always"
+    } else {
+        ""
+    };
+    // Each node resolves accounts from a directory of its own.
+    let auth_config = auth.map_or(String::new(), |a| {
+        a.config.replace(
+            RESOLVER_DIR_PLACEHOLDER,
+            &node_dir.join("jwt").display().to_string(),
+        )
+    });
+    let config = format!(
+        "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
+         jetstream {{ store_dir: \"{}\", max_file_store: {LOCAL_MAX_FILE_STORE}{sync} }}\n\
+         cluster {{ name: murmur-dev\n  listen: 127.0.0.1:{cluster}{advertise}\n  routes: [{}] }}\n{auth_config}",
+        node_dir.join("js").display(),
+        routes.join(", ")
+    );
+    let config_path = node_dir.join("nats.conf");
+    std::fs::write(&config_path, config)?;
+    Ok(config_path)
 }
 
 #[cfg(test)]
