@@ -717,6 +717,38 @@ async fn history_copies(cluster: &murmur_testkit::TestCluster) -> Vec<Option<(u6
     copies
 }
 
+/// The checker after a membership change: the log's last sequence and the replay hold the
+/// `written` acknowledged events, each once, and each of `peers` has a copy of them all
+/// (waited for up to the deadline), `gone` (a removed node still running) none.
+async fn every_copy_holds(
+    cluster: &murmur_testkit::TestCluster,
+    (last, replay): (u64, &Projector<OverviewProjection>),
+    written: u64,
+    peers: &[usize],
+    gone: Option<usize>,
+) -> Result<()> {
+    assert_eq!(last, written, "stored events = acknowledged events");
+    assert_eq!(
+        replay.state().tasks.len() as u64,
+        written,
+        "every acknowledged event, once"
+    );
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let copies = history_copies(cluster).await;
+        let agree = peers.iter().all(|&p| copies[p] == Some((written, written)))
+            && gone.is_none_or(|g| copies[g].is_none());
+        if agree {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "the copies never agreed on {written} events (peers {peers:?}, removed {gone:?}): {copies:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Sends a JetStream API request until its answer says `"success": true` (a meta group or
 /// stream electing its leader refuses or does not answer for a while), up to `until`.
 async fn until_success(
@@ -729,9 +761,9 @@ async fn until_success(
         let answer = client.request(subject, request.to_string().into()).await;
         // A reply that is no JSON (a status without a body) is retried like an error.
         let body: serde_json::Value = match &answer {
-            Ok(message) => serde_json::from_slice(&message.payload).unwrap_or_else(|e| {
-                serde_json::json!({ "error": format!("{e}: {:?}", message.status) })
-            }),
+            Ok(message) => serde_json::from_slice(&message.payload).unwrap_or_else(
+                |e| serde_json::json!({ "error": format!("{e}: {:?}", message.status) }),
+            ),
             Err(e) => serde_json::json!({ "error": e.to_string() }),
         };
         if body["success"] == true {
@@ -764,8 +796,7 @@ impl Writer {
                 let mut longest = Duration::ZERO;
                 let mut n = 0u64;
                 while !*stopped.borrow() {
-                    let sealed =
-                        log.seal(Draft::new(Token::new(format!("t{n}"))?, &submitted(n))?);
+                    let sealed = log.seal(Draft::new(Token::new(format!("t{n}"))?, &submitted(n))?);
                     let started = tokio::time::Instant::now();
                     append_until_stored(&log, &sealed).await?;
                     longest = longest.max(started.elapsed());
@@ -871,28 +902,14 @@ async fn a_replica_moves_to_a_new_node_while_written(partition: bool) -> Result<
 
     // Every acknowledged event stored once, in the log as read and on every new peer.
     let (last, replay) = read_back(&log).await?;
-    assert_eq!(last, written, "stored events = acknowledged events");
-    assert_eq!(
-        replay.state().tasks.len() as u64,
+    every_copy_holds(
+        &cluster,
+        (last, &replay),
         written,
-        "every acknowledged event, once"
-    );
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let copies = history_copies(&cluster).await;
-        let agree = new_peers
-            .iter()
-            .all(|&p| copies[p] == Some((written, written)))
-            && copies[removed].is_none();
-        if agree {
-            break;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < until,
-            "the copies never agreed on {written} events (peers {new_peers:?}, removed {removed}): {copies:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        &new_peers,
+        Some(removed),
+    )
+    .await?;
     assert!(
         new_peers.contains(&spare),
         "the new replica is on the spare node"
@@ -995,7 +1012,10 @@ async fn a_dead_node_is_replaced_by_a_new_one_while_written() -> Result<()> {
         .map(|name| node_of(name))
         .collect::<Result<_>>()?;
     let replaced_in = killed_at.elapsed();
-    assert!(new_peers.contains(&new), "the new replica is on n4: {new_peers:?}");
+    assert!(
+        new_peers.contains(&new),
+        "the new replica is on n4: {new_peers:?}"
+    );
     writer.acked_at_least(writer.acked() + 200).await?;
     let (written, longest) = writer.stop().await?;
 
@@ -1016,24 +1036,8 @@ async fn a_dead_node_is_replaced_by_a_new_one_while_written() -> Result<()> {
         }
     };
     let read_in = reading.elapsed();
-    assert_eq!(last, written, "stored events = acknowledged events");
-    assert_eq!(
-        replay.state().tasks.len() as u64,
-        written,
-        "every acknowledged event, once"
-    );
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let copies = history_copies(&cluster).await;
-        if new_peers.iter().all(|&p| copies[p] == Some((written, written))) {
-            break;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < until,
-            "the copies never agreed on {written} events (peers {new_peers:?}): {copies:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The dead node's copy cannot be read: only the new peers' are checked.
+    every_copy_holds(&cluster, (last, &replay), written, &new_peers, None).await?;
     let members = meta_members(&cluster, survivor).await;
     assert!(
         !members.contains(&dead_name) && members.contains("n4"),

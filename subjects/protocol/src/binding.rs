@@ -381,7 +381,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for MemberName<'a> {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a member name")
             }
-            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
                 Ok(MemberName(Cow::Borrowed(v)))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
@@ -576,14 +579,17 @@ mod tests {
         assert_eq!(record.subject, None);
     }
 
-
     #[test]
     fn member_names_with_escapes_decode_like_plain_ones() {
         // Names are borrowed from the body unless an escape makes them differ from it.
         let plain = r#"{"specversion":"1.0","type":"t.x","source":"/s","id":"1","comexampleext":"v","data":{"a":1}}"#;
         let escaped = r#"{"spec\u0076ersion":"1.0","typ\u0065":"t.x","source":"/s","\u0069d":"1","comexample\u0065xt":"v","dat\u0061":{"a":1}}"#;
-        let plain = decode(None::<&Headers>, &Bytes::from_static(plain.as_bytes()), LIMIT)
-            .expect("plain decodes");
+        let plain = decode(
+            None::<&Headers>,
+            &Bytes::from_static(plain.as_bytes()),
+            LIMIT,
+        )
+        .expect("plain decodes");
         let escaped = decode(
             None::<&Headers>,
             &Bytes::from_static(escaped.as_bytes()),

@@ -738,7 +738,6 @@ impl NatsCluster {
     }
 }
 
-
 /// Writes node `name`'s config into `node_dir` (its store under `js`, its own resolver
 /// folder) and returns its path. `ports`: client, monitoring, cluster.
 fn write_node_config(
