@@ -991,6 +991,12 @@ async fn a_dead_node_is_replaced_by_a_new_one_while_written() -> Result<()> {
     }
     cluster.stop(dead).await?;
     let killed_at = tokio::time::Instant::now();
+    // Dead, it is still a member (offline) until it is removed: what the check below tells.
+    let members = meta_members(&cluster, survivor).await;
+    assert!(
+        members.contains(&dead_name),
+        "{dead_name} listed before its removal: {members:?}"
+    );
 
     // The system account removes the dead server (retried while the meta group elects).
     let system = async_nats::ConnectOptions::with_credentials_file(cluster.system_creds())

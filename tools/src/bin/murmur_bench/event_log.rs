@@ -378,20 +378,16 @@ async fn dispatched(
     which: &str,
 ) -> (u64, f64) {
     let mut counter = counter;
-    let (mut seen, mut moved) = (received.count(), Instant::now());
+    let mut progress = Progress::new(received);
     let got = loop {
         match tokio::time::timeout(Duration::from_millis(100), &mut counter).await {
             Ok(Ok(count)) => break count,
             Ok(Err(_)) => break received.count(),
-            Err(_) => {
-                let count = received.count();
-                if count != seen {
-                    (seen, moved) = (count, Instant::now());
-                } else if moved.elapsed() > DISPATCH_STALL {
-                    counter.abort();
-                    break count;
-                }
+            Err(_) if progress.stalled(received) => {
+                counter.abort();
+                break received.count();
             }
+            Err(_) => {}
         }
     };
     let mut secs = received.since.elapsed().as_secs_f64();
@@ -586,14 +582,10 @@ pub(crate) async fn keep_up(
     if !sent.is_multiple_of(1_000) {
         return Ok(());
     }
-    let mut seen = received.count();
-    let mut moved = Instant::now();
+    let mut progress = Progress::new(received);
     while sent.saturating_sub(received.count()) > DISPATCH_AHEAD {
         client.flush().await?;
-        let count = received.count();
-        if count != seen {
-            (seen, moved) = (count, Instant::now());
-        } else if moved.elapsed() > DISPATCH_STALL {
+        if progress.stalled(received) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
@@ -604,3 +596,27 @@ pub(crate) async fn keep_up(
 /// How long a core-dispatch subscriber's count may stand still before the publisher takes
 /// the missing messages as dropped.
 const DISPATCH_STALL: Duration = Duration::from_secs(2);
+
+/// Whether a subscriber's count has stood still for [`DISPATCH_STALL`].
+struct Progress {
+    seen: u64,
+    moved: Instant,
+}
+
+impl Progress {
+    fn new(received: &Arrivals) -> Self {
+        Self {
+            seen: received.count(),
+            moved: Instant::now(),
+        }
+    }
+
+    /// Notes the count now; true once it has not moved for [`DISPATCH_STALL`].
+    fn stalled(&mut self, received: &Arrivals) -> bool {
+        let count = received.count();
+        if count != self.seen {
+            (self.seen, self.moved) = (count, Instant::now());
+        }
+        self.moved.elapsed() > DISPATCH_STALL
+    }
+}
