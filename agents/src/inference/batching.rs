@@ -5,12 +5,15 @@
 //! projection then reads its weights once for all of them (`murmur_matmul`'s tiles for
 //! Q8_0 and Q4_1, which stays as stored): four generations side by side make about twice
 //! the tokens of the same four one after another (docs/benchmarks.md). Attention stays per
-//! generation, each over its own cache and positions.
+//! generation, each over its own cache and positions: a one-token step through
+//! [`Heads::attend`], a prompt through candle's ops.
 //!
 //! The model is candle's quantized llama (`candle_transformers::models::quantized_llama`)
-//! written again with rows from several sequences in one matrix; a test checks that both
-//! give the same tokens on the same stored weights. Mixture-of-experts llama files keep
-//! candle's model.
+//! written again with rows from several sequences in one matrix. A pass computes each row
+//! as it would alone, bit for bit, so generations side by side give the tokens each gives
+//! alone. Against candle's llama the logits differ in rounding only, which the 8-bit
+//! rounding of each layer's input can enlarge; tests bound the difference along candle's own
+//! generations. Mixture-of-experts llama files keep candle's model.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek};
@@ -25,6 +28,7 @@ use candle_transformers::quantized_nn::RmsNorm;
 use murmur_matmul::QuantizedMatrix;
 
 use super::Forward;
+use super::attention::{self, Heads, LayerCache};
 
 /// How long the engine waits, once a step is in, for the other open generations' steps
 /// before it runs the pass without them. Choosing a token takes well under a millisecond;
@@ -86,50 +90,7 @@ impl Projection {
 /// One sequence's keys and values, per layer.
 #[derive(Default)]
 struct Cache {
-    layers: Vec<(Positions, Positions)>,
-}
-
-/// One layer's keys (or values) of one sequence: a buffer shaped (1, kv heads, capacity,
-/// head dim) whose first `len` positions hold them. A step writes only its own positions;
-/// the buffer doubles when full. (Concatenating the cache with each step's keys, as
-/// candle's llama does, copies all of it at every step, in every layer.)
-#[derive(Default)]
-struct Positions {
-    buffer: Option<Tensor>,
-    len: usize,
-}
-
-impl Positions {
-    /// Writes `new` (1, kv heads, n, head dim) from `position` on, dropping what followed
-    /// it, and returns positions `0 .. position + n` as a view of the buffer. `limit` caps
-    /// the capacity (the model's context) when a step fits under it.
-    fn write(
-        &mut self,
-        new: &Tensor,
-        position: usize,
-        limit: usize,
-    ) -> candle_core::Result<Tensor> {
-        if position > self.len {
-            candle_core::bail!("position {position} is past the {} cached", self.len);
-        }
-        let (batch, heads, count, head_dim) = new.dims4()?;
-        let needed = position + count;
-        let capacity = self.buffer.as_ref().map_or(Ok(0), |b| b.dim(2))?;
-        if needed > capacity {
-            let grown = (2 * capacity).max(64).min(limit).max(needed);
-            let buffer = Tensor::zeros((batch, heads, grown, head_dim), new.dtype(), new.device())?;
-            if let Some(old) = &self.buffer
-                && position > 0
-            {
-                buffer.slice_set(&old.narrow(2, 0, position)?.contiguous()?, 2, 0)?;
-            }
-            self.buffer = Some(buffer);
-        }
-        let buffer = self.buffer.as_ref().expect("allocated above");
-        buffer.slice_set(&new.contiguous()?, 2, position)?;
-        self.len = needed;
-        buffer.narrow(2, 0, needed)
-    }
+    layers: Vec<LayerCache>,
 }
 
 /// One sequence's part of a pass: its cache, the tokens to feed and where they start.
@@ -290,60 +251,7 @@ impl LlamaBatch {
             let query = layer.query.forward(&normed)?;
             let key = layer.key.forward(&normed)?;
             let value = layer.value.forward(&normed)?;
-            let mut attended = Vec::with_capacity(segments.len());
-            let mut row = 0;
-            for segment in segments.iter_mut() {
-                let len = segment.tokens.len();
-                let rows_of = |t: &Tensor, heads: usize| -> candle_core::Result<Tensor> {
-                    t.narrow(0, row, len)?
-                        .reshape((1, len, heads, self.head_dim))?
-                        .transpose(1, 2)?
-                        .contiguous()
-                };
-                let q = self.rotate(&rows_of(&query, self.heads)?, segment.position)?;
-                let k = self.rotate(&rows_of(&key, self.kv_heads)?, segment.position)?;
-                let v = rows_of(&value, self.kv_heads)?;
-                if segment.cache.layers.len() <= index {
-                    segment.cache.layers.push(Default::default());
-                }
-                let (keys, values) = &mut segment.cache.layers[index];
-                let limit = self.cos.dim(0)?;
-                let k = keys.write(&k, segment.position, limit)?;
-                let v = values.write(&v, segment.position, limit)?;
-                // The query heads that share a key/value head, as rows of one matrix:
-                // (1, kv heads, repeat × len, head dim), instead of copying the keys and
-                // values once per query head (candle's `repeat_kv`).
-                let repeat = self.heads / self.kv_heads;
-                let q = q.reshape((1, self.kv_heads, repeat * len, self.head_dim))?;
-                let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
-                let scores = if len > 1 {
-                    let mask = candle_transformers::utils::build_causal_mask(
-                        len,
-                        segment.position,
-                        device,
-                    )?;
-                    let mask =
-                        Tensor::cat(&vec![&mask; repeat], 0)?.broadcast_as(scores.shape())?;
-                    let blocked =
-                        Tensor::new(f32::NEG_INFINITY, device)?.broadcast_as(scores.shape())?;
-                    mask.where_cond(&blocked, &scores)?
-                } else {
-                    scores
-                };
-                let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-                let y = weights.matmul(&v.contiguous()?)?.reshape((
-                    1,
-                    self.heads,
-                    len,
-                    self.head_dim,
-                ))?;
-                attended.push(
-                    y.transpose(1, 2)?
-                        .reshape((len, self.heads * self.head_dim))?,
-                );
-                row += len;
-            }
-            let attended = Tensor::cat(&attended, 0)?;
+            let attended = self.attend(index, segments, &query, &key, &value)?;
             x = (layer.attention_output.forward(&attended)? + &x)?;
             let normed = layer.ffn_norm.forward(&x)?;
             let gated = candle_nn::ops::silu(&layer.gate.forward(&normed)?)?;
@@ -360,6 +268,127 @@ impl LlamaBatch {
         }
         let x = x.index_select(&Tensor::new(last.as_slice(), device)?, 0)?;
         self.output.forward(&self.norm.forward(&x)?)
+    }
+
+    /// Attention of layer `index` for every segment's rows of `query`, each over its cache
+    /// once extended by its rows of `key` and `value`: (rows, heads × head dim). Steps of
+    /// one token go through [`Heads::attend`]; longer ones through candle's ops.
+    fn attend(
+        &self,
+        index: usize,
+        segments: &mut [Segment<'_>],
+        query: &Tensor,
+        key: &Tensor,
+        value: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let device = &Device::Cpu;
+        let (rows, width) = query.dims2()?;
+        let kv_width = self.kv_heads * self.head_dim;
+        let limit = self.cos.dim(0)?;
+        let rows_of = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let (queries, keys, values) = (rows_of(query)?, rows_of(key)?, rows_of(value)?);
+        let mut out = vec![0f32; rows * width];
+        // Each one-token step's query, rotated, with its segment and row.
+        let mut steps: Vec<(usize, Vec<f32>, usize)> = Vec::new();
+        let mut row = 0;
+        for (s, segment) in segments.iter_mut().enumerate() {
+            let len = segment.tokens.len();
+            if segment.cache.layers.len() <= index {
+                segment.cache.layers.push(Default::default());
+            }
+            let cache = &mut segment.cache.layers[index];
+            if len == 1 {
+                let cos = self.cos.get(segment.position)?.to_vec1::<f32>()?;
+                let sin = self.sin.get(segment.position)?.to_vec1::<f32>()?;
+                let mut k = keys[row * kv_width..][..kv_width].to_vec();
+                attention::rotate(&mut k, self.head_dim, &cos, &sin);
+                let v = &values[row * kv_width..][..kv_width];
+                cache.write(segment.position, &k, v, kv_width, limit)?;
+                let mut q = queries[row * width..][..width].to_vec();
+                attention::rotate(&mut q, self.head_dim, &cos, &sin);
+                steps.push((s, q, row));
+            } else {
+                let y = self.attend_prompt(
+                    cache,
+                    segment.position,
+                    &query.narrow(0, row, len)?,
+                    &key.narrow(0, row, len)?,
+                    &values[row * kv_width..][..len * kv_width],
+                    limit,
+                )?;
+                out[row * width..][..len * width].copy_from_slice(&y);
+            }
+            row += len;
+        }
+        if !steps.is_empty() {
+            let steps: Vec<attention::Step<'_>> = steps
+                .iter()
+                .map(|(s, query, row)| attention::Step {
+                    query,
+                    cache: &segments[*s].cache.layers[index],
+                    row: *row,
+                })
+                .collect();
+            Heads {
+                heads: self.heads,
+                kv_heads: self.kv_heads,
+                head_dim: self.head_dim,
+            }
+            .attend(&steps, &mut out);
+        }
+        Tensor::from_vec(out, (rows, width), device)
+    }
+
+    /// Attention of a segment of several tokens from `position` on, in candle's ops:
+    /// `query` and `key` its rows of the projections (len, heads × head dim), `values` its
+    /// value rows; the cache is extended by its keys and values. Returns (len × width)
+    /// values, row-major.
+    fn attend_prompt(
+        &self,
+        cache: &mut LayerCache,
+        position: usize,
+        query: &Tensor,
+        key: &Tensor,
+        values: &[f32],
+        limit: usize,
+    ) -> candle_core::Result<Vec<f32>> {
+        let device = &Device::Cpu;
+        let len = query.dim(0)?;
+        let kv_width = self.kv_heads * self.head_dim;
+        let heads_of = |t: &Tensor, heads: usize| -> candle_core::Result<Tensor> {
+            t.reshape((1, len, heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = self.rotate(&heads_of(query, self.heads)?, position)?;
+        let k = self.rotate(&heads_of(key, self.kv_heads)?, position)?;
+        // The cache holds positions in the projections' row layout.
+        let k = k.transpose(1, 2)?.flatten_all()?.to_vec1::<f32>()?;
+        cache.write(position, &k, values, kv_width, limit)?;
+        let positions = position + len;
+        let cached = |v: &[f32]| -> candle_core::Result<Tensor> {
+            Tensor::from_slice(v, (1, positions, self.kv_heads, self.head_dim), device)?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (k, v) = (cached(cache.keys())?, cached(cache.values())?);
+        // The query heads that share a key/value head, as rows of one matrix:
+        // (1, kv heads, repeat × len, head dim), instead of copying the keys and
+        // values once per query head (candle's `repeat_kv`).
+        let repeat = self.heads / self.kv_heads;
+        let q = q.reshape((1, self.kv_heads, repeat * len, self.head_dim))?;
+        let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
+        let mask = candle_transformers::utils::build_causal_mask(len, position, device)?;
+        let mask = Tensor::cat(&vec![&mask; repeat], 0)?.broadcast_as(scores.shape())?;
+        let blocked = Tensor::new(f32::NEG_INFINITY, device)?.broadcast_as(scores.shape())?;
+        let scores = mask.where_cond(&blocked, &scores)?;
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        weights
+            .matmul(&v)?
+            .reshape((1, self.heads, len, self.head_dim))?
+            .transpose(1, 2)?
+            .flatten_all()?
+            .to_vec1::<f32>()
     }
 
     /// `x` (1, heads, positions, head dim) rotated for positions from `position` on

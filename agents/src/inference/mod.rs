@@ -20,6 +20,7 @@
 //!   weights at run time.
 
 mod architecture;
+mod attention;
 mod batching;
 pub mod chat;
 pub mod embed;
