@@ -126,13 +126,7 @@ impl Heads {
         let scale = 1.0 / (head_dim as f32).sqrt();
         scores.clear();
         scores.resize(repeat * positions, 0.0);
-        for (p, key) in step
-            .cache
-            .keys()
-            .chunks_exact(stride)
-            .map(|position| &position[kv * head_dim..][..head_dim])
-            .enumerate()
-        {
+        for (p, key) in head_rows(step.cache.keys(), stride, kv, head_dim).enumerate() {
             for (r, q) in query.chunks_exact(head_dim).enumerate() {
                 scores[r * positions + p] = dot(q, key) * scale;
             }
@@ -149,13 +143,7 @@ impl Heads {
             }
         }
         out.fill(0.0);
-        for (p, value) in step
-            .cache
-            .values()
-            .chunks_exact(stride)
-            .map(|position| &position[kv * head_dim..][..head_dim])
-            .enumerate()
-        {
+        for (p, value) in head_rows(step.cache.values(), stride, kv, head_dim).enumerate() {
             for (r, o) in out.chunks_exact_mut(head_dim).enumerate() {
                 let weight = scores[r * positions + p];
                 for (o, v) in o.iter_mut().zip(value) {
@@ -168,6 +156,18 @@ impl Heads {
             o.iter_mut().for_each(|o| *o *= inverse);
         }
     }
+}
+
+/// Key/value head `kv`'s row at each cached position of `cached` (positions `stride` apart).
+fn head_rows(
+    cached: &[f32],
+    stride: usize,
+    kv: usize,
+    head_dim: usize,
+) -> impl Iterator<Item = &[f32]> {
+    cached
+        .chunks_exact(stride)
+        .map(move |position| &position[kv * head_dim..][..head_dim])
 }
 
 /// `a · b`, in eight lanes the compiler keeps in vector registers.

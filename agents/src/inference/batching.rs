@@ -246,12 +246,26 @@ impl LlamaBatch {
         let mut x = self
             .embeddings
             .forward(&Tensor::new(ids.as_slice(), device)?)?;
+        // Each one-token step's rotation (cos, sin at its position), the same in every layer.
+        let rotations = segments
+            .iter()
+            .map(|segment| {
+                (segment.tokens.len() == 1)
+                    .then(|| -> candle_core::Result<_> {
+                        Ok((
+                            self.cos.get(segment.position)?.to_vec1::<f32>()?,
+                            self.sin.get(segment.position)?.to_vec1::<f32>()?,
+                        ))
+                    })
+                    .transpose()
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
         for (index, layer) in self.layers.iter().enumerate() {
             let normed = layer.attention_norm.forward(&x)?;
             let query = layer.query.forward(&normed)?;
             let key = layer.key.forward(&normed)?;
             let value = layer.value.forward(&normed)?;
-            let attended = self.attend(index, segments, &query, &key, &value)?;
+            let attended = self.attend(index, segments, &rotations, &query, &key, &value)?;
             x = (layer.attention_output.forward(&attended)? + &x)?;
             let normed = layer.ffn_norm.forward(&x)?;
             let gated = candle_nn::ops::silu(&layer.gate.forward(&normed)?)?;
@@ -272,11 +286,13 @@ impl LlamaBatch {
 
     /// Attention of layer `index` for every segment's rows of `query`, each over its cache
     /// once extended by its rows of `key` and `value`: (rows, heads × head dim). Steps of
-    /// one token go through [`Heads::attend`]; longer ones through candle's ops.
+    /// one token (those with a rotation in `rotations`) go through [`Heads::attend`];
+    /// longer ones through candle's ops.
     fn attend(
         &self,
         index: usize,
         segments: &mut [Segment<'_>],
+        rotations: &[Option<(Vec<f32>, Vec<f32>)>],
         query: &Tensor,
         key: &Tensor,
         value: &Tensor,
@@ -286,7 +302,13 @@ impl LlamaBatch {
         let kv_width = self.kv_heads * self.head_dim;
         let limit = self.cos.dim(0)?;
         let rows_of = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let (queries, keys, values) = (rows_of(query)?, rows_of(key)?, rows_of(value)?);
+        // Queries and keys as plain values only where a one-token step reads them.
+        let (queries, keys) = if rotations.iter().any(Option::is_some) {
+            (rows_of(query)?, rows_of(key)?)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let values = rows_of(value)?;
         let mut out = vec![0f32; rows * width];
         // Each one-token step's query, rotated, with its segment and row.
         let mut steps: Vec<(usize, Vec<f32>, usize)> = Vec::new();
@@ -297,15 +319,13 @@ impl LlamaBatch {
                 segment.cache.layers.push(Default::default());
             }
             let cache = &mut segment.cache.layers[index];
-            if len == 1 {
-                let cos = self.cos.get(segment.position)?.to_vec1::<f32>()?;
-                let sin = self.sin.get(segment.position)?.to_vec1::<f32>()?;
+            if let Some((cos, sin)) = &rotations[s] {
                 let mut k = keys[row * kv_width..][..kv_width].to_vec();
-                attention::rotate(&mut k, self.head_dim, &cos, &sin);
+                attention::rotate(&mut k, self.head_dim, cos, sin);
                 let v = &values[row * kv_width..][..kv_width];
                 cache.write(segment.position, &k, v, kv_width, limit)?;
                 let mut q = queries[row * width..][..width].to_vec();
-                attention::rotate(&mut q, self.head_dim, &cos, &sin);
+                attention::rotate(&mut q, self.head_dim, cos, sin);
                 steps.push((s, q, row));
             } else {
                 let y = self.attend_prompt(
