@@ -106,6 +106,14 @@ fn malformed_input_gets_one_clear_error_line_from_every_command() -> Result<()> 
             names: "not-a-number",
         },
         Case {
+            args: g(&["up", "--sync-interval", "sometimes"]),
+            names: "sometimes",
+        },
+        Case {
+            args: g(&["up", "--sync-interval", "always"]),
+            names: "--sync-interval sets the server murmur up starts",
+        },
+        Case {
             args: g(&["agent", "run", "tool"]),
             names: "--root",
         },

@@ -11,6 +11,12 @@ use crate::expr::{Nix, Part};
 use crate::model::{AccessMode, EdgeKind, NodeKind, NodeSpec, Strategy};
 use crate::validate::Deployment;
 
+/// The `sync_interval` a message bus gets when its node sets none: every write synced
+/// before its acknowledgement, so a power failure of every node at once loses nothing
+/// acknowledged (the server's own default, every 2 minutes, lost every event acknowledged
+/// in the test kit's power failure: docs/reliability.md).
+pub const DEFAULT_SYNC_INTERVAL: &str = "always";
+
 /// The agent module (also `nixosModules.default` of this repository's flake).
 pub const AGENT_MODULE: &str = include_str!("../module/murmur-agent.nix");
 
@@ -496,7 +502,8 @@ fn host_config_in(ctx: &Ctx<'_>, host: &str) -> Nix {
                 let mut nats = Nix::attrs();
                 nats.set(&["enable"], true.into());
                 nats.set(&["jetstream"], b.jetstream.into());
-                if let Some(sync) = b.sync_interval.as_deref().filter(|_| b.jetstream) {
+                if b.jetstream {
+                    let sync = b.sync_interval.as_deref().unwrap_or(DEFAULT_SYNC_INTERVAL);
                     nats.set(&["settings", "jetstream", "sync_interval"], sync.into());
                 }
                 nats.set(&["serverName"], node.name.as_str().into());

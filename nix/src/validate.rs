@@ -173,11 +173,9 @@ impl Problem {
     }
 }
 
-/// Whether `key` is written as an nkey account public key: `A` and 55 more base32
-/// characters.
 /// What nats-server takes as `sync_interval`: `always`, or a positive whole number of
 /// milliseconds, seconds, minutes or hours (`500ms`, `30s`, `2m`, `1h`).
-fn is_sync_interval(value: &str) -> bool {
+pub fn is_sync_interval(value: &str) -> bool {
     if value == "always" {
         return true;
     }
@@ -186,6 +184,8 @@ fn is_sync_interval(value: &str) -> bool {
     !number.is_empty() && number.chars().any(|c| c != '0') && matches!(unit, "ms" | "s" | "m" | "h")
 }
 
+/// Whether `key` is written as an nkey account public key: `A` and 55 more base32
+/// characters.
 fn is_account_key(key: &str) -> bool {
     key.len() == 56
         && key.starts_with('A')

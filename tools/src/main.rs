@@ -1,6 +1,6 @@
 //! The `murmur` binary.
 
-use murmur_tools::cli::{Cli, init_tracing, run};
+use murmur_tools::cli::{Cli, error_line, init_tracing, run};
 
 /// mimalloc rather than the system allocator: every event sealed, encoded, decoded and
 /// folded allocates, and those paths run 15–20% faster on it (`docs/benchmarks.md`).
@@ -14,7 +14,7 @@ async fn main() -> std::process::ExitCode {
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_line(&e));
             std::process::ExitCode::FAILURE
         }
     }

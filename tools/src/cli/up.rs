@@ -30,6 +30,7 @@ pub async fn run(
     insecure: bool,
     console: Option<ConsoleSettings>,
     archive: Option<crate::archive::ArchiveConfig>,
+    sync_interval: Option<&str>,
 ) -> Result<()> {
     use murmur_subjects::roles::Role;
     // Listening from the start (SIGTERM too): a process manager's stop must not orphan the
@@ -39,6 +40,9 @@ pub async fn run(
     let mut _server = None;
     let mut websocket_url = console.as_ref().and_then(|c| c.websocket_url.clone());
     let connect = match &settings.connect {
+        Some(_) if sync_interval.is_some() => anyhow::bail!(
+            "--sync-interval sets the server murmur up starts, and with NATS_URL (or --server) it starts none: set sync_interval in that server's jetstream block instead"
+        ),
         Some(c) => c.clone(),
         None => {
             let store = settings.data_dir.join("nats");
@@ -65,11 +69,12 @@ pub async fn run(
                     creds,
                 })
             };
-            let mut server = NatsProcess::start_serving(
+            let mut server = NatsProcess::start_local(
                 port,
                 &store,
                 auth.as_ref(),
                 console.as_ref().map(|c| c.websocket_port),
+                sync_interval,
             )
             .await?;
             server.wait_ready(Duration::from_secs(60)).await?;

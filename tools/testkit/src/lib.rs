@@ -13,8 +13,9 @@
 //! for a log line), and removes everything on drop. [`TestNats::start_insecure`] starts one
 //! that enforces nothing. [`TestCluster::start`] starts a local 3-node cluster whose nodes
 //! can be stopped, restarted and paused; [`TestCluster::start_with`] can run its routes
-//! through [`links`] that are cut or delayed on demand, sync every write to disk, or put a
-//! node's store on a small disk.
+//! through [`links`] that are cut or delayed on demand, sync every write to disk, put a
+//! node's store on a small disk, or put every store on a [`lazy_disk`] that a power failure
+//! ([`NatsCluster::cut_power`]) takes back to its last sync.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -37,6 +38,7 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 pub mod authority;
 pub mod children;
+pub mod lazy_disk;
 pub mod links;
 pub mod server;
 

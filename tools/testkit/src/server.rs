@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+use crate::lazy_disk::{LazyDisk, PowerLoss};
 use crate::links::{Link, LinkState};
 
 /// Oldest nats-server murmur runs on (per-message TTL, expected-last-subject-sequence-subject).
@@ -271,6 +272,19 @@ impl NatsProcess {
         auth: Option<&ServerAuth>,
         websocket_port: Option<u16>,
     ) -> Result<Self> {
+        Self::start_local(port, store_dir, auth, websocket_port, None).await
+    }
+
+    /// [`NatsProcess::start_serving`] with JetStream's `sync_interval` set to
+    /// `sync_interval` (`always`: every write synced before it is acknowledged; a duration
+    /// such as `2m`; `None`: the server's default, every 2 minutes).
+    pub async fn start_local(
+        port: u16,
+        store_dir: &Path,
+        auth: Option<&ServerAuth>,
+        websocket_port: Option<u16>,
+        sync_interval: Option<&str>,
+    ) -> Result<Self> {
         let port = if port == 0 {
             free_port()?
         } else {
@@ -305,8 +319,9 @@ impl NatsProcess {
             &config,
             format!(
                 "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n{websocket}\
-                 jetstream {{ store_dir: \"{}\", max_file_store: {LOCAL_MAX_FILE_STORE} }}\n{}",
+                 jetstream {{ store_dir: \"{}\", max_file_store: {LOCAL_MAX_FILE_STORE}{} }}\n{}",
                 store_dir.display(),
+                sync_interval.map_or(String::new(), |s| format!(", sync_interval: {s}")),
                 auth.map_or("", |a| a.config.as_str())
             ),
         )?;
@@ -510,6 +525,11 @@ pub struct ClusterOptions {
     /// ([`NatsCluster::small_disk`]). Mounting needs CAP_SYS_ADMIN (root); without it the
     /// start fails saying so.
     pub small_disk: Option<u64>,
+    /// Every node's JetStream store on a [`LazyDisk`] of its own (FUSE over a folder, or over
+    /// the small disk), so [`NatsCluster::cut_power`] can drop what no node synced, as a
+    /// power failure does. Mounting needs `/dev/fuse` and root; without them the start
+    /// fails saying so.
+    pub lazy_disks: bool,
 }
 
 /// A 3-node (or n-node) local cluster with JetStream on every node.
@@ -520,8 +540,11 @@ pub struct NatsCluster {
     /// With [`ClusterOptions::linked_routes`]: the link node `i` dials node `j` through,
     /// keyed `(i, j)`.
     pub links: BTreeMap<(usize, usize), Link>,
-    /// With [`ClusterOptions::small_disk`]: the mounted store folder and its node.
-    small_disk: Option<(usize, PathBuf)>,
+    /// With [`ClusterOptions::small_disk`]: the node on it, its store folder, and where the
+    /// tmpfs is mounted (the store folder itself, or the lazy disk's backing folder).
+    small_disk: Option<(usize, PathBuf, PathBuf)>,
+    /// With [`ClusterOptions::lazy_disks`]: each node's, in node order.
+    lazy_disks: Vec<LazyDisk>,
     /// What a node added later is configured from: the folder holding each node's, the
     /// settings, and every node's cluster (route) port so far.
     base: PathBuf,
@@ -533,7 +556,7 @@ pub struct NatsCluster {
 
 impl Drop for NatsCluster {
     fn drop(&mut self) {
-        if let Some((_, mount)) = &self.small_disk {
+        if let Some((_, _, mount)) = &self.small_disk {
             // Lazy: the killed servers may still hold files open for a moment.
             let _ = std::process::Command::new("umount")
                 .arg("-l")
@@ -583,15 +606,23 @@ impl NatsCluster {
         }
         let mut nodes = Vec::with_capacity(size);
         let mut small_disk = None;
+        let mut lazy_disks = Vec::new();
         for (i, (client, monitor, cluster)) in ports.iter().enumerate() {
             let name = format!("n{}", i + 1);
             let node_dir = base.join(&name);
             std::fs::create_dir_all(&node_dir)?;
+            let store = node_dir.join("js");
+            // Under a lazy disk, the folder it passes through to.
+            let backing = node_dir.join("js-disk");
             if let Some(bytes) = options.small_disk
                 && i + 1 == size
             {
-                let store = node_dir.join("js");
-                std::fs::create_dir_all(&store)?;
+                let mounted_at = if options.lazy_disks {
+                    backing.clone()
+                } else {
+                    store.clone()
+                };
+                std::fs::create_dir_all(&mounted_at)?;
                 let mounted = std::process::Command::new("mount")
                     .args([
                         "-t",
@@ -600,17 +631,20 @@ impl NatsCluster {
                         &format!("size={bytes}"),
                         "murmur-small-disk",
                     ])
-                    .arg(&store)
+                    .arg(&mounted_at)
                     .output()
                     .with_context(|| "running mount")?;
                 if !mounted.status.success() {
                     bail!(
                         "mounting a {bytes}-byte tmpfs under {} failed (it needs root / CAP_SYS_ADMIN): {}",
-                        store.display(),
+                        mounted_at.display(),
                         String::from_utf8_lossy(&mounted.stderr).trim()
                     );
                 }
-                small_disk = Some((i, store));
+                small_disk = Some((i, store.clone(), mounted_at));
+            }
+            if options.lazy_disks {
+                lazy_disks.push(LazyDisk::mount(&backing, &store)?);
             }
             let routes: Vec<String> = if options.linked_routes {
                 links
@@ -647,6 +681,7 @@ impl NatsCluster {
             nodes,
             links,
             small_disk,
+            lazy_disks,
             base,
             auth: auth.cloned(),
             options: options.clone(),
@@ -664,10 +699,16 @@ impl NatsCluster {
     /// JetStream, and returns its index. The cluster's peers learn of it by gossip: how an
     /// operator brings in a replacement before removing a dead server from the JetStream
     /// meta group (`$JS.API.SERVER.REMOVE`). Not with [`ClusterOptions::linked_routes`]
-    /// (the links are made at start) nor [`ClusterOptions::small_disk`].
+    /// (the links are made at start), [`ClusterOptions::small_disk`] or
+    /// [`ClusterOptions::lazy_disks`].
     pub async fn add_node(&mut self, name: &str) -> Result<usize> {
-        if self.options.linked_routes || self.options.small_disk.is_some() {
-            bail!("a node can be added only to a cluster without linked routes or a small disk");
+        if self.options.linked_routes
+            || self.options.small_disk.is_some()
+            || self.options.lazy_disks
+        {
+            bail!(
+                "a node can be added only to a cluster without linked routes, a small disk or lazy disks"
+            );
         }
         let (client, monitor, cluster) = (free_port()?, free_port()?, free_port()?);
         let node_dir = self.base.join(name);
@@ -718,7 +759,27 @@ impl NatsCluster {
     /// With [`ClusterOptions::small_disk`]: the node whose store is on the small disk, and
     /// that store's folder (fill it to make the disk full).
     pub fn small_disk(&self) -> Option<(usize, &Path)> {
-        self.small_disk.as_ref().map(|(i, p)| (*i, p.as_path()))
+        self.small_disk.as_ref().map(|(i, p, _)| (*i, p.as_path()))
+    }
+
+    /// With [`ClusterOptions::lazy_disks`]: a power failure of every node at once. Each node
+    /// is killed (SIGKILL), and each store loses what its node had not synced
+    /// ([`LazyDisk::power_loss`]); the nodes stay down until restarted. Returns what was
+    /// lost, over all stores.
+    pub async fn cut_power(&mut self) -> Result<PowerLoss> {
+        if self.lazy_disks.is_empty() {
+            bail!("cutting the power needs a cluster started with lazy disks");
+        }
+        for node in &mut self.nodes {
+            node.stop().await?;
+        }
+        let mut lost = PowerLoss::default();
+        for disk in &mut self.lazy_disks {
+            let PowerLoss { files, bytes } = disk.power_loss()?;
+            lost.files += files;
+            lost.bytes += bytes;
+        }
+        Ok(lost)
     }
 
     /// Sets every link to `state` (`LinkState::Up` heals every cut).

@@ -109,6 +109,10 @@ pub(crate) struct Args {
     /// The Python with `xllamacpp` that runs the llama.cpp baseline (none: murmur only).
     #[arg(long, value_name = "PYTHON")]
     baseline_python: Option<std::path::PathBuf>,
+    /// The local server's JetStream `sync_interval` (`always`: every write synced before
+    /// its ack; a duration such as `2m`); the server's default when not given.
+    #[arg(long, value_name = "INTERVAL")]
+    sync_interval: Option<String>,
 }
 
 /// Which server the suites run on.
@@ -127,13 +131,15 @@ pub(crate) struct Target {
     url: String,
     /// Issues each participant credentials for its role (operator mode); `None`: open.
     issuer: Option<murmur_testkit::authority::Issuer>,
+    /// The local server's `sync_interval`, when set.
+    sync_interval: Option<String>,
     _server: Option<NatsProcess>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Target {
     /// A local server of its own (or `NATS_URL`, open), in operator mode when `secure`.
-    async fn start(secure: bool) -> Result<Self> {
+    async fn start(secure: bool, sync_interval: Option<&str>) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         if let Ok(url) = std::env::var("NATS_URL")
             && !url.trim().is_empty()
@@ -145,6 +151,7 @@ impl Target {
             return Ok(Self {
                 url,
                 issuer: None,
+                sync_interval: None,
                 _server: None,
                 _dir: Some(dir),
             });
@@ -162,7 +169,14 @@ impl Target {
         } else {
             (None, None)
         };
-        let mut server = NatsProcess::start(0, &dir.path().join("nats"), auth.as_ref()).await?;
+        let mut server = NatsProcess::start_local(
+            0,
+            &dir.path().join("nats"),
+            auth.as_ref(),
+            None,
+            sync_interval,
+        )
+        .await?;
         server.wait_ready(Duration::from_secs(60)).await?;
         eprintln!(
             "server log: {}",
@@ -182,6 +196,7 @@ impl Target {
         Ok(Self {
             url,
             issuer,
+            sync_interval: sync_interval.map(str::to_string),
             _server: Some(server),
             // MURMUR_BENCH_KEEP: the server's store and log stay after the run.
             _dir: if std::env::var_os("MURMUR_BENCH_KEEP").is_some() {
@@ -193,11 +208,15 @@ impl Target {
         })
     }
 
-    fn label(&self) -> &'static str {
-        if self.issuer.is_some() {
+    fn label(&self) -> String {
+        let mode = if self.issuer.is_some() {
             "operator mode"
         } else {
             "open"
+        };
+        match &self.sync_interval {
+            Some(sync) => format!("{mode}, sync_interval {sync}"),
+            None => mode.to_string(),
         }
     }
 
@@ -338,7 +357,7 @@ async fn main() -> Result<()> {
         return console::console_suite(&args, tasks).await;
     }
     if args.kb_facts.is_some() || !args.voters.is_empty() {
-        let target = Target::start(false).await?;
+        let target = Target::start(false, args.sync_interval.as_deref()).await?;
         let url = target.url.clone();
         let version = async_nats::connect(&url).await?.server_info().version;
         println!("nats-server {version} at {url} (open)");
@@ -352,9 +371,9 @@ async fn main() -> Result<()> {
         AuthMode::Open => &[false],
         AuthMode::Both => &[false, true],
     };
-    let mut figures: Vec<(&'static str, Vec<(String, f64)>)> = Vec::new();
+    let mut figures: Vec<(String, Vec<(String, f64)>)> = Vec::new();
     for &secure in modes {
-        let target = Target::start(secure).await?;
+        let target = Target::start(secure, args.sync_interval.as_deref()).await?;
         let (connect_p50, connect_p99) = connect_times(&target, 200).await?;
         println!(
             "\n## {} server at {}: connect + authenticate (first round trip included), 200 in turn: p50 {connect_p50:.2} ms, p99 {connect_p99:.2} ms",

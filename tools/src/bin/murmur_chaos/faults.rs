@@ -39,6 +39,10 @@ pub enum Fault {
     /// kill -9 of every node at once, then all restarted together (a power failure as
     /// far as processes go: the operating system's page cache survives it).
     RestartAll,
+    /// A power failure: kill -9 of every node at once, and every store (each on a lazy
+    /// disk, FUSE) loses what its node had not synced, as the page cache does when the
+    /// power goes; then all restarted together. Needs root and `/dev/fuse`.
+    PowerLoss,
     /// The disk under one node's store (a small tmpfs, n3) filled to the last byte for the
     /// hold, then freed. Needs root to mount the tmpfs.
     DiskFull,
@@ -71,7 +75,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in the order a mixed run cycles through them.
-    pub const ALL: [Fault; 16] = [
+    pub const ALL: [Fault; 17] = [
         Fault::KillNode,
         Fault::KillLeader,
         Fault::PauseAgents,
@@ -87,6 +91,7 @@ impl Fault {
         Fault::WipeStore,
         Fault::KillMajority,
         Fault::RestartAll,
+        Fault::PowerLoss,
         Fault::ReplacePeer,
     ];
 
@@ -115,6 +120,7 @@ impl Fault {
             Fault::Stall => "stall",
             Fault::Delay => "delay",
             Fault::RestartAll => "restart-all",
+            Fault::PowerLoss => "power-loss",
             Fault::DiskFull => "disk-full",
             Fault::ClockSkew => "clock-skew",
             Fault::Flood => "flood",
@@ -165,6 +171,9 @@ pub fn libfaketime() -> Option<PathBuf> {
 pub enum Injected {
     /// Nodes killed; restarted together.
     Killed(Vec<usize>),
+    /// Every node killed and what no node had synced dropped from the stores; restarted
+    /// together.
+    PoweredOff(murmur_testkit::lazy_disk::PowerLoss),
     /// A node killed and its store damaged (what was done, said in the report); restarted.
     Damaged(usize, String),
     /// A node paused.
@@ -219,6 +228,7 @@ pub async fn inject(
         Fault::KillLeader => kill(cluster, vec![leader]).await?,
         Fault::KillMajority => kill(cluster, vec![leader, other]).await?,
         Fault::RestartAll => kill(cluster, (0..nodes).collect()).await?,
+        Fault::PowerLoss => Injected::PoweredOff(cluster.cluster.cut_power().await?),
         Fault::ReplacePeer => match &targets.operator {
             Some(log) if nodes > 3 => match remove_peer(log, leader).await {
                 Ok(()) => Injected::Moved {
@@ -604,6 +614,18 @@ impl Injected {
                         .wait_ready(murmur_testkit::READY_DEADLINE * 3)
                         .await?;
                 }
+            }
+            Injected::PoweredOff(lost) => {
+                for node in &mut cluster.cluster.nodes {
+                    node.restart().await?;
+                }
+                for node in &mut cluster.cluster.nodes {
+                    node.wait_ready(murmur_testkit::READY_DEADLINE * 3).await?;
+                }
+                return Ok(Some(format!(
+                    "the stores dropped {} bytes no node had synced, in {} files",
+                    lost.bytes, lost.files
+                )));
             }
             Injected::Damaged(node, done) => {
                 let node = &mut cluster.cluster.nodes[node];

@@ -183,6 +183,30 @@ async fn log_end(log: &EventLog, patience: Duration) -> Result<u64> {
     }
 }
 
+/// Whether the history stream is gone: the servers answer, and say it does not exist.
+async fn history_gone(log: &EventLog) -> Result<bool> {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    let js = async_nats::jetstream::new(log.client().clone());
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        match js.get_stream(&log.config().history_stream).await {
+            Ok(_) => return Ok(false),
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
+                    if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                return Ok(true);
+            }
+            Err(e) if Instant::now() < until => {
+                tracing::debug!(error = %e, "asking for the history stream again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// One run.
 pub async fn run(config: &RunConfig) -> Result<RunReport> {
     std::fs::create_dir_all(&config.logs)?;
@@ -201,6 +225,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
                 .faults
                 .contains(&Fault::DiskFull)
                 .then_some(256 << 20),
+            lazy_disks: config.faults.contains(&Fault::PowerLoss),
         },
     )
     .await?;
@@ -443,12 +468,20 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
         let injected = inject(&mut cluster, fault, leader, &followers, &targets).await?;
         tokio::time::sleep(config.hold).await;
         let mut note = injected.heal(&mut cluster).await?;
+        if fault == Fault::PowerLoss && history_gone(&owner).await? {
+            anyhow::bail!(
+                "the history stream is gone after the power loss: the servers had not synced even its definition, so every event acknowledged in this run is lost, and the grants that gave the platform's processes their roles with it (with sync_interval always, nothing is)"
+            );
+        }
         if fault.damages_store() {
             let led = crate::replicas::lead_from(&owner, leader)
                 .await
                 .unwrap_or_else(|why| why);
             note = Some(note.map_or(led.clone(), |n| format!("{n}; {led}")));
             damaged = Some(leader);
+        }
+        if let Some(note) = &note {
+            eprintln!("          {note}");
         }
         let healed = Instant::now();
         let mut acks = shared.last_ack.subscribe();
@@ -485,8 +518,8 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
             record.outage_s = longest_gap(&times, *from, *to);
         }
     }
-    let (acked_tasks, unacked_tasks) = tasks.await??;
-    let acked_proposals = proposals.await??;
+    let (acked_tasks, unacked_tasks) = tasks.await?.context("the task workload")?;
+    let acked_proposals = proposals.await?.context("the proposal workload")?;
 
     // Quiet: every acknowledged task final, every acknowledged proposal decided (their
     // deadlines are 30 s out), within the settle deadline.
@@ -499,7 +532,9 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
         },
     );
     loop {
-        let end = log_end(&owner, settle).await?;
+        let end = log_end(&owner, settle)
+            .await
+            .context("the history stream's end, while settling")?;
         catch_up(&mut view, end, settle).await?;
         catch_up(&mut votes, end, settle).await?;
         let tasks_final = acked_tasks.iter().all(|t| {
@@ -524,7 +559,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
     let phase = Instant::now();
     let mut written = Vec::new();
     for w in writers {
-        written.push(w.await??);
+        written.push(w.await?.context("a knowledge writer")?);
     }
     // Nothing writes from here on: the log's end is fixed for the checker. A process that
     // ended on its own before this point is a failure of the run.
@@ -544,7 +579,9 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
     stop_live.send_replace(true);
     let mut live_coordinator = live_coordinator.await?;
     let mut live_consensus = live_consensus.await?;
-    let end = log_end(&owner, settle).await?;
+    let end = log_end(&owner, settle)
+        .await
+        .context("the history stream's end, for the checker")?;
     let mut replay_coordinator =
         Projector::new(owner.clone(), CoordinatorProjection::new(realm.clone()));
     let mut replay_consensus = Projector::new(
