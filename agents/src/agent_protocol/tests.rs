@@ -4,10 +4,10 @@ use super::*;
 
 #[test]
 fn prompts_are_text_or_json() {
-    assert_eq!(parse_prompt(b"hello").unwrap().prompt, "hello");
+    assert_eq!(parse_prompt(b"hello").expect("parses").prompt, "hello");
     let p =
         parse_prompt(br#"{"prompt":"hi","attachments":[{"filename":"a.txt","content":"aGk="}]}"#)
-            .unwrap();
+            .expect("parses");
     assert_eq!((p.prompt.as_str(), p.attachments.len()), ("hi", 1));
     assert_eq!(parse_prompt(b"  "), Err(PromptError::Empty));
     assert!(matches!(
@@ -26,7 +26,7 @@ fn prompts_are_text_or_json() {
 
 #[test]
 fn a_prompt_becomes_a_chat_for_a_model_and_text_otherwise() {
-    let p = parse_prompt(b"capital of France?").unwrap();
+    let p = parse_prompt(b"capital of France?").expect("parses");
     assert_eq!(
         task_input("llm.generate", &p, 32),
         serde_json::json!({"messages": [{"role": "user", "content": "capital of France?"}], "max_tokens": 32})
@@ -152,7 +152,7 @@ fn chunks_are_the_protocols() {
         &response_chunk("a\"b")[..],
         br#"{"type":"response","data":"a\"b"}"#
     );
-    let address = AgentAddress::new("llm", "acme", "default").unwrap();
+    let address = AgentAddress::new("llm", "acme", "default").expect("parses");
     let hb = heartbeat_payload(
         &address,
         "ID",

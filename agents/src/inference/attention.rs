@@ -6,14 +6,19 @@
 //! candle's CPU thread pool. Steps of several tokens (prompts) keep candle's ops.
 
 use candle_core::Result;
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 /// One layer's keys and values of one sequence, position after position: each position
 /// holds kv heads × head dim values, `[position][kv head][dim]`, the row layout the key and
 /// value projections produce. A step appends its positions, dropping what followed them.
+/// Stored as f16, as llama.cpp's default cache is: a one-token step reads the whole cache
+/// (at 400 positions and four sequences, 74 MB a pass as f32), and half the bytes is what
+/// bounds it.
 #[derive(Default)]
 pub(super) struct LayerCache {
-    keys: Vec<f32>,
-    values: Vec<f32>,
+    keys: Vec<f16>,
+    values: Vec<f16>,
 }
 
 impl LayerCache {
@@ -54,18 +59,20 @@ impl LayerCache {
                     .max(needed);
                 cache.reserve_exact(grown - cache.len());
             }
-            cache.extend_from_slice(new);
+            let start = cache.len();
+            cache.resize(start + new.len(), f16::ZERO);
+            cache[start..].convert_from_f32_slice(new);
         }
         Ok(())
     }
 
     /// The cached keys.
-    pub(super) fn keys(&self) -> &[f32] {
+    pub(super) fn keys(&self) -> &[f16] {
         &self.keys
     }
 
     /// The cached values.
-    pub(super) fn values(&self) -> &[f32] {
+    pub(super) fn values(&self) -> &[f16] {
         &self.values
     }
 }
@@ -104,16 +111,25 @@ impl Heads {
             out.chunks_mut(group).map(parking_lot::Mutex::new).collect();
         candle_core::utils::barrier_pool().execute_chunked(steps.len() * kv_heads, |items| {
             let mut scores = Vec::new();
+            let mut row = vec![0f32; head_dim];
             for item in items {
                 let (step, kv) = (&steps[item / kv_heads], item % kv_heads);
                 let mut cell = cells[step.row * kv_heads + kv].lock();
-                self.attend_group(step, kv, &mut scores, &mut cell);
+                self.attend_group(step, kv, &mut scores, &mut row, &mut cell);
             }
         });
     }
 
-    /// The query heads of key/value head `kv` for one step, into `out` (those heads' values).
-    fn attend_group(&self, step: &Step<'_>, kv: usize, scores: &mut Vec<f32>, out: &mut [f32]) {
+    /// The query heads of key/value head `kv` for one step, into `out` (those heads' values);
+    /// `row` holds one cached row at a time as f32.
+    fn attend_group(
+        &self,
+        step: &Step<'_>,
+        kv: usize,
+        scores: &mut Vec<f32>,
+        row: &mut [f32],
+        out: &mut [f32],
+    ) {
         let Heads {
             heads,
             kv_heads,
@@ -127,8 +143,9 @@ impl Heads {
         scores.clear();
         scores.resize(repeat * positions, 0.0);
         for (p, key) in head_rows(step.cache.keys(), stride, kv, head_dim).enumerate() {
+            key.convert_to_f32_slice(row);
             for (r, q) in query.chunks_exact(head_dim).enumerate() {
-                scores[r * positions + p] = dot(q, key) * scale;
+                scores[r * positions + p] = dot(q, row) * scale;
             }
         }
         let mut sums = vec![0f32; repeat];
@@ -144,9 +161,10 @@ impl Heads {
         }
         out.fill(0.0);
         for (p, value) in head_rows(step.cache.values(), stride, kv, head_dim).enumerate() {
+            value.convert_to_f32_slice(row);
             for (r, o) in out.chunks_exact_mut(head_dim).enumerate() {
                 let weight = scores[r * positions + p];
-                for (o, v) in o.iter_mut().zip(value) {
+                for (o, v) in o.iter_mut().zip(row.iter()) {
                     *o += weight * v;
                 }
             }
@@ -160,11 +178,11 @@ impl Heads {
 
 /// Key/value head `kv`'s row at each cached position of `cached` (positions `stride` apart).
 fn head_rows(
-    cached: &[f32],
+    cached: &[f16],
     stride: usize,
     kv: usize,
     head_dim: usize,
-) -> impl Iterator<Item = &[f32]> {
+) -> impl Iterator<Item = &[f16]> {
     cached
         .chunks_exact(stride)
         .map(move |position| &position[kv * head_dim..][..head_dim])
@@ -226,8 +244,10 @@ mod tests {
         let positions = cache.len(kv_heads * head_dim);
         let repeat = heads / kv_heads;
         let q = Tensor::from_slice(query, (1, kv_heads, repeat, head_dim), device).expect("candle");
-        let layout = |v: &[f32]| {
+        let layout = |v: &[f16]| {
             Tensor::from_slice(v, (1, positions, kv_heads, head_dim), device)
+                .expect("candle")
+                .to_dtype(candle_core::DType::F32)
                 .expect("candle")
                 .transpose(1, 2)
                 .expect("candle")
@@ -294,8 +314,9 @@ mod tests {
         cache.write(0, &[1.0; 6], &[2.0; 6], 2, 8).expect("candle");
         assert_eq!(cache.len(2), 3);
         cache.write(1, &[3.0; 2], &[4.0; 2], 2, 8).expect("candle");
-        assert_eq!(cache.keys(), &[1.0, 1.0, 3.0, 3.0]);
-        assert_eq!(cache.values(), &[2.0, 2.0, 4.0, 4.0]);
+        let f16s = |v: [f32; 4]| v.map(f16::from_f32);
+        assert_eq!(cache.keys(), &f16s([1.0, 1.0, 3.0, 3.0]));
+        assert_eq!(cache.values(), &f16s([2.0, 2.0, 4.0, 4.0]));
         let gap = cache
             .write(5, &[0.0; 2], &[0.0; 2], 2, 8)
             .expect_err("refused");

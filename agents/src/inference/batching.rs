@@ -386,8 +386,9 @@ impl LlamaBatch {
         let k = k.transpose(1, 2)?.flatten_all()?.to_vec1::<f32>()?;
         cache.write(position, &k, values, kv_width, limit)?;
         let positions = position + len;
-        let cached = |v: &[f32]| -> candle_core::Result<Tensor> {
+        let cached = |v: &[half::f16]| -> candle_core::Result<Tensor> {
             Tensor::from_slice(v, (1, positions, self.kv_heads, self.head_dim), device)?
+                .to_dtype(candle_core::DType::F32)?
                 .transpose(1, 2)?
                 .contiguous()
         };

@@ -426,9 +426,11 @@ impl GgufModel {
             (Some(layers), Some(width), Some(heads)) if heads > 0 => {
                 let kv_heads = arch_u32("attention.head_count_kv").unwrap_or(heads);
                 let head_dim = arch_u32("attention.key_length").unwrap_or(width / heads);
+                // Keys and values: f16 in the batched llama's caches, f32 in candle's.
+                let value_bytes = if tiled { 2 } else { 4 };
                 [layers, kv_heads, head_dim]
                     .into_iter()
-                    .fold(2 * 4 * context as u64, |b, n| {
+                    .fold(2 * value_bytes * context as u64, |b, n| {
                         b.saturating_mul(u64::from(n))
                     })
             }

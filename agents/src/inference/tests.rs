@@ -883,13 +883,14 @@ fn batched_llama_generations_give_the_tokens_each_gives_alone() {
         let alone = GgufModel::load_with(&path, unbatched()).expect("loads");
         assert!(!alone.batches_generations());
         side_by_side_equals_alone(&batched, &TEST_PROMPTS, 16);
-        // candle's llama on the same F32 weights: the same logits but for rounding (7.9e-6
-        // at most when measured; a wrong rotation or head is off by whole units), the same
-        // greedy choices, the same scores.
-        let (worst, chose_otherwise) = follows(&batched, &alone, &TEST_PROMPTS, 64, 0.0);
-        assert!(worst <= 1e-4, "a logit {worst} off candle's");
+        // candle's llama on the same F32 weights: the same logits but for rounding, most of
+        // it the f16 attention caches' (0.0067 at most when measured; 7.9e-6 with f32
+        // caches; a wrong rotation or head is off by whole units), the same greedy choices
+        // wherever candle's best leads by 0.02, scores 0.005 apart at most when measured.
+        let (worst, chose_otherwise) = follows(&batched, &alone, &TEST_PROMPTS, 64, 0.02);
+        assert!(worst <= 0.02, "a logit {worst} off candle's");
         assert!(chose_otherwise.is_empty(), "{chose_otherwise:?}");
-        scores_agree(&batched, &alone, "hello", 1e-4);
+        scores_agree(&batched, &alone, "hello", 0.02);
     }
 }
 
@@ -922,8 +923,8 @@ fn batched_llama_caches_grow_past_their_first_capacity_unchanged() {
         "the cache grew twice: {} positions",
         together.prompt_tokens + together.tokens.len()
     );
-    let (worst, chose_otherwise) = follows(&batched, &alone, &["hello murmur"], 200, 0.0);
-    assert!(worst <= 1e-4, "a logit {worst} off candle's");
+    let (worst, chose_otherwise) = follows(&batched, &alone, &["hello murmur"], 200, 0.02);
+    assert!(worst <= 0.02, "a logit {worst} off candle's");
     assert!(chose_otherwise.is_empty(), "{chose_otherwise:?}");
 }
 
@@ -943,13 +944,14 @@ fn batched_llama_with_q4_1_weights_follows_candles_llama() {
         assert!(projections.contains("2 Q4_1"), "{projections}");
     }
     side_by_side_equals_alone(&batched, &TEST_PROMPTS, 16);
-    // Activations are rounded to 8 bits before each Q4_1 product, so a difference in the
-    // last bit of an attention output can move a rounding step: 0.0033 at most when measured.
+    // Activations are rounded to 8 bits before each Q4_1 product, so the f16 caches'
+    // rounding of an attention output can move a rounding step: 0.085 at most when measured
+    // (0.0033 with f32 caches); scores 0.040 apart at most.
     let candle = candle_as_stored(&path);
-    let (worst, chose_otherwise) = follows(&batched, &candle, &TEST_PROMPTS, 64, 0.05);
-    assert!(worst <= 0.05, "a logit {worst} off candle's");
+    let (worst, chose_otherwise) = follows(&batched, &candle, &TEST_PROMPTS, 64, 0.25);
+    assert!(worst <= 0.25, "a logit {worst} off candle's");
     assert!(chose_otherwise.is_empty(), "{chose_otherwise:?}");
-    scores_agree(&batched, &candle, "hello", 0.01);
+    scores_agree(&batched, &candle, "hello", 0.1);
 }
 
 #[test]
@@ -979,16 +981,16 @@ fn batched_smollm2_generations_give_the_tokens_each_gives_alone_and_follow_candl
         "The three primary colours are",
     ];
     side_by_side_equals_alone(&batched, &prompts, 24);
-    // Along candle's own greedy generations (64 tokens each), the logits differ by 1.58 at
-    // most when measured: activations are rounded to 8 bits before each product, and a
-    // difference in the last bit of one attention output moves some of those roundings.
-    // Wherever candle's best token leads by half a logit, both choose it.
+    // Along candle's own greedy generations (64 tokens each), the logits differ by 1.40 at
+    // most when measured (1.58 with f32 caches): activations are rounded to 8 bits before
+    // each product, and a difference in the last bit of one attention output moves some of
+    // those roundings. Wherever candle's best token leads by half a logit, both choose it.
     let (worst, chose_otherwise) = follows(&batched, &candle, &prompts, 64, 0.5);
     assert!(worst <= 3.0, "a logit {worst} off candle's");
     assert!(chose_otherwise.is_empty(), "{chose_otherwise:?}");
-    // Scores of several tokens read logits after one-token steps: 0.12 apart at most when
-    // measured.
-    scores_agree(&batched, &candle, "The capital of France is", 0.5);
+    // Scores of several tokens read logits after one-token steps: 0.47 apart at most when
+    // measured with the f16 caches (0.12 with f32 caches).
+    scores_agree(&batched, &candle, "The capital of France is", 1.0);
 }
 
 /// Each step's logits as `model` computes them along `tokens`: the prompt's pass, then one
