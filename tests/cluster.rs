@@ -1107,12 +1107,26 @@ async fn power_failure(sync_always: bool, n: u64) -> Result<AfterPowerFailure> {
         "an event is there twice: {} applied for {present} tasks",
         replay.stats().applied
     );
-    Ok(AfterPowerFailure {
+    let after = AfterPowerFailure {
         lost,
         present,
         last,
         stream_made_anew: created > cut_at,
-    })
+    };
+    eprintln!(
+        "sync_interval {}: {} of {n} acknowledged events after the power failure (last sequence {}, stream made anew: {}); the disks dropped {} unsynced bytes in {} files",
+        if sync_always {
+            "always"
+        } else {
+            "default (2 min)"
+        },
+        after.present,
+        after.last,
+        after.stream_made_anew,
+        after.lost.bytes,
+        after.lost.files
+    );
+    Ok(after)
 }
 
 #[tokio::test]
@@ -1120,10 +1134,6 @@ async fn a_power_failure_loses_no_acknowledged_event_when_every_write_is_synced(
     let _turn = one_cluster_at_a_time().await;
     let n = 100;
     let after = power_failure(true, n).await?;
-    eprintln!(
-        "sync_interval always: {} of {n} acknowledged events after the power failure (last sequence {}, stream made anew: {}); the disks dropped {} unsynced bytes in {} files",
-        after.present, after.last, after.stream_made_anew, after.lost.bytes, after.lost.files
-    );
     assert_eq!(after.present as u64, n, "acknowledged events lost");
     Ok(())
 }
@@ -1133,10 +1143,6 @@ async fn a_power_failure_with_the_default_sync_interval_is_counted() -> Result<(
     let _turn = one_cluster_at_a_time().await;
     let n = 100;
     let after = power_failure(false, n).await?;
-    eprintln!(
-        "sync_interval default (2 min): {} of {n} acknowledged events after the power failure (last sequence {}, stream made anew: {}); the disks dropped {} unsynced bytes in {} files",
-        after.present, after.last, after.stream_made_anew, after.lost.bytes, after.lost.files
-    );
     // The fault is real: what the servers wrote and did not sync is gone.
     assert!(after.lost.bytes > 0, "the power failure dropped nothing");
     Ok(())

@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn a_cause_the_message_already_ends_with_is_printed_once() {
-        let publish = murmur_subjects::log::LogError::Publish {
+        let publish = murmur_subjects::LogError::Publish {
             subject: "murmur.v1.acme.evt.task.t1.completed".into(),
             source: "no stream found for given subject".into(),
         };

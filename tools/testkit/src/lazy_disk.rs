@@ -206,7 +206,10 @@ impl Inodes {
         ino
     }
 
-    fn forget_path(&mut self, path: &Path) {
+    /// After the file or folder `key` at `path` was removed: its number and every path
+    /// under it are forgotten.
+    fn removed(&mut self, key: FileKey, path: &Path) {
+        self.by_key.remove(&key);
         self.paths.retain(|_, p| !p.starts_with(path));
     }
 
@@ -235,6 +238,14 @@ struct LazyFs {
 
 fn errno(e: io::Error) -> Errno {
     Errno::from(e)
+}
+
+/// Answers an operation that returns nothing but success or an error.
+fn answer(reply: ReplyEmpty, result: Result<(), Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
 }
 
 fn time_of(secs: i64, nanos: i64) -> SystemTime {
@@ -461,32 +472,23 @@ impl Filesystem for LazyFs {
             let meta = std::fs::symlink_metadata(&path).map_err(errno)?;
             std::fs::remove_file(&path).map_err(errno)?;
             if meta.nlink() <= 1 {
-                self.unsynced.lock().remove(&(meta.dev(), meta.ino()));
-                let mut inodes = self.inodes.lock();
-                inodes.by_key.remove(&(meta.dev(), meta.ino()));
-                inodes.forget_path(&path);
+                let key = (meta.dev(), meta.ino());
+                self.unsynced.lock().remove(&key);
+                self.inodes.lock().removed(key, &path);
             }
             Ok(())
         });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, result);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let result = self.child(parent, name).and_then(|path| {
             let meta = std::fs::symlink_metadata(&path).map_err(errno)?;
             std::fs::remove_dir(&path).map_err(errno)?;
-            let mut inodes = self.inodes.lock();
-            inodes.by_key.remove(&(meta.dev(), meta.ino()));
-            inodes.forget_path(&path);
+            self.inodes.lock().removed((meta.dev(), meta.ino()), &path);
             Ok(())
         });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, result);
     }
 
     fn rename(
@@ -514,16 +516,12 @@ impl Filesystem for LazyFs {
                 if !old.is_dir() && old.nlink() <= 1 {
                     self.unsynced.lock().remove(&key);
                 }
-                inodes.by_key.remove(&key);
-                inodes.forget_path(&to);
+                inodes.removed(key, &to);
             }
             inodes.renamed(&from, &to);
             Ok(())
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, result);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -680,10 +678,7 @@ impl Filesystem for LazyFs {
             );
             Ok(())
         });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, result);
     }
 
     fn readdir(
