@@ -103,6 +103,14 @@ pub async fn run(
                     c
                 }
             };
+            eprintln!(
+                "{}",
+                match sync_interval {
+                    Some("always") => "disk sync: every write before its acknowledgement (--sync-interval always)".to_string(),
+                    Some(every) => format!("disk sync: every {every} (--sync-interval): a power failure loses what was acknowledged since the last one"),
+                    None => "disk sync: the server's default, every 2 minutes: a power failure loses what was acknowledged since the last one (--sync-interval always syncs every write)".to_string(),
+                }
+            );
             websocket_url = server.websocket_url();
             _server = Some(server);
             c
