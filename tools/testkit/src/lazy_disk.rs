@@ -283,8 +283,8 @@ fn attr(ino: u64, meta: &Metadata) -> FileAttr {
     }
 }
 
-/// Reads `len` bytes at `offset`, zeros past the end of the file.
-fn read_padded(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+/// Reads `len` bytes at `offset`, zeros past the end of the file; and how many were in it.
+fn read_padded(file: &File, offset: u64, len: usize) -> io::Result<(Vec<u8>, usize)> {
     let mut buf = vec![0; len];
     let mut done = 0;
     while done < len {
@@ -293,7 +293,7 @@ fn read_padded(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
             n => done += n,
         }
     }
-    Ok(buf)
+    Ok((buf, done))
 }
 
 impl LazyFs {
@@ -339,7 +339,7 @@ impl LazyFs {
             });
         let end = offset.saturating_add(len).min(state.synced_len);
         if offset < end {
-            let old = read_padded(file, offset, (end - offset) as usize)?;
+            let (old, _) = read_padded(file, offset, (end - offset) as usize)?;
             state.replaced.push((offset, old));
         }
         Ok(())
@@ -597,9 +597,8 @@ impl Filesystem for LazyFs {
         reply: ReplyData,
     ) {
         let result = self.handle(fh).and_then(|file| {
-            let mut buf = read_padded(&file, offset, size as usize).map_err(errno)?;
-            let len = file.metadata().map_err(errno)?.len();
-            buf.truncate(len.saturating_sub(offset).min(size as u64) as usize);
+            let (mut buf, read) = read_padded(&file, offset, size as usize).map_err(errno)?;
+            buf.truncate(read);
             Ok(buf)
         });
         match result {

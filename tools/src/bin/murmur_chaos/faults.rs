@@ -594,6 +594,19 @@ async fn kill(cluster: &mut TestCluster, nodes: Vec<usize>) -> Result<Injected> 
     Ok(Injected::Killed(nodes))
 }
 
+/// Restarts `nodes`, all launched before any is waited for, so a majority can form.
+async fn restart_together(cluster: &mut TestCluster, nodes: &[usize]) -> Result<()> {
+    for &i in nodes {
+        cluster.cluster.nodes[i].restart().await?;
+    }
+    for &i in nodes {
+        cluster.cluster.nodes[i]
+            .wait_ready(murmur_testkit::READY_DEADLINE * 3)
+            .await?;
+    }
+    Ok(())
+}
+
 fn signal(pid: u32, signal: nix::sys::signal::Signal) -> Result<()> {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
         .with_context(|| format!("{signal} to {pid}"))
@@ -605,23 +618,10 @@ impl Injected {
     /// back. Returns what the healing had to do beyond that, if anything.
     pub async fn heal(self, cluster: &mut TestCluster) -> Result<Option<String>> {
         match self {
-            Injected::Killed(nodes) => {
-                for &i in &nodes {
-                    cluster.cluster.nodes[i].restart().await?;
-                }
-                for &i in &nodes {
-                    cluster.cluster.nodes[i]
-                        .wait_ready(murmur_testkit::READY_DEADLINE * 3)
-                        .await?;
-                }
-            }
+            Injected::Killed(nodes) => restart_together(cluster, &nodes).await?,
             Injected::PoweredOff(lost) => {
-                for node in &mut cluster.cluster.nodes {
-                    node.restart().await?;
-                }
-                for node in &mut cluster.cluster.nodes {
-                    node.wait_ready(murmur_testkit::READY_DEADLINE * 3).await?;
-                }
+                let every: Vec<usize> = (0..cluster.cluster.nodes.len()).collect();
+                restart_together(cluster, &every).await?;
                 return Ok(Some(format!(
                     "the stores dropped {} bytes no node had synced, in {} files",
                     lost.bytes, lost.files

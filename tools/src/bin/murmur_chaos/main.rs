@@ -92,7 +92,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() {
     if let Err(e) = real_main().await {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", murmur_tools::cli::error_line(&e));
         murmur_testkit::children::kill_all();
         std::process::exit(1);
     }
@@ -174,7 +174,11 @@ async fn real_main() -> Result<()> {
             Err(e) => {
                 // A run that cannot finish (nothing left to check) fails the suite, which
                 // goes on with the next run.
-                let ended = format!("run {} ({label}) ended early: {e:#}", n + 1);
+                let ended = format!(
+                    "run {} ({label}) ended early: {}",
+                    n + 1,
+                    murmur_tools::cli::error_line(&e)
+                );
                 println!("  {ended}");
                 ended_early.push(ended);
                 murmur_testkit::children::kill_all();
