@@ -26,7 +26,11 @@ fn record(identity: &Identity, task: &str, ty: &str, id: &str, data: Vec<u8>) ->
         source: identity.public_key().into(),
         ty: ty.into(),
         subject: Some(task.into()),
-        time: Some(Utc.with_ymd_and_hms(2026, 12, 4, 12, 0, 0).unwrap()),
+        time: Some(
+            Utc.with_ymd_and_hms(2026, 12, 4, 12, 0, 0)
+                .single()
+                .expect("a valid time"),
+        ),
         datacontenttype: Some("application/json".into()),
         dataschema: None,
         correlation_id: Some("01938a3c-0000-7000-8000-0000000000a0".into()),
@@ -52,7 +56,8 @@ fn hex_dump(bytes: &[u8]) -> String {
                 }
             })
             .collect();
-        writeln!(out, "{:04x}  {:<47}  {text}", i * 16, hex.join(" ")).unwrap();
+        writeln!(out, "{:04x}  {:<47}  {text}", i * 16, hex.join(" "))
+            .expect("writing to a String");
     }
     out
 }
@@ -68,7 +73,7 @@ fn single_example() -> String {
         output: serde_json::json!({"text": "HELLO"}),
         attempt: 1,
     })
-    .unwrap();
+    .expect("the payload encodes");
     let nats_subject = subject("t-1", "completed");
     let mut ev = record(
         &me,
@@ -79,42 +84,54 @@ fn single_example() -> String {
     );
     let signed = ev.signing_bytes(&nats_subject);
     me.sign(&mut ev, &nats_subject);
-    let (_, body) = binding::encode(&ev, ContentMode::Structured, usize::MAX).unwrap();
-    let (headers, binary_body) = binding::encode(&ev, ContentMode::Binary, usize::MAX).unwrap();
+    let (_, body) =
+        binding::encode(&ev, ContentMode::Structured, usize::MAX).expect("the event encodes");
+    let (headers, binary_body) =
+        binding::encode(&ev, ContentMode::Binary, usize::MAX).expect("the event encodes");
     let mut out = String::new();
-    writeln!(out, "seed (example)  {}", me.seed()).unwrap();
-    writeln!(out, "source          {}", me.public_key()).unwrap();
-    writeln!(out, "NATS subject    {nats_subject}").unwrap();
-    writeln!(out, "data            {}", String::from_utf8(data).unwrap()).unwrap();
-    writeln!(out, "\nsigning bytes ({} bytes):", signed.len()).unwrap();
+    writeln!(out, "seed (example)  {}", me.seed()).expect("writing to a String");
+    writeln!(out, "source          {}", me.public_key()).expect("writing to a String");
+    writeln!(out, "NATS subject    {nats_subject}").expect("writing to a String");
+    writeln!(
+        out,
+        "data            {}",
+        String::from_utf8(data).expect("JSON is UTF-8")
+    )
+    .expect("writing to a String");
+    writeln!(out, "\nsigning bytes ({} bytes):", signed.len()).expect("writing to a String");
     out.push_str(&hex_dump(&signed));
     writeln!(
         out,
         "\nmurmursig       {}",
-        ev.signature.as_deref().unwrap()
+        ev.signature.as_deref().expect("a sealed event is signed")
     )
-    .unwrap();
+    .expect("writing to a String");
     writeln!(
         out,
         "\nstructured mode: header Content-Type: application/cloudevents+json, body:"
     )
-    .unwrap();
-    writeln!(out, "{}", String::from_utf8(body.to_vec()).unwrap()).unwrap();
-    writeln!(out, "\nbinary mode: headers (in any order)").unwrap();
+    .expect("writing to a String");
+    writeln!(
+        out,
+        "{}",
+        String::from_utf8(body.to_vec()).expect("JSON is UTF-8")
+    )
+    .expect("writing to a String");
+    writeln!(out, "\nbinary mode: headers (in any order)").expect("writing to a String");
     let mut lines: Vec<String> = headers
         .iter()
         .map(|(name, value)| format!("  {name}: {value}"))
         .collect();
     lines.sort();
     for line in lines {
-        writeln!(out, "{line}").unwrap();
+        writeln!(out, "{line}").expect("writing to a String");
     }
     writeln!(
         out,
         "body: {}",
-        String::from_utf8(binary_body.to_vec()).unwrap()
+        String::from_utf8(binary_body.to_vec()).expect("JSON is UTF-8")
     )
-    .unwrap();
+    .expect("writing to a String");
     out
 }
 
@@ -132,7 +149,7 @@ fn batch_example() -> String {
                 t,
                 TaskStarted::TYPE,
                 &format!("01938a3c-0000-7000-8000-00000000001{i}"),
-                payload::encode(&TaskStarted { attempt: 1 }).unwrap(),
+                payload::encode(&TaskStarted { attempt: 1 }).expect("the payload encodes"),
             )
         })
         .collect();
@@ -160,18 +177,18 @@ fn batch_example() -> String {
     let hex = |h: &[u8]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let mut out = String::new();
     for (i, leaf) in leaves.iter().enumerate() {
-        writeln!(out, "leaf {i}  {}  ({})", hex(leaf), subjects[i]).unwrap();
+        writeln!(out, "leaf {i}  {}  ({})", hex(leaf), subjects[i]).expect("writing to a String");
     }
-    writeln!(out, "pad     {}", hex(&pad)).unwrap();
-    writeln!(out, "root    {}", hex(&root)).unwrap();
-    writeln!(out, "signed  \"murmur-merkle-v1\" ‖ root (48 bytes)").unwrap();
+    writeln!(out, "pad     {}", hex(&pad)).expect("writing to a String");
+    writeln!(out, "root    {}", hex(&root)).expect("writing to a String");
+    writeln!(out, "signed  \"murmur-merkle-v1\" ‖ root (48 bytes)").expect("writing to a String");
     for (i, r) in records.iter().enumerate() {
         writeln!(
             out,
             "\nmurmursig of event {i}:\n{}",
-            r.signature.as_deref().unwrap()
+            r.signature.as_deref().expect("a sealed event is signed")
         )
-        .unwrap();
+        .expect("writing to a String");
     }
     out
 }
@@ -199,20 +216,20 @@ fn catalog_table() -> String {
             if t.role_checked { "yes" } else { "" },
             t.description
         )
-        .unwrap();
+        .expect("writing to a String");
     }
     out
 }
 
 /// What the server lets a worker and a voter do in realm `acme`.
 fn permissions_example() -> String {
-    let realm = Token::new("acme").unwrap();
+    let realm = Token::new("acme").expect("a valid token");
     let mut out = String::new();
     for role in [Role::Worker, Role::Voter] {
         let p = roles::permissions(role, &realm, &ResourceNames::default());
-        writeln!(out, "{} publish:", role.as_str()).unwrap();
+        writeln!(out, "{} publish:", role.as_str()).expect("writing to a String");
         for s in p.publish.iter().filter(|s| !s.starts_with("$JS.")) {
-            writeln!(out, "  {s}").unwrap();
+            writeln!(out, "  {s}").expect("writing to a String");
         }
         // The JetStream API subjects, summed up: the same read API on each stream.
         let streams: Vec<&str> = p
@@ -226,7 +243,7 @@ fn permissions_example() -> String {
              $JS.API.CONSUMER.CREATE[.>]|CONSUMER.INFO.*|CONSUMER.MSG.NEXT.* $JS.FC.>",
             streams.join(", ")
         )
-        .unwrap();
+        .expect("writing to a String");
         for s in p.publish.iter().filter(|s| s.starts_with("$JS.")) {
             let known = s == "$JS.API.INFO"
                 || streams.iter().any(|stream| {
@@ -239,11 +256,12 @@ fn permissions_example() -> String {
                 "a JetStream permission the summary does not show: {s}"
             );
         }
-        writeln!(out, "{} subscribe:", role.as_str()).unwrap();
+        writeln!(out, "{} subscribe:", role.as_str()).expect("writing to a String");
         for s in &p.subscribe {
-            writeln!(out, "  {s}").unwrap();
+            writeln!(out, "  {s}").expect("writing to a String");
         }
-        writeln!(out, "{} answers requests: {}\n", role.as_str(), p.responses).unwrap();
+        writeln!(out, "{} answers requests: {}\n", role.as_str(), p.responses)
+            .expect("writing to a String");
     }
     out.trim_end().to_string() + "\n"
 }
