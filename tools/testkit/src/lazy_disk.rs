@@ -116,6 +116,36 @@ impl LazyDisk {
         Ok(())
     }
 
+    /// Files changed since their last sync, by their path on the disk: those a power loss
+    /// now would put back (a file grown by nothing or rewritten with what it held counts).
+    pub fn unsynced_files(&self) -> Result<Vec<PathBuf>> {
+        let unsynced: HashMap<FileKey, (u64, bool)> = self
+            .unsynced
+            .lock()
+            .iter()
+            .map(|(key, state)| (*key, (state.synced_len, state.replaced.is_empty())))
+            .collect();
+        let mut found = Vec::new();
+        let mut folders = vec![self.backing.clone()];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder)? {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                if meta.is_dir() {
+                    folders.push(entry.path());
+                } else if let Some(&(synced_len, nothing_replaced)) =
+                    unsynced.get(&(meta.dev(), meta.ino()))
+                    && (meta.len() != synced_len || !nothing_replaced)
+                {
+                    let path = entry.path();
+                    found.push(self.mount.join(path.strip_prefix(&self.backing)?));
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
     /// A power loss: unmounts the disk, puts every file back to what it held at its last
     /// sync, and mounts it again. Every process with a file open on it must have exited
     /// (it is killed with the power).
@@ -664,17 +694,12 @@ impl Filesystem for LazyFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // What the file holds now is what a power loss leaves. The backing folder itself is
+        // What the file holds now is what a power loss leaves: nothing to put back, and its
+        // next change starts a record from its length then. The backing folder itself is
         // not synced: the model is what counts, and the machine's power stays on.
         let result = self.handle(fh).and_then(|file| {
             let meta = file.metadata().map_err(errno)?;
-            self.unsynced.lock().insert(
-                (meta.dev(), meta.ino()),
-                Unsynced {
-                    synced_len: meta.len(),
-                    replaced: Vec::new(),
-                },
-            );
+            self.unsynced.lock().remove(&(meta.dev(), meta.ino()));
             Ok(())
         });
         answer(reply, result);
@@ -776,7 +801,13 @@ mod tests {
         // Synced, then changed in place and appended to without a sync.
         let mut synced = File::create(root.join("synced"))?;
         synced.write_all(b"0123456789")?;
+        assert_eq!(disk.unsynced_files()?, [root.join("synced")]);
         synced.sync_all()?;
+        assert_eq!(
+            disk.unsynced_files()?,
+            Vec::<PathBuf>::new(),
+            "a synced file has nothing to lose"
+        );
         synced.seek(SeekFrom::Start(2))?;
         synced.write_all(b"ab")?;
         synced.seek(SeekFrom::End(0))?;
@@ -800,6 +831,10 @@ mod tests {
         drop((synced, moved));
 
         // Before the power loss, every write is there.
+        assert_eq!(
+            disk.unsynced_files()?,
+            ["before", "moved", "never", "synced"].map(|name| root.join(name))
+        );
         assert_eq!(read(&root.join("synced")), b"01ab456789tail");
         assert_eq!(read(&root.join("never")), b"lost");
         assert_eq!(read(&root.join("moved")), b"kept");
@@ -825,6 +860,7 @@ mod tests {
         let mut again = String::new();
         File::open(root.join("synced"))?.read_to_string(&mut again)?;
         assert_eq!(again, "0123456789");
+        assert_eq!(disk.unsynced_files()?, Vec::<PathBuf>::new());
         assert_eq!(disk.power_loss()?, PowerLoss::default());
         Ok(())
     }

@@ -1,8 +1,8 @@
 //! Network faults on loopback without privileges: a [`Link`] is a TCP proxy in front of one
 //! address that can be cut (open connections closed, new ones refused), stalled (nothing
 //! passes and nothing closes, as when a network drops every packet: each side learns of it
-//! only by its own timeouts) or delayed (every byte held back for a while, order kept), and
-//! healed again.
+//! only by its own timeouts), delayed (every byte held back for a while, order kept) or
+//! lossy (some chunks lost and retransmitted, as TCP does), and healed again.
 //!
 //! A cluster whose routes run through links ([`crate::server::ClusterOptions::linked_routes`])
 //! can be partitioned pair by pair while its clients stay connected to their nodes: the
@@ -30,6 +30,36 @@ pub enum LinkState {
     /// (then delivered in order, as TCP retransmits what a network dropped), and new
     /// connections are accepted and stall too. A half-open link: neither side is told.
     Stalled,
+    /// Loses each chunk with probability `percent` / 100 and delivers it once a
+    /// retransmission gets through: after `rto`, doubled for each retransmission lost too
+    /// (TCP's exponential backoff); the seventh retransmission always gets through. What follows a lost chunk waits
+    /// behind it, as TCP delivers in order. This is what partial packet loss (and
+    /// reordering, which the receiving kernel undoes) does to a TCP stream as the
+    /// applications see it; what it does to the kernel's congestion window is not modelled.
+    Lossy {
+        /// Chance of losing each chunk (and each retransmission), in percent.
+        percent: u8,
+        /// The first retransmission timeout (Linux's least is 200 ms).
+        rto: Duration,
+    },
+}
+
+/// Most retransmissions of one chunk a [`LinkState::Lossy`] link loses after losing the
+/// first send.
+const MAX_LOST_RETRANSMISSIONS: u32 = 6;
+
+/// How long a [`LinkState::Lossy`] link holds a chunk: the retransmission timeouts of each
+/// loss drawn in a row, `rto` doubling each time; zero when the first send gets through.
+fn retransmission_hold(percent: u8, rto: Duration, mut lost: impl FnMut() -> bool) -> Duration {
+    let mut hold = Duration::ZERO;
+    let mut timeout = rto;
+    let mut retransmissions = 0;
+    while percent > 0 && retransmissions <= MAX_LOST_RETRANSMISSIONS && lost() {
+        hold += timeout;
+        timeout *= 2;
+        retransmissions += 1;
+    }
+    hold
 }
 
 /// A TCP proxy on 127.0.0.1 in front of one address; stopped when dropped.
@@ -156,6 +186,9 @@ async fn pump(
                 LinkState::Cut => return,
                 LinkState::Up | LinkState::Stalled => Duration::ZERO,
                 LinkState::Delayed(d) => d,
+                LinkState::Lossy { percent, rto } => {
+                    retransmission_hold(percent, rto, || fastrand::u8(0..100) < percent)
+                }
             };
             tokio::time::sleep_until(read_at + delay).await;
             if *state.borrow() == LinkState::Cut || to.write_all(&chunk).await.is_err() {
@@ -229,6 +262,55 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_lost_chunk_waits_for_each_retransmission_timeout_doubling() {
+        let rto = Duration::from_millis(200);
+        assert_eq!(retransmission_hold(5, rto, || false), Duration::ZERO);
+        assert_eq!(retransmission_hold(0, rto, || true), Duration::ZERO);
+        // Lost twice, then through: 200 + 400 ms.
+        let mut draws = [true, true, false].into_iter();
+        assert_eq!(
+            retransmission_hold(50, rto, || draws.next().unwrap_or(false)),
+            Duration::from_millis(600)
+        );
+        // Never through: the first send and six retransmissions lost, then delivered.
+        assert_eq!(
+            retransmission_hold(100, rto, || true),
+            rto * (2u32.pow(MAX_LOST_RETRANSMISSIONS + 1) - 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lossy_link_delivers_everything_in_order_late() -> Result<()> {
+        let link = Link::start(echo_server().await?).await?;
+        let mut open = TcpStream::connect(("127.0.0.1", link.port())).await?;
+        // Every chunk lost until the last retransmission: 127 × 2 ms each way.
+        link.set(LinkState::Lossy {
+            percent: 100,
+            rto: Duration::from_millis(2),
+        });
+        let started = std::time::Instant::now();
+        for word in [b"one ", b"two "] {
+            open.write_all(word).await?;
+        }
+        let mut buf = [0u8; 8];
+        tokio::time::timeout(Duration::from_secs(30), open.read_exact(&mut buf)).await??;
+        assert_eq!(&buf, b"one two ", "everything, in order");
+        assert!(
+            started.elapsed() >= Duration::from_millis(2 * 254),
+            "held for the retransmissions: {:?}",
+            started.elapsed()
+        );
+        link.set(LinkState::Lossy {
+            percent: 0,
+            rto: Duration::from_millis(200),
+        });
+        open.write_all(b"pass").await?;
+        tokio::time::timeout(Duration::from_secs(10), open.read_exact(&mut buf[..4])).await??;
+        assert_eq!(&buf[..4], b"pass");
         Ok(())
     }
 

@@ -513,9 +513,10 @@ pub const RESOLVER_DIR_PLACEHOLDER: &str = "@RESOLVER_DIR@";
 /// How a [`NatsCluster`] is set up beyond its size.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
-    /// `jetstream { sync_interval: always }`: every write is flushed to disk before it is
-    /// acknowledged (the server's default flushes every 2 minutes).
-    pub sync_always: bool,
+    /// JetStream's `sync_interval`: `always` (every write flushed to disk before it is
+    /// acknowledged) or a duration such as `5s`; `None` keeps the server's default (every
+    /// 2 minutes).
+    pub sync_interval: Option<String>,
     /// Every route runs through a [`Link`] per ordered pair of nodes, so pairs can be cut
     /// ([`NatsCluster::isolate`]) or delayed while clients stay connected. Nodes then
     /// advertise no reachable cluster address, so gossip cannot open a route around a cut.
@@ -698,27 +699,30 @@ impl NatsCluster {
     /// far (dead ones included, as their configs list each other), waits until it serves
     /// JetStream, and returns its index. The cluster's peers learn of it by gossip: how an
     /// operator brings in a replacement before removing a dead server from the JetStream
-    /// meta group (`$JS.API.SERVER.REMOVE`). Not with [`ClusterOptions::linked_routes`]
-    /// (the links are made at start), [`ClusterOptions::small_disk`] or
-    /// [`ClusterOptions::lazy_disks`].
+    /// meta group (`$JS.API.SERVER.REMOVE`). With [`ClusterOptions::linked_routes`] it
+    /// dials each node through a link of its own; the others dial it through none, as it
+    /// advertises no reachable address, so [`Self::isolate`] cuts it off like any node. Not
+    /// with [`ClusterOptions::small_disk`] or [`ClusterOptions::lazy_disks`].
     pub async fn add_node(&mut self, name: &str) -> Result<usize> {
-        if self.options.linked_routes
-            || self.options.small_disk.is_some()
-            || self.options.lazy_disks
-        {
-            bail!(
-                "a node can be added only to a cluster without linked routes, a small disk or lazy disks"
-            );
+        if self.options.small_disk.is_some() || self.options.lazy_disks {
+            bail!("a node can be added only to a cluster without a small disk or lazy disks");
         }
         let (client, monitor, cluster) = (free_port()?, free_port()?, free_port()?);
         let node_dir = self.base.join(name);
         std::fs::create_dir_all(&node_dir)?;
-        let routes: Vec<String> = self
-            .route_ports
-            .iter()
-            .chain(std::iter::once(&cluster))
-            .map(|port| format!("\"nats-route://127.0.0.1:{port}\""))
-            .collect();
+        let index = self.nodes.len();
+        let mut routes = Vec::new();
+        for (j, port) in self.route_ports.iter().enumerate() {
+            let port = if self.options.linked_routes {
+                let link = Link::start(std::net::SocketAddr::from(([127, 0, 0, 1], *port))).await?;
+                let through = link.port();
+                self.links.insert((index, j), link);
+                through
+            } else {
+                *port
+            };
+            routes.push(format!("\"nats-route://127.0.0.1:{port}\""));
+        }
         let config_path = write_node_config(
             &node_dir,
             name,
@@ -738,7 +742,7 @@ impl NatsCluster {
         node.wait_ready(Duration::from_secs(60)).await?;
         self.nodes.push(node);
         self.route_ports.push(cluster);
-        Ok(self.nodes.len() - 1)
+        Ok(index)
     }
 
     /// Sets every link between a node of `side` and a node outside it to `state` (both
@@ -782,6 +786,16 @@ impl NatsCluster {
         Ok(lost)
     }
 
+    /// Files on the nodes' lazy disks written to since their last sync: what a power
+    /// failure now would put back (none without lazy disks).
+    pub fn unsynced_files(&self) -> Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        for disk in &self.lazy_disks {
+            files.extend(disk.unsynced_files()?);
+        }
+        Ok(files)
+    }
+
     /// Sets every link to `state` (`LinkState::Up` heals every cut).
     pub fn set_all_links(&self, state: LinkState) {
         for link in self.links.values() {
@@ -816,11 +830,12 @@ fn write_node_config(
     } else {
         String::new()
     };
-    let sync = if options.sync_always {
-        ", sync_interval: always"
-    } else {
-        ""
-    };
+    let sync = options
+        .sync_interval
+        .as_ref()
+        .map_or(String::new(), |interval| {
+            format!(", sync_interval: {interval}")
+        });
     // Each node resolves accounts from a directory of its own.
     let auth_config = auth.map_or(String::new(), |a| {
         a.config.replace(

@@ -36,6 +36,10 @@ pub enum Fault {
     Stall,
     /// Every route delayed by 150 ms each way for the hold.
     Delay,
+    /// Every route losing 10% of what passes for the hold: a lost chunk arrives once a
+    /// retransmission gets through (200 ms, doubling), and what follows it waits behind it,
+    /// as TCP delivers a lossy network's packets to the servers.
+    Loss,
     /// kill -9 of every node at once, then all restarted together (a power failure as
     /// far as processes go: the operating system's page cache survives it).
     RestartAll,
@@ -75,7 +79,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in the order a mixed run cycles through them.
-    pub const ALL: [Fault; 17] = [
+    pub const ALL: [Fault; 18] = [
         Fault::KillNode,
         Fault::KillLeader,
         Fault::PauseAgents,
@@ -84,6 +88,7 @@ impl Fault {
         Fault::ClockSkew,
         Fault::PauseNode,
         Fault::Delay,
+        Fault::Loss,
         Fault::DiskFull,
         Fault::Flood,
         Fault::CorruptStore,
@@ -119,6 +124,7 @@ impl Fault {
             Fault::Partition => "partition",
             Fault::Stall => "stall",
             Fault::Delay => "delay",
+            Fault::Loss => "loss",
             Fault::RestartAll => "restart-all",
             Fault::PowerLoss => "power-loss",
             Fault::DiskFull => "disk-full",
@@ -276,6 +282,13 @@ pub async fn inject(
             cluster
                 .cluster
                 .set_all_links(LinkState::Delayed(Duration::from_millis(150)));
+            Injected::Links
+        }
+        Fault::Loss => {
+            cluster.cluster.set_all_links(LinkState::Lossy {
+                percent: 10,
+                rto: Duration::from_millis(200),
+            });
             Injected::Links
         }
         Fault::DiskFull => match cluster.cluster.small_disk() {

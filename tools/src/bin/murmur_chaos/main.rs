@@ -3,7 +3,8 @@
 //! workloads at once (tasks, proposals and votes, knowledge writes by three writers) while
 //! faults are injected and healed: kill -9 of a node, of the stream leader, of a majority;
 //! SIGSTOP of a node and of agents past their leases; the leader's routes cut while its
-//! clients stay, or stalled (nothing passes, nothing closes); every route delayed; a node's
+//! clients stay, or stalled (nothing passes, nothing closes); every route delayed, or losing
+//! a tenth of what passes (delivered late, as TCP retransmits it); a node's
 //! disk filled; clocks skewed; a flooding participant; the leader's store corrupted,
 //! truncated or deleted; every node killed and restarted together, also as a power failure
 //! (every store on a lazy disk that drops what its node had not synced); the leader removed from

@@ -219,7 +219,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
     let mut cluster = TestCluster::start_nodes(
         nodes,
         &ClusterOptions {
-            sync_always: config.sync_always,
+            sync_interval: config.sync_always.then(|| "always".into()),
             linked_routes: true,
             small_disk: config
                 .faults
