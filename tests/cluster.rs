@@ -711,6 +711,25 @@ async fn three_current_peers(
     }
 }
 
+/// [`three_current_peers`] without `gone`, as node indices.
+async fn three_current_nodes(log: &EventLog, name: &str, gone: &str) -> Result<Vec<usize>> {
+    three_current_peers(log, name, Some(gone))
+        .await?
+        .iter()
+        .map(|peer| node_of(peer))
+        .collect()
+}
+
+/// Cuts node `node` off from the others for 5 s (longer than Raft's election timeout; its
+/// end is what is tested), then heals every link.
+async fn cut_off_for_a_while(cluster: &murmur_testkit::TestCluster, node: usize) {
+    cluster.cluster.isolate(node);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster
+        .cluster
+        .set_all_links(murmur_testkit::links::LinkState::Up);
+}
+
 /// Node index of a server named `n1`, `n2` …
 fn node_of(name: &str) -> Result<usize> {
     let n: usize = name
@@ -913,22 +932,13 @@ async fn a_replica_moves_to_a_new_node_while_written(partition: bool) -> Result<
     let cut = if partition {
         // One of the two peers left (the leader was first).
         let cut = old_peers[1];
-        cluster.cluster.isolate(cut);
-        // The cut lasts longer than Raft's election timeout; its end is what is tested.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        cluster
-            .cluster
-            .set_all_links(murmur_testkit::links::LinkState::Up);
+        cut_off_for_a_while(&cluster, cut).await;
         Some(cut)
     } else {
         None
     };
     // Three current peers again, the removed node not among them.
-    let new_peers: Vec<usize> = three_current_peers(&log, HISTORY, Some(&leader))
-        .await?
-        .iter()
-        .map(|name| node_of(name))
-        .collect::<Result<_>>()?;
+    let new_peers = three_current_nodes(&log, HISTORY, &leader).await?;
     let moved_in = moved_from.elapsed();
     writer.acked_at_least(writer.acked() + 200).await?;
     let (written, longest) = writer.stop().await?;
@@ -1138,11 +1148,7 @@ async fn three_equal_copies(
     name: &str,
     gone: &str,
 ) -> Result<Vec<usize>> {
-    let peers: Vec<usize> = three_current_peers(log, name, Some(gone))
-        .await?
-        .iter()
-        .map(|peer| node_of(peer))
-        .collect::<Result<_>>()?;
+    let peers = three_current_nodes(log, name, gone).await?;
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
         let copies = copies(cluster, name).await;
@@ -1225,23 +1231,14 @@ async fn replace_a_dead_node(partition: bool) -> Result<()> {
         let cut = (0..3)
             .find(|&n| n != dead && n != survivor)
             .context("a second survivor")?;
-        cluster.cluster.isolate(cut);
-        // Longer than Raft's election timeout; its end is what is tested.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        cluster
-            .cluster
-            .set_all_links(murmur_testkit::links::LinkState::Up);
+        cut_off_for_a_while(&cluster, cut).await;
         Some(cut)
     } else {
         None
     };
 
     // Three current peers again: the two survivors and the new node.
-    let new_peers: Vec<usize> = three_current_peers(&log, HISTORY, Some(&dead_name))
-        .await?
-        .iter()
-        .map(|name| node_of(name))
-        .collect::<Result<_>>()?;
+    let new_peers = three_current_nodes(&log, HISTORY, &dead_name).await?;
     let replaced_in = killed_at.elapsed();
     assert!(
         new_peers.contains(&new),

@@ -126,6 +126,20 @@ impl LazyDisk {
             .map(|(key, state)| (*key, (state.synced_len, state.replaced.is_empty())))
             .collect();
         let mut found = Vec::new();
+        for (path, meta) in self.backing_files()? {
+            if let Some(&(synced_len, nothing_replaced)) = unsynced.get(&(meta.dev(), meta.ino()))
+                && (meta.len() != synced_len || !nothing_replaced)
+            {
+                found.push(self.mount.join(path.strip_prefix(&self.backing)?));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// Every file in the backing folder, with its metadata.
+    fn backing_files(&self) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
+        let mut files = Vec::new();
         let mut folders = vec![self.backing.clone()];
         while let Some(folder) = folders.pop() {
             for entry in std::fs::read_dir(&folder)? {
@@ -133,17 +147,12 @@ impl LazyDisk {
                 let meta = entry.metadata()?;
                 if meta.is_dir() {
                     folders.push(entry.path());
-                } else if let Some(&(synced_len, nothing_replaced)) =
-                    unsynced.get(&(meta.dev(), meta.ino()))
-                    && (meta.len() != synced_len || !nothing_replaced)
-                {
-                    let path = entry.path();
-                    found.push(self.mount.join(path.strip_prefix(&self.backing)?));
+                } else {
+                    files.push((entry.path(), meta));
                 }
             }
         }
-        found.sort();
-        Ok(found)
+        Ok(files)
     }
 
     /// A power loss: unmounts the disk, puts every file back to what it held at its last
@@ -160,27 +169,18 @@ impl LazyDisk {
         }
         let mut unsynced = std::mem::take(&mut *self.unsynced.lock());
         let mut lost = PowerLoss::default();
-        let mut folders = vec![self.backing.clone()];
-        while let Some(folder) = folders.pop() {
-            for entry in std::fs::read_dir(&folder)? {
-                let entry = entry?;
-                let meta = entry.metadata()?;
-                if meta.is_dir() {
-                    folders.push(entry.path());
-                    continue;
-                }
-                let Some(state) = unsynced.remove(&(meta.dev(), meta.ino())) else {
-                    continue;
-                };
-                let file = OpenOptions::new().write(true).open(entry.path())?;
-                lost.files += 1;
-                lost.bytes += meta.len().saturating_sub(state.synced_len);
-                for (offset, bytes) in state.replaced.iter().rev() {
-                    lost.bytes += bytes.len() as u64;
-                    file.write_all_at(bytes, *offset)?;
-                }
-                file.set_len(state.synced_len)?;
+        for (path, meta) in self.backing_files()? {
+            let Some(state) = unsynced.remove(&(meta.dev(), meta.ino())) else {
+                continue;
+            };
+            let file = OpenOptions::new().write(true).open(&path)?;
+            lost.files += 1;
+            lost.bytes += meta.len().saturating_sub(state.synced_len);
+            for (offset, bytes) in state.replaced.iter().rev() {
+                lost.bytes += bytes.len() as u64;
+                file.write_all_at(bytes, *offset)?;
             }
+            file.set_len(state.synced_len)?;
         }
         self.attach()?;
         Ok(lost)
