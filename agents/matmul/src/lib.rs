@@ -572,8 +572,11 @@ mod kernels {
                 inputs: &Inputs<'_, R>,
             ) -> [f32; 16] {
                 let low = _mm_set1_epi8(0x0F);
-                // Lane c of row r's accumulator is output (r, c).
-                let mut acc = [_mm_setzero_ps(); R];
+                // Rows go in pairs, one per 128-bit half, so each float step serves eight
+                // outputs; a last odd row goes alone. Lane c of a pair's low half is output
+                // (2p, c), of its high half (2p + 1, c); lane c of `acc` is (R - 1, c).
+                let mut pairs = [_mm256_setzero_ps(); 2];
+                let mut acc = _mm_setzero_ps();
                 for b in 0..blocks {
                     // SAFETY: `b` < blocks, the length of `weights` (`dispatch_q4`).
                     let group = unsafe { weights.get_unchecked(b) };
@@ -591,7 +594,8 @@ mod kernels {
                         let second = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
                         _mm256_set_m128i(second, first)
                     });
-                    for r in 0..R {
+                    // Row r's block: its byte sums against each column, its scale and sum.
+                    let row = |r: usize| {
                         // SAFETY: as above.
                         let (block, scale, sum) = unsafe {
                             (
@@ -602,19 +606,37 @@ mod kernels {
                         };
                         // SAFETY: a block is 32 readable bytes.
                         let x = unsafe { _mm256_loadu_si256(block.as_ptr().cast()) };
-                        let sums = std::array::from_fn(|c| $sum(values[c], x));
+                        let sums: [__m256i; 4] = std::array::from_fn(|c| $sum(values[c], x));
+                        (sums, scale, sum)
+                    };
+                    let both = |half: __m128| _mm256_set_m128(half, half);
+                    for (p, pair) in pairs.iter_mut().enumerate().take(R / 2) {
+                        let (first, first_scale, first_sum) = row(2 * p);
+                        let (second, second_scale, second_sum) = row(2 * p + 1);
+                        let totals = _mm256_cvtepi32_ps(pair_totals(first, second));
+                        let scale =
+                            _mm256_set_m128(_mm_set1_ps(second_scale), _mm_set1_ps(first_scale));
+                        let sum = _mm256_set_m128(_mm_set1_ps(second_sum), _mm_set1_ps(first_sum));
+                        let scaled = _mm256_mul_ps(_mm256_mul_ps(totals, both(scales)), scale);
+                        let offsets = _mm256_mul_ps(both(mins), sum);
+                        *pair = _mm256_add_ps(*pair, _mm256_add_ps(scaled, offsets));
+                    }
+                    if R % 2 == 1 {
+                        let (sums, scale, sum) = row(R - 1);
                         let totals = _mm_cvtepi32_ps(lane_totals(sums));
                         let scaled = _mm_mul_ps(_mm_mul_ps(totals, scales), _mm_set1_ps(scale));
                         let offsets = _mm_mul_ps(mins, _mm_set1_ps(sum));
-                        acc[r] = _mm_add_ps(acc[r], _mm_add_ps(scaled, offsets));
+                        acc = _mm_add_ps(acc, _mm_add_ps(scaled, offsets));
                     }
                 }
                 let mut results = [0f32; 16];
-                for r in 0..R {
-                    let mut lanes = [0f32; 4];
+                for (p, pair) in pairs.iter().enumerate().take(R / 2) {
+                    // SAFETY: eight writable floats (rows 2p and 2p + 1, R ≤ 4).
+                    unsafe { _mm256_storeu_ps(results[p * 8..p * 8 + 8].as_mut_ptr(), *pair) };
+                }
+                if R % 2 == 1 {
                     // SAFETY: four writable floats.
-                    unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), acc[r]) };
-                    results[r * 4..r * 4 + 4].copy_from_slice(&lanes);
+                    unsafe { _mm_storeu_ps(results[(R - 1) * 4..R * 4].as_mut_ptr(), acc) };
                 }
                 results
             }
@@ -666,6 +688,27 @@ mod kernels {
         _mm_add_epi32(
             _mm256_castsi256_si128(quads),
             _mm256_extracti128_si256(quads, 1),
+        )
+    }
+
+    /// [`lane_totals`] of two rows at once: lane c of the low half is the sum of
+    /// `first[c]`'s lanes, of the high half `second[c]`'s (exact, integers).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn pair_totals(first: [__m256i; 4], second: [__m256i; 4]) -> __m256i {
+        // Within each 128-bit half: the partial totals of the four vectors' halves.
+        let first = _mm256_hadd_epi32(
+            _mm256_hadd_epi32(first[0], first[1]),
+            _mm256_hadd_epi32(first[2], first[3]),
+        );
+        let second = _mm256_hadd_epi32(
+            _mm256_hadd_epi32(second[0], second[1]),
+            _mm256_hadd_epi32(second[2], second[3]),
+        );
+        // Low halves side by side, high halves side by side, added.
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256(first, second, 0x20),
+            _mm256_permute2x128_si256(first, second, 0x31),
         )
     }
 
