@@ -784,17 +784,35 @@ async fn every_copy_holds(
         written,
         "every acknowledged event, once"
     );
+    copies_until(
+        cluster,
+        HISTORY,
+        &format!("agree on {written} events (peers {peers:?}, removed {gone:?})"),
+        |copies| {
+            peers.iter().all(|&p| copies[p] == Some((written, written)))
+                && gone.is_none_or(|g| copies[g].is_none())
+        },
+    )
+    .await
+}
+
+/// Waits up to [`DEADLINE`] until every node's copy of stream `name` (see [`copies`]) is
+/// `as_wanted`; fails saying they never would `what`.
+async fn copies_until(
+    cluster: &murmur_testkit::TestCluster,
+    name: &str,
+    what: &str,
+    as_wanted: impl Fn(&[Option<(u64, u64)>]) -> bool,
+) -> Result<()> {
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let copies = copies(cluster, HISTORY).await;
-        let agree = peers.iter().all(|&p| copies[p] == Some((written, written)))
-            && gone.is_none_or(|g| copies[g].is_none());
-        if agree {
+        let copies = copies(cluster, name).await;
+        if as_wanted(&copies) {
             return Ok(());
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < until,
-            "the copies never agreed on {written} events (peers {peers:?}, removed {gone:?}): {copies:?}"
+            "{name}'s copies never would {what}: {copies:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -1120,24 +1138,11 @@ async fn stream_state_once(
     log: &EventLog,
     name: &str,
 ) -> Result<Option<(chrono::DateTime<chrono::Utc>, u64)>> {
-    use async_nats::jetstream::ErrorCode;
-    use async_nats::jetstream::context::GetStreamErrorKind;
-    match async_nats::jetstream::new(log.client().clone())
-        .get_stream(name)
-        .await
-    {
-        Ok(mut stream) => {
-            let info = stream.info().await?;
-            Ok(Some((info.created, info.state.messages)))
-        }
-        Err(e)
-            if matches!(e.kind(), GetStreamErrorKind::JetStream(js)
-                if js.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
-    }
+    let Some(mut stream) = log.find_stream(name).await? else {
+        return Ok(None);
+    };
+    let info = stream.info().await?;
+    Ok(Some((info.created, info.state.messages)))
 }
 
 /// Waits until stream `name` has three current peers, none of them `gone`, whose copies
@@ -1149,19 +1154,17 @@ async fn three_equal_copies(
     gone: &str,
 ) -> Result<Vec<usize>> {
     let peers = three_current_nodes(log, name, gone).await?;
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let copies = copies(cluster, name).await;
-        let first = copies[peers[0]];
-        if first.is_some() && peers.iter().all(|&p| copies[p] == first) {
-            return Ok(peers);
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < until,
-            "{name}'s peers {peers:?} never held equal copies: {copies:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    copies_until(
+        cluster,
+        name,
+        &format!("be equal on the peers {peers:?}"),
+        |copies| {
+            let first = copies[peers[0]];
+            first.is_some() && peers.iter().all(|&p| copies[p] == first)
+        },
+    )
+    .await?;
+    Ok(peers)
 }
 
 /// A dead node replaced, as an operator does it: on a 3-node cluster, while a writer

@@ -344,11 +344,10 @@ impl EventLog {
                 stream: name.clone(),
                 source: e.into(),
             };
-            let existing = match self.js.get_stream(&name).await {
-                Ok(stream) => Some(stream.cached_info().config.clone()),
-                Err(e) if is_stream_not_found(&e) => None,
-                Err(e) => return Err(stream_err(e.to_string())),
-            };
+            let existing = self
+                .find_stream(&name)
+                .await?
+                .map(|stream| stream.cached_info().config.clone());
             let mut existing = match existing {
                 Some(config) => config,
                 None => match self.js.create_stream(cfg.clone()).await {
@@ -694,6 +693,22 @@ impl EventLog {
                 stream: name.to_string(),
                 source: e.into(),
             })
+    }
+
+    /// A handle on stream `name`, or `None` when the server answers that it does not
+    /// exist (as after a power failure that took its definition).
+    pub async fn find_stream(
+        &self,
+        name: &str,
+    ) -> Result<Option<jetstream::stream::Stream>, LogError> {
+        match self.js.get_stream(name).await {
+            Ok(stream) => Ok(Some(stream)),
+            Err(e) if is_stream_not_found(&e) => Ok(None),
+            Err(e) => Err(LogError::Stream {
+                stream: name.to_string(),
+                source: e.into(),
+            }),
+        }
     }
 
     /// Last sequence of the history stream (0 when empty).

@@ -321,7 +321,7 @@ impl NatsProcess {
                 "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n{websocket}\
                  jetstream {{ store_dir: \"{}\", max_file_store: {LOCAL_MAX_FILE_STORE}{} }}\n{}",
                 store_dir.display(),
-                sync_interval.map_or(String::new(), |s| format!(", sync_interval: {s}")),
+                sync_setting(sync_interval),
                 auth.map_or("", |a| a.config.as_str())
             ),
         )?;
@@ -813,6 +813,14 @@ impl NatsCluster {
     }
 }
 
+/// JetStream's `sync_interval` as a further setting of a `jetstream { … }` block (nothing
+/// for the server's default).
+fn sync_setting(sync_interval: Option<&str>) -> String {
+    sync_interval.map_or(String::new(), |interval| {
+        format!(", sync_interval: {interval}")
+    })
+}
+
 /// Writes node `name`'s config into `node_dir` (its store under `js`, its own resolver
 /// folder) and returns its path. `ports`: client, monitoring, cluster.
 fn write_node_config(
@@ -830,12 +838,7 @@ fn write_node_config(
     } else {
         String::new()
     };
-    let sync = options
-        .sync_interval
-        .as_ref()
-        .map_or(String::new(), |interval| {
-            format!(", sync_interval: {interval}")
-        });
+    let sync = sync_setting(options.sync_interval.as_deref());
     // Each node resolves accounts from a directory of its own.
     let auth_config = auth.map_or(String::new(), |a| {
         a.config.replace(

@@ -185,19 +185,10 @@ async fn log_end(log: &EventLog, patience: Duration) -> Result<u64> {
 
 /// Whether the history stream is gone: the servers answer, and say it does not exist.
 async fn history_gone(log: &EventLog) -> Result<bool> {
-    use async_nats::jetstream::ErrorCode;
-    use async_nats::jetstream::context::GetStreamErrorKind;
-    let js = async_nats::jetstream::new(log.client().clone());
     let until = Instant::now() + Duration::from_secs(120);
     loop {
-        match js.get_stream(&log.config().history_stream).await {
-            Ok(_) => return Ok(false),
-            Err(e)
-                if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
-                    if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
-            {
-                return Ok(true);
-            }
+        match log.find_stream(&log.config().history_stream).await {
+            Ok(found) => return Ok(found.is_none()),
             Err(e) if Instant::now() < until => {
                 tracing::debug!(error = %e, "asking for the history stream again");
                 tokio::time::sleep(Duration::from_millis(500)).await;
