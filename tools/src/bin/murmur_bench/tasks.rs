@@ -267,6 +267,8 @@ pub(crate) async fn task_suite(
     let mut stages: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     // Burst tasks: time from the previous event of the task, by verb.
     let mut peak_hops: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    // Windowed tasks: time from the previous event of the task, by verb (where the tail is).
+    let mut windowed_hops: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     let mut previous_at: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
         std::collections::HashMap::new();
     let filter = SubjectFilter::plane(Plane::Evt)
@@ -277,14 +279,20 @@ pub(crate) async fn task_suite(
             let subject = m.message.subject.as_str();
             let task = subject.split('.').nth(5).unwrap_or_default().to_string();
             let verb = subject.rsplit('.').next().unwrap_or_default();
-            if task.starts_with('t') {
+            let hops = if task.starts_with('t') {
                 // Burst tasks: each hop from the one before (queueing for a slot aside).
-                if let Some(prev) = previous_at.insert(task.clone(), m.stored_at)
-                    && verb != "submitted"
-                {
-                    let ms = (m.stored_at - prev).num_microseconds().unwrap_or(0) as f64 / 1e3;
-                    peak_hops.entry(verb.to_string()).or_default().push(ms);
-                }
+                Some(&mut peak_hops)
+            } else if task.starts_with('b') {
+                Some(&mut windowed_hops)
+            } else {
+                None
+            };
+            if let Some(hops) = hops
+                && let Some(prev) = previous_at.insert(task.clone(), m.stored_at)
+                && verb != "submitted"
+            {
+                let ms = (m.stored_at - prev).num_microseconds().unwrap_or(0) as f64 / 1e3;
+                hops.entry(verb.to_string()).or_default().push(ms);
             }
             if task.starts_with('h')
                 && let Some(s) = submitted_at.get(&task)
@@ -447,6 +455,15 @@ pub(crate) async fn task_suite(
             "| … peak rate: the event before → {verb}, p50 / p99 | {:.1} ms / {:.1} ms |",
             percentile(&v, 0.5),
             percentile(&v, 0.99)
+        );
+    }
+    for (verb, mut v) in windowed_hops {
+        v.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "| … through the window: the event before → {verb}, p50 / p99 / max | {:.1} ms / {:.1} ms / {:.1} ms |",
+            percentile(&v, 0.5),
+            percentile(&v, 0.99),
+            percentile(&v, 1.0)
         );
     }
     for (verb, mut v) in stages {
