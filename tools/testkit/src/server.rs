@@ -510,6 +510,16 @@ impl Drop for NatsProcess {
 /// In a cluster's [`ServerAuth::config`], where each node's own resolver directory goes.
 pub const RESOLVER_DIR_PLACEHOLDER: &str = "@RESOLVER_DIR@";
 
+/// A route in a node's config: to `port` on loopback, quoted.
+fn route_url(port: u16) -> String {
+    format!("\"nats-route://127.0.0.1:{port}\"")
+}
+
+/// A [`Link`] forwarding to a node's cluster port on loopback.
+async fn link_to(cluster_port: u16) -> Result<Link> {
+    Link::start(std::net::SocketAddr::from(([127, 0, 0, 1], cluster_port))).await
+}
+
 /// How a [`NatsCluster`] is set up beyond its size.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
@@ -599,8 +609,7 @@ impl NatsCluster {
             for i in 0..size {
                 for (j, (_, _, cluster)) in ports.iter().enumerate() {
                     if i != j {
-                        let target = std::net::SocketAddr::from(([127, 0, 0, 1], *cluster));
-                        links.insert((i, j), Link::start(target).await?);
+                        links.insert((i, j), link_to(*cluster).await?);
                     }
                 }
             }
@@ -651,12 +660,12 @@ impl NatsCluster {
                 links
                     .iter()
                     .filter(|((from, _), _)| *from == i)
-                    .map(|(_, link)| format!("\"nats-route://127.0.0.1:{}\"", link.port()))
+                    .map(|(_, link)| route_url(link.port()))
                     .collect()
             } else {
                 ports
                     .iter()
-                    .map(|(_, _, cluster)| format!("\"nats-route://127.0.0.1:{cluster}\""))
+                    .map(|(_, _, cluster)| route_url(*cluster))
                     .collect()
             };
             let config_path = write_node_config(
@@ -714,14 +723,14 @@ impl NatsCluster {
         let mut routes = Vec::new();
         for (j, port) in self.route_ports.iter().enumerate() {
             let port = if self.options.linked_routes {
-                let link = Link::start(std::net::SocketAddr::from(([127, 0, 0, 1], *port))).await?;
+                let link = link_to(*port).await?;
                 let through = link.port();
                 self.links.insert((index, j), link);
                 through
             } else {
                 *port
             };
-            routes.push(format!("\"nats-route://127.0.0.1:{port}\""));
+            routes.push(route_url(port));
         }
         let config_path = write_node_config(
             &node_dir,
