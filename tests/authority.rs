@@ -858,3 +858,78 @@ async fn role_limits_stop_a_flooding_participant_and_others_carry_on() -> Result
     ensure!(after.1.sequence > before, "the worker's events were stored");
     Ok(())
 }
+
+/// A role granted and revoked while a projector follows the log counts from its position
+/// on: a decision before the grant and one after the revocation are refused live, as on
+/// replay, and the two give the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_position()
+-> Result<()> {
+    use murmur_coordination::assignments::{AssignmentProjection, Assignments};
+    let nats = TestNats::start_insecure().await?;
+    let owner = nats.owner("acme").await?;
+    let coordinator = nats
+        .log_as("acme", Role::Coordinator, "coordinator")
+        .await?;
+    let late = nats.event_log("acme").await?;
+    let worker = Identity::generate();
+    let projection = AssignmentProjection {
+        realm: Token::new("acme")?,
+        agent: worker.public_key().into(),
+    };
+    let mut live = Projector::new(nats.event_log("acme").await?, projection.clone());
+    live.catch_up().await?;
+    // The live consumer exists before anything below is written.
+    live.poll(Duration::from_millis(50)).await?;
+
+    let agent = worker.public_key().to_string();
+    let assign = |log: &EventLog, task: &'static str| {
+        let (log, agent) = (log.clone(), agent.clone());
+        async move {
+            log.append(Draft::new(
+                Token::new(task)?,
+                &TaskAssigned {
+                    agent,
+                    attempt: 1,
+                    lease_ms: 600_000,
+                    work: None,
+                },
+            )?)
+            .await?;
+            anyhow::Ok(())
+        }
+    };
+    let tasks = |a: &Assignments| -> Vec<String> {
+        a.by_sequence.values().map(|a| a.task.clone()).collect()
+    };
+    assign(&late, "t-before-grant").await?;
+    murmur_testkit::authority::grant(
+        &owner,
+        late.identity().public_key(),
+        Role::Coordinator,
+        "late",
+        None,
+    )
+    .await?;
+    assign(&late, "t-granted").await?;
+    murmur_testkit::authority::revoke(&owner, late.identity().public_key(), None, "test").await?;
+    assign(&late, "t-after-revoke").await?;
+    // Folded in order: once the marker is in, every assignment before it was judged.
+    assign(&coordinator, "t-marker").await?;
+    ensure!(
+        live.follow_until(DEADLINE, |a| tasks(a).contains(&"t-marker".to_string()))
+            .await?,
+        "the marker assignment never arrived: {:?}",
+        tasks(live.state())
+    );
+    assert_eq!(
+        tasks(live.state()),
+        ["t-granted", "t-marker"],
+        "only the assignments written while the role was held count"
+    );
+
+    let mut replay = Projector::new(nats.event_log("acme").await?, projection);
+    replay.catch_up().await?;
+    assert_eq!(replay.state(), live.state(), "live and replay agree");
+    Ok(())
+}
