@@ -12,7 +12,7 @@ use murmur_coordination::registry::{AgentStatus, RegistryProjection};
 use murmur_e2e::DEADLINE;
 use murmur_subjects::events::{
     AgentOffline, DeadLetterReason, ProposalDecided, ProposalOpened, Protocol, TaskAssigned,
-    TaskSubmitted,
+    TaskCancelled, TaskSubmitted,
 };
 use murmur_subjects::roles::Role;
 use murmur_subjects::{Draft, EventLog, Identity, Projector, Token};
@@ -929,6 +929,190 @@ async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_po
     );
 
     let mut replay = Projector::new(nats.event_log("acme").await?, projection);
+    replay.catch_up().await?;
+    assert_eq!(replay.state(), live.state(), "live and replay agree");
+    Ok(())
+}
+
+/// A projector whose polls are dropped midway (a service's `select!` taking another branch)
+/// loses no event: each one taken from the consumer is folded by a later poll, also while
+/// the realm's grants are being read for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_whose_polls_are_cut_short_folds_every_event() -> Result<()> {
+    use murmur_coordination::assignments::AssignmentProjection;
+    const TASKS: usize = 300;
+    let nats = TestNats::start_insecure().await?;
+    let owner = nats.owner("acme").await?;
+    let coordinator = nats
+        .log_as("acme", Role::Coordinator, "coordinator")
+        .await?;
+    let agent = Identity::generate().public_key().to_string();
+    let projection = AssignmentProjection {
+        realm: Token::new("acme")?,
+        agent: agent.clone(),
+    };
+    let mut live = Projector::new(nats.event_log("acme").await?, projection.clone());
+    live.catch_up().await?;
+    live.poll(Duration::from_millis(50)).await?;
+
+    let writer = tokio::spawn(async move {
+        for k in 0..TASKS {
+            coordinator
+                .append(Draft::new(
+                    Token::new(format!("t{k}"))?,
+                    &TaskAssigned {
+                        agent: agent.clone(),
+                        attempt: 1,
+                        lease_ms: 600_000,
+                        work: None,
+                    },
+                )?)
+                .await?;
+            if k == TASKS / 2 {
+                // A grant in the middle: the projector reads it between the events around it.
+                murmur_testkit::authority::grant(
+                    &owner,
+                    Identity::generate().public_key(),
+                    Role::Worker,
+                    "bystander",
+                    None,
+                )
+                .await?;
+            }
+        }
+        anyhow::Ok(())
+    });
+    let mut cut = 0u32;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while live.state().by_sequence.len() < TASKS && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(
+            Duration::from_micros(300),
+            live.poll(Duration::from_millis(20)),
+        )
+        .await
+        {
+            Ok(polled) => {
+                polled?;
+            }
+            Err(_) => cut += 1,
+        }
+        if writer.is_finished() && cut > 0 {
+            // Written: let the remaining polls run to the end.
+            live.poll(Duration::from_millis(20)).await?;
+        }
+    }
+    writer.await??;
+    assert!(cut > 0, "no poll was cut short: the test proved nothing");
+    assert_eq!(
+        live.state().by_sequence.len(),
+        TASKS,
+        "every assignment folded ({cut} polls cut short)"
+    );
+    Ok(())
+}
+
+/// A projection that follows the log live through one wider filter (`live_filter`) folds
+/// only the events of its own filters, with the realm's grants read in order around them,
+/// and ends in the state a replay gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_read_through_a_wider_live_filter_folds_only_its_own_events() -> Result<()> {
+    use murmur_coordination::assignments::{AssignmentProjection, Assignments};
+    use murmur_subjects::{Projection, Refusal, SubjectFilter, VerifiedEvent};
+
+    /// Assignments, followed live through the whole task domain.
+    struct WideAssignments(AssignmentProjection);
+    impl Projection for WideAssignments {
+        type State = Assignments;
+        fn name(&self) -> &str {
+            "wide-assignments"
+        }
+        fn filter(&self) -> SubjectFilter {
+            self.0.filter()
+        }
+        fn live_filter(&self) -> Option<SubjectFilter> {
+            Some(
+                SubjectFilter::plane(murmur_subjects::Plane::Evt)
+                    .realm(Token::new("acme").expect("token"))
+                    .domain(murmur_subjects::Domain::Task),
+            )
+        }
+        fn apply(&self, state: &mut Assignments, event: &VerifiedEvent) -> Result<(), Refusal> {
+            self.0.apply(state, event)
+        }
+    }
+
+    let nats = TestNats::start_insecure().await?;
+    let owner = nats.owner("acme").await?;
+    let coordinator = nats
+        .log_as("acme", Role::Coordinator, "coordinator")
+        .await?;
+    let late = nats.event_log("acme").await?;
+    let agent = Identity::generate().public_key().to_string();
+    let projection = || {
+        WideAssignments(AssignmentProjection {
+            realm: Token::new("acme").expect("token"),
+            agent: agent.clone(),
+        })
+    };
+    let mut live = Projector::new(nats.event_log("acme").await?, projection());
+    live.catch_up().await?;
+    live.poll(Duration::from_millis(50)).await?;
+
+    let assign = |log: &EventLog, task: &'static str| {
+        let (log, agent) = (log.clone(), agent.clone());
+        async move {
+            log.append(Draft::new(
+                Token::new(task)?,
+                &TaskAssigned {
+                    agent,
+                    attempt: 1,
+                    lease_ms: 600_000,
+                    work: None,
+                },
+            )?)
+            .await?;
+            log.append(Draft::new(
+                Token::new(task)?,
+                &TaskCancelled {
+                    reason: "not this projection's".into(),
+                },
+            )?)
+            .await?;
+            anyhow::Ok(())
+        }
+    };
+    let tasks = |a: &Assignments| -> Vec<String> {
+        a.by_sequence.values().map(|a| a.task.clone()).collect()
+    };
+    assign(&coordinator, "t-first").await?;
+    assign(&late, "t-before-grant").await?;
+    murmur_testkit::authority::grant(
+        &owner,
+        late.identity().public_key(),
+        Role::Coordinator,
+        "late",
+        None,
+    )
+    .await?;
+    assign(&late, "t-granted").await?;
+    assign(&coordinator, "t-marker").await?;
+    ensure!(
+        live.follow_until(DEADLINE, |a| tasks(a).contains(&"t-marker".to_string()))
+            .await?,
+        "the marker assignment never arrived: {:?}",
+        tasks(live.state())
+    );
+    assert_eq!(
+        tasks(live.state()),
+        ["t-first", "t-granted", "t-marker"],
+        "the assignment before the grant is refused, the rest count"
+    );
+    assert_eq!(
+        (live.stats().applied, live.stats().refused),
+        (3, 1),
+        "the cancellations the wider filter delivers are passed over, not folded"
+    );
+    let mut replay = Projector::new(nats.event_log("acme").await?, projection());
     replay.catch_up().await?;
     assert_eq!(replay.state(), live.state(), "live and replay agree");
     Ok(())

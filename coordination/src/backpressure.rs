@@ -9,8 +9,8 @@ use crate::submit::SubmitError;
 use murmur_subjects::events::{TaskCancelled, TaskCompleted, TaskDeadLettered, TaskSubmitted};
 use murmur_subjects::log::PendingAppend;
 use murmur_subjects::{
-    Draft, EventLog, EventType, LogError, Projection, Projector, Refusal, SubjectFilter, Token,
-    VerifiedEvent,
+    Domain, Draft, EventLog, EventType, LogError, Plane, Projection, Projector, Refusal,
+    SubjectFilter, Token, VerifiedEvent,
 };
 
 /// Acknowledgements a window keeps in flight before it waits for the oldest.
@@ -43,6 +43,16 @@ impl Projection for EndedTasks {
         .iter()
         .map(|ty| ty.filter(Some(&self.realm)))
         .collect()
+    }
+
+    /// The whole task domain: a submitter at its window's limit follows task ends live,
+    /// and three verb filters would stall the server on a stream of many task subjects.
+    fn live_filter(&self) -> Option<SubjectFilter> {
+        Some(
+            SubjectFilter::plane(Plane::Evt)
+                .realm(self.realm.clone())
+                .domain(Domain::Task),
+        )
     }
 
     fn apply(&self, state: &mut Vec<String>, event: &VerifiedEvent) -> Result<(), Refusal> {

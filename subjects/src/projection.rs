@@ -60,13 +60,29 @@ struct Checkpoint<S> {
 /// through [`RoleBook::admit`] before the projection sees it: a decision from an identity
 /// without the role its type needs at its position is refused whatever the projection.
 /// When the projection's own filters do not cover the `role.*` events, catching up reads
-/// them first with a filter of their own, and the live consumer adds them.
+/// them first with a filter of their own. Live, on a single-replica stream, the consumer
+/// keeps the projection's filters only and the grants are fenced: before events past the
+/// book's position are folded, the stream is asked for the next grant after it (a direct
+/// get, answered by the one server that stores the stream). On a replicated stream, where
+/// a replica that is behind could answer "none", the live consumer adds the grants'
+/// filter instead.
 pub struct Projector<P: Projection> {
     log: EventLog,
     projection: P,
     /// The projection's filters, and whether they cover the role events.
     filters: Vec<SubjectFilter>,
     roles_inline: bool,
+    /// The projection's [`Projection::live_filter`]: what the live consumer reads instead.
+    live_filter: Option<SubjectFilter>,
+    /// Whether the live consumer leaves the grants out and [`Projector::fence_roles`]
+    /// reads them (decided when the consumer is made).
+    roles_fenced: bool,
+    /// With fenced grants: through which sequence the grants are known (folded, or waiting
+    /// in `grants_ahead`).
+    roles_known: u64,
+    /// Grants read by the fence and not yet folded: each is folded just before the first
+    /// event stored after it.
+    grants_ahead: std::collections::VecDeque<StoredMessage>,
     state: P::State,
     position: u64,
     roles: RoleBook,
@@ -78,9 +94,17 @@ pub struct Projector<P: Projection> {
     left_at: Option<tokio::time::Instant>,
 }
 
+/// What the ordered consumer yields (`None`: it ended).
+type Delivery = Option<<consumer::pull::Ordered as futures::Stream>::Item>;
+
 /// The ordered consumer a projector follows, with what the stall watchdog needs.
 struct LiveFeed {
     messages: consumer::pull::Ordered,
+    /// Deliveries taken from the consumer and not yet folded: with fenced grants, those the
+    /// client already held are taken together so that one fence covers them all.
+    held: std::collections::VecDeque<Delivery>,
+    /// The stream, for the grants fence.
+    stream: jetstream::stream::Stream<()>,
     consumer: consumer::Consumer<consumer::pull::OrderedConfig>,
     /// Last delivery, or creation.
     quiet_since: tokio::time::Instant,
@@ -97,6 +121,9 @@ const STALL_CHECK: Duration = Duration::from_secs(3);
 /// Longest a live consumer's creation may take before the poll gives up and the next one
 /// tries again.
 const LIVE_SETUP: Duration = Duration::from_secs(3);
+
+/// Most deliveries one grants fence covers.
+const FENCE_BATCH: usize = 512;
 
 /// After this long without being able to follow the log on its server, a projector moves
 /// its connection to another server: longer than most leader elections take.
@@ -119,6 +146,7 @@ impl<P: Projection> Projector<P> {
     /// A projector at the beginning of the log with default state.
     pub fn new(log: EventLog, projection: P) -> Self {
         let filters = projection.filters();
+        let live_filter = projection.live_filter();
         let roles_inline = filters
             .iter()
             .any(|f| f.admits(Plane::Evt, Domain::Role, "granted"));
@@ -127,6 +155,10 @@ impl<P: Projection> Projector<P> {
             projection,
             filters,
             roles_inline,
+            live_filter,
+            roles_fenced: false,
+            roles_known: 0,
+            grants_ahead: Default::default(),
             state: P::State::default(),
             position: 0,
             roles: RoleBook::default(),
@@ -140,11 +172,23 @@ impl<P: Projection> Projector<P> {
     /// What the live consumer reads: the projection's filters, plus the role events when
     /// they do not cover them.
     fn read_filters(&self) -> Vec<SubjectFilter> {
-        let mut filters = self.filters.clone();
-        if !self.roles_inline {
+        let mut filters = match &self.live_filter {
+            Some(wide) => vec![wide.clone()],
+            None => self.filters.clone(),
+        };
+        if !self.live_reads_roles() && !self.roles_fenced {
             filters.push(crate::grants::filter(self.log.realm()));
         }
         filters
+    }
+
+    /// Whether the live consumer's own filter delivers the role events.
+    fn live_reads_roles(&self) -> bool {
+        self.roles_inline
+            || self
+                .live_filter
+                .as_ref()
+                .is_some_and(|f| f.admits(Plane::Evt, Domain::Role, "granted"))
     }
 
     /// Reads the role events up to `until` when the book is behind (they are not in the
@@ -221,6 +265,8 @@ impl<P: Projection> Projector<P> {
         self.state = P::State::default();
         self.position = 0;
         self.roles = RoleBook::default();
+        self.roles_known = 0;
+        self.grants_ahead.clear();
         self.stats = ProjectionStats::default();
         self.live = None;
         self.catch_up().await
@@ -260,6 +306,9 @@ impl<P: Projection> Projector<P> {
     /// Whether the projection itself reads `subject` (the live consumer also delivers the
     /// role events it does not).
     fn projection_reads(&self, subject: &Subject) -> bool {
+        if self.live_filter.is_some() {
+            return self.filters.iter().any(|f| f.matches(subject));
+        }
         self.roles_inline
             || subject.domain() != Domain::Role
             || self.filters.iter().any(|f| f.matches(subject))
@@ -279,6 +328,16 @@ impl<P: Projection> Projector<P> {
                 position = self.position,
                 "already folded; skipped"
             );
+            return;
+        }
+        // What a live filter delivers beyond the projection's filters is passed over
+        // undecoded (role events aside: the book reads those).
+        if self.live_filter.is_some()
+            && let Ok(subject) = Subject::parse(stored.message.subject.as_str())
+            && subject.domain() != Domain::Role
+            && !self.projection_reads(&subject)
+        {
+            self.position = stored.sequence;
             return;
         }
         match self
@@ -412,6 +471,22 @@ impl<P: Projection> Projector<P> {
                 stream: stream_name.clone(),
                 source: e.into(),
             })?;
+        if !self.live_reads_roles() {
+            // Whether grants can be fenced: only where one server stores the stream. Bounded
+            // like the consumer's creation below, for the same reason.
+            let info = tokio::time::timeout(LIVE_SETUP, stream.get_info())
+                .await
+                .map_err(|_| {
+                    LogError::Consumer(
+                        format!("no stream leader answered within {LIVE_SETUP:?}").into(),
+                    )
+                })?
+                .map_err(|e| LogError::Stream {
+                    stream: stream_name.clone(),
+                    source: e.into(),
+                })?;
+            self.roles_fenced = info.config.num_replicas <= 1 && info.config.allow_direct;
+        }
         let (filter_subject, filter_subjects) = consumer_filters(&self.read_filters());
         let create = stream.create_consumer(consumer::pull::OrderedConfig {
             filter_subject,
@@ -438,6 +513,8 @@ impl<P: Projection> Projector<P> {
         let now = tokio::time::Instant::now();
         Ok(LiveFeed {
             messages,
+            held: Default::default(),
+            stream,
             consumer,
             quiet_since: now,
             checked_at: now,
@@ -538,7 +615,9 @@ impl<P: Projection> Projector<P> {
         // event, and a worker's loop fell hundreds of milliseconds behind its assignments.
         let mut server_drained = false;
         while let Some(live) = self.live.as_mut() {
-            let next = if server_drained {
+            let next = if let Some(held) = live.held.pop_front() {
+                Ok(held)
+            } else if server_drained {
                 if tokio::time::Instant::now() >= until {
                     break;
                 }
@@ -579,13 +658,27 @@ impl<P: Projection> Projector<P> {
                 }
             };
             let info = next.info().map_err(LogError::Consumer)?;
+            let (sequence, stored_at, pending) =
+                (info.stream_sequence, info.published, info.pending);
+            if self.roles_fenced {
+                if self.roles_known.max(self.roles.position()) + 1 < sequence {
+                    // Held while the fence is read: a poll may be dropped at any await (a
+                    // service's `select!`), and a delivery taken from the consumer must not
+                    // be dropped with it.
+                    if let Some(live) = self.live.as_mut() {
+                        live.held.push_front(Some(Ok(next)));
+                    }
+                    self.fence_roles(sequence).await?;
+                    continue;
+                }
+                self.fold_grants_before(sequence);
+            }
             let stored = StoredMessage {
-                sequence: info.stream_sequence,
-                stored_at: info.published,
-                pending: info.pending,
+                sequence,
+                stored_at,
+                pending,
                 message: next.split().0,
             };
-            let pending = stored.pending;
             self.fold_stored(&stored);
             read += 1;
             if stop(&self.state) {
@@ -594,6 +687,116 @@ impl<P: Projection> Projector<P> {
             server_drained |= pending == 0;
         }
         Ok(read)
+    }
+
+    /// Reads the grants up to `sequence` (a delivery not yet folded) when the live consumer
+    /// leaves them out. The deliveries the client already holds are taken too, and the
+    /// stream is asked for the grants up to the last of them: one fence for the whole batch.
+    /// Each step keeps what it read, so a poll dropped midway loses nothing.
+    async fn fence_roles(&mut self, sequence: u64) -> Result<(), LogError> {
+        let known = self.roles_known.max(self.roles.position());
+        let Some(live) = self.live.as_mut() else {
+            return Ok(());
+        };
+        let mut through = sequence - 1;
+        while live.held.len() < FENCE_BATCH {
+            let Some(delivery) = live.messages.next().now_or_never() else {
+                break;
+            };
+            let last = match &delivery {
+                Some(Ok(m)) => m.info().map(|i| i.stream_sequence).ok(),
+                _ => None,
+            };
+            live.held.push_back(delivery);
+            match last {
+                Some(last) => through = through.max(last - 1),
+                // An error or the end: handled in order when its turn comes.
+                None => break,
+            }
+        }
+        let stream = live.stream.clone();
+        self.read_grants_ahead(&stream, known, through).await
+    }
+
+    /// Folds the fenced grants stored before `sequence`, the next event to fold.
+    fn fold_grants_before(&mut self, sequence: u64) {
+        while let Some(grant) = self.grants_ahead.front()
+            && grant.sequence < sequence
+        {
+            let grant = self.grants_ahead.pop_front().expect("front exists");
+            if grant.sequence <= self.roles.position() {
+                continue;
+            }
+            match self
+                .log
+                .decode_stored(&grant.message, grant.sequence, Some(grant.stored_at))
+            {
+                Ok(event) => {
+                    if let Err(refusal) = self.roles.apply(&event) {
+                        tracing::info!(projection = self.projection.name(), sequence = grant.sequence, %refusal, "role event refused");
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(sequence = grant.sequence, %error, "skipping invalid role event")
+                }
+            }
+            self.roles.advance(grant.sequence);
+        }
+        self.roles.advance(sequence - 1);
+    }
+
+    /// Reads the grants stored after `known` through `through` (and the first one after,
+    /// when there is one) into `grants_ahead`, one direct get each. "None" from the only
+    /// server storing the stream is an answer about everything it stored before the
+    /// request came, so about everything through `through`.
+    async fn read_grants_ahead(
+        &mut self,
+        stream: &jetstream::stream::Stream<()>,
+        known: u64,
+        through: u64,
+    ) -> Result<(), LogError> {
+        use jetstream::stream::DirectGetErrorKind;
+        let filter = crate::grants::filter(self.log.realm()).to_string();
+        let mut next = known + 1;
+        loop {
+            match stream
+                .direct_get_next_for_subject(filter.as_str(), Some(next))
+                .await
+            {
+                Ok(grant) => {
+                    self.roles_known = grant.sequence;
+                    next = grant.sequence + 1;
+                    let past = grant.sequence > through;
+                    self.grants_ahead.push_back(StoredMessage {
+                        sequence: grant.sequence,
+                        stored_at: grant.time,
+                        pending: 0,
+                        message: async_nats::Message {
+                            subject: grant.subject,
+                            reply: None,
+                            length: grant.payload.len(),
+                            payload: grant.payload,
+                            headers: Some(grant.headers),
+                            status: None,
+                            description: None,
+                        },
+                    });
+                    if past {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
+                    self.roles_known = self.roles_known.max(through);
+                    return Ok(());
+                }
+                Err(e) => {
+                    return Err(LogError::Stream {
+                        stream: self.log.config().history_stream.clone(),
+                        source: format!("reading the realm's grants: {e}").into(),
+                    });
+                }
+            }
+        }
     }
 
     /// Follows the log live (ordered consumer from the current position) until `done`
