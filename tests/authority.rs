@@ -865,7 +865,7 @@ async fn role_limits_stop_a_flooding_participant_and_others_carry_on() -> Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_position()
 -> Result<()> {
-    use murmur_coordination::assignments::{AssignmentProjection, Assignments};
+    use murmur_coordination::assignments::AssignmentProjection;
     let nats = TestNats::start_insecure().await?;
     let owner = nats.owner("acme").await?;
     let coordinator = nats
@@ -885,22 +885,7 @@ async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_po
     let agent = worker.public_key().to_string();
     let assign = |log: &EventLog, task: &'static str| {
         let (log, agent) = (log.clone(), agent.clone());
-        async move {
-            log.append(Draft::new(
-                Token::new(task)?,
-                &TaskAssigned {
-                    agent,
-                    attempt: 1,
-                    lease_ms: 600_000,
-                    work: None,
-                },
-            )?)
-            .await?;
-            anyhow::Ok(())
-        }
-    };
-    let tasks = |a: &Assignments| -> Vec<String> {
-        a.by_sequence.values().map(|a| a.task.clone()).collect()
+        async move { assign(&log, &agent, task).await }
     };
     assign(&late, "t-before-grant").await?;
     murmur_testkit::authority::grant(
@@ -916,14 +901,8 @@ async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_po
     assign(&late, "t-after-revoke").await?;
     // Folded in order: once the marker is in, every assignment before it was judged.
     assign(&coordinator, "t-marker").await?;
-    ensure!(
-        live.follow_until(DEADLINE, |a| tasks(a).contains(&"t-marker".to_string()))
-            .await?,
-        "the marker assignment never arrived: {:?}",
-        tasks(live.state())
-    );
     assert_eq!(
-        tasks(live.state()),
+        follow_to_marker(&mut live).await?,
         ["t-granted", "t-marker"],
         "only the assignments written while the role was held count"
     );
@@ -957,17 +936,7 @@ async fn a_projector_whose_polls_are_cut_short_folds_every_event() -> Result<()>
 
     let writer = tokio::spawn(async move {
         for k in 0..TASKS {
-            coordinator
-                .append(Draft::new(
-                    Token::new(format!("t{k}"))?,
-                    &TaskAssigned {
-                        agent: agent.clone(),
-                        attempt: 1,
-                        lease_ms: 600_000,
-                        work: None,
-                    },
-                )?)
-                .await?;
+            assign(&coordinator, &agent, &format!("t{k}")).await?;
             if k == TASKS / 2 {
                 // A grant in the middle: the projector reads it between the events around it.
                 murmur_testkit::authority::grant(
@@ -1061,16 +1030,7 @@ async fn a_projection_read_through_a_wider_live_filter_folds_only_its_own_events
     let assign = |log: &EventLog, task: &'static str| {
         let (log, agent) = (log.clone(), agent.clone());
         async move {
-            log.append(Draft::new(
-                Token::new(task)?,
-                &TaskAssigned {
-                    agent,
-                    attempt: 1,
-                    lease_ms: 600_000,
-                    work: None,
-                },
-            )?)
-            .await?;
+            assign(&log, &agent, task).await?;
             log.append(Draft::new(
                 Token::new(task)?,
                 &TaskCancelled {
@@ -1080,9 +1040,6 @@ async fn a_projection_read_through_a_wider_live_filter_folds_only_its_own_events
             .await?;
             anyhow::Ok(())
         }
-    };
-    let tasks = |a: &Assignments| -> Vec<String> {
-        a.by_sequence.values().map(|a| a.task.clone()).collect()
     };
     assign(&coordinator, "t-first").await?;
     assign(&late, "t-before-grant").await?;
@@ -1096,14 +1053,8 @@ async fn a_projection_read_through_a_wider_live_filter_folds_only_its_own_events
     .await?;
     assign(&late, "t-granted").await?;
     assign(&coordinator, "t-marker").await?;
-    ensure!(
-        live.follow_until(DEADLINE, |a| tasks(a).contains(&"t-marker".to_string()))
-            .await?,
-        "the marker assignment never arrived: {:?}",
-        tasks(live.state())
-    );
     assert_eq!(
-        tasks(live.state()),
+        follow_to_marker(&mut live).await?,
         ["t-first", "t-granted", "t-marker"],
         "the assignment before the grant is refused, the rest count"
     );
@@ -1116,4 +1067,39 @@ async fn a_projection_read_through_a_wider_live_filter_folds_only_its_own_events
     replay.catch_up().await?;
     assert_eq!(replay.state(), live.state(), "live and replay agree");
     Ok(())
+}
+
+/// Writes an assignment of `task` to `agent`, signed by `log`'s identity.
+async fn assign(log: &EventLog, agent: &str, task: &str) -> Result<()> {
+    log.append(Draft::new(
+        Token::new(task)?,
+        &TaskAssigned {
+            agent: agent.to_string(),
+            attempt: 1,
+            lease_ms: 600_000,
+            work: None,
+        },
+    )?)
+    .await?;
+    Ok(())
+}
+
+/// The tasks an assignment view holds, in log order.
+fn assigned_tasks(a: &murmur_coordination::assignments::Assignments) -> Vec<String> {
+    a.by_sequence.values().map(|a| a.task.clone()).collect()
+}
+
+/// Follows `live` until the `t-marker` assignment is folded; the tasks it then holds.
+async fn follow_to_marker<P>(live: &mut Projector<P>) -> Result<Vec<String>>
+where
+    P: murmur_subjects::Projection<State = murmur_coordination::assignments::Assignments>,
+{
+    let marker = "t-marker".to_string();
+    ensure!(
+        live.follow_until(DEADLINE, |a| assigned_tasks(a).contains(&marker))
+            .await?,
+        "the marker assignment never arrived: {:?}",
+        assigned_tasks(live.state())
+    );
+    Ok(assigned_tasks(live.state()))
 }
