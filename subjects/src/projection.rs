@@ -19,7 +19,7 @@ use crate::log::{EventLog, LogError};
 pub use crate::read::{
     StartAt, StoredMessage, read_aggregate, read_roles, read_stream, read_stream_any,
 };
-use crate::read::{consumer_filters, leader_last_matching};
+use crate::read::{consumer_filters, fold_role_event, leader_last_matching};
 use crate::subject::{Domain, Plane, Subject, SubjectFilter};
 pub use murmur_protocol::{Projection, Refusal};
 
@@ -661,7 +661,7 @@ impl<P: Projection> Projector<P> {
             let (sequence, stored_at, pending) =
                 (info.stream_sequence, info.published, info.pending);
             if self.roles_fenced {
-                if self.roles_known.max(self.roles.position()) + 1 < sequence {
+                if self.grants_known_through() + 1 < sequence {
                     // Held while the fence is read: a poll may be dropped at any await (a
                     // service's `select!`), and a delivery taken from the consumer must not
                     // be dropped with it.
@@ -694,7 +694,7 @@ impl<P: Projection> Projector<P> {
     /// stream is asked for the grants up to the last of them: one fence for the whole batch.
     /// Each step keeps what it read, so a poll dropped midway loses nothing.
     async fn fence_roles(&mut self, sequence: u64) -> Result<(), LogError> {
-        let known = self.roles_known.max(self.roles.position());
+        let known = self.grants_known_through();
         let Some(live) = self.live.as_mut() else {
             return Ok(());
         };
@@ -718,29 +718,21 @@ impl<P: Projection> Projector<P> {
         self.read_grants_ahead(&stream, known, through).await
     }
 
+    /// Through which sequence the grants are known: folded into the book, or read by the
+    /// fence and waiting in `grants_ahead`.
+    fn grants_known_through(&self) -> u64 {
+        self.roles_known.max(self.roles.position())
+    }
+
     /// Folds the fenced grants stored before `sequence`, the next event to fold.
     fn fold_grants_before(&mut self, sequence: u64) {
         while let Some(grant) = self.grants_ahead.front()
             && grant.sequence < sequence
         {
             let grant = self.grants_ahead.pop_front().expect("front exists");
-            if grant.sequence <= self.roles.position() {
-                continue;
+            if grant.sequence > self.roles.position() {
+                fold_role_event(&self.log, &mut self.roles, &grant);
             }
-            match self
-                .log
-                .decode_stored(&grant.message, grant.sequence, Some(grant.stored_at))
-            {
-                Ok(event) => {
-                    if let Err(refusal) = self.roles.apply(&event) {
-                        tracing::info!(projection = self.projection.name(), sequence = grant.sequence, %refusal, "role event refused");
-                    }
-                }
-                Err(error) => {
-                    tracing::debug!(sequence = grant.sequence, %error, "skipping invalid role event")
-                }
-            }
-            self.roles.advance(grant.sequence);
         }
         self.roles.advance(sequence - 1);
     }
@@ -767,20 +759,7 @@ impl<P: Projection> Projector<P> {
                     self.roles_known = grant.sequence;
                     next = grant.sequence + 1;
                     let past = grant.sequence > through;
-                    self.grants_ahead.push_back(StoredMessage {
-                        sequence: grant.sequence,
-                        stored_at: grant.time,
-                        pending: 0,
-                        message: async_nats::Message {
-                            subject: grant.subject,
-                            reply: None,
-                            length: grant.payload.len(),
-                            payload: grant.payload,
-                            headers: Some(grant.headers),
-                            status: None,
-                            description: None,
-                        },
-                    });
+                    self.grants_ahead.push_back(StoredMessage::from(grant));
                     if past {
                         return Ok(());
                     }

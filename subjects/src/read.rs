@@ -52,6 +52,42 @@ pub struct StoredMessage {
     pub message: async_nats::Message,
 }
 
+impl From<async_nats::jetstream::message::StreamMessage> for StoredMessage {
+    /// A message got by sequence or subject (a message get or a direct get).
+    fn from(raw: async_nats::jetstream::message::StreamMessage) -> Self {
+        StoredMessage {
+            sequence: raw.sequence,
+            stored_at: raw.time,
+            pending: 0,
+            message: async_nats::Message {
+                subject: raw.subject,
+                reply: None,
+                length: raw.payload.len(),
+                payload: raw.payload,
+                headers: Some(raw.headers),
+                status: None,
+                description: None,
+            },
+        }
+    }
+}
+
+/// Folds one stored role event into `book` and moves its position there; one that does not
+/// decode or that the book refuses is skipped (logged), as every reader of the grants does.
+pub(crate) fn fold_role_event(log: &EventLog, book: &mut RoleBook, stored: &StoredMessage) {
+    match log.decode_stored(&stored.message, stored.sequence, Some(stored.stored_at)) {
+        Ok(event) => {
+            if let Err(refusal) = book.apply(&event) {
+                tracing::info!(sequence = stored.sequence, %refusal, "role event refused");
+            }
+        }
+        Err(error) => {
+            tracing::debug!(sequence = stored.sequence, %error, "skipping invalid role event")
+        }
+    }
+    book.advance(stored.sequence);
+}
+
 /// Reads `stream` from `start`, filtered, calling `on_message` until it breaks, the consumer
 /// has nothing pending, or a message past `until_sequence` arrives. Returns how many messages
 /// were handed over. Uses an ephemeral pull consumer without acks: the fastest replay path.
@@ -191,20 +227,7 @@ impl EventLog {
             Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(None),
             Err(e) => return Err(err(e.into())),
         };
-        Ok(Some(StoredMessage {
-            sequence,
-            stored_at: raw.time,
-            pending: 0,
-            message: async_nats::Message {
-                subject: raw.subject.clone(),
-                reply: None,
-                length: raw.payload.len(),
-                payload: raw.payload,
-                headers: Some(raw.headers),
-                status: None,
-                description: None,
-            },
-        }))
+        Ok(Some(StoredMessage::from(raw)))
     }
 
     /// [`EventLog::read`] over the dead-letter stream.
@@ -286,15 +309,8 @@ pub async fn read_roles(
         },
     )
     .await?;
-    for m in stored {
-        if m.sequence > end {
-            break;
-        }
-        if let Ok(event) = log.decode_stored(&m.message, m.sequence, Some(m.stored_at))
-            && let Err(refusal) = book.apply(&event)
-        {
-            tracing::info!(sequence = m.sequence, %refusal, "role event refused");
-        }
+    for m in stored.iter().take_while(|m| m.sequence <= end) {
+        fold_role_event(log, book, m);
     }
     book.advance(end);
     Ok(())
