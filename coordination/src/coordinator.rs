@@ -10,7 +10,7 @@ use std::time::Duration;
 use murmur_subjects::events::{
     AssignedWork, TaskAssigned, TaskCancelled, TaskDeadLettered, TaskLeaseExpired,
 };
-use murmur_subjects::log::Expected;
+use murmur_subjects::log::{APPENDS_IN_FLIGHT, Appended, Expected};
 use murmur_subjects::roles::Role;
 use murmur_subjects::{
     Domain, Draft, EventLog, LogError, Plane, Projection, Projector, Refusal, Subject,
@@ -241,14 +241,38 @@ async fn execute(
         }
     }
     let mut done = Executed::default();
-    for (_, pending) in log.append_many_expected(writes).await? {
-        match pending.wait().await {
+    // Sent in slices, each one's acks awaited while the next is in flight: a round of more
+    // decisions than the connection has ack permits (a burst onto many slots) would
+    // otherwise send them all first and wait for good on the first send past the permits.
+    let mut pending = std::collections::VecDeque::with_capacity(2 * APPENDS_IN_FLIGHT);
+    let mut writes = writes.into_iter().peekable();
+    while writes.peek().is_some() {
+        let slice: Vec<_> = writes.by_ref().take(APPENDS_IN_FLIGHT).collect();
+        for (_, sent) in log.append_many_expected(slice).await? {
+            pending.push_back(sent);
+        }
+        while pending.len() > APPENDS_IN_FLIGHT
+            && let Some(sent) = pending.pop_front()
+        {
+            done.settle(sent.wait().await)?;
+        }
+    }
+    while let Some(sent) = pending.pop_front() {
+        done.settle(sent.wait().await)?;
+    }
+    Ok(done)
+}
+
+impl Executed {
+    /// Counts one write's outcome; an error other than a conflict ends the round.
+    fn settle(&mut self, ack: Result<Appended, LogError>) -> Result<(), LogError> {
+        match ack {
             Ok(appended) => {
-                done.last_sequence = done.last_sequence.max(appended.sequence);
+                self.last_sequence = self.last_sequence.max(appended.sequence);
                 if appended.duplicate {
-                    done.duplicates += 1;
+                    self.duplicates += 1;
                 } else {
-                    done.written += 1;
+                    self.written += 1;
                 }
             }
             // Another coordinator (or the worker) moved the task first: decide again next tick.
@@ -258,13 +282,13 @@ async fn execute(
                 server,
             }) => {
                 tracing::debug!(%filter, expected, %server, "decision conflict");
-                done.conflicts += 1;
-                done.last_conflict = Some((filter, expected, server));
+                self.conflicts += 1;
+                self.last_conflict = Some((filter, expected, server));
             }
             Err(e) => return Err(e),
         }
+        Ok(())
     }
-    Ok(done)
 }
 
 /// Rounds in a row whose writes all conflicted while the projection read nothing new, after

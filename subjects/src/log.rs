@@ -18,6 +18,12 @@ use crate::codec::{Draft, EventCodec, IngestError, RefusedMessage, SealedEvent, 
 use crate::identity::Identity;
 use crate::subject::{Plane, SubjectFilter, Token};
 
+/// The most appends a writer keeps sent and not yet awaited: well under the 5,000 ack
+/// permits of a JetStream context (async-nats), past which a send waits for an ack to be
+/// awaited. A writer that sends more than that before awaiting any waits for good; one
+/// that slides a window of this size over its writes keeps the pipeline full.
+pub const APPENDS_IN_FLIGHT: usize = 1_024;
+
 /// Header JetStream deduplicates on.
 pub const MSG_ID: &str = "Nats-Msg-Id";
 /// Optimistic concurrency: expected last sequence of the subject (or filter below).
@@ -430,10 +436,10 @@ impl EventLog {
     }
 
     /// Sends a sealed event without waiting for the ack (pipelined); the server dedupes by
-    /// the event id. Keep at most a few thousand [`PendingAppend`]s un-awaited: each holds
-    /// one of the JetStream context's 5,000 ack permits (async-nats), and a send past them
-    /// waits until one is awaited or dropped, so a writer that awaits its acks only after
-    /// sending more than 5,000 waits for good.
+    /// the event id. Keep at most [`APPENDS_IN_FLIGHT`] [`PendingAppend`]s un-awaited: each
+    /// holds one of the JetStream context's 5,000 ack permits (async-nats), and a send past
+    /// them waits until one is awaited or dropped, so a writer that awaits its acks only
+    /// after sending more than 5,000 waits for good.
     pub async fn append_sealed(&self, sealed: &SealedEvent) -> Result<PendingAppend, LogError> {
         let (headers, body) = self.persisted_headers(sealed)?;
         self.send(sealed.subject.as_str(), headers, body, None)
@@ -549,12 +555,19 @@ impl EventLog {
         patience: Duration,
     ) -> Result<Vec<Result<Appended, LogError>>, LogError> {
         let until = tokio::time::Instant::now() + patience;
-        let mut pending = Vec::with_capacity(writes.len());
-        for (ev, expected) in writes {
-            pending.push(self.send_expected(ev, *expected).await);
-        }
+        // Sent ahead of the one being settled, at most APPENDS_IN_FLIGHT at a time.
+        let mut pending = std::collections::VecDeque::with_capacity(APPENDS_IN_FLIGHT);
+        let mut unsent = writes.iter();
         let mut out = Vec::with_capacity(writes.len());
-        for ((ev, expected), first) in writes.iter().zip(pending) {
+        for (ev, expected) in writes {
+            while pending.len() < APPENDS_IN_FLIGHT
+                && let Some((ev, expected)) = unsent.next()
+            {
+                pending.push_back(self.send_expected(ev, *expected).await);
+            }
+            let first = pending
+                .pop_front()
+                .expect("each write is sent before it settles");
             match self.settle(ev, Some(*expected), first, until).await {
                 Ok(a) => out.push(Ok(a)),
                 Err(e @ LogError::Conflict { .. }) => out.push(Err(e)),
