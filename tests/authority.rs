@@ -1069,6 +1069,69 @@ async fn a_projection_read_through_a_wider_live_filter_folds_only_its_own_events
     Ok(())
 }
 
+/// A worker's projection passes over the assignments addressed to other workers without
+/// decoding them (the `Murmur-Recipient` header the log writes), and the header never
+/// widens what counts: an assignment whose header names the worker but whose signed payload
+/// names another is decoded and not kept. Live and replay skip the same deliveries and
+/// agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_passes_over_assignments_addressed_to_others_undecoded() -> Result<()> {
+    use murmur_coordination::assignments::AssignmentProjection;
+    let nats = TestNats::start_insecure().await?;
+    let coordinator = nats
+        .log_as("acme", Role::Coordinator, "coordinator")
+        .await?;
+    let (me, other) = (
+        Identity::generate().public_key().to_string(),
+        Identity::generate().public_key().to_string(),
+    );
+    let projection = AssignmentProjection {
+        realm: Token::new("acme")?,
+        agent: me.clone(),
+    };
+    let mut live = Projector::new(nats.event_log("acme").await?, projection.clone());
+    live.catch_up().await?;
+    live.poll(Duration::from_millis(50)).await?;
+
+    // Written as the coordinator writes them: the header from the payload.
+    assign(&coordinator, &me, "t-mine").await?;
+    assign(&coordinator, &other, "t-theirs-1").await?;
+    assign(&coordinator, &other, "t-theirs-2").await?;
+    // The header naming this worker over a payload naming the other.
+    let mut lying = coordinator.seal(Draft::new(
+        Token::new("t-lying")?,
+        &TaskAssigned {
+            agent: other.clone(),
+            attempt: 1,
+            lease_ms: 600_000,
+            work: None,
+        },
+    )?);
+    lying.recipient = Some(me.clone());
+    coordinator.append_sealed(&lying).await?.wait().await?;
+    assign(&coordinator, &me, "t-marker").await?;
+
+    assert_eq!(
+        follow_to_marker(&mut live).await?,
+        ["t-mine", "t-marker"],
+        "only the assignments whose signed payload names this worker are kept"
+    );
+    assert_eq!(
+        (live.stats().addressed_elsewhere, live.stats().applied),
+        (2, 3),
+        "the two addressed to the other worker passed over; the rest decoded and folded"
+    );
+    let mut replay = Projector::new(nats.event_log("acme").await?, projection);
+    replay.catch_up().await?;
+    assert_eq!(replay.state(), live.state(), "live and replay agree");
+    assert_eq!(
+        replay.stats().addressed_elsewhere,
+        2,
+        "replay passes over the same deliveries"
+    );
+    Ok(())
+}
+
 /// Writes an assignment of `task` to `agent`, signed by `log`'s identity.
 async fn assign(log: &EventLog, agent: &str, task: &str) -> Result<()> {
     log.append(Draft::new(

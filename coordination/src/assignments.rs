@@ -76,6 +76,10 @@ impl Projection for AssignmentProjection {
         EventType::of::<TaskAssigned>().filter(Some(&self.realm))
     }
 
+    fn recipient(&self) -> Option<&str> {
+        Some(&self.agent)
+    }
+
     fn apply(&self, state: &mut Assignments, event: &VerifiedEvent) -> Result<(), Refusal> {
         if !event.roles.contains(Role::Coordinator) {
             return Err(Refusal(format!("{} is not a coordinator", event.emitter())));

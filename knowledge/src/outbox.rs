@@ -146,7 +146,12 @@ fn decode(bytes: &[u8]) -> Result<SealedEvent, String> {
     let body = Bytes::copy_from_slice(&bytes[split + 1..]);
     let record = binding::decode(None::<&murmur_subjects::Headers>, &body, usize::MAX)
         .map_err(|e| e.to_string())?;
-    Ok(SealedEvent { subject, record })
+    // A knowledge change is addressed to no one participant.
+    Ok(SealedEvent {
+        subject,
+        record,
+        recipient: None,
+    })
 }
 
 /// Writes `event` as change number `counter` in `dir`: temporary name, sync, rename.

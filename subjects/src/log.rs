@@ -432,6 +432,9 @@ impl EventLog {
         let (headers, body) = self.codec.encode(sealed)?;
         let mut headers = HeaderMap::from(headers);
         headers.insert(MSG_ID, sealed.record.id.as_str());
+        if let Some(recipient) = &sealed.recipient {
+            headers.insert(crate::headers::RECIPIENT, recipient.as_str());
+        }
         Ok((headers, body))
     }
 

@@ -44,6 +44,10 @@ pub struct ProjectionStats {
     /// been unavailable on its own for a while.
     #[serde(default)]
     pub servers_left: u64,
+    /// Deliveries passed over undecoded because their `Murmur-Recipient` header names
+    /// another participant than the projection's [`Projection::recipient`].
+    #[serde(default)]
+    pub addressed_elsewhere: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -337,6 +341,11 @@ impl<P: Projection> Projector<P> {
             && subject.domain() != Domain::Role
             && !self.projection_reads(&subject)
         {
+            self.position = stored.sequence;
+            return;
+        }
+        if self.addressed_elsewhere(stored) {
+            self.stats.addressed_elsewhere += 1;
             self.position = stored.sequence;
             return;
         }
@@ -716,6 +725,34 @@ impl<P: Projection> Projector<P> {
         }
         let stream = live.stream.clone();
         self.read_grants_ahead(&stream, known, through).await
+    }
+
+    /// Whether `stored` is addressed to another participant than the one the projection
+    /// follows, so it is passed over undecoded. Its subject is still observed, as every
+    /// stored message the projection reads is. Never a role event: the book reads those.
+    fn addressed_elsewhere(&mut self, stored: &StoredMessage) -> bool {
+        let Some(me) = self.projection.recipient() else {
+            return false;
+        };
+        let Some(to) = stored
+            .message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(crate::headers::RECIPIENT))
+        else {
+            return false;
+        };
+        if to.as_str() == me {
+            return false;
+        }
+        match Subject::parse(stored.message.subject.as_str()) {
+            Ok(subject) if subject.domain() != Domain::Role && self.projection_reads(&subject) => {
+                self.projection
+                    .observe(&mut self.state, &subject, stored.sequence);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Through which sequence the grants are known: folded into the book, or read by the

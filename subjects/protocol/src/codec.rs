@@ -27,6 +27,7 @@ pub struct Draft {
     id: Option<String>,
     lineage: Option<(String, String, Option<String>)>,
     time: Option<DateTime<Utc>>,
+    recipient: Option<String>,
 }
 
 impl Draft {
@@ -39,6 +40,7 @@ impl Draft {
             id: None,
             lineage: None,
             time: None,
+            recipient: payload.recipient().map(str::to_string),
         })
     }
 
@@ -108,7 +110,11 @@ impl Draft {
             extensions: Vec::new(),
             data: Some(Bytes::from(self.data)),
         };
-        SealedEvent { subject, record }
+        SealedEvent {
+            subject,
+            record,
+            recipient: self.recipient,
+        }
     }
 }
 
@@ -124,14 +130,30 @@ pub fn seal_batch(
         .into_iter()
         .map(|d| d.unsigned(identity, realm))
         .collect();
-    let subjects: Vec<Subject> = unsigned.iter().map(|s| s.subject.clone()).collect();
-    let mut records: Vec<EventRecord> = unsigned.into_iter().map(|s| s.record).collect();
+    let mut subjects = Vec::with_capacity(unsigned.len());
+    let mut records = Vec::with_capacity(unsigned.len());
+    let mut recipients = Vec::with_capacity(unsigned.len());
+    for SealedEvent {
+        subject,
+        record,
+        recipient,
+    } in unsigned
+    {
+        subjects.push(subject);
+        records.push(record);
+        recipients.push(recipient);
+    }
     let subject_refs: Vec<&str> = subjects.iter().map(Subject::as_str).collect();
     identity.sign_batch(&mut records, &subject_refs);
     subjects
         .into_iter()
         .zip(records)
-        .map(|(subject, record)| SealedEvent { subject, record })
+        .zip(recipients)
+        .map(|((subject, record), recipient)| SealedEvent {
+            subject,
+            record,
+            recipient,
+        })
         .collect()
 }
 
@@ -161,6 +183,9 @@ pub struct SealedEvent {
     pub subject: Subject,
     /// The signed CloudEvent.
     pub record: EventRecord,
+    /// Whom it is addressed to ([`crate::payload::Payload::recipient`]), written by the log
+    /// in the [`crate::headers::RECIPIENT`] header; not part of the signed record.
+    pub recipient: Option<String>,
 }
 
 /// An event received, decoded, checked against the catalog and its subject, with a verified
@@ -473,6 +498,7 @@ impl EventCodec {
                 id: None,
                 lineage: None,
                 time: None,
+                recipient: None,
             }
         });
         debug_assert_eq!(EventType::of::<DeadLettered>().plane, Plane::Dlq);

@@ -47,6 +47,16 @@ pub trait Projection: Send + Sync + 'static {
         None
     }
 
+    /// The participant (public key) this projection follows, when it keeps only the events
+    /// addressed to one participant (a worker's assignments): a delivery whose
+    /// `Murmur-Recipient` header ([`crate::payload::Payload::recipient`]) names another is
+    /// passed over before decoding, so each of many workers does not decode every other
+    /// worker's assignments. Only the header can make the projector skip; what is decoded is
+    /// still judged by its signed payload. Default: none (every delivery is decoded).
+    fn recipient(&self) -> Option<&str> {
+        None
+    }
+
     /// Folds one event into the state. Must be pure: no I/O, no clock, no randomness —
     /// time comes from the event (`stored_at` / `record.time`).
     fn apply(&self, state: &mut Self::State, event: &VerifiedEvent) -> Result<(), Refusal>;

@@ -7,6 +7,12 @@
 
 use std::borrow::Cow;
 
+/// The header naming the one participant an event is addressed to
+/// ([`crate::payload::Payload::recipient`]): written by the log beside the event, read by
+/// projectors to pass over others' events undecoded. Not a CloudEvent attribute: a routing
+/// hint outside the signed record.
+pub const RECIPIENT: &str = "Murmur-Recipient";
+
 /// Headers written by the binding: names and values in insertion order, one value per name.
 /// Fixed names and values (`Content-Type`, `ce-id`…) are borrowed, not copied: encoding an
 /// event allocates only what depends on it.

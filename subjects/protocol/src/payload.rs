@@ -94,6 +94,15 @@ pub trait Payload:
     /// they act on is still read from the log, which every role reads).
     const SUBSCRIBED_BY: &'static [Role] = &[];
 
+    /// The one participant (public key) this event is addressed to, when it has one (an
+    /// assignment's agent): the log writes it in the `Murmur-Recipient` header, so a reader
+    /// following one participant's events passes over the others' without decoding them
+    /// ([`crate::fold::Projection::recipient`]). A hint for skipping, never trusted: a fold
+    /// still reads the addressee from the signed payload. Default: none.
+    fn recipient(&self) -> Option<&str> {
+        None
+    }
+
     /// Decodes a payload written with an older schema `version` (`version < VERSION`).
     /// The default knows no older versions.
     fn upcast(version: u32, data: &[u8]) -> Result<Self, PayloadError> {

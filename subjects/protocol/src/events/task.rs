@@ -83,6 +83,10 @@ impl Payload for TaskAssigned {
     const DESCRIPTION: &'static str = "a coordinator leased an attempt to an agent";
     const EMITTED_BY: &'static [Role] = &[Role::Coordinator];
     const ROLE_CHECKED: bool = true;
+
+    fn recipient(&self) -> Option<&str> {
+        Some(&self.agent)
+    }
 }
 
 /// `dev.murmur.task.started`: the assigned agent began an attempt.
