@@ -195,6 +195,21 @@ pub fn decide(book: &TaskBook, candidates: &[Candidate], now: DateTime<Utc>) -> 
             }
         }
     }
+    // The agents with a free slot, their queue depth counting what this round gave them:
+    // made once and kept up to date, not cloned for every task routed.
+    let mut free: Vec<Candidate> = if any_free {
+        candidates
+            .iter()
+            .filter(|c| has_free_slot(c, &in_flight_per_agent))
+            .map(|c| {
+                let mut c = c.clone();
+                c.queue_depth += in_flight_per_agent.get(c.id.as_str()).copied().unwrap_or(0);
+                c
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     for (_, mut submitters) in by_priority {
         loop {
             // The submitter with the fewest tasks in flight goes next (ties: by key).
@@ -214,15 +229,6 @@ pub fn decide(book: &TaskBook, candidates: &[Candidate], now: DateTime<Utc>) -> 
             let Some((id, t)) = submitters.get_mut(next).and_then(SubmitterQueue::pop) else {
                 break;
             };
-            let free: Vec<Candidate> = candidates
-                .iter()
-                .filter(|c| has_free_slot(c, &in_flight_per_agent))
-                .map(|c| {
-                    let mut c = c.clone();
-                    c.queue_depth += in_flight_per_agent.get(c.id.as_str()).copied().unwrap_or(0);
-                    c
-                })
-                .collect();
             if free.is_empty() {
                 // Every slot is taken: the rest waits for the next decision.
                 break;
@@ -239,6 +245,13 @@ pub fn decide(book: &TaskBook, candidates: &[Candidate], now: DateTime<Utc>) -> 
                 });
                 if let Some(c) = candidates.iter().find(|c| c.id == agent_id) {
                     *in_flight_per_agent.entry(c.id.as_str()).or_default() += 1;
+                    if let Some(at) = free.iter().position(|f| f.id == agent_id) {
+                        if has_free_slot(c, &in_flight_per_agent) {
+                            free[at].queue_depth += 1;
+                        } else {
+                            free.remove(at);
+                        }
+                    }
                 }
                 *in_flight_per_submitter.entry(next).or_default() += 1;
             }
