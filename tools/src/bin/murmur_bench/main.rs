@@ -138,6 +138,11 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// The process id of the server this bench started (none with `NATS_URL`).
+    pub(crate) fn server_pid(&self) -> Option<u32> {
+        self._server.as_ref().and_then(NatsProcess::pid)
+    }
+
     /// A local server of its own (or `NATS_URL`, open), in operator mode when `secure`.
     async fn start(secure: bool, sync_interval: Option<&str>) -> Result<Self> {
         let dir = tempfile::tempdir()?;

@@ -99,6 +99,7 @@ pub(crate) async fn task_suite(
     let (raw_options, _) = target
         .participant(&realm, Role::Operator, "raw-flow")
         .await?;
+    let raw_cpu = CpuSpan::start(target.server_pid());
     let raw_flow_rate = raw_flows::task_flow(
         &raw_options,
         n,
@@ -108,6 +109,7 @@ pub(crate) async fn task_suite(
         true,
     )
     .await?;
+    let raw_cpu = raw_cpu.per_task(n);
     let raw_flow_3_rate =
         raw_flows::task_flow(&raw_options, n, window, worker_count, raw_bodies, false).await?;
 
@@ -199,12 +201,14 @@ pub(crate) async fn task_suite(
     let submitter = open("submitter", Role::Submitter).await?;
     let verifier = murmur_subjects::identity::SignatureVerifier::shared();
     let checks_before = verifier.checks();
+    let burst_cpu = CpuSpan::start(target.server_pid());
     let t = Instant::now();
     submit_tasks(&submitter, n, 256, window, |k| format!("t{k}")).await?;
     let done = completions
         .follow_until(Duration::from_secs(600), |done| *done >= n)
         .await?;
     let elapsed = t.elapsed().as_secs_f64();
+    let burst_cpu = burst_cpu.per_task(n);
     anyhow::ensure!(
         done,
         "not all tasks completed: {} of {n}",
@@ -431,6 +435,13 @@ pub(crate) async fn task_suite(
         task_rate / raw_flow_rate
     );
     println!(
+        "| CPU per task at peak rate: this process (every participant) / nats-server; the raw task flow's (same machine, same run) | {} / {}; raw {} / {} |",
+        micros(burst_cpu.0),
+        micros(burst_cpu.1),
+        micros(raw_cpu.0),
+        micros(raw_cpu.1),
+    );
+    println!(
         "| Ed25519 verifications per task at peak rate (each signature once per process; batches share one) | {checks_per_task:.2} |"
     );
     println!(
@@ -485,6 +496,14 @@ pub(crate) async fn task_suite(
         ("raw JetStream publish (msgs/s)".into(), raw_rate),
         ("tasks submitted → completed (tasks/s)".into(), task_rate),
         ("raw task flow (tasks/s)".into(), raw_flow_rate),
+        (
+            "CPU per task at peak rate, this process (µs; lower is better)".into(),
+            burst_cpu.0.unwrap_or(f64::NAN),
+        ),
+        (
+            "CPU per task at peak rate, nats-server (µs; lower is better)".into(),
+            burst_cpu.1.unwrap_or(f64::NAN),
+        ),
         (
             "tasks through a submit window (tasks/s)".into(),
             windowed_rate,
@@ -563,6 +582,58 @@ impl Projection for Completions {
         *state += 1;
         Ok(())
     }
+}
+
+/// CPU time spent by this process and by the local nats-server over a phase, from
+/// `/proc/PID/stat` (user + system, in the kernel's USER_HZ ticks: 100 a second on Linux,
+/// so a phase of a few seconds is resolved to about 1%). It counts every participant in
+/// the process, whatever thread runs it, which a rate on a shared 2-core VM does not:
+/// the rate moves with the neighbours, the CPU a task costs much less.
+struct CpuSpan {
+    server: Option<u32>,
+    at_start: (Option<f64>, Option<f64>),
+}
+
+impl CpuSpan {
+    fn start(server: Option<u32>) -> Self {
+        Self {
+            server,
+            at_start: (
+                cpu_seconds("self"),
+                server.and_then(|p| cpu_seconds(&p.to_string())),
+            ),
+        }
+    }
+
+    /// Microseconds of CPU per task (this process, the server) since the start.
+    fn per_task(&self, tasks: u64) -> (Option<f64>, Option<f64>) {
+        let per = |start: Option<f64>, now: Option<f64>| {
+            Some((now? - start?) * 1e6 / tasks.max(1) as f64)
+        };
+        (
+            per(self.at_start.0, cpu_seconds("self")),
+            per(
+                self.at_start.1,
+                self.server.and_then(|p| cpu_seconds(&p.to_string())),
+            ),
+        )
+    }
+}
+
+/// User + system CPU seconds of `/proc/{pid}/stat` (`pid` may be `self`).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces: the
+    // third field (state) first, so utime and stime (fields 14 and 15) are at 11 and 12.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    const USER_HZ: f64 = 100.0;
+    Some((utime + stime) / USER_HZ)
+}
+
+fn micros(v: Option<f64>) -> String {
+    v.map_or_else(|| "unknown".into(), |us| format!("{us:.0} µs"))
 }
 
 /// Idle agents run side by side for the shared-memory figure.
