@@ -877,10 +877,7 @@ async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_po
         realm: Token::new("acme")?,
         agent: worker.public_key().into(),
     };
-    let mut live = Projector::new(nats.event_log("acme").await?, projection.clone());
-    live.catch_up().await?;
-    // The live consumer exists before anything below is written.
-    live.poll(Duration::from_millis(50)).await?;
+    let mut live = following(&nats, projection.clone()).await?;
 
     let agent = worker.public_key().to_string();
     let assign = |log: &EventLog, task: &'static str| {
@@ -888,14 +885,7 @@ async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_po
         async move { assign(&log, &agent, task).await }
     };
     assign(&late, "t-before-grant").await?;
-    murmur_testkit::authority::grant(
-        &owner,
-        late.identity().public_key(),
-        Role::Coordinator,
-        "late",
-        None,
-    )
-    .await?;
+    make_coordinator(&owner, &late).await?;
     assign(&late, "t-granted").await?;
     murmur_testkit::authority::revoke(&owner, late.identity().public_key(), None, "test").await?;
     assign(&late, "t-after-revoke").await?;
@@ -907,8 +897,7 @@ async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_po
         "only the assignments written while the role was held count"
     );
 
-    let mut replay = Projector::new(nats.event_log("acme").await?, projection);
-    replay.catch_up().await?;
+    let replay = replayed(&nats, projection).await?;
     assert_eq!(replay.state(), live.state(), "live and replay agree");
     Ok(())
 }
@@ -930,9 +919,7 @@ async fn a_projector_whose_polls_are_cut_short_folds_every_event() -> Result<()>
         realm: Token::new("acme")?,
         agent: agent.clone(),
     };
-    let mut live = Projector::new(nats.event_log("acme").await?, projection.clone());
-    live.catch_up().await?;
-    live.poll(Duration::from_millis(50)).await?;
+    let mut live = following(&nats, projection.clone()).await?;
 
     let writer = tokio::spawn(async move {
         for k in 0..TASKS {
@@ -1023,9 +1010,7 @@ async fn a_projection_read_through_a_wider_live_filter_folds_only_its_own_events
             agent: agent.clone(),
         })
     };
-    let mut live = Projector::new(nats.event_log("acme").await?, projection());
-    live.catch_up().await?;
-    live.poll(Duration::from_millis(50)).await?;
+    let mut live = following(&nats, projection()).await?;
 
     let assign = |log: &EventLog, task: &'static str| {
         let (log, agent) = (log.clone(), agent.clone());
@@ -1043,14 +1028,7 @@ async fn a_projection_read_through_a_wider_live_filter_folds_only_its_own_events
     };
     assign(&coordinator, "t-first").await?;
     assign(&late, "t-before-grant").await?;
-    murmur_testkit::authority::grant(
-        &owner,
-        late.identity().public_key(),
-        Role::Coordinator,
-        "late",
-        None,
-    )
-    .await?;
+    make_coordinator(&owner, &late).await?;
     assign(&late, "t-granted").await?;
     assign(&coordinator, "t-marker").await?;
     assert_eq!(
@@ -1063,8 +1041,7 @@ async fn a_projection_read_through_a_wider_live_filter_folds_only_its_own_events
         (3, 1),
         "the cancellations the wider filter delivers are passed over, not folded"
     );
-    let mut replay = Projector::new(nats.event_log("acme").await?, projection());
-    replay.catch_up().await?;
+    let replay = replayed(&nats, projection()).await?;
     assert_eq!(replay.state(), live.state(), "live and replay agree");
     Ok(())
 }
@@ -1089,9 +1066,7 @@ async fn a_worker_passes_over_assignments_addressed_to_others_undecoded() -> Res
         realm: Token::new("acme")?,
         agent: me.clone(),
     };
-    let mut live = Projector::new(nats.event_log("acme").await?, projection.clone());
-    live.catch_up().await?;
-    live.poll(Duration::from_millis(50)).await?;
+    let mut live = following(&nats, projection.clone()).await?;
 
     // Written as the coordinator writes them: the header from the payload.
     assign(&coordinator, &me, "t-mine").await?;
@@ -1121,8 +1096,7 @@ async fn a_worker_passes_over_assignments_addressed_to_others_undecoded() -> Res
         (2, 3),
         "the two addressed to the other worker passed over; the rest decoded and folded"
     );
-    let mut replay = Projector::new(nats.event_log("acme").await?, projection);
-    replay.catch_up().await?;
+    let replay = replayed(&nats, projection).await?;
     assert_eq!(replay.state(), live.state(), "live and replay agree");
     assert_eq!(
         replay.stats().addressed_elsewhere,
@@ -1130,6 +1104,41 @@ async fn a_worker_passes_over_assignments_addressed_to_others_undecoded() -> Res
         "replay passes over the same deliveries"
     );
     Ok(())
+}
+
+/// Grants `log`'s identity the coordinator role (as `late`), written by the realm's owner.
+async fn make_coordinator(owner: &EventLog, log: &EventLog) -> Result<()> {
+    murmur_testkit::authority::grant(
+        owner,
+        log.identity().public_key(),
+        Role::Coordinator,
+        "late",
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A projector of `projection` caught up with realm `acme` and following it live: its live
+/// consumer exists before the test writes anything.
+async fn following<P: murmur_subjects::Projection>(
+    nats: &TestNats,
+    projection: P,
+) -> Result<Projector<P>> {
+    let mut live = Projector::new(nats.event_log("acme").await?, projection);
+    live.catch_up().await?;
+    live.poll(Duration::from_millis(50)).await?;
+    Ok(live)
+}
+
+/// `projection` folded from the whole log of realm `acme`, as a replay sees it.
+async fn replayed<P: murmur_subjects::Projection>(
+    nats: &TestNats,
+    projection: P,
+) -> Result<Projector<P>> {
+    let mut replay = Projector::new(nats.event_log("acme").await?, projection);
+    replay.catch_up().await?;
+    Ok(replay)
 }
 
 /// Writes an assignment of `task` to `agent`, signed by `log`'s identity.
