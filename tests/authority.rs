@@ -896,7 +896,93 @@ async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_po
         ["t-granted", "t-marker"],
         "only the assignments written while the role was held count"
     );
+    assert!(
+        live.stats().grant_scans >= 1,
+        "the new grants were read from the stream: {:?}",
+        live.stats()
+    );
 
+    let replay = replayed(&nats, projection).await?;
+    assert_eq!(replay.state(), live.state(), "live and replay agree");
+    Ok(())
+}
+
+/// A projector whose live consumer leaves the grants out fences them before each batch of
+/// deliveries it folds; while no grant is new, a fence is one question about the realm's
+/// last grant and reads nothing from the stream (its answer comes from the server's subject
+/// index, where reading the grants after a position makes the server scan every message
+/// stored since). Deliveries passed over undecoded are not fenced. A grant written later is
+/// still read, in order, and live and replay agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_with_no_new_grant_reads_nothing_from_the_stream() -> Result<()> {
+    use murmur_coordination::assignments::AssignmentProjection;
+    const TASKS: usize = 40;
+    let nats = TestNats::start_insecure().await?;
+    let owner = nats.owner("acme").await?;
+    let coordinator = nats
+        .log_as("acme", Role::Coordinator, "coordinator")
+        .await?;
+    let late = nats.event_log("acme").await?;
+    let agent = Identity::generate().public_key().to_string();
+    let projection = AssignmentProjection {
+        realm: Token::new("acme")?,
+        agent: agent.clone(),
+    };
+    let mut live = following(&nats, projection.clone()).await?;
+
+    for k in 0..TASKS {
+        assign(&coordinator, &agent, &format!("t{k}")).await?;
+        // One delivery per poll: a fence for each but the first (the grants are known
+        // through the position before it).
+        ensure!(
+            live.follow_until(DEADLINE, |a| a.by_sequence.len() > k)
+                .await?,
+            "assignment t{k} never arrived"
+        );
+    }
+    let quiet = live.stats().clone();
+    assert!(
+        quiet.grant_fences >= TASKS as u64 - 1,
+        "a fence per delivery after the first: {quiet:?}"
+    );
+    assert_eq!(quiet.grant_scans, 0, "no grant was new: {quiet:?}");
+
+    // Assignments to another worker are passed over undecoded, unjudged: no fence.
+    let other = Identity::generate().public_key().to_string();
+    for k in 0..10u64 {
+        assign(&coordinator, &other, &format!("o{k}")).await?;
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while live.stats().addressed_elsewhere <= k {
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "assignment o{k} never arrived: {:?}",
+                live.stats()
+            );
+            live.poll(Duration::from_millis(50)).await?;
+        }
+    }
+    assert_eq!(
+        live.stats().grant_fences,
+        quiet.grant_fences,
+        "deliveries passed over fence nothing: {:?}",
+        live.stats()
+    );
+
+    assign(&late, &agent, "t-before-grant").await?;
+    make_coordinator(&owner, &late).await?;
+    assign(&late, &agent, "t-granted").await?;
+    assign(&coordinator, &agent, "t-marker").await?;
+    let folded = follow_to_marker(&mut live).await?;
+    assert_eq!(
+        &folded[TASKS..],
+        ["t-granted", "t-marker"],
+        "the grant written later counts from its position"
+    );
+    assert!(
+        live.stats().grant_scans >= 1,
+        "the new grant was read from the stream: {:?}",
+        live.stats()
+    );
     let replay = replayed(&nats, projection).await?;
     assert_eq!(replay.state(), live.state(), "live and replay agree");
     Ok(())

@@ -48,6 +48,22 @@ pub struct ProjectionStats {
     /// another participant than the projection's [`Projection::recipient`].
     #[serde(default)]
     pub addressed_elsewhere: u64,
+    /// Times the live feed fenced the realm's grants (its consumer leaves them out): one
+    /// request for the realm's last grant per batch of deliveries.
+    #[serde(default)]
+    pub grant_fences: u64,
+    /// Fences that found a grant newer than those known and read the new ones from the
+    /// stream.
+    #[serde(default)]
+    pub grant_scans: u64,
+}
+
+/// Why a delivery is passed over undecoded ([`Projector::passes_over`]).
+enum PassOver {
+    /// A live filter wider than the projection's delivered it.
+    BeyondFilters,
+    /// Addressed to another participant; its subject is observed.
+    AddressedElsewhere(Subject),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -324,6 +340,12 @@ impl<P: Projection> Projector<P> {
     /// is skipped and counted in [`ProjectionStats::redelivered`], so each sequence counts
     /// once however often it arrives.
     pub fn fold_stored(&mut self, stored: &StoredMessage) {
+        let pass = self.passes_over(&stored.message);
+        self.fold_checked(stored, pass);
+    }
+
+    /// [`Projector::fold_stored`] once [`Projector::passes_over`] has judged the message.
+    fn fold_checked(&mut self, stored: &StoredMessage, pass: Option<PassOver>) {
         if stored.sequence <= self.position {
             self.stats.redelivered += 1;
             tracing::debug!(
@@ -334,20 +356,19 @@ impl<P: Projection> Projector<P> {
             );
             return;
         }
-        // What a live filter delivers beyond the projection's filters is passed over
-        // undecoded (role events aside: the book reads those).
-        if self.live_filter.is_some()
-            && let Ok(subject) = Subject::parse(stored.message.subject.as_str())
-            && subject.domain() != Domain::Role
-            && !self.projection_reads(&subject)
-        {
-            self.position = stored.sequence;
-            return;
-        }
-        if self.addressed_elsewhere(stored) {
-            self.stats.addressed_elsewhere += 1;
-            self.position = stored.sequence;
-            return;
+        match pass {
+            Some(PassOver::BeyondFilters) => {
+                self.position = stored.sequence;
+                return;
+            }
+            Some(PassOver::AddressedElsewhere(subject)) => {
+                self.projection
+                    .observe(&mut self.state, &subject, stored.sequence);
+                self.stats.addressed_elsewhere += 1;
+                self.position = stored.sequence;
+                return;
+            }
+            None => {}
         }
         match self
             .log
@@ -669,7 +690,8 @@ impl<P: Projection> Projector<P> {
             let info = next.info().map_err(LogError::Consumer)?;
             let (sequence, stored_at, pending) =
                 (info.stream_sequence, info.published, info.pending);
-            if self.roles_fenced {
+            let pass = self.passes_over(&next);
+            if self.roles_fenced && pass.is_none() {
                 if self.grants_known_through() + 1 < sequence {
                     // Held while the fence is read: a poll may be dropped at any await (a
                     // service's `select!`), and a delivery taken from the consumer must not
@@ -688,7 +710,7 @@ impl<P: Projection> Projector<P> {
                 pending,
                 message: next.split().0,
             };
-            self.fold_stored(&stored);
+            self.fold_checked(&stored, pass);
             read += 1;
             if stop(&self.state) {
                 break;
@@ -727,31 +749,35 @@ impl<P: Projection> Projector<P> {
         self.read_grants_ahead(&stream, known, through).await
     }
 
-    /// Whether `stored` is addressed to another participant than the one the projection
-    /// follows, so it is passed over undecoded. Its subject is still observed, as every
-    /// stored message the projection reads is. Never a role event: the book reads those.
-    fn addressed_elsewhere(&mut self, stored: &StoredMessage) -> bool {
-        let Some(me) = self.projection.recipient() else {
-            return false;
-        };
-        let Some(to) = stored
-            .message
+    /// Whether `message` is passed over undecoded, and why. Never a role event: the book
+    /// reads those.
+    /// - What a live filter delivers beyond the projection's filters.
+    /// - A delivery addressed to another participant than the one the projection follows
+    ///   (its `Murmur-Recipient` header). Its subject is still observed, as every stored
+    ///   message the projection reads is.
+    ///
+    /// Neither is judged by the realm's grants, so the live feed does not fence them.
+    fn passes_over(&self, message: &async_nats::Message) -> Option<PassOver> {
+        if self.live_filter.is_some()
+            && let Ok(subject) = Subject::parse(message.subject.as_str())
+            && subject.domain() != Domain::Role
+            && !self.projection_reads(&subject)
+        {
+            return Some(PassOver::BeyondFilters);
+        }
+        let me = self.projection.recipient()?;
+        let to = message
             .headers
             .as_ref()
-            .and_then(|h| h.get(crate::headers::RECIPIENT))
-        else {
-            return false;
-        };
+            .and_then(|h| h.get(crate::headers::RECIPIENT))?;
         if to.as_str() == me {
-            return false;
+            return None;
         }
-        match Subject::parse(stored.message.subject.as_str()) {
+        match Subject::parse(message.subject.as_str()) {
             Ok(subject) if subject.domain() != Domain::Role && self.projection_reads(&subject) => {
-                self.projection
-                    .observe(&mut self.state, &subject, stored.sequence);
-                true
+                Some(PassOver::AddressedElsewhere(subject))
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -775,9 +801,15 @@ impl<P: Projection> Projector<P> {
     }
 
     /// Reads the grants stored after `known` through `through` (and the first one after,
-    /// when there is one) into `grants_ahead`, one direct get each. "None" from the only
-    /// server storing the stream is an answer about everything it stored before the
-    /// request came, so about everything through `through`.
+    /// when there is one) into `grants_ahead`. "None" from the only server storing the
+    /// stream is an answer about everything it stored before the request came, so about
+    /// everything through `through`.
+    ///
+    /// It first asks for the realm's last grant: the server answers from its subject index.
+    /// Only when that grant is new does it read them one direct get each from `known`, a
+    /// request the server answers by scanning the stored messages after `known` (with one
+    /// fence per batch of deliveries and per projector, every projector's fences would
+    /// scan every message once more).
     async fn read_grants_ahead(
         &mut self,
         stream: &jetstream::stream::Stream<()>,
@@ -786,6 +818,24 @@ impl<P: Projection> Projector<P> {
     ) -> Result<(), LogError> {
         use jetstream::stream::DirectGetErrorKind;
         let filter = crate::grants::filter(self.log.realm()).to_string();
+        let unreadable = |e: &dyn std::fmt::Display| LogError::Stream {
+            stream: self.log.config().history_stream.clone(),
+            source: format!("reading the realm's grants: {e}").into(),
+        };
+        self.stats.grant_fences += 1;
+        match stream.direct_get_last_for_subject(filter.as_str()).await {
+            Ok(last) if last.sequence > known => {}
+            Ok(_) => {
+                self.roles_known = self.roles_known.max(through);
+                return Ok(());
+            }
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
+                self.roles_known = self.roles_known.max(through);
+                return Ok(());
+            }
+            Err(e) => return Err(unreadable(&e)),
+        }
+        self.stats.grant_scans += 1;
         let mut next = known + 1;
         loop {
             match stream
@@ -805,12 +855,7 @@ impl<P: Projection> Projector<P> {
                     self.roles_known = self.roles_known.max(through);
                     return Ok(());
                 }
-                Err(e) => {
-                    return Err(LogError::Stream {
-                        stream: self.log.config().history_stream.clone(),
-                        source: format!("reading the realm's grants: {e}").into(),
-                    });
-                }
+                Err(e) => return Err(unreadable(&e)),
             }
         }
     }
