@@ -866,11 +866,7 @@ async fn role_limits_stop_a_flooding_participant_and_others_carry_on() -> Result
 async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_position()
 -> Result<()> {
     use murmur_coordination::assignments::AssignmentProjection;
-    let nats = TestNats::start_insecure().await?;
-    let owner = nats.owner("acme").await?;
-    let coordinator = nats
-        .log_as("acme", Role::Coordinator, "coordinator")
-        .await?;
+    let (nats, owner, coordinator) = acme_with_coordinator().await?;
     let late = nats.event_log("acme").await?;
     let worker = Identity::generate();
     let projection = AssignmentProjection {
@@ -903,7 +899,7 @@ async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_po
     );
 
     let replay = replayed(&nats, projection).await?;
-    assert_eq!(replay.state(), live.state(), "live and replay agree");
+    ensure_replay_agrees(&replay, &live)?;
     Ok(())
 }
 
@@ -917,11 +913,7 @@ async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_po
 async fn a_fence_with_no_new_grant_reads_nothing_from_the_stream() -> Result<()> {
     use murmur_coordination::assignments::AssignmentProjection;
     const TASKS: usize = 40;
-    let nats = TestNats::start_insecure().await?;
-    let owner = nats.owner("acme").await?;
-    let coordinator = nats
-        .log_as("acme", Role::Coordinator, "coordinator")
-        .await?;
+    let (nats, owner, coordinator) = acme_with_coordinator().await?;
     let late = nats.event_log("acme").await?;
     let agent = Identity::generate().public_key().to_string();
     let projection = AssignmentProjection {
@@ -984,7 +976,7 @@ async fn a_fence_with_no_new_grant_reads_nothing_from_the_stream() -> Result<()>
         live.stats()
     );
     let replay = replayed(&nats, projection).await?;
-    assert_eq!(replay.state(), live.state(), "live and replay agree");
+    ensure_replay_agrees(&replay, &live)?;
     Ok(())
 }
 
@@ -995,11 +987,7 @@ async fn a_fence_with_no_new_grant_reads_nothing_from_the_stream() -> Result<()>
 async fn a_projector_whose_polls_are_cut_short_folds_every_event() -> Result<()> {
     use murmur_coordination::assignments::AssignmentProjection;
     const TASKS: usize = 300;
-    let nats = TestNats::start_insecure().await?;
-    let owner = nats.owner("acme").await?;
-    let coordinator = nats
-        .log_as("acme", Role::Coordinator, "coordinator")
-        .await?;
+    let (nats, owner, coordinator) = acme_with_coordinator().await?;
     let agent = Identity::generate().public_key().to_string();
     let projection = AssignmentProjection {
         realm: Token::new("acme")?,
@@ -1083,11 +1071,7 @@ async fn a_projection_read_through_a_wider_live_filter_folds_only_its_own_events
         }
     }
 
-    let nats = TestNats::start_insecure().await?;
-    let owner = nats.owner("acme").await?;
-    let coordinator = nats
-        .log_as("acme", Role::Coordinator, "coordinator")
-        .await?;
+    let (nats, owner, coordinator) = acme_with_coordinator().await?;
     let late = nats.event_log("acme").await?;
     let agent = Identity::generate().public_key().to_string();
     let projection = || {
@@ -1183,12 +1167,32 @@ async fn a_worker_passes_over_assignments_addressed_to_others_undecoded() -> Res
         "the two addressed to the other worker passed over; the rest decoded and folded"
     );
     let replay = replayed(&nats, projection).await?;
-    assert_eq!(replay.state(), live.state(), "live and replay agree");
+    ensure_replay_agrees(&replay, &live)?;
     assert_eq!(
         replay.stats().addressed_elsewhere,
         2,
         "replay passes over the same deliveries"
     );
+    Ok(())
+}
+
+/// An open server with realm `acme`: its owner's log and a coordinator's (granted the role).
+async fn acme_with_coordinator() -> Result<(TestNats, EventLog, EventLog)> {
+    let nats = TestNats::start_insecure().await?;
+    let owner = nats.owner("acme").await?;
+    let coordinator = nats
+        .log_as("acme", Role::Coordinator, "coordinator")
+        .await?;
+    Ok((nats, owner, coordinator))
+}
+
+/// Live and replay reached the same state.
+fn ensure_replay_agrees<P>(replay: &Projector<P>, live: &Projector<P>) -> Result<()>
+where
+    P: murmur_subjects::Projection,
+    P::State: PartialEq + std::fmt::Debug,
+{
+    assert_eq!(replay.state(), live.state(), "live and replay agree");
     Ok(())
 }
 
