@@ -10,10 +10,10 @@ use std::time::Duration;
 use murmur_subjects::events::{
     AssignedWork, TaskAssigned, TaskCancelled, TaskDeadLettered, TaskLeaseExpired,
 };
-use murmur_subjects::log::{APPENDS_IN_FLIGHT, Appended, Expected};
+use murmur_subjects::log::{Appended, Expected};
 use murmur_subjects::roles::Role;
 use murmur_subjects::{
-    Domain, Draft, EventLog, LogError, Plane, Projection, Projector, Refusal, Subject,
+    Domain, Draft, EventLog, LogError, Plane, Projection, Projector, Refusal, SealedEvent, Subject,
     SubjectFilter, Token, VerifiedEvent,
 };
 use serde::{Deserialize, Serialize};
@@ -241,24 +241,18 @@ async fn execute(
         }
     }
     let mut done = Executed::default();
-    // Sent in slices, each one's acks awaited while the next is in flight: a round of more
-    // decisions than the connection has ack permits (a burst onto many slots) would
-    // otherwise send them all first and wait for good on the first send past the permits.
-    let mut pending = std::collections::VecDeque::with_capacity(2 * APPENDS_IN_FLIGHT);
-    let mut writes = writes.into_iter().peekable();
-    while writes.peek().is_some() {
-        let slice: Vec<_> = writes.by_ref().take(APPENDS_IN_FLIGHT).collect();
-        for (_, sent) in log.append_many_expected(slice).await? {
-            pending.push_back(sent);
-        }
-        while pending.len() > APPENDS_IN_FLIGHT
-            && let Some(sent) = pending.pop_front()
-        {
-            done.settle(sent.wait().await)?;
-        }
-    }
-    while let Some(sent) = pending.pop_front() {
-        done.settle(sent.wait().await)?;
+    // Sent through the log's window, so a round of more decisions than the connection has
+    // ack permits (a burst onto many slots) is never stuck on them. No re-sends: a round
+    // that fails is decided again next tick.
+    let writes: Vec<(SealedEvent, Expected)> = {
+        let (drafts, expected): (Vec<Draft>, Vec<Expected>) = writes.into_iter().unzip();
+        log.seal_many(drafts).into_iter().zip(expected).collect()
+    };
+    for ack in log
+        .append_expected_patiently(&writes, Duration::ZERO)
+        .await?
+    {
+        done.settle(ack)?;
     }
     Ok(done)
 }

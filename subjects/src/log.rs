@@ -470,16 +470,10 @@ impl EventLog {
         sealed: &[SealedEvent],
         patience: Duration,
     ) -> Result<Vec<Appended>, LogError> {
-        let until = tokio::time::Instant::now() + patience;
-        let mut pending = Vec::with_capacity(sealed.len());
-        for ev in sealed {
-            pending.push(self.append_sealed(ev).await);
-        }
-        let mut out = Vec::with_capacity(sealed.len());
-        for (ev, first) in sealed.iter().zip(pending) {
-            out.push(self.settle(ev, None, first, until).await?);
-        }
-        Ok(out)
+        self.append_windowed(sealed.iter().map(|ev| (ev, None)), patience)
+            .await?
+            .into_iter()
+            .collect()
     }
 
     /// Waits for `first`; through transient failures re-sends `ev` (same id, same
@@ -549,49 +543,49 @@ impl EventLog {
     }
 
     /// Optimistic-concurrency writes of sealed events, each re-sent (same id, same
-    /// expectation) through transient failures until `patience` runs out. A conflict is that
-    /// write's own result, not an error of the call: the aggregate moved on (or, after a
-    /// re-send in a cluster, the first send was stored — the log tells which).
+    /// expectation) through transient failures until `patience` runs out (none with
+    /// `Duration::ZERO`). A conflict is that write's own result, not an error of the call:
+    /// the aggregate moved on (or, after a re-send in a cluster, the first send was stored —
+    /// the log tells which).
     pub async fn append_expected_patiently(
         &self,
         writes: &[(SealedEvent, Expected)],
         patience: Duration,
     ) -> Result<Vec<Result<Appended, LogError>>, LogError> {
+        self.append_windowed(writes.iter().map(|(ev, x)| (ev, Some(*x))), patience)
+            .await
+    }
+
+    /// Sends `writes` pipelined, at most [`APPENDS_IN_FLIGHT`] ahead of the one being
+    /// settled, and settles each in order (re-sent through transient failures until
+    /// `patience` runs out). However many there are, no send waits on the connection's ack
+    /// permits. A conflict is that write's own result; any other error ends the call.
+    async fn append_windowed<'a>(
+        &self,
+        writes: impl ExactSizeIterator<Item = (&'a SealedEvent, Option<Expected>)> + Clone,
+        patience: Duration,
+    ) -> Result<Vec<Result<Appended, LogError>>, LogError> {
         let until = tokio::time::Instant::now() + patience;
-        // Sent ahead of the one being settled, at most APPENDS_IN_FLIGHT at a time.
         let mut pending = std::collections::VecDeque::with_capacity(APPENDS_IN_FLIGHT);
-        let mut unsent = writes.iter();
+        let mut unsent = writes.clone();
         let mut out = Vec::with_capacity(writes.len());
         for (ev, expected) in writes {
             while pending.len() < APPENDS_IN_FLIGHT
                 && let Some((ev, expected)) = unsent.next()
             {
-                pending.push_back(self.send_expected(ev, *expected).await);
+                pending.push_back(match expected {
+                    Some(x) => self.send_expected(ev, x).await,
+                    None => self.append_sealed(ev).await,
+                });
             }
             let first = pending
                 .pop_front()
                 .expect("each write is sent before it settles");
-            match self.settle(ev, Some(*expected), first, until).await {
+            match self.settle(ev, expected, first, until).await {
                 Ok(a) => out.push(Ok(a)),
                 Err(e @ LogError::Conflict { .. }) => out.push(Err(e)),
                 Err(e) => return Err(e),
             }
-        }
-        Ok(out)
-    }
-
-    /// Many optimistic-concurrency writes (to different aggregates), batch-signed and sent
-    /// pipelined; each [`PendingAppend`] reports its own ack or conflict.
-    pub async fn append_many_expected(
-        &self,
-        writes: Vec<(Draft, Expected)>,
-    ) -> Result<Vec<(SealedEvent, PendingAppend)>, LogError> {
-        let (drafts, expectations): (Vec<Draft>, Vec<Expected>) = writes.into_iter().unzip();
-        let sealed = crate::codec::seal_batch(drafts, &self.identity, &self.realm);
-        let mut out = Vec::with_capacity(sealed.len());
-        for (ev, expected) in sealed.into_iter().zip(expectations) {
-            let pending = self.send_expected(&ev, expected).await?;
-            out.push((ev, pending));
         }
         Ok(out)
     }
