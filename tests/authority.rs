@@ -14,6 +14,7 @@ use murmur_subjects::events::{
     AgentOffline, DeadLetterReason, ProposalDecided, ProposalOpened, Protocol, TaskAssigned,
     TaskCancelled, TaskSubmitted,
 };
+use murmur_subjects::projection::SMALL_STREAM_SUBJECTS;
 use murmur_subjects::roles::Role;
 use murmur_subjects::{Draft, EventLog, Identity, Projector, Token};
 use murmur_testkit::TestNats;
@@ -861,10 +862,20 @@ async fn role_limits_stop_a_flooding_participant_and_others_carry_on() -> Result
 
 /// A role granted and revoked while a projector follows the log counts from its position
 /// on: a decision before the grant and one after the revocation are refused live, as on
-/// replay, and the two give the same state.
+/// replay, and the two give the same state. Whether the grants come on the projector's
+/// consumer or are fenced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_position()
 -> Result<()> {
+    for grants in [Grants::OnTheConsumer, Grants::Fenced] {
+        granted_and_revoked_while_following(grants)
+            .await
+            .with_context(|| format!("grants {grants:?}"))?;
+    }
+    Ok(())
+}
+
+async fn granted_and_revoked_while_following(grants: Grants) -> Result<()> {
     use murmur_coordination::assignments::AssignmentProjection;
     let (nats, owner, coordinator) = acme_with_coordinator().await?;
     let late = nats.event_log("acme").await?;
@@ -873,7 +884,7 @@ async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_po
         realm: Token::new("acme")?,
         agent: worker.public_key().into(),
     };
-    let mut live = following(&nats, projection.clone()).await?;
+    let mut live = following(&nats, projection.clone(), grants).await?;
 
     let agent = worker.public_key().to_string();
     let assign = |log: &EventLog, task: &'static str| {
@@ -892,11 +903,14 @@ async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_po
         ["t-granted", "t-marker"],
         "only the assignments written while the role was held count"
     );
-    assert!(
-        live.stats().grant_scans >= 1,
-        "the new grants were read from the stream: {:?}",
-        live.stats()
-    );
+    let stats = live.stats();
+    match grants {
+        Grants::OnTheConsumer => assert_eq!(stats.grant_fences, 0, "no fence: {stats:?}"),
+        Grants::Fenced => assert!(
+            stats.grant_scans >= 1,
+            "the new grants were read from the stream: {stats:?}"
+        ),
+    }
 
     let replay = replayed(&nats, projection).await?;
     ensure_replay_agrees(&replay, &live)?;
@@ -920,7 +934,7 @@ async fn a_fence_with_no_new_grant_reads_nothing_from_the_stream() -> Result<()>
         realm: Token::new("acme")?,
         agent: agent.clone(),
     };
-    let mut live = following(&nats, projection.clone()).await?;
+    let mut live = following(&nats, projection.clone(), Grants::Fenced).await?;
 
     for k in 0..TASKS {
         assign(&coordinator, &agent, &format!("t{k}")).await?;
@@ -980,6 +994,74 @@ async fn a_fence_with_no_new_grant_reads_nothing_from_the_stream() -> Result<()>
     Ok(())
 }
 
+/// A projector whose live consumer reads the grants while the stream holds few subjects
+/// moves them to a fence once the stream holds the subjects it was given: no fence before, its
+/// consumer remade once, no delivery lost or folded twice across the change, and a grant
+/// and a revocation written after it still count from their positions, as on replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_fences_the_grants_once_the_stream_holds_enough_subjects() -> Result<()> {
+    use murmur_coordination::assignments::AssignmentProjection;
+    /// Subjects added before the projector is to fence: one per assignment below.
+    const GROWTH: u64 = 40;
+    let (nats, owner, coordinator) = acme_with_coordinator().await?;
+    let late = nats.event_log("acme").await?;
+    let agent = Identity::generate().public_key().to_string();
+    let projection = AssignmentProjection {
+        realm: Token::new("acme")?,
+        agent: agent.clone(),
+    };
+    let subjects = async_nats::jetstream::new(nats.client().await?)
+        .get_stream(late.config().history_stream.as_str())
+        .await?
+        .info()
+        .await?
+        .state
+        .subjects_count;
+    let mut live = Projector::new(nats.event_log("acme").await?, projection.clone())
+        .grants_on_the_consumer_below(subjects + GROWTH);
+    live.catch_up().await?;
+    live.poll(Duration::from_millis(50)).await?;
+
+    assign_in_turn(&mut live, &coordinator, &agent, 0..GROWTH / 2).await?;
+    assert_eq!(
+        (
+            live.stats().grant_fences,
+            live.stats().grants_moved_to_fence
+        ),
+        (0, 0),
+        "below the threshold the consumer reads the grants: {:?}",
+        live.stats()
+    );
+    assign_in_turn(&mut live, &coordinator, &agent, GROWTH / 2..2 * GROWTH).await?;
+    let stats = live.stats().clone();
+    assert_eq!(
+        stats.grants_moved_to_fence, 1,
+        "the consumer was remade once, to fence: {stats:?}"
+    );
+    assert!(stats.grant_fences >= 1, "fenced since: {stats:?}");
+    assert_eq!(
+        live.state().by_sequence.len() as u64,
+        2 * GROWTH,
+        "every assignment folded once"
+    );
+
+    assign(&late, &agent, "t-before-grant").await?;
+    make_coordinator(&owner, &late).await?;
+    assign(&late, &agent, "t-granted").await?;
+    murmur_testkit::authority::revoke(&owner, late.identity().public_key(), None, "test").await?;
+    assign(&late, &agent, "t-after-revoke").await?;
+    assign(&coordinator, &agent, "t-marker").await?;
+    let folded = follow_to_marker(&mut live).await?;
+    assert_eq!(
+        &folded[2 * GROWTH as usize..],
+        ["t-granted", "t-marker"],
+        "the grant and the revocation count from their positions"
+    );
+    let replay = replayed(&nats, projection).await?;
+    ensure_replay_agrees(&replay, &live)?;
+    Ok(())
+}
+
 /// A projector whose polls are dropped midway (a service's `select!` taking another branch)
 /// loses no event: each one taken from the consumer is folded by a later poll, also while
 /// the realm's grants are being read for it.
@@ -993,7 +1075,7 @@ async fn a_projector_whose_polls_are_cut_short_folds_every_event() -> Result<()>
         realm: Token::new("acme")?,
         agent: agent.clone(),
     };
-    let mut live = following(&nats, projection.clone()).await?;
+    let mut live = following(&nats, projection.clone(), Grants::Fenced).await?;
 
     let writer = tokio::spawn(async move {
         for k in 0..TASKS {
@@ -1046,6 +1128,15 @@ async fn a_projector_whose_polls_are_cut_short_folds_every_event() -> Result<()>
 /// and ends in the state a replay gives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projection_read_through_a_wider_live_filter_folds_only_its_own_events() -> Result<()> {
+    for grants in [Grants::OnTheConsumer, Grants::Fenced] {
+        read_through_a_wider_live_filter(grants)
+            .await
+            .with_context(|| format!("grants {grants:?}"))?;
+    }
+    Ok(())
+}
+
+async fn read_through_a_wider_live_filter(grants: Grants) -> Result<()> {
     use murmur_coordination::assignments::{AssignmentProjection, Assignments};
     use murmur_subjects::{Projection, Refusal, SubjectFilter, VerifiedEvent};
 
@@ -1080,7 +1171,7 @@ async fn a_projection_read_through_a_wider_live_filter_folds_only_its_own_events
             agent: agent.clone(),
         })
     };
-    let mut live = following(&nats, projection()).await?;
+    let mut live = following(&nats, projection(), grants).await?;
 
     let assign = |log: &EventLog, task: &'static str| {
         let (log, agent) = (log.clone(), agent.clone());
@@ -1136,7 +1227,7 @@ async fn a_worker_passes_over_assignments_addressed_to_others_undecoded() -> Res
         realm: Token::new("acme")?,
         agent: me.clone(),
     };
-    let mut live = following(&nats, projection.clone()).await?;
+    let mut live = following(&nats, projection.clone(), Grants::Fenced).await?;
 
     // Written as the coordinator writes them: the header from the payload.
     assign(&coordinator, &me, "t-mine").await?;
@@ -1209,13 +1300,27 @@ async fn make_coordinator(owner: &EventLog, log: &EventLog) -> Result<()> {
     Ok(())
 }
 
-/// A projector of `projection` caught up with realm `acme` and following it live: its live
-/// consumer exists before the test writes anything.
+/// How a projector that follows the log reads the realm's grants.
+#[derive(Debug, Clone, Copy)]
+enum Grants {
+    /// Its live consumer delivers them beside the projection's events, as a voter's does on
+    /// a stream of fewer than [`SMALL_STREAM_SUBJECTS`] subjects (every stream here).
+    OnTheConsumer,
+    /// It fences them (the default).
+    Fenced,
+}
+
+/// A projector of `projection` caught up with realm `acme` and following it live, reading
+/// the grants as `grants` says: its live consumer exists before the test writes anything.
 async fn following<P: murmur_subjects::Projection>(
     nats: &TestNats,
     projection: P,
+    grants: Grants,
 ) -> Result<Projector<P>> {
     let mut live = Projector::new(nats.event_log("acme").await?, projection);
+    if let Grants::OnTheConsumer = grants {
+        live = live.grants_on_the_consumer_below(SMALL_STREAM_SUBJECTS);
+    }
     live.catch_up().await?;
     live.poll(Duration::from_millis(50)).await?;
     Ok(live)
@@ -1243,6 +1348,26 @@ async fn assign(log: &EventLog, agent: &str, task: &str) -> Result<()> {
         },
     )?)
     .await?;
+    Ok(())
+}
+
+/// Assigns the tasks `t{k}` of `tasks` to `agent` one at a time, each on a task of its own
+/// (a new subject), and follows `live` until it folded each.
+async fn assign_in_turn(
+    live: &mut Projector<murmur_coordination::assignments::AssignmentProjection>,
+    coordinator: &EventLog,
+    agent: &str,
+    tasks: std::ops::Range<u64>,
+) -> Result<()> {
+    for k in tasks {
+        assign(coordinator, agent, &format!("t{k}")).await?;
+        ensure!(
+            live.follow_until(DEADLINE, |a| a.by_sequence.len() as u64 > k)
+                .await?,
+            "assignment t{k} never arrived: {:?}",
+            live.stats()
+        );
+    }
     Ok(())
 }
 

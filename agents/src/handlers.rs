@@ -49,6 +49,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use murmur_subjects::payload::PayloadError;
+use murmur_subjects::projection::SMALL_STREAM_SUBJECTS;
 use murmur_subjects::{
     Draft, EventType, Payload, Projection, Projector, Refusal, SubjectFilter, Token, VerifiedEvent,
 };
@@ -358,7 +359,11 @@ async fn run_typed(
         shutdown.await;
         return Ok(stats);
     }
-    let mut feed = Projector::new(log, inbox).starting_after(agent.joined_sequence());
+    // Handled events come one at a time and each waits on what the handler writes (a
+    // vote): the grants come on the consumer while the stream is small, not by a fence.
+    let mut feed = Projector::new(log, inbox)
+        .starting_after(agent.joined_sequence())
+        .grants_on_the_consumer_below(SMALL_STREAM_SUBJECTS);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

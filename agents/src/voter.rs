@@ -12,6 +12,7 @@ use std::ops::ControlFlow;
 
 use murmur_coordination::consensus::{BallotProjection, Consensus};
 use murmur_subjects::events::{Choice, ProposalOpened, VoteCast};
+use murmur_subjects::projection::SMALL_STREAM_SUBJECTS;
 use murmur_subjects::{
     Domain, Draft, EventLog, LogError, Plane, Projector, StartAt, SubjectFilter, Token,
 };
@@ -239,7 +240,10 @@ pub(crate) async fn run_voter(
     let me = agent.id().to_string();
     // Opened, decided and withdrawn only: not every other voter's vote (see
     // `BallotProjection`), so this voter remembers its own votes.
-    let mut proposals = Projector::new(log.clone(), BallotProjection::new(log.realm().clone()));
+    // Each proposal waits on its votes: the grants come on the consumer while the stream is
+    // small, not by a fence's round trip per proposal.
+    let mut proposals = Projector::new(log.clone(), BallotProjection::new(log.realm().clone()))
+        .grants_on_the_consumer_below(SMALL_STREAM_SUBJECTS);
     // The history first, read whole and filtered here: one linear pass. A live consumer
     // with the projection's three filters starting at sequence 1 made the server intersect
     // its subject index with them for every message (100 voters starting on 1,000

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use murmur_subjects::clock::Clock;
 use murmur_subjects::events::{ProposalDeadlinePassed, ProposalDecided};
+use murmur_subjects::projection::SMALL_STREAM_SUBJECTS;
 use murmur_subjects::roles::Role;
 use murmur_subjects::{Draft, EventLog, LogError, Projector, Token};
 
@@ -21,12 +22,15 @@ pub async fn run_tallier(
     tick: std::time::Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<u64, LogError> {
+    // A decision waits on the tallier reading the vote that makes it: the grants come on
+    // the consumer while the stream is small, not by a fence's round trip per vote.
     let mut projector = Projector::new(
         log.clone(),
         ConsensusProjection {
             realm: log.realm().clone(),
         },
-    );
+    )
+    .grants_on_the_consumer_below(SMALL_STREAM_SUBJECTS);
     tokio::pin!(shutdown);
     if !projector
         .catch_up_patiently("proposals", tick, shutdown.as_mut())
