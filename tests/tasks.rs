@@ -921,6 +921,60 @@ async fn a_submit_window_keeps_its_tasks_in_flight_within_its_limit() -> Result<
     platform.stop().await
 }
 
+/// A window steered to a latency target narrows when its tasks take longer than the target
+/// (every task here: 20 ms of work against 1 µs), timed by the log's stored times, and
+/// every task still completes; with a target none reaches it keeps its most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steered_submit_window_narrows_while_its_tasks_take_longer_than_the_target() -> Result<()>
+{
+    use murmur_coordination::backpressure::SubmitWindow;
+    const MOST: usize = 4;
+    let mut platform = Platform::start().await?;
+    let (mut worker, _) = spawn_worker(&platform.nats, platform.data.path()).await?;
+    let mut ids = Vec::new();
+    for (round, target) in [
+        std::time::Duration::from_micros(1),
+        std::time::Duration::from_secs(3600),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut window = SubmitWindow::new(platform.submitter.clone(), MOST)
+            .await?
+            .with_latency_target(target);
+        for k in 0..16 {
+            let id = format!("s{round}-{k}");
+            window
+                .submit(
+                    Token::new(&id)?,
+                    &submitted(serde_json::json!({"sleep_ms": 20}), 1, 60_000),
+                )
+                .await?;
+            ids.push(id);
+        }
+        window.flush().await?;
+        if round == 0 {
+            assert!(
+                window.limit() < MOST,
+                "every task over the target: the window narrowed ({window:?})"
+            );
+        } else {
+            assert_eq!(window.limit(), MOST, "none over the target: {window:?}");
+        }
+    }
+    wait(&mut platform.live, "every steered task completed", |v| {
+        ids.iter().all(|id| {
+            matches!(
+                v.tasks.tasks.get(id.as_str()).map(|t| &t.state),
+                Some(TaskState::Completed { .. })
+            )
+        })
+    })
+    .await?;
+    worker.kill().await?;
+    platform.stop().await
+}
+
 /// Subject, sequence and stored time of every event of realm `acme`, in log order.
 async fn realm_events(
     log: &murmur_subjects::EventLog,

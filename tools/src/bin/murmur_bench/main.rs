@@ -52,6 +52,11 @@ pub(crate) struct Args {
     /// Open tasks the task suite's backpressured run (`SubmitWindow`) allows at once.
     #[arg(long, default_value_t = 128)]
     submit_window: usize,
+    /// Steer the submit window to keep each task's submit → complete within this many
+    /// milliseconds (`SubmitWindow::with_latency_target`); `--submit-window` is then the
+    /// most it allows.
+    #[arg(long)]
+    submit_latency_target_ms: Option<u64>,
     /// The `murmur` binary whose idle agent the task suite measures (RSS), e.g. one built
     /// with `--profile deploy`; by default the `murmur` next to this bench.
     #[arg(long)]
@@ -397,6 +402,7 @@ async fn main() -> Result<()> {
                     args.window,
                     args.task_workers,
                     args.submit_window,
+                    args.submit_latency_target_ms.map(Duration::from_millis),
                     args.agent_binary.clone(),
                 )
                 .await?,
