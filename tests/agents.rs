@@ -555,10 +555,10 @@ async fn typed_handlers_get_only_the_declared_types_stored_after_the_join() -> R
         other => anyhow::bail!("expected the task, then the proposal: {other:?}"),
     }
     // The feed is filtered by the server, not by the agent: a consumer on the history
-    // stream carries exactly the declared types' subjects. The realm's grants, which every
-    // projector folds to judge decisions by their emitters' roles, are not among them: on
-    // a single-replica stream the projector reads them by direct get (a second filter
-    // would make the server walk its subject index at every message block).
+    // stream carries exactly the declared types' subjects, and the realm's grants, which
+    // every projector folds to judge decisions by their emitters' roles (a handler's feed
+    // reads them on its consumer while the stream holds few subjects, and fences them
+    // past that).
     let realm = Token::new("acme")?;
     let mut declared: Vec<String> = vec![
         murmur_subjects::EventType::of::<ProposalOpened>()
@@ -567,6 +567,7 @@ async fn typed_handlers_get_only_the_declared_types_stored_after_the_join() -> R
         murmur_subjects::EventType::of::<TaskSubmitted>()
             .filter(Some(&realm))
             .to_string(),
+        murmur_subjects::grants::filter(&realm).to_string(),
     ];
     declared.sort();
     let mut consumers = async_nats::jetstream::new(other.client().clone())

@@ -165,6 +165,7 @@ const FENCE_BATCH: usize = 512;
 /// 1,000,000. Below this count the grants' filter beside the projection's adds no walk the
 /// projection's alone does not make.
 pub const SMALL_STREAM_SUBJECTS: u64 = 64 * 1024;
+
 /// After this long without being able to follow the log on its server, a projector moves
 /// its connection to another server: longer than most leader elections take.
 const LEAVE_AFTER: Duration = Duration::from_secs(5);
@@ -218,8 +219,8 @@ impl<P: Projection> Projector<P> {
     /// For a projection whose deliveries come one at a time and each wait on a fence's
     /// round trip before anything is decided: a voter, a tallier. Not for one that many
     /// participants follow over a busy domain: the server then matches every message
-    /// against two filters for each of their consumers, which with 32 workers cost it
-    /// 10–50% more CPU per task.
+    /// against two filters for each of their consumers, which with 32 workers cost it up
+    /// to twice the CPU per task.
     pub fn grants_on_the_consumer_below(mut self, subjects: u64) -> Self {
         self.grants_on_the_consumer_below = subjects;
         self
@@ -601,9 +602,8 @@ impl<P: Projection> Projector<P> {
     }
 
     /// While `state`'s stream holds fewer than [`Projector::grants_on_the_consumer_below`]
-    /// subjects:
-    /// the sequence from which it may hold that many, when they are to be counted again.
-    /// Not before a sixteenth of the threshold more has been stored, so that a stream
+    /// subjects: the sequence from which it may hold that many, when they are to be counted
+    /// again. Not before a sixteenth of the threshold more has been stored, so that a stream
     /// staying just below it is not asked after every delivery.
     fn next_subject_count(&self, state: &jetstream::stream::State) -> Option<u64> {
         let limit = self.grants_on_the_consumer_below;
@@ -614,8 +614,7 @@ impl<P: Projection> Projector<P> {
     /// Whether the live consumer, which reads the grants only because the stream held few
     /// subjects, is to be remade to fence them: asked of the stream once a delivery reaches
     /// the sequence from which it may hold [`Projector::grants_on_the_consumer_below`]
-    /// subjects. Otherwise the
-    /// sequence to ask again from moves on.
+    /// subjects. Otherwise the sequence to ask again from moves on.
     async fn stream_outgrew_small(&mut self) -> Result<bool, LogError> {
         let Some(live) = self.live.as_mut() else {
             return Ok(false);
