@@ -876,14 +876,10 @@ async fn a_role_granted_and_revoked_while_a_projector_follows_counts_from_its_po
 }
 
 async fn granted_and_revoked_while_following(grants: Grants) -> Result<()> {
-    use murmur_coordination::assignments::AssignmentProjection;
     let (nats, owner, coordinator) = acme_with_coordinator().await?;
     let late = nats.event_log("acme").await?;
     let worker = Identity::generate();
-    let projection = AssignmentProjection {
-        realm: Token::new("acme")?,
-        agent: worker.public_key().into(),
-    };
+    let projection = assignments_of(worker.public_key())?;
     let mut live = following(&nats, projection.clone(), grants).await?;
 
     let agent = worker.public_key().to_string();
@@ -925,15 +921,11 @@ async fn granted_and_revoked_while_following(grants: Grants) -> Result<()> {
 /// still read, in order, and live and replay agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fence_with_no_new_grant_reads_nothing_from_the_stream() -> Result<()> {
-    use murmur_coordination::assignments::AssignmentProjection;
     const TASKS: usize = 40;
     let (nats, owner, coordinator) = acme_with_coordinator().await?;
     let late = nats.event_log("acme").await?;
     let agent = Identity::generate().public_key().to_string();
-    let projection = AssignmentProjection {
-        realm: Token::new("acme")?,
-        agent: agent.clone(),
-    };
+    let projection = assignments_of(&agent)?;
     let mut live = following(&nats, projection.clone(), Grants::Fenced).await?;
 
     for k in 0..TASKS {
@@ -1000,16 +992,12 @@ async fn a_fence_with_no_new_grant_reads_nothing_from_the_stream() -> Result<()>
 /// and a revocation written after it still count from their positions, as on replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_fences_the_grants_once_the_stream_holds_enough_subjects() -> Result<()> {
-    use murmur_coordination::assignments::AssignmentProjection;
     /// Subjects added before the projector is to fence: one per assignment below.
     const GROWTH: u64 = 40;
     let (nats, owner, coordinator) = acme_with_coordinator().await?;
     let late = nats.event_log("acme").await?;
     let agent = Identity::generate().public_key().to_string();
-    let projection = AssignmentProjection {
-        realm: Token::new("acme")?,
-        agent: agent.clone(),
-    };
+    let projection = assignments_of(&agent)?;
     let subjects = async_nats::jetstream::new(nats.client().await?)
         .get_stream(late.config().history_stream.as_str())
         .await?
@@ -1067,14 +1055,10 @@ async fn a_projector_fences_the_grants_once_the_stream_holds_enough_subjects() -
 /// the realm's grants are being read for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_whose_polls_are_cut_short_folds_every_event() -> Result<()> {
-    use murmur_coordination::assignments::AssignmentProjection;
     const TASKS: usize = 300;
     let (nats, owner, coordinator) = acme_with_coordinator().await?;
     let agent = Identity::generate().public_key().to_string();
-    let projection = AssignmentProjection {
-        realm: Token::new("acme")?,
-        agent: agent.clone(),
-    };
+    let projection = assignments_of(&agent)?;
     let mut live = following(&nats, projection.clone(), Grants::Fenced).await?;
 
     let writer = tokio::spawn(async move {
@@ -1214,7 +1198,6 @@ async fn read_through_a_wider_live_filter(grants: Grants) -> Result<()> {
 /// agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_passes_over_assignments_addressed_to_others_undecoded() -> Result<()> {
-    use murmur_coordination::assignments::AssignmentProjection;
     let nats = TestNats::start_insecure().await?;
     let coordinator = nats
         .log_as("acme", Role::Coordinator, "coordinator")
@@ -1223,10 +1206,7 @@ async fn a_worker_passes_over_assignments_addressed_to_others_undecoded() -> Res
         Identity::generate().public_key().to_string(),
         Identity::generate().public_key().to_string(),
     );
-    let projection = AssignmentProjection {
-        realm: Token::new("acme")?,
-        agent: me.clone(),
-    };
+    let projection = assignments_of(&me)?;
     let mut live = following(&nats, projection.clone(), Grants::Fenced).await?;
 
     // Written as the coordinator writes them: the header from the payload.
@@ -1349,6 +1329,14 @@ async fn assign(log: &EventLog, agent: &str, task: &str) -> Result<()> {
     )?)
     .await?;
     Ok(())
+}
+
+/// The assignments of `agent` in realm `acme`, as its worker folds them.
+fn assignments_of(agent: &str) -> Result<murmur_coordination::assignments::AssignmentProjection> {
+    Ok(murmur_coordination::assignments::AssignmentProjection {
+        realm: Token::new("acme")?,
+        agent: agent.to_string(),
+    })
 }
 
 /// Assigns the tasks `t{k}` of `tasks` to `agent` one at a time, each on a task of its own

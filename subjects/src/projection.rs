@@ -166,6 +166,23 @@ const FENCE_BATCH: usize = 512;
 /// projection's alone does not make.
 pub const SMALL_STREAM_SUBJECTS: u64 = 64 * 1024;
 
+/// `stream`'s info (`name` for the error), bounded like a live consumer's creation, for the
+/// same reason: the request waits for a stream leader.
+async fn stream_info(
+    stream: &jetstream::stream::Stream<()>,
+    name: &str,
+) -> Result<jetstream::stream::Info, LogError> {
+    tokio::time::timeout(LIVE_SETUP, stream.get_info())
+        .await
+        .map_err(|_| {
+            LogError::Consumer(format!("no stream leader answered within {LIVE_SETUP:?}").into())
+        })?
+        .map_err(|e| LogError::Stream {
+            stream: name.to_string(),
+            source: e.into(),
+        })
+}
+
 /// After this long without being able to follow the log on its server, a projector moves
 /// its connection to another server: longer than most leader elections take.
 const LEAVE_AFTER: Duration = Duration::from_secs(5);
@@ -540,19 +557,8 @@ impl<P: Projection> Projector<P> {
             })?;
         let mut count_subjects_at = None;
         if !self.live_reads_roles() {
-            // Whether grants can be fenced: only where one server stores the stream. Bounded
-            // like the consumer's creation below, for the same reason.
-            let info = tokio::time::timeout(LIVE_SETUP, stream.get_info())
-                .await
-                .map_err(|_| {
-                    LogError::Consumer(
-                        format!("no stream leader answered within {LIVE_SETUP:?}").into(),
-                    )
-                })?
-                .map_err(|e| LogError::Stream {
-                    stream: stream_name.clone(),
-                    source: e.into(),
-                })?;
+            // Whether grants can be fenced: only where one server stores the stream.
+            let info = stream_info(&stream, &stream_name).await?;
             let fenceable = info.config.num_replicas <= 1 && info.config.allow_direct;
             count_subjects_at = self.next_subject_count(&info.state).filter(|_| fenceable);
             self.roles_fenced = fenceable && count_subjects_at.is_none();
@@ -616,20 +622,11 @@ impl<P: Projection> Projector<P> {
     /// the sequence from which it may hold [`Projector::grants_on_the_consumer_below`]
     /// subjects. Otherwise the sequence to ask again from moves on.
     async fn stream_outgrew_small(&mut self) -> Result<bool, LogError> {
-        let Some(live) = self.live.as_mut() else {
+        let Some(stream) = self.live.as_ref().map(|live| live.stream.clone()) else {
             return Ok(false);
         };
-        let info = tokio::time::timeout(LIVE_SETUP, live.stream.get_info())
-            .await
-            .map_err(|_| {
-                LogError::Consumer(
-                    format!("no stream leader answered within {LIVE_SETUP:?}").into(),
-                )
-            })?
-            .map_err(|e| LogError::Stream {
-                stream: self.log.config().history_stream.clone(),
-                source: e.into(),
-            })?;
+        let name = self.log.config().history_stream.clone();
+        let info = stream_info(&stream, &name).await?;
         let next = self.next_subject_count(&info.state);
         if let Some(live) = self.live.as_mut() {
             live.count_subjects_at = next;
