@@ -883,17 +883,7 @@ async fn granted_and_revoked_while_following(grants: Grants) -> Result<()> {
     let mut live = following(&nats, projection.clone(), grants).await?;
 
     let agent = worker.public_key().to_string();
-    let assign = |log: &EventLog, task: &'static str| {
-        let (log, agent) = (log.clone(), agent.clone());
-        async move { assign(&log, &agent, task).await }
-    };
-    assign(&late, "t-before-grant").await?;
-    make_coordinator(&owner, &late).await?;
-    assign(&late, "t-granted").await?;
-    murmur_testkit::authority::revoke(&owner, late.identity().public_key(), None, "test").await?;
-    assign(&late, "t-after-revoke").await?;
-    // Folded in order: once the marker is in, every assignment before it was judged.
-    assign(&coordinator, "t-marker").await?;
+    assign_across_a_grant_and_its_revocation(&owner, &late, &coordinator, &agent).await?;
     assert_eq!(
         follow_to_marker(&mut live).await?,
         ["t-granted", "t-marker"],
@@ -908,8 +898,7 @@ async fn granted_and_revoked_while_following(grants: Grants) -> Result<()> {
         ),
     }
 
-    let replay = replayed(&nats, projection).await?;
-    ensure_replay_agrees(&replay, &live)?;
+    ensure_replay_agrees(&nats, projection, &live).await?;
     Ok(())
 }
 
@@ -981,8 +970,7 @@ async fn a_fence_with_no_new_grant_reads_nothing_from_the_stream() -> Result<()>
         "the new grant was read from the stream: {:?}",
         live.stats()
     );
-    let replay = replayed(&nats, projection).await?;
-    ensure_replay_agrees(&replay, &live)?;
+    ensure_replay_agrees(&nats, projection, &live).await?;
     Ok(())
 }
 
@@ -1033,20 +1021,14 @@ async fn a_projector_fences_the_grants_once_the_stream_holds_enough_subjects() -
         "every assignment folded once"
     );
 
-    assign(&late, &agent, "t-before-grant").await?;
-    make_coordinator(&owner, &late).await?;
-    assign(&late, &agent, "t-granted").await?;
-    murmur_testkit::authority::revoke(&owner, late.identity().public_key(), None, "test").await?;
-    assign(&late, &agent, "t-after-revoke").await?;
-    assign(&coordinator, &agent, "t-marker").await?;
+    assign_across_a_grant_and_its_revocation(&owner, &late, &coordinator, &agent).await?;
     let folded = follow_to_marker(&mut live).await?;
     assert_eq!(
         &folded[2 * GROWTH as usize..],
         ["t-granted", "t-marker"],
         "the grant and the revocation count from their positions"
     );
-    let replay = replayed(&nats, projection).await?;
-    ensure_replay_agrees(&replay, &live)?;
+    ensure_replay_agrees(&nats, projection, &live).await?;
     Ok(())
 }
 
@@ -1186,8 +1168,7 @@ async fn read_through_a_wider_live_filter(grants: Grants) -> Result<()> {
         (3, 1),
         "the cancellations the wider filter delivers are passed over, not folded"
     );
-    let replay = replayed(&nats, projection()).await?;
-    assert_eq!(replay.state(), live.state(), "live and replay agree");
+    ensure_replay_agrees(&nats, projection(), &live).await?;
     Ok(())
 }
 
@@ -1237,8 +1218,7 @@ async fn a_worker_passes_over_assignments_addressed_to_others_undecoded() -> Res
         (2, 3),
         "the two addressed to the other worker passed over; the rest decoded and folded"
     );
-    let replay = replayed(&nats, projection).await?;
-    ensure_replay_agrees(&replay, &live)?;
+    let replay = ensure_replay_agrees(&nats, projection, &live).await?;
     assert_eq!(
         replay.stats().addressed_elsewhere,
         2,
@@ -1257,13 +1237,40 @@ async fn acme_with_coordinator() -> Result<(TestNats, EventLog, EventLog)> {
     Ok((nats, owner, coordinator))
 }
 
-/// Live and replay reached the same state.
-fn ensure_replay_agrees<P>(replay: &Projector<P>, live: &Projector<P>) -> Result<()>
+/// `projection` replayed from the whole log of realm `acme`, which must reach the state
+/// `live` reached following it; the replay, for what else a test checks of it.
+async fn ensure_replay_agrees<P>(
+    nats: &TestNats,
+    projection: P,
+    live: &Projector<P>,
+) -> Result<Projector<P>>
 where
     P: murmur_subjects::Projection,
     P::State: PartialEq + std::fmt::Debug,
 {
+    let mut replay = Projector::new(nats.event_log("acme").await?, projection);
+    replay.catch_up().await?;
     assert_eq!(replay.state(), live.state(), "live and replay agree");
+    Ok(replay)
+}
+
+/// Assignments to `agent` written by `late` before it is made a coordinator
+/// (`t-before-grant`), while it is one (`t-granted`) and after its role is revoked
+/// (`t-after-revoke`), then `t-marker` by `coordinator`: a fold that judges each by its
+/// position keeps `t-granted` and `t-marker`, and once the marker is folded every
+/// assignment before it was judged.
+async fn assign_across_a_grant_and_its_revocation(
+    owner: &EventLog,
+    late: &EventLog,
+    coordinator: &EventLog,
+    agent: &str,
+) -> Result<()> {
+    assign(late, agent, "t-before-grant").await?;
+    make_coordinator(owner, late).await?;
+    assign(late, agent, "t-granted").await?;
+    murmur_testkit::authority::revoke(owner, late.identity().public_key(), None, "test").await?;
+    assign(late, agent, "t-after-revoke").await?;
+    assign(coordinator, agent, "t-marker").await?;
     Ok(())
 }
 
@@ -1304,16 +1311,6 @@ async fn following<P: murmur_subjects::Projection>(
     live.catch_up().await?;
     live.poll(Duration::from_millis(50)).await?;
     Ok(live)
-}
-
-/// `projection` folded from the whole log of realm `acme`, as a replay sees it.
-async fn replayed<P: murmur_subjects::Projection>(
-    nats: &TestNats,
-    projection: P,
-) -> Result<Projector<P>> {
-    let mut replay = Projector::new(nats.event_log("acme").await?, projection);
-    replay.catch_up().await?;
-    Ok(replay)
 }
 
 /// Writes an assignment of `task` to `agent`, signed by `log`'s identity.

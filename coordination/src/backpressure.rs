@@ -129,11 +129,6 @@ impl LatencyTarget {
         (self.limit as usize).clamp(1, self.most)
     }
 
-    /// The target.
-    pub fn target(&self) -> Duration {
-        self.target
-    }
-
     /// A task ended `took` after its submission; `open` tasks are still unfinished.
     pub fn ended(&mut self, took: Duration, open: usize) {
         self.ends += 1;
