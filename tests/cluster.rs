@@ -659,6 +659,9 @@ async fn stream_leader_once(log: &EventLog) -> Option<String> {
 /// The history stream.
 const HISTORY: &str = "MURMUR_HISTORY";
 
+/// The JetStream API request that removes a peer from the history stream.
+const PEER_REMOVE: &str = "$JS.API.STREAM.PEER.REMOVE.MURMUR_HISTORY";
+
 /// Stream `name`'s peers: its leader and its other replicas (whether current), by server
 /// name.
 async fn stream_peers(log: &EventLog, name: &str) -> Option<(String, Vec<(String, bool)>)> {
@@ -688,17 +691,59 @@ async fn three_current_peers(
     name: &str,
     without: Option<&str>,
 ) -> Result<Vec<String>> {
+    three_current_peers_asking_again(log, name, without, None).await
+}
+
+/// How often a peer's removal is asked for again while the peer is still listed: longer
+/// than a removal that was not lost takes to show (about 10 s after a partition heals,
+/// on the 2-core VM alone).
+const ASK_AGAIN_EVERY: Duration = Duration::from_secs(30);
+
+/// [`three_current_peers`], sending `removal` (a JetStream API subject and request) again
+/// every [`ASK_AGAIN_EVERY`] while `without` is still among the stream's peers.
+/// nats-server answers a stream peer removal once its meta leader has proposed the change,
+/// not once the meta group has committed it: a meta leader cut off right after answering
+/// loses it, and the stream keeps its old peers for good. A removal asked for again while
+/// the first is under way is refused (the peer is no longer a member, or the peers would
+/// not change).
+async fn three_current_peers_asking_again(
+    log: &EventLog,
+    name: &str,
+    without: Option<&str>,
+    removal: Option<(&str, &serde_json::Value)>,
+) -> Result<Vec<String>> {
     let until = tokio::time::Instant::now() + MEMBERSHIP_DEADLINE;
+    let mut asked = tokio::time::Instant::now();
     loop {
         let seen = stream_peers(log, name).await;
-        if let Some((leader, replicas)) = seen.clone()
-            && replicas.len() == 2
-            && replicas.iter().all(|(_, current)| *current)
-        {
+        if let Some((leader, replicas)) = seen.clone() {
             let mut peers = vec![leader];
-            peers.extend(replicas.into_iter().map(|(name, _)| name));
-            if without.is_none_or(|gone| !peers.iter().any(|p| p == gone)) {
+            peers.extend(replicas.iter().map(|(name, _)| name.clone()));
+            let gone_listed = without.is_some_and(|gone| peers.iter().any(|p| p == gone));
+            if replicas.len() == 2 && replicas.iter().all(|(_, current)| *current) && !gone_listed {
                 return Ok(peers);
+            }
+            if let Some((subject, request)) = removal
+                && gone_listed
+                && asked.elapsed() >= ASK_AGAIN_EVERY
+            {
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    log.client()
+                        .request(subject.to_string(), request.to_string().into()),
+                )
+                .await;
+                let said = match answer {
+                    Ok(Ok(message)) => String::from_utf8_lossy(&message.payload).into_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "no answer within 5 s".into(),
+                };
+                eprintln!(
+                    "{} still among {name}'s peers {seen:?} {ASK_AGAIN_EVERY:?} after its \
+                     removal was asked for; asked again: {said}",
+                    without.unwrap_or_default()
+                );
+                asked = tokio::time::Instant::now();
             }
         }
         anyhow::ensure!(
@@ -713,11 +758,12 @@ async fn three_current_peers(
 
 /// [`three_current_peers`] without `gone`, as node indices.
 async fn three_current_nodes(log: &EventLog, name: &str, gone: &str) -> Result<Vec<usize>> {
-    three_current_peers(log, name, Some(gone))
-        .await?
-        .iter()
-        .map(|peer| node_of(peer))
-        .collect()
+    as_nodes(three_current_peers(log, name, Some(gone)).await?)
+}
+
+/// Server names as node indices.
+fn as_nodes(peers: Vec<String>) -> Result<Vec<usize>> {
+    peers.iter().map(|peer| node_of(peer)).collect()
 }
 
 /// Cuts node `node` off from the others for 5 s (longer than Raft's election timeout; its
@@ -940,13 +986,8 @@ async fn a_replica_moves_to_a_new_node_while_written(partition: bool) -> Result<
     // The leader leaves the stream's peers.
     let moved_from = tokio::time::Instant::now();
     let until = moved_from + DEADLINE;
-    until_success(
-        log.client(),
-        "$JS.API.STREAM.PEER.REMOVE.MURMUR_HISTORY",
-        serde_json::json!({ "peer": leader }),
-        until,
-    )
-    .await?;
+    let removal = serde_json::json!({ "peer": leader });
+    until_success(log.client(), PEER_REMOVE, removal.clone(), until).await?;
     let cut = if partition {
         // One of the two peers left (the leader was first).
         let cut = old_peers[1];
@@ -956,7 +997,15 @@ async fn a_replica_moves_to_a_new_node_while_written(partition: bool) -> Result<
         None
     };
     // Three current peers again, the removed node not among them.
-    let new_peers = three_current_nodes(&log, HISTORY, &leader).await?;
+    let new_peers = as_nodes(
+        three_current_peers_asking_again(
+            &log,
+            HISTORY,
+            Some(&leader),
+            Some((PEER_REMOVE, &removal)),
+        )
+        .await?,
+    )?;
     let moved_in = moved_from.elapsed();
     writer.acked_at_least(writer.acked() + 200).await?;
     let (written, longest) = writer.stop().await?;

@@ -321,10 +321,20 @@ pub async fn inject(
     })
 }
 
+/// How often the removal of a peer still listed is asked for again while the move is
+/// watched: longer than a removal that was not lost takes to show (about 10 s after a
+/// partition heals, on the 2-core VM alone).
+const ASK_AGAIN_EVERY: Duration = Duration::from_secs(30);
+
 /// Watches the history stream after node `from` left its peers: how long until three
 /// current peers without it held the stream, and who they were; gives up after 120 s.
+/// nats-server answers a removal once its meta leader has proposed it, not once the meta
+/// group has committed it, so a fault that cuts the meta leader off right after can lose
+/// it: while `from` is still listed, the removal is asked for again every
+/// [`ASK_AGAIN_EVERY`] (asked again while the first is under way, it is refused).
 async fn watch_move(log: EventLog, from: usize) -> (Option<Duration>, Option<Vec<usize>>) {
     let since = std::time::Instant::now();
+    let mut asked = since;
     let mut peers = None;
     while since.elapsed() < Duration::from_secs(120) {
         peers = crate::replicas::current_peers(&log).await;
@@ -334,6 +344,16 @@ async fn watch_move(log: EventLog, from: usize) -> (Option<Duration>, Option<Vec
         {
             return (Some(since.elapsed()), peers);
         }
+        if peers.as_ref().is_some_and(|p| p.contains(&from)) && asked.elapsed() >= ASK_AGAIN_EVERY {
+            let said = ask_removal(&log, from)
+                .await
+                .map_or_else(|refused| refused, |()| "accepted".into());
+            eprintln!(
+                "n{} still among the history stream's peers {ASK_AGAIN_EVERY:?} after its removal was asked for; asked again: {said}",
+                from + 1
+            );
+            asked = std::time::Instant::now();
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     (None, peers)
@@ -342,31 +362,42 @@ async fn watch_move(log: EventLog, from: usize) -> (Option<Duration>, Option<Vec
 /// Removes node `node` from the history stream's peers, asking again through elections
 /// for up to 30 s; the server's refusal otherwise.
 async fn remove_peer(log: &EventLog, node: usize) -> std::result::Result<(), String> {
-    let subject = format!("$JS.API.STREAM.PEER.REMOVE.{}", log.config().history_stream);
-    let body = serde_json::json!({ "peer": format!("n{}", node + 1) }).to_string();
     let until = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let answer = tokio::time::timeout(
-            Duration::from_secs(5),
-            log.client().request(subject.clone(), body.clone().into()),
-        )
-        .await;
-        let said = match answer {
-            Ok(Ok(message)) => {
-                let reply: serde_json::Value =
-                    serde_json::from_slice(&message.payload).unwrap_or_default();
-                if reply["success"] == true {
-                    return Ok(());
-                }
-                reply["error"].to_string()
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer within 5 s".into(),
+        let said = match ask_removal(log, node).await {
+            Ok(()) => return Ok(()),
+            Err(said) => said,
         };
         if std::time::Instant::now() > until {
             return Err(said);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Asks once (`$JS.API.STREAM.PEER.REMOVE`, what `nats stream cluster peer-remove` sends)
+/// for node `node`'s removal from the history stream's peers; the server's refusal, or why
+/// no answer came, otherwise.
+async fn ask_removal(log: &EventLog, node: usize) -> std::result::Result<(), String> {
+    let subject = format!("$JS.API.STREAM.PEER.REMOVE.{}", log.config().history_stream);
+    let body = serde_json::json!({ "peer": format!("n{}", node + 1) }).to_string();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        log.client().request(subject, body.into()),
+    )
+    .await;
+    match answer {
+        Ok(Ok(message)) => {
+            let reply: serde_json::Value =
+                serde_json::from_slice(&message.payload).unwrap_or_default();
+            if reply["success"] == true {
+                Ok(())
+            } else {
+                Err(reply["error"].to_string())
+            }
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 5 s".into()),
     }
 }
 
