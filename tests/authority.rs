@@ -1008,11 +1008,16 @@ async fn a_projector_fences_the_grants_once_the_stream_holds_enough_subjects() -
         "below the threshold the consumer reads the grants: {:?}",
         live.stats()
     );
+    let grant_reads = live.stats().grant_reads;
     assign_in_turn(&mut live, &coordinator, &agent, GROWTH / 2..2 * GROWTH).await?;
     let stats = live.stats().clone();
     assert_eq!(
         stats.grants_moved_to_fence, 1,
         "the consumer was remade once, to fence: {stats:?}"
+    );
+    assert_eq!(
+        stats.grant_reads, grant_reads,
+        "the book followed the consumer's deliveries, so the new consumer read no grants: {stats:?}"
     );
     assert!(stats.grant_fences >= 1, "fenced since: {stats:?}");
     assert_eq!(

@@ -61,6 +61,11 @@ pub struct ProjectionStats {
     /// are fenced from then on.
     #[serde(default)]
     pub grants_moved_to_fence: u64,
+    /// Times the realm's grants were read with a filtered read of the role subjects
+    /// because the grants book was behind the position: at a catch-up, or when a live
+    /// consumer that leaves them out was made.
+    #[serde(default)]
+    pub grant_reads: u64,
 }
 
 /// Why a delivery is passed over undecoded ([`Projector::passes_over`]).
@@ -271,6 +276,7 @@ impl<P: Projection> Projector<P> {
         if self.roles_inline || self.roles.position() >= until {
             return Ok(());
         }
+        self.stats.grant_reads += 1;
         read_roles(&self.log, &mut self.roles, Some(until)).await
     }
 
@@ -815,6 +821,12 @@ impl<P: Projection> Projector<P> {
                 message: next.split().0,
             };
             self.fold_checked(&stored, pass);
+            if !self.roles_fenced {
+                // The consumer delivers the grants in stream order with the rest: the book
+                // holds every grant through this delivery. Noted, so that a consumer made
+                // again from here (moving to the fence, after a stall) reads none of them.
+                self.roles.advance(sequence);
+            }
             read += 1;
             if stop(&self.state) {
                 break;
