@@ -921,6 +921,115 @@ async fn a_submit_window_keeps_its_tasks_in_flight_within_its_limit() -> Result<
     platform.stop().await
 }
 
+/// Tasks given to a window together are submitted as room frees up, the window never
+/// holding more than its limit open, and those that fit at once share one batch
+/// signature: the first four here, signed together, and fewer signatures than tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_window_signs_the_tasks_that_fit_at_once_together() -> Result<()> {
+    use murmur_coordination::backpressure::SubmitWindow;
+    use murmur_subjects::identity::BATCH_SIGNATURE_SCHEME;
+    const LIMIT: usize = 4;
+    const TASKS: usize = 12;
+    let mut platform = Platform::start().await?;
+    let (mut worker, _) = spawn_worker(&platform.nats, platform.data.path()).await?;
+    let mut window = SubmitWindow::new(platform.submitter.clone(), LIMIT).await?;
+    let ids: Vec<String> = (0..TASKS).map(|k| format!("m{k:02}")).collect();
+    let tasks = ids
+        .iter()
+        .map(|id| {
+            Ok((
+                Token::new(id)?,
+                submitted(serde_json::json!({"sleep_ms": 50}), 1, 60_000),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    assert_eq!(window.submit_many(tasks).await?, TASKS);
+    window.flush().await?;
+    wait(
+        &mut platform.live,
+        "every task given together completed",
+        |v| {
+            ids.iter().all(|id| {
+                matches!(
+                    v.tasks.tasks.get(id.as_str()).map(|t| &t.state),
+                    Some(TaskState::Completed { .. })
+                )
+            })
+        },
+    )
+    .await?;
+
+    // In the log's order, submissions less ends never exceeded the window.
+    let (mut open, mut most) = (0i64, 0i64);
+    for (subject, _, _) in realm_events(&platform.submitter).await? {
+        if !subject.contains(".evt.task.m") {
+            continue;
+        }
+        if subject.ends_with(".submitted") {
+            open += 1;
+        } else if subject.ends_with(".completed") || subject.ends_with(".dead_lettered") {
+            open -= 1;
+        }
+        most = most.max(open);
+    }
+    assert_eq!(
+        (open, most),
+        (0, LIMIT as i64),
+        "the window filled, and no further"
+    );
+
+    // Each submission's root signature, in the log's order.
+    let mut roots = Vec::new();
+    let log = &platform.submitter;
+    log.read(
+        &murmur_subjects::SubjectFilter::parse("murmur.v1.acme.evt.task.*.submitted")?,
+        StartAt::Beginning,
+        None,
+        |m| {
+            if let Ok(event) = log.decode_stored(&m.message, m.sequence, Some(m.stored_at))
+                && event
+                    .record
+                    .subject
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with('m'))
+            {
+                roots.push(event.record.signature.clone().unwrap_or_default());
+            }
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    assert_eq!(roots.len(), TASKS, "every submission read back");
+    assert!(
+        roots[..LIMIT]
+            .iter()
+            .all(|r| r.starts_with(BATCH_SIGNATURE_SCHEME)),
+        "the first {LIMIT}, which fit at once, are batch-signed: {roots:?}"
+    );
+    // A batch's signature, or a lone task's (one that had the room to itself).
+    let roots: Vec<&str> = roots
+        .iter()
+        .map(
+            |signature| match signature.strip_prefix(BATCH_SIGNATURE_SCHEME) {
+                Some(batch) => batch.split(':').next().unwrap_or_default(),
+                None => signature.as_str(),
+            },
+        )
+        .collect();
+    assert!(
+        roots[..LIMIT].iter().all(|r| *r == roots[0]),
+        "the first {LIMIT} share one signature"
+    );
+    let distinct: std::collections::BTreeSet<&str> = roots.iter().copied().collect();
+    assert!(
+        distinct.len() < TASKS,
+        "{} signatures for {TASKS} tasks",
+        distinct.len()
+    );
+    worker.kill().await?;
+    platform.stop().await
+}
+
 /// A window steered to a latency target narrows when its tasks take longer than the target
 /// (every task here: 20 ms of work against 1 µs), timed by the log's stored times, and
 /// every task still completes; with a target none reaches it keeps its most.

@@ -15,7 +15,7 @@ use murmur_subjects::events::{TaskCancelled, TaskCompleted, TaskDeadLettered, Ta
 use murmur_subjects::log::PendingAppend;
 use murmur_subjects::{
     Domain, Draft, EventLog, EventType, LogError, Plane, Projection, Projector, Refusal,
-    SubjectFilter, Token, VerifiedEvent,
+    SealedEvent, SubjectFilter, Token, VerifiedEvent,
 };
 
 /// Acknowledgements a window keeps in flight before it waits for the oldest.
@@ -220,9 +220,46 @@ impl SubmitWindow {
     }
 
     /// Submits `task` as `id` once fewer than the limit of this window's tasks are
-    /// unfinished.
+    /// unfinished. Signed on its own: a submitter with many tasks at hand gives them to
+    /// [`SubmitWindow::submit_many`].
     pub async fn submit(&mut self, id: Token, task: &TaskSubmitted) -> Result<(), SubmitError> {
         let draft = Draft::new(id.clone(), task)?;
+        self.room().await?;
+        let sealed = self.log.seal(draft);
+        self.send(id, &sealed).await?;
+        Ok(())
+    }
+
+    /// Submits `tasks` in order, each once the window has room for it, as
+    /// [`SubmitWindow::submit`] does; the tasks that fit in the window at once share one
+    /// batch signature. A single signature costs the submitter about 20 µs to make and
+    /// each reading process about 40 µs to check, a batch's share a few µs each. Returns
+    /// how many were submitted; on an error, the tasks before the one that failed were.
+    pub async fn submit_many(
+        &mut self,
+        tasks: impl IntoIterator<Item = (Token, TaskSubmitted)>,
+    ) -> Result<usize, SubmitError> {
+        let mut tasks = tasks.into_iter().peekable();
+        let mut submitted = 0;
+        while tasks.peek().is_some() {
+            let room = self.room().await?;
+            let mut ids = Vec::with_capacity(room);
+            let mut drafts = Vec::with_capacity(room);
+            for (id, task) in tasks.by_ref().take(room) {
+                drafts.push(Draft::new(id.clone(), &task)?);
+                ids.push(id);
+            }
+            for (id, sealed) in ids.into_iter().zip(self.log.seal_many(drafts)) {
+                self.send(id, &sealed).await?;
+                submitted += 1;
+            }
+        }
+        Ok(submitted)
+    }
+
+    /// Waits until fewer than the limit of this window's tasks are unfinished; returns
+    /// how many more may be submitted now.
+    async fn room(&mut self) -> Result<usize, LogError> {
         let started = Instant::now();
         self.take_ended();
         while self.open.len() >= self.limit() {
@@ -230,8 +267,13 @@ impl SubmitWindow {
             self.take_ended();
         }
         self.waited += started.elapsed();
-        let sealed = self.log.seal(draft);
-        self.acks.push_back(self.log.append_sealed(&sealed).await?);
+        Ok(self.limit() - self.open.len())
+    }
+
+    /// Appends one sealed submission, keeping at most [`ACKS_IN_FLIGHT`] acknowledgements
+    /// outstanding.
+    async fn send(&mut self, id: Token, sealed: &SealedEvent) -> Result<(), LogError> {
+        self.acks.push_back(self.log.append_sealed(sealed).await?);
         self.open.insert(id.as_str().to_string(), None);
         while self.acks.len() > ACKS_IN_FLIGHT {
             if let Some(ack) = self.acks.pop_front() {
