@@ -553,6 +553,12 @@ async fn task_graphs_release_children_with_parent_outputs_and_cancel_on_failure(
     assert_eq!(last_task_event().await?, before, "nothing submitted");
 
     let ids = murmur_coordination::submit::submit_graph(&submitter, &spec, "g1", None).await?;
+    let signatures = submission_signatures(&submitter, "g1-").await?;
+    assert_eq!(signatures.len(), spec.tasks.len(), "every task submitted");
+    assert!(
+        signatures.iter().all(|s| *s == signatures[0] && s.0),
+        "the graph's tasks share one batch signature: {signatures:?}"
+    );
     let mut live = Projector::new(submitter.clone(), CoordinatorProjection::new(realm));
     wait(&mut live, "the graph settled", |v| {
         let state = |id: &str| v.tasks.tasks.get(id).map(|t| t.state.name());
@@ -927,7 +933,6 @@ async fn a_submit_window_keeps_its_tasks_in_flight_within_its_limit() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submit_window_signs_the_tasks_that_fit_at_once_together() -> Result<()> {
     use murmur_coordination::backpressure::SubmitWindow;
-    use murmur_subjects::identity::BATCH_SIGNATURE_SCHEME;
     const LIMIT: usize = 4;
     const TASKS: usize = 12;
     let mut platform = Platform::start().await?;
@@ -978,44 +983,13 @@ async fn a_submit_window_signs_the_tasks_that_fit_at_once_together() -> Result<(
         "the window filled, and no further"
     );
 
-    // Each submission's root signature, in the log's order.
-    let mut roots = Vec::new();
-    let log = &platform.submitter;
-    log.read(
-        &murmur_subjects::SubjectFilter::parse("murmur.v1.acme.evt.task.*.submitted")?,
-        StartAt::Beginning,
-        None,
-        |m| {
-            if let Ok(event) = log.decode_stored(&m.message, m.sequence, Some(m.stored_at))
-                && event
-                    .record
-                    .subject
-                    .as_deref()
-                    .is_some_and(|s| s.starts_with('m'))
-            {
-                roots.push(event.record.signature.clone().unwrap_or_default());
-            }
-            ControlFlow::Continue(())
-        },
-    )
-    .await?;
+    let roots = submission_signatures(&platform.submitter, "m").await?;
     assert_eq!(roots.len(), TASKS, "every submission read back");
     assert!(
-        roots[..LIMIT]
-            .iter()
-            .all(|r| r.starts_with(BATCH_SIGNATURE_SCHEME)),
+        roots[..LIMIT].iter().all(|(batch, _)| *batch),
         "the first {LIMIT}, which fit at once, are batch-signed: {roots:?}"
     );
-    // A batch's signature, or a lone task's (one that had the room to itself).
-    let roots: Vec<&str> = roots
-        .iter()
-        .map(
-            |signature| match signature.strip_prefix(BATCH_SIGNATURE_SCHEME) {
-                Some(batch) => batch.split(':').next().unwrap_or_default(),
-                None => signature.as_str(),
-            },
-        )
-        .collect();
+    let roots: Vec<&str> = roots.iter().map(|(_, root)| root.as_str()).collect();
     assert!(
         roots[..LIMIT].iter().all(|r| *r == roots[0]),
         "the first {LIMIT} share one signature"
@@ -1082,6 +1056,40 @@ async fn a_steered_submit_window_narrows_while_its_tasks_take_longer_than_the_ta
     .await?;
     worker.kill().await?;
     platform.stop().await
+}
+
+/// The signature of each task submitted in realm `acme` whose id starts with `prefix`, in
+/// log order: whether it is a batch signature, and the signature itself (a batch's root
+/// signature, shared by the events signed together).
+async fn submission_signatures(
+    log: &murmur_subjects::EventLog,
+    prefix: &str,
+) -> Result<Vec<(bool, String)>> {
+    use murmur_subjects::identity::BATCH_SIGNATURE_SCHEME;
+    let mut signatures = Vec::new();
+    log.read(
+        &murmur_subjects::SubjectFilter::parse("murmur.v1.acme.evt.task.*.submitted")?,
+        StartAt::Beginning,
+        None,
+        |m| {
+            if let Ok(event) = log.decode_stored(&m.message, m.sequence, Some(m.stored_at))
+                && event
+                    .record
+                    .subject
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with(prefix))
+            {
+                let signature = event.record.signature.unwrap_or_default();
+                signatures.push(match signature.strip_prefix(BATCH_SIGNATURE_SCHEME) {
+                    Some(batch) => (true, batch.split(':').next().unwrap_or_default().into()),
+                    None => (false, signature),
+                });
+            }
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    Ok(signatures)
 }
 
 /// Subject, sequence and stored time of every event of realm `acme`, in log order.

@@ -53,7 +53,8 @@ pub struct Cause {
     pub causation_id: String,
 }
 
-/// Validates `spec` and submits every task as `{prefix}-{id}`. Returns graph id → task id.
+/// Validates `spec` and submits every task as `{prefix}-{id}`, all under one batch
+/// signature, the writes pipelined. Returns graph id → task id.
 pub async fn submit_graph(
     log: &EventLog,
     spec: &GraphSpec,
@@ -94,8 +95,18 @@ pub async fn submit_graph(
             None => draft,
         });
     }
-    for draft in drafts {
-        match log.append_expected(draft, Expected::NoEvents).await {
+    // One batch signature for the graph, the writes pipelined; each task is new or
+    // already there (a graph submitted again under the same prefix).
+    let writes: Vec<_> = log
+        .seal_many(drafts)
+        .into_iter()
+        .map(|sealed| (sealed, Expected::NoEvents))
+        .collect();
+    for written in log
+        .append_expected_patiently(&writes, std::time::Duration::ZERO)
+        .await?
+    {
+        match written {
             Ok(_) | Err(LogError::Conflict { .. }) => {}
             Err(e) => return Err(e.into()),
         }
