@@ -898,31 +898,13 @@ async fn a_submit_window_keeps_its_tasks_in_flight_within_its_limit() -> Result<
         assert!(window.open() <= 2, "{} open", window.open());
     }
     window.flush().await?;
-    wait(&mut platform.live, "every windowed task completed", |v| {
-        ids.iter().all(|id| {
-            matches!(
-                v.tasks.tasks.get(id.as_str()).map(|t| &t.state),
-                Some(TaskState::Completed { .. })
-            )
-        })
-    })
-    .await?;
+    all_completed(&mut platform.live, &ids, "every windowed task completed").await?;
     // In the log's order, submissions less ends never exceeded the window.
-    let mut open = 0i64;
-    let mut most = 0i64;
-    for (subject, _, _) in realm_events(&platform.submitter).await? {
-        if !subject.contains(".evt.task.w") {
-            continue;
-        }
-        if subject.ends_with(".submitted") {
-            open += 1;
-        } else if subject.ends_with(".completed") || subject.ends_with(".dead_lettered") {
-            open -= 1;
-        }
-        most = most.max(open);
-    }
-    assert_eq!(open, 0);
-    assert_eq!(most, 2, "the window filled, and no further");
+    assert_eq!(
+        open_in_log_order(&platform.submitter, "w").await?,
+        (0, 2),
+        "the window filled, and no further"
+    );
     worker.kill().await?;
     platform.stop().await
 }
@@ -950,35 +932,16 @@ async fn a_submit_window_signs_the_tasks_that_fit_at_once_together() -> Result<(
         .collect::<Result<Vec<_>>>()?;
     assert_eq!(window.submit_many(tasks).await?, TASKS);
     window.flush().await?;
-    wait(
+    all_completed(
         &mut platform.live,
+        &ids,
         "every task given together completed",
-        |v| {
-            ids.iter().all(|id| {
-                matches!(
-                    v.tasks.tasks.get(id.as_str()).map(|t| &t.state),
-                    Some(TaskState::Completed { .. })
-                )
-            })
-        },
     )
     .await?;
 
     // In the log's order, submissions less ends never exceeded the window.
-    let (mut open, mut most) = (0i64, 0i64);
-    for (subject, _, _) in realm_events(&platform.submitter).await? {
-        if !subject.contains(".evt.task.m") {
-            continue;
-        }
-        if subject.ends_with(".submitted") {
-            open += 1;
-        } else if subject.ends_with(".completed") || subject.ends_with(".dead_lettered") {
-            open -= 1;
-        }
-        most = most.max(open);
-    }
     assert_eq!(
-        (open, most),
+        open_in_log_order(&platform.submitter, "m").await?,
         (0, LIMIT as i64),
         "the window filled, and no further"
     );
@@ -1045,7 +1008,18 @@ async fn a_steered_submit_window_narrows_while_its_tasks_take_longer_than_the_ta
             assert_eq!(window.limit(), MOST, "none over the target: {window:?}");
         }
     }
-    wait(&mut platform.live, "every steered task completed", |v| {
+    all_completed(&mut platform.live, &ids, "every steered task completed").await?;
+    worker.kill().await?;
+    platform.stop().await
+}
+
+/// Waits until every task of `ids` has completed.
+async fn all_completed(
+    view: &mut Projector<CoordinatorProjection>,
+    ids: &[String],
+    what: &str,
+) -> Result<()> {
+    wait(view, what, |v| {
         ids.iter().all(|id| {
             matches!(
                 v.tasks.tasks.get(id.as_str()).map(|t| &t.state),
@@ -1053,9 +1027,26 @@ async fn a_steered_submit_window_narrows_while_its_tasks_take_longer_than_the_ta
             )
         })
     })
-    .await?;
-    worker.kill().await?;
-    platform.stop().await
+    .await
+}
+
+/// Of the tasks of realm `acme` whose id starts with `prefix`, in the log's order: how many
+/// were open (submitted, not yet completed or dead-lettered) at the end, and at most.
+async fn open_in_log_order(log: &murmur_subjects::EventLog, prefix: &str) -> Result<(i64, i64)> {
+    let (mut open, mut most) = (0i64, 0i64);
+    let tasks = format!(".evt.task.{prefix}");
+    for (subject, _, _) in realm_events(log).await? {
+        if !subject.contains(&tasks) {
+            continue;
+        }
+        if subject.ends_with(".submitted") {
+            open += 1;
+        } else if subject.ends_with(".completed") || subject.ends_with(".dead_lettered") {
+            open -= 1;
+        }
+        most = most.max(open);
+    }
+    Ok((open, most))
 }
 
 /// The signature of each task submitted in realm `acme` whose id starts with `prefix`, in
