@@ -234,7 +234,7 @@ impl SubmitWindow {
     /// [`SubmitWindow::submit`] does; the tasks that fit in the window at once share one
     /// batch signature. A single signature costs the submitter about 20 µs to make and
     /// each reading process about 40 µs to check, a batch's share a few µs each. Returns
-    /// how many were submitted; on an error, the tasks before the one that failed were.
+    /// how many were submitted; on an error, every task before the one that failed was.
     pub async fn submit_many(
         &mut self,
         tasks: impl IntoIterator<Item = (Token, TaskSubmitted)>,
@@ -245,13 +245,25 @@ impl SubmitWindow {
             let room = self.room().await?;
             let mut ids = Vec::with_capacity(room);
             let mut drafts = Vec::with_capacity(room);
+            let mut unfit = None;
             for (id, task) in tasks.by_ref().take(room) {
-                drafts.push(Draft::new(id.clone(), &task)?);
-                ids.push(id);
+                match Draft::new(id.clone(), &task) {
+                    Ok(draft) => {
+                        drafts.push(draft);
+                        ids.push(id);
+                    }
+                    Err(e) => {
+                        unfit = Some(e);
+                        break;
+                    }
+                }
             }
             for (id, sealed) in ids.into_iter().zip(self.log.seal_many(drafts)) {
                 self.send(id, &sealed).await?;
                 submitted += 1;
+            }
+            if let Some(e) = unfit {
+                return Err(e.into());
             }
         }
         Ok(submitted)
