@@ -344,12 +344,14 @@ async fn watch_move(log: EventLog, from: usize) -> (Option<Duration>, Option<Vec
         {
             return (Some(since.elapsed()), peers);
         }
-        if peers.as_ref().is_some_and(|p| p.contains(&from)) && asked.elapsed() >= ASK_AGAIN_EVERY {
+        let still_listed = peers.as_ref().is_some_and(|p| p.contains(&from));
+        if still_listed && asked.elapsed() >= ASK_AGAIN_EVERY {
             let said = ask_removal(&log, from)
                 .await
                 .map_or_else(|refused| refused, |()| "accepted".into());
             eprintln!(
-                "n{} still among the history stream's peers {ASK_AGAIN_EVERY:?} after its removal was asked for; asked again: {said}",
+                "n{} still among the history stream's peers {ASK_AGAIN_EVERY:?} after its \
+                 removal was asked for; asked again: {said}",
                 from + 1
             );
             asked = std::time::Instant::now();
