@@ -3,8 +3,8 @@
 //! the stream leader is killed, cut off from its followers with its clients still connected,
 //! agents are paused past their leases, the leader is removed from the stream's peers (the
 //! replica moves to the node that held none), and it loses its whole store. The store's loss
-//! comes last: its node may take a minute to be current again under load, and a fault after
-//! it would not get its turn within the run. The suite's checker reads the log
+//! comes last: its node may take a minute to be current again under load, and the run goes
+//! past its 70 s until every fault has had its turn. The suite's checker reads the log
 //! afterwards; this test fails on anything it finds lost, duplicated, reordered or
 //! unresolved, or on nodes whose copies of the streams differ, and checks the report holds
 //! what was injected.

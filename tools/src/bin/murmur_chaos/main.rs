@@ -50,7 +50,8 @@ struct Args {
     /// `default` (every 2 minutes), or `both`, side by side.
     #[arg(long, value_enum, default_value_t = Sync::Both)]
     sync: Sync,
-    /// How long the workloads run in each run, in seconds.
+    /// How long the workloads run in each run, in seconds; longer where the faults before
+    /// the last listed one ran long, since every listed fault gets its turn.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
     /// How long each fault holds, in seconds.
