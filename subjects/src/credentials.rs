@@ -203,7 +203,7 @@ fn template(p: &Permissions) -> UserPermissionLimits {
     };
     t.permissions.resp = p.responses.then_some(ResponsePermission {
         max_messages: 1,
-        ttl: Duration::ZERO,
+        ttl: Duration::from_secs(crate::roles::RESPONSE_WINDOW_SECS),
     });
     t.limits = Some(Limits {
         user_limits: None,
@@ -378,6 +378,11 @@ mod tests {
             serde_json::from_value(scope["template"]["pub"]["allow"].clone()).expect("list");
         assert_eq!(allowed, p.publish.iter().cloned().collect::<Vec<_>>());
         assert_eq!(scope["template"]["resp"]["max"], 1);
+        // A reply window of its own, not the server's two minutes (nanoseconds in the JWT).
+        assert_eq!(
+            scope["template"]["resp"]["ttl"],
+            crate::roles::RESPONSE_WINDOW_SECS * 1_000_000_000
+        );
         // The role's limits travel in its template: a worker's subscriptions capped, its
         // payload the server's own.
         assert_eq!(scope["template"]["subs"], crate::roles::MAX_SUBSCRIPTIONS);

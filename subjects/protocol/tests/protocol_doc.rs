@@ -260,7 +260,15 @@ fn permissions_example() -> String {
         for s in &p.subscribe {
             writeln!(out, "  {s}").expect("writing to a String");
         }
-        writeln!(out, "{} answers requests: {}\n", role.as_str(), p.responses)
+        let answers = if p.responses {
+            format!(
+                "yes, one reply each within {} s",
+                roles::RESPONSE_WINDOW_SECS
+            )
+        } else {
+            "no".to_string()
+        };
+        writeln!(out, "{} answers requests: {answers}\n", role.as_str())
             .expect("writing to a String");
     }
     out.trim_end().to_string() + "\n"

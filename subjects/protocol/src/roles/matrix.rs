@@ -100,7 +100,8 @@ impl RoleMatrix {
             ));
         }
         out.push_str(&format!(
-            "may reply to requests they receive: {}\n\n",
+            "may reply to requests they receive (once each, within {} s): {}\n\n",
+            super::RESPONSE_WINDOW_SECS,
             self.responders
                 .iter()
                 .map(|r| r.as_str())

@@ -110,7 +110,8 @@ pub struct Permissions {
     pub publish: BTreeSet<String>,
     /// Subjects it may subscribe to.
     pub subscribe: BTreeSet<String>,
-    /// Whether it may reply to requests it received (NATS `allow_responses`, one reply).
+    /// Whether it may reply to requests it received (NATS `allow_responses`: one reply,
+    /// within [`RESPONSE_WINDOW_SECS`]).
     pub responses: bool,
     /// Largest message (headers and body) one connection may publish; `None`: the server's
     /// `max_payload` (1 MiB). A larger publish closes the connection.
@@ -120,6 +121,17 @@ pub struct Permissions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_subscriptions: Option<i64>,
 }
+
+/// How long after a request reached a responder its one reply is still allowed (NATS
+/// `allow_responses` `expires`): the longest any murmur caller waits for an answer
+/// (`kb query --remote`). The server keeps, per connection of a role that answers
+/// requests, an entry for every message it delivered with a reply subject until this long
+/// has passed, and sweeps them every 4,096 deliveries; every JetStream delivery has a reply
+/// subject (its `$JS.ACK`). So the window bounds what an agent reading the log costs the
+/// server: with the server's default of two minutes, that cost grew for two minutes of
+/// reading, in CPU per delivery and in memory (docs/benchmarks.md, "Replies the server
+/// tracks").
+pub const RESPONSE_WINDOW_SECS: u64 = 10;
 
 /// Subscriptions one connection of a role other than the operator may hold. A worker holds
 /// a few dozen (its inbox, a live consumer per projection it follows, its `$SRV`
