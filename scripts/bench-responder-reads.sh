@@ -33,10 +33,13 @@ for g in $(seq 1 150); do
 import json
 print(json.dumps({'tasks': [{'id': f'g${g}t{i}', 'capability': 'bench.none', 'input': {'n': i}} for i in range(1000)]}))
 " >"$work/graph.json"
-  "$murmur" task graph submit "$work/graph.json" >/dev/null
+  "$murmur" task graph submit "$work/graph.json" >/dev/null 2>"$work/said" || { cat "$work/said"; exit 1; }
 done
-"$murmur" creds issue --role worker --name reads-worker -o "$work/worker.creds" >/dev/null
-"$murmur" creds issue --role observer --name reads-observer -o "$work/observer.creds" >/dev/null
+for role in worker observer; do
+  "$murmur" creds issue --role "$role" --name "reads-$role" -o "$work/$role.creds" >/dev/null 2>"$work/said" ||
+    { cat "$work/said"; exit 1; }
+done
+echo "150,000 task submissions in a secure murmur up at $NATS_URL (nats-server pid $server)"
 for role in observer worker; do
   echo "## $role, one connection, ${seconds} s"
   .venv/bin/python scripts/responder_reads.py "$NATS_URL" "$work/$role.creds" "$server" "$seconds" 150000
