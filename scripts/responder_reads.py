@@ -10,12 +10,16 @@ Usage: python responder_reads.py URL CREDS SERVER_PID SECONDS EVENTS
 """
 
 import asyncio
-import base64
 import json
+import os
 import sys
 import time
 
 import nats
+
+# The reference Python agent's identity: the key a participant connects and signs with.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples", "python"))
+from murmur_agent import Identity  # noqa: E402
 
 
 def rss_mib(pid):
@@ -32,20 +36,13 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / 100
 
 
-def user_key(creds):
-    text = open(creds).read()
-    jwt = text.split("-----BEGIN NATS USER JWT-----")[1].split("------END")[0].strip()
-    claims = json.loads(base64.urlsafe_b64decode(jwt.split(".")[1] + "=="))
-    return claims["sub"]
-
-
 async def main():
     url, creds, pid, seconds, events = sys.argv[1:6]
     pid, seconds, events = int(pid), float(seconds), int(events)
     nc = await nats.connect(
         url,
         user_credentials=creds,
-        inbox_prefix=f"_INBOX.{user_key(creds)}".encode(),
+        inbox_prefix=f"_INBOX.{Identity.from_creds(creds).public_key}".encode(),
     )
     js = nc.jetstream()
     start, cpu0, total = time.time(), cpu_s(pid), 0
