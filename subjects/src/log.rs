@@ -748,6 +748,42 @@ impl EventLog {
         Ok(event)
     }
 
+    /// [`EventLog::decode_stored`] for messages read together, with their signatures checked
+    /// in one batch ([`crate::EventCodec::decode_many`]).
+    pub fn decode_stored_many(
+        &self,
+        stored: &[&crate::read::StoredMessage],
+    ) -> Vec<Result<VerifiedEvent, IngestError>> {
+        let messages: Vec<_> = stored
+            .iter()
+            .map(|s| (&s.message, s.sequence, s.stored_at))
+            .collect();
+        self.decode_messages_many(&messages)
+    }
+
+    /// [`EventLog::decode_stored_many`] of (message, stream sequence, stored time).
+    pub(crate) fn decode_messages_many(
+        &self,
+        messages: &[(&async_nats::Message, u64, chrono::DateTime<chrono::Utc>)],
+    ) -> Vec<Result<VerifiedEvent, IngestError>> {
+        let parts: Vec<_> = messages
+            .iter()
+            .map(|(m, _, _)| (m.subject.as_str(), m.headers.as_ref(), &m.payload))
+            .collect();
+        self.codec
+            .decode_many(&parts)
+            .into_iter()
+            .zip(messages)
+            .map(|(decoded, (_, sequence, stored_at))| {
+                decoded.map(|mut event| {
+                    event.stream_sequence = Some(*sequence);
+                    event.stored_at = Some(*stored_at);
+                    event
+                })
+            })
+            .collect()
+    }
+
     /// The first event stored on `subject`, verified; `None` when nothing is stored there.
     /// One request, for a reader that follows only some event types and needs one other (a
     /// worker fetching the submission it was assigned).

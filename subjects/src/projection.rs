@@ -13,7 +13,7 @@ use async_nats::jetstream::{self, consumer};
 use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::IngestError;
+use crate::codec::{IngestError, VerifiedEvent};
 use crate::grants::RoleBook;
 use crate::log::{EventLog, LogError};
 pub use crate::read::{
@@ -136,6 +136,9 @@ struct LiveFeed {
     /// Deliveries taken from the consumer and not yet folded: with fenced grants, those the
     /// client already held are taken together so that one fence covers them all.
     held: std::collections::VecDeque<Delivery>,
+    /// Deliveries decoded ahead of their turn, by stream sequence: those the client held
+    /// together, decoded together so that their signatures are checked in one batch.
+    decoded_ahead: std::collections::HashMap<u64, Result<VerifiedEvent, IngestError>>,
     /// The stream, for the grants fence.
     stream: jetstream::stream::Stream<()>,
     /// With the grants' filter on the consumer only because the stream holds few
@@ -149,6 +152,11 @@ struct LiveFeed {
     /// Last time the watchdog asked the server.
     checked_at: tokio::time::Instant,
 }
+
+/// Most stored messages a projector decodes together: their signatures are checked in one
+/// batch (the larger the batch, the cheaper each signature, but the later the first event
+/// of the batch is folded).
+const DECODED_TOGETHER: usize = 64;
 
 /// After this long without a delivery, the projector asks the server whether its consumer
 /// still exists and has nothing pending. An ordered consumer can stall silently when the
@@ -401,11 +409,44 @@ impl<P: Projection> Projector<P> {
     /// once however often it arrives.
     pub fn fold_stored(&mut self, stored: &StoredMessage) {
         let pass = self.passes_over(&stored.message);
-        self.fold_checked(stored, pass);
+        self.fold_checked(stored, pass, None);
     }
 
-    /// [`Projector::fold_stored`] once [`Projector::passes_over`] has judged the message.
-    fn fold_checked(&mut self, stored: &StoredMessage, pass: Option<PassOver>) {
+    /// [`Projector::fold_stored`] for messages read together, in order: those it decodes
+    /// are decoded together ([`EventLog::decode_stored_many`]), so their signatures are
+    /// checked in one batch.
+    pub fn fold_stored_many(&mut self, stored: &[StoredMessage]) {
+        let passes: Vec<Option<PassOver>> = stored
+            .iter()
+            .map(|s| self.passes_over(&s.message))
+            .collect();
+        // Sequences increase through a read: one at or below the position is a redelivery.
+        let decodes: Vec<bool> = stored
+            .iter()
+            .zip(&passes)
+            .map(|(s, pass)| pass.is_none() && s.sequence > self.position)
+            .collect();
+        let to_decode: Vec<&StoredMessage> = stored
+            .iter()
+            .zip(&decodes)
+            .filter(|(_, decodes)| **decodes)
+            .map(|(s, _)| s)
+            .collect();
+        let mut decoded = self.log.decode_stored_many(&to_decode).into_iter();
+        for ((s, pass), decodes) in stored.iter().zip(passes).zip(decodes) {
+            let event = if decodes { decoded.next() } else { None };
+            self.fold_checked(s, pass, event);
+        }
+    }
+
+    /// [`Projector::fold_stored`] once [`Projector::passes_over`] has judged the message,
+    /// with the message's decoding when it was decoded ahead.
+    fn fold_checked(
+        &mut self,
+        stored: &StoredMessage,
+        pass: Option<PassOver>,
+        decoded: Option<Result<VerifiedEvent, IngestError>>,
+    ) {
         if stored.sequence <= self.position {
             self.stats.redelivered += 1;
             tracing::debug!(
@@ -430,10 +471,11 @@ impl<P: Projection> Projector<P> {
             }
             None => {}
         }
-        match self
-            .log
-            .decode_stored(&stored.message, stored.sequence, Some(stored.stored_at))
-        {
+        let decoded = decoded.unwrap_or_else(|| {
+            self.log
+                .decode_stored(&stored.message, stored.sequence, Some(stored.stored_at))
+        });
+        match decoded {
             Ok(mut event) => {
                 if event.subject.domain() == Domain::Role
                     && let Err(refusal) = self.roles.apply(&event)
@@ -528,11 +570,19 @@ impl<P: Projection> Projector<P> {
         // With several filters this is one linear pass over the stream (see
         // `read_stream_any`); the live consumer afterwards keeps the server's filters, since
         // near the stream's end the server walks the few new messages instead.
+        let mut together = Vec::with_capacity(DECODED_TOGETHER);
         let read = read_stream_any(&js, &stream, &filters, start, Some(end), |stored| {
-            self.fold_stored(&stored);
+            together.push(stored);
+            if together.len() == DECODED_TOGETHER {
+                self.fold_stored_many(&together);
+                together.clear();
+            }
             ControlFlow::Continue(())
         })
-        .await?;
+        .await;
+        // What was read is folded even when the read failed later: the position says so.
+        self.fold_stored_many(&together);
+        let read = read?;
         // Everything up to `end` matching the filters was read, whether or not the last
         // match was at `end`.
         self.position = self.position.max(end);
@@ -605,6 +655,7 @@ impl<P: Projection> Projector<P> {
         Ok(LiveFeed {
             messages,
             held: Default::default(),
+            decoded_ahead: Default::default(),
             stream,
             count_subjects_at,
             consumer,
@@ -814,13 +865,17 @@ impl<P: Projection> Projector<P> {
                 }
                 self.fold_grants_before(sequence);
             }
+            let decoded = match pass {
+                None => self.decode_ahead(&next, sequence, stored_at),
+                Some(_) => None,
+            };
             let stored = StoredMessage {
                 sequence,
                 stored_at,
                 pending,
                 message: next.split().0,
             };
-            self.fold_checked(&stored, pass);
+            self.fold_checked(&stored, pass, decoded);
             if !self.roles_fenced {
                 // The consumer delivers the grants in stream order with the rest: the book
                 // holds every grant through this delivery. Noted, so that a consumer made
@@ -834,6 +889,53 @@ impl<P: Projection> Projector<P> {
             server_drained |= pending == 0;
         }
         Ok(read)
+    }
+
+    /// The decoding of `next` (delivery `sequence`), decoded with the deliveries the client
+    /// already holds behind it, which are taken from the consumer (up to
+    /// [`DECODED_TOGETHER`]) and kept, decoded, for their turn. `None` when there is no live
+    /// feed.
+    fn decode_ahead(
+        &mut self,
+        next: &jetstream::Message,
+        sequence: u64,
+        stored_at: chrono::DateTime<chrono::Utc>,
+    ) -> Option<Result<VerifiedEvent, IngestError>> {
+        let live = self.live.as_mut()?;
+        if let Some(decoded) = live.decoded_ahead.remove(&sequence) {
+            return Some(decoded);
+        }
+        // Any left behind were passed over after all (a redelivery, a consumer made again).
+        live.decoded_ahead.retain(|ahead, _| *ahead > sequence);
+        while live.held.len() + 1 < DECODED_TOGETHER {
+            match live.messages.next().now_or_never() {
+                Some(delivery @ Some(Ok(_))) => live.held.push_back(delivery),
+                // An error or the end: handled in order when its turn comes.
+                Some(delivery) => {
+                    live.held.push_back(delivery);
+                    break;
+                }
+                None => break,
+            }
+        }
+        let live = self.live.as_ref()?;
+        let mut together = vec![(&next.message, sequence, stored_at)];
+        for delivery in &live.held {
+            if let Some(Ok(held)) = delivery
+                && let Ok(info) = held.info()
+                && !live.decoded_ahead.contains_key(&info.stream_sequence)
+                && self.passes_over(&held.message).is_none()
+            {
+                together.push((&held.message, info.stream_sequence, info.published));
+            }
+        }
+        let sequences: Vec<u64> = together.iter().map(|(_, seq, _)| *seq).collect();
+        let decoded = self.log.decode_messages_many(&together);
+        let mut decoded = sequences.into_iter().zip(decoded);
+        let (_, first) = decoded.next()?;
+        let live = self.live.as_mut()?;
+        live.decoded_ahead.extend(decoded);
+        Some(first)
     }
 
     /// Reads the grants up to `sequence` (a delivery not yet folded) when the live consumer

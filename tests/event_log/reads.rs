@@ -233,3 +233,83 @@ async fn a_read_whose_rest_is_purged_meanwhile_ends() -> Result<()> {
     );
     Ok(())
 }
+
+/// Events stored one at a time carry a signature each. A projector that finds them already
+/// stored reads them together, live (its consumer's backlog) and on replay, and checks
+/// their signatures in batches: the forged ones among them are refused as they are when
+/// checked alone, and the state is the one a fold of one event at a time reaches.
+#[tokio::test]
+async fn signatures_that_arrive_together_are_checked_together() -> Result<()> {
+    use murmur_subjects::identity::SignatureVerifier;
+    use std::ops::ControlFlow;
+    use std::sync::Arc;
+
+    let nats = TestNats::start().await?;
+    let writer = nats.event_log("acme").await?;
+    let realm = tok("acme");
+    let mallory = Identity::generate();
+    const N: u64 = 150;
+    // Forged events (mallory's signature, the writer's key claimed) early and late: the
+    // batches holding them fail and are checked one by one; the one between holds.
+    const FORGED: [u64; 2] = [7, 140];
+    for k in 0..N {
+        let draft = Draft::new(tok(&format!("t{k}")), &submitted(k))?;
+        if FORGED.contains(&k) {
+            let mut forged = draft.seal(&mallory, &realm);
+            forged.record.source = writer.identity().public_key().to_string();
+            let (h, b) = encode_nats(&forged.record, ContentMode::Structured, 1 << 20)?;
+            publish_raw(&writer, forged.subject.as_str(), h, b.to_vec()).await?;
+        } else {
+            writer.append(draft).await?;
+        }
+    }
+    let reader = |checks: &Arc<SignatureVerifier>| {
+        let projection = OverviewProjection {
+            realm: realm.clone(),
+        };
+        let open = EventLog::options(Identity::generate(), realm.clone())
+            .codec(EventCodec::default().verifier(checks.clone()))
+            .open(writer.client().clone());
+        async move { Ok::<_, LogError>(Projector::new(open.await?, projection)) }
+    };
+    let good = N - FORGED.len() as u64;
+
+    // Live: the consumer starts at the first event, and the client holds many at once.
+    let live_checks = Arc::new(SignatureVerifier::new());
+    let mut live = reader(&live_checks).await?;
+    assert!(live.follow_until(DEADLINE, |s| s.events >= good).await?);
+    // Replay.
+    let replay_checks = Arc::new(SignatureVerifier::new());
+    let mut replayed = reader(&replay_checks).await?;
+    replayed.catch_up().await?;
+    // One at a time: each signature checked alone.
+    let alone_checks = Arc::new(SignatureVerifier::new());
+    let mut alone = reader(&alone_checks).await?;
+    let filter = writer.realm_filter();
+    writer
+        .read(&filter, StartAt::Beginning, None, |stored| {
+            alone.fold_stored(&stored);
+            ControlFlow::Continue(())
+        })
+        .await?;
+
+    assert_eq!(alone.state().events, good);
+    assert_eq!(alone.stats().invalid, FORGED.len() as u64);
+    assert_eq!((alone_checks.checks(), alone_checks.batched()), (N, 0));
+    for (how, projector, checks) in [
+        ("live", &live, &live_checks),
+        ("replay", &replayed, &replay_checks),
+    ] {
+        assert_eq!(projector.state(), alone.state(), "{how}");
+        assert_eq!(projector.stats().invalid, FORGED.len() as u64, "{how}");
+        assert!(checks.batched() > 0, "{how}: no batch was checked");
+    }
+    // The replay decodes 64 at a time: the two batches with a forged event are checked
+    // again one by one, the one between them holds at once.
+    assert!(
+        replay_checks.checks() <= 2 * N - 64,
+        "replay checked {} signatures",
+        replay_checks.checks()
+    );
+    Ok(())
+}

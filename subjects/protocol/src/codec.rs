@@ -376,6 +376,18 @@ impl EventCodec {
         self
     }
 
+    /// Checks signatures with `verifier` instead of the process's shared one (a reader
+    /// whose checks are counted on their own).
+    pub fn verifier(mut self, verifier: Arc<SignatureVerifier>) -> Self {
+        self.verifier = verifier;
+        self
+    }
+
+    /// The verifier that checks the signatures of what this codec decodes.
+    pub fn signature_verifier(&self) -> &SignatureVerifier {
+        &self.verifier
+    }
+
     /// The size limit.
     pub fn limit(&self) -> usize {
         self.max_event_bytes
@@ -393,6 +405,48 @@ impl EventCodec {
 
     /// Decodes and fully checks one incoming message.
     pub fn decode<H: HeaderSource + ?Sized>(
+        &self,
+        nats_subject: &str,
+        headers: Option<&H>,
+        body: &Bytes,
+    ) -> Result<VerifiedEvent, IngestError> {
+        let event = self.decode_unverified(nats_subject, headers, body)?;
+        self.verifier.verify(&event.record, nats_subject)?;
+        Ok(event)
+    }
+
+    /// [`EventCodec::decode`] for messages that arrived together (`messages[i]`: subject,
+    /// headers, body), with their signatures checked together
+    /// ([`SignatureVerifier::verify_many`]): the same verdicts at a fraction of the cost
+    /// when many carry a signature of their own.
+    pub fn decode_many<H: HeaderSource + ?Sized>(
+        &self,
+        messages: &[(&str, Option<&H>, &Bytes)],
+    ) -> Vec<Result<VerifiedEvent, IngestError>> {
+        let mut decoded: Vec<Result<VerifiedEvent, IngestError>> = messages
+            .iter()
+            .map(|(subject, headers, body)| self.decode_unverified(subject, *headers, body))
+            .collect();
+        let checked: Vec<(usize, (&EventRecord, &str))> = decoded
+            .iter()
+            .enumerate()
+            .filter_map(|(at, event)| Some((at, (&event.as_ref().ok()?.record, messages[at].0))))
+            .collect();
+        let pairs: Vec<(&EventRecord, &str)> = checked.iter().map(|(_, pair)| *pair).collect();
+        let verdicts = self.verifier.verify_many(&pairs);
+        let refused: Vec<(usize, IdentityError)> = checked
+            .iter()
+            .zip(verdicts)
+            .filter_map(|((at, _), verdict)| verdict.err().map(|e| (*at, e)))
+            .collect();
+        for (at, error) in refused {
+            decoded[at] = Err(error.into());
+        }
+        decoded
+    }
+
+    /// Every check of [`EventCodec::decode`] but the signature's.
+    fn decode_unverified<H: HeaderSource + ?Sized>(
         &self,
         nats_subject: &str,
         headers: Option<&H>,
@@ -427,7 +481,6 @@ impl EventCodec {
             .as_ref()
             .ok_or(PayloadError::NoData { ty: event_type.ty })?;
         let decoded = (data.clone(), event_type.decode(data)?);
-        self.verifier.verify(&record, nats_subject)?;
         Ok(VerifiedEvent {
             subject,
             record,

@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
+use ed25519_zebra::{Signature, VerificationKey, VerificationKeyBytes};
 
 use crate::envelope::EventRecord;
 
@@ -332,9 +333,15 @@ impl LastPath {
 /// Verifies signatures, caching decoded public keys, the Merkle roots whose signature held,
 /// and the single signatures that held (each remembered as one hash of key, signature and
 /// signed bytes: a changed byte is checked afresh).
+///
+/// Signatures are checked by ZIP-215's rules (cofactored, as `ed25519-zebra` implements
+/// them), under which a batch verification accepts exactly the signatures that checks one
+/// at a time accept: events that arrive together ([`SignatureVerifier::verify_many`]) and
+/// the same events replayed one by one get the same verdicts. Every RFC 8032 signature
+/// verifies under them.
 #[derive(Debug, Default)]
 pub struct SignatureVerifier {
-    keys: RwLock<HashMap<String, VerifyingKey>>,
+    keys: RwLock<HashMap<String, VerificationKey>>,
     /// (public key, Merkle root, root signature) whose signature already verified: the
     /// signature too, so that a changed one is checked (and refused) as a fresh verifier
     /// would.
@@ -345,6 +352,8 @@ pub struct SignatureVerifier {
     trees: std::sync::Mutex<Vec<LastPath>>,
     /// Ed25519 verifications run (cache hits are not counted).
     checks: std::sync::atomic::AtomicU64,
+    /// Of those, the signatures checked in batch verifications.
+    batched: std::sync::atomic::AtomicU64,
 }
 
 static SHARED_VERIFIER: std::sync::LazyLock<std::sync::Arc<SignatureVerifier>> =
@@ -370,18 +379,24 @@ impl SignatureVerifier {
         self.checks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn check(
-        &self,
-        key: &VerifyingKey,
-        message: &[u8],
-        signature: &[u8; 64],
-    ) -> Result<(), ed25519_dalek::SignatureError> {
-        self.checks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        key.verify(message, &Signature::from_bytes(signature))
+    /// How many of [`SignatureVerifier::checks`] were signatures checked in batch
+    /// verifications ([`SignatureVerifier::verify_many`]).
+    pub fn batched(&self) -> u64 {
+        self.batched.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn key(&self, source: &str) -> Result<VerifyingKey, IdentityError> {
+    fn check(
+        &self,
+        key: &VerificationKey,
+        message: &[u8],
+        signature: &[u8; 64],
+    ) -> Result<(), ed25519_zebra::Error> {
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        key.verify(&Signature::from_bytes(signature), message)
+    }
+
+    fn key(&self, source: &str) -> Result<VerificationKey, IdentityError> {
         if let Ok(keys) = self.keys.read()
             && let Some(k) = keys.get(source)
         {
@@ -392,7 +407,7 @@ impl SignatureVerifier {
             reason,
         };
         let (_prefix, raw) = nkeys::from_public_key(source).map_err(|e| invalid(e.to_string()))?;
-        let key = VerifyingKey::from_bytes(&raw).map_err(|e| invalid(e.to_string()))?;
+        let key = VerificationKey::try_from(raw).map_err(|e| invalid(e.to_string()))?;
         if let Ok(mut keys) = self.keys.write() {
             if keys.len() > 100_000 {
                 keys.clear();
@@ -496,7 +511,7 @@ impl SignatureVerifier {
                 };
                 climbed.push(node);
             }
-            let cache_key = (key.to_bytes(), node, raw);
+            let cache_key = (<[u8; 32]>::from(key), node, raw);
             if !self.roots.read().is_ok_and(|r| r.contains(&cache_key)) {
                 self.check(&key, &root_message(&node), &raw)
                     .map_err(|_| forged())?;
@@ -522,30 +537,135 @@ impl SignatureVerifier {
             }
             return Ok(());
         }
+        match self.single(record, nats_subject, sig_text)? {
+            None => Ok(()),
+            Some(unchecked) => self.check_single(record, unchecked),
+        }
+    }
+
+    /// The single signature `sig_text` of `record`, to be checked; `None` when it held
+    /// before.
+    fn single(
+        &self,
+        record: &EventRecord,
+        nats_subject: &str,
+        sig_text: &str,
+    ) -> Result<Option<UncheckedSingle>, IdentityError> {
+        let malformed = |reason: &str| IdentityError::MalformedSignature {
+            id: record.id.clone(),
+            reason: reason.to_string(),
+        };
         let encoded = sig_text
             .strip_prefix(SIGNATURE_SCHEME)
             .ok_or_else(|| malformed("unknown scheme (expected ed25519: or ed25519-merkle:)"))?;
-        let raw = decode_signature(encoded)
+        let signature = decode_signature(encoded)
             .ok_or_else(|| malformed("signature is not 64 base64url bytes"))?;
         let key = self.key(&record.source)?;
         let signed = record.signing_bytes(nats_subject);
         let mut seen = Sha256::new();
-        seen.update(key.as_bytes());
-        seen.update(raw);
+        seen.update(<[u8; 32]>::from(key));
+        seen.update(signature);
         seen.update(&signed);
         let seen: [u8; 32] = seen.finalize().into();
         if self.singles.read().is_ok_and(|s| s.contains(&seen)) {
-            return Ok(());
+            return Ok(None);
         }
-        self.check(&key, &signed, &raw).map_err(|_| forged())?;
-        if let Ok(mut singles) = self.singles.write() {
-            if singles.len() >= REMEMBERED_SIGNATURES {
-                singles.clear();
-            }
-            singles.insert(seen);
-        }
+        Ok(Some(UncheckedSingle {
+            key,
+            signature,
+            signed,
+            seen,
+        }))
+    }
+
+    fn check_single(
+        &self,
+        record: &EventRecord,
+        unchecked: UncheckedSingle,
+    ) -> Result<(), IdentityError> {
+        self.check(&unchecked.key, &unchecked.signed, &unchecked.signature)
+            .map_err(|_| IdentityError::Forged {
+                id: record.id.clone(),
+                source_key: record.source.clone(),
+            })?;
+        self.remember_singles([unchecked.seen]);
         Ok(())
     }
+
+    fn remember_singles(&self, seen: impl IntoIterator<Item = [u8; 32]>) {
+        if let Ok(mut singles) = self.singles.write() {
+            for seen in seen {
+                if singles.len() >= REMEMBERED_SIGNATURES {
+                    singles.clear();
+                }
+                singles.insert(seen);
+            }
+        }
+    }
+
+    /// [`SignatureVerifier::verify`] for events that arrived together (`events[i]`: a record
+    /// and the subject it arrived on), with the single signatures not already remembered
+    /// checked in one batch verification. On the project's VM that costs about a third of
+    /// checking 64 signatures one by one, less when one key signed many of them. Verdicts
+    /// are those of `verify`; when the batch fails, each of its signatures is checked alone
+    /// to find the bad ones.
+    pub fn verify_many(&self, events: &[(&EventRecord, &str)]) -> Vec<Result<(), IdentityError>> {
+        let mut verdicts: Vec<Result<(), IdentityError>> = Vec::with_capacity(events.len());
+        let mut unchecked = Vec::new();
+        for (at, (record, nats_subject)) in events.iter().enumerate() {
+            let verdict = match record.signature.as_deref() {
+                Some(sig_text) if sig_text.starts_with(SIGNATURE_SCHEME) => {
+                    match self.single(record, nats_subject, sig_text) {
+                        Ok(Some(single)) => {
+                            unchecked.push((at, single));
+                            Ok(())
+                        }
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => self.verify(record, nats_subject),
+            };
+            verdicts.push(verdict);
+        }
+        if let [(at, _)] = unchecked.as_slice() {
+            let at = *at;
+            let (_, single) = unchecked.remove(0);
+            verdicts[at] = self.check_single(events[at].0, single);
+            return verdicts;
+        }
+        if unchecked.is_empty() {
+            return verdicts;
+        }
+        let mut batch = ed25519_zebra::batch::Verifier::new();
+        for (_, single) in &unchecked {
+            batch.queue((
+                VerificationKeyBytes::from(single.key),
+                Signature::from_bytes(&single.signature),
+                &single.signed[..],
+            ));
+        }
+        for counter in [&self.checks, &self.batched] {
+            counter.fetch_add(unchecked.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        if batch.verify(rand_core::OsRng).is_ok() {
+            self.remember_singles(unchecked.iter().map(|(_, single)| single.seen));
+        } else {
+            for (at, single) in unchecked {
+                verdicts[at] = self.check_single(events[at].0, single);
+            }
+        }
+        verdicts
+    }
+}
+
+/// A single signature not checked yet: the key, the signature and the bytes it signs, and
+/// what the verifier remembers once it held.
+struct UncheckedSingle {
+    key: VerificationKey,
+    signature: [u8; 64],
+    signed: Vec<u8>,
+    seen: [u8; 32],
 }
 
 fn decode_signature(b64: &str) -> Option<[u8; 64]> {
@@ -775,5 +895,131 @@ mod tests {
         let mut changed = records[member].clone();
         changed.data = Some(Bytes::from_static(b"{}"));
         assert!(verifier.verify(&changed, &subjects[member]).is_err());
+    }
+
+    /// Events that arrive together are checked in one batch and get the verdicts each would
+    /// get alone, the bad ones included; the good ones are remembered.
+    #[test]
+    fn events_checked_together_get_the_verdicts_of_lone_checks() {
+        let alice = Identity::generate();
+        let bob = Identity::generate();
+        let mut events: Vec<(EventRecord, String)> = Vec::new();
+        for n in 0..40 {
+            let signer = if n % 3 == 0 { &bob } else { &alice };
+            let mut ev = record(signer.public_key());
+            ev.id = format!("single-{n}");
+            let subject = format!("subj.{n}");
+            signer.sign(&mut ev, &subject);
+            events.push((ev, subject));
+        }
+        let mut batch: Vec<EventRecord> = (0..5)
+            .map(|n| {
+                let mut ev = record(alice.public_key());
+                ev.id = format!("batch-{n}");
+                ev
+            })
+            .collect();
+        let batch_subjects: Vec<String> = (0..5).map(|n| format!("batch.{n}")).collect();
+        let refs: Vec<&str> = batch_subjects.iter().map(String::as_str).collect();
+        alice.sign_batch(&mut batch, &refs);
+        events.extend(batch.into_iter().zip(batch_subjects));
+        // A changed payload, a signature moved to another event, a claimed source, none.
+        events[4].0.data = Some(Bytes::from_static(b"{\"v\":1,\"reason\":\"y\"}"));
+        events[7].0.signature = events[8].0.signature.clone();
+        events[11].0.source = bob.public_key().to_string();
+        events[20].0.signature = None;
+        let together: Vec<(&EventRecord, &str)> =
+            events.iter().map(|(e, s)| (e, s.as_str())).collect();
+
+        let verifier = SignatureVerifier::new();
+        let verdicts = verifier.verify_many(&together);
+        for ((event, subject), verdict) in together.iter().zip(&verdicts) {
+            let alone = SignatureVerifier::new().verify(event, subject);
+            assert_eq!(verdict, &alone, "{}", event.id);
+        }
+        let refused: Vec<&str> = together
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| v.is_err())
+            .map(|((e, _), _)| e.id.as_str())
+            .collect();
+        assert_eq!(refused, ["single-4", "single-7", "single-11", "single-20"]);
+        assert_eq!(
+            verifier.batched(),
+            39,
+            "the 39 signed singles, in one batch"
+        );
+        let checks = verifier.checks();
+        for (event, subject) in &together {
+            let _ = verifier.verify(event, subject);
+        }
+        assert_eq!(
+            verifier.checks() - checks,
+            3,
+            "what held is remembered; the three forged are checked again"
+        );
+    }
+
+    /// A signature whose R carries a point of order 8 holds under the cofactored equation
+    /// and fails under the cofactorless one, which is where batch and lone checks can part.
+    /// Under ZIP-215 both accept it, so a fold decides alike live (events together) and on
+    /// replay (one at a time).
+    #[test]
+    fn a_signature_with_a_torsion_component_gets_one_verdict_together_and_alone() {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_TABLE, EIGHT_TORSION};
+        use curve25519_dalek::scalar::Scalar;
+        use sha2::Sha512;
+
+        let alice = Identity::generate();
+        let public = alice.signing.verifying_key().to_bytes();
+        let secret = alice.signing.to_scalar();
+        let subject = "subj";
+        let crafted = (0u8..)
+            .find_map(|attempt| {
+                let mut ev = record(alice.public_key());
+                ev.id = format!("crafted-{attempt}");
+                let signed = ev.signing_bytes(subject);
+                let mut wide = [0u8; 64];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut wide);
+                let r = Scalar::from_bytes_mod_order_wide(&wide);
+                let big_r = (&r * ED25519_BASEPOINT_TABLE + EIGHT_TORSION[1]).compress();
+                let mut h = Sha512::new();
+                h.update(big_r.as_bytes());
+                h.update(public);
+                h.update(&signed);
+                let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+                // k·T vanishes when k is a multiple of 8: then the signature is plain.
+                if k.as_bytes()[0].is_multiple_of(8) {
+                    return None;
+                }
+                let s = r + k * secret;
+                let mut sig = [0u8; 64];
+                sig[..32].copy_from_slice(big_r.as_bytes());
+                sig[32..].copy_from_slice(s.as_bytes());
+                ev.signature = Some(format!("{SIGNATURE_SCHEME}{}", URL_SAFE_NO_PAD.encode(sig)));
+                Some(ev)
+            })
+            .expect("one k in eight is a multiple of 8");
+        let mut genuine = record(alice.public_key());
+        genuine.id = "genuine".into();
+        alice.sign(&mut genuine, subject);
+
+        let alone = SignatureVerifier::new().verify(&crafted, subject);
+        let together =
+            SignatureVerifier::new().verify_many(&[(&genuine, subject), (&crafted, subject)]);
+        assert_eq!(together, [Ok(()), alone.clone()]);
+        assert_eq!(alone, Ok(()), "ZIP-215 accepts it");
+        let dalek_key = ed25519_dalek::VerifyingKey::from_bytes(&public).expect("a key");
+        let raw = decode_signature(&crafted.signature.as_deref().expect("signed")[8..])
+            .expect("64 bytes");
+        assert!(
+            ed25519_dalek::Verifier::verify(
+                &dalek_key,
+                &crafted.signing_bytes(subject),
+                &ed25519_dalek::Signature::from_bytes(&raw),
+            )
+            .is_err(),
+            "the cofactorless equation refuses it"
+        );
     }
 }

@@ -45,6 +45,10 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
     let (mut pub_raw, mut pub_mm, mut rep_raw, mut rep_mm, mut core_raw, mut core_mm) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut pub_single = vec![];
+    // Replay of the events signed one each: raw, through a projection.
+    let (mut rep_single_raw, mut rep_single_mm) = (vec![], vec![]);
+    // The same replay with each event decoded and checked on its own.
+    let mut rep_single_alone = vec![];
     // Raw publishes of the payload alone, without the envelope.
     let mut pub_payload = vec![];
     let mut payload_bytes = 0;
@@ -187,6 +191,87 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
         anyhow::ensure!(p.state().0 == n, "projection folded {}", p.state().0);
         rep_mm.push(n as f64 / t.elapsed().as_secs_f64());
 
+        // The same for the events signed one each: every signature is checked, in batches
+        // of what the projector decodes together, by a verifier that has seen none of them.
+        let filter = SubjectFilter::plane(Plane::Evt)
+            .realm(single_realm.clone())
+            .domain(murmur_subjects::Domain::Task);
+        let t = Instant::now();
+        let mut count = 0u64;
+        read_stream(
+            &js,
+            "MURMUR_HISTORY",
+            &filter,
+            StartAt::Beginning,
+            None,
+            |m| {
+                count += 1;
+                std::hint::black_box(&m.message.payload);
+                ControlFlow::Continue(())
+            },
+        )
+        .await?;
+        anyhow::ensure!(count == single_n, "raw replay read {count}");
+        rep_single_raw.push(single_n as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let verifier = std::sync::Arc::new(murmur_subjects::identity::SignatureVerifier::new());
+        let reader = EventLog::options(log.identity().clone(), single_realm.clone())
+            .codec(
+                EventCodec::default()
+                    .content_mode(mode)
+                    .verifier(verifier.clone()),
+            )
+            .open(client.clone())
+            .await?;
+        let mut p = Projector::new(
+            reader,
+            Count {
+                realm: single_realm.clone(),
+            },
+        );
+        p.catch_up().await?;
+        anyhow::ensure!(p.state().0 == single_n, "projection folded {}", p.state().0);
+        anyhow::ensure!(
+            verifier.checks() == single_n,
+            "{} signatures checked for {single_n} events",
+            verifier.checks()
+        );
+        rep_single_mm.push(single_n as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let verifier = std::sync::Arc::new(murmur_subjects::identity::SignatureVerifier::new());
+        let reader = EventLog::options(log.identity().clone(), single_realm.clone())
+            .codec(
+                EventCodec::default()
+                    .content_mode(mode)
+                    .verifier(verifier.clone()),
+            )
+            .open(client.clone())
+            .await?;
+        let mut p = Projector::new(
+            reader,
+            Count {
+                realm: single_realm.clone(),
+            },
+        );
+        read_stream(
+            &js,
+            "MURMUR_HISTORY",
+            &filter,
+            StartAt::Beginning,
+            None,
+            |m| {
+                p.fold_stored(&m);
+                ControlFlow::Continue(())
+            },
+        )
+        .await?;
+        anyhow::ensure!(
+            p.state().0 == single_n && verifier.batched() == 0,
+            "projection folded {} alone",
+            p.state().0
+        );
+        rep_single_alone.push(single_n as f64 / t.elapsed().as_secs_f64());
+
         // Core dispatch: raw publish of pre-encoded heartbeats vs murmur seal+encode+publish
         // with a subscriber that decodes and verifies.
         let hb = AgentHeartbeat {
@@ -306,6 +391,16 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
         "| core dispatch, batch signatures (publish → decoding subscriber) | {cr:.0} | {cm:.0} | {:.2} | ≥ 0.80 |",
         cm / cr
     );
+    let (srr, srm) = (median(rep_single_raw), median(rep_single_mm));
+    let sra = median(rep_single_alone);
+    println!(
+        "| replay: pull vs projection (decode + verify + fold), events signed one each | {srr:.0} | {srm:.0} | {:.2} | — |",
+        srm / srr
+    );
+    println!(
+        "| the same, each event decoded and its signature checked on its own | {srr:.0} | {sra:.0} | {:.2} | — |",
+        sra / srr
+    );
     if core_dropped != [0, 0] {
         println!(
             "core dispatch: the server dropped {} raw and {} murmur messages for a slow subscriber over {} runs; their rates count what arrived",
@@ -329,6 +424,15 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
         ),
         ("raw replay (msgs/s)".into(), rr),
         ("murmur replay through a projection (msgs/s)".into(), rm),
+        ("raw replay, events signed one each (msgs/s)".into(), srr),
+        (
+            "murmur replay through a projection, events signed one each (msgs/s)".into(),
+            srm,
+        ),
+        (
+            "murmur replay, events signed one each, each checked on its own (msgs/s)".into(),
+            sra,
+        ),
         ("raw core dispatch (msgs/s)".into(), cr),
         ("murmur core dispatch (msgs/s)".into(), cm),
     ])
@@ -434,8 +538,14 @@ pub(crate) fn cpu_breakdown(mode: ContentMode) -> Result<String> {
         .map(|s| codec.encode(s))
         .collect::<Result<_, _>>()?;
     let subject = single[0].subject.to_string();
+    // Each measure with a verifier of its own, which has checked none of the signatures.
+    let fresh = || {
+        EventCodec::default().verifier(std::sync::Arc::new(
+            murmur_subjects::identity::SignatureVerifier::new(),
+        ))
+    };
     let decode = |encoded: &[(murmur_subjects::Headers, bytes::Bytes)]| -> Result<f64> {
-        let fresh = EventCodec::default();
+        let fresh = fresh();
         let t = Instant::now();
         for (h, b) in encoded {
             fresh.decode(&subject, Some(h), b)?;
@@ -444,10 +554,23 @@ pub(crate) fn cpu_breakdown(mode: ContentMode) -> Result<String> {
     };
     let decode_us = decode(&encoded_single)?;
     let decode_batch_us = decode(&encoded_batch)?;
+    // As a projector decodes what it holds together: 64 at a time.
+    let together = fresh();
+    let t = Instant::now();
+    for chunk in encoded_single.chunks(64) {
+        let messages: Vec<_> = chunk
+            .iter()
+            .map(|(h, b)| (subject.as_str(), Some(h), b))
+            .collect();
+        for decoded in together.decode_many(&messages) {
+            decoded?;
+        }
+    }
+    let decode_together_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(k);
     let headers = murmur_subjects::binding::message_size(Some(&encoded_batch[0].0), &[]);
     let body = encoded_batch[0].1.len();
     Ok(format!(
-        "{mode:?} mode, per event on one core: seal {seal_us:.1} µs (one signature each) / {seal_batch_us:.1} µs (batch); encode {encode_us:.1} µs; decode + schema + verify {decode_us:.1} µs (one signature each) / {decode_batch_us:.1} µs (batch); message {headers} header + {body} body bytes"
+        "{mode:?} mode, per event on one core: seal {seal_us:.1} µs (one signature each) / {seal_batch_us:.1} µs (batch); encode {encode_us:.1} µs; decode + schema + verify {decode_us:.1} µs (one signature each; {decode_together_us:.1} µs decoded 64 together) / {decode_batch_us:.1} µs (batch); message {headers} header + {body} body bytes"
     ))
 }
 
