@@ -315,6 +315,65 @@ async fn every_kind_of_bad_input_is_dead_lettered() -> Result<()> {
     Ok(())
 }
 
+/// The auditor checks a backlog of events signed one each in batches of what its consumer
+/// holds together: the forged ones among them are dead-lettered as bad signatures, the rest
+/// count as valid.
+#[tokio::test]
+async fn the_auditor_checks_a_backlog_together_and_dead_letters_the_forged() -> Result<()> {
+    use murmur_subjects::identity::SignatureVerifier;
+    use std::sync::Arc;
+
+    let nats = TestNats::start().await?;
+    let writer = nats.event_log("acme").await?;
+    let realm = tok("acme");
+    let mallory = Identity::generate();
+    const N: u64 = 100;
+    const FORGED: [u64; 2] = [5, 90];
+    for k in 0..N {
+        let draft = Draft::new(tok(&format!("t{k}")), &submitted(k))?;
+        if FORGED.contains(&k) {
+            let mut forged = draft.seal(&mallory, &realm);
+            forged.record.source = writer.identity().public_key().to_string();
+            let (h, b) = encode_nats(&forged.record, ContentMode::Structured, 1 << 20)?;
+            publish_raw(&writer, forged.subject.as_str(), h, b.to_vec()).await?;
+        } else {
+            writer.append(draft).await?;
+        }
+    }
+    let checks = Arc::new(SignatureVerifier::new());
+    let auditor_log = EventLog::options(Identity::generate(), realm.clone())
+        .codec(EventCodec::default().verifier(checks.clone()))
+        .open(writer.client().clone())
+        .await?;
+    let mut auditor = spawn_auditor(&auditor_log);
+    let good = N - FORGED.len() as u64;
+    tokio::time::timeout(
+        DEADLINE,
+        auditor
+            .stats
+            .wait_for(|s| s.dead_lettered >= 2 && s.valid >= good),
+    )
+    .await
+    .context("the auditor did not check the backlog")??;
+    let all = dead_letters(&writer).await?;
+    let mut forged: Vec<&str> = all
+        .iter()
+        .filter(|(_, d)| d.reason == DeadLetterReason::BadSignature)
+        .map(|(_, d)| d.original_subject.as_str())
+        .collect();
+    forged.sort();
+    assert_eq!(forged.len(), 2, "{forged:?}");
+    assert!(
+        forged[0].contains(".t5.") && forged[1].contains(".t90."),
+        "{forged:?}"
+    );
+    assert!(checks.batched() > 0, "no batch was checked");
+    auditor.stop.send(()).ok();
+    let stats = auditor.task.await??;
+    assert_eq!(stats.dead_lettered, 2);
+    Ok(())
+}
+
 #[tokio::test]
 async fn dead_letters_keep_the_original_and_can_be_redriven() -> Result<()> {
     // An operator redrives a dead letter: the original bytes go back to the original subject.

@@ -352,7 +352,7 @@ pub struct Auditor {
     pub task: tokio::task::JoinHandle<
         Result<murmur_subjects::audit::AuditStats, murmur_subjects::LogError>,
     >,
-    /// Its counters, updated after every message.
+    /// Its counters, updated after every message or batch of messages read together.
     pub stats: tokio::sync::watch::Receiver<murmur_subjects::audit::AuditStats>,
 }
 

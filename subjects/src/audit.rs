@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{IngestError, RefusedMessage, VerifiedEvent};
@@ -74,54 +74,25 @@ pub async fn run_auditor(
             _ = &mut shutdown => break,
             next = stored.next() => {
                 let Some(next) = next else { break };
-                let message = match next {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "auditor consumer error");
-                        continue;
-                    }
-                };
-                let info = message.info().ok();
-                let sequence = info.as_ref().map(|i| i.stream_sequence);
-                let stored_at = info.as_ref().map(|i| i.published);
-                let verdict = log
-                    .codec()
-                    .decode(message.subject.as_str(), message.headers.as_ref(), &message.payload)
-                    .map(|mut event| {
-                        event.stream_sequence = sequence;
-                        event.stored_at = stored_at;
-                        event
-                    });
-                let verdict = match verdict {
-                    Ok(event) => authorize(&log, &mut roles, event).await?,
-                    Err(e) => Err(e),
-                };
-                match verdict {
-                    Ok(()) => totals.valid += 1,
-                    Err(error) => {
-                        log.dead_letter("auditor", &error, RefusedMessage::of(&message, sequence)).await?;
-                        totals.dead_lettered += 1;
+                let (held, ended) = with_ready(next, &mut stored);
+                let mut messages = Vec::with_capacity(held.len());
+                for next in held {
+                    match next {
+                        Ok(m) => messages.push(m),
+                        Err(e) => tracing::warn!(error = %e, "auditor consumer error"),
                     }
                 }
-                if let Err(e) = message.ack().await {
-                    tracing::warn!(error = %e, "auditor ack failed; the message will be redelivered");
+                audit_stored(&log, &mut roles, &mut totals, &messages).await?;
+                if ended {
+                    break;
                 }
             }
             next = live.next() => {
-                let Some(message) = next else { break };
-                let verdict = match log.codec().decode(message.subject.as_str(), message.headers.as_ref(), &message.payload) {
-                    Ok(mut event) => roles.admit(&mut event).map_err(|refusal| IngestError::Refused {
-                        reason: DeadLetterReason::Unauthorized,
-                        detail: refusal.0,
-                    }),
-                    Err(e) => Err(e),
-                };
-                match verdict {
-                    Ok(()) => totals.valid += 1,
-                    Err(error) => {
-                        log.dead_letter("auditor", &error, RefusedMessage::of(&message, None)).await?;
-                        totals.dead_lettered += 1;
-                    }
+                let Some(next) = next else { break };
+                let (messages, ended) = with_ready(next, &mut live);
+                audit_live(&log, &roles, &mut totals, &messages).await?;
+                if ended {
+                    break;
                 }
             }
         }
@@ -130,6 +101,96 @@ pub async fn run_auditor(
         }
     }
     Ok(totals)
+}
+
+/// `first` and the items `stream` already holds behind it, up to
+/// [`crate::projection::DECODED_TOGETHER`] in all, to be decoded together (their signatures
+/// checked in one batch); and whether the stream ended.
+fn with_ready<S: futures::Stream + Unpin>(first: S::Item, stream: &mut S) -> (Vec<S::Item>, bool) {
+    let mut held = vec![first];
+    while held.len() < crate::projection::DECODED_TOGETHER {
+        match stream.next().now_or_never() {
+            Some(Some(next)) => held.push(next),
+            Some(None) => return (held, true),
+            None => break,
+        }
+    }
+    (held, false)
+}
+
+/// Checks stored messages that arrived together, in order: decoded together, each
+/// authorized, dead-lettered when it fails, acknowledged.
+async fn audit_stored(
+    log: &EventLog,
+    roles: &mut RoleBook,
+    totals: &mut AuditStats,
+    messages: &[async_nats::jetstream::Message],
+) -> Result<(), LogError> {
+    let parts: Vec<_> = messages
+        .iter()
+        .map(|m| (m.subject.as_str(), m.headers.as_ref(), &m.payload))
+        .collect();
+    let decoded = log.codec().decode_many(&parts);
+    for (message, verdict) in messages.iter().zip(decoded) {
+        let info = message.info().ok();
+        let sequence = info.as_ref().map(|i| i.stream_sequence);
+        let stored_at = info.as_ref().map(|i| i.published);
+        let verdict = match verdict {
+            Ok(mut event) => {
+                event.stream_sequence = sequence;
+                event.stored_at = stored_at;
+                authorize(log, roles, event).await?
+            }
+            Err(e) => Err(e),
+        };
+        match verdict {
+            Ok(()) => totals.valid += 1,
+            Err(error) => {
+                log.dead_letter("auditor", &error, RefusedMessage::of(message, sequence))
+                    .await?;
+                totals.dead_lettered += 1;
+            }
+        }
+        if let Err(e) = message.ack().await {
+            tracing::warn!(error = %e, "auditor ack failed; the message will be redelivered");
+        }
+    }
+    Ok(())
+}
+
+/// Checks live-plane messages that arrived together: decoded together, each admitted by
+/// the grants known, dead-lettered when it fails.
+async fn audit_live(
+    log: &EventLog,
+    roles: &RoleBook,
+    totals: &mut AuditStats,
+    messages: &[async_nats::Message],
+) -> Result<(), LogError> {
+    let parts: Vec<_> = messages
+        .iter()
+        .map(|m| (m.subject.as_str(), m.headers.as_ref(), &m.payload))
+        .collect();
+    let decoded = log.codec().decode_many(&parts);
+    for (message, verdict) in messages.iter().zip(decoded) {
+        let verdict = match verdict {
+            Ok(mut event) => roles
+                .admit(&mut event)
+                .map_err(|refusal| IngestError::Refused {
+                    reason: DeadLetterReason::Unauthorized,
+                    detail: refusal.0,
+                }),
+            Err(e) => Err(e),
+        };
+        match verdict {
+            Ok(()) => totals.valid += 1,
+            Err(error) => {
+                log.dead_letter("auditor", &error, RefusedMessage::of(message, None))
+                    .await?;
+                totals.dead_lettered += 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether a decoded stored event has the authority it needs; an `Err` is what to

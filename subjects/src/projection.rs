@@ -156,7 +156,7 @@ struct LiveFeed {
 /// Most stored messages a projector decodes together: their signatures are checked in one
 /// batch (the larger the batch, the cheaper each signature, but the later the first event
 /// of the batch is folded).
-const DECODED_TOGETHER: usize = 64;
+pub(crate) const DECODED_TOGETHER: usize = 64;
 
 /// After this long without a delivery, the projector asks the server whether its consumer
 /// still exists and has nothing pending. An ordered consumer can stall silently when the
