@@ -735,6 +735,28 @@ async fn replay_exports_exactly_the_range() -> Result<()> {
     assert_eq!(lines[9]["sequence"], 20);
     assert_eq!(lines[0]["type"], "dev.murmur.task.submitted");
     assert_eq!(lines[0]["data"]["input"]["n"], 10);
+    // Up to a time: what was stored before the 16th event (inside the first batch read).
+    let until: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(lines[5]["stored_at"].clone())?;
+    let before = murmur_tools::cli::replay::run(
+        &settings,
+        ReplayArgs {
+            from_seq: None,
+            to_seq: None,
+            since: None,
+            until: Some(until),
+            subject: None,
+            ty: None,
+            format: Format::Jsonl,
+            output: Some(dir.path().join("before.jsonl")),
+            archive: None,
+        },
+    )
+    .await?;
+    assert_eq!(
+        (before.events, before.first, before.last),
+        (15, Some(1), Some(15))
+    );
     // By type: nothing but task.submitted exists; agent.joined gives zero.
     let none = murmur_tools::cli::replay::run(
         &settings,

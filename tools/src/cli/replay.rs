@@ -79,6 +79,91 @@ pub struct ReplayTotals {
     pub last: Option<u64>,
 }
 
+/// How many stored messages a replay decodes together: their single signatures are checked
+/// in one batch.
+const DECODED_TOGETHER: usize = 64;
+
+/// Where a replay writes what it reads, a batch at a time.
+struct ReplayOutput<'a> {
+    codec: &'a EventCodec,
+    args: &'a ReplayArgs,
+    out: &'a mut dyn Write,
+    bar: &'a indicatif::ProgressBar,
+    first_seq: u64,
+    /// Read and not yet written.
+    held: Vec<StoredMessage>,
+    totals: &'a mut ReplayTotals,
+    write_err: &'a mut Option<std::io::Error>,
+}
+
+impl ReplayOutput<'_> {
+    /// Holds `stored`; writes what is held once there are [`DECODED_TOGETHER`].
+    fn take(&mut self, stored: StoredMessage) -> ControlFlow<()> {
+        self.held.push(stored);
+        if self.held.len() < DECODED_TOGETHER {
+            return ControlFlow::Continue(());
+        }
+        self.write_held()
+    }
+
+    /// Decodes what is held together and writes it in order; `Break` once `--until` is
+    /// reached or the output failed.
+    fn write_held(&mut self) -> ControlFlow<()> {
+        let mut held = std::mem::take(&mut self.held);
+        let mut flow = ControlFlow::Continue(());
+        if let Some(until) = self.args.until
+            && let Some(at) = held.iter().position(|s| s.stored_at >= until)
+        {
+            held.truncate(at);
+            flow = ControlFlow::Break(());
+        }
+        let parts: Vec<_> = held
+            .iter()
+            .map(|s| {
+                let m = &s.message;
+                (m.subject.as_str(), m.headers.as_ref(), &m.payload)
+            })
+            .collect();
+        let decoded = self.codec.decode_many(&parts);
+        for (stored, decoded) in held.iter().zip(decoded) {
+            self.bar
+                .set_position(stored.sequence.saturating_sub(self.first_seq) + 1);
+            let message = &stored.message;
+            match decoded {
+                Ok(mut ev) => {
+                    ev.stream_sequence = Some(stored.sequence);
+                    ev.stored_at = Some(stored.stored_at);
+                    if self.args.ty.as_deref().is_some_and(|t| t != ev.record.ty) {
+                        continue;
+                    }
+                    let line = match self.args.format {
+                        Format::Jsonl => event_json(
+                            Some(stored.sequence),
+                            Some(stored.stored_at),
+                            message.subject.as_str(),
+                            &ev,
+                        )
+                        .to_string(),
+                        Format::Pretty => describe(Some(stored.sequence), &ev),
+                    };
+                    if let Err(e) = writeln!(self.out, "{line}") {
+                        *self.write_err = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                    self.totals.events += 1;
+                    self.totals.first.get_or_insert(stored.sequence);
+                    self.totals.last = Some(stored.sequence);
+                }
+                Err(e) => {
+                    self.totals.invalid += 1;
+                    tracing::warn!(sequence = stored.sequence, error = %e, "invalid stored message skipped");
+                }
+            }
+        }
+        flow
+    }
+}
+
 /// `murmur replay`: writes every event in the range; returns the totals.
 pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<ReplayTotals> {
     let filter = filter_for(
@@ -126,51 +211,20 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<ReplayTotals> 
         Source::Log(log) => log.codec(),
         Source::Archive(_) => &default_codec,
     };
-    let mut write = |stored: StoredMessage| {
-        bar.set_position(stored.sequence.saturating_sub(first_seq) + 1);
-        if args.until.is_some_and(|u| stored.stored_at >= u) {
-            return ControlFlow::Break(());
-        }
-        let message = &stored.message;
-        match codec.decode(
-            message.subject.as_str(),
-            message.headers.as_ref(),
-            &message.payload,
-        ) {
-            Ok(mut ev) => {
-                ev.stream_sequence = Some(stored.sequence);
-                ev.stored_at = Some(stored.stored_at);
-                if args.ty.as_deref().is_some_and(|t| t != ev.record.ty) {
-                    return ControlFlow::Continue(());
-                }
-                let line = match args.format {
-                    Format::Jsonl => event_json(
-                        Some(stored.sequence),
-                        Some(stored.stored_at),
-                        message.subject.as_str(),
-                        &ev,
-                    )
-                    .to_string(),
-                    Format::Pretty => describe(Some(stored.sequence), &ev),
-                };
-                if let Err(e) = writeln!(out, "{line}") {
-                    write_err = Some(e);
-                    return ControlFlow::Break(());
-                }
-                totals.events += 1;
-                totals.first.get_or_insert(stored.sequence);
-                totals.last = Some(stored.sequence);
-            }
-            Err(e) => {
-                totals.invalid += 1;
-                tracing::warn!(sequence = stored.sequence, error = %e, "invalid stored message skipped");
-            }
-        }
-        ControlFlow::Continue(())
+    let mut output = ReplayOutput {
+        codec,
+        args: &args,
+        out: &mut out,
+        bar: &bar,
+        first_seq,
+        held: Vec::with_capacity(DECODED_TOGETHER),
+        totals: &mut totals,
+        write_err: &mut write_err,
     };
     match &source {
         Source::Log(log) => {
-            log.read(&filter, start, Some(end), write).await?;
+            log.read(&filter, start, Some(end), |stored| output.take(stored))
+                .await?;
         }
         Source::Archive(archive) => {
             // The stream filters on the server; an archive holds every event, filtered here.
@@ -184,10 +238,11 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<ReplayTotals> 
                 if !wanted || !from_time {
                     return ControlFlow::Continue(());
                 }
-                write(stored)
+                output.take(stored)
             })?;
         }
     }
+    let _ = output.write_held();
     if let Some(e) = write_err {
         return Err(e.into());
     }
