@@ -315,6 +315,25 @@ async fn every_kind_of_bad_input_is_dead_lettered() -> Result<()> {
     Ok(())
 }
 
+/// Stores `n` task submissions (`t0`, `t1`, …) in `writer`'s realm, each signed on its own
+/// by `writer`, except those numbered in `forged`: signed by another key that claims to be
+/// `writer`'s, and published raw.
+async fn append_singles_with_forged(writer: &EventLog, n: u64, forged: &[u64]) -> Result<()> {
+    let mallory = Identity::generate();
+    for k in 0..n {
+        let draft = Draft::new(tok(&format!("t{k}")), &submitted(k))?;
+        if forged.contains(&k) {
+            let mut sealed = draft.seal(&mallory, writer.realm());
+            sealed.record.source = writer.identity().public_key().to_string();
+            let (h, b) = encode_nats(&sealed.record, ContentMode::Structured, 1 << 20)?;
+            publish_raw(writer, sealed.subject.as_str(), h, b.to_vec()).await?;
+        } else {
+            writer.append(draft).await?;
+        }
+    }
+    Ok(())
+}
+
 /// The auditor checks a backlog of events signed one each in batches of what its consumer
 /// holds together: the forged ones among them are dead-lettered as bad signatures, the rest
 /// count as valid.
@@ -326,20 +345,9 @@ async fn the_auditor_checks_a_backlog_together_and_dead_letters_the_forged() -> 
     let nats = TestNats::start().await?;
     let writer = nats.event_log("acme").await?;
     let realm = tok("acme");
-    let mallory = Identity::generate();
     const N: u64 = 100;
     const FORGED: [u64; 2] = [5, 90];
-    for k in 0..N {
-        let draft = Draft::new(tok(&format!("t{k}")), &submitted(k))?;
-        if FORGED.contains(&k) {
-            let mut forged = draft.seal(&mallory, &realm);
-            forged.record.source = writer.identity().public_key().to_string();
-            let (h, b) = encode_nats(&forged.record, ContentMode::Structured, 1 << 20)?;
-            publish_raw(&writer, forged.subject.as_str(), h, b.to_vec()).await?;
-        } else {
-            writer.append(draft).await?;
-        }
-    }
+    append_singles_with_forged(&writer, N, &FORGED).await?;
     let checks = Arc::new(SignatureVerifier::new());
     let auditor_log = EventLog::options(Identity::generate(), realm.clone())
         .codec(EventCodec::default().verifier(checks.clone()))

@@ -126,11 +126,7 @@ async fn audit_stored(
     totals: &mut AuditStats,
     messages: &[async_nats::jetstream::Message],
 ) -> Result<(), LogError> {
-    let parts: Vec<_> = messages
-        .iter()
-        .map(|m| (m.subject.as_str(), m.headers.as_ref(), &m.payload))
-        .collect();
-    let decoded = log.codec().decode_many(&parts);
+    let decoded = decode_together(log, messages.iter().map(|m| &m.message));
     for (message, verdict) in messages.iter().zip(decoded) {
         let info = message.info().ok();
         let sequence = info.as_ref().map(|i| i.stream_sequence);
@@ -143,14 +139,7 @@ async fn audit_stored(
             }
             Err(e) => Err(e),
         };
-        match verdict {
-            Ok(()) => totals.valid += 1,
-            Err(error) => {
-                log.dead_letter("auditor", &error, RefusedMessage::of(message, sequence))
-                    .await?;
-                totals.dead_lettered += 1;
-            }
-        }
+        tally(log, totals, verdict, RefusedMessage::of(message, sequence)).await?;
         if let Err(e) = message.ack().await {
             tracing::warn!(error = %e, "auditor ack failed; the message will be redelivered");
         }
@@ -166,11 +155,7 @@ async fn audit_live(
     totals: &mut AuditStats,
     messages: &[async_nats::Message],
 ) -> Result<(), LogError> {
-    let parts: Vec<_> = messages
-        .iter()
-        .map(|m| (m.subject.as_str(), m.headers.as_ref(), &m.payload))
-        .collect();
-    let decoded = log.codec().decode_many(&parts);
+    let decoded = decode_together(log, messages.iter());
     for (message, verdict) in messages.iter().zip(decoded) {
         let verdict = match verdict {
             Ok(mut event) => roles
@@ -181,13 +166,34 @@ async fn audit_live(
                 }),
             Err(e) => Err(e),
         };
-        match verdict {
-            Ok(()) => totals.valid += 1,
-            Err(error) => {
-                log.dead_letter("auditor", &error, RefusedMessage::of(message, None))
-                    .await?;
-                totals.dead_lettered += 1;
-            }
+        tally(log, totals, verdict, RefusedMessage::of(message, None)).await?;
+    }
+    Ok(())
+}
+
+/// `messages` decoded together (their single signatures checked in one batch).
+fn decode_together<'a>(
+    log: &EventLog,
+    messages: impl Iterator<Item = &'a async_nats::Message>,
+) -> Vec<Result<VerifiedEvent, IngestError>> {
+    let parts: Vec<_> = messages
+        .map(|m| (m.subject.as_str(), m.headers.as_ref(), &m.payload))
+        .collect();
+    log.codec().decode_many(&parts)
+}
+
+/// Counts a verdict; a refusal is dead-lettered with the message it refused.
+async fn tally(
+    log: &EventLog,
+    totals: &mut AuditStats,
+    verdict: Result<(), IngestError>,
+    refused: RefusedMessage<'_>,
+) -> Result<(), LogError> {
+    match verdict {
+        Ok(()) => totals.valid += 1,
+        Err(error) => {
+            log.dead_letter("auditor", &error, refused).await?;
+            totals.dead_lettered += 1;
         }
     }
     Ok(())

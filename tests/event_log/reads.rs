@@ -247,22 +247,11 @@ async fn signatures_that_arrive_together_are_checked_together() -> Result<()> {
     let nats = TestNats::start().await?;
     let writer = nats.event_log("acme").await?;
     let realm = tok("acme");
-    let mallory = Identity::generate();
     const N: u64 = 150;
     // Forged events (mallory's signature, the writer's key claimed) early and late: the
     // batches holding them fail and are checked one by one; the one between holds.
     const FORGED: [u64; 2] = [7, 140];
-    for k in 0..N {
-        let draft = Draft::new(tok(&format!("t{k}")), &submitted(k))?;
-        if FORGED.contains(&k) {
-            let mut forged = draft.seal(&mallory, &realm);
-            forged.record.source = writer.identity().public_key().to_string();
-            let (h, b) = encode_nats(&forged.record, ContentMode::Structured, 1 << 20)?;
-            publish_raw(&writer, forged.subject.as_str(), h, b.to_vec()).await?;
-        } else {
-            writer.append(draft).await?;
-        }
-    }
+    append_singles_with_forged(&writer, N, &FORGED).await?;
     let reader = |checks: &Arc<SignatureVerifier>| {
         let projection = OverviewProjection {
             realm: realm.clone(),

@@ -628,13 +628,10 @@ impl SignatureVerifier {
             };
             verdicts.push(verdict);
         }
-        if let [(at, _)] = unchecked.as_slice() {
-            let at = *at;
-            let (_, single) = unchecked.remove(0);
-            verdicts[at] = self.check_single(events[at].0, single);
-            return verdicts;
-        }
-        if unchecked.is_empty() {
+        if unchecked.len() < 2 {
+            for (at, single) in unchecked {
+                verdicts[at] = self.check_single(events[at].0, single);
+            }
             return verdicts;
         }
         let mut batch = ed25519_zebra::batch::Verifier::new();

@@ -152,27 +152,7 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
         }
         pub_mm.push(n as f64 / t.elapsed().as_secs_f64());
 
-        // Raw replay baseline: pull consumer, no acks, count only.
-        let filter = SubjectFilter::plane(Plane::Evt)
-            .realm(realm.clone())
-            .domain(murmur_subjects::Domain::Task);
-        let t = Instant::now();
-        let mut count = 0u64;
-        read_stream(
-            &js,
-            "MURMUR_HISTORY",
-            &filter,
-            StartAt::Beginning,
-            None,
-            |m| {
-                count += 1;
-                std::hint::black_box(&m.message.payload);
-                ControlFlow::Continue(())
-            },
-        )
-        .await?;
-        anyhow::ensure!(count == n, "raw replay read {count}");
-        rep_raw.push(n as f64 / t.elapsed().as_secs_f64());
+        rep_raw.push(raw_replay(&js, &realm, n).await?);
 
         // murmur replay: the same messages through a projection (decode, verify, fold).
         let t = Instant::now();
@@ -193,42 +173,9 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
 
         // The same for the events signed one each: every signature is checked, in batches
         // of what the projector decodes together, by a verifier that has seen none of them.
-        let filter = SubjectFilter::plane(Plane::Evt)
-            .realm(single_realm.clone())
-            .domain(murmur_subjects::Domain::Task);
+        rep_single_raw.push(raw_replay(&js, &single_realm, single_n).await?);
         let t = Instant::now();
-        let mut count = 0u64;
-        read_stream(
-            &js,
-            "MURMUR_HISTORY",
-            &filter,
-            StartAt::Beginning,
-            None,
-            |m| {
-                count += 1;
-                std::hint::black_box(&m.message.payload);
-                ControlFlow::Continue(())
-            },
-        )
-        .await?;
-        anyhow::ensure!(count == single_n, "raw replay read {count}");
-        rep_single_raw.push(single_n as f64 / t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let verifier = std::sync::Arc::new(murmur_subjects::identity::SignatureVerifier::new());
-        let reader = EventLog::options(log.identity().clone(), single_realm.clone())
-            .codec(
-                EventCodec::default()
-                    .content_mode(mode)
-                    .verifier(verifier.clone()),
-            )
-            .open(client.clone())
-            .await?;
-        let mut p = Projector::new(
-            reader,
-            Count {
-                realm: single_realm.clone(),
-            },
-        );
+        let (mut p, verifier) = fresh_counter(&log, &client, &single_realm, mode).await?;
         p.catch_up().await?;
         anyhow::ensure!(p.state().0 == single_n, "projection folded {}", p.state().0);
         anyhow::ensure!(
@@ -238,21 +185,8 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
         );
         rep_single_mm.push(single_n as f64 / t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let verifier = std::sync::Arc::new(murmur_subjects::identity::SignatureVerifier::new());
-        let reader = EventLog::options(log.identity().clone(), single_realm.clone())
-            .codec(
-                EventCodec::default()
-                    .content_mode(mode)
-                    .verifier(verifier.clone()),
-            )
-            .open(client.clone())
-            .await?;
-        let mut p = Projector::new(
-            reader,
-            Count {
-                realm: single_realm.clone(),
-            },
-        );
+        let (mut p, verifier) = fresh_counter(&log, &client, &single_realm, mode).await?;
+        let filter = p.projection().filter();
         read_stream(
             &js,
             "MURMUR_HISTORY",
@@ -625,6 +559,61 @@ pub(crate) fn envelope_costs(mode: ContentMode) -> Result<String> {
     Ok(format!(
         "{mode:?} mode, bytes per field of a {whole}-byte batch-signed message: {listed}"
     ))
+}
+
+/// Reads realm `realm`'s task events from the start with a pull consumer, no acks, counting
+/// them: the raw replay baseline. Messages per second; `expected` must be read.
+async fn raw_replay(
+    js: &async_nats::jetstream::Context,
+    realm: &Token,
+    expected: u64,
+) -> Result<f64> {
+    let filter = SubjectFilter::plane(Plane::Evt)
+        .realm(realm.clone())
+        .domain(murmur_subjects::Domain::Task);
+    let t = Instant::now();
+    let mut count = 0u64;
+    read_stream(
+        js,
+        "MURMUR_HISTORY",
+        &filter,
+        StartAt::Beginning,
+        None,
+        |m| {
+            count += 1;
+            std::hint::black_box(&m.message.payload);
+            ControlFlow::Continue(())
+        },
+    )
+    .await?;
+    anyhow::ensure!(count == expected, "raw replay read {count}");
+    Ok(expected as f64 / t.elapsed().as_secs_f64())
+}
+
+/// A [`Count`] projector over `realm` whose codec checks signatures with a verifier of its
+/// own, which has seen none of them (returned, to count its checks).
+async fn fresh_counter(
+    log: &EventLog,
+    client: &async_nats::Client,
+    realm: &Token,
+    mode: ContentMode,
+) -> Result<(
+    Projector<Count>,
+    std::sync::Arc<murmur_subjects::identity::SignatureVerifier>,
+)> {
+    let verifier = std::sync::Arc::new(murmur_subjects::identity::SignatureVerifier::new());
+    let reader = EventLog::options(log.identity().clone(), realm.clone())
+        .codec(
+            EventCodec::default()
+                .content_mode(mode)
+                .verifier(verifier.clone()),
+        )
+        .open(client.clone())
+        .await?;
+    let counter = Count {
+        realm: realm.clone(),
+    };
+    Ok((Projector::new(reader, counter), verifier))
 }
 
 /// Counts events and sums a payload field: the cheapest real fold.
