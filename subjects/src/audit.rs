@@ -126,7 +126,9 @@ async fn audit_stored(
     totals: &mut AuditStats,
     messages: &[async_nats::jetstream::Message],
 ) -> Result<(), LogError> {
-    let decoded = decode_together(log, messages.iter().map(|m| &m.message));
+    let decoded = log
+        .codec()
+        .decode_messages(messages.iter().map(|m| &m.message));
     for (message, verdict) in messages.iter().zip(decoded) {
         let info = message.info().ok();
         let sequence = info.as_ref().map(|i| i.stream_sequence);
@@ -155,7 +157,7 @@ async fn audit_live(
     totals: &mut AuditStats,
     messages: &[async_nats::Message],
 ) -> Result<(), LogError> {
-    let decoded = decode_together(log, messages.iter());
+    let decoded = log.codec().decode_messages(messages);
     for (message, verdict) in messages.iter().zip(decoded) {
         let verdict = match verdict {
             Ok(mut event) => roles
@@ -169,17 +171,6 @@ async fn audit_live(
         tally(log, totals, verdict, RefusedMessage::of(message, None)).await?;
     }
     Ok(())
-}
-
-/// `messages` decoded together (their single signatures checked in one batch).
-fn decode_together<'a>(
-    log: &EventLog,
-    messages: impl Iterator<Item = &'a async_nats::Message>,
-) -> Vec<Result<VerifiedEvent, IngestError>> {
-    let parts: Vec<_> = messages
-        .map(|m| (m.subject.as_str(), m.headers.as_ref(), &m.payload))
-        .collect();
-    log.codec().decode_many(&parts)
 }
 
 /// Counts a verdict; a refusal is dead-lettered with the message it refused.

@@ -766,12 +766,8 @@ impl EventLog {
         &self,
         messages: &[(&async_nats::Message, u64, chrono::DateTime<chrono::Utc>)],
     ) -> Vec<Result<VerifiedEvent, IngestError>> {
-        let parts: Vec<_> = messages
-            .iter()
-            .map(|(m, _, _)| (m.subject.as_str(), m.headers.as_ref(), &m.payload))
-            .collect();
         self.codec
-            .decode_many(&parts)
+            .decode_messages(messages.iter().map(|(m, _, _)| *m))
             .into_iter()
             .zip(messages)
             .map(|(decoded, (_, sequence, stored_at))| {

@@ -893,8 +893,8 @@ impl<P: Projection> Projector<P> {
 
     /// The decoding of `next` (delivery `sequence`), decoded with the deliveries the client
     /// already holds behind it, which are taken from the consumer (up to
-    /// [`DECODED_TOGETHER`]) and kept, decoded, for their turn. `None` when there is no live
-    /// feed.
+    /// [`DECODED_TOGETHER`]) and kept, decoded, for their turn. `None` when the client holds
+    /// nothing to decode with it (or there is no live feed): it is decoded in its turn.
     fn decode_ahead(
         &mut self,
         next: &jetstream::Message,
@@ -928,6 +928,10 @@ impl<P: Projection> Projector<P> {
             {
                 together.push((&held.message, info.stream_sequence, info.published));
             }
+        }
+        if together.len() == 1 {
+            // Alone: decoded in its turn, as before.
+            return None;
         }
         let sequences: Vec<u64> = together.iter().map(|(_, seq, _)| *seq).collect();
         let decoded = self.log.decode_messages_many(&together);

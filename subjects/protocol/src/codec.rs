@@ -445,6 +445,19 @@ impl EventCodec {
         decoded
     }
 
+    /// [`EventCodec::decode_many`] of NATS messages that arrived together.
+    #[cfg(feature = "nats")]
+    pub fn decode_messages<'m>(
+        &self,
+        messages: impl IntoIterator<Item = &'m async_nats::Message>,
+    ) -> Vec<Result<VerifiedEvent, IngestError>> {
+        let parts: Vec<_> = messages
+            .into_iter()
+            .map(|m| (m.subject.as_str(), m.headers.as_ref(), &m.payload))
+            .collect();
+        self.decode_many(&parts)
+    }
+
     /// Every check of [`EventCodec::decode`] but the signature's.
     fn decode_unverified<H: HeaderSource + ?Sized>(
         &self,

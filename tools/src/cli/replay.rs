@@ -117,14 +117,7 @@ impl ReplayOutput<'_> {
             held.truncate(at);
             flow = ControlFlow::Break(());
         }
-        let parts: Vec<_> = held
-            .iter()
-            .map(|s| {
-                let m = &s.message;
-                (m.subject.as_str(), m.headers.as_ref(), &m.payload)
-            })
-            .collect();
-        let decoded = self.codec.decode_many(&parts);
+        let decoded = self.codec.decode_messages(held.iter().map(|s| &s.message));
         for (stored, decoded) in held.iter().zip(decoded) {
             self.bar
                 .set_position(stored.sequence.saturating_sub(self.first_seq) + 1);
