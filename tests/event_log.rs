@@ -29,6 +29,9 @@ mod reads;
 #[path = "event_log/archive.rs"]
 mod archive;
 
+#[path = "event_log/bulk.rs"]
+mod bulk;
+
 fn tok(s: &str) -> Token {
     Token::new(s).expect("valid token")
 }

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod audit;
+pub mod bulk;
 pub mod connect;
 pub mod credentials;
 pub mod log;
@@ -34,6 +35,7 @@ pub use murmur_protocol::{
     headers, identity, payload, roles, subject,
 };
 
+pub use bulk::{BulkAppended, BulkWriter};
 pub use catalog::{Catalog, EventType};
 pub use codec::{Draft, EventCodec, IngestError, RefusedMessage, SealedEvent, VerifiedEvent};
 pub use envelope::EventRecord;

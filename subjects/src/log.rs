@@ -103,6 +103,8 @@ impl LogConfig {
             discard: DiscardPolicy::Old,
             duplicate_window: self.duplicate_window,
             allow_direct: true,
+            // Bulk writers' fast-ingest batches (`crate::bulk`).
+            allow_batch_publish: true,
             ..Default::default()
         }
     }
@@ -425,7 +427,10 @@ impl EventLog {
         draft.seal(&self.identity, &self.realm)
     }
 
-    fn persisted_headers(&self, sealed: &SealedEvent) -> Result<(HeaderMap, Bytes), LogError> {
+    pub(crate) fn persisted_headers(
+        &self,
+        sealed: &SealedEvent,
+    ) -> Result<(HeaderMap, Bytes), LogError> {
         if !matches!(sealed.subject.plane(), Plane::Evt | Plane::Dlq) {
             return Err(LogError::NotPersisted(sealed.subject.plane()));
         }
@@ -607,7 +612,7 @@ impl EventLog {
             .await
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         subject: &str,
         headers: HeaderMap,

@@ -45,6 +45,11 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
     let (mut pub_raw, mut pub_mm, mut rep_raw, mut rep_mm, mut core_raw, mut core_mm) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut pub_single = vec![];
+    // murmur's bulk writer.
+    let mut pub_bulk = vec![];
+    // Raw publishes into a fresh stream, an ack each and through a fast-ingest batch:
+    // (msgs/s, the server's CPU µs per message).
+    let (mut pub_acks, mut pub_fast) = (vec![], vec![]);
     // Replay of the events signed one each: raw, through a projection.
     let (mut rep_single_raw, mut rep_single_mm) = (vec![], vec![]);
     // The same replay with each event decoded and checked on its own.
@@ -128,29 +133,76 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
         }
         pub_single.push(single_n as f64 / t.elapsed().as_secs_f64());
 
-        // murmur publish with batch signatures (append_many, 256 events per signature).
-        let mut pending = VecDeque::new();
-        let t = Instant::now();
-        let mut i = 0;
-        while i < n {
-            let end = (i + 256).min(n);
-            let drafts = (i..end)
-                .map(|k| Ok(Draft::new(Token::new(format!("t{k}"))?, &payload(k))?))
+        // murmur publish with batch signatures (256 events per signature): pipelined appends
+        // with an ack each (`append_many`), and a bulk writer (one fast-ingest batch) into a
+        // realm of its own, in turns.
+        let bulk_log = EventLog::options(log.identity().clone(), Token::new(format!("bulk{run}"))?)
+            .codec(EventCodec::default().content_mode(mode))
+            .open(client.clone())
+            .await?;
+        let order = if run % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for bulk in order {
+            let server = target.server_pid().map(|p| p.to_string());
+            let server_cpu = || server.as_deref().and_then(crate::cpu_seconds);
+            let (cpu, server_before) = (crate::cpu_seconds("self"), server_cpu());
+            let rate = if bulk {
+                publish_bulk(&bulk_log, n).await?
+            } else {
+                publish_many(&log, n, args.window).await?
+            };
+            let own_us = cpu
+                .zip(crate::cpu_seconds("self"))
+                .map_or(f64::NAN, |(a, b)| (b - a) * 1e6 / n as f64);
+            let server_us = server_before
+                .zip(server_cpu())
+                .map_or(f64::NAN, |(a, b)| (b - a) * 1e6 / n as f64);
+            eprintln!(
+                "run {run}: murmur publish, {}: {rate:.0} events/s, CPU an event: this process {own_us:.1} µs, the server {server_us:.1} µs",
+                if bulk { "a bulk writer" } else { "append_many" }
+            );
+            if bulk {
+                pub_bulk.push(rate);
+            } else {
+                pub_mm.push(rate);
+            }
+        }
+
+        // Acks each or every few hundred (fast ingest): murmur's bytes, raw, each way into
+        // a fresh stream of its own, with the server's CPU per message.
+        // The order alternates run by run: the first write into a fresh stream can find the
+        // server still busy with what came before.
+        let mut ways = [(false, &mut pub_acks), (true, &mut pub_fast)];
+        if run % 2 == 1 {
+            ways.reverse();
+        }
+        for (fast, rates) in ways {
+            let prepared = (0..n)
+                .map(|i| {
+                    let sealed = Draft::new(Token::new(format!("t{i}"))?, &payload(i))?
+                        .seal(log.identity(), &raw_realm);
+                    let (h, b) = log.codec().encode(&sealed)?;
+                    let mut h = async_nats::HeaderMap::from(h);
+                    h.insert(MSG_ID, sealed.record.id.as_str());
+                    Ok((format!("bench.acks.t{i}"), h, b))
+                })
                 .collect::<Result<Vec<_>>>()?;
-            for (_, p) in log.append_many(drafts).await? {
-                pending.push_back(p);
-            }
-            while pending.len() > args.window {
-                if let Some(p) = pending.pop_front() {
-                    p.wait().await?;
+            let (rate, server_us) =
+                publish_to_fresh_stream(&js, target.server_pid(), prepared, fast, args.window)
+                    .await?;
+            eprintln!(
+                "run {run}: raw publish into a fresh stream, {}: {rate:.0} msgs/s, the server's CPU {server_us:.1} µs a message",
+                if fast {
+                    "fast-ingest batch"
+                } else {
+                    "an ack each"
                 }
-            }
-            i = end;
+            );
+            rates.push((rate, server_us));
         }
-        while let Some(p) = pending.pop_front() {
-            p.wait().await?;
-        }
-        pub_mm.push(n as f64 / t.elapsed().as_secs_f64());
 
         rep_raw.push(raw_replay(&js, &realm, n).await?);
 
@@ -308,6 +360,17 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
         "| JetStream publish, batch signatures (append_many) | {pr:.0} | {pm:.0} | {:.2} | ≥ 0.90 |",
         pm / pr
     );
+    let pb = median(pub_bulk);
+    println!(
+        "| JetStream publish, batch signatures, through a bulk writer (one fast-ingest batch) | {pr:.0} | {pb:.0} | {:.2} | ≥ 0.90 |",
+        pb / pr
+    );
+    let (acks_rate, acks_cpu) = median_pairs(&pub_acks);
+    let (fast_rate, fast_cpu) = median_pairs(&pub_fast);
+    println!(
+        "| raw publish of the same bytes into a fresh stream, through a fast-ingest batch (a flow ack every few hundred), against an ack each; the server's CPU per message {fast_cpu:.1} µs against {acks_cpu:.1} µs | {acks_rate:.0} | {fast_rate:.0} | {:.2} | — |",
+        fast_rate / acks_rate
+    );
     let pp = median(pub_payload);
     println!(
         "| JetStream publish, batch signatures, against raw publishes of the same {payload_bytes}-byte payload without an envelope | {pp:.0} | {pm:.0} | {:.2} | — |",
@@ -352,9 +415,23 @@ pub(crate) async fn event_log_suite(target: &Target, args: &Args) -> Result<Vec<
             pp,
         ),
         ("murmur publish, batch signatures (msgs/s)".into(), pm),
+        ("murmur publish through a bulk writer (msgs/s)".into(), pb),
         (
             "murmur publish, one signature per event (msgs/s)".into(),
             ps_figure,
+        ),
+        (
+            "raw publish into a fresh stream, an ack each (msgs/s)".into(),
+            acks_rate,
+        ),
+        (
+            "raw publish into a fresh stream, fast-ingest batch (msgs/s)".into(),
+            fast_rate,
+        ),
+        ("server CPU per message, an ack each (µs)".into(), acks_cpu),
+        (
+            "server CPU per message, fast-ingest batch (µs)".into(),
+            fast_cpu,
         ),
         ("raw replay (msgs/s)".into(), rr),
         ("murmur replay through a projection (msgs/s)".into(), rm),
@@ -662,6 +739,109 @@ pub(crate) async fn publish_prepared(
     }
     drain(&mut acks, 0).await?;
     Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// murmur's pipelined publish of `n` events with batch signatures (`append_many`, 256 a
+/// signature, `window` acks in flight); returns events/s.
+async fn publish_many(log: &EventLog, n: u64, window: usize) -> Result<f64> {
+    let t = Instant::now();
+    let mut pending = VecDeque::new();
+    let mut i = 0;
+    while i < n {
+        let end = (i + 256).min(n);
+        let drafts = (i..end)
+            .map(|k| Ok(Draft::new(Token::new(format!("t{k}"))?, &payload(k))?))
+            .collect::<Result<Vec<_>>>()?;
+        for (_, p) in log.append_many(drafts).await? {
+            pending.push_back(p);
+        }
+        while pending.len() > window {
+            if let Some(p) = pending.pop_front() {
+                p.wait().await?;
+            }
+        }
+        i = end;
+    }
+    while let Some(p) = pending.pop_front() {
+        p.wait().await?;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The same events through a bulk writer (one fast-ingest batch); returns events/s, and
+/// fails unless the batch stored every one.
+async fn publish_bulk(log: &EventLog, n: u64) -> Result<f64> {
+    let t = Instant::now();
+    let mut writer = log.bulk_writer().await?;
+    let mut i = 0;
+    while i < n {
+        let end = (i + 256).min(n);
+        let drafts = (i..end)
+            .map(|k| Ok(Draft::new(Token::new(format!("t{k}"))?, &payload(k))?))
+            .collect::<Result<Vec<_>>>()?;
+        writer.append(drafts).await?;
+        i = end;
+    }
+    let stored = writer.finish().await?;
+    anyhow::ensure!(
+        stored.events == n && stored.batched == n,
+        "the bulk writer stored {stored:?}"
+    );
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Publishes pre-built messages (on `bench.acks.…`) into a fresh stream that allows fast
+/// ingest: with `window` acks in flight, or through one fast-ingest batch. Returns msgs/s
+/// and the server's CPU per message in µs (NaN without a local server).
+async fn publish_to_fresh_stream(
+    js: &async_nats::jetstream::Context,
+    server: Option<u32>,
+    prepared: Vec<(String, async_nats::HeaderMap, bytes::Bytes)>,
+    fast: bool,
+    window: usize,
+) -> Result<(f64, f64)> {
+    let n = prepared.len() as f64;
+    let _ = js.delete_stream("BENCH_ACKS").await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BENCH_ACKS".into(),
+        subjects: vec!["bench.acks.>".into()],
+        duplicate_window: Duration::from_secs(120),
+        allow_batch_publish: true,
+        ..Default::default()
+    })
+    .await?;
+    let cpu = || server.and_then(|p| crate::cpu_seconds(&p.to_string()));
+    let before = cpu();
+    let rate = if fast {
+        let t = Instant::now();
+        let mut batch = murmur_subjects::bulk::FastIngestBatch::open(&js.client()).await?;
+        for (subject, headers, body) in prepared {
+            if let Err(ended) = batch.send(&subject, headers, body).await {
+                anyhow::bail!("the raw fast-ingest batch ended: {ended:?}");
+            }
+        }
+        match batch.commit().await {
+            Ok((count, _)) if count as f64 == n => {}
+            other => anyhow::bail!("the raw fast-ingest batch stored {other:?} of {n}"),
+        }
+        n / t.elapsed().as_secs_f64()
+    } else {
+        publish_prepared(js, prepared, window).await?
+    };
+    let server_us = match (before, cpu()) {
+        (Some(a), Some(b)) => (b - a) * 1e6 / n,
+        _ => f64::NAN,
+    };
+    js.delete_stream("BENCH_ACKS").await?;
+    Ok((rate, server_us))
+}
+
+/// The medians of each half of `pairs`.
+fn median_pairs(pairs: &[(f64, f64)]) -> (f64, f64) {
+    (
+        median(pairs.iter().map(|p| p.0).collect()),
+        median(pairs.iter().map(|p| p.1).collect()),
+    )
 }
 
 async fn drain(

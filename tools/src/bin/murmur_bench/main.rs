@@ -306,6 +306,18 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p) as usize]
 }
 
+/// User + system CPU seconds of `/proc/{pid}/stat` (`pid` may be `self`).
+pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces: the
+    // third field (state) first, so utime and stime (fields 14 and 15) are at 11 and 12.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    const USER_HZ: f64 = 100.0;
+    Some((utime + stime) / USER_HZ)
+}
+
 /// `VmRSS` of a `/proc/PID/status` text, in KiB.
 pub(crate) fn vm_rss_kib(status: &str) -> Option<f64> {
     status

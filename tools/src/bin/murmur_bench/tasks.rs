@@ -614,8 +614,8 @@ impl CpuSpan {
         Self {
             server,
             at_start: (
-                cpu_seconds("self"),
-                server.and_then(|p| cpu_seconds(&p.to_string())),
+                crate::cpu_seconds("self"),
+                server.and_then(|p| crate::cpu_seconds(&p.to_string())),
             ),
         }
     }
@@ -626,25 +626,13 @@ impl CpuSpan {
             Some((now? - start?) * 1e6 / tasks.max(1) as f64)
         };
         (
-            per(self.at_start.0, cpu_seconds("self")),
+            per(self.at_start.0, crate::cpu_seconds("self")),
             per(
                 self.at_start.1,
-                self.server.and_then(|p| cpu_seconds(&p.to_string())),
+                self.server.and_then(|p| crate::cpu_seconds(&p.to_string())),
             ),
         )
     }
-}
-
-/// User + system CPU seconds of `/proc/{pid}/stat` (`pid` may be `self`).
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces: the
-    // third field (state) first, so utime and stime (fields 14 and 15) are at 11 and 12.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-    let utime: f64 = fields.next()?.parse().ok()?;
-    let stime: f64 = fields.next()?.parse().ok()?;
-    const USER_HZ: f64 = 100.0;
-    Some((utime + stime) / USER_HZ)
 }
 
 fn micros(v: Option<f64>) -> String {

@@ -1,0 +1,146 @@
+//! Bulk writers: events written through a JetStream fast-ingest batch, and what happens
+//! when the server will not, or cannot, take the batch.
+
+use super::*;
+
+/// `n` task drafts on aggregates `{prefix}0…`, with a payload padded to `pad` bytes at `big`.
+fn drafts(prefix: &str, n: u64, big: Option<(u64, usize)>) -> Result<Vec<Draft>> {
+    (0..n)
+        .map(|i| {
+            let mut payload = submitted(i);
+            if let Some((at, pad)) = big
+                && at == i
+            {
+                payload.input = serde_json::json!({ "pad": "x".repeat(pad) });
+            }
+            Ok(Draft::new(tok(&format!("{prefix}{i}")), &payload)?)
+        })
+        .collect()
+}
+
+async fn stored_in(log: &EventLog) -> Result<u64> {
+    Ok(log
+        .stream("MURMUR_HISTORY")
+        .await?
+        .info()
+        .await?
+        .state
+        .messages)
+}
+
+#[tokio::test]
+async fn a_bulk_writer_stores_every_event_once_with_an_ack_every_few_hundred() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let log = nats.event_log("acme").await?;
+    let mut writer = log.bulk_writer().await?;
+    let mut sealed = Vec::new();
+    for chunk in drafts("t", 3_000, None)?.chunks(250) {
+        sealed.extend(writer.append(chunk.to_vec()).await?);
+    }
+    let acks = writer.flow_acks();
+    let stored = writer.finish().await?;
+    assert_eq!(stored.events, 3_000, "{stored:?}");
+    assert_eq!(stored.batched, 3_000, "{stored:?}");
+    assert_eq!(stored.fell_back, None);
+    assert_eq!(
+        stored.last_sequence,
+        log.last_sequence("MURMUR_HISTORY").await?
+    );
+    // Acknowledged in stretches, not message by message.
+    assert!(
+        (1..=30).contains(&acks),
+        "{acks} flow acks for 3,000 events"
+    );
+    assert_eq!(stored_in(&log).await?, 3_000);
+
+    // Every event reads back, in order, with a valid signature.
+    let reader = nats.event_log("acme").await?;
+    let mut p = Projector::new(reader, OverviewProjection { realm: tok("acme") });
+    p.catch_up().await?;
+    assert_eq!(p.stats().applied, 3_000);
+    assert_eq!(p.stats().invalid, 0);
+
+    // The same events again (a writer retrying after a crash): the server's dedupe stores
+    // none twice, and the batch counts them as stored.
+    let mut again = log.bulk_writer().await?;
+    again.append_sealed(&sealed[..1_200]).await?;
+    let stored = again.finish().await?;
+    assert_eq!(
+        (stored.events, stored.batched),
+        (1_200, 1_200),
+        "{stored:?}"
+    );
+    assert_eq!(stored_in(&log).await?, 3_000);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bulk_writer_on_a_stream_without_fast_ingest_sends_each_event_with_an_ack() -> Result<()>
+{
+    let nats = TestNats::start().await?;
+    // A history stream created before fast ingest was asked for: it keeps its config.
+    async_nats::jetstream::new(nats.client().await?)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "MURMUR_HISTORY".into(),
+            subjects: LogConfig::history_subjects(),
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await?;
+    let log = nats.event_log("acme").await?;
+    let mut writer = log.bulk_writer().await?;
+    writer.append(drafts("t", 1_500, None)?).await?;
+    let stored = writer.finish().await?;
+    assert_eq!((stored.events, stored.batched), (1_500, 0), "{stored:?}");
+    let why = stored.fell_back.unwrap_or_default();
+    assert!(why.contains("10205"), "{why}");
+    assert_eq!(stored_in(&log).await?, 1_500);
+    assert_eq!(stored.last_sequence, 1_500);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_event_the_server_refuses_midway_is_the_bulk_writes_error_and_the_rest_are_stored()
+-> Result<()> {
+    let nats = TestNats::start().await?;
+    // A stream that takes messages of at most 4 KiB; event 700 of 1,000 is larger.
+    async_nats::jetstream::new(nats.client().await?)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "MURMUR_HISTORY".into(),
+            subjects: LogConfig::history_subjects(),
+            allow_direct: true,
+            allow_batch_publish: true,
+            max_message_size: 4_096,
+            ..Default::default()
+        })
+        .await?;
+    let log = nats.event_log("acme").await?;
+    let mut writer = log.bulk_writer().await?;
+    let written = async {
+        writer
+            .append(drafts("t", 1_000, Some((700, 6_000)))?)
+            .await?;
+        anyhow::Ok(writer.finish().await?)
+    }
+    .await;
+    let refused = written.expect_err("event 700 cannot be stored");
+    let text = format!("{refused:#}");
+    assert!(text.contains("t700"), "{text}");
+    assert!(text.to_lowercase().contains("maximum"), "{text}");
+    // The others are independent events: all stored, each once; that one is not.
+    assert_eq!(stored_in(&log).await?, 999);
+    for (aggregate, there) in [
+        ("t699", true),
+        ("t700", false),
+        ("t701", true),
+        ("t999", true),
+    ] {
+        let subject = format!("murmur.v1.acme.evt.task.{aggregate}.submitted");
+        assert_eq!(
+            log.first_event(&subject).await?.is_some(),
+            there,
+            "{aggregate}"
+        );
+    }
+    Ok(())
+}
