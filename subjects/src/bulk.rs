@@ -227,7 +227,7 @@ impl FastIngestBatch {
     }
 
     /// Waits for the next reply, pinging the server for its latest ack when none comes
-    /// for a third of [`ACK_TIMEOUT`]; `None` when none came in all of it.
+    /// for a third of `ACK_TIMEOUT`; `None` when none came in all of it.
     async fn next_reply(&mut self) -> Option<Reply> {
         for attempt in 0..3 {
             if attempt > 0
@@ -248,8 +248,8 @@ impl FastIngestBatch {
         None
     }
 
-    /// Sends one message in the batch, first waiting while the server is
-    /// [`OUTSTANDING_ACKS`] acks behind. On `Err` the batch is over: the message is among
+    /// Sends one message in the batch, first waiting while the server is two flow acks
+    /// behind. On `Err` the batch is over: the message is among
     /// its unconfirmed ones.
     pub async fn send(
         &mut self,

@@ -18,6 +18,22 @@ fn drafts(prefix: &str, n: u64, big: Option<(u64, usize)>) -> Result<Vec<Draft>>
         .collect()
 }
 
+/// Creates the history stream before any participant does, with `config`'s settings.
+async fn history_made_by_hand(
+    nats: &TestNats,
+    config: async_nats::jetstream::stream::Config,
+) -> Result<()> {
+    async_nats::jetstream::new(nats.client().await?)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "MURMUR_HISTORY".into(),
+            subjects: LogConfig::history_subjects(),
+            allow_direct: true,
+            ..config
+        })
+        .await?;
+    Ok(())
+}
+
 async fn stored_in(log: &EventLog) -> Result<u64> {
     Ok(log
         .stream("MURMUR_HISTORY")
@@ -79,14 +95,7 @@ async fn a_bulk_writer_on_a_stream_without_fast_ingest_sends_each_event_with_an_
 {
     let nats = TestNats::start().await?;
     // A history stream created before fast ingest was asked for: it keeps its config.
-    async_nats::jetstream::new(nats.client().await?)
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: "MURMUR_HISTORY".into(),
-            subjects: LogConfig::history_subjects(),
-            allow_direct: true,
-            ..Default::default()
-        })
-        .await?;
+    history_made_by_hand(&nats, Default::default()).await?;
     let log = nats.event_log("acme").await?;
     let mut writer = log.bulk_writer().await?;
     writer.append(drafts("t", 1_500, None)?).await?;
@@ -104,16 +113,15 @@ async fn an_event_the_server_refuses_midway_is_the_bulk_writes_error_and_the_res
 -> Result<()> {
     let nats = TestNats::start().await?;
     // A stream that takes messages of at most 4 KiB; event 700 of 1,000 is larger.
-    async_nats::jetstream::new(nats.client().await?)
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: "MURMUR_HISTORY".into(),
-            subjects: LogConfig::history_subjects(),
-            allow_direct: true,
+    history_made_by_hand(
+        &nats,
+        async_nats::jetstream::stream::Config {
             allow_batch_publish: true,
             max_message_size: 4_096,
             ..Default::default()
-        })
-        .await?;
+        },
+    )
+    .await?;
     let log = nats.event_log("acme").await?;
     let mut writer = log.bulk_writer().await?;
     let written = async {

@@ -741,30 +741,16 @@ pub(crate) async fn publish_prepared(
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
+/// The suite's event `k`: a task submission on aggregate `t{k}`.
+fn suite_draft(k: u64) -> Result<Draft> {
+    Ok(Draft::new(Token::new(format!("t{k}"))?, &payload(k))?)
+}
+
 /// murmur's pipelined publish of `n` events with batch signatures (`append_many`, 256 a
 /// signature, `window` acks in flight); returns events/s.
 async fn publish_many(log: &EventLog, n: u64, window: usize) -> Result<f64> {
     let t = Instant::now();
-    let mut pending = VecDeque::new();
-    let mut i = 0;
-    while i < n {
-        let end = (i + 256).min(n);
-        let drafts = (i..end)
-            .map(|k| Ok(Draft::new(Token::new(format!("t{k}"))?, &payload(k))?))
-            .collect::<Result<Vec<_>>>()?;
-        for (_, p) in log.append_many(drafts).await? {
-            pending.push_back(p);
-        }
-        while pending.len() > window {
-            if let Some(p) = pending.pop_front() {
-                p.wait().await?;
-            }
-        }
-        i = end;
-    }
-    while let Some(p) = pending.pop_front() {
-        p.wait().await?;
-    }
+    crate::tasks::append_in_batches(log, n, 256, window, suite_draft).await?;
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
@@ -776,10 +762,9 @@ async fn publish_bulk(log: &EventLog, n: u64) -> Result<f64> {
     let mut i = 0;
     while i < n {
         let end = (i + 256).min(n);
-        let drafts = (i..end)
-            .map(|k| Ok(Draft::new(Token::new(format!("t{k}"))?, &payload(k))?))
-            .collect::<Result<Vec<_>>>()?;
-        writer.append(drafts).await?;
+        writer
+            .append((i..end).map(suite_draft).collect::<Result<Vec<_>>>()?)
+            .await?;
         i = end;
     }
     let stored = writer.finish().await?;

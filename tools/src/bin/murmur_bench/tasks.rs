@@ -547,13 +547,26 @@ pub(crate) async fn submit_tasks(
     window: usize,
     id: impl Fn(u64) -> String,
 ) -> Result<()> {
+    append_in_batches(log, n, batch, window, |k| {
+        Ok(Draft::new(Token::new(id(k))?, &task_payload(k))?)
+    })
+    .await
+}
+
+/// Appends the drafts `draft(0..n)` in batches of `batch` (`append_many`: a batch signature
+/// each), with at most `window` acks in flight, and waits for every ack.
+pub(crate) async fn append_in_batches(
+    log: &EventLog,
+    n: u64,
+    batch: u64,
+    window: usize,
+    draft: impl Fn(u64) -> Result<Draft>,
+) -> Result<()> {
     let mut i = 0;
     let mut pending = VecDeque::new();
     while i < n {
         let end = (i + batch).min(n);
-        let drafts = (i..end)
-            .map(|k| Ok(Draft::new(Token::new(id(k))?, &task_payload(k))?))
-            .collect::<Result<Vec<_>>>()?;
+        let drafts = (i..end).map(&draft).collect::<Result<Vec<_>>>()?;
         for (_, p) in log.append_many(drafts).await? {
             pending.push_back(p);
         }
