@@ -104,11 +104,11 @@ pub async fn run_auditor(
 }
 
 /// `first` and the items `stream` already holds behind it, up to
-/// [`crate::projection::DECODED_TOGETHER`] in all, to be decoded together (their signatures
+/// [`crate::codec::DECODED_TOGETHER`] in all, to be decoded together (their signatures
 /// checked in one batch); and whether the stream ended.
 fn with_ready<S: futures::Stream + Unpin>(first: S::Item, stream: &mut S) -> (Vec<S::Item>, bool) {
     let mut held = vec![first];
-    while held.len() < crate::projection::DECODED_TOGETHER {
+    while held.len() < crate::codec::DECODED_TOGETHER {
         match stream.next().now_or_never() {
             Some(Some(next)) => held.push(next),
             Some(None) => return (held, true),

@@ -13,7 +13,7 @@ use async_nats::jetstream::{self, consumer};
 use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{IngestError, VerifiedEvent};
+use crate::codec::{DECODED_TOGETHER, IngestError, VerifiedEvent};
 use crate::grants::RoleBook;
 use crate::log::{EventLog, LogError};
 pub use crate::read::{
@@ -152,11 +152,6 @@ struct LiveFeed {
     /// Last time the watchdog asked the server.
     checked_at: tokio::time::Instant,
 }
-
-/// Most stored messages a projector decodes together: their signatures are checked in one
-/// batch (the larger the batch, the cheaper each signature, but the later the first event
-/// of the batch is folded).
-pub(crate) const DECODED_TOGETHER: usize = 64;
 
 /// After this long without a delivery, the projector asks the server whether its consumer
 /// still exists and has nothing pending. An ordered consumer can stall silently when the

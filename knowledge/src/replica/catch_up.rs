@@ -125,9 +125,9 @@ impl KnowledgeReplica {
                 },
             )
             .await?;
-        // Decoded 64 at a time: their single signatures are checked in one batch.
+        // Decoded a batch at a time: their single signatures are checked together.
         let decoded: Vec<_> = stored
-            .chunks(64)
+            .chunks(murmur_subjects::codec::DECODED_TOGETHER)
             .flat_map(|chunk| {
                 let chunk: Vec<&StoredMessage> = chunk.iter().collect();
                 self.log.decode_stored_many(&chunk)

@@ -18,6 +18,11 @@ use crate::payload::{self, Payload, PayloadError};
 use crate::roles::RoleSet;
 use crate::subject::{Plane, Subject, SubjectError, Token};
 
+/// Most messages a reader decodes together (a projector, the auditor, `murmur replay`, a
+/// knowledge replica catching up): their single signatures are checked in one batch. The
+/// larger the batch, the cheaper each signature, but the later its first event is folded.
+pub const DECODED_TOGETHER: usize = 64;
+
 /// An event about to be signed: payload, aggregate and lineage.
 #[derive(Debug, Clone)]
 pub struct Draft {
@@ -416,7 +421,8 @@ impl EventCodec {
     }
 
     /// [`EventCodec::decode`] for messages that arrived together (`messages[i]`: subject,
-    /// headers, body), with their signatures checked together
+    /// headers, body; murmur's readers pass up to [`DECODED_TOGETHER`]), with their
+    /// signatures checked together
     /// ([`SignatureVerifier::verify_many`]): the same verdicts at a fraction of the cost
     /// when many carry a signature of their own.
     pub fn decode_many<H: HeaderSource + ?Sized>(

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use clap::ValueEnum;
 use murmur_subjects::{EventCodec, EventLog, StartAt, Subject};
 
+use murmur_subjects::codec::DECODED_TOGETHER;
 use murmur_subjects::projection::StoredMessage;
 
 use crate::archive::Archive;
@@ -78,10 +79,6 @@ pub struct ReplayTotals {
     /// Last sequence written.
     pub last: Option<u64>,
 }
-
-/// How many stored messages a replay decodes together: their single signatures are checked
-/// in one batch.
-const DECODED_TOGETHER: usize = 64;
 
 /// Where a replay writes what it reads, a batch at a time.
 struct ReplayOutput<'a> {

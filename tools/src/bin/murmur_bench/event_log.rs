@@ -568,7 +568,7 @@ pub(crate) fn cpu_breakdown(mode: ContentMode) -> Result<String> {
     // As a projector decodes what it holds together: 64 at a time.
     let together = fresh();
     let t = Instant::now();
-    for chunk in encoded_single.chunks(64) {
+    for chunk in encoded_single.chunks(murmur_subjects::codec::DECODED_TOGETHER) {
         let messages: Vec<_> = chunk
             .iter()
             .map(|(h, b)| (subject.as_str(), Some(h), b))
