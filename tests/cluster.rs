@@ -539,7 +539,7 @@ async fn a_follower_leaves_a_server_cut_off_from_its_cluster() -> Result<()> {
     );
     append_until_stored(&writer, &seal(0)?).await?;
     anyhow::ensure!(
-        follow_through_errors(&mut view, |s| s.tasks.len() == 1).await?,
+        view.follow_until(DEADLINE, |s| s.tasks.len() == 1).await?,
         "the follower never saw the first task"
     );
 
@@ -547,7 +547,7 @@ async fn a_follower_leaves_a_server_cut_off_from_its_cluster() -> Result<()> {
     for n in 1..=10 {
         append_until_stored(&writer, &seal(n)?).await?;
     }
-    let followed = follow_through_errors(&mut view, |s| s.tasks.len() == 11).await?;
+    let followed = view.follow_until(DEADLINE, |s| s.tasks.len() == 11).await?;
     let now = follower.client().server_info().server_name;
     cluster
         .cluster
@@ -560,25 +560,6 @@ async fn a_follower_leaves_a_server_cut_off_from_its_cluster() -> Result<()> {
     assert_ne!(now, first, "the follower moved to another server");
     assert!(view.stats().servers_left >= 1, "{:?}", view.stats());
     Ok(())
-}
-
-/// Polls `view` until `done` or [`DEADLINE`], waiting out the failures a service waits out.
-async fn follow_through_errors(
-    view: &mut Projector<OverviewProjection>,
-    mut done: impl FnMut(&<OverviewProjection as murmur_subjects::Projection>::State) -> bool,
-) -> Result<bool> {
-    let until = tokio::time::Instant::now() + DEADLINE;
-    while tokio::time::Instant::now() < until {
-        match view.poll(Duration::from_millis(250)).await {
-            Ok(_) if done(view.state()) => return Ok(true),
-            Ok(_) => {}
-            Err(e) if e.is_transient() => {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(false)
 }
 
 /// The step the coordinator takes when its view diverged: a replay from sequence 1. Cut off
@@ -601,7 +582,7 @@ async fn a_replay_cut_off_by_a_lost_quorum_reads_on_to_the_replays_state() -> Re
         },
     );
     anyhow::ensure!(
-        follow_through_errors(&mut view, |s| s.tasks.len() == 20).await?,
+        view.follow_until(DEADLINE, |s| s.tasks.len() == 20).await?,
         "the view never saw the 20 tasks"
     );
     let folded = view.position();
@@ -633,13 +614,15 @@ async fn a_replay_cut_off_by_a_lost_quorum_reads_on_to_the_replays_state() -> Re
     cluster.restart(1).await?;
     cluster.restart(2).await?;
     anyhow::ensure!(
-        follow_through_errors(&mut view, |s| s.tasks.len() == 20).await?,
+        view.follow_until(DEADLINE, |s| s.tasks.len() == 20).await?,
         "reading on after the quorum came back never reached the 20 tasks ({:?})",
         view.stats()
     );
     let mut fresh = Projector::new(log.clone(), OverviewProjection { realm });
     anyhow::ensure!(
-        follow_through_errors(&mut fresh, |s| s.tasks.len() == 20).await?,
+        fresh
+            .follow_until(DEADLINE, |s| s.tasks.len() == 20)
+            .await?,
         "a fresh replay never reached the 20 tasks"
     );
     assert_eq!(view.position(), fresh.position());
@@ -1049,15 +1032,25 @@ async fn the_history_stream_moves_onto_a_new_node_through_a_partition() -> Resul
     a_replica_moves_to_a_new_node_while_written(true).await
 }
 
-/// The nodes the JetStream meta group lists, as node `at` reports them (`/jsz`: its
-/// leader and the peers other than `at`; offline ones included), with `at` itself.
+/// The nodes the JetStream meta group lists, as its leader reports them when node `at`
+/// knows it (`/jsz`: the leader and its peers, offline ones included), with `at` itself.
 async fn meta_members(
     cluster: &murmur_testkit::TestCluster,
     at: usize,
 ) -> std::collections::BTreeSet<String> {
-    let jsz = murmur_testkit::server::monitor_json(cluster.cluster.nodes[at].monitor_port, "/jsz")
-        .await
-        .unwrap_or_default();
+    let jsz_of = |n: usize| {
+        murmur_testkit::server::monitor_json(cluster.cluster.nodes[n].monitor_port, "/jsz")
+    };
+    let mut jsz = jsz_of(at).await.unwrap_or_default();
+    // nats-server 2.11 lists the meta group's replicas only on its leader: ask the leader.
+    if let Some(leader) = jsz["meta_cluster"]["leader"].as_str().map(str::to_string)
+        && let Ok(l) = node_of(&leader)
+        && l != at
+        && l < cluster.cluster.nodes.len()
+        && let Ok(there) = jsz_of(l).await
+    {
+        jsz = there;
+    }
     let meta = &jsz["meta_cluster"];
     meta["replicas"]
         .as_array()

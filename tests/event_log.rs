@@ -73,6 +73,14 @@ async fn streams_are_created_idempotently() -> Result<()> {
     assert_eq!(info.config.subjects, LogConfig::history_subjects());
     assert_eq!(info.config.duplicate_window, Duration::from_secs(120));
     assert_eq!(info.config.num_replicas, 1);
+    // Fast ingest for bulk writers, asked of a server that knows it (2.14+); a 2.12 server
+    // refuses a configuration with a field it does not know.
+    let version = a.client().server_info().version;
+    assert_eq!(
+        info.config.allow_batch_publish,
+        murmur_subjects::log::stores_fast_ingest_batches(&version),
+        "nats-server {version}"
+    );
     Ok(())
 }
 
@@ -99,6 +107,37 @@ async fn opening_adds_the_subjects_an_older_stream_lacks_and_keeps_the_rest() ->
         "the stream's own subjects are kept"
     );
     assert_eq!(config.max_age, Duration::from_secs(7 * 24 * 3600));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stream_the_server_refuses_is_an_error_that_says_so_not_a_retry() -> Result<()> {
+    let nats = TestNats::start().await?;
+    // Another stream already captures the history's subjects: the server refuses ours.
+    async_nats::jetstream::new(nats.client().await?)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "SOMEONE_ELSES".into(),
+            subjects: LogConfig::history_subjects(),
+            ..Default::default()
+        })
+        .await?;
+    let refused = nats
+        .event_log("acme")
+        .await
+        .expect_err("the history stream cannot be created");
+    let error = refused
+        .chain()
+        .find_map(|e| e.downcast_ref::<LogError>())
+        .context("a LogError")?;
+    assert!(
+        matches!(error, LogError::StreamRefused { stream, .. } if stream == "MURMUR_HISTORY"),
+        "{error:?}"
+    );
+    // A participant gives up with the reason instead of waiting for the server forever.
+    assert!(!error.is_transient());
+    let text = error.to_string();
+    assert!(text.contains("overlap"), "{text}");
+    assert!(text.contains("nats-server 2."), "{text}");
     Ok(())
 }
 

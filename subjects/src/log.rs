@@ -90,7 +90,9 @@ impl LogConfig {
         vec![format!("murmur.v1.*.{}.>", Plane::Dlq.as_str())]
     }
 
-    fn history(&self) -> stream::Config {
+    /// The history stream's configuration; `fast_ingest`: the server knows fast-ingest
+    /// batches (see [`stores_fast_ingest_batches`]).
+    fn history(&self, fast_ingest: bool) -> stream::Config {
         stream::Config {
             name: self.history_stream.clone(),
             description: Some("murmur history: the source of truth".into()),
@@ -104,7 +106,7 @@ impl LogConfig {
             duplicate_window: self.duplicate_window,
             allow_direct: true,
             // Bulk writers' fast-ingest batches (`crate::bulk`).
-            allow_batch_publish: true,
+            allow_batch_publish: fast_ingest,
             ..Default::default()
         }
     }
@@ -125,6 +127,20 @@ impl LogConfig {
     }
 }
 
+/// Whether a server of `version` (its INFO's, e.g. `2.12.8`) knows fast-ingest batches
+/// (`allow_batched`, nats-server 2.14+). The field goes only to servers that know it: from
+/// 2.12 on a server refuses a stream configuration holding a field it does not know.
+pub fn stores_fast_ingest_batches(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (2, 14),
+        _ => false,
+    }
+}
+
 /// The client's or the server's error underneath a [`LogError`], kept as its source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -138,6 +154,20 @@ pub enum LogError {
         /// Stream name.
         stream: String,
         /// The client's or the server's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The server refused a stream's configuration (a field or setting it does not accept,
+    /// subjects another stream holds): asking again cannot succeed.
+    #[error(
+        "stream {stream}: nats-server {server_version} refused its configuration: {source} (murmur needs nats-server 2.11 or newer; an existing stream of that name or subjects may need removing, or the settings in [log] changing)"
+    )]
+    StreamRefused {
+        /// Stream name.
+        stream: String,
+        /// The version the server reported.
+        server_version: String,
+        /// The server's error.
         #[source]
         source: BoxError,
     },
@@ -214,6 +244,16 @@ fn is_stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
         e.kind(),
         jetstream::context::GetStreamErrorKind::JetStream(js)
             if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// Whether the server refused a stream's configuration for good: invalid JSON (a field it
+/// does not know), an invalid setting, subjects another stream holds, more replicas than a
+/// single server has, the account's stream limit.
+fn is_config_refused(error: &jetstream::Error) -> bool {
+    matches!(
+        error.error_code(),
+        jetstream::ErrorCode(10025 | 10052 | 10065 | 10074 | 10027)
     )
 }
 
@@ -346,11 +386,21 @@ impl EventLog {
     /// cluster's R3 log down to R1 (and could shorten its retention) for everyone. Only
     /// subjects this version needs and the stream lacks are added.
     pub async fn ensure_streams(&self) -> Result<(), LogError> {
-        for cfg in [self.config.history(), self.config.dlq()] {
+        let server_version = self.client.server_info().version;
+        let fast_ingest = stores_fast_ingest_batches(&server_version);
+        for cfg in [self.config.history(fast_ingest), self.config.dlq()] {
             let name = cfg.name.clone();
             let stream_err = |e: String| LogError::Stream {
                 stream: name.clone(),
                 source: e.into(),
+            };
+            let refused_or = |e: String, js: Option<&jetstream::Error>| match js {
+                Some(js) if is_config_refused(js) => LogError::StreamRefused {
+                    stream: name.clone(),
+                    server_version: server_version.clone(),
+                    source: e.into(),
+                },
+                _ => stream_err(e),
             };
             let existing = self
                 .find_stream(&name)
@@ -369,7 +419,13 @@ impl EventLog {
                         .cached_info()
                         .config
                         .clone(),
-                    Err(e) => return Err(stream_err(e.to_string())),
+                    Err(e) => {
+                        let js = match e.kind() {
+                            jetstream::context::CreateStreamErrorKind::JetStream(js) => Some(js),
+                            _ => None,
+                        };
+                        return Err(refused_or(e.to_string(), js.as_ref()));
+                    }
                 },
             };
             if existing.num_replicas != cfg.num_replicas {
@@ -388,10 +444,13 @@ impl EventLog {
                 .collect();
             if !missing.is_empty() {
                 existing.subjects.extend(missing);
-                self.js
-                    .update_stream(existing)
-                    .await
-                    .map_err(|e| stream_err(e.to_string()))?;
+                self.js.update_stream(existing).await.map_err(|e| {
+                    let js = match e.kind() {
+                        jetstream::context::CreateStreamErrorKind::JetStream(js) => Some(js),
+                        _ => None,
+                    };
+                    refused_or(e.to_string(), js.as_ref())
+                })?;
             }
         }
         Ok(())
@@ -872,6 +931,29 @@ fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_servers_from_2_14_are_sent_the_fast_ingest_setting() {
+        for (version, knows) in [
+            ("2.11.11", false),
+            ("2.12.8", false),
+            ("2.13.0", false),
+            ("2.14.0", true),
+            ("2.14.0-RC.1", true),
+            ("v2.15.1", true),
+            ("3.0.0", true),
+            ("", false),
+            ("garbage", false),
+        ] {
+            assert_eq!(stores_fast_ingest_batches(version), knows, "{version}");
+        }
+        let config = LogConfig::default();
+        assert!(config.history(true).allow_batch_publish);
+        assert!(!config.history(false).allow_batch_publish);
+        // What a 2.12 server parses: no field it does not know.
+        let json = serde_json::to_string(&config.history(false)).expect("config serialises");
+        assert!(!json.contains("allow_batched"), "{json}");
+    }
 
     #[test]
     fn a_publish_nobody_answered_says_the_stream_may_be_between_leaders() {

@@ -1078,7 +1078,10 @@ impl<P: Projection> Projector<P> {
     }
 
     /// Follows the log live (ordered consumer from the current position) until `done`
-    /// returns true for the state, or `deadline` passes (then `Ok(false)`).
+    /// returns true for the state, or `deadline` passes (then `Ok(false)`). A transient
+    /// failure ([`LogError::is_transient`]: the server lost, a stream leader election) is
+    /// waited out within the deadline, the consumer made again on the next poll; one that
+    /// lasts past the deadline is the error.
     pub async fn follow_until(
         &mut self,
         deadline: Duration,
@@ -1093,8 +1096,21 @@ impl<P: Projection> Projector<P> {
             if left.is_zero() {
                 return Ok(false);
             }
-            self.poll_until(left.min(Duration::from_millis(250)), &mut done)
-                .await?;
+            match self
+                .poll_until(left.min(Duration::from_millis(250)), &mut done)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.is_transient() => {
+                    let left = until.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, "following: the log is unavailable; retrying");
+                    tokio::time::sleep(left.min(Duration::from_millis(200))).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 

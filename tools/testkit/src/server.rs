@@ -19,14 +19,15 @@ use crate::links::{Link, LinkState};
 /// Oldest nats-server murmur runs on (per-message TTL, expected-last-subject-sequence-subject).
 pub const MIN_SERVER_VERSION: (u32, u32) = (2, 11);
 
-/// Finds a `nats-server` binary: `$MURMUR_NATS_SERVER`, then `.venv/bin/nats-server` in the
-/// current directory or any parent (where `scripts/install.sh` puts it), then the project
-/// this binary was built from, then `PATH`. Refuses servers older than 2.11.
+/// Finds a `nats-server` binary: `$MURMUR_NATS_SERVER` when set (that one or an error: a
+/// test pass meant for one server must not run on another), else `.venv/bin/nats-server` in
+/// the current directory or any parent (where `scripts/install.sh` puts it), then the
+/// project this binary was built from, then `PATH`. Refuses servers older than 2.11.
 pub fn find_nats_server() -> Result<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(p) = std::env::var("MURMUR_NATS_SERVER") {
-        candidates.push(PathBuf::from(p));
+    if let Some(asked) = std::env::var_os("MURMUR_NATS_SERVER") {
+        return server_asked_for(PathBuf::from(asked));
     }
+    let mut candidates: Vec<PathBuf> = Vec::new();
     if let Ok(cwd) = std::env::current_dir() {
         for dir in cwd.ancestors() {
             candidates.push(dir.join(".venv/bin/nats-server"));
@@ -60,6 +61,30 @@ pub fn find_nats_server() -> Result<PathBuf> {
             format!(" (refused: {})", too_old.join(", "))
         }
     )
+}
+
+/// The server `MURMUR_NATS_SERVER` names, or why it cannot be used.
+fn server_asked_for(path: PathBuf) -> Result<PathBuf> {
+    if !path.is_file() {
+        bail!(
+            "MURMUR_NATS_SERVER={} is not a file{}; give the path of a nats-server binary (absolute: cargo runs each test in its package's directory), or unset it",
+            path.display(),
+            std::env::current_dir()
+                .map(|d| format!(" (seen from {})", d.display()))
+                .unwrap_or_default()
+        );
+    }
+    match server_version(&path)? {
+        v if v >= MIN_SERVER_VERSION => Ok(path),
+        v => bail!(
+            "MURMUR_NATS_SERVER={} is nats-server {}.{}; murmur needs {}.{} or newer",
+            path.display(),
+            v.0,
+            v.1,
+            MIN_SERVER_VERSION.0,
+            MIN_SERVER_VERSION.1
+        ),
+    }
 }
 
 fn server_version(bin: &Path) -> Result<(u32, u32)> {
@@ -869,6 +894,19 @@ fn write_node_config(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_server_asked_for_that_is_not_there_is_an_error_not_another_server() {
+        let err = server_asked_for(PathBuf::from("no/such/nats-server"))
+            .expect_err("a missing binary is refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("MURMUR_NATS_SERVER=no/such/nats-server is not a file"),
+            "{text}"
+        );
+        assert!(text.contains("absolute"), "{text}");
+    }
+
     use super::*;
 
     #[test]
