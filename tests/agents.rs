@@ -671,3 +671,113 @@ async fn a_live_registry_reads_only_what_is_new_at_each_question() -> Result<()>
     assert_eq!(registry.events_read().await, 6);
     Ok(())
 }
+
+/// Heartbeats of many agents that arrive at once are decoded together, their signatures
+/// (one per agent) checked in one batch: each genuine beat is heard, a tampered one and one
+/// sent for another agent are not. Once all fall silent, exactly the genuine agents are
+/// declared offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_hears_beats_that_arrive_together_and_only_genuine_ones() -> Result<()> {
+    use murmur_subjects::clock::ManualClock;
+    use murmur_subjects::events::AgentHeartbeat;
+    use murmur_subjects::{Draft, Identity};
+
+    const AGENTS: usize = 200;
+    let nats = TestNats::start().await?;
+    let observer = nats.event_log("acme").await?;
+    let realm = Token::new("acme")?;
+    let beat = AgentHeartbeat {
+        interval_ms: 1_000,
+        load: 0.0,
+        queue_depth: 0,
+    };
+    let agents: Vec<Identity> = (0..AGENTS).map(|_| Identity::generate()).collect();
+    let mut beats = Vec::new();
+    for (i, agent) in agents.iter().enumerate() {
+        let me = Token::new(agent.public_key())?;
+        // Agent 9's beat is signed by agent 8.
+        let signer = if i == 9 { &agents[8] } else { agent };
+        let sealed = Draft::new(me, &beat)?.seal(signer, &realm);
+        let (headers, mut body) = observer.codec().encode(&sealed)?;
+        if i == 17 {
+            // Agent 17's beat with its queue depth changed after signing.
+            let text = String::from_utf8(body.to_vec())?;
+            let tampered = text.replace("\"queue_depth\":0", "\"queue_depth\":7");
+            anyhow::ensure!(tampered != text, "the beat's body changed: {text}");
+            body = tampered.into_bytes().into();
+        }
+        beats.push((
+            sealed.subject.to_string(),
+            async_nats::HeaderMap::from(headers),
+            body,
+        ));
+    }
+    let genuine: std::collections::BTreeSet<String> = agents
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![9, 17].contains(i))
+        .map(|(_, a)| a.public_key().to_string())
+        .collect();
+
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let monitor = tokio::spawn(run_monitor(
+        nats.log_as("acme", Role::Monitor, "monitor").await?,
+        clock.clone(),
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+    let offline_filter = EventType::of::<AgentOffline>().filter(Some(&realm));
+    let declared = || async {
+        let mut agents = std::collections::BTreeSet::new();
+        observer
+            .read(&offline_filter, StartAt::Beginning, None, |m| {
+                if let Ok(subject) = murmur_subjects::Subject::parse(&m.message.subject) {
+                    agents.insert(subject.aggregate().to_string());
+                }
+                std::ops::ControlFlow::Continue(())
+            })
+            .await?;
+        anyhow::Ok(agents)
+    };
+    // All beats at once. The monitor subscribes when it has read the grants, so the first
+    // beats may come before it listens: until every genuine agent is declared, the same
+    // beats go again (the same events, so the same offline ids).
+    let client = nats.client().await?;
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let mut offline = declared().await?;
+    while offline != genuine {
+        if monitor.is_finished() {
+            anyhow::bail!("the monitor stopped: {:?}", monitor.await?);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "{} of {} genuine agents declared offline; others declared: {:?}",
+            offline.intersection(&genuine).count(),
+            genuine.len(),
+            offline.difference(&genuine).collect::<Vec<_>>()
+        );
+        for (subject, headers, body) in &beats {
+            client
+                .publish_with_headers(subject.clone(), headers.clone(), body.clone())
+                .await?;
+        }
+        client.flush().await?;
+        // The monitor hears the beats when it gets to them: the clock moves past three
+        // intervals again and again, so each beat falls silent after it was heard. Each
+        // declaration is an append: the monitor is given time for all of them before the
+        // same beats go again (an agent heard again after its verdict is "resumed").
+        let settled = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < settled && offline != genuine {
+            clock.advance(Duration::from_secs(4));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            offline = declared().await?;
+        }
+    }
+    stop_tx.send_replace(true);
+    monitor.await??;
+    // Nothing declared for the tampered beat's agent or the one another agent beat for.
+    assert_eq!(declared().await?, genuine);
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! Liveness: an agent is offline after three heartbeat intervals without a beat.
 //!
 //! [`LivenessTracker`] is pure (time comes from a [`Clock`] the caller injects); the
-//! [`run_monitor`] edge feeds it verified heartbeats from core NATS and appends `agent.offline`
+//! [`run_monitor`] edge feeds it verified heartbeats from core NATS (those that arrive
+//! together decoded together, their signatures checked in one batch) and appends `agent.offline`
 //! events. The offline event's id is derived from the agent and its last beat, so several
 //! monitors that see the same silence write one event (server dedupe). Liveness is judged only
 //! while the monitor itself is connected: a monitor that lost NATS declares nobody dead.
@@ -14,8 +15,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
 use murmur_subjects::clock::Clock;
+use murmur_subjects::codec::{DECODED_TOGETHER, IngestError};
 use murmur_subjects::events::{AgentHeartbeat, AgentOffline, AgentResumed};
-use murmur_subjects::{Draft, EventLog, EventType, LogError, Token};
+use murmur_subjects::{Draft, EventLog, EventType, LogError, Token, VerifiedEvent};
 use sha2::{Digest, Sha256};
 
 /// Missed intervals after which an agent is offline.
@@ -127,16 +129,41 @@ pub fn offline_event_id(agent: &str, last_beat_id: &str) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Hears heartbeats that arrived together: decoded together, so the signatures of many
+/// agents' beats (each signed by its own agent) are checked in one batch.
+async fn hear_all(
+    log: &EventLog,
+    tracker: &mut LivenessTracker,
+    clock: &dyn Clock,
+    beats: &[async_nats::Message],
+) -> Result<(), LogError> {
+    for decoded in log.codec().decode_messages(beats) {
+        hear(log, tracker, clock, decoded).await?;
+    }
+    Ok(())
+}
+
+/// The beats the subscription holds now, after `first`: up to [`DECODED_TOGETHER`] in all.
+fn with_ready(
+    first: async_nats::Message,
+    beats: &mut async_nats::Subscriber,
+) -> Vec<async_nats::Message> {
+    let mut together = vec![first];
+    while together.len() < DECODED_TOGETHER
+        && let Some(Some(next)) = beats.next().now_or_never()
+    {
+        together.push(next);
+    }
+    together
+}
+
 async fn hear(
     log: &EventLog,
     tracker: &mut LivenessTracker,
     clock: &dyn Clock,
-    msg: &async_nats::Message,
+    decoded: Result<VerifiedEvent, IngestError>,
 ) -> Result<(), LogError> {
-    match log
-        .codec()
-        .decode(msg.subject.as_str(), msg.headers.as_ref(), &msg.payload)
-    {
+    match decoded {
         Ok(ev) => {
             // Only an agent can beat for itself.
             if let Ok(hb) = ev.payload::<AgentHeartbeat>()
@@ -204,13 +231,15 @@ pub async fn run_monitor(
             _ = &mut shutdown => break,
             msg = beats.next() => {
                 let Some(msg) = msg else { break };
-                hear(&log, &mut tracker, clock.as_ref(), &msg).await?;
+                let together = with_ready(msg, &mut beats);
+                hear_all(&log, &mut tracker, clock.as_ref(), &together).await?;
             }
             _ = tick.tick() => {
                 // Judge only after every beat already delivered has been heard: a busy
                 // monitor must not mistake its own backlog for silence.
                 while let Some(Some(msg)) = beats.next().now_or_never() {
-                    hear(&log, &mut tracker, clock.as_ref(), &msg).await?;
+                    let together = with_ready(msg, &mut beats);
+                    hear_all(&log, &mut tracker, clock.as_ref(), &together).await?;
                 }
                 let connected = matches!(log.client().connection_state(), async_nats::connection::State::Connected);
                 for s in tracker.silent(clock.now(), connected) {
