@@ -394,13 +394,17 @@ impl EventLog {
                 stream: name.clone(),
                 source: e.into(),
             };
-            let refused_or = |e: String, js: Option<&jetstream::Error>| match js {
-                Some(js) if is_config_refused(js) => LogError::StreamRefused {
-                    stream: name.clone(),
-                    server_version: server_version.clone(),
-                    source: e.into(),
-                },
-                _ => stream_err(e),
+            let refused_or = |e: &jetstream::context::CreateStreamError| match e.kind() {
+                jetstream::context::CreateStreamErrorKind::JetStream(js)
+                    if is_config_refused(&js) =>
+                {
+                    LogError::StreamRefused {
+                        stream: name.clone(),
+                        server_version: server_version.clone(),
+                        source: e.to_string().into(),
+                    }
+                }
+                _ => stream_err(e.to_string()),
             };
             let existing = self
                 .find_stream(&name)
@@ -419,13 +423,7 @@ impl EventLog {
                         .cached_info()
                         .config
                         .clone(),
-                    Err(e) => {
-                        let js = match e.kind() {
-                            jetstream::context::CreateStreamErrorKind::JetStream(js) => Some(js),
-                            _ => None,
-                        };
-                        return Err(refused_or(e.to_string(), js.as_ref()));
-                    }
+                    Err(e) => return Err(refused_or(&e)),
                 },
             };
             if existing.num_replicas != cfg.num_replicas {
@@ -444,13 +442,10 @@ impl EventLog {
                 .collect();
             if !missing.is_empty() {
                 existing.subjects.extend(missing);
-                self.js.update_stream(existing).await.map_err(|e| {
-                    let js = match e.kind() {
-                        jetstream::context::CreateStreamErrorKind::JetStream(js) => Some(js),
-                        _ => None,
-                    };
-                    refused_or(e.to_string(), js.as_ref())
-                })?;
+                self.js
+                    .update_stream(existing)
+                    .await
+                    .map_err(|e| refused_or(&e))?;
             }
         }
         Ok(())
