@@ -15,9 +15,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
 use murmur_subjects::clock::Clock;
-use murmur_subjects::codec::{DECODED_TOGETHER, IngestError};
+use murmur_subjects::codec::DECODED_TOGETHER;
 use murmur_subjects::events::{AgentHeartbeat, AgentOffline, AgentResumed};
-use murmur_subjects::{Draft, EventLog, EventType, LogError, Token, VerifiedEvent};
+use murmur_subjects::{Draft, EventLog, EventType, IngestError, LogError, Token, VerifiedEvent};
 use sha2::{Digest, Sha256};
 
 /// Missed intervals after which an agent is offline.
