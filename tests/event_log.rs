@@ -142,6 +142,53 @@ async fn a_stream_the_server_refuses_is_an_error_that_says_so_not_a_retry() -> R
 }
 
 #[tokio::test]
+async fn a_bucket_the_server_refuses_is_an_error_that_says_so_not_a_retry() -> Result<()> {
+    use murmur_subjects::roles::{ARTIFACT_BUCKET, PRESENCE_BUCKET};
+    let nats = TestNats::start().await?;
+    let log = nats.event_log("acme").await?;
+    // Another stream already captures the subjects of the presence bucket and of the
+    // artifact store (which the realm's operator had created): the server refuses the
+    // streams underneath them.
+    let js = async_nats::jetstream::new(log.client().clone());
+    js.delete_key_value(PRESENCE_BUCKET).await?;
+    js.delete_object_store(ARTIFACT_BUCKET).await?;
+    for (name, subject) in [
+        ("SOMEONE_ELSES_KV", format!("$KV.{PRESENCE_BUCKET}.>")),
+        ("SOMEONE_ELSES_OBJ", format!("$O.{ARTIFACT_BUCKET}.>")),
+    ] {
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: name.into(),
+            subjects: vec![subject],
+            ..Default::default()
+        })
+        .await?;
+    }
+    let presence = log
+        .presence_bucket(Duration::from_secs(1))
+        .await
+        .expect_err("the presence bucket cannot be created");
+    let Err(artifacts) = log.artifact_store().await else {
+        anyhow::bail!("the artifact store was created");
+    };
+    for (error, stream) in [
+        (presence, format!("KV_{PRESENCE_BUCKET}")),
+        (artifacts, format!("OBJ_{ARTIFACT_BUCKET}")),
+    ] {
+        assert!(
+            matches!(&error, LogError::StreamRefused { stream: s, .. } if *s == stream),
+            "{error:?}"
+        );
+        // A participant gives up with the reason instead of waiting for the server forever.
+        assert!(!error.is_transient());
+        let text = format!("{:#}", anyhow::Error::from(error));
+        assert!(text.contains("overlap"), "{text}");
+    }
+    // The log's own buckets that nothing holds are still created.
+    log.checkpoint_bucket().await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_append_no_stream_answers_says_the_stream_may_have_no_leader() -> Result<()> {
     let nats = TestNats::start().await?;
     let log = nats.event_log("acme").await?;

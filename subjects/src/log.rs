@@ -257,6 +257,42 @@ fn is_config_refused(error: &jetstream::Error) -> bool {
     )
 }
 
+/// Why creating `stream` (one of the log's streams, or the stream underneath a key-value
+/// bucket or an object store) failed: [`LogError::StreamRefused`] where the server refused
+/// its configuration for good, found anywhere in `error`'s source chain (the client wraps
+/// a bucket's refused stream in its own error), else the transient [`LogError::Stream`].
+pub(crate) fn creation_error(
+    stream: &str,
+    server_version: &str,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> LogError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    let refused = std::iter::from_fn(|| {
+        let this = cause?;
+        cause = this.source();
+        Some(this)
+    })
+    .any(|e| {
+        e.downcast_ref::<jetstream::context::CreateStreamError>()
+            .is_some_and(|e| {
+                matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(js)
+                    if is_config_refused(&js))
+            })
+    });
+    if refused {
+        LogError::StreamRefused {
+            stream: stream.into(),
+            server_version: server_version.into(),
+            source: Box::new(error),
+        }
+    } else {
+        LogError::Stream {
+            stream: stream.into(),
+            source: Box::new(error),
+        }
+    }
+}
+
 /// Whether creating a stream failed because one with that name exists.
 fn is_stream_name_taken(e: &jetstream::context::CreateStreamError) -> bool {
     matches!(
@@ -394,18 +430,6 @@ impl EventLog {
                 stream: name.clone(),
                 source: e.into(),
             };
-            let refused_or = |e: &jetstream::context::CreateStreamError| match e.kind() {
-                jetstream::context::CreateStreamErrorKind::JetStream(js)
-                    if is_config_refused(&js) =>
-                {
-                    LogError::StreamRefused {
-                        stream: name.clone(),
-                        server_version: server_version.clone(),
-                        source: e.to_string().into(),
-                    }
-                }
-                _ => stream_err(e.to_string()),
-            };
             let existing = self
                 .find_stream(&name)
                 .await?
@@ -423,7 +447,7 @@ impl EventLog {
                         .cached_info()
                         .config
                         .clone(),
-                    Err(e) => return Err(refused_or(&e)),
+                    Err(e) => return Err(creation_error(&name, &server_version, e)),
                 },
             };
             if existing.num_replicas != cfg.num_replicas {
@@ -445,7 +469,7 @@ impl EventLog {
                 self.js
                     .update_stream(existing)
                     .await
-                    .map_err(|e| refused_or(&e))?;
+                    .map_err(|e| creation_error(&name, &server_version, e))?;
             }
         }
         Ok(())

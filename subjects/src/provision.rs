@@ -8,18 +8,21 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, object_store};
 
-use crate::log::{EventLog, LogError};
+use crate::log::{EventLog, LogError, creation_error};
 use crate::roles::{ARTIFACT_BUCKET, CHECKPOINT_BUCKET, KNOWLEDGE_BUCKET, PRESENCE_BUCKET};
 
 /// The heartbeat interval presence entries are kept for when the operator creates the
 /// bucket: entries expire after three of them.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 
-fn setup_error(bucket: &str, e: impl std::error::Error + Send + Sync + 'static) -> LogError {
-    LogError::Stream {
-        stream: bucket.into(),
-        source: Box::new(e),
-    }
+/// Why creating `bucket` failed, naming the stream that holds it (`KV_…` or `OBJ_…`): a
+/// configuration the server refuses is not retried.
+fn setup_error(
+    js: &jetstream::Context,
+    stream: String,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> LogError {
+    creation_error(&stream, &js.client().server_info().version, e)
 }
 
 /// The presence bucket: one entry per agent, expiring after three missed heartbeats.
@@ -41,7 +44,7 @@ async fn ensure_presence_bucket(
         ..Default::default()
     })
     .await
-    .map_err(|e| setup_error(PRESENCE_BUCKET, e))
+    .map_err(|e| setup_error(js, format!("KV_{PRESENCE_BUCKET}"), e))
 }
 
 /// The projections' checkpoint bucket.
@@ -59,7 +62,7 @@ async fn ensure_checkpoint_bucket(
                 ..Default::default()
             })
             .await
-            .map_err(|e| setup_error(CHECKPOINT_BUCKET, e)),
+            .map_err(|e| setup_error(js, format!("KV_{CHECKPOINT_BUCKET}"), e)),
     }
 }
 
@@ -80,7 +83,7 @@ async fn ensure_object_store(
                 ..Default::default()
             })
             .await
-            .map_err(|e| setup_error(bucket, e)),
+            .map_err(|e| setup_error(js, format!("OBJ_{bucket}"), e)),
     }
 }
 

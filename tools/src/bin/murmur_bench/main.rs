@@ -329,7 +329,7 @@ pub(crate) fn vm_rss_kib(status: &str) -> Option<f64> {
 
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The allocator the `murmur` binary uses, so that in-process agents and folds run as they do
