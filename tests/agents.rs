@@ -781,3 +781,95 @@ async fn a_monitor_hears_beats_that_arrive_together_and_only_genuine_ones() -> R
     assert_eq!(declared().await?, genuine);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_service_whose_stream_the_server_refuses_stops_and_says_why() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    // The realm's history stream is gone and another stream holds its subjects: the
+    // operator's services cannot create it again.
+    let operator = nats.event_log("acme").await?;
+    let js = async_nats::jetstream::new(operator.client().clone());
+    js.delete_stream(operator.config().history_stream.as_str())
+        .await?;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "SOMEONE_ELSES".into(),
+        subjects: murmur_subjects::LogConfig::history_subjects(),
+        ..Default::default()
+    })
+    .await?;
+    // A coordinator runs with the operator's credentials, as `murmur up` runs it.
+    let who = murmur_e2e::enrol(&nats, Role::Operator, "coordinator", data.path()).await?;
+    let coordinator = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
+        .args(["--server", nats.url(), "--realm", "acme", "--data-dir"])
+        .arg(data.path())
+        .args(&who)
+        .arg("coordinator")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let out = tokio::time::timeout(DEADLINE, coordinator.wait_with_output())
+        .await
+        .context("the coordinator kept retrying a stream the server refuses for good")??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("MURMUR_HISTORY") && stderr.contains("refused its configuration"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_agent_started_before_its_realms_stream_exists_says_what_is_missing() -> Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    // The realm's history stream is gone; a worker may not create it.
+    let operator = nats.event_log("acme").await?;
+    async_nats::jetstream::new(operator.client().clone())
+        .delete_stream(operator.config().history_stream.as_str())
+        .await?;
+    let who = murmur_e2e::enrol(&nats, Role::Worker, "worker", data.path()).await?;
+    let mut agent = murmur_e2e::agent_process(
+        nats.url(),
+        data.path(),
+        &who,
+        &[],
+        "tester",
+        "test.run",
+        &["--builtin-handler"],
+        true,
+    )?;
+    // It waits for the operator, saying what is missing on each try.
+    let mut lines = tokio::io::BufReader::new(agent.stderr.take().context("stderr")?).lines();
+    let said = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains("retrying") {
+                return anyhow::Ok(line);
+            }
+        }
+        anyhow::bail!("the agent ended without a word on the missing stream")
+    })
+    .await
+    .context("the agent said nothing of the missing stream")??;
+    assert!(
+        said.contains("MURMUR_HISTORY") && said.contains("does not exist"),
+        "{said}"
+    );
+    assert!(said.contains("only an operator creates it"), "{said}");
+    // Once the operator creates it, the agent joins.
+    operator.ensure_streams().await?;
+    let stdout = agent.stdout.take().context("stdout")?;
+    let id = tokio::time::timeout(
+        DEADLINE,
+        tokio::io::BufReader::new(stdout).lines().next_line(),
+    )
+    .await
+    .context("the agent did not join once the stream existed")??
+    .context("the agent exited")?;
+    assert!(!id.trim().is_empty());
+    Ok(())
+}

@@ -447,6 +447,13 @@ impl EventLog {
                         .cached_info()
                         .config
                         .clone(),
+                    // A participant whose role may not create streams gets no answer (the
+                    // server refuses the request without replying): say what is missing.
+                    Err(e) if e.kind() == jetstream::context::CreateStreamErrorKind::TimedOut => {
+                        return Err(stream_err(format!(
+                            "it does not exist, and creating it got no answer ({e}); where the server enforces roles only an operator creates it (`murmur up` does)"
+                        )));
+                    }
                     Err(e) => return Err(creation_error(&name, &server_version, e)),
                 },
             };

@@ -203,6 +203,8 @@ pub(crate) async fn task_suite(
     let verifier = murmur_subjects::identity::SignatureVerifier::shared();
     let checks_before = verifier.checks();
     let burst_cpu = CpuSpan::start(target.server_pid());
+    // On stderr, for a profiler to attach to the phase alone.
+    eprintln!("tasks: the peak-rate phase begins ({n} tasks)");
     let t = Instant::now();
     submit_tasks(&submitter, n, 256, window, |k| format!("t{k}")).await?;
     let done = completions
@@ -210,6 +212,7 @@ pub(crate) async fn task_suite(
         .await?;
     let elapsed = t.elapsed().as_secs_f64();
     let burst_cpu = burst_cpu.per_task(n);
+    eprintln!("tasks: the peak-rate phase ended after {elapsed:.2} s");
     anyhow::ensure!(
         done,
         "not all tasks completed: {} of {n}",
