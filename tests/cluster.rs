@@ -1548,3 +1548,78 @@ async fn a_power_failure_loses_only_what_came_after_the_last_sync() -> Result<()
     }
     Ok(())
 }
+
+/// The meta group's leader as node `at` sees it.
+async fn meta_leader(cluster: &murmur_testkit::TestCluster, at: usize) -> Option<String> {
+    let jsz = murmur_testkit::server::monitor_json(cluster.cluster.nodes[at].monitor_port, "/jsz")
+        .await
+        .ok()?;
+    jsz["meta_cluster"]["leader"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_upgraded_node_by_node_runs_murmur_while_an_older_node_leads() -> Result<()> {
+    let _one = one_cluster_at_a_time().await;
+    // n1 still runs 2.12, n2 and n3 the pinned server: a cluster being upgraded.
+    let older = murmur_testkit::server::older_nats_server("2.12")?;
+    let cluster = murmur_testkit::TestCluster::start_with(&murmur_testkit::ClusterOptions {
+        binaries: vec![older],
+        ..Default::default()
+    })
+    .await?;
+    // The 2.12 node leads the meta group, so it parses every stream's configuration.
+    let system = async_nats::ConnectOptions::with_credentials_file(cluster.system_creds())
+        .await?
+        .connect(cluster.cluster.nodes[1].url())
+        .await?;
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while meta_leader(&cluster, 1).await.as_deref() != Some("n1") {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "n1 never led the meta group (leader: {:?})",
+            meta_leader(&cluster, 1).await
+        );
+        let _ = system
+            .request(
+                "$JS.API.META.LEADER.STEPDOWN",
+                serde_json::to_vec(&serde_json::json!({ "placement": { "preferred": "n1" } }))?
+                    .into(),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A participant on a newer node (which knows fast-ingest batches) opens the log.
+    let url = cluster.cluster.nodes[1].url();
+    let log = open(&cluster, &url, 3).await?;
+    assert!(
+        murmur_subjects::log::stores_fast_ingest_batches(&log.client().server_info().version),
+        "the participant's node should be one that knows fast-ingest batches"
+    );
+    let js = async_nats::jetstream::new(log.client().clone());
+    let history = js
+        .get_stream(log.config().history_stream.as_str())
+        .await?
+        .cached_info()
+        .config
+        .clone();
+    assert!(!history.allow_batch_publish, "{history:?}");
+    // The log takes events, through a bulk writer too (one by one: no batches here).
+    append_until_stored(
+        &log,
+        &Draft::new(Token::new("t0")?, &submitted(0))?.seal(log.identity(), log.realm()),
+    )
+    .await?;
+    let mut writer = log.bulk_writer().await?;
+    writer
+        .append(
+            (1..=100)
+                .map(|k| Ok(Draft::new(Token::new(format!("t{k}"))?, &submitted(k))?))
+                .collect::<Result<Vec<_>>>()?,
+        )
+        .await?;
+    let stored = writer.finish().await?;
+    assert_eq!((stored.events, stored.batched), (100, 0), "{stored:?}");
+    let (_, replay) = read_back(&log).await?;
+    assert_eq!(replay.state().tasks.len(), 101);
+    Ok(())
+}

@@ -160,12 +160,13 @@ pub enum LogError {
     /// The server refused a stream's configuration (a field or setting it does not accept,
     /// subjects another stream holds): asking again cannot succeed.
     #[error(
-        "stream {stream}: nats-server {server_version} refused its configuration: {source} (murmur needs nats-server 2.11 or newer; an existing stream of that name or subjects may need removing, or the settings in [log] changing)"
+        "stream {stream}: the server refused its configuration (the node this client is connected to runs nats-server {server_version}): {source} (murmur needs nats-server 2.11 or newer on every node; an existing stream of that name or subjects may need removing, or the settings in [log] changing)"
     )]
     StreamRefused {
         /// Stream name.
         stream: String,
-        /// The version the server reported.
+        /// The version the server this client is connected to reported (in a cluster,
+        /// another node may have parsed the configuration).
         server_version: String,
         /// The server's error.
         #[source]
@@ -436,7 +437,7 @@ impl EventLog {
                 .map(|stream| stream.cached_info().config.clone());
             let mut existing = match existing {
                 Some(config) => config,
-                None => match self.js.create_stream(cfg.clone()).await {
+                None => match self.create_stream_as_known(cfg.clone()).await {
                     Ok(_) => continue,
                     // Another participant created it meanwhile: theirs stands.
                     Err(e) if is_stream_name_taken(&e) => self
@@ -480,6 +481,38 @@ impl EventLog {
             }
         }
         Ok(())
+    }
+
+    /// Creates the stream `cfg`; where the server does not know the fast-ingest setting
+    /// after all, without it. The version of the server a client is connected to can say
+    /// more than the one that parses the request: in a cluster being upgraded the meta
+    /// leader may be a 2.12 node (which refuses a field it does not know) while the node
+    /// the client is on is 2.14 or newer.
+    async fn create_stream_as_known(
+        &self,
+        cfg: stream::Config,
+    ) -> Result<jetstream::stream::Stream, jetstream::context::CreateStreamError> {
+        let asked_for_fast_ingest = cfg.allow_batch_publish;
+        match self.js.create_stream(cfg.clone()).await {
+            Err(e)
+                if asked_for_fast_ingest
+                    && matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(js)
+                        if js.error_code() == jetstream::ErrorCode(10025)) =>
+            {
+                tracing::info!(
+                    stream = %cfg.name,
+                    refused = %e,
+                    "the server does not know fast-ingest batches: the stream is created without them"
+                );
+                self.js
+                    .create_stream(stream::Config {
+                        allow_batch_publish: false,
+                        ..cfg
+                    })
+                    .await
+            }
+            other => other,
+        }
     }
 
     /// The NATS client.

@@ -63,6 +63,25 @@ pub fn find_nats_server() -> Result<PathBuf> {
     )
 }
 
+/// The older nats-server `scripts/install.sh` unpacks beside the pinned one as
+/// `.venv/bin/nats-server-MAJOR.MINOR` (2.11 and 2.12), for a cluster mixing versions.
+pub fn older_nats_server(version: &str) -> Result<PathBuf> {
+    let name = format!(".venv/bin/nats-server-{version}");
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        candidates.extend(cwd.ancestors().map(|dir| dir.join(&name)));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&name));
+    candidates
+        .into_iter()
+        .find(|c| c.is_file())
+        .with_context(|| {
+            format!(
+                "no {name} found; run scripts/install.sh (it installs nats-server {version} there)"
+            )
+        })
+}
+
 /// The server `MURMUR_NATS_SERVER` names, or why it cannot be used.
 fn server_asked_for(path: PathBuf) -> Result<PathBuf> {
     if !path.is_file() {
@@ -351,6 +370,7 @@ impl NatsProcess {
             ),
         )?;
         let mut p = Self::spawn(
+            find_nats_server()?,
             vec!["-c".into(), config.display().to_string()],
             port,
             monitor_port,
@@ -377,7 +397,24 @@ impl NatsProcess {
         store_dir: &Path,
         creds: Option<&Path>,
     ) -> Result<Self> {
+        Self::start_binary_with_config(None, config, port, monitor_port, store_dir, creds).await
+    }
+
+    /// [`NatsProcess::start_with_config`] with the binary `bin` (or [`find_nats_server`]'s).
+    pub async fn start_binary_with_config(
+        bin: Option<&Path>,
+        config: &Path,
+        port: u16,
+        monitor_port: u16,
+        store_dir: &Path,
+        creds: Option<&Path>,
+    ) -> Result<Self> {
+        let bin = match bin {
+            Some(bin) => bin.to_path_buf(),
+            None => find_nats_server()?,
+        };
         let mut p = Self::spawn(
+            bin,
             vec!["-c".into(), config.display().to_string()],
             port,
             monitor_port,
@@ -390,6 +427,7 @@ impl NatsProcess {
     }
 
     async fn spawn(
+        bin: PathBuf,
         args: Vec<String>,
         port: u16,
         monitor_port: u16,
@@ -397,7 +435,6 @@ impl NatsProcess {
         store_lock: std::fs::File,
     ) -> Result<Self> {
         std::fs::create_dir_all(store_dir)?;
-        let bin = find_nats_server()?;
         let log_path = store_dir.join("nats-server.log");
         let mut p = Self {
             child: None,
@@ -566,6 +603,9 @@ pub struct ClusterOptions {
     /// power failure does. Mounting needs `/dev/fuse` and root; without them the start
     /// fails saying so.
     pub lazy_disks: bool,
+    /// Node `i` runs `binaries[i]` where given (a cluster being upgraded node by node); the
+    /// others, and nodes added later, run [`find_nats_server`]'s.
+    pub binaries: Vec<PathBuf>,
 }
 
 /// A 3-node (or n-node) local cluster with JetStream on every node.
@@ -702,7 +742,8 @@ impl NatsCluster {
                 options,
             )?;
             nodes.push(
-                NatsProcess::start_with_config(
+                NatsProcess::start_binary_with_config(
+                    options.binaries.get(i).map(PathBuf::as_path),
                     &config_path,
                     *client,
                     *monitor,

@@ -218,6 +218,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport> {
                 .contains(&Fault::DiskFull)
                 .then_some(256 << 20),
             lazy_disks: config.faults.contains(&Fault::PowerLoss),
+            ..Default::default()
         },
     )
     .await?;
