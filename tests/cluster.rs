@@ -8,7 +8,8 @@
 //! onto the new node and read back. A power failure of every node at once (stores on lazy
 //! disks that drop what was not synced) keeps every acknowledged event, dead letter,
 //! checkpoint and snapshot with `sync_interval: always`; with the server's default the loss
-//! is counted, stream by stream.
+//! is counted, stream by stream. A cluster being upgraded from 2.12, led by its 2.12 node,
+//! runs the log for a participant on a newer node.
 
 use std::time::Duration;
 
