@@ -782,22 +782,29 @@ async fn a_monitor_hears_beats_that_arrive_together_and_only_genuine_ones() -> R
     Ok(())
 }
 
+/// Realm `acme` with its history stream deleted; its operator's log.
+async fn without_its_history_stream(nats: &TestNats) -> Result<murmur_subjects::EventLog> {
+    let operator = nats.event_log("acme").await?;
+    async_nats::jetstream::new(operator.client().clone())
+        .delete_stream(operator.config().history_stream.as_str())
+        .await?;
+    Ok(operator)
+}
+
 #[tokio::test]
 async fn a_service_whose_stream_the_server_refuses_stops_and_says_why() -> Result<()> {
     let nats = TestNats::start().await?;
     let data = tempfile::tempdir()?;
-    // The realm's history stream is gone and another stream holds its subjects: the
-    // operator's services cannot create it again.
-    let operator = nats.event_log("acme").await?;
-    let js = async_nats::jetstream::new(operator.client().clone());
-    js.delete_stream(operator.config().history_stream.as_str())
+    // Another stream holds the history's subjects: the operator's services cannot create
+    // the history stream again.
+    let operator = without_its_history_stream(&nats).await?;
+    async_nats::jetstream::new(operator.client().clone())
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "SOMEONE_ELSES".into(),
+            subjects: murmur_subjects::LogConfig::history_subjects(),
+            ..Default::default()
+        })
         .await?;
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "SOMEONE_ELSES".into(),
-        subjects: murmur_subjects::LogConfig::history_subjects(),
-        ..Default::default()
-    })
-    .await?;
     // A coordinator runs with the operator's credentials, as `murmur up` runs it.
     let who = murmur_e2e::enrol(&nats, Role::Operator, "coordinator", data.path()).await?;
     let coordinator = tokio::process::Command::new(murmur_e2e::murmur_binary()?)
@@ -827,11 +834,8 @@ async fn an_agent_started_before_its_realms_stream_exists_says_what_is_missing()
     use tokio::io::AsyncBufReadExt;
     let nats = TestNats::start().await?;
     let data = tempfile::tempdir()?;
-    // The realm's history stream is gone; a worker may not create it.
-    let operator = nats.event_log("acme").await?;
-    async_nats::jetstream::new(operator.client().clone())
-        .delete_stream(operator.config().history_stream.as_str())
-        .await?;
+    // A worker may not create the history stream.
+    let operator = without_its_history_stream(&nats).await?;
     let who = murmur_e2e::enrol(&nats, Role::Worker, "worker", data.path()).await?;
     let mut agent = murmur_e2e::agent_process(
         nats.url(),

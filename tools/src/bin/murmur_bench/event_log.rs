@@ -794,8 +794,9 @@ async fn publish_bulk(log: &EventLog, n: u64) -> Result<f64> {
 }
 
 /// Publishes pre-built messages (on `bench.acks.…`) into a fresh stream that allows fast
-/// ingest where the server has it: with `window` acks in flight, or through one fast-ingest batch. Returns msgs/s
-/// and the server's CPU per message in µs (NaN without a local server).
+/// ingest where the server has it: with `window` acks in flight, or through one fast-ingest
+/// batch. Returns msgs/s and the server's CPU per message in µs (NaN without a local
+/// server).
 async fn publish_to_fresh_stream(
     js: &async_nats::jetstream::Context,
     server: Option<u32>,
