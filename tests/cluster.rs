@@ -8,8 +8,8 @@
 //! onto the new node and read back. A power failure of every node at once (stores on lazy
 //! disks that drop what was not synced) keeps every acknowledged event, dead letter,
 //! checkpoint and snapshot with `sync_interval: always`; with the server's default the loss
-//! is counted, stream by stream. A cluster being upgraded from 2.12, led by its 2.12 node,
-//! runs the log for a participant on a newer node.
+//! is counted, stream by stream. A cluster being upgraded from 2.11 or 2.12, led by its
+//! older node, runs the log for a participant on a newer node.
 
 use std::time::Duration;
 
@@ -1559,16 +1559,26 @@ async fn meta_leader(cluster: &murmur_testkit::TestCluster, at: usize) -> Option
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_upgraded_node_by_node_runs_murmur_while_an_older_node_leads() -> Result<()> {
+async fn a_cluster_upgraded_from_2_12_runs_murmur_while_a_2_12_node_leads() -> Result<()> {
+    upgraded_node_by_node_while_an_older_node_leads("2.12").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_upgraded_from_2_11_runs_murmur_while_a_2_11_node_leads() -> Result<()> {
+    upgraded_node_by_node_while_an_older_node_leads("2.11").await
+}
+
+async fn upgraded_node_by_node_while_an_older_node_leads(older: &str) -> Result<()> {
     let _one = one_cluster_at_a_time().await;
-    // n1 still runs 2.12, n2 and n3 the pinned server: a cluster being upgraded.
-    let older = murmur_testkit::server::older_nats_server("2.12")?;
+    // n1 still runs the older server, n2 and n3 the pinned one: a cluster being upgraded.
+    let older = murmur_testkit::server::older_nats_server(older)?;
     let cluster = murmur_testkit::TestCluster::start_with(&murmur_testkit::ClusterOptions {
         binaries: vec![older],
         ..Default::default()
     })
     .await?;
-    // The 2.12 node leads the meta group, so it parses every stream's configuration.
+    // The older node leads the meta group, so it parses every stream's configuration
+    // (2.12 refuses a field it does not know; 2.11 drops it).
     let system = async_nats::ConnectOptions::with_credentials_file(cluster.system_creds())
         .await?
         .connect(cluster.cluster.nodes[1].url())
