@@ -9,7 +9,8 @@
 //! disks that drop what was not synced) keeps every acknowledged event, dead letter,
 //! checkpoint and snapshot with `sync_interval: always`; with the server's default the loss
 //! is counted, stream by stream. A cluster being upgraded from 2.11 or 2.12, led by its
-//! older node, runs the log for a participant on a newer node.
+//! older node, runs the log, its buckets and its object stores for a participant on a
+//! newer node.
 
 use std::time::Duration;
 
@@ -1614,6 +1615,11 @@ async fn upgraded_node_by_node_while_an_older_node_leads(older: &str) -> Result<
         .config
         .clone();
     assert!(!history.allow_batch_publish, "{history:?}");
+    // What `murmur up` creates besides: the buckets and object stores.
+    retried("provisioning the buckets and stores", || async {
+        Ok(log.provision().await?)
+    })
+    .await?;
     // The log takes events, through a bulk writer too (one by one: no batches here).
     append_until_stored(
         &log,
