@@ -27,14 +27,7 @@ pub fn find_nats_server() -> Result<PathBuf> {
     if let Some(asked) = std::env::var_os("MURMUR_NATS_SERVER") {
         return server_asked_for(PathBuf::from(asked));
     }
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        for dir in cwd.ancestors() {
-            candidates.push(dir.join(".venv/bin/nats-server"));
-        }
-    }
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/nats-server");
-    candidates.push(built_from);
+    let mut candidates = in_project(".venv/bin/nats-server");
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             candidates.push(dir.join("nats-server"));
@@ -67,12 +60,7 @@ pub fn find_nats_server() -> Result<PathBuf> {
 /// `.venv/bin/nats-server-MAJOR.MINOR` (2.11 and 2.12), for a cluster mixing versions.
 pub fn older_nats_server(version: &str) -> Result<PathBuf> {
     let name = format!(".venv/bin/nats-server-{version}");
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        candidates.extend(cwd.ancestors().map(|dir| dir.join(&name)));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&name));
-    candidates
+    in_project(&name)
         .into_iter()
         .find(|c| c.is_file())
         .with_context(|| {
@@ -80,6 +68,20 @@ pub fn older_nats_server(version: &str) -> Result<PathBuf> {
                 "no {name} found; run scripts/install.sh (it installs nats-server {version} there)"
             )
         })
+}
+
+/// Where `scripts/install.sh` would have put `relative`: under the current directory or any
+/// parent, then under the project this binary was built from.
+fn in_project(relative: &str) -> Vec<PathBuf> {
+    let mut candidates: Vec<PathBuf> = std::env::current_dir()
+        .map(|cwd| cwd.ancestors().map(|dir| dir.join(relative)).collect())
+        .unwrap_or_default();
+    candidates.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(relative),
+    );
+    candidates
 }
 
 /// The server `MURMUR_NATS_SERVER` names, or why it cannot be used.
@@ -401,7 +403,7 @@ impl NatsProcess {
     }
 
     /// [`NatsProcess::start_with_config`] with the binary `bin` (or [`find_nats_server`]'s).
-    pub async fn start_binary_with_config(
+    async fn start_binary_with_config(
         bin: Option<&Path>,
         config: &Path,
         port: u16,
@@ -935,6 +937,7 @@ fn write_node_config(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn a_server_asked_for_that_is_not_there_is_an_error_not_another_server() {
@@ -947,8 +950,6 @@ mod tests {
         );
         assert!(text.contains("absolute"), "{text}");
     }
-
-    use super::*;
 
     #[test]
     fn free_ports_are_distinct_and_below_the_ephemeral_range() -> Result<()> {
