@@ -866,14 +866,7 @@ async fn an_agent_started_before_its_realms_stream_exists_says_what_is_missing()
     assert!(said.contains("only an operator creates it"), "{said}");
     // Once the operator creates it, the agent joins.
     operator.ensure_streams().await?;
-    let stdout = agent.stdout.take().context("stdout")?;
-    let id = tokio::time::timeout(
-        DEADLINE,
-        tokio::io::BufReader::new(stdout).lines().next_line(),
-    )
-    .await
-    .context("the agent did not join once the stream existed")??
-    .context("the agent exited")?;
-    assert!(!id.trim().is_empty());
+    let id = murmur_e2e::joined_id(&mut agent).await?;
+    assert!(!id.is_empty());
     Ok(())
 }

@@ -333,15 +333,22 @@ pub async fn spawn_agent(
     capability: &str,
     agent: &[&str],
 ) -> Result<(tokio::process::Child, String)> {
-    use tokio::io::AsyncBufReadExt;
     let mut child = agent_process(url, data, who, &[], kind, capability, agent, false)?;
+    let id = joined_id(&mut child).await?;
+    Ok((child, id))
+}
+
+/// The id an [`agent_process`] prints on its first line of output once joined, waited for
+/// up to [`DEADLINE`].
+pub async fn joined_id(child: &mut tokio::process::Child) -> Result<String> {
+    use tokio::io::AsyncBufReadExt;
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let id = tokio::time::timeout(DEADLINE, lines.next_line())
         .await
         .context("agent did not print its id")??
         .context("agent exited before joining")?;
-    Ok((child, id.trim().to_string()))
+    Ok(id.trim().to_string())
 }
 
 /// A running log auditor: send on `stop` (or drop it) to end it, then await `task`.
