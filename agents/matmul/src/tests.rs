@@ -240,3 +240,38 @@ fn q8_0_shapes_candle_tiles_itself_stay_with_candle() {
             .is_some()
     );
 }
+
+#[test]
+fn activations_round_ties_away_from_zero_on_every_path() {
+    // With the largest magnitude 127 the scale is 1, so these values are exact ties: half
+    // away from zero gives ±1, ±3, ±4, ±127 (to even would give 0, 2, 4, 126).
+    let mut x = vec![0.5f32, -0.5, 2.5, -2.5, 3.5, -3.5, 126.5, -127.0];
+    x.extend(values(32 - x.len(), 9, 100.0));
+    // A block too small for its scale's inverse (infinite), and one holding a NaN.
+    x.extend([1e-40f32, -1e-40, 0.0, 5e-41]);
+    x.extend(values(28, 11, 1e-40));
+    x.extend([f32::NAN, 1.0, -1.0, 0.25]);
+    x.extend(values(28, 12, 1.0));
+    x.extend(values(64, 10, 3.0));
+    let (rows, depth) = (5, 32);
+    let dispatched = Activations::quantize(&x, rows, depth);
+    let portable = Activations::quantize_portable(&x, rows, depth);
+    assert_eq!(
+        &dispatched.quants[0][..8],
+        &[1i8, -1, 3, -3, 4, -4, 127, -127]
+    );
+    assert_eq!(dispatched.quants, portable.quants);
+    // candle's own formula: `round(x / d) as i8`, the cast saturating.
+    let candles: Vec<[i8; 32]> = x
+        .chunks_exact(32)
+        .map(|block| {
+            let d = block.iter().fold(0f32, |amax, x| amax.max(x.abs())) / 127.0;
+            let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
+            std::array::from_fn(|j| f32::round(block[j] * inverse) as i8)
+        })
+        .collect();
+    assert_eq!(dispatched.quants, candles);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&dispatched.scales), bits(&portable.scales));
+    assert_eq!(bits(&dispatched.sums), bits(&portable.sums));
+}
