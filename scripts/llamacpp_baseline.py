@@ -5,9 +5,12 @@ own timings (prompt processing and generation tokens/s). Greedy, end of text ign
 every run generates exactly --n-predict tokens.
 
 Usage: python llamacpp_baseline.py --model M.gguf --threads 2 --prompt TEXT --n-predict 60 --runs 3
+With --on-request instead of --runs, one run for each line read on stdin: murmur-bench
+interleaves them with its own runs, so both see the machine in the same state.
 """
 import argparse
 import json
+import sys
 
 import xllamacpp as xlc
 
@@ -19,6 +22,7 @@ def main():
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--n-predict", type=int, default=60)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--on-request", action="store_true")
     args = parser.parse_args()
     params = xlc.CommonParams()
     params.model.path = args.model
@@ -28,7 +32,11 @@ def main():
     params.n_predict = args.n_predict
     params.sampling.temp = 0
     server = xlc.Server(params)
-    for _ in range(args.runs):
+    if args.on_request:
+        # Loaded: the bench measures nothing while this process is still starting.
+        print(json.dumps({"ready": True}), flush=True)
+    requests = sys.stdin if args.on_request else range(args.runs)
+    for _ in requests:
         reply = server.handle_completions(
             {
                 "prompt": args.prompt,

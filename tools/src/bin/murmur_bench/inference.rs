@@ -7,8 +7,11 @@
 //! llama's projections through `murmur-matmul`, other weights without fast kernels
 //! requantized to Q8_0), for candle's own model on the weights as stored (the floor), llama.cpp's,
 //! the ratios, four concurrent requests on one loaded model, and the memory the loaded model
-//! adds to the process.
+//! adds to the process. The three take turns run by run (murmur, the floor, llama.cpp, then
+//! again), so a machine that speeds up or slows down over the suite (a shared VM's memory
+//! bandwidth does) moves all three alike; the figures are the medians.
 
+use std::io::{BufRead, Write};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,14 +70,45 @@ pub(crate) fn inference_suite(
         },
     )?;
     let mut rows = Vec::new();
+    // Generation, murmur over llama.cpp, run by run: how far apart the pairs are.
+    let mut spreads = Vec::new();
     for prompt in prompts {
-        let murmur = measure(&fast, prompt, tokens, runs)?;
-        let floor = measure(&stored, prompt, tokens, runs)?;
-        let llama = match python {
-            Some(python) => Some(llama_cpp(python, model, threads, prompt, tokens, runs)?),
+        let mut baseline = match python {
+            Some(python) => Some(LlamaCpp::start(python, model, threads, prompt, tokens)?),
             None => None,
         };
-        rows.push((prompt, murmur, floor, llama));
+        let (mut murmur, mut floor, mut llama) = (Vec::new(), Vec::new(), Vec::new());
+        // Each side's thread pool spins a while after its work before it parks: a pause
+        // between turns keeps one side's spinning threads off the other's cores.
+        let settle = || std::thread::sleep(std::time::Duration::from_millis(200));
+        for _ in 0..runs.max(1) {
+            murmur.push(measure(&fast, prompt, tokens)?);
+            settle();
+            floor.push(measure(&stored, prompt, tokens)?);
+            settle();
+            if let Some(baseline) = &mut baseline {
+                llama.push(baseline.run()?);
+                settle();
+            }
+        }
+        if !llama.is_empty() {
+            let ratios: Vec<f64> = murmur
+                .iter()
+                .zip(&llama)
+                .map(|(m, l)| m.generated_per_second / l.generated_per_second)
+                .collect();
+            let (low, high) = ratios
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+                    (lo.min(*r), hi.max(*r))
+                });
+            spreads.push(format!(
+                "{} prompt tokens {low:.2}–{high:.2}",
+                murmur[0].prompt_tokens
+            ));
+        }
+        let llama = (!llama.is_empty()).then(|| median_speed(llama));
+        rows.push((prompt, median_speed(murmur), median_speed(floor), llama));
     }
     println!(
         "\n| prompt tokens (murmur / llama.cpp) | murmur pp t/s | murmur gen t/s | as stored gen t/s | llama.cpp pp t/s | llama.cpp gen t/s | pp ratio | gen ratio |"
@@ -92,6 +126,12 @@ pub(crate) fn inference_suite(
             floor.generated_per_second,
             murmur.prompt_per_second / lpp,
             murmur.generated_per_second / lg,
+        );
+    }
+    if !spreads.is_empty() {
+        println!(
+            "generation, murmur / llama.cpp, run by run (taking turns): {}",
+            spreads.join("; ")
         );
     }
     // Four requests at once on the one loaded model, as an agent with 4 slots runs them:
@@ -162,90 +202,150 @@ fn fixed(tokens: usize) -> GenerateOptions {
     GenerateOptions::greedy(tokens)
 }
 
-fn measure(model: &GgufModel, prompt: &str, tokens: usize, runs: usize) -> Result<Speed> {
-    let mut prompt_rates = Vec::new();
-    let mut generation_rates = Vec::new();
-    let mut prompt_tokens = 0;
-    for _ in 0..runs {
-        let started = Instant::now();
-        let mut first: Option<Instant> = None;
-        let mut last = started;
-        let generation = model.generate_streaming(prompt, &fixed(tokens), &mut |t| {
-            let now = Instant::now();
-            if t.len() == 1 {
-                first = Some(now);
-            }
-            last = now;
-        })?;
-        prompt_tokens = generation.prompt_tokens;
-        let first = first.context("no token generated")?;
-        if generation.tokens.len() < 2 {
-            bail!(
-                "the model stopped after {} tokens: pick a prompt it continues",
-                generation.tokens.len()
-            );
+/// One greedy generation of `tokens` tokens.
+fn measure(model: &GgufModel, prompt: &str, tokens: usize) -> Result<Speed> {
+    let started = Instant::now();
+    let mut first: Option<Instant> = None;
+    let mut last = started;
+    let generation = model.generate_streaming(prompt, &fixed(tokens), &mut |t| {
+        let now = Instant::now();
+        if t.len() == 1 {
+            first = Some(now);
         }
-        prompt_rates.push(prompt_tokens as f64 / (first - started).as_secs_f64());
-        generation_rates.push((generation.tokens.len() - 1) as f64 / (last - first).as_secs_f64());
+        last = now;
+    })?;
+    let first = first.context("no token generated")?;
+    if generation.tokens.len() < 2 {
+        bail!(
+            "the model stopped after {} tokens: pick a prompt it continues",
+            generation.tokens.len()
+        );
     }
     Ok(Speed {
-        prompt_tokens,
-        prompt_per_second: median(prompt_rates),
-        generated_per_second: median(generation_rates),
+        prompt_tokens: generation.prompt_tokens,
+        prompt_per_second: generation.prompt_tokens as f64 / (first - started).as_secs_f64(),
+        generated_per_second: (generation.tokens.len() - 1) as f64 / (last - first).as_secs_f64(),
     })
 }
 
-fn llama_cpp(
-    python: &std::path::Path,
-    model: &std::path::Path,
-    threads: usize,
-    prompt: &str,
-    tokens: usize,
-    runs: usize,
-) -> Result<Speed> {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scripts/llamacpp_baseline.py"
-    );
-    let output = std::process::Command::new(python)
-        .arg(script)
-        .arg("--model")
-        .arg(model)
-        .args(["--threads", &threads.to_string()])
-        .args(["--prompt", prompt])
-        .args(["--n-predict", &tokens.to_string()])
-        .args(["--runs", &runs.to_string()])
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("running {script} with {}", python.display()))?;
-    if !output.status.success() {
+/// The median of each rate over `runs` (at least one).
+fn median_speed(runs: Vec<Speed>) -> Speed {
+    Speed {
+        prompt_tokens: runs.first().map_or(0, |r| r.prompt_tokens),
+        prompt_per_second: median(runs.iter().map(|r| r.prompt_per_second).collect()),
+        generated_per_second: median(runs.iter().map(|r| r.generated_per_second).collect()),
+    }
+}
+
+/// llama.cpp with the model loaded, in `scripts/llamacpp_baseline.py`, making one greedy
+/// generation of `tokens` tokens each time it is asked.
+struct LlamaCpp {
+    child: std::process::Child,
+    requests: std::process::ChildStdin,
+    replies: std::io::BufReader<std::process::ChildStdout>,
+    /// Its last lines on stderr, read as they come (a full pipe would stop it).
+    said: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    reading_said: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LlamaCpp {
+    fn start(
+        python: &std::path::Path,
+        model: &std::path::Path,
+        threads: usize,
+        prompt: &str,
+        tokens: usize,
+    ) -> Result<Self> {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/llamacpp_baseline.py"
+        );
+        let mut child = std::process::Command::new(python)
+            .arg(script)
+            .arg("--model")
+            .arg(model)
+            .args(["--threads", &threads.to_string()])
+            .args(["--prompt", prompt])
+            .args(["--n-predict", &tokens.to_string()])
+            .arg("--on-request")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {script} with {}", python.display()))?;
+        let (Some(requests), Some(replies), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            bail!("the llama.cpp baseline's pipes were not set up");
+        };
+        let said = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let tail = said.clone();
+        let reading_said = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                tail.push_back(line);
+                if tail.len() > 5 {
+                    tail.pop_front();
+                }
+            }
+        });
+        let mut baseline = Self {
+            child,
+            requests,
+            replies: std::io::BufReader::new(replies),
+            said,
+            reading_said: Some(reading_said),
+        };
+        // Its first line says the model is loaded: nothing is measured while it loads.
+        baseline.reply()?;
+        Ok(baseline)
+    }
+
+    /// One generation.
+    fn run(&mut self) -> Result<Speed> {
+        let asked = writeln!(self.requests, "run").and_then(|()| self.requests.flush());
+        if asked.is_err() {
+            return self.failed();
+        }
+        let run = self.reply()?;
+        Ok(Speed {
+            prompt_tokens: run["prompt_tokens"].as_u64().unwrap_or(0) as usize,
+            prompt_per_second: run["prompt_per_second"].as_f64().unwrap_or(f64::NAN),
+            generated_per_second: run["predicted_per_second"].as_f64().unwrap_or(f64::NAN),
+        })
+    }
+
+    /// Its next line on stdout, a JSON object.
+    fn reply(&mut self) -> Result<serde_json::Value> {
+        let mut line = String::new();
+        if self.replies.read_line(&mut line)? == 0 {
+            return self.failed();
+        }
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    /// It exited: an error with what it said on the way out.
+    fn failed<T>(&mut self) -> Result<T> {
+        let _ = self.child.wait();
+        if let Some(reading) = self.reading_said.take() {
+            let _ = reading.join();
+        }
+        let said = self.said.lock().unwrap_or_else(|e| e.into_inner());
         bail!(
             "the llama.cpp baseline failed (install it with scripts/bench-inference.sh): {}",
-            String::from_utf8_lossy(&output.stderr)
-                .lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .join(" | ")
-        );
+            said.iter().cloned().collect::<Vec<_>>().join(" | ")
+        )
     }
-    let mut prompt_rates = Vec::new();
-    let mut generation_rates = Vec::new();
-    let mut prompt_tokens = 0;
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let run: serde_json::Value = serde_json::from_str(line)?;
-        prompt_tokens = run["prompt_tokens"].as_u64().unwrap_or(0) as usize;
-        prompt_rates.push(run["prompt_per_second"].as_f64().unwrap_or(f64::NAN));
-        generation_rates.push(run["predicted_per_second"].as_f64().unwrap_or(f64::NAN));
+}
+
+impl Drop for LlamaCpp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    if prompt_rates.is_empty() {
-        bail!("the llama.cpp baseline printed no run");
-    }
-    Ok(Speed {
-        prompt_tokens,
-        prompt_per_second: median(prompt_rates),
-        generated_per_second: median(generation_rates),
-    })
 }
 
 /// This process's resident set in MiB.
