@@ -1584,22 +1584,7 @@ async fn upgraded_node_by_node_while_an_older_node_leads(older: &str) -> Result<
         .await?
         .connect(cluster.cluster.nodes[1].url())
         .await?;
-    let until = tokio::time::Instant::now() + DEADLINE;
-    while meta_leader(&cluster, 1).await.as_deref() != Some("n1") {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < until,
-            "n1 never led the meta group (leader: {:?})",
-            meta_leader(&cluster, 1).await
-        );
-        let _ = system
-            .request(
-                "$JS.API.META.LEADER.STEPDOWN",
-                serde_json::to_vec(&serde_json::json!({ "placement": { "preferred": "n1" } }))?
-                    .into(),
-            )
-            .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    lead_meta_group(&cluster, &system, "n1").await?;
     // A participant on a newer node (which knows fast-ingest batches) opens the log.
     let url = cluster.cluster.nodes[1].url();
     let log = open(&cluster, &url, 3).await?;
@@ -1638,5 +1623,44 @@ async fn upgraded_node_by_node_while_an_older_node_leads(older: &str) -> Result<
     assert_eq!((stored.events, stored.batched), (100, 0), "{stored:?}");
     let (_, replay) = read_back(&log).await?;
     assert_eq!(replay.state().tasks.len(), 101);
+    // Once a newer node leads the meta group, the operator's next provisioning (the next
+    // `murmur up`) turns fast ingest on.
+    lead_meta_group(&cluster, &system, "n2").await?;
+    retried("provisioning once a newer node leads", || async {
+        Ok(log.provision().await?)
+    })
+    .await?;
+    let history = js
+        .get_stream(log.config().history_stream.as_str())
+        .await?
+        .cached_info()
+        .config
+        .clone();
+    assert!(history.allow_batch_publish, "{history:?}");
+    Ok(())
+}
+
+/// Asks for meta-group stepdowns (as the system account) until `node` leads.
+async fn lead_meta_group(
+    cluster: &murmur_testkit::TestCluster,
+    system: &async_nats::Client,
+    node: &str,
+) -> Result<()> {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while meta_leader(cluster, 1).await.as_deref() != Some(node) {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "{node} never led the meta group (leader: {:?})",
+            meta_leader(cluster, 1).await
+        );
+        let _ = system
+            .request(
+                "$JS.API.META.LEADER.STEPDOWN",
+                serde_json::to_vec(&serde_json::json!({ "placement": { "preferred": node } }))?
+                    .into(),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     Ok(())
 }

@@ -483,6 +483,52 @@ impl EventLog {
         Ok(())
     }
 
+    /// Turns fast-ingest batches on for the history stream where the server knows them and
+    /// the stream was made without them: by a murmur from before them, by hand, or while a
+    /// node that did not know them led a cluster's meta group (a 2.12 leader refuses the
+    /// setting, a 2.11 leader drops it). The operator's provisioning calls it, so the next
+    /// `murmur up` after an upgrade turns them on. Returns whether the stream takes them
+    /// now. The stream's other settings stay as they are, and a refusal is no error: bulk
+    /// writers then send one event at a time, as they do on older servers.
+    pub async fn enable_fast_ingest(&self) -> Result<bool, LogError> {
+        if !stores_fast_ingest_batches(&self.client.server_info().version) {
+            return Ok(false);
+        }
+        let name = self.config.history_stream.as_str();
+        let Some(stream) = self.find_stream(name).await? else {
+            return Ok(false);
+        };
+        let mut config = stream.cached_info().config.clone();
+        if config.allow_batch_publish {
+            return Ok(true);
+        }
+        config.allow_batch_publish = true;
+        match self.js.update_stream(config).await {
+            Ok(info) if info.config.allow_batch_publish => {
+                tracing::info!(
+                    stream = %name,
+                    "fast-ingest batches turned on: bulk writers send batches from now on"
+                );
+                Ok(true)
+            }
+            Ok(_) => {
+                tracing::info!(
+                    stream = %name,
+                    "fast-ingest batches stay off: the node that parsed the change (the cluster's meta leader) drops the setting; `murmur up` turns them on once that leader runs nats-server 2.14 or newer"
+                );
+                Ok(false)
+            }
+            Err(e) => {
+                tracing::info!(
+                    stream = %name,
+                    error = %e,
+                    "fast-ingest batches stay off: the server refused turning them on (a node older than 2.14 may lead the cluster's meta group); bulk writers send one event at a time"
+                );
+                Ok(false)
+            }
+        }
+    }
+
     /// Creates the stream `cfg`; where the server does not know the fast-ingest setting
     /// after all, without it. The version of the server a client is connected to can say
     /// more than the one that parses the request: in a cluster being upgraded the meta

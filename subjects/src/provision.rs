@@ -133,9 +133,11 @@ impl EventLog {
 
     /// Creates everything the platform keeps in JetStream that is missing: the history and
     /// dead-letter streams, the presence and checkpoint buckets, the artifact and knowledge
-    /// object stores.
+    /// object stores; and turns fast-ingest batches on for a history stream made without
+    /// them where the server now knows them ([`EventLog::enable_fast_ingest`]).
     pub async fn provision(&self) -> Result<(), LogError> {
         self.ensure_streams().await?;
+        self.enable_fast_ingest().await?;
         self.presence_bucket(DEFAULT_HEARTBEAT).await?;
         self.checkpoint_bucket().await?;
         self.artifact_store().await?;

@@ -39,6 +39,18 @@ async fn history_made_by_hand(
     Ok(())
 }
 
+/// Turns fast ingest off on the history stream, as a murmur from before it, or a 2.11 node
+/// leading the cluster's meta group, leaves it: opening a realm provisions it as `murmur up`
+/// does, which turns it on where the server knows it.
+async fn fast_ingest_off(log: &EventLog) -> Result<()> {
+    let mut config = murmur_e2e::stream_config(log, "MURMUR_HISTORY").await?;
+    config.allow_batch_publish = false;
+    async_nats::jetstream::new(log.client().clone())
+        .update_stream(config)
+        .await?;
+    Ok(())
+}
+
 /// Whether the server stores fast-ingest batches (nats-server 2.14+). An older one
 /// (`scripts/test.sh` runs these tests on 2.11 and 2.12 too) stores a batch's first message
 /// as a plain publish, and the writer sends every event with an ack of its own.
@@ -117,9 +129,8 @@ async fn a_bulk_writer_stores_every_event_once_with_an_ack_every_few_hundred() -
 async fn a_bulk_writer_on_a_stream_without_fast_ingest_sends_each_event_with_an_ack() -> Result<()>
 {
     let nats = TestNats::start().await?;
-    // A history stream created before fast ingest was asked for: it keeps its config.
-    history_made_by_hand(&nats, Default::default()).await?;
     let log = nats.event_log("acme").await?;
+    fast_ingest_off(&log).await?;
     let mut writer = log.bulk_writer().await?;
     writer.append(drafts("t", 1_500, None)?).await?;
     let stored = writer.finish().await?;
@@ -133,6 +144,52 @@ async fn a_bulk_writer_on_a_stream_without_fast_ingest_sends_each_event_with_an_
     assert!(why.contains(expected), "{why}");
     assert_eq!(stored_in(&log).await?, 1_500);
     assert_eq!(stored.last_sequence, 1_500);
+    Ok(())
+}
+
+#[tokio::test]
+async fn provisioning_turns_fast_ingest_on_for_a_stream_made_without_it() -> Result<()> {
+    let nats = TestNats::start().await?;
+    // Made by hand with a retention of its own, which must survive the change; then left
+    // without fast ingest, as an older murmur or a 2.11 meta leader leaves it.
+    history_made_by_hand(
+        &nats,
+        async_nats::jetstream::stream::Config {
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let log = nats.event_log("acme").await?;
+    fast_ingest_off(&log).await?;
+    assert!(
+        !murmur_e2e::stream_config(&log, "MURMUR_HISTORY")
+            .await?
+            .allow_batch_publish
+    );
+    // What `murmur up` runs.
+    log.provision().await?;
+    let config = murmur_e2e::stream_config(&log, "MURMUR_HISTORY").await?;
+    assert_eq!(config.allow_batch_publish, stores_batches(&log));
+    assert_eq!(config.max_age, Duration::from_secs(7 * 24 * 3600));
+    let mut writer = log.bulk_writer().await?;
+    writer.append(drafts("t", 1_500, None)?).await?;
+    let stored = writer.finish().await?;
+    let batched = if stores_batches(&log) { 1_500 } else { 0 };
+    assert_eq!(
+        (stored.events, stored.batched),
+        (1_500, batched),
+        "{stored:?}"
+    );
+    assert_eq!(stored_in(&log).await?, 1_500);
+    // Provisioning again changes nothing.
+    log.provision().await?;
+    assert_eq!(
+        murmur_e2e::stream_config(&log, "MURMUR_HISTORY")
+            .await?
+            .allow_batch_publish,
+        stores_batches(&log)
+    );
     Ok(())
 }
 
