@@ -1592,13 +1592,7 @@ async fn upgraded_node_by_node_while_an_older_node_leads(older: &str) -> Result<
         murmur_subjects::log::stores_fast_ingest_batches(&log.client().server_info().version),
         "the participant's node should be one that knows fast-ingest batches"
     );
-    let js = async_nats::jetstream::new(log.client().clone());
-    let history = js
-        .get_stream(log.config().history_stream.as_str())
-        .await?
-        .cached_info()
-        .config
-        .clone();
+    let history = murmur_e2e::stream_config(&log, &log.config().history_stream).await?;
     assert!(!history.allow_batch_publish, "{history:?}");
     // What `murmur up` creates besides: the buckets and object stores.
     retried("provisioning the buckets and stores", || async {
@@ -1630,12 +1624,7 @@ async fn upgraded_node_by_node_while_an_older_node_leads(older: &str) -> Result<
         Ok(log.provision().await?)
     })
     .await?;
-    let history = js
-        .get_stream(log.config().history_stream.as_str())
-        .await?
-        .cached_info()
-        .config
-        .clone();
+    let history = murmur_e2e::stream_config(&log, &log.config().history_stream).await?;
     assert!(history.allow_batch_publish, "{history:?}");
     Ok(())
 }
