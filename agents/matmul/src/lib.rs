@@ -304,9 +304,9 @@ struct Activations {
 
 impl Activations {
     /// Every projection quantizes its input before the product, on the calling thread while
-    /// the pool's other threads wait: in one-token steps this took 6–8% of the generating
-    /// thread's time (a libm call per value to round). With AVX2 and F16C each block is
-    /// quantized in registers instead ([`kernels::quantize_block`]), to the same bits.
+    /// the pool's other threads wait, so its cost adds to every step whole. With AVX2 and
+    /// F16C each block is quantized in registers ([`kernels::quantize_block`]), to the same
+    /// bits as the portable path, which rounds through a libm call per value.
     fn quantize(values: &[f32], rows: usize, depth: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2")
