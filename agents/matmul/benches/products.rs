@@ -2,11 +2,14 @@
 //! activation rows, in one run: `cargo bench -p murmur-matmul`. Prints time per product
 //! and the weight bytes streamed per second (what bounds a one-row product).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use murmur_matmul::{Kernel, QuantizedMatrix};
+
+mod median_time;
+use median_time::time;
 
 fn values(count: usize, seed: u64) -> Vec<f32> {
     let mut state = seed;
@@ -18,29 +21,6 @@ fn values(count: usize, seed: u64) -> Vec<f32> {
             (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
         })
         .collect()
-}
-
-/// Median time of `f` over enough calls to fill about 300 ms.
-fn time(mut f: impl FnMut()) -> Duration {
-    f();
-    let started = Instant::now();
-    let mut calls = 0u32;
-    while started.elapsed() < Duration::from_millis(30) {
-        f();
-        calls += 1;
-    }
-    let per_batch = calls.max(1);
-    let mut samples: Vec<Duration> = (0..10)
-        .map(|_| {
-            let started = Instant::now();
-            for _ in 0..per_batch {
-                f();
-            }
-            started.elapsed() / per_batch
-        })
-        .collect();
-    samples.sort();
-    samples[samples.len() / 2]
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

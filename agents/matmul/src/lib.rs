@@ -16,8 +16,13 @@
 //! through the layers into different tokens. A one-row product is bound by reading the
 //! weights from memory, so a model kept in Q4_1 reads 0.625 bytes per weight where its
 //! Q8_0 copy reads 1.125.
+//!
+//! [`attention`] holds the other large part of a generation step: one token's attention over
+//! the f16 key/value cache.
 
 #![deny(missing_docs)]
+
+pub mod attention;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Tensor};
@@ -834,7 +839,7 @@ mod kernels {
     /// The sum of eight lanes in candle's order (`hsum_float_8`).
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn horizontal_sum(x: __m256) -> f32 {
+    pub(super) fn horizontal_sum(x: __m256) -> f32 {
         let high = _mm256_extractf128_ps(x, 1);
         let sum = _mm_add_ps(high, _mm256_castps256_ps128(x));
         let sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));

@@ -10,7 +10,7 @@ use half::f16;
 use super::{Activations, Kernel, QuantizedMatrix};
 
 /// Deterministic values in [-scale, scale] (a linear congruential sequence).
-fn values(count: usize, seed: u64, scale: f32) -> Vec<f32> {
+pub(crate) fn values(count: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut state = seed;
     (0..count)
         .map(|_| {

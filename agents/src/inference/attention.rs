@@ -2,12 +2,14 @@
 //! step a generation takes for every token it makes. candle's ops for it (a dozen per
 //! sequence and layer: views, copies, two products and a softmax, each small) cost more in
 //! calls and copies than in arithmetic; here each (sequence, key/value head) reads its
-//! cached keys and values once, for the query heads that share them, and the items run on
-//! candle's CPU thread pool. Steps of several tokens (prompts) keep candle's ops.
+//! cached keys and values once, for the query heads that share them
+//! ([`murmur_matmul::attention`]), and the items run on candle's CPU thread pool. Steps of
+//! several tokens (prompts) keep candle's ops.
 
 use candle_core::Result;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
+use murmur_matmul::attention::{self, CachedHead};
 
 /// One layer's keys and values of one sequence, position after position: each position
 /// holds kv heads × head dim values, `[position][kv head][dim]`, the row layout the key and
@@ -105,100 +107,27 @@ impl Heads {
             kv_heads,
             head_dim,
         } = *self;
-        let group = (heads / kv_heads) * head_dim;
+        let repeat = heads / kv_heads;
+        let group = repeat * head_dim;
         // One output cell per (row, key/value head), each locked by the one item writing it.
         let cells: Vec<parking_lot::Mutex<&mut [f32]>> =
             out.chunks_mut(group).map(parking_lot::Mutex::new).collect();
         candle_core::utils::barrier_pool().execute_chunked(steps.len() * kv_heads, |items| {
             let mut scores = Vec::new();
-            let mut row = vec![0f32; head_dim];
             for item in items {
                 let (step, kv) = (&steps[item / kv_heads], item % kv_heads);
                 let mut cell = cells[step.row * kv_heads + kv].lock();
-                self.attend_group(step, kv, &mut scores, &mut row, &mut cell);
+                let head = CachedHead {
+                    keys: step.cache.keys(),
+                    values: step.cache.values(),
+                    stride: kv_heads * head_dim,
+                    offset: kv * head_dim,
+                };
+                let query = &step.query[kv * repeat * head_dim..][..repeat * head_dim];
+                attention::attend(query, head, head_dim, &mut scores, &mut cell);
             }
         });
     }
-
-    /// The query heads of key/value head `kv` for one step, into `out` (those heads' values);
-    /// `row` holds one cached row at a time as f32.
-    fn attend_group(
-        &self,
-        step: &Step<'_>,
-        kv: usize,
-        scores: &mut Vec<f32>,
-        row: &mut [f32],
-        out: &mut [f32],
-    ) {
-        let Heads {
-            heads,
-            kv_heads,
-            head_dim,
-        } = *self;
-        let repeat = heads / kv_heads;
-        let stride = kv_heads * head_dim;
-        let positions = step.cache.len(stride);
-        let query = &step.query[kv * repeat * head_dim..][..repeat * head_dim];
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        scores.clear();
-        scores.resize(repeat * positions, 0.0);
-        for (p, key) in head_rows(step.cache.keys(), stride, kv, head_dim).enumerate() {
-            key.convert_to_f32_slice(row);
-            for (r, q) in query.chunks_exact(head_dim).enumerate() {
-                scores[r * positions + p] = dot(q, row) * scale;
-            }
-        }
-        let mut sums = vec![0f32; repeat];
-        for (row, sum) in scores
-            .chunks_exact_mut(positions.max(1))
-            .zip(sums.iter_mut())
-        {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            for score in row.iter_mut() {
-                *score = (*score - max).exp();
-                *sum += *score;
-            }
-        }
-        out.fill(0.0);
-        for (p, value) in head_rows(step.cache.values(), stride, kv, head_dim).enumerate() {
-            value.convert_to_f32_slice(row);
-            for (r, o) in out.chunks_exact_mut(head_dim).enumerate() {
-                let weight = scores[r * positions + p];
-                for (o, v) in o.iter_mut().zip(row.iter()) {
-                    *o += weight * v;
-                }
-            }
-        }
-        for (o, sum) in out.chunks_exact_mut(head_dim).zip(sums.iter()) {
-            let inverse = 1.0 / sum;
-            o.iter_mut().for_each(|o| *o *= inverse);
-        }
-    }
-}
-
-/// Key/value head `kv`'s row at each cached position of `cached` (positions `stride` apart).
-fn head_rows(
-    cached: &[f16],
-    stride: usize,
-    kv: usize,
-    head_dim: usize,
-) -> impl Iterator<Item = &[f16]> {
-    cached
-        .chunks_exact(stride)
-        .map(move |position| &position[kv * head_dim..][..head_dim])
-}
-
-/// `a · b`, in eight lanes the compiler keeps in vector registers.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, a_rest) = a.split_at(a.len() - a.len() % 8);
-    let (b8, b_rest) = b.split_at(a8.len());
-    for (a, b) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
-        for i in 0..8 {
-            lanes[i] += a[i] * b[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + a_rest.iter().zip(b_rest).map(|(a, b)| a * b).sum::<f32>()
 }
 
 /// llama's rotation of interleaved pairs, as candle's `rope_i` computes it for one

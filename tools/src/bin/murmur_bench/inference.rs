@@ -9,7 +9,8 @@
 //! the ratios, four concurrent requests on one loaded model, and the memory the loaded model
 //! adds to the process. The three take turns run by run (murmur, the floor, llama.cpp, then
 //! again), so a machine that speeds up or slows down over the suite (a shared VM's memory
-//! bandwidth does) moves all three alike; the figures are the medians.
+//! bandwidth does) moves all three alike; the figures are the medians. The four concurrent
+//! requests take turns the same way with their baselines.
 
 use std::io::{BufRead, Write};
 use std::process::Stdio;
@@ -70,6 +71,9 @@ pub(crate) fn inference_suite(
         },
     )?;
     let mut rows = Vec::new();
+    // Each side's thread pool spins a while after its work before it parks: a pause
+    // between turns keeps one side's spinning threads off the other's cores.
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(200));
     // Generation, murmur over llama.cpp, run by run: how far apart the pairs are.
     let mut spreads = Vec::new();
     for prompt in prompts {
@@ -78,9 +82,6 @@ pub(crate) fn inference_suite(
             None => None,
         };
         let (mut murmur, mut floor, mut llama) = (Vec::new(), Vec::new(), Vec::new());
-        // Each side's thread pool spins a while after its work before it parks: a pause
-        // between turns keeps one side's spinning threads off the other's cores.
-        let settle = || std::thread::sleep(std::time::Duration::from_millis(200));
         for _ in 0..runs.max(1) {
             murmur.push(measure(&fast, prompt, tokens)?);
             settle();
@@ -170,21 +171,46 @@ pub(crate) fn inference_suite(
         }
         Ok(generated as f64 / started.elapsed().as_secs_f64())
     };
-    let one_after_another = four(&fast, false)?;
-    let passes_before = fast.passes_by_size();
-    let batched = four(&fast, true)?;
-    let taking_turns = four(&turns, true)?;
-    let mut passes = fast.passes_by_size();
-    for (size, count) in passes_before {
-        *passes.entry(size).or_default() -= count;
+    // Taking turns run by run, as the single requests do: one invocation's batched run
+    // against its own sequential run gave 2.32× where the next gave 1.90×.
+    let (mut sequential, mut side_by_side, mut turns_rates) = (Vec::new(), Vec::new(), Vec::new());
+    // The batched runs' passes by size (how many generations each held).
+    let mut passes = std::collections::BTreeMap::new();
+    for _ in 0..runs.max(1) {
+        sequential.push(four(&fast, false)?);
+        settle();
+        let before = fast.passes_by_size();
+        side_by_side.push(four(&fast, true)?);
+        for (size, count) in fast.passes_by_size() {
+            let new = count - before.get(&size).copied().unwrap_or(0);
+            if new > 0 {
+                *passes.entry(size).or_insert(0) += new;
+            }
+        }
+        settle();
+        turns_rates.push(four(&turns, true)?);
+        settle();
     }
-    passes.retain(|_, count| *count > 0);
+    let ratios: Vec<f64> = side_by_side
+        .iter()
+        .zip(&sequential)
+        .map(|(batched, sequential)| batched / sequential)
+        .collect();
+    let (low, high) = ratios
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+            (lo.min(*r), hi.max(*r))
+        });
+    let one_after_another = median(sequential);
+    let batched = median(side_by_side);
+    let taking_turns = median(turns_rates);
     let (steps, count) = passes.iter().fold((0, 0), |(steps, count), (size, n)| {
         (steps + size * *n as usize, count + n)
     });
     println!(
-        "\n4 concurrent requests on one model, batched: {batched:.1} tokens/s in total, {:.2}× the same 4 one after another ({one_after_another:.1} tokens/s; prompt processing included in both), {:.2}× one request's generation rate {single:.1}; {:.2} generations per pass on average ({count} passes: {passes:?})",
+        "\n4 concurrent requests on one model, batched: {batched:.1} tokens/s in total, {:.2}× the same 4 one after another ({one_after_another:.1} tokens/s; prompt processing included in both; medians of {}, run by run {low:.2}–{high:.2}×), {:.2}× one request's generation rate {single:.1}; {:.2} generations per pass on average ({count} passes: {passes:?})",
         batched / one_after_another,
+        ratios.len(),
         batched / single,
         steps as f64 / count.max(1) as f64,
     );
