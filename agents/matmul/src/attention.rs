@@ -32,6 +32,27 @@ impl CachedHead<'_> {
     }
 }
 
+/// Where one query head's softmax stands over some of the positions: the largest score among
+/// them and the sum of every score's exponent measured from it. A part's output
+/// ([`attend_part`]) holds the values weighted by those exponents, not yet divided by the
+/// sum, so that parts over disjoint positions merge ([`merge_parts`]) into the attention over
+/// all of them ([`finish_parts`]): one head's positions can be split across threads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Softmax {
+    /// The largest score (−∞ over no position).
+    pub max: f32,
+    /// Σ exp(score − max).
+    pub sum: f32,
+}
+
+impl Softmax {
+    /// Over no position.
+    pub const EMPTY: Self = Self {
+        max: f32::NEG_INFINITY,
+        sum: 0.0,
+    };
+}
+
 /// Attends `query` (query heads × `head_dim`, rotated) over `head`, into `out` (the same
 /// shape); `scores` is scratch, kept by the caller across calls. With no position cached,
 /// `out` is zeros.
@@ -45,6 +66,80 @@ pub fn attend(
     head_dim: usize,
     scores: &mut Vec<f32>,
     out: &mut [f32],
+) {
+    let mut softmax = vec![Softmax::EMPTY; query.len() / head_dim.max(1)];
+    dispatch(query, head, head_dim, scores, out, &mut softmax, true);
+}
+
+/// [`attend`] without the division by each head's sum: `out` gets each query head's values
+/// weighted by its scores' exponents, `softmax` (one per query head) the largest score and
+/// the sum. Over no position, `out` is zeros and each head [`Softmax::EMPTY`].
+///
+/// # Panics
+/// As [`attend`]'s, or if `softmax` is not one per query head.
+pub fn attend_part(
+    query: &[f32],
+    head: CachedHead<'_>,
+    head_dim: usize,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+    softmax: &mut [Softmax],
+) {
+    dispatch(query, head, head_dim, scores, out, softmax, false);
+}
+
+/// `out` and `softmax` (a part over some positions, as [`attend_part`] gives it) merged with
+/// `other` (a part over others): each head's weighted values rescaled to the larger of the
+/// two maximums and added, and likewise its sum.
+pub fn merge_parts(
+    out: &mut [f32],
+    softmax: &mut [Softmax],
+    other_out: &[f32],
+    other: &[Softmax],
+    head_dim: usize,
+) {
+    let heads = out
+        .chunks_exact_mut(head_dim)
+        .zip(softmax.iter_mut())
+        .zip(other_out.chunks_exact(head_dim).zip(other));
+    for ((out, mine), (other_out, theirs)) in heads {
+        let max = mine.max.max(theirs.max);
+        if max == f32::NEG_INFINITY {
+            continue;
+        }
+        let (a, b) = ((mine.max - max).exp(), (theirs.max - max).exp());
+        for (o, other) in out.iter_mut().zip(other_out) {
+            *o = *o * a + other * b;
+        }
+        *mine = Softmax {
+            max,
+            sum: mine.sum * a + theirs.sum * b,
+        };
+    }
+}
+
+/// Each head's weighted values divided by its sum: the attention over every position the
+/// merged parts covered (zeros for a head over none).
+pub fn finish_parts(out: &mut [f32], softmax: &[Softmax], head_dim: usize) {
+    for (out, softmax) in out.chunks_exact_mut(head_dim).zip(softmax) {
+        if softmax.sum > 0.0 {
+            let inverse = 1.0 / softmax.sum;
+            out.iter_mut().for_each(|o| *o *= inverse);
+        } else {
+            out.fill(0.0);
+        }
+    }
+}
+
+/// [`attend`] (`normalize`) or [`attend_part`] on the fastest path this CPU runs.
+fn dispatch(
+    query: &[f32],
+    head: CachedHead<'_>,
+    head_dim: usize,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+    softmax: &mut [Softmax],
+    normalize: bool,
 ) {
     assert!(
         head_dim > 0 && query.len() == out.len() && query.len().is_multiple_of(head_dim),
@@ -60,8 +155,14 @@ pub fn attend(
         head.keys.len(),
         head.values.len()
     );
+    assert_eq!(
+        softmax.len(),
+        query.len() / head_dim,
+        "one softmax per query head"
+    );
     if head.positions() == 0 {
         out.fill(0.0);
+        softmax.fill(Softmax::EMPTY);
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -73,11 +174,11 @@ pub fn attend(
         // SAFETY: the CPU has AVX2, FMA and F16C, checked just above.
         #[allow(unsafe_code)]
         unsafe {
-            x86::attend(query, head, head_dim, scores, out)
+            x86::attend(query, head, head_dim, scores, out, softmax, normalize)
         };
         return;
     }
-    attend_portable(query, head, head_dim, scores, out);
+    portable(query, head, head_dim, scores, out, softmax, normalize);
 }
 
 /// [`attend`] without SIMD: each cached row widened to f32 by `half`, then one dot product
@@ -89,6 +190,24 @@ pub fn attend_portable(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
+    let mut softmax = vec![Softmax::EMPTY; query.len() / head_dim];
+    if head.positions() == 0 {
+        out.fill(0.0);
+        return;
+    }
+    portable(query, head, head_dim, scores, out, &mut softmax, true);
+}
+
+/// The portable path over at least one position.
+fn portable(
+    query: &[f32],
+    head: CachedHead<'_>,
+    head_dim: usize,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+    softmax: &mut [Softmax],
+    normalize: bool,
+) {
     let (positions, scale) = fresh_scores(query, head, head_dim, scores);
     let mut row = vec![0f32; head_dim];
     for (p, key) in head.rows(head.keys, head_dim).enumerate() {
@@ -97,7 +216,7 @@ pub fn attend_portable(
             scores[r * positions + p] = dot(q, &row) * scale;
         }
     }
-    let sums = softmax_rows(scores, positions);
+    softmax_rows(scores, positions, softmax);
     out.fill(0.0);
     for (p, value) in head.rows(head.values, head_dim).enumerate() {
         value.convert_to_f32_slice(&mut row);
@@ -108,9 +227,8 @@ pub fn attend_portable(
             }
         }
     }
-    for (o, sum) in out.chunks_exact_mut(head_dim).zip(sums) {
-        let inverse = 1.0 / sum;
-        o.iter_mut().for_each(|o| *o *= inverse);
+    if normalize {
+        finish_parts(out, softmax, head_dim);
     }
 }
 
@@ -139,20 +257,17 @@ impl<'a> CachedHead<'a> {
 }
 
 /// Each row of `scores` (`positions` long) replaced by the exponent of its distance from the
-/// row's largest; the rows' sums, by which the weighted values are divided at the end.
-fn softmax_rows(scores: &mut [f32], positions: usize) -> Vec<f32> {
-    scores
-        .chunks_exact_mut(positions.max(1))
-        .map(|row| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for score in row.iter_mut() {
-                *score = (*score - max).exp();
-                sum += *score;
-            }
-            sum
-        })
-        .collect()
+/// row's largest; that largest and the row's sum into `softmax`.
+fn softmax_rows(scores: &mut [f32], positions: usize, softmax: &mut [Softmax]) {
+    for (row, softmax) in scores.chunks_exact_mut(positions).zip(softmax) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for score in row.iter_mut() {
+            *score = (*score - max).exp();
+            sum += *score;
+        }
+        *softmax = Softmax { max, sum };
+    }
 }
 
 /// `a · b`, in eight lanes the compiler keeps in vector registers.
@@ -178,7 +293,7 @@ mod x86 {
 
     use half::f16;
 
-    use super::{CachedHead, fresh_scores};
+    use super::{CachedHead, Softmax, fresh_scores};
     use crate::kernels::horizontal_sum;
 
     /// Query heads taken together: their sixteen-value slices (two registers each) stay in
@@ -188,7 +303,8 @@ mod x86 {
     /// Positions ahead of the one read whose row is asked of memory.
     const PREFETCH: usize = 8;
 
-    /// [`super::attend`] for a `head_dim` that is a multiple of 16.
+    /// [`super::attend`] (`normalize`) or [`super::attend_part`] for a `head_dim` that is a
+    /// multiple of 16, over at least one position.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn attend(
         query: &[f32],
@@ -196,6 +312,8 @@ mod x86 {
         head_dim: usize,
         scores: &mut Vec<f32>,
         out: &mut [f32],
+        softmax: &mut [Softmax],
+        normalize: bool,
     ) {
         let (positions, scale) = fresh_scores(query, head, head_dim, scores);
         let repeat = query.len() / head_dim;
@@ -212,21 +330,25 @@ mod x86 {
             }
             first += count;
         }
-        let sums: Vec<f32> = scores
-            .chunks_exact_mut(positions)
-            .map(|row| softmax_row(row))
+        for (row, softmax) in scores.chunks_exact_mut(positions).zip(softmax.iter_mut()) {
+            *softmax = softmax_row(row);
+        }
+        // What each head's weighted values are multiplied by: 1 / its sum, or 1 for a part.
+        let factors: Vec<f32> = softmax
+            .iter()
+            .map(|s| if normalize { 1.0 / s.sum } else { 1.0 })
             .collect();
         let mut first = 0;
         while first < repeat {
             let count = (repeat - first).min(HEADS_AT_ONCE);
             let weights = &scores[first * positions..][..count * positions];
-            let sums = &sums[first..][..count];
+            let factors = &factors[first..][..count];
             let out = &mut out[first * head_dim..][..count * head_dim];
             match count {
-                4 => weighted_values::<4>(weights, sums, head, head_dim, out),
-                3 => weighted_values::<3>(weights, sums, head, head_dim, out),
-                2 => weighted_values::<2>(weights, sums, head, head_dim, out),
-                _ => weighted_values::<1>(weights, sums, head, head_dim, out),
+                4 => weighted_values::<4>(weights, factors, head, head_dim, out),
+                3 => weighted_values::<3>(weights, factors, head, head_dim, out),
+                2 => weighted_values::<2>(weights, factors, head, head_dim, out),
+                _ => weighted_values::<1>(weights, factors, head, head_dim, out),
             }
             first += count;
         }
@@ -340,12 +462,12 @@ mod x86 {
     }
 
     /// `out` (R heads × head dim) = for each head, the values weighted by its row of
-    /// `weights`, divided by its sum; sixteen columns at a time, so that every head's
+    /// `weights`, times its factor; sixteen columns at a time, so that every head's
     /// accumulators stay in registers over all positions.
     #[target_feature(enable = "avx2,fma,f16c")]
     fn weighted_values<const R: usize>(
         weights: &[f32],
-        sums: &[f32],
+        factors: &[f32],
         head: CachedHead<'_>,
         head_dim: usize,
         out: &mut [f32],
@@ -365,21 +487,21 @@ mod x86 {
                 }
             }
             for (r, [low, high]) in totals.into_iter().enumerate() {
-                let inverse = _mm256_set1_ps(1.0 / sums[r]);
+                let factor = _mm256_set1_ps(factors[r]);
                 let cells = &mut out[r * head_dim + at..][..16];
                 // SAFETY: `cells` holds sixteen f32: two unaligned stores of eight.
                 unsafe {
-                    _mm256_storeu_ps(cells.as_mut_ptr(), _mm256_mul_ps(low, inverse));
-                    _mm256_storeu_ps(cells.as_mut_ptr().add(8), _mm256_mul_ps(high, inverse));
+                    _mm256_storeu_ps(cells.as_mut_ptr(), _mm256_mul_ps(low, factor));
+                    _mm256_storeu_ps(cells.as_mut_ptr().add(8), _mm256_mul_ps(high, factor));
                 }
             }
         }
     }
 
-    /// `row` replaced by the exponent of each score's distance from the row's largest; the
-    /// sum of those, by which the weighted values are divided at the end.
+    /// `row` replaced by the exponent of each score's distance from the row's largest; that
+    /// largest, and the sum of the exponents.
     #[target_feature(enable = "avx2,fma")]
-    fn softmax_row(row: &mut [f32]) -> f32 {
+    fn softmax_row(row: &mut [f32]) -> Softmax {
         let (eights, rest) = row.as_chunks_mut::<8>();
         let mut max = _mm256_set1_ps(f32::NEG_INFINITY);
         for eight in eights.iter() {
@@ -395,10 +517,11 @@ mod x86 {
             // SAFETY: `eight` holds eight f32.
             unsafe { _mm256_storeu_ps(eight.as_mut_ptr(), e) };
         }
-        rest.iter_mut().fold(horizontal_sum(total), |sum, score| {
+        let sum = rest.iter_mut().fold(horizontal_sum(total), |sum, score| {
             *score = (*score - max).exp();
             sum + *score
-        })
+        });
+        Softmax { max, sum }
     }
 
     /// eˣ in each lane, within two units in the last place over the range softmax uses (x ≤
@@ -490,6 +613,36 @@ mod tests {
         out
     }
 
+    /// [`attend`] as three parts over a third of the positions each (some empty where there
+    /// are fewer than three), merged in turn and finished.
+    fn in_parts(query: &[f32], head: CachedHead<'_>, head_dim: usize) -> Vec<f32> {
+        let positions = head.positions();
+        let heads = query.len() / head_dim;
+        let (mut out, mut softmax) = (vec![0.0; query.len()], vec![Softmax::EMPTY; heads]);
+        let mut scores = Vec::new();
+        for k in 0..3 {
+            let range = (k * positions / 3) * head.stride..((k + 1) * positions / 3) * head.stride;
+            let part = CachedHead {
+                keys: &head.keys[range.clone()],
+                values: &head.values[range],
+                ..head
+            };
+            let (mut part_out, mut part_softmax) =
+                (vec![f32::NAN; query.len()], vec![Softmax::EMPTY; heads]);
+            attend_part(
+                query,
+                part,
+                head_dim,
+                &mut scores,
+                &mut part_out,
+                &mut part_softmax,
+            );
+            merge_parts(&mut out, &mut softmax, &part_out, &part_softmax, head_dim);
+        }
+        finish_parts(&mut out, &softmax, head_dim);
+        out
+    }
+
     #[test]
     fn every_path_attends_as_the_exact_sum_does() {
         // Shapes: SmolLM2's (3 query heads per key/value head of 64, 3 such heads a
@@ -520,8 +673,14 @@ mod tests {
                     let mut portable = vec![f32::NAN; query.len()];
                     attend(&query, head, head_dim, &mut scores, &mut got);
                     attend_portable(&query, head, head_dim, &mut scores, &mut portable);
+                    let merged = in_parts(&query, head, head_dim);
                     for (i, want) in want.iter().enumerate() {
-                        for (path, got) in [("dispatched", got[i]), ("portable", portable[i])] {
+                        let paths = [
+                            ("dispatched", got[i]),
+                            ("portable", portable[i]),
+                            ("three parts merged", merged[i]),
+                        ];
+                        for (path, got) in paths {
                             assert!(
                                 (f64::from(got) - want).abs() <= 1e-5 * want.abs().max(1.0),
                                 "{path}, {repeat}×{head_dim}, {positions} positions, \

@@ -9,7 +9,7 @@
 use candle_core::Result;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use murmur_matmul::attention::{self, CachedHead};
+use murmur_matmul::attention::{self, CachedHead, Softmax};
 
 /// One layer's keys and values of one sequence, position after position: each position
 /// holds kv heads × head dim values, `[position][kv head][dim]`, the row layout the key and
@@ -98,10 +98,37 @@ pub(super) struct Step<'a> {
     pub(super) row: usize,
 }
 
+impl<'a> Step<'a> {
+    /// Key/value head `kv`'s rows of this step's cache.
+    fn cached(&self, kv: usize, stride: usize, head_dim: usize) -> CachedHead<'a> {
+        CachedHead {
+            keys: self.cache.keys(),
+            values: self.cache.values(),
+            stride,
+            offset: kv * head_dim,
+        }
+    }
+}
+
 impl Heads {
     /// Each step's attention, into its row of `out` (rows × heads × head dim): for each
     /// query head, softmax(q·kᵀ / √head dim) over every cached position, times the values.
     pub(super) fn attend(&self, steps: &[Step<'_>], out: &mut [f32]) {
+        let Heads {
+            kv_heads, head_dim, ..
+        } = *self;
+        let stride = kv_heads * head_dim;
+        let parts = parts(
+            steps.len() * kv_heads,
+            candle_core::utils::get_num_threads(),
+            steps.iter().map(|s| s.cache.len(stride)).min().unwrap_or(0),
+        );
+        self.attend_in_parts(steps, out, parts);
+    }
+
+    /// [`Heads::attend`] with each (step, key/value head) split into `parts` runs of
+    /// positions.
+    fn attend_in_parts<'a>(&self, steps: &[Step<'a>], out: &mut [f32], parts: usize) {
         let Heads {
             heads,
             kv_heads,
@@ -109,26 +136,84 @@ impl Heads {
         } = *self;
         let repeat = heads / kv_heads;
         let group = repeat * head_dim;
-        // One output cell per (row, key/value head), each locked by the one item writing it.
-        let cells: Vec<parking_lot::Mutex<&mut [f32]>> =
-            out.chunks_mut(group).map(parking_lot::Mutex::new).collect();
-        candle_core::utils::barrier_pool().execute_chunked(steps.len() * kv_heads, |items| {
+        let stride = kv_heads * head_dim;
+        let cached = |step: &Step<'a>, kv: usize| step.cached(kv, stride, head_dim);
+        let query = |step: &Step<'a>, kv: usize| &step.query[kv * group..][..group];
+        let pool = candle_core::utils::barrier_pool();
+        if parts <= 1 {
+            // One output cell per (row, key/value head), each locked by the one item writing it.
+            let cells: Vec<parking_lot::Mutex<&mut [f32]>> =
+                out.chunks_mut(group).map(parking_lot::Mutex::new).collect();
+            pool.execute_chunked(steps.len() * kv_heads, |items| {
+                let mut scores = Vec::new();
+                for item in items {
+                    let (step, kv) = (&steps[item / kv_heads], item % kv_heads);
+                    let mut cell = cells[step.row * kv_heads + kv].lock();
+                    attention::attend(
+                        query(step, kv),
+                        cached(step, kv),
+                        head_dim,
+                        &mut scores,
+                        &mut cell,
+                    );
+                }
+            });
+            return;
+        }
+        // Too few (step, key/value head) items to keep every thread busy: each is split into
+        // `parts` runs of positions, whose softmaxes are merged here once all are done.
+        let items = steps.len() * kv_heads * parts;
+        let partials: Vec<parking_lot::Mutex<(Vec<f32>, Vec<Softmax>)>> = (0..items)
+            .map(|_| parking_lot::Mutex::new((vec![0.0; group], vec![Softmax::EMPTY; repeat])))
+            .collect();
+        pool.execute_chunked(items, |items| {
             let mut scores = Vec::new();
             for item in items {
-                let (step, kv) = (&steps[item / kv_heads], item % kv_heads);
-                let mut cell = cells[step.row * kv_heads + kv].lock();
+                let (step, kv, part) = (
+                    &steps[item / (kv_heads * parts)],
+                    item / parts % kv_heads,
+                    item % parts,
+                );
+                let whole = cached(step, kv);
+                let positions = whole.positions();
+                let run =
+                    (part * positions / parts) * stride..((part + 1) * positions / parts) * stride;
                 let head = CachedHead {
-                    keys: step.cache.keys(),
-                    values: step.cache.values(),
-                    stride: kv_heads * head_dim,
-                    offset: kv * head_dim,
+                    keys: &whole.keys[run.clone()],
+                    values: &whole.values[run],
+                    ..whole
                 };
-                let query = &step.query[kv * repeat * head_dim..][..repeat * head_dim];
-                attention::attend(query, head, head_dim, &mut scores, &mut cell);
+                let mut partial = partials[item].lock();
+                let (out, softmax) = &mut *partial;
+                attention::attend_part(query(step, kv), head, head_dim, &mut scores, out, softmax);
             }
         });
+        let mut partials = partials.into_iter().map(parking_lot::Mutex::into_inner);
+        for step in steps {
+            for kv in 0..kv_heads {
+                let (mut merged, mut softmax) = partials.next().expect("a part per item");
+                for _ in 1..parts {
+                    let (out, theirs) = partials.next().expect("a part per item");
+                    attention::merge_parts(&mut merged, &mut softmax, &out, &theirs, head_dim);
+                }
+                attention::finish_parts(&mut merged, &softmax, head_dim);
+                out[(step.row * kv_heads + kv) * group..][..group].copy_from_slice(&merged);
+            }
+        }
     }
 }
+
+/// Into how many runs of positions each of `items` (step, key/value head) pairs is split so
+/// that `threads` have at least two items each, keeping each run at least
+/// [`MIN_PART_POSITIONS`] long (`positions`: the shortest cache among the steps).
+fn parts(items: usize, threads: usize, positions: usize) -> usize {
+    let wanted = (2 * threads).div_ceil(items.max(1));
+    wanted.min(positions / MIN_PART_POSITIONS).max(1)
+}
+
+/// The fewest positions a split-off run holds: below it, the merge and the pool's hand-off
+/// cost more than the second thread saves.
+const MIN_PART_POSITIONS: usize = 64;
 
 /// llama's rotation of interleaved pairs, as candle's `rope_i` computes it for one
 /// position: each head's pair `(x₀, x₁)` becomes `(x₀ cos − x₁ sin, x₀ sin + x₁ cos)`.
@@ -235,6 +320,56 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_step_split_into_runs_of_positions_attends_as_candles_ops_do() {
+        let shape = Heads {
+            heads: 9,
+            kv_heads: 3,
+            head_dim: 64,
+        };
+        let (kv_width, width) = (3 * 64, 9 * 64);
+        let mut cache = LayerCache::default();
+        let positions = 300;
+        cache
+            .write(
+                0,
+                &values(positions * kv_width, 4),
+                &values(positions * kv_width, 104),
+                kv_width,
+                2048,
+            )
+            .expect("written");
+        let query = values(width, 54);
+        let expected = candle_attention(shape, &query, &cache);
+        for parts in [1, 2, 3, 7] {
+            let step = Step {
+                query: &query,
+                cache: &cache,
+                row: 0,
+            };
+            let mut out = vec![f32::NAN; width];
+            shape.attend_in_parts(&[step], &mut out, parts);
+            for (got, want) in out.iter().zip(&expected) {
+                assert!(
+                    (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "{parts} parts: {got} against candle's {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn steps_are_split_only_where_threads_would_wait_and_runs_stay_long() {
+        // One generation on two threads: its three heads split in two.
+        assert_eq!(parts(3, 2, 400), 2);
+        // Four generations: twelve items keep two threads busy.
+        assert_eq!(parts(12, 2, 400), 1);
+        // A short cache is not split below 64 positions a run.
+        assert_eq!(parts(3, 2, 100), 1);
+        assert_eq!(parts(3, 8, 200), 3);
+        assert_eq!(parts(3, 2, 0), 1);
     }
 
     #[test]
