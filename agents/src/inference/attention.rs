@@ -211,8 +211,9 @@ fn parts(items: usize, threads: usize, positions: usize) -> usize {
     wanted.min(positions / MIN_PART_POSITIONS).max(1)
 }
 
-/// The fewest positions a split-off run holds: below it, the merge and the pool's hand-off
-/// cost more than the second thread saves.
+/// The fewest positions a split-off run holds, so that each run is worth an item of the
+/// pool and a merge (a chosen figure: the A/B in docs/benchmarks.md measured 600 and 1,024
+/// tokens, not other thresholds).
 const MIN_PART_POSITIONS: usize = 64;
 
 /// llama's rotation of interleaved pairs, as candle's `rope_i` computes it for one
