@@ -6,6 +6,7 @@
 use half::f16;
 use murmur_matmul::attention::{self, CachedHead};
 
+mod inputs;
 mod median_time;
 use median_time::time;
 
@@ -15,14 +16,8 @@ const KV_HEADS: usize = 3;
 const HEAD_DIM: usize = 64;
 
 fn values(count: usize, seed: u64) -> Vec<f16> {
-    let mut state = seed;
-    (0..count)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            f16::from_f32((state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0)
-        })
+    inputs::unit_interval(count, seed)
+        .map(|u| f16::from_f32(u * 4.0 - 2.0))
         .collect()
 }
 

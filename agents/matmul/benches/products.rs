@@ -8,18 +8,13 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use murmur_matmul::{Kernel, QuantizedMatrix};
 
+mod inputs;
 mod median_time;
 use median_time::time;
 
 fn values(count: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed;
-    (0..count)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
+    inputs::unit_interval(count, seed)
+        .map(|u| u - 0.5)
         .collect()
 }
 
