@@ -537,7 +537,7 @@ async fn the_real_models_answer_streams_to_a_protocol_client() -> Result<()> {
     )
     .await?;
     let (_gateway, subject) =
-        gateway(&nats, &dir.path().join("g"), &["--max-tokens", "24"]).await?;
+        gateway(&nats, &dir.path().join("g"), &["--max-tokens", "96"]).await?;
     assert_eq!(subject, "agents.prompt.llm-generate.acme.default");
     let (_, caller) = nats.creds("acme", Role::Submitter, "caller").await?;
     let caller = caller.context("secure mode issues creds")?;
@@ -551,8 +551,21 @@ async fn the_real_models_answer_streams_to_a_protocol_client() -> Result<()> {
     )
     .await?;
     assert!(status.success(), "{log}");
-    // Greedy decoding: the model's answer, streamed in more than one chunk.
+    // Greedy decoding: the model's answer.
     assert!(answer.contains("Paris"), "{answer:?}");
+    // A story runs to the token limit: 96 tokens take several progress intervals however
+    // fast the machine, so the answer streams in more than one chunk.
+    let (status, answer, log) = protocol_client(
+        &nats,
+        &caller,
+        "llm-generate",
+        "Write a story about a dragon.",
+        30,
+        &[],
+    )
+    .await?;
+    assert!(status.success(), "{log}");
+    assert!(answer.contains("dragon"), "{answer:?}");
     let chunks: u32 = log
         .lines()
         .find_map(|l| {
