@@ -32,8 +32,10 @@ use half::f16;
 const BLOCK: usize = 32;
 /// Activation rows per tile: each weight block meets this many rows while in registers.
 const TILE_ROWS: usize = 4;
-/// Weight rows (outputs) per work item, and per Q4_1 group (a kernel's four f32 lanes).
+/// Weight rows (outputs) per Q8_0 work item and group.
 const GROUP: usize = 4;
+/// Weight rows (outputs) per Q4_1 work item and group: one per 32-bit lane of a register.
+const Q4_GROUP: usize = 8;
 
 /// Why a product could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -115,28 +117,38 @@ pub fn multiplies(dtype: GgmlDType) -> bool {
     matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q4_1) && Kernel::detect().is_some()
 }
 
-/// The weights, block by block: row `r`'s blocks at `r * blocks .. (r + 1) * blocks`.
+/// The weights: rows in groups ([`GROUP`] of Q8_0, [`Q4_GROUP`] of Q4_1), interleaved block
+/// by block (group `g`'s blocks at `g * blocks .. (g + 1) * blocks`), so that a work item
+/// reads one stream of memory; a last group short of rows is padded with zeros.
 enum Blocks {
     /// Signed bytes and a scale per block.
-    Q8_0 {
-        quants: Vec<[i8; BLOCK]>,
-        scales: Vec<f32>,
-    },
-    /// Rows in groups of four, interleaved block by block (group `g`'s blocks at
-    /// `g * blocks .. (g + 1) * blocks`); a last group short of four is padded with zeros.
+    Q8_0 { groups: Vec<Q8Group> },
+    /// A scale, a minimum and nibbles per block.
     Q4_1 { groups: Vec<Q4Group> },
 }
 
-/// Block `b` of four rows of Q4_1 weights: for each row, value = scale × nibble + minimum,
-/// with value `j` in the low half of nibble byte `j` and value `j + 16` in its high half.
-/// The scales and minimums stay f16 as stored (20 bytes per row and block, as in the file),
-/// and sit side by side so that one conversion gives the four rows' values.
+/// Block `b` of four rows of Q8_0 weights: for each row, value = scale × byte. The scales
+/// sit before the bytes they scale, converted to f32 once at load.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct Q8Group {
+    scales: [f32; GROUP],
+    quants: [[i8; BLOCK]; GROUP],
+}
+
+/// Block `b` of eight rows of Q4_1 weights: for each row, value = scale × nibble + minimum.
+/// Laid out so that a register holds the eight rows side by side, one per 32-bit lane, and
+/// one instruction multiplies each row's four nibbles by the same four input bytes: the
+/// products then need no sums across lanes. `nibbles[k][4 * lane + i]` is the file's nibble
+/// byte `4k + i` of row `lane`: value `4k + i` in its low half, value `16 + 4k + i` in its
+/// high half. The scales and minimums stay f16 as stored (20 bytes per row and block, as in
+/// the file), side by side, so that one conversion gives the eight rows' values.
 #[derive(Clone, Copy, Default)]
 #[repr(C)]
 struct Q4Group {
-    scales: [f16; GROUP],
-    mins: [f16; GROUP],
-    nibbles: [[u8; BLOCK / 2]; GROUP],
+    scales: [f16; Q4_GROUP],
+    mins: [f16; Q4_GROUP],
+    nibbles: [[u8; 4 * Q4_GROUP]; 4],
 }
 
 /// A quantized weight matrix laid out for [`QuantizedMatrix::forward`]: `rows` outputs, each
@@ -207,23 +219,26 @@ impl QuantizedMatrix {
         }
         let half_at =
             |block: &[u8], at: usize| f16::from_le_bytes([block[at], block[at + 1]]).to_f32();
+        let blocks = depth / BLOCK;
         let blocks = if dtype == GgmlDType::Q8_0 {
-            let mut quants = Vec::with_capacity(count);
-            let mut scales = Vec::with_capacity(count);
-            for block in data.chunks_exact(block_bytes) {
-                scales.push(half_at(block, 0));
-                quants.push(std::array::from_fn(|j| block[2 + j] as i8));
-            }
-            Blocks::Q8_0 { quants, scales }
-        } else {
-            let blocks = depth / BLOCK;
-            let mut groups = vec![Q4Group::default(); rows.div_ceil(GROUP) * blocks];
+            let mut groups = vec![Q8Group::default(); rows.div_ceil(GROUP) * blocks];
             for (index, block) in data.chunks_exact(block_bytes).enumerate() {
                 let (row, b) = (index / blocks, index % blocks);
                 let (group, lane) = (&mut groups[(row / GROUP) * blocks + b], row % GROUP);
+                group.scales[lane] = half_at(block, 0);
+                group.quants[lane] = std::array::from_fn(|j| block[2 + j] as i8);
+            }
+            Blocks::Q8_0 { groups }
+        } else {
+            let mut groups = vec![Q4Group::default(); rows.div_ceil(Q4_GROUP) * blocks];
+            for (index, block) in data.chunks_exact(block_bytes).enumerate() {
+                let (row, b) = (index / blocks, index % blocks);
+                let (group, lane) = (&mut groups[(row / Q4_GROUP) * blocks + b], row % Q4_GROUP);
                 group.scales[lane] = f16::from_le_bytes([block[0], block[1]]);
                 group.mins[lane] = f16::from_le_bytes([block[2], block[3]]);
-                group.nibbles[lane].copy_from_slice(&block[4..]);
+                for (k, chunk) in block[4..].chunks_exact(4).enumerate() {
+                    group.nibbles[k][4 * lane..4 * lane + 4].copy_from_slice(chunk);
+                }
             }
             Blocks::Q4_1 { groups }
         };
@@ -250,10 +265,10 @@ impl QuantizedMatrix {
 
     /// Bytes the weights take in memory.
     pub fn weight_bytes(&self) -> usize {
-        let count = self.rows * self.blocks();
+        let groups = self.rows.div_ceil(self.group_rows()) * self.blocks();
         match self.blocks {
-            Blocks::Q8_0 { .. } => count * (BLOCK + 4),
-            Blocks::Q4_1 { .. } => self.rows.div_ceil(GROUP) * self.blocks() * size_of::<Q4Group>(),
+            Blocks::Q8_0 { .. } => groups * size_of::<Q8Group>(),
+            Blocks::Q4_1 { .. } => groups * size_of::<Q4Group>(),
         }
     }
 
@@ -278,17 +293,26 @@ impl QuantizedMatrix {
         self.depth / BLOCK
     }
 
+    /// Weight rows per group, and per work item.
+    fn group_rows(&self) -> usize {
+        match self.blocks {
+            Blocks::Q8_0 { .. } => GROUP,
+            Blocks::Q4_1 { .. } => Q4_GROUP,
+        }
+    }
+
     /// `out` (m × rows) = activations × selfᵀ; work items are (group of weight rows, tile of
     /// activation rows), tile-minor, so an item's weights stay in cache across its tiles.
     fn product(&self, activations: &Activations, out: &mut [f32]) {
         let m = activations.rows;
         let tiles = m.div_ceil(TILE_ROWS);
-        let groups = self.rows.div_ceil(GROUP);
+        let width = self.group_rows();
+        let groups = self.rows.div_ceil(width);
         let out = kernels::Output::new(out);
         candle_core::utils::barrier_pool().execute_chunked(groups * tiles, |items| {
             for item in items {
                 let (group, tile) = (item / tiles, item % tiles);
-                let columns = group * GROUP..self.rows.min((group + 1) * GROUP);
+                let columns = group * width..self.rows.min((group + 1) * width);
                 let rows = tile * TILE_ROWS..m.min((tile + 1) * TILE_ROWS);
                 kernels::tile(self, activations, rows, columns, &out);
             }
@@ -392,7 +416,10 @@ mod kernels {
     use std::marker::PhantomData;
     use std::ops::Range;
 
-    use super::{Activations, BLOCK, Blocks, GROUP, Kernel, Q4Group, QuantizedMatrix};
+    use super::{
+        Activations, BLOCK, Blocks, GROUP, Kernel, Q4_GROUP, Q4Group, Q8Group, QuantizedMatrix,
+        TILE_ROWS,
+    };
 
     /// The product's output, written by several threads at once: each (row, column) by
     /// exactly one work item.
@@ -423,7 +450,8 @@ mod kernels {
     }
 
     /// Outputs `rows` × `columns` of the product, written into `out` (m × matrix rows).
-    /// `columns` is one work item's group: four from a multiple of four, or the last ones.
+    /// `columns` is one work item's group: a group's rows (four of Q8_0, eight of Q4_1),
+    /// or the matrix's last ones.
     pub(super) fn tile(
         matrix: &QuantizedMatrix,
         activations: &Activations,
@@ -440,9 +468,9 @@ mod kernels {
             }
         };
         if let Blocks::Q4_1 { groups } = &matrix.blocks {
-            // A group holds four rows of weights (zeros past the matrix's last row).
+            // A group holds eight rows of weights (zeros past the matrix's last row).
             let blocks = matrix.blocks();
-            let group = columns.start / GROUP;
+            let group = columns.start / Q4_GROUP;
             let weights = &groups[group * blocks..(group + 1) * blocks];
             let results = match rows.len() {
                 1 => dispatch_q4::<1>(matrix.kernel, weights, activations, &rows, blocks),
@@ -451,7 +479,11 @@ mod kernels {
                 4 => dispatch_q4::<4>(matrix.kernel, weights, activations, &rows, blocks),
                 rows => unreachable!("no tile for {rows} rows"),
             };
-            write(&rows, &columns, results);
+            for (r, row) in rows.clone().enumerate() {
+                for (c, column) in columns.clone().enumerate() {
+                    out.write(row * width + column, results[r][c]);
+                }
+            }
             return;
         }
         let run = |rows: Range<usize>, columns: Range<usize>| {
@@ -500,14 +532,18 @@ mod kernels {
             scales: rows_of(&activations.scales, rows.start, blocks),
             sums: rows_of(&activations.sums, rows.start, blocks),
         };
-        let c0 = columns.start;
-        let Blocks::Q8_0 { quants, scales } = &matrix.blocks else {
+        let Blocks::Q8_0 { groups } = &matrix.blocks else {
             unreachable!("Q4_1 tiles go through dispatch_q4")
         };
+        let group = columns.start / GROUP;
         let weights = Q8Weights::<C> {
-            quants: rows_of(quants, c0, blocks),
-            scales: rows_of(scales, c0, blocks),
+            groups: &groups[group * blocks..(group + 1) * blocks],
+            first: columns.start % GROUP,
         };
+        assert!(
+            weights.first + C <= GROUP,
+            "a tile's columns lie in one group"
+        );
         // SAFETY: `matrix.kernel` came from `Kernel::supported`, so this CPU has its
         // features; every slice passed holds `blocks` entries (`rows_of`).
         unsafe {
@@ -519,14 +555,14 @@ mod kernels {
         }
     }
 
-    /// One R × 4 tile of a Q4_1 matrix: `weights` is one group's `blocks` blocks.
+    /// One R × 8 tile of a Q4_1 matrix: `weights` is one group's `blocks` blocks.
     fn dispatch_q4<const R: usize>(
         kernel: Kernel,
         weights: &[Q4Group],
         activations: &Activations,
         rows: &Range<usize>,
         blocks: usize,
-    ) -> [f32; 16] {
+    ) -> [[f32; Q4_GROUP]; TILE_ROWS] {
         let inputs = Inputs::<R> {
             quants: rows_of(&activations.quants, rows.start, blocks),
             scales: rows_of(&activations.scales, rows.start, blocks),
@@ -535,13 +571,16 @@ mod kernels {
         assert_eq!(weights.len(), blocks, "one group's blocks");
         // SAFETY: `kernel` came from `Kernel::supported`, so this CPU has its features;
         // `weights` and every slice in `inputs` hold `blocks` entries.
-        unsafe {
+        let results = unsafe {
             match kernel {
                 Kernel::Avx2 => q4_avx2(blocks, weights, &inputs),
                 Kernel::AvxVnni => q4_avx_vnni(blocks, weights, &inputs),
                 Kernel::Avx512Vnni => q4_avx512_vnni(blocks, weights, &inputs),
             }
-        }
+        };
+        let mut tile = [[0f32; Q4_GROUP]; TILE_ROWS];
+        tile[..R].copy_from_slice(&results);
+        tile
     }
 
     struct Inputs<'a, const R: usize> {
@@ -550,15 +589,17 @@ mod kernels {
         sums: [&'a [f32]; R],
     }
 
+    /// One group's blocks, and the first of the tile's `C` columns within the group.
     struct Q8Weights<'a, const C: usize> {
-        quants: [&'a [[i8; BLOCK]]; C],
-        scales: [&'a [f32]; C],
+        groups: &'a [Q8Group],
+        first: usize,
     }
 
-    /// The tile functions for one kernel: `$sum(a, b)` gives the eight 32-bit sums of four
-    /// byte products each (unsigned `a` times signed `b`), as AVX2's pair sums do.
+    /// The tile functions for one kernel: `$dot(acc, a, b)` adds to each of `acc`'s eight
+    /// 32-bit lanes the sum of four byte products (unsigned `a` times signed `b`), as AVX2's
+    /// pair sums do.
     macro_rules! tile_kernels {
-        ($q8:ident, $q4:ident, $features:literal, $sum:ident) => {
+        ($q8:ident, $q4:ident, $features:literal, $dot:ident) => {
             /// Q8_0: candle's `vec_dot_q8_0_q8_0` for each (row, column), interleaved.
             #[target_feature(enable = $features)]
             unsafe fn $q8<const R: usize, const C: usize>(
@@ -571,12 +612,14 @@ mod kernels {
                     let mut signs = [_mm256_setzero_si256(); C];
                     let mut magnitudes = [_mm256_setzero_si256(); C];
                     let mut weight_scales = [_mm256_setzero_ps(); C];
+                    // SAFETY: `b` < blocks, the length of every slice (`dispatch`).
+                    let group = unsafe { weights.groups.get_unchecked(b) };
                     for c in 0..C {
-                        // SAFETY: `b` < blocks, the length of every slice (`dispatch`).
+                        // SAFETY: `first + c` < GROUP (`dispatch`).
                         let (block, scale) = unsafe {
                             (
-                                weights.quants[c].get_unchecked(b),
-                                *weights.scales[c].get_unchecked(b),
+                                group.quants.get_unchecked(weights.first + c),
+                                *group.scales.get_unchecked(weights.first + c),
                             )
                         };
                         // SAFETY: a block is 32 readable bytes.
@@ -599,7 +642,11 @@ mod kernels {
                         for c in 0..C {
                             // candle's order: d = weight scale × input scale, then
                             // acc = d × float(sums) + acc.
-                            let sums = $sum(magnitudes[c], _mm256_sign_epi8(x, signs[c]));
+                            let sums = $dot(
+                                _mm256_setzero_si256(),
+                                magnitudes[c],
+                                _mm256_sign_epi8(x, signs[c]),
+                            );
                             let d = _mm256_mul_ps(weight_scales[c], input_scale);
                             acc[r][c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc[r][c]);
                         }
@@ -617,39 +664,40 @@ mod kernels {
             /// Q4_1 against Q8_1, as candle's `vec_dot_q4_1_q8_1` computes each output:
             /// per block, the exact integer Σ nibble × input, then in f32 and in this order
             /// `sum += Σ × weight scale × input scale + minimum × input block's scaled sum`.
-            /// Here four columns' sums go through those float steps side by side, one per
-            /// lane, so each output is bit-identical to candle's.
+            /// Here the group's eight weight rows go through those steps side by side, one
+            /// per lane, so each output is bit-identical to candle's. Each instruction
+            /// multiplies four nibbles of every lane by the same four input bytes
+            /// (broadcast), so a lane's integer sum is its own: nothing is summed across lanes.
             #[target_feature(enable = $features)]
             unsafe fn $q4<const R: usize>(
                 blocks: usize,
                 weights: &[Q4Group],
                 inputs: &Inputs<'_, R>,
-            ) -> [f32; 16] {
-                let low = _mm_set1_epi8(0x0F);
-                // Rows go in pairs, one per 128-bit half, so each float step serves eight
-                // outputs; a last odd row goes alone. Lane c of a pair's low half is output
-                // (2p, c), of its high half (2p + 1, c); lane c of `acc` is (R - 1, c).
-                let mut pairs = [_mm256_setzero_ps(); 2];
-                let mut acc = _mm_setzero_ps();
+            ) -> [[f32; Q4_GROUP]; R] {
+                let low = _mm256_set1_epi8(0x0F);
+                let mut acc = [_mm256_setzero_ps(); R];
                 for b in 0..blocks {
                     // SAFETY: `b` < blocks, the length of `weights` (`dispatch_q4`).
                     let group = unsafe { weights.get_unchecked(b) };
-                    // SAFETY: four f16 (8 readable bytes) each.
+                    // SAFETY: eight f16 (16 readable bytes) each.
                     let (scales, mins) = unsafe {
                         (
-                            _mm_cvtph_ps(_mm_loadl_epi64(group.scales.as_ptr().cast())),
-                            _mm_cvtph_ps(_mm_loadl_epi64(group.mins.as_ptr().cast())),
+                            _mm256_cvtph_ps(_mm_loadu_si128(group.scales.as_ptr().cast())),
+                            _mm256_cvtph_ps(_mm_loadu_si128(group.mins.as_ptr().cast())),
                         )
                     };
-                    let values: [__m256i; 4] = std::array::from_fn(|c| {
-                        // SAFETY: a row's nibbles are 16 readable bytes.
-                        let packed = unsafe { _mm_loadu_si128(group.nibbles[c].as_ptr().cast()) };
-                        let first = _mm_and_si128(packed, low);
-                        let second = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
-                        _mm256_set_m128i(second, first)
+                    // Nibbles of values 4k.. (even n = 2k) and 16 + 4k.. (odd n), every lane.
+                    let nibbles: [__m256i; 8] = std::array::from_fn(|n| {
+                        // SAFETY: a chunk of the group is 32 readable bytes.
+                        let packed =
+                            unsafe { _mm256_loadu_si256(group.nibbles[n / 2].as_ptr().cast()) };
+                        if n % 2 == 0 {
+                            _mm256_and_si256(packed, low)
+                        } else {
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low)
+                        }
                     });
-                    // Row r's block: its byte sums against each column, its scale and sum.
-                    let row = |r: usize| {
+                    for (r, acc) in acc.iter_mut().enumerate() {
                         // SAFETY: as above.
                         let (block, scale, sum) = unsafe {
                             (
@@ -658,112 +706,70 @@ mod kernels {
                                 *inputs.sums[r].get_unchecked(b),
                             )
                         };
-                        // SAFETY: a block is 32 readable bytes.
-                        let x = unsafe { _mm256_loadu_si256(block.as_ptr().cast()) };
-                        let sums: [__m256i; 4] = std::array::from_fn(|c| $sum(values[c], x));
-                        (sums, scale, sum)
-                    };
-                    let both = |half: __m128| _mm256_set_m128(half, half);
-                    for (p, pair) in pairs.iter_mut().enumerate().take(R / 2) {
-                        let (first, first_scale, first_sum) = row(2 * p);
-                        let (second, second_scale, second_sum) = row(2 * p + 1);
-                        let totals = _mm256_cvtepi32_ps(pair_totals(first, second));
-                        let scale =
-                            _mm256_set_m128(_mm_set1_ps(second_scale), _mm_set1_ps(first_scale));
-                        let sum = _mm256_set_m128(_mm_set1_ps(second_sum), _mm_set1_ps(first_sum));
-                        let scaled = _mm256_mul_ps(_mm256_mul_ps(totals, both(scales)), scale);
-                        let offsets = _mm256_mul_ps(both(mins), sum);
-                        *pair = _mm256_add_ps(*pair, _mm256_add_ps(scaled, offsets));
-                    }
-                    if R % 2 == 1 {
-                        let (sums, scale, sum) = row(R - 1);
-                        let totals = _mm_cvtepi32_ps(lane_totals(sums));
-                        let scaled = _mm_mul_ps(_mm_mul_ps(totals, scales), _mm_set1_ps(scale));
-                        let offsets = _mm_mul_ps(mins, _mm_set1_ps(sum));
-                        acc = _mm_add_ps(acc, _mm_add_ps(scaled, offsets));
+                        // Input bytes `at..at + 4`, in every lane.
+                        let four = |at: usize| {
+                            let bytes = [block[at], block[at + 1], block[at + 2], block[at + 3]];
+                            _mm256_set1_epi32(i32::from_le_bytes(bytes.map(|b| b as u8)))
+                        };
+                        // Two chains of sums, so that each waits on half as many products.
+                        let (mut first, mut second) =
+                            (_mm256_setzero_si256(), _mm256_setzero_si256());
+                        for k in 0..4 {
+                            first = $dot(first, nibbles[2 * k], four(4 * k));
+                            second = $dot(second, nibbles[2 * k + 1], four(16 + 4 * k));
+                        }
+                        let totals = _mm256_cvtepi32_ps(_mm256_add_epi32(first, second));
+                        let scaled =
+                            _mm256_mul_ps(_mm256_mul_ps(totals, scales), _mm256_set1_ps(scale));
+                        let offsets = _mm256_mul_ps(mins, _mm256_set1_ps(sum));
+                        *acc = _mm256_add_ps(*acc, _mm256_add_ps(scaled, offsets));
                     }
                 }
-                let mut results = [0f32; 16];
-                for (p, pair) in pairs.iter().enumerate().take(R / 2) {
-                    // SAFETY: eight writable floats (rows 2p and 2p + 1, R ≤ 4).
-                    unsafe { _mm256_storeu_ps(results[p * 8..p * 8 + 8].as_mut_ptr(), *pair) };
-                }
-                if R % 2 == 1 {
-                    // SAFETY: four writable floats.
-                    unsafe { _mm_storeu_ps(results[(R - 1) * 4..R * 4].as_mut_ptr(), acc) };
+                let mut results = [[0f32; Q4_GROUP]; R];
+                for (result, acc) in results.iter_mut().zip(acc) {
+                    // SAFETY: eight writable floats.
+                    unsafe { _mm256_storeu_ps(result.as_mut_ptr(), acc) };
                 }
                 results
             }
         };
     }
 
-    tile_kernels!(q8_avx2, q4_avx2, "avx2,fma,f16c", sum_avx2);
+    tile_kernels!(q8_avx2, q4_avx2, "avx2,fma,f16c", dot_avx2);
     tile_kernels!(
         q8_avx_vnni,
         q4_avx_vnni,
         "avx2,fma,f16c,avxvnni",
-        sum_avx_vnni
+        dot_avx_vnni
     );
     tile_kernels!(
         q8_avx512_vnni,
         q4_avx512_vnni,
         "avx2,fma,f16c,avx512vnni,avx512vl",
-        sum_avx512_vnni
+        dot_avx512_vnni
     );
 
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn sum_avx2(unsigned: __m256i, signed: __m256i) -> __m256i {
+    fn dot_avx2(acc: __m256i, unsigned: __m256i, signed: __m256i) -> __m256i {
         // The pair sums cannot saturate: an unsigned byte here is at most 128 (a magnitude)
         // and a signed one at most 127 in magnitude.
-        _mm256_madd_epi16(_mm256_set1_epi16(1), _mm256_maddubs_epi16(unsigned, signed))
+        _mm256_add_epi32(
+            acc,
+            _mm256_madd_epi16(_mm256_set1_epi16(1), _mm256_maddubs_epi16(unsigned, signed)),
+        )
     }
 
     #[inline]
     #[target_feature(enable = "avxvnni")]
-    fn sum_avx_vnni(unsigned: __m256i, signed: __m256i) -> __m256i {
-        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), unsigned, signed)
+    fn dot_avx_vnni(acc: __m256i, unsigned: __m256i, signed: __m256i) -> __m256i {
+        _mm256_dpbusd_avx_epi32(acc, unsigned, signed)
     }
 
     #[inline]
     #[target_feature(enable = "avx512vnni,avx512vl")]
-    fn sum_avx512_vnni(unsigned: __m256i, signed: __m256i) -> __m256i {
-        _mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned, signed)
-    }
-
-    /// The totals of four vectors of eight 32-bit lanes: lane i of the result is the sum
-    /// of `sums[i]`'s lanes (exact, integers).
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn lane_totals(sums: [__m256i; 4]) -> __m128i {
-        let pairs = _mm256_hadd_epi32(sums[0], sums[1]);
-        let other_pairs = _mm256_hadd_epi32(sums[2], sums[3]);
-        let quads = _mm256_hadd_epi32(pairs, other_pairs);
-        _mm_add_epi32(
-            _mm256_castsi256_si128(quads),
-            _mm256_extracti128_si256(quads, 1),
-        )
-    }
-
-    /// [`lane_totals`] of two rows at once: lane c of the low half is the sum of
-    /// `first[c]`'s lanes, of the high half `second[c]`'s (exact, integers).
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn pair_totals(first: [__m256i; 4], second: [__m256i; 4]) -> __m256i {
-        // Within each 128-bit half: the partial totals of the four vectors' halves.
-        let first = _mm256_hadd_epi32(
-            _mm256_hadd_epi32(first[0], first[1]),
-            _mm256_hadd_epi32(first[2], first[3]),
-        );
-        let second = _mm256_hadd_epi32(
-            _mm256_hadd_epi32(second[0], second[1]),
-            _mm256_hadd_epi32(second[2], second[3]),
-        );
-        // Low halves side by side, high halves side by side, added.
-        _mm256_add_epi32(
-            _mm256_permute2x128_si256(first, second, 0x20),
-            _mm256_permute2x128_si256(first, second, 0x31),
-        )
+    fn dot_avx512_vnni(acc: __m256i, unsigned: __m256i, signed: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, unsigned, signed)
     }
 
     /// One block of activations as [`super::Activations::quantize_portable`] quantizes it
