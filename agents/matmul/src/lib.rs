@@ -275,18 +275,8 @@ impl QuantizedMatrix {
     /// `x` (m × inputs, f32) times this matrix transposed: m × outputs, as candle's
     /// `QMatMul::forward` gives it. The outputs are split across candle's CPU thread pool.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, MatmulError> {
-        let (m, depth) = x.dims2()?;
-        if depth != self.depth {
-            return Err(MatmulError::Width {
-                expected: self.depth,
-                found: depth,
-            });
-        }
-        let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let activations = Activations::quantize(&values, m, depth);
-        let mut out = vec![0f32; m * self.rows];
-        self.product(&activations, &mut out);
-        Ok(Tensor::from_vec(out, (m, self.rows), x.device())?)
+        let mut products = forward_each(&[self], x)?;
+        Ok(products.remove(0))
     }
 
     fn blocks(&self) -> usize {
@@ -301,23 +291,68 @@ impl QuantizedMatrix {
         }
     }
 
-    /// `out` (m × rows) = activations × selfᵀ; work items are (group of weight rows, tile of
-    /// activation rows), tile-minor, so an item's weights stay in cache across its tiles.
-    fn product(&self, activations: &Activations, out: &mut [f32]) {
+    /// Work items of a product with `tiles` tiles of activation rows: (group of weight rows,
+    /// tile), tile-minor, so an item's weights stay in cache across its tiles.
+    fn items(&self, tiles: usize) -> usize {
+        self.rows.div_ceil(self.group_rows()) * tiles
+    }
+
+    /// Work item `item` of `out` (m × rows) = activations × selfᵀ (see [`Self::items`]).
+    fn run_item(&self, item: usize, activations: &Activations, out: &kernels::Output<'_>) {
         let m = activations.rows;
         let tiles = m.div_ceil(TILE_ROWS);
         let width = self.group_rows();
-        let groups = self.rows.div_ceil(width);
-        let out = kernels::Output::new(out);
-        candle_core::utils::barrier_pool().execute_chunked(groups * tiles, |items| {
+        let (group, tile) = (item / tiles, item % tiles);
+        let columns = group * width..self.rows.min((group + 1) * width);
+        let rows = tile * TILE_ROWS..m.min((tile + 1) * TILE_ROWS);
+        kernels::tile(self, activations, rows, columns, out);
+    }
+}
+
+/// `x` (m × inputs, f32) times each of `matrices` transposed, as
+/// [`QuantizedMatrix::forward`] gives each product, in one go: the activations are
+/// quantized once, and every product's work items go to candle's thread pool together, so
+/// its threads meet once for all of them (a layer's query, key and value projections read
+/// the same input, and so do its gate and up projections).
+pub fn forward_each(matrices: &[&QuantizedMatrix], x: &Tensor) -> Result<Vec<Tensor>, MatmulError> {
+    let (m, depth) = x.dims2()?;
+    if let Some(matrix) = matrices.iter().find(|matrix| matrix.depth != depth) {
+        return Err(MatmulError::Width {
+            expected: matrix.depth,
+            found: depth,
+        });
+    }
+    let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let activations = Activations::quantize(&values, m, depth);
+    let mut products: Vec<Vec<f32>> = matrices
+        .iter()
+        .map(|matrix| vec![0f32; m * matrix.rows])
+        .collect();
+    let tiles = m.div_ceil(TILE_ROWS);
+    // Each product's first item in the combined sequence, and the total.
+    let mut firsts = Vec::with_capacity(matrices.len());
+    let mut total = 0;
+    for matrix in matrices {
+        firsts.push(total);
+        total += matrix.items(tiles);
+    }
+    {
+        let outs: Vec<kernels::Output<'_>> = products
+            .iter_mut()
+            .map(|p| kernels::Output::new(p))
+            .collect();
+        candle_core::utils::barrier_pool().execute_chunked(total, |items| {
             for item in items {
-                let (group, tile) = (item / tiles, item % tiles);
-                let columns = group * width..self.rows.min((group + 1) * width);
-                let rows = tile * TILE_ROWS..m.min((tile + 1) * TILE_ROWS);
-                kernels::tile(self, activations, rows, columns, &out);
+                let index = firsts.partition_point(|&first| first <= item) - 1;
+                matrices[index].run_item(item - firsts[index], &activations, &outs[index]);
             }
         });
     }
+    matrices
+        .iter()
+        .zip(products)
+        .map(|(matrix, product)| Ok(Tensor::from_vec(product, (m, matrix.rows), x.device())?))
+        .collect()
 }
 
 /// Activation rows quantized as candle quantizes them for these products (`BlockQ8_0` and

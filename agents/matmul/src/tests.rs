@@ -275,3 +275,48 @@ fn activations_round_ties_away_from_zero_on_every_path() {
     assert_eq!(bits(&dispatched.scales), bits(&portable.scales));
     assert_eq!(bits(&dispatched.sums), bits(&portable.sums));
 }
+
+#[test]
+fn products_made_together_are_each_products_bits() {
+    let Some(kernel) = Kernel::detect() else {
+        return;
+    };
+    // A layer's query, key and value: different heights, both quantizations, one width.
+    let weights = [
+        quantized_as(37, 128, 1, GgmlDType::Q4_1),
+        quantized_as(12, 128, 2, GgmlDType::Q8_0),
+        quantized_as(64, 128, 3, GgmlDType::Q4_1),
+    ];
+    let matrices: Vec<QuantizedMatrix> = weights
+        .iter()
+        .map(|w| {
+            QuantizedMatrix::with_kernel(w, kernel)
+                .expect("matrix")
+                .expect("Q8_0 or Q4_1")
+        })
+        .collect();
+    let each: Vec<&QuantizedMatrix> = matrices.iter().collect();
+    for m in [1, 4, 6] {
+        let x = Tensor::from_vec(values(m * 128, 40 + m as u64, 2.0), (m, 128), &Device::Cpu)
+            .expect("activations");
+        let together = super::forward_each(&each, &x).expect("products");
+        assert_eq!(together.len(), 3);
+        for (matrix, product) in matrices.iter().zip(&together) {
+            assert_eq!(
+                bits(product),
+                bits(&matrix.forward(&x).expect("product")),
+                "{m} rows"
+            );
+        }
+    }
+    let narrow = QuantizedMatrix::with_kernel(&quantized(4, 64, 4), kernel)
+        .expect("matrix")
+        .expect("Q8_0");
+    let x = Tensor::zeros((2, 128), candle_core::DType::F32, &Device::Cpu).expect("x");
+    let error = super::forward_each(&[&matrices[0], &narrow], &x)
+        .expect_err("a 64-wide matrix among 128-wide ones");
+    assert_eq!(
+        error.to_string(),
+        "activations are 128 wide, the matrix takes 64"
+    );
+}

@@ -85,6 +85,34 @@ impl Projection {
             Self::Candle(matmul) => matmul.forward(x),
         }
     }
+
+    /// `x` times each of `projections`, as [`Projection::forward`] gives each: tiled ones
+    /// together ([`murmur_matmul::forward_each`]: one quantization of `x`, one meeting of
+    /// the pool's threads), the others one by one.
+    fn forward_each<const N: usize>(
+        projections: [&Self; N],
+        x: &Tensor,
+    ) -> candle_core::Result<[Tensor; N]> {
+        let tiled: Option<Vec<&QuantizedMatrix>> = projections
+            .iter()
+            .map(|p| match p {
+                Self::Tiled(matrix) => Some(matrix),
+                Self::Candle(_) => None,
+            })
+            .collect();
+        let products = match tiled {
+            Some(matrices) => {
+                murmur_matmul::forward_each(&matrices, x).map_err(candle_core::Error::wrap)?
+            }
+            None => projections
+                .iter()
+                .map(|p| p.forward(x))
+                .collect::<candle_core::Result<_>>()?,
+        };
+        products
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("one product per projection".into()))
+    }
 }
 
 /// One sequence's keys and values, per layer.
@@ -262,14 +290,14 @@ impl LlamaBatch {
             .collect::<candle_core::Result<Vec<_>>>()?;
         for (index, layer) in self.layers.iter().enumerate() {
             let normed = layer.attention_norm.forward(&x)?;
-            let query = layer.query.forward(&normed)?;
-            let key = layer.key.forward(&normed)?;
-            let value = layer.value.forward(&normed)?;
+            let [query, key, value] =
+                Projection::forward_each([&layer.query, &layer.key, &layer.value], &normed)?;
             let attended = self.attend(index, segments, &rotations, &query, &key, &value)?;
             x = (layer.attention_output.forward(&attended)? + &x)?;
             let normed = layer.ffn_norm.forward(&x)?;
-            let gated = candle_nn::ops::silu(&layer.gate.forward(&normed)?)?;
-            let mixed = layer.down.forward(&(gated * layer.up.forward(&normed)?)?)?;
+            let [gate, up] = Projection::forward_each([&layer.gate, &layer.up], &normed)?;
+            let gated = candle_nn::ops::silu(&gate)?;
+            let mixed = layer.down.forward(&(gated * up)?)?;
             x = (mixed + &x)?;
         }
         debug_assert_eq!(x.dim(0)?, rows);
