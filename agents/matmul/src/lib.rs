@@ -5,9 +5,13 @@
 //! for Q4_1 at all (a scalar loop per block). Continuous batching sends a few rows (one per
 //! generation) through every projection. Here each weight block is loaded, and prepared
 //! once (absolute values for Q8_0, nibbles unpacked for Q4_1), for up to four rows while it
-//! sits in registers. Q8_0 scales are kept as f32; Q4_1 rows are grouped by four, block by
-//! block, their f16 scales side by side (one conversion for four). With VNNI one instruction
-//! multiplies and sums the 32 byte pairs of a block.
+//! sits in registers. Weight rows are grouped and interleaved block by block, so that a work
+//! item reads one stream of memory: Q8_0 rows by four, their scales kept as f32; Q4_1 rows
+//! by eight, one per 32-bit lane of a register, so that one instruction multiplies four
+//! nibbles of each of the eight rows by the same four input bytes, and each lane's sum is
+//! its row's own (nothing summed across lanes); their f16 scales side by side (one
+//! conversion for eight). Several matrices that read the same input are multiplied in one
+//! go ([`forward_each`]): one quantization of the input, one meeting of the threads.
 //!
 //! The products are bit-identical to candle's `QMatMul`: the same activation quantization,
 //! the same integer sums, the same float operations in the same order (the tests compare
