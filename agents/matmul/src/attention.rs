@@ -67,8 +67,7 @@ pub fn attend(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    let mut softmax = vec![Softmax::EMPTY; query.len() / head_dim.max(1)];
-    dispatch(query, head, head_dim, scores, out, &mut softmax, true);
+    whole(Path::Fastest, query, head, head_dim, scores, out);
 }
 
 /// [`attend`] without the division by each head's sum: `out` gets each query head's values
@@ -85,7 +84,15 @@ pub fn attend_part(
     out: &mut [f32],
     softmax: &mut [Softmax],
 ) {
-    dispatch(query, head, head_dim, scores, out, softmax, false);
+    let heads = Heads::new(query, head_dim, scores, out, softmax);
+    dispatch(
+        head,
+        Heads {
+            normalize: false,
+            ..heads
+        },
+        Path::Fastest,
+    );
 }
 
 /// `out` and `softmax` (a part over some positions, as [`attend_part`] gives it) merged with
@@ -132,20 +139,13 @@ pub fn finish_parts(out: &mut [f32], softmax: &[Softmax], head_dim: usize) {
 }
 
 /// [`attend`] (`normalize`) or [`attend_part`] on the fastest path this CPU runs.
-fn dispatch(
-    query: &[f32],
-    head: CachedHead<'_>,
-    head_dim: usize,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-    softmax: &mut [Softmax],
-    normalize: bool,
-) {
+fn dispatch(head: CachedHead<'_>, heads: Heads<'_>, path: Path) {
+    let (query, head_dim) = (heads.query, heads.head_dim);
     assert!(
-        head_dim > 0 && query.len() == out.len() && query.len().is_multiple_of(head_dim),
+        head_dim > 0 && query.len() == heads.out.len() && query.len().is_multiple_of(head_dim),
         "{} query values and {} outputs are not whole heads of {head_dim}",
         query.len(),
-        out.len()
+        heads.out.len()
     );
     assert!(
         head.offset + head_dim <= head.stride && head.keys.len() == head.values.len(),
@@ -156,17 +156,18 @@ fn dispatch(
         head.values.len()
     );
     assert_eq!(
-        softmax.len(),
+        heads.softmax.len(),
         query.len() / head_dim,
         "one softmax per query head"
     );
     if head.positions() == 0 {
-        out.fill(0.0);
-        softmax.fill(Softmax::EMPTY);
+        heads.out.fill(0.0);
+        heads.softmax.fill(Softmax::EMPTY);
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if head_dim.is_multiple_of(16)
+    if path == Path::Fastest
+        && head_dim.is_multiple_of(16)
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
         && std::arch::is_x86_feature_detected!("f16c")
@@ -174,11 +175,56 @@ fn dispatch(
         // SAFETY: the CPU has AVX2, FMA and F16C, checked just above.
         #[allow(unsafe_code)]
         unsafe {
-            x86::attend(query, head, head_dim, scores, out, softmax, normalize)
+            x86::attend(head, heads)
         };
         return;
     }
-    portable(query, head, head_dim, scores, out, softmax, normalize);
+    portable(head, heads);
+}
+
+/// Which code attends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// The SIMD path where the CPU and the head's size allow it, else the portable one.
+    Fastest,
+    /// The portable path, whatever the CPU.
+    Portable,
+}
+
+/// The query heads of one call that share a key/value head, and where their results go.
+struct Heads<'a> {
+    /// Whole heads of `head_dim` values each.
+    query: &'a [f32],
+    head_dim: usize,
+    /// Room for each query head's scores (reused between calls).
+    scores: &'a mut Vec<f32>,
+    /// One row of `head_dim` per query head.
+    out: &'a mut [f32],
+    /// One per query head: its largest score and its sum.
+    softmax: &'a mut [Softmax],
+    /// Whether each head's values are divided by its sum ([`attend`]) or left weighted by
+    /// its scores' exponents ([`attend_part`]).
+    normalize: bool,
+}
+
+impl<'a> Heads<'a> {
+    /// Heads whose values are divided by their sums.
+    fn new(
+        query: &'a [f32],
+        head_dim: usize,
+        scores: &'a mut Vec<f32>,
+        out: &'a mut [f32],
+        softmax: &'a mut [Softmax],
+    ) -> Self {
+        Self {
+            query,
+            head_dim,
+            scores,
+            out,
+            softmax,
+            normalize: true,
+        }
+    }
 }
 
 /// [`attend`] without SIMD: each cached row widened to f32 by `half`, then one dot product
@@ -190,24 +236,36 @@ pub fn attend_portable(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    let mut softmax = vec![Softmax::EMPTY; query.len() / head_dim];
-    if head.positions() == 0 {
-        out.fill(0.0);
-        return;
-    }
-    portable(query, head, head_dim, scores, out, &mut softmax, true);
+    whole(Path::Portable, query, head, head_dim, scores, out);
 }
 
-/// The portable path over at least one position.
-fn portable(
+/// [`attend`] through `path`.
+fn whole(
+    path: Path,
     query: &[f32],
     head: CachedHead<'_>,
     head_dim: usize,
     scores: &mut Vec<f32>,
     out: &mut [f32],
-    softmax: &mut [Softmax],
-    normalize: bool,
 ) {
+    let mut softmax = vec![Softmax::EMPTY; query.len() / head_dim.max(1)];
+    dispatch(
+        head,
+        Heads::new(query, head_dim, scores, out, &mut softmax),
+        path,
+    );
+}
+
+/// The portable path over at least one position.
+fn portable(head: CachedHead<'_>, heads: Heads<'_>) {
+    let Heads {
+        query,
+        head_dim,
+        scores,
+        out,
+        softmax,
+        normalize,
+    } = heads;
     let (positions, scale) = fresh_scores(query, head, head_dim, scores);
     let mut row = vec![0f32; head_dim];
     for (p, key) in head.rows(head.keys, head_dim).enumerate() {
@@ -293,7 +351,7 @@ mod x86 {
 
     use half::f16;
 
-    use super::{CachedHead, Softmax, fresh_scores};
+    use super::{CachedHead, Heads, Softmax, fresh_scores};
     use crate::kernels::horizontal_sum;
 
     /// Query heads taken together: their sixteen-value slices (two registers each) stay in
@@ -306,15 +364,15 @@ mod x86 {
     /// [`super::attend`] (`normalize`) or [`super::attend_part`] for a `head_dim` that is a
     /// multiple of 16, over at least one position.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn attend(
-        query: &[f32],
-        head: CachedHead<'_>,
-        head_dim: usize,
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-        softmax: &mut [Softmax],
-        normalize: bool,
-    ) {
+    pub(super) fn attend(head: CachedHead<'_>, heads: Heads<'_>) {
+        let Heads {
+            query,
+            head_dim,
+            scores,
+            out,
+            softmax,
+            normalize,
+        } = heads;
         let (positions, scale) = fresh_scores(query, head, head_dim, scores);
         let repeat = query.len() / head_dim;
         let mut first = 0;
