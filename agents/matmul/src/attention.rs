@@ -165,6 +165,9 @@ fn dispatch(head: CachedHead<'_>, heads: Heads<'_>, path: Path) {
         heads.softmax.fill(Softmax::EMPTY);
         return;
     }
+    // Only x86-64 has a faster path to choose.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = path;
     #[cfg(target_arch = "x86_64")]
     if path == Path::Fastest
         && head_dim.is_multiple_of(16)

@@ -498,14 +498,6 @@ mod kernels {
         columns: Range<usize>,
         out: &Output<'_>,
     ) {
-        let width = matrix.rows;
-        let write = |rows: &Range<usize>, columns: &Range<usize>, results: [f32; 16]| {
-            for (r, row) in rows.clone().enumerate() {
-                for (c, column) in columns.clone().enumerate() {
-                    out.write(row * width + column, results[r * 4 + c]);
-                }
-            }
-        };
         if let Blocks::Q4_1 { groups } = &matrix.blocks {
             // A group holds eight rows of weights (zeros past the matrix's last row).
             let blocks = matrix.blocks();
@@ -518,11 +510,7 @@ mod kernels {
                 4 => dispatch_q4::<4>(matrix.kernel, weights, activations, &rows, blocks),
                 rows => unreachable!("no tile for {rows} rows"),
             };
-            for (r, row) in rows.clone().enumerate() {
-                for (c, column) in columns.clone().enumerate() {
-                    out.write(row * width + column, results[r][c]);
-                }
-            }
+            write_tile(out, matrix.rows, &rows, &columns, |r, c| results[r][c]);
             return;
         }
         let run = |rows: Range<usize>, columns: Range<usize>| {
@@ -537,7 +525,7 @@ mod kernels {
                 (4, 1) => dispatch::<4, 1>(matrix, activations, &rows, &columns),
                 shape => unreachable!("no tile for {shape:?}"),
             };
-            write(&rows, &columns, results);
+            write_tile(out, matrix.rows, &rows, &columns, |r, c| results[r * 4 + c]);
         };
         // Whole tiles of four columns for one or two rows, of two for three or four (the
         // accumulators, one register per output, must fit in sixteen); single columns at
@@ -550,6 +538,22 @@ mod kernels {
         }
         for column in column..columns.end {
             run(rows.clone(), column..column + 1);
+        }
+    }
+
+    /// Writes a tile into `out` (m × `width`): output (r, c) of the tile at `rows` ×
+    /// `columns` is `result(r, c)`.
+    fn write_tile(
+        out: &Output<'_>,
+        width: usize,
+        rows: &Range<usize>,
+        columns: &Range<usize>,
+        result: impl Fn(usize, usize) -> f32,
+    ) {
+        for (r, row) in rows.clone().enumerate() {
+            for (c, column) in columns.clone().enumerate() {
+                out.write(row * width + column, result(r, c));
+            }
         }
     }
 

@@ -86,9 +86,9 @@ impl Projection {
         }
     }
 
-    /// `x` times each of `projections`, as [`Projection::forward`] gives each: tiled ones
-    /// together ([`murmur_matmul::forward_each`]: one quantization of `x`, one meeting of
-    /// the pool's threads), the others one by one.
+    /// `x` times each of `projections`, as [`Projection::forward`] gives each: in one go
+    /// when all are tiled ([`murmur_matmul::forward_each`]: one quantization of `x`, one
+    /// meeting of the pool's threads), else one by one.
     fn forward_each<const N: usize>(
         projections: [&Self; N],
         x: &Tensor,
