@@ -54,6 +54,11 @@ pub struct CommonArgs {
     /// Use a fresh identity instead of the identity file (for running several agents).
     #[arg(long)]
     pub ephemeral_identity: bool,
+    /// Keep the program's pages that only the start ran mapped (by default they are given
+    /// back to the kernel two seconds after joining, which keeps an idle agent's RSS to
+    /// what it runs while idle).
+    #[arg(long)]
+    pub keep_startup_pages: bool,
     /// On SIGTERM / ctrl-c, how long attempts already running may take to finish and
     /// report (no new ones start) before they are stopped and left to lease expiry.
     #[arg(long, default_value_t = 30)]

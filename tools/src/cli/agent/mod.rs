@@ -110,6 +110,9 @@ pub async fn run_agent(settings: &Settings, command: KindCommand) -> Result<()> 
     out!("{}", agent.id());
     let signals = shutdown_signals()?;
     let running = run_handlers(&agent, &handlers, signals.nth(1));
+    if !args.keep_startup_pages {
+        tokio::spawn(release_startup_pages());
+    }
     tokio::select! {
         stats = running => {
             let stats = stats?;
@@ -130,6 +133,30 @@ pub async fn run_agent(settings: &Settings, command: KindCommand) -> Result<()> 
     agent.leave("shutdown").await?;
     eprintln!("agent left");
     Ok(())
+}
+
+/// How long after joining an agent's start is over: its handlers' consumers are made within
+/// milliseconds of the join, well before this.
+const STARTUP: Duration = Duration::from_secs(2);
+
+/// Once the agent's start is over, gives back the pages of the program only the start ran
+/// (command line, connection, credentials, join): what the idle agent keeps resident is
+/// then what it runs while idle (murmur_residency says why they stayed).
+async fn release_startup_pages() {
+    tokio::time::sleep(STARTUP).await;
+    let before = murmur_residency::program_resident_bytes().ok();
+    match murmur_residency::release_program_pages() {
+        Ok(released) => tracing::debug!(
+            mappings = released.mappings,
+            resident_mib_before = before.map(|b| b as f64 / 1048576.0),
+            resident_mib_after = murmur_residency::program_resident_bytes()
+                .ok()
+                .map(|b| b as f64 / 1048576.0),
+            "gave back the program pages only the start used"
+        ),
+        // Costs memory, not function: the agent runs on as it would have.
+        Err(e) => tracing::debug!(error = %e, "kept the program pages the start used"),
+    }
 }
 
 /// Runs `murmur agent ...`.
