@@ -1,6 +1,7 @@
 //! Agents as real separate processes: join (registry + micro-service discovery), crash
 //! detection by missed heartbeats with two monitors writing one offline event, graceful
-//! leave on SIGTERM, and the live registry equal to a replayed one.
+//! leave on SIGTERM, the live registry equal to a replayed one, and an idle agent giving
+//! back the pages only its start ran while it goes on running tasks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -868,5 +869,67 @@ async fn an_agent_started_before_its_realms_stream_exists_says_what_is_missing()
     operator.ensure_streams().await?;
     let id = murmur_e2e::joined_id(&mut agent).await?;
     assert!(!id.is_empty());
+    Ok(())
+}
+
+/// The resident set of process `pid` in KiB (`/proc/PID/smaps_rollup`).
+#[cfg(target_os = "linux")]
+fn resident_kib(pid: u32) -> Result<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Rss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .context("no Rss in smaps_rollup")
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_agent_gives_back_its_startup_pages_and_still_runs_tasks() -> Result<()> {
+    let nats = TestNats::start().await?;
+    let data = tempfile::tempdir()?;
+    let who = murmur_e2e::enrol(&nats, Role::Worker, "worker", data.path()).await?;
+    let (worker, _id) = spawn_agent(
+        nats.url(),
+        data.path(),
+        &who,
+        "tester",
+        "test.run",
+        &["--builtin-handler"],
+    )
+    .await?;
+    let pid = worker.id().context("the agent's pid")?;
+    // Joined: everything its start ran is resident now.
+    let joined = resident_kib(pid)?;
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let idle = loop {
+        let now = resident_kib(pid)?;
+        if now * 10 < joined * 8 {
+            break now;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < until,
+            "the agent's resident set never went down from {joined} KiB (now {now} KiB)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // The code a task runs comes back as it runs.
+    let submitter = nats.event_log("acme").await?;
+    let _coordinator = murmur_e2e::spawn_coordinator(
+        nats.log_as("acme", Role::Coordinator, "coordinator")
+            .await?,
+    );
+    murmur_e2e::submit_once(&submitter, "t1", "test.run", serde_json::json!({"n": 1})).await?;
+    let mut view = Projector::new(
+        submitter.clone(),
+        murmur_coordination::coordinator::CoordinatorProjection::new(Token::new("acme")?),
+    );
+    anyhow::ensure!(
+        view.follow_until(DEADLINE, |v| v.tasks.counts().get("completed") == Some(&1))
+            .await?,
+        "the agent ran no task after giving back its pages (resident {joined} → {idle} KiB)"
+    );
     Ok(())
 }
