@@ -93,6 +93,7 @@ fn parse_mapping(line: &str) -> Option<Mapping> {
 }
 
 /// The program's read-only mappings listed in `maps` (the text of `/proc/self/maps`).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn program_mappings(maps: &str, program: &str) -> Vec<Mapping> {
     maps.lines()
         .filter_map(parse_mapping)
