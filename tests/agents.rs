@@ -218,16 +218,8 @@ async fn srv_stats_prometheus_and_murmur_status_report_an_agents_work() -> Resul
         .local_addr()?
         .port();
     let metrics_addr = format!("127.0.0.1:{port}");
-    let who = murmur_e2e::enrol(&nats, Role::Worker, "worker", data.path()).await?;
-    let (mut worker, id) = spawn_agent(
-        nats.url(),
-        data.path(),
-        &who,
-        "tester",
-        "test.run",
-        &["--builtin-handler", "--metrics-listen", &metrics_addr],
-    )
-    .await?;
+    let (mut worker, id) =
+        murmur_e2e::spawn_tester(&nats, data.path(), &["--metrics-listen", &metrics_addr]).await?;
     let submitter = nats.event_log("acme").await?;
     let coordinator = murmur_e2e::spawn_coordinator(
         nats.log_as("acme", Role::Coordinator, "coordinator")
@@ -889,16 +881,21 @@ fn resident_kib(pid: u32) -> Result<u64> {
 async fn an_idle_agent_gives_back_its_startup_pages_and_still_runs_tasks() -> Result<()> {
     let nats = TestNats::start().await?;
     let data = tempfile::tempdir()?;
+    // Its own copy of the binary: the kernel leaves pages that other processes map too (the
+    // agents of the tests running beside this one) where they are.
+    let program = data.path().join("murmur");
+    std::fs::copy(murmur_e2e::murmur_binary()?, &program)?;
     let who = murmur_e2e::enrol(&nats, Role::Worker, "worker", data.path()).await?;
-    let (worker, _id) = spawn_agent(
-        nats.url(),
-        data.path(),
-        &who,
-        "tester",
-        "test.run",
-        &["--builtin-handler"],
-    )
-    .await?;
+    let mut worker = tokio::process::Command::new(&program)
+        .args(["--server", nats.url(), "--realm", "acme", "--data-dir"])
+        .arg(data.path())
+        .args(&who)
+        .args(["agent", "run", "tester", "--capability", "test.run"])
+        .args(["--heartbeat-ms", "200", "--builtin-handler"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    murmur_e2e::joined_id(&mut worker).await?;
     let pid = worker.id().context("the agent's pid")?;
     // Joined: everything its start ran is resident now.
     let joined = resident_kib(pid)?;

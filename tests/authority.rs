@@ -285,16 +285,7 @@ async fn an_observer_reads_the_log_and_srv_but_writes_nothing() -> Result<()> {
         .await?;
     // An agent to answer $SRV.
     let data = tempfile::tempdir()?;
-    let who = murmur_e2e::enrol(&nats, Role::Worker, "worker", data.path()).await?;
-    let (mut agent, _) = murmur_e2e::spawn_agent(
-        nats.url(),
-        data.path(),
-        &who,
-        "tester",
-        "test.run",
-        &["--builtin-handler"],
-    )
-    .await?;
+    let (mut agent, _) = murmur_e2e::spawn_tester(&nats, data.path(), &[]).await?;
     let (_, observer_creds) = creds(&nats, Role::Observer, "watcher").await?;
     let mut o = Watched::connect(nats.url(), &observer_creds).await?;
     // It reads: the log through a projection, the dead letters, $SRV.

@@ -338,6 +338,19 @@ pub async fn spawn_agent(
     Ok((child, id))
 }
 
+/// A `tester` worker offering `test.run` through the built-in handler, enrolled as a worker
+/// under `data` (operator mode) and started with `extra` arguments: [`spawn_agent`]'s answer.
+pub async fn spawn_tester(
+    nats: &murmur_testkit::TestNats,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> Result<(tokio::process::Child, String)> {
+    let who = enrol(nats, murmur_subjects::roles::Role::Worker, "worker", data).await?;
+    let mut agent = vec!["--builtin-handler"];
+    agent.extend_from_slice(extra);
+    spawn_agent(nats.url(), data, &who, "tester", "test.run", &agent).await
+}
+
 /// The id an [`agent_process`] prints on its first line of output once joined, waited for
 /// up to [`DEADLINE`].
 pub async fn joined_id(child: &mut tokio::process::Child) -> Result<String> {
