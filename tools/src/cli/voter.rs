@@ -43,6 +43,10 @@ pub struct VoterRunArgs {
     /// Use a fresh identity instead of the identity file.
     #[arg(long)]
     pub ephemeral_identity: bool,
+    /// Keep the program's pages that only the start ran mapped (by default they are given
+    /// back to the kernel two seconds after joining, as `murmur agent run` does).
+    #[arg(long)]
+    pub keep_startup_pages: bool,
     /// Heartbeat interval in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_ms: u64,
@@ -97,6 +101,9 @@ pub async fn voter_run(settings: &Settings, args: VoterRunArgs) -> Result<()> {
     eprintln!("voter {} joined as {}", args.name, agent.id());
     out!("{}", agent.id());
     let stop = crate::signals::shutdown_signal()?;
+    if !args.keep_startup_pages {
+        tokio::spawn(crate::cli::agent::release_startup_pages());
+    }
     let cast = run_handlers(&agent, &handlers, stop).await?.votes_cast;
     agent.enter_lame_duck();
     agent.leave("shutdown").await?;

@@ -199,8 +199,20 @@ impl TestNats {
         } else {
             (None, None)
         };
-        let mut process = NatsProcess::start(0, &store, auth.as_ref()).await?;
-        process.wait_ready(READY_DEADLINE).await?;
+        let mut retries = 0;
+        let process = loop {
+            let mut process = NatsProcess::start(0, &store, auth.as_ref()).await?;
+            match process.wait_ready(READY_DEADLINE).await {
+                Ok(()) => break process,
+                // Its ports were free when picked, but another process picking its own (a
+                // `murmur` the test runs) can bind one first: the server stops, and starts
+                // again on other ports with the same store, as any restart would.
+                Err(e) if retries < 3 && e.to_string().contains("address already in use") => {
+                    retries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let url = process.url();
         Self::ready(
             url.clone(),

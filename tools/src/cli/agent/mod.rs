@@ -142,7 +142,7 @@ const STARTUP: Duration = Duration::from_secs(2);
 /// Once the agent's start is over, gives back the pages of the program only the start ran
 /// (command line, connection, credentials, join): what the idle agent keeps resident is
 /// then what it runs while idle (murmur_residency says why they stayed).
-async fn release_startup_pages() {
+pub(crate) async fn release_startup_pages() {
     tokio::time::sleep(STARTUP).await;
     let before = murmur_residency::program_resident_bytes().ok();
     match murmur_residency::release_program_pages() {
