@@ -886,15 +886,17 @@ async fn an_idle_agent_gives_back_its_startup_pages_and_still_runs_tasks() -> Re
     let program = data.path().join("murmur");
     std::fs::copy(murmur_e2e::murmur_binary()?, &program)?;
     let who = murmur_e2e::enrol(&nats, Role::Worker, "worker", data.path()).await?;
-    let mut worker = tokio::process::Command::new(&program)
-        .args(["--server", nats.url(), "--realm", "acme", "--data-dir"])
-        .arg(data.path())
-        .args(&who)
-        .args(["agent", "run", "tester", "--capability", "test.run"])
-        .args(["--heartbeat-ms", "200", "--builtin-handler"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut worker = murmur_e2e::agent_process_of(
+        &program,
+        nats.url(),
+        data.path(),
+        &who,
+        &[],
+        "tester",
+        "test.run",
+        &["--builtin-handler"],
+        false,
+    )?;
     murmur_e2e::joined_id(&mut worker).await?;
     let pid = worker.id().context("the agent's pid")?;
     // Joined: everything its start ran is resident now.

@@ -306,7 +306,33 @@ pub fn agent_process(
     agent: &[&str],
     capture_stderr: bool,
 ) -> Result<tokio::process::Child> {
-    Ok(tokio::process::Command::new(murmur_binary()?)
+    agent_process_of(
+        &murmur_binary()?,
+        url,
+        data,
+        who,
+        global,
+        kind,
+        capability,
+        agent,
+        capture_stderr,
+    )
+}
+
+/// [`agent_process`] running `program` (a copy of the `murmur` binary) instead.
+#[allow(clippy::too_many_arguments)]
+pub fn agent_process_of(
+    program: &std::path::Path,
+    url: &str,
+    data: &std::path::Path,
+    who: &[String],
+    global: &[&str],
+    kind: &str,
+    capability: &str,
+    agent: &[&str],
+    capture_stderr: bool,
+) -> Result<tokio::process::Child> {
+    Ok(tokio::process::Command::new(program)
         .args(["--server", url, "--realm", "acme", "--data-dir"])
         .arg(data)
         .args(who)

@@ -144,14 +144,20 @@ const STARTUP: Duration = Duration::from_secs(2);
 /// then what it runs while idle (murmur_residency says why they stayed).
 pub(crate) async fn release_startup_pages() {
     tokio::time::sleep(STARTUP).await;
-    let before = murmur_residency::program_resident_bytes().ok();
+    // What is resident is read (all of /proc/self/smaps) only for a debug line that shows.
+    let debug = tracing::enabled!(tracing::Level::DEBUG);
+    let resident_mib = || {
+        debug
+            .then(murmur_residency::program_resident_bytes)
+            .and_then(Result::ok)
+            .map(|b| b as f64 / 1048576.0)
+    };
+    let before = resident_mib();
     match murmur_residency::release_program_pages() {
         Ok(released) => tracing::debug!(
             mappings = released.mappings,
-            resident_mib_before = before.map(|b| b as f64 / 1048576.0),
-            resident_mib_after = murmur_residency::program_resident_bytes()
-                .ok()
-                .map(|b| b as f64 / 1048576.0),
+            resident_mib_before = before,
+            resident_mib_after = resident_mib(),
             "gave back the program pages only the start used"
         ),
         // Costs memory, not function: the agent runs on as it would have.
