@@ -114,9 +114,20 @@ SIGNED_ATTRIBUTES = [
 ]
 
 
+def with_defaults(attrs: dict[str, str]) -> dict[str, str]:
+    """The attributes as they count: murmur leaves out of the wire a `correlationid` equal
+    to the id, a `causationid` equal to the correlation id and `datacontenttype`
+    `application/json`."""
+    out = {"datacontenttype": "application/json", **attrs}
+    out.setdefault("correlationid", out["id"])
+    out.setdefault("causationid", out["correlationid"])
+    return out
+
+
 def signing_bytes(nats_subject: str, attrs: dict[str, str], data: bytes) -> bytes:
-    """`murmur-sig-v1`, the NATS subject, ten attributes (absent = empty) and the data,
-    each prefixed with its length as a little-endian u32."""
+    """`murmur-sig-v1`, the NATS subject, ten attributes (defaults filled in, any other
+    absent one empty) and the data, each prefixed with its length as a little-endian u32."""
+    attrs = with_defaults(attrs)
     fields = [b"murmur-sig-v1", nats_subject.encode()]
     fields += [attrs.get(name, "").encode() for name in SIGNED_ATTRIBUTES]
     fields.append(data)
@@ -198,9 +209,9 @@ class Received:
         self.event = FORMAT.read(None, body)
         # ... and the raw members give the bytes the signature covers.
         raw = raw_members(body.decode("utf-8"))
-        self.attrs = {
+        self.attrs = with_defaults({
             k: json.loads(v) for k, v in raw.items() if k != "data" and v.startswith('"')
-        }
+        })
         self.data = raw.get("data", "").encode("utf-8")
         verify_signature(subject, self.attrs, self.data)
         self.payload = json.loads(self.data) if self.data else {}

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::envelope::{EventRecord, SPEC_VERSION, format_time};
+use crate::envelope::{EventRecord, JSON, SPEC_VERSION, format_time};
 use crate::headers::{HeaderSource, Headers};
 
 /// Content type of structured-mode events.
@@ -127,7 +127,7 @@ fn encode_binary(record: &EventRecord) -> (Headers, Bytes) {
     if let Some(ds) = &record.dataschema {
         h.insert("ce-dataschema", pct(ds).into_owned());
     }
-    for (name, value) in record.all_extensions() {
+    for (name, value) in record.wire_extensions() {
         let mut header = String::with_capacity(HEADER_PREFIX.len() + name.len());
         header.push_str(HEADER_PREFIX);
         header.push_str(name);
@@ -143,7 +143,7 @@ fn encode_structured(record: &EventRecord) -> Result<(Headers, Bytes), BindingEr
         .chain(&record.datacontenttype)
         .chain(&record.dataschema)
         .map(String::len)
-        .chain(record.all_extensions().map(|(n, v)| n.len() + v.len()))
+        .chain(record.wire_extensions().map(|(n, v)| n.len() + v.len()))
         .sum();
     let mut out = Vec::with_capacity(
         256 + 8 * record.extensions.len()
@@ -171,13 +171,16 @@ fn encode_structured(record: &EventRecord) -> Result<(Headers, Bytes), BindingEr
     if let Some(t) = record.time {
         put(&mut out, "time", &format_time(t));
     }
-    if let Some(ct) = &record.datacontenttype {
+    // Absent means JSON in this format: murmur's own content type is left out.
+    if let Some(ct) = &record.datacontenttype
+        && ct != JSON
+    {
         put(&mut out, "datacontenttype", ct);
     }
     if let Some(ds) = &record.dataschema {
         put(&mut out, "dataschema", ds);
     }
-    for (name, value) in record.all_extensions() {
+    for (name, value) in record.wire_extensions() {
         put(&mut out, name, value);
     }
     if let Some(data) = &record.data {
@@ -342,6 +345,7 @@ fn decode_binary<H: HeaderSource + ?Sized>(
     if !body.is_empty() {
         record.data = Some(body.clone());
     }
+    record.fill_defaults();
     Ok(record)
 }
 
@@ -469,6 +473,7 @@ fn decode_structured(body: &Bytes) -> Result<EventRecord, BindingError> {
             })?;
         record.data = Some(Bytes::from(bytes));
     }
+    record.fill_defaults();
     Ok(record)
 }
 
@@ -508,7 +513,6 @@ fn truncate(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::JSON;
     use cloudevents::AttributesReader;
 
     const LIMIT: usize = DEFAULT_MAX_EVENT_BYTES;

@@ -740,21 +740,26 @@ mod tests {
         );
     }
 
-    #[test]
-    fn children_keep_correlation_and_trace() {
-        let me = Identity::generate();
+    /// A root event, its child and its grandchild, sealed by `me`.
+    fn three_generations(me: &Identity) -> [SealedEvent; 3] {
         let agg = Token::new("a1").expect("token");
         let root = Draft::new(agg.clone(), &joined())
             .expect("draft")
-            .seal(&me, &realm());
+            .seal(me, &realm());
         let child = Draft::new(agg.clone(), &AgentLeft { reason: "x".into() })
             .expect("draft")
             .caused_by(&root.record)
-            .seal(&me, &realm());
+            .seal(me, &realm());
         let grandchild = Draft::new(agg, &AgentLeft { reason: "y".into() })
             .expect("draft")
             .caused_by(&child.record)
-            .seal(&me, &realm());
+            .seal(me, &realm());
+        [root, child, grandchild]
+    }
+
+    #[test]
+    fn children_keep_correlation_and_trace() {
+        let [root, child, grandchild] = three_generations(&Identity::generate());
         assert_eq!(
             child.record.correlation_id.as_deref(),
             Some(root.record.id.as_str())
@@ -774,6 +779,79 @@ mod tests {
         let trace = |r: &EventRecord| r.traceparent.as_deref().expect("trace")[3..35].to_string();
         assert_eq!(trace(&root.record), trace(&grandchild.record));
         assert_ne!(root.record.traceparent, child.record.traceparent);
+    }
+
+    #[test]
+    fn defaults_stay_off_the_wire_and_read_back_as_written_out() {
+        let me = Identity::generate();
+        let [root, child, grandchild] = three_generations(&me);
+        // (event, correlationid on the wire, causationid on the wire)
+        let cases = [
+            (&root, false, false),
+            (&child, true, false),
+            (&grandchild, true, true),
+        ];
+        for mode in [ContentMode::Binary, ContentMode::Structured] {
+            let codec = EventCodec::default().content_mode(mode);
+            for (event, correlation, causation) in cases {
+                let (h, body) = codec.encode(event).expect("encode");
+                let mut wire = String::from_utf8_lossy(&body).into_owned();
+                h.visit(&mut |name, value, _| wire.push_str(&format!("\n{name}: {value}")));
+                assert_eq!(wire.contains("correlationid"), correlation, "{wire}");
+                assert_eq!(wire.contains("causationid"), causation, "{wire}");
+                assert!(
+                    !wire.contains("datacontenttype"),
+                    "JSON is the default content type: {wire}"
+                );
+                let got = codec
+                    .decode(event.subject.as_str(), Some(&h), &body)
+                    .expect("verifies");
+                assert_eq!(got.record, event.record, "{mode:?}");
+            }
+        }
+        // A writer that spells every default out (murmur before it left them off, another
+        // SDK) signs the same bytes: its event verifies and reads the same.
+        let codec = EventCodec::default();
+        for event in [&root, &child] {
+            let (h, body) = codec.encode(event).expect("encode");
+            let r = &event.record;
+            let spelled = format!(
+                r#"{{"correlationid":"{}","causationid":"{}","datacontenttype":"application/json",{}"#,
+                r.correlation(),
+                r.causation(),
+                &String::from_utf8_lossy(&body)[1..]
+            );
+            let got = codec
+                .decode(event.subject.as_str(), Some(&h), &Bytes::from(spelled))
+                .expect("verifies with the defaults written out");
+            assert_eq!(got.record, event.record);
+        }
+        // And one that leaves them out of what it signs (absent: their defaults) verifies too.
+        let mut bare = child.clone();
+        bare.record.causation_id = None;
+        bare.record.datacontenttype = None;
+        me.sign(&mut bare.record, bare.subject.as_str());
+        assert_eq!(bare.record.signature, child.record.signature);
+        let (h, body) = codec.encode(&bare).expect("encode");
+        let got = codec
+            .decode(bare.subject.as_str(), Some(&h), &body)
+            .expect("verifies with the defaults left out of the signed record");
+        assert_eq!(got.record, child.record);
+        // Left out is not the same as written otherwise: a causation naming another event
+        // than the one the signature covers does not verify.
+        let (h, body) = codec.encode(&child).expect("encode");
+        let forged = format!(
+            r#"{{"causationid":"{}",{}"#,
+            grandchild.record.id,
+            &String::from_utf8_lossy(&body)[1..]
+        );
+        assert_eq!(
+            codec
+                .decode(child.subject.as_str(), Some(&h), &Bytes::from(forged))
+                .expect_err("another causation")
+                .reason(),
+            DeadLetterReason::BadSignature
+        );
     }
 
     #[test]

@@ -59,8 +59,44 @@ impl EventRecord {
         }
     }
 
+    /// `correlationid` as it counts: absent means the event's own id (a root event).
+    pub fn correlation(&self) -> &str {
+        self.correlation_id.as_deref().unwrap_or(&self.id)
+    }
+
+    /// `causationid` as it counts: absent means the correlation id (a root event, or the
+    /// first event its root caused).
+    pub fn causation(&self) -> &str {
+        match &self.causation_id {
+            Some(causation) => causation,
+            None => self.correlation(),
+        }
+    }
+
+    /// `datacontenttype` as it counts: absent means JSON (the CloudEvents JSON format's rule).
+    pub fn content_type(&self) -> &str {
+        self.datacontenttype.as_deref().unwrap_or(JSON)
+    }
+
+    /// Writes the values [`EventRecord::correlation`], [`EventRecord::causation`] and
+    /// [`EventRecord::content_type`] give into the absent attributes: a decoded event reads
+    /// the same whether its emitter left the defaults out or wrote them.
+    pub fn fill_defaults(&mut self) {
+        if self.correlation_id.is_none() {
+            self.correlation_id = Some(self.id.clone());
+        }
+        if self.causation_id.is_none() {
+            self.causation_id = self.correlation_id.clone();
+        }
+        if self.datacontenttype.is_none() {
+            self.datacontenttype = Some(JSON.to_string());
+        }
+    }
+
     /// The bytes an emitter signs: every attribute murmur relies on plus the NATS subject and
-    /// the data, each length-prefixed so no two different events share an encoding.
+    /// the data, each length-prefixed so no two different events share an encoding. The
+    /// lineage and content type are signed as they count ([`EventRecord::correlation`]), so
+    /// leaving a default out of the wire changes no signature.
     pub fn signing_bytes(&self, nats_subject: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(1024 + self.data.as_ref().map_or(0, |d| d.len()));
         self.write_signing_bytes(nats_subject, |part| out.extend_from_slice(part));
@@ -79,10 +115,10 @@ impl EventRecord {
             self.ty.as_bytes(),
             opt(&self.subject),
             time.as_deref().unwrap_or("").as_bytes(),
-            opt(&self.datacontenttype),
+            self.content_type().as_bytes(),
             opt(&self.dataschema),
-            opt(&self.correlation_id),
-            opt(&self.causation_id),
+            self.correlation().as_bytes(),
+            self.causation().as_bytes(),
             opt(&self.traceparent),
             self.data.as_deref().unwrap_or(b""),
         ];
@@ -147,6 +183,18 @@ impl EventRecord {
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_str())),
         )
+    }
+
+    /// The extensions as they travel: [`EventRecord::all_extensions`] without a
+    /// `correlationid` or `causationid` equal to its default.
+    pub fn wire_extensions(&self) -> impl Iterator<Item = (&str, &str)> {
+        let correlation = self.correlation();
+        self.all_extensions()
+            .filter(move |&(name, value)| match name {
+                EXT_CORRELATION => value != self.id,
+                EXT_CAUSATION => value != correlation,
+                _ => true,
+            })
     }
 
     /// Sets one extension by name, routing murmur's own to their fields.

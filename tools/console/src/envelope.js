@@ -11,10 +11,25 @@ export function formatTime(date) {
   return date.toISOString().replace(".000Z", "Z");
 }
 
+/** The attributes as they count: murmur leaves out of the wire a `correlationid` equal to
+ * the id, a `causationid` equal to the correlation id and `datacontenttype`
+ * `application/json`. */
+export function withDefaults(ev) {
+  const correlationid = ev.correlationid ?? ev.id;
+  return {
+    ...ev,
+    datacontenttype: ev.datacontenttype ?? "application/json",
+    correlationid,
+    causationid: ev.causationid ?? correlationid,
+  };
+}
+
 /** The bytes an emitter signs: `murmur-sig-v1`, the NATS subject, id, source, type,
  * subject, time, datacontenttype, dataschema, correlationid, causationid, traceparent and
- * the data, each prefixed with its length as a little-endian u32. */
-export function signingBytes(natsSubject, ev) {
+ * the data (defaults filled in, any other absent attribute empty), each prefixed with its
+ * length as a little-endian u32. */
+export function signingBytes(natsSubject, event) {
+  const ev = withDefaults(event);
   const fields = [
     "murmur-sig-v1",
     natsSubject,

@@ -8,7 +8,7 @@
 import { wsconnect, jwtAuthenticator, headers as natsHeaders } from "@nats-io/nats-core";
 import { jetstream } from "@nats-io/jetstream";
 import { createUser, fromPublic } from "@nats-io/nkeys";
-import { seal, signingBytes } from "./envelope.js";
+import { seal, signingBytes, withDefaults } from "./envelope.js";
 import { post } from "./api.js";
 
 /** The capability a browser agent offers. */
@@ -88,8 +88,9 @@ const sha256 = async (...parts) => {
  * as "murmur-merkle-v1" ‖ root). */
 export async function verifyEvent(natsSubject, body) {
   const raw = rawMembers(body);
-  const attrs = {};
-  for (const [k, v] of Object.entries(raw)) if (k !== "data" && v.startsWith('"')) attrs[k] = JSON.parse(v);
+  const written = {};
+  for (const [k, v] of Object.entries(raw)) if (k !== "data" && v.startsWith('"')) written[k] = JSON.parse(v);
+  const attrs = withDefaults(written);
   const data = encoder.encode(raw.data ?? "");
   const signed = signingBytes(natsSubject, { ...attrs, data });
   const key = fromPublic(attrs.source);

@@ -625,6 +625,16 @@ pub(crate) fn envelope_costs(mode: ContentMode) -> Result<String> {
         strip(&mut r);
         Ok(whole - size(&r)?)
     };
+    // A root event leaves its lineage out (both equal its id); a later descendant names both.
+    let mut descendant = record.clone();
+    descendant.correlation_id = Some(uuid::Uuid::now_v7().to_string());
+    descendant.causation_id = Some(uuid::Uuid::now_v7().to_string());
+    let descendant_size = size(&descendant)?;
+    let lineage_cost = |strip: &dyn Fn(&mut murmur_subjects::EventRecord)| -> Result<usize> {
+        let mut r = descendant.clone();
+        strip(&mut r);
+        Ok(descendant_size - size(&r)?)
+    };
     let signature = record.signature.as_deref().unwrap_or_default();
     // `ed25519-merkle:{root signature}:{leaf index}:{sibling hashes}`: the path is the last part.
     let path = signature.rsplit(':').next().map_or(0, str::len);
@@ -633,13 +643,19 @@ pub(crate) fn envelope_costs(mode: ContentMode) -> Result<String> {
         ("murmursig", without(&|r| r.signature = None)?),
         ("  of it the Merkle path", path),
         ("traceparent", without(&|r| r.traceparent = None)?),
-        ("correlationid", without(&|r| r.correlation_id = None)?),
-        ("causationid", without(&|r| r.causation_id = None)?),
+        (
+            "correlationid (a descendant's)",
+            lineage_cost(&|r| r.correlation_id = None)?,
+        ),
+        (
+            "causationid (a descendant's)",
+            lineage_cost(&|r| r.causation_id = None)?,
+        ),
         (
             "source (its value)",
             without(&|r| r.source = String::new())?,
         ),
-        ("id (its value)", without(&|r| r.id = String::new())?),
+        ("id (its value)", lineage_cost(&|r| r.id = String::new())?),
         ("time", without(&|r| r.time = None)?),
         ("datacontenttype", without(&|r| r.datacontenttype = None)?),
         ("type (its value)", without(&|r| r.ty = String::new())?),
@@ -652,7 +668,7 @@ pub(crate) fn envelope_costs(mode: ContentMode) -> Result<String> {
         .collect::<Vec<_>>()
         .join(", ");
     Ok(format!(
-        "{mode:?} mode, bytes per field of a {whole}-byte batch-signed message: {listed}"
+        "{mode:?} mode, bytes per field of a {whole}-byte batch-signed root event ({descendant_size} for a descendant naming its correlation and cause): {listed}"
     ))
 }
 
