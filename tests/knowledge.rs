@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use murmur_agents::memory::{MemoryOptions, MemoryService};
 use murmur_agents::{Agent, AgentSpec};
 use murmur_e2e::DEADLINE;

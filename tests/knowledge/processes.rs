@@ -54,8 +54,14 @@ impl KbSession {
         let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
         let first = tokio::time::timeout(DEADLINE, lines.next_line())
             .await
-            .context("session did not start")??
-            .context("session exited before starting")?;
+            .context("session did not start")??;
+        let Some(first) = first else {
+            let status = child.wait().await?;
+            bail!(
+                "session exited before starting ({status}): {}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        };
         ensure!(
             first.contains(identity.public_key()),
             "unexpected banner {first:?}"
