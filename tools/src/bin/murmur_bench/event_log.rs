@@ -619,22 +619,22 @@ pub(crate) fn envelope_costs(mode: ContentMode) -> Result<String> {
         let (h, b) = binding::encode(r, mode, binding::DEFAULT_MAX_EVENT_BYTES)?;
         Ok(binding::message_size(Some(&h), &[]) + b.len())
     };
-    let whole = size(record)?;
-    let without = |strip: &dyn Fn(&mut murmur_subjects::EventRecord)| -> Result<usize> {
-        let mut r = record.clone();
+    // What `strip` takes off `event`'s size.
+    let cost = |event: &murmur_subjects::EventRecord,
+                strip: &dyn Fn(&mut murmur_subjects::EventRecord)|
+     -> Result<usize> {
+        let mut r = event.clone();
         strip(&mut r);
-        Ok(whole - size(&r)?)
+        Ok(size(event)? - size(&r)?)
     };
+    let whole = size(record)?;
+    let without = |strip: &dyn Fn(&mut murmur_subjects::EventRecord)| cost(record, strip);
     // A root event leaves its lineage out (both equal its id); a later descendant names both.
     let mut descendant = record.clone();
     descendant.correlation_id = Some(uuid::Uuid::now_v7().to_string());
     descendant.causation_id = Some(uuid::Uuid::now_v7().to_string());
     let descendant_size = size(&descendant)?;
-    let lineage_cost = |strip: &dyn Fn(&mut murmur_subjects::EventRecord)| -> Result<usize> {
-        let mut r = descendant.clone();
-        strip(&mut r);
-        Ok(descendant_size - size(&r)?)
-    };
+    let lineage_cost = |strip: &dyn Fn(&mut murmur_subjects::EventRecord)| cost(&descendant, strip);
     let signature = record.signature.as_deref().unwrap_or_default();
     // `ed25519-merkle:{root signature}:{leaf index}:{sibling hashes}`: the path is the last part.
     let path = signature.rsplit(':').next().map_or(0, str::len);
