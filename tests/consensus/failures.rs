@@ -88,6 +88,9 @@ async fn losing_a_node_mid_vote_decides_or_ends_without_quorum() -> Result<()> {
         "voter processes did not vote"
     );
     murmur_e2e::ensure_r3(&owner).await?;
+    // The tallier must be connected to the node before it stops: started late on a loaded
+    // machine, its first connect otherwise meets the stopping node and the process exits.
+    murmur_e2e::wait_for_line(&tallier_log, "tallier running for realm", DEADLINE).await?;
     cluster.stop(2).await?;
 
     let approve = VoteCast {
